@@ -1,0 +1,46 @@
+# The README's two commands: `make run` and `make test`. .ci/run calls `make test` only.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+DEMO_HOME ?= $(CURDIR)/.bastion-demo
+# System packages the tests need (Debian names). Installed by `make test` when run as root.
+SYSTEM_PACKAGES := sqlite3 gnome-keyring dbus libsecret-tools chromium
+
+.PHONY: run test venv system-deps lint typecheck pytest docs bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.5,<1"
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	@BASTION_HOME=$(DEMO_HOME) $(BIN)/bastion init
+	@BASTION_HOME=$(DEMO_HOME) $(BIN)/bastion db status
+
+system-deps:
+	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: venv
+	$(BIN)/mypy --strict src
+
+pytest: venv
+	bash scripts/run-tests.sh $(PYTEST_ARGS)
+
+test: system-deps venv lint typecheck pytest
+
+docs: venv
+	$(BIN)/python -m bastion._docs
+
+clean:
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

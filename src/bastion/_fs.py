@@ -1,0 +1,113 @@
+"""Durable file primitives: atomic writes with modes, private directories.
+
+Every file bastion writes goes through :func:`atomic_write` (or :func:`atomic_replace` for a
+file produced elsewhere, such as a finished backup), following litestream's order: write a
+temporary file in the *same directory*, fsync it, rename it over the target, then fsync the
+directory so the rename itself survives a power cut. A reader therefore sees either the old
+file or the new one, never a torn mix.
+
+Errors here are ``OSError`` on purpose: this module is below the error tree's users, and each
+caller translates to the ``BastionError`` subclass that fits its context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+__all__ = [
+    "PRIVATE_DIR_MODE",
+    "PRIVATE_FILE_MODE",
+    "InsecureDirectoryError",
+    "atomic_replace",
+    "atomic_write",
+    "ensure_private_dir",
+    "fsync_dir",
+]
+
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+
+
+class InsecureDirectoryError(PermissionError):
+    """A directory that must be private is writable by others or owned by someone else."""
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """fsync a directory so a rename or create inside it is durable (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover - platforms that cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, mode: int = PRIVATE_FILE_MODE) -> None:
+    """Replace ``path`` with ``data`` atomically and durably, with permission bits ``mode``.
+
+    The mode is set on the temporary file before any byte is written, so the content is never
+    readable by others, even for a moment.
+    """
+    target = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    fsync_dir(target.parent)
+
+
+def atomic_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, mode: int | None = PRIVATE_FILE_MODE) -> None:
+    """Move a finished file ``src`` over ``dst`` durably. Both must be on one filesystem."""
+    source = Path(src)
+    if mode is not None:
+        os.chmod(source, mode)
+    with open(source, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(source, dst)
+    fsync_dir(Path(dst).parent)
+    if source.parent != Path(dst).parent:
+        fsync_dir(source.parent)
+
+
+def ensure_private_dir(path: str | os.PathLike[str], *, mode: int = PRIVATE_DIR_MODE) -> Path:
+    """Create ``path`` (and parents) with ``mode``, or check an existing one is private enough.
+
+    An existing directory that is group/world-writable or owned by another user is refused:
+    bastion keeps tokens and keys below it, and another user who can write there could swap
+    them. Parents created on the way get the same mode.
+    """
+    target = Path(path)
+    if not target.exists():
+        target.mkdir(mode=mode, parents=True, exist_ok=True)
+        # mkdir's mode is filtered by the umask; set it explicitly.
+        os.chmod(target, mode)
+        fsync_dir(target.parent)
+        return target
+    info = target.stat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise NotADirectoryError(f"{target} exists and is not a directory")
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise InsecureDirectoryError(
+            f"{target} is owned by uid {info.st_uid}, not by you (uid {os.getuid()})"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise InsecureDirectoryError(
+            f"{target} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o}); "
+            f"run `chmod {mode:o} {target}`"
+        )
+    return target

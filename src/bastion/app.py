@@ -1,0 +1,92 @@
+"""Composition root: opens a bastion home and wires its parts together.
+
+``Home`` is what the CLI, the daemon and Python apps hold: the config, the app database
+(``bastion.db``) and, as the other parts arrive, the vault, the supervisor and the scheduler.
+Nothing below this module knows how the parts are wired; ``vault`` and ``supervisor`` meet
+only here, through the supervisor's ``SecretSource`` protocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from bastion._fs import InsecureDirectoryError, ensure_private_dir
+from bastion.config import Config, load_config
+from bastion.errors import ConfigError, StoreOpenError
+from bastion.store import Database
+
+__all__ = ["HOME_SUBDIRS", "Home"]
+
+#: Directories created in every home, each 0700.
+HOME_SUBDIRS = ("backups", "quarantine", "services", "run")
+
+
+@dataclasses.dataclass
+class Home:
+    """An open home. Create with :meth:`open`; close with :meth:`close` (or ``with``)."""
+
+    config: Config
+    db: Database
+
+    @classmethod
+    def init(cls, config: Config | None = None) -> Home:
+        """Create the home (0700) and its subdirectories and database if missing; idempotent."""
+        cfg = config or load_config()
+        _make_private(cfg.home)
+        for sub in HOME_SUBDIRS:
+            _make_private(cfg.home / sub)
+        return cls.open(cfg)
+
+    @classmethod
+    def open(cls, config: Config | None = None, *, create: bool = True) -> Home:
+        cfg = config or load_config()
+        if not cfg.home.is_dir():
+            if not create:
+                raise StoreOpenError(f"{cfg.home} does not exist", hint="Run `bastion init` first.")
+            return cls.init(cfg)
+        db = Database.open(cfg.db_path, cfg.store, name="bastion")
+        return cls(config=cfg, db=db)
+
+    def status(self) -> dict[str, Any]:
+        """Where everything is and how the database is set up (read back, never assumed)."""
+        posture = dataclasses.asdict(self.db.posture)
+        sizes = self.db.file_sizes()
+        page_count, page_size, freelist = self.db.read(
+            lambda tx: (
+                tx.scalar("PRAGMA page_count"),
+                tx.scalar("PRAGMA page_size"),
+                tx.scalar("PRAGMA freelist_count"),
+            )
+        )
+        return {
+            "home": str(self.config.home),
+            "database": str(self.db.path),
+            "posture": posture,
+            "size_bytes": sizes["db"],
+            "wal_bytes": sizes["wal"],
+            "page_count": page_count,
+            "page_size": page_size,
+            "freelist_count": freelist,
+            "sqlite_version": self.db.posture.sqlite_version,
+        }
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Home:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _make_private(path: Path) -> None:
+    try:
+        ensure_private_dir(path)
+    except InsecureDirectoryError as err:
+        raise ConfigError(str(err), hint=f"Run `chmod 700 {path}` or choose another home.") from err
+    except OSError as err:
+        raise ConfigError(f"cannot create {path}: {os.strerror(err.errno or 0)}", hint="Choose a home you can write to.") from err

@@ -1,0 +1,44 @@
+"""``bastion db …``: database status and maintenance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from bastion.cli._output import config_from, emit, json_option, run_command
+
+
+@click.group()
+def db() -> None:
+    """Inspect and maintain bastion's SQLite databases."""
+
+
+def _render_status(d: dict[str, Any]) -> str:
+    p = d["posture"]
+    return "\n".join(
+        [
+            f"database:      {d['database']}",
+            f"size:          {d['size_bytes']} bytes ({d['page_count']} pages of {d['page_size']}, "
+            f"{d['freelist_count']} free)",
+            f"wal:           {d['wal_bytes']} bytes",
+            f"journal_mode:  {p['journal_mode']}",
+            f"synchronous:   {p['synchronous']}",
+            f"foreign_keys:  {'on' if p['foreign_keys'] else 'off'}",
+            f"busy_timeout:  {p['busy_timeout_ms']} ms",
+            f"sqlite:        {d['sqlite_version']}",
+        ]
+    )
+
+
+@db.command()
+@json_option
+@click.pass_context
+@run_command
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show the database's path, posture as read back, sizes and SQLite version."""
+    from bastion.app import Home
+
+    with Home.open(config_from(ctx), create=False) as home:
+        data = home.status()
+    emit(data, as_json, _render_status)

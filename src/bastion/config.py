@@ -1,0 +1,265 @@
+"""Settings: where the home is and how each part behaves, frozen once loaded.
+
+Precedence, lowest first: built-in defaults, ``<home>/bastion.toml``, ``BASTION_*`` environment
+variables. The home itself comes from ``BASTION_HOME`` (or the caller), else the platform data
+directory from ``platformdirs``.
+
+Environment names are ``BASTION_<SECTION>_<KEY>`` in upper case, e.g.
+``BASTION_STORE_BUSY_TIMEOUT_MS=8000`` sets ``[store] busy_timeout_ms``. Every value is checked
+against its declared type and bounds; a bad one raises ``ConfigError`` naming the key, what is
+wrong with the value, and the accepted form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from bastion.errors import ConfigError
+
+__all__ = [
+    "ApiConfig",
+    "BackupConfig",
+    "Config",
+    "RetentionConfig",
+    "StoreConfig",
+    "SupervisorConfig",
+    "VaultConfig",
+    "default_home",
+    "load_config",
+]
+
+CONFIG_FILE = "bastion.toml"
+ENV_PREFIX = "BASTION_"
+
+
+def _bounds(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    return {"min": lo, "max": hi}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoreConfig:
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    busy_timeout_ms: int = dataclasses.field(default=5000, metadata=_bounds(2000, 600_000))
+    readers: int = dataclasses.field(default=4, metadata=_bounds(1, 64))
+    wal_cap_bytes: int = dataclasses.field(default=64 * 1024 * 1024, metadata=_bounds(1024 * 1024))
+    wal_watchdog_interval_s: float = dataclasses.field(default=5.0, metadata=_bounds(0.05, 3600))
+    #: What to do when the open-time check finds corruption: refuse, or quarantine and restore.
+    on_corrupt: Literal["refuse", "recover"] = "refuse"
+    #: Cap on the open-time ``quick_check``; larger files get the header check only.
+    open_check_max_bytes: int = dataclasses.field(default=256 * 1024 * 1024, metadata=_bounds(0))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VaultConfig:
+    backend: Literal["keychain", "encrypted-file"] = "keychain"
+    service: str = "bastion"
+    keychain_timeout_s: float = dataclasses.field(default=5.0, metadata=_bounds(0.1, 120))
+    #: How the encrypted-file backend's data key is wrapped.
+    key_source: Literal["passphrase", "env", "keychain"] = "env"
+    key_env: str = "BASTION_VAULT_KEY"
+    passphrase_env: str = "BASTION_VAULT_PASSPHRASE"
+    chunking: bool = True
+    allow_reveal: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SupervisorConfig:
+    autostart: bool = True
+    log_batch_lines: int = dataclasses.field(default=1000, metadata=_bounds(1, 1_000_000))
+    log_batch_ms: int = dataclasses.field(default=50, metadata=_bounds(1, 60_000))
+    log_buffer_lines: int = dataclasses.field(default=100_000, metadata=_bounds(100))
+    log_line_max_bytes: int = dataclasses.field(default=16 * 1024, metadata=_bounds(256))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ApiConfig:
+    host: str = "127.0.0.1"
+    port: int = dataclasses.field(default=0, metadata=_bounds(0, 65535))
+    allowed_origins: tuple[str, ...] = ()
+    max_body_bytes: int = dataclasses.field(default=1024 * 1024, metadata=_bounds(1024))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BackupConfig:
+    interval_s: int = dataclasses.field(default=3600, metadata=_bounds(0))
+    keep_last: int = dataclasses.field(default=5, metadata=_bounds(1))
+    keep_daily: int = dataclasses.field(default=7, metadata=_bounds(0))
+    keep_weekly: int = dataclasses.field(default=4, metadata=_bounds(0))
+    pre_migrate_keep: int = dataclasses.field(default=5, metadata=_bounds(1))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    logs_days: int = dataclasses.field(default=30, metadata=_bounds(0))
+    logs_max_rows: int = dataclasses.field(default=1_000_000, metadata=_bounds(0))
+    activity_days: int = dataclasses.field(default=365, metadata=_bounds(0))
+    events_days: int = dataclasses.field(default=90, metadata=_bounds(0))
+    interval_s: int = dataclasses.field(default=3600, metadata=_bounds(0))
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "store": StoreConfig,
+    "vault": VaultConfig,
+    "supervisor": SupervisorConfig,
+    "api": ApiConfig,
+    "backup": BackupConfig,
+    "retention": RetentionConfig,
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Config:
+    """Everything bastion reads from config; pass it down, never read it from a global."""
+
+    home: Path
+    store: StoreConfig = StoreConfig()
+    vault: VaultConfig = VaultConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    api: ApiConfig = ApiConfig()
+    backup: BackupConfig = BackupConfig()
+    retention: RetentionConfig = RetentionConfig()
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "bastion.db"
+
+    @property
+    def vault_db_path(self) -> Path:
+        return self.home / "vault.db"
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.home / "backups"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def services_dir(self) -> Path:
+        return self.home / "services"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+
+def default_home(env: Mapping[str, str] | None = None) -> Path:
+    """``BASTION_HOME`` if set, else the per-user data directory for ``bastion``."""
+    environ = os.environ if env is None else env
+    explicit = environ.get("BASTION_HOME")
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    import platformdirs  # only needed when no home is given
+
+    return Path(platformdirs.user_data_dir("bastion", appauthor=False))
+
+
+def load_config(home: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read defaults, then ``<home>/bastion.toml``, then ``BASTION_*`` variables from ``env``."""
+    environ = os.environ if env is None else env
+    home_path = Path(home).expanduser().absolute() if home is not None else default_home(environ)
+    raw: dict[str, dict[str, tuple[Any, str]]] = {name: {} for name in _SECTIONS}
+
+    toml_path = home_path / CONFIG_FILE
+    if toml_path.is_file():
+        try:
+            data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(
+                f"{toml_path} is not valid TOML: {err}",
+                hint="Fix the syntax at the position named, or move the file away to use defaults.",
+                path=str(toml_path),
+            ) from err
+        for section, values in data.items():
+            if section not in _SECTIONS:
+                raise ConfigError(
+                    f"{toml_path}: unknown section [{section}]",
+                    hint=f"Known sections: {', '.join(sorted(_SECTIONS))}.",
+                    key=section,
+                )
+            if not isinstance(values, dict):
+                raise ConfigError(f"{toml_path}: {section} must be a table ([{section}])", key=section)
+            for key, value in values.items():
+                raw[section][key] = (value, f"{toml_path} [{section}] {key}")
+
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in {"BASTION_HOME", "BASTION_VAULT_KEY", "BASTION_VAULT_PASSPHRASE"}:
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        section, _, key = rest.partition("_")
+        if section in _SECTIONS and key:
+            raw[section][key] = (value, f"environment variable {name}")
+
+    built = {section: _build_section(cls, raw[section]) for section, cls in _SECTIONS.items()}
+    return Config(home=home_path, **built)
+
+
+def _build_section(cls: type[Any], values: dict[str, tuple[Any, str]]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, (value, where) in values.items():
+        if key not in fields:
+            raise ConfigError(
+                f"{where}: unknown key {key!r}",
+                hint=f"Known keys: {', '.join(sorted(fields))}.",
+                key=key,
+            )
+        kwargs[key] = _coerce(value, hints[key], fields[key].metadata, where)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, annotation: Any, meta: Mapping[str, Any], where: str) -> Any:
+    from_env = isinstance(value, str) and where.startswith("environment")
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        choices = typing.get_args(annotation)
+        if value not in choices:
+            raise ConfigError(
+                f"{where}: {value!r} is not one of the accepted values",
+                hint=f"Use one of: {', '.join(repr(c) for c in choices)}.",
+            )
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if from_env and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return value.lower() in {"1", "true", "yes", "on"}
+        raise ConfigError(f"{where}: {value!r} is not a boolean", hint="Use true or false.")
+    if annotation in (int, float):
+        number: float
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            number = annotation(value) if from_env or isinstance(value, int | float) else _raise_type()
+        except (TypeError, ValueError):
+            kind = "a whole number" if annotation is int else "a number"
+            raise ConfigError(f"{where}: {value!r} is not {kind}", hint=f"Use {kind}, e.g. 5000.") from None
+        lo, hi = meta.get("min"), meta.get("max")
+        if (lo is not None and number < lo) or (hi is not None and number > hi):
+            bounds = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+            raise ConfigError(f"{where}: {value!r} is out of range", hint=f"Use a value {bounds}.")
+        return number
+    if annotation is str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: {value!r} is not a non-empty string", hint='Use a quoted string, e.g. "bastion".')
+        return value
+    if origin is tuple or isinstance(annotation, types.GenericAlias):
+        if from_env:
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+        raise ConfigError(f"{where}: {value!r} is not a list of strings", hint='Use e.g. ["tauri://localhost"].')
+    raise TypeError(f"unsupported config annotation {annotation!r}")  # pragma: no cover
+
+
+def _raise_type() -> float:
+    raise TypeError

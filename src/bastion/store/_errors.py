@@ -1,0 +1,76 @@
+"""Translation of apsw exceptions into bastion's error tree.
+
+This is the one place that knows apsw's exception classes and SQLite's extended result codes;
+every other module in ``store/`` calls :func:`translate` in its ``except apsw.Error`` clause.
+"""
+
+from __future__ import annotations
+
+import re
+
+import apsw
+
+from bastion.errors import (
+    Conflict,
+    ConstraintViolation,
+    NotADatabase,
+    ReferenceViolation,
+    StoreBusy,
+    StoreCorrupt,
+    StoreError,
+    StoreIOError,
+    StoreOpenError,
+)
+
+__all__ = ["translate"]
+
+# SQLite extended result codes (sqlite3.h): SQLITE_CONSTRAINT | (n << 8).
+_CONSTRAINT_UNIQUE = 2067
+_CONSTRAINT_PRIMARYKEY = 1555
+_CONSTRAINT_FOREIGNKEY = 787
+_CONSTRAINT_NOTNULL = 1299
+_CONSTRAINT_CHECK = 275
+
+_PREFIX = re.compile(r"^\w+Error:\s*")
+_UNIQUE_COLUMNS = re.compile(r"UNIQUE constraint failed: (?P<cols>.+)$")
+
+
+def _extended(err: apsw.Error) -> int:
+    return int(getattr(err, "extendedresult", 0) or 0)
+
+
+def translate(err: BaseException, *, path: str | None = None, what: str | None = None) -> StoreError:
+    """Map an apsw error to the matching ``StoreError``; the caller raises it ``from err``."""
+    where = f" in {path}" if path else ""
+    doing = f" while {what}" if what else ""
+    text = _PREFIX.sub("", str(err)).strip()
+    if isinstance(err, apsw.ConstraintError):
+        code = _extended(err)
+        if code in (_CONSTRAINT_UNIQUE, _CONSTRAINT_PRIMARYKEY) or "UNIQUE" in text:
+            match = _UNIQUE_COLUMNS.search(text)
+            columns = match.group("cols") if match else None
+            return Conflict(
+                f"conflict{doing}: {text}",
+                hint=f"A row with the same {columns or 'key'} exists already; update it or use another value.",
+                columns=columns,
+            )
+        if code == _CONSTRAINT_FOREIGNKEY or "FOREIGN KEY" in text:
+            return ReferenceViolation(f"foreign key constraint failed{doing}: {text}")
+        return ConstraintViolation(f"constraint failed{doing}: {text}")
+    if isinstance(err, apsw.BusyError | apsw.LockedError):
+        return StoreBusy(f"database{where} stayed locked past the busy timeout{doing}")
+    if isinstance(err, apsw.NotADBError):
+        return NotADatabase(f"{path or 'the file'} is not an SQLite database (or is encrypted or truncated)", path=path)
+    if isinstance(err, apsw.CorruptError):
+        return StoreCorrupt(f"database{where} is corrupt{doing}: {text}", path=path)
+    if isinstance(err, apsw.FullError):
+        return StoreIOError(f"disk full{doing}{where}: {text}", path=path)
+    if isinstance(err, apsw.IOError | apsw.ReadOnlyError):
+        return StoreIOError(f"I/O error{doing}{where}: {text}", path=path)
+    if isinstance(err, apsw.CantOpenError | apsw.PermissionsError | apsw.AuthError):
+        return StoreOpenError(f"cannot open{where}: {text}", path=path)
+    if isinstance(err, apsw.InterruptError):
+        return StoreError(f"interrupted{doing}", recoverable=True)
+    if isinstance(err, apsw.SQLError):
+        return StoreError(f"SQL error{doing}: {text}", hint="The statement is invalid for this schema; check the migration state.")
+    return StoreError(f"database error{doing}{where}: {err}")
