@@ -12,9 +12,12 @@ SYSTEM_PACKAGES := sqlite3 gnome-keyring dbus libsecret-tools chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
+
+# uv installs the project in ~2 s instead of pip's ~20 s; it comes from the package index too.
+$(UV): | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.5,<1"
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml | $(UV)
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[test]'
 	touch $@
 

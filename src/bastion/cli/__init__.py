@@ -25,17 +25,24 @@ COMMANDS: dict[str, str] = {
 
 
 class LazyGroup(click.Group):
-    """A group that imports a subcommand's module only when that subcommand is used."""
+    """A group that imports a subcommand's module only when that subcommand is used.
+
+    ``lazy_commands`` maps a name to ``"module:attribute"``; the root group uses ``COMMANDS``.
+    """
+
+    def __init__(self, *args: Any, lazy_commands: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = COMMANDS if lazy_commands is None else lazy_commands
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *COMMANDS})
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in COMMANDS:
-            module_name, _, attr = COMMANDS[cmd_name].partition(":")
+        if cmd_name in self.lazy_commands:
+            module_name, _, attr = self.lazy_commands[cmd_name].partition(":")
             command = getattr(importlib.import_module(module_name), attr)
             if not isinstance(command, click.Command):  # pragma: no cover - registry mistake
-                raise TypeError(f"{COMMANDS[cmd_name]} is not a click command")
+                raise TypeError(f"{self.lazy_commands[cmd_name]} is not a click command")
             return command
         return super().get_command(ctx, cmd_name)
 

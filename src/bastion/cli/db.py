@@ -6,10 +6,16 @@ from typing import Any
 
 import click
 
+from bastion.cli import LazyGroup
 from bastion.cli._output import config_from, emit, json_option, run_command
 
+#: ``bastion db`` subcommands defined in other modules, loaded when used ("module:attribute").
+DB_COMMANDS: dict[str, str] = {
+    "status": "bastion.cli.db:status",
+}
 
-@click.group()
+
+@click.group(cls=LazyGroup, lazy_commands=DB_COMMANDS)
 def db() -> None:
     """Inspect and maintain bastion's SQLite databases."""
 
@@ -31,7 +37,7 @@ def _render_status(d: dict[str, Any]) -> str:
     )
 
 
-@db.command()
+@click.command()
 @json_option
 @click.pass_context
 @run_command
