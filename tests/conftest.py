@@ -8,7 +8,7 @@ skip is turned into a failure.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,9 @@ def _in_ci() -> bool:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, None, None]:
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     if not (report.skipped and _in_ci()):
@@ -41,6 +43,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Iterator[Config]:
+def home(tmp_path: Path) -> Config:
     """A config for a fresh, not yet initialised home under tmp_path (no env overrides)."""
-    yield load_config(tmp_path / "home", env={})
+    return load_config(tmp_path / "home", env={})

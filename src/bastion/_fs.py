@@ -48,7 +48,9 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, mode: int = PRIVATE_FILE_MODE) -> None:
+def atomic_write(
+    path: str | os.PathLike[str], data: bytes | str, *, mode: int = PRIVATE_FILE_MODE
+) -> None:
     """Replace ``path`` with ``data`` atomically and durably, with permission bits ``mode``.
 
     The mode is set on the temporary file before any byte is written, so the content is never
@@ -71,7 +73,12 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, mode: int =
     fsync_dir(target.parent)
 
 
-def atomic_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, mode: int | None = PRIVATE_FILE_MODE) -> None:
+def atomic_replace(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    mode: int | None = PRIVATE_FILE_MODE,
+) -> None:
     """Move a finished file ``src`` over ``dst`` durably. Both must be on one filesystem."""
     source = Path(src)
     if mode is not None:

@@ -89,4 +89,7 @@ def _make_private(path: Path) -> None:
     except InsecureDirectoryError as err:
         raise ConfigError(str(err), hint=f"Run `chmod 700 {path}` or choose another home.") from err
     except OSError as err:
-        raise ConfigError(f"cannot create {path}: {os.strerror(err.errno or 0)}", hint="Choose a home you can write to.") from err
+        raise ConfigError(
+            f"cannot create {path}: {os.strerror(err.errno or 0)}",
+            hint="Choose a home you can write to.",
+        ) from err

@@ -64,7 +64,7 @@ class VaultConfig:
     #: How the encrypted-file backend's data key is wrapped.
     key_source: Literal["passphrase", "env", "keychain"] = "env"
     key_env: str = "BASTION_VAULT_KEY"
-    passphrase_env: str = "BASTION_VAULT_PASSPHRASE"
+    passphrase_env: str = "BASTION_VAULT_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
     chunking: bool = True
     allow_reveal: bool = True
 
@@ -162,7 +162,9 @@ def default_home(env: Mapping[str, str] | None = None) -> Path:
     return Path(platformdirs.user_data_dir("bastion", appauthor=False))
 
 
-def load_config(home: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    home: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
     """Read defaults, then ``<home>/bastion.toml``, then ``BASTION_*`` variables from ``env``."""
     environ = os.environ if env is None else env
     home_path = Path(home).expanduser().absolute() if home is not None else default_home(environ)
@@ -186,12 +188,18 @@ def load_config(home: str | os.PathLike[str] | None = None, env: Mapping[str, st
                     key=section,
                 )
             if not isinstance(values, dict):
-                raise ConfigError(f"{toml_path}: {section} must be a table ([{section}])", key=section)
+                raise ConfigError(
+                    f"{toml_path}: {section} must be a table ([{section}])", key=section
+                )
             for key, value in values.items():
                 raw[section][key] = (value, f"{toml_path} [{section}] {key}")
 
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in {"BASTION_HOME", "BASTION_VAULT_KEY", "BASTION_VAULT_PASSPHRASE"}:
+        if not name.startswith(ENV_PREFIX) or name in {
+            "BASTION_HOME",
+            "BASTION_VAULT_KEY",
+            "BASTION_VAULT_PASSPHRASE",
+        }:
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         section, _, key = rest.partition("_")
@@ -239,10 +247,14 @@ def _coerce(value: Any, annotation: Any, meta: Mapping[str, Any], where: str) ->
         try:
             if isinstance(value, bool):
                 raise TypeError
-            number = annotation(value) if from_env or isinstance(value, int | float) else _raise_type()
+            number = (
+                annotation(value) if from_env or isinstance(value, int | float) else _raise_type()
+            )
         except (TypeError, ValueError):
             kind = "a whole number" if annotation is int else "a number"
-            raise ConfigError(f"{where}: {value!r} is not {kind}", hint=f"Use {kind}, e.g. 5000.") from None
+            raise ConfigError(
+                f"{where}: {value!r} is not {kind}", hint=f"Use {kind}, e.g. 5000."
+            ) from None
         lo, hi = meta.get("min"), meta.get("max")
         if (lo is not None and number < lo) or (hi is not None and number > hi):
             bounds = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
@@ -250,14 +262,19 @@ def _coerce(value: Any, annotation: Any, meta: Mapping[str, Any], where: str) ->
         return number
     if annotation is str:
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{where}: {value!r} is not a non-empty string", hint='Use a quoted string, e.g. "bastion".')
+            raise ConfigError(
+                f"{where}: {value!r} is not a non-empty string",
+                hint='Use a quoted string, e.g. "bastion".',
+            )
         return value
     if origin is tuple or isinstance(annotation, types.GenericAlias):
         if from_env:
             return tuple(part.strip() for part in value.split(",") if part.strip())
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
             return tuple(value)
-        raise ConfigError(f"{where}: {value!r} is not a list of strings", hint='Use e.g. ["tauri://localhost"].')
+        raise ConfigError(
+            f"{where}: {value!r} is not a list of strings", hint='Use e.g. ["tauri://localhost"].'
+        )
     raise TypeError(f"unsupported config annotation {annotation!r}")  # pragma: no cover
 
 

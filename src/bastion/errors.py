@@ -207,7 +207,9 @@ class StoreIOError(StoreError):
 
 class Conflict(StoreError):
     code = "conflict"
-    default_hint = "A row with the same unique key exists already; update it instead, or use another key."
+    default_hint = (
+        "A row with the same unique key exists already; update it instead, or use another key."
+    )
     http_status = 409
 
 
@@ -236,7 +238,9 @@ class MigrationError(StoreError):
 
 class MigrationGap(MigrationError):
     code = "migration_gap"
-    default_hint = "A migration before an applied one was never applied; restore the missing file or baseline."
+    default_hint = (
+        "A migration before an applied one was never applied; restore the missing file or baseline."
+    )
 
 
 class MigrationOutOfOrder(MigrationError):
@@ -335,7 +339,9 @@ class SecretTooLarge(VaultError):
 
 class RuleViolation(VaultError):
     code = "secret_rule_violation"
-    default_hint = "The value was refused and nothing was stored; supply a value that meets the rule."
+    default_hint = (
+        "The value was refused and nothing was stored; supply a value that meets the rule."
+    )
     http_status = 422
 
 
@@ -359,7 +365,9 @@ class SupervisorError(BastionError):
 
 class ServiceSpecError(SupervisorError):
     code = "service_spec_invalid"
-    default_hint = "Fix the named key in the service file; `bastion services validate` checks them all."
+    default_hint = (
+        "Fix the named key in the service file; `bastion services validate` checks them all."
+    )
     http_status = 422
 
 
@@ -371,7 +379,9 @@ class ServiceNotFound(SupervisorError):
 
 class InvalidTransition(SupervisorError):
     code = "invalid_transition"
-    default_hint = "The service is not in a state that allows this; check `bastion services status`."
+    default_hint = (
+        "The service is not in a state that allows this; check `bastion services status`."
+    )
     http_status = 409
 
 
@@ -429,7 +439,9 @@ class DaemonUnreachable(ApiError):
 # --- reference -------------------------------------------------------------------------------
 
 
-def iter_error_classes(root: type[BastionError] = BastionError) -> Iterator[tuple[int, type[BastionError]]]:
+def iter_error_classes(
+    root: type[BastionError] = BastionError,
+) -> Iterator[tuple[int, type[BastionError]]]:
     """Yield ``(depth, class)`` for the tree under ``root``, depth-first in definition order."""
 
     def walk(cls: type[BastionError], depth: int) -> Iterator[tuple[int, type[BastionError]]]:

@@ -15,7 +15,7 @@ import click
 
 from bastion.__about__ import __version__
 
-__all__ = ["COMMANDS", "cli", "main"]
+__all__ = ["COMMANDS", "LazyGroup", "cli", "main"]
 
 #: name -> "module:attribute" of a click command or group. One line per command group.
 COMMANDS: dict[str, str] = {
@@ -30,7 +30,9 @@ class LazyGroup(click.Group):
     ``lazy_commands`` maps a name to ``"module:attribute"``; the root group uses ``COMMANDS``.
     """
 
-    def __init__(self, *args: Any, lazy_commands: dict[str, str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, lazy_commands: dict[str, str] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.lazy_commands = COMMANDS if lazy_commands is None else lazy_commands
 

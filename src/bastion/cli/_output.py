@@ -54,7 +54,7 @@ EXIT_CODES: dict[type[BastionError], int] = {
 def exit_code_for(error: BastionError) -> int:
     for cls in type(error).__mro__:
         if cls in EXIT_CODES:
-            return EXIT_CODES[cls]  # type: ignore[index]
+            return EXIT_CODES[cls]
     return 1
 
 

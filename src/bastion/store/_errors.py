@@ -39,7 +39,9 @@ def _extended(err: apsw.Error) -> int:
     return int(getattr(err, "extendedresult", 0) or 0)
 
 
-def translate(err: BaseException, *, path: str | None = None, what: str | None = None) -> StoreError:
+def translate(
+    err: BaseException, *, path: str | None = None, what: str | None = None
+) -> StoreError:
     """Map an apsw error to the matching ``StoreError``; the caller raises it ``from err``."""
     where = f" in {path}" if path else ""
     doing = f" while {what}" if what else ""
@@ -60,7 +62,10 @@ def translate(err: BaseException, *, path: str | None = None, what: str | None =
     if isinstance(err, apsw.BusyError | apsw.LockedError):
         return StoreBusy(f"database{where} stayed locked past the busy timeout{doing}")
     if isinstance(err, apsw.NotADBError):
-        return NotADatabase(f"{path or 'the file'} is not an SQLite database (or is encrypted or truncated)", path=path)
+        return NotADatabase(
+            f"{path or 'the file'} is not an SQLite database (or is encrypted or truncated)",
+            path=path,
+        )
     if isinstance(err, apsw.CorruptError):
         return StoreCorrupt(f"database{where} is corrupt{doing}: {text}", path=path)
     if isinstance(err, apsw.FullError):
@@ -72,5 +77,8 @@ def translate(err: BaseException, *, path: str | None = None, what: str | None =
     if isinstance(err, apsw.InterruptError):
         return StoreError(f"interrupted{doing}", recoverable=True)
     if isinstance(err, apsw.SQLError):
-        return StoreError(f"SQL error{doing}: {text}", hint="The statement is invalid for this schema; check the migration state.")
+        return StoreError(
+            f"SQL error{doing}: {text}",
+            hint="The statement is invalid for this schema; check the migration state.",
+        )
     return StoreError(f"database error{doing}{where}: {err}")

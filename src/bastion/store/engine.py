@@ -79,7 +79,7 @@ class ReadTx:
 
     def query_one(self, sql: str, params: Params = ()) -> Row | None:
         for row in self._conn.execute(sql, params):
-            return row
+            return tuple(row)
         return None
 
     def scalar(self, sql: str, params: Params = ()) -> Any:
@@ -156,7 +156,15 @@ class Database:
     and ``query*`` use the reader pool. ``close`` drains queued writes first.
     """
 
-    def __init__(self, path: Path, config: StoreConfig, writer: apsw.Connection, name: str, *, vfs: str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        config: StoreConfig,
+        writer: apsw.Connection,
+        name: str,
+        *,
+        vfs: str | None = None,
+    ) -> None:
         self.path = path
         self._vfs = vfs
         self.name = name
@@ -170,7 +178,9 @@ class Database:
         self._readers_cond = threading.Condition(threading.Lock())
         # Which thread holds which reader since when: the WAL watchdog names them.
         self._in_use: dict[int, tuple[str, float]] = {}
-        self._thread = threading.Thread(target=self._writer_loop, name=f"bastion-writer:{name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._writer_loop, name=f"bastion-writer:{name}", daemon=True
+        )
         self._thread.start()
         self.posture = self._read_posture(writer)
         self._watchdog: Any = None
@@ -178,7 +188,15 @@ class Database:
     # --- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], config: StoreConfig | None = None, *, name: str | None = None, create: bool = True, vfs: str | None = None) -> Database:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        config: StoreConfig | None = None,
+        *,
+        name: str | None = None,
+        create: bool = True,
+        vfs: str | None = None,
+    ) -> Database:
         """Open (or create) ``path``, set its posture, and verify it by reading it back.
 
         A file that exists but is not SQLite (or is truncated) raises ``NotADatabase`` and is
@@ -188,16 +206,25 @@ class Database:
         db_path = Path(path).absolute()
         _check_header(db_path)
         if not create and not db_path.exists():
-            raise StoreOpenError(f"{db_path} does not exist", hint="Run `bastion init` first.", path=str(db_path))
+            raise StoreOpenError(
+                f"{db_path} does not exist", hint="Run `bastion init` first.", path=str(db_path)
+            )
         flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
+        existed = db_path.exists()
         try:
-            existed = db_path.exists()
             conn = apsw.Connection(str(db_path), flags=flags, vfs=vfs)
+        except apsw.Error as err:
+            raise translate(err, path=str(db_path), what="opening") from err
+        try:
             if not existed:
                 os.chmod(db_path, 0o600)
             _apply_posture(conn, cfg, str(db_path))
         except apsw.Error as err:
+            conn.close()
             raise translate(err, path=str(db_path), what="opening") from err
+        except BaseException:
+            conn.close()
+            raise
         db = cls(db_path, cfg, conn, name or db_path.stem, vfs=vfs)
         from bastion.store.wal import WalWatchdog  # wal imports this module
 
@@ -312,7 +339,13 @@ class Database:
         try:
             result = unit.fn(tx)
         except apsw.Error as err:
-            _resolve_error(unit, translate(err, path=str(self.path), what="running a statement outside a transaction"), err)
+            _resolve_error(
+                unit,
+                translate(
+                    err, path=str(self.path), what="running a statement outside a transaction"
+                ),
+                err,
+            )
         except BaseException as err:
             _resolve_error(unit, err, None)
         else:
@@ -351,7 +384,12 @@ class Database:
                     continue
                 # SQLite rolled the whole transaction back (I/O error, disk full): every unit
                 # that had succeeded so far is lost too.
-                self._fail_group(ok, StoreError(f"transaction on {self.path} was rolled back by SQLite after an error"))
+                self._fail_group(
+                    ok,
+                    StoreError(
+                        f"transaction on {self.path} was rolled back by SQLite after an error"
+                    ),
+                )
                 return
             else:
                 conn.execute("RELEASE unit")
@@ -371,7 +409,9 @@ class Database:
             unit.future.set_result(result)
 
     @staticmethod
-    def _fail_group(ok: list[tuple[_Unit[Any], Any]], error: BaseException, cause: BaseException | None = None) -> None:
+    def _fail_group(
+        ok: list[tuple[_Unit[Any], Any]], error: BaseException, cause: BaseException | None = None
+    ) -> None:
         for unit, _ in ok:
             if unit.tx is not None:
                 _run_callbacks(unit.tx._on_rollback)
@@ -445,7 +485,7 @@ class Database:
         conn = self._acquire_reader()
         try:
             for row in conn.execute(sql, params):
-                return row
+                return tuple(row)
             return None
         except apsw.Error as err:
             raise translate(err, path=str(self.path), what="reading") from err

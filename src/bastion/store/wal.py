@@ -40,10 +40,14 @@ class CheckpointResult:
     checkpointed_frames: int
 
 
-def checkpoint(db: Database, mode: str = "PASSIVE", *, wait_ms: int | None = None) -> CheckpointResult:
+def checkpoint(
+    db: Database, mode: str = "PASSIVE", *, wait_ms: int | None = None
+) -> CheckpointResult:
     """Run ``PRAGMA wal_checkpoint(mode)`` on the writer connection, outside any transaction."""
     if mode not in {"PASSIVE", "FULL", "RESTART", "TRUNCATE"}:
-        raise ValueError(f"checkpoint mode must be PASSIVE, FULL, RESTART or TRUNCATE, not {mode!r}")
+        raise ValueError(
+            f"checkpoint mode must be PASSIVE, FULL, RESTART or TRUNCATE, not {mode!r}"
+        )
 
     def run(tx: WriteTx) -> CheckpointResult:
         conn: apsw.Connection = tx._conn
@@ -54,7 +58,7 @@ def checkpoint(db: Database, mode: str = "PASSIVE", *, wait_ms: int | None = Non
         finally:
             if wait_ms is not None:
                 conn.setbusytimeout(db.config.busy_timeout_ms)
-        return CheckpointResult(mode, bool(busy), int(frames), int(done))
+        return CheckpointResult(mode, bool(busy), int(frames or 0), int(done or 0))
 
     return db.run_outside_transaction(run)
 
@@ -65,7 +69,9 @@ class WalWatchdog:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"bastion-wal:{db.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"bastion-wal:{db.name}", daemon=True
+        )
         self.truncations = 0
         self.last_holder: str | None = None
 
@@ -105,14 +111,20 @@ class WalWatchdog:
             self._report_holder(truncate)
             return False
         self.truncations += 1
-        log.info("WAL of %s truncated after passing %d bytes", self._db.path, self._db.config.wal_cap_bytes)
+        log.info(
+            "WAL of %s truncated after passing %d bytes",
+            self._db.path,
+            self._db.config.wal_cap_bytes,
+        )
         return True
 
     def _report_holder(self, result: CheckpointResult) -> None:
         holders = self._db.reader_holders()
         now = time.monotonic()
         if holders:
-            self.last_holder = ", ".join(f"{name} (for {now - since:.1f}s)" for name, since in holders)
+            self.last_holder = ", ".join(
+                f"{name} (for {now - since:.1f}s)" for name, since in holders
+            )
         else:
             self.last_holder = "a reader in another process"
         log.warning(

@@ -1,0 +1,67 @@
+"""``bastion init`` and ``bastion db status`` in-process, asserting output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from bastion.cli import cli
+
+
+def _run(home: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["--home", str(home), *args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_init_then_status(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    code, out, _ = _run(home, "init")
+    assert code == 0
+    assert f"home:     {home}" in out
+    assert home.stat().st_mode & 0o777 == 0o700
+    for sub in ("backups", "quarantine", "services", "run"):
+        assert (home / sub).stat().st_mode & 0o777 == 0o700
+    assert (home / "bastion.db").stat().st_mode & 0o777 == 0o600
+
+    code, out, _ = _run(home, "db", "status", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["database"] == str(home / "bastion.db")
+    assert data["posture"]["journal_mode"] == "WAL"
+    assert data["posture"]["foreign_keys"] is True
+    assert data["sqlite_version"].startswith("3.")
+
+    code, out, _ = _run(home, "db", "status")
+    assert code == 0
+    assert "journal_mode:  WAL" in out
+
+
+def test_status_without_home_is_a_clear_error(tmp_path: Path) -> None:
+    code, _, err = _run(tmp_path / "missing", "db", "status")
+    assert code != 0
+    assert "does not exist" in err
+    assert "bastion init" in err
+
+
+def test_not_a_database_is_refused_with_hint(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert _run(home, "init")[0] == 0
+    (home / "bastion.db").write_bytes(b"garbage" * 100)
+    code, out, err = _run(home, "db", "status", "--json")
+    assert code != 0
+    assert json.loads(out)["error"]["code"] == "store_not_a_database"
+    code, _, err = _run(home, "db", "status")
+    assert "not an SQLite database" in err
+    assert "hint:" in err
+
+
+def test_insecure_home_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chmod(home, 0o777)
+    code, _, err = _run(home, "init")
+    assert code == 78
+    assert "chmod 700" in err

@@ -1,0 +1,357 @@
+"""The store core against real files: posture, bad files, concurrency, group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import apsw
+import pytest
+
+from bastion.config import StoreConfig
+from bastion.errors import (
+    Conflict,
+    NotADatabase,
+    ReferenceViolation,
+    StoreBusy,
+    StoreClosed,
+    StorePostureError,
+)
+from bastion.store import Database, WriteTx
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    database = Database.open(tmp_path / "t.db")
+    database.write(
+        lambda tx: tx.execute("CREATE TABLE c(id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+    )
+    database.write(lambda tx: tx.execute("INSERT INTO c VALUES (1, 0)"))
+    yield database
+    database.close()
+
+
+def test_posture_is_read_back(tmp_path: Path) -> None:
+    with Database.open(
+        tmp_path / "p.db", StoreConfig(synchronous="FULL", busy_timeout_ms=7000)
+    ) as db:
+        assert db.posture.journal_mode == "WAL"
+        assert db.posture.synchronous == "FULL"
+        assert db.posture.foreign_keys is True
+        assert db.posture.busy_timeout_ms == 7000
+    # The WAL mode is persistent in the file: a raw connection reads it back too.
+    raw = apsw.Connection(str(tmp_path / "p.db"))
+    assert raw.pragma("journal_mode") == "wal"
+    raw.close()
+    assert (tmp_path / "p.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_posture_mismatch_names_the_pragma(tmp_path: Path) -> None:
+    # SQLite's "unix-dotfile" VFS has no shared-memory methods, like a filesystem that cannot
+    # mmap: SQLite then refuses WAL and silently keeps the rollback journal.
+    with pytest.raises(StorePostureError) as info:
+        Database.open(tmp_path / "n.db", vfs="unix-dotfile")
+    assert info.value.details["pragma"] == "journal_mode"
+    assert info.value.details["wanted"] == "wal"
+    assert info.value.details["got"] == "delete"
+    assert "journal_mode" in info.value.message
+
+
+def test_non_sqlite_file_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"these are my notes, not a database\n" * 50)
+    before = _digest(path)
+    with pytest.raises(NotADatabase) as info:
+        Database.open(path)
+    assert str(path) in info.value.message
+    assert _digest(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+
+
+def test_truncated_file_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    with Database.open(path) as database:
+        database.write(lambda tx: tx.execute("CREATE TABLE big(x TEXT)"))
+        database.write(
+            lambda tx: tx.executemany("INSERT INTO big VALUES (?)", [("x" * 500,)] * 200)
+        )
+    raw = apsw.Connection(str(path))
+    raw.pragma("wal_checkpoint", "TRUNCATE")
+    raw.close()
+    Path(str(path) + "-wal").unlink(missing_ok=True)
+    Path(str(path) + "-shm").unlink(missing_ok=True)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    before = _digest(path)
+    with pytest.raises(NotADatabase) as info:
+        Database.open(path)
+    assert "truncated" in info.value.message
+    assert _digest(path) == before
+
+
+def test_header_only_garbage_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    path.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 64)
+    before = _digest(path)
+    with pytest.raises(NotADatabase):
+        Database.open(path)
+    assert _digest(path) == before
+
+
+def _increment(tx: WriteTx) -> None:
+    n = tx.scalar("SELECT n FROM c WHERE id = 1")
+    tx.execute("UPDATE c SET n = ? WHERE id = 1", (n + 1,))
+
+
+def test_four_threads_read_modify_write_exact(db: Database) -> None:
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(2000):
+                db.write(_increment)
+        except BaseException as err:  # collected: a thread's exception would be lost
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert db.scalar("SELECT n FROM c WHERE id = 1") == 8000
+
+
+_PROCESS_WORKER = textwrap.dedent(
+    """
+    import sys
+    from bastion.store import Database
+    path, count = sys.argv[1], int(sys.argv[2])
+    busy = 0
+    with Database.open(path) as db:
+        def inc(tx):
+            n = tx.scalar("SELECT n FROM c WHERE id = 1")
+            tx.execute("UPDATE c SET n = ? WHERE id = 1", (n + 1,))
+        for _ in range(count):
+            db.write(inc)
+    print("done")
+    """
+)
+
+
+@pytest.mark.posix
+def test_four_processes_read_modify_write_exact(db: Database, tmp_path: Path) -> None:
+    script = tmp_path / "worker.py"
+    script.write_text(_PROCESS_WORKER)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(db.path), "2000"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [p.communicate(timeout=240) for p in procs]
+    for proc, (out, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, err
+        assert out.strip() == "done"
+        assert "Busy" not in err
+        assert "locked" not in err
+    assert db.scalar("SELECT n FROM c WHERE id = 1") == 8000
+
+
+def _hold_writer(db: Database) -> tuple[threading.Event, threading.Event]:
+    """Queue a unit that blocks the writer so the next units are grouped together."""
+    entered, release = threading.Event(), threading.Event()
+
+    def blocker(tx: WriteTx) -> None:
+        entered.set()
+        release.wait(30)
+
+    threading.Thread(target=db.write, args=(blocker,), daemon=True).start()
+    assert entered.wait(10)
+    return entered, release
+
+
+def test_group_commit_isolates_the_failing_unit(db: Database, tmp_path: Path) -> None:
+    _, release = _hold_writer(db)
+    side_file = tmp_path / "attachment.bin"
+    compensated = threading.Event()
+    outcomes: dict[str, object] = {}
+
+    def good(i: int) -> None:
+        outcomes[f"good{i}"] = db.write(
+            lambda tx: tx.insert("INSERT INTO c(n) VALUES (?)", (100 + i,))
+        )
+
+    def bad() -> None:
+        def unit(tx: WriteTx) -> None:
+            side_file.write_bytes(b"file written for the row")
+            tx.on_rollback(lambda: (side_file.unlink(), compensated.set()))
+            tx.execute("INSERT INTO c(n) VALUES (?)", (999,))
+            raise RuntimeError("unit failed after its insert")
+
+        try:
+            db.write(unit)
+        except RuntimeError as err:
+            outcomes["bad"] = err
+
+    threads = [threading.Thread(target=good, args=(i,)) for i in range(3)]
+    threads.insert(1, threading.Thread(target=bad))
+    for t in threads:
+        t.start()
+    # All four are queued behind the blocker; releasing it lets the writer take them as one group.
+    release.set()
+    for t in threads:
+        t.join()
+    assert isinstance(outcomes["bad"], RuntimeError)
+    assert compensated.is_set()
+    assert not side_file.exists()
+    values = sorted(row[0] for row in db.query("SELECT n FROM c WHERE id > 1"))
+    assert values == [100, 101, 102]
+    # durable: a fresh connection sees them
+    raw = apsw.Connection(str(db.path))
+    assert sorted(r[0] for r in raw.execute("SELECT n FROM c WHERE id > 1")) == [100, 101, 102]
+    raw.close()
+
+
+def test_multi_step_write_failure_leaves_no_partial_rows(db: Database) -> None:
+    db.write(lambda tx: tx.execute("CREATE TABLE parent(id INTEGER PRIMARY KEY)"))
+    db.write(
+        lambda tx: tx.execute(
+            "CREATE TABLE child(id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL REFERENCES parent(id))"
+        )
+    )
+
+    def two_steps(tx: WriteTx) -> None:
+        tx.execute("INSERT INTO parent(id) VALUES (1)")
+        tx.execute("INSERT INTO child(parent_id) VALUES (42)")  # no parent 42: FK fails
+
+    with pytest.raises(ReferenceViolation):
+        db.write(two_steps)
+    assert db.query("SELECT * FROM parent") == []
+    assert db.query("SELECT * FROM child") == []
+
+
+def test_unique_maps_to_conflict_with_hint(db: Database) -> None:
+    with pytest.raises(Conflict) as info:
+        db.write(lambda tx: tx.execute("INSERT INTO c VALUES (1, 5)"))
+    assert "c.id" in info.value.message
+    assert info.value.hint
+
+
+def test_transaction_context_manager_commits_and_rolls_back(db: Database) -> None:
+    with db.transaction() as tx:
+        tx.execute("INSERT INTO c(n) VALUES (7)")
+    assert db.scalar("SELECT count(*) FROM c WHERE n = 7") == 1
+    with pytest.raises(ValueError), db.transaction() as tx:
+        tx.execute("INSERT INTO c(n) VALUES (8)")
+        raise ValueError("abort")
+    assert db.scalar("SELECT count(*) FROM c WHERE n = 8") == 0
+
+
+def test_read_unit_sees_one_snapshot(db: Database) -> None:
+    seen: list[int] = []
+
+    def reader(tx: object) -> None:
+        from bastion.store import ReadTx
+
+        assert isinstance(tx, ReadTx)
+        seen.append(tx.scalar("SELECT n FROM c WHERE id = 1"))
+        db.write(lambda w: w.execute("UPDATE c SET n = 555 WHERE id = 1"))
+        seen.append(tx.scalar("SELECT n FROM c WHERE id = 1"))
+
+    db.read(reader)
+    assert seen == [0, 0]
+    assert db.scalar("SELECT n FROM c WHERE id = 1") == 555
+
+
+def test_async_api_does_not_block_the_loop(db: Database) -> None:
+    async def main() -> tuple[int, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.gather(*(db.awrite(_increment) for _ in range(200)))
+        value = await db.aquery_one("SELECT n FROM c WHERE id = 1")
+        task.cancel()
+        assert value is not None
+        return int(value[0]), ticks
+
+    value, ticks = asyncio.run(main())
+    assert value == 200
+    assert ticks > 0
+
+
+def test_store_busy_when_another_process_holds_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    with Database.open(path, StoreConfig(busy_timeout_ms=2000)) as database:
+        database.write(lambda tx: tx.execute("CREATE TABLE t(x)"))
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(f"""
+                import apsw, sys
+                c = apsw.Connection({str(path)!r})
+                c.execute("BEGIN IMMEDIATE")
+                print("locked", flush=True)
+                sys.stdin.readline()
+            """),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "locked"
+            with pytest.raises(StoreBusy) as info:
+                database.write(lambda tx: tx.execute("INSERT INTO t VALUES (1)"))
+            assert info.value.recoverable
+        finally:
+            assert holder.stdin is not None
+            holder.stdin.write("\n")
+            holder.stdin.close()
+            holder.wait(10)
+            holder.stdout.close()
+        # once released, writes go through again
+        database.write(lambda tx: tx.execute("INSERT INTO t VALUES (2)"))
+        assert database.scalar("SELECT count(*) FROM t") == 1
+
+
+def test_several_databases_in_one_process_have_their_own_writer(tmp_path: Path) -> None:
+    dbs = [Database.open(tmp_path / f"profile{i}.db", name=f"profile{i}") for i in range(3)]
+    try:
+        for i, d in enumerate(dbs):
+            d.write(lambda tx, i=i: tx.execute(f"CREATE TABLE p{i}(x)"))
+        names = {d._thread.name for d in dbs}
+        assert len(names) == 3
+        assert all(d.scalar("SELECT count(*) FROM sqlite_master") == 1 for d in dbs)
+    finally:
+        for d in dbs:
+            d.close()
+
+
+def test_closed_database_refuses_work(tmp_path: Path) -> None:
+    database = Database.open(tmp_path / "c.db")
+    database.close()
+    with pytest.raises(StoreClosed):
+        database.write(lambda tx: tx.execute("SELECT 1"))
+    with pytest.raises(StoreClosed):
+        database.query("SELECT 1")

@@ -1,0 +1,74 @@
+"""Config: defaults, bastion.toml, BASTION_* overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bastion.config import default_home, load_config
+from bastion.errors import ConfigError
+
+
+def test_defaults(tmp_path: Path) -> None:
+    cfg = load_config(tmp_path, env={})
+    assert cfg.home == tmp_path
+    assert cfg.store.synchronous == "NORMAL"
+    assert cfg.store.busy_timeout_ms == 5000
+    assert cfg.vault.backend == "keychain"
+    assert cfg.db_path == tmp_path / "bastion.db"
+    assert cfg.vault_db_path == tmp_path / "vault.db"
+
+
+def test_home_from_env_and_platform_default(tmp_path: Path) -> None:
+    assert default_home({"BASTION_HOME": str(tmp_path / "h")}) == tmp_path / "h"
+    assert load_config(env={"BASTION_HOME": str(tmp_path)}).home == tmp_path
+    assert default_home({}).name == "bastion"
+
+
+def test_toml_then_env_precedence(tmp_path: Path) -> None:
+    (tmp_path / "bastion.toml").write_text(
+        '[store]\nsynchronous = "FULL"\nbusy_timeout_ms = 9000\n[api]\nallowed_origins = ["tauri://localhost"]\n'
+    )
+    cfg = load_config(tmp_path, env={"BASTION_STORE_BUSY_TIMEOUT_MS": "12000"})
+    assert cfg.store.synchronous == "FULL"
+    assert cfg.store.busy_timeout_ms == 12000
+    assert cfg.api.allowed_origins == ("tauri://localhost",)
+    cfg = load_config(
+        tmp_path,
+        env={"BASTION_API_ALLOWED_ORIGINS": "a://x, b://y", "BASTION_VAULT_CHUNKING": "off"},
+    )
+    assert cfg.api.allowed_origins == ("a://x", "b://y")
+    assert cfg.vault.chunking is False
+
+
+@pytest.mark.parametrize(
+    ("env", "needle", "hint"),
+    [
+        ({"BASTION_STORE_BUSY_TIMEOUT_MS": "100"}, "BASTION_STORE_BUSY_TIMEOUT_MS", "between 2000"),
+        ({"BASTION_STORE_BUSY_TIMEOUT_MS": "soon"}, "is not a whole number", "whole number"),
+        ({"BASTION_STORE_SYNCHRONOUS": "OFF"}, "BASTION_STORE_SYNCHRONOUS", "'NORMAL', 'FULL'"),
+        ({"BASTION_VAULT_CHUNKING": "maybe"}, "not a boolean", "true or false"),
+        ({"BASTION_STORE_NO_SUCH_KEY": "1"}, "unknown key 'no_such_key'", "busy_timeout_ms"),
+    ],
+)
+def test_bad_env_values_name_key_problem_and_form(
+    tmp_path: Path, env: dict[str, str], needle: str, hint: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, env=env)
+    assert needle in info.value.message
+    assert hint in info.value.hint
+
+
+def test_bad_toml(tmp_path: Path) -> None:
+    (tmp_path / "bastion.toml").write_text("[store\nx=1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(tmp_path, env={})
+    (tmp_path / "bastion.toml").write_text("[stroe]\nx = 1\n")
+    with pytest.raises(ConfigError, match=r"unknown section \[stroe\]") as info:
+        load_config(tmp_path, env={})
+    assert "store" in info.value.hint
+    (tmp_path / "bastion.toml").write_text("[store]\nbusy_timeout_ms = true\n")
+    with pytest.raises(ConfigError, match="busy_timeout_ms"):
+        load_config(tmp_path, env={})

@@ -1,0 +1,80 @@
+"""Generated docs are current, every CLI command has help and is in the reference, and
+``__all__`` lists exist and are complete where a module declares one."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+import click
+import pytest
+
+import bastion
+from bastion._docs import PAGES
+from bastion.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_generated_page_is_current(page: str) -> None:
+    committed = (ROOT / page).read_text(encoding="utf-8") if (ROOT / page).exists() else ""
+    assert committed == PAGES[page](), f"{page} is stale: run `make docs` and commit it"
+
+
+def _walk(command: click.Command, path: list[str]) -> list[tuple[str, click.Command]]:
+    found = [(" ".join(path), command)]
+    if isinstance(command, click.Group):
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            assert sub is not None, f"{' '.join(path)} lists {name} but cannot load it"
+            found.extend(_walk(sub, [*path, name]))
+    return found
+
+
+def test_every_command_has_help_and_is_documented() -> None:
+    reference = (ROOT / "docs" / "cli-reference.md").read_text(encoding="utf-8")
+    for name, command in _walk(cli, ["bastion"]):
+        assert (command.help or "").strip(), f"`{name}` has no help text"
+        assert f"## `{name}`" in reference, f"`{name}` missing from docs/cli-reference.md"
+
+
+def test_every_leaf_command_has_json_option() -> None:
+    for name, command in _walk(cli, ["bastion"]):
+        if isinstance(command, click.Group) or name in {"bastion serve"}:
+            continue
+        opts = {opt for param in command.params for opt in getattr(param, "opts", [])}
+        assert "--json" in opts, f"`{name}` has no --json"
+
+
+def _public_modules() -> list[str]:
+    names = []
+    for info in pkgutil.walk_packages(bastion.__path__, "bastion."):
+        if (
+            any(part.startswith("_") for part in info.name.split(".")[1:])
+            or ".migrations" in info.name
+        ):
+            continue
+        names.append(info.name)
+    return names
+
+
+@pytest.mark.parametrize("module_name", _public_modules())
+def test_dunder_all_is_complete(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    declared = getattr(module, "__all__", None)
+    if declared is None:
+        return  # modules without __all__ (CLI command modules, scripts) export nothing
+    for name in declared:
+        assert hasattr(module, name), f"{module_name}.__all__ names {name!r}, which does not exist"
+    public_defs = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and getattr(value, "__module__", None) == module_name
+        and (isinstance(value, type) or callable(value))
+    }
+    missing = public_defs - set(declared)
+    assert not missing, f"{module_name} defines public {sorted(missing)} not listed in __all__"

@@ -1,0 +1,58 @@
+"""Atomic writes and private directories on a real filesystem."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bastion._fs import InsecureDirectoryError, atomic_replace, atomic_write, ensure_private_dir
+
+
+def test_atomic_write_creates_with_mode_and_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "token"
+    atomic_write(target, "first")
+    assert target.read_text() == "first"
+    assert target.stat().st_mode & 0o777 == 0o600
+    atomic_write(target, b"second", mode=0o640)
+    assert target.read_bytes() == b"second"
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["token"]  # no temp files left
+
+
+def test_atomic_write_failure_keeps_old_content_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "cfg"
+    atomic_write(target, "old")
+
+    class Boom(bytes):
+        pass
+
+    with pytest.raises(TypeError):
+        atomic_write(target, 12345)  # type: ignore[arg-type]
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg"]
+
+
+def test_atomic_replace(tmp_path: Path) -> None:
+    src = tmp_path / "new.db"
+    src.write_bytes(b"x")
+    os.chmod(src, 0o644)
+    atomic_replace(src, tmp_path / "live.db")
+    assert (tmp_path / "live.db").read_bytes() == b"x"
+    assert (tmp_path / "live.db").stat().st_mode & 0o777 == 0o600
+    assert not src.exists()
+
+
+def test_private_dir_created_0700_and_loose_one_refused(tmp_path: Path) -> None:
+    made = ensure_private_dir(tmp_path / "a" / "b")
+    assert made.stat().st_mode & 0o777 == 0o700
+    assert ensure_private_dir(made) == made  # idempotent
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    os.chmod(loose, 0o777)
+    with pytest.raises(InsecureDirectoryError, match="writable by group or others"):
+        ensure_private_dir(loose)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        ensure_private_dir(tmp_path / "file")
