@@ -16,6 +16,7 @@ from typing import Any
 from bastion._fs import InsecureDirectoryError, ensure_private_dir
 from bastion.config import Config, load_config
 from bastion.errors import ConfigError, StoreOpenError
+from bastion.runfiles import ensure_token
 from bastion.store import Database
 
 __all__ = ["HOME_SUBDIRS", "Home"]
@@ -38,6 +39,8 @@ class Home:
         _make_private(cfg.home)
         for sub in HOME_SUBDIRS:
             _make_private(cfg.home / sub)
+        # The daemon's bearer token (0600), created once; re-running init keeps it.
+        ensure_token(cfg.run_dir)
         return cls.open(cfg)
 
     @classmethod

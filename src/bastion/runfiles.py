@@ -1,0 +1,218 @@
+"""The daemon's files in ``<home>/run/`` (0700): the API token, the handshake and the lock.
+
+- ``run/token``: a random 256-bit bearer token, created once at ``init`` (0600). Every API
+  route except ``GET /health`` requires it.
+- ``run/daemon.json``: the handshake (pid, port, started_at, version), written atomically by
+  ``bastion serve`` only *after* its sockets listen, and removed on a clean shutdown. A desktop
+  app that spawned the daemon, and the CLI, read it to find the daemon.
+- ``run/daemon.lock``: an OS lock (``flock``) held for the daemon's lifetime, so a home has at
+  most one daemon. The kernel releases it when the process dies, however it dies, so a lock
+  left by a ``kill -9`` is free to take: only a leftover handshake needs cleaning up.
+
+This module is shared by the server (``bastion.api.server``), the client (``bastion.client``)
+and ``Home.init``; it imports nothing heavy so CLI start-up stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from bastion._fs import atomic_write, ensure_private_dir
+from bastion.errors import ConfigError, DaemonAlreadyRunning
+
+__all__ = [
+    "HANDSHAKE_FILE",
+    "LOCK_FILE",
+    "TOKEN_FILE",
+    "DaemonLock",
+    "Handshake",
+    "ensure_token",
+    "pid_alive",
+    "read_handshake",
+    "read_token",
+    "remove_handshake",
+    "write_handshake",
+]
+
+TOKEN_FILE = "token"  # noqa: S105 - a file name, not a secret
+HANDSHAKE_FILE = "daemon.json"
+LOCK_FILE = "daemon.lock"
+#: 256 bits of randomness, URL-safe base64 (43 characters).
+TOKEN_BYTES = 32
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Handshake:
+    """What a running daemon tells the world about itself. Never contains the token."""
+
+    pid: int
+    port: int
+    started_at: str
+    version: str
+    hosts: tuple[str, ...] = ("127.0.0.1",)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["hosts"] = list(self.hosts)
+        data["url"] = self.url
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Handshake:
+        return cls(
+            pid=int(data["pid"]),
+            port=int(data["port"]),
+            started_at=str(data["started_at"]),
+            version=str(data["version"]),
+            hosts=tuple(str(h) for h in data.get("hosts", ("127.0.0.1",))),
+        )
+
+
+def ensure_token(run_dir: Path) -> Path:
+    """Create ``run/token`` with a fresh random token unless one exists; return its path.
+
+    Idempotent: re-running ``init`` keeps the token, so apps that stored it keep working.
+    """
+    ensure_private_dir(run_dir)
+    path = run_dir / TOKEN_FILE
+    if not path.exists():
+        atomic_write(path, secrets.token_urlsafe(TOKEN_BYTES) + "\n")
+    return path
+
+
+def read_token(path: Path) -> str:
+    """The token in ``path``; a missing, empty or group/world-readable file is refused."""
+    try:
+        info = path.stat()
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError as err:
+        raise ConfigError(
+            f"no API token at {path}",
+            hint="Run `bastion init` to create one, or pass --token-file.",
+            path=str(path),
+        ) from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read the API token at {path}: {err}", path=str(path)) from err
+    if info.st_mode & 0o077:
+        raise ConfigError(
+            f"the API token file {path} is readable by others (mode {info.st_mode & 0o777:o})",
+            hint=f"Run `chmod 600 {path}`; consider the token leaked and delete the file to "
+            "get a new one at the next `bastion init`.",
+            path=str(path),
+        )
+    if len(text) < 32:
+        raise ConfigError(
+            f"the API token in {path} is too short",
+            hint="Delete the file and run `bastion init` to create a new one.",
+            path=str(path),
+        )
+    return text
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists (signal 0 delivers nothing, it only checks)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def read_handshake(run_dir: Path) -> Handshake | None:
+    """The handshake file's content, or None when there is none or it cannot be parsed."""
+    try:
+        data = json.loads((run_dir / HANDSHAKE_FILE).read_text(encoding="utf-8"))
+        return Handshake.from_dict(data)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_handshake(run_dir: Path, handshake: Handshake) -> None:
+    # Atomic: a reader polling for the file sees nothing or the whole JSON, never half of it.
+    atomic_write(run_dir / HANDSHAKE_FILE, handshake.to_json() + "\n")
+
+
+def remove_handshake(run_dir: Path, *, pid: int | None = None) -> None:
+    """Remove the handshake; with ``pid``, only if it is that process's own handshake."""
+    path = run_dir / HANDSHAKE_FILE
+    if pid is not None:
+        current = read_handshake(run_dir)
+        if current is not None and current.pid != pid:
+            return
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+class DaemonLock:
+    """The single-instance lock: ``acquire()`` or :class:`DaemonAlreadyRunning`.
+
+    ``flock`` rather than a pid file: the kernel drops the lock with the process, so a daemon
+    killed by SIGKILL or a power cut never leaves a lock that blocks the next start, and there
+    is no pid-reuse race to get wrong. The lock file stays empty and is never replaced (an
+    atomic rename would swap the inode and silently drop the lock), so it is the one file in
+    run/ not written through ``atomic_write``.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / LOCK_FILE
+        self._fd: int | None = None
+        #: Set when acquiring found a handshake left by a dead daemon (and removed it).
+        self.took_over_from: Handshake | None = None
+
+    def acquire(self) -> DaemonLock:
+        import fcntl
+
+        ensure_private_dir(self.run_dir)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            running = read_handshake(self.run_dir)
+            where = (
+                f"pid {running.pid}, port {running.port}"
+                if running is not None
+                else "starting up, no handshake yet"
+            )
+            raise DaemonAlreadyRunning(
+                f"a bastion daemon is already running for {self.run_dir.parent} ({where})",
+                pid=running.pid if running else None,
+                port=running.port if running else None,
+            ) from None
+        self._fd = fd
+        stale = read_handshake(self.run_dir)
+        if stale is not None and stale.pid != os.getpid():
+            # We hold the lock, so whoever wrote this handshake is gone: it is stale.
+            self.took_over_from = stale
+            remove_handshake(self.run_dir)
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> DaemonLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
