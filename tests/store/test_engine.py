@@ -20,9 +20,11 @@ from bastion.errors import (
     ReferenceViolation,
     StoreBusy,
     StoreClosed,
+    StoreError,
     StorePostureError,
 )
-from bastion.store import Database, WriteTx
+from bastion.store import Database, ReadTx, WriteTx
+from tests.helpers import wait_until
 
 
 def _digest(path: Path) -> str:
@@ -355,3 +357,75 @@ def test_closed_database_refuses_work(tmp_path: Path) -> None:
         database.write(lambda tx: tx.execute("SELECT 1"))
     with pytest.raises(StoreClosed):
         database.query("SELECT 1")
+
+
+def test_long_async_query_moves_off_the_loop(db: Database) -> None:
+    """A statement past the inline step budget is re-run in a worker thread: the loop keeps
+    ticking while it runs, and the result is still exact."""
+    long_sql = "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 300000) SELECT sum(i) FROM k"
+
+    async def main() -> tuple[int, int]:
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        row = await db.aquery_one(long_sql)
+        rows = await db.aquery(long_sql)
+        stop.set()
+        await task
+        assert row is not None
+        assert rows[0][0] == row[0]
+        return int(row[0]), ticks
+
+    total, ticks = asyncio.run(main())
+    assert total == 300000 * 300001 // 2
+    assert ticks > 2  # the loop ran while the thread computed
+
+
+def test_async_point_read_and_errors_are_translated(db: Database) -> None:
+    async def main() -> None:
+        assert await db.aquery_one("SELECT n FROM c WHERE id = ?", (1,)) == (0,)
+        assert await db.aquery_one("SELECT n FROM c WHERE id = ?", (99,)) is None
+        assert await db.aread(lambda tx: tx.scalar("SELECT count(*) FROM c")) == 1
+        with pytest.raises(StoreError, match="no such table"):
+            await db.aquery("SELECT * FROM missing")
+
+    asyncio.run(main())
+
+
+def test_wal_watchdog_truncates_once_the_reader_lets_go(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = StoreConfig(wal_cap_bytes=1024 * 1024, wal_watchdog_interval_s=0.05)
+    wal = Path(str(tmp_path / "w.db") + "-wal")
+    with Database.open(tmp_path / "w.db", cfg) as database:
+        database.write(lambda tx: tx.execute("CREATE TABLE blob(x BLOB)"))
+        holding, release = threading.Event(), threading.Event()
+
+        def long_reader(tx: ReadTx) -> None:
+            assert tx.scalar("SELECT count(*) FROM blob") == 0  # the snapshot starts here
+            holding.set()
+            release.wait(30)
+
+        reader = threading.Thread(target=database.read, args=(long_reader,), name="slow-export")
+        reader.start()
+        assert holding.wait(10)
+        # While the reader pins its snapshot, writes pile up in the WAL past the cap.
+        for _ in range(40):
+            database.write(lambda tx: tx.execute("INSERT INTO blob VALUES (randomblob(65536))"))
+        assert wal.stat().st_size > cfg.wal_cap_bytes
+        watchdog = database._watchdog
+        wait_until(lambda: watchdog.last_holder is not None, what="the watchdog to name the holder")
+        assert "slow-export" in watchdog.last_holder
+        release.set()
+        reader.join()
+        wait_until(lambda: wal.stat().st_size == 0, what="the WAL to be truncated")
+        assert watchdog.truncations >= 1
+        assert database.scalar("SELECT count(*) FROM blob") == 40

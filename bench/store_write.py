@@ -1,0 +1,206 @@
+"""Write-path benchmarks of the store core (issue 3), ratios against raw apsw in one run.
+
+1. Read-modify-write from 4 threads: bastion's writer thread vs raw apsw connections doing
+   ``BEGIN IMMEDIATE`` behind their own Python lock. Also the naive ``BEGIN DEFERRED`` run's
+   busy-error count, for contrast.
+2. Durable commits (``synchronous=FULL``), 4 concurrent writers each committing single rows:
+   bastion's group commit vs naive per-writer connections.
+
+Run: ``.venv/bin/python bench/store_write.py [--ops N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import apsw
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import pct, ratio_line
+from bastion.config import StoreConfig
+from bastion.store import Database, WriteTx
+
+THREADS = 4
+
+
+def _setup(path: Path, sync: str) -> None:
+    conn = apsw.Connection(str(path))
+    conn.pragma("journal_mode", "wal")
+    conn.execute("CREATE TABLE IF NOT EXISTS c(id INTEGER PRIMARY KEY, n INTEGER)")
+    conn.execute("INSERT OR REPLACE INTO c VALUES (1, 0)")
+    conn.execute("CREATE TABLE IF NOT EXISTS r(id INTEGER PRIMARY KEY, v TEXT)")
+    conn.close()
+
+
+def _run_threads(worker: Callable[[int, list[float]], None]) -> tuple[float, list[float]]:
+    latencies: list[list[float]] = [[] for _ in range(THREADS)]
+    threads = [threading.Thread(target=worker, args=(i, latencies[i])) for i in range(THREADS)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start, [x for lat in latencies for x in lat]
+
+
+def raw_rmw(path: Path, ops: int) -> tuple[float, list[float], int]:
+    lock = threading.Lock()
+    errors = 0
+
+    def worker(_: int, lat: list[float]) -> None:
+        nonlocal errors
+        conn = apsw.Connection(str(path))
+        conn.setbusytimeout(5000)
+        conn.pragma("synchronous", "NORMAL")
+        for _ in range(ops):
+            t0 = time.perf_counter()
+            with lock:
+                conn.execute("BEGIN IMMEDIATE")
+                n = conn.execute("SELECT n FROM c WHERE id = 1").fetchall()[0][0]
+                conn.execute("UPDATE c SET n = ? WHERE id = 1", (n + 1,))
+                conn.execute("COMMIT")
+            lat.append(time.perf_counter() - t0)
+        conn.close()
+
+    elapsed, lat = _run_threads(worker)
+    return elapsed, lat, errors
+
+
+def naive_deferred(path: Path, ops: int) -> int:
+    """Each thread its own connection, ``BEGIN`` (deferred), no lock: count the busy errors."""
+    busy = 0
+    count_lock = threading.Lock()
+
+    def worker(_: int, lat: list[float]) -> None:
+        nonlocal busy
+        conn = apsw.Connection(str(path))
+        conn.setbusytimeout(5000)
+        for _ in range(ops):
+            try:
+                conn.execute("BEGIN")
+                n = conn.execute("SELECT n FROM c WHERE id = 1").fetchall()[0][0]
+                conn.execute("UPDATE c SET n = ? WHERE id = 1", (n + 1,))
+                conn.execute("COMMIT")
+            except apsw.BusyError:
+                with count_lock:
+                    busy += 1
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+        conn.close()
+
+    _run_threads(worker)
+    return busy
+
+
+def bastion_rmw(path: Path, ops: int) -> tuple[float, list[float], int]:
+    db = Database.open(path, StoreConfig())
+    errors = 0
+
+    def inc(tx: WriteTx) -> None:
+        n = tx.scalar("SELECT n FROM c WHERE id = 1")
+        tx.execute("UPDATE c SET n = ? WHERE id = 1", (n + 1,))
+
+    def worker(_: int, lat: list[float]) -> None:
+        nonlocal errors
+        for _ in range(ops):
+            t0 = time.perf_counter()
+            try:
+                db.write(inc)
+            except Exception:
+                errors += 1
+            lat.append(time.perf_counter() - t0)
+
+    try:
+        elapsed, lat = _run_threads(worker)
+    finally:
+        db.close()
+    return elapsed, lat, errors
+
+
+def raw_durable(path: Path, ops: int) -> float:
+    def worker(i: int, lat: list[float]) -> None:
+        conn = apsw.Connection(str(path))
+        conn.setbusytimeout(30000)
+        conn.pragma("synchronous", "FULL")
+        for k in range(ops):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO r(v) VALUES (?)", (f"{i}-{k}",))
+            conn.execute("COMMIT")
+        conn.close()
+
+    return _run_threads(worker)[0]
+
+
+def bastion_durable(path: Path, ops: int) -> float:
+    db = Database.open(path, StoreConfig(synchronous="FULL", busy_timeout_ms=30000))
+
+    def worker(i: int, lat: list[float]) -> None:
+        for k in range(ops):
+            db.write(lambda tx, v=f"{i}-{k}": tx.execute("INSERT INTO r(v) VALUES (?)", (v,)))
+
+    try:
+        return _run_threads(worker)[0]
+    finally:
+        db.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--ops", type=int, default=2000, help="operations per thread (RMW)")
+    parser.add_argument(
+        "--durable-ops", type=int, default=150, help="commits per thread (FULL sync)"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        total = THREADS * args.ops
+        _setup(base / "raw.db", "NORMAL")
+        raw_t, raw_lat, _ = raw_rmw(base / "raw.db", args.ops)
+        _setup(base / "ours.db", "NORMAL")
+        ours_t, ours_lat, ours_err = bastion_rmw(base / "ours.db", args.ops)
+        _setup(base / "naive.db", "NORMAL")
+        busy = naive_deferred(base / "naive.db", args.ops)
+
+        print(f"read-modify-write, {THREADS} threads x {args.ops}")
+        print(
+            ratio_line(
+                "  bastion vs raw BEGIN IMMEDIATE + lock", total / ours_t, total / raw_t, ">= 1.0x"
+            )
+        )
+        print(
+            f"  bastion errors surfaced: {ours_err}; max latency {max(ours_lat) * 1000:.1f} ms "
+            f"(p99 {pct(ours_lat, 0.99) * 1000:.2f} ms; target max <= 50 ms)"
+        )
+        print(
+            f"  raw max latency {max(raw_lat) * 1000:.1f} ms (p99 {pct(raw_lat, 0.99) * 1000:.2f} ms)"
+        )
+        print(
+            f"  naive BEGIN DEFERRED, no lock: {busy} of {total} transactions failed with SQLITE_BUSY"
+        )
+
+        n = THREADS * args.durable_ops
+        _setup(base / "raw_full.db", "FULL")
+        raw_full = raw_durable(base / "raw_full.db", args.durable_ops)
+        _setup(base / "ours_full.db", "FULL")
+        ours_full = bastion_durable(base / "ours_full.db", args.durable_ops)
+        print(
+            f"durable single-row commits (synchronous=FULL), {THREADS} writers x {args.durable_ops}"
+        )
+        print(
+            ratio_line(
+                "  bastion group commit vs per-writer connections",
+                n / ours_full,
+                n / raw_full,
+                ">= 2.0x",
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
