@@ -67,6 +67,17 @@ class VaultConfig:
     passphrase_env: str = "BASTION_VAULT_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
     chunking: bool = True
     allow_reveal: bool = True
+    #: keyring backend for vault.backend = "keychain": "auto" picks the highest-priority OS
+    #: keychain; or a dotted class name. Plaintext and priority <= 0 backends are refused.
+    keyring_backend: str = "auto"
+    #: Largest value (characters) one keychain item holds before chunking; 0 = the platform's
+    #: own limit (1200 on Windows' Credential Manager, none elsewhere).
+    keychain_max_chars: int = dataclasses.field(default=0, metadata=_bounds(0))
+    #: Argon2id cost for a passphrase-wrapped data key (stored with the file when created).
+    argon2_memory_kib: int = dataclasses.field(default=64 * 1024, metadata=_bounds(8 * 1024))
+    argon2_time_cost: int = dataclasses.field(default=3, metadata=_bounds(1, 100))
+    #: Per-name value rules, "NAME=rule[:argument]", e.g. "STT_URL=https_url".
+    rules: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
