@@ -1,0 +1,348 @@
+"""Salvage: copy whatever is still readable out of a damaged SQLite file into a new one.
+
+Neither apsw's bundled shell nor Debian's ``sqlite3`` 3.40 has a working ``.recover``, and
+``.dump`` stops a table at its first unreadable page (then reads backwards from the end), so
+everything between two bad pages is lost. bastion salvages by itself, read-only on the source:
+
+1. the schema first (tables, then after the data: indexes, triggers, views; each statement on
+   its own, so one bad definition costs only itself);
+2. each rowid table copied by rowid range, ``ORDER BY rowid``. When a read fails part-way,
+   the rows read so far are kept and the rest of the range is bisected, so an unreadable page
+   (or a single malformed record) costs only the rowids it holds: the search narrows down to
+   the unreadable keys and continues past them. Ranges are rowid *values*, so the seek goes
+   through the b-tree interior and lands beyond the damage;
+3. ``WITHOUT ROWID`` tables are read forwards until the first error, then backwards by primary
+   key (what ``.dump`` does for every table).
+
+The destination is a fresh file written in one transaction with ``foreign_keys`` off (a
+salvaged child row may have lost its parent); run ``foreign_key_check`` on it to see those.
+The source is never written: it is opened with ``immutable=1`` from a private working copy
+(so a ``-wal`` next to it is replayed into the copy, not into the quarantined original).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from bastion._fs import fsync_dir
+
+__all__ = ["SalvageResult", "TableSalvage", "salvage"]
+
+_MIN_ROWID = -(2**63)
+_MAX_ROWID = 2**63 - 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TableSalvage:
+    name: str
+    rows: int
+    #: Rowid ranges that could not be read (after bisection), as (first, last) pairs.
+    lost_ranges: tuple[tuple[int, int], ...]
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SalvageResult:
+    source: Path
+    dest: Path
+    tables: dict[str, TableSalvage]
+    schema_errors: tuple[str, ...]
+    duration_s: float
+
+    @property
+    def total_rows(self) -> int:
+        return sum(t.rows for t in self.tables.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": str(self.source),
+            "dest": str(self.dest),
+            "total_rows": self.total_rows,
+            "tables": {
+                name: {
+                    "rows": t.rows,
+                    "lost_ranges": [list(r) for r in t.lost_ranges[:50]],
+                    "lost_range_count": len(t.lost_ranges),
+                    "error": t.error,
+                }
+                for name, t in self.tables.items()
+            },
+            "schema_errors": list(self.schema_errors),
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def salvage(source: Path, dest: Path) -> SalvageResult:
+    """Copy every readable row of ``source`` into the new file ``dest``. Read-only on source.
+
+    ``source``'s ``-wal`` (if any) is included: both are copied into a private temporary
+    directory and read from there. ``dest`` must not exist.
+    """
+    started = time.monotonic()
+    source, dest = Path(source).absolute(), Path(dest).absolute()
+    if dest.exists():
+        raise FileExistsError(f"{dest} exists; salvage writes a new file")
+    with tempfile.TemporaryDirectory(prefix=".salvage-", dir=dest.parent) as work:
+        copy = Path(work) / "source.db"
+        shutil.copyfile(source, copy)
+        wal = Path(str(source) + "-wal")
+        if wal.exists():
+            shutil.copyfile(wal, Path(str(copy) + "-wal"))
+            src = _open_with_wal(copy)
+        else:
+            src = apsw.Connection(
+                f"file:{urllib.parse.quote(str(copy))}?mode=ro&immutable=1",
+                flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI,
+            )
+        try:
+            result = _salvage_into(src, source, dest)
+        finally:
+            src.close()
+    os.chmod(dest, 0o600)
+    fsync_dir(dest.parent)
+    return dataclasses.replace(result, duration_s=time.monotonic() - started)
+
+
+def _open_with_wal(copy: Path) -> apsw.Connection:
+    # A read-write open of the *copy* lets SQLite rebuild the wal-index and read the WAL's
+    # committed frames; nothing is written back because nothing here writes.
+    conn = apsw.Connection(str(copy))
+    with contextlib.suppress(apsw.Error):
+        conn.execute("PRAGMA query_only = 1").fetchall()
+    return conn
+
+
+def _salvage_into(src: apsw.Connection, source: Path, dest: Path) -> SalvageResult:
+    schema_errors: list[str] = []
+    try:
+        schema = [
+            (str(t), str(n), str(tbl), s)
+            for t, n, tbl, s in src.execute(
+                "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY rowid"
+            )
+        ]
+    except apsw.Error as err:
+        schema = []
+        schema_errors.append(f"schema unreadable: {err}")
+    out = apsw.Connection(str(dest))
+    tables: dict[str, TableSalvage] = {}
+    try:
+        out.execute("PRAGMA foreign_keys = OFF").fetchall()
+        out.execute("PRAGMA journal_mode = OFF").fetchall()
+        out.execute("PRAGMA synchronous = OFF").fetchall()
+        out.execute("BEGIN")
+        copyable = []
+        for kind, name, _tbl, sql in schema:
+            if kind != "table" or sql is None or name.startswith("sqlite_"):
+                continue
+            try:
+                out.execute(sql).fetchall()
+            except apsw.Error as err:
+                schema_errors.append(f"table {name}: {err}")
+                continue
+            if not sql.upper().startswith("CREATE VIRTUAL"):
+                copyable.append(name)
+        for name in copyable:
+            tables[name] = _copy_table(src, out, name)
+        if any(n == "sqlite_sequence" for _k, n, _t, _s in schema):
+            _copy_sequence(src, out)
+        out.execute("COMMIT")
+        for kind, name, _tbl, sql in schema:
+            if kind == "table" or sql is None or name.startswith("sqlite_"):
+                continue
+            try:
+                out.execute(sql).fetchall()
+            except apsw.Error as err:
+                schema_errors.append(f"{kind} {name}: {err}")
+        out.execute("PRAGMA journal_mode = DELETE").fetchall()
+    finally:
+        out.close()
+    # The writes above ran with synchronous=OFF for speed; make the result durable now.
+    with open(dest, "rb") as handle:
+        os.fsync(handle.fileno())
+    return SalvageResult(source, dest, tables, tuple(schema_errors), 0.0)
+
+
+def _columns(src: apsw.Connection, table: str) -> tuple[list[str], bool, bool]:
+    """(insertable columns, has a rowid, the rowid is a named INTEGER PRIMARY KEY column)."""
+    info: list[Any] = src.execute(f"PRAGMA table_xinfo({_q(table)})").fetchall()
+    # hidden: 0 normal, 1 hidden (virtual tables), 2/3 generated (cannot be inserted).
+    cols = [str(r[1]) for r in info if int(r[6]) == 0]
+    pks = [r for r in info if int(r[5]) > 0]
+    without_rowid = False
+    try:
+        src.execute(f"SELECT rowid FROM {_q(table)} LIMIT 0").fetchall()
+    except apsw.SQLError:
+        without_rowid = True
+    alias = len(pks) == 1 and str(pks[0][2]).upper() == "INTEGER" and not without_rowid
+    return cols, not without_rowid, alias
+
+
+def _copy_table(src: apsw.Connection, out: apsw.Connection, table: str) -> TableSalvage:
+    try:
+        cols, has_rowid, alias = _columns(src, table)
+    except apsw.Error as err:
+        return TableSalvage(table, 0, (), f"columns unreadable: {err}")
+    if not has_rowid:
+        return _copy_without_rowid(src, out, table, cols)
+    # With an INTEGER PRIMARY KEY the rowid is that column; otherwise keep the rowid too, so
+    # rows can be compared with a backup by rowid.
+    target_cols = (
+        ", ".join(_q(c) for c in cols) if alias else "rowid, " + ", ".join(_q(c) for c in cols)
+    )
+    placeholders = ", ".join("?" for _ in range(len(cols) + (0 if alias else 1)))
+    insert = f"INSERT OR IGNORE INTO {_q(table)} ({target_cols}) VALUES ({placeholders})"
+    select = f"SELECT rowid, {_raw_columns(cols)} FROM {_q(table)}"
+    got: set[int] = set()
+
+    def take(sql: str, params: tuple[int, ...] = (), wanted: set[int] | None = None) -> None:
+        try:
+            for raw in src.execute(sql, params):
+                row = _decode(raw, len(cols))
+                rowid = int(row[0])
+                if rowid in got or (wanted is not None and rowid not in wanted):
+                    continue
+                out.execute(insert, row[1:] if alias else row)
+                got.add(rowid)
+        except apsw.Error:
+            pass  # keep what was read; the passes below go around the damage
+
+    # 1. Scan forwards, then backwards, until the first damaged page (what .dump reaches).
+    take(select)
+    take(select + " ORDER BY rowid DESC")
+    # 2. Every key the b-tree still yields (keys only: damaged records do not stop it), then
+    #    the rows for keys not read yet, by range and then one seek per row.
+    rowids, lost = _enumerate_rowids(src, table)
+    missing = [r for r in rowids if r not in got]
+    for lo, hi, wanted in _runs(missing):
+        take(select + " WHERE rowid BETWEEN ? AND ? ORDER BY rowid", (lo, hi), wanted)
+        for rowid in sorted(wanted - got):
+            take(select + " WHERE rowid = ?", (rowid,))
+            if rowid not in got:
+                lost.append((rowid, rowid))
+    return TableSalvage(table, len(got), tuple(_merge(lost)), None)
+
+
+def _raw_columns(cols: list[str]) -> str:
+    # Text is read as bytes plus a flag and decoded here with replacement: bytes flipped
+    # inside a string then cost one character, not the row (or the rest of the scan).
+    return ", ".join(
+        f"CASE WHEN typeof({_q(c)}) = 'text' THEN CAST({_q(c)} AS BLOB) ELSE {_q(c)} END, "
+        f"typeof({_q(c)}) = 'text'"
+        for c in cols
+    )
+
+
+def _decode(raw: Any, ncols: int) -> tuple[Any, ...]:
+    values: list[Any] = [raw[0]]
+    for i in range(ncols):
+        value, was_text = raw[1 + 2 * i], raw[2 + 2 * i]
+        values.append(bytes(value).decode("utf-8", "replace") if was_text else value)
+    return tuple(values)
+
+
+def _enumerate_rowids(src: apsw.Connection, table: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Every rowid the b-tree still yields. Reading keys only never decodes a record, so a
+    damaged record does not stop it; a damaged page does, and is bisected around."""
+    found: set[int] = set()
+    lost: list[tuple[int, int]] = []
+    sql = f"SELECT rowid FROM {_q(table)} WHERE rowid BETWEEN ? AND ? ORDER BY rowid"
+    # Explicit stack instead of recursion: each unreadable page costs ~64 levels.
+    stack = [(_MIN_ROWID, _MAX_ROWID)]
+    while stack:
+        lo, hi = stack.pop()
+        last: int | None = None
+        try:
+            for (rowid,) in src.execute(sql, (lo, hi)):
+                found.add(int(rowid))
+                last = int(rowid)
+            continue
+        except apsw.Error:
+            pass
+        # Read backwards too (as .dump does): keys after the damage are reached from the end.
+        first_back: int | None = None
+        try:
+            for (rowid,) in src.execute(sql + " DESC", (lo, hi)):
+                found.add(int(rowid))
+                first_back = int(rowid)
+        except apsw.Error:
+            pass
+        start = lo if last is None else last + 1
+        end = hi if first_back is None else first_back - 1
+        if start > end:
+            continue
+        if start == end:
+            lost.append((start, end))
+            continue
+        mid = start + (end - start) // 2
+        stack.append((mid + 1, end))
+        stack.append((start, mid))
+    return sorted(found), lost
+
+
+def _runs(rowids: list[int], size: int = 512) -> list[tuple[int, int, set[int]]]:
+    """Group sorted rowids into (first, last, members) runs of at most ``size`` keys whose
+    span stays small, so each run is one range read."""
+    runs: list[tuple[int, int, set[int]]] = []
+    current: list[int] = []
+    for rowid in rowids:
+        if current and (len(current) >= size or rowid - current[0] > 4 * size):
+            runs.append((current[0], current[-1], set(current)))
+            current = []
+        current.append(rowid)
+    if current:
+        runs.append((current[0], current[-1], set(current)))
+    return runs
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _copy_without_rowid(
+    src: apsw.Connection, out: apsw.Connection, table: str, cols: list[str]
+) -> TableSalvage:
+    col_sql = ", ".join(_q(c) for c in cols)
+    insert = (
+        f"INSERT OR IGNORE INTO {_q(table)} ({col_sql}) VALUES ({', '.join('?' for _ in cols)})"
+    )
+    rows = 0
+    error = None
+    for order in ("", " ORDER BY 1 DESC"):
+        try:
+            for row in src.execute(f"SELECT {col_sql} FROM {_q(table)}{order}"):
+                rows += out.execute(insert, row).getconnection().changes()
+            break
+        except apsw.Error as err:
+            error = f"read stopped at a damaged page: {err}"
+    return TableSalvage(table, rows, (), error)
+
+
+def _copy_sequence(src: apsw.Connection, out: apsw.Connection) -> None:
+    try:
+        seq = src.execute("SELECT name, seq FROM sqlite_sequence").fetchall()
+    except apsw.Error:
+        return
+    out.execute("DELETE FROM sqlite_sequence").fetchall()
+    for name, value in seq:
+        out.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)", (name, value))
