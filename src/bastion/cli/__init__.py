@@ -21,6 +21,8 @@ __all__ = ["COMMANDS", "LazyGroup", "cli", "main"]
 COMMANDS: dict[str, str] = {
     "init": "bastion.cli.home:init",
     "db": "bastion.cli.db:db",
+    "serve": "bastion.cli.serve:serve",
+    "stop": "bastion.cli.stop:stop",
 }
 
 

@@ -1,0 +1,158 @@
+"""The API's one error table: every failure becomes ``{code, message, hint}`` with a status.
+
+- ``BastionError`` -> its class's ``http_status`` and ``to_dict()``. The status lives on the
+  class in ``bastion.errors`` (so ``docs/errors.md`` lists it); :func:`status_for` is the only
+  reader, and the API answers nothing else for a bastion error.
+- Request validation (bad path/query/body) -> 422 ``invalid_request`` naming the fields and
+  what is wrong with them, never the submitted values (a rejected body may be a secret).
+- Unknown route / method -> 404 ``route_not_found`` / 405 ``method_not_allowed``.
+- Anything else -> 500 ``internal_error`` with the message "internal error". The traceback is
+  logged; nothing from the request or the exception is echoed to the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bastion.errors import BastionError
+
+__all__ = [
+    "ErrorBoundary",
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+    "status_for",
+]
+
+log = logging.getLogger("bastion.api")
+
+INTERNAL = {
+    "code": "internal_error",
+    "message": "internal error",
+    "hint": "The daemon logged the details; see its log output.",
+}
+
+#: Non-bastion HTTP statuses Starlette raises itself (routing), as error bodies.
+_HTTP_CODES: dict[int, tuple[str, str, str]] = {
+    404: ("route_not_found", "no such route", "See /openapi.json for the routes."),
+    405: ("method_not_allowed", "method not allowed on this route", "See /openapi.json."),
+}
+
+
+def status_for(error: BastionError) -> int:
+    """The HTTP status for a bastion error: its class's ``http_status``."""
+    return type(error).http_status
+
+
+def error_body(code: str, message: str, hint: str) -> dict[str, str]:
+    return {"code": code, "message": message, "hint": hint}
+
+
+def error_response(error: BastionError, headers: dict[str, str] | None = None) -> JSONResponse:
+    status = status_for(error)
+    if status >= 500 and status not in {503}:
+        # A bastion error mapped to 500 is still a failure on our side: log it for the operator.
+        log.error("request failed: %s (%s)", error.code, error.message)
+    return JSONResponse(error.to_dict(), status_code=status, headers=headers)
+
+
+def _describe_validation(errors: Sequence[Any]) -> str:
+    parts = []
+    for item in errors[:5]:
+        loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"
+        # ``msg`` is pydantic's description of the rule ("String should have at most 128
+        # characters"); ``input``/``ctx`` are deliberately dropped: they may hold the value.
+        parts.append(f"{loc}: {item.get('msg', 'invalid')}")
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+async def _bastion_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BastionError)
+    return error_response(exc)
+
+
+async def _validation_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    body = error_body(
+        "invalid_request",
+        "invalid request: " + _describe_validation(exc.errors()),
+        "Check the request against /openapi.json.",
+    )
+    return JSONResponse(body, status_code=422)
+
+
+async def _http_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code, message, hint = _HTTP_CODES.get(
+        exc.status_code, ("http_error", "request failed", "See /openapi.json.")
+    )
+    return JSONResponse(
+        error_body(code, message, hint), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _value_handler(_request: Request, exc: Exception) -> Response:
+    # A ValueError escaping a library call is a caller mistake that validation did not catch.
+    # Its text may quote the input, so only the fact is returned; the text goes to the log.
+    log.info("request refused by a ValueError: %s", exc)
+    body = error_body("invalid_request", "invalid request", "Check the request's parameters.")
+    return JSONResponse(body, status_code=400)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(BastionError, _bastion_handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(ValueError, _value_handler)
+
+
+class ErrorBoundary:
+    """Pure ASGI middleware: an unhandled exception becomes a 500 that echoes nothing.
+
+    Starlette's own ``ServerErrorMiddleware`` re-raises after answering, so the server logs
+    a second traceback; this boundary sits inside it, logs once, and ends the request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                return  # a stream was under way: the connection closes, nothing more to say
+            body = json.dumps(INTERNAL).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})

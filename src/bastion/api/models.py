@@ -1,0 +1,131 @@
+"""Pydantic models of the API: what ``/openapi.json`` documents and responses are checked by.
+
+Names in paths (secrets, settings, services) are constrained here, once: printable ASCII
+without ``/``, ``\\`` or a leading dot, so a path-traversal attempt is refused by validation
+before any route runs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "NAME_PATTERN",
+    "CheckResult",
+    "DbStatus",
+    "ErrorBody",
+    "Health",
+    "JobInfo",
+    "MigrationRow",
+    "Name",
+    "Page",
+    "Posture",
+    "RequestCounters",
+    "ShutdownAccepted",
+    "Status",
+]
+
+T = TypeVar("T")
+
+#: Letters, digits and ``_ . : @ -``; not starting with a dot (no ``.``/``..``), 1-200 chars.
+NAME_PATTERN = r"^[A-Za-z0-9_@:-][A-Za-z0-9_.@:-]{0,199}$"
+Name = Annotated[
+    str, Path(pattern=NAME_PATTERN, description="A name: letters, digits, `_ . : @ -`.")
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ErrorBody(_Model):
+    code: str = Field(description="Stable error code (see docs/errors.md).")
+    message: str
+    hint: str
+
+
+class Page(_Model, Generic[T]):
+    """One page of a list. ``next_offset`` is null on the last page."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+class Health(_Model):
+    status: str = "ok"
+    version: str
+
+
+class Posture(_Model):
+    journal_mode: str
+    synchronous: str
+    foreign_keys: bool
+    busy_timeout_ms: int
+    sqlite_version: str
+
+
+class RequestCounters(_Model):
+    handled: int
+    rejected: dict[str, int]
+
+
+class JobInfo(_Model):
+    name: str
+    interval_s: float
+    runs: int
+    failures: int
+    next_in_s: float
+    last_duration_s: float | None
+    last_error: str | None
+
+
+class Status(_Model):
+    version: str
+    python: str
+    sqlite_version: str
+    pid: int
+    port: int
+    started_at: str
+    uptime_s: float
+    home: str
+    store: dict[str, Any]
+    vault: dict[str, Any]
+    services: dict[str, Any]
+    jobs: list[JobInfo]
+    requests: RequestCounters
+
+
+class DbStatus(_Model):
+    home: str
+    database: str
+    posture: dict[str, Any]
+    size_bytes: int
+    wal_bytes: int
+    page_count: int
+    page_size: int
+    freelist_count: int
+    sqlite_version: str
+
+
+class CheckResult(_Model):
+    kind: str
+    ok: bool
+    problems: list[str]
+
+
+class MigrationRow(_Model):
+    namespace: str
+    id: str
+    checksum: str
+    applied_at: str | None
+
+
+class ShutdownAccepted(_Model):
+    stopping: bool = True
+    pid: int

@@ -1,0 +1,157 @@
+"""Liveness, daemon status, shutdown, and the database's status/checks/migrations."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+
+from bastion.__about__ import __version__
+from bastion.api.models import (
+    CheckResult,
+    DbStatus,
+    Health,
+    JobInfo,
+    MigrationRow,
+    RequestCounters,
+    ShutdownAccepted,
+    Status,
+)
+from bastion.api.state import DaemonState, get_state
+from bastion.store import ReadTx
+
+__all__ = ["router"]
+
+router = APIRouter()
+State = Annotated[DaemonState, Depends(get_state)]
+
+#: Problems reported per check, at most: a corrupt file can yield thousands of lines.
+MAX_PROBLEMS = 100
+
+
+@router.get("/health", tags=["system"], response_model=Health)
+async def health() -> Health:
+    """Liveness. No token needed; says nothing but that the daemon answers."""
+    return Health(version=__version__)
+
+
+def services_summary(state: DaemonState) -> dict[str, Any]:
+    supervisor = getattr(state.home, "supervisor", None)
+    if supervisor is None:
+        return {"total": 0, "by_state": {}}
+    counts: dict[str, int] = {}
+    statuses = supervisor.status_all()
+    for item in statuses:
+        key = str(getattr(item.state, "value", item.state))
+        counts[key] = counts.get(key, 0) + 1
+    return {"total": len(statuses), "by_state": counts}
+
+
+@router.get("/v1/status", tags=["system"], response_model=Status)
+async def status(state: State) -> Status:
+    """Versions, uptime, store posture, vault backend, services summary, scheduled jobs."""
+    home = state.home
+    posture = home.db.posture
+    jobs = (
+        [JobInfo(**dataclasses.asdict(j)) for j in state.scheduler.status()]
+        if (state.scheduler)
+        else []
+    )
+    counters = state.counters.snapshot()
+    return Status(
+        version=__version__,
+        python=platform.python_version(),
+        sqlite_version=posture.sqlite_version,
+        pid=os.getpid(),
+        port=state.port,
+        started_at=state.started_at,
+        uptime_s=round(state.uptime_s, 3),
+        home=str(home.config.home),
+        store={"path": str(home.db.path), "posture": dataclasses.asdict(posture)},
+        vault={
+            "backend": home.config.vault.backend,
+            "reveal_enabled": home.config.vault.allow_reveal,
+        },
+        services=services_summary(state),
+        jobs=jobs,
+        requests=RequestCounters(
+            handled=int(counters["handled"]),  # type: ignore[call-overload]
+            rejected=dict(counters["rejected"]),  # type: ignore[call-overload]
+        ),
+    )
+
+
+@router.post("/v1/shutdown", tags=["system"], response_model=ShutdownAccepted, status_code=202)
+async def shutdown(state: State) -> ShutdownAccepted:
+    """Stop the daemon gracefully (what `bastion stop` calls): services, logs, databases."""
+    if state.request_shutdown is not None:
+        state.request_shutdown()
+    return ShutdownAccepted(pid=os.getpid())
+
+
+@router.get("/v1/db/status", tags=["database"], response_model=DbStatus)
+async def db_status(state: State) -> DbStatus:
+    """Path, posture as read back, sizes, SQLite version of bastion.db."""
+    data = await _in_thread(state.home.status)
+    return DbStatus(**data)
+
+
+_CHECKS: dict[str, str] = {
+    "quick": "PRAGMA quick_check",
+    "integrity": "PRAGMA integrity_check",
+    "foreign_keys": "PRAGMA foreign_key_check",
+}
+
+
+@router.get("/v1/db/check", tags=["database"], response_model=CheckResult)
+async def db_check(
+    state: State,
+    kind: Annotated[Literal["quick", "integrity", "foreign_keys"], Query()] = "quick",
+) -> CheckResult:
+    """Run `quick_check`, `integrity_check` or `foreign_key_check` (read-only)."""
+    sql = _CHECKS[kind]
+
+    def run(tx: ReadTx) -> list[str]:
+        rows = tx.query(sql)
+        if kind == "foreign_keys":
+            return [f"{r[0]} rowid {r[1]} -> {r[2]}" for r in rows[:MAX_PROBLEMS]]
+        return [str(r[0]) for r in rows[:MAX_PROBLEMS] if str(r[0]) != "ok"]
+
+    problems = await state.home.db.aread(run)
+    return CheckResult(kind=kind, ok=not problems, problems=problems)
+
+
+@router.get("/v1/db/migrations", tags=["database"], response_model=list[MigrationRow])
+async def db_migrations(state: State) -> list[MigrationRow]:
+    """Applied migrations per namespace, oldest first (empty before the first migration)."""
+
+    def run(tx: ReadTx) -> list[MigrationRow]:
+        exists = tx.scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='schema_migrations'"
+        )
+        if not exists:
+            return []
+        rows = tx.query(
+            "SELECT namespace, id, checksum, applied_at FROM schema_migrations "
+            "ORDER BY namespace, id"
+        )
+        return [
+            MigrationRow(
+                namespace=str(r[0]),
+                id=str(r[1]),
+                checksum=str(r[2]),
+                applied_at=None if r[3] is None else str(r[3]),
+            )
+            for r in rows
+        ]
+
+    return await state.home.db.aread(run)
+
+
+async def _in_thread(fn: Any) -> Any:
+    import asyncio
+
+    return await asyncio.to_thread(fn)

@@ -1,0 +1,285 @@
+"""The daemon's front door: pure ASGI middleware that vets every request before any route.
+
+Checks, in order (each rejection answers ``{code, message, hint}`` and reaches no handler):
+
+1. ``Host`` must be a loopback name with the daemon's own port (``127.0.0.1:P``,
+   ``localhost:P``, ``[::1]:P``). A DNS-rebinding page reaches the right socket under a
+   foreign name (``evil.example:P``) and is stopped here -> 403.
+2. ``Origin``, when sent, must be the dashboard's own origin or in ``api.allowed_origins``
+   (e.g. ``tauri://localhost``) -> 403. ``null`` and anything else are refused.
+   An allowed cross origin gets its own origin echoed back (never ``*``) and its preflight
+   answered; a foreign origin gets no CORS headers at all.
+3. The bearer token (``Authorization: Bearer …``), compared in constant time, on every
+   route except the public ones (``GET /health``) -> 401.
+4. ``POST``/``PUT``/``PATCH`` (and ``DELETE`` with a body) must be ``application/json``:
+   HTML forms and ``text/plain`` "simple requests" are how CSRF gets in without a
+   preflight -> 415.
+5. The body is read here, up to ``api.max_body_bytes`` (declared or chunked) -> 413; the
+   route then reads the buffered copy.
+
+Counters of requests handled and rejected (by code) are kept on :class:`Counters` and shown
+in ``/v1/status``; the attack tests read them to prove a rejection reached no handler.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import json
+from collections import Counter
+from collections.abc import Iterable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bastion.errors import (
+    BastionError,
+    Forbidden,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+
+__all__ = ["Counters", "SecurityMiddleware", "SecurityPolicy"]
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_JSON_REQUIRED = frozenset({"POST", "PUT", "PATCH"})
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SecurityPolicy:
+    """What the middleware allows. Build with :meth:`for_port`."""
+
+    token: str
+    allowed_hosts: frozenset[str]
+    allowed_origins: frozenset[str]
+    max_body_bytes: int
+    public_paths: frozenset[str] = frozenset({"/health"})
+    #: GET-only prefixes served without a token (the dashboard's static files).
+    public_prefixes: tuple[str, ...] = ()
+
+    @classmethod
+    def for_port(
+        cls,
+        port: int,
+        *,
+        token: str,
+        extra_origins: Iterable[str] = (),
+        max_body_bytes: int = 1024 * 1024,
+        public_prefixes: tuple[str, ...] = (),
+        extra_hosts: Iterable[str] = (),
+    ) -> SecurityPolicy:
+        if len(token) < 32:
+            raise ValueError("the API token must be at least 32 characters")
+        names = (*_LOOPBACK_NAMES, *(f"[{h}]" if ":" in h else h for h in extra_hosts))
+        hosts = frozenset(f"{name.lower()}:{port}" for name in names)
+        own = {f"http://{host}" for host in hosts}
+        return cls(
+            token=token,
+            allowed_hosts=hosts,
+            allowed_origins=frozenset(own | {o.rstrip("/") for o in extra_origins}),
+            max_body_bytes=max_body_bytes,
+            public_prefixes=public_prefixes,
+        )
+
+    def __repr__(self) -> str:  # the token never appears in a repr, log or traceback
+        return f"SecurityPolicy(hosts={sorted(self.allowed_hosts)}, origins={sorted(self.allowed_origins)})"
+
+
+@dataclasses.dataclass
+class Counters:
+    """Request counters (mutable, owned by one app instance)."""
+
+    handled: int = 0
+    rejected: Counter[str] = dataclasses.field(default_factory=Counter)
+
+    def snapshot(self) -> dict[str, object]:
+        return {"handled": self.handled, "rejected": dict(self.rejected)}
+
+
+#: Rejection -> the error class whose ``code``/``http_status`` it answers with, and the message.
+_REJECTIONS: dict[str, tuple[type[BastionError], str]] = {
+    "forbidden_host": (Forbidden, "the Host header is not this daemon's loopback address"),
+    "forbidden_origin": (Forbidden, "requests from this Origin are not allowed"),
+    "unauthorized": (Unauthorized, "missing or invalid bearer token"),
+    "unsupported_media_type": (
+        UnsupportedMediaType,
+        "this route accepts only application/json bodies",
+    ),
+    "payload_too_large": (PayloadTooLarge, "request body too large"),
+}
+_HINTS = {
+    "forbidden_host": "Call the daemon as http://127.0.0.1:<port> (or localhost, [::1]) "
+    "with its own port.",
+    "forbidden_origin": "Add the app's origin to [api] allowed_origins in bastion.toml.",
+    "payload_too_large": "Send a smaller body; the limit is [api] max_body_bytes.",
+}
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            try:
+                return str(value.decode("latin-1"))
+            except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
+                return None
+    return None
+
+
+def _headers_count(scope: Scope, name: bytes) -> int:
+    return sum(1 for key, _ in scope["headers"] if key == name)
+
+
+class SecurityMiddleware:
+    def __init__(self, app: ASGIApp, *, policy: SecurityPolicy, counters: Counters) -> None:
+        self.app = app
+        self.policy = policy
+        self.counters = counters
+        self._token = policy.token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan passes; websockets are not served at all
+            if scope["type"] == "lifespan":
+                await self.app(scope, receive, send)
+            return
+        policy = self.policy
+        method: str = scope["method"]
+        path: str = scope["path"]
+
+        # 1. Host: exactly one, and ours. Two Host headers is a smuggling attempt.
+        host = _header(scope, b"host")
+        if host is None or _headers_count(scope, b"host") != 1:
+            await self._reject(send, "forbidden_host")
+            return
+        if host.lower() not in policy.allowed_hosts:
+            await self._reject(send, "forbidden_host")
+            return
+
+        # 2. Origin: absent (non-browser clients) or allowed.
+        origin = _header(scope, b"origin")
+        cors_headers: list[tuple[bytes, bytes]] = []
+        if origin is not None:
+            if origin.rstrip("/") not in policy.allowed_origins:
+                await self._reject(send, "forbidden_origin")
+                return
+            cors_headers = [
+                (b"access-control-allow-origin", origin.encode("latin-1")),
+                (b"vary", b"Origin"),
+            ]
+            if method == "OPTIONS" and _header(scope, b"access-control-request-method"):
+                await self._preflight(send, cors_headers)
+                return
+
+        # 3. Token, except on public routes.
+        public = (method == "GET" and path in policy.public_paths) or (
+            method == "GET" and any(path.startswith(p) for p in policy.public_prefixes)
+        )
+        if not public and not self._token_ok(scope):
+            await self._reject(send, "unauthorized", cors_headers)
+            return
+
+        # 4. + 5. Bodies: JSON only, capped, buffered before the route sees them.
+        if method in _BODY_METHODS:
+            declared = _header(scope, b"content-length")
+            chunked = "chunked" in (_header(scope, b"transfer-encoding") or "").lower()
+            has_body = chunked or (declared is not None and declared.strip() not in {"", "0"})
+            ctype = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+            if (method in _JSON_REQUIRED or has_body) and ctype != "application/json":
+                await self._reject(send, "unsupported_media_type", cors_headers)
+                return
+            if declared is not None:
+                try:
+                    size = int(declared)
+                except ValueError:
+                    await self._reject(send, "payload_too_large", cors_headers)
+                    return
+                if size > policy.max_body_bytes:
+                    await self._reject(send, "payload_too_large", cors_headers)
+                    return
+            body = await self._read_body(receive)
+            if body is None:
+                await self._reject(send, "payload_too_large", cors_headers)
+                return
+            receive = _replay(body, receive)
+
+        self.counters.handled += 1
+        if cors_headers:
+            send = _with_headers(send, cors_headers)
+        await self.app(scope, receive, send)
+
+    def _token_ok(self, scope: Scope) -> bool:
+        value = _header(scope, b"authorization")
+        if value is None or _headers_count(scope, b"authorization") != 1:
+            return False
+        scheme, _, supplied = value.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        # Constant time: the comparison takes as long for a near miss as for garbage.
+        return hmac.compare_digest(supplied.strip().encode("latin-1"), self._token)
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.policy.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def _preflight(self, send: Send, cors_headers: list[tuple[bytes, bytes]]) -> None:
+        headers = [
+            *cors_headers,
+            (b"access-control-allow-methods", b"GET, POST, PUT, PATCH, DELETE"),
+            (b"access-control-allow-headers", b"authorization, content-type, last-event-id"),
+            (b"access-control-max-age", b"600"),
+            (b"content-length", b"0"),
+        ]
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _reject(
+        self, send: Send, code: str, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        cls, message = _REJECTIONS[code]
+        self.counters.rejected[code] += 1
+        error = cls(message, hint=_HINTS.get(code))
+        status = error.http_status
+        body = json.dumps(error.to_dict()).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *(extra or []),
+        ]
+        if status == 401:
+            headers.append((b"www-authenticate", b'Bearer realm="bastion"'))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # later calls wait for the disconnect, as a server would
+
+    return replay
+
+
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return wrapped

@@ -1,0 +1,299 @@
+"""``bastion serve``: one process running the API, the supervisor and the scheduler.
+
+Start-up, in this order (each step's failure leaves nothing behind):
+
+1. initialise the home (idempotent; creates ``run/token`` if missing);
+2. take the single-instance lock in ``run/`` (a second daemon fails naming the first one's
+   pid and port; a lock left by a killed daemon is free, and its stale handshake removed);
+3. bind 127.0.0.1 (and ::1 on the same port where IPv6 exists); port 0 picks a free port;
+4. start the scheduler (and the supervisor, which auto-starts enabled services);
+5. once uvicorn listens: write ``run/daemon.json`` atomically (0600) and print the same JSON
+   as the first line of stdout, so the app that spawned the daemon knows where it is.
+
+Shutdown (SIGTERM, SIGINT, or ``POST /v1/shutdown`` from ``bastion stop``): stop accepting,
+end SSE streams, stop services by their stop policy, stop the scheduler, flush and close the
+databases, remove the handshake, release the lock, exit 0. A second SIGINT forces the exit.
+
+uvicorn's own signal handling is replaced: it re-raises the captured signal after shutting
+down, which would end the process *by* SIGTERM instead of with status 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import errno
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Generator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import uvicorn
+
+from bastion.__about__ import __version__
+from bastion.api.app import create_app
+from bastion.api.state import DaemonState
+from bastion.app import Home
+from bastion.config import Config
+from bastion.errors import ConfigError
+from bastion.runfiles import (
+    DaemonLock,
+    Handshake,
+    ensure_token,
+    read_token,
+    remove_handshake,
+    write_handshake,
+)
+from bastion.scheduler import Scheduler
+
+__all__ = ["ServeOptions", "bind_sockets", "is_loopback", "serve"]
+
+log = logging.getLogger("bastion.daemon")
+
+#: Seconds an open connection (an SSE stream) may take to finish once shutdown begins.
+GRACEFUL_TIMEOUT_S = 5
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServeOptions:
+    host: str | None = None
+    port: int | None = None
+    token_file: Path | None = None
+    exposed_ok: bool = False
+    log_level: str = "info"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # Only ::1; never let an IPv6 socket also take IPv4 traffic from other addresses.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_sockets(host: str, port: int, *, attempts: int = 10) -> list[socket.socket]:
+    """Listening sockets: loopback means 127.0.0.1 plus ::1 (same port) where IPv6 exists."""
+    if not is_loopback(host):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return [_bind(family, host.strip("[]"), port)]
+    for _ in range(attempts):
+        v4 = _bind(socket.AF_INET, "127.0.0.1", port)
+        actual = v4.getsockname()[1]
+        try:
+            v6 = _bind(socket.AF_INET6, "::1", actual)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE and port == 0:
+                v4.close()  # the free v4 port is taken on ::1: pick another pair
+                continue
+            if err.errno in {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EADDRINUSE}:
+                log.info("::1 not available (%s); serving on 127.0.0.1 only", err.strerror)
+                return [v4]
+            v4.close()
+            raise
+        return [v4, v6]
+    raise OSError(errno.EADDRINUSE, "no port free on both 127.0.0.1 and ::1")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with bastion's signal handling and a hook once it listens."""
+
+    def __init__(self, config: uvicorn.Config, on_listening: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_listening = on_listening
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # serve() installs its own handlers; see the module docstring
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit:
+            self._on_listening()
+
+
+def _start_supervisor(home: Home) -> Any:
+    """The home's supervisor, started (auto-starting enabled services), or None."""
+    supervisor = getattr(home, "supervisor", None)
+    if supervisor is not None and hasattr(supervisor, "start"):
+        supervisor.start(autostart=home.config.supervisor.autostart)
+    return supervisor
+
+
+def _stop_supervisor(supervisor: Any) -> None:
+    if supervisor is not None and hasattr(supervisor, "shutdown"):
+        supervisor.shutdown()
+
+
+def build_scheduler(home: Home) -> Scheduler:
+    """The daemon's periodic jobs. Backups and retention are plugged in when they exist."""
+    scheduler = Scheduler()
+    for job in _operability_jobs(home):
+        scheduler.add(job)
+    return scheduler
+
+
+def _operability_jobs(home: Home) -> list[Any]:
+    jobs: list[Any] = []
+    factory = getattr(home, "scheduled_jobs", None)
+    if callable(factory):
+        jobs.extend(factory())
+    return jobs
+
+
+def serve(cfg: Config, options: ServeOptions, *, stdout: IO[str] | None = None) -> int:
+    """Run the daemon until told to stop; return the process exit status (0 on clean stop)."""
+    out = stdout or sys.stdout
+    host = options.host or cfg.api.host
+    port = cfg.api.port if options.port is None else options.port
+    if not is_loopback(host) and not options.exposed_ok:
+        raise ConfigError(
+            f"refusing to listen on {host}: it is not a loopback address",
+            hint="bastion's API is for this machine only; pass --i-know-this-is-exposed "
+            "to listen on a non-loopback address anyway.",
+        )
+    if not is_loopback(host):
+        log.warning("listening on %s: the API is reachable from other machines", host)
+
+    home = Home.init(cfg)
+    lock = DaemonLock(cfg.run_dir)
+    try:
+        lock.acquire()
+    except BaseException:
+        home.close()
+        raise
+    try:
+        if lock.took_over_from is not None:
+            log.warning(
+                "took over from a daemon that did not shut down cleanly (pid %d)",
+                lock.took_over_from.pid,
+            )
+        token_file = options.token_file or ensure_token(cfg.run_dir)
+        token = read_token(token_file)
+        try:
+            sockets = bind_sockets(host, port)
+        except OSError as err:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {err.strerror or err}",
+                hint="Pick another --port, or 0 for any free port.",
+            ) from err
+        return _run(home, sockets=sockets, token=token, host=host, out=out, options=options)
+    finally:
+        home.close()
+        remove_handshake(cfg.run_dir, pid=os.getpid())
+        lock.release()
+
+
+def _run(
+    home: Home,
+    *,
+    sockets: list[socket.socket],
+    token: str,
+    host: str,
+    out: IO[str],
+    options: ServeOptions,
+) -> int:
+    cfg = home.config
+    port = int(sockets[0].getsockname()[1])
+    hosts = tuple(s.getsockname()[0] for s in sockets)
+    scheduler = build_scheduler(home)
+    state = DaemonState(home=home, port=port, scheduler=scheduler)
+    extra_hosts = () if is_loopback(host) else (host,)
+    app = create_app(home, port=port, token=token, state=state, extra_hosts=extra_hosts)
+
+    def on_listening() -> None:
+        handshake = Handshake(
+            pid=os.getpid(),
+            port=port,
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            version=__version__,
+            hosts=hosts,
+        )
+        write_handshake(cfg.run_dir, handshake)
+        out.write(handshake.to_json() + "\n")
+        out.flush()
+        log.info("listening on %s port %d", ", ".join(hosts), port)
+
+    config = uvicorn.Config(
+        app,
+        loop="uvloop" if _has("uvloop") else "asyncio",
+        http="httptools" if _has("httptools") else "h11",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        log_level=options.log_level,
+        timeout_graceful_shutdown=GRACEFUL_TIMEOUT_S,
+        server_header=False,
+        date_header=True,
+    )
+    server = _Server(config, on_listening)
+
+    def request_stop(*_: object) -> None:
+        if state.stopping:
+            server.force_exit = True  # a second signal: stop waiting for connections
+        state.stopping = True
+        server.should_exit = True
+
+    state.request_shutdown = request_stop
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, request_stop)
+        supervisor = None
+        try:
+            supervisor = await asyncio.to_thread(_start_supervisor, home)
+            scheduler.start()
+            await server.serve(sockets=sockets)
+        finally:
+            state.stopping = True
+            log.info("shutting down: stopping services")
+            await asyncio.to_thread(_stop_supervisor, supervisor)
+            await asyncio.to_thread(scheduler.stop)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    loop_factory = _loop_factory()
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())
+    for sock in sockets:
+        sock.close()
+    log.info("stopped")
+    return 0
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if _has("uvloop"):
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None

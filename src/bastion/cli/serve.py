@@ -1,0 +1,78 @@
+"""``bastion serve``: run the daemon (API + supervisor + scheduler) for a home.
+
+The server stack (FastAPI, uvicorn) is imported inside the command only: every other CLI
+command starts without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from bastion.cli._output import config_from, run_command
+
+
+@click.command()
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port to listen on; 0 picks a free one (default: [api] port, 0).",
+)
+@click.option(
+    "--host",
+    default=None,
+    help="Address to listen on (default 127.0.0.1, which also binds ::1).",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Read the API token from this file (0600) instead of <home>/run/token.",
+)
+@click.option(
+    "--i-know-this-is-exposed",
+    "exposed_ok",
+    is_flag=True,
+    help="Allow a --host that is not loopback (the API becomes reachable from the network).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="Verbosity of the daemon's log (stderr).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Errors as JSON (the handshake always is).")
+@click.pass_context
+@run_command
+def serve(  # noqa: PLR0917 - click passes each option as an argument
+    ctx: click.Context,
+    port: int | None,
+    host: str | None,
+    token_file: Path | None,
+    exposed_ok: bool,
+    log_level: str,
+    as_json: bool,
+) -> None:
+    """Run the daemon: the loopback API, the supervisor and the scheduler.
+
+    Once listening, prints one JSON line (pid, port, started_at, version) on stdout and
+    writes the same to <home>/run/daemon.json. Stops gracefully on SIGTERM/SIGINT or
+    `bastion stop`. The log goes to stderr.
+    """
+    from bastion.api.server import ServeOptions
+    from bastion.api.server import serve as run_server
+
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    options = ServeOptions(
+        host=host, port=port, token_file=token_file, exposed_ok=exposed_ok, log_level=log_level
+    )
+    sys.exit(run_server(config_from(ctx), options))

@@ -1,0 +1,212 @@
+"""A small client for a running ``bastion serve``: stdlib ``http.client`` only.
+
+The CLI uses it for what must go through the running supervisor (services start/stop/
+restart, live logs) and for ``bastion stop``; keeping it on the standard library keeps CLI
+start-up fast. :meth:`DaemonClient.for_home` finds the daemon through ``run/daemon.json``
+and returns None when none is running for the home, so callers fall back to opening the
+files directly.
+
+Error bodies ``{code, message, hint}`` are raised again as the ``BastionError`` subclass with
+that code, so a CLI command reports a daemon-side error exactly as a local one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from bastion.config import Config
+from bastion.errors import ApiError, BastionError, DaemonUnreachable, iter_error_classes
+from bastion.runfiles import TOKEN_FILE, Handshake, pid_alive, read_handshake, read_token
+
+__all__ = ["DaemonClient", "SseEvent", "error_from_body"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SseEvent:
+    id: str | None
+    event: str
+    data: str
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+def error_from_body(status: int, body: Mapping[str, Any]) -> BastionError:
+    """The ``BastionError`` a daemon error body stands for (``ApiError`` if the code is new)."""
+    code = str(body.get("code", "api_error"))
+    message = str(body.get("message", f"daemon answered HTTP {status}"))
+    hint = body.get("hint")
+    for _, cls in iter_error_classes():
+        if cls.code == code:
+            return cls(message, hint=hint if isinstance(hint, str) else None, status=status)
+    return ApiError(message, hint=hint if isinstance(hint, str) else None, status=status)
+
+
+class DaemonClient:
+    def __init__(
+        self, port: int, token: str, *, host: str = "127.0.0.1", timeout: float = 30.0
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._token = token
+        self.timeout = timeout
+
+    def __repr__(self) -> str:  # never the token
+        return f"DaemonClient(http://{self.host}:{self.port})"
+
+    @classmethod
+    def for_home(cls, cfg: Config, *, timeout: float = 30.0) -> DaemonClient | None:
+        """A client for the daemon running for ``cfg.home``, or None when there is none."""
+        handshake = read_handshake(cfg.run_dir)
+        if handshake is None or not pid_alive(handshake.pid):
+            return None
+        return cls.from_handshake(handshake, read_token(cfg.run_dir / TOKEN_FILE), timeout)
+
+    @classmethod
+    def from_handshake(
+        cls, handshake: Handshake, token: str, timeout: float = 30.0
+    ) -> DaemonClient:
+        return cls(handshake.port, token, timeout=timeout)
+
+    # --- plain requests --------------------------------------------------------------------
+
+    def _connection(self, timeout: float | None = None) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(
+            self.host, self.port, timeout=self.timeout if timeout is None else timeout
+        )
+
+    def _headers(self, has_body: bool) -> dict[str, str]:
+        headers = {
+            "Authorization": f"Bearer {self._token}",
+            "Accept": "application/json",
+            "Host": f"{self.host}:{self.port}",
+        }
+        if has_body:
+            headers["Content-Type"] = "application/json"
+        return headers
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Send one request; return the decoded JSON, or raise the error it answered."""
+        url = _url(path, query)
+        payload = None
+        if body is not None or method in {"POST", "PUT", "PATCH"}:
+            payload = json.dumps({} if body is None else body).encode()
+        conn = self._connection()
+        try:
+            conn.request(method, url, body=payload, headers=self._headers(payload is not None))
+            response = conn.getresponse()
+            raw = response.read()
+        except OSError as err:  # refused, reset, timed out
+            raise DaemonUnreachable(
+                f"cannot reach the bastion daemon at {self.host}:{self.port}: {err}",
+            ) from err
+        finally:
+            conn.close()
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError as err:
+            raise ApiError(f"the daemon answered HTTP {response.status} with non-JSON") from err
+        if response.status >= 400:
+            raise error_from_body(response.status, data if isinstance(data, dict) else {})
+        return data
+
+    def get(self, path: str, **query: Any) -> Any:
+        return self.request("GET", path, query=query)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self.request("POST", path, body=body)
+
+    def put(self, path: str, body: Any = None) -> Any:
+        return self.request("PUT", path, body=body)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+    def shutdown(self) -> Any:
+        return self.post("/v1/shutdown")
+
+    # --- server-sent events ------------------------------------------------------------
+
+    def stream(
+        self,
+        path: str,
+        *,
+        last_event_id: str | None = None,
+        query: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[SseEvent]:
+        """Yield events from an SSE route until the daemon ends the stream.
+
+        ``timeout`` bounds the wait for each line (None: wait as long as it takes); the
+        daemon sends a comment line every few seconds, so a live stream never idles out.
+        """
+        conn = self._connection(timeout=timeout)
+        headers = self._headers(False)
+        headers["Accept"] = "text/event-stream"
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        try:
+            conn.request("GET", _url(path, query), headers=headers)
+            response = conn.getresponse()
+            if response.status >= 400:
+                raw = response.read()
+                data = json.loads(raw) if raw else {}
+                raise error_from_body(response.status, data if isinstance(data, dict) else {})
+            yield from _parse_sse(response)
+        except OSError as err:
+            raise DaemonUnreachable(
+                f"lost the bastion daemon's stream at {self.host}:{self.port}: {err}"
+            ) from err
+        finally:
+            conn.close()
+
+
+def _url(path: str, query: Mapping[str, Any] | None) -> str:
+    if not query:
+        return path
+    pairs = [(k, _qv(v)) for k, v in query.items() if v is not None]
+    return f"{path}?{urllib.parse.urlencode(pairs)}" if pairs else path
+
+
+def _qv(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _parse_sse(response: http.client.HTTPResponse) -> Iterator[SseEvent]:
+    event_id: str | None = None
+    event = "message"
+    data: list[str] = []
+    while True:
+        line_bytes = response.readline()
+        if not line_bytes:
+            return
+        line = line_bytes.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data:
+                yield SseEvent(event_id, event, "\n".join(data))
+            event, data = "message", []
+            continue
+        if line.startswith(":"):
+            continue  # keep-alive comment
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "id":
+            event_id = value
+        elif field == "event":
+            event = value
+        elif field == "data":
+            data.append(value)

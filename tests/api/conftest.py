@@ -1,0 +1,59 @@
+"""Fixtures for the API tests: a real home on disk, the app in-process, an authorized client.
+
+The in-process client talks ASGI directly (no socket) but goes through every middleware; the
+Host it sends is ``127.0.0.1:PORT``, the port the app was built for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from bastion.api import create_app
+from bastion.app import Home
+from bastion.config import Config
+from bastion.runfiles import TOKEN_FILE, read_token
+
+PORT = 48123
+BASE = f"http://127.0.0.1:{PORT}"
+
+
+@pytest.fixture
+def opened(home: Config) -> Iterator[Home]:
+    h = Home.init(home)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+@pytest.fixture
+def token(opened: Home) -> str:
+    return read_token(opened.config.run_dir / TOKEN_FILE)
+
+
+@pytest.fixture
+def app(opened: Home) -> FastAPI:
+    return create_app(opened, port=PORT)
+
+
+@pytest.fixture
+def anon(app: FastAPI) -> Iterator[TestClient]:
+    """A client with the right Host and no token."""
+    with TestClient(app, base_url=BASE, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def client(app: FastAPI, token: str) -> Iterator[TestClient]:
+    """A client with the right Host and the token."""
+    with TestClient(
+        app,
+        base_url=BASE,
+        headers={"Authorization": f"Bearer {token}"},
+        raise_server_exceptions=False,
+    ) as c:
+        yield c
