@@ -17,6 +17,7 @@ from bastion.config import StoreConfig
 from bastion.errors import (
     Conflict,
     NotADatabase,
+    NotFound,
     ReferenceViolation,
     StoreBusy,
     StoreClosed,
@@ -326,6 +327,9 @@ def test_store_busy_when_another_process_holds_the_lock(tmp_path: Path) -> None:
             with pytest.raises(StoreBusy) as info:
                 database.write(lambda tx: tx.execute("INSERT INTO t VALUES (1)"))
             assert info.value.recoverable
+            # The holder is named: pid and program, read from the kernel's lock table.
+            assert info.value.details["holder"]["pid"] == holder.pid
+            assert f"process {holder.pid}" in info.value.message
         finally:
             assert holder.stdin is not None
             holder.stdin.write("\n")
@@ -429,3 +433,19 @@ def test_wal_watchdog_truncates_once_the_reader_lets_go(
         wait_until(lambda: watchdog.truncations >= 1, what="the watchdog to truncate the WAL")
         assert wal.stat().st_size == 0
         assert database.scalar("SELECT count(*) FROM blob") == 40
+
+
+def test_update_by_id_touching_nothing_is_not_found(db: Database) -> None:
+    assert (
+        db.write(
+            lambda tx: tx.execute_one(
+                "UPDATE c SET n = 1 WHERE id = ?", (1,), entity="counter", key=1
+            )
+        )
+        == 1
+    )
+    with pytest.raises(NotFound, match="no counter with id 7") as info:
+        db.write(
+            lambda tx: tx.execute_one("DELETE FROM c WHERE id = ?", (7,), entity="counter", key=7)
+        )
+    assert info.value.details == {"entity": "counter", "key": 7}

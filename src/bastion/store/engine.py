@@ -36,8 +36,17 @@ from typing import Any, Generic, TypeVar, cast
 import apsw
 
 from bastion.config import StoreConfig
-from bastion.errors import NotADatabase, StoreClosed, StoreError, StoreOpenError, StorePostureError
+from bastion.errors import (
+    NotADatabase,
+    NotFound,
+    StoreBusy,
+    StoreClosed,
+    StoreError,
+    StoreOpenError,
+    StorePostureError,
+)
 from bastion.store._errors import translate
+from bastion.store._locks import write_lock_holder
 
 __all__ = ["Database", "Posture", "ReadTx", "Row", "WriteTx"]
 
@@ -108,6 +117,19 @@ class WriteTx(ReadTx):
         for _ in conn.execute(sql, params):  # exhaust: apsw runs RETURNING only as rows are read
             pass
         return conn.changes()
+
+    def execute_one(
+        self, sql: str, params: Params = (), *, entity: str = "row", key: object = None
+    ) -> int:
+        """Run an UPDATE/DELETE meant to touch one row by id; 0 rows changed -> ``NotFound``.
+
+        ``entity`` and ``key`` name what was looked for in the error ("no bot with id 42").
+        """
+        changed = self.execute(sql, params)
+        if changed == 0:
+            what = f"{entity} with id {key!r}" if key is not None else entity
+            raise NotFound(f"no {what}", entity=entity, key=key)
+        return changed
 
     def insert(self, sql: str, params: Params = ()) -> int:
         """Run one INSERT; return the new row's rowid."""
@@ -370,9 +392,7 @@ class Database:
                 try:
                     conn.execute("BEGIN IMMEDIATE")
                 except apsw.Error as err:
-                    raise translate(
-                        err, path=str(self.path), what="starting a write transaction"
-                    ) from err
+                    raise self._begin_error(err) from err
                 tx = WriteTx(conn)
                 try:
                     yield tx
@@ -472,7 +492,7 @@ class Database:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except apsw.Error as err:
-            mapped = translate(err, path=str(self.path), what="starting a write transaction")
+            mapped = self._begin_error(err)
             for unit in group:
                 _resolve_error(unit, mapped, err)
             return
@@ -533,6 +553,19 @@ class Database:
             if unit.tx is not None and unit.tx._on_commit:
                 _run_callbacks(unit.tx._on_commit)
             unit.finish(result)
+
+    def _begin_error(self, err: apsw.Error) -> StoreError:
+        mapped = translate(err, path=str(self.path), what="starting a write transaction")
+        if isinstance(mapped, StoreBusy):
+            holder = write_lock_holder(self.path)
+            if holder is not None:
+                mapped = StoreBusy(
+                    f"{self.path} stayed locked past the busy timeout "
+                    f"({self.config.busy_timeout_ms} ms): process {holder['pid']} "
+                    f"({holder['name'] or 'unknown program'}) holds the write lock",
+                    holder=holder,
+                )
+        return mapped
 
     @staticmethod
     def _fail_group(
