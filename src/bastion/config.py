@@ -54,6 +54,8 @@ class StoreConfig:
     on_corrupt: Literal["refuse", "recover"] = "refuse"
     #: Cap on the open-time ``quick_check``; larger files get the header check only.
     open_check_max_bytes: int = dataclasses.field(default=256 * 1024 * 1024, metadata=_bounds(0))
+    #: Time cap on the open-time ``quick_check``; an interrupted check is inconclusive, not bad.
+    open_check_max_s: float = dataclasses.field(default=5.0, metadata=_bounds(0.01, 3600))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -113,6 +115,10 @@ class RetentionConfig:
     activity_days: int = dataclasses.field(default=365, metadata=_bounds(0))
     events_days: int = dataclasses.field(default=90, metadata=_bounds(0))
     interval_s: int = dataclasses.field(default=3600, metadata=_bounds(0))
+    #: Rows deleted per write transaction, so a prune never holds the write lock for long.
+    batch_rows: int = dataclasses.field(default=2000, metadata=_bounds(1, 1_000_000))
+    #: Reclaim space (incremental_vacuum or VACUUM) once free pages pass this share of the file.
+    vacuum_freelist_ratio: float = dataclasses.field(default=0.25, metadata=_bounds(0.0, 1.0))
 
 
 _SECTIONS: dict[str, type[Any]] = {

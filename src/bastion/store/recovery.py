@@ -1,0 +1,562 @@
+"""Corruption: detect at open, quarantine, restore the newest good backup, salvage, merge back.
+
+:func:`open_check` is cheap and read-only: it looks at the files first (missing, emptied,
+not SQLite, shorter than the header says, a WAL that vanished while committed frames were
+recorded in the wal-index) and then runs ``quick_check`` if the file is under the configured
+size, interrupted at the configured time (an interrupted check is *inconclusive*, not a
+failure: a large healthy database must still open).
+
+:func:`recover` is what ``on_corrupt = "recover"`` and ``bastion db recover`` run. It is
+DESTRUCTIVE in one way only: the live files move. Everything else is additive:
+
+1. ``db``, ``-wal``, ``-shm`` move *together* into ``quarantine/<utc>/`` (the WAL holds
+   committed transactions; it is never deleted and never left beside another file);
+2. the newest backup that passes deep verification is copied into place (none: the salvaged
+   copy goes into place instead, or nothing and the app starts empty);
+3. the quarantined copy is salvaged into ``quarantine/<utc>/salvaged.db``;
+4. ``quarantine/<utc>/report.json`` says what failed, which backup was restored, rows per
+   table in the backup vs salvaged, and how many salvaged rows the backup lacks.
+
+:func:`merge_salvage` (``bastion db recover --from-salvage``) then copies rows that are in
+the salvaged copy but not in the live database, table by table, and reports conflicts
+(same rowid, different content; or a unique key taken) instead of overwriting anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+import struct
+import time
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import apsw
+
+from bastion._fs import atomic_write, ensure_private_dir
+from bastion.store.backup import (
+    BackupInfo,
+    EventSink,
+    list_backups,
+    move_to_quarantine,
+    newest_verified_backup,
+    place_file,
+    utc_stamp,
+)
+from bastion.store.salvage import SalvageResult, salvage
+
+if TYPE_CHECKING:
+    from bastion.config import StoreConfig
+    from bastion.store.engine import Database
+
+__all__ = [
+    "CheckKind",
+    "MergeReport",
+    "OpenCheck",
+    "RecoveryReport",
+    "latest_salvage",
+    "merge_salvage",
+    "open_check",
+    "recover",
+]
+
+_HEADER = b"SQLite format 3\x00"
+
+
+class CheckKind(enum.Enum):
+    """Outcome of :func:`open_check`. Only ``OK``/``NEW``/``INCONCLUSIVE`` let an open go on."""
+
+    OK = "ok"
+    NEW = "new"  # no file yet and no sign one existed: a fresh database
+    INCONCLUSIVE = "inconclusive"  # quick_check skipped (size) or interrupted (time)
+    MISSING = "missing"
+    EMPTY = "empty"
+    NOT_A_DATABASE = "not_a_database"
+    TRUNCATED = "truncated"
+    WAL_LOST = "wal_lost"
+    CORRUPT = "corrupt"
+
+    @property
+    def healthy(self) -> bool:
+        return self in (CheckKind.OK, CheckKind.NEW, CheckKind.INCONCLUSIVE)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OpenCheck:
+    path: Path
+    kind: CheckKind
+    detail: str
+    output: tuple[str, ...]
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.kind.healthy
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "kind": self.kind.value,
+            "ok": self.ok,
+            "detail": self.detail,
+            "output": list(self.output),
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+def _has_backup(backups_dir: Path | None, db_name: str) -> bool:
+    return backups_dir is not None and bool(list_backups(backups_dir, db_name))
+
+
+def _shm_frames(shm: Path) -> int:
+    try:
+        with open(shm, "rb") as handle:
+            hdr = handle.read(48)
+    except OSError:
+        return 0
+    if len(hdr) < 48:
+        return 0
+    return int(struct.unpack("=IIIBBHII8s8s8s", hdr)[6])
+
+
+def open_check(
+    path: Path,
+    config: StoreConfig,
+    *,
+    backups_dir: Path | None = None,
+    db_name: str | None = None,
+    full: bool = False,
+) -> OpenCheck:
+    """Cheap, read-only health check of a closed (or shared) database file.
+
+    ``full=True`` runs ``integrity_check`` with no size or time bound instead.
+    """
+    started = time.monotonic()
+    path = Path(path).absolute()
+    name = db_name or path.stem
+    wal, shm = Path(str(path) + "-wal"), Path(str(path) + "-shm")
+
+    def done(kind: CheckKind, detail: str, output: tuple[str, ...] = ()) -> OpenCheck:
+        return OpenCheck(path, kind, detail, output, time.monotonic() - started)
+
+    if not path.exists():
+        if wal.exists() or shm.exists() or _has_backup(backups_dir, name):
+            return done(
+                CheckKind.MISSING,
+                f"{path} is missing, but its -wal/-shm or backups exist: it was deleted",
+            )
+        return done(CheckKind.NEW, "no database yet")
+    size = path.stat().st_size
+    if size == 0:
+        if (wal.exists() and wal.stat().st_size > 0) or _has_backup(backups_dir, name):
+            return done(CheckKind.EMPTY, f"{path} was truncated to 0 bytes")
+        return done(CheckKind.NEW, "empty file: a new database")
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if len(header) < 100 or not header.startswith(_HEADER):
+        return done(
+            CheckKind.NOT_A_DATABASE,
+            f"{path} is not an SQLite database (header {header[:16]!r})",
+        )
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if page_size and size % page_size:
+        return done(
+            CheckKind.TRUNCATED,
+            f"{path} is {size} bytes, not a whole number of {page_size}-byte pages",
+        )
+    if page_size and pages and size < page_size * pages and not wal.exists():
+        return done(
+            CheckKind.TRUNCATED,
+            f"{path} is truncated: header declares {pages} pages ({pages * page_size} bytes), "
+            f"file has {size}",
+        )
+    frames = _shm_frames(shm) if shm.exists() else 0
+    if frames and not wal.exists():
+        return done(
+            CheckKind.WAL_LOST,
+            f"{path}-wal was removed while the database was closed: the wal-index records "
+            f"{frames} committed frames that are gone",
+        )
+    if frames and wal.exists() and page_size:
+        needed = 32 + frames * (page_size + 24)
+        if wal.stat().st_size < needed:
+            return done(
+                CheckKind.WAL_LOST,
+                f"{path}-wal is {wal.stat().st_size} bytes but {frames} committed frames "
+                f"need {needed}: it was truncated",
+            )
+    if not full and size > config.open_check_max_bytes:
+        return done(
+            CheckKind.INCONCLUSIVE,
+            f"quick_check skipped: {size} bytes is over open_check_max_bytes "
+            f"({config.open_check_max_bytes})",
+        )
+    return _run_check(path, config, full=full, started=started)
+
+
+def _run_check(path: Path, config: StoreConfig, *, full: bool, started: float) -> OpenCheck:
+    pragma = "integrity_check" if full else "quick_check"
+    try:
+        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+    except apsw.Error as err:
+        return OpenCheck(path, CheckKind.CORRUPT, f"cannot open: {err}", (), 0.0)
+    deadline = time.monotonic() + config.open_check_max_s
+    interrupted = False
+
+    def progress() -> bool:
+        nonlocal interrupted
+        if not full and time.monotonic() > deadline:
+            interrupted = True
+            return True  # non-zero: SQLite interrupts the statement
+        return False
+
+    try:
+        conn.setbusytimeout(config.busy_timeout_ms)
+        conn.set_progress_handler(progress, 10_000)
+        output = tuple(str(r[0]) for r in conn.execute(f"PRAGMA {pragma}"))
+    except apsw.InterruptError:
+        return OpenCheck(
+            path,
+            CheckKind.INCONCLUSIVE,
+            f"{pragma} interrupted after open_check_max_s={config.open_check_max_s}",
+            (),
+            time.monotonic() - started,
+        )
+    except apsw.Error as err:
+        if interrupted:  # pragma: no cover - some builds report the interrupt differently
+            return OpenCheck(path, CheckKind.INCONCLUSIVE, str(err), (), 0.0)
+        return OpenCheck(
+            path,
+            CheckKind.CORRUPT,
+            f"{pragma} could not run: {err}",
+            (str(err),),
+            time.monotonic() - started,
+        )
+    finally:
+        conn.close()
+    if output == ("ok",):
+        return OpenCheck(path, CheckKind.OK, f"{pragma} ok", output, time.monotonic() - started)
+    return OpenCheck(
+        path,
+        CheckKind.CORRUPT,
+        f"{pragma} found {len(output)} problem(s): {output[0]}",
+        output[:50],
+        time.monotonic() - started,
+    )
+
+
+# --- recover ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    db_path: Path
+    quarantine_dir: Path
+    check: OpenCheck
+    quarantined: tuple[Path, ...]
+    restored_from: Path | None
+    placed: str  # "backup", "salvage", or "nothing"
+    salvage: SalvageResult | None
+    rows_in_backup: dict[str, int]
+    rows_salvaged: dict[str, int]
+    rows_only_in_salvage: dict[str, int]
+    report_path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "db": str(self.db_path),
+            "quarantine_dir": str(self.quarantine_dir),
+            "failed_check": self.check.to_dict(),
+            "quarantined": [str(p) for p in self.quarantined],
+            "restored_from": str(self.restored_from) if self.restored_from else None,
+            "placed": self.placed,
+            "salvage": self.salvage.to_dict() if self.salvage else None,
+            "rows_in_backup": self.rows_in_backup,
+            "rows_salvaged": self.rows_salvaged,
+            "rows_only_in_salvage": self.rows_only_in_salvage,
+            "report": str(self.report_path),
+        }
+
+
+def recover(
+    db_path: Path,
+    *,
+    backups_dir: Path,
+    quarantine_root: Path,
+    check: OpenCheck,
+    db_name: str | None = None,
+    on_event: EventSink | None = None,
+    now: dt.datetime | None = None,
+) -> RecoveryReport:
+    """DESTRUCTIVE (the live files move): quarantine, restore, salvage, report.
+
+    ``db_path`` must be closed in this process. ``check`` is the failed :func:`open_check`
+    (or one made by the operator) and goes into the report.
+    """
+    db_path = Path(db_path).absolute()
+    name = db_name or db_path.stem
+    qdir = quarantine_root / utc_stamp(now)
+    ensure_private_dir(qdir)
+    quarantined = move_to_quarantine(db_path, qdir)
+    if on_event:
+        on_event(
+            "store.quarantined",
+            name,
+            {"reason": check.detail, "kind": check.kind.value, "dir": str(qdir)},
+        )
+    moved_db = qdir / db_path.name
+    result: SalvageResult | None = None
+    salvage_error = None
+    if moved_db.exists() and moved_db.stat().st_size > 0:
+        try:
+            result = salvage(moved_db, qdir / "salvaged.db")
+        except (apsw.Error, OSError) as err:
+            salvage_error = str(err)
+    backup: BackupInfo | None = newest_verified_backup(backups_dir, name)
+    placed = "nothing"
+    if backup is not None:
+        place_file(backup.path, db_path)
+        placed = "backup"
+    elif result is not None and result.total_rows > 0:
+        # No good backup: the salvaged rows are the best copy there is.
+        place_file(result.dest, db_path)
+        placed = "salvage"
+    rows_backup = dict((backup.manifest or {}).get("row_counts") or {}) if backup else {}
+    rows_salvaged = {n: t.rows for n, t in result.tables.items()} if result else {}
+    only_in_salvage = (
+        _rows_missing_from(result.dest, backup.path) if result is not None and backup else {}
+    )
+    report_path = qdir / "report.json"
+    report = RecoveryReport(
+        db_path=db_path,
+        quarantine_dir=qdir,
+        check=check,
+        quarantined=tuple(quarantined),
+        restored_from=backup.path if backup else None,
+        placed=placed,
+        salvage=result,
+        rows_in_backup=rows_backup,
+        rows_salvaged=rows_salvaged,
+        rows_only_in_salvage=only_in_salvage,
+        report_path=report_path,
+    )
+    body = report.to_dict()
+    body["created_at"] = dt.datetime.now(dt.UTC).isoformat()
+    body["salvage_error"] = salvage_error
+    body["next_steps"] = (
+        "Rows only in the salvaged copy can be merged back with "
+        "`bastion db recover --from-salvage` (conflicts are reported, never overwritten)."
+    )
+    atomic_write(report_path, json.dumps(body, indent=2, sort_keys=True) + "\n")
+    if on_event:
+        on_event(
+            "store.restored",
+            name,
+            {
+                "placed": placed,
+                "backup": str(backup.path) if backup else None,
+                "report": str(report_path),
+            },
+        )
+    return report
+
+
+def _ro(path: Path) -> str:
+    return f"file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1"
+
+
+def _rows_missing_from(salvaged: Path, backup: Path) -> dict[str, int]:
+    """Per table: salvaged rowids the backup does not have (rows written after the backup)."""
+    conn = apsw.Connection(_ro(salvaged), flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    try:
+        conn.execute("ATTACH ? AS b", (_ro(backup),))
+        out: dict[str, int] = {}
+        tables = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT name FROM main.sqlite_schema WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%' AND name IN "
+                "(SELECT name FROM b.sqlite_schema WHERE type = 'table')"
+            )
+        ]
+        for t in tables:
+            q = '"' + t.replace('"', '""') + '"'
+            try:
+                rows: list[Any] = conn.execute(
+                    f"SELECT count(*) FROM main.{q} WHERE rowid NOT IN (SELECT rowid FROM b.{q})"
+                ).fetchall()
+                out[t] = int(rows[0][0])
+            except apsw.SQLError:
+                continue  # WITHOUT ROWID: no rowid to compare by
+        return out
+    finally:
+        conn.close()
+
+
+def latest_salvage(quarantine_root: Path, db_name: str) -> Path | None:
+    """The newest ``quarantine/<utc>/salvaged.db`` made from ``db_name``, or None."""
+    if not quarantine_root.is_dir():
+        return None
+    for qdir in sorted(quarantine_root.iterdir(), reverse=True):
+        candidate = qdir / "salvaged.db"
+        report = qdir / "report.json"
+        if not candidate.exists():
+            continue
+        try:
+            data = json.loads(report.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if Path(str(data.get("db", ""))).stem == db_name:
+            return candidate
+    return None
+
+
+# --- merge back --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MergeReport:
+    salvaged: Path
+    inserted: dict[str, int]
+    identical: dict[str, int]
+    conflicts: dict[str, int]
+    conflict_samples: tuple[Mapping[str, Any], ...]
+    skipped_tables: dict[str, str]
+    dry_run: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "salvaged": str(self.salvaged),
+            "inserted": self.inserted,
+            "identical": self.identical,
+            "conflicts": self.conflicts,
+            "conflict_samples": list(self.conflict_samples),
+            "skipped_tables": self.skipped_tables,
+            "dry_run": self.dry_run,
+        }
+
+
+def merge_salvage(
+    db: Database,
+    salvaged: Path,
+    *,
+    tables: list[str] | None = None,
+    dry_run: bool = False,
+    batch: int = 500,
+) -> MergeReport:
+    """Insert rows of ``salvaged`` whose rowid the live table lacks; never overwrite.
+
+    A row whose rowid exists with other content, or whose insert hits a UNIQUE/FK constraint,
+    is a conflict: counted, sampled in the report, and left out. Runs in batches of ``batch``
+    rows per write transaction so other writers keep going.
+    """
+    src = apsw.Connection(_ro(salvaged), flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    inserted: dict[str, int] = {}
+    identical: dict[str, int] = {}
+    conflicts: dict[str, int] = {}
+    samples: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    try:
+        names = [
+            str(r[0])
+            for r in src.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
+        live_tables = {
+            str(r[0]) for r in db.query("SELECT name FROM sqlite_schema WHERE type = 'table'")
+        }
+        for table in names:
+            if tables is not None and table not in tables:
+                continue
+            if table not in live_tables:
+                skipped[table] = "not in the live database"
+                continue
+            q = '"' + table.replace('"', '""') + '"'
+            live_cols = [str(r[1]) for r in db.query(f"PRAGMA table_info({q})")]
+            src_cols = {str(r[1]) for r in src.execute(f"PRAGMA table_info({q})")}
+            cols = [c for c in live_cols if c in src_cols]
+            pk = [str(r[1]) for r in db.query(f"PRAGMA table_info({q})") if int(r[5]) > 0]
+            try:
+                src.execute(f"SELECT rowid FROM {q} LIMIT 0").fetchall()
+            except apsw.SQLError:
+                skipped[table] = "WITHOUT ROWID tables are not merged"
+                continue
+            alias = len(pk) == 1 and pk[0] in cols and _is_alias(db, q, pk[0])
+            col_sql = ", ".join('"' + c.replace('"', '""') + '"' for c in cols)
+            rows = src.execute(f"SELECT rowid, {col_sql} FROM {q} ORDER BY rowid").fetchall()
+            counts = {"inserted": 0, "identical": 0, "conflicts": 0}
+            for start in range(0, len(rows), batch):
+                chunk = rows[start : start + batch]
+                _merge_chunk(db, table, q, cols, col_sql, alias, chunk, counts, samples, dry_run)
+            inserted[table] = counts["inserted"]
+            identical[table] = counts["identical"]
+            conflicts[table] = counts["conflicts"]
+    finally:
+        src.close()
+    return MergeReport(
+        salvaged, inserted, identical, conflicts, tuple(samples[:100]), skipped, dry_run
+    )
+
+
+def _is_alias(db: Database, q: str, column: str) -> bool:
+    for r in db.query(f"PRAGMA table_info({q})"):
+        if str(r[1]) == column:
+            return str(r[2]).upper() == "INTEGER"
+    return False
+
+
+def _merge_chunk(
+    db: Database,
+    table: str,
+    q: str,
+    cols: list[str],
+    col_sql: str,
+    alias: bool,
+    chunk: list[Any],
+    counts: dict[str, int],
+    samples: list[dict[str, Any]],
+    dry_run: bool,
+) -> None:
+    from bastion.store.engine import WriteTx
+
+    target = col_sql if alias else f"rowid, {col_sql}"
+    marks = ", ".join("?" for _ in range(len(cols) + (0 if alias else 1)))
+    insert = f"INSERT INTO {q} ({target}) VALUES ({marks})"
+
+    def unit(tx: WriteTx) -> dict[str, int]:
+        local = {"inserted": 0, "identical": 0, "conflicts": 0}
+        for row in chunk:
+            rowid, values = row[0], tuple(row[1:])
+            existing = tx.query_one(f"SELECT {col_sql} FROM {q} WHERE rowid = ?", (rowid,))
+            if existing is not None:
+                if tuple(existing) == values:
+                    local["identical"] += 1
+                else:
+                    local["conflicts"] += 1
+                    samples.append(
+                        {"table": table, "rowid": rowid, "reason": "rowid exists with other values"}
+                    )
+                continue
+            if dry_run:
+                local["inserted"] += 1
+                continue
+            try:
+                tx.execute(insert, values if alias else (rowid, *values))
+                local["inserted"] += 1
+            except apsw.ConstraintError as err:
+                # The statement alone is undone (ABORT); the transaction goes on.
+                local["conflicts"] += 1
+                samples.append({"table": table, "rowid": rowid, "reason": str(err)})
+        return local
+
+    result = db.write(unit)
+    for key, value in result.items():
+        counts[key] += value
