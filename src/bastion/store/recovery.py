@@ -495,7 +495,18 @@ def merge_salvage(
             counts = {"inserted": 0, "identical": 0, "conflicts": 0}
             for start in range(0, len(rows), batch):
                 chunk = rows[start : start + batch]
-                _merge_chunk(db, table, q, cols, col_sql, alias, chunk, counts, samples, dry_run)
+                _merge_chunk(
+                    db,
+                    table=table,
+                    q=q,
+                    cols=cols,
+                    col_sql=col_sql,
+                    alias=alias,
+                    chunk=chunk,
+                    counts=counts,
+                    samples=samples,
+                    dry_run=dry_run,
+                )
             inserted[table] = counts["inserted"]
             identical[table] = counts["identical"]
             conflicts[table] = counts["conflicts"]
@@ -515,6 +526,7 @@ def _is_alias(db: Database, q: str, column: str) -> bool:
 
 def _merge_chunk(
     db: Database,
+    *,
     table: str,
     q: str,
     cols: list[str],

@@ -1,0 +1,144 @@
+"""Statistics of one database: rows and bytes per table and index (``dbstat``), free pages,
+WAL size, last backup and last check. Read-only, except :func:`record_check`, which writes
+the result of an integrity check to a small JSON file (never into the database itself).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bastion._fs import atomic_write, ensure_private_dir
+from bastion.store.backup import backup_status, list_backups
+
+if TYPE_CHECKING:
+    from bastion.store.engine import Database, ReadTx
+
+__all__ = [
+    "ObjectStats",
+    "check_database",
+    "db_stats",
+    "last_check",
+    "record_check",
+]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ObjectStats:
+    name: str
+    kind: str  # "table" or "index"
+    table: str
+    rows: int | None
+    bytes: int
+    pages: int
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def db_stats(
+    db: Database, *, backups_dir: Path | None = None, run_dir: Path | None = None
+) -> dict[str, Any]:
+    """Everything ``bastion db stats`` shows, as JSON-ready data."""
+
+    def read(tx: ReadTx) -> dict[str, Any]:
+        objects = tx.query(
+            "SELECT name, type, tbl_name FROM sqlite_schema "
+            "WHERE type IN ('table', 'index') ORDER BY tbl_name, type DESC, name"
+        )
+        sizes = {
+            str(name): (int(pages), int(size or 0))
+            for name, pages, size in tx.query(
+                "SELECT name, count(*), sum(pgsize) FROM dbstat GROUP BY name"
+            )
+        }
+        items = []
+        for name, kind, table in objects:
+            rows = None
+            if kind == "table":
+                try:
+                    rows = int(tx.scalar(f"SELECT count(*) FROM {_q(str(name))}"))
+                except Exception:  # a virtual table whose module is not loaded
+                    rows = None
+            pages, size = sizes.get(str(name), (0, 0))
+            items.append(ObjectStats(str(name), str(kind), str(table), rows, size, pages))
+        return {
+            "objects": items,
+            "page_size": int(tx.scalar("PRAGMA page_size")),
+            "page_count": int(tx.scalar("PRAGMA page_count")),
+            "freelist_count": int(tx.scalar("PRAGMA freelist_count")),
+            "auto_vacuum": ["none", "full", "incremental"][int(tx.scalar("PRAGMA auto_vacuum"))],
+        }
+
+    data = db.read(read)
+    objects: list[ObjectStats] = data.pop("objects")
+    sizes = db.file_sizes()
+    out: dict[str, Any] = {
+        "database": str(db.path),
+        "file_bytes": sizes["db"],
+        "wal_bytes": sizes["wal"],
+        **data,
+        "free_bytes": data["freelist_count"] * data["page_size"],
+        "tables": {
+            o.name: {"rows": o.rows, "bytes": o.bytes, "pages": o.pages}
+            for o in objects
+            if o.kind == "table"
+        },
+        "indexes": {
+            o.name: {"table": o.table, "bytes": o.bytes, "pages": o.pages}
+            for o in objects
+            if o.kind == "index"
+        },
+        "last_backup": None,
+        "last_scheduled_backup": None,
+        "last_check": None,
+    }
+    if backups_dir is not None:
+        backups = list_backups(backups_dir, db.name)
+        if backups:
+            out["last_backup"] = backups[0].to_dict()
+        out["last_scheduled_backup"] = backup_status(backups_dir, db.name)
+    if run_dir is not None:
+        out["last_check"] = last_check(run_dir, db.name)
+    return out
+
+
+def check_database(db: Database, *, full: bool = True) -> dict[str, Any]:
+    """``integrity_check`` (or ``quick_check``) plus ``foreign_key_check``, on a reader."""
+    pragma = "integrity_check" if full else "quick_check"
+
+    def read(tx: ReadTx) -> dict[str, Any]:
+        integrity = [str(r[0]) for r in tx.query(f"PRAGMA {pragma}")]
+        fk = [
+            {"table": str(t), "rowid": rowid, "parent": str(p), "fkid": int(i)}
+            for t, rowid, p, i in tx.query("PRAGMA foreign_key_check")
+        ]
+        return {
+            "check": pragma,
+            "integrity": integrity[:100],
+            "integrity_ok": integrity == ["ok"],
+            "foreign_key_violations": fk[:100],
+            "foreign_key_violation_count": len(fk),
+            "ok": integrity == ["ok"] and not fk,
+            "checked_at": dt.datetime.now(dt.UTC).isoformat(),
+        }
+
+    return db.read(read)
+
+
+def record_check(run_dir: Path, db_name: str, result: dict[str, Any]) -> None:
+    """Remember the last check's outcome for ``db stats`` and ``doctor``."""
+    ensure_private_dir(run_dir)
+    atomic_write(run_dir / f"check-{db_name}.json", json.dumps(result, sort_keys=True) + "\n")
+
+
+def last_check(run_dir: Path, db_name: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads((run_dir / f"check-{db_name}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
