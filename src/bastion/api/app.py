@@ -5,18 +5,23 @@ The app is wrapped, outermost first, in :class:`~bastion.api.security.SecurityMi
 (unhandled -> 500 "internal error"), so a rejected request reaches no route and no error
 escapes without going through the one error table in ``bastion.api.errors``.
 
-The dashboard (another package, ``bastion.api.dashboard``) is mounted when present: it must
-expose ``mount(app) -> tuple[str, ...]`` returning the GET path prefixes it serves without a
-token (static files only; its data comes from the token-protected ``/v1`` routes).
+The dashboard (another package, ``bastion.api.dashboard``) is mounted when present: it
+exposes ``mount(app, token=…) -> hooks``, where ``hooks`` may carry ``public_prefixes`` and
+``public_paths`` (GET paths served without a token: the page and its static files) and
+``authorize(scope) -> bool`` (asked for a request that carries no bearer token, e.g. to accept
+the dashboard's session cookie + CSRF header). Host and Origin checks apply to all of them.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.types import Scope
 
 from bastion.__about__ import __version__
 from bastion.api.errors import ErrorBoundary, install_error_handlers
@@ -28,6 +33,8 @@ from bastion.runfiles import TOKEN_FILE, read_token
 from bastion.scheduler import Scheduler
 
 __all__ = ["ROUTERS", "create_app"]
+
+log = logging.getLogger("bastion.api")
 
 #: The routers ``create_app`` includes: "module" under ``bastion.api.routes``.
 ROUTERS = ("system",)
@@ -81,10 +88,13 @@ def create_app(
 
     public_prefixes: tuple[str, ...] = ()
     public_paths = {"/health"}
-    if importlib.util.find_spec("bastion.api.dashboard") is not None:
-        dashboard = importlib.import_module("bastion.api.dashboard")
-        public_prefixes = tuple(dashboard.mount(app))
-        public_paths.add("/")
+    authorize: Callable[[Scope], bool] | None = None
+    mount = _dashboard_mount()
+    if mount is not None:
+        hooks = mount(app, token=token)
+        public_prefixes = tuple(getattr(hooks, "public_prefixes", ()))
+        public_paths |= set(getattr(hooks, "public_paths", ()))
+        authorize = getattr(hooks, "authorize", None)
 
     policy = SecurityPolicy.for_port(
         port,
@@ -97,8 +107,23 @@ def create_app(
     policy = _with_public_paths(policy, frozenset(public_paths))
     # add_middleware wraps: the last added is the outermost. Security must be outermost.
     app.add_middleware(ErrorBoundary)
-    app.add_middleware(SecurityMiddleware, policy=policy, counters=state.counters)
+    app.add_middleware(
+        SecurityMiddleware, policy=policy, counters=state.counters, authorize=authorize
+    )
     return app
+
+
+def _dashboard_mount() -> Callable[..., object] | None:
+    if importlib.util.find_spec("bastion.api.dashboard") is None:
+        return None
+    try:
+        module = importlib.import_module("bastion.api.dashboard")
+    except ImportError:
+        # The API must come up without its optional page; the operator sees why it is missing.
+        log.exception("the dashboard could not be loaded; serving the API without it")
+        return None
+    mount = getattr(module, "mount", None)
+    return mount if callable(mount) else None
 
 
 def _with_public_paths(policy: SecurityPolicy, paths: frozenset[str]) -> SecurityPolicy:

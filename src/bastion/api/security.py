@@ -27,7 +27,7 @@ import dataclasses
 import hmac
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -131,8 +131,17 @@ def _headers_count(scope: Scope, name: bytes) -> int:
 
 
 class SecurityMiddleware:
-    def __init__(self, app: ASGIApp, *, policy: SecurityPolicy, counters: Counters) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        policy: SecurityPolicy,
+        counters: Counters,
+        authorize: Callable[[Scope], bool] | None = None,
+    ) -> None:
         self.app = app
+        #: Fallback for requests with no bearer token at all (the dashboard's cookie session).
+        self.authorize = authorize
         self.policy = policy
         self.counters = counters
         self._token = policy.token.encode()
@@ -209,6 +218,8 @@ class SecurityMiddleware:
 
     def _token_ok(self, scope: Scope) -> bool:
         value = _header(scope, b"authorization")
+        if value is None and self.authorize is not None:
+            return bool(self.authorize(scope))
         if value is None or _headers_count(scope, b"authorization") != 1:
             return False
         scheme, _, supplied = value.partition(" ")
