@@ -31,6 +31,8 @@ class Home:
 
     config: Config
     db: Database
+    #: Set when the open-time check failed and ``store.on_corrupt = "recover"`` ran.
+    recovery: Any = None
 
     @classmethod
     def init(cls, config: Config | None = None) -> Home:
@@ -50,8 +52,24 @@ class Home:
             if not create:
                 raise StoreOpenError(f"{cfg.home} does not exist", hint="Run `bastion init` first.")
             return cls.init(cfg)
-        db = Database.open(cfg.db_path, cfg.store, name="bastion")
-        return cls(config=cfg, db=db)
+        db, recovery = _open_checked(cfg)
+        return cls(config=cfg, db=db, recovery=recovery)
+
+    def backup(self, *, to: Path | None = None, vacuum: bool = False, progress: Any = None) -> Any:
+        """An online, verified backup of ``bastion.db`` into ``backups/`` (or ``to``); emits
+        "backup.created" or "backup.failed". Returns a ``store.backup.BackupResult``."""
+        from bastion.errors import StoreError
+        from bastion.store.backup import create_backup
+
+        try:
+            result = create_backup(
+                self.db, self.config.backups_dir, to=to, vacuum=vacuum, progress=progress
+            )
+        except StoreError as err:
+            _emit_event(self.db, "backup.failed", self.db.name, {"error": err.to_dict()})
+            raise
+        _emit_event(self.db, "backup.created", self.db.name, {"path": str(result.path)})
+        return result
 
     def status(self) -> dict[str, Any]:
         """Where everything is and how the database is set up (read back, never assumed)."""
@@ -84,6 +102,52 @@ class Home:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _open_checked(cfg: Config) -> tuple[Database, Any]:
+    """Open ``bastion.db`` after the open-time check; on failure refuse or recover per
+    ``cfg.store.on_corrupt`` (never silently continue on a damaged file)."""
+    from bastion.errors import NotADatabase, StoreCorrupt
+    from bastion.store.recovery import CheckKind, open_check, recover
+
+    check = open_check(cfg.db_path, cfg.store, backups_dir=cfg.backups_dir, db_name="bastion")
+    report = None
+    if not check.ok:
+        if cfg.store.on_corrupt == "refuse":
+            error = NotADatabase if check.kind is CheckKind.NOT_A_DATABASE else StoreCorrupt
+            raise error(
+                f"{cfg.db_path} failed the open-time check ({check.kind.value}): {check.detail}",
+                hint="Nothing was changed. Run `bastion db recover` to quarantine it and restore "
+                'the newest verified backup, or set store.on_corrupt = "recover".',
+                path=str(cfg.db_path),
+                check=check.to_dict(),
+            )
+        report = recover(
+            cfg.db_path,
+            backups_dir=cfg.backups_dir,
+            quarantine_root=cfg.quarantine_dir,
+            check=check,
+            db_name="bastion",
+        )
+    db = Database.open(cfg.db_path, cfg.store, name="bastion")
+    if report is not None:
+        # Events go into the database now in place, so they are emitted after it opened.
+        data = report.to_dict()
+        _emit_event(db, "store.quarantined", "bastion", {"dir": data["quarantine_dir"]})
+        _emit_event(db, "store.restored", "bastion", {"placed": data["placed"]})
+    return db, report
+
+
+def _emit_event(db: Database, kind: str, subject: str, data: dict[str, Any]) -> None:
+    """Record an event when the events domain is present (it arrives with the schema)."""
+    import importlib
+    import logging
+
+    try:
+        events = importlib.import_module("bastion.domains.events")
+        events.EventsRepo(db).emit(kind, subject, data)
+    except Exception:  # no events table yet, or none in this build: log instead
+        logging.getLogger("bastion.app").info("event %s %s %s", kind, subject, data)
 
 
 def _make_private(path: Path) -> None:
