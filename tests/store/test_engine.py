@@ -240,10 +240,18 @@ def test_multi_step_write_failure_leaves_no_partial_rows(db: Database) -> None:
         tx.execute("INSERT INTO parent(id) VALUES (1)")
         tx.execute("INSERT INTO child(parent_id) VALUES (42)")  # no parent 42: FK fails
 
-    with pytest.raises(ReferenceViolation):
+    with pytest.raises(ReferenceViolation) as info:
         db.write(two_steps)
+    assert "child.parent_id -> parent(id)" in info.value.message
     assert db.query("SELECT * FROM parent") == []
     assert db.query("SELECT * FROM child") == []
+    # Deleting a parent that is still referred to names the referring constraint.
+    db.write(lambda tx: tx.execute("INSERT INTO parent(id) VALUES (5)"))
+    db.write(lambda tx: tx.execute("INSERT INTO child(parent_id) VALUES (5)"))
+    with pytest.raises(
+        ReferenceViolation, match=r"delete on parent .*child\.parent_id -> parent\(id\)"
+    ):
+        db.write(lambda tx: tx.execute("DELETE FROM parent WHERE id = 5"))
 
 
 def test_unique_maps_to_conflict_with_hint(db: Database) -> None:

@@ -22,7 +22,7 @@ from bastion.errors import (
     StoreOpenError,
 )
 
-__all__ = ["translate"]
+__all__ = ["foreign_key_error", "is_foreign_key_error", "translate"]
 
 # SQLite extended result codes (sqlite3.h): SQLITE_CONSTRAINT | (n << 8).
 _CONSTRAINT_UNIQUE = 2067
@@ -82,3 +82,57 @@ def translate(
             hint="The statement is invalid for this schema; check the migration state.",
         )
     return StoreError(f"database error{doing}{where}: {err}")
+
+
+_DML_TABLE = re.compile(
+    r"^\s*(?:WITH\b.*?\)\s*)?(?P<verb>INSERT|REPLACE|UPDATE|DELETE)\b(?:\s+OR\s+\w+)?"
+    r"(?:\s+INTO|\s+FROM)?\s+(?P<table>\"[^\"]+\"|`[^`]+`|\[[^\]]+\]|[\w.]+)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def is_foreign_key_error(err: BaseException) -> bool:
+    return isinstance(err, apsw.ConstraintError) and (
+        _extended(err) == _CONSTRAINT_FOREIGNKEY or "FOREIGN KEY" in str(err)
+    )
+
+
+def foreign_key_error(conn: apsw.Connection, sql: str, err: BaseException) -> ReferenceViolation:
+    """A ``ReferenceViolation`` naming the constraints the failed statement could have broken.
+
+    SQLite's message is only "FOREIGN KEY constraint failed"; the statement's verb and table
+    tell which constraints were in play: an INSERT/UPDATE of a child breaks one of the child's
+    own foreign keys, a DELETE/UPDATE of a parent breaks a key that refers to it.
+    """
+    match = _DML_TABLE.match(sql)
+    if match is None:
+        return ReferenceViolation(f"foreign key constraint failed: {_PREFIX.sub('', str(err))}")
+    verb = match.group("verb").upper()
+    table = match.group("table").strip('"`[]').split(".")[-1]
+    constraints: list[str] = []
+    try:
+        if verb in {"INSERT", "REPLACE", "UPDATE"}:
+            for row in conn.execute("SELECT * FROM pragma_foreign_key_list(?)", (table,)):
+                constraints.append(f"{table}.{row[3]} -> {row[2]}({row[4] or 'rowid'})")
+        if verb in {"DELETE", "UPDATE", "REPLACE"}:
+            tables = [
+                r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")
+            ]
+            for child in tables:
+                for row in conn.execute("SELECT * FROM pragma_foreign_key_list(?)", (child,)):
+                    if str(row[2]).lower() == table.lower():
+                        constraints.append(f"{child}.{row[3]} -> {table}({row[4] or 'rowid'})")
+    except apsw.Error:
+        constraints = []
+    named = "; ".join(constraints) or "unknown constraint"
+    action = (
+        "refers to a missing row"
+        if verb in {"INSERT", "REPLACE"}
+        else "would orphan or break a reference"
+    )
+    return ReferenceViolation(
+        f"foreign key constraint failed: {verb.lower()} on {table} {action} ({named})",
+        hint="Create the referenced row first, or delete/update the rows that refer to this one.",
+        table=table,
+        constraints=constraints,
+    )

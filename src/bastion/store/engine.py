@@ -45,7 +45,7 @@ from bastion.errors import (
     StoreOpenError,
     StorePostureError,
 )
-from bastion.store._errors import translate
+from bastion.store._errors import foreign_key_error, is_foreign_key_error, translate
 from bastion.store._locks import write_lock_holder
 
 __all__ = ["Database", "Posture", "ReadTx", "Row", "WriteTx"]
@@ -114,8 +114,13 @@ class WriteTx(ReadTx):
     def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; return the number of rows it changed."""
         conn = self._conn
-        for _ in conn.execute(sql, params):  # exhaust: apsw runs RETURNING only as rows are read
-            pass
+        try:
+            for _ in conn.execute(sql, params):  # exhaust: apsw runs RETURNING only as read
+                pass
+        except apsw.ConstraintError as err:
+            if is_foreign_key_error(err):
+                raise foreign_key_error(conn, sql, err) from err
+            raise
         return conn.changes()
 
     def execute_one(
@@ -139,8 +144,13 @@ class WriteTx(ReadTx):
     def executemany(self, sql: str, seq: Iterable[Params]) -> int:
         total = 0
         changes = self._conn.total_changes()
-        for _ in self._conn.executemany(sql, seq):
-            pass
+        try:
+            for _ in self._conn.executemany(sql, seq):
+                pass
+        except apsw.ConstraintError as err:
+            if is_foreign_key_error(err):
+                raise foreign_key_error(self._conn, sql, err) from err
+            raise
         total = int(self._conn.total_changes() - changes)
         return total
 
