@@ -37,7 +37,7 @@ def token(opened: Home) -> str:
 
 @pytest.fixture
 def app(opened: Home) -> FastAPI:
-    return create_app(opened, port=PORT)
+    return create_app(opened, port=PORT, dashboard=False)
 
 
 @pytest.fixture

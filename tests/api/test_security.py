@@ -211,7 +211,7 @@ def test_allowed_app_origin_gets_cors_for_itself_only(tmp_path: object, token: s
         env={"BASTION_API_ALLOWED_ORIGINS": "tauri://localhost"},
     )
     with Home.init(cfg) as h:
-        app = create_app(h, port=PORT)
+        app = create_app(h, port=PORT, dashboard=False)
         from bastion.runfiles import TOKEN_FILE, read_token
 
         tok = read_token(cfg.run_dir / TOKEN_FILE)

@@ -65,8 +65,12 @@ def create_app(
     scheduler: Scheduler | None = None,
     state: DaemonState | None = None,
     extra_hosts: tuple[str, ...] = (),
+    dashboard: bool = True,
 ) -> FastAPI:
-    """Build the API for ``home`` served on ``port`` (the Host check needs the real port)."""
+    """Build the API for ``home`` served on ``port`` (the Host check needs the real port).
+
+    ``dashboard=False`` serves the API alone (the dashboard is optional; its own tests cover it).
+    """
     cfg = home.config
     if token is None:
         token = read_token(token_file or cfg.run_dir / TOKEN_FILE)
@@ -89,7 +93,7 @@ def create_app(
     public_prefixes: tuple[str, ...] = ()
     public_paths = {"/health"}
     authorize: Callable[[Scope], bool] | None = None
-    mount = _dashboard_mount()
+    mount = _dashboard_mount() if dashboard else None
     if mount is not None:
         hooks = mount(app, token=token)
         public_prefixes = tuple(getattr(hooks, "public_prefixes", ()))

@@ -1,0 +1,65 @@
+"""``/health``, ``/v1/status`` and the database routes, against a real home on disk."""
+
+from __future__ import annotations
+
+import os
+
+from fastapi.testclient import TestClient
+
+from bastion.app import Home
+
+
+def test_status_reports_versions_posture_and_counters(client: TestClient, opened: Home) -> None:
+    data = client.get("/v1/status").json()
+    assert data["pid"] == os.getpid()
+    assert data["port"] == 48123
+    assert data["home"] == str(opened.config.home)
+    assert data["store"]["posture"]["journal_mode"] == "WAL"
+    assert data["store"]["posture"]["foreign_keys"] is True
+    assert data["vault"]["backend"] == opened.config.vault.backend
+    assert data["sqlite_version"].startswith("3.")
+    assert data["uptime_s"] >= 0
+    assert data["requests"]["handled"] >= 1
+
+
+def test_db_status_matches_the_library(client: TestClient, opened: Home) -> None:
+    data = client.get("/v1/db/status").json()
+    assert data["database"] == str(opened.db.path)
+    assert data["page_size"] == opened.status()["page_size"]
+
+
+def test_db_checks_run_on_the_real_file(client: TestClient, opened: Home) -> None:
+    opened.db.write(
+        lambda tx: tx.script(
+            "CREATE TABLE parent(id INTEGER PRIMARY KEY);"
+            "CREATE TABLE child(id INTEGER PRIMARY KEY, p INTEGER REFERENCES parent(id));"
+        )
+    )
+    for kind in ("quick", "integrity", "foreign_keys"):
+        r = client.get("/v1/db/check", params={"kind": kind})
+        assert r.status_code == 200
+        assert r.json() == {"kind": kind, "ok": True, "problems": []}
+
+    # An orphan written with enforcement off is what foreign_key_check exists to find.
+    def orphan(tx: object) -> None:
+        tx.execute("PRAGMA foreign_keys=OFF")  # type: ignore[attr-defined]
+        tx.execute("INSERT INTO child(id, p) VALUES (1, 99)")  # type: ignore[attr-defined]
+        tx.execute("PRAGMA foreign_keys=ON")  # type: ignore[attr-defined]
+
+    opened.db.run_outside_transaction(orphan)  # type: ignore[arg-type]
+    r = client.get("/v1/db/check", params={"kind": "foreign_keys"}).json()
+    assert r["ok"] is False
+    assert r["problems"] == ["child rowid 1 -> parent"]
+
+
+def test_db_check_kind_is_whitelisted(client: TestClient) -> None:
+    r = client.get("/v1/db/check", params={"kind": "vacuum"})
+    assert r.status_code == 422
+    assert r.json()["code"] == "invalid_request"
+
+
+def test_migrations_route_lists_applied_history(client: TestClient) -> None:
+    r = client.get("/v1/db/migrations")
+    assert r.status_code == 200
+    for row in r.json():
+        assert set(row) == {"namespace", "id", "checksum", "applied_at"}
