@@ -57,9 +57,11 @@ def test_handshake_round_trip_and_owner_only_removal(tmp_path: Path) -> None:
 
 def test_second_lock_names_the_running_daemon(tmp_path: Path) -> None:
     write_handshake(tmp_path, Handshake(pid=os.getpid(), port=5555, started_at="t", version="1"))
-    with DaemonLock(tmp_path):
-        with pytest.raises(DaemonAlreadyRunning, match=f"pid {os.getpid()}, port 5555"):
-            DaemonLock(tmp_path).acquire()
+    with (
+        DaemonLock(tmp_path),
+        pytest.raises(DaemonAlreadyRunning, match=f"pid {os.getpid()}, port 5555"),
+    ):
+        DaemonLock(tmp_path).acquire()
     # Released: the next one gets it.
     with DaemonLock(tmp_path) as lock:
         assert lock.held
