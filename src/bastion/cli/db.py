@@ -12,6 +12,14 @@ from bastion.cli._output import config_from, emit, json_option, run_command
 #: ``bastion db`` subcommands defined in other modules, loaded when used ("module:attribute").
 DB_COMMANDS: dict[str, str] = {
     "status": "bastion.cli.db:status",
+    "backup": "bastion.cli.db_ops:backup",
+    "backups": "bastion.cli.db_ops:backups",
+    "restore": "bastion.cli.db_ops:restore",
+    "recover": "bastion.cli.db_ops:recover",
+    "prune": "bastion.cli.db_ops:prune",
+    "vacuum": "bastion.cli.db_ops:vacuum",
+    "stats": "bastion.cli.db_ops:stats",
+    "check": "bastion.cli.db_ops:check",
 }
 
 

@@ -1,0 +1,603 @@
+"""``bastion db backup|backups|restore|recover|prune|vacuum|stats|check``: operating the store.
+
+Every command takes ``--db NAME`` (``bastion`` = ``bastion.db``, ``vault`` = ``vault.db``, or
+any ``<home>/NAME.db``) and ``--json``. The library does the work (``bastion.store.backup``,
+``recovery``, ``retention``, ``stats``); this module parses options, draws progress and
+prints results.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from bastion.cli._output import config_from, emit, json_option, run_command
+
+if TYPE_CHECKING:
+    from bastion.config import Config
+    from bastion.store import Database
+
+db_option = click.option(
+    "--db",
+    "db_name",
+    default="bastion",
+    show_default=True,
+    help="Which database: bastion, vault, or the NAME of <home>/NAME.db.",
+)
+
+
+def _db_path(cfg: Config, name: str) -> Path:
+    if name == "bastion":
+        return cfg.db_path
+    if name == "vault":
+        return cfg.vault_db_path
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise click.BadParameter(f"{name!r} is not a database name", param_hint="--db")
+    return cfg.home / f"{name}.db"
+
+
+def _open(cfg: Config, name: str) -> Database:
+    """Open a database of the home after the open-time check (refusing a damaged one)."""
+    from bastion.errors import NotADatabase, StoreCorrupt, StoreOpenError
+    from bastion.store import Database
+    from bastion.store.recovery import CheckKind, open_check
+
+    path = _db_path(cfg, name)
+    if not path.exists():
+        raise StoreOpenError(f"{path} does not exist", hint="Run `bastion init` first.")
+    check = open_check(path, cfg.store, backups_dir=cfg.backups_dir, db_name=name)
+    if not check.ok:
+        error = NotADatabase if check.kind is CheckKind.NOT_A_DATABASE else StoreCorrupt
+        raise error(
+            f"{path} failed the open-time check ({check.kind.value}): {check.detail}",
+            hint=f"Run `bastion db recover --db {name}` to quarantine it and restore the "
+            "newest verified backup.",
+            path=str(path),
+        )
+    return Database.open(path, cfg.store, name=name, create=False)
+
+
+def _human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def _human_age(seconds: float) -> str:
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+# --- backup ------------------------------------------------------------------------------
+
+
+def _progress_printer(as_json: bool) -> tuple[Callable[[int, int], None] | None, Any]:
+    """A Rich bar on a TTY; otherwise a line per 10% on stderr (none under --json)."""
+    if as_json:
+        return None, None
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
+
+        bar = Progress(
+            "backup", BarColumn(), TaskProgressColumn(), TimeRemainingColumn(), transient=True
+        )
+        task = bar.add_task("backup", total=None)
+
+        def rich_cb(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return rich_cb, bar
+    last = [-1]
+
+    def line_cb(done: int, total: int) -> None:
+        pct = 100 * done // max(total, 1)
+        if pct // 10 != last[0]:
+            last[0] = pct // 10
+            click.echo(f"backup: {pct}% ({done}/{total} pages)", err=True)
+
+    return line_cb, None
+
+
+@click.command()
+@db_option
+@click.option(
+    "--to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the backup to this new file instead of <home>/backups/.",
+)
+@click.option("--vacuum", is_flag=True, help="Write a compacted copy (VACUUM INTO).")
+@json_option
+@click.pass_context
+@run_command
+def backup(ctx: click.Context, db_name: str, to: Path | None, vacuum: bool, as_json: bool) -> None:
+    """Back up a database online (writers keep going), verified, with a manifest."""
+    from bastion.store.backup import create_backup, rotate_backups
+
+    cfg = config_from(ctx)
+    db = _open(cfg, db_name)
+    callback, bar = _progress_printer(as_json)
+    try:
+        if bar is not None:
+            with bar:
+                result = create_backup(db, cfg.backups_dir, to=to, vacuum=vacuum, progress=callback)
+        else:
+            result = create_backup(db, cfg.backups_dir, to=to, vacuum=vacuum, progress=callback)
+    finally:
+        db.close()
+    removed = [] if to is not None else rotate_backups(cfg.backups_dir, db_name, cfg.backup)
+    m = result.manifest
+    data = {
+        "path": str(result.path),
+        "manifest": str(result.manifest_path),
+        "size_bytes": m["size_bytes"],
+        "sha256": m["sha256"],
+        "row_counts": m["row_counts"],
+        "vacuum": vacuum,
+        "duration_s": round(result.duration_s, 3),
+        "rotated": [str(p) for p in removed],
+    }
+    emit(
+        data,
+        as_json,
+        lambda d: "\n".join(
+            [
+                f"backup:   {d['path']}",
+                f"size:     {_human_size(d['size_bytes'])}  sha256 {d['sha256'][:16]}…",
+                f"rows:     {sum(d['row_counts'].values())} in {len(d['row_counts'])} tables",
+                "verified: quick_check ok, page count and schema match the source",
+                *(f"rotated:  {p}" for p in d["rotated"]),
+            ]
+        ),
+    )
+
+
+@click.command()
+@db_option
+@click.option("--verify", is_flag=True, help="Also check SHA-256 and quick_check of each file.")
+@json_option
+@click.pass_context
+@run_command
+def backups(ctx: click.Context, db_name: str, verify: bool, as_json: bool) -> None:
+    """List backups, newest first, with age, size and verified state."""
+    from bastion.store.backup import backup_status, list_backups
+
+    cfg = config_from(ctx)
+    infos = list_backups(cfg.backups_dir, db_name, deep=verify)
+    data = {
+        "backups": [i.to_dict() for i in infos],
+        "last_scheduled": backup_status(cfg.backups_dir, db_name),
+    }
+
+    def human(d: dict[str, Any]) -> str:
+        if not d["backups"]:
+            return f"no backups of {db_name} in {cfg.backups_dir}"
+        lines = [f"{'age':>8}  {'size':>10}  {'state':<12}  file"]
+        for b in d["backups"]:
+            state = (
+                ("verified*" if b["deep_verified"] else "verified") if b["verified"] else "DAMAGED"
+            )
+            lines.append(
+                f"{_human_age(b['age_s']):>8}  {_human_size(b['size_bytes']):>10}  "
+                f"{state:<12}  {Path(b['path']).name}"
+                + (f"  ({b['problem']})" if b["problem"] else "")
+            )
+        last = d["last_scheduled"]
+        if last and not last.get("ok"):
+            lines.append(
+                f"last scheduled backup FAILED at {last['at']}: {last['error']['message']}"
+            )
+        if verify:
+            lines.append("* SHA-256 and quick_check verified now")
+        return "\n".join(lines)
+
+    emit(data, as_json, human)
+
+
+# --- restore -----------------------------------------------------------------------------
+
+
+def _holders(path: Path) -> list[tuple[int, str]]:
+    """Other processes that have ``path`` (or its -wal) open, as (pid, name)."""
+    import psutil
+
+    wanted = {str(path), str(path) + "-wal"}
+    found = []
+    for proc in psutil.process_iter(["pid", "name"]):
+        if proc.info["pid"] == os.getpid():
+            continue
+        try:
+            if any(f.path in wanted for f in proc.open_files()):
+                found.append((int(proc.info["pid"]), str(proc.info["name"])))
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def _stop_daemon(cfg: Config, timeout: float = 60.0) -> int | None:
+    from bastion.client import DaemonClient
+    from bastion.errors import DaemonUnreachable
+    from bastion.runfiles import pid_alive
+
+    client = DaemonClient.for_home(cfg)
+    if client is None:
+        return None
+    pid = int(client.shutdown()["pid"])
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() >= deadline:
+            raise DaemonUnreachable(f"the daemon (pid {pid}) did not stop within {timeout:g} s")
+        time.sleep(0.05)  # polling a process we do not own: no event to wait on
+    return pid
+
+
+def _resolve_backup(cfg: Config, backup: str) -> Path:
+    candidate = Path(backup)
+    if candidate.exists():
+        return candidate.absolute()
+    in_dir = cfg.backups_dir / backup
+    if in_dir.exists():
+        return in_dir
+    raise click.BadParameter(
+        f"no backup {backup!r} (not a file, and not in {cfg.backups_dir}); "
+        "list them with `bastion db backups`",
+        param_hint="BACKUP",
+    )
+
+
+@click.command()
+@click.argument("backup_name", metavar="BACKUP")
+@db_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--stop-daemon", is_flag=True, help="Stop a running daemon first.")
+@json_option
+@click.pass_context
+@run_command
+def restore(
+    ctx: click.Context,
+    *,
+    backup_name: str,
+    db_name: str,
+    yes: bool,
+    stop_daemon: bool,
+    as_json: bool,
+) -> None:
+    """Replace a database with a verified backup; the current files go to quarantine/."""
+    from bastion.errors import RestoreRefused
+    from bastion.runfiles import pid_alive, read_handshake
+    from bastion.store import Database
+    from bastion.store.backup import restore_backup, verify_backup
+    from bastion.store.stats import check_database
+
+    cfg = config_from(ctx)
+    path = _resolve_backup(cfg, backup_name)
+    target = _db_path(cfg, db_name)
+    info = verify_backup(path, deep=True)
+    if not info.verified:
+        raise RestoreRefused(
+            f"backup {path.name} is not usable: {info.problem}; the live database was not touched",
+        )
+    handshake = read_handshake(cfg.run_dir)
+    stopped = None
+    if handshake is not None and pid_alive(handshake.pid):
+        if not stop_daemon:
+            raise RestoreRefused(
+                f"the daemon (pid {handshake.pid}) has {target.name} open",
+                hint="Stop it first (`bastion stop`), or pass --stop-daemon.",
+            )
+        stopped = _stop_daemon(cfg)
+    holders = _holders(target)
+    if holders:
+        raise RestoreRefused(
+            f"{target.name} is open in other processes: "
+            + ", ".join(f"{name} (pid {pid})" for pid, name in holders),
+            hint="Close those programs and retry; nothing was changed.",
+        )
+    if not yes and not as_json:
+        click.confirm(
+            f"Replace {target} with {path.name} ({info.created_at:%Y-%m-%d %H:%M:%S} UTC)? "
+            "The current files move to quarantine/.",
+            abort=True,
+        )
+    result = restore_backup(path, target, cfg.quarantine_dir, db_name=db_name)
+    with Database.open(target, cfg.store, name=db_name, create=False) as db:
+        checks = check_database(db, full=False)
+        migrations = _migration_state(db)
+    data = {
+        **result.to_dict(),
+        "checks": checks,
+        "migrations": migrations,
+        "stopped_daemon": stopped,
+    }
+    emit(
+        data,
+        as_json,
+        lambda d: "\n".join(
+            [
+                f"restored: {d['target']} from {Path(d['backup']).name}",
+                f"replaced: {_human_size(d['replaced_bytes'])}, moved to {d['quarantine_dir']}",
+                *(f"  moved   {p}" for p in d["quarantined"]),
+                f"rows:     {sum(d['restored_rows'].values())} in {len(d['restored_rows'])} tables",
+                f"check:    quick_check {'ok' if d['checks']['integrity_ok'] else 'FAILED'}, "
+                f"{d['checks']['foreign_key_violation_count']} foreign key violations",
+                f"migrations: {d['migrations']}",
+            ]
+        ),
+    )
+
+
+def _migration_state(db: Database) -> Any:
+    """Applied migrations per namespace, when the migration engine is present."""
+    try:
+        rows = db.query(
+            "SELECT namespace, count(*), max(id) FROM schema_migrations GROUP BY namespace"
+        )
+    except Exception:
+        return "no schema_migrations table"
+    return {str(ns): {"applied": int(n), "last": last} for ns, n, last in rows}
+
+
+# --- recover -----------------------------------------------------------------------------
+
+
+@click.command()
+@db_option
+@click.option(
+    "--from-salvage",
+    "from_salvage",
+    is_flag=False,
+    flag_value="latest",
+    default=None,
+    metavar="[PATH]",
+    help="Merge rows from a salvaged copy (default: the newest one in quarantine/) back in.",
+)
+@click.option("--force", is_flag=True, help="Quarantine and restore even if the check passes.")
+@click.option("--dry-run", is_flag=True, help="With --from-salvage: count, change nothing.")
+@json_option
+@click.pass_context
+@run_command
+def recover(
+    ctx: click.Context,
+    *,
+    db_name: str,
+    from_salvage: str | None,
+    force: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Check a database; if damaged (or --force) quarantine it, restore the newest verified
+    backup and salvage what it held. --from-salvage merges salvaged rows back."""
+    from bastion.errors import NotFound
+    from bastion.store.recovery import CheckKind, latest_salvage, merge_salvage, open_check
+    from bastion.store.recovery import recover as do_recover
+
+    cfg = config_from(ctx)
+    path = _db_path(cfg, db_name)
+    if from_salvage is not None:
+        source = (
+            latest_salvage(cfg.quarantine_dir, db_name)
+            if from_salvage == "latest"
+            else Path(from_salvage)
+        )
+        if source is None or not source.exists():
+            raise NotFound(
+                f"no salvaged copy of {db_name} found in {cfg.quarantine_dir}",
+                hint="Run `bastion db recover` first, or pass the path of a salvaged.db.",
+            )
+        db = _open(cfg, db_name)
+        try:
+            merged = merge_salvage(db, source, dry_run=dry_run)
+        finally:
+            db.close()
+        emit(
+            merged.to_dict(),
+            as_json,
+            lambda d: "\n".join(
+                [f"{'would merge' if d['dry_run'] else 'merged'} from {d['salvaged']}"]
+                + [
+                    f"  {t}: {d['inserted'][t]} inserted, {d['identical'][t]} identical, "
+                    f"{d['conflicts'][t]} conflicts"
+                    for t in d["inserted"]
+                ]
+                + [
+                    f"  conflict {c['table']} rowid {c['rowid']}: {c['reason']}"
+                    for c in d["conflict_samples"][:20]
+                ]
+                + [f"  skipped {t}: {why}" for t, why in d["skipped_tables"].items()]
+            ),
+        )
+        return
+    check = open_check(path, cfg.store, backups_dir=cfg.backups_dir, db_name=db_name, full=True)
+    if check.ok and not force:
+        emit(
+            {"recovered": False, "check": check.to_dict()},
+            as_json,
+            lambda d: (
+                f"{path} is healthy ({d['check']['detail']}); nothing to do "
+                "(--force quarantines and restores anyway)"
+            ),
+        )
+        return
+    if check.ok and force:
+        check = dataclasses_replace(check, CheckKind.CORRUPT, "recovery forced by the operator")
+    report = do_recover(
+        path,
+        backups_dir=cfg.backups_dir,
+        quarantine_root=cfg.quarantine_dir,
+        check=check,
+        db_name=db_name,
+    )
+    data = {"recovered": True, **report.to_dict()}
+    emit(
+        data,
+        as_json,
+        lambda d: "\n".join(
+            [
+                f"problem:     {d['failed_check']['detail']}",
+                f"quarantined: {d['quarantine_dir']}",
+                *(f"  moved      {p}" for p in d["quarantined"]),
+                f"in place:    {d['placed']}"
+                + (f" ({Path(d['restored_from']).name})" if d["restored_from"] else ""),
+                f"salvaged:    {sum(d['rows_salvaged'].values())} rows "
+                f"(backup has {sum(d['rows_in_backup'].values())}; "
+                f"{sum(d['rows_only_in_salvage'].values())} only in the salvage)",
+                f"report:      {d['report']}",
+                "next:        `bastion db recover --from-salvage` merges the salvaged rows back",
+            ]
+        ),
+    )
+
+
+def dataclasses_replace(check: Any, kind: Any, detail: str) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(check, kind=kind, detail=detail)
+
+
+# --- retention, vacuum, stats, check -----------------------------------------------------
+
+
+@click.command()
+@db_option
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; change nothing.")
+@json_option
+@click.pass_context
+@run_command
+def prune(ctx: click.Context, db_name: str, dry_run: bool, as_json: bool) -> None:
+    """Delete rows past the retention policies in small batches, then reclaim space."""
+    from bastion.store.retention import run_retention
+
+    cfg = config_from(ctx)
+    db = _open(cfg, db_name)
+    try:
+        data = run_retention(db, cfg, dry_run=dry_run)
+    finally:
+        db.close()
+
+    def human(d: dict[str, Any]) -> str:
+        verb = "would delete" if d["dry_run"] else "deleted"
+        lines = [
+            f"{t}: {v['skipped']}" if v["skipped"] else f"{t}: {verb} {v['deleted']} rows"
+            for t, v in d["tables"].items()
+        ]
+        if d["vacuum"]:
+            v = d["vacuum"]
+            lines.append(
+                f"space: {v['mode']} vacuum, pages {v['page_count_before']} -> {v['page_count_after']}"
+            )
+        return "\n".join(lines)
+
+    emit(data, as_json, human)
+
+
+@click.command()
+@db_option
+@json_option
+@click.pass_context
+@run_command
+def vacuum(ctx: click.Context, db_name: str, as_json: bool) -> None:
+    """Give free pages back now (incremental_vacuum, or VACUUM which rewrites the file)."""
+    import dataclasses
+
+    from bastion.store.retention import reclaim_space
+
+    cfg = config_from(ctx)
+    db = _open(cfg, db_name)
+    try:
+        result = reclaim_space(db, force=True)
+    finally:
+        db.close()
+    emit(
+        dataclasses.asdict(result),
+        as_json,
+        lambda d: (
+            f"{d['mode']} vacuum: {d['page_count_before']} -> {d['page_count_after']} pages, "
+            f"{d['freelist_before']} -> {d['freelist_after']} free"
+        ),
+    )
+
+
+@click.command()
+@db_option
+@json_option
+@click.pass_context
+@run_command
+def stats(ctx: click.Context, db_name: str, as_json: bool) -> None:
+    """Rows and bytes per table and index, free pages, WAL size, last backup and check."""
+    from bastion.store.stats import db_stats
+
+    cfg = config_from(ctx)
+    db = _open(cfg, db_name)
+    try:
+        data = db_stats(db, backups_dir=cfg.backups_dir, run_dir=cfg.run_dir)
+    finally:
+        db.close()
+
+    def human(d: dict[str, Any]) -> str:
+        lines = [
+            f"database: {d['database']} ({_human_size(d['file_bytes'])}, "
+            f"wal {_human_size(d['wal_bytes'])}, {d['freelist_count']} free pages)",
+            f"{'table':<32} {'rows':>10} {'bytes':>12}",
+        ]
+        for name, t in d["tables"].items():
+            rows = "-" if t["rows"] is None else str(t["rows"])
+            lines.append(f"{name:<32} {rows:>10} {t['bytes']:>12}")
+        for name, i in d["indexes"].items():
+            lines.append(f"  index {name:<26} {'':>10} {i['bytes']:>12}")
+        last = d["last_backup"]
+        lines.append(
+            f"last backup: {last['created_at']} ({'verified' if last['verified'] else 'DAMAGED'})"
+            if last
+            else "last backup: none"
+        )
+        chk = d["last_check"]
+        lines.append(
+            f"last check:  {chk['checked_at']} ({'ok' if chk['ok'] else 'PROBLEMS'})"
+            if chk
+            else "last check:  never"
+        )
+        return "\n".join(lines)
+
+    emit(data, as_json, human)
+
+
+@click.command()
+@db_option
+@click.option("--quick", is_flag=True, help="quick_check instead of the full integrity_check.")
+@json_option
+@click.pass_context
+@run_command
+def check(ctx: click.Context, db_name: str, quick: bool, as_json: bool) -> None:
+    """integrity_check and foreign_key_check; exits 74 when either finds a problem."""
+    from bastion.errors import StoreCorrupt
+    from bastion.store.stats import check_database, record_check
+
+    cfg = config_from(ctx)
+    db = _open(cfg, db_name)
+    try:
+        result = check_database(db, full=not quick)
+    finally:
+        db.close()
+    record_check(cfg.run_dir, db_name, result)
+    if not result["ok"]:
+        problems = result["integrity"][:3] if not result["integrity_ok"] else []
+        fk = result["foreign_key_violation_count"]
+        raise StoreCorrupt(
+            f"{db_name}: {result['check']} found problems: "
+            + "; ".join([*problems, *([f"{fk} foreign key violations"] if fk else [])]),
+            hint=f"Run `bastion db recover --db {db_name}` to restore the newest verified backup.",
+        )
+    emit(
+        result,
+        as_json,
+        lambda d: f"{d['check']}: ok; foreign_key_check: ok",
+    )
