@@ -1,0 +1,489 @@
+"""bastion's secrets vault: the ``Vault`` facade over an index, a value backend and an audit log.
+
+    vault = Vault.open(cfg)                      # backend from cfg.vault.backend, explicitly
+    meta = vault.set("OPENAI_API_KEY", value, scope="global", actor="cli")
+    secret = vault.get("OPENAI_API_KEY")         # a Secret: masked; .reveal() is the value
+    vault.list()                                 # metadata only; never touches a value
+    vault.close()
+
+Pieces (one concern each): ``backend`` (the contract), ``keychain`` (OS keychain through
+keyring, with deadlines), ``encrypted`` + ``crypto`` (AES-256-GCM file), ``index`` (vault.db
+rows), ``rules`` (names and values), ``secret`` (the masked type), ``audit``, ``importer``
+(plaintext config import and scrub), ``keyring_backend`` (the encrypted file as a keyring
+backend). There is no silent fallback: if the configured backend is unavailable, the named
+error says so and how to fix it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from bastion.config import Config
+from bastion.errors import (
+    SecretNotFound,
+    VaultError,
+)
+from bastion.store import Database, WriteTx
+from bastion.vault.audit import AuditEntry, AuditLog, Operation
+from bastion.vault.backend import Backend, RecordRef, SecretMeta
+from bastion.vault.crypto import fingerprint
+from bastion.vault.index import Index, open_vault_db
+from bastion.vault.rules import Rules, validate_name, validate_scope
+from bastion.vault.secret import Secret, format_reference, parse_reference
+
+__all__ = [
+    "AuditEntry",
+    "Backend",
+    "Operation",
+    "Rules",
+    "Secret",
+    "SecretMeta",
+    "Vault",
+    "format_reference",
+    "parse_reference",
+]
+
+
+class Vault:
+    """An open vault. Thread-safe. Create with :meth:`open`; :meth:`close` when done.
+
+    The value backend is opened on first use, so ``list``/``exists``/``status`` work (from the
+    index alone) even where the keychain is unavailable or the vault is locked.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        db: Database,
+        *,
+        env: Mapping[str, str] | None = None,
+        passphrase: str | None = None,
+        keyring_backend: Any | None = None,
+        rules: Rules | None = None,
+    ) -> None:
+        self.config = cfg
+        self.db = db
+        self.index = Index(db)
+        self.audit = AuditLog(db)
+        self.rules = rules if rules is not None else Rules.from_config(cfg.vault.rules)
+        self._env = os.environ if env is None else env
+        self._passphrase = passphrase
+        self._keyring_backend = keyring_backend
+        self._backend: Backend | None = None
+        self._backend_lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        cfg: Config,
+        *,
+        env: Mapping[str, str] | None = None,
+        passphrase: str | None = None,
+        keyring_backend: Any | None = None,
+        rules: Rules | None = None,
+    ) -> Vault:
+        """Open ``cfg.vault_db_path`` (creating and migrating it) with the configured backend.
+
+        ``env`` replaces ``os.environ`` for the key variables; ``passphrase`` unlocks a
+        passphrase-wrapped file; ``keyring_backend`` injects a keyring backend instance
+        (instead of choosing one) for the keychain backend.
+        """
+        try:
+            rule_set = rules if rules is not None else Rules.from_config(cfg.vault.rules)
+        except ValueError as err:
+            from bastion.errors import ConfigError
+
+            raise ConfigError(f"vault.rules: {err}", key="vault.rules") from err
+        db = open_vault_db(cfg)
+        return cls(
+            cfg,
+            db,
+            env=env,
+            passphrase=passphrase,
+            keyring_backend=keyring_backend,
+            rules=rule_set,
+        )
+
+    # Backend ----------------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        """The value backend, opened (and unlocked) on first use."""
+        if self._backend is None:
+            with self._backend_lock:
+                if self._backend is None:
+                    self._backend = self._open_backend()
+        return self._backend
+
+    def _open_backend(self) -> Backend:
+        vcfg = self.config.vault
+        if vcfg.backend == "keychain":
+            from bastion.vault.keychain import KeychainBackend
+
+            return KeychainBackend(vcfg, self._keyring_backend)
+        from bastion.vault.encrypted import EncryptedFileBackend, KeySpec
+        from bastion.vault.keychain import KeychainClient
+
+        spec = KeySpec(
+            vcfg.key_source,
+            vcfg,
+            env=self._env,
+            secret=self._passphrase if vcfg.key_source == "passphrase" else None,
+            keychain=lambda: KeychainClient(vcfg, self._keyring_backend),
+        )
+        return EncryptedFileBackend(self.db, spec)
+
+    def backend_info(self) -> dict[str, Any]:
+        """Which backend is active and why; opens it, reporting (not raising) its failure."""
+        info: dict[str, Any] = {
+            "backend": self.config.vault.backend,
+            "why": _backend_reason(self.config, self._env),
+            "index": str(self.db.path),
+        }
+        try:
+            info.update(self.backend.describe())
+            info["available"] = True
+        except VaultError as err:
+            info["available"] = False
+            info["error"] = err.to_dict()
+        return info
+
+    # Reads --------------------------------------------------------------------------------
+
+    def get(self, name: str, scope: str = "global", actor: str = "app") -> Secret:
+        return self._read(name, scope, actor, Operation.GET)
+
+    def _read(self, name: str, scope: str, actor: str, op: Operation) -> Secret:
+        found = self.index.lookup(scope, name)
+        if found is None:
+            validate_scope(scope)
+            validate_name(name)
+            raise SecretNotFound(f"no secret {scope}/{name}", scope=scope, name=name)
+        version, backend_kind, fp = found
+        backend = self.backend
+        if backend_kind != backend.kind:
+            raise VaultError(
+                f"{scope}/{name} is stored in the {backend_kind} backend, but the active "
+                f"backend is {backend.kind}",
+                hint=f'Set vault.backend = "{backend_kind}", or set the secret again.',
+            )
+        value = backend.read_value(RecordRef(scope, name, version))
+        if value is None:
+            raise SecretNotFound(
+                f"{scope}/{name} is in the index but its value is gone from {backend.kind}",
+                hint="Run `bastion secrets reconcile` to see and fix such rows.",
+                scope=scope,
+                name=name,
+            )
+        self.audit.record_read(actor, op, scope, name, fp)
+        return Secret(value, name=f"{scope}/{name}")
+
+    def inject(
+        self, names: Iterable[str], scope: str = "global", actor: str = "supervisor"
+    ) -> dict[str, Secret]:
+        """Values for a child's environment; each read is audited as ``inject``."""
+        return {name: self._read(name, scope, actor, Operation.INJECT) for name in names}
+
+    def resolve(self, reference: str, actor: str = "app") -> Secret:
+        """The value behind a ``secret:scope/name`` reference (audited as ``inject``)."""
+        parsed = parse_reference(reference)
+        if parsed is None:
+            raise ValueError(f"{reference!r} is not a secret reference (secret:scope/name)")
+        scope, name = parsed
+        return self._read(name, scope, actor, Operation.INJECT)
+
+    def exists(self, name: str, scope: str = "global") -> bool:
+        return self.index.lookup(scope, name) is not None
+
+    def meta(self, name: str, scope: str = "global") -> SecretMeta:
+        found = self.index.get(scope, name)
+        if found is None:
+            raise SecretNotFound(f"no secret {scope}/{name}", scope=scope, name=name)
+        return found
+
+    def list(self, scope: str | None = None) -> list[SecretMeta]:
+        """Metadata of every secret (in ``scope``). Reads the index only, never a value."""
+        if scope is not None:
+            validate_scope(scope)
+        return self.index.list(scope)
+
+    def status(
+        self, declared: Iterable[str] | None = None, scope: str = "global"
+    ) -> dict[str, Any]:
+        """Which declared names are set (seed 001's ``*_configured`` flags); index only."""
+        validate_scope(scope)
+        rows = {m.name: m for m in self.index.list(scope)}
+        names = list(declared) if declared is not None else sorted(rows)
+        return {
+            "backend": self.config.vault.backend,
+            "why": _backend_reason(self.config, self._env),
+            "scope": scope,
+            "count": len(rows),
+            "secrets": {
+                n: {
+                    "configured": n in rows,
+                    "updated_at": rows[n].updated_at if n in rows else None,
+                    "version": rows[n].version if n in rows else None,
+                }
+                for n in names
+            },
+        }
+
+    # Writes -------------------------------------------------------------------------------
+
+    def set(
+        self,
+        name: str,
+        value: str | Secret,
+        scope: str = "global",
+        actor: str = "cli",
+        expected_version: int | None = None,
+        *,
+        operation: Operation = Operation.SET,
+    ) -> SecretMeta:
+        """Store ``value``; refused by a rule -> ``RuleViolation`` and nothing stored.
+
+        ``expected_version`` makes it a compare-and-set (``0`` = must not exist yet); a
+        mismatch raises ``Conflict``. Without it the last writer wins.
+        """
+        validate_scope(scope)
+        validate_name(name)
+        plain = value.reveal() if isinstance(value, Secret) else value
+        self.rules.check(scope, name, plain)
+        backend = self.backend
+        fp = fingerprint(backend.fingerprint_key(), plain)
+
+        def unit(tx: WriteTx) -> SecretMeta:
+            meta = self.index.upsert(
+                tx,
+                scope=scope,
+                name=name,
+                backend=backend.kind,
+                size=len(plain.encode("utf-8")),
+                fingerprint=fp,
+                expected_version=expected_version,
+            )
+            self.audit.record(tx, operation, actor=actor, scope=scope, name=name, fingerprint=fp)
+            # The value last: a keychain backend's change is the last step before COMMIT.
+            backend.write_value(tx, RecordRef(scope, name, meta.version), plain)
+            return meta
+
+        return self.db.write(unit)
+
+    def set_if_changed(
+        self,
+        name: str,
+        value: str,
+        scope: str = "global",
+        actor: str = "import",
+        operation: Operation = Operation.IMPORT,
+    ) -> tuple[SecretMeta, bool]:
+        """Set unless the stored value has the same fingerprint (idempotent imports)."""
+        validate_scope(scope)
+        validate_name(name)
+        current = self.index.get(scope, name)
+        if current is not None:
+            fp = fingerprint(self.backend.fingerprint_key(), value)
+            if fp == current.fingerprint:
+                return current, False
+        return self.set(name, value, scope, actor, operation=operation), True
+
+    def delete(self, name: str, scope: str = "global", actor: str = "cli") -> SecretMeta:
+        """Remove the secret and its value; ``SecretNotFound`` if there is none."""
+        validate_scope(scope)
+        validate_name(name)
+        backend = self.backend
+
+        def unit(tx: WriteTx) -> SecretMeta:
+            meta = self.index.remove(tx, scope, name)
+            if meta is None:
+                raise SecretNotFound(f"no secret {scope}/{name}", scope=scope, name=name)
+            self.audit.record(
+                tx,
+                Operation.DELETE,
+                actor=actor,
+                scope=scope,
+                name=name,
+                fingerprint=meta.fingerprint,
+            )
+            backend.delete_value(tx, scope, name)
+            return meta
+
+        return self.db.write(unit)
+
+    # Maintenance --------------------------------------------------------------------------
+
+    def fingerprint(self, value: str | Secret) -> str:
+        """The HMAC fingerprint bastion records for ``value`` (find where a value was used)."""
+        plain = value.reveal() if isinstance(value, Secret) else value
+        return fingerprint(self.backend.fingerprint_key(), plain)
+
+    def audit_entries(
+        self, name: str | None = None, scope: str | None = None, limit: int = 100
+    ) -> builtins.list[AuditEntry]:
+        return self.audit.entries(name=name, scope=scope, limit=limit)
+
+    def reconcile(self, fix: bool = False, actor: str = "cli") -> dict[str, Any]:
+        """Compare the index with what the backend holds.
+
+        ``orphans``: values under bastion's name the index lacks (keychain items found through
+        the Secret Service search API); ``missing``: index rows whose value vanished. With
+        ``fix``, orphans are adopted (indexed) and missing rows dropped, each change audited.
+        """
+        backend = self.backend
+        indexed = self.index.keys(backend.kind)
+        stored = backend.stored_keys()
+        orphans = sorted(stored - indexed)
+        missing = sorted(k for k in indexed - stored if not self._has_value(backend, *k))
+        changes: list[dict[str, str]] = []
+        if fix:
+            for scope, name in orphans:
+                if self._adopt(backend, scope, name, actor):
+                    changes.append({"action": "adopted", "scope": scope, "name": name})
+            for scope, name in missing:
+                if self._drop(backend, scope, name, actor):
+                    changes.append({"action": "dropped", "scope": scope, "name": name})
+        return {
+            "backend": backend.kind,
+            "orphans": [f"{s}/{n}" for s, n in orphans],
+            "missing": [f"{s}/{n}" for s, n in missing],
+            "fixed": fix,
+            "changes": changes,
+        }
+
+    def _has_value(self, backend: Backend, scope: str, name: str) -> bool:
+        meta = self.index.get(scope, name)
+        if meta is None:
+            return True
+        return backend.read_value(RecordRef(scope, name, meta.version)) is not None
+
+    def _adopt(self, backend: Backend, scope: str, name: str, actor: str) -> bool:
+        try:
+            validate_scope(scope)
+            validate_name(name)
+        except ValueError:
+            return False  # an item bastion could not have written; leave it alone
+        version = getattr(backend, "stored_version", lambda s, n: 1)(scope, name) or 1
+        value = backend.read_value(RecordRef(scope, name, version))
+        if value is None:
+            return False
+        fp = fingerprint(backend.fingerprint_key(), value)
+
+        def unit(tx: WriteTx) -> None:
+            self.index.upsert(
+                tx,
+                scope=scope,
+                name=name,
+                backend=backend.kind,
+                size=len(value.encode("utf-8")),
+                fingerprint=fp,
+                expected_version=0,
+                version=version,
+            )
+            self.audit.record(
+                tx, Operation.RECONCILE_ADOPT, actor=actor, scope=scope, name=name, fingerprint=fp
+            )
+
+        self.db.write(unit)
+        return True
+
+    def _drop(self, backend: Backend, scope: str, name: str, actor: str) -> bool:
+        def unit(tx: WriteTx) -> bool:
+            meta = self.index.remove(tx, scope, name)
+            if meta is None:
+                return False
+            self.audit.record(
+                tx,
+                Operation.RECONCILE_DROP,
+                actor=actor,
+                scope=scope,
+                name=name,
+                fingerprint=meta.fingerprint,
+            )
+            return True
+
+        return self.db.write(unit)
+
+    def rekey(
+        self,
+        to: str | None = None,
+        *,
+        new_secret: str | None = None,
+        rotate_data_key: bool = False,
+        actor: str = "cli",
+    ) -> dict[str, Any]:
+        """Re-wrap the encrypted file's data key under a new key (source ``to``, default the
+        current one); ``rotate_data_key`` re-encrypts every record. Crash-safe (one
+        transaction). Only for ``vault.backend = "encrypted-file"``."""
+        from bastion.vault.encrypted import EncryptedFileBackend, KeySpec
+        from bastion.vault.keychain import KeychainClient
+
+        backend = self.backend
+        if not isinstance(backend, EncryptedFileBackend):
+            raise VaultError(
+                "rekey applies to the encrypted-file backend; the keychain holds its own keys",
+                hint='Set vault.backend = "encrypted-file" to use rekey.',
+            )
+        vcfg = self.config.vault
+        spec = KeySpec(
+            to or backend.key.source,
+            vcfg,
+            env=self._env,
+            secret=new_secret,
+            keychain=lambda: KeychainClient(vcfg, self._keyring_backend),
+        )
+        result = backend.rekey(spec, rotate_data_key=rotate_data_key)
+        self.db.write(
+            lambda tx: self.audit.record(
+                tx,
+                Operation.REKEY,
+                actor=actor,
+                scope=None,
+                name=None,
+                fingerprint=None,
+                detail=spec.source,
+            )
+        )
+        return result
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.audit.close()
+        finally:
+            if self._backend is not None:
+                self._backend.close()
+            self.db.close()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Vault {self.config.vault.backend} {self.db.path}>"
+
+
+def _backend_reason(cfg: Config, env: Mapping[str, str]) -> str:
+    """Where ``vault.backend`` came from: the environment, bastion.toml, or the default."""
+    value = cfg.vault.backend
+    if env.get("BASTION_VAULT_BACKEND"):
+        return f"vault.backend = {value!r} from environment variable BASTION_VAULT_BACKEND"
+    toml = cfg.home / "bastion.toml"
+    try:
+        import tomllib
+
+        data = tomllib.loads(toml.read_text(encoding="utf-8")) if toml.is_file() else {}
+    except (OSError, ValueError):
+        data = {}
+    if isinstance(data.get("vault"), dict) and "backend" in data["vault"]:
+        return f"vault.backend = {value!r} from {toml}"
+    return f"vault.backend = {value!r} (the default; set it in {toml} to choose)"

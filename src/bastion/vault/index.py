@@ -1,0 +1,162 @@
+"""The vault index in ``vault.db``: one row per (scope, name), for every backend.
+
+The index is what makes ``list``, ``exists`` and ``status`` work without reading a value (the
+keychain cannot list; keyring #759) and what gives each record its own version: concurrent
+writers of different names touch different rows, and a writer of the same name either wins
+last or, with ``expected_version``, gets ``Conflict`` when someone else wrote first.
+
+``vault.db`` is its own database (mode 0600) with its own migrations namespace ``vault``
+(``bastion/vault/migrations/NNNN_name.sql``); secrets and their index never enter
+``bastion.db``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from bastion.config import Config
+from bastion.errors import Conflict
+from bastion.store import Database, ReadTx, WriteTx
+from bastion.vault.backend import SecretMeta
+
+__all__ = ["Index", "open_vault_db"]
+
+_COLUMNS = "scope, name, backend, created_at, updated_at, last_used_at, size, version, fingerprint"
+MIGRATIONS_PACKAGE = "bastion.vault.migrations"
+
+
+def open_vault_db(cfg: Config) -> Database:
+    """Open (creating, mode 0600) ``vault.db`` and apply the ``vault`` migrations."""
+    db = Database.open(cfg.vault_db_path, cfg.store, name="vault")
+    try:
+        _migrate(db, cfg)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _migrate(db: Database, cfg: Config) -> None:
+    try:
+        from bastion.store.migrations import Migrator, Namespace
+    except ImportError:  # the migration engine is not in this tree yet
+        _apply_package_sql(db)
+        return
+    ns = Namespace.from_package("vault", MIGRATIONS_PACKAGE)
+    Migrator(db, backups_dir=cfg.backups_dir, keep=cfg.backup.pre_migrate_keep).migrate([ns])
+
+
+def _apply_package_sql(db: Database) -> None:
+    import importlib.resources
+
+    files = sorted(
+        (f for f in importlib.resources.files(MIGRATIONS_PACKAGE).iterdir()),
+        key=lambda f: f.name,
+    )
+    files = [f for f in files if f.name.endswith(".sql")]
+    for f in files:
+        sql = f.read_text(encoding="utf-8")
+        db.write(lambda tx, sql=sql: tx.script(sql))  # type: ignore[misc]
+
+
+class Index:
+    """Rows of ``vault_secrets``. Mutations take the caller's ``WriteTx``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @property
+    def path(self) -> Path:
+        return self.db.path
+
+    def lookup(self, scope: str, name: str) -> tuple[int, str, str] | None:
+        """``(version, backend, fingerprint)`` for the hot read path, or ``None``."""
+        row = self.db.query_one(
+            "SELECT version, backend, fingerprint FROM vault_secrets WHERE scope = ? AND name = ?",
+            (scope, name),
+        )
+        return None if row is None else (int(row[0]), str(row[1]), str(row[2]))
+
+    def get(self, scope: str, name: str, tx: ReadTx | None = None) -> SecretMeta | None:
+        sql = f"SELECT {_COLUMNS} FROM vault_secrets WHERE scope = ? AND name = ?"
+        row = tx.query_one(sql, (scope, name)) if tx else self.db.query_one(sql, (scope, name))
+        return None if row is None else SecretMeta(*row)
+
+    def list(self, scope: str | None = None) -> list[SecretMeta]:
+        if scope is None:
+            rows = self.db.query(f"SELECT {_COLUMNS} FROM vault_secrets ORDER BY scope, name")
+        else:
+            rows = self.db.query(
+                f"SELECT {_COLUMNS} FROM vault_secrets WHERE scope = ? ORDER BY name", (scope,)
+            )
+        return [SecretMeta(*row) for row in rows]
+
+    def keys(self, backend: str | None = None) -> set[tuple[str, str]]:
+        if backend is None:
+            rows = self.db.query("SELECT scope, name FROM vault_secrets")
+        else:
+            rows = self.db.query(
+                "SELECT scope, name FROM vault_secrets WHERE backend = ?", (backend,)
+            )
+        return {(str(s), str(n)) for s, n in rows}
+
+    def upsert(
+        self,
+        tx: WriteTx,
+        *,
+        scope: str,
+        name: str,
+        backend: str,
+        size: int,
+        fingerprint: str,
+        expected_version: int | None = None,
+        version: int | None = None,
+    ) -> SecretMeta:
+        """Create or replace the row, bumping its version; compare-and-set when asked.
+
+        ``expected_version=0`` means "must not exist yet". Runs inside the caller's write
+        transaction (``BEGIN IMMEDIATE``), so the read-then-write below cannot interleave with
+        another writer, in this process or another.
+        """
+        now = time.time()
+        current = self.get(scope, name, tx)
+        have = current.version if current else 0
+        if expected_version is not None and expected_version != have:
+            raise Conflict(
+                f"{scope}/{name} is at version {have}, not {expected_version}: someone else "
+                "wrote it first",
+                hint="Read the secret again and retry with its current version.",
+                scope=scope,
+                name=name,
+                version=have,
+            )
+        new_version = version if version is not None else have + 1
+        if current is None:
+            tx.execute(
+                f"INSERT INTO vault_secrets ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+                (scope, name, backend, now, now, size, new_version, fingerprint),
+            )
+            return SecretMeta(scope, name, backend, now, now, None, size, new_version, fingerprint)
+        tx.execute(
+            "UPDATE vault_secrets SET backend = ?, updated_at = ?, size = ?, version = ?, "
+            "fingerprint = ? WHERE scope = ? AND name = ?",
+            (backend, now, size, new_version, fingerprint, scope, name),
+        )
+        return SecretMeta(
+            scope,
+            name,
+            backend,
+            current.created_at,
+            now,
+            current.last_used_at,
+            size,
+            new_version,
+            fingerprint,
+        )
+
+    def remove(self, tx: WriteTx, scope: str, name: str) -> SecretMeta | None:
+        current = self.get(scope, name, tx)
+        if current is not None:
+            tx.execute("DELETE FROM vault_secrets WHERE scope = ? AND name = ?", (scope, name))
+        return current
