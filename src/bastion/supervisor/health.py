@@ -1,0 +1,341 @@
+"""Health probes and the per-run monitor that applies startup/liveness/readiness semantics.
+
+Probes (each bounded by its ``timeout_s``; a probe never raises, it answers a
+:class:`ProbeResult`):
+
+- ``process``: the child has not exited.
+- ``tcp``: a connection to ``host:port`` is accepted.
+- ``http``: ``GET url`` answers a status inside ``expect_status`` (HTTP/1.1, one connection).
+- ``exec``: ``command`` exits 0 (killed with its group on timeout).
+- ``mcp``: an MCP ``ping`` request is answered, over the child's own stdin/stdout
+  (:class:`McpStdioChannel`) or over streamable HTTP at ``url`` (uses the ``mcp`` package,
+  imported only when such a probe runs).
+
+:class:`HealthMonitor` runs them with Kubernetes semantics: the startup probe gates
+everything and gets its own failure budget (a slow starter is not killed while it is within
+it); then liveness failures past ``failure_threshold`` in a row mean "restart", and readiness
+only reports whether the service should receive work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from bastion.supervisor.process import ChildProcess
+from bastion.supervisor.spec import HealthSpec, ProbeSpec
+
+__all__ = [
+    "HealthHooks",
+    "HealthMonitor",
+    "McpStdioChannel",
+    "Probe",
+    "ProbeResult",
+    "make_probe",
+]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProbeResult:
+    ok: bool
+    detail: str = ""
+
+
+Probe = Callable[[], Awaitable[ProbeResult]]
+
+
+async def _tcp(spec: ProbeSpec) -> ProbeResult:
+    try:
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(spec.host, spec.port), spec.timeout_s
+        )
+    except TimeoutError:
+        return ProbeResult(False, f"tcp {spec.host}:{spec.port}: timed out")
+    except OSError as err:
+        return ProbeResult(False, f"tcp {spec.host}:{spec.port}: {err.strerror or err}")
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return ProbeResult(True)
+
+
+async def _http_status(url: str, timeout: float) -> int:
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 80
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    try:
+        request = (
+            f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            "User-Agent: bastion-probe\r\nConnection: close\r\n\r\n"
+        )
+        writer.write(request.encode("ascii"))
+        await asyncio.wait_for(writer.drain(), timeout)
+        status_line = await asyncio.wait_for(reader.readline(), timeout)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    fields = status_line.split()
+    if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not fields[1].isdigit():
+        raise ValueError(f"not an HTTP response: {status_line[:80]!r}")
+    return int(fields[1])
+
+
+async def _http(spec: ProbeSpec) -> ProbeResult:
+    try:
+        status = await asyncio.wait_for(_http_status(spec.url, spec.timeout_s), spec.timeout_s)
+    except TimeoutError:
+        return ProbeResult(False, f"GET {spec.url}: timed out after {spec.timeout_s:g}s")
+    except (OSError, ValueError) as err:
+        return ProbeResult(False, f"GET {spec.url}: {getattr(err, 'strerror', None) or err}")
+    low, high = spec.expect_status
+    if low <= status <= high:
+        return ProbeResult(True, f"HTTP {status}")
+    return ProbeResult(False, f"GET {spec.url}: HTTP {status}, expected {low}-{high}")
+
+
+async def _exec(spec: ProbeSpec, env: dict[str, str]) -> ProbeResult:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *spec.command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as err:
+        return ProbeResult(False, f"exec {spec.command[0]}: {err.strerror or err}")
+    try:
+        code = await asyncio.wait_for(proc.wait(), spec.timeout_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        return ProbeResult(False, f"exec {spec.command[0]}: timed out after {spec.timeout_s:g}s")
+    return ProbeResult(code == 0, f"exec {spec.command[0]}: exit {code}")
+
+
+class McpStdioChannel:
+    """JSON-RPC over a child's stdin/stdout, just enough for MCP ``ping``.
+
+    The stdout of a stdio MCP server is its protocol channel, so it is read here, not by the
+    log capture; responses are matched to requests by id and everything else is ignored.
+    ``ping`` is valid before ``initialize`` (MCP lifecycle), so no session is needed.
+    """
+
+    def __init__(self, stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader) -> None:
+        self._stdin = stdin
+        self._stdout = stdout
+        self._next_id = 0
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                line = await self._stdout.readline()
+            except (ValueError, OSError):  # an over-long line or a broken pipe
+                continue
+            if not line:
+                break
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(message, dict):
+                future = self._pending.pop(message.get("id"), None)  # type: ignore[arg-type]
+                if future is not None and not future.done():
+                    future.set_result(message)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError("the server closed stdout"))
+
+    async def ping(self, timeout: float) -> ProbeResult:
+        self._next_id += 1
+        request_id = self._next_id
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        body = {"jsonrpc": "2.0", "id": request_id, "method": "ping"}
+        try:
+            self._stdin.write(json.dumps(body).encode() + b"\n")
+            await asyncio.wait_for(self._stdin.drain(), timeout)
+            reply = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return ProbeResult(False, f"mcp ping: no answer in {timeout:g}s")
+        except (ConnectionError, OSError) as err:
+            return ProbeResult(False, f"mcp ping: {err}")
+        finally:
+            self._pending.pop(request_id, None)
+        if "error" in reply:
+            return ProbeResult(False, f"mcp ping: error {reply['error']!r:.200}")
+        return ProbeResult(True, "mcp ping")
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        self._stdin.close()
+
+
+async def _mcp_http(spec: ProbeSpec) -> ProbeResult:
+    try:
+        from mcp.client.session import ClientSession
+        from mcp.client.streamable_http import streamable_http_client
+    except ImportError:
+        return ProbeResult(False, "mcp probe over http needs the `mcp` package (pip install mcp)")
+
+    async def ping() -> None:
+        async with streamable_http_client(spec.url) as streams:  # noqa: SIM117 - streams
+            async with ClientSession(streams[0], streams[1]) as session:
+                await session.initialize()
+                await session.send_ping()
+
+    try:
+        await asyncio.wait_for(ping(), spec.timeout_s)
+    except TimeoutError:
+        return ProbeResult(False, f"mcp ping {spec.url}: no answer in {spec.timeout_s:g}s")
+    except Exception as err:  # the client raises many kinds; each is a failed probe
+        return ProbeResult(False, f"mcp ping {spec.url}: {type(err).__name__}: {err}"[:300])
+    return ProbeResult(True, "mcp ping")
+
+
+def make_probe(
+    spec: ProbeSpec,
+    child: ChildProcess,
+    *,
+    stdio: McpStdioChannel | None = None,
+    env: dict[str, str] | None = None,
+) -> Probe:
+    """A zero-argument coroutine function checking ``spec`` against ``child``."""
+
+    async def process() -> ProbeResult:
+        code = child.returncode
+        return ProbeResult(code is None, "alive" if code is None else f"exited {code}")
+
+    if spec.kind == "process":
+        return process
+    if spec.kind == "tcp":
+        return lambda: _tcp(spec)
+    if spec.kind == "http":
+        return lambda: _http(spec)
+    if spec.kind == "exec":
+        return lambda: _exec(spec, dict(env or {}))
+    if spec.transport == "http":
+        return lambda: _mcp_http(spec)
+    if stdio is None:
+        raise ValueError("an mcp stdio probe needs the child's stdio channel")
+    channel = stdio
+    return lambda: channel.ping(spec.timeout_s)
+
+
+class HealthHooks(Protocol):
+    """What the monitor reports to the supervisor (all called on the event loop)."""
+
+    def started(self, detail: str) -> None: ...
+    def healthy(self, detail: str) -> None: ...
+    def unhealthy(self, role: str, detail: str) -> None: ...
+    def ready(self, ready: bool, detail: str) -> None: ...
+
+
+#: Liveness when a spec declares none: "the process exists", once a second.
+DEFAULT_LIVENESS = ProbeSpec(kind="process", interval_s=1.0, failure_threshold=1)
+
+
+class HealthMonitor:
+    """Runs one child's probes until it is cancelled or a probe gives up."""
+
+    def __init__(
+        self,
+        spec: HealthSpec,
+        child: ChildProcess,
+        hooks: HealthHooks,
+        *,
+        stdio: McpStdioChannel | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self._spec = spec
+        self._hooks = hooks
+        self._poke = asyncio.Event()
+        self._liveness_spec = spec.liveness or DEFAULT_LIVENESS
+        self._startup = (
+            make_probe(spec.startup, child, stdio=stdio, env=env) if spec.startup else None
+        )
+        self._liveness = make_probe(self._liveness_spec, child, stdio=stdio, env=env)
+        self._readiness = (
+            make_probe(spec.readiness, child, stdio=stdio, env=env) if spec.readiness else None
+        )
+
+    def poke(self) -> None:
+        """Probe now instead of at the next interval (after a sleep/wake clock jump)."""
+        self._poke.set()
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._poke.wait(), seconds)
+        self._poke.clear()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._main())
+            if self._readiness is not None and self._spec.readiness is not None:
+                group.create_task(self._ready_loop(self._readiness, self._spec.readiness))
+
+    async def _main(self) -> None:
+        if self._startup is not None and self._spec.startup is not None:
+            spec = self._spec.startup
+            await asyncio.sleep(spec.initial_delay_s)
+            failures = 0
+            while True:
+                result = await self._startup()
+                if result.ok:
+                    break
+                failures += 1
+                if failures >= spec.failure_threshold:
+                    self._hooks.unhealthy(
+                        "startup", f"startup probe failed {failures}x: {result.detail}"
+                    )
+                    return
+                await self._pause(spec.interval_s)
+            self._hooks.started(f"startup probe passed: {result.detail}")
+            self._hooks.healthy(result.detail)
+        else:
+            self._hooks.started("spawned")
+            await asyncio.sleep(self._liveness_spec.initial_delay_s)
+        spec = self._liveness_spec
+        failures = 0
+        while True:
+            await self._pause(spec.interval_s)
+            result = await self._liveness()
+            if result.ok:
+                failures = 0
+                self._hooks.healthy(result.detail)
+                continue
+            failures += 1
+            if failures >= spec.failure_threshold:
+                self._hooks.unhealthy(
+                    "liveness", f"liveness probe failed {failures}x: {result.detail}"
+                )
+                return
+
+    async def _ready_loop(self, probe: Probe, spec: ProbeSpec) -> None:
+        await asyncio.sleep(spec.initial_delay_s)
+        failures = 0
+        ready: bool | None = None
+        while True:
+            result = await probe()
+            failures = 0 if result.ok else failures + 1
+            now_ready = result.ok or (ready is not False and failures < spec.failure_threshold)
+            if now_ready != ready:
+                ready = now_ready
+                self._hooks.ready(ready, result.detail)
+            await self._pause(spec.interval_s)

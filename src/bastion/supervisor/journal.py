@@ -1,0 +1,203 @@
+"""What the supervisor keeps in ``bastion.db``: service state, breaker, restart history, pids.
+
+Tables come from the ``supervisor`` migrations namespace (``supervisor/migrations/*.sql``).
+Each state transition is one write unit that updates the service row *and* emits the
+``service.transition`` event, so the stored state and its history never disagree. The
+methods are synchronous (they call the store's writer); the supervisor calls them through
+its ordered journal task, off the event loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from bastion.store import Database, WriteTx
+from bastion.supervisor.policy import PolicyState
+from bastion.supervisor.process import ProcRecord
+from bastion.supervisor.states import BreakerState, ServiceState
+
+__all__ = ["EVENT_KIND", "Journal", "StoredService", "supervisor_namespace"]
+
+EVENT_KIND = "service.transition"
+
+
+def supervisor_namespace() -> Any:
+    """The ``supervisor`` migrations namespace (tables above)."""
+    from bastion.store.migrations import Namespace
+
+    return Namespace.from_package("supervisor", "bastion.supervisor.migrations")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredService:
+    name: str
+    state: ServiceState
+    reason: str
+    since: float
+    policy: PolicyState
+
+
+class Journal:
+    """Reads and writes the supervisor's tables. One per supervisor."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def migrate(self, backups_dir: Any = None) -> None:
+        from bastion.store.migrations import Migrator
+
+        Migrator(self.db, backups_dir=backups_dir).migrate([supervisor_namespace()])
+
+    # --- service rows ---------------------------------------------------------------------
+
+    def load(self) -> dict[str, StoredService]:
+        rows = self.db.query(
+            "SELECT name, state, reason, since, attempt, restarts, breaker, opened_at,"
+            " open_timeout, half_open_successes, trips FROM supervisor_services"
+        )
+        found = {}
+        for row in rows:
+            policy = PolicyState(
+                attempt=row[4],
+                restarts=tuple(json.loads(row[5])),
+                breaker=BreakerState(row[6]),
+                opened_at=row[7],
+                open_timeout=row[8],
+                half_open_successes=row[9],
+                trips=row[10],
+            )
+            found[row[0]] = StoredService(row[0], ServiceState(row[1]), row[2], row[3], policy)
+        return found
+
+    @staticmethod
+    def _save(tx: WriteTx, snap: StoredService) -> None:
+        p = snap.policy
+        tx.execute(
+            "INSERT INTO supervisor_services (name, state, reason, since, attempt, restarts,"
+            " breaker, opened_at, open_timeout, half_open_successes, trips, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET state = excluded.state, reason = excluded.reason,"
+            " since = excluded.since, attempt = excluded.attempt, restarts = excluded.restarts,"
+            " breaker = excluded.breaker, opened_at = excluded.opened_at,"
+            " open_timeout = excluded.open_timeout,"
+            " half_open_successes = excluded.half_open_successes, trips = excluded.trips,"
+            " updated_at = excluded.updated_at",
+            (
+                snap.name,
+                snap.state.value,
+                snap.reason,
+                snap.since,
+                p.attempt,
+                json.dumps(list(p.restarts)),
+                p.breaker.value,
+                p.opened_at,
+                p.open_timeout,
+                p.half_open_successes,
+                p.trips,
+                time.time(),
+            ),
+        )
+
+    def transition(
+        self, snap: StoredService, old: ServiceState | None, extra: dict[str, Any] | None = None
+    ) -> None:
+        """Store the new state and its event in one write unit."""
+        from bastion.domains.events import EventsRepo
+
+        data: dict[str, Any] = {
+            "from": old.value if old else None,
+            "to": snap.state.value,
+            "reason": snap.reason,
+            "breaker": snap.policy.breaker.value,
+            **(extra or {}),
+        }
+
+        def unit(tx: WriteTx) -> None:
+            self._save(tx, snap)
+            EventsRepo.emit_tx(tx, EVENT_KIND, snap.name, data, ts=snap.since)
+
+        self.db.write(unit)
+
+    def save(self, snap: StoredService) -> None:
+        self.db.write(lambda tx: self._save(tx, snap))
+
+    def emit(self, kind: str, subject: str, data: dict[str, Any]) -> None:
+        from bastion.domains.events import EventsRepo
+
+        EventsRepo(self.db).emit(kind, subject, data)
+
+    # --- processes ------------------------------------------------------------------------
+
+    def record_start(
+        self, service: str, rec: ProcRecord, started_at: float, secret_names: Sequence[str]
+    ) -> int:
+        return self.db.write(
+            lambda tx: tx.insert(
+                "INSERT INTO supervisor_processes (service, pid, create_time, pgid, started_at,"
+                " secret_names) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    service,
+                    rec.pid,
+                    rec.create_time,
+                    rec.pgid,
+                    started_at,
+                    json.dumps(sorted(secret_names)),
+                ),
+            )
+        )
+
+    def record_descendants(self, service: str, parent_id: int, recs: Sequence[ProcRecord]) -> None:
+        now = time.time()
+        self.db.write(
+            lambda tx: tx.executemany(
+                "INSERT INTO supervisor_processes (service, pid, create_time, pgid, parent_id,"
+                " started_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(service, r.pid, r.create_time, r.pgid, parent_id, now) for r in recs],
+            )
+        )
+
+    def record_end(self, process_id: int, exit_code: int | None) -> None:
+        """The child and (after its stop swept them) its recorded descendants have ended."""
+        now = time.time()
+
+        def unit(tx: WriteTx) -> None:
+            tx.execute(
+                "UPDATE supervisor_processes SET ended_at = ?, exit_code = ? WHERE id = ?",
+                (now, exit_code, process_id),
+            )
+            tx.execute(
+                "UPDATE supervisor_processes SET ended_at = ? WHERE parent_id = ? AND ended_at IS NULL",
+                (now, process_id),
+            )
+
+        self.db.write(unit)
+
+    def live_records(self) -> list[tuple[int, str, ProcRecord]]:
+        """Processes not recorded as ended: a crashed predecessor's children and descendants."""
+        rows = self.db.query(
+            "SELECT id, service, pid, create_time, pgid FROM supervisor_processes"
+            " WHERE ended_at IS NULL ORDER BY id"
+        )
+        return [(r[0], r[1], ProcRecord(r[2], r[3], r[4])) for r in rows]
+
+    def close_records(self, ids: Sequence[int]) -> None:
+        now = time.time()
+        self.db.write(
+            lambda tx: tx.executemany(
+                "UPDATE supervisor_processes SET ended_at = ? WHERE id = ?",
+                [(now, i) for i in ids],
+            )
+        )
+
+    def last_start(self, service: str) -> tuple[float, list[str]] | None:
+        """When the service last started and the secret names injected then."""
+        row = self.db.query_one(
+            "SELECT started_at, secret_names FROM supervisor_processes"
+            " WHERE service = ? AND parent_id IS NULL ORDER BY id DESC LIMIT 1",
+            (service,),
+        )
+        return (row[0], json.loads(row[1])) if row else None

@@ -1,0 +1,284 @@
+"""Child processes: spawn, stop, and sweep the leftovers, so no sidecar outlives bastion.
+
+- Spawn (asyncio): argv without a shell, a new session (so the child leads its own process
+  group), ``PR_SET_PDEATHSIG`` on Linux (the kernel kills the child when the supervisor
+  dies, even by ``kill -9``), all other fds closed, stdin from ``/dev/null`` unless an MCP
+  stdio probe needs it, and an environment built from nothing: declared keys only.
+- Stop: the configured signal to the whole group (plus ``SIGCONT``, so a stopped child can
+  act on it), a grace period, then ``SIGKILL`` to the group, then any descendant seen
+  earlier that left the group (``setsid`` after a double fork) killed by pid **and** create
+  time, never by a pid alone: pids are recycled.
+- Sweep: a supervisor that starts after a crash kills the recorded processes of its
+  predecessor that still match their recorded create time, and their groups.
+
+OSErrors are translated to ``SpawnFailed`` here; psutil's "no such process" is expected
+(processes die while we look) and never escapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import dataclasses
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+import psutil
+
+from bastion.errors import SpawnFailed
+from bastion.supervisor.spec import ServiceSpec, StopSpec
+
+__all__ = [
+    "ChildProcess",
+    "ProcRecord",
+    "StopResult",
+    "alive",
+    "build_env",
+    "group_members",
+    "kill_record",
+    "snapshot_descendants",
+    "spawn",
+    "stop_child",
+    "sweep",
+]
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProcRecord:
+    """A process identified for good: pid plus its kernel create time."""
+
+    pid: int
+    create_time: float
+    pgid: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StopResult:
+    returncode: int | None
+    #: The leader needed SIGKILL after the grace period.
+    killed: bool
+    #: Descendants or group members still alive after the leader and killed afterwards.
+    leftovers_killed: int
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def alive(record: ProcRecord) -> bool:
+    """The same process (pid and create time) still exists and is not a zombie."""
+    try:
+        proc = psutil.Process(record.pid)
+        if abs(proc.create_time() - record.create_time) > 0.01:
+            return False  # a recycled pid
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def kill_record(record: ProcRecord, sig: int = signal.SIGKILL) -> bool:
+    """Signal ``record`` only if pid and create time still match. True if signalled."""
+    if not alive(record):
+        return False
+    try:
+        os.kill(record.pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def snapshot_descendants(pid: int) -> list[ProcRecord]:
+    """Children, grandchildren, ... of ``pid`` as they are now (pid + create time)."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return []
+    found = []
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            found.append(ProcRecord(child.pid, child.create_time(), os.getpgid(child.pid)))
+    return found
+
+
+def group_members(pgid: int, *, not_before: float = 0.0) -> list[ProcRecord]:
+    """Live processes in group ``pgid`` created at or after ``not_before``.
+
+    A member of a group is always younger than the group's leader, so ``not_before`` (the
+    leader's create time) rules out a recycled group id belonging to older processes.
+    """
+    members = []
+    for proc in psutil.process_iter(["pid", "create_time", "status"]):
+        info = proc.info
+        if info["status"] == psutil.STATUS_ZOMBIE or info["create_time"] is None:
+            continue
+        try:
+            if os.getpgid(info["pid"]) != pgid:
+                continue
+        except ProcessLookupError:
+            continue
+        if info["create_time"] + 0.01 >= not_before:
+            members.append(ProcRecord(info["pid"], info["create_time"], pgid))
+    return members
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def build_env(
+    spec: ServiceSpec, daemon_env: Mapping[str, str], secret_values: Mapping[str, str]
+) -> dict[str, str]:
+    """Declared keys only: ``env``, then ``env_allow`` names present in the daemon's env,
+    then the resolved secrets. Nothing else of the daemon's environment is inherited."""
+    env = dict(spec.env)
+    for name in spec.env_allow:
+        if name in daemon_env:
+            env[name] = daemon_env[name]
+    env.update(secret_values)
+    return env
+
+
+def _child_setup(parent_pid: int) -> Callable[[], None] | None:
+    if not sys.platform.startswith("linux"):
+        return None  # new session + the group kill on stop cover the other POSIX systems
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def setup() -> None:
+        # Runs in the child between fork and exec: ask the kernel to SIGKILL us when the
+        # supervisor dies, then close the race where it died before the prctl took effect.
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return setup
+
+
+@dataclasses.dataclass
+class ChildProcess:
+    """A running child: the asyncio handle plus its identity for stop and sweep."""
+
+    process: asyncio.subprocess.Process
+    record: ProcRecord
+    started_at: float  # wall, stored
+    started_mono: float  # monotonic, for durations
+    #: Descendants seen while it ran (pid + create time); killed on stop if still there.
+    seen: dict[int, ProcRecord] = dataclasses.field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.record.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    def observe_descendants(self) -> list[ProcRecord]:
+        """Record descendants now; return the ones not seen before."""
+        new = []
+        for rec in snapshot_descendants(self.pid):
+            if rec.pid not in self.seen or self.seen[rec.pid].create_time != rec.create_time:
+                self.seen[rec.pid] = rec
+                new.append(rec)
+        return new
+
+
+async def spawn(spec: ServiceSpec, env: Mapping[str, str]) -> ChildProcess:
+    """Start ``spec``'s program. Raises ``SpawnFailed`` naming the program or cwd."""
+    pipe = asyncio.subprocess.PIPE
+    devnull = asyncio.subprocess.DEVNULL
+    stdio = spec.stdio_probe
+    capture = spec.logs.capture
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *spec.argv,
+            cwd=spec.cwd,
+            env=dict(env),
+            stdin=pipe if stdio else devnull,
+            stdout=pipe if (stdio or capture) else devnull,
+            stderr=pipe if capture else devnull,
+            start_new_session=True,
+            close_fds=True,
+            preexec_fn=_child_setup(os.getpid()),
+            limit=2**20,
+        )
+    except OSError as err:
+        raise SpawnFailed(
+            f"service {spec.name!r}: cannot start {spec.argv[0]!r}: {err.strerror or err}",
+            service=spec.name,
+            program=spec.argv[0],
+        ) from err
+    ctime = _create_time(proc.pid) or time.time()
+    return ChildProcess(
+        process=proc,
+        record=ProcRecord(proc.pid, ctime, proc.pid),
+        started_at=time.time(),
+        started_mono=time.monotonic(),
+    )
+
+
+async def _wait(proc: asyncio.subprocess.Process, timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _group_gone(pgid: int, not_before: float, deadline: float) -> bool:
+    # Members other than the leader are not our children, so there is nothing to await:
+    # poll /proc briefly (stop path only, never for crash detection).
+    while time.monotonic() < deadline:
+        if not group_members(pgid, not_before=not_before):
+            return True
+        await asyncio.sleep(0.02)
+    return not group_members(pgid, not_before=not_before)
+
+
+async def stop_child(child: ChildProcess, stop: StopSpec) -> StopResult:
+    """Signal the group, wait the grace, SIGKILL the group, then kill leftover descendants."""
+    child.observe_descendants()
+    pgid, born = child.record.pgid, child.record.create_time
+    deadline = time.monotonic() + stop.grace_s
+    killed = False
+    if child.returncode is None:
+        _killpg(pgid, stop.signum)
+        _killpg(pgid, signal.SIGCONT)  # a SIGSTOPped child cannot act on the signal otherwise
+        if not await _wait(child.process, stop.grace_s):
+            killed = True  # SIGTERM ignored past the grace: SIGKILL the whole group
+            _killpg(pgid, signal.SIGKILL)
+            await child.process.wait()
+    if not killed:
+        await _group_gone(pgid, born, deadline)
+    leftovers = 0
+    for rec in group_members(pgid, not_before=born):
+        leftovers += kill_record(rec)
+    _killpg(pgid, signal.SIGKILL)
+    for rec in child.seen.values():
+        leftovers += kill_record(rec)
+    return StopResult(child.returncode, killed, leftovers)
+
+
+def sweep(records: Iterable[ProcRecord]) -> list[ProcRecord]:
+    """Kill what is left of a crashed predecessor: each record still alive (pid and create
+    time match) and every member of its process group. Returns what was killed."""
+    killed: list[ProcRecord] = []
+    for rec in records:
+        targets = [rec] if alive(rec) else []
+        if rec.pgid:
+            targets += [
+                m for m in group_members(rec.pgid, not_before=rec.create_time) if m.pid != rec.pid
+            ]
+        for target in targets:
+            if kill_record(target):
+                killed.append(target)
+    return killed

@@ -1,0 +1,477 @@
+"""Service specs: one TOML file per service under ``<home>/services/``, or the Python API.
+
+A spec says what to run (``argv``, no shell), where (``cwd``), with which environment
+(``env`` values, ``env_allow`` names copied from the daemon's environment, ``secrets``
+references resolved at each start), how to tell it is healthy (``[health.startup]``,
+``[health.liveness]``, ``[health.readiness]``), how to restart it (``[restart]``), when to
+stop trying for a while (``[breaker]``), how to stop it (``[stop]``) and what to do with its
+output (``[logs]``).
+
+Everything is checked before anything starts: an unknown key, a missing program, a relative
+``cwd`` or a malformed reference raises ``ServiceSpecError`` naming the file, the key and the
+fix. Specs are frozen values; the supervisor never mutates them.
+
+    argv = ["python3", "-m", "speech_server", "--port", "8765"]
+    cwd = "/opt/speech"
+    env = { LOG_LEVEL = "info" }
+    env_allow = ["LANG"]
+    secrets = { OPENAI_API_KEY = "secret:global/openai" }
+
+    [health.liveness]
+    kind = "http"
+    url = "http://127.0.0.1:8765/health"
+    interval_s = 10
+
+    [restart]
+    policy = "on-failure"   # on-failure | always | never
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import signal as _signal
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from bastion.errors import ServiceSpecError
+
+__all__ = [
+    "BreakerSpec",
+    "HealthSpec",
+    "LogSpec",
+    "ProbeSpec",
+    "RestartSpec",
+    "SecretRef",
+    "ServiceSpec",
+    "StopSpec",
+    "load_spec",
+    "load_specs",
+    "parse_spec",
+    "validate_dir",
+]
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_REF_RE = re.compile(r"^secret:(?P<scope>[A-Za-z0-9_.-]+)/(?P<name>[A-Za-z0-9_.:@-]+)$")
+ProbeKind = Literal["process", "tcp", "http", "exec", "mcp"]
+
+
+def _b(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    return {"min": lo, "max": hi}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SecretRef:
+    """``secret:scope/name``: where a secret injected as an env variable comes from."""
+
+    scope: str
+    name: str
+
+    @classmethod
+    def parse(cls, text: str) -> SecretRef:
+        match = SECRET_REF_RE.match(text)
+        if not match:
+            raise ValueError(f"{text!r} is not a secret reference")
+        return cls(match["scope"], match["name"])
+
+    def __str__(self) -> str:
+        return f"secret:{self.scope}/{self.name}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProbeSpec:
+    """One health probe. ``kind`` picks the check; the other keys apply to some kinds."""
+
+    kind: ProbeKind = "process"
+    interval_s: float = dataclasses.field(default=1.0, metadata=_b(0.01, 3600))
+    timeout_s: float = dataclasses.field(default=1.0, metadata=_b(0.01, 600))
+    #: Consecutive failures before the probe counts as failed.
+    failure_threshold: int = dataclasses.field(default=3, metadata=_b(1, 100_000))
+    #: Seconds after spawn before the first check.
+    initial_delay_s: float = dataclasses.field(default=0.0, metadata=_b(0, 3600))
+    host: str = "127.0.0.1"
+    port: int = dataclasses.field(default=0, metadata=_b(0, 65535))
+    url: str = ""
+    #: Inclusive range of HTTP status codes that count as healthy.
+    expect_status: tuple[int, ...] = (200, 399)
+    command: tuple[str, ...] = ()
+    #: For ``mcp``: ping over the child's own stdin/stdout, or over streamable HTTP at ``url``.
+    transport: Literal["stdio", "http"] = "stdio"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HealthSpec:
+    """Kubernetes semantics: startup gates the rest; liveness restarts; readiness reports."""
+
+    startup: ProbeSpec | None = None
+    liveness: ProbeSpec | None = None
+    readiness: ProbeSpec | None = None
+
+    def probes(self) -> tuple[ProbeSpec, ...]:
+        return tuple(p for p in (self.startup, self.liveness, self.readiness) if p is not None)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RestartSpec:
+    """Seed 001: max 3 restarts in 5 min, backoff 1 s -> 60 s doubling, with jitter."""
+
+    policy: Literal["on-failure", "always", "never"] = "on-failure"
+    max_restarts: int = dataclasses.field(default=3, metadata=_b(0, 10_000))
+    window_s: float = dataclasses.field(default=300.0, metadata=_b(0.001, 86_400 * 7))
+    backoff_initial_s: float = dataclasses.field(default=1.0, metadata=_b(0, 3600))
+    backoff_factor: float = dataclasses.field(default=2.0, metadata=_b(1, 100))
+    backoff_max_s: float = dataclasses.field(default=60.0, metadata=_b(0, 86_400))
+    #: +- fraction of each delay, drawn uniformly.
+    jitter: float = dataclasses.field(default=0.1, metadata=_b(0, 1))
+    #: A run healthy this long resets the backoff to ``backoff_initial_s``.
+    reset_after_s: float = dataclasses.field(default=60.0, metadata=_b(0, 86_400))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BreakerSpec:
+    """Seed 001: open 30 s, then half-open; 2 healthy checks close it."""
+
+    open_timeout_s: float = dataclasses.field(default=30.0, metadata=_b(0.001, 86_400))
+    open_timeout_factor: float = dataclasses.field(default=2.0, metadata=_b(1, 100))
+    open_timeout_max_s: float = dataclasses.field(default=600.0, metadata=_b(0.001, 86_400 * 7))
+    success_threshold: int = dataclasses.field(default=2, metadata=_b(1, 1000))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StopSpec:
+    """Seed 001: SIGTERM, 5 s grace, then SIGKILL to the whole process group."""
+
+    signal: str = "SIGTERM"
+    grace_s: float = dataclasses.field(default=5.0, metadata=_b(0, 3600))
+
+    @property
+    def signum(self) -> _signal.Signals:
+        return _signal.Signals[self.signal]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogSpec:
+    capture: bool = True
+    stdout_level: Literal["debug", "info", "warning", "error"] = "info"
+    stderr_level: Literal["debug", "info", "warning", "error"] = "warning"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """A validated service. Build with :func:`parse_spec` (Python) or :func:`load_spec` (TOML)."""
+
+    name: str
+    argv: tuple[str, ...]
+    cwd: Path | None = None
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    env_allow: tuple[str, ...] = ()
+    secrets: Mapping[str, SecretRef] = dataclasses.field(default_factory=dict)
+    health: HealthSpec = HealthSpec()
+    restart: RestartSpec = RestartSpec()
+    breaker: BreakerSpec = BreakerSpec()
+    stop: StopSpec = StopSpec()
+    logs: LogSpec = LogSpec()
+    autostart: bool = True
+    #: Where the spec came from (a file path or ``<python>``), for error messages.
+    source: str = "<python>"
+
+    @property
+    def stdio_probe(self) -> bool:
+        """An MCP probe talks over the child's stdin/stdout, so those are pipes, not logs."""
+        return any(p.kind == "mcp" and p.transport == "stdio" for p in self.health.probes())
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "restart": RestartSpec,
+    "breaker": BreakerSpec,
+    "stop": StopSpec,
+    "logs": LogSpec,
+}
+_TOP_KEYS = {"name", "argv", "cwd", "env", "env_allow", "secrets", "health", "autostart"}
+_TOP_KEYS |= set(_SECTIONS)
+_PROBE_ROLES = ("startup", "liveness", "readiness")
+
+
+class _Where:
+    """Builds ``ServiceSpecError`` messages that name the file and the key."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, key: str, problem: str, fix: str) -> ServiceSpecError:
+        return ServiceSpecError(
+            f"{self.source}: {key}: {problem}", hint=fix, file=self.source, key=key
+        )
+
+
+def _coerce(where: _Where, key: str, value: Any, annotation: Any, meta: Mapping[str, Any]) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        choices = typing.get_args(annotation)
+        if value not in choices:
+            raise where.error(
+                key, f"{value!r} is not accepted", f"Use one of: {', '.join(map(repr, choices))}."
+            )
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise where.error(key, f"{value!r} is not a boolean", "Use true or false.")
+        return value
+    if annotation in (int, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise where.error(key, f"{value!r} is not a number", "Use a number, e.g. 5.")
+        if annotation is int and not isinstance(value, int):
+            raise where.error(key, f"{value!r} is not a whole number", "Use e.g. 3.")
+        lo, hi = meta.get("min"), meta.get("max")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise where.error(
+                key, f"{value!r} is out of range", f"Use a value between {lo} and {hi}."
+            )
+        return annotation(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise where.error(key, f"{value!r} is not a string", "Use a quoted string.")
+        return value
+    if origin is tuple:
+        (item_type, *_rest) = typing.get_args(annotation)
+        if not isinstance(value, list | tuple) or not all(
+            isinstance(v, item_type) and not isinstance(v, bool) for v in value
+        ):
+            raise where.error(
+                key, f"{value!r} is not a list of {item_type.__name__}", "Use a TOML array."
+            )
+        return tuple(value)
+    raise TypeError(f"unsupported spec annotation {annotation!r}")  # pragma: no cover
+
+
+def _section(where: _Where, prefix: str, cls: type[Any], data: Any) -> Any:
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise where.error(prefix, "must be a table", f"Write it as [{prefix}] with keys.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise where.error(
+                f"{prefix}.{key}",
+                "unknown key",
+                f"Known keys in [{prefix}]: {', '.join(sorted(fields))}.",
+            )
+        kwargs[key] = _coerce(where, f"{prefix}.{key}", value, hints[key], fields[key].metadata)
+    return cls(**kwargs)
+
+
+def _probe(where: _Where, role: str, data: Any) -> ProbeSpec:
+    probe: ProbeSpec = _section(where, f"health.{role}", ProbeSpec, data)
+    key = f"health.{role}"
+    if probe.kind == "tcp" and not probe.port:
+        raise where.error(f"{key}.port", "a tcp probe needs a port", "Set port = 8765.")
+    if (probe.kind == "http" or (probe.kind == "mcp" and probe.transport == "http")) and not (
+        probe.url.startswith(("http://127.", "http://localhost", "http://[::1]"))
+    ):
+        raise where.error(
+            f"{key}.url",
+            f"{probe.url!r} is not a loopback http:// URL",
+            'Set url = "http://127.0.0.1:PORT/health"; probes only talk to this machine.',
+        )
+    if probe.kind == "exec" and not probe.command:
+        raise where.error(
+            f"{key}.command", "an exec probe needs a command", 'Set command = ["check"].'
+        )
+    if len(probe.expect_status) != 2 or probe.expect_status[0] > probe.expect_status[1]:
+        raise where.error(
+            f"{key}.expect_status", "must be [low, high]", "Use e.g. expect_status = [200, 299]."
+        )
+    if probe.kind == "exec":
+        resolved = _resolve_program(where, f"{key}.command[0]", probe.command[0], None)
+        probe = dataclasses.replace(probe, command=(resolved, *probe.command[1:]))
+    return probe
+
+
+def _resolve_program(where: _Where, key: str, program: str, cwd: Path | None) -> str:
+    if not program:
+        raise where.error(key, "empty program", "Name the program to run.")
+    if os.sep in program:
+        path = Path(program)
+        if not path.is_absolute():
+            path = (cwd or Path.cwd()) / path
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise where.error(
+                key, f"{program!r} does not exist or is not executable", "Fix the path or chmod +x."
+            )
+        return str(path)
+    # Children get an empty environment (no PATH), so the program is resolved once, here.
+    found = shutil.which(program)
+    if found is None:
+        raise where.error(
+            key, f"program {program!r} not found on PATH", "Install it or give an absolute path."
+        )
+    return found
+
+
+def parse_spec(name: str, data: Mapping[str, Any], *, source: str = "<python>") -> ServiceSpec:
+    """Validate a spec given as a mapping (the TOML document, or built in Python)."""
+    where = _Where(source)
+    if not NAME_RE.match(name):
+        raise where.error(
+            "name",
+            f"{name!r} is not a valid service name",
+            "Use lowercase letters, digits, '.', '_' or '-' (max 63), starting alphanumeric.",
+        )
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise where.error(key, "unknown key", f"Known keys: {', '.join(sorted(_TOP_KEYS))}.")
+    if "name" in data and data["name"] != name:
+        raise where.error(
+            "name",
+            f"{data['name']!r} differs from the file name {name!r}",
+            "Remove the key or rename the file.",
+        )
+    argv = data.get("argv")
+    if not isinstance(argv, list | tuple) or not argv or not all(isinstance(a, str) for a in argv):
+        raise where.error(
+            "argv", "must be a non-empty list of strings (no shell)", 'Use argv = ["prog", "arg"].'
+        )
+    cwd: Path | None = None
+    if "cwd" in data:
+        raw_cwd = data["cwd"]
+        if not isinstance(raw_cwd, str | Path) or not Path(raw_cwd).is_absolute():
+            raise where.error(
+                "cwd", f"{raw_cwd!r} is not an absolute path", "Use an absolute directory."
+            )
+        cwd = Path(raw_cwd)
+        if not cwd.is_dir():
+            raise where.error(
+                "cwd", f"{str(cwd)!r} is not a directory", "Create it or fix the path."
+            )
+    program = _resolve_program(where, "argv[0]", argv[0], cwd)
+
+    env = data.get("env", {})
+    if not isinstance(env, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
+        raise where.error("env", "must be a table of string values", 'Use env = { KEY = "value" }.')
+    env_allow = data.get("env_allow", [])
+    if not isinstance(env_allow, list | tuple) or not all(isinstance(k, str) for k in env_allow):
+        raise where.error("env_allow", "must be a list of names", 'Use env_allow = ["LANG"].')
+    raw_secrets = data.get("secrets", {})
+    if not isinstance(raw_secrets, Mapping):
+        raise where.error(
+            "secrets", "must be a table", 'Use secrets = { KEY = "secret:scope/name" }.'
+        )
+    secrets: dict[str, SecretRef] = {}
+    for env_name, ref in raw_secrets.items():
+        try:
+            secrets[env_name] = ref if isinstance(ref, SecretRef) else SecretRef.parse(str(ref))
+        except ValueError:
+            raise where.error(
+                f"secrets.{env_name}",
+                f"{ref!r} is not a secret reference",
+                'Use "secret:SCOPE/NAME", e.g. "secret:global/openai".',
+            ) from None
+    for key, names in (("env", env), ("env_allow", env_allow), ("secrets", secrets)):
+        for env_name in names:
+            if not ENV_NAME_RE.match(env_name):
+                raise where.error(
+                    f"{key}.{env_name}",
+                    "not a valid environment variable name",
+                    "Use [A-Za-z_][A-Za-z0-9_]*.",
+                )
+    clash = (set(env) | set(env_allow)) & set(secrets)
+    if clash:
+        first = sorted(clash)[0]
+        raise where.error(
+            f"secrets.{first}", "also set in env/env_allow", "Set each variable in one place only."
+        )
+
+    health_data = data.get("health", {})
+    if isinstance(health_data, HealthSpec):
+        health = health_data
+    else:
+        if not isinstance(health_data, Mapping):
+            raise where.error("health", "must be a table", "Use [health.liveness] sections.")
+        for role in health_data:
+            if role not in _PROBE_ROLES:
+                raise where.error(
+                    f"health.{role}",
+                    "unknown probe role",
+                    "Use health.startup, health.liveness or health.readiness.",
+                )
+        health = HealthSpec(
+            **{
+                role: _probe(where, role, health_data[role])
+                for role in _PROBE_ROLES
+                if role in health_data
+            }
+        )
+    sections = {key: _section(where, key, cls, data.get(key, {})) for key, cls in _SECTIONS.items()}
+    stop: StopSpec = sections["stop"]
+    if stop.signal not in _signal.Signals.__members__:
+        raise where.error(
+            "stop.signal",
+            f"{stop.signal!r} is not a signal name",
+            'Use e.g. "SIGTERM" or "SIGINT".',
+        )
+    autostart = data.get("autostart", True)
+    if not isinstance(autostart, bool):
+        raise where.error("autostart", f"{autostart!r} is not a boolean", "Use true or false.")
+    return ServiceSpec(
+        name=name,
+        argv=(program, *argv[1:]),
+        cwd=cwd,
+        env=dict(env),
+        env_allow=tuple(env_allow),
+        secrets=secrets,
+        health=health,
+        autostart=autostart,
+        source=source,
+        **sections,
+    )
+
+
+def load_spec(path: Path) -> ServiceSpec:
+    """Read and validate ``<name>.toml``; the service is named after the file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ServiceSpecError(
+            f"{path}: not valid TOML: {err}",
+            hint="Fix the syntax at the named position.",
+            file=str(path),
+        ) from err
+    except OSError as err:
+        raise ServiceSpecError(
+            f"{path}: cannot read: {err.strerror}",
+            hint="Check the file's permissions.",
+            file=str(path),
+        ) from err
+    return parse_spec(path.stem, data, source=str(path))
+
+
+def _spec_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.toml")) if directory.is_dir() else []
+
+
+def load_specs(directory: Path) -> list[ServiceSpec]:
+    """Every spec in ``directory``; the first invalid file raises (nothing starts)."""
+    return [load_spec(path) for path in _spec_files(directory)]
+
+
+def validate_dir(directory: Path) -> tuple[list[ServiceSpec], list[ServiceSpecError]]:
+    """Check every file; return the valid specs and one error per invalid file."""
+    good: list[ServiceSpec] = []
+    bad: list[ServiceSpecError] = []
+    for path in _spec_files(directory):
+        try:
+            good.append(load_spec(path))
+        except ServiceSpecError as err:
+            bad.append(err)
+    return good, bad

@@ -1,0 +1,188 @@
+"""The lifecycle of a supervised service: one Enum and the table of allowed transitions.
+
+Every state change goes through :func:`check_transition`, so a transition missing from
+``TRANSITIONS`` is a bug that raises ``InvalidTransition`` instead of a silent jump. The
+breaker has its own, smaller machine (:class:`BreakerState`). ``docs/states.md`` is rendered
+from these tables by :func:`render_states_markdown` and a test keeps it current.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+from bastion.errors import InvalidTransition
+
+__all__ = [
+    "BREAKER_TRANSITIONS",
+    "TRANSITIONS",
+    "BreakerState",
+    "ServiceState",
+    "check_transition",
+    "render_states_markdown",
+]
+
+
+class ServiceState(enum.Enum):
+    """Where a service is in its lifecycle (values are the stored and wire form)."""
+
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    UNHEALTHY = "unhealthy"
+    BACKOFF = "backoff"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+    STOPPING = "stopping"
+    EXITED = "exited"
+    FAILED = "failed"
+
+    @property
+    def is_active(self) -> bool:
+        """A child process may exist in this state."""
+        return self in _ACTIVE
+
+
+_ACTIVE = frozenset(
+    {
+        ServiceState.STARTING,
+        ServiceState.RUNNING,
+        ServiceState.UNHEALTHY,
+        ServiceState.HALF_OPEN,
+        ServiceState.STOPPING,
+    }
+)
+
+S = ServiceState
+
+#: state -> {allowed next state: why that edge exists}
+TRANSITIONS: Mapping[ServiceState, Mapping[ServiceState, str]] = {
+    S.STOPPED: {S.STARTING: "start requested (operator, autostart)"},
+    S.STARTING: {
+        S.RUNNING: "startup probe passed (or no probe: spawned)",
+        S.UNHEALTHY: "startup probe failed past its threshold",
+        S.EXITED: "child exited during startup",
+        S.STOPPING: "stop requested",
+        S.FAILED: "could not spawn (program, cwd, or a secret missing)",
+    },
+    S.RUNNING: {
+        S.UNHEALTHY: "liveness probe failed past its threshold",
+        S.EXITED: "child exited",
+        S.STOPPING: "stop or restart requested",
+    },
+    S.UNHEALTHY: {
+        S.STOPPING: "unhealthy child is stopped before a restart",
+        S.EXITED: "child exited",
+    },
+    S.HALF_OPEN: {
+        S.RUNNING: "success_threshold healthy checks: breaker closed",
+        S.UNHEALTHY: "probe failed during the half-open trial",
+        S.EXITED: "child exited during the half-open trial",
+        S.STOPPING: "stop requested",
+        S.FAILED: "could not spawn the half-open trial",
+    },
+    S.STOPPING: {
+        S.STOPPED: "stopped on request",
+        S.BACKOFF: "stopped for a restart; waiting the backoff delay",
+        S.OPEN: "stopped after a failure that spent the restart budget",
+        S.FAILED: "stopped after a failure; restart policy forbids a restart",
+    },
+    S.EXITED: {
+        S.BACKOFF: "restart policy allows a restart; waiting the backoff delay",
+        S.OPEN: "restart budget spent (or half-open trial failed): breaker open",
+        S.STOPPED: "clean exit and policy on-failure/never",
+        S.FAILED: "failed exit and policy never",
+    },
+    S.BACKOFF: {
+        S.STARTING: "backoff delay elapsed",
+        S.STOPPED: "stop requested",
+    },
+    S.OPEN: {
+        S.HALF_OPEN: "open timeout elapsed: one trial start",
+        S.STOPPED: "stop requested",
+        S.STARTING: "operator start: breaker reset",
+    },
+    S.FAILED: {
+        S.STARTING: "operator start",
+        S.STOPPED: "stop requested",
+    },
+}
+
+
+class BreakerState(enum.Enum):
+    """The circuit breaker in front of restarts (seed 001: closed -> open -> half-open)."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+B = BreakerState
+
+BREAKER_TRANSITIONS: Mapping[BreakerState, Mapping[BreakerState, str]] = {
+    B.CLOSED: {B.OPEN: "a failure found the restart budget spent"},
+    B.OPEN: {
+        B.HALF_OPEN: "open timeout elapsed",
+        B.CLOSED: "operator reset (explicit start)",
+    },
+    B.HALF_OPEN: {
+        B.CLOSED: "success_threshold healthy checks in a row",
+        B.OPEN: "the trial failed: re-open with a longer timeout (capped)",
+    },
+}
+
+
+def check_transition(current: ServiceState, target: ServiceState, *, service: str = "") -> None:
+    """Raise ``InvalidTransition`` unless ``current -> target`` is in the table."""
+    if target not in TRANSITIONS[current]:
+        allowed = ", ".join(s.name for s in TRANSITIONS[current]) or "none"
+        raise InvalidTransition(
+            f"service {service!r}: {current.name} -> {target.name} is not allowed "
+            f"(from {current.name}: {allowed})",
+            service=service,
+            current=current.value,
+            target=target.value,
+        )
+
+
+def _table(table: Mapping[enum.Enum, Mapping[enum.Enum, str]]) -> list[str]:
+    lines = ["| from | to | when |", "|---|---|---|"]
+    for src, targets in table.items():
+        for dst, why in targets.items():
+            lines.append(f"| `{src.name}` | `{dst.name}` | {why} |")
+    return lines
+
+
+def render_states_markdown() -> str:
+    """The text of ``docs/states.md``; a test fails when the committed file differs."""
+    lines = [
+        "# Service states",
+        "",
+        "<!-- Generated from src/bastion/supervisor/states.py by `python -m bastion._docs`; "
+        "do not edit. -->",
+        "",
+        "Every supervised service is in exactly one of these states. Each transition is",
+        'written to the `events` table (kind `"service.transition"`) with its reason.',
+        "A transition not listed here raises `InvalidTransition`.",
+        "",
+        "| state | child may be running |",
+        "|---|---|",
+    ]
+    lines.extend(f"| `{s.name}` | {'yes' if s.is_active else 'no'} |" for s in ServiceState)
+    lines += ["", "## Service transitions", ""]
+    lines.extend(_table(TRANSITIONS))  # type: ignore[arg-type]
+    lines += [
+        "",
+        "## Breaker",
+        "",
+        "The breaker opens when a failure finds the restart budget (`restart.max_restarts` in",
+        "`restart.window_s`) spent. After `breaker.open_timeout_s` one trial start runs",
+        "(HALF_OPEN); `breaker.success_threshold` healthy checks close it, a failure re-opens",
+        "it with the timeout multiplied by `breaker.open_timeout_factor` (capped at",
+        "`breaker.open_timeout_max_s`). Breaker state and restart history are stored in",
+        "`bastion.db` and survive a supervisor restart.",
+        "",
+    ]
+    lines.extend(_table(BREAKER_TRANSITIONS))  # type: ignore[arg-type]
+    lines.append("")
+    return "\n".join(lines)

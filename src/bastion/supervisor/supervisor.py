@@ -1,0 +1,672 @@
+"""The ``Supervisor``: runs services by their specs and keeps them in the states of ``states.py``.
+
+One asyncio task per active service drives the loop spawn -> watch -> decide:
+
+- *watch*: the child's exit is awaited (event-driven: the kernel reports it, nothing polls),
+  its probes run in a :class:`~bastion.supervisor.health.HealthMonitor`, its output goes
+  through :class:`~bastion.supervisor.capture.LogCapture` into the ``logs`` table;
+- *decide*: :mod:`~bastion.supervisor.policy` (pure) says restart after a backoff, open the
+  breaker, stop, or fail.
+
+Every transition is checked against the table, kept in memory for ``status``/``list``, and
+written (service row + ``service.transition`` event, one write unit) by a single ordered
+journal task so the event loop never blocks on the database. Breaker and restart history are
+read back by :meth:`Supervisor.open`, which also sweeps the orphans of a crashed predecessor.
+
+Secrets come through the :class:`SecretSource` protocol (``app.py`` adapts the vault to it);
+they are resolved at each start, injected as env only, and redacted from captured output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from bastion.config import SupervisorConfig
+from bastion.errors import BastionError, ServiceNotFound, SpawnFailed
+from bastion.store import Database
+from bastion.supervisor import policy as pol
+from bastion.supervisor.capture import CapturedLine, LogCapture
+from bastion.supervisor.health import HealthMonitor, McpStdioChannel
+from bastion.supervisor.journal import EVENT_KIND, Journal, StoredService
+from bastion.supervisor.process import ChildProcess, ProcRecord, build_env, spawn, stop_child, sweep
+from bastion.supervisor.redact import Redactor
+from bastion.supervisor.spec import ServiceSpec
+from bastion.supervisor.states import BreakerState, ServiceState, check_transition
+
+__all__ = ["SecretSource", "ServiceStatus", "Supervisor"]
+
+log = logging.getLogger(__name__)
+S = ServiceState
+_Events = list[Any]
+
+#: A wall-vs-monotonic drift larger than this between two ticks means the machine slept.
+CLOCK_JUMP_S = 2.0
+#: When descendants are looked for after a spawn (seconds), then every DESCENDANT_EVERY_S.
+DESCENDANT_SCANS = (0.05, 0.2, 0.5, 1.0)
+DESCENDANT_EVERY_S = 2.0
+#: How long to wait for pipes to reach EOF after the child's group is gone.
+CAPTURE_DRAIN_S = 2.0
+
+
+class SecretSource(Protocol):
+    """Where the supervisor gets secret values; ``app.py`` fills it with the vault.
+
+    ``resolve`` returns the value or raises a ``BastionError`` subclass (e.g.
+    ``SecretNotFound``) whose message names the secret, never its value.
+    """
+
+    def resolve(self, scope: str, name: str) -> str: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    """A snapshot of one service, as ``status``/``list`` and the API return it."""
+
+    name: str
+    state: str
+    reason: str
+    since: float
+    pid: int | None
+    ready: bool | None
+    breaker: str
+    attempt: int
+    restarts_in_window: int
+    trips: int
+    next_start_at: float | None
+    last_exit_code: int | None
+    secret_names: tuple[str, ...]
+    autostart: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["secret_names"] = list(self.secret_names)
+        return data
+
+
+_Statuses = list[ServiceStatus]
+_Specs = list[ServiceSpec]
+_Lines = list[CapturedLine]
+
+
+@dataclasses.dataclass(eq=False)
+class _Run:
+    child: ChildProcess
+    process_id: int
+    unhealthy: asyncio.Future[str]
+    capture: LogCapture | None = None
+    channel: McpStdioChannel | None = None
+
+
+@dataclasses.dataclass(eq=False)
+class _Service:
+    spec: ServiceSpec
+    state: ServiceState = S.STOPPED
+    reason: str = ""
+    since: float = dataclasses.field(default_factory=time.time)
+    policy: pol.PolicyState = dataclasses.field(default_factory=pol.PolicyState)
+    run: _Run | None = None
+    task: asyncio.Task[None] | None = None
+    stop_requested: bool = False
+    start_now: bool = False
+    wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    ready: bool | None = None
+    last_exit_code: int | None = None
+    secret_names: tuple[str, ...] = ()
+    next_start_at: float | None = None
+    monitor: HealthMonitor | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+
+class _Hooks:
+    """The health monitor's callbacks for one run of one service."""
+
+    def __init__(self, sup: Supervisor, svc: _Service, run: _Run) -> None:
+        self.sup, self.svc, self.run = sup, svc, run
+
+    def started(self, detail: str) -> None:
+        if self.svc.state is S.STARTING:
+            self.sup._set(self.svc, S.RUNNING, detail)  # STARTING -> RUNNING
+
+    def healthy(self, detail: str) -> None:
+        svc, spec = self.svc, self.svc.spec
+        new, closed = pol.on_healthy(svc.policy, spec.breaker)
+        changed = new != svc.policy
+        svc.policy = new
+        if closed and svc.state is S.HALF_OPEN:
+            reason = f"breaker closed after {spec.breaker.success_threshold} healthy checks"
+            self.sup._set(svc, S.RUNNING, reason)  # HALF_OPEN -> RUNNING
+            return
+        ran = time.monotonic() - self.run.child.started_mono
+        if svc.policy.attempt and ran >= spec.restart.reset_after_s and svc.state is S.RUNNING:
+            svc.policy = pol.on_stable(svc.policy)
+            changed = True
+        if changed:
+            self.sup._save(svc)
+
+    def unhealthy(self, role: str, detail: str) -> None:
+        if not self.run.unhealthy.done():
+            self.run.unhealthy.set_result(detail)
+
+    def ready(self, ready: bool, detail: str) -> None:
+        self.svc.ready = ready
+
+
+class Supervisor:
+    """Supervises services. ``await open()`` before use and ``await close()`` after.
+
+    ``close`` stops running children (gracefully, per their ``[stop]``) but leaves breaker and
+    restart history stored: a supervisor opened later resumes an OPEN breaker where it was.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        specs: Iterable[ServiceSpec] = (),
+        *,
+        secrets: SecretSource | None = None,
+        config: SupervisorConfig | None = None,
+        daemon_env: Mapping[str, str] | None = None,
+        backups_dir: Path | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._db = db
+        self._journal = Journal(db)
+        self._secrets = secrets
+        self._cfg = config or SupervisorConfig()
+        self._daemon_env = dict(os.environ if daemon_env is None else daemon_env)
+        self._backups_dir = backups_dir
+        self._rng = rng or random.Random()
+        self._services: dict[str, _Service] = {}
+        for spec in specs:
+            self.add(spec)
+        self._jqueue: asyncio.Queue[Callable[[], None]] | None = None
+        self._jtask: asyncio.Task[None] | None = None
+        self._clock_task: asyncio.Task[None] | None = None
+        self._changed: asyncio.Condition | None = None
+        self._listeners: list[asyncio.Queue[dict[str, Any]]] = []
+        self._logs: Any = None
+        self.swept: list[ProcRecord] = []
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def add(self, spec: ServiceSpec) -> None:
+        """Register a service (before or after ``open``); a name can be added once."""
+        if spec.name in self._services:
+            raise ValueError(f"service {spec.name!r} is already registered")
+        self._services[spec.name] = _Service(spec)
+
+    async def open(self) -> None:
+        """Migrate the tables, restore stored state, sweep a crashed predecessor's orphans."""
+        from bastion.domains.logs import LogsRepo
+
+        self._logs = LogsRepo(self._db)
+        self._jqueue = asyncio.Queue()
+        self._changed = asyncio.Condition()
+        await asyncio.to_thread(self._journal.migrate, self._backups_dir)
+        stored = await asyncio.to_thread(self._journal.load)
+        for name, row in stored.items():
+            svc = self._services.get(name)
+            if svc is None:
+                continue
+            policy = row.policy
+            if policy.breaker is BreakerState.HALF_OPEN:
+                # The trial was cut short by a crash: open again, with its timeout elapsed.
+                policy = dataclasses.replace(policy, breaker=BreakerState.OPEN)
+            svc.policy = policy
+            svc.since = row.since
+            if policy.breaker is BreakerState.OPEN:
+                svc.state, svc.reason = S.OPEN, row.reason
+            elif row.state is S.FAILED:
+                svc.state, svc.reason = S.FAILED, row.reason
+            else:
+                svc.state, svc.reason = S.STOPPED, f"supervisor restarted (was {row.state.value})"
+        live = await asyncio.to_thread(self._journal.live_records)
+        if live:
+            self.swept = await asyncio.to_thread(sweep, [rec for _id, _svc, rec in live])
+            await asyncio.to_thread(self._journal.close_records, [i for i, _s, _r in live])
+            if self.swept:
+                data = {"killed": [dataclasses.asdict(r) for r in self.swept]}
+                await asyncio.to_thread(self._journal.emit, "supervisor.swept", "supervisor", data)
+        self._jtask = asyncio.get_running_loop().create_task(self._journal_worker())
+        self._clock_task = asyncio.get_running_loop().create_task(self._watch_clock())
+
+    async def start_all(self) -> None:
+        """Start every ``autostart`` service; an OPEN breaker resumes its wait instead."""
+        for svc in self._services.values():
+            if not svc.spec.autostart or svc.active:
+                continue
+            if svc.state is S.OPEN:
+                self._launch(svc, resume_open=True)
+            elif svc.state is not S.FAILED:
+                await self.start(svc.spec.name)
+
+    async def close(self) -> None:
+        """Stop every child; keep the breaker/restart history stored."""
+        waiting = [
+            s for s in self._services.values() if s.active and s.state in (S.BACKOFF, S.OPEN)
+        ]
+        for svc in waiting:
+            assert svc.task is not None
+            svc.task.cancel()
+        await asyncio.gather(*(s.task for s in waiting if s.task), return_exceptions=True)
+        await asyncio.gather(
+            *(self.stop(name) for name, s in self._services.items() if s.active),
+            return_exceptions=True,
+        )
+        if self._clock_task is not None:
+            self._clock_task.cancel()
+            await asyncio.gather(self._clock_task, return_exceptions=True)
+        await self.flush()
+        if self._jtask is not None:
+            self._jtask.cancel()
+            await asyncio.gather(self._jtask, return_exceptions=True)
+
+    async def flush(self) -> None:
+        """Wait until every queued state write has reached the database."""
+        if self._jqueue is not None:
+            await self._jqueue.join()
+
+    # --- operations -----------------------------------------------------------------------
+
+    def _get(self, name: str) -> _Service:
+        try:
+            return self._services[name]
+        except KeyError:
+            raise ServiceNotFound(
+                f"no service named {name!r}", service=name, known=sorted(self._services)
+            ) from None
+
+    async def start(self, name: str) -> ServiceStatus:
+        """Start ``name``; if it waits in BACKOFF or OPEN, start it now (an OPEN breaker is
+        reset: the operator asked). Starting an active service changes nothing else."""
+        svc = self._get(name)
+        if svc.active:
+            if svc.state in (S.BACKOFF, S.OPEN):
+                svc.start_now = True
+                svc.wake.set()
+            return self.status(name)
+        if svc.state is S.OPEN:
+            svc.policy = pol.reset(svc.policy)
+            self._set(svc, S.STARTING, "operator start: breaker reset")  # OPEN -> STARTING
+        else:
+            self._set(svc, S.STARTING, "start requested")  # STOPPED/FAILED -> STARTING
+        self._launch(svc)
+        return self.status(name)
+
+    def _launch(self, svc: _Service, *, resume_open: bool = False) -> None:
+        svc.stop_requested = False
+        svc.start_now = False
+        svc.wake.clear()
+        svc.task = asyncio.get_running_loop().create_task(
+            self._supervise(svc, resume_open=resume_open), name=f"supervise:{svc.spec.name}"
+        )
+
+    async def stop(self, name: str) -> ServiceStatus:
+        """Stop ``name`` (signal, grace, SIGKILL to the group) and wait until it is STOPPED."""
+        svc = self._get(name)
+        if svc.active:
+            svc.stop_requested = True
+            svc.wake.set()
+            assert svc.task is not None
+            await asyncio.gather(svc.task, return_exceptions=True)
+        elif svc.state in (S.OPEN, S.FAILED):
+            self._set(svc, S.STOPPED, "stop requested")
+        return self.status(name)
+
+    async def restart(self, name: str) -> ServiceStatus:
+        await self.stop(name)
+        return await self.start(name)
+
+    def status(self, name: str) -> ServiceStatus:
+        svc = self._get(name)
+        now = time.time()
+        window = svc.spec.restart.window_s
+        child = svc.run.child if svc.run else None
+        return ServiceStatus(
+            name=name,
+            state=svc.state.value,
+            reason=svc.reason,
+            since=svc.since,
+            pid=child.pid if child and child.returncode is None else None,
+            ready=svc.ready,
+            breaker=svc.policy.breaker.value,
+            attempt=svc.policy.attempt,
+            restarts_in_window=sum(1 for t in svc.policy.restarts if now - t < window),
+            trips=svc.policy.trips,
+            next_start_at=svc.next_start_at if svc.state in (S.BACKOFF, S.OPEN) else None,
+            last_exit_code=svc.last_exit_code,
+            secret_names=svc.secret_names,
+            autostart=svc.spec.autostart,
+        )
+
+    def list(self) -> _Statuses:
+        return [self.status(name) for name in sorted(self._services)]
+
+    def specs(self) -> _Specs:
+        return [self._services[name].spec for name in sorted(self._services)]
+
+    async def events(self, name: str, limit: int = 100) -> _Events:
+        """Stored transitions of ``name``, oldest first (``Event`` rows of the events table)."""
+        from bastion.domains.events import EventsRepo
+
+        self._get(name)
+        await self.flush()
+        repo = EventsRepo(self._db)
+        return await asyncio.to_thread(lambda: list(repo.query(subject=name, limit=limit)))
+
+    def subscribe(self, maxsize: int = 1000) -> asyncio.Queue[dict[str, Any]]:
+        """A queue receiving every transition as a dict (for SSE); drops when full."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize)
+        self._listeners.append(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(queue)
+
+    async def wait_state(
+        self, name: str, *states: ServiceState, timeout: float = 30.0
+    ) -> ServiceStatus:
+        """Wait (event-driven) until ``name`` is in one of ``states``; TimeoutError after."""
+        svc = self._get(name)
+        assert self._changed is not None, "call open() first"
+        async with asyncio.timeout(timeout):
+            async with self._changed:
+                await self._changed.wait_for(lambda: svc.state in states)
+        return self.status(name)
+
+    # --- transitions and the journal --------------------------------------------------------
+
+    def _set(self, svc: _Service, target: ServiceState, reason: str, **extra: Any) -> None:
+        old = svc.state
+        check_transition(old, target, service=svc.spec.name)
+        svc.state, svc.reason, svc.since = target, reason, time.time()
+        snap = StoredService(svc.spec.name, target, reason, svc.since, svc.policy)
+        self._enqueue(lambda: self._journal.transition(snap, old, extra or None))
+        event = {
+            "kind": EVENT_KIND,
+            "service": svc.spec.name,
+            "from": old.value,
+            "to": target.value,
+            "reason": reason,
+            "ts": svc.since,
+            **extra,
+        }
+        for queue in self._listeners:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(event)
+        if self._changed is not None:
+            asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        assert self._changed is not None
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _save(self, svc: _Service) -> None:
+        snap = StoredService(svc.spec.name, svc.state, svc.reason, svc.since, svc.policy)
+        self._enqueue(lambda: self._journal.save(snap))
+
+    def _enqueue(self, fn: Callable[[], None]) -> None:
+        if self._jqueue is None:
+            raise RuntimeError("Supervisor.open() was not awaited")
+        self._jqueue.put_nowait(fn)
+
+    async def _journal_worker(self) -> None:
+        assert self._jqueue is not None
+        while True:
+            fn = await self._jqueue.get()
+            try:
+                await asyncio.to_thread(fn)
+            except BastionError:
+                # The store refused a state write (disk full, closed). Supervision goes on;
+                # the in-memory state stays right and the next write may succeed.
+                log.exception("supervisor: could not store a state change")
+            finally:
+                self._jqueue.task_done()
+
+    async def _watch_clock(self) -> None:
+        # Sleep/wake: the monotonic clock stops while the machine sleeps, the wall clock
+        # does not. A jump between them means every probe result is stale: probe now.
+        drift = time.time() - time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            now_drift = time.time() - time.monotonic()
+            if abs(now_drift - drift) > CLOCK_JUMP_S:
+                for svc in self._services.values():
+                    if svc.monitor is not None:
+                        svc.monitor.poke()
+                data = {"jump_s": now_drift - drift}
+                self._enqueue(
+                    functools.partial(
+                        self._journal.emit, "supervisor.clock_jump", "supervisor", data
+                    )
+                )
+            drift = now_drift
+
+    # --- the per-service loop ---------------------------------------------------------------
+
+    async def _pause(self, svc: _Service, delay: float) -> str:
+        """Wait ``delay`` unless stopped or started early: 'stop', 'now' or 'elapsed'."""
+        svc.wake.clear()
+        if not svc.stop_requested and not svc.start_now:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(svc.wake.wait(), max(delay, 0.0))
+        if svc.stop_requested:
+            return "stop"
+        if svc.start_now:
+            svc.start_now = False
+            return "now"
+        return "elapsed"
+
+    async def _supervise(self, svc: _Service, *, resume_open: bool = False) -> None:
+        spec = svc.spec
+        phase = "open" if resume_open else "start"
+        while True:
+            if phase == "open":
+                until = svc.policy.open_until() or time.time()
+                svc.next_start_at = until
+                outcome = await self._pause(svc, until - time.time())
+                svc.next_start_at = None
+                if outcome == "stop":
+                    self._set(svc, S.STOPPED, "stop requested")  # OPEN -> STOPPED
+                    return
+                if outcome == "now":
+                    svc.policy = pol.reset(svc.policy)
+                    self._set(svc, S.STARTING, "operator start: breaker reset")  # OPEN -> STARTING
+                else:
+                    svc.policy = pol.on_open_elapsed(svc.policy)
+                    self._set(svc, S.HALF_OPEN, "open timeout elapsed: one trial start")
+            exit_ok = await self._run_once(svc)
+            if exit_ok is None:
+                return
+            svc.policy, decision = pol.on_failure(
+                svc.policy,
+                spec.restart,
+                spec.breaker,
+                now=time.time(),
+                exit_ok=exit_ok,
+                rng=self._rng,
+            )
+            action = decision.action
+            if action is pol.Action.STOP:
+                self._set(svc, S.STOPPED, decision.reason)  # EXITED -> STOPPED
+                return
+            if action is pol.Action.FAIL:
+                self._set(svc, S.FAILED, decision.reason)  # EXITED/STOPPING -> FAILED
+                return
+            if action is pol.Action.OPEN:
+                self._set(svc, S.OPEN, decision.reason, open_s=decision.delay)
+                phase = "open"
+                continue
+            # EXITED/STOPPING -> BACKOFF -> STARTING
+            self._set(svc, S.BACKOFF, decision.reason, delay_s=round(decision.delay, 4))
+            svc.next_start_at = time.time() + decision.delay
+            outcome = await self._pause(svc, decision.delay)
+            svc.next_start_at = None
+            if outcome == "stop":
+                self._set(svc, S.STOPPED, "stop requested")  # BACKOFF -> STOPPED
+                return
+            self._set(
+                svc,
+                S.STARTING,
+                "backoff delay elapsed" if outcome == "elapsed" else "start requested",
+            )
+            phase = "start"
+
+    def _resolve_secrets(self, spec: ServiceSpec) -> dict[str, str]:
+        if not spec.secrets:
+            return {}
+        if self._secrets is None:
+            raise SpawnFailed(
+                f"service {spec.name!r} declares secrets but the supervisor has no secret source",
+                hint="Run it under `bastion serve`/`services run`, which wire the vault in.",
+            )
+        return {
+            env: self._secrets.resolve(ref.scope, ref.name) for env, ref in spec.secrets.items()
+        }
+
+    async def _run_once(self, svc: _Service) -> bool | None:
+        """One child's life. True/False: it exited (cleanly or not) or was killed as
+        unhealthy; None: stopped on request or could not be spawned (state already set)."""
+        spec = svc.spec
+        try:
+            values = await asyncio.to_thread(self._resolve_secrets, spec)
+            child = await spawn(spec, build_env(spec, self._daemon_env, values))
+        except BastionError as err:
+            # A missing secret or program will not fix itself by restarting in a loop.
+            self._set(svc, S.FAILED, err.message, code=err.code)  # STARTING -> FAILED
+            return None
+        svc.secret_names = tuple(sorted(values))
+        svc.ready = None
+        process_id = await asyncio.to_thread(
+            self._journal.record_start, spec.name, child.record, child.started_at, svc.secret_names
+        )
+        run = _Run(child, process_id, asyncio.get_running_loop().create_future())
+        svc.run = run
+        proc = child.process
+        if spec.logs.capture:
+            levels = {"stdout": spec.logs.stdout_level, "stderr": spec.logs.stderr_level}
+            run.capture = LogCapture(
+                self._sink(spec.name),
+                Redactor({f"{env}": v for env, v in values.items()}),
+                levels=levels,
+                batch_lines=self._cfg.log_batch_lines,
+                batch_ms=self._cfg.log_batch_ms,
+                buffer_lines=self._cfg.log_buffer_lines,
+                line_max_bytes=self._cfg.log_line_max_bytes,
+            )
+            if proc.stderr is not None:
+                run.capture.attach("stderr", proc.stderr)
+            if proc.stdout is not None and not spec.stdio_probe:
+                run.capture.attach("stdout", proc.stdout)
+        if spec.stdio_probe and proc.stdin is not None and proc.stdout is not None:
+            run.channel = McpStdioChannel(proc.stdin, proc.stdout)
+        env = build_env(spec, self._daemon_env, {})
+        svc.monitor = HealthMonitor(
+            spec.health, child, _Hooks(self, svc, run), stdio=run.channel, env=env
+        )
+        loop = asyncio.get_running_loop()
+        monitor_task = loop.create_task(svc.monitor.run())
+        scan_task = loop.create_task(self._scan_descendants(spec.name, run))
+        exited = loop.create_task(proc.wait())
+        stop_wait = loop.create_task(svc.wake.wait())
+        try:
+            while True:
+                waitables: set[asyncio.Future[Any]] = {exited, stop_wait, run.unhealthy}
+                await asyncio.wait(waitables, return_when=asyncio.FIRST_COMPLETED)
+                if svc.stop_requested or exited.done() or run.unhealthy.done():
+                    break
+                svc.wake.clear()  # a start_now while running means nothing
+                stop_wait = loop.create_task(svc.wake.wait())
+        finally:
+            monitor_task.cancel()
+            scan_task.cancel()
+            stop_wait.cancel()
+            await asyncio.gather(monitor_task, scan_task, stop_wait, return_exceptions=True)
+            svc.monitor = None
+
+        result: bool | None
+        if svc.stop_requested:
+            self._set(svc, S.STOPPING, "stop requested", pid=child.pid)
+            stopped = await stop_child(child, spec.stop)
+            await self._finish_run(svc, run, stopped.returncode)
+            how = "SIGKILL after grace" if stopped.killed else spec.stop.signal
+            self._set(svc, S.STOPPED, f"stopped ({how})")  # STOPPING -> STOPPED
+            result = None
+        elif exited.done():
+            code = exited.result()
+            reason = f"exited with status {code}" if code >= 0 else f"killed by signal {-code}"
+            self._set(svc, S.EXITED, reason, pid=child.pid, exit_code=code)
+            # Whatever the child left in its group or tree is part of the dead service.
+            await stop_child(child, spec.stop)
+            await self._finish_run(svc, run, code)
+            result = code == 0
+        else:
+            self._set(svc, S.UNHEALTHY, run.unhealthy.result(), pid=child.pid)
+            self._set(svc, S.STOPPING, "stopping the unhealthy child for a restart")
+            stopped = await stop_child(child, spec.stop)
+            await self._finish_run(svc, run, stopped.returncode)
+            result = False
+        exited.cancel()
+        return result
+
+    async def _finish_run(self, svc: _Service, run: _Run, code: int | None) -> None:
+        svc.last_exit_code = code
+        svc.ready = None
+        if run.channel is not None:
+            await run.channel.close()
+        if run.capture is not None:
+            try:
+                await asyncio.wait_for(run.capture.close(), CAPTURE_DRAIN_S + svc.spec.stop.grace_s)
+            except TimeoutError:
+                # Something outside the group still holds the pipe open; do not wait on it.
+                await run.capture.abort()
+        svc.run = None
+        await asyncio.to_thread(self._journal.record_end, run.process_id, code)
+
+    async def _scan_descendants(self, name: str, run: _Run) -> None:
+        # Descendants are recorded (pid + create time) so a later supervisor can kill them
+        # even if they left the process group (setsid) and this process crashed.
+        waited = 0.0
+        delays = [*DESCENDANT_SCANS]
+        while True:
+            target = delays.pop(0) if delays else waited + DESCENDANT_EVERY_S
+            await asyncio.sleep(target - waited)
+            waited = target
+            new = await asyncio.to_thread(run.child.observe_descendants)
+            if new:
+                await asyncio.to_thread(self._journal.record_descendants, name, run.process_id, new)
+
+    def _sink(self, source: str) -> Callable[[_Lines], Any]:
+        from bastion.domains.logs import LogRecord
+
+        logs = self._logs
+
+        async def sink(batch: _Lines) -> None:
+            records = [
+                LogRecord(
+                    ts=line.ts,
+                    level=line.level,
+                    source=source,
+                    stream=line.stream,
+                    message=line.message,
+                )
+                for line in batch
+            ]
+            await asyncio.to_thread(logs.insert_batch, records)
+
+        return sink
