@@ -1,0 +1,119 @@
+"""The encrypted-file backend as a ``keyring`` backend (entry point ``keyring.backends``).
+
+Lets any keyring user (pip, twine, an app's own code) keep its passwords in bastion's encrypted
+``vault.db`` on a headless machine, instead of a plaintext file or a dead end (keyring #370,
+#569). Configure it explicitly (``keyring.core.set_keyring`` or ``PYTHON_KEYRING_BACKEND=
+bastion.vault.keyring_backend.EncryptedFileKeyring``); its priority is low (1) and it is viable
+only when ``BASTION_HOME`` is set, so it never displaces an OS keychain by surprise.
+
+Mapping: keyring's ``service`` becomes the scope ``kr.<hex of service>`` and ``username`` the
+name ``u.<hex of username>`` -- hex, because keyring allows any characters and bastion names do
+not. Values go through the ordinary ``Vault`` (index, AES-256-GCM, audit with actor
+``keyring``). Importing this module is cheap; the vault opens on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from keyring.backend import KeyringBackend
+from keyring.compat import properties
+from keyring.credentials import SimpleCredential
+from keyring.errors import PasswordDeleteError
+
+__all__ = ["EncryptedFileKeyring"]
+
+
+def _scope(service: str) -> str:
+    return "kr." + service.encode("utf-8").hex()
+
+
+def _name(username: str) -> str:
+    return "u." + username.encode("utf-8").hex()
+
+
+def _username(name: str) -> str:
+    return bytes.fromhex(name[2:]).decode("utf-8")
+
+
+class EncryptedFileKeyring(KeyringBackend):
+    """keyring backend over bastion's encrypted-file vault (``<home>/vault.db``)."""
+
+    #: Directory of the bastion home; default ``$BASTION_HOME``. Settable through
+    #: ``KEYRING_PROPERTY_HOME`` or ``with_properties(home=...)`` like any keyring property.
+    home: str | None = None
+
+    @properties.classproperty
+    def priority(cls) -> float:
+        if not os.environ.get("BASTION_HOME"):
+            raise RuntimeError("BASTION_HOME is not set")
+        return 1
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._vault: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return "bastion encrypted-file vault"
+
+    def _open(self) -> Any:
+        with self._lock:
+            if self._vault is None:
+                import dataclasses
+
+                from bastion._fs import ensure_private_dir
+                from bastion.config import load_config
+                from bastion.vault import Vault
+
+                cfg = load_config(self.home or os.environ.get("BASTION_HOME"))
+                cfg = dataclasses.replace(
+                    cfg, vault=dataclasses.replace(cfg.vault, backend="encrypted-file")
+                )
+                ensure_private_dir(cfg.home)
+                self._vault = Vault.open(cfg)
+            return self._vault
+
+    def get_password(self, service: str, username: str) -> str | None:
+        from bastion.errors import SecretNotFound
+
+        vault = self._open()
+        try:
+            return str(vault.get(_name(username), scope=_scope(service), actor="keyring").reveal())
+        except SecretNotFound:
+            return None
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        vault = self._open()
+        # keyring stores empty passwords too; bastion's rules are per name, none apply here.
+        vault.set(_name(username), password, scope=_scope(service), actor="keyring")
+
+    def delete_password(self, service: str, username: str) -> None:
+        from bastion.errors import SecretNotFound
+
+        vault = self._open()
+        try:
+            vault.delete(_name(username), scope=_scope(service), actor="keyring")
+        except SecretNotFound as err:
+            raise PasswordDeleteError("Password not found") from err
+
+    def get_credential(self, service: str, username: str | None) -> SimpleCredential | None:
+        if username is not None:
+            password = self.get_password(service, username)
+            return None if password is None else SimpleCredential(username, password)
+        vault = self._open()
+        for meta in vault.list(scope=_scope(service)):
+            user = _username(meta.name)
+            password = self.get_password(service, user)
+            if password is not None:
+                return SimpleCredential(user, password)
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._vault is not None:
+                self._vault.close()
+                self._vault = None
