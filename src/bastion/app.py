@@ -11,13 +11,16 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion._fs import InsecureDirectoryError, ensure_private_dir
 from bastion.config import Config, load_config
 from bastion.errors import ConfigError, StoreOpenError
 from bastion.runfiles import ensure_token
 from bastion.store import Database
+
+if TYPE_CHECKING:
+    from bastion.vault import Vault
 
 __all__ = ["HOME_SUBDIRS", "Home"]
 
@@ -31,6 +34,8 @@ class Home:
 
     config: Config
     db: Database
+    #: The vault, opened on first use of ``home.vault`` (so ``db status`` works without it).
+    _vault: Any = dataclasses.field(default=None, init=False, repr=False)
     #: Set when the open-time check failed and ``store.on_corrupt = "recover"`` ran.
     recovery: Any = None
 
@@ -94,7 +99,20 @@ class Home:
             "sqlite_version": self.db.posture.sqlite_version,
         }
 
+    @property
+    def vault(self) -> Vault:
+        """The secrets vault (``vault.db`` + the configured backend), opened lazily."""
+        if self._vault is None:
+            from bastion.vault import Vault
+
+            self._vault = Vault.open(self.config)
+        vault: Vault = self._vault
+        return vault
+
     def close(self) -> None:
+        if self._vault is not None:
+            self._vault.close()
+            self._vault = None
         self.db.close()
 
     def __enter__(self) -> Home:
