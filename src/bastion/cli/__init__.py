@@ -21,6 +21,7 @@ __all__ = ["COMMANDS", "LazyGroup", "cli", "main"]
 COMMANDS: dict[str, str] = {
     "init": "bastion.cli.home:init",
     "db": "bastion.cli.db:db",
+    "doctor": "bastion.cli.doctor:doctor",
     "serve": "bastion.cli.serve:serve",
     "stop": "bastion.cli.stop:stop",
 }

@@ -1,0 +1,84 @@
+"""``bastion doctor``: diagnose a home; ``--bundle FILE`` writes a secret-free zip."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bastion.cli._output import config_from, emit, json_option, run_command
+
+
+def _human(d: dict[str, Any]) -> str:
+    lines = [f"home:      {d['home']}"]
+    v = d["versions"]
+    lines.append(
+        f"versions:  bastion {v['bastion']}, python {v['python']}, sqlite {v.get('sqlite', '?')}"
+    )
+    for name, db in d.get("databases", {}).items():
+        if not db.get("exists"):
+            lines.append(f"{name + '.db:':<10} absent")
+            continue
+        chk = db.get("check") or {}
+        posture = db.get("posture") or {}
+        state = (
+            "ok"
+            if chk.get("ok")
+            else (db.get("problem") or f"{chk.get('foreign_key_violation_count')} FK violations")
+        )
+        lines.append(
+            f"{name + '.db:':<10} {state}; {posture.get('journal_mode', '?')}, "
+            f"synchronous {posture.get('synchronous', '?')}, "
+            f"foreign_keys {'on' if posture.get('foreign_keys') else 'off'}"
+        )
+        for ns, m in (db.get("migrations") or {}).items():
+            lines.append(f"  migrations {ns}: {m['applied']} applied, last {m['last']}")
+    vault = d.get("vault", {})
+    lines.append(
+        f"vault:     {vault.get('backend')}, {vault.get('state') or str(vault.get('secrets_indexed', 0)) + ' secrets indexed'}"
+    )
+    svc = d.get("services", {})
+    daemon = svc.get("daemon", {})
+    lines.append(
+        f"services:  {len(svc.get('specs', []))} specs; daemon "
+        + (f"running (pid {daemon['pid']})" if daemon.get("running") else "not running")
+    )
+    b = d.get("backups", {})
+    lines.append(f"backups:   {b.get('count', 0)}, {len(b.get('damaged', []))} damaged")
+    disk = d.get("disk", {})
+    if disk:
+        lines.append(f"disk:      {disk['free_bytes'] / 2**30:.1f} GiB free")
+    problems = d.get("problems", [])
+    lines.append(f"problems:  {len(problems)}")
+    lines.extend(f"  - {p}" for p in problems)
+    if d.get("bundle"):
+        lines.append(f"bundle:    {d['bundle']['bundle']} ({d['bundle']['redactions']} redactions)")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option(
+    "--bundle",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a zip for a bug report (no secret values, no token).",
+)
+@click.option("--quick", is_flag=True, help="quick_check instead of the full integrity_check.")
+@json_option
+@click.pass_context
+@run_command
+def doctor(ctx: click.Context, bundle: Path | None, quick: bool, as_json: bool) -> None:
+    """Check posture, versions, migrations, integrity, vault, services, disk and file modes.
+
+    Exits 1 when a problem is found (listed under "problems").
+    """
+    from bastion.doctor import run_doctor, write_bundle
+
+    cfg = config_from(ctx)
+    report = run_doctor(cfg, full_check=not quick)
+    if bundle is not None:
+        report["bundle"] = write_bundle(cfg, report, bundle.absolute())
+    emit(report, as_json, _human)
+    if report.get("problems"):
+        sys.exit(1)

@@ -1,0 +1,335 @@
+"""``bastion doctor``: one read-only report on a home, and a bug-report bundle that holds no
+secret.
+
+The report covers posture (pragmas as read back), versions, migration state per namespace,
+``integrity_check`` and ``foreign_key_check`` of each database, the vault (backend, index,
+consistency when the backend is reachable), services and the daemon, backups, disk space, and
+the mode of every file and directory in the home (0600/0700 expected; anything readable or
+writable by group or others is flagged).
+
+The bundle (``--bundle FILE``) is a zip of that report plus a file listing and the database
+schema (DDL only: no row of any table is ever read into it). Before it is written, every
+byte is scanned for the secrets this process can know (the API token, the vault key and
+passphrase variables, and every ``secret``-looking environment value given to it); a hit is
+replaced by ``[REDACTED]`` and the bundle is scanned again after writing. A secret value
+therefore cannot leave in a bundle by accident, even if a future report field carried one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import io
+import json
+import os
+import platform
+import shutil
+import stat
+import sys
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from bastion.__about__ import __version__
+from bastion._fs import atomic_write
+from bastion.config import Config
+from bastion.errors import BastionError, StoreError
+
+__all__ = ["collect_secret_values", "file_modes", "run_doctor", "write_bundle"]
+
+_REDACTED = "[REDACTED]"
+_SECRETISH = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSPHRASE", "CREDENTIAL")
+
+
+def file_modes(home: Path) -> dict[str, Any]:
+    """Every file and directory under ``home`` with its mode; looser than 0600/0700 flagged."""
+    entries: list[dict[str, Any]] = []
+    flagged: list[str] = []
+    if not home.exists():
+        return {"entries": [], "flagged": []}
+    for root, dirs, files in os.walk(home):
+        for name in [*dirs, *files]:
+            path = Path(root) / name
+            try:
+                info = path.lstat()
+            except FileNotFoundError:
+                continue  # removed while walking (a -shm, a temp file)
+            if stat.S_ISLNK(info.st_mode):
+                entries.append({"path": str(path.relative_to(home)), "mode": "symlink"})
+                flagged.append(f"{path}: a symlink inside the home")
+                continue
+            mode = stat.S_IMODE(info.st_mode)
+            is_dir = stat.S_ISDIR(info.st_mode)
+            loose = bool(mode & 0o077)
+            entries.append(
+                {
+                    "path": str(path.relative_to(home)) + ("/" if is_dir else ""),
+                    "mode": f"{mode:04o}",
+                    "bytes": None if is_dir else info.st_size,
+                    "ok": not loose,
+                }
+            )
+            if loose:
+                want = "0700" if is_dir else "0600"
+                flagged.append(
+                    f"{path}: mode {mode:04o}, expected {want} (chmod {want[1:]} {path})"
+                )
+    home_mode = stat.S_IMODE(home.stat().st_mode)
+    if home_mode & 0o077:
+        flagged.insert(0, f"{home}: mode {home_mode:04o}, expected 0700")
+    return {"entries": entries, "flagged": flagged}
+
+
+def _database_report(cfg: Config, path: Path, name: str, *, full: bool) -> dict[str, Any]:
+    from bastion.store import Database
+    from bastion.store.recovery import open_check
+    from bastion.store.stats import check_database, db_stats
+
+    out: dict[str, Any] = {"path": str(path), "exists": path.exists()}
+    if not path.exists():
+        return out
+    check = open_check(path, cfg.store, backups_dir=cfg.backups_dir, db_name=name)
+    out["open_check"] = check.to_dict()
+    if not check.ok:
+        out["problem"] = check.detail
+        return out
+    try:
+        with Database.open(path, cfg.store, name=name, create=False) as db:
+            out["posture"] = dataclasses.asdict(db.posture)
+            out["check"] = check_database(db, full=full)
+            stats = db_stats(db, backups_dir=cfg.backups_dir, run_dir=cfg.run_dir)
+            out["stats"] = {
+                k: stats[k]
+                for k in ("file_bytes", "wal_bytes", "page_count", "freelist_count", "auto_vacuum")
+            }
+            out["tables"] = {t: v["rows"] for t, v in stats["tables"].items()}
+            out["last_backup"] = stats["last_backup"]
+            out["last_scheduled_backup"] = stats["last_scheduled_backup"]
+            out["migrations"] = _migrations(db)
+            out["schema"] = [
+                str(r[0]) for r in db.query("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL")
+            ]
+    except BastionError as err:
+        out["problem"] = err.message
+    return out
+
+
+def _migrations(db: Any) -> Any:
+    try:
+        rows = db.query(
+            "SELECT namespace, count(*), max(applied_at) FROM schema_migrations "
+            "GROUP BY namespace ORDER BY namespace"
+        )
+        last = {
+            str(ns): str(mid)
+            for ns, mid in db.query(
+                "SELECT namespace, id FROM schema_migrations s WHERE applied_at = "
+                "(SELECT max(applied_at) FROM schema_migrations WHERE namespace = s.namespace)"
+            )
+        }
+    except StoreError:
+        return {}
+    return {
+        str(ns): {
+            "applied": int(n),
+            "last": last.get(str(ns)),
+            "last_applied_at": dt.datetime.fromtimestamp(float(at), dt.UTC).isoformat(),
+        }
+        for ns, n, at in rows
+    }
+
+
+def _vault_report(cfg: Config) -> dict[str, Any]:
+    out: dict[str, Any] = {"backend": cfg.vault.backend, "index": str(cfg.vault_db_path)}
+    if not cfg.vault_db_path.exists():
+        out["state"] = "no vault yet"
+        return out
+    try:
+        from bastion.vault import Vault
+
+        vault = Vault.open(cfg)
+    except (ImportError, BastionError) as err:
+        out["state"] = f"unavailable: {getattr(err, 'message', err)}"
+        return out
+    try:
+        out["secrets_indexed"] = len(vault.list())
+        try:
+            rec = vault.reconcile(fix=False, actor="doctor")
+            # Names only: reconcile reports keys, never values.
+            out["consistency"] = {
+                k: (len(v) if isinstance(v, list | tuple | set | dict) else v)
+                for k, v in rec.items()
+            }
+        except BastionError as err:
+            out["consistency"] = f"not checked: {err.message}"
+    finally:
+        vault.close()
+    return out
+
+
+def _services_report(cfg: Config) -> dict[str, Any]:
+    from bastion.runfiles import pid_alive, read_handshake
+
+    specs = (
+        sorted(p.stem for p in cfg.services_dir.glob("*.toml")) if cfg.services_dir.is_dir() else []
+    )
+    handshake = read_handshake(cfg.run_dir) if cfg.run_dir.is_dir() else None
+    daemon: dict[str, Any] = {"running": False}
+    if handshake is not None:
+        daemon = {
+            "running": pid_alive(handshake.pid),
+            "pid": handshake.pid,
+            "port": handshake.port,
+            "started_at": handshake.started_at,
+            "version": handshake.version,
+        }
+    return {"specs": specs, "daemon": daemon}
+
+
+def run_doctor(cfg: Config, *, full_check: bool = True) -> dict[str, Any]:
+    """The whole report as JSON-ready data, with ``problems`` summarizing what needs action.
+
+    Read-only on the databases (the check runs on read connections); it records nothing.
+    """
+    from bastion.store.backup import list_backups
+
+    report: dict[str, Any] = {
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(),
+        "home": str(cfg.home),
+        "versions": {
+            "bastion": __version__,
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+        },
+    }
+    problems: list[str] = []
+    if not cfg.home.exists():
+        report["problems"] = [f"{cfg.home} does not exist; run `bastion init`"]
+        return report
+    dbs = {
+        "bastion": _database_report(cfg, cfg.db_path, "bastion", full=full_check),
+        "vault": _database_report(cfg, cfg.vault_db_path, "vault", full=full_check),
+    }
+    report["databases"] = dbs
+    for name, d in dbs.items():
+        if "posture" in d:
+            report["versions"].setdefault("sqlite", d["posture"]["sqlite_version"])
+        if d.get("problem"):
+            problems.append(f"{name}: {d['problem']}")
+        chk = d.get("check")
+        if chk and not chk["ok"]:
+            problems.append(
+                f"{name}: integrity {'ok' if chk['integrity_ok'] else 'FAILED'}, "
+                f"{chk['foreign_key_violation_count']} foreign key violations"
+            )
+        last = d.get("last_scheduled_backup")
+        if last and not last.get("ok"):
+            problems.append(f"{name}: last scheduled backup failed: {last['error']['message']}")
+        if d.get("exists") and not d.get("last_backup"):
+            problems.append(f"{name}: no backup yet (`bastion db backup --db {name}`)")
+    report["vault"] = _vault_report(cfg)
+    report["services"] = _services_report(cfg)
+    backups = list_backups(cfg.backups_dir)
+    report["backups"] = {
+        "count": len(backups),
+        "damaged": [str(b.path) for b in backups if not b.verified],
+        "newest": backups[0].to_dict() if backups else None,
+    }
+    if report["backups"]["damaged"]:
+        problems.append(f"{len(report['backups']['damaged'])} backup(s) fail verification")
+    usage = shutil.disk_usage(cfg.home)
+    db_bytes = sum(d.get("stats", {}).get("file_bytes", 0) for d in dbs.values())
+    report["disk"] = {"free_bytes": usage.free, "total_bytes": usage.total, "db_bytes": db_bytes}
+    if usage.free < 2 * db_bytes + 64 * 1024 * 1024:
+        problems.append(
+            f"low disk space: {usage.free} bytes free; a backup or VACUUM needs about "
+            f"{2 * db_bytes} more"
+        )
+    modes = file_modes(cfg.home)
+    report["files"] = modes
+    problems.extend(modes["flagged"])
+    report["problems"] = problems
+    return report
+
+
+def collect_secret_values(cfg: Config, env: Mapping[str, str] | None = None) -> list[str]:
+    """Secret values this process can know, to scrub from a bundle: the API token, the vault
+    key/passphrase variables, and every environment value whose name looks secret."""
+    environ = os.environ if env is None else env
+    values: set[str] = set()
+    token = cfg.run_dir / "token"
+    try:
+        text = token.read_text(encoding="utf-8").strip()
+        if text:
+            values.add(text)
+    except OSError:
+        pass
+    for name in (cfg.vault.key_env, cfg.vault.passphrase_env):
+        if environ.get(name):
+            values.add(environ[name])
+    for name, value in environ.items():
+        if any(word in name.upper() for word in _SECRETISH) and len(value) >= 8:
+            values.add(value)
+    return sorted(values, key=len, reverse=True)
+
+
+def _scrub(text: str, secrets: Iterable[str]) -> tuple[str, int]:
+    hits = 0
+    for value in secrets:
+        if value and value in text:
+            hits += text.count(value)
+            text = text.replace(value, _REDACTED)
+    return text, hits
+
+
+def write_bundle(
+    cfg: Config,
+    report: Mapping[str, Any],
+    dest: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Write ``report`` as a zip for a bug report; returns what was written and redacted.
+
+    Members: ``doctor.json`` (the report), ``files.txt`` (names, sizes, modes), ``config.json``
+    (the effective settings, which hold names of variables, never their values).
+    """
+    secrets = collect_secret_values(cfg, env)
+    config_data = {
+        section: dataclasses.asdict(getattr(cfg, section))
+        for section in ("store", "vault", "supervisor", "api", "backup", "retention")
+    }
+    files = "\n".join(
+        f"{e['mode']:>7}  {e.get('bytes') if e.get('bytes') is not None else '-':>12}  {e['path']}"
+        for e in report.get("files", {}).get("entries", [])
+    )
+    members = {
+        "doctor.json": json.dumps(report, indent=2, sort_keys=True, default=str),
+        "files.txt": files + "\n",
+        "config.json": json.dumps(config_data, indent=2, sort_keys=True, default=str),
+    }
+    redactions = 0
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, text in members.items():
+            clean, hits = _scrub(text, secrets)
+            redactions += hits
+            zf.writestr(name, clean)
+    payload = buffer.getvalue()
+    _assert_clean(payload, secrets)
+    atomic_write(dest, payload)
+    return {"bundle": str(dest), "members": sorted(members), "redactions": redactions}
+
+
+def _assert_clean(payload: bytes, secrets: Iterable[str]) -> None:
+    """Scan every member, decompressed, once more; refuse to write if a secret survived."""
+    with zipfile.ZipFile(io.BytesIO(payload)) as zf:
+        for info in zf.infolist():
+            data = zf.read(info)
+            for value in secrets:
+                if value.encode() in data:
+                    raise BastionError(
+                        f"bundle member {info.filename} still contains a secret; not written",
+                        hint="This is a bug in bastion doctor; please report it without the bundle.",
+                    )
