@@ -1,0 +1,219 @@
+"""The dashboard's HTTP surface: the page, its assets, and signing in and out.
+
+- ``GET /``: the dashboard for a signed-in browser, else a short page saying how to sign in.
+- ``GET /login?t=CODE``: redeem a one-time code, set the session cookie, redirect to ``/``.
+- ``POST /logout``: end the session (cookie-authenticated, so CSRF-checked by the middleware).
+- ``GET /dashboard/session``: the page's CSRF token (readable only by a same-origin page).
+- ``POST /v1/dashboard/login``: mint a login link (bearer token); ``bastion dashboard`` uses it.
+- ``GET /dashboard/static/{name}``: the bundle's CSS and JS, from a fixed table of names.
+
+Every HTML response carries a Content-Security-Policy that allows scripts, styles and
+connections to this origin only, so even a bug in ``app.js`` cannot make the page talk to
+anything but the daemon.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict
+from starlette.types import Scope
+
+from bastion.api.dashboard.sessions import (
+    CSRF_HEADER,
+    LOGIN_CODE_TTL_S,
+    SESSION_TTL_S,
+    LoginCodes,
+    Sessions,
+    mint_login_code,
+)
+from bastion.errors import Unauthorized
+
+__all__ = ["STATIC_PREFIX", "Dashboard", "MountHooks", "mount"]
+
+STATIC_PREFIX = "/dashboard/static/"
+#: The only files served from ``static/`` (name -> media type): no path ever reaches the disk.
+_ASSETS = {
+    "app.css": "text/css; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+}
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+_SECURITY_HEADERS = {
+    "content-security-policy": _CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "cache-control": "no-store",
+}
+
+_SIGN_IN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>bastion - sign in</title><link rel="stylesheet" href="/dashboard/static/app.css">
+</head><body><main class="signin" id="main">
+<h1>bastion</h1>
+<p role="status">{message}</p>
+<p>Run <code>bastion dashboard</code> on this machine and open the link it prints.
+Each link works once, for {minutes} minutes.</p>
+</main></body></html>
+"""
+
+
+@dataclasses.dataclass
+class Dashboard:
+    """The dashboard's state for one app instance: its bundle, login codes and sessions."""
+
+    port: int
+    token: str
+    codes: LoginCodes
+    sessions: Sessions
+    assets: dict[str, bytes]
+
+    @classmethod
+    def create(cls, *, port: int, token: str, own_origins: frozenset[str]) -> Dashboard:
+        root = importlib.resources.files("bastion.api.dashboard") / "static"
+        assets = {name: (root / name).read_bytes() for name in (*_ASSETS, "index.html")}
+        return cls(
+            port=port,
+            token=token,
+            codes=LoginCodes(token),
+            sessions=Sessions(port, own_origins=own_origins),
+            assets=assets,
+        )
+
+    def login_url(self, host: str = "127.0.0.1") -> str:
+        """A fresh one-time sign-in link (what ``bastion serve`` prints once listening)."""
+        return f"http://{host}:{self.port}/login?t={mint_login_code(self.token)}"
+
+
+class LoginLink(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str
+    expires_in_s: int
+
+
+class SessionInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    csrf_token: str
+    csrf_header: str
+    port: int
+
+
+def _dashboard(request: Request) -> Dashboard:
+    dashboard: Dashboard = request.app.state.dashboard
+    return dashboard
+
+
+def _html(body: str | bytes, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(body, status_code=status, headers=_SECURITY_HEADERS)
+
+
+def _sign_in(message: str, status: int) -> HTMLResponse:
+    page = _SIGN_IN_PAGE.format(message=message, minutes=LOGIN_CODE_TTL_S // 60)
+    return _html(page, status)
+
+
+router = APIRouter()
+
+
+@router.get("/", include_in_schema=False)
+async def index(request: Request) -> Response:
+    dashboard = _dashboard(request)
+    if dashboard.sessions.session_for(request.scope) is None:
+        return _sign_in("You are not signed in.", 401)
+    return _html(dashboard.assets["index.html"])
+
+
+@router.get("/login", include_in_schema=False)
+async def login(request: Request, t: Annotated[str, Query(max_length=200)] = "") -> Response:
+    dashboard = _dashboard(request)
+    if not dashboard.codes.redeem(t):
+        return _sign_in("This sign-in link is invalid, expired, or was already used.", 401)
+    host = request.headers.get("host", "")
+    session = dashboard.sessions.create(host)
+    # 303: the browser follows with a GET to "/", and the code leaves the address bar.
+    response = RedirectResponse("/", status_code=303, headers=_SECURITY_HEADERS)
+    response.set_cookie(
+        dashboard.sessions.cookie,
+        session.id,
+        max_age=SESSION_TTL_S,
+        path="/",
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+@router.post("/logout", include_in_schema=False, status_code=204)
+async def logout(request: Request) -> Response:
+    dashboard = _dashboard(request)
+    session = dashboard.sessions.session_for(request.scope)
+    if session is not None:
+        dashboard.sessions.end(session.id)
+    response = Response(status_code=204, headers={"cache-control": "no-store"})
+    response.delete_cookie(dashboard.sessions.cookie, path="/", httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/dashboard/session", include_in_schema=False, response_model=SessionInfo)
+async def session_info(request: Request) -> SessionInfo:
+    dashboard = _dashboard(request)
+    session = dashboard.sessions.session_for(request.scope)
+    if session is None:  # a bearer-token client has no browser session to describe
+        raise Unauthorized("no dashboard session", hint="Sign in with `bastion dashboard`.")
+    return SessionInfo(csrf_token=session.csrf, csrf_header=CSRF_HEADER, port=dashboard.port)
+
+
+@router.post("/v1/dashboard/login", tags=["dashboard"], response_model=LoginLink)
+async def mint_login(request: Request) -> LoginLink:
+    """A one-time sign-in link for the dashboard (valid once, for a few minutes)."""
+    return LoginLink(url=_dashboard(request).login_url(), expires_in_s=LOGIN_CODE_TTL_S)
+
+
+@router.get(STATIC_PREFIX + "{name}", include_in_schema=False)
+async def asset(request: Request, name: str) -> Response:
+    media = _ASSETS.get(name)
+    if media is None:
+        return Response(status_code=404)
+    return Response(
+        _dashboard(request).assets[name],
+        media_type=media,
+        headers={"x-content-type-options": "nosniff", "cache-control": "no-cache"},
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MountHooks:
+    """What ``create_app`` needs from the dashboard to configure the security middleware."""
+
+    public_paths: frozenset[str]
+    public_prefixes: tuple[str, ...]
+    authorize: Callable[[Scope], bool]
+
+
+def mount(app: FastAPI, *, token: str) -> MountHooks:
+    """Add the dashboard to ``app``; return the public paths and the cookie check.
+
+    ``app.state.daemon`` must be set (its port decides the cookie name and own origin);
+    ``app.state.dashboard`` holds the :class:`Dashboard` afterwards. The page and the login
+    route are public (they check the session themselves and reveal nothing without one);
+    everything else the page calls goes through the middleware's token-or-session check.
+    """
+    port = int(app.state.daemon.port)
+    own = frozenset(f"http://{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]"))
+    dashboard = Dashboard.create(port=port, token=token, own_origins=own)
+    app.state.dashboard = dashboard
+    app.include_router(router)
+    return MountHooks(
+        public_paths=frozenset({"/", "/login"}),
+        public_prefixes=(STATIC_PREFIX,),
+        authorize=dashboard.sessions.authorize,
+    )
