@@ -1,0 +1,168 @@
+"""One real daemon: ``bastion serve --port 0`` as a subprocess, over real loopback sockets."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+
+from bastion.client import DaemonClient
+from bastion.errors import DaemonAlreadyRunning, Unauthorized
+from bastion.runfiles import pid_alive
+
+from .daemon_process import RunningDaemon
+
+pytestmark = [pytest.mark.posix, pytest.mark.slow]
+
+
+def _raw(port: int, request: bytes, host: str = "127.0.0.1") -> bytes:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect((host, port))
+        s.sendall(request)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_serve_handshake_routes_and_graceful_sigterm(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    daemon = RunningDaemon(home)
+    try:
+        hs = daemon.handshake
+        assert hs["pid"] == daemon.proc.pid
+        assert set(hs) >= {"pid", "port", "started_at", "version"}
+        handshake_file = home / "run" / "daemon.json"
+        assert json.loads(handshake_file.read_text()) == hs
+        assert handshake_file.stat().st_mode & 0o777 == 0o600
+        assert daemon.token not in daemon.first_line
+
+        # Routes with the token; the CLI's own client finds the daemon by the handshake.
+        status = daemon.client.get("/v1/status")
+        assert status["pid"] == daemon.proc.pid
+        assert status["port"] == daemon.port
+        with pytest.raises(Unauthorized):
+            DaemonClient(daemon.port, "x" * 43).get("/v1/status")
+
+        # ::1 too, when this machine has IPv6 loopback.
+        if "::1" in hs["hosts"]:
+            raw = _raw(
+                daemon.port,
+                f"GET /health HTTP/1.1\r\nHost: [::1]:{daemon.port}\r\nConnection: close\r\n\r\n".encode(),
+                host="::1",
+            )
+            assert raw.startswith(b"HTTP/1.1 200")
+
+        # DNS rebinding over a real socket: right port, foreign Host.
+        raw = _raw(
+            daemon.port,
+            f"GET /v1/status HTTP/1.1\r\nHost: evil.example:{daemon.port}\r\n"
+            f"Authorization: Bearer {daemon.token}\r\nConnection: close\r\n\r\n".encode(),
+        )
+        assert raw.startswith(b"HTTP/1.1 403")
+        # Two Host headers (request smuggling) are refused too.
+        raw = _raw(
+            daemon.port,
+            f"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\nHost: evil.example\r\n"
+            f"Authorization: Bearer {daemon.token}\r\nConnection: close\r\n\r\n".encode(),
+        )
+        assert raw.split(b"\r\n", 1)[0] in {b"HTTP/1.1 403 Forbidden", b"HTTP/1.1 400 Bad Request"}
+
+        # A second daemon for the same home is refused, naming the first.
+        second = RunningDaemonExpectingFailure(home)
+        assert second.returncode == 69
+        assert f"pid {daemon.proc.pid}, port {daemon.port}" in second.stderr
+
+        assert daemon.terminate(signal.SIGTERM) == 0
+        assert not handshake_file.exists()
+        log = daemon.log()
+        assert "shutting down" in log
+        assert "Traceback" not in log
+        assert daemon.token not in log
+    finally:
+        daemon.close()
+
+
+def test_bastion_stop_goes_through_the_api(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from bastion.cli import cli
+
+    home = tmp_path / "home"
+    daemon = RunningDaemon(home)
+    try:
+        result = CliRunner().invoke(cli, ["--home", str(home), "stop", "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout) == {
+            "running": False,
+            "stopped": True,
+            "pid": daemon.proc.pid,
+        }
+        assert daemon.proc.wait(timeout=60) == 0
+        assert not pid_alive(daemon.proc.pid) or daemon.proc.returncode is not None
+        result = CliRunner().invoke(cli, ["--home", str(home), "stop"])
+        assert result.exit_code == 0
+        assert "no daemon is running" in result.stdout
+    finally:
+        daemon.close()
+
+
+def test_a_killed_daemons_lock_is_taken_over(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    first = RunningDaemon(home)
+    first.terminate(signal.SIGKILL)
+    # The handshake of the dead daemon is still there; the next start cleans it up.
+    assert (home / "run" / "daemon.json").exists()
+    second = RunningDaemon(home)
+    try:
+        assert second.handshake["pid"] != first.handshake["pid"]
+        assert second.client.get("/health")["status"] == "ok"
+        assert "did not shut down cleanly" in second.log()
+        assert second.terminate() == 0
+    finally:
+        second.close()
+
+
+def test_non_loopback_host_needs_the_explicit_flag(tmp_path: Path) -> None:
+    failed = RunningDaemonExpectingFailure(tmp_path / "home", "--host", "0.0.0.0")
+    assert failed.returncode == 78
+    assert "--i-know-this-is-exposed" in failed.stderr
+
+
+class RunningDaemonExpectingFailure:
+    """Run ``bastion serve`` that must exit by itself, with an error."""
+
+    def __init__(self, home: Path, *args: str) -> None:
+        import subprocess
+        import sys
+
+        env = {k: v for k, v in os.environ.items() if k != "BASTION_HOME"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "bastion", "--home", str(home), "serve", "--port", "0", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        self.returncode = proc.returncode
+        self.stderr = proc.stderr
+        self.stdout = proc.stdout
+
+
+def test_http_client_module_is_the_only_client_dependency() -> None:
+    # The CLI's client must stay on the standard library (start-up time).
+    import bastion.client as client_module
+
+    source = Path(client_module.__file__).read_text()
+    assert "import httpx" not in source
+    assert "import requests" not in source
+    assert http.client.HTTPConnection is not None
+    assert DaemonAlreadyRunning.code == "daemon_running"
