@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "bastion.cli.doctor:doctor",
     "serve": "bastion.cli.serve:serve",
     "stop": "bastion.cli.stop:stop",
+    "dashboard": "bastion.cli.dashboard:dashboard",
 }
 
 
