@@ -1,0 +1,441 @@
+"""Import and scrub of plaintext secrets: ``.env`` files, MCP client configs, JSON app configs.
+
+For each secret-looking value: store it in the vault, then rewrite the file atomically with a
+reference (``secret:scope/name``) in its place, keeping the file's formatting as far as the
+format allows (``.env``: every other byte of the line; JSON: key order and indentation). The
+original is kept beside the file as a 0600 backup. The order makes it crash-safe and
+idempotent: values go to the vault first (unchanged values are not written again), the file is
+replaced in one rename last; a second run finds only references and changes nothing.
+
+What looks secret (:func:`looks_secret`): a name such as ``*_API_KEY``/``token``/``password``,
+a known key prefix (``sk-``, ``ghp_``, ``xoxb-``, ``AIza``, ...), a URL with a password, or a
+long high-entropy string. In MCP configs (``mcpServers.<name>.env``) and ``.env`` files the
+same test applies to each variable.
+
+:func:`migrate_bundle` is the library form for app code: seed 002's bundled ``secrets`` object
+becomes one record per key, losslessly and resumably (an interrupted run, re-run, ends with
+every key present exactly once). Values are never logged, returned or put in errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from bastion._fs import atomic_write
+from bastion.errors import ImportFailed, RuleViolation
+from bastion.vault.audit import Operation
+from bastion.vault.rules import validate_name, validate_scope
+from bastion.vault.secret import REFERENCE_PREFIX, format_reference
+
+if TYPE_CHECKING:
+    from bastion.vault import Vault
+
+__all__ = [
+    "ImportItem",
+    "ImportReport",
+    "detect_format",
+    "import_file",
+    "looks_secret",
+    "migrate_bundle",
+    "migrate_bundled_json",
+    "parse_env",
+]
+
+Format = Literal["env", "mcp", "json"]
+
+_SECRET_NAME = re.compile(
+    r"(?i)(api[_\-.]?key|apikey|secret|token|passw(or)?d|passwd|\bpwd\b|credential|"
+    r"private[_\-.]?key|access[_\-.]?key|auth[_\-.]?key|client[_\-.]?secret|webhook|"
+    r"\bdsn\b|conn(ection)?[_\-.]?str(ing)?|session[_\-.]?key|signing[_\-.]?key)"
+)
+KNOWN_PREFIXES = (
+    "sk-",
+    "sk_live_",
+    "sk_test_",
+    "rk_live_",
+    "ghp_",
+    "gho_",
+    "ghs_",
+    "ghu_",
+    "github_pat_",
+    "glpat-",
+    "xoxb-",
+    "xoxp-",
+    "xoxa-",
+    "xapp-",
+    "AIza",
+    "AKIA",
+    "hf_",
+    "npm_",
+    "pypi-",
+    "-----BEGIN",
+)
+_URL_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.\-]*://[^/@:\s]+:[^/@\s]+@", re.IGNORECASE)
+_NOT_SECRET = re.compile(r"(?i)^(true|false|yes|no|on|off|null|none|-?\d+(\.\d+)?)$")
+
+
+def _entropy(value: str) -> float:
+    counts = Counter(value)
+    n = len(value)
+    return -sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+def looks_secret(key: str, value: object) -> bool:
+    """Whether ``key: value`` from a config looks like a secret worth moving to the vault."""
+    if not isinstance(value, str) or not value.strip() or value.startswith(REFERENCE_PREFIX):
+        return False
+    text = value.strip()
+    if _NOT_SECRET.match(text):
+        return False
+    if text.startswith(KNOWN_PREFIXES) or _URL_WITH_PASSWORD.match(text):
+        return True
+    if _SECRET_NAME.search(key):
+        return True
+    # A long token without spaces made of many distinct characters: an unnamed key.
+    return (
+        len(text) >= 24
+        and " " not in text
+        and "/" not in text.split("?")[0][8:]
+        and _entropy(text) >= 4.0
+        and any(c.isdigit() for c in text)
+        and any(c.isalpha() for c in text)
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ImportItem:
+    """One value found in the file. ``action``: set, unchanged (already in the vault with the
+    same value), reference (already scrubbed), would-set (dry run)."""
+
+    location: str
+    scope: str
+    name: str
+    action: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ImportReport:
+    file: str
+    format: str
+    items: tuple[ImportItem, ...]
+    rewritten: bool
+    backup: str | None
+    dry_run: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def detect_format(path: Path, text: str) -> Format:
+    if path.name == ".env" or path.suffix == ".env" or path.name.startswith(".env"):
+        return "env"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return "env"
+    if isinstance(data, dict) and (
+        isinstance(data.get("mcpServers"), dict) or isinstance(data.get("servers"), dict)
+    ):
+        return "mcp"
+    return "json"
+
+
+def _safe_name(text: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_.\-]+", "_", text).strip("._-") or "secret"
+    return cleaned[:128]
+
+
+# --- .env ------------------------------------------------------------------------------------
+
+_ENV_LINE = re.compile(
+    r"^(?P<lead>\s*(?:export\s+)?)(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)(?P<eq>\s*=\s*)(?P<rest>.*)$"
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EnvEntry:
+    line: int
+    key: str
+    value: str
+    prefix: str  # everything before the value (kept verbatim)
+    quote: str  # '', "'" or '"'
+    suffix: str  # everything after the value (closing quote, comment, line end)
+
+
+def parse_env(text: str) -> list[EnvEntry]:
+    """Entries of a ``.env`` file, with what surrounds each value so it can be put back."""
+    entries = []
+    for number, line in enumerate(text.splitlines(keepends=True)):
+        body = line.rstrip("\r\n")
+        ending = line[len(body) :]
+        match = _ENV_LINE.match(body)
+        if match is None or body.lstrip().startswith("#"):
+            continue
+        prefix = match["lead"] + match["key"] + match["eq"]
+        rest = match["rest"]
+        if rest[:1] in ("'", '"'):
+            quote = rest[0]
+            close = _closing_quote(rest, quote)
+            if close < 0:
+                continue  # an unterminated (multi-line) value: left as it is
+            raw = rest[1:close]
+            value = _unescape(raw) if quote == '"' else raw
+            entries.append(
+                EnvEntry(number, match["key"], value, prefix + quote, quote, rest[close:] + ending)
+            )
+        else:
+            value, comment = rest, ""
+            hash_at = re.search(r"\s+#", rest)
+            if hash_at:
+                value, comment = rest[: hash_at.start()], rest[hash_at.start() :]
+            stripped = value.rstrip()
+            comment = value[len(stripped) :] + comment
+            entries.append(EnvEntry(number, match["key"], stripped, prefix, "", comment + ending))
+    return entries
+
+
+def _closing_quote(rest: str, quote: str) -> int:
+    i = 1
+    while i < len(rest):
+        if rest[i] == "\\" and quote == '"':
+            i += 2
+            continue
+        if rest[i] == quote:
+            return i
+        i += 1
+    return -1
+
+
+def _unescape(raw: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t", "r": "\r"}.get(m[1], m[1]), raw)
+
+
+# --- JSON ------------------------------------------------------------------------------------
+
+
+def _json_indent(text: str) -> int | str | None:
+    for line in text.splitlines()[1:]:
+        stripped = line.lstrip(" \t")
+        if stripped and len(stripped) < len(line):
+            lead = line[: len(line) - len(stripped)]
+            return "\t" if lead.startswith("\t") else len(lead)
+    return None if "\n" not in text.strip() else 2
+
+
+def _walk_json(node: Any, path: tuple[str, ...], out: list[tuple[tuple[str, ...], str]]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _walk_json(value, (*path, str(key)), out)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _walk_json(value, (*path, str(index)), out)
+    elif isinstance(node, str) and path:
+        out.append((path, node))
+
+
+def _set_path(node: Any, path: tuple[str, ...], value: str) -> None:
+    for part in path[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    if isinstance(node, list):
+        node[int(path[-1])] = value
+    else:
+        node[path[-1]] = value
+
+
+def _json_candidates(data: Any, fmt: Format) -> list[tuple[tuple[str, ...], str, str]]:
+    """(path, name, value) of the secret-looking strings; MCP: only servers' env blocks."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    if fmt == "mcp":
+        root_key = "mcpServers" if isinstance(data.get("mcpServers"), dict) else "servers"
+        for server, spec in data[root_key].items():
+            env = spec.get("env") if isinstance(spec, dict) else None
+            if isinstance(env, dict):
+                for key, value in env.items():
+                    if isinstance(value, str):
+                        found.append(((root_key, server, "env", key), value))
+        return [(p, _safe_name(f"{p[1]}.{p[3]}"), v) for p, v in found if looks_secret(p[-1], v)]
+    _walk_json(data, (), found)
+    return [(p, _safe_name(".".join(p)), v) for p, v in found if looks_secret(p[-1], v)]
+
+
+# --- import ----------------------------------------------------------------------------------
+
+
+def import_file(
+    vault: Vault,
+    path: str | os.PathLike[str],
+    *,
+    scope: str = "global",
+    dry_run: bool = False,
+    actor: str = "import",
+    names: Mapping[str, str] | None = None,
+) -> ImportReport:
+    """Move the plaintext secrets of ``path`` into ``vault`` and scrub the file.
+
+    ``names`` (JSON path ``a.b.c`` or .env key -> secret name) picks exactly which entries to
+    import and under which names (seed 001's auto-migration of its known fields); without it,
+    :func:`looks_secret` decides and names are derived from the keys.
+    """
+    validate_scope(scope)
+    file = Path(path)
+    try:
+        raw = file.read_bytes()
+        text = raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ImportFailed(f"cannot read {file}: {type(err).__name__}", path=str(file)) from err
+    fmt = detect_format(file, text)
+    if fmt == "env":
+        entries = parse_env(text)
+        picks: list[tuple[Any, str, str, str]] = []  # (handle, location, name, value)
+        for entry in entries:
+            if names is not None:
+                if entry.key in names and not entry.value.startswith(REFERENCE_PREFIX):
+                    picks.append((entry, entry.key, names[entry.key], entry.value))
+            elif looks_secret(entry.key, entry.value):
+                picks.append((entry, entry.key, _safe_name(entry.key), entry.value))
+        refs = [e.key for e in entries if e.value.startswith(REFERENCE_PREFIX)]
+        data: Any = None
+    else:
+        data = json.loads(text)
+        candidates = _json_candidates(data, fmt)
+        if names is not None:
+            flat: list[tuple[tuple[str, ...], str]] = []
+            _walk_json(data, (), flat)
+            candidates = [
+                (p, names[".".join(p)], v)
+                for p, v in flat
+                if ".".join(p) in names and not v.startswith(REFERENCE_PREFIX)
+            ]
+        picks = [(p, ".".join(p), n, v) for p, n, v in candidates]
+        flat_all: list[tuple[tuple[str, ...], str]] = []
+        _walk_json(data, (), flat_all)
+        refs = [".".join(p) for p, v in flat_all if v.startswith(REFERENCE_PREFIX)]
+
+    # Validate everything before storing anything: a refused value leaves no partial import.
+    for _, location, name, value in picks:
+        try:
+            validate_name(name)
+            vault.rules.check(scope, name, value)
+        except (ValueError, RuleViolation) as err:
+            raise ImportFailed(
+                f"{file}: {location} cannot be imported: {err}", path=str(file), location=location
+            ) from err
+
+    items = [ImportItem(loc, scope, loc, "reference") for loc in refs]
+    if dry_run:
+        items += [ImportItem(loc, scope, name, "would-set") for _, loc, name, _ in picks]
+        return ImportReport(str(file), fmt, tuple(items), False, None, True)
+
+    for _, location, name, value in picks:
+        _, changed = vault.set_if_changed(
+            name, value, scope, actor=actor, operation=Operation.IMPORT
+        )
+        items.append(ImportItem(location, scope, name, "set" if changed else "unchanged"))
+    if not picks:
+        return ImportReport(str(file), fmt, tuple(items), False, None, False)
+
+    if fmt == "env":
+        lines = text.splitlines(keepends=True)
+        for entry, _, name, _ in picks:
+            lines[entry.line] = entry.prefix + format_reference(scope, name) + entry.suffix
+        new_text = "".join(lines)
+    else:
+        for json_path, _, name, _ in picks:
+            _set_path(data, json_path, format_reference(scope, name))
+        new_text = json.dumps(data, indent=_json_indent(text), ensure_ascii=False)
+        if text.endswith("\n"):
+            new_text += "\n"
+    backup = _backup(file, raw)
+    mode = file.stat().st_mode & 0o777
+    atomic_write(file, new_text, mode=mode)
+    return ImportReport(str(file), fmt, tuple(items), True, str(backup), False)
+
+
+def _backup(file: Path, raw: bytes) -> Path:
+    """The original beside the file, 0600 (it holds the plaintext the import removed)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = file.with_name(f"{file.name}.bastion-backup-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = file.with_name(f"{file.name}.bastion-backup-{stamp}-{n}")
+    atomic_write(target, raw, mode=0o600)
+    return target
+
+
+# --- bundled -> per record -------------------------------------------------------------------
+
+
+def migrate_bundle(
+    vault: Vault,
+    bundle: Mapping[str, str],
+    *,
+    scope: str,
+    actor: str = "migrate",
+    name_for: Callable[[str], str] = _safe_name,
+    on_complete: Callable[[], None] | None = None,
+) -> dict[str, int]:
+    """Store each key of a bundled secrets object as its own record in ``scope``.
+
+    Lossless and resumable: each key is written on its own (one record per (scope, name));
+    a key already stored with the same value is skipped, so re-running an interrupted
+    migration writes only what is missing and never a key twice. ``on_complete`` (e.g. clear
+    the bundle in the app's store) runs only once every key is stored.
+    """
+    validate_scope(scope)
+    planned = {name_for(key): value for key, value in bundle.items()}
+    if len(planned) != len(bundle):
+        raise ImportFailed(
+            "two bundle keys map to the same secret name; pass name_for to keep them apart"
+        )
+    for name, value in planned.items():
+        validate_name(name)
+        vault.rules.check(scope, name, value)
+    written = unchanged = 0
+    for name, value in planned.items():
+        _, changed = vault.set_if_changed(
+            name, value, scope, actor=actor, operation=Operation.MIGRATE
+        )
+        written += changed
+        unchanged += not changed
+    if on_complete is not None:
+        on_complete()
+    return {"keys": len(planned), "written": written, "unchanged": unchanged}
+
+
+def migrate_bundled_json(
+    vault: Vault,
+    path: str | os.PathLike[str],
+    *,
+    scope: str,
+    key: str = "secrets",
+    actor: str = "migrate",
+) -> dict[str, int]:
+    """Seed 002's shape: a JSON record with a bundled ``secrets`` object. Moves every key to
+    its own vault record, then removes the bundle from the file (0600 backup kept)."""
+    file = Path(path)
+    raw = file.read_bytes()
+    text = raw.decode("utf-8")
+    data = json.loads(text)
+    bundle = data.get(key) if isinstance(data, dict) else None
+    if not bundle:
+        return {"keys": 0, "written": 0, "unchanged": 0}
+    if not isinstance(bundle, dict) or not all(isinstance(v, str) for v in bundle.values()):
+        raise ImportFailed(f"{file}: {key!r} is not an object of strings", path=str(file))
+
+    def clear() -> None:
+        del data[key]
+        new_text = json.dumps(data, indent=_json_indent(text), ensure_ascii=False)
+        _backup(file, raw)
+        atomic_write(file, new_text + ("\n" if text.endswith("\n") else ""), mode=0o600)
+
+    return migrate_bundle(vault, bundle, scope=scope, actor=actor, on_complete=clear)
