@@ -362,7 +362,6 @@ def create_backup(
     started = time.monotonic()
     created = now or dt.datetime.now(dt.UTC)
     if to is None:
-        ensure_private_dir(backups_dir)
         final = backups_dir / f"{db.name}-{utc_stamp(created)}.db"
     else:
         final = Path(to).absolute()
@@ -372,7 +371,16 @@ def create_backup(
                 hint="Choose a new file name; a backup never overwrites a file.",
                 recoverable=False,
             )
-        final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if to is None:
+            ensure_private_dir(backups_dir)
+        else:
+            final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BackupError(
+            f"cannot use {final.parent} for backups: {err}",
+            hint="Point the backup at a directory you own (mode 0700) with free space.",
+        ) from err
     tmp = final.with_name(f".{final.name}.tmp")
     vfs_name = vfs if vfs is not None else getattr(db, "_vfs", None)
     state = read_source_state(db.path)
@@ -813,13 +821,16 @@ def run_scheduled_backup(
         result = create_backup(db, backups_dir, now=now)
         removed = rotate_backups(backups_dir, db.name, cfg.backup, now=now)
     except StoreError as err:
-        ensure_private_dir(backups_dir)
-        atomic_write(
-            status_path,
-            json.dumps(
-                {"ok": False, "at": dt.datetime.now(dt.UTC).isoformat(), "error": err.to_dict()}
-            ),
-        )
+        try:
+            ensure_private_dir(backups_dir)
+            atomic_write(
+                status_path,
+                json.dumps(
+                    {"ok": False, "at": dt.datetime.now(dt.UTC).isoformat(), "error": err.to_dict()}
+                ),
+            )
+        except OSError:
+            log.exception("cannot record the failed backup in %s", status_path)
         if on_event:
             on_event("backup.failed", db.name, {"error": err.to_dict()})
         raise
