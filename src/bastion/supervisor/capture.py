@@ -100,13 +100,22 @@ class LogCapture:
             lines = data.split(b"\n")
             pending = lines.pop()
             for line in lines:
+                if len(line) > limit:
+                    line = self._emit_head(now, stream, line, 0)
                 self._emit(now, stream, line)
-            while len(pending) > limit:
-                cut = self._cut(pending)
-                self._emit(now, stream, pending[:cut])
-                pending = pending[cut:]
+            # Keep what waits for its newline bounded too.
+            pending = self._emit_head(now, stream, pending, limit)
         if pending:
             self._emit(self._clock(), stream, pending)
+
+    def _emit_head(self, now: float, stream: str, data: bytes, keep: int) -> bytes:
+        """Emit ``line_max_bytes`` pieces of ``data`` while more than ``keep`` bytes remain
+        beyond the limit; return the rest."""
+        while len(data) > self._max and len(data) > keep:
+            cut = self._cut(data)
+            self._emit(now, stream, data[:cut])
+            data = data[cut:]
+        return data
 
     def _cut(self, data: bytes) -> int:
         """Where to split an over-long line: at the limit, but not in a secret or a character."""

@@ -2,7 +2,8 @@
 
 - Spawn (asyncio): argv without a shell, a new session (so the child leads its own process
   group), ``PR_SET_PDEATHSIG`` on Linux (the kernel kills the child when the supervisor
-  dies, even by ``kill -9``), all other fds closed, stdin from ``/dev/null`` unless an MCP
+  dies, even by ``kill -9``), the child made a subreaper (``PR_SET_CHILD_SUBREAPER``, so
+  its double-forked grandchildren stay in its tree), all other fds closed, stdin from ``/dev/null`` unless an MCP
   stdio probe needs it, and an environment built from nothing: declared keys only.
 - Stop: the configured signal to the whole group (plus ``SIGCONT``, so a stopped child can
   act on it), a grace period, then ``SIGKILL`` to the group, then any descendant seen
@@ -47,6 +48,7 @@ __all__ = [
 ]
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -159,6 +161,10 @@ def _child_setup(parent_pid: int) -> Callable[[], None] | None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent_pid:
             os._exit(1)
+        # Make the child a subreaper (kept across exec): a double-forked grandchild is
+        # re-parented to it instead of to init, so it stays in the child's process tree
+        # where stop finds it even after it left the group with setsid.
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
     return setup
 

@@ -359,13 +359,16 @@ class Supervisor:
         return [self._services[name].spec for name in sorted(self._services)]
 
     async def events(self, name: str, limit: int = 100) -> _Events:
-        """Stored transitions of ``name``, oldest first (``Event`` rows of the events table)."""
+        """The last ``limit`` stored events of ``name`` (``Event``), oldest first."""
         from bastion.domains.events import EventsRepo
 
         self._get(name)
         await self.flush()
         repo = EventsRepo(self._db)
-        return await asyncio.to_thread(lambda: list(repo.query(subject=name, limit=limit)))
+        page = await asyncio.to_thread(
+            lambda: repo.query(subject=name, limit=limit, newest_first=True)
+        )
+        return list(reversed(page.items))
 
     def subscribe(self, maxsize: int = 1000) -> asyncio.Queue[dict[str, Any]]:
         """A queue receiving every transition as a dict (for SSE); drops when full."""

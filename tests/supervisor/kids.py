@@ -1,0 +1,160 @@
+"""Tiny child programs for the supervisor tests, one per misbehaviour: ``python kids.py MODE ...``.
+
+Run with ``sys.executable`` from an empty environment, so nothing here may rely on env vars
+the supervisor does not declare.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+
+def crash(code: str = "3") -> None:
+    print("crashing", flush=True)
+    sys.exit(int(code))
+
+
+def serve_tcp(port_file: str, delay: str = "0") -> None:
+    """Listen on an ephemeral port after ``delay`` seconds; write the port; accept forever."""
+    time.sleep(float(delay))  # the slow starter: not ready before this
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", int(os.environ.get("PORT", "0"))))
+    sock.listen(16)
+    Path(port_file + ".tmp").write_text(str(sock.getsockname()[1]))
+    os.replace(port_file + ".tmp", port_file)
+    while True:
+        conn, _ = sock.accept()
+        conn.close()
+
+
+def ignore_term(ready_file: str) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    Path(ready_file).write_text(str(os.getpid()))
+    while True:
+        signal.pause()
+
+
+def spam(count: str, secret_env: str = "") -> None:
+    """``count`` numbered lines on stdout (and every 10th on stderr); with ``secret_env``,
+    also the secret raw, base64 (alone and inside Basic auth) and URL-encoded."""
+    out = sys.stdout.buffer
+    n = int(count)
+    if secret_env:
+        value = os.environ[secret_env]
+        for line in (
+            f"raw {value} end",
+            "b64 " + base64.b64encode(value.encode()).decode(),
+            "basic " + base64.b64encode(f"user:{value}".encode()).decode(),
+            "url " + urllib.parse.quote(value, safe=""),
+            "form " + urllib.parse.urlencode({"token": value}),
+        ):
+            out.write(line.encode() + b"\n")
+    chunk = []
+    for i in range(n):
+        chunk.append(b"line %d\n" % i)
+        if len(chunk) == 1000:
+            out.write(b"".join(chunk))
+            chunk = []
+        if i % 10 == 0:
+            sys.stderr.buffer.write(b"err %d\n" % i)
+    out.write(b"".join(chunk))
+    out.flush()
+    sys.stderr.flush()
+
+
+def double_fork(pid_file: str) -> None:
+    """Fork twice; the grandchild leaves the session (``setsid``), records its pid and lives."""
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            Path(pid_file + ".tmp").write_text(str(os.getpid()))
+            os.replace(pid_file + ".tmp", pid_file)
+            while True:
+                signal.pause()
+        os._exit(0)
+    while True:
+        signal.pause()
+
+
+def env_dump(out_file: str) -> None:
+    # /proc/self/environ is what the process was started with (Python's own locale
+    # coercion may add LC_CTYPE to os.environ afterwards).
+    raw = Path("/proc/self/environ").read_bytes()
+    env = dict(item.split("=", 1) for item in raw.decode().split("\0") if item)
+    Path(out_file + ".tmp").write_text(json.dumps(env))
+    os.replace(out_file + ".tmp", out_file)
+    while True:
+        signal.pause()
+
+
+def http_flip(port_file: str, flip_file: str) -> None:
+    """Answer 200 on /health until ``flip_file`` exists, then 500."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status = 500 if os.path.exists(flip_file) else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    Path(port_file + ".tmp").write_text(str(server.server_address[1]))
+    os.replace(port_file + ".tmp", port_file)
+    server.serve_forever()
+
+
+def mcp_server(pid_file: str) -> None:
+    """A real MCP server (the ``mcp`` package) on stdio."""
+    from mcp.server.mcpserver import MCPServer
+
+    app = MCPServer("bastion-test")
+
+    @app.tool()
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    Path(pid_file).write_text(str(os.getpid()))
+    app.run()
+
+
+def mcp_http_server(port_file: str) -> None:
+    """A real MCP server over streamable HTTP."""
+    import uvicorn
+    from mcp.server.mcpserver import MCPServer
+
+    app = MCPServer("bastion-test-http")
+
+    @app.tool()
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    Path(port_file + ".tmp").write_text(str(sock.getsockname()[1]))
+    os.replace(port_file + ".tmp", port_file)
+    config = uvicorn.Config(app.streamable_http_app(), log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def sleeper() -> None:
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1]](*sys.argv[2:])

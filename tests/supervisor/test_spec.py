@@ -1,0 +1,144 @@
+"""Service specs: defaults from seed 001, and every mistake named with file, key and fix."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from bastion.errors import ServiceSpecError
+from bastion.supervisor.spec import SecretRef, load_spec, load_specs, parse_spec, validate_dir
+
+PY = sys.executable
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_full_spec_from_toml(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "speech",
+        f"""
+argv = ["{PY}", "-m", "http.server"]
+cwd = "{tmp_path}"
+env = {{ LOG_LEVEL = "info" }}
+env_allow = ["LANG"]
+secrets = {{ OPENAI_API_KEY = "secret:global/openai" }}
+autostart = false
+
+[health.startup]
+kind = "tcp"
+port = 8765
+failure_threshold = 30
+
+[health.liveness]
+kind = "http"
+url = "http://127.0.0.1:8765/health"
+interval_s = 10
+expect_status = [200, 299]
+
+[health.readiness]
+kind = "mcp"
+transport = "stdio"
+
+[restart]
+policy = "always"
+
+[stop]
+signal = "SIGINT"
+grace_s = 2
+""",
+    )
+    spec = load_spec(path)
+    assert spec.name == "speech"
+    assert spec.argv[0] == PY
+    assert spec.cwd == tmp_path
+    assert spec.env == {"LOG_LEVEL": "info"}
+    assert spec.secrets == {"OPENAI_API_KEY": SecretRef("global", "openai")}
+    assert spec.health.startup is not None
+    assert spec.health.startup.failure_threshold == 30
+    assert spec.health.liveness is not None
+    assert spec.health.liveness.expect_status == (200, 299)
+    assert spec.stdio_probe
+    assert spec.restart.policy == "always"
+    assert spec.stop.signum.name == "SIGINT"
+    assert not spec.autostart
+
+
+def test_defaults_are_seed_001() -> None:
+    spec = parse_spec("svc", {"argv": [PY]})
+    assert (spec.restart.max_restarts, spec.restart.window_s) == (3, 300)
+    assert (spec.restart.backoff_initial_s, spec.restart.backoff_max_s) == (1, 60)
+    assert (spec.breaker.open_timeout_s, spec.breaker.success_threshold) == (30, 2)
+    assert (spec.stop.signal, spec.stop.grace_s) == ("SIGTERM", 5)
+
+
+def test_program_is_resolved_on_path_once() -> None:
+    spec = parse_spec("svc", {"argv": ["sh", "-c", "true"]})
+    assert Path(spec.argv[0]).is_absolute()
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fix"),
+    [
+        ('argv = ["{py}"]\nargz = 1', "argz", "Known keys"),
+        ('argv = "python"', "argv", "argv = ["),
+        ('argv = ["no-such-program-xyz"]', "argv[0]", "absolute path"),
+        ('argv = ["/nonexistent/bin/x"]', "argv[0]", "chmod"),
+        ('argv = ["{py}"]\ncwd = "relative/dir"', "cwd", "absolute"),
+        ('argv = ["{py}"]\nsecrets = {{ K = "vault:x" }}', "secrets.K", "secret:SCOPE/NAME"),
+        ('argv = ["{py}"]\nsecrets = {{ K = "secret:noslash" }}', "secrets.K", "secret:SCOPE"),
+        ('argv = ["{py}"]\n[restart]\npolicy = "sometimes"', "restart.policy", "on-failure"),
+        ('argv = ["{py}"]\n[restart]\nmax_restarts = -1', "restart.max_restarts", "between"),
+        ('argv = ["{py}"]\n[restart]\nbackof = 1', "restart.backof", "backoff_initial_s"),
+        ('argv = ["{py}"]\n[health.liveness]\nkind = "tcp"', "health.liveness.port", "port"),
+        (
+            'argv = ["{py}"]\n[health.liveness]\nkind = "http"\nurl = "http://example.com/"',
+            "health.liveness.url",
+            "127.0.0.1",
+        ),
+        ('argv = ["{py}"]\n[health.sometimes]\nkind = "tcp"', "health.sometimes", "liveness"),
+        ('argv = ["{py}"]\n[stop]\nsignal = "SIGNOPE"', "stop.signal", "SIGTERM"),
+        ('argv = ["{py}"]\nenv = {{ "1BAD" = "x" }}', "env.1BAD", "A-Za-z_"),
+        (
+            'argv = ["{py}"]\nenv = {{ K = "x" }}\nsecrets = {{ K = "secret:a/b" }}',
+            "secrets.K",
+            "one place",
+        ),
+        ("argv = [", "", "syntax"),
+    ],
+)
+def test_mistakes_name_the_file_the_key_and_the_fix(
+    tmp_path: Path, text: str, key: str, fix: str
+) -> None:
+    path = write(tmp_path, "svc", text.format(py=PY))
+    with pytest.raises(ServiceSpecError) as info:
+        load_spec(path)
+    err = info.value
+    assert str(path) in err.message
+    if key:
+        assert f": {key}:" in err.message
+        assert err.details["key"] == key
+    assert fix in err.hint
+
+
+def test_bad_service_name_is_refused() -> None:
+    with pytest.raises(ServiceSpecError, match="valid service name"):
+        parse_spec("Bad Name", {"argv": [PY]})
+
+
+def test_validate_dir_reports_every_bad_file_and_keeps_the_good(tmp_path: Path) -> None:
+    write(tmp_path, "good", f'argv = ["{PY}"]')
+    write(tmp_path, "bad1", f'argv = ["{PY}"]\nnope = 1')
+    write(tmp_path, "bad2", 'argv = ["missing-prog-xyz"]')
+    good, bad = validate_dir(tmp_path)
+    assert [s.name for s in good] == ["good"]
+    assert sorted(Path(e.details["file"]).name for e in bad) == ["bad1.toml", "bad2.toml"]
+    with pytest.raises(ServiceSpecError):
+        load_specs(tmp_path)
+    assert load_specs(tmp_path / "missing") == []
