@@ -20,6 +20,11 @@ from bastion.runfiles import ensure_token
 from bastion.store import Database
 
 if TYPE_CHECKING:
+    from bastion.domains.activity import ActivityRepo
+    from bastion.domains.events import EventsRepo
+    from bastion.domains.logs import LogsRepo
+    from bastion.domains.settings import SettingsRepo
+    from bastion.store.migrations import Migrator, Namespace
     from bastion.vault import Vault
 
 __all__ = ["HOME_SUBDIRS", "Home"]
@@ -51,14 +56,70 @@ class Home:
         return cls.open(cfg)
 
     @classmethod
-    def open(cls, config: Config | None = None, *, create: bool = True) -> Home:
+    def open(
+        cls, config: Config | None = None, *, create: bool = True, migrate: bool = True
+    ) -> Home:
+        """Open the home; with ``migrate`` (the default) apply pending ``core`` migrations
+        (pre-migration backup to ``backups/``). A bad migration history refuses to open;
+        ``migrate=False`` opens as is (``bastion db status``/``db migrate`` use it)."""
         cfg = config or load_config()
         if not cfg.home.is_dir():
             if not create:
                 raise StoreOpenError(f"{cfg.home} does not exist", hint="Run `bastion init` first.")
             return cls.init(cfg)
         db, recovery = _open_checked(cfg)
-        return cls(config=cfg, db=db, recovery=recovery)
+        home = cls(config=cfg, db=db, recovery=recovery)
+        if migrate:
+            try:
+                home.migrator().migrate(home.namespaces())
+            except BaseException:
+                db.close()
+                raise
+        return home
+
+    # --- schema and built-in tables (bastion.domains) ---------------------------------
+
+    def namespaces(self) -> list[Namespace]:
+        """Migration namespaces of ``bastion.db`` (the ``core`` built-in tables)."""
+        from bastion.domains import core_namespace
+
+        return [core_namespace()]
+
+    def migrator(self) -> Migrator:
+        """A ``Migrator`` for ``bastion.db``: backups to ``backups/``, events to ``events``."""
+        from bastion.domains.events import event_sink
+        from bastion.store.migrations import Migrator
+
+        return Migrator(
+            self.db,
+            backups_dir=self.config.backups_dir,
+            keep=self.config.backup.pre_migrate_keep,
+            on_event=event_sink,
+        )
+
+    @property
+    def settings(self) -> SettingsRepo:
+        from bastion.domains.settings import SettingsRepo
+
+        return SettingsRepo(self.db)
+
+    @property
+    def logs(self) -> LogsRepo:
+        from bastion.domains.logs import LogsRepo
+
+        return LogsRepo(self.db)
+
+    @property
+    def activity(self) -> ActivityRepo:
+        from bastion.domains.activity import ActivityRepo
+
+        return ActivityRepo(self.db)
+
+    @property
+    def events(self) -> EventsRepo:
+        from bastion.domains.events import EventsRepo
+
+        return EventsRepo(self.db)
 
     def backup(self, *, to: Path | None = None, vacuum: bool = False, progress: Any = None) -> Any:
         """An online, verified backup of ``bastion.db`` into ``backups/`` (or ``to``); emits
@@ -97,6 +158,7 @@ class Home:
             "page_size": page_size,
             "freelist_count": freelist,
             "sqlite_version": self.db.posture.sqlite_version,
+            "migrations": [state.to_dict() for state in self.migrator().status(self.namespaces())],
         }
 
     @property

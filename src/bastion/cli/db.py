@@ -20,6 +20,8 @@ DB_COMMANDS: dict[str, str] = {
     "vacuum": "bastion.cli.db_ops:vacuum",
     "stats": "bastion.cli.db_ops:stats",
     "check": "bastion.cli.db_ops:check",
+    "migrate": "bastion.cli.db_migrate:migrate",
+    "baseline": "bastion.cli.db_migrate:baseline",
 }
 
 
@@ -41,8 +43,15 @@ def _render_status(d: dict[str, Any]) -> str:
             f"foreign_keys:  {'on' if p['foreign_keys'] else 'off'}",
             f"busy_timeout:  {p['busy_timeout_ms']} ms",
             f"sqlite:        {d['sqlite_version']}",
+            *_render_migrations(d.get("migrations", [])),
         ]
     )
+
+
+def _render_migrations(states: list[dict[str, Any]]) -> list[str]:
+    from bastion.cli.db_migrate import render_states
+
+    return render_states(states)
 
 
 @click.command()
@@ -53,6 +62,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Show the database's path, posture as read back, sizes and SQLite version."""
     from bastion.app import Home
 
-    with Home.open(config_from(ctx), create=False) as home:
+    # migrate=False: status must work (and show the problem) when the history is bad.
+    with Home.open(config_from(ctx), create=False, migrate=False) as home:
         data = home.status()
     emit(data, as_json, _render_status)

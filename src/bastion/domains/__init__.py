@@ -1,0 +1,20 @@
+"""bastion's built-in tables on the store: settings, logs, activity, events.
+
+Their schema is the ``core`` migration namespace (SQL files in ``domains/migrations/``); each
+table has a ``queries.py`` (its SQL, the hot queries and the indexes they need) and a
+``repo.py`` (typed functions returning frozen dataclasses). App tables are not built in: apps
+declare their own namespace through ``bastion.store.migrations`` and build repos the same way.
+"""
+
+from __future__ import annotations
+
+from bastion.store.migrations import Namespace
+
+__all__ = ["CORE_NAMESPACE", "core_namespace"]
+
+CORE_NAMESPACE = "core"
+
+
+def core_namespace() -> Namespace:
+    """The ``core`` namespace: the migrations that create the built-in tables."""
+    return Namespace.from_package(CORE_NAMESPACE, "bastion.domains.migrations")

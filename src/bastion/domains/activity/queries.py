@@ -1,0 +1,33 @@
+"""SQL of the ``activity`` table (core namespace)."""
+
+from __future__ import annotations
+
+from bastion.store.repo import Sort
+
+COLUMNS = ("id", "ts", "actor", "action", "subject")
+SELECT = "id, ts, actor, action, subject, details"
+
+INSERT = "INSERT INTO activity (ts, actor, action, subject, details) VALUES (?, ?, ?, ?, ?)"
+GET = f"SELECT {SELECT} FROM activity WHERE id = ?"
+
+SORT = Sort({"id": "id", "ts": "ts", "actor": "actor", "action": "action"}, default="ts")
+
+#: Hot queries and the index each must use (tests/domains assert the plans).
+HOT = {
+    "by_actor": (
+        f"SELECT {SELECT} FROM activity WHERE actor = ? AND ts >= ? ORDER BY ts DESC LIMIT 50",
+        ("cli", 0.0),
+        "activity_actor_ts",
+    ),
+    "by_subject": (
+        f"SELECT {SELECT} FROM activity WHERE subject = ? ORDER BY ts DESC LIMIT 50",
+        ("secret:x",),
+        "activity_subject_ts",
+    ),
+    "feed": (
+        f"SELECT {SELECT} FROM activity WHERE ts >= ? ORDER BY ts DESC LIMIT 50",
+        (0.0,),
+        "activity_ts",
+    ),
+}
+INDEXES = ("activity_ts", "activity_actor_ts", "activity_subject_ts")

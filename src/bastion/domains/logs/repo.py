@@ -1,0 +1,127 @@
+"""Typed access to ``logs``: captured service output and bastion's own log lines.
+
+``insert_batch`` is the supervisor's capture hot path: one write unit, one ``executemany``.
+Messages are stored as given: redaction of secret values happens before (the supervisor
+replaces injected secrets with ``[REDACTED:name]``), never here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from bastion.domains.logs import queries as q
+from bastion.store.engine import Row
+from bastion.store.repo import Page, Repo, Where, from_json, paginate
+
+__all__ = ["LEVELS", "LogRecord", "LogsRepo", "normalize_level"]
+
+LEVELS = q.LEVELS
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogRecord:
+    ts: float
+    level: str
+    source: str
+    stream: str
+    message: str
+    fields: dict[str, object] | None = None
+    id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def normalize_level(level: str) -> str:
+    """``WARN``/``Warning`` -> ``warning``; an unknown level is a ``ValueError``."""
+    name = level.strip().lower()
+    name = {"warn": "warning", "err": "error", "fatal": "critical", "crit": "critical"}.get(
+        name, name
+    )
+    if name not in LEVELS:
+        raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
+    return name
+
+
+def _record(row: Row) -> LogRecord:
+    return LogRecord(row[0], row[1], row[2], row[3], row[4], from_json(row[5]), row[6])
+
+
+class LogsRepo(Repo):
+    """``logs`` on one database."""
+
+    __slots__ = ()
+
+    def insert_batch(self, records: Iterable[LogRecord]) -> None:
+        """Insert ``records`` in one write unit. Levels must be lowercase names of ``LEVELS``
+        (the table's CHECK refuses others, and the whole batch with them)."""
+        dumps = json.dumps
+        rows = [
+            (
+                r.ts,
+                r.level,
+                r.source,
+                r.stream,
+                r.message,
+                None if r.fields is None else dumps(r.fields),
+            )
+            for r in records
+        ]
+        if rows:
+            self.db.write(lambda tx: tx.executemany(q.INSERT, rows))
+
+    def latest_id(self) -> int:
+        return int(self.db.scalar(q.LATEST_ID) or 0)
+
+    def count(self) -> int:
+        return int(self.db.scalar(q.COUNT))
+
+    def delete_before(self, ts: float) -> int:
+        """Delete records older than ``ts`` (retention). Destructive."""
+        deleted: int = self.db.write(lambda tx: tx.execute(q.DELETE_BEFORE, (ts,)))
+        return deleted
+
+    def query(
+        self,
+        *,
+        source: str | None = None,
+        level: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        text: str | None = None,
+        after_id: int | None = None,
+        limit: int = 200,
+        cursor: str | None = None,
+        newest_first: bool = False,
+    ) -> Page[LogRecord]:
+        """Records matching every given filter. ``level`` is a minimum (``warning`` returns
+        warning, error, critical); ``text`` a case-insensitive substring of the message;
+        ``after_id`` the follow position (``bastion logs --follow``)."""
+        levels = None
+        if level is not None:
+            floor = LEVELS.index(normalize_level(level))
+            levels = LEVELS[floor:] if floor else None
+        where = (
+            Where(q.COLUMNS)
+            .eq("source", source)
+            .in_("level", levels)
+            .ge("ts", since)
+            .lt("ts", until)
+            .contains("message", text)
+            .gt("id", after_id)
+        )
+        return paginate(
+            self.db,
+            select=q.SELECT,
+            table="logs",
+            where=where,
+            sort=q.SORT,
+            sort_key="id",
+            direction="desc" if newest_first else "asc",
+            make=_record,
+            limit=limit,
+            cursor=cursor,
+        )

@@ -1,0 +1,1 @@
+"""SQL migrations of the ``core`` namespace (package data: ``NNNN_name.sql``)."""

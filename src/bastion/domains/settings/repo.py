@@ -1,0 +1,122 @@
+"""Typed access to ``settings``: key -> JSON value, with ``updated_at``.
+
+Every write also records a ``setting.changed`` event in the same write unit (the event names
+the key and what happened, not the value).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, TypeVar, cast, overload
+
+from bastion.domains.events.repo import emit_tx
+from bastion.domains.settings import queries as q
+from bastion.errors import NotFound
+from bastion.store.engine import WriteTx
+from bastion.store.repo import Repo, to_json
+
+__all__ = ["Setting", "SettingsRepo"]
+
+T = TypeVar("T")
+_MISSING: Any = object()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Setting:
+    key: str
+    value: Any
+    updated_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_key(key: str) -> None:
+    if not isinstance(key, str) or not 1 <= len(key) <= 256:
+        raise ValueError(f"setting key must be a string of 1-256 characters, got {key!r}")
+
+
+def _typed(key: str, value: Any, type_: type[T]) -> T:
+    # bool is an int in Python but never what a caller asking for int (or float) means.
+    if type_ is float and isinstance(value, int) and not isinstance(value, bool):
+        return value  # type: ignore[return-value]
+    ok = not (isinstance(value, bool) and type_ is not bool) and isinstance(value, type_)
+    if not ok:
+        raise ValueError(
+            f"setting {key!r} holds {type(value).__name__} {value!r}, not {type_.__name__}; "
+            f"set it with `bastion settings set {key} <json>`"
+        )
+    return cast(T, value)
+
+
+class SettingsRepo(Repo):
+    """``settings`` on one database."""
+
+    __slots__ = ()
+
+    @overload
+    def get(self, key: str, default: Any = None, type_: None = None) -> Any: ...
+    @overload
+    def get(self, key: str, default: T | None = None, *, type_: type[T]) -> T: ...
+    @overload
+    def get(self, key: str, default: T | None, type_: type[T]) -> T: ...
+
+    def get(self, key: str, default: Any = None, type_: type[Any] | None = None) -> Any:
+        """The value of ``key``, or ``default`` if unset. With ``type_``, a stored value of
+        another type is a ``ValueError`` naming the key (the default is returned as given)."""
+        _check_key(key)
+        row = self.db.query_one(q.GET, (key,))
+        if row is None:
+            return default
+        value = json.loads(row[0])
+        return value if type_ is None else _typed(key, value, type_)
+
+    def get_setting(self, key: str) -> Setting:
+        _check_key(key)
+        row = self.db.query_one(q.GET, (key,))
+        if row is None:
+            raise NotFound(
+                f"setting {key!r} is not set", hint="List them with `bastion settings list`."
+            )
+        return Setting(key, json.loads(row[0]), row[1])
+
+    def set(self, key: str, value: Any, *, ts: float | None = None) -> Setting:
+        """Store ``value`` (anything JSON can hold) under ``key``; records ``setting.changed``."""
+        _check_key(key)
+        if value is None:
+            raise ValueError(f"setting {key!r}: None is not a value; delete the key instead")
+        text = to_json(value, field=f"setting {key!r}")
+        return self.db.write(lambda tx: self.set_tx(tx, key, value, ts=ts, _text=text))
+
+    @staticmethod
+    def set_tx(
+        tx: WriteTx, key: str, value: Any, *, ts: float | None = None, _text: str | None = None
+    ) -> Setting:
+        """``set`` inside the caller's write unit."""
+        _check_key(key)
+        text = _text if _text is not None else to_json(value, field=f"setting {key!r}")
+        event = emit_tx(tx, "setting.changed", key, {"key": key, "action": "set"}, ts=ts)
+        tx.execute(q.UPSERT, (key, text, event.ts))
+        return Setting(key, value, event.ts)
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; ``NotFound`` if it was not set. Records ``setting.changed``."""
+        _check_key(key)
+
+        def run(tx: WriteTx) -> None:
+            if tx.execute(q.DELETE, (key,)) == 0:
+                raise NotFound(
+                    f"setting {key!r} is not set", hint="List them with `bastion settings list`."
+                )
+            emit_tx(tx, "setting.changed", key, {"key": key, "action": "delete"})
+
+        self.db.write(run)
+
+    def list(self, prefix: str = "") -> list[Setting]:
+        """Every setting whose key starts with ``prefix``, by key."""
+        if prefix:
+            rows = self.db.query(q.LIST, (prefix, prefix + "\U0010ffff"))
+        else:
+            rows = self.db.query(q.LIST_ALL)
+        return [Setting(k, json.loads(v), ts) for k, v, ts in rows]

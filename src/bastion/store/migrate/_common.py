@@ -1,0 +1,92 @@
+"""Shared pieces of the migration engine: names, id rules, statement splitting."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+import apsw
+
+from bastion.store.engine import WriteTx
+
+HISTORY_TABLE = "schema_migrations"
+LOST_AND_FOUND_TABLE = "bastion_lost_and_found"
+
+_HISTORY_DDL = f"""CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
+    namespace TEXT NOT NULL,
+    id TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    applied_at REAL NOT NULL,
+    duration_ms REAL NOT NULL,
+    bastion_version TEXT NOT NULL,
+    previous_id TEXT,
+    kind TEXT NOT NULL DEFAULT 'applied' CHECK (kind IN ('applied', 'baseline')),
+    PRIMARY KEY (namespace, id)
+)"""
+
+_LOST_AND_FOUND_DDL = f"""CREATE TABLE IF NOT EXISTS {LOST_AND_FOUND_TABLE} (
+    id INTEGER PRIMARY KEY,
+    source_table TEXT NOT NULL,
+    source_rowid INTEGER,
+    reason TEXT NOT NULL,
+    row_json TEXT NOT NULL,
+    moved_at REAL NOT NULL
+)"""
+
+_ID = re.compile(r"^(?P<number>\d{4,})_(?P<name>[A-Za-z0-9][A-Za-z0-9_]*)$")
+_FILE = re.compile(r"^(?P<id>\d{4,}_[A-Za-z0-9][A-Za-z0-9_]*)\.sql$")
+_NAMESPACE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DIRECTIVE = re.compile(r"^\s*--\s*bastion:\s*(?P<words>[a-z\- ,]+?)\s*$", re.MULTILINE)
+
+#: ``fn(tx, kind, subject, data)``: records an event inside the migration's transaction
+#: (app.py wires the events table; kinds ``migration.applied``, ``migration.edit_accepted``,
+#: ``migration.baselined``, ``backup.created``).
+EventSink = Callable[[WriteTx, str, str, dict[str, Any]], None]
+
+
+def _quote(name: str) -> str:
+    if not _IDENT.match(name):
+        raise ValueError(f"{name!r} is not a plain SQL identifier (letters, digits, underscore)")
+    return f'"{name}"'
+
+
+def checksum_text(text: str) -> str:
+    """SHA-256 of ``text`` with line endings normalized (CRLF/CR -> LF)."""
+    normalized = text.replace("\r\n", "\n").replace("\r", "\n")
+    return hashlib.sha256(normalized.encode("utf-8")).hexdigest()
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a script into complete statements (SQLite's own tokenizer decides completeness,
+    so semicolons inside strings, comments and trigger bodies do not split)."""
+    statements: list[str] = []
+    current: list[str] = []
+    for piece in sql.split(";"):
+        current.append(piece)
+        candidate = ";".join(current) + ";"
+        if apsw.complete(candidate):
+            if candidate.strip(" \t\r\n;") and _has_code(candidate):
+                statements.append(candidate.strip())
+            current = []
+    rest = ";".join(current).strip()
+    if rest and _has_code(rest):
+        statements.append(rest)
+    return statements
+
+
+def _has_code(text: str) -> bool:
+    stripped = re.sub(r"--[^\n]*|/\*.*?\*/", "", text, flags=re.DOTALL)
+    return bool(stripped.strip(" \t\r\n;"))
+
+
+def _utc_stamp() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def _number(id: str) -> int:
+    match = _ID.match(id)
+    return int(match.group("number")) if match else -1

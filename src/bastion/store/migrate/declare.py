@@ -1,0 +1,283 @@
+"""Declaring migrations: ``Migration``, ``Namespace``, orphan policies."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import importlib.resources
+import inspect
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bastion.store.engine import WriteTx
+from bastion.store.migrate._common import (
+    _DIRECTIVE,
+    _FILE,
+    _ID,
+    _NAMESPACE,
+    _quote,
+    checksum_text,
+)
+
+
+class MigrationKind(enum.Enum):
+    SQL = "sql"
+    PYTHON = "python"
+
+
+class OrphanAction(enum.Enum):
+    """What to do with rows whose reference points at no parent row."""
+
+    DELETE = "delete"
+    SET_NULL = "set-null"
+    LOST_AND_FOUND = "lost-and-found"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OrphanPolicy:
+    """Declared handling of orphans in ``table.column`` -> ``parent.parent_column``.
+
+    Runs inside the migration's transaction, before its body, so a migration that adds a
+    FOREIGN KEY to legacy data (seed 004's ``0007_fk_constraints``) finds no orphans left.
+    Policies run in the order declared: list parents before children, since deleting an orphan
+    parent can orphan its own children.
+    """
+
+    table: str
+    column: str
+    parent: str
+    action: OrphanAction
+    parent_column: str = "id"
+
+    def __post_init__(self) -> None:
+        for name in (self.table, self.column, self.parent, self.parent_column):
+            _quote(name)
+        if not isinstance(self.action, OrphanAction):
+            raise TypeError(f"action must be an OrphanAction, not {self.action!r}")
+
+    @property
+    def relation(self) -> str:
+        return f"{self.table}.{self.column}->{self.parent}.{self.parent_column}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Migration:
+    """One migration. Build with :meth:`sql`, :meth:`python`, :meth:`from_file` or :meth:`rebuild`."""
+
+    id: str
+    checksum: str
+    kind: MigrationKind
+    text: str | None = None
+    fn: Callable[[WriteTx], object] | None = dataclasses.field(default=None, compare=False)
+    #: False for SQL that SQLite refuses inside a transaction (VACUUM, some PRAGMAs).
+    transactional: bool = True
+    #: True for table rebuilds: enforcement off, ``foreign_key_check`` before COMMIT.
+    foreign_keys_off: bool = False
+    orphans: tuple[OrphanPolicy, ...] = ()
+    #: Where it came from (file, or module.function), for error messages.
+    origin: str = ""
+
+    def __post_init__(self) -> None:
+        if not _ID.match(self.id):
+            raise ValueError(
+                f"migration id {self.id!r} must look like 0001_name "
+                "(4+ digits, underscore, letters/digits/underscores)"
+            )
+        if not self.transactional and (self.kind is not MigrationKind.SQL or self.orphans):
+            raise ValueError(
+                f"{self.id}: only plain SQL migrations may be non-transactional "
+                "(no Python callables, no orphan policies)"
+            )
+        if not self.transactional and self.foreign_keys_off:
+            raise ValueError(f"{self.id}: foreign_keys_off needs a transactional migration")
+
+    @property
+    def number(self) -> int:
+        match = _ID.match(self.id)
+        assert match is not None  # checked in __post_init__
+        return int(match.group("number"))
+
+    @classmethod
+    def sql(
+        cls,
+        id: str,
+        text: str,
+        *,
+        transactional: bool | None = None,
+        foreign_keys_off: bool | None = None,
+        orphans: Iterable[OrphanPolicy] = (),
+        origin: str | None = None,
+    ) -> Migration:
+        """A SQL migration. Leading ``-- bastion: no-transaction`` / ``-- bastion:
+        foreign-keys-off`` comment lines in ``text`` set the flags when not given."""
+        words: set[str] = set()
+        for match in _DIRECTIVE.finditer(text):
+            words.update(w.strip() for w in re.split(r"[ ,]+", match.group("words")) if w.strip())
+        unknown = words - {"no-transaction", "foreign-keys-off"}
+        if unknown:
+            raise ValueError(
+                f"{origin or id}: unknown directive(s) {sorted(unknown)}; "
+                "known: no-transaction, foreign-keys-off"
+            )
+        return cls(
+            id=id,
+            checksum=checksum_text(text),
+            kind=MigrationKind.SQL,
+            text=text,
+            transactional=("no-transaction" not in words)
+            if transactional is None
+            else transactional,
+            foreign_keys_off=("foreign-keys-off" in words)
+            if foreign_keys_off is None
+            else foreign_keys_off,
+            orphans=tuple(orphans),
+            origin=origin or f"<sql {id}>",
+        )
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **options: Any) -> Migration:
+        """A SQL migration from ``NNNN_name.sql``; the id is the file's stem."""
+        file = Path(path)
+        match = _FILE.match(file.name)
+        if not match:
+            raise ValueError(f"{file}: migration files are named NNNN_name.sql")
+        return cls.sql(
+            match.group("id"), file.read_text(encoding="utf-8"), origin=str(file), **options
+        )
+
+    @classmethod
+    def python(
+        cls,
+        id: str,
+        fn: Callable[[WriteTx], object],
+        *,
+        source: str | None = None,
+        foreign_keys_off: bool = False,
+        orphans: Iterable[OrphanPolicy] = (),
+    ) -> Migration:
+        """A migration in Python: ``fn(tx)`` runs inside the migration's transaction.
+
+        The checksum covers ``source`` if given (declare a version string there when the
+        function's text is not stable), else the function's source code.
+        """
+        if source is None:
+            try:
+                source = inspect.getsource(fn)
+            except (OSError, TypeError):
+                source = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+        origin = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
+        return cls(
+            id=id,
+            checksum=checksum_text(source),
+            kind=MigrationKind.PYTHON,
+            fn=fn,
+            foreign_keys_off=foreign_keys_off,
+            orphans=tuple(orphans),
+            origin=origin,
+        )
+
+    @classmethod
+    def rebuild(
+        cls,
+        id: str,
+        table: str,
+        create_sql: str,
+        *,
+        select: Mapping[str, str] | None = None,
+        indexes: Sequence[str] | None = None,
+        orphans: Iterable[OrphanPolicy] = (),
+    ) -> Migration:
+        """A table rebuild (see :func:`rebuild_table`) as a migration, foreign keys off."""
+        policies = tuple(orphans)
+        source = json.dumps(
+            {
+                "rebuild": table,
+                "create": create_sql,
+                "select": dict(select) if select else None,
+                "indexes": list(indexes) if indexes is not None else None,
+            },
+            sort_keys=True,
+        )
+
+        def run(tx: WriteTx) -> None:
+            from bastion.store.migrate.helpers import rebuild_table  # helpers imports this module
+
+            rebuild_table(tx, table, create_sql, select=select, indexes=indexes)
+
+        return cls(
+            id=id,
+            checksum=checksum_text(source),
+            kind=MigrationKind.PYTHON,
+            fn=run,
+            foreign_keys_off=True,
+            orphans=policies,
+            origin=f"<rebuild {table} {id}>",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Namespace:
+    """An ordered, validated set of migrations under one name."""
+
+    name: str
+    migrations: tuple[Migration, ...]
+
+    def __init__(self, name: str, migrations: Iterable[Migration]) -> None:
+        if not _NAMESPACE.match(name):
+            raise ValueError(f"namespace {name!r} must be lowercase letters, digits, underscores")
+        items = sorted(migrations, key=lambda m: m.number)
+        seen: dict[int, str] = {}
+        for m in items:
+            if not isinstance(m, Migration):
+                raise TypeError(f"namespace {name}: {m!r} is not a Migration")
+            if m.number in seen:
+                raise ValueError(
+                    f"namespace {name}: {seen[m.number]} and {m.id} share the number "
+                    f"{m.number:04d}; give each migration its own number"
+                )
+            seen[m.number] = m.id
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "migrations", tuple(items))
+
+    @classmethod
+    def from_package(cls, name: str, package: str) -> Namespace:
+        """Every ``NNNN_name.sql`` in the importable package ``package`` (package data)."""
+        root = importlib.resources.files(package)
+        migrations = []
+        for entry in root.iterdir():
+            if not entry.name.endswith(".sql"):
+                continue
+            match = _FILE.match(entry.name)
+            if not match:
+                raise ValueError(
+                    f"{package}/{entry.name}: migration files are named NNNN_name.sql; "
+                    "rename it (or move it out of the migrations package)"
+                )
+            migrations.append(
+                Migration.sql(
+                    match.group("id"),
+                    entry.read_text(encoding="utf-8"),
+                    origin=f"{package}/{entry.name}",
+                )
+            )
+        return cls(name, migrations)
+
+    @classmethod
+    def from_directory(cls, name: str, path: str | os.PathLike[str]) -> Namespace:
+        """Every ``NNNN_name.sql`` in a directory."""
+        return cls(name, [Migration.from_file(p) for p in sorted(Path(path).glob("*.sql"))])
+
+    def get(self, id: str) -> Migration:
+        for m in self.migrations:
+            if m.id == id:
+                return m
+        known = ", ".join(m.id for m in self.migrations) or "none"
+        raise ValueError(f"namespace {self.name} has no migration {id!r} (known: {known})")
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(m.id for m in self.migrations)

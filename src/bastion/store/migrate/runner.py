@@ -1,0 +1,691 @@
+"""Applying migrations: ``Migrator`` (check, migrate, dry run, baseline), backups, restore."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import apsw
+
+from bastion._fs import atomic_replace, ensure_private_dir
+from bastion.errors import (
+    BackupError,
+    BaselineMismatch,
+    BastionError,
+    MigrationCheckFailed,
+    MigrationError,
+    MigrationFailed,
+)
+from bastion.store._errors import translate
+from bastion.store.engine import ReadTx, WriteTx
+from bastion.store.schema import SchemaDiff, diff_schemas, schema_objects
+
+if TYPE_CHECKING:
+    from bastion.store.engine import Database
+from bastion.store.migrate._common import (
+    HISTORY_TABLE,
+    EventSink,
+    _number,
+    _utc_stamp,
+    split_statements,
+)
+from bastion.store.migrate.declare import Migration, MigrationKind, Namespace
+from bastion.store.migrate.helpers import (
+    _describe_violations,
+    _foreign_key_violations,
+    normalize_orphans,
+)
+from bastion.store.migrate.history import (
+    HistoryRow,
+    _ensure_history,
+    _read_history,
+    _record,
+    plan_namespace,
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AppliedMigration:
+    namespace: str
+    id: str
+    duration_ms: float
+    orphans: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "id": self.id,
+            "duration_ms": round(self.duration_ms, 3),
+            "orphans": dict(self.orphans),
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NamespaceState:
+    """Where one namespace stands in one database."""
+
+    namespace: str
+    applied: tuple[str, ...]
+    pending: tuple[str, ...]
+    last_applied: str | None
+    last_applied_at: float | None
+    #: The error a migrate would raise (bad history), as ``{code, message, hint}``; else None.
+    problem: dict[str, str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "applied": list(self.applied),
+            "pending": list(self.pending),
+            "last_applied": self.last_applied,
+            "last_applied_at": self.last_applied_at,
+            "problem": self.problem,
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MigrationReport:
+    """What a ``migrate`` did (or, with ``dry_run``, would do)."""
+
+    dry_run: bool
+    applied: tuple[AppliedMigration, ...]
+    accepted_edits: tuple[str, ...]
+    backups: tuple[Path, ...]
+    states: tuple[NamespaceState, ...]
+    #: Schema objects the run added/removed/changed (measured on the file it ran on).
+    changes: SchemaDiff
+
+    @property
+    def orphans(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for item in self.applied:
+            for relation, count in item.orphans.items():
+                total[relation] = total.get(relation, 0) + count
+        return total
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "applied": [a.to_dict() for a in self.applied],
+            "accepted_edits": list(self.accepted_edits),
+            "backups": [str(b) for b in self.backups],
+            "namespaces": [s.to_dict() for s in self.states],
+            "changes": self.changes.to_dict(),
+            "orphans": self.orphans,
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BaselineResult:
+    namespace: str
+    at: str
+    recorded: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"namespace": self.namespace, "at": self.at, "recorded": list(self.recorded)}
+
+
+def _run_body(tx: WriteTx, m: Migration) -> None:
+    if m.kind is MigrationKind.SQL:
+        assert m.text is not None
+        for statement in split_statements(m.text):
+            tx.execute(statement)
+    else:
+        assert m.fn is not None
+        m.fn(tx)
+
+
+class _Outcome(enum.Enum):
+    """How a failed migration left the file (decides whether the backup is restored)."""
+
+    UNCHANGED = "unchanged"
+    CHANGED = "changed"
+
+
+class _StepFailed(Exception):
+    def __init__(self, error: BaseException, outcome: _Outcome) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.outcome = outcome
+
+
+def _apply_one(
+    conn: apsw.Connection,
+    ns: str,
+    m: Migration,
+    previous: str | None,
+    sink: EventSink | None,
+) -> AppliedMigration:
+    """Apply ``m`` and record it. Raises ``_StepFailed`` saying whether the file changed."""
+    started = time.monotonic()
+    orphans: dict[str, int] = {}
+    if not m.transactional:
+        # Outside a transaction each statement commits on its own: a failure part-way leaves
+        # the earlier ones applied, and only the pre-migration backup can undo them.
+        before = (conn.total_changes(), conn.pragma("schema_version"))
+        done = 0
+        try:
+            assert m.text is not None
+            for statement in split_statements(m.text):
+                for _ in conn.execute(statement):
+                    pass
+                done += 1
+        except BaseException as err:
+            after = (conn.total_changes(), conn.pragma("schema_version"))
+            changed = done > 0 or after != before
+            raise _StepFailed(err, _Outcome.CHANGED if changed else _Outcome.UNCHANGED) from err
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            tx = WriteTx(conn)
+            duration = (time.monotonic() - started) * 1000
+            _record(tx, ns, m, previous, duration)
+            if sink is not None:
+                sink(tx, "migration.applied", f"{ns}/{m.id}", {"duration_ms": round(duration, 3)})
+            conn.execute("COMMIT")
+        except BaseException as err:
+            _rollback(conn)
+            raise _StepFailed(err, _Outcome.CHANGED) from err
+        return AppliedMigration(ns, m.id, duration)
+
+    fk_before = int(conn.pragma("foreign_keys"))
+    if m.foreign_keys_off:
+        # Must be set outside a transaction (SQLite ignores it inside one).
+        conn.pragma("foreign_keys", 0)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        tx = WriteTx(conn)
+        orphans = normalize_orphans(tx, m.orphans)
+        _run_body(tx, m)
+        if m.foreign_keys_off:
+            violations = _foreign_key_violations(tx)
+            if violations:
+                raise MigrationCheckFailed(
+                    f"migration {ns}/{m.id} leaves foreign key violations: "
+                    f"{_describe_violations(violations)}",
+                    hint="Declare an OrphanPolicy for the relation, or fix the rows in the migration.",
+                    namespace=ns,
+                    migration=m.id,
+                    violations=[list(v) for v in violations[:100]],
+                )
+        duration = (time.monotonic() - started) * 1000
+        _record(tx, ns, m, previous, duration)
+        if sink is not None:
+            data: dict[str, Any] = {"duration_ms": round(duration, 3)}
+            if orphans:
+                data["orphans"] = orphans
+            sink(tx, "migration.applied", f"{ns}/{m.id}", data)
+        conn.execute("COMMIT")
+    except BaseException as err:
+        _rollback(conn)
+        raise _StepFailed(err, _Outcome.UNCHANGED) from err
+    finally:
+        if m.foreign_keys_off:
+            conn.pragma("foreign_keys", fk_before)
+    return AppliedMigration(ns, m.id, (time.monotonic() - started) * 1000, orphans)
+
+
+def _rollback(conn: apsw.Connection) -> None:
+    if conn.in_transaction:
+        with contextlib.suppress(apsw.Error):
+            conn.execute("ROLLBACK")
+
+
+def _quick_check(conn: apsw.Connection) -> list[str]:
+    rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
+    return [] if rows == ["ok"] else rows
+
+
+def _backup_to(conn: apsw.Connection, target: Path) -> None:
+    """Online backup of ``conn``'s main database into ``target`` (atomic, 0600, verified)."""
+    ensure_private_dir(target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        dst = apsw.Connection(str(tmp))
+        try:
+            with dst.backup("main", conn, "main") as backup:
+                while not backup.done:
+                    backup.step(1024)
+            # One self-contained file: no -wal companion to lose.
+            dst.pragma("journal_mode", "delete")
+            problems = _quick_check(dst)
+        finally:
+            dst.close()
+        if problems:
+            raise BackupError(
+                f"pre-migration backup {target} failed quick_check: {problems[:3]}",
+                path=str(target),
+            )
+        atomic_replace(tmp, target)
+    except apsw.Error as err:
+        raise BackupError(
+            f"pre-migration backup to {target} failed: {err}", path=str(target)
+        ) from err
+    except OSError as err:
+        raise BackupError(
+            f"pre-migration backup to {target} failed: {err.strerror}", path=str(target)
+        ) from err
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _restore_from(conn: apsw.Connection, backup: Path) -> None:
+    """Copy ``backup`` over the live database through ``conn``.
+
+    The backup API writes the destination in one transaction: other connections see the old
+    content or the new, never a mix, and stay open and valid. Destructive.
+    """
+    src = apsw.Connection(str(backup), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        with conn.backup("main", src, "main") as restore:
+            while not restore.done:
+                restore.step(1024)
+    finally:
+        src.close()
+
+
+def _rotate(backups_dir: Path, namespace: str, keep: int) -> None:
+    """Delete all but the ``keep`` newest pre-migration backups of ``namespace``. Destructive."""
+    files = sorted(backups_dir.glob(f"pre-migrate-{namespace}-*.db"), key=lambda p: p.name)
+    for old in files[: max(0, len(files) - keep)]:
+        with contextlib.suppress(FileNotFoundError):
+            old.unlink()
+
+
+class Migrator:
+    """Checks, applies and baselines namespaces of migrations on one :class:`Database`.
+
+    ``backups_dir=None`` disables pre-migration backups (tests, throwaway databases); a failed
+    non-transactional migration then cannot be undone, and the error says so.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        backups_dir: str | os.PathLike[str] | None = None,
+        keep: int = 5,
+        *,
+        on_event: EventSink | None = None,
+    ) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        self.db = db
+        self.backups_dir = Path(backups_dir) if backups_dir is not None else None
+        self.keep = keep
+        self.on_event = on_event
+
+    # --- read-only ----------------------------------------------------------------------
+
+    def history(self, namespace: str) -> list[HistoryRow]:
+        return self.db.read(lambda tx: _read_history(tx, namespace))
+
+    def status(self, namespaces: Iterable[Namespace]) -> list[NamespaceState]:
+        """Per namespace: applied, pending, last applied, and the problem if the history is
+        bad. Read-only; never raises for a bad history (it is reported in ``problem``)."""
+        return [self._state(ns, self.history(ns.name)) for ns in namespaces]
+
+    @staticmethod
+    def _state(ns: Namespace, history: Sequence[HistoryRow]) -> NamespaceState:
+        problem: dict[str, str] | None = None
+        applied_ids = {row.id for row in history}
+        try:
+            pending = tuple(m.id for m in plan_namespace(ns, history).pending)
+        except MigrationError as err:
+            problem = err.to_dict()
+            pending = tuple(m.id for m in ns.migrations if m.id not in applied_ids)
+        ordered = sorted(history, key=lambda r: _number(r.id))
+        last = ordered[-1] if ordered else None
+        return NamespaceState(
+            namespace=ns.name,
+            applied=tuple(r.id for r in ordered),
+            pending=pending,
+            last_applied=last.id if last else None,
+            last_applied_at=last.applied_at if last else None,
+            problem=problem,
+        )
+
+    def check(self, namespaces: Iterable[Namespace]) -> None:
+        """Raise the error a migrate would raise for a bad history; read-only."""
+        for ns in namespaces:
+            plan_namespace(ns, self.history(ns.name))
+
+    # --- applying -----------------------------------------------------------------------
+
+    def migrate(
+        self,
+        namespaces: Iterable[Namespace],
+        *,
+        dry_run: bool = False,
+        accept_edited: Iterable[str] = (),
+    ) -> MigrationReport:
+        """Apply every pending migration of ``namespaces`` (in the order given).
+
+        With ``dry_run`` the run happens on a temporary copy of the database (no backups, no
+        events); the live file is read once and left as it was.
+        """
+        spaces = list(namespaces)
+        accept = tuple(accept_edited)
+        for entry in accept:
+            ns_name, _, mid = entry.partition("/")
+            if not mid or not any(ns.name == ns_name for ns in spaces):
+                raise ValueError(
+                    f"--accept-edited wants NS/ID of a namespace being migrated, got {entry!r}"
+                )
+        if dry_run:
+            return self._dry_run(spaces, accept)
+
+        def run(tx: WriteTx) -> MigrationReport:
+            return self._run(
+                tx._conn, spaces, accept, self.backups_dir, self.on_event, dry_run=False
+            )
+
+        # The whole run holds the writer: other units of this process queue behind it, and
+        # each migration's BEGIN IMMEDIATE keeps other processes out while it runs.
+        return self.db.run_outside_transaction(run)
+
+    def _dry_run(self, spaces: list[Namespace], accept: tuple[str, ...]) -> MigrationReport:
+        workdir = Path(tempfile.mkdtemp(prefix="bastion-dry-run-"))
+        try:
+            copy_path = workdir / "copy.db"
+
+            def copy(tx: WriteTx) -> None:
+                dst = apsw.Connection(str(copy_path))
+                try:
+                    with dst.backup("main", tx._conn, "main") as backup:
+                        while not backup.done:
+                            backup.step(1024)
+                finally:
+                    dst.close()
+
+            self.db.run_outside_transaction(copy)
+            conn = apsw.Connection(str(copy_path))
+            try:
+                conn.pragma("foreign_keys", 1)
+                return self._run(conn, spaces, accept, None, None, dry_run=True)
+            finally:
+                conn.close()
+        except apsw.Error as err:
+            raise translate(err, path=str(self.db.path), what="preparing a dry run") from err
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _run(
+        self,
+        conn: apsw.Connection,
+        spaces: list[Namespace],
+        accept: tuple[str, ...],
+        backups_dir: Path | None,
+        sink: EventSink | None,
+        *,
+        dry_run: bool,
+    ) -> MigrationReport:
+        reader = ReadTx(conn)
+        # Validate every namespace before touching anything.
+        plans = [(ns, plan_namespace(ns, _read_history(reader, ns.name), accept)) for ns in spaces]
+        before = schema_objects(reader)
+        applied: list[AppliedMigration] = []
+        accepted: list[str] = []
+        backups: list[Path] = []
+        if any(plan.pending or plan.accepted for _, plan in plans):
+            _ensure_history(conn)
+        for ns, plan in plans:
+            if plan.accepted:
+                accepted.extend(self._accept(conn, ns, plan.accepted, sink))
+            if not plan.pending:
+                continue
+            backup: Path | None = None
+            # An empty database (a fresh install) has nothing a backup could save, unless a
+            # non-transactional step might need undoing.
+            empty = not reader.scalar(
+                "SELECT count(*) FROM sqlite_master WHERE name != ?", (HISTORY_TABLE,)
+            )
+            if backups_dir is not None and not (
+                empty and all(m.transactional for m in plan.pending)
+            ):
+                first = plan.pending[0]
+                backup = backups_dir / f"pre-migrate-{ns.name}-{first.id}-{_utc_stamp()}.db"
+                _backup_to(conn, backup)
+                backups.append(backup)
+                _rotate(backups_dir, ns.name, self.keep)
+                if sink is not None:
+                    self._emit(
+                        conn,
+                        sink,
+                        "backup.created",
+                        str(backup),
+                        {"reason": "pre-migrate", "namespace": ns.name},
+                    )
+            history = _read_history(reader, ns.name)
+            previous = max(history, key=lambda r: _number(r.id)).id if history else None
+            for m in plan.pending:
+                try:
+                    applied.append(_apply_one(conn, ns.name, m, previous, sink))
+                except _StepFailed as failed:
+                    raise self._failure(conn, ns, m, failed, backup) from failed.error
+                previous = m.id
+            self._final_checks(conn, ns, backup)
+        after = schema_objects(reader)
+        states = tuple(self._state(ns, _read_history(reader, ns.name)) for ns in spaces)
+        return MigrationReport(
+            dry_run=dry_run,
+            applied=tuple(applied),
+            accepted_edits=tuple(accepted),
+            backups=tuple(backups),
+            states=states,
+            changes=diff_schemas(before, after),
+        )
+
+    @staticmethod
+    def _emit(
+        conn: apsw.Connection, sink: EventSink, kind: str, subject: str, data: dict[str, Any]
+    ) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            sink(WriteTx(conn), kind, subject, data)
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+
+    @staticmethod
+    def _accept(
+        conn: apsw.Connection,
+        ns: Namespace,
+        accepted: Sequence[tuple[Migration, str]],
+        sink: EventSink | None,
+    ) -> list[str]:
+        """Record accepted edits: new checksum stored and an event, in one transaction."""
+        done = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            tx = WriteTx(conn)
+            for m, old in accepted:
+                tx.execute(
+                    f"UPDATE {HISTORY_TABLE} SET checksum = ? WHERE namespace = ? AND id = ?",
+                    (m.checksum, ns.name, m.id),
+                )
+                if sink is not None:
+                    sink(
+                        tx,
+                        "migration.edit_accepted",
+                        f"{ns.name}/{m.id}",
+                        {"old_checksum": old, "new_checksum": m.checksum, "file": m.origin},
+                    )
+                done.append(f"{ns.name}/{m.id}")
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        return done
+
+    def _failure(
+        self,
+        conn: apsw.Connection,
+        ns: Namespace,
+        m: Migration,
+        failed: _StepFailed,
+        backup: Path | None,
+    ) -> MigrationError:
+        err = failed.error
+        if isinstance(err, apsw.Error):
+            reason = str(translate(err))
+        else:
+            reason = str(err) or type(err).__name__
+        where = f"backup: {backup}" if backup else "no backup was taken (backups disabled)"
+        restored = False
+        if failed.outcome is _Outcome.CHANGED:
+            if backup is None:
+                return MigrationFailed(
+                    f"migration {ns.name}/{m.id} ({m.origin}) failed part-way outside a "
+                    f"transaction and the database may be partly migrated: {reason}; {where}",
+                    hint="Restore a backup (`bastion db restore`), fix the migration and retry.",
+                    namespace=ns.name,
+                    migration=m.id,
+                    file=m.origin,
+                    backup=None,
+                    restored=False,
+                )
+            _restore_from(conn, backup)
+            restored = True
+        state = (
+            f"the database was restored from {backup}"
+            if restored
+            else "the migration was rolled back; the database is as it was before it"
+        )
+        cls: type[MigrationError] = (
+            MigrationCheckFailed if isinstance(err, MigrationCheckFailed) else MigrationFailed
+        )
+        details = dict(err.details) if isinstance(err, BastionError) else {}
+        details.update(
+            namespace=ns.name,
+            migration=m.id,
+            file=m.origin,
+            backup=str(backup) if backup else None,
+            restored=restored,
+        )
+        return cls(
+            f"migration {ns.name}/{m.id} ({m.origin}) failed: {reason}; {state}; {where}",
+            hint="Fix the migration and run `bastion db migrate` again.",
+            **details,
+        )
+
+    @staticmethod
+    def _final_checks(conn: apsw.Connection, ns: Namespace, backup: Path | None) -> None:
+        reader = ReadTx(conn)
+        violations = _foreign_key_violations(reader)
+        problems = _quick_check(conn)
+        if not violations and not problems:
+            return
+        if violations:
+            what = f"foreign_key_check found violations: {_describe_violations(violations)}"
+        else:
+            what = f"quick_check failed: {'; '.join(problems[:3])}"
+        if backup is not None:
+            _restore_from(conn, backup)
+            state = f"the database was restored from {backup}"
+        else:
+            state = "no backup was taken (backups disabled); the migrations stay applied"
+        raise MigrationCheckFailed(
+            f"after migrating {ns.name}: {what}; {state}",
+            namespace=ns.name,
+            violations=[list(v) for v in violations[:100]],
+            backup=str(backup) if backup else None,
+        )
+
+    # --- adopting a database --------------------------------------------------------------
+
+    def baseline(self, ns: Namespace, at: str) -> BaselineResult:
+        """Record ``ns``'s migrations up to ``at`` as applied, without running them, for a
+        database created before it had a history, after checking its schema is what those
+        migrations produce. Refuses (``BaselineMismatch``) when it is not."""
+        target = ns.get(at)
+        upto = [m for m in ns.migrations if m.number <= target.number]
+        expected = fresh_schema(upto)
+        complete = fresh_schema(list(ns.migrations))
+        later_only = {k for k in complete if k not in expected}
+
+        def run(tx: WriteTx) -> BaselineResult:
+            conn = tx._conn
+            reader = ReadTx(conn)
+            if _read_history(reader, ns.name):
+                raise MigrationError(
+                    f"namespace {ns.name} already has a migration history; baseline is for "
+                    "databases without one",
+                    hint="Use `bastion db migrate`, or `bastion db status` to see the history.",
+                    namespace=ns.name,
+                )
+            live = schema_objects(reader)
+            missing = sorted(k for k in expected if k not in live)
+            different = sorted(k for k in expected if k in live and live[k] != expected[k])
+            newer = sorted(k for k in later_only if k in live)
+            if missing or different or newer:
+                parts = []
+                if missing:
+                    parts.append(f"missing {', '.join(missing[:10])}")
+                if different:
+                    parts.append(f"different definition of {', '.join(different[:10])}")
+                if newer:
+                    parts.append(f"has objects of later migrations: {', '.join(newer[:10])}")
+                raise BaselineMismatch(
+                    f"{self.db.path} does not match namespace {ns.name} at {at}: "
+                    + "; ".join(parts),
+                    namespace=ns.name,
+                    at=at,
+                    missing=missing,
+                    different=different,
+                    newer=newer,
+                )
+            _ensure_history(conn)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                wtx = WriteTx(conn)
+                previous: str | None = None
+                for m in upto:
+                    _record(wtx, ns.name, m, previous, 0.0, kind="baseline")
+                    previous = m.id
+                if self.on_event is not None:
+                    self.on_event(
+                        wtx,
+                        "migration.baselined",
+                        f"{ns.name}/{at}",
+                        {"recorded": [m.id for m in upto]},
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+            return BaselineResult(ns.name, at, tuple(m.id for m in upto))
+
+        return self.db.run_outside_transaction(run)
+
+
+def fresh_schema(migrations: Sequence[Migration]) -> dict[str, Any]:
+    """The schema ``migrations`` produce on an empty database (built in memory)."""
+    conn = apsw.Connection(":memory:")
+    try:
+        conn.pragma("foreign_keys", 1)
+        previous: str | None = None
+        _ensure_history(conn)
+        for m in migrations:
+            try:
+                _apply_one(conn, "fresh", m, previous, None)
+            except _StepFailed as failed:
+                raise MigrationFailed(
+                    f"migration {m.id} ({m.origin}) fails on an empty database: {failed.error}",
+                    migration=m.id,
+                    file=m.origin,
+                ) from failed.error
+            previous = m.id
+        return dict(schema_objects(ReadTx(conn)))
+    finally:
+        conn.close()
