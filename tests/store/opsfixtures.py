@@ -47,9 +47,12 @@ def count_items(path: Path) -> int:
 
 
 def integrity(path: Path) -> list[str]:
+    """``integrity_check`` output; a file too damaged to check reports the error."""
     conn = apsw.Connection(str(path))
     try:
         return [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
+    except apsw.Error as err:
+        return [f"error: {err}"]
     finally:
         conn.close()
 
