@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict
 from starlette.types import Scope
 
+from bastion.api.dashboard.data import router as data_router
 from bastion.api.dashboard.sessions import (
     CSRF_HEADER,
     LOGIN_CODE_TTL_S,
@@ -212,6 +213,7 @@ def mount(app: FastAPI, *, token: str) -> MountHooks:
     dashboard = Dashboard.create(port=port, token=token, own_origins=own)
     app.state.dashboard = dashboard
     app.include_router(router)
+    app.include_router(data_router)
     return MountHooks(
         public_paths=frozenset({"/", "/login"}),
         public_prefixes=(STATIC_PREFIX,),

@@ -13,14 +13,14 @@
     serviceEvents: (name) => `/v1/services/${encodeURIComponent(name)}/events`,
     logs: "/v1/logs",
     logStream: "/v1/logs/stream",
-    secrets: "/v1/secrets",
-    secret: (name) => `/v1/secrets/${encodeURIComponent(name)}`,
+    secrets: "/v1/dashboard/secrets",
+    secret: (name) => `/v1/dashboard/secrets/${encodeURIComponent(name)}`,
     dbStatus: "/v1/db/status",
     dbCheck: "/v1/db/check",
     dbMigrations: "/v1/db/migrations",
-    backups: "/v1/db/backups",
-    events: "/v1/events",
-    activity: "/v1/activity",
+    backups: "/v1/dashboard/backups",
+    events: "/v1/dashboard/events",
+    activity: "/v1/dashboard/activity",
   };
   const VIEWS = ["services", "logs", "secrets", "database", "activity"];
   const LOG_LIMIT = 500;
@@ -379,7 +379,7 @@
     // The value leaves the page once, in this request body, and is forgotten at once.
     form.elements.value.value = "";
     try {
-      await api("PUT", ROUTES.secret(name), { query: { scope }, body: { value, scope } });
+      await api("PUT", ROUTES.secret(name), { body: { value, scope } });
       notify(`Stored secret ${name}.`);
       await loadSecrets();
     } catch (err) {
@@ -405,7 +405,7 @@
       api("GET", ROUTES.dbStatus),
       api("GET", ROUTES.dbMigrations).catch(() => []),
       api("GET", ROUTES.backups).catch(() => []),
-      api("GET", ROUTES.events, { query: { limit: 20, kind: "store" } }).catch(() => []),
+      api("GET", ROUTES.events, { query: { limit: 100 } }).catch(() => []),
     ]);
     const posture = status.posture || {};
     const facts = [
@@ -421,7 +421,8 @@
     $("#migrations-table tbody").replaceChildren(...items(migrations).map((m) =>
       el("tr", {}, el("td", { text: m.namespace }), el("td", { text: m.id }), el("td", { text: when(m.applied_at) }))));
     renderBackups(backups);
-    const evs = items(events);
+    // Store events: backups, migrations, quarantines, restores (service transitions live on the board).
+    const evs = items(events).filter((e) => !String(e.kind).startsWith("service.")).slice(0, 20);
     $("#db-events").replaceChildren(...(evs.length ? evs.map(feedItem) : [el("li", { class: "muted", text: "No quarantines or restores recorded." })]));
   }
 
