@@ -49,6 +49,7 @@ action can make the same call succeed).
     │   ├── InvalidTransition
     │   └── SpawnFailed
     └── ApiError
+        ├── InvalidRequest
         ├── Unauthorized
         ├── Forbidden
         ├── PayloadTooLarge
@@ -75,6 +76,7 @@ __all__ = [
     "DecryptionFailed",
     "Forbidden",
     "ImportFailed",
+    "InvalidRequest",
     "InvalidTransition",
     "KeychainLocked",
     "KeychainTimeout",
@@ -396,6 +398,12 @@ class SpawnFailed(SupervisorError):
 
 class ApiError(BastionError):
     code = "api_error"
+    http_status = 400
+
+
+class InvalidRequest(ApiError):
+    code = "invalid_request"
+    default_hint = "Check the request's parameters against /openapi.json."
     http_status = 400
 
 
