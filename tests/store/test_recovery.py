@@ -1,0 +1,246 @@
+"""Corruption drills: each kind of damage is detected at open, quarantined with all its files,
+the newest good backup restored, and a report written with salvage counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bastion.app import Home
+from bastion.config import Config, StoreConfig, load_config
+from bastion.errors import NotADatabase, StoreCorrupt
+from bastion.store.backup import create_backup
+from bastion.store.recovery import CheckKind, OpenCheck, merge_salvage, open_check, recover
+from tests.store.opsfixtures import (
+    ITEMS_DDL,
+    add_items,
+    count_items,
+    integrity,
+    leaf_page_offset,
+    overwrite,
+)
+
+
+def _config(tmp_path: Path, on_corrupt: str) -> Config:
+    return load_config(tmp_path / "home", env={"BASTION_STORE_ON_CORRUPT": on_corrupt})
+
+
+def _home_with_backup(cfg: Config, backed_up: int = 400, after: int = 100) -> Path:
+    """A home whose bastion.db has ``backed_up`` rows in a verified backup, then ``after``
+    more rows written after the backup. Returns the backup's path."""
+    with Home.init(cfg) as home:
+        home.db.write(lambda tx: tx.script(ITEMS_DDL))
+        add_items(home.db, 0, backed_up)
+        result = home.backup()
+        add_items(home.db, backed_up, after)
+    return Path(result.path)
+
+
+def _flip_leaf(path: Path) -> None:
+    overwrite(path, leaf_page_offset(path) + 8, os.urandom(64))
+
+
+def _smash_header(path: Path) -> None:
+    overwrite(path, 0, os.urandom(100))
+
+
+def _truncate_half(path: Path) -> None:
+    os.truncate(path, (path.stat().st_size // 2 // 4096) * 4096)
+
+
+def _truncate_zero(path: Path) -> None:
+    os.truncate(path, 0)
+
+
+def _delete(path: Path) -> None:
+    path.unlink()
+
+
+def _swap_non_sqlite(path: Path) -> None:
+    path.write_text("# this is a config file someone copied over the database\n" * 100)
+
+
+DAMAGE: dict[str, tuple[Callable[[Path], None], CheckKind]] = {
+    "flipped-page": (_flip_leaf, CheckKind.CORRUPT),
+    "smashed-header": (_smash_header, CheckKind.NOT_A_DATABASE),
+    "truncated": (_truncate_half, CheckKind.TRUNCATED),
+    "truncated-to-zero": (_truncate_zero, CheckKind.EMPTY),
+    "deleted": (_delete, CheckKind.MISSING),
+    "non-sqlite": (_swap_non_sqlite, CheckKind.NOT_A_DATABASE),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damage_is_detected_quarantined_and_the_backup_restored(
+    tmp_path: Path, damage: str
+) -> None:
+    cfg = _config(tmp_path, "recover")
+    backup = _home_with_backup(cfg)
+    harm, kind = DAMAGE[damage]
+    original = cfg.db_path.read_bytes()
+    harm(cfg.db_path)
+    check = open_check(cfg.db_path, cfg.store, backups_dir=cfg.backups_dir, db_name="bastion")
+    assert check.kind is kind, check.detail
+    assert not check.ok
+
+    with Home.open(cfg) as home:
+        report = home.recovery
+        assert report is not None
+        assert home.db.scalar("SELECT count(*) FROM items") == 400
+        assert home.db.scalar("PRAGMA integrity_check") == "ok"
+    assert report.restored_from == backup
+    assert report.placed == "backup"
+    qdir = report.quarantine_dir
+    assert qdir.parent == cfg.quarantine_dir
+    if damage != "deleted":
+        assert (qdir / "bastion.db").exists(), "the damaged file is kept, never deleted"
+    data = json.loads((qdir / "report.json").read_text())
+    assert data["failed_check"]["kind"] == kind.value
+    assert data["restored_from"] == str(backup)
+    assert data["rows_in_backup"]["items"] == 400
+    if damage == "flipped-page":
+        salvaged = data["rows_salvaged"]["items"]
+        assert 400 < salvaged < 500, (
+            "salvage keeps the rows newer than the backup around the bad page"
+        )
+        assert data["rows_only_in_salvage"]["items"] > 0
+        assert (qdir / "salvaged.db").exists()
+    del original
+
+
+def test_deleted_wal_with_committed_frames_is_detected(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "recover")
+    _home_with_backup(cfg)
+    # A writer that dies without closing leaves its committed transactions in the WAL only.
+    code = textwrap.dedent(
+        f"""
+        import os
+        from bastion.store import Database
+        db = Database.open({str(cfg.db_path)!r}, name="bastion")
+        db.write(lambda tx: tx.executemany(
+            "INSERT INTO items(name, body) VALUES (?, ?)",
+            [("late-%d" % i, "x") for i in range(50)]))
+        os._exit(0)
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    wal = Path(str(cfg.db_path) + "-wal")
+    assert wal.stat().st_size > 0
+    wal.unlink()
+    check = open_check(cfg.db_path, cfg.store, backups_dir=cfg.backups_dir, db_name="bastion")
+    assert check.kind is CheckKind.WAL_LOST
+    assert "committed frames" in check.detail
+
+    with Home.open(cfg) as home:
+        assert home.recovery is not None
+        assert home.db.scalar("SELECT count(*) FROM items") == 400
+    names = sorted(p.name for p in home.recovery.quarantine_dir.iterdir())
+    assert "bastion.db" in names
+    assert "bastion.db-shm" in names, "the -shm goes to quarantine with its database"
+
+
+def test_a_corrupt_newest_backup_is_skipped_for_the_older_good_one(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "recover")
+    good = _home_with_backup(cfg, backed_up=300, after=0)
+    with Home.open(cfg) as home:
+        add_items(home.db, 300, 50)
+        newest = Path(home.backup().path)
+    overwrite(newest, newest.stat().st_size - 3000, os.urandom(64))
+    _flip_leaf(cfg.db_path)
+    with Home.open(cfg) as home:
+        assert home.recovery is not None
+        assert home.recovery.restored_from == good
+        assert home.db.scalar("SELECT count(*) FROM items") == 300
+
+
+def test_refuse_mode_raises_naming_the_file_and_changes_nothing(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "refuse")
+    _home_with_backup(cfg)
+    _flip_leaf(cfg.db_path)
+    before = cfg.db_path.read_bytes()
+    with pytest.raises(StoreCorrupt) as caught:
+        Home.open(cfg)
+    assert str(cfg.db_path) in caught.value.message
+    assert "quick_check" in caught.value.message
+    assert caught.value.details["check"]["output"]
+    assert cfg.db_path.read_bytes() == before
+    assert list(cfg.quarantine_dir.iterdir()) == []
+
+
+def test_refuse_mode_names_a_non_database(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "refuse")
+    _home_with_backup(cfg)
+    _swap_non_sqlite(cfg.db_path)
+    with pytest.raises(NotADatabase, match="not an SQLite database"):
+        Home.open(cfg)
+
+
+def test_no_backup_puts_the_salvage_in_place(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "recover")
+    with Home.init(cfg) as home:
+        home.db.write(lambda tx: tx.script(ITEMS_DDL))
+        add_items(home.db, 0, 3000)
+    _flip_leaf(cfg.db_path)
+    with Home.open(cfg) as home:
+        assert home.recovery is not None
+        assert home.recovery.placed == "salvage"
+        rows = home.db.scalar("SELECT count(*) FROM items")
+        assert 2800 < rows < 3000
+
+
+def test_fresh_home_and_healthy_file_pass_the_check(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "refuse")
+    new = open_check(cfg.db_path, cfg.store)
+    assert new.kind is CheckKind.NEW
+    _home_with_backup(cfg)
+    ok = open_check(cfg.db_path, cfg.store, backups_dir=cfg.backups_dir)
+    assert ok.kind is CheckKind.OK
+    big = open_check(cfg.db_path, StoreConfig(open_check_max_bytes=0))
+    assert big.kind is CheckKind.INCONCLUSIVE
+    assert big.ok
+    full = open_check(cfg.db_path, cfg.store, full=True)
+    assert full.output == ("ok",)
+
+
+def test_merge_from_salvage_inserts_missing_rows_and_reports_conflicts(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "refuse")
+    _home_with_backup(cfg, backed_up=300, after=100)
+    with Home.open(cfg) as home:
+        home.db.write(lambda tx: tx.execute("UPDATE items SET body = 'edited' WHERE id = 5"))
+    forced = OpenCheck(cfg.db_path, CheckKind.CORRUPT, "forced by the test", (), 0.0)
+    report = recover(
+        cfg.db_path, backups_dir=cfg.backups_dir, quarantine_root=cfg.quarantine_dir, check=forced
+    )
+    assert report.rows_only_in_salvage["items"] == 100
+    assert integrity(cfg.db_path) == ["ok"]
+    with Home.open(cfg) as home:
+        dry = merge_salvage(
+            home.db, report.quarantine_dir / "salvaged.db", tables=["items"], dry_run=True
+        )
+        assert dry.inserted == {"items": 100}
+        assert home.db.scalar("SELECT count(*) FROM items") == 300
+        merged = merge_salvage(home.db, report.quarantine_dir / "salvaged.db", tables=["items"])
+        assert merged.inserted == {"items": 100}
+        assert merged.identical == {"items": 299}
+        assert merged.conflicts == {"items": 1}
+        assert merged.conflict_samples[0]["rowid"] == 5
+        assert home.db.scalar("SELECT body FROM items WHERE id = 5") != "edited"
+        again = merge_salvage(home.db, report.quarantine_dir / "salvaged.db", tables=["items"])
+        assert again.inserted == {"items": 0}
+    assert count_items(cfg.db_path) == 400
+
+
+def test_backup_of_a_recovered_home_still_works(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "recover")
+    _home_with_backup(cfg)
+    _flip_leaf(cfg.db_path)
+    with Home.open(cfg) as home:
+        result = create_backup(home.db, cfg.backups_dir)
+    assert result.manifest["row_counts"]["items"] == 400
