@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "serve": "bastion.cli.serve:serve",
     "stop": "bastion.cli.stop:stop",
     "dashboard": "bastion.cli.dashboard:dashboard",
+    "settings": "bastion.cli.settings:settings",
+    "logs": "bastion.cli.logs:logs",
 }
 
 

@@ -26,7 +26,7 @@ from bastion.errors import (
 )
 from bastion.store._errors import translate
 from bastion.store.engine import ReadTx, WriteTx
-from bastion.store.schema import SchemaDiff, diff_schemas, schema_objects
+from bastion.store.schema import SchemaDiff, SchemaObject, diff_schemas, schema_objects
 
 if TYPE_CHECKING:
     from bastion.store.engine import Database
@@ -669,7 +669,7 @@ class Migrator:
         return self.db.run_outside_transaction(run)
 
 
-def fresh_schema(migrations: Sequence[Migration]) -> dict[str, Any]:
+def fresh_schema(migrations: Sequence[Migration]) -> dict[str, SchemaObject]:
     """The schema ``migrations`` produce on an empty database (built in memory)."""
     conn = apsw.Connection(":memory:")
     try:

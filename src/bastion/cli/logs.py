@@ -1,0 +1,149 @@
+"""``bastion logs``: read (and follow) the built-in logs table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from bastion.cli._output import config_from, json_option, run_command
+
+if TYPE_CHECKING:
+    from bastion.domains.logs import LogRecord
+
+__all__ = ["logs", "parse_time"]
+
+_RELATIVE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(text: str, *, now: float | None = None) -> float:
+    """``10m``/``2h``/``1d`` ago, unix seconds, or an ISO-8601 time (UTC unless it says)."""
+    value = text.strip()
+    match = _RELATIVE.match(value)
+    if match:
+        return (time.time() if now is None else now) - float(match.group("n")) * _UNITS[
+            match.group("unit")
+        ]
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not a time; use 10m / 2h / 1d (ago), unix seconds, or 2026-01-31T12:00:00"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
+
+
+def _line(r: LogRecord) -> str:
+    stamp = dt.datetime.fromtimestamp(r.ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    stream = f"/{r.stream}" if r.stream else ""
+    return f"{stamp} {r.level.upper():8} {r.source}{stream}: {r.message}"
+
+
+@click.command()
+@click.option("--source", "-s", help="Only this source (a service name).")
+@click.option("--level", "-l", help="Minimum level: debug, info, warning, error, critical.")
+@click.option("--since", help="From this time: 10m, 2h, 1d (ago), unix seconds, or ISO-8601.")
+@click.option("--until", help="Before this time (same forms as --since).")
+@click.option("--grep", "text", help="Only messages containing TEXT (case-insensitive).")
+@click.option(
+    "--limit",
+    "-n",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Lines to show.",
+)
+@click.option(
+    "--follow", "-f", is_flag=True, help="Keep printing new lines as they arrive (Ctrl-C stops)."
+)
+@click.option(
+    "--poll",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0.01, 60),
+    help="Seconds between polls with --follow.",
+)
+@click.option(
+    "--exit-after",
+    type=click.IntRange(1),
+    hidden=True,
+    help="Stop following after this many lines (scripts, tests).",
+)
+@json_option
+@click.pass_context
+@run_command
+def logs(
+    ctx: click.Context,
+    *,
+    source: str | None,
+    level: str | None,
+    since: str | None,
+    until: str | None,
+    text: str | None,
+    limit: int,
+    follow: bool,
+    poll: float,
+    exit_after: int | None,
+    as_json: bool,
+) -> None:
+    """Show captured service logs, newest last. With --json, one JSON object per line when
+    following, else a JSON list."""
+    from bastion.app import Home
+    from bastion.domains.logs import normalize_level
+
+    if level is not None:
+        try:
+            level = normalize_level(level)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--level") from err
+    filters: dict[str, Any] = {
+        "source": source,
+        "level": level,
+        "since": parse_time(since) if since else None,
+        "until": parse_time(until) if until else None,
+        "text": text,
+    }
+    with Home.open(config_from(ctx), create=False) as home:
+        repo = home.logs
+        # The newest ``limit`` matching lines, printed oldest first.
+        page = repo.query(**filters, limit=limit, newest_first=True)
+        records = list(reversed(page.items))
+        if as_json and not follow:
+            click.echo(json.dumps([r.to_dict() for r in records], indent=2))
+            return
+        shown = 0
+
+        def show(batch: list[LogRecord]) -> bool:
+            nonlocal shown
+            for r in batch:
+                click.echo(json.dumps(r.to_dict()) if as_json else _line(r))
+                shown += 1
+                if exit_after is not None and shown >= exit_after:
+                    return False
+            return True
+
+        if not show(records) or not follow:
+            return
+        last = (records[-1].id or 0) if records else repo.latest_id()
+        try:
+            while True:
+                batch = list(repo.query(**filters, after_id=last, limit=1000).items)
+                if batch:
+                    last = batch[-1].id or last
+                    if not show(batch):
+                        return
+                else:
+                    time.sleep(poll)  # follow mode's poll interval, not a wait on a condition
+        except KeyboardInterrupt:
+            return

@@ -1,0 +1,102 @@
+"""``bastion settings get|set|delete|list``: the built-in key -> JSON settings table."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from bastion.cli._output import config_from, emit, json_option, run_command
+
+__all__ = ["settings"]
+
+
+def _parse_value(text: str, as_string: bool) -> Any:
+    """JSON when it parses (``42``, ``true``, ``{"a": 1}``), else the text as a string."""
+    if as_string:
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@click.group()
+def settings() -> None:
+    """Read and change settings (key -> JSON value) in bastion.db."""
+
+
+@settings.command()
+@click.argument("key")
+@json_option
+@click.pass_context
+@run_command
+def get(ctx: click.Context, key: str, as_json: bool) -> None:
+    """Print KEY's value (exit status 66 if it is not set)."""
+    from bastion.app import Home
+
+    with Home.open(config_from(ctx), create=False) as home:
+        setting = home.settings.get_setting(key)
+    emit(setting.to_dict(), as_json, lambda d: json.dumps(d["value"], ensure_ascii=False))
+
+
+@settings.command(name="set")
+@click.argument("key")
+@click.argument("value")
+@click.option(
+    "--string", "as_string", is_flag=True, help="Store VALUE as a string even if it parses as JSON."
+)
+@json_option
+@click.pass_context
+@run_command
+def set_(ctx: click.Context, key: str, value: str, as_string: bool, as_json: bool) -> None:
+    """Set KEY to VALUE (JSON if it parses, else a string)."""
+    from bastion.app import Home
+
+    parsed = _parse_value(value, as_string)
+    with Home.open(config_from(ctx), create=False) as home:
+        try:
+            setting = home.settings.set(key, parsed)
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from err
+    emit(
+        setting.to_dict(),
+        as_json,
+        lambda d: f"{d['key']} = {json.dumps(d['value'], ensure_ascii=False)}",
+    )
+
+
+@settings.command()
+@click.argument("key")
+@json_option
+@click.pass_context
+@run_command
+def delete(ctx: click.Context, key: str, as_json: bool) -> None:
+    """Remove KEY (exit status 66 if it is not set)."""
+    from bastion.app import Home
+
+    with Home.open(config_from(ctx), create=False) as home:
+        home.settings.delete(key)
+    emit({"key": key, "deleted": True}, as_json, lambda d: f"deleted {d['key']}")
+
+
+@settings.command(name="list")
+@click.argument("prefix", default="")
+@json_option
+@click.pass_context
+@run_command
+def list_(ctx: click.Context, prefix: str, as_json: bool) -> None:
+    """List settings, optionally only keys starting with PREFIX."""
+    from bastion.app import Home
+
+    with Home.open(config_from(ctx), create=False) as home:
+        items = [s.to_dict() for s in home.settings.list(prefix)]
+    emit(
+        items,
+        as_json,
+        lambda rows: (
+            "\n".join(f"{r['key']} = {json.dumps(r['value'], ensure_ascii=False)}" for r in rows)
+            or "(no settings)"
+        ),
+    )
