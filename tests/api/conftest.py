@@ -6,7 +6,10 @@ Host it sends is ``127.0.0.1:PORT``, the port the app was built for.
 
 from __future__ import annotations
 
+import base64
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
@@ -14,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from bastion.api import create_app
 from bastion.app import Home
-from bastion.config import Config
+from bastion.config import Config, load_config
 from bastion.runfiles import TOKEN_FILE, read_token
 
 PORT = 48123
@@ -22,8 +25,22 @@ BASE = f"http://127.0.0.1:{PORT}"
 
 
 @pytest.fixture
-def opened(home: Config) -> Iterator[Home]:
-    h = Home.init(home)
+def api_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
+    """A fresh home whose vault is the encrypted file, keyed from the environment.
+
+    (The keychain backend needs a D-Bus session; the vault's own suite runs it there. Here
+    the routes are under test, so the backend that runs everywhere is used.)
+    """
+    monkeypatch.setenv("BASTION_VAULT_KEY", base64.b64encode(os.urandom(32)).decode())
+    return load_config(
+        tmp_path / "home",
+        env={"BASTION_VAULT_BACKEND": "encrypted-file", "BASTION_VAULT_KEY_SOURCE": "env"},
+    )
+
+
+@pytest.fixture
+def opened(api_config: Config) -> Iterator[Home]:
+    h = Home.init(api_config)
     try:
         yield h
     finally:

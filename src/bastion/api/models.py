@@ -48,13 +48,19 @@ class ErrorBody(_Model):
 
 
 class Page(_Model, Generic[T]):
-    """One page of a list. ``next_offset`` is null on the last page."""
+    """One page of a list.
+
+    Offset pages carry ``offset``, ``total`` and ``next_offset`` (null on the last page);
+    keyset pages (logs, events: lists that grow while you read them) carry ``next_cursor``
+    (null on the last page), to be passed back unchanged as ``cursor``.
+    """
 
     items: list[T]
-    total: int
     limit: int
-    offset: int
-    next_offset: int | None
+    total: int | None = None
+    offset: int | None = None
+    next_offset: int | None = None
+    next_cursor: str | None = None
 
 
 class Health(_Model):
@@ -102,6 +108,9 @@ class Status(_Model):
 
 
 class DbStatus(_Model):
+    # Home.status() grows with the store; unknown keys are dropped, not a 500.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
     home: str
     database: str
     posture: dict[str, Any]
@@ -111,6 +120,7 @@ class DbStatus(_Model):
     page_size: int
     freelist_count: int
     sqlite_version: str
+    migrations: list[dict[str, Any]] = []
 
 
 class CheckResult(_Model):

@@ -1,0 +1,193 @@
+"""Secrets: list, status, metadata, set, delete, and the separate, audited reveal.
+
+No route but ``reveal`` ever returns a value: list/status/metadata come from the vault's
+index only, and a set answers with the new metadata. ``reveal`` is a POST (never cached,
+never prefetched, never a link), is recorded in the vault's audit log with actor ``api``,
+and answers 403 when ``vault.allow_reveal = false``.
+
+Vault calls are blocking (the OS keychain is a D-Bus round trip, bounded by its timeout), so
+these handlers are plain ``def``: FastAPI runs them on its thread pool, off the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from pydantic import Field, SecretStr
+
+from bastion.api.models import Page, _Model
+from bastion.api.state import DaemonState, get_state
+from bastion.errors import Forbidden
+from bastion.vault import SecretMeta
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/secrets", tags=["secrets"])
+State = Annotated[DaemonState, Depends(get_state)]
+
+#: The vault's own name and scope rules, as path/query patterns (the vault re-checks them).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
+SCOPE = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}$"
+#: Values larger than this are refused before reaching the vault (its own cap may be lower).
+MAX_VALUE_CHARS = 256 * 1024
+ACTOR = "api"
+
+NamePath = Annotated[str, Path(pattern=NAME_PATTERN, description="The secret's name.")]
+ScopeQuery = Annotated[str, Query(pattern=SCOPE, description="`global`, `bot:42`, ...")]
+
+
+class SecretInfo(_Model):
+    """What the index knows about a secret. Never the value, nor its fingerprint."""
+
+    scope: str
+    name: str
+    backend: str
+    created_at: float
+    updated_at: float
+    last_used_at: float | None
+    size: int
+    version: int
+
+    @classmethod
+    def of(cls, meta: SecretMeta) -> SecretInfo:
+        return cls(
+            scope=meta.scope,
+            name=meta.name,
+            backend=meta.backend,
+            created_at=meta.created_at,
+            updated_at=meta.updated_at,
+            last_used_at=meta.last_used_at,
+            size=meta.size,
+            version=meta.version,
+        )
+
+
+class SecretFlag(_Model):
+    configured: bool
+    updated_at: float | None
+    version: int | None
+
+
+class SecretsStatus(_Model):
+    backend: str
+    why: str
+    scope: str
+    count: int
+    secrets: dict[str, SecretFlag]
+
+
+class SetSecret(_Model):
+    value: SecretStr = Field(min_length=1, max_length=MAX_VALUE_CHARS)
+    scope: Annotated[str, Field(pattern=SCOPE)] = "global"
+    #: Compare-and-set: 0 = must not exist yet; N = must be at version N.
+    expected_version: int | None = Field(default=None, ge=0)
+
+
+class RevealRequest(_Model):
+    scope: Annotated[str, Field(pattern=SCOPE)] = "global"
+
+
+class Revealed(_Model):
+    scope: str
+    name: str
+    version: int
+    value: str
+
+
+_SORTS = {
+    "name": lambda m: (m.scope, m.name),
+    "updated_at": lambda m: (m.updated_at, m.scope, m.name),
+    "created_at": lambda m: (m.created_at, m.scope, m.name),
+}
+
+
+@router.get("", response_model=Page[SecretInfo])
+def list_secrets(
+    state: State,
+    *,
+    scope: Annotated[str | None, Query(pattern=SCOPE)] = None,
+    sort: Literal["name", "updated_at", "created_at"] = "name",
+    order: Literal["asc", "desc"] = "asc",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[SecretInfo]:
+    """Names and metadata of stored secrets (from the index; works on every backend)."""
+    metas = sorted(state.home.vault.list(scope), key=_SORTS[sort], reverse=order == "desc")
+    window = metas[offset : offset + limit]
+    nxt = offset + limit if offset + limit < len(metas) else None
+    return Page[SecretInfo](
+        items=[SecretInfo.of(m) for m in window],
+        total=len(metas),
+        limit=limit,
+        offset=offset,
+        next_offset=nxt,
+    )
+
+
+@router.get("/status", response_model=SecretsStatus)
+def secrets_status(
+    state: State,
+    scope: ScopeQuery = "global",
+    names: Annotated[
+        str | None,
+        Query(
+            max_length=8000,
+            description="Comma-separated declared names; each gets a `configured` flag.",
+        ),
+    ] = None,
+) -> SecretsStatus:
+    """Which declared names are configured (seed 001's `*_configured` flags)."""
+    declared = [n.strip() for n in names.split(",") if n.strip()] if names else None
+    data = state.home.vault.status(declared, scope=scope)
+    return SecretsStatus(
+        backend=data["backend"],
+        why=data["why"],
+        scope=data["scope"],
+        count=data["count"],
+        secrets={k: SecretFlag(**v) for k, v in data["secrets"].items()},
+    )
+
+
+@router.get("/{name}", response_model=SecretInfo)
+def secret_info(state: State, name: NamePath, scope: ScopeQuery = "global") -> SecretInfo:
+    """One secret's metadata."""
+    return SecretInfo.of(state.home.vault.meta(name, scope))
+
+
+@router.put("/{name}", response_model=SecretInfo)
+def set_secret(state: State, name: NamePath, body: SetSecret, response: Response) -> SecretInfo:
+    """Store a value (JSON body); answers the new metadata, never the value.
+
+    A value a rule refuses is a 422 naming the rule, and nothing is stored.
+    """
+    meta = state.home.vault.set(
+        name,
+        body.value.get_secret_value(),
+        scope=body.scope,
+        actor=ACTOR,
+        expected_version=body.expected_version,
+    )
+    if meta.version == 1:
+        response.status_code = 201
+    return SecretInfo.of(meta)
+
+
+@router.delete("/{name}", response_model=SecretInfo)
+def delete_secret(state: State, name: NamePath, scope: ScopeQuery = "global") -> SecretInfo:
+    """Remove the secret and its value; answers the metadata it had."""
+    return SecretInfo.of(state.home.vault.delete(name, scope, actor=ACTOR))
+
+
+@router.post("/{name}/reveal", response_model=Revealed)
+def reveal_secret(state: State, name: NamePath, body: RevealRequest) -> Revealed:
+    """The value itself: audited (actor `api`), and refused when `vault.allow_reveal` is off."""
+    if not state.home.config.vault.allow_reveal:
+        raise Forbidden(
+            "revealing secret values through the API is disabled",
+            hint="Set vault.allow_reveal = true in bastion.toml to allow it.",
+        )
+    vault = state.home.vault
+    secret = vault.get(name, body.scope, actor=ACTOR)
+    meta = vault.meta(name, body.scope)
+    return Revealed(scope=body.scope, name=name, version=meta.version, value=secret.reveal())
