@@ -1,0 +1,1 @@
+"""Automatic feedback on runs and quest attempts, and the notes attached to it."""

@@ -1,0 +1,1 @@
+"""Peer-review packs: a review of a talk imported from a folder (manifest + audio files)."""

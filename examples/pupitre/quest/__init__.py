@@ -1,0 +1,1 @@
+"""Quests (speaking challenges) and the user's attempts at them (profile database)."""

@@ -1,0 +1,1 @@
+"""Talks: projects, their outline and their recorded runs (profile database)."""

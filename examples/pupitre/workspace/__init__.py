@@ -1,0 +1,1 @@
+"""Workspace profiles: the rows of the global database (``queries`` = SQL, ``repo`` = typed)."""
