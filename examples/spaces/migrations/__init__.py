@@ -1,0 +1,1 @@
+"""SQL migrations of the ``spaces`` namespace (package data read by ``Namespace.from_package``)."""
