@@ -24,6 +24,13 @@ def crash(code: str = "3") -> None:
     sys.exit(int(code))
 
 
+def crash_if(flag_file: str) -> None:
+    """Crash while ``flag_file`` exists; otherwise run until stopped."""
+    if os.path.exists(flag_file):
+        sys.exit(3)
+    threading.Event().wait()
+
+
 def serve_tcp(port_file: str, delay: str = "0") -> None:
     """Listen on an ephemeral port after ``delay`` seconds; write the port; accept forever."""
     time.sleep(float(delay))  # the slow starter: not ready before this
@@ -113,7 +120,10 @@ def http_flip(port_file: str, flip_file: str) -> None:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    http.server.ThreadingHTTPServer.allow_reuse_address = True
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", int(os.environ.get("PORT", "0"))), Handler
+    )
     Path(port_file + ".tmp").write_text(str(server.server_address[1]))
     os.replace(port_file + ".tmp", port_file)
     server.serve_forever()

@@ -93,7 +93,7 @@ def test_missing_program_is_spawn_failed(tmp_path: Path) -> None:
     gone.unlink()
 
     async def scenario() -> None:
-        with pytest.raises(SpawnFailed, match="gone.py"):
+        with pytest.raises(SpawnFailed, match=r"gone\.py"):
             await spawn(broken, {})
         child = await spawn(s, {})
         await child.process.wait()

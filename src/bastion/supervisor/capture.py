@@ -100,18 +100,18 @@ class LogCapture:
             lines = data.split(b"\n")
             pending = lines.pop()
             for line in lines:
-                if len(line) > limit:
-                    line = self._emit_head(now, stream, line, 0)
-                self._emit(now, stream, line)
+                self._emit(
+                    now, stream, self._emit_head(now, stream, line) if len(line) > limit else line
+                )
             # Keep what waits for its newline bounded too.
-            pending = self._emit_head(now, stream, pending, limit)
+            pending = self._emit_head(now, stream, pending)
         if pending:
             self._emit(self._clock(), stream, pending)
 
-    def _emit_head(self, now: float, stream: str, data: bytes, keep: int) -> bytes:
-        """Emit ``line_max_bytes`` pieces of ``data`` while more than ``keep`` bytes remain
-        beyond the limit; return the rest."""
-        while len(data) > self._max and len(data) > keep:
+    def _emit_head(self, now: float, stream: str, data: bytes) -> bytes:
+        """Emit ``line_max_bytes`` pieces of ``data`` until at most that much is left; return
+        the rest."""
+        while len(data) > self._max:
             cut = self._cut(data)
             self._emit(now, stream, data[:cut])
             data = data[cut:]

@@ -48,9 +48,13 @@ class Journal:
         self.db = db
 
     def migrate(self, backups_dir: Any = None) -> None:
+        """Apply pending ``core`` (logs, events) and ``supervisor`` migrations; idempotent."""
+        from bastion.domains import core_namespace
         from bastion.store.migrations import Migrator
 
-        Migrator(self.db, backups_dir=backups_dir).migrate([supervisor_namespace()])
+        Migrator(self.db, backups_dir=backups_dir).migrate(
+            [core_namespace(), supervisor_namespace()]
+        )
 
     # --- service rows ---------------------------------------------------------------------
 

@@ -195,7 +195,6 @@ class Supervisor:
         self._jqueue: asyncio.Queue[Callable[[], None]] | None = None
         self._jtask: asyncio.Task[None] | None = None
         self._clock_task: asyncio.Task[None] | None = None
-        self._changed: asyncio.Condition | None = None
         self._listeners: list[asyncio.Queue[dict[str, Any]]] = []
         self._logs: Any = None
         self.swept: list[ProcRecord] = []
@@ -214,7 +213,6 @@ class Supervisor:
 
         self._logs = LogsRepo(self._db)
         self._jqueue = asyncio.Queue()
-        self._changed = asyncio.Condition()
         await asyncio.to_thread(self._journal.migrate, self._backups_dir)
         stored = await asyncio.to_thread(self._journal.load)
         for name, row in stored.items():
@@ -383,13 +381,24 @@ class Supervisor:
     async def wait_state(
         self, name: str, *states: ServiceState, timeout: float = 30.0
     ) -> ServiceStatus:
-        """Wait (event-driven) until ``name`` is in one of ``states``; TimeoutError after."""
+        """Wait until ``name`` enters one of ``states`` (or is in one now); TimeoutError after.
+
+        Event-driven: it follows the transition stream, so a state held only for an instant
+        (UNHEALTHY on the way to STOPPING) is still seen.
+        """
         svc = self._get(name)
-        assert self._changed is not None, "call open() first"
-        async with asyncio.timeout(timeout):
-            async with self._changed:
-                await self._changed.wait_for(lambda: svc.state in states)
-        return self.status(name)
+        if svc.state in states:
+            return self.status(name)
+        wanted = {s.value for s in states}
+        queue = self.subscribe(maxsize=0)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    event = await queue.get()
+                    if event["service"] == name and event["to"] in wanted:
+                        return self.status(name)
+        finally:
+            self.unsubscribe(queue)
 
     # --- transitions and the journal --------------------------------------------------------
 
@@ -411,13 +420,6 @@ class Supervisor:
         for queue in self._listeners:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(event)
-        if self._changed is not None:
-            asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        assert self._changed is not None
-        async with self._changed:
-            self._changed.notify_all()
 
     def _save(self, svc: _Service) -> None:
         snap = StoredService(svc.spec.name, svc.state, svc.reason, svc.since, svc.policy)

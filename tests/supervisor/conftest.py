@@ -1,0 +1,72 @@
+"""Fixtures for supervisor tests: a real bastion.db, specs for the kids, an in-memory
+SecretSource, and a runner for async scenarios."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from bastion.config import StoreConfig, SupervisorConfig
+from bastion.errors import SecretNotFound
+from bastion.store import Database
+from bastion.supervisor.spec import ServiceSpec, parse_spec
+
+KIDS = str(Path(__file__).with_name("kids.py"))
+T = TypeVar("T")
+
+
+class DictSecrets:
+    """A SecretSource over a dict: the explicit in-memory stand-in for the vault."""
+
+    def __init__(self, values: dict[tuple[str, str], str]) -> None:
+        self.values = values
+        self.calls: list[tuple[str, str]] = []
+
+    def resolve(self, scope: str, name: str) -> str:
+        self.calls.append((scope, name))
+        try:
+            return self.values[(scope, name)]
+        except KeyError:
+            raise SecretNotFound(f"no secret {scope}/{name}") from None
+
+
+def kid(name: str, *args: str, **extra: Any) -> ServiceSpec:
+    """A spec running ``kids.py MODE ARGS`` with short test-friendly policy defaults."""
+    data: dict[str, Any] = {
+        "argv": [sys.executable, KIDS, *args],
+        "restart": {"backoff_initial_s": 0.05, "backoff_max_s": 1.0, "jitter": 0.0},
+        "breaker": {"open_timeout_s": 0.5},
+        "stop": {"grace_s": 2.0},
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return parse_spec(name, data)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database.open(tmp_path / "bastion.db", StoreConfig(), name="bastion")
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def fast_logs() -> SupervisorConfig:
+    return SupervisorConfig(log_batch_ms=10)
+
+
+def run(coro_fn: Callable[[], Coroutine[Any, Any, T]], timeout: float = 120) -> T:
+    """Run an async scenario with an overall deadline (a hang fails, never blocks CI)."""
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro_fn(), timeout)
+
+    return asyncio.run(bounded())

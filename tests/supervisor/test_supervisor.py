@@ -1,0 +1,282 @@
+"""The Supervisor end to end with real children, a real bastion.db and the real clock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from bastion.config import SupervisorConfig
+from bastion.store import Database
+from bastion.supervisor import Supervisor
+from bastion.supervisor.states import ServiceState as S
+from tests.helpers import wait_until
+from tests.supervisor.conftest import KIDS, DictSecrets, kid, run
+
+pytestmark = pytest.mark.posix
+
+
+def transitions(db: Database, name: str) -> list[dict[str, Any]]:
+    rows = db.query(
+        "SELECT ts, data FROM events WHERE kind = 'service.transition' AND subject = ? ORDER BY id",
+        (name,),
+    )
+    return [{"ts": ts, **json.loads(data)} for ts, data in rows]
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_crash_loop_backoff_sequence_then_breaker_open_then_one_trial(db: Database) -> None:
+    spec = kid("looper", "crash", breaker={"open_timeout_s": 0.5, "open_timeout_factor": 2})
+
+    async def scenario() -> None:
+        sup = Supervisor(db, [spec])
+        await sup.open()
+        await sup.start("looper")
+        await sup.wait_state("looper", S.OPEN)
+        # One trial after the timeout; it crashes too, so the breaker re-opens, longer.
+        await sup.wait_state("looper", S.HALF_OPEN, timeout=30)
+        await sup.wait_state("looper", S.OPEN, timeout=30)
+        status = sup.status("looper")
+        assert status.breaker == "open"
+        assert status.trips == 2
+        await sup.close()
+
+    run(scenario)
+    events = transitions(db, "looper")
+    backoffs = [e for e in events if e["to"] == "backoff"]
+    assert [e["delay_s"] for e in backoffs] == [0.05, 0.1, 0.2]  # 3 restarts in the window
+    # Observed delays: BACKOFF -> STARTING never sooner than configured (upper bound loose:
+    # the machine is shared).
+    for i, e in enumerate(events):
+        if e["to"] == "backoff":
+            started = events[i + 1]
+            assert started["to"] == "starting"
+            assert e["delay_s"] <= started["ts"] - e["ts"] < e["delay_s"] + 5.0
+    opens = [e for e in events if e["to"] == "open"]
+    assert [e["open_s"] for e in opens] == [0.5, 1.0]
+    first_open = events.index(opens[0])
+    trial = events[first_open + 1]
+    assert trial["to"] == "half_open"
+    assert trial["ts"] - opens[0]["ts"] >= 0.5
+    assert "spent the budget" in opens[0]["reason"]
+    assert sum(1 for e in events if e["to"] == "half_open") == 1
+    # Every transition went through the table: from -> to pairs chain.
+    for prev, nxt in zip(events, events[1:], strict=False):
+        assert prev["to"] == nxt["from"]
+
+
+def test_breaker_closes_after_two_healthy_checks_and_survives_restart(
+    db: Database, tmp_path: Path
+) -> None:
+    flag = tmp_path / "fail"
+    flag.write_text("1")
+    spec = kid(
+        "flaky",
+        "crash_if",
+        str(flag),
+        breaker={"open_timeout_s": 1.5, "success_threshold": 2},
+        health={"liveness": {"kind": "process", "interval_s": 0.05, "failure_threshold": 1}},
+    )
+
+    async def first_life() -> None:
+        sup = Supervisor(db, [spec])
+        await sup.open()
+        await sup.start("flaky")
+        await sup.wait_state("flaky", S.OPEN)
+        await sup.close()  # daemon goes away while the breaker is open
+
+    run(first_life)
+    stored = db.query_one(
+        "SELECT state, breaker, trips FROM supervisor_services WHERE name='flaky'"
+    )
+    assert stored == ("open", "open", 1)
+    flag.unlink()  # the dependency came back
+
+    async def second_life() -> None:
+        sup = Supervisor(db, [spec])
+        await sup.open()
+        status = sup.status("flaky")
+        assert (status.state, status.breaker, status.trips) == ("open", "open", 1)
+        await sup.start_all()  # resumes the open wait, does not reset the breaker
+        await sup.wait_state("flaky", S.HALF_OPEN, timeout=30)
+        running = await sup.wait_state("flaky", S.RUNNING, timeout=30)
+        assert running.breaker == "closed"
+        assert "breaker closed after 2 healthy checks" in running.reason
+        await sup.stop("flaky")
+        await sup.close()
+
+    run(second_life)
+    events = transitions(db, "flaky")
+    tail = [e["to"] for e in events[-4:]]
+    assert tail == ["half_open", "running", "stopping", "stopped"]
+
+
+def test_sigterm_ignorer_is_sigkilled_after_grace(db: Database, tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    spec = kid("stubborn", "ignore_term", str(ready), stop={"grace_s": 0.3})
+
+    async def scenario() -> int:
+        sup = Supervisor(db, [spec])
+        await sup.open()
+        status = await sup.start("stubborn")
+        await sup.wait_state("stubborn", S.RUNNING)
+        await _read(ready)  # its SIGTERM handler is installed
+        pid = sup.status("stubborn").pid
+        assert pid is not None
+        status = await sup.stop("stubborn")
+        assert status.state == "stopped"
+        assert "SIGKILL after grace" in status.reason
+        assert status.last_exit_code == -signal.SIGKILL
+        await sup.close()
+        return pid
+
+    pid = run(scenario)
+    assert gone(pid)
+
+
+def test_double_forker_leaves_nothing_after_stop(db: Database, tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild"
+    spec = kid("forker", "double_fork", str(pid_file), stop={"grace_s": 0.3})
+
+    async def scenario() -> int:
+        sup = Supervisor(db, [spec])
+        await sup.open()
+        await sup.start("forker")
+        await sup.wait_state("forker", S.RUNNING)
+        grandchild = int(await _read(pid_file))
+        await sup.stop("forker")
+        await sup.close()
+        return grandchild
+
+    grandchild = run(scenario)
+    wait_until(lambda: gone(grandchild), timeout=10, what="grandchild gone")
+    assert db.scalar("SELECT count(*) FROM supervisor_processes WHERE ended_at IS NULL") == 0
+
+
+async def _read(path: Path) -> str:
+    import asyncio
+
+    await asyncio.to_thread(wait_until, path.exists, timeout=20, what=str(path))
+    return path.read_text()
+
+
+SUPERVISOR_PROGRAM = """
+import asyncio, sys
+from bastion.config import StoreConfig
+from bastion.store import Database
+from bastion.supervisor import Supervisor
+from bastion.supervisor.spec import parse_spec
+async def main():
+    db = Database.open({db!r}, StoreConfig(), name="bastion")
+    spec = parse_spec("forker", {{"argv": [sys.executable, {kids!r}, "double_fork", {pid!r}]}})
+    sup = Supervisor(db, [spec])
+    await sup.open()
+    await sup.start("forker")
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def test_orphans_of_a_kill_9_supervisor_are_swept_by_the_next(db: Database, tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild"
+    program = SUPERVISOR_PROGRAM.format(db=str(db.path), kids=KIDS, pid=str(pid_file))
+    daemon = subprocess.Popen([sys.executable, "-c", textwrap.dedent(program)])
+    try:
+        wait_until(pid_file.exists, timeout=30, what="grandchild started")
+        grandchild = int(pid_file.read_text())
+        # The crashed daemon recorded the grandchild (pid + create time) before it died.
+        wait_until(
+            lambda: db.scalar(
+                "SELECT count(*) FROM supervisor_processes WHERE pid = ?", (grandchild,)
+            ),
+            timeout=30,
+            what="grandchild recorded",
+        )
+        daemon.kill()
+        daemon.wait(timeout=10)
+        # PDEATHSIG took the child; the setsid'd grandchild is an orphan that lives on.
+        assert not gone(grandchild)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+    async def restart() -> list[int]:
+        sup = Supervisor(db, [kid("forker", "double_fork", str(pid_file))])
+        await sup.open()
+        swept = [r.pid for r in sup.swept]
+        await sup.close()
+        return swept
+
+    swept = run(restart)
+    assert grandchild in swept
+    wait_until(lambda: gone(grandchild), timeout=10, what="orphan killed")
+    assert db.scalar("SELECT count(*) FROM supervisor_processes WHERE ended_at IS NULL") == 0
+    kinds = db.query("SELECT kind FROM events WHERE kind = 'supervisor.swept'")
+    assert kinds == [("supervisor.swept",)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_http_500_makes_it_unhealthy_and_restarted(db: Database, tmp_path: Path) -> None:
+    port_file, flip = tmp_path / "port", tmp_path / "flip"
+    port = free_port()
+    spec = kid(
+        "web",
+        "http_flip",
+        str(port_file),
+        str(flip),
+        env={"PORT": str(port)},
+        health={
+            "startup": {
+                "kind": "http",
+                "url": f"http://127.0.0.1:{port}/health",
+                "interval_s": 0.05,
+                "failure_threshold": 400,
+            },
+            "liveness": {
+                "kind": "http",
+                "url": f"http://127.0.0.1:{port}/health",
+                "interval_s": 0.1,
+                "timeout_s": 2.0,
+                "failure_threshold": 2,
+            },
+        },
+    )
+
+    async def main() -> None:
+        sup = Supervisor(db, [spec])
+        await sup.open()
+        await sup.start("web")
+        await sup.wait_state("web", S.RUNNING)
+        first = sup.status("web").pid
+        flip.write_text("500 from now on")
+        await sup.wait_state("web", S.UNHEALTHY, timeout=30)
+        flip.unlink()
+        await sup.wait_state("web", S.RUNNING, timeout=30)
+        assert sup.status("web").pid not in (None, first)
+        await sup.close()
+
+    run(main)
+    reasons = [e["reason"] for e in transitions(db, "web") if e["to"] == "unhealthy"]
+    assert reasons
+    assert "HTTP 500" in reasons[0]
