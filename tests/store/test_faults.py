@@ -1,0 +1,331 @@
+"""Fault drills: ENOSPC, EIO and short writes at each write/sync call of a write transaction,
+a checkpoint, a backup and a migration; then a kill -9 storm against four writer processes.
+
+After each fault: the caller got a typed ``StoreError``; the reopened file passes
+``integrity_check``; it holds exactly the transactions acknowledged before the fault.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+
+from bastion.config import StoreConfig
+from bastion.errors import StoreError, StoreIOError
+from bastion.store import Database, checkpoint
+from bastion.store.backup import create_backup, list_backups, verify_backup
+from bastion.store.faults import Fault, FaultyVFS
+from tests.helpers import wait_until
+from tests.store.opsfixtures import ITEMS_DDL, integrity
+
+#: FULL so that commits sync the WAL: a write transaction then has sync calls to fail too.
+DRILL = StoreConfig(synchronous="FULL")
+ACKED = [f"acked-{i}" for i in range(30)]
+
+FAULTS = [(Fault.ENOSPC, "write"), (Fault.EIO, "write"), (Fault.SHORT, "write")]
+FAULTS += [(Fault.ENOSPC, "sync"), (Fault.EIO, "sync")]
+
+
+@pytest.fixture
+def vfs() -> Iterator[FaultyVFS]:
+    v = FaultyVFS(f"drill-{uuid.uuid4().hex[:12]}")
+    yield v
+    v.close()
+
+
+def _prepare(path: Path, vfs: FaultyVFS) -> Database:
+    """A database on the faulty VFS with three acknowledged transactions of 10 rows each."""
+    db = Database.open(path, DRILL, name="drill", vfs=vfs.vfs_name)
+    db.write(lambda tx: tx.script(ITEMS_DDL))
+    for start in range(0, 30, 10):
+        db.write(
+            lambda tx, s=start: tx.executemany(
+                "INSERT INTO items(name, body) VALUES (?, ?)",
+                [(ACKED[i], "b" * 300) for i in range(s, s + 10)],
+            )
+        )
+    return db
+
+
+def _names(path: Path) -> list[str]:
+    conn = apsw.Connection(str(path))
+    try:
+        return [str(r[0]) for r in conn.execute("SELECT name FROM items ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def _calls(tmp_path: Path, vfs: FaultyVFS, op: str, action: Callable[[Database], Any]) -> int:
+    """How many ``op`` calls ``action`` makes, measured on an identical scratch database."""
+    scratch = tmp_path / f"count-{uuid.uuid4().hex[:6]}.db"
+    db = _prepare(scratch, vfs)
+    try:
+        vfs.reset_counts()
+        action(db)
+        return vfs.count(op)  # type: ignore[arg-type]
+    finally:
+        db.close()
+
+
+def _write_unit(db: Database) -> None:
+    db.write(
+        lambda tx: tx.executemany(
+            "INSERT INTO items(name, body) VALUES (?, ?)",
+            [(f"lost-{i}", "c" * 300) for i in range(20)],
+        )
+    )
+
+
+def _drill(
+    tmp_path: Path,
+    vfs: FaultyVFS,
+    fault: Fault,
+    op: str,
+    action: Callable[[Database], Any],
+    *,
+    file_suffix: str | None = None,
+    after: Callable[[Path], None] | None = None,
+) -> int:
+    calls = _calls(tmp_path, vfs, op, action) if file_suffix is None else 0
+    if file_suffix is not None:
+        scratch = tmp_path / "count-suffix.db"
+        db = _prepare(scratch, vfs)
+        try:
+            vfs.arm(fault, op=op, at=10**9, file_suffix=file_suffix)  # count only these files
+            action(db)
+            calls = vfs.count(op)  # type: ignore[arg-type]
+            vfs.disarm()
+        finally:
+            db.close()
+    assert calls >= 1, f"the operation made no {op} call to fail"
+    for n in range(1, calls + 1):
+        path = tmp_path / f"drill-{n}.db"
+        db = _prepare(path, vfs)
+        vfs.fired.clear()
+        vfs.arm(fault, op=op, at=n, file_suffix=file_suffix)  # type: ignore[arg-type]
+        try:
+            with pytest.raises(StoreError) as caught:
+                action(db)
+            assert vfs.fired, f"call {n} of {calls} never happened"
+            assert (
+                isinstance(caught.value, StoreIOError)
+                or "I/O" in caught.value.message
+                or ("disk" in caught.value.message)
+            ), caught.value
+        finally:
+            vfs.disarm()
+            db.close()
+        assert integrity(path) == ["ok"], f"{fault.value} at {op} {n}/{calls}"
+        assert _names(path) == ACKED, f"{fault.value} at {op} {n}/{calls}"
+        if after is not None:
+            after(path)
+    return calls
+
+
+@pytest.mark.parametrize(("fault", "op"), FAULTS, ids=[f"{f.value}-{o}" for f, o in FAULTS])
+def test_fault_at_each_call_of_a_write_transaction(
+    tmp_path: Path, vfs: FaultyVFS, fault: Fault, op: str
+) -> None:
+    _drill(tmp_path, vfs, fault, op, _write_unit)
+
+
+@pytest.mark.parametrize(("fault", "op"), FAULTS, ids=[f"{f.value}-{o}" for f, o in FAULTS])
+def test_fault_at_each_call_of_a_checkpoint(
+    tmp_path: Path, vfs: FaultyVFS, fault: Fault, op: str
+) -> None:
+    def run(db: Database) -> None:
+        result = checkpoint(db, "TRUNCATE")
+        if result.busy:  # pragma: no cover - nothing else holds the WAL here
+            raise AssertionError("checkpoint was busy")
+
+    _drill(tmp_path, vfs, fault, op, run)
+
+
+@pytest.mark.parametrize(("fault", "op"), FAULTS, ids=[f"{f.value}-{o}" for f, o in FAULTS])
+def test_fault_at_each_call_of_a_backup(
+    tmp_path: Path, vfs: FaultyVFS, fault: Fault, op: str
+) -> None:
+    backups = tmp_path / "backups"
+
+    def run(db: Database) -> None:
+        # The counting run (on a scratch copy) writes its backup elsewhere.
+        counting = db.path.name.startswith("count")
+        create_backup(db, tmp_path / "count-backups" if counting else backups, step_pages=2)
+
+    def nothing_left(_path: Path) -> None:
+        assert list_backups(backups) == []
+        assert not [p for p in backups.iterdir() if p.name.endswith(".tmp")]
+
+    # Only the backup's own file fails: the live database is never written by a backup.
+    _drill(tmp_path, vfs, fault, op, run, file_suffix=".tmp", after=nothing_left)
+    db = Database.open(tmp_path / "drill-1.db", name="drill")
+    try:
+        good = create_backup(db, backups)
+    finally:
+        db.close()
+    assert verify_backup(good.path, deep=True).verified
+
+
+@pytest.mark.parametrize(("fault", "op"), FAULTS, ids=[f"{f.value}-{o}" for f, o in FAULTS])
+def test_fault_at_each_call_of_a_migration(
+    tmp_path: Path, vfs: FaultyVFS, fault: Fault, op: str
+) -> None:
+    migrations = pytest.importorskip("bastion.store.migrations")
+    namespace = migrations.Namespace(
+        "drill",
+        [
+            migrations.Migration.sql(
+                "0001_extra",
+                "CREATE TABLE extra(id INTEGER PRIMARY KEY, name TEXT NOT NULL);"
+                "INSERT INTO extra(id, name) SELECT id, name FROM items;"
+                "CREATE INDEX extra_name ON extra(name);",
+            )
+        ],
+    )
+
+    def run(db: Database) -> None:
+        migrations.Migrator(db, None).migrate([namespace])
+
+    def not_applied(path: Path) -> None:
+        conn = apsw.Connection(str(path))
+        try:
+            tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_schema")}
+            assert "extra" not in tables, "a failed migration left its table behind"
+            if "schema_migrations" in tables:
+                assert conn.execute(
+                    "SELECT count(*) FROM schema_migrations WHERE namespace = 'drill'"
+                ).fetchall() == [(0,)]
+        finally:
+            conn.close()
+
+    _drill(tmp_path, vfs, fault, op, run, after=not_applied)
+
+
+# --- kill -9 storm -------------------------------------------------------------------------
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from bastion.config import StoreConfig
+    from bastion.store import Database
+    path, wid, ack = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    db = Database.open(path, StoreConfig(busy_timeout_ms=60000), name="storm")
+    seq = int(db.scalar("SELECT coalesce(max(seq), 0) FROM acks WHERE writer = ?", (wid,))) + 1
+    with open(ack, "a", buffering=1) as out:
+        while True:
+            db.write(lambda tx, s=seq: tx.execute(
+                "INSERT INTO acks(writer, seq, pad) VALUES (?, ?, randomblob(300))", (wid, s)))
+            out.write(f"{seq}\\n")  # acknowledged: the commit returned
+            seq += 1
+    """
+)
+
+BACKUPER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from bastion.config import StoreConfig
+    from bastion.store import Database
+    from bastion.store.backup import create_backup
+    db = Database.open(sys.argv[1], StoreConfig(busy_timeout_ms=60000), name="storm")
+    while True:
+        create_backup(db, Path(sys.argv[2]), step_pages=8)
+    """
+)
+
+
+def _acks(path: Path) -> list[int]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    return [int(line) for line in text.split("\n")[:-1] if line]  # complete lines only
+
+
+@pytest.mark.slow
+@pytest.mark.posix
+def test_kill_9_storm_loses_no_acknowledged_write(tmp_path: Path) -> None:
+    db_path = tmp_path / "storm.db"
+    backups = tmp_path / "backups"
+    setup = Database.open(db_path, name="storm")
+    setup.write(
+        lambda tx: tx.script(
+            "CREATE TABLE acks(writer INTEGER NOT NULL, seq INTEGER NOT NULL, pad BLOB, "
+            "UNIQUE(writer, seq))"
+        )
+    )
+    setup.close()
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    backuper = tmp_path / "backuper.py"
+    backuper.write_text(BACKUPER)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def spawn(wid: int) -> subprocess.Popen[bytes]:
+        if wid == 4:
+            return subprocess.Popen(
+                [sys.executable, str(backuper), str(db_path), str(backups)], env=env
+            )
+        ack = tmp_path / f"ack-{wid}.txt"
+        return subprocess.Popen(
+            [sys.executable, str(script), str(db_path), str(wid), str(ack)], env=env
+        )
+
+    procs = {wid: spawn(wid) for wid in range(5)}
+    started_at = {wid: 0 for wid in range(4)}
+    rnd = random.Random(20261123)
+    kills = 0
+    try:
+        while kills < 200:
+            # One kill in ten lands on the process taking backups, the rest on writers.
+            wid = 4 if kills % 10 == 9 else rnd.randrange(4)
+            if wid < 4:
+                # Kill mid-stream: this incarnation has acknowledged writes and is writing more.
+                floor = started_at[wid]
+                wait_until(
+                    lambda w=wid, f=floor: (
+                        len(_acks(tmp_path / f"ack-{w}.txt")) > f + rnd.randrange(3)
+                    ),
+                    timeout=120,
+                    what=f"writer {wid} to acknowledge writes",
+                )
+            procs[wid].send_signal(signal.SIGKILL)
+            procs[wid].wait()
+            kills += 1
+            if wid < 4:
+                started_at[wid] = len(_acks(tmp_path / f"ack-{wid}.txt"))
+            procs[wid] = spawn(wid)
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    assert kills == 200
+    assert integrity(db_path) == ["ok"]
+    conn = apsw.Connection(str(db_path))
+    try:
+        for wid in range(4):
+            acked = set(_acks(tmp_path / f"ack-{wid}.txt"))
+            assert acked, f"writer {wid} never acknowledged a write"
+            stored = {
+                int(r[0]) for r in conn.execute("SELECT seq FROM acks WHERE writer = ?", (wid,))
+            }
+            missing = acked - stored
+            assert not missing, f"writer {wid}: acknowledged writes lost: {sorted(missing)[:10]}"
+    finally:
+        conn.close()
+    # Backups cut short by SIGKILL leave no manifest; every backup that has one is good.
+    finished = [b for b in list_backups(backups) if b.manifest is not None]
+    assert finished, "no backup completed during the storm"
+    for info in finished:
+        assert verify_backup(info.path, deep=True).verified, info.path
