@@ -436,8 +436,6 @@ class Migrator:
         applied: list[AppliedMigration] = []
         accepted: list[str] = []
         backups: list[Path] = []
-        if any(plan.pending or plan.accepted for _, plan in plans):
-            _ensure_history(conn)
         for ns, plan in plans:
             if plan.accepted:
                 accepted.extend(self._accept(conn, ns, plan.accepted, sink))
@@ -465,6 +463,8 @@ class Migrator:
                         str(backup),
                         {"reason": "pre-migrate", "namespace": ns.name},
                     )
+            # After the backup: a restore returns the file exactly as it was, history table too.
+            _ensure_history(conn)
             history = _read_history(reader, ns.name)
             previous = max(history, key=lambda r: _number(r.id)).id if history else None
             for m in plan.pending:
