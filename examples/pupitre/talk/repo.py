@@ -75,8 +75,14 @@ def get_project(src: Database | ReadTx, project_id: int) -> Project | None:
     return None if row is None else _project(row)
 
 
-def list_projects(src: Database | ReadTx, limit: int = 50) -> list[Project]:
-    return [_project(r) for r in src.query(q.LIST_PROJECTS, (limit,))]
+def list_projects(
+    src: Database | ReadTx, *, before: int | None = None, limit: int = 50
+) -> list[Project]:
+    """Talks newest first; pass the last ``talk_number`` seen as ``before`` for the next page."""
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    start = 2**62 if before is None else before
+    return [_project(r) for r in src.query(q.LIST_PROJECTS, (start, limit))]
 
 
 def add_outline(tx: WriteTx, project_id: int, body: str) -> int:

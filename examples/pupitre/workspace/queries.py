@@ -1,5 +1,7 @@
 """SQL text of the workspace domain (global database). No logic, no row mapping."""
 
+from bastion.store.plan import HotQuery
+
 COLUMNS = "id, name, db_file, is_active, created_at, last_opened_at"
 
 INSERT = "INSERT INTO workspaces (id, name, db_file, is_active, created_at) VALUES (?, ?, ?, 0, ?)"
@@ -15,3 +17,6 @@ FALLBACK = (
     "SELECT id FROM workspaces WHERE id != ? "
     "ORDER BY last_opened_at IS NULL, last_opened_at DESC, created_at DESC LIMIT 1"
 )
+
+#: Hot queries and the index each must use (checked by tests/test_query_plans.py).
+HOT = (HotQuery("active workspace", ACTIVE, (), "idx_workspaces_one_active"),)
