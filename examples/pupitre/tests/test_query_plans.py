@@ -4,7 +4,7 @@ here with the plan printed."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -20,7 +20,9 @@ from examples.pupitre.workspace import queries as workspace_q
 PROFILE_HOT = (*talk_q.HOT, *quest_q.HOT)
 
 
-def _check(db: Database, sql: str, params: Sequence[object], **kwargs: Any) -> QueryPlan:
+def _check(
+    db: Database, sql: str, params: Sequence[Any] | Mapping[str, Any], **kwargs: Any
+) -> QueryPlan:
     """``assert_plan`` inside one read unit that first reads the schema.
 
     ``EXPLAIN QUERY PLAN`` never starts a read transaction, so a pooled reader that has not
