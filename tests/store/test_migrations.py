@@ -75,7 +75,7 @@ def test_namespace_sorts_by_number_and_loads_package_files(tmp_path: Path) -> No
     assert core.migrations[0].origin == "bastion.domains.migrations/0001_core.sql"
     (tmp_path / "0001_init.sql").write_text("CREATE TABLE x (id INTEGER);")
     (tmp_path / "notes.sql").write_text("-- not a migration")
-    with pytest.raises(ValueError, match="NNNN_name.sql"):
+    with pytest.raises(ValueError, match=r"NNNN_name\.sql"):
         Namespace.from_directory("d", tmp_path)
 
 
@@ -83,7 +83,8 @@ def test_checksum_normalizes_line_endings_only() -> None:
     assert checksum_text("a\r\nb\r\n") == checksum_text("a\nb\n") == checksum_text("a\rb\r")
     assert checksum_text("a\nb\n") != checksum_text("a\nb \n")
     py = Migration.python("0002_fill", lambda tx: None, source="v1")
-    assert py.kind is MigrationKind.PYTHON and py.checksum == checksum_text("v1")
+    assert py.kind is MigrationKind.PYTHON
+    assert py.checksum == checksum_text("v1")
 
 
 def test_statements_split_on_complete_statements_only() -> None:
@@ -94,8 +95,10 @@ def test_statements_split_on_complete_statements_only() -> None:
     """
     parts = split_statements(sql)
     assert len(parts) == 2
-    assert parts[0].startswith("CREATE TABLE") and parts[0].endswith("'a;b');")
-    assert "CREATE TRIGGER" in parts[1] and parts[1].endswith("SELECT 1; END;")
+    assert parts[0].startswith("CREATE TABLE")
+    assert parts[0].endswith("'a;b');")
+    assert "CREATE TRIGGER" in parts[1]
+    assert parts[1].endswith("SELECT 1; END;")
 
 
 # --- applying ------------------------------------------------------------------------------
@@ -111,7 +114,8 @@ def test_each_migration_is_recorded_with_checksum_duration_and_predecessor(db: D
     assert rows == [("0001_a", M1.checksum, 1, 1, None), ("0002_b", M2.checksum, 1, 1, "0001_a")]
     assert report.changes.added == ("table:a", "table:b")
     again = Migrator(db).migrate([ns(M1, M2)])
-    assert again.applied == () and again.backups == ()
+    assert again.applied == ()
+    assert again.backups == ()
 
 
 def test_status_reports_applied_pending_and_last(db: Database) -> None:
@@ -119,7 +123,8 @@ def test_status_reports_applied_pending_and_last(db: Database) -> None:
     (state,) = Migrator(db).status([ns(M1, M2, M3)])
     assert state.applied == ("0001_a",)
     assert state.pending == ("0002_b", "0003_c")
-    assert state.last_applied == "0001_a" and state.last_applied_at is not None
+    assert state.last_applied == "0001_a"
+    assert state.last_applied_at is not None
     assert state.problem is None
 
 
@@ -132,7 +137,8 @@ def test_unknown_applied_migration_means_database_newer_than_code(db: Database) 
         Migrator(db).migrate([ns(M1, M2)])
     assert err.value.details["ids"] == ["0003_c"]
     (state,) = Migrator(db).status([ns(M1, M2)])
-    assert state.problem is not None and state.problem["code"] == "migration_unknown"
+    assert state.problem is not None
+    assert state.problem["code"] == "migration_unknown"
 
 
 def test_edited_migration_is_refused_with_file_and_both_checksums(
@@ -152,7 +158,8 @@ def test_edited_migration_is_refused_with_file_and_both_checksums(
         Migrator(db).migrate([edited])
     message = str(err.value)
     assert str(mdir / "0001_a.sql") in message
-    assert old in message and edited.migrations[0].checksum in message
+    assert old in message
+    assert edited.migrations[0].checksum in message
     assert "--accept-edited t/0001_a" in err.value.hint
 
 
@@ -171,7 +178,8 @@ def test_accepting_an_edit_records_the_new_checksum_and_an_event(db: Database) -
     assert stored == app_v2.migrations[0].checksum
     (event,) = EventsRepo(db).query(kind="migration.edit_accepted").items
     assert event.subject == "app/0001_a"
-    assert event.data is not None and event.data["new_checksum"] == stored
+    assert event.data is not None
+    assert event.data["new_checksum"] == stored
     Migrator(db).check([core, app_v2])  # accepted: no longer an error
 
 
@@ -229,7 +237,8 @@ def test_failing_migration_leaves_content_identical_and_a_verified_backup(
         Migrator(db, backups_dir=backups).migrate([ns(M1, M2, bad)])
     assert content_hash(db) == before
     (backup,) = backups.glob("pre-migrate-t-0003_half-*.db")
-    assert str(backup) in str(err.value) and "missing" in str(err.value)
+    assert str(backup) in str(err.value)
+    assert "missing" in str(err.value)
     assert err.value.details["restored"] is False  # the transaction rollback was enough
     assert verify_sqlite_file(backup) == ["ok"]
     assert os.stat(backup).st_mode & 0o777 == 0o600
@@ -335,7 +344,8 @@ def test_dry_run_leaves_file_bytes_and_mtime_unchanged(db: Database) -> None:
     assert [a.id for a in report.applied] == ["0002_b", "0003_c"]
     assert report.changes.added == ("table:b", "table:c")
     assert report.states[0].pending == ()
-    assert path.read_bytes() == bytes_before and path.stat().st_mtime_ns == mtime_before
+    assert path.read_bytes() == bytes_before
+    assert path.stat().st_mtime_ns == mtime_before
     assert (wal.stat().st_size if wal.exists() else 0) == wal_before
     (state,) = Migrator(db).status([ns(M1, M2, M3)])
     assert state.pending == ("0002_b", "0003_c")
@@ -383,7 +393,7 @@ def test_baseline_adopts_a_matching_database_then_migrates_the_rest(db: Database
     assert result.recorded == ("0001_init", "0002_messages")
     assert history(db, "app") == [("0001_init", "baseline"), ("0002_messages", "baseline")]
     report = Migrator(db).migrate([app_namespace()])
-    assert [a.id for a in report.applied][0] == "0003_bot_slugs"
+    assert next(a.id for a in report.applied) == "0003_bot_slugs"
     assert db.query("SELECT name, slug FROM bots") == [("Ada", "ada")]
 
 

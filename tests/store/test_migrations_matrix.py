@@ -77,7 +77,8 @@ def test_app_namespace_upgrade_from_every_prefix_matches_fresh_install(
         assert [a.id for a in report.applied] == [m.id for m in APP_MIGRATIONS[prefix:]]
         assert fingerprint(schema_objects(db)) == expected
         state = Migrator(db).status([app_namespace()])[0]
-        assert state.pending == () and state.problem is None
+        assert state.pending == ()
+        assert state.problem is None
         if prefix >= 1:
             assert db.query("SELECT id, name, slug FROM bots ORDER BY id") == [
                 (1, "Ada Bot", "ada-bot"),
