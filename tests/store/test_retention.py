@@ -1,0 +1,161 @@
+"""Retention: age and count limits, batching, dry runs, timestamp shapes, space reclaim."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+
+import pytest
+
+from bastion.config import load_config
+from bastion.store import Database
+from bastion.store.retention import RetentionPolicy, prune, reclaim_space, run_retention
+from bastion.store.stats import check_database, db_stats
+from tests.helpers import wait_until
+
+NOW = 1_800_000_000.0  # a fixed "now" for the policies (2027-01-15)
+
+
+def _logs(
+    tmp_path: Path, rows: int, *, shape: str = "seconds", auto_vacuum: str = "NONE"
+) -> Database:
+    db = Database.open(tmp_path / "r.db", name="r")
+    if auto_vacuum != "NONE":
+        db.run_outside_transaction(lambda tx: tx.execute(f"PRAGMA auto_vacuum = {auto_vacuum}"))
+        db.run_outside_transaction(lambda tx: tx.execute("VACUUM"))
+    db.write(lambda tx: tx.script("CREATE TABLE logs(id INTEGER PRIMARY KEY, ts, line TEXT)"))
+
+    def stamp(hours_ago: int) -> object:
+        t = NOW - hours_ago * 3600
+        if shape == "ms":
+            return int(t * 1000)
+        if shape == "iso":
+            return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return t
+
+    # One row per hour, newest first: row i is i hours old.
+    db.write(
+        lambda tx: tx.executemany(
+            "INSERT INTO logs(ts, line) VALUES (?, ?)",
+            [(stamp(i), "x" * 400) for i in range(rows)],
+        )
+    )
+    return db
+
+
+@pytest.mark.parametrize("shape", ["seconds", "ms", "iso"])
+def test_prune_by_age_in_batches(tmp_path: Path, shape: str) -> None:
+    db = _logs(tmp_path, 24 * 10, shape=shape)
+    try:
+        policy = RetentionPolicy("logs", "ts", max_age_days=3)
+        dry = prune(db, [policy], batch_rows=50, dry_run=True, now=NOW)
+        assert db.scalar("SELECT count(*) FROM logs") == 240
+        [result] = prune(db, [policy], batch_rows=50, now=NOW)
+        assert result.deleted_by_age == dry[0].deleted_by_age
+        left = db.scalar("SELECT count(*) FROM logs")
+        assert left in (72, 73)  # 3 days of hourly rows (the boundary row may stay)
+        assert result.deleted_by_age == 240 - left
+        assert result.batches >= (240 - left) // 50
+    finally:
+        db.close()
+
+
+def test_prune_by_count_removes_the_oldest(tmp_path: Path) -> None:
+    db = _logs(tmp_path, 500)
+    try:
+        [result] = prune(db, [RetentionPolicy("logs", "ts", max_rows=120)], batch_rows=33, now=NOW)
+        assert result.deleted_by_count == 380
+        assert db.scalar("SELECT count(*) FROM logs") == 120
+        # The newest (smallest hours-ago, i.e. largest ts) survive.
+        assert db.scalar("SELECT min(ts) FROM logs") == NOW - 119 * 3600
+    finally:
+        db.close()
+
+
+def test_missing_tables_and_columns_are_skipped_not_errors(tmp_path: Path) -> None:
+    db = _logs(tmp_path, 5)
+    try:
+        results = prune(
+            db,
+            [RetentionPolicy("nope", max_age_days=1), RetentionPolicy("logs", "when", max_rows=1)],
+            now=NOW,
+        )
+        assert [r.skipped for r in results] == ["table does not exist", "no column 'when'"]
+        assert db.scalar("SELECT count(*) FROM logs") == 5
+    finally:
+        db.close()
+    with pytest.raises(ValueError, match="invalid table"):
+        RetentionPolicy('lo"gs')
+
+
+def test_other_writers_keep_going_during_a_prune(tmp_path: Path) -> None:
+    db = _logs(tmp_path, 3000)
+    db.write(lambda tx: tx.script("CREATE TABLE other(id INTEGER PRIMARY KEY, v)"))
+    done = threading.Event()
+    interleaved: list[int] = []
+
+    def writer() -> None:
+        while not done.is_set():
+            db.write(lambda tx: tx.execute("INSERT INTO other(v) VALUES (1)"))
+            interleaved.append(db.scalar("SELECT count(*) FROM logs"))
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    wait_until(lambda: interleaved, what="the other writer to start")
+    try:
+        prune(db, [RetentionPolicy("logs", "ts", max_rows=10)], batch_rows=100, now=NOW)
+    finally:
+        done.set()
+        thread.join()
+    try:
+        assert db.scalar("SELECT count(*) FROM logs") == 10
+        # Writes landed between batches: some saw a partly pruned table.
+        assert any(10 < n < 3000 for n in interleaved)
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("auto_vacuum", ["NONE", "INCREMENTAL"])
+def test_reclaim_space_past_the_freelist_threshold(tmp_path: Path, auto_vacuum: str) -> None:
+    db = _logs(tmp_path, 2000, auto_vacuum=auto_vacuum)
+    try:
+        prune(db, [RetentionPolicy("logs", "ts", max_rows=100)], now=NOW)
+        stats = db_stats(db)
+        assert stats["freelist_count"] > 0
+        assert reclaim_space(db, freelist_ratio=0.99).mode == "none"
+        result = reclaim_space(db, freelist_ratio=0.25)
+        assert result.mode == ("incremental" if auto_vacuum == "INCREMENTAL" else "full")
+        assert result.freelist_after == 0
+        assert result.page_count_after < result.page_count_before
+        assert check_database(db)["ok"]
+    finally:
+        db.close()
+
+
+def test_run_retention_uses_the_config(tmp_path: Path) -> None:
+    cfg = load_config(tmp_path, env={"BASTION_RETENTION_LOGS_MAX_ROWS": "50"})
+    db = _logs(tmp_path, 300)
+    try:
+        summary = run_retention(db, cfg)
+        assert summary["tables"]["logs"]["deleted"] >= 250
+        assert summary["tables"]["events"]["skipped"] == "table does not exist"
+        assert summary["vacuum"]["mode"] == "full"
+        assert db.scalar("SELECT count(*) FROM logs") <= 50
+    finally:
+        db.close()
+
+
+def test_stats_report_tables_indexes_and_sizes(tmp_path: Path) -> None:
+    db = _logs(tmp_path, 100)
+    db.write(lambda tx: tx.execute("CREATE INDEX logs_ts ON logs(ts)"))
+    try:
+        stats = db_stats(db, backups_dir=tmp_path / "backups", run_dir=tmp_path / "run")
+    finally:
+        db.close()
+    assert stats["tables"]["logs"]["rows"] == 100
+    assert stats["tables"]["logs"]["bytes"] >= 100 * 400
+    assert stats["indexes"]["logs_ts"]["table"] == "logs"
+    assert stats["wal_bytes"] > 0
+    assert stats["last_backup"] is None
+    assert stats["last_check"] is None
