@@ -10,17 +10,16 @@
     status: "/v1/status",
     services: "/v1/services",
     service: (name) => `/v1/services/${encodeURIComponent(name)}`,
-    serviceEvents: (name) => `/v1/services/${encodeURIComponent(name)}/events`,
     logs: "/v1/logs",
     logStream: "/v1/logs/stream",
-    secrets: "/v1/dashboard/secrets",
-    secret: (name) => `/v1/dashboard/secrets/${encodeURIComponent(name)}`,
+    secrets: "/v1/secrets",
+    secret: (name) => `/v1/secrets/${encodeURIComponent(name)}`,
     dbStatus: "/v1/db/status",
     dbCheck: "/v1/db/check",
     dbMigrations: "/v1/db/migrations",
     backups: "/v1/dashboard/backups",
-    events: "/v1/dashboard/events",
-    activity: "/v1/dashboard/activity",
+    events: "/v1/events",
+    activity: "/v1/activity",
   };
   const VIEWS = ["services", "logs", "secrets", "database", "activity"];
   const LOG_LIMIT = 500;
@@ -28,8 +27,8 @@
 
   const state = {
     csrf: null, csrfHeader: "x-bastion-csrf", view: null, timer: null,
-    range: 3600, logSource: null, logPaused: false, oldestLogId: null,
-    logFilter: { service: "", level: "", q: "" }, busy: new Set(),
+    range: 3600, logSource: null, logPaused: false, logCursor: null,
+    logFilter: { source: "", level: "", text: "" }, busy: new Set(),
   };
 
   // --- HTTP ---------------------------------------------------------------------------------
@@ -111,6 +110,7 @@
 
   function toDate(value) {
     if (value === undefined || value === null || value === "") return null;
+    if (typeof value === "string" && /^\d+(\.\d+)?$/.test(value)) value = Number(value);
     const d = typeof value === "number" ? new Date(value < 1e12 ? value * 1000 : value) : new Date(value);
     return Number.isNaN(d.getTime()) ? null : d;
   }
@@ -244,8 +244,10 @@
   }
 
   async function loadTimeline(name) {
-    const since = new Date(Date.now() - state.range * 1000).toISOString();
-    const data = await api("GET", ROUTES.serviceEvents(name), { query: { limit: 500, since } });
+    const since = (Date.now() - state.range * 1000) / 1000;
+    const data = await api("GET", ROUTES.events, {
+      query: { kind: "service.transition", subject: name, since, order: "desc", limit: 500 },
+    });
     const events = items(data).map(transitionOf).filter((e) => e.at && e.to !== "unknown")
       .sort((a, b) => a.at - b.at);
     const card = $(`#services li[data-service="${CSS.escape(name)}"]`);
@@ -282,37 +284,32 @@
   function logLine(row) {
     const level = String(pick(row, "level", "stream") || "info").toLowerCase();
     const li = el("li", { class: `lvl-${level}`, "data-id": pick(row, "id") },
-      el("span", { class: "meta", text: `${when(pick(row, "ts", "at", "created_at"))} ${pick(row, "service", "source") || ""} ${level} ` }),
+      el("span", { class: "meta", text: `${when(pick(row, "ts", "at", "created_at"))} ${pick(row, "source", "service") || ""} ${level} ` }),
       String(pick(row, "message", "line", "text") ?? ""));
     return li;
-  }
-
-  function matchesFilter(row) {
-    const f = state.logFilter;
-    if (f.service && pick(row, "service", "source") !== f.service) return false;
-    if (f.level && String(pick(row, "level", "stream") || "").toLowerCase() !== f.level) return false;
-    if (f.q && !String(pick(row, "message", "line", "text") ?? "").includes(f.q)) return false;
-    return true;
   }
 
   function appendLogs(rows) {
     const list = $("#log-lines");
     const stick = list.scrollTop + list.clientHeight >= list.scrollHeight - 20;
-    for (const row of rows) if (matchesFilter(row)) list.append(logLine(row));
+    // The stream is filtered by the daemon (same parameters as the query).
+    for (const row of rows) list.append(logLine(row));
     while (list.children.length > LOG_LIMIT) list.firstElementChild.remove();
     if (stick) list.scrollTop = list.scrollHeight;
   }
 
   async function loadOlder() {
     const query = { ...state.logFilter, limit: 100, order: "desc" };
-    if (state.oldestLogId !== null) query.before_id = state.oldestLogId;
-    const rows = items(await api("GET", ROUTES.logs, { query }));
+    if (state.logCursor) query.cursor = state.logCursor;
+    const page = await api("GET", ROUTES.logs, { query });
+    const rows = items(page);
     rows.sort((a, b) => Number(pick(a, "id") ?? 0) - Number(pick(b, "id") ?? 0));
     const list = $("#log-lines");
     const first = list.firstElementChild;
     for (const row of rows) list.insertBefore(logLine(row), first);
-    if (rows.length) state.oldestLogId = pick(rows[0], "id") ?? state.oldestLogId;
-    $("#log-older").disabled = rows.length === 0;
+    state.logCursor = page && page.next_cursor;
+    // "Load older" pages back through the daemon's keyset cursor until there is none.
+    $("#log-older").disabled = !state.logCursor;
     return rows;
   }
 
@@ -339,7 +336,7 @@
 
   async function enterLogs() {
     $("#log-lines").replaceChildren();
-    state.oldestLogId = null;
+    state.logCursor = null;
     try { await loadOlder(); } catch (err) { reportError(err); }
     startTail();
   }
@@ -506,6 +503,7 @@
     if (!VIEWS.includes(view)) view = "services";
     if (state.view === view) return;
     state.view = view;
+    notify("");
     delete document.body.dataset.loaded;
     for (const panel of document.querySelectorAll("[data-view-panel]")) panel.hidden = panel.dataset.viewPanel !== view;
     for (const a of document.querySelectorAll("nav a[data-view]")) {
@@ -533,7 +531,7 @@
     $("#log-filter").addEventListener("submit", (e) => {
       e.preventDefault();
       const f = e.target.elements;
-      state.logFilter = { service: f.service.value, level: f.level.value, q: f.q.value };
+      state.logFilter = { source: f.source.value, level: f.level.value, text: f.text.value };
       enterLogs();
     });
     $("#log-pause").addEventListener("click", (e) => {
