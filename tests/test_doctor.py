@@ -1,0 +1,130 @@
+"""``bastion doctor``: the report, flagged file modes, and a bundle with no secret in it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bastion.app import Home
+from bastion.cli import cli
+from bastion.config import Config, load_config
+from bastion.doctor import run_doctor, write_bundle
+from bastion.runfiles import read_token
+
+
+def _healthy_home(tmp_path: Path) -> Config:
+    cfg = load_config(tmp_path / "home", env={})
+    with Home.init(cfg) as home:
+        home.backup()
+    return cfg
+
+
+def test_report_covers_every_part_of_a_healthy_home(tmp_path: Path) -> None:
+    cfg = _healthy_home(tmp_path)
+    report = run_doctor(cfg)
+    assert report["problems"] == []
+    bastion = report["databases"]["bastion"]
+    assert bastion["posture"]["journal_mode"] == "WAL"
+    assert bastion["posture"]["foreign_keys"] is True
+    assert bastion["check"]["integrity"] == ["ok"]
+    assert bastion["check"]["foreign_key_violation_count"] == 0
+    assert "core" in bastion["migrations"]
+    assert report["versions"]["sqlite"].startswith("3.")
+    assert report["backups"]["count"] >= 1
+    assert report["disk"]["free_bytes"] > 0
+    assert report["services"]["daemon"]["running"] is False
+    paths = {e["path"] for e in report["files"]["entries"]}
+    assert "bastion.db" in paths
+    assert "run/token" in paths
+
+
+def test_loose_file_modes_and_foreign_key_violations_are_flagged(tmp_path: Path) -> None:
+    cfg = _healthy_home(tmp_path)
+    os.chmod(cfg.db_path, 0o644)
+    os.chmod(cfg.backups_dir, 0o755)
+    with Home.open(cfg) as home:
+        # An orphan, written with enforcement off (outside a transaction, where the pragma
+        # takes effect), as an older app version or a manual edit would leave it.
+        home.db.run_outside_transaction(
+            lambda tx: tx.script(
+                "CREATE TABLE parent(id INTEGER PRIMARY KEY);"
+                "CREATE TABLE child(id INTEGER PRIMARY KEY, p INTEGER REFERENCES parent(id));"
+                "PRAGMA foreign_keys = OFF;"
+                "INSERT INTO child(p) VALUES (42);"
+                "PRAGMA foreign_keys = ON;"
+            )
+        )
+    report = run_doctor(cfg)
+    text = "\n".join(report["problems"])
+    assert f"{cfg.db_path}: mode 0644, expected 0600" in text
+    assert f"{cfg.backups_dir}: mode 0755, expected 0700" in text
+    assert "1 foreign key violations" in text
+    assert report["databases"]["bastion"]["check"]["foreign_key_violations"][0]["table"] == "child"
+
+
+def test_a_corrupt_database_is_reported_not_opened(tmp_path: Path) -> None:
+    cfg = _healthy_home(tmp_path)
+    cfg.db_path.write_bytes(b"not sqlite at all" * 10)
+    report = run_doctor(cfg)
+    assert report["databases"]["bastion"]["open_check"]["kind"] == "not_a_database"
+    assert any("not an SQLite database" in p for p in report["problems"])
+    assert cfg.db_path.read_bytes() == b"not sqlite at all" * 10
+
+
+@pytest.mark.parametrize("backend", ["encrypted-file"])
+def test_bundle_holds_no_secret_value_and_no_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    from bastion.vault.crypto import encode_key, new_key
+
+    key = encode_key(new_key())
+    monkeypatch.setenv("BASTION_VAULT_KEY", key)
+    sentinel = f"sentinel-{uuid.uuid4().hex}"
+    cfg = load_config(tmp_path / "home", env={"BASTION_VAULT_BACKEND": backend})
+    with Home.init(cfg) as home:
+        home.vault.set("OPENAI_API_KEY", sentinel)
+        home.backup()
+    token = read_token(cfg.run_dir / "token")
+    # A file whose *name* is the token: the file listing would carry it without the scrub.
+    leak = cfg.services_dir / f"{token}.toml"
+    leak.write_text("")
+    os.chmod(leak, 0o600)
+
+    report = run_doctor(cfg)
+    assert report["vault"]["secrets_indexed"] == 1
+    bundle = tmp_path / "bundle.zip"
+    info = write_bundle(cfg, report, bundle)
+    assert info["redactions"] >= 2  # the file listing and the services section
+    raw = bundle.read_bytes()
+    with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    assert set(members) == {"doctor.json", "files.txt", "config.json"}
+    everything = raw + b"".join(members.values())
+    for secret in (sentinel, token, key):
+        assert secret.encode() not in everything
+    assert b"[REDACTED].toml" in members["files.txt"]
+    assert json.loads(members["doctor.json"])["home"] == str(cfg.home)
+    assert oct(bundle.stat().st_mode & 0o777) == "0o600"
+
+
+def test_cli_doctor_exit_codes_and_bundle(tmp_path: Path) -> None:
+    cfg = _healthy_home(tmp_path)
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["--home", str(cfg.home), "doctor", "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)["problems"] == []
+    os.chmod(cfg.db_path, 0o666)
+    bad = runner.invoke(
+        cli, ["--home", str(cfg.home), "doctor", "--bundle", str(tmp_path / "b.zip")]
+    )
+    assert bad.exit_code == 1
+    assert "expected 0600" in bad.output
+    assert "bundle:" in bad.output
+    assert (tmp_path / "b.zip").exists()
