@@ -42,6 +42,8 @@ def normalize_orphans(tx: WriteTx, policies: Iterable[OrphanPolicy]) -> dict[str
             counts[policy.relation] = tx.execute(f"DELETE FROM {t} WHERE {orphan}")
         elif policy.action is OrphanAction.SET_NULL:
             counts[policy.relation] = tx.execute(f"UPDATE {t} SET {c} = NULL WHERE {orphan}")
+        elif not tx.scalar(f"SELECT count(*) FROM {t} WHERE {orphan}"):
+            counts[policy.relation] = 0  # no table created for nothing to keep
         else:
             tx.execute(_LOST_AND_FOUND_DDL)
             columns = [row[1] for row in tx.query(f"PRAGMA table_info({t})")]
