@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -15,12 +15,11 @@ from typing import Any
 import psutil
 import pytest
 
-from bastion.config import SupervisorConfig
 from bastion.store import Database
 from bastion.supervisor import Supervisor
 from bastion.supervisor.states import ServiceState as S
 from tests.helpers import wait_until
-from tests.supervisor.conftest import KIDS, DictSecrets, kid, run
+from tests.supervisor.conftest import KIDS, kid, run
 
 pytestmark = pytest.mark.posix
 
@@ -76,7 +75,7 @@ def test_crash_loop_backoff_sequence_then_breaker_open_then_one_trial(db: Databa
     assert "spent the budget" in opens[0]["reason"]
     assert sum(1 for e in events if e["to"] == "half_open") == 1
     # Every transition went through the table: from -> to pairs chain.
-    for prev, nxt in zip(events, events[1:], strict=False):
+    for prev, nxt in itertools.pairwise(events):
         assert prev["to"] == nxt["from"]
 
 

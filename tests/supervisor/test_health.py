@@ -1,0 +1,177 @@
+"""Health semantics with real servers: startup grace, MCP ping over stdio, tcp, exec."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from bastion.store import Database
+from bastion.supervisor import Supervisor
+from bastion.supervisor.health import ProbeResult, _exec, _http, _mcp_http, _tcp
+from bastion.supervisor.spec import ProbeSpec
+from bastion.supervisor.states import ServiceState as S
+from tests.helpers import wait_until
+from tests.supervisor.conftest import kid, run
+
+pytestmark = pytest.mark.posix
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def events(db: Database, name: str) -> list[tuple[str, str]]:
+    rows = db.query(
+        "SELECT json_extract(data, '$.to'), json_extract(data, '$.reason') FROM events"
+        " WHERE kind = 'service.transition' AND subject = ? ORDER BY id",
+        (name,),
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+def test_slow_starter_is_not_killed_during_its_startup_grace(db: Database, tmp_path: Path) -> None:
+    port = free_port()
+    spec = kid(
+        "slow",
+        "serve_tcp",
+        str(tmp_path / "port"),
+        "1.5",  # binds after 1.5 s
+        env={"PORT": str(port)},
+        health={
+            # Startup budget 50 x 0.1 s: generous for a 1.5 s start.
+            "startup": {"kind": "tcp", "port": port, "interval_s": 0.1, "failure_threshold": 50},
+            # Liveness alone would kill it after 2 x 0.1 s.
+            "liveness": {"kind": "tcp", "port": port, "interval_s": 0.1, "failure_threshold": 2},
+        },
+    )
+
+    async def scenario() -> None:
+        sup = Supervisor(db, [spec])
+        await sup.open()
+        await sup.start("slow")
+        status = await sup.wait_state("slow", S.RUNNING, S.UNHEALTHY, timeout=60)
+        assert status.state == "running"
+        assert status.attempt == 0
+        await sup.close()
+
+    run(scenario)
+    seen = events(db, "slow")
+    assert "unhealthy" not in [to for to, _ in seen]
+    assert seen[1][1].startswith("startup probe passed")
+
+
+def test_startup_probe_that_never_passes_restarts_the_child(db: Database, tmp_path: Path) -> None:
+    port = free_port()  # nothing will listen here
+    spec = kid(
+        "never",
+        "sleeper",
+        health={
+            "startup": {"kind": "tcp", "port": port, "interval_s": 0.05, "failure_threshold": 3}
+        },
+    )
+
+    async def scenario() -> None:
+        sup = Supervisor(db, [spec])
+        await sup.open()
+        await sup.start("never")
+        await sup.wait_state("never", S.BACKOFF, timeout=30)
+        await sup.close()
+
+    run(scenario)
+    to_states = [to for to, _ in events(db, "never")]
+    assert to_states == ["starting", "unhealthy", "stopping", "backoff"]
+
+
+def test_sigstopped_mcp_server_fails_ping_and_is_restarted(db: Database, tmp_path: Path) -> None:
+    pid_file = tmp_path / "mcp.pid"
+    probe = {"kind": "mcp", "transport": "stdio", "interval_s": 0.2, "timeout_s": 0.5}
+    spec = kid(
+        "mcp",
+        "mcp_server",
+        str(pid_file),
+        env_allow=["PYTHONPATH"],
+        health={
+            "startup": {**probe, "failure_threshold": 100},
+            "liveness": {**probe, "failure_threshold": 2},
+        },
+        stop={"grace_s": 1.0},
+    )
+
+    async def scenario() -> None:
+        sup = Supervisor(db, [spec])
+        await sup.open()
+        await sup.start("mcp")
+        running = await sup.wait_state("mcp", S.RUNNING, timeout=60)
+        assert running.pid is not None
+        first = running.pid
+        os.kill(first, signal.SIGSTOP)  # alive for "process", dead for anything that asks
+        await sup.wait_state("mcp", S.UNHEALTHY, timeout=30)
+        again = await sup.wait_state("mcp", S.RUNNING, timeout=60)
+        assert again.pid not in (None, first)
+        await sup.close()
+
+    run(scenario)
+    reasons = [reason for to, reason in events(db, "mcp") if to == "unhealthy"]
+    assert "mcp ping: no answer" in reasons[0]
+
+
+def test_mcp_ping_over_streamable_http_against_a_real_server(tmp_path: Path) -> None:
+    import subprocess
+
+    port_file = tmp_path / "port"
+    kids = str(Path(__file__).with_name("kids.py"))
+    server = subprocess.Popen([sys.executable, kids, "mcp_http_server", str(port_file)])
+    try:
+        wait_until(port_file.exists, timeout=30, what="server port")
+        url = f"http://127.0.0.1:{port_file.read_text()}/mcp"
+        spec = ProbeSpec(kind="mcp", transport="http", url=url, timeout_s=10)
+        result = wait_until(lambda: asyncio.run(_mcp_http(spec)).ok, timeout=30, what="ping")
+        assert result
+        server.send_signal(signal.SIGSTOP)
+        stopped = asyncio.run(
+            _mcp_http(ProbeSpec(kind="mcp", transport="http", url=url, timeout_s=0.5))
+        )
+        assert not stopped.ok
+        assert "no answer" in stopped.detail
+        server.send_signal(signal.SIGCONT)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_probe_kinds_against_real_sockets_and_commands(tmp_path: Path) -> None:
+    async def scenario() -> list[ProbeResult]:
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        closed = free_port()
+        results = [
+            await _tcp(ProbeSpec(kind="tcp", port=port)),
+            await _tcp(ProbeSpec(kind="tcp", port=closed)),
+            await _http(ProbeSpec(kind="http", url=f"http://127.0.0.1:{port}/")),
+            await _exec(ProbeSpec(kind="exec", command=("/bin/sh", "-c", "exit 0")), {}),
+            await _exec(ProbeSpec(kind="exec", command=("/bin/sh", "-c", "exit 4")), {}),
+            await _exec(
+                ProbeSpec(kind="exec", command=("/bin/sh", "-c", "sleep 30"), timeout_s=0.2), {}
+            ),
+        ]
+        server.close()
+        await server.wait_closed()
+        return results
+
+    ok_tcp, closed_tcp, not_http, ok_exec, bad_exec, slow_exec = asyncio.run(scenario())
+    assert ok_tcp.ok
+    assert not closed_tcp.ok
+    assert not not_http.ok  # a socket that hangs up is not an HTTP answer
+    assert ok_exec.ok
+    assert not bad_exec.ok
+    assert "exit 4" in bad_exec.detail
+    assert not slow_exec.ok
+    assert "timed out" in slow_exec.detail
