@@ -1,0 +1,153 @@
+"""``bastion db backup|backups|restore|recover|prune|vacuum|stats|check`` end to end."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from bastion.app import Home
+from bastion.cli import cli
+from bastion.config import load_config
+from bastion.runfiles import Handshake, write_handshake
+from tests.helpers import wait_until
+from tests.store.opsfixtures import ITEMS_DDL, add_items, leaf_page_offset, overwrite
+
+
+def _run(home: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["--home", str(home), *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _json(home: Path, *args: str) -> Any:
+    code, out, err = _run(home, *args, "--json")
+    assert code == 0, (out, err)
+    return json.loads(out)
+
+
+def _home(tmp_path: Path, rows: int = 600) -> Path:
+    cfg = load_config(tmp_path / "home", env={})
+    with Home.init(cfg) as home:
+        home.db.write(lambda tx: tx.script(ITEMS_DDL))
+        add_items(home.db, 0, rows)
+    return cfg.home
+
+
+def test_backup_list_and_restore_round_trip(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    made = _json(home, "db", "backup")
+    assert made["row_counts"]["items"] == 600
+    code, out, err = _run(home, "db", "backup")
+    assert code == 0
+    assert "verified: quick_check ok" in out
+    assert "backup: 100%" in err, "progress lines on a non-TTY"
+    listed = _json(home, "db", "backups", "--verify")
+    assert len(listed["backups"]) == 2
+    assert all(b["deep_verified"] for b in listed["backups"])
+    code, out, _ = _run(home, "db", "backups")
+    assert "verified" in out
+
+    with Home.open(load_config(home, env={})) as h:
+        add_items(h.db, 600, 10)
+    code, out, _ = _run(home, "db", "restore", Path(made["path"]).name, "--yes")
+    assert code == 0, out
+    assert "restored:" in out
+    assert "quick_check ok" in out
+    with Home.open(load_config(home, env={})) as h:
+        assert h.db.scalar("SELECT count(*) FROM items") == 600
+    assert len(list((home / "quarantine").iterdir())) == 1
+
+
+def test_restore_refuses_a_damaged_backup(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    made = _json(home, "db", "backup")
+    overwrite(Path(made["path"]), 4096 * 2, os.urandom(100))
+    before = (home / "bastion.db").read_bytes()
+    code, out, _ = _run(home, "db", "restore", made["path"], "--yes", "--json")
+    assert code != 0
+    error = json.loads(out)["error"]
+    assert error["code"] == "restore_refused"
+    assert "SHA-256" in error["message"]
+    assert (home / "bastion.db").read_bytes() == before
+
+
+def test_restore_refuses_while_a_daemon_or_another_process_holds_the_db(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    made = _json(home, "db", "backup")
+    cfg = load_config(home, env={})
+    write_handshake(
+        cfg.run_dir,
+        Handshake(
+            pid=os.getpid(), port=1, started_at=dt.datetime.now(dt.UTC).isoformat(), version="t"
+        ),
+    )
+    code, _, err = _run(home, "db", "restore", made["path"], "--yes")
+    assert code != 0
+    assert f"daemon (pid {os.getpid()})" in err
+    assert "--stop-daemon" in err
+    (cfg.run_dir / "daemon.json").unlink()
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import apsw, sys; c = apsw.Connection(sys.argv[1]); "
+            "c.execute('select count(*) from items').fetchall(); print('open', flush=True); "
+            "sys.stdin.read()",
+            str(cfg.db_path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        wait_until(lambda: holder.stdout.readline() == b"open\n", what="the holder to open the db")
+        code, _, err = _run(home, "db", "restore", made["path"], "--yes")
+        assert code != 0
+        assert f"pid {holder.pid}" in err
+    finally:
+        holder.communicate(b"", timeout=30)
+
+
+def test_recover_then_merge_salvage(tmp_path: Path) -> None:
+    home = _home(tmp_path, 2000)
+    _json(home, "db", "backup")
+    cfg = load_config(home, env={})
+    with Home.open(cfg) as h:
+        add_items(h.db, 2000, 300)
+    healthy = _json(home, "db", "recover")
+    assert healthy["recovered"] is False
+    overwrite(cfg.db_path, leaf_page_offset(cfg.db_path) + 16, os.urandom(64))
+    code, _, err = _run(home, "db", "stats")
+    assert code == 74
+    assert "bastion db recover" in err
+    report = _json(home, "db", "recover")
+    assert report["recovered"] is True
+    assert report["placed"] == "backup"
+    assert report["rows_only_in_salvage"]["items"] > 200
+    merged = _json(home, "db", "recover", "--from-salvage")
+    assert merged["inserted"]["items"] == report["rows_only_in_salvage"]["items"]
+    check = _json(home, "db", "check")
+    assert check["ok"] is True
+    stats = _json(home, "db", "stats")
+    assert stats["tables"]["items"]["rows"] == 2000 + merged["inserted"]["items"]
+    assert stats["last_check"]["ok"] is True
+    assert stats["last_backup"]["verified"] is True
+
+
+def test_prune_vacuum_and_check(tmp_path: Path) -> None:
+    home = _home(tmp_path, 10)
+    pruned = _json(home, "db", "prune", "--dry-run")
+    assert pruned["dry_run"] is True
+    assert "logs" in pruned["tables"]
+    vacuumed = _json(home, "db", "vacuum")
+    assert vacuumed["mode"] in ("full", "incremental")
+    code, out, _ = _run(home, "db", "check", "--quick")
+    assert code == 0
+    assert "quick_check: ok" in out
