@@ -1,0 +1,350 @@
+"""``bastion secrets …``: the vault from the command line.
+
+Values never come from argv (other users can read a process's arguments): ``set`` reads stdin
+or prompts without echo. ``get`` shows metadata and a mask unless ``--reveal``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from bastion.cli._output import config_from, emit, json_option, run_command
+
+if TYPE_CHECKING:
+    from bastion.vault import Vault
+
+_scope_option = click.option(
+    "--scope", default="global", show_default=True, help="Scope: global, bot:42, space:abc, ..."
+)
+
+
+@click.group()
+def secrets() -> None:
+    """Store, read, list, import and audit secrets in the vault."""
+
+
+@contextmanager
+def _vault(ctx: click.Context) -> Iterator[Vault]:
+    from bastion.errors import StoreOpenError
+    from bastion.vault import Vault
+
+    cfg = config_from(ctx)
+    if not cfg.home.is_dir():
+        raise StoreOpenError(f"{cfg.home} does not exist", hint="Run `bastion init` first.")
+    passphrase = None
+    if (
+        cfg.vault.backend == "encrypted-file"
+        and cfg.vault.key_source == "passphrase"
+        and not _env(cfg.vault.passphrase_env)
+        and sys.stdin.isatty()
+    ):
+        passphrase = click.prompt("vault passphrase", hide_input=True, err=True)
+    vault = Vault.open(cfg, passphrase=passphrase)
+    try:
+        yield vault
+    finally:
+        vault.close()
+
+
+def _env(name: str) -> str | None:
+    import os
+
+    return os.environ.get(name)
+
+
+def _ts(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(value, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _read_value(from_stdin: bool, prompt: bool) -> str:
+    if prompt or (not from_stdin and sys.stdin.isatty()):
+        value: str = click.prompt(
+            "value", hide_input=True, confirmation_prompt=True, err=True, default=""
+        )
+        return value
+    data = sys.stdin.read()
+    # One trailing newline is the shell's (echo, heredoc), not the secret's.
+    return data[:-1] if data.endswith("\n") else data
+
+
+@secrets.command("set")
+@click.argument("name")
+@_scope_option
+@click.option(
+    "--from-stdin", is_flag=True, help="Read the value from stdin (the default off a TTY)."
+)
+@click.option("--prompt", is_flag=True, help="Prompt for the value without echo.")
+@click.option("--expected-version", type=int, help="Compare-and-set: fail if the version differs.")
+@json_option
+@click.pass_context
+@run_command
+def set_(  # noqa: PLR0917 - click passes options as arguments
+    ctx: click.Context,
+    name: str,
+    scope: str,
+    from_stdin: bool,
+    prompt: bool,
+    expected_version: int | None,
+    as_json: bool,
+) -> None:
+    """Store NAME's value, read from stdin or a prompt (never from the command line)."""
+    value = _read_value(from_stdin, prompt)
+    with _vault(ctx) as vault:
+        meta = vault.set(name, value, scope=scope, actor="cli", expected_version=expected_version)
+    emit(
+        meta.to_dict(),
+        as_json,
+        lambda d: f"stored {d['scope']}/{d['name']} (version {d['version']}, {d['size']} bytes)",
+    )
+
+
+@secrets.command()
+@click.argument("name")
+@_scope_option
+@click.option("--reveal", is_flag=True, help="Print the value itself.")
+@json_option
+@click.pass_context
+@run_command
+def get(ctx: click.Context, name: str, scope: str, reveal: bool, as_json: bool) -> None:
+    """Show NAME's metadata and a masked value; --reveal prints the value."""
+    from bastion.errors import VaultError
+
+    with _vault(ctx) as vault:
+        if reveal and not vault.config.vault.allow_reveal:
+            raise VaultError(
+                "revealing values is disabled (vault.allow_reveal = false)",
+                hint="Read the value through the app or the API instead.",
+            )
+        secret = vault.get(name, scope=scope, actor="cli")
+        data: dict[str, Any] = vault.meta(name, scope=scope).to_dict()
+    data["value"] = secret.reveal() if reveal else str(secret)
+    if reveal and not as_json:
+        click.echo(data["value"])
+        return
+    emit(data, as_json, lambda d: f"{d['scope']}/{d['name']} = {d['value']}")
+
+
+def _render_list(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no secrets"
+    lines = [f"{'SCOPE/NAME':40} {'VER':>4} {'SIZE':>6}  {'UPDATED':20}  LAST USED"]
+    for r in rows:
+        lines.append(
+            f"{r['scope'] + '/' + r['name']:40} {r['version']:>4} {r['size']:>6}  "
+            f"{_ts(r['updated_at']):20}  {_ts(r['last_used_at'])}"
+        )
+    return "\n".join(lines)
+
+
+@secrets.command("list")
+@click.option("--scope", default=None, help="Only this scope (default: all).")
+@json_option
+@click.pass_context
+@run_command
+def list_(ctx: click.Context, scope: str | None, as_json: bool) -> None:
+    """List secrets (metadata only; reads no value, never touches the keychain)."""
+    with _vault(ctx) as vault:
+        rows = [m.to_dict() for m in vault.list(scope)]
+    emit(rows, as_json, _render_list)
+
+
+@secrets.command()
+@click.argument("name")
+@_scope_option
+@json_option
+@click.pass_context
+@run_command
+def delete(ctx: click.Context, name: str, scope: str, as_json: bool) -> None:
+    """Delete NAME and its value."""
+    with _vault(ctx) as vault:
+        meta = vault.delete(name, scope=scope, actor="cli")
+    emit(
+        {"deleted": f"{meta.scope}/{meta.name}", "version": meta.version},
+        as_json,
+        lambda d: f"deleted {d['deleted']}",
+    )
+
+
+@secrets.command()
+@_scope_option
+@click.option("--declared", multiple=True, help="A name the app needs (repeatable).")
+@json_option
+@click.pass_context
+@run_command
+def status(ctx: click.Context, scope: str, declared: tuple[str, ...], as_json: bool) -> None:
+    """Which backend is active and why, and which declared secrets are set."""
+    with _vault(ctx) as vault:
+        data = vault.status(list(declared) or None, scope=scope)
+        data["backend_info"] = vault.backend_info()
+
+    def human(d: dict[str, Any]) -> str:
+        info = d["backend_info"]
+        lines = [f"backend: {d['backend']} -- {d['why']}"]
+        if info.get("available"):
+            detail = info.get("keyring") or info.get("key_from") or ""
+            lines.append(f"         available ({detail})")
+        else:
+            err = info.get("error", {})
+            lines.append(f"         UNAVAILABLE: {err.get('message')}")
+            lines.append(f"         hint: {err.get('hint')}")
+        lines.append(f"scope {d['scope']}: {d['count']} secrets")
+        for n, s in d["secrets"].items():
+            lines.append(f"  {n:32} {'set' if s['configured'] else 'NOT SET'}")
+        return "\n".join(lines)
+
+    emit(data, as_json, human)
+
+
+@secrets.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@_scope_option
+@click.option("--dry-run", is_flag=True, help="Show what would move; change nothing.")
+@json_option
+@click.pass_context
+@run_command
+def import_(ctx: click.Context, file: str, scope: str, dry_run: bool, as_json: bool) -> None:
+    """Move plaintext secrets of a .env, MCP config or JSON file into the vault; scrub it."""
+    from bastion.vault.importer import import_file
+
+    with _vault(ctx) as vault:
+        report = import_file(vault, file, scope=scope, dry_run=dry_run, actor="cli")
+
+    def human(d: dict[str, Any]) -> str:
+        lines = [f"{d['file']} ({d['format']}){' [dry run]' if d['dry_run'] else ''}"]
+        for item in d["items"]:
+            lines.append(
+                f"  {item['location']:40} -> {item['scope']}/{item['name']}: {item['action']}"
+            )
+        if d["rewritten"]:
+            lines.append(f"rewritten with references; original kept at {d['backup']} (0600)")
+        elif not d["dry_run"]:
+            lines.append("nothing to change")
+        return "\n".join(lines)
+
+    emit(report.to_dict(), as_json, human)
+
+
+@secrets.command()
+@click.option("--fix", is_flag=True, help="Adopt orphaned items and drop rows whose value is gone.")
+@json_option
+@click.pass_context
+@run_command
+def reconcile(ctx: click.Context, fix: bool, as_json: bool) -> None:
+    """Compare the index with the backend: orphaned items and vanished values."""
+    with _vault(ctx) as vault:
+        data = vault.reconcile(fix=fix, actor="cli")
+
+    def human(d: dict[str, Any]) -> str:
+        lines = [f"backend {d['backend']}"]
+        lines += [f"  orphan (in backend, not indexed): {k}" for k in d["orphans"]]
+        lines += [f"  missing (indexed, value gone):    {k}" for k in d["missing"]]
+        lines += [f"  {c['action']} {c['scope']}/{c['name']}" for c in d["changes"]]
+        if not d["orphans"] and not d["missing"]:
+            lines.append("  in step")
+        return "\n".join(lines)
+
+    emit(data, as_json, human)
+
+
+@secrets.command()
+@click.option(
+    "--to",
+    "to",
+    type=click.Choice(["env", "passphrase", "keychain"]),
+    help="New key source (default: the current one).",
+)
+@click.option(
+    "--new-key-env",
+    metavar="VAR",
+    help="Environment variable holding the new base64 key (for --to env).",
+)
+@click.option(
+    "--rotate-data-key", is_flag=True, help="Also re-encrypt every record with a new data key."
+)
+@json_option
+@click.pass_context
+@run_command
+def rekey(
+    ctx: click.Context,
+    to: str | None,
+    new_key_env: str | None,
+    rotate_data_key: bool,
+    as_json: bool,
+) -> None:
+    """Re-wrap the encrypted file's data key under a new key (crash-safe: one transaction)."""
+    from bastion.errors import VaultLocked
+
+    with _vault(ctx) as vault:
+        target = to or vault.config.vault.key_source
+        new_secret = None
+        if target == "env":
+            var = new_key_env or vault.config.vault.key_env
+            new_secret = _env(var)
+            if not new_secret:
+                raise VaultLocked(
+                    f"the new key variable {var} is not set",
+                    hint=f'export {var}="$(head -c 32 /dev/urandom | base64)" and retry.',
+                )
+        elif target == "passphrase":
+            new_secret = click.prompt(
+                "new vault passphrase", hide_input=True, confirmation_prompt=True, err=True
+            )
+        result = vault.rekey(target, new_secret=new_secret, rotate_data_key=rotate_data_key)
+    emit(
+        result,
+        as_json,
+        lambda d: (
+            f"vault key now from {d['key_source']}"
+            + (f"; {d['records']} records re-encrypted" if d["rotated_data_key"] else "")
+        ),
+    )
+
+
+@secrets.group(invoke_without_command=True)
+@click.option("--name", default=None, help="Only this secret name.")
+@click.option("--scope", default=None, help="Only this scope.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@json_option
+@click.pass_context
+@run_command
+def audit(
+    ctx: click.Context, name: str | None, scope: str | None, limit: int, as_json: bool
+) -> None:
+    """Show audit rows (who, what, when, fingerprint -- never a value)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with _vault(ctx) as vault:
+        rows = [e.to_dict() for e in vault.audit_entries(name=name, scope=scope, limit=limit)]
+
+    def human(items: list[dict[str, Any]]) -> str:
+        if not items:
+            return "no audit rows"
+        return "\n".join(
+            f"{_ts(r['ts'])}  {r['operation']:16} {(r['scope'] or '-') + '/' + (r['name'] or '-'):36} "
+            f"{r['actor']:10} pid {r['pid']:<7} {(r['fingerprint'] or '')[:16]}"
+            for r in items
+        )
+
+    emit(rows, as_json, human)
+
+
+@audit.command("hash")
+@click.argument("value", required=False)
+@json_option
+@click.pass_context
+@run_command
+def audit_hash(ctx: click.Context, value: str | None, as_json: bool) -> None:
+    """Print the fingerprint of VALUE (or of stdin when VALUE is - or omitted)."""
+    if value is None or value == "-":
+        value = _read_value(True, False)
+    with _vault(ctx) as vault:
+        fp = vault.fingerprint(value)
+    emit({"fingerprint": fp}, as_json, lambda d: d["fingerprint"])
