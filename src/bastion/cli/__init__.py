@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "dashboard": "bastion.cli.dashboard:dashboard",
     "settings": "bastion.cli.settings:settings",
     "logs": "bastion.cli.logs:logs",
+    "services": "bastion.cli.services:services",
     "secrets": "bastion.cli.secrets:secrets",
 }
 

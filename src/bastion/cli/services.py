@@ -1,0 +1,368 @@
+"""``bastion services …``: validate, inspect and run supervised sidecars.
+
+Reading commands (``list``, ``status``, ``events``, ``logs``, ``validate``) work on the files:
+the spec files in ``<home>/services/`` and the state the supervisor stores in ``bastion.db``
+at every transition. Commands that act on a live child (``start``, ``stop``, ``restart``) go
+to the running supervisor: the daemon (``bastion serve``) over its API. Until a daemon runs,
+``bastion services run`` is the foreground supervisor: it starts the services and stops them
+on Ctrl-C/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from bastion.cli._output import config_from, emit, json_option, run_command
+
+if TYPE_CHECKING:
+    from bastion.app import Home
+    from bastion.config import Config
+
+
+@click.group()
+def services() -> None:
+    """Validate, inspect, start and stop supervised sidecar services."""
+
+
+class _VaultSecrets:
+    """The supervisor's ``SecretSource`` over the home's vault (values stay in memory)."""
+
+    def __init__(self, home: Home) -> None:
+        self._home = home
+
+    def resolve(self, scope: str, name: str) -> str:
+        return str(self._home.vault.get(name, scope=scope, actor="supervisor").reveal())
+
+
+def _stored(home: Home) -> tuple[dict[str, Any], dict[str, int]]:
+    """Stored service rows and live pids; empty if the supervisor never ran in this home."""
+    from bastion.supervisor.journal import Journal
+
+    exists = home.db.scalar("SELECT count(*) FROM sqlite_master WHERE name = 'supervisor_services'")
+    if not exists:
+        return {}, {}
+    journal = Journal(home.db)
+    pids = {service: rec.pid for _id, service, rec in journal.live_records()}
+    return journal.load(), pids
+
+
+def _rows(cfg: Config, home: Home, only: str | None = None) -> list[dict[str, Any]]:
+    from bastion.errors import ServiceNotFound
+    from bastion.supervisor.spec import validate_dir
+
+    good, bad = validate_dir(cfg.services_dir)
+    stored, pids = _stored(home)
+    rows: list[dict[str, Any]] = []
+    for spec in good:
+        row = stored.get(spec.name)
+        rows.append(
+            {
+                "name": spec.name,
+                "state": row.state.value if row else "stopped",
+                "reason": row.reason if row else "never started",
+                "since": row.since if row else None,
+                "breaker": row.policy.breaker.value if row else "closed",
+                "restarts": len(row.policy.restarts) if row else 0,
+                "trips": row.policy.trips if row else 0,
+                "pid": pids.get(spec.name),
+                "autostart": spec.autostart,
+                "argv": list(spec.argv),
+                "secrets": sorted(spec.secrets),
+                "valid": True,
+            }
+        )
+    for err in bad:
+        name = str(err.details.get("file", "?")).rsplit("/", 1)[-1].removesuffix(".toml")
+        rows.append({"name": name, "state": "invalid", "reason": err.message, "valid": False})
+    rows.sort(key=lambda r: r["name"])
+    if only is not None:
+        rows = [r for r in rows if r["name"] == only]
+        if not rows:
+            raise ServiceNotFound(
+                f"no service named {only!r} in {cfg.services_dir}",
+                hint="List them with `bastion services list`; add <name>.toml to create one.",
+            )
+    return rows
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _render_list(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no services (add <name>.toml files to the home's services/ directory)"
+    lines = [f"{'NAME':20} {'STATE':10} {'BREAKER':9} {'PID':>7}  REASON"]
+    for r in rows:
+        pid = r.get("pid") or "-"
+        lines.append(
+            f"{r['name']:20} {r['state']:10} {r.get('breaker', '-'):9} {pid!s:>7}  {r['reason']}"
+        )
+    return "\n".join(lines)
+
+
+@services.command("list")
+@json_option
+@click.pass_context
+@run_command
+def list_(ctx: click.Context, as_json: bool) -> None:
+    """List services with their stored state, breaker and live pid."""
+    from bastion.app import Home
+
+    cfg = config_from(ctx)
+    with Home.open(cfg, create=False) as home:
+        rows = _rows(cfg, home)
+    emit(rows, as_json, _render_list)
+
+
+@services.command()
+@click.argument("name")
+@json_option
+@click.pass_context
+@run_command
+def status(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show one service: state, reason, since, breaker, restarts, pid, secret names."""
+    from bastion.app import Home
+
+    cfg = config_from(ctx)
+    with Home.open(cfg, create=False) as home:
+        (row,) = _rows(cfg, home, only=name)
+
+    def human(r: dict[str, Any]) -> str:
+        return "\n".join(
+            f"{key + ':':11} {_when(r[key]) if key == 'since' else r[key]}"
+            for key in (
+                "name",
+                "state",
+                "reason",
+                "since",
+                "breaker",
+                "restarts",
+                "trips",
+                "pid",
+                "secrets",
+            )
+            if key in r
+        )
+
+    emit(row, as_json, human)
+
+
+@services.command()
+@json_option
+@click.pass_context
+@run_command
+def validate(ctx: click.Context, as_json: bool) -> None:
+    """Check every spec file in <home>/services/ before anything starts (exit 1 if any is bad)."""
+    from bastion.supervisor.spec import validate_dir
+
+    cfg = config_from(ctx)
+    good, bad = validate_dir(cfg.services_dir)
+    data = {
+        "directory": str(cfg.services_dir),
+        "valid": [s.name for s in good],
+        "errors": [{**e.to_dict(), "file": e.details.get("file")} for e in bad],
+    }
+
+    def human(d: dict[str, Any]) -> str:
+        lines = [f"ok       {name}" for name in d["valid"]]
+        for e in d["errors"]:
+            lines.append(f"invalid  {e['message']}\n         hint: {e['hint']}")
+        if not lines:
+            lines.append(f"no service files in {d['directory']}")
+        return "\n".join(lines)
+
+    emit(data, as_json, human)
+    if bad:
+        ctx.exit(1)
+
+
+@services.command()
+@click.argument("name")
+@click.option("--limit", default=50, show_default=True, help="How many of the latest events.")
+@json_option
+@click.pass_context
+@run_command
+def events(ctx: click.Context, name: str, limit: int, as_json: bool) -> None:
+    """Show a service's state transitions (with their reasons), oldest first."""
+    from bastion.app import Home
+
+    cfg = config_from(ctx)
+    with Home.open(cfg, create=False) as home:
+        _rows(cfg, home, only=name)
+        page = home.events.query(subject=name, limit=limit, newest_first=True)
+        rows = [e.to_dict() for e in reversed(page.items)]
+
+    def human(items: list[dict[str, Any]]) -> str:
+        out = []
+        for e in items:
+            d = e.get("data") or {}
+            out.append(
+                f"{_when(e['ts'])}  {d.get('from') or '-':>10} -> {d.get('to', '?'):10} "
+                f"{d.get('reason', e['kind'])}"
+            )
+        return "\n".join(out) or "no events"
+
+    emit(rows, as_json, human)
+
+
+@services.command()
+@click.argument("name")
+@click.option("--limit", default=100, show_default=True, help="How many of the latest lines.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@click.option("--interval", default=0.5, show_default=True, hidden=True)
+@json_option
+@click.pass_context
+@run_command
+def logs(  # noqa: PLR0917 - click passes options as arguments
+    ctx: click.Context, name: str, limit: int, follow: bool, interval: float, as_json: bool
+) -> None:
+    """Show a service's captured stdout/stderr (secrets already redacted)."""
+    import json
+
+    from bastion.app import Home
+
+    cfg = config_from(ctx)
+
+    def line(rec: Any) -> str:
+        if as_json:
+            return json.dumps(rec.to_dict(), default=str, sort_keys=True)
+        return f"{_when(rec.ts)} {rec.stream:6} {rec.message}"
+
+    with Home.open(cfg, create=False) as home:
+        _rows(cfg, home, only=name)
+        page = home.logs.query(source=name, limit=limit, newest_first=True)
+        records = list(reversed(page.items))
+        if not follow and as_json:
+            emit([r.to_dict() for r in records], True)
+            return
+        for rec in records:
+            click.echo(line(rec))
+        last = records[-1].id if records else home.logs.latest_id()
+        while follow:
+            # The CLI follows the table; the daemon's SSE stream is the push alternative.
+            new = home.logs.query(source=name, after_id=last, limit=1000).items
+            for rec in new:
+                click.echo(line(rec))
+            if new:
+                last = new[-1].id
+            else:
+                time.sleep(interval)
+
+
+def _daemon_action(ctx: click.Context, name: str, action: str, as_json: bool) -> None:
+    from bastion.client import DaemonClient
+    from bastion.errors import DaemonUnreachable
+
+    cfg = config_from(ctx)
+    client = DaemonClient.for_home(cfg)
+    if client is None:
+        raise DaemonUnreachable(
+            f"cannot {action} {name!r}: no supervisor is running for {cfg.home}",
+            hint="Start one with `bastion serve`, or in the foreground with `bastion services run`.",
+        )
+    result = client.post(f"/services/{name}/{action}")
+    emit(result, as_json, lambda r: f"{name}: {r.get('state', r) if isinstance(r, dict) else r}")
+
+
+@services.command()
+@click.argument("name")
+@json_option
+@click.pass_context
+@run_command
+def start(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Start a service in the running supervisor (an OPEN breaker is reset)."""
+    _daemon_action(ctx, name, "start", as_json)
+
+
+@services.command()
+@click.argument("name")
+@json_option
+@click.pass_context
+@run_command
+def stop(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Stop a service: its stop signal, the grace period, then SIGKILL to its group."""
+    _daemon_action(ctx, name, "stop", as_json)
+
+
+@services.command()
+@click.argument("name")
+@json_option
+@click.pass_context
+@run_command
+def restart(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Stop then start a service in the running supervisor."""
+    _daemon_action(ctx, name, "restart", as_json)
+
+
+@services.command()
+@click.argument("names", nargs=-1)
+@json_option
+@click.pass_context
+@run_command
+def run(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
+    """Run the supervisor in the foreground (all autostart services, or NAMES) until
+    Ctrl-C or SIGTERM, printing every state transition; then stop the children."""
+    import asyncio
+    import json
+    import signal
+
+    from bastion.app import Home
+    from bastion.client import DaemonClient
+    from bastion.errors import DaemonAlreadyRunning
+    from bastion.supervisor import Supervisor, load_specs
+
+    cfg = config_from(ctx)
+    if DaemonClient.for_home(cfg) is not None:
+        raise DaemonAlreadyRunning(
+            f"a bastion daemon already supervises {cfg.home}",
+            hint="Use `bastion services start|stop|restart NAME` against it.",
+        )
+    specs = load_specs(cfg.services_dir)
+
+    async def main(home: Home) -> None:
+        sup = Supervisor(
+            home.db,
+            specs,
+            secrets=_VaultSecrets(home),
+            config=cfg.supervisor,
+            backups_dir=cfg.backups_dir,
+        )
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, done.set)
+        queue = sup.subscribe()
+        await sup.open()
+        for rec in sup.swept:
+            click.echo(f"swept orphan pid {rec.pid} of a previous supervisor", err=True)
+        if names:
+            for name in names:
+                await sup.start(name)
+        else:
+            await sup.start_all()
+
+        async def printer() -> None:
+            while True:
+                event = await queue.get()
+                if as_json:
+                    click.echo(json.dumps(event, default=str, sort_keys=True))
+                else:
+                    click.echo(
+                        f"{_when(event['ts'])}  {event['service']}: {event['from']} -> "
+                        f"{event['to']}  {event['reason']}"
+                    )
+
+        task = loop.create_task(printer())
+        try:
+            await done.wait()
+        finally:
+            await sup.close()
+            await asyncio.sleep(0)  # let the printer show the final transitions
+            task.cancel()
+
+    with Home.open(cfg) as home:
+        asyncio.run(main(home))

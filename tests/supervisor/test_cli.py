@@ -1,0 +1,134 @@
+"""``bastion services …`` in-process (click's runner) and ``services run`` as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from bastion.cli import cli
+from bastion.config import StoreConfig
+from bastion.store import Database
+from tests.helpers import wait_until
+from tests.supervisor.conftest import KIDS
+
+
+def bastion(home: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["--home", str(home), *args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def write_spec(home: Path, name: str, body: str) -> None:
+    (home / "services").mkdir(parents=True, exist_ok=True)
+    (home / "services" / f"{name}.toml").write_text(body, encoding="utf-8")
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    assert bastion(path, "init")[0] == 0
+    return path
+
+
+def test_validate_names_file_key_and_fix(home: Path) -> None:
+    write_spec(home, "good", f'argv = ["{sys.executable}", "-V"]')
+    write_spec(home, "bad", f'argv = ["{sys.executable}"]\n[restart]\npolicy = "sometimes"')
+    code, out, _ = bastion(home, "services", "validate")
+    assert code == 1
+    assert "ok       good" in out
+    assert "bad.toml: restart.policy: 'sometimes' is not accepted" in out
+    assert "hint: Use one of: 'on-failure'" in out
+    code, out, _ = bastion(home, "services", "validate", "--json")
+    data = json.loads(out)
+    assert data["valid"] == ["good"]
+    assert data["errors"][0]["code"] == "service_spec_invalid"
+    assert data["errors"][0]["file"].endswith("bad.toml")
+
+
+def test_list_and_status_before_anything_ran(home: Path) -> None:
+    write_spec(home, "web", f'argv = ["{sys.executable}", "-V"]\nsecrets = {{ T = "secret:g/t" }}')
+    code, out, _ = bastion(home, "services", "list")
+    assert code == 0
+    assert "web" in out
+    assert "never started" in out
+    code, out, _ = bastion(home, "services", "status", "web", "--json")
+    assert code == 0
+    assert json.loads(out)["secrets"] == ["T"]
+    code, _, err = bastion(home, "services", "status", "nope")
+    assert code == 66
+    assert "no service named 'nope'" in err
+
+
+def test_start_without_a_supervisor_says_how_to_get_one(home: Path) -> None:
+    write_spec(home, "web", f'argv = ["{sys.executable}", "-V"]')
+    code, _, err = bastion(home, "services", "start", "web")
+    assert code == 69
+    assert "no supervisor is running" in err
+    assert "bastion services run" in err
+
+
+@pytest.mark.posix
+def test_services_run_supervises_then_stops_children_on_sigterm(home: Path) -> None:
+    pid_file = home.parent / "child.pid"
+    write_spec(
+        home,
+        "sleepy",
+        f'argv = ["{sys.executable}", "{KIDS}", "ignore_term", "{pid_file}"]\n'
+        "[stop]\ngrace_s = 0.5\n",
+    )
+    write_spec(
+        home,
+        "printer",
+        f'argv = ["{sys.executable}", "{KIDS}", "spam", "3"]\n[restart]\npolicy = "never"\n',
+    )
+    env = {**os.environ, "BASTION_HOME": str(home)}
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "services", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(pid_file.exists, timeout=60, what="sleepy started")
+        child = int(pid_file.read_text())
+        db = Database.open(home / "bastion.db", StoreConfig(), name="check")
+        try:
+            wait_until(
+                lambda: (
+                    db.query_one("SELECT state FROM supervisor_services WHERE name = 'printer'")
+                    == ("stopped",)
+                ),
+                timeout=60,
+                what="printer done",
+            )
+        finally:
+            db.close()
+        daemon.send_signal(signal.SIGTERM)
+        out, err = daemon.communicate(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+    assert daemon.returncode == 0, err
+    assert "sleepy: stopped -> starting" in out
+    assert "sleepy: stopping -> stopped  stopped (SIGKILL after grace)" in out
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
+
+    code, out, _ = bastion(home, "services", "logs", "printer")
+    assert code == 0
+    assert "line 2" in out
+    code, out, _ = bastion(home, "services", "events", "sleepy", "--json")
+    assert [e["data"]["to"] for e in json.loads(out)][-2:] == ["stopping", "stopped"]
+    code, out, _ = bastion(home, "services", "list", "--json")
+    assert {r["name"]: r["state"] for r in json.loads(out)} == {
+        "printer": "stopped",
+        "sleepy": "stopped",
+    }
