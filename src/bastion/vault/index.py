@@ -18,6 +18,7 @@ from pathlib import Path
 from bastion.config import Config
 from bastion.errors import Conflict
 from bastion.store import Database, ReadTx, WriteTx
+from bastion.store.migrations import Migrator, Namespace
 from bastion.vault.backend import SecretMeta
 
 __all__ = ["Index", "open_vault_db"]
@@ -38,26 +39,9 @@ def open_vault_db(cfg: Config) -> Database:
 
 
 def _migrate(db: Database, cfg: Config) -> None:
-    try:
-        from bastion.store.migrations import Migrator, Namespace
-    except ImportError:  # the migration engine is not in this tree yet
-        _apply_package_sql(db)
-        return
+    # A pre-migration backup of vault.db holds ciphertext and metadata only, never a value.
     ns = Namespace.from_package("vault", MIGRATIONS_PACKAGE)
     Migrator(db, backups_dir=cfg.backups_dir, keep=cfg.backup.pre_migrate_keep).migrate([ns])
-
-
-def _apply_package_sql(db: Database) -> None:
-    import importlib.resources
-
-    files = sorted(
-        (f for f in importlib.resources.files(MIGRATIONS_PACKAGE).iterdir()),
-        key=lambda f: f.name,
-    )
-    files = [f for f in files if f.name.endswith(".sql")]
-    for f in files:
-        sql = f.read_text(encoding="utf-8")
-        db.write(lambda tx, sql=sql: tx.script(sql))  # type: ignore[misc]
 
 
 class Index:
