@@ -1,0 +1,131 @@
+"""``bastion settings …`` and ``bastion logs …`` in-process (and ``logs --follow`` as a real
+process), asserting output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from bastion.app import Home
+from bastion.cli import cli
+from bastion.config import load_config
+from bastion.domains.logs import LogRecord
+from tests.helpers import wait_until
+
+
+def _run(home: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["--home", str(home), *args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    assert _run(home, "init")[0] == 0
+    return home
+
+
+def test_settings_round_trip(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    assert _run(home, "settings", "set", "ui.theme", "dark") == (0, 'ui.theme = "dark"\n', "")
+    assert _run(home, "settings", "set", "retention.days", "30")[0] == 0
+    assert _run(home, "settings", "set", "zip", "02134", "--string")[0] == 0
+    assert _run(home, "settings", "get", "retention.days")[1] == "30\n"
+    assert _run(home, "settings", "get", "zip")[1] == '"02134"\n'
+    code, out, _ = _run(home, "settings", "get", "ui.theme", "--json")
+    assert code == 0
+    assert json.loads(out)["value"] == "dark"
+    code, out, _ = _run(home, "settings", "list", "ui.")
+    assert out == 'ui.theme = "dark"\n'
+    code, out, _ = _run(home, "settings", "list", "--json")
+    assert [d["key"] for d in json.loads(out)] == ["retention.days", "ui.theme", "zip"]
+    assert _run(home, "settings", "delete", "ui.theme")[0] == 0
+    code, _, err = _run(home, "settings", "get", "ui.theme")
+    assert code == 66
+    assert "setting 'ui.theme' is not set" in err
+    code, out, _ = _run(home, "settings", "delete", "ui.theme", "--json")
+    assert code == 66
+    assert json.loads(out)["error"]["code"] == "not_found"
+
+
+def _insert(home: Path, records: list[LogRecord]) -> None:
+    with Home.open(load_config(home, env={})) as h:
+        h.logs.insert_batch(records)
+
+
+def test_logs_filters_and_json(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    now = time.time()
+    _insert(
+        home,
+        [
+            LogRecord(now - 7200, "info", "speech", "stdout", "old line"),
+            LogRecord(now - 60, "error", "speech", "stderr", "Decoder crashed"),
+            LogRecord(now - 30, "info", "mcp", "stdout", "ping ok"),
+        ],
+    )
+    code, out, _ = _run(home, "logs")
+    assert code == 0
+    assert [line.split(": ", 1)[1] for line in out.splitlines()] == [
+        "old line",
+        "Decoder crashed",
+        "ping ok",
+    ]
+    assert "ERROR    speech/stderr: Decoder crashed" in out
+    assert _run(home, "logs", "--since", "1h")[1].count("\n") == 2
+    assert "ping ok" not in _run(home, "logs", "--level", "warning")[1]
+    assert _run(home, "logs", "--grep", "decoder", "--source", "speech")[1].endswith(
+        "Decoder crashed\n"
+    )
+    code, out, _ = _run(home, "logs", "-n", "1", "--json")
+    assert [r["message"] for r in json.loads(out)] == ["ping ok"]
+    code, _, err = _run(home, "logs", "--since", "yesterday-ish")
+    assert code == 2
+    assert "not a time" in err
+
+
+def test_logs_follow_prints_new_lines_as_they_arrive(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    _insert(home, [LogRecord(time.time(), "info", "svc", "stdout", "before")])
+    env = {**os.environ, "BASTION_HOME": str(home)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bastion",
+            "logs",
+            "--follow",
+            "--poll",
+            "0.05",
+            "--exit-after",
+            "3",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        assert first["message"] == "before"
+        _insert(home, [LogRecord(time.time(), "info", "svc", "stdout", "after 1")])
+        _insert(home, [LogRecord(time.time(), "warning", "svc", "stderr", "after 2")])
+        wait_until(lambda: proc.poll() is not None, timeout=30, what="logs --follow to exit")
+        rest = [json.loads(line)["message"] for line in proc.stdout.read().splitlines()]
+        assert rest == ["after 1", "after 2"]
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()

@@ -1,0 +1,129 @@
+"""``bastion db migrate``, ``db baseline`` and ``db status`` migration output, in-process."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import apsw
+import pytest
+from click.testing import CliRunner
+
+from bastion.cli import cli
+
+
+def _run(home: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["--home", str(home), *args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    assert _run(home, "init")[0] == 0
+    return home
+
+
+def test_status_shows_core_migrations(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    code, out, _ = _run(home, "db", "status")
+    assert code == 0
+    assert "migrations core: 1 applied, 0 pending (none); last 0001_core at " in out
+    (state,) = json.loads(_run(home, "db", "status", "--json")[1])["migrations"]
+    assert state["applied"] == ["0001_core"]
+    assert state["problem"] is None
+
+
+def test_edited_core_migration_refuses_then_accept_edited_records_it(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    raw = apsw.Connection(str(home / "bastion.db"))
+    raw.execute("UPDATE schema_migrations SET checksum = 'abc123' WHERE id = '0001_core'")
+    raw.close()
+    code, out, _ = _run(home, "db", "status")
+    assert code == 0
+    assert "problem: migration core/0001_core" in out
+    code, _, err = _run(home, "db", "migrate")
+    assert code == 65
+    assert "applied checksum abc123" in err
+    assert "bastion.domains.migrations/0001_core.sql" in err
+    code, out, _ = _run(home, "settings", "list")  # opening the home refuses too
+    assert code == 65
+    code, out, _ = _run(home, "db", "migrate", "--accept-edited", "core/0001_core", "--json")
+    assert code == 0
+    assert json.loads(out)["accepted_edits"] == ["core/0001_core"]
+    assert _run(home, "settings", "list")[0] == 0
+    raw = apsw.Connection(str(home / "bastion.db"))
+    kinds = [r[0] for r in raw.execute("SELECT kind FROM events ORDER BY id")]
+    raw.close()
+    assert "migration.edit_accepted" in kinds
+    code, _, err = _run(home, "db", "migrate", "--accept-edited", "nope")
+    assert code == 2
+
+
+@pytest.fixture
+def app_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    pkg = tmp_path / "pkgs" / "myapp_migrations"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "0001_init.sql").write_text(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);\n"
+    )
+    (pkg / "0002_tags.sql").write_text(
+        textwrap.dedent(
+            """
+            CREATE TABLE tags (id INTEGER PRIMARY KEY, note_id INTEGER NOT NULL REFERENCES notes (id), tag TEXT);
+            CREATE INDEX tags_note ON tags (note_id);
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
+    return "myapp=myapp_migrations"
+
+
+def test_app_namespace_dry_run_then_migrate(tmp_path: Path, app_package: str) -> None:
+    home = _home(tmp_path)
+    db_file = home / "bastion.db"
+    before = db_file.read_bytes()
+    code, out, _ = _run(home, "db", "migrate", "--package", app_package, "-n", "myapp", "--dry-run")
+    assert code == 0
+    assert (
+        "dry run (on a temporary copy; nothing changed): would apply 2 migration(s): myapp/0001_init, myapp/0002_tags"
+        in out
+    )
+    assert "schema added: index:tags_note, table:notes, table:tags" in out
+    assert db_file.read_bytes() == before
+    code, out, _ = _run(home, "db", "migrate", "--package", app_package, "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert [a["id"] for a in data["applied"]] == ["0001_init", "0002_tags"]
+    (backup,) = data["backups"]
+    assert Path(backup).parent == home / "backups"
+    assert Path(backup).name.startswith("pre-migrate-myapp-0001_init-")
+    code, _, err = _run(home, "db", "migrate", "-n", "nosuch")
+    assert code == 2
+    assert "unknown namespace(s) nosuch; known: core" in err
+
+
+def test_baseline_adopts_a_legacy_app_database(tmp_path: Path, app_package: str) -> None:
+    home = _home(tmp_path)
+    raw = apsw.Connection(str(home / "bastion.db"))
+    raw.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+    raw.close()
+    code, _, err = _run(
+        home, "db", "baseline", "myapp", "--at", "0002_tags", "--package", app_package
+    )
+    assert code == 65
+    assert "missing index:tags_note, table:tags" in err
+    code, out, _ = _run(
+        home, "db", "baseline", "myapp", "--at", "0001_init", "--package", app_package
+    )
+    assert code == 0
+    assert out == "baselined myapp at 0001_init: recorded 0001_init\n"
+    code, out, _ = _run(home, "db", "migrate", "--package", app_package)
+    assert code == 0
+    assert "applied 1 migration(s): myapp/0002_tags" in out
+    code, _, err = _run(
+        home, "db", "baseline", "myapp", "--at", "0009_nope", "--package", app_package
+    )
+    assert code == 2
+    assert "no migration '0009_nope'" in err
