@@ -140,7 +140,8 @@ class AuditLog:
         sql = "SELECT id, ts, actor, operation, scope, name, fingerprint, pid, detail FROM vault_audit"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
+        # Reads are written in batches after the fact: order by when they happened.
+        sql += " ORDER BY ts DESC, id DESC LIMIT ?"
         rows = self._db.query(sql, (*params, limit))
         return [AuditEntry(*row) for row in rows]
 
