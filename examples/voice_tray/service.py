@@ -1,0 +1,102 @@
+"""The speech server as a bastion service, with the seed's exact supervision policy.
+
+Seed 001, ``process_manager.rs``, and where each number lands in the spec:
+
+====================================================  ==========================================
+seed                                                  spec
+====================================================  ==========================================
+restart max 3 in a 5 min window                       ``restart.max_restarts = 3``,
+                                                      ``restart.window_s = 300``
+backoff 1 s -> 2 -> 4 -> ... -> 60 s (no jitter)      ``backoff_initial_s = 1``, ``factor = 2``,
+                                                      ``backoff_max_s = 60``, ``jitter = 0``
+circuit breaker open 30 s, then half-open;            ``breaker.open_timeout_s = 30``,
+2 successes close it                                  ``breaker.success_threshold = 2``
+health: process exists + HTTP endpoint, every 10 s    exit is awaited (event-driven); liveness
+                                                      ``http`` GET /health every 10 s
+start includes the health wait                        startup probe: ``http`` every 0.2 s, up
+                                                      to 10 s
+stop: SIGTERM, wait 5 s, then SIGKILL                 ``stop.signal = "SIGTERM"``,
+                                                      ``stop.grace_s = 5`` (SIGKILL to the group)
+stdout/stderr captured to the database                ``logs.capture = true`` (``logs`` table,
+                                                      injected secrets redacted)
+====================================================  ==========================================
+
+One difference is bastion's model, not a choice here: the seed counts breaker failures (3)
+and restarts (3 per 5 min) separately; bastion opens the breaker when the restart budget is
+spent, so the breaker opens on the failure after the third restart in the window.
+
+The ElevenLabs key reaches the server as ``ELEVENLABS_API_KEY``, resolved from the vault at
+each start (``secret:voice_tray/elevenlabs_api_key``); the server's environment is otherwise
+empty apart from what is declared here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from bastion.supervisor import ServiceSpec, parse_spec
+from examples.voice_tray.secrets import ELEVENLABS_API_KEY, SCOPE
+
+__all__ = ["NAME", "SEED_POLICY", "speech_server_spec"]
+
+NAME = "speech-server"
+#: The directory that holds the ``examples`` package (the child runs ``-m`` from there).
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Seed 001's policy, as spec tables.
+SEED_POLICY: dict[str, Any] = {
+    "restart": {
+        "policy": "always",
+        "max_restarts": 3,
+        "window_s": 300,
+        "backoff_initial_s": 1.0,
+        "backoff_factor": 2.0,
+        "backoff_max_s": 60.0,
+        "jitter": 0.0,
+    },
+    "breaker": {"open_timeout_s": 30.0, "success_threshold": 2},
+    "stop": {"signal": "SIGTERM", "grace_s": 5.0},
+    "logs": {"capture": True, "stdout_level": "info", "stderr_level": "warning"},
+}
+
+
+def speech_server_spec(
+    port: int,
+    *,
+    fault_file: Path | None = None,
+    health_interval_s: float = 10.0,
+    python: str = sys.executable,
+) -> ServiceSpec:
+    """The speech server on ``127.0.0.1:port`` under the seed's policy."""
+    url = f"http://127.0.0.1:{port}/health"
+    env = {"PYTHONUNBUFFERED": "1"}
+    if fault_file is not None:
+        env["SPEECH_FAULT_FILE"] = str(fault_file)
+    return parse_spec(
+        NAME,
+        {
+            "argv": [python, "-m", "examples.voice_tray.speech_server", "--port", str(port)],
+            "cwd": str(ROOT),
+            "env": env,
+            "secrets": {"ELEVENLABS_API_KEY": f"secret:{SCOPE}/{ELEVENLABS_API_KEY}"},
+            "health": {
+                "startup": {
+                    "kind": "http",
+                    "url": url,
+                    "interval_s": 0.2,
+                    "timeout_s": 1.0,
+                    "failure_threshold": 50,
+                },
+                "liveness": {
+                    "kind": "http",
+                    "url": url,
+                    "interval_s": health_interval_s,
+                    "timeout_s": 2.0,
+                    "failure_threshold": 1,
+                },
+            },
+            **SEED_POLICY,
+        },
+    )

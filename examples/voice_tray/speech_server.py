@@ -1,0 +1,116 @@
+"""A small stand-in for the seed's WhisperLiveKit speech server: the supervised sidecar.
+
+``python -m examples.voice_tray.speech_server --port 8765`` serves, on 127.0.0.1:
+
+* ``GET /health`` -> ``200 {"status": "ok"}`` (the supervisor's HTTP probe);
+* ``POST /transcribe`` with ``{"audio": "<text standing in for audio>"}`` ->
+  ``{"text": ..., "confidence": ...}``.
+
+It logs to stdout/stderr like a real server does (the supervisor captures both into the
+``logs`` table), including, on purpose, a careless line with its ElevenLabs key: third-party
+servers do that, and the supervisor must redact it before it is stored.
+
+A *fault file* (path in ``SPEECH_FAULT_FILE``) lets the tests break it the ways real servers
+break; its content is read at start and at each health check:
+
+* ``crash`` -- exit with status 3 right after starting (a crash loop);
+* ``unhealthy`` -- ``/health`` answers 500 (alive but broken);
+* ``ignore-term`` -- ignore SIGTERM (a server stuck in shutdown; only SIGKILL ends it).
+
+Standard library only, so it starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+def _fault() -> str:
+    path = os.environ.get("SPEECH_FAULT_FILE")
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "speech-server/1"
+
+    def _reply(self, status: int, body: dict[str, object]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path != "/health":
+            self._reply(404, {"error": "not found"})
+        elif _fault() == "unhealthy":
+            self._reply(500, {"status": "model not loaded"})
+        else:
+            self._reply(200, {"status": "ok"})
+
+    def do_POST(self) -> None:
+        if self.path != "/transcribe":
+            self._reply(404, {"error": "not found"})
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            audio = str(json.loads(self.rfile.read(length) or b"{}").get("audio", ""))
+        except (ValueError, AttributeError):
+            self._reply(400, {"error": 'send JSON {"audio": ...}'})
+            return
+        print(f"transcribed {len(audio)} bytes", flush=True)
+        self._reply(200, {"text": audio.strip().capitalize(), "confidence": 0.93})
+
+    def log_message(self, format: str, *args: object) -> None:
+        # Access log on stdout (info); stderr is for trouble (captured as warnings).
+        print(f"access: {format % args}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="speech_server")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    fault = _fault()
+    print(f"speech server starting (pid {os.getpid()})", flush=True)
+    if fault == "crash":
+        print("fatal: model failed to load", file=sys.stderr, flush=True)
+        return 3
+    if fault == "ignore-term":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    key = os.environ.get("ELEVENLABS_API_KEY", "")
+    if key:
+        # The careless line a real third-party server prints; the supervisor redacts it.
+        print(f"tts: using Authorization: Bearer {key}", flush=True)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    print(f"listening on 127.0.0.1:{server.server_address[1]}", flush=True)
+    if fault != "ignore-term":
+
+        def on_term(signum: int, frame: object) -> None:
+            print("SIGTERM: shutting down", flush=True)
+            # shutdown() waits for serve_forever to return: call it off the serving thread.
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+        signal.signal(signal.SIGTERM, on_term)
+    try:
+        server.serve_forever(poll_interval=0.1)
+    finally:
+        server.server_close()
+    print("speech server stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Seed 001's database module on bastion's store: the five tables, their indexes, the
+seed's queries, statistics, retention, vacuum, integrity, posture and file modes."""
+
+from __future__ import annotations
+
+import dataclasses
+import stat
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from bastion.app import Home
+from bastion.config import Config
+from bastion.errors import Conflict, NotFound, ReferenceViolation
+from bastion.store.plan import assert_indexes, assert_plan, namespace_indexes
+from examples.voice_tray.database import TRANSCRIPTIONS_DAYS_KEY, AppDatabase, namespace
+from examples.voice_tray.queries import HOT_QUERIES
+
+DAY = 86400.0
+
+
+@pytest.fixture
+def app_db(cfg: Config) -> Iterator[AppDatabase]:
+    home = Home.open(cfg)
+    try:
+        yield AppDatabase.attach(home)
+    finally:
+        home.close()
+
+
+def test_posture_is_wal_normal_with_foreign_keys(app_db: AppDatabase) -> None:
+    posture = app_db.db.posture
+    assert posture.journal_mode == "WAL"
+    assert posture.synchronous == "NORMAL"
+    assert posture.foreign_keys is True
+    assert posture.busy_timeout_ms >= 2000
+
+
+def test_database_files_are_private(app_db: AppDatabase, cfg: Config) -> None:
+    app_db.save_setting("theme", "dark")
+    for path in (cfg.db_path, cfg.home):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+
+
+def test_settings(app_db: AppDatabase) -> None:
+    assert app_db.load_setting("theme") is None
+    app_db.save_setting("theme", "dark")
+    app_db.save_setting("hotkey", {"key": "F9", "modifiers": ["ctrl"]})
+    assert app_db.load_setting("theme") == "dark"
+    assert app_db.load_setting("hotkey") == {"key": "F9", "modifiers": ["ctrl"]}
+    assert app_db.load_setting("missing", 42) == 42
+
+
+def test_logs_by_page_level_and_age(app_db: AppDatabase) -> None:
+    for i in range(5):
+        app_db.insert_log("INFO", "tray", f"line {i}", {"i": i})
+    app_db.insert_log("ERROR", "whisper", "model crashed")
+    app_db.insert_log("WARN", "whisper", "slow")
+    page = app_db.get_logs(limit=3)
+    assert [r.message for r in page.items] == ["slow", "model crashed", "line 4"]
+    assert page.next_cursor is not None
+    rest = app_db.get_logs(limit=10, cursor=page.next_cursor)
+    assert [r.message for r in rest.items] == [f"line {i}" for i in (3, 2, 1, 0)]
+    assert [r.message for r in app_db.get_logs_by_level("ERROR")] == ["model crashed"]
+    assert len(app_db.get_logs_by_level("warning")) == 2
+    assert app_db.delete_logs_before(time.time() + 1) == 7
+    assert app_db.get_statistics().log_count == 0
+
+
+def test_profiles_unique_name_and_voice_lookup(app_db: AppDatabase) -> None:
+    alice = app_db.insert_profile(
+        "alice", {"admin": True}, voice_id="speaker_1", allowed_commands=["lights", "music"]
+    )
+    app_db.insert_profile("bob", {"admin": False})
+    with pytest.raises(Conflict):
+        app_db.insert_profile("alice", {})
+    found = app_db.get_profile_by_voice_id("speaker_1")
+    assert found == alice
+    assert found.allowed_commands == ("lights", "music")
+    assert app_db.get_profile_by_voice_id("speaker_9") is None
+    renamed = app_db.profiles.update(dataclasses.replace(alice, name="alice2"))
+    assert app_db.profiles.get(alice.id) == renamed
+    with pytest.raises(NotFound):
+        app_db.profiles.delete(999)
+
+
+def test_transcriptions_by_profile_newest_first(app_db: AppDatabase) -> None:
+    alice = app_db.insert_profile("alice", {})
+    bob = app_db.insert_profile("bob", {})
+    now = time.time()
+    for i in range(5):
+        app_db.insert_transcription(f"alice {i}", profile_id=alice.id, ts=now + i, confidence=0.9)
+    app_db.insert_transcription("bob 0", profile_id=bob.id, ts=now, sent_to_n8n=True, success=True)
+    got = app_db.get_transcriptions_by_profile(alice.id, limit=3)
+    assert [t.text for t in got] == ["alice 4", "alice 3", "alice 2"]
+    (bobs,) = app_db.get_transcriptions_by_profile(bob.id)
+    assert (bobs.sent_to_n8n, bobs.success) == (True, True)
+    with pytest.raises(ValueError, match="limit"):
+        app_db.get_transcriptions_by_profile(alice.id, limit=0)
+
+
+def test_transcription_of_an_unknown_profile_is_refused(app_db: AppDatabase) -> None:
+    with pytest.raises(ReferenceViolation):
+        app_db.insert_transcription("who?", profile_id=12345)
+    assert app_db.get_statistics().transcription_count == 0
+
+
+def test_deleting_a_profile_keeps_its_history_unassigned(app_db: AppDatabase) -> None:
+    alice = app_db.insert_profile("alice", {})
+    app_db.insert_transcription("hello", profile_id=alice.id)
+    app_db.profiles.delete(alice.id)
+    (kept,) = app_db.transcriptions.recent()
+    assert (kept.text, kept.profile_id) == ("hello", None)
+    assert app_db.integrity_check() is True
+
+
+def test_delete_transcriptions_before(app_db: AppDatabase) -> None:
+    now = time.time()
+    for age_days in (100, 50, 1):
+        app_db.insert_transcription(f"{age_days}d", ts=now - age_days * DAY)
+    assert app_db.delete_transcriptions_before(now - 30 * DAY) == 2
+    assert [t.text for t in app_db.transcriptions.recent()] == ["1d"]
+
+
+def test_activity_per_profile(app_db: AppDatabase) -> None:
+    alice = app_db.insert_profile("alice", {})
+    app_db.record_activity("command", profile_id=alice.id, details={"command": "lights on"})
+    app_db.record_activity("command", profile_id=alice.id, success=False)
+    app_db.record_activity("startup")
+    mine = app_db.get_activity(alice.id)
+    assert [a.details["success"] for a in mine if a.details] == [False, True]  # newest first
+    assert app_db.get_statistics().activity_count == 3
+
+
+def test_statistics(app_db: AppDatabase, cfg: Config) -> None:
+    alice = app_db.insert_profile("alice", {})
+    app_db.insert_transcription("one", profile_id=alice.id)
+    app_db.insert_log("info", "tray", "started")
+    app_db.record_activity("startup")
+    stats = app_db.get_statistics()
+    assert (stats.log_count, stats.profile_count, stats.transcription_count) == (1, 1, 1)
+    assert stats.activity_count == 1
+    on_disk = cfg.db_path.stat().st_size + (cfg.home / "bastion.db-wal").stat().st_size
+    assert stats.file_size_bytes == on_disk
+
+
+def test_retention_prunes_in_batches_and_reclaims_space(app_db: AppDatabase) -> None:
+    now = time.time()
+    app_db.save_setting(TRANSCRIPTIONS_DAYS_KEY, 30)
+    old = [(now - 60 * DAY + i, "x" * 2000) for i in range(300)]
+    for ts, text in old:
+        app_db.insert_transcription(text, ts=ts)
+    app_db.insert_transcription("recent", ts=now)
+    dry = app_db.prune(dry_run=True)
+    assert dry["tables"]["transcriptions"]["deleted"] == 300
+    assert app_db.get_statistics().transcription_count == 301  # dry run deleted nothing
+    summary = app_db.prune()
+    assert summary["tables"]["transcriptions"]["deleted"] == 300
+    assert [t.text for t in app_db.transcriptions.recent()] == ["recent"]
+    # more than a quarter of the file was free: retention gave it back
+    assert summary["vacuum"]["page_count_after"] < summary["vacuum"]["page_count_before"]
+    assert app_db.integrity_check() is True
+
+
+def test_vacuum_gives_free_pages_back(app_db: AppDatabase) -> None:
+    now = time.time()
+    for i in range(200):
+        app_db.insert_transcription("y" * 2000, ts=now - 100 * DAY + i)
+    assert app_db.delete_transcriptions_before(now) == 200
+    assert app_db.db.scalar("PRAGMA freelist_count") > 0
+    result = app_db.vacuum()
+    assert result.mode == "full"
+    assert result.freelist_after == 0
+    assert result.page_count_after < result.page_count_before
+    assert app_db.integrity_check() is True
+
+
+def test_hot_queries_use_their_indexes(app_db: AppDatabase) -> None:
+    assert_indexes(app_db.db, namespace_indexes(namespace()), namespace="voice_tray")
+    for hot in HOT_QUERIES:
+        assert_plan(app_db.db, hot.sql, hot.params, index=hot.index)
