@@ -33,6 +33,7 @@ import logging
 import os
 import shutil
 import struct
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
@@ -237,6 +238,28 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _Sha256Thread:
+    """SHA-256 of a file computed on a worker thread; ``result()`` joins and returns it."""
+
+    def __init__(self, path: Path) -> None:
+        self._digest = ""
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(path,), name="bastion-sha256")
+        self._thread.start()
+
+    def _run(self, path: Path) -> None:
+        try:
+            self._digest = _sha256(path)
+        except BaseException as err:  # re-raised in the caller's thread by result()
+            self._error = err
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._digest
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -409,7 +432,12 @@ def create_backup(
         src.close()
 
     try:
-        facts = inspect_file(tmp)
+        # Hash and check at once: hashlib and SQLite both release the GIL on large work.
+        sha = _Sha256Thread(tmp)
+        try:
+            facts = inspect_file(tmp)
+        finally:
+            digest = sha.result()
         problems = []
         if not facts.ok:
             problems.append(f"quick_check: {'; '.join(facts.quick_check[:5])}")
@@ -434,7 +462,7 @@ def create_backup(
             "file": final.name,
             "created_at": created.isoformat(),
             "size_bytes": facts.size_bytes,
-            "sha256": _sha256(tmp),
+            "sha256": digest,
             "page_size": facts.page_size,
             "page_count": facts.page_count,
             "schema_fingerprint": facts.schema_fingerprint,
