@@ -1,21 +1,24 @@
 """Capture of a child's stdout/stderr: chunked pipe reads -> lines -> redaction -> batches.
 
-Why this shape (bench/logs.py measures it): reading 64 KiB chunks and splitting them into
-lines keeps up with a child writing as fast as it can, where ``readline`` per line does not;
-one batched insert per ~1,000 lines or ~50 ms, whichever comes first, keeps storage off the
-per-line path. The reader never waits for storage: lines go into a bounded buffer, and when
-storage is slower than the child for longer than that buffer lasts, the overflow is counted
-and a ``[bastion] N lines dropped`` line is stored in its place, so a gap is never silent.
+Why this shape (``bench/logs.py`` measures it): the event loop only *reads* — 64 KiB chunks
+off each pipe, counted (``bytes.count``, C speed) and queued — so a child writing as fast as
+it can runs as fast as under a parent that discards its output. Splitting into lines,
+redaction and decoding happen off the loop, in a worker thread, once per batch; storage gets
+one batched insert per ``batch_lines`` lines, at least every ``batch_ms``.
 
-Every line is redacted (bytes, before decoding) by the child's :class:`Redactor`; a line
+The queue is bounded in lines (``buffer_lines``). When storage is slower than the child for
+longer than that buffer lasts, whole chunks are dropped, counted, and a
+``[bastion] N lines dropped`` line is stored where they were: a gap is never silent, and
+the reader never waits for storage.
+
+Every line is redacted (bytes, before decoding) with the child's :class:`Redactor`; a line
 longer than ``line_max_bytes`` is split, never inside a secret nor inside a UTF-8 character;
-invalid UTF-8 is replaced with U+FFFD.
+invalid UTF-8 becomes U+FFFD.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,9 +26,10 @@ from typing import NamedTuple
 
 from bastion.supervisor.redact import Redactor
 
-__all__ = ["CapturedLine", "LogCapture", "Sink"]
+__all__ = ["CapturedLine", "LineSplitter", "LogCapture", "Sink"]
 
-CHUNK = 64 * 1024
+#: Read size; as large as the pipe the child writes into (process.PIPE_SIZE).
+CHUNK = 1 << 20
 
 
 class CapturedLine(NamedTuple):
@@ -35,8 +39,80 @@ class CapturedLine(NamedTuple):
     message: str
 
 
-#: Stores one batch (in order). Runs while the readers keep reading.
+#: Stores one batch (in order). Called on the event loop; do the blocking part in a thread.
 Sink = Callable[[list[CapturedLine]], Awaitable[None]]
+
+
+class _Chunk(NamedTuple):
+    ts: float
+    stream: str
+    data: bytes
+    #: > 0: the chunk was dropped; ``data`` is then only its tail after the last newline.
+    dropped: int
+
+
+class LineSplitter:
+    """Turns a stream's chunks into redacted, decoded, length-bounded lines (thread-safe per
+    stream: each stream has its own pending partial line)."""
+
+    def __init__(self, redactor: Redactor, level: str, line_max_bytes: int) -> None:
+        self._redactor = redactor
+        self._level = level
+        self._max = line_max_bytes
+        self._pending = b""
+
+    def _cut(self, data: bytes) -> int:
+        """Where to split an over-long line: at the limit, but not in a secret or a character."""
+        cut = self._max
+        for start, end in self._redactor.spans(data[: self._max + 4096]):
+            if start < cut < end:
+                cut = start if start > 0 else end
+                break
+        # Back up to the first byte of a UTF-8 sequence (continuation bytes are 10xxxxxx).
+        back = 0
+        while back < 3 and 0 < cut - back < len(data) and (data[cut - back] & 0xC0) == 0x80:
+            back += 1
+        if back < 3 and cut - back > 0:
+            cut -= back
+        return cut
+
+    def _line(self, ts: float, stream: str, raw: bytes, out: list[CapturedLine]) -> None:
+        while len(raw) > self._max:
+            cut = self._cut(raw)
+            self._line(ts, stream, raw[:cut], out)
+            raw = raw[cut:]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        text = self._redactor.redact(raw).decode("utf-8", "replace")
+        out.append(CapturedLine(ts, stream, self._level, text))
+
+    def feed(self, chunk: _Chunk, out: list[CapturedLine]) -> None:
+        if chunk.dropped:
+            # The pending partial line was the start of the first dropped line.
+            self._pending = chunk.data
+            out.append(
+                CapturedLine(
+                    chunk.ts,
+                    chunk.stream,
+                    "warning",
+                    f"[bastion] {chunk.dropped} lines dropped (log buffer full)",
+                )
+            )
+            return
+        data = self._pending + chunk.data if self._pending else chunk.data
+        lines = data.split(b"\n")
+        self._pending = lines.pop()
+        for raw in lines:
+            self._line(chunk.ts, chunk.stream, raw, out)
+        while len(self._pending) > self._max:  # bound what waits for its newline, too
+            cut = self._cut(self._pending)
+            self._line(chunk.ts, chunk.stream, self._pending[:cut], out)
+            self._pending = self._pending[cut:]
+
+    def finish(self, ts: float, stream: str, out: list[CapturedLine]) -> None:
+        if self._pending:
+            self._line(ts, stream, self._pending, out)
+            self._pending = b""
 
 
 class LogCapture:
@@ -66,140 +142,105 @@ class LogCapture:
         self._cap = buffer_lines
         self._max = line_max_bytes
         self._clock = clock
-        self._buffer: collections.deque[CapturedLine] = collections.deque()
+        self._queue: list[_Chunk] = []
+        self._queued_lines = 0
+        self._splitters: dict[str, LineSplitter] = {}
         self._wake = asyncio.Event()
         self._readers: list[asyncio.Task[None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
-        self._dropped_pending: dict[str, int] = {}
-        #: Lines read, lines handed to the sink, lines dropped (buffer full).
+        #: Lines read (newlines seen), handed to the sink, dropped (buffer full or sink failed).
         self.read = 0
         self.stored = 0
         self.dropped = 0
         self.sink_errors = 0
 
     def attach(self, stream: str, reader: asyncio.StreamReader) -> None:
+        loop = asyncio.get_running_loop()
         if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
-        self._readers.append(asyncio.get_running_loop().create_task(self._read(stream, reader)))
+            self._flusher = loop.create_task(self._flush_loop())
+        self._splitters[stream] = LineSplitter(
+            self._redactor, self._levels.get(stream, "info"), self._max
+        )
+        self._readers.append(loop.create_task(self._read(stream, reader)))
 
-    # --- reading (event loop; never awaits storage) -----------------------------------------
+    # --- reading (event loop: read, count, queue; nothing per line) --------------------------
 
     async def _read(self, stream: str, reader: asyncio.StreamReader) -> None:
-        pending = b""
-        limit = self._max
         while True:
             try:
                 chunk = await reader.read(CHUNK)
-            except (ConnectionError, OSError):  # the pipe broke: same as EOF for a log
+            except (ConnectionError, OSError):  # a broken pipe ends the log like EOF
                 chunk = b""
             if not chunk:
                 break
+            lines = chunk.count(b"\n")
+            self.read += lines
             now = self._clock()
-            data = pending + chunk if pending else chunk
-            lines = data.split(b"\n")
-            pending = lines.pop()
-            for line in lines:
-                self._emit(
-                    now, stream, self._emit_head(now, stream, line) if len(line) > limit else line
-                )
-            # Keep what waits for its newline bounded too.
-            pending = self._emit_head(now, stream, pending)
-        if pending:
-            self._emit(self._clock(), stream, pending)
+            if lines and self._queued_lines + lines > self._cap:
+                self.dropped += lines
+                tail = chunk[chunk.rfind(b"\n") + 1 :]
+                self._queue.append(_Chunk(now, stream, tail, lines))
+                self._wake.set()
+                continue
+            self._queue.append(_Chunk(now, stream, chunk, 0))
+            self._queued_lines += lines
+            if self._queued_lines >= self._batch_lines:
+                self._wake.set()
 
-    def _emit_head(self, now: float, stream: str, data: bytes) -> bytes:
-        """Emit ``line_max_bytes`` pieces of ``data`` until at most that much is left; return
-        the rest."""
-        while len(data) > self._max:
-            cut = self._cut(data)
-            self._emit(now, stream, data[:cut])
-            data = data[cut:]
-        return data
+    # --- processing and storing -------------------------------------------------------------
 
-    def _cut(self, data: bytes) -> int:
-        """Where to split an over-long line: at the limit, but not in a secret or a character."""
-        cut = self._max
-        for start, end in self._redactor.spans(data[: self._max + 4096]):
-            if start < cut < end:
-                cut = start if start > 0 else end
-                break
-        # Back up to the first byte of a UTF-8 sequence (continuation bytes are 10xxxxxx).
-        back = 0
-        while (
-            back < 3
-            and cut - back > 0
-            and cut - back < len(data)
-            and (data[cut - back] & 0xC0) == 0x80
-        ):
-            back += 1
-        if back < 3 and cut - back > 0:
-            cut -= back
-        return cut
-
-    def _emit(self, ts: float, stream: str, raw: bytes) -> None:
-        self.read += 1
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        buffer = self._buffer
-        if len(buffer) >= self._cap:
-            self.dropped += 1
-            self._dropped_pending[stream] = self._dropped_pending.get(stream, 0) + 1
-            self._wake.set()
-            return
-        if self._dropped_pending.get(stream):
-            self._note_drops(ts, stream)
-        text = self._redactor.redact(raw).decode("utf-8", "replace")
-        buffer.append(CapturedLine(ts, stream, self._levels.get(stream, "info"), text))
-        if len(buffer) >= self._batch_lines:
-            self._wake.set()
-
-    def _note_drops(self, ts: float, stream: str) -> None:
-        count = self._dropped_pending.pop(stream)
-        self._buffer.append(
-            CapturedLine(
-                ts, stream, "warning", f"[bastion] {count} lines dropped (log buffer full)"
-            )
-        )
-
-    # --- flushing -----------------------------------------------------------------------------
+    def _process(self, chunks: list[_Chunk], final: bool) -> list[CapturedLine]:
+        """Runs in a worker thread: split, redact, decode."""
+        out: list[CapturedLine] = []
+        for chunk in chunks:
+            self._splitters[chunk.stream].feed(chunk, out)
+        if final:
+            now = self._clock()
+            for stream, splitter in self._splitters.items():
+                splitter.finish(now, stream, out)
+        return out
 
     async def _flush_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._batch_s)
             self._wake.clear()
-            await self._drain()
-            if self._closing and not self._buffer:
+            final = self._closing
+            await self._drain(final)
+            if final:
                 return
 
-    async def _drain(self) -> None:
-        while self._buffer:
-            take = min(len(self._buffer), self._batch_lines)
-            batch = [self._buffer.popleft() for _ in range(take)]
+    async def _drain(self, final: bool) -> None:
+        if not self._queue and not final:
+            return
+        chunks, self._queue = self._queue, []
+        taken = sum(c.data.count(b"\n") for c in chunks if not c.dropped)
+        lines = await asyncio.to_thread(self._process, chunks, final)
+        for start in range(0, len(lines), self._batch_lines):
+            batch = lines[start : start + self._batch_lines]
             try:
                 await self._sink(batch)
             except Exception:
                 # Storage refused the batch (disk full, DB closed). The child must keep
-                # running; the loss is counted and reported like any other drop.
+                # running; the loss is counted like any other drop.
                 self.sink_errors += 1
                 self.dropped += len(batch)
                 continue
             self.stored += len(batch)
+        self._queued_lines -= taken
 
     async def close(self) -> None:
-        """Wait for EOF on every attached pipe, then store what is left (including drops)."""
+        """Wait for EOF on every attached pipe, then store what is left (drops included)."""
         if self._readers:
             await asyncio.gather(*self._readers, return_exceptions=True)
-        now = self._clock()
-        for stream in list(self._dropped_pending):
-            self._note_drops(now, stream)
         self._closing = True
         self._wake.set()
         if self._flusher is not None:
             await self._flusher
 
     async def abort(self) -> None:
-        for task in [*self._readers, *([self._flusher] if self._flusher else [])]:
+        tasks = [*self._readers, *([self._flusher] if self._flusher else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._readers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import ctypes
 import dataclasses
+import fcntl
 import os
 import signal
 import sys
@@ -45,6 +46,7 @@ __all__ = [
     "spawn",
     "stop_child",
     "sweep",
+    "widen_pipes",
 ]
 
 PR_SET_PDEATHSIG = 1
@@ -198,6 +200,26 @@ class ChildProcess:
         return new
 
 
+F_SETPIPE_SZ = 1031
+#: Pipe capacity asked for the child's stdout/stderr (Linux; 1 MiB is the unprivileged max).
+PIPE_SIZE = 1 << 20
+
+
+def widen_pipes(proc: asyncio.subprocess.Process) -> None:
+    # A 64 KiB pipe fills in well under a millisecond for a chatty child, and then the child
+    # blocks until our reader gets the GIL back. 1 MiB lets it run on while we are busy.
+    if not sys.platform.startswith("linux"):
+        return
+    transport = getattr(proc, "_transport", None)
+    for fd_no in (1, 2):
+        pipe_transport = transport.get_pipe_transport(fd_no) if transport is not None else None
+        pipe = pipe_transport.get_extra_info("pipe") if pipe_transport is not None else None
+        if pipe is None:
+            continue
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+
+
 async def spawn(spec: ServiceSpec, env: Mapping[str, str]) -> ChildProcess:
     """Start ``spec``'s program. Raises ``SpawnFailed`` naming the program or cwd."""
     pipe = asyncio.subprocess.PIPE
@@ -223,6 +245,7 @@ async def spawn(spec: ServiceSpec, env: Mapping[str, str]) -> ChildProcess:
             service=spec.name,
             program=spec.argv[0],
         ) from err
+    widen_pipes(proc)
     ctime = _create_time(proc.pid) or time.time()
     return ChildProcess(
         process=proc,

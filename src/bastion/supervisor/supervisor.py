@@ -661,17 +661,12 @@ class Supervisor:
 
         logs = self._logs
 
+        def store(batch: _Lines) -> None:
+            logs.insert_batch(
+                [LogRecord(c.ts, c.level, source, c.stream, c.message) for c in batch]
+            )
+
         async def sink(batch: _Lines) -> None:
-            records = [
-                LogRecord(
-                    ts=line.ts,
-                    level=line.level,
-                    source=source,
-                    stream=line.stream,
-                    message=line.message,
-                )
-                for line in batch
-            ]
-            await asyncio.to_thread(logs.insert_batch, records)
+            await asyncio.to_thread(store, batch)
 
         return sink
