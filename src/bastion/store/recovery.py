@@ -242,11 +242,15 @@ def _run_check(path: Path, config: StoreConfig, *, full: bool, started: float) -
         conn.close()
     if output == ("ok",):
         return OpenCheck(path, CheckKind.OK, f"{pragma} ok", output, time.monotonic() - started)
+    # SQLite may pack many findings into one row, one per line: count and quote lines.
+    lines = [line for row in output for line in row.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("*** in database")] or lines
+    shown = "; ".join(lines[:3]) + (f"; ... ({len(lines) - 3} more)" if len(lines) > 3 else "")
     return OpenCheck(
         path,
         CheckKind.CORRUPT,
-        f"{pragma} found {len(output)} problem(s): {output[0]}",
-        output[:50],
+        f"{pragma} found {len(lines)} problem(s): {shown}",
+        tuple(lines[:100]),
         time.monotonic() - started,
     )
 
