@@ -374,7 +374,7 @@ class KeychainBackend:
             "backend": self.kind,
             "keyring": self.client.backend_name,
             "service": self.client.service,
-            "why": self.client.reason,
+            "selected": self.client.reason,
             "timeout_s": self.client.timeout,
             "max_chars_per_item": self.max_chars,
             "chunking": self.chunking,
