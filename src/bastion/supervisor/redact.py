@@ -15,7 +15,7 @@ import re
 import urllib.parse
 from collections.abc import Mapping
 
-__all__ = ["Redactor"]
+__all__ = ["Redactor", "variants"]
 
 #: Encoded fragments shorter than this are too likely to occur by chance to be redacted.
 MIN_VARIANT = 6

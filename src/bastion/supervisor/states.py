@@ -53,58 +53,58 @@ _ACTIVE = frozenset(
     }
 )
 
-S = ServiceState
+_S = ServiceState
 
 #: state -> {allowed next state: why that edge exists}
 TRANSITIONS: Mapping[ServiceState, Mapping[ServiceState, str]] = {
-    S.STOPPED: {S.STARTING: "start requested (operator, autostart)"},
-    S.STARTING: {
-        S.RUNNING: "startup probe passed (or no probe: spawned)",
-        S.UNHEALTHY: "startup probe failed past its threshold",
-        S.EXITED: "child exited during startup",
-        S.STOPPING: "stop requested",
-        S.FAILED: "could not spawn (program, cwd, or a secret missing)",
+    _S.STOPPED: {_S.STARTING: "start requested (operator, autostart)"},
+    _S.STARTING: {
+        _S.RUNNING: "startup probe passed (or no probe: spawned)",
+        _S.UNHEALTHY: "startup probe failed past its threshold",
+        _S.EXITED: "child exited during startup",
+        _S.STOPPING: "stop requested",
+        _S.FAILED: "could not spawn (program, cwd, or a secret missing)",
     },
-    S.RUNNING: {
-        S.UNHEALTHY: "liveness probe failed past its threshold",
-        S.EXITED: "child exited",
-        S.STOPPING: "stop or restart requested",
+    _S.RUNNING: {
+        _S.UNHEALTHY: "liveness probe failed past its threshold",
+        _S.EXITED: "child exited",
+        _S.STOPPING: "stop or restart requested",
     },
-    S.UNHEALTHY: {
-        S.STOPPING: "unhealthy child is stopped before a restart",
-        S.EXITED: "child exited",
+    _S.UNHEALTHY: {
+        _S.STOPPING: "unhealthy child is stopped before a restart",
+        _S.EXITED: "child exited",
     },
-    S.HALF_OPEN: {
-        S.RUNNING: "success_threshold healthy checks: breaker closed",
-        S.UNHEALTHY: "probe failed during the half-open trial",
-        S.EXITED: "child exited during the half-open trial",
-        S.STOPPING: "stop requested",
-        S.FAILED: "could not spawn the half-open trial",
+    _S.HALF_OPEN: {
+        _S.RUNNING: "success_threshold healthy checks: breaker closed",
+        _S.UNHEALTHY: "probe failed during the half-open trial",
+        _S.EXITED: "child exited during the half-open trial",
+        _S.STOPPING: "stop requested",
+        _S.FAILED: "could not spawn the half-open trial",
     },
-    S.STOPPING: {
-        S.STOPPED: "stopped on request",
-        S.BACKOFF: "stopped for a restart; waiting the backoff delay",
-        S.OPEN: "stopped after a failure that spent the restart budget",
-        S.FAILED: "stopped after a failure; restart policy forbids a restart",
+    _S.STOPPING: {
+        _S.STOPPED: "stopped on request",
+        _S.BACKOFF: "stopped for a restart; waiting the backoff delay",
+        _S.OPEN: "stopped after a failure that spent the restart budget",
+        _S.FAILED: "stopped after a failure; restart policy forbids a restart",
     },
-    S.EXITED: {
-        S.BACKOFF: "restart policy allows a restart; waiting the backoff delay",
-        S.OPEN: "restart budget spent (or half-open trial failed): breaker open",
-        S.STOPPED: "clean exit and policy on-failure/never",
-        S.FAILED: "failed exit and policy never",
+    _S.EXITED: {
+        _S.BACKOFF: "restart policy allows a restart; waiting the backoff delay",
+        _S.OPEN: "restart budget spent (or half-open trial failed): breaker open",
+        _S.STOPPED: "clean exit and policy on-failure/never",
+        _S.FAILED: "failed exit and policy never",
     },
-    S.BACKOFF: {
-        S.STARTING: "backoff delay elapsed",
-        S.STOPPED: "stop requested",
+    _S.BACKOFF: {
+        _S.STARTING: "backoff delay elapsed",
+        _S.STOPPED: "stop requested",
     },
-    S.OPEN: {
-        S.HALF_OPEN: "open timeout elapsed: one trial start",
-        S.STOPPED: "stop requested",
-        S.STARTING: "operator start: breaker reset",
+    _S.OPEN: {
+        _S.HALF_OPEN: "open timeout elapsed: one trial start",
+        _S.STOPPED: "stop requested",
+        _S.STARTING: "operator start: breaker reset",
     },
-    S.FAILED: {
-        S.STARTING: "operator start",
-        S.STOPPED: "stop requested",
+    _S.FAILED: {
+        _S.STARTING: "operator start",
+        _S.STOPPED: "stop requested",
     },
 }
 
@@ -117,17 +117,17 @@ class BreakerState(enum.Enum):
     HALF_OPEN = "half_open"
 
 
-B = BreakerState
+_B = BreakerState
 
 BREAKER_TRANSITIONS: Mapping[BreakerState, Mapping[BreakerState, str]] = {
-    B.CLOSED: {B.OPEN: "a failure found the restart budget spent"},
-    B.OPEN: {
-        B.HALF_OPEN: "open timeout elapsed",
-        B.CLOSED: "operator reset (explicit start)",
+    _B.CLOSED: {_B.OPEN: "a failure found the restart budget spent"},
+    _B.OPEN: {
+        _B.HALF_OPEN: "open timeout elapsed",
+        _B.CLOSED: "operator reset (explicit start)",
     },
-    B.HALF_OPEN: {
-        B.CLOSED: "success_threshold healthy checks in a row",
-        B.OPEN: "the trial failed: re-open with a longer timeout (capped)",
+    _B.HALF_OPEN: {
+        _B.CLOSED: "success_threshold healthy checks in a row",
+        _B.OPEN: "the trial failed: re-open with a longer timeout (capped)",
     },
 }
 
