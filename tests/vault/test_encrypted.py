@@ -97,9 +97,11 @@ def test_missing_or_malformed_env_key(file_cfg: Config) -> None:
             vault.set("K", "v")
         assert "BASTION_VAULT_KEY" in info.value.message
         assert "base64" in info.value.hint
-    with Vault.open(file_cfg, env={"BASTION_VAULT_KEY": "not-a-key"}) as vault:
-        with pytest.raises(VaultLocked):
-            vault.set("K", "v")
+    with (
+        Vault.open(file_cfg, env={"BASTION_VAULT_KEY": "not-a-key"}) as vault,
+        pytest.raises(VaultLocked),
+    ):
+        vault.set("K", "v")
 
 
 def test_passphrase_unlock_and_wrong_passphrase(tmp_path: Path) -> None:
@@ -113,9 +115,8 @@ def test_passphrase_unlock_and_wrong_passphrase(tmp_path: Path) -> None:
     with Vault.open(cfg, env={"BASTION_VAULT_PASSPHRASE": "correct horse battery staple"}) as vault:
         assert vault.get("P").reveal() == "passphrase-protected"
         assert vault.backend_info()["kdf"]["alg"] == "argon2id"
-    with Vault.open(cfg, passphrase="wrong horse") as vault:
-        with pytest.raises(VaultLocked):
-            vault.get("P")
+    with Vault.open(cfg, passphrase="wrong horse") as vault, pytest.raises(VaultLocked):
+        vault.get("P")
 
 
 def test_default_kdf_is_at_least_64mib_3_passes(tmp_path: Path) -> None:
@@ -152,9 +153,11 @@ def test_rekey_env_to_new_env_key_and_rotate(file_cfg: Config, env_key: str) -> 
         assert all(before[n] != after[n] for n in before)
         assert vault.get("K3", scope="bot:1").reveal() == "value-3"
         fp_before = vault.meta("K3", scope="bot:1").fingerprint
-    with Vault.open(file_cfg, env={"BASTION_VAULT_KEY": env_key}) as old:
-        with pytest.raises(VaultLocked):
-            old.get("K1", scope="bot:1")
+    with (
+        Vault.open(file_cfg, env={"BASTION_VAULT_KEY": env_key}) as old,
+        pytest.raises(VaultLocked),
+    ):
+        old.get("K1", scope="bot:1")
     with Vault.open(file_cfg, env={"BASTION_VAULT_KEY": new_key}) as vault:
         assert vault.get("K19", scope="bot:1").reveal() == "value-19"
         # The fingerprint key survives a rotation: audit trails keep matching.

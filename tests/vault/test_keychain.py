@@ -245,7 +245,8 @@ def test_reconcile_finds_and_fixes_both_sides(keychain_vault: Vault) -> None:
     ops = {e.operation for e in keychain_vault.audit_entries()}
     assert {"reconcile-adopt", "reconcile-drop"} <= ops
     again = keychain_vault.reconcile()
-    assert again["orphans"] == [] and again["missing"] == []
+    assert again["orphans"] == []
+    assert again["missing"] == []
 
 
 @pytest.mark.keychain
