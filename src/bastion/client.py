@@ -23,7 +23,7 @@ from bastion.config import Config
 from bastion.errors import ApiError, BastionError, DaemonUnreachable, iter_error_classes
 from bastion.runfiles import TOKEN_FILE, Handshake, pid_alive, read_handshake, read_token
 
-__all__ = ["DaemonClient", "SseEvent", "error_from_body"]
+__all__ = ["DaemonClient", "EventStream", "SseEvent", "error_from_body"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -146,11 +146,12 @@ class DaemonClient:
         last_event_id: str | None = None,
         query: Mapping[str, Any] | None = None,
         timeout: float | None = None,
-    ) -> Iterator[SseEvent]:
-        """Yield events from an SSE route until the daemon ends the stream.
+    ) -> EventStream:
+        """Open an SSE route and return its events as an iterator (close it when done).
 
-        ``timeout`` bounds the wait for each line (None: wait as long as it takes); the
-        daemon sends a comment line every few seconds, so a live stream never idles out.
+        The connection is made, and an error answer raised, before this returns, so events
+        written after the call are never missed. ``timeout`` bounds the wait for each line
+        (None: no bound); the daemon sends a comment every few seconds on an idle stream.
         """
         conn = self._connection(timeout=timeout)
         headers = self._headers(False)
@@ -164,13 +165,17 @@ class DaemonClient:
                 raw = response.read()
                 data = json.loads(raw) if raw else {}
                 raise error_from_body(response.status, data if isinstance(data, dict) else {})
-            yield from _parse_sse(response)
+            # The first line is the stream's opening comment: the daemon has fixed its start.
+            response.readline()
         except OSError as err:
-            raise DaemonUnreachable(
-                f"lost the bastion daemon's stream at {self.host}:{self.port}: {err}"
-            ) from err
-        finally:
             conn.close()
+            raise DaemonUnreachable(
+                f"cannot open the bastion daemon's stream at {self.host}:{self.port}: {err}"
+            ) from err
+        except BaseException:
+            conn.close()
+            raise
+        return EventStream(conn, response, f"{self.host}:{self.port}")
 
 
 def _url(path: str, query: Mapping[str, Any] | None) -> str:
@@ -184,6 +189,41 @@ def _qv(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+class EventStream(Iterator[SseEvent]):
+    """An open SSE response: iterate for events; ``close()`` (or ``with``) to hang up."""
+
+    def __init__(
+        self,
+        conn: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        where: str,
+    ) -> None:
+        self._conn = conn
+        self._events = _parse_sse(response)
+        self._where = where
+
+    def __next__(self) -> SseEvent:
+        try:
+            return next(self._events)
+        except OSError as err:
+            self.close()
+            raise DaemonUnreachable(
+                f"lost the bastion daemon's stream at {self._where}: {err}"
+            ) from err
+        except StopIteration:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _parse_sse(response: http.client.HTTPResponse) -> Iterator[SseEvent]:

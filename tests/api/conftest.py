@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from bastion.api import create_app
 from bastion.app import Home
 from bastion.config import Config, load_config
 from bastion.runfiles import TOKEN_FILE, read_token
+
+from ..helpers import wait_until
 
 PORT = 48123
 BASE = f"http://127.0.0.1:{PORT}"
@@ -74,3 +77,46 @@ def client(app: FastAPI, token: str) -> Iterator[TestClient]:
         raise_server_exceptions=False,
     ) as c:
         yield c
+
+
+class LiveServer:
+    """The app on a real loopback socket, served by uvicorn in a thread (for SSE, schemathesis)."""
+
+    def __init__(self, home: Home, token: str) -> None:
+        import uvicorn
+
+        from bastion.api.server import bind_sockets
+
+        self.sockets = bind_sockets("127.0.0.1", 0)
+        self.port = int(self.sockets[0].getsockname()[1])
+        self.token = token
+        self.app = create_app(home, port=self.port, token=token, dashboard=False)
+        config = uvicorn.Config(
+            self.app, lifespan="off", access_log=False, log_config=None, loop="asyncio"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": self.sockets}, daemon=True
+        )
+        self.thread.start()
+        wait_until(lambda: self.server.started, timeout=30, what="uvicorn to start")
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.app.state.daemon.stopping = True  # ends SSE streams
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        for sock in self.sockets:
+            sock.close()
+
+
+@pytest.fixture
+def live(opened: Home, token: str) -> Iterator[LiveServer]:
+    server = LiveServer(opened, token)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -37,7 +37,7 @@ __all__ = ["ROUTERS", "create_app"]
 log = logging.getLogger("bastion.api")
 
 #: The routers ``create_app`` includes: "module" under ``bastion.api.routes``.
-ROUTERS = ("system", "secrets")
+ROUTERS = ("system", "settings", "secrets", "logs")
 
 _ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorBody, "description": what}

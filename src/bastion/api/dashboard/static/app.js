@@ -8,8 +8,8 @@
     session: "/dashboard/session",
     logout: "/logout",
     status: "/v1/status",
-    services: "/v1/services",
-    service: (name) => `/v1/services/${encodeURIComponent(name)}`,
+    services: "/v1/dashboard/services",
+    service: (name) => `/v1/dashboard/services/${encodeURIComponent(name)}`,
     logs: "/v1/logs",
     logStream: "/v1/logs/stream",
     secrets: "/v1/secrets",
@@ -193,22 +193,28 @@
     badge.textContent = st.replace("_", "-");
     card.dataset.state = st;
     const running = ["running", "starting", "unhealthy", "half_open"].includes(st);
-    card.querySelector(".uptime").textContent = running ? duration(pick(svc, "uptime_s", "uptime")) : "–";
+    // ``since`` is when the service entered its current state: for RUNNING, its uptime.
+    const since = toDate(pick(svc, "started_at", "since"));
+    const uptime = pick(svc, "uptime_s") ?? (since ? (Date.now() - since) / 1000 : undefined);
+    card.querySelector(".uptime").textContent = running ? duration(uptime) : "–";
     const restarts = pick(svc, "restarts_in_window", "restarts", "restart_count");
     card.querySelector(".restarts").textContent = restarts === undefined ? "–" : String(restarts);
     card.querySelector(".pid").textContent = pick(svc, "pid") ?? "–";
-    const breaker = pick(svc, "breaker") || {};
+    const breaker = pick(svc, "breaker") ?? "closed";
     const bstate = stateName(typeof breaker === "string" ? breaker : pick(breaker, "state"));
-    let btext = bstate === "unknown" ? "closed" : bstate.replace("_", "-");
-    const halfOpenIn = pick(breaker, "half_open_in_s", "retry_in_s");
-    const openUntil = toDate(pick(breaker, "open_until", "half_open_at"));
-    if (bstate === "open") {
-      const secs = halfOpenIn ?? (openUntil ? (openUntil - Date.now()) / 1000 : null);
-      if (secs !== null && secs !== undefined) btext += ` (half-open in ${duration(secs)})`;
-    }
+    let btext = bstate.replace("_", "-");
+    const nextStart = toDate(pick(svc, "next_start_at") ?? pick(breaker, "open_until", "half_open_at"));
+    if (bstate === "open" && nextStart) btext += ` (half-open in ${duration((nextStart - Date.now()) / 1000)})`;
+    else if (st === "backoff" && nextStart) btext += ` (retry in ${duration((nextStart - Date.now()) / 1000)})`;
     card.querySelector(".breaker").textContent = btext;
+    const reason = pick(svc, "reason");
+    card.querySelector(".reason").textContent = reason ? `${st.replace("_", "-")}: ${reason}` : "";
     const probes = card.querySelector(".probes");
     probes.replaceChildren();
+    const ready = pick(svc, "ready");
+    if (ready !== undefined) {
+      probes.append(el("li", { class: ready ? "probe-ok" : "probe-bad", text: `ready: ${ready ? "ok" : "not ready"}` }));
+    }
     for (const p of pick(svc, "health", "probes") || []) {
       const ok = pick(p, "ok", "healthy");
       const latency = pick(p, "latency_ms");
@@ -409,7 +415,7 @@
       ["Journal", posture.journal_mode], ["Synchronous", posture.synchronous],
       ["Foreign keys", posture.foreign_keys === undefined ? undefined : posture.foreign_keys ? "on" : "off"],
       ["Busy timeout", posture.busy_timeout_ms !== undefined ? `${posture.busy_timeout_ms} ms` : undefined],
-      ["Size", bytes(status.size_bytes)], ["WAL", bytes(status.wal_bytes)],
+      ["Size", bytes(status.size_bytes)], ["WAL size", bytes(status.wal_bytes)],
       ["Pages", status.page_count], ["Free pages", status.freelist_count],
       ["SQLite", status.sqlite_version],
     ];

@@ -1,0 +1,103 @@
+"""Settings: get, set, delete, list by prefix (``settings`` in ``bastion.db``).
+
+``GET /v1/settings/{key}`` is the hot read apps make on every start-up and the API
+benchmark's subject: it is an ``async`` handler on the store's inline point read, so it
+costs no thread hop. Writes go through the repository (one write unit, plus the
+``setting.changed`` event), on a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import Field
+
+from bastion.api.models import Page, _Model
+from bastion.api.state import DaemonState, get_state
+from bastion.domains.settings import queries as q
+from bastion.domains.settings.repo import Setting
+from bastion.errors import NotFound
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/settings", tags=["settings"])
+State = Annotated[DaemonState, Depends(get_state)]
+
+#: Keys: dotted names such as ``ui.theme`` or ``speech.model``.
+KEY_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,255}$"
+KeyPath = Annotated[str, Path(pattern=KEY_PATTERN, description="A setting key, e.g. `ui.theme`.")]
+
+
+class SettingOut(_Model):
+    key: str
+    value: Any = Field(description="Any JSON value.")
+    updated_at: float
+
+    @classmethod
+    def of(cls, s: Setting) -> SettingOut:
+        return cls(key=s.key, value=s.value, updated_at=s.updated_at)
+
+
+class SettingIn(_Model):
+    value: Any = Field(description="Any JSON value except null (delete the key instead).")
+
+
+class Deleted(_Model):
+    key: str
+    deleted: bool = True
+
+
+@router.get("", response_model=Page[SettingOut])
+async def list_settings(
+    state: State,
+    prefix: Annotated[str, Query(max_length=256)] = "",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[SettingOut]:
+    """Settings whose key starts with ``prefix``, by key."""
+    rows = await asyncio.to_thread(state.home.settings.list, prefix)
+    window = rows[offset : offset + limit]
+    return Page[SettingOut](
+        items=[SettingOut.of(s) for s in window],
+        limit=limit,
+        total=len(rows),
+        offset=offset,
+        next_offset=offset + limit if offset + limit < len(rows) else None,
+    )
+
+
+@router.get("/{key}", response_model=SettingOut)
+async def get_setting(state: State, key: KeyPath) -> SettingOut:
+    """One setting; 404 if it is not set."""
+    row = await state.home.db.aquery_one(q.GET, (key,))
+    if row is None:
+        raise NotFound(f"setting {key!r} is not set", hint="List them with GET /v1/settings.")
+    return SettingOut(key=key, value=json.loads(row[0]), updated_at=row[1])
+
+
+@router.put("/{key}", response_model=SettingOut)
+async def set_setting(state: State, key: KeyPath, body: SettingIn) -> SettingOut:
+    """Store any JSON value under ``key`` (records a ``setting.changed`` event)."""
+    if body.value is None:
+        raise _null_value()
+    setting = await asyncio.to_thread(state.home.settings.set, key, body.value)
+    return SettingOut.of(setting)
+
+
+@router.delete("/{key}", response_model=Deleted)
+async def delete_setting(state: State, key: KeyPath) -> Deleted:
+    """Remove ``key``; 404 if it was not set."""
+    await asyncio.to_thread(state.home.settings.delete, key)
+    return Deleted(key=key)
+
+
+def _null_value() -> Exception:
+    from bastion.errors import InvalidRequest
+
+    return InvalidRequest(
+        "a setting's value cannot be null",
+        hint="Delete the key with DELETE /v1/settings/{key} instead.",
+    )
