@@ -56,6 +56,13 @@ class EncryptedFileKeyring(KeyringBackend):
         self._vault: Any = None
         self._lock = threading.Lock()
 
+    @classmethod
+    def for_vault(cls, vault: Any) -> EncryptedFileKeyring:
+        """A keyring over an already open ``Vault`` (an app that holds one, or a test)."""
+        backend = cls()
+        backend._vault = vault
+        return backend
+
     @property
     def name(self) -> str:
         return "bastion encrypted-file vault"
