@@ -89,7 +89,7 @@ class ProbeSpec:
     """One health probe. ``kind`` picks the check; the other keys apply to some kinds."""
 
     kind: ProbeKind = "process"
-    interval_s: float = dataclasses.field(default=1.0, metadata=_b(0.01, 3600))
+    interval_s: float = dataclasses.field(default=1.0, metadata=_b(0.001, 3600))
     timeout_s: float = dataclasses.field(default=1.0, metadata=_b(0.01, 600))
     #: Consecutive failures before the probe counts as failed.
     failure_threshold: int = dataclasses.field(default=3, metadata=_b(1, 100_000))
