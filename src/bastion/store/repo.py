@@ -67,11 +67,14 @@ def to_json(value: Any, *, field: str = "value") -> str | None:
         raise ValueError(f"{field} is not JSON-serializable: {err}") from err
 
 
+_decode = json.JSONDecoder().decode
+
+
 def from_json(text: str | bytes | None) -> Any:
-    """Parse a JSON column (SQL NULL -> ``None``)."""
+    """Parse a JSON column (SQL NULL -> ``None``). On every typed read: kept minimal."""
     if text is None:
         return None
-    return json.loads(text)
+    return _decode(text if isinstance(text, str) else text.decode("utf-8"))
 
 
 # --- filtering ---------------------------------------------------------------------------------
