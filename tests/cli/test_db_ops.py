@@ -54,6 +54,8 @@ def test_backup_list_and_restore_round_trip(tmp_path: Path) -> None:
     assert "verified" in out
 
     with Home.open(load_config(home, env={})) as h:
+        kinds = [r[0] for r in h.db.query("SELECT kind FROM events ORDER BY id")]
+        assert kinds.count("backup.created") == 2
         add_items(h.db, 600, 10)
     code, out, _ = _run(home, "db", "restore", Path(made["path"]).name, "--yes")
     assert code == 0, out

@@ -95,6 +95,8 @@ def test_damage_is_detected_quarantined_and_the_backup_restored(
         assert report is not None
         assert home.db.scalar("SELECT count(*) FROM items") == 400
         assert home.db.scalar("PRAGMA integrity_check") == "ok"
+        kinds = [r[0] for r in home.db.query("SELECT kind FROM events ORDER BY id")]
+        assert kinds[-2:] == ["store.quarantined", "store.restored"]
     assert report.restored_from == backup
     assert report.placed == "backup"
     qdir = report.quarantine_dir

@@ -8,6 +8,7 @@ prints results.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -124,16 +125,30 @@ def backup(ctx: click.Context, db_name: str, to: Path | None, vacuum: bool, as_j
     from bastion.store.backup import create_backup, rotate_backups
 
     cfg = config_from(ctx)
-    db = _open(cfg, db_name)
     callback, bar = _progress_printer(as_json)
+    if db_name == "bastion":
+        # Through the home, so "backup.created"/"backup.failed" land in the events table.
+        from bastion.app import Home
+
+        home = Home.open(cfg, create=False, migrate=False)
+        run: Callable[[], Any] = functools.partial(
+            home.backup, to=to, vacuum=vacuum, progress=callback
+        )
+        close = home.close
+    else:
+        db = _open(cfg, db_name)
+        run = functools.partial(
+            create_backup, db, cfg.backups_dir, to=to, vacuum=vacuum, progress=callback
+        )
+        close = db.close
     try:
         if bar is not None:
             with bar:
-                result = create_backup(db, cfg.backups_dir, to=to, vacuum=vacuum, progress=callback)
+                result = run()
         else:
-            result = create_backup(db, cfg.backups_dir, to=to, vacuum=vacuum, progress=callback)
+            result = run()
     finally:
-        db.close()
+        close()
     removed = [] if to is not None else rotate_backups(cfg.backups_dir, db_name, cfg.backup)
     m = result.manifest
     data = {

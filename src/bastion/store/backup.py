@@ -703,6 +703,12 @@ def rotate_backups(
         now=now or dt.datetime.now(dt.UTC),
     )
     removed = []
+    # Temp files of backups killed mid-copy (SIGKILL, power loss): never a usable backup.
+    cutoff = time.time() - 3600
+    for stale in backups_dir.glob(f".{db_name}-*.db.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            if stale.stat().st_mtime < cutoff:
+                stale.unlink()
     for info in delete:
         for p in (info.path.with_name(info.path.name + ".json"), info.path):
             with contextlib.suppress(FileNotFoundError):
