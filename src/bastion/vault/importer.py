@@ -174,7 +174,7 @@ class EnvEntry:
 def parse_env(text: str) -> list[EnvEntry]:
     """Entries of a ``.env`` file, with what surrounds each value so it can be put back."""
     entries = []
-    for number, line in enumerate(text.splitlines(keepends=True)):
+    for number, line in enumerate(_lines(text)):
         body = line.rstrip("\r\n")
         ending = line[len(body) :]
         match = _ENV_LINE.match(body)
@@ -201,6 +201,12 @@ def parse_env(text: str) -> list[EnvEntry]:
             comment = value[len(stripped) :] + comment
             entries.append(EnvEntry(number, match["key"], stripped, prefix, "", comment + ending))
     return entries
+
+
+def _lines(text: str) -> list[str]:
+    """Lines split at ``\n`` only (``str.splitlines`` also splits at form feeds and the like,
+    which a value may contain), each with its ending."""
+    return re.findall(r"[^\n]*\n|[^\n]+\Z", text)
 
 
 def _closing_quote(rest: str, quote: str) -> int:
@@ -344,7 +350,7 @@ def import_file(
         return ImportReport(str(file), fmt, tuple(items), False, None, False)
 
     if fmt == "env":
-        lines = text.splitlines(keepends=True)
+        lines = _lines(text)
         for entry, _, name, _ in picks:
             lines[entry.line] = entry.prefix + format_reference(scope, name) + entry.suffix
         new_text = "".join(lines)
