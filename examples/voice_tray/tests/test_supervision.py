@@ -1,0 +1,273 @@
+"""The speech server under the seed's supervision policy, with real child processes.
+
+The policy's numbers are checked twice: as pure functions on a fake clock (every number of the
+seed, including the 30 s open time and the 5 min window, without waiting), and end to end on a
+real crash-looping server. The end-to-end crash loop uses the seed's exact spec up to the
+breaker opening (1 s + 2 s + 4 s of backoff); the half-open trial and the health restarts use
+the same spec with shorter times, so the suite does not wait 30 s for the breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bastion.config import Config
+from bastion.supervisor import ServiceSpec, ServiceState, ServiceStatus, Supervisor
+from bastion.supervisor.policy import (
+    Action,
+    PolicyState,
+    backoff_delay,
+    on_failure,
+    on_healthy,
+    on_open_elapsed,
+)
+from bastion.supervisor.states import BreakerState
+from examples.voice_tray.app import VoiceTray
+from examples.voice_tray.service import NAME, speech_server_spec
+from examples.voice_tray.tests.conftest import SENTINEL_KEY
+
+S = ServiceState
+pytestmark = pytest.mark.posix
+
+
+# --- the policy, pure, fake clock ------------------------------------------------------------
+
+
+def test_seed_backoff_sequence_1_2_4_up_to_60() -> None:
+    spec = speech_server_spec(8765).restart
+    delays = [backoff_delay(spec, attempt, random.Random(1)) for attempt in range(9)]
+    assert delays == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+
+
+def test_seed_policy_on_a_fake_clock() -> None:
+    spec = speech_server_spec(8765)
+    state, now = PolicyState(), 1_000_000.0
+    decisions, failed_at = [], []
+    for _ in range(4):  # the server crashes half a second after each start
+        failed_at.append(now)
+        state, decision = on_failure(
+            state, spec.restart, spec.breaker, now=now, exit_ok=False, rng=random.Random(1)
+        )
+        decisions.append((decision.action, decision.delay))
+        now += decision.delay + 0.5
+    assert decisions == [
+        (Action.RESTART, 1.0),
+        (Action.RESTART, 2.0),
+        (Action.RESTART, 4.0),
+        (Action.OPEN, 30.0),  # 3 restarts in 5 min spent: breaker open 30 s
+    ]
+    assert state.open_until() == failed_at[-1] + 30.0
+    state = on_open_elapsed(state)  # OPEN -> HALF_OPEN after the 30 s
+    assert state.breaker is BreakerState.HALF_OPEN
+    state, closed = on_healthy(state, spec.breaker)
+    assert not closed  # one success is not enough
+    state, closed = on_healthy(state, spec.breaker)
+    assert closed  # 2 successes close it
+    assert state.breaker is BreakerState.CLOSED
+    assert state.attempt == 0  # and the backoff starts again from 1 s
+
+
+def test_seed_window_is_five_minutes() -> None:
+    spec = speech_server_spec(8765)
+    state, now = PolicyState(), 1_000_000.0
+    for _ in range(10):  # a crash every 6 minutes never spends the budget of 3 in 5 min
+        state, decision = on_failure(state, spec.restart, spec.breaker, now=now, exit_ok=False)
+        assert decision.action is Action.RESTART
+        now += 360.0
+
+
+# --- end to end, real processes --------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def tray_with(cfg: Config, config: Path, spec: ServiceSpec) -> AsyncIterator[VoiceTray]:
+    tray = await VoiceTray.open(cfg, config_path=config, speech=spec)
+    try:
+        yield tray
+    finally:
+        await tray.close()
+
+
+def _fast(spec: ServiceSpec, *, open_s: float = 1.0, interval_s: float = 0.2) -> ServiceSpec:
+    """The seed's spec with every duration shrunk (same counts, thresholds and shape)."""
+    return dataclasses.replace(
+        spec,
+        restart=dataclasses.replace(spec.restart, backoff_initial_s=0.05, backoff_max_s=1.0),
+        breaker=dataclasses.replace(spec.breaker, open_timeout_s=open_s),
+        health=dataclasses.replace(
+            spec.health,
+            liveness=dataclasses.replace(spec.health.liveness, interval_s=interval_s)
+            if spec.health.liveness
+            else None,
+        ),
+    )
+
+
+def test_crash_loop_follows_the_seed_policy_exactly(
+    cfg: Config, v1_config: Path, port: int, fault: Path
+) -> None:
+    fault.write_text("crash", encoding="utf-8")
+    spec = speech_server_spec(port, fault_file=fault)  # the seed's numbers, unchanged
+
+    async def scenario() -> None:
+        async with tray_with(cfg, v1_config, spec) as tray:
+            await tray.supervisor.start(NAME)
+            status = await tray.supervisor.wait_state(NAME, S.OPEN, timeout=60)
+            steps = await _transitions(tray.supervisor)
+        assert status.breaker == "open"
+        assert status.restarts_in_window == 3
+        assert status.trips == 1
+        assert status.last_exit_code == 3
+        backoffs = [data["delay_s"] for _, to, data in steps if to == "backoff"]
+        assert backoffs == [1.0, 2.0, 4.0]
+        (opened,) = [data for _, to, data in steps if to == "open"]
+        assert opened["open_s"] == 30.0
+        assert status.next_start_at is not None
+        assert status.next_start_at - status.since == pytest.approx(30.0, abs=0.5)
+        assert len([to for _, to, _ in steps if to == "exited"]) == 4  # first run + 3 restarts
+
+        # The breaker survives the app's restart: a new supervisor resumes it OPEN, no start.
+        async with tray_with(cfg, v1_config, spec) as again:
+            resumed = again.supervisor.status(NAME)
+        assert (resumed.state, resumed.breaker, resumed.trips) == ("open", "open", 1)
+
+    asyncio.run(scenario())
+
+
+def test_half_open_trial_reopens_then_two_healthy_checks_close(
+    cfg: Config, v1_config: Path, port: int, fault: Path
+) -> None:
+    fault.write_text("crash", encoding="utf-8")
+    spec = _fast(speech_server_spec(port, fault_file=fault))
+
+    async def scenario() -> None:
+        async with tray_with(cfg, v1_config, spec) as tray:
+            sup = tray.supervisor
+            await sup.start(NAME)
+            await sup.wait_state(NAME, S.OPEN, timeout=30)
+            # Still broken: the one half-open trial fails and the breaker re-opens for longer.
+            await sup.wait_state(NAME, S.HALF_OPEN, timeout=30)
+            second = await sup.wait_state(NAME, S.OPEN, timeout=30)
+            assert second.trips == 2
+            fault.write_text("ok", encoding="utf-8")  # the model loads again
+            await sup.wait_state(NAME, S.HALF_OPEN, timeout=30)
+            status = await _wait_reason(sup, "breaker closed")
+            assert (status.state, status.breaker) == ("running", "closed")
+            assert await asyncio.to_thread(_get, port, "/health") == {"status": "ok"}
+            steps = await _transitions(sup)
+        opens = [data["open_s"] for _, to, data in steps if to == "open"]
+        assert opens == [1.0, 2.0]  # re-opened with the open timeout doubled
+        # the trial runs in HALF_OPEN; the second healthy check closes the breaker
+        assert [to for _, to, _ in steps][-3:] == ["open", "half_open", "running"]
+        assert steps[-1][2]["reason"] == "breaker closed after 2 healthy checks"
+
+    asyncio.run(scenario())
+
+
+def test_http_health_failure_restarts_the_server(
+    cfg: Config, v1_config: Path, port: int, fault: Path
+) -> None:
+    spec = _fast(speech_server_spec(port, fault_file=fault))
+
+    async def scenario() -> None:
+        async with tray_with(cfg, v1_config, spec) as tray:
+            sup = tray.supervisor
+            await sup.start(NAME)
+            first = await sup.wait_state(NAME, S.RUNNING, timeout=30)
+            fault.write_text("unhealthy", encoding="utf-8")  # alive, but /health answers 500
+            await sup.wait_state(NAME, S.UNHEALTHY, S.STOPPING, S.BACKOFF, timeout=30)
+            fault.write_text("ok", encoding="utf-8")
+            second = await sup.wait_state(NAME, S.RUNNING, timeout=30)
+            steps = await _transitions(sup)
+        assert second.pid is not None
+        assert second.pid != first.pid
+        (unhealthy,) = [data for _, to, data in steps if to == "unhealthy"]
+        assert "500" in str(unhealthy["reason"])
+
+    asyncio.run(scenario())
+
+
+def test_stop_sends_sigterm_then_sigkill_after_5_seconds(
+    cfg: Config, v1_config: Path, port: int, fault: Path
+) -> None:
+    spec = speech_server_spec(port, fault_file=fault)
+    assert (spec.stop.signal, spec.stop.grace_s) == ("SIGTERM", 5.0)
+
+    async def scenario() -> None:
+        async with tray_with(cfg, v1_config, spec) as tray:
+            sup = tray.supervisor
+            await sup.start(NAME)
+            await sup.wait_state(NAME, S.RUNNING, timeout=30)
+            graceful = await sup.stop(NAME)
+            assert graceful.reason == "stopped (SIGTERM)"  # a well-behaved server exits
+            fault.write_text("ignore-term", encoding="utf-8")  # now one that ignores SIGTERM
+            await sup.start(NAME)
+            await sup.wait_state(NAME, S.RUNNING, timeout=30)
+            killed = await sup.stop(NAME)
+        assert killed.reason == "stopped (SIGKILL after grace)"
+        assert killed.last_exit_code == -9
+
+    asyncio.run(scenario())
+
+
+def test_server_output_is_captured_to_the_database_redacted(
+    cfg: Config, v1_config: Path, port: int, fault: Path
+) -> None:
+    spec = speech_server_spec(port, fault_file=fault)
+
+    async def scenario() -> list[str]:
+        async with tray_with(cfg, v1_config, spec) as tray:
+            # config.json's plaintext key went to the vault at start-up; the server gets it
+            assert tray.secrets.get_configuration_status().elevenlabs_configured
+            await tray.supervisor.start(NAME)
+            running = await tray.supervisor.wait_state(NAME, S.RUNNING, timeout=30)
+            assert running.secret_names == ("ELEVENLABS_API_KEY",)
+            answer = await asyncio.to_thread(_post, port, "/transcribe", {"audio": "lights on"})
+            assert answer == {"text": "Lights on", "confidence": 0.93}
+            await tray.supervisor.stop(NAME)
+            await tray.supervisor.flush()
+            return [r.message for r in tray.db.get_component_logs(NAME, limit=1000)]
+
+    messages = asyncio.run(scenario())
+    assert "tts: using Authorization: Bearer [REDACTED:ELEVENLABS_API_KEY]" in messages
+    assert "transcribed 9 bytes" in messages
+    assert "speech server stopped" in messages
+    assert all(SENTINEL_KEY not in m for m in messages)
+    # nowhere under the home: database, WAL, backups, vault (ciphertext only)
+    for path in cfg.home.rglob("*"):
+        if path.is_file():
+            assert SENTINEL_KEY.encode() not in path.read_bytes(), path
+
+
+async def _transitions(sup: Supervisor) -> list[tuple[str, str, dict[str, Any]]]:
+    events = await sup.events(NAME, limit=1000)
+    return [(str(e.data["from"]), str(e.data["to"]), e.data) for e in events if e.data]
+
+
+async def _wait_reason(sup: Supervisor, text: str, timeout: float = 30.0) -> ServiceStatus:
+    """Event-driven: wake on each transition until the reason mentions ``text``."""
+    queue = sup.subscribe()
+    try:
+        async with asyncio.timeout(timeout):
+            while text not in sup.status(NAME).reason:
+                await queue.get()
+    finally:
+        sup.unsubscribe(queue)
+    return sup.status(NAME)
+
+
+def _get(port: int, path: str) -> Any:
+    return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).json()
+
+
+def _post(port: int, path: str, body: dict[str, Any]) -> Any:
+    return httpx.post(f"http://127.0.0.1:{port}{path}", json=body, timeout=5).json()
