@@ -1,0 +1,170 @@
+"""``bastion secrets …`` in-process: output, JSON, exit codes; values never from argv."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from bastion.cli import cli
+from bastion.config import Config
+
+from .conftest import FAST_KDF, make_home, new_env_key
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    home = tmp_path / "home"
+    env = {
+        "BASTION_HOME": str(home),
+        "BASTION_VAULT_BACKEND": "encrypted-file",
+        "BASTION_VAULT_KEY": new_env_key(),
+        **FAST_KDF,
+    }
+    make_home(home, BASTION_VAULT_BACKEND="encrypted-file")
+    return env
+
+
+def run(env: dict[str, str], *args: str, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(cli, ["secrets", *args], input=stdin, env=env)
+
+
+def as_json(result: Result) -> Any:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_set_get_list_delete(cli_env: dict[str, str]) -> None:
+    result = run(cli_env, "set", "OPENAI_API_KEY", "--from-stdin", stdin="sk-cli-value\n")
+    assert result.exit_code == 0, result.output
+    assert "stored global/OPENAI_API_KEY (version 1, 12 bytes)" in result.stdout
+
+    masked = run(cli_env, "get", "OPENAI_API_KEY")
+    assert masked.stdout.strip() == "global/OPENAI_API_KEY = ********"
+    revealed = run(cli_env, "get", "OPENAI_API_KEY", "--reveal")
+    assert revealed.stdout == "sk-cli-value\n"
+    data = as_json(run(cli_env, "get", "OPENAI_API_KEY", "--json"))
+    assert data["value"] == "********"
+    assert data["version"] == 1
+
+    run(cli_env, "set", "TOKEN", "--scope", "bot:42", stdin="t")
+    rows = as_json(run(cli_env, "list", "--json"))
+    assert [(r["scope"], r["name"]) for r in rows] == [
+        ("bot:42", "TOKEN"),
+        ("global", "OPENAI_API_KEY"),
+    ]
+    assert "OPENAI_API_KEY" in run(cli_env, "list").stdout
+
+    deleted = as_json(run(cli_env, "delete", "TOKEN", "--scope", "bot:42", "--json"))
+    assert deleted == {"deleted": "bot:42/TOKEN", "version": 1}
+
+
+def test_error_exit_codes_and_hints(cli_env: dict[str, str]) -> None:
+    missing = run(cli_env, "get", "NOPE")
+    assert missing.exit_code == 66
+    assert "error: no secret global/NOPE" in missing.stderr
+    assert "hint: List the stored names" in missing.stderr
+    missing_json = run(cli_env, "get", "NOPE", "--json")
+    assert json.loads(missing_json.stdout)["error"]["code"] == "secret_not_found"
+
+    run(cli_env, "set", "CAS", stdin="one")
+    conflict = run(cli_env, "set", "CAS", "--expected-version", "5", stdin="two")
+    assert conflict.exit_code == 65
+
+    env = {**cli_env, "BASTION_VAULT_RULES": "N8N_WEBHOOK_URL=https_url"}
+    refused = run(env, "set", "N8N_WEBHOOK_URL", stdin="http://n8n.example.com/x")
+    assert refused.exit_code == 77
+    assert "https_url" in refused.stderr
+    assert "n8n.example.com" not in refused.stderr
+
+    locked = run({**cli_env, "BASTION_VAULT_KEY": new_env_key()}, "get", "CAS")
+    assert locked.exit_code == 77
+    assert "does not unlock" in locked.stderr
+
+
+def test_no_value_option_on_argv(cli_env: dict[str, str]) -> None:
+    result = run(cli_env, "set", "X", "sk-on-argv")
+    assert result.exit_code == 2  # click: unexpected extra argument
+
+
+def test_status_declared_and_backend_reason(cli_env: dict[str, str]) -> None:
+    run(cli_env, "set", "ELEVENLABS_API_KEY", stdin="k")
+    data = as_json(
+        run(
+            cli_env,
+            "status",
+            "--declared",
+            "ELEVENLABS_API_KEY",
+            "--declared",
+            "N8N_WEBHOOK_URL",
+            "--json",
+        )
+    )
+    assert data["secrets"]["ELEVENLABS_API_KEY"]["configured"] is True
+    assert data["secrets"]["N8N_WEBHOOK_URL"]["configured"] is False
+    assert "BASTION_VAULT_BACKEND" in data["why"]
+    assert data["backend_info"]["available"] is True
+    human = run(cli_env, "status", "--declared", "N8N_WEBHOOK_URL").stdout
+    assert "backend: encrypted-file" in human
+    assert "NOT SET" in human
+
+
+def test_import_reconcile_rekey_audit(cli_env: dict[str, str], tmp_path: Path) -> None:
+    env_file = tmp_path / "proj" / ".env"
+    env_file.parent.mkdir()
+    env_file.write_text("GITHUB_TOKEN=ghp_cli_import_0123456789abcdef\nPORT=1\n")
+    dry = as_json(run(cli_env, "import", str(env_file), "--dry-run", "--json"))
+    assert dry["items"][0]["action"] == "would-set"
+    report = as_json(run(cli_env, "import", str(env_file), "--json"))
+    assert report["rewritten"] is True
+    assert env_file.read_text() == "GITHUB_TOKEN=secret:global/GITHUB_TOKEN\nPORT=1\n"
+    assert "nothing to change" in run(cli_env, "import", str(env_file)).stdout
+
+    rec = as_json(run(cli_env, "reconcile", "--json"))
+    assert rec["orphans"] == []
+    assert rec["missing"] == []
+
+    new_key = new_env_key()
+    rekeyed = as_json(
+        run(
+            {**cli_env, "NEW_KEY": new_key},
+            "rekey",
+            "--new-key-env",
+            "NEW_KEY",
+            "--rotate-data-key",
+            "--json",
+        )
+    )
+    assert rekeyed == {"key_source": "env", "rotated_data_key": True, "records": 1}
+    after = run({**cli_env, "BASTION_VAULT_KEY": new_key}, "get", "GITHUB_TOKEN", "--reveal")
+    assert after.stdout.strip() == "ghp_cli_import_0123456789abcdef"
+
+    env = {**cli_env, "BASTION_VAULT_KEY": new_key}
+    rows = as_json(run(env, "audit", "--name", "GITHUB_TOKEN", "--json"))
+    assert [r["operation"] for r in rows] == ["get", "import"]
+    fp = as_json(run(env, "audit", "hash", "--json", stdin="ghp_cli_import_0123456789abcdef\n"))
+    assert fp["fingerprint"] == rows[0]["fingerprint"]
+    assert run(env, "audit").stdout.count("\n") >= 3
+
+
+def test_help_for_every_command(cli_env: dict[str, str]) -> None:
+    for sub in ["set", "get", "list", "delete", "status", "import", "reconcile", "rekey", "audit"]:
+        result = run(cli_env, sub, "--help")
+        assert result.exit_code == 0
+        assert "--json" in result.stdout
+
+
+def test_list_works_without_a_keychain(tmp_path: Path) -> None:
+    """``list`` and ``status`` read the index only: no keychain needed (none is here)."""
+    home = tmp_path / "home"
+    cfg: Config = make_home(home)
+    assert cfg.vault.backend == "keychain"
+    env = {"BASTION_HOME": str(home), "DBUS_SESSION_BUS_ADDRESS": "unix:path=/nonexistent"}
+    assert as_json(run(env, "list", "--json")) == []
+    status = as_json(run(env, "status", "--json"))
+    assert status["count"] == 0
+    assert status["backend_info"]["available"] is False
+    assert status["backend_info"]["error"]["code"] in {"keychain_unavailable", "keychain_locked"}
