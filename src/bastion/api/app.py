@@ -37,7 +37,7 @@ __all__ = ["ROUTERS", "create_app"]
 log = logging.getLogger("bastion.api")
 
 #: The routers ``create_app`` includes: "module" under ``bastion.api.routes``.
-ROUTERS = ("system", "settings", "secrets", "logs")
+ROUTERS = ("system", "settings", "secrets", "logs", "services")
 
 _ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorBody, "description": what}
@@ -66,15 +66,25 @@ def create_app(
     state: DaemonState | None = None,
     extra_hosts: tuple[str, ...] = (),
     dashboard: bool = True,
+    supervise: bool = False,
 ) -> FastAPI:
     """Build the API for ``home`` served on ``port`` (the Host check needs the real port).
 
     ``dashboard=False`` serves the API alone (the dashboard is optional; its own tests cover it).
+    ``supervise=True`` runs the supervisor in the app's lifespan (what ``bastion serve`` does);
+    without it the service-control routes answer 503.
     """
     cfg = home.config
     if token is None:
         token = read_token(token_file or cfg.run_dir / TOKEN_FILE)
+    state = state or DaemonState(home=home, port=port, scheduler=scheduler)
+    lifespan = None
+    if supervise:
+        from bastion.api.supervision import supervisor_lifespan
+
+        lifespan = supervisor_lifespan(state)
     app = FastAPI(
+        lifespan=lifespan,
         title="bastion",
         version=__version__,
         description="Loopback API of a bastion home: secrets, settings, logs, services, store.",
@@ -83,7 +93,6 @@ def create_app(
         redoc_url=None,
         responses=_ERROR_RESPONSES,
     )
-    state = state or DaemonState(home=home, port=port, scheduler=scheduler)
     app.state.daemon = state
     install_error_handlers(app)
     for name in ROUTERS:

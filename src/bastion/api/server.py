@@ -52,6 +52,7 @@ from bastion.runfiles import (
     write_handshake,
 )
 from bastion.scheduler import Scheduler
+from bastion.supervisor import load_specs
 
 __all__ = ["ServeOptions", "bind_sockets", "is_loopback", "serve"]
 
@@ -135,19 +136,6 @@ class _Server(uvicorn.Server):
             self._on_listening()
 
 
-def _start_supervisor(home: Home) -> Any:
-    """The home's supervisor, started (auto-starting enabled services), or None."""
-    supervisor = getattr(home, "supervisor", None)
-    if supervisor is not None and hasattr(supervisor, "start"):
-        supervisor.start(autostart=home.config.supervisor.autostart)
-    return supervisor
-
-
-def _stop_supervisor(supervisor: Any) -> None:
-    if supervisor is not None and hasattr(supervisor, "shutdown"):
-        supervisor.shutdown()
-
-
 def build_scheduler(home: Home) -> Scheduler:
     """The daemon's periodic jobs. Backups and retention are plugged in when they exist."""
     scheduler = Scheduler()
@@ -191,6 +179,9 @@ def serve(cfg: Config, options: ServeOptions, *, stdout: IO[str] | None = None) 
                 "took over from a daemon that did not shut down cleanly (pid %d)",
                 lock.took_over_from.pid,
             )
+        # Spec files are checked here so a bad one is a clean error naming the file and key,
+        # not a failed server start-up.
+        load_specs(cfg.services_dir)
         token_file = options.token_file or ensure_token(cfg.run_dir)
         token = read_token(token_file)
         try:
@@ -222,7 +213,11 @@ def _run(
     scheduler = build_scheduler(home)
     state = DaemonState(home=home, port=port, scheduler=scheduler)
     extra_hosts = () if is_loopback(host) else (host,)
-    app = create_app(home, port=port, token=token, state=state, extra_hosts=extra_hosts)
+    # supervise=True: the app's lifespan opens the supervisor (auto-starting services) before
+    # the sockets accept anything, and stops the services after they stop accepting.
+    app = create_app(
+        home, port=port, token=token, state=state, extra_hosts=extra_hosts, supervise=True
+    )
 
     def on_listening() -> None:
         handshake = Handshake(
@@ -241,7 +236,7 @@ def _run(
         app,
         loop="uvloop" if _has("uvloop") else "asyncio",
         http="httptools" if _has("httptools") else "h11",
-        lifespan="off",
+        lifespan="on",
         access_log=False,
         log_config=None,
         log_level=options.log_level,
@@ -263,15 +258,12 @@ def _run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, request_stop)
-        supervisor = None
         try:
-            supervisor = await asyncio.to_thread(_start_supervisor, home)
             scheduler.start()
             await server.serve(sockets=sockets)
         finally:
             state.stopping = True
-            log.info("shutting down: stopping services")
-            await asyncio.to_thread(_stop_supervisor, supervisor)
+            log.info("shutting down: scheduler")
             await asyncio.to_thread(scheduler.stop)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)

@@ -15,7 +15,9 @@ from fastapi import Request
 
 from bastion.api.security import Counters
 from bastion.app import Home
+from bastion.errors import DaemonUnreachable
 from bastion.scheduler import Scheduler
+from bastion.supervisor import Supervisor
 
 __all__ = ["DaemonState", "get_state"]
 
@@ -34,6 +36,17 @@ class DaemonState:
     )
     #: Set when shutdown begins: SSE streams end instead of holding the server open.
     stopping: bool = False
+    #: The running supervisor (opened in the app's lifespan when ``create_app(supervise=True)``).
+    supervisor: Supervisor | None = None
+
+    def require_supervisor(self) -> Supervisor:
+        if self.supervisor is None:
+            raise DaemonUnreachable(
+                "this API instance runs no supervisor",
+                hint="Service control needs `bastion serve`; `bastion services list` reads "
+                "the stored state without it.",
+            )
+        return self.supervisor
 
     @property
     def uptime_s(self) -> float:

@@ -39,15 +39,13 @@ async def health() -> Health:
 
 
 def services_summary(state: DaemonState) -> dict[str, Any]:
-    supervisor = getattr(state.home, "supervisor", None)
-    if supervisor is None:
-        return {"total": 0, "by_state": {}}
+    if state.supervisor is None:
+        return {"supervised": False, "total": 0, "by_state": {}}
     counts: dict[str, int] = {}
-    statuses = supervisor.status_all()
+    statuses = state.supervisor.list()
     for item in statuses:
-        key = str(getattr(item.state, "value", item.state))
-        counts[key] = counts.get(key, 0) + 1
-    return {"total": len(statuses), "by_state": counts}
+        counts[item.state] = counts.get(item.state, 0) + 1
+    return {"supervised": True, "total": len(statuses), "by_state": counts}
 
 
 @router.get("/v1/status", tags=["system"], response_model=Status)

@@ -1,0 +1,73 @@
+"""The daemon's supervisor: built from ``services/*.toml``, fed secrets by the vault.
+
+The supervisor is asyncio code, so it lives on the server's event loop: ``create_app(...,
+supervise=True)`` opens it in the app's lifespan (auto-starting enabled services) and
+closes it when the server shuts down, *after* uvicorn has stopped accepting connections and
+before the databases close. ``vault`` and ``supervisor`` never import each other; this
+module is where they meet, through the supervisor's ``SecretSource`` protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import FastAPI
+
+from bastion.api.state import DaemonState
+from bastion.app import Home
+from bastion.supervisor import Supervisor, load_specs
+
+__all__ = ["VaultSecrets", "build_supervisor", "supervisor_lifespan"]
+
+log = logging.getLogger("bastion.daemon")
+
+
+class VaultSecrets:
+    """``SecretSource`` over the home's vault: each read is audited with actor ``supervisor``."""
+
+    def __init__(self, home: Home) -> None:
+        self._home = home
+
+    def resolve(self, scope: str, name: str) -> str:
+        return str(self._home.vault.get(name, scope=scope, actor="supervisor").reveal())
+
+
+def build_supervisor(home: Home) -> Supervisor:
+    cfg = home.config
+    # Every spec file is validated before anything starts: one bad file stops the daemon
+    # with the file, key and fix named, rather than running a partial set.
+    specs = load_specs(cfg.services_dir)
+    return Supervisor(
+        home.db,
+        specs,
+        secrets=VaultSecrets(home),
+        config=cfg.supervisor,
+        backups_dir=cfg.backups_dir,
+    )
+
+
+def supervisor_lifespan(
+    state: DaemonState,
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """The app lifespan that runs the supervisor for as long as the server runs."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        supervisor = build_supervisor(state.home)
+        await supervisor.open()
+        for rec in supervisor.swept:
+            log.warning("ended orphan pid %d left by a previous daemon", rec.pid)
+        state.supervisor = supervisor
+        try:
+            if state.home.config.supervisor.autostart:
+                await supervisor.start_all()
+            yield
+        finally:
+            state.stopping = True
+            log.info("stopping services")
+            await supervisor.close()  # each by its stop policy; logs flushed
+            log.info("services stopped")
+
+    return lifespan
