@@ -35,14 +35,17 @@ from bastion.store import Database, WriteTx
 from bastion.store.backup import BackupResult, create_backup
 from bastion.store.migrations import Migrator, Namespace
 from bastion.store.recovery import RecoveryReport, open_check, recover
+from bastion.vault import Secret, Vault, format_reference
 from examples.pupitre import migrations
 from examples.pupitre.feedback import repo as feedback
 from examples.pupitre.pack import repo as pack
+from examples.pupitre.settings import repo as settings
 from examples.pupitre.talk import repo as talk
 from examples.pupitre.workspace import repo as workspace
 
-__all__ = ["ImportResult", "Pupitre", "adopt_legacy", "open_database"]
+__all__ = ["ANALYSIS_KEY_NAME", "ImportResult", "Pupitre", "adopt_legacy", "open_database"]
 
+ANALYSIS_KEY_NAME = "ANALYSIS_API_KEY"
 _WORKSPACE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _COMPANIONS = ("", "-wal", "-shm")
 
@@ -288,6 +291,22 @@ class Pupitre:
             return ImportResult(project_id, run_id, review_id, (audio,))
 
         return db.write(persist)
+
+    # --- secrets: in the vault, a reference in the profile --------------------------------
+
+    def set_analysis_key(self, vault: Vault, value: str | Secret) -> str:
+        """Keep the speech-analysis provider's API key in bastion's vault (scope: this
+        workspace) and only its reference in the profile settings. Returns the reference."""
+        db = self.profile()
+        scope = f"pupitre:{db.name}"
+        vault.set(ANALYSIS_KEY_NAME, value, scope=scope, actor="pupitre")
+        reference = format_reference(scope, ANALYSIS_KEY_NAME)
+        db.write(lambda tx: settings.set_value(tx, "analysis.api_key", reference))
+        return reference
+
+    def analysis_key(self, vault: Vault) -> Secret | None:
+        reference = settings.get(self.profile(), "analysis.api_key")
+        return None if reference is None else vault.resolve(reference, actor="pupitre")
 
     # --- diagnostics ---------------------------------------------------------------------
 
