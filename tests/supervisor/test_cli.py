@@ -97,8 +97,13 @@ def test_services_run_supervises_then_stops_children_on_sigterm(home: Path) -> N
         text=True,
     )
     try:
-        wait_until(pid_file.exists, timeout=60, what="sleepy started")
-        child = int(pid_file.read_text())
+        child = int(
+            wait_until(
+                lambda: pid_file.exists() and pid_file.read_text().strip(),
+                timeout=60,
+                what="sleepy started",
+            )
+        )
         db = Database.open(home / "bastion.db", StoreConfig(), name="check")
         try:
             wait_until(

@@ -175,3 +175,49 @@ def test_probe_kinds_against_real_sockets_and_commands(tmp_path: Path) -> None:
     assert "exit 4" in bad_exec.detail
     assert not slow_exec.ok
     assert "timed out" in slow_exec.detail
+
+
+class JumpingWallClock:
+    """The wall clock of a machine that slept for an hour once ``jump`` is set."""
+
+    def __init__(self) -> None:
+        self.jumped = False
+
+    def __call__(self) -> float:
+        import time
+
+        return time.time() + (3600.0 if self.jumped else 0.0)
+
+
+def test_clock_jump_after_sleep_reprobes_every_service(db: Database, tmp_path: Path) -> None:
+    marks = tmp_path / "probed"
+    spec = kid(
+        "sleepy",
+        "sleeper",
+        health={
+            "liveness": {
+                "kind": "exec",
+                "command": ["/bin/sh", "-c", f"echo probe >> {marks}"],
+                "interval_s": 3600,  # would not probe again within this test
+            }
+        },
+    )
+    clock = JumpingWallClock()
+
+    async def scenario() -> None:
+        sup = Supervisor(db, [spec], wall_clock=clock, clock_tick_s=0.05)
+        await sup.open()
+        await sup.start("sleepy")
+        await sup.wait_state("sleepy", S.RUNNING)
+        assert not marks.exists()
+        clock.jumped = True
+        await asyncio.to_thread(wait_until, marks.exists, timeout=30, what="re-probe")
+        await sup.close()
+
+    run(scenario)
+    assert marks.read_text() == "probe\n"
+    jumps = db.query(
+        "SELECT json_extract(data, '$.jump_s') FROM events WHERE kind = 'supervisor.clock_jump'"
+    )
+    assert len(jumps) == 1
+    assert jumps[0][0] > 3000

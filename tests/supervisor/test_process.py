@@ -24,20 +24,23 @@ from bastion.supervisor.process import (
     stop_child,
     sweep,
 )
-from bastion.supervisor.spec import StopSpec, parse_spec
+from bastion.supervisor.spec import ServiceSpec, StopSpec, parse_spec
 from tests.helpers import wait_until
 
 KIDS = str(Path(__file__).with_name("kids.py"))
 pytestmark = pytest.mark.posix
 
 
-def spec(*args: str, **extra: object):  # type: ignore[no-untyped-def]
+def spec(*args: str, **extra: object) -> ServiceSpec:
     return parse_spec("kid", {"argv": [sys.executable, KIDS, *args], **extra})
 
 
 def read_pid(path: Path) -> int:
-    wait_until(path.exists, timeout=20, what=f"{path.name} written")
-    return int(path.read_text())
+    # Children write these files without an atomic rename: wait for the whole number.
+    text = wait_until(
+        lambda: path.exists() and path.read_text().strip(), timeout=20, what=f"{path.name} written"
+    )
+    return int(text)
 
 
 def test_sigterm_ignorer_is_killed_after_the_grace(tmp_path: Path) -> None:

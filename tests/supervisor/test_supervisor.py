@@ -170,8 +170,14 @@ def test_double_forker_leaves_nothing_after_stop(db: Database, tmp_path: Path) -
 async def _read(path: Path) -> str:
     import asyncio
 
-    await asyncio.to_thread(wait_until, path.exists, timeout=20, what=str(path))
-    return path.read_text()
+    return str(
+        await asyncio.to_thread(
+            wait_until,
+            lambda: path.exists() and path.read_text().strip(),
+            timeout=20,
+            what=str(path),
+        )
+    )
 
 
 SUPERVISOR_PROGRAM = """
@@ -196,8 +202,13 @@ def test_orphans_of_a_kill_9_supervisor_are_swept_by_the_next(db: Database, tmp_
     program = SUPERVISOR_PROGRAM.format(db=str(db.path), kids=KIDS, pid=str(pid_file))
     daemon = subprocess.Popen([sys.executable, "-c", textwrap.dedent(program)])
     try:
-        wait_until(pid_file.exists, timeout=30, what="grandchild started")
-        grandchild = int(pid_file.read_text())
+        grandchild = int(
+            wait_until(
+                lambda: pid_file.exists() and pid_file.read_text().strip(),
+                timeout=30,
+                what="grandchild started",
+            )
+        )
         # The crashed daemon recorded the grandchild (pid + create time) before it died.
         wait_until(
             lambda: db.scalar(

@@ -181,8 +181,13 @@ class Supervisor:
         daemon_env: Mapping[str, str] | None = None,
         backups_dir: Path | None = None,
         rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        clock_tick_s: float = 1.0,
     ) -> None:
         self._db = db
+        #: Only the sleep/wake watch reads these two; tests inject a wall clock that jumps.
+        self._wall = wall_clock
+        self._clock_tick_s = clock_tick_s
         self._journal = Journal(db)
         self._secrets = secrets
         self._cfg = config or SupervisorConfig()
@@ -446,10 +451,10 @@ class Supervisor:
     async def _watch_clock(self) -> None:
         # Sleep/wake: the monotonic clock stops while the machine sleeps, the wall clock
         # does not. A jump between them means every probe result is stale: probe now.
-        drift = time.time() - time.monotonic()
+        drift = self._wall() - time.monotonic()
         while True:
-            await asyncio.sleep(1.0)
-            now_drift = time.time() - time.monotonic()
+            await asyncio.sleep(self._clock_tick_s)
+            now_drift = self._wall() - time.monotonic()
             if abs(now_drift - drift) > CLOCK_JUMP_S:
                 for svc in self._services.values():
                     if svc.monitor is not None:
