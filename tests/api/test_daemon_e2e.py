@@ -7,14 +7,19 @@ import json
 import os
 import signal
 import socket
+import sys
 from pathlib import Path
 
 import pytest
 
+from bastion.app import Home
 from bastion.client import DaemonClient
+from bastion.config import load_config
+from bastion.demo import seed_services
 from bastion.errors import DaemonAlreadyRunning, Unauthorized
 from bastion.runfiles import pid_alive
 
+from ..helpers import wait_until
 from .daemon_process import RunningDaemon
 
 pytestmark = [pytest.mark.posix, pytest.mark.slow]
@@ -34,6 +39,7 @@ def _raw(port: int, request: bytes, host: str = "127.0.0.1") -> bytes:
 
 def test_serve_handshake_routes_and_graceful_sigterm(tmp_path: Path) -> None:
     home = tmp_path / "home"
+    seed_services(load_config(home, env={}), python=sys.executable, worker_interval=0.2)
     daemon = RunningDaemon(home)
     try:
         hs = daemon.handshake
@@ -75,6 +81,24 @@ def test_serve_handshake_routes_and_graceful_sigterm(tmp_path: Path) -> None:
         )
         assert raw.split(b"\r\n", 1)[0] in {b"HTTP/1.1 403 Forbidden", b"HTTP/1.1 400 Bad Request"}
 
+        # The demo services were auto-started; tail the worker's output over SSE.
+        client = daemon.client
+        wait_until(
+            lambda: {s["state"] for s in client.get("/v1/services")["items"]} == {"running"},
+            timeout=60,
+            what="both demo services running",
+        )
+        pids = [s["pid"] for s in client.get("/v1/services")["items"]]
+        with client.stream(
+            "/v1/services/demo-worker/logs/stream", query={"backlog": 1}, timeout=30
+        ) as stream:
+            first = next(stream)
+            assert first.event == "log"
+            assert first.json()["source"] == "demo-worker"
+            later = next(stream)
+            assert int(later.id) > int(first.id)
+            assert later.json()["message"].startswith("worker: tick")
+
         # A second daemon for the same home is refused, naming the first.
         second = RunningDaemonExpectingFailure(home)
         assert second.returncode == 69
@@ -82,6 +106,14 @@ def test_serve_handshake_routes_and_graceful_sigterm(tmp_path: Path) -> None:
 
         assert daemon.terminate(signal.SIGTERM) == 0
         assert not handshake_file.exists()
+        # Services were stopped by the daemon (not orphaned), and it says so in the events.
+        assert not any(pid_alive(pid) for pid in pids)
+        with Home.open(load_config(home, env={})) as h:
+            stops = h.events.query(kind="service.transition", limit=100).items
+            assert {e.subject for e in stops if (e.data or {}).get("to") == "stopped"} == {
+                "demo-echo",
+                "demo-worker",
+            }
         log = daemon.log()
         assert "shutting down" in log
         assert "Traceback" not in log
