@@ -163,11 +163,15 @@ def _apply_one(
     m: Migration,
     previous: str | None,
     sink: EventSink | None,
-) -> AppliedMigration:
-    """Apply ``m`` and record it. Raises ``_StepFailed`` saying whether the file changed."""
+) -> AppliedMigration | None:
+    """Apply ``m`` and record it; ``None`` if another process applied it first (it is checked
+    again under the write lock: two processes opening one home at once both migrate).
+    Raises ``_StepFailed`` saying whether the file changed."""
     started = time.monotonic()
     orphans: dict[str, int] = {}
     if not m.transactional:
+        if _recorded(conn, ns, m):
+            return None
         # Outside a transaction each statement commits on its own: a failure part-way leaves
         # the earlier ones applied, and only the pre-migration backup can undo them.
         before = (conn.total_changes(), conn.pragma("schema_version"))
@@ -185,6 +189,9 @@ def _apply_one(
         try:
             conn.execute("BEGIN IMMEDIATE")
             tx = WriteTx(conn)
+            if _recorded(conn, ns, m):  # another process ran the same steps meanwhile
+                conn.execute("COMMIT")
+                return None
             duration = (time.monotonic() - started) * 1000
             _record(tx, ns, m, previous, duration)
             if sink is not None:
@@ -202,6 +209,9 @@ def _apply_one(
     try:
         conn.execute("BEGIN IMMEDIATE")
         tx = WriteTx(conn)
+        if _recorded(conn, ns, m):
+            conn.execute("ROLLBACK")
+            return None
         orphans = normalize_orphans(tx, m.orphans)
         _run_body(tx, m)
         if m.foreign_keys_off:
@@ -230,6 +240,14 @@ def _apply_one(
         if m.foreign_keys_off:
             conn.pragma("foreign_keys", fk_before)
     return AppliedMigration(ns, m.id, (time.monotonic() - started) * 1000, orphans)
+
+
+def _recorded(conn: apsw.Connection, ns: str, m: Migration) -> bool:
+    return bool(
+        conn.execute(
+            f"SELECT 1 FROM {HISTORY_TABLE} WHERE namespace = ? AND id = ?", (ns, m.id)
+        ).fetchall()
+    )
 
 
 def _rollback(conn: apsw.Connection) -> None:
@@ -469,7 +487,9 @@ class Migrator:
             previous = max(history, key=lambda r: _number(r.id)).id if history else None
             for m in plan.pending:
                 try:
-                    applied.append(_apply_one(conn, ns.name, m, previous, sink))
+                    done = _apply_one(conn, ns.name, m, previous, sink)
+                    if done is not None:
+                        applied.append(done)
                 except _StepFailed as failed:
                     raise self._failure(conn, ns, m, failed, backup) from failed.error
                 previous = m.id
