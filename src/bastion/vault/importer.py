@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from bastion.vault import Vault
 
 __all__ = [
+    "EnvEntry",
     "ImportItem",
     "ImportReport",
     "detect_format",
