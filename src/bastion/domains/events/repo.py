@@ -15,7 +15,7 @@ from bastion.domains.events import queries as q
 from bastion.store.engine import Row, WriteTx
 from bastion.store.repo import Page, Repo, Where, from_json, paginate, to_json
 
-__all__ = ["Event", "EventsRepo", "event_sink"]
+__all__ = ["Event", "EventsRepo", "emit_tx", "event_sink"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
