@@ -1,0 +1,179 @@
+"""A Python script playing the agent desktop app (seed 000) against ``bastion serve``.
+
+    python -m examples.agent_desktop.desktop --home /tmp/aios [--mcp-port 8931]
+
+What a Tauri shell does at launch and exit, step by step:
+
+1. ``bastion init`` the app's home (idempotent), and declare the MCP server as a service
+   (``services/aios-search.toml``, its API key a ``secret:`` reference);
+2. spawn ``bastion serve --port 0``; read the handshake (first stdout line: pid, port) and
+   the bearer token (``run/token``, 0600);
+3. migrate the app's tables (namespace ``agent_desktop``: runs, messages) and create a run
+   with its first messages in one transaction;
+4. store the search API key through the secrets IPC commands (``set_secret``, then
+   ``get_secrets``: names only);
+5. start the MCP server through the API, wait for it to be running (its startup probe is an
+   MCP ping), then ping it ourselves with an MCP client and call its tools; record the tool
+   result as a message of the run;
+6. stop the server, SIGTERM the daemon, and check it left nothing behind.
+
+It prints one JSON report on stdout. The key is read from ``$AIOS_SEARCH_API_KEY`` and never
+printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bastion.app import Home
+from bastion.client import DaemonClient
+from bastion.config import Config, load_config
+from bastion.runfiles import TOKEN_FILE, read_token
+from examples.agent_desktop.ipc import SecretsIpc
+from examples.agent_desktop.repo import RunsRepo, namespace
+from examples.agent_desktop.services import MCP_SERVICE, SEARCH_KEY, install_mcp_service, mcp_url
+
+__all__ = ["main"]
+
+KEY_ENV = "AIOS_SEARCH_API_KEY"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _bastion(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bastion", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
+def _wait_service(client: DaemonClient, state: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status: dict[str, Any] = client.get(f"/v1/services/{MCP_SERVICE}")
+        if status["state"] == state:
+            return status
+        if status["state"] in {"failed", "open"} or time.monotonic() > deadline:
+            raise RuntimeError(f"{MCP_SERVICE} is {status['state']}: {status['reason']}")
+        time.sleep(0.1)
+
+
+async def _talk_to_mcp(url: str) -> dict[str, Any]:
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with streamable_http_client(url) as streams:  # noqa: SIM117 - nested streams
+        async with ClientSession(streams[0], streams[1]) as session:
+            await session.initialize()
+            await session.send_ping()
+            status = await session.call_tool("key_status", {})
+            found = await session.call_tool("search", {"query": "bastion"})
+    return {
+        "ping": "ok",
+        "key_status": status.structured_content,
+        "search": found.structured_content,
+    }
+
+
+def run(cfg: Config, mcp_port: int, key: str) -> dict[str, Any]:
+    env = {**os.environ, "BASTION_HOME": str(cfg.home)}
+    report: dict[str, Any] = {"home": str(cfg.home)}
+
+    _bastion("init", "--json", env=env)  # 1
+    install_mcp_service(cfg, mcp_port)
+
+    daemon = subprocess.Popen(  # 2
+        [sys.executable, "-m", "bastion", "serve", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert daemon.stdout is not None
+        handshake = json.loads(daemon.stdout.readline())
+        report["daemon"] = {"pid": handshake["pid"], "port": handshake["port"]}
+        client = DaemonClient(handshake["port"], read_token(cfg.run_dir / TOKEN_FILE))
+        report["health"] = client.get("/health")
+
+        with Home.open(cfg) as home:  # 3
+            home.migrator().migrate([namespace()])
+            runs = RunsRepo(home.db)
+            the_run, _ = runs.create_run(
+                "Find bastion's docs",
+                [("system", "You are a research agent."), ("user", "Find bastion's docs.")],
+            )
+
+            secrets = SecretsIpc(client, cfg)  # 4
+            secrets.set_secret(SEARCH_KEY, key)
+            report["get_secrets"] = secrets.get_secrets()
+
+            client.post(f"/v1/services/{MCP_SERVICE}/start")  # 5
+            running = _wait_service(client, "running")
+            report["service"] = {
+                "state": running["state"],
+                "reason": running["reason"],
+                "pid": running["pid"],
+                "secret_names": running["secret_names"],
+            }
+            report["mcp"] = asyncio.run(_talk_to_mcp(mcp_url(mcp_port)))
+            runs.add_message(the_run.id, "tool", json.dumps(report["mcp"]["search"]))
+            runs.add_message(the_run.id, "assistant", "Found 3 results.")
+            runs.set_status(the_run.id, "completed")
+            done = runs.get_run(the_run.id)
+            report["run"] = {
+                "id": the_run.id,
+                "status": done.status if done else None,
+                "messages": [m.role for m in runs.messages(the_run.id)],
+            }
+
+        stopped = client.post(f"/v1/services/{MCP_SERVICE}/stop")  # 6
+        report["service_stopped"] = {"state": stopped["state"], "reason": stopped["reason"]}
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+    report["daemon_exit"] = daemon.returncode
+    report["handshake_left"] = (cfg.run_dir / "daemon.json").exists()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="desktop", description=__doc__.splitlines()[0])
+    parser.add_argument("--home", required=True, type=Path, help="The app's bastion home.")
+    parser.add_argument("--mcp-port", type=int, default=0, help="Port for the MCP server.")
+    args = parser.parse_args(argv)
+    key = os.environ.get(KEY_ENV)
+    if not key:
+        print(f"set {KEY_ENV} to the search provider's API key", file=sys.stderr)
+        return 2
+    cfg = load_config(args.home)
+    report = run(cfg, args.mcp_port or _free_port(), key)
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return 0 if report["daemon_exit"] == 0 and not report["handshake_left"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The MCP server declared as a bastion service: a TOML file in ``<home>/services/``.
+
+The daemon reads ``services/*.toml`` when it starts (each validated before anything runs).
+The spec gives the server its API key from the vault as an environment variable, resolved at
+each start and never written anywhere else; the child's environment is otherwise empty but for
+what the spec declares. Health is an MCP ``ping`` over streamable HTTP: the startup probe
+waits for the server to answer, the liveness probe restarts it if it stops answering.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from bastion.config import Config
+from examples.agent_desktop.ipc import SCOPE
+
+__all__ = ["MCP_SERVICE", "SEARCH_KEY", "install_mcp_service", "mcp_service_toml", "mcp_url"]
+
+MCP_SERVICE = "aios-search"
+#: The vault name of the search provider's API key (scope ``aios``).
+SEARCH_KEY = "search_api_key"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def mcp_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/mcp"
+
+
+def mcp_service_toml(port: int, *, python: str = sys.executable) -> str:
+    """The spec text. Strings are written with ``json.dumps`` (a valid TOML basic string)."""
+    argv = [python, "-m", "examples.agent_desktop.mcp_server", "--port", str(port)]
+    url = json.dumps(mcp_url(port))
+    return f"""# The agent desktop's search MCP server (seed 000, phase 02-03: MCP lifecycle).
+argv = [{", ".join(json.dumps(a) for a in argv)}]
+cwd = {json.dumps(str(ROOT))}
+autostart = false
+env = {{ PYTHONUNBUFFERED = "1" }}
+secrets = {{ SEARCH_API_KEY = "secret:{SCOPE}/{SEARCH_KEY}" }}
+
+[health.startup]
+kind = "mcp"
+transport = "http"
+url = {url}
+interval_s = 0.3
+timeout_s = 2.0
+failure_threshold = 60
+
+[health.liveness]
+kind = "mcp"
+transport = "http"
+url = {url}
+interval_s = 10.0
+timeout_s = 5.0
+failure_threshold = 2
+
+[restart]
+policy = "on-failure"
+
+[stop]
+signal = "SIGTERM"
+grace_s = 5.0
+"""
+
+
+def install_mcp_service(cfg: Config, port: int) -> Path:
+    """Write ``services/aios-search.toml`` atomically (0600); the daemon reads it at start."""
+    target = cfg.services_dir / f"{MCP_SERVICE}.toml"
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(mcp_service_toml(port))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
