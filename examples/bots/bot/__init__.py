@@ -1,0 +1,1 @@
+"""Bots: the identity rows (``queries`` = SQL and builders, ``repo`` = typed access)."""

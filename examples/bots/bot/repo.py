@@ -1,0 +1,143 @@
+"""Typed access to bots: frozen dataclasses in and out, never raw rows.
+
+Errors are bastion's: a taken slug is ``Conflict`` (the UNIQUE constraint, translated by the
+store), an update or delete of an unknown id is ``NotFound`` (0 rows changed), an unknown
+filter or sort key is ``ValueError`` naming the allowed ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from typing import Literal
+
+from bastion.store import Row, WriteTx
+from bastion.store.repo import Page, Repo, Where, paginate
+from examples.bots.bot import queries as q
+
+__all__ = ["Bot", "BotChanges", "BotRepo", "BotStatus", "NewBot"]
+
+BotStatus = Literal["active", "disabled", "archived"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewBot:
+    slug: str
+    name: str
+    description: str = ""
+    status: BotStatus = "active"
+    category: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BotChanges:
+    """A partial update: fields left ``None`` keep their value."""
+
+    slug: str | None = None
+    name: str | None = None
+    description: str | None = None
+    status: BotStatus | None = None
+    category: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bot:
+    id: str
+    slug: str
+    name: str
+    description: str
+    status: BotStatus
+    category: str | None
+    version_count: int
+    created_at: float
+    updated_at: float
+    last_active_at: float | None
+
+
+def _bot(row: Row) -> Bot:
+    return Bot(*row)
+
+
+class BotRepo(Repo):
+    """Mutations go through the writer (``db.write``), reads through the reader pool."""
+
+    def create(self, new: NewBot) -> Bot:
+        bot_id = str(uuid.uuid4())
+        now = time.time()
+
+        def unit(tx: WriteTx) -> Row | None:
+            tx.execute(
+                q.INSERT,
+                (bot_id, new.slug, new.name, new.description, new.status, new.category, now, now),
+            )
+            return tx.query_one(q.GET, (bot_id,))
+
+        row = self.db.write(unit)
+        assert row is not None  # inserted in the same unit
+        return _bot(row)
+
+    def get(self, bot_id: str) -> Bot | None:
+        row = self.db.query_one(q.GET, (bot_id,))
+        return None if row is None else _bot(row)
+
+    def get_by_slug(self, slug: str) -> Bot | None:
+        row = self.db.query_one(q.GET_BY_SLUG, (slug,))
+        return None if row is None else _bot(row)
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        category: str | None = None,
+        sort: str | None = None,
+        direction: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[Bot]:
+        """One page (offset pagination with the total count), filtered and sorted by
+        whitelisted keys only."""
+        where = Where(q.FILTERS).eq("status", status).eq("category", category)
+        return paginate(
+            self.db,
+            select=q.COLUMNS,
+            table=q.TABLE,
+            where=where,
+            sort=q.SORT,
+            sort_key=sort,
+            direction=direction,
+            make=_bot,
+            limit=limit,
+            offset=offset,
+        )
+
+    def update(self, bot_id: str, changes: BotChanges) -> Bot:
+        def unit(tx: WriteTx) -> Row | None:
+            tx.execute_one(
+                q.UPDATE,
+                (
+                    changes.slug,
+                    changes.name,
+                    changes.description,
+                    changes.status,
+                    changes.category,
+                    time.time(),
+                    bot_id,
+                ),
+                entity="bot",
+                key=bot_id,
+            )
+            return tx.query_one(q.GET, (bot_id,))
+
+        row = self.db.write(unit)
+        assert row is not None  # updated in the same unit
+        return _bot(row)
+
+    def touch(self, bot_id: str) -> None:
+        self.db.write(
+            lambda tx: tx.execute_one(q.TOUCH, (time.time(), bot_id), entity="bot", key=bot_id)
+        )
+
+    def delete(self, bot_id: str) -> None:
+        """Soul versions go with the bot (ON DELETE CASCADE); secrets do not (see store)."""
+        self.db.write(lambda tx: tx.execute_one(q.DELETE, (bot_id,), entity="bot", key=bot_id))
