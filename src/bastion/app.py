@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,8 @@ class Home:
     _vault: Any = dataclasses.field(default=None, init=False, repr=False)
     #: Set when the open-time check failed and ``store.on_corrupt = "recover"`` ran.
     recovery: Any = None
+    #: An app's own migration namespaces in ``bastion.db``, migrated and reported with ``core``.
+    app_namespaces: tuple[Namespace, ...] = ()
 
     @classmethod
     def init(cls, config: Config | None = None) -> Home:
@@ -57,18 +60,27 @@ class Home:
 
     @classmethod
     def open(
-        cls, config: Config | None = None, *, create: bool = True, migrate: bool = True
+        cls,
+        config: Config | None = None,
+        *,
+        create: bool = True,
+        migrate: bool = True,
+        namespaces: Iterable[Namespace] = (),
     ) -> Home:
-        """Open the home; with ``migrate`` (the default) apply pending ``core`` migrations
-        (pre-migration backup to ``backups/``). A bad migration history refuses to open;
-        ``migrate=False`` opens as is (``bastion db status``/``db migrate`` use it)."""
+        """Open the home; with ``migrate`` (the default) apply pending migrations of ``core``
+        and of the app's ``namespaces`` (pre-migration backup to ``backups/``). A bad
+        migration history refuses to open; ``migrate=False`` opens as is (``bastion db
+        status``/``db migrate`` use it)."""
         cfg = config or load_config()
+        app_namespaces = tuple(namespaces)
         if not cfg.home.is_dir():
             if not create:
                 raise StoreOpenError(f"{cfg.home} does not exist", hint="Run `bastion init` first.")
-            return cls.init(cfg)
+            if not app_namespaces:
+                return cls.init(cfg)
+            cls.init(cfg).close()
         db, recovery = _open_checked(cfg)
-        home = cls(config=cfg, db=db, recovery=recovery)
+        home = cls(config=cfg, db=db, recovery=recovery, app_namespaces=app_namespaces)
         if migrate:
             try:
                 home.migrator().migrate(home.namespaces())
@@ -80,10 +92,11 @@ class Home:
     # --- schema and built-in tables (bastion.domains) ---------------------------------
 
     def namespaces(self) -> list[Namespace]:
-        """Migration namespaces of ``bastion.db`` (the ``core`` built-in tables)."""
+        """Migration namespaces of ``bastion.db``: ``core`` (the built-in tables), then the
+        app's own given to :meth:`open`."""
         from bastion.domains import core_namespace
 
-        return [core_namespace()]
+        return [core_namespace(), *self.app_namespaces]
 
     def migrator(self) -> Migrator:
         """A ``Migrator`` for ``bastion.db``: backups to ``backups/``, events to ``events``."""
