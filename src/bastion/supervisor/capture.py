@@ -230,9 +230,14 @@ class LogCapture:
             self.stored += len(batch)
         self._queued_lines -= taken
 
-    async def close(self) -> None:
-        """Wait for EOF on every attached pipe, then store what is left (drops included)."""
+    async def close(self, eof_timeout: float | None = None) -> None:
+        """Wait for EOF on every attached pipe (at most ``eof_timeout``: a process outside
+        the child's tree may hold a pipe open), then store everything read, drops included.
+        Storing is never cut short: lines already read are not lost to a timeout."""
         if self._readers:
+            _done, pending = await asyncio.wait(self._readers, timeout=eof_timeout)
+            for task in pending:
+                task.cancel()
             await asyncio.gather(*self._readers, return_exceptions=True)
         self._closing = True
         self._wake.set()

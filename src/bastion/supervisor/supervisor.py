@@ -640,11 +640,9 @@ class Supervisor:
         if run.channel is not None:
             await run.channel.close()
         if run.capture is not None:
-            try:
-                await asyncio.wait_for(run.capture.close(), CAPTURE_DRAIN_S + svc.spec.stop.grace_s)
-            except TimeoutError:
-                # Something outside the group still holds the pipe open; do not wait on it.
-                await run.capture.abort()
+            # The group is gone; a pipe still open after CAPTURE_DRAIN_S is held by something
+            # outside it, so stop reading then, but store everything read so far.
+            await run.capture.close(eof_timeout=CAPTURE_DRAIN_S)
         svc.run = None
         await asyncio.to_thread(self._journal.record_end, run.process_id, code)
 
