@@ -142,3 +142,30 @@ def test_flood_past_the_buffer_is_counted_never_silent(db: Database) -> None:
     for stream in ("stdout", "stderr"):
         numbers = [int(m.split()[1]) for s, m in rows if s == stream and not m.startswith("[")]
         assert numbers == sorted(numbers)
+
+
+class BrokenSecrets:
+    """A SecretSource that breaks its contract: raises a plain exception quoting its input."""
+
+    def resolve(self, scope: str, name: str) -> str:
+        raise RuntimeError(f"backend exploded near {SENTINEL}")
+
+
+def test_a_secret_source_that_breaks_its_contract_fails_the_service_quietly(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = kid("victim", "sleeper", secrets={"K": "secret:global/k"})
+
+    async def scenario() -> str:
+        sup = Supervisor(db, [spec], secrets=BrokenSecrets())
+        await sup.open()
+        await sup.start("victim")
+        status = await sup.wait_state("victim", S.FAILED)
+        await sup.close()
+        return status.reason
+
+    reason = run(scenario)
+    assert reason == "secret source failed: RuntimeError"
+    assert SENTINEL not in caplog.text
+    stored = "\n".join(str(row) for row in db.query("SELECT * FROM events"))
+    assert SENTINEL not in stored

@@ -316,6 +316,17 @@ class Supervisor:
         svc.task = asyncio.get_running_loop().create_task(
             self._supervise(svc, resume_open=resume_open), name=f"supervise:{svc.spec.name}"
         )
+        svc.task.add_done_callback(functools.partial(self._supervise_done, svc))
+
+    def _supervise_done(self, svc: _Service, task: asyncio.Task[None]) -> None:
+        # A bug in the loop must not leave a service looking alive: record it as FAILED.
+        if task.cancelled() or task.exception() is None:
+            return
+        err = task.exception()
+        log.error("supervisor loop of %s crashed", svc.spec.name, exc_info=err)
+        svc.state, svc.since = S.FAILED, time.time()
+        svc.reason = f"supervisor error: {type(err).__name__}"
+        self._save(svc)
 
     async def stop(self, name: str) -> ServiceStatus:
         """Stop ``name`` (signal, grace, SIGKILL to the group) and wait until it is STOPPED."""
@@ -559,6 +570,12 @@ class Supervisor:
         except BastionError as err:
             # A missing secret or program will not fix itself by restarting in a loop.
             self._set(svc, S.FAILED, err.message, code=err.code)  # STARTING -> FAILED
+            return None
+        except Exception as err:
+            # A SecretSource broke its contract (not a BastionError). Its message may quote
+            # what it was given, so only the type is kept.
+            log.error("service %s: secret source failed with %s", spec.name, type(err).__name__)
+            self._set(svc, S.FAILED, f"secret source failed: {type(err).__name__}")
             return None
         svc.secret_names = tuple(sorted(values))
         svc.ready = None
