@@ -221,3 +221,39 @@ def test_clock_jump_after_sleep_reprobes_every_service(db: Database, tmp_path: P
     )
     assert len(jumps) == 1
     assert jumps[0][0] > 3000
+
+
+def test_readiness_reports_without_restarting(db: Database, tmp_path: Path) -> None:
+    flag = tmp_path / "ready"
+    spec = kid(
+        "worker",
+        "sleeper",
+        health={
+            "readiness": {
+                "kind": "exec",
+                "command": ["/bin/sh", "-c", f"test -e {flag}"],
+                "interval_s": 0.05,
+                "failure_threshold": 2,
+            },
+            "liveness": {"kind": "process", "interval_s": 0.05},
+        },
+    )
+
+    async def scenario() -> None:
+        sup = Supervisor(db, [spec])
+        await sup.open()
+        await sup.start("worker")
+        await sup.wait_state("worker", S.RUNNING)
+        await asyncio.to_thread(
+            wait_until, lambda: sup.status("worker").ready is False, timeout=30, what="not ready"
+        )
+        flag.write_text("")
+        await asyncio.to_thread(
+            wait_until, lambda: sup.status("worker").ready is True, timeout=30, what="ready"
+        )
+        status = sup.status("worker")
+        assert status.state == "running"
+        assert status.attempt == 0  # readiness never restarts
+        await sup.close()
+
+    run(scenario)
