@@ -245,6 +245,30 @@ BACKUPER = textwrap.dedent(
 )
 
 
+MIGRATOR = textwrap.dedent(
+    """
+    import itertools, sys, time
+    from bastion.config import StoreConfig
+    from bastion.errors import StoreError
+    from bastion.store import Database
+    from bastion.store.migrations import Migration, Migrator, Namespace
+    db = Database.open(sys.argv[1], StoreConfig(busy_timeout_ms=60000), name="storm")
+    try:
+        done = db.query("SELECT namespace FROM schema_migrations WHERE namespace LIKE 'storm%'")
+    except StoreError:
+        done = []
+    start = 1 + max([int(ns[5:]) for (ns,) in done] or [0])
+    for n in itertools.count(start):
+        ns = Namespace(f"storm{n}", [Migration.sql("0001_copy", (
+            f"CREATE TABLE mig_{n}(id INTEGER PRIMARY KEY, seq INTEGER);"
+            f"INSERT INTO mig_{n}(seq) SELECT seq FROM acks LIMIT 200;"
+            f"CREATE INDEX mig_{n}_seq ON mig_{n}(seq);"))])
+        Migrator(db, None).migrate([ns])
+        time.sleep(0.25)  # pacing, not waiting: a migration now and then, as in real life
+    """
+)
+
+
 def _acks(path: Path) -> list[int]:
     try:
         text = path.read_text()
@@ -270,9 +294,13 @@ def test_kill_9_storm_loses_no_acknowledged_write(tmp_path: Path) -> None:
     script.write_text(WRITER)
     backuper = tmp_path / "backuper.py"
     backuper.write_text(BACKUPER)
+    migrator = tmp_path / "migrator.py"
+    migrator.write_text(MIGRATOR)
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
 
     def spawn(wid: int) -> subprocess.Popen[bytes]:
+        if wid == 5:
+            return subprocess.Popen([sys.executable, str(migrator), str(db_path)], env=env)
         if wid == 4:
             return subprocess.Popen(
                 [sys.executable, str(backuper), str(db_path), str(backups)], env=env
@@ -282,24 +310,24 @@ def test_kill_9_storm_loses_no_acknowledged_write(tmp_path: Path) -> None:
             [sys.executable, str(script), str(db_path), str(wid), str(ack)], env=env
         )
 
-    procs = {wid: spawn(wid) for wid in range(5)}
+    procs = {wid: spawn(wid) for wid in range(6)}
     started_at = {wid: 0 for wid in range(4)}
     rnd = random.Random(20261123)
     kills = 0
     try:
         while kills < 200:
-            # One kill in ten lands on the process taking backups, the rest on writers.
-            wid = 4 if kills % 10 == 9 else rnd.randrange(4)
-            if wid < 4:
-                # Kill mid-stream: this incarnation has acknowledged writes and is writing more.
-                floor = started_at[wid]
-                wait_until(
-                    lambda w=wid, f=floor: (
-                        len(_acks(tmp_path / f"ack-{w}.txt")) > f + rnd.randrange(3)
-                    ),
-                    timeout=120,
-                    what=f"writer {wid} to acknowledge writes",
-                )
+            # One kill in ten lands on the process taking backups, one in ten on the one
+            # running migrations, the rest on the writers.
+            wid = {9: 4, 4: 5}.get(kills % 10, -1)
+            if wid == -1:
+                # Kill mid-stream: a writer whose current incarnation has acknowledged writes
+                # and is writing more (restarted ones boot in parallel meanwhile).
+                def ready() -> list[int]:
+                    return [
+                        w for w in range(4) if len(_acks(tmp_path / f"ack-{w}.txt")) > started_at[w]
+                    ]
+
+                wid = rnd.choice(wait_until(ready, timeout=120, what="a writer to acknowledge"))
             procs[wid].send_signal(signal.SIGKILL)
             procs[wid].wait()
             kills += 1
@@ -324,6 +352,23 @@ def test_kill_9_storm_loses_no_acknowledged_write(tmp_path: Path) -> None:
             assert not missing, f"writer {wid}: acknowledged writes lost: {sorted(missing)[:10]}"
     finally:
         conn.close()
+    # Migrations are all-or-nothing with their history row, however they were interrupted.
+    conn = apsw.Connection(str(db_path))
+    try:
+        tables = {
+            str(r[0])
+            for r in conn.execute("SELECT name FROM sqlite_schema WHERE name GLOB 'mig_[0-9]*'")
+        }
+        recorded = {
+            "mig_" + str(r[0])[5:]
+            for r in conn.execute(
+                "SELECT namespace FROM schema_migrations WHERE namespace LIKE 'storm%'"
+            )
+        }
+    finally:
+        conn.close()
+    assert recorded, "no migration completed during the storm"
+    assert {t for t in tables if not t.endswith("_seq")} == recorded
     # Backups cut short by SIGKILL leave no manifest; every backup that has one is good.
     finished = [b for b in list_backups(backups) if b.manifest is not None]
     assert finished, "no backup completed during the storm"
