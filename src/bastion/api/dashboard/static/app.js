@@ -8,8 +8,8 @@
     session: "/dashboard/session",
     logout: "/logout",
     status: "/v1/status",
-    services: "/v1/dashboard/services",
-    service: (name) => `/v1/dashboard/services/${encodeURIComponent(name)}`,
+    services: "/v1/services",
+    service: (name) => `/v1/services/${encodeURIComponent(name)}`,
     logs: "/v1/logs",
     logStream: "/v1/logs/stream",
     secrets: "/v1/secrets",
@@ -281,7 +281,7 @@
     const last = inRange.slice(-12);
     const list = card.querySelector(".transitions");
     list.dataset.count = String(inRange.length);
-    list.replaceChildren(...last.map((e) => el("li", { "data-to": e.to }, timeEl(e.at), `${e.to.replace("_", "-")}`)));
+    list.replaceChildren(...last.map((e) => el("li", { "data-to": e.to, title: e.reason || null }, timeEl(e.at), ` ${e.to.replace("_", "-")}`)));
     svg.setAttribute("aria-label", `State timeline of ${card.dataset.service}: ${inRange.length} changes in the last ${state.range === 3600 ? "hour" : "day"}`);
   }
 

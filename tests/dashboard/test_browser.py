@@ -1,0 +1,179 @@
+"""The dashboard in a real Chromium against a real ``bastion serve`` with real services.
+
+Each test signs in with the link ``bastion dashboard`` prints, drives the page like a user
+(clicks, forms, the keyboard) and checks the result both on the page and through the
+library. Every page is checked for console errors, failed requests, HTTP errors and requests
+to any origin but the daemon's (see ``conftest.PageWatch``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import pytest
+
+from bastion.vault import Vault
+from tests.dashboard.conftest import (
+    SCREENSHOTS,
+    VIEWPORTS,
+    Daemon,
+    PageWatch,
+    Session,
+    login_url,
+)
+from tests.helpers import wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.posix, pytest.mark.slow]
+
+VIEWS = ("services", "logs", "secrets", "database", "activity")
+
+
+def show(page: Any, view: str) -> None:
+    page.click(f'nav a[data-view="{view}"]')
+    page.wait_for_selector(f'body[data-loaded="{view}"]')
+
+
+def card(view_page: Any, name: str) -> Any:
+    return view_page.locator(f'#services li[data-service="{name}"]')
+
+
+def test_sign_in_gives_an_httponly_strict_cookie_and_links_work_once(
+    daemon: Daemon, chromium: Any
+) -> None:
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        watch = PageWatch(daemon.origin)
+        watch.attach(context, page)
+        url = login_url(daemon)
+        page.goto(url)
+        page.wait_for_selector("body[data-loaded]")
+        assert page.url == daemon.origin + "/#services" or page.url == daemon.origin + "/"
+        (cookie,) = context.cookies()
+        assert cookie["name"] == f"bastion_session_{daemon.port}"
+        assert cookie["httpOnly"] is True
+        assert cookie["sameSite"] == "Strict"
+        assert cookie["domain"] == "127.0.0.1"
+        # HttpOnly: the page's own script cannot read it (nor could an injected one).
+        assert page.evaluate("document.cookie") == ""
+        watch.assert_clean()
+
+        # The same link a second time, in a fresh browser profile: refused.
+        other = chromium.new_context()
+        try:
+            second = other.new_page()
+            response = second.goto(url)
+            assert response is not None
+            assert response.status == 401
+            assert "already used" in second.content()
+            assert other.cookies() == []
+            # Without a session no API call succeeds from the page's origin either.
+            status = second.evaluate("fetch('/v1/status').then(r => r.status)")
+            assert status == 401
+        finally:
+            other.close()
+    finally:
+        context.close()
+
+
+def test_page_cannot_be_driven_by_a_forged_request(signed_in: Session, daemon: Daemon) -> None:
+    from bastion.store.backup import list_backups
+
+    page = signed_in.page
+    before = len(list_backups(daemon.config.backups_dir))
+    # A mutation without the CSRF header is refused even with the session cookie.
+    status = page.evaluate(
+        """fetch('/v1/dashboard/backups', {method: 'POST', headers: {'Content-Type':
+        'application/json'}, body: '{}'}).then(r => r.status)"""
+    )
+    assert status == 401
+    # A form-encoded POST (what a cross-site form sends, without a preflight) is refused too.
+    status = page.evaluate(
+        """fetch('/v1/dashboard/backups', {method: 'POST', headers: {'Content-Type':
+        'application/x-www-form-urlencoded'}, body: 'a=b'}).then(r => r.status)"""
+    )
+    assert status in {401, 415}
+    assert len(list_backups(daemon.config.backups_dir)) == before
+    # Both rejections were the point of this test; the browser reports them as errors.
+    signed_in.watch.http_errors.clear()
+    signed_in.watch.console_errors.clear()
+
+
+def test_setting_a_secret_through_the_form_stores_it_and_never_shows_it(
+    signed_in: Session, daemon: Daemon
+) -> None:
+    page = signed_in.page
+    show(page, "secrets")
+    value = "form-value-" + secrets.token_hex(16)
+    page.fill("#secret-name", "DASH_FORM_KEY")
+    page.fill("#secret-value", value)
+    assert page.get_attribute("#secret-value", "type") == "password"
+    page.click("#secret-form button[type=submit]")
+    page.wait_for_selector('#secrets-table tr[data-secret="DASH_FORM_KEY"]')
+    vault = Vault.open(daemon.config, env=daemon.env)
+    try:
+        assert vault.get("DASH_FORM_KEY").reveal() == value
+        # The page shows metadata, never a value: not the new one, not the worker's.
+        html = page.content()
+        assert value not in html
+        assert daemon.sentinel not in html
+        assert page.input_value("#secret-value") == ""
+        # Delete it again, through the confirmation dialog.
+        page.click('#secrets-table tr[data-secret="DASH_FORM_KEY"] button')
+        page.click("#confirm-ok")
+        page.wait_for_selector('#secrets-table tr[data-secret="DASH_FORM_KEY"]', state="detached")
+        assert not vault.exists("DASH_FORM_KEY")
+    finally:
+        vault.close()
+    assert value not in daemon.log()
+
+
+def test_back_up_now_lists_a_verified_backup(signed_in: Session, daemon: Daemon) -> None:
+    from bastion.store.backup import list_backups
+
+    page = signed_in.page
+    show(page, "database")
+    before = {b.path.name for b in list_backups(daemon.config.backups_dir)}
+    page.click("#backup-now")
+    wait_until(
+        lambda: {b.path.name for b in list_backups(daemon.config.backups_dir)} - before,
+        timeout=60,
+        what="a new backup file",
+    )
+    (new,) = {b.path.name for b in list_backups(daemon.config.backups_dir)} - before
+    row = page.locator(f'#backups-table tr[data-backup="{new}"]')
+    row.wait_for()
+    assert row.locator(".verified-yes").inner_text() == "verified"
+    (info,) = [b for b in list_backups(daemon.config.backups_dir, deep=True) if b.path.name == new]
+    assert info.verified
+    assert "WAL size" in page.locator("#db-facts").inner_text()
+
+
+def test_keyboard_reaches_every_view(signed_in: Session) -> None:
+    page = signed_in.page
+    page.focus('nav a[data-view="services"]')
+    for view in VIEWS[1:]:
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.dataset.view") == view
+        page.keyboard.press("Enter")
+        page.wait_for_selector(f'body[data-loaded="{view}"]')
+        assert page.get_attribute(f'nav a[data-view="{view}"]', "aria-current") == "page"
+
+
+@pytest.mark.parametrize("viewport", sorted(VIEWPORTS))
+def test_screenshots_of_every_view(signed_in: Session, viewport: str) -> None:
+    page = signed_in.page
+    width, height = VIEWPORTS[viewport]
+    page.set_viewport_size({"width": width, "height": height})
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for view in VIEWS:
+        show(page, view)
+        # Nothing overflows sideways: every view works at this width.
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"{view} overflows by {overflow}px at {width}x{height}"
+        path = SCREENSHOTS / f"{view}-{width}x{height}.png"
+        page.screenshot(path=str(path), full_page=True)
+        assert path.stat().st_size > 5_000

@@ -1,0 +1,130 @@
+"""The services board and the live log tail in Chromium, against real supervised services.
+
+The module's daemon (``conftest.daemon``) runs three services: ``echo`` (HTTP probe),
+``worker`` (prints a line every 0.5 s, and once the injected secret) and ``crasher`` (exits at
+once; two restarts allowed, then the breaker opens for ten minutes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.dashboard.conftest import SENTINEL_NAME, Daemon, Session
+from tests.helpers import wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.posix, pytest.mark.slow]
+
+
+def show(page: Any, view: str) -> None:
+    page.click(f'nav a[data-view="{view}"]')
+    page.wait_for_selector(f'body[data-loaded="{view}"]')
+
+
+def card(page: Any, name: str) -> Any:
+    return page.locator(f'#services li[data-service="{name}"]')
+
+
+def test_services_listed_with_their_states(signed_in: Session) -> None:
+    page = signed_in.page
+    for name in ("echo", "worker"):
+        page.wait_for_selector(f'#services li[data-service="{name}"][data-state="running"]')
+        badge = card(page, name).locator(".state")
+        assert badge.inner_text().strip().lower() == "running"  # text, not colour alone
+    # The supervisor's reason for the current state is shown next to it.
+    assert card(page, "echo").locator(".reason").inner_text().startswith("running")
+    # Every declared service is on the board, the crash-looper too.
+    names = page.locator("#services li[data-service]").evaluate_all(
+        "items => items.map(i => i.dataset.service)"
+    )
+    assert sorted(names) == ["crasher", "echo", "worker"]
+
+
+def test_crash_looper_shows_backoff_then_open(signed_in: Session) -> None:
+    page = signed_in.page
+    crasher = '#services li[data-service="crasher"]'
+    # Its first crash loop ends with the breaker open (it may be over before the page opened).
+    page.wait_for_selector(f'{crasher}[data-state="open"]', timeout=60_000)
+    # Record every state the board shows from now on, then start it again from the board:
+    # an operator start resets the breaker, and the loop runs once more under our eyes.
+    page.evaluate(
+        """sel => {
+            window.__seen = [];
+            const node = document.querySelector(sel);
+            new MutationObserver(() => window.__seen.push(node.dataset.state))
+                .observe(node, {attributes: true, attributeFilter: ['data-state']});
+        }""",
+        crasher,
+    )
+    page.locator(f'{crasher} button[data-action="start"]').click()
+    page.wait_for_function(
+        "() => window.__seen.includes('backoff') && window.__seen.at(-1) === 'open'",
+        timeout=60_000,
+    )
+    seen = page.evaluate("window.__seen")
+    assert seen.index("backoff") < len(seen) - 1
+    text = page.locator(f"{crasher} .state").inner_text().strip().lower()
+    assert text == "open"
+    assert "half-open in" in page.locator(f"{crasher} .breaker").inner_text()
+    steps = page.locator(f"{crasher} .transitions li").evaluate_all(
+        "items => items.map(i => i.dataset.to)"
+    )
+    assert "backoff" in steps
+    assert steps[-1] == "open"
+
+
+def test_restart_from_the_board_moves_through_states(signed_in: Session) -> None:
+    page = signed_in.page
+    page.wait_for_selector('#services li[data-service="echo"][data-state="running"]')
+    echo = card(page, "echo")
+    before = int(echo.locator(".transitions").get_attribute("data-count") or "0")
+    echo.locator('button[data-action="restart"]').click()
+    wait_until(
+        lambda: int(echo.locator(".transitions").get_attribute("data-count") or "0") >= before + 3,
+        timeout=30,
+        what="the restart's transitions on the timeline",
+    )
+    page.wait_for_selector('#services li[data-service="echo"][data-state="running"]')
+    seen = echo.locator(".transitions li").evaluate_all("items => items.map(i => i.dataset.to)")
+    tail = seen[-3:]
+    assert tail == ["stopping", "starting", "running"] or "stopping" in seen[-4:]
+    assert int(echo.locator(".timeline-svg").get_attribute("data-events") or "0") > before
+
+
+def test_stop_asks_for_confirmation(signed_in: Session) -> None:
+    page = signed_in.page
+    page.wait_for_selector('#services li[data-service="worker"][data-state="running"]')
+    worker = card(page, "worker")
+    worker.locator('button[data-action="stop"]').click()
+    dialog = page.locator("dialog#confirm")
+    assert dialog.is_visible()
+    assert "Stop worker?" in dialog.inner_text()
+    page.keyboard.press("Escape")  # cancel with the keyboard: nothing happens
+    assert not dialog.is_visible()
+    assert worker.get_attribute("data-state") == "running"
+
+
+def test_log_tail_shows_new_lines_with_secrets_redacted(signed_in: Session, daemon: Daemon) -> None:
+    page = signed_in.page
+    show(page, "logs")
+    page.wait_for_selector("#log-status:has-text('Live')")
+    last_id = page.evaluate(
+        "Math.max(0, ...[...document.querySelectorAll('#log-lines li')].map(li => +li.dataset.id || 0))"
+    )
+    # The worker prints a line every 0.5 s: one must arrive over SSE within 2 s.
+    page.wait_for_function(
+        """last => [...document.querySelectorAll('#log-lines li')]
+              .some(li => (+li.dataset.id || 0) > last && li.textContent.includes('worker'))""",
+        arg=last_id,
+        timeout=2_000,
+    )
+    # The worker printed the injected secret at start: only its redaction is on the page.
+    page.select_option("#log-service", "worker")
+    page.fill("#log-q", "api key")
+    page.click("#log-filter button[type=submit]")
+    page.wait_for_selector(f"#log-lines li:has-text('[REDACTED:{SENTINEL_NAME}]')")
+    assert daemon.sentinel not in page.content()
+    # Pause stops new lines from being added.
+    page.click("#log-pause")
+    assert page.get_attribute("#log-pause", "aria-pressed") == "true"
