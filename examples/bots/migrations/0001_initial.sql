@@ -14,10 +14,12 @@ CREATE TABLE bots (
     updated_at REAL NOT NULL,
     last_active_at REAL
 );
-CREATE INDEX idx_bots_status ON bots (status, created_at);
-CREATE INDEX idx_bots_category ON bots (category, created_at);
-CREATE INDEX idx_bots_created ON bots (created_at);
-CREATE INDEX idx_bots_name ON bots (name);
+-- Lists filter by status/category and sort by a whitelisted key with the id as tiebreak
+-- (bastion's Sort makes every order total): the id closes each index so no sort is needed.
+CREATE INDEX idx_bots_status ON bots (status, created_at, id);
+CREATE INDEX idx_bots_category ON bots (category, created_at, id);
+CREATE INDEX idx_bots_created ON bots (created_at, id);
+CREATE INDEX idx_bots_name ON bots (name, id);
 
 -- Every saved soul is a new row; bots.version_count points at the current one.
 CREATE TABLE soul_versions (
