@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from typing import Any
 from bastion.app import Home
 from bastion.client import DaemonClient
 from bastion.config import Config, load_config
-from bastion.runfiles import TOKEN_FILE, read_token
+from examples.agent_desktop.daemon import Daemon
 from examples.agent_desktop.ipc import SecretsIpc
 from examples.agent_desktop.repo import RunsRepo, namespace
 from examples.agent_desktop.services import MCP_SERVICE, SEARCH_KEY, install_mcp_service, mcp_url
@@ -93,25 +92,17 @@ async def _talk_to_mcp(url: str) -> dict[str, Any]:
     }
 
 
-def run(cfg: Config, mcp_port: int, key: str) -> dict[str, Any]:
+def run(cfg: Config, mcp_port: int, key: str, *, log_path: Path | None = None) -> dict[str, Any]:
     env = {**os.environ, "BASTION_HOME": str(cfg.home)}
     report: dict[str, Any] = {"home": str(cfg.home)}
 
     _bastion("init", "--json", env=env)  # 1
     install_mcp_service(cfg, mcp_port)
 
-    daemon = subprocess.Popen(  # 2
-        [sys.executable, "-m", "bastion", "serve", "--port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    daemon = Daemon.spawn(cfg, env=env, log_path=log_path)  # 2
     try:
-        assert daemon.stdout is not None
-        handshake = json.loads(daemon.stdout.readline())
-        report["daemon"] = {"pid": handshake["pid"], "port": handshake["port"]}
-        client = DaemonClient(handshake["port"], read_token(cfg.run_dir / TOKEN_FILE))
+        client = daemon.client
+        report["daemon"] = {"pid": daemon.pid, "port": daemon.handshake["port"]}
         report["health"] = client.get("/health")
 
         with Home.open(cfg) as home:  # 3
@@ -148,14 +139,7 @@ def run(cfg: Config, mcp_port: int, key: str) -> dict[str, Any]:
         stopped = client.post(f"/v1/services/{MCP_SERVICE}/stop")  # 6
         report["service_stopped"] = {"state": stopped["state"], "reason": stopped["reason"]}
     finally:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-    report["daemon_exit"] = daemon.returncode
+        report["daemon_exit"] = daemon.stop()
     report["handshake_left"] = (cfg.run_dir / "daemon.json").exists()
     return report
 
@@ -164,13 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="desktop", description=__doc__.splitlines()[0])
     parser.add_argument("--home", required=True, type=Path, help="The app's bastion home.")
     parser.add_argument("--mcp-port", type=int, default=0, help="Port for the MCP server.")
+    parser.add_argument("--daemon-log", type=Path, help="Append the daemon's log to this file.")
     args = parser.parse_args(argv)
     key = os.environ.get(KEY_ENV)
     if not key:
         print(f"set {KEY_ENV} to the search provider's API key", file=sys.stderr)
         return 2
     cfg = load_config(args.home)
-    report = run(cfg, args.mcp_port or _free_port(), key)
+    report = run(cfg, args.mcp_port or _free_port(), key, log_path=args.daemon_log)
     print(json.dumps(report, indent=2, sort_keys=True))
     return 0 if report["daemon_exit"] == 0 and not report["handshake_left"] else 1
 

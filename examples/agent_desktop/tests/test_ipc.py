@@ -1,0 +1,86 @@
+"""The seed's secrets IPC commands against a real ``bastion serve`` on loopback:
+names-only listing, reveal, set, delete, and the stale-entry cleanup on ``get_secrets``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bastion.app import Home
+from bastion.config import Config, load_config
+from bastion.errors import KeychainUnavailable, VaultError
+from bastion.vault import Vault
+from examples.agent_desktop.daemon import Daemon
+from examples.agent_desktop.ipc import SCOPE, SecretsIpc
+from examples.agent_desktop.tests.conftest import SENTINEL
+
+pytestmark = pytest.mark.posix
+
+
+def test_secrets_commands_behave_as_the_seed(cfg: Config, tmp_path: Path) -> None:
+    Home.init(cfg).close()
+    log = tmp_path / "daemon.log"
+    with Daemon.spawn(cfg, log_path=log) as daemon:
+        ipc = SecretsIpc(daemon.client, cfg)
+        assert ipc.get_secrets() == []
+        ipc.set_secret("openai_api_key", SENTINEL)
+        ipc.set_secret("anthropic_api_key", "sk-ant-other")
+        assert ipc.get_secrets() == ["anthropic_api_key", "openai_api_key"]  # names only
+        raw = daemon.client.get("/v1/secrets", scope=SCOPE)
+        assert SENTINEL not in json.dumps(raw)  # the list route carries no value
+        assert ipc.get_secret("openai_api_key") == SENTINEL  # the audited reveal
+        assert ipc.get_secret("missing_key") is None
+        ipc.set_secret("openai_api_key", "sk-rotated")  # replace: last writer wins
+        assert ipc.get_secret("openai_api_key") == "sk-rotated"
+        assert ipc.delete_secret("openai_api_key") is True
+        assert ipc.delete_secret("openai_api_key") is False
+        assert ipc.get_secrets() == ["anthropic_api_key"]
+    assert daemon.returncode == 0
+    # the daemon's own log never saw a value
+    assert SENTINEL not in log.read_text(encoding="utf-8")
+
+
+@pytest.mark.keychain
+def test_get_secrets_drops_an_entry_deleted_outside_the_app(tmp_path: Path) -> None:
+    """The seed's stale-key cleanup: an item deleted in the keychain behind the app's back
+    (here with libsecret's ``secret-tool``) disappears from the next ``get_secrets``."""
+    service = f"aios-test-{tmp_path.name}"
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    # In bastion.toml, so the daemon, the CLI and this test all use the same keychain service.
+    (home / "bastion.toml").write_text(
+        f'[vault]\nbackend = "keychain"\nservice = "{service}"\n', encoding="utf-8"
+    )
+    cfg = load_config(home, env={})
+    Home.init(cfg).close()
+    try:
+        with Vault.open(cfg) as probe:
+            probe.set("probe", "x", scope=SCOPE)
+            probe.delete("probe", scope=SCOPE)
+    except (KeychainUnavailable, VaultError) as err:
+        pytest.skip(f"no usable Secret Service: {err.message}")
+    with Daemon.spawn(cfg, env=_without_vault_overrides()) as daemon:
+        ipc = SecretsIpc(daemon.client, cfg)
+        ipc.set_secret("github_token", "ghp-keep")
+        ipc.set_secret("search_api_key", "sk-will-vanish")
+        subprocess.run(
+            ["secret-tool", "clear", "service", service, "username", f"{SCOPE}/search_api_key"],
+            check=True,
+            timeout=30,
+        )
+        # without the reconcile, the index still lists the vanished key...
+        stale = SecretsIpc(daemon.client, cfg, reconcile=False).get_secrets()
+        assert stale == ["github_token", "search_api_key"]
+        # ...get_secrets cleans it up, as the seed's did
+        assert ipc.get_secrets() == ["github_token"]
+        assert ipc.get_secret("github_token") == "ghp-keep"
+        assert ipc.delete_secret("github_token") is True
+    assert daemon.returncode == 0
+
+
+def _without_vault_overrides() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("BASTION_VAULT_")}
