@@ -82,7 +82,7 @@ def client(app: FastAPI, token: str) -> Iterator[TestClient]:
 class LiveServer:
     """The app on a real loopback socket, served by uvicorn in a thread (for SSE, schemathesis)."""
 
-    def __init__(self, home: Home, token: str) -> None:
+    def __init__(self, home: Home, token: str, *, supervise: bool = False) -> None:
         import uvicorn
 
         from bastion.api.server import bind_sockets
@@ -90,9 +90,15 @@ class LiveServer:
         self.sockets = bind_sockets("127.0.0.1", 0)
         self.port = int(self.sockets[0].getsockname()[1])
         self.token = token
-        self.app = create_app(home, port=self.port, token=token, dashboard=False)
+        self.app = create_app(
+            home, port=self.port, token=token, dashboard=False, supervise=supervise
+        )
         config = uvicorn.Config(
-            self.app, lifespan="off", access_log=False, log_config=None, loop="asyncio"
+            self.app,
+            lifespan="on" if supervise else "off",
+            access_log=False,
+            log_config=None,
+            loop="asyncio",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(

@@ -55,6 +55,7 @@ def test_no_route_and_no_log_line_carries_a_secret(tmp_path: Path) -> None:
     daemon = RunningDaemon(home, env=env)
     try:
         client: DaemonClient = daemon.client
+
         # The worker prints its key once at start: captured, and redacted before storage.
         def redacted_line() -> bool:
             page = client.get("/v1/services/demo-worker/logs", text="using api key")

@@ -155,7 +155,11 @@ def secret_info(state: State, name: NamePath, scope: ScopeQuery = "global") -> S
     return SecretInfo.of(state.home.vault.meta(name, scope))
 
 
-@router.put("/{name}", response_model=SecretInfo)
+@router.put(
+    "/{name}",
+    response_model=SecretInfo,
+    responses={201: {"model": SecretInfo, "description": "Created (version 1)."}},
+)
 def set_secret(state: State, name: NamePath, body: SetSecret, response: Response) -> SecretInfo:
     """Store a value (JSON body); answers the new metadata, never the value.
 

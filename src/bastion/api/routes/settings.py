@@ -42,7 +42,10 @@ class SettingOut(_Model):
 
 
 class SettingIn(_Model):
-    value: Any = Field(description="Any JSON value except null (delete the key instead).")
+    value: Any = Field(
+        description="Any JSON value except null (delete the key instead).",
+        json_schema_extra={"not": {"type": "null"}},
+    )
 
 
 class Deleted(_Model):
