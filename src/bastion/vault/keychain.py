@@ -124,13 +124,26 @@ def choose_keyring(name: str = "auto") -> tuple[Any, str]:
         except KeyringError as err:
             raise _map_error(err, "opening the keychain") from err
 
-    candidates = [
-        b
-        for b in keyring.backend.get_all_keyring()
-        if type(b).__module__.startswith(_OS_KEYCHAIN_MODULES)
-        and _qualname(b) not in _PLAINTEXT
-        and _priority(type(b)) > 0
+    # Not keyring.backend.get_all_keyring(): it caches its answer for the life of the process,
+    # so a process that once ran without D-Bus would never see a Secret Service again.
+    for module_name in _OS_KEYCHAIN_MODULES:
+        try:
+            importlib.import_module(module_name)
+        except ImportError:  # pragma: no cover - a platform module that cannot load here
+            continue
+    classes = [
+        cls
+        for cls in keyring.backend.KeyringBackend._classes
+        if cls.__module__.startswith(_OS_KEYCHAIN_MODULES)
+        and _qualname(cls) not in _PLAINTEXT
+        and _priority(cls) > 0
     ]
+    candidates = []
+    for cls in classes:
+        try:
+            candidates.append(cls())
+        except (TypeError, KeyringError):
+            continue
     if not candidates:
         hint = KeychainUnavailable.default_hint
         if sys.platform.startswith("linux"):
