@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.config import StoreConfig
-from bastion.errors import BaselineMismatch, StoreCorrupt
+from bastion.errors import BaselineMismatch, NotFound, StoreCorrupt
 from bastion.store import Database, WriteTx
 from bastion.store.backup import BackupResult, create_backup
 from bastion.store.migrations import Migrator, Namespace
@@ -109,16 +110,17 @@ def adopt_legacy(migrator: Migrator, namespace: Namespace) -> str | None:
     )
     if not tables:
         return None  # a new, empty database: plain migrate
-    first_error: BaselineMismatch | None = None
+    closest: BaselineMismatch | None = None
     for migration in reversed(namespace.migrations):
         try:
             migrator.baseline(namespace, migration.id)
         except BaselineMismatch as err:
-            first_error = first_error or err
+            closest = closest or err
             continue
         return migration.id
-    assert first_error is not None  # the namespace has at least one migration
-    raise first_error
+    if closest is None:
+        raise ValueError(f"namespace {namespace.name} has no migrations to adopt a database at")
+    raise closest
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -145,6 +147,9 @@ class Pupitre:
         #: Recoveries run at open (a corrupt file was quarantined and a backup restored).
         self.recoveries = recoveries
         self._profiles: dict[str, Database] = {}
+        # One Database per file per process: two threads asking for the same profile at once
+        # must not open it twice (two writers in one process would contend for the lock).
+        self._profiles_lock = threading.Lock()
 
     @classmethod
     def open(cls, data_dir: str | os.PathLike[str], config: StoreConfig | None = None) -> Pupitre:
@@ -171,18 +176,22 @@ class Pupitre:
         if workspace_id is None:
             current = workspace.active(self.global_db)
             if current is None:
-                raise LookupError("no active workspace; create one with create_workspace()")
+                raise NotFound("no active workspace", hint="Create one with create_workspace().")
             workspace_id = current.id
-        db = self._profiles.get(workspace_id)
-        if db is None or db.closed:
-            if workspace.get(self.global_db, workspace_id) is None:
-                raise LookupError(f"no workspace {workspace_id!r}")
-            db = self._open(self.profile_path(workspace_id), migrations.profile_namespace())
-            self._profiles[workspace_id] = db
-        return db
+        with self._profiles_lock:
+            db = self._profiles.get(workspace_id)
+            if db is None or db.closed:
+                if workspace.get(self.global_db, workspace_id) is None:
+                    raise NotFound(
+                        f"no workspace {workspace_id!r}", entity="workspace", key=workspace_id
+                    )
+                db = self._open(self.profile_path(workspace_id), migrations.profile_namespace())
+                self._profiles[workspace_id] = db
+            return db
 
     def close_profile(self, workspace_id: str) -> None:
-        db = self._profiles.pop(workspace_id, None)
+        with self._profiles_lock:
+            db = self._profiles.pop(workspace_id, None)
         if db is not None:
             db.close()
 

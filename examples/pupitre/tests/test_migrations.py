@@ -5,11 +5,13 @@ keys added to legacy data with its orphans normalized."""
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from bastion.errors import (
+    BaselineMismatch,
     MigrationChecksumMismatch,
     MigrationGap,
     MigrationOutOfOrder,
@@ -106,7 +108,7 @@ def test_an_upgrade_takes_a_verified_backup_first(tmp_path: Path) -> None:
     _open(path, migrations.profile_namespace(), tmp_path).close()
     backups = set((tmp_path / "backups").glob("pre-migrate-pupitre-0004*.db")) - before
     assert len(backups) == 1
-    with sqlite3.connect(f"file:{backups.pop()}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"file:{backups.pop()}?mode=ro", uri=True)) as conn:
         assert conn.execute("PRAGMA quick_check").fetchall() == [("ok",)]
         applied = conn.execute("SELECT id FROM schema_migrations ORDER BY id").fetchall()
         assert [r[0] for r in applied] == ALL_IDS[:3]  # the state before the upgrade
@@ -260,3 +262,23 @@ def test_an_edited_migration_and_a_newer_database_are_refused(tmp_path: Path) ->
             Migrator(db).migrate([migrations.profile_namespace("0006_seed_quests")])
     finally:
         db.close()
+
+
+def test_an_unrecognised_legacy_schema_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "odd.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE talk_projects (id INTEGER PRIMARY KEY, name TEXT);"
+        "INSERT INTO talk_projects (name) VALUES ('kept');"
+    )
+    conn.close()
+    with pytest.raises(BaselineMismatch) as info:
+        _open(path, migrations.profile_namespace(), tmp_path)
+    assert "talk_projects" in info.value.message
+    with closing(sqlite3.connect(path)) as check:
+        assert check.execute("SELECT name FROM talk_projects").fetchall() == [("kept",)]
+        tables = {r[0] for r in check.execute("SELECT name FROM sqlite_master")}
+        assert (
+            "schema_migrations" not in tables
+            or not check.execute("SELECT count(*) FROM schema_migrations").fetchone()[0]
+        )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def _titles(app: Pupitre) -> list[str]:
 
 def _smash_a_leaf_page(path: Path, table: str) -> None:
     """Overwrite one leaf page in the middle of ``table``'s b-tree with garbage."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
         leaves = [
             r[0]
             for r in conn.execute(

@@ -7,6 +7,7 @@ database raises at the chosen step, as a constraint or a full disk would."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,20 @@ def test_delete_rolls_back_on_fallback_activation_failure(app: Pupitre) -> None:
 def test_workspace_ids_are_validated(data_dir: Path) -> None:
     with Pupitre.open(data_dir) as app, pytest.raises(ValueError, match="lowercase"):
         app.create_workspace("../escape", "x")
+
+
+def test_profiles_open_once_per_process_and_unknown_ones_are_not_found(app: Pupitre) -> None:
+    app.create_workspace("shared", "Shared", activate=False)
+    app.close_profile("shared")
+    opened: list[Database] = []
+    threads = [
+        threading.Thread(target=lambda: opened.append(app.profile("shared"))) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(opened) == 4
+    assert len({id(db) for db in opened}) == 1
+    with pytest.raises(NotFound, match="nope"):
+        app.profile("nope")
