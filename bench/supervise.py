@@ -62,7 +62,9 @@ async def raw_spawn_to_ready(port: int, tmp: Path) -> float:
     return ready
 
 
-async def supervised(rounds: int, port: int, tmp: Path) -> tuple[list[float], list[float]]:
+async def supervised(
+    rounds: int, port: int, tmp: Path
+) -> tuple[list[float], list[float], list[float]]:
     db = Database.open(tmp / "bench.db", StoreConfig(), name="bench")
     probe = {"kind": "tcp", "port": port, "interval_s": PROBE_EVERY, "timeout_s": 1.0}
     spec = parse_spec(
@@ -85,8 +87,11 @@ async def supervised(rounds: int, port: int, tmp: Path) -> tuple[list[float], li
     await sup.open()
     await sup.start("bench")
     await sup.wait_state("bench", ServiceState.RUNNING)
-    restarts, detections = [], []
+    restarts, detections, raw = [], [], []
+    raw_port = free_port()
     for _ in range(rounds):
+        # Interleaved with the supervised rounds, so both see the same machine load.
+        raw.append(await raw_spawn_to_ready(raw_port, tmp))
         pid = sup.status("bench").pid
         assert pid is not None
         queue = sup.subscribe(maxsize=0)
@@ -105,7 +110,7 @@ async def supervised(rounds: int, port: int, tmp: Path) -> tuple[list[float], li
         restarts.append(running_at - killed_at)
     await sup.close()
     db.close()
-    return restarts, detections
+    return restarts, detections, raw
 
 
 def polling_detection(rounds: int) -> list[float]:
@@ -140,8 +145,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         port = free_port()
-        raw = [asyncio.run(raw_spawn_to_ready(port, tmp)) for _ in range(rounds)]
-        restarts, detections = asyncio.run(supervised(rounds, port, tmp))
+        restarts, detections, raw = asyncio.run(supervised(rounds, port, tmp))
     polled = polling_detection(max(5, rounds // 2))
     base = statistics.median(raw) + BACKOFF
     ours = statistics.median(restarts)

@@ -40,6 +40,7 @@ __all__ = [
     "StopResult",
     "alive",
     "build_env",
+    "group_empty",
     "group_members",
     "kill_record",
     "snapshot_descendants",
@@ -263,14 +264,25 @@ async def _wait(proc: asyncio.subprocess.Process, timeout: float) -> bool:
     return True
 
 
-async def _group_gone(pgid: int, not_before: float, deadline: float) -> bool:
+def group_empty(pgid: int) -> bool:
+    """No process is left in group ``pgid`` (one ``kill(-pgid, 0)``, no /proc scan)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+async def _group_gone(pgid: int, deadline: float) -> bool:
     # Members other than the leader are not our children, so there is nothing to await:
-    # poll /proc briefly (stop path only, never for crash detection).
+    # probe the group briefly (stop path only, never for crash detection).
     while time.monotonic() < deadline:
-        if not group_members(pgid, not_before=not_before):
+        if group_empty(pgid):
             return True
         await asyncio.sleep(0.02)
-    return not group_members(pgid, not_before=not_before)
+    return group_empty(pgid)
 
 
 async def stop_child(child: ChildProcess, stop: StopSpec) -> StopResult:
@@ -287,11 +299,12 @@ async def stop_child(child: ChildProcess, stop: StopSpec) -> StopResult:
             _killpg(pgid, signal.SIGKILL)
             await child.process.wait()
     if not killed:
-        await _group_gone(pgid, born, deadline)
+        await _group_gone(pgid, deadline)
     leftovers = 0
-    for rec in group_members(pgid, not_before=born):
-        leftovers += kill_record(rec)
-    _killpg(pgid, signal.SIGKILL)
+    if not group_empty(pgid):  # the /proc scan only when something is left to name
+        for rec in group_members(pgid, not_before=born):
+            leftovers += kill_record(rec)
+        _killpg(pgid, signal.SIGKILL)
     for rec in child.seen.values():
         leftovers += kill_record(rec)
     return StopResult(child.returncode, killed, leftovers)

@@ -101,7 +101,8 @@ _Lines = list[CapturedLine]
 @dataclasses.dataclass(eq=False)
 class _Run:
     child: ChildProcess
-    process_id: int
+    #: The ``supervisor_processes`` row id, once the background insert finished.
+    process_id: asyncio.Task[int]
     unhealthy: asyncio.Future[str]
     capture: LogCapture | None = None
     channel: McpStdioChannel | None = None
@@ -579,8 +580,16 @@ class Supervisor:
             return None
         svc.secret_names = tuple(sorted(values))
         svc.ready = None
-        process_id = await asyncio.to_thread(
-            self._journal.record_start, spec.name, child.record, child.started_at, svc.secret_names
+        # Recorded in the background: probes start at once; whoever needs the row id
+        # (descendant scan, the end of the run) awaits it.
+        process_id = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(
+                self._journal.record_start,
+                spec.name,
+                child.record,
+                child.started_at,
+                svc.secret_names,
+            )
         )
         run = _Run(child, process_id, asyncio.get_running_loop().create_future())
         svc.run = run
@@ -661,7 +670,8 @@ class Supervisor:
             # outside it, so stop reading then, but store everything read so far.
             await run.capture.close(eof_timeout=CAPTURE_DRAIN_S)
         svc.run = None
-        await asyncio.to_thread(self._journal.record_end, run.process_id, code)
+        row_id = await asyncio.shield(run.process_id)
+        await asyncio.to_thread(self._journal.record_end, row_id, code)
 
     async def _scan_descendants(self, name: str, run: _Run) -> None:
         # Descendants are recorded (pid + create time) so a later supervisor can kill them
@@ -674,7 +684,8 @@ class Supervisor:
             waited = target
             new = await asyncio.to_thread(run.child.observe_descendants)
             if new:
-                await asyncio.to_thread(self._journal.record_descendants, name, run.process_id, new)
+                row_id = await asyncio.shield(run.process_id)
+                await asyncio.to_thread(self._journal.record_descendants, name, row_id, new)
 
     def _sink(self, source: str) -> Callable[[_Lines], Any]:
         from bastion.domains.logs import LogRecord
