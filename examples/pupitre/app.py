@@ -35,7 +35,14 @@ from bastion.errors import BaselineMismatch, NotFound, StoreCorrupt
 from bastion.store import Database, WriteTx
 from bastion.store.backup import BackupResult, create_backup
 from bastion.store.migrations import Migrator, Namespace
-from bastion.store.recovery import RecoveryReport, open_check, recover
+from bastion.store.recovery import (
+    MergeReport,
+    RecoveryReport,
+    latest_salvage,
+    merge_salvage,
+    open_check,
+    recover,
+)
 from bastion.vault import Secret, Vault, format_reference
 from examples.pupitre import migrations
 from examples.pupitre.feedback import repo as feedback
@@ -199,6 +206,16 @@ class Pupitre:
         """An online, verified backup (with manifest) of a profile: what recovery restores."""
         db = self.profile(workspace_id)
         return create_backup(db, self.data_dir / "backups" / db.name)
+
+    def merge_salvaged(self, workspace_id: str | None = None) -> MergeReport:
+        """After a recovery: copy rows the salvaged copy has and the restored backup lacks
+        back into the profile (docs/operations.md, "Getting the newer rows back"). Never
+        overwrites: a row that clashes is a counted, sampled conflict."""
+        db = self.profile(workspace_id)
+        salvaged = latest_salvage(self.data_dir / "quarantine" / db.name, db.name)
+        if salvaged is None:
+            raise NotFound(f"no salvaged copy of {db.name} to merge", entity="salvage")
+        return merge_salvage(db, salvaged)
 
     # --- workspace writes: each one transaction on the global database ---------------------
 

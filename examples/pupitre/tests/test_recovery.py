@@ -87,6 +87,13 @@ def test_corruption_drill_quarantines_restores_and_reports(data_dir: Path) -> No
         diag = app.diagnostics()
         assert all(d["integrity_ok"] and d["foreign_keys_ok"] for d in diag["databases"])
 
+        # The operator's last step: merge the newer rows back from the salvaged copy.
+        merged = app.merge_salvaged("main")
+        assert merged.inserted["talk_projects"] == 1
+        assert merged.conflicts.get("talk_projects", 0) == 0
+        assert "written after the backup" in _titles(app)
+        assert db.query("PRAGMA foreign_key_check") == []
+
 
 def test_refuse_mode_names_the_file_and_touches_nothing(data_dir: Path) -> None:
     with Pupitre.open(data_dir) as app:
