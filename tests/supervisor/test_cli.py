@@ -137,3 +137,62 @@ def test_services_run_supervises_then_stops_children_on_sigterm(home: Path) -> N
         "printer": "stopped",
         "sleepy": "stopped",
     }
+
+
+@pytest.mark.posix
+@pytest.mark.slow
+def test_start_stop_restart_through_a_running_daemon(home: Path) -> None:
+    pid_file = home.parent / "worker.pid"
+    write_spec(
+        home,
+        "worker",
+        f'argv = ["{sys.executable}", "{KIDS}", "ignore_term", "{pid_file}"]\n'
+        "autostart = false\n[stop]\ngrace_s = 0.3\n",
+    )
+    env = {**os.environ, "BASTION_HOME": str(home)}
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "serve", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert daemon.stdout is not None
+        handshake = json.loads(daemon.stdout.readline())  # printed once listening
+        assert handshake["pid"] == daemon.pid
+        code, out, err = bastion(home, "services", "start", "worker", "--json")
+        assert code == 0, err
+        assert json.loads(out)["state"] in {"starting", "running"}
+        first = int(
+            wait_until(
+                lambda: pid_file.exists() and pid_file.read_text().strip(),
+                timeout=60,
+                what="worker started",
+            )
+        )
+        pid_file.unlink()
+        code, out, err = bastion(home, "services", "restart", "worker", "--json")
+        assert code == 0, err
+        second = int(
+            wait_until(
+                lambda: pid_file.exists() and pid_file.read_text().strip(),
+                timeout=60,
+                what="worker restarted",
+            )
+        )
+        assert second != first
+        assert not psutil.pid_exists(first) or psutil.Process(first).status() == "zombie"
+        code, out, err = bastion(home, "services", "stop", "worker", "--json")
+        assert code == 0, err
+        assert json.loads(out)["state"] == "stopped"
+        code, _, err = bastion(home, "services", "run")
+        assert code == 69
+        assert "already supervises" in err
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.communicate()

@@ -264,7 +264,7 @@ def _daemon_action(ctx: click.Context, name: str, action: str, as_json: bool) ->
             f"cannot {action} {name!r}: no supervisor is running for {cfg.home}",
             hint="Start one with `bastion serve`, or in the foreground with `bastion services run`.",
         )
-    result = client.post(f"/services/{name}/{action}")
+    result = client.post(f"/v1/services/{name}/{action}")
     emit(result, as_json, lambda r: f"{name}: {r.get('state', r) if isinstance(r, dict) else r}")
 
 
