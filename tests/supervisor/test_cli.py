@@ -196,3 +196,36 @@ def test_start_stop_restart_through_a_running_daemon(home: Path) -> None:
         except subprocess.TimeoutExpired:
             daemon.kill()
             daemon.communicate()
+
+
+@pytest.mark.posix
+def test_logs_follow_prints_new_lines_as_they_are_stored(home: Path) -> None:
+    import time as _time
+
+    from bastion.domains.logs import LogRecord, LogsRepo
+
+    write_spec(home, "chatty", f'argv = ["{sys.executable}", "-V"]')
+    db = Database.open(home / "bastion.db", StoreConfig(), name="writer")
+    repo = LogsRepo(db)
+    repo.insert_batch([LogRecord(_time.time(), "info", "chatty", "stdout", "before follow")])
+    env = {**os.environ, "BASTION_HOME": str(home)}
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "services", "logs", "chatty", "--follow"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        assert "before follow" in follower.stdout.readline()
+        repo.insert_batch(
+            [LogRecord(_time.time(), "warning", "chatty", "stderr", "while following")]
+        )
+        repo.insert_batch([LogRecord(_time.time(), "info", "other", "stdout", "not mine")])
+        repo.insert_batch([LogRecord(_time.time(), "info", "chatty", "stdout", "third")])
+        assert "while following" in follower.stdout.readline()
+        assert "third" in follower.stdout.readline()
+    finally:
+        follower.terminate()
+        follower.communicate(timeout=30)
+        db.close()
