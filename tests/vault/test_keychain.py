@@ -47,10 +47,11 @@ except BastionError as err:
 
 def _probe(tmp_path: Path, *, session: str | None) -> dict[str, Any]:
     """Run PROBE in a child: without D-Bus (session None) or in a fresh session whose
-    keyring is set up by the shell snippet ``session``."""
+    keyring is set up by the shell snippet ``session``. The user's HOME (and so the keyring
+    file) is ``tmp_path/userhome``, shared by the probes of one test."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DBUS_")}
     env["HOME"] = str(tmp_path / "userhome")
-    Path(env["HOME"]).mkdir()
+    Path(env["HOME"]).mkdir(exist_ok=True)
     argv = [sys.executable, "-c", PROBE, str(tmp_path / "home")]
     if session is not None:
         if not (shutil.which("dbus-run-session") and shutil.which("gnome-keyring-daemon")):
@@ -100,11 +101,19 @@ def test_locked_keyring_is_keychain_locked(tmp_path: Path) -> None:
 
 
 @pytest.mark.keychain
-def test_unlocked_session_works_in_a_child(tmp_path: Path) -> None:
+def test_wrong_unlock_password_is_keychain_locked(tmp_path: Path) -> None:
+    # First session: the login keyring is created with "pass" and the probe works.
     result = _probe(
         tmp_path, session="echo -n pass | gnome-keyring-daemon --unlock --components=secrets"
     )
     assert result == {"ok": True}
+    assert (tmp_path / "userhome/.local/share/keyrings/login.keyring").exists()
+    # Second session, same keyring file, wrong password: keyring raises KeyringLocked.
+    result = _probe(
+        tmp_path, session="echo -n wrong | gnome-keyring-daemon --unlock --components=secrets"
+    )
+    assert result["code"] == "keychain_locked"
+    assert "KeyringLocked" in result["message"]
 
 
 class HangingKeyring(KeyringBackend):
@@ -262,3 +271,32 @@ def _cleanup(vault: Vault) -> None:
     from .conftest import _wipe_service
 
     _wipe_service(vault)
+
+
+@pytest.mark.keychain
+def test_encrypted_file_with_keychain_held_key_and_rekey(keychain_cfg: Config) -> None:
+    """vault.key_source = "keychain": a random KEK the Secret Service keeps; rekey to an env
+    key removes the keychain item, rekey back creates a new one."""
+    from .conftest import new_env_key
+
+    cfg = with_vault(keychain_cfg, backend="encrypted-file", key_source="keychain")
+    service = cfg.vault.service
+    try:
+        with Vault.open(cfg) as vault:
+            vault.set("K", "kept-by-keychain-kek")
+            kek_items = [u for u in _secret_tool_items(service) if "vault-kek" in u]
+            assert len(kek_items) == 1
+        with Vault.open(cfg) as vault:
+            assert vault.get("K").reveal() == "kept-by-keychain-kek"
+            env_key = new_env_key()
+            vault.rekey("env", new_secret=env_key)
+        assert [u for u in _secret_tool_items(service) if "vault-kek" in u] == []
+        env_cfg = with_vault(cfg, key_source="env")
+        with Vault.open(env_cfg, env={"BASTION_VAULT_KEY": env_key}) as vault:
+            assert vault.get("K").reveal() == "kept-by-keychain-kek"
+            vault.rekey("keychain", rotate_data_key=True)
+        with Vault.open(cfg) as vault:
+            assert vault.get("K").reveal() == "kept-by-keychain-kek"
+    finally:
+        with Vault.open(cfg) as vault:
+            _cleanup(vault)
