@@ -36,13 +36,15 @@ def test_threads_reading_and_writing_concurrently(store: BotStore) -> None:
 
     def read(n: int) -> None:
         try:
-            while not stop.is_set():
+            while True:  # at least one pass, even if the writers finished first
                 page = store.bots.list(sort="created_at", direction="desc", limit=10)
                 for bot in page.items:
                     soul = store.souls.current(bot.id)
                     if bot.version_count and soul is None:
                         inconsistent.append(bot.slug)
                 reads[n] += 1
+                if stop.is_set():
+                    break
         except BaseException as err:
             errors.append(err)
 

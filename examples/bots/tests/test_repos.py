@@ -173,8 +173,10 @@ def test_readers_never_see_a_pointer_without_its_version(store: BotStore) -> Non
     seen: list[SoulVersion | None] = []
 
     def reader() -> None:
-        while not done.is_set():
+        while True:  # at least one read, even if the saves finished first
             seen.append(store.souls.current(bot.id))
+            if done.is_set():
+                break
 
     thread = threading.Thread(target=reader)
     thread.start()
