@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping
 
 from bastion.app import Home
 from bastion.config import Config
-from bastion.store.migrations import Migrator
 from bastion.vault import Vault
 from examples.spaces.migrate import (
     MoveReport,
@@ -68,7 +67,7 @@ class SpacesApp:
         try:
             vault = Vault.open(cfg, env=env)
             secrets = SpaceSecrets(vault)
-            upgrade = _upgrade(home, cfg, secrets, on_step)
+            upgrade = _upgrade(home, secrets, on_step)
         except BaseException:
             if vault is not None:
                 vault.close()
@@ -104,9 +103,10 @@ class SpacesApp:
 
 
 def _upgrade(
-    home: Home, cfg: Config, secrets: SpaceSecrets, on_step: Callable[[Step], None] | None
+    home: Home, secrets: SpaceSecrets, on_step: Callable[[Step], None] | None
 ) -> MoveReport | None:
-    migrator = Migrator(home.db, backups_dir=cfg.backups_dir, keep=cfg.backup.pre_migrate_keep)
+    # The home's migrator: pre-migration backups in backups/, events in the events table.
+    migrator = home.migrator()
     (state,) = migrator.status([namespace_v2()])
     if DROP_ID in state.applied:
         migrator.migrate([namespace_v2()])  # anything newer; a no-op today

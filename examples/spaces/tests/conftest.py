@@ -14,7 +14,6 @@ from tests.conftest import pytest_runtest_makereport  # noqa: F401
 
 from bastion.app import Home
 from bastion.config import Config, load_config
-from bastion.store.migrations import Migrator
 from examples.spaces.legacy import BundledSecretsStore
 from examples.spaces.schema import namespace_v1
 
@@ -47,7 +46,7 @@ def make_v1_home(cfg: Config) -> MakeV1:
 
 def _make_v1_home(cfg: Config, bundles: dict[str, dict[str, str]]) -> None:
     with Home.open(cfg) as home:
-        Migrator(home.db, backups_dir=cfg.backups_dir).migrate([namespace_v1()])
+        home.migrator().migrate([namespace_v1()])
         store = BundledSecretsStore(home.db)
         for space_id, bundle in bundles.items():
             store.create_space(space_id, f"Space {space_id}")
