@@ -23,9 +23,14 @@ $(VENV)/.installed: pyproject.toml | $(UV)
 
 venv: $(VENV)/.installed
 
+# The demo: a home in .bastion-demo/ with two demo services (HTTP echo, log-printing worker)
+# and the daemon in the foreground. It prints the API/dashboard URL once it listens; Ctrl-C
+# stops the services and the daemon.
 run: venv
 	@BASTION_HOME=$(DEMO_HOME) $(BIN)/bastion init
-	@BASTION_HOME=$(DEMO_HOME) $(BIN)/bastion db status
+	@BASTION_HOME=$(DEMO_HOME) $(BIN)/python -m bastion.demo
+	@echo "API token: $(DEMO_HOME)/run/token  (send it as 'Authorization: Bearer <token>')"
+	@BASTION_HOME=$(DEMO_HOME) exec $(BIN)/bastion serve --port 0
 
 system-deps:
 	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)

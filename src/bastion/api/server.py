@@ -40,6 +40,7 @@ import uvicorn
 from bastion.__about__ import __version__
 from bastion.api.app import create_app
 from bastion.api.state import DaemonState
+from bastion.api.supervision import stop_supervisor
 from bastion.app import Home
 from bastion.config import Config
 from bastion.errors import ConfigError
@@ -191,7 +192,15 @@ def serve(cfg: Config, options: ServeOptions, *, stdout: IO[str] | None = None) 
                 f"cannot listen on {host}:{port}: {err.strerror or err}",
                 hint="Pick another --port, or 0 for any free port.",
             ) from err
-        return _run(home, sockets=sockets, token=token, host=host, out=out, options=options)
+        return _run(
+            home,
+            sockets=sockets,
+            token=token,
+            token_path=token_file,
+            host=host,
+            out=out,
+            options=options,
+        )
     finally:
         home.close()
         remove_handshake(cfg.run_dir, pid=os.getpid())
@@ -203,6 +212,7 @@ def _run(
     *,
     sockets: list[socket.socket],
     token: str,
+    token_path: Path,
     host: str,
     out: IO[str],
     options: ServeOptions,
@@ -231,6 +241,15 @@ def _run(
         out.write(handshake.to_json() + "\n")
         out.flush()
         log.info("listening on %s port %d", ", ".join(hosts), port)
+        dashboard = getattr(app.state, "dashboard", None)
+        if dashboard is not None:  # one-time sign-in link; the token itself is never printed
+            print(f"dashboard: {dashboard.login_url()}", file=sys.stderr, flush=True)
+        # For a person at a terminal (stderr: stdout's first line is the machine handshake).
+        sys.stderr.write(
+            f"bastion: API at {handshake.url}  (OpenAPI: {handshake.url}/openapi.json)\n"
+            f"bastion: token in {token_path}\n"
+        )
+        sys.stderr.flush()
 
     config = uvicorn.Config(
         app,
@@ -246,9 +265,11 @@ def _run(
     )
     server = _Server(config, on_listening)
 
-    def request_stop(*_: object) -> None:
-        if state.stopping:
-            server.force_exit = True  # a second signal: stop waiting for connections
+    def request_stop(signum: int | None = None) -> None:
+        if state.stopping and signum == signal.SIGINT:
+            # A second Ctrl-C: stop waiting for open connections. Services are still
+            # stopped below; a repeated SIGTERM (a supervisor re-sending it) changes nothing.
+            server.force_exit = True
         state.stopping = True
         server.should_exit = True
 
@@ -257,12 +278,15 @@ def _run(
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, request_stop)
+            loop.add_signal_handler(sig, request_stop, sig)
         try:
             scheduler.start()
             await server.serve(sockets=sockets)
         finally:
             state.stopping = True
+            # Normally the app's lifespan has stopped the services already; after a forced
+            # exit it has not, and they must not outlive the daemon.
+            await stop_supervisor(state)
             log.info("shutting down: scheduler")
             await asyncio.to_thread(scheduler.stop)
             for sig in (signal.SIGTERM, signal.SIGINT):

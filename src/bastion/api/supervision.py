@@ -19,7 +19,7 @@ from bastion.api.state import DaemonState
 from bastion.app import Home
 from bastion.supervisor import Supervisor, load_specs
 
-__all__ = ["VaultSecrets", "build_supervisor", "supervisor_lifespan"]
+__all__ = ["VaultSecrets", "build_supervisor", "stop_supervisor", "supervisor_lifespan"]
 
 log = logging.getLogger("bastion.daemon")
 
@@ -65,9 +65,17 @@ def supervisor_lifespan(
                 await supervisor.start_all()
             yield
         finally:
-            state.stopping = True
-            log.info("stopping services")
-            await supervisor.close()  # each by its stop policy; logs flushed
-            log.info("services stopped")
+            await stop_supervisor(state)
 
     return lifespan
+
+
+async def stop_supervisor(state: DaemonState) -> None:
+    """Stop every service (each by its stop policy) and flush; once, whoever calls first."""
+    supervisor, state.supervisor = state.supervisor, None
+    state.stopping = True
+    if supervisor is None:
+        return
+    log.info("stopping services")
+    await supervisor.close()
+    log.info("services stopped")

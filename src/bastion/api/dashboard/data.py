@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict
 
 from bastion.api.state import DaemonState, get_state
@@ -58,13 +58,18 @@ async def list_backups(state: State) -> list[BackupRow]:
 
 
 @router.post("/backups", response_model=BackupRow, status_code=201)
-async def backup_now(state: State) -> BackupRow:
+async def backup_now(state: State, request: Request) -> BackupRow:
     """An online backup of ``bastion.db`` now, deep-verified (hash + quick_check) before it is
-    reported; the backup's own event ("backup.created") lands in the events table."""
+    reported; the backup's own event ("backup.created") lands in the events table, and the
+    activity feed records who asked for it."""
     from bastion.store.backup import verify_backup
+
+    actor = "api" if "authorization" in request.headers else "dashboard"
 
     def run() -> Any:
         result = state.home.backup()
-        return verify_backup(result.path, deep=True)
+        info = verify_backup(result.path, deep=True)
+        state.home.activity.record(actor, "db.backup", info.path.name, {"verified": info.verified})
+        return info
 
     return _backup_row(await asyncio.to_thread(run))

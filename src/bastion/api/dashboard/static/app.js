@@ -115,14 +115,21 @@
     return Number.isNaN(d.getTime()) ? null : d;
   }
 
+  const pad = (n) => String(n).padStart(2, "0");
+
+  // Local time, with the date only when it is not today: "14:03:07", "2026-11-22 09:15:00".
   function when(value) {
     const d = toDate(value);
-    return d ? d.toLocaleString(undefined, { hour12: false }) : "–";
+    if (!d) return "–";
+    const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    const today = new Date();
+    if (d.toDateString() === today.toDateString()) return time;
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${time}`;
   }
 
   function timeEl(value) {
     const d = toDate(value);
-    return el("time", { datetime: d ? d.toISOString() : null, text: d ? d.toLocaleTimeString(undefined, { hour12: false }) : "–" });
+    return el("time", { datetime: d ? d.toISOString() : null, text: when(value) });
   }
 
   function notify(message, isError = false) {
@@ -278,7 +285,8 @@
     }
     if (current) svg.append(svgEl("rect", { x: x(from), y: 8, width: Math.max(1, W - x(from)), height: 20, class: `seg-${current}` }));
     svg.dataset.events = String(inRange.length);
-    const last = inRange.slice(-12);
+    // Newest first, so the latest change is always the visible one.
+    const last = inRange.slice(-12).reverse();
     const list = card.querySelector(".transitions");
     list.dataset.count = String(inRange.length);
     list.replaceChildren(...last.map((e) => el("li", { "data-to": e.to, title: e.reason || null }, timeEl(e.at), ` ${e.to.replace("_", "-")}`)));
@@ -349,28 +357,50 @@
 
   // --- secrets ------------------------------------------------------------------------------
 
+  // Which services reference which secret names (the names injected at their last start).
+  async function declaredSecrets() {
+    const users = new Map();
+    const services = items(await api("GET", ROUTES.services).catch(() => []));
+    for (const svc of services) {
+      for (const name of pick(svc, "secret_names") || []) {
+        if (!users.has(name)) users.set(name, []);
+        users.get(name).push(svc.name);
+      }
+    }
+    return users;
+  }
+
+  function secretRow(name, scope, meta, flags) {
+    const del = el("button", { type: "button", class: "danger", "aria-label": `Delete secret ${name}`, text: "Delete", disabled: !meta });
+    del.addEventListener("click", () => deleteSecret(name, scope));
+    const cell = (label, text) => el("td", { "data-label": label, text });
+    return el("tr", { "data-secret": name },
+      el("th", { scope: "row", "data-label": "Name", text: name }), cell("Scope", scope),
+      cell("Backend", meta ? meta.backend : "–"),
+      cell("Updated", meta ? when(meta.updated_at) : "–"),
+      cell("Last used", meta ? when(meta.last_used_at) : "–"),
+      el("td", { "data-label": "Status" }, ...flags.map(([text, bad]) => el("span", { class: `flag${bad ? " bad" : ""}`, text }))),
+      el("td", { "data-label": "" }, del));
+  }
+
   async function loadSecrets() {
-    const rows = items(await api("GET", ROUTES.secrets));
-    const body = $("#secrets-table tbody");
-    body.replaceChildren(...rows.map((s) => {
-      const name = pick(s, "name");
-      const scope = pick(s, "scope") ?? "global";
-      const flags = [];
-      const status = pick(s, "status", "flags");
-      if (Array.isArray(status)) flags.push(...status);
-      else if (status && typeof status === "object") for (const [k, v] of Object.entries(status)) { if (v === true) flags.push(k); }
-      else if (status) flags.push(String(status));
-      for (const k of ["missing", "orphan", "declared", "stale"]) if (s[k] === true && !flags.includes(k)) flags.push(k);
-      const del = el("button", { type: "button", class: "danger", "aria-label": `Delete secret ${name}`, text: "Delete" });
-      del.addEventListener("click", () => deleteSecret(name, scope));
-      return el("tr", { "data-secret": name },
-        el("th", { scope: "row", text: name }), el("td", { text: scope }),
-        el("td", { text: pick(s, "backend") ?? "–" }),
-        el("td", { text: when(pick(s, "updated_at", "updated")) }),
-        el("td", { text: when(pick(s, "last_used_at", "last_used")) }),
-        el("td", {}, ...(flags.length ? flags.map((f) => el("span", { class: `flag${["missing", "orphan", "invalid"].includes(f) ? " bad" : ""}`, text: f })) : ["ok"])),
-        el("td", {}, del));
-    }));
+    const [page, status, users] = await Promise.all([
+      api("GET", ROUTES.secrets, { query: { limit: 500 } }),
+      api("GET", `${ROUTES.secrets}/status`),
+      declaredSecrets(),
+    ]);
+    $("#secrets-backend").textContent = `Backend: ${status.backend} (${status.why}); ${status.count} stored in scope ${status.scope}.`;
+    const rows = items(page);
+    const stored = new Set(rows.map((m) => m.name));
+    const out = rows.map((m) => {
+      const by = users.get(m.name);
+      const flags = [["stored", false], ...(by ? [[`used by ${by.join(", ")}`, false]] : [])];
+      return secretRow(m.name, m.scope, m, flags);
+    });
+    for (const [name, by] of users) {
+      if (!stored.has(name)) out.push(secretRow(name, "global", null, [["missing", true], [`needed by ${by.join(", ")}`, false]]));
+    }
+    $("#secrets-table tbody").replaceChildren(...(out.length ? out : [el("tr", {}, el("td", { colspan: 7, class: "muted", text: "No secrets stored yet." }))]));
   }
 
   async function saveSecret(event) {
@@ -435,10 +465,10 @@
       const verified = pick(b, "verified", "ok");
       const name = pick(b, "name", "file") || String(pick(b, "path") || "").split("/").pop();
       return el("tr", { "data-backup": name },
-        el("td", {}, el("code", { text: name })),
-        el("td", { text: when(pick(b, "created_at", "created", "taken_at")) }),
-        el("td", { text: bytes(pick(b, "size_bytes", "size")) }),
-        el("td", { class: verified ? "verified-yes" : "verified-no", text: verified ? "verified" : `not verified${pick(b, "problem", "error") ? `: ${pick(b, "problem", "error")}` : ""}` }));
+        el("td", { "data-label": "Backup" }, el("code", { text: name })),
+        el("td", { "data-label": "Created", text: when(pick(b, "created_at", "created", "taken_at")) }),
+        el("td", { "data-label": "Size", text: bytes(pick(b, "size_bytes", "size")) }),
+        el("td", { "data-label": "Verified", class: verified ? "verified-yes" : "verified-no", text: verified ? "verified" : `not verified${pick(b, "problem", "error") ? `: ${pick(b, "problem", "error")}` : ""}` }));
     }) : [el("tr", {}, el("td", { colspan: 4, class: "muted", text: "No backups yet." }))]));
   }
 
@@ -480,8 +510,21 @@
   }
 
   async function loadActivity() {
-    const rows = items(await api("GET", ROUTES.activity, { query: { limit: 100 } }));
-    $("#activity").replaceChildren(...(rows.length ? rows.map(feedItem) : [el("li", { class: "muted", text: "Nothing yet." })]));
+    const [activity, events] = await Promise.all([
+      api("GET", ROUTES.activity, { query: { limit: 100 } }),
+      api("GET", ROUTES.events, { query: { limit: 100 } }),
+    ]);
+    const rows = items(activity);
+    $("#activity").replaceChildren(...(rows.length ? rows.map(feedItem) : [el("li", { class: "muted", text: "No one has changed anything yet." })]));
+    const evs = items(events);
+    $("#events").replaceChildren(...(evs.length ? evs.map(eventItem) : [el("li", { class: "muted", text: "No events yet." })]));
+  }
+
+  function eventItem(e) {
+    const data = e.data || {};
+    let text = `${e.kind}${e.subject ? ` · ${e.subject}` : ""}`;
+    if (e.kind === "service.transition") text = `${e.subject}: ${data.from ? `${data.from} → ` : ""}${data.to}${data.reason ? ` (${data.reason})` : ""}`;
+    return el("li", { "data-kind": e.kind }, timeEl(e.ts), text);
   }
 
   // --- navigation and refresh ---------------------------------------------------------------
