@@ -85,6 +85,21 @@ def test_error_exit_codes_and_hints(cli_env: dict[str, str]) -> None:
     assert "does not unlock" in locked.stderr
 
 
+def test_prompt_without_echo(cli_env: dict[str, str]) -> None:
+    result = run(cli_env, "set", "PROMPTED", "--prompt", stdin="typed-secret\ntyped-secret\n")
+    assert result.exit_code == 0, result.output
+    assert "typed-secret" not in result.output
+    revealed = run(cli_env, "get", "PROMPTED", "--reveal")
+    assert revealed.stdout == "typed-secret\n"
+
+
+def test_reveal_can_be_disabled(cli_env: dict[str, str]) -> None:
+    run(cli_env, "set", "X", stdin="v")
+    result = run({**cli_env, "BASTION_VAULT_ALLOW_REVEAL": "false"}, "get", "X", "--reveal")
+    assert result.exit_code == 77
+    assert "allow_reveal" in result.stderr
+
+
 def test_no_value_option_on_argv(cli_env: dict[str, str]) -> None:
     result = run(cli_env, "set", "X", "sk-on-argv")
     assert result.exit_code == 2  # click: unexpected extra argument

@@ -210,3 +210,20 @@ def test_two_processes_first_open_agree_on_one_key(file_cfg: Config, env_key: st
     finally:
         a.close()
         b.close()
+
+
+def test_reconcile_encrypted_file_both_ways(file_vault: Vault) -> None:
+    file_vault.set("ORPHANED", "value-without-index", scope="bot:3")
+    file_vault.set("LOST", "value-will-vanish")
+    with _raw(file_vault.config) as raw:
+        raw.write(lambda tx: tx.execute("DELETE FROM vault_secrets WHERE name = 'ORPHANED'"))
+        raw.write(lambda tx: tx.execute("DELETE FROM vault_values WHERE name = 'LOST'"))
+    report = file_vault.reconcile()
+    assert report["orphans"] == ["bot:3/ORPHANED"]
+    assert report["missing"] == ["global/LOST"]
+    fixed = file_vault.reconcile(fix=True)
+    assert len(fixed["changes"]) == 2
+    # Adopted at the version its ciphertext is bound to, so it still decrypts.
+    assert file_vault.get("ORPHANED", scope="bot:3").reveal() == "value-without-index"
+    assert not file_vault.exists("LOST")
+    assert file_vault.reconcile()["orphans"] == []
