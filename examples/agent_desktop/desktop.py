@@ -12,10 +12,11 @@ What a Tauri shell does at launch and exit, step by step:
    with its first messages in one transaction;
 4. store the search API key through the secrets IPC commands (``set_secret``, then
    ``get_secrets``: names only);
-5. start the MCP server through the API, wait for it to be running (its startup probe is an
-   MCP ping), then ping it ourselves with an MCP client and call its tools; record the tool
-   result as a message of the run;
-6. stop the server, SIGTERM the daemon, and check it left nothing behind.
+5. start the MCP server through the API, over streamable HTTP and over stdio, wait for both
+   to be running (their startup probes are MCP pings), then ping the HTTP one ourselves with
+   an MCP client and call its tools; record the tool result as a message of the run;
+6. stop the HTTP server, SIGTERM the daemon (which stops the stdio one by its policy), and
+   check it left nothing behind.
 
 It prints one JSON report on stdout. The key is read from ``$AIOS_SEARCH_API_KEY`` and never
 printed.
@@ -40,7 +41,13 @@ from bastion.config import Config, load_config
 from examples.agent_desktop.daemon import Daemon
 from examples.agent_desktop.ipc import SecretsIpc
 from examples.agent_desktop.repo import RunsRepo, namespace
-from examples.agent_desktop.services import MCP_SERVICE, SEARCH_KEY, install_mcp_service, mcp_url
+from examples.agent_desktop.services import (
+    MCP_SERVICE,
+    MCP_STDIO_SERVICE,
+    SEARCH_KEY,
+    install_mcp_services,
+    mcp_url,
+)
 
 __all__ = ["main"]
 
@@ -64,15 +71,22 @@ def _bastion(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
-def _wait_service(client: DaemonClient, state: str, timeout: float = 60.0) -> dict[str, Any]:
+def _wait_service(
+    client: DaemonClient, name: str, state: str, timeout: float = 60.0
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        status: dict[str, Any] = client.get(f"/v1/services/{MCP_SERVICE}")
+        status: dict[str, Any] = client.get(f"/v1/services/{name}")
         if status["state"] == state:
             return status
         if status["state"] in {"failed", "open"} or time.monotonic() > deadline:
-            raise RuntimeError(f"{MCP_SERVICE} is {status['state']}: {status['reason']}")
+            raise RuntimeError(f"{name} is {status['state']}: {status['reason']}")
         time.sleep(0.1)
+
+
+def _summary(status: dict[str, Any]) -> dict[str, Any]:
+    keys = ("state", "reason", "pid", "secret_names")
+    return {k: status[k] for k in keys}
 
 
 async def _talk_to_mcp(url: str) -> dict[str, Any]:
@@ -97,7 +111,7 @@ def run(cfg: Config, mcp_port: int, key: str, *, log_path: Path | None = None) -
     report: dict[str, Any] = {"home": str(cfg.home)}
 
     _bastion("init", "--json", env=env)  # 1
-    install_mcp_service(cfg, mcp_port)
+    install_mcp_services(cfg, mcp_port)
 
     daemon = Daemon.spawn(cfg, env=env, log_path=log_path)  # 2
     try:
@@ -117,14 +131,10 @@ def run(cfg: Config, mcp_port: int, key: str, *, log_path: Path | None = None) -
             secrets.set_secret(SEARCH_KEY, key)
             report["get_secrets"] = secrets.get_secrets()
 
-            client.post(f"/v1/services/{MCP_SERVICE}/start")  # 5
-            running = _wait_service(client, "running")
-            report["service"] = {
-                "state": running["state"],
-                "reason": running["reason"],
-                "pid": running["pid"],
-                "secret_names": running["secret_names"],
-            }
+            for name in (MCP_SERVICE, MCP_STDIO_SERVICE):  # 5
+                client.post(f"/v1/services/{name}/start")
+            report["service"] = _summary(_wait_service(client, MCP_SERVICE, "running"))
+            report["stdio_service"] = _summary(_wait_service(client, MCP_STDIO_SERVICE, "running"))
             report["mcp"] = asyncio.run(_talk_to_mcp(mcp_url(mcp_port)))
             runs.add_message(the_run.id, "tool", json.dumps(report["mcp"]["search"]))
             runs.add_message(the_run.id, "assistant", "Found 3 results.")
@@ -138,6 +148,7 @@ def run(cfg: Config, mcp_port: int, key: str, *, log_path: Path | None = None) -
 
         stopped = client.post(f"/v1/services/{MCP_SERVICE}/stop")  # 6
         report["service_stopped"] = {"state": stopped["state"], "reason": stopped["reason"]}
+        # The stdio server is left running: the daemon's SIGTERM stops it by its policy.
     finally:
         report["daemon_exit"] = daemon.stop()
     report["handshake_left"] = (cfg.run_dir / "daemon.json").exists()

@@ -18,9 +18,19 @@ from pathlib import Path
 from bastion.config import Config
 from examples.agent_desktop.ipc import SCOPE
 
-__all__ = ["MCP_SERVICE", "SEARCH_KEY", "install_mcp_service", "mcp_service_toml", "mcp_url"]
+__all__ = [
+    "MCP_SERVICE",
+    "MCP_STDIO_SERVICE",
+    "SEARCH_KEY",
+    "install_mcp_services",
+    "mcp_service_toml",
+    "mcp_stdio_service_toml",
+    "mcp_url",
+]
 
 MCP_SERVICE = "aios-search"
+#: The same server over stdio, as most desktop MCP clients run their servers.
+MCP_STDIO_SERVICE = "aios-search-stdio"
 #: The vault name of the search provider's API key (scope ``aios``).
 SEARCH_KEY = "search_api_key"
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,14 +76,51 @@ grace_s = 5.0
 """
 
 
-def install_mcp_service(cfg: Config, port: int) -> Path:
-    """Write ``services/aios-search.toml`` atomically (0600); the daemon reads it at start."""
-    target = cfg.services_dir / f"{MCP_SERVICE}.toml"
+def mcp_stdio_service_toml(*, python: str = sys.executable) -> str:
+    """The stdio variant: the supervisor owns the child's stdin/stdout and pings over them."""
+    argv = [python, "-m", "examples.agent_desktop.mcp_server", "--transport", "stdio"]
+    return f"""# The search MCP server over stdio: bastion keeps the pipes and sends MCP pings on them.
+argv = [{", ".join(json.dumps(a) for a in argv)}]
+cwd = {json.dumps(str(ROOT))}
+autostart = false
+env = {{ PYTHONUNBUFFERED = "1" }}
+secrets = {{ SEARCH_API_KEY = "secret:{SCOPE}/{SEARCH_KEY}" }}
+
+[health.startup]
+kind = "mcp"
+transport = "stdio"
+interval_s = 0.3
+timeout_s = 2.0
+failure_threshold = 60
+
+[health.liveness]
+kind = "mcp"
+transport = "stdio"
+interval_s = 10.0
+timeout_s = 5.0
+failure_threshold = 2
+
+[stop]
+signal = "SIGTERM"
+grace_s = 5.0
+"""
+
+
+def install_mcp_services(cfg: Config, port: int) -> list[Path]:
+    """Write both specs into ``services/`` (atomically, 0600); the daemon reads them at start."""
+    return [
+        _install(cfg, MCP_SERVICE, mcp_service_toml(port)),
+        _install(cfg, MCP_STDIO_SERVICE, mcp_stdio_service_toml()),
+    ]
+
+
+def _install(cfg: Config, name: str, text: str) -> Path:
+    target = cfg.services_dir / f"{name}.toml"
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(mcp_service_toml(port))
+            out.write(text)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)

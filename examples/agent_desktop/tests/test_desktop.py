@@ -57,6 +57,10 @@ def test_the_desktop_script_runs_the_whole_session(cfg: Config, tmp_path: Path) 
     assert report["service"]["state"] == "running"
     assert report["service"]["reason"] == "startup probe passed: mcp ping"
     assert report["service"]["secret_names"] == ["SEARCH_API_KEY"]
+    # the stdio variant: the supervisor holds its pipes and pinged it over them
+    assert report["stdio_service"]["state"] == "running"
+    assert report["stdio_service"]["reason"] == "startup probe passed: mcp ping"
+    assert report["stdio_service"]["secret_names"] == ["SEARCH_API_KEY"]
     # ...answered our own ping and saw its key, and nothing else but what the spec declares
     assert report["mcp"]["ping"] == "ok"
     assert report["mcp"]["key_status"]["configured"] is True
@@ -69,6 +73,7 @@ def test_the_desktop_script_runs_the_whole_session(cfg: Config, tmp_path: Path) 
     assert report["handshake_left"] is False
     assert _gone(report["daemon"]["pid"])
     assert _gone(report["service"]["pid"])
+    assert _gone(report["stdio_service"]["pid"])  # stopped with the daemon
 
     with Home.open(cfg) as home:
         runs = RunsRepo(home.db)
