@@ -83,7 +83,7 @@ def app_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 def test_app_namespace_dry_run_then_migrate(tmp_path: Path, app_package: str) -> None:
     home = _home(tmp_path)
     db_file = home / "bastion.db"
-    before = db_file.read_bytes()
+    before, mtime = db_file.read_bytes(), db_file.stat().st_mtime_ns
     code, out, _ = _run(home, "db", "migrate", "--package", app_package, "-n", "myapp", "--dry-run")
     assert code == 0
     assert (
@@ -92,6 +92,7 @@ def test_app_namespace_dry_run_then_migrate(tmp_path: Path, app_package: str) ->
     )
     assert "schema added: index:tags_note, table:notes, table:tags" in out
     assert db_file.read_bytes() == before
+    assert db_file.stat().st_mtime_ns == mtime
     code, out, _ = _run(home, "db", "migrate", "--package", app_package, "--json")
     assert code == 0
     data = json.loads(out)

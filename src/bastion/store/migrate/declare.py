@@ -112,8 +112,8 @@ class Migration:
         orphans: Iterable[OrphanPolicy] = (),
         origin: str | None = None,
     ) -> Migration:
-        """A SQL migration. Leading ``-- bastion: no-transaction`` / ``-- bastion:
-        foreign-keys-off`` comment lines in ``text`` set the flags when not given."""
+        """A SQL migration. Comment lines ``-- bastion: no-transaction`` and ``-- bastion:
+        foreign-keys-off`` in ``text`` set the flags when the arguments are not given."""
         words: set[str] = set()
         for match in _DIRECTIVE.finditer(text):
             words.update(w.strip() for w in re.split(r"[ ,]+", match.group("words")) if w.strip())
