@@ -205,6 +205,8 @@ class PageWatch:
     http_errors: list[str] = dataclasses.field(default_factory=list)
     foreign: list[str] = dataclasses.field(default_factory=list)
     requests: list[str] = dataclasses.field(default_factory=list)
+    #: Every answered API call (not streams), to scan bodies for values that must not leak.
+    api_responses: list[Any] = dataclasses.field(default_factory=list)
     #: HTTP errors a test provokes on purpose (e.g. the sign-in page's 401 before login).
     expected_http_errors: set[str] = dataclasses.field(default_factory=set)
 
@@ -232,14 +234,16 @@ class PageWatch:
                 else None
             ),
         )
-        page.on(
-            "response",
-            lambda resp: (
-                self.http_errors.append(f"{resp.status} {resp.url}")
-                if resp.status >= 400 and resp.url not in self.expected_http_errors
-                else None
-            ),
-        )
+        page.on("response", self._on_response)
+
+    def _on_response(self, resp: Any) -> None:
+        if resp.status >= 400 and resp.url not in self.expected_http_errors:
+            self.http_errors.append(f"{resp.status} {resp.url}")
+        if resp.request.resource_type == "fetch":
+            self.api_responses.append(resp)
+
+    def response_bodies(self) -> list[str]:
+        return [resp.text() for resp in self.api_responses]
 
     def assert_clean(self) -> None:
         assert self.foreign == [], f"requests left the daemon's origin: {self.foreign}"

@@ -77,6 +77,26 @@ def test_sign_in_gives_an_httponly_strict_cookie_and_links_work_once(
         context.close()
 
 
+def test_serve_prints_a_working_sign_in_link(daemon: Daemon, chromium: Any) -> None:
+    import re
+
+    match = re.search(r"^dashboard: (http://\S+)$", daemon.log(), re.MULTILINE)
+    assert match, daemon.log()
+    url = match.group(1)
+    assert url.startswith(daemon.origin + "/login?t=")
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        watch = PageWatch(daemon.origin)
+        watch.attach(context, page)
+        page.goto(url)
+        page.wait_for_selector("#daemon-info:has-text('pid')")
+        assert len(context.cookies()) == 1
+        watch.assert_clean()
+    finally:
+        context.close()
+
+
 def test_page_cannot_be_driven_by_a_forged_request(signed_in: Session, daemon: Daemon) -> None:
     from bastion.store.backup import list_backups
 
@@ -119,6 +139,10 @@ def test_setting_a_secret_through_the_form_stores_it_and_never_shows_it(
         assert value not in html
         assert daemon.sentinel not in html
         assert page.input_value("#secret-value") == ""
+        # No answer to any call the page made holds the value (PUT, lists, status...).
+        bodies = signed_in.watch.response_bodies()
+        assert len(bodies) >= 3
+        assert not [b for b in bodies if value in b or daemon.sentinel in b]
         # Delete it again, through the confirmation dialog.
         page.click('#secrets-table tr[data-secret="DASH_FORM_KEY"] button')
         page.click("#confirm-ok")

@@ -217,3 +217,18 @@ def test_login_url_helper(token: str) -> None:
     assert url.startswith(f"http://127.0.0.1:{PORT}/login?t=")
     assert token not in url
     assert LoginCodes(token).redeem(url.split("t=", 1)[1])
+
+
+def test_dashboard_command_without_a_daemon_says_how_to_start_one(home: Config) -> None:
+    from click.testing import CliRunner
+
+    from bastion.cli import cli
+
+    Home.init(home).close()
+    result = CliRunner().invoke(cli, ["--home", str(home.home), "dashboard"])
+    assert result.exit_code == 69
+    assert "no bastion daemon is running" in result.output
+    assert "bastion serve" in result.output
+    as_json = CliRunner().invoke(cli, ["--home", str(home.home), "dashboard", "--json"])
+    assert as_json.exit_code == 69
+    assert '"daemon_unreachable"' in as_json.output
