@@ -300,3 +300,41 @@ def test_encrypted_file_with_keychain_held_key_and_rekey(keychain_cfg: Config) -
     finally:
         with Vault.open(cfg) as vault:
             _cleanup(vault)
+
+
+class DictKeyring(KeyringBackend):
+    """A keychain that cannot enumerate its items (like macOS/Windows through keyring)."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.items.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.items[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        from keyring.errors import PasswordDeleteError
+
+        if self.items.pop((service, username), None) is None:
+            raise PasswordDeleteError(username)
+
+
+def test_reconcile_where_the_keychain_cannot_list(tmp_path: Path) -> None:
+    cfg = make_home(tmp_path / "home")
+    store = DictKeyring()
+    with Vault.open(cfg, keyring_backend=store) as vault:
+        vault.set("KEPT", "a")
+        vault.set("GONE", "b")
+        store.items.pop(("bastion", "global/GONE"))
+        report = vault.reconcile()
+        assert report["orphans_checked"] is False
+        assert report["orphans"] == []
+        assert report["missing"] == ["global/GONE"]
+        assert vault.reconcile(fix=True)["changes"] == [
+            {"action": "dropped", "scope": "global", "name": "GONE"}
+        ]

@@ -338,8 +338,13 @@ class Vault:
         backend = self.backend
         indexed = self.index.keys(backend.kind)
         stored = backend.stored_keys()
-        orphans = sorted(stored - indexed)
-        missing = sorted(k for k in indexed - stored if not self._has_value(backend, *k))
+        if stored is None:
+            # The backend cannot list its items: ask it about each indexed row instead.
+            orphans: builtins.list[tuple[str, str]] = []
+            missing = sorted(k for k in indexed if not self._has_value(backend, *k))
+        else:
+            orphans = sorted(stored - indexed)
+            missing = sorted(k for k in indexed - stored if not self._has_value(backend, *k))
         changes: list[dict[str, str]] = []
         if fix:
             for scope, name in orphans:
@@ -350,6 +355,7 @@ class Vault:
                     changes.append({"action": "dropped", "scope": scope, "name": name})
         return {
             "backend": backend.kind,
+            "orphans_checked": stored is not None,
             "orphans": [f"{s}/{n}" for s, n in orphans],
             "missing": [f"{s}/{n}" for s, n in missing],
             "fixed": fix,

@@ -74,8 +74,10 @@ class Backend(Protocol):
         """Remove the value; ``True`` if there was one."""
         ...
 
-    def stored_keys(self) -> set[tuple[str, str]]:
-        """Every (scope, name) the backend holds a value for (reconcile's other side)."""
+    def stored_keys(self) -> set[tuple[str, str]] | None:
+        """Every (scope, name) the backend holds a value for (reconcile's other side), or
+        ``None`` where the backend cannot enumerate (keychains other than the Secret
+        Service): reconcile then checks index rows one by one and reports orphans unknown."""
         ...
 
     def fingerprint_key(self) -> bytes:

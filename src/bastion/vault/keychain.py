@@ -358,15 +358,10 @@ class KeychainBackend:
         for index in range(start, end + 1):
             self.client.delete(f"{key}#{index}")
 
-    def stored_keys(self) -> set[tuple[str, str]]:
+    def stored_keys(self) -> set[tuple[str, str]] | None:
         names = self.client.usernames()
         if names is None:
-            raise KeychainUnavailable(
-                f"{self.client.backend_name} cannot list its items, so reconcile cannot "
-                "find keychain items missing from the index",
-                hint="On Linux reconcile uses the Secret Service; elsewhere it checks only "
-                "index rows (`reconcile` reports the rest as unknown).",
-            )
+            return None
         found = set()
         for user in names:
             if user.startswith(INTERNAL_PREFIX) or "#" in user:
