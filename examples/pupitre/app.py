@@ -67,6 +67,7 @@ def open_database(
     config: StoreConfig | None = None,
     recover_corrupt: bool = True,
     on_recovered: Callable[[RecoveryReport], None] | None = None,
+    vfs: str | None = None,
 ) -> Database:
     """Check, open, verify posture, migrate. The one way pupitre opens any database.
 
@@ -89,7 +90,7 @@ def open_database(
         )
         if on_recovered is not None:
             on_recovered(report)
-    db = Database.open(path, cfg, name=name)
+    db = Database.open(path, cfg, name=name, vfs=vfs)
     try:
         migrator = Migrator(db, backups_dir=backups_dir, keep=5)
         adopt_legacy(migrator, namespace)
@@ -147,9 +148,12 @@ class Pupitre:
         config: StoreConfig,
         global_db: Database,
         recoveries: list[RecoveryReport],
+        vfs: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.config = config
+        #: SQLite VFS every database is opened with (None: the default one).
+        self.vfs = vfs
         self.global_db = global_db
         #: Recoveries run at open (a corrupt file was quarantined and a backup restored).
         self.recoveries = recoveries
@@ -159,19 +163,40 @@ class Pupitre:
         self._profiles_lock = threading.Lock()
 
     @classmethod
-    def open(cls, data_dir: str | os.PathLike[str], config: StoreConfig | None = None) -> Pupitre:
+    def open(
+        cls,
+        data_dir: str | os.PathLike[str],
+        config: StoreConfig | None = None,
+        *,
+        vfs: str | None = None,
+    ) -> Pupitre:
+        """Open (creating if needed) the data directory. ``vfs`` names a registered SQLite
+        VFS for every database (an encrypting one, or ``bastion.store.faults.FaultyVFS`` in
+        drills)."""
         root = Path(data_dir).absolute()
         for sub in ("profiles", "artifacts", "backups", "quarantine", "trash"):
             (root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
         cfg = config or StoreConfig()
         recoveries: list[RecoveryReport] = []
         global_db = _open_in(
-            root, root / "global.db", migrations.global_namespace(), cfg, recoveries
+            root,
+            root / "global.db",
+            migrations.global_namespace(),
+            config=cfg,
+            recoveries=recoveries,
+            vfs=vfs,
         )
-        return cls(root, cfg, global_db, recoveries)
+        return cls(root, cfg, global_db, recoveries, vfs)
 
     def _open(self, path: Path, namespace: Namespace) -> Database:
-        return _open_in(self.data_dir, path, namespace, self.config, self.recoveries)
+        return _open_in(
+            self.data_dir,
+            path,
+            namespace,
+            config=self.config,
+            recoveries=self.recoveries,
+            vfs=self.vfs,
+        )
 
     # --- profiles ------------------------------------------------------------------------
 
@@ -387,8 +412,10 @@ def _open_in(
     root: Path,
     path: Path,
     namespace: Namespace,
+    *,
     config: StoreConfig,
     recoveries: list[RecoveryReport],
+    vfs: str | None,
 ) -> Database:
     return open_database(
         path,
@@ -397,6 +424,7 @@ def _open_in(
         quarantine_dir=root / "quarantine" / path.stem,
         config=config,
         on_recovered=recoveries.append,
+        vfs=vfs,
     )
 
 

@@ -5,12 +5,15 @@ partial behind -- no unlinked feedback row, no half-imported graph, no orphan ar
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bastion.errors import ConstraintViolation, NotFound, ReferenceViolation
+from bastion.errors import ConstraintViolation, NotFound, ReferenceViolation, StoreError
 from bastion.store import Database, WriteTx
+from bastion.store.faults import Fault, FaultyVFS
 from examples.pupitre.app import Pupitre
 from examples.pupitre.feedback import repo as feedback
 from examples.pupitre.pack import repo as pack
@@ -137,3 +140,41 @@ def test_import_of_a_missing_audio_file_leaves_nothing(app: Pupitre, tmp_path: P
         app.import_peer_review(_pack(tmp_path, audio="missing.wav"))
     assert _counts(app.profile()) == before
     assert _artifacts(app) == []
+
+
+@pytest.fixture
+def faulty(data_dir: Path) -> Iterator[tuple[Pupitre, FaultyVFS]]:
+    name = f"pupitre-drill-{uuid.uuid4().hex[:8]}"
+    vfs = FaultyVFS(name)
+    app = Pupitre.open(data_dir, vfs=name)
+    try:
+        app.create_workspace("main", "Main")
+        yield app, vfs
+    finally:
+        vfs.disarm()
+        app.close()
+        vfs.close()
+
+
+@pytest.mark.parametrize("fault", [Fault.ENOSPC, Fault.EIO, Fault.SHORT])
+def test_a_disk_failure_at_commit_leaves_no_graph_row_and_no_file(
+    faulty: tuple[Pupitre, FaultyVFS], tmp_path: Path, fault: Fault
+) -> None:
+    """The disk refuses the commit's first WAL write: the error reaches the caller typed,
+    the on_rollback compensation removes the copied audio, and reopening shows no trace."""
+    app, vfs = faulty
+    db = app.profile()
+    before = _counts(db)
+    pack_dir = _pack(tmp_path)
+    vfs.arm(fault, op="write", at=1, file_suffix="-wal")
+    with pytest.raises(StoreError):
+        app.import_peer_review(pack_dir)
+    vfs.disarm()
+    assert _artifacts(app) == []
+    app.close_profile("main")
+    reopened = app.profile("main")
+    assert _counts(reopened) == before
+    assert reopened.query("PRAGMA integrity_check") == [("ok",)]
+    # And the same import succeeds once the disk is healthy again.
+    result = app.import_peer_review(pack_dir)
+    assert talk.get_run(reopened, result.run_id) is not None
