@@ -328,6 +328,12 @@ class Vault:
     ) -> builtins.list[AuditEntry]:
         return self.audit.entries(name=name, scope=scope, limit=limit)
 
+    def prune_audit(self, older_than_days: float) -> int:
+        """Drop audit rows older than ``older_than_days`` (for the retention job)."""
+        import time
+
+        return self.audit.prune(time.time() - older_than_days * 86400)
+
     def reconcile(self, fix: bool = False, actor: str = "cli") -> dict[str, Any]:
         """Compare the index with what the backend holds.
 

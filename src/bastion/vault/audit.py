@@ -145,6 +145,14 @@ class AuditLog:
         rows = self._db.query(sql, (*params, limit))
         return [AuditEntry(*row) for row in rows]
 
+    def prune(self, before: float) -> int:
+        """Delete rows older than ``before`` (epoch seconds); returns how many. Destructive:
+        the retention job calls it with its configured age."""
+        self.flush()
+        return self._db.write(
+            lambda tx: tx.execute("DELETE FROM vault_audit WHERE ts < ?", (before,))
+        )
+
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
