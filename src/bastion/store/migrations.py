@@ -51,7 +51,7 @@ from bastion.store.migrate.declare import (
     OrphanPolicy,
 )
 from bastion.store.migrate.helpers import RebuildResult, normalize_orphans, rebuild_table
-from bastion.store.migrate.history import HistoryRow, plan_namespace
+from bastion.store.migrate.history import HistoryRow, MigrationPlan, plan_namespace
 from bastion.store.migrate.runner import (
     AppliedMigration,
     BaselineResult,
@@ -70,6 +70,7 @@ __all__ = [
     "HistoryRow",
     "Migration",
     "MigrationKind",
+    "MigrationPlan",
     "MigrationReport",
     "Migrator",
     "Namespace",

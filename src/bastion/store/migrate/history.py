@@ -39,14 +39,17 @@ class HistoryRow:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _Plan:
+class MigrationPlan:
+    """What :func:`plan_namespace` found to do: migrations to apply, in order, and edited
+    ones accepted (with the checksum recorded before)."""
+
     pending: tuple[Migration, ...]
-    accepted: tuple[tuple[Migration, str], ...]  # (migration, old checksum)
+    accepted: tuple[tuple[Migration, str], ...]
 
 
 def plan_namespace(
     ns: Namespace, history: Sequence[HistoryRow], accept_edited: Iterable[str] = ()
-) -> _Plan:
+) -> MigrationPlan:
     """Check ``history`` against ``ns`` and return what to apply; raise on a bad history.
 
     Pure: reads nothing, writes nothing. ``accept_edited`` holds ``NS/ID`` (or bare ``ID``)
@@ -131,7 +134,7 @@ def plan_namespace(
                 applied_after=later.id,
             )
     pending = tuple(m for m in ns.migrations if m.id not in applied)
-    return _Plan(pending=pending, accepted=tuple(accepted))
+    return MigrationPlan(pending=pending, accepted=tuple(accepted))
 
 
 def _ensure_history(conn: apsw.Connection) -> None:

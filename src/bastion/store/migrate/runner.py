@@ -1,4 +1,12 @@
-"""Applying migrations: ``Migrator`` (check, migrate, dry run, baseline), backups, restore."""
+"""Applying migrations: ``Migrator`` (check, migrate, dry run, baseline), backups, restore.
+
+Everything that writes runs on the database's writer connection through
+``Database.run_outside_transaction``: the engine's writer thread is held for the whole run
+(this process's other writes queue behind it), and each migration opens its own
+``BEGIN IMMEDIATE`` so other processes wait on the file lock. Because another process may have
+migrated between our plan and our lock, each migration re-checks the history under the lock
+and skips what is already recorded. See :mod:`bastion.store.migrations` for the contract.
+"""
 
 from __future__ import annotations
 
@@ -26,10 +34,6 @@ from bastion.errors import (
 )
 from bastion.store._errors import translate
 from bastion.store.engine import ReadTx, WriteTx
-from bastion.store.schema import SchemaDiff, SchemaObject, diff_schemas, schema_objects
-
-if TYPE_CHECKING:
-    from bastion.store.engine import Database
 from bastion.store.migrate._common import (
     HISTORY_TABLE,
     EventSink,
@@ -50,6 +54,10 @@ from bastion.store.migrate.history import (
     _record,
     plan_namespace,
 )
+from bastion.store.schema import SchemaDiff, SchemaObject, diff_schemas, schema_objects
+
+if TYPE_CHECKING:
+    from bastion.store.engine import Database
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
