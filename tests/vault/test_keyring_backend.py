@@ -75,3 +75,14 @@ def test_plain_keyring_calls_in_a_child(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["child-secret", "EncryptedFileKeyring"]
     assert b"child-secret" not in (home / "vault.db").read_bytes()
+
+
+def test_names_too_long_for_the_vault_are_keyring_errors(tmp_path: Path) -> None:
+    from keyring.errors import PasswordSetError
+
+    cfg = make_home(tmp_path / "home", BASTION_VAULT_BACKEND="encrypted-file")
+    with Vault.open(cfg, env={"BASTION_VAULT_KEY": new_env_key()}) as vault:
+        kr = EncryptedFileKeyring.for_vault(vault)
+        with pytest.raises(PasswordSetError):
+            kr.set_password("svc", "u" * 100, "p")
+        assert kr.get_password("svc", "u" * 100) is None

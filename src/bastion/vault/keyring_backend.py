@@ -21,7 +21,7 @@ from typing import Any
 from keyring.backend import KeyringBackend
 from keyring.compat import properties
 from keyring.credentials import SimpleCredential
-from keyring.errors import PasswordDeleteError
+from keyring.errors import PasswordDeleteError, PasswordSetError
 
 __all__ = ["EncryptedFileKeyring"]
 
@@ -90,13 +90,16 @@ class EncryptedFileKeyring(KeyringBackend):
         vault = self._open()
         try:
             return str(vault.get(_name(username), scope=_scope(service), actor="keyring").reveal())
-        except SecretNotFound:
+        except (SecretNotFound, ValueError):  # ValueError: a name bastion could not have stored
             return None
 
     def set_password(self, service: str, username: str, password: str) -> None:
         vault = self._open()
         # keyring stores empty passwords too; bastion's rules are per name, none apply here.
-        vault.set(_name(username), password, scope=_scope(service), actor="keyring")
+        try:
+            vault.set(_name(username), password, scope=_scope(service), actor="keyring")
+        except ValueError as err:  # service/username too long once hex-encoded
+            raise PasswordSetError(str(err)) from err
 
     def delete_password(self, service: str, username: str) -> None:
         from bastion.errors import SecretNotFound
@@ -104,7 +107,7 @@ class EncryptedFileKeyring(KeyringBackend):
         vault = self._open()
         try:
             vault.delete(_name(username), scope=_scope(service), actor="keyring")
-        except SecretNotFound as err:
+        except (SecretNotFound, ValueError) as err:
             raise PasswordDeleteError("Password not found") from err
 
     def get_credential(self, service: str, username: str | None) -> SimpleCredential | None:
