@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from fastapi import FastAPI, Query, Response
+from fastapi import Depends, FastAPI, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.api.errors import install_error_handlers
-from bastion.errors import NotFound
+from bastion.errors import NotFound, Unauthorized
 from examples.bots.bot.repo import Bot, BotChanges, BotStatus, NewBot
 from examples.bots.store import BotStore
 
@@ -61,7 +61,21 @@ def _bot(bot: Bot) -> dict[str, Any]:
 
 
 def create_app(store: BotStore) -> FastAPI:
-    app = FastAPI(title="boternity (bastion example)", version="1")
+    """Every route needs ``Authorization: Bearer <api key>`` (a key from ``api_keys``)."""
+
+    def authenticate(authorization: str | None = Header(default=None)) -> None:
+        scheme, _, presented = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            raise Unauthorized("missing API key", hint="Send `Authorization: Bearer <api key>`.")
+        try:
+            store.api_keys.verify(presented)
+        except NotFound as err:
+            # Looked up by SHA-256, never compared as text; the error never echoes the key.
+            raise Unauthorized("unknown or revoked API key") from err
+
+    app = FastAPI(
+        title="boternity (bastion example)", version="1", dependencies=[Depends(authenticate)]
+    )
     install_error_handlers(app)
 
     def need_bot(bot_id: str) -> Bot:

@@ -17,8 +17,29 @@ SENTINEL = "sk-apiSENTINEL-0a1b2c3d4e5f"
 
 @pytest.fixture
 def client(store: BotStore) -> Iterator[TestClient]:
-    with TestClient(create_app(store)) as test_client:
+    _, key = store.api_keys.create("tests")
+    headers = {"Authorization": f"Bearer {key.reveal()}"}
+    with TestClient(create_app(store), headers=headers) as test_client:
         yield test_client
+
+
+def test_every_route_needs_a_live_api_key(store: BotStore) -> None:
+    meta, key = store.api_keys.create("short-lived")
+    with TestClient(create_app(store)) as anonymous:
+        for headers in (
+            {},
+            {"Authorization": "Bearer bot_not-a-key"},
+            {"Authorization": "Basic x"},
+        ):
+            response = anonymous.get("/bots", headers=headers)
+            assert response.status_code == 401
+            assert response.json()["code"] == "unauthorized"
+        good = {"Authorization": f"Bearer {key.reveal()}"}
+        assert anonymous.get("/bots", headers=good).status_code == 200
+        store.api_keys.revoke(meta.id)
+        revoked = anonymous.get("/bots", headers=good)
+        assert revoked.status_code == 401
+        assert key.reveal() not in revoked.text
 
 
 def _create(client: TestClient, slug: str, **extra: object) -> dict[str, object]:
