@@ -349,6 +349,7 @@ def test_dry_run_leaves_file_bytes_and_mtime_unchanged(db: Database) -> None:
     assert (wal.stat().st_size if wal.exists() else 0) == wal_before
     (state,) = Migrator(db).status([ns(M1, M2, M3)])
     assert state.pending == ("0002_b", "0003_c")
+    assert not list(path.parent.glob(".bastion-dry-run-*"))  # the copy is gone
 
 
 def test_dry_run_reports_a_failure_without_touching_the_live_file(db: Database) -> None:

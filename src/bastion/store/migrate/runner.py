@@ -420,7 +420,9 @@ class Migrator:
         return self.db.run_outside_transaction(run)
 
     def _dry_run(self, spaces: list[Namespace], accept: tuple[str, ...]) -> MigrationReport:
-        workdir = Path(tempfile.mkdtemp(prefix="bastion-dry-run-"))
+        # Next to the database: the filesystem that holds it has room for a copy (/tmp may
+        # be a small tmpfs); mkdtemp makes the directory 0700.
+        workdir = Path(tempfile.mkdtemp(prefix=".bastion-dry-run-", dir=self.db.path.parent))
         try:
             copy_path = workdir / "copy.db"
 
