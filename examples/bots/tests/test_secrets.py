@@ -89,3 +89,15 @@ def test_a_wrong_master_key_cannot_read_anything(env: dict[str, str]) -> None:
     with BotStore.open(env=wrong) as store, pytest.raises(VaultLocked) as info:
         store.secrets.get("API_KEY")
     assert SENTINEL not in str(info.value)
+
+
+def test_without_a_master_key_bots_work_and_secrets_say_which_variable_to_set(
+    tmp_path: Path,
+) -> None:
+    with BotStore.open(tmp_path / "nokey", env={}) as store:
+        store.bots.create(NewBot(slug="still-works", name="Still works"))
+        with pytest.raises(VaultLocked, match=MASTER_KEY_ENV) as info:
+            store.secrets.set("API_KEY", SENTINEL)
+        assert MASTER_KEY_ENV in info.value.hint
+        assert SENTINEL not in str(info.value)
+        assert store.secrets.names() == []  # nothing half-stored
