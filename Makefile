@@ -36,11 +36,12 @@ system-deps:
 	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)
 
 lint: venv
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 typecheck: venv
 	$(BIN)/mypy --strict src
+	$(BIN)/mypy --strict examples
 
 pytest: venv
 	bash scripts/run-tests.sh $(PYTEST_ARGS)
