@@ -459,7 +459,18 @@ class Migrator:
     ) -> MigrationReport:
         reader = ReadTx(conn)
         # Validate every namespace before touching anything.
-        plans = [(ns, plan_namespace(ns, _read_history(reader, ns.name), accept)) for ns in spaces]
+        histories = {ns.name: _read_history(reader, ns.name) for ns in spaces}
+        plans = [(ns, plan_namespace(ns, histories[ns.name], accept)) for ns in spaces]
+        if not any(plan.pending or plan.accepted for _, plan in plans):
+            # The common case (every open of a home): nothing to do, nothing more to read.
+            return MigrationReport(
+                dry_run=dry_run,
+                applied=(),
+                accepted_edits=(),
+                backups=(),
+                states=tuple(self._state(ns, histories[ns.name]) for ns in spaces),
+                changes=SchemaDiff((), (), ()),
+            )
         before = schema_objects(reader)
         applied: list[AppliedMigration] = []
         accepted: list[str] = []
