@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bastion.errors import ImportFailed
@@ -277,3 +277,56 @@ def test_interrupted_bundle_migration_finishes_exactly_once(
     assert "secrets" not in data
     assert data["name"] == "Space"
     assert migrate_bundled_json(file_vault, record, scope="space:abc")["keys"] == 0
+
+
+_keys = st.from_regex(r"[A-Z][A-Z0-9_]{0,11}_(API_KEY|TOKEN|SECRET)", fullmatch=True)
+
+
+# One vault for all examples on purpose: each example uses its own folder and scope.
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    entries=st.dictionaries(
+        _keys,
+        _env_values.filter(
+            lambda v: (
+                v.lower()
+                not in {
+                    "true",
+                    "false",
+                    "yes",
+                    "no",
+                    "on",
+                    "off",
+                    "null",
+                    "none",
+                    "enabled",
+                    "disabled",
+                }
+            )
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    quote=st.sampled_from(["", "'", '"']),
+)
+def test_import_is_lossless_and_idempotent(
+    file_vault: Vault, tmp_path_factory: pytest.TempPathFactory, entries: dict[str, str], quote: str
+) -> None:
+    folder = tmp_path_factory.mktemp("env")
+    scope = f"space:{folder.name}"
+    env = folder / ".env"
+    text = "# generated\n" + "".join(f"{k}={quote}{v}{quote}\n" for k, v in entries.items())
+    env.write_text(text)
+    first = import_file(file_vault, env, scope=scope)
+    assert first.rewritten
+    for key, value in entries.items():
+        assert file_vault.get(key, scope=scope).reveal() == value
+    scrubbed = env.read_bytes()
+    for value in entries.values():
+        assert f"={quote}{value}{quote}\n".encode() not in scrubbed
+    second = import_file(file_vault, env, scope=scope)
+    assert not second.rewritten
+    assert env.read_bytes() == scrubbed
+    assert all(m.version == 1 for m in file_vault.list(scope))

@@ -81,7 +81,8 @@ KNOWN_PREFIXES = (
     "-----BEGIN",
 )
 _URL_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.\-]*://[^/@:\s]+:[^/@\s]+@", re.IGNORECASE)
-_NOT_SECRET = re.compile(r"(?i)^(true|false|yes|no|on|off|null|none|-?\d+(\.\d+)?)$")
+_FLAG = re.compile(r"(?i)^(true|false|yes|no|on|off|null|none|enabled|disabled)$")
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
 
 def _entropy(value: str) -> float:
@@ -95,12 +96,14 @@ def looks_secret(key: str, value: object) -> bool:
     if not isinstance(value, str) or not value.strip() or value.startswith(REFERENCE_PREFIX):
         return False
     text = value.strip()
-    if _NOT_SECRET.match(text):
+    if _FLAG.match(text):  # AUTH_TOKEN_ENABLED=true is a switch, not a token
         return False
     if text.startswith(KNOWN_PREFIXES) or _URL_WITH_PASSWORD.match(text):
         return True
     if _SECRET_NAME.search(key):
-        return True
+        return True  # numbers too: SMTP_PASSWORD=123456 is still a password
+    if _NUMBER.match(text):
+        return False
     # A long token without spaces made of many distinct characters: an unnamed key.
     return (
         len(text) >= 24
