@@ -15,14 +15,15 @@ from bastion.domains.logs import queries as logs_q
 from bastion.domains.settings import SettingsRepo
 from bastion.domains.settings import queries as settings_q
 from bastion.store import Database
-from bastion.store.plan import assert_indexes, assert_plan, namespace_indexes
+from bastion.store.plan import HotQuery, assert_indexes, assert_plan, namespace_indexes
 
-HOT = [
-    *(("logs", n, *q) for n, q in logs_q.HOT.items()),
-    *(("events", n, *q) for n, q in events_q.HOT.items()),
-    *(("activity", n, *q) for n, q in activity_q.HOT.items()),
-    *(("settings", n, *q) for n, q in settings_q.HOT.items()),
-]
+HOT = [*logs_q.HOT, *events_q.HOT, *activity_q.HOT, *settings_q.HOT]
+TABLES = (
+    ["logs"] * len(logs_q.HOT)
+    + ["events"] * len(events_q.HOT)
+    + ["activity"] * len(activity_q.HOT)
+    + ["settings"] * len(settings_q.HOT)
+)
 
 
 def _fill(db: Database) -> None:
@@ -40,13 +41,11 @@ def _fill(db: Database) -> None:
 
 
 @pytest.mark.parametrize(
-    ("table", "name", "sql", "params", "index"), HOT, ids=[f"{h[0]}.{h[1]}" for h in HOT]
+    "hot", HOT, ids=[f"{t}.{h.name}" for t, h in zip(TABLES, HOT, strict=True)]
 )
-def test_hot_query_uses_its_index(
-    db: Database, table: str, name: str, sql: str, params: tuple[object, ...], index: str
-) -> None:
+def test_hot_query_uses_its_index(db: Database, hot: HotQuery) -> None:
     _fill(db)
-    plan = assert_plan(db, sql, params, index=index)
+    plan = assert_plan(db, hot.sql, hot.params, index=hot.index)
     assert not plan.scans, plan.render()
 
 

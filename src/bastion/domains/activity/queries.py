@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bastion.store.plan import HotQuery
 from bastion.store.repo import Sort
 
 COLUMNS = ("id", "ts", "actor", "action", "subject")
@@ -13,21 +14,24 @@ GET = f"SELECT {SELECT} FROM activity WHERE id = ?"
 SORT = Sort({"id": "id", "ts": "ts", "actor": "actor", "action": "action"}, default="ts")
 
 #: Hot queries and the index each must use (tests/domains assert the plans).
-HOT = {
-    "by_actor": (
+HOT: tuple[HotQuery, ...] = (
+    HotQuery(
+        "by_actor",
         f"SELECT {SELECT} FROM activity WHERE actor = ? AND ts >= ? ORDER BY ts DESC LIMIT 50",
         ("cli", 0.0),
         "activity_actor_ts",
     ),
-    "by_subject": (
+    HotQuery(
+        "by_subject",
         f"SELECT {SELECT} FROM activity WHERE subject = ? ORDER BY ts DESC LIMIT 50",
         ("secret:x",),
         "activity_subject_ts",
     ),
-    "feed": (
+    HotQuery(
+        "feed",
         f"SELECT {SELECT} FROM activity WHERE ts >= ? ORDER BY ts DESC LIMIT 50",
         (0.0,),
         "activity_ts",
     ),
-}
+)
 INDEXES = ("activity_ts", "activity_actor_ts", "activity_subject_ts")

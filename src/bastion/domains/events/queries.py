@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bastion.store.plan import HotQuery
 from bastion.store.repo import Sort
 
 COLUMNS = ("id", "ts", "kind", "subject", "data")
@@ -15,21 +16,24 @@ TABLE_EXISTS = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name
 SORT = Sort({"id": "id", "ts": "ts"}, default="id")
 
 #: Hot queries and the index each must use (tests/domains assert the plans).
-HOT = {
-    "by_kind": (
+HOT: tuple[HotQuery, ...] = (
+    HotQuery(
+        "by_kind",
         f"SELECT {SELECT} FROM events WHERE kind = ? AND id > ? ORDER BY id LIMIT 100",
         ("service.transition", 0),
         "events_kind_id",
     ),
-    "by_subject": (
+    HotQuery(
+        "by_subject",
         f"SELECT {SELECT} FROM events WHERE subject = ? AND id > ? ORDER BY id LIMIT 100",
         ("svc", 0),
         "events_subject_id",
     ),
-    "since": (
+    HotQuery(
+        "since",
         f"SELECT {SELECT} FROM events WHERE ts >= ? ORDER BY ts LIMIT 100",
         (0.0,),
         "events_ts",
     ),
-}
+)
 INDEXES = ("events_kind_id", "events_subject_id", "events_ts")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bastion.store.plan import HotQuery
 from bastion.store.repo import Sort
 
 #: Severity order; a query for level L returns L and everything more severe.
@@ -18,22 +19,25 @@ COUNT = "SELECT count(*) FROM logs"
 SORT = Sort({"id": "id"}, default="id")
 
 #: Hot queries and the index each must use (tests/domains assert the plans).
-HOT = {
-    "by_source_time": (
+HOT: tuple[HotQuery, ...] = (
+    HotQuery(
+        "by_source_time",
         f"SELECT {SELECT} FROM logs WHERE source = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT 200",
         ("svc", 0.0, 1.0),
         "logs_source_ts",
     ),
-    "by_level_time": (
+    HotQuery(
+        "by_level_time",
         f"SELECT {SELECT} FROM logs WHERE level IN ('error', 'critical') AND ts >= ? LIMIT 200",
         (0.0,),
         "logs_level_ts",
     ),
-    "by_time": (
+    HotQuery(
+        "by_time",
         f"SELECT {SELECT} FROM logs WHERE ts >= ? AND ts < ? ORDER BY ts LIMIT 200",
         (0.0, 1.0),
         "logs_ts",
     ),
-    "retention": ("DELETE FROM logs WHERE ts < ?", (0.0,), "logs_ts"),
-}
+    HotQuery("retention", "DELETE FROM logs WHERE ts < ?", (0.0,), "logs_ts"),
+)
 INDEXES = ("logs_source_ts", "logs_level_ts", "logs_ts")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bastion.store.plan import HotQuery
+
 GET = "SELECT value, updated_at FROM settings WHERE key = ?"
 UPSERT = (
     "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) "
@@ -13,7 +15,7 @@ LIST_ALL = "SELECT key, value, updated_at FROM settings ORDER BY key"
 
 #: Hot queries and the index each must use (tests/domains assert the plans). ``settings`` is
 #: WITHOUT ROWID: its primary key *is* the table's b-tree.
-HOT = {
-    "get": (GET, ("k",), "PRIMARY KEY"),
-    "list_prefix": (LIST, ("a.", "a.\U0010ffff"), "PRIMARY KEY"),
-}
+HOT: tuple[HotQuery, ...] = (
+    HotQuery("get", GET, ("k",), "PRIMARY KEY"),
+    HotQuery("list_prefix", LIST, ("a.", "a.\U0010ffff"), "PRIMARY KEY"),
+)
