@@ -120,3 +120,19 @@ def test_events_and_activity_streams(live: LiveServer, opened: Home) -> None:
     assert (a.event, a.json()["action"]) == ("activity", "poke")
     events.close()
     activity.close()
+
+
+def test_the_hot_settings_read_answers_like_its_documented_route(client: TestClient) -> None:
+    client.put("/v1/settings/a.b", json={"value": {"x": [1, 2.5, "é"]}})
+    r = client.get("/v1/settings/a.b")
+    assert r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert body["key"] == "a.b"
+    assert body["value"] == {"x": [1, 2.5, "é"]}
+    assert isinstance(body["updated_at"], float)
+    bad = client.get("/v1/settings/bad key!")
+    assert (bad.status_code, bad.json()["code"]) == (422, "invalid_request")
+    missing = client.get("/v1/settings/nope")
+    assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
+    # Behind the same front door as every route.
+    assert client.get("/v1/settings/a.b", headers={"Authorization": "Bearer x"}).status_code == 401

@@ -98,6 +98,10 @@ def create_app(
     for name in ROUTERS:
         module = importlib.import_module(f"bastion.api.routes.{name}")
         app.include_router(module.router)
+    # Hot reads as plain Starlette routes, matched first (see routes/settings.fast_routes).
+    from bastion.api.routes.settings import fast_routes
+
+    app.router.routes[:0] = fast_routes()
 
     public_prefixes: tuple[str, ...] = ()
     public_paths = {"/health"}

@@ -53,6 +53,8 @@ class DaemonState:
         return time.monotonic() - self.started_monotonic
 
 
-def get_state(request: Request) -> DaemonState:
+async def get_state(request: Request) -> DaemonState:
+    # async on purpose: FastAPI runs a plain-def dependency on its thread pool, a thread hop
+    # per request that cost the hot routes most of their throughput (bench/api.py).
     state: DaemonState = request.app.state.daemon
     return state
