@@ -57,7 +57,7 @@ transport = "http"
 url = {url}
 interval_s = 0.3
 timeout_s = 2.0
-failure_threshold = 60
+failure_threshold = 100
 
 [health.liveness]
 kind = "mcp"
@@ -91,7 +91,7 @@ kind = "mcp"
 transport = "stdio"
 interval_s = 0.3
 timeout_s = 2.0
-failure_threshold = 60
+failure_threshold = 100
 
 [health.liveness]
 kind = "mcp"
