@@ -169,7 +169,8 @@ def test_rekey_env_to_new_env_key_and_rotate(file_cfg: Config, env_key: str) -> 
 def test_rekey_to_passphrase(file_cfg: Config, env_key: str) -> None:
     with Vault.open(file_cfg, env={"BASTION_VAULT_KEY": env_key}) as vault:
         vault.set("K", "survives")
-        vault.rekey("passphrase", new_secret="new passphrase")
+        result = vault.rekey("passphrase", new_secret="new passphrase")
+        assert 'vault.key_source = "passphrase"' in result["next"]
     cfg = with_vault(file_cfg, key_source="passphrase")
     with Vault.open(cfg, passphrase="new passphrase") as vault:
         assert vault.get("K").reveal() == "survives"

@@ -304,6 +304,7 @@ def rekey(
         lambda d: (
             f"vault key now from {d['key_source']}"
             + (f"; {d['records']} records re-encrypted" if d["rotated_data_key"] else "")
+            + (f"\nnext: {d['next']}" if d.get("next") else "")
         ),
     )
 

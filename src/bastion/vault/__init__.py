@@ -450,6 +450,11 @@ class Vault:
             keychain=lambda: KeychainClient(vcfg, self._keyring_backend),
         )
         result = backend.rekey(spec, rotate_data_key=rotate_data_key)
+        if spec.source != vcfg.key_source:
+            result["next"] = (
+                f'set vault.key_source = "{spec.source}" in bastion.toml (or '
+                f"BASTION_VAULT_KEY_SOURCE={spec.source}) before the next open"
+            )
         self.db.write(
             lambda tx: self.audit.record(
                 tx,
