@@ -135,7 +135,7 @@ def logs(
 
         if not show(records) or not follow:
             return
-        last = (records[-1].id or 0) if records else repo.latest_id()
+        last = max(r.id or 0 for r in records) if records else repo.latest_id()
         try:
             while True:
                 batch = list(repo.query(**filters, after_id=last, limit=1000).items)

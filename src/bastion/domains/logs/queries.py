@@ -16,7 +16,9 @@ LATEST_ID = "SELECT max(id) FROM logs"
 DELETE_BEFORE = "DELETE FROM logs WHERE ts < ?"
 COUNT = "SELECT count(*) FROM logs"
 
-SORT = Sort({"id": "id"}, default="id")
+#: Time order normally (the (source, ts), (level, ts) and (ts) indexes deliver it without a
+#: sort); id order when following (``after_id``), where the primary key delivers it.
+SORT = Sort({"id": "id", "ts": "ts"}, default="ts")
 
 #: Hot queries and the index each must use (tests/domains assert the plans).
 HOT: tuple[HotQuery, ...] = (

@@ -99,7 +99,8 @@ class LogsRepo(Repo):
     ) -> Page[LogRecord]:
         """Records matching every given filter. ``level`` is a minimum (``warning`` returns
         warning, error, critical); ``text`` a case-insensitive substring of the message;
-        ``after_id`` the follow position (``bastion logs --follow``)."""
+        ``after_id`` the follow position (``bastion logs --follow``; results then come in id
+        order, else in time order)."""
         levels = None
         if level is not None:
             floor = LEVELS.index(normalize_level(level))
@@ -119,7 +120,7 @@ class LogsRepo(Repo):
             table="logs",
             where=where,
             sort=q.SORT,
-            sort_key="id",
+            sort_key="id" if after_id is not None else "ts",
             direction="desc" if newest_first else "asc",
             make=_record,
             limit=limit,
