@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,29 @@ def test_secrets_commands_behave_as_the_seed(cfg: Config, tmp_path: Path) -> Non
     assert daemon.returncode == 0
     # the daemon's own log never saw a value
     assert SENTINEL not in log.read_text(encoding="utf-8")
+
+
+def test_concurrent_ipc_calls_lose_nothing(cfg: Config) -> None:
+    """The seed wrapped its state in a Mutex; here 8 concurrent callers (the UI's parallel
+    IPC calls) each set their own keys through the daemon: every key lands, once."""
+    Home.init(cfg).close()
+    with Daemon.spawn(cfg) as daemon:
+        ipc = SecretsIpc(daemon.client, cfg, reconcile=False)
+
+        def writer(worker: int) -> None:
+            for i in range(15):
+                ipc.set_secret(f"key_{worker}_{i:02d}", f"value-{worker}-{i}")
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(writer, range(8)))
+        names = ipc.get_secrets()
+        assert names == sorted(f"key_{w}_{i:02d}" for w in range(8) for i in range(15))
+        assert ipc.get_secret("key_7_14") == "value-7-14"
+        versions = {
+            m["version"] for m in daemon.client.get("/v1/secrets", scope=SCOPE, limit=500)["items"]
+        }
+        assert versions == {1}
+    assert daemon.returncode == 0
 
 
 @pytest.mark.keychain
