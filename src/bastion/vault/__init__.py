@@ -23,10 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bastion.config import Config
-from bastion.errors import (
-    SecretNotFound,
-    VaultError,
-)
+from bastion.errors import ConfigError, SecretNotFound, VaultError
 from bastion.store import Database, WriteTx
 from bastion.vault.audit import AuditEntry, AuditLog, Operation
 from bastion.vault.backend import Backend, RecordRef, SecretMeta
@@ -96,8 +93,6 @@ class Vault:
         try:
             rule_set = rules if rules is not None else Rules.from_config(cfg.vault.rules)
         except ValueError as err:
-            from bastion.errors import ConfigError
-
             raise ConfigError(f"vault.rules: {err}", key="vault.rules") from err
         db = open_vault_db(cfg)
         return cls(

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 from bastion.config import VaultConfig
 from bastion.errors import (
+    DecryptionFailed,
     KeychainLocked,
     KeychainTimeout,
     KeychainUnavailable,
@@ -68,7 +69,7 @@ _OS_KEYCHAIN_MODULES = (
 _PLAINTEXT = frozenset(
     {
         "keyrings.alt.file.PlaintextKeyring",
-        "keyrings.alt.Gnome.Keyring",  # no-op fallbacks are also not a keychain
+        # Not plaintext, but not a keychain either: they store nothing or always fail.
         "keyring.backends.null.Keyring",
         "keyring.backends.fail.Keyring",
     }
@@ -331,8 +332,6 @@ class KeychainBackend:
             return None
         value = "".join(p for p in parts if p is not None)
         if hashlib.sha256(value.encode()).hexdigest()[:16] != digest:
-            from bastion.errors import DecryptionFailed
-
             raise DecryptionFailed(
                 f"{key}: the keychain chunks do not match their header (a partial write?)",
                 hint="Set the secret again.",
