@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bastion.config import Config
-from bastion.errors import ConfigError, SecretNotFound, VaultError
+from bastion.errors import BastionError, ConfigError, SecretNotFound, VaultError
 from bastion.store import Database, WriteTx
 from bastion.vault.audit import AuditEntry, AuditLog, Operation
 from bastion.vault.backend import Backend, RecordRef, SecretMeta
@@ -143,7 +143,7 @@ class Vault:
         try:
             info.update(self.backend.describe())
             info["available"] = True
-        except VaultError as err:
+        except BastionError as err:  # locked, unavailable, or a key-source mismatch
             info["available"] = False
             info["error"] = err.to_dict()
         return info
