@@ -63,3 +63,18 @@ def test_migrations_route_lists_applied_history(client: TestClient) -> None:
     assert r.status_code == 200
     for row in r.json():
         assert set(row) == {"namespace", "id", "checksum", "applied_at"}
+
+
+def test_the_daemons_scheduler_runs_backup_and_retention(opened: Home) -> None:
+    from bastion.api.server import build_scheduler
+
+    scheduler = build_scheduler(opened)
+    assert scheduler.names() == ["backup", "retention"]
+    opened.settings.set("k", 1)
+    backup = scheduler.run_now("backup")
+    assert (backup.runs, backup.failures) == (1, 0), backup.last_error
+    assert list(opened.config.backups_dir.glob("*.db"))
+    retention = scheduler.run_now("retention")
+    assert (retention.runs, retention.failures) == (1, 0), retention.last_error
+    kinds = {e.kind for e in opened.events.query(limit=100).items}
+    assert "backup.created" in kinds

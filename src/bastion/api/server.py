@@ -30,7 +30,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -52,7 +52,7 @@ from bastion.runfiles import (
     remove_handshake,
     write_handshake,
 )
-from bastion.scheduler import Scheduler
+from bastion.scheduler import Job, Scheduler
 from bastion.supervisor import load_specs
 
 __all__ = ["ServeOptions", "bind_sockets", "is_loopback", "serve"]
@@ -138,19 +138,35 @@ class _Server(uvicorn.Server):
 
 
 def build_scheduler(home: Home) -> Scheduler:
-    """The daemon's periodic jobs. Backups and retention are plugged in when they exist."""
+    """The daemon's periodic jobs: backups and retention, on their configured intervals.
+
+    Both are blocking SQLite work and run on the scheduler's thread, one at a time; an
+    interval of 0 disables a job. The first backup runs a minute after start (not at once:
+    a daemon restarted in a loop must not back up in a loop; unchanged data is skipped).
+    """
+    from bastion.store.backup import run_scheduled_backup
+    from bastion.store.retention import run_retention
+
+    cfg = home.config
+
+    def emit(kind: str, subject: str, data: Mapping[str, Any]) -> None:
+        home.events.emit(kind, subject, dict(data))
+
+    def backup() -> None:
+        result = run_scheduled_backup(home, cfg, on_event=emit)
+        if result is not None:
+            log.info("scheduled backup written: %s", getattr(result, "path", result))
+
+    def retention() -> None:
+        summary = run_retention(home.db, cfg)
+        deleted = sum(t["deleted"] for t in summary["tables"].values())
+        if deleted:
+            log.info("retention deleted %d rows", deleted)
+
     scheduler = Scheduler()
-    for job in _operability_jobs(home):
-        scheduler.add(job)
+    scheduler.add(Job("backup", cfg.backup.interval_s, backup, first_delay_s=60))
+    scheduler.add(Job("retention", cfg.retention.interval_s, retention, first_delay_s=120))
     return scheduler
-
-
-def _operability_jobs(home: Home) -> list[Any]:
-    jobs: list[Any] = []
-    factory = getattr(home, "scheduled_jobs", None)
-    if callable(factory):
-        jobs.extend(factory())
-    return jobs
 
 
 def serve(cfg: Config, options: ServeOptions, *, stdout: IO[str] | None = None) -> int:
