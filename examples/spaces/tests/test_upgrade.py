@@ -36,7 +36,7 @@ BUNDLES = {
         "mistral_api_key": "SENTINEL-mis-beta-0f0f0f",
         "openai_api_key": "SENTINEL-oai-beta-c0ffee",
     },
-    "empty": {},
+    "no-secrets": {},  # a space whose bundle was never set (NULL)
 }
 #: Durable steps of a full upgrade of BUNDLES: 6 keys stored, 2 bundles cleared, 1 purge.
 STEPS = 6 + 2 + 1
@@ -207,3 +207,15 @@ def test_a_damaged_bundle_is_refused_without_echoing_it(
     assert "space s1" in str(info.value)
     assert "sk-x" not in str(info.value)
     assert "sk-x" not in repr(info.value.details)
+
+
+def test_an_empty_bundle_is_cleared_without_storing_anything(
+    cfg: Config, env: dict[str, str], make_v1_home: MakeV1
+) -> None:
+    make_v1_home({"s1": {}})
+    with Home.open(cfg) as home:
+        home.db.write(lambda tx: tx.execute("UPDATE spaces SET secrets = '{}' WHERE id = 's1'"))
+    with SpacesApp.open(cfg, env=env) as app:
+        assert app.upgrade is not None
+        assert app.upgrade.to_dict() == {"spaces": 1, "stored": 0, "present": 0}
+        assert app.secrets.list_secrets("s1") == []
