@@ -249,3 +249,15 @@ def test_load_older_pages_back_through_the_log_api(signed_in: Session, daemon: D
     assert lines.first.inner_text().endswith(f"{marker} 0")
     assert lines.last.inner_text().endswith(f"{marker} 149")
     wait_until(lambda: not page.is_enabled("#log-older"), timeout=15, what="no older page")
+
+
+def test_last_check_result_survives_a_reload(signed_in: Session, daemon: Daemon) -> None:
+    page = signed_in.page
+    show(page, "database")
+    page.click("#db-check-run")
+    page.wait_for_selector("#db-check[data-ok='true']")
+    assert page.inner_text("#db-check").startswith("Last quick check: ok")
+    page.reload()
+    page.wait_for_selector('body[data-loaded="database"]')
+    page.wait_for_selector("#db-check[data-ok='true']")
+    assert page.inner_text("#db-check").startswith("Last quick check: ok")

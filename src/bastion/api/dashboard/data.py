@@ -4,7 +4,9 @@ Under ``/v1/dashboard/`` so they never collide with the daemon's own routes; beh
 middleware (token, or the signed-in page + CSRF); typed for ``/openapi.json``:
 
 - ``GET /v1/dashboard/backups``: backups in ``backups/``, newest first, with verified state;
-- ``POST /v1/dashboard/backups``: "back up now" (online, verified; runs in a thread).
+- ``POST /v1/dashboard/backups``: "back up now" (online, verified; runs in a thread);
+- ``POST /v1/dashboard/checks``: run the daemon's ``/v1/db/check`` and keep its outcome as a
+  ``db.checked`` event, so the page can show the last check result after a reload.
 
 When the daemon grows equivalent routes, ``app.js``'s ``ROUTES`` table is the one place to
 switch, and this module goes away.
@@ -13,11 +15,13 @@ switch, and this module goes away.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict
 
+from bastion.api.models import CheckResult
+from bastion.api.routes.system import db_check
 from bastion.api.state import DaemonState, get_state
 
 __all__ = ["router"]
@@ -73,3 +77,22 @@ async def backup_now(state: State, request: Request) -> BackupRow:
         return info
 
     return _backup_row(await asyncio.to_thread(run))
+
+
+class CheckRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["quick", "integrity", "foreign_keys"] = "quick"
+
+
+#: Event kind of a check run from the page (data: kind, ok, problems).
+CHECK_EVENT = "db.checked"
+
+
+@router.post("/checks", response_model=CheckResult)
+async def run_check(state: State, body: CheckRequest) -> CheckResult:
+    """Run a read-only check of ``bastion.db`` and record its outcome as an event."""
+    result = await db_check(state, body.kind)
+    data = {"kind": result.kind, "ok": result.ok, "problems": len(result.problems)}
+    await asyncio.to_thread(state.home.events.emit, CHECK_EVENT, state.home.db.name, data)
+    return result

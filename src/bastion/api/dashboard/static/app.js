@@ -18,6 +18,7 @@
     dbCheck: "/v1/db/check",
     dbMigrations: "/v1/db/migrations",
     backups: "/v1/dashboard/backups",
+    checks: "/v1/dashboard/checks",
     events: "/v1/events",
     activity: "/v1/activity",
   };
@@ -434,12 +435,21 @@
   // --- database -----------------------------------------------------------------------------
 
   async function loadDatabase() {
-    const [status, migrations, backups, events] = await Promise.all([
+    const [status, migrations, backups, events, checks] = await Promise.all([
       api("GET", ROUTES.dbStatus),
       api("GET", ROUTES.dbMigrations).catch(() => []),
       api("GET", ROUTES.backups).catch(() => []),
       api("GET", ROUTES.events, { query: { limit: 100 } }).catch(() => []),
+      api("GET", ROUTES.events, { query: { kind: "db.checked", limit: 1 } }).catch(() => []),
     ]);
+    const last = items(checks)[0];
+    if (last && !state.checking) {
+      const d = last.data || {};
+      $("#db-check").textContent = d.ok
+        ? `Last ${d.kind} check: ok (${when(last.ts)}).`
+        : `Last ${d.kind} check found ${d.problems} problem(s) (${when(last.ts)}). Run \`bastion db check\` for details.`;
+      $("#db-check").dataset.ok = String(Boolean(d.ok));
+    }
     const posture = status.posture || {};
     const facts = [
       ["Journal", posture.journal_mode], ["Synchronous", posture.synchronous],
@@ -489,13 +499,17 @@
 
   async function runCheck() {
     const out = $("#db-check");
+    state.checking = true;
     out.textContent = "Checking…";
     try {
-      const r = await api("GET", ROUTES.dbCheck, { query: { kind: "quick" } });
-      out.textContent = r.ok ? `quick_check: ok (${new Date().toLocaleTimeString(undefined, { hour12: false })})` : `quick_check found ${r.problems.length} problem(s): ${r.problems.slice(0, 3).join("; ")}`;
+      const r = await api("POST", ROUTES.checks, { body: { kind: "quick" } });
+      out.dataset.ok = String(r.ok);
+      out.textContent = r.ok ? `Last quick check: ok (${when(Date.now())}).` : `quick_check found ${r.problems.length} problem(s): ${r.problems.slice(0, 3).join("; ")}`;
     } catch (err) {
       out.textContent = "Check failed.";
       reportError(err);
+    } finally {
+      state.checking = false;
     }
   }
 
