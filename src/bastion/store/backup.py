@@ -72,6 +72,7 @@ __all__ = [
     "restore_backup",
     "rotate_backups",
     "run_scheduled_backup",
+    "schema_fingerprint",
     "utc_stamp",
     "verify_backup",
 ]
