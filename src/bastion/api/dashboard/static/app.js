@@ -254,7 +254,7 @@
     const to = stateName(pick(ev, "to", "to_state", "state") ?? pick(data, "to", "to_state", "state"));
     const from = pick(ev, "from", "from_state") ?? pick(data, "from", "from_state");
     const at = toDate(pick(ev, "at", "ts", "created_at", "time"));
-    return { to, from: from ? stateName(from) : null, at, reason: pick(ev, "reason") ?? pick(data, "reason") };
+    return { id: Number(pick(ev, "id") ?? 0), to, from: from ? stateName(from) : null, at, reason: pick(ev, "reason") ?? pick(data, "reason") };
   }
 
   async function loadTimeline(name) {
@@ -263,7 +263,8 @@
       query: { kind: "service.transition", subject: name, since, order: "desc", limit: 500 },
     });
     const events = items(data).map(transitionOf).filter((e) => e.at && e.to !== "unknown")
-      .sort((a, b) => a.at - b.at);
+      // Event ids follow the order the supervisor journaled the transitions in.
+      .sort((a, b) => a.id - b.id || a.at - b.at);
     const card = $(`#services li[data-service="${CSS.escape(name)}"]`);
     if (card) drawTimeline(card, events);
   }
@@ -286,6 +287,8 @@
     }
     if (current) svg.append(svgEl("rect", { x: x(from), y: 8, width: Math.max(1, W - x(from)), height: 20, class: `seg-${current}` }));
     svg.dataset.events = String(inRange.length);
+    const span = { 600: "10 min ago", 3600: "1 h ago", 86400: "24 h ago" }[state.range] || "";
+    card.querySelector(".axis-start").textContent = span;
     // Newest first, so the latest change is always the visible one.
     const last = inRange.slice(-12).reverse();
     const list = card.querySelector(".transitions");
