@@ -61,8 +61,13 @@ def test_db_check_kind_is_whitelisted(client: TestClient) -> None:
 def test_migrations_route_lists_applied_history(client: TestClient) -> None:
     r = client.get("/v1/db/migrations")
     assert r.status_code == 200
-    for row in r.json():
-        assert set(row) == {"namespace", "id", "checksum", "applied_at"}
+    page = r.json()
+    assert page["total"] >= 1
+    core = [m for m in page["items"] if m["namespace"] == "core"]
+    assert core[0]["id"].startswith("0001")
+    assert len(core[0]["checksum"]) == 64
+    only = client.get("/v1/db/migrations", params={"namespace": "nope"}).json()
+    assert (only["total"], only["items"]) == (0, [])
 
 
 def test_the_daemons_scheduler_runs_backup_and_retention(opened: Home) -> None:

@@ -16,6 +16,7 @@ from bastion.api.models import (
     Health,
     JobInfo,
     MigrationRow,
+    Page,
     RequestCounters,
     ShutdownAccepted,
     Status,
@@ -122,19 +123,27 @@ async def db_check(
     return CheckResult(kind=kind, ok=not problems, problems=problems)
 
 
-@router.get("/v1/db/migrations", tags=["database"], response_model=list[MigrationRow])
-async def db_migrations(state: State) -> list[MigrationRow]:
-    """Applied migrations per namespace, oldest first (empty before the first migration)."""
+@router.get("/v1/db/migrations", tags=["database"], response_model=Page[MigrationRow])
+async def db_migrations(
+    state: State,
+    namespace: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[MigrationRow]:
+    """Applied migrations (per namespace, in order); pending ones are in /v1/db/status."""
 
-    def run(tx: ReadTx) -> list[MigrationRow]:
+    def run(tx: ReadTx) -> tuple[list[MigrationRow], int]:
         exists = tx.scalar(
             "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='schema_migrations'"
         )
         if not exists:
-            return []
+            return [], 0
+        where, params = ("WHERE namespace = ?", [namespace]) if namespace else ("", [])
+        total = int(tx.scalar(f"SELECT count(*) FROM schema_migrations {where}", params))
         rows = tx.query(
-            "SELECT namespace, id, checksum, applied_at FROM schema_migrations "
-            "ORDER BY namespace, id"
+            f"SELECT namespace, id, checksum, applied_at FROM schema_migrations {where} "
+            "ORDER BY namespace, id LIMIT ? OFFSET ?",
+            [*params, limit, offset],
         )
         return [
             MigrationRow(
@@ -144,9 +153,16 @@ async def db_migrations(state: State) -> list[MigrationRow]:
                 applied_at=None if r[3] is None else str(r[3]),
             )
             for r in rows
-        ]
+        ], total
 
-    return await state.home.db.aread(run)
+    items, total = await state.home.db.aread(run)
+    return Page[MigrationRow](
+        items=items,
+        limit=limit,
+        total=total,
+        offset=offset,
+        next_offset=offset + limit if offset + limit < total else None,
+    )
 
 
 async def _in_thread(fn: Any) -> Any:
