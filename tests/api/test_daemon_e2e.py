@@ -198,3 +198,20 @@ def test_http_client_module_is_the_only_client_dependency() -> None:
     assert "import requests" not in source
     assert http.client.HTTPConnection is not None
     assert DaemonAlreadyRunning.code == "daemon_running"
+
+
+def test_token_file_option_replaces_run_token(tmp_path: Path) -> None:
+    import secrets as pysecrets
+
+    token_file = tmp_path / "app-token"
+    token_file.write_text(pysecrets.token_urlsafe(32))
+    token_file.chmod(0o600)
+    daemon = RunningDaemon(tmp_path / "home", "--token-file", str(token_file))
+    try:
+        own = DaemonClient(daemon.port, token_file.read_text().strip(), timeout=30)
+        assert own.get("/v1/status")["port"] == daemon.port
+        with pytest.raises(Unauthorized):
+            daemon.client.get("/v1/status")  # run/token is not the one in use
+        assert daemon.terminate() == 0
+    finally:
+        daemon.close()
