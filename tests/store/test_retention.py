@@ -11,7 +11,7 @@ import pytest
 from bastion.config import load_config
 from bastion.store import Database
 from bastion.store.retention import RetentionPolicy, prune, reclaim_space, run_retention
-from bastion.store.stats import check_database, db_stats
+from bastion.store.stats import check_database, db_stats, run_scheduled_check
 from tests.helpers import wait_until
 
 NOW = 1_800_000_000.0  # a fixed "now" for the policies (2027-01-15)
@@ -159,3 +159,15 @@ def test_stats_report_tables_indexes_and_sizes(tmp_path: Path) -> None:
     assert stats["wal_bytes"] > 0
     assert stats["last_backup"] is None
     assert stats["last_check"] is None
+
+
+def test_scheduled_check_is_recorded_for_stats(tmp_path: Path) -> None:
+    cfg = load_config(tmp_path, env={})
+    db = _logs(tmp_path, 10)
+    try:
+        result = run_scheduled_check(db, cfg)
+        stats = db_stats(db, run_dir=cfg.run_dir)
+    finally:
+        db.close()
+    assert result["ok"] is True
+    assert stats["last_check"] == result

@@ -15,6 +15,7 @@ from bastion._fs import atomic_write, ensure_private_dir
 from bastion.store.backup import backup_status, list_backups
 
 if TYPE_CHECKING:
+    from bastion.config import Config
     from bastion.store.engine import Database, ReadTx
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "db_stats",
     "last_check",
     "record_check",
+    "run_scheduled_check",
 ]
 
 
@@ -142,3 +144,12 @@ def last_check(run_dir: Path, db_name: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def run_scheduled_check(db: Database, cfg: Config, *, full: bool = True) -> dict[str, Any]:
+    """One tick of a scheduled integrity check (for the daemon's scheduler): run it on a
+    reader (writers keep going) and record the outcome where ``db stats``/``doctor`` read it.
+    A failing check is returned, not raised: the caller decides to alert or recover."""
+    result = check_database(db, full=full)
+    record_check(cfg.run_dir, db.name, result)
+    return result
