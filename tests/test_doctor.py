@@ -128,3 +128,23 @@ def test_cli_doctor_exit_codes_and_bundle(tmp_path: Path) -> None:
     assert "expected 0600" in bad.output
     assert "bundle:" in bad.output
     assert (tmp_path / "b.zip").exists()
+
+
+def test_backups_of_both_databases_hold_no_plaintext_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bastion.vault.crypto import encode_key, new_key
+
+    monkeypatch.setenv("BASTION_VAULT_KEY", encode_key(new_key()))
+    sentinel = f"sentinel-{uuid.uuid4().hex}"
+    cfg = load_config(tmp_path / "home", env={"BASTION_VAULT_BACKEND": "encrypted-file"})
+    with Home.init(cfg) as home:
+        home.vault.set("DB_PASSWORD", sentinel)
+    runner = CliRunner()
+    for db in ("bastion", "vault"):
+        result = runner.invoke(cli, ["--home", str(cfg.home), "db", "backup", "--db", db, "--json"])
+        assert result.exit_code == 0, result.output
+        path = Path(json.loads(result.stdout)["path"])
+        assert sentinel.encode() not in path.read_bytes()
+        assert sentinel.encode() not in path.with_name(path.name + ".json").read_bytes()
+    assert len(list(cfg.backups_dir.glob("vault-*.db"))) == 1
