@@ -133,3 +133,15 @@ def test_salvage_refuses_to_overwrite(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         salvage(tmp_path / "a.db", tmp_path / "out.db")
     assert (tmp_path / "out.db").read_bytes() == b"keep"
+
+
+def test_salvage_reads_past_a_smashed_file_header(tmp_path: Path) -> None:
+    db = make_items_db(tmp_path / "bad.db", 3000)
+    db.close()
+    overwrite(tmp_path / "bad.db", 0, b"\x5a" * 100)
+    source_bytes = (tmp_path / "bad.db").read_bytes()
+    result = salvage(tmp_path / "bad.db", tmp_path / "out.db")
+    assert result.tables["items"].rows == 3000
+    assert "rebuilt" in result.schema_errors[0]
+    assert (tmp_path / "bad.db").read_bytes() == source_bytes, "the source is never written"
+    assert integrity(tmp_path / "out.db") == ["ok"]

@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import struct
 import tempfile
 import time
 import urllib.parse
@@ -99,6 +100,7 @@ def salvage(source: Path, dest: Path) -> SalvageResult:
     with tempfile.TemporaryDirectory(prefix=".salvage-", dir=dest.parent) as work:
         copy = Path(work) / "source.db"
         shutil.copyfile(source, copy)
+        repaired = _repair_header(copy)
         wal = Path(str(source) + "-wal")
         if wal.exists():
             shutil.copyfile(wal, Path(str(copy) + "-wal"))
@@ -112,9 +114,76 @@ def salvage(source: Path, dest: Path) -> SalvageResult:
             result = _salvage_into(src, source, dest)
         finally:
             src.close()
+    if repaired:
+        result = dataclasses.replace(result, schema_errors=(repaired, *result.schema_errors))
     os.chmod(dest, 0o600)
     fsync_dir(dest.parent)
     return dataclasses.replace(result, duration_s=time.monotonic() - started)
+
+
+_MAGIC = b"SQLite format 3\x00"
+
+
+def _repair_header(copy: Path) -> str | None:
+    """If the 100-byte file header of the working copy is not SQLite's, write a plausible one.
+
+    A smashed header makes SQLite refuse the whole file, although every b-tree page (page 1's
+    own b-tree header starts at byte 100) may be intact. The page size is the first
+    candidate for which the schema then reads; the rest takes SQLite's defaults (UTF-8,
+    no auto-vacuum, size from the file). Only the private copy is changed. Returns a note
+    for the report, or None when the header was fine.
+    """
+    with open(copy, "r+b") as handle:
+        header = handle.read(100)
+        if len(header) < 100 or header.startswith(_MAGIC):
+            return None
+        size = copy.stat().st_size
+        for page_size in (4096, 1024, 2048, 8192, 16384, 32768, 65536, 512):
+            if size % page_size:
+                continue
+            pages = size // page_size
+            fields = struct.pack(
+                ">HBBBBBBIIIIIIIIIIII20xII",
+                page_size if page_size < 65536 else 1,
+                1,  # write version: legacy (rollback journal) so no -wal is expected
+                1,  # read version
+                0,  # reserved bytes per page
+                64,
+                32,
+                32,
+                1,  # file change counter
+                pages,  # in-header database size (valid: change counter == version-valid-for)
+                0,  # first freelist trunk page
+                0,  # freelist pages
+                1,  # schema cookie
+                4,  # schema format
+                0,  # default cache size
+                0,  # largest root page (no auto-vacuum)
+                1,  # text encoding: UTF-8
+                0,  # user version
+                0,  # incremental vacuum
+                0,  # application id
+                1,  # version-valid-for
+                3_046_000,  # SQLite version that "wrote" it
+            )
+            handle.seek(0)
+            handle.write(_MAGIC + fields)
+            handle.flush()
+            try:
+                conn = apsw.Connection(
+                    f"file:{urllib.parse.quote(str(copy))}?mode=ro&immutable=1",
+                    flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI,
+                )
+                try:
+                    conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+                finally:
+                    conn.close()
+            except apsw.Error:
+                continue
+            return f"file header was not SQLite's; rebuilt it (page size {page_size}) to read on"
+        handle.seek(0)
+        handle.write(header)  # nothing worked: leave the copy as it was
+    return None
 
 
 def _open_with_wal(copy: Path) -> apsw.Connection:
