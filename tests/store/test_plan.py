@@ -76,3 +76,14 @@ def test_index_presence_per_namespace(db: Database) -> None:
     assert missing_indexes(db, namespace_indexes(ns)) == ["t_gone"]
     with pytest.raises(QueryPlanError, match="missing index\\(es\\) of namespace n: t_gone"):
         assert_indexes(db, namespace_indexes(ns), namespace="n")
+
+
+def test_plan_reflects_a_schema_change_made_after_the_reader_was_pooled(tmp_path: Path) -> None:
+    from bastion.store.plan import explain
+
+    with Database.open(tmp_path / "p.db") as database:
+        database.write(lambda tx: tx.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT)"))
+        database.write(lambda tx: tx.execute("CREATE INDEX t_k ON t(k)"))
+        assert "t_k" in explain(database, "SELECT id FROM t WHERE k = ?", ("x",)).indexes
+        database.write(lambda tx: tx.execute("DROP INDEX t_k"))
+        assert "t_k" not in explain(database, "SELECT id FROM t WHERE k = ?", ("x",)).indexes

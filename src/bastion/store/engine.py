@@ -95,6 +95,17 @@ class ReadTx:
         row = self.query_one(sql, params)
         return None if row is None else row[0]
 
+    def explain_query_plan(self, sql: str, params: Params = ()) -> list[Row]:
+        """``EXPLAIN QUERY PLAN`` rows for ``sql``, prepared afresh.
+
+        An EXPLAIN program never checks the schema cookie, so a cached one (or one prepared on
+        a connection that has not read since the schema changed) would show the plan of an
+        old schema: a dropped index still "used". Reading sqlite_master first loads the
+        current schema; call this inside a read unit so both see one snapshot.
+        """
+        self._conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        return self._conn.execute(sql, params, can_cache=False, explain=2).fetchall()
+
     def iter(self, sql: str, params: Params = ()) -> Iterator[Row]:
         """Rows one at a time, for large results; consume it inside the unit."""
         yield from self._conn.execute(sql, params)

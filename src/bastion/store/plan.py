@@ -19,6 +19,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from bastion.store.engine import Database, ReadTx
+
 __all__ = [
     "HotQuery",
     "PlanStep",
@@ -118,7 +120,13 @@ def explain(
     source: _Queryable, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
 ) -> QueryPlan:
     """The plan SQLite picks for ``sql`` on ``source`` (a Database, ReadTx or WriteTx)."""
-    rows = source.query(f"EXPLAIN QUERY PLAN {sql}", params)
+    bound = params if isinstance(params, Sequence) else dict(params)
+    if isinstance(source, Database):
+        rows = source.read(lambda tx: tx.explain_query_plan(sql, bound))
+    elif isinstance(source, ReadTx):
+        rows = source.explain_query_plan(sql, bound)
+    else:
+        rows = source.query(f"EXPLAIN QUERY PLAN {sql}", bound)
     return QueryPlan(sql, tuple(PlanStep(int(r[0]), int(r[1]), str(r[3])) for r in rows))
 
 
