@@ -66,7 +66,9 @@ def test_crash_looper_shows_backoff_then_open(signed_in: Session) -> None:
     assert seen.index("backoff") < len(seen) - 1
     text = page.locator(f"{crasher} .state").inner_text().strip().lower()
     assert text == "open"
-    assert "half-open in" in page.locator(f"{crasher} .breaker").inner_text()
+    # The next poll fills in what the live event does not carry: the time to half-open.
+    page.wait_for_selector(f"{crasher} .breaker:has-text('half-open in')")
+    page.wait_for_selector(f"{crasher} .transitions li:first-child[data-to='open']")
     steps = page.locator(f"{crasher} .transitions li").evaluate_all(
         "items => items.map(i => i.dataset.to)"
     )
@@ -80,6 +82,14 @@ def test_restart_from_the_board_moves_through_states(signed_in: Session) -> None
     page.wait_for_selector('#services li[data-service="echo"][data-state="running"]')
     echo = card(page, "echo")
     before = int(echo.locator(".transitions").get_attribute("data-count") or "0")
+    page.evaluate(
+        """() => {
+            window.__echo = [];
+            const node = document.querySelector('#services li[data-service="echo"]');
+            new MutationObserver(() => window.__echo.push(node.dataset.state))
+                .observe(node, {attributes: true, attributeFilter: ['data-state']});
+        }"""
+    )
     echo.locator('button[data-action="restart"]').click()
     wait_until(
         lambda: int(echo.locator(".transitions").get_attribute("data-count") or "0") >= before + 3,
@@ -97,6 +107,11 @@ def test_restart_from_the_board_moves_through_states(signed_in: Session) -> None
     assert "starting" in added, added
     assert added[-1] == "running", added
     assert int(echo.locator(".timeline-svg").get_attribute("data-events") or "0") == after
+    # The board itself showed the way through (transitions arrive live over SSE).
+    board = page.evaluate("window.__echo")
+    assert "stopping" in board, board
+    assert "starting" in board[board.index("stopping") :], board
+    assert board[-1] == "running", board
 
 
 def test_stop_asks_for_confirmation(signed_in: Session) -> None:

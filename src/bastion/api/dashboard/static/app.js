@@ -12,6 +12,7 @@
     service: (name) => `/v1/services/${encodeURIComponent(name)}`,
     logs: "/v1/logs",
     logStream: "/v1/logs/stream",
+    eventStream: "/v1/events/stream",
     secrets: "/v1/secrets",
     secret: (name) => `/v1/secrets/${encodeURIComponent(name)}`,
     dbStatus: "/v1/db/status",
@@ -28,7 +29,7 @@
 
   const state = {
     csrf: null, csrfHeader: "x-bastion-csrf", view: null, timer: null,
-    range: 3600, logSource: null, logPaused: false, logCursor: null,
+    range: 3600, logSource: null, boardSource: null, logPaused: false, logCursor: null,
     logFilter: { source: "", level: "", text: "" }, busy: new Set(),
   };
 
@@ -233,6 +234,32 @@
     card.querySelector('[data-action="start"]').disabled = busy || running || st === "stopping";
     card.querySelector('[data-action="stop"]').disabled = busy || st === "stopped";
     card.querySelector('[data-action="restart"]').disabled = busy;
+  }
+
+  // Live board: every transition the supervisor journals arrives over SSE and is shown at
+  // once (so even a sub-second STOPPING -> STARTING is seen); the poll then fills in the rest.
+  function startBoardStream() {
+    if (state.boardSource) return;
+    const url = new URL(ROUTES.eventStream, location.origin);
+    url.searchParams.set("kind", "service.transition");
+    const source = new EventSource(url);
+    state.boardSource = source;
+    source.addEventListener("event", (msg) => {
+      let ev; try { ev = JSON.parse(msg.data); } catch { return; }
+      const card = $(`#services li[data-service="${CSS.escape(ev.subject)}"]`);
+      const to = ev.data && ev.data.to;
+      if (!card || !to) return;
+      const badge = card.querySelector(".state");
+      badge.dataset.state = to; badge.textContent = to.replace("_", "-");
+      card.dataset.state = to;
+      card.querySelector(".reason").textContent = ev.data.reason ? `${to.replace("_", "-")}: ${ev.data.reason}` : "";
+      clearTimeout(state.boardKick);
+      state.boardKick = setTimeout(refresh, 150);
+    });
+  }
+
+  function stopBoardStream() {
+    if (state.boardSource) { state.boardSource.close(); state.boardSource = null; }
   }
 
   async function serviceAction(name, action) {
@@ -575,6 +602,7 @@
     for (const a of document.querySelectorAll("nav a[data-view]")) {
       if (a.dataset.view === view) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
     }
+    if (view === "services") startBoardStream(); else stopBoardStream();
     if (view === "logs") { stopTimer(); enterLogs().then(() => { document.body.dataset.loaded = "logs"; }); } else { stopTail(); refresh(); }
   }
 
