@@ -153,3 +153,16 @@ def test_prune_vacuum_and_check(tmp_path: Path) -> None:
     code, out, _ = _run(home, "db", "check", "--quick")
     assert code == 0
     assert "quick_check: ok" in out
+
+
+def test_recover_force_quarantines_a_healthy_database(tmp_path: Path) -> None:
+    home = _home(tmp_path, 50)
+    _json(home, "db", "backup")
+    report = _json(home, "db", "recover", "--force")
+    assert report["recovered"] is True
+    assert report["failed_check"]["detail"] == "recovery forced by the operator"
+    assert report["placed"] == "backup"
+    assert Path(report["quarantine_dir"], "bastion.db").exists()
+    code, _, err = _run(home, "db", "recover", "--from-salvage", str(tmp_path / "nope.db"))
+    assert code == 66
+    assert "no salvaged copy" in err

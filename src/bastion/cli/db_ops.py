@@ -391,6 +391,8 @@ def recover(
 ) -> None:
     """Check a database; if damaged (or --force) quarantine it, restore the newest verified
     backup and salvage what it held. --from-salvage merges salvaged rows back."""
+    import dataclasses
+
     from bastion.errors import NotFound
     from bastion.store.recovery import CheckKind, latest_salvage, merge_salvage, open_check
     from bastion.store.recovery import recover as do_recover
@@ -443,7 +445,9 @@ def recover(
         )
         return
     if check.ok and force:
-        check = dataclasses_replace(check, CheckKind.CORRUPT, "recovery forced by the operator")
+        check = dataclasses.replace(
+            check, kind=CheckKind.CORRUPT, detail="recovery forced by the operator"
+        )
     report = do_recover(
         path,
         backups_dir=cfg.backups_dir,
@@ -470,12 +474,6 @@ def recover(
             ]
         ),
     )
-
-
-def dataclasses_replace(check: Any, kind: Any, detail: str) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(check, kind=kind, detail=detail)
 
 
 # --- retention, vacuum, stats, check -----------------------------------------------------

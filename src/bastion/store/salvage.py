@@ -400,7 +400,8 @@ def _copy_without_rowid(
     for order in ("", " ORDER BY 1 DESC"):
         try:
             for row in src.execute(f"SELECT {col_sql} FROM {_q(table)}{order}"):
-                rows += out.execute(insert, row).getconnection().changes()
+                out.execute(insert, row)
+                rows += out.changes()
             break
         except apsw.Error as err:
             error = f"read stopped at a damaged page: {err}"
