@@ -261,3 +261,16 @@ def test_last_check_result_survives_a_reload(signed_in: Session, daemon: Daemon)
     page.wait_for_selector('body[data-loaded="database"]')
     page.wait_for_selector("#db-check[data-ok='true']")
     assert page.inner_text("#db-check").startswith("Last quick check: ok")
+
+
+def test_sign_out_ends_the_session(signed_in: Session, daemon: Daemon) -> None:
+    page = signed_in.page
+    signed_in.watch.expected_http_errors.add(daemon.origin + "/")
+    page.click("#logout")
+    page.wait_for_selector("main.signin")
+    assert "You are not signed in." in page.content()
+    assert page.evaluate("fetch('/v1/status').then(r => r.status)") == 401
+    signed_in.watch.http_errors.clear()  # the probe above was refused, as it must be
+    signed_in.watch.console_errors[:] = [
+        m for m in signed_in.watch.console_errors if "401" not in m
+    ]

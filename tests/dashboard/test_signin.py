@@ -232,3 +232,16 @@ def test_dashboard_command_without_a_daemon_says_how_to_start_one(home: Config) 
     as_json = CliRunner().invoke(cli, ["--home", str(home.home), "dashboard", "--json"])
     assert as_json.exit_code == 69
     assert '"daemon_unreachable"' in as_json.output
+
+
+@pytest.mark.parametrize("site", ["same-site", "cross-site"])
+def test_reads_from_another_site_or_port_are_refused(
+    browser: TestClient, token: str, site: str
+) -> None:
+    # Cookies are not port-scoped: a page on 127.0.0.1:<another port> is "same-site" and its
+    # <img>/<script> requests would carry the cookie without an Origin. Fetch metadata says so.
+    sign_in(browser, token)
+    assert browser.get("/v1/status", headers={"sec-fetch-site": "same-origin"}).status_code == 200
+    assert browser.get("/v1/status", headers={"sec-fetch-site": site}).status_code == 401
+    other_port = {"origin": "http://127.0.0.1:8080", "sec-fetch-site": "same-site"}
+    assert browser.get("/v1/status", headers=other_port).status_code == 403
