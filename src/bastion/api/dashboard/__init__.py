@@ -6,9 +6,13 @@
 - :mod:`.sessions`: one-time login codes and the cookie sessions they become; the security
   middleware asks :meth:`Sessions.authorize` when a request carries no bearer token.
 - :mod:`.routes`: ``/``, ``/login``, ``/logout``, ``/dashboard/session`` and the assets.
+- :mod:`.data`: the few ``/v1/dashboard/*`` routes the page needs that the daemon's API does
+  not have (backups list and "back up now", a check whose result is kept as an event).
 
-``mount(app, token=…)`` is what ``bastion.api.app.create_app`` calls; :func:`login_url`
-is what ``bastion serve`` and ``bastion dashboard`` print.
+``mount(app, token=…)`` is what ``bastion.api.app.create_app`` calls; ``bastion serve``
+prints ``Dashboard.login_url()`` once listening and ``bastion dashboard`` asks the running
+daemon for a fresh link (``POST /v1/dashboard/login``). :func:`login_url` mints one from the
+token directly (tests, and apps holding the token).
 """
 
 from __future__ import annotations

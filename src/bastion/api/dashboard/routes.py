@@ -7,6 +7,9 @@
 - ``POST /v1/dashboard/login``: mint a login link (bearer token); ``bastion dashboard`` uses it.
 - ``GET /dashboard/static/{name}``: the bundle's CSS and JS, from a fixed table of names.
 
+The page's data comes from the daemon's ``/v1`` routes (and :mod:`.data`), authorized by the
+session cookie through the security middleware (see :mod:`.sessions`).
+
 Every HTML response carries a Content-Security-Policy that allows scripts, styles and
 connections to this origin only, so even a bug in ``app.js`` cannot make the page talk to
 anything but the daemon.
