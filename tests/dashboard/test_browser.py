@@ -274,3 +274,20 @@ def test_sign_out_ends_the_session(signed_in: Session, daemon: Daemon) -> None:
     signed_in.watch.console_errors[:] = [
         m for m in signed_in.watch.console_errors if "401" not in m
     ]
+
+
+def test_every_control_has_an_accessible_name(signed_in: Session) -> None:
+    page = signed_in.page
+    for view in VIEWS:
+        show(page, view)
+        unnamed = page.evaluate(
+            """() => [...document.querySelectorAll('input, select, button, a[href]')]
+                .filter(e => e.offsetParent !== null)
+                .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                             && !e.textContent.trim())
+                .map(e => e.outerHTML.slice(0, 80))"""
+        )
+        assert unnamed == [], f"{view}: {unnamed}"
+        # One h1 for the page, one h2 per view: headings give the structure.
+        assert page.locator("h1").count() == 1
+        assert page.locator(f"[data-view-panel='{view}'] h2").count() == 1
