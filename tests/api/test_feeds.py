@@ -103,8 +103,9 @@ def test_logs_sse_tail_resumes_after_last_event_id(live: LiveServer, opened: Hom
     assert got[0].id == fresh[1].id
     resumed.close()
 
-    with pytest.raises(InvalidRequest):
-        client.stream("/v1/logs/stream", last_event_id="abc", timeout=30)
+    for bad in ("abc", "-1", str(2**64)):
+        with pytest.raises(InvalidRequest):
+            client.stream("/v1/logs/stream", last_event_id=bad, timeout=30)
 
 
 @pytest.mark.timeout(90)

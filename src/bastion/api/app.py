@@ -90,6 +90,9 @@ def create_app(
         description="Loopback API of a bastion home: secrets, settings, logs, services, store.",
         # Interactive docs pull JavaScript from a CDN: not in a hardened local daemon.
         docs_url=None,
+        # No OpenTelemetry from a local secrets daemon (it also costs a provider lookup per
+        # request on the hot path; bench/api.py).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         redoc_url=None,
         responses=_ERROR_RESPONSES,
     )

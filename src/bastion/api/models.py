@@ -13,6 +13,7 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "MAX_OFFSET",
     "NAME_PATTERN",
     "CheckResult",
     "DbStatus",
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: Largest accepted ``offset``: SQLite binds 64-bit integers, and no list here is that long.
+MAX_OFFSET = 1_000_000_000
 
 #: Letters, digits and ``_ . : @ -``; not starting with a dot (no ``.``/``..``), 1-200 chars.
 NAME_PATTERN = r"^[A-Za-z0-9_@:-][A-Za-z0-9_.@:-]{0,199}$"

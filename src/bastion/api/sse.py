@@ -53,8 +53,8 @@ def resume_id(request: Request) -> int | None:
             "Last-Event-ID must be the numeric id of an event this stream sent",
             hint="Send back the `id:` of the last event received, or omit the header.",
         ) from None
-    if value < 0:
-        raise InvalidRequest("Last-Event-ID must not be negative")
+    if not 0 <= value < 2**63:  # SQLite's rowid range
+        raise InvalidRequest("Last-Event-ID is out of range")
     return value
 
 

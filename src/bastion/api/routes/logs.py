@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
-from bastion.api.models import Page, _Model
+from bastion.api.models import MAX_OFFSET, Page, _Model
 from bastion.api.sse import event_stream, resume_id, sse_response
 from bastion.api.state import DaemonState, get_state
 from bastion.domains.activity.repo import Activity
@@ -266,7 +266,9 @@ async def query_activity(
     order: Literal["asc", "desc"] = "desc",
     limit: Limit = 50,
     cursor: Cursor = None,
-    offset: Annotated[int | None, Query(ge=0, description="Offset paging (with a total).")] = None,
+    offset: Annotated[
+        int | None, Query(ge=0, le=MAX_OFFSET, description="Offset paging (with a total).")
+    ] = None,
 ) -> Page[ActivityOut]:
     """The activity / audit feed: who did what to what, when."""
     if cursor is not None and offset is not None:

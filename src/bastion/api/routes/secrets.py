@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import Field, SecretStr
 
-from bastion.api.models import Page, _Model
+from bastion.api.models import MAX_OFFSET, Page, _Model
 from bastion.api.state import DaemonState, get_state
 from bastion.errors import Forbidden
 from bastion.vault import SecretMeta
@@ -110,7 +110,7 @@ def list_secrets(
     sort: Literal["name", "updated_at", "created_at"] = "name",
     order: Literal["asc", "desc"] = "asc",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[SecretInfo]:
     """Names and metadata of stored secrets (from the index; works on every backend)."""
     metas = sorted(state.home.vault.list(scope), key=_SORTS[sort], reverse=order == "desc")

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from bastion.api.models import Page, _Model
+from bastion.api.models import MAX_OFFSET, Page, _Model
 from bastion.api.routes.logs import _SSE, Cursor, EventOut, Level, Limit, LogOut, Text, _bad
 from bastion.api.sse import event_stream, resume_id, sse_response
 from bastion.api.state import DaemonState, get_state
@@ -54,7 +54,7 @@ class ServiceOut(_Model):
 async def list_services(
     state: State,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[ServiceOut]:
     """Every configured service with its state, breaker and restart counts."""
     statuses = state.require_supervisor().list()

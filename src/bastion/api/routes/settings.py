@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from bastion.api.errors import error_body
-from bastion.api.models import Page, _Model
+from bastion.api.models import MAX_OFFSET, Page, _Model
 from bastion.api.state import DaemonState, get_state
 from bastion.domains.settings import queries as q
 from bastion.domains.settings.repo import Setting
@@ -63,7 +63,7 @@ async def list_settings(
     state: State,
     prefix: Annotated[str, Query(max_length=256)] = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[SettingOut]:
     """Settings whose key starts with ``prefix``, by key."""
     rows = await asyncio.to_thread(state.home.settings.list, prefix)

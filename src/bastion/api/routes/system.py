@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query
 
 from bastion.__about__ import __version__
 from bastion.api.models import (
+    MAX_OFFSET,
     CheckResult,
     DbStatus,
     Health,
@@ -128,7 +129,7 @@ async def db_migrations(
     state: State,
     namespace: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[MigrationRow]:
     """Applied migrations (per namespace, in order); pending ones are in /v1/db/status."""
 
