@@ -114,3 +114,9 @@ def test_openapi_documents_the_error_body(client: TestClient) -> None:
     }
     status = spec["paths"]["/v1/status"]["get"]["responses"]
     assert status["401"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorBody")
+
+
+def test_unparseable_json_is_a_400_invalid_request(client: TestClient) -> None:
+    deep = '{"value": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    r = client.put("/v1/settings/deep", content=deep, headers={"Content-Type": "application/json"})
+    assert (r.status_code, r.json()["code"]) == (400, "invalid_request")

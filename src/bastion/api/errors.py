@@ -43,6 +43,11 @@ INTERNAL = {
 
 #: Non-bastion HTTP statuses Starlette raises itself (routing), as error bodies.
 _HTTP_CODES: dict[int, tuple[str, str, str]] = {
+    400: (
+        "invalid_request",
+        "the request body could not be parsed as JSON",
+        "Send a JSON document (nested at most a few hundred levels deep).",
+    ),
     404: ("route_not_found", "no such route", "See /openapi.json for the routes."),
     405: ("method_not_allowed", "method not allowed on this route", "See /openapi.json."),
 }
