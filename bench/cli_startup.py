@@ -73,16 +73,18 @@ def main() -> None:
     )
 
     baseline = best_time([py, str(minimal), "--help"], args.runs, env)
+    # The console script, as users and scripts run it (not ``python -m``, which adds runpy).
+    script = str(Path(py).parent / "bastion")
     cases = {
-        "bastion --help": [py, "-m", "bastion", "--help"],
-        "bastion settings get ui.theme": [py, "-m", "bastion", "settings", "get", "ui.theme"],
+        "bastion --help": [py, script, "--help"],
+        "bastion settings get ui.theme": [py, script, "settings", "get", "ui.theme"],
     }
     print(f"CLI start-up, best of {args.runs} fresh interpreters")
     print(f"  minimal click --help            {baseline * 1000:7.1f} ms")
     for label, argv in cases.items():
         t = best_time(argv, args.runs, env)
         probe = subprocess.run(
-            [py, "-c", PROBE, *argv[3:]], env=env, capture_output=True, text=True, check=True
+            [py, "-c", PROBE, *argv[2:]], env=env, capture_output=True, text=True, check=True
         )
         heavy = probe.stderr.strip().rsplit("HEAVY=", 1)[-1]
         print(

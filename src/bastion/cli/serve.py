@@ -6,7 +6,6 @@ command starts without it.
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -64,6 +63,8 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     writes the same to <home>/run/daemon.json. Stops gracefully on SIGTERM/SIGINT or
     `bastion stop`. The log goes to stderr.
     """
+    import logging
+
     from bastion.api.server import ServeOptions
     from bastion.api.server import serve as run_server
 
