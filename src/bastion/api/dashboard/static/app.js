@@ -317,7 +317,7 @@
     const span = { 600: "10 min ago", 3600: "1 h ago", 86400: "24 h ago" }[state.range] || "";
     card.querySelector(".axis-start").textContent = span;
     // Newest first, so the latest change is always the visible one.
-    const last = inRange.slice(-12).reverse();
+    const last = inRange.slice(-8).reverse();
     const list = card.querySelector(".transitions");
     list.dataset.count = String(inRange.length);
     list.replaceChildren(...last.map((e) => el("li", { "data-to": e.to, title: e.reason || null }, timeEl(e.at), ` ${e.to.replace("_", "-")}`)));
