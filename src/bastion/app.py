@@ -54,8 +54,10 @@ class Home:
         _make_private(cfg.home)
         for sub in HOME_SUBDIRS:
             _make_private(cfg.home / sub)
-        # The daemon's bearer token (0600), created once; re-running init keeps it.
-        ensure_token(cfg.run_dir)
+        # The daemon's bearer token (0600), created once; re-running init keeps it. (With
+        # api.token_store = "vault" it is created in the vault by the first `bastion serve`.)
+        if cfg.api.token_store == "file":  # noqa: S105 - a setting, not a secret
+            ensure_token(cfg.run_dir)
         return cls.open(cfg)
 
     @classmethod

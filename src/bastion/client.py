@@ -21,7 +21,15 @@ from typing import Any
 
 from bastion.config import Config
 from bastion.errors import ApiError, BastionError, DaemonUnreachable, iter_error_classes
-from bastion.runfiles import TOKEN_FILE, Handshake, pid_alive, read_handshake, read_token
+from bastion.runfiles import (
+    TOKEN_FILE,
+    TOKEN_NAME,
+    TOKEN_SCOPE,
+    Handshake,
+    pid_alive,
+    read_handshake,
+    read_token,
+)
 
 __all__ = ["DaemonClient", "EventStream", "SseEvent", "error_from_body"]
 
@@ -65,7 +73,7 @@ class DaemonClient:
         handshake = read_handshake(cfg.run_dir)
         if handshake is None or not pid_alive(handshake.pid):
             return None
-        return cls.from_handshake(handshake, read_token(cfg.run_dir / TOKEN_FILE), timeout)
+        return cls.from_handshake(handshake, _token_for(cfg), timeout)
 
     @classmethod
     def from_handshake(
@@ -176,6 +184,18 @@ class DaemonClient:
             conn.close()
             raise
         return EventStream(conn, response, f"{self.host}:{self.port}")
+
+
+def _token_for(cfg: Config) -> str:
+    if cfg.api.token_store == "vault":  # noqa: S105 - a setting, not a secret
+        from bastion.vault import Vault  # only for homes that keep the token there
+
+        vault = Vault.open(cfg)
+        try:
+            return vault.get(TOKEN_NAME, TOKEN_SCOPE, actor="cli").reveal()
+        finally:
+            vault.close()
+    return read_token(cfg.run_dir / TOKEN_FILE)
 
 
 def _url(path: str, query: Mapping[str, Any] | None) -> str:

@@ -97,6 +97,8 @@ class ApiConfig:
     port: int = dataclasses.field(default=0, metadata=_bounds(0, 65535))
     allowed_origins: tuple[str, ...] = ()
     max_body_bytes: int = dataclasses.field(default=1024 * 1024, metadata=_bounds(1024))
+    #: Where the API token lives: ``run/token`` (0600), or the vault (``bastion/api-token``).
+    token_store: Literal["file", "vault"] = "file"  # noqa: S105 - a setting
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -30,9 +30,12 @@ __all__ = [
     "HANDSHAKE_FILE",
     "LOCK_FILE",
     "TOKEN_FILE",
+    "TOKEN_NAME",
+    "TOKEN_SCOPE",
     "DaemonLock",
     "Handshake",
     "ensure_token",
+    "new_token",
     "pid_alive",
     "read_handshake",
     "read_token",
@@ -41,6 +44,9 @@ __all__ = [
 ]
 
 TOKEN_FILE = "token"  # noqa: S105 - a file name, not a secret
+#: Where the token is kept with ``api.token_store = "vault"``: ``secret:bastion/api-token``.
+TOKEN_SCOPE = "bastion"  # noqa: S105 - a scope name, not a secret
+TOKEN_NAME = "api-token"  # noqa: S105 - a secret's name, not a secret
 HANDSHAKE_FILE = "daemon.json"
 LOCK_FILE = "daemon.lock"
 #: 256 bits of randomness, URL-safe base64 (43 characters).
@@ -78,6 +84,11 @@ class Handshake:
         )
 
 
+def new_token() -> str:
+    """A fresh random 256-bit token (URL-safe base64, 43 characters)."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
 def ensure_token(run_dir: Path) -> Path:
     """Create ``run/token`` with a fresh random token unless one exists; return its path.
 
@@ -86,7 +97,7 @@ def ensure_token(run_dir: Path) -> Path:
     ensure_private_dir(run_dir)
     path = run_dir / TOKEN_FILE
     if not path.exists():
-        atomic_write(path, secrets.token_urlsafe(TOKEN_BYTES) + "\n")
+        atomic_write(path, new_token() + "\n")
     return path
 
 

@@ -17,7 +17,13 @@ from bastion.runfiles import TOKEN_FILE, read_token
 
 
 class RunningDaemon:
-    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        token_from_vault: bool = False,
+    ) -> None:
         self.home = home
         self.log_path = home.parent / f"{home.name}-daemon.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -36,7 +42,15 @@ class RunningDaemon:
             raise
         self.handshake: dict[str, Any] = json.loads(self.first_line)
         self.port: int = self.handshake["port"]
-        self.token = read_token(home / "run" / TOKEN_FILE)
+        if token_from_vault:
+            from bastion.client import DaemonClient as _Client
+            from bastion.config import load_config
+
+            found = _Client.for_home(load_config(home))
+            assert found is not None
+            self.token = found._token
+        else:
+            self.token = read_token(home / "run" / TOKEN_FILE)
         self.client = DaemonClient(self.port, self.token, timeout=30)
 
     @property

@@ -215,3 +215,28 @@ def test_token_file_option_replaces_run_token(tmp_path: Path) -> None:
         assert daemon.terminate() == 0
     finally:
         daemon.close()
+
+
+def test_token_kept_in_the_vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    env = {
+        "BASTION_API_TOKEN_STORE": "vault",
+        "BASTION_VAULT_BACKEND": "encrypted-file",
+        "BASTION_VAULT_KEY_SOURCE": "env",
+        "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    home = tmp_path / "home"
+    daemon = RunningDaemon(home, env=env, token_from_vault=True)
+    try:
+        assert not (home / "run" / "token").exists()
+        cfg = load_config(home)
+        client = DaemonClient.for_home(cfg)
+        assert client is not None
+        assert client.get("/v1/status")["pid"] == daemon.proc.pid
+        assert "the vault (secret:bastion/api-token)" in daemon.log()
+        assert daemon.terminate() == 0
+    finally:
+        daemon.close()

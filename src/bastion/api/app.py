@@ -29,7 +29,6 @@ from bastion.api.models import ErrorBody
 from bastion.api.security import SecurityMiddleware, SecurityPolicy
 from bastion.api.state import DaemonState
 from bastion.app import Home
-from bastion.runfiles import TOKEN_FILE, read_token
 from bastion.scheduler import Scheduler
 
 __all__ = ["ROUTERS", "create_app"]
@@ -76,7 +75,9 @@ def create_app(
     """
     cfg = home.config
     if token is None:
-        token = read_token(token_file or cfg.run_dir / TOKEN_FILE)
+        from bastion.api.server import load_token
+
+        token, _ = load_token(home, token_file)
     state = state or DaemonState(home=home, port=port, scheduler=scheduler)
     lifespan = None
     if supervise:

@@ -43,11 +43,14 @@ from bastion.api.state import DaemonState
 from bastion.api.supervision import stop_supervisor
 from bastion.app import Home
 from bastion.config import Config
-from bastion.errors import ConfigError
+from bastion.errors import ConfigError, SecretNotFound
 from bastion.runfiles import (
+    TOKEN_NAME,
+    TOKEN_SCOPE,
     DaemonLock,
     Handshake,
     ensure_token,
+    new_token,
     read_token,
     remove_handshake,
     write_handshake,
@@ -169,6 +172,27 @@ def build_scheduler(home: Home) -> Scheduler:
     return scheduler
 
 
+def load_token(home: Home, token_file: Path | None = None) -> tuple[str, str]:
+    """The API token and where it is kept: ``--token-file``, the vault, or ``run/token``.
+
+    With ``api.token_store = "vault"`` the token is created in the vault on first use, so
+    an app can read it from the OS keychain instead of a file.
+    """
+    cfg = home.config
+    if token_file is not None:
+        return read_token(token_file), str(token_file)
+    if cfg.api.token_store == "vault":  # noqa: S105 - a setting, not a secret
+        vault = home.vault
+        where = f"the vault (secret:{TOKEN_SCOPE}/{TOKEN_NAME})"
+        try:
+            return vault.get(TOKEN_NAME, TOKEN_SCOPE, actor="daemon").reveal(), where
+        except SecretNotFound:
+            vault.set(TOKEN_NAME, new_token(), TOKEN_SCOPE, actor="daemon")
+            return vault.get(TOKEN_NAME, TOKEN_SCOPE, actor="daemon").reveal(), where
+    path = ensure_token(cfg.run_dir)
+    return read_token(path), str(path)
+
+
 def serve(cfg: Config, options: ServeOptions, *, stdout: IO[str] | None = None) -> int:
     """Run the daemon until told to stop; return the process exit status (0 on clean stop)."""
     out = stdout or sys.stdout
@@ -199,8 +223,7 @@ def serve(cfg: Config, options: ServeOptions, *, stdout: IO[str] | None = None) 
         # Spec files are checked here so a bad one is a clean error naming the file and key,
         # not a failed server start-up.
         load_specs(cfg.services_dir)
-        token_file = options.token_file or ensure_token(cfg.run_dir)
-        token = read_token(token_file)
+        token, token_where = load_token(home, options.token_file)
         try:
             sockets = bind_sockets(host, port)
         except OSError as err:
@@ -212,7 +235,7 @@ def serve(cfg: Config, options: ServeOptions, *, stdout: IO[str] | None = None) 
             home,
             sockets=sockets,
             token=token,
-            token_path=token_file,
+            token_where=token_where,
             host=host,
             out=out,
             options=options,
@@ -228,7 +251,7 @@ def _run(
     *,
     sockets: list[socket.socket],
     token: str,
-    token_path: Path,
+    token_where: str,
     host: str,
     out: IO[str],
     options: ServeOptions,
@@ -263,7 +286,7 @@ def _run(
         # For a person at a terminal (stderr: stdout's first line is the machine handshake).
         sys.stderr.write(
             f"bastion: API at {handshake.url}  (OpenAPI: {handshake.url}/openapi.json)\n"
-            f"bastion: token in {token_path}\n"
+            f"bastion: token in {token_where}\n"
         )
         sys.stderr.flush()
 
