@@ -240,3 +240,16 @@ def test_token_kept_in_the_vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert daemon.terminate() == 0
     finally:
         daemon.close()
+
+
+def test_sigterm_ends_open_event_streams(tmp_path: Path) -> None:
+    daemon = RunningDaemon(tmp_path / "home")
+    try:
+        stream = daemon.client.stream("/v1/events/stream", timeout=60)
+        daemon.proc.send_signal(signal.SIGTERM)
+        # The stream ends (the daemon closes it) rather than holding the shutdown open.
+        assert list(stream) == []
+        assert daemon.proc.wait(timeout=60) == 0
+        assert "Cancel" not in daemon.log()  # ended by itself, not by the graceful timeout
+    finally:
+        daemon.close()
