@@ -137,3 +137,16 @@ def test_the_hot_settings_read_answers_like_its_documented_route(client: TestCli
     assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
     # Behind the same front door as every route.
     assert client.get("/v1/settings/a.b", headers={"Authorization": "Bearer x"}).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "key", ["..%2F..%2Fbastion.db", "%2E%2E", ".hidden", "a%00b", "a%2Fb", "k" * 300]
+)
+def test_traversal_in_setting_keys_is_refused(client: TestClient, opened: Home, key: str) -> None:
+    for response in (
+        client.get(f"/v1/settings/{key}"),
+        client.put(f"/v1/settings/{key}", json={"value": 1}),
+        client.delete(f"/v1/settings/{key}"),
+    ):
+        assert response.status_code in {404, 405, 422}, (key, response.text)
+    assert opened.settings.list() == []
