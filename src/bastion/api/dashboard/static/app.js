@@ -204,6 +204,7 @@
     const running = ["running", "starting", "unhealthy", "half_open"].includes(st);
     // ``since`` is when the service entered its current state: for RUNNING, its uptime.
     const since = toDate(pick(svc, "started_at", "since"));
+    if (pick(svc, "since") !== undefined) card.dataset.since = String(pick(svc, "since"));
     const uptime = pick(svc, "uptime_s") ?? (since ? (Date.now() - since) / 1000 : undefined);
     card.querySelector(".uptime").textContent = running ? duration(uptime) : "–";
     const restarts = pick(svc, "restarts_in_window", "restarts", "restart_count");
@@ -249,6 +250,10 @@
       const card = $(`#services li[data-service="${CSS.escape(ev.subject)}"]`);
       const to = ev.data && ev.data.to;
       if (!card || !to) return;
+      // The poll reads the supervisor's memory, the stream its journal: an event older than
+      // the state on show is stale and must not move the badge backwards.
+      if (Number(ev.ts) < Number(card.dataset.since || 0)) return;
+      card.dataset.since = String(ev.ts);
       const badge = card.querySelector(".state");
       badge.dataset.state = to; badge.textContent = to.replace("_", "-");
       card.dataset.state = to;
