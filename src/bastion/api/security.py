@@ -116,18 +116,31 @@ _HINTS = {
 }
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+#: The headers the checks read; collected in one pass over the request's headers.
+_WATCHED = frozenset(
+    {
+        b"host",
+        b"origin",
+        b"authorization",
+        b"content-length",
+        b"content-type",
+        b"transfer-encoding",
+        b"access-control-request-method",
+    }
+)
+
+
+def _collect(scope: Scope) -> tuple[dict[bytes, bytes], frozenset[bytes]]:
+    """The first value of each watched header, and the names that were sent twice or more."""
+    found: dict[bytes, bytes] = {}
+    repeated: set[bytes] = set()
     for key, value in scope["headers"]:
-        if key == name:
-            try:
-                return str(value.decode("latin-1"))
-            except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-                return None
-    return None
-
-
-def _headers_count(scope: Scope, name: bytes) -> int:
-    return sum(1 for key, _ in scope["headers"] if key == name)
+        if key in _WATCHED:
+            if key in found:
+                repeated.add(key)
+            else:
+                found[key] = value
+    return found, frozenset(repeated)
 
 
 class SecurityMiddleware:
@@ -145,6 +158,7 @@ class SecurityMiddleware:
         self.policy = policy
         self.counters = counters
         self._token = policy.token.encode()
+        self._hosts = frozenset(h.encode("latin-1") for h in policy.allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan passes; websockets are not served at all
@@ -154,46 +168,43 @@ class SecurityMiddleware:
         policy = self.policy
         method: str = scope["method"]
         path: str = scope["path"]
+        headers, repeated = _collect(scope)
 
         # 1. Host: exactly one, and ours. Two Host headers is a smuggling attempt.
-        host = _header(scope, b"host")
-        if host is None or _headers_count(scope, b"host") != 1:
-            await self._reject(send, "forbidden_host")
-            return
-        if host.lower() not in policy.allowed_hosts:
+        host = headers.get(b"host")
+        if host is None or b"host" in repeated or host.lower() not in self._hosts:
             await self._reject(send, "forbidden_host")
             return
 
         # 2. Origin: absent (non-browser clients) or allowed.
-        origin = _header(scope, b"origin")
+        raw_origin = headers.get(b"origin")
         cors_headers: list[tuple[bytes, bytes]] = []
-        if origin is not None:
-            if origin.rstrip("/") not in policy.allowed_origins:
+        if raw_origin is not None:
+            origin = raw_origin.decode("latin-1")
+            if b"origin" in repeated or origin.rstrip("/") not in policy.allowed_origins:
                 await self._reject(send, "forbidden_origin")
                 return
-            cors_headers = [
-                (b"access-control-allow-origin", origin.encode("latin-1")),
-                (b"vary", b"Origin"),
-            ]
-            if method == "OPTIONS" and _header(scope, b"access-control-request-method"):
+            cors_headers = [(b"access-control-allow-origin", raw_origin), (b"vary", b"Origin")]
+            if method == "OPTIONS" and b"access-control-request-method" in headers:
                 await self._preflight(send, cors_headers)
                 return
 
         # 3. Token, except on public routes.
-        public = (method == "GET" and path in policy.public_paths) or (
-            method == "GET" and any(path.startswith(p) for p in policy.public_prefixes)
+        public = method == "GET" and (
+            path in policy.public_paths or any(path.startswith(p) for p in policy.public_prefixes)
         )
-        if not public and not self._token_ok(scope):
+        if not public and not self._token_ok(scope, headers, repeated):
             await self._reject(send, "unauthorized", cors_headers)
             return
 
         # 4. + 5. Bodies: JSON only, capped, buffered before the route sees them.
         if method in _BODY_METHODS:
-            declared = _header(scope, b"content-length")
-            chunked = "chunked" in (_header(scope, b"transfer-encoding") or "").lower()
-            has_body = chunked or (declared is not None and declared.strip() not in {"", "0"})
-            ctype = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
-            if (method in _JSON_REQUIRED or has_body) and ctype != "application/json":
+            raw_length = headers.get(b"content-length")
+            declared = None if raw_length is None else raw_length.decode("latin-1").strip()
+            chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+            has_body = chunked or declared not in {None, "", "0"}
+            ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if (method in _JSON_REQUIRED or has_body) and ctype != b"application/json":
                 await self._reject(send, "unsupported_media_type", cors_headers)
                 return
             if declared is not None:
@@ -202,7 +213,7 @@ class SecurityMiddleware:
                 except ValueError:
                     await self._reject(send, "payload_too_large", cors_headers)
                     return
-                if size > policy.max_body_bytes:
+                if size > policy.max_body_bytes or b"content-length" in repeated:
                     await self._reject(send, "payload_too_large", cors_headers)
                     return
             body = await self._read_body(receive)
@@ -216,17 +227,19 @@ class SecurityMiddleware:
             send = _with_headers(send, cors_headers)
         await self.app(scope, receive, send)
 
-    def _token_ok(self, scope: Scope) -> bool:
-        value = _header(scope, b"authorization")
-        if value is None and self.authorize is not None:
-            return bool(self.authorize(scope))
-        if value is None or _headers_count(scope, b"authorization") != 1:
+    def _token_ok(
+        self, scope: Scope, headers: dict[bytes, bytes], repeated: frozenset[bytes]
+    ) -> bool:
+        value = headers.get(b"authorization")
+        if value is None:
+            return self.authorize is not None and bool(self.authorize(scope))
+        if b"authorization" in repeated:
             return False
-        scheme, _, supplied = value.partition(" ")
-        if scheme.lower() != "bearer":
+        scheme, _, supplied = value.partition(b" ")
+        if scheme.lower() != b"bearer":
             return False
         # Constant time: the comparison takes as long for a near miss as for garbage.
-        return hmac.compare_digest(supplied.strip().encode("latin-1"), self._token)
+        return hmac.compare_digest(supplied.strip(), self._token)
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         chunks: list[bytes] = []
