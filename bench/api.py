@@ -7,7 +7,7 @@ the body/media-type rules, FastAPI routing and validation, the response model. T
 does the read and nothing else. Runs alternate (baseline, ours, ...) and the best of each is
 kept, so background load on the machine hits both alike.
 
-Run: ``.venv/bin/python bench/api.py [--seconds 5] [--runs 3]``. Target: ratio >= 0.8.
+Run: ``.venv/bin/python bench/api.py [--seconds 3] [--runs 6]``. Target: ratio >= 0.8.
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def _wrk(url: str, seconds: int, headers: dict[str, str]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=6)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk; `make test` installs it)")
