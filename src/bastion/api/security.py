@@ -93,9 +93,6 @@ class Counters:
     handled: int = 0
     rejected: Counter[str] = dataclasses.field(default_factory=Counter)
 
-    def snapshot(self) -> dict[str, object]:
-        return {"handled": self.handled, "rejected": dict(self.rejected)}
-
 
 #: Rejection -> the error class whose ``code``/``http_status`` it answers with, and the message.
 _REJECTIONS: dict[str, tuple[type[BastionError], str]] = {

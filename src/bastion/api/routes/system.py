@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import platform
@@ -55,12 +56,9 @@ async def status(state: State) -> Status:
     """Versions, uptime, store posture, vault backend, services summary, scheduled jobs."""
     home = state.home
     posture = home.db.posture
-    jobs = (
-        [JobInfo(**dataclasses.asdict(j)) for j in state.scheduler.status()]
-        if (state.scheduler)
-        else []
-    )
-    counters = state.counters.snapshot()
+    scheduler = state.scheduler
+    jobs = [JobInfo(**dataclasses.asdict(j)) for j in scheduler.status()] if scheduler else []
+    counters = state.counters
     return Status(
         version=__version__,
         python=platform.python_version(),
@@ -77,10 +75,7 @@ async def status(state: State) -> Status:
         },
         services=services_summary(state),
         jobs=jobs,
-        requests=RequestCounters(
-            handled=int(counters["handled"]),  # type: ignore[call-overload]
-            rejected=dict(counters["rejected"]),  # type: ignore[call-overload]
-        ),
+        requests=RequestCounters(handled=counters.handled, rejected=dict(counters.rejected)),
     )
 
 
@@ -95,7 +90,7 @@ async def shutdown(state: State) -> ShutdownAccepted:
 @router.get("/v1/db/status", tags=["database"], response_model=DbStatus)
 async def db_status(state: State) -> DbStatus:
     """Path, posture as read back, sizes, SQLite version of bastion.db."""
-    data = await _in_thread(state.home.status)
+    data = await asyncio.to_thread(state.home.status)
     return DbStatus(**data)
 
 
@@ -164,9 +159,3 @@ async def db_migrations(
         offset=offset,
         next_offset=offset + limit if offset + limit < total else None,
     )
-
-
-async def _in_thread(fn: Any) -> Any:
-    import asyncio
-
-    return await asyncio.to_thread(fn)
