@@ -466,7 +466,13 @@ def recover(
                 *(f"  moved      {p}" for p in d["quarantined"]),
                 f"in place:    {d['placed']}"
                 + (f" ({Path(d['restored_from']).name})" if d["restored_from"] else ""),
-                f"salvaged:    {sum(d['rows_salvaged'].values())} rows "
+                f"salvaged:    {sum(d['rows_salvaged'].values())} rows"
+                + (
+                    f" (+{d['salvage']['lost_and_found']} in lost_and_found)"
+                    if d["salvage"] and d["salvage"]["lost_and_found"]
+                    else ""
+                )
+                + " "
                 f"(backup has {sum(d['rows_in_backup'].values())}; "
                 f"{sum(d['rows_only_in_salvage'].values())} only in the salvage)",
                 f"report:      {d['report']}",

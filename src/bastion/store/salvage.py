@@ -39,6 +39,8 @@ from bastion._fs import fsync_dir
 
 __all__ = ["SalvageResult", "TableSalvage", "salvage"]
 
+#: Failed range probes allowed per table before the rest is declared lost (~1 s of probing).
+_PROBE_BUDGET = 20_000
 _MIN_ROWID = -(2**63)
 _MAX_ROWID = 2**63 - 1
 
@@ -59,6 +61,9 @@ class SalvageResult:
     tables: dict[str, TableSalvage]
     schema_errors: tuple[str, ...]
     duration_s: float
+    #: Rows found by reading leaf pages directly (under an unreadable interior page, or on a
+    #: freed page): kept apart in ``lost_and_found`` for an operator to judge, never merged.
+    lost_and_found: int = 0
 
     @property
     def total_rows(self) -> int:
@@ -79,6 +84,7 @@ class SalvageResult:
                 for name, t in self.tables.items()
             },
             "schema_errors": list(self.schema_errors),
+            "lost_and_found": self.lost_and_found,
             "duration_s": round(self.duration_s, 3),
         }
 
@@ -111,7 +117,7 @@ def salvage(source: Path, dest: Path) -> SalvageResult:
                 flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI,
             )
         try:
-            result = _salvage_into(src, source, dest)
+            result = _salvage_into(src, source, dest, copy)
         finally:
             src.close()
     if repaired:
@@ -195,7 +201,7 @@ def _open_with_wal(copy: Path) -> apsw.Connection:
     return conn
 
 
-def _salvage_into(src: apsw.Connection, source: Path, dest: Path) -> SalvageResult:
+def _salvage_into(src: apsw.Connection, source: Path, dest: Path, copy: Path) -> SalvageResult:
     schema_errors: list[str] = []
     try:
         schema = [
@@ -229,6 +235,12 @@ def _salvage_into(src: apsw.Connection, source: Path, dest: Path) -> SalvageResu
             tables[name] = _copy_table(src, out, name)
         if any(n == "sqlite_sequence" for _k, n, _t, _s in schema):
             _copy_sequence(src, out)
+        found = 0
+        if any(t.lost_ranges for t in tables.values()):
+            try:
+                found = _scan_leaf_pages(src, out, copy, tables)
+            except (apsw.Error, OSError, ValueError, IndexError, struct.error) as err:
+                schema_errors.append(f"leaf page scan stopped: {err}")
         out.execute("COMMIT")
         for kind, name, _tbl, sql in schema:
             if kind == "table" or sql is None or name.startswith("sqlite_"):
@@ -243,7 +255,7 @@ def _salvage_into(src: apsw.Connection, source: Path, dest: Path) -> SalvageResu
     # The writes above ran with synchronous=OFF for speed; make the result durable now.
     with open(dest, "rb") as handle:
         os.fsync(handle.fileno())
-    return SalvageResult(source, dest, tables, tuple(schema_errors), 0.0)
+    return SalvageResult(source, dest, tables, tuple(schema_errors), 0.0, found)
 
 
 def _columns(src: apsw.Connection, table: str) -> tuple[list[str], bool, bool]:
@@ -330,10 +342,17 @@ def _enumerate_rowids(src: apsw.Connection, table: str) -> tuple[list[int], list
     found: set[int] = set()
     lost: list[tuple[int, int]] = []
     sql = f"SELECT rowid FROM {_q(table)} WHERE rowid BETWEEN ? AND ? ORDER BY rowid"
-    # Explicit stack instead of recursion: each unreadable page costs ~64 levels.
+    # Explicit stack instead of recursion: each unreadable page costs ~64 levels. A damaged
+    # interior page (or root) makes every probe below it fail, and bisecting that would
+    # never end: after ``_PROBE_BUDGET`` failed probes the ranges left are declared lost
+    # (the leaf page scan then looks for their rows).
     stack = [(_MIN_ROWID, _MAX_ROWID)]
+    budget = _PROBE_BUDGET
     while stack:
         lo, hi = stack.pop()
+        if budget <= 0:
+            lost.append((lo, hi))
+            continue
         last: int | None = None
         try:
             for (rowid,) in src.execute(sql, (lo, hi)):
@@ -350,6 +369,7 @@ def _enumerate_rowids(src: apsw.Connection, table: str) -> tuple[list[int], list
                 first_back = int(rowid)
         except apsw.Error:
             pass
+        budget -= 1
         start = lo if last is None else last + 1
         end = hi if first_back is None else first_back - 1
         if start > end:
@@ -416,3 +436,129 @@ def _copy_sequence(src: apsw.Connection, out: apsw.Connection) -> None:
     out.execute("DELETE FROM sqlite_sequence").fetchall()
     for name, value in seq:
         out.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)", (name, value))
+
+
+# --- leaf pages read directly ----------------------------------------------------------------
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    """SQLite's big-endian base-128 varint at ``buf[i]``: (value, next offset)."""
+    value = 0
+    for k in range(8):
+        byte = buf[i + k]
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value, i + k + 1
+    return (value << 8) | buf[i + 8], i + 9
+
+
+def _decode_record(payload: bytes) -> list[Any] | None:
+    """The values of one record (file format 2.1), or None if it does not parse."""
+    header_size, i = _varint(payload, 0)
+    if header_size > len(payload) or header_size < 1:
+        return None
+    types = []
+    while i < header_size:
+        serial, i = _varint(payload, i)
+        types.append(serial)
+    values: list[Any] = []
+    pos = header_size
+    sizes = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 6, 6: 8, 7: 8, 8: 0, 9: 0}
+    for serial in types:
+        if serial in (10, 11):
+            return None
+        size = sizes[serial] if serial < 12 else (serial - 12) // 2
+        chunk = payload[pos : pos + size]
+        if len(chunk) != size:
+            return None
+        pos += size
+        if serial == 0:
+            values.append(None)
+        elif serial <= 6:
+            values.append(int.from_bytes(chunk, "big", signed=True))
+        elif serial == 7:
+            values.append(struct.unpack(">d", chunk)[0])
+        elif serial in (8, 9):
+            values.append(serial - 8)
+        elif serial % 2 == 0:
+            values.append(bytes(chunk))
+        else:
+            values.append(chunk.decode("utf-8", "replace"))
+    return values if pos == len(payload) else None
+
+
+def _leaf_cells(page: bytes, offset: int, usable: int) -> list[tuple[int, list[Any]]]:
+    """(rowid, values) of every cell on a table leaf page that parses and has no overflow."""
+    count = int.from_bytes(page[offset + 3 : offset + 5], "big")
+    max_local = usable - 35
+    cells = []
+    for k in range(count):
+        ptr_at = offset + 8 + 2 * k
+        if ptr_at + 2 > len(page):
+            break
+        ptr = int.from_bytes(page[ptr_at : ptr_at + 2], "big")
+        if not offset + 8 <= ptr < usable:
+            continue
+        try:
+            size, i = _varint(page, ptr)
+            rowid, i = _varint(page, i)
+        except IndexError:
+            continue
+        if size > max_local or i + size > usable:
+            continue  # spills to overflow pages (or is garbage): not read here
+        if rowid >= 2**63:
+            rowid -= 2**64
+        values = _decode_record(page[i : i + size])
+        if values is not None:
+            cells.append((rowid, values))
+    return cells
+
+
+def _scan_leaf_pages(
+    src: apsw.Connection, out: apsw.Connection, copy: Path, tables: dict[str, TableSalvage]
+) -> int:
+    """Read every table leaf page of the file directly and keep the cells whose rowid falls in
+    a range some table lost and whose field count fits that table: the rows under an
+    unreadable interior page. They go to ``lost_and_found`` (a freed page can hold rows that
+    were deleted on purpose, so they are never put back into the table itself)."""
+    size_row: Any = src.execute("PRAGMA page_size").fetchall()[0][0]
+    page_size = int(size_row)
+    with open(copy, "rb") as handle:
+        handle.seek(20)
+        reserved = handle.read(1)[0]
+    usable = page_size - reserved
+    wanted: list[tuple[str, int, tuple[tuple[int, int], ...]]] = []
+    for name, t in tables.items():
+        if t.lost_ranges:
+            ncols = len(src.execute(f"PRAGMA table_info({_q(name)})").fetchall())
+            wanted.append((name, ncols, t.lost_ranges))
+    found: list[tuple[str, int, int, list[Any]]] = []
+    with open(copy, "rb") as handle:
+        pgno = 0
+        while page := handle.read(page_size):
+            pgno += 1
+            offset = 100 if pgno == 1 else 0
+            if len(page) < page_size or page[offset] != 0x0D:
+                continue
+            for rowid, values in _leaf_cells(page, offset, usable):
+                for name, ncols, ranges in wanted:
+                    if len(values) <= ncols and any(lo <= rowid <= hi for lo, hi in ranges):
+                        found.append((name, pgno, rowid, values))
+                        break
+    if not found:
+        return 0
+    width = max(len(v) for *_, v in found)
+    cols = ", ".join(f"c{i}" for i in range(width))
+    out.execute(
+        "CREATE TABLE lost_and_found(id INTEGER PRIMARY KEY, table_guess TEXT, page INTEGER, "
+        f"found_rowid INTEGER, nfield INTEGER, {cols})"
+    )
+    marks = ", ".join("?" for _ in range(width + 4))
+    for name, pgno, rowid, values in found:
+        padded = [*values, *([None] * (width - len(values)))]
+        out.execute(
+            f"INSERT INTO lost_and_found(table_guess, page, found_rowid, nfield, {cols}) "
+            f"VALUES ({marks})",
+            (name, pgno, rowid, len(values), *padded),
+        )
+    return len(found)
