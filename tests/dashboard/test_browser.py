@@ -241,14 +241,17 @@ def test_load_older_pages_back_through_the_log_api(signed_in: Session, daemon: D
     page.fill("#log-q", marker)
     page.click("#log-filter button[type=submit]")
     lines = page.locator("#log-lines li")
-    wait_until(lambda: lines.count() == 100, timeout=15, what="the newest 100 lines")
-    assert page.locator("#log-lines li").first.inner_text().endswith(f"{marker} 50")
+    wait_until(
+        lambda: lines.count() == 100 and lines.first.inner_text().endswith(f"{marker} 50"),
+        timeout=60,
+        what=f"the newest 100 {marker} lines",
+    )
     assert page.is_enabled("#log-older")
     page.click("#log-older")
-    wait_until(lambda: lines.count() == 150, timeout=15, what="the 50 older lines")
+    wait_until(lambda: lines.count() == 150, timeout=60, what="the 50 older lines")
     assert lines.first.inner_text().endswith(f"{marker} 0")
     assert lines.last.inner_text().endswith(f"{marker} 149")
-    wait_until(lambda: not page.is_enabled("#log-older"), timeout=15, what="no older page")
+    wait_until(lambda: not page.is_enabled("#log-older"), timeout=60, what="no older page")
 
 
 def test_last_check_result_survives_a_reload(signed_in: Session, daemon: Daemon) -> None:

@@ -385,6 +385,8 @@
   }
 
   async function enterLogs() {
+    // The old stream goes first: its lines would otherwise land under the new filter.
+    stopTail();
     $("#log-lines").replaceChildren();
     state.logCursor = null;
     try { await loadOlder(); } catch (err) { reportError(err); }
