@@ -245,3 +245,44 @@ def test_reads_from_another_site_or_port_are_refused(
     assert browser.get("/v1/status", headers={"sec-fetch-site": site}).status_code == 401
     other_port = {"origin": "http://127.0.0.1:8080", "sec-fetch-site": "same-site"}
     assert browser.get("/v1/status", headers=other_port).status_code == 403
+
+
+def test_back_up_now_is_a_job_with_progress_one_at_a_time(
+    app: FastAPI, token: str, opened: Home
+) -> None:
+    from bastion.store.backup import list_backups
+    from tests.helpers import wait_until
+
+    with TestClient(app, base_url=BASE, headers={"Authorization": f"Bearer {token}"}) as client:
+        assert client.get("/v1/dashboard/backups/job").json()["state"] == "idle"
+        started = client.post("/v1/dashboard/backups", json={})
+        assert started.status_code == 202
+        assert started.json()["state"] in {"running", "done"}
+        job = wait_until(
+            lambda: (
+                (j := client.get("/v1/dashboard/backups/job").json())["state"] != "running" and j
+            ),
+            timeout=60,
+            what="the backup job to finish",
+        )
+        assert job["state"] == "done", job
+        assert job["backup"]["verified"] is True
+        assert job["total_pages"] > 0
+        assert job["done_pages"] == job["total_pages"]
+        (info,) = list_backups(opened.config.backups_dir, deep=True)
+        assert info.path.name == job["backup"]["name"]
+        assert info.verified
+        # Listed, and recorded in the activity feed as the API's doing (bearer token).
+        assert [b["name"] for b in client.get("/v1/dashboard/backups").json()] == [info.path.name]
+        feed = client.get("/v1/activity", params={"action": "db.backup"}).json()["items"]
+        assert [(a["actor"], a["subject"]) for a in feed] == [("api", info.path.name)]
+
+
+def test_a_second_backup_while_one_runs_is_refused(app: FastAPI, token: str) -> None:
+    jobs = app.state.dashboard.backups
+    jobs.state = "running"  # as if a backup were under way
+    with TestClient(app, base_url=BASE, headers={"Authorization": f"Bearer {token}"}) as client:
+        refused = client.post("/v1/dashboard/backups", json={})
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "conflict"
+    assert "already running" in refused.json()["message"]

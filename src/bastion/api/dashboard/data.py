@@ -4,7 +4,9 @@ Under ``/v1/dashboard/`` so they never collide with the daemon's own routes; beh
 middleware (token, or the signed-in page + CSRF); typed for ``/openapi.json``:
 
 - ``GET /v1/dashboard/backups``: backups in ``backups/``, newest first, with verified state;
-- ``POST /v1/dashboard/backups``: "back up now" (online, verified; runs in a thread);
+- ``POST /v1/dashboard/backups``: "back up now": starts an online backup in a thread (one at
+  a time) and answers 202; ``GET /v1/dashboard/backups/job`` reports its pages copied, then
+  the deep-verified result or the error;
 - ``POST /v1/dashboard/checks``: run the daemon's ``/v1/db/check`` and keep its outcome as a
   ``db.checked`` event, so the page can show the last check result after a reload.
 
@@ -15,16 +17,22 @@ switch, and this module goes away.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
+import threading
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict
 
-from bastion.api.models import CheckResult
+from bastion.api.models import CheckResult, ErrorBody
 from bastion.api.routes.system import db_check
 from bastion.api.state import DaemonState, get_state
+from bastion.errors import BastionError, Conflict
 
-__all__ = ["router"]
+__all__ = ["BackupJobs", "router"]
+
+log = logging.getLogger("bastion.api.dashboard")
 
 router = APIRouter(prefix="/v1/dashboard", tags=["dashboard"])
 State = Annotated[DaemonState, Depends(get_state)]
@@ -61,22 +69,109 @@ async def list_backups(state: State) -> list[BackupRow]:
     return [_backup_row(i) for i in infos]
 
 
-@router.post("/backups", response_model=BackupRow, status_code=201)
-async def backup_now(state: State, request: Request) -> BackupRow:
-    """An online backup of ``bastion.db`` now, deep-verified (hash + quick_check) before it is
-    reported; the backup's own event ("backup.created") lands in the events table, and the
-    activity feed records who asked for it."""
-    from bastion.store.backup import verify_backup
+JobState = Literal["idle", "running", "done", "failed"]
 
+
+class BackupJobOut(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state: JobState
+    done_pages: int
+    total_pages: int
+    backup: BackupRow | None = None
+    error: ErrorBody | None = None
+
+
+@dataclasses.dataclass
+class BackupJobs:
+    """The page's "back up now": at most one backup at a time, its progress and its outcome.
+
+    Mutable and owned by one app instance (``Dashboard.backups``). The copy runs in a worker
+    thread, which writes ``done``/``total`` as apsw's backup steps go; the event loop reads
+    them. ``_lock`` only guards the start, so two clicks cannot start two backups.
+    """
+
+    state: JobState = "idle"
+    done: int = 0
+    total: int = 0
+    backup: BackupRow | None = None
+    error: ErrorBody | None = None
+    _task: asyncio.Task[None] | None = None
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def snapshot(self) -> BackupJobOut:
+        return BackupJobOut(
+            state=self.state,
+            done_pages=self.done,
+            total_pages=self.total,
+            backup=self.backup,
+            error=self.error,
+        )
+
+    def start(self, state: DaemonState, actor: str) -> BackupJobOut:
+        with self._lock:
+            if self.state == "running":
+                raise Conflict(
+                    "a backup is already running",
+                    hint="Wait for it: GET /v1/dashboard/backups/job reports its progress.",
+                )
+            self.state, self.done, self.total = "running", 0, 0
+            self.backup = self.error = None
+        self._task = asyncio.get_running_loop().create_task(self._run(state, actor))
+        return self.snapshot()
+
+    def _progress(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+
+    async def _run(self, state: DaemonState, actor: str) -> None:
+        from bastion.store.backup import verify_backup
+
+        def work() -> Any:
+            result = state.home.backup(progress=self._progress)
+            # Deep: the hash and a quick_check of the copy, before the page calls it verified.
+            info = verify_backup(result.path, deep=True)
+            state.home.activity.record(
+                actor, "db.backup", info.path.name, {"verified": info.verified}
+            )
+            return info
+
+        try:
+            info = await asyncio.to_thread(work)
+        except BastionError as err:
+            self.error = ErrorBody(code=err.code, message=err.message, hint=err.hint or "")
+            self.state = "failed"
+        except Exception:
+            log.exception("backup from the dashboard failed")
+            self.error = ErrorBody(
+                code="internal_error", message="internal error", hint="See the daemon's log."
+            )
+            self.state = "failed"
+        else:
+            self.backup = _backup_row(info)
+            self.state = "done"
+
+
+def _jobs(request: Request) -> BackupJobs:
+    jobs: BackupJobs = request.app.state.dashboard.backups
+    return jobs
+
+
+@router.post("/backups", response_model=BackupJobOut, status_code=202)
+async def backup_now(state: State, request: Request) -> BackupJobOut:
+    """Start an online backup of ``bastion.db``; follow it at ``/v1/dashboard/backups/job``.
+
+    The copy is deep-verified (hash + quick_check) before the job reports it; the backup's
+    own event ("backup.created") lands in the events table, and the activity feed records
+    who asked for it. One at a time: a second request while one runs is a 409.
+    """
     actor = "api" if "authorization" in request.headers else "dashboard"
+    return _jobs(request).start(state, actor)
 
-    def run() -> Any:
-        result = state.home.backup()
-        info = verify_backup(result.path, deep=True)
-        state.home.activity.record(actor, "db.backup", info.path.name, {"verified": info.verified})
-        return info
 
-    return _backup_row(await asyncio.to_thread(run))
+@router.get("/backups/job", response_model=BackupJobOut)
+async def backup_job(request: Request) -> BackupJobOut:
+    """The last "back up now": idle, running (pages copied of total), done or failed."""
+    return _jobs(request).snapshot()
 
 
 class CheckRequest(BaseModel):

@@ -27,6 +27,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict
 from starlette.types import Scope
 
+from bastion.api.dashboard.data import BackupJobs
 from bastion.api.dashboard.data import router as data_router
 from bastion.api.dashboard.sessions import (
     CSRF_HEADER,
@@ -80,6 +81,7 @@ class Dashboard:
     codes: LoginCodes
     sessions: Sessions
     assets: dict[str, bytes]
+    backups: BackupJobs = dataclasses.field(default_factory=BackupJobs)
 
     @classmethod
     def create(cls, *, port: int, token: str, own_origins: frozenset[str]) -> Dashboard:

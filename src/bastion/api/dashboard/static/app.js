@@ -519,13 +519,22 @@
     }) : [el("tr", {}, el("td", { colspan: 4, class: "muted", text: "No backups yet." }))]));
   }
 
+  const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
   async function backupNow() {
     const button = $("#backup-now"); const progress = $("#backup-progress");
     button.disabled = true; progress.hidden = false;
+    progress.removeAttribute("value");  // indeterminate until the first step is reported
     notify("Backing up…");
     try {
-      const result = await api("POST", ROUTES.backups);
-      notify(`Backup ${pick(result, "name", "file") || ""} written and verified.`);
+      let job = await api("POST", ROUTES.backups);
+      while (job.state === "running") {
+        await sleep(250);
+        job = await api("GET", `${ROUTES.backups}/job`);
+        if (job.total_pages) { progress.max = job.total_pages; progress.value = job.done_pages; }
+      }
+      if (job.state === "failed") throw new ApiError(500, job.error);
+      notify(`Backup ${job.backup.name} written and verified.`);
       renderBackups(await api("GET", ROUTES.backups));
     } catch (err) {
       reportError(err);
