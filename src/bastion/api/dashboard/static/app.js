@@ -513,8 +513,8 @@
       const name = pick(b, "name", "file") || String(pick(b, "path") || "").split("/").pop();
       return el("tr", { "data-backup": name },
         el("td", { "data-label": "Backup" }, el("code", { text: name })),
-        el("td", { "data-label": "Created", text: when(pick(b, "created_at", "created", "taken_at")) }),
-        el("td", { "data-label": "Size", text: bytes(pick(b, "size_bytes", "size")) }),
+        el("td", { "data-label": "Created", class: "nowrap", text: when(pick(b, "created_at", "created", "taken_at")) }),
+        el("td", { "data-label": "Size", class: "nowrap", text: bytes(pick(b, "size_bytes", "size")) }),
         el("td", { "data-label": "Verified", class: verified ? "verified-yes" : "verified-no", text: verified ? "verified" : `not verified${pick(b, "problem", "error") ? `: ${pick(b, "problem", "error")}` : ""}` }));
     }) : [el("tr", {}, el("td", { colspan: 4, class: "muted", text: "No backups yet." }))]));
   }
