@@ -208,7 +208,7 @@ def _open_checked(cfg: Config) -> tuple[Database, Any]:
     check = open_check(cfg.db_path, cfg.store, backups_dir=cfg.backups_dir, db_name="bastion")
     report = None
     if not check.ok:
-        if cfg.store.on_corrupt == "refuse":
+        if cfg.store.on_corrupt != "recover":  # "auto" means refuse outside the daemon
             error = NotADatabase if check.kind is CheckKind.NOT_A_DATABASE else StoreCorrupt
             raise error(
                 f"{cfg.db_path} failed the open-time check ({check.kind.value}): {check.detail}",

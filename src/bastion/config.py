@@ -51,8 +51,12 @@ class StoreConfig:
     wal_cap_bytes: int = dataclasses.field(default=64 * 1024 * 1024, metadata=_bounds(1024 * 1024))
     wal_watchdog_interval_s: float = dataclasses.field(default=5.0, metadata=_bounds(0.05, 3600))
     #: What to do when the open-time check finds corruption: refuse, or quarantine and restore.
-    on_corrupt: Literal["refuse", "recover"] = "refuse"
+    #: "auto" refuses in the CLI and library (an operator decides) and recovers in the daemon
+    #: (a desktop app must come back up on its own); "refuse"/"recover" force one for both.
+    on_corrupt: Literal["auto", "refuse", "recover"] = "auto"
     #: Cap on the open-time ``quick_check``; larger files get the header check only.
+    #: Seconds between the daemon's full integrity_check runs (0 disables them).
+    integrity_check_interval_s: int = dataclasses.field(default=24 * 3600, metadata=_bounds(0))
     open_check_max_bytes: int = dataclasses.field(default=256 * 1024 * 1024, metadata=_bounds(0))
     #: Time cap on the open-time ``quick_check``; an interrupted check is inconclusive, not bad.
     open_check_max_s: float = dataclasses.field(default=5.0, metadata=_bounds(0.01, 3600))

@@ -253,3 +253,34 @@ def test_sigterm_ends_open_event_streams(tmp_path: Path) -> None:
         assert "Cancel" not in daemon.log()  # ended by itself, not by the graceful timeout
     finally:
         daemon.close()
+
+
+def test_daemon_recovers_a_corrupt_database_by_default(tmp_path: Path) -> None:
+    """store.on_corrupt = "auto": the CLI refuses a damaged bastion.db, the daemon quarantines
+    it, restores the newest verified backup and comes up."""
+    from click.testing import CliRunner
+
+    from bastion.cli import cli
+
+    home_dir = tmp_path / "home"
+    with Home.init(load_config(home_dir, env={})) as home:
+        home.settings.set("theme", "dark")
+        home.backup()
+    (home_dir / "bastion.db").write_bytes(b"this is no longer a database\n" * 200)
+
+    refused = CliRunner().invoke(cli, ["--home", str(home_dir), "db", "status"])
+    assert refused.exit_code == 74
+    assert "failed the open-time check" in refused.stderr
+    assert not any((home_dir / "quarantine").iterdir())  # the CLI changed nothing
+
+    daemon = RunningDaemon(home_dir)
+    try:
+        assert daemon.client.get("/v1/settings/theme")["value"] == "dark"
+        quarantined = list((home_dir / "quarantine").iterdir())
+        assert len(quarantined) == 1
+        assert (quarantined[0] / "bastion.db").read_bytes().startswith(b"this is no longer")
+        kinds = {e["kind"] for e in daemon.client.get("/v1/events", limit=50)["items"]}
+        assert {"store.quarantined", "store.restored"} <= kinds
+        assert daemon.terminate() == 0
+    finally:
+        daemon.close()

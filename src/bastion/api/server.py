@@ -43,7 +43,7 @@ from bastion.api.state import DaemonState
 from bastion.api.supervision import stop_supervisor
 from bastion.app import Home
 from bastion.config import Config
-from bastion.errors import ConfigError, SecretNotFound
+from bastion.errors import BastionError, ConfigError, SecretNotFound
 from bastion.runfiles import (
     TOKEN_NAME,
     TOKEN_SCOPE,
@@ -149,6 +149,7 @@ def build_scheduler(home: Home) -> Scheduler:
     """
     from bastion.store.backup import run_scheduled_backup
     from bastion.store.retention import run_retention
+    from bastion.store.stats import run_scheduled_check
 
     cfg = home.config
 
@@ -166,9 +167,31 @@ def build_scheduler(home: Home) -> Scheduler:
         if deleted:
             log.info("retention deleted %d rows", deleted)
 
+    def integrity() -> None:
+        result = run_scheduled_check(home.db, cfg, full=True)
+        if not result.get("ok", False):
+            log.error("scheduled integrity check of %s failed: %s", home.db.path, result)
+            emit("store.check_failed", home.db.name, {"result": result})
+
+    def audit_retention() -> None:
+        # Every secret read writes an audit row; keep them as long as activity rows.
+        try:
+            pruned = home.vault.prune_audit(cfg.retention.activity_days)
+        except BastionError as err:  # no usable vault backend: nothing to prune
+            log.warning("vault audit retention skipped: %s", err.message)
+            return
+        if pruned:
+            log.info("pruned %s vault audit rows", pruned)
+
     scheduler = Scheduler()
     scheduler.add(Job("backup", cfg.backup.interval_s, backup, first_delay_s=60))
     scheduler.add(Job("retention", cfg.retention.interval_s, retention, first_delay_s=120))
+    scheduler.add(
+        Job("vault-audit-retention", cfg.retention.interval_s, audit_retention, first_delay_s=180)
+    )
+    scheduler.add(
+        Job("integrity-check", cfg.store.integrity_check_interval_s, integrity, first_delay_s=300)
+    )
     return scheduler
 
 
@@ -207,6 +230,10 @@ def serve(cfg: Config, options: ServeOptions, *, stdout: IO[str] | None = None) 
     if not is_loopback(host):
         log.warning("listening on %s: the API is reachable from other machines", host)
 
+    if cfg.store.on_corrupt == "auto":
+        # The daemon recovers a damaged database on its own (quarantine, restore the newest
+        # verified backup, salvage): the desktop app that spawned it has no operator.
+        cfg = dataclasses.replace(cfg, store=dataclasses.replace(cfg.store, on_corrupt="recover"))
     home = Home.init(cfg)
     lock = DaemonLock(cfg.run_dir)
     try:
