@@ -67,6 +67,14 @@ def run(coro_fn: Callable[[], Coroutine[Any, Any, T]], timeout: float = 120) -> 
     """Run an async scenario with an overall deadline (a hang fails, never blocks CI)."""
 
     async def bounded() -> T:
-        return await asyncio.wait_for(coro_fn(), timeout)
+        task = asyncio.ensure_future(coro_fn())
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            # Say where every task is stuck before giving up: a hang must be diagnosable.
+            for other in asyncio.all_tasks():
+                other.print_stack(file=sys.stderr)
+            task.cancel()
+            raise AssertionError(f"scenario did not finish within {timeout}s")
+        return task.result()
 
     return asyncio.run(bounded())

@@ -214,7 +214,7 @@ def test_clock_jump_after_sleep_reprobes_every_service(db: Database, tmp_path: P
         await asyncio.to_thread(wait_until, marks.exists, timeout=30, what="re-probe")
         await sup.close()
 
-    run(scenario)
+    run(scenario, timeout=40)
     assert marks.read_text() == "probe\n"
     jumps = db.query(
         "SELECT json_extract(data, '$.jump_s') FROM events WHERE kind = 'supervisor.clock_jump'"

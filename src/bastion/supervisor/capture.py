@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple
 
+from bastion.supervisor._aio import within
 from bastion.supervisor.redact import Redactor
 
 __all__ = ["CapturedLine", "LineSplitter", "LogCapture", "Sink"]
@@ -204,7 +205,7 @@ class LogCapture:
     async def _flush_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._batch_s)
+                await within(self._wake.wait(), self._batch_s)
             self._wake.clear()
             final = self._closing
             await self._drain(final)

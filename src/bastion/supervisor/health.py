@@ -29,6 +29,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from bastion.supervisor._aio import within
 from bastion.supervisor.process import ChildProcess
 from bastion.supervisor.spec import HealthSpec, ProbeSpec
 
@@ -53,7 +54,7 @@ Probe = Callable[[], Awaitable[ProbeResult]]
 
 async def _tcp(spec: ProbeSpec) -> ProbeResult:
     try:
-        _reader, writer = await asyncio.wait_for(
+        _reader, writer = await within(
             asyncio.open_connection(spec.host, spec.port), spec.timeout_s
         )
     except TimeoutError:
@@ -71,15 +72,15 @@ async def _http_status(url: str, timeout: float) -> int:
     host = parts.hostname or "127.0.0.1"
     port = parts.port or 80
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    reader, writer = await within(asyncio.open_connection(host, port), timeout)
     try:
         request = (
             f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
             "User-Agent: bastion-probe\r\nConnection: close\r\n\r\n"
         )
         writer.write(request.encode("ascii"))
-        await asyncio.wait_for(writer.drain(), timeout)
-        status_line = await asyncio.wait_for(reader.readline(), timeout)
+        await within(writer.drain(), timeout)
+        status_line = await within(reader.readline(), timeout)
     finally:
         writer.close()
         with contextlib.suppress(OSError):
@@ -92,7 +93,7 @@ async def _http_status(url: str, timeout: float) -> int:
 
 async def _http(spec: ProbeSpec) -> ProbeResult:
     try:
-        status = await asyncio.wait_for(_http_status(spec.url, spec.timeout_s), spec.timeout_s)
+        status = await within(_http_status(spec.url, spec.timeout_s), spec.timeout_s)
     except TimeoutError:
         return ProbeResult(False, f"GET {spec.url}: timed out after {spec.timeout_s:g}s")
     except (OSError, ValueError) as err:
@@ -116,7 +117,7 @@ async def _exec(spec: ProbeSpec, env: dict[str, str]) -> ProbeResult:
     except OSError as err:
         return ProbeResult(False, f"exec {spec.command[0]}: {err.strerror or err}")
     try:
-        code = await asyncio.wait_for(proc.wait(), spec.timeout_s)
+        code = await within(proc.wait(), spec.timeout_s)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -168,8 +169,8 @@ class McpStdioChannel:
         body = {"jsonrpc": "2.0", "id": request_id, "method": "ping"}
         try:
             self._stdin.write(json.dumps(body).encode() + b"\n")
-            await asyncio.wait_for(self._stdin.drain(), timeout)
-            reply = await asyncio.wait_for(future, timeout)
+            await within(self._stdin.drain(), timeout)
+            reply = await within(future, timeout)
         except TimeoutError:
             return ProbeResult(False, f"mcp ping: no answer in {timeout:g}s")
         except (ConnectionError, OSError) as err:
@@ -201,7 +202,7 @@ async def _mcp_http(spec: ProbeSpec) -> ProbeResult:
                 await session.send_ping()
 
     try:
-        await asyncio.wait_for(ping(), spec.timeout_s)
+        await within(ping(), spec.timeout_s)
     except TimeoutError:
         return ProbeResult(False, f"mcp ping {spec.url}: no answer in {spec.timeout_s:g}s")
     except Exception as err:  # the client raises many kinds; each is a failed probe
@@ -281,7 +282,7 @@ class HealthMonitor:
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._poke.wait(), seconds)
+            await within(self._poke.wait(), seconds)
         self._poke.clear()
 
     async def run(self) -> None:

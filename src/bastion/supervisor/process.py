@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 import psutil
 
 from bastion.errors import SpawnFailed
+from bastion.supervisor._aio import within
 from bastion.supervisor.spec import ServiceSpec, StopSpec
 
 __all__ = [
@@ -258,7 +259,7 @@ async def spawn(spec: ServiceSpec, env: Mapping[str, str]) -> ChildProcess:
 
 async def _wait(proc: asyncio.subprocess.Process, timeout: float) -> bool:
     try:
-        await asyncio.wait_for(proc.wait(), timeout)
+        await within(proc.wait(), timeout)
     except TimeoutError:
         return False
     return True

@@ -35,6 +35,7 @@ from bastion.config import SupervisorConfig
 from bastion.errors import BastionError, ServiceNotFound, SpawnFailed
 from bastion.store import Database
 from bastion.supervisor import policy as pol
+from bastion.supervisor._aio import within
 from bastion.supervisor.capture import CapturedLine, LogCapture
 from bastion.supervisor.health import HealthMonitor, McpStdioChannel
 from bastion.supervisor.journal import EVENT_KIND, Journal, StoredService
@@ -486,7 +487,7 @@ class Supervisor:
         svc.wake.clear()
         if not svc.stop_requested and not svc.start_now:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(svc.wake.wait(), max(delay, 0.0))
+                await within(svc.wake.wait(), max(delay, 0.0))
         if svc.stop_requested:
             return "stop"
         if svc.start_now:
