@@ -338,3 +338,29 @@ def test_reconcile_where_the_keychain_cannot_list(tmp_path: Path) -> None:
         assert vault.reconcile(fix=True)["changes"] == [
             {"action": "dropped", "scope": "global", "name": "GONE"}
         ]
+
+
+@pytest.mark.keychain
+def test_reconcile_fix_refuses_to_drop_every_row_seen_through_the_wrong_keychain(
+    keychain_cfg: Config,
+) -> None:
+    from bastion.errors import VaultError
+
+    with Vault.open(keychain_cfg) as vault:
+        vault.set("ONE", "value-one")
+        vault.set("TWO", "value-two")
+    # Same vault.db, another service name: every value looks gone from here.
+    wrong = with_vault(keychain_cfg, service=keychain_cfg.vault.service + "-other")
+    with Vault.open(wrong) as vault:
+        report = vault.reconcile()
+        assert sorted(report["missing"]) == ["global/ONE", "global/TWO"]
+        with pytest.raises(VaultError, match="would drop all 2 index rows") as info:
+            vault.reconcile(fix=True)
+        assert "vault.service" in info.value.hint
+        assert {m.name for m in vault.list()} == {"ONE", "TWO"}  # nothing dropped
+    with Vault.open(keychain_cfg) as vault:
+        assert vault.get("ONE").reveal() == "value-one"
+        assert vault.reconcile(fix=True)["changes"] == []
+    with Vault.open(wrong) as vault:
+        dropped = vault.reconcile(fix=True, allow_drop_all=True)["changes"]
+        assert sorted(c["name"] for c in dropped) == ["ONE", "TWO"]

@@ -234,13 +234,18 @@ def import_(ctx: click.Context, file: str, scope: str, dry_run: bool, as_json: b
 
 @secrets.command()
 @click.option("--fix", is_flag=True, help="Adopt orphaned items and drop rows whose value is gone.")
+@click.option(
+    "--allow-drop-all",
+    is_flag=True,
+    help="With --fix, drop rows even when every value looks gone (usually a wrong keychain).",
+)
 @json_option
 @click.pass_context
 @run_command
-def reconcile(ctx: click.Context, fix: bool, as_json: bool) -> None:
+def reconcile(ctx: click.Context, fix: bool, allow_drop_all: bool, as_json: bool) -> None:
     """Compare the index with the backend: orphaned items and vanished values."""
     with _vault(ctx) as vault:
-        data = vault.reconcile(fix=fix, actor="cli")
+        data = vault.reconcile(fix=fix, actor="cli", allow_drop_all=allow_drop_all)
 
     def human(d: dict[str, Any]) -> str:
         lines = [f"backend {d['backend']}"]

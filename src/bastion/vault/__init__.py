@@ -329,12 +329,19 @@ class Vault:
 
         return self.audit.prune(time.time() - older_than_days * 86400)
 
-    def reconcile(self, fix: bool = False, actor: str = "cli") -> dict[str, Any]:
+    def reconcile(
+        self, fix: bool = False, actor: str = "cli", *, allow_drop_all: bool = False
+    ) -> dict[str, Any]:
         """Compare the index with what the backend holds.
 
         ``orphans``: values under bastion's name the index lacks (keychain items found through
         the Secret Service search API); ``missing``: index rows whose value vanished. With
         ``fix``, orphans are adopted (indexed) and missing rows dropped, each change audited.
+
+        When *every* indexed value looks missing (two or more), the likelier cause is that
+        this process looks at the wrong keychain (another service name, another user's
+        session, a locked collection) rather than that they all vanished: ``fix`` then
+        refuses to drop them unless ``allow_drop_all`` is given.
         """
         backend = self.backend
         indexed = self.index.keys(backend.kind)
@@ -347,6 +354,14 @@ class Vault:
             orphans = sorted(stored - indexed)
             missing = sorted(k for k in indexed - stored if not self._has_value(backend, *k))
         changes: list[dict[str, str]] = []
+        if fix and len(missing) >= 2 and len(missing) == len(indexed) and not allow_drop_all:
+            raise VaultError(
+                f"reconcile --fix would drop all {len(missing)} index rows of backend "
+                f"{backend.kind!r}: none of their values is visible to this process",
+                hint="Check that the keychain is unlocked and vault.service names the right "
+                "service; if the values really are gone, re-run with --allow-drop-all.",
+                missing=len(missing),
+            )
         if fix:
             for scope, name in orphans:
                 if self._adopt(backend, scope, name, actor):
