@@ -141,3 +141,32 @@ def test_path_traversal_in_names_reaches_no_vault_call(
     assert SENTINEL not in r.text
     assert opened.vault.list() == []
     assert not list(opened.config.home.rglob("passwd"))
+
+
+def test_changes_through_the_api_are_in_the_activity_feed(client: TestClient, opened: Home) -> None:
+    client.put("/v1/secrets/FEED_KEY", json={"value": SENTINEL})
+    client.put("/v1/secrets/FEED_KEY", json={"value": SENTINEL + "x"})
+    client.delete("/v1/secrets/FEED_KEY")
+    rows = opened.activity.query(actor="api", limit=10).items
+    assert [(a.action, a.subject) for a in reversed(rows)] == [
+        ("secret.set", "global/FEED_KEY"),
+        ("secret.set", "global/FEED_KEY"),
+        ("secret.deleted", "global/FEED_KEY"),
+    ]
+    assert [a.details for a in reversed(rows)][:2] == [{"version": 1}, {"version": 2}]
+    feed = client.get("/v1/activity", params={"actor": "api"})
+    assert feed.status_code == 200
+    assert SENTINEL not in feed.text
+
+
+def test_reconcile_route_reports_names_only(client: TestClient, opened: Home) -> None:
+    client.put("/v1/secrets/KEPT", json={"value": SENTINEL})
+    r = client.post("/v1/secrets/reconcile", json={})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["backend"] == opened.vault.backend_info()["backend"]
+    assert (body["orphans"], body["missing"], body["fixed"]) == ([], [], False)
+    assert SENTINEL not in r.text
+    r = client.post("/v1/secrets/reconcile", json={"fix": True})
+    assert r.status_code == 200
+    assert r.json()["changes"] == []

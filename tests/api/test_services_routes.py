@@ -68,6 +68,13 @@ def test_autostart_list_stop_start_restart(supervised: TestClient) -> None:
     assert status["supervised"] is True
     assert status["total"] == 2
 
+    feed = c.get("/v1/activity", params={"actor": "api", "order": "asc"}).json()["items"]
+    assert [(a["action"], a["subject"]) for a in feed if a["subject"] == "demo-worker"] == [
+        ("service.stop", "demo-worker"),
+        ("service.start", "demo-worker"),
+        ("service.restart", "demo-worker"),
+    ]
+
 
 def test_service_logs_are_captured_and_queryable(supervised: TestClient) -> None:
     c = supervised

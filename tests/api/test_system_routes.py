@@ -74,12 +74,22 @@ def test_the_daemons_scheduler_runs_backup_and_retention(opened: Home) -> None:
     from bastion.api.server import build_scheduler
 
     scheduler = build_scheduler(opened)
-    assert scheduler.names() == ["backup", "retention"]
+    assert sorted(scheduler.names()) == [
+        "backup",
+        "integrity-check",
+        "retention",
+        "vault-audit-retention",
+    ]
     opened.settings.set("k", 1)
     backup = scheduler.run_now("backup")
     assert (backup.runs, backup.failures) == (1, 0), backup.last_error
     assert list(opened.config.backups_dir.glob("*.db"))
     retention = scheduler.run_now("retention")
     assert (retention.runs, retention.failures) == (1, 0), retention.last_error
+    check = scheduler.run_now("integrity-check")
+    assert (check.runs, check.failures) == (1, 0), check.last_error
+    audit = scheduler.run_now("vault-audit-retention")
+    assert (audit.runs, audit.failures) == (1, 0), audit.last_error
     kinds = {e.kind for e in opened.events.query(limit=100).items}
     assert "backup.created" in kinds
+    assert "store.check_failed" not in kinds

@@ -174,13 +174,16 @@ def set_secret(state: State, name: NamePath, body: SetSecret, response: Response
     )
     if meta.version == 1:
         response.status_code = 201
+    _record(state, "secret.set", meta.scope, name, {"version": meta.version})
     return SecretInfo.of(meta)
 
 
 @router.delete("/{name}", response_model=SecretInfo)
 def delete_secret(state: State, name: NamePath, scope: ScopeQuery = "global") -> SecretInfo:
     """Remove the secret and its value; answers the metadata it had."""
-    return SecretInfo.of(state.home.vault.delete(name, scope, actor=ACTOR))
+    meta = state.home.vault.delete(name, scope, actor=ACTOR)
+    _record(state, "secret.deleted", scope, name, {"version": meta.version})
+    return SecretInfo.of(meta)
 
 
 @router.post("/{name}/reveal", response_model=Revealed)
@@ -194,4 +197,38 @@ def reveal_secret(state: State, name: NamePath, body: RevealRequest) -> Revealed
     vault = state.home.vault
     secret = vault.get(name, body.scope, actor=ACTOR)
     meta = vault.meta(name, body.scope)
+    _record(state, "secret.revealed", body.scope, name, {"version": meta.version})
     return Revealed(scope=body.scope, name=name, version=meta.version, value=secret.reveal())
+
+
+class ReconcileRequest(_Model):
+    fix: bool = Field(False, description="Adopt orphaned items and drop rows whose value is gone.")
+
+
+class ReconcileReport(_Model):
+    """Names only (``scope/name``), never values."""
+
+    backend: str
+    orphans_checked: bool
+    orphans: list[str]
+    missing: list[str]
+    fixed: bool
+    changes: list[dict[str, str]]
+
+
+@router.post("/reconcile", response_model=ReconcileReport)
+def reconcile_secrets(state: State, body: ReconcileRequest) -> ReconcileReport:
+    """Compare the index with the backend (seed 000's stale-key cleanup): keychain items the
+    index lacks, and index rows whose value vanished; ``fix`` adopts or drops them."""
+    report = state.home.vault.reconcile(fix=body.fix, actor=ACTOR)
+    if report["changes"]:
+        _record(state, "secrets.reconciled", "", "", {"changes": report["changes"]})
+    return ReconcileReport(**report)
+
+
+def _record(
+    state: DaemonState, action: str, scope: str, name: str, details: dict[str, object]
+) -> None:
+    """The activity feed's "who did what" row (names and versions only, never a value)."""
+    subject = f"{scope}/{name}" if name else scope
+    state.home.activity.record(ACTOR, action, subject, details)

@@ -18,6 +18,7 @@ from bastion.api.models import MAX_OFFSET, Page, _Model
 from bastion.api.routes.logs import _SSE, Cursor, EventOut, Level, Limit, LogOut, Text, _bad
 from bastion.api.sse import event_stream, resume_id, sse_response
 from bastion.api.state import DaemonState, get_state
+from bastion.domains.activity import ActivityRepo
 from bastion.supervisor import ServiceStatus
 
 __all__ = ["router"]
@@ -85,6 +86,11 @@ async def control_service(
         status = await supervisor.stop(name)
     else:
         status = await supervisor.restart(name)
+    await state.home.db.awrite(
+        lambda tx: ActivityRepo.record_tx(
+            tx, "api", f"service.{action}", name, {"state": str(status.state)}
+        )
+    )
     return ServiceOut.of(status)
 
 
