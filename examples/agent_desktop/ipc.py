@@ -9,8 +9,7 @@ to the daemon's loopback API (bearer token from ``run/token``, handshake from
 * stale entries are reconciled on ``get_secrets``: a key deleted behind the app's back (in
   Keychain Access, ``secret-tool clear``) is dropped from the list. The seed kept a JSON file
   of known keys because the keychain cannot list; bastion's vault index replaces that file,
-  and ``bastion secrets reconcile --fix`` (the CLI, run as the desktop app would spawn it)
-  drops index rows whose value vanished;
+  and ``POST /v1/secrets/reconcile {"fix": true}`` drops index rows whose value vanished;
 * ``get_secret`` of a missing key is ``None``; ``delete_secret`` of a missing key is ``False``.
 
 Values cross the API only in ``set_secret``'s JSON body and ``get_secret``'s audited reveal.
@@ -18,15 +17,11 @@ Values cross the API only in ``set_secret``'s JSON body and ``get_secret``'s aud
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 from bastion.client import DaemonClient
 from bastion.config import Config
-from bastion.errors import ApiError, SecretNotFound
+from bastion.errors import SecretNotFound
 
 __all__ = ["SCOPE", "SecretsIpc"]
 
@@ -72,21 +67,6 @@ class SecretsIpc:
         return True
 
     def reconcile(self) -> dict[str, Any]:
-        """Drop index rows whose value vanished from the backend (and adopt orphans):
-        ``bastion secrets reconcile --fix --json`` on the same home."""
-        env = {**os.environ, "BASTION_HOME": str(self.cfg.home)}
-        proc = subprocess.run(
-            [sys.executable, "-m", "bastion", "secrets", "reconcile", "--fix", "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise ApiError(
-                f"bastion secrets reconcile failed (exit {proc.returncode})",
-                hint=proc.stderr.strip()[-500:] or "Run it by hand to see why.",
-            )
-        result: dict[str, Any] = json.loads(proc.stdout)
+        """Drop index rows whose value vanished from the backend (and adopt orphans)."""
+        result: dict[str, Any] = self.client.post("/v1/secrets/reconcile", {"fix": True})
         return result
