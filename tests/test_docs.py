@@ -80,3 +80,24 @@ def test_dunder_all_is_complete(module_name: str) -> None:
     }
     missing = public_defs - set(declared)
     assert not missing, f"{module_name} defines public {sorted(missing)} not listed in __all__"
+
+
+def test_short_help_table_matches_each_command() -> None:
+    """``bastion --help`` lists commands from SHORT_HELP without importing them; the table
+    must say what each command's own help says, at every width click may use."""
+    from bastion.cli import SHORT_HELP, _truncate
+
+    listed = {}
+    for name, command in _walk(cli, ["bastion"]):
+        parts = name.split()[1:]
+        if 1 <= len(parts) <= 2:
+            listed[" ".join(parts)] = command
+    for key, text in SHORT_HELP.items():
+        assert key in listed, f"SHORT_HELP names {key!r}, which is no command"
+        for limit in (45, 60, 74, 90):
+            assert _truncate(text, limit) == listed[key].get_short_help_str(limit), key
+    groups = {"", "db"}
+    for key in listed:
+        parent = " ".join(key.split()[:-1])
+        if parent in groups:
+            assert key in SHORT_HELP, f"add {key!r} to bastion.cli.SHORT_HELP"

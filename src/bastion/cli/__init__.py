@@ -15,7 +15,7 @@ import click
 
 from bastion.__about__ import __version__
 
-__all__ = ["COMMANDS", "LazyGroup", "cli", "main"]
+__all__ = ["COMMANDS", "SHORT_HELP", "LazyGroup", "cli", "main"]
 
 #: name -> "module:attribute" of a click command or group. One line per command group.
 COMMANDS: dict[str, str] = {
@@ -39,10 +39,37 @@ class LazyGroup(click.Group):
     """
 
     def __init__(
-        self, *args: Any, lazy_commands: dict[str, str] | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        lazy_commands: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.lazy_commands = COMMANDS if lazy_commands is None else lazy_commands
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list for ``--help``, from ``SHORT_HELP`` where it has the name, so
+        that ``bastion --help`` imports no command module (tests/test_docs.py keeps the
+        table equal to each command's own short help)."""
+        rows: list[tuple[str, str]] = []
+        limit = formatter.width - 6 - max((len(n) for n in self.list_commands(ctx)), default=0)
+        for name in self.list_commands(ctx):
+            text = SHORT_HELP.get(self._help_key(ctx, name))
+            if text is None:
+                command = self.get_command(ctx, name)
+                if command is None or command.hidden:
+                    continue
+                text = command.get_short_help_str(limit)
+            else:
+                text = _truncate(text, limit)
+            rows.append((name, text))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def _help_key(self, ctx: click.Context, name: str) -> str:
+        path = ctx.command_path.split()[1:]  # drop the program name
+        return " ".join([*path, name])
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy_commands})
@@ -55,6 +82,38 @@ class LazyGroup(click.Group):
                 raise TypeError(f"{self.lazy_commands[cmd_name]} is not a click command")
             return command
         return super().get_command(ctx, cmd_name)
+
+
+#: "group sub" -> the short help ``--help`` lists, so listing commands imports none of them.
+SHORT_HELP: dict[str, str] = {
+    "dashboard": "Print a sign-in link for the dashboard of this home's running daemon.",
+    "db": "Inspect and maintain bastion's SQLite databases.",
+    "doctor": "Check posture, versions, migrations, integrity, vault, services, disk and file modes.",
+    "init": "Create the home directory (0700), its subdirectories and bastion.db. Idempotent.",
+    "logs": "Show captured service logs, newest last. With --json, one JSON object per line when following, else a JSON list.",
+    "secrets": "Store, read, list, import and audit secrets in the vault.",
+    "serve": "Run the daemon: the loopback API, the supervisor and the scheduler.",
+    "services": "Validate, inspect, start and stop supervised sidecar services.",
+    "settings": "Read and change settings (key -> JSON value) in bastion.db.",
+    "stop": "Stop the daemon running for this home (services first, then the API). Idempotent.",
+    "db backup": "Back up a database online (writers keep going), verified, with a manifest.",
+    "db backups": "List backups, newest first, with age, size and verified state.",
+    "db baseline": "Adopt a database that has no history: record NAMESPACE's migrations up to --at as applied, after checking the schema is what they produce.",
+    "db check": "integrity_check and foreign_key_check; exits 74 when either finds a problem.",
+    "db migrate": "Apply pending schema migrations (backup first; each in its own transaction).",
+    "db prune": "Delete rows past the retention policies in small batches, then reclaim space.",
+    "db recover": "Check a database; if damaged (or --force) quarantine it, restore the newest verified backup and salvage what it held. --from-salvage merges salvaged rows back.",
+    "db restore": "Replace a database with a verified backup; the current files go to quarantine/.",
+    "db stats": "Rows and bytes per table and index, free pages, WAL size, last backup and check.",
+    "db status": "Show the database's path, posture as read back, sizes and SQLite version.",
+    "db vacuum": "Give free pages back now (incremental_vacuum, or VACUUM which rewrites the file).",
+}
+
+
+def _truncate(text: str, limit: int) -> str:
+    """click's own short-help shortening (first sentence, cut at ``limit`` with '...'),
+    applied through a throwaway command so the result is click's, whatever its version."""
+    return click.Command(None, help=text).get_short_help_str(limit)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

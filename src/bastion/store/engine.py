@@ -20,7 +20,6 @@ Nothing in this module retries a unit: a unit runs once, and its outcome is repo
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -31,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import apsw
 
@@ -47,6 +46,9 @@ from bastion.errors import (
 )
 from bastion.store._errors import foreign_key_error, is_foreign_key_error, translate
 from bastion.store._locks import write_lock_holder
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["Database", "Posture", "ReadTx", "Row", "WriteTx"]
 
@@ -241,6 +243,12 @@ def _abort() -> bool:
     return True
 
 
+async def _to_thread(fn: Callable[..., T], *args: Any) -> T:
+    import asyncio
+
+    return await asyncio.to_thread(fn, *args)
+
+
 def _thread_done_lock() -> threading.Lock:
     """This thread's completion lock, kept acquired between units: a thread waits on one
     unit at a time, so one lock per thread serves every unit it ever submits."""
@@ -381,6 +389,8 @@ class Database:
 
     async def awrite(self, fn: Callable[[WriteTx], T]) -> T:
         """``write`` for coroutines: the unit runs on the writer thread; the loop never blocks."""
+        import asyncio  # not at module level: CLI commands never need it (~17 ms)
+
         unit: _Unit[T] = _Unit(fn, loop=asyncio.get_running_loop())
         self._submit(unit)
         self._wake.put(None)
@@ -724,7 +734,7 @@ class Database:
                 pass  # too long for the loop, or a lock to wait on: go to a thread
             except apsw.Error as err:
                 raise translate(err, path=str(self.path), what="reading") from err
-        return await asyncio.to_thread(self.query_one, sql, params)
+        return await _to_thread(self.query_one, sql, params)
 
     async def aquery(self, sql: str, params: Params = ()) -> list[Row]:
         conn = self._inline_reader()
@@ -735,11 +745,11 @@ class Database:
                 pass
             except apsw.Error as err:
                 raise translate(err, path=str(self.path), what="reading") from err
-        return await asyncio.to_thread(self.query, sql, params)
+        return await _to_thread(self.query, sql, params)
 
     async def aread(self, fn: Callable[[ReadTx], T]) -> T:
         """``read`` for coroutines; ``fn`` is arbitrary code, so it always runs in a thread."""
-        return await asyncio.to_thread(self.read, fn)
+        return await _to_thread(self.read, fn)
 
     def reader_holders(self) -> list[tuple[str, float]]:
         """(thread name, monotonic time started) of every read unit now holding a snapshot."""
