@@ -26,9 +26,10 @@ if TYPE_CHECKING:
     from bastion.domains.logs import LogsRepo
     from bastion.domains.settings import SettingsRepo
     from bastion.store.migrations import Migrator, Namespace
+    from bastion.supervisor import Supervisor
     from bastion.vault import Vault
 
-__all__ = ["HOME_SUBDIRS", "Home"]
+__all__ = ["HOME_SUBDIRS", "Home", "VaultSecrets"]
 
 #: Directories created in every home, each 0700.
 HOME_SUBDIRS = ("backups", "quarantine", "services", "run")
@@ -186,6 +187,22 @@ class Home:
         vault: Vault = self._vault
         return vault
 
+    def supervisor(self) -> Supervisor:
+        """A ``Supervisor`` for the services in ``services/*.toml``, fed secrets by this
+        home's vault. Every spec file is validated first: one bad file raises, naming the
+        file, key and fix, rather than running a partial set. Open it with ``await
+        sup.open()`` on the event loop that will run it."""
+        from bastion.supervisor import Supervisor, load_specs
+
+        cfg = self.config
+        return Supervisor(
+            self.db,
+            load_specs(cfg.services_dir),
+            secrets=VaultSecrets(self),
+            config=cfg.supervisor,
+            backups_dir=cfg.backups_dir,
+        )
+
     def close(self) -> None:
         if self._vault is not None:
             self._vault.close()
@@ -243,6 +260,19 @@ def _emit_event(db: Database, kind: str, subject: str, data: dict[str, Any]) -> 
         events.EventsRepo(db).emit(kind, subject, data)
     except Exception:  # no events table yet, or none in this build: log instead
         logging.getLogger("bastion.app").info("event %s %s %s", kind, subject, data)
+
+
+class VaultSecrets:
+    """The supervisor's ``SecretSource`` filled by a home's vault: where ``vault`` and
+    ``supervisor`` meet without importing each other. Each read is audited as ``inject``
+    with actor ``supervisor``; the value goes straight into the child's environment."""
+
+    def __init__(self, home: Home, *, actor: str = "supervisor") -> None:
+        self._home = home
+        self._actor = actor
+
+    def resolve(self, scope: str, name: str) -> str:
+        return self._home.vault.inject([name], scope, actor=self._actor)[name].reveal()
 
 
 def _make_private(path: Path) -> None:

@@ -4,7 +4,7 @@ The supervisor is asyncio code, so it lives on the server's event loop: ``create
 supervise=True)`` opens it in the app's lifespan (auto-starting enabled services) and
 closes it when the server shuts down, *after* uvicorn has stopped accepting connections and
 before the databases close. ``vault`` and ``supervisor`` never import each other; this
-module is where they meet, through the supervisor's ``SecretSource`` protocol.
+module runs what ``bastion.app`` wires (``Home.supervisor``, ``VaultSecrets``).
 """
 
 from __future__ import annotations
@@ -17,35 +17,16 @@ from fastapi import FastAPI
 
 from bastion.api.state import DaemonState
 from bastion.app import Home
-from bastion.supervisor import Supervisor, load_specs
+from bastion.supervisor import Supervisor
 
-__all__ = ["VaultSecrets", "build_supervisor", "stop_supervisor", "supervisor_lifespan"]
+__all__ = ["build_supervisor", "stop_supervisor", "supervisor_lifespan"]
 
 log = logging.getLogger("bastion.daemon")
 
 
-class VaultSecrets:
-    """``SecretSource`` over the home's vault: each read is audited with actor ``supervisor``."""
-
-    def __init__(self, home: Home) -> None:
-        self._home = home
-
-    def resolve(self, scope: str, name: str) -> str:
-        return str(self._home.vault.get(name, scope=scope, actor="supervisor").reveal())
-
-
 def build_supervisor(home: Home) -> Supervisor:
-    cfg = home.config
-    # Every spec file is validated before anything starts: one bad file stops the daemon
-    # with the file, key and fix named, rather than running a partial set.
-    specs = load_specs(cfg.services_dir)
-    return Supervisor(
-        home.db,
-        specs,
-        secrets=VaultSecrets(home),
-        config=cfg.supervisor,
-        backups_dir=cfg.backups_dir,
-    )
+    """The home's supervisor (spec files validated, secrets from the vault)."""
+    return home.supervisor()
 
 
 def supervisor_lifespan(
