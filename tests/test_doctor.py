@@ -99,6 +99,10 @@ def test_bundle_holds_no_secret_value_and_no_token(
 
     report = run_doctor(cfg)
     assert report["vault"]["secrets_indexed"] == 1
+    active = report["vault"]["active"]
+    assert active["backend"] == "encrypted-file"
+    assert active["available"] is True
+    assert active["why"]
     bundle = tmp_path / "bundle.zip"
     info = write_bundle(cfg, report, bundle)
     assert info["redactions"] >= 2  # the file listing and the services section

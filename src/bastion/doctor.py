@@ -153,6 +153,9 @@ def _vault_report(cfg: Config) -> dict[str, Any]:
         out["state"] = f"unavailable: {getattr(err, 'message', err)}"
         return out
     try:
+        # Which backend is active and why (e.g. "vault.backend = keychain in bastion.toml"),
+        # and whether it answers; never raises.
+        out["active"] = vault.backend_info()
         out["secrets_indexed"] = len(vault.list())
         try:
             rec = vault.reconcile(fix=False, actor="doctor")
