@@ -39,6 +39,10 @@ def _human(d: dict[str, Any]) -> str:
     lines.append(
         f"vault:     {vault.get('backend')}, {vault.get('state') or str(vault.get('secrets_indexed', 0)) + ' secrets indexed'}"
     )
+    active = vault.get("active") or {}
+    if active:
+        answers = "answers" if active.get("available") else "does not answer"
+        lines.append(f"           {active.get('why')}; the backend {answers}")
     svc = d.get("services", {})
     daemon = svc.get("daemon", {})
     lines.append(
