@@ -8,15 +8,24 @@ of a service are the ``logs``/``events`` rows whose source/subject is its name.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from bastion.api.models import MAX_OFFSET, Page, _Model
-from bastion.api.routes.logs import _SSE, Cursor, EventOut, Level, Limit, LogOut, Text, _bad
-from bastion.api.sse import event_stream, resume_id, sse_response
+from bastion.api.routes.logs import (
+    _SSE,
+    Cursor,
+    EventOut,
+    Level,
+    Limit,
+    LogOut,
+    Text,
+    _bad,
+    query_logs,
+    tail_logs,
+)
 from bastion.api.state import DaemonState, get_state
 from bastion.domains.activity import ActivityRepo
 from bastion.supervisor import ServiceStatus
@@ -107,20 +116,8 @@ async def service_logs(
 ) -> Page[LogOut]:
     """The service's captured output (secrets already redacted at capture)."""
     state.require_supervisor().status(name)  # 404 for an unknown service
-    try:
-        page = await asyncio.to_thread(
-            state.home.logs.query,
-            source=name,
-            level=level,
-            text=text,
-            limit=limit,
-            cursor=cursor,
-            newest_first=order == "desc",
-        )
-    except ValueError as err:
-        raise _bad(err) from err
-    return Page[LogOut](
-        items=[LogOut.of(r) for r in page.items], limit=limit, next_cursor=page.next_cursor
+    return await query_logs(
+        state, source=name, level=level, text=text, order=order, limit=limit, cursor=cursor
     )
 
 
@@ -132,27 +129,8 @@ async def tail_service_logs(
     backlog: Annotated[int, Query(ge=0, le=1000)] = 0,
 ) -> StreamingResponse:
     """Live tail of the service's output (SSE, event `log`); resumes after `Last-Event-ID`."""
-    state.require_supervisor().status(name)
-    logs = state.home.logs
-    resume = resume_id(request)
-
-    async def fetch(after: int, limit: int) -> Sequence[tuple[int, dict[str, Any]]]:
-        page = await asyncio.to_thread(lambda: logs.query(source=name, after_id=after, limit=limit))
-        return [(r.id or 0, LogOut.of(r).model_dump()) for r in page.items]
-
-    first: list[tuple[int, dict[str, Any]]] = []
-    if resume is None:
-        after = await asyncio.to_thread(logs.latest_id)
-        if backlog:
-            page = await asyncio.to_thread(
-                lambda: logs.query(source=name, limit=backlog, newest_first=True)
-            )
-            first = [(r.id or 0, LogOut.of(r).model_dump()) for r in reversed(page.items)]
-    else:
-        after = resume
-    return sse_response(
-        event_stream(fetch, name="log", after=after, state=state, request=request, first=first)
-    )
+    state.require_supervisor().status(name)  # 404 for an unknown service
+    return await tail_logs(request, state, source=name, backlog=backlog)
 
 
 @router.get("/{name}/events", response_model=Page[EventOut])
