@@ -31,6 +31,17 @@ def crash_if(flag_file: str) -> None:
     threading.Event().wait()
 
 
+def crash_leaving_worker(pid_file: str) -> None:
+    """Fork a worker (same process group) that records its pid, then crash."""
+    if os.fork() == 0:
+        Path(pid_file + ".tmp").write_text(str(os.getpid()))
+        os.replace(pid_file + ".tmp", pid_file)
+        threading.Event().wait()
+    while not os.path.exists(pid_file):
+        time.sleep(0.01)
+    sys.exit(5)
+
+
 def serve_tcp(port_file: str, delay: str = "0") -> None:
     """Listen on an ephemeral port after ``delay`` seconds; write the port; accept forever."""
     time.sleep(float(delay))  # the slow starter: not ready before this

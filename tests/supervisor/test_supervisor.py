@@ -290,3 +290,22 @@ def test_http_500_makes_it_unhealthy_and_restarted(db: Database, tmp_path: Path)
     reasons = [e["reason"] for e in transitions(db, "web") if e["to"] == "unhealthy"]
     assert reasons
     assert "HTTP 500" in reasons[0]
+
+
+def test_what_a_crashed_child_leaves_in_its_group_is_ended(db: Database, tmp_path: Path) -> None:
+    pid_file = tmp_path / "worker"
+    spec = kid("leaver", "crash_leaving_worker", str(pid_file), restart={"policy": "never"})
+
+    async def scenario() -> None:
+        sup = Supervisor(db, [spec])
+        await sup.open()
+        await sup.start("leaver")
+        status = await sup.wait_state("leaver", S.FAILED, timeout=60)
+        assert status.last_exit_code == 5
+        await sup.close()
+
+    run(scenario)
+    worker = int(pid_file.read_text())
+    wait_until(lambda: gone(worker), timeout=10, what="worker ended")
+    reasons = [e["reason"] for e in transitions(db, "leaver")]
+    assert "exited with status 5" in reasons

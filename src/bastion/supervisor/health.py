@@ -266,7 +266,8 @@ class HealthMonitor:
     ) -> None:
         self._spec = spec
         self._hooks = hooks
-        self._poke = asyncio.Event()
+        #: One wake-up per probe loop (main, readiness), so one poke reaches both.
+        self._pokes = (asyncio.Event(), asyncio.Event())
         self._liveness_spec = spec.liveness or DEFAULT_LIVENESS
         self._startup = (
             make_probe(spec.startup, child, stdio=stdio, env=env) if spec.startup else None
@@ -278,12 +279,13 @@ class HealthMonitor:
 
     def poke(self) -> None:
         """Probe now instead of at the next interval (after a sleep/wake clock jump)."""
-        self._poke.set()
+        for event in self._pokes:
+            event.set()
 
-    async def _pause(self, seconds: float) -> None:
+    async def _pause(self, seconds: float, poke: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
-            await within(self._poke.wait(), seconds)
-        self._poke.clear()
+            await within(poke.wait(), seconds)
+        poke.clear()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -306,7 +308,7 @@ class HealthMonitor:
                         "startup", f"startup probe failed {failures}x: {result.detail}"
                     )
                     return
-                await self._pause(spec.interval_s)
+                await self._pause(spec.interval_s, self._pokes[0])
             self._hooks.started(f"startup probe passed: {result.detail}")
             self._hooks.healthy(result.detail)
         else:
@@ -315,7 +317,7 @@ class HealthMonitor:
         spec = self._liveness_spec
         failures = 0
         while True:
-            await self._pause(spec.interval_s)
+            await self._pause(spec.interval_s, self._pokes[0])
             result = await self._liveness()
             if result.ok:
                 failures = 0
@@ -339,4 +341,4 @@ class HealthMonitor:
             if now_ready != ready:
                 ready = now_ready
                 self._hooks.ready(ready, result.detail)
-            await self._pause(spec.interval_s)
+            await self._pause(spec.interval_s, self._pokes[1])

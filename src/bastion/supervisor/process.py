@@ -173,11 +173,34 @@ def _child_setup(parent_pid: int) -> Callable[[], None] | None:
     return setup
 
 
+class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's stream protocol plus a future resolved the moment the child exits.
+
+    ``Process.wait()`` resolves only once the child has exited *and* every pipe is closed;
+    a grandchild that inherited stdout keeps it open, so a crashed leader would go unseen.
+    ``process_exited`` is called from the child watcher as soon as the kernel reports it.
+    """
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited: asyncio.Future[int] = loop.create_future()
+
+    def process_exited(self) -> None:
+        # Read the status first: the parent class may close and drop the transport.
+        transport = self._transport  # type: ignore[attr-defined]
+        code = transport.get_returncode() if transport is not None else None
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(-1 if code is None else code)
+
+
 @dataclasses.dataclass
 class ChildProcess:
     """A running child: the asyncio handle plus its identity for stop and sweep."""
 
     process: asyncio.subprocess.Process
+    #: Resolves with the exit status as soon as the child exits (pipes may stay open).
+    exited: asyncio.Future[int]
     record: ProcRecord
     started_at: float  # wall, stored
     started_mono: float  # monotonic, for durations
@@ -190,7 +213,7 @@ class ChildProcess:
 
     @property
     def returncode(self) -> int | None:
-        return self.process.returncode
+        return self.exited.result() if self.exited.done() else None
 
     def observe_descendants(self) -> list[ProcRecord]:
         """Record descendants now; return the ones not seen before."""
@@ -228,8 +251,12 @@ async def spawn(spec: ServiceSpec, env: Mapping[str, str]) -> ChildProcess:
     devnull = asyncio.subprocess.DEVNULL
     stdio = spec.stdio_probe
     capture = spec.logs.capture
+    loop = asyncio.get_running_loop()
+    protocol = _ExitProtocol(limit=2**20, loop=loop)
     try:
-        proc = await asyncio.create_subprocess_exec(
+        # What asyncio.create_subprocess_exec does, with our protocol (see _ExitProtocol).
+        transport, _ = await loop.subprocess_exec(
+            lambda: protocol,
             *spec.argv,
             cwd=spec.cwd,
             env=dict(env),
@@ -239,7 +266,6 @@ async def spawn(spec: ServiceSpec, env: Mapping[str, str]) -> ChildProcess:
             start_new_session=True,
             close_fds=True,
             preexec_fn=_child_setup(os.getpid()),
-            limit=2**20,
         )
     except OSError as err:
         raise SpawnFailed(
@@ -247,19 +273,21 @@ async def spawn(spec: ServiceSpec, env: Mapping[str, str]) -> ChildProcess:
             service=spec.name,
             program=spec.argv[0],
         ) from err
+    proc = asyncio.subprocess.Process(transport, protocol, loop)
     widen_pipes(proc)
     ctime = _create_time(proc.pid) or time.time()
     return ChildProcess(
         process=proc,
+        exited=protocol.exited,
         record=ProcRecord(proc.pid, ctime, proc.pid),
         started_at=time.time(),
         started_mono=time.monotonic(),
     )
 
 
-async def _wait(proc: asyncio.subprocess.Process, timeout: float) -> bool:
+async def _wait(exited: asyncio.Future[int], timeout: float) -> bool:
     try:
-        await within(proc.wait(), timeout)
+        await within(asyncio.shield(exited), timeout)
     except TimeoutError:
         return False
     return True
@@ -292,13 +320,15 @@ async def stop_child(child: ChildProcess, stop: StopSpec) -> StopResult:
     pgid, born = child.record.pgid, child.record.create_time
     deadline = time.monotonic() + stop.grace_s
     killed = False
-    if child.returncode is None:
+    if child.returncode is None or not group_empty(pgid):
+        # Also after the leader crashed: what it left in its group gets the polite signal
+        # and the grace too, before SIGKILL.
         _killpg(pgid, stop.signum)
         _killpg(pgid, signal.SIGCONT)  # a SIGSTOPped child cannot act on the signal otherwise
-        if not await _wait(child.process, stop.grace_s):
-            killed = True  # SIGTERM ignored past the grace: SIGKILL the whole group
-            _killpg(pgid, signal.SIGKILL)
-            await child.process.wait()
+    if child.returncode is None and not await _wait(child.exited, stop.grace_s):
+        killed = True  # SIGTERM ignored past the grace: SIGKILL the whole group
+        _killpg(pgid, signal.SIGKILL)
+        await asyncio.shield(child.exited)
     if not killed:
         await _group_gone(pgid, deadline)
     leftovers = 0

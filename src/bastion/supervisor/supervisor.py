@@ -619,7 +619,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         monitor_task = loop.create_task(svc.monitor.run())
         scan_task = loop.create_task(self._scan_descendants(spec.name, run))
-        exited = loop.create_task(proc.wait())
+        exited = child.exited  # event-driven: resolved by the child watcher, pipes or not
         stop_wait = loop.create_task(svc.wake.wait())
         try:
             while True:
@@ -645,6 +645,7 @@ class Supervisor:
             self._set(svc, S.STOPPED, f"stopped ({how})")  # STOPPING -> STOPPED
             result = None
         elif exited.done():
+            # An exit wins over a probe that failed because of it.
             code = exited.result()
             reason = f"exited with status {code}" if code >= 0 else f"killed by signal {-code}"
             self._set(svc, S.EXITED, reason, pid=child.pid, exit_code=code)
@@ -658,7 +659,6 @@ class Supervisor:
             stopped = await stop_child(child, spec.stop)
             await self._finish_run(svc, run, stopped.returncode)
             result = False
-        exited.cancel()
         return result
 
     async def _finish_run(self, svc: _Service, run: _Run, code: int | None) -> None:
