@@ -27,16 +27,6 @@ def services() -> None:
     """Validate, inspect, start and stop supervised sidecar services."""
 
 
-class _VaultSecrets:
-    """The supervisor's ``SecretSource`` over the home's vault (values stay in memory)."""
-
-    def __init__(self, home: Home) -> None:
-        self._home = home
-
-    def resolve(self, scope: str, name: str) -> str:
-        return str(self._home.vault.get(name, scope=scope, actor="supervisor").reveal())
-
-
 def _stored(home: Home) -> tuple[dict[str, Any], dict[str, int]]:
     """Stored service rows and live pids; empty if the supervisor never ran in this home."""
     from bastion.supervisor.journal import Journal
@@ -313,7 +303,7 @@ def run(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
     from bastion.app import Home
     from bastion.client import DaemonClient
     from bastion.errors import DaemonAlreadyRunning
-    from bastion.supervisor import Supervisor, load_specs
+    from bastion.supervisor import load_specs
 
     cfg = config_from(ctx)
     if DaemonClient.for_home(cfg) is not None:
@@ -321,16 +311,10 @@ def run(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
             f"a bastion daemon already supervises {cfg.home}",
             hint="Use `bastion services start|stop|restart NAME` against it.",
         )
-    specs = load_specs(cfg.services_dir)
+    load_specs(cfg.services_dir)  # a bad spec file is an error before anything starts
 
     async def main(home: Home) -> None:
-        sup = Supervisor(
-            home.db,
-            specs,
-            secrets=_VaultSecrets(home),
-            config=cfg.supervisor,
-            backups_dir=cfg.backups_dir,
-        )
+        sup = home.supervisor()  # secrets from the vault, through bastion.app.VaultSecrets
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
