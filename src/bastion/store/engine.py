@@ -21,7 +21,6 @@ Nothing in this module retries a unit: a unit runs once, and its outcome is repo
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import queue
@@ -36,16 +35,15 @@ import apsw
 
 from bastion.config import StoreConfig
 from bastion.errors import (
-    NotADatabase,
     NotFound,
     StoreBusy,
     StoreClosed,
     StoreError,
     StoreOpenError,
-    StorePostureError,
 )
 from bastion.store._errors import foreign_key_error, is_foreign_key_error, translate
 from bastion.store._locks import write_lock_holder
+from bastion.store.posture import Posture, apply_posture, check_header, read_posture
 
 if TYPE_CHECKING:
     import asyncio
@@ -58,23 +56,7 @@ T = TypeVar("T")
 Row = tuple[Any, ...]
 Params = Sequence[Any] | dict[str, Any]
 
-_SQLITE_HEADER = b"SQLite format 3\x00"
 _MAX_GROUP = 256
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Posture:
-    """Pragmas as read back from SQLite after being set (never as requested)."""
-
-    journal_mode: str
-    synchronous: str
-    foreign_keys: bool
-    busy_timeout_ms: int
-    wal_autocheckpoint: int
-    sqlite_version: str
-
-
-_SYNC_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 
 
 class ReadTx:
@@ -303,7 +285,7 @@ class Database:
             target=self._writer_loop, name=f"bastion-writer:{name}", daemon=True
         )
         self._thread.start()
-        self.posture = self._read_posture(writer)
+        self.posture = read_posture(writer)
         self._watchdog: Any = None
 
     # --- opening -------------------------------------------------------------------------
@@ -325,7 +307,7 @@ class Database:
         """
         cfg = config or StoreConfig()
         db_path = Path(path).absolute()
-        _check_header(db_path)
+        check_header(db_path)
         if not create and not db_path.exists():
             raise StoreOpenError(
                 f"{db_path} does not exist", hint="Run `bastion init` first.", path=str(db_path)
@@ -339,7 +321,7 @@ class Database:
         try:
             if not existed:
                 os.chmod(db_path, 0o600)
-            _apply_posture(conn, cfg, str(db_path))
+            apply_posture(conn, cfg, str(db_path))
         except apsw.Error as err:
             conn.close()
             raise translate(err, path=str(db_path), what="opening") from err
@@ -352,17 +334,6 @@ class Database:
         db._watchdog = WalWatchdog(db)
         db._watchdog.start()
         return db
-
-    @staticmethod
-    def _read_posture(conn: apsw.Connection) -> Posture:
-        return Posture(
-            journal_mode=str(conn.pragma("journal_mode")).upper(),
-            synchronous=_SYNC_NAMES.get(int(conn.pragma("synchronous")), "?"),
-            foreign_keys=bool(conn.pragma("foreign_keys")),
-            busy_timeout_ms=int(conn.pragma("busy_timeout")),
-            wal_autocheckpoint=int(conn.pragma("wal_autocheckpoint")),
-            sqlite_version=apsw.sqlite_lib_version(),
-        )
 
     # --- writes --------------------------------------------------------------------------
     #
@@ -815,60 +786,3 @@ def _run_callbacks(callbacks: list[Callable[[], None]] | None) -> None:
             callback()
         except Exception:
             log.exception("a compensation/commit callback failed")
-
-
-def _check_header(path: Path) -> None:
-    """Refuse a file that is not SQLite before SQLite may write to it (it would not, but a
-    journal-mode change on a random file could create companions next to it)."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return
-    except OSError as err:
-        raise StoreOpenError(f"cannot stat {path}: {err.strerror}", path=str(path)) from err
-    if size == 0:
-        return  # SQLite treats an empty file as a new database
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(100)
-    except OSError as err:
-        raise StoreOpenError(f"cannot read {path}: {err.strerror}", path=str(path)) from err
-    if len(header) < 100 or not header.startswith(_SQLITE_HEADER):
-        raise NotADatabase(
-            f"{path} is not an SQLite database (header is {header[:16]!r})",
-            path=str(path),
-        )
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    if page_size and pages and size < page_size * pages and not Path(str(path) + "-wal").exists():
-        raise NotADatabase(
-            f"{path} is truncated: the header declares {pages} pages of {page_size} bytes "
-            f"({pages * page_size} bytes) but the file has {size}",
-            path=str(path),
-        )
-
-
-def _apply_posture(conn: apsw.Connection, cfg: StoreConfig, path: str) -> None:
-    """Set the pragmas, then read each back; SQLite silently ignores some (WAL on a filesystem
-    without shared memory stays in another mode), so only the read-back counts."""
-    conn.setbusytimeout(cfg.busy_timeout_ms)
-    # Touch the schema first so a non-database with a valid-looking header fails here.
-    conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
-    got_mode = str(conn.pragma("journal_mode", "wal")).lower()
-    conn.pragma("synchronous", cfg.synchronous)
-    conn.pragma("foreign_keys", 1)
-    wanted = {
-        "journal_mode": ("wal", got_mode),
-        "synchronous": (cfg.synchronous, _SYNC_NAMES.get(int(conn.pragma("synchronous")), "?")),
-        "foreign_keys": ("1", str(int(conn.pragma("foreign_keys")))),
-        "busy_timeout": (str(cfg.busy_timeout_ms), str(int(conn.pragma("busy_timeout")))),
-    }
-    for pragma, (want, got) in wanted.items():
-        if want.lower() != got.lower():
-            raise StorePostureError(
-                f"{path}: PRAGMA {pragma} is {got!r} after setting it to {want!r}",
-                pragma=pragma,
-                wanted=want,
-                got=got,
-            )

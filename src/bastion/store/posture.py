@@ -1,0 +1,98 @@
+"""A database's posture: the file header checked before SQLite touches it, the pragmas set and
+then read back at open (SQLite silently ignores some, so only the read-back counts)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import apsw
+
+from bastion.config import StoreConfig
+from bastion.errors import NotADatabase, StoreOpenError, StorePostureError
+
+__all__ = ["Posture", "apply_posture", "check_header", "read_posture"]
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_SYNC_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Posture:
+    """Pragmas as read back from SQLite after being set (never as requested)."""
+
+    journal_mode: str
+    synchronous: str
+    foreign_keys: bool
+    busy_timeout_ms: int
+    wal_autocheckpoint: int
+    sqlite_version: str
+
+
+def read_posture(conn: apsw.Connection) -> Posture:
+    """The pragmas as SQLite reports them now (read-only)."""
+    return Posture(
+        journal_mode=str(conn.pragma("journal_mode")).upper(),
+        synchronous=_SYNC_NAMES.get(int(conn.pragma("synchronous")), "?"),
+        foreign_keys=bool(conn.pragma("foreign_keys")),
+        busy_timeout_ms=int(conn.pragma("busy_timeout")),
+        wal_autocheckpoint=int(conn.pragma("wal_autocheckpoint")),
+        sqlite_version=apsw.sqlite_lib_version(),
+    )
+
+
+def check_header(path: Path) -> None:
+    """Refuse a file that is not SQLite before SQLite may write to it (it would not, but a
+    journal-mode change on a random file could create companions next to it)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise StoreOpenError(f"cannot stat {path}: {err.strerror}", path=str(path)) from err
+    if size == 0:
+        return  # SQLite treats an empty file as a new database
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except OSError as err:
+        raise StoreOpenError(f"cannot read {path}: {err.strerror}", path=str(path)) from err
+    if len(header) < 100 or not header.startswith(_SQLITE_HEADER):
+        raise NotADatabase(
+            f"{path} is not an SQLite database (header is {header[:16]!r})",
+            path=str(path),
+        )
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if page_size and pages and size < page_size * pages and not Path(str(path) + "-wal").exists():
+        raise NotADatabase(
+            f"{path} is truncated: the header declares {pages} pages of {page_size} bytes "
+            f"({pages * page_size} bytes) but the file has {size}",
+            path=str(path),
+        )
+
+
+def apply_posture(conn: apsw.Connection, cfg: StoreConfig, path: str) -> None:
+    """Set the pragmas, then read each back; SQLite silently ignores some (WAL on a filesystem
+    without shared memory stays in another mode), so only the read-back counts."""
+    conn.setbusytimeout(cfg.busy_timeout_ms)
+    # Touch the schema first so a non-database with a valid-looking header fails here.
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    got_mode = str(conn.pragma("journal_mode", "wal")).lower()
+    conn.pragma("synchronous", cfg.synchronous)
+    conn.pragma("foreign_keys", 1)
+    wanted = {
+        "journal_mode": ("wal", got_mode),
+        "synchronous": (cfg.synchronous, _SYNC_NAMES.get(int(conn.pragma("synchronous")), "?")),
+        "foreign_keys": ("1", str(int(conn.pragma("foreign_keys")))),
+        "busy_timeout": (str(cfg.busy_timeout_ms), str(int(conn.pragma("busy_timeout")))),
+    }
+    for pragma, (want, got) in wanted.items():
+        if want.lower() != got.lower():
+            raise StorePostureError(
+                f"{path}: PRAGMA {pragma} is {got!r} after setting it to {want!r}",
+                pragma=pragma,
+                wanted=want,
+                got=got,
+            )
