@@ -34,6 +34,10 @@ def test_services_listed_with_their_states(signed_in: Session) -> None:
         assert badge.inner_text().strip().lower() == "running"  # text, not colour alone
     # The supervisor's reason for the current state is shown next to it.
     assert card(page, "echo").locator(".reason").inner_text().startswith("running")
+    # Each probe's latest result, with its latency: echo has an HTTP liveness probe.
+    probe = card(page, "echo").locator(".probes li", has_text="liveness http: ok")
+    probe.wait_for(timeout=30_000)
+    assert " ms" in probe.inner_text()
     # Every declared service is on the board, the crash-looper too.
     names = page.locator("#services li[data-service]").evaluate_all(
         "items => items.map(i => i.dataset.service)"

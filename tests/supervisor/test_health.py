@@ -60,7 +60,20 @@ def test_slow_starter_is_not_killed_during_its_startup_grace(db: Database, tmp_p
         status = await sup.wait_state("slow", S.RUNNING, S.UNHEALTHY, timeout=60)
         assert status.state == "running"
         assert status.attempt == 0
+        # Each probe's latest result is in the status (what the dashboard's board shows).
+        await asyncio.to_thread(
+            wait_until,
+            lambda: {p.role for p in sup.status("slow").probes} == {"startup", "liveness"},
+            timeout=30,
+            what="both probes reported",
+        )
+        checks = {p.role: p for p in sup.status("slow").probes}
+        assert checks["startup"].ok
+        assert checks["startup"].kind == "tcp"
+        assert checks["liveness"].latency_ms >= 0
+        assert checks["liveness"].consecutive_failures == 0
         await sup.close()
+        assert sup.status("slow").probes == ()  # stopped: no live probe results
 
     run(scenario)
     seen = events(db, "slow")
@@ -247,6 +260,10 @@ def test_readiness_reports_without_restarting(db: Database, tmp_path: Path) -> N
         await asyncio.to_thread(
             wait_until, lambda: sup.status("worker").ready is False, timeout=30, what="not ready"
         )
+        readiness = {p.role: p for p in sup.status("worker").probes}["readiness"]
+        assert not readiness.ok
+        assert readiness.consecutive_failures >= 2
+        assert readiness.detail == "exec /bin/sh: exit 1"
         flag.write_text("")
         await asyncio.to_thread(
             wait_until, lambda: sup.status("worker").ready is True, timeout=30, what="ready"

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 import signal
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -38,6 +39,7 @@ __all__ = [
     "HealthMonitor",
     "McpStdioChannel",
     "Probe",
+    "ProbeCheck",
     "ProbeResult",
     "make_probe",
 ]
@@ -47,6 +49,23 @@ __all__ = [
 class ProbeResult:
     ok: bool
     detail: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProbeCheck:
+    """The latest result of one of a service's probes, as the status and the board show it.
+
+    ``detail`` comes from the probe itself (an HTTP status, an exit code, a timeout), never
+    from the child's output, so it carries no injected secret.
+    """
+
+    role: str  # startup | liveness | readiness
+    kind: str  # process | tcp | http | exec | mcp
+    ok: bool
+    detail: str
+    latency_ms: float
+    at: float  # wall clock, for display
+    consecutive_failures: int
 
 
 Probe = Callable[[], Awaitable[ProbeResult]]
@@ -276,6 +295,30 @@ class HealthMonitor:
         self._readiness = (
             make_probe(spec.readiness, child, stdio=stdio, env=env) if spec.readiness else None
         )
+        #: role -> the latest check of that probe (what ``checks`` reports).
+        self._last: dict[str, ProbeCheck] = {}
+
+    def checks(self) -> tuple[ProbeCheck, ...]:
+        """The latest result of each probe that has run, startup first."""
+        order = {"startup": 0, "liveness": 1, "readiness": 2}
+        return tuple(sorted(self._last.values(), key=lambda c: order.get(c.role, 9)))
+
+    async def _check(self, role: str, spec: ProbeSpec, probe: Probe) -> ProbeResult:
+        """Run ``probe`` once, recording its outcome and latency for ``checks``."""
+        started = time.monotonic()
+        result = await probe()
+        previous = self._last.get(role)
+        failures = 0 if result.ok else (previous.consecutive_failures if previous else 0) + 1
+        self._last[role] = ProbeCheck(
+            role=role,
+            kind=spec.kind,
+            ok=result.ok,
+            detail=result.detail,
+            latency_ms=round((time.monotonic() - started) * 1000, 3),
+            at=time.time(),
+            consecutive_failures=failures,
+        )
+        return result
 
     def poke(self) -> None:
         """Probe now instead of at the next interval (after a sleep/wake clock jump)."""
@@ -299,7 +342,7 @@ class HealthMonitor:
             await asyncio.sleep(spec.initial_delay_s)
             failures = 0
             while True:
-                result = await self._startup()
+                result = await self._check("startup", spec, self._startup)
                 if result.ok:
                     break
                 failures += 1
@@ -318,7 +361,7 @@ class HealthMonitor:
         failures = 0
         while True:
             await self._pause(spec.interval_s, self._pokes[0])
-            result = await self._liveness()
+            result = await self._check("liveness", spec, self._liveness)
             if result.ok:
                 failures = 0
                 self._hooks.healthy(result.detail)
@@ -335,7 +378,7 @@ class HealthMonitor:
         failures = 0
         ready: bool | None = None
         while True:
-            result = await probe()
+            result = await self._check("readiness", spec, probe)
             failures = 0 if result.ok else failures + 1
             now_ready = result.ok or (ready is not False and failures < spec.failure_threshold)
             if now_ready != ready:

@@ -37,7 +37,7 @@ from bastion.store import Database
 from bastion.supervisor import policy as pol
 from bastion.supervisor._aio import within
 from bastion.supervisor.capture import CapturedLine, LogCapture
-from bastion.supervisor.health import HealthMonitor, McpStdioChannel
+from bastion.supervisor.health import HealthMonitor, McpStdioChannel, ProbeCheck
 from bastion.supervisor.journal import EVENT_KIND, Journal, StoredService
 from bastion.supervisor.process import ChildProcess, ProcRecord, build_env, spawn, stop_child, sweep
 from bastion.supervisor.redact import Redactor
@@ -87,10 +87,13 @@ class ServiceStatus:
     last_exit_code: int | None
     secret_names: tuple[str, ...]
     autostart: bool
+    #: The latest result of each health probe of the running child (empty when not running).
+    probes: tuple[ProbeCheck, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["secret_names"] = list(self.secret_names)
+        data["probes"] = [dataclasses.asdict(p) for p in self.probes]
         return data
 
 
@@ -366,6 +369,9 @@ class Supervisor:
             last_exit_code=svc.last_exit_code,
             secret_names=svc.secret_names,
             autostart=svc.spec.autostart,
+            probes=svc.monitor.checks()
+            if svc.monitor is not None and child is not None and child.returncode is None
+            else (),
         )
 
     def list(self) -> _Statuses:

@@ -38,6 +38,18 @@ State = Annotated[DaemonState, Depends(get_state)]
 ServiceName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
 
 
+class ProbeOut(_Model):
+    """The latest result of one health probe (its own detail, never the child's output)."""
+
+    role: str
+    kind: str
+    ok: bool
+    detail: str
+    latency_ms: float
+    at: float
+    consecutive_failures: int
+
+
 class ServiceOut(_Model):
     name: str
     state: str
@@ -54,6 +66,8 @@ class ServiceOut(_Model):
     #: Names of the secrets injected at the last start (never values).
     secret_names: list[str]
     autostart: bool
+    #: Each health probe's latest result while the service runs (startup, liveness, readiness).
+    probes: list[ProbeOut]
 
     @classmethod
     def of(cls, s: ServiceStatus) -> ServiceOut:

@@ -228,7 +228,8 @@
     for (const p of pick(svc, "health", "probes") || []) {
       const ok = pick(p, "ok", "healthy");
       const latency = pick(p, "latency_ms");
-      const label = `${pick(p, "name", "kind", "probe") || "probe"}: ${ok === undefined || ok === null ? "not run yet" : ok ? "ok" : "failing"}`;
+      const role = pick(p, "role");
+      const label = `${role ? `${role} ` : ""}${pick(p, "kind", "name", "probe") || "probe"}: ${ok === undefined || ok === null ? "not run yet" : ok ? "ok" : "failing"}`;
       probes.append(el("li", { class: ok ? "probe-ok" : ok === false ? "probe-bad" : "" , text: `${label}${latency !== undefined ? ` · ${Number(latency).toFixed(1)} ms` : ""}${pick(p, "at", "checked_at") ? ` · ${when(pick(p, "at", "checked_at"))}` : ""}` }));
     }
     const busy = state.busy.has(pick(svc, "name"));
