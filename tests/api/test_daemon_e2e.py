@@ -284,3 +284,71 @@ def test_daemon_recovers_a_corrupt_database_by_default(tmp_path: Path) -> None:
         assert daemon.terminate() == 0
     finally:
         daemon.close()
+
+
+def test_logs_follow_goes_through_the_running_daemon(tmp_path: Path) -> None:
+    """With a daemon up, `bastion logs --follow` tails its SSE stream: lines show up although
+    the database poll interval it was given (60 s) would not have come round yet."""
+    import subprocess
+    import threading
+    import time
+
+    from bastion.domains.logs import LogRecord
+
+    home_dir = tmp_path / "home"
+    daemon = RunningDaemon(home_dir)
+    follower = None
+    try:
+        follower = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bastion",
+                "--home",
+                str(home_dir),
+                "logs",
+                "--follow",
+                "--source",
+                "app",
+                "-n",
+                "1",
+                "--poll",
+                "60",
+                "--exit-after",
+                "3",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        stop = threading.Event()
+
+        def writer() -> None:
+            with Home.open(load_config(home_dir, env={})) as home:
+                n = 0
+                while not stop.is_set():  # a line every 0.1 s until the follower has 3
+                    n += 1
+                    home.logs.insert_batch(
+                        [LogRecord(time.time(), "info", "app", "stdout", f"line {n}")]
+                    )
+                    stop.wait(0.1)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            out, err = follower.communicate(timeout=30)
+        finally:
+            stop.set()
+            thread.join()
+        assert follower.returncode == 0, err
+        lines = out.strip().splitlines()
+        assert len(lines) == 3
+        numbers = [int(line.rsplit(" ", 1)[1]) for line in lines]
+        assert numbers == sorted(numbers)
+        assert all("app/stdout: line" in line for line in lines)
+        assert daemon.terminate() == 0
+    finally:
+        if follower is not None and follower.poll() is None:
+            follower.kill()
+            follower.communicate()
+        daemon.close()

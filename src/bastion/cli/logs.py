@@ -13,6 +13,9 @@ import click
 from bastion.cli._output import config_from, json_option, run_command
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from bastion.config import Config
     from bastion.domains.logs import LogRecord
 
 __all__ = ["logs", "parse_time"]
@@ -42,6 +45,41 @@ def parse_time(text: str, *, now: float | None = None) -> float:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed.timestamp()
+
+
+def _follow_daemon(
+    cfg: Config, filters: dict[str, Any], last: int, show: Callable[[list[LogRecord]], bool]
+) -> bool:
+    """Follow through the running daemon's SSE tail (lines arrive as the supervisor stores
+    them, no polling), resuming after ``last`` so nothing is missed or repeated. Returns
+    False when no daemon runs for this home (the caller polls the database instead)."""
+    from bastion.client import DaemonClient
+    from bastion.domains.logs import LogRecord
+
+    client = DaemonClient.for_home(cfg)
+    if client is None:
+        return False
+    query = {k: v for k, v in filters.items() if k in {"source", "level", "text"} and v}
+    try:
+        with client.stream("/v1/logs/stream", last_event_id=str(last), query=query) as events:
+            for event in events:
+                if event.event != "log":
+                    continue
+                data = event.json()
+                record = LogRecord(
+                    ts=data["ts"],
+                    level=data["level"],
+                    source=data["source"],
+                    stream=data["stream"],
+                    message=data["message"],
+                    fields=data.get("fields"),
+                    id=data["id"],
+                )
+                if not show([record]):
+                    return True
+    except KeyboardInterrupt:
+        pass
+    return True
 
 
 def _line(r: LogRecord) -> str:
@@ -136,6 +174,8 @@ def logs(
         if not show(records) or not follow:
             return
         last = max(r.id or 0 for r in records) if records else repo.latest_id()
+        if until is None and _follow_daemon(config_from(ctx), filters, last, show):
+            return
         try:
             while True:
                 batch = list(repo.query(**filters, after_id=last, limit=1000).items)
