@@ -68,12 +68,18 @@ class Home:
         *,
         create: bool = True,
         migrate: bool = True,
+        check: bool = True,
         namespaces: Iterable[Namespace] = (),
     ) -> Home:
         """Open the home; with ``migrate`` (the default) apply pending migrations of ``core``
         and of the app's ``namespaces`` (pre-migration backup to ``backups/``). A bad
         migration history refuses to open; ``migrate=False`` opens as is (``bastion db
-        status``/``db migrate`` use it)."""
+        status``/``db migrate`` use it).
+
+        ``check=False`` skips the open-time integrity check (and so never recovers): for
+        one-shot reads such as ``bastion settings get``, which must neither change the file
+        nor pay for a check on every call; a damaged page still fails the read loudly
+        (``StoreCorrupt``) and the header is always checked."""
         cfg = config or load_config()
         app_namespaces = tuple(namespaces)
         if not cfg.home.is_dir():
@@ -82,7 +88,10 @@ class Home:
             if not app_namespaces:
                 return cls.init(cfg)
             cls.init(cfg).close()
-        db, recovery = _open_checked(cfg)
+        if check:
+            db, recovery = _open_checked(cfg)
+        else:
+            db, recovery = Database.open(cfg.db_path, cfg.store, name="bastion"), None
         home = cls(config=cfg, db=db, recovery=recovery, app_namespaces=app_namespaces)
         if migrate:
             try:

@@ -36,7 +36,8 @@ def get(ctx: click.Context, key: str, as_json: bool) -> None:
     """Print KEY's value (exit status 66 if it is not set)."""
     from bastion.app import Home
 
-    with Home.open(config_from(ctx), create=False) as home:
+    # A read neither migrates nor runs the open-time check: it never changes the file.
+    with Home.open(config_from(ctx), create=False, migrate=False, check=False) as home:
         setting = home.settings.get_setting(key)
     emit(setting.to_dict(), as_json, lambda d: json.dumps(d["value"], ensure_ascii=False))
 

@@ -8,7 +8,10 @@ declare their own namespace through ``bastion.store.migrations`` and build repos
 
 from __future__ import annotations
 
-from bastion.store.migrations import Namespace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bastion.store.migrations import Namespace
 
 __all__ = ["CORE_NAMESPACE", "core_namespace"]
 
@@ -17,4 +20,7 @@ CORE_NAMESPACE = "core"
 
 def core_namespace() -> Namespace:
     """The ``core`` namespace: the migrations that create the built-in tables."""
+    # Imported here: a one-shot read (`bastion settings get`) needs no migration engine.
+    from bastion.store.migrations import Namespace
+
     return Namespace.from_package(CORE_NAMESPACE, "bastion.domains.migrations")
