@@ -129,3 +129,28 @@ def test_logs_follow_prints_new_lines_as_they_arrive(tmp_path: Path) -> None:
             proc.stdout.close()
         if proc.stderr:
             proc.stderr.close()
+
+
+def test_settings_get_never_changes_the_database(tmp_path: Path) -> None:
+    """A read neither migrates nor checks-and-recovers: the file's bytes stay as they were,
+    and a pending migration stays pending."""
+    import hashlib
+
+    home = _home(tmp_path)
+    assert _run(home, "settings", "set", "ui.theme", "dark")[0] == 0
+    db = home / "bastion.db"
+    with Home.open(load_config(home, env={})) as opened:
+        opened.db.run_outside_transaction(lambda tx: tx.scalar("PRAGMA wal_checkpoint(TRUNCATE)"))
+        # Forget core's history: to a migrating open, 0001_core is pending again.
+        opened.db.write(
+            lambda tx: tx.execute("DELETE FROM schema_migrations WHERE namespace = 'core'")
+        )
+        opened.db.run_outside_transaction(lambda tx: tx.scalar("PRAGMA wal_checkpoint(TRUNCATE)"))
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    backups_before = sorted(p.name for p in (home / "backups").iterdir())
+    assert _run(home, "settings", "get", "ui.theme") == (0, '"dark"\n', "")
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in (home / "backups").iterdir()) == backups_before
+    with Home.open(load_config(home, env={}), migrate=False) as opened:
+        (core,) = opened.migrator().status(opened.namespaces())
+    assert core.pending == ("0001_core",)  # still pending: the read applied nothing
