@@ -48,6 +48,10 @@ class StoreConfig:
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     busy_timeout_ms: int = dataclasses.field(default=5000, metadata=_bounds(2000, 600_000))
     readers: int = dataclasses.field(default=4, metadata=_bounds(1, 64))
+    #: Group concurrent write units into one transaction: "auto" does it when commits are
+    #: fsyncs (synchronous = FULL), where it multiplies durable throughput; under NORMAL a
+    #: commit is cheap and callers take the writer in turn instead.
+    group_commit: Literal["auto", "always", "never"] = "auto"
     wal_cap_bytes: int = dataclasses.field(default=64 * 1024 * 1024, metadata=_bounds(1024 * 1024))
     wal_watchdog_interval_s: float = dataclasses.field(default=5.0, metadata=_bounds(0.05, 3600))
     #: What to do when the open-time check finds corruption: refuse, or quarantine and restore.

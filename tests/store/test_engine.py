@@ -186,14 +186,27 @@ def _hold_writer(db: Database) -> tuple[threading.Event, threading.Event]:
     return entered, release
 
 
-def test_group_commit_isolates_the_failing_unit(db: Database, tmp_path: Path) -> None:
-    _, release = _hold_writer(db)
+@pytest.mark.parametrize("mode", ["always", "never"])
+def test_group_commit_isolates_the_failing_unit(tmp_path: Path, mode: str) -> None:
+    """Grouped ("always"; the default under synchronous=FULL) or one transaction each
+    ("never"; the default under NORMAL): the unit that raises is rolled back alone, with its
+    compensation run, and the others are durable."""
+    database = Database.open(tmp_path / "g.db", StoreConfig(group_commit=mode))  # type: ignore[arg-type]
+    database.write(lambda tx: tx.execute("CREATE TABLE c(id INTEGER PRIMARY KEY, n INTEGER)"))
+    commits: list[int] = []
+
+    def count_commit() -> bool:
+        commits.append(1)
+        return False  # let it commit
+
+    database._driver_connection().set_commit_hook(count_commit)
+    _, release = _hold_writer(database)
     side_file = tmp_path / "attachment.bin"
     compensated = threading.Event()
     outcomes: dict[str, object] = {}
 
     def good(i: int) -> None:
-        outcomes[f"good{i}"] = db.write(
+        outcomes[f"good{i}"] = database.write(
             lambda tx: tx.insert("INSERT INTO c(n) VALUES (?)", (100 + i,))
         )
 
@@ -205,7 +218,7 @@ def test_group_commit_isolates_the_failing_unit(db: Database, tmp_path: Path) ->
             raise RuntimeError("unit failed after its insert")
 
         try:
-            db.write(unit)
+            database.write(unit)
         except RuntimeError as err:
             outcomes["bad"] = err
 
@@ -213,19 +226,33 @@ def test_group_commit_isolates_the_failing_unit(db: Database, tmp_path: Path) ->
     threads.insert(1, threading.Thread(target=bad))
     for t in threads:
         t.start()
-    # All four are queued behind the blocker; releasing it lets the writer take them as one group.
+    if mode == "always":
+        # All four queue behind the blocker; releasing it lets the writer take them as one group.
+        wait_until(lambda: len(database._pending) == 4, what="four queued units")
     release.set()
     for t in threads:
         t.join()
-    assert isinstance(outcomes["bad"], RuntimeError)
-    assert compensated.is_set()
-    assert not side_file.exists()
-    values = sorted(row[0] for row in db.query("SELECT n FROM c WHERE id > 1"))
-    assert values == [100, 101, 102]
-    # durable: a fresh connection sees them
-    raw = apsw.Connection(str(db.path))
-    assert sorted(r[0] for r in raw.execute("SELECT n FROM c WHERE id > 1")) == [100, 101, 102]
-    raw.close()
+    try:
+        assert isinstance(outcomes["bad"], RuntimeError)
+        assert compensated.is_set()
+        assert not side_file.exists()
+        values = sorted(row[0] for row in database.query("SELECT n FROM c WHERE id > 0"))
+        assert values == [100, 101, 102]
+        # the blocker's transaction, then the group (one COMMIT) or three of their own
+        assert len(commits) == (2 if mode == "always" else 4)
+        # durable: a fresh connection sees them
+        raw = apsw.Connection(str(database.path))
+        assert sorted(r[0] for r in raw.execute("SELECT n FROM c")) == [100, 101, 102]
+        raw.close()
+    finally:
+        database.close()
+
+
+def test_group_commit_is_the_default_only_when_commits_are_fsyncs(tmp_path: Path) -> None:
+    with Database.open(tmp_path / "n.db") as normal:
+        assert normal._group_commit is False
+    with Database.open(tmp_path / "f.db", StoreConfig(synchronous="FULL")) as full:
+        assert full._group_commit is True
 
 
 def test_multi_step_write_failure_leaves_no_partial_rows(db: Database) -> None:
@@ -457,3 +484,80 @@ def test_update_by_id_touching_nothing_is_not_found(db: Database) -> None:
             lambda tx: tx.execute_one("DELETE FROM c WHERE id = ?", (7,), entity="counter", key=7)
         )
     assert info.value.details == {"entity": "counter", "key": 7}
+
+
+@pytest.mark.parametrize("mode", ["always", "never"])
+def test_write_from_inside_a_unit_is_refused_not_deadlocked(tmp_path: Path, mode: str) -> None:
+    with Database.open(tmp_path / "r.db", StoreConfig(group_commit=mode)) as database:  # type: ignore[arg-type]
+        with pytest.raises(RuntimeError, match="inside a write unit"):
+            database.write(lambda tx: database.write(lambda inner: inner.execute("SELECT 1")))
+        # the writer is free again afterwards
+        assert database.write(lambda tx: tx.scalar("SELECT 41 + 1")) == 42
+
+
+def test_a_thread_writing_in_a_loop_does_not_starve_another(tmp_path: Path) -> None:
+    """Under synchronous=NORMAL callers take the writer in turn and a busy thread may retake
+    it, but a waiting caller gets in within a bounded time: its rows land between the busy
+    thread's, not after all of them."""
+    with Database.open(tmp_path / "s.db") as database:
+        database.write(lambda tx: tx.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT)"))
+        started = threading.Event()
+
+        def busy() -> None:
+            for i in range(20_000):
+                database.write(lambda tx: tx.execute("INSERT INTO t(who) VALUES ('busy')"))
+                if i == 100:
+                    started.set()
+
+        hog = threading.Thread(target=busy)
+        hog.start()
+        assert started.wait(30)
+        for _ in range(20):
+            database.write(lambda tx: tx.execute("INSERT INTO t(who) VALUES ('other')"))
+        hog.join()
+        last_other = database.scalar("SELECT max(id) FROM t WHERE who = 'other'")
+        last_busy = database.scalar("SELECT max(id) FROM t WHERE who = 'busy'")
+        assert last_other < last_busy  # the other caller finished while the loop still ran
+
+
+_OPENER = textwrap.dedent(
+    """
+    import os, sys, time
+    from bastion.store import Database
+    path, go = sys.argv[1], sys.argv[2]
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    with Database.open(path) as db:
+        db.write(lambda tx: tx.execute("CREATE TABLE IF NOT EXISTS t(pid INTEGER)"))
+        db.write(lambda tx: tx.execute("INSERT INTO t VALUES (?)", (os.getpid(),)))
+    print("ok")
+    """
+)
+
+
+@pytest.mark.posix
+@pytest.mark.parametrize("round_", range(3))
+def test_processes_creating_the_same_new_file_at_once_never_see_busy(
+    tmp_path: Path, round_: int
+) -> None:
+    """Switching a brand-new file to WAL needs an exclusive lock, and SQLite answers BUSY
+    immediately (no busy handler) to a process that would deadlock: opening retries."""
+    script = tmp_path / "opener.py"
+    script.write_text(_OPENER)
+    path, go = tmp_path / "new.db", tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(path), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    go.touch()
+    results = [p.communicate(timeout=120) for p in procs]
+    for proc, (out, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, err
+        assert out.strip() == "ok"
+    with Database.open(path) as database:
+        assert database.scalar("SELECT count(*) FROM t") == 6

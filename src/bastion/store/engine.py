@@ -76,8 +76,9 @@ class ReadTx:
         return None
 
     def scalar(self, sql: str, params: Params = ()) -> Any:
-        row = self.query_one(sql, params)
-        return None if row is None else row[0]
+        for row in self._conn.execute(sql, params):
+            return row[0]
+        return None
 
     def explain_query_plan(self, sql: str, params: Params = ()) -> list[Row]:
         """``EXPLAIN QUERY PLAN`` rows for ``sql``, prepared afresh.
@@ -100,8 +101,8 @@ class WriteTx(ReadTx):
 
     __slots__ = ("_on_commit", "_on_rollback")
 
-    def __init__(self, conn: apsw.Connection) -> None:
-        super().__init__(conn)
+    def __init__(self, conn: apsw.Connection) -> None:  # no super() call: the hot path
+        self._conn = conn
         # Created on first use: most units register no callback, and this is the hot path.
         self._on_rollback: list[Callable[[], None]] | None = None
         self._on_commit: list[Callable[[], None]] | None = None
@@ -217,6 +218,8 @@ class _Unit(Generic[T]):
 
 _STOP = object()
 _local = threading.local()
+#: How long a caller may wait for the writer while others keep re-taking it (see ``write``).
+_MAX_BYPASS_S = 0.002
 #: VM steps an inline (event-loop) read may take before it is moved to a worker thread.
 _INLINE_STEPS = 20_000
 
@@ -268,6 +271,15 @@ class Database:
         # holder is the writer, and the writer thread's wake-up queue.
         self._pending: deque[_Unit[Any]] = deque()
         self._lock = threading.Lock()
+        # Callers blocked on the lock, and when one of them last got it (anti-starvation).
+        self._waiters = 0
+        self._waiters_lock = threading.Lock()
+        self._progress = time.monotonic()
+        # Group commit pays off when a commit is expensive: under synchronous=FULL each one
+        # is an fsync, and grouping concurrent callers shares it (bench/store_write.py: 2x).
+        self._group_commit = config.group_commit == "always" or (
+            config.group_commit == "auto" and config.synchronous == "FULL"
+        )
         self._leader: int | None = None
         self._wake: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
@@ -353,10 +365,52 @@ class Database:
         its own savepoint, so its exception rolls back only its own changes and is re-raised
         here. Do not call ``write`` from inside a unit: use the ``tx`` you were given.
         """
-        unit: _Unit[T] = _Unit(fn)
-        self._submit(unit)
-        self._lead_if_free()
-        return unit.wait()
+        me = threading.get_ident()
+        if self._leader == me:  # checked before any lock: the writer lock is not reentrant
+            raise RuntimeError("write called from inside a write unit; use the tx it was given")
+        if self._group_commit:
+            unit: _Unit[T] = _Unit(fn)
+            self._submit(unit)
+            self._lead_if_free()
+            return unit.wait()
+        # Commits are cheap (synchronous=NORMAL, no fsync): queueing to be grouped would cost
+        # more in thread hand-offs than it saves, so callers take the writer in turn, like a
+        # mutex, each unit in its own transaction (after any queued async units). A thread
+        # that writes in a loop may take the lock again before a woken waiter does -- that is
+        # what keeps throughput up -- but never for long: once a waiter has gone
+        # _MAX_BYPASS_S without getting in, the next caller steps aside first.
+        if self._waiters and time.monotonic() - self._progress > _MAX_BYPASS_S:
+            self._step_aside()
+        if not self._lock.acquire(blocking=False):
+            with self._waiters_lock:  # only on the contended path: the count must be exact
+                self._waiters += 1
+            try:
+                self._lock.acquire()
+            finally:
+                with self._waiters_lock:
+                    self._waiters -= 1
+            self._progress = time.monotonic()
+        try:
+            if self._closed:
+                raise StoreClosed(f"{self.path} is closed")
+            self._leader = me
+            try:
+                if self._pending:
+                    self._drain()
+                return self._write_alone(fn)
+            finally:
+                self._leader = None
+        finally:
+            self._lock.release()
+            if self._pending:
+                self._wake.put(None)
+
+    def _step_aside(self) -> None:
+        """Let a starved waiter take the writer before this caller tries again (bounded)."""
+        seen = self._progress
+        deadline = time.monotonic() + 0.05
+        while self._waiters and self._progress == seen and time.monotonic() < deadline:
+            time.sleep(0.0001)
 
     async def awrite(self, fn: Callable[[WriteTx], T]) -> T:
         """``write`` for coroutines: the unit runs on the writer thread; the loop never blocks."""
@@ -390,29 +444,13 @@ class Database:
             self._leader = threading.get_ident()
             try:
                 self._drain()
-                conn = self._writer
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                except apsw.Error as err:
-                    raise self._begin_error(err) from err
-                tx = WriteTx(conn)
+                tx = self._begin()
                 try:
                     yield tx
                 except BaseException:
-                    with contextlib.suppress(apsw.Error):
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                    _run_callbacks(tx._on_rollback)
+                    self._abort(tx)
                     raise
-                try:
-                    conn.execute("COMMIT")
-                except apsw.Error as err:
-                    with contextlib.suppress(apsw.Error):
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                    _run_callbacks(tx._on_rollback)
-                    raise translate(err, path=str(self.path), what="committing") from err
-                _run_callbacks(tx._on_commit)
+                self._commit(tx)
             finally:
                 self._leader = None
         self._after_release()
@@ -422,6 +460,57 @@ class Database:
             raise RuntimeError(
                 "write called from inside a write unit; use the tx the unit was given"
             )
+
+    # One transaction of its own, run by the thread holding the writer lock: the mutex path
+    # of ``write`` and the body of ``transaction``.
+
+    def _begin(self) -> WriteTx:
+        try:
+            self._writer.execute("BEGIN IMMEDIATE")
+        except apsw.Error as err:
+            raise self._begin_error(err) from err
+        return WriteTx(self._writer)
+
+    def _abort(self, tx: WriteTx) -> None:
+        """Roll back (if SQLite has not already) and run the compensations."""
+        with contextlib.suppress(apsw.Error):
+            if self._writer.in_transaction:
+                self._writer.execute("ROLLBACK")
+        _run_callbacks(tx._on_rollback)
+
+    def _commit(self, tx: WriteTx) -> None:
+        try:
+            self._writer.execute("COMMIT")
+        except apsw.Error as err:
+            self._abort(tx)
+            raise translate(err, path=str(self.path), what="committing") from err
+        _run_callbacks(tx._on_commit)
+
+    def _write_alone(self, fn: Callable[[WriteTx], T]) -> T:
+        """Run ``fn`` in its own transaction; the caller holds the writer lock. (The hot path
+        of every write under synchronous=NORMAL: _begin and _commit are inlined.)"""
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except apsw.Error as err:
+            raise self._begin_error(err) from err
+        tx = WriteTx(conn)
+        try:
+            result = fn(tx)
+        except apsw.Error as err:
+            self._abort(tx)
+            raise translate(err, path=str(self.path)) from err
+        except BaseException:
+            self._abort(tx)
+            raise
+        try:
+            conn.execute("COMMIT")
+        except apsw.Error as err:
+            self._abort(tx)
+            raise translate(err, path=str(self.path), what="committing") from err
+        if tx._on_commit:
+            _run_callbacks(tx._on_commit)
+        return result
 
     def _submit(self, unit: _Unit[Any]) -> None:
         if self._closed:

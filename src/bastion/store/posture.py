@@ -4,6 +4,7 @@ then read back at open (SQLite silently ignores some, so only the read-back coun
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import apsw
@@ -77,9 +78,23 @@ def apply_posture(conn: apsw.Connection, cfg: StoreConfig, path: str) -> None:
     """Set the pragmas, then read each back; SQLite silently ignores some (WAL on a filesystem
     without shared memory stays in another mode), so only the read-back counts."""
     conn.setbusytimeout(cfg.busy_timeout_ms)
-    # Touch the schema first so a non-database with a valid-looking header fails here.
-    conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
-    got_mode = str(conn.pragma("journal_mode", "wal")).lower()
+    deadline = time.monotonic() + cfg.busy_timeout_ms / 1000
+    delay = 0.001
+    while True:
+        try:
+            # Touch the schema first so a non-database with a valid-looking header fails here.
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+            got_mode = str(conn.pragma("journal_mode", "wal")).lower()
+            break
+        except apsw.BusyError:
+            # Several processes creating the same new file at once: switching it from the
+            # rollback journal to WAL needs an exclusive lock, and SQLite answers BUSY at once
+            # (no busy handler) to the one that would deadlock. Retry, with backoff, until
+            # the configured busy timeout -- callers must never see "database is locked".
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
     conn.pragma("synchronous", cfg.synchronous)
     conn.pragma("foreign_keys", 1)
     wanted = {
