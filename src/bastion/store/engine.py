@@ -1,17 +1,22 @@
-"""One SQLite database: posture at open, one writer thread with group commit, a reader pool.
+"""One SQLite database: posture at open, one writer with group commit, a reader pool.
 
 Why this shape (seed 003 and 004 both rebuilt it by hand):
 
-* **One writer connection, one writer thread.** SQLite allows one writer at a time per file;
-  funnelling every write of this process through one thread means threads of this process
-  never compete for the lock, and ``SQLITE_BUSY`` can only come from *other processes*, where
-  ``busy_timeout`` absorbs it. Every write transaction starts with ``BEGIN IMMEDIATE`` so the
-  lock is taken up front: a deferred transaction that reads, then tries to write while another
-  connection committed, fails with ``SQLITE_BUSY_SNAPSHOT`` no timeout can cure.
-* **Group commit.** Units queued while the writer is busy run together in one transaction,
-  each inside its own ``SAVEPOINT``: a unit that raises is rolled back to its savepoint alone
-  (its ``on_rollback`` callbacks run) and its exception reaches only its caller. One COMMIT
-  (one fsync under ``synchronous=FULL``) then serves the whole group.
+* **One writer connection.** SQLite allows one writer at a time per file; every write of
+  this process goes through one connection, used by one thread at a time under the writer
+  lock, so threads of this process never compete for SQLite's lock and ``SQLITE_BUSY`` can
+  only come from *other processes*, where ``busy_timeout`` absorbs it. Every write
+  transaction starts with ``BEGIN IMMEDIATE`` so the lock is taken up front: a deferred
+  transaction that reads, then tries to write while another connection committed, fails with
+  ``SQLITE_BUSY_SNAPSHOT`` no timeout can cure. A dedicated writer thread leads the units of
+  async callers, so the event loop never blocks.
+* **Group commit** (``store.group_commit``; by default when ``synchronous=FULL``). Units
+  queued while the writer is busy run together in one transaction, each inside its own
+  ``SAVEPOINT``: a unit that raises is rolled back to its savepoint alone (its ``on_rollback``
+  callbacks run) and its exception reaches only its caller. One COMMIT -- one fsync -- then
+  serves the whole group. Under ``synchronous=NORMAL`` a commit costs no fsync and the thread
+  hand-offs of a queue would cost more than they save: callers take the writer in turn, each
+  unit in its own transaction, with a bound on how long a waiter can be bypassed.
 * **Readers.** A bounded pool of read-only connections. WAL readers never block the writer or
   each other; a multi-statement read unit runs inside ``BEGIN`` so it sees one snapshot.
 
