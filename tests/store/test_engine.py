@@ -526,7 +526,7 @@ _OPENER = textwrap.dedent(
     from bastion.store import Database
     path, go = sys.argv[1], sys.argv[2]
     while not os.path.exists(go):
-        time.sleep(0.001)
+        time.sleep(0.001)  # spin until the start line: the race is the point
     with Database.open(path) as db:
         db.write(lambda tx: tx.execute("CREATE TABLE IF NOT EXISTS t(pid INTEGER)"))
         db.write(lambda tx: tx.execute("INSERT INTO t VALUES (?)", (os.getpid(),)))

@@ -32,7 +32,7 @@ CHILD = textwrap.dedent(
 
     path, go = Path(sys.argv[1]), Path(sys.argv[2])
     while not go.exists():  # start together: the race is the point
-        time.sleep(0.001)
+        time.sleep(0.001)  # spin until the start line
     db = Database.open(path)
     try:
         report = Migrator(db, backups_dir=path.parent / "backups", on_event=event_sink).migrate(

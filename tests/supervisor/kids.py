@@ -38,7 +38,7 @@ def crash_leaving_worker(pid_file: str) -> None:
         os.replace(pid_file + ".tmp", pid_file)
         threading.Event().wait()
     while not os.path.exists(pid_file):
-        time.sleep(0.01)
+        time.sleep(0.01)  # until the forked worker has recorded its pid
     sys.exit(5)
 
 

@@ -415,7 +415,7 @@ class Database:
         seen = self._progress
         deadline = time.monotonic() + 0.05
         while self._waiters and self._progress == seen and time.monotonic() < deadline:
-            time.sleep(0.0001)
+            time.sleep(0.0001)  # poll: the waiter signals nothing when it gets in
 
     async def awrite(self, fn: Callable[[WriteTx], T]) -> T:
         """``write`` for coroutines: the unit runs on the writer thread; the loop never blocks."""
