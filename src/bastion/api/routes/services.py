@@ -7,7 +7,6 @@ of a service are the ``logs``/``events`` rows whose source/subject is its name.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -22,7 +21,7 @@ from bastion.api.routes.logs import (
     Limit,
     LogOut,
     Text,
-    _bad,
+    query_events,
     query_logs,
     tail_logs,
 )
@@ -160,16 +159,4 @@ async def service_events(
     supervisor = state.require_supervisor()
     supervisor.status(name)
     await supervisor.flush()  # transitions queued for the journal are part of the answer
-    try:
-        page = await asyncio.to_thread(
-            state.home.events.query,
-            subject=name,
-            limit=limit,
-            cursor=cursor,
-            newest_first=order == "desc",
-        )
-    except ValueError as err:
-        raise _bad(err) from err
-    return Page[EventOut](
-        items=[EventOut.of(e) for e in page.items], limit=limit, next_cursor=page.next_cursor
-    )
+    return await query_events(state, subject=name, order=order, limit=limit, cursor=cursor)
