@@ -36,8 +36,8 @@ system-deps:
 	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)
 
 lint: venv
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check conftest.py src tests bench examples
+	$(BIN)/ruff format --check conftest.py src tests bench examples
 
 typecheck: venv
 	$(BIN)/mypy --strict src

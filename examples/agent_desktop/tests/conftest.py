@@ -9,9 +9,6 @@ from pathlib import Path
 
 import pytest
 
-# The suite-wide rule: under CI=true a skipped keychain/posix test fails (tests/conftest.py).
-from tests.conftest import pytest_runtest_makereport  # noqa: F401
-
 from bastion.config import Config, load_config
 
 SENTINEL = "sk-search-SENTINEL-0d9f3b21"
