@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 import types
 import typing
 from collections.abc import Mapping
@@ -97,6 +96,10 @@ class SupervisorConfig:
     log_batch_ms: int = dataclasses.field(default=50, metadata=_bounds(1, 60_000))
     log_buffer_lines: int = dataclasses.field(default=100_000, metadata=_bounds(100))
     log_line_max_bytes: int = dataclasses.field(default=16 * 1024, metadata=_bounds(256))
+    #: How children die with the supervisor (even by kill -9): "pdeathsig" (Linux: the kernel
+    #: kills them), "pipe" (a small shim leads each child's group and ends it when its link to
+    #: the supervisor reads EOF; any POSIX system), "auto" = pdeathsig on Linux, else pipe.
+    parent_death: Literal["auto", "pdeathsig", "pipe"] = "auto"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -199,6 +202,8 @@ def load_config(
 
     toml_path = home_path / CONFIG_FILE
     if toml_path.is_file():
+        import tomllib  # only when the file exists: `bastion settings get` starts cold
+
         try:
             data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
@@ -238,6 +243,8 @@ def load_config(
 
 
 def _build_section(cls: type[Any], values: dict[str, tuple[Any, str]]) -> Any:
+    if not values:
+        return cls()  # defaults; resolving the annotations costs more than the rest
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}

@@ -3,6 +3,7 @@ process), asserting output and exit codes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -154,3 +155,86 @@ def test_settings_get_never_changes_the_database(tmp_path: Path) -> None:
     with Home.open(load_config(home, env={}), migrate=False) as opened:
         (core,) = opened.migrator().status(opened.namespaces())
     assert core.pending == ("0001_core",)  # still pending: the read applied nothing
+
+
+def _files(home: Path) -> dict[str, tuple[int, str]]:
+    """bastion.db and its -wal: size and content hash of each. (-shm is SQLite's shared-memory
+    index, rebuilt by any reader that finds it stale; it holds no data.)"""
+    found = {}
+    for path in sorted(home.glob("bastion.db*")):
+        if path.name.endswith("-shm"):
+            continue
+        data = path.read_bytes()
+        found[path.name] = (len(data), hashlib.sha256(data).hexdigest())
+    return found
+
+
+_CRASH_AFTER_WRITE = """
+import os, sys
+from bastion.app import Home
+from bastion.config import load_config
+home = Home.open(load_config(sys.argv[1], env={}))
+home.db.run_outside_transaction(lambda tx: tx.scalar("PRAGMA wal_autocheckpoint=0"))
+home.settings.set("ui.lang", "fr")
+os._exit(0)  # no close: the frames stay in the WAL, as after a crash or a kill -9
+"""
+
+
+def test_settings_get_changes_no_byte_of_the_database_or_its_wal(tmp_path: Path) -> None:
+    """The one-shot read is the last (only) connection here: SQLite would checkpoint the WAL
+    into the main file when it closes, but the read path skips that; both files keep their
+    bytes and the value read is the one still in the WAL."""
+    home = _home(tmp_path)
+    subprocess.run([sys.executable, "-c", _CRASH_AFTER_WRITE, str(home)], check=True)
+    before = _files(home)
+    assert before["bastion.db-wal"][0] > 0
+    assert _run(home, "settings", "get", "ui.lang") == (0, '"fr"\n', "")
+    assert _files(home) == before
+
+
+def test_settings_get_refuses_a_file_that_is_not_sqlite_and_leaves_it_as_it_was(
+    tmp_path: Path,
+) -> None:
+    home = _home(tmp_path)
+    db = home / "bastion.db"
+    for companion in home.glob("bastion.db-*"):
+        companion.unlink()
+    db.write_bytes(b"not a database, " * 512)
+    before = _files(home)
+    code, out, _ = _run(home, "settings", "get", "ui.theme", "--json")
+    assert code != 0
+    assert json.loads(out)["error"]["code"] == "store_not_a_database"
+    assert _files(home) == before
+
+
+def test_settings_get_imports_neither_the_store_engine_nor_the_repositories(
+    tmp_path: Path,
+) -> None:
+    """Start-up is the point of the one-shot path (bench/cli_startup.py measures it); this
+    pins the structure that makes it fast, without timing anything."""
+    home = _home(tmp_path)
+    assert _run(home, "settings", "set", "ui.theme", "dark")[0] == 0
+    probe = (
+        "import sys\n"
+        "from bastion.cli import main\n"
+        "try:\n    main(['--home', sys.argv[1], 'settings', 'get', 'ui.theme'])\n"
+        "except SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('bastion.'))\n"
+        "sys.stderr.write(repr(loaded))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(home)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout == '"dark"\n'
+    loaded = set(eval(done.stderr))  # a repr of a list of module names
+    heavy = {
+        "bastion.app",
+        "bastion.store.engine",
+        "bastion.store.posture",
+        "bastion.store.plan",
+        "bastion.store.repo",
+        "bastion.domains.settings.repo",
+        "bastion.domains.events",
+    }
+    assert loaded & heavy == set()
+    assert "bastion.store.oneshot" in loaded

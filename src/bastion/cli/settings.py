@@ -34,11 +34,15 @@ def settings() -> None:
 @run_command
 def get(ctx: click.Context, key: str, as_json: bool) -> None:
     """Print KEY's value (exit status 66 if it is not set)."""
-    from bastion.app import Home
+    from bastion.domains.settings import read_setting
+    from bastion.errors import StoreOpenError
 
-    # A read neither migrates nor runs the open-time check: it never changes the file.
-    with Home.open(config_from(ctx), create=False, migrate=False, check=False) as home:
-        setting = home.settings.get_setting(key)
+    # A one-shot read: no Database, no migration, no open-time check; it never changes the
+    # file (see bastion.store.oneshot) and starts in a fraction of the full open's time.
+    cfg = config_from(ctx)
+    if not cfg.home.is_dir():
+        raise StoreOpenError(f"{cfg.home} does not exist", hint="Run `bastion init` first.")
+    setting = read_setting(cfg.db_path, key, config=cfg.store)
     emit(setting.to_dict(), as_json, lambda d: json.dumps(d["value"], ensure_ascii=False))
 
 

@@ -2,10 +2,20 @@
 
 Only modules in this package import the driver (apsw). Everything above gets ``Database``,
 ``ReadTx``/``WriteTx`` handles and rows as tuples; repositories turn rows into dataclasses.
+
+The names below load on first use (PEP 562): importing a light submodule such as
+:mod:`bastion.store.oneshot` must not pay for the engine (``bastion settings get`` starts in
+a fresh interpreter each time).
 """
 
-from bastion.store.engine import Database, Posture, ReadTx, Row, WriteTx
-from bastion.store.wal import CheckpointResult, WalWatchdog, checkpoint
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bastion.store.engine import Database, Posture, ReadTx, Row, WriteTx
+    from bastion.store.wal import CheckpointResult, WalWatchdog, checkpoint
 
 __all__ = [
     "CheckpointResult",
@@ -17,3 +27,27 @@ __all__ = [
     "WriteTx",
     "checkpoint",
 ]
+
+_HOME = {
+    "Database": "bastion.store.engine",
+    "Posture": "bastion.store.engine",
+    "ReadTx": "bastion.store.engine",
+    "Row": "bastion.store.engine",
+    "WriteTx": "bastion.store.engine",
+    "CheckpointResult": "bastion.store.wal",
+    "WalWatchdog": "bastion.store.wal",
+    "checkpoint": "bastion.store.wal",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bastion.store' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

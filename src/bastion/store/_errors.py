@@ -31,8 +31,10 @@ _CONSTRAINT_FOREIGNKEY = 787
 _CONSTRAINT_NOTNULL = 1299
 _CONSTRAINT_CHECK = 275
 
-_PREFIX = re.compile(r"^\w+Error:\s*")
-_UNIQUE_COLUMNS = re.compile(r"UNIQUE constraint failed: (?P<cols>.+)$")
+# Patterns as text: re caches them compiled on first use; compiling at import would cost
+# every one-shot CLI read for errors it almost never meets.
+_PREFIX = r"^\w+Error:\s*"
+_UNIQUE_COLUMNS = r"UNIQUE constraint failed: (?P<cols>.+)$"
 
 
 def _extended(err: apsw.Error) -> int:
@@ -45,11 +47,11 @@ def translate(
     """Map an apsw error to the matching ``StoreError``; the caller raises it ``from err``."""
     where = f" in {path}" if path else ""
     doing = f" while {what}" if what else ""
-    text = _PREFIX.sub("", str(err)).strip()
+    text = re.sub(_PREFIX, "", str(err)).strip()
     if isinstance(err, apsw.ConstraintError):
         code = _extended(err)
         if code in (_CONSTRAINT_UNIQUE, _CONSTRAINT_PRIMARYKEY) or "UNIQUE" in text:
-            match = _UNIQUE_COLUMNS.search(text)
+            match = re.search(_UNIQUE_COLUMNS, text)
             columns = match.group("cols") if match else None
             return Conflict(
                 f"conflict{doing}: {text}",
@@ -84,10 +86,9 @@ def translate(
     return StoreError(f"database error{doing}{where}: {err}")
 
 
-_DML_TABLE = re.compile(
-    r"^\s*(?:WITH\b.*?\)\s*)?(?P<verb>INSERT|REPLACE|UPDATE|DELETE)\b(?:\s+OR\s+\w+)?"
-    r"(?:\s+INTO|\s+FROM)?\s+(?P<table>\"[^\"]+\"|`[^`]+`|\[[^\]]+\]|[\w.]+)",
-    re.IGNORECASE | re.DOTALL,
+_DML_TABLE = (
+    r"(?is)^\s*(?:WITH\b.*?\)\s*)?(?P<verb>INSERT|REPLACE|UPDATE|DELETE)\b(?:\s+OR\s+\w+)?"
+    r"(?:\s+INTO|\s+FROM)?\s+(?P<table>\"[^\"]+\"|`[^`]+`|\[[^\]]+\]|[\w.]+)"
 )
 
 
@@ -104,9 +105,9 @@ def foreign_key_error(conn: apsw.Connection, sql: str, err: BaseException) -> Re
     tell which constraints were in play: an INSERT/UPDATE of a child breaks one of the child's
     own foreign keys, a DELETE/UPDATE of a parent breaks a key that refers to it.
     """
-    match = _DML_TABLE.match(sql)
+    match = re.match(_DML_TABLE, sql)
     if match is None:
-        return ReferenceViolation(f"foreign key constraint failed: {_PREFIX.sub('', str(err))}")
+        return ReferenceViolation(f"foreign key constraint failed: {re.sub(_PREFIX, '', str(err))}")
     verb = match.group("verb").upper()
     table = match.group("table").strip('"`[]').split(".")[-1]
     constraints: list[str] = []

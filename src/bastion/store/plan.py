@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from bastion.store.engine import Database, ReadTx
+from bastion.store.hot import HotQuery
 
 __all__ = [
     "HotQuery",
@@ -106,20 +106,14 @@ class QueryPlan:
         return "\n".join(lines)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class HotQuery:
-    """A query a domain declares hot, with sample parameters and the index it must use."""
-
-    name: str
-    sql: str
-    params: Sequence[Any] | Mapping[str, Any]
-    index: str
-
-
 def explain(
     source: _Queryable, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
 ) -> QueryPlan:
     """The plan SQLite picks for ``sql`` on ``source`` (a Database, ReadTx or WriteTx)."""
+    # Imported here: domains import HotQuery from their queries module, and a one-shot read
+    # (bastion.store.oneshot) must not load the engine for it.
+    from bastion.store.engine import Database, ReadTx
+
     bound = params if isinstance(params, Sequence) else dict(params)
     if isinstance(source, Database):
         rows = source.read(lambda tx: tx.explain_query_plan(sql, bound))

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import apsw
 
 from bastion.config import StoreConfig
-from bastion.errors import NotADatabase, StoreOpenError, StorePostureError
+from bastion.errors import StorePostureError
+from bastion.store.header import check_header
 
 __all__ = ["Posture", "apply_posture", "check_header", "read_posture"]
 
-_SQLITE_HEADER = b"SQLite format 3\x00"
 _SYNC_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 
 
@@ -40,38 +39,6 @@ def read_posture(conn: apsw.Connection) -> Posture:
         wal_autocheckpoint=int(conn.pragma("wal_autocheckpoint")),
         sqlite_version=apsw.sqlite_lib_version(),
     )
-
-
-def check_header(path: Path) -> None:
-    """Refuse a file that is not SQLite before SQLite may write to it (it would not, but a
-    journal-mode change on a random file could create companions next to it)."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return
-    except OSError as err:
-        raise StoreOpenError(f"cannot stat {path}: {err.strerror}", path=str(path)) from err
-    if size == 0:
-        return  # SQLite treats an empty file as a new database
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(100)
-    except OSError as err:
-        raise StoreOpenError(f"cannot read {path}: {err.strerror}", path=str(path)) from err
-    if len(header) < 100 or not header.startswith(_SQLITE_HEADER):
-        raise NotADatabase(
-            f"{path} is not an SQLite database (header is {header[:16]!r})",
-            path=str(path),
-        )
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    if page_size and pages and size < page_size * pages and not Path(str(path) + "-wal").exists():
-        raise NotADatabase(
-            f"{path} is truncated: the header declares {pages} pages of {page_size} bytes "
-            f"({pages * page_size} bytes) but the file has {size}",
-            path=str(path),
-        )
 
 
 def apply_posture(conn: apsw.Connection, cfg: StoreConfig, path: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bastion.store.plan import HotQuery
+from bastion.store.hot import HotQuery
 from bastion.store.repo import Sort
 
 #: Severity order; a query for level L returns L and everything more severe.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bastion.store.plan import HotQuery
+from bastion.store.hot import HotQuery
 
 GET = "SELECT value, updated_at FROM settings WHERE key = ?"
 UPSERT = (

@@ -6,13 +6,12 @@ the key and what happened, not the value).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, TypeVar, cast, overload
 
 from bastion.domains.events.repo import emit_tx
 from bastion.domains.settings import queries as q
-from bastion.errors import NotFound
+from bastion.domains.settings.model import Setting, check_key, not_set
 from bastion.store.engine import WriteTx
 from bastion.store.repo import Repo, to_json
 
@@ -20,21 +19,6 @@ __all__ = ["Setting", "SettingsRepo"]
 
 T = TypeVar("T")
 _MISSING: Any = object()
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Setting:
-    key: str
-    value: Any
-    updated_at: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _check_key(key: str) -> None:
-    if not isinstance(key, str) or not 1 <= len(key) <= 256:
-        raise ValueError(f"setting key must be a string of 1-256 characters, got {key!r}")
 
 
 def _typed(key: str, value: Any, type_: type[T]) -> T:
@@ -65,7 +49,7 @@ class SettingsRepo(Repo):
     def get(self, key: str, default: Any = None, type_: type[Any] | None = None) -> Any:
         """The value of ``key``, or ``default`` if unset. With ``type_``, a stored value of
         another type is a ``ValueError`` naming the key (the default is returned as given)."""
-        _check_key(key)
+        check_key(key)
         row = self.db.query_one(q.GET, (key,))
         if row is None:
             return default
@@ -73,17 +57,15 @@ class SettingsRepo(Repo):
         return value if type_ is None else _typed(key, value, type_)
 
     def get_setting(self, key: str) -> Setting:
-        _check_key(key)
+        check_key(key)
         row = self.db.query_one(q.GET, (key,))
         if row is None:
-            raise NotFound(
-                f"setting {key!r} is not set", hint="List them with `bastion settings list`."
-            )
+            raise not_set(key)
         return Setting(key, json.loads(row[0]), row[1])
 
     def set(self, key: str, value: Any, *, ts: float | None = None) -> Setting:
         """Store ``value`` (anything JSON can hold) under ``key``; records ``setting.changed``."""
-        _check_key(key)
+        check_key(key)
         if value is None:
             raise ValueError(f"setting {key!r}: None is not a value; delete the key instead")
         text = to_json(value, field=f"setting {key!r}")
@@ -94,7 +76,7 @@ class SettingsRepo(Repo):
         tx: WriteTx, key: str, value: Any, *, ts: float | None = None, _text: str | None = None
     ) -> Setting:
         """``set`` inside the caller's write unit."""
-        _check_key(key)
+        check_key(key)
         text = _text if _text is not None else to_json(value, field=f"setting {key!r}")
         event = emit_tx(tx, "setting.changed", key, {"key": key, "action": "set"}, ts=ts)
         tx.execute(q.UPSERT, (key, text, event.ts))
@@ -102,13 +84,11 @@ class SettingsRepo(Repo):
 
     def delete(self, key: str) -> None:
         """Remove ``key``; ``NotFound`` if it was not set. Records ``setting.changed``."""
-        _check_key(key)
+        check_key(key)
 
         def run(tx: WriteTx) -> None:
             if tx.execute(q.DELETE, (key,)) == 0:
-                raise NotFound(
-                    f"setting {key!r} is not set", hint="List them with `bastion settings list`."
-                )
+                raise not_set(key)
             emit_tx(tx, "setting.changed", key, {"key": key, "action": "delete"})
 
         self.db.write(run)

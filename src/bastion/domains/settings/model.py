@@ -1,0 +1,50 @@
+"""The ``Setting`` value and the key rule, shared by the repository and the one-shot read.
+
+Kept apart from :mod:`.repo` so that :func:`read_setting` (``bastion settings get`` in a
+fresh interpreter) imports neither the store engine nor the repository toolkit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from bastion.config import StoreConfig
+from bastion.domains.settings import queries as q
+from bastion.errors import NotFound
+
+__all__ = ["Setting", "check_key", "not_set", "read_setting"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Setting:
+    key: str
+    value: Any
+    updated_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def check_key(key: str) -> None:
+    if not isinstance(key, str) or not 1 <= len(key) <= 256:
+        raise ValueError(f"setting key must be a string of 1-256 characters, got {key!r}")
+
+
+def not_set(key: str) -> NotFound:
+    return NotFound(f"setting {key!r} is not set", hint="List them with `bastion settings list`.")
+
+
+def read_setting(db_path: Path, key: str, *, config: StoreConfig | None = None) -> Setting:
+    """``key``'s setting read straight from the file, without opening a ``Database``:
+    header checked, nothing written (see :mod:`bastion.store.oneshot`). ``NotFound`` if
+    unset."""
+    from bastion.store.oneshot import query_one
+
+    check_key(key)
+    row = query_one(db_path, q.GET, (key,), config=config)
+    if row is None:
+        raise not_set(key)
+    return Setting(key, json.loads(row[0]), row[1])

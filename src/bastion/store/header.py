@@ -1,0 +1,48 @@
+"""The file-header check every open runs before SQLite may touch a file.
+
+Its own module (stdlib only) so the one-shot read path (:mod:`bastion.store.oneshot`) checks
+headers exactly as :meth:`Database.open <bastion.store.engine.Database.open>` does without
+importing the posture machinery.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bastion.errors import NotADatabase, StoreOpenError
+
+__all__ = ["check_header"]
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_header(path: Path) -> None:
+    """Refuse a file that is not SQLite before SQLite may write to it (it would not, but a
+    journal-mode change on a random file could create companions next to it)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise StoreOpenError(f"cannot stat {path}: {err.strerror}", path=str(path)) from err
+    if size == 0:
+        return  # SQLite treats an empty file as a new database
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except OSError as err:
+        raise StoreOpenError(f"cannot read {path}: {err.strerror}", path=str(path)) from err
+    if len(header) < 100 or not header.startswith(_SQLITE_HEADER):
+        raise NotADatabase(
+            f"{path} is not an SQLite database (header is {header[:16]!r})",
+            path=str(path),
+        )
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if page_size and pages and size < page_size * pages and not Path(str(path) + "-wal").exists():
+        raise NotADatabase(
+            f"{path} is truncated: the header declares {pages} pages of {page_size} bytes "
+            f"({pages * page_size} bytes) but the file has {size}",
+            path=str(path),
+        )

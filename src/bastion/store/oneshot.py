@@ -1,0 +1,55 @@
+"""One-shot reads for short-lived processes: check the header, open, read one row, close.
+
+:meth:`Database.open <bastion.store.engine.Database.open>` sets the posture, starts the WAL
+watchdog and brings the writer and reader-pool machinery with it; a CLI command that reads
+one row in a fresh interpreter (``bastion settings get``) would spend most of its start-up
+on that. This path keeps the guarantees a read needs and nothing else:
+
+- the header is checked first (:func:`~bastion.store.header.check_header`), so a file that
+  is not SQLite is refused untouched, exactly as ``Database.open`` refuses it;
+- the file must exist (no ``SQLITE_OPEN_CREATE``): a read never creates a database;
+- the configured busy timeout applies (a WAL reader waits only while another connection
+  recovers the WAL), and every driver error reaches the caller as a typed ``StoreError``.
+
+It never writes: no pragma is set, no transaction is opened beyond the statement's own, and
+closing skips the checkpoint SQLite would otherwise run when the last connection to a WAL
+database closes (``SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE``): the next writer does that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from bastion.config import StoreConfig
+from bastion.errors import StoreOpenError
+from bastion.store._errors import translate
+from bastion.store.header import check_header
+
+__all__ = ["query_one"]
+
+
+def query_one(
+    path: Path, sql: str, params: Sequence[Any] = (), *, config: StoreConfig | None = None
+) -> tuple[Any, ...] | None:
+    """The first row ``sql`` returns on the database at ``path`` (``None`` if none)."""
+    cfg = config or StoreConfig()
+    check_header(path)
+    if not path.exists():
+        raise StoreOpenError(f"{path} does not exist", hint="Run `bastion init` first.")
+    try:
+        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+    except apsw.Error as err:
+        raise translate(err, path=str(path), what="opening") from err
+    try:
+        conn.setbusytimeout(cfg.busy_timeout_ms)
+        conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+        row = conn.execute(sql, tuple(params)).fetchone()
+    except apsw.Error as err:
+        raise translate(err, path=str(path), what="reading") from err
+    finally:
+        conn.close()
+    return None if row is None else tuple(row)
