@@ -19,6 +19,18 @@ from bastion.supervisor.spec import ServiceSpec, parse_spec
 KIDS = str(Path(__file__).with_name("kids.py"))
 T = TypeVar("T")
 
+#: ``[supervisor] parent_death`` modes, for tests that must hold in both: the kernel's
+#: parent-death signal (Linux only) and the shim with its parent-death pipe (any POSIX).
+PARENT_DEATH = [
+    pytest.param(
+        "pdeathsig",
+        marks=pytest.mark.skipif(
+            not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only"
+        ),
+    ),
+    "pipe",
+]
+
 
 class DictSecrets:
     """A SecretSource over a dict: the explicit in-memory stand-in for the vault."""

@@ -106,6 +106,68 @@ def double_fork(pid_file: str) -> None:
         signal.pause()
 
 
+def double_fork_in_group(pid_file: str) -> None:
+    """Fork twice without ``setsid``: the grandchild (ignoring SIGTERM) stays in the group."""
+    if os.fork() == 0:
+        if os.fork() == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            Path(pid_file + ".tmp").write_text(str(os.getpid()))
+            os.replace(pid_file + ".tmp", pid_file)
+            while True:
+                signal.pause()
+        os._exit(0)
+    while True:
+        signal.pause()
+
+
+def signal_log(out_file: str) -> None:
+    """Append the name of every HUP/USR1/USR2/TERM received to ``out_file``; exit on TERM."""
+
+    def note(signum: int, _frame: object) -> None:
+        with open(out_file, "a") as out:
+            out.write(signal.Signals(signum).name + "\n")
+        if signum == signal.SIGTERM:
+            sys.exit(0)
+
+    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM):
+        signal.signal(sig, note)
+    with open(out_file, "a") as out:
+        out.write("ready\n")
+    while True:
+        signal.pause()
+
+
+def die_by(signame: str) -> None:
+    """End by the named signal (default action), as a crashing program would."""
+    signum = getattr(signal, signame)
+    signal.signal(signum, signal.SIG_DFL)
+    if signum == signal.SIGABRT:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file from a test
+    os.kill(os.getpid(), signum)
+    threading.Event().wait()
+
+
+def fd_dump(out_file: str) -> None:
+    """Write the fds this process was started with (``/dev/fd``) and stay up."""
+    fds = sorted(int(fd) for fd in os.listdir("/dev/fd"))
+    # listdir's own directory fd is closed again by now: keep only the ones still open.
+    open_fds = [fd for fd in fds if _is_open(fd)]
+    Path(out_file + ".tmp").write_text(json.dumps(open_fds))
+    os.replace(out_file + ".tmp", out_file)
+    while True:
+        signal.pause()
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
 def env_dump(out_file: str) -> None:
     # /proc/self/environ is what the process was started with (Python's own locale
     # coercion may add LC_CTYPE to os.environ afterwards).

@@ -1,9 +1,12 @@
 """Process control with real children: groups, grace then SIGKILL, descendants, sweeps,
-and the kernel's parent-death signal."""
+and both ways a child dies with its supervisor (the kernel's parent-death signal, and the
+shim with its parent-death pipe)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +19,7 @@ import pytest
 
 from bastion.errors import SpawnFailed
 from bastion.supervisor.process import (
+    ParentDeath,
     ProcRecord,
     alive,
     build_env,
@@ -26,9 +30,11 @@ from bastion.supervisor.process import (
 )
 from bastion.supervisor.spec import ServiceSpec, StopSpec, parse_spec
 from tests.helpers import wait_until
+from tests.supervisor.conftest import PARENT_DEATH
 
 KIDS = str(Path(__file__).with_name("kids.py"))
 pytestmark = pytest.mark.posix
+parametrize_parent_death = pytest.mark.parametrize("parent_death", PARENT_DEATH)
 
 
 def spec(*args: str, **extra: object) -> ServiceSpec:
@@ -43,26 +49,44 @@ def read_pid(path: Path) -> int:
     return int(text)
 
 
-def test_sigterm_ignorer_is_killed_after_the_grace(tmp_path: Path) -> None:
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@parametrize_parent_death
+def test_sigterm_ignorer_is_killed_after_the_grace(
+    tmp_path: Path, parent_death: ParentDeath
+) -> None:
     ready = tmp_path / "ready"
 
-    async def scenario() -> tuple[bool, int | None]:
-        child = await spawn(spec("ignore_term", str(ready), logs={"capture": False}), {})
+    async def scenario() -> tuple[bool, int | None, int]:
+        kid = spec("ignore_term", str(ready), logs={"capture": False})
+        child = await spawn(kid, {}, parent_death=parent_death)
         assert os.getpgid(child.pid) == child.pid  # leads its own group
-        await asyncio.to_thread(read_pid, ready)
+        program = await asyncio.to_thread(read_pid, ready)
+        assert child.program_pid == program
+        assert os.getpgid(program) == child.pid  # the program is in that group (shim or not)
         result = await stop_child(child, StopSpec(grace_s=0.3))
-        return result.killed, result.returncode
+        return result.killed, result.returncode, program
 
-    killed, code = asyncio.run(scenario())
+    killed, code, program = asyncio.run(scenario())
     assert killed
     assert code == -signal.SIGKILL
+    assert gone(program)
 
 
-def test_double_forked_grandchild_outside_the_group_does_not_survive_stop(tmp_path: Path) -> None:
+@parametrize_parent_death
+def test_double_forked_grandchild_outside_the_group_does_not_survive_stop(
+    tmp_path: Path, parent_death: ParentDeath
+) -> None:
     pid_file = tmp_path / "grandchild"
 
     async def scenario() -> int:
-        child = await spawn(spec("double_fork", str(pid_file), logs={"capture": False}), {})
+        kid = spec("double_fork", str(pid_file), logs={"capture": False})
+        child = await spawn(kid, {}, parent_death=parent_death)
         grandchild = await asyncio.to_thread(read_pid, pid_file)
         assert os.getpgid(grandchild) != child.pid  # it left the group: killpg cannot reach it
         child.observe_descendants()
@@ -87,7 +111,8 @@ def test_environment_is_exactly_the_declared_keys(tmp_path: Path) -> None:
     assert env == {"A": "1", "LANG": "C.UTF-8", "TOK": "v"}
 
 
-def test_missing_program_is_spawn_failed(tmp_path: Path) -> None:
+@parametrize_parent_death
+def test_missing_program_is_spawn_failed(tmp_path: Path, parent_death: ParentDeath) -> None:
     s = spec("crash")
     gone = tmp_path / "gone.py"
     gone.write_text("")
@@ -96,9 +121,9 @@ def test_missing_program_is_spawn_failed(tmp_path: Path) -> None:
     gone.unlink()
 
     async def scenario() -> None:
-        with pytest.raises(SpawnFailed, match=r"gone\.py"):
-            await spawn(broken, {})
-        child = await spawn(s, {})
+        with pytest.raises(SpawnFailed, match=r"gone\.py.*No such file"):
+            await spawn(broken, {}, parent_death=parent_death)
+        child = await spawn(s, {}, parent_death=parent_death)
         await child.process.wait()
 
     asyncio.run(scenario())
@@ -154,42 +179,114 @@ def test_sweep_kills_a_recorded_child_and_its_group(tmp_path: Path) -> None:
             leader.wait()
 
 
-def test_child_dies_with_its_supervisor_by_pdeathsig(tmp_path: Path) -> None:
-    if not sys.platform.startswith("linux"):
-        pytest.skip("PR_SET_PDEATHSIG is Linux-only")
-    pid_file = tmp_path / "child"
-    ready = tmp_path / "ready"
+@parametrize_parent_death
+def test_child_and_its_group_die_with_a_kill_9_supervisor(
+    tmp_path: Path, parent_death: ParentDeath
+) -> None:
+    info_file = tmp_path / "child.json"
+    grandchild_file = tmp_path / "grandchild"
     program = textwrap.dedent(
         f"""
-        import asyncio, sys
+        import asyncio, dataclasses, json, os, sys
         sys.path.insert(0, {str(Path(__file__).resolve().parents[2] / "src")!r})
         from bastion.supervisor.process import spawn
         from bastion.supervisor.spec import parse_spec
         async def main():
-            spec = parse_spec("kid", {{"argv": [sys.executable, {KIDS!r}, "ignore_term",
-                                                 {str(ready)!r}], "logs": {{"capture": False}}}})
-            child = await spawn(spec, {{}})
-            open({str(pid_file)!r}, "w").write(str(child.pid))
+            spec = parse_spec("kid", {{"argv": [sys.executable, {KIDS!r}, "double_fork_in_group",
+                                                 {str(grandchild_file)!r}],
+                                        "logs": {{"capture": False}}}})
+            child = await spawn(spec, {{}}, parent_death={parent_death!r})
+            info = {{"leader": dataclasses.asdict(child.record), "program": child.program_pid}}
+            open({str(info_file)!r} + ".tmp", "w").write(json.dumps(info))
+            os.replace({str(info_file)!r} + ".tmp", {str(info_file)!r})
             await asyncio.Event().wait()
         asyncio.run(main())
         """
     )
     parent = subprocess.Popen([sys.executable, "-c", program])
     try:
-        read_pid(ready)
-        child = read_pid(pid_file)
-        assert psutil.Process(child).ppid() == parent.pid
+        info = json.loads(
+            wait_until(lambda: info_file.exists() and info_file.read_text(), timeout=30)
+        )
+        leader = ProcRecord(**info["leader"])
+        child = info["program"]
+        grandchild = read_pid(grandchild_file)
+        assert psutil.Process(leader.pid).ppid() == parent.pid
+        assert os.getpgid(grandchild) == leader.pid  # in the group, but not a child of anyone
         parent.kill()  # kill -9: no cleanup code runs in the parent
         parent.wait(timeout=10)
-        wait_until(
-            lambda: (
-                not psutil.pid_exists(child)
-                or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
-            ),
-            timeout=10,
-            what="child killed by PDEATHSIG",
-        )
+        wait_until(lambda: gone(child), timeout=20, what=f"child gone ({parent_death})")
+        if parent_death == "pipe":
+            # The shim read EOF and ended the whole group: the TERM-ignoring grandchild too.
+            wait_until(lambda: gone(grandchild) and gone(leader.pid), timeout=20, what="group gone")
+        else:
+            # PDEATHSIG reaches the direct child only; the grandchild is left for the
+            # successor's sweep, which finds it in the recorded leader's group.
+            assert not gone(grandchild)
+            assert grandchild in [r.pid for r in sweep([leader])]
+            wait_until(lambda: gone(grandchild), timeout=20, what="grandchild swept")
     finally:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+        if grandchild_file.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(grandchild_file.read_text()), signal.SIGKILL)
+
+
+@parametrize_parent_death
+def test_exit_status_and_signal_death_are_the_programs(parent_death: ParentDeath) -> None:
+    async def scenario() -> list[int]:
+        codes = []
+        for args in (("crash", "7"), ("die_by", "SIGUSR2"), ("die_by", "SIGABRT")):
+            kid = spec(*args, logs={"capture": False})
+            child = await spawn(kid, {}, parent_death=parent_death)
+            codes.append(await child.exited)
+            await stop_child(child, StopSpec(grace_s=1))
+        return codes
+
+    assert asyncio.run(scenario()) == [7, -signal.SIGUSR2, -signal.SIGABRT]
+
+
+@parametrize_parent_death
+def test_the_program_holds_only_stdio(tmp_path: Path, parent_death: ParentDeath) -> None:
+    out = tmp_path / "fds.json"
+
+    async def scenario() -> None:
+        kid = spec("fd_dump", str(out))  # stdout/stderr captured: pipes
+        child = await spawn(kid, {}, parent_death=parent_death)
+        await asyncio.to_thread(wait_until, out.exists, timeout=20, what="fd dump")
+        await stop_child(child, StopSpec(grace_s=1))
+
+    asyncio.run(scenario())
+    assert json.loads(out.read_text()) == [0, 1, 2]  # no link to the supervisor, no shim pipe
+
+
+def test_the_shim_forwards_signals_sent_to_it_once_and_group_signals_not_again(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "signals"
+
+    def lines() -> list[str]:
+        return log.read_text().split() if log.exists() else []
+
+    async def scenario() -> int:
+        kid = spec("signal_log", str(log), logs={"capture": False})
+        child = await spawn(kid, {}, parent_death="pipe")
+        assert child.program_pid != child.pid  # the shim leads the group
+        await asyncio.to_thread(wait_until, lambda: lines() == ["ready"], timeout=20)
+        # To the whole group, as the supervisor's stop does: the program has it from the
+        # kernel, the shim was told and does not forward it a second time.
+        child.signal_group(signal.SIGHUP)
+        # To the shim alone: forwarded. The shim handles pending signals in number order
+        # (HUP=1 before USR1=10) and the program receives them in that order too, so once
+        # USR1 is logged, a duplicate HUP would have been logged before it.
+        os.kill(child.pid, signal.SIGUSR1)
+        await asyncio.to_thread(
+            wait_until, lambda: "SIGUSR1" in lines(), timeout=20, what="USR1 forwarded"
+        )
+        os.kill(child.pid, signal.SIGTERM)  # forwarded; the program exits 0 on it
+        return await child.exited
+
+    assert asyncio.run(scenario()) == 0
+    assert lines() == ["ready", "SIGHUP", "SIGUSR1", "SIGTERM"]

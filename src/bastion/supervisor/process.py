@@ -1,10 +1,19 @@
 """Child processes: spawn, stop, and sweep the leftovers, so no sidecar outlives bastion.
 
 - Spawn (asyncio): argv without a shell, a new session (so the child leads its own process
-  group), ``PR_SET_PDEATHSIG`` on Linux (the kernel kills the child when the supervisor
-  dies, even by ``kill -9``), the child made a subreaper (``PR_SET_CHILD_SUBREAPER``, so
-  its double-forked grandchildren stay in its tree), all other fds closed, stdin from ``/dev/null`` unless an MCP
-  stdio probe needs it, and an environment built from nothing: declared keys only.
+  group), the child made a subreaper on Linux (``PR_SET_CHILD_SUBREAPER``, so its
+  double-forked grandchildren stay in its tree), all other fds closed, stdin from
+  ``/dev/null`` unless an MCP stdio probe needs it, and an environment built from nothing:
+  declared keys only. The child dies with the supervisor, even by ``kill -9``, in one of two
+  ways (``[supervisor] parent_death``):
+
+  - ``pdeathsig`` (Linux, the default there): the kernel sends ``SIGKILL`` to the child when
+    the supervisor dies (``PR_SET_PDEATHSIG``);
+  - ``pipe`` (the default elsewhere; selectable on Linux): the group leader is a small shim
+    (``_shim.py``, stdlib only) holding one end of a socket pair whose other end only the
+    supervisor holds. The supervisor's death closes it; the shim reads EOF and ends the
+    whole group. The program runs as the shim's child in the same group, so group signals
+    reach it as before; the shim exits as the program did (same code, same signal).
 - Stop: the configured signal to the whole group (plus ``SIGCONT``, so a stopped child can
   act on it), a grace period, then ``SIGKILL`` to the group, then any descendant seen
   earlier that left the group (``setsid`` after a double fork) killed by pid **and** create
@@ -25,9 +34,12 @@ import dataclasses
 import fcntl
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Literal
 
 import psutil
 
@@ -37,6 +49,7 @@ from bastion.supervisor.spec import ServiceSpec, StopSpec
 
 __all__ = [
     "ChildProcess",
+    "ParentDeath",
     "ProcRecord",
     "StopResult",
     "alive",
@@ -44,6 +57,7 @@ __all__ = [
     "group_empty",
     "group_members",
     "kill_record",
+    "parent_death_mode",
     "snapshot_descendants",
     "spawn",
     "stop_child",
@@ -53,6 +67,15 @@ __all__ = [
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+
+#: How a child is made to die with the supervisor (``[supervisor] parent_death``).
+ParentDeath = Literal["auto", "pdeathsig", "pipe"]
+SHIM = Path(__file__).with_name("_shim.py")
+#: Deadline for the shim to start the program and say so (a loaded machine starts Python
+#: slowly; a healthy start takes tens of milliseconds).
+SHIM_HANDSHAKE_S = 30.0
+#: What the shim gives the group between SIGTERM and SIGKILL once the supervisor is gone.
+SHIM_GRACE_MAX_S = 5.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -154,20 +177,37 @@ def build_env(
     return env
 
 
-def _child_setup(parent_pid: int) -> Callable[[], None] | None:
+def parent_death_mode(setting: ParentDeath) -> Literal["pdeathsig", "pipe"]:
+    """The mode ``setting`` means on this system; ``pdeathsig`` off Linux is refused."""
+    linux = sys.platform.startswith("linux")
+    if setting == "auto":
+        return "pdeathsig" if linux else "pipe"
+    if setting == "pdeathsig" and not linux:
+        raise SpawnFailed(
+            f"[supervisor] parent_death = 'pdeathsig' needs Linux (this is {sys.platform})",
+            hint="Set [supervisor] parent_death to 'auto' or 'pipe'.",
+            setting="parent_death",
+        )
+    if setting not in ("pdeathsig", "pipe"):
+        raise ValueError(f"parent_death must be 'auto', 'pdeathsig' or 'pipe', not {setting!r}")
+    return setting
+
+
+def _child_setup(parent_pid: int, *, pdeathsig: bool) -> Callable[[], None] | None:
     if not sys.platform.startswith("linux"):
-        return None  # new session + the group kill on stop cover the other POSIX systems
+        return None  # new session + the group kill on stop (+ the shim) cover the others
     libc = ctypes.CDLL(None, use_errno=True)
 
     def setup() -> None:
         # Runs in the child between fork and exec: ask the kernel to SIGKILL us when the
         # supervisor dies, then close the race where it died before the prctl took effect.
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:
-            os._exit(1)
-        # Make the child a subreaper (kept across exec): a double-forked grandchild is
-        # re-parented to it instead of to init, so it stays in the child's process tree
-        # where stop finds it even after it left the group with setsid.
+        if pdeathsig:
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+        # Make the child (or the shim) a subreaper (kept across exec): a double-forked
+        # grandchild is re-parented to it instead of to init, so it stays in the child's
+        # process tree where stop finds it even after it left the group with setsid.
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
     return setup
@@ -206,10 +246,34 @@ class ChildProcess:
     started_mono: float  # monotonic, for durations
     #: Descendants seen while it ran (pid + create time); killed on stop if still there.
     seen: dict[int, ProcRecord] = dataclasses.field(default_factory=dict)
+    #: The service's own program: ``record`` itself, or the shim's child in ``pipe`` mode.
+    program: ProcRecord | None = None
+    #: ``pipe`` mode: the supervisor's end of the shim's link. Closing it (or dying) makes
+    #: the shim end the group, so it stays open until the child is stopped.
+    link: socket.socket | None = None
 
     @property
     def pid(self) -> int:
+        """The group leader: the program, or in ``pipe`` mode the shim."""
         return self.record.pid
+
+    @property
+    def program_pid(self) -> int:
+        """The service's program (what an operator would signal or look up)."""
+        return (self.program or self.record).pid
+
+    def signal_group(self, signum: int) -> None:
+        """Send ``signum`` to the whole group (a shim is told first, so it does not forward
+        the same signal to the program a second time)."""
+        if self.link is not None and signum < 256:
+            with contextlib.suppress(OSError):
+                self.link.send(bytes([signum]))
+        _killpg(self.record.pgid, signum)
+
+    def close_link(self) -> None:
+        if self.link is not None:
+            self.link.close()
+            self.link = None
 
     @property
     def returncode(self) -> int | None:
@@ -245,44 +309,125 @@ def widen_pipes(proc: asyncio.subprocess.Process) -> None:
             fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
 
 
-async def spawn(spec: ServiceSpec, env: Mapping[str, str]) -> ChildProcess:
-    """Start ``spec``'s program. Raises ``SpawnFailed`` naming the program or cwd."""
+def _spawn_failed(spec: ServiceSpec, reason: str) -> SpawnFailed:
+    return SpawnFailed(
+        f"service {spec.name!r}: cannot start {spec.argv[0]!r}: {reason}",
+        service=spec.name,
+        program=spec.argv[0],
+    )
+
+
+async def spawn(
+    spec: ServiceSpec, env: Mapping[str, str], *, parent_death: ParentDeath = "auto"
+) -> ChildProcess:
+    """Start ``spec``'s program. Raises ``SpawnFailed`` naming the program or cwd.
+
+    ``parent_death`` picks how the child dies with the supervisor (see the module docstring).
+    """
+    mode = parent_death_mode(parent_death)
     pipe = asyncio.subprocess.PIPE
     devnull = asyncio.subprocess.DEVNULL
     stdio = spec.stdio_probe
     capture = spec.logs.capture
     loop = asyncio.get_running_loop()
     protocol = _ExitProtocol(limit=2**20, loop=loop)
+    argv: tuple[str, ...] = spec.argv
+    pass_fds: tuple[int, ...] = ()
+    ours = theirs = None
+    if mode == "pipe":
+        # socketpair() fds are non-inheritable: no other child of the supervisor holds our
+        # end, so the shim's EOF comes exactly when this process dies. Theirs goes to the
+        # shim alone (pass_fds) and is closed here right after the spawn.
+        ours, theirs = socket.socketpair()
+        grace = min(spec.stop.grace_s, SHIM_GRACE_MAX_S)
+        # -I -S: the shim imports only the stdlib and ignores PYTHON* variables the program
+        # may declare for itself.
+        shim = (sys.executable, "-I", "-S", str(SHIM), str(theirs.fileno()), f"{grace:g}", "--")
+        argv = (*shim, *spec.argv)
+        pass_fds = (theirs.fileno(),)
     try:
         # What asyncio.create_subprocess_exec does, with our protocol (see _ExitProtocol).
         transport, _ = await loop.subprocess_exec(
             lambda: protocol,
-            *spec.argv,
+            *argv,
             cwd=spec.cwd,
-            env=dict(env),
+            # The shim gets the program's environment over the link (see _shim.py).
+            env={} if mode == "pipe" else dict(env),
             stdin=pipe if stdio else devnull,
             stdout=pipe if (stdio or capture) else devnull,
             stderr=pipe if capture else devnull,
             start_new_session=True,
             close_fds=True,
-            preexec_fn=_child_setup(os.getpid()),
+            pass_fds=pass_fds,
+            preexec_fn=_child_setup(os.getpid(), pdeathsig=mode == "pdeathsig"),
         )
     except OSError as err:
-        raise SpawnFailed(
-            f"service {spec.name!r}: cannot start {spec.argv[0]!r}: {err.strerror or err}",
-            service=spec.name,
-            program=spec.argv[0],
-        ) from err
+        if ours is not None and theirs is not None:
+            ours.close()
+            theirs.close()
+        raise _spawn_failed(spec, err.strerror or str(err)) from err
+    finally:
+        if theirs is not None:
+            theirs.close()
     proc = asyncio.subprocess.Process(transport, protocol, loop)
     widen_pipes(proc)
     ctime = _create_time(proc.pid) or time.time()
-    return ChildProcess(
+    child = ChildProcess(
         process=proc,
         exited=protocol.exited,
         record=ProcRecord(proc.pid, ctime, proc.pid),
         started_at=time.time(),
         started_mono=time.monotonic(),
+        link=ours,
     )
+    if ours is not None:
+        # Once the shim has exited, its link guards nothing: close it with the exit.
+        child.exited.add_done_callback(lambda _: child.close_link())
+        try:
+            child.program = await _shim_handshake(spec, ours, env, child)
+            # Known from the start, so stop kills it by pid + create time even if it left
+            # the group (observe_descendants would find it a moment later).
+            child.seen[child.program.pid] = child.program
+        except BaseException:
+            child.close_link()  # the shim ends its group on EOF
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await asyncio.shield(child.exited)
+            raise
+    return child
+
+
+async def _shim_handshake(
+    spec: ServiceSpec, link: socket.socket, env: Mapping[str, str], child: ChildProcess
+) -> ProcRecord:
+    """Send the shim the program's environment; its answer is the program's pid, or why the
+    exec failed (then ``SpawnFailed``, as a failed direct spawn would raise)."""
+    loop = asyncio.get_running_loop()
+    link.setblocking(False)
+    payload = b"\0".join(os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items())
+    reply = b""
+    try:
+        await loop.sock_sendall(link, b"%d\n" % len(payload) + payload)
+        async with asyncio.timeout(SHIM_HANDSHAKE_S):
+            while not reply.endswith(b"\n"):
+                chunk = await loop.sock_recv(link, 64)
+                if not chunk:
+                    break
+                reply += chunk
+    except TimeoutError:
+        why = f"the parent-death shim did not answer in {SHIM_HANDSHAKE_S:g}s"
+        raise _spawn_failed(spec, why) from None
+    except OSError:
+        reply = b""  # the shim died before reading or answering: report its exit below
+    if reply.startswith(b"P") and reply[1:-1].isdigit():
+        pid = int(reply[1:-1])
+        return ProcRecord(pid, _create_time(pid) or time.time(), child.record.pgid)
+    if reply.startswith(b"E") and reply[1:-1].isdigit():
+        code = int(reply[1:-1])
+        await asyncio.shield(child.exited)
+        raise _spawn_failed(spec, os.strerror(code) if code else "exec failed")
+    status = await asyncio.shield(child.exited)
+    raise _spawn_failed(spec, f"the parent-death shim exited with status {status} first")
 
 
 async def _wait(exited: asyncio.Future[int], timeout: float) -> bool:
@@ -323,7 +468,7 @@ async def stop_child(child: ChildProcess, stop: StopSpec) -> StopResult:
     if child.returncode is None or not group_empty(pgid):
         # Also after the leader crashed: what it left in its group gets the polite signal
         # and the grace too, before SIGKILL.
-        _killpg(pgid, stop.signum)
+        child.signal_group(stop.signum)
         _killpg(pgid, signal.SIGCONT)  # a SIGSTOPped child cannot act on the signal otherwise
     if child.returncode is None and not await _wait(child.exited, stop.grace_s):
         killed = True  # SIGTERM ignored past the grace: SIGKILL the whole group
@@ -338,6 +483,7 @@ async def stop_child(child: ChildProcess, stop: StopSpec) -> StopResult:
         _killpg(pgid, signal.SIGKILL)
     for rec in child.seen.values():
         leftovers += kill_record(rec)
+    child.close_link()  # the group is gone: the shim's link has nothing left to guard
     return StopResult(child.returncode, killed, leftovers)
 
 

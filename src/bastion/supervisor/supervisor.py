@@ -359,7 +359,7 @@ class Supervisor:
             state=svc.state.value,
             reason=svc.reason,
             since=svc.since,
-            pid=child.pid if child and child.returncode is None else None,
+            pid=child.program_pid if child and child.returncode is None else None,
             ready=svc.ready,
             breaker=svc.policy.breaker.value,
             attempt=svc.policy.attempt,
@@ -574,7 +574,11 @@ class Supervisor:
         spec = svc.spec
         try:
             values = await asyncio.to_thread(self._resolve_secrets, spec)
-            child = await spawn(spec, build_env(spec, self._daemon_env, values))
+            child = await spawn(
+                spec,
+                build_env(spec, self._daemon_env, values),
+                parent_death=self._cfg.parent_death,
+            )
         except BastionError as err:
             # A missing secret or program will not fix itself by restarting in a loop.
             self._set(svc, S.FAILED, err.message, code=err.code)  # STARTING -> FAILED
@@ -590,13 +594,7 @@ class Supervisor:
         # Recorded in the background: probes start at once; whoever needs the row id
         # (descendant scan, the end of the run) awaits it.
         process_id = asyncio.get_running_loop().create_task(
-            asyncio.to_thread(
-                self._journal.record_start,
-                spec.name,
-                child.record,
-                child.started_at,
-                svc.secret_names,
-            )
+            asyncio.to_thread(self._record_start, spec.name, child, svc.secret_names)
         )
         run = _Run(child, process_id, asyncio.get_running_loop().create_future())
         svc.run = run
@@ -644,7 +642,7 @@ class Supervisor:
 
         result: bool | None
         if svc.stop_requested:
-            self._set(svc, S.STOPPING, "stop requested", pid=child.pid)
+            self._set(svc, S.STOPPING, "stop requested", pid=child.program_pid)
             stopped = await stop_child(child, spec.stop)
             await self._finish_run(svc, run, stopped.returncode)
             how = "SIGKILL after grace" if stopped.killed else spec.stop.signal
@@ -654,18 +652,26 @@ class Supervisor:
             # An exit wins over a probe that failed because of it.
             code = exited.result()
             reason = f"exited with status {code}" if code >= 0 else f"killed by signal {-code}"
-            self._set(svc, S.EXITED, reason, pid=child.pid, exit_code=code)
+            self._set(svc, S.EXITED, reason, pid=child.program_pid, exit_code=code)
             # Whatever the child left in its group or tree is part of the dead service.
             await stop_child(child, spec.stop)
             await self._finish_run(svc, run, code)
             result = code == 0
         else:
-            self._set(svc, S.UNHEALTHY, run.unhealthy.result(), pid=child.pid)
+            self._set(svc, S.UNHEALTHY, run.unhealthy.result(), pid=child.program_pid)
             self._set(svc, S.STOPPING, "stopping the unhealthy child for a restart")
             stopped = await stop_child(child, spec.stop)
             await self._finish_run(svc, run, stopped.returncode)
             result = False
         return result
+
+    def _record_start(self, name: str, child: ChildProcess, secret_names: tuple[str, ...]) -> int:
+        row_id = self._journal.record_start(name, child.record, child.started_at, secret_names)
+        if child.program is not None and child.program != child.record:
+            # The shim leads the group; its program is recorded at once, like a descendant,
+            # so a successor's sweep finds it even if it leaves the group.
+            self._journal.record_descendants(name, row_id, [child.program])
+        return row_id
 
     async def _finish_run(self, svc: _Service, run: _Run, code: int | None) -> None:
         svc.last_exit_code = code
