@@ -17,7 +17,7 @@ from bastion.cli import cli
 from bastion.config import StoreConfig
 from bastion.store import Database
 from tests.helpers import wait_until
-from tests.supervisor.conftest import KIDS
+from tests.supervisor.conftest import KIDS, PARENT_DEATH
 
 
 def bastion(home: Path, *args: str) -> tuple[int, str, str]:
@@ -75,7 +75,10 @@ def test_start_without_a_supervisor_says_how_to_get_one(home: Path) -> None:
 
 
 @pytest.mark.posix
-def test_services_run_supervises_then_stops_children_on_sigterm(home: Path) -> None:
+@pytest.mark.parametrize("parent_death", PARENT_DEATH)
+def test_services_run_supervises_then_stops_children_on_sigterm(
+    home: Path, parent_death: str
+) -> None:
     pid_file = home.parent / "child.pid"
     write_spec(
         home,
@@ -88,7 +91,11 @@ def test_services_run_supervises_then_stops_children_on_sigterm(home: Path) -> N
         "printer",
         f'argv = ["{sys.executable}", "{KIDS}", "spam", "3"]\n[restart]\npolicy = "never"\n',
     )
-    env = {**os.environ, "BASTION_HOME": str(home)}
+    env = {
+        **os.environ,
+        "BASTION_HOME": str(home),
+        "BASTION_SUPERVISOR_PARENT_DEATH": parent_death,
+    }
     daemon = subprocess.Popen(
         [sys.executable, "-m", "bastion", "services", "run"],
         env=env,
@@ -104,6 +111,9 @@ def test_services_run_supervises_then_stops_children_on_sigterm(home: Path) -> N
                 what="sleepy started",
             )
         )
+        # The setting reached the supervisor: under the shim the program is its child.
+        parent = psutil.Process(child).ppid()
+        assert (parent == daemon.pid) == (parent_death == "pdeathsig")
         db = Database.open(home / "bastion.db", StoreConfig(), name="check")
         try:
             wait_until(

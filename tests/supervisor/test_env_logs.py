@@ -10,17 +10,19 @@ import pytest
 from bastion.config import SupervisorConfig
 from bastion.store import Database
 from bastion.supervisor import Supervisor
+from bastion.supervisor.process import ParentDeath
 from bastion.supervisor.states import ServiceState as S
 from tests.helpers import wait_until
-from tests.supervisor.conftest import DictSecrets, kid, run
+from tests.supervisor.conftest import PARENT_DEATH, DictSecrets, kid, run
 
 pytestmark = pytest.mark.posix
 
 SENTINEL = "SENTINEL-7f3a9c1e/+=&value"
 
 
+@pytest.mark.parametrize("parent_death", PARENT_DEATH)
 def test_env_is_declared_keys_plus_own_secrets_only(
-    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parent_death: ParentDeath
 ) -> None:
     out_a, out_b = tmp_path / "a.json", tmp_path / "b.json"
     secrets = DictSecrets({("global", "a-token"): "value-a-123", ("bot", "b-token"): "value-b-456"})
@@ -36,7 +38,8 @@ def test_env_is_declared_keys_plus_own_secrets_only(
     daemon_env = {"LANG": "C.UTF-8", "HOME": "/root", "BASTION_VAULT_KEY": "daemon-only"}
 
     async def scenario() -> None:
-        sup = Supervisor(db, [a, b], secrets=secrets, daemon_env=daemon_env)
+        config = SupervisorConfig(parent_death=parent_death)
+        sup = Supervisor(db, [a, b], secrets=secrets, daemon_env=daemon_env, config=config)
         await sup.open()
         await sup.start("svc-a")
         await sup.start("svc-b")
@@ -54,7 +57,10 @@ def test_env_is_declared_keys_plus_own_secrets_only(
     }
     assert json.loads(out_b.read_text()) == {"B_TOKEN": "value-b-456"}
     # Names of injected secrets are recorded per start; values never are.
-    names = db.query("SELECT service, secret_names FROM supervisor_processes ORDER BY service")
+    names = db.query(
+        "SELECT service, secret_names FROM supervisor_processes WHERE parent_id IS NULL"
+        " ORDER BY service"
+    )
     assert names == [("svc-a", '["A_TOKEN"]'), ("svc-b", '["B_TOKEN"]')]
 
 
@@ -84,7 +90,10 @@ def _db_bytes(db: Database) -> bytes:
 
 
 @pytest.mark.slow
-def test_200k_lines_stored_in_order_and_sentinel_never_stored(db: Database) -> None:
+@pytest.mark.parametrize("parent_death", PARENT_DEATH)
+def test_200k_lines_stored_in_order_and_sentinel_never_stored(
+    db: Database, parent_death: ParentDeath
+) -> None:
     spec = kid(
         "spammer",
         "spam",
@@ -95,7 +104,7 @@ def test_200k_lines_stored_in_order_and_sentinel_never_stored(db: Database) -> N
     )
     # The child writes ~10x faster than SQLite can index rows; a buffer that holds the whole
     # burst stores every line (the default, smaller buffer drops with a count: see below).
-    config = SupervisorConfig(log_batch_ms=20, log_buffer_lines=300_000)
+    config = SupervisorConfig(log_batch_ms=20, log_buffer_lines=300_000, parent_death=parent_death)
 
     async def scenario() -> None:
         sup = Supervisor(

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from bastion.config import SupervisorConfig
 from bastion.store import Database
 from bastion.supervisor import Supervisor
 from bastion.supervisor.health import ProbeResult, _exec, _http, _mcp_http, _tcp
+from bastion.supervisor.process import ParentDeath
 from bastion.supervisor.spec import ProbeSpec
 from bastion.supervisor.states import ServiceState as S
 from tests.helpers import wait_until
-from tests.supervisor.conftest import kid, run
+from tests.supervisor.conftest import PARENT_DEATH, kid, run
 
 pytestmark = pytest.mark.posix
 
@@ -103,7 +105,10 @@ def test_startup_probe_that_never_passes_restarts_the_child(db: Database, tmp_pa
     assert to_states == ["starting", "unhealthy", "stopping", "backoff"]
 
 
-def test_sigstopped_mcp_server_fails_ping_and_is_restarted(db: Database, tmp_path: Path) -> None:
+@pytest.mark.parametrize("parent_death", PARENT_DEATH)
+def test_sigstopped_mcp_server_fails_ping_and_is_restarted(
+    db: Database, tmp_path: Path, parent_death: ParentDeath
+) -> None:
     pid_file = tmp_path / "mcp.pid"
     probe = {"kind": "mcp", "transport": "stdio", "interval_s": 0.2, "timeout_s": 0.5}
     spec = kid(
@@ -119,12 +124,13 @@ def test_sigstopped_mcp_server_fails_ping_and_is_restarted(db: Database, tmp_pat
     )
 
     async def scenario() -> None:
-        sup = Supervisor(db, [spec])
+        sup = Supervisor(db, [spec], config=SupervisorConfig(parent_death=parent_death))
         await sup.open()
         await sup.start("mcp")
         running = await sup.wait_state("mcp", S.RUNNING, timeout=60)
         assert running.pid is not None
         first = running.pid
+        assert first == int(pid_file.read_text())  # the MCP server itself, never the shim
         os.kill(first, signal.SIGSTOP)  # alive for "process", dead for anything that asks
         await sup.wait_state("mcp", S.UNHEALTHY, timeout=30)
         again = await sup.wait_state("mcp", S.RUNNING, timeout=60)

@@ -290,3 +290,22 @@ def test_the_shim_forwards_signals_sent_to_it_once_and_group_signals_not_again(
 
     assert asyncio.run(scenario()) == 0
     assert lines() == ["ready", "SIGHUP", "SIGUSR1", "SIGTERM"]
+
+
+def test_parent_death_setting_from_env_and_its_meaning_here(tmp_path: Path) -> None:
+    from bastion.config import load_config
+    from bastion.errors import ConfigError
+    from bastion.supervisor.process import parent_death_mode
+
+    cfg = load_config(tmp_path, env={"BASTION_SUPERVISOR_PARENT_DEATH": "pipe"})
+    assert cfg.supervisor.parent_death == "pipe"
+    assert load_config(tmp_path, env={}).supervisor.parent_death == "auto"
+    with pytest.raises(ConfigError, match=r"PARENT_DEATH.*prctl") as err:
+        load_config(tmp_path, env={"BASTION_SUPERVISOR_PARENT_DEATH": "prctl"})
+    assert "'pipe'" in (err.value.hint or "")
+    linux = sys.platform.startswith("linux")
+    assert parent_death_mode("auto") == ("pdeathsig" if linux else "pipe")
+    assert parent_death_mode("pipe") == "pipe"
+    if not linux:
+        with pytest.raises(SpawnFailed, match="needs Linux"):
+            parent_death_mode("pdeathsig")

@@ -15,13 +15,17 @@ from typing import Any
 import psutil
 import pytest
 
+from bastion.config import SupervisorConfig
 from bastion.store import Database
 from bastion.supervisor import Supervisor
+from bastion.supervisor.process import ParentDeath
 from bastion.supervisor.states import ServiceState as S
 from tests.helpers import wait_until
-from tests.supervisor.conftest import KIDS, kid, run
+from tests.supervisor.conftest import KIDS, PARENT_DEATH, kid, run
 
 pytestmark = pytest.mark.posix
+#: End-to-end tests that must hold whichever way children die with the supervisor.
+parametrize_parent_death = pytest.mark.parametrize("parent_death", PARENT_DEATH)
 
 
 def transitions(db: Database, name: str) -> list[dict[str, Any]]:
@@ -39,11 +43,14 @@ def gone(pid: int) -> bool:
         return True
 
 
-def test_crash_loop_backoff_sequence_then_breaker_open_then_one_trial(db: Database) -> None:
+@parametrize_parent_death
+def test_crash_loop_backoff_sequence_then_breaker_open_then_one_trial(
+    db: Database, parent_death: ParentDeath
+) -> None:
     spec = kid("looper", "crash", breaker={"open_timeout_s": 0.5, "open_timeout_factor": 2})
 
     async def scenario() -> None:
-        sup = Supervisor(db, [spec])
+        sup = Supervisor(db, [spec], config=SupervisorConfig(parent_death=parent_death))
         await sup.open()
         await sup.start("looper")
         await sup.wait_state("looper", S.OPEN)
@@ -73,6 +80,7 @@ def test_crash_loop_backoff_sequence_then_breaker_open_then_one_trial(db: Databa
     assert trial["to"] == "half_open"
     assert trial["ts"] - opens[0]["ts"] >= 0.5
     assert "spent the budget" in opens[0]["reason"]
+    assert {e["reason"] for e in events if e["to"] == "exited"} == {"exited with status 3"}
     assert sum(1 for e in events if e["to"] == "half_open") == 1
     # Every transition went through the table: from -> to pairs chain.
     for prev, nxt in itertools.pairwise(events):
@@ -125,18 +133,22 @@ def test_breaker_closes_after_two_healthy_checks_and_survives_restart(
     assert tail == ["half_open", "running", "stopping", "stopped"]
 
 
-def test_sigterm_ignorer_is_sigkilled_after_grace(db: Database, tmp_path: Path) -> None:
+@parametrize_parent_death
+def test_sigterm_ignorer_is_sigkilled_after_grace(
+    db: Database, tmp_path: Path, parent_death: ParentDeath
+) -> None:
     ready = tmp_path / "ready"
     spec = kid("stubborn", "ignore_term", str(ready), stop={"grace_s": 0.3})
 
     async def scenario() -> int:
-        sup = Supervisor(db, [spec])
+        sup = Supervisor(db, [spec], config=SupervisorConfig(parent_death=parent_death))
         await sup.open()
         status = await sup.start("stubborn")
         await sup.wait_state("stubborn", S.RUNNING)
-        await _read(ready)  # its SIGTERM handler is installed
+        # Its SIGTERM handler is installed; the pid shown is the program's (not the shim's).
         pid = sup.status("stubborn").pid
         assert pid is not None
+        assert int(await _read(ready)) == pid
         status = await sup.stop("stubborn")
         assert status.state == "stopped"
         assert "SIGKILL after grace" in status.reason
@@ -148,12 +160,15 @@ def test_sigterm_ignorer_is_sigkilled_after_grace(db: Database, tmp_path: Path) 
     assert gone(pid)
 
 
-def test_double_forker_leaves_nothing_after_stop(db: Database, tmp_path: Path) -> None:
+@parametrize_parent_death
+def test_double_forker_leaves_nothing_after_stop(
+    db: Database, tmp_path: Path, parent_death: ParentDeath
+) -> None:
     pid_file = tmp_path / "grandchild"
     spec = kid("forker", "double_fork", str(pid_file), stop={"grace_s": 0.3})
 
     async def scenario() -> int:
-        sup = Supervisor(db, [spec])
+        sup = Supervisor(db, [spec], config=SupervisorConfig(parent_death=parent_death))
         await sup.open()
         await sup.start("forker")
         await sup.wait_state("forker", S.RUNNING)
@@ -182,14 +197,14 @@ async def _read(path: Path) -> str:
 
 SUPERVISOR_PROGRAM = """
 import asyncio, sys
-from bastion.config import StoreConfig
+from bastion.config import StoreConfig, SupervisorConfig
 from bastion.store import Database
 from bastion.supervisor import Supervisor
 from bastion.supervisor.spec import parse_spec
 async def main():
     db = Database.open({db!r}, StoreConfig(), name="bastion")
     spec = parse_spec("forker", {{"argv": [sys.executable, {kids!r}, "double_fork", {pid!r}]}})
-    sup = Supervisor(db, [spec])
+    sup = Supervisor(db, [spec], config=SupervisorConfig(parent_death={mode!r}))
     await sup.open()
     await sup.start("forker")
     await asyncio.Event().wait()
@@ -197,9 +212,14 @@ asyncio.run(main())
 """
 
 
-def test_orphans_of_a_kill_9_supervisor_are_swept_by_the_next(db: Database, tmp_path: Path) -> None:
+@parametrize_parent_death
+def test_orphans_of_a_kill_9_supervisor_are_swept_by_the_next(
+    db: Database, tmp_path: Path, parent_death: ParentDeath
+) -> None:
     pid_file = tmp_path / "grandchild"
-    program = SUPERVISOR_PROGRAM.format(db=str(db.path), kids=KIDS, pid=str(pid_file))
+    program = SUPERVISOR_PROGRAM.format(
+        db=str(db.path), kids=KIDS, pid=str(pid_file), mode=parent_death
+    )
     daemon = subprocess.Popen([sys.executable, "-c", textwrap.dedent(program)])
     try:
         grandchild = int(
@@ -217,9 +237,21 @@ def test_orphans_of_a_kill_9_supervisor_are_swept_by_the_next(db: Database, tmp_
             timeout=30,
             what="grandchild recorded",
         )
+        # Everything recorded but the grandchild: the child (and in pipe mode the shim
+        # leading the group), the first fork if a scan caught it.
+        others = [
+            pid
+            for (pid,) in db.query(
+                "SELECT pid FROM supervisor_processes WHERE pid != ?", (grandchild,)
+            )
+        ]
+        assert db.scalar("SELECT count(*) FROM supervisor_processes WHERE parent_id IS NULL") == 1
+        assert len(others) >= (1 if parent_death == "pdeathsig" else 2)
         daemon.kill()
         daemon.wait(timeout=10)
-        # PDEATHSIG took the child; the setsid'd grandchild is an orphan that lives on.
+        # PDEATHSIG (or the shim, on its link's EOF) took the child; the setsid'd
+        # grandchild left the group and is an orphan that lives on.
+        wait_until(lambda: all(gone(pid) for pid in others), timeout=20, what="child gone")
         assert not gone(grandchild)
     finally:
         if daemon.poll() is None:
@@ -292,12 +324,15 @@ def test_http_500_makes_it_unhealthy_and_restarted(db: Database, tmp_path: Path)
     assert "HTTP 500" in reasons[0]
 
 
-def test_what_a_crashed_child_leaves_in_its_group_is_ended(db: Database, tmp_path: Path) -> None:
+@parametrize_parent_death
+def test_what_a_crashed_child_leaves_in_its_group_is_ended(
+    db: Database, tmp_path: Path, parent_death: ParentDeath
+) -> None:
     pid_file = tmp_path / "worker"
     spec = kid("leaver", "crash_leaving_worker", str(pid_file), restart={"policy": "never"})
 
     async def scenario() -> None:
-        sup = Supervisor(db, [spec])
+        sup = Supervisor(db, [spec], config=SupervisorConfig(parent_death=parent_death))
         await sup.open()
         await sup.start("leaver")
         status = await sup.wait_state("leaver", S.FAILED, timeout=60)
