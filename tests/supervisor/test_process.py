@@ -309,3 +309,32 @@ def test_parent_death_setting_from_env_and_its_meaning_here(tmp_path: Path) -> N
     if not linux:
         with pytest.raises(SpawnFailed, match="needs Linux"):
             parent_death_mode("pdeathsig")
+
+
+def test_the_link_is_not_inherited_so_its_eof_comes_even_with_other_children(
+    tmp_path: Path,
+) -> None:
+    ready = tmp_path / "ready"
+
+    async def scenario() -> tuple[int, int]:
+        kid = spec("ignore_term", str(ready), logs={"capture": False}, stop={"grace_s": 0.5})
+        child = await spawn(kid, {}, parent_death="pipe")
+        program = await asyncio.to_thread(read_pid, ready)
+        # Code sharing the supervisor's process may start children that keep every
+        # inheritable fd; the supervisor's end of the link must not be one of them.
+        sibling = subprocess.Popen([sys.executable, KIDS, "sleeper"], close_fds=False)
+        try:
+            assert child.link is not None
+            child.close_link()  # what the supervisor's death does to its end
+            # The shim reads EOF: SIGTERM to the group (ignored), the grace, then SIGKILL.
+            async with asyncio.timeout(30):
+                code = await asyncio.shield(child.exited)
+            assert sibling.poll() is None
+        finally:
+            sibling.kill()
+            sibling.wait()
+        return code, program
+
+    code, program = asyncio.run(scenario())
+    assert code == -signal.SIGKILL
+    wait_until(lambda: gone(program), timeout=10, what="program gone")

@@ -22,7 +22,8 @@ in the same group, so the supervisor's group signals reach the program directly.
 
 - on EOF, ends the group: ``SIGTERM`` (+``SIGCONT``), up to GRACE seconds for the program to
   exit, then ``SIGKILL`` to the whole group, itself included;
-- forwards TERM/INT/HUP/USR1/USR2/QUIT sent to it alone (``kill <shim pid>``) to the program;
+- forwards signals sent to it alone (``kill <shim pid>``: TERM, INT, HUP, QUIT, USR1, USR2
+  and every other catchable one but job control and faults) to the program;
 - reaps every child it gets (on Linux the supervisor makes it a subreaper, so orphaned
   grandchildren come to it) and exits with the program's status: a signal death is re-raised
   as the same signal, so the supervisor's "killed by signal N" reporting stays true;
@@ -37,13 +38,36 @@ import signal
 import sys
 import time
 
-FORWARDED = (
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGHUP,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGQUIT,
+#: Not forwarded: uncatchable, job control (the shim stops and continues with its group),
+#: faults of the shim's own, and the two Python ignores (a group signal still reaches the
+#: program). Every other signal (TERM, INT, HUP, QUIT, USR1, USR2, ALRM, WINCH, ...) is
+#: caught, so a ``stop.signal`` of any of them never kills the shim before the program.
+NOT_FORWARDED = frozenset(
+    getattr(signal, name)
+    for name in (
+        "SIGKILL",
+        "SIGSTOP",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGSEGV",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGSYS",
+        "SIGPIPE",
+        "SIGXFSZ",
+    )
+    if hasattr(signal, name)
+)
+FORWARDED = tuple(
+    sig
+    for sig in signal.Signals
+    if sig not in NOT_FORWARDED and sig.name.startswith("SIG") and not sig.name.startswith("SIGRT")
 )
 #: Signals whose default action dumps core: re-raised with core dumps off.
 CORE_SIGNALS = frozenset(
@@ -193,8 +217,7 @@ class Shim:
 
     def end_group(self) -> None:
         """The supervisor is gone: end the whole group, the shim with it."""
-        for signum in FORWARDED:
-            signal.signal(signum, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the group's TERM is not for us
         group = os.getpgrp()
         for signum in (signal.SIGTERM, signal.SIGCONT):
             with contextlib.suppress(OSError):
