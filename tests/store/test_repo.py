@@ -3,8 +3,12 @@ keyset and offset pagination, JSON columns, versioned saves, Conflict/NotFound m
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import pickle
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,10 +22,22 @@ from bastion.store.repo import (
     encode_cursor,
     expect_changed,
     from_json,
+    json_column,
     paginate,
+    row_factory,
     save_version,
     to_json,
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    id: int
+    name: str
+    meta: dict[str, Any] | None = json_column()
+
+
+ITEM = row_factory(Item, ("id", "name", "meta"))
 
 COLUMNS = {"id": "id", "name": "name", "kind": "kind", "score": "score"}
 SORT = Sort({"id": "id", "name": "name", "score": "score"}, default="id")
@@ -231,3 +247,49 @@ def test_versioned_save_inserts_next_version_and_moves_pointer_atomically(db: Da
                 pointer_column="current_version",
             )
         )
+
+
+def test_row_factory_rows_equal_init_built_rows_in_every_way(db: Database) -> None:
+    row = db.query_one("SELECT id, name, meta FROM items WHERE name = 'item03'")
+    assert row is not None
+    built = ITEM(row)
+    made = Item(row[0], "item03", {"i": 3})
+    assert built == made
+    assert repr(built) == repr(made) == "Item(id=4, name='item03', meta={'i': 3})"
+    assert dataclasses.asdict(built) == {"id": 4, "name": "item03", "meta": {"i": 3}}
+    assert dataclasses.replace(built, name="x") == Item(4, "x", {"i": 3})
+    assert pickle.loads(pickle.dumps(ITEM(row))) == made
+    assert copy.deepcopy(ITEM(row)) == made
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.meta = {}  # type: ignore[misc]
+    assert Item(1, "n").meta is None  # the declared default
+    assert ITEM((5, "n", None)).meta is None  # SQL NULL
+
+
+def test_json_column_decodes_once_on_first_read_and_keeps_the_value(db: Database) -> None:
+    built = ITEM((1, "n", '{"a": [1, 2]}'))
+    assert "meta" not in vars(built)  # not decoded by building the row
+    first = built.meta
+    assert first == {"a": [1, 2]}
+    assert built.meta is first  # decoded once, then kept
+    with pytest.raises(ValueError, match="Expecting"):
+        _ = ITEM((1, "n", "{not json")).meta  # a damaged column fails loudly when read
+
+
+def test_row_factory_refuses_what_it_cannot_build() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Slotted:
+        id: int
+
+    @dataclasses.dataclass
+    class Mutable:
+        id: int
+
+    with pytest.raises(TypeError, match="without slots"):
+        row_factory(Slotted, ("id",))
+    with pytest.raises(TypeError, match="frozen dataclass"):
+        row_factory(Mutable, ("id",))
+    with pytest.raises(TypeError, match="must name each field"):
+        row_factory(Item, ("id", "name"))
+    with pytest.raises(TypeError, match="must name each field"):
+        row_factory(Item, ("id", "name", "meta", "id"))

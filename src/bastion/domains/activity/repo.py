@@ -11,27 +11,28 @@ import time
 from typing import Any
 
 from bastion.domains.activity import queries as q
-from bastion.store.engine import Row, WriteTx
-from bastion.store.repo import Page, Repo, Where, from_json, paginate, to_json
+from bastion.store.engine import WriteTx
+from bastion.store.repo import Page, Repo, Where, json_column, paginate, row_factory, to_json
 
 __all__ = ["Activity", "ActivityRepo"]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+# Not slots=True: rows read back are built by ``row_factory`` into the instance dict, with
+# ``details`` decoded on first use (a get-by-id stays near a raw fetchone; see store/repo.py).
+@dataclasses.dataclass(frozen=True)
 class Activity:
     id: int
     ts: float
     actor: str
     action: str
     subject: str
-    details: dict[str, Any] | None = None
+    details: dict[str, Any] | None = json_column()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _activity(row: Row) -> Activity:
-    return Activity(row[0], row[1], row[2], row[3], row[4], from_json(row[5]))
+_activity = row_factory(Activity, ("id", "ts", "actor", "action", "subject", "details"))
 
 
 def _check(actor: str, action: str) -> None:
