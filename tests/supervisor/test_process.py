@@ -338,3 +338,15 @@ def test_the_link_is_not_inherited_so_its_eof_comes_even_with_other_children(
     code, program = asyncio.run(scenario())
     assert code == -signal.SIGKILL
     wait_until(lambda: gone(program), timeout=10, what="program gone")
+
+
+@parametrize_parent_death
+def test_a_nul_in_an_env_value_is_spawn_failed_naming_the_key_only(
+    parent_death: ParentDeath,
+) -> None:
+    async def scenario() -> None:
+        with pytest.raises(SpawnFailed, match="TOKEN contains NUL") as err:
+            await spawn(spec("sleeper"), {"TOKEN": "sec\0ret-value"}, parent_death=parent_death)
+        assert "ret-value" not in str(err.value) + repr(err.value.details)
+
+    asyncio.run(scenario())

@@ -325,6 +325,11 @@ async def spawn(
     ``parent_death`` picks how the child dies with the supervisor (see the module docstring).
     """
     mode = parent_death_mode(parent_death)
+    for key, value in env.items():
+        if "\0" in value:
+            # exec cannot pass it (and it would split the shim's framing). Name the key only:
+            # the value may be a secret.
+            raise _spawn_failed(spec, f"the value of environment variable {key} contains NUL")
     pipe = asyncio.subprocess.PIPE
     devnull = asyncio.subprocess.DEVNULL
     stdio = spec.stdio_probe
@@ -362,9 +367,8 @@ async def spawn(
             preexec_fn=_child_setup(os.getpid(), pdeathsig=mode == "pdeathsig"),
         )
     except OSError as err:
-        if ours is not None and theirs is not None:
+        if ours is not None:
             ours.close()
-            theirs.close()
         raise _spawn_failed(spec, err.strerror or str(err)) from err
     finally:
         if theirs is not None:
@@ -407,8 +411,8 @@ async def _shim_handshake(
     payload = b"\0".join(os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items())
     reply = b""
     try:
-        await loop.sock_sendall(link, b"%d\n" % len(payload) + payload)
         async with asyncio.timeout(SHIM_HANDSHAKE_S):
+            await loop.sock_sendall(link, b"%d\n" % len(payload) + payload)
             while not reply.endswith(b"\n"):
                 chunk = await loop.sock_recv(link, 64)
                 if not chunk:
