@@ -520,6 +520,42 @@ def test_a_thread_writing_in_a_loop_does_not_starve_another(tmp_path: Path) -> N
         assert last_other < last_busy  # the other caller finished while the loop still ran
 
 
+def test_a_caller_bypassed_too_long_gets_the_writer_before_the_next_retake(
+    tmp_path: Path,
+) -> None:
+    """The anti-starvation rule itself: once a waiter has waited past the bypass bound, the
+    thread that just released the writer steps aside when it writes again, so the waiter's
+    unit commits first (without the rule the releasing thread, still running, retakes the
+    lock before the woken waiter)."""
+    with Database.open(tmp_path / "f.db") as database:
+        database.write(lambda tx: tx.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT)"))
+        release = threading.Event()
+
+        def hold(tx: WriteTx) -> None:
+            tx.execute("INSERT INTO t(who) VALUES ('hog-1')")
+            assert release.wait(30)
+
+        def hog() -> None:
+            database.write(hold)
+            database.write(lambda tx: tx.execute("INSERT INTO t(who) VALUES ('hog-2')"))
+
+        first = threading.Thread(target=hog)
+        first.start()
+        wait_until(lambda: database.scalar("SELECT 1") == 1 and database._leader is not None)
+        waiter = threading.Thread(
+            target=lambda: database.write(
+                lambda tx: tx.execute("INSERT INTO t(who) VALUES ('waiter')")
+            )
+        )
+        waiter.start()
+        wait_until(lambda: database._starving == 1)  # waited past the bound, said so
+        release.set()
+        first.join(30)
+        waiter.join(30)
+        order = [who for (who,) in database.query("SELECT who FROM t ORDER BY id")]
+        assert order == ["hog-1", "waiter", "hog-2"]
+
+
 _OPENER = textwrap.dedent(
     """
     import os, sys, time
