@@ -64,6 +64,8 @@ Params = Sequence[Any] | dict[str, Any]
 _MAX_GROUP = 256
 #: Longest pause a group-commit leader makes for writers about to queue again (see _gather).
 _GATHER_MAX_S = 0.0005
+#: Commits faster than this had no fsync to share: the leader does not wait for more units.
+_GATHER_MIN_COMMIT_S = 0.00005
 
 
 class ReadTx:
@@ -285,8 +287,8 @@ class Database:
         # Callers that have waited _MAX_BYPASS_S for the lock (anti-starvation, see write).
         # ``_turns`` guards the count and wakes callers that stepped aside once they are in.
         self._starving = 0
-        # Group commit: the writer threads of the last two groups, and how long the last
-        # COMMIT took (what a pause to gather more units is weighed against).
+        # Group commit: the writer threads of the last two groups, and how long a COMMIT takes
+        # (a moving average: what a pause to gather more units is weighed against).
         self._owners: tuple[set[int], set[int]] = (set(), set())
         self._last_commit_s = 0.0
         self._turns = threading.Condition(threading.Lock())
@@ -583,9 +585,11 @@ class Database:
         3 with 4 writers): two fsyncs where one would do. PostgreSQL's ``commit_delay`` /
         ``commit_siblings`` answer the same problem: wait briefly, and only when other writers
         are active. Here "active" is the distinct threads of the last two groups, and the wait
-        is at most half of the last commit's duration (an fsync under synchronous=FULL) and
+        is at most half of a commit's average duration (an fsync under synchronous=FULL) and
         never more than _GATHER_MAX_S, so it costs little when nobody comes.
         """
+        if self._last_commit_s < _GATHER_MIN_COMMIT_S:
+            return  # a commit without an fsync is cheaper than the hand-offs a wait costs
         expected = len(self._owners[0] | self._owners[1])
         if expected <= 1 or len(pending) + 1 >= expected:
             return
@@ -675,7 +679,8 @@ class Database:
         try:
             started = time.monotonic()
             conn.execute("COMMIT")
-            self._last_commit_s = time.monotonic() - started
+            # Smoothed: one fast fsync (the disk cache had room) must not switch gathering off.
+            self._last_commit_s += (time.monotonic() - started - self._last_commit_s) / 8
         except apsw.Error as err:
             mapped = translate(err, path=str(self.path), what="committing")
             with contextlib.suppress(apsw.Error):
