@@ -32,6 +32,7 @@ from bastion.errors import NotFound
 from bastion.store.engine import Database, ReadTx, Row, WriteTx
 
 __all__ = [
+    "JsonColumn",
     "Page",
     "Repo",
     "Sort",
