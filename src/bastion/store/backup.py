@@ -3,14 +3,20 @@
 A backup is a pair in ``backups/``: ``<db>-<utc>.db`` and its manifest ``<db>-<utc>.db.json``.
 
 Creating one (:func:`create_backup`) never stops writers. A separate read-only connection opens
-a read transaction first, so the SQLite backup API copies *one snapshot* in steps while the
-writer keeps committing into the WAL (without the open transaction, every commit by another
-connection would restart the copy, and a busy database would never finish). The copy goes to a
-temporary file in ``backups/``, is switched to rollback-journal mode (a backup must be one
-self-contained file, with no ``-wal`` to lose), verified (``quick_check``, page count, schema
-fingerprint against the source snapshot), hashed (SHA-256), and only then renamed into place,
-followed by its manifest. A crash at any point leaves either no backup or a complete one; a
-``.db`` without a manifest is listed as unverified and never used for a restore.
+a read transaction first, so the copy is of *one snapshot* while the writer keeps committing
+into the WAL. When a checkpoint has put every page of that snapshot into the database file
+(the usual case, see :func:`_pin_snapshot`), the file's pages are copied in large chunks and
+hashed on the way ("file"); otherwise the SQLite backup API copies the snapshot page by page
+("backup-api"; without the open transaction every commit by another connection would restart
+it). The copy goes to a temporary file in ``backups/``, in rollback-journal mode (a backup
+must be one self-contained file, with no ``-wal`` to lose), is fsynced, verified
+(``quick_check``, page count, schema fingerprint against the source snapshot, SHA-256), and
+only then renamed into place, followed by its manifest. A crash at any point leaves either no
+backup or a complete one; a ``.db`` without a manifest is listed as unverified and never used
+for a restore.
+
+This module never opens (and so never closes) the live database file or its ``-shm``: closing
+any descriptor of a file drops every POSIX lock the process holds on it, SQLite's included.
 
 :func:`restore_backup` verifies a backup fully (manifest, hash, ``quick_check``, schema, row
 counts) before touching anything; then it moves the live database and its ``-wal`` and ``-shm``
@@ -688,9 +694,7 @@ def _take_copy(
             raise _backup_error(err, db.path) from err
         except OSError as err:
             _unlink_quietly(tmp)
-            raise StoreIOError(
-                f"cannot write backup {tmp}: {err.strerror or err}", path=str(tmp)
-            ) from err
+            raise _os_error(err, tmp) from err
         except BaseException:
             _unlink_quietly(tmp)
             raise
@@ -922,6 +926,14 @@ class _VfsMover:
             self._dst.xClose()
         finally:
             self._src.xClose()
+
+
+def _os_error(err: OSError, tmp: Path) -> StoreIOError:
+    full = err.errno in {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+    what = "disk full" if full else "I/O error"
+    return StoreIOError(
+        f"{what} writing backup {tmp.name}: {err.strerror or err}", path=str(tmp.parent)
+    )
 
 
 def _short_source(at: int) -> BackupError:
