@@ -31,9 +31,11 @@ def test_fresh_home_has_core_tables_repos_and_app_namespace(home: Config) -> Non
     assert states["core"]["applied"] == ["0001_core"]
     assert states["notes_app"]["applied"] == ["0001_notes", "0002_tags"]
     assert states["notes_app"]["pending"] == []
-    # A brand-new file has nothing worth a backup: core gets none (the app's namespace, run
-    # after core created its tables, does).
+    # A brand-new file has nothing worth a backup: `init` (core, supervisor) takes none; the
+    # app's namespace, migrated by the open after init, does.
     assert list(home.backups_dir.glob("pre-migrate-core-*")) == []
+    assert list(home.backups_dir.glob("pre-migrate-supervisor-*")) == []
+    assert len(list(home.backups_dir.glob("pre-migrate-notes_app-*"))) == 1
 
 
 def test_reopening_with_a_new_app_migration_backs_up_first(home: Config) -> None:
@@ -50,4 +52,4 @@ def test_reopening_with_a_new_app_migration_backs_up_first(home: Config) -> None
     (backup,) = home.backups_dir.glob("pre-migrate-notes_app-0002_tags-*.db")
     assert backup.stat().st_mode & 0o777 == 0o600
     assert "backup.created" in kinds
-    assert kinds.count("migration.applied") == 3
+    assert kinds.count("migration.applied") == 4  # core, supervisor, notes_app x 2

@@ -24,14 +24,16 @@ def _home(tmp_path: Path) -> Path:
     return home
 
 
-def test_status_shows_core_migrations(tmp_path: Path) -> None:
+def test_status_shows_every_namespace_of_bastion_db(tmp_path: Path) -> None:
     home = _home(tmp_path)
     code, out, _ = _run(home, "db", "status")
     assert code == 0
     assert "migrations core: 1 applied, 0 pending (none); last 0001_core at " in out
-    (state,) = json.loads(_run(home, "db", "status", "--json")[1])["migrations"]
-    assert state["applied"] == ["0001_core"]
-    assert state["problem"] is None
+    assert "migrations supervisor: 1 applied, 0 pending (none); last 0001_supervisor at " in out
+    states = json.loads(_run(home, "db", "status", "--json")[1])["migrations"]
+    assert [s["namespace"] for s in states] == ["core", "supervisor"]
+    assert [s["applied"] for s in states] == [["0001_core"], ["0001_supervisor"]]
+    assert [s["problem"] for s in states] == [None, None]
 
 
 def test_edited_core_migration_refuses_then_accept_edited_records_it(tmp_path: Path) -> None:

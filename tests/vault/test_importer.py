@@ -18,6 +18,7 @@ from bastion.errors import ImportFailed
 from bastion.vault import Vault
 from bastion.vault.importer import import_file, looks_secret, migrate_bundled_json, parse_env
 from bastion.vault.rules import HttpsUrl
+from bastion.vault.secret import REFERENCE_PREFIX
 
 from ..helpers import wait_until
 
@@ -289,7 +290,8 @@ _keys = st.from_regex(r"[A-Z][A-Z0-9_]{0,11}_(API_KEY|TOKEN|SECRET)", fullmatch=
 @given(
     entries=st.dictionaries(
         _keys,
-        _env_values.filter(
+        # A value that is already a reference ("secret:...") is left as it is, by design.
+        _env_values.filter(lambda v: not v.startswith(REFERENCE_PREFIX)).filter(
             lambda v: (
                 v.lower()
                 not in {

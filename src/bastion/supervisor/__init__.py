@@ -3,11 +3,27 @@
 ``Supervisor`` is the entry point; ``ServiceSpec`` (``spec.py``) describes a service;
 ``SecretSource`` is the protocol through which ``app.py`` lends it the vault. The supervisor
 never imports ``bastion.vault``.
+
+The names below load on first use (PEP 562): ``bastion.supervisor.migrations`` is imported
+on every home open (its namespace is part of ``bastion.db``) and must not pull in the
+supervisor itself.
 """
 
-from bastion.supervisor.spec import ServiceSpec, load_spec, load_specs, parse_spec, validate_dir
-from bastion.supervisor.states import BreakerState, ServiceState
-from bastion.supervisor.supervisor import SecretSource, ServiceStatus, Supervisor
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bastion.supervisor.spec import (
+        ServiceSpec,
+        load_spec,
+        load_specs,
+        parse_spec,
+        validate_dir,
+    )
+    from bastion.supervisor.states import BreakerState, ServiceState
+    from bastion.supervisor.supervisor import SecretSource, ServiceStatus, Supervisor
 
 __all__ = [
     "BreakerState",
@@ -21,3 +37,29 @@ __all__ = [
     "parse_spec",
     "validate_dir",
 ]
+
+_HOME = {
+    "BreakerState": "bastion.supervisor.states",
+    "ServiceState": "bastion.supervisor.states",
+    "SecretSource": "bastion.supervisor.supervisor",
+    "ServiceStatus": "bastion.supervisor.supervisor",
+    "Supervisor": "bastion.supervisor.supervisor",
+    "ServiceSpec": "bastion.supervisor.spec",
+    "load_spec": "bastion.supervisor.spec",
+    "load_specs": "bastion.supervisor.spec",
+    "parse_spec": "bastion.supervisor.spec",
+    "validate_dir": "bastion.supervisor.spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bastion.supervisor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

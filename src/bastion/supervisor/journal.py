@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bastion.store import Database, WriteTx
+from bastion.supervisor.migrations import supervisor_namespace
 from bastion.supervisor.policy import PolicyState
 from bastion.supervisor.process import ProcRecord
 from bastion.supervisor.states import BreakerState, ServiceState
@@ -23,13 +24,6 @@ from bastion.supervisor.states import BreakerState, ServiceState
 __all__ = ["EVENT_KIND", "Journal", "StoredService", "supervisor_namespace"]
 
 EVENT_KIND = "service.transition"
-
-
-def supervisor_namespace() -> Any:
-    """The ``supervisor`` migrations namespace (tables above)."""
-    from bastion.store.migrations import Namespace
-
-    return Namespace.from_package("supervisor", "bastion.supervisor.migrations")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

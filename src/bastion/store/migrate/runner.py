@@ -472,6 +472,12 @@ class Migrator:
                 changes=SchemaDiff((), (), ()),
             )
         before = schema_objects(reader)
+        # An empty database (a fresh install) has nothing a backup could save, and neither
+        # has what this run creates in it: later namespaces of the same run take no backup
+        # either, unless a non-transactional step might need undoing.
+        fresh = not reader.scalar(
+            "SELECT count(*) FROM sqlite_master WHERE name != ?", (HISTORY_TABLE,)
+        )
         applied: list[AppliedMigration] = []
         accepted: list[str] = []
         backups: list[Path] = []
@@ -481,13 +487,8 @@ class Migrator:
             if not plan.pending:
                 continue
             backup: Path | None = None
-            # An empty database (a fresh install) has nothing a backup could save, unless a
-            # non-transactional step might need undoing.
-            empty = not reader.scalar(
-                "SELECT count(*) FROM sqlite_master WHERE name != ?", (HISTORY_TABLE,)
-            )
             if backups_dir is not None and not (
-                empty and all(m.transactional for m in plan.pending)
+                fresh and all(m.transactional for m in plan.pending)
             ):
                 first = plan.pending[0]
                 backup = backups_dir / f"pre-migrate-{ns.name}-{first.id}-{_utc_stamp()}.db"
