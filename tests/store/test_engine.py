@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import subprocess
 import sys
 import textwrap
@@ -597,3 +598,46 @@ def test_processes_creating_the_same_new_file_at_once_never_see_busy(
         assert out.strip() == "ok"
     with Database.open(path) as database:
         assert database.scalar("SELECT count(*) FROM t") == 6
+
+
+def _my_locks(path: Path) -> list[str]:
+    """This process's POSIX locks on ``path``'s inode, from /proc/locks."""
+    st = path.stat()
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    found = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields:
+            continue  # a waiter's line, not a lock held
+        if fields[4] == str(os.getpid()) and fields[5] == inode:
+            found.append(fields[3])
+    return found
+
+
+@pytest.mark.posix
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs /proc/locks (Linux)")
+def test_opening_a_file_this_process_has_open_keeps_its_sqlite_locks(tmp_path: Path) -> None:
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it
+    (howtocorrupt.html 2.2). The open-time header check and recovery probe read the live
+    file and its -shm; they must not close a descriptor of their own on them."""
+    path = tmp_path / "locks.db"
+    with Database.open(path) as first:
+        first.write(lambda tx: tx.execute("CREATE TABLE t(x)"))
+
+        def inside_a_read(tx: ReadTx) -> tuple[list[str], list[str], list[str], list[str]]:
+            tx.query("SELECT * FROM t")
+            shm = Path(str(path) + "-shm")
+            before = (_my_locks(path), _my_locks(shm))
+            with Database.open(path) as second:
+                second.query("SELECT * FROM t")
+            from bastion.store.recovery import open_check
+
+            open_check(path, StoreConfig())
+            return (*before, _my_locks(path), _my_locks(shm))
+
+        db_before, shm_before, db_after, shm_after = first.read(inside_a_read)
+    # The read holds locks on both files (so the test can see one go missing).
+    assert db_before
+    assert shm_before
+    assert sorted(db_after) == sorted(db_before)
+    assert set(shm_before) <= set(shm_after)

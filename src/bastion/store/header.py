@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bastion.errors import NotADatabase, StoreOpenError
+from bastion.store._rawread import read_head
 
 __all__ = ["check_header"]
 
@@ -28,8 +29,8 @@ def check_header(path: Path) -> None:
     if size == 0:
         return  # SQLite treats an empty file as a new database
     try:
-        with open(path, "rb") as handle:
-            header = handle.read(100)
+        # Not open(): this process may have connections to the file (see _rawread).
+        header = read_head(path, 100)
     except OSError as err:
         raise StoreOpenError(f"cannot read {path}: {err.strerror}", path=str(path)) from err
     if len(header) < 100 or not header.startswith(_SQLITE_HEADER):

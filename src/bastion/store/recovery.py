@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import apsw
 
 from bastion._fs import atomic_write, ensure_private_dir
+from bastion.store._rawread import read_head
 from bastion.store.backup import (
     BackupInfo,
     EventSink,
@@ -114,8 +115,7 @@ def _has_backup(backups_dir: Path | None, db_name: str) -> bool:
 
 def _shm_frames(shm: Path) -> int:
     try:
-        with open(shm, "rb") as handle:
-            hdr = handle.read(48)
+        hdr = read_head(shm, 48)  # not open(): it would drop this process's shm locks
     except OSError:
         return 0
     if len(hdr) < 48:
@@ -155,8 +155,7 @@ def open_check(
         if (wal.exists() and wal.stat().st_size > 0) or _has_backup(backups_dir, name):
             return done(CheckKind.EMPTY, f"{path} was truncated to 0 bytes")
         return done(CheckKind.NEW, "empty file: a new database")
-    with open(path, "rb") as handle:
-        header = handle.read(100)
+    header = read_head(path, 100)  # not open(): see _rawread
     if len(header) < 100 or not header.startswith(_HEADER):
         return done(
             CheckKind.NOT_A_DATABASE,

@@ -1,0 +1,58 @@
+"""Reading the first bytes of a live database file (or its ``-shm``) without dropping locks.
+
+POSIX advisory locks belong to the process and the inode: closing *any* descriptor of a file
+releases every lock the process holds on it, including those SQLite's own connections hold
+(https://sqlite.org/howtocorrupt.html, section 2.2). A plain ``open(path).read()`` of a
+database that another connection of this process has open can therefore release that
+connection's SHARED lock on the main file or its read-mark and DMS locks on ``-shm``; another
+process may then checkpoint and reset the WAL underneath it.
+
+SQLite's unix VFS guards its own descriptors (a close is deferred while locks are held), but
+not ours. So: when this process already has the file open, read through one of those
+descriptors with ``pread`` (nothing is opened, nothing closed); only a file this process does
+not have open is opened and closed, and then there are no locks of ours to lose.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["read_head"]
+
+_FD_DIRS = ("/proc/self/fd", "/dev/fd")
+
+
+def _open_descriptor(path: Path) -> int | None:
+    """A descriptor of this process open on ``path``'s inode, if there is one."""
+    try:
+        target = os.stat(path)
+    except OSError:
+        return None
+    for fd_dir in _FD_DIRS:
+        try:
+            names = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for name in names:
+            try:
+                fd = int(name)
+                st = os.fstat(fd)
+            except (ValueError, OSError):
+                continue
+            if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+                return fd
+        return None
+    return None
+
+
+def read_head(path: Path, size: int) -> bytes:
+    """Up to ``size`` bytes from the start of ``path`` (``OSError`` as ``open`` raises it)."""
+    fd = _open_descriptor(path)
+    if fd is not None:
+        try:
+            return os.pread(fd, size, 0)
+        except OSError:
+            pass  # closed meanwhile by its owner: no descriptor of ours is left to protect
+    with open(path, "rb") as handle:
+        return handle.read(size)
