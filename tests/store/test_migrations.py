@@ -245,6 +245,13 @@ def test_failing_migration_leaves_content_identical_and_a_verified_backup(
     raw = apsw.Connection(str(backup), flags=apsw.SQLITE_OPEN_READONLY)
     assert raw.execute("SELECT v FROM a").fetchall() == [("keep",)]
     raw.close()
+    # Made by the store's one backup routine: a manifest, deep-verifiable like any backup.
+    from bastion.store.backup import verify_backup
+
+    info = verify_backup(backup, deep=True)
+    assert info.verified, info.problem
+    assert info.manifest is not None
+    assert info.manifest["row_counts"]["a"] == 1
 
 
 def test_failing_python_migration_rolls_back_its_earlier_writes(db: Database) -> None:

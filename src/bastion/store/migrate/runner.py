@@ -23,9 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from bastion._fs import atomic_replace, ensure_private_dir
 from bastion.errors import (
-    BackupError,
     BaselineMismatch,
     BastionError,
     MigrationCheckFailed,
@@ -33,6 +31,7 @@ from bastion.errors import (
     MigrationFailed,
 )
 from bastion.store._errors import translate
+from bastion.store.backup import create_backup
 from bastion.store.engine import ReadTx, WriteTx
 from bastion.store.migrate._common import (
     HISTORY_TABLE,
@@ -269,42 +268,6 @@ def _quick_check(conn: apsw.Connection) -> list[str]:
     return [] if rows == ["ok"] else rows
 
 
-def _backup_to(conn: apsw.Connection, target: Path) -> None:
-    """Online backup of ``conn``'s main database into ``target`` (atomic, 0600, verified)."""
-    ensure_private_dir(target.parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        dst = apsw.Connection(str(tmp))
-        try:
-            with dst.backup("main", conn, "main") as backup:
-                while not backup.done:
-                    backup.step(1024)
-            # One self-contained file: no -wal companion to lose.
-            dst.pragma("journal_mode", "delete")
-            problems = _quick_check(dst)
-        finally:
-            dst.close()
-        if problems:
-            raise BackupError(
-                f"pre-migration backup {target} failed quick_check: {problems[:3]}",
-                path=str(target),
-            )
-        atomic_replace(tmp, target)
-    except apsw.Error as err:
-        raise BackupError(
-            f"pre-migration backup to {target} failed: {err}", path=str(target)
-        ) from err
-    except OSError as err:
-        raise BackupError(
-            f"pre-migration backup to {target} failed: {err.strerror}", path=str(target)
-        ) from err
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
 def _restore_from(conn: apsw.Connection, backup: Path) -> None:
     """Copy ``backup`` over the live database through ``conn``.
 
@@ -324,8 +287,9 @@ def _rotate(backups_dir: Path, namespace: str, keep: int) -> None:
     """Delete all but the ``keep`` newest pre-migration backups of ``namespace``. Destructive."""
     files = sorted(backups_dir.glob(f"pre-migrate-{namespace}-*.db"), key=lambda p: p.name)
     for old in files[: max(0, len(files) - keep)]:
-        with contextlib.suppress(FileNotFoundError):
-            old.unlink()
+        for path in (old, old.with_name(old.name + ".json")):  # the backup and its manifest
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 class Migrator:
@@ -492,7 +456,10 @@ class Migrator:
             ):
                 first = plan.pending[0]
                 backup = backups_dir / f"pre-migrate-{ns.name}-{first.id}-{_utc_stamp()}.db"
-                _backup_to(conn, backup)
+                # The store's one backup routine: online, verified (quick_check, page count,
+                # schema fingerprint) and with a manifest, so `db backups`, the dashboard and
+                # recovery treat it like any other verified backup.
+                create_backup(self.db, backups_dir, to=backup)
                 backups.append(backup)
                 _rotate(backups_dir, ns.name, self.keep)
                 if sink is not None:
