@@ -33,9 +33,9 @@ def test_fresh_home_has_core_tables_repos_and_app_namespace(home: Config) -> Non
     assert states["notes_app"]["pending"] == []
     # A brand-new file has nothing worth a backup: `init` (core, supervisor) takes none; the
     # app's namespace, migrated by the open after init, does.
-    assert list(home.backups_dir.glob("pre-migrate-core-*")) == []
-    assert list(home.backups_dir.glob("pre-migrate-supervisor-*")) == []
-    assert len(list(home.backups_dir.glob("pre-migrate-notes_app-*"))) == 1
+    assert list(home.backups_dir.glob("pre-migrate-core-*.db")) == []
+    assert list(home.backups_dir.glob("pre-migrate-supervisor-*.db")) == []
+    assert len(list(home.backups_dir.glob("pre-migrate-notes_app-*.db"))) == 1
 
 
 def test_reopening_with_a_new_app_migration_backs_up_first(home: Config) -> None:
