@@ -270,6 +270,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _yield_cpu_to_the_application() -> None:
+    """Lower the calling worker thread's CPU priority (nice +10), so that hashing and checking
+    a backup never delay the application's own threads, its writer above all, on a busy
+    machine. Linux only: there a thread is a task with its own nice value (elsewhere
+    ``setpriority`` would renice the whole process, so nothing is done)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
 class _Sha256Thread:
     """SHA-256 of a file computed on a worker thread; ``result()`` joins and returns it."""
 
@@ -280,6 +290,7 @@ class _Sha256Thread:
         self._thread.start()
 
     def _run(self, path: Path) -> None:
+        _yield_cpu_to_the_application()
         try:
             self._digest = _sha256(path)
         except BaseException as err:  # re-raised in the caller's thread by result()
@@ -318,6 +329,7 @@ class _FollowingSha256:
         self._ranges.put((offset, length))
 
     def _run(self) -> None:
+        _yield_cpu_to_the_application()
         try:
             while (item := self._ranges.get()) is not None and not self._stop.is_set():
                 offset, end = item[0], item[0] + item[1]
@@ -363,6 +375,7 @@ class _QuickCheck:
         self._thread.start()
 
     def _run(self, path: Path, mmap: bool) -> None:
+        _yield_cpu_to_the_application()
         try:
             conn = _open_ro(path, mmap=mmap)
             try:
