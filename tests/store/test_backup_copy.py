@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,12 @@ import apsw
 import pytest
 
 from bastion.store import Database
-from bastion.store.backup import create_backup, read_source_state, verify_backup
+from bastion.store.backup import (
+    _sqlite_descriptor,
+    create_backup,
+    read_source_state,
+    verify_backup,
+)
 from tests.helpers import wait_until
 from tests.store.opsfixtures import ITEMS_DDL, add_items, count_items, integrity, make_items_db
 
@@ -254,3 +260,23 @@ def test_a_full_disk_during_the_file_copy_is_a_store_io_error_and_leaves_nothing
     assert [p.name for p in backups.iterdir()] == []
     assert count_items(db_path) == 3000
     assert integrity(db_path) == ["ok"]
+
+
+def test_the_default_vfs_copy_reads_through_sqlites_own_descriptor(tmp_path: Path) -> None:
+    # The file copy reads the live database through the descriptor SQLite holds (a descriptor
+    # of our own would have to be closed, dropping this process's locks). If a new SQLite
+    # ever lays out its unix file object differently, the lookup must say so here, not fall
+    # back silently to the slower VFS reads that hold the GIL.
+    db = make_items_db(tmp_path / "bastion.db", 50)
+    src = apsw.Connection(str(db.path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        src.execute("SELECT count(*) FROM items").fetchall()
+        fd = _sqlite_descriptor(src, db.path)
+        assert fd is not None
+        assert os.fstat(fd).st_ino == os.stat(db.path).st_ino
+        other = tmp_path / "other.db"
+        other.write_bytes(b"")
+        assert _sqlite_descriptor(src, other) is None  # another file: refused
+    finally:
+        src.close()
+        db.close()

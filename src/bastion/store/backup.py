@@ -353,7 +353,7 @@ class _FollowingSha256:
         if self._error is not None:
             raise self._error
         if self._hashed != expected_bytes:
-            raise RuntimeError(f"hashed {self._hashed} bytes of {expected_bytes}")
+            raise BackupError(f"hashed {self._hashed} bytes of a {expected_bytes}-byte backup")
         return self._digest.hexdigest()
 
     def abandon(self) -> None:
@@ -836,6 +836,8 @@ def _sqlite_descriptor(src: apsw.Connection, db_path: Path) -> int | None:
     """
     pointer = ctypes.c_void_p()
     try:
+        if str(src.vfsname("main") or "") != "unix":
+            return None  # another VFS: its file object is laid out differently
         src.file_control("main", apsw.SQLITE_FCNTL_FILE_POINTER, ctypes.addressof(pointer))
     except apsw.Error:
         return None
