@@ -1090,12 +1090,15 @@ def _check_against(path: Path, manifest: Mapping[str, Any], size: int, *, deep: 
         return f"size {size} != manifest {manifest.get('size_bytes')} (truncated or replaced)"
     if not deep:
         return None
-    if _sha256(path) != manifest.get("sha256"):
-        return "SHA-256 does not match the manifest (the file was modified or damaged)"
+    sha = _Sha256Thread(path)  # hashing and checking at once, on both cores
     try:
         facts = inspect_file(path)
     except StoreError as err:
+        if sha.result() != manifest.get("sha256"):
+            return "SHA-256 does not match the manifest (the file was modified or damaged)"
         return f"unreadable: {err.message}"
+    if sha.result() != manifest.get("sha256"):
+        return "SHA-256 does not match the manifest (the file was modified or damaged)"
     if not facts.ok:
         return f"quick_check failed: {'; '.join(facts.quick_check[:3])}"
     if facts.schema_fingerprint != manifest.get("schema_fingerprint"):
