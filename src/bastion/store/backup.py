@@ -42,7 +42,6 @@ import logging
 import os
 import queue
 import shutil
-import struct
 import sys
 import threading
 import time
@@ -91,8 +90,8 @@ __all__ = [
 log = logging.getLogger("bastion.store.backup")
 
 MANIFEST_FORMAT = 1
-#: Pages copied per backup step: small enough that the source read lock is shared often and
-#: progress moves, large enough that the per-step overhead is noise (4096 x 4 KiB = 16 MiB).
+#: Pages per backup step (backup API) or chunk (file copy): progress moves, and the per-step
+#: overhead is noise (4096 x 4 KiB = 16 MiB).
 DEFAULT_STEP_PAGES = 4096
 COMPANIONS = ("-wal", "-shm")
 #: Upper bound of one chunk of the file copy (``step_pages`` pages otherwise): the kernel
@@ -103,8 +102,6 @@ _VFS_WRITE_BYTES = 64 * 1024
 #: How often a backup asks for a checkpoint and a fresh snapshot before it settles for the
 #: backup API (see :func:`_pin_snapshot`).
 _PIN_ATTEMPTS = 2
-_WAL_INDEX_VERSION = 3007000
-_WAL_INDEX_HDR = struct.Struct("=IIIBBHII8s8s8s")  # sqlite's WalIndexHdr, native byte order
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 #: copy_file_range errors that mean "not here" (another file system, no kernel support).
 _NO_COPY_FILE_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM}
