@@ -74,6 +74,10 @@ class _Recorder:
         self.seen.append((sql, list(params)))
         return self.db.query_one(sql, params)
 
+    def lookup(self, sql: str, params: Any = ()) -> tuple[Any, ...] | None:
+        self.seen.append((sql, list(params)))
+        return self.db.lookup(sql, params)
+
 
 # (repository call, index it must use, whether SQLite may sort in a temporary b-tree)
 REPO_CALLS: list[tuple[str, Callable[[Any], object], str, bool]] = [

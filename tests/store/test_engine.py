@@ -641,3 +641,24 @@ def test_opening_a_file_this_process_has_open_keeps_its_sqlite_locks(tmp_path: P
     assert shm_before
     assert sorted(db_after) == sorted(db_before)
     assert set(shm_before) <= set(shm_after)
+
+
+def test_lookup_returns_the_one_row_or_none_and_refuses_many(tmp_path: Path) -> None:
+    with Database.open(tmp_path / "l.db") as database:
+        database.write(lambda tx: tx.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT)"))
+        database.write(lambda tx: tx.executemany("INSERT INTO t(k) VALUES (?)", [("a",), ("a",)]))
+        assert database.lookup("SELECT id, k FROM t WHERE id = ?", (2,)) == (2, "a")
+        assert database.lookup("SELECT id, k FROM t WHERE id = ?", (9,)) is None
+        with pytest.raises(StoreError, match="more than one row"):
+            database.lookup("SELECT id FROM t WHERE k = ?", ("a",))
+        with pytest.raises(StoreError, match="SQL error"):
+            database.lookup("SELECT nope FROM t WHERE id = ?", (1,))
+        # The kept cursors are fine after both failures, and no reader holds a snapshot:
+        # a TRUNCATE checkpoint (which waits for every reader) completes.
+        for _ in range(2 * database.config.readers):
+            assert database.lookup("SELECT k FROM t WHERE id = ?", (1,)) == ("a",)
+        database.write(lambda tx: tx.execute("INSERT INTO t(k) VALUES ('b')"))
+        busy, _, _ = database.run_outside_transaction(
+            lambda tx: tx.query_one("PRAGMA wal_checkpoint(TRUNCATE)")
+        )
+        assert busy == 0

@@ -82,7 +82,7 @@ class ActivityRepo(Repo):
         return Activity(row_id, stamp, actor, action, subject, details)
 
     def get(self, activity_id: int) -> Activity | None:
-        row = self.db.query_one(q.GET, (activity_id,))
+        row = self.db.lookup(q.GET, (activity_id,))
         return None if row is None else _activity(row)
 
     def query(

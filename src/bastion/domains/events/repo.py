@@ -86,7 +86,7 @@ class EventsRepo(Repo):
     emit_tx = staticmethod(emit_tx)
 
     def get(self, event_id: int) -> Event | None:
-        row = self.db.query_one(q.GET, (event_id,))
+        row = self.db.lookup(q.GET, (event_id,))
         return None if row is None else _event(row)
 
     def latest_id(self) -> int:

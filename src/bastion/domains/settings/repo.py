@@ -50,7 +50,7 @@ class SettingsRepo(Repo):
         """The value of ``key``, or ``default`` if unset. With ``type_``, a stored value of
         another type is a ``ValueError`` naming the key (the default is returned as given)."""
         check_key(key)
-        row = self.db.query_one(q.GET, (key,))
+        row = self.db.lookup(q.GET, (key,))
         if row is None:
             return default
         value = json.loads(row[0])
@@ -58,7 +58,7 @@ class SettingsRepo(Repo):
 
     def get_setting(self, key: str) -> Setting:
         check_key(key)
-        row = self.db.query_one(q.GET, (key,))
+        row = self.db.lookup(q.GET, (key,))
         if row is None:
             raise not_set(key)
         return Setting(key, json.loads(row[0]), row[1])
