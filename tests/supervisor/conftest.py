@@ -9,6 +9,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psutil
 import pytest
 
 from bastion.config import StoreConfig, SupervisorConfig
@@ -30,6 +31,15 @@ PARENT_DEATH = [
     ),
     "pipe",
 ]
+parametrize_parent_death = pytest.mark.parametrize("parent_death", PARENT_DEATH)
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting to be reaped counts as gone)."""
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
 
 
 class DictSecrets:

@@ -93,22 +93,18 @@ def spam(count: str, secret_env: str = "") -> None:
 
 def double_fork(pid_file: str) -> None:
     """Fork twice; the grandchild leaves the session (``setsid``), records its pid and lives."""
-    if os.fork() == 0:
-        os.setsid()
-        if os.fork() == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            Path(pid_file + ".tmp").write_text(str(os.getpid()))
-            os.replace(pid_file + ".tmp", pid_file)
-            while True:
-                signal.pause()
-        os._exit(0)
-    while True:
-        signal.pause()
+    _double_fork(pid_file, leave_session=True)
 
 
 def double_fork_in_group(pid_file: str) -> None:
     """Fork twice without ``setsid``: the grandchild (ignoring SIGTERM) stays in the group."""
+    _double_fork(pid_file, leave_session=False)
+
+
+def _double_fork(pid_file: str, *, leave_session: bool) -> None:
     if os.fork() == 0:
+        if leave_session:
+            os.setsid()
         if os.fork() == 0:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             Path(pid_file + ".tmp").write_text(str(os.getpid()))

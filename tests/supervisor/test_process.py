@@ -30,11 +30,10 @@ from bastion.supervisor.process import (
 )
 from bastion.supervisor.spec import ServiceSpec, StopSpec, parse_spec
 from tests.helpers import wait_until
-from tests.supervisor.conftest import PARENT_DEATH
+from tests.supervisor.conftest import gone, parametrize_parent_death
 
 KIDS = str(Path(__file__).with_name("kids.py"))
 pytestmark = pytest.mark.posix
-parametrize_parent_death = pytest.mark.parametrize("parent_death", PARENT_DEATH)
 
 
 def spec(*args: str, **extra: object) -> ServiceSpec:
@@ -47,13 +46,6 @@ def read_pid(path: Path) -> int:
         lambda: path.exists() and path.read_text().strip(), timeout=20, what=f"{path.name} written"
     )
     return int(text)
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 @parametrize_parent_death

@@ -12,7 +12,6 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from bastion.config import SupervisorConfig
@@ -21,11 +20,10 @@ from bastion.supervisor import Supervisor
 from bastion.supervisor.process import ParentDeath
 from bastion.supervisor.states import ServiceState as S
 from tests.helpers import wait_until
-from tests.supervisor.conftest import KIDS, PARENT_DEATH, kid, run
+from tests.supervisor.conftest import KIDS, gone, kid, parametrize_parent_death, run
 
 pytestmark = pytest.mark.posix
 #: End-to-end tests that must hold whichever way children die with the supervisor.
-parametrize_parent_death = pytest.mark.parametrize("parent_death", PARENT_DEATH)
 
 
 def transitions(db: Database, name: str) -> list[dict[str, Any]]:
@@ -34,13 +32,6 @@ def transitions(db: Database, name: str) -> list[dict[str, Any]]:
         (name,),
     )
     return [{"ts": ts, **json.loads(data)} for ts, data in rows]
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 @parametrize_parent_death
