@@ -649,7 +649,7 @@ def test_lookup_returns_the_one_row_or_none_and_refuses_many(tmp_path: Path) -> 
         database.write(lambda tx: tx.executemany("INSERT INTO t(k) VALUES (?)", [("a",), ("a",)]))
         assert database.lookup("SELECT id, k FROM t WHERE id = ?", (2,)) == (2, "a")
         assert database.lookup("SELECT id, k FROM t WHERE id = ?", (9,)) is None
-        with pytest.raises(StoreError, match="more than one row"):
+        with pytest.raises(StoreError, match="more than one row") as many:
             database.lookup("SELECT id FROM t WHERE k = ?", ("a",))
         with pytest.raises(StoreError, match="SQL error"):
             database.lookup("SELECT nope FROM t WHERE id = ?", (1,))
@@ -661,4 +661,5 @@ def test_lookup_returns_the_one_row_or_none_and_refuses_many(tmp_path: Path) -> 
         busy, _, _ = database.run_outside_transaction(
             lambda tx: tx.query_one("PRAGMA wal_checkpoint(TRUNCATE)")
         )
-        assert busy == 0
+        assert busy == 0  # even with the error (and its traceback) still alive
+        assert many.value.hint

@@ -300,7 +300,7 @@ class Database:
         self._last_commit_s = 0.0
         self._turns = threading.Condition(threading.Lock())
         # Group commit pays off when a commit is expensive: under synchronous=FULL each one
-        # is an fsync, and grouping concurrent callers shares it (bench/store_write.py: 2x).
+        # is an fsync, and grouping concurrent callers shares it (bench/store_write.py: 3-4x).
         self._group_commit = config.group_commit == "always" or (
             config.group_commit == "auto" and config.synchronous == "FULL"
         )
@@ -817,7 +817,10 @@ class Database:
             found: Row | None = None
             for row in cursor.execute(sql, params):
                 if found is not None:
-                    conn.lookup_cursor = conn.cursor()  # this one stopped mid-statement
+                    # Stopped mid-statement: close it now (the traceback would keep it, and
+                    # its snapshot, alive) and keep a fresh one.
+                    cursor.close(force=True)
+                    conn.lookup_cursor = conn.cursor()
                     raise StoreError(
                         f"a lookup returned more than one row: {sql}",
                         hint="Look up by a primary or unique key, or use query_one for the "
@@ -826,6 +829,7 @@ class Database:
                 found = row
             return found
         except apsw.Error as err:
+            cursor.close(force=True)
             conn.lookup_cursor = conn.cursor()
             raise translate(err, path=str(self.path), what="reading") from err
         finally:
