@@ -78,11 +78,11 @@ class BotRepo(Repo):
         return _bot(row)
 
     def get(self, bot_id: str) -> Bot | None:
-        row = self.db.query_one(q.GET, (bot_id,))
+        row = self.db.lookup(q.GET, (bot_id,))
         return None if row is None else _bot(row)
 
     def get_by_slug(self, slug: str) -> Bot | None:
-        row = self.db.query_one(q.GET_BY_SLUG, (slug,))
+        row = self.db.lookup(q.GET_BY_SLUG, (slug,))
         return None if row is None else _bot(row)
 
     def list(
