@@ -17,12 +17,8 @@ import apsw
 import pytest
 
 from bastion.store import Database
-from bastion.store.backup import (
-    _sqlite_descriptor,
-    create_backup,
-    read_source_state,
-    verify_backup,
-)
+from bastion.store._snapshot_copy import _sqlite_descriptor
+from bastion.store.backup import create_backup, read_source_state, verify_backup
 from tests.helpers import wait_until
 from tests.store.opsfixtures import ITEMS_DDL, add_items, count_items, integrity, make_items_db
 

@@ -2,18 +2,13 @@
 
 A backup is a pair in ``backups/``: ``<db>-<utc>.db`` and its manifest ``<db>-<utc>.db.json``.
 
-Creating one (:func:`create_backup`) never stops writers. A separate read-only connection opens
-a read transaction first, so the copy is of *one snapshot* while the writer keeps committing
-into the WAL. When a checkpoint has put every page of that snapshot into the database file
-(the usual case, see :func:`_pin_snapshot`), the file's pages are copied in large chunks and
-hashed on the way ("file"); otherwise the SQLite backup API copies the snapshot page by page
-("backup-api"; without the open transaction every commit by another connection would restart
-it). The copy goes to a temporary file in ``backups/``, in rollback-journal mode (a backup
-must be one self-contained file, with no ``-wal`` to lose), is fsynced, verified
-(``quick_check``, page count, schema fingerprint against the source snapshot, SHA-256), and
-only then renamed into place, followed by its manifest. A crash at any point leaves either no
-backup or a complete one; a ``.db`` without a manifest is listed as unverified and never used
-for a restore.
+Creating one (:func:`create_backup`) never stops writers: one snapshot of the database is
+copied (see :mod:`bastion.store._snapshot_copy` for how) to a temporary file in ``backups/``,
+in rollback-journal mode (a backup must be one self-contained file, with no ``-wal`` to lose),
+fsynced, verified (``quick_check``, page count, schema fingerprint against the source
+snapshot, SHA-256), and only then renamed into place, followed by its manifest. A crash at any
+point leaves either no backup or a complete one; a ``.db`` without a manifest is listed as
+unverified and never used for a restore.
 
 This module never opens (and so never closes) the live database file or its ``-shm``: closing
 any descriptor of a file drops every POSIX lock the process holds on it, SQLite's included.
@@ -31,21 +26,13 @@ Destructive functions say so in their docstrings: :func:`rotate_backups` deletes
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import datetime as dt
-import errno
-import functools
-import hashlib
 import json
 import logging
 import os
-import queue
 import shutil
-import sys
-import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,7 +42,18 @@ import apsw
 from bastion.__about__ import __version__
 from bastion._fs import atomic_replace, atomic_write, ensure_private_dir, fsync_dir
 from bastion.errors import BackupError, RestoreRefused, StoreError, StoreIOError
-from bastion.store._errors import translate
+from bastion.store._snapshot_copy import (
+    FileFacts,
+    FollowingSha256,
+    ProgressCallback,
+    Sha256Thread,
+    SourceState,
+    inspect_file,
+    read_source_state,
+    schema_fingerprint,
+    take_copy,
+    unlink_quietly,
+)
 
 if TYPE_CHECKING:
     from bastion.config import BackupConfig, Config
@@ -94,72 +92,12 @@ MANIFEST_FORMAT = 1
 #: overhead is noise (4096 x 4 KiB = 16 MiB).
 DEFAULT_STEP_PAGES = 4096
 COMPANIONS = ("-wal", "-shm")
-#: Upper bound of one chunk of the file copy (``step_pages`` pages otherwise): the kernel
-#: writes one chunk back to disk while the next is copied, and the hash follows chunk by chunk.
-_MAX_CHUNK_BYTES = 64 * 1024 * 1024
-#: SQLite's unix VFS writes at most 128 KiB - 1 per call; writes through a VFS are cut to this.
-_VFS_WRITE_BYTES = 64 * 1024
-#: How often a backup asks for a checkpoint and a fresh snapshot before it settles for the
-#: backup API (see :func:`_pin_snapshot`).
-_PIN_ATTEMPTS = 2
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-#: copy_file_range errors that mean "not here" (another file system, no kernel support).
-_NO_COPY_FILE_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM}
 
-#: ``fn(copied_pages, total_pages)``, called after every step.
-ProgressCallback = Callable[[int, int], None]
 #: ``fn(kind, subject, data)``: where "backup.created" and friends go (events table, logs).
 EventSink = Callable[[str, str, Mapping[str, Any]], None]
 
 
 # --- values ------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SourceState:
-    """Where the source database was when the snapshot was taken.
-
-    ``wal_frames`` is the last commit frame of the current WAL generation, ``wal_salt``
-    changes whenever the WAL restarts; with the main file's size and mtime (a checkpoint
-    writes it) they tell whether anything changed since a backup. Read from the files, never
-    from the wal-index: see :func:`read_source_state`.
-    """
-
-    db_bytes: int
-    db_mtime_ns: int
-    wal_bytes: int
-    wal_frames: int
-    wal_salt: str
-    checkpoint_seq: int
-    read_at: str
-
-    def same_data_as(self, other: SourceState) -> bool:
-        return (self.db_bytes, self.db_mtime_ns, self.wal_frames, self.wal_salt) == (
-            other.db_bytes,
-            other.db_mtime_ns,
-            other.wal_frames,
-            other.wal_salt,
-        )
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SourceState:
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class FileFacts:
-    """What a database file contains, read without modifying it."""
-
-    page_size: int
-    page_count: int
-    size_bytes: int
-    schema_fingerprint: str
-    row_counts: dict[str, int]
-    quick_check: list[str]
-
-    @property
-    def ok(self) -> bool:
-        return self.quick_check == ["ok"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -240,284 +178,6 @@ def _parse_stamp(stamp: str) -> dt.datetime | None:
         return None
 
 
-def _ro_uri(path: Path) -> str:
-    # immutable=1: no locks, no -shm, no -wal: the file is read exactly as it is on disk.
-    return f"file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1"
-
-
-def _open_ro(path: Path, *, mmap: bool = False) -> apsw.Connection:
-    conn = apsw.Connection(_ro_uri(path), flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
-    if mmap:
-        # Page reads become plain memory reads (quick_check and the counts run ~2x faster).
-        # Only for a file nothing else writes or truncates: a mapped page that cannot be read
-        # is a SIGBUS, not an exception (see inspect_file).
-        conn.pragma("mmap_size", path.stat().st_size)
-    return conn
-
-
-def _int(value: Any) -> int:
-    return int(value)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _yield_cpu_to_the_application() -> None:
-    """Lower the calling worker thread's CPU priority (nice +10), so that hashing and checking
-    a backup never delay the application's own threads, its writer above all, on a busy
-    machine. Linux only: there a thread is a task with its own nice value (elsewhere
-    ``setpriority`` would renice the whole process, so nothing is done)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-
-
-class _Sha256Thread:
-    """SHA-256 of a file computed on a worker thread; ``result()`` joins and returns it."""
-
-    def __init__(self, path: Path) -> None:
-        self._digest = ""
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(path,), name="bastion-sha256")
-        self._thread.start()
-
-    def _run(self, path: Path) -> None:
-        _yield_cpu_to_the_application()
-        try:
-            self._digest = _sha256(path)
-        except BaseException as err:  # re-raised in the caller's thread by result()
-            self._error = err
-
-    def result(self, expected_bytes: int | None = None) -> str:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._digest
-
-    def abandon(self) -> None:
-        self._thread.join()
-
-
-class _FollowingSha256:
-    """SHA-256 of a file *while it is being written*: the writer announces each finished range
-    (in file order, from offset 0, without gaps) and a worker thread reads it back and hashes
-    it, so the hash is of the bytes in the file and costs no pass of its own afterwards.
-
-    hashlib and ``os.pread`` release the GIL: the hashing runs on the second core while the
-    copy and then ``quick_check`` run on the first.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        self._ranges: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
-        self._digest = hashlib.sha256()
-        self._hashed = 0
-        self._error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bastion-sha256")
-        self._thread.start()
-
-    def add(self, offset: int, length: int) -> None:
-        self._ranges.put((offset, length))
-
-    def _run(self) -> None:
-        _yield_cpu_to_the_application()
-        try:
-            while (item := self._ranges.get()) is not None and not self._stop.is_set():
-                offset, end = item[0], item[0] + item[1]
-                if offset != self._hashed:
-                    raise RuntimeError(f"hash ranges out of order: {offset} after {self._hashed}")
-                while offset < end:
-                    chunk = os.pread(self._fd, min(1024 * 1024, end - offset), offset)
-                    if not chunk:
-                        raise OSError(f"backup file ended at {offset} while hashing")
-                    self._digest.update(chunk)
-                    offset += len(chunk)
-                self._hashed = end
-        except BaseException as err:  # re-raised in the caller's thread by result()
-            self._error = err
-        finally:
-            os.close(self._fd)
-
-    def result(self, expected_bytes: int) -> str:
-        self._ranges.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        if self._hashed != expected_bytes:
-            raise BackupError(f"hashed {self._hashed} bytes of a {expected_bytes}-byte backup")
-        return self._digest.hexdigest()
-
-    def abandon(self) -> None:
-        self._stop.set()
-        self._ranges.put(None)
-        self._thread.join()
-
-
-class _QuickCheck:
-    """``PRAGMA quick_check`` of a file on a worker thread with a connection of its own (apsw
-    releases the GIL inside SQLite), so it runs while the caller reads the schema and counts."""
-
-    def __init__(self, path: Path, *, mmap: bool) -> None:
-        self._result: list[str] = []
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(path, mmap), name="bastion-quick-check"
-        )
-        self._thread.start()
-
-    def _run(self, path: Path, mmap: bool) -> None:
-        _yield_cpu_to_the_application()
-        try:
-            conn = _open_ro(path, mmap=mmap)
-            try:
-                self._result = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
-            finally:
-                conn.close()
-        except BaseException as err:  # re-raised in the caller's thread by result()
-            self._error = err
-
-    def result(self) -> list[str]:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._result
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def schema_fingerprint(conn: apsw.Connection) -> str:
-    """SHA-256 of the schema (type, name, table, SQL), independent of page layout."""
-    rows = conn.execute(
-        "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_schema "
-        "WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name"
-    ).fetchall()
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
-
-
-def _tables(conn: apsw.Connection) -> list[str]:
-    return [
-        str(r[0])
-        for r in conn.execute(
-            "SELECT name FROM sqlite_schema WHERE type = 'table' "
-            "AND coalesce(sql, '') NOT LIKE 'CREATE VIRTUAL%' ORDER BY name"
-        )
-    ]
-
-
-def _row_counts(conn: apsw.Connection) -> dict[str, int]:
-    return {
-        t: _int(conn.execute(f"SELECT count(*) FROM {_quote(t)}").fetchall()[0][0])
-        for t in _tables(conn)
-    }
-
-
-def inspect_file(path: Path, *, quick_check: bool = True, mmap: bool = False) -> FileFacts:
-    """Read-only facts about a closed database file (or a backup). Never writes to it.
-
-    ``quick_check`` runs on a second connection in a worker thread meanwhile. ``mmap=True``
-    reads the file through a memory map (faster); only for a file that nothing else
-    truncates and that was just written (a backup's own temp copy): an unreadable mapped
-    page kills the process with SIGBUS instead of raising. Raises ``StoreError`` subclasses
-    (``NotADatabase``, ``StoreCorrupt``) when SQLite cannot read it at all.
-    """
-    try:
-        conn = _open_ro(path, mmap=mmap)
-    except apsw.Error as err:
-        raise translate(err, path=str(path), what="opening for inspection") from err
-    checker = _QuickCheck(path, mmap=mmap) if quick_check else None
-    try:
-        try:
-            page_size = int(conn.pragma("page_size"))
-            page_count = int(conn.pragma("page_count"))
-            fingerprint = schema_fingerprint(conn)
-            counts = _row_counts(conn)
-        finally:
-            check = checker.result() if checker is not None else ["ok"]
-        return FileFacts(
-            page_size=page_size,
-            page_count=page_count,
-            size_bytes=path.stat().st_size,
-            schema_fingerprint=fingerprint,
-            row_counts=counts,
-            quick_check=check,
-        )
-    except apsw.Error as err:
-        raise translate(err, path=str(path), what="inspecting") from err
-    finally:
-        conn.close()
-
-
-def read_source_state(db_path: Path) -> SourceState:
-    """Read the WAL position from the ``-wal`` file: its header (salt, checkpoint sequence) and
-    the frame headers up to the last commit frame of the current WAL generation.
-
-    Read-only and lock-free. The wal-index (``-shm``) is deliberately not read: closing any
-    descriptor of a file drops every POSIX lock this process holds on it, and SQLite's
-    connections in this process hold theirs on the ``-shm`` (and the database file), which
-    would let another process re-initialise the wal-index under them (SIGBUS, lost snapshots).
-    SQLite takes no locks on the ``-wal`` file. Missing files read as zeros.
-    """
-    try:
-        st = db_path.stat()
-        db_bytes, db_mtime = st.st_size, st.st_mtime_ns
-    except FileNotFoundError:
-        db_bytes, db_mtime = 0, 0
-    wal = Path(str(db_path) + "-wal")
-    wal_bytes = frames = ckpt_seq = 0
-    salt = ""
-    try:
-        with open(wal, "rb") as handle:
-            wal_bytes = os.fstat(handle.fileno()).st_size
-            header = handle.read(32)
-            if len(header) == 32:
-                page_size = int.from_bytes(header[8:12], "big")
-                ckpt_seq = int.from_bytes(header[12:16], "big")
-                salt = header[16:24].hex()
-                frames = _last_commit_frame(handle, header[16:24], page_size, wal_bytes)
-    except FileNotFoundError:
-        pass
-    return SourceState(
-        db_bytes=db_bytes,
-        db_mtime_ns=db_mtime,
-        wal_bytes=wal_bytes,
-        wal_frames=frames,
-        wal_salt=salt,
-        checkpoint_seq=ckpt_seq,
-        read_at=dt.datetime.now(dt.UTC).isoformat(),
-    )
-
-
-def _last_commit_frame(handle: Any, salt: bytes, page_size: int, wal_bytes: int) -> int:
-    """1-based index of the last commit frame of the WAL generation whose salt is ``salt``.
-
-    Frames follow the 32-byte header, each a 24-byte frame header (page number, database size
-    after commit or 0, salt, checksum) plus one page. Frames of the current generation carry
-    its salt; the first frame that does not is left over from before the last restart. Every
-    commit appends at least one frame ending in a commit frame, so (salt, this index) moves
-    with every commit (checksums are not verified: this is a position, not a recovery).
-    """
-    if page_size < 512 or page_size > 65536:
-        return 0
-    frame_bytes = 24 + page_size
-    last = 0
-    for n in range(1, (wal_bytes - 32) // frame_bytes + 1):
-        handle.seek(32 + (n - 1) * frame_bytes)
-        head = handle.read(24)
-        if len(head) < 24 or head[8:16] != salt:
-            break
-        if head[4:8] != b"\x00\x00\x00\x00":
-            last = n
-    return last
-
-
 # --- create ------------------------------------------------------------------------------
 
 
@@ -563,15 +223,13 @@ def create_backup(
         ) from err
     tmp = final.with_name(f".{final.name}.tmp")
     vfs_name = vfs if vfs is not None else getattr(db, "_vfs", None)
-    copy = _take_copy(
-        db, tmp, vacuum=vacuum, step_pages=step_pages, progress=progress, vfs=vfs_name
-    )
+    copy = take_copy(db, tmp, vacuum=vacuum, step_pages=step_pages, progress=progress, vfs=vfs_name)
     copied_s = time.monotonic() - started
 
     try:
         # The hash is still running (the file copy hashes behind itself; the other methods
         # hash now): the checks below run meanwhile on the other core.
-        sha: _FollowingSha256 | _Sha256Thread = copy.hash or _Sha256Thread(tmp)
+        sha: FollowingSha256 | Sha256Thread = copy.hash or Sha256Thread(tmp)
         try:
             # mmap is safe here: the temp file is ours, complete, fsynced, and never truncated.
             facts = inspect_file(tmp, mmap=True)
@@ -623,432 +281,14 @@ def create_backup(
         manifest["duration_s"] = round(time.monotonic() - started, 3)
         atomic_write(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     except OSError as err:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise StoreIOError(
             f"cannot write backup {final}: {err.strerror or err}", path=str(final)
         ) from err
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     return BackupResult(final, manifest_path, manifest, time.monotonic() - started, copied_s)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Copy:
-    """A durable copy of one snapshot in the temp file, not yet verified."""
-
-    method: str  # "file" | "backup-api" | "vacuum" (see _take_copy)
-    source_fp: str
-    source_pages: int
-    state: SourceState
-    hash: _FollowingSha256 | None  # running behind the file copy; None: hash the file after
-
-
-def _take_copy(
-    db: Database,
-    tmp: Path,
-    *,
-    vacuum: bool,
-    step_pages: int,
-    progress: ProgressCallback | None,
-    vfs: str | None,
-) -> _Copy:
-    """Pin a snapshot of ``db`` and copy it into ``tmp`` (fsynced); nothing is left on failure.
-
-    Three methods, best first:
-    - "file": the database file alone holds the snapshot and nothing writes to it until the
-      read transaction ends (see :func:`_pin_snapshot`), so its first ``page_count`` pages are
-      copied in large chunks, hashed on the way; only bytes 18-19 of page 1 change (WAL ->
-      rollback journal, what ``PRAGMA journal_mode=delete`` writes there).
-    - "backup-api": when some frames of the snapshot are only in the WAL (another reader pins
-      it, another process committed meanwhile): SQLite's backup API copies page by page.
-    - "vacuum": ``VACUUM INTO``, a compacted copy.
-    """
-    src = _open_source(db.path, vfs)
-    hasher: _FollowingSha256 | None = None
-    try:
-        try:
-            if vacuum:
-                state = read_source_state(db.path)
-                src.execute("BEGIN")
-                src.execute("SELECT count(*) FROM sqlite_schema").fetchall()
-                whole_file = False
-            else:
-                whole_file = _pin_snapshot(db, src)
-                state = read_source_state(db.path)
-            source_fp = schema_fingerprint(src)
-            source_pages = int(src.pragma("page_count"))
-            page_size = int(src.pragma("page_size"))
-            if vacuum:
-                # VACUUM INTO reads its own snapshot and refuses to run inside a transaction.
-                src.execute("COMMIT")
-                method = "vacuum"
-                _copy(src, tmp, vacuum=True, step_pages=step_pages, progress=progress, vfs=vfs)
-            elif whole_file and source_pages > 0:
-                method = "file"
-                hasher = _copy_file(
-                    src,
-                    db.path,
-                    tmp,
-                    pages=source_pages,
-                    page_size=page_size,
-                    step_pages=step_pages,
-                    progress=progress,
-                    vfs=vfs,
-                )
-            else:
-                method = "backup-api"
-                _copy(src, tmp, vacuum=False, step_pages=step_pages, progress=progress, vfs=vfs)
-        except apsw.Error as err:
-            _unlink_quietly(tmp)
-            raise _backup_error(err, db.path) from err
-        except OSError as err:
-            _unlink_quietly(tmp)
-            raise _os_error(err, tmp) from err
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
-        finally:
-            if src.in_transaction:
-                src.execute("COMMIT")
-    finally:
-        src.close()
-    return _Copy(method, source_fp, source_pages, state, hasher)
-
-
-def _pin_snapshot(db: Database, src: apsw.Connection) -> bool:
-    """Open ``src``'s read transaction (the snapshot the backup copies). True when the database
-    file by itself holds that snapshot and nothing writes to the file before the transaction
-    ends, so that copying its first ``page_count`` pages copies the snapshot exactly.
-
-    On the writer connection, with no transaction of this process able to commit meanwhile:
-    read ``PRAGMA data_version``, run a PASSIVE checkpoint, begin ``src``'s read transaction,
-    read ``data_version`` again. The checkpoint reports the WAL's last frame and how many
-    frames are in the database file now; equal means every committed page is in the file. An
-    unchanged ``data_version`` means no connection anywhere committed between the checkpoint
-    and ``src``'s snapshot (SQLite bumps it whenever the WAL header it last saw changed, and
-    every commit and WAL restart changes it; a checkpoint that sees a newer header forgets
-    the old one, so that case reads as changed too). Then the snapshot is the file, and it
-    stays so: SQLite only writes the database file in a checkpoint, and a checkpoint never
-    copies frames past the snapshot of a reader that still holds its read lock (wal.c,
-    ``walCheckpoint``: ``mxSafeFrame``), and here there are no frames up to the snapshot
-    left to copy. Anything else (busy checkpoint, a reader pinning older frames, a commit in
-    between, not WAL mode) returns False: the caller copies with the backup API instead.
-
-    The WAL index (``-shm``) is never opened here: closing any descriptor of a file drops
-    every POSIX lock this process holds on it, SQLite's included.
-    """
-
-    def pin(writer: apsw.Connection | None) -> bool:
-        complete = False
-        before = after = None
-        if writer is not None:
-            try:
-                before = writer.pragma("data_version")
-                row = writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
-                busy, log, done = (_int(v) for v in row)
-                complete = busy == 0 and log >= 0 and log == done
-            except apsw.Error:
-                complete = False  # the fast path is an optimisation; the backup API remains
-        src.execute("BEGIN")
-        src.execute("SELECT count(*) FROM sqlite_schema").fetchall()
-        if writer is not None and complete:
-            try:
-                after = writer.pragma("data_version")
-            except apsw.Error:
-                return False
-        return complete and before is not None and before == after
-
-    for attempt in range(_PIN_ATTEMPTS):
-        try:
-            whole_file = db.run_outside_transaction(lambda tx: pin(tx._conn))
-        except RuntimeError:
-            # Called from inside a write unit of this database: no checkpoint, backup API.
-            whole_file = pin(None)
-        if whole_file or attempt == _PIN_ATTEMPTS - 1:
-            return bool(whole_file) and str(src.pragma("journal_mode")).lower() == "wal"
-        src.execute("COMMIT")
-    return False  # pragma: no cover - the loop always returns
-
-
-def _copy_file(
-    src: apsw.Connection,
-    db_path: Path,
-    tmp: Path,
-    *,
-    pages: int,
-    page_size: int,
-    step_pages: int,
-    progress: ProgressCallback | None,
-    vfs: str | None,
-) -> _FollowingSha256:
-    """Copy the first ``pages`` pages of the database file into a new ``tmp``; fsync it.
-
-    Returns the hash, still running behind the copy. The live database file is never opened
-    by this code: closing any descriptor of a file drops every POSIX lock this process holds
-    on it (SQLite's included), which would let another process checkpoint under our snapshot
-    or think it is the last user of the WAL. It is read through SQLite's own descriptor
-    (:class:`_FdMover`) or, on another VFS, through that VFS (:class:`_VfsMover`).
-    """
-    total = pages * page_size
-    chunk = max(page_size, min(step_pages * page_size, _MAX_CHUNK_BYTES))
-    # Created here, with the mode a backup must have.
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    fd = _sqlite_descriptor(src, db_path) if vfs is None else None
-    mover: _FdMover | _VfsMover = (
-        _FdMover(fd, tmp) if fd is not None else _VfsMover(vfs, db_path, tmp)
-    )
-    try:
-        hasher = _FollowingSha256(tmp)
-        try:
-            first = _as_rollback_journal_header(mover.read(page_size, 0), page_size)
-            mover.write(first, 0)
-            hasher.add(0, page_size)
-            offset = page_size
-            while offset < total:
-                n = min(chunk - (offset % chunk), total - offset)
-                mover.copy(offset, n)
-                hasher.add(offset, n)
-                offset += n
-                if progress:
-                    progress(offset // page_size, pages)
-            mover.sync()
-        except BaseException:
-            hasher.abandon()
-            raise
-    finally:
-        mover.close()
-    return hasher
-
-
-def _sqlite_descriptor(src: apsw.Connection, db_path: Path) -> int | None:
-    """The file descriptor SQLite's unix VFS has open on ``src``'s database file, or None.
-
-    ``SQLITE_FCNTL_FILE_POINTER`` gives the connection's ``sqlite3_file``; the unix VFS's file
-    object starts with three pointers (methods, VFS, inode info) and then the descriptor
-    (``unixFile`` in os_unix.c). The value is only trusted when it is an open descriptor of
-    this very file (same device and inode); anything else returns None and the copy goes
-    through the VFS instead. The descriptor stays SQLite's: it is read with explicit offsets
-    (as SQLite does) and never closed here; ``src`` stays open until the copy is done.
-    """
-    pointer = ctypes.c_void_p()
-    try:
-        if str(src.vfsname("main") or "") != "unix":
-            return None  # another VFS: its file object is laid out differently
-        src.file_control("main", apsw.SQLITE_FCNTL_FILE_POINTER, ctypes.addressof(pointer))
-    except apsw.Error:
-        return None
-    if not pointer.value:
-        return None
-    fd = ctypes.c_int.from_address(pointer.value + 3 * ctypes.sizeof(ctypes.c_void_p)).value
-    try:
-        mine, theirs = os.fstat(fd), os.stat(db_path)
-    except OSError:
-        return None
-    if (mine.st_dev, mine.st_ino) != (theirs.st_dev, theirs.st_ino):
-        return None
-    return fd
-
-
-class _FdMover:
-    """Copies from SQLite's descriptor of the database into our own descriptor of the temp
-    file: ``copy_file_range`` in the kernel where it works, else ``pread``/``pwrite``; all of
-    them release the GIL, so the application's threads keep running meanwhile. Each chunk's
-    writeback starts at once (``sync_file_range``), so the final fsync finds little to do."""
-
-    def __init__(self, source_fd: int, tmp: Path) -> None:
-        self._src = source_fd
-        self._dst = os.open(tmp, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
-        self._in_kernel = hasattr(os, "copy_file_range")
-        self._writeback = _sync_file_range()
-
-    def read(self, n: int, offset: int) -> bytes:
-        data = os.pread(self._src, n, offset)
-        if len(data) != n:
-            raise _short_source(offset + len(data))
-        return data
-
-    def write(self, data: bytes, offset: int) -> None:
-        view = memoryview(data)
-        while view:
-            done = os.pwrite(self._dst, view, offset)
-            view, offset = view[done:], offset + done
-
-    def copy(self, offset: int, n: int) -> None:
-        start, end = offset, offset + n
-        while offset < end:
-            if self._in_kernel:
-                try:
-                    done = os.copy_file_range(self._src, self._dst, end - offset, offset, offset)
-                except OSError as err:
-                    if err.errno not in _NO_COPY_FILE_RANGE:
-                        raise
-                    self._in_kernel = False  # another file system, an old kernel: copy here
-                    continue
-                if done == 0:
-                    raise _short_source(offset)
-                offset += done
-            else:
-                size = min(1024 * 1024, end - offset)
-                self.write(self.read(size, offset), offset)
-                offset += size
-        if self._writeback is not None:
-            # Errors are not lost: the fsync at the end reports any failed write.
-            self._writeback(self._dst, start, n, 2)  # SYNC_FILE_RANGE_WRITE: queue, no wait
-
-    def sync(self) -> None:
-        os.fsync(self._dst)
-
-    def close(self) -> None:
-        os.close(self._dst)
-
-
-class _VfsMover:
-    """Copies through an SQLite VFS (a database opened with ``vfs=``: an encryption layer,
-    the fault-injection VFS of the drills), whose unix base never closes a descriptor of a
-    file while this process holds locks on it. Slower: apsw holds the GIL in these calls."""
-
-    def __init__(self, vfs: str | None, db_path: Path, tmp: Path) -> None:
-        flags = apsw.SQLITE_OPEN_MAIN_DB
-        self._src = apsw.VFSFile(vfs or "", str(db_path), [flags | apsw.SQLITE_OPEN_READONLY, 0])
-        try:
-            self._dst = apsw.VFSFile(vfs or "", str(tmp), [flags | apsw.SQLITE_OPEN_READWRITE, 0])
-        except BaseException:
-            self._src.xClose()
-            raise
-
-    def read(self, n: int, offset: int) -> bytes:
-        return bytes(self._src.xRead(n, offset))
-
-    def write(self, data: bytes, offset: int) -> None:
-        view = memoryview(data)
-        for at in range(0, len(view), _VFS_WRITE_BYTES):
-            self._dst.xWrite(view[at : at + _VFS_WRITE_BYTES], offset + at)
-
-    def copy(self, offset: int, n: int) -> None:
-        for at in range(offset, offset + n, 1024 * 1024):
-            size = min(1024 * 1024, offset + n - at)
-            self.write(self.read(size, at), at)
-
-    def sync(self) -> None:
-        self._dst.xSync(apsw.SQLITE_SYNC_NORMAL)
-
-    def close(self) -> None:
-        try:
-            self._dst.xClose()
-        finally:
-            self._src.xClose()
-
-
-def _os_error(err: OSError, tmp: Path) -> StoreIOError:
-    full = err.errno in {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-    what = "disk full" if full else "I/O error"
-    return StoreIOError(
-        f"{what} writing backup {tmp.name}: {err.strerror or err}", path=str(tmp.parent)
-    )
-
-
-def _short_source(at: int) -> BackupError:
-    return BackupError(
-        f"the database file ended at byte {at}, inside the snapshot being copied",
-        hint="Retry the backup; if it keeps failing, run `bastion doctor`.",
-    )
-
-
-def _as_rollback_journal_header(first: bytes, page_size: int) -> bytes:
-    """Page 1 as a rollback-journal database: the file-format bytes 18-19 say 1, not 2 (WAL).
-
-    That is the whole on-disk difference ``PRAGMA journal_mode=delete`` makes to the header
-    (sqlite's ``sqlite3BtreeSetVersion``); a backup is one self-contained file, with no
-    ``-wal`` to lose or to mismatch. Refuses anything that is not a plain SQLite file.
-    """
-    header_page = 65536 if first[16:18] == b"\x00\x01" else int.from_bytes(first[16:18], "big")
-    if first[:16] != _SQLITE_MAGIC or header_page != page_size or first[18:20] != b"\x02\x02":
-        raise BackupError(
-            "the database file's header does not match the snapshot being copied",
-            hint="Retry the backup; if it keeps failing, run `bastion doctor`.",
-        )
-    return first[:18] + b"\x01\x01" + first[20:]
-
-
-@functools.cache
-def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-def _open_source(path: Path, vfs: str | None) -> apsw.Connection:
-    try:
-        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY, vfs=vfs)
-        conn.setbusytimeout(5000)
-    except apsw.Error as err:
-        raise translate(err, path=str(path), what="opening the backup source") from err
-    return conn
-
-
-def _copy(
-    src: apsw.Connection,
-    tmp: Path,
-    *,
-    vacuum: bool,
-    step_pages: int,
-    progress: ProgressCallback | None,
-    vfs: str | None,
-) -> None:
-    _unlink_quietly(tmp)
-    total = _int(src.execute("PRAGMA page_count").fetchall()[0][0])
-    if vacuum:
-        if progress:
-            progress(0, total)
-        src.execute("VACUUM INTO ?", (str(tmp),)).fetchall()
-        os.chmod(tmp, 0o600)
-        dest = apsw.Connection(str(tmp), vfs=vfs)
-        try:
-            dest.pragma("journal_mode", "delete")
-        finally:
-            dest.close()
-        if progress:
-            progress(total, total)
-        return
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    os.close(fd)
-    dest = apsw.Connection(str(tmp), vfs=vfs)
-    try:
-        # No journal and no syncs while copying into the private temp file (a crash leaves a
-        # temp file that is never used); the journal-mode switch below commits with
-        # synchronous=FULL, and that fsync makes the whole file durable.
-        dest.pragma("journal_mode", "off")
-        dest.pragma("synchronous", "off")
-        with dest.backup("main", src, "main") as job:
-            while not job.done:
-                job.step(step_pages)
-                if progress:
-                    progress(job.page_count - job.remaining, job.page_count)
-        dest.pragma("synchronous", "full")
-        # A backup is one self-contained file: no WAL next to it to lose or mismatch.
-        dest.pragma("journal_mode", "delete")
-    finally:
-        dest.close()
-
-
-def _backup_error(err: apsw.Error, path: Path) -> StoreError:
-    mapped = translate(err, path=str(path), what="backing up")
-    if isinstance(mapped, StoreIOError):
-        return mapped
-    return BackupError(f"backup of {path} failed: {mapped.message}", recoverable=True)
-
-
-def _unlink_quietly(path: Path) -> None:
-    for p in (path, Path(str(path) + "-journal"), Path(str(path) + "-wal")):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
 
 
 # --- list and verify ---------------------------------------------------------------------
@@ -1087,7 +327,7 @@ def _check_against(path: Path, manifest: Mapping[str, Any], size: int, *, deep: 
         return f"size {size} != manifest {manifest.get('size_bytes')} (truncated or replaced)"
     if not deep:
         return None
-    sha = _Sha256Thread(path)  # hashing and checking at once, on both cores
+    sha = Sha256Thread(path)  # hashing and checking at once, on both cores
     try:
         facts = inspect_file(path)
     except StoreError as err:
