@@ -32,34 +32,33 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import apsw
 
 from bastion.config import StoreConfig
 from bastion.errors import (
-    NotFound,
     StoreBusy,
     StoreClosed,
     StoreError,
     StoreOpenError,
 )
-from bastion.store._errors import foreign_key_error, is_foreign_key_error, translate
+from bastion.store._errors import translate
 from bastion.store._locks import write_lock_holder
+from bastion.store._units import Unit, resolve_error, run_callbacks
 from bastion.store.posture import Posture, apply_posture, check_header, read_posture
+from bastion.store.tx import Params, ReadTx, Row, WriteTx
 
 if TYPE_CHECKING:
-    import asyncio
+    pass
 
 __all__ = ["Database", "Posture", "ReadTx", "Row", "WriteTx"]
 
 log = logging.getLogger("bastion.store")
 
 T = TypeVar("T")
-Row = tuple[Any, ...]
-Params = Sequence[Any] | dict[str, Any]
 
 _MAX_GROUP = 256
 #: Longest pause a group-commit leader makes for writers about to queue again (see _gather).
@@ -68,166 +67,7 @@ _GATHER_MAX_S = 0.0005
 _GATHER_MIN_COMMIT_S = 0.00005
 
 
-class ReadTx:
-    """Read-only access handed to a read unit. Statements see one snapshot."""
-
-    __slots__ = ("_conn",)
-
-    def __init__(self, conn: apsw.Connection) -> None:
-        self._conn = conn
-
-    def query(self, sql: str, params: Params = ()) -> list[Row]:
-        return self._conn.execute(sql, params).fetchall()
-
-    def query_one(self, sql: str, params: Params = ()) -> Row | None:
-        for row in self._conn.execute(sql, params):
-            return tuple(row)
-        return None
-
-    def scalar(self, sql: str, params: Params = ()) -> Any:
-        for row in self._conn.execute(sql, params):
-            return row[0]
-        return None
-
-    def explain_query_plan(self, sql: str, params: Params = ()) -> list[Row]:
-        """``EXPLAIN QUERY PLAN`` rows for ``sql``, prepared afresh.
-
-        An EXPLAIN program never checks the schema cookie, so a cached one (or one prepared on
-        a connection that has not read since the schema changed) would show the plan of an
-        old schema: a dropped index still "used". Reading sqlite_master first loads the
-        current schema; call this inside a read unit so both see one snapshot.
-        """
-        self._conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
-        return self._conn.execute(sql, params, can_cache=False, explain=2).fetchall()
-
-    def iter(self, sql: str, params: Params = ()) -> Iterator[Row]:
-        """Rows one at a time, for large results; consume it inside the unit."""
-        yield from self._conn.execute(sql, params)
-
-
-class WriteTx(ReadTx):
-    """Access handed to a write unit, inside its own savepoint of a ``BEGIN IMMEDIATE``."""
-
-    __slots__ = ("_on_commit", "_on_rollback")
-
-    def __init__(self, conn: apsw.Connection) -> None:  # no super() call: the hot path
-        self._conn = conn
-        # Created on first use: most units register no callback, and this is the hot path.
-        self._on_rollback: list[Callable[[], None]] | None = None
-        self._on_commit: list[Callable[[], None]] | None = None
-
-    def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement; return the number of rows it changed."""
-        conn = self._conn
-        try:
-            for _ in conn.execute(sql, params):  # exhaust: apsw runs RETURNING only as read
-                pass
-        except apsw.ConstraintError as err:
-            if is_foreign_key_error(err):
-                raise foreign_key_error(conn, sql, err) from err
-            raise
-        return conn.changes()
-
-    def execute_one(
-        self, sql: str, params: Params = (), *, entity: str = "row", key: object = None
-    ) -> int:
-        """Run an UPDATE/DELETE meant to touch one row by id; 0 rows changed -> ``NotFound``.
-
-        ``entity`` and ``key`` name what was looked for in the error ("no bot with id 42").
-        """
-        changed = self.execute(sql, params)
-        if changed == 0:
-            what = f"{entity} with id {key!r}" if key is not None else entity
-            raise NotFound(f"no {what}", entity=entity, key=key)
-        return changed
-
-    def insert(self, sql: str, params: Params = ()) -> int:
-        """Run one INSERT; return the new row's rowid."""
-        self.execute(sql, params)
-        return int(self._conn.last_insert_rowid())
-
-    def executemany(self, sql: str, seq: Iterable[Params]) -> int:
-        total = 0
-        changes = self._conn.total_changes()
-        try:
-            for _ in self._conn.executemany(sql, seq):
-                pass
-        except apsw.ConstraintError as err:
-            if is_foreign_key_error(err):
-                raise foreign_key_error(self._conn, sql, err) from err
-            raise
-        total = int(self._conn.total_changes() - changes)
-        return total
-
-    def script(self, sql: str) -> None:
-        """Run several statements (a migration file). Rows they return are discarded."""
-        for _ in self._conn.execute(sql):
-            pass
-
-    def on_rollback(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` if this unit's work is rolled back (compensation for side effects
-        outside the database, e.g. delete a file written for a row that never committed)."""
-        if self._on_rollback is None:
-            self._on_rollback = []
-        self._on_rollback.append(callback)
-
-    def on_commit(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` after the transaction holding this unit is durable."""
-        if self._on_commit is None:
-            self._on_commit = []
-        self._on_commit.append(callback)
-
-
-class _Unit(Generic[T]):
-    """One caller's write unit and the slot its outcome is delivered to.
-
-    A pre-acquired lock is the completion signal: releasing it costs a fraction of a
-    ``Future``/``Condition`` round trip, and this is the hot path of every write.
-    """
-
-    __slots__ = ("_done", "afuture", "error", "fn", "loop", "outside_tx", "owner", "result", "tx")
-
-    def __init__(
-        self,
-        fn: Callable[[WriteTx], T],
-        outside_tx: bool = False,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        self.fn = fn
-        self.outside_tx = outside_tx
-        self.owner = 0  # the calling thread's ident on the group-commit path (see _gather)
-        self.tx: WriteTx | None = None
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.loop = loop
-        self.afuture: asyncio.Future[T] | None = loop.create_future() if loop is not None else None
-        self._done = _thread_done_lock()
-
-    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
-        self.result, self.error = result, error
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._resolve_async)
-        else:
-            self._done.release()
-
-    def _resolve_async(self) -> None:
-        assert self.afuture is not None
-        if self.afuture.cancelled():
-            return
-        if self.error is not None:
-            self.afuture.set_exception(self.error)
-        else:
-            self.afuture.set_result(self.result)
-
-    def wait(self) -> T:
-        self._done.acquire()
-        if self.error is not None:
-            raise self.error
-        return cast(T, self.result)
-
-
 _STOP = object()
-_local = threading.local()
 #: How long a caller may wait for the writer while others keep re-taking it (see ``write``).
 _MAX_BYPASS_S = 0.002
 #: VM steps an inline (event-loop) read may take before it is moved to a worker thread.
@@ -242,18 +82,6 @@ async def _to_thread(fn: Callable[..., T], *args: Any) -> T:
     import asyncio
 
     return await asyncio.to_thread(fn, *args)
-
-
-def _thread_done_lock() -> threading.Lock:
-    """This thread's completion lock, kept acquired between units: a thread waits on one
-    unit at a time, so one lock per thread serves every unit it ever submits."""
-    try:
-        return _local.done  # type: ignore[no-any-return]
-    except AttributeError:
-        lock = threading.Lock()
-        lock.acquire()
-        _local.done = lock
-        return lock
 
 
 class _Reader(apsw.Connection):
@@ -289,7 +117,7 @@ class Database:
         self._control = writer.cursor()
         # Units waiting for the writer (deque append/popleft are atomic), the lock whose
         # holder is the writer, and the writer thread's wake-up queue.
-        self._pending: deque[_Unit[Any]] = deque()
+        self._pending: deque[Unit[Any]] = deque()
         self._lock = threading.Lock()
         # Callers that have waited _MAX_BYPASS_S for the lock (anti-starvation, see write).
         # ``_turns`` guards the count and wakes callers that stepped aside once they are in.
@@ -393,7 +221,7 @@ class Database:
         if self._leader == me:  # checked before any lock: the writer lock is not reentrant
             raise RuntimeError("write called from inside a write unit; use the tx it was given")
         if self._group_commit:
-            unit: _Unit[T] = _Unit(fn)
+            unit: Unit[T] = Unit(fn)
             unit.owner = me
             self._submit(unit)
             self._lead_if_free()
@@ -442,7 +270,7 @@ class Database:
         """``write`` for coroutines: the unit runs on the writer thread; the loop never blocks."""
         import asyncio  # not at module level: CLI commands never need it (~17 ms)
 
-        unit: _Unit[T] = _Unit(fn, loop=asyncio.get_running_loop())
+        unit: Unit[T] = Unit(fn, loop=asyncio.get_running_loop())
         self._submit(unit)
         self._wake.put(None)
         assert unit.afuture is not None
@@ -451,7 +279,7 @@ class Database:
     def run_outside_transaction(self, fn: Callable[[WriteTx], T]) -> T:
         """Run ``fn`` on the writer connection with no transaction open (VACUUM, some PRAGMAs,
         migration steps SQLite refuses inside a transaction). ``fn`` owns atomicity."""
-        unit: _Unit[T] = _Unit(fn, outside_tx=True)
+        unit: Unit[T] = Unit(fn, outside_tx=True)
         self._submit(unit)
         self._lead_if_free()
         return unit.wait()
@@ -502,7 +330,7 @@ class Database:
         with contextlib.suppress(apsw.Error):
             if self._writer.in_transaction:
                 self._writer.execute("ROLLBACK")
-        _run_callbacks(tx._on_rollback)
+        run_callbacks(tx._on_rollback)
 
     def _commit(self, tx: WriteTx) -> None:
         try:
@@ -510,7 +338,7 @@ class Database:
         except apsw.Error as err:
             self._abort(tx)
             raise translate(err, path=str(self.path), what="committing") from err
-        _run_callbacks(tx._on_commit)
+        run_callbacks(tx._on_commit)
 
     def _write_alone(self, fn: Callable[[WriteTx], T]) -> T:
         """Run ``fn`` in its own transaction; the caller holds the writer lock. (The hot path
@@ -536,10 +364,10 @@ class Database:
             self._abort(tx)
             raise translate(err, path=str(self.path), what="committing") from err
         if tx._on_commit:
-            _run_callbacks(tx._on_commit)
+            run_callbacks(tx._on_commit)
         return result
 
-    def _submit(self, unit: _Unit[Any]) -> None:
+    def _submit(self, unit: Unit[Any]) -> None:
         if self._closed:
             raise StoreClosed(f"{self.path} is closed")
         self._check_not_leader()
@@ -576,7 +404,7 @@ class Database:
                 continue
             if self._group_commit:
                 self._gather(pending)
-            group: list[_Unit[Any]] = [first]
+            group: list[Unit[Any]] = [first]
             while pending and len(group) < _MAX_GROUP and not pending[0].outside_tx:
                 group.append(pending.popleft())
             if self._group_commit:
@@ -584,7 +412,7 @@ class Database:
                 self._owners = (self._owners[1], owners)
             self._run_group(conn, group)
 
-    def _gather(self, pending: deque[_Unit[Any]]) -> None:
+    def _gather(self, pending: deque[Unit[Any]]) -> None:
         """Before a group commits, give writers that were just served a moment to queue again.
 
         The threads of the last group return from ``write`` while the next group starts; without
@@ -617,7 +445,7 @@ class Database:
             if token is _STOP and not self._pending:
                 return
 
-    def _run_outside(self, conn: apsw.Connection, unit: _Unit[Any]) -> None:
+    def _run_outside(self, conn: apsw.Connection, unit: Unit[Any]) -> None:
         tx = WriteTx(conn)
         try:
             result = unit.fn(tx)
@@ -625,23 +453,23 @@ class Database:
             mapped = translate(
                 err, path=str(self.path), what="running a statement outside a transaction"
             )
-            _resolve_error(unit, mapped, err)
+            resolve_error(unit, mapped, err)
         except BaseException as err:
-            _resolve_error(unit, err, None)
+            resolve_error(unit, err, None)
         else:
             unit.finish(result)
 
-    def _run_group(self, conn: apsw.Connection, group: list[_Unit[Any]]) -> None:
+    def _run_group(self, conn: apsw.Connection, group: list[Unit[Any]]) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except apsw.Error as err:
             mapped = self._begin_error(err)
             for unit in group:
-                _resolve_error(unit, mapped, err)
+                resolve_error(unit, mapped, err)
             return
         # A group of one needs no savepoint: the unit's failure rolls back the transaction.
         alone = len(group) == 1
-        ok: list[tuple[_Unit[Any], Any]] = []
+        ok: list[tuple[Unit[Any], Any]] = []
         for unit in group:
             tx = WriteTx(conn)
             unit.tx = tx
@@ -657,11 +485,11 @@ class Database:
                     else:
                         conn.execute("ROLLBACK TO unit")
                         conn.execute("RELEASE unit")
-                _run_callbacks(tx._on_rollback)
+                run_callbacks(tx._on_rollback)
                 if isinstance(err, apsw.Error):
-                    _resolve_error(unit, translate(err, path=str(self.path)), err)
+                    resolve_error(unit, translate(err, path=str(self.path)), err)
                 else:
-                    _resolve_error(unit, err, None)
+                    resolve_error(unit, err, None)
                 if alone or conn.in_transaction:
                     continue
                 # SQLite rolled the whole transaction back (I/O error, disk full): every unit
@@ -697,7 +525,7 @@ class Database:
             return
         for unit, result in ok:
             if unit.tx is not None and unit.tx._on_commit:
-                _run_callbacks(unit.tx._on_commit)
+                run_callbacks(unit.tx._on_commit)
             unit.finish(result)
 
     def _begin_error(self, err: apsw.Error) -> StoreError:
@@ -715,12 +543,12 @@ class Database:
 
     @staticmethod
     def _fail_group(
-        ok: list[tuple[_Unit[Any], Any]], error: BaseException, cause: BaseException | None = None
+        ok: list[tuple[Unit[Any], Any]], error: BaseException, cause: BaseException | None = None
     ) -> None:
         for unit, _ in ok:
             if unit.tx is not None:
-                _run_callbacks(unit.tx._on_rollback)
-            _resolve_error(unit, error, cause)
+                run_callbacks(unit.tx._on_rollback)
+            resolve_error(unit, error, cause)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -963,17 +791,3 @@ class Database:
     # checkpoint). Always used from inside a unit or with the writer idle.
     def _driver_connection(self) -> apsw.Connection:
         return self._writer
-
-
-def _resolve_error(unit: _Unit[Any], error: BaseException, cause: BaseException | None) -> None:
-    if cause is not None and error is not cause and error.__cause__ is None:
-        error.__cause__ = cause
-    unit.finish(error=error)
-
-
-def _run_callbacks(callbacks: list[Callable[[], None]] | None) -> None:
-    for callback in callbacks or ():
-        try:
-            callback()
-        except Exception:
-            log.exception("a compensation/commit callback failed")
