@@ -15,7 +15,7 @@ from bastion.config import StoreConfig
 from bastion.domains.settings import queries as q
 from bastion.errors import NotFound
 
-__all__ = ["Setting", "check_key", "not_set", "read_setting"]
+__all__ = ["Setting", "check_key", "not_set", "read_setting", "setting_from_row"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -44,7 +44,11 @@ def read_setting(db_path: Path, key: str, *, config: StoreConfig | None = None) 
     from bastion.store.oneshot import query_one
 
     check_key(key)
-    row = query_one(db_path, q.GET, (key,), config=config)
+    return setting_from_row(key, query_one(db_path, q.GET, (key,), config=config))
+
+
+def setting_from_row(key: str, row: tuple[Any, ...] | None) -> Setting:
+    """``key``'s setting from its ``q.GET`` row; ``NotFound`` when there is none."""
     if row is None:
         raise not_set(key)
     return Setting(key, json.loads(row[0]), row[1])

@@ -11,14 +11,13 @@ from typing import Any, TypeVar, cast, overload
 
 from bastion.domains.events.repo import emit_tx
 from bastion.domains.settings import queries as q
-from bastion.domains.settings.model import Setting, check_key, not_set
+from bastion.domains.settings.model import Setting, check_key, not_set, setting_from_row
 from bastion.store.engine import WriteTx
 from bastion.store.repo import Repo, to_json
 
 __all__ = ["Setting", "SettingsRepo"]
 
 T = TypeVar("T")
-_MISSING: Any = object()
 
 
 def _typed(key: str, value: Any, type_: type[T]) -> T:
@@ -58,10 +57,7 @@ class SettingsRepo(Repo):
 
     def get_setting(self, key: str) -> Setting:
         check_key(key)
-        row = self.db.lookup(q.GET, (key,))
-        if row is None:
-            raise not_set(key)
-        return Setting(key, json.loads(row[0]), row[1])
+        return setting_from_row(key, self.db.lookup(q.GET, (key,)))
 
     def set(self, key: str, value: Any, *, ts: float | None = None) -> Setting:
         """Store ``value`` (anything JSON can hold) under ``key``; records ``setting.changed``."""
