@@ -58,8 +58,12 @@
       method, headers, credentials: "same-origin", cache: "no-store",
       body: method === "GET" ? undefined : JSON.stringify(body ?? {}),
     });
+    // Read the body even when there is none (204): fetch resolves at the headers, and a page
+    // that navigates away before the load has finished aborts the request it just made.
+    const text = await response.text();
     if (response.status === 204) return null;
-    const data = await response.json().catch(() => null);
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch { data = null; }
     if (!response.ok) throw new ApiError(response.status, data);
     return data;
   }
