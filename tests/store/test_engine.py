@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import apsw
@@ -663,3 +664,96 @@ def test_lookup_returns_the_one_row_or_none_and_refuses_many(tmp_path: Path) -> 
         )
         assert busy == 0  # even with the error (and its traceback) still alive
         assert many.value.hint
+
+
+def _truncate_from_another_connection(path: Path) -> tuple[int, int]:
+    """(busy, WAL bytes after) of a TRUNCATE checkpoint that needs every snapshot released."""
+    other = apsw.Connection(str(path))
+    try:
+        busy = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0][0]
+    finally:
+        other.close()
+    return int(busy), os.path.getsize(str(path) + "-wal")
+
+
+def test_first_row_reads_in_a_unit_leave_no_statement_open(tmp_path: Path) -> None:
+    """A unit's statements run on a cursor the writer keeps. ``scalar``/``query_one`` over a
+    query with many rows stop after the first: the statement must be reset, or it would hold
+    a read snapshot past COMMIT (and a TRUNCATE checkpoint would report busy, as shown)."""
+    path = tmp_path / "k.db"
+    with Database.open(path) as database:
+        database.write(lambda tx: tx.execute("CREATE TABLE t(x INTEGER)"))
+        database.write(
+            lambda tx: tx.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(50)])
+        )
+
+        def first_row_last(read: Callable[[WriteTx], object]) -> Callable[[WriteTx], object]:
+            def unit(tx: WriteTx) -> object:
+                tx.execute("INSERT INTO t VALUES (100)")  # frames in the WAL to checkpoint
+                return read(tx)  # the unit's last statement: nothing after it resets the cursor
+
+            return unit
+
+        assert database.write(first_row_last(lambda tx: tx.scalar("SELECT x FROM t"))) == 0
+        assert _truncate_from_another_connection(path) == (0, 0)
+        one = database.write(first_row_last(lambda tx: tx.query_one("SELECT x, 2 FROM t")))
+        assert one == (0, 2)
+        assert _truncate_from_another_connection(path) == (0, 0)
+        none = database.write(first_row_last(lambda tx: tx.scalar("SELECT x FROM t WHERE x < 0")))
+        assert none is None
+        assert _truncate_from_another_connection(path) == (0, 0)
+
+        # The check can fail: a statement left mid-way on that cursor holds the snapshot.
+        def leave_open(tx: WriteTx) -> None:
+            tx.execute("INSERT INTO t VALUES (50)")
+            next(tx._cursor.execute("SELECT x FROM t"))
+
+        database.write(leave_open)
+        assert _truncate_from_another_connection(path)[0] == 1
+        database.write(lambda tx: tx.execute("SELECT 1"))  # the next statement resets it
+        assert _truncate_from_another_connection(path) == (0, 0)
+
+
+def test_a_statement_run_from_inside_another_uses_a_cursor_of_its_own(tmp_path: Path) -> None:
+    """A SQL function that writes through the unit's tx while the unit's own statement is
+    stepping re-enters the kept cursor; apsw refuses that, and the tx falls back to a new one."""
+    with Database.open(tmp_path / "r.db") as database:
+        database.write(lambda tx: tx.execute("CREATE TABLE t(x INTEGER); CREATE TABLE log(x)"))
+        database.write(lambda tx: tx.executemany("INSERT INTO t VALUES (?)", [(1,), (2,), (3,)]))
+
+        def unit(tx: WriteTx) -> int:
+            def note(x: int) -> int:
+                tx.execute("INSERT INTO log VALUES (?)", (x,))
+                return int(tx.scalar("SELECT count(*) FROM log"))
+
+            tx._conn.create_scalar_function("note", note)
+            return tx.execute("UPDATE t SET x = note(x)")
+
+        assert database.write(unit) == 3
+        assert database.query("SELECT x FROM t ORDER BY rowid") == [(1,), (2,), (3,)]
+        assert database.query("SELECT x FROM log ORDER BY rowid") == [(1,), (2,), (3,)]
+
+
+def test_callbacks_belong_to_their_own_unit(tmp_path: Path) -> None:
+    """Units on the mutex path share one tx handle: a callback registered by one unit never
+    runs for another unit's commit or rollback."""
+    ran: list[str] = []
+    with Database.open(tmp_path / "c.db") as database:
+        database.write(lambda tx: tx.execute("CREATE TABLE t(x INTEGER)"))
+
+        def commits(tx: WriteTx) -> None:
+            tx.on_rollback(lambda: ran.append("rollback of the unit that committed"))
+            tx.on_commit(lambda: ran.append("commit"))
+            tx.execute("INSERT INTO t VALUES (1)")
+
+        def fails(tx: WriteTx) -> None:
+            tx.on_commit(lambda: ran.append("commit of the unit that failed"))
+            tx.on_rollback(lambda: ran.append("rollback"))
+            raise ValueError("no")
+
+        database.write(commits)
+        with pytest.raises(ValueError):
+            database.write(fails)
+        database.write(lambda tx: tx.execute("INSERT INTO t VALUES (2)"))
+        assert ran == ["commit", "rollback"]
+        assert database.query("SELECT x FROM t ORDER BY x") == [(1,), (2,)]

@@ -68,6 +68,7 @@ _GATHER_MIN_COMMIT_S = 0.00005
 
 
 _STOP = object()
+_get_ident = threading.get_ident  # a global and an attribute fewer inside the writer lock
 #: How long a caller may wait for the writer while others keep re-taking it (see ``write``).
 _MAX_BYPASS_S = 0.002
 #: VM steps an inline (event-loop) read may take before it is moved to a worker thread.
@@ -115,6 +116,10 @@ class Database:
         # BEGIN/COMMIT run on one cursor kept for them: Connection.execute makes a cursor per
         # call, ~0.3 us each, and every write pays two (bench/store_write.py: 4 threads).
         self._control = writer.cursor()
+        # The cursor units' statements run on (see WriteTx), and the handle ``write`` gives
+        # its units (creating one per unit costs ~0.3 us inside the writer lock).
+        self._stmt = writer.cursor()
+        self._tx = WriteTx(writer, self._stmt)
         # Units waiting for the writer (deque append/popleft are atomic), the lock whose
         # holder is the writer, and the writer thread's wake-up queue.
         self._pending: deque[Unit[Any]] = deque()
@@ -217,49 +222,88 @@ class Database:
         its own savepoint, so its exception rolls back only its own changes and is re-raised
         here. Do not call ``write`` from inside a unit: use the ``tx`` you were given.
         """
-        me = threading.get_ident()
-        if self._leader == me:  # checked before any lock: the writer lock is not reentrant
-            raise RuntimeError("write called from inside a write unit; use the tx it was given")
         if self._group_commit:
-            unit: Unit[T] = Unit(fn)
-            unit.owner = me
-            self._submit(unit)
-            self._lead_if_free()
-            return unit.wait()
+            return self._write_grouped(fn)
         # Commits are cheap (synchronous=NORMAL, no fsync): queueing to be grouped would cost
         # more in thread hand-offs than it saves, so callers take the writer in turn, like a
-        # mutex, each unit in its own transaction (after any queued async units). A thread
-        # that writes in a loop may take the lock again before a woken waiter does -- that is
-        # what keeps throughput up -- but never for long: a waiter that has gone
-        # _MAX_BYPASS_S without getting in says so (``_starving``), and callers step aside
-        # until it is in. The common contended path is one timed acquire: any bookkeeping
-        # there (a count under a lock per wait) costs ~10% of throughput with 4 writers.
-        if self._starving:
-            self._step_aside()
-        if not self._lock.acquire(blocking=False) and not self._lock.acquire(timeout=_MAX_BYPASS_S):
-            turns = self._turns
-            with turns:
-                self._starving += 1
-            try:
-                self._lock.acquire()
-            finally:
-                with turns:
-                    self._starving -= 1
-                    turns.notify_all()
+        # mutex, each unit in its own transaction (after any queued async units).
+        #
+        # With several writers, throughput is decided outside the lock, on the path from one
+        # write's release to the next write's try: a thread that writes in a loop and re-takes
+        # the lock before the waiter it woke can run saves a hand-off between threads, and
+        # each instruction on that path widens the window for one (0.3 us of work there cost
+        # ~3.5 us per write with 4 writers; inside the lock, ~1 us). So the lock is tried
+        # first and the checks run while it is held; and a failed try blocks at once, since
+        # the waiter the lock went to needs the GIL this thread holds until it blocks.
+        # Never unfair for long: a waiter that has gone _MAX_BYPASS_S without getting in says
+        # so (``_starving``), and callers step aside until it is in (_take_turn).
+        lock = self._lock
+        if not (lock.acquire(False) or lock.acquire(True, _MAX_BYPASS_S)):
+            self._wait_starving(lock)  # also refuses a write from inside a unit
+        elif self._starving:
+            lock.release()
+            self._take_turn(lock)
         try:
             if self._closed:
                 raise StoreClosed(f"{self.path} is closed")
-            self._leader = me
+            self._leader = _get_ident()
+            if self._pending:  # async units queued first go first
+                self._drain()
+            # One transaction of its own (what _begin, _commit and _abort do, inlined).
+            control = self._control
             try:
-                if self._pending:
-                    self._drain()
-                return self._write_alone(fn)
-            finally:
-                self._leader = None
+                control.execute("BEGIN IMMEDIATE")
+            except apsw.Error as err:
+                raise self._begin_error(err) from err
+            tx = self._tx  # one handle serves every unit of this path, one at a time
+            try:
+                result = fn(tx)
+            except apsw.Error as err:
+                self._abort(tx)
+                raise translate(err, path=str(self.path)) from err
+            except BaseException:
+                self._abort(tx)
+                raise
+            try:
+                control.execute("COMMIT")
+            except apsw.Error as err:
+                self._abort(tx)
+                raise translate(err, path=str(self.path), what="committing") from err
+            if tx._on_commit is not None or tx._on_rollback is not None:
+                callbacks = tx._on_commit
+                tx._on_commit = tx._on_rollback = None
+                run_callbacks(callbacks)
+            return result
         finally:
-            self._lock.release()
-            if self._pending:
-                self._wake.put(None)
+            self._leader = None
+            lock.release()
+
+    def _wait_starving(self, lock: threading.Lock) -> None:
+        """Waited _MAX_BYPASS_S for the writer: say so (others step aside), then wait on."""
+        if self._leader == threading.get_ident():  # the lock is not reentrant: refuse, not hang
+            raise RuntimeError("write called from inside a write unit; use the tx it was given")
+        turns = self._turns
+        with turns:
+            self._starving += 1
+        try:
+            lock.acquire()
+        finally:
+            with turns:
+                self._starving -= 1
+                turns.notify_all()
+
+    def _take_turn(self, lock: threading.Lock) -> None:
+        """Step aside until starved waiters are in, then take the writer like ``write``."""
+        self._step_aside()
+        if not lock.acquire(True, _MAX_BYPASS_S):
+            self._wait_starving(lock)
+
+    def _write_grouped(self, fn: Callable[[WriteTx], T]) -> T:
+        unit: Unit[T] = Unit(fn)
+        unit.owner = threading.get_ident()
+        self._submit(unit)
+        self._lead_if_free()
+        return unit.wait()
 
     def _step_aside(self) -> None:
         """Let starved waiters take the writer before this caller tries (bounded)."""
@@ -323,14 +367,16 @@ class Database:
             self._control.execute("BEGIN IMMEDIATE")
         except apsw.Error as err:
             raise self._begin_error(err) from err
-        return WriteTx(self._writer)
+        return WriteTx(self._writer, self._stmt)
 
     def _abort(self, tx: WriteTx) -> None:
         """Roll back (if SQLite has not already) and run the compensations."""
         with contextlib.suppress(apsw.Error):
             if self._writer.in_transaction:
                 self._writer.execute("ROLLBACK")
-        run_callbacks(tx._on_rollback)
+        callbacks = tx._on_rollback
+        tx._on_commit = tx._on_rollback = None  # the handle may serve the next unit
+        run_callbacks(callbacks)
 
     def _commit(self, tx: WriteTx) -> None:
         try:
@@ -340,33 +386,6 @@ class Database:
             raise translate(err, path=str(self.path), what="committing") from err
         run_callbacks(tx._on_commit)
 
-    def _write_alone(self, fn: Callable[[WriteTx], T]) -> T:
-        """Run ``fn`` in its own transaction; the caller holds the writer lock. (The hot path
-        of every write under synchronous=NORMAL: _begin and _commit are inlined.)"""
-        conn = self._writer
-        control = self._control
-        try:
-            control.execute("BEGIN IMMEDIATE")
-        except apsw.Error as err:
-            raise self._begin_error(err) from err
-        tx = WriteTx(conn)
-        try:
-            result = fn(tx)
-        except apsw.Error as err:
-            self._abort(tx)
-            raise translate(err, path=str(self.path)) from err
-        except BaseException:
-            self._abort(tx)
-            raise
-        try:
-            control.execute("COMMIT")
-        except apsw.Error as err:
-            self._abort(tx)
-            raise translate(err, path=str(self.path), what="committing") from err
-        if tx._on_commit:
-            run_callbacks(tx._on_commit)
-        return result
-
     def _submit(self, unit: Unit[Any]) -> None:
         if self._closed:
             raise StoreClosed(f"{self.path} is closed")
@@ -374,8 +393,12 @@ class Database:
         self._pending.append(unit)
 
     def _lead_if_free(self) -> None:
-        if self._lock.acquire(blocking=False):
+        if self._lock.acquire(False):
             self._lead_locked()
+        else:
+            # The holder may be past its last look at the queue (``write`` does not look
+            # again after its own unit): the writer thread takes the lock when it is free.
+            self._wake.put(None)
 
     def _lead_locked(self) -> None:
         """Run queued units with the lock held; release it; hand leftovers to the writer thread."""
@@ -446,7 +469,7 @@ class Database:
                 return
 
     def _run_outside(self, conn: apsw.Connection, unit: Unit[Any]) -> None:
-        tx = WriteTx(conn)
+        tx = WriteTx(conn, self._stmt)
         try:
             result = unit.fn(tx)
         except apsw.Error as err:
@@ -471,7 +494,7 @@ class Database:
         alone = len(group) == 1
         ok: list[tuple[Unit[Any], Any]] = []
         for unit in group:
-            tx = WriteTx(conn)
+            tx = WriteTx(conn, self._stmt)
             unit.tx = tx
             if not alone:
                 conn.execute("SAVEPOINT unit")
