@@ -113,13 +113,14 @@ class Database:
         self.name = name
         self.config = config
         self._writer = writer
-        # BEGIN/COMMIT run on one cursor kept for them: Connection.execute makes a cursor per
-        # call, ~0.3 us each, and every write pays two (bench/store_write.py: 4 threads).
-        self._control = writer.cursor()
-        # The cursor units' statements run on (see WriteTx), and the handle ``write`` gives
-        # its units (creating one per unit costs ~0.3 us inside the writer lock).
-        self._stmt = writer.cursor()
-        self._tx = WriteTx(writer, self._stmt)
+        # BEGIN, the units' statements, SAVEPOINTs and COMMIT/ROLLBACK all run on one cursor
+        # the writer keeps. A cursor per statement costs ~0.3 us, paid inside the writer lock
+        # where it holds up every other writer (bench/store_write.py, 4 threads); and ending
+        # the transaction on this cursor resets any statement a unit stopped reading mid-way
+        # (``scalar``, ``query_one``), which would otherwise hold a read snapshot past COMMIT.
+        # ``write`` hands every unit the same tx handle (one per unit costs ~0.3 us more).
+        self._cursor = writer.cursor()
+        self._tx = WriteTx(writer, self._cursor)
         # Units waiting for the writer (deque append/popleft are atomic), the lock whose
         # holder is the writer, and the writer thread's wake-up queue.
         self._pending: deque[Unit[Any]] = deque()
@@ -250,9 +251,9 @@ class Database:
             if self._pending:  # async units queued first go first
                 self._drain()
             # One transaction of its own (what _begin, _commit and _abort do, inlined).
-            control = self._control
+            cursor = self._cursor
             try:
-                control.execute("BEGIN IMMEDIATE")
+                cursor.execute("BEGIN IMMEDIATE")
             except apsw.Error as err:
                 raise self._begin_error(err) from err
             tx = self._tx  # one handle serves every unit of this path, one at a time
@@ -265,7 +266,7 @@ class Database:
                 self._abort(tx)
                 raise
             try:
-                control.execute("COMMIT")
+                cursor.execute("COMMIT")
             except apsw.Error as err:
                 self._abort(tx)
                 raise translate(err, path=str(self.path), what="committing") from err
@@ -364,23 +365,23 @@ class Database:
 
     def _begin(self) -> WriteTx:
         try:
-            self._control.execute("BEGIN IMMEDIATE")
+            self._cursor.execute("BEGIN IMMEDIATE")
         except apsw.Error as err:
             raise self._begin_error(err) from err
-        return WriteTx(self._writer, self._stmt)
+        return WriteTx(self._writer, self._cursor)
 
     def _abort(self, tx: WriteTx) -> None:
         """Roll back (if SQLite has not already) and run the compensations."""
         with contextlib.suppress(apsw.Error):
             if self._writer.in_transaction:
-                self._writer.execute("ROLLBACK")
+                self._cursor.execute("ROLLBACK")
         callbacks = tx._on_rollback
         tx._on_commit = tx._on_rollback = None  # the handle may serve the next unit
         run_callbacks(callbacks)
 
     def _commit(self, tx: WriteTx) -> None:
         try:
-            self._control.execute("COMMIT")
+            self._cursor.execute("COMMIT")
         except apsw.Error as err:
             self._abort(tx)
             raise translate(err, path=str(self.path), what="committing") from err
@@ -469,9 +470,14 @@ class Database:
                 return
 
     def _run_outside(self, conn: apsw.Connection, unit: Unit[Any]) -> None:
-        tx = WriteTx(conn, self._stmt)
+        tx = WriteTx(conn, self._cursor)
         try:
-            result = unit.fn(tx)
+            try:
+                result = unit.fn(tx)
+            finally:
+                # No COMMIT follows to reset a statement the unit stopped reading mid-way.
+                with contextlib.suppress(apsw.Error):
+                    self._cursor.execute("")
         except apsw.Error as err:
             mapped = translate(
                 err, path=str(self.path), what="running a statement outside a transaction"
@@ -483,8 +489,9 @@ class Database:
             unit.finish(result)
 
     def _run_group(self, conn: apsw.Connection, group: list[Unit[Any]]) -> None:
+        cursor = self._cursor  # the transaction's statements reset the units' (see __init__)
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            cursor.execute("BEGIN IMMEDIATE")
         except apsw.Error as err:
             mapped = self._begin_error(err)
             for unit in group:
@@ -494,20 +501,20 @@ class Database:
         alone = len(group) == 1
         ok: list[tuple[Unit[Any], Any]] = []
         for unit in group:
-            tx = WriteTx(conn, self._stmt)
+            tx = WriteTx(conn, self._cursor)
             unit.tx = tx
             if not alone:
-                conn.execute("SAVEPOINT unit")
+                cursor.execute("SAVEPOINT unit")
             try:
                 result = unit.fn(tx)
             except BaseException as err:
                 # The unit's own failure: undo its changes only, tell only its caller.
                 with contextlib.suppress(apsw.Error):
                     if alone:
-                        conn.execute("ROLLBACK")
+                        cursor.execute("ROLLBACK")
                     else:
-                        conn.execute("ROLLBACK TO unit")
-                        conn.execute("RELEASE unit")
+                        cursor.execute("ROLLBACK TO unit")
+                        cursor.execute("RELEASE unit")
                 run_callbacks(tx._on_rollback)
                 if isinstance(err, apsw.Error):
                     resolve_error(unit, translate(err, path=str(self.path)), err)
@@ -527,23 +534,23 @@ class Database:
                 return
             else:
                 if not alone:
-                    conn.execute("RELEASE unit")
+                    cursor.execute("RELEASE unit")
                 ok.append((unit, result))
         if not ok:
             if conn.in_transaction:
                 with contextlib.suppress(apsw.Error):
-                    conn.execute("ROLLBACK")
+                    cursor.execute("ROLLBACK")
             return
         try:
             started = time.monotonic()
-            conn.execute("COMMIT")
+            cursor.execute("COMMIT")
             # Smoothed: one fast fsync (the disk cache had room) must not switch gathering off.
             self._last_commit_s += (time.monotonic() - started - self._last_commit_s) / 8
         except apsw.Error as err:
             mapped = translate(err, path=str(self.path), what="committing")
             with contextlib.suppress(apsw.Error):
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    cursor.execute("ROLLBACK")
             self._fail_group(ok, mapped, err)
             return
         for unit, result in ok:

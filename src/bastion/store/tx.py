@@ -7,7 +7,7 @@ writer and the pool, and nothing else.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import apsw
 
@@ -20,6 +20,12 @@ __all__ = ["Params", "ReadTx", "Row", "WriteTx"]
 
 Row = tuple[Any, ...]
 Params = Sequence[Any] | dict[str, Any]
+
+
+class _Statements(Protocol):
+    """What a WriteTx runs its statements on: a kept cursor, or the connection itself."""
+
+    def execute(self, statements: str, bindings: Params | None = ...) -> apsw.Cursor: ...
 
 
 class ReadTx:
@@ -65,13 +71,13 @@ class WriteTx(ReadTx):
     __slots__ = ("_cursor", "_on_commit", "_on_rollback")
 
     def __init__(self, conn: apsw.Connection, cursor: apsw.Cursor | None = None) -> None:
-        # No super() call: the hot path. ``cursor`` is one the writer keeps for statements run
-        # to their end (execute, query, scalar, query_one): a cursor per statement costs
-        # ~0.3 us, paid inside the writer lock, where it holds up every other writer
-        # (bench/store_write.py, 4 threads). ``iter`` keeps a cursor of its own, since the
-        # caller runs other statements while it is open.
+        # No super() call: the hot path. ``cursor`` is the one the database's writer keeps
+        # and ends its transactions on (see Database.__init__): statements other than
+        # ``iter``'s (which stays open while the caller runs others) run on it. Without one
+        # (migrations, which end their transactions themselves), each statement gets a new
+        # cursor, freed as soon as it is done with.
         self._conn = conn
-        self._cursor = conn.cursor() if cursor is None else cursor
+        self._cursor: _Statements = conn if cursor is None else cursor
         # Created on first use: most units register no callback, and this is the hot path.
         self._on_rollback: list[Callable[[], None]] | None = None
         self._on_commit: list[Callable[[], None]] | None = None
@@ -85,24 +91,21 @@ class WriteTx(ReadTx):
     def query(self, sql: str, params: Params = ()) -> list[Row]:
         return self._rows(sql, params).fetchall()
 
+    # ``query_one`` and ``scalar`` stop at the first row and leave the statement where it is:
+    # the writer ends every transaction on the same kept cursor, and that resets it. Reading
+    # on to the end instead could scan a whole table for a second row nobody wants.
+
     def query_one(self, sql: str, params: Params = ()) -> Row | None:
-        rows = self._rows(sql, params)
-        for row in rows:
-            # The kept cursor must not stay mid-statement: it would hold the statement (and a
-            # read snapshot past COMMIT). One more step usually ends it; else reset it.
-            if next(rows, None) is not None:
-                rows.execute("")
+        for row in self._rows(sql, params):
             return tuple(row)
         return None
 
     def scalar(self, sql: str, params: Params = ()) -> Any:
-        try:  # _rows and query_one, inlined: the read of every read-modify-write
+        try:  # _rows, inlined: the read of every read-modify-write
             rows = self._cursor.execute(sql, params)
         except apsw.ThreadingViolationError:
             rows = self._conn.execute(sql, params)
         for row in rows:
-            if next(rows, None) is not None:
-                rows.execute("")
             return row[0]
         return None
 
