@@ -89,6 +89,12 @@ def test_crash_looper_shows_backoff_then_open(signed_in: Session) -> None:
 def test_restart_from_the_board_moves_through_states(signed_in: Session) -> None:
     page = signed_in.page
     page.wait_for_selector('#services li[data-service="echo"][data-state="running"]')
+    # The badge comes from the status route and the timeline from the events query: on a
+    # loaded machine the badge can say RUNNING before the timeline has the start's entries.
+    # Count from a timeline that has caught up, or the start's entries look like the restart's.
+    page.wait_for_selector(
+        '#services li[data-service="echo"] .transitions li:first-child[data-to="running"]'
+    )
     echo = card(page, "echo")
     before = int(echo.locator(".transitions").get_attribute("data-count") or "0")
     pid_before = echo.locator(".pid").inner_text()
