@@ -10,7 +10,7 @@
   raw ``keyring`` on the same Secret Service: target <= 1.2x; ``list``/``status`` make 0
   keychain calls (counted).
 
-Run: ``.venv/bin/python bench/vault.py [--gets N]``
+Run: ``.venv/bin/python bench/vault.py [--gets N] [--keychain-rounds N]``
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class Counting:
         return counted
 
 
-def keychain(root: Path, n: int) -> None:
+def keychain(root: Path, rounds: int) -> None:
     if not os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
         print("keychain: skipped (no D-Bus session; see the module docstring)")
         return
@@ -147,7 +147,6 @@ def keychain(root: Path, n: int) -> None:
             vault.get("API_KEY").reveal()
             vault.delete("API_KEY")
 
-        rounds = max(n // 1000, 20)
         # Interleave the two so drift on a shared machine hits both alike.
         raw_t, ours_t = [], []
         for _ in range(3):
@@ -182,6 +181,12 @@ def keychain(root: Path, n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gets", type=int, default=20000)
+    parser.add_argument(
+        "--keychain-rounds",
+        type=int,
+        default=20,
+        help="keychain round trips per timing (each takes milliseconds)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -201,7 +206,7 @@ def main() -> None:
                 f"keyrings.cryptfile get: {slow * 1e3:.0f} ms (Argon2id per call) = "
                 f"{slow / our_get:,.0f}x ours"
             )
-        keychain(root, args.gets)
+        keychain(root, args.keychain_rounds)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,54 @@
+"""Every ``bench/`` script still runs against the current code: each once, at a tiny size.
+
+The figures printed at this size mean nothing. Benchmarks are run by hand, at full size and
+one at a time (README, "Benchmarks"). What this checks is that every script runs to its end
+and prints its figures against their targets, so a change to an API cannot leave a benchmark
+broken until the next time someone needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+#: Script -> arguments that make it quick. Scripts without size options run at their size.
+TINY: dict[str, list[str]] = {
+    "store_write.py": ["--ops", "50", "--rounds", "1", "--durable-ops", "5"],
+    "store_read.py": ["--reads", "500", "--rounds", "1"],
+    "repo.py": [],
+    "backup.py": ["--size-mb", "4", "--rounds", "1"],
+    "vault.py": ["--gets", "200", "--keychain-rounds", "2"],
+    "logs.py": [],
+    "supervise.py": [],
+    "api.py": ["--seconds", "1", "--runs", "1"],  # needs wrk: `make test` installs it
+    "cli_startup.py": ["--runs", "2"],
+}
+
+
+def test_every_bench_script_is_listed() -> None:
+    scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")}
+    assert scripts == set(TINY), "add the new script to TINY with arguments that keep it quick"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_bench_script_runs_to_the_end(script: str, tmp_path: Path) -> None:
+    env = {**os.environ, "BASTION_HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, str(BENCH / script), *TINY[script]],
+        check=False,  # the output goes into the failure message
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "target" in result.stdout, result.stdout
