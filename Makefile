@@ -17,8 +17,10 @@ $(BIN)/python:
 $(UV): | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.5,<1"
 
-$(VENV)/.installed: pyproject.toml | $(UV)
-	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[test]'
+# The bench extra (SQLAlchemy, sqlite-utils: bench/repo.py's comparison points) too, so every
+# bench/ script runs in this venv (tests/test_bench.py runs each once).
+$(VENV)/.installed: pyproject.toml Makefile | $(UV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[test,bench]'
 	touch $@
 
 venv: $(VENV)/.installed
