@@ -17,8 +17,9 @@ Why this shape (seed 003 and 004 both rebuilt it by hand):
   serves the whole group. Under ``synchronous=NORMAL`` a commit costs no fsync and the thread
   hand-offs of a queue would cost more than they save: callers take the writer in turn, each
   unit in its own transaction, with a bound on how long a waiter can be bypassed.
-* **Readers.** A bounded pool of read-only connections. WAL readers never block the writer or
-  each other; a multi-statement read unit runs inside ``BEGIN`` so it sees one snapshot.
+* **Readers.** A bounded pool of read-only connections (:mod:`bastion.store._reads`, mixed
+  into ``Database``). WAL readers never block the writer or each other; a multi-statement
+  read unit runs inside ``BEGIN`` so it sees one snapshot.
 
 Nothing in this module retries a unit: a unit runs once, and its outcome is reported once.
 """
@@ -34,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import apsw
 
@@ -47,12 +48,10 @@ from bastion.errors import (
 )
 from bastion.store._errors import translate
 from bastion.store._locks import write_lock_holder
+from bastion.store._reads import ReaderPool
 from bastion.store._units import Unit, resolve_error, run_callbacks
 from bastion.store.posture import Posture, apply_posture, check_header, read_posture
-from bastion.store.tx import Params, ReadTx, Row, WriteTx
-
-if TYPE_CHECKING:
-    pass
+from bastion.store.tx import ReadTx, Row, WriteTx
 
 __all__ = ["Database", "Posture", "ReadTx", "Row", "WriteTx"]
 
@@ -71,28 +70,9 @@ _STOP = object()
 _get_ident = threading.get_ident  # a global and an attribute fewer inside the writer lock
 #: How long a caller may wait for the writer while others keep re-taking it (see ``write``).
 _MAX_BYPASS_S = 0.002
-#: VM steps an inline (event-loop) read may take before it is moved to a worker thread.
-_INLINE_STEPS = 20_000
 
 
-def _abort() -> bool:
-    return True
-
-
-async def _to_thread(fn: Callable[..., T], *args: Any) -> T:
-    import asyncio
-
-    return await asyncio.to_thread(fn, *args)
-
-
-#: A pooled read-only connection and the cursor kept for :meth:`Database.lookup`
-#: (``Connection.execute`` makes a cursor per call: ~0.3 us of a ~2 us key lookup). A pair,
-#: not a Connection subclass holding the cursor: every call on a subclass instance costs
-#: ~0.05 us more, 2.5% of a point read.
-_Slot = tuple[apsw.Connection, apsw.Cursor]
-
-
-class Database:
+class Database(ReaderPool):
     """An open SQLite database file. Thread-safe; create one per file per process.
 
     Use :meth:`open`. ``write``/``awrite`` run a unit on the writer thread; ``read``/``aread``
@@ -142,15 +122,7 @@ class Database:
         self._wake: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         self._close_lock = threading.Lock()
-        self._readers: list[_Slot] = []
-        self._readers_created = 0
-        self._readers_cond = threading.Condition(threading.Lock())
-        self._reader_waiters = 0
-        # Which thread holds a read snapshot since when: the WAL watchdog names them.
-        self._in_use: dict[int, tuple[str, float]] = {}
-        # Per event-loop-thread inline readers (see aquery_one), closed with the database.
-        self._inline = threading.local()
-        self._inline_conns: list[apsw.Connection] = []
+        self._init_readers()
         self._thread = threading.Thread(
             target=self._writer_loop, name=f"bastion-writer:{name}", daemon=True
         )
@@ -580,202 +552,6 @@ class Database:
                 run_callbacks(unit.tx._on_rollback)
             resolve_error(unit, error, cause)
 
-    # --- reads ---------------------------------------------------------------------------
-
-    # Pool fast path: list.pop()/append() are atomic under the GIL, so taking and returning
-    # an idle reader needs no lock. Only an empty pool takes the condition's lock, to open a
-    # new reader (up to ``config.readers``) or to wait for one to come back.
-
-    def _acquire_reader(self) -> _Slot:
-        try:
-            return self._readers.pop()
-        except IndexError:
-            pass
-        with self._readers_cond:
-            while True:
-                if self._closed:
-                    raise StoreClosed(f"{self.path} is closed")
-                try:
-                    return self._readers.pop()
-                except IndexError:
-                    pass
-                if self._readers_created < self.config.readers:
-                    self._readers_created += 1
-                    break
-                self._reader_waiters += 1
-                try:
-                    # Bounded wait: a release that raced past our check still wakes us soon.
-                    self._readers_cond.wait(0.01)
-                finally:
-                    self._reader_waiters -= 1
-        return self._new_reader()
-
-    def _release_reader(self, slot: _Slot) -> None:
-        if self._closed:
-            slot[0].close()
-            return
-        self._readers.append(slot)
-        if self._reader_waiters:
-            with self._readers_cond:
-                self._readers_cond.notify()
-
-    def _new_reader(self) -> _Slot:
-        try:
-            conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READONLY, vfs=self._vfs)
-            conn.setbusytimeout(self.config.busy_timeout_ms)
-            slot = (conn, conn.cursor())
-        except apsw.Error as err:
-            with self._readers_cond:
-                self._readers_created -= 1
-                self._readers_cond.notify()
-            raise translate(err, path=str(self.path), what="opening a reader") from err
-        return slot
-
-    def read(self, fn: Callable[[ReadTx], T]) -> T:
-        """Run ``fn`` on a pooled read-only connection, inside one snapshot."""
-        slot = self._acquire_reader()
-        conn = slot[0]
-        # A read unit holds its snapshot (and so pins the WAL) until it ends: record who.
-        key = id(conn)
-        self._in_use[key] = (threading.current_thread().name, time.monotonic())
-        try:
-            conn.execute("BEGIN")
-            try:
-                return fn(ReadTx(conn))
-            finally:
-                conn.execute("COMMIT")
-        except apsw.Error as err:
-            raise translate(err, path=str(self.path), what="reading") from err
-        finally:
-            self._in_use.pop(key, None)
-            self._release_reader(slot)
-
-    def query(self, sql: str, params: Params = ()) -> list[Row]:
-        """One statement on a pooled reader (a single statement is its own snapshot)."""
-        slot = self._acquire_reader()
-        try:
-            return slot[0].execute(sql, params).fetchall()
-        except apsw.Error as err:
-            raise translate(err, path=str(self.path), what="reading") from err
-        finally:
-            self._release_reader(slot)
-
-    def lookup(self, sql: str, params: Params = ()) -> Row | None:
-        """The row a lookup by primary or unique key finds, or ``None``; a statement that
-        returns more than one row is a ``StoreError`` (use :meth:`query_one` for "the first
-        of many"). The typed get-by-id of every repository: it runs on a cursor each pooled
-        reader keeps, and reads the statement to its end, which is what lets the cursor be
-        reused (a statement left open would hold its read snapshot)."""
-        readers = self._readers
-        try:
-            slot = readers.pop()
-        except IndexError:
-            slot = self._acquire_reader()
-        conn, cursor = slot
-        try:
-            found: Row | None = None
-            for row in cursor.execute(sql, params):
-                if found is not None:
-                    # Stopped mid-statement: close it now (the traceback would keep it, and
-                    # its snapshot, alive) and keep a fresh one.
-                    cursor.close(force=True)
-                    slot = (conn, conn.cursor())
-                    raise StoreError(
-                        f"a lookup returned more than one row: {sql}",
-                        hint="Look up by a primary or unique key, or use query_one for the "
-                        "first of many rows.",
-                    )
-                found = row
-            return found
-        except apsw.Error as err:
-            cursor.close(force=True)
-            slot = (conn, conn.cursor())
-            raise translate(err, path=str(self.path), what="reading") from err
-        finally:
-            if self._closed or self._reader_waiters:
-                self._release_reader(slot)
-            else:
-                readers.append(slot)
-
-    def query_one(self, sql: str, params: Params = ()) -> Row | None:
-        # A hot path: the pool's fast paths are inlined (a point read takes ~2 us; two
-        # method calls would add 5% to it).
-        readers = self._readers
-        try:
-            slot = readers.pop()
-        except IndexError:
-            slot = self._acquire_reader()
-        try:
-            for row in slot[0].execute(sql, params):
-                return row  # type: ignore[no-any-return]
-            return None
-        except apsw.Error as err:
-            raise translate(err, path=str(self.path), what="reading") from err
-        finally:
-            if self._closed or self._reader_waiters:
-                self._release_reader(slot)
-            else:
-                readers.append(slot)
-
-    def scalar(self, sql: str, params: Params = ()) -> Any:
-        row = self.query_one(sql, params)
-        return None if row is None else row[0]
-
-    # Async reads. A short statement runs right on the event loop thread, on a reader kept
-    # for that thread with busy_timeout 0 and a progress handler: a statement that needs more
-    # than _INLINE_STEPS virtual-machine steps, or would wait on a lock, is interrupted at
-    # once and re-run in a worker thread. Reads have no side effects, so re-running is safe,
-    # and the loop is never held for longer than a point lookup. Handing every read to a
-    # thread instead costs ~50 us of hand-off for a ~2 us lookup.
-
-    def _inline_reader(self) -> apsw.Connection | None:
-        conn: apsw.Connection | None = getattr(self._inline, "conn", None)
-        if conn is None and not self._closed:
-            try:
-                conn = apsw.Connection(
-                    str(self.path), flags=apsw.SQLITE_OPEN_READONLY, vfs=self._vfs
-                )
-            except apsw.Error:
-                return None
-            conn.setbusytimeout(0)
-            conn.set_progress_handler(_abort, _INLINE_STEPS)
-            self._inline.conn = conn
-            with self._readers_cond:
-                self._inline_conns.append(conn)
-        return conn
-
-    async def aquery_one(self, sql: str, params: Params = ()) -> Row | None:
-        conn = self._inline_reader()
-        if conn is not None:
-            try:
-                for row in conn.execute(sql, params):
-                    return row  # type: ignore[no-any-return]
-                return None
-            except (apsw.InterruptError, apsw.BusyError, apsw.LockedError):
-                pass  # too long for the loop, or a lock to wait on: go to a thread
-            except apsw.Error as err:
-                raise translate(err, path=str(self.path), what="reading") from err
-        return await _to_thread(self.query_one, sql, params)
-
-    async def aquery(self, sql: str, params: Params = ()) -> list[Row]:
-        conn = self._inline_reader()
-        if conn is not None:
-            try:
-                return conn.execute(sql, params).fetchall()
-            except (apsw.InterruptError, apsw.BusyError, apsw.LockedError):
-                pass
-            except apsw.Error as err:
-                raise translate(err, path=str(self.path), what="reading") from err
-        return await _to_thread(self.query, sql, params)
-
-    async def aread(self, fn: Callable[[ReadTx], T]) -> T:
-        """``read`` for coroutines; ``fn`` is arbitrary code, so it always runs in a thread."""
-        return await _to_thread(self.read, fn)
-
-    def reader_holders(self) -> list[tuple[str, float]]:
-        """(thread name, monotonic time started) of every read unit now holding a snapshot."""
-        return list(self._in_use.values())
-
     # --- lifecycle -----------------------------------------------------------------------
 
     def file_sizes(self) -> dict[str, int]:
@@ -796,12 +572,7 @@ class Database:
             self._watchdog.stop()
         self._wake.put(_STOP)
         self._thread.join()
-        with self._readers_cond:
-            for conn in [*(slot[0] for slot in self._readers), *self._inline_conns]:
-                conn.close()
-            self._readers.clear()
-            self._inline_conns.clear()
-            self._readers_cond.notify_all()
+        self._close_readers()
         with self._lock:  # a caller thread may still be leading its last group
             self._writer.close()
 
