@@ -769,3 +769,47 @@ def test_callbacks_belong_to_their_own_unit(tmp_path: Path) -> None:
         database.write(lambda tx: tx.execute("INSERT INTO t VALUES (2)"))
         assert ran == ["commit", "rollback"]
         assert database.query("SELECT x FROM t ORDER BY x") == [(1,), (2,)]
+
+
+def test_a_unit_queued_while_the_writer_thread_finishes_is_not_stranded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller that queues its unit and finds the writer lock held must not depend on the
+    holder looking at the queue again: here the writer thread has drained the queue and still
+    holds the lock when the unit arrives. The caller's failed attempt to lead wakes the
+    writer thread, which runs the unit once the lock is free."""
+    database = Database.open(tmp_path / "w.db", StoreConfig(group_commit="always"))
+    database.write(lambda tx: tx.execute("CREATE TABLE t(x INTEGER)"))
+    lead_failed = threading.Event()
+    arrived = threading.Event()
+    original_lead = Database._lead_if_free
+    original_drain = Database._drain
+    late: list[threading.Thread] = []
+
+    def lead_if_free(self: Database) -> None:
+        original_lead(self)
+        lead_failed.set()
+
+    def drain(self: Database) -> None:
+        original_drain(self)
+        if threading.current_thread() is self._thread and not late:
+            # The queue is empty and the lock still held: now a unit arrives.
+            caller = threading.Thread(
+                target=lambda: database.write(lambda tx: tx.execute("INSERT INTO t VALUES (2)"))
+            )
+            late.append(caller)
+            caller.start()
+            assert lead_failed.wait(10)
+            arrived.set()
+
+    monkeypatch.setattr(Database, "_lead_if_free", lead_if_free)
+    monkeypatch.setattr(Database, "_drain", drain)
+    try:
+        asyncio.run(database.awrite(lambda tx: tx.execute("INSERT INTO t VALUES (1)")))
+        assert arrived.wait(10)  # (the awrite's unit resolved inside the drain, before this)
+        late[0].join(10)
+        assert not late[0].is_alive(), "the unit queued after the last drain was never run"
+        assert database.query("SELECT x FROM t ORDER BY x") == [(1,), (2,)]
+    finally:
+        monkeypatch.undo()
+        database.close()
