@@ -317,25 +317,41 @@ def test_read_unit_sees_one_snapshot(db: Database) -> None:
 
 
 def test_async_api_does_not_block_the_loop(db: Database) -> None:
-    async def main() -> tuple[int, int]:
-        ticks = 0
+    """While a unit holds the writer, the event loop keeps running: the unit itself waits
+    for the loop to tick while it is inside, which it never would if ``awrite`` ran the unit
+    on the loop's thread (it would wait out its deadline and report no ticks)."""
+    inside = threading.Event()
+    ticked_while_inside = threading.Event()
+
+    def slow_unit(tx: WriteTx) -> bool:
+        inside.set()
+        seen = ticked_while_inside.wait(timeout=10)
+        _increment(tx)
+        return seen
+
+    async def main() -> tuple[list[bool], int]:
+        ticks_inside = 0
 
         async def ticker() -> None:
-            nonlocal ticks
+            nonlocal ticks_inside
             while True:
-                ticks += 1
+                if inside.is_set():
+                    ticks_inside += 1
+                    if ticks_inside >= 20:
+                        ticked_while_inside.set()
                 await asyncio.sleep(0)
 
         task = asyncio.create_task(ticker())
-        await asyncio.gather(*(db.awrite(_increment) for _ in range(200)))
-        value = await db.aquery_one("SELECT n FROM c WHERE id = 1")
+        results = await asyncio.gather(
+            db.awrite(slow_unit), *(db.awrite(_increment) for _ in range(50))
+        )
         task.cancel()
-        assert value is not None
-        return int(value[0]), ticks
+        return [bool(r) for r in results[:1]], ticks_inside
 
-    value, ticks = asyncio.run(main())
-    assert value == 200
-    assert ticks > 0
+    seen, ticks_inside = asyncio.run(main())
+    assert seen == [True], "the loop did not run while a unit held the writer"
+    assert ticks_inside >= 20
+    assert db.scalar("SELECT n FROM c WHERE id = 1") == 51
 
 
 def test_store_busy_when_another_process_holds_the_lock(tmp_path: Path) -> None:
@@ -599,6 +615,34 @@ def test_processes_creating_the_same_new_file_at_once_never_see_busy(
         assert out.strip() == "ok"
     with Database.open(path) as database:
         assert database.scalar("SELECT count(*) FROM t") == 6
+
+
+def test_open_waits_out_another_connection_creating_the_file(tmp_path: Path) -> None:
+    """The deterministic form of the race above: another connection is mid-way through
+    creating the file in rollback-journal mode (a write transaction open), so switching to WAL
+    is answered BUSY at once, without the busy handler. Opening must retry, not surface it."""
+    path = tmp_path / "new.db"
+    creator = apsw.Connection(str(path))
+    creator.execute("BEGIN IMMEDIATE")
+    creator.execute("CREATE TABLE made_by_creator(x)")
+    state = {"opened": False, "open_when_released": None}
+
+    def release() -> None:
+        state["open_when_released"] = state["opened"]
+        creator.execute("COMMIT")
+
+    timer = threading.Timer(0.2, release)
+    timer.start()
+    try:
+        with Database.open(path, StoreConfig(busy_timeout_ms=20_000)) as database:
+            state["opened"] = True
+            assert database.scalar("PRAGMA journal_mode") == "wal"
+            assert database.scalar("SELECT count(*) FROM made_by_creator") == 0
+    finally:
+        timer.join()
+        creator.close()
+    # The open was under way while the creator held its transaction, and only finished after.
+    assert state["open_when_released"] is False
 
 
 def _my_locks(path: Path) -> list[str]:

@@ -72,6 +72,29 @@ def test_ciphertext_moved_to_another_row_fails(file_vault: Vault) -> None:
     assert file_vault.get("VICTIM").reveal() == "victim-value"
 
 
+def test_ciphertext_moved_to_another_scope_fails(file_vault: Vault) -> None:
+    # Same name, same version, another scope: only the scope in the AAD tells the rows apart,
+    # so a bot's record copied into another bot's row must not decrypt as that bot's secret.
+    file_vault.set("API_KEY", "bot-1-value", scope="bot:1")
+    file_vault.set("API_KEY", "bot-2-value", scope="bot:2")
+    with _raw(file_vault.config) as raw:
+        nonce, ct = raw.query_one(
+            "SELECT nonce, ciphertext FROM vault_values WHERE scope = 'bot:1' AND name = 'API_KEY'"
+        ) or (b"", b"")
+        raw.write(
+            lambda tx: tx.execute(
+                "UPDATE vault_values SET nonce = ?, ciphertext = ? "
+                "WHERE scope = 'bot:2' AND name = 'API_KEY'",
+                (nonce, ct),
+            )
+        )
+    with pytest.raises(DecryptionFailed) as info:
+        file_vault.get("API_KEY", scope="bot:2")
+    assert "bot:2/API_KEY" in info.value.message
+    assert "bot-1-value" not in info.value.message
+    assert file_vault.get("API_KEY", scope="bot:1").reveal() == "bot-1-value"
+
+
 def test_values_are_not_in_the_file_in_plaintext(file_vault: Vault) -> None:
     file_vault.set("PLAIN", "plaintext-sentinel-12345")
     file_vault.close()
