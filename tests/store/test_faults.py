@@ -23,7 +23,7 @@ import pytest
 
 from bastion.config import StoreConfig
 from bastion.errors import StoreError, StoreIOError
-from bastion.store import Database, checkpoint
+from bastion.store import Database, checkpoint, migrations
 from bastion.store.backup import create_backup, list_backups, verify_backup
 from bastion.store.faults import Fault, FaultyVFS
 from tests.helpers import wait_until
@@ -181,7 +181,6 @@ def test_fault_at_each_call_of_a_backup(
 def test_fault_at_each_call_of_a_migration(
     tmp_path: Path, vfs: FaultyVFS, fault: Fault, op: str
 ) -> None:
-    migrations = pytest.importorskip("bastion.store.migrations")
     namespace = migrations.Namespace(
         "drill",
         [

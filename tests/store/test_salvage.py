@@ -113,6 +113,7 @@ def test_salvage_keeps_rows_with_undecodable_text(tmp_path: Path) -> None:
     assert result.tables["notes"].rows == 3
 
 
+@pytest.mark.system_tool
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_salvage_beats_dump_on_the_benchmark_fixture(tmp_path: Path, seed: int) -> None:
     if shutil.which("sqlite3") is None:
