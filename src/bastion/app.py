@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from bastion.domains.logs import LogsRepo
     from bastion.domains.settings import SettingsRepo
     from bastion.store.migrations import Migrator, Namespace
-    from bastion.supervisor import Supervisor
+    from bastion.supervisor import ServiceSpec, Supervisor
     from bastion.vault import Vault
 
 __all__ = ["HOME_SUBDIRS", "Home", "VaultSecrets"]
@@ -197,17 +197,18 @@ class Home:
         vault: Vault = self._vault
         return vault
 
-    def supervisor(self) -> Supervisor:
-        """A ``Supervisor`` for the services in ``services/*.toml``, fed secrets by this
-        home's vault. Every spec file is validated first: one bad file raises, naming the
-        file, key and fix, rather than running a partial set. Open it with ``await
-        sup.open()`` on the event loop that will run it."""
+    def supervisor(self, specs: Iterable[ServiceSpec] | None = None) -> Supervisor:
+        """A ``Supervisor`` for the services in ``services/*.toml`` (or ``specs``), fed
+        secrets by this home's vault. Every spec file is validated first: one bad file
+        raises, naming the file, key and fix, rather than running a partial set (the daemon
+        passes the valid ``specs`` and reports the others through its ``ServiceCatalog``).
+        Open it with ``await sup.open()`` on the event loop that will run it."""
         from bastion.supervisor import Supervisor, load_specs
 
         cfg = self.config
         return Supervisor(
             self.db,
-            load_specs(cfg.services_dir),
+            load_specs(cfg.services_dir) if specs is None else specs,
             secrets=VaultSecrets(self),
             config=cfg.supervisor,
             backups_dir=cfg.backups_dir,

@@ -100,6 +100,11 @@ class SupervisorConfig:
     #: kills them), "pipe" (a small shim leads each child's group and ends it when its link to
     #: the supervisor reads EOF; any POSIX system), "auto" = pdeathsig on Linux, else pipe.
     parent_death: Literal["auto", "pdeathsig", "pipe"] = "auto"
+    #: How the daemon follows services/ while it runs: "auto" (the OS's file events through
+    #: watchfiles, polling if they cannot be had), "poll" (look every watch_poll_ms), "off"
+    #: (only `bastion services reload` / POST /v1/services/reload, and API reads, pick up edits).
+    watch: Literal["auto", "poll", "off"] = "auto"
+    watch_poll_ms: int = dataclasses.field(default=500, metadata=_bounds(50, 60_000))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

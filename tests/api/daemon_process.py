@@ -23,6 +23,7 @@ class RunningDaemon:
         *args: str,
         env: dict[str, str] | None = None,
         token_from_vault: bool = False,
+        wrap: list[str] | None = None,
     ) -> None:
         self.home = home
         self.log_path = home.parent / f"{home.name}-daemon.log"
@@ -30,7 +31,18 @@ class RunningDaemon:
         full_env = {**os.environ, **(env or {})}
         full_env.pop("BASTION_HOME", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bastion", "--home", str(home), "serve", "--port", "0", *args],
+            [
+                *(wrap or []),
+                sys.executable,
+                "-m",
+                "bastion",
+                "--home",
+                str(home),
+                "serve",
+                "--port",
+                "0",
+                *args,
+            ],
             stdout=subprocess.PIPE,
             stderr=self._log,
             env=full_env,

@@ -56,7 +56,6 @@ from bastion.runfiles import (
     write_handshake,
 )
 from bastion.scheduler import Job, Scheduler
-from bastion.supervisor import load_specs
 
 __all__ = ["ServeOptions", "bind_sockets", "is_loopback", "serve"]
 
@@ -247,9 +246,6 @@ def serve(cfg: Config, options: ServeOptions, *, stdout: IO[str] | None = None) 
                 "took over from a daemon that did not shut down cleanly (pid %d)",
                 lock.took_over_from.pid,
             )
-        # Spec files are checked here so a bad one is a clean error naming the file and key,
-        # not a failed server start-up.
-        load_specs(cfg.services_dir)
         token, token_where = load_token(home, options.token_file)
         try:
             sockets = bind_sockets(host, port)

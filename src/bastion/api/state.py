@@ -18,6 +18,7 @@ from bastion.app import Home
 from bastion.errors import DaemonUnreachable
 from bastion.scheduler import Scheduler
 from bastion.supervisor import Supervisor
+from bastion.supervisor.catalog import ServiceCatalog
 
 __all__ = ["DaemonState", "get_state"]
 
@@ -38,6 +39,8 @@ class DaemonState:
     stopping: bool = False
     #: The running supervisor (opened in the app's lifespan when ``create_app(supervise=True)``).
     supervisor: Supervisor | None = None
+    #: Keeps the supervisor in step with services/ (set with ``supervisor``).
+    catalog: ServiceCatalog | None = None
 
     def require_supervisor(self) -> Supervisor:
         if self.supervisor is None:
@@ -47,6 +50,23 @@ class DaemonState:
                 "the stored state without it.",
             )
         return self.supervisor
+
+    async def synced_supervisor(self) -> Supervisor:
+        """The supervisor, after picking up any change to services/ not yet applied, so an
+        answer naming services matches the files (what the CLI reads) at this moment."""
+        supervisor = self.require_supervisor()
+        if self.catalog is not None:
+            await self.catalog.sync()
+        return supervisor
+
+    def require_catalog(self) -> ServiceCatalog:
+        self.require_supervisor()
+        if self.catalog is None:
+            raise DaemonUnreachable(
+                "this API instance does not manage the services folder",
+                hint="Declaring or reloading services needs `bastion serve`.",
+            )
+        return self.catalog
 
     @property
     def uptime_s(self) -> float:

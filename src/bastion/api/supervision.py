@@ -1,14 +1,20 @@
-"""The daemon's supervisor: built from ``services/*.toml``, fed secrets by the vault.
+"""The daemon's supervisor: built from ``services/*.toml``, fed secrets by the vault, kept in
+step with the folder while it runs.
 
 The supervisor is asyncio code, so it lives on the server's event loop: ``create_app(...,
 supervise=True)`` opens it in the app's lifespan (auto-starting enabled services) and
 closes it when the server shuts down, *after* uvicorn has stopped accepting connections and
 before the databases close. ``vault`` and ``supervisor`` never import each other; this
 module runs what ``bastion.app`` wires (``Home.supervisor``, ``VaultSecrets``).
+
+The daemon starts with the valid spec files; an invalid one does not keep the daemon (and
+the vault an app needs from it) down: it is reported like an invalid file found later, by
+the :class:`~bastion.supervisor.catalog.ServiceCatalog` that watches the folder.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -18,15 +24,28 @@ from fastapi import FastAPI
 from bastion.api.state import DaemonState
 from bastion.app import Home
 from bastion.supervisor import Supervisor
+from bastion.supervisor.catalog import ServiceCatalog
+from bastion.supervisor.spec import validate_dir
 
 __all__ = ["build_supervisor", "stop_supervisor", "supervisor_lifespan"]
 
 log = logging.getLogger("bastion.daemon")
 
 
-def build_supervisor(home: Home) -> Supervisor:
-    """The home's supervisor (spec files validated, secrets from the vault)."""
-    return home.supervisor()
+def build_supervisor(home: Home) -> tuple[Supervisor, ServiceCatalog]:
+    """The home's supervisor over its valid spec files (secrets from the vault), and the
+    catalog that keeps it in step with ``services/``."""
+    cfg = home.config
+    good, _bad = validate_dir(cfg.services_dir)  # the catalog's first reload reports _bad
+    supervisor = home.supervisor(good)
+    catalog = ServiceCatalog(
+        supervisor,
+        cfg.services_dir,
+        autostart=cfg.supervisor.autostart,
+        watch=cfg.supervisor.watch,
+        poll_s=cfg.supervisor.watch_poll_ms / 1000,
+    )
+    return supervisor, catalog
 
 
 def supervisor_lifespan(
@@ -36,12 +55,17 @@ def supervisor_lifespan(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        supervisor = build_supervisor(state.home)
+        supervisor, catalog = await asyncio.to_thread(build_supervisor, state.home)
         await supervisor.open()
         for rec in supervisor.swept:
             log.warning("ended orphan pid %d left by a previous daemon", rec.pid)
         state.supervisor = supervisor
+        state.catalog = catalog
         try:
+            # The first reload registers nothing new (the specs above are the folder); it
+            # reports invalid files and starts the watch. Autostart, with OPEN breakers
+            # resumed rather than reset, is start_all's.
+            await catalog.start(autostart=False)
             if state.home.config.supervisor.autostart:
                 await supervisor.start_all()
             yield
@@ -54,7 +78,10 @@ def supervisor_lifespan(
 async def stop_supervisor(state: DaemonState) -> None:
     """Stop every service (each by its stop policy) and flush; once, whoever calls first."""
     supervisor, state.supervisor = state.supervisor, None
+    catalog, state.catalog = state.catalog, None
     state.stopping = True
+    if catalog is not None:
+        await catalog.close()
     if supervisor is None:
         return
     log.info("stopping services")

@@ -289,6 +289,42 @@ def restart(ctx: click.Context, name: str, as_json: bool) -> None:
 
 
 @services.command()
+@json_option
+@click.pass_context
+@run_command
+def reload(ctx: click.Context, as_json: bool) -> None:
+    """Apply edits of <home>/services/ to the running daemon now (it also watches the folder):
+    new files are added, changed ones restarted or updated in place, removed ones stopped.
+    Exit 1 if a file is invalid (its running version keeps running)."""
+    from bastion.client import DaemonClient
+    from bastion.errors import DaemonUnreachable
+
+    cfg = config_from(ctx)
+    client = DaemonClient.for_home(cfg)
+    if client is None:
+        raise DaemonUnreachable(
+            f"no daemon is running for {cfg.home}: nothing to reload",
+            hint="`bastion serve` reads the folder when it starts; `bastion services validate` "
+            "checks the files now.",
+        )
+    report = client.post("/v1/services/reload")
+
+    def human(r: dict[str, Any]) -> str:
+        lines = []
+        for key in ("added", "started", "restarted", "updated", "removed"):
+            if r.get(key):
+                lines.append(f"{key + ':':11} {', '.join(r[key])}")
+        for p in r.get("problems", []):
+            kept = " (the running version keeps running)" if p.get("running_previous") else ""
+            lines.append(f"invalid    {p['message']}{kept}\n           hint: {p['hint']}")
+        return "\n".join(lines) or "no changes"
+
+    emit(report, as_json, human)
+    if report.get("problems"):
+        ctx.exit(1)
+
+
+@services.command()
 @click.argument("names", nargs=-1)
 @json_option
 @click.pass_context

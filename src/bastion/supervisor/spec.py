@@ -53,10 +53,13 @@ __all__ = [
     "load_spec",
     "load_specs",
     "parse_spec",
+    "spec_files",
     "validate_dir",
 ]
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+#: Names the API uses as words under /v1/services/ (``GET /v1/services/problems``).
+RESERVED_NAMES = frozenset({"problems", "reload"})
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_REF_RE = re.compile(r"^secret:(?P<scope>[A-Za-z0-9_.-]+)/(?P<name>[A-Za-z0-9_.:@-]+)$")
 ProbeKind = Literal["process", "tcp", "http", "exec", "mcp"]
@@ -326,6 +329,12 @@ def parse_spec(name: str, data: Mapping[str, Any], *, source: str = "<python>") 
             f"{name!r} is not a valid service name",
             "Use lowercase letters, digits, '.', '_' or '-' (max 63), starting alphanumeric.",
         )
+    if name in RESERVED_NAMES:
+        raise where.error(
+            "name",
+            f"{name!r} is reserved (the API uses /v1/services/{name})",
+            "Choose another name for the service (rename the file).",
+        )
     for key in data:
         if key not in _TOP_KEYS:
             raise where.error(key, "unknown key", f"Known keys: {', '.join(sorted(_TOP_KEYS))}.")
@@ -456,20 +465,24 @@ def load_spec(path: Path) -> ServiceSpec:
     return parse_spec(path.stem, data, source=str(path))
 
 
-def _spec_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob("*.toml")) if directory.is_dir() else []
+def spec_files(directory: Path) -> list[Path]:
+    """The spec files of a services folder: ``*.toml``, hidden files left out (an editor's
+    lock or backup such as ``.#name.toml`` is not a service)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("*.toml") if not p.name.startswith("."))
 
 
 def load_specs(directory: Path) -> list[ServiceSpec]:
     """Every spec in ``directory``; the first invalid file raises (nothing starts)."""
-    return [load_spec(path) for path in _spec_files(directory)]
+    return [load_spec(path) for path in spec_files(directory)]
 
 
 def validate_dir(directory: Path) -> tuple[list[ServiceSpec], list[ServiceSpecError]]:
     """Check every file; return the valid specs and one error per invalid file."""
     good: list[ServiceSpec] = []
     bad: list[ServiceSpecError] = []
-    for path in _spec_files(directory):
+    for path in spec_files(directory):
         try:
             good.append(load_spec(path))
         except ServiceSpecError as err:

@@ -129,6 +129,8 @@ class _Service:
     secret_names: tuple[str, ...] = ()
     next_start_at: float | None = None
     monitor: HealthMonitor | None = None
+    #: Set by an in-place spec update: the running child's monitor is rebuilt.
+    reprobe: bool = False
 
     @property
     def active(self) -> bool:
@@ -349,6 +351,40 @@ class Supervisor:
         await self.stop(name)
         return await self.start(name)
 
+    # --- specs changed while running (catalog.py decides; these carry it out) ---------------
+
+    def spec(self, name: str) -> ServiceSpec:
+        return self._get(name).spec
+
+    async def replace(self, spec: ServiceSpec, *, restart: bool) -> bool:
+        """Swap the spec of a registered service; True if its child was restarted for it.
+
+        ``restart``: the process itself changes (argv, env, secrets, cwd, pipes), so an
+        active service is stopped and started again on the new spec. Otherwise the running
+        child stays: restart, breaker and stop settings apply from the next decision, and a
+        running child's probes are rebuilt from the new spec at once.
+        """
+        svc = self._get(spec.name)
+        if restart and svc.active:
+            await self.stop(spec.name)
+            svc.spec = spec
+            await self.start(spec.name)
+            return True
+        svc.spec = spec
+        if svc.run is not None and svc.monitor is not None:
+            svc.reprobe = True
+            svc.wake.set()
+        return False
+
+    async def remove(self, name: str) -> None:
+        """Stop ``name`` (by its stop policy) and forget it; its stored history stays."""
+        await self.stop(name)
+        del self._services[name]
+
+    def emit(self, kind: str, subject: str, data: dict[str, Any]) -> None:
+        """Store an event through the ordered journal (after the transitions queued before)."""
+        self._enqueue(functools.partial(self._journal.emit, kind, subject, data))
+
     def status(self, name: str) -> ServiceStatus:
         svc = self._get(name)
         now = time.time()
@@ -502,7 +538,8 @@ class Supervisor:
         return "elapsed"
 
     async def _supervise(self, svc: _Service, *, resume_open: bool = False) -> None:
-        spec = svc.spec
+        # svc.spec is read at each decision, not once: a reloaded spec's restart and
+        # breaker settings apply from the next decision on (catalog.py, in place).
         phase = "open" if resume_open else "start"
         while True:
             if phase == "open":
@@ -524,8 +561,8 @@ class Supervisor:
                 return
             svc.policy, decision = pol.on_failure(
                 svc.policy,
-                spec.restart,
-                spec.breaker,
+                svc.spec.restart,
+                svc.spec.breaker,
                 now=time.time(),
                 exit_ok=exit_ok,
                 rng=self._rng,
@@ -616,10 +653,7 @@ class Supervisor:
                 run.capture.attach("stdout", proc.stdout)
         if spec.stdio_probe and proc.stdin is not None and proc.stdout is not None:
             run.channel = McpStdioChannel(proc.stdin, proc.stdout)
-        env = build_env(spec, self._daemon_env, {})
-        svc.monitor = HealthMonitor(
-            spec.health, child, _Hooks(self, svc, run), stdio=run.channel, env=env
-        )
+        svc.monitor = self._monitor(svc, run)
         loop = asyncio.get_running_loop()
         monitor_task = loop.create_task(svc.monitor.run())
         scan_task = loop.create_task(self._scan_descendants(spec.name, run))
@@ -631,6 +665,13 @@ class Supervisor:
                 await asyncio.wait(waitables, return_when=asyncio.FIRST_COMPLETED)
                 if svc.stop_requested or exited.done() or run.unhealthy.done():
                     break
+                if svc.reprobe:
+                    # The spec's probes changed in place (a reload): same child, new monitor.
+                    svc.reprobe = False
+                    monitor_task.cancel()
+                    await asyncio.gather(monitor_task, return_exceptions=True)
+                    svc.monitor = self._monitor(svc, run)
+                    monitor_task = loop.create_task(svc.monitor.run())
                 svc.wake.clear()  # a start_now while running means nothing
                 stop_wait = loop.create_task(svc.wake.wait())
         finally:
@@ -643,9 +684,9 @@ class Supervisor:
         result: bool | None
         if svc.stop_requested:
             self._set(svc, S.STOPPING, "stop requested", pid=child.program_pid)
-            stopped = await stop_child(child, spec.stop)
+            stopped = await stop_child(child, svc.spec.stop)
             await self._finish_run(svc, run, stopped.returncode)
-            how = "SIGKILL after grace" if stopped.killed else spec.stop.signal
+            how = "SIGKILL after grace" if stopped.killed else svc.spec.stop.signal
             self._set(svc, S.STOPPED, f"stopped ({how})")  # STOPPING -> STOPPED
             result = None
         elif exited.done():
@@ -654,16 +695,24 @@ class Supervisor:
             reason = f"exited with status {code}" if code >= 0 else f"killed by signal {-code}"
             self._set(svc, S.EXITED, reason, pid=child.program_pid, exit_code=code)
             # Whatever the child left in its group or tree is part of the dead service.
-            await stop_child(child, spec.stop)
+            await stop_child(child, svc.spec.stop)
             await self._finish_run(svc, run, code)
             result = code == 0
         else:
             self._set(svc, S.UNHEALTHY, run.unhealthy.result(), pid=child.program_pid)
             self._set(svc, S.STOPPING, "stopping the unhealthy child for a restart")
-            stopped = await stop_child(child, spec.stop)
+            stopped = await stop_child(child, svc.spec.stop)
             await self._finish_run(svc, run, stopped.returncode)
             result = False
         return result
+
+    def _monitor(self, svc: _Service, run: _Run) -> HealthMonitor:
+        health = svc.spec.health
+        if svc.state is not S.STARTING and svc.monitor is not None:
+            # A monitor replaced after start-up: the child already passed its startup gate.
+            health = dataclasses.replace(health, startup=None)
+        env = build_env(svc.spec, self._daemon_env, {})
+        return HealthMonitor(health, run.child, _Hooks(self, svc, run), stdio=run.channel, env=env)
 
     def _record_start(self, name: str, child: ChildProcess, secret_names: tuple[str, ...]) -> int:
         row_id = self._journal.record_start(name, child.record, child.started_at, secret_names)

@@ -1,15 +1,20 @@
-"""Services: list, status, start, stop, restart, and each service's logs and events.
+"""Services: list, status, start, stop, restart, declare, reload, and each service's logs
+and events.
 
 Control goes to the daemon's running supervisor (``state.supervisor``); a stop waits for the
 child to be gone (its stop signal, grace period, then SIGKILL to its group). Logs and events
 of a service are the ``logs``/``events`` rows whose source/subject is its name.
+
+``services/*.toml`` stays the one source of truth: ``PUT`` writes a validated spec there and
+reloads; every answer that names services first picks up edits not yet applied
+(``DaemonState.synced_supervisor``), so the API and the CLI (which reads the files) agree.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from bastion.api.models import MAX_OFFSET, Page, _Model
@@ -28,6 +33,7 @@ from bastion.api.routes.logs import (
 from bastion.api.state import DaemonState, get_state
 from bastion.domains.activity import ActivityRepo
 from bastion.supervisor import ServiceStatus
+from bastion.supervisor.catalog import ReloadReport
 
 __all__ = ["router"]
 
@@ -80,7 +86,7 @@ async def list_services(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[ServiceOut]:
     """Every configured service with its state, breaker and restart counts."""
-    statuses = state.require_supervisor().list()
+    statuses = (await state.synced_supervisor()).list()
     window = statuses[offset : offset + limit]
     return Page[ServiceOut](
         items=[ServiceOut.of(s) for s in window],
@@ -91,9 +97,108 @@ async def list_services(
     )
 
 
+class ProblemOut(_Model):
+    """An invalid file in services/ (the version already running, if any, keeps running)."""
+
+    name: str
+    file: str
+    code: str
+    message: str
+    hint: str
+    key: str | None
+    since: float
+    running_previous: bool
+
+
+class ReloadOut(_Model):
+    """What a reload did, by service name."""
+
+    added: list[str]
+    started: list[str]
+    restarted: list[str]
+    updated: list[str]
+    removed: list[str]
+    unchanged: list[str]
+    problems: list[ProblemOut]
+
+    @classmethod
+    def of(cls, report: ReloadReport) -> ReloadOut:
+        return cls(**report.to_dict())
+
+
+@router.get("/problems", response_model=Page[ProblemOut])
+async def service_problems(state: State) -> Page[ProblemOut]:
+    """Invalid files in services/: each names the file, the key and the fix."""
+    await state.synced_supervisor()
+    problems = [ProblemOut(**p.to_dict()) for p in state.require_catalog().problems]
+    return Page[ProblemOut](items=problems, limit=len(problems), total=len(problems), offset=0)
+
+
+@router.post("/reload", response_model=ReloadOut)
+async def reload_services(state: State) -> ReloadOut:
+    """Read services/ again now: add, restart (process fields changed), update in place,
+    remove; invalid files are reported and their running versions keep running."""
+    report = await state.require_catalog().reload()
+    await _record(state, "service.reload", "services", {"problems": len(report.problems)})
+    return ReloadOut.of(report)
+
+
 @router.get("/{name}", response_model=ServiceOut)
 async def service_status(state: State, name: ServiceName) -> ServiceOut:
+    return ServiceOut.of((await state.synced_supervisor()).status(name))
+
+
+#: A spec as JSON: the keys of a services/<name>.toml file (see docs/services.md).
+SpecBody = Annotated[
+    dict[str, Any],
+    Body(
+        description="The service spec: the same keys as a services/<name>.toml file.",
+        examples=[
+            {
+                "argv": ["/usr/local/bin/mcp-server", "--stdio"],
+                "secrets": {"API_KEY": "secret:global/api-key"},
+                "autostart": True,
+                "health": {"liveness": {"kind": "mcp", "interval_s": 10}},
+            }
+        ],
+    ),
+]
+
+
+@router.put(
+    "/{name}",
+    response_model=ServiceOut,
+    status_code=200,
+    responses={201: {"model": ServiceOut, "description": "Created"}},
+)
+async def put_service(
+    state: State, name: ServiceName, spec: SpecBody, response: Response
+) -> ServiceOut:
+    """Declare or replace a service: the spec is checked by the same code as a TOML file,
+    written to services/<name>.toml atomically, and applied (a new service starts if its
+    spec says autostart; a changed one restarts only if its process fields changed)."""
+    catalog = state.require_catalog()
+    created, report = await catalog.put(name, spec)
+    response.status_code = 201 if created else 200
+    await _record(
+        state,
+        "service.put",
+        name,
+        {"created": created, "restarted": name in report.restarted},
+    )
     return ServiceOut.of(state.require_supervisor().status(name))
+
+
+@router.delete("/{name}", response_model=ReloadOut)
+async def delete_service(state: State, name: ServiceName) -> ReloadOut:
+    """Remove services/<name>.toml: the service is stopped and forgotten."""
+    report = await state.require_catalog().delete(name)
+    await _record(state, "service.delete", name, {})
+    return ReloadOut.of(report)
+
+
+async def _record(state: DaemonState, action: str, subject: str, data: dict[str, Any]) -> None:
+    await state.home.db.awrite(lambda tx: ActivityRepo.record_tx(tx, "api", action, subject, data))
 
 
 @router.post("/{name}/{action}", response_model=ServiceOut)
@@ -101,7 +206,7 @@ async def control_service(
     state: State, name: ServiceName, action: Literal["start", "stop", "restart"]
 ) -> ServiceOut:
     """Start (an OPEN breaker is reset), stop (waits until stopped), or restart."""
-    supervisor = state.require_supervisor()
+    supervisor = await state.synced_supervisor()
     if action == "start":
         status = await supervisor.start(name)
     elif action == "stop":
@@ -128,7 +233,7 @@ async def service_logs(
     cursor: Cursor = None,
 ) -> Page[LogOut]:
     """The service's captured output (secrets already redacted at capture)."""
-    state.require_supervisor().status(name)  # 404 for an unknown service
+    (await state.synced_supervisor()).status(name)  # 404 for an unknown service
     return await query_logs(
         state, source=name, level=level, text=text, order=order, limit=limit, cursor=cursor
     )
@@ -142,7 +247,7 @@ async def tail_service_logs(
     backlog: Annotated[int, Query(ge=0, le=1000)] = 0,
 ) -> StreamingResponse:
     """Live tail of the service's output (SSE, event `log`); resumes after `Last-Event-ID`."""
-    state.require_supervisor().status(name)  # 404 for an unknown service
+    (await state.synced_supervisor()).status(name)  # 404 for an unknown service
     return await tail_logs(request, state, source=name, backlog=backlog)
 
 
@@ -156,7 +261,7 @@ async def service_events(
     cursor: Cursor = None,
 ) -> Page[EventOut]:
     """The service's state transitions and other events, newest first."""
-    supervisor = state.require_supervisor()
+    supervisor = await state.synced_supervisor()
     supervisor.status(name)
     await supervisor.flush()  # transitions queued for the journal are part of the answer
     return await query_events(state, subject=name, order=order, limit=limit, cursor=cursor)
