@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from bastion._fs import InsecureDirectoryError, ensure_private_dir
 from bastion.config import Config, load_config
-from bastion.errors import ConfigError, StoreOpenError
+from bastion.errors import ConfigError, HomeNotFound
 from bastion.runfiles import ensure_token
 from bastion.store import Database
 
@@ -84,7 +84,12 @@ class Home:
         app_namespaces = tuple(namespaces)
         if not cfg.home.is_dir():
             if not create:
-                raise StoreOpenError(f"{cfg.home} does not exist", hint="Run `bastion init` first.")
+                raise HomeNotFound(
+                    f"no bastion home at {cfg.home}",
+                    hint="Run `bastion init` to create it. Point at another home with "
+                    "`--home DIR` or BASTION_HOME.",
+                    path=str(cfg.home),
+                )
             if not app_namespaces:
                 return cls.init(cfg)
             cls.init(cfg).close()

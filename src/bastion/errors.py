@@ -11,9 +11,12 @@ action can make the same call succeed).
 
     BastionError
     ├── ConfigError
+    ├── InvalidName
     ├── StoreError
     │   ├── StoreOpenError
-    │   │   └── NotADatabase
+    │   │   ├── NotADatabase
+    │   │   ├── HomeNotFound
+    │   │   └── DatabaseNotFound
     │   ├── StorePostureError
     │   ├── StoreCorrupt
     │   ├── StoreBusy
@@ -55,6 +58,7 @@ action can make the same call succeed).
         ├── PayloadTooLarge
         ├── UnsupportedMediaType
         ├── DaemonAlreadyRunning
+        ├── ServerNotInstalled
         └── DaemonUnreachable
 """
 
@@ -97,6 +101,7 @@ __all__ = [
     "SecretNotFound",
     "SecretTooLarge",
     "ServiceNotFound",
+    "ServerNotInstalled",
     "ServiceSpecError",
     "SpawnFailed",
     "StoreBusy",
@@ -111,6 +116,12 @@ __all__ = [
     "UnsupportedMediaType",
     "VaultError",
     "VaultLocked",
+    "EXIT_CODES",
+    "EXIT_STATUSES",
+    "DatabaseNotFound",
+    "HomeNotFound",
+    "InvalidName",
+    "exit_code_for",
     "iter_error_classes",
     "render_errors_markdown",
 ]
@@ -149,24 +160,43 @@ class BastionError(Exception):
 
 
 class ConfigError(BastionError):
+    """A value in bastion.toml or a ``BASTION_*`` variable is missing, malformed or out of range."""
+
     code = "config_invalid"
     default_hint = "Fix the named key in bastion.toml or the BASTION_* environment variable."
     http_status = 400
+
+
+class InvalidName(BastionError, ValueError):
+    """A name (secret, scope, setting key, service, database) is malformed; nothing was read or
+    changed. Also a ``ValueError``: a caller's mistake, as before the class existed."""
+
+    code = "invalid_name"
+    default_hint = (
+        "Use letters, digits and `_ . -` (scopes also `:`), starting with a letter or digit."
+    )
+    http_status = 422
 
 
 # --- store -----------------------------------------------------------------------------------
 
 
 class StoreError(BastionError):
+    """Root of the SQLite store's errors."""
+
     code = "store_error"
 
 
 class StoreOpenError(StoreError):
+    """A database file could not be opened (missing, unreadable, no room)."""
+
     code = "store_open_failed"
     default_hint = "Check that the path exists, is a file you can read and write, and has room."
 
 
 class NotADatabase(StoreOpenError):
+    """The file is not an SQLite database (bad header or truncated); it was left untouched."""
+
     code = "store_not_a_database"
     default_hint = (
         "The file is not an SQLite database or is truncated. It was left untouched; "
@@ -174,7 +204,28 @@ class NotADatabase(StoreOpenError):
     )
 
 
+class HomeNotFound(StoreOpenError):
+    """The home directory does not exist (nothing was created)."""
+
+    code = "home_not_found"
+    default_hint = (
+        "Run `bastion init` to create it, or point at another home with `--home DIR` or "
+        "BASTION_HOME."
+    )
+    http_status = 404
+
+
+class DatabaseNotFound(StoreOpenError):
+    """The named database (``--db NAME``) has no file in the home."""
+
+    code = "database_not_found"
+    default_hint = "Use --db bastion, --db vault, or the NAME of an existing <home>/NAME.db."
+    http_status = 404
+
+
 class StorePostureError(StoreError):
+    """A pragma read back differently from what was set (WAL, synchronous, foreign_keys, ...)."""
+
     code = "store_posture"
     default_hint = (
         "The database could not be put in the required mode. WAL needs a local filesystem "
@@ -183,12 +234,16 @@ class StorePostureError(StoreError):
 
 
 class StoreCorrupt(StoreError):
+    """The database failed an integrity check or SQLite reported it malformed."""
+
     code = "store_corrupt"
     default_hint = "Run `bastion db recover` to quarantine the file and restore the newest backup."
     http_status = 503
 
 
 class StoreBusy(StoreError):
+    """The write lock stayed taken past ``busy_timeout``."""
+
     code = "store_busy"
     default_hint = "Another process held the write lock past the timeout; retry, or find it with `bastion doctor`."
     default_recoverable = True
@@ -196,11 +251,15 @@ class StoreBusy(StoreError):
 
 
 class StoreClosed(StoreError):
+    """The database was used after it was closed."""
+
     code = "store_closed"
     default_hint = "The store was closed; open it again."
 
 
 class StoreIOError(StoreError):
+    """The disk refused a read or write (full, read-only, failing): not corruption."""
+
     code = "store_io"
     default_hint = "The disk refused a write or a read (full, read-only, or failing); free space or check the device."
     default_recoverable = True
@@ -208,6 +267,8 @@ class StoreIOError(StoreError):
 
 
 class Conflict(StoreError):
+    """A UNIQUE or PRIMARY KEY constraint refused the row."""
+
     code = "conflict"
     default_hint = (
         "A row with the same unique key exists already; update it instead, or use another key."
@@ -216,29 +277,39 @@ class Conflict(StoreError):
 
 
 class ReferenceViolation(StoreError):
+    """A FOREIGN KEY constraint refused the change."""
+
     code = "reference_violation"
     default_hint = "The row refers to one that does not exist (or is still referenced); create or remove that one first."
     http_status = 409
 
 
 class ConstraintViolation(StoreError):
+    """A CHECK or NOT NULL constraint refused the values."""
+
     code = "constraint_violation"
     default_hint = "A CHECK or NOT NULL constraint refused the values; correct them."
     http_status = 422
 
 
 class NotFound(StoreError):
+    """No row has that id or key (an update or delete matched 0 rows)."""
+
     code = "not_found"
     default_hint = "No row has that id; list the rows to find the right one."
     http_status = 404
 
 
 class MigrationError(StoreError):
+    """Root of the migration engine's refusals and failures."""
+
     code = "migration_error"
     default_hint = "See `bastion db status` for the applied and pending migrations."
 
 
 class MigrationGap(MigrationError):
+    """An applied migration follows one that was never applied."""
+
     code = "migration_gap"
     default_hint = (
         "A migration before an applied one was never applied; restore the missing file or baseline."
@@ -246,11 +317,15 @@ class MigrationGap(MigrationError):
 
 
 class MigrationOutOfOrder(MigrationError):
+    """A pending migration sorts before one already applied."""
+
     code = "migration_out_of_order"
     default_hint = "A new migration sorts before one already applied; rename it to sort after the last applied id."
 
 
 class MigrationChecksumMismatch(MigrationError):
+    """An applied migration's text was edited after it was applied."""
+
     code = "migration_edited"
     default_hint = (
         "An applied migration was edited. Revert the edit, or accept it with "
@@ -259,32 +334,44 @@ class MigrationChecksumMismatch(MigrationError):
 
 
 class MigrationUnknown(MigrationError):
+    """The database records a migration this code does not have (it is newer)."""
+
     code = "migration_unknown"
     default_hint = "The database was migrated by a newer version of the code; upgrade the app."
 
 
 class MigrationFailed(MigrationError):
+    """A migration raised; it was rolled back and the database restored."""
+
     code = "migration_failed"
     default_hint = "The migration was rolled back and the database left as it was; fix the migration and retry."
 
 
 class MigrationCheckFailed(MigrationError):
+    """The migrated database failed ``foreign_key_check`` or ``quick_check``."""
+
     code = "migration_check_failed"
     default_hint = "The migrated database failed foreign_key_check or quick_check; fix the data or the migration."
 
 
 class BaselineMismatch(MigrationError):
+    """``db baseline`` found a schema other than the one the migrations produce."""
+
     code = "baseline_mismatch"
     default_hint = "The schema does not match the expected one at that id; pick the right id or migrate by hand."
 
 
 class BackupError(StoreError):
+    """A backup could not be written or verified."""
+
     code = "backup_failed"
     default_hint = "Check free space in the backups directory and retry."
     default_recoverable = True
 
 
 class RestoreRefused(BackupError):
+    """A restore was refused before anything changed (bad backup, database in use)."""
+
     code = "restore_refused"
     default_hint = "Nothing was changed. Pick another backup (`bastion db backups`)."
     default_recoverable = False
@@ -294,10 +381,14 @@ class RestoreRefused(BackupError):
 
 
 class VaultError(BastionError):
+    """Root of the secrets vault's errors."""
+
     code = "vault_error"
 
 
 class KeychainUnavailable(VaultError):
+    """No usable OS keychain (no Secret Service, or only an insecure backend)."""
+
     code = "keychain_unavailable"
     default_hint = (
         "No usable OS keychain. On Linux start a Secret Service (e.g. run inside "
@@ -308,6 +399,8 @@ class KeychainUnavailable(VaultError):
 
 
 class KeychainLocked(VaultError):
+    """The OS keychain is locked."""
+
     code = "keychain_locked"
     default_hint = "Unlock the OS keychain (log in to the desktop session) and retry."
     default_recoverable = True
@@ -315,6 +408,8 @@ class KeychainLocked(VaultError):
 
 
 class KeychainTimeout(VaultError):
+    """The OS keychain did not answer within ``vault.keychain_timeout_s``."""
+
     code = "keychain_timeout"
     default_hint = "The OS keychain did not answer in time; it may be waiting on an unlock prompt."
     default_recoverable = True
@@ -322,24 +417,32 @@ class KeychainTimeout(VaultError):
 
 
 class VaultLocked(VaultError):
+    """The encrypted-file vault has no key or passphrase, or the wrong one."""
+
     code = "vault_locked"
     default_hint = "Unlock the vault with the right passphrase or key (BASTION_VAULT_KEY)."
     http_status = 423
 
 
 class SecretNotFound(VaultError):
+    """No secret with that scope and name."""
+
     code = "secret_not_found"
     default_hint = "List the stored names with `bastion secrets list`."
     http_status = 404
 
 
 class SecretTooLarge(VaultError):
+    """The value is larger than the vault or backend accepts."""
+
     code = "secret_too_large"
     default_hint = "Store a smaller value, or enable chunking for this backend."
     http_status = 413
 
 
 class RuleViolation(VaultError):
+    """The value broke a rule (non-empty, URL, regex, ...); nothing was stored."""
+
     code = "secret_rule_violation"
     default_hint = (
         "The value was refused and nothing was stored; supply a value that meets the rule."
@@ -348,11 +451,15 @@ class RuleViolation(VaultError):
 
 
 class DecryptionFailed(VaultError):
+    """A record failed authentication (tampered with, or moved to another name)."""
+
     code = "decryption_failed"
     default_hint = "The record was tampered with or moved; restore vault.db from a backup or set the value again."
 
 
 class ImportFailed(VaultError):
+    """A plaintext import could not be done; the file was left as it was."""
+
     code = "import_failed"
     default_hint = "The file was left as it was; fix the named problem and run the import again."
     http_status = 422
@@ -362,10 +469,14 @@ class ImportFailed(VaultError):
 
 
 class SupervisorError(BastionError):
+    """Root of the supervisor's errors."""
+
     code = "supervisor_error"
 
 
 class ServiceSpecError(SupervisorError):
+    """A service spec file is invalid (the key and the problem are named)."""
+
     code = "service_spec_invalid"
     default_hint = (
         "Fix the named key in the service file; `bastion services validate` checks them all."
@@ -374,12 +485,16 @@ class ServiceSpecError(SupervisorError):
 
 
 class ServiceNotFound(SupervisorError):
+    """No service with that name in ``<home>/services/``."""
+
     code = "service_not_found"
     default_hint = "List services with `bastion services list`."
     http_status = 404
 
 
 class InvalidTransition(SupervisorError):
+    """The service's state does not allow the action."""
+
     code = "invalid_transition"
     default_hint = (
         "The service is not in a state that allows this; check `bastion services status`."
@@ -388,6 +503,8 @@ class InvalidTransition(SupervisorError):
 
 
 class SpawnFailed(SupervisorError):
+    """The service's program could not be started."""
+
     code = "spawn_failed"
     default_hint = "Check that the program exists and is executable, and that cwd exists."
     default_recoverable = True
@@ -397,51 +514,121 @@ class SpawnFailed(SupervisorError):
 
 
 class ApiError(BastionError):
+    """Root of the HTTP API's and daemon's errors."""
+
     code = "api_error"
     http_status = 400
 
 
 class InvalidRequest(ApiError):
+    """The request's parameters or body did not validate."""
+
     code = "invalid_request"
     default_hint = "Check the request's parameters against /openapi.json."
     http_status = 400
 
 
 class Unauthorized(ApiError):
+    """No bearer token, or the wrong one."""
+
     code = "unauthorized"
     default_hint = "Send `Authorization: Bearer <token>`; the token is in <home>/run/token."
     http_status = 401
 
 
 class Forbidden(ApiError):
+    """The Host or Origin header is not allowed."""
+
     code = "forbidden"
     default_hint = "Call the daemon through 127.0.0.1/localhost from an allowed Origin."
     http_status = 403
 
 
 class PayloadTooLarge(ApiError):
+    """The request body is larger than ``api.max_body_bytes``."""
+
     code = "payload_too_large"
     default_hint = "Send a smaller body."
     http_status = 413
 
 
 class UnsupportedMediaType(ApiError):
+    """A mutation was sent without ``Content-Type: application/json``."""
+
     code = "unsupported_media_type"
     default_hint = "Send the body as JSON with `Content-Type: application/json`."
     http_status = 415
 
 
 class DaemonAlreadyRunning(ApiError):
+    """A daemon already runs for this home."""
+
     code = "daemon_running"
     default_hint = "Use the running daemon, or stop it with `bastion stop`."
     http_status = 409
 
 
+class ServerNotInstalled(ApiError):
+    """``bastion serve`` was run where the server extra (FastAPI, uvicorn) is not installed."""
+
+    code = "server_not_installed"
+    default_hint = "Install the daemon's dependencies: pip install 'bastion[server]'."
+    http_status = 501
+
+
 class DaemonUnreachable(ApiError):
+    """No daemon answers for this home."""
+
     code = "daemon_unreachable"
     default_hint = "Start it with `bastion serve`."
     default_recoverable = True
     http_status = 503
+
+
+# --- exit codes ------------------------------------------------------------------------------
+
+#: The CLI's exit status by error class; the most specific class listed wins (a class not
+#: listed takes its nearest listed ancestor's). Values follow sysexits.h where one fits, so a
+#: script can tell "retry later" (75) from "fix your input" (65) from "not there" (66).
+#: ``docs/errors.md`` shows this table; the CLI reads it through :func:`exit_code_for` only.
+EXIT_CODES: dict[type[BastionError], int] = {
+    BastionError: 1,
+    ConfigError: 78,
+    InvalidName: 65,
+    StoreOpenError: 66,
+    NotFound: 66,
+    SecretNotFound: 66,
+    ServiceNotFound: 66,
+    Conflict: 65,
+    StoreBusy: 75,
+    StoreIOError: 74,
+    StoreCorrupt: 74,
+    NotADatabase: 74,
+    MigrationError: 65,
+    VaultError: 77,
+    RuleViolation: 65,
+    SecretTooLarge: 65,
+    ApiError: 69,
+}
+
+#: Exit statuses that do not come from an error class, with what they mean.
+EXIT_STATUSES: dict[int, str] = {
+    0: "success (an empty result is a success too)",
+    1: "a check found problems (`doctor`, `services validate`), or an error without a closer code",
+    2: "usage error: an unknown option, a missing or malformed argument (click)",
+    130: "interrupted by SIGINT (Ctrl-C), e.g. `services run`, `logs --follow`",
+    143: "stopped by SIGTERM, e.g. `services run`",
+}
+
+
+def exit_code_for(error: BastionError | type[BastionError]) -> int:
+    """The CLI exit status for ``error`` (an instance or a class): its class's entry in
+    ``EXIT_CODES``, else its nearest listed ancestor's."""
+    cls = error if isinstance(error, type) else type(error)
+    for klass in cls.__mro__:
+        if klass in EXIT_CODES:
+            return EXIT_CODES[klass]
+    return 1
 
 
 # --- reference -------------------------------------------------------------------------------
@@ -469,17 +656,35 @@ def render_errors_markdown() -> str:
         "",
         "Every error bastion raises is a `BastionError` with a stable `code`, a `message`, a `hint`",
         "and `recoverable`. The API answers `{code, message, hint}` with the HTTP status below;",
-        "the CLI prints the same and exits with the code's exit status.",
+        "the CLI prints `error: <message>` and `hint: <hint>` on stderr (with `--json`, the same",
+        "`{code, message, hint}` object the API sends, on stdout) and exits with the status below.",
         "",
-        "| class | code | HTTP | recoverable | default hint |",
-        "|---|---|---|---|---|",
+        "| class | code | HTTP | exit | recoverable | default hint |",
+        "|---|---|---|---|---|---|",
     ]
     for depth, cls in iter_error_classes():
         name = ("&nbsp;&nbsp;" * depth) + f"`{cls.__name__}`"
         hint = cls.default_hint.replace("|", "\\|")
         lines.append(
-            f"| {name} | `{cls.code}` | {cls.http_status} | "
+            f"| {name} | `{cls.code}` | {cls.http_status} | {exit_code_for(cls)} | "
             f"{'yes' if cls.default_recoverable else 'no'} | {hint} |"
         )
+    lines += [
+        "",
+        "## Exit statuses",
+        "",
+        "Every `bastion` command exits with one of these. An error's status comes from its class",
+        "(the table above, `bastion.errors.EXIT_CODES`); the others:",
+        "",
+        "| exit | meaning |",
+        "|---|---|",
+    ]
+    statuses = {**EXIT_STATUSES}
+    for code in EXIT_CODES.values():
+        if code not in statuses:
+            names = [c.__name__ for c, v in EXIT_CODES.items() if v == code]
+            statuses[code] = "an error: " + ", ".join(f"`{n}`" for n in names) + " and subclasses"
+    for code in sorted(statuses):
+        lines.append(f"| {code} | {statuses[code]} |")
     lines.append("")
     return "\n".join(lines)

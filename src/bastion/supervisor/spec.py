@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from bastion.errors import ServiceSpecError
+from bastion.errors import InvalidName, ServiceSpecError
 
 __all__ = [
     "BreakerSpec",
@@ -55,6 +55,7 @@ __all__ = [
     "parse_spec",
     "spec_files",
     "validate_dir",
+    "validate_service_name",
 ]
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -318,6 +319,19 @@ def _resolve_program(where: _Where, key: str, program: str, cwd: Path | None) ->
             key, f"program {program!r} not found on PATH", "Install it or give an absolute path."
         )
     return found
+
+
+def validate_service_name(name: str) -> str:
+    """Return ``name`` if it can name a service (the stem of ``<name>.toml``: lower-case
+    letters, digits and ``_ . -``, at most 63), else raise ``InvalidName``."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidName(
+            f"{name!r} is not a valid service name",
+            hint="Service names are the file names in <home>/services/ without .toml: "
+            "lower-case letters, digits and `_ . -`, starting with a letter or digit.",
+            kind="service name",
+        )
+    return name
 
 
 def parse_spec(name: str, data: Mapping[str, Any], *, source: str = "<python>") -> ServiceSpec:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from bastion.errors import RuleViolation
+from bastion.errors import InvalidName, RuleViolation
 
 __all__ = [
     "LOCAL_HOSTS",
@@ -177,27 +177,36 @@ def parse_rule(text: str) -> tuple[str, Rule]:
 
 
 def validate_name(name: str) -> str:
-    """Return ``name`` if it is a valid secret name, else raise ``ValueError`` saying why."""
+    """Return ``name`` if it is a valid secret name, else raise ``InvalidName`` saying why."""
     if not isinstance(name, str) or not name:
-        raise ValueError("a secret name must be a non-empty string")
+        raise InvalidName("a secret name must be a non-empty string", kind="secret name")
     if len(name) > NAME_MAX:
-        raise ValueError(f"secret name is {len(name)} characters long; the limit is {NAME_MAX}")
+        raise InvalidName(
+            f"secret name is {len(name)} characters long; the limit is {NAME_MAX}",
+            kind="secret name",
+        )
     if not _NAME_RE.match(name):
-        raise ValueError(
+        raise InvalidName(
             f"secret name {name!r} has characters outside A-Z a-z 0-9 _ . - "
-            "(and must start with a letter or digit)"
+            "(and must start with a letter or digit)",
+            hint="Use e.g. OPENAI_API_KEY or stt.url.",
+            kind="secret name",
         )
     return name
 
 
 def validate_scope(scope: str) -> str:
-    """Return ``scope`` if valid (``global``, ``bot:42``, ``space:abc``), else ``ValueError``."""
+    """Return ``scope`` if valid (``global``, ``bot:42``, ``space:abc``), else ``InvalidName``."""
     if not isinstance(scope, str) or not scope:
-        raise ValueError("a scope must be a non-empty string such as 'global' or 'bot:42'")
+        raise InvalidName(
+            "a scope must be a non-empty string such as 'global' or 'bot:42'", kind="scope"
+        )
     if len(scope) > SCOPE_MAX or not _SCOPE_RE.match(scope):
-        raise ValueError(
+        raise InvalidName(
             f"scope {scope!r} must be at most {SCOPE_MAX} characters of A-Z a-z 0-9 _ . : - "
-            "(e.g. 'global', 'bot:42', 'space:abc')"
+            "(e.g. 'global', 'bot:42', 'space:abc')",
+            hint="Use e.g. --scope global, --scope bot:42 or --scope space:abc.",
+            kind="scope",
         )
     return scope
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from bastion.config import StoreConfig
 from bastion.domains.settings import queries as q
-from bastion.errors import NotFound
+from bastion.errors import InvalidName, NotFound
 
 __all__ = ["Setting", "check_key", "not_set", "read_setting", "setting_from_row"]
 
@@ -29,8 +29,22 @@ class Setting:
 
 
 def check_key(key: str) -> None:
+    """Raise ``InvalidName`` unless ``key`` is a setting key: 1-256 characters of text that
+    encodes as UTF-8 (SQLite stores nothing else)."""
     if not isinstance(key, str) or not 1 <= len(key) <= 256:
-        raise ValueError(f"setting key must be a string of 1-256 characters, got {key!r}")
+        raise InvalidName(
+            f"setting key must be a string of 1-256 characters, got {key!r}",
+            hint="Use a dotted key such as ui.theme.",
+            kind="setting key",
+        )
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidName(
+            f"setting key {key!r} is not UTF-8 text (it holds undecodable bytes)",
+            hint="Use a dotted key such as ui.theme.",
+            kind="setting key",
+        ) from None
 
 
 def not_set(key: str) -> NotFound:
