@@ -148,6 +148,34 @@ class Journal:
             )
         )
 
+    def record_program(
+        self, service: str, leader_id: int, rec: ProcRecord, started_at: float
+    ) -> None:
+        """``pipe`` mode: the program the shim (the recorded leader) runs. It is a descendant
+        row with the leader's own ``started_at``, which is how :meth:`service_pids` tells it
+        from descendants found later (their ``started_at`` is when they were seen)."""
+        self.db.write(
+            lambda tx: tx.execute(
+                "INSERT INTO supervisor_processes (service, pid, create_time, pgid, parent_id,"
+                " started_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (service, rec.pid, rec.create_time, rec.pgid, leader_id, started_at),
+            )
+        )
+
+    def service_pids(self) -> dict[str, ProcRecord]:
+        """Each service's own process as the supervisor reports it (``status().pid``): the
+        program of its live run -- the recorded leader, or in ``pipe`` mode the program the
+        shim runs -- never a descendant. Rows not recorded as ended; the caller checks that
+        the process still lives (``process.alive``): a crashed supervisor ends no rows."""
+        rows = self.db.query(
+            "SELECT l.service, coalesce(p.pid, l.pid), coalesce(p.create_time, l.create_time),"
+            " coalesce(p.pgid, l.pgid) FROM supervisor_processes AS l"
+            " LEFT JOIN supervisor_processes AS p"
+            "   ON p.parent_id = l.id AND p.started_at = l.started_at"
+            " WHERE l.parent_id IS NULL AND l.ended_at IS NULL ORDER BY l.id"
+        )
+        return {r[0]: ProcRecord(r[1], r[2], r[3]) for r in rows}
+
     def record_descendants(self, service: str, parent_id: int, recs: Sequence[ProcRecord]) -> None:
         now = time.time()
         self.db.write(

@@ -718,8 +718,9 @@ class Supervisor:
         row_id = self._journal.record_start(name, child.record, child.started_at, secret_names)
         if child.program is not None and child.program != child.record:
             # The shim leads the group; its program is recorded at once, like a descendant,
-            # so a successor's sweep finds it even if it leaves the group.
-            self._journal.record_descendants(name, row_id, [child.program])
+            # so a successor's sweep finds it even if it leaves the group (and `services
+            # list` shows its pid, as status().pid does).
+            self._journal.record_program(name, row_id, child.program, child.started_at)
         return row_id
 
     async def _finish_run(self, svc: _Service, run: _Run, code: int | None) -> None:

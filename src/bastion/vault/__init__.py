@@ -150,8 +150,15 @@ class Vault:
 
     # Reads --------------------------------------------------------------------------------
 
-    def get(self, name: str, scope: str = "global", actor: str = "app") -> Secret:
-        return self._read(name, scope, actor, Operation.GET)
+    def get(
+        self, name: str, scope: str = "global", actor: str = "app", *, reveal: bool = False
+    ) -> Secret:
+        """The value of ``scope/name`` as a masked ``Secret`` (``.reveal()`` gives the text).
+
+        The read is audited as ``get``; pass ``reveal=True`` when the caller shows the value to
+        a person (``bastion secrets get --reveal``, the API's reveal), audited as ``reveal``.
+        """
+        return self._read(name, scope, actor, Operation.REVEAL if reveal else Operation.GET)
 
     def _read(self, name: str, scope: str, actor: str, op: Operation) -> Secret:
         found = self.index.lookup(scope, name)

@@ -24,8 +24,12 @@ __all__ = ["AuditEntry", "AuditLog", "Operation"]
 
 
 class Operation(enum.StrEnum):
+    """What an audit row records. ``get`` is a read by code (the value went to a program,
+    or was shown masked); ``reveal`` is a read whose value was shown to a person."""
+
     SET = "set"
     GET = "get"
+    REVEAL = "reveal"
     DELETE = "delete"
     INJECT = "inject"
     IMPORT = "import"

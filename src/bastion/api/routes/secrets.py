@@ -195,7 +195,7 @@ def reveal_secret(state: State, name: NamePath, body: RevealRequest) -> Revealed
             hint="Set vault.allow_reveal = true in bastion.toml to allow it.",
         )
     vault = state.home.vault
-    secret = vault.get(name, body.scope, actor=ACTOR)
+    secret = vault.get(name, body.scope, actor=ACTOR, reveal=True)
     meta = vault.meta(name, body.scope)
     _record(state, "secret.revealed", body.scope, name, {"version": meta.version})
     return Revealed(scope=body.scope, name=name, version=meta.version, value=secret.reveal())
