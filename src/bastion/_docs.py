@@ -29,12 +29,16 @@ def _states() -> str:
     return render()
 
 
-def _command_rows(command: click.Command, path: list[str], ctx: click.Context) -> list[str]:
+def _command_rows(
+    command: click.Command, path: list[str], parent: click.Context | None, root: click.Context
+) -> list[str]:
     lines: list[str] = []
     name = " ".join(path)
     lines.append(f"## `{name}`")
     lines.append("")
-    sub_ctx = click.Context(command, info_name=path[-1], parent=ctx)
+    # The root's context is the program itself: a child context named "bastion" under it
+    # would print "Usage: bastion bastion ...".
+    sub_ctx = root if parent is None else click.Context(command, info_name=path[-1], parent=parent)
     help_text = command.get_help(sub_ctx)
     # click wraps help to the terminal width; pin it so the page is the same everywhere.
     lines.append("```")
@@ -45,7 +49,7 @@ def _command_rows(command: click.Command, path: list[str], ctx: click.Context) -
         for sub_name in command.list_commands(sub_ctx):
             sub = command.get_command(sub_ctx, sub_name)
             if sub is not None and not sub.hidden:
-                lines.extend(_command_rows(sub, [*path, sub_name], sub_ctx))
+                lines.extend(_command_rows(sub, [*path, sub_name], sub_ctx, root))
     return lines
 
 
@@ -64,11 +68,14 @@ def render_cli_reference() -> str:
         "",
         "<!-- Generated from the click commands by `python -m bastion._docs`; do not edit. -->",
         "",
-        "Every command takes `--json` for machine-readable output; errors are printed as",
-        "`error: …` plus a `hint: …` and map to the exit codes in `bastion.cli._output.EXIT_CODES`.",
+        "Every command takes `--json` for machine-readable output (timestamps as RFC 3339 UTC",
+        "strings); tables print as tab-separated rows when piped (`--no-headers` drops the",
+        "header line). Errors are printed as `error: …` plus a `hint: …` (with `--json`, the",
+        "API's `{code, message, hint}` object) and exit with the statuses in",
+        "[errors.md](errors.md#exit-statuses).",
         "",
     ]
-    lines.extend(_command_rows(cli, ["bastion"], ctx))
+    lines.extend(_command_rows(cli, ["bastion"], None, ctx))
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -36,18 +36,31 @@ from bastion._fs import atomic_write
 from bastion.config import Config
 from bastion.errors import BastionError, StoreError
 
-__all__ = ["collect_secret_values", "file_modes", "run_doctor", "write_bundle"]
+__all__ = ["collect_secret_values", "file_modes", "fix_modes", "run_doctor", "write_bundle"]
 
 _REDACTED = "[REDACTED]"
 _SECRETISH = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSPHRASE", "CREDENTIAL")
 
 
+#: Files the user writes by hand (an editor makes them 0644): config, not data. Readable by
+#: others is a warning (they hold no secret values: credential-looking settings and env are
+#: refused, secrets are ``secret:`` references); writable by others is a problem (anyone
+#: could change a service's argv).
+def _user_written(rel: Path) -> bool:
+    return rel == Path("bastion.toml") or (
+        len(rel.parts) == 2 and rel.parts[0] == "services" and rel.suffix == ".toml"
+    )
+
+
 def file_modes(home: Path) -> dict[str, Any]:
-    """Every file and directory under ``home`` with its mode; looser than 0600/0700 flagged."""
+    """Every file and directory under ``home`` with its mode. Anything bastion writes looser
+    than 0600/0700 is ``flagged`` (a problem); a hand-written config file (``bastion.toml``,
+    ``services/*.toml``) readable by others is a ``warning``, writable by others flagged."""
     entries: list[dict[str, Any]] = []
     flagged: list[str] = []
+    warnings: list[str] = []
     if not home.exists():
-        return {"entries": [], "flagged": []}
+        return {"entries": [], "flagged": [], "warnings": []}
     for root, dirs, files in os.walk(home):
         for name in [*dirs, *files]:
             path = Path(root) / name
@@ -55,8 +68,9 @@ def file_modes(home: Path) -> dict[str, Any]:
                 info = path.lstat()
             except FileNotFoundError:
                 continue  # removed while walking (a -shm, a temp file)
+            rel = path.relative_to(home)
             if stat.S_ISLNK(info.st_mode):
-                entries.append({"path": str(path.relative_to(home)), "mode": "symlink"})
+                entries.append({"path": str(rel), "mode": "symlink"})
                 flagged.append(f"{path}: a symlink inside the home")
                 continue
             mode = stat.S_IMODE(info.st_mode)
@@ -64,21 +78,49 @@ def file_modes(home: Path) -> dict[str, Any]:
             loose = bool(mode & 0o077)
             entries.append(
                 {
-                    "path": str(path.relative_to(home)) + ("/" if is_dir else ""),
+                    "path": str(rel) + ("/" if is_dir else ""),
                     "mode": f"{mode:04o}",
                     "bytes": None if is_dir else info.st_size,
                     "ok": not loose,
                 }
             )
-            if loose:
-                want = "0700" if is_dir else "0600"
-                flagged.append(
-                    f"{path}: mode {mode:04o}, expected {want} (chmod {want[1:]} {path})"
-                )
+            if not loose:
+                continue
+            want = "0700" if is_dir else "0600"
+            text = f"{path}: mode {mode:04o}, expected {want} (chmod {want[1:]} {path}, or `bastion doctor --fix`)"
+            if not is_dir and _user_written(rel) and not mode & 0o022:
+                warnings.append(text)
+            else:
+                flagged.append(text)
     home_mode = stat.S_IMODE(home.stat().st_mode)
     if home_mode & 0o077:
         flagged.insert(0, f"{home}: mode {home_mode:04o}, expected 0700")
-    return {"entries": entries, "flagged": flagged}
+    return {"entries": entries, "flagged": flagged, "warnings": warnings}
+
+
+def fix_modes(home: Path) -> list[str]:
+    """``doctor --fix``: remove group and other permissions from everything in ``home`` (the
+    home included; symlinks aside), so files end 0600 and directories 0700 as bastion writes
+    them. Returns one line per change. Changes modes only."""
+    changed: list[str] = []
+    if not home.is_dir():
+        return changed
+    paths = [home]
+    for root, dirs, files in os.walk(home):
+        paths += [Path(root) / n for n in [*dirs, *files]]
+    for path in paths:
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(info.st_mode):
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077:
+            # Drop every group/other bit and keep the owner's (0644 -> 0600, 0755 -> 0700).
+            os.chmod(path, mode & ~0o077)
+            changed.append(f"{path}: {mode:04o} -> {stat.S_IMODE(path.stat().st_mode):04o}")
+    return changed
 
 
 def _database_report(cfg: Config, path: Path, name: str, *, full: bool) -> dict[str, Any]:
@@ -252,6 +294,7 @@ def run_doctor(cfg: Config, *, full_check: bool = True) -> dict[str, Any]:
     modes = file_modes(cfg.home)
     report["files"] = modes
     problems.extend(modes["flagged"])
+    report["warnings"] = modes["warnings"]
     report["problems"] = problems
     return report
 

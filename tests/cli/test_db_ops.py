@@ -73,7 +73,7 @@ def test_restore_refuses_a_damaged_backup(tmp_path: Path) -> None:
     before = (home / "bastion.db").read_bytes()
     code, out, _ = _run(home, "db", "restore", made["path"], "--yes", "--json")
     assert code != 0
-    error = json.loads(out)["error"]
+    error = json.loads(out)
     assert error["code"] == "restore_refused"
     assert "SHA-256" in error["message"]
     assert (home / "bastion.db").read_bytes() == before

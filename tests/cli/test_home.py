@@ -41,9 +41,11 @@ def test_init_then_status(tmp_path: Path) -> None:
 
 def test_status_without_home_is_a_clear_error(tmp_path: Path) -> None:
     code, _, err = _run(tmp_path / "missing", "db", "status")
-    assert code != 0
-    assert "does not exist" in err
+    assert code == 66  # HomeNotFound: not there, like a missing secret or setting
+    assert f"no bastion home at {tmp_path / 'missing'}" in err
     assert "bastion init" in err
+    assert "--home" in err
+    assert "BASTION_HOME" in err
 
 
 def test_not_a_database_is_refused_with_hint(tmp_path: Path) -> None:
@@ -52,7 +54,7 @@ def test_not_a_database_is_refused_with_hint(tmp_path: Path) -> None:
     (home / "bastion.db").write_bytes(b"garbage" * 100)
     code, out, err = _run(home, "db", "status", "--json")
     assert code != 0
-    assert json.loads(out)["error"]["code"] == "store_not_a_database"
+    assert json.loads(out)["code"] == "store_not_a_database"
     code, _, err = _run(home, "db", "status")
     assert "not an SQLite database" in err
     assert "hint:" in err

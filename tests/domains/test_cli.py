@@ -42,7 +42,11 @@ def test_settings_round_trip(tmp_path: Path) -> None:
     assert code == 0
     assert json.loads(out)["value"] == "dark"
     code, out, _ = _run(home, "settings", "list", "ui.")
-    assert out == 'ui.theme = "dark"\n'
+    header, row = out.splitlines()
+    assert header == "KEY\tVALUE\tUPDATED"
+    assert row.split("\t")[:2] == ["ui.theme", '"dark"']
+    code, out, _ = _run(home, "settings", "list", "ui.", "--no-headers")
+    assert out.split("\t")[:2] == ["ui.theme", '"dark"']
     code, out, _ = _run(home, "settings", "list", "--json")
     assert [d["key"] for d in json.loads(out)] == ["retention.days", "ui.theme", "zip"]
     assert _run(home, "settings", "delete", "ui.theme")[0] == 0
@@ -51,7 +55,7 @@ def test_settings_round_trip(tmp_path: Path) -> None:
     assert "setting 'ui.theme' is not set" in err
     code, out, _ = _run(home, "settings", "delete", "ui.theme", "--json")
     assert code == 66
-    assert json.loads(out)["error"]["code"] == "not_found"
+    assert json.loads(out)["code"] == "not_found"
 
 
 def _insert(home: Path, records: list[LogRecord]) -> None:
@@ -205,7 +209,7 @@ def test_settings_get_refuses_a_file_that_is_not_sqlite_and_leaves_it_as_it_was(
     before = _files(home)
     code, out, _ = _run(home, "settings", "get", "ui.theme", "--json")
     assert code != 0
-    assert json.loads(out)["error"]["code"] == "store_not_a_database"
+    assert json.loads(out)["code"] == "store_not_a_database"
     assert _files(home) == before
 
 

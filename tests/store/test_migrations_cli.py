@@ -86,7 +86,7 @@ def test_app_namespace_dry_run_then_migrate(tmp_path: Path, app_package: str) ->
     home = _home(tmp_path)
     db_file = home / "bastion.db"
     before, mtime = db_file.read_bytes(), db_file.stat().st_mtime_ns
-    code, out, _ = _run(home, "db", "migrate", "--package", app_package, "-n", "myapp", "--dry-run")
+    code, out, _ = _run(home, "db", "migrate", "--package", app_package, "--namespace", "myapp", "--dry-run")
     assert code == 0
     assert (
         "dry run (on a temporary copy; nothing changed): would apply 2 migration(s): myapp/0001_init, myapp/0002_tags"
@@ -102,7 +102,7 @@ def test_app_namespace_dry_run_then_migrate(tmp_path: Path, app_package: str) ->
     (backup,) = data["backups"]
     assert Path(backup).parent == home / "backups"
     assert Path(backup).name.startswith("pre-migrate-myapp-0001_init-")
-    code, _, err = _run(home, "db", "migrate", "-n", "nosuch")
+    code, _, err = _run(home, "db", "migrate", "--namespace", "nosuch")
     assert code == 2
     assert "unknown namespace(s) nosuch; known: core" in err
 

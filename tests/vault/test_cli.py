@@ -68,7 +68,7 @@ def test_error_exit_codes_and_hints(cli_env: dict[str, str]) -> None:
     assert "error: no secret global/NOPE" in missing.stderr
     assert "hint: List the stored names" in missing.stderr
     missing_json = run(cli_env, "get", "NOPE", "--json")
-    assert json.loads(missing_json.stdout)["error"]["code"] == "secret_not_found"
+    assert json.loads(missing_json.stdout)["code"] == "secret_not_found"
 
     run(cli_env, "set", "CAS", stdin="one")
     conflict = run(cli_env, "set", "CAS", "--expected-version", "5", stdin="two")
@@ -76,13 +76,89 @@ def test_error_exit_codes_and_hints(cli_env: dict[str, str]) -> None:
 
     env = {**cli_env, "BASTION_VAULT_RULES": "N8N_WEBHOOK_URL=https_url"}
     refused = run(env, "set", "N8N_WEBHOOK_URL", stdin="http://n8n.example.com/x")
-    assert refused.exit_code == 77
+    assert refused.exit_code == 65  # a refused value: fix your input (docs/errors.md)
     assert "https_url" in refused.stderr
     assert "n8n.example.com" not in refused.stderr
 
     locked = run({**cli_env, "BASTION_VAULT_KEY": new_env_key()}, "get", "CAS")
     assert locked.exit_code == 77
     assert "does not unlock" in locked.stderr
+
+
+@pytest.mark.parametrize("stdin", ["", "\n"])
+def test_an_empty_value_is_refused_and_nothing_is_stored(
+    cli_env: dict[str, str], stdin: str
+) -> None:
+    result = run(cli_env, "set", "EMPTY", stdin=stdin)
+    assert result.exit_code == 65, result.output
+    assert "the value for global/EMPTY is empty; nothing was stored" in result.stderr
+    assert run(cli_env, "list", "--json").stdout.strip() == "[]"
+
+
+def test_an_empty_prompt_is_refused_and_the_prompt_shows_no_default(
+    cli_env: dict[str, str],
+) -> None:
+    # Enter twice at the prompt: before, this stored 0 bytes after `value []:`.
+    result = run(cli_env, "set", "EMPTY", "--prompt", stdin="\n\n")
+    assert result.exit_code == 65, result.output
+    assert "[]" not in result.output
+    assert "value: " in result.output
+    assert run(cli_env, "list", "--json").stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("set", "bad name"),
+        ("set", "OK", "--scope", "bad scope!"),
+        ("get", "bad name"),
+        ("delete", "../etc"),
+        ("list", "--scope", "bad scope!"),
+    ],
+)
+def test_an_invalid_name_is_refused_before_the_value_is_read(
+    cli_env: dict[str, str], args: tuple[str, ...]
+) -> None:
+    import io
+
+    class Tripwire(io.BytesIO):
+        """stdin that fails the test if anything reads it."""
+
+        def read(self, size: int | None = -1, /) -> bytes:
+            if size == 0:
+                return b""  # click probes the stream with read(0)
+            raise AssertionError("the value was read before the name was checked")
+
+        read1 = readline = read  # type: ignore[assignment]
+
+    result = CliRunner().invoke(cli, ["secrets", *args], input=Tripwire(), env=cli_env)
+    code, stderr = result.exit_code, result.stderr
+    assert code == 65, stderr
+    assert "Traceback" not in stderr
+    assert "error: " in stderr
+    assert "hint: " in stderr
+
+
+def test_a_masked_get_and_a_reveal_are_audited_apart(cli_env: dict[str, str]) -> None:
+    assert run(cli_env, "set", "K", stdin="v").exit_code == 0
+    assert run(cli_env, "get", "K").exit_code == 0
+    assert run(cli_env, "get", "K", "--reveal").exit_code == 0
+    rows = as_json(run(cli_env, "audit", "--name", "K", "--json"))
+    assert [r["operation"] for r in rows] == ["reveal", "get", "set"]
+
+
+def test_keygen_prints_a_key_the_encrypted_vault_accepts(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    import base64
+
+    key = run(cli_env, "keygen").stdout.strip()
+    assert len(base64.b64decode(key, validate=True)) == 32
+    assert key != run(cli_env, "keygen").stdout.strip()
+    env = {**cli_env, "BASTION_HOME": str(tmp_path / "fresh"), "BASTION_VAULT_KEY": key}
+    assert CliRunner().invoke(cli, ["init"], env=env).exit_code == 0
+    assert run(env, "set", "A", stdin="x").exit_code == 0
+    assert run(env, "get", "A", "--reveal").stdout == "x\n"
 
 
 def test_prompt_without_echo(cli_env: dict[str, str]) -> None:
@@ -159,7 +235,8 @@ def test_import_reconcile_rekey_audit(cli_env: dict[str, str], tmp_path: Path) -
 
     env = {**cli_env, "BASTION_VAULT_KEY": new_key}
     rows = as_json(run(env, "audit", "--name", "GITHUB_TOKEN", "--json"))
-    assert [r["operation"] for r in rows] == ["get", "import"]
+    # `get --reveal` showed the value to a person: recorded as reveal, not as a masked get.
+    assert [r["operation"] for r in rows] == ["reveal", "import"]
     fp = as_json(run(env, "audit", "hash", "--json", stdin="ghp_cli_import_0123456789abcdef\n"))
     assert fp["fingerprint"] == rows[0]["fingerprint"]
     assert run(env, "audit").stdout.count("\n") >= 3

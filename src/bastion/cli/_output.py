@@ -1,63 +1,263 @@
 """What every command shares: loading the config, printing results, the error edge.
 
-``BastionError`` is caught only here, at the command edge (``run_command``): it is printed as
-``error: …`` plus the hint (or as ``{code, message, hint}`` under ``--json``) and mapped to an
-exit status. Anything else is a bug and keeps its traceback.
+Use these instead of hand-formatting (other command modules do):
+
+- ``emit(data, as_json, human)``: ``--json`` prints ``data`` as JSON (timestamps as RFC 3339
+  UTC strings, see :func:`to_json`); otherwise ``human(data)`` is printed. ``human`` may
+  return a ``str``, a :class:`Table` or a :class:`Fields`.
+- :class:`Table`: rows under named columns. On a terminal it is drawn by Rich; piped, it is
+  tab-separated lines (one row per line, as ``gh`` does), with a header line unless
+  ``--no-headers`` (:func:`table_options`). An empty table prints its ``empty`` sentence on
+  stderr (``no secrets``) and nothing on stdout, so a pipe reads zero rows.
+- :class:`Fields`: one record as aligned ``key: value`` lines.
+- :func:`human_time` (local time, ISO-8601 with offset: ``2026-11-23T14:12:13+01:00``) for
+  people; :func:`json_time` (RFC 3339 UTC: ``2026-11-23T13:12:13.106101Z``) for JSON.
+  :func:`cell` turns any value into text (``-`` for None, lists joined), never a Python repr.
+- :func:`require_home` before reading a home; :func:`no_daemon` for every "no daemon is
+  running" error (it names the home looked in and how to point at another).
+- ``run_command``: ``BastionError`` is caught only here, at the command edge: it is printed
+  as ``error: …`` plus the hint (or, under ``--json``, as the API's ``{code, message, hint}``
+  object on stdout) and mapped to the exit status of ``bastion.errors.EXIT_CODES``; Ctrl-C
+  exits 130. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import functools
 import json
+import os
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from bastion.config import Config, load_config
 from bastion.errors import (
-    ApiError,
+    EXIT_CODES,
     BastionError,
-    ConfigError,
-    Conflict,
-    MigrationError,
-    NotADatabase,
-    NotFound,
-    SecretNotFound,
-    ServiceNotFound,
-    StoreBusy,
-    StoreCorrupt,
-    VaultError,
+    DaemonUnreachable,
+    HomeNotFound,
+    exit_code_for,
 )
 
-__all__ = ["EXIT_CODES", "config_from", "emit", "exit_code_for", "json_option", "run_command"]
+if TYPE_CHECKING:
+    from bastion.config import Config
+
+__all__ = [
+    "EXIT_CODES",
+    "TIME_FIELDS",
+    "Fields",
+    "Table",
+    "cell",
+    "checked_path",
+    "config_from",
+    "emit",
+    "error_json",
+    "exit_code_for",
+    "home_choice_hint",
+    "human_time",
+    "json_option",
+    "json_time",
+    "no_daemon",
+    "print_table",
+    "require_home",
+    "rows_of",
+    "run_command",
+    "table_options",
+    "to_json",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Exit status by error class; the most specific class listed wins. Values follow sysexits.h
-#: where one fits, so shell scripts can tell "retry later" (75) from "fix your input" (65).
-EXIT_CODES: dict[type[BastionError], int] = {
-    BastionError: 1,
-    ConfigError: 78,
-    NotFound: 66,
-    SecretNotFound: 66,
-    ServiceNotFound: 66,
-    Conflict: 65,
-    StoreBusy: 75,
-    StoreCorrupt: 74,
-    NotADatabase: 74,
-    MigrationError: 65,
-    VaultError: 77,
-    ApiError: 69,
-}
+#: Record fields that hold a point in time (epoch seconds or ISO strings inside bastion);
+#: ``to_json`` writes them as RFC 3339 UTC strings. Exact names, not a suffix rule: maps keyed
+#: by data (row counts per table, sizes per index) may have any key. Durations are named
+#: ``*_s``/``*_ms`` and stay numbers. A new record field holding a time joins this set.
+TIME_FIELDS = frozenset(
+    {
+        "ts",
+        "at",
+        "since",
+        "until",
+        "created_at",
+        "updated_at",
+        "last_used_at",
+        "started_at",
+        "next_start_at",
+        "ended_at",
+        "checked_at",
+        "applied_at",
+        "last_applied_at",
+        "opened_at",
+        "half_open_at",
+        "taken_at",
+        "restored_at",
+        "generated_at",
+        "read_at",
+        "expires_at",
+    }
+)
 
 
-def exit_code_for(error: BastionError) -> int:
-    for cls in type(error).__mro__:
-        if cls in EXIT_CODES:
-            return EXIT_CODES[cls]
-    return 1
+# --- time ---------------------------------------------------------------------------------
+
+
+def _as_datetime(value: float | str | dt.datetime) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return dt.datetime.fromtimestamp(value, dt.UTC)
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def human_time(value: float | str | dt.datetime | None, *, precise: bool = False) -> str:
+    """A time for people: local time, ISO-8601 with its UTC offset, to the second (to the
+    millisecond with ``precise``, for log lines); ``-`` for None."""
+    if value is None:
+        return "-"
+    moment = _as_datetime(value)
+    if moment is None:
+        return str(value)
+    return moment.astimezone().isoformat(timespec="milliseconds" if precise else "seconds")
+
+
+def json_time(value: float | str | dt.datetime | None) -> str | None:
+    """A time for JSON: RFC 3339 in UTC with microseconds and ``Z`` (None stays None)."""
+    if value is None:
+        return None
+    moment = _as_datetime(value)
+    if moment is None:
+        return str(value)
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def to_json(data: Any) -> Any:
+    """``data`` with every time field (``TIME_FIELDS``: ``ts``, ``created_at``, ...) as an
+    RFC 3339 UTC string, paths and other objects as strings: what ``--json`` prints."""
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            if (
+                key in TIME_FIELDS
+                and isinstance(value, int | float | str)
+                and not isinstance(value, bool)
+            ):
+                out[key] = json_time(value)
+            else:
+                out[key] = to_json(value)
+        return out
+    if isinstance(data, list | tuple):
+        return [to_json(v) for v in data]
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        return to_json(dataclasses.asdict(data))
+    if data is None or isinstance(data, bool | int | float | str):
+        return data
+    return str(data)
+
+
+# --- values and tables -----------------------------------------------------------------------
+
+
+def cell(value: Any) -> str:
+    """One value as text for a person: ``-`` for None/empty, lists joined with ``, ``,
+    booleans as yes/no, mappings as ``k=v``; never a Python repr."""
+    if value is None or value == "" or (isinstance(value, list | tuple | dict) and not value):
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(cell(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={cell(v)}" for k, v in value.items())
+    return str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """Rows under named columns; ``empty`` is said (on stderr) when there are no rows.
+
+    On a terminal, ``right`` names the columns to right-align (numbers) and ``wrap`` those
+    that may fold onto more lines when the terminal is narrow (names, reasons); the others
+    never break (times, states). ``notes`` are lines printed after the table (on stderr when
+    piped, so they never mix with rows)."""
+
+    columns: Sequence[str]
+    rows: Sequence[Sequence[Any]]
+    empty: str = "no rows"
+    right: frozenset[str] = frozenset()
+    wrap: frozenset[str] = frozenset({"name", "reason", "file", "value", "key", "state"})
+    notes: Sequence[str] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Fields:
+    """One record as ``key: value`` lines, keys aligned; values go through :func:`cell`."""
+
+    items: Sequence[tuple[str, Any]]
+    notes: Sequence[str] = ()
+
+    def render(self) -> str:
+        width = max((len(k) for k, _ in self.items), default=0) + 1
+        lines = [f"{k + ':':<{width}} {cell(v)}" for k, v in self.items]
+        return "\n".join([*lines, *self.notes])
+
+
+def _tsv_cell(text: str) -> str:
+    # One row per line, one column per tab: escape what would break that shape.
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _stdout_is_tty() -> bool:
+    # BASTION_FORCE_TTY: draw the Rich table even when piped (screenshots, `script`).
+    return sys.stdout.isatty() or os.environ.get("BASTION_FORCE_TTY") == "1"
+
+
+def print_table(table: Table, *, no_headers: bool = False) -> None:
+    """Print ``table``: Rich on a terminal, tab-separated when piped (see the module doc)."""
+    if not table.rows:
+        for line in (table.empty, *table.notes):
+            click.echo(line, err=True)
+        return
+    rows = [[cell(v) for v in row] for row in table.rows]
+    if _stdout_is_tty():
+        from rich.console import Console
+        from rich.table import Table as RichTable
+        from rich.text import Text
+
+        rich_table = RichTable(
+            box=None, show_header=not no_headers, header_style="bold", pad_edge=False
+        )
+        for name in table.columns:
+            rich_table.add_column(
+                name.upper(),
+                justify="right" if name in table.right else "left",
+                no_wrap=name not in table.wrap,
+                overflow="fold" if name in table.wrap else "ellipsis",
+            )
+        for row in rows:
+            # Text, not str: a cell such as "[REDACTED:KEY]" is data, never Rich markup.
+            rich_table.add_row(*(Text(c) for c in row))
+        Console(file=sys.stdout, highlight=False).print(rich_table)
+        for note in table.notes:
+            click.echo(note)
+        return
+    lines = [] if no_headers else ["\t".join(c.upper() for c in table.columns)]
+    lines += ["\t".join(_tsv_cell(c) for c in row) for row in rows]
+    click.echo("\n".join(lines))
+    for note in table.notes:
+        click.echo(note, err=True)
+
+
+# --- options, config, errors --------------------------------------------------------------
 
 
 def json_option(fn: F) -> F:
@@ -65,18 +265,119 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(fn)
 
 
+def table_options(fn: F) -> F:
+    """Add ``--no-headers`` to a command whose output is a :class:`Table`."""
+    return click.option(
+        "--no-headers", "no_headers", is_flag=True, help="Print table rows without the header."
+    )(fn)
+
+
 def config_from(ctx: click.Context) -> Config:
+    """The effective config for the ``--home`` (or ``BASTION_HOME``) this command runs on."""
+    from bastion.config import load_config
+
     root = ctx.find_root()
     home = (root.obj or {}).get("home")
     return load_config(home)
 
 
-def emit(data: Any, as_json: bool, human: Callable[[Any], str] | None = None) -> None:
-    """Print ``data`` as JSON, or as the text ``human`` renders from it."""
+def checked_path(path: Path, param_hint: str, *, must_exist: bool = False) -> Path:
+    """``path`` (absolute) after asking the OS about it, so a name it refuses (too long, a
+    file used as a directory, no permission) is a usage error naming the option, not an
+    ``OSError`` from deep inside a command. A missing path is fine unless ``must_exist``;
+    for a path to be written, its directory must exist."""
+    path = path.absolute()
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        if must_exist:
+            raise click.BadParameter(f"{path} does not exist", param_hint=param_hint) from None
+        if not path.parent.is_dir():
+            raise click.BadParameter(
+                f"{path.parent} is not an existing directory", param_hint=param_hint
+            ) from None
+    except OSError as err:
+        raise click.BadParameter(f"{path}: {err.strerror}", param_hint=param_hint) from None
+    return path
+
+
+def home_choice_hint() -> str:
+    """How to point a command at another home; every "not here" hint ends with it."""
+    return "Point at another home with `--home DIR` or BASTION_HOME."
+
+
+def require_home(cfg: Config) -> None:
+    """Raise ``HomeNotFound`` (exit 66) when ``cfg.home`` does not exist."""
+    if not cfg.home.is_dir():
+        raise HomeNotFound(
+            f"no bastion home at {cfg.home}",
+            hint=f"Run `bastion init` to create it. {home_choice_hint()}",
+            path=str(cfg.home),
+        )
+
+
+def no_daemon(cfg: Config, doing: str, *, start_hint: str | None = None) -> DaemonUnreachable:
+    """The error for "no daemon runs for this home": names the home looked in, how to start
+    one, and how to point at another home."""
+    start = start_hint or "Start one with `bastion serve`."
+    return DaemonUnreachable(
+        f"{doing}: no bastion daemon is running for the home {cfg.home}",
+        hint=f"{start} {home_choice_hint()}",
+        home=str(cfg.home),
+    )
+
+
+def emit(data: Any, as_json: bool, human: Callable[[Any], Any] | None = None) -> None:
+    """Print ``data`` as JSON, or as what ``human`` renders from it (a str, Table or Fields)."""
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str, sort_keys=True))
+        click.echo(json.dumps(to_json(data), indent=2, sort_keys=True))
+        return
+    rendered = human(data) if human else data
+    if isinstance(rendered, Table):
+        ctx = click.get_current_context(silent=True)
+        no_headers = bool(ctx and ctx.params.get("no_headers"))
+        print_table(rendered, no_headers=no_headers)
+    elif isinstance(rendered, Fields):
+        click.echo(rendered.render())
     else:
-        click.echo(human(data) if human else str(data))
+        click.echo(rendered if isinstance(rendered, str) else cell(rendered))
+
+
+def error_json(err: BastionError) -> str:
+    """The ``--json`` form of an error: the API's ``{code, message, hint}`` body."""
+    return json.dumps(err.to_dict(), indent=2, sort_keys=True)
+
+
+def _undecodable(value: Any) -> bool:
+    """True when a command-line value holds bytes that were not UTF-8 (surrogate escapes)."""
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, list | tuple):
+        return any(_undecodable(v) for v in value)
+    return False
+
+
+def _check_text(ctx: click.Context | None, kwargs: dict[str, Any]) -> None:
+    # Every name, path and value bastion stores or prints is UTF-8 text; bytes that are not
+    # (a Latin-1 file name, a pasted binary) would fail deep inside SQLite or on output.
+    for key, value in kwargs.items():
+        if _undecodable(value):
+            param = next(
+                (p for p in (ctx.command.params if ctx else []) if p.name == key),
+                None,
+            )
+            hint = param.get_error_hint(ctx) if param is not None and ctx else key
+            raise click.BadParameter(
+                "holds bytes that are not UTF-8 text; bastion names, keys and paths must be UTF-8",
+                ctx=ctx,
+                param_hint=hint,
+            )
 
 
 def run_command(fn: F) -> F:
@@ -84,15 +385,26 @@ def run_command(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _check_text(click.get_current_context(silent=True), kwargs)
         try:
             return fn(*args, **kwargs)
         except BastionError as err:
             if kwargs.get("as_json"):
-                click.echo(json.dumps({"error": err.to_dict()}, indent=2), err=False)
+                click.echo(error_json(err))
             else:
                 click.echo(f"error: {err.message}", err=True)
                 if err.hint:
                     click.echo(f"hint: {err.hint}", err=True)
             sys.exit(exit_code_for(err))
+        except KeyboardInterrupt:
+            # Ctrl-C (a follow, a prompt, a long backup): the status a shell expects after
+            # SIGINT, without click's "Aborted!" and exit 1.
+            click.echo("", err=True)
+            sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def rows_of(items: Iterable[dict[str, Any]], keys: Sequence[str]) -> list[list[Any]]:
+    """Table rows taking ``keys`` from each dict (missing keys are None, shown as ``-``)."""
+    return [[item.get(k) for k in keys] for item in items]

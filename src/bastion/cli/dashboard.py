@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from bastion.cli._output import config_from, emit, json_option, run_command
+from bastion.cli._output import config_from, emit, json_option, no_daemon, run_command
 
 
 @click.command()
@@ -23,14 +23,14 @@ def dashboard(ctx: click.Context, open_browser: bool, as_json: bool) -> None:
     The link works once, for a few minutes; run the command again for a new one.
     """
     from bastion.client import DaemonClient
-    from bastion.errors import DaemonUnreachable
 
     cfg = config_from(ctx)
     client = DaemonClient.for_home(cfg, timeout=10)
     if client is None:
-        raise DaemonUnreachable(
-            f"no bastion daemon is running for {cfg.home}",
-            hint="Start it with `bastion serve`; it prints a sign-in link too.",
+        raise no_daemon(
+            cfg,
+            "cannot make a dashboard link",
+            start_hint="Start one with `bastion serve` (it prints a sign-in link too).",
         )
     answer = client.post("/v1/dashboard/login", {})
     url = str(answer["url"])

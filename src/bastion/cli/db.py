@@ -54,14 +54,64 @@ def _render_migrations(states: list[dict[str, Any]]) -> list[str]:
     return render_states(states)
 
 
+def _other_status(ctx: click.Context, db_name: str) -> dict[str, Any]:
+    """``db status`` of vault.db or another ``<home>/NAME.db``: the same fields as the home's."""
+    import dataclasses
+
+    from bastion.cli.db_ops import open_database
+    from bastion.store.migrations import Migrator, Namespace
+
+    cfg = config_from(ctx)
+    db = open_database(cfg, db_name)
+    try:
+        sizes = db.file_sizes()
+        page_count, page_size, freelist = db.read(
+            lambda tx: (
+                tx.scalar("PRAGMA page_count"),
+                tx.scalar("PRAGMA page_size"),
+                tx.scalar("PRAGMA freelist_count"),
+            )
+        )
+        spaces: list[Namespace] = []
+        if db_name == "vault":
+            from bastion.vault.index import MIGRATIONS_PACKAGE
+
+            spaces.append(Namespace.from_package("vault", MIGRATIONS_PACKAGE))
+        migrations = [state.to_dict() for state in Migrator(db).status(spaces)]
+        return {
+            "home": str(cfg.home),
+            "database": str(db.path),
+            "posture": dataclasses.asdict(db.posture),
+            "size_bytes": sizes["db"],
+            "wal_bytes": sizes["wal"],
+            "page_count": page_count,
+            "page_size": page_size,
+            "freelist_count": freelist,
+            "sqlite_version": db.posture.sqlite_version,
+            "migrations": migrations,
+        }
+    finally:
+        db.close()
+
+
 @click.command()
+@click.option(
+    "--db",
+    "db_name",
+    default="bastion",
+    show_default=True,
+    help="Which database: bastion, vault, or the NAME of <home>/NAME.db.",
+)
 @json_option
 @click.pass_context
 @run_command
-def status(ctx: click.Context, as_json: bool) -> None:
+def status(ctx: click.Context, db_name: str, as_json: bool) -> None:
     """Show the database's path, posture as read back, sizes and SQLite version."""
     from bastion.app import Home
 
+    if db_name != "bastion":
+        emit(_other_status(ctx, db_name), as_json, _render_status)
+        return
     # migrate=False: status must work (and show the problem) when the history is bad.
     with Home.open(config_from(ctx), create=False, migrate=False) as home:
         data = home.status()

@@ -6,12 +6,11 @@ with ``--package NS=python.package`` (its ``NNNN_name.sql`` files), so apps need
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from bastion.cli._output import config_from, emit, json_option, run_command
+from bastion.cli._output import config_from, emit, human_time, json_option, run_command
 
 if TYPE_CHECKING:
     from bastion.app import Home
@@ -21,9 +20,7 @@ __all__ = ["baseline", "migrate", "render_states"]
 
 
 def _when(ts: float | None) -> str:
-    if ts is None:
-        return "never"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "never" if ts is None else human_time(ts)
 
 
 def render_states(states: list[dict[str, Any]]) -> list[str]:
@@ -94,7 +91,7 @@ def _render_report(d: dict[str, Any]) -> str:
 
 
 @click.command()
-@click.option("--namespace", "-n", "names", multiple=True, help="Only this namespace (repeatable).")
+@click.option("--namespace", "names", multiple=True, help="Only this namespace (repeatable).")
 @click.option(
     "--package",
     "packages",

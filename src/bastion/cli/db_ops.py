@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bastion.cli._output import config_from, emit, json_option, run_command
+from bastion.cli._output import (
+    Table,
+    checked_path,
+    config_from,
+    emit,
+    human_time,
+    json_option,
+    require_home,
+    run_command,
+    table_options,
+)
 
 if TYPE_CHECKING:
     from bastion.config import Config
@@ -33,25 +44,66 @@ db_option = click.option(
 )
 
 
+_DB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
 def _db_path(cfg: Config, name: str) -> Path:
+    from bastion.errors import InvalidName
+
     if name == "bastion":
         return cfg.db_path
     if name == "vault":
         return cfg.vault_db_path
-    if not name.replace("-", "").replace("_", "").isalnum():
-        raise click.BadParameter(f"{name!r} is not a database name", param_hint="--db")
+    if not _DB_NAME.match(name):
+        raise InvalidName(
+            f"{name!r} is not a database name",
+            hint="Use --db bastion, --db vault, or the NAME of <home>/NAME.db (letters, "
+            "digits, `_` and `-`).",
+            kind="database name",
+        )
     return cfg.home / f"{name}.db"
+
+
+def known_databases(cfg: Config) -> list[str]:
+    """Names ``--db`` accepts in this home: ``bastion``, ``vault`` and each ``NAME.db``."""
+    if not cfg.home.is_dir():
+        return []
+    names = {p.name.removesuffix(".db") for p in cfg.home.glob("*.db") if p.is_file()}
+    return sorted(n for n in names if _DB_NAME.match(n))
+
+
+def database_path(cfg: Config, name: str, *, backups: bool = False) -> Path:
+    """The file of database ``name`` (``--db``), after checking the name and that the home
+    and the file exist (``HomeNotFound``/``DatabaseNotFound``, exit 66). With ``backups``,
+    a database that is gone but has backups in ``backups/`` is accepted too."""
+    from bastion.errors import DatabaseNotFound
+    from bastion.store.backup import list_backups
+
+    path = _db_path(cfg, name)
+    require_home(cfg)
+    if path.exists() or (backups and list_backups(cfg.backups_dir, name)):
+        return path
+    known = ", ".join(known_databases(cfg)) or "none"
+    raise DatabaseNotFound(
+        f"no database {name!r} in {cfg.home} ({path.name} does not exist)",
+        hint=f"Databases in this home: {known}. Pick one with --db NAME.",
+        path=str(path),
+    )
+
+
+def open_database(cfg: Config, name: str) -> Database:
+    """Open database ``name`` of the home after the open-time check (refusing a damaged
+    one): what every ``db`` command but ``status`` of bastion.db uses."""
+    return _open(cfg, name)
 
 
 def _open(cfg: Config, name: str) -> Database:
     """Open a database of the home after the open-time check (refusing a damaged one)."""
-    from bastion.errors import NotADatabase, StoreCorrupt, StoreOpenError
+    from bastion.errors import NotADatabase, StoreCorrupt
     from bastion.store import Database
     from bastion.store.recovery import CheckKind, open_check
 
-    path = _db_path(cfg, name)
-    if not path.exists():
-        raise StoreOpenError(f"{path} does not exist", hint="Run `bastion init` first.")
+    path = database_path(cfg, name)
     check = open_check(path, cfg.store, backups_dir=cfg.backups_dir, db_name=name)
     if not check.ok:
         error = NotADatabase if check.kind is CheckKind.NOT_A_DATABASE else StoreCorrupt
@@ -125,6 +177,8 @@ def backup(ctx: click.Context, db_name: str, to: Path | None, vacuum: bool, as_j
     from bastion.store.backup import create_backup, rotate_backups
 
     cfg = config_from(ctx)
+    if to is not None:
+        to = checked_path(to, "--to")
     callback, bar = _progress_printer(as_json)
     if db_name == "bastion":
         # Through the home, so "backup.created"/"backup.failed" land in the events table.
@@ -179,41 +233,55 @@ def backup(ctx: click.Context, db_name: str, to: Path | None, vacuum: bool, as_j
 @click.command()
 @db_option
 @click.option("--verify", is_flag=True, help="Also check SHA-256 and quick_check of each file.")
+@table_options
 @json_option
 @click.pass_context
 @run_command
-def backups(ctx: click.Context, db_name: str, verify: bool, as_json: bool) -> None:
+def backups(
+    ctx: click.Context, db_name: str, verify: bool, no_headers: bool, as_json: bool
+) -> None:
     """List backups, newest first, with age, size and verified state."""
     from bastion.store.backup import backup_status, list_backups
 
     cfg = config_from(ctx)
+    database_path(cfg, db_name, backups=True)
     infos = list_backups(cfg.backups_dir, db_name, deep=verify)
     data = {
         "backups": [i.to_dict() for i in infos],
         "last_scheduled": backup_status(cfg.backups_dir, db_name),
     }
 
-    def human(d: dict[str, Any]) -> str:
-        if not d["backups"]:
-            return f"no backups of {db_name} in {cfg.backups_dir}"
-        lines = [f"{'age':>8}  {'size':>10}  {'state':<12}  file"]
+    def human(d: dict[str, Any]) -> Table:
+        rows = []
         for b in d["backups"]:
             state = (
                 ("verified*" if b["deep_verified"] else "verified") if b["verified"] else "DAMAGED"
             )
-            lines.append(
-                f"{_human_age(b['age_s']):>8}  {_human_size(b['size_bytes']):>10}  "
-                f"{state:<12}  {Path(b['path']).name}"
-                + (f"  ({b['problem']})" if b["problem"] else "")
+            rows.append(
+                [
+                    human_time(b["created_at"]),
+                    _human_age(b["age_s"]),
+                    _human_size(b["size_bytes"]),
+                    state + (f" ({b['problem']})" if b["problem"] else ""),
+                    Path(b["path"]).name,
+                ]
             )
+        notes = []
         last = d["last_scheduled"]
         if last and not last.get("ok"):
-            lines.append(
-                f"last scheduled backup FAILED at {last['at']}: {last['error']['message']}"
+            notes.append(
+                f"last scheduled backup FAILED at {human_time(last['at'])}: "
+                f"{last['error']['message']}"
             )
-        if verify:
-            lines.append("* SHA-256 and quick_check verified now")
-        return "\n".join(lines)
+        if verify and rows:
+            notes.append("* SHA-256 and quick_check verified now")
+        return Table(
+            ["created", "age", "size", "state", "file"],
+            rows,
+            empty=f"no backups of {db_name} in {cfg.backups_dir}",
+            right=frozenset({"age", "size"}),
+            notes=notes,
+        )
 
     emit(data, as_json, human)
 
@@ -256,11 +324,11 @@ def _stop_daemon(cfg: Config, timeout: float = 60.0) -> int | None:
 
 
 def _resolve_backup(cfg: Config, backup: str) -> Path:
-    candidate = Path(backup)
-    if candidate.exists():
-        return candidate.absolute()
-    in_dir = cfg.backups_dir / backup
-    if in_dir.exists():
+    candidate = checked_path(Path(backup), "BACKUP")
+    if candidate.is_file():
+        return candidate
+    in_dir = checked_path(cfg.backups_dir / backup, "BACKUP") if "/" not in backup else None
+    if in_dir is not None and in_dir.is_file():
         return in_dir
     raise click.BadParameter(
         f"no backup {backup!r} (not a file, and not in {cfg.backups_dir}); "
@@ -294,6 +362,7 @@ def restore(
     from bastion.store.stats import check_database
 
     cfg = config_from(ctx)
+    require_home(cfg)
     path = _resolve_backup(cfg, backup_name)
     target = _db_path(cfg, db_name)
     info = verify_backup(path, deep=True)
@@ -319,7 +388,7 @@ def restore(
         )
     if not yes and not as_json:
         click.confirm(
-            f"Replace {target} with {path.name} ({info.created_at:%Y-%m-%d %H:%M:%S} UTC)? "
+            f"Replace {target} with {path.name} ({human_time(info.created_at)})? "
             "The current files move to quarantine/.",
             abort=True,
         )
@@ -399,17 +468,23 @@ def recover(
 
     cfg = config_from(ctx)
     path = _db_path(cfg, db_name)
+    require_home(cfg)
     if from_salvage is not None:
         source = (
             latest_salvage(cfg.quarantine_dir, db_name)
             if from_salvage == "latest"
-            else Path(from_salvage)
+            else checked_path(Path(from_salvage), "--from-salvage")
         )
-        if source is None or not source.exists():
+        if source is None or not source.is_file():
+            where = cfg.quarantine_dir if from_salvage == "latest" else source
             raise NotFound(
-                f"no salvaged copy of {db_name} found in {cfg.quarantine_dir}",
-                hint="Run `bastion db recover` first, or pass the path of a salvaged.db.",
+                f"no salvaged copy of {db_name} at {where}"
+                + (" (not a file)" if source is not None and source.exists() else ""),
+                hint="Run `bastion db recover` first, or pass the path of a salvaged.db file.",
             )
+        from bastion.store.header import check_header
+
+        check_header(source)  # a file that is not SQLite is refused before anything opens it
         db = _open(cfg, db_name)
         try:
             merged = merge_salvage(db, source, dry_run=dry_run)
@@ -476,7 +551,14 @@ def recover(
                 f"(backup has {sum(d['rows_in_backup'].values())}; "
                 f"{sum(d['rows_only_in_salvage'].values())} only in the salvage)",
                 f"report:      {d['report']}",
-                "next:        `bastion db recover --from-salvage` merges the salvaged rows back",
+                *(
+                    [
+                        "next:        `bastion db recover --from-salvage` merges the salvaged "
+                        "rows back"
+                    ]
+                    if sum(d["rows_salvaged"].values())
+                    else []
+                ),
             ]
         ),
     )
@@ -574,13 +656,14 @@ def stats(ctx: click.Context, db_name: str, as_json: bool) -> None:
             lines.append(f"  index {name:<26} {'':>10} {i['bytes']:>12}")
         last = d["last_backup"]
         lines.append(
-            f"last backup: {last['created_at']} ({'verified' if last['verified'] else 'DAMAGED'})"
+            f"last backup: {human_time(last['created_at'])} "
+            f"({'verified' if last['verified'] else 'DAMAGED'})"
             if last
             else "last backup: none"
         )
         chk = d["last_check"]
         lines.append(
-            f"last check:  {chk['checked_at']} ({'ok' if chk['ok'] else 'PROBLEMS'})"
+            f"last check:  {human_time(chk['checked_at'])} ({'ok' if chk['ok'] else 'PROBLEMS'})"
             if chk
             else "last check:  never"
         )

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from bastion.cli._output import config_from, emit, json_option, run_command
+from bastion.cli._output import checked_path, config_from, emit, json_option, run_command
 
 
 def _human(d: dict[str, Any]) -> str:
@@ -54,6 +54,12 @@ def _human(d: dict[str, Any]) -> str:
     disk = d.get("disk", {})
     if disk:
         lines.append(f"disk:      {disk['free_bytes'] / 2**30:.1f} GiB free")
+    for line in d.get("fixed", []):
+        lines.append(f"fixed:     {line}")
+    warnings = d.get("warnings", [])
+    if warnings:
+        lines.append(f"warnings:  {len(warnings)}")
+        lines.extend(f"  - {w}" for w in warnings)
     problems = d.get("problems", [])
     lines.append(f"problems:  {len(problems)}")
     lines.extend(f"  - {p}" for p in problems)
@@ -69,20 +75,35 @@ def _human(d: dict[str, Any]) -> str:
     help="Also write a zip for a bug report (no secret values, no token).",
 )
 @click.option("--quick", is_flag=True, help="quick_check instead of the full integrity_check.")
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="First remove group/other permissions from every file and directory in the home.",
+)
 @json_option
 @click.pass_context
 @run_command
-def doctor(ctx: click.Context, bundle: Path | None, quick: bool, as_json: bool) -> None:
+def doctor(ctx: click.Context, bundle: Path | None, quick: bool, fix: bool, as_json: bool) -> None:
     """Check posture, versions, migrations, integrity, vault, services, disk and file modes.
 
-    Exits 1 when a problem is found (listed under "problems").
+    Exits 1 when a problem is found (listed under "problems"). A hand-written bastion.toml or
+    services/*.toml readable by others is a warning, not a problem; --fix tightens it.
     """
-    from bastion.doctor import run_doctor, write_bundle
+    from bastion.doctor import fix_modes, run_doctor, write_bundle
 
     cfg = config_from(ctx)
-    report = run_doctor(cfg, full_check=not quick)
     if bundle is not None:
-        report["bundle"] = write_bundle(cfg, report, bundle.absolute())
+        bundle = checked_path(bundle, "--bundle")
+    if bundle is not None and bundle.is_dir():
+        raise click.BadParameter(
+            f"{bundle} is a directory; name a .zip file", param_hint="--bundle"
+        )
+    fixed = fix_modes(cfg.home) if fix else []
+    report = run_doctor(cfg, full_check=not quick)
+    if fix:
+        report["fixed"] = fixed
+    if bundle is not None:
+        report["bundle"] = write_bundle(cfg, report, bundle)
     emit(report, as_json, _human)
     if report.get("problems"):
         sys.exit(1)

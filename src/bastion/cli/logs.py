@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bastion.cli._output import config_from, json_option, run_command
+from bastion.cli._output import config_from, human_time, json_option, run_command, to_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from bastion.config import Config
     from bastion.domains.logs import LogRecord
 
-__all__ = ["logs", "parse_time"]
+__all__ = ["format_line", "logs", "parse_time"]
 
 _RELATIVE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -60,32 +60,31 @@ def _follow_daemon(
     if client is None:
         return False
     query = {k: v for k, v in filters.items() if k in {"source", "level", "text"} and v}
-    try:
-        with client.stream("/v1/logs/stream", last_event_id=str(last), query=query) as events:
-            for event in events:
-                if event.event != "log":
-                    continue
-                data = event.json()
-                record = LogRecord(
-                    ts=data["ts"],
-                    level=data["level"],
-                    source=data["source"],
-                    stream=data["stream"],
-                    message=data["message"],
-                    fields=data.get("fields"),
-                    id=data["id"],
-                )
-                if not show([record]):
-                    return True
-    except KeyboardInterrupt:
-        pass
+    # Ctrl-C ends the follow; run_command turns it into exit status 130.
+    with client.stream("/v1/logs/stream", last_event_id=str(last), query=query) as events:
+        for event in events:
+            if event.event != "log":
+                continue
+            data = event.json()
+            record = LogRecord(
+                ts=data["ts"],
+                level=data["level"],
+                source=data["source"],
+                stream=data["stream"],
+                message=data["message"],
+                fields=data.get("fields"),
+                id=data["id"],
+            )
+            if not show([record]):
+                return True
     return True
 
 
-def _line(r: LogRecord) -> str:
-    stamp = dt.datetime.fromtimestamp(r.ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+def format_line(r: LogRecord) -> str:
+    """One log line for people (``bastion logs``, ``services logs``): local time with its
+    offset, to the millisecond, then level, source/stream and the message."""
     stream = f"/{r.stream}" if r.stream else ""
-    return f"{stamp} {r.level.upper():8} {r.source}{stream}: {r.message}"
+    return f"{human_time(r.ts, precise=True)} {r.level.upper():8} {r.source}{stream}: {r.message}"
 
 
 @click.command()
@@ -158,14 +157,16 @@ def logs(
         page = repo.query(**filters, limit=limit, newest_first=True)
         records = list(reversed(page.items))
         if as_json and not follow:
-            click.echo(json.dumps([r.to_dict() for r in records], indent=2))
+            click.echo(json.dumps(to_json([r.to_dict() for r in records]), indent=2))
             return
+        if not records and not follow:
+            click.echo("no log lines", err=True)
         shown = 0
 
         def show(batch: list[LogRecord]) -> bool:
             nonlocal shown
             for r in batch:
-                click.echo(json.dumps(r.to_dict()) if as_json else _line(r))
+                click.echo(json.dumps(to_json(r.to_dict())) if as_json else format_line(r))
                 shown += 1
                 if exit_after is not None and shown >= exit_after:
                     return False
@@ -176,14 +177,12 @@ def logs(
         last = max(r.id or 0 for r in records) if records else repo.latest_id()
         if until is None and _follow_daemon(config_from(ctx), filters, last, show):
             return
-        try:
-            while True:
-                batch = list(repo.query(**filters, after_id=last, limit=1000).items)
-                if batch:
-                    last = batch[-1].id or last
-                    if not show(batch):
-                        return
-                else:
-                    time.sleep(poll)  # follow mode's poll interval, not a wait on a condition
-        except KeyboardInterrupt:
-            return
+        # Ctrl-C ends the follow; run_command turns it into exit status 130.
+        while True:
+            batch = list(repo.query(**filters, after_id=last, limit=1000).items)
+            if batch:
+                last = batch[-1].id or last
+                if not show(batch):
+                    return
+            else:
+                time.sleep(poll)  # follow mode's poll interval, not a wait on a condition

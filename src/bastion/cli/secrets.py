@@ -1,12 +1,12 @@
 """``bastion secrets …``: the vault from the command line.
 
 Values never come from argv (other users can read a process's arguments): ``set`` reads stdin
-or prompts without echo. ``get`` shows metadata and a mask unless ``--reveal``.
+or prompts without echo, after the name and scope are checked, and refuses an empty value.
+``get`` shows metadata and a mask unless ``--reveal`` (audited as ``reveal``, not ``get``).
 """
 
 from __future__ import annotations
 
-import datetime
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bastion.cli._output import config_from, emit, json_option, run_command
+from bastion.cli._output import (
+    Table,
+    config_from,
+    emit,
+    json_option,
+    require_home,
+    run_command,
+    table_options,
+)
 
 if TYPE_CHECKING:
     from bastion.vault import Vault
@@ -31,12 +39,10 @@ def secrets() -> None:
 
 @contextmanager
 def _vault(ctx: click.Context) -> Iterator[Vault]:
-    from bastion.errors import StoreOpenError
     from bastion.vault import Vault
 
     cfg = config_from(ctx)
-    if not cfg.home.is_dir():
-        raise StoreOpenError(f"{cfg.home} does not exist", hint="Run `bastion init` first.")
+    require_home(cfg)
     passphrase = None
     if (
         cfg.vault.backend == "encrypted-file"
@@ -58,21 +64,43 @@ def _env(name: str) -> str | None:
     return os.environ.get(name)
 
 
-def _ts(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return datetime.datetime.fromtimestamp(value, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+def _read_value(from_stdin: bool, prompt: bool, *, what: str = "the value") -> str:
+    """The value from a no-echo prompt (asked twice) or stdin; an empty one is refused, as
+    the API refuses it (an empty secret is a mistake: a missed paste, a closed pipe)."""
+    from bastion.errors import RuleViolation
 
-
-def _read_value(from_stdin: bool, prompt: bool) -> str:
     if prompt or (not from_stdin and sys.stdin.isatty()):
+        # No default: Enter alone gives "" (refused below), and the prompt shows no "[]".
         value: str = click.prompt(
-            "value", hide_input=True, confirmation_prompt=True, err=True, default=""
+            "value",
+            hide_input=True,
+            confirmation_prompt=True,
+            err=True,
+            default="",
+            show_default=False,
         )
-        return value
-    data = sys.stdin.read()
-    # One trailing newline is the shell's (echo, heredoc), not the secret's.
-    return data[:-1] if data.endswith("\n") else data
+    else:
+        data = sys.stdin.read()
+        # One trailing newline is the shell's (echo, heredoc), not the secret's.
+        value = data[:-1] if data.endswith("\n") else data
+    if not value:
+        raise RuleViolation(
+            f"{what} is empty; nothing was stored",
+            hint='Pipe the value on stdin (printf %s "$VALUE" | bastion secrets set NAME) or '
+            "type it at the prompt; to remove a secret use `bastion secrets delete NAME`.",
+            rule="non_empty",
+        )
+    return value
+
+
+def _check_names(name: str | None, scope: str | None) -> None:
+    """Refuse a malformed name or scope before anything is read or opened."""
+    from bastion.vault.rules import validate_name, validate_scope
+
+    if scope is not None:
+        validate_scope(scope)
+    if name is not None:
+        validate_name(name)
 
 
 @secrets.command("set")
@@ -95,8 +123,13 @@ def set_(  # noqa: PLR0917 - click passes options as arguments
     expected_version: int | None,
     as_json: bool,
 ) -> None:
-    """Store NAME's value, read from stdin or a prompt (never from the command line)."""
-    value = _read_value(from_stdin, prompt)
+    """Store NAME's value, read from stdin or a prompt (never from the command line).
+
+    An empty value is refused.
+    """
+    _check_names(name, scope)
+    require_home(config_from(ctx))
+    value = _read_value(from_stdin, prompt, what=f"the value for {scope}/{name}")
     with _vault(ctx) as vault:
         meta = vault.set(name, value, scope=scope, actor="cli", expected_version=expected_version)
     emit(
@@ -114,16 +147,17 @@ def set_(  # noqa: PLR0917 - click passes options as arguments
 @click.pass_context
 @run_command
 def get(ctx: click.Context, name: str, scope: str, reveal: bool, as_json: bool) -> None:
-    """Show NAME's metadata and a masked value; --reveal prints the value."""
+    """Show NAME's metadata and a masked value; --reveal prints the value (audited as reveal)."""
     from bastion.errors import VaultError
 
+    _check_names(name, scope)
     with _vault(ctx) as vault:
         if reveal and not vault.config.vault.allow_reveal:
             raise VaultError(
                 "revealing values is disabled (vault.allow_reveal = false)",
                 hint="Read the value through the app or the API instead.",
             )
-        secret = vault.get(name, scope=scope, actor="cli")
+        secret = vault.get(name, scope=scope, actor="cli", reveal=reveal)
         data: dict[str, Any] = vault.meta(name, scope=scope).to_dict()
     data["value"] = secret.reveal() if reveal else str(secret)
     if reveal and not as_json:
@@ -132,25 +166,36 @@ def get(ctx: click.Context, name: str, scope: str, reveal: bool, as_json: bool) 
     emit(data, as_json, lambda d: f"{d['scope']}/{d['name']} = {d['value']}")
 
 
-def _render_list(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "no secrets"
-    lines = [f"{'SCOPE/NAME':40} {'VER':>4} {'SIZE':>6}  {'UPDATED':20}  LAST USED"]
-    for r in rows:
-        lines.append(
-            f"{r['scope'] + '/' + r['name']:40} {r['version']:>4} {r['size']:>6}  "
-            f"{_ts(r['updated_at']):20}  {_ts(r['last_used_at'])}"
-        )
-    return "\n".join(lines)
+def _render_list(rows: list[dict[str, Any]]) -> Table:
+    from bastion.cli._output import human_time
+
+    return Table(
+        ["scope", "name", "version", "size", "updated", "last used"],
+        [
+            [
+                r["scope"],
+                r["name"],
+                r["version"],
+                r["size"],
+                human_time(r["updated_at"]),
+                human_time(r["last_used_at"]),
+            ]
+            for r in rows
+        ],
+        empty="no secrets",
+        right=frozenset({"version", "size"}),
+    )
 
 
 @secrets.command("list")
 @click.option("--scope", default=None, help="Only this scope (default: all).")
+@table_options
 @json_option
 @click.pass_context
 @run_command
-def list_(ctx: click.Context, scope: str | None, as_json: bool) -> None:
+def list_(ctx: click.Context, scope: str | None, no_headers: bool, as_json: bool) -> None:
     """List secrets (metadata only; reads no value, never touches the keychain)."""
+    _check_names(None, scope)
     with _vault(ctx) as vault:
         rows = [m.to_dict() for m in vault.list(scope)]
     emit(rows, as_json, _render_list)
@@ -164,6 +209,7 @@ def list_(ctx: click.Context, scope: str | None, as_json: bool) -> None:
 @run_command
 def delete(ctx: click.Context, name: str, scope: str, as_json: bool) -> None:
     """Delete NAME and its value."""
+    _check_names(name, scope)
     with _vault(ctx) as vault:
         meta = vault.delete(name, scope=scope, actor="cli")
     emit(
@@ -181,6 +227,9 @@ def delete(ctx: click.Context, name: str, scope: str, as_json: bool) -> None:
 @run_command
 def status(ctx: click.Context, scope: str, declared: tuple[str, ...], as_json: bool) -> None:
     """Which backend is active and why, and which declared secrets are set."""
+    _check_names(None, scope)
+    for name in declared:
+        _check_names(name, None)
     with _vault(ctx) as vault:
         data = vault.status(list(declared) or None, scope=scope)
         data["backend_info"] = vault.backend_info()
@@ -214,6 +263,7 @@ def import_(ctx: click.Context, file: str, scope: str, dry_run: bool, as_json: b
     """Move plaintext secrets of a .env, MCP config or JSON file into the vault; scrub it."""
     from bastion.vault.importer import import_file
 
+    _check_names(None, scope)
     with _vault(ctx) as vault:
         report = import_file(vault, file, scope=scope, dry_run=dry_run, actor="cli")
 
@@ -296,7 +346,7 @@ def rekey(
             if not new_secret:
                 raise VaultLocked(
                     f"the new key variable {var} is not set",
-                    hint=f'export {var}="$(head -c 32 /dev/urandom | base64)" and retry.',
+                    hint=f'export {var}="$(bastion secrets keygen)" and retry.',
                 )
         elif target == "passphrase":
             new_secret = click.prompt(
@@ -317,26 +367,56 @@ def rekey(
 @secrets.group(invoke_without_command=True)
 @click.option("--name", default=None, help="Only this secret name.")
 @click.option("--scope", default=None, help="Only this scope.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--limit",
+    "-n",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="How many of the latest rows.",
+)
+@table_options
 @json_option
 @click.pass_context
 @run_command
-def audit(
-    ctx: click.Context, name: str | None, scope: str | None, limit: int, as_json: bool
+def audit(  # noqa: PLR0917 - click passes options as arguments
+    ctx: click.Context,
+    name: str | None,
+    scope: str | None,
+    limit: int,
+    no_headers: bool,
+    as_json: bool,
 ) -> None:
-    """Show audit rows (who, what, when, fingerprint -- never a value)."""
+    """Show audit rows (who, what, when, fingerprint -- never a value).
+
+    A read shown to a person (`get --reveal`, the API's reveal) is recorded as `reveal`; a
+    read by a program, or a masked `get`, as `get`; a service's as `inject`.
+    """
     if ctx.invoked_subcommand is not None:
         return
+    _check_names(name, scope)
     with _vault(ctx) as vault:
         rows = [e.to_dict() for e in vault.audit_entries(name=name, scope=scope, limit=limit)]
 
-    def human(items: list[dict[str, Any]]) -> str:
-        if not items:
-            return "no audit rows"
-        return "\n".join(
-            f"{_ts(r['ts'])}  {r['operation']:16} {(r['scope'] or '-') + '/' + (r['name'] or '-'):36} "
-            f"{r['actor']:10} pid {r['pid']:<7} {(r['fingerprint'] or '')[:16]}"
-            for r in items
+    def human(items: list[dict[str, Any]]) -> Table:
+        from bastion.cli._output import human_time
+
+        return Table(
+            ["time", "operation", "scope", "name", "actor", "pid", "fingerprint"],
+            [
+                [
+                    human_time(r["ts"]),
+                    r["operation"],
+                    r["scope"],
+                    r["name"],
+                    r["actor"],
+                    r["pid"],
+                    (r["fingerprint"] or "")[:16],
+                ]
+                for r in items
+            ],
+            empty="no audit rows",
+            right=frozenset({"pid"}),
         )
 
     emit(rows, as_json, human)
@@ -349,8 +429,27 @@ def audit(
 @run_command
 def audit_hash(ctx: click.Context, value: str | None, as_json: bool) -> None:
     """Print the fingerprint of VALUE (or of stdin when VALUE is - or omitted)."""
+    require_home(config_from(ctx))
     if value is None or value == "-":
         value = _read_value(True, False)
     with _vault(ctx) as vault:
         fp = vault.fingerprint(value)
     emit({"fingerprint": fp}, as_json, lambda d: d["fingerprint"])
+
+
+@secrets.command()
+@json_option
+@run_command
+def keygen(as_json: bool) -> None:
+    """Print a fresh random key for the encrypted-file vault (32 bytes, base64).
+
+    Use it as BASTION_VAULT_KEY: export BASTION_VAULT_KEY="$(bastion secrets keygen)".
+    Keep it somewhere safe: without it the encrypted vault cannot be read.
+    """
+    import base64
+    import secrets as random_source
+
+    from bastion.vault.crypto import KEY_BYTES
+
+    key = base64.b64encode(random_source.token_bytes(KEY_BYTES)).decode("ascii")
+    emit({"key": key, "bytes": KEY_BYTES, "encoding": "base64"}, as_json, lambda d: d["key"])

@@ -13,6 +13,11 @@ import click
 
 from bastion.cli._output import config_from, run_command
 
+#: What ``pip install 'bastion[server]'`` adds: a missing one means the extra is missing.
+SERVER_MODULES = frozenset(
+    {"fastapi", "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "pydantic_core"}
+)
+
 
 @click.command()
 @click.option(
@@ -65,8 +70,22 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     """
     import logging
 
-    from bastion.api.server import ServeOptions
-    from bastion.api.server import serve as run_server
+    if host is not None and not host.strip():
+        raise click.BadParameter("is empty; leave it out for 127.0.0.1", param_hint="--host")
+    try:
+        from bastion.api.server import ServeOptions
+        from bastion.api.server import serve as run_server
+    except ModuleNotFoundError as err:
+        missing = (err.name or "").partition(".")[0]
+        if missing not in SERVER_MODULES:
+            raise
+        from bastion.errors import ServerNotInstalled
+
+        raise ServerNotInstalled(
+            f"`bastion serve` needs the server extra, which is not installed ({missing} is "
+            "missing); the library and every other command work without it",
+            hint="pip install 'bastion[server]'  (or: uv pip install 'bastion[server]')",
+        ) from err
 
     logging.basicConfig(
         stream=sys.stderr,

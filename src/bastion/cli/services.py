@@ -10,12 +10,23 @@ on Ctrl-C/SIGTERM.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from bastion.cli._output import config_from, emit, json_option, run_command
+from bastion.cli._output import (
+    Fields,
+    Table,
+    config_from,
+    emit,
+    human_time,
+    json_option,
+    no_daemon,
+    run_command,
+    table_options,
+)
 
 if TYPE_CHECKING:
     from bastion.app import Home
@@ -28,21 +39,28 @@ def services() -> None:
 
 
 def _stored(home: Home) -> tuple[dict[str, Any], dict[str, int]]:
-    """Stored service rows and live pids; empty if the supervisor never ran in this home."""
+    """Stored service rows and live pids; empty if the supervisor never ran in this home.
+
+    The pid is the service's own process as the supervisor reports it (the API's
+    ``status().pid``), read from the journal and shown only while that process (pid and
+    create time) still lives."""
     from bastion.supervisor.journal import Journal
+    from bastion.supervisor.process import alive
 
     exists = home.db.scalar("SELECT count(*) FROM sqlite_master WHERE name = 'supervisor_services'")
     if not exists:
         return {}, {}
     journal = Journal(home.db)
-    pids = {service: rec.pid for _id, service, rec in journal.live_records()}
+    pids = {service: rec.pid for service, rec in journal.service_pids().items() if alive(rec)}
     return journal.load(), pids
 
 
 def _rows(cfg: Config, home: Home, only: str | None = None) -> list[dict[str, Any]]:
     from bastion.errors import ServiceNotFound
-    from bastion.supervisor.spec import validate_dir
+    from bastion.supervisor.spec import validate_dir, validate_service_name
 
+    if only is not None:
+        validate_service_name(only)
     good, bad = validate_dir(cfg.services_dir)
     stored, pids = _stored(home)
     rows: list[dict[str, Any]] = []
@@ -78,27 +96,32 @@ def _rows(cfg: Config, home: Home, only: str | None = None) -> list[dict[str, An
     return rows
 
 
-def _when(ts: float | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def _render_list(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "no services (add <name>.toml files to the home's services/ directory)"
-    lines = [f"{'NAME':20} {'STATE':10} {'BREAKER':9} {'PID':>7}  REASON"]
-    for r in rows:
-        pid = r.get("pid") or "-"
-        lines.append(
-            f"{r['name']:20} {r['state']:10} {r.get('breaker', '-'):9} {pid!s:>7}  {r['reason']}"
-        )
-    return "\n".join(lines)
+def _render_list(rows: list[dict[str, Any]]) -> Table:
+    return Table(
+        ["name", "state", "breaker", "pid", "restarts", "since", "reason"],
+        [
+            [
+                r["name"],
+                r["state"],
+                r.get("breaker"),
+                r.get("pid"),
+                r.get("restarts"),
+                human_time(r.get("since")),
+                r["reason"],
+            ]
+            for r in rows
+        ],
+        empty="no services (add <name>.toml files to the home's services/ directory)",
+        right=frozenset({"pid", "restarts"}),
+    )
 
 
 @services.command("list")
+@table_options
 @json_option
 @click.pass_context
 @run_command
-def list_(ctx: click.Context, as_json: bool) -> None:
+def list_(ctx: click.Context, no_headers: bool, as_json: bool) -> None:
     """List services with their stored state, breaker and live pid."""
     from bastion.app import Home
 
@@ -121,22 +144,12 @@ def status(ctx: click.Context, name: str, as_json: bool) -> None:
     with Home.open(cfg, create=False) as home:
         (row,) = _rows(cfg, home, only=name)
 
-    def human(r: dict[str, Any]) -> str:
-        return "\n".join(
-            f"{key + ':':11} {_when(r[key]) if key == 'since' else r[key]}"
-            for key in (
-                "name",
-                "state",
-                "reason",
-                "since",
-                "breaker",
-                "restarts",
-                "trips",
-                "pid",
-                "secrets",
-            )
-            if key in r
-        )
+    def human(r: dict[str, Any]) -> Fields:
+        keys = ("name", "state", "reason", "since", "breaker", "restarts", "trips", "pid")
+        items = [(k, human_time(r[k]) if k == "since" else r[k]) for k in keys if k in r]
+        if "secrets" in r:
+            items.append(("secrets", r["secrets"]))
+        return Fields(items)
 
     emit(row, as_json, human)
 
@@ -172,11 +185,19 @@ def validate(ctx: click.Context, as_json: bool) -> None:
 
 @services.command()
 @click.argument("name")
-@click.option("--limit", default=50, show_default=True, help="How many of the latest events.")
+@click.option(
+    "--limit",
+    "-n",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="How many of the latest events.",
+)
+@table_options
 @json_option
 @click.pass_context
 @run_command
-def events(ctx: click.Context, name: str, limit: int, as_json: bool) -> None:
+def events(ctx: click.Context, name: str, limit: int, no_headers: bool, as_json: bool) -> None:
     """Show a service's state transitions (with their reasons), oldest first."""
     from bastion.app import Home
 
@@ -186,22 +207,28 @@ def events(ctx: click.Context, name: str, limit: int, as_json: bool) -> None:
         page = home.events.query(subject=name, limit=limit, newest_first=True)
         rows = [e.to_dict() for e in reversed(page.items)]
 
-    def human(items: list[dict[str, Any]]) -> str:
-        out = []
+    def human(items: list[dict[str, Any]]) -> Table:
+        rows = []
         for e in items:
             d = e.get("data") or {}
-            out.append(
-                f"{_when(e['ts'])}  {d.get('from') or '-':>10} -> {d.get('to', '?'):10} "
-                f"{d.get('reason', e['kind'])}"
+            rows.append(
+                [human_time(e["ts"]), d.get("from"), d.get("to"), d.get("reason", e["kind"])]
             )
-        return "\n".join(out) or "no events"
+        return Table(["time", "from", "to", "reason"], rows, empty=f"no events for {name}")
 
     emit(rows, as_json, human)
 
 
 @services.command()
 @click.argument("name")
-@click.option("--limit", default=100, show_default=True, help="How many of the latest lines.")
+@click.option(
+    "--limit",
+    "-n",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="How many of the latest lines.",
+)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
 @click.option("--interval", default=0.5, show_default=True, hidden=True)
 @json_option
@@ -214,13 +241,15 @@ def logs(  # noqa: PLR0917 - click passes options as arguments
     import json
 
     from bastion.app import Home
+    from bastion.cli._output import to_json
+    from bastion.cli.logs import format_line
 
     cfg = config_from(ctx)
 
     def line(rec: Any) -> str:
         if as_json:
-            return json.dumps(rec.to_dict(), default=str, sort_keys=True)
-        return f"{_when(rec.ts)} {rec.stream:6} {rec.message}"
+            return json.dumps(to_json(rec.to_dict()), sort_keys=True)
+        return format_line(rec)
 
     with Home.open(cfg, create=False) as home:
         _rows(cfg, home, only=name)
@@ -229,6 +258,8 @@ def logs(  # noqa: PLR0917 - click passes options as arguments
         if not follow and as_json:
             emit([r.to_dict() for r in records], True)
             return
+        if not records and not follow:
+            click.echo(f"no log lines from {name}", err=True)
         for rec in records:
             click.echo(line(rec))
         last = records[-1].id if records else home.logs.latest_id()
@@ -245,17 +276,24 @@ def logs(  # noqa: PLR0917 - click passes options as arguments
 
 def _daemon_action(ctx: click.Context, name: str, action: str, as_json: bool) -> None:
     from bastion.client import DaemonClient
-    from bastion.errors import DaemonUnreachable
+    from bastion.supervisor.spec import validate_service_name
 
+    validate_service_name(name)
     cfg = config_from(ctx)
     client = DaemonClient.for_home(cfg)
     if client is None:
-        raise DaemonUnreachable(
-            f"cannot {action} {name!r}: no supervisor is running for {cfg.home}",
-            hint="Start one with `bastion serve`, or in the foreground with `bastion services run`.",
+        raise no_daemon(
+            cfg,
+            f"cannot {action} {name!r}",
+            start_hint="Start one with `bastion serve`, or run the services in the foreground "
+            "with `bastion services run`.",
         )
     result = client.post(f"/v1/services/{name}/{action}")
-    emit(result, as_json, lambda r: f"{name}: {r.get('state', r) if isinstance(r, dict) else r}")
+    emit(
+        result,
+        as_json,
+        lambda r: f"{name}: {r.get('state', '-') if isinstance(r, dict) else r}",
+    )
 
 
 @services.command()
@@ -331,16 +369,24 @@ def reload(ctx: click.Context, as_json: bool) -> None:
 @run_command
 def run(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
     """Run the supervisor in the foreground (all autostart services, or NAMES) until
-    Ctrl-C or SIGTERM, printing every state transition; then stop the children."""
+    Ctrl-C or SIGTERM, printing every state transition; then stop the children.
+
+    Exits 130 after Ctrl-C (SIGINT) and 143 after SIGTERM, once every child has stopped,
+    as a shell expects of a program ended by that signal.
+    """
     import asyncio
     import json
     import signal
 
     from bastion.app import Home
+    from bastion.cli._output import to_json
     from bastion.client import DaemonClient
     from bastion.errors import DaemonAlreadyRunning
     from bastion.supervisor import load_specs
+    from bastion.supervisor.spec import validate_service_name
 
+    for name in names:
+        validate_service_name(name)
     cfg = config_from(ctx)
     if DaemonClient.for_home(cfg) is not None:
         raise DaemonAlreadyRunning(
@@ -348,13 +394,19 @@ def run(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
             hint="Use `bastion services start|stop|restart NAME` against it.",
         )
     load_specs(cfg.services_dir)  # a bad spec file is an error before anything starts
+    received: list[int] = []
 
     async def main(home: Home) -> None:
         sup = home.supervisor()  # secrets from the vault, through bastion.app.VaultSecrets
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            done.set()
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, done.set)
+            loop.add_signal_handler(signum, on_signal, signum)
         queue = sup.subscribe()
         await sup.open()
         for rec in sup.swept:
@@ -369,10 +421,10 @@ def run(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
             while True:
                 event = await queue.get()
                 if as_json:
-                    click.echo(json.dumps(event, default=str, sort_keys=True))
+                    click.echo(json.dumps(to_json(event), sort_keys=True))
                 else:
                     click.echo(
-                        f"{_when(event['ts'])}  {event['service']}: {event['from']} -> "
+                        f"{human_time(event['ts'])}  {event['service']}: {event['from']} -> "
                         f"{event['to']}  {event['reason']}"
                     )
 
@@ -386,3 +438,6 @@ def run(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
 
     with Home.open(cfg) as home:
         asyncio.run(main(home))
+    if received:
+        # 128 + the signal's number: 130 for SIGINT, 143 for SIGTERM (docs/errors.md).
+        sys.exit(128 + received[0])

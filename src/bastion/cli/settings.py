@@ -7,7 +7,16 @@ from typing import Any
 
 import click
 
-from bastion.cli._output import config_from, emit, json_option, run_command
+from bastion.cli._output import (
+    Table,
+    config_from,
+    emit,
+    human_time,
+    json_option,
+    require_home,
+    run_command,
+    table_options,
+)
 
 __all__ = ["settings"]
 
@@ -35,13 +44,13 @@ def settings() -> None:
 def get(ctx: click.Context, key: str, as_json: bool) -> None:
     """Print KEY's value (exit status 66 if it is not set)."""
     from bastion.domains.settings import read_setting
-    from bastion.errors import StoreOpenError
+    from bastion.domains.settings.model import check_key
 
     # A one-shot read: no Database, no migration, no open-time check; it never changes the
     # file (see bastion.store.oneshot) and starts in a fraction of the full open's time.
+    check_key(key)
     cfg = config_from(ctx)
-    if not cfg.home.is_dir():
-        raise StoreOpenError(f"{cfg.home} does not exist", hint="Run `bastion init` first.")
+    require_home(cfg)
     setting = read_setting(cfg.db_path, key, config=cfg.store)
     emit(setting.to_dict(), as_json, lambda d: json.dumps(d["value"], ensure_ascii=False))
 
@@ -58,7 +67,9 @@ def get(ctx: click.Context, key: str, as_json: bool) -> None:
 def set_(ctx: click.Context, key: str, value: str, as_string: bool, as_json: bool) -> None:
     """Set KEY to VALUE (JSON if it parses, else a string)."""
     from bastion.app import Home
+    from bastion.domains.settings.model import check_key
 
+    check_key(key)
     parsed = _parse_value(value, as_string)
     with Home.open(config_from(ctx), create=False) as home:
         try:
@@ -80,7 +91,9 @@ def set_(ctx: click.Context, key: str, value: str, as_string: bool, as_json: boo
 def delete(ctx: click.Context, key: str, as_json: bool) -> None:
     """Remove KEY (exit status 66 if it is not set)."""
     from bastion.app import Home
+    from bastion.domains.settings.model import check_key
 
+    check_key(key)
     with Home.open(config_from(ctx), create=False) as home:
         home.settings.delete(key)
     emit({"key": key, "deleted": True}, as_json, lambda d: f"deleted {d['key']}")
@@ -88,11 +101,12 @@ def delete(ctx: click.Context, key: str, as_json: bool) -> None:
 
 @settings.command(name="list")
 @click.argument("prefix", default="")
+@table_options
 @json_option
 @click.pass_context
 @run_command
-def list_(ctx: click.Context, prefix: str, as_json: bool) -> None:
-    """List settings, optionally only keys starting with PREFIX."""
+def list_(ctx: click.Context, prefix: str, no_headers: bool, as_json: bool) -> None:
+    """List settings, optionally only keys starting with PREFIX (values as JSON)."""
     from bastion.app import Home
 
     with Home.open(config_from(ctx), create=False) as home:
@@ -100,8 +114,12 @@ def list_(ctx: click.Context, prefix: str, as_json: bool) -> None:
     emit(
         items,
         as_json,
-        lambda rows: (
-            "\n".join(f"{r['key']} = {json.dumps(r['value'], ensure_ascii=False)}" for r in rows)
-            or "(no settings)"
+        lambda rows: Table(
+            ["key", "value", "updated"],
+            [
+                [r["key"], json.dumps(r["value"], ensure_ascii=False), human_time(r["updated_at"])]
+                for r in rows
+            ],
+            empty=f"no settings starting with {prefix!r}" if prefix else "no settings",
         ),
     )

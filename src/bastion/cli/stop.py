@@ -29,7 +29,11 @@ def stop(ctx: click.Context, timeout: float, as_json: bool) -> None:
     cfg = config_from(ctx)
     client = DaemonClient.for_home(cfg)
     if client is None:
-        emit({"running": False, "stopped": False}, as_json, lambda _: "no daemon is running")
+        emit(
+            {"running": False, "stopped": False, "home": str(cfg.home)},
+            as_json,
+            lambda d: f"no daemon is running for the home {d['home']} (nothing to stop)",
+        )
         return
     answer = client.shutdown()
     pid = int(answer["pid"])
