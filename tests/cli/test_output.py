@@ -316,7 +316,12 @@ def test_table_commands_take_no_headers() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [("dashboard",), ("services", "start", "web"), ("services", "stop", "web")],
+    [
+        ("dashboard",),
+        ("services", "start", "web"),
+        ("services", "stop", "web"),
+        ("services", "reload"),
+    ],
     ids=" ".join,
 )
 def test_no_daemon_hints_name_the_home_and_how_to_point_elsewhere(

@@ -86,7 +86,9 @@ def test_app_namespace_dry_run_then_migrate(tmp_path: Path, app_package: str) ->
     home = _home(tmp_path)
     db_file = home / "bastion.db"
     before, mtime = db_file.read_bytes(), db_file.stat().st_mtime_ns
-    code, out, _ = _run(home, "db", "migrate", "--package", app_package, "--namespace", "myapp", "--dry-run")
+    code, out, _ = _run(
+        home, "db", "migrate", "--package", app_package, "--namespace", "myapp", "--dry-run"
+    )
     assert code == 0
     assert (
         "dry run (on a temporary copy; nothing changed): would apply 2 migration(s): myapp/0001_init, myapp/0002_tags"

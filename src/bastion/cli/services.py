@@ -335,15 +335,15 @@ def reload(ctx: click.Context, as_json: bool) -> None:
     new files are added, changed ones restarted or updated in place, removed ones stopped.
     Exit 1 if a file is invalid (its running version keeps running)."""
     from bastion.client import DaemonClient
-    from bastion.errors import DaemonUnreachable
 
     cfg = config_from(ctx)
     client = DaemonClient.for_home(cfg)
     if client is None:
-        raise DaemonUnreachable(
-            f"no daemon is running for {cfg.home}: nothing to reload",
-            hint="`bastion serve` reads the folder when it starts; `bastion services validate` "
-            "checks the files now.",
+        raise no_daemon(
+            cfg,
+            "nothing to reload",
+            start_hint="`bastion serve` reads the folder when it starts; `bastion services "
+            "validate` checks the files now.",
         )
     report = client.post("/v1/services/reload")
 
