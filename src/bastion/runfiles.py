@@ -2,7 +2,7 @@
 
 - ``run/token``: a random 256-bit bearer token, created once at ``init`` (0600). Every API
   route except ``GET /health`` requires it.
-- ``run/daemon.json``: the handshake (pid, port, started_at, version), written atomically by
+- ``run/daemon.json``: the handshake (pid, port, started_at, version, api_version), written atomically by
   ``bastion serve`` only *after* its sockets listen, and removed on a clean shutdown. A desktop
   app that spawned the daemon, and the CLI, read it to find the daemon.
 - ``run/daemon.lock``: an OS lock (``flock``) held for the daemon's lifetime, so a home has at
@@ -62,6 +62,9 @@ class Handshake:
     started_at: str
     version: str
     hosts: tuple[str, ...] = ("127.0.0.1",)
+    #: The HTTP API's semver (``bastion.__about__.__api_version__``); "" from a daemon older
+    #: than the field.
+    api_version: str = ""
 
     @property
     def url(self) -> str:
@@ -81,6 +84,7 @@ class Handshake:
             started_at=str(data["started_at"]),
             version=str(data["version"]),
             hosts=tuple(str(h) for h in data.get("hosts", ("127.0.0.1",))),
+            api_version=str(data.get("api_version", "")),
         )
 
 

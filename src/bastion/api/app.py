@@ -23,7 +23,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.types import Scope
 
-from bastion.__about__ import __version__
+from bastion.__about__ import __api_version__, __version__
 from bastion.api.errors import ErrorBoundary, install_error_handlers
 from bastion.api.models import ErrorBody
 from bastion.api.security import SecurityMiddleware, SecurityPolicy
@@ -87,8 +87,10 @@ def create_app(
     app = FastAPI(
         lifespan=lifespan,
         title="bastion",
-        version=__version__,
-        description="Loopback API of a bastion home: secrets, settings, logs, services, store.",
+        # The OpenAPI document's version is the API's (what clients are generated against).
+        version=__api_version__,
+        description="Loopback API of a bastion home: secrets, settings, logs, services, "
+        f"store. (bastion {__version__})",
         # Interactive docs pull JavaScript from a CDN: not in a hardened local daemon.
         docs_url=None,
         # No OpenTelemetry from a local secrets daemon (it also costs a provider lookup per

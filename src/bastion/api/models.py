@@ -70,6 +70,8 @@ class Page(_Model, Generic[T]):
 class Health(_Model):
     status: str = "ok"
     version: str
+    #: The HTTP API's semver: a client checks the major before anything else.
+    api_version: str
 
 
 class Posture(_Model):
@@ -97,6 +99,7 @@ class JobInfo(_Model):
 
 class Status(_Model):
     version: str
+    api_version: str
     python: str
     sqlite_version: str
     pid: int

@@ -37,7 +37,7 @@ from typing import IO, Any
 
 import uvicorn
 
-from bastion.__about__ import __version__
+from bastion.__about__ import __api_version__, __version__
 from bastion.api.app import create_app
 from bastion.api.state import DaemonState
 from bastion.api.supervision import stop_supervisor
@@ -298,6 +298,7 @@ def _run(
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             version=__version__,
             hosts=hosts,
+            api_version=__api_version__,
         )
         write_handshake(cfg.run_dir, handshake)
         out.write(handshake.to_json() + "\n")

@@ -64,9 +64,9 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
 ) -> None:
     """Run the daemon: the loopback API, the supervisor and the scheduler.
 
-    Once listening, prints one JSON line (pid, port, started_at, version) on stdout and
-    writes the same to <home>/run/daemon.json. Stops gracefully on SIGTERM/SIGINT or
-    `bastion stop`. The log goes to stderr.
+    Once listening, prints one JSON line (pid, port, started_at, version, api_version) on
+    stdout and writes the same to <home>/run/daemon.json. Stops gracefully on SIGTERM/SIGINT
+    or `bastion stop`. The log goes to stderr.
     """
     import logging
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from bastion.__about__ import __version__
+from bastion.__about__ import __api_version__, __version__
 from bastion.api.models import (
     MAX_OFFSET,
     CheckResult,
@@ -37,8 +37,9 @@ MAX_PROBLEMS = 100
 
 @router.get("/health", tags=["system"], response_model=Health)
 async def health() -> Health:
-    """Liveness. No token needed; says nothing but that the daemon answers."""
-    return Health(version=__version__)
+    """Liveness. No token needed; says that the daemon answers, and its package and API
+    versions (a client checks the API major before anything else)."""
+    return Health(version=__version__, api_version=__api_version__)
 
 
 def services_summary(state: DaemonState) -> dict[str, Any]:
@@ -61,6 +62,7 @@ async def status(state: State) -> Status:
     counters = state.counters
     return Status(
         version=__version__,
+        api_version=__api_version__,
         python=platform.python_version(),
         sqlite_version=posture.sqlite_version,
         pid=os.getpid(),
