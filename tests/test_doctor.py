@@ -152,3 +152,40 @@ def test_backups_of_both_databases_hold_no_plaintext_secret(
         assert sentinel.encode() not in path.read_bytes()
         assert sentinel.encode() not in path.with_name(path.name + ".json").read_bytes()
     assert len(list(cfg.backups_dir.glob("vault-*.db"))) == 1
+
+
+def test_hand_written_config_files_are_warnings_and_fix_tightens_them(tmp_path: Path) -> None:
+    """A home made the README's way: `bastion init`, then bastion.toml and services/*.toml
+    written with an editor (0644 under the usual umask)."""
+    home = tmp_path / "home"
+
+    def bastion(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(cli, ["--home", str(home), *args])
+        return result.exit_code, result.output
+
+    assert bastion("init")[0] == 0
+    toml = home / "bastion.toml"
+    spec = home / "services" / "agent.toml"
+    toml.write_text('[vault]\nbackend = "encrypted-file"\n')
+    spec.write_text('argv = ["/bin/true"]\n')
+    for path in (toml, spec):
+        os.chmod(path, 0o644)
+    assert bastion("db", "backup")[0] == 0
+
+    code, out = bastion("doctor", "--quick", "--json")
+    report = json.loads(out)
+    assert code == 0, report["problems"]
+    assert sorted(w.split(":")[0] for w in report["warnings"]) == sorted([str(toml), str(spec)])
+    assert "bastion doctor --fix" in report["warnings"][0]
+
+    os.chmod(spec, 0o664)  # writable by the group: anyone in it could change the argv
+    code, out = bastion("doctor", "--quick", "--json")
+    assert code == 1
+    assert any(p.startswith(f"{spec}: mode 0664") for p in json.loads(out)["problems"])
+
+    code, out = bastion("doctor", "--quick", "--fix")
+    assert code == 0, out
+    assert f"fixed:     {spec}: 0664 -> 0600" in out
+    assert "warnings" not in out
+    for path in (toml, spec):
+        assert path.stat().st_mode & 0o777 == 0o600

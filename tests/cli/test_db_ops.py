@@ -166,3 +166,23 @@ def test_recover_force_quarantines_a_healthy_database(tmp_path: Path) -> None:
     code, _, err = _run(home, "db", "recover", "--from-salvage", str(tmp_path / "nope.db"))
     assert code == 66
     assert "no salvaged copy" in err
+
+
+def test_recover_suggests_merging_back_only_when_rows_were_salvaged(tmp_path: Path) -> None:
+    home = _home(tmp_path, rows=50)
+    assert _run(home, "db", "backup")[0] == 0
+    (home / "bastion.db").write_bytes(b"not a database\n")  # nothing in it to salvage
+    code, out, err = _run(home, "db", "recover")
+    assert code == 0, err
+    assert "salvaged:    0 rows" in out
+    assert "--from-salvage" not in out
+
+    home = _home(tmp_path / "second", 2000)
+    assert _run(home, "db", "backup")[0] == 0
+    cfg = load_config(home, env={})
+    with Home.open(cfg) as h:
+        add_items(h.db, 2000, 300)  # rows the backup lacks
+    overwrite(cfg.db_path, leaf_page_offset(cfg.db_path) + 16, os.urandom(64))
+    code, out, err = _run(home, "db", "recover")
+    assert code == 0, err
+    assert "--from-salvage` merges the salvaged rows back" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -241,3 +242,89 @@ def test_logs_follow_prints_new_lines_as_they_are_stored(home: Path) -> None:
         follower.terminate()
         follower.communicate(timeout=30)
         db.close()
+
+
+def _program_pid(grandchild: int, marker: str) -> int:
+    """The service's program: runs kids.py double_fork_in_group with this test's ``marker``
+    file, is not the grandchild it left behind, and is not the shim that leads its group in
+    ``pipe`` mode."""
+    found = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if marker in (p.info["cmdline"] or [])
+        and p.pid != grandchild
+        and not any(part.endswith("_shim.py") for part in p.info["cmdline"] or [])
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.posix
+@pytest.mark.parametrize("parent_death", PARENT_DEATH)
+def test_list_and_status_show_the_services_own_pid_not_a_descendant(
+    home: Path, parent_death: str
+) -> None:
+    """Before, `services list` printed the pid of the last journal row: a grandchild the
+    service left behind. Now the service's own process, as the API's status().pid; and
+    `services run` ends with 130 after Ctrl-C (SIGINT)."""
+    grandchild_file = home.parent / "grandchild.pid"
+    write_spec(
+        home,
+        "forker",
+        f'argv = ["{sys.executable}", "{KIDS}", "double_fork_in_group", "{grandchild_file}"]\n'
+        "[stop]\ngrace_s = 0.5\n",
+    )
+    env = {
+        **os.environ,
+        "BASTION_HOME": str(home),
+        "BASTION_SUPERVISOR_PARENT_DEATH": parent_death,
+    }
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "services", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        grandchild = int(
+            wait_until(
+                lambda: grandchild_file.exists() and grandchild_file.read_text().strip(),
+                timeout=60,
+                what="grandchild started",
+            )
+        )
+        db = Database.open(home / "bastion.db", StoreConfig(), name="check")
+        try:
+            wait_until(  # the supervisor has recorded the grandchild as a descendant
+                lambda: (
+                    db.query_one(
+                        "SELECT count(*) FROM supervisor_processes WHERE pid = ? AND parent_id"
+                        " IS NOT NULL",
+                        (grandchild,),
+                    )
+                    == (1,)
+                ),
+                timeout=60,
+                what="grandchild recorded",
+            )
+        finally:
+            db.close()
+        program = _program_pid(grandchild, str(grandchild_file))
+        code, out, _ = bastion(home, "services", "list", "--json")
+        assert code == 0
+        assert [r["pid"] for r in json.loads(out)] == [program]
+        code, out, _ = bastion(home, "services", "status", "forker")
+        assert f"pid:      {program}\n" in out
+        daemon.send_signal(signal.SIGINT)
+        _, err = daemon.communicate(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+        if grandchild_file.exists():  # a failed run may leave it (it ignores SIGTERM)
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(grandchild_file.read_text()), signal.SIGKILL)
+    assert daemon.returncode == 130, err  # 128 + SIGINT, after the children stopped
+    code, out, _ = bastion(home, "services", "list", "--json")
+    assert [r["pid"] for r in json.loads(out)] == [None]
