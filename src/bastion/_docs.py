@@ -23,6 +23,12 @@ def _errors() -> str:
     return render_errors_markdown()
 
 
+def _config() -> str:
+    from bastion.config import render_config_markdown
+
+    return render_config_markdown()
+
+
 def _states() -> str:
     module = importlib.import_module("bastion.supervisor.states")
     render: Callable[[], str] = module.render_states_markdown
@@ -90,6 +96,7 @@ def _has_states() -> bool:
 #: docs path (relative to the repository root) -> renderer
 PAGES: dict[str, Callable[[], str]] = {
     "docs/errors.md": _errors,
+    "docs/config.md": _config,
     "docs/cli-reference.md": render_cli_reference,
 }
 if _has_states():

@@ -26,12 +26,16 @@ __all__ = [
     "ApiConfig",
     "BackupConfig",
     "Config",
+    "ConfigEntry",
     "RetentionConfig",
     "StoreConfig",
     "SupervisorConfig",
     "VaultConfig",
     "default_home",
+    "env_name",
+    "explain_config",
     "load_config",
+    "render_config_markdown",
 ]
 
 CONFIG_FILE = "bastion.toml"
@@ -44,22 +48,30 @@ def _bounds(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StoreConfig:
+    """[store]: how bastion.db (and every other database) is opened and written."""
+
+    #: SQLite's ``synchronous`` pragma: NORMAL (WAL-safe, a crash may lose the last commits) or
+    #: FULL (each commit is fsynced).
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    #: How long a write waits for another process's write lock before ``StoreBusy``.
     busy_timeout_ms: int = dataclasses.field(default=5000, metadata=_bounds(2000, 600_000))
+    #: Read-only connections in the reader pool.
     readers: int = dataclasses.field(default=4, metadata=_bounds(1, 64))
     #: Group concurrent write units into one transaction: "auto" does it when commits are
     #: fsyncs (synchronous = FULL), where it multiplies durable throughput; under NORMAL a
     #: commit is cheap and callers take the writer in turn instead.
     group_commit: Literal["auto", "always", "never"] = "auto"
+    #: WAL size past which the watchdog forces a checkpoint and names the reader that held it.
     wal_cap_bytes: int = dataclasses.field(default=64 * 1024 * 1024, metadata=_bounds(1024 * 1024))
+    #: Seconds between the WAL watchdog's looks.
     wal_watchdog_interval_s: float = dataclasses.field(default=5.0, metadata=_bounds(0.05, 3600))
     #: What to do when the open-time check finds corruption: refuse, or quarantine and restore.
     #: "auto" refuses in the CLI and library (an operator decides) and recovers in the daemon
     #: (a desktop app must come back up on its own); "refuse"/"recover" force one for both.
     on_corrupt: Literal["auto", "refuse", "recover"] = "auto"
-    #: Cap on the open-time ``quick_check``; larger files get the header check only.
     #: Seconds between the daemon's full integrity_check runs (0 disables them).
     integrity_check_interval_s: int = dataclasses.field(default=24 * 3600, metadata=_bounds(0))
+    #: Cap on the open-time ``quick_check``; larger files get the header check only.
     open_check_max_bytes: int = dataclasses.field(default=256 * 1024 * 1024, metadata=_bounds(0))
     #: Time cap on the open-time ``quick_check``; an interrupted check is inconclusive, not bad.
     open_check_max_s: float = dataclasses.field(default=5.0, metadata=_bounds(0.01, 3600))
@@ -67,14 +79,26 @@ class StoreConfig:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class VaultConfig:
+    """[vault]: where secret values live and how they are protected."""
+
+    #: Where values live: "keychain" (the OS keychain through keyring) or "encrypted-file"
+    #: (AES-256-GCM records in vault.db; for machines without a keychain).
     backend: Literal["keychain", "encrypted-file"] = "keychain"
+    #: The keychain service name items are stored under.
     service: str = "bastion"
+    #: Deadline for each keychain call (a locked keychain may wait on a prompt).
     keychain_timeout_s: float = dataclasses.field(default=5.0, metadata=_bounds(0.1, 120))
     #: How the encrypted-file backend's data key is wrapped.
     key_source: Literal["passphrase", "env", "keychain"] = "env"
+    #: Environment variable holding the base64 key when key_source = "env" (`bastion secrets
+    #: keygen` makes one).
     key_env: str = "BASTION_VAULT_KEY"
+    #: Environment variable holding the passphrase when key_source = "passphrase" (else it is asked
+    #: for on a terminal).
     passphrase_env: str = "BASTION_VAULT_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
+    #: Split values larger than the keychain's item limit over several items.
     chunking: bool = True
+    #: Whether `secrets get --reveal` and the API's reveal may return a value.
     allow_reveal: bool = True
     #: keyring backend for vault.backend = "keychain": "auto" picks the highest-priority OS
     #: keychain; or a dotted class name. Plaintext and priority <= 0 backends are refused.
@@ -82,8 +106,10 @@ class VaultConfig:
     #: Largest value (characters) one keychain item holds before chunking; 0 = the platform's
     #: own limit (1200 on Windows' Credential Manager, none elsewhere).
     keychain_max_chars: int = dataclasses.field(default=0, metadata=_bounds(0))
-    #: Argon2id cost for a passphrase-wrapped data key (stored with the file when created).
+    #: Argon2id memory (KiB) for a passphrase-wrapped data key (stored with the file when
+    #: created).
     argon2_memory_kib: int = dataclasses.field(default=64 * 1024, metadata=_bounds(8 * 1024))
+    #: Argon2id passes (time cost) for a passphrase-wrapped data key.
     argon2_time_cost: int = dataclasses.field(default=3, metadata=_bounds(1, 100))
     #: Per-name value rules, "NAME=rule[:argument]", e.g. "STT_URL=https_url".
     rules: tuple[str, ...] = ()
@@ -91,10 +117,19 @@ class VaultConfig:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SupervisorConfig:
+    """[supervisor]: how sidecar services are run and their output captured."""
+
+    #: Start every service marked autostart when the daemon starts.
     autostart: bool = True
+    #: Captured lines written to the logs table per batch, at most.
     log_batch_lines: int = dataclasses.field(default=1000, metadata=_bounds(1, 1_000_000))
+    #: Longest wait before a partial batch of captured lines is written.
     log_batch_ms: int = dataclasses.field(default=50, metadata=_bounds(1, 60_000))
+    #: Captured lines held in memory while the store is slow; past it whole chunks are dropped,
+    #: counted, and a "[bastion] N lines dropped" line is stored in their place.
     log_buffer_lines: int = dataclasses.field(default=100_000, metadata=_bounds(100))
+    #: A longer captured line is split at this size (never inside a secret or a UTF-8
+    #: character).
     log_line_max_bytes: int = dataclasses.field(default=16 * 1024, metadata=_bounds(256))
     #: How children die with the supervisor (even by kill -9): "pdeathsig" (Linux: the kernel
     #: kills them), "pipe" (a small shim leads each child's group and ends it when its link to
@@ -104,14 +139,21 @@ class SupervisorConfig:
     #: watchfiles, polling if they cannot be had), "poll" (look every watch_poll_ms), "off"
     #: (only `bastion services reload` / POST /v1/services/reload, and API reads, pick up edits).
     watch: Literal["auto", "poll", "off"] = "auto"
+    #: Milliseconds between looks at services/ when watch = "poll" (or no file events).
     watch_poll_ms: int = dataclasses.field(default=500, metadata=_bounds(50, 60_000))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ApiConfig:
+    """[api]: the daemon's loopback HTTP API."""
+
+    #: Address to listen on (loopback only unless `serve --i-know-this-is-exposed`).
     host: str = "127.0.0.1"
+    #: Port to listen on; 0 picks a free one (written to run/daemon.json).
     port: int = dataclasses.field(default=0, metadata=_bounds(0, 65535))
+    #: Extra browser origins allowed to call the API, e.g. ["tauri://localhost"].
     allowed_origins: tuple[str, ...] = ()
+    #: Largest request body accepted (413 above it).
     max_body_bytes: int = dataclasses.field(default=1024 * 1024, metadata=_bounds(1024))
     #: Where the API token lives: ``run/token`` (0600), or the vault (``bastion/api-token``).
     token_store: Literal["file", "vault"] = "file"  # noqa: S105 - a setting
@@ -119,19 +161,33 @@ class ApiConfig:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class BackupConfig:
+    """[backup]: the daemon's scheduled backups and their rotation."""
+
+    #: Seconds between scheduled backups of each database (0 disables them).
     interval_s: int = dataclasses.field(default=3600, metadata=_bounds(0))
+    #: Newest backups always kept.
     keep_last: int = dataclasses.field(default=5, metadata=_bounds(1))
+    #: Days for which the newest backup of the day is kept.
     keep_daily: int = dataclasses.field(default=7, metadata=_bounds(0))
+    #: Weeks for which the newest backup of the week is kept.
     keep_weekly: int = dataclasses.field(default=4, metadata=_bounds(0))
+    #: Pre-migration backups kept per database.
     pre_migrate_keep: int = dataclasses.field(default=5, metadata=_bounds(1))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RetentionConfig:
+    """[retention]: how long rows of the built-in tables are kept."""
+
+    #: Captured log lines older than this are pruned (0 keeps them).
     logs_days: int = dataclasses.field(default=30, metadata=_bounds(0))
+    #: At most this many log lines are kept, oldest pruned first (0: no cap).
     logs_max_rows: int = dataclasses.field(default=1_000_000, metadata=_bounds(0))
+    #: Activity rows (who did what) older than this are pruned (0 keeps them).
     activity_days: int = dataclasses.field(default=365, metadata=_bounds(0))
+    #: Event rows (state transitions, backups) older than this are pruned (0 keeps them).
     events_days: int = dataclasses.field(default=90, metadata=_bounds(0))
+    #: Seconds between the daemon's retention runs (0 disables them).
     interval_s: int = dataclasses.field(default=3600, metadata=_bounds(0))
     #: Rows deleted per write transaction, so a prune never holds the write lock for long.
     batch_rows: int = dataclasses.field(default=2000, metadata=_bounds(1, 1_000_000))
@@ -198,9 +254,24 @@ def default_home(env: Mapping[str, str] | None = None) -> Path:
 
 
 def load_config(
-    home: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+    home: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Config:
-    """Read defaults, then ``<home>/bastion.toml``, then ``BASTION_*`` variables from ``env``."""
+    """Read defaults, then ``<home>/bastion.toml``, then ``BASTION_*`` variables from ``env``,
+    then ``overrides`` from code, e.g. ``{"vault": {"backend": "encrypted-file"}}`` (section
+    -> key -> value, checked like a ``bastion.toml`` value: a typo is a ``ConfigError`` naming
+    the known keys)."""
+    return _load(home, env, overrides)[0]
+
+
+def _load(
+    home: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None,
+    overrides: Mapping[str, Mapping[str, Any]] | None,
+) -> tuple[Config, dict[str, dict[str, str]]]:
+    """The config and, per section and key, where each non-default value came from."""
     environ = os.environ if env is None else env
     home_path = Path(home).expanduser().absolute() if home is not None else default_home(environ)
     raw: dict[str, dict[str, tuple[Any, str]]] = {name: {} for name in _SECTIONS}
@@ -243,8 +314,19 @@ def load_config(
         if section in _SECTIONS and key:
             raw[section][key] = (value, f"environment variable {name}")
 
+    for section, values in (overrides or {}).items():
+        if section not in _SECTIONS:
+            raise ConfigError(
+                f"overrides: unknown section {section!r}",
+                hint=f"Known sections: {', '.join(sorted(_SECTIONS))}.",
+                key=section,
+            )
+        for key, value in values.items():
+            raw[section][key] = (value, f"overrides [{section}] {key}")
+
     built = {section: _build_section(cls, raw[section]) for section, cls in _SECTIONS.items()}
-    return Config(home=home_path, **built)
+    sources = {section: {k: w for k, (_v, w) in values.items()} for section, values in raw.items()}
+    return Config(home=home_path, **built), sources
 
 
 def _build_section(cls: type[Any], values: dict[str, tuple[Any, str]]) -> Any:
@@ -319,3 +401,170 @@ def _coerce(value: Any, annotation: Any, meta: Mapping[str, Any], where: str) ->
 
 def _raise_type() -> float:
     raise TypeError
+
+
+# --- what `bastion config show` and docs/config.md say ---------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConfigEntry:
+    """One key of the effective configuration: its value and where the value came from
+    (``default``, ``bastion.toml``, ``env BASTION_…`` or ``overrides``)."""
+
+    section: str
+    key: str
+    value: Any
+    default: Any
+    source: str
+    env: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: tuples as lists."""
+        return {
+            "section": self.section,
+            "key": self.key,
+            "value": list(self.value) if isinstance(self.value, tuple) else self.value,
+            "default": list(self.default) if isinstance(self.default, tuple) else self.default,
+            "source": self.source,
+            "env": self.env,
+        }
+
+
+def env_name(section: str, key: str) -> str:
+    """The environment variable that sets ``[section] key``: ``BASTION_SECTION_KEY``."""
+    return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+
+
+def explain_config(
+    home: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[Config, list[ConfigEntry]]:
+    """The config ``load_config`` would return, and every key of it with where its value
+    came from: what ``bastion config show`` prints."""
+    config, sources = _load(home, env, overrides)
+    entries = []
+    for section, cls in _SECTIONS.items():
+        values = getattr(config, section)
+        for f in dataclasses.fields(cls):
+            where = sources[section].get(f.name)
+            if where is None:
+                source = "default"
+            elif where.startswith("environment variable "):
+                source = "env " + where.removeprefix("environment variable ")
+            elif where.startswith("overrides"):
+                source = "overrides"
+            else:
+                source = CONFIG_FILE
+            entries.append(
+                ConfigEntry(
+                    section,
+                    f.name,
+                    getattr(values, f.name),
+                    _default_of(f),
+                    source,
+                    env_name(section, f.name),
+                )
+            )
+    return config, entries
+
+
+def _default_of(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None  # pragma: no cover - every config field has a default
+
+
+def _field_docs(cls: type[Any]) -> dict[str, str]:
+    """``#:`` comments above each field, read from the source (for docs/config.md)."""
+    import inspect
+
+    docs: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(cls).splitlines():
+        text = line.strip()
+        if text.startswith("#:"):
+            pending.append(text[2:].strip())
+            continue
+        name = text.partition(":")[0]
+        if pending and name.isidentifier():
+            docs[name] = " ".join(pending)
+        pending = []
+    return docs
+
+
+def _type_text(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return " \\| ".join(f'`"{c}"`' for c in typing.get_args(annotation))
+    if origin is tuple:
+        return "list of strings"
+    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(
+        annotation, str(annotation)
+    )
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def render_config_markdown() -> str:
+    """The text of ``docs/config.md``; a test fails when the committed file differs."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated from src/bastion/config.py by `python -m bastion._docs`; do not edit. -->",
+        "",
+        "bastion reads, lowest precedence first: the defaults below, `<home>/bastion.toml`,",
+        "`BASTION_<SECTION>_<KEY>` environment variables, and in a Python app the `overrides`",
+        "given to `load_config`. `bastion config show` prints the effective value of every key",
+        "and where it came from; `bastion config path` prints the file's path. Every value is",
+        "checked: a wrong one is a `ConfigError` naming the key, the problem and the accepted form.",
+        "",
+        "The home itself comes from `--home`, else `BASTION_HOME`, else the platform's data",
+        "directory. In the environment, lists are comma-separated and booleans are",
+        "`true`/`false` (or `1`/`0`, `yes`/`no`, `on`/`off`).",
+        "",
+        "```toml",
+        "# bastion.toml: a home without an OS keychain",
+        "[vault]",
+        'backend = "encrypted-file"   # key from BASTION_VAULT_KEY (`bastion secrets keygen`)',
+        "",
+        "[retention]",
+        "logs_days = 7",
+        "```",
+        "",
+        "```python",
+        "from bastion.config import load_config",
+        "",
+        'cfg = load_config("/path/to/home", overrides={"vault": {"backend": "encrypted-file"}})',
+        "```",
+        "",
+    ]
+    for section, cls in _SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        docs = _field_docs(cls)
+        summary = (cls.__doc__ or "").partition(": ")[2]
+        lines += [f"## `[{section}]`", "", summary[:1].upper() + summary[1:], ""]
+        lines += ["| key | type | default | environment | what it does |", "|---|---|---|---|---|"]
+        for f in dataclasses.fields(cls):
+            bounds = ""
+            lo, hi = f.metadata.get("min"), f.metadata.get("max")
+            if lo is not None or hi is not None:
+                bounds = f" ({lo if lo is not None else '…'} to {hi if hi is not None else '…'})"
+            what = docs.get(f.name, "").replace("``", "`").replace("|", r"\|")
+            lines.append(
+                f"| `{f.name}` | {_type_text(hints[f.name])}{bounds} | "
+                f"`{_toml_value(_default_of(f))}` | `{env_name(section, f.name)}` | {what} |"
+            )
+        lines.append("")
+    return "\n".join(lines)

@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "logs": "bastion.cli.logs:logs",
     "services": "bastion.cli.services:services",
     "secrets": "bastion.cli.secrets:secrets",
+    "config": "bastion.cli.config:config",
+    "completion": "bastion.cli.completion:completion",
 }
 
 
@@ -86,6 +88,8 @@ class LazyGroup(click.Group):
 
 #: "group sub" -> the short help ``--help`` lists, so listing commands imports none of them.
 SHORT_HELP: dict[str, str] = {
+    "completion": "Print the completion script for SHELL (bash, zsh or fish).",
+    "config": "Show the effective configuration (defaults < bastion.toml < BASTION_* env).",
     "dashboard": "Print a sign-in link for the dashboard of this home's running daemon.",
     "db": "Inspect and maintain bastion's SQLite databases.",
     "doctor": "Check posture, versions, migrations, integrity, vault, services, disk and file modes.",

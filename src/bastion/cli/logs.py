@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from bastion.cli._complete import complete_service
 from bastion.cli._output import config_from, human_time, json_option, run_command, to_json
 
 if TYPE_CHECKING:
@@ -88,7 +89,9 @@ def format_line(r: LogRecord) -> str:
 
 
 @click.command()
-@click.option("--source", "-s", help="Only this source (a service name).")
+@click.option(
+    "--source", "-s", help="Only this source (a service name).", shell_complete=complete_service
+)
 @click.option("--level", "-l", help="Minimum level: debug, info, warning, error, critical.")
 @click.option("--since", help="From this time: 10m, 2h, 1d (ago), unix seconds, or ISO-8601.")
 @click.option("--until", help="Before this time (same forms as --since).")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from bastion.cli._complete import complete_secret
 from bastion.cli._output import (
     Table,
     config_from,
@@ -104,7 +105,7 @@ def _check_names(name: str | None, scope: str | None) -> None:
 
 
 @secrets.command("set")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_secret)
 @_scope_option
 @click.option(
     "--from-stdin", is_flag=True, help="Read the value from stdin (the default off a TTY)."
@@ -140,7 +141,7 @@ def set_(  # noqa: PLR0917 - click passes options as arguments
 
 
 @secrets.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_secret)
 @_scope_option
 @click.option("--reveal", is_flag=True, help="Print the value itself.")
 @json_option
@@ -202,7 +203,7 @@ def list_(ctx: click.Context, scope: str | None, no_headers: bool, as_json: bool
 
 
 @secrets.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_secret)
 @_scope_option
 @json_option
 @click.pass_context

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from bastion.cli._complete import complete_service
 from bastion.cli._output import (
     Fields,
     Table,
@@ -132,7 +133,7 @@ def list_(ctx: click.Context, no_headers: bool, as_json: bool) -> None:
 
 
 @services.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_service)
 @json_option
 @click.pass_context
 @run_command
@@ -184,7 +185,7 @@ def validate(ctx: click.Context, as_json: bool) -> None:
 
 
 @services.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_service)
 @click.option(
     "--limit",
     "-n",
@@ -220,7 +221,7 @@ def events(ctx: click.Context, name: str, limit: int, no_headers: bool, as_json:
 
 
 @services.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_service)
 @click.option(
     "--limit",
     "-n",
@@ -297,7 +298,7 @@ def _daemon_action(ctx: click.Context, name: str, action: str, as_json: bool) ->
 
 
 @services.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_service)
 @json_option
 @click.pass_context
 @run_command
@@ -307,7 +308,7 @@ def start(ctx: click.Context, name: str, as_json: bool) -> None:
 
 
 @services.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_service)
 @json_option
 @click.pass_context
 @run_command
@@ -317,7 +318,7 @@ def stop(ctx: click.Context, name: str, as_json: bool) -> None:
 
 
 @services.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_service)
 @json_option
 @click.pass_context
 @run_command
@@ -363,7 +364,7 @@ def reload(ctx: click.Context, as_json: bool) -> None:
 
 
 @services.command()
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=complete_service)
 @json_option
 @click.pass_context
 @run_command

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from bastion.cli._complete import complete_setting
 from bastion.cli._output import (
     Table,
     config_from,
@@ -37,7 +38,7 @@ def settings() -> None:
 
 
 @settings.command()
-@click.argument("key")
+@click.argument("key", shell_complete=complete_setting)
 @json_option
 @click.pass_context
 @run_command
@@ -56,7 +57,7 @@ def get(ctx: click.Context, key: str, as_json: bool) -> None:
 
 
 @settings.command(name="set")
-@click.argument("key")
+@click.argument("key", shell_complete=complete_setting)
 @click.argument("value")
 @click.option(
     "--string", "as_string", is_flag=True, help="Store VALUE as a string even if it parses as JSON."
@@ -84,7 +85,7 @@ def set_(ctx: click.Context, key: str, value: str, as_string: bool, as_json: boo
 
 
 @settings.command()
-@click.argument("key")
+@click.argument("key", shell_complete=complete_setting)
 @json_option
 @click.pass_context
 @run_command
