@@ -25,13 +25,20 @@ $(VENV)/.installed: pyproject.toml Makefile | $(UV)
 
 venv: $(VENV)/.installed
 
+# What the daemon needs and nothing more: bastion with its server extra (no test tools, no
+# browser driver). `make test` adds the rest to the same venv.
+$(VENV)/.installed-server: pyproject.toml Makefile | $(UV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[server]'
+	touch $@
+
 # The demo: a home in .bastion-demo/ with two demo services (HTTP echo, log-printing worker)
 # and the daemon in the foreground. It prints the API/dashboard URL once it listens; Ctrl-C
 # stops the services and the daemon.
-run: venv
+run: $(VENV)/.installed-server
 	@BASTION_HOME=$(DEMO_HOME) $(BIN)/bastion init
 	@BASTION_HOME=$(DEMO_HOME) $(BIN)/python -m bastion.demo
 	@echo "API token: $(DEMO_HOME)/run/token  (send it as 'Authorization: Bearer <token>')"
+	@echo "CLI on this home, from another terminal: export BASTION_HOME=$(DEMO_HOME); .venv/bin/bastion services list"
 	@BASTION_HOME=$(DEMO_HOME) exec $(BIN)/bastion serve --port 0
 
 system-deps:
