@@ -130,24 +130,28 @@ class Home:
 
     @property
     def settings(self) -> SettingsRepo:
+        """The ``settings`` table (key -> JSON value) of bastion.db."""
         from bastion.domains.settings import SettingsRepo
 
         return SettingsRepo(self.db)
 
     @property
     def logs(self) -> LogsRepo:
+        """The ``logs`` table (captured service output, redacted) of bastion.db."""
         from bastion.domains.logs import LogsRepo
 
         return LogsRepo(self.db)
 
     @property
     def activity(self) -> ActivityRepo:
+        """The ``activity`` table (who did what) of bastion.db."""
         from bastion.domains.activity import ActivityRepo
 
         return ActivityRepo(self.db)
 
     @property
     def events(self) -> EventsRepo:
+        """The ``events`` table (state transitions, backups, migrations) of bastion.db."""
         from bastion.domains.events import EventsRepo
 
         return EventsRepo(self.db)
@@ -220,6 +224,7 @@ class Home:
         )
 
     def close(self) -> None:
+        """Close the vault (if it was opened) and bastion.db; the home can be opened again."""
         if self._vault is not None:
             self._vault.close()
             self._vault = None
@@ -288,6 +293,7 @@ class VaultSecrets:
         self._actor = actor
 
     def resolve(self, scope: str, name: str) -> str:
+        """The value of ``scope/name`` for a child's environment (audited as ``inject``)."""
         return self._home.vault.inject([name], scope, actor=self._actor)[name].reveal()
 
 

@@ -36,11 +36,14 @@ __all__ = ["DaemonClient", "EventStream", "SseEvent", "error_from_body"]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SseEvent:
+    """One server-sent event: its id, event name and data line(s)."""
+
     id: str | None
     event: str
     data: str
 
     def json(self) -> Any:
+        """The event's data decoded as JSON."""
         return json.loads(self.data)
 
 
@@ -56,6 +59,8 @@ def error_from_body(status: int, body: Mapping[str, Any]) -> BastionError:
 
 
 class DaemonClient:
+    """A small stdlib HTTP client for this home's daemon (token from ``run/token``)."""
+
     def __init__(
         self, port: int, token: str, *, host: str = "127.0.0.1", timeout: float = 30.0
     ) -> None:
@@ -79,6 +84,7 @@ class DaemonClient:
     def from_handshake(
         cls, handshake: Handshake, token: str, timeout: float = 30.0
     ) -> DaemonClient:
+        """A client for the daemon a handshake file describes."""
         return cls(handshake.port, token, timeout=timeout)
 
     # --- plain requests --------------------------------------------------------------------
@@ -131,18 +137,23 @@ class DaemonClient:
         return data
 
     def get(self, path: str, **query: Any) -> Any:
+        """``GET path?query``; the decoded JSON answer, or the error it stands for."""
         return self.request("GET", path, query=query)
 
     def post(self, path: str, body: Any = None) -> Any:
+        """``POST path`` with a JSON ``body``; the decoded answer, or the error it stands for."""
         return self.request("POST", path, body=body)
 
     def put(self, path: str, body: Any = None) -> Any:
+        """``PUT path`` with a JSON ``body``; the decoded answer, or the error it stands for."""
         return self.request("PUT", path, body=body)
 
     def delete(self, path: str) -> Any:
+        """``DELETE path``; the decoded JSON answer, or the error it stands for."""
         return self.request("DELETE", path)
 
     def shutdown(self) -> Any:
+        """Ask the daemon to stop gracefully (services first); answers with its pid."""
         return self.post("/v1/shutdown")
 
     # --- server-sent events ------------------------------------------------------------
@@ -237,6 +248,7 @@ class EventStream(Iterator[SseEvent]):
             raise
 
     def close(self) -> None:
+        """Hang up the stream's connection."""
         self._conn.close()
 
     def __enter__(self) -> EventStream:

@@ -219,26 +219,32 @@ class Config:
 
     @property
     def db_path(self) -> Path:
+        """``<home>/bastion.db``: settings, logs, activity, events, supervisor state."""
         return self.home / "bastion.db"
 
     @property
     def vault_db_path(self) -> Path:
+        """``<home>/vault.db``: the secret index (and ciphertext for the encrypted file)."""
         return self.home / "vault.db"
 
     @property
     def backups_dir(self) -> Path:
+        """``<home>/backups``: verified backups and their manifests."""
         return self.home / "backups"
 
     @property
     def quarantine_dir(self) -> Path:
+        """``<home>/quarantine``: damaged databases moved aside by recovery or restore."""
         return self.home / "quarantine"
 
     @property
     def services_dir(self) -> Path:
+        """``<home>/services``: one ``<name>.toml`` spec per service."""
         return self.home / "services"
 
     @property
     def run_dir(self) -> Path:
+        """``<home>/run`` (0700): the API token, the daemon lock and handshake."""
         return self.home / "run"
 
 

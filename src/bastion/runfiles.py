@@ -68,9 +68,11 @@ class Handshake:
 
     @property
     def url(self) -> str:
+        """The daemon's base URL on the IPv4 loopback."""
         return f"http://127.0.0.1:{self.port}"
 
     def to_json(self) -> str:
+        """The handshake as the one JSON line the daemon prints and writes."""
         data = dataclasses.asdict(self)
         data["hosts"] = list(self.hosts)
         data["url"] = self.url
@@ -78,6 +80,7 @@ class Handshake:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Handshake:
+        """A handshake from its JSON form (the file's content)."""
         return cls(
             pid=int(data["pid"]),
             port=int(data["port"]),
@@ -157,6 +160,7 @@ def read_handshake(run_dir: Path) -> Handshake | None:
 
 
 def write_handshake(run_dir: Path, handshake: Handshake) -> None:
+    """Write ``run/daemon.json`` atomically: a reader sees nothing or the whole JSON."""
     # Atomic: a reader polling for the file sees nothing or the whole JSON, never half of it.
     atomic_write(run_dir / HANDSHAKE_FILE, handshake.to_json() + "\n")
 
@@ -190,6 +194,8 @@ class DaemonLock:
         self.took_over_from: Handshake | None = None
 
     def acquire(self) -> DaemonLock:
+        """Take the single-instance lock (flock on ``run/daemon.lock``), else
+        ``DaemonAlreadyRunning``."""
         import fcntl
 
         ensure_private_dir(self.run_dir)
@@ -218,12 +224,14 @@ class DaemonLock:
         return self
 
     def release(self) -> None:
+        """Drop the lock (closing its descriptor releases the flock)."""
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
 
     @property
     def held(self) -> bool:
+        """Whether this process holds the lock."""
         return self._fd is not None
 
     def __enter__(self) -> DaemonLock:

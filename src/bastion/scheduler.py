@@ -25,6 +25,8 @@ log = logging.getLogger("bastion.scheduler")
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Job:
+    """A periodic job: its name, interval (0 disables it) and function."""
+
     name: str
     interval_s: float
     fn: Callable[[], object]
@@ -81,10 +83,12 @@ class Scheduler:
         self._wake.set()  # the new job may be due before the thread's current deadline
 
     def names(self) -> list[str]:
+        """The names of the jobs added, sorted."""
         with self._lock:
             return sorted(self._entries)
 
     def status(self) -> list[JobStatus]:
+        """Each job's runs, failures, next run and last error."""
         now = self._clock()
         with self._lock:
             return [
@@ -142,6 +146,7 @@ class Scheduler:
         return next(s for s in self.status() if s.name == name)
 
     def start(self) -> None:
+        """Start the scheduler's thread (idempotent)."""
         if self._thread is not None:
             return
         self._thread = threading.Thread(target=self._loop, name="bastion-scheduler", daemon=True)

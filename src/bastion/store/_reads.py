@@ -191,6 +191,7 @@ class ReaderPool:
                 readers.append(slot)
 
     def query_one(self, sql: str, params: Params = ()) -> Row | None:
+        """The first row of ``sql`` on a pooled reader (one snapshot), or None."""
         # A hot path: the pool's fast paths are inlined (a point read takes ~2 us; two
         # method calls would add 5% to it).
         readers = self._readers
@@ -211,6 +212,7 @@ class ReaderPool:
                 readers.append(slot)
 
     def scalar(self, sql: str, params: Params = ()) -> Any:
+        """The first column of the first row of ``sql``, or None."""
         row = self.query_one(sql, params)
         return None if row is None else row[0]
 
@@ -238,6 +240,7 @@ class ReaderPool:
         return conn
 
     async def aquery_one(self, sql: str, params: Params = ()) -> Row | None:
+        """``query_one`` for the event loop: inline under a step budget, else in a worker thread."""
         conn = self._inline_reader()
         if conn is not None:
             try:
@@ -251,6 +254,7 @@ class ReaderPool:
         return await _to_thread(self.query_one, sql, params)
 
     async def aquery(self, sql: str, params: Params = ()) -> list[Row]:
+        """``query`` for the event loop: inline under a step budget, else in a worker thread."""
         conn = self._inline_reader()
         if conn is not None:
             try:

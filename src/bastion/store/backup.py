@@ -102,6 +102,8 @@ EventSink = Callable[[str, str, Mapping[str, Any]], None]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class BackupResult:
+    """A backup just written: its file, manifest and how long it took."""
+
     path: Path
     manifest_path: Path
     manifest: dict[str, Any]
@@ -125,10 +127,12 @@ class BackupInfo:
     deep: bool
 
     def age_s(self, now: dt.datetime | None = None) -> float:
+        """Seconds since the backup was taken (as of ``now``)."""
         now = now or dt.datetime.now(dt.UTC)
         return (now - self.created_at).total_seconds()
 
     def to_dict(self) -> dict[str, Any]:
+        """The backup's facts as JSON-ready data."""
         return {
             "path": str(self.path),
             "db": self.db_name,
@@ -145,6 +149,8 @@ class BackupInfo:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RestoreResult:
+    """What a restore did: the backup used, the files quarantined, the rows restored."""
+
     backup: Path
     target: Path
     quarantine_dir: Path
@@ -153,6 +159,7 @@ class RestoreResult:
     restored_rows: dict[str, int]
 
     def to_dict(self) -> dict[str, Any]:
+        """The restore as JSON-ready data."""
         return {
             "backup": str(self.backup),
             "target": str(self.target),

@@ -578,6 +578,7 @@ class Database(ReaderPool):
 
     @property
     def closed(self) -> bool:
+        """Whether ``close()`` has run."""
         return self._closed
 
     def __enter__(self) -> Database:

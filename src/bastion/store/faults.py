@@ -72,6 +72,7 @@ class FaultyVFS(apsw.VFS):
         super().__init__(name, base)
 
     def xOpen(self, name: str | apsw.URIFilename | None, flags: list[int]) -> FaultyFile:
+        """Open ``name`` as a ``FaultyFile`` of this VFS."""
         return FaultyFile(self, name, flags)
 
     # --- control ------------------------------------------------------------------------
@@ -97,10 +98,12 @@ class FaultyVFS(apsw.VFS):
             self._plan = _Plan(fault, op, at, file_suffix, persistent)
 
     def disarm(self) -> None:
+        """Stop injecting faults; every later call goes through."""
         with self._lock:
             self._plan = None
 
     def reset_counts(self) -> None:
+        """Restart the write and sync counters the plan's Nth call refers to."""
         with self._lock:
             self._counts = {"write": 0, "sync": 0}
 
@@ -150,6 +153,7 @@ class FaultyFile(apsw.VFSFile):
         super().__init__(vfs.base, name, flags)
 
     def xWrite(self, data: bytes, offset: int) -> None:
+        """Write, unless the plan fails this write (ENOSPC, EIO, or a short write)."""
         fault = self._vfs._check("write", self._name)
         if fault is Fault.SHORT:
             half = bytes(data)[: max(1, len(data) // 2)]
@@ -162,6 +166,7 @@ class FaultyFile(apsw.VFSFile):
         super().xWrite(data, offset)
 
     def xSync(self, flags: int) -> None:
+        """Sync, unless the plan fails this sync (ENOSPC or EIO)."""
         fault = self._vfs._check("sync", self._name)
         if fault is Fault.ENOSPC:
             raise apsw.FullError(f"injected ENOSPC syncing {self._name}")

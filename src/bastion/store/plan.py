@@ -49,12 +49,15 @@ class QueryPlanError(AssertionError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PlanStep:
+    """One row of ``EXPLAIN QUERY PLAN``."""
+
     id: int
     parent: int
     detail: str
 
     @property
     def table(self) -> str | None:
+        """The table this step reads, or None (a subquery, a temp b-tree, ...)."""
         match = _TABLE_STEP.match(self.detail)
         if not match or match.group("table") in _NOT_TABLES:
             return None
@@ -80,19 +83,24 @@ class PlanStep:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class QueryPlan:
+    """A statement's query plan, to assert index use in tests."""
+
     sql: str
     steps: tuple[PlanStep, ...]
 
     @property
     def scans(self) -> list[PlanStep]:
+        """The steps that scan a whole table."""
         return [s for s in self.steps if s.is_scan]
 
     @property
     def indexes(self) -> set[str]:
+        """Every index the plan uses."""
         return {s.index for s in self.steps if s.index is not None}
 
     @property
     def uses_temp_btree(self) -> bool:
+        """Whether the plan sorts or groups in a temporary b-tree."""
         return any("USE TEMP B-TREE" in s.detail for s in self.steps)
 
     def render(self) -> str:

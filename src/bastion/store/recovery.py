@@ -83,11 +83,14 @@ class CheckKind(enum.Enum):
 
     @property
     def healthy(self) -> bool:
+        """Whether a check of this kind lets the database open (ok, new, inconclusive)."""
         return self in (CheckKind.OK, CheckKind.NEW, CheckKind.INCONCLUSIVE)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class OpenCheck:
+    """The open-time check of a file: its kind (ok, corrupt, ...), detail and duration."""
+
     path: Path
     kind: CheckKind
     detail: str
@@ -96,9 +99,11 @@ class OpenCheck:
 
     @property
     def ok(self) -> bool:
+        """Whether the database may be opened."""
         return self.kind.healthy
 
     def to_dict(self) -> dict[str, Any]:
+        """The check as JSON-ready data."""
         return {
             "path": str(self.path),
             "kind": self.kind.value,
@@ -259,6 +264,9 @@ def _run_check(path: Path, config: StoreConfig, *, full: bool, started: float) -
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RecoveryReport:
+    """What a recovery did: the check that failed, the files quarantined, what was put in place, the
+    rows salvaged."""
+
     db_path: Path
     quarantine_dir: Path
     check: OpenCheck
@@ -272,6 +280,7 @@ class RecoveryReport:
     report_path: Path
 
     def to_dict(self) -> dict[str, Any]:
+        """The recovery as JSON-ready data."""
         return {
             "db": str(self.db_path),
             "quarantine_dir": str(self.quarantine_dir),
@@ -425,6 +434,8 @@ def latest_salvage(quarantine_root: Path, db_name: str) -> Path | None:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class MergeReport:
+    """What merging salvaged rows back did, per table: inserted, identical, conflicts."""
+
     salvaged: Path
     inserted: dict[str, int]
     identical: dict[str, int]
@@ -434,6 +445,7 @@ class MergeReport:
     dry_run: bool
 
     def to_dict(self) -> dict[str, Any]:
+        """The merge as JSON-ready data."""
         return {
             "salvaged": str(self.salvaged),
             "inserted": self.inserted,

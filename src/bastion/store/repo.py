@@ -207,24 +207,31 @@ class Where:
         return self
 
     def eq(self, name: str, value: Any) -> Where:
+        """Add ``name = value``; returns the builder."""
         return self._add(name, "=", value)
 
     def ne(self, name: str, value: Any) -> Where:
+        """Add ``name != value``; returns the builder."""
         return self._add(name, "!=", value)
 
     def ge(self, name: str, value: Any) -> Where:
+        """Add ``name >= value``; returns the builder."""
         return self._add(name, ">=", value)
 
     def gt(self, name: str, value: Any) -> Where:
+        """Add ``name > value``; returns the builder."""
         return self._add(name, ">", value)
 
     def le(self, name: str, value: Any) -> Where:
+        """Add ``name <= value``; returns the builder."""
         return self._add(name, "<=", value)
 
     def lt(self, name: str, value: Any) -> Where:
+        """Add ``name < value``; returns the builder."""
         return self._add(name, "<", value)
 
     def in_(self, name: str, values: Iterable[Any] | None) -> Where:
+        """Add ``name IN (values)`` (None: no condition; empty: matches nothing)."""
         if values is None:
             return self
         items = list(values)
@@ -310,6 +317,7 @@ class Sort:
         return self.keys[name], direction == "desc"
 
     def clause(self, key: str | None, direction: str | None = None) -> str:
+        """The ``ORDER BY`` clause for a whitelisted ``key`` and direction, with the tiebreak."""
         expr, desc = self.resolve(key, direction)
         word = "DESC" if desc else "ASC"
         if expr == self.tiebreak:
@@ -348,6 +356,8 @@ def encode_cursor(values: Sequence[Any]) -> str:
 
 
 def decode_cursor(cursor: str, width: int) -> list[Any]:
+    """The ``width`` key values a ``next_cursor`` holds; ``ValueError`` for a cursor that is not
+    one."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         values = json.loads(base64.urlsafe_b64decode(padded.encode()))

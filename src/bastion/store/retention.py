@@ -58,6 +58,8 @@ class RetentionPolicy:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PruneResult:
+    """What pruning one table did (or would do, on a dry run)."""
+
     table: str
     deleted_by_age: int
     deleted_by_count: int
@@ -67,11 +69,14 @@ class PruneResult:
 
     @property
     def deleted(self) -> int:
+        """Rows deleted by age and by count together."""
         return self.deleted_by_age + self.deleted_by_count
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class VacuumResult:
+    """Pages and free pages before and after reclaiming space, and the mode used."""
+
     mode: str  # "none", "incremental", "full"
     freelist_before: int
     freelist_after: int

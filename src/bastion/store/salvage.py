@@ -47,6 +47,8 @@ _MAX_ROWID = 2**63 - 1
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TableSalvage:
+    """One table's salvage: rows read and the rowid ranges lost."""
+
     name: str
     rows: int
     #: Rowid ranges that could not be read (after bisection), as (first, last) pairs.
@@ -56,6 +58,8 @@ class TableSalvage:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SalvageResult:
+    """What a salvage read from a damaged file, per table, and what it could not."""
+
     source: Path
     dest: Path
     tables: dict[str, TableSalvage]
@@ -67,9 +71,11 @@ class SalvageResult:
 
     @property
     def total_rows(self) -> int:
+        """Rows salvaged over every table."""
         return sum(t.rows for t in self.tables.values())
 
     def to_dict(self) -> dict[str, Any]:
+        """The salvage as JSON-ready data."""
         return {
             "source": str(self.source),
             "dest": str(self.dest),

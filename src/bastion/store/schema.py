@@ -68,9 +68,11 @@ class SchemaDiff:
 
     @property
     def empty(self) -> bool:
+        """Whether the two schemas are the same."""
         return not (self.added or self.removed or self.changed)
 
     def to_dict(self) -> dict[str, list[str]]:
+        """The difference as JSON-ready lists of names."""
         return {
             "added": list(self.added),
             "removed": list(self.removed),

@@ -30,6 +30,8 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ObjectStats:
+    """Rows, bytes and pages of one table or index (``dbstat``)."""
+
     name: str
     kind: str  # "table" or "index"
     table: str
@@ -139,6 +141,7 @@ def record_check(run_dir: Path, db_name: str, result: dict[str, Any]) -> None:
 
 
 def last_check(run_dir: Path, db_name: str) -> dict[str, Any] | None:
+    """The last recorded ``db check`` of ``db_name`` (``run/check-NAME.json``), or None."""
     try:
         data = json.loads((run_dir / f"check-{db_name}.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -37,14 +37,17 @@ class ReadTx:
         self._conn = conn
 
     def query(self, sql: str, params: Params = ()) -> list[Row]:
+        """Every row of ``sql`` in this transaction's snapshot."""
         return self._conn.execute(sql, params).fetchall()
 
     def query_one(self, sql: str, params: Params = ()) -> Row | None:
+        """The first row of ``sql`` in this snapshot, or None."""
         for row in self._conn.execute(sql, params):
             return tuple(row)
         return None
 
     def scalar(self, sql: str, params: Params = ()) -> Any:
+        """The first column of the first row of ``sql``, or None."""
         for row in self._conn.execute(sql, params):
             return row[0]
         return None
@@ -89,6 +92,7 @@ class WriteTx(ReadTx):
             return self._conn.execute(sql, params)
 
     def query(self, sql: str, params: Params = ()) -> list[Row]:
+        """Every row of ``sql``, seeing this transaction's own writes."""
         return self._rows(sql, params).fetchall()
 
     # ``query_one`` and ``scalar`` stop at the first row and leave the statement where it is:
@@ -96,11 +100,13 @@ class WriteTx(ReadTx):
     # on to the end instead could scan a whole table for a second row nobody wants.
 
     def query_one(self, sql: str, params: Params = ()) -> Row | None:
+        """The first row of ``sql`` (this transaction's writes included), or None."""
         for row in self._rows(sql, params):
             return tuple(row)
         return None
 
     def scalar(self, sql: str, params: Params = ()) -> Any:
+        """The first column of the first row of ``sql``, or None."""
         try:  # _rows, inlined: the read of every read-modify-write
             rows = self._cursor.execute(sql, params)
         except apsw.ThreadingViolationError:
@@ -144,6 +150,7 @@ class WriteTx(ReadTx):
         return int(self._conn.last_insert_rowid())
 
     def executemany(self, sql: str, seq: Iterable[Params]) -> int:
+        """Run ``sql`` once per parameter set; returns the rows changed."""
         total = 0
         changes = self._conn.total_changes()
         try:

@@ -34,6 +34,8 @@ _CHECKPOINT_WAIT_MS = 100
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CheckpointResult:
+    """One ``wal_checkpoint``: its mode, whether a reader kept it busy, and frames."""
+
     mode: str
     busy: bool
     wal_frames: int
@@ -76,9 +78,11 @@ class WalWatchdog:
         self.last_holder: str | None = None
 
     def start(self) -> None:
+        """Start watching the WAL's size in a background thread."""
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the watchdog and wait for its thread."""
         self._stop.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join()

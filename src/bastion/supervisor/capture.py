@@ -34,6 +34,8 @@ CHUNK = 1 << 20
 
 
 class CapturedLine(NamedTuple):
+    """One captured line: when, which stream, its level and the (redacted) message."""
+
     ts: float
     stream: str
     level: str
@@ -88,6 +90,8 @@ class LineSplitter:
         out.append(CapturedLine(ts, stream, self._level, text))
 
     def feed(self, chunk: _Chunk, out: list[CapturedLine]) -> None:
+        """Split ``chunk`` into lines, redact them and append them to ``out`` (a partial line
+        waits)."""
         if chunk.dropped:
             # The pending partial line was the start of the first dropped line.
             self._pending = chunk.data
@@ -111,6 +115,7 @@ class LineSplitter:
             self._pending = self._pending[cut:]
 
     def finish(self, ts: float, stream: str, out: list[CapturedLine]) -> None:
+        """Flush the last partial line at end of stream."""
         if self._pending:
             self._line(ts, stream, self._pending, out)
             self._pending = b""
@@ -157,6 +162,7 @@ class LogCapture:
         self.sink_errors = 0
 
     def attach(self, stream: str, reader: asyncio.StreamReader) -> None:
+        """Start reading ``stream`` (stdout or stderr) of the child into the logs table."""
         loop = asyncio.get_running_loop()
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush_loop())
@@ -246,6 +252,7 @@ class LogCapture:
             await self._flusher
 
     async def abort(self) -> None:
+        """Cancel the readers and the flusher without draining (the child is gone)."""
         tasks = [*self._readers, *([self._flusher] if self._flusher else [])]
         for task in tasks:
             task.cancel()

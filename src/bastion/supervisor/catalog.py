@@ -77,6 +77,7 @@ def changed_fields(old: ServiceSpec, new: ServiceSpec) -> tuple[str, ...]:
 
 
 def needs_restart(fields: tuple[str, ...]) -> bool:
+    """Whether a change of these spec fields needs the process restarted."""
     return any(f in PROCESS_FIELDS or f == "stdio_probe" for f in fields)
 
 
@@ -96,6 +97,7 @@ class SpecProblem:
     running_previous: bool
 
     def to_dict(self) -> dict[str, Any]:
+        """The problem as JSON-ready data."""
         return dataclasses.asdict(self)
 
 
@@ -112,6 +114,7 @@ class ReloadReport:
     problems: tuple[SpecProblem, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        """The reload as JSON-ready data."""
         data = {k: list(v) for k, v in dataclasses.asdict(self).items() if k != "problems"}
         data["problems"] = [p.to_dict() for p in self.problems]
         return data
@@ -210,6 +213,7 @@ class ServiceCatalog:
 
     @property
     def problems(self) -> list[SpecProblem]:
+        """The spec files that are invalid now, by file name."""
         return [self._problems[k] for k in sorted(self._problems)]
 
     # --- reload ---------------------------------------------------------------------------
@@ -347,6 +351,7 @@ class ServiceCatalog:
         return report
 
     async def close(self) -> None:
+        """Stop watching the folder."""
         self._stop.set()
         if self._task is not None:
             self._task.cancel()

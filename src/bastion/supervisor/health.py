@@ -47,6 +47,8 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ProbeResult:
+    """One probe's verdict and a detail (never the child's output)."""
+
     ok: bool
     detail: str = ""
 
@@ -181,6 +183,7 @@ class McpStdioChannel:
                 future.set_exception(ConnectionError("the server closed stdout"))
 
     async def ping(self, timeout: float) -> ProbeResult:
+        """Send an MCP ``ping`` over stdio and wait up to ``timeout`` for its answer."""
         self._next_id += 1
         request_id = self._next_id
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -201,6 +204,7 @@ class McpStdioChannel:
         return ProbeResult(True, "mcp ping")
 
     async def close(self) -> None:
+        """Stop reading the child's stdout and close its stdin."""
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
@@ -261,10 +265,17 @@ def make_probe(
 class HealthHooks(Protocol):
     """What the monitor reports to the supervisor (all called on the event loop)."""
 
-    def started(self, detail: str) -> None: ...
-    def healthy(self, detail: str) -> None: ...
-    def unhealthy(self, role: str, detail: str) -> None: ...
-    def ready(self, ready: bool, detail: str) -> None: ...
+    def started(self, detail: str) -> None:
+        """The child counts as started (its startup probe passed, or it has none)."""
+
+    def healthy(self, detail: str) -> None:
+        """A startup or liveness probe passed (a success for the breaker's half-open count)."""
+
+    def unhealthy(self, role: str, detail: str) -> None:
+        """A probe (``role``: startup or liveness) failed past its threshold."""
+
+    def ready(self, ready: bool, detail: str) -> None:
+        """The readiness probe's verdict changed."""
 
 
 #: Liveness when a spec declares none: "the process exists", once a second.
@@ -331,6 +342,7 @@ class HealthMonitor:
         poke.clear()
 
     async def run(self) -> None:
+        """Run the probes until cancelled, calling the hooks on each verdict."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self._main())
             if self._readiness is not None and self._spec.readiness is not None:

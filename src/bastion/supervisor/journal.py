@@ -28,6 +28,8 @@ EVENT_KIND = "service.transition"
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StoredService:
+    """A service as stored: state, reason, since and its policy state."""
+
     name: str
     state: ServiceState
     reason: str
@@ -53,6 +55,7 @@ class Journal:
     # --- service rows ---------------------------------------------------------------------
 
     def load(self) -> dict[str, StoredService]:
+        """Every stored service row: state, reason, since, breaker and restart history."""
         rows = self.db.query(
             "SELECT name, state, reason, since, attempt, restarts, breaker, opened_at,"
             " open_timeout, half_open_successes, trips FROM supervisor_services"
@@ -121,9 +124,11 @@ class Journal:
         self.db.write(unit)
 
     def save(self, snap: StoredService) -> None:
+        """Store a service's row without an event (policy counters)."""
         self.db.write(lambda tx: self._save(tx, snap))
 
     def emit(self, kind: str, subject: str, data: dict[str, Any]) -> None:
+        """Record an event about the supervisor or a service."""
         from bastion.domains.events import EventsRepo
 
         EventsRepo(self.db).emit(kind, subject, data)
@@ -133,6 +138,7 @@ class Journal:
     def record_start(
         self, service: str, rec: ProcRecord, started_at: float, secret_names: Sequence[str]
     ) -> int:
+        """Record a started child (pid, create time, group, secret names); returns its row id."""
         return self.db.write(
             lambda tx: tx.insert(
                 "INSERT INTO supervisor_processes (service, pid, create_time, pgid, started_at,"
@@ -177,6 +183,7 @@ class Journal:
         return {r[0]: ProcRecord(r[1], r[2], r[3]) for r in rows}
 
     def record_descendants(self, service: str, parent_id: int, recs: Sequence[ProcRecord]) -> None:
+        """Record processes seen under a child (pid + create time) for a later sweep."""
         now = time.time()
         self.db.write(
             lambda tx: tx.executemany(
@@ -211,6 +218,7 @@ class Journal:
         return [(r[0], r[1], ProcRecord(r[2], r[3], r[4])) for r in rows]
 
     def close_records(self, ids: Sequence[int]) -> None:
+        """Mark process rows as ended (swept or found gone)."""
         now = time.time()
         self.db.write(
             lambda tx: tx.executemany(

@@ -67,6 +67,8 @@ class PolicyState:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Decision:
+    """What the policy decided: restart (after ``delay``), open the breaker, or give up."""
+
     action: Action
     #: Seconds to wait before the next start (backoff delay or open timeout); 0 otherwise.
     delay: float

@@ -89,6 +89,8 @@ class ProcRecord:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StopResult:
+    """How a stop ended: the exit status, whether SIGKILL was needed, leftovers killed."""
+
     returncode: int | None
     #: The leader needed SIGKILL after the grace period.
     killed: bool
@@ -271,12 +273,14 @@ class ChildProcess:
         _killpg(self.record.pgid, signum)
 
     def close_link(self) -> None:
+        """Close the supervisor's end of the shim's link (the shim then ends the group)."""
         if self.link is not None:
             self.link.close()
             self.link = None
 
     @property
     def returncode(self) -> int | None:
+        """The exit status once the child has exited, else None."""
         return self.exited.result() if self.exited.done() else None
 
     def observe_descendants(self) -> list[ProcRecord]:
@@ -295,6 +299,7 @@ PIPE_SIZE = 1 << 20
 
 
 def widen_pipes(proc: asyncio.subprocess.Process) -> None:
+    """Grow the child's stdout/stderr pipes to 1 MiB (Linux), so a chatty child rarely blocks."""
     # A 64 KiB pipe fills in well under a millisecond for a chatty child, and then the child
     # blocks until our reader gets the GIL back. 1 MiB lets it run on while we are busy.
     if not sys.platform.startswith("linux"):

@@ -65,6 +65,7 @@ class Redactor:
 
     @property
     def active(self) -> bool:
+        """Whether there is any secret value to redact."""
         return self._pattern is not None
 
     def _replace(self, match: re.Match[bytes]) -> bytes:

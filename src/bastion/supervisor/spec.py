@@ -79,6 +79,7 @@ class SecretRef:
 
     @classmethod
     def parse(cls, text: str) -> SecretRef:
+        """A reference from ``secret:scope/name``; ``ValueError`` for anything else."""
         match = SECRET_REF_RE.match(text)
         if not match:
             raise ValueError(f"{text!r} is not a secret reference")
@@ -118,6 +119,7 @@ class HealthSpec:
     readiness: ProbeSpec | None = None
 
     def probes(self) -> tuple[ProbeSpec, ...]:
+        """The probes configured: startup, liveness, readiness (those set)."""
         return tuple(p for p in (self.startup, self.liveness, self.readiness) if p is not None)
 
 
@@ -156,11 +158,14 @@ class StopSpec:
 
     @property
     def signum(self) -> _signal.Signals:
+        """The stop signal as a ``signal.Signals``."""
         return _signal.Signals[self.signal]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LogSpec:
+    """``[logs]`` of a spec: whether output is captured, and the level of each stream."""
+
     capture: bool = True
     stdout_level: Literal["debug", "info", "warning", "error"] = "info"
     stderr_level: Literal["debug", "info", "warning", "error"] = "warning"

@@ -66,7 +66,9 @@ class SecretSource(Protocol):
     ``SecretNotFound``) whose message names the secret, never its value.
     """
 
-    def resolve(self, scope: str, name: str) -> str: ...
+    def resolve(self, scope: str, name: str) -> str:
+        """The value of ``scope/name`` for a child's environment (raise ``SecretNotFound`` if
+        absent)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -91,6 +93,7 @@ class ServiceStatus:
     probes: tuple[ProbeCheck, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        """The status as JSON-ready data (secret names, never values)."""
         data = dataclasses.asdict(self)
         data["secret_names"] = list(self.secret_names)
         data["probes"] = [dataclasses.asdict(p) for p in self.probes]
@@ -348,12 +351,14 @@ class Supervisor:
         return self.status(name)
 
     async def restart(self, name: str) -> ServiceStatus:
+        """Stop the service (grace, then SIGKILL), then start it."""
         await self.stop(name)
         return await self.start(name)
 
     # --- specs changed while running (catalog.py decides; these carry it out) ---------------
 
     def spec(self, name: str) -> ServiceSpec:
+        """The spec of service ``name``; ``ServiceNotFound`` if there is none."""
         return self._get(name).spec
 
     async def replace(self, spec: ServiceSpec, *, restart: bool) -> bool:
@@ -386,6 +391,7 @@ class Supervisor:
         self._enqueue(functools.partial(self._journal.emit, kind, subject, data))
 
     def status(self, name: str) -> ServiceStatus:
+        """Service ``name``'s state, reason, pid (its program), breaker and probes."""
         svc = self._get(name)
         now = time.time()
         window = svc.spec.restart.window_s
@@ -411,9 +417,11 @@ class Supervisor:
         )
 
     def list(self) -> _Statuses:
+        """Every service's status, by name."""
         return [self.status(name) for name in sorted(self._services)]
 
     def specs(self) -> _Specs:
+        """Every service's spec, by name."""
         return [self._services[name].spec for name in sorted(self._services)]
 
     async def events(self, name: str, limit: int = 100) -> _Events:
@@ -435,6 +443,7 @@ class Supervisor:
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        """Stop sending transitions to ``queue``."""
         with contextlib.suppress(ValueError):
             self._listeners.remove(queue)
 

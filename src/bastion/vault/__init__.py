@@ -200,9 +200,12 @@ class Vault:
         return self._read(name, scope, actor, Operation.INJECT)
 
     def exists(self, name: str, scope: str = "global") -> bool:
+        """Whether ``scope/name`` is in the index (reads no value)."""
         return self.index.lookup(scope, name) is not None
 
     def meta(self, name: str, scope: str = "global") -> SecretMeta:
+        """``scope/name``'s metadata (version, size, times; never the value); ``SecretNotFound`` if
+        absent."""
         found = self.index.get(scope, name)
         if found is None:
             raise SecretNotFound(f"no secret {scope}/{name}", scope=scope, name=name)
@@ -328,6 +331,7 @@ class Vault:
     def audit_entries(
         self, name: str | None = None, scope: str | None = None, limit: int = 100
     ) -> builtins.list[AuditEntry]:
+        """The newest audit rows (who, what, when, fingerprint), filtered by name and scope."""
         return self.audit.entries(name=name, scope=scope, limit=limit)
 
     def prune_audit(self, older_than_days: float) -> int:
@@ -486,6 +490,7 @@ class Vault:
         return result
 
     def close(self) -> None:
+        """Flush the audit queue and close the backend and vault.db; idempotent."""
         if self._closed:
             return
         self._closed = True

@@ -41,6 +41,9 @@ class Operation(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class AuditEntry:
+    """One audit row: who (actor, pid) did what (operation) to which secret, when, and the value's
+    fingerprint."""
+
     id: int
     ts: float
     actor: str
@@ -52,6 +55,7 @@ class AuditEntry:
     detail: str | None
 
     def to_dict(self) -> dict[str, Any]:
+        """The row as JSON-ready data."""
         return dataclasses.asdict(self)
 
 
@@ -158,6 +162,7 @@ class AuditLog:
         )
 
     def close(self) -> None:
+        """Stop the flusher thread and write the rows still queued."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

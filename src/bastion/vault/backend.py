@@ -43,6 +43,7 @@ class SecretMeta:
     fingerprint: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The metadata as JSON-ready data."""
         return dataclasses.asdict(self)
 
 
@@ -52,6 +53,7 @@ def item_key(scope: str, name: str) -> str:
 
 
 def split_item_key(key: str) -> tuple[str, str] | None:
+    """``(scope, name)`` from a keychain item's ``scope/name`` key, or None if it is not one."""
     scope, sep, name = key.partition("/")
     return (scope, name) if sep and scope and name and "/" not in name else None
 
@@ -88,4 +90,5 @@ class Backend(Protocol):
         """Which backend this is and why it was chosen (for ``status`` and ``doctor``)."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Forget the keys held in memory; the backend is not used afterwards."""

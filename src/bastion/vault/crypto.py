@@ -53,10 +53,12 @@ _WRAP_AAD = b"bastion-vault-wrapped-key:v1\x00"
 
 
 def new_key() -> bytes:
+    """A fresh random 256-bit key."""
     return os.urandom(KEY_BYTES)
 
 
 def encode_key(key: bytes) -> str:
+    """A key as standard base64 (what ``BASTION_VAULT_KEY`` holds)."""
     return base64.b64encode(key).decode("ascii")
 
 
@@ -91,6 +93,7 @@ class RecordCipher:
         self._aead = AESGCM(data_key)
 
     def encrypt(self, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:
+        """``(nonce, ciphertext)`` of ``plaintext`` under a fresh random nonce, bound to ``aad``."""
         nonce = os.urandom(NONCE_BYTES)
         return nonce, self._aead.encrypt(nonce, plaintext, aad)
 
@@ -110,6 +113,7 @@ class KdfParams:
     salt: bytes
 
     def to_json(self) -> str:
+        """The parameters (salt included) as the JSON stored with the vault."""
         return json.dumps(
             {
                 "alg": "argon2id",
@@ -123,6 +127,7 @@ class KdfParams:
 
     @classmethod
     def from_json(cls, text: str) -> KdfParams:
+        """Argon2id parameters as stored with the vault (``to_json``'s form)."""
         data = json.loads(text)
         return cls(
             memory_kib=int(data["memory_kib"]),
@@ -133,6 +138,7 @@ class KdfParams:
 
     @classmethod
     def new(cls, memory_kib: int, time_cost: int, parallelism: int = 1) -> KdfParams:
+        """Parameters with the given cost and a fresh random salt."""
         return cls(memory_kib, time_cost, parallelism, os.urandom(16))
 
 
@@ -165,6 +171,7 @@ def _wrap_aad(key_id: str, which: bytes) -> bytes:
 
 
 def wrap_keys(kek: bytes, key_id: str, data_key: bytes, fp_key: bytes) -> WrappedKeys:
+    """The data key and fingerprint key encrypted under ``kek`` (AES-256-GCM), for storing."""
     aead = AESGCM(kek)
     dn, fn = os.urandom(NONCE_BYTES), os.urandom(NONCE_BYTES)
     return WrappedKeys(

@@ -69,6 +69,7 @@ class KeySpec:
         self._keychain = keychain or (lambda: KeychainClient(cfg))
 
     def describe(self) -> str:
+        """Where the key comes from, in words (never the key)."""
         if self.source == "env":
             return f"environment variable {self.cfg.key_env}"
         if self.source == "passphrase":
@@ -91,6 +92,7 @@ class KeySpec:
         return text
 
     def kek(self, *, key_id: str, kdf: KdfParams | None, create: bool) -> bytes:
+        """The key-encryption key from the configured source; ``VaultLocked`` when it is missing."""
         if self.source == "env":
             text = self._text(self.cfg.key_env, "key")
             try:
@@ -116,6 +118,7 @@ class KeySpec:
         return decode_key(stored, what="the keychain-held vault key")
 
     def new_kdf(self) -> KdfParams | None:
+        """Fresh Argon2id parameters for a passphrase source, else None."""
         if self.source != "passphrase":
             return None
         return KdfParams.new(self.cfg.argon2_memory_kib, self.cfg.argon2_time_cost)
@@ -293,6 +296,7 @@ class EncryptedFileBackend:
             ) from err
 
     def write_value(self, tx: WriteTx, ref: RecordRef, value: str) -> None:
+        """Encrypt ``value`` for ``ref`` (AAD: scope, name, version) and store it in ``tx``."""
         nonce, ct = self._cipher.encrypt(
             value.encode("utf-8"), record_aad(ref.scope, ref.name, ref.version)
         )
@@ -304,6 +308,7 @@ class EncryptedFileBackend:
         )
 
     def read_value(self, ref: RecordRef) -> str | None:
+        """The decrypted value of ``ref``, None if absent; ``DecryptionFailed`` if tampered with."""
         row = self.db.query_one(
             "SELECT version, nonce, ciphertext FROM vault_values WHERE scope = ? AND name = ?",
             (ref.scope, ref.name),
@@ -331,23 +336,28 @@ class EncryptedFileBackend:
         return plain.decode("utf-8")
 
     def delete_value(self, tx: WriteTx, scope: str, name: str) -> bool:
+        """Delete ``scope/name``'s ciphertext in ``tx``; True if there was one."""
         return (
             tx.execute("DELETE FROM vault_values WHERE scope = ? AND name = ?", (scope, name)) > 0
         )
 
     def stored_keys(self) -> set[tuple[str, str]]:
+        """Every ``(scope, name)`` holding a ciphertext."""
         return {(str(s), str(n)) for s, n in self.db.query("SELECT scope, name FROM vault_values")}
 
     def stored_version(self, scope: str, name: str) -> int | None:
+        """The version of ``scope/name``'s ciphertext, or None."""
         value = self.db.scalar(
             "SELECT version FROM vault_values WHERE scope = ? AND name = ?", (scope, name)
         )
         return None if value is None else int(value)
 
     def fingerprint_key(self) -> bytes:
+        """The HMAC key for value fingerprints (unwrapped with the data key)."""
         return self._fp_key
 
     def describe(self) -> dict[str, Any]:
+        """What this backend is and how its key is found (never the key)."""
         info: dict[str, Any] = {
             "backend": self.kind,
             "file": str(self.db.path),
@@ -366,4 +376,5 @@ class EncryptedFileBackend:
         return info
 
     def close(self) -> None:
+        """Drop the data and fingerprint keys from memory."""
         self._fp_key = self._dek = b""

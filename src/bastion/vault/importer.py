@@ -128,6 +128,8 @@ class ImportItem:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ImportReport:
+    """What an import moved (or would move) into the vault, and the backup of the original."""
+
     file: str
     format: str
     items: tuple[ImportItem, ...]
@@ -136,10 +138,12 @@ class ImportReport:
     dry_run: bool
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (names and locations, never values)."""
         return dataclasses.asdict(self)
 
 
 def detect_format(path: Path, text: str) -> Format:
+    """The file's format: ``env``, ``mcp`` (``mcpServers``) or ``json``."""
     if path.name == ".env" or path.suffix == ".env" or path.name.startswith(".env"):
         return "env"
     try:
@@ -167,6 +171,8 @@ _ENV_LINE = re.compile(
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class EnvEntry:
+    """One ``KEY=value`` line of a .env file, with what surrounds the value kept verbatim."""
+
     line: int
     key: str
     value: str

@@ -52,6 +52,7 @@ class Index:
 
     @property
     def path(self) -> Path:
+        """vault.db's path."""
         return self.db.path
 
     def lookup(self, scope: str, name: str) -> tuple[int, str, str] | None:
@@ -63,11 +64,13 @@ class Index:
         return None if row is None else (int(row[0]), str(row[1]), str(row[2]))
 
     def get(self, scope: str, name: str, tx: ReadTx | None = None) -> SecretMeta | None:
+        """``scope/name``'s row, or None (in ``tx`` when given)."""
         sql = f"SELECT {_COLUMNS} FROM vault_secrets WHERE scope = ? AND name = ?"
         row = tx.query_one(sql, (scope, name)) if tx else self.db.query_one(sql, (scope, name))
         return None if row is None else SecretMeta(*row)
 
     def list(self, scope: str | None = None) -> list[SecretMeta]:
+        """Rows by scope and name, optionally of one scope."""
         if scope is None:
             rows = self.db.query(f"SELECT {_COLUMNS} FROM vault_secrets ORDER BY scope, name")
         else:
@@ -77,6 +80,7 @@ class Index:
         return [SecretMeta(*row) for row in rows]
 
     def keys(self, backend: str | None = None) -> set[tuple[str, str]]:
+        """Every indexed ``(scope, name)``, optionally of one backend."""
         if backend is None:
             rows = self.db.query("SELECT scope, name FROM vault_secrets")
         else:
@@ -140,6 +144,7 @@ class Index:
         )
 
     def remove(self, tx: WriteTx, scope: str, name: str) -> SecretMeta | None:
+        """Delete ``scope/name``'s row in ``tx``; returns it, or None if absent."""
         current = self.get(scope, name, tx)
         if current is not None:
             tx.execute("DELETE FROM vault_secrets WHERE scope = ? AND name = ?", (scope, name))

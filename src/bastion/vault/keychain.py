@@ -226,13 +226,16 @@ class KeychainClient:
         return box["result"]  # type: ignore[no-any-return]
 
     def get(self, username: str) -> str | None:
+        """``username``'s item (within the deadline), or None."""
         value = self.call(f"reading {username}", self.keyring.get_password, self.service, username)
         return None if value is None else str(value)
 
     def set(self, username: str, value: str) -> None:
+        """Write ``username``'s item (within the deadline)."""
         self.call(f"writing {username}", self.keyring.set_password, self.service, username, value)
 
     def delete(self, username: str) -> bool:
+        """Delete ``username``'s item (within the deadline); True if it existed."""
         from keyring.errors import PasswordDeleteError
 
         def delete() -> bool:
@@ -297,6 +300,7 @@ class KeychainBackend:
     # Values -----------------------------------------------------------------------------
 
     def write_value(self, tx: WriteTx, ref: RecordRef, value: str) -> None:
+        """Store ``value`` for ``ref`` in the keychain, in chunks past the item limit."""
         # Runs last inside the index transaction: if the keychain refuses, the index row is
         # rolled back with it.
         key = item_key(ref.scope, ref.name)
@@ -322,6 +326,7 @@ class KeychainBackend:
         self._drop_chunks(key, len(parts) + 1, old_chunks)
 
     def read_value(self, ref: RecordRef) -> str | None:
+        """``ref``'s value from the keychain (joining its chunks), or None if the item is gone."""
         key = item_key(ref.scope, ref.name)
         head = self.client.get(key)
         if head is None or not head.startswith(_CHUNK_HEADER):
@@ -339,6 +344,7 @@ class KeychainBackend:
         return value
 
     def delete_value(self, tx: WriteTx, scope: str, name: str) -> bool:
+        """Delete ``scope/name``'s keychain item (and its chunks); True if it existed."""
         key = item_key(scope, name)
         chunks = self._chunk_count(key)
         existed = self.client.delete(key)
@@ -358,6 +364,7 @@ class KeychainBackend:
             self.client.delete(f"{key}#{index}")
 
     def stored_keys(self) -> set[tuple[str, str]] | None:
+        """Every ``(scope, name)`` with a keychain item, or None where the keychain cannot list."""
         names = self.client.usernames()
         if names is None:
             return None
@@ -371,12 +378,14 @@ class KeychainBackend:
         return found
 
     def fingerprint_key(self) -> bytes:
+        """The HMAC key for value fingerprints, kept in the keychain (made once)."""
         with self._fp_lock:
             if self._fp_key is None:
                 self._fp_key = self.client.ensure_key(_FP_KEY_ITEM)
             return self._fp_key
 
     def describe(self) -> dict[str, Any]:
+        """Which keyring backend is in use and why (never a value)."""
         return {
             "backend": self.kind,
             "keyring": self.client.backend_name,
@@ -388,4 +397,5 @@ class KeychainBackend:
         }
 
     def close(self) -> None:
+        """Forget the fingerprint key held in memory."""
         self._fp_key = None

@@ -65,6 +65,7 @@ class EncryptedFileKeyring(KeyringBackend):
 
     @property
     def name(self) -> str:
+        """The backend's name as keyring lists it."""
         return "bastion encrypted-file vault"
 
     def _open(self) -> Any:
@@ -85,6 +86,7 @@ class EncryptedFileKeyring(KeyringBackend):
             return self._vault
 
     def get_password(self, service: str, username: str) -> str | None:
+        """keyring API: the password of ``service``/``username``, or None."""
         from bastion.errors import SecretNotFound
 
         vault = self._open()
@@ -94,6 +96,7 @@ class EncryptedFileKeyring(KeyringBackend):
             return None
 
     def set_password(self, service: str, username: str, password: str) -> None:
+        """keyring API: store ``password`` for ``service``/``username``."""
         vault = self._open()
         # keyring stores empty passwords too; bastion's rules are per name, none apply here.
         try:
@@ -102,6 +105,7 @@ class EncryptedFileKeyring(KeyringBackend):
             raise PasswordSetError(str(err)) from err
 
     def delete_password(self, service: str, username: str) -> None:
+        """keyring API: delete ``service``/``username``; ``PasswordDeleteError`` if absent."""
         from bastion.errors import SecretNotFound
 
         vault = self._open()
@@ -111,6 +115,7 @@ class EncryptedFileKeyring(KeyringBackend):
             raise PasswordDeleteError("Password not found") from err
 
     def get_credential(self, service: str, username: str | None) -> SimpleCredential | None:
+        """keyring API: the credential for ``service`` (and ``username``), or None."""
         if username is not None:
             password = self.get_password(service, username)
             return None if password is None else SimpleCredential(username, password)
@@ -123,6 +128,7 @@ class EncryptedFileKeyring(KeyringBackend):
         return None
 
     def close(self) -> None:
+        """Close the vault this keyring opened."""
         with self._lock:
             if self._vault is not None:
                 self._vault.close()

@@ -45,8 +45,11 @@ LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class Rule(Protocol):
+    """A value rule: a name and a check that says why a value is refused."""
+
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The rule's name, as ``RuleViolation`` reports it."""
 
     def check(self, value: str) -> str | None:
         """``None`` if ``value`` passes, else why not (never containing the value)."""
@@ -55,18 +58,24 @@ class Rule(Protocol):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class NonEmpty:
+    """Rule ``non_empty``: not empty and not only whitespace."""
+
     name: str = "non_empty"
 
     def check(self, value: str) -> str | None:
+        """None if the value has a non-space character, else why not."""
         return "the value is empty or only whitespace" if not value.strip() else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class MaxLength:
+    """Rule ``max_length:N``: at most N characters."""
+
     limit: int
     name: str = "max_length"
 
     def check(self, value: str) -> str | None:
+        """None if the value has at most ``limit`` characters, else why not."""
         if len(value) > self.limit:
             return f"the value has {len(value)} characters; at most {self.limit} are allowed"
         return None
@@ -88,6 +97,7 @@ class HttpsUrl:
     name: str = "https_url"
 
     def check(self, value: str) -> str | None:
+        """None for an https URL with a host (http only for localhost), else why not."""
         try:
             parts = urlsplit(value.strip())
             host = parts.hostname or ""
@@ -108,6 +118,7 @@ class AmqpUrl:
     name: str = "amqp_url"
 
     def check(self, value: str) -> str | None:
+        """None for an ``amqp://``/``amqps://`` URL with a host, else why not."""
         try:
             parts = urlsplit(value.strip())
             host = parts.hostname
@@ -123,10 +134,13 @@ class AmqpUrl:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Regex:
+    """Rule ``regex:PATTERN``: the whole value matches the pattern."""
+
     pattern: str
     name: str = "regex"
 
     def check(self, value: str) -> str | None:
+        """None if the whole value matches ``pattern``, else why not."""
         if re.fullmatch(self.pattern, value) is None:
             return f"the value does not match the pattern {self.pattern!r}"
         return None
@@ -140,6 +154,7 @@ class Custom:
     name: str = "custom"
 
     def check(self, value: str) -> str | None:
+        """The custom function's verdict: None, or why the value is refused."""
         return self.fn(value)
 
 
@@ -245,15 +260,18 @@ class Rules:
 
     @classmethod
     def from_config(cls, specs: Iterable[str]) -> Rules:
+        """Rules from ``vault.rules`` entries (``NAME=rule[:argument]``)."""
         rules = cls()
         for spec in specs:
             rules.add(*parse_rule(spec))
         return rules
 
     def add(self, name: str, rule: Rule) -> None:
+        """Apply ``rule`` to values of the secret ``name``."""
         self._rules.setdefault(validate_name(name), []).append(rule)
 
     def for_name(self, name: str) -> tuple[Rule, ...]:
+        """The rules that apply to ``name``."""
         return tuple(self._rules.get(name, ()))
 
     def check(self, scope: str, name: str, value: str) -> None:

@@ -21,6 +21,8 @@ __all__ = ["Activity", "ActivityRepo"]
 # ``details`` decoded on first use (a get-by-id stays near a raw fetchone; see store/repo.py).
 @dataclasses.dataclass(frozen=True)
 class Activity:
+    """One row of ``activity``: who (actor) did what (action) to which subject, when."""
+
     id: int
     ts: float
     actor: str
@@ -29,6 +31,7 @@ class Activity:
     details: dict[str, Any] | None = json_column()
 
     def to_dict(self) -> dict[str, Any]:
+        """The row as JSON-ready data."""
         return dataclasses.asdict(self)
 
 
@@ -82,6 +85,7 @@ class ActivityRepo(Repo):
         return Activity(row_id, stamp, actor, action, subject, details)
 
     def get(self, activity_id: int) -> Activity | None:
+        """The row with ``activity_id``, or None."""
         row = self.db.lookup(q.GET, (activity_id,))
         return None if row is None else _activity(row)
 

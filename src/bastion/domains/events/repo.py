@@ -20,6 +20,8 @@ __all__ = ["Event", "EventsRepo", "emit_tx", "event_sink"]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Event:
+    """One row of ``events``: a kind, a subject and its data, when."""
+
     id: int
     ts: float
     kind: str
@@ -27,6 +29,7 @@ class Event:
     data: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The row as JSON-ready data."""
         return dataclasses.asdict(self)
 
 
@@ -86,10 +89,12 @@ class EventsRepo(Repo):
     emit_tx = staticmethod(emit_tx)
 
     def get(self, event_id: int) -> Event | None:
+        """The event with ``event_id``, or None."""
         row = self.db.lookup(q.GET, (event_id,))
         return None if row is None else _event(row)
 
     def latest_id(self) -> int:
+        """The newest event's id (0 when there is none): where a tail starts."""
         return int(self.db.scalar(q.LATEST_ID) or 0)
 
     def query(

@@ -23,6 +23,8 @@ LEVELS = q.LEVELS
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LogRecord:
+    """One captured log line: when, level, source (service) and stream, and the message."""
+
     ts: float
     level: str
     source: str
@@ -32,6 +34,7 @@ class LogRecord:
     id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The line as JSON-ready data."""
         return dataclasses.asdict(self)
 
 
@@ -74,9 +77,11 @@ class LogsRepo(Repo):
             self.db.write(lambda tx: tx.executemany(q.INSERT, rows))
 
     def latest_id(self) -> int:
+        """The newest line's id (0 when there is none): where a tail starts."""
         return int(self.db.scalar(q.LATEST_ID) or 0)
 
     def count(self) -> int:
+        """How many lines the table holds."""
         return int(self.db.scalar(q.COUNT))
 
     def delete_before(self, ts: float) -> int:

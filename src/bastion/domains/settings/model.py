@@ -20,11 +20,14 @@ __all__ = ["Setting", "check_key", "not_set", "read_setting", "setting_from_row"
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Setting:
+    """One setting: its key, JSON value and when it was last set."""
+
     key: str
     value: Any
     updated_at: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The setting as JSON-ready data."""
         return dataclasses.asdict(self)
 
 
@@ -48,6 +51,7 @@ def check_key(key: str) -> None:
 
 
 def not_set(key: str) -> NotFound:
+    """The ``NotFound`` for an unset ``key`` (exit 66, 404)."""
     return NotFound(f"setting {key!r} is not set", hint="List them with `bastion settings list`.")
 
 

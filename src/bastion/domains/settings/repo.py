@@ -56,6 +56,7 @@ class SettingsRepo(Repo):
         return value if type_ is None else _typed(key, value, type_)
 
     def get_setting(self, key: str) -> Setting:
+        """``key``'s ``Setting`` (value and time); ``NotFound`` when unset."""
         check_key(key)
         return setting_from_row(key, self.db.lookup(q.GET, (key,)))
 
