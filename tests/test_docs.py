@@ -12,7 +12,7 @@ import click
 import pytest
 
 import bastion
-from bastion._docs import PAGES
+from bastion._docs import PAGES, SERVICE_EXAMPLES
 from bastion.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,3 +159,21 @@ def test_every_public_name_has_a_docstring() -> None:
     assert not missing, f"{len(missing)} of {total} public names have no docstring:\n" + "\n".join(
         missing
     )
+
+
+@pytest.mark.parametrize(
+    "kind", sorted(__import__("bastion._docs").__dict__["_docs"].SERVICE_EXAMPLES)
+)
+def test_every_service_example_in_the_docs_is_a_valid_spec(kind: str) -> None:
+    """docs/services.md shows one spec per probe kind; each parses with the code that reads
+    services/*.toml, and uses the probe kind it is the example of."""
+    import tomllib
+
+    from bastion.supervisor.spec import parse_spec
+
+    _what, text = SERVICE_EXAMPLES[kind]
+    spec = parse_spec("example", tomllib.loads(text), source=f"docs/services.md ({kind})")
+    kinds = {p.kind for p in spec.health.probes()} or {"process"}
+    assert kind.split(maxsplit=1)[0] in kinds
+    reference = (ROOT / "docs" / "services.md").read_text(encoding="utf-8")
+    assert text.strip() in reference

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["PAGES", "render_cli_reference", "write_all"]
+__all__ = ["PAGES", "SERVICE_EXAMPLES", "render_cli_reference", "write_all"]
 
 
 def _errors() -> str:
@@ -27,6 +27,189 @@ def _config() -> str:
     from bastion.config import render_config_markdown
 
     return render_config_markdown()
+
+
+#: One example per probe kind (and both MCP transports): each is parsed by tests/test_docs.py
+#: with the same code that reads services/*.toml, so the page cannot show a spec that fails.
+SERVICE_EXAMPLES: dict[str, tuple[str, str]] = {
+    "process": (
+        "The default liveness check: the process is alive. No [health] needed.",
+        """argv = ["python3", "-m", "worker"]
+secrets = { OPENAI_API_KEY = "secret:global/OPENAI_API_KEY" }
+env = { LOG_FORMAT = "json" }
+env_allow = ["LANG", "TZ"]
+
+[restart]
+policy = "on-failure"
+max_restarts = 3
+window_s = 300
+""",
+    ),
+    "tcp": (
+        "Started once the port accepts a connection; restarted when it stops accepting.",
+        """argv = ["python3", "-m", "http.server", "6390", "--bind", "127.0.0.1"]
+
+[health.startup]
+kind = "tcp"
+port = 6390
+interval_s = 0.2
+failure_threshold = 50
+
+[health.liveness]
+kind = "tcp"
+port = 6390
+interval_s = 5
+""",
+    ),
+    "http": (
+        "A speech server: ready when /health answers 2xx/3xx; the breaker opens after 3 "
+        "restarts in 5 minutes.",
+        """argv = ["python3", "-m", "speech_server", "--port", "8765"]
+env_allow = ["HOME"]
+
+[health.startup]
+kind = "http"
+url = "http://127.0.0.1:8765/health"
+interval_s = 0.5
+timeout_s = 2
+failure_threshold = 60
+
+[health.liveness]
+kind = "http"
+url = "http://127.0.0.1:8765/health"
+interval_s = 10
+expect_status = [200, 299]
+
+[breaker]
+open_timeout_s = 30
+success_threshold = 2
+
+[stop]
+signal = "SIGTERM"
+grace_s = 5
+""",
+    ),
+    "exec": (
+        "Healthy while a command exits 0 (run without a shell): here, while the broker it "
+        "needs accepts connections.",
+        """argv = ["python3", "-m", "queue_worker"]
+
+[health.liveness]
+kind = "exec"
+command = ["python3", "-c", "import socket; socket.create_connection(('127.0.0.1', 5672), 2)"]
+interval_s = 10
+timeout_s = 3
+""",
+    ),
+    "mcp (stdio)": (
+        "An MCP server on stdio (an `npx` package works the same way): bastion sends a JSON-RPC "
+        "ping on its stdin (its stdout is the protocol, so only stderr is captured).",
+        """argv = ["python3", "-m", "my_mcp_server"]
+secrets = { GITHUB_TOKEN = "secret:global/GITHUB_TOKEN" }
+
+[health.liveness]
+kind = "mcp"
+transport = "stdio"
+interval_s = 30
+timeout_s = 5
+""",
+    ),
+    "mcp (http)": (
+        "An MCP server on streamable HTTP.",
+        """argv = ["python3", "-m", "my_mcp_server", "--port", "8931"]
+
+[health.readiness]
+kind = "mcp"
+transport = "http"
+url = "http://127.0.0.1:8931/mcp"
+interval_s = 15
+""",
+    ),
+}
+
+
+def _table(cls: type, title_doc: str = "") -> list[str]:
+    import dataclasses
+    import typing
+
+    from bastion.config import _field_docs, _toml_value, _type_text
+
+    hints = typing.get_type_hints(cls)
+    docs = _field_docs(cls)
+    lines = ["| key | type | default | what it does |", "|---|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        if f.name == "source":
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        if default is None:
+            shown = "required" if f.name in {"name", "argv"} else "none"
+        elif dataclasses.is_dataclass(default) or isinstance(default, dict):
+            shown = "see below" if dataclasses.is_dataclass(default) else "`{}`"
+        else:
+            shown = f"`{_toml_value(default)}`"
+        bounds = ""
+        lo, hi = f.metadata.get("min"), f.metadata.get("max")
+        if lo is not None or hi is not None:
+            bounds = f" ({lo if lo is not None else '…'} to {hi if hi is not None else '…'})"
+        kind = _type_text(hints[f.name])
+        if "Spec" in kind or "Mapping" in kind or "Path" in kind:
+            kind = {
+                "env": "table of strings",
+                "secrets": "table of references",
+                "cwd": "path",
+            }.get(f.name, "table")
+        if f.name in {"startup", "liveness", "readiness"}:
+            kind = "probe table"
+        what = docs.get(f.name, "").replace("``", "`").replace("|", r"\|")
+        lines.append(f"| `{f.name}` | {kind}{bounds} | {shown} | {what} |")
+    return lines
+
+
+def _services() -> str:
+    from bastion.supervisor import spec
+
+    lines = [
+        "# Service spec reference",
+        "",
+        "<!-- Generated from src/bastion/supervisor/spec.py by `python -m bastion._docs`; do not",
+        "edit. -->",
+        "",
+        "A service is one TOML file, `<home>/services/<name>.toml`; the file name is the",
+        "service's name (lower-case letters, digits, `_ . -`). `bastion services validate` checks",
+        "every file and names the file, the key and the fix of each problem; the daemon watches",
+        "the folder and `bastion services reload` applies edits now. The child starts from an",
+        "empty environment plus `env`, `env_allow` and `secrets`; secrets are resolved from the",
+        "vault at each spawn and redacted from the captured output.",
+        "",
+        "## Top-level keys",
+        "",
+        *_table(spec.ServiceSpec),
+        "",
+        "## `[health.startup]`, `[health.liveness]`, `[health.readiness]`",
+        "",
+        (spec.HealthSpec.__doc__ or "").strip(),
+        "Each is a probe table with these keys (which apply depends on `kind`):",
+        "",
+        *_table(spec.ProbeSpec),
+        "",
+    ]
+    for section, cls in (
+        ("restart", spec.RestartSpec),
+        ("breaker", spec.BreakerSpec),
+        ("stop", spec.StopSpec),
+        ("logs", spec.LogSpec),
+    ):
+        doc = (cls.__doc__ or "").strip()
+        lines += [f"## `[{section}]`", "", doc, "", *_table(cls), ""]
+    lines += ["## Examples, one per probe kind", ""]
+    for kind, (what, text) in SERVICE_EXAMPLES.items():
+        lines += [f"### {kind}", "", what, "", "```toml", text.rstrip("\n"), "```", ""]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def _states() -> str:
@@ -97,6 +280,7 @@ def _has_states() -> bool:
 PAGES: dict[str, Callable[[], str]] = {
     "docs/errors.md": _errors,
     "docs/config.md": _config,
+    "docs/services.md": _services,
     "docs/cli-reference.md": render_cli_reference,
 }
 if _has_states():

@@ -507,7 +507,8 @@ def _type_text(annotation: Any) -> str:
     if origin is Literal:
         return " \\| ".join(f'`"{c}"`' for c in typing.get_args(annotation))
     if origin is tuple:
-        return "list of strings"
+        args = typing.get_args(annotation)
+        return "list of integers" if args and args[0] is int else "list of strings"
     return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(
         annotation, str(annotation)
     )

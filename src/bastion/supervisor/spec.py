@@ -93,18 +93,27 @@ class SecretRef:
 class ProbeSpec:
     """One health probe. ``kind`` picks the check; the other keys apply to some kinds."""
 
+    #: What the probe checks: "process" (the process is alive), "tcp" (a connection to host:port
+    #: opens), "http" (GET url answers a status in expect_status), "exec" (command exits 0), "mcp"
+    #: (an MCP ping is answered).
     kind: ProbeKind = "process"
+    #: Seconds between checks.
     interval_s: float = dataclasses.field(default=1.0, metadata=_b(0.001, 3600))
+    #: Seconds one check may take before it counts as failed.
     timeout_s: float = dataclasses.field(default=1.0, metadata=_b(0.01, 600))
     #: Consecutive failures before the probe counts as failed.
     failure_threshold: int = dataclasses.field(default=3, metadata=_b(1, 100_000))
     #: Seconds after spawn before the first check.
     initial_delay_s: float = dataclasses.field(default=0.0, metadata=_b(0, 3600))
+    #: tcp: the host to connect to.
     host: str = "127.0.0.1"
+    #: tcp: the port to connect to.
     port: int = dataclasses.field(default=0, metadata=_b(0, 65535))
+    #: http: the URL to GET; mcp over http: the server's streamable HTTP endpoint.
     url: str = ""
     #: Inclusive range of HTTP status codes that count as healthy.
     expect_status: tuple[int, ...] = (200, 399)
+    #: exec: the argv to run (no shell); exit status 0 is healthy.
     command: tuple[str, ...] = ()
     #: For ``mcp``: ping over the child's own stdin/stdout, or over streamable HTTP at ``url``.
     transport: Literal["stdio", "http"] = "stdio"
@@ -114,8 +123,13 @@ class ProbeSpec:
 class HealthSpec:
     """Kubernetes semantics: startup gates the rest; liveness restarts; readiness reports."""
 
+    #: [health.startup]: until it passes the service is STARTING; failing it past its threshold is
+    #: a failed start.
     startup: ProbeSpec | None = None
+    #: [health.liveness]: while RUNNING; failing it past its threshold restarts the service
+    #: (default: the process is alive).
     liveness: ProbeSpec | None = None
+    #: [health.readiness]: reported as ready/not ready; never restarts anything.
     readiness: ProbeSpec | None = None
 
     def probes(self) -> tuple[ProbeSpec, ...]:
@@ -127,11 +141,18 @@ class HealthSpec:
 class RestartSpec:
     """Seed 001: max 3 restarts in 5 min, backoff 1 s -> 60 s doubling, with jitter."""
 
+    #: When to restart: "on-failure" (a non-zero exit, a signal, a failed liveness probe), "always"
+    #: (any exit), "never".
     policy: Literal["on-failure", "always", "never"] = "on-failure"
+    #: Restarts allowed within window_s; one more opens the circuit breaker.
     max_restarts: int = dataclasses.field(default=3, metadata=_b(0, 10_000))
+    #: The sliding window (seconds) restarts are counted in.
     window_s: float = dataclasses.field(default=300.0, metadata=_b(0.001, 86_400 * 7))
+    #: Delay before the first restart.
     backoff_initial_s: float = dataclasses.field(default=1.0, metadata=_b(0, 3600))
+    #: Each further restart waits this many times longer.
     backoff_factor: float = dataclasses.field(default=2.0, metadata=_b(1, 100))
+    #: The longest delay between restarts.
     backoff_max_s: float = dataclasses.field(default=60.0, metadata=_b(0, 86_400))
     #: +- fraction of each delay, drawn uniformly.
     jitter: float = dataclasses.field(default=0.1, metadata=_b(0, 1))
@@ -143,9 +164,13 @@ class RestartSpec:
 class BreakerSpec:
     """Seed 001: open 30 s, then half-open; 2 healthy checks close it."""
 
+    #: Seconds the breaker stays OPEN (no start) before a half-open trial.
     open_timeout_s: float = dataclasses.field(default=30.0, metadata=_b(0.001, 86_400))
+    #: Each time the breaker opens again, the timeout grows by this factor.
     open_timeout_factor: float = dataclasses.field(default=2.0, metadata=_b(1, 100))
+    #: The longest open timeout.
     open_timeout_max_s: float = dataclasses.field(default=600.0, metadata=_b(0.001, 86_400 * 7))
+    #: Healthy checks in HALF_OPEN that close the breaker.
     success_threshold: int = dataclasses.field(default=2, metadata=_b(1, 1000))
 
 
@@ -153,7 +178,9 @@ class BreakerSpec:
 class StopSpec:
     """Seed 001: SIGTERM, 5 s grace, then SIGKILL to the whole process group."""
 
+    #: The signal sent to the whole process group to stop it, e.g. "SIGTERM", "SIGINT".
     signal: str = "SIGTERM"
+    #: Seconds to wait after the signal before SIGKILL to the group.
     grace_s: float = dataclasses.field(default=5.0, metadata=_b(0, 3600))
 
     @property
@@ -166,8 +193,11 @@ class StopSpec:
 class LogSpec:
     """``[logs]`` of a spec: whether output is captured, and the level of each stream."""
 
+    #: Store stdout and stderr lines in the logs table (secrets redacted).
     capture: bool = True
+    #: The level stdout lines are stored with.
     stdout_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: The level stderr lines are stored with.
     stderr_level: Literal["debug", "info", "warning", "error"] = "warning"
 
 
@@ -175,17 +205,29 @@ class LogSpec:
 class ServiceSpec:
     """A validated service. Build with :func:`parse_spec` (Python) or :func:`load_spec` (TOML)."""
 
+    #: The service's name: the file name without .toml (a name key, if present, must match it).
     name: str
+    #: The program and its arguments, run without a shell.
     argv: tuple[str, ...]
+    #: Working directory (default: the daemon's).
     cwd: Path | None = None
+    #: Environment variables set for the child (names and plain values; never secrets).
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Names copied from the daemon's own environment (the child starts from an empty one).
     env_allow: tuple[str, ...] = ()
+    #: Environment variables filled from the vault at spawn: NAME = "secret:scope/name".
     secrets: Mapping[str, SecretRef] = dataclasses.field(default_factory=dict)
+    #: The health probes ([health.startup], [health.liveness], [health.readiness]).
     health: HealthSpec = HealthSpec()
+    #: [restart]: the restart policy.
     restart: RestartSpec = RestartSpec()
+    #: [breaker]: the circuit breaker after too many restarts.
     breaker: BreakerSpec = BreakerSpec()
+    #: [stop]: how the service is stopped.
     stop: StopSpec = StopSpec()
+    #: [logs]: output capture.
     logs: LogSpec = LogSpec()
+    #: Start it when the daemon (or `bastion services run`) starts.
     autostart: bool = True
     #: Where the spec came from (a file path or ``<python>``), for error messages.
     source: str = "<python>"
