@@ -1,6 +1,6 @@
 """The layering of DESIGN.md, checked on the real import graph of ``src/bastion``.
 
-    base (errors, config, _fs, _lazy, _types) <- store <- domains, vault <- supervisor <- app <- api, cli
+    base (errors, config, _fs, _lazy, _lockfile, _platform, _types) <- store <- domains, vault <- supervisor <- app <- api, cli
 
 Later modules inherit these rules by their path: a new file under ``src/bastion/vault/`` is a
 vault module. Imports inside functions count too (they are still dependencies), except where a
@@ -18,7 +18,17 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "bastion"
 
-BASE = {"errors", "config", "_fs", "_lazy", "_types", "__about__", "__init__"}
+BASE = {
+    "errors",
+    "config",
+    "_fs",
+    "_lazy",
+    "_lockfile",
+    "_platform",
+    "_types",
+    "__about__",
+    "__init__",
+}
 # layer -> rank; a module may import its own layer or lower ranks, minus the forbidden pairs.
 RANK = {
     "base": 0,

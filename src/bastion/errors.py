@@ -33,6 +33,7 @@ action can make the same call succeed).
     │   │   ├── MigrationUnknown
     │   │   ├── MigrationFailed
     │   │   ├── MigrationCheckFailed
+    │   │   ├── MigrationLocked
     │   │   └── BaselineMismatch
     │   └── BackupError
     │       └── RestoreRefused
@@ -90,6 +91,7 @@ __all__ = [
     "MigrationError",
     "MigrationFailed",
     "MigrationGap",
+    "MigrationLocked",
     "MigrationOutOfOrder",
     "MigrationUnknown",
     "NotADatabase",
@@ -354,6 +356,16 @@ class MigrationCheckFailed(MigrationError):
     default_hint = "The migrated database failed foreign_key_check or quick_check; fix the data or the migration."
 
 
+class MigrationLocked(MigrationError):
+    code = "migration_locked"
+    default_hint = (
+        "Another process is migrating this database; wait for it to finish, or stop the "
+        "process the message names if it hangs."
+    )
+    default_recoverable = True
+    http_status = 503
+
+
 class BaselineMismatch(MigrationError):
     """``db baseline`` found a schema other than the one the migrations produce."""
 
@@ -605,6 +617,7 @@ EXIT_CODES: dict[type[BastionError], int] = {
     StoreCorrupt: 74,
     NotADatabase: 74,
     MigrationError: 65,
+    MigrationLocked: 75,
     VaultError: 77,
     RuleViolation: 65,
     SecretTooLarge: 65,

@@ -49,6 +49,7 @@ __all__ = [
     "SourceState",
     "inspect_file",
     "read_source_state",
+    "row_counts",
     "schema_fingerprint",
     "take_copy",
     "unlink_quietly",
@@ -300,7 +301,8 @@ def _tables(conn: apsw.Connection) -> list[str]:
     ]
 
 
-def _row_counts(conn: apsw.Connection) -> dict[str, int]:
+def row_counts(conn: apsw.Connection) -> dict[str, int]:
+    """Rows per table (``sqlite_*`` tables excluded), as a backup's manifest records them."""
     return {
         t: _int(conn.execute(f"SELECT count(*) FROM {_quote(t)}").fetchall()[0][0])
         for t in _tables(conn)
@@ -326,7 +328,7 @@ def inspect_file(path: Path, *, quick_check: bool = True, mmap: bool = False) ->
             page_size = int(conn.pragma("page_size"))
             page_count = int(conn.pragma("page_count"))
             fingerprint = schema_fingerprint(conn)
-            counts = _row_counts(conn)
+            counts = row_counts(conn)
         finally:
             check = checker.result() if checker is not None else ["ok"]
         return FileFacts(

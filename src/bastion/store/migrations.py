@@ -27,11 +27,18 @@ Applying (``Migrator.migrate``):
 * after the run, ``foreign_key_check`` and ``quick_check`` over the whole database; a violation
   names table and rowid, and the backup is restored.
 
+One process at a time: a run that finds work pending takes the database's cross-process
+migration lock (``<database>.migrate-lock``, a kernel file lock that dies with its holder),
+reads the history again under it and holds it until the last history write. Another process
+opening the database meanwhile waits, then finds the work done; it never runs a migration
+twice, and a backup is only ever restored by the process that ran the failed step, over its
+own work (see :mod:`bastion.store.migrate.lock` and :mod:`bastion.store.migrate.undo`).
+
 ``dry_run=True`` does all of it on a temporary copy and reports what would change; the live
 file is only read.
 
-The implementation lives in ``bastion.store.migrate`` (declare, history, helpers, runner);
-import from here.
+The implementation lives in ``bastion.store.migrate`` (declare, history, helpers, lock, undo,
+runner); import from here.
 """
 
 from __future__ import annotations

@@ -1,18 +1,28 @@
 """Applying migrations: ``Migrator`` (check, migrate, dry run, baseline), backups, restore.
 
+One process migrates a database at a time. ``migrate`` first reads the history without any
+lock (the common open: nothing pending, nothing more to do); when something is pending it
+takes the database's cross-process migration lock (:mod:`bastion.store.migrate.lock`), reads
+the history again under it, and holds it until the last history write. A second process
+opening the same database meanwhile waits for the lock, then finds the work done and returns:
+it never runs a migration the first one ran, so it never fails on the first one's work, and
+never restores a backup over it.
+
 Everything that writes runs on the database's writer connection through
-``Database.run_outside_transaction``: the engine's writer thread is held for the whole run
-(this process's other writes queue behind it), and each migration opens its own
-``BEGIN IMMEDIATE`` so other processes wait on the file lock. Because another process may have
-migrated between our plan and our lock, each migration re-checks the history under the lock
-and skips what is already recorded. See :mod:`bastion.store.migrations` for the contract.
+``Database.run_outside_transaction``: the engine's writer thread is held for the run (this
+process's other writes queue behind it), and each transactional migration opens its own
+``BEGIN IMMEDIATE``. A restore from the pre-migration backup is done only by the process that
+ran the failed step, and only over its own work: when another connection committed to the
+database since the backup (``PRAGMA data_version`` moved), restoring would drop that work, so
+the database is left as it is and the error names the backup. See
+:mod:`bastion.store.migrations` for the contract.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
+import logging
 import os
 import shutil
 import tempfile
@@ -25,7 +35,6 @@ import apsw
 
 from bastion.errors import (
     BaselineMismatch,
-    BastionError,
     MigrationCheckFailed,
     MigrationError,
     MigrationFailed,
@@ -48,15 +57,27 @@ from bastion.store.migrate.helpers import (
 )
 from bastion.store.migrate.history import (
     HistoryRow,
+    MigrationPlan,
     _ensure_history,
     _read_history,
     _record,
     plan_namespace,
 )
+from bastion.store.migrate.lock import DEFAULT_LOCK_TIMEOUT_S, MigrationLock
+from bastion.store.migrate.undo import (
+    Outcome,
+    StepFailed,
+    check_interrupted,
+    data_version,
+    failure_error,
+    final_checks,
+)
 from bastion.store.schema import SchemaDiff, SchemaObject, diff_schemas, schema_objects
 
 if TYPE_CHECKING:
     from bastion.store.engine import Database
+
+log = logging.getLogger("bastion.store.migrate")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -150,20 +171,6 @@ def _run_body(tx: WriteTx, m: Migration) -> None:
         m.fn(tx)
 
 
-class _Outcome(enum.Enum):
-    """How a failed migration left the file (decides whether the backup is restored)."""
-
-    UNCHANGED = "unchanged"
-    CHANGED = "changed"
-
-
-class _StepFailed(Exception):
-    def __init__(self, error: BaseException, outcome: _Outcome) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.outcome = outcome
-
-
 def _apply_one(
     conn: apsw.Connection,
     ns: str,
@@ -171,9 +178,10 @@ def _apply_one(
     previous: str | None,
     sink: EventSink | None,
 ) -> AppliedMigration | None:
-    """Apply ``m`` and record it; ``None`` if another process applied it first (it is checked
-    again under the write lock: two processes opening one home at once both migrate).
-    Raises ``_StepFailed`` saying whether the file changed."""
+    """Apply ``m`` and record it; ``None`` if it is recorded already. Under the migration lock
+    no other bastion process runs migrations meanwhile; the check under SQLite's write lock
+    stays as a second line against a process that migrates without it (an older bastion).
+    Raises ``StepFailed`` saying whether the file changed."""
     started = time.monotonic()
     orphans: dict[str, int] = {}
     if not m.transactional:
@@ -192,7 +200,7 @@ def _apply_one(
         except BaseException as err:
             after = (conn.total_changes(), conn.pragma("schema_version"))
             changed = done > 0 or after != before
-            raise _StepFailed(err, _Outcome.CHANGED if changed else _Outcome.UNCHANGED) from err
+            raise StepFailed(err, Outcome.CHANGED if changed else Outcome.UNCHANGED) from err
         try:
             conn.execute("BEGIN IMMEDIATE")
             tx = WriteTx(conn)
@@ -206,7 +214,7 @@ def _apply_one(
             conn.execute("COMMIT")
         except BaseException as err:
             _rollback(conn)
-            raise _StepFailed(err, _Outcome.CHANGED) from err
+            raise StepFailed(err, Outcome.CHANGED) from err
         return AppliedMigration(ns, m.id, duration)
 
     fk_before = int(conn.pragma("foreign_keys"))
@@ -242,7 +250,7 @@ def _apply_one(
         conn.execute("COMMIT")
     except BaseException as err:
         _rollback(conn)
-        raise _StepFailed(err, _Outcome.UNCHANGED) from err
+        raise StepFailed(err, Outcome.UNCHANGED) from err
     finally:
         if m.foreign_keys_off:
             conn.pragma("foreign_keys", fk_before)
@@ -263,24 +271,21 @@ def _rollback(conn: apsw.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
-def _quick_check(conn: apsw.Connection) -> list[str]:
-    rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
-    return [] if rows == ["ok"] else rows
+def _has_work(plan: MigrationPlan) -> bool:
+    return bool(plan.pending or plan.accepted)
 
 
-def _restore_from(conn: apsw.Connection, backup: Path) -> None:
-    """Copy ``backup`` over the live database through ``conn``.
-
-    The backup API writes the destination in one transaction: other connections see the old
-    content or the new, never a mix, and stay open and valid. Destructive.
-    """
-    src = apsw.Connection(str(backup), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        with conn.backup("main", src, "main") as restore:
-            while not restore.done:
-                restore.step(1024)
-    finally:
-        src.close()
+def _nothing_to_do(
+    spaces: Sequence[Namespace], histories: Mapping[str, Sequence[HistoryRow]], *, dry_run: bool
+) -> MigrationReport:
+    return MigrationReport(
+        dry_run=dry_run,
+        applied=(),
+        accepted_edits=(),
+        backups=(),
+        states=tuple(Migrator._state(ns, histories[ns.name]) for ns in spaces),
+        changes=SchemaDiff((), (), ()),
+    )
 
 
 def _rotate(backups_dir: Path, namespace: str, keep: int) -> None:
@@ -297,6 +302,8 @@ class Migrator:
 
     ``backups_dir=None`` disables pre-migration backups (tests, throwaway databases); a failed
     non-transactional migration then cannot be undone, and the error says so.
+    ``lock_timeout`` bounds the wait for another process's migration of the same database
+    (None: wait as long as it takes); past it, ``MigrationLocked`` names the holder.
     """
 
     def __init__(
@@ -306,13 +313,21 @@ class Migrator:
         keep: int = 5,
         *,
         on_event: EventSink | None = None,
+        lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT_S,
     ) -> None:
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
+        if lock_timeout is not None and lock_timeout < 0:
+            raise ValueError(f"lock_timeout must be >= 0 or None, got {lock_timeout}")
         self.db = db
         self.backups_dir = Path(backups_dir) if backups_dir is not None else None
         self.keep = keep
         self.on_event = on_event
+        self.lock_timeout = lock_timeout
+
+    def lock(self) -> MigrationLock:
+        """The database's cross-process migration lock (not yet taken)."""
+        return MigrationLock(self.db.path, timeout=self.lock_timeout)
 
     # --- read-only ----------------------------------------------------------------------
 
@@ -373,15 +388,23 @@ class Migrator:
                 )
         if dry_run:
             return self._dry_run(spaces, accept)
+        # Lock-free first look, on a reader: every open of a home comes here, and almost
+        # always nothing is pending. The history only grows by whole migrations (each one's
+        # row commits after its work), so this read can miss work, never invent it.
+        histories = {ns.name: self.history(ns.name) for ns in spaces}
+        if not any(_has_work(plan_namespace(ns, histories[ns.name], accept)) for ns in spaces):
+            return _nothing_to_do(spaces, histories, dry_run=False)
 
-        def run(tx: WriteTx) -> MigrationReport:
-            return self._run(
-                tx._conn, spaces, accept, self.backups_dir, self.on_event, dry_run=False
-            )
+        with self.lock() as lock:
 
-        # The whole run holds the writer: other units of this process queue behind it, and
-        # each migration's BEGIN IMMEDIATE keeps other processes out while it runs.
-        return self.db.run_outside_transaction(run)
+            def run(tx: WriteTx) -> MigrationReport:
+                return self._run(
+                    tx._conn, spaces, accept, self.backups_dir, self.on_event, lock=lock
+                )
+
+            # Under the lock, from the history read to the last history write: no other
+            # process migrates meanwhile. The run also holds this process's writer.
+            return self.db.run_outside_transaction(run)
 
     def _dry_run(self, spaces: list[Namespace], accept: tuple[str, ...]) -> MigrationReport:
         # Next to the database: the filesystem that holds it has room for a copy (/tmp may
@@ -399,11 +422,13 @@ class Migrator:
                 finally:
                     dst.close()
 
-            self.db.run_outside_transaction(copy)
+            # Under the lock: never a copy of a database half-way through a migration.
+            with self.lock():
+                self.db.run_outside_transaction(copy)
             conn = apsw.Connection(str(copy_path))
             try:
                 conn.pragma("foreign_keys", 1)
-                return self._run(conn, spaces, accept, None, None, dry_run=True)
+                return self._run(conn, spaces, accept, None, None, lock=None)
             finally:
                 conn.close()
         except apsw.Error as err:
@@ -419,22 +444,21 @@ class Migrator:
         backups_dir: Path | None,
         sink: EventSink | None,
         *,
-        dry_run: bool,
+        lock: MigrationLock | None,
     ) -> MigrationReport:
+        """Apply ``spaces`` on ``conn``; ``lock`` is held by the caller (None: a private copy,
+        the dry run, which no other process can see)."""
+        dry_run = lock is None
         reader = ReadTx(conn)
-        # Validate every namespace before touching anything.
+        # Validate every namespace before touching anything. Under the lock this read is the
+        # one that counts: another process may have migrated since the lock-free look.
         histories = {ns.name: _read_history(reader, ns.name) for ns in spaces}
         plans = [(ns, plan_namespace(ns, histories[ns.name], accept)) for ns in spaces]
-        if not any(plan.pending or plan.accepted for _, plan in plans):
-            # The common case (every open of a home): nothing to do, nothing more to read.
-            return MigrationReport(
-                dry_run=dry_run,
-                applied=(),
-                accepted_edits=(),
-                backups=(),
-                states=tuple(self._state(ns, histories[ns.name]) for ns in spaces),
-                changes=SchemaDiff((), (), ()),
-            )
+        if lock is not None and lock.interrupted is not None:
+            check_interrupted(self.db, conn, lock, plans)
+        if not any(_has_work(plan) for _, plan in plans):
+            # Another process did the work while this one waited for the lock.
+            return _nothing_to_do(spaces, histories, dry_run=dry_run)
         before = schema_objects(reader)
         # An empty database (a fresh install) has nothing a backup could save, and neither
         # has what this run creates in it: later namespaces of the same run take no backup
@@ -470,19 +494,34 @@ class Migrator:
                         str(backup),
                         {"reason": "pre-migrate", "namespace": ns.name},
                     )
+            # Commits by other connections move data_version; ours (the migration's own, the
+            # event above) do not. A restore is only over our own work (see undo.py).
+            since_backup = data_version(conn)
             # After the backup: a restore returns the file exactly as it was, history table too.
             _ensure_history(conn)
             history = _read_history(reader, ns.name)
             previous = max(history, key=lambda r: _number(r.id)).id if history else None
             for m in plan.pending:
+                if lock is not None and not m.transactional:
+                    lock.step_started(ns.name, m.id, backup)
                 try:
                     done = _apply_one(conn, ns.name, m, previous, sink)
                     if done is not None:
                         applied.append(done)
-                except _StepFailed as failed:
-                    raise self._failure(conn, ns, m, failed, backup) from failed.error
+                except StepFailed as failed:
+                    error = failure_error(
+                        self.db, conn, ns, m, failed, backup=backup, since_backup=since_backup
+                    )
+                    if lock is not None and not m.transactional:
+                        if error.details.get("partial"):
+                            lock.keep_step_note()  # the next holder must not run it over this
+                        else:
+                            lock.step_done()
+                    raise error from failed.error
+                if lock is not None and not m.transactional:
+                    lock.step_done()
                 previous = m.id
-            self._final_checks(conn, ns, backup)
+            final_checks(self.db, conn, ns, backup, since_backup)
         after = schema_objects(reader)
         states = tuple(self._state(ns, _read_history(reader, ns.name)) for ns in spaces)
         return MigrationReport(
@@ -536,80 +575,6 @@ class Migrator:
             _rollback(conn)
             raise
         return done
-
-    def _failure(
-        self,
-        conn: apsw.Connection,
-        ns: Namespace,
-        m: Migration,
-        failed: _StepFailed,
-        backup: Path | None,
-    ) -> MigrationError:
-        err = failed.error
-        if isinstance(err, apsw.Error):
-            reason = str(translate(err))
-        else:
-            reason = str(err) or type(err).__name__
-        where = f"backup: {backup}" if backup else "no backup was taken (backups disabled)"
-        restored = False
-        if failed.outcome is _Outcome.CHANGED:
-            if backup is None:
-                return MigrationFailed(
-                    f"migration {ns.name}/{m.id} ({m.origin}) failed part-way outside a "
-                    f"transaction and the database may be partly migrated: {reason}; {where}",
-                    hint="Restore a backup (`bastion db restore`), fix the migration and retry.",
-                    namespace=ns.name,
-                    migration=m.id,
-                    file=m.origin,
-                    backup=None,
-                    restored=False,
-                )
-            _restore_from(conn, backup)
-            restored = True
-        state = (
-            f"the database was restored from {backup}"
-            if restored
-            else "the migration was rolled back; the database is as it was before it"
-        )
-        cls: type[MigrationError] = (
-            MigrationCheckFailed if isinstance(err, MigrationCheckFailed) else MigrationFailed
-        )
-        details = dict(err.details) if isinstance(err, BastionError) else {}
-        details.update(
-            namespace=ns.name,
-            migration=m.id,
-            file=m.origin,
-            backup=str(backup) if backup else None,
-            restored=restored,
-        )
-        return cls(
-            f"migration {ns.name}/{m.id} ({m.origin}) failed: {reason}; {state}; {where}",
-            hint="Fix the migration and run `bastion db migrate` again.",
-            **details,
-        )
-
-    @staticmethod
-    def _final_checks(conn: apsw.Connection, ns: Namespace, backup: Path | None) -> None:
-        reader = ReadTx(conn)
-        violations = _foreign_key_violations(reader)
-        problems = _quick_check(conn)
-        if not violations and not problems:
-            return
-        if violations:
-            what = f"foreign_key_check found violations: {_describe_violations(violations)}"
-        else:
-            what = f"quick_check failed: {'; '.join(problems[:3])}"
-        if backup is not None:
-            _restore_from(conn, backup)
-            state = f"the database was restored from {backup}"
-        else:
-            state = "no backup was taken (backups disabled); the migrations stay applied"
-        raise MigrationCheckFailed(
-            f"after migrating {ns.name}: {what}; {state}",
-            namespace=ns.name,
-            violations=[list(v) for v in violations[:100]],
-            backup=str(backup) if backup else None,
-        )
 
     # --- adopting a database --------------------------------------------------------------
 
@@ -675,7 +640,8 @@ class Migrator:
                 raise
             return BaselineResult(ns.name, at, tuple(m.id for m in upto))
 
-        return self.db.run_outside_transaction(run)
+        with self.lock():  # a history write: never beside another process's migration
+            return self.db.run_outside_transaction(run)
 
 
 def fresh_schema(migrations: Sequence[Migration]) -> dict[str, SchemaObject]:
@@ -688,7 +654,7 @@ def fresh_schema(migrations: Sequence[Migration]) -> dict[str, SchemaObject]:
         for m in migrations:
             try:
                 _apply_one(conn, "fresh", m, previous, None)
-            except _StepFailed as failed:
+            except StepFailed as failed:
                 raise MigrationFailed(
                     f"migration {m.id} ({m.origin}) fails on an empty database: {failed.error}",
                     migration=m.id,
