@@ -11,7 +11,13 @@ it, yet two processes must never run it at once (see :mod:`bastion.store.migrate
   one process exclude each other too.
 * The file also carries a short JSON **note** from the holder (pid, when it took the lock,
   what it is doing). Waiters read it to say whom they wait for; the next holder reads what a
-  dead holder left, to learn what it was doing when it died. A clean release empties it.
+  dead holder left, to learn what it was doing when it died.
+* The file exists only while the lock is held (or a holder died, or chose to leave its note):
+  a clean release removes it, so a database's directory holds nothing extra between
+  migrations and an app that deletes a database's files leaves no stray lock behind. A taker
+  checks, once it has the lock, that the path still names the file it locked; if the holder
+  it waited for removed it, it starts again on the new file, so two processes never hold
+  locks on two different files of one name.
 
 The file is created 0600 and never replaced: an atomic rename would swap the inode under the
 lock and silently split it in two, so it is the one kind of file bastion does not write
@@ -83,25 +89,32 @@ class LockFile:
         """
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is held by this LockFile already")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # non-inheritable (PEP 446)
-        try:
-            started = clock()
-            pause = 0.001
-            waited = False
-            while not try_lock(fd):
-                if not waited:
-                    waited = True
-                    if on_wait is not None:
-                        on_wait(_read_note(fd))
-                if timeout is not None and clock() - started >= timeout:
-                    raise LockTimeout(self.path, clock() - started, _read_note(fd))
-                time.sleep(pause)
-                pause = min(pause * 2, _MAX_POLL_S)
-            previous = _read_note(fd)
+        started = clock()
+        pause = 0.001
+        waited = False
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # non-inheritable (PEP 446)
+            try:
+                while not try_lock(fd):
+                    if not waited:
+                        waited = True
+                        if on_wait is not None:
+                            on_wait(_read_note(fd))
+                    if timeout is not None and clock() - started >= timeout:
+                        raise LockTimeout(self.path, clock() - started, _read_note(fd))
+                    time.sleep(pause)
+                    pause = min(pause * 2, _MAX_POLL_S)
+                if not _is_current(fd, self.path):
+                    # The holder we waited for removed the file on its way out: this lock
+                    # is on a name nobody else can open any more. Take the new file's.
+                    os.close(fd)
+                    continue
+                previous = _read_note(fd)
+            except BaseException:
+                os.close(fd)  # closing the descriptor drops the lock if it was taken
+                raise
             self._fd = fd
-        except BaseException:
-            os.close(fd)  # closing the descriptor drops the lock if it was taken
-            raise
+            break
         self._note = {
             "pid": os.getpid(),
             "acquired_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -136,16 +149,25 @@ class LockFile:
             os.close(fd)
 
     def release(self, *, keep_note: bool = False) -> None:
-        """Drop the lock (a no-op when not held). The note is emptied, unless ``keep_note``:
-        then the next holder receives it from :meth:`acquire` as if this holder had died."""
+        """Drop the lock (a no-op when not held) and remove the file, unless ``keep_note``:
+        then the file and its note stay, and the next holder receives the note from
+        :meth:`acquire` as if this holder had died.
+
+        The file goes while the lock is still held; a process that was waiting on it notices
+        (its descriptor no longer names the path) and takes the lock on a new file instead.
+        """
         fd, self._fd = self._fd, None
         if fd is None:
             return
         try:
             if not keep_note:
-                with contextlib.suppress(OSError):  # the lock goes with the descriptor anyway
+                # Where the file cannot go (Windows, while another process has it open),
+                # it stays, emptied: an empty note reads as a clean release.
+                with contextlib.suppress(OSError):
                     os.ftruncate(fd, 0)
-            with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+            with contextlib.suppress(OSError):  # the lock goes with the descriptor anyway
                 unlock(fd)
         finally:
             os.close(fd)
@@ -170,6 +192,16 @@ class LockFile:
 
     def __repr__(self) -> str:
         return f"<LockFile {self.path}{' held' if self.held else ''}>"
+
+
+def _is_current(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file ``fd`` has open."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _read_note(fd: int) -> dict[str, Any] | None:

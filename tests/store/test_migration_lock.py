@@ -201,7 +201,7 @@ def test_four_processes_twenty_rounds_history_always_equals_schema_and_data(
         # Only the process that migrated took a pre-migration backup.
         assert sum(len(r["backups"]) for r in results) == 1, f"round {round_no}: {results}"
         _assert_history_matches_schema_and_data(path)
-        assert not lock_path(path).read_bytes()  # released cleanly: no note left
+        assert not lock_path(path).exists()  # released cleanly: no note left
 
 
 # --- a holder killed with SIGKILL ----------------------------------------------------------
@@ -359,7 +359,7 @@ def test_a_step_killed_part_way_outside_a_transaction_is_refused_until_restored(
         assert [m.id for m in report.applied] == ["0001_split"]
         assert db.scalar("SELECT count(*) FROM part1") == ROWS
         assert db.scalar("SELECT x FROM part2") == 1
-    assert not lock_path(seeded).read_bytes()
+    assert not lock_path(seeded).exists()
 
 
 @pytest.mark.posix
@@ -529,4 +529,4 @@ def test_a_failed_step_alone_is_still_restored(tmp_path: Path) -> None:
             Migrator(db, backups_dir=tmp_path / "backups").migrate([ns])
         assert info.value.details["restored"] is True
         assert db.scalar("SELECT count(*) FROM sqlite_schema WHERE name = 'made'") == 0
-    assert not lock_path(path).read_bytes()
+    assert not lock_path(path).exists()

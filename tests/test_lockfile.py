@@ -1,0 +1,115 @@
+"""``bastion._lockfile.LockFile``: exclusion across descriptors and processes, the holder's
+note, the file removed on a clean release, and a holder killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from bastion._lockfile import LockFile, LockTimeout
+from tests.helpers import wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_two_descriptors_in_one_process_exclude_each_other(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    with LockFile(path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        with pytest.raises(LockTimeout) as info:
+            LockFile(path).acquire(timeout=0)
+        assert info.value.holder is not None
+        assert info.value.holder["pid"] == os.getpid()
+    assert not path.exists()  # a clean release removes the file
+
+
+def test_a_waiter_follows_the_file_a_releasing_holder_removed(tmp_path: Path) -> None:
+    """A waits-for B: when A releases it unlinks the file B has open. B must not keep a lock
+    on the unlinked file (a third taker would create a new one and hold it too)."""
+    path = tmp_path / "x.lock"
+    first, second = LockFile(path), LockFile(path)
+    first.acquire()
+    waiting = threading.Event()
+    got: list[object] = []
+    thread = threading.Thread(
+        target=lambda: got.append(second.acquire(on_wait=lambda _note: waiting.set()))
+    )
+    thread.start()
+    wait_until(waiting.is_set, what="the second taker waiting")
+    first.release()
+    thread.join(30)
+    assert second.held
+    assert path.exists()
+    with pytest.raises(LockTimeout):  # the second holds the file everyone now opens
+        LockFile(path).acquire(timeout=0)
+    second.release()
+    assert got == [None]  # the first released cleanly: no note handed on
+
+
+def test_a_kept_note_reaches_the_next_holder(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    lock = LockFile(path)
+    lock.acquire()
+    lock.note({"step": "ns/0001_x"}, durable=True)
+    lock.release(keep_note=True)
+    previous = LockFile(path).acquire()
+    assert previous is not None
+    assert previous["step"] == "ns/0001_x"
+    assert previous["pid"] == os.getpid()
+
+
+@pytest.mark.posix
+def test_a_holder_killed_with_sigkill_frees_the_lock_and_leaves_its_note(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import sys, time
+                from bastion._lockfile import LockFile
+                lock = LockFile(sys.argv[1])
+                lock.acquire()
+                lock.note({"doing": "something"})
+                print("held", flush=True)
+                time.sleep(600)
+                """
+            ),
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "held"
+        with pytest.raises(LockTimeout) as info:
+            LockFile(path).acquire(timeout=0)
+        assert info.value.holder == {
+            "pid": child.pid,
+            "acquired_at": info.value.holder["acquired_at"],
+            "doing": "something",
+        }
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+        lock = LockFile(path)
+        previous = lock.acquire(timeout=30)
+        assert previous is not None
+        assert previous["pid"] == child.pid
+        assert json.loads(path.read_text())["pid"] == os.getpid()  # the note is ours now
+        lock.release()
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.communicate()
