@@ -357,6 +357,8 @@ class MigrationCheckFailed(MigrationError):
 
 
 class MigrationLocked(MigrationError):
+    """Another process held the database's migration lock past the wait (``lock_timeout``)."""
+
     code = "migration_locked"
     default_hint = (
         "Another process is migrating this database; wait for it to finish, or stop the "

@@ -53,6 +53,7 @@ DEFAULT_LOCK_TIMEOUT_S = 600.0
 
 
 def lock_path(db_path: Path) -> Path:
+    """``<database>.migrate-lock``, next to the database it guards."""
     return db_path.with_name(db_path.name + LOCK_SUFFIX)
 
 
@@ -69,6 +70,7 @@ class InterruptedStep:
     state_before: SourceState | None
 
     def describe(self) -> str:
+        """One sentence for errors and logs: which step, which process, since when."""
         return (
             f"migration {self.namespace}/{self.migration} was interrupted part-way outside a "
             f"transaction (process {self.pid} died while running it, started {self.started_at})"
@@ -89,6 +91,11 @@ class MigrationLock:
         self._keep_step = False
 
     def acquire(self) -> MigrationLock:
+        """Take the lock (waiting up to ``timeout``); read what a dead holder left.
+
+        Raises ``MigrationLocked`` past the timeout, ``StoreIOError`` when the lock file
+        cannot be created (a read-only or full disk, a directory not ours)."""
+
         def waiting(holder: dict[str, Any] | None) -> None:
             who = f"pid {holder.get('pid')}" if holder else "another process"
             since = f" since {holder.get('acquired_at')}" if holder else ""
@@ -154,6 +161,7 @@ class MigrationLock:
         self._keep_step = True
 
     def release(self) -> None:
+        """Drop the lock; the file goes too, unless a half-done step must stay noted."""
         self._file.release(keep_note=self._keep_step and self._step is not None)
 
     def __enter__(self) -> MigrationLock:
@@ -188,6 +196,7 @@ def _interrupted(note: dict[str, Any] | None) -> InterruptedStep | None:
 
 
 def read_backup_manifest(backup: str | None) -> dict[str, Any] | None:
+    """The manifest of backup file ``backup`` (``<file>.json``), or None if unreadable."""
     if backup is None:
         return None
     try:

@@ -53,6 +53,8 @@ class Outcome(enum.Enum):
 
 
 class StepFailed(Exception):
+    """A migration step failed: the original error, and whether the file changed."""
+
     def __init__(self, error: BaseException, outcome: Outcome) -> None:
         super().__init__(str(error))
         self.error = error
@@ -60,6 +62,7 @@ class StepFailed(Exception):
 
 
 def data_version(conn: apsw.Connection) -> int:
+    """``PRAGMA data_version``: moves when another connection commits (or truncates the WAL)."""
     return int(conn.pragma("data_version"))
 
 
