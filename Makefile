@@ -8,7 +8,7 @@ DEMO_HOME ?= $(CURDIR)/.bastion-demo
 # System packages the tests need (Debian names). Installed by `make test` when run as root.
 SYSTEM_PACKAGES := sqlite3 gnome-keyring dbus libsecret-tools chromium wrk
 
-.PHONY: run test venv system-deps lint typecheck pytest docs bench clean
+.PHONY: run test venv system-deps lint typecheck pytest docs bench clean dist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,10 @@ $(UV): | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.5,<1"
 
 # The bench extra (SQLAlchemy, sqlite-utils: bench/repo.py's comparison points) too, so every
-# bench/ script runs in this venv (tests/test_bench.py runs each once).
+# bench/ script runs in this venv (tests/test_bench.py runs each once); and the dist extra
+# (PyInstaller): the tests build the standalone executable once and run it.
 $(VENV)/.installed: pyproject.toml Makefile | $(UV)
-	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[test,bench]'
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[test,bench,dist]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -45,8 +46,8 @@ system-deps:
 	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)
 
 lint: venv
-	$(BIN)/ruff check conftest.py src tests bench examples
-	$(BIN)/ruff format --check conftest.py src tests bench examples
+	$(BIN)/ruff check conftest.py src tests bench examples scripts
+	$(BIN)/ruff format --check conftest.py src tests bench examples scripts
 
 typecheck: venv
 	$(BIN)/mypy --strict src
@@ -60,5 +61,10 @@ test: system-deps venv lint typecheck pytest
 docs: venv
 	$(BIN)/python -m bastion._docs
 
+# The standalone executable: dist/bastion and dist/bastion-<target-triple> (Tauri's
+# externalBin name), one file, no Python needed where it runs (docs/desktop.md).
+dist: venv
+	$(BIN)/python scripts/build_dist.py --out dist --work build/dist
+
 clean:
-	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache

@@ -28,6 +28,7 @@ TINY: dict[str, list[str]] = {
     "supervise.py": [],
     "api.py": ["--seconds", "1", "--runs", "1"],  # needs wrk: `make test` installs it
     "cli_startup.py": ["--runs", "2"],
+    "dist.py": ["--runs", "1"],  # and --exe: the session's build (tests/conftest.py)
 }
 
 
@@ -38,10 +39,16 @@ def test_every_bench_script_is_listed() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(TINY))
-def test_bench_script_runs_to_the_end(script: str, tmp_path: Path) -> None:
+def test_bench_script_runs_to_the_end(
+    script: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     env = {**os.environ, "BASTION_HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path)}
+    extra: list[str] = []
+    if script == "dist.py":
+        request.applymarker(pytest.mark.dist)
+        extra = ["--exe", str(request.getfixturevalue("bastion_exe"))]
     result = subprocess.run(
-        [sys.executable, str(BENCH / script), *TINY[script]],
+        [sys.executable, str(BENCH / script), *TINY[script], *extra],
         check=False,  # the output goes into the failure message
         cwd=tmp_path,
         env=env,

@@ -72,6 +72,9 @@ class ServeOptions:
     token_file: Path | None = None
     exposed_ok: bool = False
     log_level: str = "info"
+    #: Stop (gracefully) when the process that started the daemon dies: a sidecar must not
+    #: outlive its app, however the app ends (kill -9, a crash, Tauri's kill on exit).
+    exit_with_parent: bool = False
 
 
 def is_loopback(host: str) -> bool:
@@ -342,6 +345,14 @@ def _run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, request_stop, sig)
+        if options.exit_with_parent:
+            from bastion.api.parentwatch import watch_parent
+
+            def parent_gone(what: str) -> None:
+                log.warning("%s exited: stopping", what)
+                request_stop()
+
+            watch = loop.create_task(watch_parent(parent_gone), name="parent-watch")
         try:
             scheduler.start()
             await server.serve(sockets=sockets)
@@ -352,6 +363,8 @@ def _run(
             await stop_supervisor(state)
             log.info("shutting down: scheduler")
             await asyncio.to_thread(scheduler.stop)
+            if options.exit_with_parent:
+                watch.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 

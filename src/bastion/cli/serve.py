@@ -50,6 +50,12 @@ SERVER_MODULES = frozenset(
     show_default=True,
     help="Verbosity of the daemon's log (stderr).",
 )
+@click.option(
+    "--exit-with-parent",
+    is_flag=True,
+    help="Stop gracefully when the process that started the daemon exits (for a desktop "
+    "app's sidecar: it must not outlive the app, even after kill -9).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Errors as JSON (the handshake always is).")
 @click.pass_context
 @run_command
@@ -60,6 +66,7 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     token_file: Path | None,
     exposed_ok: bool,
     log_level: str,
+    exit_with_parent: bool,
     as_json: bool,
 ) -> None:
     """Run the daemon: the loopback API, the supervisor and the scheduler.
@@ -93,6 +100,11 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     options = ServeOptions(
-        host=host, port=port, token_file=token_file, exposed_ok=exposed_ok, log_level=log_level
+        host=host,
+        port=port,
+        token_file=token_file,
+        exposed_ok=exposed_ok,
+        log_level=log_level,
+        exit_with_parent=exit_with_parent,
     )
     sys.exit(run_server(config_from(ctx), options))

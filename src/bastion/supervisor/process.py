@@ -78,6 +78,14 @@ SHIM_HANDSHAKE_S = 30.0
 SHIM_GRACE_MAX_S = 5.0
 
 
+def _shim_command() -> tuple[str, ...]:
+    if getattr(sys, "frozen", False):
+        # The standalone executable (PyInstaller) has no interpreter to run a script with:
+        # it runs the shim itself (bastion/__main__.py, SHIM_FLAG).
+        return (sys.executable, "--bastion-parent-death-shim")
+    return (sys.executable, "-I", "-S", str(SHIM))
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ProcRecord:
     """A process identified for good: pid plus its kernel create time."""
@@ -352,7 +360,7 @@ async def spawn(
         grace = min(spec.stop.grace_s, SHIM_GRACE_MAX_S)
         # -I -S: the shim imports only the stdlib and ignores PYTHON* variables the program
         # may declare for itself.
-        shim = (sys.executable, "-I", "-S", str(SHIM), str(theirs.fileno()), f"{grace:g}", "--")
+        shim = (*_shim_command(), str(theirs.fileno()), f"{grace:g}", "--")
         argv = (*shim, *spec.argv)
         pass_fds = (theirs.fileno(),)
     try:
