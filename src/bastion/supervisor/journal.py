@@ -19,11 +19,12 @@ from bastion.store import Database, WriteTx
 from bastion.supervisor.migrations import supervisor_namespace
 from bastion.supervisor.policy import PolicyState
 from bastion.supervisor.process import ProcRecord
-from bastion.supervisor.states import BreakerState, ServiceState
+from bastion.supervisor.states import BreakerState, ServiceState, check_transition
 
 __all__ = ["EVENT_KIND", "Journal", "StoredService", "supervisor_namespace"]
 
 EVENT_KIND = "service.transition"
+S = ServiceState
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -122,6 +123,48 @@ class Journal:
             EventsRepo.emit_tx(tx, EVENT_KIND, snap.name, data, ts=snap.since)
 
         self.db.write(unit)
+
+    def settle(self, row: StoredService, orphans_killed: int = 0) -> StoredService:
+        """Bring a stored row left by the previous supervisor to a state this one can start
+        from, recording each step as a transition (so the history has no gap). Called by
+        ``Supervisor.open`` (in a worker thread) before anything starts.
+
+        - An active row (a child may have been running: STARTING ... STOPPING) means the
+          previous supervisor died without recording how that run ended (``kill -9``, the
+          OOM killer, power loss): ``-> EXITED "supervisor died"``. Its child died with it
+          (parent death) or was just swept; its status was seen by nobody, so none is
+          recorded.
+        - EXITED or BACKOFF (it died between a run and the next start; or a clean close
+          during a backoff): ``-> STOPPED "supervisor restarted (was ...)"``, and
+          ``start_all`` starts it again if it is an autostart service.
+        - A half-open trial cut short: ``EXITED -> OPEN`` with its timeout elapsed, so
+          ``start_all`` runs a new trial at once (the budget stays spent).
+        - STOPPED, FAILED, OPEN: left as they are (OPEN resumes its wait).
+        """
+        snap = row
+
+        def step(target: ServiceState, reason: str, **extra: Any) -> None:
+            nonlocal snap
+            old = snap.state
+            check_transition(old, target, service=row.name)
+            snap = dataclasses.replace(snap, state=target, reason=reason, since=time.time())
+            self.transition(snap, old, extra or None)
+
+        if row.state.is_active:
+            # RUNNING/STARTING/UNHEALTHY/HALF_OPEN/STOPPING -> EXITED
+            step(S.EXITED, "supervisor died", exit_code=None, orphans_killed=orphans_killed)
+        if snap.state is not S.EXITED and snap.state is not S.BACKOFF:
+            return snap
+        if snap.policy.breaker is BreakerState.HALF_OPEN:
+            snap = dataclasses.replace(
+                snap, policy=dataclasses.replace(snap.policy, breaker=BreakerState.OPEN)
+            )
+            # EXITED -> OPEN
+            step(S.OPEN, "half-open trial cut short (supervisor died): open, timeout elapsed")
+            return snap
+        # EXITED/BACKOFF -> STOPPED
+        step(S.STOPPED, f"supervisor restarted (was {row.state.value})")
+        return snap
 
     def save(self, snap: StoredService) -> None:
         """Store a service's row without an event (policy counters)."""

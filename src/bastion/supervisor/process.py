@@ -35,6 +35,7 @@ import fcntl
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -67,6 +68,9 @@ __all__ = [
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+F_SETPIPE_SZ = 1031
+#: Pipe capacity asked for the child's stdout/stderr (Linux; 1 MiB is the unprivileged max).
+PIPE_SIZE = 1 << 20
 
 #: How a child is made to die with the supervisor (``[supervisor] parent_death``).
 ParentDeath = Literal["auto", "pdeathsig", "pipe"]
@@ -113,6 +117,19 @@ def _create_time(pid: int) -> float | None:
         return None
 
 
+#: psutil's create time counts from the boot time in whole seconds (Linux: ``btime``), so it
+#: reads up to a second earlier than the wall clock at the same instant.
+CREATE_TIME_SLACK_S = 1.0
+
+
+def _create_time_or_floor(pid: int, spawned_at: float) -> float:
+    """``pid``'s create time, or for a process already gone (a child that exited, and was
+    reaped, before we looked) a floor no member of its group can be older than: the record
+    still bounds a group sweep, and ``alive`` can never match it to a recycled pid."""
+    found = _create_time(pid)
+    return found if found is not None else spawned_at - CREATE_TIME_SLACK_S
+
+
 def alive(record: ProcRecord) -> bool:
     """The same process (pid and create time) still exists and is not a zombie."""
     try:
@@ -143,7 +160,10 @@ def snapshot_descendants(pid: int) -> list[ProcRecord]:
         return []
     found = []
     for child in children:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        # Each may exit between the listing and these two looks (ProcessLookupError).
+        with contextlib.suppress(
+            psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, ProcessLookupError
+        ):
             found.append(ProcRecord(child.pid, child.create_time(), os.getpgid(child.pid)))
     return found
 
@@ -203,12 +223,20 @@ def parent_death_mode(setting: ParentDeath) -> Literal["pdeathsig", "pipe"]:
     return setting
 
 
-def _child_setup(parent_pid: int, *, pdeathsig: bool) -> Callable[[], None] | None:
+def _child_setup(
+    parent_pid: int, *, pdeathsig: bool, widen: tuple[int, ...] = ()
+) -> Callable[[], None] | None:
     if not sys.platform.startswith("linux"):
         return None  # new session + the group kill on stop (+ the shim) cover the others
     libc = ctypes.CDLL(None, use_errno=True)
 
     def setup() -> None:
+        # fds 1/2 are the capture pipes by now (subprocess dup2s them before this runs).
+        # Widening them here, before the program runs, cannot race with its exit: once it
+        # has exited, the parent's end may already be closed (see widen_pipes).
+        for fd in widen:
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
         # Runs in the child between fork and exec: ask the kernel to SIGKILL us when the
         # supervisor dies, then close the race where it died before the prctl took effect.
         if pdeathsig:
@@ -291,6 +319,14 @@ class ChildProcess:
         """The exit status once the child has exited, else None."""
         return self.exited.result() if self.exited.done() else None
 
+    def gone(self) -> bool:
+        """The service's program has ended, whether or not its exit was reported yet (a
+        zombie counts as ended). Under the shim the program is what matters: the shim
+        follows it out at once."""
+        if self.exited.done():
+            return True
+        return not alive(self.record) or (self.program is not None and not alive(self.program))
+
     def observe_descendants(self) -> list[ProcRecord]:
         """Record descendants now; return the ones not seen before."""
         new = []
@@ -301,15 +337,16 @@ class ChildProcess:
         return new
 
 
-F_SETPIPE_SZ = 1031
-#: Pipe capacity asked for the child's stdout/stderr (Linux; 1 MiB is the unprivileged max).
-PIPE_SIZE = 1 << 20
-
-
 def widen_pipes(proc: asyncio.subprocess.Process) -> None:
-    """Grow the child's stdout/stderr pipes to 1 MiB (Linux), so a chatty child rarely blocks."""
-    # A 64 KiB pipe fills in well under a millisecond for a chatty child, and then the child
-    # blocks until our reader gets the GIL back. 1 MiB lets it run on while we are busy.
+    """Widen a started child's stdout/stderr pipes from the parent's side (``spawn`` does it
+    in the child instead, before exec; this is for callers that start processes themselves,
+    as ``bench/logs.py``'s baseline does).
+
+    A 64 KiB pipe fills in well under a millisecond for a chatty child, and then the child
+    blocks until our reader gets the GIL back. 1 MiB lets it run on while we are busy. A
+    child that has already exited may have had its pipes read to EOF and closed: nothing to
+    widen then (``ValueError`` from the closed file), never an error.
+    """
     if not sys.platform.startswith("linux"):
         return
     transport = getattr(proc, "_transport", None)
@@ -318,7 +355,7 @@ def widen_pipes(proc: asyncio.subprocess.Process) -> None:
         pipe = pipe_transport.get_extra_info("pipe") if pipe_transport is not None else None
         if pipe is None:
             continue
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
             fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
 
 
@@ -363,6 +400,7 @@ async def spawn(
         shim = (*_shim_command(), str(theirs.fileno()), f"{grace:g}", "--")
         argv = (*shim, *spec.argv)
         pass_fds = (theirs.fileno(),)
+    spawned_at = time.time()
     try:
         # What asyncio.create_subprocess_exec does, with our protocol (see _ExitProtocol).
         transport, _ = await loop.subprocess_exec(
@@ -377,41 +415,58 @@ async def spawn(
             start_new_session=True,
             close_fds=True,
             pass_fds=pass_fds,
-            preexec_fn=_child_setup(os.getpid(), pdeathsig=mode == "pdeathsig"),
+            preexec_fn=_child_setup(
+                os.getpid(),
+                pdeathsig=mode == "pdeathsig",
+                widen=(*((1,) if stdio or capture else ()), *((2,) if capture else ())),
+            ),
         )
-    except OSError as err:
+    except (OSError, subprocess.SubprocessError) as err:
         if ours is not None:
             ours.close()
-        raise _spawn_failed(spec, err.strerror or str(err)) from err
+        raise _spawn_failed(spec, _why(err, spec)) from err
     finally:
         if theirs is not None:
             theirs.close()
+    # From here on the child exists and may already have exited (a program that fails at
+    # once, /bin/false): its pipes may be at EOF and closed, its create time unreadable
+    # (reaped), the shim's answer followed by its exit. None of that is an error of the
+    # spawn: the exit is reported through ``exited`` like any other. Anything else that
+    # goes wrong here must not leave the child running unsupervised.
     proc = asyncio.subprocess.Process(transport, protocol, loop)
-    widen_pipes(proc)
-    ctime = _create_time(proc.pid) or time.time()
-    child = ChildProcess(
-        process=proc,
-        exited=protocol.exited,
-        record=ProcRecord(proc.pid, ctime, proc.pid),
-        started_at=time.time(),
-        started_mono=time.monotonic(),
-        link=ours,
-    )
-    if ours is not None:
-        # Once the shim has exited, its link guards nothing: close it with the exit.
-        child.exited.add_done_callback(lambda _: child.close_link())
-        try:
+    try:
+        child = ChildProcess(
+            process=proc,
+            exited=protocol.exited,
+            record=ProcRecord(proc.pid, _create_time_or_floor(proc.pid, spawned_at), proc.pid),
+            started_at=spawned_at,
+            started_mono=time.monotonic(),
+            link=ours,
+        )
+        if ours is not None:
+            # Once the shim has exited, its link guards nothing: close it with the exit.
+            child.exited.add_done_callback(lambda _: child.close_link())
             child.program = await _shim_handshake(spec, ours, env, child)
             # Known from the start, so stop kills it by pid + create time even if it left
             # the group (observe_descendants would find it a moment later).
             child.seen[child.program.pid] = child.program
-        except BaseException:
-            child.close_link()  # the shim ends its group on EOF
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await asyncio.shield(child.exited)
-            raise
+    except BaseException:
+        if ours is not None:
+            ours.close()  # the shim ends its group on EOF
+        _killpg(proc.pid, signal.SIGKILL)
+        await asyncio.shield(protocol.exited)
+        raise
     return child
+
+
+def _why(err: OSError | subprocess.SubprocessError, spec: ServiceSpec) -> str:
+    """The reason a spawn failed, naming the file when it is not the program (the cwd)."""
+    if not isinstance(err, OSError):
+        return f"the child failed before exec ({err})"
+    why = err.strerror or str(err)
+    if err.filename is not None and str(err.filename) != spec.argv[0]:
+        why += f": {os.fsdecode(err.filename)!r}"
+    return why
 
 
 async def _shim_handshake(
@@ -437,8 +492,10 @@ async def _shim_handshake(
     except OSError:
         reply = b""  # the shim died before reading or answering: report its exit below
     if reply.startswith(b"P") and reply[1:-1].isdigit():
+        # The program may have exited already (the shim reaps it): then its create time is
+        # the floor of a gone process, which no live pid can match.
         pid = int(reply[1:-1])
-        return ProcRecord(pid, _create_time(pid) or time.time(), child.record.pgid)
+        return ProcRecord(pid, _create_time_or_floor(pid, child.started_at), child.record.pgid)
     if reply.startswith(b"E") and reply[1:-1].isdigit():
         code = int(reply[1:-1])
         await asyncio.shield(child.exited)

@@ -42,7 +42,7 @@ from bastion.supervisor.journal import EVENT_KIND, Journal, StoredService
 from bastion.supervisor.process import ChildProcess, ProcRecord, build_env, spawn, stop_child, sweep
 from bastion.supervisor.redact import Redactor
 from bastion.supervisor.spec import ServiceSpec
-from bastion.supervisor.states import BreakerState, ServiceState, check_transition
+from bastion.supervisor.states import ServiceState, check_transition
 
 __all__ = ["SecretSource", "ServiceStatus", "Supervisor"]
 
@@ -57,6 +57,9 @@ DESCENDANT_SCANS = (0.05, 0.2, 0.5, 1.0)
 DESCENDANT_EVERY_S = 2.0
 #: How long to wait for pipes to reach EOF after the child's group is gone.
 CAPTURE_DRAIN_S = 2.0
+#: How long a child seen gone may take to have its exit reported (a bound, not a pause: the
+#: report comes as soon as the child watcher reaps it).
+EXIT_NOTICE_S = 5.0
 
 
 class SecretSource(Protocol):
@@ -230,29 +233,31 @@ class Supervisor:
         self._jqueue = asyncio.Queue()
         await asyncio.to_thread(self._journal.migrate, self._backups_dir)
         stored = await asyncio.to_thread(self._journal.load)
-        for name, row in stored.items():
-            svc = self._services.get(name)
-            if svc is None:
-                continue
-            policy = row.policy
-            if policy.breaker is BreakerState.HALF_OPEN:
-                # The trial was cut short by a crash: open again, with its timeout elapsed.
-                policy = dataclasses.replace(policy, breaker=BreakerState.OPEN)
-            svc.policy = policy
-            svc.since = row.since
-            if policy.breaker is BreakerState.OPEN:
-                svc.state, svc.reason = S.OPEN, row.reason
-            elif row.state is S.FAILED:
-                svc.state, svc.reason = S.FAILED, row.reason
-            else:
-                svc.state, svc.reason = S.STOPPED, f"supervisor restarted (was {row.state.value})"
         live = await asyncio.to_thread(self._journal.live_records)
+        orphans: dict[str, int] = {}
         if live:
             self.swept = await asyncio.to_thread(sweep, [rec for _id, _svc, rec in live])
             await asyncio.to_thread(self._journal.close_records, [i for i, _s, _r in live])
+            # Whose they were: a recorded process, or a member of a recorded group.
+            owner = {rec.pgid: name for _id, name, rec in live if rec.pgid}
+            owner.update({rec.pid: name for _id, name, rec in live})
+            for killed in self.swept:
+                name = owner.get(killed.pid) or owner.get(killed.pgid, "")
+                orphans[name] = orphans.get(name, 0) + 1
             if self.swept:
                 data = {"killed": [dataclasses.asdict(r) for r in self.swept]}
                 await asyncio.to_thread(self._journal.emit, "supervisor.swept", "supervisor", data)
+        for name, row in stored.items():
+            # Every stored row, registered or not: its history must not stop mid-run.
+            now = await asyncio.to_thread(self._journal.settle, row, orphans.get(name, 0))
+            svc = self._services.get(name)
+            if svc is not None:
+                svc.state, svc.reason, svc.since, svc.policy = (
+                    now.state,
+                    now.reason,
+                    now.since,
+                    now.policy,
+                )
         self._jtask = asyncio.get_running_loop().create_task(self._journal_worker())
         self._clock_task = asyncio.get_running_loop().create_task(self._watch_clock())
 
@@ -620,13 +625,8 @@ class Supervisor:
         spec = svc.spec
         try:
             values = await asyncio.to_thread(self._resolve_secrets, spec)
-            child = await spawn(
-                spec,
-                build_env(spec, self._daemon_env, values),
-                parent_death=self._cfg.parent_death,
-            )
         except BastionError as err:
-            # A missing secret or program will not fix itself by restarting in a loop.
+            # A missing secret will not come back by restarting in a loop.
             self._set(svc, S.FAILED, err.message, code=err.code)  # STARTING -> FAILED
             return None
         except Exception as err:
@@ -634,6 +634,20 @@ class Supervisor:
             # what it was given, so only the type is kept.
             log.error("service %s: secret source failed with %s", spec.name, type(err).__name__)
             self._set(svc, S.FAILED, f"secret source failed: {type(err).__name__}")
+            return None
+        try:
+            # spawn() raises only when no program runs (SpawnFailed: missing, not
+            # executable, bad cwd). A program that exits at once -- even before spawn
+            # returns -- has run: its exit comes through child.exited below and goes to
+            # the restart policy like any other.
+            child = await spawn(
+                spec,
+                build_env(spec, self._daemon_env, values),
+                parent_death=self._cfg.parent_death,
+            )
+        except BastionError as err:
+            # A missing program will not come back by restarting in a loop.
+            self._set(svc, S.FAILED, err.message, code=err.code)  # STARTING -> FAILED
             return None
         svc.secret_names = tuple(sorted(values))
         svc.ready = None
@@ -690,6 +704,12 @@ class Supervisor:
             await asyncio.gather(monitor_task, scan_task, stop_wait, return_exceptions=True)
             svc.monitor = None
 
+        if not svc.stop_requested and not exited.done() and child.gone():
+            # A probe failed because the child is gone and its exit is on the way (the child
+            # watcher has yet to report it): an exit wins over a probe that failed because
+            # of it, so wait for the status instead of calling the child unhealthy.
+            with contextlib.suppress(TimeoutError):
+                await within(asyncio.shield(exited), EXIT_NOTICE_S)
         result: bool | None
         if svc.stop_requested:
             self._set(svc, S.STOPPING, "stop requested", pid=child.program_pid)
