@@ -252,13 +252,18 @@ def test_descendants_that_vanish_while_being_looked_at_are_skipped(
 
 
 @parametrize_parent_death
-def test_a_child_is_seen_gone_before_its_exit_is_reported(parent_death: ParentDeath) -> None:
+def test_a_child_is_seen_gone_before_its_exit_is_reported(
+    tmp_path: Path, parent_death: ParentDeath
+) -> None:
     """``ChildProcess.gone`` answers from the process table, so a probe that failed because
     the child died is recognised as an exit even while the report is still on its way."""
-    spec = fast("quick", [SH, "-c", "exit 3"])
+    go = tmp_path / "go"
+    spec = fast("quick", [SH, "-c", f"while [ ! -e '{go}' ]; do sleep 0.01; done; exit 3"])
 
     async def scenario() -> None:
         child = await spawn(spec, {}, parent_death=parent_death)
+        assert not child.gone()
+        go.touch()
         # Block the loop (no await): the child watcher may reap the child, but the report
         # that resolves ``exited`` cannot be delivered until the loop runs again.
         wait_until(lambda: not process.alive(child.program or child.record), what="exit")
