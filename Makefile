@@ -8,7 +8,7 @@ DEMO_HOME ?= $(CURDIR)/.bastion-demo
 # System packages the tests need (Debian names). Installed by `make test` when run as root.
 SYSTEM_PACKAGES := sqlite3 gnome-keyring dbus libsecret-tools chromium wrk
 
-.PHONY: run test venv system-deps lint typecheck pytest docs bench clean dist
+.PHONY: run test venv system-deps lint typecheck pytest docs bench clean dist mutate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,5 +66,12 @@ docs: venv
 dist: venv
 	$(BIN)/python scripts/build_dist.py --out dist --work build/dist
 
+# Mutation testing of the modules that carry the promises (minutes per module, not in `make
+# test`): docs/mutation.md is rewritten; fails while a survivor is unexplained.
+# MODULES="vault/crypto.py store/plan.py" limits the run.
+mutate: venv
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[test,bench,mutate]'
+	$(BIN)/python scripts/mutate.py $(MODULES)
+
 clean:
-	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache .mutate
