@@ -70,7 +70,7 @@ dist: venv
 # test`): docs/mutation.md is rewritten; fails while a survivor is unexplained.
 # MODULES="vault/crypto.py store/plan.py" limits the run.
 mutate: venv
-	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[test,bench,mutate]'
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[test,bench,dist,mutate]'
 	$(BIN)/python scripts/mutate.py $(MODULES)
 
 clean:
