@@ -133,6 +133,48 @@ def test_reclaim_space_past_the_freelist_threshold(tmp_path: Path, auto_vacuum: 
         db.close()
 
 
+@pytest.mark.parametrize("auto_vacuum", ["NONE", "INCREMENTAL"])
+def test_vacuum_gives_the_space_back_while_the_database_stays_open(
+    tmp_path: Path, auto_vacuum: str
+) -> None:
+    """10 MB of rows deleted, then reclaimed on the open database: the file and its WAL
+    together end below 20% of what they were, and ``db stats`` says so (#14 §4)."""
+    db = Database.open(tmp_path / "big.db", name="big")
+    other = None
+    try:
+        if auto_vacuum != "NONE":
+            db.run_outside_transaction(lambda tx: tx.execute(f"PRAGMA auto_vacuum = {auto_vacuum}"))
+            db.run_outside_transaction(lambda tx: tx.execute("VACUUM"))
+        db.write(lambda tx: tx.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB)"))
+        db.write(
+            lambda tx: tx.execute(
+                "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2560) "
+                "INSERT INTO blobs (b) SELECT randomblob(4096) FROM c"
+            )
+        )
+        db.write(lambda tx: tx.execute("DELETE FROM blobs"))
+        # A second connection in the same home (the daemon, a CLI), idle between reads.
+        other = Database.open(tmp_path / "big.db", name="big")
+        assert other.scalar("SELECT count(*) FROM blobs") == 0
+        before = db_stats(db)
+        assert before["file_bytes"] + before["wal_bytes"] >= 10 * 2**20
+        result = reclaim_space(db, force=True)
+        after = db_stats(db)  # the database is still open, and answers
+        total_before = before["file_bytes"] + before["wal_bytes"]
+        total_after = after["file_bytes"] + after["wal_bytes"]
+        assert total_after < 0.2 * total_before, (before, after)
+        assert not result.checkpoint_busy
+        assert (result.file_bytes_after + result.wal_bytes_after) == total_after
+        assert result.file_bytes_before + result.wal_bytes_before == total_before
+        db.write(lambda tx: tx.execute("INSERT INTO blobs (b) VALUES (x'00')"))
+        assert other.scalar("SELECT count(*) FROM blobs") == 1
+        assert check_database(db)["ok"]
+    finally:
+        if other is not None:
+            other.close()
+        db.close()
+
+
 def test_run_retention_uses_the_config(tmp_path: Path) -> None:
     cfg = load_config(tmp_path, env={"BASTION_RETENTION_LOGS_MAX_ROWS": "50"})
     db = _logs(tmp_path, 300)

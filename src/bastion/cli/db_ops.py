@@ -622,7 +622,14 @@ def vacuum(ctx: click.Context, db_name: str, as_json: bool) -> None:
         as_json,
         lambda d: (
             f"{d['mode']} vacuum: {d['page_count_before']} -> {d['page_count_after']} pages, "
-            f"{d['freelist_before']} -> {d['freelist_after']} free"
+            f"{d['freelist_before']} -> {d['freelist_after']} free; file + wal "
+            f"{_human_size(d['file_bytes_before'] + d['wal_bytes_before'])} -> "
+            f"{_human_size(d['file_bytes_after'] + d['wal_bytes_after'])}"
+            + (
+                " (a reader kept the checkpoint busy: it shrinks later)"
+                if d["checkpoint_busy"]
+                else ""
+            )
         ),
     )
 

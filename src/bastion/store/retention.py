@@ -6,7 +6,9 @@ in order). Rows go by age (a timestamp column older than ``max_age_days``) and b
 oldest beyond ``max_rows``). After the deletes, when free pages pass
 ``vacuum_freelist_ratio`` of the file, the space is reclaimed: ``incremental_vacuum`` when the
 database has ``auto_vacuum = INCREMENTAL`` (bounded, in steps), else a full ``VACUUM`` (runs
-outside any transaction and rewrites the file; only when asked for or past the threshold).
+outside any transaction and rewrites the file; only when asked for or past the threshold),
+followed by a ``wal_checkpoint(TRUNCATE)``: in WAL mode the file only shrinks when a checkpoint
+copies the compacted pages back, and the WAL would otherwise keep the new copy's size.
 
 Timestamps may be stored as Unix seconds, Unix milliseconds, or ISO-8601 text; the column's
 stored type decides how the cutoff is expressed. Tables that do not exist are skipped and
@@ -75,13 +77,22 @@ class PruneResult:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class VacuumResult:
-    """Pages and free pages before and after reclaiming space, and the mode used."""
+    """Pages and free pages before and after reclaiming space, the mode used, and the bytes
+    of the file and its WAL (what the filesystem got back)."""
 
     mode: str  # "none", "incremental", "full"
     freelist_before: int
     freelist_after: int
     page_count_before: int
     page_count_after: int
+    #: Bytes of the database file and its ``-wal`` before and after, read from the files.
+    file_bytes_before: int = 0
+    file_bytes_after: int = 0
+    wal_bytes_before: int = 0
+    wal_bytes_after: int = 0
+    #: A reader (another process) kept the closing checkpoint from finishing: the file
+    #: shrinks at the next complete checkpoint instead (autocheckpoint or the WAL watchdog).
+    checkpoint_busy: bool = False
 
 
 def default_policies(cfg: RetentionConfig) -> list[RetentionPolicy]:
@@ -201,13 +212,27 @@ def reclaim_space(
 
     ``incremental_vacuum`` in steps of ``step_pages`` (each its own unit) when the database
     is in incremental auto-vacuum mode; otherwise a full ``VACUUM`` (outside a transaction;
-    it rewrites the whole file and needs as much free disk again).
+    it rewrites the whole file and needs as much free disk again). Then a
+    ``wal_checkpoint(TRUNCATE)``, so the space really goes back while the database stays open.
     """
+    from bastion.store.wal import checkpoint  # wal imports the engine
+
+    sizes0 = db.file_sizes()
     free0 = int(db.scalar("PRAGMA freelist_count"))
     pages0 = int(db.scalar("PRAGMA page_count"))
     auto = int(db.scalar("PRAGMA auto_vacuum"))
     if not force and (pages0 == 0 or free0 / pages0 < freelist_ratio):
-        return VacuumResult("none", free0, free0, pages0, pages0)
+        return VacuumResult(
+            "none",
+            free0,
+            free0,
+            pages0,
+            pages0,
+            sizes0["db"],
+            sizes0["db"],
+            sizes0["wal"],
+            sizes0["wal"],
+        )
     if auto == 2:  # INCREMENTAL
         mode = "incremental"
         while int(db.scalar("PRAGMA freelist_count")) > 0:
@@ -222,12 +247,24 @@ def reclaim_space(
     else:
         mode = "full"
         db.run_outside_transaction(lambda tx: tx.execute("VACUUM"))
+    # In WAL mode both write the smaller database into the WAL: the file keeps its old size
+    # (and the WAL grows by the new one) until a checkpoint copies the pages back and cuts
+    # the file to its new page count. TRUNCATE does that and empties the WAL too. Readers of
+    # this process hold no snapshot between reads; one in another process may keep it busy
+    # for up to busy_timeout, and then the space comes back at the next full checkpoint.
+    done = checkpoint(db, "TRUNCATE")
+    sizes1 = db.file_sizes()
     return VacuumResult(
         mode,
         free0,
         int(db.scalar("PRAGMA freelist_count")),
         pages0,
         int(db.scalar("PRAGMA page_count")),
+        sizes0["db"],
+        sizes1["db"],
+        sizes0["wal"],
+        sizes1["wal"],
+        done.busy,
     )
 
 
