@@ -189,3 +189,44 @@ def test_hand_written_config_files_are_warnings_and_fix_tightens_them(tmp_path: 
     assert "warnings" not in out
     for path in (toml, spec):
         assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_doctor_reports_the_age_of_the_newest_verified_backup_of_each_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bastion.maintenance import Maintenance
+    from bastion.vault.crypto import encode_key, new_key
+
+    monkeypatch.setenv("BASTION_VAULT_KEY", encode_key(new_key()))
+    cfg = load_config(tmp_path / "home", env={"BASTION_VAULT_BACKEND": "encrypted-file"})
+    with Home.init(cfg) as home:
+        home.vault.set("API_KEY", "y" * 20)
+    report = run_doctor(cfg)
+    for name in ("bastion", "vault"):
+        assert report["databases"][name]["newest_verified_backup"] is None
+        assert any(p.startswith(f"{name}: no verified backup") for p in report["problems"])
+
+    with Home.open(cfg) as home:
+        maintenance = Maintenance(home)
+        maintenance.run_now("backup")
+        maintenance.run_now("backup-vault")
+        home.vault.set("OTHER", "z" * 20)
+        maintenance.run_now("backup-vault")  # a newer vault backup, about to be damaged
+    newest_vault = max(cfg.backups_dir.glob("vault-*.db"))
+    data = bytearray(newest_vault.read_bytes())
+    data[-100] ^= 0xFF  # same size: only a deep check (SHA-256) sees it
+    newest_vault.write_bytes(bytes(data))
+
+    report = run_doctor(cfg)
+    assert not any("no verified backup" in p for p in report["problems"])
+    for name in ("bastion", "vault"):
+        newest = report["databases"][name]["newest_verified_backup"]
+        assert newest["deep_verified"] is True
+        assert Path(newest["path"]).name.startswith(f"{name}-")
+        assert 0 <= newest["age_s"] < 3600
+    vault_newest = report["databases"]["vault"]["newest_verified_backup"]
+    assert Path(vault_newest["path"]) != newest_vault  # the damaged one is not counted
+    assert vault_newest["changed_since"] is True  # OTHER came after that backup
+
+    human = CliRunner().invoke(cli, ["--home", str(cfg.home), "doctor"])
+    assert human.output.count("backup: newest verified") == 2, human.output

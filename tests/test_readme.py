@@ -22,6 +22,12 @@ def test_readme_python_example_runs(
     code = blocks[0].replace('"/tmp/app-home"', repr(str(tmp_path / "home")))
     exec(compile(code, str(README), "exec"), {})
     assert capsys.readouterr().out.splitlines() == ["['OPENAI_API_KEY']", "('hi',)"]
+    # The scheduled maintenance example, on the same home.
+    code = blocks[1].replace('"/tmp/app-home"', repr(str(tmp_path / "home")))
+    exec(compile(code, str(README), "exec"), {})
+    assert capsys.readouterr().out.splitlines() == [
+        "['backup', 'backup-vault', 'integrity-check', 'retention', 'vault-audit-retention']"
+    ]
 
 
 def test_readme_shows_the_two_commands() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from bastion.domains.events import EventsRepo
     from bastion.domains.logs import LogsRepo
     from bastion.domains.settings import SettingsRepo
+    from bastion.maintenance import Maintenance
     from bastion.store.migrations import Migrator, Namespace
     from bastion.supervisor import ServiceSpec, Supervisor
     from bastion.vault import Vault
@@ -43,6 +45,12 @@ class Home:
     db: Database
     #: The vault, opened on first use of ``home.vault`` (so ``db status`` works without it).
     _vault: Any = dataclasses.field(default=None, init=False, repr=False)
+    #: Scheduled backups, retention and checks, once ``start_maintenance()`` was called.
+    _maintenance: Any = dataclasses.field(default=None, init=False, repr=False)
+    #: Guards the lazy opening of the vault (the maintenance thread may want it too).
+    _open_lock: threading.Lock = dataclasses.field(
+        default_factory=threading.Lock, init=False, repr=False
+    )
     #: Set when the open-time check failed and ``store.on_corrupt = "recover"`` ran.
     recovery: Any = None
     #: An app's own migration namespaces in ``bastion.db``, migrated and reported with ``core``.
@@ -202,9 +210,31 @@ class Home:
         if self._vault is None:
             from bastion.vault import Vault
 
-            self._vault = Vault.open(self.config)
+            with self._open_lock:
+                if self._vault is None:
+                    self._vault = Vault.open(self.config)
         vault: Vault = self._vault
         return vault
+
+    @property
+    def vault_opened(self) -> bool:
+        """Whether ``home.vault`` was opened (reading this never opens it)."""
+        return self._vault is not None
+
+    def start_maintenance(self, *, first_run_in_s: float | None = None) -> Maintenance:
+        """Start this home's scheduled upkeep on a background thread and return it: verified,
+        rotated backups of ``bastion.db`` and ``vault.db``, retention, integrity checks, on
+        the intervals of ``[backup]``, ``[retention]`` and ``[store]`` (what ``bastion
+        serve`` runs; see :mod:`bastion.maintenance`). ``stop()`` it, use it as a context
+        manager, or let :meth:`close` stop it. One at a time per home. ``first_run_in_s=0``
+        runs every job once right away (e.g. a backup at app start), then on its interval."""
+        from bastion.maintenance import Maintenance
+
+        if self._maintenance is not None and self._maintenance.running:
+            raise RuntimeError(f"maintenance of {self.config.home} is running already")
+        self._maintenance = Maintenance(self, first_run_in_s=first_run_in_s).start()
+        maintenance: Maintenance = self._maintenance
+        return maintenance
 
     def supervisor(self, specs: Iterable[ServiceSpec] | None = None) -> Supervisor:
         """A ``Supervisor`` for the services in ``services/*.toml`` (or ``specs``), fed
@@ -224,7 +254,11 @@ class Home:
         )
 
     def close(self) -> None:
-        """Close the vault (if it was opened) and bastion.db; the home can be opened again."""
+        """Stop the maintenance thread (after its running job), close the vault (if it was
+        opened) and bastion.db; the home can be opened again."""
+        if self._maintenance is not None:
+            self._maintenance.stop()
+            self._maintenance = None
         if self._vault is not None:
             self._vault.close()
             self._vault = None

@@ -36,7 +36,14 @@ from bastion._fs import atomic_write
 from bastion.config import Config
 from bastion.errors import BastionError, StoreError
 
-__all__ = ["collect_secret_values", "file_modes", "fix_modes", "run_doctor", "write_bundle"]
+__all__ = [
+    "collect_secret_values",
+    "file_modes",
+    "fix_modes",
+    "newest_verified_backup_age",
+    "run_doctor",
+    "write_bundle",
+]
 
 _REDACTED = "[REDACTED]"
 _SECRETISH = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSPHRASE", "CREDENTIAL")
@@ -131,6 +138,8 @@ def _database_report(cfg: Config, path: Path, name: str, *, full: bool) -> dict[
     out: dict[str, Any] = {"path": str(path), "exists": path.exists()}
     if not path.exists():
         return out
+    # Before anything opens the file: a damaged database is when this matters most.
+    out["newest_verified_backup"] = newest_verified_backup_age(cfg, path, name, deep=full)
     check = open_check(path, cfg.store, backups_dir=cfg.backups_dir, db_name=name)
     out["open_check"] = check.to_dict()
     if not check.ok:
@@ -155,6 +164,44 @@ def _database_report(cfg: Config, path: Path, name: str, *, full: bool) -> dict[
     except BastionError as err:
         out["problem"] = err.message
     return out
+
+
+def newest_verified_backup_age(
+    cfg: Config, path: Path, name: str, *, deep: bool = True
+) -> dict[str, Any] | None:
+    """The newest verified backup of database ``name``: file, when, age in seconds, and
+    whether the database changed since it was taken. ``deep`` re-hashes and re-checks it
+    (``quick_check``) before trusting it; otherwise the manifest and size must match.
+    Read-only; None when there is no verified backup."""
+    from bastion.store.backup import SourceState, list_backups, read_source_state
+    from bastion.store.backup import newest_verified_backup as newest
+
+    if deep:
+        info = newest(cfg.backups_dir, name)
+    else:
+        info = next((b for b in list_backups(cfg.backups_dir, name) if b.verified), None)
+    if info is None:
+        return None
+    changed: bool | None = None
+    try:
+        taken = SourceState.from_dict((info.manifest or {})["source_state"])
+        changed = not read_source_state(path).same_data_as(taken)
+    except (KeyError, TypeError):
+        pass  # a manifest without the source's position: unknown
+    return {
+        "path": str(info.path),
+        "created_at": info.created_at.isoformat(),
+        "age_s": round(info.age_s(), 1),
+        "deep_verified": deep,
+        "changed_since": changed,
+    }
+
+
+def _age(seconds: float) -> str:
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def _migrations(db: Any) -> Any:
@@ -249,6 +296,7 @@ def run_doctor(cfg: Config, *, full_check: bool = True) -> dict[str, Any]:
         },
     }
     problems: list[str] = []
+    warnings: list[str] = []
     if not cfg.home.exists():
         report["problems"] = [f"{cfg.home} does not exist; run `bastion init`"]
         return report
@@ -271,8 +319,19 @@ def run_doctor(cfg: Config, *, full_check: bool = True) -> dict[str, Any]:
         last = d.get("last_scheduled_backup")
         if last and not last.get("ok"):
             problems.append(f"{name}: last scheduled backup failed: {last['error']['message']}")
-        if d.get("exists") and not d.get("last_backup"):
-            problems.append(f"{name}: no backup yet (`bastion db backup --db {name}`)")
+        if d.get("exists") and not d.get("newest_verified_backup"):
+            problems.append(
+                f"{name}: no verified backup (`bastion db backup --db {name}`; the daemon and "
+                "Home.start_maintenance() back it up on a schedule)"
+            )
+        newest = d.get("newest_verified_backup")
+        interval = cfg.backup.interval_s
+        if newest and newest["changed_since"] and interval and newest["age_s"] > 2 * interval:
+            warnings.append(
+                f"{name}: the newest verified backup is {_age(newest['age_s'])} old and the "
+                f"database changed since; scheduled backups run every {_age(interval)} where "
+                "a daemon or Home.start_maintenance() runs"
+            )
     report["vault"] = _vault_report(cfg)
     report["services"] = _services_report(cfg)
     backups = list_backups(cfg.backups_dir)
@@ -294,7 +353,7 @@ def run_doctor(cfg: Config, *, full_check: bool = True) -> dict[str, Any]:
     modes = file_modes(cfg.home)
     report["files"] = modes
     problems.extend(modes["flagged"])
-    report["warnings"] = modes["warnings"]
+    report["warnings"] = [*warnings, *modes["warnings"]]
     report["problems"] = problems
     return report
 

@@ -158,8 +158,9 @@ class Scheduler:
             self._wake.wait(timeout=wait)
             self._wake.clear()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the thread; a job that is running finishes first (bounded by ``timeout``)."""
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop the thread; a job that is running finishes first (bounded by ``timeout``;
+        None waits as long as it takes)."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:

@@ -82,6 +82,7 @@ def test_the_daemons_scheduler_runs_backup_and_retention(opened: Home) -> None:
     scheduler = build_scheduler(opened)
     assert sorted(scheduler.names()) == [
         "backup",
+        "backup-vault",
         "integrity-check",
         "retention",
         "vault-audit-retention",
@@ -89,7 +90,11 @@ def test_the_daemons_scheduler_runs_backup_and_retention(opened: Home) -> None:
     opened.settings.set("k", 1)
     backup = scheduler.run_now("backup")
     assert (backup.runs, backup.failures) == (1, 0), backup.last_error
-    assert list(opened.config.backups_dir.glob("*.db"))
+    assert list(opened.config.backups_dir.glob("bastion-*.db"))
+    opened.vault.list()  # vault.db exists once the vault was opened
+    vault_backup = scheduler.run_now("backup-vault")
+    assert (vault_backup.runs, vault_backup.failures) == (1, 0), vault_backup.last_error
+    assert list(opened.config.backups_dir.glob("vault-*.db"))
     retention = scheduler.run_now("retention")
     assert (retention.runs, retention.failures) == (1, 0), retention.last_error
     check = scheduler.run_now("integrity-check")

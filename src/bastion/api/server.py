@@ -30,10 +30,10 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import uvicorn
 
@@ -43,7 +43,7 @@ from bastion.api.state import DaemonState
 from bastion.api.supervision import stop_supervisor
 from bastion.app import Home
 from bastion.config import Config
-from bastion.errors import BastionError, ConfigError, SecretNotFound
+from bastion.errors import ConfigError, SecretNotFound
 from bastion.runfiles import (
     TOKEN_NAME,
     TOKEN_SCOPE,
@@ -55,7 +55,7 @@ from bastion.runfiles import (
     remove_handshake,
     write_handshake,
 )
-from bastion.scheduler import Job, Scheduler
+from bastion.scheduler import Scheduler
 
 __all__ = ["ServeOptions", "bind_sockets", "is_loopback", "serve"]
 
@@ -143,57 +143,15 @@ class _Server(uvicorn.Server):
 
 
 def build_scheduler(home: Home) -> Scheduler:
-    """The daemon's periodic jobs: backups and retention, on their configured intervals.
-
-    Both are blocking SQLite work and run on the scheduler's thread, one at a time; an
-    interval of 0 disables a job. The first backup runs a minute after start (not at once:
-    a daemon restarted in a loop must not back up in a loop; unchanged data is skipped).
+    """The daemon's periodic jobs (:func:`bastion.maintenance.maintenance_jobs`): backups of
+    ``bastion.db`` and ``vault.db``, retention and integrity checks, on their configured
+    intervals, run one at a time on the scheduler's thread; an interval of 0 disables a job.
     """
-    from bastion.store.backup import run_scheduled_backup
-    from bastion.store.retention import run_retention
-    from bastion.store.stats import run_scheduled_check
-
-    cfg = home.config
-
-    def emit(kind: str, subject: str, data: Mapping[str, Any]) -> None:
-        home.events.emit(kind, subject, dict(data))
-
-    def backup() -> None:
-        result = run_scheduled_backup(home, cfg, on_event=emit)
-        if result is not None:
-            log.info("scheduled backup written: %s", getattr(result, "path", result))
-
-    def retention() -> None:
-        summary = run_retention(home.db, cfg)
-        deleted = sum(t["deleted"] for t in summary["tables"].values())
-        if deleted:
-            log.info("retention deleted %d rows", deleted)
-
-    def integrity() -> None:
-        result = run_scheduled_check(home.db, cfg, full=True)
-        if not result.get("ok", False):
-            log.error("scheduled integrity check of %s failed: %s", home.db.path, result)
-            emit("store.check_failed", home.db.name, {"result": result})
-
-    def audit_retention() -> None:
-        # Every secret read writes an audit row; keep them as long as activity rows.
-        try:
-            pruned = home.vault.prune_audit(cfg.retention.activity_days)
-        except BastionError as err:  # no usable vault backend: nothing to prune
-            log.warning("vault audit retention skipped: %s", err.message)
-            return
-        if pruned:
-            log.info("pruned %s vault audit rows", pruned)
+    from bastion.maintenance import maintenance_jobs
 
     scheduler = Scheduler()
-    scheduler.add(Job("backup", cfg.backup.interval_s, backup, first_delay_s=60))
-    scheduler.add(Job("retention", cfg.retention.interval_s, retention, first_delay_s=120))
-    scheduler.add(
-        Job("vault-audit-retention", cfg.retention.interval_s, audit_retention, first_delay_s=180)
-    )
-    scheduler.add(
-        Job("integrity-check", cfg.store.integrity_check_interval_s, integrity, first_delay_s=300)
-    )
+    for job in maintenance_jobs(home):
+        scheduler.add(job)
     return scheduler
 
 

@@ -11,6 +11,13 @@ import click
 from bastion.cli._output import checked_path, config_from, emit, json_option, run_command
 
 
+def _age(seconds: float) -> str:
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 def _human(d: dict[str, Any]) -> str:
     lines = [f"home:      {d['home']}"]
     v = d["versions"]
@@ -35,6 +42,12 @@ def _human(d: dict[str, Any]) -> str:
         )
         for ns, m in (db.get("migrations") or {}).items():
             lines.append(f"  migrations {ns}: {m['applied']} applied, last {m['last']}")
+        newest = db.get("newest_verified_backup")
+        lines.append(
+            f"  backup: newest verified {_age(newest['age_s'])} ago ({Path(newest['path']).name})"
+            if newest
+            else "  backup: none verified"
+        )
     vault = d.get("vault", {})
     lines.append(
         f"vault:     {vault.get('backend')}, {vault.get('state') or str(vault.get('secrets_indexed', 0)) + ' secrets indexed'}"
