@@ -8,7 +8,7 @@ DEMO_HOME ?= $(CURDIR)/.bastion-demo
 # System packages the tests need (Debian names). Installed by `make test` when run as root.
 SYSTEM_PACKAGES := sqlite3 gnome-keyring dbus libsecret-tools chromium wrk
 
-.PHONY: run test venv system-deps lint typecheck pytest docs bench clean dist mutate
+.PHONY: run test venv system-deps lint typecheck pytest docs bench clean dist mutate node-deps ts-types
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,7 +56,21 @@ typecheck: venv
 pytest: venv
 	bash scripts/run-tests.sh $(PYTEST_ARGS)
 
-test: system-deps venv lint typecheck pytest
+# The TypeScript client's packages (clients/typescript): the committed lockfile, exactly;
+# install scripts off (.npmrc), so nothing but the registry's packages is fetched.
+TS_DIR := clients/typescript
+$(TS_DIR)/node_modules/.installed: $(TS_DIR)/package.json $(TS_DIR)/package-lock.json
+	cd $(TS_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
+node-deps: $(TS_DIR)/node_modules/.installed
+
+# Regenerate the client's types from the daemon's OpenAPI (tests fail while they are stale).
+ts-types: venv node-deps
+	$(BIN)/python scripts/openapi_json.py > $(TS_DIR)/openapi.json
+	cd $(TS_DIR) && npm run --silent generate && rm openapi.json
+
+test: system-deps venv node-deps lint typecheck pytest
 
 docs: venv
 	$(BIN)/python -m bastion._docs

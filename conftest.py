@@ -13,7 +13,7 @@ from collections.abc import Generator
 
 import pytest
 
-SYSTEM_MARKERS = ("keychain", "browser", "posix", "system_tool", "dist")
+SYSTEM_MARKERS = ("keychain", "browser", "posix", "system_tool", "dist", "node")
 
 
 def _in_ci() -> bool:

@@ -1,0 +1,152 @@
+/** spawnBastion / connectBastion: handshake, token, restart, version refusal, parent death. */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { chmod, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+import { BastionError, connectBastion, ok, spawnBastion } from "../src/index.js";
+import { EXECUTABLE, alive, tempHome, until, vaultEnv } from "./helpers.js";
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+}
+
+test("connectBastion attaches through run/daemon.json and run/token", async () => {
+  const { home, cleanup } = await tempHome();
+  const car = await spawnBastion({ home, executable: EXECUTABLE, env: vaultEnv() });
+  try {
+    const client = await connectBastion({ home });
+    assert.equal(client.baseUrl, car.handshake.url);
+    await ok(client.api.PUT("/v1/settings/{key}", { params: { path: { key: "k" } }, body: { value: 1 } }));
+    const setting = await ok(car.client.api.GET("/v1/settings/{key}", { params: { path: { key: "k" } } }));
+    assert.equal(setting.value, 1);
+  } finally {
+    assert.equal(await car.stop(), 0); // SIGTERM: a graceful stop, exit status 0
+    assert.ok(!existsSync(join(home, "run", "daemon.json")));
+    await assert.rejects(connectBastion({ home }), (err: unknown) => err instanceof BastionError && err.code === "daemon_not_running");
+    await cleanup();
+  }
+});
+
+test("a daemon of another API major is refused, naming what is supported", async () => {
+  const { home, cleanup } = await tempHome();
+  const car = await spawnBastion({ home, executable: EXECUTABLE, env: vaultEnv() });
+  try {
+    const path = join(home, "run", "daemon.json");
+    const real = await readFile(path, "utf8");
+    await writeFile(path, JSON.stringify({ ...JSON.parse(real), api_version: "2.0.0" }));
+    await assert.rejects(connectBastion({ home }), (err: unknown) => {
+      assert.ok(err instanceof BastionError);
+      assert.equal(err.code, "api_version_unsupported");
+      assert.match(err.message, /API 2\.0\.0/);
+      assert.match(err.message, /supports API 1\.x/);
+      return true;
+    });
+    await writeFile(path, real);
+  } finally {
+    await car.stop();
+    await cleanup();
+  }
+});
+
+test("after a daemon restart with a new token, a 401 re-reads the token once", async () => {
+  const { home, cleanup } = await tempHome();
+  const env = vaultEnv();
+  const port = await freePort();
+  let car = await spawnBastion({ home, executable: EXECUTABLE, env, port });
+  const client = await connectBastion({ home });
+  await ok(client.api.GET("/v1/settings"));
+  const oldToken = await readFile(join(home, "run", "token"), "ascii");
+  await car.stop();
+  await rm(join(home, "run", "token")); // the next start creates a new one
+  car = await spawnBastion({ home, executable: EXECUTABLE, env, port });
+  try {
+    assert.notEqual(await readFile(join(home, "run", "token"), "ascii"), oldToken);
+    const page = await ok(client.api.GET("/v1/settings"));
+    assert.deepEqual(page.items, []);
+  } finally {
+    await car.stop();
+    await cleanup();
+  }
+});
+
+test("after a restart on another port, connectBastion's client finds the daemon again", async () => {
+  const { home, cleanup } = await tempHome();
+  const env = vaultEnv();
+  let car = await spawnBastion({ home, executable: EXECUTABLE, env });
+  const client = await connectBastion({ home });
+  const before = client.baseUrl;
+  await car.stop();
+  car = await spawnBastion({ home, executable: EXECUTABLE, env, port: await freePort() });
+  try {
+    await ok(client.api.GET("/v1/settings"));
+    assert.notEqual(client.baseUrl, before);
+    assert.equal(client.baseUrl, car.handshake.url);
+  } finally {
+    await car.stop();
+    await cleanup();
+  }
+});
+
+test("a sidecar that exits or stays silent is a BastionError, not a hang", async () => {
+  const { dir, home, cleanup } = await tempHome();
+  try {
+    const silent = join(dir, "silent.sh");
+    await writeFile(silent, "#!/bin/sh\necho 'starting...' >&2\nexec sleep 60\n");
+    await chmod(silent, 0o755);
+    await assert.rejects(
+      spawnBastion({ home, executable: silent, handshakeTimeoutMs: 500 }),
+      (err: unknown) => err instanceof BastionError && err.code === "sidecar_timeout" && /starting\.\.\./.test(err.message),
+    );
+    const failing = join(dir, "failing.sh");
+    await writeFile(failing, "#!/bin/sh\necho 'no such home' >&2\nexit 3\n");
+    await chmod(failing, 0o755);
+    await assert.rejects(
+      spawnBastion({ home, executable: failing }),
+      (err: unknown) => err instanceof BastionError && err.code === "sidecar_exited" && /no such home/.test(err.message),
+    );
+    await assert.rejects(
+      spawnBastion({ home, executable: join(dir, "missing") }),
+      (err: unknown) => err instanceof BastionError && err.code === "sidecar_exited",
+    );
+  } finally {
+    await cleanup();
+  }
+});
+
+test("the sidecar dies with the Node process that spawned it (kill -9)", async () => {
+  const { home, cleanup } = await tempHome();
+  const app = spawn(process.execPath, [fileURLToPath(new URL("./fixtures/app.js", import.meta.url)), home, EXECUTABLE], {
+    env: vaultEnv(),
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  try {
+    const line = await new Promise<string>((resolve, reject) => {
+      let buffered = "";
+      app.stdout.setEncoding("utf8");
+      app.stdout.on("data", (text: string) => {
+        buffered += text;
+        if (buffered.includes("\n")) resolve(buffered.split("\n")[0] ?? "");
+      });
+      app.once("exit", (code) => reject(new Error(`the app exited (${code}) before the handshake`)));
+    });
+    const { pid } = JSON.parse(line) as { pid: number };
+    assert.ok(alive(pid));
+    app.kill("SIGKILL");
+    await until(async () => !alive(pid), "the daemon to follow its app", 30_000);
+    assert.ok(!existsSync(join(home, "run", "daemon.json"))); // it stopped the graceful way
+  } finally {
+    app.kill("SIGKILL");
+    await cleanup();
+  }
+});
