@@ -150,3 +150,23 @@ test("the sidecar dies with the Node process that spawned it (kill -9)", async (
     await cleanup();
   }
 });
+
+test("a Tauri web view's origin is accepted once allowed_origins names it", async () => {
+  const { home, cleanup } = await tempHome();
+  const env = { ...vaultEnv(), BASTION_API_ALLOWED_ORIGINS: "tauri://localhost,http://tauri.localhost" };
+  const car = await spawnBastion({ home, executable: EXECUTABLE, env, origin: "http://tauri.localhost" });
+  try {
+    const { response } = await car.client.api.GET("/v1/settings");
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get("access-control-allow-origin"), "http://tauri.localhost");
+    const other = await spawnBastion({ home: `${home}-2`, executable: EXECUTABLE, env: vaultEnv(), origin: "tauri://localhost" });
+    try {
+      await assert.rejects(other.client.api.GET("/v1/settings"), (err: unknown) => err instanceof BastionError && err.status === 403);
+    } finally {
+      await other.stop();
+    }
+  } finally {
+    await car.stop();
+    await cleanup();
+  }
+});
