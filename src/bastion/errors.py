@@ -52,6 +52,7 @@ action can make the same call succeed).
     │   ├── ServiceNotFound
     │   ├── InvalidTransition
     │   └── SpawnFailed
+    │       └── SecretTooShort
     └── ApiError
         ├── InvalidRequest
         ├── Unauthorized
@@ -101,6 +102,7 @@ __all__ = [
     "RestoreRefused",
     "RuleViolation",
     "SecretNotFound",
+    "SecretTooShort",
     "SecretTooLarge",
     "ServiceNotFound",
     "ServerNotInstalled",
@@ -522,6 +524,15 @@ class SpawnFailed(SupervisorError):
     code = "spawn_failed"
     default_hint = "Check that the program exists and is executable, and that cwd exists."
     default_recoverable = True
+
+
+class SecretTooShort(SpawnFailed):
+    code = "secret_too_short"
+    default_hint = (
+        "Store a value of at least 8 characters in the vault (`bastion secrets set`): shorter "
+        "ones cannot be redacted from captured output without hiding ordinary text too."
+    )
+    default_recoverable = False
 
 
 # --- api -------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import base64
 import http.server
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -89,6 +90,61 @@ def spam(count: str, secret_env: str = "") -> None:
     out.write(b"".join(chunk))
     out.flush()
     sys.stderr.flush()
+
+
+def leaky(secret_env: str, line_max: str = "16384") -> None:
+    """Print the secret in every form a program commonly emits, one per line, then cut it in
+    two across two writes (a pause between them) right where a ``line_max`` split falls, then
+    the same inside a JSON log line on stderr."""
+    value = os.environ[secret_env]
+    raw = value.encode()
+    lower_hex = re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), urllib.parse.quote(value))
+    forms = [
+        value,
+        urllib.parse.quote(value),  # keeps "/", encodes "+"
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote(value, safe=":/?=&+"),
+        lower_hex,  # %2f, not %2F
+        urllib.parse.quote_plus(value),
+        urllib.parse.urlencode({"token": value}),
+        base64.b64encode(raw).decode(),
+        base64.urlsafe_b64encode(b"x" + raw).decode(),
+        base64.b64encode(b"user:" + raw).decode(),
+        raw.hex(),
+        raw.hex().upper(),
+        json.dumps({"token": value}),
+        json.dumps({"token": value}, ensure_ascii=False).replace("/", "\\/"),
+    ]
+    out = sys.stdout.buffer
+    for i, form in enumerate(forms):
+        out.write(f"form {i}: <{form}>\n".encode())
+    out.flush()
+    cut = int(line_max) - 10
+    half = len(raw) // 2
+    out.write(b"a" * cut + raw[:half])
+    out.flush()
+    time.sleep(0.3)  # the rest arrives in a later read
+    out.write(raw[half:] + b" tail\n")
+    out.flush()
+    err = sys.stderr.buffer
+    err.write(b'{"level": "error", "msg": "auth failed", "key": "' + raw[:half])
+    err.flush()
+    time.sleep(0.3)
+    err.write(raw[half:] + b'"}\n')
+    err.flush()
+
+
+def babble(secret_env: str) -> None:
+    """Listen on $PORT and answer every connection with the secret instead of HTTP."""
+    value = os.environ[secret_env]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", int(os.environ["PORT"])))
+    sock.listen(16)
+    while True:
+        conn, _ = sock.accept()
+        conn.sendall(f"{value} is the key\r\n".encode())
+        conn.close()
 
 
 def double_fork(pid_file: str) -> None:

@@ -11,9 +11,11 @@ longer than that buffer lasts, whole chunks are dropped, counted, and a
 ``[bastion] N lines dropped`` line is stored where they were: a gap is never silent, and
 the reader never waits for storage.
 
-Every line is redacted (bytes, before decoding) with the child's :class:`Redactor`; a line
-longer than ``line_max_bytes`` is split, never inside a secret nor inside a UTF-8 character;
-invalid UTF-8 becomes U+FFFD.
+Each stream is redacted as a stream (bytes, before it is split into lines or decoded) by a
+:class:`~bastion.supervisor.redact.RedactingStream` of the child's :class:`Redactor`: a secret
+cut across two writes, or across a newline, is still found, and only what could still become
+a secret is held back. A line longer than ``line_max_bytes`` is then split, never inside a
+``[REDACTED:name]`` marker nor inside a UTF-8 character; invalid UTF-8 becomes U+FFFD.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple
 
 from bastion.supervisor._aio import within
-from bastion.supervisor.redact import Redactor
+from bastion.supervisor.redact import MARKER_PREFIX, Redactor
 
 __all__ = ["CapturedLine", "LineSplitter", "LogCapture", "Sink"]
 
@@ -52,25 +54,31 @@ class _Chunk(NamedTuple):
     data: bytes
     #: > 0: the chunk was dropped; ``data`` is then only its tail after the last newline.
     dropped: int
+    #: For a dropped chunk: the bytes just before ``data`` (at most what the redactor may
+    #: hold back), so a secret cut by the gap is still recognised. Never stored.
+    context: bytes = b""
 
 
 class LineSplitter:
     """Turns a stream's chunks into redacted, decoded, length-bounded lines (thread-safe per
-    stream: each stream has its own pending partial line)."""
+    stream: each stream has its own redacting stream and pending partial line)."""
 
     def __init__(self, redactor: Redactor, level: str, line_max_bytes: int) -> None:
-        self._redactor = redactor
+        self._redact = redactor.stream()
+        self._marker_max = redactor.marker_max
         self._level = level
         self._max = line_max_bytes
         self._pending = b""
 
     def _cut(self, data: bytes) -> int:
-        """Where to split an over-long line: at the limit, but not in a secret or a character."""
+        """Where to split an over-long line: at the limit, but not in a marker or a character."""
         cut = self._max
-        for start, end in self._redactor.spans(data[: self._max + 4096]):
-            if start < cut < end:
-                cut = start if start > 0 else end
-                break
+        # The data is redacted already; a marker cut in two would read as garbage.
+        opened = data.rfind(MARKER_PREFIX, max(0, cut - self._marker_max), cut)
+        if opened >= 0:
+            closed = data.find(b"]", opened, opened + self._marker_max)
+            if closed >= cut:
+                cut = opened if opened > 0 else closed + 1
         # Back up to the first byte of a UTF-8 sequence (continuation bytes are 10xxxxxx).
         back = 0
         while back < 3 and 0 < cut - back < len(data) and (data[cut - back] & 0xC0) == 0x80:
@@ -86,15 +94,27 @@ class LineSplitter:
             raw = raw[cut:]
         if raw.endswith(b"\r"):
             raw = raw[:-1]
-        text = self._redactor.redact(raw).decode("utf-8", "replace")
-        out.append(CapturedLine(ts, stream, self._level, text))
+        out.append(CapturedLine(ts, stream, self._level, raw.decode("utf-8", "replace")))
+
+    def _lines(self, ts: float, stream: str, data: bytes, out: list[CapturedLine]) -> None:
+        data = self._pending + data if self._pending else data
+        lines = data.split(b"\n")
+        self._pending = lines.pop()
+        for raw in lines:
+            self._line(ts, stream, raw, out)
+        while len(self._pending) > self._max:  # bound what waits for its newline, too
+            cut = self._cut(self._pending)
+            self._line(ts, stream, self._pending[:cut], out)
+            self._pending = self._pending[cut:]
 
     def feed(self, chunk: _Chunk, out: list[CapturedLine]) -> None:
-        """Split ``chunk`` into lines, redact them and append them to ``out`` (a partial line
-        waits)."""
+        """Redact ``chunk``, split it into lines and append them to ``out`` (a partial line,
+        and a tail that may start a secret, wait)."""
         if chunk.dropped:
-            # The pending partial line was the start of the first dropped line.
-            self._pending = chunk.data
+            # The pending partial line was the start of the first dropped line. The tail
+            # after the gap starts a new line; the redactor looks at the context before it.
+            self._pending = b""
+            self._redact.restart(chunk.context)
             out.append(
                 CapturedLine(
                     chunk.ts,
@@ -103,19 +123,11 @@ class LineSplitter:
                     f"[bastion] {chunk.dropped} lines dropped (log buffer full)",
                 )
             )
-            return
-        data = self._pending + chunk.data if self._pending else chunk.data
-        lines = data.split(b"\n")
-        self._pending = lines.pop()
-        for raw in lines:
-            self._line(chunk.ts, chunk.stream, raw, out)
-        while len(self._pending) > self._max:  # bound what waits for its newline, too
-            cut = self._cut(self._pending)
-            self._line(chunk.ts, chunk.stream, self._pending[:cut], out)
-            self._pending = self._pending[cut:]
+        self._lines(chunk.ts, chunk.stream, self._redact.feed(chunk.data), out)
 
     def finish(self, ts: float, stream: str, out: list[CapturedLine]) -> None:
-        """Flush the last partial line at end of stream."""
+        """Flush what the redactor held and the last partial line at end of stream."""
+        self._lines(ts, stream, self._redact.finish(), out)
         if self._pending:
             self._line(ts, stream, self._pending, out)
             self._pending = b""
@@ -186,8 +198,9 @@ class LogCapture:
             now = self._clock()
             if lines and self._queued_lines + lines > self._cap:
                 self.dropped += lines
-                tail = chunk[chunk.rfind(b"\n") + 1 :]
-                self._queue.append(_Chunk(now, stream, tail, lines))
+                at = chunk.rfind(b"\n") + 1
+                context = chunk[max(0, at - self._redactor.hold_bytes) : at]
+                self._queue.append(_Chunk(now, stream, chunk[at:], lines, context))
                 self._wake.set()
                 continue
             self._queue.append(_Chunk(now, stream, chunk, 0))

@@ -57,8 +57,9 @@ class ProbeResult:
 class ProbeCheck:
     """The latest result of one of a service's probes, as the status and the board show it.
 
-    ``detail`` comes from the probe itself (an HTTP status, an exit code, a timeout), never
-    from the child's output, so it carries no injected secret.
+    ``detail`` comes from the probe (an HTTP status, an exit code, a timeout) and may quote
+    what the child answered (a line that is not HTTP, an MCP error); the monitor redacts the
+    child's injected secrets from it, then bounds its length.
     """
 
     role: str  # startup | liveness | readiness
@@ -108,7 +109,10 @@ async def _http_status(url: str, timeout: float) -> int:
             await writer.wait_closed()
     fields = status_line.split()
     if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not fields[1].isdigit():
-        raise ValueError(f"not an HTTP response: {status_line[:80]!r}")
+        # Quoted whole and as text: the monitor redacts it before bounding its length (a
+        # cut or a repr first could leave part of a secret, or an escaped form, behind).
+        answer = status_line.rstrip(b"\r\n").decode("utf-8", "replace")
+        raise ValueError(f"not an HTTP response: {answer}")
     return int(fields[1])
 
 
@@ -200,7 +204,9 @@ class McpStdioChannel:
         finally:
             self._pending.pop(request_id, None)
         if "error" in reply:
-            return ProbeResult(False, f"mcp ping: error {reply['error']!r:.200}")
+            return ProbeResult(
+                False, f"mcp ping: error {json.dumps(reply['error'], ensure_ascii=False)}"
+            )
         return ProbeResult(True, "mcp ping")
 
     async def close(self) -> None:
@@ -229,7 +235,7 @@ async def _mcp_http(spec: ProbeSpec) -> ProbeResult:
     except TimeoutError:
         return ProbeResult(False, f"mcp ping {spec.url}: no answer in {spec.timeout_s:g}s")
     except Exception as err:  # the client raises many kinds; each is a failed probe
-        return ProbeResult(False, f"mcp ping {spec.url}: {type(err).__name__}: {err}"[:300])
+        return ProbeResult(False, f"mcp ping {spec.url}: {type(err).__name__}: {err}")
     return ProbeResult(True, "mcp ping")
 
 
@@ -278,6 +284,8 @@ class HealthHooks(Protocol):
         """The readiness probe's verdict changed."""
 
 
+#: A probe's detail is cut to this many characters (after redaction).
+DETAIL_MAX = 300
 #: Liveness when a spec declares none: "the process exists", once a second.
 DEFAULT_LIVENESS = ProbeSpec(kind="process", interval_s=1.0, failure_threshold=1)
 
@@ -293,9 +301,12 @@ class HealthMonitor:
         *,
         stdio: McpStdioChannel | None = None,
         env: dict[str, str] | None = None,
+        redact: Callable[[str], str] = str,
     ) -> None:
         self._spec = spec
         self._hooks = hooks
+        #: Applied to every probe's detail before anything sees it (the child's secrets).
+        self._redact = redact
         #: One wake-up per probe loop (main, readiness), so one poke reaches both.
         self._pokes = (asyncio.Event(), asyncio.Event())
         self._liveness_spec = spec.liveness or DEFAULT_LIVENESS
@@ -318,6 +329,10 @@ class HealthMonitor:
         """Run ``probe`` once, recording its outcome and latency for ``checks``."""
         started = time.monotonic()
         result = await probe()
+        detail = self._redact(result.detail)
+        if len(detail) > DETAIL_MAX:
+            detail = detail[: DETAIL_MAX - 1] + "…"
+        result = ProbeResult(result.ok, detail)
         previous = self._last.get(role)
         failures = 0 if result.ok else (previous.consecutive_failures if previous else 0) + 1
         self._last[role] = ProbeCheck(

@@ -1,27 +1,143 @@
-"""Redaction of injected secret values from captured output, before anything is stored.
+"""Redaction of injected secret values from a child's output, before anything is stored.
 
-For each secret the child was given, :class:`Redactor` matches the raw value, its base64
-encodings (standard and URL-safe, at each of the three byte alignments, so the value is found
-inside a longer encoded string such as an HTTP Basic ``user:password`` header) and its
-URL-encodings, and replaces each with ``[REDACTED:name]``. All variants of all secrets are
-one compiled regex alternation, longest first, working on bytes so a line is redacted before
-it is decoded and before a long line is split.
+For each secret the child was given, :class:`Redactor` finds every form a program commonly
+prints it in and replaces it with ``[REDACTED:name]``:
+
+- the value itself, **percent-encoded** with any ``safe`` set and either hex case
+  (``quote``, ``quote_plus``, ``%2f`` or ``%2F``), and **JSON-escaped** (``\\/``, ``\\"``,
+  ``\\uXXXX`` in either case, surrogate pairs): one pattern per secret matches the *decoded*
+  form -- each character is its literal bytes, or each byte as ``%XX``, or a JSON escape --
+  so no list of encoders can fall behind; mixed forms match too;
+- **base64**, standard and URL-safe, at each of the three byte alignments (so the value is
+  found inside a longer encoded string such as a Basic ``user:password`` header), with ``+``
+  and ``/`` also matched percent-encoded and ``/`` as ``\\/``;
+- **hex** of its UTF-8 bytes, either case.
+
+All patterns of all secrets are one regular expression run by RE2 (``google-re2``), a DFA:
+one pass over the bytes whatever the number of secrets and forms (Python's backtracking
+``re`` tried every alternative at most positions and ran ~60x slower on the same patterns;
+``bench/logs.py`` measures the cost against reading the pipe).
+
+A child writes in pieces, so a secret can arrive cut in two. :class:`RedactingStream` redacts
+a byte stream: what it returns is final, and it holds back only the tail that could still
+become a match -- the longest suffix that is a prefix of some form of some secret (at most
+the longest form minus one byte), found by a second expression that accepts exactly the
+prefixes of the first. Output that cannot be part of a secret (a finished line, for any
+secret without a newline in it) is never delayed. The log capture redacts the stream before
+it splits lines, so neither a write boundary nor the long-line split can cut a secret.
+
+Values shorter than :data:`MIN_SECRET_CHARS` are refused (:class:`SecretTooShort`): their
+base64 and hex fragments are a few characters long and occur in ordinary text, so redacting
+them would hide much of the log, and not redacting them would leak them.
 """
 
 from __future__ import annotations
 
 import base64
-import re
-import urllib.parse
+import dataclasses
 from collections.abc import Mapping
+from typing import Any, Protocol
 
-__all__ = ["Redactor", "variants"]
+import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
-#: Encoded fragments shorter than this are too likely to occur by chance to be redacted.
+from bastion.errors import SecretTooShort
+
+__all__ = ["MARKER_PREFIX", "MIN_SECRET_CHARS", "RedactingStream", "Redactor"]
+
+#: Values with fewer characters are refused at injection (see the module docstring).
+MIN_SECRET_CHARS = 8
+#: Encoded fragments shorter than this are not searched (only reached by 8-char values at
+#: their shortest base64 alignment, which still gives 10).
 MIN_VARIANT = 6
+#: What a redacted value becomes: ``[REDACTED:NAME]``.
+MARKER_PREFIX = b"[REDACTED:"
+#: RE2's memory budget for one redactor (program + DFA cache). 128 secrets of 128 characters
+#: compile in a few MiB; past the cache RE2 falls back to a slower engine, still exact.
+_RE2_MAX_MEM = 256 << 20
+
+# --- the pattern model -------------------------------------------------------------------------
+# A pattern is a sequence of nodes; a node is a byte class (the bytes accepted at one
+# position) or an alternation of sequences. Both the full expression and its "prefix"
+# expression are rendered from this one model, so they cannot disagree.
+
+_Class = frozenset[int]
 
 
-def _b64_variants(value: bytes) -> set[bytes]:
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Alt:
+    options: tuple[tuple[_Class | _Alt, ...], ...]
+
+
+_Node = _Class | _Alt
+_Seq = tuple[_Node, ...]
+
+_JSON_SHORT = {
+    '"': b'\\"',
+    "\\": b"\\\\",
+    "/": b"\\/",
+    "\b": b"\\b",
+    "\f": b"\\f",
+    "\n": b"\\n",
+    "\r": b"\\r",
+    "\t": b"\\t",
+}
+_PLAIN = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+
+
+def _lit(data: bytes) -> _Seq:
+    return tuple(frozenset((b,)) for b in data)
+
+
+def _any_case(data: bytes) -> _Seq:
+    return tuple(frozenset((b, ord(chr(b).swapcase()))) for b in data)
+
+
+def _percent(byte: int) -> _Seq:
+    return (frozenset(b"%"), *_any_case(b"%02x" % byte))
+
+
+def _json_u(code: int) -> _Seq:
+    return (*_lit(b"\\u"), *_any_case(b"%04x" % code))
+
+
+def _char(char: str) -> _Node:
+    """One character of a secret: its bytes (each literal or ``%XX``) or a JSON escape."""
+    # Escaped forms first: the first option that matches wins, and a literal ``\\`` or
+    # ``%`` taken for the secret's own character would leave the rest of its escape behind.
+    options: list[_Seq] = []
+    if char in _JSON_SHORT:
+        options.append(_lit(_JSON_SHORT[char]))
+    code = ord(char)
+    if code < 0x10000:
+        options.append(_json_u(code))
+    else:
+        code -= 0x10000
+        options.append((*_json_u(0xD800 + (code >> 10)), *_json_u(0xDC00 + (code & 0x3FF))))
+    by_byte: list[_Node] = []
+    for byte in char.encode("utf-8"):
+        forms = [_percent(byte), _lit(bytes((byte,)))]
+        if byte == 0x20:
+            forms.append(_lit(b"+"))  # quote_plus, form encoding
+        by_byte.append(_Alt(tuple(forms)))
+    options.append(tuple(by_byte))
+    return _Alt(tuple(options))
+
+
+def _decoded_form(value: str) -> _Seq:
+    """Raw, percent-encoded (any safe set, any hex case) and JSON-escaped ``value``."""
+    return tuple(_char(c) for c in value)
+
+
+def _b64_char(byte: int) -> _Node:
+    if byte not in b"+/":
+        return frozenset((byte,))
+    options = [_percent(byte), _lit(bytes((byte,)))]
+    if byte == 0x2F:
+        options.insert(0, _lit(b"\\/"))
+    return _Alt(tuple(options))
+
+
+def _b64_fragments(value: bytes) -> set[bytes]:
     found: set[bytes] = set()
     for encode in (base64.b64encode, base64.urlsafe_b64encode):
         for pad in range(3):
@@ -35,54 +151,228 @@ def _b64_variants(value: bytes) -> set[bytes]:
     return found
 
 
-def variants(value: str) -> set[bytes]:
-    """Every byte string that reveals ``value``: raw, base64 (3 alignments), URL-encoded."""
+def _forms(value: str) -> list[_Seq]:
     raw = value.encode("utf-8")
-    found = {raw}
-    found |= _b64_variants(raw)
-    for quoted in (urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value, safe="")):
-        found.add(quoted.encode("ascii"))
-        found.add(quoted.lower().encode("ascii"))  # %2f as well as %2F
-    return {v for v in found if v}
+    forms = [_decoded_form(value)]
+    forms += [tuple(_b64_char(b) for b in f) for f in sorted(_b64_fragments(raw))]
+    forms.append(_any_case(raw.hex().encode("ascii")))
+    return forms
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def _byte(b: int) -> str:
+    return chr(b) if b in _PLAIN else f"\\x{b:02x}"
+
+
+def _render_class(cls: _Class) -> str:
+    if len(cls) == 1:
+        return _byte(next(iter(cls)))
+    return "[" + "".join(_byte(b) for b in sorted(cls)) + "]"
+
+
+def _render(seq: _Seq) -> str:
+    out: list[str] = []
+    for node in seq:
+        if isinstance(node, _Alt):
+            out.append("(?:" + "|".join(_render(o) for o in node.options) + ")")
+        else:
+            out.append(_render_class(node))
+    return "".join(out)
+
+
+def _render_prefix(seq: _Seq, first: bool) -> str:
+    """An expression for the non-empty prefixes of ``seq`` (the whole of it included) when
+    followed by ``\\z``: every position but the first may instead match the end of the
+    text, after which every later position can only match the end too."""
+    out: list[str] = []
+    for i, node in enumerate(seq):
+        head = first and i == 0
+        if isinstance(node, _Alt):
+            out.append("(?:" + "|".join(_render_prefix(o, head) for o in node.options) + ")")
+        elif head:
+            out.append(_render_class(node))
+        else:
+            out.append("(?:" + _render_class(node) + "|\\z)")
+    return "".join(out)
+
+
+def _max_len(seq: _Seq) -> int:
+    return sum(
+        max(_max_len(o) for o in node.options) if isinstance(node, _Alt) else 1 for node in seq
+    )
+
+
+def _compile(pattern: str) -> Any:
+    options = re2.Options()
+    options.encoding = re2.Options.Encoding.LATIN1  # bytes in, one byte per character
+    options.max_mem = _RE2_MAX_MEM
+    return re2.compile(pattern.encode("ascii"), options)
+
+
+class _Match(Protocol):
+    lastindex: int | None
+
+    def span(self) -> tuple[int, int]: ...
 
 
 class Redactor:
-    """Replaces secret values in byte lines; one per child start (its injected secrets)."""
+    """Replaces every injected secret in output bytes; one per child start.
 
-    __slots__ = ("_names", "_pattern")
+    ``secrets`` maps the name shown in the marker (the env variable) to the value. An empty
+    value is ignored (nothing to hide); one of 1-7 characters raises :class:`SecretTooShort`.
+    """
+
+    __slots__ = ("_markers", "_max_len", "_pattern", "_prefix")
 
     def __init__(self, secrets: Mapping[str, str]) -> None:
-        by_variant: dict[bytes, str] = {}
-        for name, value in secrets.items():
-            if not value:
-                continue
-            for variant in variants(value):
-                by_variant.setdefault(variant, name)
-        # Longest first, so a value that contains another secret is replaced whole.
-        ordered = sorted(by_variant, key=len, reverse=True)
-        self._names = {v: f"[REDACTED:{by_variant[v]}]".encode() for v in ordered}
-        self._pattern = re.compile(b"|".join(re.escape(v) for v in ordered)) if ordered else None
+        short = sorted(n for n, v in secrets.items() if 0 < len(v) < MIN_SECRET_CHARS)
+        if short:
+            raise SecretTooShort(
+                f"the secret injected as {short[0]} has fewer than {MIN_SECRET_CHARS} "
+                "characters: it cannot be redacted from the service's output without hiding "
+                "ordinary text, so it is not injected",
+                names=short,
+            )
+        # Longest value first: a value that contains another secret is replaced whole
+        # (RE2, like Python, takes the first alternative that matches at a position).
+        ordered = sorted(((n, v) for n, v in secrets.items() if v), key=lambda nv: -len(nv[1]))
+        groups: list[str] = []
+        prefixes: list[str] = []
+        self._markers: list[bytes] = [b""]  # group number -> marker
+        self._max_len = 0
+        for name, value in ordered:
+            forms = _forms(value)
+            groups.append("(" + "|".join(_render(f) for f in forms) + ")")
+            prefixes += [_render_prefix(f, True) for f in forms]
+            self._markers.append(MARKER_PREFIX + name.encode("utf-8", "replace") + b"]")
+            self._max_len = max(self._max_len, *(_max_len(f) for f in forms))
+        self._pattern = _compile("|".join(groups)) if groups else None
+        self._prefix = _compile("(?:" + "|".join(prefixes) + ")\\z") if prefixes else None
 
     @property
     def active(self) -> bool:
         """Whether there is any secret value to redact."""
         return self._pattern is not None
 
-    def _replace(self, match: re.Match[bytes]) -> bytes:
-        return self._names[match.group(0)]
+    @property
+    def marker_max(self) -> int:
+        """The length of the longest ``[REDACTED:name]`` this redactor writes."""
+        return max(map(len, self._markers))
 
-    def redact(self, line: bytes) -> bytes:
-        """``line`` with every secret variant replaced by ``[REDACTED:name]``."""
-        if self._pattern is None:
-            return line
-        return self._pattern.sub(self._replace, line)
+    @property
+    def hold_bytes(self) -> int:
+        """The most a stream ever holds back: the longest form of any secret, minus one."""
+        return max(0, self._max_len - 1)
 
-    def spans(self, data: bytes) -> list[tuple[int, int]]:
-        """Where secrets occur in ``data``; used to never split a long line inside one."""
+    def _marker(self, match: _Match) -> bytes:
+        return self._markers[match.lastindex or 0]
+
+    def _hold_from(self, data: bytes, start: int) -> int:
+        """Where the tail of ``data`` that could still grow into a match begins (at or after
+        ``start``); ``len(data)`` when no tail could."""
+        if self._prefix is None:
+            return len(data)
+        found = self._prefix.search(data, max(start, len(data) - self._max_len))
+        return len(data) if found is None else int(found.start())
+
+    def _scan(self, data: bytes, final: bool, skip: int, out: list[bytes]) -> int:
+        """Append the redacted bytes of ``data`` that are final to ``out`` (minus the first
+        ``skip`` bytes of ``data``, context that is not output) and return where the held
+        tail starts. With ``final``, nothing is held."""
+        n = len(data)
+        hold = n if final else self._hold_from(data, 0)
+        pos = 0
+        while pos < hold:
+            match = self._pattern.search(data, pos) if self._pattern is not None else None
+            if match is None:
+                break
+            start, end = match.span()
+            if start >= hold:
+                break
+            # A match that starts before the held tail is final: a longer or earlier one
+            # would have put the tail's start at or before it. It may reach into the tail
+            # (then the tail is looked for again after it).
+            if start > pos and start > skip:
+                out.append(data[max(pos, skip) : start])
+            if end > skip:
+                out.append(self._marker(match))
+            pos = end
+            if end > hold:
+                hold = n if final else self._hold_from(data, end)
+        if hold > pos and hold > skip:
+            out.append(data[max(pos, skip) : hold])
+        return max(hold, pos)
+
+    def redact(self, data: bytes) -> bytes:
+        """``data`` with every form of every secret replaced by ``[REDACTED:name]``."""
         if self._pattern is None:
-            return []
-        return [m.span() for m in self._pattern.finditer(data)]
+            return data
+        out: list[bytes] = []
+        self._scan(data, True, 0, out)
+        return b"".join(out)
+
+    def redact_text(self, text: str) -> str:
+        """:meth:`redact` for text (a reason, a probe's detail)."""
+        if self._pattern is None:
+            return text
+        return self.redact(text.encode("utf-8", "replace")).decode("utf-8", "replace")
+
+    def stream(self) -> RedactingStream:
+        """A redactor for one byte stream that arrives in pieces."""
+        return RedactingStream(self)
 
     def __repr__(self) -> str:
         # Never the values, nor the patterns (they are the values).
-        return f"Redactor({len(self._names)} patterns)"
+        return f"Redactor({len(self._markers) - 1} secrets)"
+
+
+class RedactingStream:
+    """Redacts one stream fed in pieces: ``feed`` returns what is final, ``finish`` the rest.
+
+    Concatenating every return value gives exactly ``Redactor.redact`` of the whole stream,
+    however it was cut (the property tests hold it to that).
+    """
+
+    __slots__ = ("_pending", "_redactor", "_skip")
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+        self._pending = b""
+        #: Leading bytes of ``_pending`` that are context only (see ``restart``).
+        self._skip = 0
+
+    @property
+    def pending(self) -> int:
+        """Bytes held back, waiting to see whether they start a secret."""
+        return len(self._pending) - self._skip
+
+    def feed(self, data: bytes) -> bytes:
+        red = self._redactor
+        if not red.active:
+            return data
+        buf = self._pending + data if self._pending else data
+        out: list[bytes] = []
+        held = red._scan(buf, False, self._skip, out)
+        self._pending = buf[held:]
+        self._skip = max(0, self._skip - held)
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        """Everything still held, redacted; the stream is then empty."""
+        if not self._pending:
+            return b""
+        out: list[bytes] = []
+        self._redactor._scan(self._pending, True, self._skip, out)
+        self._pending, self._skip = b"", 0
+        return b"".join(out)
+
+    def restart(self, context: bytes) -> None:
+        """Drop what is held and go on after a gap (output dropped when the buffer was
+        full). ``context`` is the output just before the gap: it is not output again, but a
+        secret that began in it and ends after the gap is still found and replaced."""
+        keep = self._redactor.hold_bytes
+        context = (self._pending + context)[-keep:] if keep else b""
+        self._pending = context
+        self._skip = len(context)

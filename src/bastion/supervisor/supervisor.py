@@ -137,6 +137,8 @@ class _Service:
     monitor: HealthMonitor | None = None
     #: Set by an in-place spec update: the running child's monitor is rebuilt.
     reprobe: bool = False
+    #: The latest run's redactor: reasons and probe details can quote the child's output.
+    redactor: Redactor | None = None
 
     @property
     def active(self) -> bool:
@@ -479,6 +481,8 @@ class Supervisor:
     def _set(self, svc: _Service, target: ServiceState, reason: str, **extra: Any) -> None:
         old = svc.state
         check_transition(old, target, service=svc.spec.name)
+        if svc.redactor is not None:
+            reason = svc.redactor.redact_text(reason)
         svc.state, svc.reason, svc.since = target, reason, time.time()
         snap = StoredService(svc.spec.name, target, reason, svc.since, svc.policy)
         self._enqueue(lambda: self._journal.transition(snap, old, extra or None))
@@ -625,6 +629,8 @@ class Supervisor:
         spec = svc.spec
         try:
             values = await asyncio.to_thread(self._resolve_secrets, spec)
+            # Built before the spawn: a value too short to redact is refused (SecretTooShort).
+            svc.redactor = await asyncio.to_thread(Redactor, values)  # compiles: off the loop
         except BastionError as err:
             # A missing secret will not come back by restarting in a loop.
             self._set(svc, S.FAILED, err.message, code=err.code)  # STARTING -> FAILED
@@ -663,7 +669,7 @@ class Supervisor:
             levels = {"stdout": spec.logs.stdout_level, "stderr": spec.logs.stderr_level}
             run.capture = LogCapture(
                 self._sink(spec.name),
-                Redactor({f"{env}": v for env, v in values.items()}),
+                svc.redactor,
                 levels=levels,
                 batch_lines=self._cfg.log_batch_lines,
                 batch_ms=self._cfg.log_batch_ms,
@@ -741,7 +747,14 @@ class Supervisor:
             # A monitor replaced after start-up: the child already passed its startup gate.
             health = dataclasses.replace(health, startup=None)
         env = build_env(svc.spec, self._daemon_env, {})
-        return HealthMonitor(health, run.child, _Hooks(self, svc, run), stdio=run.channel, env=env)
+        return HealthMonitor(
+            health,
+            run.child,
+            _Hooks(self, svc, run),
+            stdio=run.channel,
+            env=env,
+            redact=svc.redactor.redact_text if svc.redactor is not None else str,
+        )
 
     def _record_start(self, name: str, child: ChildProcess, secret_names: tuple[str, ...]) -> int:
         row_id = self._journal.record_start(name, child.record, child.started_at, secret_names)
