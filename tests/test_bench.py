@@ -24,7 +24,7 @@ TINY: dict[str, list[str]] = {
     "repo.py": [],
     "backup.py": ["--size-mb", "4", "--rounds", "1"],
     "vault.py": ["--gets", "200", "--keychain-rounds", "2"],
-    "logs.py": [],
+    "logs.py": ["20000"],
     "supervise.py": [],
     "api.py": ["--seconds", "1", "--runs", "1"],  # needs wrk: `make test` installs it
     "cli_startup.py": ["--runs", "2"],
