@@ -1,6 +1,6 @@
 """The layering of DESIGN.md, checked on the real import graph of ``src/bastion``.
 
-    base (errors, config, _fs, _lazy, _lockfile, _platform, _types) <- store <- domains, vault <- supervisor <- app <- api, cli
+    base (errors, config, _fs, _lazy, _lockfile, _platform, _types, _credentials) <- store <- domains, vault <- supervisor <- app <- api, cli
 
 Later modules inherit these rules by their path: a new file under ``src/bastion/vault/`` is a
 vault module. Imports inside functions count too (they are still dependencies), except where a
@@ -26,6 +26,7 @@ BASE = {
     "_lockfile",
     "_platform",
     "_types",
+    "_credentials",
     "__about__",
     "__init__",
 }

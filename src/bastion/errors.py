@@ -26,6 +26,7 @@ action can make the same call succeed).
     │   ├── ReferenceViolation
     │   ├── ConstraintViolation
     │   ├── NotFound
+    │   ├── PlaintextCredential
     │   ├── MigrationError
     │   │   ├── MigrationGap
     │   │   ├── MigrationOutOfOrder
@@ -98,6 +99,7 @@ __all__ = [
     "NotADatabase",
     "NotFound",
     "PayloadTooLarge",
+    "PlaintextCredential",
     "ReferenceViolation",
     "RestoreRefused",
     "RuleViolation",
@@ -302,6 +304,17 @@ class NotFound(StoreError):
     code = "not_found"
     default_hint = "No row has that id; list the rows to find the right one."
     http_status = 404
+
+
+class PlaintextCredential(StoreError):
+    code = "plaintext_credential"
+    default_hint = (
+        "Keep credentials in the vault: `bastion secrets set NAME` (API: PUT /v1/secrets/NAME), "
+        "then store the reference `secret:global/NAME` here instead. If the value is not a "
+        "secret, repeat with --allow-plaintext (API: allow_plaintext; library: "
+        "allow_plaintext=True)."
+    )
+    http_status = 422
 
 
 class MigrationError(StoreError):

@@ -150,3 +150,19 @@ def test_traversal_in_setting_keys_is_refused(client: TestClient, opened: Home, 
     ):
         assert response.status_code in {404, 405, 422}, (key, response.text)
     assert opened.settings.list() == []
+
+
+def test_put_setting_refuses_a_credential_unless_allowed(client: TestClient, opened: Home) -> None:
+    key = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
+    r = client.put("/v1/settings/openai.api_key", json={"value": key})
+    assert r.status_code == 422
+    body = r.json()
+    assert body["code"] == "plaintext_credential"
+    assert "bastion secrets set" in body["hint"]
+    assert key not in r.text
+    assert opened.settings.get("openai.api_key") is None
+    r = client.put("/v1/settings/openai.api_key", json={"value": key, "allow_plaintext": 1})
+    assert r.status_code in (400, 422)  # a strict boolean: 1 is not true
+    r = client.put("/v1/settings/openai.api_key", json={"value": key, "allow_plaintext": True})
+    assert r.status_code == 200
+    assert opened.settings.get("openai.api_key") == key

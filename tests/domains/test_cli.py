@@ -244,3 +244,22 @@ def test_settings_get_imports_neither_the_store_engine_nor_the_repositories(
     }
     assert loaded & heavy == set()
     assert "bastion.store.oneshot" in loaded
+
+
+def test_settings_set_refuses_a_credential_and_says_how_to_store_it(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    key = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
+    code, out, err = _run(home, "settings", "set", "openai.api_key", key)
+    assert code != 0
+    assert "looks like an API key in the sk- format" in err
+    assert "bastion secrets set openai.api_key" in err
+    assert '"secret:global/openai.api_key"' in err
+    assert "--allow-plaintext" in err
+    assert key not in out + err
+    assert "Traceback" not in err
+    assert _run(home, "settings", "get", "openai.api_key")[0] == 66
+    code, out, err = _run(home, "settings", "set", "openai.api_key", key, "--json")
+    assert json.loads(out)["error"]["code"] == "plaintext_credential"
+    code, out, _ = _run(home, "settings", "set", "openai.api_key", key, "--allow-plaintext")
+    assert code == 0
+    assert _run(home, "settings", "get", "openai.api_key")[1] == f'"{key}"\n'

@@ -6,7 +6,7 @@ import pytest
 
 from bastion.domains.events import EventsRepo
 from bastion.domains.settings import SettingsRepo
-from bastion.errors import NotFound
+from bastion.errors import NotFound, PlaintextCredential
 from bastion.store import Database
 
 
@@ -98,3 +98,39 @@ def test_a_failed_set_leaves_no_event(db: Database) -> None:
         db.write(broken)  # type: ignore[arg-type]
     assert s.get("a") is None
     assert EventsRepo(db).query(kind="setting.changed").items == ()
+
+
+OPENAI = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
+
+
+def test_a_credential_is_refused_before_anything_is_written(db: Database) -> None:
+    s = SettingsRepo(db)
+    events_before = db.scalar("SELECT count(*) FROM events")
+    for key, value in (
+        ("openai.api_key", OPENAI),
+        ("integrations", {"openai": {"api_key": OPENAI}}),
+        ("db.password", "P@ssw0rd-2024!"),
+    ):
+        with pytest.raises(PlaintextCredential) as caught:
+            s.set(key, value)
+        assert key in caught.value.message
+        assert OPENAI not in caught.value.message + caught.value.hint
+        assert "bastion secrets set" in caught.value.hint
+        assert s.get(key) is None
+    assert db.scalar("SELECT count(*) FROM events") == events_before
+    # Nothing of the value reached the file either.
+    db.run_outside_transaction(lambda tx: tx.scalar("PRAGMA wal_checkpoint(TRUNCATE)"))
+    assert OPENAI.encode() not in db.path.read_bytes()
+    # The reference is what belongs there.
+    s.set("openai.api_key", "secret:global/openai.api_key")
+
+
+def test_allow_plaintext_stores_a_false_positive(db: Database) -> None:
+    s = SettingsRepo(db)
+    with pytest.raises(PlaintextCredential):
+        s.set("demo.token", "build-7Fq2Xz9L")
+    s.set("demo.token", "build-7Fq2Xz9L", allow_plaintext=True)
+    assert s.get("demo.token") == "build-7Fq2Xz9L"
+    with pytest.raises(PlaintextCredential):
+        db.write(lambda tx: SettingsRepo.set_tx(tx, "k.token", OPENAI))
+    db.write(lambda tx: SettingsRepo.set_tx(tx, "k.token", OPENAI, allow_plaintext=True))

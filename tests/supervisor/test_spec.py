@@ -142,3 +142,38 @@ def test_validate_dir_reports_every_bad_file_and_keeps_the_good(tmp_path: Path) 
     with pytest.raises(ServiceSpecError):
         load_specs(tmp_path)
     assert load_specs(tmp_path / "missing") == []
+
+
+def test_a_credential_literal_in_env_is_refused_pointing_to_secrets(tmp_path: Path) -> None:
+    token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    path = write(
+        tmp_path,
+        "agent",
+        f"""
+argv = ["{PY}", "-c", "pass"]
+env = {{ LOG_LEVEL = "info", GITHUB_TOKEN = "{token}" }}
+""",
+    )
+    with pytest.raises(ServiceSpecError) as caught:
+        load_spec(path)
+    err = caught.value
+    assert err.details["key"] == "env.GITHUB_TOKEN"
+    assert str(path) in err.message
+    assert "a GitHub token" in err.message
+    assert 'secrets = { GITHUB_TOKEN = "secret:global/github_token" }' in err.hint
+    assert "bastion secrets set github_token" in err.hint
+    assert token not in err.message + err.hint
+    # A random-looking value under a secret's name, and one inside a URL, too.
+    for env in ({"DB_PASSWORD": "Tr0ub4dor&3xyz"}, {"BROKER": "amqp://u:p4ss-w0rd@host/"}):
+        with pytest.raises(ServiceSpecError, match="looks like"):
+            parse_spec("svc", {"argv": [PY, "-c", "pass"], "env": env})
+
+
+def test_allow_plaintext_lists_the_env_names_that_only_look_like_credentials() -> None:
+    env = {"BUILD_TOKEN": "build-7Fq2Xz9L", "LOG_LEVEL": "info"}
+    spec = parse_spec(
+        "svc", {"argv": [PY, "-c", "pass"], "env": env, "allow_plaintext": ["BUILD_TOKEN"]}
+    )
+    assert spec.env == env
+    with pytest.raises(ServiceSpecError, match="allow_plaintext"):
+        parse_spec("svc", {"argv": [PY, "-c", "pass"], "env": env, "allow_plaintext": "X"})

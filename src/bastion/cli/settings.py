@@ -62,11 +62,22 @@ def get(ctx: click.Context, key: str, as_json: bool) -> None:
 @click.option(
     "--string", "as_string", is_flag=True, help="Store VALUE as a string even if it parses as JSON."
 )
+@click.option(
+    "--allow-plaintext",
+    is_flag=True,
+    help="Store VALUE even though it looks like a credential (use `secrets set` for real ones).",
+)
 @json_option
 @click.pass_context
 @run_command
-def set_(ctx: click.Context, key: str, value: str, as_string: bool, as_json: bool) -> None:
-    """Set KEY to VALUE (JSON if it parses, else a string)."""
+def set_(  # noqa: PLR0917 - click passes options as arguments
+    ctx: click.Context, key: str, value: str, as_string: bool, allow_plaintext: bool, as_json: bool
+) -> None:
+    """Set KEY to VALUE (JSON if it parses, else a string).
+
+    Values that look like credentials (API keys, tokens, private keys, passwords) are refused:
+    keep them in the vault (`bastion secrets set`) and store their `secret:` reference here.
+    """
     from bastion.app import Home
     from bastion.domains.settings.model import check_key
 
@@ -74,7 +85,7 @@ def set_(ctx: click.Context, key: str, value: str, as_string: bool, as_json: boo
     parsed = _parse_value(value, as_string)
     with Home.open(config_from(ctx), create=False) as home:
         try:
-            setting = home.settings.set(key, parsed)
+            setting = home.settings.set(key, parsed, allow_plaintext=allow_plaintext)
         except ValueError as err:
             raise click.BadParameter(str(err)) from err
     emit(

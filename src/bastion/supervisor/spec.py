@@ -8,8 +8,11 @@ stop trying for a while (``[breaker]``), how to stop it (``[stop]``) and what to
 output (``[logs]``).
 
 Everything is checked before anything starts: an unknown key, a missing program, a relative
-``cwd`` or a malformed reference raises ``ServiceSpecError`` naming the file, the key and the
-fix. Specs are frozen values; the supervisor never mutates them.
+``cwd``, a malformed reference or an ``env`` value that looks like a credential (an API key,
+a token, a private key, a password: ``bastion._credentials``; a spec file is plain text, so
+those go in the vault and ``secrets``) raises ``ServiceSpecError`` naming the file, the key
+and the fix. A literal that only looks like one is accepted when its name is listed in
+``allow_plaintext = ["NAME"]``. Specs are frozen values; the supervisor never mutates them.
 
     argv = ["python3", "-m", "speech_server", "--port", "8765"]
     cwd = "/opt/speech"
@@ -39,6 +42,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from bastion._credentials import find_credential, secret_name_for
 from bastion.errors import InvalidName, ServiceSpecError
 
 __all__ = [
@@ -245,6 +249,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "logs": LogSpec,
 }
 _TOP_KEYS = {"name", "argv", "cwd", "env", "env_allow", "secrets", "health", "autostart"}
+_TOP_KEYS |= {"allow_plaintext"}
 _TOP_KEYS |= set(_SECTIONS)
 _PROBE_ROLES = ("startup", "liveness", "readiness")
 
@@ -345,6 +350,28 @@ def _probe(where: _Where, role: str, data: Any) -> ProbeSpec:
         resolved = _resolve_program(where, f"{key}.command[0]", probe.command[0], None)
         probe = dataclasses.replace(probe, command=(resolved, *probe.command[1:]))
     return probe
+
+
+def _refuse_credentials(where: _Where, env: Mapping[str, str], allowed: Any) -> None:
+    """A credential written into ``env`` would sit in a plain file and every listing of it."""
+    if not isinstance(allowed, list | tuple) or not all(isinstance(k, str) for k in allowed):
+        raise where.error(
+            "allow_plaintext", "must be a list of env names", 'Use allow_plaintext = ["NAME"].'
+        )
+    for env_name, value in env.items():
+        if env_name in allowed:
+            continue
+        found = find_credential(env_name, value)
+        if found is None:
+            continue
+        name = secret_name_for(env_name.lower())
+        raise where.error(
+            f"env.{env_name}",
+            f"the value looks like {found[1]}; a spec is plain text, so it was refused",
+            f"Store it in the vault (`bastion secrets set {name} --prompt`) and inject it with "
+            f'secrets = {{ {env_name} = "secret:global/{name}" }} instead of env. If it is not '
+            f'a secret, add allow_plaintext = ["{env_name}"] to the spec.',
+        )
 
 
 def _resolve_program(where: _Where, key: str, program: str, cwd: Path | None) -> str:
@@ -455,6 +482,7 @@ def parse_spec(name: str, data: Mapping[str, Any], *, source: str = "<python>") 
                     "not a valid environment variable name",
                     "Use [A-Za-z_][A-Za-z0-9_]*.",
                 )
+    _refuse_credentials(where, env, data.get("allow_plaintext", []))
     clash = (set(env) | set(env_allow)) & set(secrets)
     if clash:
         first = sorted(clash)[0]

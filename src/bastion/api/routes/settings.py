@@ -9,12 +9,13 @@ costs no thread hop. Writes go through the repository (one write unit, plus the
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import Field
+from pydantic import Field, StrictBool
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
@@ -50,6 +51,11 @@ class SettingIn(_Model):
     value: Any = Field(
         description="Any JSON value except null (delete the key instead).",
         json_schema_extra={"not": {"type": "null"}},
+    )
+    allow_plaintext: StrictBool = Field(
+        default=False,
+        description="Store the value even though it looks like a credential (otherwise "
+        "`422 plaintext_credential`: keep credentials in the vault, /v1/secrets).",
     )
 
 
@@ -127,10 +133,16 @@ def fast_routes() -> list[BaseRoute]:
 
 @router.put("/{key}", response_model=SettingOut)
 async def set_setting(state: State, key: KeyPath, body: SettingIn) -> SettingOut:
-    """Store any JSON value under ``key`` (records a ``setting.changed`` event)."""
+    """Store any JSON value under ``key`` (records a ``setting.changed`` event). A value that
+    looks like a credential is refused (422 ``plaintext_credential``) unless
+    ``allow_plaintext`` is true."""
     if body.value is None:
         raise _null_value()
-    setting = await asyncio.to_thread(state.home.settings.set, key, body.value)
+    setting = await asyncio.to_thread(
+        functools.partial(
+            state.home.settings.set, key, body.value, allow_plaintext=body.allow_plaintext
+        )
+    )
     return SettingOut.of(setting)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar, cast, overload
 
+from bastion._credentials import refuse_setting
 from bastion.domains.events.repo import emit_tx
 from bastion.domains.settings import queries as q
 from bastion.domains.settings.model import Setting, check_key, not_set, setting_from_row
@@ -60,9 +61,16 @@ class SettingsRepo(Repo):
         check_key(key)
         return setting_from_row(key, self.db.lookup(q.GET, (key,)))
 
-    def set(self, key: str, value: Any, *, ts: float | None = None) -> Setting:
-        """Store ``value`` (anything JSON can hold) under ``key``; records ``setting.changed``."""
+    def set(
+        self, key: str, value: Any, *, ts: float | None = None, allow_plaintext: bool = False
+    ) -> Setting:
+        """Store ``value`` (anything JSON can hold) under ``key``; records ``setting.changed``.
+
+        A value that looks like a credential is refused (:class:`PlaintextCredential`, see
+        ``bastion._credentials``) unless ``allow_plaintext``."""
         check_key(key)
+        if not allow_plaintext:
+            refuse_setting(key, value)
         if value is None:
             raise ValueError(f"setting {key!r}: None is not a value; delete the key instead")
         text = to_json(value, field=f"setting {key!r}")
@@ -70,10 +78,18 @@ class SettingsRepo(Repo):
 
     @staticmethod
     def set_tx(
-        tx: WriteTx, key: str, value: Any, *, ts: float | None = None, _text: str | None = None
+        tx: WriteTx,
+        key: str,
+        value: Any,
+        *,
+        ts: float | None = None,
+        _text: str | None = None,
+        allow_plaintext: bool = False,
     ) -> Setting:
-        """``set`` inside the caller's write unit."""
+        """``set`` inside the caller's write unit (the same credential check)."""
         check_key(key)
+        if not allow_plaintext and _text is None:
+            refuse_setting(key, value)
         text = _text if _text is not None else to_json(value, field=f"setting {key!r}")
         event = emit_tx(tx, "setting.changed", key, {"key": key, "action": "set"}, ts=ts)
         tx.execute(q.UPSERT, (key, text, event.ts))
