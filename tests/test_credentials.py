@@ -13,10 +13,13 @@ from bastion.errors import PlaintextCredential, StoreError
 # Made-up values in the shape of each format (none is a real key).
 OPENAI = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
 ANTHROPIC = "sk-ant-api03-" + "x7Yh2Kq9Lm4Np8Rs3Tv6Wz1Bc5Df0Gj"
-JWT = ".".join(
-    base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
-    for part in ({"alg": "HS256", "typ": "JWT"}, {"sub": "1234567890", "name": "Ada"})
-) + ".SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+JWT = (
+    ".".join(
+        base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
+        for part in ({"alg": "HS256", "typ": "JWT"}, {"sub": "1234567890", "name": "Ada"})
+    )
+    + ".SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+)
 PEM = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----"
 
 FOUND = [

@@ -29,6 +29,7 @@ and its key, in microseconds, with no dependency.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import Counter
@@ -130,7 +131,7 @@ def sensitive_key(key: str) -> bool:
     parts = [p.lower() for p in _KEY_PARTS.findall(key)]
     if any(p in _SECRET_WORDS for p in parts):
         return True
-    return any(a in _KEY_QUALIFIERS and b == "key" for a, b in zip(parts, parts[1:], strict=False))
+    return any(a in _KEY_QUALIFIERS and b == "key" for a, b in itertools.pairwise(parts))
 
 
 def _entropy(text: str) -> float:
