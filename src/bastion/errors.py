@@ -307,6 +307,8 @@ class NotFound(StoreError):
 
 
 class PlaintextCredential(StoreError):
+    """A value that looks like a credential was refused by a plain-text table."""
+
     code = "plaintext_credential"
     default_hint = (
         "Keep credentials in the vault: `bastion secrets set NAME` (API: PUT /v1/secrets/NAME), "
@@ -540,6 +542,8 @@ class SpawnFailed(SupervisorError):
 
 
 class SecretTooShort(SpawnFailed):
+    """A secret too short to redact from captured output was not injected."""
+
     code = "secret_too_short"
     default_hint = (
         "Store a value of at least 8 characters in the vault (`bastion secrets set`): shorter "

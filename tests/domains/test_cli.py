@@ -259,7 +259,7 @@ def test_settings_set_refuses_a_credential_and_says_how_to_store_it(tmp_path: Pa
     assert "Traceback" not in err
     assert _run(home, "settings", "get", "openai.api_key")[0] == 66
     code, out, err = _run(home, "settings", "set", "openai.api_key", key, "--json")
-    assert json.loads(out)["error"]["code"] == "plaintext_credential"
+    assert json.loads(out)["code"] == "plaintext_credential"
     code, out, _ = _run(home, "settings", "set", "openai.api_key", key, "--allow-plaintext")
     assert code == 0
     assert _run(home, "settings", "get", "openai.api_key")[1] == f'"{key}"\n'

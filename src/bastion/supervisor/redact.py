@@ -349,6 +349,7 @@ class RedactingStream:
         return len(self._pending) - self._skip
 
     def feed(self, data: bytes) -> bytes:
+        """The redacted bytes of ``data`` (and of what was held) that are final."""
         red = self._redactor
         if not red.active:
             return data

@@ -219,6 +219,8 @@ class ServiceSpec:
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: Names copied from the daemon's own environment (the child starts from an empty one).
     env_allow: tuple[str, ...] = ()
+    #: Names in env whose values only look like credentials (else refused: use secrets).
+    allow_plaintext: tuple[str, ...] = ()
     #: Environment variables filled from the vault at spawn: NAME = "secret:scope/name".
     secrets: Mapping[str, SecretRef] = dataclasses.field(default_factory=dict)
     #: The health probes ([health.startup], [health.liveness], [health.readiness]).
@@ -482,7 +484,8 @@ def parse_spec(name: str, data: Mapping[str, Any], *, source: str = "<python>") 
                     "not a valid environment variable name",
                     "Use [A-Za-z_][A-Za-z0-9_]*.",
                 )
-    _refuse_credentials(where, env, data.get("allow_plaintext", []))
+    allow_plaintext = data.get("allow_plaintext", [])
+    _refuse_credentials(where, env, allow_plaintext)
     clash = (set(env) | set(env_allow)) & set(secrets)
     if clash:
         first = sorted(clash)[0]
@@ -527,6 +530,7 @@ def parse_spec(name: str, data: Mapping[str, Any], *, source: str = "<python>") 
         cwd=cwd,
         env=dict(env),
         env_allow=tuple(env_allow),
+        allow_plaintext=tuple(allow_plaintext),
         secrets=secrets,
         health=health,
         autostart=autostart,
