@@ -53,14 +53,24 @@ class VoiceTray:
 
     @classmethod
     async def open(
-        cls, cfg: Config, *, config_path: Path, speech: ServiceSpec | None = None
+        cls,
+        cfg: Config,
+        *,
+        config_path: Path,
+        speech: ServiceSpec | None = None,
+        keep_config_backup: bool = True,
     ) -> VoiceTray:
+        """Open everything in the start-up order above; ``keep_config_backup=False`` keeps no
+        plaintext copy of ``config.json`` when its secrets move to the vault."""
+
         def blocking() -> tuple[Home, SecretsManager, AppDatabase, ConfigMigration]:
             home = Home.open(cfg)
             try:
                 secrets = SecretsManager.open(cfg)
                 try:
-                    migration = migrate_plaintext_config(secrets.vault, config_path)
+                    migration = migrate_plaintext_config(
+                        secrets.vault, config_path, keep_backup=keep_config_backup
+                    )
                     db = AppDatabase.attach(home)
                 except BaseException:
                     secrets.close()

@@ -11,6 +11,9 @@ JSON. At start-up :func:`migrate_plaintext_config` moves each non-empty one into
 * values go to the vault first, the file is replaced atomically last, the original is kept
   beside it as a 0600 backup; a crash in between re-runs cleanly (the stored values are
   unchanged, so nothing is written twice);
+* that backup holds the plaintext values: the migration says where it is (``warning``, and a
+  log warning), ``bastion doctor`` lists it until ``bastion secrets import --purge-backups``
+  deletes it, and ``keep_backup=False`` makes none;
 * a second start finds only references and changes nothing.
 
 The seed's ``*_configured`` flags are not stored in the file: they are
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,8 @@ from bastion.vault.importer import ImportReport, import_file
 from examples.voice_tray.secrets import ELEVENLABS_API_KEY, N8N_WEBHOOK_URL, RABBITMQ_URL, SCOPE
 
 __all__ = ["PLAINTEXT_FIELDS", "ConfigMigration", "migrate_plaintext_config"]
+
+log = logging.getLogger(__name__)
 
 #: JSON path in config.json -> vault name.
 PLAINTEXT_FIELDS = {
@@ -46,8 +52,10 @@ class ConfigMigration:
     path: str
     #: vault names stored (or found already stored with the same value) by this run
     moved: tuple[str, ...]
-    #: where the original was kept (0600), when the file was rewritten
+    #: where the original was kept (0600, plaintext), when the file was rewritten
     backup: str | None
+    #: what to tell the user about that copy (None when none was kept)
+    warning: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -62,10 +70,13 @@ def _field(data: Any, path: str) -> Any:
     return node
 
 
-def migrate_plaintext_config(vault: Vault, path: Path) -> ConfigMigration:
+def migrate_plaintext_config(
+    vault: Vault, path: Path, *, keep_backup: bool = True
+) -> ConfigMigration:
     """Move the plaintext secrets of ``path`` into ``vault``; see the module docstring.
 
     A missing file is nothing to migrate. Empty fields are left alone (nothing to keep).
+    With ``keep_backup`` the original is kept (plaintext, 0600) and a warning says where.
     """
     if not path.is_file():
         return ConfigMigration(str(path), (), None)
@@ -87,7 +98,9 @@ def migrate_plaintext_config(vault: Vault, path: Path) -> ConfigMigration:
     if not pending:
         return ConfigMigration(str(path), (), None)
     report: ImportReport = import_file(
-        vault, path, scope=SCOPE, actor="voice_tray-config", names=pending
+        vault, path, scope=SCOPE, actor="voice_tray-config", names=pending, backup=keep_backup
     )
     moved = tuple(item.name for item in report.items if item.action in ("set", "unchanged"))
-    return ConfigMigration(str(path), moved, report.backup)
+    if report.warning:
+        log.warning("config migration: %s", report.warning)
+    return ConfigMigration(str(path), moved, report.backup, report.warning)

@@ -3,7 +3,8 @@ secret.
 
 The report covers posture (pragmas as read back), versions, migration state per namespace,
 ``integrity_check`` and ``foreign_key_check`` of each database, the vault (backend, index,
-consistency when the backend is reachable), services and the daemon, backups, disk space, and
+consistency when the backend is reachable), the plaintext copies imports kept that are still
+on disk (each one a problem), services and the daemon, backups, disk space, and
 the mode of every file and directory in the home (0600/0700 expected; anything readable or
 writable by group or others is flagged).
 
@@ -260,6 +261,20 @@ def _vault_report(cfg: Config) -> dict[str, Any]:
     return out
 
 
+def _plaintext_backups(cfg: Config) -> list[dict[str, Any]]:
+    """The copies imports kept that are still on disk (from vault.db alone: no backend)."""
+    if not cfg.vault_db_path.exists():
+        return []
+    from bastion.store import Database
+    from bastion.vault.plaintext_backups import recorded
+
+    try:
+        with Database.open(cfg.vault_db_path, cfg.store, name="vault", create=False) as db:
+            return [b.to_dict() for b in recorded(db)]
+    except BastionError:
+        return []  # the database section reports why vault.db cannot be read
+
+
 def _services_report(cfg: Config) -> dict[str, Any]:
     from bastion.runfiles import pid_alive, read_handshake
 
@@ -333,6 +348,12 @@ def run_doctor(cfg: Config, *, full_check: bool = True) -> dict[str, Any]:
                 "a daemon or Home.start_maintenance() runs"
             )
     report["vault"] = _vault_report(cfg)
+    report["plaintext_backups"] = _plaintext_backups(cfg)
+    for copy in report["plaintext_backups"]:
+        problems.append(
+            f"{copy['path']}: a plaintext copy of {copy['source']} kept by an import; delete "
+            "it once the import is checked (`bastion secrets import --purge-backups`)"
+        )
     report["services"] = _services_report(cfg)
     backups = list_backups(cfg.backups_dir)
     report["backups"] = {

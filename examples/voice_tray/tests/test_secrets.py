@@ -128,6 +128,33 @@ def test_plaintext_config_is_migrated_into_the_vault(
     assert stat.S_IMODE(Path(result.backup).stat().st_mode) == 0o600
 
 
+def test_the_migration_says_its_backup_holds_plaintext_and_can_keep_none(
+    secrets: SecretsManager, v1_config: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bastion.vault.plaintext_backups import recorded
+
+    plain = v1_config.read_text(encoding="utf-8")
+    with caplog.at_level("WARNING", logger="examples.voice_tray.config"):
+        result = migrate_plaintext_config(secrets.vault, v1_config)
+    assert result.backup is not None
+    assert result.warning is not None
+    assert result.backup in result.warning
+    assert "plaintext" in result.warning
+    assert "--purge-backups" in result.warning
+    assert result.backup in caplog.text
+    assert SENTINEL_KEY not in caplog.text + result.warning
+    assert [b.path for b in recorded(secrets.vault.db)] == [result.backup]
+
+    other = tmp_path / "second" / "config.json"
+    other.parent.mkdir()
+    other.write_text(plain, encoding="utf-8")
+    quiet = migrate_plaintext_config(secrets.vault, other, keep_backup=False)
+    assert quiet.moved
+    assert quiet.backup is None
+    assert quiet.warning is None
+    assert list(other.parent.iterdir()) == [other]
+
+
 def test_config_migration_is_idempotent(secrets: SecretsManager, v1_config: Path) -> None:
     migrate_plaintext_config(secrets.vault, v1_config)
     after_first = v1_config.read_bytes()

@@ -254,19 +254,49 @@ def status(ctx: click.Context, scope: str, declared: tuple[str, ...], as_json: b
 
 
 @secrets.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
 @_scope_option
 @click.option("--dry-run", is_flag=True, help="Show what would move; change nothing.")
+@click.option(
+    "--no-backup",
+    is_flag=True,
+    help="Keep no copy of the original (by default a 0600 copy, which holds the plaintext).",
+)
+@click.option(
+    "--purge-backups",
+    is_flag=True,
+    help="Import nothing: delete the plaintext copies earlier imports kept (of FILE, or all).",
+)
 @json_option
 @click.pass_context
 @run_command
-def import_(ctx: click.Context, file: str, scope: str, dry_run: bool, as_json: bool) -> None:
-    """Move plaintext secrets of a .env, MCP config or JSON file into the vault; scrub it."""
+def import_(  # noqa: PLR0917 - click passes options as arguments
+    ctx: click.Context,
+    file: str | None,
+    scope: str,
+    dry_run: bool,
+    no_backup: bool,
+    purge_backups: bool,
+    as_json: bool,
+) -> None:
+    """Move plaintext secrets of a .env, MCP config or JSON file into the vault; scrub it.
+
+    The original is kept beside FILE as FILE.bastion-backup-<time> (0600): it holds the
+    plaintext values, so delete it once the import is checked (--purge-backups; `bastion
+    doctor` lists the copies still on disk), or make none with --no-backup.
+    """
+    if purge_backups:
+        _purge_backups(ctx, file, as_json)
+        return
+    if file is None:
+        raise click.UsageError("Missing argument 'FILE' (or use --purge-backups).")
     from bastion.vault.importer import import_file
 
     _check_names(None, scope)
     with _vault(ctx) as vault:
-        report = import_file(vault, file, scope=scope, dry_run=dry_run, actor="cli")
+        report = import_file(
+            vault, file, scope=scope, dry_run=dry_run, actor="cli", backup=not no_backup
+        )
 
     def human(d: dict[str, Any]) -> str:
         lines = [f"{d['file']} ({d['format']}){' [dry run]' if d['dry_run'] else ''}"]
@@ -275,12 +305,30 @@ def import_(ctx: click.Context, file: str, scope: str, dry_run: bool, as_json: b
                 f"  {item['location']:40} -> {item['scope']}/{item['name']}: {item['action']}"
             )
         if d["rewritten"]:
-            lines.append(f"rewritten with references; original kept at {d['backup']} (0600)")
+            lines.append("rewritten with references")
+            if d["warning"]:
+                lines.append(f"warning: {d['warning']}")
+            else:
+                lines.append("no copy of the original was kept (--no-backup)")
         elif not d["dry_run"]:
             lines.append("nothing to change")
         return "\n".join(lines)
 
     emit(report.to_dict(), as_json, human)
+
+
+def _purge_backups(ctx: click.Context, file: str | None, as_json: bool) -> None:
+    from bastion.vault.plaintext_backups import purge
+
+    with _vault(ctx) as vault:
+        deleted = purge(vault, file, actor="cli")
+
+    def human(d: dict[str, Any]) -> str:
+        if not d["deleted"]:
+            return "no plaintext copies to delete"
+        return "\n".join(f"deleted {p}" for p in d["deleted"])
+
+    emit({"deleted": deleted}, as_json, human)
 
 
 @secrets.command()

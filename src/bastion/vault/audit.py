@@ -37,6 +37,9 @@ class Operation(enum.StrEnum):
     RECONCILE_ADOPT = "reconcile-adopt"
     RECONCILE_DROP = "reconcile-drop"
     REKEY = "rekey"
+    #: An import kept a plaintext copy of a file it scrubbed (the path in ``detail``).
+    PLAINTEXT_BACKUP = "plaintext-backup"
+    PLAINTEXT_BACKUP_PURGED = "plaintext-backup-purged"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -157,8 +160,13 @@ class AuditLog:
         """Delete rows older than ``before`` (epoch seconds); returns how many. Destructive:
         the retention job calls it with its configured age."""
         self.flush()
+        # Records of plaintext copies are kept: `bastion doctor` lists the copies still on
+        # disk from them, however old (plaintext_backups.py).
         return self._db.write(
-            lambda tx: tx.execute("DELETE FROM vault_audit WHERE ts < ?", (before,))
+            lambda tx: tx.execute(
+                "DELETE FROM vault_audit WHERE ts < ? AND operation != ?",
+                (before, str(Operation.PLAINTEXT_BACKUP)),
+            )
         )
 
     def close(self) -> None:

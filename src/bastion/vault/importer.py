@@ -3,9 +3,12 @@
 For each secret-looking value: store it in the vault, then rewrite the file atomically with a
 reference (``secret:scope/name``) in its place, keeping the file's formatting as far as the
 format allows (``.env``: every other byte of the line; JSON: key order and indentation). The
-original is kept beside the file as a 0600 backup. The order makes it crash-safe and
-idempotent: values go to the vault first (unchanged values are not written again), the file is
-replaced in one rename last; a second run finds only references and changes nothing.
+original is kept beside the file as a 0600 backup -- a plaintext copy, recorded so that
+``bastion doctor`` lists it until ``secrets import --purge-backups`` deletes it, or not made
+at all with ``backup=False`` (:mod:`~bastion.vault.plaintext_backups`). The order makes it
+crash-safe and idempotent: values go to the vault first (unchanged values are not written
+again), the file is replaced in one rename last; a second run finds only references and
+changes nothing.
 
 What looks secret (:func:`looks_secret`): a name such as ``*_API_KEY``/``token``/``password``,
 a known key prefix (``sk-``, ``ghp_``, ``xoxb-``, ``AIza``, ...), a URL with a password, or a
@@ -24,15 +27,16 @@ import json
 import math
 import os
 import re
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from bastion._credentials import KNOWN_PREFIXES, URL_WITH_PASSWORD
 from bastion._fs import atomic_write
 from bastion.errors import ImportFailed, RuleViolation
 from bastion.vault.audit import Operation
+from bastion.vault.plaintext_backups import write_backup
 from bastion.vault.rules import validate_name, validate_scope
 from bastion.vault.secret import REFERENCE_PREFIX, format_reference
 
@@ -58,29 +62,6 @@ _SECRET_NAME = re.compile(
     r"private[_\-.]?key|access[_\-.]?key|auth[_\-.]?key|client[_\-.]?secret|webhook|"
     r"\bdsn\b|conn(ection)?[_\-.]?str(ing)?|session[_\-.]?key|signing[_\-.]?key)"
 )
-KNOWN_PREFIXES = (
-    "sk-",
-    "sk_live_",
-    "sk_test_",
-    "rk_live_",
-    "ghp_",
-    "gho_",
-    "ghs_",
-    "ghu_",
-    "github_pat_",
-    "glpat-",
-    "xoxb-",
-    "xoxp-",
-    "xoxa-",
-    "xapp-",
-    "AIza",
-    "AKIA",
-    "hf_",
-    "npm_",
-    "pypi-",
-    "-----BEGIN",
-)
-_URL_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.\-]*://[^/@:\s]+:[^/@\s]+@", re.IGNORECASE)
 _FLAG = re.compile(r"(?i)^(true|false|yes|no|on|off|null|none|enabled|disabled)$")
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
@@ -98,7 +79,7 @@ def looks_secret(key: str, value: object) -> bool:
     text = value.strip()
     if _FLAG.match(text):  # AUTH_TOKEN_ENABLED=true is a switch, not a token
         return False
-    if text.startswith(KNOWN_PREFIXES) or _URL_WITH_PASSWORD.match(text):
+    if text.startswith(KNOWN_PREFIXES) or URL_WITH_PASSWORD.match(text):
         return True
     if _SECRET_NAME.search(key):
         return True  # numbers too: SMTP_PASSWORD=123456 is still a password
@@ -134,8 +115,11 @@ class ImportReport:
     format: str
     items: tuple[ImportItem, ...]
     rewritten: bool
+    #: The 0600 copy of the original file, which holds the plaintext values (None: none made).
     backup: str | None
     dry_run: bool
+    #: Said when a plaintext copy was kept: where it is and how to delete it.
+    warning: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data (names and locations, never values)."""
@@ -294,12 +278,15 @@ def import_file(
     dry_run: bool = False,
     actor: str = "import",
     names: Mapping[str, str] | None = None,
+    backup: bool = True,
 ) -> ImportReport:
     """Move the plaintext secrets of ``path`` into ``vault`` and scrub the file.
 
     ``names`` (JSON path ``a.b.c`` or .env key -> secret name) picks exactly which entries to
     import and under which names (seed 001's auto-migration of its known fields); without it,
-    :func:`looks_secret` decides and names are derived from the keys.
+    :func:`looks_secret` decides and names are derived from the keys. With ``backup`` (the
+    default) the original is kept beside the file, 0600, and recorded
+    (:mod:`~bastion.vault.plaintext_backups`); the report's ``warning`` says where.
     """
     validate_scope(scope)
     file = Path(path)
@@ -370,22 +357,22 @@ def import_file(
         new_text = json.dumps(data, indent=_json_indent(text), ensure_ascii=False)
         if text.endswith("\n"):
             new_text += "\n"
-    backup = _backup(file, raw)
+    copy = write_backup(vault, file, raw, actor=actor) if backup else None
     mode = file.stat().st_mode & 0o777
     atomic_write(file, new_text, mode=mode)
-    return ImportReport(str(file), fmt, tuple(items), True, str(backup), False)
+    return ImportReport(
+        str(file), fmt, tuple(items), True, str(copy) if copy else None, False, _warning(copy)
+    )
 
 
-def _backup(file: Path, raw: bytes) -> Path:
-    """The original beside the file, 0600 (it holds the plaintext the import removed)."""
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    target = file.with_name(f"{file.name}.bastion-backup-{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = file.with_name(f"{file.name}.bastion-backup-{stamp}-{n}")
-    atomic_write(target, raw, mode=0o600)
-    return target
+def _warning(copy: Path | None) -> str | None:
+    if copy is None:
+        return None
+    return (
+        f"{copy} holds the plaintext values this import moved to the vault (0600, kept "
+        "until deleted); check the import, then delete it with `bastion secrets import "
+        "--purge-backups`"
+    )
 
 
 # --- bundled -> per record -------------------------------------------------------------------
@@ -435,9 +422,11 @@ def migrate_bundled_json(
     scope: str,
     key: str = "secrets",
     actor: str = "migrate",
+    backup: bool = True,
 ) -> dict[str, int]:
     """Seed 002's shape: a JSON record with a bundled ``secrets`` object. Moves every key to
-    its own vault record, then removes the bundle from the file (0600 backup kept)."""
+    its own vault record, then removes the bundle from the file (with ``backup``, a recorded
+    0600 copy of the original is kept: see :mod:`~bastion.vault.plaintext_backups`)."""
     file = Path(path)
     raw = file.read_bytes()
     text = raw.decode("utf-8")
@@ -451,7 +440,8 @@ def migrate_bundled_json(
     def clear() -> None:
         del data[key]
         new_text = json.dumps(data, indent=_json_indent(text), ensure_ascii=False)
-        _backup(file, raw)
+        if backup:
+            write_backup(vault, file, raw, actor=actor)
         atomic_write(file, new_text + ("\n" if text.endswith("\n") else ""), mode=0o600)
 
     return migrate_bundle(vault, bundle, scope=scope, actor=actor, on_complete=clear)
