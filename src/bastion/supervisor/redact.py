@@ -36,9 +36,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, Protocol
 
-import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
+from re2 import _re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
 from bastion.errors import SecretTooShort
 
@@ -51,6 +50,8 @@ MIN_SECRET_CHARS = 8
 MIN_VARIANT = 6
 #: What a redacted value becomes: ``[REDACTED:NAME]``.
 MARKER_PREFIX = b"[REDACTED:"
+#: Matched texts whose secret is remembered (a dict of at most this many entries).
+_SEEN_MAX = 256
 #: RE2's memory budget for one redactor (program + DFA cache). 128 secrets of 128 characters
 #: compile in a few MiB; past the cache RE2 falls back to a slower engine, still exact.
 _RE2_MAX_MEM = 256 << 20
@@ -204,17 +205,40 @@ def _max_len(seq: _Seq) -> int:
     )
 
 
-def _compile(pattern: str) -> Any:
-    options = re2.Options()
-    options.encoding = re2.Options.Encoding.LATIN1  # bytes in, one byte per character
-    options.max_mem = _RE2_MAX_MEM
-    return re2.compile(pattern.encode("ascii"), options)
+class _Engine:
+    """One RE2 program over bytes (Latin-1: one byte, one character), called through the
+    package's binding directly: its Python layer builds a match object per call, which cost
+    more than the search itself when a child prints a secret on every line."""
+
+    __slots__ = ("_rx",)
+
+    def __init__(self, pattern: str) -> None:
+        options = _re2.RE2.Options()
+        options.encoding = _re2.RE2.Options.Encoding.LATIN1
+        options.max_mem = _RE2_MAX_MEM
+        options.log_errors = False
+        options.never_capture = True  # spans only: no submatch engine after the DFA
+        self._rx = _re2.RE2(pattern.encode("ascii"), options)
+        if not self._rx.ok():  # pragma: no cover - the patterns are built, not written
+            raise ValueError(f"redaction pattern refused by RE2: {self._rx.error()!r}")
+
+    def search(self, data: bytes, pos: int) -> tuple[int, int] | None:
+        """The leftmost(-first) match at or after ``pos``."""
+        start, end = self.span_from(data, pos)
+        return None if start < 0 else (start, end)
+
+    def span_from(self, data: bytes, pos: int) -> tuple[int, int]:
+        """:meth:`search` as RE2 answers it: ``(-1, -1)`` when nothing matches."""
+        span: tuple[int, int] = self._rx.Match(_UNANCHORED, data, pos, len(data))[0]
+        return span
+
+    def whole(self, data: bytes, start: int, end: int) -> bool:
+        """Whether ``data[start:end]`` is a match, exactly."""
+        return bool(self._rx.Match(_BOTH, data, start, end)[0][0] >= 0)
 
 
-class _Match(Protocol):
-    lastindex: int | None
-
-    def span(self) -> tuple[int, int]: ...
+_UNANCHORED = _re2.RE2.Anchor.UNANCHORED
+_BOTH = _re2.RE2.Anchor.ANCHOR_BOTH
 
 
 class Redactor:
@@ -224,7 +248,7 @@ class Redactor:
     value is ignored (nothing to hide); one of 1-7 characters raises :class:`SecretTooShort`.
     """
 
-    __slots__ = ("_markers", "_max_len", "_pattern", "_prefix")
+    __slots__ = ("_each", "_markers", "_max_len", "_pattern", "_prefix", "_seen")
 
     def __init__(self, secrets: Mapping[str, str]) -> None:
         short = sorted(n for n, v in secrets.items() if 0 < len(v) < MIN_SECRET_CHARS)
@@ -238,18 +262,22 @@ class Redactor:
         # Longest value first: a value that contains another secret is replaced whole
         # (RE2, like Python, takes the first alternative that matches at a position).
         ordered = sorted(((n, v) for n, v in secrets.items() if v), key=lambda nv: -len(nv[1]))
-        groups: list[str] = []
+        each: list[str] = []
         prefixes: list[str] = []
-        self._markers: list[bytes] = [b""]  # group number -> marker
+        self._markers: list[bytes] = []
         self._max_len = 0
         for name, value in ordered:
             forms = _forms(value)
-            groups.append("(" + "|".join(_render(f) for f in forms) + ")")
+            each.append("(?:" + "|".join(_render(f) for f in forms) + ")")
             prefixes += [_render_prefix(f, True) for f in forms]
             self._markers.append(MARKER_PREFIX + name.encode("utf-8", "replace") + b"]")
             self._max_len = max(self._max_len, *(_max_len(f) for f in forms))
-        self._pattern = _compile("|".join(groups)) if groups else None
-        self._prefix = _compile("(?:" + "|".join(prefixes) + ")\\z") if prefixes else None
+        self._pattern = _Engine("|".join(each)) if each else None
+        self._prefix = _Engine("(?:" + "|".join(prefixes) + ")\\z") if prefixes else None
+        #: Per secret, to name the one a match is of (only needed with more than one).
+        self._each = [_Engine(p) for p in each] if len(each) > 1 else []
+        #: Matched bytes -> their marker (bounded; only with more than one secret).
+        self._seen: dict[bytes, bytes] = {}
 
     @property
     def active(self) -> bool:
@@ -259,15 +287,29 @@ class Redactor:
     @property
     def marker_max(self) -> int:
         """The length of the longest ``[REDACTED:name]`` this redactor writes."""
-        return max(map(len, self._markers))
+        return max(map(len, self._markers), default=0)
 
     @property
     def hold_bytes(self) -> int:
         """The most a stream ever holds back: the longest form of any secret, minus one."""
         return max(0, self._max_len - 1)
 
-    def _marker(self, match: _Match) -> bytes:
-        return self._markers[match.lastindex or 0]
+    def _marker(self, data: bytes, start: int, end: int) -> bytes:
+        # The first secret (longest first, as in the expression) whose forms match it whole.
+        # A child that prints a secret prints the same bytes again: remember them.
+        found = data[start:end]
+        marker = self._seen.get(found)
+        if marker is not None:
+            return marker
+        marker = self._markers[0]
+        for engine, candidate in zip(self._each, self._markers, strict=False):
+            if engine.whole(data, start, end):
+                marker = candidate
+                break
+        if len(self._seen) >= _SEEN_MAX:
+            self._seen.clear()
+        self._seen[found] = marker
+        return marker
 
     def _hold_from(self, data: bytes, start: int) -> int:
         """Where the tail of ``data`` that could still grow into a match begins (at or after
@@ -275,7 +317,7 @@ class Redactor:
         if self._prefix is None:
             return len(data)
         found = self._prefix.search(data, max(start, len(data) - self._max_len))
-        return len(data) if found is None else int(found.start())
+        return len(data) if found is None else found[0]
 
     def _scan(self, data: bytes, final: bool, skip: int, out: list[bytes]) -> int:
         """Append the redacted bytes of ``data`` that are final to ``out`` (minus the first
@@ -284,26 +326,28 @@ class Redactor:
         n = len(data)
         hold = n if final else self._hold_from(data, 0)
         pos = 0
+        if self._pattern is None:
+            return hold
+        # The hot loop when a child prints a secret on every line: one RE2 call per match.
+        match = self._pattern.span_from
+        single = None if self._each else self._markers[0]
         while pos < hold:
-            match = self._pattern.search(data, pos) if self._pattern is not None else None
-            if match is None:
-                break
-            start, end = match.span()
-            if start >= hold:
+            start, end = match(data, pos)
+            if start < 0 or start >= hold:
                 break
             # A match that starts before the held tail is final: a longer or earlier one
             # would have put the tail's start at or before it. It may reach into the tail
             # (then the tail is looked for again after it).
             if start > pos and start > skip:
-                out.append(data[max(pos, skip) : start])
+                out.append(data[pos if pos > skip else skip : start])
             if end > skip:
-                out.append(self._marker(match))
+                out.append(single or self._marker(data, start, end))
             pos = end
             if end > hold:
                 hold = n if final else self._hold_from(data, end)
         if hold > pos and hold > skip:
-            out.append(data[max(pos, skip) : hold])
-        return max(hold, pos)
+            out.append(data[pos if pos > skip else skip : hold])
+        return hold if hold > pos else pos
 
     def redact(self, data: bytes) -> bytes:
         """``data`` with every form of every secret replaced by ``[REDACTED:name]``."""
@@ -325,7 +369,7 @@ class Redactor:
 
     def __repr__(self) -> str:
         # Never the values, nor the patterns (they are the values).
-        return f"Redactor({len(self._markers) - 1} secrets)"
+        return f"Redactor({len(self._markers)} secrets)"
 
 
 class RedactingStream:
