@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -130,7 +131,9 @@ def test_the_hot_settings_read_answers_like_its_documented_route(client: TestCli
     body = r.json()
     assert body["key"] == "a.b"
     assert body["value"] == {"x": [1, 2.5, "é"]}
-    assert isinstance(body["updated_at"], float)
+    # RFC 3339 UTC like every time the API writes, and the same as the documented route's
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", body["updated_at"])
+    assert body == client.get("/v1/settings", params={"prefix": "a.b"}).json()["items"][0]
     bad = client.get("/v1/settings/bad key!")
     assert (bad.status_code, bad.json()["code"]) == (422, "invalid_request")
     missing = client.get("/v1/settings/nope")

@@ -202,8 +202,8 @@ def test_services_reload_without_a_daemon_says_so(tmp_path: Path) -> None:
     home = tmp_path / "home"
     assert bastion(home, "init")[0] == 0
     result = CliRunner().invoke(cli, ["--home", str(home), "services", "reload"])
-    assert result.exit_code != 0
-    assert "no daemon is running" in result.output + result.stderr
+    assert result.exit_code == 69
+    assert f"no bastion daemon is running for the home {home}" in result.stderr
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")

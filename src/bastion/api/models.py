@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+from bastion._time import from_rfc3339, rfc3339
 
 __all__ = [
     "MAX_OFFSET",
@@ -27,6 +29,8 @@ __all__ = [
     "RequestCounters",
     "ShutdownAccepted",
     "Status",
+    "TimeParam",
+    "UtcTime",
 ]
 
 T = TypeVar("T")
@@ -38,6 +42,40 @@ MAX_OFFSET = 1_000_000_000
 NAME_PATTERN = r"^[A-Za-z0-9_@:-][A-Za-z0-9_.@:-]{0,199}$"
 Name = Annotated[
     str, Path(pattern=NAME_PATTERN, description="A name: letters, digits, `_ . : @ -`.")
+]
+
+
+#: A point in time in a response: epoch seconds inside, RFC 3339 UTC on the wire
+#: (``2026-11-23T13:12:13.106101Z``), as every JSON bastion writes (the CLI's ``--json`` too).
+UtcTime = Annotated[
+    float,
+    PlainSerializer(rfc3339, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {"type": "string", "format": "date-time", "description": "RFC 3339, UTC."},
+        mode="serialization",
+    ),
+]
+
+
+def _time_param(value: object) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str | int | float):
+        return from_rfc3339(value)
+    raise ValueError("not a time: use RFC 3339 (2026-01-31T12:00:00Z) or epoch seconds")
+
+
+#: A time in a query (``since``/``until``): RFC 3339 (what responses carry) or epoch seconds.
+TimeParam = Annotated[
+    float | None,
+    BeforeValidator(_time_param),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+            "description": "RFC 3339 (as responses carry it) or Unix time in seconds.",
+        },
+        mode="validation",
+    ),
 ]
 
 

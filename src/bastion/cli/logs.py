@@ -54,6 +54,7 @@ def _follow_daemon(
     """Follow through the running daemon's SSE tail (lines arrive as the supervisor stores
     them, no polling), resuming after ``last`` so nothing is missed or repeated. Returns
     False when no daemon runs for this home (the caller polls the database instead)."""
+    from bastion._time import from_rfc3339
     from bastion.client import DaemonClient
     from bastion.domains.logs import LogRecord
 
@@ -68,7 +69,7 @@ def _follow_daemon(
                 continue
             data = event.json()
             record = LogRecord(
-                ts=data["ts"],
+                ts=from_rfc3339(data["ts"]),  # the API writes RFC 3339
                 level=data["level"],
                 source=data["source"],
                 stream=data["stream"],

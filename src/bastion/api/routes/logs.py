@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
-from bastion.api.models import MAX_OFFSET, Page, _Model
+from bastion.api.models import MAX_OFFSET, Page, TimeParam, UtcTime, _Model
 from bastion.api.sse import event_stream, resume_id, sse_response
 from bastion.api.state import DaemonState, get_state
 from bastion.domains.activity.repo import Activity
@@ -33,8 +33,12 @@ State = Annotated[DaemonState, Depends(get_state)]
 Level = Literal["debug", "info", "warning", "error", "critical"]
 Source = Annotated[str | None, Query(max_length=200, description="Service name or `bastion`.")]
 Text = Annotated[str | None, Query(max_length=500, description="Case-insensitive substring.")]
-Since = Annotated[float | None, Query(description="Unix time (s), inclusive.")]
-Until = Annotated[float | None, Query(description="Unix time (s), exclusive.")]
+Since = Annotated[
+    TimeParam, Query(description="From this time, inclusive: RFC 3339 or Unix seconds.")
+]
+Until = Annotated[
+    TimeParam, Query(description="Before this time, exclusive: RFC 3339 or Unix seconds.")
+]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Cursor = Annotated[str | None, Query(max_length=500, description="`next_cursor` of a page.")]
 Backlog = Annotated[
@@ -47,7 +51,7 @@ _SSE: dict[int | str, dict[str, Any]] = {
 
 class LogOut(_Model):
     id: int
-    ts: float
+    ts: UtcTime
     level: str
     source: str
     stream: str
@@ -69,7 +73,7 @@ class LogOut(_Model):
 
 class EventOut(_Model):
     id: int
-    ts: float
+    ts: UtcTime
     kind: str
     subject: str
     data: dict[str, Any] | None = None
@@ -81,7 +85,7 @@ class EventOut(_Model):
 
 class ActivityOut(_Model):
     id: int
-    ts: float
+    ts: UtcTime
     actor: str
     action: str
     subject: str
@@ -156,7 +160,7 @@ async def tail_logs(
 
     def fetch_sync(after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
         page = logs.query(source=source, level=level, text=text, after_id=after, limit=limit)
-        return [(r.id or 0, LogOut.of(r).model_dump()) for r in page.items]
+        return [(r.id or 0, LogOut.of(r).model_dump(mode="json")) for r in page.items]
 
     async def fetch(after: int, limit: int) -> Sequence[tuple[int, dict[str, Any]]]:
         return await asyncio.to_thread(fetch_sync, after, limit)
@@ -170,7 +174,9 @@ async def tail_logs(
                     source=source, level=level, text=text, limit=backlog, newest_first=True
                 )
             )
-            first = [(r.id or 0, LogOut.of(r).model_dump()) for r in reversed(page.items)]
+            first = [
+                (r.id or 0, LogOut.of(r).model_dump(mode="json")) for r in reversed(page.items)
+            ]
     else:
         after = resume
     return sse_response(
@@ -230,7 +236,7 @@ async def tail_events(
 
     def fetch_sync(after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
         page = events.query(kind=kind, subject=subject, after_id=after, limit=limit)
-        return [(e.id, EventOut.of(e).model_dump()) for e in page.items]
+        return [(e.id, EventOut.of(e).model_dump(mode="json")) for e in page.items]
 
     async def fetch(after: int, limit: int) -> Sequence[tuple[int, dict[str, Any]]]:
         return await asyncio.to_thread(fetch_sync, after, limit)
@@ -242,7 +248,7 @@ async def tail_events(
             page = await asyncio.to_thread(
                 lambda: events.query(kind=kind, subject=subject, limit=backlog, newest_first=True)
             )
-            first = [(e.id, EventOut.of(e).model_dump()) for e in reversed(page.items)]
+            first = [(e.id, EventOut.of(e).model_dump(mode="json")) for e in reversed(page.items)]
     else:
         after = resume
     return sse_response(
@@ -324,7 +330,7 @@ async def tail_activity(
             limit=limit,
             cursor=encode_cursor([after]) if after else None,
         )
-        return [(a.id, ActivityOut.of(a).model_dump()) for a in page.items]
+        return [(a.id, ActivityOut.of(a).model_dump(mode="json")) for a in page.items]
 
     async def fetch(after: int, limit: int) -> Sequence[tuple[int, dict[str, Any]]]:
         return await asyncio.to_thread(fetch_sync, after, limit)

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import Field, SecretStr
 
-from bastion.api.models import MAX_OFFSET, Page, _Model
+from bastion.api.models import MAX_OFFSET, Page, UtcTime, _Model
 from bastion.api.state import DaemonState, get_state
 from bastion.errors import Forbidden
 from bastion.vault import SecretMeta
@@ -43,9 +43,9 @@ class SecretInfo(_Model):
     scope: str
     name: str
     backend: str
-    created_at: float
-    updated_at: float
-    last_used_at: float | None
+    created_at: UtcTime
+    updated_at: UtcTime
+    last_used_at: UtcTime | None
     size: int
     version: int
 
@@ -65,7 +65,7 @@ class SecretInfo(_Model):
 
 class SecretFlag(_Model):
     configured: bool
-    updated_at: float | None
+    updated_at: UtcTime | None
     version: int | None
 
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from bastion.api.models import MAX_OFFSET, Page, _Model
+from bastion.api.models import MAX_OFFSET, Page, UtcTime, _Model
 from bastion.api.routes.logs import (
     _SSE,
     Cursor,
@@ -51,7 +51,7 @@ class ProbeOut(_Model):
     ok: bool
     detail: str
     latency_ms: float
-    at: float
+    at: UtcTime
     consecutive_failures: int
 
 
@@ -59,14 +59,14 @@ class ServiceOut(_Model):
     name: str
     state: str
     reason: str
-    since: float
+    since: UtcTime
     pid: int | None
     ready: bool | None
     breaker: str
     attempt: int
     restarts_in_window: int
     trips: int
-    next_start_at: float | None
+    next_start_at: UtcTime | None
     last_exit_code: int | None
     #: Names of the secrets injected at the last start (never values).
     secret_names: list[str]
@@ -106,7 +106,7 @@ class ProblemOut(_Model):
     message: str
     hint: str
     key: str | None
-    since: float
+    since: UtcTime
     running_previous: bool
 
 

@@ -19,8 +19,9 @@ from pydantic import Field, StrictBool
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from bastion._time import rfc3339
 from bastion.api.errors import error_body
-from bastion.api.models import MAX_OFFSET, Page, _Model
+from bastion.api.models import MAX_OFFSET, Page, UtcTime, _Model
 from bastion.api.state import DaemonState, get_state
 from bastion.domains.settings import queries as q
 from bastion.domains.settings.repo import Setting
@@ -40,7 +41,7 @@ KeyPath = Annotated[str, Path(pattern=KEY_PATTERN, description="A setting key, e
 class SettingOut(_Model):
     key: str
     value: Any = Field(description="Any JSON value.")
-    updated_at: float
+    updated_at: UtcTime
 
     @classmethod
     def of(cls, s: Setting) -> SettingOut:
@@ -100,7 +101,7 @@ async def _read_setting(request: Request, key: str) -> Response:
     body = b'{"key":%s,"value":%s,"updated_at":%s}' % (
         json.dumps(key).encode(),
         row[0].encode() if isinstance(row[0], str) else bytes(row[0]),
-        repr(float(row[1])).encode(),
+        json.dumps(rfc3339(float(row[1]))).encode(),
     )
     return Response(body, media_type="application/json")
 

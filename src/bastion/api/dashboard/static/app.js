@@ -257,7 +257,10 @@
       if (!card || !to) return;
       // The poll reads the supervisor's memory, the stream its journal: an event older than
       // the state on show is stale and must not move the badge backwards.
-      if (Number(ev.ts) < Number(card.dataset.since || 0)) return;
+      // Times are RFC 3339 strings (or, from an older daemon, epoch seconds): compare as dates.
+      const at = toDate(ev.ts);
+      const shown = card.dataset.since ? toDate(card.dataset.since) : null;
+      if (at && shown && at < shown) return;
       card.dataset.since = String(ev.ts);
       const badge = card.querySelector(".state");
       badge.dataset.state = to; badge.textContent = to.replace("_", "-");

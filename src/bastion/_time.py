@@ -1,0 +1,39 @@
+"""Times on the wire: RFC 3339 in UTC, one format for every JSON bastion writes.
+
+Inside bastion a point in time is epoch seconds (a float, as stored); the HTTP API, SSE
+payloads and the CLI's ``--json`` write it as ``2026-11-23T13:12:13.106101Z`` (microseconds,
+``Z``), and accept that or epoch seconds back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+__all__ = ["from_rfc3339", "rfc3339"]
+
+
+def rfc3339(ts: float) -> str:
+    """``ts`` (epoch seconds) as RFC 3339 UTC with microseconds: ``2026-11-23T13:12:13.106101Z``."""
+    moment = dt.datetime.fromtimestamp(ts, dt.UTC)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def from_rfc3339(value: str | float) -> float:
+    """Epoch seconds from an RFC 3339 / ISO-8601 time (UTC when it names no offset) or from a
+    number; ``ValueError`` naming the accepted forms otherwise."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text[:40]!r} is not a time: use RFC 3339 (2026-01-31T12:00:00Z) or epoch seconds"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
