@@ -30,14 +30,15 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Generator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
 import uvicorn
 
 from bastion.__about__ import __api_version__, __version__
+from bastion._time import rfc3339
 from bastion.api.app import create_app
 from bastion.api.state import DaemonState
 from bastion.api.supervision import stop_supervisor
@@ -256,7 +257,7 @@ def _run(
         handshake = Handshake(
             pid=os.getpid(),
             port=port,
-            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            started_at=rfc3339(time.time()),
             version=__version__,
             hosts=hosts,
             api_version=__api_version__,

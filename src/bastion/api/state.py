@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from fastapi import Request
 
+from bastion._time import rfc3339
 from bastion.api.security import Counters
 from bastion.app import Home
 from bastion.errors import DaemonUnreachable
@@ -32,9 +32,7 @@ class DaemonState:
     #: Asks the server to shut down gracefully (``POST /v1/shutdown``); None in-process.
     request_shutdown: Callable[[], None] | None = None
     started_monotonic: float = dataclasses.field(default_factory=time.monotonic)
-    started_at: str = dataclasses.field(
-        default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
-    )
+    started_at: str = dataclasses.field(default_factory=lambda: rfc3339(time.time()))
     #: Set when shutdown begins: SSE streams end instead of holding the server open.
     stopping: bool = False
     #: The running supervisor (opened in the app's lifespan when ``create_app(supervise=True)``).
