@@ -303,6 +303,8 @@ def test_table_commands_take_no_headers() -> None:
         "services list",
         "services events",
         "db backups",
+        "db stats",
+        "config show",
     ]
     for name, command in _commands(cli):
         if name in tables:

@@ -21,6 +21,7 @@ import click
 
 from bastion.cli._output import (
     Table,
+    cell,
     checked_path,
     config_from,
     emit,
@@ -413,7 +414,14 @@ def restore(
                 f"rows:     {sum(d['restored_rows'].values())} in {len(d['restored_rows'])} tables",
                 f"check:    quick_check {'ok' if d['checks']['integrity_ok'] else 'FAILED'}, "
                 f"{d['checks']['foreign_key_violation_count']} foreign key violations",
-                f"migrations: {d['migrations']}",
+                "migrations: "
+                + (
+                    cell(
+                        [f"{ns} {m['applied']} applied (last {m['last']})" for ns, m in mig.items()]
+                    )
+                    if isinstance(mig := d["migrations"], dict)
+                    else str(mig)
+                ),
             ]
         ),
     )
@@ -636,10 +644,11 @@ def vacuum(ctx: click.Context, db_name: str, as_json: bool) -> None:
 
 @click.command()
 @db_option
+@table_options
 @json_option
 @click.pass_context
 @run_command
-def stats(ctx: click.Context, db_name: str, as_json: bool) -> None:
+def stats(ctx: click.Context, db_name: str, no_headers: bool, as_json: bool) -> None:
     """Rows and bytes per table and index, free pages, WAL size, last backup and check."""
     from bastion.store.stats import db_stats
 
@@ -650,31 +659,29 @@ def stats(ctx: click.Context, db_name: str, as_json: bool) -> None:
     finally:
         db.close()
 
-    def human(d: dict[str, Any]) -> str:
-        lines = [
-            f"database: {d['database']} ({_human_size(d['file_bytes'])}, "
-            f"wal {_human_size(d['wal_bytes'])}, {d['freelist_count']} free pages)",
-            f"{'table':<32} {'rows':>10} {'bytes':>12}",
+    def human(d: dict[str, Any]) -> Table:
+        rows: list[list[Any]] = [
+            ["table", name, t["rows"], t["bytes"]] for name, t in d["tables"].items()
         ]
-        for name, t in d["tables"].items():
-            rows = "-" if t["rows"] is None else str(t["rows"])
-            lines.append(f"{name:<32} {rows:>10} {t['bytes']:>12}")
-        for name, i in d["indexes"].items():
-            lines.append(f"  index {name:<26} {'':>10} {i['bytes']:>12}")
-        last = d["last_backup"]
-        lines.append(
-            f"last backup: {human_time(last['created_at'])} "
-            f"({'verified' if last['verified'] else 'DAMAGED'})"
-            if last
-            else "last backup: none"
+        rows += [["index", name, None, i["bytes"]] for name, i in d["indexes"].items()]
+        last, chk = d["last_backup"], d["last_check"]
+        return Table(
+            ["kind", "name", "rows", "bytes"],
+            rows,
+            empty=f"no tables in {d['database']}",
+            right=frozenset({"rows", "bytes"}),
+            notes=[
+                f"database:    {d['database']} ({_human_size(d['file_bytes'])}, "
+                f"wal {_human_size(d['wal_bytes'])}, {d['freelist_count']} free pages)",
+                f"last backup: {human_time(last['created_at'])} "
+                f"({'verified' if last['verified'] else 'DAMAGED'})"
+                if last
+                else "last backup: none",
+                f"last check:  {human_time(chk['checked_at'])} ({'ok' if chk['ok'] else 'PROBLEMS'})"
+                if chk
+                else "last check:  never",
+            ],
         )
-        chk = d["last_check"]
-        lines.append(
-            f"last check:  {human_time(chk['checked_at'])} ({'ok' if chk['ok'] else 'PROBLEMS'})"
-            if chk
-            else "last check:  never"
-        )
-        return "\n".join(lines)
 
     emit(data, as_json, human)
 
