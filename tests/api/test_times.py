@@ -48,6 +48,8 @@ def test_every_time_in_the_answers_is_rfc3339_utc(client: TestClient, opened: Ho
         "/v1/events",
         "/v1/activity",
         "/v1/status",
+        "/v1/db/status",
+        "/v1/db/migrations",
     ):
         r = client.get(path)
         assert r.status_code == 200, (path, r.text)
@@ -85,6 +87,7 @@ def test_openapi_says_times_are_date_time_strings(client: TestClient) -> None:
         "SettingOut": ["updated_at"],
         "ServiceOut": ["since", "next_start_at"],
         "ProbeOut": ["at"],
+        "MigrationRow": ["applied_at"],
     }.items():
         props = schemas[model]["properties"]
         for field in fields:

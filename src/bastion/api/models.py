@@ -178,7 +178,7 @@ class MigrationRow(_Model):
     namespace: str
     id: str
     checksum: str
-    applied_at: str | None
+    applied_at: UtcTime | None
 
 
 class ShutdownAccepted(_Model):

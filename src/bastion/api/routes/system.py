@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 
 from bastion.__about__ import __api_version__, __version__
+from bastion._time import rfc3339
 from bastion.api.models import (
     MAX_OFFSET,
     CheckResult,
@@ -93,6 +94,9 @@ async def shutdown(state: State) -> ShutdownAccepted:
 async def db_status(state: State) -> DbStatus:
     """Path, posture as read back, sizes, SQLite version of bastion.db."""
     data = await asyncio.to_thread(state.home.status)
+    for ns in data.get("migrations", []):  # untyped dicts: their times as every time is sent
+        if isinstance(ns.get("last_applied_at"), int | float):
+            ns["last_applied_at"] = rfc3339(ns["last_applied_at"])
     return DbStatus(**data)
 
 
@@ -148,7 +152,7 @@ async def db_migrations(
                 namespace=str(r[0]),
                 id=str(r[1]),
                 checksum=str(r[2]),
-                applied_at=None if r[3] is None else str(r[3]),
+                applied_at=None if r[3] is None else float(r[3]),
             )
             for r in rows
         ], total
