@@ -35,6 +35,12 @@ SERVER_STACK = ("fastapi", "uvicorn", "pydantic", "starlette", "uvloop", "httpto
 pytestmark = pytest.mark.slow
 
 
+def _uv_env() -> dict[str, str]:
+    """uv looks for its cache under HOME; scripts/run-tests.sh runs the suite with a throwaway
+    HOME (for the keyring) and keeps the real one in BASTION_TEST_REAL_HOME."""
+    return {**os.environ, "HOME": os.environ.get("BASTION_TEST_REAL_HOME", str(Path.home()))}
+
+
 def _run(args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=300, check=False, **kw)  # type: ignore[call-overload, no-any-return]
 
@@ -100,7 +106,8 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     made = _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     assert made.returncode == 0, made.stderr
     done = _run(
-        [str(UV), "pip", "install", "--offline", "--python", str(venv / "bin/python"), str(wheel)]
+        [str(UV), "pip", "install", "--offline", "--python", str(venv / "bin/python"), str(wheel)],
+        env=_uv_env(),
     )
     assert done.returncode == 0, (
         "could not install the wheel from uv's cache (run `make venv` first, which fills it):\n"
@@ -175,7 +182,8 @@ def test_the_server_extra_runs_the_daemon(installed: Path, wheel: Path, tmp_path
             "--python",
             str(installed / "bin/python"),
             f"bastion[server] @ {wheel.as_uri()}",
-        ]
+        ],
+        env=_uv_env(),
     )
     assert done.returncode == 0, done.stderr
     env = _env(tmp_path / "home", installed)
