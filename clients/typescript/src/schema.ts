@@ -668,8 +668,12 @@ export interface components {
         ActivityOut: {
             /** Id */
             id: number;
-            /** Ts */
-            ts: number;
+            /**
+             * Ts
+             * Format: date-time
+             * @description RFC 3339, UTC.
+             */
+            ts: string;
             /** Actor */
             actor: string;
             /** Action */
@@ -784,8 +788,12 @@ export interface components {
         EventOut: {
             /** Id */
             id: number;
-            /** Ts */
-            ts: number;
+            /**
+             * Ts
+             * Format: date-time
+             * @description RFC 3339, UTC.
+             */
+            ts: string;
             /** Kind */
             kind: string;
             /** Subject */
@@ -828,8 +836,12 @@ export interface components {
         LogOut: {
             /** Id */
             id: number;
-            /** Ts */
-            ts: number;
+            /**
+             * Ts
+             * Format: date-time
+             * @description RFC 3339, UTC.
+             */
+            ts: string;
             /** Level */
             level: string;
             /** Source */
@@ -996,8 +1008,12 @@ export interface components {
             detail: string;
             /** Latency Ms */
             latency_ms: number;
-            /** At */
-            at: number;
+            /**
+             * At
+             * Format: date-time
+             * @description RFC 3339, UTC.
+             */
+            at: string;
             /** Consecutive Failures */
             consecutive_failures: number;
         };
@@ -1018,8 +1034,12 @@ export interface components {
             hint: string;
             /** Key */
             key: string | null;
-            /** Since */
-            since: number;
+            /**
+             * Since
+             * Format: date-time
+             * @description RFC 3339, UTC.
+             */
+            since: string;
             /** Running Previous */
             running_previous: boolean;
         };
@@ -1105,7 +1125,7 @@ export interface components {
             /** Configured */
             configured: boolean;
             /** Updated At */
-            updated_at: number | null;
+            updated_at: string | null;
             /** Version */
             version: number | null;
         };
@@ -1120,12 +1140,20 @@ export interface components {
             name: string;
             /** Backend */
             backend: string;
-            /** Created At */
-            created_at: number;
-            /** Updated At */
-            updated_at: number;
+            /**
+             * Created At
+             * Format: date-time
+             * @description RFC 3339, UTC.
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             * @description RFC 3339, UTC.
+             */
+            updated_at: string;
             /** Last Used At */
-            last_used_at: number | null;
+            last_used_at: string | null;
             /** Size */
             size: number;
             /** Version */
@@ -1154,8 +1182,12 @@ export interface components {
             state: string;
             /** Reason */
             reason: string;
-            /** Since */
-            since: number;
+            /**
+             * Since
+             * Format: date-time
+             * @description RFC 3339, UTC.
+             */
+            since: string;
             /** Pid */
             pid: number | null;
             /** Ready */
@@ -1169,7 +1201,7 @@ export interface components {
             /** Trips */
             trips: number;
             /** Next Start At */
-            next_start_at: number | null;
+            next_start_at: string | null;
             /** Last Exit Code */
             last_exit_code: number | null;
             /** Secret Names */
@@ -1211,8 +1243,12 @@ export interface components {
              * @description Any JSON value.
              */
             value: unknown;
-            /** Updated At */
-            updated_at: number;
+            /**
+             * Updated At
+             * Format: date-time
+             * @description RFC 3339, UTC.
+             */
+            updated_at: string;
         };
         /** ShutdownAccepted */
         ShutdownAccepted: {
@@ -3219,10 +3255,10 @@ export interface operations {
                 source?: string | null;
                 /** @description Minimum level. */
                 level?: ("debug" | "info" | "warning" | "error" | "critical") | null;
-                /** @description Unix time (s), inclusive. */
-                since?: number | null;
-                /** @description Unix time (s), exclusive. */
-                until?: number | null;
+                /** @description From this time, inclusive: RFC 3339 or Unix seconds. */
+                since?: string | number;
+                /** @description Before this time, exclusive: RFC 3339 or Unix seconds. */
+                until?: string | number;
                 /** @description Case-insensitive substring. */
                 text?: string | null;
                 order?: "asc" | "desc";
@@ -3462,10 +3498,10 @@ export interface operations {
                 /** @description e.g. `service.transition`. */
                 kind?: string | null;
                 subject?: string | null;
-                /** @description Unix time (s), inclusive. */
-                since?: number | null;
-                /** @description Unix time (s), exclusive. */
-                until?: number | null;
+                /** @description From this time, inclusive: RFC 3339 or Unix seconds. */
+                since?: string | number;
+                /** @description Before this time, exclusive: RFC 3339 or Unix seconds. */
+                until?: string | number;
                 order?: "asc" | "desc";
                 limit?: number;
                 /** @description `next_cursor` of a page. */
@@ -3700,10 +3736,10 @@ export interface operations {
                 actor?: string | null;
                 action?: string | null;
                 subject?: string | null;
-                /** @description Unix time (s), inclusive. */
-                since?: number | null;
-                /** @description Unix time (s), exclusive. */
-                until?: number | null;
+                /** @description From this time, inclusive: RFC 3339 or Unix seconds. */
+                since?: string | number;
+                /** @description Before this time, exclusive: RFC 3339 or Unix seconds. */
+                until?: string | number;
                 sort?: "ts" | "id" | "actor" | "action";
                 order?: "asc" | "desc";
                 limit?: number;
