@@ -159,7 +159,9 @@ export interface paths {
         get: operations["get_setting_v1_settings__key__get"];
         /**
          * Set Setting
-         * @description Store any JSON value under ``key`` (records a ``setting.changed`` event).
+         * @description Store any JSON value under ``key`` (records a ``setting.changed`` event). A value that
+         *     looks like a credential is refused (422 ``plaintext_credential``) unless
+         *     ``allow_plaintext`` is true.
          */
         put: operations["set_setting_v1_settings__key__put"];
         post?: never;
@@ -1233,6 +1235,12 @@ export interface components {
              * @description Any JSON value except null (delete the key instead).
              */
             value: unknown;
+            /**
+             * Allow Plaintext
+             * @description Store the value even though it looks like a credential (otherwise `422 plaintext_credential`: keep credentials in the vault, /v1/secrets).
+             * @default false
+             */
+            allow_plaintext?: boolean;
         };
         /** SettingOut */
         SettingOut: {
