@@ -62,6 +62,9 @@ PASSES = [
     ("github.repo", "ghp_docs"),
     ("hash", "4f9c2a7e1b3d8f0a6c5e9b2d7a1f3c8e"),  # random, but not under a secret's name
     ("db.password", "correct horse battery staple"),  # words with spaces: not random-looking
+    ("auth.password_hash", "argon2id"),  # a name, not a password
+    ("api_key.header", "X-Api-Key"),
+    ("secrets.backend", "encrypted-file"),
 ]
 
 

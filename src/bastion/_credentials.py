@@ -15,10 +15,11 @@ one -- never what it is -- so the refusal can name the key and the rule:
 - a URL with a password (``amqp://user:pass@host``);
 - under a key named like a secret (a ``token``, ``secret``, ``password``, ``passphrase``,
   ``credential`` part, or ``api``/``private``/``access``/... followed by ``key``), a string
-  that looks random: 8+ characters, no spaces, at least two kinds of character (lower, upper,
-  digit, symbol) and a Shannon entropy near that of random text of its length. Words
-  (``keychain``), numbers, references, paths, e-mail addresses and URLs without a password
-  pass, so ``auth.token_ttl = "3600"`` or ``secret_backend = "keychain"`` are not refused.
+  that looks random: 8+ characters, no spaces, three kinds of character (lower, upper, digit,
+  symbol; two from 16 characters on) and a Shannon entropy near that of random text of its
+  length. Words (``keychain``, ``X-Api-Key``), numbers, references, paths, e-mail addresses
+  and URLs without a password pass, so ``auth.token_ttl = "3600"`` or ``secret_backend =
+  "keychain"`` are not refused.
 
 Why our own rules rather than a scanner such as detect-secrets: those scan source files line
 by line through a process-wide plugin registry (a module singleton), judge a line's syntax
@@ -123,6 +124,7 @@ _KEY_QUALIFIERS = frozenset(
 _KEY_PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _REFERENCE = "secret:"
 _NUMBER = re.compile(r"[+-]?\d+(?:[.,]\d+)*")
+_SEPARATORS = re.compile(r"[-_.:]")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
 
 
@@ -146,15 +148,20 @@ def _looks_random(text: str) -> bool:
         return False
     if text.startswith(("/", "./", "../", "~/")):
         return False
+    if all(part.isalpha() for part in _SEPARATORS.split(text) if part):
+        return False  # words joined by - _ . : (a header name, a mode): not random
     kinds = (
         any(c.islower() for c in text)
         + any(c.isupper() for c in text)
         + any(c.isdigit() for c in text)
         + any(not c.isalnum() for c in text)
     )
-    # Random text of n distinct-ish characters has an entropy near log2(n) bits per
-    # character (at most ~6 for base64); words and repeated patterns stay well below.
-    return kinds >= 2 and _entropy(text) >= min(3.5, math.log2(len(text)) - 0.5)
+    # Short values need three kinds of character ("argon2id" is an algorithm's name, "P@ssw0rd"
+    # a password); from 16 characters two will do (hex and base64 keys). Random text of n
+    # distinct-ish characters has an entropy near log2(n) bits per character (at most ~6
+    # for base64); words and repeated patterns stay well below.
+    enough_kinds = kinds >= 3 or (kinds >= 2 and len(text) >= 16)
+    return enough_kinds and _entropy(text) >= min(3.5, math.log2(len(text)) - 0.5)
 
 
 def _why(key: str, text: str) -> str | None:
