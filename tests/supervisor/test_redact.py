@@ -170,6 +170,13 @@ def test_short_secrets_are_refused_and_empty_ones_ignored() -> None:
     assert Redactor({}).redact(b"plain") == b"plain"
 
 
+def test_too_many_secrets_to_redact_are_refused_before_compiling() -> None:
+    many = {f"K{i}": f"{i:04d}-" + string.ascii_letters * 2 for i in range(400)}
+    with pytest.raises(SpawnFailed, match="too many or too long to redact"):
+        Redactor(many)
+    Redactor(dict(list(many.items())[:64]))  # 64 secrets of ~110 characters compile
+
+
 def test_repr_hides_values() -> None:
     assert SENTINEL not in repr(Redactor({"K": SENTINEL}))
 

@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 from collections.abc import Mapping
 
 from re2 import _re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
-from bastion.errors import SecretTooShort
+from bastion.errors import SecretTooShort, SpawnFailed
 
 __all__ = ["MARKER_PREFIX", "MIN_SECRET_CHARS", "RedactingStream", "Redactor"]
 
@@ -50,11 +51,15 @@ MIN_SECRET_CHARS = 8
 MIN_VARIANT = 6
 #: What a redacted value becomes: ``[REDACTED:NAME]``.
 MARKER_PREFIX = b"[REDACTED:"
+#: The most pattern text one redactor compiles: ~140 secrets of 128 characters, or a few
+#: 4 KiB private keys (the prefix expression is ~4x the size of the match expression).
+_PATTERN_MAX = 4 << 20
 #: Matched texts whose secret is remembered (a dict of at most this many entries).
 _SEEN_MAX = 256
-#: RE2's memory budget for one redactor (program + DFA cache). 128 secrets of 128 characters
-#: compile in a few MiB; past the cache RE2 falls back to a slower engine, still exact.
-_RE2_MAX_MEM = 256 << 20
+#: RE2's memory budget per expression (program + DFA cache). 64 secrets of 128 characters, or
+#: one 4 KiB private key, compile to ~5 MiB of program; when the DFA cache fills, RE2 empties
+#: it (or runs a slower engine), still exact.
+_RE2_MAX_MEM = 32 << 20
 
 # --- the pattern model -------------------------------------------------------------------------
 # A pattern is a sequence of nodes; a node is a byte class (the bytes accepted at one
@@ -167,6 +172,7 @@ def _byte(b: int) -> str:
     return chr(b) if b in _PLAIN else f"\\x{b:02x}"
 
 
+@functools.lru_cache(maxsize=4096)  # few distinct classes, rendered hundreds of times each
 def _render_class(cls: _Class) -> str:
     if len(cls) == 1:
         return _byte(next(iter(cls)))
@@ -219,8 +225,12 @@ class _Engine:
         options.log_errors = False
         options.never_capture = True  # spans only: no submatch engine after the DFA
         self._rx = _re2.RE2(pattern.encode("ascii"), options)
-        if not self._rx.ok():  # pragma: no cover - the patterns are built, not written
-            raise ValueError(f"redaction pattern refused by RE2: {self._rx.error()!r}")
+        if not self._rx.ok():  # pragma: no cover - built patterns, bounded by _PATTERN_MAX
+            raise SpawnFailed(
+                "the injected secrets cannot be redacted from the service's output "
+                f"(RE2: {self._rx.error().decode(errors='replace')[:80]})",
+                hint="Inject fewer or shorter secrets into this service.",
+            )
 
     def search(self, data: bytes, pos: int) -> tuple[int, int] | None:
         """The leftmost(-first) match at or after ``pos``."""
@@ -266,10 +276,19 @@ class Redactor:
         prefixes: list[str] = []
         self._markers: list[bytes] = []
         self._max_len = 0
+        size = 0
         for name, value in ordered:
             forms = _forms(value)
             each.append("(?:" + "|".join(_render(f) for f in forms) + ")")
             prefixes += [_render_prefix(f, True) for f in forms]
+            size += len(each[-1]) + sum(len(p) for p in prefixes[-len(forms) :])
+            if size > _PATTERN_MAX:
+                # RE2 would refuse it (and log to stderr while trying): say so before.
+                raise SpawnFailed(
+                    f"the {len(ordered)} injected secrets are too many or too long to redact "
+                    f"from the service's output (over {_PATTERN_MAX} bytes of pattern)",
+                    hint="Inject fewer or shorter secrets into this service.",
+                )
             self._markers.append(MARKER_PREFIX + name.encode("utf-8", "replace") + b"]")
             self._max_len = max(self._max_len, *(_max_len(f) for f in forms))
         self._pattern = _Engine("|".join(each)) if each else None
