@@ -651,6 +651,7 @@ EXIT_CODES: dict[type[BastionError], int] = {
     VaultError: 77,
     RuleViolation: 65,
     SecretTooLarge: 65,
+    PlaintextCredential: 65,
     ApiError: 69,
 }
 

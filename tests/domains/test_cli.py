@@ -250,7 +250,7 @@ def test_settings_set_refuses_a_credential_and_says_how_to_store_it(tmp_path: Pa
     home = _home(tmp_path)
     key = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
     code, out, err = _run(home, "settings", "set", "openai.api_key", key)
-    assert code != 0
+    assert code == 65  # a refused value, like a rule violation
     assert "looks like an API key in the sk- format" in err
     assert "bastion secrets set openai.api_key" in err
     assert '"secret:global/openai.api_key"' in err
