@@ -16,12 +16,16 @@ action can make the same call succeed).
     │   ├── StoreOpenError
     │   │   ├── NotADatabase
     │   │   ├── HomeNotFound
-    │   │   └── DatabaseNotFound
+    │   │   ├── DatabaseNotFound
+    │   │   └── StoreMissing
     │   ├── StorePostureError
     │   ├── StoreCorrupt
     │   ├── StoreBusy
     │   ├── StoreClosed
     │   ├── StoreIOError
+    │   │   ├── StoreDiskFull
+    │   │   ├── StoreReadOnly
+    │   │   └── StorePermissionError
     │   ├── Conflict
     │   ├── ReferenceViolation
     │   ├── ConstraintViolation
@@ -113,10 +117,14 @@ __all__ = [
     "StoreBusy",
     "StoreClosed",
     "StoreCorrupt",
+    "StoreDiskFull",
     "StoreError",
     "StoreIOError",
+    "StoreMissing",
     "StoreOpenError",
+    "StorePermissionError",
     "StorePostureError",
+    "StoreReadOnly",
     "SupervisorError",
     "Unauthorized",
     "UnsupportedMediaType",
@@ -229,6 +237,16 @@ class DatabaseNotFound(StoreOpenError):
     http_status = 404
 
 
+class StoreMissing(StoreOpenError):
+    """A database this home has held is gone; nothing creates an empty one in its place."""
+
+    code = "store_missing"
+    default_hint = (
+        "Nothing was created. Put the file back, or run `bastion db recover` to restore the "
+        "newest verified backup."
+    )
+
+
 class StorePostureError(StoreError):
     """A pragma read back differently from what was set (WAL, synchronous, foreign_keys, ...)."""
 
@@ -264,12 +282,46 @@ class StoreClosed(StoreError):
 
 
 class StoreIOError(StoreError):
-    """The disk refused a read or write (full, read-only, failing): not corruption."""
+    """The disk refused a read or a write. An I/O condition, never evidence of corruption:
+    nothing is quarantined or restored because of it."""
 
     code = "store_io"
-    default_hint = "The disk refused a write or a read (full, read-only, or failing); free space or check the device."
+    default_hint = (
+        "The disk refused a write or a read (full, read-only, or failing); free space or "
+        "check the device. Nothing was moved or lost."
+    )
     default_recoverable = True
     http_status = 503
+
+
+class StoreDiskFull(StoreIOError):
+    """The disk (or the user's quota) is full: nothing was written, nothing is lost."""
+
+    code = "store_disk_full"
+    default_hint = (
+        "Free space on the disk that holds the home, then retry; every committed transaction "
+        "is intact."
+    )
+
+
+class StoreReadOnly(StoreIOError):
+    """The filesystem holding the database is mounted read-only."""
+
+    code = "store_read_only"
+    default_hint = (
+        "The filesystem is mounted read-only; remount it read-write (`mount -o remount,rw "
+        "MOUNT`) or move the home. Reads still work."
+    )
+
+
+class StorePermissionError(StoreIOError):
+    """A file or directory's mode or owner keeps this process from reading or writing it."""
+
+    code = "store_permission"
+    default_hint = (
+        "bastion needs to read and write its files (0600) and directories (0700); fix the "
+        "named file's mode or owner (`chmod 600 FILE`, `chmod 700 DIR`)."
+    )
 
 
 class Conflict(StoreError):
@@ -643,7 +695,10 @@ EXIT_CODES: dict[type[BastionError], int] = {
     ServiceNotFound: 66,
     Conflict: 65,
     StoreBusy: 75,
-    StoreIOError: 74,
+    # The disk refused (full, read-only, failing): an I/O condition, not corruption (74), so
+    # a status of its own: EX_OSERR. A file or directory mode: EX_CANTCREAT.
+    StoreIOError: 71,
+    StorePermissionError: 73,
     StoreCorrupt: 74,
     NotADatabase: 74,
     MigrationError: 65,

@@ -288,6 +288,6 @@ def test_scheduled_backup_failure_is_an_event_and_a_status(tmp_path: Path) -> No
     status = backup_status(cfg.backups_dir, "bastion")
     assert status is not None
     assert status["ok"] is False
-    assert status["error"]["code"] == "store_io"
+    assert status["error"]["code"] == "store_disk_full"
     assert list_backups(cfg.backups_dir) == []
     assert [p.name for p in cfg.backups_dir.iterdir()] == [".bastion.status.json"]

@@ -6,6 +6,7 @@ every other module in ``store/`` calls :func:`translate` in its ``except apsw.Er
 
 from __future__ import annotations
 
+import errno
 import re
 
 import apsw
@@ -37,14 +38,35 @@ _PREFIX = r"^\w+Error:\s*"
 _UNIQUE_COLUMNS = r"UNIQUE constraint failed: (?P<cols>.+)$"
 
 
+def _system_errno(conn: apsw.Connection | None) -> int | None:
+    """The errno behind the last I/O error SQLite met on ``conn`` (None when unknown)."""
+    if conn is None:
+        return None
+    try:
+        value = int(conn.system_errno)
+    except (apsw.Error, AttributeError, TypeError, ValueError):
+        return None
+    return value or None
+
+
 def _extended(err: apsw.Error) -> int:
     return int(getattr(err, "extendedresult", 0) or 0)
 
 
 def translate(
-    err: BaseException, *, path: str | None = None, what: str | None = None
+    err: BaseException,
+    *,
+    path: str | None = None,
+    what: str | None = None,
+    conn: apsw.Connection | None = None,
 ) -> StoreError:
-    """Map an apsw error to the matching ``StoreError``; the caller raises it ``from err``."""
+    """Map an apsw error to the matching ``StoreError``; the caller raises it ``from err``.
+
+    I/O conditions (disk full, read-only media, permissions, "unable to open", a -shm that
+    could not be grown) become ``StoreIOError`` subclasses naming the cause, found from the
+    errno SQLite saw on ``conn`` (when given) and from the filesystem; only
+    ``SQLITE_CORRUPT``/``SQLITE_NOTADB`` are damage.
+    """
     where = f" in {path}" if path else ""
     doing = f" while {what}" if what else ""
     text = re.sub(_PREFIX, "", str(err)).strip()
@@ -70,11 +92,29 @@ def translate(
         )
     if isinstance(err, apsw.CorruptError):
         return StoreCorrupt(f"database{where} is corrupt{doing}: {text}", path=path)
-    if isinstance(err, apsw.FullError):
-        return StoreIOError(f"disk full{doing}{where}: {text}", path=path)
-    if isinstance(err, apsw.IOError | apsw.ReadOnlyError):
-        return StoreIOError(f"I/O error{doing}{where}: {text}", path=path)
-    if isinstance(err, apsw.CantOpenError | apsw.PermissionsError | apsw.AuthError):
+    if isinstance(
+        err,
+        apsw.FullError
+        | apsw.IOError
+        | apsw.ReadOnlyError
+        | apsw.CantOpenError
+        | apsw.PermissionsError,
+    ):
+        if path is None:
+            return StoreIOError(f"I/O error{doing}: {text}")
+        from bastion.store._diagnose import io_error
+
+        err_no = _system_errno(conn)
+        if isinstance(err, apsw.PermissionsError) and err_no is None:
+            err_no = errno.EACCES
+        return io_error(
+            path,
+            err_no=err_no,
+            what=what,
+            text=text,
+            full=isinstance(err, apsw.FullError),
+        )
+    if isinstance(err, apsw.AuthError):
         return StoreOpenError(f"cannot open{where}: {text}", path=path)
     if isinstance(err, apsw.InterruptError):
         return StoreError(f"interrupted{doing}", recoverable=True)

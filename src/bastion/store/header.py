@@ -9,12 +9,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bastion.errors import NotADatabase, StoreOpenError
+from bastion.errors import NotADatabase, StoreError
 from bastion.store._rawread import read_head
 
-__all__ = ["check_header"]
+__all__ = ["check_header", "short_without_wal"]
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _os_error(path: Path, err: OSError, what: str) -> StoreError:
+    """A permission or I/O refusal is named as such (never "not a database")."""
+    from bastion.store._diagnose import io_error
+
+    return io_error(path, err_no=err.errno, what=what, text=err.strerror)
+
+
+def short_without_wal(path: Path, declared: int) -> bool:
+    """Shorter than its header declares, with no WAL: truncated. The WAL is looked for
+    first and the size read again after: a checkpoint writes page 1 (the header) before the
+    pages that grow the file and removes the WAL only once done, so a size read before the
+    WAL was gone may be one the checkpoint had not finished growing (another process closing
+    its last connection), while one read after it is final."""
+    if Path(str(path) + "-wal").exists():
+        return False
+    try:
+        return path.stat().st_size < declared
+    except OSError:
+        return False
 
 
 def check_header(path: Path) -> None:
@@ -25,14 +46,14 @@ def check_header(path: Path) -> None:
     except FileNotFoundError:
         return
     except OSError as err:
-        raise StoreOpenError(f"cannot stat {path}: {err.strerror}", path=str(path)) from err
+        raise _os_error(path, err, "reading its size") from err
     if size == 0:
         return  # SQLite treats an empty file as a new database
     try:
         # Not open(): this process may have connections to the file (see _rawread).
         header = read_head(path, 100)
     except OSError as err:
-        raise StoreOpenError(f"cannot read {path}: {err.strerror}", path=str(path)) from err
+        raise _os_error(path, err, "reading its header") from err
     if len(header) < 100 or not header.startswith(_SQLITE_HEADER):
         raise NotADatabase(
             f"{path} is not an SQLite database (header is {header[:16]!r})",
@@ -41,7 +62,12 @@ def check_header(path: Path) -> None:
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
-    if page_size and pages and size < page_size * pages and not Path(str(path) + "-wal").exists():
+    if (
+        page_size
+        and pages
+        and size < page_size * pages
+        and short_without_wal(path, page_size * pages)
+    ):
         raise NotADatabase(
             f"{path} is truncated: the header declares {pages} pages of {page_size} bytes "
             f"({pages * page_size} bytes) but the file has {size}",

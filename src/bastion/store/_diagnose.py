@@ -1,0 +1,305 @@
+"""Why the disk refused: disk full, read-only media, permissions, or a device error.
+
+SQLite reports most of these as ``SQLITE_IOERR`` (the ``-shm`` could not be grown: the disk
+is full), ``SQLITE_CANTOPEN`` ("unable to open database file") or ``SQLITE_READONLY``
+("attempt to write a readonly database"); none of them says the file is damaged, and none
+names the cause. This module names it, from the ``errno`` SQLite saw when it is known and
+otherwise from the filesystem itself (``statvfs`` flags and free space; ``access(2)`` on the
+file, its ``-wal``/``-shm`` and its directory), and builds the typed error
+(``StoreDiskFull``, ``StoreReadOnly``, ``StorePermissionError``, ``StoreIOError``) with a
+hint naming the mount point, the free space or the mode to set.
+
+:func:`write_blocker` is the same probe run *before* SQLite may touch a file: a database
+that this process cannot write is refused (or read read-only) instead of being handed to
+SQLite, which would open it read-only behind our back and create its ``-wal``/``-shm`` with
+the database's own mode -- 0400 companions that break the next write after the operator
+fixed the database file.
+
+Stdlib only (no driver): the one-shot read path and the header check use it too.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from bastion.errors import (
+    StoreDiskFull,
+    StoreIOError,
+    StoreOpenError,
+    StorePermissionError,
+    StoreReadOnly,
+)
+
+__all__ = [
+    "COMPANIONS",
+    "dir_blocker",
+    "free_bytes",
+    "human_bytes",
+    "io_error",
+    "mount_point",
+    "repair_companion_modes",
+    "write_blocker",
+]
+
+COMPANIONS = ("-wal", "-shm")
+
+#: Below this many free bytes a failed write with no errno to go by is a full disk: SQLite
+#: needs a page for the WAL and 32 KiB for a new -shm.
+_NEARLY_FULL = 256 * 1024
+
+_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest existing ancestor (statvfs needs something that exists)."""
+    current = path
+    while not current.exists() and current.parent != current:
+        current = current.parent
+    return current
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the filesystem holding ``path``."""
+    current = _existing(Path(os.path.abspath(path)))
+    while not os.path.ismount(current) and current.parent != current:
+        current = current.parent
+    return current
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes this process may still write on the filesystem holding ``path``."""
+    st = os.statvfs(_existing(Path(path)))
+    # root may use the blocks reserved for it (f_bfree); others only f_bavail.
+    blocks = st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail
+    return int(blocks * st.f_frsize)
+
+
+def _read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(_existing(Path(path))).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"  # pragma: no cover
+
+
+def _describe(path: Path) -> str:
+    try:
+        info = path.stat()
+    except OSError as err:
+        return f"{path} ({err.strerror})"
+    return f"{path} (mode {stat.S_IMODE(info.st_mode):04o}, owner uid {info.st_uid})"
+
+
+def _me() -> str:
+    return f"uid {os.geteuid()}" if hasattr(os, "geteuid") else "this user"
+
+
+def _access_problem(path: Path) -> tuple[Path, bool] | None:
+    """The first file or directory that stops this process writing ``path``: (what, is_dir).
+
+    The database and each existing companion must be readable and writable; the directory
+    must be writable when a companion has to be created in it (SQLite creates ``-wal`` and
+    ``-shm`` next to the database on first use).
+    """
+    flags = os.R_OK | os.W_OK
+    candidates = [path, *(Path(str(path) + s) for s in COMPANIONS)]
+    missing_companion = False
+    for candidate in candidates:
+        try:
+            exists = candidate.exists()
+        except OSError:
+            return candidate.parent, True  # cannot even look inside the directory
+        if not exists:
+            missing_companion = missing_companion or candidate is not path
+            continue
+        if not os.access(candidate, flags, effective_ids=os.access in os.supports_effective_ids):
+            return candidate, False
+    directory = path.parent
+    needs_dir = missing_companion or not path.exists()
+    if needs_dir and not os.access(
+        directory, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids
+    ):
+        return directory, True
+    return None
+
+
+def _context(what: str | None, text: str | None) -> str:
+    """The operation and SQLite's own words, appended to the cause: " (while x: text)"."""
+    if what and text:
+        return f" (while {what}: {text})"
+    if what or text:
+        return f" ({'while ' + what if what else text})"
+    return ""
+
+
+def _permission_error(path: Path, ctx: str, culprit: Path, is_dir: bool) -> StorePermissionError:
+    if is_dir:
+        return StorePermissionError(
+            f"cannot create files in {_describe(culprit)}: this process ({_me()}) may "
+            f"not write there, and SQLite creates {path.name}-wal and -shm in it{ctx}",
+            hint=f"Give the owner write access: `chmod 700 {culprit}` (and `chown` it to the "
+            "user bastion runs as). Nothing was changed.",
+            path=str(path),
+            blocked=str(culprit),
+        )
+    return StorePermissionError(
+        f"{_describe(culprit)} is not readable and writable by this process ({_me()}){ctx}",
+        hint=f"Run `chmod 600 {culprit}` (and `chown` it to the user bastion runs as); "
+        "nothing was changed.",
+        path=str(path),
+        blocked=str(culprit),
+    )
+
+
+def _read_only_error(path: Path, ctx: str) -> StoreReadOnly:
+    mount = mount_point(path)
+    return StoreReadOnly(
+        f"{mount} (holding {path}) is mounted read-only{ctx}",
+        hint=f"Remount it read-write (`mount -o remount,rw {mount}`) or move the home to "
+        "writable storage; read-only commands (db status, db check, settings get) still work.",
+        path=str(path),
+        mount=str(mount),
+    )
+
+
+def _disk_full_error(path: Path, ctx: str, free: int | None) -> StoreDiskFull:
+    mount = mount_point(path)
+    left = f"{human_bytes(free)} free" if free is not None else "no space left"
+    return StoreDiskFull(
+        f"disk full: no room to write {path.name} ({mount}: {left}){ctx}",
+        hint=f"Free space on {mount} (or move the home to a disk with room), then retry. "
+        "Every committed transaction is intact; nothing was moved.",
+        path=str(path),
+        mount=str(mount),
+        free_bytes=free,
+    )
+
+
+def write_blocker(path: Path, *, what: str | None = None) -> StoreIOError | None:
+    """Why this process cannot write the database at ``path`` (or create it), or ``None``.
+
+    Read-only; checks the mount flags and ``access(2)`` only (a full disk shows up when
+    SQLite tries to write, with its own errno).
+    """
+    path = Path(os.path.abspath(path))
+    ctx = _context(what, None)
+    if _read_only_mount(path):
+        return _read_only_error(path, ctx)
+    problem = _access_problem(path)
+    if problem is not None:
+        return _permission_error(path, ctx, *problem)
+    return None
+
+
+def dir_blocker(directory: Path, *, what: str | None = None) -> StoreIOError | None:
+    """Why this process cannot create, rename or remove files in ``directory`` (or the
+    nearest existing ancestor it would be created in), or ``None``. Read-only."""
+    directory = _existing(Path(os.path.abspath(directory)))
+    ctx = _context(what, None)
+    if _read_only_mount(directory):
+        return _read_only_error(directory, ctx)
+    if not os.access(
+        directory, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids
+    ):
+        return StorePermissionError(
+            f"cannot create files in {_describe(directory)}: this process ({_me()}) may not "
+            f"write there{ctx}",
+            hint=f"Give the owner write access: `chmod 700 {directory}`. Nothing was changed.",
+            path=str(directory),
+            blocked=str(directory),
+        )
+    return None
+
+
+def repair_companion_modes(path: Path) -> list[Path]:
+    """Give this process's own ``-wal``/``-shm`` of ``path`` back their 0600 mode.
+
+    An older bastion (or another SQLite program) that wrote while the database was 0400 left
+    companions SQLite created with the database's mode; after the operator fixed the
+    database they still refuse writes. They are our files (same owner as the database), so
+    the mode is restored rather than reported. Returns the files changed.
+    """
+    fixed: list[Path] = []
+    try:
+        owner = path.stat().st_uid
+    except OSError:
+        return fixed
+    if not hasattr(os, "geteuid") or owner != os.geteuid():
+        return fixed
+    for suffix in COMPANIONS:
+        companion = Path(str(path) + suffix)
+        try:
+            info = companion.stat()
+        except OSError:
+            continue
+        if info.st_uid == owner and stat.S_IMODE(info.st_mode) & 0o600 != 0o600:
+            try:
+                os.chmod(companion, 0o600)
+            except OSError:
+                continue  # write_blocker reports it
+            fixed.append(companion)
+    return fixed
+
+
+def io_error(
+    path: Path | str,
+    *,
+    err_no: int | None = None,
+    what: str | None = None,
+    text: str | None = None,
+    full: bool = False,
+) -> StoreIOError | StoreOpenError:
+    """The typed error for a read or write of ``path`` that the disk refused.
+
+    ``err_no`` is the errno SQLite (or the OS call) saw, when known; ``full`` says SQLite
+    itself reported ``SQLITE_FULL``. An errno of "no space" or "quota" is taken as it is
+    (a quota or exhausted inodes do not show in the free space); for everything else the
+    filesystem is probed, since the errno SQLite reports can be left over from an earlier
+    call: a read-only mount, a file or directory this process may not write, a disk with
+    (almost) no free space. What is left is a device error, named as such -- never
+    corruption.
+    """
+    path = Path(os.path.abspath(path))
+    ctx = _context(what, text)
+    if full or err_no in _FULL_ERRNOS:
+        return _disk_full_error(path, ctx, _free_or_none(path))
+    if _read_only_mount(path):
+        return _read_only_error(path, ctx)
+    problem = _access_problem(path)
+    if problem is not None:
+        return _permission_error(path, ctx, *problem)
+    if not path.parent.exists():
+        return StoreOpenError(
+            f"cannot open {path}: no such file or directory{ctx}",
+            hint=f"Check that {path.parent} exists.",
+            path=str(path),
+        )
+    free = _free_or_none(path)
+    if err_no is None and free is not None and free < _NEARLY_FULL:
+        return _disk_full_error(path, ctx, free)
+    cause = f" [{errno.errorcode.get(err_no, err_no)}: {os.strerror(err_no)}]" if err_no else ""
+    return StoreIOError(
+        f"I/O error on {path}{cause}{ctx}",
+        hint="The disk reported an error; check the device (`dmesg`) and retry. This is not "
+        "corruption: nothing was quarantined or moved.",
+        path=str(path),
+        errno=err_no,
+    )
+
+
+def _free_or_none(path: Path) -> int | None:
+    try:
+        return free_bytes(path)
+    except OSError:
+        return None
