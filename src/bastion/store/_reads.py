@@ -53,6 +53,7 @@ class ReaderPool:
     path: Path
     config: StoreConfig
     _vfs: str | None
+    _reader_target: tuple[str, int]
     _closed: bool
 
     def _init_readers(self) -> None:
@@ -114,7 +115,8 @@ class ReaderPool:
 
     def _new_reader(self) -> _Slot:
         try:
-            conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READONLY, vfs=self._vfs)
+            target, flags = self._reader_target
+            conn = apsw.Connection(target, flags=flags, vfs=self._vfs)
             conn.setbusytimeout(self.config.busy_timeout_ms)
             slot = (conn, conn.cursor())
         except apsw.Error as err:
@@ -227,9 +229,8 @@ class ReaderPool:
         conn: apsw.Connection | None = getattr(self._inline, "conn", None)
         if conn is None and not self._closed:
             try:
-                conn = apsw.Connection(
-                    str(self.path), flags=apsw.SQLITE_OPEN_READONLY, vfs=self._vfs
-                )
+                target, flags = self._reader_target
+                conn = apsw.Connection(target, flags=flags, vfs=self._vfs)
             except apsw.Error:
                 return None
             conn.setbusytimeout(0)

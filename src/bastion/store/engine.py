@@ -44,8 +44,10 @@ from bastion.errors import (
     StoreBusy,
     StoreClosed,
     StoreError,
+    StoreIOError,
     StoreOpenError,
 )
+from bastion.store._diagnose import repair_companion_modes, write_blocker
 from bastion.store._errors import translate
 from bastion.store._locks import write_lock_holder
 from bastion.store._reads import ReaderPool
@@ -87,9 +89,13 @@ class Database(ReaderPool):
         name: str,
         *,
         vfs: str | None = None,
+        reader_target: tuple[str, int] | None = None,
     ) -> None:
         self.path = path
         self._vfs = vfs
+        # What reader connections open: the file itself, or the read-only URI a database
+        # opened with ``readonly=True`` reads through (see store/_readonly.py).
+        self._reader_target = reader_target or (str(path), apsw.SQLITE_OPEN_READONLY)
         self.name = name
         self.config = config
         self._writer = writer
@@ -129,6 +135,8 @@ class Database(ReaderPool):
         self._thread.start()
         self.posture = read_posture(writer)
         self._watchdog: Any = None
+        #: None for a normal open; how the file is read when opened read-only.
+        self.readonly: str | None = None
 
     # --- opening -------------------------------------------------------------------------
 
@@ -141,11 +149,18 @@ class Database(ReaderPool):
         name: str | None = None,
         create: bool = True,
         vfs: str | None = None,
+        readonly: bool = False,
     ) -> Database:
         """Open (or create) ``path``, set its posture, and verify it by reading it back.
 
         A file that exists but is not SQLite (or is truncated) raises ``NotADatabase`` and is
-        not modified: the header is checked before SQLite is allowed to touch the file.
+        not modified: the header is checked before SQLite is allowed to touch the file. A
+        file this process cannot write (mode, owner, read-only mount) raises
+        ``StorePermissionError``/``StoreReadOnly`` before SQLite touches it either: SQLite
+        would open it read-only and create its ``-wal``/``-shm`` with the file's mode.
+
+        ``readonly=True`` opens without writing anything next to the file (see
+        :meth:`open_readonly`); :meth:`open_for_reading` tries a normal open first.
         """
         cfg = config or StoreConfig()
         db_path = Path(path).absolute()
@@ -154,6 +169,14 @@ class Database(ReaderPool):
             raise StoreOpenError(
                 f"{db_path} does not exist", hint="Run `bastion init` first.", path=str(db_path)
             )
+        if readonly:
+            return cls.open_readonly(db_path, cfg, name=name, vfs=vfs)
+        # Companions an earlier write left with the database's 0400 mode: ours, so fixed.
+        for fixed in repair_companion_modes(db_path):
+            log.warning("%s had mode other than 0600; set it back to 0600", fixed)
+        blocker = write_blocker(db_path, what="opening")
+        if blocker is not None:
+            raise blocker
         flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
         existed = db_path.exists()
         try:
@@ -165,8 +188,9 @@ class Database(ReaderPool):
                 os.chmod(db_path, 0o600)
             apply_posture(conn, cfg, str(db_path))
         except apsw.Error as err:
+            mapped = translate(err, path=str(db_path), what="opening", conn=conn)
             conn.close()
-            raise translate(err, path=str(db_path), what="opening") from err
+            raise mapped from err
         except BaseException:
             conn.close()
             raise
@@ -176,6 +200,42 @@ class Database(ReaderPool):
         db._watchdog = WalWatchdog(db)
         db._watchdog.start()
         return db
+
+    @classmethod
+    def open_readonly(
+        cls,
+        path: str | os.PathLike[str],
+        config: StoreConfig | None = None,
+        *,
+        name: str | None = None,
+        vfs: str | None = None,
+        reason: StoreError | None = None,
+    ) -> Database:
+        """Open ``path`` for reading only, writing nothing next to it (no ``-wal``/``-shm``
+        created or grown): how reads keep working on a full disk, read-only media or a file
+        this process may not write. Every write raises ``reason`` (why the database could
+        not be opened for writing) or ``StoreReadOnly``. No posture is set; it is read back.
+        """
+        from bastion.store._readonly_db import open_readonly  # it subclasses Database
+
+        return open_readonly(path, config or StoreConfig(), name=name, vfs=vfs, reason=reason)
+
+    @classmethod
+    def open_for_reading(
+        cls,
+        path: str | os.PathLike[str],
+        config: StoreConfig | None = None,
+        *,
+        name: str | None = None,
+    ) -> Database:
+        """Open an existing database for a read-only command: normally when the disk lets
+        us, else read-only (:meth:`open_readonly`) when the normal open is refused by an I/O
+        condition (full disk, read-only media, permissions). ``db.readonly`` says which."""
+        try:
+            return cls.open(path, config, name=name, create=False)
+        except StoreIOError as err:
+            log.info("opening %s read-only: %s", path, err.message)
+            return cls.open_readonly(path, config, name=name, reason=err)
 
     # --- writes --------------------------------------------------------------------------
     #
@@ -232,16 +292,18 @@ class Database(ReaderPool):
             try:
                 result = fn(tx)
             except apsw.Error as err:
+                mapped = translate(err, path=str(self.path), conn=self._writer)
                 self._abort(tx)
-                raise translate(err, path=str(self.path)) from err
+                raise mapped from err
             except BaseException:
                 self._abort(tx)
                 raise
             try:
                 cursor.execute("COMMIT")
             except apsw.Error as err:
+                mapped = translate(err, path=str(self.path), what="committing", conn=self._writer)
                 self._abort(tx)
-                raise translate(err, path=str(self.path), what="committing") from err
+                raise mapped from err
             if tx._on_commit is not None or tx._on_rollback is not None:
                 callbacks = tx._on_commit
                 tx._on_commit = tx._on_rollback = None
@@ -355,8 +417,9 @@ class Database(ReaderPool):
         try:
             self._cursor.execute("COMMIT")
         except apsw.Error as err:
+            mapped = translate(err, path=str(self.path), what="committing", conn=self._writer)
             self._abort(tx)
-            raise translate(err, path=str(self.path), what="committing") from err
+            raise mapped from err
         run_callbacks(tx._on_commit)
 
     def _submit(self, unit: Unit[Any]) -> None:
@@ -452,7 +515,10 @@ class Database(ReaderPool):
                     self._cursor.execute("")
         except apsw.Error as err:
             mapped = translate(
-                err, path=str(self.path), what="running a statement outside a transaction"
+                err,
+                path=str(self.path),
+                what="running a statement outside a transaction",
+                conn=conn,
             )
             resolve_error(unit, mapped, err)
         except BaseException as err:
@@ -489,7 +555,7 @@ class Database(ReaderPool):
                         cursor.execute("RELEASE unit")
                 run_callbacks(tx._on_rollback)
                 if isinstance(err, apsw.Error):
-                    resolve_error(unit, translate(err, path=str(self.path)), err)
+                    resolve_error(unit, translate(err, path=str(self.path), conn=conn), err)
                 else:
                     resolve_error(unit, err, None)
                 if alone or conn.in_transaction:
@@ -519,7 +585,7 @@ class Database(ReaderPool):
             # Smoothed: one fast fsync (the disk cache had room) must not switch gathering off.
             self._last_commit_s += (time.monotonic() - started - self._last_commit_s) / 8
         except apsw.Error as err:
-            mapped = translate(err, path=str(self.path), what="committing")
+            mapped = translate(err, path=str(self.path), what="committing", conn=conn)
             with contextlib.suppress(apsw.Error):
                 if conn.in_transaction:
                     cursor.execute("ROLLBACK")
@@ -531,7 +597,9 @@ class Database(ReaderPool):
             unit.finish(result)
 
     def _begin_error(self, err: apsw.Error) -> StoreError:
-        mapped = translate(err, path=str(self.path), what="starting a write transaction")
+        mapped = translate(
+            err, path=str(self.path), what="starting a write transaction", conn=self._writer
+        )
         if isinstance(mapped, StoreBusy):
             holder = write_lock_holder(self.path)
             if holder is not None:

@@ -14,6 +14,12 @@ on that. This path keeps the guarantees a read needs and nothing else:
 It never writes: no pragma is set, no transaction is opened beyond the statement's own, and
 closing skips the checkpoint SQLite would otherwise run when the last connection to a WAL
 database closes (``SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE``): the next writer does that.
+
+When the disk refuses writes (full, read-only media, a file or directory this process may
+not write) the read still answers where SQLite can: a file it could not write is never
+handed to a normal connection (which would create ``-wal``/``-shm`` with the file's mode),
+and an I/O refusal of the normal open is retried through
+:func:`~bastion.store._readonly.readonly_target`, which writes nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any
 import apsw
 
 from bastion.config import StoreConfig
-from bastion.errors import StoreOpenError
+from bastion.errors import StoreIOError, StoreOpenError
 from bastion.store._errors import translate
 from bastion.store.header import check_header
 
@@ -40,8 +46,36 @@ def query_one(
     check_header(path)
     if not path.exists():
         raise StoreOpenError(f"{path} does not exist", hint="Run `bastion init` first.")
+    from bastion.store._diagnose import write_blocker
+
+    blocked = write_blocker(path)
+    if blocked is None:
+        try:
+            return _query(
+                str(path), apsw.SQLITE_OPEN_READWRITE, sql=sql, params=params, cfg=cfg, path=path
+            )
+        except StoreIOError as err:
+            blocked = err
+    from bastion.store._readonly import readonly_target
+
+    uri, flags, _how = readonly_target(path)
     try:
-        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+        return _query(uri, flags, sql=sql, params=params, cfg=cfg, path=path)
+    except StoreIOError as err:
+        raise blocked from err  # the read-only way failed too: the original cause
+
+
+def _query(
+    target: str,
+    flags: int,
+    *,
+    sql: str,
+    params: Sequence[Any],
+    cfg: StoreConfig,
+    path: Path,
+) -> tuple[Any, ...] | None:
+    try:
+        conn = apsw.Connection(target, flags=flags)
     except apsw.Error as err:
         raise translate(err, path=str(path), what="opening") from err
     try:
@@ -49,7 +83,7 @@ def query_one(
         conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
         row = conn.execute(sql, tuple(params)).fetchone()
     except apsw.Error as err:
-        raise translate(err, path=str(path), what="reading") from err
+        raise translate(err, path=str(path), what="reading", conn=conn) from err
     finally:
         conn.close()
     return None if row is None else tuple(row)
