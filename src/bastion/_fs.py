@@ -24,6 +24,7 @@ __all__ = [
     "InsecureDirectoryError",
     "atomic_replace",
     "atomic_write",
+    "copy_private",
     "ensure_private_dir",
     "fsync_dir",
 ]
@@ -89,6 +90,34 @@ def atomic_replace(
     fsync_dir(Path(dst).parent)
     if source.parent != Path(dst).parent:
         fsync_dir(source.parent)
+
+
+def copy_private(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, mode: int = PRIVATE_FILE_MODE
+) -> int:
+    """Copy ``src`` into the new file ``dst``, created with ``mode`` (never readable by
+    others, even for a moment), and fsync it. ``dst`` must not exist. On any failure (a
+    full disk half-way) the partial ``dst`` is removed and the error re-raised. Returns the
+    bytes copied. Not atomic by itself: callers rename ``dst`` into place afterwards."""
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    copied = 0
+    try:
+        os.fchmod(fd, mode)  # the umask may have taken bits off
+        with open(src, "rb") as source:
+            while chunk := source.read(1024 * 1024):
+                view = memoryview(chunk)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                    copied += written
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(dst)
+        raise
+    os.close(fd)
+    return copied
 
 
 def ensure_private_dir(path: str | os.PathLike[str], *, mode: int = PRIVATE_DIR_MODE) -> Path:

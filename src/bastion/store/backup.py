@@ -31,7 +31,6 @@ import datetime as dt
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -40,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import apsw
 
 from bastion.__about__ import __version__
-from bastion._fs import atomic_replace, atomic_write, ensure_private_dir, fsync_dir
+from bastion._fs import atomic_replace, atomic_write, copy_private, ensure_private_dir, fsync_dir
 from bastion.errors import BackupError, RestoreRefused, StoreError, StoreIOError
 from bastion.store._snapshot_copy import (
     FileFacts,
@@ -74,7 +73,6 @@ __all__ = [
     "list_backups",
     "move_to_quarantine",
     "newest_verified_backup",
-    "place_file",
     "plan_rotation",
     "read_source_state",
     "restore_backup",
@@ -491,13 +489,6 @@ def move_to_quarantine(target: Path, qdir: Path) -> list[Path]:
     return moved
 
 
-def place_file(source: Path, target: Path) -> None:
-    """Copy ``source`` to a temp file next to ``target``, fsync, rename over ``target``."""
-    tmp = target.with_name(f".{target.name}.restore.tmp")
-    shutil.copyfile(source, tmp)
-    atomic_replace(tmp, target)
-
-
 def restore_backup(
     backup: Path,
     target: Path,
@@ -527,16 +518,36 @@ def restore_backup(
         )
     replaced = target.stat().st_size if target.exists() else 0
     qdir = quarantine_root / f"{utc_stamp(now)}-restore"
+    # Nothing moves until the copy of the backup sits beside the live file: a full disk, a
+    # read-only mount or a directory mode stops the restore here, with the live database
+    # where and as it was (see store/_swap.py).
+    from bastion.store._swap import preflight, remove_quietly, replacement_path, swap_in
+
+    preflight(
+        target,
+        quarantine_root,
+        needs={"the backup's copy beside the live file": info.size_bytes},
+        what=f"restoring {target.name}",
+    )
+    tmp = replacement_path(target, "restore")
+    made_qdir = not qdir.exists()
     try:
-        # Copy the backup next to the target before moving anything: if the disk is full
-        # we fail here with the live database still in place.
-        tmp = target.with_name(f".{target.name}.restore.tmp")
-        shutil.copyfile(backup, tmp)
-        quarantined = move_to_quarantine(target, qdir)
-        atomic_replace(tmp, target)
+        remove_quietly(tmp)  # left by a restore that was killed: ours, never in place
+        copy_private(backup, tmp)
+        ensure_private_dir(qdir)
+        quarantined = swap_in(tmp, target, qdir)
     except OSError as err:
-        raise StoreIOError(
-            f"restore of {backup} into {target} failed: {err.strerror or err}", path=str(target)
+        remove_quietly(tmp)
+        if made_qdir:
+            with contextlib.suppress(OSError):
+                qdir.rmdir()
+        from bastion.store._diagnose import io_error
+
+        raise io_error(
+            target,
+            err_no=err.errno,
+            what=f"restoring {backup.name} (the live database was not touched)",
+            text=err.strerror,
         ) from err
     atomic_write(
         qdir / "restore.json",

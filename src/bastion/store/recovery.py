@@ -24,10 +24,13 @@ the salvaged copy but not in the live database, table by table, and reports conf
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import enum
+import errno
 import json
+import os
 import struct
 import time
 import urllib.parse
@@ -37,17 +40,21 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from bastion._fs import atomic_write, ensure_private_dir
+from bastion._fs import atomic_write, copy_private, ensure_private_dir
+from bastion.errors import NotADatabase, StoreCorrupt, StoreError, StoreMissing
+from bastion.store._diagnose import io_error, write_blocker
+from bastion.store._errors import translate
 from bastion.store._rawread import read_head
+from bastion.store._readonly import readonly_target
+from bastion.store._swap import preflight, remove_quietly, replacement_path, swap_in
 from bastion.store.backup import (
     BackupInfo,
     EventSink,
     list_backups,
-    move_to_quarantine,
     newest_verified_backup,
-    place_file,
     utc_stamp,
 )
+from bastion.store.header import short_without_wal
 from bastion.store.salvage import SalvageResult, salvage
 
 if TYPE_CHECKING:
@@ -69,11 +76,15 @@ _HEADER = b"SQLite format 3\x00"
 
 
 class CheckKind(enum.Enum):
-    """Outcome of :func:`open_check`. Only ``OK``/``NEW``/``INCONCLUSIVE`` let an open go on."""
+    """Outcome of :func:`open_check`. Only ``OK``/``NEW``/``INCONCLUSIVE`` let an open go on;
+    only the :attr:`damaged` kinds are evidence of damage (what recovery may act on).
+    ``IO_ERROR`` is neither: the disk refused (full, read-only, permissions, a device
+    error) and the check could not run even read-only; nothing is known about the data."""
 
     OK = "ok"
     NEW = "new"  # no file yet and no sign one existed: a fresh database
-    INCONCLUSIVE = "inconclusive"  # quick_check skipped (size) or interrupted (time)
+    INCONCLUSIVE = "inconclusive"  # quick_check skipped (size), interrupted (time) or locked
+    IO_ERROR = "io_error"  # the disk refused the check: an I/O condition, never corruption
     MISSING = "missing"
     EMPTY = "empty"
     NOT_A_DATABASE = "not_a_database"
@@ -86,6 +97,11 @@ class CheckKind(enum.Enum):
         """Whether a check of this kind lets the database open (ok, new, inconclusive)."""
         return self in (CheckKind.OK, CheckKind.NEW, CheckKind.INCONCLUSIVE)
 
+    @property
+    def damaged(self) -> bool:
+        """Evidence of damage: a bad or missing file, or rows from quick_check."""
+        return not self.healthy and self is not CheckKind.IO_ERROR
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class OpenCheck:
@@ -96,11 +112,18 @@ class OpenCheck:
     detail: str
     output: tuple[str, ...]
     duration_s: float
+    #: Why the disk refused a normal open (full, read-only, permissions), when it did: the
+    #: check then ran read-only (``kind`` is its result) or could not run (``IO_ERROR``).
+    fault: StoreError | None = None
 
     @property
     def ok(self) -> bool:
         """Whether the database may be opened."""
         return self.kind.healthy
+
+    @property
+    def damaged(self) -> bool:
+        return self.kind.damaged
 
     def to_dict(self) -> dict[str, Any]:
         """The check as JSON-ready data."""
@@ -108,10 +131,25 @@ class OpenCheck:
             "path": str(self.path),
             "kind": self.kind.value,
             "ok": self.ok,
+            "damaged": self.damaged,
             "detail": self.detail,
             "output": list(self.output),
             "duration_s": round(self.duration_s, 3),
+            "fault": self.fault.to_dict() if self.fault is not None else None,
         }
+
+    def error(self) -> StoreError:
+        """The typed error for a check that did not pass: the I/O condition for
+        ``IO_ERROR`` (``StoreIOError`` and subclasses), ``StoreMissing``, ``NotADatabase`` or
+        ``StoreCorrupt`` for damage. The caller adds what to do in its own words."""
+        if self.kind is CheckKind.IO_ERROR and self.fault is not None:
+            return self.fault
+        message = f"{self.path} failed the open-time check ({self.kind.value}): {self.detail}"
+        if self.kind is CheckKind.NOT_A_DATABASE:
+            return NotADatabase(message, path=str(self.path), check=self.to_dict())
+        if self.kind is CheckKind.MISSING:
+            return StoreMissing(message, path=str(self.path), check=self.to_dict())
+        return StoreCorrupt(message, path=str(self.path), check=self.to_dict())
 
 
 def _has_backup(backups_dir: Path | None, db_name: str) -> bool:
@@ -135,13 +173,44 @@ def open_check(
     backups_dir: Path | None = None,
     db_name: str | None = None,
     full: bool = False,
+    expected: bool = False,
 ) -> OpenCheck:
     """Cheap, read-only health check of a closed (or shared) database file.
 
     ``full=True`` runs ``integrity_check`` with no size or time bound instead.
+    ``expected=True`` says the file is known to have existed (the home records it): a
+    missing file is then ``MISSING``, never ``NEW``.
+
+    Failures are classified by cause. A file the disk will not let us read or check (full
+    disk, read-only media, permissions, "unable to open", an I/O error) is an I/O condition:
+    the check is retried read-only, writing nothing (``fault`` names the condition), and
+    when even that cannot run the kind is ``IO_ERROR``. Only evidence of damage (a bad
+    header, rows from ``quick_check``, ``SQLITE_CORRUPT``/``SQLITE_NOTADB`` from a file
+    that was read) is ``CORRUPT`` and the other :attr:`CheckKind.damaged` kinds.
     """
     started = time.monotonic()
     path = Path(path).absolute()
+    try:
+        return _open_check(
+            path, config, backups_dir=backups_dir, db_name=db_name, full=full, expected=expected
+        )
+    except OSError as err:  # stat or the header read refused: EACCES, EIO, ...
+        fault = io_error(path, err_no=err.errno, what="checking it", text=err.strerror)
+        return OpenCheck(
+            path, CheckKind.IO_ERROR, fault.message, (), time.monotonic() - started, fault
+        )
+
+
+def _open_check(
+    path: Path,
+    config: StoreConfig,
+    *,
+    backups_dir: Path | None,
+    db_name: str | None,
+    full: bool,
+    expected: bool,
+) -> OpenCheck:
+    started = time.monotonic()
     name = db_name or path.stem
     wal, shm = Path(str(path) + "-wal"), Path(str(path) + "-shm")
 
@@ -154,10 +223,15 @@ def open_check(
                 CheckKind.MISSING,
                 f"{path} is missing, but its -wal/-shm or backups exist: it was deleted",
             )
+        if expected:
+            return done(
+                CheckKind.MISSING,
+                f"{path} is missing, but this home has held it: it was deleted or moved",
+            )
         return done(CheckKind.NEW, "no database yet")
     size = path.stat().st_size
     if size == 0:
-        if (wal.exists() and wal.stat().st_size > 0) or _has_backup(backups_dir, name):
+        if (wal.exists() and wal.stat().st_size > 0) or _has_backup(backups_dir, name) or expected:
             return done(CheckKind.EMPTY, f"{path} was truncated to 0 bytes")
         return done(CheckKind.NEW, "empty file: a new database")
     header = read_head(path, 100)  # not open(): see _rawread
@@ -174,7 +248,13 @@ def open_check(
             CheckKind.TRUNCATED,
             f"{path} is {size} bytes, not a whole number of {page_size}-byte pages",
         )
-    if page_size and pages and size < page_size * pages and not wal.exists():
+    if (
+        page_size
+        and pages
+        and size < page_size * pages
+        and short_without_wal(path, page_size * pages)
+    ):
+        size = path.stat().st_size
         return done(
             CheckKind.TRUNCATED,
             f"{path} is truncated: header declares {pages} pages ({pages * page_size} bytes), "
@@ -205,11 +285,59 @@ def open_check(
 
 
 def _run_check(path: Path, config: StoreConfig, *, full: bool, started: float) -> OpenCheck:
-    pragma = "integrity_check" if full else "quick_check"
+    """quick_check (or integrity_check) on a normal connection; when the disk refuses that
+    (or would make SQLite create companions with the wrong mode), again read-only."""
+    # A file this process may not write is never handed to a read-write connection: SQLite
+    # would open it read-only anyway and create -wal/-shm with the database's own mode.
+    blocked = write_blocker(path, what="checking it")
+    first = blocked or _check_read_write(path, config, full=full, started=started)
+    if isinstance(first, OpenCheck):
+        return first
+    fault: StoreError = first
+    # The disk refused: an I/O condition. Check again without writing anything.
+    try:
+        uri, flags, how = readonly_target(path)
+        conn = apsw.Connection(uri, flags=flags)
+    except (StoreError, apsw.Error) as err:
+        reason = err if isinstance(err, StoreError) else translate(err, path=str(path))
+        return OpenCheck(
+            path,
+            CheckKind.IO_ERROR,
+            f"the check could not run: {fault.message}; read-only either: {reason.message}",
+            (),
+            time.monotonic() - started,
+            fault,
+        )
+    conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+    result = _check_on(conn, path, config, full=full, started=started)
+    if isinstance(result, StoreError):
+        return OpenCheck(
+            path,
+            CheckKind.IO_ERROR,
+            f"the check could not run: {fault.message} ({how}: {result.message})",
+            (),
+            time.monotonic() - started,
+            fault,
+        )
+    return dataclasses.replace(result, detail=f"{result.detail} ({how})", fault=fault)
+
+
+def _check_read_write(
+    path: Path, config: StoreConfig, *, full: bool, started: float
+) -> OpenCheck | StoreError:
     try:
         conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
     except apsw.Error as err:
-        return OpenCheck(path, CheckKind.CORRUPT, f"cannot open: {err}", (), 0.0)
+        return translate(err, path=str(path), what="opening it for the check")
+    return _check_on(conn, path, config, full=full, started=started)
+
+
+def _check_on(
+    conn: apsw.Connection, path: Path, config: StoreConfig, *, full: bool, started: float
+) -> OpenCheck | StoreError:
+    """Run the check on ``conn`` (closed here). An I/O refusal is returned as the typed
+    error, for the caller to retry read-only; damage and results are an ``OpenCheck``."""
+    pragma = "integrity_check" if full else "quick_check"
     deadline = time.monotonic() + config.open_check_max_s
     interrupted = False
 
@@ -232,9 +360,17 @@ def _run_check(path: Path, config: StoreConfig, *, full: bool, started: float) -
             (),
             time.monotonic() - started,
         )
-    except apsw.Error as err:
-        if interrupted:  # pragma: no cover - some builds report the interrupt differently
-            return OpenCheck(path, CheckKind.INCONCLUSIVE, str(err), (), 0.0)
+    except apsw.BusyError as err:
+        # Another process holds the database exclusively: nothing is known, nothing is bad.
+        return OpenCheck(
+            path,
+            CheckKind.INCONCLUSIVE,
+            f"{pragma} could not run: the database is locked by another process ({err})",
+            (),
+            time.monotonic() - started,
+        )
+    except (apsw.CorruptError, apsw.NotADBError) as err:
+        # SQLite read the file and found it damaged: evidence, not a refusal.
         return OpenCheck(
             path,
             CheckKind.CORRUPT,
@@ -242,6 +378,12 @@ def _run_check(path: Path, config: StoreConfig, *, full: bool, started: float) -
             (str(err),),
             time.monotonic() - started,
         )
+    except apsw.Error as err:
+        if interrupted:  # pragma: no cover - some builds report the interrupt differently
+            return OpenCheck(path, CheckKind.INCONCLUSIVE, str(err), (), 0.0)
+        # Disk full, read-only media, permissions, a -shm that cannot be created or grown,
+        # a device error: the disk refused, which says nothing about the data.
+        return translate(err, path=str(path), what=f"running {pragma}", conn=conn)
     finally:
         conn.close()
     if output == ("ok",):
@@ -305,68 +447,132 @@ def recover(
     db_name: str | None = None,
     on_event: EventSink | None = None,
     now: dt.datetime | None = None,
+    allow_empty: bool = False,
 ) -> RecoveryReport:
-    """DESTRUCTIVE (the live files move): quarantine, restore, salvage, report.
+    """DESTRUCTIVE (the live files move) but atomic: quarantine, restore, salvage, report.
 
     ``db_path`` must be closed in this process. ``check`` is the failed :func:`open_check`
-    (or one made by the operator) and goes into the report.
+    (or one made by the operator) and goes into the report; it must show damage: an I/O
+    condition (``IO_ERROR``, or any check carrying a ``fault``) is raised as its typed error
+    and nothing is touched -- a full disk is not a damaged database.
+
+    Nothing moves until everything that will be written fits and was written: the disk's
+    free space and the directories' modes are checked first (:func:`~bastion.store._swap.
+    preflight`); the damaged file is salvaged where it lies (read-only) into
+    ``quarantine/<utc>/``; the replacement (the newest verified backup, else the salvaged
+    rows) is built beside the live file, 0600 and fsynced; ``report.json`` is written; only
+    then are the live file and its ``-wal``/``-shm`` renamed into quarantine and the
+    replacement renamed in. A failure at any step leaves the live database where and as it
+    was, removes what this call wrote, and raises the typed cause. With nothing to put in
+    place, ``allow_empty`` places a new empty database (the daemon, for a file it could
+    quarantine); otherwise ``StoreMissing`` is raised and nothing moves.
     """
     db_path = Path(db_path).absolute()
     name = db_name or db_path.stem
+    if check.kind is CheckKind.IO_ERROR or (check.fault is not None and not check.damaged):
+        raise check.error()
+    if not check.damaged:
+        raise ValueError(f"recover needs a failed check showing damage, got {check.kind.value}")
+    wal = Path(str(db_path) + "-wal")
+    backup: BackupInfo | None = newest_verified_backup(backups_dir, name)
+    source_bytes = _size(db_path) + _size(wal)
+    # The replacement beside the live file is the backup, or at most the salvaged rows
+    # (never more than the source), or a new empty database; salvage needs a private copy
+    # of the source and its output (at most the source's size) in quarantine/.
+    needs = {
+        "the replacement beside the live file": (
+            backup.size_bytes if backup is not None else max(source_bytes, _EMPTY_DB_BYTES)
+        ),
+        "salvage working space": 2 * source_bytes,
+    }
+    preflight(db_path, quarantine_root, needs=needs, what=f"recovering {db_path.name}")
     qdir = quarantine_root / utc_stamp(now)
-    ensure_private_dir(qdir)
-    quarantined = move_to_quarantine(db_path, qdir)
+    tmp = replacement_path(db_path, "recover")
+    made_qdir = not qdir.exists()
+    written: list[Path] = []
+    try:
+        remove_quietly(tmp)  # left by a recovery that was killed: ours, and never in place
+        ensure_private_dir(qdir)
+        result: SalvageResult | None = None
+        salvage_error = None
+        if db_path.exists() and _size(db_path) > 0:
+            written.append(qdir / "salvaged.db")
+            try:
+                result = salvage(db_path, qdir / "salvaged.db")
+            except OSError as err:
+                if err.errno in _NO_SPACE:
+                    raise  # the disk filled up meanwhile: abort, nothing has moved
+                salvage_error = str(err)
+            except (apsw.Error, StoreError) as err:
+                salvage_error = str(err)
+        if backup is not None:
+            placed = "backup"
+            copy_private(backup.path, tmp)
+        elif result is not None and result.total_rows > 0:
+            # No good backup: the salvaged rows are the best copy there is.
+            placed = "salvage"
+            copy_private(result.dest, tmp)
+        elif allow_empty:
+            placed = "empty"
+            _create_empty_database(tmp)
+        else:
+            raise StoreMissing(
+                f"{db_path.name} cannot be recovered: there is no verified backup of "
+                f"{name} in {backups_dir} and nothing could be salvaged"
+                + (f" ({salvage_error})" if salvage_error else "")
+                + f". Nothing was moved: {db_path.name} is where and as it was.",
+                hint="Put a copy of the database back in place yourself, or run `bastion db "
+                "recover --allow-empty` to quarantine it and start with an empty database.",
+                path=str(db_path),
+            )
+        report_path = qdir / "report.json"
+        rows_backup = dict((backup.manifest or {}).get("row_counts") or {}) if backup else {}
+        rows_salvaged = {n: t.rows for n, t in result.tables.items()} if result else {}
+        only_in_salvage = (
+            _rows_missing_from(result.dest, backup.path) if result is not None and backup else {}
+        )
+        moving = [p for p in (wal, Path(str(db_path) + "-shm"), db_path) if p.exists()]
+        report = RecoveryReport(
+            db_path=db_path,
+            quarantine_dir=qdir,
+            check=check,
+            quarantined=tuple(qdir / p.name for p in moving),
+            restored_from=backup.path if backup else None,
+            placed=placed,
+            salvage=result,
+            rows_in_backup=rows_backup,
+            rows_salvaged=rows_salvaged,
+            rows_only_in_salvage=only_in_salvage,
+            report_path=report_path,
+        )
+        body = report.to_dict()
+        body["created_at"] = dt.datetime.now(dt.UTC).isoformat()
+        body["salvage_error"] = salvage_error
+        body["next_steps"] = (
+            "Rows only in the salvaged copy can be merged back with "
+            "`bastion db recover --from-salvage` (conflicts are reported, never overwritten)."
+        )
+        # Written before the swap, so a recovery that happened always has its report.
+        written.append(report_path)
+        atomic_write(report_path, json.dumps(body, indent=2, sort_keys=True) + "\n")
+        swap_in(tmp, db_path, qdir)
+    except OSError as err:
+        _undo(tmp, qdir if made_qdir else None, written)
+        raise io_error(
+            db_path, err_no=err.errno, what="recovering it (nothing was moved)", text=err.strerror
+        ) from err
+    except apsw.Error as err:
+        _undo(tmp, qdir if made_qdir else None, written)
+        raise translate(err, path=str(db_path), what="recovering it (nothing was moved)") from err
+    except BaseException:
+        _undo(tmp, qdir if made_qdir else None, written)
+        raise
     if on_event:
         on_event(
             "store.quarantined",
             name,
             {"reason": check.detail, "kind": check.kind.value, "dir": str(qdir)},
         )
-    moved_db = qdir / db_path.name
-    result: SalvageResult | None = None
-    salvage_error = None
-    if moved_db.exists() and moved_db.stat().st_size > 0:
-        try:
-            result = salvage(moved_db, qdir / "salvaged.db")
-        except (apsw.Error, OSError) as err:
-            salvage_error = str(err)
-    backup: BackupInfo | None = newest_verified_backup(backups_dir, name)
-    placed = "nothing"
-    if backup is not None:
-        place_file(backup.path, db_path)
-        placed = "backup"
-    elif result is not None and result.total_rows > 0:
-        # No good backup: the salvaged rows are the best copy there is.
-        place_file(result.dest, db_path)
-        placed = "salvage"
-    rows_backup = dict((backup.manifest or {}).get("row_counts") or {}) if backup else {}
-    rows_salvaged = {n: t.rows for n, t in result.tables.items()} if result else {}
-    only_in_salvage = (
-        _rows_missing_from(result.dest, backup.path) if result is not None and backup else {}
-    )
-    report_path = qdir / "report.json"
-    report = RecoveryReport(
-        db_path=db_path,
-        quarantine_dir=qdir,
-        check=check,
-        quarantined=tuple(quarantined),
-        restored_from=backup.path if backup else None,
-        placed=placed,
-        salvage=result,
-        rows_in_backup=rows_backup,
-        rows_salvaged=rows_salvaged,
-        rows_only_in_salvage=only_in_salvage,
-        report_path=report_path,
-    )
-    body = report.to_dict()
-    body["created_at"] = dt.datetime.now(dt.UTC).isoformat()
-    body["salvage_error"] = salvage_error
-    body["next_steps"] = (
-        "Rows only in the salvaged copy can be merged back with "
-        "`bastion db recover --from-salvage` (conflicts are reported, never overwritten)."
-    )
-    atomic_write(report_path, json.dumps(body, indent=2, sort_keys=True) + "\n")
-    if on_event:
         on_event(
             "store.restored",
             name,
@@ -377,6 +583,42 @@ def recover(
             },
         )
     return report
+
+
+#: errnos that mean the disk is out of space (or quota).
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+#: A new empty WAL database: one page (4 KiB), rounded up for what SQLite adds.
+_EMPTY_DB_BYTES = 64 * 1024
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _create_empty_database(path: Path) -> None:
+    """A new, empty SQLite database in WAL mode at ``path`` (0600, durable)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    conn = apsw.Connection(str(path))
+    try:
+        conn.execute("PRAGMA journal_mode = WAL").fetchall()
+    finally:
+        conn.close()  # checkpoints the header into the file and removes -wal/-shm
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _undo(tmp: Path, qdir: Path | None, written: list[Path]) -> None:
+    """Remove what an aborted recovery wrote (never a live file: those were not moved, or
+    were moved back by swap_in)."""
+    remove_quietly(tmp)
+    for path in written:
+        remove_quietly(path)
+    if qdir is not None:
+        with contextlib.suppress(OSError):
+            qdir.rmdir()  # only if empty: anything else in it is not ours to delete
 
 
 def _ro(path: Path) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import struct
 import tempfile
 import time
@@ -35,7 +34,7 @@ from typing import Any
 
 import apsw
 
-from bastion._fs import fsync_dir
+from bastion._fs import copy_private, fsync_dir
 
 __all__ = ["SalvageResult", "TableSalvage", "salvage"]
 
@@ -110,12 +109,13 @@ def salvage(source: Path, dest: Path) -> SalvageResult:
     if dest.exists():
         raise FileExistsError(f"{dest} exists; salvage writes a new file")
     with tempfile.TemporaryDirectory(prefix=".salvage-", dir=dest.parent) as work:
+        # Every file written here is 0600 from its first byte: the copies hold app data.
         copy = Path(work) / "source.db"
-        shutil.copyfile(source, copy)
+        copy_private(source, copy)
         repaired = _repair_header(copy)
         wal = Path(str(source) + "-wal")
         if wal.exists():
-            shutil.copyfile(wal, Path(str(copy) + "-wal"))
+            copy_private(wal, Path(str(copy) + "-wal"))
             src = _open_with_wal(copy)
         else:
             src = apsw.Connection(
@@ -123,7 +123,13 @@ def salvage(source: Path, dest: Path) -> SalvageResult:
                 flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI,
             )
         try:
+            # Created 0600 before SQLite opens it (SQLite would use the umask's mode).
+            os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             result = _salvage_into(src, source, dest, copy)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                dest.unlink()
+            raise
         finally:
             src.close()
     if repaired:
