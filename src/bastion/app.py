@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bastion._fs import InsecureDirectoryError, ensure_private_dir
+from bastion._home import expects, missing_error, record
 from bastion.config import Config, load_config
-from bastion.errors import ConfigError, HomeNotFound
+from bastion.errors import ConfigError, HomeNotFound, StoreIOError
 from bastion.runfiles import ensure_token
 from bastion.store import Database
 
@@ -78,6 +79,7 @@ class Home:
         migrate: bool = True,
         check: bool = True,
         namespaces: Iterable[Namespace] = (),
+        for_reading: bool = False,
     ) -> Home:
         """Open the home; with ``migrate`` (the default) apply pending migrations of ``core``
         and of the app's ``namespaces`` (pre-migration backup to ``backups/``). A bad
@@ -87,7 +89,17 @@ class Home:
         ``check=False`` skips the open-time integrity check (and so never recovers): for
         one-shot reads such as ``bastion settings get``, which must neither change the file
         nor pay for a check on every call; a damaged page still fails the read loudly
-        (``StoreCorrupt``) and the header is always checked."""
+        (``StoreCorrupt``) and the header is always checked.
+
+        ``for_reading=True`` is for read-only commands (``bastion db status``, ``db check``):
+        when the disk refuses a normal open (full, read-only media, permissions) the
+        database is opened read-only instead, writing nothing (``home.db.readonly`` says
+        how it is read; writes raise the refusal). It needs ``migrate=False``.
+
+        A ``bastion.db`` this home has held (see :mod:`bastion._home`) that has gone missing
+        is never replaced by an empty one: the open raises ``StoreMissing``."""
+        if for_reading and migrate:
+            raise ValueError("for_reading=True needs migrate=False: migrating writes")
         cfg = config or load_config()
         app_namespaces = tuple(namespaces)
         if not cfg.home.is_dir():
@@ -102,9 +114,13 @@ class Home:
                 return cls.init(cfg)
             cls.init(cfg).close()
         if check:
-            db, recovery = _open_checked(cfg)
+            db, recovery = _open_checked(cfg, for_reading=for_reading)
         else:
+            missing = missing_error(cfg.home, "bastion", cfg.db_path)
+            if missing is not None:
+                raise missing
             db, recovery = Database.open(cfg.db_path, cfg.store, name="bastion"), None
+            record(cfg.home, "bastion", cfg.db_path)
         home = cls(config=cfg, db=db, recovery=recovery, app_namespaces=app_namespaces)
         if migrate:
             try:
@@ -201,6 +217,8 @@ class Home:
             "page_size": page_size,
             "freelist_count": freelist,
             "sqlite_version": self.db.posture.sqlite_version,
+            # None, or how the file is read when the disk refused a normal open.
+            "read_only": self.db.readonly,
             "migrations": [state.to_dict() for state in self.migrator().status(self.namespaces())],
         }
 
@@ -271,32 +289,55 @@ class Home:
         self.close()
 
 
-def _open_checked(cfg: Config) -> tuple[Database, Any]:
-    """Open ``bastion.db`` after the open-time check; on failure refuse or recover per
-    ``cfg.store.on_corrupt`` (never silently continue on a damaged file)."""
-    from bastion.errors import NotADatabase, StoreCorrupt
+def _open_checked(cfg: Config, *, for_reading: bool = False) -> tuple[Database, Any]:
+    """Open ``bastion.db`` after the open-time check.
+
+    The check's outcome is acted on by cause. An I/O condition (full disk, read-only media,
+    permissions: ``IO_ERROR``, or a normal open refused) raises its typed ``StoreIOError``
+    and never leads to recovery. Evidence of damage is refused or recovered per
+    ``cfg.store.on_corrupt`` (never silently continued on); a missing file the home has
+    held is damage too, and recovery never answers it with an empty database.
+    """
     from bastion.store.recovery import CheckKind, open_check, recover
 
-    check = open_check(cfg.db_path, cfg.store, backups_dir=cfg.backups_dir, db_name="bastion")
+    check = open_check(
+        cfg.db_path,
+        cfg.store,
+        backups_dir=cfg.backups_dir,
+        db_name="bastion",
+        expected=expects(cfg.home, "bastion"),
+    )
     report = None
-    if not check.ok:
+    if check.kind is CheckKind.IO_ERROR:
+        raise check.error()
+    if check.damaged:
         if cfg.store.on_corrupt != "recover":  # "auto" means refuse outside the daemon
-            error = NotADatabase if check.kind is CheckKind.NOT_A_DATABASE else StoreCorrupt
-            raise error(
-                f"{cfg.db_path} failed the open-time check ({check.kind.value}): {check.detail}",
-                hint="Nothing was changed. Run `bastion db recover` to quarantine it and restore "
-                'the newest verified backup, or set store.on_corrupt = "recover".',
-                path=str(cfg.db_path),
-                check=check.to_dict(),
+            error = check.error()
+            missing = missing_error(cfg.home, "bastion", cfg.db_path)
+            error.hint = (
+                missing.hint
+                if missing is not None
+                else "Nothing was changed. Run `bastion db recover` to quarantine it and "
+                'restore the newest verified backup, or set store.on_corrupt = "recover".'
             )
+            raise error
         report = recover(
             cfg.db_path,
             backups_dir=cfg.backups_dir,
             quarantine_root=cfg.quarantine_dir,
             check=check,
             db_name="bastion",
+            # An empty database only replaces a damaged file it quarantined, never a lost one.
+            allow_empty=check.kind is not CheckKind.MISSING,
         )
-    db = Database.open(cfg.db_path, cfg.store, name="bastion")
+    try:
+        db = Database.open(cfg.db_path, cfg.store, name="bastion")
+    except StoreIOError as err:
+        if not for_reading:
+            raise
+        db = Database.open_readonly(cfg.db_path, cfg.store, name="bastion", reason=err)
+    if db.readonly is None:
+        record(cfg.home, "bastion", cfg.db_path)
     if report is not None:
         # Events go into the database now in place, so they are emitted after it opened.
         data = report.to_dict()

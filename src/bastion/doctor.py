@@ -132,22 +132,44 @@ def fix_modes(home: Path) -> list[str]:
 
 
 def _database_report(cfg: Config, path: Path, name: str, *, full: bool) -> dict[str, Any]:
+    from bastion._home import expects, missing_error
     from bastion.store import Database
     from bastion.store.recovery import open_check
     from bastion.store.stats import check_database, db_stats
 
     out: dict[str, Any] = {"path": str(path), "exists": path.exists()}
     if not path.exists():
+        missing = missing_error(cfg.home, name, path)
+        if missing is not None:
+            out["problem"] = f"{missing.message}. {missing.hint}"
         return out
     # Before anything opens the file: a damaged database is when this matters most.
     out["newest_verified_backup"] = newest_verified_backup_age(cfg, path, name, deep=full)
-    check = open_check(path, cfg.store, backups_dir=cfg.backups_dir, db_name=name)
+    check = open_check(
+        path, cfg.store, backups_dir=cfg.backups_dir, db_name=name, expected=expects(cfg.home, name)
+    )
     out["open_check"] = check.to_dict()
+    if check.fault is not None:
+        # The disk refuses (full, read-only, permissions): named as such, never as damage.
+        out["fault"] = check.fault.to_dict()
     if not check.ok:
-        out["problem"] = check.detail
+        if check.damaged:
+            out["problem"] = (
+                f"damaged ({check.kind.value}): {check.detail}; `bastion db recover"
+                + ("" if name == "bastion" else f" --db {name}")
+                + "` restores the newest verified backup"
+            )
+        else:
+            fault = check.error()
+            out["problem"] = f"the disk refused the check: {fault.message}. {fault.hint}"
         return out
+    if check.fault is not None:
+        out["problem"] = (
+            f"readable, but the disk refuses writes: {check.fault.message}. {check.fault.hint}"
+        )
     try:
-        with Database.open(path, cfg.store, name=name, create=False) as db:
+        with Database.open_for_reading(path, cfg.store, name=name) as db:
+            out["read_only"] = db.readonly
             out["posture"] = dataclasses.asdict(db.posture)
             out["check"] = check_database(db, full=full)
             stats = db_stats(db, backups_dir=cfg.backups_dir, run_dir=cfg.run_dir)

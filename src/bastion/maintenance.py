@@ -17,7 +17,8 @@ Jobs, each on its configured interval (0 disables it) and run one at a time on t
 * ``retention``: pruning of bastion's own tables, then space reclaimed past the threshold.
 * ``vault-audit-retention``: the vault's audit rows, kept as long as activity rows.
 * ``integrity-check``: ``integrity_check`` + ``foreign_key_check`` of both databases,
-  recorded for ``db stats`` and ``doctor``.
+  recorded for ``db stats`` and ``doctor``; a check the disk refused is logged as
+  inconclusive, never reported as a failed check.
 
 The first runs wait (a minute for backups, more for the rest): a process restarted in a loop
 must not back up in a loop. :meth:`Maintenance.run_now` runs a job at once.
@@ -86,6 +87,11 @@ def maintenance_jobs(home: Home) -> list[Job]:
             if db is None:
                 continue
             result = run_scheduled_check(db, cfg, full=True)
+            if result.get("inconclusive"):
+                # The disk refused the check (full, read-only, failing): an I/O condition,
+                # not damage, so no "check failed" that could lead to a recovery.
+                log.warning("scheduled integrity check of %s could not run: %s", db.path, result)
+                continue
             if not result.get("ok", False):
                 log.error("scheduled integrity check of %s failed: %s", db.path, result)
                 emit("store.check_failed", db.name, {"result": result})

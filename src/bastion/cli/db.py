@@ -62,8 +62,12 @@ def _other_status(ctx: click.Context, db_name: str) -> dict[str, Any]:
     from bastion.store.migrations import Migrator, Namespace
 
     cfg = config_from(ctx)
-    db = open_database(cfg, db_name)
+    db = open_database(cfg, db_name, for_reading=True)
     try:
+        if db.readonly is not None:
+            click.echo(
+                f"note: {db.path.name} opened {db.readonly}: the disk refuses writes", err=True
+            )
         sizes = db.file_sizes()
         page_count, page_size, freelist = db.read(
             lambda tx: (
@@ -88,6 +92,7 @@ def _other_status(ctx: click.Context, db_name: str) -> dict[str, Any]:
             "page_size": page_size,
             "freelist_count": freelist,
             "sqlite_version": db.posture.sqlite_version,
+            "read_only": db.readonly,
             "migrations": migrations,
         }
     finally:
@@ -113,6 +118,11 @@ def status(ctx: click.Context, db_name: str, as_json: bool) -> None:
         emit(_other_status(ctx, db_name), as_json, _render_status)
         return
     # migrate=False: status must work (and show the problem) when the history is bad.
-    with Home.open(config_from(ctx), create=False, migrate=False) as home:
+    # for_reading: and on a full or read-only disk, where it opens the database read-only.
+    with Home.open(config_from(ctx), create=False, migrate=False, for_reading=True) as home:
         data = home.status()
+        if home.db.readonly is not None:
+            click.echo(
+                f"note: bastion.db opened {home.db.readonly}: the disk refuses writes", err=True
+            )
     emit(data, as_json, _render_status)

@@ -92,29 +92,51 @@ def database_path(cfg: Config, name: str, *, backups: bool = False) -> Path:
     )
 
 
-def open_database(cfg: Config, name: str) -> Database:
+def open_database(cfg: Config, name: str, *, for_reading: bool = False) -> Database:
     """Open database ``name`` of the home after the open-time check (refusing a damaged
     one): what every ``db`` command but ``status`` of bastion.db uses."""
-    return _open(cfg, name)
+    return _open(cfg, name, for_reading=for_reading)
 
 
-def _open(cfg: Config, name: str) -> Database:
-    """Open a database of the home after the open-time check (refusing a damaged one)."""
-    from bastion.errors import NotADatabase, StoreCorrupt
+def _open(cfg: Config, name: str, *, for_reading: bool = False) -> Database:
+    """Open a database of the home after the open-time check (refusing a damaged one).
+
+    An I/O condition (full disk, read-only media, permissions) is raised as its typed error,
+    never as corruption. ``for_reading`` (read-only commands) falls back to a read-only open
+    when the disk refuses a normal one. A database the home has held that is missing is
+    ``StoreMissing``: nothing is created in its place."""
+    from bastion._home import missing_error, record
     from bastion.store import Database
     from bastion.store.recovery import CheckKind, open_check
 
+    require_home(cfg)
+    missing = missing_error(cfg.home, name, _db_path(cfg, name))
+    if missing is not None:
+        raise missing
     path = database_path(cfg, name)
-    check = open_check(path, cfg.store, backups_dir=cfg.backups_dir, db_name=name)
-    if not check.ok:
-        error = NotADatabase if check.kind is CheckKind.NOT_A_DATABASE else StoreCorrupt
-        raise error(
-            f"{path} failed the open-time check ({check.kind.value}): {check.detail}",
-            hint=f"Run `bastion db recover --db {name}` to quarantine it and restore the "
-            "newest verified backup.",
-            path=str(path),
+    check = open_check(path, cfg.store, backups_dir=cfg.backups_dir, db_name=name, expected=True)
+    if check.kind is CheckKind.IO_ERROR:
+        raise check.error()
+    if check.damaged:
+        error = check.error()
+        error.hint = (
+            f"Run `bastion db recover --db {name}` to quarantine it and restore the newest "
+            "verified backup."
         )
-    return Database.open(path, cfg.store, name=name, create=False)
+        raise error
+    if for_reading:
+        db = Database.open_for_reading(path, cfg.store, name=name)
+    else:
+        db = Database.open(path, cfg.store, name=name, create=False)
+    if db.readonly is None:
+        record(cfg.home, name, path)
+    return db
+
+
+def _read_only_note(db: Database) -> None:
+    """Say on stderr that the command read a database the disk would not let it write."""
+    if db.readonly is not None:
+        click.echo(f"note: {db.path.name} opened {db.readonly}: the disk refuses writes", err=True)
 
 
 def _human_size(n: float) -> str:
@@ -453,6 +475,11 @@ def _migration_state(db: Database) -> Any:
     help="Merge rows from a salvaged copy (default: the newest one in quarantine/) back in.",
 )
 @click.option("--force", is_flag=True, help="Quarantine and restore even if the check passes.")
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="With no backup and nothing salvageable, put a new empty database in place.",
+)
 @click.option("--dry-run", is_flag=True, help="With --from-salvage: count, change nothing.")
 @json_option
 @click.pass_context
@@ -463,13 +490,18 @@ def recover(
     db_name: str,
     from_salvage: str | None,
     force: bool,
+    allow_empty: bool,
     dry_run: bool,
     as_json: bool,
 ) -> None:
     """Check a database; if damaged (or --force) quarantine it, restore the newest verified
-    backup and salvage what it held. --from-salvage merges salvaged rows back."""
+    backup and salvage what it held. --from-salvage merges salvaged rows back.
+
+    A disk that refuses (full, read-only, permissions) is not damage: nothing is moved, and
+    nothing moves until the replacement fits and sits beside the live file."""
     import dataclasses
 
+    from bastion._home import expects
     from bastion.errors import NotFound
     from bastion.store.recovery import CheckKind, latest_salvage, merge_salvage, open_check
     from bastion.store.recovery import recover as do_recover
@@ -516,7 +548,18 @@ def recover(
             ),
         )
         return
-    check = open_check(path, cfg.store, backups_dir=cfg.backups_dir, db_name=db_name, full=True)
+    check = open_check(
+        path,
+        cfg.store,
+        backups_dir=cfg.backups_dir,
+        db_name=db_name,
+        full=True,
+        expected=expects(cfg.home, db_name),
+    )
+    if check.kind is CheckKind.IO_ERROR:
+        raise check.error()  # the disk refused: not corruption, nothing to recover
+    if check.fault is not None and not as_json:
+        click.echo(f"note: {check.fault.message}", err=True)
     if check.ok and not force:
         emit(
             {"recovered": False, "check": check.to_dict()},
@@ -537,6 +580,7 @@ def recover(
         quarantine_root=cfg.quarantine_dir,
         check=check,
         db_name=db_name,
+        allow_empty=allow_empty,
     )
     data = {"recovered": True, **report.to_dict()}
     emit(
@@ -653,9 +697,11 @@ def stats(ctx: click.Context, db_name: str, no_headers: bool, as_json: bool) -> 
     from bastion.store.stats import db_stats
 
     cfg = config_from(ctx)
-    db = _open(cfg, db_name)
+    db = _open(cfg, db_name, for_reading=True)
     try:
+        _read_only_note(db)
         data = db_stats(db, backups_dir=cfg.backups_dir, run_dir=cfg.run_dir)
+        data["read_only"] = db.readonly
     finally:
         db.close()
 
@@ -698,12 +744,19 @@ def check(ctx: click.Context, db_name: str, quick: bool, as_json: bool) -> None:
     from bastion.store.stats import check_database, record_check
 
     cfg = config_from(ctx)
-    db = _open(cfg, db_name)
+    db = _open(cfg, db_name, for_reading=True)
     try:
+        _read_only_note(db)
         result = check_database(db, full=not quick)
+        result["read_only"] = db.readonly
     finally:
         db.close()
-    record_check(cfg.run_dir, db_name, result)
+    try:
+        record_check(cfg.run_dir, db_name, result)
+    except OSError as err:  # a full or read-only disk: the answer stands, unrecorded
+        click.echo(
+            f"note: the result was not recorded in {cfg.run_dir}: {err.strerror or err}", err=True
+        )
     if not result["ok"]:
         problems = result["integrity"][:3] if not result["integrity_ok"] else []
         fk = result["foreign_key_violation_count"]

@@ -44,6 +44,7 @@ def settings() -> None:
 @run_command
 def get(ctx: click.Context, key: str, as_json: bool) -> None:
     """Print KEY's value (exit status 66 if it is not set)."""
+    from bastion._home import missing_error
     from bastion.domains.settings import read_setting
     from bastion.domains.settings.model import check_key
 
@@ -52,6 +53,9 @@ def get(ctx: click.Context, key: str, as_json: bool) -> None:
     check_key(key)
     cfg = config_from(ctx)
     require_home(cfg)
+    missing = missing_error(cfg.home, "bastion", cfg.db_path)
+    if missing is not None:
+        raise missing
     setting = read_setting(cfg.db_path, key, config=cfg.store)
     emit(setting.to_dict(), as_json, lambda d: json.dumps(d["value"], ensure_ascii=False))
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bastion._fs import atomic_write, ensure_private_dir
+from bastion.errors import StoreCorrupt, StoreIOError
 from bastion.store.backup import backup_status, list_backups
 
 if TYPE_CHECKING:
@@ -26,6 +28,8 @@ __all__ = [
     "record_check",
     "run_scheduled_check",
 ]
+
+log = logging.getLogger("bastion.store")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -152,7 +156,34 @@ def last_check(run_dir: Path, db_name: str) -> dict[str, Any] | None:
 def run_scheduled_check(db: Database, cfg: Config, *, full: bool = True) -> dict[str, Any]:
     """One tick of a scheduled integrity check (for the daemon's scheduler): run it on a
     reader (writers keep going) and record the outcome where ``db stats``/``doctor`` read it.
-    A failing check is returned, not raised: the caller decides to alert or recover."""
-    result = check_database(db, full=full)
-    record_check(cfg.run_dir, db.name, result)
+    A failing check is returned, not raised: the caller decides to alert or recover.
+
+    Classified by cause: damage (rows from the check, ``SQLITE_CORRUPT``) is ``ok: False``;
+    a disk that refused the check (full, read-only, failing) is ``ok: None`` with
+    ``inconclusive`` and the error -- nothing is known about the data, so nothing may be
+    done to it. A result that cannot be recorded (full disk) is still returned."""
+    try:
+        result = check_database(db, full=full)
+    except StoreCorrupt as err:
+        result = {
+            "check": "integrity_check" if full else "quick_check",
+            "integrity": [err.message],
+            "integrity_ok": False,
+            "foreign_key_violations": [],
+            "foreign_key_violation_count": 0,
+            "ok": False,
+            "checked_at": dt.datetime.now(dt.UTC).isoformat(),
+        }
+    except StoreIOError as err:
+        result = {
+            "check": "integrity_check" if full else "quick_check",
+            "ok": None,
+            "inconclusive": True,
+            "error": err.to_dict(),
+            "checked_at": dt.datetime.now(dt.UTC).isoformat(),
+        }
+    try:
+        record_check(cfg.run_dir, db.name, result)
+    except OSError as err:
+        log.warning("integrity check of %s not recorded: %s", db.name, err.strerror or err)
     return result

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from bastion._home import missing_error, record
 from bastion.config import Config
 from bastion.errors import Conflict
 from bastion.store import Database, ReadTx, WriteTx
@@ -28,8 +29,16 @@ MIGRATIONS_PACKAGE = "bastion.vault.migrations"
 
 
 def open_vault_db(cfg: Config) -> Database:
-    """Open (creating, mode 0600) ``vault.db`` and apply the ``vault`` migrations."""
+    """Open (creating, mode 0600) ``vault.db`` and apply the ``vault`` migrations.
+
+    A ``vault.db`` the home has held that has gone missing is never recreated empty (that
+    would orphan every secret's index and, on the encrypted-file backend, its ciphertext):
+    ``StoreMissing`` names it and how to restore it (see :mod:`bastion._home`)."""
+    missing = missing_error(cfg.home, "vault", cfg.vault_db_path)
+    if missing is not None:
+        raise missing
     db = Database.open(cfg.vault_db_path, cfg.store, name="vault")
+    record(cfg.home, "vault", cfg.vault_db_path)
     try:
         _migrate(db, cfg)
     except BaseException:

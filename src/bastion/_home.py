@@ -1,0 +1,91 @@
+"""What a home has held: the databases created in it, recorded in ``<home>/.bastion-home``.
+
+A database file that goes missing (deleted, moved away, lost with a disk) must never be
+replaced by a new, empty one: every committed row would be gone without a word. SQLite
+cannot tell "never existed" from "lost"; it creates whatever is missing. So the home keeps a
+record of each database it has held -- a small JSON file, 0600, written atomically the first
+time the database is created or opened -- and every open of a database that is missing
+asks the record first: recorded means lost, and the open stops with ``StoreMissing`` naming
+the file and what to do, creating nothing.
+
+A home made before the record existed gets it on its next open (each database that exists
+then is recorded). Until then, a ``vault.db`` in the home says ``bastion.db`` existed too
+(the vault is opened through an open home), and :func:`bastion.store.recovery.open_check`
+still treats a ``-wal``/``-shm`` or backups of a missing file as a deleted database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+
+from bastion._fs import atomic_write
+from bastion.errors import StoreMissing
+
+__all__ = ["MARKER", "expects", "missing_error", "record"]
+
+MARKER = ".bastion-home"
+
+log = logging.getLogger("bastion.home")
+
+
+def _read(home: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads((home / MARKER).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}  # unreadable or damaged: known to exist, contents unknown
+    return data if isinstance(data, dict) else {}
+
+
+def _recorded(data: dict[str, object]) -> set[str]:
+    databases = data.get("databases")
+    return set(databases) if isinstance(databases, dict) else set()
+
+
+def expects(home: Path, name: str) -> bool:
+    """Whether the home has held database ``name`` (``bastion``, ``vault``, ...)."""
+    data = _read(home)
+    if data is None:  # a home from before the record: the vault index says it was used
+        return name == "bastion" and (home / "vault.db").exists()
+    return name in _recorded(data)
+
+
+def record(home: Path, name: str, path: Path) -> None:
+    """Note that database ``name`` (at ``path``) now exists in ``home``; idempotent.
+
+    Best effort: a home on a full or read-only disk still opens, with a warning (the
+    record is written on a later open).
+    """
+    data = _read(home) or {}
+    if name in _recorded(data):
+        return
+    databases = data.get("databases")
+    entries: dict[str, object] = dict(databases) if isinstance(databases, dict) else {}
+    entries[name] = {"file": path.name, "recorded_at": dt.datetime.now(dt.UTC).isoformat()}
+    body = {"format": 1, "databases": entries}
+    try:
+        atomic_write(home / MARKER, json.dumps(body, indent=2, sort_keys=True) + "\n")
+    except OSError as err:
+        log.warning("could not record %s in %s: %s", name, home / MARKER, err.strerror or err)
+
+
+def missing_error(home: Path, name: str, path: Path) -> StoreMissing | None:
+    """``StoreMissing`` when ``path`` is gone but the home has held it; else ``None``."""
+    if path.exists() or not expects(home, name):
+        return None
+    return StoreMissing(
+        f"{path} is missing, but this home has held it (recorded in {home / MARKER}); "
+        "nothing was created in its place",
+        hint=(
+            "If it was moved, put it back. Otherwise `bastion db recover"
+            + ("" if name == "bastion" else f" --db {name}")
+            + "` restores the newest verified backup (`bastion db backups` lists them); "
+            "with no backup, `--allow-empty` starts an empty database on purpose."
+        ),
+        path=str(path),
+        database=name,
+    )
