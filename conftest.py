@@ -1,9 +1,9 @@
 """Repository-wide pytest rule, for ``tests/`` and every ``examples/*/tests`` alike: CI can
 never pass by skipping the real thing.
 
-Tests that need a system part (a Secret Service, Chromium, POSIX process semantics) carry a
-marker. Locally they skip with the reason when the part is missing; under ``CI=true`` such a
-skip is turned into a failure.
+Tests that need a system part (a Secret Service, Chromium, POSIX process semantics, root to
+mount a filesystem) carry a marker. Locally they skip with the reason when the part is
+missing; under ``CI=true`` such a skip is turned into a failure.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Generator
 
 import pytest
 
-SYSTEM_MARKERS = ("keychain", "browser", "posix", "system_tool", "dist", "node")
+SYSTEM_MARKERS = ("keychain", "browser", "posix", "system_tool", "dist", "node", "root")
 
 
 def _in_ci() -> bool:

@@ -1,4 +1,4 @@
-"""I/O fault injection for drills: an apsw VFS that fails the Nth write or sync.
+"""I/O fault injection for drills: an apsw VFS that fails the Nth write, sync or read.
 
 Tests, examples and operators' own drills use it the same way::
 
@@ -29,7 +29,7 @@ import apsw
 
 __all__ = ["Fault", "FaultyFile", "FaultyVFS", "InjectedFault"]
 
-Op = Literal["write", "sync"]
+Op = Literal["write", "sync", "read"]
 
 
 class Fault(enum.Enum):
@@ -60,13 +60,13 @@ class _Plan:
 
 
 class FaultyVFS(apsw.VFS):
-    """A VFS over the default one that fails the armed write/sync call."""
+    """A VFS over the default one that fails the armed write/sync/read call."""
 
     def __init__(self, name: str, base: str = "") -> None:
         self.vfs_name = name
         self.base = base
         self._lock = threading.Lock()
-        self._counts: dict[str, int] = {"write": 0, "sync": 0}
+        self._counts: dict[str, int] = {"write": 0, "sync": 0, "read": 0}
         self._plan: _Plan | None = None
         self.fired: list[InjectedFault] = []
         super().__init__(name, base)
@@ -94,7 +94,7 @@ class FaultyVFS(apsw.VFS):
         if at < 1:
             raise ValueError(f"at must be 1 or more, not {at}")
         with self._lock:
-            self._counts = {"write": 0, "sync": 0}
+            self._counts = {"write": 0, "sync": 0, "read": 0}
             self._plan = _Plan(fault, op, at, file_suffix, persistent)
 
     def disarm(self) -> None:
@@ -105,7 +105,7 @@ class FaultyVFS(apsw.VFS):
     def reset_counts(self) -> None:
         """Restart the write and sync counters the plan's Nth call refers to."""
         with self._lock:
-            self._counts = {"write": 0, "sync": 0}
+            self._counts = {"write": 0, "sync": 0, "read": 0}
 
     def count(self, op: Op) -> int:
         """How many ``op`` calls were made since the last ``arm``/``reset_counts``."""
@@ -164,6 +164,12 @@ class FaultyFile(apsw.VFSFile):
         if fault is Fault.EIO:
             raise apsw.IOError(f"injected EIO writing {self._name}")
         super().xWrite(data, offset)
+
+    def xRead(self, amount: int, offset: int) -> bytes:
+        # A failing disk: EIO (ENOSPC and "short" make no sense for a read).
+        if self._vfs._check("read", self._name) is not None:
+            raise apsw.IOError(f"injected EIO reading {self._name}")
+        return super().xRead(amount, offset)
 
     def xSync(self, flags: int) -> None:
         """Sync, unless the plan fails this sync (ENOSPC or EIO)."""

@@ -516,13 +516,14 @@ def recover(
             placed = "empty"
             _create_empty_database(tmp)
         else:
+            state = "is missing and " if not db_path.exists() else ""
             raise StoreMissing(
-                f"{db_path.name} cannot be recovered: there is no verified backup of "
+                f"{db_path.name} {state}cannot be recovered: there is no verified backup of "
                 f"{name} in {backups_dir} and nothing could be salvaged"
                 + (f" ({salvage_error})" if salvage_error else "")
-                + f". Nothing was moved: {db_path.name} is where and as it was.",
+                + f". Nothing was moved or created: {db_path.parent} is as it was.",
                 hint="Put a copy of the database back in place yourself, or run `bastion db "
-                "recover --allow-empty` to quarantine it and start with an empty database.",
+                "recover --allow-empty` to start with an empty database on purpose.",
                 path=str(db_path),
             )
         report_path = qdir / "report.json"

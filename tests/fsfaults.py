@@ -1,0 +1,133 @@
+"""Real filesystem faults for tests: a small tmpfs the test mounts (root only), filled to the
+last block or remounted read-only; and a command prefix that runs a process without root's
+power to ignore file modes.
+
+Tests using these carry ``@pytest.mark.root``: outside root they skip with the reason, and
+under ``CI=true`` that skip fails the run (``conftest.py``), so CI always runs them.
+
+Dropping privileges: the test's own interpreter lives under ``/root`` (0700), which
+``nobody`` cannot reach, so the process under test keeps uid 0 but loses the capabilities
+that let root ignore modes (``CAP_DAC_OVERRIDE``, ``CAP_DAC_READ_SEARCH``, ``CAP_FOWNER``,
+dropped from the bounding set by ``setpriv``). A 0400 file or a 0500 directory owned by root
+then refuses it exactly as it refuses its owning user; ``chmod`` by the owner still works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+__all__ = [
+    "DROP_DAC",
+    "Mount",
+    "bastion",
+    "can_mount",
+    "mounted_tmpfs",
+    "needs_root",
+]
+
+#: Prefix for a command that must obey file modes although it runs as root.
+DROP_DAC = [
+    "setpriv",
+    "--bounding-set=-dac_override,-dac_read_search,-fowner",
+    "--inh-caps=-all",
+    "--",
+]
+
+
+def can_mount() -> str | None:
+    """Why this process cannot mount a tmpfs and drop capabilities, or None if it can."""
+    if not sys.platform.startswith("linux"):
+        return "needs Linux (tmpfs, setpriv)"
+    if os.geteuid() != 0:
+        return "needs root to mount a tmpfs and to drop capabilities"
+    if shutil.which("setpriv") is None or shutil.which("mount") is None:
+        return "needs mount and setpriv (util-linux)"
+    return None
+
+
+def needs_root() -> None:
+    reason = can_mount()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@dataclasses.dataclass
+class Mount:
+    """A tmpfs mounted by the test: fill it, free it, make it read-only and back."""
+
+    path: Path
+    _fill: Path = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self._fill = self.path / ".fill"
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bfree * st.f_frsize
+
+    def fill(self) -> None:
+        """Write zeros until the filesystem refuses: 0 bytes free afterwards."""
+        fd = os.open(self._fill, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            block = b"\0" * 4096
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, block)
+            with contextlib.suppress(OSError):
+                while True:  # the last partial block
+                    os.write(fd, b"\0")
+        finally:
+            os.close(fd)
+        assert self.free_bytes() == 0
+
+    def unfill(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._fill.unlink()
+
+    def remount(self, mode: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{mode}", str(self.path)], check=True)
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(where: Path, size: str = "4m") -> Iterator[Mount]:
+    """Mount a fresh tmpfs of ``size`` at ``where`` (created); unmount it afterwards."""
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+        check=True,
+    )
+    try:
+        yield Mount(where)
+    finally:
+        # Remount rw first (a test may end read-only), then unmount; lazily if a process of
+        # the test still holds a file there, so a failure never leaves the mount behind.
+        subprocess.run(["mount", "-o", "remount,rw", str(where)], check=False)
+        if subprocess.run(["umount", str(where)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def bastion(
+    home: Path,
+    *args: str,
+    drop_dac: bool = False,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI (``python -m bastion``) on ``home`` in a child process."""
+    command: Sequence[str] = [sys.executable, "-m", "bastion", *args]
+    if drop_dac:
+        command = [*DROP_DAC, *command]
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    full_env.update({"BASTION_HOME": str(home), "NO_COLOR": "1"}, **(env or {}))
+    return subprocess.run(
+        list(command), env=full_env, capture_output=True, text=True, timeout=timeout, check=False
+    )

@@ -1,0 +1,242 @@
+"""The store tells an I/O condition from damage, reads through it, and recovers atomically.
+
+Real filesystems (a tmpfs the test mounts: ``@pytest.mark.root``) for the full disk and the
+read-only mount, where SQLite's own errors ("disk I/O error" for a ``-shm`` it cannot grow,
+"unable to open database file") say nothing about the cause; the fault-injection VFS for a
+device that fails reads; a real rename refusal for the recovery's swap.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import stat
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import apsw
+import pytest
+
+from bastion.config import load_config
+from bastion.errors import StoreDiskFull, StoreIOError, StoreReadOnly
+from bastion.store import Database
+from bastion.store.backup import create_backup
+from bastion.store.faults import Fault, FaultyVFS
+from bastion.store.recovery import CheckKind, open_check, recover
+from bastion.store.stats import run_scheduled_check
+from tests.fsfaults import Mount, mounted_tmpfs, needs_root
+from tests.store.opsfixtures import ITEMS_DDL, add_items, overwrite
+
+CFG = load_config(Path("/nonexistent-home"), env={})
+
+
+@pytest.fixture
+def mnt(tmp_path: Path) -> Iterator[Mount]:
+    needs_root()
+    with mounted_tmpfs(tmp_path / "mnt", size="2m") as mount:
+        yield mount
+
+
+def _wal_with_frames(path: Path, *, keep_shm: bool) -> None:
+    """A database whose newest committed transaction is only in its -wal, as a process that
+    died (or a connection closed without checkpointing) leaves it."""
+    db = Database.open(path)
+    db.write(lambda tx: tx.script(ITEMS_DDL))
+    add_items(db, 0, 20)
+    db.close()  # checkpointed: 20 rows in the file
+    conn = apsw.Connection(str(path))
+    conn.execute("PRAGMA wal_autocheckpoint = 0").fetchall()
+    conn.execute("INSERT INTO items(name, body) VALUES ('only-in-wal', 'x')").fetchall()
+    conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+    conn.close()
+    assert Path(str(path) + "-wal").stat().st_size > 0
+    if not keep_shm:
+        Path(str(path) + "-shm").unlink()
+
+
+def _names(db: Database) -> list[str]:
+    return [str(r[0]) for r in db.query("SELECT name FROM items ORDER BY id")]
+
+
+# --- classification at open -------------------------------------------------------------
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("keep_shm", [True, False], ids=["shm", "no-shm"])
+def test_full_disk_is_an_io_condition_and_reads_see_the_wal(mnt: Mount, keep_shm: bool) -> None:
+    path = mnt.path / "app.db"
+    _wal_with_frames(path, keep_shm=keep_shm)
+    if keep_shm:
+        os.truncate(Path(str(path) + "-shm"), 3)  # what a failed open on a full disk leaves
+    mnt.fill()
+
+    check = open_check(path, CFG.store)
+    assert check.kind is CheckKind.OK, check.detail  # read-only check: healthy, not corrupt
+    assert isinstance(check.fault, StoreDiskFull)
+    assert not check.damaged
+
+    with pytest.raises(StoreDiskFull, match="disk full") as caught:
+        Database.open(path)
+    assert str(mnt.path) in caught.value.message
+    assert str(mnt.path) in caught.value.hint
+
+    with Database.open_for_reading(path) as db:
+        assert db.readonly is not None
+        names = _names(db)
+        assert names[-1] == "only-in-wal"  # the WAL's committed frame, not a stale file
+        assert len(names) == 21
+        with pytest.raises(StoreDiskFull):
+            db.write(lambda tx: tx.execute("INSERT INTO items(name, body) VALUES ('x', 'y')"))
+
+    mnt.unfill()
+    with Database.open(path) as db:
+        assert len(_names(db)) == 21
+        assert db.scalar("PRAGMA integrity_check") == "ok"
+    for suffix in ("-wal", "-shm"):
+        companion = Path(str(path) + suffix)
+        if companion.exists():
+            assert stat.S_IMODE(companion.stat().st_mode) == 0o600
+
+
+@pytest.mark.root
+def test_read_only_mount_is_an_io_condition(mnt: Mount) -> None:
+    path = mnt.path / "app.db"
+    db = Database.open(path)
+    db.write(lambda tx: tx.script(ITEMS_DDL))
+    add_items(db, 0, 20)
+    db.close()
+    mnt.remount("ro")
+
+    check = open_check(path, CFG.store, full=True)
+    assert check.kind is CheckKind.OK, check.detail
+    assert isinstance(check.fault, StoreReadOnly)
+    with pytest.raises(StoreReadOnly, match="read-only"):
+        Database.open(path)
+    with Database.open_for_reading(path) as ro:
+        assert len(_names(ro)) == 20
+
+
+@pytest.mark.root
+def test_read_only_mount_with_unreadable_wal_frames_is_not_corruption(mnt: Mount) -> None:
+    """Committed frames in a -wal with no -shm, on read-only media: SQLite cannot read them
+    without writing, so the check is IO_ERROR (refused, explained), never CORRUPT."""
+    path = mnt.path / "app.db"
+    _wal_with_frames(path, keep_shm=False)
+    mnt.remount("ro")
+
+    check = open_check(path, CFG.store)
+    assert check.kind is CheckKind.IO_ERROR, check.detail
+    assert not check.damaged
+    assert isinstance(check.error(), StoreReadOnly)
+    with pytest.raises(StoreIOError, match="committed transactions"):
+        Database.open_readonly(path)
+
+
+# --- recovery -------------------------------------------------------------------------
+
+
+def _damaged_home(tmp_path: Path) -> tuple[Path, Path, Path]:
+    home = tmp_path / "home"
+    backups, quarantine = home / "backups", home / "quarantine"
+    for d in (home, backups, quarantine):
+        d.mkdir(mode=0o700, exist_ok=True)
+    path = home / "app.db"
+    db = Database.open(path)
+    db.write(lambda tx: tx.script(ITEMS_DDL))
+    add_items(db, 0, 200)
+    create_backup(db, backups)
+    add_items(db, 200, 50)
+    db.close()
+    overwrite(path, 4096 * 3, os.urandom(64))
+    return path, backups, quarantine
+
+
+def test_recover_refuses_an_io_condition(tmp_path: Path) -> None:
+    path, backups, quarantine = _damaged_home(tmp_path)
+    before = path.read_bytes()
+    check = open_check(path, CFG.store)
+    assert check.damaged
+    fault = StoreDiskFull("disk full: no room (test)")
+    io_check = type(check)(path, CheckKind.IO_ERROR, fault.message, (), 0.0, fault)
+    with pytest.raises(StoreDiskFull):
+        recover(path, backups_dir=backups, quarantine_root=quarantine, check=io_check)
+    assert path.read_bytes() == before
+    assert not any(quarantine.iterdir())
+
+
+def test_a_failed_swap_puts_the_live_files_back(tmp_path: Path) -> None:
+    """The last step of a recovery (renames) fails for real: the database's name is taken in
+    the quarantine directory by a directory. The -wal and -shm already moved come back; the
+    live database is where and as it was, and nothing the recovery wrote is left."""
+    path, backups, quarantine = _damaged_home(tmp_path)
+    check = open_check(path, CFG.store)
+    assert check.damaged
+    conn = apsw.Connection(str(path))  # leave a -wal and -shm beside the damaged file
+    conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+    conn.execute("PRAGMA journal_mode").fetchall()
+    with pytest.raises(apsw.Error):
+        conn.execute("SELECT count(*) FROM items").fetchall()
+    conn.close()
+    live = {p.name: p.read_bytes() for p in path.parent.glob("app.db*")}
+    assert set(live) >= {"app.db", "app.db-wal", "app.db-shm"}
+    now = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    qdir = quarantine / "20300102T030405_000000Z"
+    (qdir / "app.db" / "taken").mkdir(parents=True)
+
+    with pytest.raises(StoreIOError, match="nothing was moved"):
+        recover(path, backups_dir=backups, quarantine_root=quarantine, check=check, now=now)
+    assert {p.name: p.read_bytes() for p in path.parent.glob("app.db*")} == live
+    assert sorted(p.name for p in qdir.iterdir()) == ["app.db"]  # only what was there before
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+@pytest.mark.root
+def test_recover_checks_space_before_moving_anything(mnt: Mount) -> None:
+    path, backups, quarantine = _damaged_home(mnt.path)
+    before = path.read_bytes()
+    check = open_check(path, CFG.store)
+    assert check.damaged
+    mnt.fill()
+    with pytest.raises(StoreDiskFull, match="needs") as caught:
+        recover(path, backups_dir=backups, quarantine_root=quarantine, check=check)
+    assert "Nothing was moved" in caught.value.message
+    assert path.read_bytes() == before
+    assert not any(quarantine.iterdir())
+    assert not list(path.parent.glob(".*.tmp"))
+
+    mnt.unfill()
+    old_umask = os.umask(0o022)
+    try:
+        report = recover(path, backups_dir=backups, quarantine_root=quarantine, check=check)
+    finally:
+        os.umask(old_umask)
+    assert report.placed == "backup"
+    for made in [path, *report.quarantine_dir.rglob("*")]:
+        if made.is_file():
+            assert stat.S_IMODE(made.stat().st_mode) == 0o600, made
+
+
+# --- a device that fails reads ------------------------------------------------------------
+
+
+def test_scheduled_check_on_a_failing_device_is_inconclusive(tmp_path: Path) -> None:
+    """EIO while the daemon's integrity check reads: nothing is known about the data, so the
+    result is inconclusive (no "check failed" that could lead to a recovery), not raised."""
+    vfs = FaultyVFS(f"readfail-{uuid.uuid4().hex[:8]}")
+    try:
+        db = Database.open(tmp_path / "app.db", name="app", vfs=vfs.vfs_name)
+        try:
+            db.write(lambda tx: tx.script(ITEMS_DDL))
+            add_items(db, 0, 50)
+            cfg = load_config(tmp_path / "home", env={})
+            vfs.arm(Fault.EIO, op="read", persistent=True)
+            result = run_scheduled_check(db, cfg)
+            vfs.disarm()
+        finally:
+            db.close()
+    finally:
+        vfs.close()
+    assert result["ok"] is None
+    assert result["inconclusive"] is True
+    assert result["error"]["code"] == "store_io"
