@@ -245,6 +245,7 @@ class StoreMissing(StoreOpenError):
         "Nothing was created. Put the file back, or run `bastion db recover` to restore the "
         "newest verified backup."
     )
+    http_status = 503
 
 
 class StorePostureError(StoreError):

@@ -252,12 +252,25 @@ def test_home_mode_0500(mnt: Mount) -> None:
     _no_stray_files(home)
 
 
-def test_database_mode_0400(mnt: Mount) -> None:
+@pytest.mark.parametrize("leftovers", ["none", "empty", "0400"])
+def test_database_mode_0400(mnt: Mount, leftovers: str) -> None:
     """A write refused because the database is 0400 leaves no 0400 -wal/-shm behind: once
-    the operator fixes the file's mode, the next write succeeds."""
+    the operator fixes the file's mode, the next write succeeds. ``leftovers``: companions
+    already beside the file: none (a clean close), empty ones (what a failed open on a full
+    disk leaves), or 0400 ones (what a refused write left before this was fixed)."""
     home = mnt.path / "home"
     keys = _committed(home, 4)
     db = home / "bastion.db"
+    wal, shm = Path(f"{db}-wal"), Path(f"{db}-shm")
+    if leftovers == "empty":
+        wal.write_bytes(b"")
+        shm.write_bytes(b"abc")
+    elif leftovers == "0400":
+        wal.write_bytes(b"")
+        shm.write_bytes(b"\0" * 32768)
+    for companion in (wal, shm):
+        if companion.exists():
+            companion.chmod(0o400 if leftovers == "0400" else 0o600)
     db.chmod(0o400)
 
     _refused(
@@ -269,10 +282,11 @@ def test_database_mode_0400(mnt: Mount) -> None:
     got = bastion(home, "settings", "get", "k3", "--json", drop_dac=True)
     assert json.loads(_ok(got))["value"]["i"] == 3
     assert "database:" in _ok(bastion(home, "db", "status", drop_dac=True))
-    for suffix in ("-wal", "-shm"):
-        companion = Path(str(db) + suffix)
-        if companion.exists():
-            assert stat.S_IMODE(companion.stat().st_mode) == 0o600, companion
+    assert "ok" in _ok(bastion(home, "db", "check", drop_dac=True))
+    if leftovers != "0400":  # nothing bastion did gave a companion the database's mode
+        for companion in (wal, shm):
+            if companion.exists():
+                assert stat.S_IMODE(companion.stat().st_mode) == 0o600, companion
 
     db.chmod(0o600)  # what the error's hint says to run
     _ok(bastion(home, "settings", "set", "k-new", '{"i": 1}', drop_dac=True))

@@ -11,12 +11,14 @@ the normal open is refused, reads go through :func:`readonly_target` instead, wh
 the one way SQLite can read the *committed* state without writing anything
 (https://sqlite.org/wal.html#readonly):
 
-- ``-wal`` and ``-shm`` both exist: ``mode=ro&readonly_shm=1``. SQLite maps the ``-shm``
-  read-only; if no live connection vouches for it (a stale or 3-byte ``-shm`` a failed open
-  left behind) it reads the WAL's committed frames itself, into heap memory.
 - no ``-wal``, or an empty one: every committed transaction is in the database file, so
-  ``immutable=1`` reads exactly that (no locks, no companions). Nothing can be appending to a
-  WAL that does not exist or is empty while the disk refuses writes.
+  ``immutable=1`` reads exactly that (no locks, no companions opened). Nothing can be
+  appending to a WAL that does not exist or is empty while the disk refuses writes. (Opening
+  an empty ``-wal`` at all would let SQLite give it the database's mode: it ``fchmod``s an
+  empty companion to match, 0400 for a 0400 database.)
+- a ``-wal`` with frames and a ``-shm``: ``mode=ro&readonly_shm=1``. SQLite maps the
+  ``-shm`` read-only; if no live connection vouches for it (a stale or 3-byte ``-shm`` a
+  failed open left behind) it reads the WAL's committed frames itself, into heap memory.
 - a ``-wal`` with frames and no ``-shm``: the frames hold committed transactions the file
   lacks, and SQLite will not read them without a ``-shm``. An *empty* ``-shm`` (no data
   blocks: it fits on a full disk) is created, mode 0600, when this process owns the
@@ -58,10 +60,10 @@ def readonly_target(path: Path) -> tuple[str, int, str]:
     wal, shm = Path(str(path) + "-wal"), Path(str(path) + "-shm")
     flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
     wal_bytes, shm_bytes = _size(wal), _size(shm)
-    if wal_bytes is not None and shm_bytes is not None:
-        return _uri(path, "mode=ro&readonly_shm=1"), flags, "read-only, WAL read through"
     if not wal_bytes:
         return _uri(path, "mode=ro&immutable=1"), flags, "read-only (immutable: the WAL is empty)"
+    if shm_bytes is not None:
+        return _uri(path, "mode=ro&readonly_shm=1"), flags, "read-only, WAL read through"
     # Committed frames in the WAL, no -shm to read them through.
     try:
         if not hasattr(os, "geteuid") or path.stat().st_uid != os.geteuid():

@@ -173,7 +173,7 @@ class Database(ReaderPool):
             return cls.open_readonly(db_path, cfg, name=name, vfs=vfs)
         # Companions an earlier write left with the database's 0400 mode: ours, so fixed.
         for fixed in repair_companion_modes(db_path):
-            log.warning("%s had mode other than 0600; set it back to 0600", fixed)
+            log.info("%s had a mode other than 0600; set it back to 0600", fixed)
         blocker = write_blocker(db_path, what="opening")
         if blocker is not None:
             raise blocker
