@@ -166,7 +166,8 @@ class FaultyFile(apsw.VFSFile):
         super().xWrite(data, offset)
 
     def xRead(self, amount: int, offset: int) -> bytes:
-        # A failing disk: EIO (ENOSPC and "short" make no sense for a read).
+        """Read, or fail with EIO when armed (a failing disk; ENOSPC and "short" are
+        write faults)."""
         if self._vfs._check("read", self._name) is not None:
             raise apsw.IOError(f"injected EIO reading {self._name}")
         return super().xRead(amount, offset)

@@ -123,6 +123,7 @@ class OpenCheck:
 
     @property
     def damaged(self) -> bool:
+        """Whether the check found evidence of damage (never for an I/O condition)."""
         return self.kind.damaged
 
     def to_dict(self) -> dict[str, Any]:
