@@ -56,10 +56,11 @@ MARKER_PREFIX = b"[REDACTED:"
 _PATTERN_MAX = 4 << 20
 #: Matched texts whose secret is remembered (a dict of at most this many entries).
 _SEEN_MAX = 256
-#: RE2's memory budget per expression (program + DFA cache). 64 secrets of 128 characters, or
-#: one 4 KiB private key, compile to ~5 MiB of program; when the DFA cache fills, RE2 empties
-#: it (or runs a slower engine), still exact.
-_RE2_MAX_MEM = 32 << 20
+#: RE2's memory budget per expression: a ceiling, not an allocation (the DFA grows its cache
+#: as states are met; 64 secrets of 128 characters ran in the same ~140 MiB RSS at 32 and 256
+#: MiB). A tight one makes RE2 drop to its slow engines: at 32 MiB those 64 secrets were
+#: redacted at ~2 MB/s, at 256 MiB at ~600 MB/s (bench/logs.py prints the rate).
+_RE2_MAX_MEM = 256 << 20
 
 # --- the pattern model -------------------------------------------------------------------------
 # A pattern is a sequence of nodes; a node is a byte class (the bytes accepted at one
