@@ -210,3 +210,14 @@ def test_the_server_extra_runs_the_daemon(installed: Path, wheel: Path, tmp_path
             daemon.kill()
         daemon.communicate()
     assert daemon.returncode == 0
+
+
+def test_make_run_installs_only_what_the_daemon_needs() -> None:
+    """`make run` (the demo) installs bastion with its server extra, not the test and bench
+    tools `make test` adds (before: `.[test,bench]`, a 443 MB venv for a demo)."""
+    dry = _run(["make", "-n", "-B", "run"], cwd=ROOT)
+    assert dry.returncode == 0, dry.stderr
+    installs = [line for line in dry.stdout.splitlines() if "pip install" in line and "-e" in line]
+    assert installs, dry.stdout
+    assert all("'.[server]'" in line for line in installs), installs
+    assert "serve" in dry.stdout
