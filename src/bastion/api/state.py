@@ -20,7 +20,7 @@ from bastion.scheduler import Scheduler
 from bastion.supervisor import Supervisor
 from bastion.supervisor.catalog import ServiceCatalog
 
-__all__ = ["DaemonState", "get_state"]
+__all__ = ["DaemonState", "get_state", "request_actor"]
 
 
 @dataclasses.dataclass
@@ -76,3 +76,14 @@ async def get_state(request: Request) -> DaemonState:
     # per request that cost the hot routes most of their throughput (bench/api.py).
     state: DaemonState = request.app.state.daemon
     return state
+
+
+def request_actor(request: Request) -> str:
+    """Who the activity feed and the vault's audit name for this request: ``api`` or ``dashboard``.
+
+    The security middleware has already let the request in, so it carried either the bearer
+    token (an app, the CLI: ``api``) or the dashboard's session cookie and no token at all
+    (``dashboard``). Every route that records a change asks here, so one action is attributed
+    the same way whichever route it went through.
+    """
+    return "api" if "authorization" in request.headers else "dashboard"

@@ -8,7 +8,9 @@ middleware (token, or the signed-in page + CSRF); typed for ``/openapi.json``:
   a time) and answers 202; ``GET /v1/dashboard/backups/job`` reports its pages copied, then
   the deep-verified result or the error;
 - ``POST /v1/dashboard/checks``: run the daemon's ``/v1/db/check`` and keep its outcome as a
-  ``db.checked`` event, so the page can show the last check result after a reload.
+  ``db.checked`` event, so the page can show the last check result after a reload;
+- ``GET /v1/dashboard/db/samples``: the database's size, WAL size and free bytes over time
+  (the scheduler's ``db-sample`` job, :mod:`bastion.store.samples`), for the size chart.
 
 When the daemon grows equivalent routes, ``app.js``'s ``ROUTES`` table is the one place to
 switch, and this module goes away.
@@ -22,13 +24,16 @@ import logging
 import threading
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict
 
 from bastion.api.models import CheckResult, ErrorBody
 from bastion.api.routes.system import db_check
-from bastion.api.state import DaemonState, get_state
+from bastion.api.state import DaemonState, get_state, request_actor
+from bastion.domains.activity import ActivityRepo
+from bastion.domains.events.repo import emit_tx
 from bastion.errors import BastionError, Conflict
+from bastion.store import WriteTx
 
 __all__ = ["BackupJobs", "router"]
 
@@ -36,6 +41,7 @@ log = logging.getLogger("bastion.api.dashboard")
 
 router = APIRouter(prefix="/v1/dashboard", tags=["dashboard"])
 State = Annotated[DaemonState, Depends(get_state)]
+Actor = Annotated[str, Depends(request_actor)]
 
 
 class BackupRow(BaseModel):
@@ -67,6 +73,30 @@ async def list_backups(state: State) -> list[BackupRow]:
 
     infos = await asyncio.to_thread(_list, state.home.config.backups_dir)
     return [_backup_row(i) for i in infos]
+
+
+class SizeSampleOut(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ts: float
+    size_bytes: int
+    wal_bytes: int
+    free_bytes: int
+
+
+@router.get("/db/samples", response_model=list[SizeSampleOut])
+async def db_samples(
+    state: State,
+    since: Annotated[
+        float | None, Query(ge=0, le=1e11, description="Unix time (s), inclusive.")
+    ] = None,
+) -> list[SizeSampleOut]:
+    """``bastion.db``'s size samples (oldest first), as the daemon's scheduler recorded them."""
+    from bastion.store.samples import read_samples
+
+    home = state.home
+    samples = await asyncio.to_thread(read_samples, home.config.run_dir, home.db.name, since=since)
+    return [SizeSampleOut(**s.to_dict()) for s in samples]
 
 
 JobState = Literal["idle", "running", "done", "failed"]
@@ -157,14 +187,13 @@ def _jobs(request: Request) -> BackupJobs:
 
 
 @router.post("/backups", response_model=BackupJobOut, status_code=202)
-async def backup_now(state: State, request: Request) -> BackupJobOut:
+async def backup_now(state: State, request: Request, actor: Actor) -> BackupJobOut:
     """Start an online backup of ``bastion.db``; follow it at ``/v1/dashboard/backups/job``.
 
     The copy is deep-verified (hash + quick_check) before the job reports it; the backup's
     own event ("backup.created") lands in the events table, and the activity feed records
     who asked for it. One at a time: a second request while one runs is a 409.
     """
-    actor = "api" if "authorization" in request.headers else "dashboard"
     return _jobs(request).start(state, actor)
 
 
@@ -185,9 +214,16 @@ CHECK_EVENT = "db.checked"
 
 
 @router.post("/checks", response_model=CheckResult)
-async def run_check(state: State, body: CheckRequest) -> CheckResult:
-    """Run a read-only check of ``bastion.db`` and record its outcome as an event."""
+async def run_check(state: State, body: CheckRequest, actor: Actor) -> CheckResult:
+    """Run a read-only check of ``bastion.db``; keep its outcome as an event and record who
+    asked for it in the activity feed (as "back up now" and service actions are)."""
     result = await db_check(state, body.kind)
     data = {"kind": result.kind, "ok": result.ok, "problems": len(result.problems)}
-    await asyncio.to_thread(state.home.events.emit, CHECK_EVENT, state.home.db.name, data)
+    subject = state.home.db.name
+
+    def unit(tx: WriteTx) -> None:  # one transaction: the event and who asked, or neither
+        emit_tx(tx, CHECK_EVENT, subject, data)
+        ActivityRepo.record_tx(tx, actor, "db.check", subject, data)
+
+    await state.home.db.awrite(unit)
     return result

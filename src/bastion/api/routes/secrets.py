@@ -2,8 +2,9 @@
 
 No route but ``reveal`` ever returns a value: list/status/metadata come from the vault's
 index only, and a set answers with the new metadata. ``reveal`` is a POST (never cached,
-never prefetched, never a link), is recorded in the vault's audit log with actor ``api``,
-and answers 403 when ``vault.allow_reveal = false``.
+never prefetched, never a link), is recorded in the vault's audit log, and answers 403 when
+``vault.allow_reveal = false``. Changes and reads are attributed to ``api`` (bearer token) or
+``dashboard`` (the signed-in page) in the audit log and the activity feed alike.
 
 Vault calls are blocking (the OS keychain is a D-Bus round trip, bounded by its timeout), so
 these handlers are plain ``def``: FastAPI runs them on its thread pool, off the event loop.
@@ -16,8 +17,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import Field, SecretStr
 
-from bastion.api.models import MAX_OFFSET, Page, UtcTime, _Model
-from bastion.api.state import DaemonState, get_state
+from bastion.api.models import MAX_OFFSET, ErrorBody, Page, UtcTime, _Model
+from bastion.api.state import DaemonState, get_state, request_actor
 from bastion.errors import Forbidden
 from bastion.vault import SecretMeta
 
@@ -25,13 +26,13 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/secrets", tags=["secrets"])
 State = Annotated[DaemonState, Depends(get_state)]
+Actor = Annotated[str, Depends(request_actor)]
 
 #: The vault's own name and scope rules, as path/query patterns (the vault re-checks them).
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
 SCOPE = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}$"
 #: Values larger than this are refused before reaching the vault (its own cap may be lower).
 MAX_VALUE_CHARS = 256 * 1024
-ACTOR = "api"
 
 NamePath = Annotated[str, Path(pattern=NAME_PATTERN, description="The secret's name.")]
 ScopeQuery = Annotated[str, Query(pattern=SCOPE, description="`global`, `bot:42`, ...")]
@@ -72,6 +73,11 @@ class SecretFlag(_Model):
 class SecretsStatus(_Model):
     backend: str
     why: str
+    #: Whether the value backend can be used right now (keychain reachable and unlocked, file
+    #: key present). Listing works either way: it reads the index only.
+    available: bool = True
+    #: Why it cannot, and how to fix it (the backend's own error), when ``available`` is false.
+    problem: ErrorBody | None = None
     scope: str
     count: int
     secrets: dict[str, SecretFlag]
@@ -137,12 +143,24 @@ def secrets_status(
         ),
     ] = None,
 ) -> SecretsStatus:
-    """Which declared names are configured (seed 001's `*_configured` flags)."""
+    """Which declared names are configured (seed 001's `*_configured` flags), and whether
+    the backend can store and read values at all (`available`; `problem` says why not).
+
+    A client can tell a user that the keychain is missing before they type a value, instead
+    of after a `PUT` fails with 503.
+    """
     declared = [n.strip() for n in names.split(",") if n.strip()] if names else None
-    data = state.home.vault.status(declared, scope=scope)
+    vault = state.home.vault
+    data = vault.status(declared, scope=scope)
+    # Opens the backend (the keychain: bounded by vault.keychain_timeout_s); a failure is
+    # reported here, not raised.
+    info = vault.backend_info()
+    problem = info.get("error") if not info["available"] else None
     return SecretsStatus(
         backend=data["backend"],
         why=data["why"],
+        available=bool(info["available"]),
+        problem=None if problem is None else ErrorBody(**problem),
         scope=data["scope"],
         count=data["count"],
         secrets={k: SecretFlag(**v) for k, v in data["secrets"].items()},
@@ -160,7 +178,9 @@ def secret_info(state: State, name: NamePath, scope: ScopeQuery = "global") -> S
     response_model=SecretInfo,
     responses={201: {"model": SecretInfo, "description": "Created (version 1)."}},
 )
-def set_secret(state: State, name: NamePath, body: SetSecret, response: Response) -> SecretInfo:
+def set_secret(
+    state: State, name: NamePath, body: SetSecret, response: Response, actor: Actor
+) -> SecretInfo:
     """Store a value (JSON body); answers the new metadata, never the value.
 
     A value a rule refuses is a 422 naming the rule, and nothing is stored.
@@ -169,35 +189,48 @@ def set_secret(state: State, name: NamePath, body: SetSecret, response: Response
         name,
         body.value.get_secret_value(),
         scope=body.scope,
-        actor=ACTOR,
+        actor=actor,
         expected_version=body.expected_version,
     )
     if meta.version == 1:
         response.status_code = 201
-    _record(state, "secret.set", meta.scope, name, {"version": meta.version})
+    _record(
+        state, actor, "secret.set", scope=meta.scope, name=name, details={"version": meta.version}
+    )
     return SecretInfo.of(meta)
 
 
 @router.delete("/{name}", response_model=SecretInfo)
-def delete_secret(state: State, name: NamePath, scope: ScopeQuery = "global") -> SecretInfo:
+def delete_secret(
+    state: State, name: NamePath, actor: Actor, scope: ScopeQuery = "global"
+) -> SecretInfo:
     """Remove the secret and its value; answers the metadata it had."""
-    meta = state.home.vault.delete(name, scope, actor=ACTOR)
-    _record(state, "secret.deleted", scope, name, {"version": meta.version})
+    meta = state.home.vault.delete(name, scope, actor=actor)
+    _record(
+        state, actor, "secret.deleted", scope=scope, name=name, details={"version": meta.version}
+    )
     return SecretInfo.of(meta)
 
 
 @router.post("/{name}/reveal", response_model=Revealed)
-def reveal_secret(state: State, name: NamePath, body: RevealRequest) -> Revealed:
-    """The value itself: audited (actor `api`), and refused when `vault.allow_reveal` is off."""
+def reveal_secret(state: State, name: NamePath, body: RevealRequest, actor: Actor) -> Revealed:
+    """The value itself: audited, and refused when `vault.allow_reveal` is off."""
     if not state.home.config.vault.allow_reveal:
         raise Forbidden(
             "revealing secret values through the API is disabled",
             hint="Set vault.allow_reveal = true in bastion.toml to allow it.",
         )
     vault = state.home.vault
-    secret = vault.get(name, body.scope, actor=ACTOR, reveal=True)
+    secret = vault.get(name, body.scope, actor=actor, reveal=True)
     meta = vault.meta(name, body.scope)
-    _record(state, "secret.revealed", body.scope, name, {"version": meta.version})
+    _record(
+        state,
+        actor,
+        "secret.revealed",
+        scope=body.scope,
+        name=name,
+        details={"version": meta.version},
+    )
     return Revealed(scope=body.scope, name=name, version=meta.version, value=secret.reveal())
 
 
@@ -217,18 +250,31 @@ class ReconcileReport(_Model):
 
 
 @router.post("/reconcile", response_model=ReconcileReport)
-def reconcile_secrets(state: State, body: ReconcileRequest) -> ReconcileReport:
+def reconcile_secrets(state: State, body: ReconcileRequest, actor: Actor) -> ReconcileReport:
     """Compare the index with the backend (seed 000's stale-key cleanup): keychain items the
     index lacks, and index rows whose value vanished; ``fix`` adopts or drops them."""
-    report = state.home.vault.reconcile(fix=body.fix, actor=ACTOR)
+    report = state.home.vault.reconcile(fix=body.fix, actor=actor)
     if report["changes"]:
-        _record(state, "secrets.reconciled", "", "", {"changes": report["changes"]})
+        _record(
+            state,
+            actor,
+            "secrets.reconciled",
+            scope="",
+            name="",
+            details={"changes": report["changes"]},
+        )
     return ReconcileReport(**report)
 
 
 def _record(
-    state: DaemonState, action: str, scope: str, name: str, details: dict[str, object]
+    state: DaemonState,
+    actor: str,
+    action: str,
+    *,
+    scope: str,
+    name: str,
+    details: dict[str, object],
 ) -> None:
     """The activity feed's "who did what" row (names and versions only, never a value)."""
     subject = f"{scope}/{name}" if name else scope
-    state.home.activity.record(ACTOR, action, subject, details)
+    state.home.activity.record(actor, action, subject, details)

@@ -30,7 +30,7 @@ from bastion.api.routes.logs import (
     query_logs,
     tail_logs,
 )
-from bastion.api.state import DaemonState, get_state
+from bastion.api.state import DaemonState, get_state, request_actor
 from bastion.domains.activity import ActivityRepo
 from bastion.supervisor import ServiceStatus
 from bastion.supervisor.catalog import ReloadReport
@@ -203,7 +203,10 @@ async def _record(state: DaemonState, action: str, subject: str, data: dict[str,
 
 @router.post("/{name}/{action}", response_model=ServiceOut)
 async def control_service(
-    state: State, name: ServiceName, action: Literal["start", "stop", "restart"]
+    state: State,
+    name: ServiceName,
+    action: Literal["start", "stop", "restart"],
+    actor: Annotated[str, Depends(request_actor)],
 ) -> ServiceOut:
     """Start (an OPEN breaker is reset), stop (waits until stopped), or restart."""
     supervisor = await state.synced_supervisor()
@@ -215,7 +218,7 @@ async def control_service(
         status = await supervisor.restart(name)
     await state.home.db.awrite(
         lambda tx: ActivityRepo.record_tx(
-            tx, "api", f"service.{action}", name, {"state": str(status.state)}
+            tx, actor, f"service.{action}", name, {"state": str(status.state)}
         )
     )
     return ServiceOut.of(status)
