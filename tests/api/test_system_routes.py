@@ -83,6 +83,7 @@ def test_the_daemons_scheduler_runs_backup_and_retention(opened: Home) -> None:
     assert sorted(scheduler.names()) == [
         "backup",
         "backup-vault",
+        "db-sample",
         "integrity-check",
         "retention",
         "vault-audit-retention",
@@ -101,6 +102,12 @@ def test_the_daemons_scheduler_runs_backup_and_retention(opened: Home) -> None:
     assert (check.runs, check.failures) == (1, 0), check.last_error
     audit = scheduler.run_now("vault-audit-retention")
     assert (audit.runs, audit.failures) == (1, 0), audit.last_error
+    sample = scheduler.run_now("db-sample")
+    assert (sample.runs, sample.failures) == (1, 0), sample.last_error
+    from bastion.store.samples import read_samples
+
+    (taken,) = read_samples(opened.config.run_dir, opened.db.name)
+    assert taken.size_bytes == opened.db.path.stat().st_size
     kinds = {e.kind for e in opened.events.query(limit=100).items}
     assert "backup.created" in kinds
     assert "store.check_failed" not in kinds

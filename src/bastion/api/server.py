@@ -56,7 +56,7 @@ from bastion.runfiles import (
     remove_handshake,
     write_handshake,
 )
-from bastion.scheduler import Scheduler
+from bastion.scheduler import Job, Scheduler
 
 __all__ = ["ServeOptions", "bind_sockets", "is_loopback", "serve"]
 
@@ -147,12 +147,21 @@ def build_scheduler(home: Home) -> Scheduler:
     """The daemon's periodic jobs (:func:`bastion.maintenance.maintenance_jobs`): backups of
     ``bastion.db`` and ``vault.db``, retention and integrity checks, on their configured
     intervals, run one at a time on the scheduler's thread; an interval of 0 disables a job.
+
+    Plus ``db-sample``, for the dashboard's size chart: ``bastion.db``'s file, WAL and free
+    bytes every 5 minutes (:mod:`bastion.store.samples`; a stat and a pragma, cheap), the
+    first a few seconds after start so the chart has a point at once.
     """
     from bastion.maintenance import maintenance_jobs
+    from bastion.store.samples import INTERVAL_S, record_sample
 
     scheduler = Scheduler()
     for job in maintenance_jobs(home):
         scheduler.add(job)
+    run_dir = home.config.run_dir
+    scheduler.add(
+        Job("db-sample", INTERVAL_S, lambda: record_sample(home.db, run_dir), first_delay_s=5)
+    )
     return scheduler
 
 
