@@ -6,6 +6,7 @@ Chromium. These tests pin the security edges a browser test cannot reach cheaply
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 
@@ -205,11 +206,16 @@ def test_assets_are_a_fixed_table(browser: TestClient, token: str) -> None:
     assert browser.get("/dashboard/static/app.css").status_code == 200
     for bad in ("index.html", "..%2F..%2Fsessions.py", "nope.js"):
         assert browser.get(f"/dashboard/static/{bad}").status_code == 404
-    # The bundle never names a host other than its own origin.
-    for text in (js.text, browser.get("/dashboard/static/app.css").text):
+    # The bundle never names a host other than its own origin (every module app.js imports).
+    modules = ("app.js", "charts.js", "dom.js", "logs.js", "app.css")
+    for name in modules:
+        text = browser.get(f"/dashboard/static/{name}").text
         assert "http://" not in text.replace("http://www.w3.org/2000/svg", "")
         assert "https://" not in text
-    assert token not in js.text
+        assert token not in text
+    imported = set(re.findall(r'from "\./([a-z]+\.js)"', js.text))
+    assert imported
+    assert imported <= set(modules)
 
 
 def test_login_url_helper(token: str) -> None:

@@ -5,7 +5,9 @@
 - ``POST /logout``: end the session (cookie-authenticated, so CSRF-checked by the middleware).
 - ``GET /dashboard/session``: the page's CSRF token (readable only by a same-origin page).
 - ``POST /v1/dashboard/login``: mint a login link (bearer token); ``bastion dashboard`` uses it.
-- ``GET /dashboard/static/{name}``: the bundle's CSS and JS, from a fixed table of names.
+- ``GET /dashboard/static/{name}``: the bundle's CSS, JS and icon, from a fixed table of names.
+- ``GET /favicon.ico``: the icon (SVG) for browsers and tools that ask there before reading
+  the page's ``<link rel="icon">``; without it every load logged a 404.
 
 The page's data comes from the daemon's ``/v1`` routes (and :mod:`.data`), authorized by the
 session cookie through the security middleware (see :mod:`.sessions`).
@@ -46,7 +48,12 @@ STATIC_PREFIX = "/dashboard/static/"
 _ASSETS = {
     "app.css": "text/css; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
+    "charts.js": "text/javascript; charset=utf-8",
+    "dom.js": "text/javascript; charset=utf-8",
+    "logs.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
+_ICON = "favicon.svg"
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
@@ -63,6 +70,7 @@ _SIGN_IN_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>bastion - sign in</title><link rel="stylesheet" href="/dashboard/static/app.css">
+<link rel="icon" href="/dashboard/static/favicon.svg" type="image/svg+xml">
 </head><body><main class="signin" id="main">
 <h1>bastion</h1>
 <p role="status">{message}</p>
@@ -196,6 +204,16 @@ async def asset(request: Request, name: str) -> Response:
     )
 
 
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon(request: Request) -> Response:
+    # An SVG under the .ico name: every browser that asks here renders it (Content-Type wins).
+    return Response(
+        _dashboard(request).assets[_ICON],
+        media_type=_ASSETS[_ICON],
+        headers={"x-content-type-options": "nosniff", "cache-control": "max-age=86400"},
+    )
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class MountHooks:
     """What ``create_app`` needs from the dashboard to configure the security middleware."""
@@ -220,7 +238,7 @@ def mount(app: FastAPI, *, token: str) -> MountHooks:
     app.include_router(router)
     app.include_router(data_router)
     return MountHooks(
-        public_paths=frozenset({"/", "/login"}),
+        public_paths=frozenset({"/", "/login", "/favicon.ico"}),
         public_prefixes=(STATIC_PREFIX,),
         authorize=dashboard.sessions.authorize,
     )
