@@ -14,6 +14,7 @@ aborted before they leave); :class:`PageWatch` asserts all four lists are empty.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -130,18 +131,65 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float, log_path: Path) ->
     return buf.decode()
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    root = tmp_path_factory.mktemp("dash")
-    home = root / "home"
-    home.mkdir(mode=0o700)
-    (home / "bastion.toml").write_text('[vault]\nbackend = "encrypted-file"\nkey_source = "env"\n')
+def spawn_daemon(
+    home: Path,
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    port: int = 0,
+    sentinel: str = "",
+) -> Daemon:
+    """``bastion serve`` on ``home`` as a child process, once it has printed its handshake."""
+    cfg = load_config(home, env=env)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bastion", "--home", str(home), "serve", "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=env,
+        )
+    try:
+        handshake = json.loads(_read_line(proc, 60, log_path))
+    except BaseException:
+        stop_daemon(proc)
+        raise
+    return Daemon(home, cfg, env, proc, int(handshake["port"]), log_path, sentinel)
+
+
+def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a graceful stop: services first), then SIGKILL if it hangs; idempotent."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def file_vault_env() -> dict[str, str]:
+    """The environment of a daemon whose vault is the encrypted file, keyed from the env."""
     env = {
         **os.environ,
         "BASTION_VAULT_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("BASTION_HOME", None)
+    return env
+
+
+FILE_VAULT_TOML = '[vault]\nbackend = "encrypted-file"\nkey_source = "env"\n'
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    root = tmp_path_factory.mktemp("dash")
+    home = root / "home"
+    home.mkdir(mode=0o700)
+    (home / "bastion.toml").write_text(FILE_VAULT_TOML)
+    env = file_vault_env()
     cfg = load_config(home, env=env)
     sentinel = "sentinel-" + secrets.token_hex(12)
     # The secret the worker prints exists before the daemon starts it.
@@ -156,27 +204,11 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         vault.close()
     write_services(cfg.services_dir)
 
-    log_path = root / "daemon.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bastion", "--home", str(home), "serve", "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            env=env,
-        )
+    running = spawn_daemon(home, env, root / "daemon.log", sentinel=sentinel)
     try:
-        handshake = json.loads(_read_line(proc, 60, log_path))
-        yield Daemon(home, cfg, env, proc, int(handshake["port"]), log_path, sentinel)
+        yield running
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        stop_daemon(running.proc)
 
 
 @pytest.fixture(scope="module")
@@ -280,10 +312,10 @@ class Session:
     watch: PageWatch
 
 
-@pytest.fixture
-def signed_in(daemon: Daemon, chromium: Any) -> Iterator[Session]:
-    """A signed-in page at the desktop viewport; checked clean after the test."""
-    context = chromium.new_context(viewport={"width": 1280, "height": 800})
+@contextlib.contextmanager
+def open_page(chromium: Any, daemon: Daemon, *, width: int = 1280) -> Iterator[Session]:
+    """A page signed in to ``daemon`` with a fresh link; checked clean when the block ends."""
+    context = chromium.new_context(viewport={"width": width, "height": 800})
     page = context.new_page()
     page.set_default_timeout(15_000)
     watch = PageWatch(daemon.origin)
@@ -296,3 +328,10 @@ def signed_in(daemon: Daemon, chromium: Any) -> Iterator[Session]:
         watch.assert_clean()
     finally:
         context.close()
+
+
+@pytest.fixture
+def signed_in(daemon: Daemon, chromium: Any) -> Iterator[Session]:
+    """A signed-in page at the desktop viewport; checked clean after the test."""
+    with open_page(chromium, daemon) as session:
+        yield session

@@ -48,7 +48,7 @@ def serious_violations(page: Any) -> list[dict[str, Any]]:
     return [v for v in found if v["impact"] in {"serious", "critical"}]
 
 
-def fill_logs(daemon: Daemon, n: int = 150) -> None:
+def fill_logs(daemon: Daemon, n: int = 150, *, message: str = "a11y") -> None:
     """Enough old lines that the log list scrolls (axe checks scrolling regions only then)."""
     import time
 
@@ -60,7 +60,7 @@ def fill_logs(daemon: Daemon, n: int = 150) -> None:
     try:
         LogsRepo(db).insert_batch(
             LogRecord(
-                ts=start + i, level="info", source="a11y", stream="stdout", message=f"a11y {i}"
+                ts=start + i, level="info", source="bulk", stream="stdout", message=f"{message} {i}"
             )
             for i in range(n)
         )
@@ -86,7 +86,7 @@ def test_every_view_has_no_serious_or_critical_violations(
     for view in VIEWS:
         show(page, view)
         if view == "logs":
-            page.wait_for_function("document.querySelectorAll('#log-lines li').length >= 100")
+            page.wait_for_function("() => document.querySelectorAll('#log-lines li').length >= 100")
             assert page.evaluate(
                 "(() => { const l = document.querySelector('#log-lines');"
                 " const s = l.closest('.log') || l; return s.scrollHeight > s.clientHeight; })()"
