@@ -77,9 +77,10 @@ def assert_unreachable_state(page: Any) -> None:
     badges = page.locator("#services .state").evaluate_all("bs => bs.map(b => b.dataset.state)")
     assert badges
     assert set(badges) == {"unknown"}, badges
-    assert "running" not in page.locator("#services").inner_text().lower().replace(
-        "state unknown", ""
-    )
+    texts = page.locator("#services .state").all_inner_texts()
+    assert {t.strip().lower() for t in texts} == {"unknown"}, texts
+    reasons = page.locator("#services .reason").all_inner_texts()
+    assert all(r.startswith("state unknown: daemon unreachable") for r in reasons), reasons
     # Every action is off, on every view.
     assert page.locator("#services button[data-action]:enabled").count() == 0
     assert page.is_disabled("#logout")
