@@ -9,7 +9,8 @@ Kept cheap on purpose: one ``stat`` of the files and one ``PRAGMA freelist_count
 sample, and a bounded file. :func:`thin` is the retention policy (pure, no clock): every
 sample of the last :data:`FULL_S`, one per hour back to :data:`KEEP_S`, nothing older. At a
 5-minute interval that is at most ~290 + ~145 samples (a few tens of KiB), rewritten
-atomically through :func:`bastion._fs.atomic_write`.
+atomically through :func:`bastion._fs.atomic_write`. One process writes it: the daemon (its
+single-instance lock); readers see the old file or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -111,7 +112,10 @@ def read_samples(run_dir: Path, db_name: str, *, since: float | None = None) -> 
         log.warning("ignoring unreadable size samples %s: %s", path, err)
         return []
     items = raw.get("samples") if isinstance(raw, dict) else None
-    out = [s for s in map(SizeSample.from_dict, items or []) if s is not None]
+    if not isinstance(items, list):
+        log.warning("ignoring size samples %s: no list of samples in it", path)
+        return []
+    out = [s for s in map(SizeSample.from_dict, items) if s is not None]
     out.sort(key=lambda s: s.ts)
     return [s for s in out if since is None or s.ts >= since]
 
