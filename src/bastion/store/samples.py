@@ -62,6 +62,7 @@ class SizeSample:
     free_bytes: int
 
     def to_dict(self) -> dict[str, Any]:
+        """The stored (and served) form: ``{ts, size_bytes, wal_bytes, free_bytes}``."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -80,6 +81,7 @@ class SizeSample:
 
 
 def samples_path(run_dir: Path, db_name: str) -> Path:
+    """Where the samples of database ``db_name`` are kept (``run/samples-<db>.json``)."""
     return run_dir / f"samples-{db_name}.json"
 
 
