@@ -62,7 +62,18 @@ class ApiError extends Error {
 // The request never got an answer: connection refused or reset, or no answer in time.
 class Unreachable extends Error {}
 
-async function api(method, path, { query, body } = {}) {
+// Requests not yet answered (sign-out waits for them before it leaves the page).
+const inflight = new Set();
+
+function api(method, path, options = {}) {
+  const request = send(method, path, options);
+  inflight.add(request);
+  const done = () => { inflight.delete(request); };
+  request.then(done, done);
+  return request;
+}
+
+async function send(method, path, { query, body } = {}) {
   const url = new URL(path, location.origin);
   for (const [k, v] of Object.entries(query || {})) {
     if (v !== "" && v !== null && v !== undefined) url.searchParams.set(k, String(v));
@@ -665,7 +676,7 @@ async function refresh() {
     reportError(err);
     if (blocked()) return;
   }
-  if (state.view === view && !blocked()) state.timer = setTimeout(refresh, REFRESH_MS[view]);
+  if (state.view === view && !blocked() && !state.leaving) state.timer = setTimeout(refresh, REFRESH_MS[view]);
 }
 
 function show(view) {
@@ -686,7 +697,7 @@ function show(view) {
 }
 
 async function loadDaemonInfo() {
-  if (blocked()) return;
+  if (blocked() || state.leaving) return;
   try {
     const s = await api("GET", ROUTES.status);
     $("#daemon-info").textContent = `v${s.version} · pid ${s.pid} · port ${s.port} · up ${duration(s.uptime_s)}`;
@@ -709,7 +720,12 @@ async function start() {
   $("#notice-close").addEventListener("click", () => notify(""));
   $("#link-retry-now").addEventListener("click", () => link.probe());
   $("#logout").addEventListener("click", async () => {
-    try { await api("POST", ROUTES.logout); } catch (err) { reportError(err); return; }
+    // Nothing new starts, and what is in flight ends before the page goes: navigating away
+    // would abort it (the daemon sees a dropped request, the browser a failed one).
+    stopTimer(); logs.stop(); stopBoardStream();
+    state.leaving = true;
+    try { await api("POST", ROUTES.logout); } catch (err) { state.leaving = false; reportError(err); return; }
+    while (inflight.size) await Promise.allSettled([...inflight]);
     location.assign("/");
   });
   // The skip link moves the focus to the content; it is not a view ("#main" once read as a
