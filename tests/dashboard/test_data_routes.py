@@ -201,6 +201,8 @@ def test_size_samples_route_returns_what_the_scheduler_recorded(opened: Home, to
     with _page(create_app(opened, port=PORT), token) as page:
         samples = page.get("/v1/dashboard/db/samples").json()
         assert len(samples) == 2
+        # Times as every response carries them: RFC 3339 UTC strings.
+        assert samples[0]["ts"].endswith("Z")
         assert samples[0]["ts"] <= samples[1]["ts"]
         assert samples[1]["wal_bytes"] > 0
         later = page.get("/v1/dashboard/db/samples", params={"since": samples[1]["ts"]}).json()

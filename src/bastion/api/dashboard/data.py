@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict
 
-from bastion.api.models import CheckResult, ErrorBody
+from bastion.api.models import CheckResult, ErrorBody, TimeParam, UtcTime
 from bastion.api.routes.system import db_check
 from bastion.api.state import DaemonState, get_state, request_actor
 from bastion.domains.activity import ActivityRepo
@@ -78,7 +78,7 @@ async def list_backups(state: State) -> list[BackupRow]:
 class SizeSampleOut(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ts: float
+    ts: UtcTime
     size_bytes: int
     wal_bytes: int
     free_bytes: int
@@ -88,7 +88,7 @@ class SizeSampleOut(BaseModel):
 async def db_samples(
     state: State,
     since: Annotated[
-        float | None, Query(ge=0, le=1e11, description="Unix time (s), inclusive.")
+        TimeParam, Query(description="From this time, inclusive: RFC 3339 or Unix seconds.")
     ] = None,
 ) -> list[SizeSampleOut]:
     """``bastion.db``'s size samples (oldest first), as the daemon's scheduler recorded them."""
