@@ -8,13 +8,22 @@ payloads and the CLI's ``--json`` write it as ``2026-11-23T13:12:13.106101Z`` (m
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 __all__ = ["from_rfc3339", "rfc3339"]
 
 
 def rfc3339(ts: float) -> str:
-    """``ts`` (epoch seconds) as RFC 3339 UTC with microseconds: ``2026-11-23T13:12:13.106101Z``."""
-    moment = dt.datetime.fromtimestamp(ts, dt.UTC)
+    """``ts`` (epoch seconds) as RFC 3339 UTC with microseconds: ``2026-11-23T13:12:13.106101Z``.
+
+    Truncated to the microsecond, never rounded up: a time a client reads and sends back as
+    ``since`` (inclusive) must not land after the row it came from, or that row is skipped.
+    (``fromtimestamp`` rounds to the nearest microsecond: a stored ``...40.9999998`` came back
+    as ``...41.000000``.)
+    """
+    seconds = math.floor(ts)
+    micros = min(999_999, math.floor((ts - seconds) * 1_000_000))
+    moment = dt.datetime.fromtimestamp(seconds, dt.UTC) + dt.timedelta(microseconds=micros)
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from bastion._time import rfc3339
 from bastion.app import Home
 from bastion.domains.logs import LogRecord
 
@@ -75,6 +76,22 @@ def test_since_accepts_what_the_answers_carry(client: TestClient, opened: Home) 
         assert [i["message"] for i in items] == ["new"], since
     bad = client.get("/v1/logs", params={"since": "yesterday"})
     assert (bad.status_code, bad.json()["code"]) == (422, "invalid_request")
+
+
+def test_a_time_sent_back_as_since_includes_its_own_row(client: TestClient, opened: Home) -> None:
+    # Stored times have more digits than the wire's microseconds; the wire form is truncated,
+    # never rounded up past the row (which "since" would then skip).
+    opened.logs.insert_batch(
+        [
+            LogRecord(ts=ts, level="info", source="a", stream="stdout", message=str(ts))
+            for ts in (1_700_000_100.0000007, 1_700_000_200.9999998, 1_700_000_300.5)
+        ]
+    )
+    for item in client.get("/v1/logs", params={"limit": 10}).json()["items"]:
+        since = client.get("/v1/logs", params={"since": item["ts"], "order": "asc"}).json()
+        assert since["items"][0]["message"] == item["message"], item
+    assert rfc3339(1_700_000_200.9999998) == "2023-11-14T22:16:40.999999Z"  # not 41.000000
+    assert rfc3339(1_700_000_300.5) == "2023-11-14T22:18:20.500000Z"
 
 
 def test_openapi_says_times_are_date_time_strings(client: TestClient) -> None:
