@@ -15,7 +15,7 @@ import string
 import urllib.parse
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bastion.errors import SecretTooShort, SpawnFailed
@@ -184,7 +184,7 @@ def test_repr_hides_values() -> None:
 # --- the properties --------------------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     data=st.data(),
     values=st.lists(secrets_st, min_size=1, max_size=3),
@@ -217,7 +217,7 @@ def test_no_form_of_a_secret_reaches_a_stored_row(
         assert not leaked
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     value=secrets_st,
     text=st.binary(max_size=300),
