@@ -4,10 +4,14 @@ matches its declared schema, status code and content type.
 The server is the real app on a real loopback socket (uvicorn in a thread) over a real home:
 a real vault (encrypted-file backend), a real supervisor with the demo services, real SQLite.
 Streaming routes are left out (an SSE stream never ends); they have their own tests.
+Pagination cursors get their own run: a generated string almost never decodes, so forged
+cursors (any JSON, base64url-encoded) are sent to every keyset-paged operation.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +19,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis import checks
 
 from bastion.app import Home
@@ -96,3 +101,68 @@ def test_live_api_conforms_to_its_openapi(live_schema: Any) -> None:
         ran.append(label)
     assert len(ran) >= 20, ran
     assert not failures, "\n\n".join(f"{k}\n{v}" for k, v in failures.items())
+
+
+#: Every keyset-paged operation, with the path parameters it needs.
+PAGED = [
+    ("/v1/logs", {}),
+    ("/v1/events", {}),
+    ("/v1/activity", {}),
+    ("/v1/services/{name}/logs", {"name": "demo-worker"}),
+    ("/v1/services/{name}/events", {"name": "demo-worker"}),
+]
+
+#: Any JSON value: what a forged cursor may carry once base64 is peeled off.
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**90), max_value=2**90)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=12,
+)
+
+
+def _cursor(value: Any) -> str:
+    raw = json.dumps(value, allow_nan=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(("path", "params"), PAGED, ids=[p for p, _ in PAGED])
+def test_forged_cursors_are_400_naming_the_cursor(
+    live_schema: Any, path: str, params: dict[str, str]
+) -> None:
+    """A cursor is the caller's input: whatever JSON (or not-JSON) it holds, the answer is
+    the documented 400 ``invalid_request`` naming ``cursor``, or a page; never a 500."""
+    schema, server = live_schema
+    operation = schema[path]["GET"]
+    headers = {"Authorization": f"Bearer {server.token}"}
+    answered: list[int] = []
+
+    @given(
+        cursor=st.one_of(
+            json_values.map(_cursor),
+            st.lists(json_values, min_size=1, max_size=3).map(_cursor),
+            st.text(max_size=60),
+            st.sampled_from(
+                [_cursor([{"a": 1}, 1]), _cursor([2**80, 1]), _cursor([2**80]), "Tg", "W10"]
+            ),
+        )
+    )
+    @settings(max_examples=150, deadline=None, database=None, derandomize=True)
+    def run(cursor: str) -> None:
+        case = operation.Case(path_parameters=params, query={"cursor": cursor})
+        response = case.call_and_validate(
+            base_url=server.base, headers=headers, checks=CHECKS[:4], timeout=30
+        )
+        answered.append(response.status_code)
+        if response.status_code != 200:
+            assert response.status_code in {400, 422}, response.text
+            body = response.json()
+            assert body["code"] == "invalid_request"
+            assert "cursor" in body["message"]
+
+    run()
+    assert 400 in answered  # the forged ones were refused, not all served as pages

@@ -3,14 +3,18 @@ keyset and offset pagination, JSON columns, versioned saves, Conflict/NotFound m
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
+import json
 import pickle
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bastion.errors import Conflict, NotFound
 from bastion.store import Database, WriteTx
@@ -169,6 +173,100 @@ def test_cursors_are_opaque_and_validated() -> None:
         decode_cursor("not-a-cursor!", 2)
     with pytest.raises(ValueError, match="invalid pagination cursor"):
         decode_cursor(encode_cursor([1]), 2)
+
+
+def _forged(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ('[{"a":1},1]', "holds an object"),
+        ("[[1],1]", "holds an array"),
+        ("[null,1]", "holds null"),
+        ("[true,1]", "holds a boolean"),
+        (f"[{2**80},1]", "outside SQLite's 64-bit range"),
+        (f"[1,{-(2**63) - 1}]", "outside SQLite's 64-bit range"),
+        ("[NaN,1]", "NaN is not a keyset value"),
+        ("[Infinity,1]", "Infinity is not a keyset value"),
+        ("[1e400,1]", "not finite"),
+        ('["x",1]', "a str where a int belongs"),
+        ("[1, 2.5]", "a float where a int belongs"),
+        ("[" * 100_000, "not a cursor this list gave out"),
+    ],
+)
+def test_forged_cursors_are_value_errors_naming_the_cursor(
+    db: Database, raw: str, why: str
+) -> None:
+    """A cursor is caller input: each value is type- and range-checked before it is bound.
+    (Before, a dict reached the driver as a TypeError and 2**80 as an OverflowError: 500s.)"""
+    with pytest.raises(ValueError, match=r"^cursor: invalid pagination cursor") as caught:
+        _page(db, cursor=_forged(raw))
+    assert why in str(caught.value)
+
+
+def _page(db: Database, *, cursor: str | None, sort_key: str = "score") -> Page[tuple[Any, ...]]:
+    return paginate(
+        db,
+        select="id, name",
+        table="items",
+        where=Where(COLUMNS),
+        sort=TYPED_SORT,
+        sort_key=sort_key,
+        direction="asc",
+        make=tuple,
+        limit=3,
+        cursor=cursor,
+    )
+
+
+TYPED_SORT = Sort(
+    {"id": "id", "name": "name", "score": "score"},
+    default="id",
+    types={"id": int, "name": str, "score": int},
+)
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats()
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=8,
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    cursor=st.one_of(
+        st.text(max_size=40),
+        st.lists(_json, max_size=3).map(lambda v: _forged(json.dumps(v))),
+        _json.map(lambda v: _forged(json.dumps(v))),
+    ),
+    sort_key=st.sampled_from(["id", "name", "score"]),
+)
+def test_any_cursor_is_a_page_or_a_value_error(db: Database, cursor: str, sort_key: str) -> None:
+    """The class, not the instances: whatever string comes back as a cursor, paginate
+    answers a page or a ValueError naming the cursor, never a driver error."""
+    try:
+        page = _page(db, cursor=cursor, sort_key=sort_key)
+    except ValueError as err:
+        refused = str(err)
+    else:
+        assert len(page) <= 3
+        return
+    assert refused.startswith("cursor: invalid pagination cursor")
+
+
+def test_a_sort_declares_types_only_for_its_keys() -> None:
+    with pytest.raises(ValueError, match=r"Sort\.types"):
+        Sort({"id": "id"}, default="id", types={"nope": int})
+    with pytest.raises(ValueError, match=r"Sort\.types"):
+        Sort({"id": "id"}, default="id", types={"id": bytes})
 
 
 def test_json_columns_round_trip_and_refuse_unserializable(db: Database) -> None:

@@ -24,6 +24,7 @@ import base64
 import binascii
 import dataclasses
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -293,16 +294,24 @@ class Sort:
     """Whitelisted sort keys. ``Sort({"ts": "ts", "name": "name"}, default="ts")``.
 
     ``tiebreak`` (the primary key) is appended so every order is total, which keyset
-    pagination needs.
+    pagination needs. ``types`` gives the Python type of a sort expression's values (keyed
+    by the SQL expression, the tiebreak included: ``{"id": int, "ts": float}``); a cursor
+    coming back with a value of another type is refused (see :func:`decode_cursor`).
     """
 
     keys: Mapping[str, str]
     default: str
     tiebreak: str = "id"
+    types: Mapping[str, type] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.default not in self.keys:
             raise ValueError(f"default sort key {self.default!r} is not among {sorted(self.keys)}")
+        unknown = set(self.types) - {*self.keys.values(), self.tiebreak}
+        if unknown or not set(self.types.values()) <= {int, float, str}:
+            raise ValueError(
+                f"Sort.types maps sort expressions to int, float or str; got {dict(self.types)}"
+            )
 
     def resolve(self, key: str | None, direction: str | None = None) -> tuple[str, bool]:
         """``(sql expression, descending)``; anything not whitelisted is a ``ValueError``."""
@@ -355,17 +364,66 @@ def encode_cursor(values: Sequence[Any]) -> str:
     )
 
 
-def decode_cursor(cursor: str, width: int) -> list[Any]:
-    """The ``width`` key values a ``next_cursor`` holds; ``ValueError`` for a cursor that is not
-    one."""
+#: What a cursor may carry: SQLite binds integers of 64 bits at most (a larger one is an
+#: ``OverflowError`` in the driver), and no keyset value bastion sorts on is longer.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_MAX_CURSOR_TEXT = 4096
+
+
+_JSON_KINDS = {dict: "an object", list: "an array", type(None): "null", bool: "a boolean"}
+
+
+def _bad_cursor(why: str) -> ValueError:
+    return ValueError(
+        f"cursor: invalid pagination cursor ({why}); pass back a page's next_cursor "
+        "unchanged, or omit cursor to start at the first page"
+    )
+
+
+def _no_constant(name: str) -> Any:
+    raise _bad_cursor(f"{name} is not a keyset value")
+
+
+def _cursor_value(value: Any, kind: type | None) -> Any:
+    """``value`` if it can be bound as a keyset value of ``kind``, else the ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _bad_cursor(f"holds {_JSON_KINDS.get(type(value), 'a non-scalar')}")
+    if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
+        raise _bad_cursor("holds an integer outside SQLite's 64-bit range")
+    if isinstance(value, float) and not math.isfinite(value):  # 1e400 parses as inf
+        raise _bad_cursor("holds a number that is not finite")
+    if isinstance(value, str) and len(value) > _MAX_CURSOR_TEXT:
+        raise _bad_cursor("holds an over-long text")
+    if kind is not None:
+        # A float column's values may come back as whole numbers; nothing else converts.
+        fits = isinstance(value, kind) or (kind is float and isinstance(value, int))
+        if not fits:
+            raise _bad_cursor(f"holds a {type(value).__name__} where a {kind.__name__} belongs")
+    return value
+
+
+def decode_cursor(cursor: str, width: int, types: Sequence[type | None] | None = None) -> list[Any]:
+    """The keyset values of ``cursor`` (made by :func:`encode_cursor`), fully checked.
+
+    A cursor comes back from the caller, so it is untrusted input: anything but a JSON list
+    of ``width`` scalars that SQLite can bind (an ``int`` in the 64-bit range, a finite
+    ``float``, a ``str``; of the sort's declared type where ``types`` gives one) is a
+    ``ValueError`` that names the ``cursor`` parameter, before any value reaches SQL.
+    """
+    kinds: Sequence[type | None] = types if types is not None else [None] * width
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as err:
-        raise ValueError("invalid pagination cursor; pass back next_cursor unchanged") from err
+        # parse_constant: JSON's NaN/Infinity extensions are not keyset values.
+        values = json.loads(
+            base64.urlsafe_b64decode(padded.encode("ascii")), parse_constant=_no_constant
+        )
+    except (binascii.Error, ValueError, UnicodeError, RecursionError) as err:
+        if isinstance(err, ValueError) and str(err).startswith("cursor:"):
+            raise
+        raise _bad_cursor("not a cursor this list gave out") from None
     if not isinstance(values, list) or len(values) != width:
-        raise ValueError("invalid pagination cursor; pass back next_cursor unchanged")
-    return values
+        raise _bad_cursor("not a cursor for this order")
+    return [_cursor_value(v, k) for v, k in zip(values, kinds, strict=True)]
 
 
 def paginate(
@@ -405,7 +463,8 @@ def paginate(
         rows, total = source.read(both) if isinstance(source, Database) else both(source)
         return Page(tuple(make(r) for r in rows), limit, offset=offset, total=total)
     if cursor is not None:
-        where = _copy_where(where).after(keys, decode_cursor(cursor, len(keys)), descending=desc)
+        values = decode_cursor(cursor, len(keys), [sort.types.get(k) for k in keys])
+        where = _copy_where(where).after(keys, values, descending=desc)
     key_cols = ", ".join(keys)
     sql = f"SELECT {select}, {key_cols} FROM {table} {where.sql} {order} LIMIT ?"
     rows = source.query(sql, [*where.params, limit + 1])

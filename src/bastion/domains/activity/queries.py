@@ -11,7 +11,11 @@ SELECT = "id, ts, actor, action, subject, details"
 INSERT = "INSERT INTO activity (ts, actor, action, subject, details) VALUES (?, ?, ?, ?, ?)"
 GET = f"SELECT {SELECT} FROM activity WHERE id = ?"
 
-SORT = Sort({"id": "id", "ts": "ts", "actor": "actor", "action": "action"}, default="ts")
+SORT = Sort(
+    {"id": "id", "ts": "ts", "actor": "actor", "action": "action"},
+    default="ts",
+    types={"id": int, "ts": float, "actor": str, "action": str},
+)
 
 #: Hot queries and the index each must use (tests/domains assert the plans).
 HOT: tuple[HotQuery, ...] = (

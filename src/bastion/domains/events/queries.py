@@ -13,7 +13,7 @@ GET = f"SELECT {SELECT} FROM events WHERE id = ?"
 LATEST_ID = "SELECT max(id) FROM events"
 TABLE_EXISTS = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'"
 
-SORT = Sort({"id": "id", "ts": "ts"}, default="id")
+SORT = Sort({"id": "id", "ts": "ts"}, default="id", types={"id": int, "ts": float})
 
 #: Hot queries and the index each must use (tests/domains assert the plans).
 HOT: tuple[HotQuery, ...] = (

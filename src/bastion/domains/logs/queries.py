@@ -18,7 +18,7 @@ COUNT = "SELECT count(*) FROM logs"
 
 #: Time order normally (the (source, ts), (level, ts) and (ts) indexes deliver it without a
 #: sort); id order when following (``after_id``), where the primary key delivers it.
-SORT = Sort({"id": "id", "ts": "ts"}, default="ts")
+SORT = Sort({"id": "id", "ts": "ts"}, default="ts", types={"id": int, "ts": float})
 
 #: Hot queries and the index each must use (tests/domains assert the plans).
 HOT: tuple[HotQuery, ...] = (
