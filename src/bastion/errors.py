@@ -12,6 +12,7 @@ action can make the same call succeed).
     BastionError
     ├── ConfigError
     ├── InvalidName
+    ├── InvalidValue
     ├── StoreError
     │   ├── StoreOpenError
     │   │   ├── NotADatabase
@@ -31,6 +32,7 @@ action can make the same call succeed).
     │   ├── ConstraintViolation
     │   ├── NotFound
     │   ├── PlaintextCredential
+    │   ├── SettingUnreadable
     │   ├── MigrationError
     │   │   ├── MigrationGap
     │   │   ├── MigrationOutOfOrder
@@ -64,6 +66,7 @@ action can make the same call succeed).
         ├── Forbidden
         ├── PayloadTooLarge
         ├── UnsupportedMediaType
+        ├── TooManyConnections
         ├── DaemonAlreadyRunning
         ├── ServerNotInstalled
         └── DaemonUnreachable
@@ -135,6 +138,9 @@ __all__ = [
     "DatabaseNotFound",
     "HomeNotFound",
     "InvalidName",
+    "InvalidValue",
+    "SettingUnreadable",
+    "TooManyConnections",
     "exit_code_for",
     "iter_error_classes",
     "render_errors_markdown",
@@ -189,6 +195,15 @@ class InvalidName(BastionError, ValueError):
     default_hint = (
         "Use letters, digits and `_ . -` (scopes also `:`), starting with a letter or digit."
     )
+    http_status = 422
+
+
+class InvalidValue(BastionError, ValueError):
+    """A value is refused before anything is stored: nested too deep, too large, not JSON,
+    or text that is not UTF-8. Also a ``ValueError`` (a caller's mistake)."""
+
+    code = "invalid_value"
+    default_hint = "Send a smaller, flatter JSON value (the limits are in docs/security.md)."
     http_status = 422
 
 
@@ -370,6 +385,15 @@ class PlaintextCredential(StoreError):
         "allow_plaintext=True)."
     )
     http_status = 422
+
+
+class SettingUnreadable(StoreError):
+    """A stored setting's value cannot be read back (nested past the limit, or not JSON):
+    written by an older version or another tool. The rest of the table is unaffected."""
+
+    code = "setting_unreadable"
+    default_hint = "Delete the key (`bastion settings delete KEY`) or set it again."
+    http_status = 409
 
 
 class MigrationError(StoreError):
@@ -655,6 +679,16 @@ class UnsupportedMediaType(ApiError):
     http_status = 415
 
 
+class TooManyConnections(ApiError):
+    """One client holds more connections than ``api.max_connections_per_client`` and none of
+    them can be let go (each is in the middle of a request)."""
+
+    code = "too_many_connections"
+    default_hint = "Close idle connections, or raise [api] max_connections_per_client."
+    default_recoverable = True
+    http_status = 503
+
+
 class DaemonAlreadyRunning(ApiError):
     """A daemon already runs for this home."""
 
@@ -690,6 +724,8 @@ EXIT_CODES: dict[type[BastionError], int] = {
     BastionError: 1,
     ConfigError: 78,
     InvalidName: 65,
+    InvalidValue: 65,
+    SettingUnreadable: 65,
     StoreOpenError: 66,
     NotFound: 66,
     SecretNotFound: 66,

@@ -263,3 +263,44 @@ def test_settings_set_refuses_a_credential_and_says_how_to_store_it(tmp_path: Pa
     code, out, _ = _run(home, "settings", "set", "openai.api_key", key, "--allow-plaintext")
     assert code == 0
     assert _run(home, "settings", "get", "openai.api_key")[1] == f'"{key}"\n'
+
+
+def test_settings_set_refuses_a_value_past_the_limits_and_stores_nothing(tmp_path: Path) -> None:
+    from bastion.domains.settings.model import MAX_DEPTH
+
+    home = _home(tmp_path)
+    for depth in (MAX_DEPTH + 1, 5000):  # 5000: past the JSON parser's own recursion limit
+        text = "[" * depth + "1" + "]" * depth
+        code, out, err = _run(home, "settings", "set", "deep", text)
+        assert code == 65, (out, err)
+        assert f"nested deeper than {MAX_DEPTH} levels" in err
+        assert "Traceback" not in err
+        code, out, _ = _run(home, "settings", "set", "deep", text, "--json")
+        assert json.loads(out)["code"] == "invalid_value"
+    assert _run(home, "settings", "get", "deep")[0] == 66
+
+
+def test_settings_list_shows_an_unreadable_row_and_every_other_row(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    assert _run(home, "settings", "set", "a.fine", "1")[0] == 0
+    with Home.open(load_config(home)) as h:  # a row an older version could have written
+        h.db.write(
+            lambda tx: tx.execute(
+                "INSERT INTO settings (key, value, updated_at) VALUES ('b.deep', ?, 1.0)",
+                ("[" * 900 + "1" + "]" * 900,),
+            )
+        )
+    code, out, err = _run(home, "settings", "list", "--no-headers")
+    assert code == 0, err
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert rows[0][:2] == ["a.fine", "1"]
+    assert rows[1][0] == "b.deep"
+    assert rows[1][1].startswith("<error: setting 'b.deep' holds a value that cannot be read")
+    code, out, _ = _run(home, "settings", "list", "--json")
+    listed = json.loads(out)
+    assert listed[1]["value"] is None
+    assert "cannot be read" in listed[1]["error"]
+    code, out, err = _run(home, "settings", "get", "b.deep")
+    assert code == 65
+    assert "bastion settings delete b.deep" in err
+    assert "Traceback" not in err

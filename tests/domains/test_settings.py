@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bastion.domains.events import EventsRepo
-from bastion.domains.settings import SettingsRepo
-from bastion.errors import NotFound, PlaintextCredential
+from bastion.domains.settings import SettingsRepo, read_setting
+from bastion.domains.settings.model import MAX_DEPTH, MAX_VALUE_BYTES
+from bastion.errors import InvalidValue, NotFound, PlaintextCredential, SettingUnreadable
 from bastion.store import Database
 
 
@@ -134,3 +137,99 @@ def test_allow_plaintext_stores_a_false_positive(db: Database) -> None:
     with pytest.raises(PlaintextCredential):
         db.write(lambda tx: SettingsRepo.set_tx(tx, "k.token", OPENAI))
     db.write(lambda tx: SettingsRepo.set_tx(tx, "k.token", OPENAI, allow_plaintext=True))
+
+
+# --- value limits (issue #15 §2): one rule for the library, the CLI and the API ------------
+
+
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _raw_rows(db: Database) -> list[tuple[object, ...]]:
+    return db.query("SELECT key, value FROM settings")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (_nested(MAX_DEPTH + 1), f"nested deeper than {MAX_DEPTH} levels"),
+        (_nested(5000), f"nested deeper than {MAX_DEPTH} levels"),
+        ({"a": {"b": _nested(MAX_DEPTH)}}, f"nested deeper than {MAX_DEPTH} levels"),
+        ("x" * MAX_VALUE_BYTES, f"the limit is {MAX_VALUE_BYTES}"),
+        (["é" * (MAX_VALUE_BYTES // 2)], f"the limit is {MAX_VALUE_BYTES}"),  # bytes, not chars
+        ("\ud800", "not UTF-8"),
+        (float("nan"), "not JSON-serializable"),
+        ({1: object()}, "not JSON-serializable"),
+        (None, "null is not a value"),
+    ],
+    ids=[
+        "depth+1",
+        "depth-5000",
+        "deep-in-object",
+        "size",
+        "size-utf8",
+        "surrogate",
+        "nan",
+        "object",
+        "null",
+    ],
+)
+def test_a_value_outside_the_limits_is_refused_before_anything_is_written(
+    db: Database, value: object, message: str
+) -> None:
+    s = SettingsRepo(db)
+    events = EventsRepo(db)
+    before = events.latest_id()
+    with pytest.raises(InvalidValue, match=message):
+        s.set("k", value)
+    assert _raw_rows(db) == []
+    assert events.latest_id() == before
+
+
+def test_a_value_that_contains_itself_is_refused(db: Database) -> None:
+    loop: list[object] = []
+    loop.append(loop)
+    with pytest.raises(InvalidValue, match="contains itself"):
+        SettingsRepo(db).set("k", loop)
+    assert _raw_rows(db) == []
+
+
+def test_values_at_the_limits_are_stored(db: Database) -> None:
+    s = SettingsRepo(db)
+    s.set("deep", _nested(MAX_DEPTH))
+    s.set("big", "x" * (MAX_VALUE_BYTES - 2))  # + two quotes
+    assert s.get("deep") == _nested(MAX_DEPTH)
+    assert len(s.get("big")) == MAX_VALUE_BYTES - 2
+
+
+def test_a_stored_value_past_the_limits_reads_as_an_error_never_a_crash(db: Database) -> None:
+    s = SettingsRepo(db)
+    s.set("a", 1)
+    # Rows an older version (or another tool) wrote: SQLite's json_valid accepts them.
+    for key, text in (("b", json.dumps(_nested(100))), ("c", "[" * 990 + "1" + "]" * 990)):
+        db.write(
+            lambda tx, k=key, t=text: tx.execute(
+                "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, 1.0)", (k, t)
+            )
+        )
+    s.set("d", 2)
+    rows = s.list()
+    assert [(r.key, r.value, r.error is None) for r in rows] == [
+        ("a", 1, True),
+        ("b", None, False),
+        ("c", None, False),
+        ("d", 2, True),
+    ]
+    assert rows[1].to_dict()["error"].startswith("setting 'b' holds a value that cannot be read")
+    assert "error" not in rows[0].to_dict()
+    for key in ("b", "c"):
+        with pytest.raises(SettingUnreadable, match=f"setting '{key}'"):
+            s.get(key)
+        with pytest.raises(SettingUnreadable):
+            s.get_setting(key)
+        with pytest.raises(SettingUnreadable):
+            read_setting(db.path, key)

@@ -22,12 +22,18 @@ from bastion.cli._output import (
 __all__ = ["settings"]
 
 
-def _parse_value(text: str, as_string: bool) -> Any:
-    """JSON when it parses (``42``, ``true``, ``{"a": 1}``), else the text as a string."""
+def _parse_value(key: str, text: str, as_string: bool) -> Any:
+    """JSON when it parses (``42``, ``true``, ``{"a": 1}``), else the text as a string.
+    JSON nested past the settings limit is refused (``InvalidValue``), not kept as text."""
+    from bastion.domains.settings.model import parse_value_text
+    from bastion.errors import InvalidValue
+
     if as_string:
         return text
     try:
-        return json.loads(text)
+        return parse_value_text(key, text)
+    except InvalidValue:
+        raise
     except ValueError:
         return text
 
@@ -83,13 +89,17 @@ def set_(  # noqa: PLR0917 - click passes options as arguments
     keep them in the vault (`bastion secrets set`) and store their `secret:` reference here.
     """
     from bastion.app import Home
-    from bastion.domains.settings.model import check_key
+    from bastion.domains.settings.model import check_key, encode_value
+    from bastion.errors import InvalidValue
 
     check_key(key)
-    parsed = _parse_value(value, as_string)
+    parsed = _parse_value(key, value, as_string)
+    encode_value(key, parsed)  # the value rules, before the home is even opened
     with Home.open(config_from(ctx), create=False) as home:
         try:
             setting = home.settings.set(key, parsed, allow_plaintext=allow_plaintext)
+        except InvalidValue:
+            raise
         except ValueError as err:
             raise click.BadParameter(str(err)) from err
     emit(
@@ -115,6 +125,12 @@ def delete(ctx: click.Context, key: str, as_json: bool) -> None:
     emit({"key": key, "deleted": True}, as_json, lambda d: f"deleted {d['key']}")
 
 
+def _shown(row: dict[str, Any]) -> str:
+    if "error" in row:
+        return f"<error: {row['error']}>"
+    return json.dumps(row["value"], ensure_ascii=False)
+
+
 @settings.command(name="list")
 @click.argument("prefix", default="")
 @table_options
@@ -122,7 +138,10 @@ def delete(ctx: click.Context, key: str, as_json: bool) -> None:
 @click.pass_context
 @run_command
 def list_(ctx: click.Context, prefix: str, no_headers: bool, as_json: bool) -> None:
-    """List settings, optionally only keys starting with PREFIX (values as JSON)."""
+    """List settings, optionally only keys starting with PREFIX (values as JSON).
+
+    A stored value that cannot be read back shows as an error in its row (and an "error"
+    key with --json); the other rows list as usual."""
     from bastion.app import Home
 
     with Home.open(config_from(ctx), create=False) as home:
@@ -132,10 +151,7 @@ def list_(ctx: click.Context, prefix: str, no_headers: bool, as_json: bool) -> N
         as_json,
         lambda rows: Table(
             ["key", "value", "updated"],
-            [
-                [r["key"], json.dumps(r["value"], ensure_ascii=False), human_time(r["updated_at"])]
-                for r in rows
-            ],
+            [[r["key"], _shown(r), human_time(r["updated_at"])] for r in rows],
             empty=f"no settings starting with {prefix!r}" if prefix else "no settings",
         ),
     )

@@ -4,6 +4,11 @@
 benchmark's subject: it is an ``async`` handler on the store's inline point read, so it
 costs no thread hop. Writes go through the repository (one write unit, plus the
 ``setting.changed`` event), on a thread.
+
+Values follow the settings domain's rules (:mod:`bastion.domains.settings.model`: depth
+64, 1 MiB), checked before anything is written; a stored value that breaks them (written by
+an older version or another tool) lists as an error row and reads as 409
+``setting_unreadable``, never as a failure of the whole listing.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from starlette.routing import BaseRoute, Route
 
 from bastion._time import rfc3339
 from bastion.api.errors import error_body
-from bastion.api.models import MAX_OFFSET, Page, UtcTime, _Model
+from bastion.api.models import MAX_OFFSET, Page, UtcTime, _Model, _Request
 from bastion.api.state import DaemonState, get_state
 from bastion.domains.settings import queries as q
+from bastion.domains.settings.model import MAX_DEPTH, MAX_VALUE_BYTES, decode_value
 from bastion.domains.settings.repo import Setting
 from bastion.errors import NotFound
 
@@ -36,21 +42,31 @@ State = Annotated[DaemonState, Depends(get_state)]
 KEY_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,255}$"
 _KEY_RE = re.compile(KEY_PATTERN)
 KeyPath = Annotated[str, Path(pattern=KEY_PATTERN, description="A setting key, e.g. `ui.theme`.")]
+#: Stored texts this short nest at most MAX_DEPTH levels: the hot read skips the check.
+_SHORT_TEXT = 2 * MAX_DEPTH + 1
+#: Longer texts are checked on a thread (a 1 MiB parse would hold the loop for ms).
+_INLINE_CHECK = 64 * 1024
 
 
 class SettingOut(_Model):
     key: str
-    value: Any = Field(description="Any JSON value.")
+    value: Any = Field(description="Any JSON value (null on an error row).")
     updated_at: UtcTime
+    error: str | None = Field(
+        default=None,
+        description="Set on a listing's row whose stored value cannot be read back "
+        "(written by an older version or another tool); delete or set the key again.",
+    )
 
     @classmethod
     def of(cls, s: Setting) -> SettingOut:
-        return cls(key=s.key, value=s.value, updated_at=s.updated_at)
+        return cls(key=s.key, value=s.value, updated_at=s.updated_at, error=s.error)
 
 
-class SettingIn(_Model):
+class SettingIn(_Request):
     value: Any = Field(
-        description="Any JSON value except null (delete the key instead).",
+        description=f"Any JSON value except null (delete the key instead), nested at most "
+        f"{MAX_DEPTH} levels and at most {MAX_VALUE_BYTES} bytes as compact JSON.",
         json_schema_extra={"not": {"type": "null"}},
     )
     allow_plaintext: StrictBool = Field(
@@ -98,9 +114,17 @@ async def _read_setting(request: Request, key: str) -> Response:
     row = await state.home.db.aquery_one(q.GET, (key,))
     if row is None:
         raise NotFound(f"setting {key!r} is not set", hint="List them with GET /v1/settings.")
+    text: str | bytes = row[0]
+    if len(text) > _SHORT_TEXT:
+        # Only a text this long can break the value rules (a row from an older version or
+        # another tool): check it, off the loop when parsing it could take a while.
+        if len(text) > _INLINE_CHECK:
+            await asyncio.to_thread(decode_value, key, text)
+        else:
+            decode_value(key, text)
     body = b'{"key":%s,"value":%s,"updated_at":%s}' % (
         json.dumps(key).encode(),
-        row[0].encode() if isinstance(row[0], str) else bytes(row[0]),
+        text.encode() if isinstance(text, str) else bytes(text),
         json.dumps(rfc3339(float(row[1]))).encode(),
     )
     return Response(body, media_type="application/json")
@@ -136,7 +160,8 @@ def fast_routes() -> list[BaseRoute]:
 async def set_setting(state: State, key: KeyPath, body: SettingIn) -> SettingOut:
     """Store any JSON value under ``key`` (records a ``setting.changed`` event). A value that
     looks like a credential is refused (422 ``plaintext_credential``) unless
-    ``allow_plaintext`` is true."""
+    ``allow_plaintext`` is true; a value nested deeper than the limit or larger than it is a
+    422 ``invalid_value``. Either way nothing is stored."""
     if body.value is None:
         raise _null_value()
     setting = await asyncio.to_thread(

@@ -6,15 +6,22 @@ the key and what happened, not the value).
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar, cast, overload
 
 from bastion._credentials import refuse_setting
 from bastion.domains.events.repo import emit_tx
 from bastion.domains.settings import queries as q
-from bastion.domains.settings.model import Setting, check_key, not_set, setting_from_row
+from bastion.domains.settings.model import (
+    Setting,
+    check_key,
+    decode_value,
+    encode_value,
+    not_set,
+    setting_from_row,
+)
+from bastion.errors import SettingUnreadable
 from bastion.store.engine import WriteTx
-from bastion.store.repo import Repo, to_json
+from bastion.store.repo import Repo
 
 __all__ = ["Setting", "SettingsRepo"]
 
@@ -48,12 +55,13 @@ class SettingsRepo(Repo):
 
     def get(self, key: str, default: Any = None, type_: type[Any] | None = None) -> Any:
         """The value of ``key``, or ``default`` if unset. With ``type_``, a stored value of
-        another type is a ``ValueError`` naming the key (the default is returned as given)."""
+        another type is a ``ValueError`` naming the key (the default is returned as given).
+        A stored value that breaks the value rules is ``SettingUnreadable``."""
         check_key(key)
         row = self.db.lookup(q.GET, (key,))
         if row is None:
             return default
-        value = json.loads(row[0])
+        value = decode_value(key, row[0])
         return value if type_ is None else _typed(key, value, type_)
 
     def get_setting(self, key: str) -> Setting:
@@ -64,16 +72,18 @@ class SettingsRepo(Repo):
     def set(
         self, key: str, value: Any, *, ts: float | None = None, allow_plaintext: bool = False
     ) -> Setting:
-        """Store ``value`` (anything JSON can hold) under ``key``; records ``setting.changed``.
+        """Store ``value`` (any JSON value but null, within the limits of
+        :func:`~bastion.domains.settings.model.encode_value`, which refuses anything else
+        with ``InvalidValue`` before a write starts) under ``key``; records
+        ``setting.changed``.
 
         A value that looks like a credential is refused (:class:`PlaintextCredential`, see
         ``bastion._credentials``) unless ``allow_plaintext``."""
         check_key(key)
+        # The value rules first: the credential scan walks the value, which must be bounded.
+        text = encode_value(key, value)
         if not allow_plaintext:
             refuse_setting(key, value)
-        if value is None:
-            raise ValueError(f"setting {key!r}: None is not a value; delete the key instead")
-        text = to_json(value, field=f"setting {key!r}")
         return self.db.write(lambda tx: self.set_tx(tx, key, value, ts=ts, _text=text))
 
     @staticmethod
@@ -88,9 +98,9 @@ class SettingsRepo(Repo):
     ) -> Setting:
         """``set`` inside the caller's write unit (the same credential check)."""
         check_key(key)
+        text = _text if _text is not None else encode_value(key, value)
         if not allow_plaintext and _text is None:
             refuse_setting(key, value)
-        text = _text if _text is not None else to_json(value, field=f"setting {key!r}")
         event = emit_tx(tx, "setting.changed", key, {"key": key, "action": "set"}, ts=ts)
         tx.execute(q.UPSERT, (key, text, event.ts))
         return Setting(key, value, event.ts)
@@ -107,9 +117,18 @@ class SettingsRepo(Repo):
         self.db.write(run)
 
     def list(self, prefix: str = "") -> list[Setting]:
-        """Every setting whose key starts with ``prefix``, by key."""
+        """Every setting whose key starts with ``prefix``, by key. A row whose stored value
+        cannot be read back comes as a ``Setting`` with ``error`` set and ``value`` None,
+        so one bad row never hides the others."""
         if prefix:
             rows = self.db.query(q.LIST, (prefix, prefix + "\U0010ffff"))
         else:
             rows = self.db.query(q.LIST_ALL)
-        return [Setting(k, json.loads(v), ts) for k, v, ts in rows]
+        return [_listed(k, v, ts) for k, v, ts in rows]
+
+
+def _listed(key: str, text: str, ts: float) -> Setting:
+    try:
+        return Setting(key, decode_value(key, text), ts)
+    except SettingUnreadable as err:
+        return Setting(key, None, ts, error=err.message)
