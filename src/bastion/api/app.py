@@ -19,6 +19,7 @@ import importlib.util
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import Scope
@@ -55,6 +56,17 @@ _ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
+_DESCRIPTION = """\
+Loopback API of a bastion home: secrets, settings, logs, services, store.
+
+Every route but `/health` needs `Authorization: Bearer <token>` (the token is in
+`<home>/run/token`, or the vault with `api.token_store = "vault"`). Request bodies are JSON
+(`Content-Type: application/json`; anything else is a 415, a defence against cross-site
+form posts). A `POST` without a body may leave `Content-Type` out when it carries the
+bearer token. Booleans are JSON `true`/`false` only. Errors are `{code, message, hint}`
+(docs/errors.md)."""
+
+
 def create_app(
     home: Home,
     *,
@@ -89,8 +101,7 @@ def create_app(
         title="bastion",
         # The OpenAPI document's version is the API's (what clients are generated against).
         version=__api_version__,
-        description="Loopback API of a bastion home: secrets, settings, logs, services, "
-        f"store. (bastion {__version__})",
+        description=f"{_DESCRIPTION}\n\n(bastion {__version__})",
         # Interactive docs pull JavaScript from a CDN: not in a hardened local daemon.
         docs_url=None,
         # No OpenTelemetry from a local secrets daemon (it also costs a provider lookup per
@@ -128,6 +139,7 @@ def create_app(
         extra_hosts=extra_hosts,
     )
     policy = _with_public_paths(policy, frozenset(public_paths))
+    _document_security(app, policy.public_paths)
     # add_middleware wraps: the last added is the outermost. Security must be outermost.
     app.add_middleware(ErrorBoundary)
     app.add_middleware(
@@ -147,6 +159,32 @@ def _dashboard_mount() -> Callable[..., object] | None:
         return None
     mount = getattr(module, "mount", None)
     return mount if callable(mount) else None
+
+
+def _document_security(app: FastAPI, public_paths: frozenset[str]) -> None:
+    """Declare the bearer token in the OpenAPI document (a client generated from it then
+    sends the token), with the public routes marked as needing none."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()  # caches it on the app; completed here in place
+        components = schema.setdefault("components", {})
+        components.setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The token in <home>/run/token.",
+        }
+        schema["security"] = [{"bearer": []}]
+        for path, operations in schema.get("paths", {}).items():
+            if path in public_paths:
+                for method, operation in operations.items():
+                    if method in {"get", "head"}:
+                        operation["security"] = []
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _with_public_paths(policy: SecurityPolicy, paths: frozenset[str]) -> SecurityPolicy:

@@ -5,7 +5,10 @@
   reader, and the API answers nothing else for a bastion error.
 - Request validation (bad path/query/body) -> 422 ``invalid_request`` naming the fields and
   what is wrong with them, never the submitted values (a rejected body may be a secret).
-- Unknown route / method -> 404 ``route_not_found`` / 405 ``method_not_allowed``.
+- Unknown route / method -> 404 ``route_not_found`` / 405 ``method_not_allowed``, whose
+  ``Allow`` lists every method some route serves at that path (Starlette names only the
+  methods of the first route whose path matched: ``GET, HEAD`` for ``/v1/settings/x``,
+  whose ``PUT`` and ``DELETE`` live on another route).
 - Anything else -> 500 ``internal_error`` with the message "internal error". The traceback is
   logged; nothing from the request or the exception is echoed to the caller.
 """
@@ -21,12 +24,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bastion.errors import BastionError
 
 __all__ = [
     "ErrorBoundary",
+    "allowed_methods",
     "error_body",
     "error_response",
     "install_error_handlers",
@@ -96,14 +101,36 @@ async def _validation_handler(_request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=422)
 
 
-async def _http_handler(_request: Request, exc: Exception) -> Response:
+async def _http_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code, message, hint = _HTTP_CODES.get(
         exc.status_code, ("http_error", "request failed", "See /openapi.json.")
     )
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
     return JSONResponse(
-        error_body(code, message, hint), status_code=exc.status_code, headers=exc.headers
+        error_body(code, message, hint), status_code=exc.status_code, headers=headers
     )
+
+
+#: The methods a 405's ``Allow`` may list (every method some bastion route serves).
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method a route of the app serves at ``request``'s path, sorted.
+
+    Asked of the routes themselves, one method at a time, through the public
+    ``BaseRoute.matches``: FastAPI nests included routers as single routes, so the routes'
+    ``methods`` attributes are not all reachable from the app."""
+    routes = request.app.router.routes
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in routes):
+            allowed.append(method)
+    return allowed
 
 
 async def _value_handler(_request: Request, exc: Exception) -> Response:

@@ -83,6 +83,17 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _Request(_Model):
+    """Base of every request body: unknown fields refused, and no type coercion.
+
+    Strict: a boolean is JSON ``true``/``false`` only (lax pydantic takes ``0``, ``"no"``,
+    ``"off"`` for a destructive flag such as ``fix``), an integer is a JSON integer, a
+    string a JSON string, exactly what the OpenAPI document's types say.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
 class ErrorBody(_Model):
     code: str = Field(description="Stable error code (see docs/errors.md).")
     message: str

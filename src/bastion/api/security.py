@@ -10,10 +10,15 @@ Checks, in order (each rejection answers ``{code, message, hint}`` and reaches n
    An allowed cross origin gets its own origin echoed back (never ``*``) and its preflight
    answered; a foreign origin gets no CORS headers at all.
 3. The bearer token (``Authorization: Bearer …``), compared in constant time, on every
-   route except the public ones (``GET /health``) -> 401.
+   route except the public ones (``GET``/``HEAD /health``) -> 401.
 4. ``POST``/``PUT``/``PATCH`` (and ``DELETE`` with a body) must be ``application/json``:
    HTML forms and ``text/plain`` "simple requests" are how CSRF gets in without a
-   preflight -> 415.
+   preflight -> 415. One exception: a request with *no body and no Content-Type at all*
+   that carries a bearer token (what a client generated from the OpenAPI document sends
+   for ``POST /v1/shutdown``). CSRF rides on credentials the browser adds by itself (the
+   dashboard's session cookie); a bearer token is never one of them, and a page cannot set
+   ``Authorization`` on a cross-site request without a preflight, which step 2 refuses.
+   The cookie path keeps the rule in full.
 5. The body is read here, up to ``api.max_body_bytes`` (declared or chunked) -> 413; the
    route then reads the buffered copy.
 
@@ -43,6 +48,7 @@ __all__ = ["Counters", "SecurityMiddleware", "SecurityPolicy"]
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _JSON_REQUIRED = frozenset({"POST", "PUT", "PATCH"})
+_SAFE_METHODS = frozenset({"GET", "HEAD"})
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -55,7 +61,7 @@ class SecurityPolicy:
     allowed_origins: frozenset[str]
     max_body_bytes: int
     public_paths: frozenset[str] = frozenset({"/health"})
-    #: GET-only prefixes served without a token (the dashboard's static files).
+    #: GET/HEAD-only prefixes served without a token (the dashboard's static files).
     public_prefixes: tuple[str, ...] = ()
 
     @classmethod
@@ -187,7 +193,7 @@ class SecurityMiddleware:
                 return
 
         # 3. Token, except on public routes.
-        public = method == "GET" and (
+        public = method in _SAFE_METHODS and (
             path in policy.public_paths or any(path.startswith(p) for p in policy.public_prefixes)
         )
         if not public and not self._token_ok(scope, headers, repeated):
@@ -200,8 +206,12 @@ class SecurityMiddleware:
             declared = None if raw_length is None else raw_length.decode("latin-1").strip()
             chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
             has_body = chunked or declared not in {None, "", "0"}
-            ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-            if (method in _JSON_REQUIRED or has_body) and ctype != b"application/json":
+            raw_ctype = headers.get(b"content-type")
+            ctype = (raw_ctype or b"").split(b";")[0].strip().lower()
+            # (the token itself was checked in step 3)
+            bare_bearer = not has_body and raw_ctype is None and b"authorization" in headers
+            needs_json = (method in _JSON_REQUIRED or has_body) and not bare_bearer
+            if needs_json and ctype != b"application/json":
                 await self._reject(send, "unsupported_media_type", cors_headers)
                 return
             if declared is not None:

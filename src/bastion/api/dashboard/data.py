@@ -204,7 +204,7 @@ async def backup_job(request: Request) -> BackupJobOut:
 
 
 class CheckRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     kind: Literal["quick", "integrity", "foreign_keys"] = "quick"
 

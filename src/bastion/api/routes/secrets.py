@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import Field, SecretStr
 
-from bastion.api.models import MAX_OFFSET, ErrorBody, Page, UtcTime, _Model
+from bastion.api.models import MAX_OFFSET, ErrorBody, Page, UtcTime, _Model, _Request
 from bastion.api.state import DaemonState, get_state, request_actor
 from bastion.errors import Forbidden
 from bastion.vault import SecretMeta
@@ -83,14 +83,14 @@ class SecretsStatus(_Model):
     secrets: dict[str, SecretFlag]
 
 
-class SetSecret(_Model):
+class SetSecret(_Request):
     value: SecretStr = Field(min_length=1, max_length=MAX_VALUE_CHARS)
     scope: Annotated[str, Field(pattern=SCOPE)] = "global"
     #: Compare-and-set: 0 = must not exist yet; N = must be at version N.
     expected_version: int | None = Field(default=None, ge=0)
 
 
-class RevealRequest(_Model):
+class RevealRequest(_Request):
     scope: Annotated[str, Field(pattern=SCOPE)] = "global"
 
 
@@ -234,7 +234,7 @@ def reveal_secret(state: State, name: NamePath, body: RevealRequest, actor: Acto
     return Revealed(scope=body.scope, name=name, version=meta.version, value=secret.reveal())
 
 
-class ReconcileRequest(_Model):
+class ReconcileRequest(_Request):
     fix: bool = Field(False, description="Adopt orphaned items and drop rows whose value is gone.")
 
 

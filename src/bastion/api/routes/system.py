@@ -43,6 +43,13 @@ async def health() -> Health:
     return Health(version=__version__, api_version=__api_version__)
 
 
+# HEAD answers as GET does, without the body (load balancers and uptime probes send it).
+# Kept out of the schema: a HEAD operation has no body to check against `Health`.
+router.add_api_route(
+    "/health", health, methods=["HEAD"], response_model=Health, include_in_schema=False
+)
+
+
 def services_summary(state: DaemonState) -> dict[str, Any]:
     if state.supervisor is None:
         return {"supervised": False, "total": 0, "by_state": {}}
