@@ -157,6 +157,11 @@ class ApiConfig:
     max_body_bytes: int = dataclasses.field(default=1024 * 1024, metadata=_bounds(1024))
     #: Where the API token lives: ``run/token`` (0600), or the vault (``bastion/api-token``).
     token_store: Literal["file", "vault"] = "file"  # noqa: S105 - a setting
+    #: Seconds a connection has to deliver a whole request (head and body) once it starts
+    #: waiting for one; not reset by each byte (slowloris). See bastion/api/connections.py.
+    header_timeout_s: float = dataclasses.field(default=10.0, metadata=_bounds(0.05, 3600))
+    #: Connections one client address may hold; one more closes its longest-waiting idle one.
+    max_connections_per_client: int = dataclasses.field(default=64, metadata=_bounds(2, 100_000))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -85,7 +85,7 @@ class LiveServer:
     def __init__(self, home: Home, token: str, *, supervise: bool = False) -> None:
         import uvicorn
 
-        from bastion.api.server import bind_sockets
+        from bastion.api.server import bind_sockets, http_protocol
 
         self.sockets = bind_sockets("127.0.0.1", 0)
         self.port = int(self.sockets[0].getsockname()[1])
@@ -95,6 +95,7 @@ class LiveServer:
         )
         config = uvicorn.Config(
             self.app,
+            http=http_protocol(home.config),
             lifespan="on" if supervise else "off",
             access_log=False,
             log_config=None,

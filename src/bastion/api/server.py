@@ -7,6 +7,8 @@ Start-up, in this order (each step's failure leaves nothing behind):
    pid and port; a lock left by a killed daemon is free, and its stale handshake removed);
 3. bind 127.0.0.1 (and ::1 on the same port where IPv6 exists); port 0 picks a free port;
 4. start the scheduler (and the supervisor, which auto-starts enabled services);
+   connections are served under a request deadline and a per-client cap
+   (:mod:`bastion.api.connections`);
 5. once uvicorn listens: write ``run/daemon.json`` atomically (0600) and print the same JSON
    as the first line of stdout, so the app that spawned the daemon knows where it is.
 
@@ -40,6 +42,7 @@ import uvicorn
 from bastion.__about__ import __api_version__, __version__
 from bastion._time import rfc3339
 from bastion.api.app import create_app
+from bastion.api.connections import ConnectionGuard, ConnectionLimits, guarded_protocol
 from bastion.api.state import DaemonState
 from bastion.api.supervision import stop_supervisor
 from bastion.app import Home
@@ -58,7 +61,7 @@ from bastion.runfiles import (
 )
 from bastion.scheduler import Job, Scheduler
 
-__all__ = ["ServeOptions", "bind_sockets", "is_loopback", "serve"]
+__all__ = ["ServeOptions", "bind_sockets", "http_protocol", "is_loopback", "serve"]
 
 log = logging.getLogger("bastion.daemon")
 
@@ -288,7 +291,7 @@ def _run(
     config = uvicorn.Config(
         app,
         loop="uvloop" if _has("uvloop") else "asyncio",
-        http="httptools" if _has("httptools") else "h11",
+        http=http_protocol(cfg),
         lifespan="on",
         access_log=False,
         log_config=None,
@@ -343,6 +346,18 @@ def _run(
         sock.close()
     log.info("stopped")
     return 0
+
+
+def http_protocol(cfg: Config) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (httptools where installed, else h11) with the request
+    deadline and per-client connection cap of ``cfg.api`` (see bastion.api.connections)."""
+    guard = ConnectionGuard(
+        ConnectionLimits(
+            header_timeout_s=cfg.api.header_timeout_s,
+            max_per_client=cfg.api.max_connections_per_client,
+        )
+    )
+    return guarded_protocol("httptools" if _has("httptools") else "h11", guard)
 
 
 def _has(module: str) -> bool:
