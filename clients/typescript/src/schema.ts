@@ -161,7 +161,8 @@ export interface paths {
          * Set Setting
          * @description Store any JSON value under ``key`` (records a ``setting.changed`` event). A value that
          *     looks like a credential is refused (422 ``plaintext_credential``) unless
-         *     ``allow_plaintext`` is true.
+         *     ``allow_plaintext`` is true; a value nested deeper than the limit or larger than it is a
+         *     422 ``invalid_value``. Either way nothing is stored.
          */
         put: operations["set_setting_v1_settings__key__put"];
         post?: never;
@@ -1232,7 +1233,7 @@ export interface components {
         SettingIn: {
             /**
              * Value
-             * @description Any JSON value except null (delete the key instead).
+             * @description Any JSON value except null (delete the key instead), nested at most 64 levels and at most 1048576 bytes as compact JSON.
              */
             value: unknown;
             /**
@@ -1248,7 +1249,7 @@ export interface components {
             key: string;
             /**
              * Value
-             * @description Any JSON value.
+             * @description Any JSON value (null on an error row).
              */
             value: unknown;
             /**
@@ -1257,6 +1258,11 @@ export interface components {
              * @description RFC 3339, UTC.
              */
             updated_at: string;
+            /**
+             * Error
+             * @description Set on a listing's row whose stored value cannot be read back (written by an older version or another tool); delete or set the key again.
+             */
+            error?: string | null;
         };
         /** ShutdownAccepted */
         ShutdownAccepted: {
