@@ -122,7 +122,7 @@ async def _read_setting(request: Request, key: str) -> Response:
             await asyncio.to_thread(decode_value, key, text)
         else:
             decode_value(key, text)
-    body = b'{"key":%s,"value":%s,"updated_at":%s}' % (
+    body = b'{"key":%s,"value":%s,"updated_at":%s,"error":null}' % (
         json.dumps(key).encode(),
         text.encode() if isinstance(text, str) else bytes(text),
         json.dumps(rfc3339(float(row[1]))).encode(),
