@@ -205,7 +205,11 @@ export interface paths {
         };
         /**
          * Secrets Status
-         * @description Which declared names are configured (seed 001's `*_configured` flags).
+         * @description Which declared names are configured (seed 001's `*_configured` flags), and whether
+         *     the backend can store and read values at all (`available`; `problem` says why not).
+         *
+         *     A client can tell a user that the keychain is missing before they type a value, instead
+         *     of after a `PUT` fails with 503.
          */
         get: operations["secrets_status_v1_secrets_status_get"];
         put?: never;
@@ -257,7 +261,7 @@ export interface paths {
         put?: never;
         /**
          * Reveal Secret
-         * @description The value itself: audited (actor `api`), and refused when `vault.allow_reveal` is off.
+         * @description The value itself: audited, and refused when `vault.allow_reveal` is off.
          */
         post: operations["reveal_secret_v1_secrets__name__reveal_post"];
         delete?: never;
@@ -623,6 +627,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/dashboard/db/samples": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Db Samples
+         * @description ``bastion.db``'s size samples (oldest first), as the daemon's scheduler recorded them.
+         */
+        get: operations["db_samples_v1_dashboard_db_samples_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/dashboard/backups/job": {
         parameters: {
             query?: never;
@@ -654,7 +678,8 @@ export interface paths {
         put?: never;
         /**
          * Run Check
-         * @description Run a read-only check of ``bastion.db`` and record its outcome as an event.
+         * @description Run a read-only check of ``bastion.db``; keep its outcome as an event and record who
+         *     asked for it in the activity feed (as "back up now" and service actions are).
          */
         post: operations["run_check_v1_dashboard_checks_post"];
         delete?: never;
@@ -1168,6 +1193,12 @@ export interface components {
             backend: string;
             /** Why */
             why: string;
+            /**
+             * Available
+             * @default true
+             */
+            available?: boolean;
+            problem?: components["schemas"]["ErrorBody"] | null;
             /** Scope */
             scope: string;
             /** Count */
@@ -1273,6 +1304,21 @@ export interface components {
             stopping?: boolean;
             /** Pid */
             pid: number;
+        };
+        /** SizeSampleOut */
+        SizeSampleOut: {
+            /**
+             * Ts
+             * Format: date-time
+             * @description RFC 3339, UTC.
+             */
+            ts: string;
+            /** Size Bytes */
+            size_bytes: number;
+            /** Wal Bytes */
+            wal_bytes: number;
+            /** Free Bytes */
+            free_bytes: number;
         };
         /** Status */
         Status: {
@@ -5365,6 +5411,119 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["BackupJobOut"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Host or Origin not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend (store, keychain) is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    db_samples_v1_dashboard_db_samples_get: {
+        parameters: {
+            query?: {
+                /** @description From this time, inclusive: RFC 3339 or Unix seconds. */
+                since?: string | number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SizeSampleOut"][];
                 };
             };
             /** @description Bad request */
