@@ -8,7 +8,7 @@ DEMO_HOME ?= $(CURDIR)/.bastion-demo
 # System packages the tests need (Debian names). Installed by `make test` when run as root.
 SYSTEM_PACKAGES := sqlite3 gnome-keyring dbus libsecret-tools chromium wrk
 
-.PHONY: run test venv system-deps lint typecheck pytest docs bench clean dist mutate node-deps ts-types
+.PHONY: driver-fix run test venv system-deps lint typecheck pytest docs bench clean dist mutate node-deps ts-types
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,16 @@ $(UV): | $(BIN)/python
 # (PyInstaller): the tests build the standalone executable once and run it.
 $(VENV)/.installed: pyproject.toml Makefile | $(UV)
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[test,bench,dist]'
+	@$(MAKE) --no-print-directory driver-fix
 	touch $@
+
+# apsw-sqlite3mc and the plain apsw both install the `apsw` package: a venv made before the
+# switch has both, and the files of whichever came last. Remove both, then reinstall ours.
+driver-fix:
+	@if $(BIN)/python -c "import importlib.metadata as m; m.distribution('apsw')" 2>/dev/null; then \
+	  VIRTUAL_ENV=$(VENV) $(UV) pip uninstall --quiet apsw apsw-sqlite3mc; \
+	  VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet 'apsw-sqlite3mc>=3.54'; \
+	fi
 
 venv: $(VENV)/.installed
 
@@ -30,6 +39,7 @@ venv: $(VENV)/.installed
 # browser driver). `make test` adds the rest to the same venv.
 $(VENV)/.installed-server: pyproject.toml Makefile | $(UV)
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[server]'
+	@$(MAKE) --no-print-directory driver-fix
 	touch $@
 
 # The demo: a home in .bastion-demo/ with two demo services (HTTP echo, log-printing worker)

@@ -87,7 +87,14 @@ def test_wheel_metadata_licence_extras_and_bounds(wheel: Path) -> None:
         )
     core_names = {n for n, _ in core if "extra ==" not in dict(core)[n]}
     # `pip install bastion` is the library and the CLI: no web stack in it
-    assert core_names >= {"apsw", "cryptography", "argon2-cffi", "keyring", "click", "rich"}
+    assert core_names >= {
+        "apsw-sqlite3mc",
+        "cryptography",
+        "argon2-cffi",
+        "keyring",
+        "click",
+        "rich",
+    }
     assert not core_names & set(SERVER_STACK), core_names
     assert {n for n, _ in server} >= {"fastapi", "uvicorn", "pydantic"}
     for name, req in [*core, *server]:

@@ -601,21 +601,31 @@ def _sqlite_descriptor(src: apsw.Connection, db_path: Path) -> int | None:
 
     ``SQLITE_FCNTL_FILE_POINTER`` gives the connection's ``sqlite3_file``; the unix VFS's file
     object starts with three pointers (methods, VFS, inode info) and then the descriptor
-    (``unixFile`` in os_unix.c). The value is only trusted when it is an open descriptor of
-    this very file (same device and inode); anything else returns None and the copy goes
-    through the VFS instead. The descriptor stays SQLite's: it is read with explicit offsets
-    (as SQLite does) and never closed here; ``src`` stays open until the copy is done.
+    (``unixFile`` in os_unix.c). SQLite3 Multiple Ciphers (the driver's default VFS,
+    ``multipleciphers-unix/unix``) wraps it: its ``sqlite3mc_file`` holds the methods and then
+    the pointer to the unix file (``sqlite3mc_vfs.c``), which is followed one step. The value
+    is only trusted when it is an open descriptor of this very file (same device and inode);
+    anything else returns None and the copy goes through the VFS instead. The descriptor
+    stays SQLite's: it is read with explicit offsets (as SQLite does) and never closed here;
+    ``src`` stays open until the copy is done.
     """
     pointer = ctypes.c_void_p()
+    word = ctypes.sizeof(ctypes.c_void_p)
     try:
-        if str(src.vfsname("main") or "") != "unix":
+        layers = str(src.vfsname("main") or "").split("/")
+        if layers[-1] != "unix" or any(not v.startswith("multipleciphers") for v in layers[:-1]):
             return None  # another VFS: its file object is laid out differently
         src.file_control("main", apsw.SQLITE_FCNTL_FILE_POINTER, ctypes.addressof(pointer))
     except apsw.Error:
         return None
-    if not pointer.value:
+    address = pointer.value
+    for _shim in layers[:-1]:
+        if not address:
+            return None
+        address = ctypes.c_void_p.from_address(address + word).value  # sqlite3mc_file.pFile
+    if not address:
         return None
-    fd = ctypes.c_int.from_address(pointer.value + 3 * ctypes.sizeof(ctypes.c_void_p)).value
+    fd = ctypes.c_int.from_address(address + 3 * word).value
     try:
         mine, theirs = os.fstat(fd), os.stat(db_path)
     except OSError:
