@@ -36,6 +36,7 @@ from bastion.errors import (
 __all__ = [
     "COMPANIONS",
     "dir_blocker",
+    "file_writable",
     "free_bytes",
     "human_bytes",
     "io_error",
@@ -184,6 +185,12 @@ def _disk_full_error(path: Path, ctx: str, free: int | None) -> StoreDiskFull:
         mount=str(mount),
         free_bytes=free,
     )
+
+
+def file_writable(path: Path) -> bool:
+    """One ``access(2)``: may this process read and write the file (False on a read-only
+    mount too)? The fast check a one-shot read makes before the full :func:`write_blocker`."""
+    return os.access(path, os.R_OK | os.W_OK, effective_ids=os.access in os.supports_effective_ids)
 
 
 def write_blocker(path: Path, *, what: str | None = None) -> StoreIOError | None:

@@ -46,9 +46,13 @@ def query_one(
     check_header(path)
     if not path.exists():
         raise StoreOpenError(f"{path} does not exist", hint="Run `bastion init` first.")
-    from bastion.store._diagnose import write_blocker
+    from bastion.store._diagnose import file_writable, write_blocker
 
-    blocked = write_blocker(path)
+    # A file this process cannot write is never handed to a read-write connection (SQLite
+    # would give the -wal/-shm it creates the file's 0400 mode). One access(2) when it can:
+    # companions it cannot create (a 0500 directory) fail the open, and the read goes on
+    # read-only below.
+    blocked = None if file_writable(path) else write_blocker(path)
     if blocked is None:
         try:
             return _query(
