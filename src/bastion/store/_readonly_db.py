@@ -54,6 +54,10 @@ def open_readonly(
         conn.setbusytimeout(cfg.busy_timeout_ms)
         # Closing must not checkpoint: a read-only reader writes nothing, ever.
         conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+        # Connection settings only (nothing is written): so the posture read back shows the
+        # configured values, as a normal open's does, not a bare connection's defaults.
+        conn.pragma("synchronous", cfg.synchronous)
+        conn.pragma("foreign_keys", 1)
         conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
     except apsw.Error as err:
         mapped = translate(err, path=str(db_path), what="opening read-only", conn=conn)
