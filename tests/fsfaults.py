@@ -93,8 +93,9 @@ class Mount:
         st = os.statvfs(self.path)
         return st.f_bfree * st.f_frsize
 
-    def fill(self) -> None:
-        """Write zeros until the filesystem refuses: 0 bytes free afterwards."""
+    def fill(self, *, leave: int = 0) -> None:
+        """Write zeros until the filesystem refuses (0 bytes free afterwards), then give
+        back ``leave`` bytes (rounded up to whole blocks)."""
         fd = os.open(self._fill, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             block = b"\0" * 4096
@@ -104,9 +105,12 @@ class Mount:
             with contextlib.suppress(OSError):
                 while True:  # the last partial block
                     os.write(fd, b"\0")
+            assert self.free_bytes() == 0
+            if leave:
+                size = os.fstat(fd).st_size
+                os.ftruncate(fd, max(0, size - leave))
         finally:
             os.close(fd)
-        assert self.free_bytes() == 0
 
     def unfill(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -147,6 +151,15 @@ def bastion(
         command = [*DROP_DAC, *command]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
     full_env.update({"BASTION_HOME": str(home), "NO_COLOR": "1"}, **(env or {}))
-    return subprocess.run(
-        list(command), env=full_env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    try:
+        return subprocess.run(
+            list(command),
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as err:
+        shown = " ".join(a if len(a) < 80 else a[:60] + "..." for a in args)
+        raise AssertionError(f"`bastion {shown}` did not finish in {timeout} s") from err

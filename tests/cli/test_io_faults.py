@@ -132,6 +132,27 @@ def test_full_disk_during_cli_writes(mnt: Mount) -> None:
     _no_stray_files(home)
 
 
+def test_disk_filling_up_during_a_cli_write(mnt: Mount) -> None:
+    """The open fits, the write does not: SQLite reports SQLITE_FULL half-way through the
+    transaction, which is rolled back whole."""
+    home = mnt.path / "home"
+    keys = _committed(home, 4)
+    mnt.fill(leave=64 * 1024)  # room for the -shm and a little WAL, not for 110 KB more
+    # Numbers, not one long string: the credential check on a setting's strings is slow on
+    # a 100 KB string (not what this test is about).
+    big = json.dumps({"i": 1, "pad": list(range(16_000))})  # under the 128 KiB argv limit
+
+    _refused(bastion(home, "settings", "set", "k-big", big), EXIT_IO, "disk full")
+    assert "k-big" not in _settings_in_file(home / "bastion.db")
+    _nothing_quarantined(home)
+
+    mnt.unfill()
+    _all_there(home, keys)
+    _ok(bastion(home, "settings", "set", "k-big", big))
+    _all_there(home, [*keys, "k-big"])
+    _no_stray_files(home)
+
+
 def test_daemon_started_on_a_full_disk_quarantines_nothing(mnt: Mount) -> None:
     """``bastion serve`` (store.on_corrupt = "auto", so it would recover a damaged file) on a
     full disk: a typed refusal, the healthy database untouched, no backup put over it."""

@@ -293,7 +293,8 @@ def io_error(
             path=str(path),
         )
     free = _free_or_none(path)
-    if err_no is None and free is not None and free < _NEARLY_FULL:
+    # SQLite's errno may be left over from an earlier call; a device error it names is kept.
+    if err_no != errno.EIO and free is not None and free < _NEARLY_FULL:
         return _disk_full_error(path, ctx, free)
     cause = f" [{errno.errorcode.get(err_no, err_no)}: {os.strerror(err_no)}]" if err_no else ""
     return StoreIOError(
