@@ -109,3 +109,26 @@ def test_a_deeply_nested_value_is_walked_without_recursion() -> None:
     for _ in range(5000):
         value = [value]
     assert find_credential("deep", value) is not None
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a" * (1 << 20),
+        "a:" * (1 << 19),
+        "x://" + "a:" * (1 << 18),
+        "a@" + "a." * (1 << 18),
+        "1," * (1 << 19),
+        "sk-" * (1 << 18),
+        "eyJ" * (1 << 18),
+    ],
+    ids=["letters", "colons", "scheme", "email", "numbers", "prefixes", "jwt-starts"],
+)
+def test_the_largest_setting_is_checked_in_linear_time(value: str) -> None:
+    """A 1 MiB value (the settings size limit) of a pattern's worst case is checked in well
+    under a second; a pattern that backtracks quadratically takes hours on these, and the
+    timeout (a hang detector, not a stopwatch: 100x the linear time on a loaded machine)
+    ends the test."""
+    for key in ("ui.note", "service.api_key"):
+        find_credential(key, value)
