@@ -28,6 +28,7 @@ TINY: dict[str, list[str]] = {
     "supervise.py": [],
     "api.py": ["--seconds", "1", "--runs", "1"],  # needs wrk: `make test` installs it
     "cli_startup.py": ["--runs", "2"],
+    "idle.py": ["--services", "2", "--seconds", "1", "--settle", "0"],
     "dist.py": ["--runs", "1"],  # and --exe: the session's build (tests/conftest.py)
 }
 

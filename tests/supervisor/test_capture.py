@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -145,3 +146,53 @@ def test_a_failing_sink_counts_drops_and_capture_goes_on() -> None:
     capture = asyncio.run(scenario())
     assert capture.dropped == 35
     assert capture.sink_errors == calls >= 4
+
+
+class TimerCountingLoop(asyncio.SelectorEventLoop):
+    """An event loop that counts the timers scheduled on it (``call_at``): a component that
+    wakes up on a timer shows up here, whatever it names its attributes."""
+
+    timers = 0
+
+    def call_at(self, when, callback, *args, context=None):  # type: ignore[no-untyped-def]
+        self.timers += 1
+        return super().call_at(when, callback, *args, context=context)
+
+
+@pytest.mark.posix
+def test_a_silent_child_never_wakes_the_flusher() -> None:
+    """Waking on data, not on a timer (issue 22 §7): with nothing on the pipes the flusher
+    schedules no timer and never runs; the first line wakes it once, and is stored."""
+    sink = ListSink()
+
+    async def scenario() -> tuple[int, int, list[str]]:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, TimerCountingLoop)
+        read_fd, write_fd = os.pipe()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
+        )
+        capture = LogCapture(sink, Redactor({}), batch_ms=1)
+        capture.attach("stdout", reader)
+        before = loop.timers
+        # Fifty batch intervals of silence. This pause is what is under test, not a wait
+        # for something: a flusher on a 1 ms timer runs (its timer is due first) before it
+        # ends, however loaded the machine is.
+        await asyncio.sleep(0.05)
+        assert loop.timers - before == 1  # the sleep above, nothing else
+        silent = capture.wakeups
+        os.write(write_fd, b"hello\n")
+        while not sink.lines:
+            await asyncio.sleep(0.005)
+        after_line = capture.wakeups
+        os.close(write_fd)
+        await capture.close()
+        transport.close()
+        return silent, after_line, [line.message for line in sink.lines]
+
+    with asyncio.Runner(loop_factory=TimerCountingLoop) as runner:
+        silent, after_line, stored = runner.run(scenario())
+    assert silent == 0
+    assert after_line == 1
+    assert stored == ["hello"]

@@ -4,7 +4,10 @@ Why this shape (``bench/logs.py`` measures it): the event loop only *reads* — 
 off each pipe, counted (``bytes.count``, C speed) and queued — so a child writing as fast as
 it can runs as fast as under a parent that discards its output. Splitting into lines,
 redaction and decoding happen off the loop, in a worker thread, once per batch; storage gets
-one batched insert per ``batch_lines`` lines, at least every ``batch_ms``.
+one batched insert per ``batch_lines`` lines, or ``batch_ms`` after the first line of a batch
+was read, whichever comes first. A silent child costs nothing: the flusher sleeps until a
+chunk is queued (no timer runs while there is nothing to store; a desktop daemon with ten
+quiet services must not wake twenty times a second for them, ``bench/idle.py``).
 
 The queue is bounded in lines (``buffer_lines``). When storage is slower than the child for
 longer than that buffer lasts, whole chunks are dropped, counted, and a
@@ -163,6 +166,10 @@ class LogCapture:
         self._queue: list[_Chunk] = []
         self._queued_lines = 0
         self._splitters: dict[str, LineSplitter] = {}
+        #: Set when a chunk is queued (or on close): the flusher sleeps on it, untimed.
+        self._data = asyncio.Event()
+        #: Set when a batch is full (``batch_lines``), a chunk was dropped, or on close: the
+        #: flusher stops waiting for the batch to fill.
         self._wake = asyncio.Event()
         self._readers: list[asyncio.Task[None]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -172,6 +179,8 @@ class LogCapture:
         self.stored = 0
         self.dropped = 0
         self.sink_errors = 0
+        #: Times the flusher woke up to store something (a silent child: none).
+        self.wakeups = 0
 
     def attach(self, stream: str, reader: asyncio.StreamReader) -> None:
         """Start reading ``stream`` (stdout or stderr) of the child into the logs table."""
@@ -201,10 +210,12 @@ class LogCapture:
                 at = chunk.rfind(b"\n") + 1
                 context = chunk[max(0, at - self._redactor.hold_bytes) : at]
                 self._queue.append(_Chunk(now, stream, chunk[at:], lines, context))
+                self._data.set()
                 self._wake.set()
                 continue
             self._queue.append(_Chunk(now, stream, chunk, 0))
             self._queued_lines += lines
+            self._data.set()
             if self._queued_lines >= self._batch_lines:
                 self._wake.set()
 
@@ -223,8 +234,16 @@ class LogCapture:
 
     async def _flush_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await within(self._wake.wait(), self._batch_s)
+            # Asleep until there is something to store: no timer while the child is silent.
+            await self._data.wait()
+            self.wakeups += 1
+            if not self._closing:
+                # A batch: up to batch_ms from its first chunk, less if it fills up first.
+                with contextlib.suppress(TimeoutError):
+                    await within(self._wake.wait(), self._batch_s)
+            # Cleared right before _drain takes the queue (no await in between): a chunk
+            # queued from here on sets _data again and is stored by the next pass.
+            self._data.clear()
             self._wake.clear()
             final = self._closing
             await self._drain(final)
@@ -260,6 +279,7 @@ class LogCapture:
                 task.cancel()
             await asyncio.gather(*self._readers, return_exceptions=True)
         self._closing = True
+        self._data.set()
         self._wake.set()
         if self._flusher is not None:
             await self._flusher
