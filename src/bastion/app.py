@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from bastion.runfiles import ensure_token
 from bastion.store import Database
 
 if TYPE_CHECKING:
+    from bastion._platform.filewatch import FileWatch
     from bastion.domains.activity import ActivityRepo
     from bastion.domains.events import EventsRepo
     from bastion.domains.logs import LogsRepo
@@ -370,6 +371,31 @@ class VaultSecrets:
     def resolve(self, scope: str, name: str) -> str:
         """The value of ``scope/name`` for a child's environment (audited as ``inject``)."""
         return self._home.vault.inject([name], scope, actor=self._actor)[name].reveal()
+
+    # The supervisor's SecretWatch: running services follow changes of their secrets.
+
+    def resolve_stamped(self, scope: str, name: str) -> tuple[str, str]:
+        """The value and its stamp: the index's fingerprint, read *before* the value (a set
+        in between costs one restart too many, never a missed change)."""
+        found = self._home.vault.index.lookup(scope, name)
+        value = self.resolve(scope, name)  # SecretNotFound when absent, as at every start
+        return value, found[2] if found is not None else ""
+
+    def stamps(self, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+        """Each secret's current fingerprint (None: deleted); the index only, no value."""
+        index = self._home.vault.index
+        return {
+            (scope, name): (found[2] if (found := index.lookup(scope, name)) else None)
+            for scope, name in keys
+        }
+
+    def watch(self) -> FileWatch:
+        """Wake-ups when vault.db changes, whichever process wrote it (a commit appends to
+        ``vault.db-wal``; a restore replaces ``vault.db``): inotify on Linux, else polling."""
+        from bastion._platform.filewatch import watch_files
+
+        path = self._home.config.vault_db_path
+        return watch_files(path.parent, [path.name, f"{path.name}-wal"])
 
 
 def _make_private(path: Path) -> None:

@@ -189,6 +189,33 @@ def signal_log(out_file: str) -> None:
         signal.pause()
 
 
+def secret_user(var: str, out_file: str, reload_file: str) -> None:
+    """A program using the secret ``var``: prints it once (the redactor's business), writes
+    its environment and pid to ``out_file``; on SIGHUP re-reads its secret from
+    ``reload_file`` (as a program that fetches it anew would), prints it and counts the HUP
+    in ``out_file``."""
+    hups = 0
+
+    def dump() -> None:
+        data = {"env": dict(os.environ), "pid": os.getpid(), "hups": hups}
+        Path(out_file + ".tmp").write_text(json.dumps(data))
+        os.replace(out_file + ".tmp", out_file)
+
+    def on_hup(_signum: int, _frame: object) -> None:
+        nonlocal hups
+        hups += 1
+        print(f"reloaded {var}={Path(reload_file).read_text()}", flush=True)
+        dump()
+
+    signal.signal(signal.SIGHUP, on_hup)
+    print(f"using {var}={os.environ.get(var, '')}", flush=True)
+    if Path(reload_file).exists():  # a value it kept from before (a cache)
+        print(f"cached {var}={Path(reload_file).read_text()}", flush=True)
+    dump()
+    while True:
+        signal.pause()
+
+
 def die_by(signame: str) -> None:
     """End by the named signal (default action), as a crashing program would."""
     signum = getattr(signal, signame)

@@ -177,3 +177,24 @@ def test_allow_plaintext_lists_the_env_names_that_only_look_like_credentials() -
     assert spec.env == env
     with pytest.raises(ServiceSpecError, match="allow_plaintext"):
         parse_spec("svc", {"argv": [PY, "-c", "pass"], "env": env, "allow_plaintext": "X"})
+
+
+def test_on_secret_change_restart_by_default_signal_or_none() -> None:
+    import signal
+
+    base = {"argv": [PY]}
+    assert parse_spec("svc", base).on_secret_change == "restart"
+    assert parse_spec("svc", base).secret_change_signal is None
+    hup = parse_spec("svc", {**base, "on_secret_change": "signal:HUP"})
+    assert hup.secret_change_signal is signal.SIGHUP
+    usr1 = parse_spec("svc", {**base, "on_secret_change": "signal:SIGUSR1"})
+    assert usr1.secret_change_signal is signal.SIGUSR1
+    assert parse_spec("svc", {**base, "on_secret_change": "none"}).secret_change_signal is None
+
+
+@pytest.mark.parametrize("value", ["reload", "signal:NOPE", "signal:", "signal:SIG_IGN", 1, True])
+def test_on_secret_change_mistakes_are_named(value: object) -> None:
+    with pytest.raises(ServiceSpecError) as info:
+        parse_spec("svc", {"argv": [PY], "on_secret_change": value})
+    assert info.value.details["key"] == "on_secret_change"
+    assert "signal:HUP" in info.value.hint

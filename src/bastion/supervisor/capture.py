@@ -110,6 +110,11 @@ class LineSplitter:
             self._line(ts, stream, self._pending[:cut], out)
             self._pending = self._pending[cut:]
 
+    def use(self, redactor: Redactor) -> None:
+        """Redact with ``redactor`` from now on (what is held back is carried over)."""
+        self._redact = self._redact.handover(redactor)
+        self._marker_max = max(self._marker_max, redactor.marker_max)
+
     def feed(self, chunk: _Chunk, out: list[CapturedLine]) -> None:
         """Redact ``chunk``, split it into lines and append them to ``out`` (a partial line,
         and a tail that may start a secret, wait)."""
@@ -174,6 +179,8 @@ class LogCapture:
         self._readers: list[asyncio.Task[None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
+        #: A redactor to switch to before the next batch is processed (use_redactor).
+        self._next_redactor: Redactor | None = None
         #: Lines read (newlines seen), handed to the sink, dropped (buffer full or sink failed).
         self.read = 0
         self.stored = 0
@@ -181,6 +188,13 @@ class LogCapture:
         self.sink_errors = 0
         #: Times the flusher woke up to store something (a silent child: none).
         self.wakeups = 0
+
+    def use_redactor(self, redactor: Redactor) -> None:
+        """Redact with ``redactor`` from the next batch on: a child told to re-read a secret
+        that changed may print the new value (``redactor`` holds the old ones too, so what
+        was read before the switch loses nothing by it)."""
+        self._redactor = redactor
+        self._next_redactor = redactor
 
     def attach(self, stream: str, reader: asyncio.StreamReader) -> None:
         """Start reading ``stream`` (stdout or stderr) of the child into the logs table."""
@@ -221,9 +235,14 @@ class LogCapture:
 
     # --- processing and storing -------------------------------------------------------------
 
-    def _process(self, chunks: list[_Chunk], final: bool) -> list[CapturedLine]:
-        """Runs in a worker thread: split, redact, decode."""
+    def _process(
+        self, chunks: list[_Chunk], final: bool, redactor: Redactor | None = None
+    ) -> list[CapturedLine]:
+        """Runs in a worker thread: split, redact, decode (switching to ``redactor`` first)."""
         out: list[CapturedLine] = []
+        if redactor is not None:
+            for splitter in self._splitters.values():
+                splitter.use(redactor)
         for chunk in chunks:
             self._splitters[chunk.stream].feed(chunk, out)
         if final:
@@ -254,8 +273,9 @@ class LogCapture:
         if not self._queue and not final:
             return
         chunks, self._queue = self._queue, []
+        redactor, self._next_redactor = self._next_redactor, None
         taken = sum(c.data.count(b"\n") for c in chunks if not c.dropped)
-        lines = await asyncio.to_thread(self._process, chunks, final)
+        lines = await asyncio.to_thread(self._process, chunks, final, redactor)
         for start in range(0, len(lines), self._batch_lines):
             batch = lines[start : start + self._batch_lines]
             try:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from re2 import _re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
@@ -255,14 +255,17 @@ _BOTH = _re2.RE2.Anchor.ANCHOR_BOTH
 class Redactor:
     """Replaces every injected secret in output bytes; one per child start.
 
-    ``secrets`` maps the name shown in the marker (the env variable) to the value. An empty
-    value is ignored (nothing to hide); one of 1-7 characters raises :class:`SecretTooShort`.
+    ``secrets`` maps the name shown in the marker (the env variable) to the value, or lists
+    (name, value) pairs, where a name may come twice (a secret's value before and after it
+    changed: both are hidden under the one name). An empty value is ignored (nothing to
+    hide); one of 1-7 characters raises :class:`SecretTooShort`.
     """
 
     __slots__ = ("_each", "_markers", "_max_len", "_pattern", "_prefix", "_seen")
 
-    def __init__(self, secrets: Mapping[str, str]) -> None:
-        short = sorted(n for n, v in secrets.items() if 0 < len(v) < MIN_SECRET_CHARS)
+    def __init__(self, secrets: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
+        items = list(secrets.items() if isinstance(secrets, Mapping) else secrets)
+        short = sorted({n for n, v in items if 0 < len(v) < MIN_SECRET_CHARS})
         if short:
             raise SecretTooShort(
                 f"the secret injected as {short[0]} has fewer than {MIN_SECRET_CHARS} "
@@ -272,7 +275,7 @@ class Redactor:
             )
         # Longest value first: a value that contains another secret is replaced whole
         # (RE2, like Python, takes the first alternative that matches at a position).
-        ordered = sorted(((n, v) for n, v in secrets.items() if v), key=lambda nv: -len(nv[1]))
+        ordered = sorted({(n, v) for n, v in items if v}, key=lambda nv: (-len(nv[1]), nv))
         each: list[str] = []
         prefixes: list[str] = []
         self._markers: list[bytes] = []
@@ -432,6 +435,14 @@ class RedactingStream:
         self._redactor._scan(self._pending, True, self._skip, out)
         self._pending, self._skip = b"", 0
         return b"".join(out)
+
+    def handover(self, redactor: Redactor) -> RedactingStream:
+        """The same stream, redacted by ``redactor`` from here on (a superset of this one's
+        secrets: a service's values after one changed). What is held back is carried over,
+        so a secret cut across the switch is still found."""
+        stream = RedactingStream(redactor)
+        stream._pending, stream._skip = self._pending, self._skip
+        return stream
 
     def restart(self, context: bytes) -> None:
         """Drop what is held and go on after a gap (output dropped when the buffer was

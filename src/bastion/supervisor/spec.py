@@ -235,8 +235,19 @@ class ServiceSpec:
     logs: LogSpec = LogSpec()
     #: Start it when the daemon (or `bastion services run`) starts.
     autostart: bool = True
+    #: What happens when a secret it references is set, rotated or deleted while it runs:
+    #: "restart" (with the new value), "signal:HUP" (any signal name: the program re-reads it
+    #: itself), "none". A deleted secret stops it unless "none".
+    on_secret_change: str = "restart"  # noqa: S105 - a mode, not a password
     #: Where the spec came from (a file path or ``<python>``), for error messages.
     source: str = "<python>"
+
+    @property
+    def secret_change_signal(self) -> _signal.Signals | None:
+        """The signal ``on_secret_change = "signal:NAME"`` sends; None for restart/none."""
+        if not self.on_secret_change.startswith(SIGNAL_PREFIX):
+            return None
+        return _signal_named(self.on_secret_change[len(SIGNAL_PREFIX) :])
 
     @property
     def stdio_probe(self) -> bool:
@@ -251,7 +262,18 @@ _SECTIONS: dict[str, type[Any]] = {
     "logs": LogSpec,
 }
 _TOP_KEYS = {"name", "argv", "cwd", "env", "env_allow", "secrets", "health", "autostart"}
-_TOP_KEYS |= {"allow_plaintext"}
+_TOP_KEYS |= {"allow_plaintext", "on_secret_change"}
+SIGNAL_PREFIX = "signal:"
+
+
+def _signal_named(text: str) -> _signal.Signals:
+    """``HUP`` or ``SIGHUP`` as a signal; ``KeyError`` for anything else."""
+    name = text if text.startswith("SIG") else f"SIG{text}"
+    if name.startswith("SIG_"):
+        raise KeyError(text)
+    return _signal.Signals[name]
+
+
 _TOP_KEYS |= set(_SECTIONS)
 _PROBE_ROLES = ("startup", "liveness", "readiness")
 
@@ -524,6 +546,7 @@ def parse_spec(name: str, data: Mapping[str, Any], *, source: str = "<python>") 
     autostart = data.get("autostart", True)
     if not isinstance(autostart, bool):
         raise where.error("autostart", f"{autostart!r} is not a boolean", "Use true or false.")
+    on_change = _on_secret_change(where, data.get("on_secret_change", "restart"))
     return ServiceSpec(
         name=name,
         argv=(program, *argv[1:]),
@@ -534,9 +557,27 @@ def parse_spec(name: str, data: Mapping[str, Any], *, source: str = "<python>") 
         secrets=secrets,
         health=health,
         autostart=autostart,
+        on_secret_change=on_change,
         source=source,
         **sections,
     )
+
+
+def _on_secret_change(where: _Where, value: Any) -> str:
+    fix = 'Use "restart", "none" or "signal:NAME" (e.g. "signal:HUP").'
+    if value in ("restart", "none"):
+        return str(value)
+    if isinstance(value, str) and value.startswith(SIGNAL_PREFIX):
+        try:
+            _signal_named(value[len(SIGNAL_PREFIX) :])
+        except KeyError:
+            raise where.error(
+                "on_secret_change",
+                f"{value[len(SIGNAL_PREFIX) :]!r} is not a signal name",
+                fix,
+            ) from None
+        return value
+    raise where.error("on_secret_change", f"{value!r} is not accepted", fix)
 
 
 def load_spec(path: Path) -> ServiceSpec:

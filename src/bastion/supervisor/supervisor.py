@@ -15,6 +15,11 @@ read back by :meth:`Supervisor.open`, which also sweeps the orphans of a crashed
 
 Secrets come through the :class:`SecretSource` protocol (``app.py`` adapts the vault to it);
 they are resolved at each start, injected as env only, and redacted from captured output.
+A source that also implements :class:`SecretWatch` (the vault does) is followed while
+services run: when a secret a running service was started with is set, rotated or deleted
+(by any process), the service reacts as its spec's ``on_secret_change`` says -- restarted
+with the new value, signalled, or left alone -- and a deleted secret stops it, naming it
+(see :meth:`Supervisor.check_secrets`).
 """
 
 from __future__ import annotations
@@ -27,9 +32,9 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from bastion.config import SupervisorConfig
 from bastion.errors import BastionError, ServiceNotFound, SpawnFailed
@@ -39,12 +44,20 @@ from bastion.supervisor._aio import within
 from bastion.supervisor.capture import CapturedLine, LogCapture
 from bastion.supervisor.health import HealthMonitor, McpStdioChannel, ProbeCheck
 from bastion.supervisor.journal import EVENT_KIND, Journal, StoredService
-from bastion.supervisor.process import ChildProcess, ProcRecord, build_env, spawn, stop_child, sweep
+from bastion.supervisor.process import (
+    ChildProcess,
+    ProcRecord,
+    build_env,
+    spawn,
+    stop_child,
+    sweep,
+)
 from bastion.supervisor.redact import Redactor
+from bastion.supervisor.secret_follow import SecretFollower
 from bastion.supervisor.spec import ServiceSpec
 from bastion.supervisor.states import ServiceState, check_transition
 
-__all__ = ["SecretSource", "ServiceStatus", "Supervisor"]
+__all__ = ["ChangeWatch", "SecretSource", "SecretWatch", "ServiceStatus", "Supervisor"]
 
 log = logging.getLogger(__name__)
 S = ServiceState
@@ -72,6 +85,42 @@ class SecretSource(Protocol):
     def resolve(self, scope: str, name: str) -> str:
         """The value of ``scope/name`` for a child's environment (raise ``SecretNotFound`` if
         absent)."""
+
+
+class ChangeWatch(Protocol):
+    """Wake-ups when the secrets behind a :class:`SecretWatch` may have changed."""
+
+    async def changed(self) -> None:
+        """Return once something may have changed since the previous return."""
+
+    def close(self) -> None:
+        """Stop watching."""
+
+
+#: (scope, name) of a secret.
+SecretKey = tuple[str, str]
+
+
+@runtime_checkable
+class SecretWatch(Protocol):
+    """A :class:`SecretSource` whose changes running services follow (``on_secret_change``).
+
+    A *stamp* is whatever changes when a secret's value does (the vault: the fingerprint its
+    index keeps, an HMAC of the value). It is read *before* the value, so a change landing
+    between the two reads costs one restart too many, never a missed one.
+    """
+
+    def resolve(self, scope: str, name: str) -> str:
+        """As :meth:`SecretSource.resolve`."""
+
+    def resolve_stamped(self, scope: str, name: str) -> tuple[str, str]:
+        """The value of ``scope/name`` and its stamp."""
+
+    def stamps(self, keys: Collection[SecretKey]) -> dict[SecretKey, str | None]:
+        """The current stamp of each secret (None: it no longer exists). Reads no value."""
+
+    def watch(self) -> ChangeWatch:
+        """Wake-ups when any secret may have changed (the caller compares stamps)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -139,6 +188,18 @@ class _Service:
     reprobe: bool = False
     #: The latest run's redactor: reasons and probe details can quote the child's output.
     redactor: Redactor | None = None
+    #: The secrets the current run was given: env name -> (scope, name), value, stamp (None
+    #: when not followed: no run, or a source without stamps).
+    given: dict[str, tuple[SecretKey, str, str]] | None = None
+    #: Values of the previous run that changed (env name, value): still redacted from the
+    #: next run's output, then forgotten.
+    retired: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    #: The (name, value) pairs ``redactor`` was built from.
+    redacting: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    #: The reaction to a changed secret in progress (one at a time per service).
+    secret_action: asyncio.Task[None] | None = None
+    #: Why the current stop was asked for, when not by an operator (a deleted secret).
+    stop_reason: str | None = None
 
     @property
     def active(self) -> bool:
@@ -179,7 +240,7 @@ class _Hooks:
         self.svc.ready = ready
 
 
-class Supervisor:
+class Supervisor(SecretFollower):
     """Supervises services. ``await open()`` before use and ``await close()`` after.
 
     ``close`` stops running children (gracefully, per their ``[stop]``) but leaves breaker and
@@ -218,6 +279,8 @@ class Supervisor:
         self._listeners: list[asyncio.Queue[dict[str, Any]]] = []
         self._logs: Any = None
         self.swept: list[ProcRecord] = []
+        self._secret_watch: ChangeWatch | None = None
+        self._secret_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -262,6 +325,11 @@ class Supervisor:
                 )
         self._jtask = asyncio.get_running_loop().create_task(self._journal_worker())
         self._clock_task = asyncio.get_running_loop().create_task(self._watch_clock())
+        if isinstance(self._secrets, SecretWatch):
+            self._secret_watch = await asyncio.to_thread(self._secrets.watch)
+            self._secret_task = asyncio.get_running_loop().create_task(
+                self._follow_secrets(self._secret_watch), name="secrets-watch"
+            )
 
     async def start_all(self) -> None:
         """Start every ``autostart`` service; an OPEN breaker resumes its wait instead."""
@@ -275,6 +343,17 @@ class Supervisor:
 
     async def close(self) -> None:
         """Stop every child; keep the breaker/restart history stored."""
+        if self._secret_task is not None:
+            self._secret_task.cancel()
+            await asyncio.gather(self._secret_task, return_exceptions=True)
+            self._secret_task = None
+        if self._secret_watch is not None:
+            self._secret_watch.close()
+            self._secret_watch = None
+        actions = [s.secret_action for s in self._services.values() if s.secret_action]
+        for action in actions:
+            action.cancel()
+        await asyncio.gather(*actions, return_exceptions=True)
         waiting = [
             s for s in self._services.values() if s.active and s.state in (S.BACKOFF, S.OPEN)
         ]
@@ -328,6 +407,7 @@ class Supervisor:
 
     def _launch(self, svc: _Service, *, resume_open: bool = False) -> None:
         svc.stop_requested = False
+        svc.stop_reason = None
         svc.start_now = False
         svc.wake.clear()
         svc.task = asyncio.get_running_loop().create_task(
@@ -611,26 +691,41 @@ class Supervisor:
             )
             phase = "start"
 
-    def _resolve_secrets(self, spec: ServiceSpec) -> dict[str, str]:
+    def _resolve_secrets(
+        self, spec: ServiceSpec
+    ) -> tuple[dict[str, str], dict[str, tuple[SecretKey, str, str]] | None]:
+        """The env values of ``spec``'s secrets, and what was given (with stamps) when the
+        source can be followed."""
         if not spec.secrets:
-            return {}
+            return {}, ({} if isinstance(self._secrets, SecretWatch) else None)
         if self._secrets is None:
             raise SpawnFailed(
                 f"service {spec.name!r} declares secrets but the supervisor has no secret source",
                 hint="Run it under `bastion serve`/`services run`, which wire the vault in.",
             )
-        return {
-            env: self._secrets.resolve(ref.scope, ref.name) for env, ref in spec.secrets.items()
-        }
+        source = self._secrets
+        if not isinstance(source, SecretWatch):
+            values = {env: source.resolve(ref.scope, ref.name) for env, ref in spec.secrets.items()}
+            return values, None
+        given: dict[str, tuple[SecretKey, str, str]] = {}
+        for env, ref in spec.secrets.items():
+            value, stamp = source.resolve_stamped(ref.scope, ref.name)
+            given[env] = ((ref.scope, ref.name), value, stamp)
+        return {env: value for env, (_key, value, _stamp) in given.items()}, given
 
     async def _run_once(self, svc: _Service) -> bool | None:
         """One child's life. True/False: it exited (cleanly or not) or was killed as
         unhealthy; None: stopped on request or could not be spawned (state already set)."""
         spec = svc.spec
+        retired, svc.retired = svc.retired, []
         try:
-            values = await asyncio.to_thread(self._resolve_secrets, spec)
+            values, given = await asyncio.to_thread(self._resolve_secrets, spec)
             # Built before the spawn: a value too short to redact is refused (SecretTooShort).
-            svc.redactor = await asyncio.to_thread(Redactor, values)  # compiles: off the loop
+            # Values a secret had before it changed are redacted too: a child may still
+            # print the old one (a cache, a log of the rotation).
+            pairs = [*values.items(), *((n, v) for n, v in retired if v not in values.values())]
+            svc.redactor = await asyncio.to_thread(Redactor, pairs)  # compiles: off the loop
+            svc.redacting = pairs
         except BastionError as err:
             # A missing secret will not come back by restarting in a loop.
             self._set(svc, S.FAILED, err.message, code=err.code)  # STARTING -> FAILED
@@ -656,6 +751,7 @@ class Supervisor:
             self._set(svc, S.FAILED, err.message, code=err.code)  # STARTING -> FAILED
             return None
         svc.secret_names = tuple(sorted(values))
+        svc.given = given
         svc.ready = None
         # Recorded in the background: probes start at once; whoever needs the row id
         # (descendant scan, the end of the run) awaits it.
@@ -718,11 +814,13 @@ class Supervisor:
                 await within(asyncio.shield(exited), EXIT_NOTICE_S)
         result: bool | None
         if svc.stop_requested:
-            self._set(svc, S.STOPPING, "stop requested", pid=child.program_pid)
+            why = svc.stop_reason
+            self._set(svc, S.STOPPING, why or "stop requested", pid=child.program_pid)
             stopped = await stop_child(child, svc.spec.stop)
             await self._finish_run(svc, run, stopped.returncode)
             how = "SIGKILL after grace" if stopped.killed else svc.spec.stop.signal
-            self._set(svc, S.STOPPED, f"stopped ({how})")  # STOPPING -> STOPPED
+            # STOPPING -> STOPPED
+            self._set(svc, S.STOPPED, f"{why} (stopped by {how})" if why else f"stopped ({how})")
             result = None
         elif exited.done():
             # An exit wins over a probe that failed because of it.
@@ -768,6 +866,7 @@ class Supervisor:
     async def _finish_run(self, svc: _Service, run: _Run, code: int | None) -> None:
         svc.last_exit_code = code
         svc.ready = None
+        svc.given = None  # nothing runs on these values any more: nothing to follow
         if run.channel is not None:
             await run.channel.close()
         if run.capture is not None:

@@ -1,0 +1,168 @@
+"""Waiting, on an event loop, for a few files of one directory to change.
+
+The daemon follows ``vault.db`` this way: a secret set by another process (the CLI, an app
+using the library) commits to the same SQLite file, and the services using that secret must
+learn of it within a second. Two ways, picked by what the system offers:
+
+- **inotify** (Linux, through ``inotify_simple``): one watch on the *directory*, so a file
+  that is created, replaced by a rename or deleted (SQLite's ``-wal`` comes and goes with
+  its last connection; a restore renames a new ``vault.db`` in) is seen as well as a write.
+  The descriptor is read by the event loop (``add_reader``): nothing runs until the kernel
+  has an event, so an idle daemon never wakes for it. Events for other names in the
+  directory (``bastion.db-wal`` on every log batch) are read and dropped.
+- **polling** elsewhere, or when inotify cannot be had (no instance left: ``EMFILE``): a
+  ``stat`` of each file every ``poll_s`` (size, mtime, inode). A WAL commit appends to the
+  ``-wal`` file, so every commit changes its size or its mtime.
+
+Either way :meth:`FileWatch.changed` may return when nothing that matters changed (a
+checkpoint rewrites the database; a read does not): callers re-read what they care about
+and compare, they never act on the wake-up alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = ["FileWatch", "PollingWatch", "watch_files"]
+
+#: Seconds between two looks when polling.
+POLL_S = 0.5
+
+
+class FileWatch(Protocol):
+    """Changes of some files of one directory, as awaitable wake-ups."""
+
+    #: "inotify" or "poll": how changes are noticed (for diagnostics).
+    how: str
+
+    async def changed(self) -> None:
+        """Return once a watched file has changed since the previous return (or since the
+        watch was made, for the first call)."""
+
+    def close(self) -> None:
+        """Stop watching; idempotent."""
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None  # absent (a -wal between connections) is a state like any other
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+class PollingWatch:
+    """``stat`` of each file every ``poll_s``: the portable fallback."""
+
+    how = "poll"
+
+    def __init__(self, directory: Path, names: Iterable[str], poll_s: float = POLL_S) -> None:
+        self._paths = [directory / name for name in names]
+        self._poll_s = poll_s
+        self._seen = self._look()
+
+    def _look(self) -> tuple[tuple[int, int, int] | None, ...]:
+        return tuple(_signature(p) for p in self._paths)
+
+    async def changed(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_s)
+            now = self._look()
+            if now != self._seen:
+                self._seen = now
+                return
+
+    def close(self) -> None:
+        pass
+
+
+class _InotifyWatch:
+    """One inotify watch on the directory, read by the event loop when the kernel has news."""
+
+    how = "inotify"
+
+    def __init__(self, directory: Path, names: Iterable[str], poll_s: float) -> None:
+        import inotify_simple
+
+        self._flags = inotify_simple.flags
+        self._directory = directory
+        self._names = {os.fsencode(n).decode("utf-8", "surrogateescape") for n in names}
+        self._poll_s = poll_s
+        self._inotify: Any = inotify_simple.INotify(nonblocking=True)
+        f = self._flags
+        mask = f.MODIFY | f.CLOSE_WRITE | f.CREATE | f.DELETE | f.MOVED_TO | f.MOVED_FROM
+        mask |= f.DELETE_SELF | f.MOVE_SELF
+        try:
+            self._inotify.add_watch(directory, mask)
+        except OSError:
+            self._inotify.close()
+            raise
+        self._event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: The directory itself went away (or was moved): the watch sees nothing any more.
+        self._lost = False
+        self._fallback: PollingWatch | None = None
+        self._closed = False
+
+    def _on_readable(self) -> None:
+        try:
+            events = self._inotify.read(timeout=0)
+        except (BlockingIOError, OSError):
+            return
+        f = self._flags
+        hit = False
+        for event in events:
+            if event.mask & (f.DELETE_SELF | f.MOVE_SELF | f.IGNORED):
+                self._lost = True
+                hit = True
+            elif event.mask & f.Q_OVERFLOW or event.name in self._names:
+                hit = True  # an overflow may have hidden ours: look again to be sure
+        if hit and self._event is not None:
+            self._event.set()
+
+    async def changed(self) -> None:
+        if self._closed:
+            raise RuntimeError("the watch is closed")
+        if self._fallback is not None:
+            await self._fallback.changed()
+            return
+        if self._event is None:
+            self._loop = asyncio.get_running_loop()
+            self._event = asyncio.Event()
+            self._loop.add_reader(self._inotify.fileno(), self._on_readable)
+        await self._event.wait()
+        self._event.clear()
+        if self._lost:
+            # The directory was removed or moved: nothing more will come from this watch.
+            self._stop_reading()
+            self._fallback = PollingWatch(self._directory, self._names, self._poll_s)
+
+    def _stop_reading(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self._inotify.fileno())
+        self._loop = None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_reading()
+        self._inotify.close()
+
+
+def watch_files(directory: Path, names: Iterable[str], *, poll_s: float = POLL_S) -> FileWatch:
+    """Watch ``names`` in ``directory``: with inotify where the system has it, else by
+    polling every ``poll_s`` (see the module docstring)."""
+    names = list(names)
+    try:
+        return _InotifyWatch(directory, names, poll_s)
+    except (ImportError, OSError, AttributeError):
+        # No inotify here (not Linux: the package is not installed), or none to be had now
+        # (EMFILE, ENOSPC: the user's inotify limits are spent): polling still works.
+        return PollingWatch(directory, names, poll_s)

@@ -1,0 +1,89 @@
+"""``bastion._platform.filewatch``: a commit by another process to an SQLite file in WAL mode
+wakes the watch (inotify on Linux, polling anywhere); other files of the folder do not."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bastion._platform.filewatch import FileWatch, PollingWatch, watch_files
+
+COMMIT = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("PRAGMA journal_mode=WAL")
+con.execute("CREATE TABLE IF NOT EXISTS t (v TEXT)")
+con.execute("INSERT INTO t VALUES (?)", (sys.argv[2],))
+# Left open on purpose while the parent looks: the -wal stays (closing the last
+# connection checkpoints and deletes it, which the watch must see as well).
+sys.stdout.write("committed\\n"); sys.stdout.flush(); sys.stdin.read()
+"""
+
+KINDS: dict[str, Callable[[Path, list[str]], FileWatch]] = {
+    "native": lambda d, names: watch_files(d, names, poll_s=0.05),
+    "poll": lambda d, names: PollingWatch(d, names, poll_s=0.05),
+}
+
+
+def _commit(db: Path, value: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", COMMIT, str(db), value],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "committed\n"
+    return proc
+
+
+async def _woken(watch: FileWatch, within_s: float) -> bool:
+    try:
+        await asyncio.wait_for(watch.changed(), within_s)
+    except TimeoutError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_commit_by_another_process_wakes_the_watch(kind: str, tmp_path: Path) -> None:
+    db = tmp_path / "vault.db"
+    first = _commit(db, "one")  # the file and its -wal exist, as under a running daemon
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        watch = KINDS[kind](tmp_path, [db.name, f"{db.name}-wal"])
+        try:
+            waiting = asyncio.ensure_future(watch.changed())
+            # Another file of the folder (bastion.db-wal on every log batch) is not ours.
+            (tmp_path / "bastion.db-wal").write_bytes(b"x" * 100)
+            await asyncio.sleep(0.3)
+            other = waiting.done()
+            second = await asyncio.to_thread(_commit, db, "two")
+            await asyncio.wait_for(waiting, 30)
+            # The -wal deleted when the last connection closes is a change too.
+            for proc in (first, second):
+                proc.communicate("")
+            gone = await _woken(watch, 30)
+            return other, waiting.done(), gone
+        finally:
+            watch.close()
+
+    other, committed, gone = asyncio.run(scenario())
+    assert not other
+    assert committed
+    assert gone
+    assert not (tmp_path / "vault.db-wal").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+def test_linux_watches_with_inotify_not_a_timer(tmp_path: Path) -> None:
+    watch = watch_files(tmp_path, ["vault.db"])
+    try:
+        assert watch.how == "inotify"
+    finally:
+        watch.close()
