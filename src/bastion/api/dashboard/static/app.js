@@ -168,7 +168,8 @@ function confirmAction(text) {
 }
 
 function banner(text, retry) {
-  $("#link-text").textContent = text;
+  // Rewriting the same words would make a screen reader announce them again.
+  if ($("#link-text").textContent !== text) $("#link-text").textContent = text;
   $("#link-retry").textContent = retry;
   $("#link-retry-now").hidden = !retry;
   $("#link-banner").hidden = !text;
