@@ -1193,12 +1193,9 @@ export interface components {
             backend: string;
             /** Why */
             why: string;
-            /**
-             * Available
-             * @default true
-             */
-            available?: boolean;
-            problem?: components["schemas"]["ErrorBody"] | null;
+            /** Available */
+            available: boolean;
+            problem: components["schemas"]["ErrorBody"] | null;
             /** Scope */
             scope: string;
             /** Count */

@@ -75,9 +75,9 @@ class SecretsStatus(_Model):
     why: str
     #: Whether the value backend can be used right now (keychain reachable and unlocked, file
     #: key present). Listing works either way: it reads the index only.
-    available: bool = True
+    available: bool
     #: Why it cannot, and how to fix it (the backend's own error), when ``available`` is false.
-    problem: ErrorBody | None = None
+    problem: ErrorBody | None
     scope: str
     count: int
     secrets: dict[str, SecretFlag]
