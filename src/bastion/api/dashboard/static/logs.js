@@ -124,6 +124,7 @@ export function createLogs({ api, routes, items, reportError, checkLink, setEnab
     source.addEventListener("log", onMessage);
     source.onmessage = onMessage;
     source.onopen = () => {
+      if (!st.ready) return;  // "Live" once the lines before it are on screen (enter() says it)
       status(st.paused ? "Paused: new lines are not shown."
         : filtered() && list().children.length === 0 ? "Live: waiting for matching lines."
           : "Live: new lines appear at the bottom as services print them.");
