@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import tempfile
 from pathlib import Path
+
+from bastion import _platform
 
 __all__ = [
     "PRIVATE_DIR_MODE",
@@ -38,15 +39,9 @@ class InsecureDirectoryError(PermissionError):
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
-    """fsync a directory so a rename or create inside it is durable (no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover - platforms that cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """fsync a directory so a rename or create inside it is durable (no-op where unsupported
+    or not needed: Windows journals its metadata)."""
+    _platform.fsync_dir(path)
 
 
 def atomic_write(
@@ -61,12 +56,12 @@ def atomic_write(
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        os.fchmod(fd, mode)
+        _platform.set_file_mode(fd, mode)  # Windows: the directory's private DACL applies
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
+        _platform.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
@@ -86,7 +81,7 @@ def atomic_replace(
         os.chmod(source, mode)
     with open(source, "rb") as handle:
         os.fsync(handle.fileno())
-    os.replace(source, dst)
+    _platform.replace(source, dst)
     fsync_dir(Path(dst).parent)
     if source.parent != Path(dst).parent:
         fsync_dir(source.parent)
@@ -123,27 +118,22 @@ def copy_private(
 def ensure_private_dir(path: str | os.PathLike[str], *, mode: int = PRIVATE_DIR_MODE) -> Path:
     """Create ``path`` (and parents) with ``mode``, or check an existing one is private enough.
 
-    An existing directory that is group/world-writable or owned by another user is refused:
-    bastion keeps tokens and keys below it, and another user who can write there could swap
-    them. Parents created on the way get the same mode.
+    An existing directory that is group/world-writable or owned by another user (on Windows:
+    whose DACL lets another user write) is refused: bastion keeps tokens and keys below it,
+    and another user who can write there could swap them. Parents created on the way get the
+    same mode.
     """
     target = Path(path)
     if not target.exists():
         target.mkdir(mode=mode, parents=True, exist_ok=True)
-        # mkdir's mode is filtered by the umask; set it explicitly.
-        os.chmod(target, mode)
+        # mkdir's mode is filtered by the umask (and means nothing on Windows): set it, or
+        # the private DACL, explicitly.
+        _platform.make_private_dir(target, mode)
         fsync_dir(target.parent)
         return target
-    info = target.stat()
-    if not stat.S_ISDIR(info.st_mode):
+    if not target.is_dir():
         raise NotADirectoryError(f"{target} exists and is not a directory")
-    if hasattr(os, "getuid") and info.st_uid != os.getuid():
-        raise InsecureDirectoryError(
-            f"{target} is owned by uid {info.st_uid}, not by you (uid {os.getuid()})"
-        )
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise InsecureDirectoryError(
-            f"{target} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o}); "
-            f"run `chmod {mode:o} {target}`"
-        )
+    problem = _platform.private_dir_problem(target, mode)
+    if problem is not None:
+        raise InsecureDirectoryError(problem)
     return target

@@ -5,7 +5,7 @@
 - ``run/daemon.json``: the handshake (pid, port, started_at, version, api_version), written atomically by
   ``bastion serve`` only *after* its sockets listen, and removed on a clean shutdown. A desktop
   app that spawned the daemon, and the CLI, read it to find the daemon.
-- ``run/daemon.lock``: an OS lock (``flock``) held for the daemon's lifetime, so a home has at
+- ``run/daemon.lock``: an OS lock (``flock``; ``msvcrt.locking`` on Windows) held for the daemon's lifetime, so a home has at
   most one daemon. The kernel releases it when the process dies, however it dies, so a lock
   left by a ``kill -9`` is free to take: only a leftover handshake needs cleaning up.
 
@@ -23,6 +23,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from bastion import _platform
 from bastion._fs import atomic_write, ensure_private_dir
 from bastion.errors import ConfigError, DaemonAlreadyRunning
 
@@ -109,10 +110,11 @@ def ensure_token(run_dir: Path) -> Path:
 
 
 def read_token(path: Path) -> str:
-    """The token in ``path``; a missing, empty or group/world-readable file is refused."""
+    """The token in ``path``; a missing, empty or group/world-readable file (on Windows: one
+    whose DACL lets another user read it) is refused."""
     try:
-        info = path.stat()
         text = path.read_text(encoding="ascii").strip()
+        exposed = _platform.file_exposure(path)  # mode bits on POSIX, the DACL on Windows
     except FileNotFoundError as err:
         raise ConfigError(
             f"no API token at {path}",
@@ -121,9 +123,9 @@ def read_token(path: Path) -> str:
         ) from err
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read the API token at {path}: {err}", path=str(path)) from err
-    if info.st_mode & 0o077:
+    if exposed is not None:
         raise ConfigError(
-            f"the API token file {path} is readable by others (mode {info.st_mode & 0o777:o})",
+            f"the API token file {path} is readable by others ({exposed})",
             hint=f"Run `chmod 600 {path}`; consider the token leaked and delete the file to "
             "get a new one at the next `bastion init`.",
             path=str(path),
@@ -194,15 +196,11 @@ class DaemonLock:
         self.took_over_from: Handshake | None = None
 
     def acquire(self) -> DaemonLock:
-        """Take the single-instance lock (flock on ``run/daemon.lock``), else
+        """Take the single-instance lock (``bastion._platform.try_lock`` on ``run/daemon.lock``), else
         ``DaemonAlreadyRunning``."""
-        import fcntl
-
         ensure_private_dir(self.run_dir)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        if not _platform.try_lock(fd):
             os.close(fd)
             running = read_handshake(self.run_dir)
             where = (

@@ -1,11 +1,15 @@
-"""File locks on POSIX systems: ``flock``.
+"""File-level behaviour on POSIX systems (macOS, the BSDs; Linux adds to it in ``linux.py``).
 
-``flock`` rather than ``fcntl``/``lockf`` record locks: a ``flock`` belongs to the open file
-description, so two descriptors opened by one process (two ``Database`` objects on one file,
-two threads) exclude each other as two processes do, and closing an unrelated descriptor of
-the same file does not drop it (a POSIX record lock is dropped by *any* close of the file in
-the process, the trap SQLite itself has to work around). Like every lock the kernel keeps, it
-goes away with the process: a holder killed with ``SIGKILL`` never wedges the others.
+Locks are ``flock`` rather than ``fcntl``/``lockf`` record locks: a ``flock`` belongs to the
+open file description, so two descriptors opened by one process (two ``Database`` objects on
+one file, two threads) exclude each other as two processes do, and closing an unrelated
+descriptor of the same file does not drop it (a POSIX record lock is dropped by *any* close
+of the file in the process, the trap SQLite itself has to work around). Like every lock the
+kernel keeps, it goes away with the process: a holder killed with ``SIGKILL`` never wedges
+the others.
+
+Privacy is the mode bits: 0700 directories, 0600 files, and a directory writable by group or
+others (or owned by someone else) is refused. Nothing here reads ``/proc``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,38 @@ import sys
 
 assert sys.platform != "win32"  # for mypy: this module is checked on POSIX platforms only
 
-import fcntl  # noqa: E402 - after the platform guard
+import contextlib  # noqa: E402 - after the platform guard
+import fcntl  # noqa: E402
+import os  # noqa: E402
+import stat  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+__all__ = [
+    "FD_DIRS",
+    "copy_file_range",
+    "file_exposure",
+    "fsync_dir",
+    "lock_holder",
+    "lower_thread_priority",
+    "make_private_dir",
+    "pread",
+    "private_dir_problem",
+    "pwrite",
+    "replace",
+    "set_file_mode",
+    "try_lock",
+    "unlock",
+    "writeback",
+]
+
+#: Where this process's open descriptors are listed (``/dev/fd``: macOS, the BSDs, Linux).
+FD_DIRS: tuple[str, ...] = ("/dev/fd",)
+#: Positional reads and writes on a descriptor (they release the GIL).
+pread: Callable[[int, int, int], bytes] | None = os.pread
+pwrite: Callable[[int, bytes | memoryview, int], int] | None = os.pwrite
+#: In-kernel file copy (Linux only).
+copy_file_range: Callable[[int, int, int, int, int], int] | None = None
 
 
 def try_lock(fd: int) -> bool:
@@ -27,4 +62,68 @@ def try_lock(fd: int) -> bool:
 
 
 def unlock(fd: int) -> None:
+    """Drop the lock taken with :func:`try_lock`."""
     fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Rename ``src`` over ``dst`` atomically (one ``rename(2)``)."""
+    os.replace(src, dst)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """fsync a directory, so a rename or create inside it survives a power cut."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # a file system that cannot open directories (some network mounts)
+    try:
+        with contextlib.suppress(OSError):  # EINVAL: a file system without directory fsync
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def set_file_mode(fd: int, mode: int) -> None:
+    """Set an open file's permission bits (before anything is written to it)."""
+    os.fchmod(fd, mode)
+
+
+def make_private_dir(path: Path, mode: int) -> None:
+    """Make a directory bastion just created private (mkdir's mode is filtered by the umask)."""
+    os.chmod(path, mode)
+
+
+def private_dir_problem(path: Path, mode: int) -> str | None:
+    """Why an existing directory is not private enough to keep tokens and keys in, or None:
+    owned by another user, or writable by group or others (who could swap what is inside)."""
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        return f"{path} is owned by uid {info.st_uid}, not by you (uid {os.getuid()})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return (
+            f"{path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o}); "
+            f"run `chmod {mode:o} {path}`"
+        )
+    return None
+
+
+def file_exposure(path: Path) -> str | None:
+    """Who besides the owner may read or write ``path`` (``"mode 644"``), or None."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    return f"mode {mode:o}" if mode & 0o077 else None
+
+
+def writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing a range back to disk without waiting (Linux only; nothing here)."""
+
+
+def lower_thread_priority() -> None:
+    """Lower the calling thread's CPU priority. Nothing here: ``setpriority`` would renice the
+    whole process where a thread is not a task of its own (Linux only)."""
+
+
+def lock_holder(path: Path, byte: int) -> dict[str, object] | None:
+    """Who holds a POSIX write lock on ``byte`` of ``path``: unknown here (Linux reads
+    ``/proc/locks``); callers say the holder is unknown."""
+    return None

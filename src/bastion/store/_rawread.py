@@ -11,6 +11,10 @@ SQLite's unix VFS guards its own descriptors (a close is deferred while locks ar
 not ours. So: when this process already has the file open, read through one of those
 descriptors with ``pread`` (nothing is opened, nothing closed); only a file this process does
 not have open is opened and closed, and then there are no locks of ours to lose.
+
+Where this process's descriptors are listed is ``bastion._platform.FD_DIRS`` (``/proc/self/fd``
+on Linux, ``/dev/fd`` elsewhere). Windows lists none and needs none: a lock there belongs to
+the handle that took it, so opening and closing a file of our own drops nothing of SQLite's.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["read_head"]
+from bastion import _platform
 
-_FD_DIRS = ("/proc/self/fd", "/dev/fd")
+__all__ = ["read_head"]
 
 
 def _open_descriptor(path: Path) -> int | None:
@@ -29,7 +33,7 @@ def _open_descriptor(path: Path) -> int | None:
         target = os.stat(path)
     except OSError:
         return None
-    for fd_dir in _FD_DIRS:
+    for fd_dir in _platform.FD_DIRS:  # none on Windows: closing a handle drops only its locks
         try:
             names = os.listdir(fd_dir)
         except OSError:
@@ -48,10 +52,11 @@ def _open_descriptor(path: Path) -> int | None:
 
 def read_head(path: Path, size: int) -> bytes:
     """Up to ``size`` bytes from the start of ``path`` (``OSError`` as ``open`` raises it)."""
-    fd = _open_descriptor(path)
-    if fd is not None:
+    pread = _platform.pread
+    fd = _open_descriptor(path) if pread is not None else None
+    if fd is not None and pread is not None:
         try:
-            return os.pread(fd, size, 0)
+            return pread(fd, size, 0)
         except OSError:
             pass  # closed meanwhile by its owner: no descriptor of ours is left to protect
     with open(path, "rb") as handle:

@@ -20,13 +20,11 @@ import ctypes
 import dataclasses
 import datetime as dt
 import errno
-import functools
 import hashlib
 import json
 import logging
 import os
 import queue
-import sys
 import threading
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -35,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
+from bastion import _platform
 from bastion.errors import BackupError, StoreError, StoreIOError
 from bastion.store._errors import translate
 
@@ -157,13 +156,11 @@ def _sha256(path: Path) -> str:
 
 
 def _yield_cpu_to_the_application() -> None:
-    """Lower the calling worker thread's CPU priority (nice +10), so that hashing and checking
-    a backup never delay the application's own threads, its writer above all, on a busy
-    machine. Linux only: there a thread is a task with its own nice value (elsewhere
-    ``setpriority`` would renice the whole process, so nothing is done)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    """Lower the calling worker thread's CPU priority, so that hashing and checking a backup
+    never delay the application's own threads, its writer above all, on a busy machine
+    (``bastion._platform.lower_thread_priority``: nice +10 for the thread on Linux, below
+    normal on Windows; nothing where only the whole process could be reniced)."""
+    _platform.lower_thread_priority()
 
 
 class Sha256Thread:
@@ -197,11 +194,15 @@ class FollowingSha256:
     (in file order, from offset 0, without gaps) and a worker thread reads it back and hashes
     it, so the hash is of the bytes in the file and costs no pass of its own afterwards.
 
-    hashlib and ``os.pread`` release the GIL: the hashing runs on the second core while the
-    copy and then ``quick_check`` run on the first.
+    hashlib and ``pread`` release the GIL: the hashing runs on the second core while the
+    copy and then ``quick_check`` run on the first. Needs positional reads
+    (``bastion._platform.FILE_COPY``), as the file copy it follows does.
     """
 
     def __init__(self, path: Path) -> None:
+        if _platform.pread is None:
+            raise RuntimeError("FollowingSha256 needs positional reads (os.pread)")
+        self._pread = _platform.pread
         self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         self._ranges: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
         self._digest = hashlib.sha256()
@@ -222,7 +223,7 @@ class FollowingSha256:
                 if offset != self._hashed:
                     raise RuntimeError(f"hash ranges out of order: {offset} after {self._hashed}")
                 while offset < end:
-                    chunk = os.pread(self._fd, min(1024 * 1024, end - offset), offset)
+                    chunk = self._pread(self._fd, min(1024 * 1024, end - offset), offset)
                     if not chunk:
                         raise OSError(f"backup file ended at {offset} while hashing")
                     self._digest.update(chunk)
@@ -431,12 +432,15 @@ def take_copy(
     """Pin a snapshot of ``db`` and copy it into ``tmp`` (fsynced); nothing is left on failure.
 
     Three methods, best first:
-    - "file": the database file alone holds the snapshot and nothing writes to it until the
+    - "file" (where positional I/O exists: ``bastion._platform.FILE_COPY``; POSIX systems):
+      the database file alone holds the snapshot and nothing writes to it until the
       read transaction ends (see :func:`_pin_snapshot`), so its first ``page_count`` pages are
       copied in large chunks, hashed on the way; only bytes 18-19 of page 1 change (WAL ->
       rollback journal, what ``PRAGMA journal_mode=delete`` writes there).
     - "backup-api": when some frames of the snapshot are only in the WAL (another reader pins
-      it, another process committed meanwhile): SQLite's backup API copies page by page.
+      it, another process committed meanwhile), or where positional I/O is missing (Windows,
+      or forced with ``BASTION_PORTABLE=1``): SQLite's backup API copies page by page. It
+      needs nothing of the OS but what SQLite itself uses: the portable path.
     - "vacuum": ``VACUUM INTO``, a compacted copy.
     """
     src = _open_source(db.path, vfs)
@@ -459,7 +463,9 @@ def take_copy(
                 src.execute("COMMIT")
                 method = "vacuum"
                 _copy(src, tmp, vacuum=True, step_pages=step_pages, progress=progress, vfs=vfs)
-            elif whole_file and source_pages > 0:
+            elif whole_file and source_pages > 0 and _platform.FILE_COPY:
+                # Chosen by capability (positional I/O on SQLite's own descriptor), not by
+                # the system's name: without it (Windows, BASTION_PORTABLE) the backup API.
                 method = "file"
                 hasher = _copy_file(
                     src,
@@ -637,18 +643,21 @@ def _sqlite_descriptor(src: apsw.Connection, db_path: Path) -> int | None:
 
 class _FdMover:
     """Copies from SQLite's descriptor of the database into our own descriptor of the temp
-    file: ``copy_file_range`` in the kernel where it works, else ``pread``/``pwrite``; all of
-    them release the GIL, so the application's threads keep running meanwhile. Each chunk's
-    writeback starts at once (``sync_file_range``), so the final fsync finds little to do."""
+    file: ``copy_file_range`` in the kernel where it works (Linux), else ``pread``/``pwrite``;
+    all of them release the GIL, so the application's threads keep running meanwhile. Each
+    chunk's writeback starts at once (``sync_file_range`` on Linux), so the final fsync finds
+    little to do. Only used where ``bastion._platform.FILE_COPY`` holds."""
 
     def __init__(self, source_fd: int, tmp: Path) -> None:
+        if _platform.pread is None or _platform.pwrite is None:
+            raise RuntimeError("the file copy needs positional I/O (os.pread/os.pwrite)")
+        self._pread, self._pwrite = _platform.pread, _platform.pwrite
         self._src = source_fd
         self._dst = os.open(tmp, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
-        self._in_kernel = hasattr(os, "copy_file_range")
-        self._writeback = _sync_file_range()
+        self._in_kernel = _platform.copy_file_range
 
     def read(self, n: int, offset: int) -> bytes:
-        data = os.pread(self._src, n, offset)
+        data = self._pread(self._src, n, offset)
         if len(data) != n:
             raise _short_source(offset + len(data))
         return data
@@ -656,19 +665,19 @@ class _FdMover:
     def write(self, data: bytes, offset: int) -> None:
         view = memoryview(data)
         while view:
-            done = os.pwrite(self._dst, view, offset)
+            done = self._pwrite(self._dst, view, offset)
             view, offset = view[done:], offset + done
 
     def copy(self, offset: int, n: int) -> None:
         start, end = offset, offset + n
         while offset < end:
-            if self._in_kernel:
+            if self._in_kernel is not None:
                 try:
-                    done = os.copy_file_range(self._src, self._dst, end - offset, offset, offset)
+                    done = self._in_kernel(self._src, self._dst, end - offset, offset, offset)
                 except OSError as err:
                     if err.errno not in _NO_COPY_FILE_RANGE:
                         raise
-                    self._in_kernel = False  # another file system, an old kernel: copy here
+                    self._in_kernel = None  # another file system, an old kernel: copy here
                     continue
                 if done == 0:
                     raise _short_source(offset)
@@ -677,9 +686,7 @@ class _FdMover:
                 size = min(1024 * 1024, end - offset)
                 self.write(self.read(size, offset), offset)
                 offset += size
-        if self._writeback is not None:
-            # Errors are not lost: the fsync at the end reports any failed write.
-            self._writeback(self._dst, start, n, 2)  # SYNC_FILE_RANGE_WRITE: queue, no wait
+        _platform.writeback(self._dst, start, n)  # queue, no wait; the fsync reports errors
 
     def sync(self) -> None:
         os.fsync(self._dst)
@@ -756,19 +763,6 @@ def _as_rollback_journal_header(first: bytes, page_size: int) -> bytes:
     return first[:18] + b"\x01\x01" + first[20:]
 
 
-@functools.cache
-def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
 def _open_source(path: Path, vfs: str | None) -> apsw.Connection:
     try:
         conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY, vfs=vfs)
@@ -819,6 +813,11 @@ def _copy(
         dest.pragma("synchronous", "full")
         # A backup is one self-contained file: no WAL next to it to lose or mismatch.
         dest.pragma("journal_mode", "delete")
+    except (apsw.FullError, apsw.IOError) as err:
+        # Writing the copy failed (the source is only read). The backup object reports it
+        # on the source connection ("not an error"): name the file and the OS's reason.
+        code = dest.system_errno or errno.EIO
+        raise _os_error(OSError(code, os.strerror(code)), tmp) from err
     finally:
         dest.close()
 
