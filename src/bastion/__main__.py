@@ -9,7 +9,8 @@ import sys
 SHIM_FLAG = "--bastion-parent-death-shim"
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == SHIM_FLAG:
+    # The shim is POSIX only (Windows children die with their Job Object instead).
+    if sys.platform != "win32" and len(sys.argv) > 1 and sys.argv[1] == SHIM_FLAG:
         from bastion.supervisor._shim import main as shim_main
 
         shim_main(sys.argv[2:])

@@ -104,7 +104,7 @@ class VaultConfig:
     #: keychain; or a dotted class name. Plaintext and priority <= 0 backends are refused.
     keyring_backend: str = "auto"
     #: Largest value (characters) one keychain item holds before chunking; 0 = the platform's
-    #: own limit (1200 on Windows' Credential Manager, none elsewhere).
+    #: own limit (Windows' Credential Manager: 2,560 bytes of UTF-16; none elsewhere).
     keychain_max_chars: int = dataclasses.field(default=0, metadata=_bounds(0))
     #: Argon2id memory (KiB) for a passphrase-wrapped data key (stored with the file when
     #: created).
@@ -133,8 +133,9 @@ class SupervisorConfig:
     log_line_max_bytes: int = dataclasses.field(default=16 * 1024, metadata=_bounds(256))
     #: How children die with the supervisor (even by kill -9): "pdeathsig" (Linux: the kernel
     #: kills them), "pipe" (a small shim leads each child's group and ends it when its link to
-    #: the supervisor reads EOF; any POSIX system), "auto" = pdeathsig on Linux, else pipe.
-    parent_death: Literal["auto", "pdeathsig", "pipe"] = "auto"
+    #: the supervisor reads EOF; any POSIX system), "job" (Windows: a Job Object that dies
+    #: with the supervisor), "auto" = pdeathsig on Linux, job on Windows, else pipe.
+    parent_death: Literal["auto", "pdeathsig", "pipe", "job"] = "auto"
     #: How the daemon follows services/ while it runs: "auto" (the OS's file events through
     #: watchfiles, polling if they cannot be had), "poll" (look every watch_poll_ms), "off"
     #: (only `bastion services reload` / POST /v1/services/reload, and API reads, pick up edits).

@@ -15,22 +15,16 @@ import pytest
 from bastion.config import StoreConfig, SupervisorConfig
 from bastion.errors import SecretNotFound
 from bastion.store import Database
+from bastion.supervisor import _platform as plat
 from bastion.supervisor.spec import ServiceSpec, parse_spec
 
 KIDS = str(Path(__file__).with_name("kids.py"))
 T = TypeVar("T")
 
-#: ``[supervisor] parent_death`` modes, for tests that must hold in both: the kernel's
-#: parent-death signal (Linux only) and the shim with its parent-death pipe (any POSIX).
-PARENT_DEATH = [
-    pytest.param(
-        "pdeathsig",
-        marks=pytest.mark.skipif(
-            not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only"
-        ),
-    ),
-    "pipe",
-]
+#: ``[supervisor] parent_death`` modes, for tests that must hold in each the platform module
+#: in use offers: the kernel's parent-death signal (Linux) and the shim with its
+#: parent-death pipe (any POSIX; the only one under BASTION_PORTABLE=1, as on macOS).
+PARENT_DEATH = [m for m in ("pdeathsig", "pipe") if m in plat.PARENT_DEATH_MODES]
 parametrize_parent_death = pytest.mark.parametrize("parent_death", PARENT_DEATH)
 
 

@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from bastion.errors import SpawnFailed
+from bastion.supervisor import _platform as plat
 from bastion.supervisor.process import (
     ParentDeath,
     ProcRecord,
@@ -295,10 +296,15 @@ def test_parent_death_setting_from_env_and_its_meaning_here(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match=r"PARENT_DEATH.*prctl") as err:
         load_config(tmp_path, env={"BASTION_SUPERVISOR_PARENT_DEATH": "prctl"})
     assert "'pipe'" in (err.value.hint or "")
-    linux = sys.platform.startswith("linux")
-    assert parent_death_mode("auto") == ("pdeathsig" if linux else "pipe")
+    # What "auto" means comes from the platform module in use (BASTION_PORTABLE=1 on Linux
+    # takes the macOS one): pdeathsig on Linux, the pipe shim on other POSIX systems.
+    expected = "pdeathsig" if plat.SYSTEM == "linux" else "pipe"
+    assert parent_death_mode("auto") == expected == plat.AUTO_PARENT_DEATH
     assert parent_death_mode("pipe") == "pipe"
-    if not linux:
+    with pytest.raises(SpawnFailed, match=r"'job' needs Windows") as refused:
+        parent_death_mode("job")
+    assert "'pipe'" in (refused.value.hint or "")
+    if plat.SYSTEM != "linux":
         with pytest.raises(SpawnFailed, match="needs Linux"):
             parent_death_mode("pdeathsig")
 

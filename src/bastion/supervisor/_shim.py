@@ -31,12 +31,16 @@ in the same group, so the supervisor's group signals reach the program directly.
   the supervisor set up, inherited by the program) and writes nothing unless it breaks.
 """
 
-import contextlib
-import os
-import select
-import signal
 import sys
-import time
+
+# POSIX only (fork, process groups, signals): Windows children die with their Job Object.
+assert sys.platform != "win32"  # also tells mypy --platform win32 to skip this module
+
+import contextlib  # noqa: E402 - after the platform guard
+import os  # noqa: E402
+import select  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
 
 #: Not forwarded: uncatchable, job control (the shim stops and continues with its group),
 #: faults of the shim's own, and the two Python ignores (a group signal still reaches the

@@ -23,14 +23,13 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
-import signal
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from bastion.supervisor._aio import within
+from bastion.supervisor._platform import kill_tree
 from bastion.supervisor.process import ChildProcess
 from bastion.supervisor.spec import HealthSpec, ProbeSpec
 
@@ -137,15 +136,14 @@ async def _exec(spec: ProbeSpec, env: dict[str, str]) -> ProbeResult:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             env=env,
-            start_new_session=True,
+            start_new_session=True,  # its own group, killed whole on timeout (POSIX)
         )
     except OSError as err:
         return ProbeResult(False, f"exec {spec.command[0]}: {err.strerror or err}")
     try:
         code = await within(proc.wait(), spec.timeout_s)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_tree(proc.pid)
         await proc.wait()
         return ProbeResult(False, f"exec {spec.command[0]}: timed out after {spec.timeout_s:g}s")
     return ProbeResult(code == 0, f"exec {spec.command[0]}: exit {code}")

@@ -1,25 +1,35 @@
 """Child processes: spawn, stop, and sweep the leftovers, so no sidecar outlives bastion.
 
-- Spawn (asyncio): argv without a shell, a new session (so the child leads its own process
-  group), the child made a subreaper on Linux (``PR_SET_CHILD_SUBREAPER``, so its
+What differs between systems is behind :mod:`bastion.supervisor._platform` (a POSIX process
+group or a Windows Job Object, each a ``Group``); this module is the logic around it.
+
+- Spawn (asyncio): argv without a shell, its own group (a new session on POSIX, so the child
+  leads its process group; on Windows a new console group and a Job Object it is put in
+  before it runs), the child made a subreaper on Linux (``PR_SET_CHILD_SUBREAPER``, so its
   double-forked grandchildren stay in its tree), all other fds closed, stdin from
   ``/dev/null`` unless an MCP stdio probe needs it, and an environment built from nothing:
-  declared keys only. The child dies with the supervisor, even by ``kill -9``, in one of two
-  ways (``[supervisor] parent_death``):
+  declared keys only. The child dies with the supervisor, even by ``kill -9``, in one of
+  three ways (``[supervisor] parent_death``):
 
   - ``pdeathsig`` (Linux, the default there): the kernel sends ``SIGKILL`` to the child when
     the supervisor dies (``PR_SET_PDEATHSIG``);
-  - ``pipe`` (the default elsewhere; selectable on Linux): the group leader is a small shim
-    (``_shim.py``, stdlib only) holding one end of a socket pair whose other end only the
-    supervisor holds. The supervisor's death closes it; the shim reads EOF and ends the
-    whole group. The program runs as the shim's child in the same group, so group signals
-    reach it as before; the shim exits as the program did (same code, same signal).
+  - ``pipe`` (the default on other POSIX systems; selectable on Linux): the group leader is
+    a small shim (``_shim.py``, stdlib only) holding one end of a socket pair whose other end
+    only the supervisor holds. The supervisor's death closes it; the shim reads EOF and ends
+    the whole group. The program runs as the shim's child in the same group, so group
+    signals reach it as before; the shim exits as the program did (same code, same signal);
+  - ``job`` (Windows, the only way there): the Job Object has ``KILL_ON_JOB_CLOSE`` and only
+    the supervisor holds its handle.
 - Stop: the configured signal to the whole group (plus ``SIGCONT``, so a stopped child can
-  act on it), a grace period, then ``SIGKILL`` to the group, then any descendant seen
-  earlier that left the group (``setsid`` after a double fork) killed by pid **and** create
-  time, never by a pid alone: pids are recycled.
+  act on it; Windows: ``CTRL_BREAK_EVENT``), a grace period, then ``SIGKILL`` to the group
+  (``TerminateJobObject``), then any descendant seen earlier that left the group (``setsid``
+  after a double fork) killed by pid **and** create time, never by a pid alone: pids are
+  recycled.
 - Sweep: a supervisor that starts after a crash kills the recorded processes of its
   predecessor that still match their recorded create time, and their groups.
+
+A child may exit at any moment after the fork, even before :func:`spawn` returns: no step
+between the fork and the running state treats that as an error (see :func:`spawn`).
 
 OSErrors are translated to ``SpawnFailed`` here; psutil's "no such process" is expected
 (processes die while we look) and never escapes.
@@ -29,23 +39,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
-import fcntl
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
 import psutil
 
 from bastion.errors import SpawnFailed
+from bastion.supervisor import _platform as plat
 from bastion.supervisor._aio import within
+from bastion.supervisor._platform import Group, ProcRecord
 from bastion.supervisor.spec import ServiceSpec, StopSpec
 
 __all__ = [
@@ -66,14 +75,8 @@ __all__ = [
     "widen_pipes",
 ]
 
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
-F_SETPIPE_SZ = 1031
-#: Pipe capacity asked for the child's stdout/stderr (Linux; 1 MiB is the unprivileged max).
-PIPE_SIZE = 1 << 20
-
 #: How a child is made to die with the supervisor (``[supervisor] parent_death``).
-ParentDeath = Literal["auto", "pdeathsig", "pipe"]
+ParentDeath = Literal["auto", "pdeathsig", "pipe", "job"]
 SHIM = Path(__file__).with_name("_shim.py")
 #: Deadline for the shim to start the program and say so (a loaded machine starts Python
 #: slowly; here the shim adds ≈ 12 ms to a start).
@@ -88,15 +91,6 @@ def _shim_command() -> tuple[str, ...]:
         # it runs the shim itself (bastion/__main__.py, SHIM_FLAG).
         return (sys.executable, "--bastion-parent-death-shim")
     return (sys.executable, "-I", "-S", str(SHIM))
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ProcRecord:
-    """A process identified for good: pid plus its kernel create time."""
-
-    pid: int
-    create_time: float
-    pgid: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -141,12 +135,16 @@ def alive(record: ProcRecord) -> bool:
         return False
 
 
-def kill_record(record: ProcRecord, sig: int = signal.SIGKILL) -> bool:
-    """Signal ``record`` only if pid and create time still match. True if signalled."""
+def kill_record(record: ProcRecord, sig: int | None = None) -> bool:
+    """Kill ``record`` (``SIGKILL``; ``TerminateProcess`` on Windows), or send it ``sig``,
+    only if pid and create time still match. True if signalled."""
     if not alive(record):
         return False
     try:
-        os.kill(record.pid, sig)
+        if sig is None:
+            plat.kill_pid(record.pid)
+        else:
+            os.kill(record.pid, sig)
     except ProcessLookupError:
         return False
     return True
@@ -164,34 +162,14 @@ def snapshot_descendants(pid: int) -> list[ProcRecord]:
         with contextlib.suppress(
             psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, ProcessLookupError
         ):
-            found.append(ProcRecord(child.pid, child.create_time(), os.getpgid(child.pid)))
+            found.append(ProcRecord(child.pid, child.create_time(), plat.pgid_of(child.pid)))
     return found
 
 
 def group_members(pgid: int, *, not_before: float = 0.0) -> list[ProcRecord]:
-    """Live processes in group ``pgid`` created at or after ``not_before``.
-
-    A member of a group is always younger than the group's leader, so ``not_before`` (the
-    leader's create time) rules out a recycled group id belonging to older processes.
-    """
-    members = []
-    for proc in psutil.process_iter(["pid", "create_time", "status"]):
-        info = proc.info
-        if info["status"] == psutil.STATUS_ZOMBIE or info["create_time"] is None:
-            continue
-        try:
-            if os.getpgid(info["pid"]) != pgid:
-                continue
-        except ProcessLookupError:
-            continue
-        if info["create_time"] + 0.01 >= not_before:
-            members.append(ProcRecord(info["pid"], info["create_time"], pgid))
-    return members
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+    """Live processes in group ``pgid`` created at or after ``not_before`` (the leader's
+    create time, which rules out a recycled group id of older processes)."""
+    return plat.group_by_id(pgid).members(not_before)
 
 
 def build_env(
@@ -207,48 +185,29 @@ def build_env(
     return env
 
 
-def parent_death_mode(setting: ParentDeath) -> Literal["pdeathsig", "pipe"]:
-    """The mode ``setting`` means on this system; ``pdeathsig`` off Linux is refused."""
-    linux = sys.platform.startswith("linux")
-    if setting == "auto":
-        return "pdeathsig" if linux else "pipe"
-    if setting == "pdeathsig" and not linux:
+_Mode = Literal["pdeathsig", "pipe", "job"]
+_MODES: dict[str, _Mode] = {"pdeathsig": "pdeathsig", "pipe": "pipe", "job": "job"}
+#: What each mode needs, for the refusal.
+_NEEDS = {"pdeathsig": "Linux", "pipe": "a POSIX system", "job": "Windows"}
+
+
+def parent_death_mode(setting: ParentDeath) -> _Mode:
+    """The mode ``setting`` means on this system (``auto``: ``pdeathsig`` on Linux, the
+    ``pipe`` shim on other POSIX systems, ``job`` on Windows); one this system cannot do is
+    refused, naming the ones it can."""
+    if setting != "auto" and setting not in _MODES:
+        raise ValueError(
+            f"parent_death must be 'auto', 'pdeathsig', 'pipe' or 'job', not {setting!r}"
+        )
+    mode = _MODES[plat.AUTO_PARENT_DEATH if setting == "auto" else setting]
+    if mode not in plat.PARENT_DEATH_MODES:
+        can = ", ".join(f"'{m}'" for m in sorted(plat.PARENT_DEATH_MODES))
         raise SpawnFailed(
-            f"[supervisor] parent_death = 'pdeathsig' needs Linux (this is {sys.platform})",
-            hint="Set [supervisor] parent_death to 'auto' or 'pipe'.",
+            f"[supervisor] parent_death = {mode!r} needs {_NEEDS[mode]} (this is {sys.platform})",
+            hint=f"Set [supervisor] parent_death to 'auto' or {can}.",
             setting="parent_death",
         )
-    if setting not in ("pdeathsig", "pipe"):
-        raise ValueError(f"parent_death must be 'auto', 'pdeathsig' or 'pipe', not {setting!r}")
-    return setting
-
-
-def _child_setup(
-    parent_pid: int, *, pdeathsig: bool, widen: tuple[int, ...] = ()
-) -> Callable[[], None] | None:
-    if not sys.platform.startswith("linux"):
-        return None  # new session + the group kill on stop (+ the shim) cover the others
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def setup() -> None:
-        # fds 1/2 are the capture pipes by now (subprocess dup2s them before this runs).
-        # Widening them here, before the program runs, cannot race with its exit: once it
-        # has exited, the parent's end may already be closed (see widen_pipes).
-        for fd in widen:
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
-        # Runs in the child between fork and exec: ask the kernel to SIGKILL us when the
-        # supervisor dies, then close the race where it died before the prctl took effect.
-        if pdeathsig:
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() != parent_pid:
-                os._exit(1)
-        # Make the child (or the shim) a subreaper (kept across exec): a double-forked
-        # grandchild is re-parented to it instead of to init, so it stays in the child's
-        # process tree where stop finds it even after it left the group with setsid.
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-    return setup
+    return mode
 
 
 class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
@@ -282,6 +241,8 @@ class ChildProcess:
     record: ProcRecord
     started_at: float  # wall, stored
     started_mono: float  # monotonic, for durations
+    #: The run's processes as one unit: the process group it leads, or its Job Object.
+    group: Group
     #: Descendants seen while it ran (pid + create time); killed on stop if still there.
     seen: dict[int, ProcRecord] = dataclasses.field(default_factory=dict)
     #: The service's own program: ``record`` itself, or the shim's child in ``pipe`` mode.
@@ -301,12 +262,13 @@ class ChildProcess:
         return (self.program or self.record).pid
 
     def signal_group(self, signum: int) -> None:
-        """Send ``signum`` to the whole group (a shim is told first, so it does not forward
-        the same signal to the program a second time)."""
+        """Send ``signum`` to the whole group, and ``SIGCONT`` so a stopped member can act on
+        it (Windows: Ctrl+Break). A shim is told first, so it does not forward the same
+        signal to the program a second time."""
         if self.link is not None and signum < 256:
             with contextlib.suppress(OSError):
                 self.link.send(bytes([signum]))
-        _killpg(self.record.pgid, signum)
+        self.group.signal(signum)
 
     def close_link(self) -> None:
         """Close the supervisor's end of the shim's link (the shim then ends the group)."""
@@ -340,23 +302,19 @@ class ChildProcess:
 def widen_pipes(proc: asyncio.subprocess.Process) -> None:
     """Widen a started child's stdout/stderr pipes from the parent's side (``spawn`` does it
     in the child instead, before exec; this is for callers that start processes themselves,
-    as ``bench/logs.py``'s baseline does).
+    as ``bench/logs.py``'s baseline does). Linux only (``F_SETPIPE_SZ``).
 
-    A 64 KiB pipe fills in well under a millisecond for a chatty child, and then the child
-    blocks until our reader gets the GIL back. 1 MiB lets it run on while we are busy. A
-    child that has already exited may have had its pipes read to EOF and closed: nothing to
+    A child that has already exited may have had its pipes read to EOF and closed: nothing to
     widen then (``ValueError`` from the closed file), never an error.
     """
-    if not sys.platform.startswith("linux"):
-        return
     transport = getattr(proc, "_transport", None)
     for fd_no in (1, 2):
         pipe_transport = transport.get_pipe_transport(fd_no) if transport is not None else None
         pipe = pipe_transport.get_extra_info("pipe") if pipe_transport is not None else None
         if pipe is None:
             continue
-        with contextlib.suppress(OSError, ValueError):
-            fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+        with contextlib.suppress(ValueError):
+            plat.widen_pipe(pipe.fileno())
 
 
 def _spawn_failed(spec: ServiceSpec, reason: str) -> SpawnFailed:
@@ -412,12 +370,14 @@ async def spawn(
             stdin=pipe if stdio else devnull,
             stdout=pipe if (stdio or capture) else devnull,
             stderr=pipe if capture else devnull,
-            start_new_session=True,
             close_fds=True,
             pass_fds=pass_fds,
-            preexec_fn=_child_setup(
-                os.getpid(),
-                pdeathsig=mode == "pdeathsig",
+            # A new session (POSIX: it leads its own group) and the Linux child setup
+            # (parent-death signal, subreaper, pipes widened before exec); on Windows,
+            # suspended until it is in its Job Object.
+            **plat.spawn_options(
+                mode,
+                parent_pid=os.getpid(),
                 widen=(*((1,) if stdio or capture else ()), *((2,) if capture else ())),
             ),
         )
@@ -435,12 +395,21 @@ async def spawn(
     # goes wrong here must not leave the child running unsupervised.
     proc = asyncio.subprocess.Process(transport, protocol, loop)
     try:
+        # Windows: into its Job Object, then resumed (it has not run yet); POSIX: its group.
+        group = plat.contain(proc.pid)
+    except OSError as err:
+        if ours is not None:
+            ours.close()
+        await asyncio.shield(protocol.exited)  # terminated by contain before it ran
+        raise _spawn_failed(spec, f"cannot contain it: {err}") from err
+    try:
         child = ChildProcess(
             process=proc,
             exited=protocol.exited,
             record=ProcRecord(proc.pid, _create_time_or_floor(proc.pid, spawned_at), proc.pid),
             started_at=spawned_at,
             started_mono=time.monotonic(),
+            group=group,
             link=ours,
         )
         if ours is not None:
@@ -453,7 +422,8 @@ async def spawn(
     except BaseException:
         if ours is not None:
             ours.close()  # the shim ends its group on EOF
-        _killpg(proc.pid, signal.SIGKILL)
+        group.kill()
+        group.close()
         await asyncio.shield(protocol.exited)
         raise
     return child
@@ -513,51 +483,49 @@ async def _wait(exited: asyncio.Future[int], timeout: float) -> bool:
 
 
 def group_empty(pgid: int) -> bool:
-    """No process is left in group ``pgid`` (one ``kill(-pgid, 0)``, no /proc scan)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    """No process is left in group ``pgid`` (one ``kill(-pgid, 0)`` on POSIX, no scan)."""
+    return plat.group_by_id(pgid).empty()
 
 
-async def _group_gone(pgid: int, deadline: float) -> bool:
+async def _group_gone(group: Group, deadline: float) -> bool:
     # Members other than the leader are not our children, so there is nothing to await:
     # probe the group briefly (stop path only, never for crash detection).
     while time.monotonic() < deadline:
-        if group_empty(pgid):
+        if group.empty():
             return True
         await asyncio.sleep(0.02)
-    return group_empty(pgid)
+    return group.empty()
 
 
 async def stop_child(child: ChildProcess, stop: StopSpec) -> StopResult:
-    """Signal the group, wait the grace, SIGKILL the group, then kill leftover descendants."""
+    """Signal the group, wait the grace, kill the group, then kill leftover descendants.
+
+    POSIX: the stop signal (and ``SIGCONT``) to the process group, then ``SIGKILL`` to it.
+    Windows: ``CTRL_BREAK_EVENT`` to the console group, then ``TerminateJobObject``.
+    """
     child.observe_descendants()
-    pgid, born = child.record.pgid, child.record.create_time
+    group, born = child.group, child.record.create_time
     deadline = time.monotonic() + stop.grace_s
     killed = False
-    if child.returncode is None or not group_empty(pgid):
+    if child.returncode is None or not group.empty():
         # Also after the leader crashed: what it left in its group gets the polite signal
-        # and the grace too, before SIGKILL.
+        # and the grace too, before the kill.
         child.signal_group(stop.signum)
-        _killpg(pgid, signal.SIGCONT)  # a SIGSTOPped child cannot act on the signal otherwise
     if child.returncode is None and not await _wait(child.exited, stop.grace_s):
-        killed = True  # SIGTERM ignored past the grace: SIGKILL the whole group
-        _killpg(pgid, signal.SIGKILL)
+        killed = True  # the stop signal ignored past the grace: kill the whole group
+        group.kill()
         await asyncio.shield(child.exited)
     if not killed:
-        await _group_gone(pgid, deadline)
+        await _group_gone(group, deadline)
     leftovers = 0
-    if not group_empty(pgid):  # the /proc scan only when something is left to name
-        for rec in group_members(pgid, not_before=born):
+    if not group.empty():  # the scan only when something is left to name
+        for rec in group.members(born):
             leftovers += kill_record(rec)
-        _killpg(pgid, signal.SIGKILL)
+        group.kill()
     for rec in child.seen.values():
         leftovers += kill_record(rec)
     child.close_link()  # the group is gone: the shim's link has nothing left to guard
+    group.close()
     return StopResult(child.returncode, killed, leftovers)
 
 
@@ -568,9 +536,8 @@ def sweep(records: Iterable[ProcRecord]) -> list[ProcRecord]:
     for rec in records:
         targets = [rec] if alive(rec) else []
         if rec.pgid:
-            targets += [
-                m for m in group_members(rec.pgid, not_before=rec.create_time) if m.pid != rec.pid
-            ]
+            members = plat.group_by_id(rec.pgid).members(rec.create_time)
+            targets += [m for m in members if m.pid != rec.pid]
         for target in targets:
             if kill_record(target):
                 killed.append(target)

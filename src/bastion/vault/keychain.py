@@ -12,8 +12,9 @@ What this module adds to ``keyring`` (and why):
   ``vault.keychain_timeout_s`` with ``KeychainTimeout``.
 - **Named errors.** No D-Bus session -> ``KeychainUnavailable`` (hint: start one, or use the
   encrypted file); no unlocked collection / ``KeyringLocked`` -> ``KeychainLocked``.
-- **Chunking.** Values longer than the backend's limit (Windows: 2,560 bytes of UTF-16) are
-  split into items ``scope/name#1..N`` behind a header item, or refused with the limit named.
+- **Chunking.** Values longer than the backend's limit (Windows: 2,560 bytes of UTF-16, so a
+  limit in bytes, not characters: ``vault/_platform.py``) are split into items
+  ``scope/name#1..N`` behind a header item, or refused with the limit named.
 - **Enumeration.** ``keyring`` cannot list items (keyring #759); on Linux the Secret Service
   search API (``secretstorage``) can, which ``reconcile`` needs.
 
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -41,6 +41,8 @@ from bastion.errors import (
     VaultError,
 )
 from bastion.store import WriteTx
+from bastion.vault import _platform
+from bastion.vault._platform import ItemLimit
 from bastion.vault.backend import RecordRef, item_key, split_item_key
 from bastion.vault.crypto import decode_key, encode_key, new_key
 
@@ -74,7 +76,6 @@ _PLAINTEXT = frozenset(
         "keyring.backends.fail.Keyring",
     }
 )
-_WINDOWS_MAX_CHARS = 1200  # CredWrite caps blobs at 2,560 bytes of UTF-16 (keyring #355)
 
 
 def _qualname(obj: Any) -> str:
@@ -146,14 +147,7 @@ def choose_keyring(name: str = "auto") -> tuple[Any, str]:
         except (TypeError, KeyringError):
             continue
     if not candidates:
-        hint = KeychainUnavailable.default_hint
-        if sys.platform.startswith("linux"):
-            hint = (
-                "No Secret Service on the session bus (is DBUS_SESSION_BUS_ADDRESS set?). Start "
-                "one, e.g. `dbus-run-session -- sh -c 'echo -n PASS | gnome-keyring-daemon "
-                "--unlock --components=secrets; exec YOUR_COMMAND'`, or set "
-                'vault.backend = "encrypted-file" in bastion.toml.'
-            )
+        hint = _platform.UNAVAILABLE_HINT or KeychainUnavailable.default_hint
         raise KeychainUnavailable(
             "no OS keychain is available (keyring found only its fail backend)", hint=hint
         )
@@ -288,12 +282,11 @@ class KeychainBackend:
     def __init__(self, cfg: VaultConfig, keyring_backend: Any | None = None) -> None:
         self.client = KeychainClient(cfg, keyring_backend)
         self.chunking = cfg.chunking
-        if cfg.keychain_max_chars:
-            self.max_chars: int | None = cfg.keychain_max_chars
-        elif sys.platform == "win32":
-            self.max_chars = _WINDOWS_MAX_CHARS
-        else:
-            self.max_chars = None
+        #: What one item holds: vault.keychain_max_chars, else the keychain's own limit
+        #: (Windows: 2,560 bytes of UTF-16), else none.
+        self.limit: ItemLimit | None = (
+            ItemLimit(cfg.keychain_max_chars) if cfg.keychain_max_chars else _platform.ITEM_LIMIT
+        )
         self._fp_key: bytes | None = None
         self._fp_lock = threading.Lock()
 
@@ -304,20 +297,21 @@ class KeychainBackend:
         # Runs last inside the index transaction: if the keychain refuses, the index row is
         # rolled back with it.
         key = item_key(ref.scope, ref.name)
-        limit = self.max_chars
+        limit = self.limit
         old_chunks = self._chunk_count(key)
-        if limit is None or len(value) <= limit:
+        if limit is None or limit.fits(value):
             self.client.set(key, value)
             self._drop_chunks(key, 1, old_chunks)
             return
         if not self.chunking:
+            unit = "characters" if limit.unit == "chars" else "bytes of UTF-16"
             raise SecretTooLarge(
-                f"{key}: the value has {len(value)} characters; this keychain holds at most "
-                f"{limit} per item and vault.chunking is off",
+                f"{key}: the value has {limit.measure(value)} {unit}; this keychain holds at "
+                f"most {limit.size} per item and vault.chunking is off",
                 hint="Enable vault.chunking, or store a smaller value.",
-                limit=limit,
+                limit=limit.size,
             )
-        parts = [value[i : i + limit] for i in range(0, len(value), limit)]
+        parts = limit.split(value)
         for index, part in enumerate(parts, start=1):
             self.client.set(f"{key}#{index}", part)
         digest = hashlib.sha256(value.encode()).hexdigest()[:16]
@@ -352,7 +346,7 @@ class KeychainBackend:
         return existed
 
     def _chunk_count(self, key: str) -> int:
-        if self.max_chars is None:
+        if self.limit is None:
             return 0
         head = self.client.get(key)
         if head is None or not head.startswith(_CHUNK_HEADER):
@@ -392,7 +386,13 @@ class KeychainBackend:
             "service": self.client.service,
             "selected": self.client.reason,
             "timeout_s": self.client.timeout,
-            "max_chars_per_item": self.max_chars,
+            # Kept for readers of the old key; "item_limit" says the unit too.
+            "max_chars_per_item": (
+                self.limit.size if self.limit is not None and self.limit.unit == "chars" else None
+            ),
+            "item_limit": (
+                None if self.limit is None else {"size": self.limit.size, "unit": self.limit.unit}
+            ),
             "chunking": self.chunking,
         }
 

@@ -1,0 +1,84 @@
+"""What differs between operating systems for child processes, behind one small interface.
+
+:mod:`bastion.supervisor.process` never tests ``sys.platform``: it calls this package, which
+picks the module for the running system once, at import (``linux.py``, ``posix.py`` for
+macOS and the BSDs, ``windows.py``; ``BASTION_PORTABLE=1`` picks ``posix.py`` on Linux too,
+so the macOS paths run in CI). What each provides:
+
+- ``AUTO_PARENT_DEATH`` / ``PARENT_DEATH_MODES``: how children die with the supervisor here
+  (``pdeathsig`` or the ``pipe`` shim on Linux, the shim elsewhere on POSIX, ``job`` on
+  Windows).
+- ``spawn_options(mode, parent_pid=, widen=)``: extra ``subprocess`` arguments (a new
+  session and the Linux child setup; suspended in a new console group on Windows).
+- ``contain(pid) -> Group`` right after the spawn, ``group_by_id(pgid)`` for a sweep:
+  the :class:`~bastion.supervisor._platform.base.Group` a run's processes are stopped,
+  killed and counted in (a POSIX process group; a Job Object).
+- ``pgid_of``, ``kill_pid``, ``kill_tree``, ``widen_pipe``: the per-process calls.
+
+File-level differences live in :mod:`bastion._platform`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from bastion._platform import PORTABLE
+from bastion.supervisor._platform.base import Group, ProcRecord
+
+if sys.platform == "win32":
+    from bastion.supervisor._platform.windows import (
+        AUTO_PARENT_DEATH,
+        PARENT_DEATH_MODES,
+        contain,
+        group_by_id,
+        kill_pid,
+        kill_tree,
+        pgid_of,
+        spawn_options,
+        widen_pipe,
+    )
+
+    SYSTEM = "windows"
+elif sys.platform.startswith("linux") and not PORTABLE:
+    from bastion.supervisor._platform.linux import (
+        AUTO_PARENT_DEATH,
+        PARENT_DEATH_MODES,
+        contain,
+        group_by_id,
+        kill_pid,
+        kill_tree,
+        pgid_of,
+        spawn_options,
+        widen_pipe,
+    )
+
+    SYSTEM = "linux"
+else:
+    from bastion.supervisor._platform.posix import (
+        AUTO_PARENT_DEATH,
+        PARENT_DEATH_MODES,
+        contain,
+        group_by_id,
+        kill_pid,
+        kill_tree,
+        pgid_of,
+        spawn_options,
+        widen_pipe,
+    )
+
+    SYSTEM = "posix"
+
+__all__ = [
+    "AUTO_PARENT_DEATH",
+    "PARENT_DEATH_MODES",
+    "SYSTEM",
+    "Group",
+    "ProcRecord",
+    "contain",
+    "group_by_id",
+    "kill_pid",
+    "kill_tree",
+    "pgid_of",
+    "spawn_options",
+    "widen_pipe",
+]

@@ -1,0 +1,94 @@
+"""Processes on Linux: the POSIX module plus what only Linux has.
+
+- ``PR_SET_PDEATHSIG`` (the default parent death here): between fork and exec the child asks
+  the kernel for ``SIGKILL`` when the supervisor dies, then closes the race where it died
+  before the ``prctl`` took effect.
+- ``PR_SET_CHILD_SUBREAPER``: the child (or the shim) becomes a subreaper, so a
+  double-forked grandchild is re-parented to it instead of to init and stays in its process
+  tree, where stop finds it even after it left the group with ``setsid``.
+- ``F_SETPIPE_SZ``: the capture pipes grow to 1 MiB, in the child before exec (never after:
+  a child that exited at once may have had its pipes closed already).
+
+``BASTION_PORTABLE=1`` selects ``posix.py`` instead (docs/platforms.md).
+"""
+
+from __future__ import annotations
+
+import sys
+
+assert sys.platform.startswith("linux")  # for mypy: this module is checked for Linux only
+
+import contextlib  # noqa: E402 - after the platform guard
+import ctypes  # noqa: E402
+import fcntl  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+from bastion.supervisor._platform.posix import (  # noqa: E402
+    ProcessGroup,
+    contain,
+    group_by_id,
+    kill_pid,
+    kill_tree,
+    pgid_of,
+)
+
+__all__ = [
+    "AUTO_PARENT_DEATH",
+    "PARENT_DEATH_MODES",
+    "ProcessGroup",
+    "contain",
+    "group_by_id",
+    "kill_pid",
+    "kill_tree",
+    "pgid_of",
+    "spawn_options",
+    "widen_pipe",
+]
+
+AUTO_PARENT_DEATH = "pdeathsig"
+PARENT_DEATH_MODES = frozenset({"pdeathsig", "pipe"})
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+F_SETPIPE_SZ = 1031
+#: Pipe capacity asked for the child's stdout/stderr (1 MiB is the unprivileged maximum).
+PIPE_SIZE = 1 << 20
+
+
+def widen_pipe(fd: int) -> None:
+    """Grow a pipe to :data:`PIPE_SIZE`: a 64 KiB pipe fills in well under a millisecond for
+    a chatty child, which then blocks until our reader gets the GIL back."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+
+
+def _child_setup(parent_pid: int, *, pdeathsig: bool, widen: tuple[int, ...]) -> Callable[[], None]:
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def setup() -> None:
+        # Runs in the child between fork and exec. fds 1/2 are the capture pipes by now
+        # (subprocess dup2s them before this runs).
+        for fd in widen:
+            widen_pipe(fd)
+        # Ask the kernel to SIGKILL us when the supervisor dies, then close the race where
+        # it died before the prctl took effect.
+        if pdeathsig:
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+        # A subreaper (kept across exec): a double-forked grandchild is re-parented to the
+        # child instead of to init, so it stays in its tree where stop finds it.
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+    return setup
+
+
+def spawn_options(mode: str, *, parent_pid: int, widen: tuple[int, ...]) -> dict[str, Any]:
+    """A new session, plus the Linux child setup (parent-death signal, subreaper, pipes)."""
+    return {
+        "start_new_session": True,
+        "preexec_fn": _child_setup(parent_pid, pdeathsig=mode == "pdeathsig", widen=widen),
+    }
