@@ -16,12 +16,18 @@ from pathlib import Path
 import apsw
 import pytest
 
+from bastion import _platform
 from bastion.store import Database
 from bastion.store._snapshot_copy import _sqlite_descriptor
 from bastion.store.backup import create_backup, read_source_state, verify_backup
 from tests.helpers import wait_until
 from tests.store.opsfixtures import ITEMS_DDL, add_items, count_items, integrity, make_items_db
 
+#: The file copy needs positional I/O on SQLite's descriptor; without it (Windows, or
+#: BASTION_PORTABLE=1) every backup goes through the backup API (test_backup_portable.py).
+needs_file_copy = pytest.mark.skipif(
+    not _platform.FILE_COPY, reason="no positional I/O here: backups use the backup API"
+)
 TALLY_DDL = "CREATE TABLE tally(id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL)"
 
 
@@ -53,6 +59,7 @@ def _facts(path: Path) -> tuple[int, int]:
         conn.close()
 
 
+@needs_file_copy
 def test_file_copy_is_one_snapshot_while_two_writers_commit(tmp_path: Path) -> None:
     db = _tallied_db(tmp_path / "bastion.db")
     for seq in range(40):
@@ -101,6 +108,7 @@ def test_file_copy_is_one_snapshot_while_two_writers_commit(tmp_path: Path) -> N
         db.close()
 
 
+@needs_file_copy
 def test_a_reader_pinning_older_frames_sends_the_copy_through_the_backup_api(
     tmp_path: Path,
 ) -> None:

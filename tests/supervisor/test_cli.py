@@ -259,6 +259,7 @@ def _program_pid(grandchild: int, marker: str) -> int:
     return found[0]
 
 
+@pytest.mark.subreaper  # a double-forked grandchild is found through the subreaper
 @pytest.mark.posix
 @pytest.mark.parametrize("parent_death", PARENT_DEATH)
 def test_list_and_status_show_the_services_own_pid_not_a_descendant(

@@ -71,6 +71,7 @@ def test_sigterm_ignorer_is_killed_after_the_grace(
     assert gone(program)
 
 
+@pytest.mark.subreaper  # a double-forked grandchild is found through the subreaper
 @parametrize_parent_death
 def test_double_forked_grandchild_outside_the_group_does_not_survive_stop(
     tmp_path: Path, parent_death: ParentDeath

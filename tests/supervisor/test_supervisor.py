@@ -151,6 +151,7 @@ def test_sigterm_ignorer_is_sigkilled_after_grace(
     assert gone(pid)
 
 
+@pytest.mark.subreaper  # a double-forked grandchild is found through the subreaper
 @parametrize_parent_death
 def test_double_forker_leaves_nothing_after_stop(
     db: Database, tmp_path: Path, parent_death: ParentDeath
@@ -203,6 +204,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.subreaper  # a double-forked grandchild is found through the subreaper
 @parametrize_parent_death
 def test_orphans_of_a_kill_9_supervisor_are_swept_by_the_next(
     db: Database, tmp_path: Path, parent_death: ParentDeath

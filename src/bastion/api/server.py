@@ -60,6 +60,7 @@ from bastion.runfiles import (
     write_handshake,
 )
 from bastion.scheduler import Job, Scheduler
+from bastion.supervisor._platform import on_stop_signals
 
 __all__ = ["ServeOptions", "bind_sockets", "http_protocol", "is_loopback", "serve"]
 
@@ -314,8 +315,8 @@ def _run(
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, request_stop, sig)
+        # SIGTERM/SIGINT (and Ctrl+Break on Windows, whose loop has no add_signal_handler).
+        restore_signals = on_stop_signals(loop, request_stop)
         if options.exit_with_parent:
             from bastion.api.parentwatch import watch_parent
 
@@ -336,8 +337,7 @@ def _run(
             await asyncio.to_thread(scheduler.stop)
             if options.exit_with_parent:
                 watch.cancel()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+            restore_signals()
 
     loop_factory = _loop_factory()
     with asyncio.Runner(loop_factory=loop_factory) as runner:

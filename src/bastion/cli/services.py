@@ -377,13 +377,13 @@ def run(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
     """
     import asyncio
     import json
-    import signal
 
     from bastion.app import Home
     from bastion.cli._output import to_json
     from bastion.client import DaemonClient
     from bastion.errors import DaemonAlreadyRunning
     from bastion.supervisor import load_specs
+    from bastion.supervisor._platform import on_stop_signals
     from bastion.supervisor.spec import validate_service_name
 
     for name in names:
@@ -406,8 +406,8 @@ def run(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
             received.append(signum)
             done.set()
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
+        # SIGINT/SIGTERM (and Ctrl+Break on Windows, whose loop has no add_signal_handler).
+        on_stop_signals(loop, on_signal)
         queue = sup.subscribe()
         await sup.open()
         for rec in sup.swept:

@@ -816,7 +816,8 @@ def _copy(
     except (apsw.FullError, apsw.IOError) as err:
         # Writing the copy failed (the source is only read). The backup object reports it
         # on the source connection ("not an error"): name the file and the OS's reason.
-        code = dest.system_errno or errno.EIO
+        full = isinstance(err, apsw.FullError)
+        code = dest.system_errno or (errno.ENOSPC if full else errno.EIO)
         raise _os_error(OSError(code, os.strerror(code)), tmp) from err
     finally:
         dest.close()

@@ -14,6 +14,8 @@ so the macOS paths run in CI). What each provides:
   the :class:`~bastion.supervisor._platform.base.Group` a run's processes are stopped,
   killed and counted in (a POSIX process group; a Job Object).
 - ``pgid_of``, ``kill_pid``, ``kill_tree``, ``widen_pipe``: the per-process calls.
+- ``on_stop_signals(loop, callback)``: SIGTERM/SIGINT (and Windows' SIGBREAK) to the event
+  loop, where asyncio cannot install signal handlers too (Windows' Proactor loop).
 
 File-level differences live in :mod:`bastion._platform`.
 """
@@ -24,6 +26,7 @@ import sys
 
 from bastion._platform import PORTABLE
 from bastion.supervisor._platform.base import Group, ProcRecord
+from bastion.supervisor._platform.signals import STOP_SIGNALS, on_stop_signals
 
 if sys.platform == "win32":
     from bastion.supervisor._platform.windows import (
@@ -71,6 +74,7 @@ else:
 __all__ = [
     "AUTO_PARENT_DEATH",
     "PARENT_DEATH_MODES",
+    "STOP_SIGNALS",
     "SYSTEM",
     "Group",
     "ProcRecord",
@@ -78,6 +82,7 @@ __all__ = [
     "group_by_id",
     "kill_pid",
     "kill_tree",
+    "on_stop_signals",
     "pgid_of",
     "spawn_options",
     "widen_pipe",
