@@ -97,7 +97,7 @@ def copy_private(
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     copied = 0
     try:
-        os.fchmod(fd, mode)  # the umask may have taken bits off
+        _platform.set_file_mode(fd, mode)  # the umask may have taken bits off
         with open(src, "rb") as source:
             while chunk := source.read(1024 * 1024):
                 view = memoryview(chunk)

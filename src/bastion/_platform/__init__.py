@@ -12,6 +12,7 @@ package picks the module for the running system once, at import: ``windows.py`` 
   dies, however it dies. ``flock`` on POSIX, ``msvcrt.locking`` on one byte on Windows.
 * Durable writes (:mod:`bastion._fs`): ``replace`` (atomic rename; retried through sharing
   violations on Windows), ``fsync_dir``, ``set_file_mode``.
+* Space and mounts (``store/_diagnose.py``): ``free_bytes`` and ``read_only_mount``.
 * Privacy: ``make_private_dir``/``private_dir_problem`` (mode 0700 and the owner on POSIX,
   a protected DACL on Windows) and ``file_exposure`` (who else may read or write a file).
 * Capabilities, each ``None`` where missing (callers take their portable path, chosen by
@@ -39,6 +40,7 @@ if sys.platform == "win32":
         FD_DIRS,
         copy_file_range,
         file_exposure,
+        free_bytes,
         fsync_dir,
         lock_holder,
         lower_thread_priority,
@@ -46,6 +48,7 @@ if sys.platform == "win32":
         pread,
         private_dir_problem,
         pwrite,
+        read_only_mount,
         replace,
         set_file_mode,
         try_lock,
@@ -59,6 +62,7 @@ elif sys.platform.startswith("linux") and not PORTABLE:
         FD_DIRS,
         copy_file_range,
         file_exposure,
+        free_bytes,
         fsync_dir,
         lock_holder,
         lower_thread_priority,
@@ -66,6 +70,7 @@ elif sys.platform.startswith("linux") and not PORTABLE:
         pread,
         private_dir_problem,
         pwrite,
+        read_only_mount,
         replace,
         set_file_mode,
         try_lock,
@@ -79,6 +84,7 @@ else:
         FD_DIRS,
         copy_file_range,
         file_exposure,
+        free_bytes,
         fsync_dir,
         lock_holder,
         lower_thread_priority,
@@ -86,6 +92,7 @@ else:
         pread,
         private_dir_problem,
         pwrite,
+        read_only_mount,
         replace,
         set_file_mode,
         try_lock,
@@ -107,6 +114,7 @@ __all__ = [
     "SYSTEM",
     "copy_file_range",
     "file_exposure",
+    "free_bytes",
     "fsync_dir",
     "lock_holder",
     "lower_thread_priority",
@@ -114,6 +122,7 @@ __all__ = [
     "pread",
     "private_dir_problem",
     "pwrite",
+    "read_only_mount",
     "replace",
     "set_file_mode",
     "try_lock",

@@ -29,6 +29,7 @@ __all__ = [
     "FD_DIRS",
     "copy_file_range",
     "file_exposure",
+    "free_bytes",
     "fsync_dir",
     "lock_holder",
     "lower_thread_priority",
@@ -36,6 +37,7 @@ __all__ = [
     "pread",
     "private_dir_problem",
     "pwrite",
+    "read_only_mount",
     "replace",
     "set_file_mode",
     "try_lock",
@@ -112,6 +114,19 @@ def file_exposure(path: Path) -> str | None:
     """Who besides the owner may read or write ``path`` (``"mode 644"``), or None."""
     mode = stat.S_IMODE(path.stat().st_mode)
     return f"mode {mode:o}" if mode & 0o077 else None
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes this process may still write on the filesystem holding ``path`` (root may use
+    the blocks reserved for it, ``f_bfree``; others only ``f_bavail``)."""
+    st = os.statvfs(path)
+    blocks = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    return int(blocks * st.f_frsize)
+
+
+def read_only_mount(path: Path) -> bool:
+    """The filesystem holding ``path`` is mounted read-only."""
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
 
 
 def writeback(fd: int, offset: int, length: int) -> None:

@@ -32,6 +32,7 @@ import ctypes  # noqa: E402 - after the platform guard
 import functools  # noqa: E402
 import msvcrt  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from ctypes import wintypes  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -43,6 +44,7 @@ __all__ = [
     "FD_DIRS",
     "copy_file_range",
     "file_exposure",
+    "free_bytes",
     "fsync_dir",
     "lock_holder",
     "lower_thread_priority",
@@ -50,6 +52,7 @@ __all__ = [
     "pread",
     "private_dir_problem",
     "pwrite",
+    "read_only_mount",
     "replace",
     "set_file_mode",
     "try_lock",
@@ -72,6 +75,7 @@ SDDL_REVISION_1 = 1
 TOKEN_QUERY = 0x0008
 TOKEN_USER_CLASS = 1  # TokenUser
 THREAD_PRIORITY_BELOW_NORMAL = -1
+FILE_READ_ONLY_VOLUME = 0x00080000
 
 
 def try_lock(fd: int) -> bool:
@@ -150,6 +154,19 @@ def _api() -> tuple[ctypes.WinDLL, ctypes.WinDLL]:
     kernel32.LocalFree.argtypes = [vp]
     kernel32.CloseHandle.argtypes = [wintypes.HANDLE]
     kernel32.SetThreadPriority.argtypes = [wintypes.HANDLE, ctypes.c_int]
+    kernel32.GetVolumePathNameW.argtypes = [wintypes.LPCWSTR, wintypes.LPWSTR, wintypes.DWORD]
+    kernel32.GetVolumePathNameW.restype = wintypes.BOOL
+    kernel32.GetVolumeInformationW.argtypes = [
+        wintypes.LPCWSTR,
+        wintypes.LPWSTR,
+        wintypes.DWORD,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.POINTER(wintypes.DWORD),
+        wintypes.LPWSTR,
+        wintypes.DWORD,
+    ]
+    kernel32.GetVolumeInformationW.restype = wintypes.BOOL
     return advapi32, kernel32
 
 
@@ -259,6 +276,22 @@ def file_exposure(path: Path) -> str | None:
     """Who besides the current user (and LocalSystem, Administrators) may read or write
     ``path``, from its DACL; or None."""
     return exposure(_dacl_sddl(path), _user_sid())
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes the current user may still write on the volume holding ``path``
+    (``GetDiskFreeSpaceExW``'s free bytes available to the caller, quotas included)."""
+    return shutil.disk_usage(path).free
+
+
+def read_only_mount(path: Path) -> bool:
+    """The volume holding ``path`` is read-only (``FILE_READ_ONLY_VOLUME``)."""
+    _advapi32, kernel32 = _api()
+    root = ctypes.create_unicode_buffer(260)
+    _check(kernel32.GetVolumePathNameW(str(path), root, len(root)))
+    flags = wintypes.DWORD()
+    _check(kernel32.GetVolumeInformationW(root, None, 0, None, None, ctypes.byref(flags), None, 0))
+    return bool(flags.value & FILE_READ_ONLY_VOLUME)
 
 
 def writeback(fd: int, offset: int, length: int) -> None:

@@ -25,6 +25,7 @@ import os
 import stat
 from pathlib import Path
 
+from bastion import _platform
 from bastion.errors import (
     StoreDiskFull,
     StoreIOError,
@@ -71,16 +72,15 @@ def mount_point(path: Path) -> Path:
 
 
 def free_bytes(path: Path) -> int:
-    """Bytes this process may still write on the filesystem holding ``path``."""
-    st = os.statvfs(_existing(Path(path)))
-    # root may use the blocks reserved for it (f_bfree); others only f_bavail.
-    blocks = st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail
-    return int(blocks * st.f_frsize)
+    """Bytes this process may still write on the filesystem holding ``path``
+    (``bastion._platform.free_bytes``: statvfs on POSIX, where root may use the reserved
+    blocks; the free space to this user on Windows)."""
+    return _platform.free_bytes(_existing(Path(path)))
 
 
 def _read_only_mount(path: Path) -> bool:
     try:
-        return bool(os.statvfs(_existing(Path(path))).f_flag & os.ST_RDONLY)
+        return _platform.read_only_mount(_existing(Path(path)))
     except OSError:
         return False
 
