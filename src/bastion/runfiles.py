@@ -140,16 +140,9 @@ def read_token(path: Path) -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with ``pid`` exists (signal 0 delivers nothing, it only checks)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+    """Whether a process with ``pid`` exists (``bastion._platform.pid_exists``: signal 0 on
+    POSIX; never ``os.kill`` on Windows, where it would terminate the daemon it asks about)."""
+    return _platform.pid_exists(pid)
 
 
 def read_handshake(run_dir: Path) -> Handshake | None:

@@ -12,6 +12,8 @@ package picks the module for the running system once, at import: ``windows.py`` 
   dies, however it dies. ``flock`` on POSIX, ``msvcrt.locking`` on one byte on Windows.
 * Durable writes (:mod:`bastion._fs`): ``replace`` (atomic rename; retried through sharing
   violations on Windows), ``fsync_dir``, ``set_file_mode``.
+* Processes: ``pid_exists`` (``kill(pid, 0)`` on POSIX; on Windows ``os.kill`` would
+  terminate the process, so ``OpenProcess``).
 * Space and mounts (``store/_diagnose.py``): ``free_bytes`` and ``read_only_mount``.
 * Privacy: ``make_private_dir``/``private_dir_problem`` (mode 0700 and the owner on POSIX,
   a protected DACL on Windows) and ``file_exposure`` (who else may read or write a file).
@@ -45,6 +47,7 @@ if sys.platform == "win32":
         lock_holder,
         lower_thread_priority,
         make_private_dir,
+        pid_exists,
         pread,
         private_dir_problem,
         pwrite,
@@ -67,6 +70,7 @@ elif sys.platform.startswith("linux") and not PORTABLE:
         lock_holder,
         lower_thread_priority,
         make_private_dir,
+        pid_exists,
         pread,
         private_dir_problem,
         pwrite,
@@ -89,6 +93,7 @@ else:
         lock_holder,
         lower_thread_priority,
         make_private_dir,
+        pid_exists,
         pread,
         private_dir_problem,
         pwrite,
@@ -119,6 +124,7 @@ __all__ = [
     "lock_holder",
     "lower_thread_priority",
     "make_private_dir",
+    "pid_exists",
     "pread",
     "private_dir_problem",
     "pwrite",

@@ -34,6 +34,7 @@ __all__ = [
     "lock_holder",
     "lower_thread_priority",
     "make_private_dir",
+    "pid_exists",
     "pread",
     "private_dir_problem",
     "pwrite",
@@ -127,6 +128,19 @@ def free_bytes(path: Path) -> int:
 def read_only_mount(path: Path) -> bool:
     """The filesystem holding ``path`` is mounted read-only."""
     return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+
+
+def pid_exists(pid: int) -> bool:
+    """A process with ``pid`` exists (signal 0 delivers nothing, it only checks)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def writeback(fd: int, offset: int, length: int) -> None:

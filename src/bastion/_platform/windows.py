@@ -49,6 +49,7 @@ __all__ = [
     "lock_holder",
     "lower_thread_priority",
     "make_private_dir",
+    "pid_exists",
     "pread",
     "private_dir_problem",
     "pwrite",
@@ -76,6 +77,9 @@ TOKEN_QUERY = 0x0008
 TOKEN_USER_CLASS = 1  # TokenUser
 THREAD_PRIORITY_BELOW_NORMAL = -1
 FILE_READ_ONLY_VOLUME = 0x00080000
+PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
+STILL_ACTIVE = 259
+ERROR_ACCESS_DENIED = 5
 
 
 def try_lock(fd: int) -> bool:
@@ -167,6 +171,10 @@ def _api() -> tuple[ctypes.WinDLL, ctypes.WinDLL]:
         wintypes.DWORD,
     ]
     kernel32.GetVolumeInformationW.restype = wintypes.BOOL
+    kernel32.OpenProcess.argtypes = [wintypes.DWORD, wintypes.BOOL, wintypes.DWORD]
+    kernel32.OpenProcess.restype = wintypes.HANDLE
+    kernel32.GetExitCodeProcess.argtypes = [wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD)]
+    kernel32.GetExitCodeProcess.restype = wintypes.BOOL
     return advapi32, kernel32
 
 
@@ -292,6 +300,24 @@ def read_only_mount(path: Path) -> bool:
     flags = wintypes.DWORD()
     _check(kernel32.GetVolumeInformationW(root, None, 0, None, None, ctypes.byref(flags), None, 0))
     return bool(flags.value & FILE_READ_ONLY_VOLUME)
+
+
+def pid_exists(pid: int) -> bool:
+    """A process with ``pid`` is running. Never ``os.kill(pid, 0)`` here: on Windows that is
+    ``TerminateProcess(pid, 0)``, it kills the process it asks about."""
+    if pid <= 0:
+        return False
+    _advapi32, kernel32 = _api()
+    handle = kernel32.OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+    if not handle:
+        return ctypes.get_last_error() == ERROR_ACCESS_DENIED  # exists, not ours to open
+    try:
+        code = wintypes.DWORD()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True
+        return code.value == STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def writeback(fd: int, offset: int, length: int) -> None:
