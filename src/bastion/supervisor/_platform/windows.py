@@ -280,12 +280,18 @@ def spawn_options(mode: str, *, parent_pid: int, widen: tuple[int, ...]) -> dict
 
 
 def contain(pid: int) -> Group:
-    """A job for the suspended child ``pid``; it runs once it is in it."""
-    job = JobGroup(pid)
+    """A job for the suspended child ``pid``; it runs once it is in it. If that cannot be
+    done, the child is terminated before it ever ran (a suspended child left behind would
+    never exit, and its spawn would wait for it forever)."""
+    job: JobGroup | None = None
     try:
+        job = JobGroup(pid)
         job.adopt_suspended(pid)
     except BaseException:
-        job.close()
+        with contextlib.suppress(ProcessLookupError, psutil.Error):
+            kill_pid(pid)
+        if job is not None:
+            job.close()
         raise
     return job
 
