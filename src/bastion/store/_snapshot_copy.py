@@ -815,9 +815,14 @@ def _copy(
         dest.pragma("journal_mode", "delete")
     except (apsw.FullError, apsw.IOError) as err:
         # Writing the copy failed (the source is only read). The backup object reports it
-        # on the source connection ("not an error"): name the file and the OS's reason.
-        full = isinstance(err, apsw.FullError)
-        code = dest.system_errno or (errno.ENOSPC if full else errno.EIO)
+        # on the source connection ("not an error"): name the file and the OS's reason,
+        # as the file copy does for the same refusal.
+        from bastion.store._diagnose import io_error
+
+        code = dest.system_errno
+        if isinstance(err, apsw.FullError):  # SQLITE_FULL: no space (or quota) for the copy
+            raise io_error(tmp, err_no=code or None, what="writing a backup", full=True) from err
+        code = code or errno.EIO
         raise _os_error(OSError(code, os.strerror(code)), tmp) from err
     finally:
         dest.close()
