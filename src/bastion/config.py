@@ -24,6 +24,7 @@ from bastion.errors import ConfigError
 
 __all__ = [
     "ApiConfig",
+    "ArchiveConfig",
     "BackupConfig",
     "Config",
     "ConfigEntry",
@@ -35,6 +36,7 @@ __all__ = [
     "env_name",
     "explain_config",
     "load_config",
+    "parse_duration",
     "render_config_markdown",
 ]
 
@@ -201,6 +203,64 @@ class RetentionConfig:
     vacuum_freelist_ratio: float = dataclasses.field(default=0.25, metadata=_bounds(0.0, 1.0))
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: a number and a unit, ``90s``, ``10m``, ``36h``, ``7d``, ``2w``
+    (several may follow each other: ``1d12h``). Raises ``ValueError`` naming the form."""
+    import re
+
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhdw])", text.strip().lower())
+    rebuilt = "".join(f"{n}{u}" for n, u in parts)
+    if not parts or rebuilt != re.sub(r"\s+", "", text.strip().lower()):
+        raise ValueError(
+            f"{text!r} is not a duration: use a number and a unit (s, m, h, d, w), e.g. 7d or 90m"
+        )
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ArchiveConfig:
+    """[archive]: continuous archiving of the WAL for point-in-time restores (`db restore --at`)."""
+
+    #: Archive bastion.db's WAL while the daemon runs (library apps: ``Home.start_archiving()``).
+    enabled: bool = True
+    #: Where the archive lives (best on another disk or a synced folder); empty = <home>/archive.
+    #: A relative path is taken from the home.
+    dir: str = ""
+    #: Most seconds between two archiving passes (the recovery point objective): new WAL frames
+    #: are copied at least this often, and at every checkpoint.
+    interval_s: float = dataclasses.field(default=1.0, metadata=_bounds(0.05, 3600))
+    #: How far back a restore can reach: archived history and base snapshots older than this
+    #: are pruned together (a duration: 7d, 36h, 90m).
+    retain: str = "7d"
+    #: Seconds between new base snapshots of a generation (a restore replays at most this much).
+    snapshot_interval_s: int = dataclasses.field(default=24 * 3600, metadata=_bounds(60))
+    #: Frames archived since the last checkpoint past which the archiver checkpoints (SQLite's
+    #: own autocheckpoint is handed to the archiver while it runs).
+    checkpoint_frames: int = dataclasses.field(default=1000, metadata=_bounds(10, 10_000_000))
+
+    def __post_init__(self) -> None:
+        try:
+            seconds = parse_duration(self.retain)
+        except ValueError as err:
+            raise ConfigError(
+                f"[archive] retain: {err}", hint='Use e.g. retain = "7d"', key="retain"
+            ) from None
+        if seconds < 60:
+            raise ConfigError(
+                f"[archive] retain: {self.retain!r} is under a minute",
+                hint='Keep at least a minute of history, e.g. retain = "7d".',
+                key="retain",
+            )
+
+    @property
+    def retain_s(self) -> float:
+        """``retain`` in seconds."""
+        return parse_duration(self.retain)
+
+
 _SECTIONS: dict[str, type[Any]] = {
     "store": StoreConfig,
     "vault": VaultConfig,
@@ -208,6 +268,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "api": ApiConfig,
     "backup": BackupConfig,
     "retention": RetentionConfig,
+    "archive": ArchiveConfig,
 }
 
 
@@ -222,6 +283,7 @@ class Config:
     api: ApiConfig = ApiConfig()
     backup: BackupConfig = BackupConfig()
     retention: RetentionConfig = RetentionConfig()
+    archive: ArchiveConfig = ArchiveConfig()
 
     @property
     def db_path(self) -> Path:
@@ -237,6 +299,13 @@ class Config:
     def backups_dir(self) -> Path:
         """``<home>/backups``: verified backups and their manifests."""
         return self.home / "backups"
+
+    @property
+    def archive_dir(self) -> Path:
+        """``[archive] dir`` (relative to the home), else ``<home>/archive``: WAL history."""
+        if not self.archive.dir:
+            return self.home / "archive"
+        return self.home / Path(self.archive.dir).expanduser()
 
     @property
     def quarantine_dir(self) -> Path:

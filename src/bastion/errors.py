@@ -42,8 +42,10 @@ action can make the same call succeed).
     │   │   ├── MigrationCheckFailed
     │   │   ├── MigrationLocked
     │   │   └── BaselineMismatch
-    │   └── BackupError
-    │       └── RestoreRefused
+    │   ├── BackupError
+    │   │   └── RestoreRefused
+    │   └── ArchiveError
+    │       └── PointInTimeUnavailable
     ├── VaultError
     │   ├── KeychainUnavailable
     │   ├── KeychainLocked
@@ -79,6 +81,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ApiError",
+    "ArchiveError",
     "BackupError",
     "BaselineMismatch",
     "BastionError",
@@ -107,6 +110,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PlaintextCredential",
+    "PointInTimeUnavailable",
     "ReferenceViolation",
     "RestoreRefused",
     "RuleViolation",
@@ -485,6 +489,29 @@ class RestoreRefused(BackupError):
     default_recoverable = False
 
 
+class ArchiveError(StoreError):
+    """The WAL archive (point-in-time history) could not be written or read."""
+
+    code = "archive_failed"
+    default_hint = (
+        "Check that [archive] dir is a directory you own (mode 0700) with free space; "
+        "`bastion db timeline` shows what the archive holds."
+    )
+    default_recoverable = True
+
+
+class PointInTimeUnavailable(ArchiveError):
+    """No archived history covers the instant asked for; nothing was changed."""
+
+    code = "pitr_unavailable"
+    default_hint = (
+        "Nothing was changed. `bastion db timeline` lists the instants each generation of "
+        "the archive can restore; pick one inside a range."
+    )
+    default_recoverable = False
+    http_status = 404
+
+
 # --- vault -----------------------------------------------------------------------------------
 
 
@@ -740,6 +767,8 @@ EXIT_CODES: dict[type[BastionError], int] = {
     NotADatabase: 74,
     MigrationError: 65,
     MigrationLocked: 75,
+    ArchiveError: 74,
+    PointInTimeUnavailable: 66,
     VaultError: 77,
     RuleViolation: 65,
     SecretTooLarge: 65,

@@ -137,6 +137,9 @@ class Database(ReaderPool):
         self._watchdog: Any = None
         #: None for a normal open; how the file is read when opened read-only.
         self.readonly: str | None = None
+        # The archiver (store/archive) that took over this database's checkpoints, if any:
+        # the WAL watchdog asks it instead of checkpointing past its read transaction.
+        self._wal_owner: Any = None
 
     # --- opening -------------------------------------------------------------------------
 

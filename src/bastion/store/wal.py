@@ -105,7 +105,13 @@ class WalWatchdog:
                 log.exception("WAL watchdog could not checkpoint %s", self._db.path)
 
     def shrink(self) -> bool:
-        """RESTART then TRUNCATE; return True when the WAL was reset to zero bytes."""
+        """RESTART then TRUNCATE; return True when the WAL was reset to zero bytes.
+
+        While an archiver owns the WAL (``store.archive``), it is asked instead: it copies
+        the frames first and then checkpoints, so nothing leaves the WAL unarchived."""
+        owner = self._db._wal_owner
+        if owner is not None:
+            return bool(owner.shrink_wal())
         restart = checkpoint(self._db, "RESTART", wait_ms=_CHECKPOINT_WAIT_MS)
         if restart.busy or restart.checkpointed_frames < restart.wal_frames:
             self._report_holder(restart)

@@ -1,0 +1,63 @@
+"""Continuous WAL archiving and point-in-time restores (Litestream's idea on bastion's backups).
+
+* :mod:`.archiver` -- the thread that copies committed WAL frames into the archive, holds
+  the read transaction that keeps SQLite from reusing frames it has not copied, runs the
+  checkpoints, takes base snapshots and prunes;
+* :mod:`.restore` -- rebuilding a database as of an instant (base + replay), the timeline;
+* :mod:`.segment`, :mod:`.layout` -- the archive's files; :mod:`.walfile` -- reading the
+  live WAL and wal-index; :mod:`.policy` -- schedule and retention, pure.
+
+The names below load on first use, like :mod:`bastion.store`'s.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bastion._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from bastion.store.archive.archiver import Archiver, ArchiveStatus
+    from bastion.store.archive.restore import (
+        GenerationRange,
+        PointInTimeRestore,
+        RestorePlan,
+        build_at,
+        parse_instant,
+        plan_restore,
+        restore_at,
+        timeline,
+    )
+
+__all__ = [
+    "ArchiveStatus",
+    "Archiver",
+    "GenerationRange",
+    "PointInTimeRestore",
+    "RestorePlan",
+    "build_at",
+    "parse_instant",
+    "plan_restore",
+    "restore_at",
+    "timeline",
+]
+
+_HOME = {
+    "ArchiveStatus": "bastion.store.archive.archiver",
+    "Archiver": "bastion.store.archive.archiver",
+    **{
+        name: "bastion.store.archive.restore"
+        for name in (
+            "GenerationRange",
+            "PointInTimeRestore",
+            "RestorePlan",
+            "build_at",
+            "parse_instant",
+            "plan_restore",
+            "restore_at",
+            "timeline",
+        )
+    },
+}
+
+__getattr__, __dir__ = lazy_exports(globals(), _HOME)

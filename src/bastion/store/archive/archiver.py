@@ -1,0 +1,734 @@
+"""Continuous archiving of one database's WAL (Litestream's idea, on bastion's own backups).
+
+The archiver is a thread beside an open :class:`~bastion.store.engine.Database`. Each *pass*
+copies the frames committed since the last pass from the ``-wal`` file into a new segment of
+the archive (:mod:`.segment`), compressed and checksummed. Passes run every
+``[archive] interval_s`` and whenever the WAL has grown by ``checkpoint_frames``; after the
+copy the archiver runs the checkpoint itself (SQLite's autocheckpoint on this process's
+writer is handed over to it). Commits of other processes (the CLI writing while the daemon
+runs) are in the same WAL and are archived the same way.
+
+**Why no frame can be lost.** SQLite reuses the WAL only after a checkpoint has copied every
+frame into the database file and no reader still uses the WAL ("restart"). Like Litestream,
+the archiver holds a read transaction ``R`` open on a connection of its own between passes,
+begun when it had copied everything committed (its snapshot is the archived position ``P``):
+
+* while ``R`` holds a WAL read mark, no frame past ``P`` can be checkpointed (a checkpoint
+  never copies past a live reader's snapshot) and the WAL cannot restart (that needs every
+  read mark free); so every frame not yet archived stays where it is;
+* when everything was checkpointed as ``R`` began, SQLite gives ``R`` read mark 0 instead,
+  which stops every checkpoint from copying anything; the WAL may then restart once, but only
+  while it holds nothing past ``P``.
+
+A pass takes the database's write lock (a write unit that writes nothing) for the moment it
+reads the committed end from the wal-index, copies the frames up to it, runs the checkpoint
+(when due) and moves ``R`` to the new end: no commit can slip in between, from this process
+or another. Compression and the segment's fsync happen after the lock is released.
+
+So while the archiver runs, a WAL whose salts changed since the last pass restarted exactly at
+``P`` and its frames continue the history. When the archiver did not hold ``R`` (first pass
+after a start, after an error), continuity is *proved* instead: same salts, and the frame at
+``P`` still carries the checksum archived with it. Anything else -- the WAL was reset or
+replaced while nobody watched -- starts a new **generation** (a new id, a new base snapshot:
+a verified backup taken into the archive). The writer connection gets
+``SQLITE_FCNTL_PERSIST_WAL``, so a clean stop and restart keeps the WAL and the generation.
+
+**Commit times.** A restore "at T" needs the last commit at or before T. SQLite's WAL hook
+tells the archiver the moment each commit of this process lands (exact); another process's
+commit is timed by the archiver's own looks at the wal-index (every 0.1 s): it happened
+after the last look that did not see it and by the first that did, and a restore applies it
+only to instants after the later bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import shutil
+import struct
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import apsw
+
+from bastion._fs import ensure_private_dir, fsync_dir
+from bastion.errors import ArchiveError, BastionError, StoreError
+from bastion.store._errors import translate
+from bastion.store.archive import policy
+from bastion.store.archive.layout import (
+    GenerationInfo,
+    list_bases,
+    list_generations,
+    list_segments,
+    new_generation_id,
+    write_base_record,
+    write_generation,
+)
+from bastion.store.archive.segment import Commit, segment_name, write_segment
+from bastion.store.archive.walfile import (
+    FRAME_HEADER_BYTES,
+    IndexHeader,
+    IndexReader,
+    WalFile,
+    set_persist_wal,
+)
+
+if TYPE_CHECKING:
+    from bastion.config import ArchiveConfig
+    from bastion.store.engine import Database, WriteTx
+
+__all__ = ["ArchiveStatus", "Archiver", "apply_prune", "plan_archive_prune"]
+
+log = logging.getLogger("bastion.store.archive")
+
+#: ``fn(kind, subject, data)``: "archive.generation", "archive.base", "archive.failed".
+EventSink = Callable[[str, str, Mapping[str, Any]], None]
+
+_ZERO_CHECKSUM = bytes(8)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ArchiveStatus:
+    """Where the archiver is: generation, archived position, passes, the last error."""
+
+    db_name: str
+    archive_dir: str
+    running: bool
+    generation: str | None
+    epoch: int
+    frame: int
+    passes: int
+    segments_written: int
+    frames_archived: int
+    bytes_archived: int
+    last_pass_at: float | None
+    last_commit_at: float | None
+    last_error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class _Batch:
+    """What one locked phase read: frames to archive and who committed them when."""
+
+    header: IndexHeader
+    read_at: float
+    first: int = 0
+    last: int = 0
+    frames: bytes = b""
+    new_generation: str | None = None  # the reason, when the history broke
+    new_epoch: bool = False
+    hooks: list[tuple[float, int]] = dataclasses.field(default_factory=list)
+    checkpoint: tuple[int, int, int] | None = None
+
+
+class Archiver:
+    """Archives ``db``'s WAL into ``archive_root/<db.name>/`` on a background thread.
+
+    ``start()`` begins (and resumes the newest generation when the WAL provably continues
+    it); ``stop()`` runs a last pass, then lets SQLite checkpoint on its own again. One per
+    database per process. ``sync_now()`` runs a pass on the caller's thread.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        archive_root: Path,
+        config: ArchiveConfig,
+        *,
+        on_event: EventSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.archive_root = Path(archive_root).absolute()
+        self.config = config
+        self._on_event = on_event
+        self._clock = clock
+        self._wall = wall
+        self._index = IndexReader(db.path)
+        self._wal = WalFile(db.path)
+        self._lock = threading.Lock()  # one pass at a time (thread, sync_now, stop)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reader: apsw.Connection | None = None  # holds R between passes
+        self._checkpointer: apsw.Connection | None = None
+        self._protected = False  # R held without a break since the last locked phase
+        # The archived position.
+        self._gen: GenerationInfo | None = None
+        self._epoch = 0
+        self._salt = b""
+        self._pos = 0
+        self._checksum = _ZERO_CHECKSUM
+        self._page_size = 0
+        self._last_commit_t: float | None = None
+        self._last_read_at = 0.0  # when the last locked phase read the WAL
+        # Commits of this process since the last locked phase, from SQLite's WAL hook.
+        self._hooks: list[tuple[float, int]] = []
+        self._nudge_at = config.checkpoint_frames
+        self._nudged = False
+        # Looks at the wal-index between passes: (wall time, salt, committed frames).
+        self._looks: list[tuple[float, bytes, int]] = []
+        self._schedule = policy.ScheduleState()
+        self._frames_since_checkpoint = 0
+        self._needs_base = False
+        self._passes = self._segments = self._frames = self._bytes = 0
+        self._last_pass_at: float | None = None
+        self._last_error: str | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> Archiver:
+        """Open the archiver's connections, take over checkpoints, start the thread."""
+        if self._thread is not None:
+            raise RuntimeError(f"the archiver of {self.db.path} is running already")
+        try:
+            ensure_private_dir(self.archive_root / self.db.name)
+        except OSError as err:
+            raise ArchiveError(
+                f"cannot use {self.archive_root} for the archive: {err.strerror or err}",
+                path=str(self.archive_root),
+            ) from err
+        self._reader = self._side_connection()
+        self._checkpointer = self._side_connection()
+        self._resume()
+        writer = self.db._driver_connection()
+        set_persist_wal(writer)
+        writer.set_wal_hook(self._on_commit)  # replaces SQLite's autocheckpoint hook
+        self.db._wal_owner = self
+        self._thread = threading.Thread(
+            target=self._loop, name=f"bastion-archive:{self.db.name}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """A last pass, then stop the thread and give checkpoints back to SQLite. Idempotent."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stop.set()
+        self._wake.set()
+        thread.join()
+        if not self.db.closed:
+            with contextlib.suppress(BastionError, apsw.Error):
+                self._pass(checkpoint=False)
+            writer = self.db._driver_connection()
+            with contextlib.suppress(apsw.Error):
+                writer.set_wal_hook(None)
+                writer.wal_autocheckpoint(1000)  # SQLite's default hook, back in place
+        self.db._wal_owner = None
+        self._end_read()
+        for conn in (self._reader, self._checkpointer):
+            if conn is not None:
+                with contextlib.suppress(apsw.Error):
+                    conn.close()
+        self._reader = self._checkpointer = None
+        self._wal.close()
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread runs (between start and stop)."""
+        return self._thread is not None
+
+    def __enter__(self) -> Archiver:
+        if self._thread is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wake(self) -> None:
+        """Make the thread look now (a pass runs if one is due)."""
+        self._wake.set()
+
+    def status(self) -> ArchiveStatus:
+        """Where the archiver is now."""
+        return ArchiveStatus(
+            db_name=self.db.name,
+            archive_dir=str(self.archive_root),
+            running=self.running,
+            generation=self._gen.id if self._gen else None,
+            epoch=self._epoch,
+            frame=self._pos,
+            passes=self._passes,
+            segments_written=self._segments,
+            frames_archived=self._frames,
+            bytes_archived=self._bytes,
+            last_pass_at=self._last_pass_at,
+            last_commit_at=self._last_commit_t,
+            last_error=self._last_error,
+        )
+
+    # --- the thread ----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._look()
+            nudged, self._nudged = self._nudged, False
+            plan = policy.plan_pass(
+                self._schedule,
+                now=self._clock(),
+                wall=self._wall(),
+                interval_s=self.config.interval_s,
+                snapshot_interval_s=self.config.snapshot_interval_s,
+                checkpoint_frames=self.config.checkpoint_frames,
+                frames_since_checkpoint=self._frames_since_checkpoint,
+                nudged=nudged,
+            )
+            try:
+                if plan.sync or self._gen is None:
+                    self._pass(checkpoint=plan.checkpoint)
+                if self._gen is not None and (plan.snapshot or self._needs_base):
+                    self._snapshot()
+                if plan.prune:
+                    self._schedule = dataclasses.replace(self._schedule, last_prune=self._clock())
+                    self.prune()
+            except Exception as err:  # the archiver must outlive any one failure
+                if self.db.closed:
+                    return
+                self._failed(err)
+            self._wake.wait(plan.wait_s)
+            self._wake.clear()
+
+    def _failed(self, err: BaseException) -> None:
+        message = err.message if isinstance(err, BastionError) else f"{type(err).__name__}: {err}"
+        if message != self._last_error:
+            log.error("archiving %s failed: %s", self.db.path, message)
+            if self._on_event:
+                with contextlib.suppress(Exception):
+                    self._on_event("archive.failed", self.db.name, {"error": message})
+        self._last_error = message
+
+    def _look(self) -> None:
+        """Sample the committed end of the WAL: it times other processes' commits."""
+        header = self._index.read(attempts=3)
+        if header is not None:
+            look = (self._wall(), header.salt, header.mx_frame)
+            if not self._looks or self._looks[-1][1:] != look[1:]:
+                self._looks.append(look)
+            else:
+                self._looks[-1] = look  # unchanged: keep the latest time it was still so
+            del self._looks[:-1000]
+
+    def _on_commit(self, _conn: Any, _name: str, pages: int) -> int:
+        """SQLite's WAL hook on this process's writer, after every commit (the writer
+        thread, under the writer lock): note when, and wake the archiver when a checkpoint
+        is due. Runs on every commit: keep it to an append."""
+        self._hooks.append((time.time(), pages))
+        if pages >= self._nudge_at and not self._nudged:
+            self._nudged = True
+            self._wake.set()
+        return 0  # SQLITE_OK
+
+    # --- one pass ------------------------------------------------------------------------
+
+    def sync_now(self, *, checkpoint: bool = False) -> ArchiveStatus:
+        """Run a pass now on the calling thread: archive everything committed so far."""
+        if self._reader is None:
+            raise RuntimeError("the archiver is not started")
+        self._look()
+        self._pass(checkpoint=checkpoint)
+        return self.status()
+
+    def shrink_wal(self) -> bool:
+        """The WAL watchdog's request when the WAL passed its cap: archive, then checkpoint
+        (which lets the WAL restart). Returns whether the checkpoint copied every frame."""
+        batch = self._pass(checkpoint=True)
+        return batch is not None and batch.checkpoint is not None and batch.checkpoint[0] == 0
+
+    def _pass(self, *, checkpoint: bool) -> _Batch | None:
+        with self._lock:
+            if self._reader is None or self._checkpointer is None:
+                return None
+            if checkpoint:
+                self._checkpoint_upto_reader()
+            try:
+                batch = self.db.write(lambda tx: self._locked(tx, checkpoint))
+            except BaseException:
+                self._protected = False
+                raise
+            try:
+                self._store(batch)
+            except BaseException:
+                # The frames read are not in the archive and R has moved past them: the
+                # history cannot be proved complete any more. A new generation follows.
+                self._protected = False
+                self._gen = None
+                raise
+            self._passes += 1
+            self._last_pass_at = batch.read_at
+            self._last_error = None
+            self._schedule = dataclasses.replace(self._schedule, last_sync=self._clock())
+            return batch
+
+    def _checkpoint_upto_reader(self) -> None:
+        """Before the locked phase: checkpoint up to R's snapshot (the archived position).
+        The bulk of the copying happens here, without the write lock; the locked phase then
+        has only the frames of the last moments left."""
+        assert self._checkpointer is not None
+        with contextlib.suppress(apsw.Error):
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _locked(self, tx: WriteTx, checkpoint: bool) -> _Batch:
+        """With the write lock held (no commit anywhere can happen meanwhile): read what is
+        committed, copy the new frames, checkpoint if asked, move R to the new end.
+
+        Runs inside a write unit that writes nothing (its COMMIT writes no frame). Keep it
+        short: every writer waits for it. Compression and fsync happen after it."""
+        header = self._index.read()
+        if header is None:
+            raise ArchiveError(
+                f"cannot read the wal-index of {self.db.path}",
+                hint="Is the database in WAL mode and open in this process?",
+            )
+        batch = _Batch(header, self._wall())
+        batch.hooks, self._hooks = self._hooks, []
+        if self._gen is None:
+            batch.new_generation = "no generation to continue (first start or restore)"
+        elif header.salt == self._salt:
+            if header.mx_frame < self._pos or not (self._protected or self._frame_at_pos_ok()):
+                batch.new_generation = (
+                    "the WAL no longer holds the archived position (it was rewritten while "
+                    "no archiver ran)"
+                )
+        elif self._protected:
+            batch.new_epoch = True  # restarted at P while R was held: the history goes on
+        else:
+            batch.new_generation = "the WAL was reset while no archiver ran"
+        if batch.new_generation is None and header.page_size != self._page_size:
+            batch.new_generation = "the page size changed"
+        if batch.new_generation is None:
+            batch.first = 1 if batch.new_epoch else self._pos + 1
+            batch.last = header.mx_frame
+            if batch.last >= batch.first:
+                batch.frames = self._wal.frames(batch.first, batch.last, header.page_size)
+                _check_frames(batch, self.db.path)
+        # Hand R over to the new end. A checkpoint in between, when asked: everything up to
+        # the end is read, so the WAL may restart after it (R's successor takes read mark 0
+        # when the checkpoint copied everything, and the next writer starts a new epoch).
+        self._end_read()
+        if checkpoint:
+            assert self._checkpointer is not None
+            try:
+                row = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                busy, log_frames, done = (int(str(v)) for v in row[0])
+                batch.checkpoint = (busy, log_frames, done)
+            except apsw.Error as err:
+                log.warning("checkpoint of %s failed: %s", self.db.path, err)
+        self._begin_read()
+        return batch
+
+    def _frame_at_pos_ok(self) -> bool:
+        if self._pos == 0:
+            return True
+        frame = self._wal.frame_header(self._pos, self._page_size)
+        return frame is not None and frame.salt == self._salt and frame.checksum == self._checksum
+
+    def _begin_read(self) -> None:
+        assert self._reader is not None
+        try:
+            self._reader.execute("BEGIN")
+            self._reader.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+        except apsw.Error as err:
+            self._protected = False
+            self._end_read()
+            raise translate(
+                err, path=str(self.db.path), what="holding the archive's snapshot"
+            ) from err
+        self._protected = True
+
+    def _end_read(self) -> None:
+        if self._reader is not None and self._reader.in_transaction:
+            with contextlib.suppress(apsw.Error):
+                self._reader.execute("COMMIT")
+
+    def _store(self, batch: _Batch) -> None:
+        """After the lock: start a generation or write the segment; move the position."""
+        header = batch.header
+        if batch.new_generation is not None:
+            self._start_generation(batch)
+            self._last_read_at = batch.read_at
+            return
+        if batch.checkpoint is not None:
+            self._frames_since_checkpoint = 0
+            self._nudge_at = self.config.checkpoint_frames
+        if batch.new_epoch:
+            self._epoch += 1
+            self._salt = header.salt
+            self._pos, self._checksum = 0, _ZERO_CHECKSUM
+        if not batch.frames:
+            self._last_read_at = batch.read_at
+            return
+        assert self._gen is not None
+        commits = self._commit_times(batch)
+        info = write_segment(
+            self._gen.segments_dir / segment_name(self._epoch, batch.first, batch.last),
+            generation=self._gen.id,
+            epoch=self._epoch,
+            salt=self._salt,
+            page_size=self._page_size,
+            first=batch.first,
+            frames=batch.frames,
+            prev_checksum=self._checksum,
+            commits=commits,
+            created_at=batch.read_at,
+        )
+        self._pos = batch.last
+        self._checksum = bytes.fromhex(info.last_checksum)
+        self._last_read_at = batch.read_at
+        if commits:
+            self._last_commit_t = commits[-1].t_hi
+        count = batch.last - batch.first + 1
+        self._segments += 1
+        self._frames += count
+        self._bytes += len(batch.frames)
+        self._frames_since_checkpoint += count
+        if batch.checkpoint is None:
+            self._nudge_at = batch.last + self.config.checkpoint_frames
+
+    def _commit_times(self, batch: _Batch) -> list[Commit]:
+        """Each commit frame of the batch with its time (see the module docstring).
+
+        A commit of this process has the WAL hook's time. Another's happened after the last
+        look (or pass) that did not see it and by the first look that did -- and before any
+        later commit of this process, and after any earlier one: the bounds are tightened
+        both ways, so ``t_hi`` never decreases along the WAL and "every commit with
+        ``t_hi <= T``" is always a prefix of the history.
+        """
+        size = FRAME_HEADER_BYTES + self._page_size
+        mine = {pages: t for t, pages in batch.hooks}
+        looks = [(t, mx) for t, salt, mx in self._looks if salt == batch.header.salt]
+        floor = self._last_read_at
+        frames = batch.frames
+        found: list[tuple[int, int, float, float]] = []
+        for n in range(batch.first, batch.last + 1):
+            pages = struct.unpack_from(">I", frames, (n - batch.first) * size + 4)[0]
+            if not pages:
+                continue
+            if n in mine:
+                t_lo = t_hi = mine[n]
+            else:
+                t_hi = min((t for t, mx in looks if mx >= n), default=batch.read_at)
+                t_lo = max((t for t, mx in looks if mx < n and t <= t_hi), default=floor)
+            found.append((n, int(pages), max(t_lo, floor), min(t_hi, batch.read_at)))
+        # Later commits bound earlier ones from above, earlier ones bound later ones from below.
+        commits: list[Commit] = []
+        ceiling = batch.read_at
+        for n, pages, t_lo, t_hi in reversed(found):
+            ceiling = min(ceiling, t_hi)
+            commits.append(Commit(n, pages, t_lo, ceiling))
+        commits.reverse()
+        low = floor
+        for i, c in enumerate(commits):
+            low = max(low, c.t_lo)
+            commits[i] = dataclasses.replace(c, t_lo=min(low, c.t_hi))
+        if self._looks:
+            self._looks = self._looks[-1:]
+        return commits
+
+    # --- generations and bases -----------------------------------------------------------
+
+    def _resume(self) -> None:
+        """Take the newest generation's archived end as the position to continue from; the
+        first locked phase proves (or refutes) that the WAL still continues it."""
+        generations = list_generations(self.archive_root, self.db.name)
+        if not generations:
+            return
+        gen = generations[-1]
+        segments, _ = list_segments(gen)
+        self._gen = gen
+        self._page_size = gen.page_size
+        if segments:
+            tip = max(segments, key=lambda s: s.end)
+            self._epoch, self._salt, self._pos = tip.epoch, bytes.fromhex(tip.salt), tip.last
+            self._checksum = bytes.fromhex(tip.last_checksum)
+            self._last_commit_t = max((c.t_hi for c in tip.commits), default=None)
+        else:
+            self._epoch, self._salt = 0, bytes.fromhex(gen.start_salt)
+            self._pos, self._checksum = gen.start_frame, bytes.fromhex(gen.start_checksum)
+        bases = list_bases(gen)
+        self._needs_base = not bases
+        if bases:
+            self._schedule = dataclasses.replace(
+                self._schedule, last_base_wall=max(b.created_at for b in bases)
+            )
+
+    def _start_generation(self, batch: _Batch) -> None:
+        header = batch.header
+        checksum = _ZERO_CHECKSUM
+        if header.mx_frame:
+            frame = self._wal.frame_header(header.mx_frame, header.page_size)
+            checksum = frame.checksum if frame is not None else _ZERO_CHECKSUM
+        reason = batch.new_generation or ""
+        gen = write_generation(
+            self.archive_root,
+            self.db.name,
+            new_generation_id(dt.datetime.fromtimestamp(batch.read_at, dt.UTC)),
+            created_at=batch.read_at,
+            reason=reason,
+            page_size=header.page_size,
+            salt=header.salt,
+            frame=header.mx_frame,
+            checksum=checksum,
+        )
+        self._gen = gen
+        self._epoch, self._salt, self._pos = 0, header.salt, header.mx_frame
+        self._checksum, self._page_size = checksum, header.page_size
+        self._last_commit_t = None
+        self._frames_since_checkpoint = 0
+        self._needs_base = True
+        self._schedule = dataclasses.replace(self._schedule, last_base_wall=None)
+        log.info("archive of %s: new generation %s (%s)", self.db.path, gen.id, reason)
+        if self._on_event:
+            with contextlib.suppress(Exception):
+                self._on_event(
+                    "archive.generation", self.db.name, {"generation": gen.id, "reason": reason}
+                )
+
+    def snapshot_now(self) -> Path:
+        """Take a base snapshot of the current generation now; returns the backup's path."""
+        if self._gen is None:
+            self.sync_now()
+        return self._snapshot()
+
+    def _snapshot(self) -> Path:
+        """A verified backup into the generation's ``bases/``, bracketed by two positions."""
+        from bastion.store.backup import create_backup, utc_stamp
+
+        with self._lock:
+            gen = self._gen
+            if gen is None:
+                raise ArchiveError(f"no generation of {self.db.name} to snapshot")
+            lo = (self._epoch, self._pos)
+        started = self._wall()
+        target = gen.bases_dir / f"base-{utc_stamp(dt.datetime.fromtimestamp(started, dt.UTC))}.db"
+        try:
+            result = create_backup(self.db, gen.bases_dir, to=target)
+        except StoreError:
+            self._schedule = dataclasses.replace(self._schedule, base_failed_at=self._clock())
+            raise
+        self._pass(checkpoint=False)  # archives at least up to the backup's snapshot
+        with self._lock:
+            if self._gen is not gen:
+                # The history broke meanwhile: this backup is no base of the new generation.
+                raise ArchiveError(f"generation {gen.id} ended while its base was taken")
+            hi = (self._epoch, self._pos)
+            at_start = hi == (0, gen.start_frame)
+            usable = gen.created_at if at_start or self._last_commit_t is None else None
+            usable_from = usable if usable is not None else float(self._last_commit_t or started)
+        write_base_record(
+            gen, result.path, created_at=started, lo=lo, hi=hi, usable_from=usable_from
+        )
+        self._needs_base = False
+        self._schedule = dataclasses.replace(
+            self._schedule, last_base_wall=started, base_failed_at=None
+        )
+        if self._on_event:
+            with contextlib.suppress(Exception):
+                self._on_event(
+                    "archive.base",
+                    self.db.name,
+                    {"generation": gen.id, "path": str(result.path)},
+                )
+        return result.path
+
+    # --- retention -----------------------------------------------------------------------
+
+    def prune(self) -> policy.PrunePlan:
+        """DESTRUCTIVE: delete what :func:`policy.plan_prune` drops from this database's
+        archive (older than ``[archive] retain``, never what a restore in range needs)."""
+        plan = plan_archive_prune(
+            self.archive_root, self.db.name, wall=self._wall(), retain_s=self.config.retain_s
+        )
+        apply_prune(plan)
+        return plan
+
+    # --- connections ---------------------------------------------------------------------
+
+    def _side_connection(self) -> apsw.Connection:
+        """A connection of the archiver's own on the database (read-write: checkpoints need
+        it), opened like the database's own connections (same VFS)."""
+        try:
+            conn = apsw.Connection(
+                str(self.db.path), flags=apsw.SQLITE_OPEN_READWRITE, vfs=self.db._vfs
+            )
+            conn.setbusytimeout(self.db.config.busy_timeout_ms)
+            conn.pragma("synchronous", self.db.config.synchronous)
+        except apsw.Error as err:
+            raise translate(err, path=str(self.db.path), what="opening for archiving") from err
+        return conn
+
+
+def _check_frames(batch: _Batch, path: Path) -> None:
+    size = FRAME_HEADER_BYTES + batch.header.page_size
+    want = (batch.last - batch.first + 1) * size
+    if len(batch.frames) != want:
+        raise ArchiveError(
+            f"the WAL of {path} ends before its committed frame {batch.last}",
+            hint="The WAL was cut short under SQLite; run `bastion db check`.",
+        )
+    salt = batch.header.salt
+    frames = batch.frames
+    for offset in range(0, want, size):
+        if frames[offset + 8 : offset + 16] != salt:
+            raise ArchiveError(
+                f"frame {batch.first + offset // size} of {path}-wal is not of the current WAL",
+                hint="The WAL was changed outside SQLite; a new generation follows.",
+            )
+
+
+def plan_archive_prune(
+    archive_root: Path, db_name: str, *, wall: float, retain_s: float
+) -> policy.PrunePlan:
+    """Read the archive of ``db_name`` and plan its pruning (read-only)."""
+    views = []
+    for gen in list_generations(archive_root, db_name):
+        segments, _ = list_segments(gen)
+        last = max((c.t_hi for s in segments for c in s.commits), default=gen.created_at)
+        views.append(
+            policy.GenerationView(
+                id=gen.id,
+                path=gen.path,
+                last_at=max(last, gen.created_at),
+                bases=[
+                    policy.BaseView(b.path, b.record, b.usable_from, b.lo) for b in list_bases(gen)
+                ],
+                segments=[policy.SegmentView(s.path, s.end) for s in segments],
+            )
+        )
+    return policy.plan_prune(views, wall=wall, retain_s=retain_s)
+
+
+def apply_prune(plan: policy.PrunePlan) -> None:
+    """DESTRUCTIVE: delete what ``plan`` names (bases with their manifest and record)."""
+    touched: set[Path] = set()
+    for base in plan.bases:
+        for path in (base.record, base.path.with_name(base.path.name + ".json"), base.path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        touched.add(base.path.parent)
+    for seg in plan.segments:
+        with contextlib.suppress(FileNotFoundError):
+            seg.unlink()
+        touched.add(seg.parent)
+    for gen_dir in plan.generations:
+        # generation.json first: a prune killed half-way leaves a directory list_generations
+        # skips, never a generation with holes in it.
+        with contextlib.suppress(FileNotFoundError):
+            (gen_dir / "generation.json").unlink()
+        shutil.rmtree(gen_dir, ignore_errors=True)
+        touched.add(gen_dir.parent)
+    for directory in touched:
+        with contextlib.suppress(OSError):
+            fsync_dir(directory)

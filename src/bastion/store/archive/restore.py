@@ -1,0 +1,546 @@
+"""Point-in-time restore: a database as it was at an instant, from a base and the archived WAL.
+
+:func:`plan_restore` (read-only) picks, for an instant ``T``, the newest generation with a
+base usable at ``T``, that base, the segments to replay after it and the last commit whose
+time is at or before ``T`` (``Commit.t_hi <= T``: a commit that may have happened after T is
+never applied). The plan says when it falls short of ``T`` and why: the archive ends earlier
+(nothing newer was archived -- the archiver was stopped or killed), or the history has a
+hole (a segment missing or damaged), in which case it stops at the last good commit before
+the hole and names the segment.
+
+:func:`build_at` (writes only its new file) copies the base after a deep verification, then
+replays the frames in WAL order up to that commit -- each frame is a whole page, written where
+SQLite's own checkpoint would write it -- truncates the file to the database size the commit
+recorded, fsyncs and checks it (``quick_check``, schema, row counts). A segment that fails its
+SHA-256 when it is read stops the replay at the last good commit before it, and says so.
+
+:func:`restore_at` (DESTRUCTIVE: the live database moves to ``quarantine/``) builds beside the
+live file, verifies, and only then swaps: live ``-wal``/``-shm``/database go to
+``quarantine/<utc>-restore-at/`` together and the rebuilt file is renamed into place.
+
+Frames of an encrypted database are encrypted pages: replay copies them as they are and
+needs no key; the verification opens the result the way the database's backups are opened.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bastion._fs import atomic_replace, atomic_write
+from bastion.config import parse_duration
+from bastion.errors import ArchiveError, PointInTimeUnavailable, RestoreRefused, StoreIOError
+from bastion.store.archive.layout import (
+    BaseInfo,
+    GenerationInfo,
+    Position,
+    list_bases,
+    list_generations,
+    list_segments,
+)
+from bastion.store.archive.segment import (
+    Commit,
+    SegmentDamaged,
+    SegmentInfo,
+    iter_frames,
+    read_segment,
+)
+
+__all__ = [
+    "GenerationRange",
+    "PointInTimeRestore",
+    "RestorePlan",
+    "build_at",
+    "parse_instant",
+    "plan_restore",
+    "restore_at",
+    "timeline",
+]
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def parse_instant(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
+    """An instant from ``--at``: ISO-8601 (``2026-12-04T10:15:00Z``, an offset, or local time
+    when none is given) or a duration ago (``-10m``, ``-2h30m``, ``-1d``). Raises
+    ``ValueError`` naming both forms."""
+    text = text.strip()
+    now = now or dt.datetime.now(dt.UTC)
+    if text.startswith("-"):
+        try:
+            return now - dt.timedelta(seconds=parse_duration(text[1:]))
+        except ValueError as err:
+            raise ValueError(f"{text!r}: {err}") from None
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not an instant: use ISO-8601 (2026-12-04T10:15:00Z, or with an "
+            "offset; local time without one) or a duration ago (-10m, -2h, -1d)"
+        ) from None
+    if value.tzinfo is None:
+        value = value.astimezone()  # local time, as a person typing it means
+    return value.astimezone(dt.UTC)
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else dt.datetime.fromtimestamp(t, dt.UTC).isoformat()
+
+
+# --- reading a generation's history ------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Chain:
+    """The segments of a generation from a position on, as far as they connect."""
+
+    segments: tuple[SegmentInfo, ...]
+    #: Why the chain stops before the newest segment, and where (None: it does not).
+    hole: str | None
+
+
+def _chain(
+    segments: Sequence[SegmentInfo], damaged: Sequence[SegmentDamaged], start: Position
+) -> _Chain:
+    """Segments after ``start`` that continue each other without a hole: within an epoch the
+    next segment starts right after the last one and its recorded previous checksum is the
+    last one's final checksum; a new epoch starts at frame 1 of the next epoch number."""
+    chosen: list[SegmentInfo] = []
+    end = start
+    last_checksum: str | None = None
+    for seg in segments:
+        if seg.end <= end:
+            continue  # wholly before the start (or a duplicate of what is chosen)
+        if seg.epoch == end[0]:
+            joins = seg.first <= end[1] + 1 and (
+                last_checksum is None
+                or seg.first != end[1] + 1
+                or seg.prev_checksum == last_checksum
+            )
+        else:
+            joins = seg.epoch == end[0] + 1 and seg.first == 1
+        if not joins:
+            where = f"after epoch {end[0]} frame {end[1]}"
+            return _Chain(tuple(chosen), f"{seg.path.name} does not continue the history {where}")
+        chosen.append(seg)
+        end, last_checksum = seg.end, seg.last_checksum
+    hole = None
+    if damaged:
+        names = ", ".join(d.path.name for d in damaged)
+        # A damaged header hides where the segment belongs: if anything newer exists, the
+        # history after the last good segment is in doubt, and the chain stops there.
+        newest = max((s.end for s in segments), default=start)
+        if chosen and chosen[-1].end <= newest:
+            hole = f"unreadable segment header(s): {names}"
+    return _Chain(tuple(chosen), hole)
+
+
+def _commits(chain: Sequence[SegmentInfo]) -> list[tuple[float, Position, Commit]]:
+    return [(c.t_hi, (s.epoch, c.frame), c) for s in chain for c in s.commits]
+
+
+# --- timeline ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GenerationRange:
+    """What one generation can restore: instants from ``restorable_from`` to
+    ``restorable_to`` (None: it has no base yet, nothing is restorable from it)."""
+
+    generation: str
+    created_at: float
+    reason: str
+    restorable_from: float | None
+    restorable_to: float | None
+    commits: int
+    segments: int
+    bytes: int
+    bases: int
+    hole: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, times as RFC 3339."""
+        return {
+            "generation": self.generation,
+            "created_at": _iso(self.created_at),
+            "reason": self.reason,
+            "restorable_from": _iso(self.restorable_from),
+            "restorable_to": _iso(self.restorable_to),
+            "commits": self.commits,
+            "segments": self.segments,
+            "bytes": self.bytes,
+            "bases": self.bases,
+            "hole": self.hole,
+        }
+
+
+def timeline(archive_root: Path, db_name: str) -> list[GenerationRange]:
+    """Per generation, oldest first, the instants a restore can reach. Read-only (headers
+    only: a payload damaged under an intact header shows when a restore reads it)."""
+    ranges = []
+    for gen in list_generations(archive_root, db_name):
+        segments, damaged = list_segments(gen)
+        bases = [b for b in list_bases(gen) if b.path.exists()]
+        start = min((b.lo for b in bases), default=(0, gen.start_frame))
+        chain = _chain(segments, damaged, start)
+        commits = _commits(chain.segments)
+        first = min((b.usable_from for b in bases), default=None)
+        last = commits[-1][0] if commits else gen.created_at
+        ranges.append(
+            GenerationRange(
+                generation=gen.id,
+                created_at=gen.created_at,
+                reason=gen.reason,
+                restorable_from=first,
+                restorable_to=None if first is None else max(first, last),
+                commits=sum(len(s.commits) for s in segments),
+                segments=len(segments),
+                bytes=sum(s.path.stat().st_size for s in segments if s.path.exists()),
+                bases=len(bases),
+                hole=chain.hole,
+            )
+        )
+    return ranges
+
+
+# --- planning ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RestorePlan:
+    """What a restore to ``at`` will use and reach."""
+
+    db_name: str
+    at: float
+    generation: GenerationInfo
+    base: BaseInfo
+    segments: tuple[SegmentInfo, ...]
+    target: Position | None  # the last commit applied (None: the base as it is)
+    target_time: float  # when the state restored began (the commit, or the base's start)
+    target_pages: int | None
+    #: Why the restore reaches less than ``at`` (None: it reaches the last commit before it).
+    shortfall: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "db": self.db_name,
+            "at": _iso(self.at),
+            "generation": self.generation.id,
+            "base": str(self.base.path),
+            "segments": len(self.segments),
+            "target": list(self.target) if self.target else None,
+            "reached": _iso(self.target_time),
+            "shortfall": self.shortfall,
+        }
+
+
+def plan_restore(archive_root: Path, db_name: str, at: float) -> RestorePlan:
+    """Plan a restore of ``db_name`` as of ``at`` (wall seconds). Read-only.
+
+    Raises ``PointInTimeUnavailable`` when no generation has a base usable at ``at`` (the
+    instant is older than the archive, or the archive is empty), naming the ranges there are.
+    """
+    generations = list_generations(archive_root, db_name)
+    for gen in reversed(generations):
+        bases = [b for b in list_bases(gen) if b.usable_from <= at and b.path.exists()]
+        if not bases:
+            continue
+        base = max(bases, key=lambda b: (b.usable_from, b.created_at))
+        segments, damaged = list_segments(gen)
+        chain = _chain(segments, damaged, base.lo)
+        commits = _commits(chain.segments)
+        times = [t for t, _, _ in commits]
+        i = bisect.bisect_right(times, at)  # t_hi never decreases along the history
+        target: Position | None = None
+        pages: int | None = None
+        target_time = base.usable_from
+        if i > 0:
+            target_time, target, commit = commits[i - 1]
+            pages = commit.db_pages
+        shortfall = None
+        if i == len(commits):
+            if chain.hole is not None:
+                shortfall = f"the history stops at {_iso(target_time)}: {chain.hole}"
+            elif gen is not generations[-1]:
+                shortfall = None  # a later generation starts after this one ended
+            else:
+                newest = times[-1] if times else base.usable_from
+                if at > newest:
+                    shortfall = (
+                        f"the archive's newest commit is at {_iso(newest)}; anything "
+                        "committed after it was not archived (or nothing was committed)"
+                    )
+        used = tuple(s for s in chain.segments if target is not None and s.start <= target)
+        return RestorePlan(db_name, at, gen, base, used, target, target_time, pages, shortfall)
+    known = [r for r in timeline(archive_root, db_name) if r.restorable_from is not None]
+    ranges = "; ".join(f"{_iso(r.restorable_from)} .. {_iso(r.restorable_to)}" for r in known)
+    raise PointInTimeUnavailable(
+        f"no archived history of {db_name!r} reaches {_iso(at)}"
+        + (f" (restorable: {ranges})" if ranges else " (the archive holds no base snapshot)"),
+        db=db_name,
+    )
+
+
+# --- building ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PointInTimeRestore:
+    """What a point-in-time build (and restore) did."""
+
+    db_name: str
+    requested: float
+    reached: float
+    target: Position | None
+    generation: str
+    base: Path
+    segments: int
+    frames: int
+    path: Path
+    shortfall: str | None
+    stopped_at: str | None  # the damaged segment that stopped the replay, and why
+    row_counts: dict[str, int]
+    duration_s: float
+    quarantine_dir: Path | None = None
+    quarantined: tuple[Path, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "db": self.db_name,
+            "requested": _iso(self.requested),
+            "reached": _iso(self.reached),
+            "target": list(self.target) if self.target else None,
+            "generation": self.generation,
+            "base": str(self.base),
+            "segments": self.segments,
+            "frames": self.frames,
+            "path": str(self.path),
+            "shortfall": self.shortfall,
+            "stopped_at": self.stopped_at,
+            "row_counts": self.row_counts,
+            "duration_s": round(self.duration_s, 3),
+            "quarantine_dir": str(self.quarantine_dir) if self.quarantine_dir else None,
+            "quarantined": [str(p) for p in self.quarantined],
+        }
+
+
+def build_at(plan: RestorePlan, dest: Path) -> PointInTimeRestore:
+    """Write the database as of ``plan`` into the new file ``dest`` (0600, fsynced, verified).
+
+    ``dest`` must not exist. Raises ``RestoreRefused`` when the base fails verification,
+    ``ArchiveError`` when the result fails its checks, ``StoreIOError`` when the disk refuses.
+    A damaged segment is not an error: the replay stops at the last good commit before it
+    and the result says where (``stopped_at``, ``shortfall``).
+    """
+    from bastion.store.backup import inspect_file as inspect
+    from bastion.store.backup import verify_backup
+
+    started = time.monotonic()
+    dest = Path(dest).absolute()
+    if dest.exists():
+        raise ArchiveError(f"{dest} exists already", hint="Choose a new file; nothing was written.")
+    base = verify_backup(plan.base.path, deep=True)
+    if not base.verified:
+        raise RestoreRefused(
+            f"base snapshot {plan.base.path} is not usable: {base.problem}",
+            hint="Nothing was changed. Restore an instant covered by another base "
+            "(`bastion db timeline`).",
+        )
+    page_size = plan.generation.page_size
+    frames = 0
+    segments = 0
+    target, reached, pages = plan.target, plan.target_time, plan.target_pages
+    stopped: str | None = None
+    shortfall = plan.shortfall
+    try:
+        fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as err:
+        raise StoreIOError(f"cannot create {dest}: {err.strerror or err}", path=str(dest)) from err
+    try:
+        _copy_into(plan.base.path, fd)
+        applied: Commit | None = None
+        applied_pos: Position | None = None
+        for seg in plan.segments:
+            try:
+                info, payload = read_segment(seg.path)
+            except SegmentDamaged as err:
+                stopped = f"{err.path.name}: {err.reason}"
+                break
+            latest: dict[int, memoryview] = {}
+            last_commit: Commit | None = None
+            commits = {c.frame: c for c in info.commits}
+            frame_no = info.first
+            done = False
+            for page, commit_pages, data in iter_frames(payload, page_size):
+                latest[page] = data
+                frames += 1
+                if commit_pages:
+                    last_commit = commits.get(frame_no) or Commit(frame_no, commit_pages, 0, 0)
+                    if target is not None and (info.epoch, frame_no) >= target:
+                        done = True
+                        break
+                frame_no += 1
+            # Pages of the segment's last commit at or before the target: uncommitted
+            # frames past it are never written (the loop stopped at a commit frame).
+            for page, data in latest.items():
+                os.pwrite(fd, data, (page - 1) * page_size)
+            segments += 1
+            if last_commit is not None:
+                applied, applied_pos = last_commit, (info.epoch, last_commit.frame)
+            if done:
+                break
+        if stopped is not None:
+            target = applied_pos
+            reached = applied.t_hi if applied is not None else plan.base.usable_from
+            pages = applied.db_pages if applied is not None else None
+            shortfall = (
+                f"segment {stopped}; the replay stopped at the last good commit "
+                f"({_iso(reached)}, epoch {target[0]} frame {target[1]})"
+                if target
+                else f"segment {stopped}; nothing after the base could be replayed"
+            )
+        if pages is not None:
+            os.ftruncate(fd, pages * page_size)
+        _normalise_header(fd)
+        os.fsync(fd)
+    except OSError as err:
+        os.close(fd)
+        _unlink(dest)
+        raise StoreIOError(
+            f"cannot write {dest}: {err.strerror or err}", path=str(dest.parent)
+        ) from err
+    except BaseException:
+        os.close(fd)
+        _unlink(dest)
+        raise
+    os.close(fd)
+    try:
+        facts = inspect(dest)
+    except Exception as err:
+        _unlink(dest)
+        raise ArchiveError(
+            f"the database rebuilt as of {_iso(reached)} cannot be read: {err}",
+            hint="Nothing was changed. Try another instant or an older base.",
+        ) from err
+    if not facts.ok:
+        _unlink(dest)
+        raise ArchiveError(
+            f"the database rebuilt as of {_iso(reached)} failed quick_check: "
+            + "; ".join(facts.quick_check[:3]),
+            hint="Nothing was changed. Try another instant or an older base.",
+        )
+    return PointInTimeRestore(
+        db_name=plan.db_name,
+        requested=plan.at,
+        reached=reached,
+        target=target,
+        generation=plan.generation.id,
+        base=plan.base.path,
+        segments=segments,
+        frames=frames,
+        path=dest,
+        shortfall=shortfall,
+        stopped_at=stopped,
+        row_counts=facts.row_counts,
+        duration_s=time.monotonic() - started,
+    )
+
+
+def _copy_into(source: Path, fd: int) -> None:
+    with open(source, "rb") as src:
+        size = os.fstat(src.fileno()).st_size
+        offset = 0
+        while offset < size:
+            copied = 0
+            if hasattr(os, "copy_file_range"):
+                try:
+                    copied = os.copy_file_range(src.fileno(), fd, size - offset, offset, offset)
+                except OSError:
+                    copied = 0
+            if copied <= 0:
+                chunk = os.pread(src.fileno(), min(8 << 20, size - offset), offset)
+                if not chunk:
+                    break
+                copied = os.pwrite(fd, chunk, offset)
+            offset += copied
+
+
+def _normalise_header(fd: int) -> None:
+    """Page 1 as a rollback-journal file (bytes 18-19 = 1, what a backup holds): replayed
+    frames carry SQLite's WAL-mode marker. An encrypted page 1 is left as it is."""
+    head = os.pread(fd, 20, 0)
+    if head[:16] == _SQLITE_MAGIC and head[18:20] == b"\x02\x02":
+        os.pwrite(fd, b"\x01\x01", 18)
+
+
+def _unlink(path: Path) -> None:
+    for p in (path, Path(str(path) + "-journal"), Path(str(path) + "-wal")):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+# --- restoring ---------------------------------------------------------------------------
+
+
+def restore_at(
+    archive_root: Path,
+    db_name: str,
+    at: float,
+    target: Path,
+    quarantine_root: Path,
+    *,
+    plan: RestorePlan | None = None,
+    now: dt.datetime | None = None,
+) -> PointInTimeRestore:
+    """DESTRUCTIVE (moves the live database aside): put ``db_name`` as of ``at`` at
+    ``target``. ``target`` must not be open in this process.
+
+    The rebuilt file is made and verified beside ``target`` first; then the live database,
+    ``-wal`` and ``-shm`` move together into ``quarantine_root/<utc>-restore-at/`` and the
+    rebuilt file is renamed into place. On any failure before the swap nothing has moved.
+    """
+    from bastion.store.backup import move_to_quarantine, utc_stamp
+
+    target = Path(target).absolute()
+    plan = plan or plan_restore(archive_root, db_name, at)
+    replacement = target.with_name(f".{target.name}.restore-at.tmp")
+    _unlink(replacement)
+    result = build_at(plan, replacement)
+    qdir = quarantine_root / f"{utc_stamp(now)}-restore-at"
+    try:
+        _write_report(qdir, target, plan, result)
+        quarantined = move_to_quarantine(target, qdir)
+        atomic_replace(replacement, target)
+    except OSError as err:
+        _unlink(replacement)
+        raise StoreIOError(
+            f"restore of {db_name} as of {_iso(at)} into {target} failed: {err.strerror or err}",
+            path=str(target),
+        ) from err
+    return dataclasses.replace(
+        result, path=target, quarantine_dir=qdir, quarantined=tuple(quarantined)
+    )
+
+
+def _write_report(qdir: Path, target: Path, plan: RestorePlan, result: PointInTimeRestore) -> None:
+    """The quarantine directory's ``restore.json``, written before anything moves."""
+    from bastion._fs import ensure_private_dir
+
+    ensure_private_dir(qdir)
+    body = {
+        "restored_at": dt.datetime.now(dt.UTC).isoformat(),
+        "target": str(target),
+        "plan": plan.to_dict(),
+        "result": {**result.to_dict(), "path": str(target)},
+    }
+    atomic_write(qdir / "restore.json", json.dumps(body, indent=2) + "\n")
