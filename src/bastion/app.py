@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from bastion.domains.logs import LogsRepo
     from bastion.domains.settings import SettingsRepo
     from bastion.maintenance import Maintenance
+    from bastion.store.archive import Archiver
     from bastion.store.migrations import Migrator, Namespace
     from bastion.supervisor import ServiceSpec, Supervisor
     from bastion.vault import Vault
@@ -49,6 +50,8 @@ class Home:
     _vault: Any = dataclasses.field(default=None, init=False, repr=False)
     #: Scheduled backups, retention and checks, once ``start_maintenance()`` was called.
     _maintenance: Any = dataclasses.field(default=None, init=False, repr=False)
+    #: The WAL archiver of bastion.db, once ``start_archiving()`` was called.
+    _archiver: Any = dataclasses.field(default=None, init=False, repr=False)
     #: Guards the lazy opening of the vault (the maintenance thread may want it too).
     _open_lock: threading.Lock = dataclasses.field(
         default_factory=threading.Lock, init=False, repr=False
@@ -255,6 +258,33 @@ class Home:
         maintenance: Maintenance = self._maintenance
         return maintenance
 
+    def start_archiving(self) -> Archiver:
+        """Archive bastion.db's WAL continuously into ``[archive] dir`` (default
+        ``<home>/archive``) on a background thread, for ``bastion db restore --at``: what
+        ``bastion serve`` runs unless ``[archive] enabled = false``. Returns the started
+        :class:`~bastion.store.archive.Archiver`; :meth:`close` stops it (after a last
+        pass). One per home; the first pass takes a base snapshot (a verified backup into
+        the archive) when the archive cannot continue an earlier history."""
+        from bastion.store.archive import Archiver
+
+        if self._archiver is not None and self._archiver.running:
+            raise RuntimeError(f"archiving of {self.config.home} is running already")
+
+        def emit(kind: str, subject: str, data: Any) -> None:
+            _emit_event(self.db, kind, subject, dict(data))
+
+        self._archiver = Archiver(
+            self.db, self.config.archive_dir, self.config.archive, on_event=emit
+        ).start()
+        archiver: Archiver = self._archiver
+        return archiver
+
+    @property
+    def archiver(self) -> Archiver | None:
+        """The running WAL archiver of bastion.db, or None."""
+        archiver: Archiver | None = self._archiver
+        return archiver
+
     def supervisor(self, specs: Iterable[ServiceSpec] | None = None) -> Supervisor:
         """A ``Supervisor`` for the services in ``services/*.toml`` (or ``specs``), fed
         secrets by this home's vault. Every spec file is validated first: one bad file
@@ -273,11 +303,16 @@ class Home:
         )
 
     def close(self) -> None:
-        """Stop the maintenance thread (after its running job), close the vault (if it was
-        opened) and bastion.db; the home can be opened again."""
+        """Stop the maintenance thread (after its running job) and the archiver (after a last
+        pass), close the vault (if it was opened) and bastion.db; the home can be opened
+        again."""
         if self._maintenance is not None:
             self._maintenance.stop()
             self._maintenance = None
+        if self._archiver is not None:
+            # After the jobs (their writes get archived), before the database closes.
+            self._archiver.stop()
+            self._archiver = None
         if self._vault is not None:
             self._vault.close()
             self._vault = None

@@ -147,6 +147,20 @@ class _Server(uvicorn.Server):
             self._on_listening()
 
 
+def start_archiving(home: Home) -> None:
+    """Archive bastion.db's WAL while the daemon runs (``[archive]``). An archive that cannot
+    be used (a missing disk, wrong modes) is logged and recorded as an "archive.failed"
+    event; the daemon runs on without it."""
+    from bastion.errors import BastionError
+
+    try:
+        home.start_archiving()
+    except BastionError as err:
+        log.error("WAL archiving is off: %s", err.message)
+        with contextlib.suppress(Exception):
+            home.events.emit("archive.failed", "bastion", {"error": err.to_dict()})
+
+
 def build_scheduler(home: Home) -> Scheduler:
     """The daemon's periodic jobs (:func:`bastion.maintenance.maintenance_jobs`): backups of
     ``bastion.db`` and ``vault.db``, retention and integrity checks, on their configured
@@ -258,6 +272,8 @@ def _run(
     port = int(sockets[0].getsockname()[1])
     hosts = tuple(s.getsockname()[0] for s in sockets)
     scheduler = build_scheduler(home)
+    if cfg.archive.enabled:
+        start_archiving(home)
     state = DaemonState(home=home, port=port, scheduler=scheduler)
     extra_hosts = () if is_loopback(host) else (host,)
     # supervise=True: the app's lifespan opens the supervisor (auto-starting services) before

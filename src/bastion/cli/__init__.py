@@ -107,8 +107,9 @@ SHORT_HELP: dict[str, str] = {
     "db migrate": "Apply pending schema migrations (backup first; each in its own transaction).",
     "db prune": "Delete rows past the retention policies in small batches, then reclaim space.",
     "db recover": "Check a database; if damaged (or --force) quarantine it, restore the newest verified backup and salvage what it held. --from-salvage merges salvaged rows back.",
-    "db restore": "Replace a database with a verified backup; the current files go to quarantine/.",
+    "db restore": "Replace a database with a verified backup, or with its state at an instant (--at); the current files go to quarantine/.",
     "db stats": "Rows and bytes per table and index, free pages, WAL size, last backup and check.",
+    "db timeline": "List the archive's generations of a database and the instants each can restore.",
     "db status": "Show the database's path, posture as read back, sizes and SQLite version.",
     "db vacuum": "Give free pages back now (incremental_vacuum, or VACUUM which rewrites the file).",
 }

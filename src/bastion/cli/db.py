@@ -15,6 +15,7 @@ DB_COMMANDS: dict[str, str] = {
     "backup": "bastion.cli.db_ops:backup",
     "backups": "bastion.cli.db_ops:backups",
     "restore": "bastion.cli.db_ops:restore",
+    "timeline": "bastion.cli.db_archive:timeline",
     "recover": "bastion.cli.db_ops:recover",
     "prune": "bastion.cli.db_ops:prune",
     "vacuum": "bastion.cli.db_ops:vacuum",

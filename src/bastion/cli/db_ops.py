@@ -361,8 +361,15 @@ def _resolve_backup(cfg: Config, backup: str) -> Path:
 
 
 @click.command()
-@click.argument("backup_name", metavar="BACKUP")
+@click.argument("backup_name", metavar="[BACKUP]", required=False)
 @db_option
+@click.option(
+    "--at",
+    "at_text",
+    metavar="INSTANT",
+    help="Restore the state as of INSTANT from the WAL archive instead of a backup: "
+    "2026-12-04T10:15:00Z (or local time), or a duration ago: -10m, -2h, -1d.",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--stop-daemon", is_flag=True, help="Stop a running daemon first.")
 @json_option
@@ -371,13 +378,25 @@ def _resolve_backup(cfg: Config, backup: str) -> Path:
 def restore(
     ctx: click.Context,
     *,
-    backup_name: str,
+    backup_name: str | None,
     db_name: str,
+    at_text: str | None,
     yes: bool,
     stop_daemon: bool,
     as_json: bool,
 ) -> None:
-    """Replace a database with a verified backup; the current files go to quarantine/."""
+    """Replace a database with a verified backup, or with its state at an instant (--at);
+    the current files go to quarantine/."""
+    if (backup_name is None) == (at_text is None):
+        raise click.UsageError("give either BACKUP or --at INSTANT (`bastion db timeline`)")
+    if at_text is not None:
+        from bastion.cli.db_archive import restore_at
+
+        restore_at(
+            ctx, at_text=at_text, db_name=db_name, yes=yes, stop_daemon=stop_daemon, as_json=as_json
+        )
+        return
+    assert backup_name is not None
     from bastion.errors import RestoreRefused
     from bastion.runfiles import pid_alive, read_handshake
     from bastion.store import Database

@@ -45,7 +45,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import logging
+import os
 import shutil
 import struct
 import threading
@@ -56,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from bastion._fs import ensure_private_dir, fsync_dir
+from bastion._fs import atomic_write, ensure_private_dir, fsync_dir
 from bastion.errors import ArchiveError, BastionError, StoreError
 from bastion.store._errors import translate
 from bastion.store.archive import policy
@@ -170,6 +172,9 @@ class Archiver:
         self._pos = 0
         self._checksum = _ZERO_CHECKSUM
         self._page_size = 0
+        #: The last archived frame's position (or the generation's start): what the next
+        #: segment continues. Epochs without frames leave no segment and are skipped.
+        self._prev_end: tuple[int, int] = (0, 0)
         self._last_commit_t: float | None = None
         self._last_read_at = 0.0  # when the last locked phase read the WAL
         # Commits of this process since the last locked phase, from SQLite's WAL hook.
@@ -220,8 +225,10 @@ class Archiver:
         self._wake.set()
         thread.join()
         if not self.db.closed:
-            with contextlib.suppress(BastionError, apsw.Error):
-                self._pass(checkpoint=False)
+            try:
+                self._final_pass()
+            except (BastionError, apsw.Error, OSError) as err:
+                self._failed(err)
             writer = self.db._driver_connection()
             with contextlib.suppress(apsw.Error):
                 writer.set_wal_hook(None)
@@ -402,11 +409,13 @@ class Archiver:
                     "the WAL no longer holds the archived position (it was rewritten while "
                     "no archiver ran)"
                 )
-        elif self._protected:
-            batch.new_epoch = True  # restarted at P while R was held: the history goes on
+        elif self._protected or self._resumable():
+            # Restarted at P while R was held, or the database file is untouched since the
+            # archiver stopped at P with an empty WAL: the history goes on in a new epoch.
+            batch.new_epoch = True
         else:
             batch.new_generation = "the WAL was reset while no archiver ran"
-        if batch.new_generation is None and header.page_size != self._page_size:
+        if batch.new_generation is None and header.mx_frame and header.page_size != self._page_size:
             batch.new_generation = "the page size changed"
         if batch.new_generation is None:
             batch.first = 1 if batch.new_epoch else self._pos + 1
@@ -428,6 +437,85 @@ class Archiver:
                 log.warning("checkpoint of %s failed: %s", self.db.path, err)
         self._begin_read()
         return batch
+
+    # --- a clean stop, and resuming after it ---------------------------------------------
+
+    def _final_pass(self) -> None:
+        """Archive everything, then leave a *resume point*: checkpoint the WAL into the
+        database file and empty it (TRUNCATE), and record the file's identity next to the
+        archived position. A later start finds the WAL reset (any connection that closes last
+        deletes it) but can prove nothing happened in between: a database file that still
+        has that size, inode and modification time holds exactly the archived state, and the
+        WAL's frames since are a new epoch of the same history. Any doubt leaves no resume
+        point (the next start begins a new generation)."""
+        with self._lock:
+            batch = self.db.write(lambda tx: self._locked(tx, False))
+            self._store(batch)
+            if self._gen is None:
+                return
+            gen, epoch, pos, salt = self._gen, self._epoch, self._pos, self._salt
+            point = self.db.run_outside_transaction(lambda tx: self._truncate(tx._conn))
+        marker = gen.path / "resume.json"
+        with contextlib.suppress(FileNotFoundError):
+            marker.unlink()
+        if point is not None:
+            body = {"epoch": epoch, "frame": pos, "salt": salt.hex(), "db": point}
+            atomic_write(marker, json.dumps(body) + "\n")
+
+    def _truncate(self, writer: apsw.Connection) -> dict[str, int] | None:
+        """On the writer, no unit of this process running: TRUNCATE, then check that no other
+        connection committed meanwhile (``data_version`` moves only for others' commits), and
+        under the write lock that the WAL is empty and restarted once, after our position."""
+        try:
+            version = writer.pragma("data_version")
+            header = self._index.read()
+            if header is None or header.salt != self._salt or header.mx_frame != self._pos:
+                return None
+            self._end_read()
+            self._protected = False
+            writer.setbusytimeout(1000)
+            try:
+                busy = int(str(writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0][0]))
+            finally:
+                writer.setbusytimeout(self.db.config.busy_timeout_ms)
+            if busy or writer.pragma("data_version") != version:
+                return None
+            writer.execute("BEGIN IMMEDIATE")
+            try:
+                after = self._index.read()
+                salt1 = (int.from_bytes(self._salt[:4], "big") + 1) & 0xFFFFFFFF
+                if after is None or after.mx_frame or after.salt[:4] != salt1.to_bytes(4, "big"):
+                    return None
+                st = os.stat(self.db.path)
+            finally:
+                writer.execute("COMMIT")
+        except (apsw.Error, OSError):
+            return None
+        return {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    def _resumable(self) -> bool:
+        """Whether the generation's resume point matches the archived position and the
+        database file is untouched since (see :meth:`_final_pass`). Read with the write lock
+        held, so no checkpoint of this epoch's frames can be writing the file meanwhile...
+        except a PASSIVE one of another process, which changes the time and so says no."""
+        if self._gen is None:
+            return False
+        try:
+            body = json.loads((self._gen.path / "resume.json").read_text(encoding="utf-8"))
+            st = os.stat(self.db.path)
+            point = body["db"]
+            return (body["epoch"], body["frame"], body["salt"]) == (
+                self._epoch,
+                self._pos,
+                self._salt.hex(),
+            ) and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (
+                point["dev"],
+                point["ino"],
+                point["size"],
+                point["mtime_ns"],
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
 
     def _frame_at_pos_ok(self) -> bool:
         if self._pos == 0:
@@ -480,11 +568,13 @@ class Archiver:
             page_size=self._page_size,
             first=batch.first,
             frames=batch.frames,
+            prev=self._prev_end,
             prev_checksum=self._checksum,
             commits=commits,
             created_at=batch.read_at,
         )
         self._pos = batch.last
+        self._prev_end = info.end
         self._checksum = bytes.fromhex(info.last_checksum)
         self._last_read_at = batch.read_at
         if commits:
@@ -552,11 +642,13 @@ class Archiver:
         if segments:
             tip = max(segments, key=lambda s: s.end)
             self._epoch, self._salt, self._pos = tip.epoch, bytes.fromhex(tip.salt), tip.last
+            self._prev_end = tip.end
             self._checksum = bytes.fromhex(tip.last_checksum)
             self._last_commit_t = max((c.t_hi for c in tip.commits), default=None)
         else:
             self._epoch, self._salt = 0, bytes.fromhex(gen.start_salt)
             self._pos, self._checksum = gen.start_frame, bytes.fromhex(gen.start_checksum)
+            self._prev_end = (0, gen.start_frame)
         bases = list_bases(gen)
         self._needs_base = not bases
         if bases:
@@ -571,20 +663,23 @@ class Archiver:
             frame = self._wal.frame_header(header.mx_frame, header.page_size)
             checksum = frame.checksum if frame is not None else _ZERO_CHECKSUM
         reason = batch.new_generation or ""
+        # An empty WAL's index has no page size yet: ask the database.
+        page_size = header.page_size if header.mx_frame else self._db_page_size()
         gen = write_generation(
             self.archive_root,
             self.db.name,
             new_generation_id(dt.datetime.fromtimestamp(batch.read_at, dt.UTC)),
             created_at=batch.read_at,
             reason=reason,
-            page_size=header.page_size,
+            page_size=page_size,
             salt=header.salt,
             frame=header.mx_frame,
             checksum=checksum,
         )
         self._gen = gen
         self._epoch, self._salt, self._pos = 0, header.salt, header.mx_frame
-        self._checksum, self._page_size = checksum, header.page_size
+        self._prev_end = (0, header.mx_frame)
+        self._checksum, self._page_size = checksum, page_size
         self._last_commit_t = None
         self._frames_since_checkpoint = 0
         self._needs_base = True
@@ -655,6 +750,10 @@ class Archiver:
         return plan
 
     # --- connections ---------------------------------------------------------------------
+
+    def _db_page_size(self) -> int:
+        assert self._checkpointer is not None
+        return int(str(self._checkpointer.pragma("page_size")))
 
     def _side_connection(self) -> apsw.Connection:
         """A connection of the archiver's own on the database (read-write: checkpoints need

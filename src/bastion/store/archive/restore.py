@@ -110,23 +110,22 @@ class _Chain:
 def _chain(
     segments: Sequence[SegmentInfo], damaged: Sequence[SegmentDamaged], start: Position
 ) -> _Chain:
-    """Segments after ``start`` that continue each other without a hole: within an epoch the
-    next segment starts right after the last one and its recorded previous checksum is the
-    last one's final checksum; a new epoch starts at frame 1 of the next epoch number."""
+    """Segments after ``start`` that continue each other without a hole: each names the
+    archived position it continues (``prev``), which must be the end of the one before (or,
+    for the first, at or before ``start``); within an epoch its recorded previous checksum
+    must be the last one's final checksum."""
     chosen: list[SegmentInfo] = []
     end = start
     last_checksum: str | None = None
     for seg in segments:
         if seg.end <= end:
             continue  # wholly before the start (or a duplicate of what is chosen)
-        if seg.epoch == end[0]:
-            joins = seg.first <= end[1] + 1 and (
-                last_checksum is None
-                or seg.first != end[1] + 1
-                or seg.prev_checksum == last_checksum
-            )
-        else:
-            joins = seg.epoch == end[0] + 1 and seg.first == 1
+        joins = seg.prev <= end and (
+            seg.prev != end
+            or last_checksum is None
+            or seg.first == 1
+            or seg.prev_checksum == last_checksum
+        )
         if not joins:
             where = f"after epoch {end[0]} frame {end[1]}"
             return _Chain(tuple(chosen), f"{seg.path.name} does not continue the history {where}")

@@ -92,7 +92,8 @@ class SegmentInfo:
     page_size: int
     first: int
     last: int
-    prev_checksum: str  # cumulative checksum of frame first-1 ("" when first == 1)
+    prev: tuple[int, int]  # the archived position this segment continues: (epoch, frame)
+    prev_checksum: str  # cumulative checksum of frame first-1 (zeros when first == 1)
     last_checksum: str  # cumulative checksum of frame last
     commits: tuple[Commit, ...]
     raw_bytes: int
@@ -137,6 +138,7 @@ def write_segment(
     page_size: int,
     first: int,
     frames: bytes,
+    prev: tuple[int, int],
     prev_checksum: bytes,
     commits: Sequence[Commit],
     created_at: float,
@@ -158,6 +160,7 @@ def write_segment(
         "page_size": page_size,
         "first": first,
         "last": last,
+        "prev": list(prev),
         "prev_checksum": prev_checksum.hex(),
         "last_checksum": last_header.checksum.hex(),
         "commits": [c.to_list() for c in commits],
@@ -183,6 +186,7 @@ def _info(path: Path, header: dict[str, Any]) -> SegmentInfo:
         page_size=int(header["page_size"]),
         first=int(header["first"]),
         last=int(header["last"]),
+        prev=(int(header["prev"][0]), int(header["prev"][1])),
         prev_checksum=str(header["prev_checksum"]),
         last_checksum=str(header["last_checksum"]),
         commits=tuple(Commit.from_list(c) for c in header["commits"]),
