@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bastion._fs import atomic_replace, atomic_write
+from bastion._fs import atomic_write
 from bastion.config import parse_duration
 from bastion.errors import ArchiveError, PointInTimeUnavailable, RestoreRefused, StoreIOError
 from bastion.store.archive.layout import (
@@ -413,10 +413,15 @@ def build_at(plan: RestorePlan, dest: Path) -> PointInTimeRestore:
         _normalise_header(fd)
         os.fsync(fd)
     except OSError as err:
+        from bastion.store._diagnose import io_error
+
         os.close(fd)
         _unlink(dest)
-        raise StoreIOError(
-            f"cannot write {dest}: {err.strerror or err}", path=str(dest.parent)
+        raise io_error(
+            dest,
+            err_no=err.errno,
+            what="rebuilding the database as of an instant",
+            text=err.strerror,
         ) from err
     except BaseException:
         os.close(fd)
@@ -508,23 +513,43 @@ def restore_at(
     ``-wal`` and ``-shm`` move together into ``quarantine_root/<utc>-restore-at/`` and the
     rebuilt file is renamed into place. On any failure before the swap nothing has moved.
     """
-    from bastion.store.backup import move_to_quarantine, utc_stamp
+    from bastion._fs import ensure_private_dir
+    from bastion.store._diagnose import io_error
+    from bastion.store._swap import preflight, remove_quietly, replacement_path, swap_in
+    from bastion.store.backup import utc_stamp
 
     target = Path(target).absolute()
     plan = plan or plan_restore(archive_root, db_name, at)
-    replacement = target.with_name(f".{target.name}.restore-at.tmp")
-    _unlink(replacement)
+    # Nothing moves until the rebuilt file sits verified beside the live one (store/_swap.py):
+    # room for the base, and for the pages the history adds to it.
+    base_bytes = plan.base.path.stat().st_size
+    grown = (plan.target_pages or 0) * plan.generation.page_size
+    preflight(
+        target,
+        quarantine_root,
+        needs={"the rebuilt database beside the live file": max(base_bytes, grown)},
+        what=f"restoring {target.name} as of {_iso(at)}",
+    )
+    replacement = replacement_path(target, "restore-at")
+    remove_quietly(replacement)  # left by a restore that was killed: ours, never in place
     result = build_at(plan, replacement)
     qdir = quarantine_root / f"{utc_stamp(now)}-restore-at"
+    made_qdir = not qdir.exists()
     try:
+        ensure_private_dir(qdir)
         _write_report(qdir, target, plan, result)
-        quarantined = move_to_quarantine(target, qdir)
-        atomic_replace(replacement, target)
+        quarantined = swap_in(replacement, target, qdir)
     except OSError as err:
-        _unlink(replacement)
-        raise StoreIOError(
-            f"restore of {db_name} as of {_iso(at)} into {target} failed: {err.strerror or err}",
-            path=str(target),
+        remove_quietly(replacement)
+        if made_qdir:
+            import shutil
+
+            shutil.rmtree(qdir, ignore_errors=True)
+        raise io_error(
+            target,
+            err_no=err.errno,
+            what=f"restoring {target.name} as of {_iso(at)} (the live database was not touched)",
+            text=err.strerror,
         ) from err
     return dataclasses.replace(
         result, path=target, quarantine_dir=qdir, quarantined=tuple(quarantined)
@@ -533,9 +558,6 @@ def restore_at(
 
 def _write_report(qdir: Path, target: Path, plan: RestorePlan, result: PointInTimeRestore) -> None:
     """The quarantine directory's ``restore.json``, written before anything moves."""
-    from bastion._fs import ensure_private_dir
-
-    ensure_private_dir(qdir)
     body = {
         "restored_at": dt.datetime.now(dt.UTC).isoformat(),
         "target": str(target),
