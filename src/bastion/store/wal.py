@@ -51,6 +51,13 @@ def checkpoint(
             f"checkpoint mode must be PASSIVE, FULL, RESTART or TRUNCATE, not {mode!r}"
         )
 
+    owner = db._wal_owner
+    if owner is not None and mode in {"RESTART", "TRUNCATE"}:
+        # An archiver holds a read transaction these modes would wait on (and must not let
+        # them drop frames it has not copied): it archives, then truncates, itself.
+        emptied = bool(owner.truncate_wal())
+        return CheckpointResult(mode, not emptied, 0, 0)
+
     def run(tx: WriteTx) -> CheckpointResult:
         conn: apsw.Connection = tx._conn
         if wait_ms is not None:
@@ -111,7 +118,11 @@ class WalWatchdog:
         the frames first and then checkpoints, so nothing leaves the WAL unarchived."""
         owner = self._db._wal_owner
         if owner is not None:
-            return bool(owner.shrink_wal())
+            if owner.truncate_wal():
+                self.truncations += 1
+                return True
+            self._report_holder(CheckpointResult("TRUNCATE", True, 0, 0))
+            return False
         restart = checkpoint(self._db, "RESTART", wait_ms=_CHECKPOINT_WAIT_MS)
         if restart.busy or restart.checkpointed_frames < restart.wal_frames:
             self._report_holder(restart)

@@ -210,6 +210,14 @@ class Archiver:
         set_persist_wal(writer)
         writer.set_wal_hook(self._on_commit)  # replaces SQLite's autocheckpoint hook
         self.db._wal_owner = self
+        try:
+            # The first pass now: from here on no frame can leave the WAL unarchived. The
+            # base snapshot a new generation needs follows on the thread.
+            self._pass(checkpoint=False)
+        except BaseException:
+            self._thread = None
+            self._give_back()
+            raise
         self._thread = threading.Thread(
             target=self._loop, name=f"bastion-archive:{self.db.name}", daemon=True
         )
@@ -229,6 +237,11 @@ class Archiver:
                 self._final_pass()
             except (BastionError, apsw.Error, OSError) as err:
                 self._failed(err)
+        self._give_back()
+
+    def _give_back(self) -> None:
+        """Checkpoints back to SQLite; the archiver's connections closed."""
+        if not self.db.closed:
             writer = self.db._driver_connection()
             with contextlib.suppress(apsw.Error):
                 writer.set_wal_hook(None)
@@ -349,10 +362,19 @@ class Archiver:
         return self.status()
 
     def shrink_wal(self) -> bool:
-        """The WAL watchdog's request when the WAL passed its cap: archive, then checkpoint
-        (which lets the WAL restart). Returns whether the checkpoint copied every frame."""
-        batch = self._pass(checkpoint=True)
-        return batch is not None and batch.checkpoint is not None and batch.checkpoint[0] == 0
+        """The WAL watchdog's request when the WAL passed its cap: see :meth:`truncate_wal`."""
+        return self.truncate_wal()
+
+    def truncate_wal(self) -> bool:
+        """``wal_checkpoint(TRUNCATE)`` the archive's way (what ``wal.checkpoint`` runs for
+        RESTART and TRUNCATE while an archiver owns the WAL): archive everything, empty the
+        WAL, and hold the new epoch from its first frame. Returns whether the WAL was emptied
+        (a reader of another process can keep it busy; the frames are archived either way)."""
+        with self._lock:
+            if self._reader is None:
+                return False
+            point = self._truncating_pass(hold=True)
+            return point is not None
 
     def _pass(self, *, checkpoint: bool) -> _Batch | None:
         with self._lock:
@@ -449,44 +471,81 @@ class Archiver:
         WAL's frames since are a new epoch of the same history. Any doubt leaves no resume
         point (the next start begins a new generation)."""
         with self._lock:
-            batch = self.db.write(lambda tx: self._locked(tx, False))
-            self._store(batch)
-            if self._gen is None:
+            point = self._truncating_pass(hold=False)
+            gen = self._gen
+            if gen is None:
                 return
-            gen, epoch, pos, salt = self._gen, self._epoch, self._pos, self._salt
-            point = self.db.run_outside_transaction(lambda tx: self._truncate(tx._conn))
-        marker = gen.path / "resume.json"
-        with contextlib.suppress(FileNotFoundError):
-            marker.unlink()
-        if point is not None:
-            body = {"epoch": epoch, "frame": pos, "salt": salt.hex(), "db": point}
-            atomic_write(marker, json.dumps(body) + "\n")
+            marker = gen.path / "resume.json"
+            with contextlib.suppress(FileNotFoundError):
+                marker.unlink()
+            if point is not None:
+                body = {
+                    "epoch": self._epoch,
+                    "frame": self._pos,
+                    "salt": self._salt.hex(),
+                    "db": point,
+                }
+                atomic_write(marker, json.dumps(body) + "\n")
 
-    def _truncate(self, writer: apsw.Connection) -> dict[str, int] | None:
-        """On the writer, no unit of this process running: TRUNCATE, then check that no other
-        connection committed meanwhile (``data_version`` moves only for others' commits), and
-        under the write lock that the WAL is empty and restarted once, after our position."""
+    def _truncating_pass(self, *, hold: bool) -> dict[str, int] | None:
+        """A pass, then TRUNCATE, in one unit on the writer (no writer of this process runs
+        meanwhile). Returns the database file's identity when the WAL was emptied right after
+        the archived end with no other connection's commit in between; then, with ``hold``,
+        R is taken again on the empty WAL (the next epoch continues the history)."""
+        point: dict[str, int] | None = None
+
+        def unit(tx: WriteTx) -> _Batch:
+            nonlocal point
+            conn = tx._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                batch = self._locked(tx, False)
+                version = conn.pragma("data_version")
+            finally:
+                conn.execute("COMMIT")
+            point = self._truncate(conn, batch.header, version, hold=hold)
+            return batch
+
         try:
-            version = writer.pragma("data_version")
-            header = self._index.read()
-            if header is None or header.salt != self._salt or header.mx_frame != self._pos:
-                return None
-            self._end_read()
+            batch = self.db.run_outside_transaction(unit)
+        except BaseException:
             self._protected = False
+            raise
+        try:
+            self._store(batch)
+        except BaseException:
+            self._protected = False
+            self._gen = None
+            raise
+        self._passes += 1
+        self._last_pass_at = batch.read_at
+        return point
+
+    def _truncate(
+        self, writer: apsw.Connection, header: IndexHeader, version: Any, *, hold: bool
+    ) -> dict[str, int] | None:
+        """TRUNCATE on the writer (R released: it would block it), then check that no other
+        connection committed since the locked read (``data_version`` moves only for others'
+        commits), and under the write lock that the WAL is empty and restarted once."""
+        self._end_read()
+        self._protected = False
+        try:
             writer.setbusytimeout(1000)
             try:
-                busy = int(str(writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0][0]))
+                row = writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
             finally:
                 writer.setbusytimeout(self.db.config.busy_timeout_ms)
-            if busy or writer.pragma("data_version") != version:
+            if int(str(row[0])) or writer.pragma("data_version") != version:
                 return None
             writer.execute("BEGIN IMMEDIATE")
             try:
                 after = self._index.read()
-                salt1 = (int.from_bytes(self._salt[:4], "big") + 1) & 0xFFFFFFFF
+                salt1 = (int.from_bytes(header.salt[:4], "big") + 1) & 0xFFFFFFFF
                 if after is None or after.mx_frame or after.salt[:4] != salt1.to_bytes(4, "big"):
                     return None
                 st = os.stat(self.db.path)
+                if hold:
+                    self._begin_read()
             finally:
                 writer.execute("COMMIT")
         except (apsw.Error, OSError):
@@ -645,10 +704,13 @@ class Archiver:
             self._prev_end = tip.end
             self._checksum = bytes.fromhex(tip.last_checksum)
             self._last_commit_t = max((c.t_hi for c in tip.commits), default=None)
+            # Frames found after a restart were committed after this (and before the look).
+            self._last_read_at = max(self._last_commit_t or 0.0, tip.created_at)
         else:
             self._epoch, self._salt = 0, bytes.fromhex(gen.start_salt)
             self._pos, self._checksum = gen.start_frame, bytes.fromhex(gen.start_checksum)
             self._prev_end = (0, gen.start_frame)
+            self._last_read_at = gen.created_at
         bases = list_bases(gen)
         self._needs_base = not bases
         if bases:

@@ -266,7 +266,14 @@ def plan_restore(archive_root: Path, db_name: str, at: float) -> RestorePlan:
             target_time, target, commit = commits[i - 1]
             pages = commit.db_pages
         shortfall = None
-        if i == len(commits):
+        if i < len(commits) and commits[i][2].t_lo <= at:
+            nxt = commits[i][2]
+            shortfall = (
+                f"the next commit (epoch {commits[i][1][0]} frame {nxt.frame}) happened between "
+                f"{_iso(nxt.t_lo)} and {_iso(nxt.t_hi)} (another process's, or found after a "
+                "restart): it may be before the instant, and is not applied"
+            )
+        elif i == len(commits):
             if chain.hole is not None:
                 shortfall = f"the history stops at {_iso(target_time)}: {chain.hole}"
             elif gen is not generations[-1]:
