@@ -47,7 +47,11 @@ def write_rows(
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         before = time.time()
-        db.write(lambda tx, n=n, t=before: tx.execute("INSERT INTO r VALUES (?, ?, ?)", (n, t, "x" * pad)))
+        db.write(
+            lambda tx, n=n, t=before: tx.execute(
+                "INSERT INTO r VALUES (?, ?, ?)", (n, t, "x" * pad)
+            )
+        )
         rows.append(Row(n, before, time.time()))
         n += 1
         time.sleep(gap_s)  # leaves gaps between commits: instants no commit straddles
@@ -65,7 +69,9 @@ def clear_instants(rows: Sequence[Row], count: int, rng: random.Random) -> list[
     return found
 
 
-def restore_rows(archive: Path, db_name: str, at: float, dest: Path) -> tuple[list[int], PointInTimeRestore]:
+def restore_rows(
+    archive: Path, db_name: str, at: float, dest: Path
+) -> tuple[list[int], PointInTimeRestore]:
     result = build_at(plan_restore(archive, db_name, at), dest)
     return read_rows(dest), result
 

@@ -84,7 +84,9 @@ _OTHER_WRITER = textwrap.dedent(
 )
 
 
-def _other_process(db_path: Path, first: int, count: int, checkpoint: str = "none") -> list[tuple[int, float, float]]:
+def _other_process(
+    db_path: Path, first: int, count: int, checkpoint: str = "none"
+) -> list[tuple[int, float, float]]:
     out = subprocess.run(
         [sys.executable, "-c", _OTHER_WRITER, str(db_path), str(first), str(count), checkpoint],
         check=True,

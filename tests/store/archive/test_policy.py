@@ -67,14 +67,20 @@ def test_prune_every_so_often() -> None:
 
 
 def _gen(
-    name: str, last_at: float, bases: list[tuple[float, tuple[int, int]]], ends: list[tuple[int, int]]
+    name: str,
+    last_at: float,
+    bases: list[tuple[float, tuple[int, int]]],
+    ends: list[tuple[int, int]],
 ) -> GenerationView:
     path = Path("/a") / name
     return GenerationView(
         id=name,
         path=path,
         last_at=last_at,
-        bases=[BaseView(path / f"b{i}.db", path / f"b{i}.base.json", t, lo) for i, (t, lo) in enumerate(bases)],
+        bases=[
+            BaseView(path / f"b{i}.db", path / f"b{i}.base.json", t, lo)
+            for i, (t, lo) in enumerate(bases)
+        ],
         segments=[SegmentView(path / f"s{e}-{f}.seg", (e, f)) for e, f in ends],
     )
 

@@ -175,6 +175,7 @@ class Archiver:
         #: The last archived frame's position (or the generation's start): what the next
         #: segment continues. Epochs without frames leave no segment and are skipped.
         self._prev_end: tuple[int, int] = (0, 0)
+        self._tip_db_file: tuple[int, int, int, int] | None = None
         self._last_commit_t: float | None = None
         self._last_read_at = 0.0  # when the last locked phase read the WAL
         # Commits of this process since the last locked phase, from SQLite's WAL hook.
@@ -431,7 +432,7 @@ class Archiver:
                     "the WAL no longer holds the archived position (it was rewritten while "
                     "no archiver ran)"
                 )
-        elif self._protected or self._resumable():
+        elif self._protected or self._resumable() or self._restarted_once(header):
             # Restarted at P while R was held, or the database file is untouched since the
             # archiver stopped at P with an empty WAL: the history goes on in a new epoch.
             batch.new_epoch = True
@@ -552,6 +553,26 @@ class Archiver:
             return None
         return {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
+    def _db_file(self) -> tuple[int, int, int, int] | None:
+        try:
+            st = os.stat(self.db.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _restarted_once(self, header: IndexHeader) -> bool:
+        """After a crash (R gone): the WAL restarted exactly once since the archived position
+        (salt-1 one higher) and the database file is untouched since the last segment was
+        written. A restart needs every frame of the old epoch checkpointed, and a checkpoint
+        of any frame after the archived position would have written the file; so the old
+        epoch ended where the archive did, and the new epoch's frames continue it. A file
+        system with coarse modification times proves nothing here."""
+        recorded = self._tip_db_file
+        if recorded is None or recorded[3] % 1_000_000 == 0:
+            return False
+        salt1 = (int.from_bytes(self._salt[:4], "big") + 1) & 0xFFFFFFFF
+        return header.salt[:4] == salt1.to_bytes(4, "big") and self._db_file() == recorded
+
     def _resumable(self) -> bool:
         """Whether the generation's resume point matches the archived position and the
         database file is untouched since (see :meth:`_final_pass`). Read with the write lock
@@ -631,7 +652,9 @@ class Archiver:
             prev_checksum=self._checksum,
             commits=commits,
             created_at=batch.read_at,
+            db_file=self._db_file(),
         )
+        self._tip_db_file = info.db_file
         self._pos = batch.last
         self._prev_end = info.end
         self._checksum = bytes.fromhex(info.last_checksum)
@@ -702,6 +725,7 @@ class Archiver:
             tip = max(segments, key=lambda s: s.end)
             self._epoch, self._salt, self._pos = tip.epoch, bytes.fromhex(tip.salt), tip.last
             self._prev_end = tip.end
+            self._tip_db_file = tip.db_file
             self._checksum = bytes.fromhex(tip.last_checksum)
             self._last_commit_t = max((c.t_hi for c in tip.commits), default=None)
             # Frames found after a restart were committed after this (and before the look).

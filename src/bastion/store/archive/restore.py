@@ -128,7 +128,13 @@ def _chain(
         )
         if not joins:
             where = f"after epoch {end[0]} frame {end[1]}"
-            return _Chain(tuple(chosen), f"{seg.path.name} does not continue the history {where}")
+            unreadable = (
+                "; unreadable: " + ", ".join(d.path.name for d in damaged) if damaged else ""
+            )
+            return _Chain(
+                tuple(chosen),
+                f"{seg.path.name} does not continue the history {where}{unreadable}",
+            )
         chosen.append(seg)
         end, last_checksum = seg.end, seg.last_checksum
     hole = None
@@ -277,7 +283,14 @@ def plan_restore(archive_root: Path, db_name: str, at: float) -> RestorePlan:
             if chain.hole is not None:
                 shortfall = f"the history stops at {_iso(target_time)}: {chain.hole}"
             elif gen is not generations[-1]:
-                shortfall = None  # a later generation starts after this one ended
+                newest = times[-1] if times else base.usable_from
+                following = generations[generations.index(gen) + 1]
+                if at > newest:
+                    shortfall = (
+                        f"generation {gen.id} ends with a commit at {_iso(newest)} and the "
+                        f"next begins at {_iso(following.created_at)} ({following.reason}): "
+                        "commits in between, if any, were not archived"
+                    )
             else:
                 newest = times[-1] if times else base.usable_from
                 if at > newest:

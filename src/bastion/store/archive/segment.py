@@ -98,6 +98,9 @@ class SegmentInfo:
     commits: tuple[Commit, ...]
     raw_bytes: int
     created_at: float
+    #: The database file's identity (dev, inode, size, mtime_ns) when the segment was
+    #: written: a restarted archiver compares it to tell "nothing checkpointed since".
+    db_file: tuple[int, int, int, int] | None = None
 
     @property
     def frames(self) -> int:
@@ -142,6 +145,7 @@ def write_segment(
     prev_checksum: bytes,
     commits: Sequence[Commit],
     created_at: float,
+    db_file: tuple[int, int, int, int] | None = None,
 ) -> SegmentInfo:
     """Write ``frames`` (whole frames, ending at a commit frame) as a new segment, atomically."""
     size = FRAME_HEADER_BYTES + page_size
@@ -167,6 +171,7 @@ def write_segment(
         "raw_bytes": len(frames),
         "compression": "zstd",
         "created_at": round(created_at, 6),
+        "db_file": list(db_file) if db_file else None,
     }
     head = json.dumps(header, separators=(",", ":")).encode()
     payload = zstandard.ZstdCompressor(level=_LEVEL).compress(frames)
@@ -192,6 +197,9 @@ def _info(path: Path, header: dict[str, Any]) -> SegmentInfo:
         commits=tuple(Commit.from_list(c) for c in header["commits"]),
         raw_bytes=int(header["raw_bytes"]),
         created_at=float(header["created_at"]),
+        db_file=tuple(int(v) for v in header["db_file"])  # type: ignore[arg-type]
+        if header.get("db_file")
+        else None,
     )
 
 

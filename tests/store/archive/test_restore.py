@@ -1,0 +1,159 @@
+"""Point-in-time restores: damaged and missing segments, instants out of range, the swap."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from bastion.errors import PointInTimeUnavailable, RestoreRefused
+from bastion.store.archive import Archiver, parse_instant, plan_restore, restore_at, timeline
+from bastion.store.archive.layout import list_bases, list_generations, list_segments
+from tests.store.archive.support import (
+    Row,
+    clear_instants,
+    fast_config,
+    open_db,
+    read_rows,
+    restore_rows,
+    wait_for_base,
+    write_rows,
+)
+
+
+def _archived(tmp_path: Path, seconds: float = 1.5) -> tuple[Path, list[Row]]:
+    db = open_db(tmp_path / "app.db")
+    archive = tmp_path / "archive"
+    with Archiver(db, archive, fast_config(interval_s=0.1)) as archiver:
+        wait_for_base(archive, "app")
+        rows = write_rows(db, seconds)
+        archiver.sync_now()
+    db.close()
+    return archive, rows
+
+
+def _segments(archive: Path) -> list[Path]:
+    [gen] = list_generations(archive, "app")
+    segments, _ = list_segments(gen)
+    return [s.path for s in segments]
+
+
+def test_a_corrupted_segment_stops_the_restore_at_the_last_good_commit(tmp_path: Path) -> None:
+    archive, rows = _archived(tmp_path)
+    [gen] = list_generations(archive, "app")
+    segments, _ = list_segments(gen)
+    assert len(segments) >= 4
+    victim = segments[len(segments) // 2]
+    good_until = max(c.t_hi for s in segments if s.end < victim.start for c in s.commits)
+    raw = bytearray(victim.path.read_bytes())
+    raw[-40] ^= 0x40  # one flipped bit in the payload (the last 32 bytes are the SHA-256)
+    victim.path.write_bytes(bytes(raw))
+
+    got, result = restore_rows(archive, "app", rows[-1].after + 1, tmp_path / "r.db")
+    assert result.stopped_at is not None and victim.path.name in result.stopped_at
+    assert "SHA-256" in result.stopped_at
+    assert result.shortfall is not None and "last good commit" in result.shortfall
+    assert result.reached == good_until
+    # Exactly the rows committed up to the last good commit: nothing of the damaged segment.
+    k = len(got)
+    assert got == list(range(1, k + 1))
+    assert rows[k - 1].before <= good_until <= rows[k - 1].after  # row k was that commit
+    assert rows[k].before > good_until
+    # Instants before the damage still restore exactly, with no shortfall.
+    early = [t for t in clear_instants(rows, 20, random.Random(1)) if t < good_until][:3]
+    for i, at in enumerate(early):
+        ok, res = restore_rows(archive, "app", at, tmp_path / f"e{i}.db")
+        assert ok == [r.n for r in rows if r.after <= at] and res.shortfall is None
+
+
+def test_a_segment_with_a_damaged_header_is_named_where_the_history_stops(
+    tmp_path: Path,
+) -> None:
+    archive, rows = _archived(tmp_path)
+    paths = _segments(archive)
+    victim = paths[len(paths) // 2]
+    raw = bytearray(victim.read_bytes())
+    raw[14] ^= 0x01  # inside the JSON header
+    victim.write_bytes(bytes(raw))
+    got, result = restore_rows(archive, "app", rows[-1].after + 1, tmp_path / "r.db")
+    assert result.shortfall is not None and victim.name in result.shortfall
+    assert got == list(range(1, len(got) + 1)) and len(got) < len(rows)
+
+
+def test_a_missing_segment_is_a_hole_the_restore_and_timeline_name(tmp_path: Path) -> None:
+    archive, rows = _archived(tmp_path)
+    paths = _segments(archive)
+    gone = paths[len(paths) // 2]
+    gone.unlink()
+    [span] = timeline(archive, "app")
+    assert span.hole is not None and "does not continue" in span.hole
+    got, result = restore_rows(archive, "app", rows[-1].after + 1, tmp_path / "r.db")
+    assert result.shortfall is not None and "does not continue" in result.shortfall
+    assert got == list(range(1, len(got) + 1)) and len(got) < len(rows)
+
+
+def test_an_instant_before_the_archive_is_unavailable(tmp_path: Path) -> None:
+    archive, rows = _archived(tmp_path, 0.3)
+    with pytest.raises(PointInTimeUnavailable, match="restorable: ") as err:
+        plan_restore(archive, "app", rows[0].before - 3600)
+    assert err.value.code == "pitr_unavailable"
+    with pytest.raises(PointInTimeUnavailable, match="no base snapshot"):
+        plan_restore(tmp_path / "empty", "app", rows[0].before)
+
+
+def test_an_instant_past_the_archive_says_the_archive_ends_earlier(tmp_path: Path) -> None:
+    archive, rows = _archived(tmp_path, 0.3)
+    got, result = restore_rows(archive, "app", rows[-1].after + 3600, tmp_path / "r.db")
+    assert got == [r.n for r in rows]
+    assert result.shortfall is not None and "newest commit" in result.shortfall
+
+
+def test_a_damaged_base_is_refused(tmp_path: Path) -> None:
+    archive, rows = _archived(tmp_path, 0.3)
+    [gen] = list_generations(archive, "app")
+    [base] = list_bases(gen)
+    raw = bytearray(base.path.read_bytes())
+    raw[5000] ^= 0xFF
+    base.path.write_bytes(bytes(raw))
+    with pytest.raises(RestoreRefused, match="not usable"):
+        restore_rows(archive, "app", rows[-1].after, tmp_path / "r.db")
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_restore_at_swaps_in_and_quarantines_the_live_files(tmp_path: Path) -> None:
+    archive, rows = _archived(tmp_path, 0.5)
+    live = tmp_path / "app.db"
+    at = clear_instants(rows, 1, random.Random(5))[0]
+    result = restore_at(archive, "app", at, live, tmp_path / "quarantine")
+    assert read_rows(live) == [r.n for r in rows if r.after <= at]
+    assert result.quarantine_dir is not None
+    moved = {p.name for p in result.quarantined}
+    assert "app.db" in moved
+    report = json.loads((result.quarantine_dir / "restore.json").read_text())
+    assert report["plan"]["generation"] == result.generation
+    assert read_rows(result.quarantine_dir / "app.db") == [r.n for r in rows]  # kept, not lost
+    assert live.stat().st_mode & 0o777 == 0o600
+    # Archiving the restored database starts a new generation (its WAL is not the old one).
+    db = open_db(live)
+    with Archiver(db, archive, fast_config()) as archiver:
+        archiver.sync_now()
+    db.close()
+    assert len(list_generations(archive, "app")) == 2
+
+
+def test_parse_instant_forms() -> None:
+    now = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)
+    assert parse_instant("2026-12-04T10:15:00Z") == dt.datetime(2026, 12, 4, 10, 15, tzinfo=dt.UTC)
+    assert parse_instant("2026-12-04T11:15:00+01:00") == dt.datetime(
+        2026, 12, 4, 10, 15, tzinfo=dt.UTC
+    )
+    assert parse_instant("-10m", now=now) == now - dt.timedelta(minutes=10)
+    assert parse_instant("-1d2h", now=now) == now - dt.timedelta(hours=26)
+    local = parse_instant("2026-12-04T10:15:00")
+    assert local.tzinfo is dt.UTC
+    for bad in ("yesterday", "-10x", "-", "2026-13-01", ""):
+        with pytest.raises(ValueError, match="duration|instant"):
+            parse_instant(bad, now=now)
