@@ -1,0 +1,242 @@
+"""WAL archiving benchmarks (issue 19 §2), ratios against raw baselines in one run.
+
+- Write overhead: commits per second of a write-heavy run (one row of ``--row-bytes`` per
+  transaction, ``--threads`` writers, the store's defaults: synchronous=NORMAL) with the
+  archiver running (``[archive]`` defaults: a pass every second and at every 1000 frames, the
+  archiver doing the checkpoints) vs the same run without it (SQLite's autocheckpoint):
+  target >= 0.90x (at most 10% throughput lost).
+- Restore: rebuilding a database from a base and ``--history-mb`` of archived WAL history
+  (``build_at``: deep verification of the base, replay, truncate, fsync, quick_check) vs
+  copying the same number of bytes (the history's uncompressed frames, as one file, copy +
+  fsync): target <= 2x the copy's time. The copy of the archive's own (compressed) bytes is
+  printed beside it.
+
+Fairness: the write rounds alternate off/on on fresh databases in the same directory, after
+one untimed warm-up round of each; the ratio is of the medians, and every round is printed.
+Both restore sides read page-cached files and write a new fsynced file in the same
+directory; best of ``--rounds``.
+
+Run: ``.venv/bin/python bench/archive.py [--seconds S] [--rounds N] [--history-mb M]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bastion.config import ArchiveConfig, StoreConfig
+from bastion.store import Database
+from bastion.store.archive import Archiver, build_at, plan_restore, timeline
+from bastion.store.archive.layout import list_generations, list_segments
+
+SCHEMA = "CREATE TABLE IF NOT EXISTS r (id INTEGER PRIMARY KEY, t REAL, payload BLOB)"
+
+
+def _fresh(directory: Path, name: str) -> Path:
+    path = directory / f"{name}.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    shutil.rmtree(directory / f"{name}-archive", ignore_errors=True)
+    return path
+
+
+def _wait_for_base(archive: Path, name: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        spans = timeline(archive, name)
+        if spans and spans[-1].restorable_from is not None:
+            return
+        time.sleep(0.01)
+    raise SystemExit("the archiver took no base snapshot within 60 s")
+
+
+def write_round(directory: Path, *, archive: bool, seconds: float, threads: int, row: int) -> float:
+    """Commits per second over ``seconds`` of ``threads`` writers."""
+    name = "on" if archive else "off"
+    path = _fresh(directory, name)
+    db = Database.open(path, StoreConfig(), name=name)
+    db.write(lambda tx: tx.execute(SCHEMA))
+    archiver = None
+    if archive:
+        archiver = Archiver(db, directory / f"{name}-archive", ArchiveConfig()).start()
+        _wait_for_base(directory / f"{name}-archive", name)
+    payload = os.urandom(row)
+    counts = [0] * threads
+    stop = threading.Event()
+
+    def writer(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            db.write(
+                lambda tx: tx.execute(
+                    "INSERT INTO r (t, payload) VALUES (?, ?)", (time.time(), payload)
+                )
+            )
+            n += 1
+        counts[i] = n
+
+    workers = [threading.Thread(target=writer, args=(i,)) for i in range(threads)]
+    started = time.perf_counter()
+    for w in workers:
+        w.start()
+    time.sleep(seconds)
+    stop.set()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - started
+    if archiver is not None:
+        archiver.stop()
+        assert archiver.status().last_error is None, archiver.status().last_error
+    db.close()
+    return sum(counts) / elapsed
+
+
+def build_history(directory: Path, mb: int, row: int) -> tuple[Path, int]:
+    """An archive holding ``mb`` MB of WAL frames: updates over a working set of rows."""
+    path = _fresh(directory, "hist")
+    archive = directory / "hist-archive"
+    db = Database.open(path, StoreConfig(), name="hist")
+    db.write(lambda tx: tx.execute(SCHEMA))
+    rows = 4000
+    payload = os.urandom(row)
+    db.write(
+        lambda tx: [
+            tx.execute("INSERT INTO r (id, t, payload) VALUES (?, 0, ?)", (i, payload))
+            for i in range(rows)
+        ]
+    )
+    archiver = Archiver(db, archive, ArchiveConfig(interval_s=0.5)).start()
+    _wait_for_base(archive, "hist")
+    i = 0
+    while archiver.status().bytes_archived < mb * 1024 * 1024:
+        batch = [(time.time(), os.urandom(row), (i + k) % rows) for k in range(20)]
+        db.write(
+            lambda tx, b=batch: [
+                tx.execute("UPDATE r SET t = ?, payload = ? WHERE id = ?", x) for x in b
+            ]
+        )
+        i += 20
+        if i % 2000 == 0:
+            archiver.sync_now()
+    archiver.stop()
+    db.close()
+    return archive, archiver.status().bytes_archived
+
+
+def copy_time(src: Path, dest: Path) -> float:
+    dest.unlink(missing_ok=True)
+    started = time.perf_counter()
+    shutil.copyfile(src, dest)
+    fd = os.open(dest, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per write round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--row-bytes", type=int, default=512)
+    parser.add_argument("--history-mb", type=int, default=100)
+    parser.add_argument("--dir", type=Path, default=None)
+    args = parser.parse_args()
+    directory = Path(args.dir or tempfile.mkdtemp(prefix="bench-archive-"))
+    directory.mkdir(parents=True, exist_ok=True)
+
+    print(
+        f"write overhead: {args.threads} writer(s), {args.row_bytes}-byte rows, {args.seconds:g} s rounds"
+    )
+    for archive in (False, True):  # warm-up, untimed
+        write_round(
+            directory,
+            archive=archive,
+            seconds=min(1.0, args.seconds),
+            threads=args.threads,
+            row=args.row_bytes,
+        )
+    off: list[float] = []
+    on: list[float] = []
+    for n in range(args.rounds):
+        off.append(
+            write_round(
+                directory,
+                archive=False,
+                seconds=args.seconds,
+                threads=args.threads,
+                row=args.row_bytes,
+            )
+        )
+        on.append(
+            write_round(
+                directory,
+                archive=True,
+                seconds=args.seconds,
+                threads=args.threads,
+                row=args.row_bytes,
+            )
+        )
+        print(
+            f"  round {n + 1}: off {off[-1]:,.0f}/s  on {on[-1]:,.0f}/s  ({on[-1] / off[-1]:.2f}x)"
+        )
+    ratio = statistics.median(on) / statistics.median(off)
+    print(
+        f"{'archiving on vs off (commits/s, median)':<58} {ratio:6.2f}x   (target >= 0.90x; "
+        f"on {statistics.median(on):,.0f}/s vs off {statistics.median(off):,.0f}/s)"
+    )
+
+    print(f"\nrestore: building {args.history_mb} MB of archived history ...")
+    archive, history = build_history(directory, args.history_mb, 3000)
+    [gen] = list_generations(archive, "hist")
+    segments, _ = list_segments(gen)
+    archive_bytes = sum(s.path.stat().st_size for s in segments)
+    # The history's own bytes, as one file, for the copy baseline.
+    raw = directory / "history.raw"
+    with open(raw, "wb") as out:
+        from bastion.store.archive.segment import read_segment
+
+        for seg in segments:
+            out.write(read_segment(seg.path)[1])
+    compressed = directory / "archive.bytes"
+    with open(compressed, "wb") as out:
+        for seg in segments:
+            out.write(seg.path.read_bytes())
+    plan = plan_restore(archive, "hist", time.time() + 1)
+    restores, copies, small = [], [], []
+    for _ in range(max(1, args.rounds)):
+        dest = directory / "restored.db"
+        dest.unlink(missing_ok=True)
+        started = time.perf_counter()
+        result = build_at(plan, dest)
+        restores.append(time.perf_counter() - started)
+        copies.append(copy_time(raw, directory / "copy.raw"))
+        small.append(copy_time(compressed, directory / "copy.bytes"))
+    print(
+        f"  history {history / 1e6:,.1f} MB in {len(segments)} segments ({archive_bytes / 1e6:,.1f} MB "
+        f"compressed), {result.frames:,} frames replayed, base {plan.base.path.stat().st_size / 1e6:,.1f} MB"
+    )
+    best = min(restores)
+    print(
+        f"{'restore vs copying the history bytes (time, best)':<58} {best / min(copies):6.2f}x   "
+        f"(target <= 2x; restore {best:.3f} s vs copy {min(copies):.3f} s)"
+    )
+    print(
+        f"{'restore vs copying the archive bytes (time, best)':<58} {best / min(small):6.2f}x   "
+        f"(reported; copy {min(small):.3f} s)"
+    )
+    if args.dir is None:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
