@@ -23,6 +23,7 @@ TINY: dict[str, list[str]] = {
     "store_read.py": ["--reads", "500", "--rounds", "1"],
     "repo.py": [],
     "backup.py": ["--size-mb", "4", "--rounds", "1"],
+    "archive.py": ["--seconds", "0.3", "--rounds", "1", "--history-mb", "2"],
     "vault.py": ["--gets", "200", "--keychain-rounds", "2"],
     "logs.py": ["20000"],
     "supervise.py": [],

@@ -42,6 +42,7 @@ only to instants after the later bound.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import datetime as dt
@@ -132,6 +133,26 @@ class _Batch:
     checkpoint: tuple[int, int, int] | None = None
 
 
+@dataclasses.dataclass
+class _Pending:
+    """Frames copied from the WAL, not yet written as a segment (see ``Archiver._flush``)."""
+
+    epoch: int
+    first: int
+    prev: tuple[int, int]
+    prev_checksum: bytes
+    since: float
+    last: int = 0
+    nbytes: int = 0
+    read_at: float = 0.0
+    chunks: list[bytes] = dataclasses.field(default_factory=list)
+    commits: list[Commit] = dataclasses.field(default_factory=list)
+
+
+#: Pending frames past which a segment is written at once.
+_PENDING_BYTES = 32 * 1024 * 1024
+
+
 class Archiver:
     """Archives ``db``'s WAL into ``archive_root/<db.name>/`` on a background thread.
 
@@ -176,6 +197,7 @@ class Archiver:
         #: segment continues. Epochs without frames leave no segment and are skipped.
         self._prev_end: tuple[int, int] = (0, 0)
         self._tip_db_file: tuple[int, int, int, int] | None = None
+        self._pending: _Pending | None = None
         self._last_commit_t: float | None = None
         self._last_read_at = 0.0  # when the last locked phase read the WAL
         # Commits of this process since the last locked phase, from SQLite's WAL hook.
@@ -360,6 +382,8 @@ class Archiver:
             raise RuntimeError("the archiver is not started")
         self._look()
         self._pass(checkpoint=checkpoint)
+        with self._lock:
+            self._flush()
         return self.status()
 
     def shrink_wal(self) -> bool:
@@ -382,25 +406,35 @@ class Archiver:
             if self._reader is None or self._checkpointer is None:
                 return None
             if checkpoint:
+                # Copy first, then checkpoint up to the copied end without the write lock
+                # (the bulk of a checkpoint's I/O and fsyncs); the locked checkpoint below
+                # has only the frames of the last moments left to copy into the database.
+                self._pass_locked(checkpoint=False)
                 self._checkpoint_upto_reader()
-            try:
-                batch = self.db.write(lambda tx: self._locked(tx, checkpoint))
-            except BaseException:
-                self._protected = False
-                raise
-            try:
-                self._store(batch)
-            except BaseException:
-                # The frames read are not in the archive and R has moved past them: the
-                # history cannot be proved complete any more. A new generation follows.
-                self._protected = False
-                self._gen = None
-                raise
-            self._passes += 1
-            self._last_pass_at = batch.read_at
-            self._last_error = None
-            self._schedule = dataclasses.replace(self._schedule, last_sync=self._clock())
-            return batch
+            return self._pass_locked(checkpoint=checkpoint)
+
+    def _pass_locked(self, *, checkpoint: bool) -> _Batch:
+        """One locked phase and what follows it (the caller holds ``self._lock``)."""
+        try:
+            batch = self.db.write(lambda tx: self._locked(tx, checkpoint))
+        except BaseException:
+            self._protected = False
+            raise
+        try:
+            self._store(batch)
+            self._flush(force=False)
+        except BaseException:
+            # The frames read are not in the archive and R has moved past them: the
+            # history cannot be proved complete any more. A new generation follows.
+            self._protected = False
+            self._gen = None
+            self._pending = None
+            raise
+        self._passes += 1
+        self._last_pass_at = batch.read_at
+        self._last_error = None
+        self._schedule = dataclasses.replace(self._schedule, last_sync=self._clock())
+        return batch
 
     def _checkpoint_upto_reader(self) -> None:
         """Before the locked phase: checkpoint up to R's snapshot (the archived position).
@@ -514,9 +548,11 @@ class Archiver:
             raise
         try:
             self._store(batch)
+            self._flush()
         except BaseException:
             self._protected = False
             self._gen = None
+            self._pending = None
             raise
         self._passes += 1
         self._last_pass_at = batch.read_at
@@ -622,9 +658,11 @@ class Archiver:
                 self._reader.execute("COMMIT")
 
     def _store(self, batch: _Batch) -> None:
-        """After the lock: start a generation or write the segment; move the position."""
+        """After the lock: start a generation, or add the frames to the pending segment;
+        move the position. The pending segment is written by :meth:`_flush`."""
         header = batch.header
         if batch.new_generation is not None:
+            self._flush()
             self._start_generation(batch)
             self._last_read_at = batch.read_at
             return
@@ -632,6 +670,7 @@ class Archiver:
             self._frames_since_checkpoint = 0
             self._nudge_at = self.config.checkpoint_frames
         if batch.new_epoch:
+            self._flush()  # a segment holds one epoch
             self._epoch += 1
             self._salt = header.salt
             self._pos, self._checksum = 0, _ZERO_CHECKSUM
@@ -640,34 +679,64 @@ class Archiver:
             return
         assert self._gen is not None
         commits = self._commit_times(batch)
-        info = write_segment(
-            self._gen.segments_dir / segment_name(self._epoch, batch.first, batch.last),
-            generation=self._gen.id,
-            epoch=self._epoch,
-            salt=self._salt,
-            page_size=self._page_size,
-            first=batch.first,
-            frames=batch.frames,
-            prev=self._prev_end,
-            prev_checksum=self._checksum,
-            commits=commits,
-            created_at=batch.read_at,
-            db_file=self._db_file(),
-        )
-        self._tip_db_file = info.db_file
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = _Pending(
+                epoch=self._epoch,
+                first=batch.first,
+                prev=self._prev_end,
+                prev_checksum=self._checksum,
+                since=self._clock(),
+            )
+        pending.chunks.append(batch.frames)
+        pending.commits += commits
+        pending.last = batch.last
+        pending.nbytes += len(batch.frames)
+        pending.read_at = batch.read_at
+        size = FRAME_HEADER_BYTES + self._page_size
         self._pos = batch.last
-        self._prev_end = info.end
-        self._checksum = bytes.fromhex(info.last_checksum)
+        self._prev_end = (self._epoch, batch.last)
+        self._checksum = batch.frames[-size + 16 : -size + 24]
         self._last_read_at = batch.read_at
         if commits:
             self._last_commit_t = commits[-1].t_hi
         count = batch.last - batch.first + 1
-        self._segments += 1
         self._frames += count
         self._bytes += len(batch.frames)
         self._frames_since_checkpoint += count
         if batch.checkpoint is None:
             self._nudge_at = batch.last + self.config.checkpoint_frames
+
+    def _flush(self, *, force: bool = True) -> None:
+        """Write the pending segment (atomically: temp, fsync, rename, fsync dir). Unless
+        ``force``, only once it is ``interval_s`` old or large: passes a checkpoint asks for
+        come many times a second under heavy writing, and one segment (one fsync) for all of
+        them costs the disk far less. Frames waiting here are safe from SQLite (copied) but
+        not from a crash, which starts a new generation; the wait is at most ``interval_s``."""
+        pending = self._pending
+        if pending is None or self._gen is None:
+            self._pending = None
+            return
+        young = self._clock() - pending.since < self.config.interval_s
+        if not force and young and pending.nbytes < _PENDING_BYTES:
+            return
+        self._pending = None
+        info = write_segment(
+            self._gen.segments_dir / segment_name(pending.epoch, pending.first, pending.last),
+            generation=self._gen.id,
+            epoch=pending.epoch,
+            salt=self._salt,
+            page_size=self._page_size,
+            first=pending.first,
+            frames=pending.chunks,
+            prev=pending.prev,
+            prev_checksum=pending.prev_checksum,
+            commits=pending.commits,
+            created_at=pending.read_at,
+            db_file=self._db_file(),
+        )
+        self._tip_db_file = info.db_file
+        self._segments += 1
 
     def _commit_times(self, batch: _Batch) -> list[Commit]:
         """Each commit frame of the batch with its time (see the module docstring).
@@ -680,31 +749,38 @@ class Archiver:
         """
         size = FRAME_HEADER_BYTES + self._page_size
         mine = {pages: t for t, pages in batch.hooks}
+        # Looks of this epoch, in time order; the committed end only grows within an epoch.
         looks = [(t, mx) for t, salt, mx in self._looks if salt == batch.header.salt]
+        look_ends = [mx for _, mx in looks]
         floor = self._last_read_at
         frames = batch.frames
         found: list[tuple[int, int, float, float]] = []
-        for n in range(batch.first, batch.last + 1):
-            pages = struct.unpack_from(">I", frames, (n - batch.first) * size + 4)[0]
-            if not pages:
-                continue
+        # The "database size after commit" field of every frame header, without a copy: a
+        # frame is a whole number of 4-byte words, the field is the header's second word.
+        # Non-zero marks a commit frame (its byte order does not matter for that test).
+        fields = memoryview(frames).cast("I")[1 :: size // 4]
+        for i in [i for i, v in enumerate(fields) if v]:
+            n = batch.first + i
+            pages = struct.unpack_from(">I", frames, i * size + 4)[0]
             if n in mine:
                 t_lo = t_hi = mine[n]
             else:
-                t_hi = min((t for t, mx in looks if mx >= n), default=batch.read_at)
-                t_lo = max((t for t, mx in looks if mx < n and t <= t_hi), default=floor)
+                seen = bisect.bisect_left(look_ends, n)  # the first look that saw it
+                t_hi = looks[seen][0] if seen < len(looks) else batch.read_at
+                t_lo = looks[seen - 1][0] if seen > 0 else floor
             found.append((n, int(pages), max(t_lo, floor), min(t_hi, batch.read_at)))
         # Later commits bound earlier ones from above, earlier ones bound later ones from below.
-        commits: list[Commit] = []
+        ceilings: list[float] = []
         ceiling = batch.read_at
-        for n, pages, t_lo, t_hi in reversed(found):
+        for _, _, _, t_hi in reversed(found):
             ceiling = min(ceiling, t_hi)
-            commits.append(Commit(n, pages, t_lo, ceiling))
-        commits.reverse()
+            ceilings.append(ceiling)
+        ceilings.reverse()
+        commits: list[Commit] = []
         low = floor
-        for i, c in enumerate(commits):
-            low = max(low, c.t_lo)
-            commits[i] = dataclasses.replace(c, t_lo=min(low, c.t_hi))
+        for (n, pages, t_lo, _), t_hi in zip(found, ceilings, strict=True):
+            low = max(low, t_lo)
+            commits.append(Commit(n, pages, min(low, t_hi), t_hi))
         if self._looks:
             self._looks = self._looks[-1:]
         return commits

@@ -140,7 +140,7 @@ def write_segment(
     salt: bytes,
     page_size: int,
     first: int,
-    frames: bytes,
+    frames: bytes | Sequence[bytes],
     prev: tuple[int, int],
     prev_checksum: bytes,
     commits: Sequence[Commit],
@@ -149,11 +149,14 @@ def write_segment(
 ) -> SegmentInfo:
     """Write ``frames`` (whole frames, ending at a commit frame) as a new segment, atomically."""
     size = FRAME_HEADER_BYTES + page_size
-    if not frames or len(frames) % size:
-        raise ValueError(f"{len(frames)} bytes is not a whole number of {size}-byte frames")
-    count = len(frames) // size
+    chunks = [frames] if isinstance(frames, bytes | bytearray | memoryview) else list(frames)
+    total = sum(len(c) for c in chunks)
+    if not total or total % size or any(len(c) % size for c in chunks):
+        raise ValueError(f"{total} bytes is not a whole number of {size}-byte frames")
+    count = total // size
     last = first + count - 1
-    last_header = parse_frame_header(frames[(count - 1) * size : (count - 1) * size + 24])
+    tail = chunks[-1]
+    last_header = parse_frame_header(tail[len(tail) - size : len(tail) - size + 24])
     if last_header.commit_pages == 0:
         raise ValueError("a segment must end at a commit frame")
     header = {
@@ -167,19 +170,44 @@ def write_segment(
         "prev": list(prev),
         "prev_checksum": prev_checksum.hex(),
         "last_checksum": last_header.checksum.hex(),
-        "commits": [c.to_list() for c in commits],
-        "raw_bytes": len(frames),
+        # Columns of integers (times in microseconds): cheap to encode at every pass.
+        "commits": [
+            [c.frame for c in commits],
+            [c.db_pages for c in commits],
+            [int(c.t_lo * 1e6) for c in commits],
+            [int(c.t_hi * 1e6) for c in commits],
+        ],
+        "raw_bytes": total,
         "compression": "zstd",
         "created_at": round(created_at, 6),
         "db_file": list(db_file) if db_file else None,
     }
     head = json.dumps(header, separators=(",", ":")).encode()
-    payload = zstandard.ZstdCompressor(level=_LEVEL).compress(frames)
+    compressor = zstandard.ZstdCompressor(level=_LEVEL).compressobj(size=total)
+    parts = [MAGIC, _LEN.pack(len(head)), head]
+    parts += [compressor.compress(chunk) for chunk in chunks]
+    parts.append(compressor.flush())
     digest = hashlib.sha256()
-    for part in (MAGIC, _LEN.pack(len(head)), head, payload):
+    for part in parts:
         digest.update(part)
-    atomic_write(path, b"".join((MAGIC, _LEN.pack(len(head)), head, payload, digest.digest())))
-    return _info(path, header)
+    parts.append(digest.digest())
+    atomic_write(path, b"".join(parts))
+    return SegmentInfo(
+        path=path,
+        generation=generation,
+        epoch=epoch,
+        salt=salt.hex(),
+        page_size=page_size,
+        first=first,
+        last=last,
+        prev=(int(prev[0]), int(prev[1])),
+        prev_checksum=prev_checksum.hex(),
+        last_checksum=last_header.checksum.hex(),
+        commits=tuple(commits),
+        raw_bytes=total,
+        created_at=round(created_at, 6),
+        db_file=db_file,
+    )
 
 
 def _info(path: Path, header: dict[str, Any]) -> SegmentInfo:
@@ -194,12 +222,22 @@ def _info(path: Path, header: dict[str, Any]) -> SegmentInfo:
         prev=(int(header["prev"][0]), int(header["prev"][1])),
         prev_checksum=str(header["prev_checksum"]),
         last_checksum=str(header["last_checksum"]),
-        commits=tuple(Commit.from_list(c) for c in header["commits"]),
+        commits=_commits(header["commits"]),
         raw_bytes=int(header["raw_bytes"]),
         created_at=float(header["created_at"]),
         db_file=tuple(int(v) for v in header["db_file"])  # type: ignore[arg-type]
         if header.get("db_file")
         else None,
+    )
+
+
+def _commits(columns: Sequence[Sequence[int]]) -> tuple[Commit, ...]:
+    frames, pages, t_lo, t_hi = columns
+    if not len(frames) == len(pages) == len(t_lo) == len(t_hi):
+        raise ValueError("commit columns of different lengths")
+    return tuple(
+        Commit(int(f), int(p), lo / 1e6, hi / 1e6)
+        for f, p, lo, hi in zip(frames, pages, t_lo, t_hi, strict=True)
     )
 
 

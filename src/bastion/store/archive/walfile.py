@@ -205,14 +205,14 @@ class WalFile:
         fd = self._descriptor()
         if fd is None or length <= 0:
             return b""
-        chunks = []
-        while length > 0:
-            chunk = os.pread(fd, min(length, 8 * 1024 * 1024), offset)
-            if not chunk:
-                break
+        data = os.pread(fd, length, offset)  # one copy, into the bytes returned
+        if len(data) == length or not data:
+            return data
+        chunks = [data]  # a short read: the rest, if the file has it
+        offset, length = offset + len(data), length - len(data)
+        while length > 0 and (chunk := os.pread(fd, length, offset)):
             chunks.append(chunk)
-            offset += len(chunk)
-            length -= len(chunk)
+            offset, length = offset + len(chunk), length - len(chunk)
         return b"".join(chunks)
 
     def frames(self, first: int, last: int, page_size: int) -> bytes:
