@@ -41,6 +41,20 @@ from bastion.store.archive.layout import list_generations, list_segments
 SCHEMA = "CREATE TABLE IF NOT EXISTS r (id INTEGER PRIMARY KEY, t REAL, payload BLOB)"
 
 
+def log_line(n: int, size: int) -> bytes:
+    """A row like those bastion.db takes most of: a captured log line (text, some of it
+    random), ``size`` bytes. Random bytes would be the worst case for compression; real
+    rows compress 2-5x."""
+    import secrets
+
+    text = (
+        f'{{"service": "stt-{n % 7}", "stream": "stderr", "level": "info", "seq": {n}, '
+        f'"line": "request {secrets.token_hex(8)} done in {n % 997} ms", '
+        f'"trace": "{secrets.token_hex(24)}"}}'
+    )
+    return (text * (size // len(text) + 1)).encode()[:size]
+
+
 def _fresh(directory: Path, name: str) -> Path:
     path = directory / f"{name}.db"
     for suffix in ("", "-wal", "-shm"):
@@ -69,7 +83,7 @@ def write_round(directory: Path, *, archive: bool, seconds: float, threads: int,
     if archive:
         archiver = Archiver(db, directory / f"{name}-archive", ArchiveConfig()).start()
         _wait_for_base(directory / f"{name}-archive", name)
-    payload = os.urandom(row)
+    payload = log_line(1, row)
     counts = [0] * threads
     stop = threading.Event()
 
@@ -107,7 +121,7 @@ def build_history(directory: Path, mb: int, row: int) -> tuple[Path, int]:
     db = Database.open(path, StoreConfig(), name="hist")
     db.write(lambda tx: tx.execute(SCHEMA))
     rows = 4000
-    payload = os.urandom(row)
+    payload = log_line(0, row)
     db.write(
         lambda tx: [
             tx.execute("INSERT INTO r (id, t, payload) VALUES (?, 0, ?)", (i, payload))
@@ -118,7 +132,7 @@ def build_history(directory: Path, mb: int, row: int) -> tuple[Path, int]:
     _wait_for_base(archive, "hist")
     i = 0
     while archiver.status().bytes_archived < mb * 1024 * 1024:
-        batch = [(time.time(), os.urandom(row), (i + k) % rows) for k in range(20)]
+        batch = [(time.time(), log_line(i + k, row), (i + k) % rows) for k in range(20)]
         db.write(
             lambda tx, b=batch: [
                 tx.execute("UPDATE r SET t = ?, payload = ? WHERE id = ?", x) for x in b
@@ -189,9 +203,10 @@ def main() -> None:
         print(
             f"  round {n + 1}: off {off[-1]:,.0f}/s  on {on[-1]:,.0f}/s  ({on[-1] / off[-1]:.2f}x)"
         )
-    ratio = statistics.median(on) / statistics.median(off)
+    # The median of the paired rounds' ratios: a slow moment of the machine moves one pair.
+    ratio = statistics.median(b / a for a, b in zip(off, on, strict=True))
     print(
-        f"{'archiving on vs off (commits/s, median)':<58} {ratio:6.2f}x   (target >= 0.90x; "
+        f"{'archiving on vs off (commits/s, median of pairs)':<58} {ratio:6.2f}x   (target >= 0.90x; "
         f"on {statistics.median(on):,.0f}/s vs off {statistics.median(off):,.0f}/s)"
     )
 

@@ -57,15 +57,29 @@ def test_round_trip(tmp_path: Path) -> None:
     assert path.stat().st_size < len(frames)  # compressed
 
 
-@pytest.mark.parametrize("where", ["header", "payload", "trailer"])
+@pytest.mark.parametrize("where", ["length", "header", "digest", "payload", "last byte"])
 def test_a_flipped_byte_anywhere_is_detected(tmp_path: Path, where: str) -> None:
     path = tmp_path / "s.seg"
     _write(path, _frames(4))
     raw = bytearray(path.read_bytes())
-    at = {"header": 20, "payload": len(raw) - 40, "trailer": len(raw) - 1}[where]
+    at = {
+        "length": 10,
+        "header": 20,
+        "digest": raw.index(b"}") + 5,
+        "payload": len(raw) - 40,
+        "last byte": len(raw) - 1,
+    }[where]
     raw[at] ^= 0x01
     path.write_bytes(bytes(raw))
-    with pytest.raises(SegmentDamaged, match="SHA-256"):
+    with pytest.raises(SegmentDamaged, match="SHA-256|damaged|cut short|payload"):
+        read_segment(path)
+
+
+def test_a_grown_segment_is_detected(tmp_path: Path) -> None:
+    path = tmp_path / "s.seg"
+    _write(path, _frames(4))
+    path.write_bytes(path.read_bytes() + b"\0" * 10)
+    with pytest.raises(SegmentDamaged, match="header says"):
         read_segment(path)
 
 

@@ -5,14 +5,16 @@ A segment file holds, in order::
     b"BSTNSEG1"                        magic and format version
     u32 big-endian                     length of the header
     header                             JSON (utf-8): what the frames are, and when each commit was
-    payload                            the frames exactly as in the WAL, zstd-compressed
-    sha256                             32 bytes over everything before it
+    sha256(header)                     32 bytes
+    payload                            the frames exactly as in the WAL, as one zstd frame with
+                                       its content checksum (XXH64 of the frames)
 
 The frames are kept byte for byte (frame headers included): replay writes their pages where
 SQLite's own checkpoint would, and the frame headers let a restore check salts, commit
-boundaries and the checksum chain between segments. The trailing SHA-256 covers the header
-too, so a flipped bit anywhere -- or a file cut short -- is detected before any page of it
-is used (:class:`SegmentDamaged`).
+boundaries and the checksum chain between segments. The header's SHA-256 and the zstd
+content checksum (checked while decompressing, at no extra pass) cover everything, and the
+header records the payload's length: a flipped bit anywhere, a file cut short or grown is
+detected before any page of it is used (:class:`SegmentDamaged`).
 
 A segment always ends at a commit frame and holds whole transactions. It is written once,
 atomically (temp -> fsync -> rename -> fsync dir), and never changed; compaction writes a new
@@ -182,15 +184,12 @@ def write_segment(
         "created_at": round(created_at, 6),
         "db_file": list(db_file) if db_file else None,
     }
+    compressor = zstandard.ZstdCompressor(level=_LEVEL, write_checksum=True).compressobj(size=total)
+    payload = [compressor.compress(chunk) for chunk in chunks]
+    payload.append(compressor.flush())
+    header["payload_bytes"] = sum(len(p) for p in payload)
     head = json.dumps(header, separators=(",", ":")).encode()
-    compressor = zstandard.ZstdCompressor(level=_LEVEL).compressobj(size=total)
-    parts = [MAGIC, _LEN.pack(len(head)), head]
-    parts += [compressor.compress(chunk) for chunk in chunks]
-    parts.append(compressor.flush())
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part)
-    parts.append(digest.digest())
+    parts = [MAGIC, _LEN.pack(len(head)), head, hashlib.sha256(head).digest(), *payload]
     atomic_write(path, b"".join(parts))
     return SegmentInfo(
         path=path,
@@ -242,22 +241,28 @@ def _commits(columns: Sequence[Sequence[int]]) -> tuple[Commit, ...]:
 
 
 def _parse_head(path: Path, raw: bytes) -> tuple[dict[str, Any], int]:
+    """The header (checked against its SHA-256) and where the payload starts."""
     if raw[: len(MAGIC)] != MAGIC:
         raise SegmentDamaged(path, "not a bastion archive segment (bad magic)")
     if len(raw) < len(MAGIC) + _LEN.size:
         raise SegmentDamaged(path, "cut short inside its header")
     (length,) = _LEN.unpack_from(raw, len(MAGIC))
     start = len(MAGIC) + _LEN.size
-    if len(raw) < start + length:
+    end = start + length + _DIGEST
+    if len(raw) < end:
         raise SegmentDamaged(path, "cut short inside its header")
+    head = raw[start : start + length]
+    if hashlib.sha256(head).digest() != raw[start + length : end]:
+        raise SegmentDamaged(path, "header SHA-256 does not match (damaged)")
     try:
-        header = json.loads(raw[start : start + length])
+        header = json.loads(head)
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise ValueError("unknown format")
         _info(path, header)  # every field present and typed
+        int(header["payload_bytes"])
     except (ValueError, KeyError, TypeError) as err:
         raise SegmentDamaged(path, f"header unreadable ({err})") from None
-    return header, start + length
+    return header, end
 
 
 def read_segment_info(path: Path) -> SegmentInfo:
@@ -276,31 +281,32 @@ def read_segment_info(path: Path) -> SegmentInfo:
 
 
 def read_segment(path: Path) -> tuple[SegmentInfo, bytes]:
-    """The header and the frames, after checking the SHA-256 and the frames' own headers
-    (count, salts, a commit frame last). Raises :class:`SegmentDamaged` on any mismatch."""
+    """The header and the frames, after checking the header's SHA-256, the payload's length
+    and zstd content checksum, and the frames' own headers (salts, a commit frame last).
+    Raises :class:`SegmentDamaged` on any mismatch."""
     try:
         raw = path.read_bytes()
     except OSError as err:
         raise SegmentDamaged(path, f"unreadable ({err.strerror or err})") from None
-    if len(raw) < len(MAGIC) + _LEN.size + _DIGEST:
-        raise SegmentDamaged(path, f"cut short ({len(raw)} bytes)")
-    body = memoryview(raw)[:-_DIGEST]
-    if hashlib.sha256(body).digest() != raw[-_DIGEST:]:
-        raise SegmentDamaged(path, "SHA-256 does not match (damaged or cut short)")
     header, start = _parse_head(path, raw)
     info = _info(path, header)
+    if len(raw) - start != int(header["payload_bytes"]):
+        raise SegmentDamaged(
+            path, f"payload is {len(raw) - start} bytes, the header says {header['payload_bytes']}"
+        )
     try:
         frames = zstandard.ZstdDecompressor().decompress(
-            body[start:], max_output_size=info.raw_bytes
+            memoryview(raw)[start:], max_output_size=info.raw_bytes
         )
     except zstandard.ZstdError as err:
-        raise SegmentDamaged(path, f"payload does not decompress ({err})") from None
+        raise SegmentDamaged(path, f"payload damaged ({err})") from None
     size = FRAME_HEADER_BYTES + info.page_size
     if len(frames) != info.raw_bytes or len(frames) != info.frames * size:
         raise SegmentDamaged(path, "payload size does not match the header")
     salt = bytes.fromhex(info.salt)
-    for offset in range(0, len(frames), size):
-        if frames[offset + 8 : offset + 16] != salt:
+    view = memoryview(frames)
+    for offset in range(8, len(frames), size):
+        if view[offset : offset + 8] != salt:
             raise SegmentDamaged(path, "a frame carries another epoch's salt")
     if parse_frame_header(frames[-size:]).commit_pages == 0:
         raise SegmentDamaged(path, "does not end at a commit frame")
