@@ -48,7 +48,8 @@ def test_the_daemon_archives_and_a_cli_write_is_restorable(tmp_path: Path) -> No
         assert data["stopped_daemon"] == daemon.proc.pid
         assert data["stopped_at"] is None
         code, out = _cli(home, "settings", "get", "mode")
-        assert code == 0 and "archived" in out, (out, data["shortfall"])
+        assert code == 0, out
+        assert "archived" in out, (out, data["shortfall"])
         [gen] = timeline(cfg.archive_dir, "bastion")
         assert gen.hole is None
     finally:

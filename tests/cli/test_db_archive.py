@@ -54,12 +54,18 @@ def test_timeline_lists_the_restorable_range(tmp_path: Path) -> None:
     [gen] = data["generations"]
     start = dt.datetime.fromisoformat(gen["restorable_from"]).timestamp()
     end = dt.datetime.fromisoformat(gen["restorable_to"]).timestamp()
-    assert start < first <= end + 0.001 and end <= second + 1
-    assert gen["bases"] == 1 and gen["commits"] >= 2 and gen["hole"] is None
+    assert start < first <= end + 0.001
+    assert end <= second + 1
+    assert gen["bases"] == 1
+    assert gen["commits"] >= 2
+    assert gen["hole"] is None
     code, out, _ = _run(home, "db", "timeline")
-    assert code == 0 and gen["generation"] in out and "GENERATION" in out
+    assert code == 0
+    assert gen["generation"] in out
+    assert "GENERATION" in out
     code, _, err = _run(home, "db", "timeline", "--db", "nothing-here")
-    assert code == 0 and "no archive of 'nothing-here'" in err
+    assert code == 0
+    assert "no archive of 'nothing-here'" in err
 
 
 def test_restore_at_an_instant_puts_that_state_back(tmp_path: Path) -> None:
@@ -67,26 +73,31 @@ def test_restore_at_an_instant_puts_that_state_back(tmp_path: Path) -> None:
     assert _colour(home) == "green"
     at = dt.datetime.fromtimestamp(first, dt.UTC).isoformat()
     data = _json(home, "db", "restore", "--at", at, "--yes")
-    assert data["shortfall"] is None and data["checks"]["integrity_ok"]
+    assert data["shortfall"] is None
+    assert data["checks"]["integrity_ok"]
     assert _colour(home) == "blue"
     assert Path(data["quarantine_dir"]).is_dir()
     # Relative instants: -0s is now, past every archived commit; the archive says it ends.
     code, out, _ = _run(home, "db", "restore", "--at", "-0s", "--yes")
     assert code == 0, out
-    assert "SHORT:" in out and "newest commit" in out
+    assert "SHORT:" in out
+    assert "newest commit" in out
     assert _colour(home) == "green"
 
 
 def test_restore_at_refusals_change_nothing(tmp_path: Path) -> None:
-    home, first, _ = _archived_home(tmp_path)
+    home, _first, _ = _archived_home(tmp_path)
     before = (home / "bastion.db").read_bytes()
     code, out, _ = _run(home, "db", "restore", "--at", "2001-01-01T00:00:00Z", "--yes", "--json")
     assert code == 66
     assert json.loads(out)["code"] == "pitr_unavailable"
     code, _, err = _run(home, "db", "restore", "--at", "last tuesday")
-    assert code == 2 and "--at" in err and "ISO-8601" in err
+    assert code == 2
+    assert "--at" in err
+    assert "ISO-8601" in err
     code, _, err = _run(home, "db", "restore")
-    assert code == 2 and "either BACKUP or --at" in err
+    assert code == 2
+    assert "either BACKUP or --at" in err
     code, _, err = _run(home, "db", "restore", "x.db", "--at", "-1m")
     assert code == 2
     cfg = load_config(home, env={})
@@ -97,7 +108,8 @@ def test_restore_at_refusals_change_nothing(tmp_path: Path) -> None:
         ),
     )
     code, _, err = _run(home, "db", "restore", "--at", "-0s", "--yes")
-    assert code != 0 and "--stop-daemon" in err
+    assert code != 0
+    assert "--stop-daemon" in err
     (cfg.run_dir / "daemon.json").unlink()
     assert (home / "bastion.db").read_bytes() == before
     assert not (home / "quarantine").exists() or not any((home / "quarantine").iterdir())

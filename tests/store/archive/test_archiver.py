@@ -116,7 +116,8 @@ def test_commits_of_another_process_are_archived_with_bounded_times(tmp_path: Pa
     for n, before, after in theirs:
         # The n-th row's commit is the n-th commit of the generation (one row per commit).
         c = by_time[-len(theirs) + n - 1]
-        assert c.t_lo <= after + 0.001 and c.t_hi >= before - 0.001
+        assert c.t_lo <= after + 0.001
+        assert c.t_hi >= before - 0.001
         assert c.t_hi - c.t_lo < 1.0  # the archiver looks every 0.1 s
     got, _ = restore_rows(archive, "app", time.time(), tmp_path / "r.db")
     assert got == [n for n, _, _ in theirs]
@@ -161,7 +162,7 @@ def test_a_wal_reset_while_no_archiver_ran_starts_a_new_generation(tmp_path: Pat
         write_rows(db, 0.3, start=10000)
         archiver.sync_now()
     db.close()
-    first, second = list_generations(archive, "app")
+    _first, second = list_generations(archive, "app")
     assert "reset while no archiver ran" in second.reason
     got, _ = restore_rows(archive, "app", time.time(), tmp_path / "r.db")
     assert 9999 in got  # the new base holds what the archive missed

@@ -48,7 +48,8 @@ def test_a_minute_of_commits_restores_exactly_at_20_random_instants(tmp_path: Pa
         dest = tmp_path / f"at{i}.db"
         got, result = restore_rows(archive, "app", at, dest)
         assert got == [r.n for r in rows if r.after <= at], f"instant {i}: {at}"
-        assert result.shortfall is None and result.stopped_at is None
+        assert result.shortfall is None
+        assert result.stopped_at is None
         dest.unlink()
 
 

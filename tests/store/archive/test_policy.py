@@ -47,7 +47,8 @@ def test_copy_waits_for_the_interval_unless_nudged() -> None:
 def test_checkpoint_after_enough_frames_and_copy_with_it() -> None:
     state = ScheduleState(last_sync=99.9, last_base_wall=1_000_000.0, last_prune=99.0)
     plan = _plan(state, frames_since_checkpoint=1000)
-    assert plan.checkpoint and plan.sync
+    assert plan.checkpoint
+    assert plan.sync
     assert not _plan(state, frames_since_checkpoint=999).checkpoint
 
 

@@ -53,9 +53,11 @@ def test_a_corrupted_segment_stops_the_restore_at_the_last_good_commit(tmp_path:
     victim.path.write_bytes(bytes(raw))
 
     got, result = restore_rows(archive, "app", rows[-1].after + 1, tmp_path / "r.db")
-    assert result.stopped_at is not None and victim.path.name in result.stopped_at
+    assert result.stopped_at is not None
+    assert victim.path.name in result.stopped_at
     assert "damaged" in result.stopped_at
-    assert result.shortfall is not None and "last good commit" in result.shortfall
+    assert result.shortfall is not None
+    assert "last good commit" in result.shortfall
     assert result.reached == good_until
     # Exactly the rows committed up to the last good commit: nothing of the damaged segment.
     k = len(got)
@@ -66,7 +68,8 @@ def test_a_corrupted_segment_stops_the_restore_at_the_last_good_commit(tmp_path:
     early = [t for t in clear_instants(rows, 20, random.Random(1)) if t < good_until][:3]
     for i, at in enumerate(early):
         ok, res = restore_rows(archive, "app", at, tmp_path / f"e{i}.db")
-        assert ok == [r.n for r in rows if r.after <= at] and res.shortfall is None
+        assert ok == [r.n for r in rows if r.after <= at]
+        assert res.shortfall is None
 
 
 def test_a_segment_with_a_damaged_header_is_named_where_the_history_stops(
@@ -79,8 +82,10 @@ def test_a_segment_with_a_damaged_header_is_named_where_the_history_stops(
     raw[14] ^= 0x01  # inside the JSON header
     victim.write_bytes(bytes(raw))
     got, result = restore_rows(archive, "app", rows[-1].after + 1, tmp_path / "r.db")
-    assert result.shortfall is not None and victim.name in result.shortfall
-    assert got == list(range(1, len(got) + 1)) and len(got) < len(rows)
+    assert result.shortfall is not None
+    assert victim.name in result.shortfall
+    assert got == list(range(1, len(got) + 1))
+    assert len(got) < len(rows)
 
 
 def test_a_missing_segment_is_a_hole_the_restore_and_timeline_name(tmp_path: Path) -> None:
@@ -89,10 +94,13 @@ def test_a_missing_segment_is_a_hole_the_restore_and_timeline_name(tmp_path: Pat
     gone = paths[len(paths) // 2]
     gone.unlink()
     [span] = timeline(archive, "app")
-    assert span.hole is not None and "does not continue" in span.hole
+    assert span.hole is not None
+    assert "does not continue" in span.hole
     got, result = restore_rows(archive, "app", rows[-1].after + 1, tmp_path / "r.db")
-    assert result.shortfall is not None and "does not continue" in result.shortfall
-    assert got == list(range(1, len(got) + 1)) and len(got) < len(rows)
+    assert result.shortfall is not None
+    assert "does not continue" in result.shortfall
+    assert got == list(range(1, len(got) + 1))
+    assert len(got) < len(rows)
 
 
 def test_an_instant_before_the_archive_is_unavailable(tmp_path: Path) -> None:
@@ -108,7 +116,8 @@ def test_an_instant_past_the_archive_says_the_archive_ends_earlier(tmp_path: Pat
     archive, rows = _archived(tmp_path, 0.3)
     got, result = restore_rows(archive, "app", rows[-1].after + 3600, tmp_path / "r.db")
     assert got == [r.n for r in rows]
-    assert result.shortfall is not None and "newest commit" in result.shortfall
+    assert result.shortfall is not None
+    assert "newest commit" in result.shortfall
 
 
 def test_a_damaged_base_is_refused(tmp_path: Path) -> None:
@@ -155,5 +164,5 @@ def test_parse_instant_forms() -> None:
     local = parse_instant("2026-12-04T10:15:00")
     assert local.tzinfo is dt.UTC
     for bad in ("yesterday", "-10x", "-", "2026-13-01", ""):
-        with pytest.raises(ValueError, match="duration|instant"):
+        with pytest.raises(ValueError, match=r"duration|instant"):
             parse_instant(bad, now=now)

@@ -71,7 +71,7 @@ def test_a_flipped_byte_anywhere_is_detected(tmp_path: Path, where: str) -> None
     }[where]
     raw[at] ^= 0x01
     path.write_bytes(bytes(raw))
-    with pytest.raises(SegmentDamaged, match="SHA-256|damaged|cut short|payload"):
+    with pytest.raises(SegmentDamaged, match=r"SHA-256|damaged|cut short|payload"):
         read_segment(path)
 
 
