@@ -519,6 +519,8 @@ class Archiver:
                     "frame": self._pos,
                     "salt": self._salt.hex(),
                     "db": point,
+                    # Nothing was committed between the last archived commit and this time.
+                    "at": self._last_read_at,
                 }
                 atomic_write(marker, json.dumps(body) + "\n")
 

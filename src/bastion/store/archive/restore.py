@@ -150,6 +150,20 @@ def _chain(
     return _Chain(tuple(chosen), hole)
 
 
+def _watched_until(gen: GenerationInfo, chain: Sequence[SegmentInfo]) -> float:
+    """Until when the archive is known complete: the last pass that wrote a segment read the
+    WAL then, and a clean stop records when its last pass found nothing newer."""
+    until = chain[-1].created_at if chain else gen.created_at
+    try:
+        body = json.loads((gen.path / "resume.json").read_text(encoding="utf-8"))
+        end = chain[-1].end if chain else (0, gen.start_frame)
+        if (int(body["epoch"]), int(body["frame"])) == end:
+            until = max(until, float(body["at"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return until
+
+
 def _commits(chain: Sequence[SegmentInfo]) -> list[tuple[float, Position, Commit]]:
     return [(c.t_hi, (s.epoch, c.frame), c) for s in chain for c in s.commits]
 
@@ -295,7 +309,7 @@ def plan_restore(archive_root: Path, db_name: str, at: float) -> RestorePlan:
                     )
             else:
                 newest = times[-1] if times else base.usable_from
-                if at > newest:
+                if at > max(newest, _watched_until(gen, chain.segments)):
                     shortfall = (
                         f"the archive's newest commit is at {_iso(newest)}; anything "
                         "committed after it was not archived (or nothing was committed)"
