@@ -665,3 +665,18 @@ class Database(ReaderPool):
     # checkpoint). Always used from inside a unit or with the writer idle.
     def _driver_connection(self) -> apsw.Connection:
         return self._writer
+
+    def _side_connection(self) -> apsw.Connection:
+        """Internal: one more read-write connection to this file, opened the way this
+        database's own are (same VFS, busy timeout, synchronous), for store/ modules that
+        need a connection of their own (the WAL archiver's read transaction and checkpoints).
+        No posture is set on it and it never writes; the caller closes it. Whatever an open
+        needs (a VFS, a key) is applied here, so such modules follow the database."""
+        conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READWRITE, vfs=self._vfs)
+        try:
+            conn.setbusytimeout(self.config.busy_timeout_ms)
+            conn.pragma("synchronous", self.config.synchronous)
+        except BaseException:
+            conn.close()
+            raise
+        return conn

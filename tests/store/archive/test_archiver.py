@@ -268,3 +268,29 @@ def test_stop_gives_checkpoints_back_to_sqlite(tmp_path: Path) -> None:
     # SQLite's own autocheckpoint runs again: the WAL restarted rather than growing.
     assert db.file_sizes()["wal"] < 2000 * 4096
     db.close()
+
+
+def test_old_segments_are_merged_and_still_restore_exactly(tmp_path: Path) -> None:
+    from bastion.store.archive.archiver import compact_segments
+
+    db = open_db(tmp_path / "app.db")
+    archive = tmp_path / "archive"
+    with Archiver(db, archive, fast_config(interval_s=0.05)) as archiver:
+        wait_for_base(archive, "app")
+        rows = write_rows(db, 1.5)
+        archiver.sync_now()
+    db.close()
+    [gen] = list_generations(archive, "app")
+    before, _ = list_segments(gen)
+    assert len(before) >= 6
+    merged = compact_segments(gen, before=time.time() + 1, max_bytes=2 * 1024 * 1024)
+    after, damaged = list_segments(gen)
+    assert merged
+    assert not damaged
+    assert len(after) < len(before)
+    assert sum(len(s.commits) for s in after) == sum(len(s.commits) for s in before)
+    [span] = timeline(archive, "app")
+    assert span.hole is None
+    for i, at in enumerate(clear_instants(rows, 5, random.Random(11))):
+        got, _ = restore_rows(archive, "app", at, tmp_path / f"r{i}.db")
+        assert got == [r.n for r in rows if r.after <= at]

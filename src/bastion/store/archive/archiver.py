@@ -72,7 +72,14 @@ from bastion.store.archive.layout import (
     write_base_record,
     write_generation,
 )
-from bastion.store.archive.segment import Commit, segment_name, write_segment
+from bastion.store.archive.segment import (
+    Commit,
+    SegmentDamaged,
+    SegmentInfo,
+    read_segment,
+    segment_name,
+    write_segment,
+)
 from bastion.store.archive.walfile import (
     FRAME_HEADER_BYTES,
     IndexHeader,
@@ -85,7 +92,7 @@ if TYPE_CHECKING:
     from bastion.config import ArchiveConfig
     from bastion.store.engine import Database, WriteTx
 
-__all__ = ["ArchiveStatus", "Archiver", "apply_prune", "plan_archive_prune"]
+__all__ = ["ArchiveStatus", "Archiver", "apply_prune", "compact_segments", "plan_archive_prune"]
 
 log = logging.getLogger("bastion.store.archive")
 
@@ -906,11 +913,15 @@ class Archiver:
 
     def prune(self) -> policy.PrunePlan:
         """DESTRUCTIVE: delete what :func:`policy.plan_prune` drops from this database's
-        archive (older than ``[archive] retain``, never what a restore in range needs)."""
+        archive (older than ``[archive] retain``, never what a restore in range needs), then
+        merge the current generation's segments older than ``COMPACT_AFTER_S``."""
         plan = plan_archive_prune(
             self.archive_root, self.db.name, wall=self._wall(), retain_s=self.config.retain_s
         )
         apply_prune(plan)
+        gen = self._gen
+        if gen is not None:
+            compact_segments(gen, before=self._wall() - COMPACT_AFTER_S)
         return plan
 
     # --- connections ---------------------------------------------------------------------
@@ -920,17 +931,13 @@ class Archiver:
         return int(str(self._checkpointer.pragma("page_size")))
 
     def _side_connection(self) -> apsw.Connection:
-        """A connection of the archiver's own on the database (read-write: checkpoints need
-        it), opened like the database's own connections (same VFS)."""
+        """A connection of the archiver's own (read-write: checkpoints need it), opened the
+        way the database opens its own (``Database._side_connection``: same VFS, and so an
+        encrypted database's key)."""
         try:
-            conn = apsw.Connection(
-                str(self.db.path), flags=apsw.SQLITE_OPEN_READWRITE, vfs=self.db._vfs
-            )
-            conn.setbusytimeout(self.db.config.busy_timeout_ms)
-            conn.pragma("synchronous", self.db.config.synchronous)
+            return self.db._side_connection()
         except apsw.Error as err:
             raise translate(err, path=str(self.db.path), what="opening for archiving") from err
-        return conn
 
 
 def _check_frames(batch: _Batch, path: Path) -> None:
@@ -949,6 +956,73 @@ def _check_frames(batch: _Batch, path: Path) -> None:
                 f"frame {batch.first + offset // size} of {path}-wal is not of the current WAL",
                 hint="The WAL was changed outside SQLite; a new generation follows.",
             )
+
+
+#: Segments older than this are merged (a pass a second would leave 86,400 files a day).
+COMPACT_AFTER_S = 600.0
+#: Frames per merged segment, at most (uncompressed).
+COMPACT_MAX_BYTES = 64 * 1024 * 1024
+
+
+def compact_segments(
+    gen: GenerationInfo, *, before: float, max_bytes: int = COMPACT_MAX_BYTES
+) -> list[Path]:
+    """DESTRUCTIVE (replaces files by one holding the same frames): merge runs of segments
+    written before ``before`` that continue each other within one epoch into segments of up
+    to ``max_bytes`` frames. Each run is read and checked first (a damaged one is left as it
+    is, for a restore to report), the merged segment written atomically, and only then are
+    the originals deleted; a crash in between leaves both, and a restore reads the merged
+    one and skips what it covers. Returns the merged segments written."""
+    segments, _ = list_segments(gen)
+    runs: list[list[SegmentInfo]] = []
+    run: list[SegmentInfo] = []
+    size = 0
+    for seg in segments:
+        if seg.created_at >= before:
+            break
+        joins = (
+            run
+            and seg.epoch == run[-1].epoch
+            and seg.prev == run[-1].end
+            and seg.prev_checksum == run[-1].last_checksum
+            and size + seg.raw_bytes <= max_bytes
+        )
+        if not joins:
+            if len(run) > 1:
+                runs.append(run)
+            run, size = [], 0
+        run.append(seg)
+        size += seg.raw_bytes
+    if len(run) > 1:
+        runs.append(run)
+    merged: list[Path] = []
+    for group in runs:
+        try:
+            frames = [read_segment(seg.path)[1] for seg in group]
+        except SegmentDamaged as err:
+            log.warning("not compacting around %s: %s", err.path.name, err.reason)
+            continue
+        first, last = group[0], group[-1]
+        info = write_segment(
+            gen.segments_dir / segment_name(first.epoch, first.first, last.last),
+            generation=gen.id,
+            epoch=first.epoch,
+            salt=bytes.fromhex(first.salt),
+            page_size=first.page_size,
+            first=first.first,
+            frames=frames,
+            prev=first.prev,
+            prev_checksum=bytes.fromhex(first.prev_checksum),
+            commits=[c for seg in group for c in seg.commits],
+            created_at=last.created_at,
+            db_file=last.db_file,
+        )
+        for seg in group:
+            with contextlib.suppress(FileNotFoundError):
+                seg.path.unlink()
+        fsync_dir(gen.segments_dir)
+        merged.append(info.path)
+    return merged
 
 
 def plan_archive_prune(
