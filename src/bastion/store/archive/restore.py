@@ -222,7 +222,7 @@ def timeline(archive_root: Path, db_name: str) -> list[GenerationRange]:
                 reason=gen.reason,
                 restorable_from=first,
                 restorable_to=None if first is None else max(first, last),
-                commits=sum(len(s.commits) for s in segments),
+                commits=sum(len(s.columns) for s in segments),
                 segments=len(segments),
                 bytes=sum(s.path.stat().st_size for s in segments if s.path.exists()),
                 bases=len(bases),

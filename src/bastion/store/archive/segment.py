@@ -43,6 +43,7 @@ from bastion.store.archive.walfile import FRAME_HEADER_BYTES, parse_frame_header
 __all__ = [
     "FORMAT",
     "Commit",
+    "CommitColumns",
     "SegmentDamaged",
     "SegmentInfo",
     "iter_frames",
@@ -84,6 +85,46 @@ class Commit:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class CommitColumns:
+    """Commits as four columns of integers (times in microseconds): what the archiver builds
+    at every pass and a segment header stores, without an object per commit."""
+
+    frames: list[int] = dataclasses.field(default_factory=list)
+    pages: list[int] = dataclasses.field(default_factory=list)
+    t_lo_us: list[int] = dataclasses.field(default_factory=list)
+    t_hi_us: list[int] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def of(cls, commits: Sequence[Commit]) -> CommitColumns:
+        """From commit objects."""
+        return cls(
+            [c.frame for c in commits],
+            [c.db_pages for c in commits],
+            [int(c.t_lo * 1e6) for c in commits],
+            [int(c.t_hi * 1e6) for c in commits],
+        )
+
+    def extend(self, other: CommitColumns) -> None:
+        """Append ``other``'s commits."""
+        self.frames.extend(other.frames)
+        self.pages.extend(other.pages)
+        self.t_lo_us.extend(other.t_lo_us)
+        self.t_hi_us.extend(other.t_hi_us)
+
+    def commits(self) -> tuple[Commit, ...]:
+        """As commit objects."""
+        return tuple(
+            Commit(f, p, lo / 1e6, hi / 1e6)
+            for f, p, lo, hi in zip(
+                self.frames, self.pages, self.t_lo_us, self.t_hi_us, strict=True
+            )
+        )
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class SegmentInfo:
     """A segment's header: which frames of which epoch of which generation it holds."""
 
@@ -97,12 +138,18 @@ class SegmentInfo:
     prev: tuple[int, int]  # the archived position this segment continues: (epoch, frame)
     prev_checksum: str  # cumulative checksum of frame first-1 (zeros when first == 1)
     last_checksum: str  # cumulative checksum of frame last
-    commits: tuple[Commit, ...]
+    #: The commits as columns: frames, database pages, t_lo and t_hi in microseconds.
+    columns: CommitColumns
     raw_bytes: int
     created_at: float
     #: The database file's identity (dev, inode, size, mtime_ns) when the segment was
     #: written: a restarted archiver compares it to tell "nothing checkpointed since".
     db_file: tuple[int, int, int, int] | None = None
+
+    @property
+    def commits(self) -> tuple[Commit, ...]:
+        """The commit frames of the segment, in WAL order, with their times."""
+        return self.columns.commits()
 
     @property
     def frames(self) -> int:
@@ -145,7 +192,7 @@ def write_segment(
     frames: bytes | Sequence[bytes],
     prev: tuple[int, int],
     prev_checksum: bytes,
-    commits: Sequence[Commit],
+    commits: Sequence[Commit] | CommitColumns,
     created_at: float,
     db_file: tuple[int, int, int, int] | None = None,
 ) -> SegmentInfo:
@@ -161,6 +208,7 @@ def write_segment(
     last_header = parse_frame_header(tail[len(tail) - size : len(tail) - size + 24])
     if last_header.commit_pages == 0:
         raise ValueError("a segment must end at a commit frame")
+    columns = commits if isinstance(commits, CommitColumns) else CommitColumns.of(commits)
     header = {
         "format": FORMAT,
         "generation": generation,
@@ -173,12 +221,7 @@ def write_segment(
         "prev_checksum": prev_checksum.hex(),
         "last_checksum": last_header.checksum.hex(),
         # Columns of integers (times in microseconds): cheap to encode at every pass.
-        "commits": [
-            [c.frame for c in commits],
-            [c.db_pages for c in commits],
-            [int(c.t_lo * 1e6) for c in commits],
-            [int(c.t_hi * 1e6) for c in commits],
-        ],
+        "commits": [columns.frames, columns.pages, columns.t_lo_us, columns.t_hi_us],
         "raw_bytes": total,
         "compression": "zstd",
         "created_at": round(created_at, 6),
@@ -202,7 +245,7 @@ def write_segment(
         prev=(int(prev[0]), int(prev[1])),
         prev_checksum=prev_checksum.hex(),
         last_checksum=last_header.checksum.hex(),
-        commits=tuple(commits),
+        columns=columns,
         raw_bytes=total,
         created_at=round(created_at, 6),
         db_file=db_file,
@@ -221,7 +264,7 @@ def _info(path: Path, header: dict[str, Any]) -> SegmentInfo:
         prev=(int(header["prev"][0]), int(header["prev"][1])),
         prev_checksum=str(header["prev_checksum"]),
         last_checksum=str(header["last_checksum"]),
-        commits=_commits(header["commits"]),
+        columns=_columns(header["commits"]),
         raw_bytes=int(header["raw_bytes"]),
         created_at=float(header["created_at"]),
         db_file=tuple(int(v) for v in header["db_file"])  # type: ignore[arg-type]
@@ -230,14 +273,11 @@ def _info(path: Path, header: dict[str, Any]) -> SegmentInfo:
     )
 
 
-def _commits(columns: Sequence[Sequence[int]]) -> tuple[Commit, ...]:
-    frames, pages, t_lo, t_hi = columns
+def _columns(columns: Sequence[Sequence[int]]) -> CommitColumns:
+    frames, pages, t_lo, t_hi = (list(map(int, c)) for c in columns)
     if not len(frames) == len(pages) == len(t_lo) == len(t_hi):
         raise ValueError("commit columns of different lengths")
-    return tuple(
-        Commit(int(f), int(p), lo / 1e6, hi / 1e6)
-        for f, p, lo, hi in zip(frames, pages, t_lo, t_hi, strict=True)
-    )
+    return CommitColumns(frames, pages, t_lo, t_hi)
 
 
 def _parse_head(path: Path, raw: bytes) -> tuple[dict[str, Any], int]:
