@@ -24,6 +24,7 @@ needs no key; the verification opens the result the way the database's backups a
 
 from __future__ import annotations
 
+import array
 import bisect
 import concurrent.futures
 import contextlib
@@ -32,6 +33,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -52,7 +54,6 @@ from bastion.store.archive.segment import (
     Commit,
     SegmentDamaged,
     SegmentInfo,
-    iter_frames,
     read_segment,
 )
 
@@ -403,6 +404,7 @@ def build_at(plan: RestorePlan, dest: Path) -> PointInTimeRestore:
         fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o600)
     except OSError as err:
         raise StoreIOError(f"cannot create {dest}: {err.strerror or err}", path=str(dest)) from err
+    prefetch = _Prefetch(plan.segments)
     try:
         if _copy_into(plan.base.path, fd) != base.manifest.get("sha256"):
             raise RestoreRefused(
@@ -418,24 +420,36 @@ def build_at(plan: RestorePlan, dest: Path) -> PointInTimeRestore:
         # written once, in runs of neighbouring pages (one pwritev each).
         latest: dict[int, memoryview] = {}
         held = 0
-        for loaded in _prefetch(plan.segments):
+        for loaded in prefetch:
             if isinstance(loaded, SegmentDamaged):
                 stopped = f"{loaded.path.name}: {loaded.reason}"
                 break
             info, payload = loaded
+            # Page numbers and commit fields of every frame, read as words in C (a frame is
+            # a whole number of 4-byte words; the header's first two are those fields).
+            words = array.array("I", memoryview(payload).cast("I")[0 :: (24 + page_size) // 4])
+            fields = array.array("I", memoryview(payload).cast("I")[1 :: (24 + page_size) // 4])
+            if sys.byteorder == "little":
+                words.byteswap()
+                fields.byteswap()
+            count = len(words)
+            if target is not None and target[0] == info.epoch and target[1] <= info.last:
+                count = target[1] - info.first + 1  # frames past the target's commit: never
+                done = True
+            else:
+                done = False
+            # The last commit frame applied: the segment's last frame, or the target's.
+            last_at = next((i for i in range(count - 1, -1, -1) if fields[i]), None)
+            # The newest frame of each page: later frames overwrite earlier ones in the dict.
+            newest = dict(zip(words[:count], range(count), strict=True))
+            size = 24 + page_size
+            view = memoryview(payload)
+            for page, i in newest.items():
+                latest[page] = view[i * size + 24 : (i + 1) * size]
+            frames += count
             last_commit: Commit | None = None
-            commits = {c.frame: c for c in info.commits}
-            frame_no = info.first
-            done = False
-            for page, commit_pages, data in iter_frames(payload, page_size):
-                latest[page] = data
-                frames += 1
-                if commit_pages:
-                    last_commit = commits.get(frame_no) or Commit(frame_no, commit_pages, 0, 0)
-                    if target is not None and (info.epoch, frame_no) >= target:
-                        done = True  # frames past the target's commit frame are never used
-                        break
-                frame_no += 1
+            if last_at is not None:
+                last_commit = _commit_of(info, info.first + last_at, fields[last_at])
             segments += 1
             held += len(payload)
             if held > _FLUSH_BYTES:
@@ -475,6 +489,8 @@ def build_at(plan: RestorePlan, dest: Path) -> PointInTimeRestore:
         os.close(fd)
         _unlink(dest)
         raise
+    finally:
+        prefetch.close()
     os.close(fd)
     try:
         facts = inspect(dest)
@@ -506,6 +522,15 @@ def build_at(plan: RestorePlan, dest: Path) -> PointInTimeRestore:
         row_counts=facts.row_counts,
         duration_s=time.monotonic() - started,
     )
+
+
+def _commit_of(info: SegmentInfo, frame: int, pages: int) -> Commit:
+    """The commit at ``frame`` with its recorded times (from the header's columns)."""
+    cols = info.columns
+    i = bisect.bisect_left(cols.frames, frame)
+    if i < len(cols.frames) and cols.frames[i] == frame:
+        return Commit(frame, cols.pages[i], cols.t_lo_us[i] / 1e6, cols.t_hi_us[i] / 1e6)
+    return Commit(frame, pages, 0.0, 0.0)
 
 
 #: Decompressed segment bytes held before their newest pages are written out.
@@ -554,22 +579,36 @@ def _copy_into(source: Path, fd: int) -> str:
     return digest.hexdigest()
 
 
-def _prefetch(
-    segments: Sequence[SegmentInfo],
-) -> Iterator[tuple[SegmentInfo, bytes] | SegmentDamaged]:
-    """Each segment read and checked (SHA-256, decompression: both release the GIL) on a
-    worker thread one segment ahead of the replay, so the two cores share the work."""
-    if not segments:
-        return
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bastion-replay") as pool:
-        pending = pool.submit(_load, segments[0])
-        for nxt in [*segments[1:], None]:
-            loaded = pending.result()
-            if nxt is not None:
-                pending = pool.submit(_load, nxt)
-            yield loaded
-            if isinstance(loaded, SegmentDamaged):
-                return
+class _Prefetch:
+    """Each segment read and checked (decompression with its checksum releases the GIL) on
+    a worker thread one segment ahead of the replay; the first starts at once, while the
+    base is copied, so the two cores share the work."""
+
+    def __init__(self, segments: Sequence[SegmentInfo]) -> None:
+        self._segments = list(segments)
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bastion-replay")
+        self._next = self._pool.submit(_load, self._segments[0]) if self._segments else None
+
+    def __iter__(self) -> Iterator[tuple[SegmentInfo, bytes] | SegmentDamaged]:
+        try:
+            for i in range(len(self._segments)):
+                assert self._next is not None
+                loaded = self._next.result()
+                nxt = i + 1
+                self._next = (
+                    self._pool.submit(_load, self._segments[nxt])
+                    if nxt < len(self._segments)
+                    else None
+                )
+                yield loaded
+                if isinstance(loaded, SegmentDamaged):
+                    return
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the worker (a segment it is reading is finished and dropped)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _load(seg: SegmentInfo) -> tuple[SegmentInfo, bytes] | SegmentDamaged:

@@ -343,11 +343,11 @@ def read_segment(path: Path) -> tuple[SegmentInfo, bytes]:
     size = FRAME_HEADER_BYTES + info.page_size
     if len(frames) != info.raw_bytes or len(frames) != info.frames * size:
         raise SegmentDamaged(path, "payload size does not match the header")
-    salt = bytes.fromhex(info.salt)
-    view = memoryview(frames)
-    for offset in range(8, len(frames), size):
-        if view[offset : offset + 8] != salt:
-            raise SegmentDamaged(path, "a frame carries another epoch's salt")
+    # Every frame's salt (bytes 8-15 of its header) in one pass in C: a frame is a whole
+    # number of 8-byte words (page sizes are powers of two from 512), the salt its second.
+    salt = memoryview(bytes.fromhex(info.salt)).cast("Q")[0]
+    if set(memoryview(frames).cast("Q")[1 :: size // 8].tolist()) != {salt}:
+        raise SegmentDamaged(path, "a frame carries another epoch's salt")
     if parse_frame_header(frames[-size:]).commit_pages == 0:
         raise SegmentDamaged(path, "does not end at a commit frame")
     return info, frames
