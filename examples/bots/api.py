@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.api.errors import install_error_handlers
 from bastion.errors import NotFound, Unauthorized
-from examples.bots.bot.repo import Bot, BotChanges, BotStatus, NewBot
+from examples.bots.bot.types import Bot, BotChanges, BotStatus, NewBot
 from examples.bots.store import BotStore
 
 __all__ = ["create_app"]
@@ -49,6 +49,11 @@ class BotPatch(_Model):
 
 class SoulIn(_Model):
     content: str = Field(min_length=1)
+    message: str | None = None
+
+
+class RollbackIn(_Model):
+    version: int = Field(ge=1)
     message: str | None = None
 
 
@@ -133,6 +138,39 @@ def create_app(store: BotStore) -> FastAPI:
         if soul is None:
             raise NotFound(f"bot {bot_id!r} has no soul yet", hint="PUT /bots/{id}/soul first.")
         return dataclasses.asdict(soul)
+
+    @app.get("/bots/{bot_id}/soul/versions")
+    def soul_history(bot_id: str) -> dict[str, Any]:
+        need_bot(bot_id)
+        return {
+            "items": [
+                {
+                    "version": s.version,
+                    "hash": s.hash,
+                    "intact": s.intact,
+                    "message": s.message,
+                    "created_at": s.created_at,
+                    "size": len(s.content),
+                }
+                for s in store.souls.history(bot_id)
+            ]
+        }
+
+    @app.post("/bots/{bot_id}/soul/rollback")
+    def rollback_soul(bot_id: str, body: RollbackIn) -> dict[str, Any]:
+        need_bot(bot_id)
+        soul = store.souls.rollback(bot_id, body.version, body.message)
+        return {"bot_id": bot_id, "version": soul.version, "hash": soul.hash}
+
+    @app.get("/bots/{bot_id}/soul/diff")
+    def diff_soul(
+        bot_id: str,
+        old: int = Query(alias="from", ge=1),
+        new: int = Query(alias="to", ge=1),
+    ) -> dict[str, Any]:
+        need_bot(bot_id)
+        diff = store.souls.diff(bot_id, old, new)
+        return {**dataclasses.asdict(diff), "identical": diff.identical}
 
     @app.get("/bots/{bot_id}/secrets")
     def list_secrets(bot_id: str) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import secrets
 import time
@@ -14,20 +13,11 @@ from bastion.store import Row
 from bastion.store.repo import Repo
 from bastion.vault import Secret
 from examples.bots.apikeys import queries as q
+from examples.bots.apikeys.types import ApiKey
 
-__all__ = ["ApiKey", "ApiKeyRepo", "hash_key"]
+__all__ = ["ApiKeyRepo", "hash_key"]
 
 PREFIX = "bot_"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ApiKey:
-    id: str
-    name: str
-    key_prefix: str
-    created_at: float
-    last_used_at: float | None
-    revoked_at: float | None
 
 
 def hash_key(key: str) -> str:

@@ -1,4 +1,4 @@
-"""Typed access to bots: frozen dataclasses in and out, never raw rows.
+"""Typed access to bots: frozen dataclasses (``types.py``) in and out, never raw rows.
 
 Errors are bastion's: a taken slug is ``Conflict`` (the UNIQUE constraint, translated by the
 store), an update or delete of an unknown id is ``NotFound`` (0 rows changed), an unknown
@@ -7,52 +7,15 @@ filter or sort key is ``ValueError`` naming the allowed ones.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
-from typing import Literal
 
 from bastion.store import Row, WriteTx
 from bastion.store.repo import Page, Repo, Where, paginate
 from examples.bots.bot import queries as q
+from examples.bots.bot.types import Bot, BotChanges, NewBot
 
-__all__ = ["Bot", "BotChanges", "BotRepo", "BotStatus", "NewBot"]
-
-BotStatus = Literal["active", "disabled", "archived"]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class NewBot:
-    slug: str
-    name: str
-    description: str = ""
-    status: BotStatus = "active"
-    category: str | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class BotChanges:
-    """A partial update: fields left ``None`` keep their value."""
-
-    slug: str | None = None
-    name: str | None = None
-    description: str | None = None
-    status: BotStatus | None = None
-    category: str | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Bot:
-    id: str
-    slug: str
-    name: str
-    description: str
-    status: BotStatus
-    category: str | None
-    version_count: int
-    created_at: float
-    updated_at: float
-    last_active_at: float | None
+__all__ = ["BotRepo"]
 
 
 def _bot(row: Row) -> Bot:

@@ -9,7 +9,5 @@ CURRENT = (
     "WHERE b.id = ?"
 )
 GET_VERSION = f"SELECT {COLUMNS} FROM soul_versions WHERE bot_id = ? AND version = ?"
-LIST_VERSIONS = (
-    "SELECT id, bot_id, version, '', hash, message, created_at FROM soul_versions "
-    "WHERE bot_id = ? ORDER BY version DESC"
-)
+#: Every version with its content: integrity is checked on what is stored, never on a blank.
+LIST_VERSIONS = f"SELECT {COLUMNS} FROM soul_versions WHERE bot_id = ? ORDER BY version DESC"

@@ -132,3 +132,21 @@ def test_secret_values_go_in_and_never_come_out(client: TestClient, store: BotSt
     for response in responses:
         assert SENTINEL not in response.text
     assert store.secrets.get("API_KEY", bot_id=str(bot["id"])).reveal() == SENTINEL
+
+
+def test_soul_history_rollback_and_diff_over_http(client: TestClient) -> None:
+    bot = _create(client, "history")
+    for content in ("one\n", "two\n"):
+        assert client.put(f"/bots/{bot['id']}/soul", json={"content": content}).status_code == 200
+    history = client.get(f"/bots/{bot['id']}/soul/versions").json()["items"]
+    assert [(v["version"], v["intact"]) for v in history] == [(2, True), (1, True)]
+    rolled = client.post(f"/bots/{bot['id']}/soul/rollback", json={"version": 1})
+    assert rolled.status_code == 200, rolled.text
+    assert rolled.json()["version"] == 3
+    assert client.get(f"/bots/{bot['id']}/soul").json()["content"] == "one\n"
+    diff = client.get(f"/bots/{bot['id']}/soul/diff", params={"from": 2, "to": 3}).json()
+    assert (diff["added_lines"], diff["removed_lines"], diff["identical"]) == (1, 1, False)
+    assert "-two" in diff["unified"]
+    missing = client.post(f"/bots/{bot['id']}/soul/rollback", json={"version": 9})
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "not_found"

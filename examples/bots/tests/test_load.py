@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from examples.bots.bot.repo import NewBot
+from examples.bots.bot.types import NewBot
 from examples.bots.store import BotStore
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -69,7 +69,7 @@ def test_threads_reading_and_writing_concurrently(store: BotStore) -> None:
 
 WRITER = """
 import sys
-from examples.bots.bot.repo import NewBot
+from examples.bots.bot.types import NewBot
 from examples.bots.store import BotStore
 
 data_dir, tag, count = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -11,8 +11,8 @@ import pytest
 
 from bastion.errors import Conflict, NotFound
 from bastion.store import WriteTx
-from examples.bots.bot.repo import Bot, BotChanges, BotStatus, NewBot
-from examples.bots.soul.repo import SoulVersion
+from examples.bots.bot.types import Bot, BotChanges, BotStatus, NewBot
+from examples.bots.soul.types import SoulVersion
 from examples.bots.store import BotStore
 
 

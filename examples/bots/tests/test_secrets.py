@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bastion.errors import SecretNotFound, VaultLocked
-from examples.bots.bot.repo import NewBot
+from examples.bots.bot.types import NewBot
 from examples.bots.store import MASTER_KEY_ENV, BotStore
 
 SENTINEL = "sk-botsSENTINEL-9f8e7d6c5b4a3210"

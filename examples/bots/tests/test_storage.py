@@ -13,7 +13,7 @@ from bastion.errors import ReferenceViolation
 from bastion.store import ReadTx
 from bastion.store.migrations import Migrator
 from examples.bots import migrations
-from examples.bots.bot.repo import NewBot
+from examples.bots.bot.types import NewBot
 from examples.bots.store import DATA_DIR_ENV, READERS, BotStore, default_data_dir
 
 
