@@ -45,6 +45,7 @@ from bastion.store.recovery import (
 )
 from bastion.vault import Secret, Vault, format_reference
 from examples.pupitre import migrations
+from examples.pupitre.diagnostics import repo as checks
 from examples.pupitre.feedback import repo as feedback
 from examples.pupitre.pack import repo as pack
 from examples.pupitre.settings import repo as settings
@@ -112,11 +113,7 @@ def adopt_legacy(migrator: Migrator, namespace: Namespace) -> str | None:
     """
     if migrator.status([namespace])[0].applied:
         return None
-    tables = migrator.db.query(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-        "AND name NOT IN ('schema_migrations', 'bastion_lost_and_found')"
-    )
-    if not tables:
+    if not checks.user_tables(migrator.db):
         return None  # a new, empty database: plain migrate
     closest: BaselineMismatch | None = None
     for migration in reversed(namespace.migrations):
@@ -373,11 +370,8 @@ class Pupitre:
         out: dict[str, Any] = {"data_dir": str(self.data_dir), "databases": []}
         for db, ns in self.databases():
             state = Migrator(db).status([ns])[0]
-            integrity = [str(r[0]) for r in db.query("PRAGMA integrity_check")]
-            fk = [
-                {"table": r[0], "rowid": r[1], "parent": r[2]}
-                for r in db.query("PRAGMA foreign_key_check")
-            ]
+            integrity = checks.integrity_check(db)
+            fk = [v.to_dict() for v in checks.foreign_key_check(db)]
             out["databases"].append(
                 {
                     "name": db.name,

@@ -1,0 +1,1 @@
+"""Schema and health reads of any pupitre database (global or profile)."""

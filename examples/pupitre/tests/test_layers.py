@@ -1,0 +1,76 @@
+"""Seed 004 workstream 4: command modules are orchestration only and define no SQL; every
+statement lives in a domain's ``queries.py`` (read by its ``repo.py``)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+PUPITRE = Path(__file__).resolve().parents[1]
+#: A string that starts like an SQL statement (what a command module must never hold).
+SQL = re.compile(
+    r"^\s*(SELECT\b.*\bFROM\b|SELECT\s+[\d(]|INSERT\s+(OR\s+\w+\s+)?INTO\b|UPDATE\s+\w+\s+SET\b"
+    r"|DELETE\s+FROM\b|REPLACE\s+INTO\b|PRAGMA\b|CREATE\s+(UNIQUE\s+|TEMP\s+)?"
+    r"(TABLE|INDEX|TRIGGER|VIEW)\b|DROP\s+(TABLE|INDEX|TRIGGER|VIEW)\b|ALTER\s+TABLE\b"
+    r"|WITH\s+\w+\s+AS\b|VACUUM\b)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def sql_literals(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of every string constant in ``path`` that reads as SQL (docstrings are
+    skipped: prose may name a statement)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+        and SQL.match(node.value)
+    ]
+
+
+def test_the_detector_finds_sql_literals(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        'def f():\n    """SELECT id FROM t, in a docstring."""\n'
+        'x = "select 1"\ny = f"PRAGMA {x}"\nz = "DELETE FROM t WHERE id = ?"\n'
+        'hint = "Create one with create_workspace(); select a workspace from the list."\n'
+    )
+    assert sorted(text for _, text in sql_literals(sample)) == [
+        "DELETE FROM t WHERE id = ?",
+        "PRAGMA ",
+        "select 1",
+    ]
+
+
+@pytest.mark.parametrize("module", ["app.py"])
+def test_command_modules_hold_no_sql(module: str) -> None:
+    assert sql_literals(PUPITRE / module) == []
+
+
+def test_every_domain_has_queries_and_repo() -> None:
+    domains = [p for p in PUPITRE.iterdir() if (p / "queries.py").exists()]
+    assert {d.name for d in domains} >= {
+        "workspace",
+        "talk",
+        "quest",
+        "feedback",
+        "pack",
+        "settings",
+        "diagnostics",
+    }
+    for domain in domains:
+        assert (domain / "repo.py").exists(), domain
