@@ -5,7 +5,8 @@
 * ``pupitre``: every profile database, modelled on LePupitre's ordered steps ``0001``-``0007``.
   Plain DDL lives in SQL files (``profile/``); the steps SQL alone cannot express safely are
   Python: a backfill (0004), a table rebuild (0005, SQLite cannot drop a NOT NULL), and the
-  foreign keys added to legacy data (0007) with a declared orphan policy per relation.
+  foreign keys added to legacy data (0007) with a declared orphan policy per relation, and
+  the ON UPDATE rule of every relation (0008, see :data:`RELATIONS`).
 
 Never edit a migration once it shipped: bastion refuses a database whose applied checksum no
 longer matches (``MigrationChecksumMismatch``). Add a new one instead.
@@ -13,6 +14,8 @@ longer matches (``MigrationChecksumMismatch``). Add a new one instead.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from importlib.resources import as_file, files
 
 from bastion.store import WriteTx
@@ -26,8 +29,11 @@ from bastion.store.migrations import (
 
 __all__ = [
     "FK_ORPHAN_POLICIES",
+    "FK_TABLES_0008",
     "GLOBAL_NAMESPACE",
     "PROFILE_NAMESPACE",
+    "RELATIONS",
+    "Relation",
     "global_namespace",
     "profile_migrations",
     "profile_namespace",
@@ -138,6 +144,134 @@ def add_foreign_keys(tx: WriteTx) -> None:
         rebuild_table(tx, table, create_sql)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Relation:
+    """One foreign key of the profile schema and what a change of its parent does."""
+
+    table: str
+    column: str
+    parent: str
+    on_delete: str
+    on_update: str
+    why: str
+
+
+#: The eight relations of the profile schema, each with its ON DELETE and ON UPDATE rule
+#: (seed 004 workstream 3: "define ON DELETE and ON UPDATE behavior per relation"). Since
+#: 0008 the schema declares exactly these (a test compares them with PRAGMA
+#: foreign_key_list and exercises each rule on real rows).
+RELATIONS: tuple[Relation, ...] = (
+    Relation(
+        "talk_outlines",
+        "project_id",
+        "talk_projects",
+        "CASCADE",
+        "CASCADE",
+        "an outline belongs to its talk: it goes with it and follows a renumbering",
+    ),
+    Relation(
+        "runs",
+        "project_id",
+        "talk_projects",
+        "CASCADE",
+        "CASCADE",
+        "a run is a rehearsal of one talk: deleting the talk deletes its runs",
+    ),
+    Relation(
+        "runs",
+        "feedback_id",
+        "auto_feedback",
+        "SET NULL",
+        "CASCADE",
+        "deleting feedback leaves the run without feedback; the run stays",
+    ),
+    Relation(
+        "quest_attempts",
+        "quest_id",
+        "quests",
+        "CASCADE",
+        "CASCADE",
+        "a quest renamed (its text id) keeps its attempts; a removed quest takes them",
+    ),
+    Relation(
+        "quest_attempts",
+        "feedback_id",
+        "auto_feedback",
+        "SET NULL",
+        "CASCADE",
+        "as for runs: the attempt is the user's, the feedback is derived",
+    ),
+    Relation(
+        "feedback_notes",
+        "feedback_id",
+        "auto_feedback",
+        "CASCADE",
+        "CASCADE",
+        "notes annotate one feedback and mean nothing without it",
+    ),
+    Relation(
+        "peer_reviews",
+        "run_id",
+        "runs",
+        "CASCADE",
+        "CASCADE",
+        "a review is of one run; the run's deletion was the user's explicit choice",
+    ),
+    Relation(
+        "active_state",
+        "project_id",
+        "talk_projects",
+        "SET NULL",
+        "CASCADE",
+        "deleting the open talk leaves no talk open, not a dangling pointer",
+    ),
+)
+
+#: 0008: the tables whose foreign keys had no ON UPDATE rule in 0007, declared again with
+#: the rules of RELATIONS. (0007 stays as shipped: an applied migration is never edited.)
+FK_TABLES_0008: dict[str, str] = {
+    "runs": """CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES talk_projects (id) ON DELETE CASCADE ON UPDATE CASCADE,
+    audio_path TEXT,
+    duration_s REAL,
+    feedback_id INTEGER REFERENCES auto_feedback (id) ON DELETE SET NULL ON UPDATE CASCADE,
+    created_at REAL NOT NULL
+)""",
+    "quest_attempts": """CREATE TABLE quest_attempts (
+    id INTEGER PRIMARY KEY,
+    quest_id TEXT NOT NULL REFERENCES quests (id) ON DELETE CASCADE ON UPDATE CASCADE,
+    score REAL,
+    feedback_id INTEGER REFERENCES auto_feedback (id) ON DELETE SET NULL ON UPDATE CASCADE,
+    created_at REAL NOT NULL
+)""",
+    "feedback_notes": """CREATE TABLE feedback_notes (
+    id INTEGER PRIMARY KEY,
+    feedback_id INTEGER NOT NULL
+        REFERENCES auto_feedback (id) ON DELETE CASCADE ON UPDATE CASCADE,
+    body TEXT NOT NULL
+)""",
+    "peer_reviews": """CREATE TABLE peer_reviews (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE ON UPDATE CASCADE,
+    reviewer TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL
+)""",
+    "active_state": """CREATE TABLE active_state (
+    key TEXT PRIMARY KEY,
+    project_id INTEGER REFERENCES talk_projects (id) ON DELETE SET NULL ON UPDATE CASCADE
+)""",
+}
+
+
+def declare_on_update(tx: WriteTx) -> None:
+    """0008: rebuild the tables of :data:`FK_TABLES_0008` (12-step, indexes re-created, each
+    table's ``foreign_key_check`` run); rows are copied as they are."""
+    for table, create_sql in FK_TABLES_0008.items():
+        rebuild_table(tx, table, create_sql)
+
+
 def profile_migrations() -> list[Migration]:
     """The profile migrations in order; a prefix of this list is an older app version."""
     return [
@@ -152,6 +286,13 @@ def profile_migrations() -> list[Migration]:
             add_foreign_keys,
             foreign_keys_off=True,
             orphans=FK_ORPHAN_POLICIES,
+        ),
+        Migration.python(
+            "0008_fk_on_update",
+            declare_on_update,
+            # The checksum covers the DDL itself, not only the loop that runs it.
+            source=json.dumps(FK_TABLES_0008, sort_keys=True),
+            foreign_keys_off=True,
         ),
     ]
 

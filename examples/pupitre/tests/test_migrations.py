@@ -42,7 +42,7 @@ def _fresh_fingerprint(tmp_path: Path) -> str:
         db.close()
 
 
-def test_fresh_install_applies_0001_to_0007_in_order(tmp_path: Path) -> None:
+def test_fresh_install_applies_every_migration_in_order(tmp_path: Path) -> None:
     db = _open(tmp_path / "p.db", migrations.profile_namespace(), tmp_path)
     try:
         rows = db.query(

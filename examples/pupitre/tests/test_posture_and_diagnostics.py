@@ -42,7 +42,7 @@ def test_diagnostics_report_schema_migrations_integrity_and_fk(app: Pupitre) -> 
     assert by_name["global"]["schema_version"] == "0001_workspaces"
     for name in ("main", "second"):
         entry = by_name[name]
-        assert entry["schema_version"] == "0007_fk_constraints"
+        assert entry["schema_version"] == "0008_fk_on_update"
         assert entry["migrations"]["pending"] == []
         assert entry["migrations"]["problem"] is None
         assert entry["integrity_check"] == ["ok"]
