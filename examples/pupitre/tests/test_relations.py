@@ -131,11 +131,13 @@ def test_a_reference_to_a_missing_parent_is_refused(app: Pupitre, rel: Relation)
 def test_0008_upgrades_a_0007_database_keeping_its_rows(tmp_path: Path) -> None:
     root = tmp_path
     path = root / "p.db"
-    kw = {"backups_dir": root / "b", "quarantine_dir": root / "q"}
-    db = open_database(path, migrations.profile_namespace("0007_fk_constraints"), **kw)
+    old = migrations.profile_namespace("0007_fk_constraints")
+    db = open_database(path, old, backups_dir=root / "b", quarantine_dir=root / "q")
     db.write(graph)
     db.close()
-    db = open_database(path, migrations.profile_namespace(), **kw)
+    db = open_database(
+        path, migrations.profile_namespace(), backups_dir=root / "b", quarantine_dir=root / "q"
+    )
     try:
         assert db.scalar("SELECT count(*) FROM peer_reviews") == 1
         db.write(lambda tx: tx.execute("UPDATE runs SET id = 71 WHERE id = 70"))
