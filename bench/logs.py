@@ -1,17 +1,24 @@
 """Log capture throughput: bastion's capture (redaction on, real logs table) against a parent
-that reads the same child's pipes and discards, in the same run.
+that reads the same child's pipes and discards, in the same run; and searching the logs table
+at the size a long-running install reaches.
 
-    .venv/bin/python bench/logs.py [LINES]
+    .venv/bin/python bench/logs.py [LINES] [--search-rows N]
 
 Prints: the child's rate under capture vs under the discarding parent (is the child slowed
 down? target >= 0.8x), the end-to-end stored rate, lines lost, and redaction alone on log
 text (URLs with percent-escapes, JSON lines) against splitting and decoding the same bytes
 into lines (what the capture does anyway), for 5 secrets and for 64 secrets of 128 characters.
 The child prints its injected secret in several forms, so the capture redacts as it stores.
+
+Search (``--search-rows``, default 1,000,000 lines in a real logs table): ``LogsRepo.query(text=)``
+through the full-text index against the LIKE scan every version before it ran (the same SQL,
+on the same file) for a text that is absent (target >= 50x), rare and common; and source +
+level through the composite index against the (source, ts) index it had before.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import random
 import string
@@ -20,10 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ratio_line
+from _common import best_of, ratio_line
 from bastion.config import StoreConfig
 from bastion.domains import core_namespace
 from bastion.domains.logs import LogRecord, LogsRepo
+from bastion.domains.logs import queries as logs_q
 from bastion.store import Database
 from bastion.store.migrations import Migrator
 from bastion.supervisor.capture import CHUNK, CapturedLine, LineSplitter, LogCapture, _Chunk
@@ -166,8 +174,108 @@ def per_line_commit_rate(db: Database, n: int = 3000) -> float:
 ROUNDS = 5
 
 
+#: Words of the search table's lines; "retry" is common, an id rare, "zqxwv" absent.
+_WORDS = (
+    "GET",
+    "POST",
+    "/api/v1/items",
+    "user",
+    "session",
+    "request",
+    "done",
+    "worker",
+    "job",
+    "queue",
+    "cache",
+    "miss",
+    "hit",
+    "took",
+    "ms",
+    "status=200",
+    "retry",
+)
+
+
+def _search_lines(rows: int) -> list[LogRecord]:
+    rng = random.Random(22)
+    levels = ("debug", "info", "info", "info", "warning", "error")
+    return [
+        LogRecord(
+            1_700_000_000.0 + i * 0.01,
+            "critical" if i % 500 == 0 else levels[i % len(levels)],
+            f"svc{i % 7}",
+            "stdout",
+            f"{i} "
+            + " ".join(rng.choice(_WORDS) for _ in range(8))
+            + f" id={rng.getrandbits(32):08x}",
+        )
+        for i in range(rows)
+    ]
+
+
+def search(rows: int) -> None:
+    """Text search and source + level at ``rows`` lines: ours vs the queries before the
+    full-text and composite indexes, on the same file, in the same run."""
+    records = _search_lines(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Database.open(Path(tmp) / "search.db", StoreConfig(), name="search")
+        try:
+            Migrator(db, backups_dir=None).migrate([core_namespace()])
+            repo = LogsRepo(db)
+            start = time.perf_counter()
+            for i in range(0, rows, 1000):
+                repo.insert_batch(records[i : i + 1000])
+            stored = rows / (time.perf_counter() - start)
+            db.write(lambda tx: tx.execute("ANALYZE"))
+            rare = records[rows // 2].message.rsplit("id=", 1)[1]
+            print(f"search: {rows:,} lines (stored at {stored:,.0f} lines/s, 1000 a batch)")
+            # The SQL LogsRepo.query(text=) ran before the index: a LIKE over every message,
+            # in time order, stopping at the page's LIMIT (201: a page of 200 and one more).
+            scan = (
+                f"SELECT {logs_q.SELECT}, ts, id FROM logs WHERE message LIKE ? ESCAPE '\\' "
+                "ORDER BY ts ASC, id ASC LIMIT 201"
+            )
+            for label, text, target in (
+                ("absent text", "zqxwv", ">= 50x"),
+                ("rare text (one line)", f"id={rare}", "informative"),
+                ("common text (most lines)", "retry", "informative"),
+            ):
+                runs = 3 if label.startswith("common") else 5
+                before = best_of(runs, lambda t=text: db.query(scan, (f"%{t}%",)))
+                ours = best_of(runs, lambda t=text: repo.query(text=t, limit=200))
+                print(
+                    ratio_line(
+                        f"  {label}: index vs LIKE scan (queries/s)", 1 / ours, 1 / before, target
+                    )
+                )
+            # Before: one query over the (source, ts) index, testing each line's level.
+            for level in ("critical", "error", "info"):
+                floor = logs_q.LEVELS.index(level)
+                marks = ", ".join(f"'{lv}'" for lv in logs_q.LEVELS[floor:])
+                old = (
+                    f"SELECT {logs_q.SELECT}, ts, id FROM logs INDEXED BY logs_source_ts "
+                    f"WHERE source = ? AND level IN ({marks}) ORDER BY ts ASC, id ASC LIMIT 201"
+                )
+                before = best_of(5, lambda o=old: db.query(o, ("svc3",)))
+                ours = best_of(5, lambda lv=level: repo.query(source="svc3", level=lv, limit=200))
+                print(
+                    ratio_line(
+                        f"  source + level >= {level}: ours vs (source, ts) index",
+                        1 / ours,
+                        1 / before,
+                        "informative",
+                    )
+                )
+        finally:
+            db.close()
+
+
 def main() -> None:
-    lines = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("lines", nargs="?", type=int, default=200_000)
+    parser.add_argument("--search-rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    lines = args.lines
     # The spammer also writes every 10th line to stderr, and 5 lines with its secret first.
     total = lines + (lines + 9) // 10 + 5
     with tempfile.TemporaryDirectory() as tmp:
@@ -245,6 +353,7 @@ def main() -> None:
         )
     )
     print(f"lines lost: {total - stored} (counted drops: {dropped}); stored {stored:,}")
+    search(args.search_rows)
 
 
 if __name__ == "__main__":

@@ -68,5 +68,5 @@ def test_emit_tx_commits_and_rolls_back_with_the_unit(db: Database) -> None:
 
 
 def test_migrations_are_recorded_as_events(db: Database) -> None:
-    (event,) = EventsRepo(db).query(kind="migration.applied").items
-    assert event.subject == "core/0001_core"
+    events = EventsRepo(db).query(kind="migration.applied").items
+    assert [e.subject for e in events] == ["core/0001_core", "core/0002_logs_search"]

@@ -28,7 +28,7 @@ def test_fresh_home_has_core_tables_repos_and_app_namespace(home: Config) -> Non
         assert [e.kind for e in h.events.query(kind="setting.changed")] == ["setting.changed"]
         h.db.write(lambda tx: tx.execute("INSERT INTO notes (body, tag) VALUES ('x', 't')"))
         states = {s["namespace"]: s for s in h.status()["migrations"]}
-    assert states["core"]["applied"] == ["0001_core"]
+    assert states["core"]["applied"] == ["0001_core", "0002_logs_search"]
     assert states["notes_app"]["applied"] == ["0001_notes", "0002_tags"]
     assert states["notes_app"]["pending"] == []
     # A brand-new file has nothing worth a backup: `init` (core, supervisor) takes none; the
@@ -52,4 +52,4 @@ def test_reopening_with_a_new_app_migration_backs_up_first(home: Config) -> None
     (backup,) = home.backups_dir.glob("pre-migrate-notes_app-0002_tags-*.db")
     assert backup.stat().st_mode & 0o777 == 0o600
     assert "backup.created" in kinds
-    assert kinds.count("migration.applied") == 4  # core, supervisor, notes_app x 2
+    assert kinds.count("migration.applied") == 5  # core x 2, supervisor, notes_app x 2

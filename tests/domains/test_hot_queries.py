@@ -95,6 +95,12 @@ REPO_CALLS: list[tuple[str, Callable[[Any], object], str, bool]] = [
         False,
     ),
     ("logs by time", lambda r: LogsRepo(r).query(since=10.0, until=900.0), "logs_ts", False),
+    (
+        "logs by source and level",
+        lambda r: LogsRepo(r).query(source="svc1", level="critical"),
+        "logs_source_level_ts",
+        False,
+    ),
     ("logs follow", lambda r: LogsRepo(r).query(after_id=2900), "PRIMARY KEY", False),
     # Several levels are several index ranges: their union is sorted, within the LIMIT.
     ("logs by level", lambda r: LogsRepo(r).query(level="error"), "logs_level_ts", True),

@@ -28,11 +28,14 @@ def test_status_shows_every_namespace_of_bastion_db(tmp_path: Path) -> None:
     home = _home(tmp_path)
     code, out, _ = _run(home, "db", "status")
     assert code == 0
-    assert "migrations core: 1 applied, 0 pending (none); last 0001_core at " in out
+    assert "migrations core: 2 applied, 0 pending (none); last 0002_logs_search at " in out
     assert "migrations supervisor: 1 applied, 0 pending (none); last 0001_supervisor at " in out
     states = json.loads(_run(home, "db", "status", "--json")[1])["migrations"]
     assert [s["namespace"] for s in states] == ["core", "supervisor"]
-    assert [s["applied"] for s in states] == [["0001_core"], ["0001_supervisor"]]
+    assert [s["applied"] for s in states] == [
+        ["0001_core", "0002_logs_search"],
+        ["0001_supervisor"],
+    ]
     assert [s["problem"] for s in states] == [None, None]
 
 

@@ -732,8 +732,16 @@ def merge_salvage(
         live_tables = {
             str(r[0]) for r in db.query("SELECT name FROM sqlite_schema WHERE type = 'table'")
         }
+        # A virtual table's own storage (an FTS5 index's pages) is kept by the virtual table:
+        # rows written into it directly would corrupt it. Its content table's rows are merged,
+        # and its triggers index them.
+        shadows = {str(r[1]) for r in db.query("PRAGMA main.table_list") if r[2] == "shadow"}
+        virtual = {str(r[1]) for r in db.query("PRAGMA main.table_list") if r[2] == "virtual"}
         for table in names:
             if tables is not None and table not in tables:
+                continue
+            if table in shadows or table in virtual:
+                skipped[table] = "a virtual table's storage (rebuilt from its content)"
                 continue
             if table not in live_tables:
                 skipped[table] = "not in the live database"

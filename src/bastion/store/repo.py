@@ -252,6 +252,11 @@ class Where:
         self.params.append(f"%{escaped}%")
         return self
 
+    def fts(self, name: str, query: str | None) -> Where:
+        """Add ``name MATCH query``: ``name`` is an FTS5 table, ``query`` in its query syntax
+        (build it from user text with care: quote every term)."""
+        return self._add(name, "MATCH", query)
+
     def prefix(self, name: str, prefix: str | None) -> Where:
         """``name`` starts with ``prefix``, as a range so an index on ``name`` is used."""
         if not prefix:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import struct
 import tempfile
 import time
@@ -233,8 +234,18 @@ def _salvage_into(src: apsw.Connection, source: Path, dest: Path, copy: Path) ->
         out.execute("PRAGMA synchronous = OFF").fetchall()
         out.execute("BEGIN")
         copyable = []
+        # A virtual table creates its own storage tables ("shadow" tables) with it: they are
+        # not created again, and an FTS5 index is rebuilt from the salvaged rows rather than
+        # copied (its pages may be what was damaged, and it must match its content table).
+        shadows = _shadow_tables(src)
+        fts5 = [
+            name
+            for kind, name, _tbl, sql in schema
+            if kind == "table" and sql and _FTS5.match(sql) and not _CONTENTLESS.search(sql)
+        ]
+        derived = {f"{name}{suffix}" for name in fts5 for suffix in _FTS5_DERIVED}
         for kind, name, _tbl, sql in schema:
-            if kind != "table" or sql is None or name.startswith("sqlite_"):
+            if kind != "table" or sql is None or name.startswith("sqlite_") or name in shadows:
                 continue
             try:
                 out.execute(sql).fetchall()
@@ -245,6 +256,17 @@ def _salvage_into(src: apsw.Connection, source: Path, dest: Path, copy: Path) ->
                 copyable.append(name)
         for name in copyable:
             tables[name] = _copy_table(src, out, name)
+        for name in sorted(shadows - derived):
+            # What a virtual table keeps in its shadow tables is its data (an R*Tree's nodes,
+            # an FTS5 table's own content): copied over what its creation wrote.
+            with contextlib.suppress(apsw.Error):
+                out.execute(f"DELETE FROM {_q(name)}").fetchall()
+            tables[name] = _copy_table(src, out, name)
+        for name in fts5:
+            try:
+                out.execute(f"INSERT INTO {_q(name)} ({_q(name)}) VALUES ('rebuild')").fetchall()
+            except apsw.Error as err:
+                schema_errors.append(f"full-text index {name} not rebuilt: {err}")
         if any(n == "sqlite_sequence" for _k, n, _t, _s in schema):
             _copy_sequence(src, out)
         found = 0
@@ -268,6 +290,21 @@ def _salvage_into(src: apsw.Connection, source: Path, dest: Path, copy: Path) ->
     with open(dest, "rb") as handle:
         os.fsync(handle.fileno())
     return SalvageResult(source, dest, tables, tuple(schema_errors), 0.0, found)
+
+
+#: An FTS5 table's index tables: derived from its content, rebuilt instead of copied.
+_FTS5_DERIVED = ("_data", "_idx", "_docsize")
+_FTS5 = re.compile(r"\s*CREATE\s+VIRTUAL\s+TABLE\s.*\bUSING\s+fts5\b", re.I | re.S)
+#: A contentless FTS5 table (content='') has nothing to rebuild from: its index is copied.
+_CONTENTLESS = re.compile(r"\bcontent\s*=\s*(''|\"\")", re.I)
+
+
+def _shadow_tables(src: apsw.Connection) -> set[str]:
+    """The shadow tables of the source's virtual tables (``PRAGMA table_list`` knows them)."""
+    try:
+        return {str(r[1]) for r in src.execute("PRAGMA main.table_list") if r[2] == "shadow"}
+    except apsw.Error:
+        return set()
 
 
 def _columns(src: apsw.Connection, table: str) -> tuple[list[str], bool, bool]:
