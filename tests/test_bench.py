@@ -25,7 +25,8 @@ TINY: dict[str, list[str]] = {
     "backup.py": ["--size-mb", "4", "--rounds", "1"],
     "archive.py": ["--seconds", "0.3", "--rounds", "1", "--history-mb", "2"],
     "vault.py": ["--gets", "200", "--keychain-rounds", "2"],
-    "logs.py": ["20000"],
+    "vault_index.py": ["--secrets", "50", "--requests", "5"],
+    "logs.py": ["20000", "--search-rows", "20000"],
     "supervise.py": [],
     "api.py": ["--seconds", "1", "--runs", "1"],  # needs wrk: `make test` installs it
     "cli_startup.py": ["--runs", "2"],

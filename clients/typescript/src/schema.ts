@@ -1090,6 +1090,10 @@ export interface components {
             changes: {
                 [key: string]: string;
             }[];
+            /** Recounted */
+            recounted?: {
+                [key: string]: number[];
+            };
         };
         /** ReconcileRequest */
         ReconcileRequest: {

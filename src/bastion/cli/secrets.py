@@ -351,6 +351,10 @@ def reconcile(ctx: click.Context, fix: bool, allow_drop_all: bool, as_json: bool
         lines += [f"  orphan (in backend, not indexed): {k}" for k in d["orphans"]]
         lines += [f"  missing (indexed, value gone):    {k}" for k in d["missing"]]
         lines += [f"  {c['action']} {c['scope']}/{c['name']}" for c in d["changes"]]
+        lines += [
+            f"  recounted scope {scope}: {kept} -> {real} secrets"
+            for scope, (kept, real) in d.get("recounted", {}).items()
+        ]
         if not d["orphans"] and not d["missing"]:
             lines.append("  in step")
         return "\n".join(lines)

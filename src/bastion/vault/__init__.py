@@ -25,6 +25,7 @@ from typing import Any
 from bastion.config import Config
 from bastion.errors import BastionError, ConfigError, SecretNotFound, VaultError
 from bastion.store import Database, WriteTx
+from bastion.store.repo import Page
 from bastion.vault.audit import AuditEntry, AuditLog, Operation
 from bastion.vault.backend import Backend, RecordRef, SecretMeta
 from bastion.vault.crypto import fingerprint
@@ -222,22 +223,44 @@ class Vault:
     ) -> dict[str, Any]:
         """Which declared names are set (seed 001's ``*_configured`` flags); index only."""
         validate_scope(scope)
-        rows = {m.name: m for m in self.index.list(scope)}
-        names = list(declared) if declared is not None else sorted(rows)
+        if declared is None:
+            rows = {m.name: (m.updated_at, m.version) for m in self.index.list(scope)}
+            names = sorted(rows)
+        else:
+            # One key lookup per name asked: the cost of the answer, not of the vault.
+            names = list(declared)
+            rows = self.index.flags(scope, names)
         return {
             "backend": self.config.vault.backend,
             "why": _backend_reason(self.config, self._env),
             "scope": scope,
-            "count": len(rows),
+            "count": self.index.count(scope),
             "secrets": {
                 n: {
                     "configured": n in rows,
-                    "updated_at": rows[n].updated_at if n in rows else None,
-                    "version": rows[n].version if n in rows else None,
+                    "updated_at": rows[n][0] if n in rows else None,
+                    "version": rows[n][1] if n in rows else None,
                 }
                 for n in names
             },
         }
+
+    def page(
+        self,
+        scope: str | None = None,
+        *,
+        sort: str = "name",
+        descending: bool = False,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> Page[SecretMeta]:
+        """One page of metadata (index only, never a value) in a whitelisted order (``name``,
+        ``updated_at``, ``created_at``), with the total: answered in SQL off an index, so it
+        costs the rows of the page, not the number of secrets."""
+        if scope is not None:
+            validate_scope(scope)
+        items = self.index.page(scope, sort=sort, descending=descending, limit=limit, offset=offset)
+        return Page(tuple(items), limit, offset=offset, total=self.index.count(scope))
 
     # Writes -------------------------------------------------------------------------------
 
@@ -373,7 +396,11 @@ class Vault:
                 "service; if the values really are gone, re-run with --allow-drop-all.",
                 missing=len(missing),
             )
+        recounted: dict[str, list[int]] = {}
         if fix:
+            # The per-scope counts (kept by triggers) are rewritten from the rows if a
+            # salvage left the two tables apart.
+            recounted = {s: [kept, real] for s, (kept, real) in self.index.recount().items()}
             for scope, name in orphans:
                 if self._adopt(backend, scope, name, actor):
                     changes.append({"action": "adopted", "scope": scope, "name": name})
@@ -387,6 +414,7 @@ class Vault:
             "missing": [f"{s}/{n}" for s, n in missing],
             "fixed": fix,
             "changes": changes,
+            "recounted": recounted,
         }
 
     def _has_value(self, backend: Backend, scope: str, name: str) -> bool:

@@ -12,7 +12,9 @@ last or, with ``expected_version``, gets ``Conflict`` when someone else wrote fi
 
 from __future__ import annotations
 
+import builtins
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from bastion._home import missing_error, record
@@ -26,6 +28,14 @@ __all__ = ["Index", "open_vault_db"]
 
 _COLUMNS = "scope, name, backend, created_at, updated_at, last_used_at, size, version, fingerprint"
 MIGRATIONS_PACKAGE = "bastion.vault.migrations"
+#: Names per ``IN (...)`` of a status lookup (SQLite allows 32,766 parameters).
+_IN_CHUNK = 500
+#: Sort key -> the ORDER BY columns; each order is held by an index (migration 0002).
+_ORDERS = {
+    "name": ("scope", "name"),
+    "updated_at": ("updated_at", "scope", "name"),
+    "created_at": ("created_at", "scope", "name"),
+}
 
 
 def open_vault_db(cfg: Config) -> Database:
@@ -87,6 +97,80 @@ class Index:
                 f"SELECT {_COLUMNS} FROM vault_secrets WHERE scope = ? ORDER BY name", (scope,)
             )
         return [SecretMeta(*row) for row in rows]
+
+    def count(self, scope: str | None = None) -> int:
+        """How many secrets there are (in ``scope``): read from ``vault_counts``, which
+        triggers keep, so it costs one row per scope, not one per secret."""
+        if scope is None:
+            return int(self.db.scalar("SELECT coalesce(sum(secrets), 0) FROM vault_counts"))
+        found = self.db.scalar("SELECT secrets FROM vault_counts WHERE scope = ?", (scope,))
+        return int(found or 0)
+
+    def flags(self, scope: str, names: Iterable[str]) -> dict[str, tuple[float, int]]:
+        """``name -> (updated_at, version)`` for those of ``names`` that exist in ``scope``:
+        one primary-key lookup per name asked, whatever the number of secrets."""
+        wanted = list(dict.fromkeys(names))
+        found: dict[str, tuple[float, int]] = {}
+        for start in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[start : start + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            rows = self.db.query(
+                "SELECT name, updated_at, version FROM vault_secrets "
+                f"WHERE scope = ? AND name IN ({marks})",
+                (scope, *chunk),
+            )
+            found.update({str(n): (float(u), int(v)) for n, u, v in rows})
+        return found
+
+    def page(
+        self,
+        scope: str | None,
+        *,
+        sort: str = "name",
+        descending: bool = False,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> builtins.list[SecretMeta]:
+        """``limit`` rows from ``offset`` in a whitelisted order (``name``: scope then name;
+        ``updated_at``/``created_at``: that time, then scope and name), read off the index
+        that holds that order (migration 0002), so a page costs its own rows."""
+        if sort not in _ORDERS:
+            raise ValueError(f"cannot sort secrets by {sort!r}; use one of {sorted(_ORDERS)}")
+        if limit < 1 or offset < 0:
+            raise ValueError("limit must be at least 1 and offset at least 0")
+        word = "DESC" if descending else "ASC"
+        order = ", ".join(f"{column} {word}" for column in _ORDERS[sort])
+        where, params = ("WHERE scope = ?", [scope]) if scope is not None else ("", [])
+        rows = self.db.query(
+            f"SELECT {_COLUMNS} FROM vault_secrets {where} ORDER BY {order} LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        return [SecretMeta(*row) for row in rows]
+
+    def recount(self) -> dict[str, tuple[int, int]]:
+        """Rewrite ``vault_counts`` from the rows (after a salvage copied the two tables as
+        they were); returns ``scope -> (counted before, rows)`` for every scope that was off."""
+
+        def unit(tx: WriteTx) -> dict[str, tuple[int, int]]:
+            kept = {str(s): int(n) for s, n in tx.query("SELECT scope, secrets FROM vault_counts")}
+            real = {
+                str(s): int(n)
+                for s, n in tx.query("SELECT scope, count(*) FROM vault_secrets GROUP BY scope")
+            }
+            off = {
+                scope: (kept.get(scope, 0), real.get(scope, 0))
+                for scope in kept.keys() | real.keys()
+                if kept.get(scope, 0) != real.get(scope, 0)
+            }
+            if off:
+                tx.execute("DELETE FROM vault_counts")
+                tx.executemany(
+                    "INSERT INTO vault_counts (scope, secrets) VALUES (?, ?)", list(real.items())
+                )
+            return off
+
+        result: dict[str, tuple[int, int]] = self.db.write(unit)
+        return result
 
     def keys(self, backend: str | None = None) -> set[tuple[str, str]]:
         """Every indexed ``(scope, name)``, optionally of one backend."""

@@ -101,13 +101,6 @@ class Revealed(_Model):
     value: str
 
 
-_SORTS = {
-    "name": lambda m: (m.scope, m.name),
-    "updated_at": lambda m: (m.updated_at, m.scope, m.name),
-    "created_at": lambda m: (m.created_at, m.scope, m.name),
-}
-
-
 @router.get("", response_model=Page[SecretInfo])
 def list_secrets(
     state: State,
@@ -119,12 +112,15 @@ def list_secrets(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[SecretInfo]:
     """Names and metadata of stored secrets (from the index; works on every backend)."""
-    metas = sorted(state.home.vault.list(scope), key=_SORTS[sort], reverse=order == "desc")
-    window = metas[offset : offset + limit]
-    nxt = offset + limit if offset + limit < len(metas) else None
+    # Paged in SQL off the index that holds the order: a page costs its rows, not the vault.
+    page = state.home.vault.page(
+        scope, sort=sort, descending=order == "desc", limit=limit, offset=offset
+    )
+    total = page.total or 0
+    nxt = offset + limit if offset + limit < total else None
     return Page[SecretInfo](
-        items=[SecretInfo.of(m) for m in window],
-        total=len(metas),
+        items=[SecretInfo.of(m) for m in page.items],
+        total=total,
         limit=limit,
         offset=offset,
         next_offset=nxt,
@@ -247,6 +243,8 @@ class ReconcileReport(_Model):
     missing: list[str]
     fixed: bool
     changes: list[dict[str, str]]
+    #: Scopes whose secret count was rewritten from the rows (``fix``): ``[kept, counted]``.
+    recounted: dict[str, list[int]] = Field(default_factory=dict)
 
 
 @router.post("/reconcile", response_model=ReconcileReport)
