@@ -294,3 +294,23 @@ def test_old_segments_are_merged_and_still_restore_exactly(tmp_path: Path) -> No
     for i, at in enumerate(clear_instants(rows, 5, random.Random(11))):
         got, _ = restore_rows(archive, "app", at, tmp_path / f"r{i}.db")
         assert got == [r.n for r in rows if r.after <= at]
+
+
+@pytest.mark.parametrize("missing", ["pread", "FD_DIRS"])
+def test_a_system_without_positional_reads_is_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    """Windows has neither os.pread nor a listing of open descriptors (the wal-index is read
+    through SQLite's own): starting the archiver there is a clear ArchiveError, before any
+    file is made and before SQLite's checkpoints are taken over."""
+    from bastion import _platform
+
+    monkeypatch.setattr(_platform, missing, None if missing == "pread" else ())
+    db = open_db(tmp_path / "app.db")
+    try:
+        with pytest.raises(ArchiveError, match="positional reads") as caught:
+            Archiver(db, tmp_path / "archive", fast_config()).start()
+        assert "[archive] off" in (caught.value.hint or "")
+        assert not (tmp_path / "archive").exists()
+    finally:
+        db.close()

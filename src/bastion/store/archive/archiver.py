@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
+from bastion import _platform
 from bastion._fs import atomic_write, ensure_private_dir, fsync_dir
 from bastion.errors import ArchiveError, BastionError, StoreError
 from bastion.store._errors import translate
@@ -85,6 +86,7 @@ from bastion.store.archive.segment import (
 )
 from bastion.store.archive.walfile import (
     FRAME_HEADER_BYTES,
+    NO_POSITIONAL_IO,
     IndexHeader,
     IndexReader,
     WalFile,
@@ -229,6 +231,9 @@ class Archiver:
         """Open the archiver's connections, take over checkpoints, start the thread."""
         if self._thread is not None:
             raise RuntimeError(f"the archiver of {self.db.path} is running already")
+        if _platform.pread is None or not _platform.FD_DIRS:
+            # The wal-index is read through SQLite's own descriptor, found by listing ours.
+            raise ArchiveError(NO_POSITIONAL_IO, hint="Leave [archive] off on this system")
         try:
             ensure_private_dir(self.archive_root / self.db.name)
         except OSError as err:

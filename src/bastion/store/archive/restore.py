@@ -56,6 +56,7 @@ from bastion.store.archive.segment import (
     SegmentInfo,
     read_segment,
 )
+from bastion.store.archive.walfile import pread, pwrite
 
 __all__ = [
     "GenerationRange",
@@ -556,13 +557,23 @@ def _write_pages(fd: int, pages: dict[int, memoryview], page_size: int) -> None:
 
 def _pwritev(fd: int, buffers: list[memoryview], offset: int) -> None:
     total = sum(len(b) for b in buffers)
-    done = os.pwritev(fd, buffers, offset)
+    pwritev = getattr(os, "pwritev", None)  # POSIX only; one write per buffer elsewhere
+    if pwritev is None:
+        for buf in buffers:
+            _pwrite_all(fd, buf, offset)
+            offset += len(buf)
+        return
+    done: int = pwritev(fd, buffers, offset)
     if done < total:  # short write (rare): finish it plainly
         rest = b"".join(bytes(b) for b in buffers)[done:]
         offset += done
-        while rest:
-            n = os.pwrite(fd, rest, offset)
-            rest, offset = rest[n:], offset + n
+        _pwrite_all(fd, memoryview(rest), offset)
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        done = pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
 
 
 def _copy_into(source: Path, fd: int) -> str:
@@ -572,10 +583,8 @@ def _copy_into(source: Path, fd: int) -> str:
         offset = 0
         while chunk := src.read(8 << 20):
             digest.update(chunk)
-            view = memoryview(chunk)
-            while view:
-                done = os.pwrite(fd, view, offset)
-                view, offset = view[done:], offset + done
+            _pwrite_all(fd, memoryview(chunk), offset)
+            offset += len(chunk)
     return digest.hexdigest()
 
 
@@ -621,9 +630,9 @@ def _load(seg: SegmentInfo) -> tuple[SegmentInfo, bytes] | SegmentDamaged:
 def _normalise_header(fd: int) -> None:
     """Page 1 as a rollback-journal file (bytes 18-19 = 1, what a backup holds): replayed
     frames carry SQLite's WAL-mode marker. An encrypted page 1 is left as it is."""
-    head = os.pread(fd, 20, 0)
+    head = pread(fd, 20, 0)
     if head[:16] == _SQLITE_MAGIC and head[18:20] == b"\x02\x02":
-        os.pwrite(fd, b"\x01\x01", 18)
+        pwrite(fd, b"\x01\x01", 18)
 
 
 def _unlink(path: Path) -> None:

@@ -31,8 +31,12 @@ from typing import Any
 
 import apsw
 
+from bastion import _platform
+from bastion.errors import ArchiveError
+
 __all__ = [
     "FRAME_HEADER_BYTES",
+    "NO_POSITIONAL_IO",
     "WAL_HEADER_BYTES",
     "FrameHeader",
     "IndexHeader",
@@ -40,8 +44,31 @@ __all__ = [
     "WalFile",
     "frame_offset",
     "parse_frame_header",
+    "pread",
+    "pwrite",
     "set_persist_wal",
 ]
+
+#: Why archiving is refused where the system has no positional I/O (Windows).
+NO_POSITIONAL_IO = (
+    "continuous archiving reads the WAL and SQLite's wal-index with positional reads "
+    "(pread), which this system does not offer"
+)
+
+
+def pread(fd: int, length: int, offset: int) -> bytes:
+    """``length`` bytes at ``offset`` of ``fd`` without moving its file position."""
+    if _platform.pread is None:  # Archiver.start refuses first; here for a direct caller
+        raise ArchiveError(NO_POSITIONAL_IO, hint="Leave [archive] off on this system")
+    return _platform.pread(fd, length, offset)
+
+
+def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+    """Write ``data`` at ``offset`` of ``fd``; the count written (may be short)."""
+    if _platform.pwrite is None:
+        raise ArchiveError(NO_POSITIONAL_IO, hint="Leave [archive] off on this system")
+    return _platform.pwrite(fd, data, offset)
+
 
 WAL_HEADER_BYTES = 32
 FRAME_HEADER_BYTES = 24
@@ -150,7 +177,7 @@ class IndexReader:
             if fd is None:
                 return None
             try:
-                raw = os.pread(fd, 2 * _INDEX_HEADER.size, 0)
+                raw = pread(fd, 2 * _INDEX_HEADER.size, 0)
             except OSError:
                 self._fd = None
                 continue
@@ -197,7 +224,7 @@ class WalFile:
         fd = self._descriptor()
         if fd is None:
             return b""
-        raw = os.pread(fd, WAL_HEADER_BYTES, 0)
+        raw = pread(fd, WAL_HEADER_BYTES, 0)
         return raw if len(raw) == WAL_HEADER_BYTES else b""
 
     def read(self, offset: int, length: int) -> bytes:
@@ -205,12 +232,12 @@ class WalFile:
         fd = self._descriptor()
         if fd is None or length <= 0:
             return b""
-        data = os.pread(fd, length, offset)  # one copy, into the bytes returned
+        data = pread(fd, length, offset)  # one copy, into the bytes returned
         if len(data) == length or not data:
             return data
         chunks = [data]  # a short read: the rest, if the file has it
         offset, length = offset + len(data), length - len(data)
-        while length > 0 and (chunk := os.pread(fd, length, offset)):
+        while length > 0 and (chunk := pread(fd, length, offset)):
             chunks.append(chunk)
             offset, length = offset + len(chunk), length - len(chunk)
         return b"".join(chunks)
