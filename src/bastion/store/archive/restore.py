@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -589,26 +590,29 @@ def _copy_into(source: Path, fd: int) -> str:
 
 
 class _Prefetch:
-    """Each segment read and checked (decompression with its checksum releases the GIL) on
-    a worker thread one segment ahead of the replay; the first starts at once, while the
-    base is copied, so the two cores share the work."""
+    """Segments read and checked (decompression with its checksum releases the GIL) by two
+    worker threads ahead of the replay; the first start at once, while the base is copied,
+    so every core shares the work."""
+
+    AHEAD = 2
 
     def __init__(self, segments: Sequence[SegmentInfo]) -> None:
         self._segments = list(segments)
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bastion-replay")
-        self._next = self._pool.submit(_load, self._segments[0]) if self._segments else None
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            self.AHEAD, thread_name_prefix="bastion-replay"
+        )
+        self._queue = collections.deque(
+            self._pool.submit(_load, seg) for seg in self._segments[: self.AHEAD]
+        )
+        self._submitted = len(self._queue)
 
     def __iter__(self) -> Iterator[tuple[SegmentInfo, bytes] | SegmentDamaged]:
         try:
-            for i in range(len(self._segments)):
-                assert self._next is not None
-                loaded = self._next.result()
-                nxt = i + 1
-                self._next = (
-                    self._pool.submit(_load, self._segments[nxt])
-                    if nxt < len(self._segments)
-                    else None
-                )
+            while self._queue:
+                loaded = self._queue.popleft().result()
+                if self._submitted < len(self._segments):
+                    self._queue.append(self._pool.submit(_load, self._segments[self._submitted]))
+                    self._submitted += 1
                 yield loaded
                 if isinstance(loaded, SegmentDamaged):
                     return
@@ -616,7 +620,7 @@ class _Prefetch:
             self.close()
 
     def close(self) -> None:
-        """Stop the worker (a segment it is reading is finished and dropped)."""
+        """Stop the workers (segments they are reading are finished and dropped)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
