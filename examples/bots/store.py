@@ -82,11 +82,9 @@ class BotSecrets:
         return self.vault.list(scope=_scope(bot_id))
 
     def purge_bot(self, bot_id: str) -> int:
-        """Delete every secret of a bot (the app-level cleanup the seed chose over a FK)."""
-        metas = self.names(bot_id=bot_id)
-        for meta in metas:
-            self.delete(meta.name, bot_id=bot_id)
-        return len(metas)
+        """Delete every secret of a bot (the app-level cleanup the seed chose over a FK), as
+        one scope deletion: a crash halfway never leaves ``bot:<id>`` secrets behind."""
+        return len(self.vault.delete_scope(_scope(bot_id), actor="boternity").deleted)
 
 
 class BotStore:

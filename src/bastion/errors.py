@@ -55,6 +55,7 @@ action can make the same call succeed).
     │   ├── SecretTooLarge
     │   ├── RuleViolation
     │   ├── DecryptionFailed
+    │   ├── ReconcileRefused
     │   └── ImportFailed
     ├── SupervisorError
     │   ├── ServiceSpecError
@@ -112,6 +113,7 @@ __all__ = [
     "PlaintextCredential",
     "PointInTimeUnavailable",
     "ReferenceViolation",
+    "ReconcileRefused",
     "RestoreRefused",
     "RuleViolation",
     "SecretNotFound",
@@ -592,6 +594,20 @@ class DecryptionFailed(VaultError):
     default_hint = "The record was tampered with or moved; restore vault.db from a backup or set the value again."
 
 
+class ReconcileRefused(VaultError):
+    """``reconcile`` with ``fix`` would drop every index row of the backend: none of their
+    values is visible to this process, which usually means the wrong keychain (another
+    service name, a locked collection), not values that are gone. Nothing was changed."""
+
+    code = "reconcile_refused"
+    default_hint = (
+        "Check that the keychain is unlocked and vault.service names the right service; if "
+        "the values really are gone, repeat with --allow-drop-all (API: allow_drop_all; "
+        "library: allow_drop_all=True)."
+    )
+    http_status = 409
+
+
 class ImportFailed(VaultError):
     """A plaintext import could not be done; the file was left as it was."""
 
@@ -772,6 +788,7 @@ EXIT_CODES: dict[type[BastionError], int] = {
     VaultError: 77,
     RuleViolation: 65,
     SecretTooLarge: 65,
+    ReconcileRefused: 65,
     PlaintextCredential: 65,
     ApiError: 69,
 }
@@ -802,12 +819,17 @@ def exit_code_for(error: BastionError | type[BastionError]) -> int:
 def iter_error_classes(
     root: type[BastionError] = BastionError,
 ) -> Iterator[tuple[int, type[BastionError]]]:
-    """Yield ``(depth, class)`` for the tree under ``root``, depth-first in definition order."""
+    """Yield ``(depth, class)`` for the tree under ``root``, depth-first in definition order.
+
+    Only the classes of this module: a module that combines one with a third-party error
+    (``bastion.vault.keyring_backend``'s ``KeyringVaultLocked``) adds no row to
+    ``docs/errors.md`` by being imported."""
 
     def walk(cls: type[BastionError], depth: int) -> Iterator[tuple[int, type[BastionError]]]:
         yield depth, cls
         for sub in cls.__subclasses__():
-            yield from walk(sub, depth + 1)
+            if sub.__module__ == __name__:
+                yield from walk(sub, depth + 1)
 
     yield from walk(root, 0)
 

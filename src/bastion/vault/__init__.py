@@ -3,47 +3,64 @@
     vault = Vault.open(cfg)                      # backend from cfg.vault.backend, explicitly
     meta = vault.set("OPENAI_API_KEY", value, scope="global", actor="cli")
     secret = vault.get("OPENAI_API_KEY")         # a Secret: masked; .reveal() is the value
+    vault.get_many(scope="bot:42")               # a scope's secrets in one backend batch
     vault.list()                                 # metadata only; never touches a value
+    vault.delete_scope("bot:42")                 # a whole scope, crash-safe on the keychain
     vault.close()
 
 Pieces (one concern each): ``backend`` (the contract), ``keychain`` (OS keychain through
 keyring, with deadlines), ``encrypted`` + ``crypto`` (AES-256-GCM file), ``index`` (vault.db
 rows), ``rules`` (names and values), ``secret`` (the masked type), ``audit``, ``importer``
 (plaintext config import and scrub), ``keyring_backend`` (the encrypted file as a keyring
-backend). There is no silent fallback: if the configured backend is unavailable, the named
+backend), ``bulk`` (batch reads, scope deletion with its journal, orphan scopes, adoption of
+another application's keychain items), ``secretservice`` (the Secret Service batch calls). There is no silent fallback: if the configured backend is unavailable, the named
 error says so and how to fix it.
 """
 
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from bastion.config import Config
-from bastion.errors import BastionError, ConfigError, SecretNotFound, VaultError
+from bastion.errors import (
+    BastionError,
+    ConfigError,
+    ReconcileRefused,
+    SecretNotFound,
+    VaultError,
+)
 from bastion.store import Database, WriteTx
 from bastion.store.repo import Page
+from bastion.vault import bulk
 from bastion.vault.audit import AuditEntry, AuditLog, Operation
 from bastion.vault.backend import Backend, RecordRef, SecretMeta
+from bastion.vault.bulk import AdoptReport, ScopeDeletion
 from bastion.vault.crypto import fingerprint
 from bastion.vault.index import Index, open_vault_db
 from bastion.vault.rules import Rules, validate_name, validate_scope
 from bastion.vault.secret import Secret, format_reference, parse_reference
 
 __all__ = [
+    "AdoptReport",
     "AuditEntry",
     "Backend",
     "Operation",
     "Rules",
+    "ScopeDeletion",
     "Secret",
     "SecretMeta",
     "Vault",
     "format_reference",
     "parse_reference",
 ]
+
+
+log = logging.getLogger("bastion.vault")
 
 
 class Vault:
@@ -96,7 +113,7 @@ class Vault:
         except ValueError as err:
             raise ConfigError(f"vault.rules: {err}", key="vault.rules") from err
         db = open_vault_db(cfg)
-        return cls(
+        vault = cls(
             cfg,
             db,
             env=env,
@@ -104,17 +121,43 @@ class Vault:
             keyring_backend=keyring_backend,
             rules=rule_set,
         )
+        if bulk.pending_deletes(vault):
+            # A scope deletion a crash (or a failing keychain) left half done: finish it now.
+            # Opening the backend finishes it; if it cannot be opened here, the first use
+            # that can will (list/status keep working from the index meanwhile).
+            try:
+                vault.backend  # noqa: B018 - opening it is the point
+            except BastionError as err:
+                log.warning("journaled deletions wait for the vault backend: %s", err.message)
+        return vault
 
     # Backend ----------------------------------------------------------------------------------
 
     @property
     def backend(self) -> Backend:
-        """The value backend, opened (and unlocked) on first use."""
+        """The value backend, opened (and unlocked) on first use; journaled deletions it
+        holds are finished then (see :meth:`delete_scope`)."""
         if self._backend is None:
+            opened = False
             with self._backend_lock:
                 if self._backend is None:
                     self._backend = self._open_backend()
+                    opened = True
+            if opened:
+                self._finish_pending_quietly()
         return self._backend
+
+    @property
+    def keyring_backend(self) -> Any | None:
+        """The keyring backend instance given to :meth:`open`, if any."""
+        return self._keyring_backend
+
+    def _finish_pending_quietly(self) -> None:
+        try:
+            if bulk.pending_deletes(self):
+                bulk.finish_pending_deletes(self)
+        except BastionError as err:  # retried at the next open; reads and writes go on
+            log.warning("journaled deletions could not be finished yet: %s", err.message)
 
     def _open_backend(self) -> Backend:
         vcfg = self.config.vault
@@ -186,11 +229,23 @@ class Vault:
         self.audit.record_read(actor, op, scope, name, fp)
         return Secret(value, name=f"{scope}/{name}")
 
+    def get_many(
+        self,
+        names: Iterable[str] | None = None,
+        scope: str = "global",
+        actor: str = "app",
+    ) -> dict[str, Secret]:
+        """Several values at once: ``names`` (each must exist, else ``SecretNotFound`` naming
+        the missing ones) or, without ``names``, every secret of ``scope``. Read in one batch
+        where the backend allows it (one Secret Service session and ``GetSecrets`` call; one
+        pass over the encrypted file's rows); each read is audited as ``get``."""
+        return bulk.get_many(self, names, scope, actor, Operation.GET)
+
     def inject(
         self, names: Iterable[str], scope: str = "global", actor: str = "supervisor"
     ) -> dict[str, Secret]:
-        """Values for a child's environment; each read is audited as ``inject``."""
-        return {name: self._read(name, scope, actor, Operation.INJECT) for name in names}
+        """Values for a child's environment, in one batch; each read is audited as ``inject``."""
+        return bulk.get_many(self, names, scope, actor, Operation.INJECT)
 
     def resolve(self, reference: str, actor: str = "app") -> Secret:
         """The value behind a ``secret:scope/name`` reference (audited as ``inject``)."""
@@ -297,6 +352,8 @@ class Vault:
                 expected_version=expected_version,
             )
             self.audit.record(tx, operation, actor=actor, scope=scope, name=name, fingerprint=fp)
+            # This value supersedes a journaled delete of the same record (delete_scope).
+            bulk.clear_pending(tx, scope, name)
             # The value last: a keychain backend's change is the last step before COMMIT.
             backend.write_value(tx, RecordRef(scope, name, meta.version), plain)
             return meta
@@ -344,6 +401,34 @@ class Vault:
 
         return self.db.write(unit)
 
+    def delete_scope(self, scope: str, actor: str = "cli") -> ScopeDeletion:
+        """Remove every secret of ``scope`` (a deleted bot's ``bot:<id>``) in one index
+        transaction; keychain items are journaled in it and deleted after the commit, so a
+        crash halfway is finished by the next open. Returns what was deleted (names only)."""
+        return bulk.delete_scope(self, scope, actor)
+
+    def finish_pending_deletes(self) -> int:
+        """Delete the journaled keychain items a :meth:`delete_scope` left (after a crash or
+        a keychain failure); returns how many. :meth:`open` does this by itself."""
+        return bulk.finish_pending_deletes(self)
+
+    def scopes(self) -> dict[str, int]:
+        """``scope -> number of secrets``, from the index (no value is read)."""
+        return bulk.scopes(self)
+
+    def orphan_scopes(
+        self, alive: Callable[[str], bool] | Collection[str], *, prefix: str | None = None
+    ) -> dict[str, int]:
+        """Scopes (starting with ``prefix``) whose owner the application reports gone:
+        ``alive`` is a callback ``scope -> bool`` or the collection of live scopes. Returns
+        ``scope -> number of secrets``; delete each with :meth:`delete_scope`."""
+        return bulk.orphan_scopes(self, alive, prefix=prefix)
+
+    def adopt(self, service: str, scope: str = "global", actor: str = "cli") -> AdoptReport:
+        """Copy another application's keychain items (service ``service``, keyring's layout)
+        into ``scope``; a no-op with the reason where the keychain cannot list them."""
+        return bulk.adopt(self, service, scope, actor)
+
     # Maintenance --------------------------------------------------------------------------
 
     def fingerprint(self, value: str | Secret) -> str:
@@ -375,11 +460,16 @@ class Vault:
         When *every* indexed value looks missing (two or more), the likelier cause is that
         this process looks at the wrong keychain (another service name, another user's
         session, a locked collection) rather than that they all vanished: ``fix`` then
-        refuses to drop them unless ``allow_drop_all`` is given.
+        refuses to drop them (``ReconcileRefused``, nothing changed) unless
+        ``allow_drop_all`` is given: the CLI's ``--allow-drop-all``, the API's
+        ``allow_drop_all``.
         """
         backend = self.backend
         indexed = self.index.keys(backend.kind)
         stored = backend.stored_keys()
+        if stored is not None:
+            # Journaled for deletion (delete_scope): not orphans to adopt back.
+            stored -= bulk.pending_keys(self, backend.kind)
         if stored is None:
             # The backend cannot list its items: ask it about each indexed row instead.
             orphans: builtins.list[tuple[str, str]] = []
@@ -389,11 +479,9 @@ class Vault:
             missing = sorted(k for k in indexed - stored if not self._has_value(backend, *k))
         changes: list[dict[str, str]] = []
         if fix and len(missing) >= 2 and len(missing) == len(indexed) and not allow_drop_all:
-            raise VaultError(
+            raise ReconcileRefused(
                 f"reconcile --fix would drop all {len(missing)} index rows of backend "
                 f"{backend.kind!r}: none of their values is visible to this process",
-                hint="Check that the keychain is unlocked and vault.service names the right "
-                "service; if the values really are gone, re-run with --allow-drop-all.",
                 missing=len(missing),
             )
         recounted: dict[str, list[int]] = {}

@@ -36,6 +36,8 @@ class Operation(enum.StrEnum):
     MIGRATE = "migrate"
     RECONCILE_ADOPT = "reconcile-adopt"
     RECONCILE_DROP = "reconcile-drop"
+    #: Copied in from another application's keychain items (``bastion secrets adopt``).
+    ADOPT = "adopt"
     REKEY = "rekey"
     #: An import kept a plaintext copy of a file it scrubbed (the path in ``detail``).
     PLAINTEXT_BACKUP = "plaintext-backup"

@@ -19,14 +19,14 @@ from __future__ import annotations
 import os
 import secrets as _random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
 from bastion.config import VaultConfig
 from bastion.errors import ConfigError, DecryptionFailed, VaultLocked
-from bastion.store import Database, WriteTx
+from bastion.store import Database, ReadTx, WriteTx
 from bastion.vault.backend import RecordRef
 from bastion.vault.crypto import (
     KdfParams,
@@ -313,9 +313,30 @@ class EncryptedFileBackend:
             "SELECT version, nonce, ciphertext FROM vault_values WHERE scope = ? AND name = ?",
             (ref.scope, ref.name),
         )
-        if row is None:
-            return None
-        version, nonce, ct = row
+        return None if row is None else self._open(ref, *row)
+
+    def read_values(self, refs: Sequence[RecordRef]) -> dict[RecordRef, str | None]:
+        """Each of ``refs``' values (None where absent) from one read of their scopes' rows,
+        decrypted in one pass; any record that fails to decrypt fails the whole call."""
+        rows: dict[tuple[str, str], tuple[int, bytes, bytes]] = {}
+
+        def read(tx: ReadTx) -> None:
+            for scope in {ref.scope for ref in refs}:
+                for name, version, nonce, ct in tx.query(
+                    "SELECT name, version, nonce, ciphertext FROM vault_values WHERE scope = ?",
+                    (scope,),
+                ):
+                    rows[(scope, str(name))] = (int(version), bytes(nonce), bytes(ct))
+
+        self.db.read(read)
+        values: dict[RecordRef, str | None] = {}
+        for ref in refs:
+            row = rows.get((ref.scope, ref.name))
+            values[ref] = None if row is None else self._open(ref, *row)
+        return values
+
+    def _open(self, ref: RecordRef, version: int, nonce: bytes, ct: bytes) -> str:
+        """The plaintext of ``ref``'s row: its version must be the index's, its tag valid."""
         if version != ref.version:
             raise DecryptionFailed(
                 f"vault record {ref.scope}/{ref.name} is at version {version} but the index "

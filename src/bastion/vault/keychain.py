@@ -15,8 +15,9 @@ What this module adds to ``keyring`` (and why):
 - **Chunking.** Values longer than the backend's limit (Windows: 2,560 bytes of UTF-16, so a
   limit in bytes, not characters: ``vault/_platform.py``) are split into items
   ``scope/name#1..N`` behind a header item, or refused with the limit named.
-- **Enumeration.** ``keyring`` cannot list items (keyring #759); on Linux the Secret Service
-  search API (``secretstorage``) can, which ``reconcile`` needs.
+- **Enumeration and batches.** ``keyring`` cannot list items (keyring #759) nor read several
+  at once; on Linux the Secret Service search API (``secretstorage``) can, which
+  ``reconcile``, ``adopt`` and ``get_many`` use (:mod:`bastion.vault.secretservice`).
 
 Item layout: service = ``vault.service`` (default ``bastion``), username = ``scope/name``.
 bastion's own keys (the fingerprint key, a keychain-held vault KEK) live under usernames
@@ -28,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from bastion.config import VaultConfig
@@ -41,7 +42,7 @@ from bastion.errors import (
     VaultError,
 )
 from bastion.store import WriteTx
-from bastion.vault import _platform
+from bastion.vault import _platform, secretservice
 from bastion.vault._platform import ItemLimit
 from bastion.vault.backend import RecordRef, item_key, split_item_key
 from bastion.vault.crypto import decode_key, encode_key, new_key
@@ -263,6 +264,33 @@ class KeychainClient:
 
         return self.call("listing keychain items", search)
 
+    def read_many(self, usernames: Iterable[str]) -> dict[str, str] | None:
+        """``username -> value`` for each of ``usernames`` that has an item, read in one
+        batch (one connection, one session, one ``GetSecrets``); ``None`` where the keychain
+        cannot read in batches (the caller then reads one by one)."""
+        if not secretservice.usable(self.keyring):
+            return None
+        names = list(usernames)
+        return self.call(
+            f"reading {len(names)} keychain items",
+            secretservice.read_usernames,
+            self.keyring,
+            self.service,
+            names,
+        )
+
+    def list_service(self, service: str) -> dict[str, str] | None:
+        """``username -> value`` of every item another application stored under ``service``
+        (keyring's layout), or ``None`` where the keychain cannot enumerate."""
+        if not secretservice.usable(self.keyring):
+            return None
+        return self.call(
+            f"listing the keychain items of service {service!r}",
+            secretservice.list_service,
+            self.keyring,
+            service,
+        )
+
     def ensure_key(self, username: str) -> bytes:
         """A random 256-bit key kept in the keychain under ``username``, created if missing."""
         stored = self.get(username)
@@ -272,6 +300,26 @@ class KeychainClient:
             # Re-read: a concurrent process may have created it first; its key wins.
             stored = self.get(username) or encode_key(key)
         return decode_key(stored, what=f"keychain item {self.service}/{username}")
+
+
+def _chunk_names(key: str, head: str) -> list[str]:
+    """The item names of the chunks a header item announces."""
+    count = int(head[len(_CHUNK_HEADER) :].partition(":")[0])
+    return [f"{key}#{i}" for i in range(1, count + 1)]
+
+
+def _joined(key: str, head: str, parts: Sequence[str | None]) -> str | None:
+    """The value behind a chunk header: its ``parts`` joined and checked (None if one is gone)."""
+    if any(p is None for p in parts):
+        return None
+    value = "".join(p for p in parts if p is not None)
+    digest = head[len(_CHUNK_HEADER) :].partition(":")[2]
+    if hashlib.sha256(value.encode()).hexdigest()[:16] != digest:
+        raise DecryptionFailed(
+            f"{key}: the keychain chunks do not match their header (a partial write?)",
+            hint="Set the secret again.",
+        )
+    return value
 
 
 class KeychainBackend:
@@ -325,17 +373,30 @@ class KeychainBackend:
         head = self.client.get(key)
         if head is None or not head.startswith(_CHUNK_HEADER):
             return head
-        count_text, _, digest = head[len(_CHUNK_HEADER) :].partition(":")
-        parts = [self.client.get(f"{key}#{i}") for i in range(1, int(count_text) + 1)]
-        if any(p is None for p in parts):
-            return None
-        value = "".join(p for p in parts if p is not None)
-        if hashlib.sha256(value.encode()).hexdigest()[:16] != digest:
-            raise DecryptionFailed(
-                f"{key}: the keychain chunks do not match their header (a partial write?)",
-                hint="Set the secret again.",
-            )
-        return value
+        names = _chunk_names(key, head)
+        return _joined(key, head, [self.client.get(n) for n in names])
+
+    def read_values(self, refs: Sequence[RecordRef]) -> dict[RecordRef, str | None]:
+        """Each of ``refs``' values (None where the item is gone) in one keychain batch where
+        the keychain allows (the Secret Service), else one read each."""
+        keys = {ref: item_key(ref.scope, ref.name) for ref in refs}
+        found = self.client.read_many(keys.values())
+        if found is None:
+            return {ref: self.read_value(ref) for ref in refs}
+        heads = {ref: found.get(key) for ref, key in keys.items()}
+        chunked = {
+            ref: _chunk_names(keys[ref], head)
+            for ref, head in heads.items()
+            if head is not None and head.startswith(_CHUNK_HEADER)
+        }
+        parts = self.client.read_many(n for names in chunked.values() for n in names) or {}
+        values: dict[RecordRef, str | None] = {}
+        for ref, head in heads.items():
+            if ref in chunked and head is not None:
+                values[ref] = _joined(keys[ref], head, [parts.get(n) for n in chunked[ref]])
+            else:
+                values[ref] = head
+        return values
 
     def delete_value(self, tx: WriteTx, scope: str, name: str) -> bool:
         """Delete ``scope/name``'s keychain item (and its chunks); True if it existed."""

@@ -10,20 +10,59 @@ Mapping: keyring's ``service`` becomes the scope ``kr.<hex of service>`` and ``u
 name ``u.<hex of username>`` -- hex, because keyring allows any characters and bastion names do
 not. Values go through the ordinary ``Vault`` (index, AES-256-GCM, audit with actor
 ``keyring``). Importing this module is cheap; the vault opens on first use.
+
+Errors follow keyring's convention and stay bastion's: a vault that cannot be unlocked (a
+wrong or missing ``BASTION_VAULT_KEY``) raises :class:`KeyringVaultLocked`, which is both
+``bastion.errors.VaultLocked`` and ``keyring.errors.KeyringLocked``; any other bastion
+failure raises :class:`KeyringVaultError`, both ``bastion.errors.VaultError`` and
+``keyring.errors.KeyringError`` (the original is its ``__cause__``). So ``except
+KeyringError`` in a keyring user's code works, and so does ``except BastionError``. The
+combined classes live here, not in ``bastion.errors``, which imports nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from keyring.backend import KeyringBackend
 from keyring.compat import properties
 from keyring.credentials import SimpleCredential
-from keyring.errors import PasswordDeleteError, PasswordSetError
+from keyring.errors import KeyringError, KeyringLocked, PasswordDeleteError, PasswordSetError
 
-__all__ = ["EncryptedFileKeyring"]
+from bastion.errors import BastionError, VaultError, VaultLocked
+
+__all__ = ["EncryptedFileKeyring", "KeyringVaultError", "KeyringVaultLocked"]
+
+
+class KeyringVaultLocked(VaultLocked, KeyringLocked):
+    """The vault cannot be unlocked (wrong or missing key): a ``VaultLocked`` that keyring
+    users catch as ``KeyringLocked``."""
+
+
+class KeyringVaultError(VaultError, KeyringError):
+    """Any other failure of the vault behind the keyring API: a ``VaultError`` that keyring
+    users catch as ``KeyringError``."""
+
+
+@contextlib.contextmanager
+def _as_keyring_errors() -> Iterator[None]:
+    """Re-raise bastion errors as the combined classes above (same message and hint)."""
+    from bastion.errors import SecretNotFound
+
+    try:
+        yield
+    except (KeyringVaultLocked, KeyringVaultError, SecretNotFound):
+        raise  # SecretNotFound: the keyring API answers None / PasswordDeleteError for it
+    except VaultLocked as err:
+        raise KeyringVaultLocked(err.message, hint=err.hint, **err.details) from err
+    except BastionError as err:
+        if isinstance(err, ValueError):  # a caller's mistake (a name too long): not ours
+            raise
+        raise KeyringVaultError(err.message, hint=err.hint, **err.details) from err
 
 
 def _scope(service: str) -> str:
@@ -69,7 +108,7 @@ class EncryptedFileKeyring(KeyringBackend):
         return "bastion encrypted-file vault"
 
     def _open(self) -> Any:
-        with self._lock:
+        with self._lock, _as_keyring_errors():
             if self._vault is None:
                 import dataclasses
 
@@ -91,16 +130,19 @@ class EncryptedFileKeyring(KeyringBackend):
 
         vault = self._open()
         try:
-            return str(vault.get(_name(username), scope=_scope(service), actor="keyring").reveal())
+            with _as_keyring_errors():
+                secret = vault.get(_name(username), scope=_scope(service), actor="keyring")
         except (SecretNotFound, ValueError):  # ValueError: a name bastion could not have stored
             return None
+        return str(secret.reveal())
 
     def set_password(self, service: str, username: str, password: str) -> None:
         """keyring API: store ``password`` for ``service``/``username``."""
         vault = self._open()
         # keyring stores empty passwords too; bastion's rules are per name, none apply here.
         try:
-            vault.set(_name(username), password, scope=_scope(service), actor="keyring")
+            with _as_keyring_errors():
+                vault.set(_name(username), password, scope=_scope(service), actor="keyring")
         except ValueError as err:  # service/username too long once hex-encoded
             raise PasswordSetError(str(err)) from err
 
@@ -110,7 +152,8 @@ class EncryptedFileKeyring(KeyringBackend):
 
         vault = self._open()
         try:
-            vault.delete(_name(username), scope=_scope(service), actor="keyring")
+            with _as_keyring_errors():
+                vault.delete(_name(username), scope=_scope(service), actor="keyring")
         except (SecretNotFound, ValueError) as err:
             raise PasswordDeleteError("Password not found") from err
 
@@ -120,7 +163,9 @@ class EncryptedFileKeyring(KeyringBackend):
             password = self.get_password(service, username)
             return None if password is None else SimpleCredential(username, password)
         vault = self._open()
-        for meta in vault.list(scope=_scope(service)):
+        with _as_keyring_errors():
+            metas = vault.list(scope=_scope(service))
+        for meta in metas:
             user = _username(meta.name)
             password = self.get_password(service, user)
             if password is not None:
