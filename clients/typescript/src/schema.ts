@@ -190,7 +190,13 @@ export interface paths {
         get: operations["list_secrets_v1_secrets_get"];
         put?: never;
         post?: never;
-        delete?: never;
+        /**
+         * Delete Scope
+         * @description Remove every secret of ``scope`` (a deleted bot's ``bot:<id>``) in one index
+         *     transaction; keychain items are journaled with it and deleted after the commit, so a
+         *     crash halfway is finished by the next open.
+         */
+        delete: operations["delete_scope_v1_secrets_delete"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1103,6 +1109,12 @@ export interface components {
              * @default false
              */
             fix?: boolean;
+            /**
+             * Allow Drop All
+             * @description With fix, drop rows even when every value looks gone (usually a wrong keychain). Without it such a fix is refused: 409 `reconcile_refused`, nothing changed.
+             * @default false
+             */
+            allow_drop_all?: boolean;
         };
         /**
          * ReloadOut
@@ -1151,6 +1163,23 @@ export interface components {
             version: number;
             /** Value */
             value: string;
+        };
+        /**
+         * ScopeDeleted
+         * @description What ``DELETE /v1/secrets?scope=`` removed: names, never values.
+         */
+        ScopeDeleted: {
+            /** Scope */
+            scope: string;
+            /** Deleted */
+            deleted: string[];
+            /** Count */
+            count: number;
+            /**
+             * Pending
+             * @description Keychain items still to delete: the keychain failed after the index change was committed; the daemon's next open of the vault deletes them.
+             */
+            pending: number;
         };
         /** SecretFlag */
         SecretFlag: {
@@ -2511,6 +2540,119 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Page_SecretInfo_"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Host or Origin not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend (store, keychain) is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_scope_v1_secrets_delete: {
+        parameters: {
+            query: {
+                /** @description The scope to empty, e.g. `bot:42` (required). */
+                scope: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScopeDeleted"];
                 };
             };
             /** @description Bad request */

@@ -203,13 +203,45 @@ def list_(ctx: click.Context, scope: str | None, no_headers: bool, as_json: bool
 
 
 @secrets.command()
-@click.argument("name", shell_complete=complete_secret)
+@click.argument("name", required=False, shell_complete=complete_secret)
 @_scope_option
+@click.option(
+    "--all",
+    "all_",
+    is_flag=True,
+    help="Delete every secret of --scope (which must then be given), instead of NAME.",
+)
 @json_option
 @click.pass_context
 @run_command
-def delete(ctx: click.Context, name: str, scope: str, as_json: bool) -> None:
-    """Delete NAME and its value."""
+def delete(ctx: click.Context, name: str | None, scope: str, all_: bool, as_json: bool) -> None:
+    """Delete NAME and its value, or with --scope S --all every secret of scope S.
+
+    A whole scope goes in one index transaction; keychain items are journaled with it and
+    deleted after it, so an interrupted delete is finished by the next command that opens the
+    vault."""
+    if all_:
+        if name is not None:
+            raise click.UsageError("give NAME or --all, not both")
+        if ctx.get_parameter_source("scope") is not click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError("--all needs --scope SCOPE: name the scope to empty")
+        _check_names(None, scope)
+        with _vault(ctx) as vault:
+            result = vault.delete_scope(scope, actor="cli")
+
+        def human(d: dict[str, Any]) -> str:
+            text = f"deleted {d['count']} secret(s) of scope {d['scope']}"
+            if d["pending"]:
+                text += (
+                    f"; {d['pending']} keychain item(s) could not be removed yet and will be "
+                    "at the next open of the vault"
+                )
+            return text
+
+        emit(result.to_dict(), as_json, human)
+        return
+    if name is None:
+        raise click.UsageError("give the NAME to delete (or --scope SCOPE --all)")
     _check_names(name, scope)
     with _vault(ctx) as vault:
         meta = vault.delete(name, scope=scope, actor="cli")
@@ -218,6 +250,111 @@ def delete(ctx: click.Context, name: str, scope: str, as_json: bool) -> None:
         as_json,
         lambda d: f"deleted {d['deleted']}",
     )
+
+
+@secrets.command()
+@click.option("--prefix", help="Only scopes starting with this, e.g. bot: (global never is).")
+@click.option(
+    "--alive",
+    multiple=True,
+    metavar="SCOPE",
+    help="A scope whose owner still exists (repeatable).",
+)
+@click.option(
+    "--alive-from",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="A file (or - for stdin) listing the live scopes, one per line.",
+)
+@table_options
+@json_option
+@click.pass_context
+@run_command
+def orphans(  # noqa: PLR0917 - click passes options as arguments
+    ctx: click.Context,
+    prefix: str | None,
+    alive: tuple[str, ...],
+    alive_from: str | None,
+    no_headers: bool,
+    as_json: bool,
+) -> None:
+    """Scopes whose owner the app reports gone: secrets a deleted bot, space or profile left.
+
+    The app says which owners exist (--alive, --alive-from); every other scope (matching
+    --prefix) is listed with its number of secrets. Nothing is deleted: remove one with
+    `bastion secrets delete --scope SCOPE --all`."""
+    if not alive and alive_from is None:
+        raise click.UsageError(
+            "say which scopes are alive: --alive SCOPE (repeatable) or --alive-from FILE|- "
+            "(an empty file means none is)"
+        )
+    live = set(alive)
+    if alive_from is not None:
+        live |= {line.strip() for line in _lines(alive_from) if line.strip()}
+    with _vault(ctx) as vault:
+        found = vault.orphan_scopes(live, prefix=prefix)
+        if prefix is None:
+            found.pop("global", None)  # the app's own scope has no owner to lose
+    rows = [{"scope": scope, "secrets": count} for scope, count in found.items()]
+    emit(
+        rows,
+        as_json,
+        lambda items: Table(
+            ["scope", "secrets"],
+            [[r["scope"], str(r["secrets"])] for r in items],
+            empty="no orphaned scopes",
+        ),
+    )
+
+
+def _lines(path: str) -> list[str]:
+    """The lines of ``path`` (``-``: stdin) as UTF-8 text; anything else is a usage error."""
+    from pathlib import Path
+
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        return data.decode("utf-8").splitlines()
+    except OSError as err:
+        raise click.BadParameter(
+            f"cannot read {path}: {err.strerror or err}", param_hint="--alive-from"
+        ) from err
+    except UnicodeDecodeError:
+        raise click.BadParameter(
+            f"{path} is not UTF-8 text (one scope per line)", param_hint="--alive-from"
+        ) from None
+
+
+@secrets.command()
+@click.option("--service", required=True, help="The keychain service the other app used.")
+@_scope_option
+@json_option
+@click.pass_context
+@run_command
+def adopt(ctx: click.Context, service: str, scope: str, as_json: bool) -> None:
+    """Copy another app's keychain items (service SERVICE, one item per username) into the
+    vault under --scope: each username becomes a secret name.
+
+    Needs a keychain that can list a service's items (the freedesktop Secret Service on
+    Linux); elsewhere nothing happens and the message says so. Items already in the vault
+    with the same value are left, with another value skipped (never overwritten); the
+    originals stay where they are."""
+    from bastion.errors import BastionError
+
+    _check_names(None, scope)
+    with _vault(ctx) as vault:
+        try:
+            report = vault.adopt(service, scope, actor="cli")
+        except ValueError as err:  # an empty service, or bastion's own
+            if isinstance(err, BastionError):
+                raise
+            raise click.BadParameter(str(err), param_hint="--service") from err
+
+    def human(d: dict[str, Any]) -> str:
+        lines = [f"  adopted {scope}/{n}" for n in d["adopted"]]
+        lines += [f"  already there {scope}/{n}" for n in d["unchanged"]]
+        lines += [f"  skipped {s['name']}: {s['why']}" for s in d["skipped"]]
+        return "\n".join([*lines, d["message"]])
+
+    emit(report.to_dict(), as_json, human)
 
 
 @secrets.command()

@@ -163,6 +163,42 @@ def secrets_status(
     )
 
 
+class ScopeDeleted(_Model):
+    """What ``DELETE /v1/secrets?scope=`` removed: names, never values."""
+
+    scope: str
+    deleted: list[str]
+    count: int
+    pending: int = Field(
+        description="Keychain items still to delete: the keychain failed after the index "
+        "change was committed; the daemon's next open of the vault deletes them."
+    )
+
+
+@router.delete("", response_model=ScopeDeleted)
+def delete_scope(
+    state: State,
+    actor: Actor,
+    scope: Annotated[
+        str, Query(pattern=SCOPE, description="The scope to empty, e.g. `bot:42` (required).")
+    ],
+) -> ScopeDeleted:
+    """Remove every secret of ``scope`` (a deleted bot's ``bot:<id>``) in one index
+    transaction; keychain items are journaled with it and deleted after the commit, so a
+    crash halfway is finished by the next open."""
+    result = state.home.vault.delete_scope(scope, actor=actor)
+    if result.deleted:
+        _record(
+            state,
+            actor,
+            "secrets.scope_deleted",
+            scope=scope,
+            name="",
+            details={"count": len(result.deleted)},
+        )
+    return ScopeDeleted(**result.to_dict())
+
+
 @router.get("/{name}", response_model=SecretInfo)
 def secret_info(state: State, name: NamePath, scope: ScopeQuery = "global") -> SecretInfo:
     """One secret's metadata."""
@@ -231,7 +267,13 @@ def reveal_secret(state: State, name: NamePath, body: RevealRequest, actor: Acto
 
 
 class ReconcileRequest(_Request):
+    # The descriptions are the CLI's option help, word for word (`bastion secrets reconcile`).
     fix: bool = Field(False, description="Adopt orphaned items and drop rows whose value is gone.")
+    allow_drop_all: bool = Field(
+        False,
+        description="With fix, drop rows even when every value looks gone (usually a wrong "
+        "keychain). Without it such a fix is refused: 409 `reconcile_refused`, nothing changed.",
+    )
 
 
 class ReconcileReport(_Model):
@@ -251,7 +293,9 @@ class ReconcileReport(_Model):
 def reconcile_secrets(state: State, body: ReconcileRequest, actor: Actor) -> ReconcileReport:
     """Compare the index with the backend (seed 000's stale-key cleanup): keychain items the
     index lacks, and index rows whose value vanished; ``fix`` adopts or drops them."""
-    report = state.home.vault.reconcile(fix=body.fix, actor=actor)
+    report = state.home.vault.reconcile(
+        fix=body.fix, actor=actor, allow_drop_all=body.allow_drop_all
+    )
     if report["changes"]:
         _record(
             state,
