@@ -138,11 +138,18 @@ class Home:
 
     def namespaces(self) -> list[Namespace]:
         """Migration namespaces of ``bastion.db``: ``core`` (the built-in tables), the
-        supervisor's tables, then the app's own given to :meth:`open`."""
+        supervisor's tables, the configuration history, then the app's own given to
+        :meth:`open`."""
         from bastion.domains import core_namespace
+        from bastion.domains.confighistory import config_history_namespace
         from bastion.supervisor.migrations import supervisor_namespace
 
-        return [core_namespace(), supervisor_namespace(), *self.app_namespaces]
+        return [
+            core_namespace(),
+            supervisor_namespace(),
+            config_history_namespace(),
+            *self.app_namespaces,
+        ]
 
     def migrator(self) -> Migrator:
         """A ``Migrator`` for ``bastion.db``: backups to ``backups/``, events to ``events``."""

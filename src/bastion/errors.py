@@ -11,6 +11,8 @@ action can make the same call succeed).
 
     BastionError
     ├── ConfigError
+    │   ├── ConfigVersionNotFound
+    │   └── RollbackRefused
     ├── InvalidName
     ├── InvalidValue
     ├── StoreError
@@ -87,6 +89,7 @@ __all__ = [
     "BaselineMismatch",
     "BastionError",
     "ConfigError",
+    "ConfigVersionNotFound",
     "Conflict",
     "ConstraintViolation",
     "DaemonAlreadyRunning",
@@ -114,6 +117,7 @@ __all__ = [
     "PointInTimeUnavailable",
     "ReferenceViolation",
     "ReconcileRefused",
+    "RollbackRefused",
     "RestoreRefused",
     "RuleViolation",
     "SecretNotFound",
@@ -191,6 +195,23 @@ class ConfigError(BastionError):
     code = "config_invalid"
     default_hint = "Fix the named key in bastion.toml or the BASTION_* environment variable."
     http_status = 400
+
+
+class ConfigVersionNotFound(ConfigError):
+    """No version of bastion.toml or of a service spec has that id in the history."""
+
+    code = "config_version_not_found"
+    default_hint = "List the versions with `bastion config history`."
+    http_status = 404
+
+
+class RollbackRefused(ConfigError):
+    """A configuration version cannot be written back (its text was withheld from the
+    history, or it is not valid any more); nothing was written."""
+
+    code = "config_rollback_refused"
+    default_hint = "Pick another version with `bastion config history`."
+    http_status = 409
 
 
 class InvalidName(BastionError, ValueError):
@@ -766,6 +787,8 @@ class DaemonUnreachable(ApiError):
 EXIT_CODES: dict[type[BastionError], int] = {
     BastionError: 1,
     ConfigError: 78,
+    ConfigVersionNotFound: 66,
+    RollbackRefused: 65,
     InvalidName: 65,
     InvalidValue: 65,
     SettingUnreadable: 65,

@@ -31,12 +31,13 @@ def test_status_shows_every_namespace_of_bastion_db(tmp_path: Path) -> None:
     assert "migrations core: 2 applied, 0 pending (none); last 0002_logs_search at " in out
     assert "migrations supervisor: 1 applied, 0 pending (none); last 0001_supervisor at " in out
     states = json.loads(_run(home, "db", "status", "--json")[1])["migrations"]
-    assert [s["namespace"] for s in states] == ["core", "supervisor"]
+    assert [s["namespace"] for s in states] == ["core", "supervisor", "config_history"]
     assert [s["applied"] for s in states] == [
         ["0001_core", "0002_logs_search"],
         ["0001_supervisor"],
+        ["0001_config_history"],
     ]
-    assert [s["problem"] for s in states] == [None, None]
+    assert [s["problem"] for s in states] == [None, None, None]
 
 
 def test_edited_core_migration_refuses_then_accept_edited_records_it(tmp_path: Path) -> None:
@@ -109,7 +110,7 @@ def test_app_namespace_dry_run_then_migrate(tmp_path: Path, app_package: str) ->
     assert Path(backup).name.startswith("pre-migrate-myapp-0001_init-")
     code, _, err = _run(home, "db", "migrate", "--namespace", "nosuch")
     assert code == 2
-    assert "unknown namespace(s) nosuch; known: core" in err
+    assert "unknown namespace(s) nosuch; known: config_history, core" in err
 
 
 def test_baseline_adopts_a_legacy_app_database(tmp_path: Path, app_package: str) -> None:

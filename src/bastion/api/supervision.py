@@ -10,6 +10,10 @@ module runs what ``bastion.app`` wires (``Home.supervisor``, ``VaultSecrets``).
 The daemon starts with the valid spec files; an invalid one does not keep the daemon (and
 the vault an app needs from it) down: it is reported like an invalid file found later, by
 the :class:`~bastion.supervisor.catalog.ServiceCatalog` that watches the folder.
+
+Every version of a spec the catalog applies, and of ``bastion.toml`` (at start and whenever
+the file changes while the daemon runs), goes into the configuration history
+(:mod:`bastion.config_history`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from bastion.supervisor import Supervisor
 from bastion.supervisor.catalog import ServiceCatalog
 from bastion.supervisor.spec import validate_dir
 
-__all__ = ["build_supervisor", "stop_supervisor", "supervisor_lifespan"]
+__all__ = ["build_supervisor", "follow_config_file", "stop_supervisor", "supervisor_lifespan"]
 
 log = logging.getLogger("bastion.daemon")
 
@@ -35,6 +39,8 @@ log = logging.getLogger("bastion.daemon")
 def build_supervisor(home: Home) -> tuple[Supervisor, ServiceCatalog]:
     """The home's supervisor over its valid spec files (secrets from the vault), and the
     catalog that keeps it in step with ``services/``."""
+    from bastion.domains.confighistory import ConfigHistoryRepo
+
     cfg = home.config
     good, _bad = validate_dir(cfg.services_dir)  # the catalog's first reload reports _bad
     supervisor = home.supervisor(good)
@@ -44,8 +50,37 @@ def build_supervisor(home: Home) -> tuple[Supervisor, ServiceCatalog]:
         autostart=cfg.supervisor.autostart,
         watch=cfg.supervisor.watch,
         poll_s=cfg.supervisor.watch_poll_ms / 1000,
+        history=ConfigHistoryRepo(home.db),
     )
     return supervisor, catalog
+
+
+async def follow_config_file(home: Home) -> None:
+    """Record ``bastion.toml`` now and after each change, until cancelled (the daemon's
+    values were read at start: a change applies at its next start)."""
+    from bastion._platform.filewatch import watch_files
+    from bastion.config import CONFIG_FILE
+    from bastion.config_history import sync_config
+
+    watch = watch_files(home.config.home, [CONFIG_FILE])
+    first = True  # the version the daemon started with: nothing to restart for
+    try:
+        while True:
+            try:
+                version = await asyncio.to_thread(sync_config, home, "file")
+            except Exception:
+                log.exception("could not record %s in the configuration history", CONFIG_FILE)
+            else:
+                if version is not None and not first:
+                    log.warning(
+                        "%s changed (version %d): restart the daemon to apply it",
+                        CONFIG_FILE,
+                        version.id,
+                    )
+            first = False
+            await watch.changed()
+    finally:
+        watch.close()
 
 
 def supervisor_lifespan(
@@ -61,6 +96,9 @@ def supervisor_lifespan(
             log.warning("ended orphan pid %d left by a previous daemon", rec.pid)
         state.supervisor = supervisor
         state.catalog = catalog
+        config_task = asyncio.get_running_loop().create_task(
+            follow_config_file(state.home), name="config-history"
+        )
         try:
             # The first reload registers nothing new (the specs above are the folder); it
             # reports invalid files and starts the watch. Autostart, with OPEN breakers
@@ -70,6 +108,8 @@ def supervisor_lifespan(
                 await supervisor.start_all()
             yield
         finally:
+            config_task.cancel()
+            await asyncio.gather(config_task, return_exceptions=True)
             await stop_supervisor(state)
 
     return lifespan

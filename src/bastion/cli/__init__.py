@@ -89,7 +89,7 @@ class LazyGroup(click.Group):
 #: "group sub" -> the short help ``--help`` lists, so listing commands imports none of them.
 SHORT_HELP: dict[str, str] = {
     "completion": "Print the completion script for SHELL (bash, zsh or fish).",
-    "config": "Show the effective configuration (defaults < bastion.toml < BASTION_* env).",
+    "config": "Configuration: effective values, and the history of bastion.toml and the specs.",
     "dashboard": "Print a sign-in link for the dashboard of this home's running daemon.",
     "db": "Inspect and maintain bastion's SQLite databases.",
     "doctor": "Check posture, versions, migrations, integrity, vault, services, disk and file modes.",

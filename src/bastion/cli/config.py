@@ -1,4 +1,6 @@
-"""``bastion config show|path``: the effective configuration and where each value came from."""
+"""``bastion config show|path``: the effective configuration and where each value came from;
+``bastion config history|diff|rollback``: every version of bastion.toml and of each service
+spec, and going back to one (:mod:`bastion.config_history`)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,17 @@ from typing import Any
 
 import click
 
-from bastion.cli._output import Table, emit, json_option, run_command, table_options
+from bastion.cli._output import (
+    Fields,
+    Table,
+    config_from,
+    emit,
+    human_time,
+    json_option,
+    require_home,
+    run_command,
+    table_options,
+)
 
 __all__ = ["config"]
 
@@ -21,7 +33,11 @@ def _home_arg(ctx: click.Context) -> str | None:
 
 @click.group()
 def config() -> None:
-    """Show the effective configuration (defaults < bastion.toml < BASTION_* env)."""
+    """Configuration: effective values, and the history of bastion.toml and the specs.
+
+    `show` and `path` tell what is in effect (defaults < bastion.toml < BASTION_* env);
+    `history`, `diff` and `rollback` list, compare and restore the recorded versions of
+    bastion.toml and of each service spec."""
 
 
 @config.command()
@@ -87,3 +103,133 @@ def path(ctx: click.Context, as_json: bool) -> None:
         as_json,
         lambda d: d["path"],
     )
+
+
+def _note(v: dict[str, Any]) -> str:
+    if v["withheld"]:
+        return f"text not kept: {v['withheld']}"
+    if v["rollback_of"] is not None:
+        return f"rollback to {v['rollback_of']}"
+    return ""
+
+
+@config.command()
+@click.option("--service", default=None, help="Only this service's spec.")
+@click.option(
+    "--limit",
+    "-n",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="How many of the latest versions.",
+)
+@table_options
+@json_option
+@click.pass_context
+@run_command
+def history(
+    ctx: click.Context, service: str | None, limit: int, no_headers: bool, as_json: bool
+) -> None:
+    """List the versions of bastion.toml and the service specs, newest first: when, which
+    file, what happened, who (cli, api, or an edit of the file) and the content's SHA-256.
+
+    Edits made while no daemon ran are recorded first (a running daemon records them as
+    they happen). Values that look like credentials never enter the history."""
+    from bastion import config_history
+    from bastion.app import Home
+    from bastion.client import DaemonClient
+
+    cfg = config_from(ctx)
+    require_home(cfg)
+    with Home.open(cfg, create=False) as home:
+        if DaemonClient.for_home(cfg) is None:
+            config_history.sync(home)
+        page = config_history.history(home, service=service, limit=limit)
+        items = [v.to_dict() for v in page.items]
+
+    def human(rows: list[dict[str, Any]]) -> Table:
+        return Table(
+            ["id", "time", "file", "action", "by", "sha256", "note"],
+            [
+                [
+                    v["id"],
+                    human_time(v["ts"]),
+                    v["target"],
+                    v["action"],
+                    v["author"],
+                    (v["hash"] or "-")[:12],
+                    _note(v),
+                ]
+                for v in rows
+            ],
+            empty="no recorded versions" + (f" of service {service}" if service else ""),
+            right=frozenset({"id"}),
+            wrap=frozenset({"file", "note"}),
+        )
+
+    emit(items, as_json, human)
+
+
+@config.command()
+@click.argument("a", type=click.IntRange(1))
+@click.argument("b", type=click.IntRange(1))
+@json_option
+@click.pass_context
+@run_command
+def diff(ctx: click.Context, a: int, b: int, as_json: bool) -> None:
+    """Show what changed from version A to version B (ids from `bastion config history`), as
+    a unified diff."""
+    from bastion import config_history
+    from bastion.app import Home
+
+    cfg = config_from(ctx)
+    require_home(cfg)
+    with Home.open(cfg, create=False) as home:
+        result = config_history.diff(home, a, b)
+    emit(
+        result.to_dict(),
+        as_json,
+        lambda d: d["diff"].rstrip("\n") or f"versions {a} and {b} have the same text",
+    )
+
+
+@config.command()
+@click.argument("version", type=click.IntRange(1))
+@json_option
+@click.pass_context
+@run_command
+def rollback(ctx: click.Context, version: int, as_json: bool) -> None:
+    """Write VERSION's text back to its file (atomically) and apply it: a running daemon
+    reloads its services at once; bastion.toml applies when the daemon next starts.
+
+    Refused, with nothing written, when the version's text was not kept (it looked like it
+    held a credential) or is not valid any more (a program or key that is gone)."""
+    from bastion import config_history
+    from bastion.app import Home
+    from bastion.client import DaemonClient
+
+    cfg = config_from(ctx)
+    require_home(cfg)
+    with Home.open(cfg, create=False) as home:
+        if DaemonClient.for_home(cfg) is None:
+            config_history.sync(home)  # an edit made since: recorded before it is replaced
+        result = config_history.rollback(home, version, author="cli")
+
+    def human(d: dict[str, Any]) -> Fields:
+        restored, recorded = d["restored"], d["recorded"]
+        applied = {
+            "reloaded": "now (the daemon reloaded its services)",
+            "next start": "when the daemon next starts (none is running)",
+            "restart needed": "after a restart of the daemon (`bastion stop`, then `bastion "
+            "serve`): it reads bastion.toml at start",
+        }[d["applied"]]
+        return Fields(
+            [
+                ("restored", f"version {restored['id']} of {restored['target']}"),
+                ("file", d["path"]),
+                ("recorded as", "-" if recorded is None else f"version {recorded['id']}"),
+                ("applied", applied),
+            ]
+        )
+
+    emit(result.to_dict(), as_json, human)

@@ -20,6 +20,11 @@ Changes are noticed three ways: :meth:`watch` follows the folder (inotify/FSEven
 an API answer names a service, so the CLI and the API never disagree about which services
 exist, and :meth:`reload` runs on request (``POST /v1/services/reload``).
 
+:attr:`ServiceCatalog.history`, when given (the daemon gives the home's configuration history),
+records every version a reload applied -- the text exactly as it was parsed -- and every
+removal, with its author: ``api`` for :meth:`put` and :meth:`delete`, ``file`` for an edit
+found in the folder (including, at the first reload, edits made while no daemon ran).
+
 :meth:`put` is how an app declares a service: the JSON spec goes through the very code a
 TOML file does (written as TOML, parsed back with ``tomllib``, validated by
 :func:`~bastion.supervisor.spec.parse_spec`), and only a valid spec is written, atomically,
@@ -36,17 +41,18 @@ import time
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from bastion._fs import atomic_write
 from bastion.errors import ServiceNotFound, ServiceSpecError
-from bastion.supervisor.spec import NAME_RE, ServiceSpec, load_spec, parse_spec, spec_files
+from bastion.supervisor.spec import NAME_RE, ServiceSpec, parse_spec, read_spec, spec_files
 from bastion.supervisor.supervisor import Supervisor
 
 __all__ = [
     "PROCESS_FIELDS",
     "ReloadReport",
     "ServiceCatalog",
+    "SpecHistory",
     "SpecProblem",
     "changed_fields",
     "needs_restart",
@@ -65,6 +71,14 @@ _COMPARED = tuple(f.name for f in dataclasses.fields(ServiceSpec) if f.name != "
 #: Seconds the polling fallback waits between two looks at the folder.
 POLL_S = 0.5
 WatchMode = Literal["auto", "poll", "off"]
+
+
+class SpecHistory(Protocol):
+    """Where applied spec versions are recorded (``bastion.domains.confighistory``)."""
+
+    def record_specs(self, texts: Mapping[str, str | None], author: str) -> Any:
+        """Record each service's spec text (None: removed) as made by ``author``; an
+        unchanged text records nothing. Blocking (a database write)."""
 
 
 def changed_fields(old: ServiceSpec, new: ServiceSpec) -> tuple[str, ...]:
@@ -172,17 +186,21 @@ def _fingerprint(directory: Path) -> tuple[tuple[str, int, int, int], ...]:
     return tuple(marks)
 
 
-def _read_folder(directory: Path) -> tuple[dict[str, ServiceSpec], dict[str, ServiceSpecError]]:
-    """Every file's spec or error, by service name (the file's stem). Blocking: run it in a
-    thread. A name that is invalid as a service name is reported under its stem as well."""
+def _read_folder(
+    directory: Path,
+) -> tuple[dict[str, ServiceSpec], dict[str, ServiceSpecError], dict[str, str]]:
+    """Every file's spec or error, by service name (the file's stem), and the text of each
+    valid one. Blocking: run it in a thread. A name that is invalid as a service name is
+    reported under its stem as well."""
     good: dict[str, ServiceSpec] = {}
     bad: dict[str, ServiceSpecError] = {}
+    texts: dict[str, str] = {}
     for path in spec_files(directory):
         try:
-            good[path.stem] = load_spec(path)
+            good[path.stem], texts[path.stem] = read_spec(path)
         except ServiceSpecError as err:
             bad[path.stem] = err
-    return good, bad
+    return good, bad, texts
 
 
 class ServiceCatalog:
@@ -197,8 +215,10 @@ class ServiceCatalog:
         autostart: bool = True,
         watch: WatchMode = "auto",
         poll_s: float = POLL_S,
+        history: SpecHistory | None = None,
     ) -> None:
         self._sup = supervisor
+        self.history = history
         self.directory = directory
         self._autostart = autostart
         self._watch_mode = watch
@@ -230,9 +250,9 @@ class ServiceCatalog:
         async with self._lock:
             return await self._reload()
 
-    async def _reload(self, *, autostart: bool = True) -> ReloadReport:
+    async def _reload(self, *, autostart: bool = True, author: str = "file") -> ReloadReport:
         marks = await asyncio.to_thread(_fingerprint, self.directory)
-        good, bad = await asyncio.to_thread(_read_folder, self.directory)
+        good, bad, texts = await asyncio.to_thread(_read_folder, self.directory)
         sup = self._sup
         known = {s.name for s in sup.list()}
         added: list[str] = []
@@ -289,6 +309,16 @@ class ServiceCatalog:
 
         self._problems = problems
         self._seen = marks
+        if self.history is not None:
+            # What runs now: every valid text (unchanged ones record nothing) and every
+            # removal. An invalid file is not a version: the previous one keeps running.
+            applied: dict[str, str | None] = {**texts, **dict.fromkeys(removed)}
+            try:
+                await asyncio.to_thread(self.history.record_specs, applied, author)
+            except Exception:
+                # The history is a record of what happened, never a reason for a reload to
+                # fail: what was applied stays applied.
+                log.exception("could not record the services' versions in the history")
         return ReloadReport(
             added=tuple(added),
             started=tuple(started),
@@ -312,7 +342,7 @@ class ServiceCatalog:
         async with self._lock:
             created = not path.exists()
             await asyncio.to_thread(self._write, path, text)
-            return created, await self._reload()
+            return created, await self._reload(author="api")
 
     def _write(self, path: Path, text: str) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -332,7 +362,7 @@ class ServiceCatalog:
                     hint="List services with `bastion services list`.",
                     service=name,
                 ) from None
-            return await self._reload()
+            return await self._reload(author="api")
 
     # --- watching ------------------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ __all__ = [
     "load_spec",
     "load_specs",
     "parse_spec",
+    "read_spec",
     "spec_files",
     "validate_dir",
     "validate_service_name",
@@ -582,8 +583,15 @@ def _on_secret_change(where: _Where, value: Any) -> str:
 
 def load_spec(path: Path) -> ServiceSpec:
     """Read and validate ``<name>.toml``; the service is named after the file."""
+    return read_spec(path)[0]
+
+
+def read_spec(path: Path) -> tuple[ServiceSpec, str]:
+    """:func:`load_spec`, and the text the spec was parsed from (what the configuration
+    history records: exactly the version that was checked)."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ServiceSpecError(
             f"{path}: not valid TOML: {err}",
@@ -596,7 +604,7 @@ def load_spec(path: Path) -> ServiceSpec:
             hint="Check the file's permissions.",
             file=str(path),
         ) from err
-    return parse_spec(path.stem, data, source=str(path))
+    return parse_spec(path.stem, data, source=str(path)), text
 
 
 def spec_files(directory: Path) -> list[Path]:

@@ -1,0 +1,268 @@
+"""A home's configuration history: what ``bastion config history|diff|rollback`` do.
+
+The versions live in ``bastion.db`` (:mod:`bastion.domains.confighistory`). They are
+recorded where changes happen:
+
+- the daemon's services watcher records every spec version a reload applied (author
+  ``file``) and every ``PUT``/``DELETE /v1/services/{name}`` (author ``api``);
+- the daemon records ``bastion.toml`` when it starts and whenever the file changes while it
+  runs (author ``file``);
+- :func:`sync` records what the files say now, for edits made while no daemon ran (the CLI
+  calls it before it reads the history, when no daemon is there to have done it);
+- :func:`rollback` records the version it writes back (author ``cli``, or ``api``), in the
+  same transaction as the file write: a write that fails records nothing.
+
+A rollback writes the old text back atomically (``_fs.atomic_write``: temp, fsync, rename,
+fsync of the folder; 0600) after checking it is still valid (a spec's program may be gone;
+a key of bastion.toml may have been renamed), and applies it: a running daemon reloads its
+services at once; a ``bastion.toml`` takes effect when the daemon next starts (its values
+are read once, at start; the answer says whether a restart is needed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bastion._fs import atomic_write
+from bastion.config import CONFIG_FILE, load_config
+from bastion.errors import BastionError, ConfigError, ConfigVersionNotFound, RollbackRefused
+
+if TYPE_CHECKING:
+    from bastion.app import Home
+    from bastion.domains.confighistory import ConfigHistoryRepo, ConfigVersion
+    from bastion.store.repo import Page
+
+__all__ = [
+    "Diff",
+    "Rollback",
+    "check_config_text",
+    "diff",
+    "history",
+    "rollback",
+    "sync",
+    "sync_config",
+]
+
+
+def _repo(home: Home) -> ConfigHistoryRepo:
+    from bastion.domains.confighistory import ConfigHistoryRepo
+
+    return ConfigHistoryRepo(home.db)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def check_config_text(text: str) -> None:
+    """Raise ``ConfigError`` unless ``text`` is a valid ``bastion.toml`` (read by the very
+    code a home's file is: ``load_config``, on a copy in a private temporary folder)."""
+    with tempfile.TemporaryDirectory(prefix="bastion-config-check-") as folder:
+        Path(folder, CONFIG_FILE).write_text(text, encoding="utf-8")
+        load_config(folder, env={})
+
+
+def sync_config(home: Home, author: str = "file") -> ConfigVersion | None:
+    """Record ``bastion.toml`` as it is now, if it changed since its latest version (an
+    invalid file is not recorded: it cannot be what runs)."""
+    from bastion.domains.confighistory import CONFIG_TARGET
+
+    text = _read(home.config.home / CONFIG_FILE)
+    if text is not None:
+        try:
+            check_config_text(text)
+        except ConfigError:
+            return None
+    return _repo(home).record(CONFIG_TARGET, text, author)
+
+
+def sync(home: Home, author: str = "file") -> list[ConfigVersion]:
+    """Record what ``bastion.toml`` and ``services/*.toml`` say now (valid specs only; a
+    recorded spec whose file is gone is recorded as deleted). Returns the new versions."""
+    from bastion.domains.confighistory import service_target
+    from bastion.errors import ServiceSpecError
+    from bastion.supervisor.spec import read_spec, spec_files
+
+    found = []
+    config = sync_config(home, author)
+    if config is not None:
+        found.append(config)
+    repo = _repo(home)
+    texts: dict[str, str | None] = {}
+    for path in spec_files(home.config.services_dir):
+        try:
+            texts[path.stem] = read_spec(path)[1]
+        except ServiceSpecError:
+            continue  # not a version: it would not run
+    present = {service_target(name) for name in texts}
+    for target in repo.targets():
+        latest = repo.latest(target)
+        name = latest.service if latest is not None else None
+        if (
+            name
+            and target not in present
+            and not (home.config.services_dir / f"{name}.toml").exists()
+        ):
+            texts[name] = None  # the file is gone: recorded as deleted (once: deduplicated)
+    found += repo.record_specs(texts, author)
+    return found
+
+
+def history(
+    home: Home, *, service: str | None = None, limit: int = 50, cursor: str | None = None
+) -> Page[ConfigVersion]:
+    """Versions, newest first; ``service`` narrows to one service's spec (``"bastion.toml"``
+    is not a service name: use :data:`~bastion.domains.confighistory.CONFIG_TARGET`)."""
+    from bastion.domains.confighistory import service_target
+    from bastion.supervisor.spec import validate_service_name
+
+    target = None if service is None else service_target(validate_service_name(service))
+    return _repo(home).query(target=target, limit=limit, cursor=cursor)
+
+
+def _get(home: Home, version_id: int) -> ConfigVersion:
+    found = _repo(home).get(version_id)
+    if found is None:
+        raise ConfigVersionNotFound(f"no configuration version {version_id}", id=version_id)
+    return found
+
+
+def _text(version: ConfigVersion) -> str:
+    if version.withheld:
+        raise RollbackRefused(
+            f"version {version.id} of {version.target} was not kept: {version.withheld}",
+            hint="Its text never entered the history (secrets stay out of it); pick another "
+            "version with `bastion config history`.",
+            id=version.id,
+        )
+    return version.content or ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Diff:
+    """Two versions and the unified diff from ``a`` to ``b``."""
+
+    a: ConfigVersion
+    b: ConfigVersion
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: both versions (without content) and the diff."""
+        return {"a": self.a.to_dict(), "b": self.b.to_dict(), "diff": self.text}
+
+
+def diff(home: Home, a: int, b: int) -> Diff:
+    """The unified diff from version ``a`` to version ``b`` (any two: usually of one file)."""
+    first, second = _get(home, a), _get(home, b)
+    lines = difflib.unified_diff(
+        _text(first).splitlines(keepends=True),
+        _text(second).splitlines(keepends=True),
+        fromfile=f"{first.target}@{first.id}",
+        tofile=f"{second.target}@{second.id}",
+    )
+    text = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+    return Diff(first, second, text)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rollback:
+    """What a rollback did: the version restored, the one recorded for it, how it applied."""
+
+    restored: ConfigVersion
+    recorded: ConfigVersion | None
+    path: str
+    #: "reloaded" (the daemon applied it now), "next start" (no daemon runs), or
+    #: "restart needed" (bastion.toml under a running daemon).
+    applied: str
+    reload: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "restored": self.restored.to_dict(),
+            "recorded": None if self.recorded is None else self.recorded.to_dict(),
+            "path": self.path,
+            "applied": self.applied,
+            "reload": self.reload,
+        }
+
+
+def rollback(home: Home, version_id: int, *, author: str = "cli") -> Rollback:
+    """Write version ``version_id``'s text back to its file atomically (or remove the file,
+    for a version that was a deletion) and apply it. Refused, with nothing written, when the
+    text was withheld or is no longer valid."""
+    from bastion.domains.confighistory import CONFIG_TARGET
+
+    version = _get(home, version_id)
+    text = None if version.deleted else _text(version)
+    service = version.service
+    if version.target == CONFIG_TARGET:
+        path = home.config.home / CONFIG_FILE
+        if text is not None:
+            _still_valid(version, lambda: check_config_text(text))
+    elif service is not None:
+        path = home.config.services_dir / f"{service}.toml"
+        if text is not None:
+            from bastion.supervisor.spec import parse_spec
+
+            _still_valid(
+                version, lambda: parse_spec(service, tomllib.loads(text), source=str(path))
+            )
+    else:  # pragma: no cover - only the two kinds of target are ever recorded
+        raise RollbackRefused(f"version {version_id} names an unknown file {version.target}")
+
+    def unit(tx: Any) -> ConfigVersion | None:
+        # Recorded in the same transaction as the write: if the file cannot be written, the
+        # version is rolled back with the transaction and the history stays true.
+        recorded = _repo(home).record_tx(tx, version.target, text, author, rollback_of=version.id)
+        if text is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            atomic_write(path, text)
+        return recorded
+
+    try:
+        recorded = home.db.write(unit)
+    except OSError as err:
+        raise RollbackRefused(
+            f"cannot write {path}: {os.strerror(err.errno or 0)}",
+            hint="Check the folder's permissions and free space; nothing was changed.",
+            path=str(path),
+        ) from err
+    applied, report = _apply(home, service)
+    return Rollback(version, recorded, str(path), applied, report)
+
+
+def _still_valid(version: ConfigVersion, check: Any) -> None:
+    try:
+        check()
+    except (BastionError, tomllib.TOMLDecodeError) as err:
+        message = getattr(err, "message", str(err))
+        raise RollbackRefused(
+            f"version {version.id} of {version.target} is not valid any more: {message}",
+            hint="Fix what it depends on (a program's path, a renamed key) or pick another "
+            "version; nothing was written.",
+            id=version.id,
+        ) from err
+
+
+def _apply(home: Home, service: str | None) -> tuple[str, dict[str, Any] | None]:
+    from bastion.client import DaemonClient
+
+    client = DaemonClient.for_home(home.config)
+    if client is None:
+        return "next start", None
+    if service is None:
+        return "restart needed", None
+    report: dict[str, Any] = client.post("/v1/services/reload")
+    return "reloaded", report

@@ -1,0 +1,1 @@
+"""SQL migrations of the ``config_history`` namespace (see :mod:`bastion.domains.confighistory`)."""

@@ -1,0 +1,153 @@
+"""``bastion config history|diff|rollback`` without a daemon: edits found and recorded as the
+file's, a rollback written back atomically and recorded as the CLI's, refusals that change
+nothing, output through the shared helpers (JSON times in RFC 3339) and exit codes."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import stat
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from bastion.cli import cli
+
+SLEEP = shutil.which("sleep") or "/bin/sleep"
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+
+def _run(home: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["--home", str(home), *args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _history(home: Path, *args: str) -> list[dict[str, Any]]:
+    code, out, err = _run(home, "config", "history", "--json", *args)
+    assert code == 0, err
+    items: list[dict[str, Any]] = json.loads(out)
+    return items
+
+
+def _home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    assert _run(home, "init")[0] == 0
+    return home
+
+
+def test_edits_are_recorded_and_a_rollback_writes_the_old_text_back(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    spec = home / "services" / "speech.toml"
+    first = f'argv = ["{SLEEP}", "1000"]\nsecrets = {{ TOKEN = "secret:global/token" }}\n'
+    spec.write_text(first)
+    (home / "bastion.toml").write_text("[api]\nport = 0\n")
+    created = _history(home)
+    assert [(v["target"], v["action"], v["author"]) for v in created] == [
+        ("services/speech.toml", "created", "file"),
+        ("bastion.toml", "created", "file"),
+    ]
+    assert all(RFC3339.match(v["ts"]) for v in created)
+    assert _history(home) == created  # nothing changed: nothing recorded
+
+    spec.write_text(first.replace("1000", "2000") + "# longer\n")
+    changed = _history(home, "--service", "speech")
+    assert [v["action"] for v in changed] == ["changed", "created"]
+    new_id, old_id = changed[0]["id"], changed[1]["id"]
+
+    code, out, _ = _run(home, "config", "diff", str(old_id), str(new_id))
+    assert code == 0
+    assert f"--- services/speech.toml@{old_id}" in out
+    assert f'-argv = ["{SLEEP}", "1000"]' in out
+    assert f'+argv = ["{SLEEP}", "2000"]' in out
+    assert "+# longer" in out
+
+    code, out, err = _run(home, "config", "rollback", str(old_id), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["applied"] == "next start"
+    assert result["restored"]["id"] == old_id
+    assert spec.read_text() == first
+    assert stat.S_IMODE(spec.stat().st_mode) == 0o600  # written by _fs.atomic_write
+    latest = _history(home, "--service", "speech")[0]
+    assert (latest["action"], latest["author"], latest["rollback_of"]) == (
+        "rollback",
+        "cli",
+        old_id,
+    )
+    assert latest["hash"] == changed[1]["hash"]
+    assert latest["id"] == result["recorded"]["id"]
+
+    # Human output: the shared table (tab-separated when piped), newest first.
+    code, out, _ = _run(home, "config", "history")
+    lines = out.splitlines()
+    assert lines[0].split("\t") == ["ID", "TIME", "FILE", "ACTION", "BY", "SHA256", "NOTE"]
+    assert lines[1].split("\t")[3:5] == ["rollback", "cli"]
+
+
+def test_a_removed_spec_is_a_version_and_rolling_back_restores_it(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    spec = home / "services" / "worker.toml"
+    text = f'argv = ["{SLEEP}", "5"]\n'
+    spec.write_text(text)
+    created = _history(home)[0]["id"]
+    spec.unlink()
+    assert _history(home)[0]["action"] == "deleted"
+    assert _run(home, "config", "rollback", str(created))[0] == 0
+    assert spec.read_text() == text
+
+
+def test_refusals_name_the_problem_and_write_nothing(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    spec = home / "services" / "tool.toml"
+    program = tmp_path / "tool.sh"
+    program.write_text("#!/bin/sh\nexec sleep 100\n")
+    program.chmod(0o755)
+    spec.write_text(f'argv = ["{program}"]\n')
+    gone_id = _history(home)[0]["id"]
+    spec.write_text(f'argv = ["{SLEEP}", "1"]\n')
+    key = "ghp_" + "x" * 36
+    spec.write_text(f'argv = ["{SLEEP}", "2"]\n# deploy key {key}\n')
+    versions = _history(home, "--service", "tool")
+    withheld = versions[0]
+    assert withheld["withheld"] is not None
+    assert "GitHub" in withheld["withheld"]
+    assert key not in json.dumps(versions)
+    now = spec.read_text()
+
+    code, _out, err = _run(home, "config", "rollback", str(withheld["id"]))
+    assert code == 65
+    assert "was not kept" in err
+    assert spec.read_text() == now
+
+    program.unlink()  # the version's program is gone: the old text would not run
+    code, _out, err = _run(home, "config", "rollback", str(gone_id))
+    assert code == 65
+    assert "is not valid any more" in err
+    assert str(program) in err
+    assert spec.read_text() == now
+
+    code, _out, err = _run(home, "config", "rollback", "9999")
+    assert code == 66
+    assert "no configuration version 9999" in err
+    code, out, _ = _run(home, "config", "diff", str(gone_id), "9999", "--json")
+    assert code == 66
+    assert json.loads(out)["code"] == "config_version_not_found"
+    assert len(_history(home, "--service", "tool")) == len(versions)  # nothing recorded
+
+
+def test_a_write_that_fails_records_nothing(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    spec = home / "services" / "x.toml"
+    spec.write_text(f'argv = ["{SLEEP}", "1"]\n')
+    first = _history(home)[0]["id"]
+    spec.write_text(f'argv = ["{SLEEP}", "2"]\n')
+    before = _history(home)
+    # The file's place is taken by a directory: the atomic rename onto it fails.
+    spec.unlink()
+    spec.mkdir()
+    code, _out, err = _run(home, "config", "rollback", str(first))
+    assert code == 65
+    assert "cannot write" in err
+    assert _history(home) == before  # the version was rolled back with the transaction
