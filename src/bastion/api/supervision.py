@@ -35,6 +35,9 @@ __all__ = ["build_supervisor", "follow_config_file", "stop_supervisor", "supervi
 
 log = logging.getLogger("bastion.daemon")
 
+#: Quiet time after a change of bastion.toml before its version is recorded.
+CONFIG_SETTLE_S = 0.3
+
 
 def build_supervisor(home: Home) -> tuple[Supervisor, ServiceCatalog]:
     """The home's supervisor over its valid spec files (secrets from the vault), and the
@@ -79,6 +82,14 @@ async def follow_config_file(home: Home) -> None:
                     )
             first = False
             await watch.changed()
+            # Settle: an editor that truncates and then writes (or writes in pieces) makes
+            # several events; the version is what the file says once they stop.
+            while True:
+                try:
+                    async with asyncio.timeout(CONFIG_SETTLE_S):
+                        await watch.changed()
+                except TimeoutError:
+                    break
     finally:
         watch.close()
 
