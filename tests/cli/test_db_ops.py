@@ -61,7 +61,7 @@ def test_backup_list_and_restore_round_trip(tmp_path: Path) -> None:
     assert code == 0, out
     assert "restored:" in out
     assert "quick_check ok" in out
-    assert "migrations: core 2 applied (last 0002_logs_search)" in out  # no dict repr
+    assert "core 2 applied (last 0002_logs_search)" in out  # no dict repr
     assert "{'" not in out
     with Home.open(load_config(home, env={})) as h:
         assert h.db.scalar("SELECT count(*) FROM items") == 600
