@@ -52,4 +52,6 @@ def test_reopening_with_a_new_app_migration_backs_up_first(home: Config) -> None
     (backup,) = home.backups_dir.glob("pre-migrate-notes_app-0002_tags-*.db")
     assert backup.stat().st_mode & 0o777 == 0o600
     assert "backup.created" in kinds
-    assert kinds.count("migration.applied") == 6  # core x 2, supervisor, config_history, notes_app x 2
+    assert (
+        kinds.count("migration.applied") == 6
+    )  # core x 2, supervisor, config_history, notes_app x 2
