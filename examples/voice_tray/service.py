@@ -9,7 +9,9 @@ restart max 3 in a 5 min window                       ``restart.max_restarts = 3
                                                       ``restart.window_s = 300``
 backoff 1 s -> 2 -> 4 -> ... -> 60 s (no jitter)      ``backoff_initial_s = 1``, ``factor = 2``,
                                                       ``backoff_max_s = 60``, ``jitter = 0``
-circuit breaker open 30 s, then half-open;            ``breaker.open_timeout_s = 30``,
+circuit breaker: 3 failures open it                   ``breaker.failure_threshold = 3``
+open 30 s (every time), then half-open;               ``breaker.open_timeout_s = 30``,
+                                                      ``breaker.open_timeout_factor = 1``
 2 successes close it                                  ``breaker.success_threshold = 2``
 health: process exists + HTTP endpoint, every 10 s    exit is awaited (event-driven); liveness
                                                       ``http`` GET /health every 10 s
@@ -21,9 +23,10 @@ stdout/stderr captured to the database                ``logs.capture = true`` (`
                                                       injected secrets redacted)
 ====================================================  ==========================================
 
-One difference is bastion's model, not a choice here: the seed counts breaker failures (3)
-and restarts (3 per 5 min) separately; bastion opens the breaker when the restart budget is
-spent, so the breaker opens on the failure after the third restart in the window.
+The seed counts breaker failures (3 in a row) and restarts (3 per 5 min) separately, and so
+does this spec: the third failure in a row opens the breaker (after two restarts, 1 s and 2 s
+of backoff), before the restart budget is spent; a failed half-open trial re-opens it for the
+same 30 s (bastion's default would double it).
 
 The ElevenLabs key reaches the server as ``ELEVENLABS_API_KEY``, resolved from the vault at
 each start (``secret:voice_tray/elevenlabs_api_key``); the server's environment is otherwise
@@ -56,7 +59,12 @@ SEED_POLICY: dict[str, Any] = {
         "backoff_max_s": 60.0,
         "jitter": 0.0,
     },
-    "breaker": {"open_timeout_s": 30.0, "success_threshold": 2},
+    "breaker": {
+        "failure_threshold": 3,
+        "open_timeout_s": 30.0,
+        "open_timeout_factor": 1.0,
+        "success_threshold": 2,
+    },
     "stop": {"signal": "SIGTERM", "grace_s": 5.0},
     "logs": {"capture": True, "stdout_level": "info", "stderr_level": "warning"},
 }

@@ -80,6 +80,61 @@ def test_budget_spent_opens_the_breaker_then_half_open_then_closed() -> None:
     assert state.trips == 1
 
 
+def test_failure_threshold_opens_on_the_nth_consecutive_failure() -> None:
+    # Seed 001 counts the breaker's failures apart from restarts: the 3rd failure opens it.
+    clock = FakeClock()
+    breaker = BreakerSpec(failure_threshold=3)
+    state = PolicyState()
+    actions = []
+    for _ in range(3):
+        state, decision = on_failure(state, SEED001, breaker, now=clock.advance(1), exit_ok=False)
+        actions.append((decision.action, decision.delay))
+    assert actions == [(Action.RESTART, 1.0), (Action.RESTART, 2.0), (Action.OPEN, 30.0)]
+    assert decision.reason == (
+        "3 consecutive failures reached breaker.failure_threshold=3; breaker open 30s"
+    )
+    assert state.breaker is BreakerState.OPEN
+    assert state.trips == 1
+
+
+def test_failure_threshold_counts_only_failures_not_forgiven_by_a_stable_run() -> None:
+    clock = FakeClock()
+    breaker = BreakerSpec(failure_threshold=2)
+    restart = RestartSpec(jitter=0.0, max_restarts=100)
+    state = PolicyState()
+    for _ in range(5):  # each failure follows a run healthy for reset_after_s: never 2 in a row
+        state, decision = on_failure(state, restart, breaker, now=clock.advance(100), exit_ok=False)
+        assert decision.action is Action.RESTART
+        state = on_stable(state)
+    state, decision = on_failure(state, restart, breaker, now=clock.advance(1), exit_ok=False)
+    assert decision.action is Action.RESTART
+    state, decision = on_failure(state, restart, breaker, now=clock.advance(1), exit_ok=False)
+    assert decision.action is Action.OPEN  # the second one in a row
+
+
+def test_failure_threshold_zero_leaves_the_restart_budget_in_charge() -> None:
+    assert BreakerSpec().failure_threshold == 0
+    clock = FakeClock()
+    state = PolicyState()
+    actions = []
+    for _ in range(4):
+        state, decision = on_failure(state, SEED001, BREAKER, now=clock.advance(1), exit_ok=False)
+        actions.append(decision.action)
+    assert actions == [Action.RESTART] * 3 + [Action.OPEN]
+
+
+def test_reopen_factor_one_keeps_the_open_timeout() -> None:
+    clock = FakeClock()
+    breaker = BreakerSpec(open_timeout_s=30, open_timeout_factor=1)
+    state = PolicyState(breaker=BreakerState.OPEN, opened_at=clock.now, open_timeout=30)
+    timeouts = []
+    for _ in range(3):
+        state = on_open_elapsed(state)
+        state, decision = on_failure(state, SEED001, breaker, now=clock.advance(200), exit_ok=False)
+        timeouts.append(decision.delay)
+    assert timeouts == [30, 30, 30]
+
+
 def test_failed_trial_reopens_with_a_longer_capped_timeout() -> None:
     clock = FakeClock()
     breaker = BreakerSpec(open_timeout_s=30, open_timeout_factor=2, open_timeout_max_s=100)

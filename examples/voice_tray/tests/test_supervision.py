@@ -3,7 +3,7 @@
 The policy's numbers are checked twice: as pure functions on a fake clock (every number of the
 seed, including the 30 s open time and the 5 min window, without waiting), and end to end on a
 real crash-looping server. The end-to-end crash loop uses the seed's exact spec up to the
-breaker opening (1 s + 2 s + 4 s of backoff); the half-open trial and the health restarts use
+breaker opening (1 s + 2 s of backoff, then the third failure); the half-open trial and the health restarts use
 the same spec with shorter times, so the suite does not wait 30 s for the breaker.
 """
 
@@ -29,6 +29,7 @@ from bastion.supervisor.policy import (
     on_failure,
     on_healthy,
     on_open_elapsed,
+    on_stable,
 )
 from bastion.supervisor.states import BreakerState
 from examples.voice_tray.app import VoiceTray
@@ -52,7 +53,7 @@ def test_seed_policy_on_a_fake_clock() -> None:
     spec = speech_server_spec(8765)
     state, now = PolicyState(), 1_000_000.0
     decisions, failed_at = [], []
-    for _ in range(4):  # the server crashes half a second after each start
+    for _ in range(3):  # the server crashes half a second after each start
         failed_at.append(now)
         state, decision = on_failure(
             state, spec.restart, spec.breaker, now=now, exit_ok=False, rng=random.Random(1)
@@ -62,8 +63,7 @@ def test_seed_policy_on_a_fake_clock() -> None:
     assert decisions == [
         (Action.RESTART, 1.0),
         (Action.RESTART, 2.0),
-        (Action.RESTART, 4.0),
-        (Action.OPEN, 30.0),  # 3 restarts in 5 min spent: breaker open 30 s
+        (Action.OPEN, 30.0),  # the 3rd failure opens the breaker for 30 s
     ]
     assert state.open_until() == failed_at[-1] + 30.0
     state = on_open_elapsed(state)  # OPEN -> HALF_OPEN after the 30 s
@@ -76,13 +76,50 @@ def test_seed_policy_on_a_fake_clock() -> None:
     assert state.attempt == 0  # and the backoff starts again from 1 s
 
 
+def test_seed_breaker_reopens_for_30_s_every_time() -> None:
+    spec = speech_server_spec(8765)
+    state, now = PolicyState(), 1_000_000.0
+    opened = []
+    for _ in range(3):
+        state, decision = on_failure(state, spec.restart, spec.breaker, now=now, exit_ok=False)
+        now += decision.delay
+    for _ in range(4):  # every half-open trial fails
+        assert state.breaker is BreakerState.OPEN
+        opened.append(state.open_timeout)
+        state = on_open_elapsed(state)
+        state, decision = on_failure(state, spec.restart, spec.breaker, now=now, exit_ok=False)
+        now += decision.delay
+    assert opened == [30.0, 30.0, 30.0, 30.0]
+
+
 def test_seed_window_is_five_minutes() -> None:
     spec = speech_server_spec(8765)
     state, now = PolicyState(), 1_000_000.0
-    for _ in range(10):  # a crash every 6 minutes never spends the budget of 3 in 5 min
+    for _ in range(10):  # a crash every 6 minutes, after a healthy run, never opens it
         state, decision = on_failure(state, spec.restart, spec.breaker, now=now, exit_ok=False)
         assert decision.action is Action.RESTART
+        state = on_stable(state)  # healthy for restart.reset_after_s (60 s)
         now += 360.0
+    assert spec.restart.window_s == 300
+    assert spec.restart.max_restarts == 3
+    # Without the healthy runs between them, the 3rd failure in a row opens it, 5 min or not.
+    for _ in range(2):
+        state, decision = on_failure(state, spec.restart, spec.breaker, now=now, exit_ok=False)
+        now += 360.0
+    state, decision = on_failure(state, spec.restart, spec.breaker, now=now, exit_ok=False)
+    assert decision.action is Action.OPEN
+
+
+def test_seed_restart_budget_3_in_5_min_opens_the_breaker_too() -> None:
+    spec = speech_server_spec(8765)
+    state, now = PolicyState(), 1_000_000.0
+    actions = []
+    for _ in range(4):  # healthy for a minute between crashes: not 3 in a row, 4 in 5 min
+        state, decision = on_failure(state, spec.restart, spec.breaker, now=now, exit_ok=False)
+        actions.append(decision.action)
+        state = on_stable(state)
+        now += 61.0
+    assert actions == [Action.RESTART, Action.RESTART, Action.RESTART, Action.OPEN]
 
 
 # --- end to end, real processes --------------------------------------------------------------
@@ -122,16 +159,17 @@ def test_crash_loop_follows_the_seed_policy_exactly(
             status = await tray.supervisor.wait_state(NAME, S.OPEN, timeout=60)
             steps = await _transitions(tray.supervisor)
         assert status.breaker == "open"
-        assert status.restarts_in_window == 3
+        assert status.restarts_in_window == 2
         assert status.trips == 1
         assert status.last_exit_code == 3
         backoffs = [data["delay_s"] for _, to, data in steps if to == "backoff"]
-        assert backoffs == [1.0, 2.0, 4.0]
+        assert backoffs == [1.0, 2.0]
         (opened,) = [data for _, to, data in steps if to == "open"]
         assert opened["open_s"] == 30.0
         assert status.next_start_at is not None
         assert status.next_start_at - status.since == pytest.approx(30.0, abs=0.5)
-        assert len([to for _, to, _ in steps if to == "exited"]) == 4  # first run + 3 restarts
+        assert len([to for _, to, _ in steps if to == "exited"]) == 3  # 3 failures open it
+        assert "3 consecutive failures" in str(opened["reason"])
 
         # The breaker survives the app's restart: a new supervisor resumes it OPEN, no start.
         async with tray_with(cfg, v1_config, spec) as again:
@@ -152,16 +190,16 @@ def test_half_open_trial_reopens_then_two_healthy_checks_close(
             sup = tray.supervisor
             events = sup.subscribe()
             await sup.start(NAME)
-            first = await _until(events, "open")  # the restart budget is spent
+            first = await _until(events, "open")  # the third failure in a row
             await _until(events, "half_open")  # the open timeout elapsed: one trial start
-            # Still broken: the trial fails and the breaker re-opens, for twice as long.
+            # Still broken: the trial fails and the breaker re-opens, for as long again.
             second = await _until(events, "open")
             fault.write_text("ok", encoding="utf-8")  # the model loads again
             await _until(events, "half_open")
             closed = await _until(events, "running", reason="breaker closed")
             status = sup.status(NAME)
             assert await asyncio.to_thread(_get, port, "/health") == {"status": "ok"}
-        assert (first["open_s"], second["open_s"]) == (1.0, 2.0)
+        assert (first["open_s"], second["open_s"]) == (1.0, 1.0)
         assert closed["reason"] == "breaker closed after 2 healthy checks"
         assert (status.state, status.breaker, status.trips) == ("running", "closed", 2)
 

@@ -124,7 +124,9 @@ def on_failure(
         return new, Decision(Action.OPEN, timeout, f"half-open trial failed; open {timeout:g}s")
 
     recent = _in_window(state, restart, now)
-    if len(recent) >= restart.max_restarts:
+    # ``attempt`` counts the failures since the last stable run; this one is the next.
+    tripped = 0 < breaker.failure_threshold <= state.attempt + 1
+    if tripped or len(recent) >= restart.max_restarts:
         # CLOSED -> OPEN: budget spent. Not a permanent FATAL: a trial follows the timeout.
         timeout = breaker.open_timeout_s
         new = dataclasses.replace(
@@ -136,10 +138,16 @@ def on_failure(
             half_open_successes=0,
             trips=state.trips + 1,
         )
-        reason = (
-            f"{len(recent)} restarts in {restart.window_s:g}s spent the budget; "
-            f"breaker open {timeout:g}s"
-        )
+        if tripped:
+            reason = (
+                f"{state.attempt + 1} consecutive failures reached "
+                f"breaker.failure_threshold={breaker.failure_threshold}; breaker open {timeout:g}s"
+            )
+        else:
+            reason = (
+                f"{len(recent)} restarts in {restart.window_s:g}s spent the budget; "
+                f"breaker open {timeout:g}s"
+            )
         return new, Decision(Action.OPEN, timeout, reason)
 
     delay = backoff_delay(restart, state.attempt, rng)

@@ -169,9 +169,13 @@ class RestartSpec:
 class BreakerSpec:
     """Seed 001: open 30 s, then half-open; 2 healthy checks close it."""
 
+    #: Consecutive failures that open the breaker (the Nth opens it; a run healthy for
+    #: restart.reset_after_s forgives them); 0: only a spent restart budget opens it.
+    failure_threshold: int = dataclasses.field(default=0, metadata=_b(0, 10_000))
     #: Seconds the breaker stays OPEN (no start) before a half-open trial.
     open_timeout_s: float = dataclasses.field(default=30.0, metadata=_b(0.001, 86_400))
-    #: Each time the breaker opens again, the timeout grows by this factor.
+    #: Each time the breaker opens again, the timeout grows by this factor (1: it stays
+    #: open_timeout_s).
     open_timeout_factor: float = dataclasses.field(default=2.0, metadata=_b(1, 100))
     #: The longest open timeout.
     open_timeout_max_s: float = dataclasses.field(default=600.0, metadata=_b(0.001, 86_400 * 7))
