@@ -13,7 +13,12 @@ Start-up order (each step safe to repeat after a crash):
 2. open the vault with the app's rules; move the plaintext secrets of ``config.json`` into it;
 3. migrate the app's own tables (namespace ``voice_tray``);
 4. open the supervisor on ``bastion.db`` (its state, events and the captured logs live there),
-   lending it the vault through ``SecretSource`` so the speech server gets its key at spawn.
+   lending it the vault through ``SecretSource`` so the speech server gets its key at spawn;
+5. start the scheduled upkeep (the seed's "add database cleanup scheduled task"): bastion's
+   maintenance thread (``Home.start_maintenance``: verified backups, retention of bastion's
+   tables, integrity checks) with one more job on the same scheduler, ``voice_tray-prune``,
+   running :meth:`AppDatabase.prune` (transcriptions past their retention, logs, activity)
+   every ``[retention] interval_s``. ``Home.close`` stops it after a running job finishes.
 """
 
 from __future__ import annotations
@@ -24,13 +29,18 @@ from pathlib import Path
 
 from bastion.app import Home
 from bastion.config import Config
+from bastion.maintenance import Maintenance
+from bastion.scheduler import Job
 from bastion.supervisor import ServiceSpec, Supervisor
 from bastion.vault import Vault
 from examples.voice_tray.config import ConfigMigration, migrate_plaintext_config
 from examples.voice_tray.database import AppDatabase
 from examples.voice_tray.secrets import SecretsManager
 
-__all__ = ["VaultSecretSource", "VoiceTray"]
+__all__ = ["PRUNE_JOB", "VaultSecretSource", "VoiceTray"]
+
+#: The scheduler job that runs the app's retention (:meth:`AppDatabase.prune`).
+PRUNE_JOB = "voice_tray-prune"
 
 
 class VaultSecretSource:
@@ -50,6 +60,8 @@ class VoiceTray:
     db: AppDatabase
     supervisor: Supervisor
     config_migration: ConfigMigration
+    #: The scheduled upkeep (None when opened with ``maintenance=False``).
+    maintenance: Maintenance | None = None
 
     @classmethod
     async def open(
@@ -59,9 +71,13 @@ class VoiceTray:
         config_path: Path,
         speech: ServiceSpec | None = None,
         keep_config_backup: bool = True,
+        maintenance: bool = True,
+        first_prune_in_s: float | None = None,
     ) -> VoiceTray:
         """Open everything in the start-up order above; ``keep_config_backup=False`` keeps no
-        plaintext copy of ``config.json`` when its secrets move to the vault."""
+        plaintext copy of ``config.json`` when its secrets move to the vault.
+        ``maintenance=False`` schedules nothing; ``first_prune_in_s`` sets when the first
+        prune runs (default: one ``[retention] interval_s`` after start)."""
 
         def blocking() -> tuple[Home, SecretsManager, AppDatabase, ConfigMigration]:
             home = Home.open(cfg)
@@ -94,7 +110,13 @@ class VoiceTray:
         except BaseException:
             await asyncio.to_thread(_close_sync, home, secrets)
             raise
-        return cls(home, secrets, db, supervisor, migration)
+        upkeep = None
+        if maintenance:
+            upkeep = home.start_maintenance()
+            upkeep.scheduler.add(
+                Job(PRUNE_JOB, cfg.retention.interval_s, db.prune, first_delay_s=first_prune_in_s)
+            )
+        return cls(home, secrets, db, supervisor, migration, upkeep)
 
     async def close(self) -> None:
         """Stop the speech server (its stop policy), flush its logs, close the files."""

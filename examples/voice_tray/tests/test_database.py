@@ -3,17 +3,23 @@ seed's queries, statistics, retention, vacuum, integrity, posture and file modes
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import stat
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from tests.helpers import await_until
 
 from bastion.app import Home
 from bastion.config import Config
 from bastion.errors import Conflict, NotFound, ReferenceViolation
+from bastion.scheduler import JobStatus
 from bastion.store.plan import assert_indexes, assert_plan, namespace_indexes
+from bastion.store.wal import checkpoint
+from examples.voice_tray.app import PRUNE_JOB, VoiceTray
 from examples.voice_tray.database import TRANSCRIPTIONS_DAYS_KEY, AppDatabase, namespace
 from examples.voice_tray.queries import HOT_QUERIES
 
@@ -159,8 +165,12 @@ def test_retention_prunes_in_batches_and_reclaims_space(app_db: AppDatabase) -> 
     summary = app_db.prune()
     assert summary["tables"]["transcriptions"]["deleted"] == 300
     assert [t.text for t in app_db.transcriptions.recent()] == ["recent"]
-    # more than a quarter of the file was free: retention gave it back
+    # more than a quarter of the file was free: retention gave it back, on disk, while open
     assert summary["vacuum"]["page_count_after"] < summary["vacuum"]["page_count_before"]
+    after = app_db.db.file_sizes()
+    assert summary["vacuum"]["file_bytes_after"] == after["db"]
+    assert after["db"] < summary["vacuum"]["file_bytes_before"] - 300 * 2000 // 2
+    assert app_db.get_statistics().file_size_bytes == after["db"] + after["wal"]
     assert app_db.integrity_check() is True
 
 
@@ -168,12 +178,21 @@ def test_vacuum_gives_free_pages_back(app_db: AppDatabase) -> None:
     now = time.time()
     for i in range(200):
         app_db.insert_transcription("y" * 2000, ts=now - 100 * DAY + i)
+    checkpoint(app_db.db, "TRUNCATE")  # the rows are in the file, not only the WAL
+    full = app_db.db.file_sizes()["db"]
+    assert full > 200 * 2000
     assert app_db.delete_transcriptions_before(now) == 200
     assert app_db.db.scalar("PRAGMA freelist_count") > 0
     result = app_db.vacuum()
     assert result.mode == "full"
     assert result.freelist_after == 0
     assert result.page_count_after < result.page_count_before
+    # The file itself shrank while the database stays open (what the seed's vacuum is for),
+    # and the WAL the rewrite went through was checkpointed and truncated.
+    sizes = app_db.db.file_sizes()
+    assert sizes["db"] == result.file_bytes_after
+    assert sizes["db"] < full - 200 * 2000 // 2
+    assert sizes["wal"] == 0
     assert app_db.integrity_check() is True
 
 
@@ -181,3 +200,51 @@ def test_hot_queries_use_their_indexes(app_db: AppDatabase) -> None:
     assert_indexes(app_db.db, namespace_indexes(namespace()), namespace="voice_tray")
     for hot in HOT_QUERIES:
         assert_plan(app_db.db, hot.sql, hot.params, index=hot.index)
+
+
+def test_prune_runs_on_bastions_scheduler(cfg: Config, v1_config: Path) -> None:
+    """The seed's "add database cleanup scheduled task": the tray schedules its own prune()
+    on the maintenance thread bastion gives a library app (Home.start_maintenance)."""
+    now = time.time()
+    home = Home.open(cfg)
+    try:
+        app_db = AppDatabase.attach(home)
+        app_db.save_setting(TRANSCRIPTIONS_DAYS_KEY, 30)
+        for i in range(50):
+            app_db.insert_transcription("old", ts=now - 60 * DAY + i)
+        app_db.insert_transcription("recent", ts=now)
+    finally:
+        home.close()
+
+    async def scenario() -> tuple[list[str], float]:
+        tray = await VoiceTray.open(cfg, config_path=v1_config, first_prune_in_s=0)
+        try:
+            assert tray.maintenance is not None
+            maintenance = tray.maintenance
+
+            def pruned() -> JobStatus | None:
+                (job,) = [j for j in maintenance.status() if j.name == PRUNE_JOB]
+                return job if job.runs >= 1 else None
+
+            job = await await_until(pruned, timeout=30, what="the scheduled prune")
+            assert job is not None
+            assert job.failures == 0
+            assert job.last_error is None
+            return [t.text for t in tray.db.transcriptions.recent()], job.interval_s
+        finally:
+            await tray.close()
+
+    texts, interval = asyncio.run(scenario())
+    assert texts == ["recent"]
+    assert interval == cfg.retention.interval_s  # then again every [retention] interval_s
+
+
+def test_no_maintenance_schedules_nothing(cfg: Config, v1_config: Path) -> None:
+    async def scenario() -> None:
+        tray = await VoiceTray.open(cfg, config_path=v1_config, maintenance=False)
+        try:
+            assert tray.maintenance is None
+        finally:
+            await tray.close()
+
+    asyncio.run(scenario())

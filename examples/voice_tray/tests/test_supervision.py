@@ -20,7 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bastion.config import Config
+from bastion.app import Home
+from bastion.config import Config, load_config
+from bastion.errors import KeychainUnavailable, VaultError
 from bastion.supervisor import ServiceSpec, ServiceState, Supervisor
 from bastion.supervisor.policy import (
     Action,
@@ -306,3 +308,37 @@ def _get(port: int, path: str) -> Any:
 
 def _post(port: int, path: str, body: dict[str, Any]) -> Any:
     return httpx.post(f"http://127.0.0.1:{port}{path}", json=body, timeout=5).json()
+
+
+@pytest.mark.keychain
+def test_key_from_the_keychain_at_spawn(tmp_path: Path, v1_config: Path, port: int) -> None:
+    """The seed's default backend: config.json's key moves into the OS keychain (a real
+    gnome-keyring Secret Service here) and the server gets it from there at spawn."""
+    env = {"BASTION_VAULT_SERVICE": f"voice-tray-spawn-{tmp_path.name}"}
+    cfg = load_config(tmp_path / "home", env=env)
+    Home.init(cfg).close()
+    spec = speech_server_spec(port)
+
+    async def scenario() -> list[str]:
+        try:
+            tray = await VoiceTray.open(cfg, config_path=v1_config, speech=spec)
+        except (KeychainUnavailable, VaultError) as err:
+            pytest.skip(f"no usable Secret Service: {err.message}")
+        try:
+            assert tray.secrets.vault.backend_info()["backend"] == "keychain"
+            assert tray.secrets.get_configuration_status().elevenlabs_configured
+            await tray.supervisor.start(NAME)
+            running = await tray.supervisor.wait_state(NAME, S.RUNNING, timeout=30)
+            assert running.secret_names == ("ELEVENLABS_API_KEY",)
+            await tray.supervisor.stop(NAME)
+            await tray.supervisor.flush()
+            return [r.message for r in tray.db.get_component_logs(NAME, limit=1000)]
+        finally:
+            tray.secrets.clear_all()
+            await tray.close()
+
+    messages = asyncio.run(scenario())
+    # The server printed the key it was given: it is the keychain's (redacted when stored).
+    assert "tts: using Authorization: Bearer [REDACTED:ELEVENLABS_API_KEY]" in messages
+    assert all(SENTINEL_KEY not in m for m in messages)
+    assert SENTINEL_KEY not in v1_config.read_text(encoding="utf-8")
