@@ -30,11 +30,12 @@ if TYPE_CHECKING:
     from bastion.domains.settings import SettingsRepo
     from bastion.maintenance import Maintenance
     from bastion.store.archive import Archiver
+    from bastion.store.crypt.key import DatabaseKey
     from bastion.store.migrations import Migrator, Namespace
     from bastion.supervisor import ServiceSpec, Supervisor
     from bastion.vault import Vault
 
-__all__ = ["HOME_SUBDIRS", "Home", "VaultSecrets"]
+__all__ = ["HOME_SUBDIRS", "Home", "VaultSecrets", "database_key", "encryption_status"]
 
 #: Directories created in every home, each 0700.
 HOME_SUBDIRS = ("backups", "quarantine", "services", "run")
@@ -117,13 +118,15 @@ class Home:
             if not app_namespaces:
                 return cls.init(cfg)
             cls.init(cfg).close()
+        key = database_key(cfg, cfg.db_path)
         if check:
-            db, recovery = _open_checked(cfg, for_reading=for_reading)
+            db, recovery = _open_checked(cfg, for_reading=for_reading, key=key)
         else:
             missing = missing_error(cfg.home, "bastion", cfg.db_path)
             if missing is not None:
                 raise missing
-            db, recovery = Database.open(cfg.db_path, cfg.store, name="bastion"), None
+            db = Database.open(cfg.db_path, cfg.store, name="bastion", key=key)
+            recovery = None
             record(cfg.home, "bastion", cfg.db_path)
         home = cls(config=cfg, db=db, recovery=recovery, app_namespaces=app_namespaces)
         if migrate:
@@ -198,6 +201,7 @@ class Home:
         from bastion.store.backup import create_backup
 
         try:
+            # An encrypted database's backup is encrypted with its key (the pages are copied).
             result = create_backup(
                 self.db, self.config.backups_dir, to=to, vacuum=vacuum, progress=progress
             )
@@ -230,6 +234,8 @@ class Home:
             "sqlite_version": self.db.posture.sqlite_version,
             # None, or how the file is read when the disk refused a normal open.
             "read_only": self.db.readonly,
+            # Read back from the file: its first bytes are a salt, not SQLite's header.
+            "encryption": encryption_status(self.db),
             "migrations": [state.to_dict() for state in self.migrator().status(self.namespaces())],
         }
 
@@ -332,7 +338,36 @@ class Home:
         self.close()
 
 
-def _open_checked(cfg: Config, *, for_reading: bool = False) -> tuple[Database, Any]:
+def database_key(cfg: Config, path: Path) -> DatabaseKey | None:
+    """The key ``path`` is opened with: None when ``store.encryption`` is off; else from
+    ``store.key_source`` (see :mod:`bastion.vault.dbkey`). The keychain source makes its key
+    only for a database that is not encrypted yet (a new one, or one ``db encrypt`` will
+    convert), never for an encrypted file whose key is missing."""
+    if cfg.store.encryption != "required":
+        return None
+    from bastion.store.crypt.cipher import FileKind, file_kind
+    from bastion.vault.dbkey import DatabaseKeySource
+
+    try:
+        encrypted = file_kind(path) is FileKind.ENCRYPTED
+    except OSError:
+        encrypted = True  # unreadable: never make a new key for it; the open says why
+    return DatabaseKeySource(cfg).key_for(path, create=not encrypted)
+
+
+def encryption_status(db: Database) -> dict[str, Any] | None:
+    """What ``db status`` says about encryption (never the key): None for a plaintext
+    database, else the cipher and the key's fingerprint."""
+    if not db.encrypted:
+        return None
+    from bastion.store.crypt.cipher import CIPHER
+
+    return {"cipher": CIPHER, "key_id": db.key_id}
+
+
+def _open_checked(
+    cfg: Config, *, for_reading: bool = False, key: DatabaseKey | None = None
+) -> tuple[Database, Any]:
     """Open ``bastion.db`` after the open-time check.
 
     The check's outcome is acted on by cause. An I/O condition (full disk, read-only media,
@@ -349,9 +384,11 @@ def _open_checked(cfg: Config, *, for_reading: bool = False) -> tuple[Database, 
         backups_dir=cfg.backups_dir,
         db_name="bastion",
         expected=expects(cfg.home, "bastion"),
+        key=key,
     )
     report = None
-    if check.kind is CheckKind.IO_ERROR:
+    if check.kind in (CheckKind.IO_ERROR, CheckKind.KEY):
+        # The disk refused, or the key does not fit: never damage, never a recovery.
         raise check.error()
     if check.damaged:
         if cfg.store.on_corrupt != "recover":  # "auto" means refuse outside the daemon
@@ -372,13 +409,14 @@ def _open_checked(cfg: Config, *, for_reading: bool = False) -> tuple[Database, 
             db_name="bastion",
             # An empty database only replaces a damaged file it quarantined, never a lost one.
             allow_empty=check.kind is not CheckKind.MISSING,
+            key=key,
         )
     try:
-        db = Database.open(cfg.db_path, cfg.store, name="bastion")
+        db = Database.open(cfg.db_path, cfg.store, name="bastion", key=key)
     except StoreIOError as err:
         if not for_reading:
             raise
-        db = Database.open_readonly(cfg.db_path, cfg.store, name="bastion", reason=err)
+        db = Database.open_readonly(cfg.db_path, cfg.store, name="bastion", reason=err, key=key)
     if db.readonly is None:
         record(cfg.home, "bastion", cfg.db_path)
     if report is not None:

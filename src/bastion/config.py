@@ -77,6 +77,18 @@ class StoreConfig:
     open_check_max_bytes: int = dataclasses.field(default=256 * 1024 * 1024, metadata=_bounds(0))
     #: Time cap on the open-time ``quick_check``; an interrupted check is inconclusive, not bad.
     open_check_max_s: float = dataclasses.field(default=5.0, metadata=_bounds(0.01, 3600))
+    #: Encryption at rest (SQLite3 Multiple Ciphers, ChaCha20-Poly1305) of bastion.db and
+    #: vault.db, their WAL and backups: "off" (plaintext files) or "required" (a plaintext
+    #: file is refused until `bastion db encrypt` converts it). See docs/security.md.
+    encryption: Literal["off", "required"] = "off"
+    #: Where the database key comes from: "keychain" (a random key the OS keychain keeps,
+    #: made on first use), "env" (a base64 256-bit key in key_env) or "passphrase" (Argon2id
+    #: of the passphrase in passphrase_env or typed at a prompt, salted per file).
+    key_source: Literal["keychain", "env", "passphrase"] = "keychain"
+    #: Environment variable holding the base64 key when key_source = "env".
+    key_env: str = "BASTION_DB_KEY"
+    #: Environment variable holding the passphrase when key_source = "passphrase".
+    passphrase_env: str = "BASTION_DB_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

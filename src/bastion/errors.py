@@ -29,6 +29,11 @@ action can make the same call succeed).
     │   │   ├── StoreDiskFull
     │   │   ├── StoreReadOnly
     │   │   └── StorePermissionError
+    │   ├── StoreKeyError
+    │   │   ├── DatabaseKeyMissing
+    │   │   ├── DatabaseKeyWrong
+    │   │   ├── DatabaseNotEncrypted
+    │   │   └── EncryptionUnavailable
     │   ├── Conflict
     │   ├── ReferenceViolation
     │   ├── ConstraintViolation
@@ -94,7 +99,11 @@ __all__ = [
     "ConstraintViolation",
     "DaemonAlreadyRunning",
     "DaemonUnreachable",
+    "DatabaseKeyMissing",
+    "DatabaseKeyWrong",
+    "DatabaseNotEncrypted",
     "DecryptionFailed",
+    "EncryptionUnavailable",
     "Forbidden",
     "ImportFailed",
     "InvalidRequest",
@@ -133,6 +142,7 @@ __all__ = [
     "StoreDiskFull",
     "StoreError",
     "StoreIOError",
+    "StoreKeyError",
     "StoreMissing",
     "StoreOpenError",
     "StorePermissionError",
@@ -365,6 +375,57 @@ class StorePermissionError(StoreIOError):
         "bastion needs to read and write its files (0600) and directories (0700); fix the "
         "named file's mode or owner (`chmod 600 FILE`, `chmod 700 DIR`)."
     )
+
+
+class StoreKeyError(StoreError):
+    """An encrypted database and its key do not go together: no key, the wrong key, or a
+    plaintext file where encryption is required. Never evidence of damage: nothing is
+    quarantined, restored or changed because of it."""
+
+    code = "store_key"
+    default_hint = (
+        "Give bastion the database's key (store.key_source: the OS keychain, BASTION_DB_KEY or "
+        "BASTION_DB_PASSPHRASE); see docs/security.md. Nothing was changed."
+    )
+    http_status = 503
+
+
+class DatabaseKeyMissing(StoreKeyError):
+    """The database is encrypted and no key was given (or ``store.encryption`` is off)."""
+
+    code = "db_key_missing"
+    default_hint = (
+        'Set store.encryption = "required" and provide the key (BASTION_DB_KEY, the keychain '
+        "item, or BASTION_DB_PASSPHRASE), or decrypt it with `bastion db decrypt`."
+    )
+
+
+class DatabaseKeyWrong(StoreKeyError):
+    """The key does not open the database (no page authenticates under it)."""
+
+    code = "db_key_wrong"
+    default_hint = (
+        "Use the key the database was encrypted with (a backup's manifest names its key_id). "
+        "The file was not changed, quarantined or restored."
+    )
+
+
+class DatabaseNotEncrypted(StoreKeyError):
+    """``store.encryption = "required"`` but the database file is plaintext."""
+
+    code = "db_not_encrypted"
+    default_hint = (
+        "Encrypt it with `bastion db encrypt` (backup first, then copy, verify, swap), or set "
+        'store.encryption = "off".'
+    )
+
+
+class EncryptionUnavailable(StoreKeyError):
+    """The installed SQLite driver has no cipher (the plain ``apsw`` instead of
+    ``apsw-sqlite3mc``)."""
+
+    code = "encryption_unavailable"
+    default_hint = "Install apsw-sqlite3mc (it provides the `apsw` module with the cipher)."
 
 
 class Conflict(StoreError):
@@ -802,6 +863,9 @@ EXIT_CODES: dict[type[BastionError], int] = {
     # a status of its own: EX_OSERR. A file or directory mode: EX_CANTCREAT.
     StoreIOError: 71,
     StorePermissionError: 73,
+    # A missing or wrong database key (or a plaintext file where encryption is required): a
+    # status of its own, beyond sysexits' range, so a script can tell it from damage (74).
+    StoreKeyError: 79,
     StoreCorrupt: 74,
     NotADatabase: 74,
     MigrationError: 65,

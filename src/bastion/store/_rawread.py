@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bastion import _platform
 
-__all__ = ["read_head"]
+__all__ = ["read_at", "read_head"]
 
 
 def _open_descriptor(path: Path) -> int | None:
@@ -52,12 +52,18 @@ def _open_descriptor(path: Path) -> int | None:
 
 def read_head(path: Path, size: int) -> bytes:
     """Up to ``size`` bytes from the start of ``path`` (``OSError`` as ``open`` raises it)."""
+    return read_at(path, size, 0)
+
+
+def read_at(path: Path, size: int, offset: int) -> bytes:
+    """Up to ``size`` bytes of ``path`` from ``offset`` (``OSError`` as ``open`` raises it)."""
     pread = _platform.pread
     fd = _open_descriptor(path) if pread is not None else None
     if fd is not None and pread is not None:
         try:
-            return pread(fd, size, 0)
+            return pread(fd, size, offset)
         except OSError:
             pass  # closed meanwhile by its owner: no descriptor of ours is left to protect
     with open(path, "rb") as handle:
+        handle.seek(offset)
         return handle.read(size)

@@ -23,6 +23,8 @@ from bastion.errors import StoreError, StoreOpenError, StoreReadOnly
 from bastion.store._errors import translate
 from bastion.store._rawread import read_head
 from bastion.store._readonly import readonly_target
+from bastion.store.crypt.cipher import connect
+from bastion.store.crypt.key import DatabaseKey
 from bastion.store.engine import Database
 from bastion.store.header import check_header
 from bastion.store.tx import WriteTx
@@ -39,15 +41,16 @@ def open_readonly(
     name: str | None = None,
     vfs: str | None = None,
     reason: StoreError | None = None,
+    key: DatabaseKey | None = None,
 ) -> Database:
     """:meth:`Database.open_readonly <bastion.store.engine.Database.open_readonly>`."""
     db_path = Path(path).absolute()
-    check_header(db_path)
+    check_header(db_path, key=key)
     if not db_path.exists():
         raise StoreOpenError(f"{db_path} does not exist", path=str(db_path))
     uri, flags, how = readonly_target(db_path)
     try:
-        conn = apsw.Connection(uri, flags=flags, vfs=vfs)
+        conn = connect(uri, flags=flags, vfs=vfs, key=key)
     except apsw.Error as err:
         raise translate(err, path=str(db_path), what="opening read-only") from err
     try:
@@ -60,11 +63,15 @@ def open_readonly(
         conn.pragma("foreign_keys", 1)
         conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
     except apsw.Error as err:
-        mapped = translate(err, path=str(db_path), what="opening read-only", conn=conn)
+        from bastion.store.crypt.refusal import key_refusal
+
+        mapped = key_refusal(db_path, key) or translate(
+            err, path=str(db_path), what="opening read-only", conn=conn
+        )
         conn.close()
         raise mapped from err
     db = ReadOnlyDatabase(
-        db_path, cfg, conn, name or db_path.stem, vfs=vfs, reader_target=(uri, flags)
+        db_path, cfg, conn, name or db_path.stem, vfs=vfs, reader_target=(uri, flags), key=key
     )
     db.readonly = how
     if read_head(db_path, 20)[18:19] == b"\x02":

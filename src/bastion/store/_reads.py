@@ -19,6 +19,8 @@ import apsw
 from bastion.config import StoreConfig
 from bastion.errors import StoreClosed, StoreError
 from bastion.store._errors import translate
+from bastion.store.crypt.cipher import connect
+from bastion.store.crypt.key import DatabaseKey
 from bastion.store.tx import Params, ReadTx, Row
 
 __all__ = ["ReaderPool"]
@@ -53,6 +55,7 @@ class ReaderPool:
     path: Path
     config: StoreConfig
     _vfs: str | None
+    _key: DatabaseKey | None
     _reader_target: tuple[str, int]
     _closed: bool
 
@@ -116,13 +119,15 @@ class ReaderPool:
     def _new_reader(self) -> _Slot:
         try:
             target, flags = self._reader_target
-            conn = apsw.Connection(target, flags=flags, vfs=self._vfs)
+            conn = connect(target, flags=flags, vfs=self._vfs, key=self._key)
             conn.setbusytimeout(self.config.busy_timeout_ms)
             slot = (conn, conn.cursor())
-        except apsw.Error as err:
+        except (apsw.Error, StoreError) as err:
             with self._readers_cond:
                 self._readers_created -= 1
                 self._readers_cond.notify()
+            if isinstance(err, StoreError):
+                raise
             raise translate(err, path=str(self.path), what="opening a reader") from err
         return slot
 
@@ -230,8 +235,8 @@ class ReaderPool:
         if conn is None and not self._closed:
             try:
                 target, flags = self._reader_target
-                conn = apsw.Connection(target, flags=flags, vfs=self._vfs)
-            except apsw.Error:
+                conn = connect(target, flags=flags, vfs=self._vfs, key=self._key)
+            except (apsw.Error, StoreError):
                 return None
             conn.setbusytimeout(0)
             conn.set_progress_handler(_interrupt, _INLINE_STEPS)

@@ -36,6 +36,9 @@ import apsw
 from bastion import _platform
 from bastion.errors import BackupError, StoreError, StoreIOError
 from bastion.store._errors import translate
+from bastion.store.crypt.cipher import FileKind, classify, connect, file_kind
+from bastion.store.crypt.key import DatabaseKey
+from bastion.store.crypt.refusal import key_refusal
 
 if TYPE_CHECKING:
     from bastion.store.engine import Database
@@ -72,9 +75,6 @@ _VFS_WRITE_BYTES = 64 * 1024
 #: How often a backup asks for a checkpoint and a fresh snapshot before it settles for the
 #: backup API (see :func:`_pin_snapshot`).
 _PIN_ATTEMPTS = 2
-
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 #: copy_file_range errors that mean "not here" (another file system, no kernel support).
@@ -133,8 +133,8 @@ def _ro_uri(path: Path) -> str:
     return f"file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1"
 
 
-def _open_ro(path: Path, *, mmap: bool = False) -> apsw.Connection:
-    conn = apsw.Connection(_ro_uri(path), flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+def _open_ro(path: Path, *, mmap: bool = False, key: DatabaseKey | None = None) -> apsw.Connection:
+    conn = connect(_ro_uri(path), flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI, key=key)
     if mmap:
         # Page reads become plain memory reads (quick_check and the counts run ~2x faster).
         # Only for a file nothing else writes or truncates: a mapped page that cannot be read
@@ -253,18 +253,18 @@ class _QuickCheck:
     """``PRAGMA quick_check`` of a file on a worker thread with a connection of its own (apsw
     releases the GIL inside SQLite), so it runs while the caller reads the schema and counts."""
 
-    def __init__(self, path: Path, *, mmap: bool) -> None:
+    def __init__(self, path: Path, *, mmap: bool, key: DatabaseKey | None = None) -> None:
         self._result: list[str] = []
         self._error: BaseException | None = None
         self._thread = threading.Thread(
-            target=self._run, args=(path, mmap), name="bastion-quick-check"
+            target=self._run, args=(path, mmap, key), name="bastion-quick-check"
         )
         self._thread.start()
 
-    def _run(self, path: Path, mmap: bool) -> None:
+    def _run(self, path: Path, mmap: bool, key: DatabaseKey | None) -> None:
         _yield_cpu_to_the_application()
         try:
-            conn = _open_ro(path, mmap=mmap)
+            conn = _open_ro(path, mmap=mmap, key=key)
             try:
                 self._result = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
             finally:
@@ -310,20 +310,26 @@ def row_counts(conn: apsw.Connection) -> dict[str, int]:
     }
 
 
-def inspect_file(path: Path, *, quick_check: bool = True, mmap: bool = False) -> FileFacts:
+def inspect_file(
+    path: Path, *, quick_check: bool = True, mmap: bool = False, key: DatabaseKey | None = None
+) -> FileFacts:
     """Read-only facts about a closed database file (or a backup). Never writes to it.
 
     ``quick_check`` runs on a second connection in a worker thread meanwhile. ``mmap=True``
     reads the file through a memory map (faster); only for a file that nothing else
     truncates and that was just written (a backup's own temp copy): an unreadable mapped
     page kills the process with SIGBUS instead of raising. Raises ``StoreError`` subclasses
-    (``NotADatabase``, ``StoreCorrupt``) when SQLite cannot read it at all.
+    (``NotADatabase``, ``StoreCorrupt``) when SQLite cannot read it at all; an encrypted
+    file read without its key (or with another) raises the ``StoreKeyError`` saying so.
     """
+    refusal = key_refusal(path, key) if key is None or file_kind(path) is FileKind.PLAIN else None
+    if refusal is not None:
+        raise refusal
     try:
-        conn = _open_ro(path, mmap=mmap)
+        conn = _open_ro(path, mmap=mmap, key=key)
     except apsw.Error as err:
         raise translate(err, path=str(path), what="opening for inspection") from err
-    checker = _QuickCheck(path, mmap=mmap) if quick_check else None
+    checker = _QuickCheck(path, mmap=mmap, key=key) if quick_check else None
     try:
         try:
             page_size = int(conn.pragma("page_size"))
@@ -341,7 +347,10 @@ def inspect_file(path: Path, *, quick_check: bool = True, mmap: bool = False) ->
             quick_check=check,
         )
     except apsw.Error as err:
-        raise translate(err, path=str(path), what="inspecting") from err
+        mapped = (key_refusal(path, key) if isinstance(err, apsw.NotADBError) else None) or (
+            translate(err, path=str(path), what="inspecting")
+        )
+        raise mapped from err
     finally:
         conn.close()
 
@@ -443,7 +452,8 @@ def take_copy(
       needs nothing of the OS but what SQLite itself uses: the portable path.
     - "vacuum": ``VACUUM INTO``, a compacted copy.
     """
-    src = _open_source(db.path, vfs)
+    key: DatabaseKey | None = getattr(db, "_key", None)
+    src = _open_source(db.path, vfs, key)
     hasher: FollowingSha256 | None = None
     try:
         try:
@@ -462,7 +472,15 @@ def take_copy(
                 # VACUUM INTO reads its own snapshot and refuses to run inside a transaction.
                 src.execute("COMMIT")
                 method = "vacuum"
-                _copy(src, tmp, vacuum=True, step_pages=step_pages, progress=progress, vfs=vfs)
+                _copy(
+                    src,
+                    tmp,
+                    vacuum=True,
+                    step_pages=step_pages,
+                    progress=progress,
+                    vfs=vfs,
+                    key=_same_salt(key, db.path),
+                )
             elif whole_file and source_pages > 0 and _platform.FILE_COPY:
                 # Chosen by capability (positional I/O on SQLite's own descriptor), not by
                 # the system's name: without it (Windows, BASTION_PORTABLE) the backup API.
@@ -476,10 +494,19 @@ def take_copy(
                     step_pages=step_pages,
                     progress=progress,
                     vfs=vfs,
+                    key=key,
                 )
             else:
                 method = "backup-api"
-                _copy(src, tmp, vacuum=False, step_pages=step_pages, progress=progress, vfs=vfs)
+                _copy(
+                    src,
+                    tmp,
+                    vacuum=False,
+                    step_pages=step_pages,
+                    progress=progress,
+                    vfs=vfs,
+                    key=_same_salt(key, db.path),
+                )
         except apsw.Error as err:
             unlink_quietly(tmp)
             raise _backup_error(err, db.path) from err
@@ -562,8 +589,12 @@ def _copy_file(
     step_pages: int,
     progress: ProgressCallback | None,
     vfs: str | None,
+    key: DatabaseKey | None = None,
 ) -> FollowingSha256:
     """Copy the first ``pages`` pages of the database file into a new ``tmp``; fsync it.
+
+    An encrypted database's pages are copied as they are (the backup has the same key and
+    salt); page 1 is decrypted, set to rollback-journal mode and sealed again in memory.
 
     Returns the hash, still running behind the copy. The live database file is never opened
     by this code: closing any descriptor of a file drops every POSIX lock this process holds
@@ -582,7 +613,7 @@ def _copy_file(
     try:
         hasher = FollowingSha256(tmp)
         try:
-            first = _as_rollback_journal_header(mover.read(page_size, 0), page_size)
+            first = _as_rollback_journal_header(mover.read(page_size, 0), page_size, key)
             mover.write(first, 0)
             hasher.add(0, page_size)
             offset = page_size
@@ -747,25 +778,50 @@ def _short_source(at: int) -> BackupError:
     )
 
 
-def _as_rollback_journal_header(first: bytes, page_size: int) -> bytes:
+def _as_rollback_journal_header(
+    first: bytes, page_size: int, key: DatabaseKey | None = None
+) -> bytes:
     """Page 1 as a rollback-journal database: the file-format bytes 18-19 say 1, not 2 (WAL).
 
     That is the whole on-disk difference ``PRAGMA journal_mode=delete`` makes to the header
     (sqlite's ``sqlite3BtreeSetVersion``); a backup is one self-contained file, with no
-    ``-wal`` to lose or to mismatch. Refuses anything that is not a plain SQLite file.
+    ``-wal`` to lose or to mismatch. Refuses anything that is not a plain SQLite file (or,
+    with ``key``, an encrypted one whose page 1 authenticates under it). The bytes are
+    readable in an encrypted page 1 too, but covered by its tag: it is sealed again.
     """
     header_page = 65536 if first[16:18] == b"\x00\x01" else int.from_bytes(first[16:18], "big")
-    if first[:16] != _SQLITE_MAGIC or header_page != page_size or first[18:20] != b"\x02\x02":
+    kind = FileKind.ENCRYPTED if key is not None else FileKind.PLAIN
+    if classify(first) is not kind or header_page != page_size or first[18:20] != b"\x02\x02":
         raise BackupError(
             "the database file's header does not match the snapshot being copied",
             hint="Retry the backup; if it keeps failing, run `bastion doctor`.",
         )
-    return first[:18] + b"\x01\x01" + first[20:]
+    if key is None:
+        return first[:18] + b"\x01\x01" + first[20:]
+    from bastion.store.crypt.pages import reseal_header
+
+    sealed = reseal_header(key, first, 18, b"\x01\x01")
+    if sealed is None:
+        raise BackupError(
+            "page 1 of the database file does not authenticate under the database's key",
+            hint="Run `bastion db check`; if it keeps failing, run `bastion doctor`.",
+        )
+    return sealed
 
 
-def _open_source(path: Path, vfs: str | None) -> apsw.Connection:
+def _same_salt(key: DatabaseKey | None, path: Path) -> DatabaseKey | None:
+    """``key`` giving a new file the salt of the file at ``path`` (so a passphrase-derived key
+    opens the copy as it opens the original)."""
+    if key is None:
+        return None
+    from bastion.store._rawread import read_head
+
+    return key.with_salt(read_head(path, 16))
+
+
+def _open_source(path: Path, vfs: str | None, key: DatabaseKey | None = None) -> apsw.Connection:
     try:
-        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY, vfs=vfs)
+        conn = connect(str(path), flags=apsw.SQLITE_OPEN_READONLY, vfs=vfs, key=key)
         conn.setbusytimeout(5000)
     except apsw.Error as err:
         raise translate(err, path=str(path), what="opening the backup source") from err
@@ -780,7 +836,11 @@ def _copy(
     step_pages: int,
     progress: ProgressCallback | None,
     vfs: str | None,
+    key: DatabaseKey | None = None,
 ) -> None:
+    # ``key`` (with the source's salt): an encrypted source's copy gets the same key. VACUUM
+    # INTO gives it one by itself; the backup API copies pages only between databases with the
+    # same cipher settings, so the destination is keyed before it starts.
     unlink_quietly(tmp)
     total = _int(src.execute("PRAGMA page_count").fetchall()[0][0])
     if vacuum:
@@ -788,7 +848,7 @@ def _copy(
             progress(0, total)
         src.execute("VACUUM INTO ?", (str(tmp),)).fetchall()
         os.chmod(tmp, 0o600)
-        dest = apsw.Connection(str(tmp), vfs=vfs)
+        dest = connect(str(tmp), vfs=vfs, key=key)
         try:
             dest.pragma("journal_mode", "delete")
         finally:
@@ -798,7 +858,7 @@ def _copy(
         return
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     os.close(fd)
-    dest = apsw.Connection(str(tmp), vfs=vfs)
+    dest = connect(str(tmp), vfs=vfs, key=key)
     try:
         # No journal and no syncs while copying into the private temp file (a crash leaves a
         # temp file that is never used); the journal-mode switch below commits with

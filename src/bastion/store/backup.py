@@ -40,7 +40,15 @@ import apsw
 
 from bastion.__about__ import __version__
 from bastion._fs import atomic_replace, atomic_write, copy_private, ensure_private_dir, fsync_dir
-from bastion.errors import BackupError, RestoreRefused, StoreError, StoreIOError
+from bastion.errors import (
+    BackupError,
+    DatabaseKeyMissing,
+    DatabaseKeyWrong,
+    DatabaseNotEncrypted,
+    RestoreRefused,
+    StoreError,
+    StoreIOError,
+)
 from bastion.store._snapshot_copy import (
     FileFacts,
     FollowingSha256,
@@ -53,6 +61,8 @@ from bastion.store._snapshot_copy import (
     take_copy,
     unlink_quietly,
 )
+from bastion.store.crypt.cipher import CIPHER
+from bastion.store.crypt.key import DatabaseKey
 
 if TYPE_CHECKING:
     from bastion.config import BackupConfig, Config
@@ -67,6 +77,7 @@ __all__ = [
     "ProgressCallback",
     "RestoreResult",
     "SourceState",
+    "backup_key_id",
     "backup_status",
     "create_backup",
     "inspect_file",
@@ -235,9 +246,10 @@ def create_backup(
         # The hash is still running (the file copy hashes behind itself; the other methods
         # hash now): the checks below run meanwhile on the other core.
         sha: FollowingSha256 | Sha256Thread = copy.hash or Sha256Thread(tmp)
+        key: DatabaseKey | None = getattr(db, "_key", None)
         try:
             # mmap is safe here: the temp file is ours, complete, fsynced, and never truncated.
-            facts = inspect_file(tmp, mmap=True)
+            facts = inspect_file(tmp, mmap=True, key=key)
         except BaseException:
             sha.abandon()
             raise
@@ -274,6 +286,9 @@ def create_backup(
             "source_state": dataclasses.asdict(copy.state),
             "vacuum": vacuum,
             "method": copy.method,
+            # Which key opens it (its fingerprint, never the key): a restore names the key a
+            # backup needs, and a backup made before `db rekey` is told from a damaged one.
+            "encryption": (None if key is None else {"cipher": CIPHER, "key_id": key.key_id}),
             "quick_check": "ok",
             "sqlite_version": apsw.sqlite_lib_version(),
             "bastion_version": __version__,
@@ -312,9 +327,12 @@ def _read_manifest(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return data, None
 
 
-def verify_backup(path: Path, *, deep: bool = True) -> BackupInfo:
+def verify_backup(path: Path, *, deep: bool = True, key: DatabaseKey | None = None) -> BackupInfo:
     """Check one backup file against its manifest. ``deep`` adds SHA-256, ``quick_check``,
-    schema fingerprint and row counts (reads the whole file); read-only either way."""
+    schema fingerprint and row counts (reads the whole file); read-only either way.
+
+    An encrypted backup is read with ``key``; one made with another key (or read without
+    one) is not verified and its ``problem`` says which key it needs."""
     path = Path(path).absolute()
     manifest, problem = _read_manifest(path)
     name, created = _name_and_time(path, manifest)
@@ -323,18 +341,39 @@ def verify_backup(path: Path, *, deep: bool = True) -> BackupInfo:
     except FileNotFoundError:
         return BackupInfo(path, name, created, 0, False, "file missing", manifest, deep)
     if manifest is not None and problem is None:
-        problem = _check_against(path, manifest, size, deep=deep)
+        problem = _key_problem(manifest, key) or _check_against(
+            path, manifest, size, deep=deep, key=key
+        )
     return BackupInfo(path, name, created, size, problem is None, problem, manifest, deep)
 
 
-def _check_against(path: Path, manifest: Mapping[str, Any], size: int, *, deep: bool) -> str | None:
+def backup_key_id(manifest: Mapping[str, Any] | None) -> str | None:
+    """The key id an encrypted backup was made with (None: a plaintext backup)."""
+    enc = (manifest or {}).get("encryption")
+    return str(enc.get("key_id")) if isinstance(enc, dict) and enc.get("key_id") else None
+
+
+def _key_problem(manifest: Mapping[str, Any], key: DatabaseKey | None) -> str | None:
+    needed = backup_key_id(manifest)
+    if needed is None:
+        return None if key is None else "plaintext (made without encryption); a key was given"
+    if key is None:
+        return f"encrypted with key id {needed}; no database key was given"
+    if needed != key.key_id:
+        return f"encrypted with key id {needed}, not with the key given (key id {key.key_id})"
+    return None
+
+
+def _check_against(
+    path: Path, manifest: Mapping[str, Any], size: int, *, deep: bool, key: DatabaseKey | None
+) -> str | None:
     if size != manifest.get("size_bytes"):
         return f"size {size} != manifest {manifest.get('size_bytes')} (truncated or replaced)"
     if not deep:
         return None
     sha = Sha256Thread(path)  # hashing and checking at once, on both cores
     try:
-        facts = inspect_file(path)
+        facts = inspect_file(path, key=key)
     except StoreError as err:
         if sha.result() != manifest.get("sha256"):
             return "SHA-256 does not match the manifest (the file was modified or damaged)"
@@ -366,28 +405,37 @@ def _name_and_time(path: Path, manifest: Mapping[str, Any] | None) -> tuple[str,
 
 
 def list_backups(
-    backups_dir: Path, db_name: str | None = None, *, deep: bool = False
+    backups_dir: Path,
+    db_name: str | None = None,
+    *,
+    deep: bool = False,
+    key: DatabaseKey | None = None,
 ) -> list[BackupInfo]:
-    """Backups in ``backups_dir`` (optionally of one database), newest first. Read-only."""
+    """Backups in ``backups_dir`` (optionally of one database), newest first. Read-only.
+    ``key`` reads encrypted ones (see :func:`verify_backup`)."""
     if not backups_dir.is_dir():
         return []
     found = []
     for path in backups_dir.glob("*.db"):
         if path.name.startswith("."):
             continue  # an in-progress temp file
-        info = verify_backup(path, deep=deep)
+        info = verify_backup(path, deep=deep, key=key)
         if db_name is None or info.db_name == db_name:
             found.append(info)
     found.sort(key=lambda i: i.created_at, reverse=True)
     return found
 
 
-def newest_verified_backup(backups_dir: Path, db_name: str) -> BackupInfo | None:
-    """The newest backup of ``db_name`` that passes a deep verification, or None."""
-    for info in list_backups(backups_dir, db_name):
+def newest_verified_backup(
+    backups_dir: Path, db_name: str, *, key: DatabaseKey | None = None
+) -> BackupInfo | None:
+    """The newest backup of ``db_name`` that passes a deep verification with ``key`` (a
+    backup made with another key, or plaintext when a key is given, is passed over), or
+    None."""
+    for info in list_backups(backups_dir, db_name, key=key):
         if not info.verified:
             continue
-        deep = verify_backup(info.path, deep=True)
+        deep = verify_backup(info.path, deep=True, key=key)
         if deep.verified:
             return deep
         log.warning("backup %s failed verification: %s", info.path, deep.problem)
@@ -437,14 +485,20 @@ def plan_rotation(
 
 
 def rotate_backups(
-    backups_dir: Path, db_name: str, policy: BackupConfig, *, now: dt.datetime | None = None
+    backups_dir: Path,
+    db_name: str,
+    policy: BackupConfig,
+    *,
+    now: dt.datetime | None = None,
+    key: DatabaseKey | None = None,
 ) -> list[Path]:
     """DESTRUCTIVE: delete the backups of ``db_name`` that :func:`plan_rotation` drops.
 
-    Returns the deleted ``.db`` paths (their manifests go with them).
+    Returns the deleted ``.db`` paths (their manifests go with them). With ``key`` (an
+    encrypted database), backups only another key opens count as unverified.
     """
     _, delete = plan_rotation(
-        list_backups(backups_dir, db_name),
+        list_backups(backups_dir, db_name, key=key),
         keep_last=policy.keep_last,
         keep_daily=policy.keep_daily,
         keep_weekly=policy.keep_weekly,
@@ -496,15 +550,23 @@ def restore_backup(
     *,
     db_name: str | None = None,
     now: dt.datetime | None = None,
+    key: DatabaseKey | None = None,
 ) -> RestoreResult:
     """DESTRUCTIVE (moves the live database aside): put a verified ``backup`` at ``target``.
 
     ``target`` must not be open in this process. The backup is verified deeply first; a
     damaged one raises ``RestoreRefused`` with the reason and nothing is touched. The old
     database, ``-wal`` and ``-shm`` end up in ``quarantine_root/<utc>-restore/``.
+
+    ``key`` is the database's key: an encrypted backup made with another key (or read
+    without one) raises ``DatabaseKeyWrong``/``DatabaseKeyMissing`` naming the key id it
+    needs, and a plaintext backup given a key ``DatabaseNotEncrypted``; nothing is touched.
     """
     backup = Path(backup).absolute()
-    info = verify_backup(backup, deep=True)
+    manifest, _problem = _read_manifest(backup)
+    if manifest is not None:
+        _raise_key_mismatch(backup, manifest, key)
+    info = verify_backup(backup, deep=True, key=key)
     if not info.verified:
         raise RestoreRefused(
             f"backup {backup} is not usable: {info.problem}; the live database was not touched",
@@ -566,6 +628,34 @@ def restore_backup(
     return RestoreResult(backup, target, qdir, quarantined, replaced, rows)
 
 
+def _raise_key_mismatch(backup: Path, manifest: Mapping[str, Any], key: DatabaseKey | None) -> None:
+    """The typed key error for a backup that ``key`` cannot open (see restore_backup)."""
+    needed = backup_key_id(manifest)
+    if needed is None and key is not None:
+        raise DatabaseNotEncrypted(
+            f"backup {backup.name} is plaintext (made before the database was encrypted) and "
+            "encryption is required; the live database was not touched",
+            hint='Restore it with store.encryption = "off", then run `bastion db encrypt`.',
+            backup=str(backup),
+        )
+    if needed is not None and key is None:
+        raise DatabaseKeyMissing(
+            f"backup {backup.name} is encrypted (key id {needed}) and no database key was "
+            "given; the live database was not touched",
+            backup=str(backup),
+            key_id=needed,
+        )
+    if needed is not None and key is not None and needed != key.key_id:
+        raise DatabaseKeyWrong(
+            f"backup {backup.name} was encrypted with key id {needed}; the key from "
+            f"{key.source} is key id {key.key_id}. The live database was not touched.",
+            hint="Provide the key it was made with (a backup taken before `bastion db rekey` "
+            "needs the key of that time).",
+            backup=str(backup),
+            key_id=needed,
+        )
+
+
 # --- scheduling --------------------------------------------------------------------------
 
 
@@ -601,7 +691,7 @@ def run_scheduled_backup(
     backups_dir = cfg.backups_dir
     if not force:
         current = read_source_state(db.path)
-        for info in list_backups(backups_dir, db.name):
+        for info in list_backups(backups_dir, db.name, key=db._key):
             if not info.verified or info.manifest is None:
                 continue
             try:
@@ -614,7 +704,7 @@ def run_scheduled_backup(
     status_path = _status_path(backups_dir, db.name)
     try:
         result = create_backup(db, backups_dir, now=now)
-        removed = rotate_backups(backups_dir, db.name, cfg.backup, now=now)
+        removed = rotate_backups(backups_dir, db.name, cfg.backup, now=now, key=db._key)
     except StoreError as err:
         try:
             ensure_private_dir(backups_dir)

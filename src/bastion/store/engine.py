@@ -52,6 +52,8 @@ from bastion.store._errors import translate
 from bastion.store._locks import write_lock_holder
 from bastion.store._reads import ReaderPool
 from bastion.store._units import Unit, resolve_error, run_callbacks
+from bastion.store.crypt.cipher import check_encrypted, connect
+from bastion.store.crypt.key import DatabaseKey
 from bastion.store.posture import Posture, apply_posture, check_header, read_posture
 from bastion.store.tx import ReadTx, Row, WriteTx
 
@@ -90,9 +92,13 @@ class Database(ReaderPool):
         *,
         vfs: str | None = None,
         reader_target: tuple[str, int] | None = None,
+        key: DatabaseKey | None = None,
     ) -> None:
         self.path = path
         self._vfs = vfs
+        # The key every connection to this file is given (None: a plaintext database). Backups,
+        # checks and recovery of this database take it from here.
+        self._key = key
         # What reader connections open: the file itself, or the read-only URI a database
         # opened with ``readonly=True`` reads through (see store/_readonly.py).
         self._reader_target = reader_target or (str(path), apsw.SQLITE_OPEN_READONLY)
@@ -153,8 +159,15 @@ class Database(ReaderPool):
         create: bool = True,
         vfs: str | None = None,
         readonly: bool = False,
+        key: DatabaseKey | None = None,
     ) -> Database:
         """Open (or create) ``path``, set its posture, and verify it by reading it back.
+
+        ``key`` opens (or creates) an encrypted database (see :mod:`bastion.store.crypt`):
+        every connection is keyed, and the file on disk is read back to be encrypted. An
+        encrypted file without a key raises ``DatabaseKeyMissing``, a key that does not open
+        it ``DatabaseKeyWrong``, a plaintext file given a key ``DatabaseNotEncrypted``: never
+        "not a database" or "corrupt", and the file is not changed.
 
         A file that exists but is not SQLite (or is truncated) raises ``NotADatabase`` and is
         not modified: the header is checked before SQLite is allowed to touch the file. A
@@ -167,13 +180,13 @@ class Database(ReaderPool):
         """
         cfg = config or StoreConfig()
         db_path = Path(path).absolute()
-        check_header(db_path)
+        check_header(db_path, key=key)
         if not create and not db_path.exists():
             raise StoreOpenError(
                 f"{db_path} does not exist", hint="Run `bastion init` first.", path=str(db_path)
             )
         if readonly:
-            return cls.open_readonly(db_path, cfg, name=name, vfs=vfs)
+            return cls.open_readonly(db_path, cfg, name=name, vfs=vfs, key=key)
         # Companions an earlier write left with the database's 0400 mode: ours, so fixed.
         for fixed in repair_companion_modes(db_path):
             log.info("%s had a mode other than 0600; set it back to 0600", fixed)
@@ -183,21 +196,27 @@ class Database(ReaderPool):
         flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
         existed = db_path.exists()
         try:
-            conn = apsw.Connection(str(db_path), flags=flags, vfs=vfs)
+            conn = connect(str(db_path), flags=flags, vfs=vfs, key=key)
         except apsw.Error as err:
             raise translate(err, path=str(db_path), what="opening") from err
         try:
             if not existed:
                 os.chmod(db_path, 0o600)
             apply_posture(conn, cfg, str(db_path))
+            if key is not None:
+                check_encrypted(db_path)
         except apsw.Error as err:
-            mapped = translate(err, path=str(db_path), what="opening", conn=conn)
+            from bastion.store.crypt.refusal import key_refusal
+
+            mapped = key_refusal(db_path, key) or translate(
+                err, path=str(db_path), what="opening", conn=conn
+            )
             conn.close()
             raise mapped from err
         except BaseException:
             conn.close()
             raise
-        db = cls(db_path, cfg, conn, name or db_path.stem, vfs=vfs)
+        db = cls(db_path, cfg, conn, name or db_path.stem, vfs=vfs, key=key)
         from bastion.store.wal import WalWatchdog  # wal imports this module
 
         db._watchdog = WalWatchdog(db)
@@ -213,6 +232,7 @@ class Database(ReaderPool):
         name: str | None = None,
         vfs: str | None = None,
         reason: StoreError | None = None,
+        key: DatabaseKey | None = None,
     ) -> Database:
         """Open ``path`` for reading only, writing nothing next to it (no ``-wal``/``-shm``
         created or grown): how reads keep working on a full disk, read-only media or a file
@@ -221,7 +241,9 @@ class Database(ReaderPool):
         """
         from bastion.store._readonly_db import open_readonly  # it subclasses Database
 
-        return open_readonly(path, config or StoreConfig(), name=name, vfs=vfs, reason=reason)
+        return open_readonly(
+            path, config or StoreConfig(), name=name, vfs=vfs, reason=reason, key=key
+        )
 
     @classmethod
     def open_for_reading(
@@ -230,15 +252,16 @@ class Database(ReaderPool):
         config: StoreConfig | None = None,
         *,
         name: str | None = None,
+        key: DatabaseKey | None = None,
     ) -> Database:
         """Open an existing database for a read-only command: normally when the disk lets
         us, else read-only (:meth:`open_readonly`) when the normal open is refused by an I/O
         condition (full disk, read-only media, permissions). ``db.readonly`` says which."""
         try:
-            return cls.open(path, config, name=name, create=False)
+            return cls.open(path, config, name=name, create=False, key=key)
         except StoreIOError as err:
             log.info("opening %s read-only: %s", path, err.message)
-            return cls.open_readonly(path, config, name=name, reason=err)
+            return cls.open_readonly(path, config, name=name, reason=err, key=key)
 
     # --- writes --------------------------------------------------------------------------
     #
@@ -646,6 +669,16 @@ class Database(ReaderPool):
         self._close_readers()
         with self._lock:  # a caller thread may still be leading its last group
             self._writer.close()
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether this database is encrypted (opened with a key)."""
+        return self._key is not None
+
+    @property
+    def key_id(self) -> str | None:
+        """The fingerprint of the key this database was opened with (never the key)."""
+        return None if self._key is None else self._key.key_id
 
     @property
     def closed(self) -> bool:

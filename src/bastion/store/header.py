@@ -8,9 +8,13 @@ importing the posture machinery.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bastion.errors import NotADatabase, StoreError
 from bastion.store._rawread import read_head
+
+if TYPE_CHECKING:
+    from bastion.store.crypt.key import DatabaseKey
 
 __all__ = ["check_header", "short_without_wal"]
 
@@ -38,9 +42,13 @@ def short_without_wal(path: Path, declared: int) -> bool:
         return False
 
 
-def check_header(path: Path) -> None:
+def check_header(path: Path, *, key: DatabaseKey | None = None) -> None:
     """Refuse a file that is not SQLite before SQLite may write to it (it would not, but a
-    journal-mode change on a random file could create companions next to it)."""
+    journal-mode change on a random file could create companions next to it).
+
+    An encrypted database (see :func:`bastion.store.crypt.cipher.classify`) passes with a
+    ``key`` and raises ``DatabaseKeyMissing`` without one; a plaintext database given a
+    ``key`` raises ``DatabaseNotEncrypted``: never "not a database" for either."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -54,6 +62,17 @@ def check_header(path: Path) -> None:
         header = read_head(path, 100)
     except OSError as err:
         raise _os_error(path, err, "reading its header") from err
+    if not header.startswith(_SQLITE_HEADER) or key is not None:
+        from bastion.store.crypt.cipher import FileKind, classify
+        from bastion.store.crypt.refusal import missing_key, not_encrypted
+
+        kind = classify(header)
+        if kind is FileKind.ENCRYPTED:
+            if key is None:
+                raise missing_key(path)
+            return  # the page count is encrypted: whether the key fits is the open's to see
+        if kind is FileKind.PLAIN:
+            raise not_encrypted(path)
     if len(header) < 100 or not header.startswith(_SQLITE_HEADER):
         raise NotADatabase(
             f"{path} is not an SQLite database (header is {header[:16]!r})",

@@ -33,17 +33,25 @@ import apsw
 from bastion.config import StoreConfig
 from bastion.errors import StoreIOError, StoreOpenError
 from bastion.store._errors import translate
+from bastion.store.crypt.cipher import connect
+from bastion.store.crypt.key import DatabaseKey
 from bastion.store.header import check_header
 
 __all__ = ["query_one"]
 
 
 def query_one(
-    path: Path, sql: str, params: Sequence[Any] = (), *, config: StoreConfig | None = None
+    path: Path,
+    sql: str,
+    params: Sequence[Any] = (),
+    *,
+    config: StoreConfig | None = None,
+    key: DatabaseKey | None = None,
 ) -> tuple[Any, ...] | None:
-    """The first row ``sql`` returns on the database at ``path`` (``None`` if none)."""
+    """The first row ``sql`` returns on the database at ``path`` (``None`` if none);
+    ``key`` for an encrypted database."""
     cfg = config or StoreConfig()
-    check_header(path)
+    check_header(path, key=key)
     if not path.exists():
         raise StoreOpenError(f"{path} does not exist", hint="Run `bastion init` first.")
     from bastion.store._diagnose import file_writable, write_blocker
@@ -56,7 +64,13 @@ def query_one(
     if blocked is None:
         try:
             return _query(
-                str(path), apsw.SQLITE_OPEN_READWRITE, sql=sql, params=params, cfg=cfg, path=path
+                str(path),
+                apsw.SQLITE_OPEN_READWRITE,
+                sql=sql,
+                params=params,
+                cfg=cfg,
+                path=path,
+                key=key,
             )
         except StoreIOError as err:
             blocked = err
@@ -64,7 +78,7 @@ def query_one(
 
     uri, flags, _how = readonly_target(path)
     try:
-        return _query(uri, flags, sql=sql, params=params, cfg=cfg, path=path)
+        return _query(uri, flags, sql=sql, params=params, cfg=cfg, path=path, key=key)
     except StoreIOError as err:
         raise blocked from err  # the read-only way failed too: the original cause
 
@@ -77,9 +91,10 @@ def _query(
     params: Sequence[Any],
     cfg: StoreConfig,
     path: Path,
+    key: DatabaseKey | None = None,
 ) -> tuple[Any, ...] | None:
     try:
-        conn = apsw.Connection(target, flags=flags)
+        conn = connect(target, flags=flags, key=key)
     except apsw.Error as err:
         raise translate(err, path=str(path), what="opening") from err
     try:
@@ -87,7 +102,10 @@ def _query(
         conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
         row = conn.execute(sql, tuple(params)).fetchone()
     except apsw.Error as err:
-        raise translate(err, path=str(path), what="reading", conn=conn) from err
+        from bastion.store.crypt.refusal import key_refusal
+
+        refusal = key_refusal(path, key) if isinstance(err, apsw.NotADBError) else None
+        raise refusal or translate(err, path=str(path), what="reading", conn=conn) from err
     finally:
         conn.close()
     return None if row is None else tuple(row)

@@ -54,6 +54,9 @@ from bastion.store.backup import (
     newest_verified_backup,
     utc_stamp,
 )
+from bastion.store.crypt.cipher import FileKind, classify, connect
+from bastion.store.crypt.key import DatabaseKey
+from bastion.store.crypt.refusal import key_refusal, missing_key, not_encrypted
 from bastion.store.header import short_without_wal
 from bastion.store.salvage import SalvageResult, salvage
 
@@ -79,12 +82,15 @@ class CheckKind(enum.Enum):
     """Outcome of :func:`open_check`. Only ``OK``/``NEW``/``INCONCLUSIVE`` let an open go on;
     only the :attr:`damaged` kinds are evidence of damage (what recovery may act on).
     ``IO_ERROR`` is neither: the disk refused (full, read-only, permissions, a device
-    error) and the check could not run even read-only; nothing is known about the data."""
+    error) and the check could not run even read-only; nothing is known about the data.
+    ``KEY`` is neither either: the file and the key given do not go together (see
+    :mod:`bastion.store.crypt`); the operator's to fix, never recovery's."""
 
     OK = "ok"
     NEW = "new"  # no file yet and no sign one existed: a fresh database
     INCONCLUSIVE = "inconclusive"  # quick_check skipped (size), interrupted (time) or locked
     IO_ERROR = "io_error"  # the disk refused the check: an I/O condition, never corruption
+    KEY = "key"  # an encrypted file without its key, a wrong key, a plaintext file given a key
     MISSING = "missing"
     EMPTY = "empty"
     NOT_A_DATABASE = "not_a_database"
@@ -100,7 +106,7 @@ class CheckKind(enum.Enum):
     @property
     def damaged(self) -> bool:
         """Evidence of damage: a bad or missing file, or rows from quick_check."""
-        return not self.healthy and self is not CheckKind.IO_ERROR
+        return not self.healthy and self not in (CheckKind.IO_ERROR, CheckKind.KEY)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -143,7 +149,7 @@ class OpenCheck:
         """The typed error for a check that did not pass: the I/O condition for
         ``IO_ERROR`` (``StoreIOError`` and subclasses), ``StoreMissing``, ``NotADatabase`` or
         ``StoreCorrupt`` for damage. The caller adds what to do in its own words."""
-        if self.kind is CheckKind.IO_ERROR and self.fault is not None:
+        if self.kind in (CheckKind.IO_ERROR, CheckKind.KEY) and self.fault is not None:
             return self.fault
         message = f"{self.path} failed the open-time check ({self.kind.value}): {self.detail}"
         if self.kind is CheckKind.NOT_A_DATABASE:
@@ -175,8 +181,13 @@ def open_check(
     db_name: str | None = None,
     full: bool = False,
     expected: bool = False,
+    key: DatabaseKey | None = None,
 ) -> OpenCheck:
     """Cheap, read-only health check of a closed (or shared) database file.
+
+    ``key`` checks an encrypted database. A file and key that do not go together (no key
+    for an encrypted file, a key no page authenticates under, a key for a plaintext file)
+    is ``KEY``, carrying the typed ``StoreKeyError`` as its ``fault``: never damage.
 
     ``full=True`` runs ``integrity_check`` with no size or time bound instead.
     ``expected=True`` says the file is known to have existed (the home records it): a
@@ -193,7 +204,13 @@ def open_check(
     path = Path(path).absolute()
     try:
         return _open_check(
-            path, config, backups_dir=backups_dir, db_name=db_name, full=full, expected=expected
+            path,
+            config,
+            backups_dir=backups_dir,
+            db_name=db_name,
+            full=full,
+            expected=expected,
+            key=key,
         )
     except OSError as err:  # stat or the header read refused: EACCES, EIO, ...
         fault = io_error(path, err_no=err.errno, what="checking it", text=err.strerror)
@@ -210,6 +227,7 @@ def _open_check(
     db_name: str | None,
     full: bool,
     expected: bool,
+    key: DatabaseKey | None = None,
 ) -> OpenCheck:
     started = time.monotonic()
     name = db_name or path.stem
@@ -236,14 +254,25 @@ def _open_check(
             return done(CheckKind.EMPTY, f"{path} was truncated to 0 bytes")
         return done(CheckKind.NEW, "empty file: a new database")
     header = read_head(path, 100)  # not open(): see _rawread
-    if len(header) < 100 or not header.startswith(_HEADER):
+    kind = classify(header)
+    refusal: StoreError | None = None
+    if kind is FileKind.ENCRYPTED and key is None:
+        refusal = missing_key(path)
+    elif kind is FileKind.PLAIN and key is not None:
+        refusal = not_encrypted(path)
+    if refusal is not None:
+        return OpenCheck(
+            path, CheckKind.KEY, refusal.message, (), time.monotonic() - started, refusal
+        )
+    if kind is not FileKind.ENCRYPTED and (len(header) < 100 or not header.startswith(_HEADER)):
         return done(
             CheckKind.NOT_A_DATABASE,
             f"{path} is not an SQLite database (header {header[:16]!r})",
         )
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
+    # An encrypted file's page count (bytes 28..31) is encrypted: only its page size is read.
+    pages = int.from_bytes(header[28:32], "big") if kind is FileKind.PLAIN else 0
     if page_size and size % page_size:
         return done(
             CheckKind.TRUNCATED,
@@ -282,23 +311,30 @@ def _open_check(
             f"quick_check skipped: {size} bytes is over open_check_max_bytes "
             f"({config.open_check_max_bytes})",
         )
-    return _run_check(path, config, full=full, started=started)
+    return _run_check(path, config, full=full, started=started, key=key)
 
 
-def _run_check(path: Path, config: StoreConfig, *, full: bool, started: float) -> OpenCheck:
+def _run_check(
+    path: Path,
+    config: StoreConfig,
+    *,
+    full: bool,
+    started: float,
+    key: DatabaseKey | None = None,
+) -> OpenCheck:
     """quick_check (or integrity_check) on a normal connection; when the disk refuses that
     (or would make SQLite create companions with the wrong mode), again read-only."""
     # A file this process may not write is never handed to a read-write connection: SQLite
     # would open it read-only anyway and create -wal/-shm with the database's own mode.
     blocked = write_blocker(path, what="checking it")
-    first = blocked or _check_read_write(path, config, full=full, started=started)
+    first = blocked or _check_read_write(path, config, full=full, started=started, key=key)
     if isinstance(first, OpenCheck):
         return first
     fault: StoreError = first
     # The disk refused: an I/O condition. Check again without writing anything.
     try:
         uri, flags, how = readonly_target(path)
-        conn = apsw.Connection(uri, flags=flags)
+        conn = connect(uri, flags=flags, key=key)
     except (StoreError, apsw.Error) as err:
         reason = err if isinstance(err, StoreError) else translate(err, path=str(path))
         return OpenCheck(
@@ -310,7 +346,7 @@ def _run_check(path: Path, config: StoreConfig, *, full: bool, started: float) -
             fault,
         )
     conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
-    result = _check_on(conn, path, config, full=full, started=started)
+    result = _check_on(conn, path, config, full=full, started=started, key=key)
     if isinstance(result, StoreError):
         return OpenCheck(
             path,
@@ -324,17 +360,23 @@ def _run_check(path: Path, config: StoreConfig, *, full: bool, started: float) -
 
 
 def _check_read_write(
-    path: Path, config: StoreConfig, *, full: bool, started: float
+    path: Path, config: StoreConfig, *, full: bool, started: float, key: DatabaseKey | None
 ) -> OpenCheck | StoreError:
     try:
-        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+        conn = connect(str(path), flags=apsw.SQLITE_OPEN_READWRITE, key=key)
     except apsw.Error as err:
         return translate(err, path=str(path), what="opening it for the check")
-    return _check_on(conn, path, config, full=full, started=started)
+    return _check_on(conn, path, config, full=full, started=started, key=key)
 
 
 def _check_on(
-    conn: apsw.Connection, path: Path, config: StoreConfig, *, full: bool, started: float
+    conn: apsw.Connection,
+    path: Path,
+    config: StoreConfig,
+    *,
+    full: bool,
+    started: float,
+    key: DatabaseKey | None = None,
 ) -> OpenCheck | StoreError:
     """Run the check on ``conn`` (closed here). An I/O refusal is returned as the typed
     error, for the caller to retry read-only; damage and results are an ``OpenCheck``."""
@@ -371,6 +413,12 @@ def _check_on(
             time.monotonic() - started,
         )
     except (apsw.CorruptError, apsw.NotADBError) as err:
+        # A wrong key reads as "not a database" too: the pages tell which it is.
+        refusal = key_refusal(path, key) if key is not None else None
+        if refusal is not None:
+            return OpenCheck(
+                path, CheckKind.KEY, refusal.message, (), time.monotonic() - started, refusal
+            )
         # SQLite read the file and found it damaged: evidence, not a refusal.
         return OpenCheck(
             path,
@@ -449,6 +497,7 @@ def recover(
     on_event: EventSink | None = None,
     now: dt.datetime | None = None,
     allow_empty: bool = False,
+    key: DatabaseKey | None = None,
 ) -> RecoveryReport:
     """DESTRUCTIVE (the live files move) but atomic: quarantine, restore, salvage, report.
 
@@ -467,6 +516,11 @@ def recover(
     was, removes what this call wrote, and raises the typed cause. With nothing to put in
     place, ``allow_empty`` places a new empty database (the daemon, for a file it could
     quarantine); otherwise ``StoreMissing`` is raised and nothing moves.
+
+    ``key`` is the database's key (an encrypted database): only backups it opens are
+    restored, the salvaged copy and an empty replacement are encrypted with it. A check
+    of kind ``KEY`` (a missing or wrong key) is raised as its typed error, like an I/O
+    condition: nothing moves.
     """
     db_path = Path(db_path).absolute()
     name = db_name or db_path.stem
@@ -475,7 +529,7 @@ def recover(
     if not check.damaged:
         raise ValueError(f"recover needs a failed check showing damage, got {check.kind.value}")
     wal = Path(str(db_path) + "-wal")
-    backup: BackupInfo | None = newest_verified_backup(backups_dir, name)
+    backup: BackupInfo | None = newest_verified_backup(backups_dir, name, key=key)
     source_bytes = _size(db_path) + _size(wal)
     # The replacement beside the live file is the backup, or at most the salvaged rows
     # (never more than the source), or a new empty database; salvage needs a private copy
@@ -499,7 +553,7 @@ def recover(
         if db_path.exists() and _size(db_path) > 0:
             written.append(qdir / "salvaged.db")
             try:
-                result = salvage(db_path, qdir / "salvaged.db")
+                result = salvage(db_path, qdir / "salvaged.db", key=key)
             except OSError as err:
                 if err.errno in _NO_SPACE:
                     raise  # the disk filled up meanwhile: abort, nothing has moved
@@ -515,7 +569,7 @@ def recover(
             copy_private(result.dest, tmp)
         elif allow_empty:
             placed = "empty"
-            _create_empty_database(tmp)
+            _create_empty_database(tmp, key)
         else:
             state = "is missing and " if not db_path.exists() else ""
             raise StoreMissing(
@@ -531,7 +585,9 @@ def recover(
         rows_backup = dict((backup.manifest or {}).get("row_counts") or {}) if backup else {}
         rows_salvaged = {n: t.rows for n, t in result.tables.items()} if result else {}
         only_in_salvage = (
-            _rows_missing_from(result.dest, backup.path) if result is not None and backup else {}
+            _rows_missing_from(result.dest, backup.path, key)
+            if result is not None and backup
+            else {}
         )
         moving = [p for p in (wal, Path(str(db_path) + "-shm"), db_path) if p.exists()]
         report = RecoveryReport(
@@ -600,10 +656,11 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _create_empty_database(path: Path) -> None:
-    """A new, empty SQLite database in WAL mode at ``path`` (0600, durable)."""
+def _create_empty_database(path: Path, key: DatabaseKey | None = None) -> None:
+    """A new, empty SQLite database in WAL mode at ``path`` (0600, durable; encrypted with
+    ``key`` when given)."""
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    conn = apsw.Connection(str(path))
+    conn = connect(str(path), key=key)
     try:
         conn.execute("PRAGMA journal_mode = WAL").fetchall()
     finally:
@@ -627,11 +684,17 @@ def _ro(path: Path) -> str:
     return f"file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1"
 
 
-def _rows_missing_from(salvaged: Path, backup: Path) -> dict[str, int]:
+def _rows_missing_from(
+    salvaged: Path, backup: Path, key: DatabaseKey | None = None
+) -> dict[str, int]:
     """Per table: salvaged rowids the backup does not have (rows written after the backup)."""
-    conn = apsw.Connection(_ro(salvaged), flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+    conn = connect(_ro(salvaged), flags=flags, key=key)
     try:
-        conn.execute("ATTACH ? AS b", (_ro(backup),))
+        if key is None:
+            conn.execute("ATTACH ? AS b", (_ro(backup),))
+        else:  # the key as a bound value: never in a statement's text or an error message
+            conn.execute("ATTACH ? AS b KEY ?", (_ro(backup), key.pragma_text()))
         out: dict[str, int] = {}
         tables = [
             str(r[0])
@@ -715,7 +778,9 @@ def merge_salvage(
     is a conflict: counted, sampled in the report, and left out. Runs in batches of ``batch``
     rows per write transaction so other writers keep going.
     """
-    src = apsw.Connection(_ro(salvaged), flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    src = connect(
+        _ro(salvaged), flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI, key=db._key
+    )
     inserted: dict[str, int] = {}
     identical: dict[str, int] = {}
     conflicts: dict[str, int] = {}

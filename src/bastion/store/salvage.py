@@ -36,6 +36,9 @@ from typing import Any
 import apsw
 
 from bastion._fs import copy_private, fsync_dir
+from bastion.store.crypt.cipher import connect
+from bastion.store.crypt.key import DatabaseKey
+from bastion.store.crypt.pages import decrypt_page
 
 __all__ = ["SalvageResult", "TableSalvage", "salvage"]
 
@@ -99,11 +102,16 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def salvage(source: Path, dest: Path) -> SalvageResult:
+def salvage(source: Path, dest: Path, *, key: DatabaseKey | None = None) -> SalvageResult:
     """Copy every readable row of ``source`` into the new file ``dest``. Read-only on source.
 
     ``source``'s ``-wal`` (if any) is included: both are copied into a private temporary
     directory and read from there. ``dest`` must not exist.
+
+    ``key`` salvages an encrypted database: it is read with the key and ``dest`` is
+    encrypted with it (with the source's salt, so the same passphrase opens both); the
+    leaf-page scan decrypts each page itself and keeps only pages that authenticate. A
+    damaged first page cannot be rebuilt (it is encrypted): nothing is read by SQL then.
     """
     started = time.monotonic()
     source, dest = Path(source).absolute(), Path(dest).absolute()
@@ -113,20 +121,22 @@ def salvage(source: Path, dest: Path) -> SalvageResult:
         # Every file written here is 0600 from its first byte: the copies hold app data.
         copy = Path(work) / "source.db"
         copy_private(source, copy)
-        repaired = _repair_header(copy)
+        repaired = _repair_header(copy) if key is None else None
         wal = Path(str(source) + "-wal")
         if wal.exists():
             copy_private(wal, Path(str(copy) + "-wal"))
-            src = _open_with_wal(copy)
+            src = _open_with_wal(copy, key)
         else:
-            src = apsw.Connection(
+            src = connect(
                 f"file:{urllib.parse.quote(str(copy))}?mode=ro&immutable=1",
                 flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI,
+                key=key,
             )
         try:
             # Created 0600 before SQLite opens it (SQLite would use the umask's mode).
             os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            result = _salvage_into(src, source, dest, copy)
+            out_key = None if key is None else key.with_salt(_salt(copy))
+            result = _salvage_into(src, source, dest, copy, key=key, out_key=out_key)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 dest.unlink()
@@ -141,6 +151,11 @@ def salvage(source: Path, dest: Path) -> SalvageResult:
 
 
 _MAGIC = b"SQLite format 3\x00"
+
+
+def _salt(copy: Path) -> bytes:
+    with open(copy, "rb") as handle:  # our private copy: no lock of ours to lose
+        return handle.read(16)
 
 
 def _repair_header(copy: Path) -> str | None:
@@ -205,16 +220,24 @@ def _repair_header(copy: Path) -> str | None:
     return None
 
 
-def _open_with_wal(copy: Path) -> apsw.Connection:
+def _open_with_wal(copy: Path, key: DatabaseKey | None = None) -> apsw.Connection:
     # A read-write open of the *copy* lets SQLite rebuild the wal-index and read the WAL's
     # committed frames; nothing is written back because nothing here writes.
-    conn = apsw.Connection(str(copy))
+    conn = connect(str(copy), key=key)
     with contextlib.suppress(apsw.Error):
         conn.execute("PRAGMA query_only = 1").fetchall()
     return conn
 
 
-def _salvage_into(src: apsw.Connection, source: Path, dest: Path, copy: Path) -> SalvageResult:
+def _salvage_into(
+    src: apsw.Connection,
+    source: Path,
+    dest: Path,
+    copy: Path,
+    *,
+    key: DatabaseKey | None = None,
+    out_key: DatabaseKey | None = None,
+) -> SalvageResult:
     schema_errors: list[str] = []
     try:
         schema = [
@@ -226,7 +249,7 @@ def _salvage_into(src: apsw.Connection, source: Path, dest: Path, copy: Path) ->
     except apsw.Error as err:
         schema = []
         schema_errors.append(f"schema unreadable: {err}")
-    out = apsw.Connection(str(dest))
+    out = connect(str(dest), key=out_key)
     tables: dict[str, TableSalvage] = {}
     try:
         out.execute("PRAGMA foreign_keys = OFF").fetchall()
@@ -272,7 +295,7 @@ def _salvage_into(src: apsw.Connection, source: Path, dest: Path, copy: Path) ->
         found = 0
         if any(t.lost_ranges for t in tables.values()):
             try:
-                found = _scan_leaf_pages(src, out, copy, tables)
+                found = _scan_leaf_pages(src, out, copy, tables, key)
             except (apsw.Error, OSError, ValueError, IndexError, struct.error) as err:
                 schema_errors.append(f"leaf page scan stopped: {err}")
         out.execute("COMMIT")
@@ -564,7 +587,11 @@ def _leaf_cells(page: bytes, offset: int, usable: int) -> list[tuple[int, list[A
 
 
 def _scan_leaf_pages(
-    src: apsw.Connection, out: apsw.Connection, copy: Path, tables: dict[str, TableSalvage]
+    src: apsw.Connection,
+    out: apsw.Connection,
+    copy: Path,
+    tables: dict[str, TableSalvage],
+    key: DatabaseKey | None = None,
 ) -> int:
     """Read every table leaf page of the file directly and keep the cells whose rowid falls in
     a range some table lost and whose field count fits that table: the rows under an
@@ -586,6 +613,9 @@ def _scan_leaf_pages(
         pgno = 0
         while page := handle.read(page_size):
             pgno += 1
+            if key is not None and len(page) == page_size:
+                # Decrypted here, page by page: one that does not authenticate is skipped.
+                page = decrypt_page(key, page, pgno) or b""
             offset = 100 if pgno == 1 else 0
             if len(page) < page_size or page[offset] != 0x0D:
                 continue

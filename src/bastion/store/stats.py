@@ -106,7 +106,7 @@ def db_stats(
         "last_check": None,
     }
     if backups_dir is not None:
-        backups = list_backups(backups_dir, db.name)
+        backups = list_backups(backups_dir, db.name, key=db._key)
         if backups:
             out["last_backup"] = backups[0].to_dict()
         out["last_scheduled_backup"] = backup_status(backups_dir, db.name)

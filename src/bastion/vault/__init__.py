@@ -112,7 +112,7 @@ class Vault:
             rule_set = rules if rules is not None else Rules.from_config(cfg.vault.rules)
         except ValueError as err:
             raise ConfigError(f"vault.rules: {err}", key="vault.rules") from err
-        db = open_vault_db(cfg)
+        db = open_vault_db(cfg, env=env)
         vault = cls(
             cfg,
             db,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from bastion._home import missing_error, record
@@ -38,16 +38,26 @@ _ORDERS = {
 }
 
 
-def open_vault_db(cfg: Config) -> Database:
+def open_vault_db(cfg: Config, *, env: Mapping[str, str] | None = None) -> Database:
     """Open (creating, mode 0600) ``vault.db`` and apply the ``vault`` migrations.
 
     A ``vault.db`` the home has held that has gone missing is never recreated empty (that
     would orphan every secret's index and, on the encrypted-file backend, its ciphertext):
-    ``StoreMissing`` names it and how to restore it (see :mod:`bastion._home`)."""
+    ``StoreMissing`` names it and how to restore it (see :mod:`bastion._home`).
+
+    With ``store.encryption = "required"`` it is encrypted like ``bastion.db``, with the key
+    from ``store.key_source`` (``env`` replaces ``os.environ`` for its variables)."""
     missing = missing_error(cfg.home, "vault", cfg.vault_db_path)
     if missing is not None:
         raise missing
-    db = Database.open(cfg.vault_db_path, cfg.store, name="vault")
+    key = None
+    if cfg.store.encryption == "required":
+        from bastion.store.crypt.cipher import FileKind, file_kind
+        from bastion.vault.dbkey import DatabaseKeySource
+
+        new = file_kind(cfg.vault_db_path) is not FileKind.ENCRYPTED
+        key = DatabaseKeySource(cfg, env=env).key_for(cfg.vault_db_path, create=new)
+    db = Database.open(cfg.vault_db_path, cfg.store, name="vault", key=key)
     record(cfg.home, "vault", cfg.vault_db_path)
     try:
         _migrate(db, cfg)

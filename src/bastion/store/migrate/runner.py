@@ -41,6 +41,7 @@ from bastion.errors import (
 )
 from bastion.store._errors import translate
 from bastion.store.backup import create_backup
+from bastion.store.crypt.cipher import connect
 from bastion.store.engine import ReadTx, WriteTx
 from bastion.store.migrate._common import (
     HISTORY_TABLE,
@@ -414,7 +415,7 @@ class Migrator:
             copy_path = workdir / "copy.db"
 
             def copy(tx: WriteTx) -> None:
-                dst = apsw.Connection(str(copy_path))
+                dst = connect(str(copy_path), key=self.db._key)
                 try:
                     with dst.backup("main", tx._conn, "main") as backup:
                         while not backup.done:
@@ -425,7 +426,7 @@ class Migrator:
             # Under the lock: never a copy of a database half-way through a migration.
             with self.lock():
                 self.db.run_outside_transaction(copy)
-            conn = apsw.Connection(str(copy_path))
+            conn = connect(str(copy_path), key=self.db._key)
             try:
                 conn.pragma("foreign_keys", 1)
                 return self._run(conn, spaces, accept, None, None, lock=None)

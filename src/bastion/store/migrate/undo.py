@@ -24,6 +24,8 @@ import apsw
 from bastion.errors import BastionError, MigrationCheckFailed, MigrationError, MigrationFailed
 from bastion.store._errors import translate
 from bastion.store._snapshot_copy import read_source_state, row_counts, schema_fingerprint
+from bastion.store.crypt.cipher import connect
+from bastion.store.crypt.key import DatabaseKey
 from bastion.store.engine import ReadTx
 from bastion.store.migrate.declare import Migration, Namespace
 from bastion.store.migrate.helpers import _describe_violations, _foreign_key_violations
@@ -95,13 +97,15 @@ def _quick_check(conn: apsw.Connection) -> list[str]:
     return [] if rows == ["ok"] else rows
 
 
-def _restore_from(conn: apsw.Connection, backup: Path) -> None:
+def _restore_from(conn: apsw.Connection, backup: Path, key: DatabaseKey | None = None) -> None:
     """Copy ``backup`` over the live database through ``conn``.
 
     The backup API writes the destination in one transaction: other connections see the old
     content or the new, never a mix, and stay open and valid. Destructive.
     """
-    src = apsw.Connection(str(backup), flags=apsw.SQLITE_OPEN_READONLY)
+    # An encrypted database's pre-migration backup has its key (the backup API copies pages
+    # only between databases with the same cipher settings).
+    src = connect(str(backup), flags=apsw.SQLITE_OPEN_READONLY, key=key)
     try:
         with conn.backup("main", src, "main") as restore:
             while not restore.done:
@@ -196,7 +200,7 @@ def failure_error(
                 partial=True,
             )
         assert backup is not None  # _may_restore refuses without one
-        _restore_from(conn, backup)
+        _restore_from(conn, backup, db._key)
         restored = True
     state = (
         f"the database was restored from {backup}"
@@ -238,7 +242,7 @@ def final_checks(
     refused = _may_restore(conn, backup, since_backup)
     if refused is None:
         assert backup is not None  # _may_restore refuses without one
-        _restore_from(conn, backup)
+        _restore_from(conn, backup, db._key)
         state = f"the database was restored from {backup}"
     else:
         state = f"{refused}; the migrations stay applied"
