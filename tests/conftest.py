@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +56,47 @@ def bastion_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # The build's own summary line (size, seconds) lands in the test log for the record.
     print(result.stdout.strip().splitlines()[-1], f"(fixture {time.monotonic() - started:.0f}s)")
     return root / "out" / "bastion"
+
+
+# --- encryption at rest: the same tests once more on encrypted databases --------------------
+#
+# A test (or module) marked ``encrypted_rerun`` that asks for ``db_key`` runs twice: with
+# ``db_key`` None (plaintext, as always) and with a random database key, which the test passes
+# to what it opens (``Database.open(..., key=db_key)``, the ops fixtures' ``key=``) and which
+# is also in the environment a home and the CLI read (``store.encryption = "required"``,
+# ``store.key_source = "env"``, ``BASTION_DB_KEY``). Unmarked tests get None.
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "db_key" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "encrypted_rerun"
+    ):
+        metafunc.parametrize("db_key", ["plain", "encrypted"], indirect=True)
+
+
+@pytest.fixture
+def db_key(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """None, or (in the ``encrypted`` run of an ``encrypted_rerun`` test) a ``DatabaseKey``
+    that is also the environment's ``BASTION_DB_KEY`` with encryption required."""
+    if getattr(request, "param", "plain") != "encrypted":
+        return None
+    import base64
+
+    from bastion.store.crypt import DatabaseKey
+
+    raw = os.urandom(32)
+    for name, value in encrypted_store_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("BASTION_DB_KEY", base64.b64encode(raw).decode())
+    return DatabaseKey(raw, source="environment variable BASTION_DB_KEY")
+
+
+def encrypted_store_env() -> dict[str, str]:
+    """The config variables of a home whose databases are encrypted with BASTION_DB_KEY."""
+    return {"BASTION_STORE_ENCRYPTION": "required", "BASTION_STORE_KEY_SOURCE": "env"}
+
+
+@pytest.fixture
+def store_env(db_key: Any) -> dict[str, str]:
+    """``load_config(..., env=store_env)``: the home the ``db_key`` run asks for."""
+    return {} if db_key is None else encrypted_store_env()

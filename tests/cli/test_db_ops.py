@@ -10,14 +10,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from bastion.app import Home
 from bastion.cli import cli
 from bastion.config import load_config
 from bastion.runfiles import Handshake, write_handshake
+from bastion.store.crypt import DatabaseKey
 from tests.helpers import wait_until
 from tests.store.opsfixtures import ITEMS_DDL, add_items, leaf_page_offset, overwrite
+
+# Every test that takes db_key or store_env runs twice: plaintext, then encrypted
+# (tests/conftest.py).
+pytestmark = pytest.mark.encrypted_rerun
 
 
 def _run(home: Path, *args: str) -> tuple[int, str, str]:
@@ -31,16 +37,16 @@ def _json(home: Path, *args: str) -> Any:
     return json.loads(out)
 
 
-def _home(tmp_path: Path, rows: int = 600) -> Path:
-    cfg = load_config(tmp_path / "home", env={})
+def _home(tmp_path: Path, rows: int = 600, store_env: dict[str, str] | None = None) -> Path:
+    cfg = load_config(tmp_path / "home", env=store_env or {})
     with Home.init(cfg) as home:
         home.db.write(lambda tx: tx.script(ITEMS_DDL))
         add_items(home.db, 0, rows)
     return cfg.home
 
 
-def test_backup_list_and_restore_round_trip(tmp_path: Path) -> None:
-    home = _home(tmp_path)
+def test_backup_list_and_restore_round_trip(tmp_path: Path, store_env: dict[str, str]) -> None:
+    home = _home(tmp_path, store_env=store_env)
     made = _json(home, "db", "backup")
     assert made["row_counts"]["items"] == 600
     code, out, err = _run(home, "db", "backup")
@@ -53,7 +59,7 @@ def test_backup_list_and_restore_round_trip(tmp_path: Path) -> None:
     code, out, _ = _run(home, "db", "backups")
     assert "verified" in out
 
-    with Home.open(load_config(home, env={})) as h:
+    with Home.open(load_config(home, env=store_env)) as h:
         kinds = [r[0] for r in h.db.query("SELECT kind FROM events ORDER BY id")]
         assert kinds.count("backup.created") == 2
         add_items(h.db, 600, 10)
@@ -63,13 +69,13 @@ def test_backup_list_and_restore_round_trip(tmp_path: Path) -> None:
     assert "quick_check ok" in out
     assert "core 2 applied (last 0002_logs_search)" in out  # no dict repr
     assert "{'" not in out
-    with Home.open(load_config(home, env={})) as h:
+    with Home.open(load_config(home, env=store_env)) as h:
         assert h.db.scalar("SELECT count(*) FROM items") == 600
     assert len(list((home / "quarantine").iterdir())) == 1
 
 
-def test_restore_refuses_a_damaged_backup(tmp_path: Path) -> None:
-    home = _home(tmp_path)
+def test_restore_refuses_a_damaged_backup(tmp_path: Path, store_env: dict[str, str]) -> None:
+    home = _home(tmp_path, store_env=store_env)
     made = _json(home, "db", "backup")
     overwrite(Path(made["path"]), 4096 * 2, os.urandom(100))
     before = (home / "bastion.db").read_bytes()
@@ -81,10 +87,12 @@ def test_restore_refuses_a_damaged_backup(tmp_path: Path) -> None:
     assert (home / "bastion.db").read_bytes() == before
 
 
-def test_restore_refuses_while_a_daemon_or_another_process_holds_the_db(tmp_path: Path) -> None:
-    home = _home(tmp_path)
+def test_restore_refuses_while_a_daemon_or_another_process_holds_the_db(
+    tmp_path: Path, store_env: dict[str, str]
+) -> None:
+    home = _home(tmp_path, store_env=store_env)
     made = _json(home, "db", "backup")
-    cfg = load_config(home, env={})
+    cfg = load_config(home, env=store_env)
     write_handshake(
         cfg.run_dir,
         Handshake(
@@ -101,7 +109,9 @@ def test_restore_refuses_while_a_daemon_or_another_process_holds_the_db(tmp_path
         [
             sys.executable,
             "-c",
-            "import apsw, sys; c = apsw.Connection(sys.argv[1]); "
+            "import base64, os, sys; from bastion.store.crypt import DatabaseKey; "
+            "from bastion.store.crypt.cipher import connect; raw = os.environ.get('BASTION_DB_KEY'); "
+            "c = connect(sys.argv[1], key=DatabaseKey(base64.b64decode(raw)) if raw else None); "
             "c.execute('select count(*) from items').fetchall(); print('open', flush=True); "
             "sys.stdin.read()",
             str(cfg.db_path),
@@ -119,15 +129,17 @@ def test_restore_refuses_while_a_daemon_or_another_process_holds_the_db(tmp_path
         holder.communicate(b"", timeout=30)
 
 
-def test_recover_then_merge_salvage(tmp_path: Path) -> None:
-    home = _home(tmp_path, 2000)
+def test_recover_then_merge_salvage(
+    tmp_path: Path, store_env: dict[str, str], db_key: DatabaseKey | None
+) -> None:
+    home = _home(tmp_path, 2000, store_env=store_env)
     _json(home, "db", "backup")
-    cfg = load_config(home, env={})
+    cfg = load_config(home, env=store_env)
     with Home.open(cfg) as h:
         add_items(h.db, 2000, 300)
     healthy = _json(home, "db", "recover")
     assert healthy["recovered"] is False
-    overwrite(cfg.db_path, leaf_page_offset(cfg.db_path) + 16, os.urandom(64))
+    overwrite(cfg.db_path, leaf_page_offset(cfg.db_path, key=db_key) + 16, os.urandom(64))
     code, _, err = _run(home, "db", "stats")
     assert code == 74
     assert "bastion db recover" in err
@@ -145,8 +157,8 @@ def test_recover_then_merge_salvage(tmp_path: Path) -> None:
     assert stats["last_backup"]["verified"] is True
 
 
-def test_prune_vacuum_and_check(tmp_path: Path) -> None:
-    home = _home(tmp_path, 10)
+def test_prune_vacuum_and_check(tmp_path: Path, store_env: dict[str, str]) -> None:
+    home = _home(tmp_path, 10, store_env=store_env)
     pruned = _json(home, "db", "prune", "--dry-run")
     assert pruned["dry_run"] is True
     assert "logs" in pruned["tables"]
@@ -157,8 +169,10 @@ def test_prune_vacuum_and_check(tmp_path: Path) -> None:
     assert "quick_check: ok" in out
 
 
-def test_recover_force_quarantines_a_healthy_database(tmp_path: Path) -> None:
-    home = _home(tmp_path, 50)
+def test_recover_force_quarantines_a_healthy_database(
+    tmp_path: Path, store_env: dict[str, str]
+) -> None:
+    home = _home(tmp_path, 50, store_env=store_env)
     _json(home, "db", "backup")
     report = _json(home, "db", "recover", "--force")
     assert report["recovered"] is True
@@ -170,8 +184,10 @@ def test_recover_force_quarantines_a_healthy_database(tmp_path: Path) -> None:
     assert "no salvaged copy" in err
 
 
-def test_recover_suggests_merging_back_only_when_rows_were_salvaged(tmp_path: Path) -> None:
-    home = _home(tmp_path, rows=50)
+def test_recover_suggests_merging_back_only_when_rows_were_salvaged(
+    tmp_path: Path, store_env: dict[str, str], db_key: DatabaseKey | None
+) -> None:
+    home = _home(tmp_path, rows=50, store_env=store_env)
     assert _run(home, "db", "backup")[0] == 0
     (home / "bastion.db").write_bytes(b"not a database\n")  # nothing in it to salvage
     code, out, err = _run(home, "db", "recover")
@@ -179,12 +195,12 @@ def test_recover_suggests_merging_back_only_when_rows_were_salvaged(tmp_path: Pa
     assert "salvaged:    0 rows" in out
     assert "--from-salvage" not in out
 
-    home = _home(tmp_path / "second", 2000)
+    home = _home(tmp_path / "second", 2000, store_env=store_env)
     assert _run(home, "db", "backup")[0] == 0
-    cfg = load_config(home, env={})
+    cfg = load_config(home, env=store_env)
     with Home.open(cfg) as h:
         add_items(h.db, 2000, 300)  # rows the backup lacks
-    overwrite(cfg.db_path, leaf_page_offset(cfg.db_path) + 16, os.urandom(64))
+    overwrite(cfg.db_path, leaf_page_offset(cfg.db_path, key=db_key) + 16, os.urandom(64))
     code, out, err = _run(home, "db", "recover")
     assert code == 0, err
     assert "--from-salvage` merges the salvaged rows back" in out

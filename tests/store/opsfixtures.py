@@ -11,6 +11,8 @@ import apsw
 
 from bastion.config import StoreConfig
 from bastion.store import Database
+from bastion.store.crypt import DatabaseKey
+from bastion.store.crypt.cipher import connect
 
 ITEMS_DDL = (
     "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, body TEXT);"
@@ -19,10 +21,16 @@ ITEMS_DDL = (
 
 
 def make_items_db(
-    path: Path, rows: int = 500, *, config: StoreConfig | None = None, name: str = "bastion"
+    path: Path,
+    rows: int = 500,
+    *,
+    config: StoreConfig | None = None,
+    name: str = "bastion",
+    key: DatabaseKey | None = None,
 ) -> Database:
-    """An open database with an ``items`` table of ``rows`` rows (name ``item-<n>``)."""
-    db = Database.open(path, config or StoreConfig(), name=name)
+    """An open database with an ``items`` table of ``rows`` rows (name ``item-<n>``);
+    encrypted with ``key`` when given."""
+    db = Database.open(path, config or StoreConfig(), name=name, key=key)
     db.write(lambda tx: tx.script(ITEMS_DDL))
     if rows:
         add_items(db, 0, rows)
@@ -38,17 +46,17 @@ def add_items(db: Database, start: int, count: int) -> None:
     )
 
 
-def count_items(path: Path) -> int:
-    conn = apsw.Connection(str(path))
+def count_items(path: Path, key: DatabaseKey | None = None) -> int:
+    conn = connect(str(path), key=key)
     try:
         return int(conn.execute("SELECT count(*) FROM items").fetchall()[0][0])
     finally:
         conn.close()
 
 
-def integrity(path: Path) -> list[str]:
+def integrity(path: Path, key: DatabaseKey | None = None) -> list[str]:
     """``integrity_check`` output; a file too damaged to check reports the error."""
-    conn = apsw.Connection(str(path))
+    conn = connect(str(path), key=key)
     try:
         return [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
     except apsw.Error as err:
@@ -63,9 +71,9 @@ def overwrite(path: Path, offset: int, data: bytes) -> None:
         handle.write(data)
 
 
-def leaf_page_offset(path: Path, table: str = "items") -> int:
+def leaf_page_offset(path: Path, table: str = "items", key: DatabaseKey | None = None) -> int:
     """Byte offset of a page in the middle of ``table``'s b-tree (via dbstat)."""
-    conn = apsw.Connection(str(path))
+    conn = connect(str(path), key=key)
     try:
         pages = [
             int(r[0])
@@ -79,6 +87,16 @@ def leaf_page_offset(path: Path, table: str = "items") -> int:
         conn.close()
     assert pages, f"{table} has no leaf pages"
     return (pages[len(pages) // 2] - 1) * page_size
+
+
+def assert_no_plaintext(path: Path, *sentinels: bytes) -> None:
+    """``path`` holds neither SQLite's header string nor any of ``sentinels`` (an encrypted
+    database, its WAL, a backup of it)."""
+    data = path.read_bytes()
+    assert data, f"{path} is empty"
+    assert b"SQLite format 3" not in data, f"{path} holds SQLite's header string"
+    for sentinel in sentinels:
+        assert sentinel not in data, f"{path} holds {sentinel!r}"
 
 
 def build_salvage_fixture(path: Path, seed: int = 0) -> None:

@@ -30,6 +30,7 @@ from bastion.store.backup import (
     run_scheduled_backup,
     verify_backup,
 )
+from bastion.store.crypt import DatabaseKey
 from bastion.store.faults import Fault, FaultyVFS
 from tests.store.opsfixtures import (
     ITEMS_DDL,
@@ -40,13 +41,18 @@ from tests.store.opsfixtures import (
     overwrite,
 )
 
+# Every test that takes db_key runs twice: plaintext, then encrypted (tests/conftest.py).
+pytestmark = pytest.mark.encrypted_rerun
+
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_backup_is_verified_private_and_has_a_manifest(tmp_path: Path) -> None:
-    db = make_items_db(tmp_path / "bastion.db", 300)
+def test_backup_is_verified_private_and_has_a_manifest(
+    tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
+    db = make_items_db(tmp_path / "bastion.db", 300, key=db_key)
     seen: list[tuple[int, int]] = []
     try:
         result = create_backup(
@@ -69,11 +75,13 @@ def test_backup_is_verified_private_and_has_a_manifest(tmp_path: Path) -> None:
     assert not Path(str(result.path) + "-wal").exists()
     assert result.path.read_bytes()[18:20] == b"\x01\x01"
     assert not [p for p in result.path.parent.iterdir() if p.name.startswith(".")]
-    assert verify_backup(result.path, deep=True).verified
+    assert verify_backup(result.path, deep=True, key=db_key).verified
 
 
-def test_backup_holds_one_snapshot_while_a_writer_keeps_committing(tmp_path: Path) -> None:
-    db = make_items_db(tmp_path / "bastion.db", 2000)
+def test_backup_holds_one_snapshot_while_a_writer_keeps_committing(
+    tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
+    db = make_items_db(tmp_path / "bastion.db", 2000, key=db_key)
     stop = threading.Event()
     written = [0]
 
@@ -97,14 +105,14 @@ def test_backup_holds_one_snapshot_while_a_writer_keeps_committing(tmp_path: Pat
         rows = result.manifest["row_counts"]["items"]
         assert 2000 <= rows <= 2000 + written[0]
         assert rows % 5 == 0, "a transaction is in the backup whole or not at all"
-        assert count_items(result.path) == rows
-        assert integrity(result.path) == ["ok"]
+        assert count_items(result.path, db_key) == rows
+        assert integrity(result.path, db_key) == ["ok"]
     finally:
         db.close()
 
 
-def test_vacuum_backup_is_compact_and_verified(tmp_path: Path) -> None:
-    db = make_items_db(tmp_path / "bastion.db", 3000)
+def test_vacuum_backup_is_compact_and_verified(tmp_path: Path, db_key: DatabaseKey | None) -> None:
+    db = make_items_db(tmp_path / "bastion.db", 3000, key=db_key)
     db.write(lambda tx: tx.execute("DELETE FROM items WHERE id % 2 = 0"))
     try:
         plain = create_backup(db, tmp_path / "backups")
@@ -114,11 +122,11 @@ def test_vacuum_backup_is_compact_and_verified(tmp_path: Path) -> None:
     assert compact.manifest["vacuum"] is True
     assert compact.manifest["size_bytes"] < plain.manifest["size_bytes"]
     assert compact.manifest["row_counts"] == plain.manifest["row_counts"] == {"items": 1500}
-    assert verify_backup(compact.path).verified
+    assert verify_backup(compact.path, key=db_key).verified
 
 
-def test_backup_to_an_existing_file_is_refused(tmp_path: Path) -> None:
-    db = make_items_db(tmp_path / "bastion.db", 10)
+def test_backup_to_an_existing_file_is_refused(tmp_path: Path, db_key: DatabaseKey | None) -> None:
+    db = make_items_db(tmp_path / "bastion.db", 10, key=db_key)
     target = tmp_path / "mine.db"
     target.write_bytes(b"precious")
     try:
@@ -130,8 +138,10 @@ def test_backup_to_an_existing_file_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "no-manifest", "manifest-garbage"])
-def test_damaged_backups_are_listed_as_such(tmp_path: Path, damage: str) -> None:
-    db = make_items_db(tmp_path / "bastion.db", 800)
+def test_damaged_backups_are_listed_as_such(
+    tmp_path: Path, damage: str, db_key: DatabaseKey | None
+) -> None:
+    db = make_items_db(tmp_path / "bastion.db", 800, key=db_key)
     try:
         result = create_backup(db, tmp_path / "backups")
     finally:
@@ -144,10 +154,10 @@ def test_damaged_backups_are_listed_as_such(tmp_path: Path, damage: str) -> None
         result.manifest_path.unlink()
     else:
         result.manifest_path.write_text("{not json")
-    deep = verify_backup(result.path, deep=True)
+    deep = verify_backup(result.path, deep=True, key=db_key)
     assert not deep.verified
     assert deep.problem
-    listed = list_backups(tmp_path / "backups", deep=True)
+    listed = list_backups(tmp_path / "backups", deep=True, key=db_key)
     assert [i.verified for i in listed] == [False]
 
 
@@ -176,8 +186,8 @@ def test_rotation_keeps_last_daily_weekly_and_never_the_only_good_one() -> None:
     assert good in keep2
 
 
-def test_rotate_deletes_files_and_manifests(tmp_path: Path) -> None:
-    db = make_items_db(tmp_path / "bastion.db", 10)
+def test_rotate_deletes_files_and_manifests(tmp_path: Path, db_key: DatabaseKey | None) -> None:
+    db = make_items_db(tmp_path / "bastion.db", 10, key=db_key)
     base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     try:
         for i in range(6):
@@ -190,6 +200,7 @@ def test_rotate_deletes_files_and_manifests(tmp_path: Path) -> None:
         "bastion",
         BackupConfig(keep_last=2, keep_daily=0, keep_weekly=0),
         now=base + dt.timedelta(days=1),
+        key=db_key,
     )
     assert len(removed) == 4
     left = sorted(p.name for p in (tmp_path / "backups").iterdir())
@@ -197,9 +208,11 @@ def test_rotate_deletes_files_and_manifests(tmp_path: Path) -> None:
     assert all(not p.exists() for p in removed)
 
 
-def test_restore_quarantines_db_wal_and_shm_together(tmp_path: Path) -> None:
+def test_restore_quarantines_db_wal_and_shm_together(
+    tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
     live = tmp_path / "bastion.db"
-    db = make_items_db(live, 100)
+    db = make_items_db(live, 100, key=db_key)
     backup = create_backup(db, tmp_path / "backups")
     add_items(db, 100, 50)
     # Leave the WAL and -shm behind as a crash would: copy them aside while open.
@@ -208,44 +221,52 @@ def test_restore_quarantines_db_wal_and_shm_together(tmp_path: Path) -> None:
     Path(str(live) + "-wal").write_bytes(wal_bytes)
     Path(str(live) + "-shm").write_bytes(b"\x00" * 32768)
     old_sha = _sha(live)
-    result = restore_backup(backup.path, live, tmp_path / "quarantine")
+    result = restore_backup(backup.path, live, tmp_path / "quarantine", key=db_key)
     names = sorted(p.name for p in result.quarantine_dir.iterdir())
     assert names == ["bastion.db", "bastion.db-shm", "bastion.db-wal", "restore.json"]
     assert _sha(result.quarantine_dir / "bastion.db") == old_sha
     assert (result.quarantine_dir / "bastion.db-wal").read_bytes() == wal_bytes
     assert not Path(str(live) + "-wal").exists()
-    assert count_items(live) == 100
-    assert integrity(live) == ["ok"]
+    assert count_items(live, db_key) == 100
+    assert integrity(live, db_key) == ["ok"]
     assert result.restored_rows == {"items": 100}
 
 
-def test_restore_refuses_a_corrupt_backup_and_touches_nothing(tmp_path: Path) -> None:
+def test_restore_refuses_a_corrupt_backup_and_touches_nothing(
+    tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
     live = tmp_path / "bastion.db"
-    db = make_items_db(live, 400)
+    db = make_items_db(live, 400, key=db_key)
     backup = create_backup(db, tmp_path / "backups")
     db.close()
     overwrite(backup.path, 3 * 4096 + 200, os.urandom(64))
     before = {p.name: _sha(p) for p in tmp_path.iterdir() if p.is_file()}
     with pytest.raises(RestoreRefused, match="not usable") as caught:
-        restore_backup(backup.path, live, tmp_path / "quarantine")
+        restore_backup(backup.path, live, tmp_path / "quarantine", key=db_key)
     assert "SHA-256" in caught.value.message
     after = {p.name: _sha(p) for p in tmp_path.iterdir() if p.is_file()}
     assert after == before
     assert not (tmp_path / "quarantine").exists()
 
 
-def test_restore_refuses_a_backup_of_another_database(tmp_path: Path) -> None:
-    db = make_items_db(tmp_path / "vault.db", 5, name="vault")
+def test_restore_refuses_a_backup_of_another_database(
+    tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
+    db = make_items_db(tmp_path / "vault.db", 5, name="vault", key=db_key)
     backup = create_backup(db, tmp_path / "backups")
     db.close()
     with pytest.raises(RestoreRefused, match="'vault', not 'bastion'"):
-        restore_backup(backup.path, tmp_path / "bastion.db", tmp_path / "q", db_name="bastion")
+        restore_backup(
+            backup.path, tmp_path / "bastion.db", tmp_path / "q", db_name="bastion", key=db_key
+        )
 
 
-def test_scheduled_backup_skips_when_nothing_changed(tmp_path: Path) -> None:
+def test_scheduled_backup_skips_when_nothing_changed(
+    tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
     cfg = load_config(tmp_path / "home", env={})
     cfg.home.mkdir()
-    db = make_items_db(cfg.db_path, 20)
+    db = make_items_db(cfg.db_path, 20, key=db_key)
     events: list[tuple[str, str, Any]] = []
     sink = lambda kind, subject, data: events.append((kind, subject, data))  # noqa: E731
     try:
@@ -266,11 +287,13 @@ def test_scheduled_backup_skips_when_nothing_changed(tmp_path: Path) -> None:
     assert status["ok"] is True
 
 
-def test_scheduled_backup_failure_is_an_event_and_a_status(tmp_path: Path) -> None:
+def test_scheduled_backup_failure_is_an_event_and_a_status(
+    tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
     cfg = load_config(tmp_path / "home", env={})
     cfg.home.mkdir()
     vfs = FaultyVFS(f"full-{uuid.uuid4().hex}")
-    db = Database.open(cfg.db_path, name="bastion", vfs=vfs.vfs_name)
+    db = Database.open(cfg.db_path, name="bastion", vfs=vfs.vfs_name, key=db_key)
     db.write(lambda tx: tx.script(ITEMS_DDL))
     add_items(db, 0, 50)
     events: list[str] = []
@@ -280,7 +303,7 @@ def test_scheduled_backup_failure_is_an_event_and_a_status(tmp_path: Path) -> No
         with pytest.raises(StoreIOError, match="disk full"):
             run_scheduled_backup(db, cfg, on_event=lambda k, s, d: events.append(k))
         vfs.disarm()
-        assert count_items(cfg.db_path) == 50
+        assert count_items(cfg.db_path, db_key) == 50
     finally:
         db.close()
         vfs.close()
@@ -289,5 +312,5 @@ def test_scheduled_backup_failure_is_an_event_and_a_status(tmp_path: Path) -> No
     assert status is not None
     assert status["ok"] is False
     assert status["error"]["code"] == "store_disk_full"
-    assert list_backups(cfg.backups_dir) == []
+    assert list_backups(cfg.backups_dir, key=db_key) == []
     assert [p.name for p in cfg.backups_dir.iterdir()] == [".bastion.status.json"]

@@ -20,6 +20,8 @@ from bastion import _platform
 from bastion.store import Database
 from bastion.store._snapshot_copy import _sqlite_descriptor
 from bastion.store.backup import create_backup, read_source_state, verify_backup
+from bastion.store.crypt import DatabaseKey
+from bastion.store.crypt.cipher import connect
 from tests.helpers import wait_until
 from tests.store.opsfixtures import ITEMS_DDL, add_items, count_items, integrity, make_items_db
 
@@ -28,12 +30,16 @@ from tests.store.opsfixtures import ITEMS_DDL, add_items, count_items, integrity
 needs_file_copy = pytest.mark.skipif(
     not _platform.FILE_COPY, reason="no positional I/O here: backups use the backup API"
 )
+
+# Every test that takes db_key runs twice: plaintext, then encrypted (tests/conftest.py).
+pytestmark = pytest.mark.encrypted_rerun
+
 TALLY_DDL = "CREATE TABLE tally(id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL)"
 
 
-def _tallied_db(path: Path) -> Database:
+def _tallied_db(path: Path, db_key: DatabaseKey | None = None) -> Database:
     """``items`` plus a one-row ``tally`` that every transaction keeps equal to count(items)."""
-    db = Database.open(path, name="bastion")
+    db = Database.open(path, name="bastion", key=db_key)
     db.write(lambda tx: tx.script(ITEMS_DDL + ";" + TALLY_DDL + ";INSERT INTO tally VALUES (1, 0)"))
     return db
 
@@ -49,8 +55,8 @@ def _commit_batch(db: Database, writer: int, seq: int, rows: int = 5) -> None:
     db.write(unit)
 
 
-def _facts(path: Path) -> tuple[int, int]:
-    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+def _facts(path: Path, db_key: DatabaseKey | None = None) -> tuple[int, int]:
+    conn = connect(str(path), flags=apsw.SQLITE_OPEN_READONLY, key=db_key)
     try:
         items = int(conn.execute("SELECT count(*) FROM items").fetchall()[0][0])
         tally = int(conn.execute("SELECT n FROM tally").fetchall()[0][0])
@@ -60,8 +66,10 @@ def _facts(path: Path) -> tuple[int, int]:
 
 
 @needs_file_copy
-def test_file_copy_is_one_snapshot_while_two_writers_commit(tmp_path: Path) -> None:
-    db = _tallied_db(tmp_path / "bastion.db")
+def test_file_copy_is_one_snapshot_while_two_writers_commit(
+    tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
+    db = _tallied_db(tmp_path / "bastion.db", db_key)
     for seq in range(40):
         _commit_batch(db, 0, seq)
     stop = threading.Event()
@@ -94,16 +102,16 @@ def test_file_copy_is_one_snapshot_while_two_writers_commit(tmp_path: Path) -> N
             t.join()
     try:
         assert result.manifest["method"] == "file"
-        items, tally = _facts(result.path)
+        items, tally = _facts(result.path, db_key)
         assert items == tally, "the backup holds whole transactions of one snapshot"
         assert result.manifest["row_counts"]["items"] == items
-        live_items, live_tally = _facts(tmp_path / "bastion.db")
+        live_items, live_tally = _facts(tmp_path / "bastion.db", db_key)
         assert live_items == live_tally
         assert items < live_items, "writers committed after the snapshot, outside the backup"
         assert hashlib.sha256(result.path.read_bytes()).hexdigest() == result.manifest["sha256"]
         assert result.path.read_bytes()[18:20] == b"\x01\x01"  # rollback journal, no WAL
-        assert integrity(result.path) == ["ok"]
-        assert verify_backup(result.path, deep=True).verified
+        assert integrity(result.path, db_key) == ["ok"]
+        assert verify_backup(result.path, deep=True, key=db_key).verified
     finally:
         db.close()
 
@@ -111,9 +119,10 @@ def test_file_copy_is_one_snapshot_while_two_writers_commit(tmp_path: Path) -> N
 @needs_file_copy
 def test_a_reader_pinning_older_frames_sends_the_copy_through_the_backup_api(
     tmp_path: Path,
+    db_key: DatabaseKey | None,
 ) -> None:
-    db = make_items_db(tmp_path / "bastion.db", 200)
-    reader = apsw.Connection(str(tmp_path / "bastion.db"), flags=apsw.SQLITE_OPEN_READONLY)
+    db = make_items_db(tmp_path / "bastion.db", 200, key=db_key)
+    reader = connect(str(tmp_path / "bastion.db"), flags=apsw.SQLITE_OPEN_READONLY, key=db_key)
     try:
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM items").fetchall()
@@ -127,15 +136,15 @@ def test_a_reader_pinning_older_frames_sends_the_copy_through_the_backup_api(
     assert pinned.manifest["method"] == "backup-api"
     assert free.manifest["method"] == "file"
     for result in (pinned, free):
-        assert count_items(result.path) == 250 == result.manifest["row_counts"]["items"]
+        assert count_items(result.path, db_key) == 250 == result.manifest["row_counts"]["items"]
         assert result.path.read_bytes()[18:20] == b"\x01\x01"
-        assert verify_backup(result.path, deep=True).verified
+        assert verify_backup(result.path, deep=True, key=db_key).verified
     # Both methods copy the same snapshot into the same pages.
     assert pinned.manifest["page_count"] == free.manifest["page_count"]
 
 
-def test_wal_position_is_the_last_commit_frame(tmp_path: Path) -> None:
-    db = make_items_db(tmp_path / "bastion.db", 10)
+def test_wal_position_is_the_last_commit_frame(tmp_path: Path, db_key: DatabaseKey | None) -> None:
+    db = make_items_db(tmp_path / "bastion.db", 10, key=db_key)
     try:
 
         def frames() -> int:
@@ -197,13 +206,13 @@ def _held_by_another_process(path: Path, where: tuple[int, int]) -> bool:
 
 
 @pytest.mark.posix
-def test_backups_keep_this_process_sqlite_locks(tmp_path: Path) -> None:
+def test_backups_keep_this_process_sqlite_locks(tmp_path: Path, db_key: DatabaseKey | None) -> None:
     # Closing any descriptor of a file drops all of this process's POSIX locks on it. The
     # backup must not open and close the live -shm or database file itself; before this was
     # fixed, reading the WAL position dropped the -shm locks and another process could then
     # re-initialise the wal-index under this one (a SIGBUS in a racing migration).
     db_path = tmp_path / "bastion.db"
-    db = make_items_db(db_path, 300)
+    db = make_items_db(db_path, 300, key=db_key)
     shm = Path(str(db_path) + "-shm")
     try:
         assert _held_by_another_process(shm, SHM_DMS)
@@ -226,7 +235,9 @@ FULL_DISK = textwrap.dedent(
     from bastion.errors import StoreError
     from bastion.store import Database
     from bastion.store.backup import create_backup
-    db = Database.open(sys.argv[1], name="bastion")
+    from bastion.store.crypt import DatabaseKey
+    key = DatabaseKey(bytes.fromhex(sys.argv[3])) if sys.argv[3:] else None
+    db = Database.open(sys.argv[1], name="bastion", key=key)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     # No file of this process may grow past 256 KiB from now on: the backup's copy hits it.
     resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
@@ -244,14 +255,22 @@ FULL_DISK = textwrap.dedent(
 @pytest.mark.posix
 def test_a_full_disk_during_the_file_copy_is_a_store_io_error_and_leaves_nothing(
     tmp_path: Path,
+    db_key: DatabaseKey | None,
 ) -> None:
     db_path = tmp_path / "bastion.db"
-    db = make_items_db(db_path, 3000)  # ~1 MB, past the child's file size limit
+    db = make_items_db(db_path, 3000, key=db_key)  # ~1 MB, past the child's file size limit
     db.close()
     assert db_path.stat().st_size > 512 * 1024
     backups = tmp_path / "backups"
     proc = subprocess.run(
-        [sys.executable, "-c", FULL_DISK, str(db_path), str(backups)],
+        [
+            sys.executable,
+            "-c",
+            FULL_DISK,
+            str(db_path),
+            str(backups),
+            *([db_key.raw.hex()] if db_key else []),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -262,17 +281,19 @@ def test_a_full_disk_during_the_file_copy_is_a_store_io_error_and_leaves_nothing
     assert out["error"] == "store_io", out
     assert "disk full" in out["message"]
     assert [p.name for p in backups.iterdir()] == []
-    assert count_items(db_path) == 3000
-    assert integrity(db_path) == ["ok"]
+    assert count_items(db_path, db_key) == 3000
+    assert integrity(db_path, db_key) == ["ok"]
 
 
-def test_the_default_vfs_copy_reads_through_sqlites_own_descriptor(tmp_path: Path) -> None:
+def test_the_default_vfs_copy_reads_through_sqlites_own_descriptor(
+    tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
     # The file copy reads the live database through the descriptor SQLite holds (a descriptor
     # of our own would have to be closed, dropping this process's locks). If a new SQLite
     # ever lays out its unix file object differently, the lookup must say so here, not fall
     # back silently to the slower VFS reads that hold the GIL.
-    db = make_items_db(tmp_path / "bastion.db", 50)
-    src = apsw.Connection(str(db.path), flags=apsw.SQLITE_OPEN_READONLY)
+    db = make_items_db(tmp_path / "bastion.db", 50, key=db_key)
+    src = connect(str(db.path), flags=apsw.SQLITE_OPEN_READONLY, key=db_key)
     try:
         src.execute("SELECT count(*) FROM items").fetchall()
         fd = _sqlite_descriptor(src, db.path)

@@ -17,6 +17,7 @@ from bastion.app import Home
 from bastion.config import Config, StoreConfig, load_config
 from bastion.errors import NotADatabase, StoreCorrupt
 from bastion.store.backup import create_backup
+from bastion.store.crypt import DatabaseKey
 from bastion.store.recovery import CheckKind, OpenCheck, merge_salvage, open_check, recover
 from tests.store.opsfixtures import (
     ITEMS_DDL,
@@ -27,9 +28,12 @@ from tests.store.opsfixtures import (
     overwrite,
 )
 
+# Every test that takes db_key runs twice: plaintext, then encrypted (tests/conftest.py).
+pytestmark = pytest.mark.encrypted_rerun
 
-def _config(tmp_path: Path, on_corrupt: str) -> Config:
-    return load_config(tmp_path / "home", env={"BASTION_STORE_ON_CORRUPT": on_corrupt})
+
+def _config(tmp_path: Path, on_corrupt: str, store_env: dict[str, str]) -> Config:
+    return load_config(tmp_path / "home", env={"BASTION_STORE_ON_CORRUPT": on_corrupt, **store_env})
 
 
 def _home_with_backup(cfg: Config, backed_up: int = 400, after: int = 100) -> Path:
@@ -43,31 +47,31 @@ def _home_with_backup(cfg: Config, backed_up: int = 400, after: int = 100) -> Pa
     return Path(result.path)
 
 
-def _flip_leaf(path: Path) -> None:
-    overwrite(path, leaf_page_offset(path) + 8, os.urandom(64))
+def _flip_leaf(path: Path, db_key: DatabaseKey | None = None) -> None:
+    overwrite(path, leaf_page_offset(path, key=db_key) + 8, os.urandom(64))
 
 
-def _smash_header(path: Path) -> None:
+def _smash_header(path: Path, db_key: DatabaseKey | None = None) -> None:
     overwrite(path, 0, os.urandom(100))
 
 
-def _truncate_half(path: Path) -> None:
+def _truncate_half(path: Path, db_key: DatabaseKey | None = None) -> None:
     os.truncate(path, (path.stat().st_size // 2 // 4096) * 4096)
 
 
-def _truncate_zero(path: Path) -> None:
+def _truncate_zero(path: Path, db_key: DatabaseKey | None = None) -> None:
     os.truncate(path, 0)
 
 
-def _delete(path: Path) -> None:
+def _delete(path: Path, db_key: DatabaseKey | None = None) -> None:
     path.unlink()
 
 
-def _swap_non_sqlite(path: Path) -> None:
+def _swap_non_sqlite(path: Path, db_key: DatabaseKey | None = None) -> None:
     path.write_text("# this is a config file someone copied over the database\n" * 100)
 
 
-DAMAGE: dict[str, tuple[Callable[[Path], None], CheckKind]] = {
+DAMAGE: dict[str, tuple[Callable[[Path, DatabaseKey | None], None], CheckKind]] = {
     "flipped-page": (_flip_leaf, CheckKind.CORRUPT),
     "smashed-header": (_smash_header, CheckKind.NOT_A_DATABASE),
     "truncated": (_truncate_half, CheckKind.TRUNCATED),
@@ -79,14 +83,16 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], CheckKind]] = {
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_damage_is_detected_quarantined_and_the_backup_restored(
-    tmp_path: Path, damage: str
+    tmp_path: Path, damage: str, db_key: DatabaseKey | None, store_env: dict[str, str]
 ) -> None:
-    cfg = _config(tmp_path, "recover")
+    cfg = _config(tmp_path, "recover", store_env)
     backup = _home_with_backup(cfg)
     harm, kind = DAMAGE[damage]
     original = cfg.db_path.read_bytes()
-    harm(cfg.db_path)
-    check = open_check(cfg.db_path, cfg.store, backups_dir=cfg.backups_dir, db_name="bastion")
+    harm(cfg.db_path, db_key)
+    check = open_check(
+        cfg.db_path, cfg.store, backups_dir=cfg.backups_dir, db_name="bastion", key=db_key
+    )
     assert check.kind is kind, check.detail
     assert not check.ok
 
@@ -107,7 +113,11 @@ def test_damage_is_detected_quarantined_and_the_backup_restored(
     assert data["failed_check"]["kind"] == kind.value
     assert data["restored_from"] == str(backup)
     assert data["rows_in_backup"]["items"] == 400
-    if damage == "smashed-header":
+    if damage == "smashed-header" and db_key is not None:
+        # An encrypted page 1 is authenticated whole: smashed, the schema is unreadable and
+        # salvage reads nothing; the backup is what comes back.
+        assert data["rows_salvaged"] == {}
+    elif damage == "smashed-header":
         # The b-tree pages are intact: salvage rebuilds the header and keeps every row.
         assert data["rows_salvaged"]["items"] == 500
         assert data["rows_only_in_salvage"]["items"] == 100
@@ -121,15 +131,20 @@ def test_damage_is_detected_quarantined_and_the_backup_restored(
     del original
 
 
-def test_deleted_wal_with_committed_frames_is_detected(tmp_path: Path) -> None:
-    cfg = _config(tmp_path, "recover")
+def test_deleted_wal_with_committed_frames_is_detected(
+    tmp_path: Path, db_key: DatabaseKey | None, store_env: dict[str, str]
+) -> None:
+    cfg = _config(tmp_path, "recover", store_env)
     _home_with_backup(cfg)
     # A writer that dies without closing leaves its committed transactions in the WAL only.
     code = textwrap.dedent(
         f"""
-        import os
+        import base64, os
         from bastion.store import Database
-        db = Database.open({str(cfg.db_path)!r}, name="bastion")
+        from bastion.store.crypt import DatabaseKey
+        raw = os.environ.get("BASTION_DB_KEY")
+        key = DatabaseKey(base64.b64decode(raw)) if raw else None
+        db = Database.open({str(cfg.db_path)!r}, name="bastion", key=key)
         db.write(lambda tx: tx.executemany(
             "INSERT INTO items(name, body) VALUES (?, ?)",
             [("late-%d" % i, "x") for i in range(50)]))
@@ -140,7 +155,9 @@ def test_deleted_wal_with_committed_frames_is_detected(tmp_path: Path) -> None:
     wal = Path(str(cfg.db_path) + "-wal")
     assert wal.stat().st_size > 0
     wal.unlink()
-    check = open_check(cfg.db_path, cfg.store, backups_dir=cfg.backups_dir, db_name="bastion")
+    check = open_check(
+        cfg.db_path, cfg.store, backups_dir=cfg.backups_dir, db_name="bastion", key=db_key
+    )
     assert check.kind is CheckKind.WAL_LOST
     assert "committed frames" in check.detail
 
@@ -152,24 +169,28 @@ def test_deleted_wal_with_committed_frames_is_detected(tmp_path: Path) -> None:
     assert "bastion.db-shm" in names, "the -shm goes to quarantine with its database"
 
 
-def test_a_corrupt_newest_backup_is_skipped_for_the_older_good_one(tmp_path: Path) -> None:
-    cfg = _config(tmp_path, "recover")
+def test_a_corrupt_newest_backup_is_skipped_for_the_older_good_one(
+    tmp_path: Path, db_key: DatabaseKey | None, store_env: dict[str, str]
+) -> None:
+    cfg = _config(tmp_path, "recover", store_env)
     good = _home_with_backup(cfg, backed_up=300, after=0)
     with Home.open(cfg) as home:
         add_items(home.db, 300, 50)
         newest = Path(home.backup().path)
     overwrite(newest, newest.stat().st_size - 3000, os.urandom(64))
-    _flip_leaf(cfg.db_path)
+    _flip_leaf(cfg.db_path, db_key)
     with Home.open(cfg) as home:
         assert home.recovery is not None
         assert home.recovery.restored_from == good
         assert home.db.scalar("SELECT count(*) FROM items") == 300
 
 
-def test_refuse_mode_raises_naming_the_file_and_changes_nothing(tmp_path: Path) -> None:
-    cfg = _config(tmp_path, "refuse")
+def test_refuse_mode_raises_naming_the_file_and_changes_nothing(
+    tmp_path: Path, db_key: DatabaseKey | None, store_env: dict[str, str]
+) -> None:
+    cfg = _config(tmp_path, "refuse", store_env)
     _home_with_backup(cfg)
-    _flip_leaf(cfg.db_path)
+    _flip_leaf(cfg.db_path, db_key)
     before = cfg.db_path.read_bytes()
     with pytest.raises(StoreCorrupt) as caught:
         Home.open(cfg)
@@ -180,20 +201,24 @@ def test_refuse_mode_raises_naming_the_file_and_changes_nothing(tmp_path: Path) 
     assert list(cfg.quarantine_dir.iterdir()) == []
 
 
-def test_refuse_mode_names_a_non_database(tmp_path: Path) -> None:
-    cfg = _config(tmp_path, "refuse")
+def test_refuse_mode_names_a_non_database(
+    tmp_path: Path, db_key: DatabaseKey | None, store_env: dict[str, str]
+) -> None:
+    cfg = _config(tmp_path, "refuse", store_env)
     _home_with_backup(cfg)
-    _swap_non_sqlite(cfg.db_path)
+    _swap_non_sqlite(cfg.db_path, db_key)
     with pytest.raises(NotADatabase, match="not an SQLite database"):
         Home.open(cfg)
 
 
-def test_no_backup_puts_the_salvage_in_place(tmp_path: Path) -> None:
-    cfg = _config(tmp_path, "recover")
+def test_no_backup_puts_the_salvage_in_place(
+    tmp_path: Path, db_key: DatabaseKey | None, store_env: dict[str, str]
+) -> None:
+    cfg = _config(tmp_path, "recover", store_env)
     with Home.init(cfg) as home:
         home.db.write(lambda tx: tx.script(ITEMS_DDL))
         add_items(home.db, 0, 3000)
-    _flip_leaf(cfg.db_path)
+    _flip_leaf(cfg.db_path, db_key)
     with Home.open(cfg) as home:
         assert home.recovery is not None
         assert home.recovery.placed == "salvage"
@@ -201,31 +226,39 @@ def test_no_backup_puts_the_salvage_in_place(tmp_path: Path) -> None:
         assert 2800 < rows < 3000
 
 
-def test_fresh_home_and_healthy_file_pass_the_check(tmp_path: Path) -> None:
-    cfg = _config(tmp_path, "refuse")
-    new = open_check(cfg.db_path, cfg.store)
+def test_fresh_home_and_healthy_file_pass_the_check(
+    tmp_path: Path, db_key: DatabaseKey | None, store_env: dict[str, str]
+) -> None:
+    cfg = _config(tmp_path, "refuse", store_env)
+    new = open_check(cfg.db_path, cfg.store, key=db_key)
     assert new.kind is CheckKind.NEW
     _home_with_backup(cfg)
-    ok = open_check(cfg.db_path, cfg.store, backups_dir=cfg.backups_dir)
+    ok = open_check(cfg.db_path, cfg.store, backups_dir=cfg.backups_dir, key=db_key)
     assert ok.kind is CheckKind.OK
-    big = open_check(cfg.db_path, StoreConfig(open_check_max_bytes=0))
+    big = open_check(cfg.db_path, StoreConfig(open_check_max_bytes=0), key=db_key)
     assert big.kind is CheckKind.INCONCLUSIVE
     assert big.ok
-    full = open_check(cfg.db_path, cfg.store, full=True)
+    full = open_check(cfg.db_path, cfg.store, full=True, key=db_key)
     assert full.output == ("ok",)
 
 
-def test_merge_from_salvage_inserts_missing_rows_and_reports_conflicts(tmp_path: Path) -> None:
-    cfg = _config(tmp_path, "refuse")
+def test_merge_from_salvage_inserts_missing_rows_and_reports_conflicts(
+    tmp_path: Path, db_key: DatabaseKey | None, store_env: dict[str, str]
+) -> None:
+    cfg = _config(tmp_path, "refuse", store_env)
     _home_with_backup(cfg, backed_up=300, after=100)
     with Home.open(cfg) as home:
         home.db.write(lambda tx: tx.execute("UPDATE items SET body = 'edited' WHERE id = 5"))
     forced = OpenCheck(cfg.db_path, CheckKind.CORRUPT, "forced by the test", (), 0.0)
     report = recover(
-        cfg.db_path, backups_dir=cfg.backups_dir, quarantine_root=cfg.quarantine_dir, check=forced
+        cfg.db_path,
+        backups_dir=cfg.backups_dir,
+        quarantine_root=cfg.quarantine_dir,
+        check=forced,
+        key=db_key,
     )
     assert report.rows_only_in_salvage["items"] == 100
-    assert integrity(cfg.db_path) == ["ok"]
+    assert integrity(cfg.db_path, db_key) == ["ok"]
     with Home.open(cfg) as home:
         dry = merge_salvage(
             home.db, report.quarantine_dir / "salvaged.db", tables=["items"], dry_run=True
@@ -240,13 +273,15 @@ def test_merge_from_salvage_inserts_missing_rows_and_reports_conflicts(tmp_path:
         assert home.db.scalar("SELECT body FROM items WHERE id = 5") != "edited"
         again = merge_salvage(home.db, report.quarantine_dir / "salvaged.db", tables=["items"])
         assert again.inserted == {"items": 0}
-    assert count_items(cfg.db_path) == 400
+    assert count_items(cfg.db_path, db_key) == 400
 
 
-def test_backup_of_a_recovered_home_still_works(tmp_path: Path) -> None:
-    cfg = _config(tmp_path, "recover")
+def test_backup_of_a_recovered_home_still_works(
+    tmp_path: Path, db_key: DatabaseKey | None, store_env: dict[str, str]
+) -> None:
+    cfg = _config(tmp_path, "recover", store_env)
     _home_with_backup(cfg)
-    _flip_leaf(cfg.db_path)
+    _flip_leaf(cfg.db_path, db_key)
     with Home.open(cfg) as home:
         result = create_backup(home.db, cfg.backups_dir)
     assert result.manifest["row_counts"]["items"] == 400

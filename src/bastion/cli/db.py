@@ -23,6 +23,9 @@ DB_COMMANDS: dict[str, str] = {
     "check": "bastion.cli.db_ops:check",
     "migrate": "bastion.cli.db_migrate:migrate",
     "baseline": "bastion.cli.db_migrate:baseline",
+    "encrypt": "bastion.cli.db_crypt:encrypt",
+    "decrypt": "bastion.cli.db_crypt:decrypt",
+    "rekey": "bastion.cli.db_crypt:rekey",
 }
 
 
@@ -44,6 +47,12 @@ def _render_status(d: dict[str, Any]) -> str:
             f"foreign_keys:  {'on' if p['foreign_keys'] else 'off'}",
             f"busy_timeout:  {p['busy_timeout_ms']} ms",
             f"sqlite:        {d['sqlite_version']}",
+            "encryption:    "
+            + (
+                f"{enc['cipher']} (key id {enc['key_id']})"
+                if (enc := d.get("encryption"))
+                else "off (plaintext file)"
+            ),
             *_render_migrations(d.get("migrations", [])),
         ]
     )
@@ -59,6 +68,7 @@ def _other_status(ctx: click.Context, db_name: str) -> dict[str, Any]:
     """``db status`` of vault.db or another ``<home>/NAME.db``: the same fields as the home's."""
     import dataclasses
 
+    from bastion.app import encryption_status
     from bastion.cli.db_ops import open_database
     from bastion.store.migrations import Migrator, Namespace
 
@@ -94,6 +104,7 @@ def _other_status(ctx: click.Context, db_name: str) -> dict[str, Any]:
             "freelist_count": freelist,
             "sqlite_version": db.posture.sqlite_version,
             "read_only": db.readonly,
+            "encryption": encryption_status(db),
             "migrations": migrations,
         }
     finally:

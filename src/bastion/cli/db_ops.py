@@ -106,6 +106,7 @@ def _open(cfg: Config, name: str, *, for_reading: bool = False) -> Database:
     when the disk refuses a normal one. A database the home has held that is missing is
     ``StoreMissing``: nothing is created in its place."""
     from bastion._home import missing_error, record
+    from bastion.app import database_key
     from bastion.store import Database
     from bastion.store.recovery import CheckKind, open_check
 
@@ -114,8 +115,11 @@ def _open(cfg: Config, name: str, *, for_reading: bool = False) -> Database:
     if missing is not None:
         raise missing
     path = database_path(cfg, name)
-    check = open_check(path, cfg.store, backups_dir=cfg.backups_dir, db_name=name, expected=True)
-    if check.kind is CheckKind.IO_ERROR:
+    key = database_key(cfg, path)
+    check = open_check(
+        path, cfg.store, backups_dir=cfg.backups_dir, db_name=name, expected=True, key=key
+    )
+    if check.kind in (CheckKind.IO_ERROR, CheckKind.KEY):
         raise check.error()
     if check.damaged:
         error = check.error()
@@ -125,9 +129,9 @@ def _open(cfg: Config, name: str, *, for_reading: bool = False) -> Database:
         )
         raise error
     if for_reading:
-        db = Database.open_for_reading(path, cfg.store, name=name)
+        db = Database.open_for_reading(path, cfg.store, name=name, key=key)
     else:
-        db = Database.open(path, cfg.store, name=name, create=False)
+        db = Database.open(path, cfg.store, name=name, create=False, key=key)
     if db.readonly is None:
         record(cfg.home, name, path)
     return db
@@ -218,6 +222,7 @@ def backup(ctx: click.Context, db_name: str, to: Path | None, vacuum: bool, as_j
             create_backup, db, cfg.backups_dir, to=to, vacuum=vacuum, progress=callback
         )
         close = db.close
+    key = home.db.key if db_name == "bastion" else db.key
     try:
         if bar is not None:
             with bar:
@@ -226,7 +231,9 @@ def backup(ctx: click.Context, db_name: str, to: Path | None, vacuum: bool, as_j
             result = run()
     finally:
         close()
-    removed = [] if to is not None else rotate_backups(cfg.backups_dir, db_name, cfg.backup)
+    removed = (
+        [] if to is not None else rotate_backups(cfg.backups_dir, db_name, cfg.backup, key=key)
+    )
     m = result.manifest
     data = {
         "path": str(result.path),
@@ -264,11 +271,12 @@ def backups(
     ctx: click.Context, db_name: str, verify: bool, no_headers: bool, as_json: bool
 ) -> None:
     """List backups, newest first, with age, size and verified state."""
+    from bastion.app import database_key
     from bastion.store.backup import backup_status, list_backups
 
     cfg = config_from(ctx)
-    database_path(cfg, db_name, backups=True)
-    infos = list_backups(cfg.backups_dir, db_name, deep=verify)
+    path = database_path(cfg, db_name, backups=True)
+    infos = list_backups(cfg.backups_dir, db_name, deep=verify, key=database_key(cfg, path))
     data = {
         "backups": [i.to_dict() for i in infos],
         "last_scheduled": backup_status(cfg.backups_dir, db_name),
@@ -407,7 +415,8 @@ def restore(
     require_home(cfg)
     path = _resolve_backup(cfg, backup_name)
     target = _db_path(cfg, db_name)
-    info = verify_backup(path, deep=True)
+    key = _restore_key(cfg, target, path)
+    info = verify_backup(path, deep=True, key=key)
     if not info.verified:
         raise RestoreRefused(
             f"backup {path.name} is not usable: {info.problem}; the live database was not touched",
@@ -434,8 +443,8 @@ def restore(
             "The current files move to quarantine/.",
             abort=True,
         )
-    result = restore_backup(path, target, cfg.quarantine_dir, db_name=db_name)
-    with Database.open(target, cfg.store, name=db_name, create=False) as db:
+    result = restore_backup(path, target, cfg.quarantine_dir, db_name=db_name, key=key)
+    with Database.open(target, cfg.store, name=db_name, create=False, key=key) as db:
         checks = check_database(db, full=False)
         migrations = _migration_state(db)
     data = {
@@ -466,6 +475,25 @@ def restore(
             ]
         ),
     )
+
+
+def _restore_key(cfg: Config, target: Path, backup: Path) -> Any:
+    """The key to restore ``backup`` with: the database's, or (keychain source) the older key
+    a backup made before `db rekey` names; a typed key error when there is none."""
+    from bastion.app import database_key
+    from bastion.store.backup import backup_key_id, check_backup_key, read_manifest
+
+    key = database_key(cfg, target)
+    manifest = read_manifest(backup)
+    needed = backup_key_id(manifest)
+    if key is not None and needed is not None and needed != key.key_id:
+        from bastion.vault.dbkey import DatabaseKeySource
+
+        older = DatabaseKeySource(cfg).key_by_id(needed)
+        key = older if older is not None else key
+    if manifest is not None:
+        check_backup_key(backup, manifest, key)
+    return key
 
 
 def _migration_state(db: Database) -> Any:
@@ -521,6 +549,7 @@ def recover(
     import dataclasses
 
     from bastion._home import expects
+    from bastion.app import database_key
     from bastion.errors import NotFound
     from bastion.store.recovery import CheckKind, latest_salvage, merge_salvage, open_check
     from bastion.store.recovery import recover as do_recover
@@ -528,6 +557,7 @@ def recover(
     cfg = config_from(ctx)
     path = _db_path(cfg, db_name)
     require_home(cfg)
+    key = database_key(cfg, path)
     if from_salvage is not None:
         source = (
             latest_salvage(cfg.quarantine_dir, db_name)
@@ -543,7 +573,9 @@ def recover(
             )
         from bastion.store.header import check_header
 
-        check_header(source)  # a file that is not SQLite is refused before anything opens it
+        # A file that is not SQLite is refused before anything opens it (an encrypted
+        # salvaged copy needs the database's key).
+        check_header(source, key=key)
         db = _open(cfg, db_name)
         try:
             merged = merge_salvage(db, source, dry_run=dry_run)
@@ -574,9 +606,11 @@ def recover(
         db_name=db_name,
         full=True,
         expected=expects(cfg.home, db_name),
+        key=key,
     )
-    if check.kind is CheckKind.IO_ERROR:
-        raise check.error()  # the disk refused: not corruption, nothing to recover
+    if check.kind in (CheckKind.IO_ERROR, CheckKind.KEY):
+        # The disk refused, or the key does not fit: not corruption, nothing to recover.
+        raise check.error()
     if check.fault is not None and not as_json:
         click.echo(f"note: {check.fault.message}", err=True)
     if check.ok and not force:
@@ -600,6 +634,7 @@ def recover(
         check=check,
         db_name=db_name,
         allow_empty=allow_empty,
+        key=key,
     )
     data = {"recovered": True, **report.to_dict()}
     emit(

@@ -816,7 +816,8 @@ def _same_salt(key: DatabaseKey | None, path: Path) -> DatabaseKey | None:
         return None
     from bastion.store._rawread import read_head
 
-    return key.with_salt(read_head(path, 16))
+    head = read_head(path, 24)
+    return key.with_salt(head[:16] if classify(head) is FileKind.ENCRYPTED else None)
 
 
 def _open_source(path: Path, vfs: str | None, key: DatabaseKey | None = None) -> apsw.Connection:

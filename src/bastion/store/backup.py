@@ -78,6 +78,7 @@ __all__ = [
     "RestoreResult",
     "SourceState",
     "backup_key_id",
+    "check_backup_key",
     "backup_status",
     "create_backup",
     "inspect_file",
@@ -85,6 +86,7 @@ __all__ = [
     "move_to_quarantine",
     "newest_verified_backup",
     "plan_rotation",
+    "read_manifest",
     "read_source_state",
     "restore_backup",
     "rotate_backups",
@@ -312,6 +314,11 @@ def create_backup(
 
 
 # --- list and verify ---------------------------------------------------------------------
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest of backup ``path`` (None when missing or not a bastion manifest)."""
+    return _read_manifest(path)[0]
 
 
 def _read_manifest(path: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -565,7 +572,7 @@ def restore_backup(
     backup = Path(backup).absolute()
     manifest, _problem = _read_manifest(backup)
     if manifest is not None:
-        _raise_key_mismatch(backup, manifest, key)
+        check_backup_key(backup, manifest, key)
     info = verify_backup(backup, deep=True, key=key)
     if not info.verified:
         raise RestoreRefused(
@@ -628,8 +635,10 @@ def restore_backup(
     return RestoreResult(backup, target, qdir, quarantined, replaced, rows)
 
 
-def _raise_key_mismatch(backup: Path, manifest: Mapping[str, Any], key: DatabaseKey | None) -> None:
-    """The typed key error for a backup that ``key`` cannot open (see restore_backup)."""
+def check_backup_key(backup: Path, manifest: Mapping[str, Any], key: DatabaseKey | None) -> None:
+    """Raise the typed key error for a backup that ``key`` cannot open (see
+    :func:`restore_backup`): ``DatabaseKeyMissing``/``DatabaseKeyWrong`` naming the key id it
+    was made with, ``DatabaseNotEncrypted`` for a plaintext backup given a key."""
     needed = backup_key_id(manifest)
     if needed is None and key is not None:
         raise DatabaseNotEncrypted(

@@ -676,6 +676,12 @@ class Database(ReaderPool):
         return self._key is not None
 
     @property
+    def key(self) -> DatabaseKey | None:
+        """The key this database was opened with (None: plaintext), for the file-level
+        functions that need it (listing and rotating its backups). Its repr is masked."""
+        return self._key
+
+    @property
     def key_id(self) -> str | None:
         """The fingerprint of the key this database was opened with (never the key)."""
         return None if self._key is None else self._key.key_id

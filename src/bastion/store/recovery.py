@@ -271,8 +271,13 @@ def _open_check(
         )
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
-    # An encrypted file's page count (bytes 28..31) is encrypted: only its page size is read.
-    pages = int.from_bytes(header[28:32], "big") if kind is FileKind.PLAIN else 0
+    if kind is FileKind.ENCRYPTED and key is not None and size >= page_size:
+        # The page count (bytes 28..31) is encrypted: read it from page 1 decrypted here.
+        # A page 1 that does not authenticate is left to the check (wrong key, or damage).
+        from bastion.store.crypt.pages import decrypt_page
+
+        header = (decrypt_page(key, read_head(path, page_size), 1) or b"")[:100] or header
+    pages = int.from_bytes(header[28:32], "big") if header.startswith(_HEADER) else 0
     if page_size and size % page_size:
         return done(
             CheckKind.TRUNCATED,

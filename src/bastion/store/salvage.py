@@ -36,7 +36,7 @@ from typing import Any
 import apsw
 
 from bastion._fs import copy_private, fsync_dir
-from bastion.store.crypt.cipher import connect
+from bastion.store.crypt.cipher import FileKind, classify, connect
 from bastion.store.crypt.key import DatabaseKey
 from bastion.store.crypt.pages import decrypt_page
 
@@ -153,9 +153,11 @@ def salvage(source: Path, dest: Path, *, key: DatabaseKey | None = None) -> Salv
 _MAGIC = b"SQLite format 3\x00"
 
 
-def _salt(copy: Path) -> bytes:
+def _salt(copy: Path) -> bytes | None:
+    """The salt of an encrypted copy (None for anything else: a damaged header)."""
     with open(copy, "rb") as handle:  # our private copy: no lock of ours to lose
-        return handle.read(16)
+        head = handle.read(24)
+    return head[:16] if classify(head) is FileKind.ENCRYPTED else None
 
 
 def _repair_header(copy: Path) -> str | None:
