@@ -17,20 +17,26 @@ from bastion.cli import cli
 from bastion.config import Config, load_config
 from bastion.doctor import run_doctor, write_bundle
 from bastion.runfiles import read_token
+from bastion.store.crypt import DatabaseKey
 
 
-def _healthy_home(tmp_path: Path) -> Config:
-    cfg = load_config(tmp_path / "home", env={})
+def _healthy_home(tmp_path: Path, store_env: dict[str, str] | None = None) -> Config:
+    cfg = load_config(tmp_path / "home", env=store_env or {})
     with Home.init(cfg) as home:
         home.backup()
     return cfg
 
 
-def test_report_covers_every_part_of_a_healthy_home(tmp_path: Path) -> None:
-    cfg = _healthy_home(tmp_path)
+@pytest.mark.encrypted_rerun
+def test_report_covers_every_part_of_a_healthy_home(
+    tmp_path: Path, store_env: dict[str, str], db_key: DatabaseKey | None
+) -> None:
+    cfg = _healthy_home(tmp_path, store_env)
     report = run_doctor(cfg)
     assert report["problems"] == []
     bastion = report["databases"]["bastion"]
+    key_id = None if db_key is None else {"cipher": "chacha20", "key_id": db_key.key_id}
+    assert bastion["encryption"] == key_id
     assert bastion["posture"]["journal_mode"] == "WAL"
     assert bastion["posture"]["foreign_keys"] is True
     assert bastion["check"]["integrity"] == ["ok"]
@@ -230,3 +236,22 @@ def test_doctor_reports_the_age_of_the_newest_verified_backup_of_each_database(
 
     human = CliRunner().invoke(cli, ["--home", str(cfg.home), "doctor"])
     assert human.output.count("backup: newest verified") == 2, human.output
+
+
+def test_a_wrong_database_key_is_a_key_problem_not_damage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+
+    from tests.conftest import encrypted_store_env
+
+    monkeypatch.setenv("BASTION_DB_KEY", base64.b64encode(os.urandom(32)).decode())
+    cfg = _healthy_home(tmp_path, encrypted_store_env())
+    monkeypatch.setenv("BASTION_DB_KEY", base64.b64encode(os.urandom(32)).decode())
+    report = run_doctor(cfg)
+    bastion = report["databases"]["bastion"]
+    assert bastion["open_check"]["kind"] == "key"
+    assert "key does not fit" in bastion["problem"]
+    assert "damaged" not in bastion["problem"]
+    assert report["backups"]["damaged"] == []
+    assert len(report["backups"]["other_key"]) == report["backups"]["count"] >= 1

@@ -339,20 +339,12 @@ class Home:
 
 
 def database_key(cfg: Config, path: Path) -> DatabaseKey | None:
-    """The key ``path`` is opened with: None when ``store.encryption`` is off; else from
-    ``store.key_source`` (see :mod:`bastion.vault.dbkey`). The keychain source makes its key
-    only for a database that is not encrypted yet (a new one, or one ``db encrypt`` will
-    convert), never for an encrypted file whose key is missing."""
+    """The key ``path`` is opened with (see :func:`bastion.vault.dbkey.database_key`)."""
     if cfg.store.encryption != "required":
         return None
-    from bastion.store.crypt.cipher import FileKind, file_kind
-    from bastion.vault.dbkey import DatabaseKeySource
+    from bastion.vault.dbkey import database_key as key_of
 
-    try:
-        encrypted = file_kind(path) is FileKind.ENCRYPTED
-    except OSError:
-        encrypted = True  # unreadable: never make a new key for it; the open says why
-    return DatabaseKeySource(cfg).key_for(path, create=not encrypted)
+    return key_of(cfg, path)
 
 
 def encryption_status(db: Database) -> dict[str, Any] | None:

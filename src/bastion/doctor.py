@@ -145,9 +145,16 @@ def _database_report(cfg: Config, path: Path, name: str, *, full: bool) -> dict[
         return out
     # Before anything opens the file: a damaged database is when this matters most.
     out["newest_verified_backup"] = newest_verified_backup_age(cfg, path, name, deep=full)
+    key = _database_key(cfg, path)
     check = open_check(
-        path, cfg.store, backups_dir=cfg.backups_dir, db_name=name, expected=expects(cfg.home, name)
+        path,
+        cfg.store,
+        backups_dir=cfg.backups_dir,
+        db_name=name,
+        expected=expects(cfg.home, name),
+        key=key,
     )
+    out["encryption"] = {"cipher": "chacha20", "key_id": key.key_id} if key is not None else None
     out["open_check"] = check.to_dict()
     if check.fault is not None:
         # The disk refuses (full, read-only, permissions): named as such, never as damage.
@@ -159,6 +166,9 @@ def _database_report(cfg: Config, path: Path, name: str, *, full: bool) -> dict[
                 + ("" if name == "bastion" else f" --db {name}")
                 + "` restores the newest verified backup"
             )
+        elif check.kind.value == "key":
+            fault = check.error()
+            out["problem"] = f"the database key does not fit: {fault.message}. {fault.hint}"
         else:
             fault = check.error()
             out["problem"] = f"the disk refused the check: {fault.message}. {fault.hint}"
@@ -168,7 +178,7 @@ def _database_report(cfg: Config, path: Path, name: str, *, full: bool) -> dict[
             f"readable, but the disk refuses writes: {check.fault.message}. {check.fault.hint}"
         )
     try:
-        with Database.open_for_reading(path, cfg.store, name=name) as db:
+        with Database.open_for_reading(path, cfg.store, name=name, key=key) as db:
             out["read_only"] = db.readonly
             out["posture"] = dataclasses.asdict(db.posture)
             out["check"] = check_database(db, full=full)
@@ -199,10 +209,11 @@ def newest_verified_backup_age(
     from bastion.store.backup import SourceState, list_backups, read_source_state
     from bastion.store.backup import newest_verified_backup as newest
 
+    key = _database_key(cfg, path)
     if deep:
-        info = newest(cfg.backups_dir, name)
+        info = newest(cfg.backups_dir, name, key=key)
     else:
-        info = next((b for b in list_backups(cfg.backups_dir, name) if b.verified), None)
+        info = next((b for b in list_backups(cfg.backups_dir, name, key=key) if b.verified), None)
     if info is None:
         return None
     changed: bool | None = None
@@ -377,10 +388,12 @@ def run_doctor(cfg: Config, *, full_check: bool = True) -> dict[str, Any]:
             "it once the import is checked (`bastion secrets import --purge-backups`)"
         )
     report["services"] = _services_report(cfg)
-    backups = list_backups(cfg.backups_dir)
+    backups = list_backups(cfg.backups_dir, key=_database_key(cfg, cfg.db_path))
     report["backups"] = {
         "count": len(backups),
-        "damaged": [str(b.path) for b in backups if not b.verified],
+        # A backup only another key opens (made before a `db rekey`) is not damaged.
+        "damaged": [str(b.path) for b in backups if not b.verified and not b.key_problem],
+        "other_key": [str(b.path) for b in backups if b.key_problem],
         "newest": backups[0].to_dict() if backups else None,
     }
     if report["backups"]["damaged"]:
@@ -481,3 +494,15 @@ def _assert_clean(payload: bytes, secrets: Iterable[str]) -> None:
                         f"bundle member {info.filename} still contains a secret; not written",
                         hint="This is a bug in bastion doctor; please report it without the bundle.",
                     )
+
+
+def _database_key(cfg: Config, path: Path) -> Any:
+    """The key ``path`` is opened with (None: plaintext, or no usable key: the database's
+    own check reports that as a key problem)."""
+    from bastion.app import database_key
+    from bastion.errors import StoreKeyError
+
+    try:
+        return database_key(cfg, path)
+    except StoreKeyError:
+        return None

@@ -96,12 +96,22 @@ def test_encrypt_rekey_decrypt_a_home(tmp_path: Path, env_source: dict[str, str]
     made = _json(home, "db", "backup", env=env_source)
     assert_no_plaintext(Path(made["path"]), SENTINEL.encode())
     assert _json(home, "db", "check", env=env_source)["ok"]
+    # The one-shot read (`settings get`, no Database) is keyed too.
+    code, out, err = _run(home, "settings", "get", "greeting", env=env_source)
+    assert code == 0, err
+    assert SENTINEL in out
     again = _json(home, "db", "encrypt", "--yes", env=env_source)
     assert again["converted"] == []
 
     # The wrong key: its own error, exit 79, and nothing quarantined by recover.
     wrong = {**env_source, "BASTION_DB_KEY": _key()}
-    for args in (("db", "status"), ("db", "check"), ("db", "recover"), ("settings", "list")):
+    for args in (
+        ("db", "status"),
+        ("db", "check"),
+        ("db", "recover"),
+        ("settings", "list"),
+        ("settings", "get", "greeting"),
+    ):
         code, out, _ = _run(home, *args, "--json", env=wrong)
         assert code == 79, (args, out)
         assert json.loads(out)["code"] == "db_key_wrong"
@@ -113,11 +123,14 @@ def test_encrypt_rekey_decrypt_a_home(tmp_path: Path, env_source: dict[str, str]
     code, out, _ = _run(home, "db", "status", "--json", env=env_source)
     assert code == 79, "the old key no longer opens it"
     after = {**env_source, "BASTION_DB_KEY": new_key}
-    assert _json(home, "db", "status", env=after)["encryption"]["key_id"] != status["encryption"][
-        "key_id"
-    ]
+    assert (
+        _json(home, "db", "status", env=after)["encryption"]["key_id"]
+        != status["encryption"]["key_id"]
+    )
     # A backup made before the rekey names the key it needs.
-    code, out, _ = _run(home, "db", "restore", Path(made["path"]).name, "--yes", "--json", env=after)
+    code, out, _ = _run(
+        home, "db", "restore", Path(made["path"]).name, "--yes", "--json", env=after
+    )
     assert code == 79
     error = json.loads(out)
     assert error["code"] == "db_key_wrong"

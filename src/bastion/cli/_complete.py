@@ -33,7 +33,14 @@ def _names(sql: str, path_of: str, ctx: click.Context, incomplete: str) -> list[
         if not path.is_file():
             return []
         # `x || char(1114111)` is the upper bound of every key starting with x.
-        row = query_one(path, sql, (incomplete, incomplete + "\U0010ffff"), config=cfg.store)
+        key = None
+        if cfg.store.encryption == "required":
+            from bastion.vault.dbkey import database_key
+
+            key = database_key(cfg, path)
+        row = query_one(
+            path, sql, (incomplete, incomplete + "\U0010ffff"), config=cfg.store, key=key
+        )
     except (BastionError, OSError):
         return []
     names = json.loads(row[0]) if row and row[0] else []

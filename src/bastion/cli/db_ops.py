@@ -286,7 +286,9 @@ def backups(
         rows = []
         for b in d["backups"]:
             state = (
-                ("verified*" if b["deep_verified"] else "verified") if b["verified"] else "DAMAGED"
+                ("verified*" if b["deep_verified"] else "verified")
+                if b["verified"]
+                else ("OTHER KEY" if b["key_problem"] else "DAMAGED")
             )
             rows.append(
                 [

@@ -62,7 +62,12 @@ def get(ctx: click.Context, key: str, as_json: bool) -> None:
     missing = missing_error(cfg.home, "bastion", cfg.db_path)
     if missing is not None:
         raise missing
-    setting = read_setting(cfg.db_path, key, config=cfg.store)
+    db_key = None
+    if cfg.store.encryption == "required":  # only then: the key source is not light to load
+        from bastion.vault.dbkey import database_key
+
+        db_key = database_key(cfg, cfg.db_path)
+    setting = read_setting(cfg.db_path, key, config=cfg.store, db_key=db_key)
     emit(setting.to_dict(), as_json, lambda d: json.dumps(d["value"], ensure_ascii=False))
 
 

@@ -136,6 +136,9 @@ class BackupInfo:
     problem: str | None
     manifest: dict[str, Any] | None
     deep: bool
+    #: Not verified because of the key, not damage: the backup is encrypted with another key
+    #: (or none was given), or it is plaintext and a key was given. Says which, in words.
+    key_problem: str | None = None
 
     def age_s(self, now: dt.datetime | None = None) -> float:
         """Seconds since the backup was taken (as of ``now``)."""
@@ -155,6 +158,8 @@ class BackupInfo:
             "problem": self.problem,
             "vacuum": bool((self.manifest or {}).get("vacuum", False)),
             "row_counts": (self.manifest or {}).get("row_counts"),
+            "key_id": backup_key_id(self.manifest),
+            "key_problem": self.key_problem,
         }
 
 
@@ -347,11 +352,13 @@ def verify_backup(path: Path, *, deep: bool = True, key: DatabaseKey | None = No
         size = path.stat().st_size
     except FileNotFoundError:
         return BackupInfo(path, name, created, 0, False, "file missing", manifest, deep)
+    key_problem = None
     if manifest is not None and problem is None:
-        problem = _key_problem(manifest, key) or _check_against(
-            path, manifest, size, deep=deep, key=key
-        )
-    return BackupInfo(path, name, created, size, problem is None, problem, manifest, deep)
+        key_problem = _key_problem(manifest, key)
+        problem = key_problem or _check_against(path, manifest, size, deep=deep, key=key)
+    return BackupInfo(
+        path, name, created, size, problem is None, problem, manifest, deep, key_problem
+    )
 
 
 def backup_key_id(manifest: Mapping[str, Any] | None) -> str | None:

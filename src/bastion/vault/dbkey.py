@@ -33,12 +33,26 @@ from bastion.store.crypt.key import SALT_BYTES, DatabaseKey
 from bastion.vault.crypto import KdfParams, decode_key, derive_kek, encode_key, new_key
 from bastion.vault.keychain import INTERNAL_PREFIX, KeychainClient
 
-__all__ = ["DB_KEY_ITEM", "PASSPHRASE_KDF", "DatabaseKeySource"]
+__all__ = ["DB_KEY_ITEM", "PASSPHRASE_KDF", "DatabaseKeySource", "database_key"]
 
 #: The keychain item (username under the vault's service) holding the current database key.
 DB_KEY_ITEM = INTERNAL_PREFIX + "db-key"
 #: Argon2id cost for a passphrase-derived database key (fixed: files carry only the salt).
 PASSPHRASE_KDF = (64 * 1024, 3, 1)
+
+
+def database_key(cfg: Config, path: Path) -> DatabaseKey | None:
+    """The key ``path`` is opened with: None when ``store.encryption`` is off; else from
+    ``store.key_source``. The keychain source makes its key only for a database that is not
+    encrypted yet (a new one, or one ``db encrypt`` will convert), never for an encrypted
+    file whose key is missing."""
+    if cfg.store.encryption != "required":
+        return None
+    try:
+        encrypted = file_kind(path) is FileKind.ENCRYPTED
+    except OSError:
+        encrypted = True  # unreadable: never make a new key for it; the open says why
+    return DatabaseKeySource(cfg).key_for(path, create=not encrypted)
 
 
 class DatabaseKeySource:

@@ -159,7 +159,7 @@ class BackupJobs:
         def work() -> Any:
             result = state.home.backup(progress=self._progress)
             # Deep: the hash and a quick_check of the copy, before the page calls it verified.
-            info = verify_backup(result.path, deep=True)
+            info = verify_backup(result.path, deep=True, key=state.home.db.key)
             state.home.activity.record(
                 actor, "db.backup", info.path.name, {"verified": info.verified}
             )

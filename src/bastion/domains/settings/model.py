@@ -177,14 +177,16 @@ def not_set(key: str) -> NotFound:
     return NotFound(f"setting {key!r} is not set", hint="List them with `bastion settings list`.")
 
 
-def read_setting(db_path: Path, key: str, *, config: StoreConfig | None = None) -> Setting:
+def read_setting(
+    db_path: Path, key: str, *, config: StoreConfig | None = None, db_key: Any = None
+) -> Setting:
     """``key``'s setting read straight from the file, without opening a ``Database``:
     header checked, nothing written (see :mod:`bastion.store.oneshot`). ``NotFound`` if
-    unset."""
+    unset. ``db_key`` (a ``DatabaseKey``) reads an encrypted database."""
     from bastion.store.oneshot import query_one
 
     check_key(key)
-    return setting_from_row(key, query_one(db_path, q.GET, (key,), config=config))
+    return setting_from_row(key, query_one(db_path, q.GET, (key,), config=config, key=db_key))
 
 
 def setting_from_row(key: str, row: tuple[Any, ...] | None) -> Setting:
