@@ -33,6 +33,8 @@ __all__ = [
     "FileKind",
     "apply_key",
     "check_encrypted",
+    "cipher_available",
+    "classify",
     "connect",
     "file_kind",
     "keyed_uri",

@@ -48,7 +48,7 @@ from bastion.store.crypt.cipher import FileKind, connect, file_kind, keyed_uri
 from bastion.store.crypt.key import DatabaseKey
 from bastion.store.crypt.refusal import key_refusal
 
-__all__ = ["ConversionResult", "Step", "convert"]
+__all__ = ["ConversionResult", "Step", "convert", "convert_path", "describe"]
 
 #: Room kept beyond the backup and the copy: manifests, the WAL of the reopened file.
 _SLACK = 1024 * 1024

@@ -19,6 +19,7 @@ __all__ = ["key_refusal", "missing_key", "not_encrypted", "wrong_key"]
 
 
 def wrong_key(path: Path, key: DatabaseKey) -> DatabaseKeyWrong:
+    """``DatabaseKeyWrong`` for ``path``, naming the key's source and id (never the key)."""
     return DatabaseKeyWrong(
         f"the database key from {key.source} (key id {key.key_id}) does not open {path}: "
         "no page of it authenticates under that key",
@@ -28,10 +29,12 @@ def wrong_key(path: Path, key: DatabaseKey) -> DatabaseKeyWrong:
 
 
 def missing_key(path: Path) -> DatabaseKeyMissing:
+    """``DatabaseKeyMissing``: ``path`` is encrypted and no key was given."""
     return DatabaseKeyMissing(f"{path} is encrypted and no database key was given", path=str(path))
 
 
 def not_encrypted(path: Path) -> DatabaseNotEncrypted:
+    """``DatabaseNotEncrypted``: a key was given for the plaintext file ``path``."""
     return DatabaseNotEncrypted(
         f"{path} is not encrypted, and encryption is required (a database key was given)",
         path=str(path),
