@@ -8,7 +8,7 @@ On a database of ``--rows`` rows (~300 bytes each) built by this script, through
 - an online backup (``create_backup``: snapshot copy, verification, manifest) of a
   ``--size-mb`` database.
 
-Each is run with the database encrypted (SQLite3 Multiple Ciphers, ChaCha20-Poly1305, a raw
+Each is run with the database encrypted (SQLite3 Multiple Ciphers, AEGIS-256, a raw
 256-bit key) and plaintext, in this process, in ``--rounds`` interleaved rounds (the order
 alternates); every round gives a ratio, the median round counts. Target: encrypted >= 0.8x.
 Ratios are of CPU time per operation (the process's, all threads): on this shared 2-core
@@ -156,7 +156,7 @@ def encrypted_vs_plain(args: argparse.Namespace) -> None:
             db.close()
     print(
         f"bench/encryption.py  ({args.rounds} interleaved rounds, median round; "
-        "encrypted (ChaCha20-Poly1305) vs plaintext, same driver, same run)"
+        "encrypted (AEGIS-256) vs plaintext, same driver, same run)"
     )
     for name, rounds in cpu_ratios.items():
         cpu = statistics.median(rounds)

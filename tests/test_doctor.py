@@ -35,7 +35,7 @@ def test_report_covers_every_part_of_a_healthy_home(
     report = run_doctor(cfg)
     assert report["problems"] == []
     bastion = report["databases"]["bastion"]
-    key_id = None if db_key is None else {"cipher": "chacha20", "key_id": db_key.key_id}
+    key_id = None if db_key is None else {"cipher": "aegis-256", "key_id": db_key.key_id}
     assert bastion["encryption"] == key_id
     assert bastion["posture"]["journal_mode"] == "WAL"
     assert bastion["posture"]["foreign_keys"] is True

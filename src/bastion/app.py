@@ -352,9 +352,9 @@ def encryption_status(db: Database) -> dict[str, Any] | None:
     database, else the cipher and the key's fingerprint."""
     if not db.encrypted:
         return None
-    from bastion.store.crypt.cipher import CIPHER
+    from bastion.store.crypt.cipher import ALGORITHM
 
-    return {"cipher": CIPHER, "key_id": db.key_id}
+    return {"cipher": ALGORITHM, "key_id": db.key_id}
 
 
 def _open_checked(

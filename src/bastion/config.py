@@ -77,7 +77,7 @@ class StoreConfig:
     open_check_max_bytes: int = dataclasses.field(default=256 * 1024 * 1024, metadata=_bounds(0))
     #: Time cap on the open-time ``quick_check``; an interrupted check is inconclusive, not bad.
     open_check_max_s: float = dataclasses.field(default=5.0, metadata=_bounds(0.01, 3600))
-    #: Encryption at rest (SQLite3 Multiple Ciphers, ChaCha20-Poly1305) of bastion.db and
+    #: Encryption at rest (SQLite3 Multiple Ciphers, AEGIS-256) of bastion.db and
     #: vault.db, their WAL and backups: "off" (plaintext files) or "required" (a plaintext
     #: file is refused until `bastion db encrypt` converts it). See docs/security.md.
     encryption: Literal["off", "required"] = "off"

@@ -145,6 +145,8 @@ def _database_report(cfg: Config, path: Path, name: str, *, full: bool) -> dict[
         return out
     # Before anything opens the file: a damaged database is when this matters most.
     out["newest_verified_backup"] = newest_verified_backup_age(cfg, path, name, deep=full)
+    from bastion.store.crypt.cipher import ALGORITHM
+
     key = _database_key(cfg, path)
     check = open_check(
         path,
@@ -154,7 +156,7 @@ def _database_report(cfg: Config, path: Path, name: str, *, full: bool) -> dict[
         expected=expects(cfg.home, name),
         key=key,
     )
-    out["encryption"] = {"cipher": "chacha20", "key_id": key.key_id} if key is not None else None
+    out["encryption"] = {"cipher": ALGORITHM, "key_id": key.key_id} if key is not None else None
     out["open_check"] = check.to_dict()
     if check.fault is not None:
         # The disk refuses (full, read-only, permissions): named as such, never as damage.

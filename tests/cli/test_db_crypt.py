@@ -88,11 +88,11 @@ def test_encrypt_rekey_decrypt_a_home(tmp_path: Path, env_source: dict[str, str]
     for name in ("bastion.db", "vault.db"):
         assert_no_plaintext(home / name, SENTINEL.encode(), b"API_TOKEN")
     status = _json(home, "db", "status", env=env_source)
-    assert status["encryption"]["cipher"] == "chacha20"
+    assert status["encryption"]["cipher"] == "aegis-256"
     vault_status = _json(home, "db", "status", "--db", "vault", env=env_source)
     assert vault_status["encryption"]["key_id"] == status["encryption"]["key_id"]
     code, out, _ = _run(home, "db", "status", env=env_source)
-    assert f"chacha20 (key id {status['encryption']['key_id']})" in out
+    assert f"aegis-256 (key id {status['encryption']['key_id']})" in out
     made = _json(home, "db", "backup", env=env_source)
     assert_no_plaintext(Path(made["path"]), SENTINEL.encode())
     assert _json(home, "db", "check", env=env_source)["ok"]

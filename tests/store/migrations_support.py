@@ -15,6 +15,8 @@ import apsw
 import pytest
 
 from bastion.store import Database, ReadTx, WriteTx
+from bastion.store.crypt import DatabaseKey
+from bastion.store.crypt.cipher import connect
 from bastion.store.migrations import Migration, Namespace, OrphanAction, OrphanPolicy
 
 
@@ -89,11 +91,11 @@ def content_hash(source: Database | ReadTx) -> str:
     return source.read(dump) if isinstance(source, Database) else dump(source)
 
 
-def verify_sqlite_file(path: Path) -> list[str]:
+def verify_sqlite_file(path: Path, key: DatabaseKey | None = None) -> list[str]:
     """``quick_check`` of a database file through a read-only connection (the file is not
     touched: no journal-mode change, no companions left behind)."""
-    conn = apsw.Connection(
-        f"file:{path}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+    conn = connect(
+        f"file:{path}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI, key=key
     )
     try:
         return [r[0] for r in conn.execute("PRAGMA quick_check")]
@@ -102,7 +104,8 @@ def verify_sqlite_file(path: Path) -> list[str]:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Generator[Database, None, None]:
-    database = Database.open(tmp_path / "app.db")
+def db(tmp_path: Path, db_key: DatabaseKey | None) -> Generator[Database, None, None]:
+    """``app.db``; encrypted in the ``encrypted`` run of a test marked ``encrypted_rerun``."""
+    database = Database.open(tmp_path / "app.db", key=db_key)
     yield database
     database.close()

@@ -141,7 +141,7 @@ def test_backups_are_rollback_journal_files_with_the_key_recorded(tmp_path: Path
         result = create_backup(db, tmp_path / "backups")
     # Bytes 16..23 of an encrypted page 1 stay readable: 1,1 = rollback journal, no WAL.
     assert result.path.read_bytes()[18:20] == b"\x01\x01"
-    assert result.manifest["encryption"] == {"cipher": "chacha20", "key_id": key.key_id}
+    assert result.manifest["encryption"] == {"cipher": "aegis-256", "key_id": key.key_id}
     assert verify_backup(result.path, key=key).verified
     other = verify_backup(result.path, key=_key())
     assert not other.verified

@@ -23,6 +23,8 @@ from bastion.errors import (
     MigrationUnknown,
 )
 from bastion.store import Database, WriteTx
+from bastion.store.crypt import DatabaseKey
+from bastion.store.crypt.cipher import connect
 from bastion.store.migrations import (
     Migration,
     MigrationKind,
@@ -104,6 +106,7 @@ def test_statements_split_on_complete_statements_only() -> None:
 # --- applying ------------------------------------------------------------------------------
 
 
+@pytest.mark.encrypted_rerun
 def test_each_migration_is_recorded_with_checksum_duration_and_predecessor(db: Database) -> None:
     report = Migrator(db).migrate([ns(M1, M2)])
     assert [a.id for a in report.applied] == ["0001_a", "0002_b"]
@@ -222,8 +225,9 @@ def test_bad_history_refuses_home_open_and_shows_in_status(home: object) -> None
 # --- failures, backups, restore ------------------------------------------------------------
 
 
+@pytest.mark.encrypted_rerun
 def test_failing_migration_leaves_content_identical_and_a_verified_backup(
-    db: Database, tmp_path: Path
+    db: Database, tmp_path: Path, db_key: DatabaseKey | None
 ) -> None:
     Migrator(db).migrate([ns(M1, M2)])
     db.write(lambda tx: tx.execute("INSERT INTO a (id, v) VALUES (1, 'keep')"))
@@ -240,15 +244,18 @@ def test_failing_migration_leaves_content_identical_and_a_verified_backup(
     assert str(backup) in str(err.value)
     assert "missing" in str(err.value)
     assert err.value.details["restored"] is False  # the transaction rollback was enough
-    assert verify_sqlite_file(backup) == ["ok"]
+    assert verify_sqlite_file(backup, db_key) == ["ok"]
     assert os.stat(backup).st_mode & 0o777 == 0o600
-    raw = apsw.Connection(str(backup), flags=apsw.SQLITE_OPEN_READONLY)
+    raw = connect(str(backup), flags=apsw.SQLITE_OPEN_READONLY, key=db_key)
     assert raw.execute("SELECT v FROM a").fetchall() == [("keep",)]
     raw.close()
+    if db_key is not None:  # an encrypted database's pre-migration backup is encrypted
+        assert b"keep" not in backup.read_bytes()
+        assert b"SQLite format 3" not in backup.read_bytes()
     # Made by the store's one backup routine: a manifest, deep-verifiable like any backup.
     from bastion.store.backup import verify_backup
 
-    info = verify_backup(backup, deep=True)
+    info = verify_backup(backup, deep=True, key=db_key)
     assert info.verified, info.problem
     assert info.manifest is not None
     assert info.manifest["row_counts"]["a"] == 1
@@ -267,6 +274,7 @@ def test_failing_python_migration_rolls_back_its_earlier_writes(db: Database) ->
     assert content_hash(db) == before
 
 
+@pytest.mark.encrypted_rerun
 def test_non_transactional_failure_after_a_change_restores_the_backup(
     db: Database, tmp_path: Path
 ) -> None:
@@ -310,6 +318,7 @@ def test_violations_found_after_migrating_name_table_and_rowid_and_restore(tmp_p
         db.close()
 
 
+@pytest.mark.encrypted_rerun
 def test_rebuild_leaving_fk_violations_is_rolled_back(db: Database) -> None:
     Migrator(db).migrate([app_namespace(3)])
     db.write(lambda tx: tx.execute("INSERT INTO runs (id, bot_id, status) VALUES (1, 5, 'done')"))
@@ -325,6 +334,7 @@ def test_rebuild_leaving_fk_violations_is_rolled_back(db: Database) -> None:
     assert db.write(lambda tx: tx.scalar("PRAGMA foreign_keys")) == 1
 
 
+@pytest.mark.encrypted_rerun
 def test_backups_are_rotated_per_namespace(db: Database, tmp_path: Path) -> None:
     backups = tmp_path / "backups"
     migs = [Migration.sql(f"{i:04d}_m{i}", f"CREATE TABLE m{i} (id INTEGER);") for i in range(1, 6)]
@@ -338,6 +348,7 @@ def test_backups_are_rotated_per_namespace(db: Database, tmp_path: Path) -> None
     assert (backups / "pre-migrate-other-0001_x-20000101T000000000000Z.db").exists()
 
 
+@pytest.mark.encrypted_rerun
 def test_dry_run_leaves_file_bytes_and_mtime_unchanged(db: Database) -> None:
     Migrator(db).migrate([ns(M1)])
     db.write(lambda tx: tx.execute("INSERT INTO a (v) VALUES ('x')"))
@@ -359,6 +370,7 @@ def test_dry_run_leaves_file_bytes_and_mtime_unchanged(db: Database) -> None:
     assert not list(path.parent.glob(".bastion-dry-run-*"))  # the copy is gone
 
 
+@pytest.mark.encrypted_rerun
 def test_dry_run_reports_a_failure_without_touching_the_live_file(db: Database) -> None:
     Migrator(db).migrate([ns(M1)])
     checkpoint(db, "TRUNCATE")

@@ -61,7 +61,7 @@ from bastion.store._snapshot_copy import (
     take_copy,
     unlink_quietly,
 )
-from bastion.store.crypt.cipher import CIPHER
+from bastion.store.crypt.cipher import ALGORITHM
 from bastion.store.crypt.key import DatabaseKey
 
 if TYPE_CHECKING:
@@ -295,7 +295,7 @@ def create_backup(
             "method": copy.method,
             # Which key opens it (its fingerprint, never the key): a restore names the key a
             # backup needs, and a backup made before `db rekey` is told from a damaged one.
-            "encryption": (None if key is None else {"cipher": CIPHER, "key_id": key.key_id}),
+            "encryption": (None if key is None else {"cipher": ALGORITHM, "key_id": key.key_id}),
             "quick_check": "ok",
             "sqlite_version": apsw.sqlite_lib_version(),
             "bastion_version": __version__,

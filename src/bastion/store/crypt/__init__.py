@@ -9,7 +9,7 @@
 - :mod:`~bastion.store.crypt.convert`: ``encrypt``/``decrypt``/``rekey`` of a database file,
   backup first, then copy, verify and an atomic swap.
 
-The cipher is SQLite3 Multiple Ciphers' ChaCha20-Poly1305 (the ``apsw-sqlite3mc`` driver):
+The cipher is SQLite3 Multiple Ciphers' AEGIS-256 (the ``apsw-sqlite3mc`` driver):
 every page of the database and of its WAL is encrypted and authenticated; a backup is a
 copy of those pages, so it is encrypted with the same key.
 """
