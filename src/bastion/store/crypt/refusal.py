@@ -44,8 +44,6 @@ def not_encrypted(path: Path) -> DatabaseNotEncrypted:
 def key_refusal(path: Path, key: DatabaseKey | None) -> StoreError | None:
     """The key error behind a refusal to read ``path``, or None when the key is not the
     cause (no key given to a plaintext file, or the key is right: the file is damaged)."""
-    from bastion.store.crypt.pages import KeyVerdict, key_verdict
-
     try:
         kind = file_kind(path)
     except OSError:
@@ -56,6 +54,8 @@ def key_refusal(path: Path, key: DatabaseKey | None) -> StoreError | None:
         return not_encrypted(path)
     if kind is not FileKind.ENCRYPTED:
         return None
+    from bastion.store.crypt.pages import KeyVerdict, key_verdict  # aeg: only with a key
+
     if key_verdict(path, key) is KeyVerdict.RIGHT:
         return None
     return wrong_key(path, key)
