@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from bastion.app import Home
@@ -29,9 +30,11 @@ def _json(home: Path, *args: str) -> Any:
     return json.loads(out)
 
 
-def _archived_home(tmp_path: Path) -> tuple[Path, float, float]:
+def _archived_home(
+    tmp_path: Path, store_env: dict[str, str] | None = None
+) -> tuple[Path, float, float]:
     """A home whose settings changed twice with archiving on; returns the two instants."""
-    cfg = load_config(tmp_path / "home", env={})
+    cfg = load_config(tmp_path / "home", env=store_env or {})
     with Home.init(cfg) as home:
         home.start_archiving()
         wait_for_base(cfg.archive_dir, "bastion")
@@ -43,8 +46,8 @@ def _archived_home(tmp_path: Path) -> tuple[Path, float, float]:
     return cfg.home, first, second
 
 
-def _colour(home: Path) -> Any:
-    with Home.open(load_config(home, env={})) as h:
+def _colour(home: Path, store_env: dict[str, str] | None = None) -> Any:
+    with Home.open(load_config(home, env=store_env or {})) as h:
         return h.settings.get("colour")
 
 
@@ -68,21 +71,35 @@ def test_timeline_lists_the_restorable_range(tmp_path: Path) -> None:
     assert "no archive of 'nothing-here'" in err
 
 
-def test_restore_at_an_instant_puts_that_state_back(tmp_path: Path) -> None:
-    home, first, _second = _archived_home(tmp_path)
-    assert _colour(home) == "green"
+@pytest.mark.encrypted_rerun
+def test_restore_at_an_instant_puts_that_state_back(
+    tmp_path: Path, store_env: dict[str, str], db_key: Any
+) -> None:
+    home, first, _second = _archived_home(tmp_path, store_env)
+    assert _colour(home, store_env) == "green"
     at = dt.datetime.fromtimestamp(first, dt.UTC).isoformat()
+    if db_key is not None:
+        # The archive of an encrypted home: without its key the typed key error (exit 79),
+        # nothing moved; with it, the instant comes back.
+        before = (home / "bastion.db").read_bytes()
+        result = CliRunner(env={"BASTION_DB_KEY": None}).invoke(
+            cli, ["--home", str(home), "db", "restore", "--at", at, "--yes"]
+        )
+        assert result.exit_code == 79, result.output
+        assert "Traceback" not in result.output
+        assert (home / "bastion.db").read_bytes() == before
+        assert not (home / "quarantine").exists() or not any((home / "quarantine").iterdir())
     data = _json(home, "db", "restore", "--at", at, "--yes")
     assert data["shortfall"] is None
     assert data["checks"]["integrity_ok"]
-    assert _colour(home) == "blue"
+    assert _colour(home, store_env) == "blue"
     assert Path(data["quarantine_dir"]).is_dir()
     # Relative instants: -0s is now, past every archived commit; the archive says it ends.
     code, out, _ = _run(home, "db", "restore", "--at", "-0s", "--yes")
     assert code == 0, out
     assert "SHORT:" in out
     assert "newest commit" in out
-    assert _colour(home) == "green"
+    assert _colour(home, store_env) == "green"
 
 
 def test_restore_at_refusals_change_nothing(tmp_path: Path) -> None:

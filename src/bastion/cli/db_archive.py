@@ -98,7 +98,13 @@ def restore_at(
     as_json: bool,
 ) -> None:
     """``bastion db restore --at INSTANT``: rebuild, verify, swap in (see ``db restore``)."""
-    from bastion.cli.db_ops import _db_path, _holders, _migration_state, _stop_daemon
+    from bastion.cli.db_ops import (
+        _db_path,
+        _holders,
+        _migration_state,
+        _restore_key,
+        _stop_daemon,
+    )
     from bastion.errors import RestoreRefused
     from bastion.runfiles import pid_alive, read_handshake
     from bastion.store import Database
@@ -143,8 +149,13 @@ def restore_at(
             "current files move to quarantine/.",
             abort=True,
         )
-    result = do_restore(cfg.archive_dir, db_name, at, target, cfg.quarantine_dir, plan=plan)
-    with Database.open(target, cfg.store, name=db_name, create=False) as restored:
+    # An encrypted database's bases and frames are read with its key (or, after a rekey, the
+    # older key the base was made with, from the keychain); without it, the typed key error.
+    key = _restore_key(cfg, target, plan.base.path)
+    result = do_restore(
+        cfg.archive_dir, db_name, at, target, cfg.quarantine_dir, plan=plan, key=key
+    )
+    with Database.open(target, cfg.store, name=db_name, create=False, key=key) as restored:
         checks = check_database(restored, full=False)
         migrations = _migration_state(restored)
     data = {

@@ -711,7 +711,9 @@ class Database(ReaderPool):
         need a connection of their own (the WAL archiver's read transaction and checkpoints).
         No posture is set on it and it never writes; the caller closes it. Whatever an open
         needs (a VFS, a key) is applied here, so such modules follow the database."""
-        conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READWRITE, vfs=self._vfs)
+        conn = connect(
+            str(self.path), flags=apsw.SQLITE_OPEN_READWRITE, vfs=self._vfs, key=self._key
+        )
         try:
             conn.setbusytimeout(self.config.busy_timeout_ms)
             conn.pragma("synchronous", self.config.synchronous)

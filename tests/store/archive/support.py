@@ -13,6 +13,8 @@ import apsw
 from bastion.config import ArchiveConfig, StoreConfig
 from bastion.store import Database
 from bastion.store.archive import PointInTimeRestore, build_at, plan_restore
+from bastion.store.crypt import DatabaseKey
+from bastion.store.crypt.cipher import connect
 
 SCHEMA = "CREATE TABLE r (n INTEGER PRIMARY KEY, t REAL NOT NULL, pad TEXT NOT NULL)"
 
@@ -26,8 +28,8 @@ class Row:
     after: float  # just after COMMIT returned
 
 
-def open_db(path: Path) -> Database:
-    db = Database.open(path, StoreConfig(), name=path.stem)
+def open_db(path: Path, key: DatabaseKey | None = None) -> Database:
+    db = Database.open(path, StoreConfig(), name=path.stem, key=key)
     db.write(lambda tx: tx.execute(f"{SCHEMA.replace('TABLE', 'TABLE IF NOT EXISTS')}"))
     return db
 
@@ -70,14 +72,14 @@ def clear_instants(rows: Sequence[Row], count: int, rng: random.Random) -> list[
 
 
 def restore_rows(
-    archive: Path, db_name: str, at: float, dest: Path
+    archive: Path, db_name: str, at: float, dest: Path, key: DatabaseKey | None = None
 ) -> tuple[list[int], PointInTimeRestore]:
-    result = build_at(plan_restore(archive, db_name, at), dest)
-    return read_rows(dest), result
+    result = build_at(plan_restore(archive, db_name, at), dest, key=key)
+    return read_rows(dest, key), result
 
 
-def read_rows(path: Path) -> list[int]:
-    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+def read_rows(path: Path, key: DatabaseKey | None = None) -> list[int]:
+    conn = connect(str(path), flags=apsw.SQLITE_OPEN_READONLY, key=key)
     try:
         return [int(r[0]) for r in conn.execute("SELECT n FROM r ORDER BY n")]
     finally:

@@ -18,6 +18,7 @@ from bastion.errors import ArchiveError
 from bastion.store.archive import Archiver, plan_restore, timeline
 from bastion.store.archive.archiver import apply_prune, plan_archive_prune
 from bastion.store.archive.layout import list_bases, list_generations, list_segments
+from bastion.store.crypt import DatabaseKey
 from tests.helpers import wait_until
 from tests.store.archive.support import (
     clear_instants,
@@ -30,8 +31,11 @@ from tests.store.archive.support import (
 )
 
 
-def test_every_commit_is_archived_and_restores_exactly(tmp_path: Path) -> None:
-    db = open_db(tmp_path / "app.db")
+@pytest.mark.encrypted_rerun
+def test_every_commit_is_archived_and_restores_exactly(
+    tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
+    db = open_db(tmp_path / "app.db", db_key)
     archive = tmp_path / "archive"
     with Archiver(db, archive, fast_config()) as archiver:
         wait_for_base(archive, "app")
@@ -40,7 +44,7 @@ def test_every_commit_is_archived_and_restores_exactly(tmp_path: Path) -> None:
     db.close()
     assert archiver.status().last_error is None
     for i, at in enumerate(clear_instants(rows, 10, random.Random(7))):
-        got, result = restore_rows(archive, "app", at, tmp_path / f"r{i}.db")
+        got, result = restore_rows(archive, "app", at, tmp_path / f"r{i}.db", db_key)
         assert got == [r.n for r in rows if r.after <= at], at
         assert result.shortfall is None
         assert result.reached <= at

@@ -9,9 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from bastion.errors import PointInTimeUnavailable, RestoreRefused
+from bastion.errors import (
+    DatabaseKeyMissing,
+    DatabaseKeyWrong,
+    PointInTimeUnavailable,
+    RestoreRefused,
+)
 from bastion.store.archive import Archiver, parse_instant, plan_restore, restore_at, timeline
 from bastion.store.archive.layout import list_bases, list_generations, list_segments
+from bastion.store.archive.segment import read_segment
+from bastion.store.crypt import DatabaseKey
 from tests.store.archive.support import (
     Row,
     clear_instants,
@@ -24,8 +31,10 @@ from tests.store.archive.support import (
 )
 
 
-def _archived(tmp_path: Path, seconds: float = 1.5) -> tuple[Path, list[Row]]:
-    db = open_db(tmp_path / "app.db")
+def _archived(
+    tmp_path: Path, seconds: float = 1.5, key: DatabaseKey | None = None
+) -> tuple[Path, list[Row]]:
+    db = open_db(tmp_path / "app.db", key)
     archive = tmp_path / "archive"
     with Archiver(db, archive, fast_config(interval_s=0.1)) as archiver:
         wait_for_base(archive, "app")
@@ -132,25 +141,66 @@ def test_a_damaged_base_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "r.db").exists()
 
 
-def test_restore_at_swaps_in_and_quarantines_the_live_files(tmp_path: Path) -> None:
-    archive, rows = _archived(tmp_path, 0.5)
+@pytest.mark.encrypted_rerun
+def test_restore_at_swaps_in_and_quarantines_the_live_files(
+    tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
+    archive, rows = _archived(tmp_path, 0.5, db_key)
     live = tmp_path / "app.db"
     at = clear_instants(rows, 1, random.Random(5))[0]
-    result = restore_at(archive, "app", at, live, tmp_path / "quarantine")
-    assert read_rows(live) == [r.n for r in rows if r.after <= at]
+    result = restore_at(archive, "app", at, live, tmp_path / "quarantine", key=db_key)
+    assert read_rows(live, db_key) == [r.n for r in rows if r.after <= at]
     assert result.quarantine_dir is not None
     moved = {p.name for p in result.quarantined}
     assert "app.db" in moved
     report = json.loads((result.quarantine_dir / "restore.json").read_text())
     assert report["plan"]["generation"] == result.generation
-    assert read_rows(result.quarantine_dir / "app.db") == [r.n for r in rows]  # kept, not lost
+    kept = read_rows(result.quarantine_dir / "app.db", db_key)
+    assert kept == [r.n for r in rows]  # kept, not lost
     assert live.stat().st_mode & 0o777 == 0o600
     # Archiving the restored database starts a new generation (its WAL is not the old one).
-    db = open_db(live)
+    db = open_db(live, db_key)
     with Archiver(db, archive, fast_config()) as archiver:
         archiver.sync_now()
     db.close()
     assert len(list_generations(archive, "app")) == 2
+
+
+def test_an_encrypted_archive_holds_no_plaintext_and_restores_only_with_its_key(
+    tmp_path: Path,
+) -> None:
+    """The archive of an encrypted database: segments hold the WAL's encrypted frames (their
+    decompressed payload has neither SQLite's header string, the schema, nor a row's value),
+    bases are encrypted backups, and a restore without the key, or with another, is the typed
+    key error (not "damaged", nothing written), while with it every instant restores exactly."""
+    key = DatabaseKey(bytes(range(32)), source="test")
+    archive, rows = _archived(tmp_path, 1.0, key)
+    [gen] = list_generations(archive, "app")
+    segments, _ = list_segments(gen)
+    assert segments
+    pad = b"x" * 200  # every row's value (support.write_rows)
+    for seg in segments:
+        _, payload = read_segment(seg.path)
+        for plain in (b"SQLite format 3\x00", b"CREATE TABLE", pad):
+            assert plain not in payload, (seg.path.name, plain)
+    for base in list_bases(gen):
+        raw = base.path.read_bytes()
+        assert b"SQLite format 3\x00" not in raw
+        assert b"CREATE TABLE" not in raw
+    at = rows[-1].after + 1
+    with pytest.raises(DatabaseKeyMissing):
+        restore_rows(archive, "app", at, tmp_path / "nokey.db")
+    other = DatabaseKey(bytes(range(1, 33)), source="test")
+    with pytest.raises(DatabaseKeyWrong):
+        restore_rows(archive, "app", at, tmp_path / "other.db", other)
+    assert not (tmp_path / "nokey.db").exists()
+    assert not (tmp_path / "other.db").exists()
+    for i, t in enumerate([*clear_instants(rows, 3, random.Random(3)), at]):
+        got, result = restore_rows(archive, "app", t, tmp_path / f"r{i}.db", key)
+        assert got == [r.n for r in rows if r.after <= t]
+        assert result.frames > 0  # encrypted frames replayed, not just the base
+        assert result.shortfall is None or t == at
+        assert b"SQLite format 3\x00" not in (tmp_path / f"r{i}.db").read_bytes()[:100]
 
 
 def test_parse_instant_forms() -> None:

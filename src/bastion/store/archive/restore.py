@@ -18,8 +18,10 @@ SHA-256 when it is read stops the replay at the last good commit before it, and 
 live file, verifies, and only then swaps: live ``-wal``/``-shm``/database go to
 ``quarantine/<utc>-restore-at/`` together and the rebuilt file is renamed into place.
 
-Frames of an encrypted database are encrypted pages: replay copies them as they are and
-needs no key; the verification opens the result the way the database's backups are opened.
+Frames of an encrypted database are encrypted pages (SQLite3 Multiple Ciphers encrypts a
+page by its number, the same in the WAL as in the file): the replay copies them as they are
+and needs no key; the base's verification and the result's check take the database's key
+(``key=``), and without it (or with another) stop with the typed key error, never "damaged".
 """
 
 from __future__ import annotations
@@ -38,11 +40,17 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion._fs import atomic_write
 from bastion.config import parse_duration
-from bastion.errors import ArchiveError, PointInTimeUnavailable, RestoreRefused, StoreIOError
+from bastion.errors import (
+    ArchiveError,
+    PointInTimeUnavailable,
+    RestoreRefused,
+    StoreIOError,
+    StoreKeyError,
+)
 from bastion.store.archive.layout import (
     BaseInfo,
     GenerationInfo,
@@ -58,6 +66,9 @@ from bastion.store.archive.segment import (
     read_segment,
 )
 from bastion.store.archive.walfile import pread, pwrite
+
+if TYPE_CHECKING:
+    from bastion.store.crypt.key import DatabaseKey
 
 __all__ = [
     "GenerationRange",
@@ -372,16 +383,20 @@ class PointInTimeRestore:
         }
 
 
-def build_at(plan: RestorePlan, dest: Path) -> PointInTimeRestore:
+def build_at(
+    plan: RestorePlan, dest: Path, *, key: DatabaseKey | None = None
+) -> PointInTimeRestore:
     """Write the database as of ``plan`` into the new file ``dest`` (0600, fsynced, verified).
 
-    ``dest`` must not exist. Raises ``RestoreRefused`` when the base fails verification,
+    ``dest`` must not exist. ``key`` is an encrypted database's key (its bases and the
+    result are read with it). Raises a ``StoreKeyError`` when the key is missing or wrong,
+    ``RestoreRefused`` when the base fails verification,
     ``ArchiveError`` when the result fails its checks, ``StoreIOError`` when the disk refuses.
     A damaged segment is not an error: the replay stops at the last good commit before it
     and the result says where (``stopped_at``, ``shortfall``).
     """
+    from bastion.store.backup import check_backup_key, verify_backup
     from bastion.store.backup import inspect_file as inspect
-    from bastion.store.backup import verify_backup
 
     started = time.monotonic()
     dest = Path(dest).absolute()
@@ -389,7 +404,9 @@ def build_at(plan: RestorePlan, dest: Path) -> PointInTimeRestore:
         raise ArchiveError(f"{dest} exists already", hint="Choose a new file; nothing was written.")
     # The manifest now, its SHA-256 while the base is copied (one read of it); quick_check
     # runs on the result, which holds every page of the base that the replay left alone.
-    base = verify_backup(plan.base.path, deep=False)
+    base = verify_backup(plan.base.path, deep=False, key=key)
+    if base.key_problem is not None and base.manifest is not None:
+        check_backup_key(plan.base.path, base.manifest, key)  # the typed key error
     if not base.verified or base.manifest is None:
         raise RestoreRefused(
             f"base snapshot {plan.base.path} is not usable: {base.problem}",
@@ -495,7 +512,10 @@ def build_at(plan: RestorePlan, dest: Path) -> PointInTimeRestore:
         prefetch.close()
     os.close(fd)
     try:
-        facts = inspect(dest)
+        facts = inspect(dest, key=key)
+    except StoreKeyError:
+        _unlink(dest)
+        raise
     except Exception as err:
         _unlink(dest)
         raise ArchiveError(
@@ -657,6 +677,7 @@ def restore_at(
     *,
     plan: RestorePlan | None = None,
     now: dt.datetime | None = None,
+    key: DatabaseKey | None = None,
 ) -> PointInTimeRestore:
     """DESTRUCTIVE (moves the live database aside): put ``db_name`` as of ``at`` at
     ``target``. ``target`` must not be open in this process.
@@ -684,7 +705,7 @@ def restore_at(
     )
     replacement = replacement_path(target, "restore-at")
     remove_quietly(replacement)  # left by a restore that was killed: ours, never in place
-    result = build_at(plan, replacement)
+    result = build_at(plan, replacement, key=key)
     qdir = quarantine_root / f"{utc_stamp(now)}-restore-at"
     made_qdir = not qdir.exists()
     try:
