@@ -127,7 +127,7 @@ def _decode_index(raw: bytes) -> IndexHeader | None:
 class IndexReader:
     """Reads the wal-index header through the descriptor SQLite holds on ``<db>-shm``.
 
-    The descriptor is found once in ``/proc/self/fd`` (or ``/dev/fd``) by device and inode and
+    The descriptor is found once in ``bastion._platform.FD_DIRS`` by device and inode and
     checked again before every read; ``read`` returns None when SQLite has no descriptor on
     the file (no connection of this process has the WAL open) or the copies disagree.
     """
@@ -145,7 +145,7 @@ class IndexReader:
         ident = (st.st_dev, st.st_ino)
         if self._fd is not None and self._ident == ident and self._same(self._fd, ident):
             return self._fd
-        for fd_dir in ("/proc/self/fd", "/dev/fd"):
+        for fd_dir in _platform.FD_DIRS:
             try:
                 names = os.listdir(fd_dir)
             except OSError:
