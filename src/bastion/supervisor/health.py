@@ -10,6 +10,10 @@ Probes (each bounded by its ``timeout_s``; a probe never raises, it answers a
 - ``mcp``: an MCP ``ping`` request is answered, over the child's own stdin/stdout
   (:class:`McpStdioChannel`) or over streamable HTTP at ``url`` (uses the ``mcp`` package,
   imported only when such a probe runs).
+- ``websocket``: a WebSocket at ``url`` opens (``websockets``), answers ``send`` with a
+  message containing ``expect``, and completes the close handshake.
+- ``grpc``: ``grpc.health.v1.Health/Check`` answers SERVING for ``service`` (``grpclib``, a
+  pure-Python client, from ``bastion[grpc]``; imported only when such a probe runs).
 
 :class:`HealthMonitor` runs them with Kubernetes semantics: the startup probe gates
 everything and gets its own failure budget (a slow starter is not killed while it is within
@@ -62,7 +66,7 @@ class ProbeCheck:
     """
 
     role: str  # startup | liveness | readiness
-    kind: str  # process | tcp | http | exec | mcp
+    kind: str  # process | tcp | http | exec | mcp | websocket | grpc
     ok: bool
     detail: str
     latency_ms: float
@@ -237,6 +241,86 @@ async def _mcp_http(spec: ProbeSpec) -> ProbeResult:
     return ProbeResult(True, "mcp ping")
 
 
+#: The largest message a websocket probe accepts (a health answer is small).
+WS_MAX_BYTES = 64 * 1024
+
+
+async def _websocket(spec: ProbeSpec) -> ProbeResult:
+    """Open ``spec.url``, send ``spec.send``, wait for a message containing ``spec.expect``,
+    and close with the close handshake (a server that never answers the close frame fails)."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+    where = f"websocket {spec.url}"
+
+    async def exchange() -> ProbeResult:
+        async with connect(
+            spec.url,
+            open_timeout=None,  # the whole exchange is bounded below
+            close_timeout=spec.timeout_s,
+            ping_interval=None,
+            max_size=WS_MAX_BYTES,
+            compression=None,
+            user_agent_header="bastion-probe",
+            proxy=None,
+        ) as ws:
+            if spec.send:
+                await ws.send(spec.send)
+            if spec.expect:
+                message = await ws.recv()
+                text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+                if spec.expect not in text:
+                    # Quoted whole: the monitor redacts before it bounds the length.
+                    return ProbeResult(False, f"{where}: expected {spec.expect!r}, got {text!r}")
+        if ws.close_code is None or ws.close_code == 1006:
+            return ProbeResult(False, f"{where}: the server did not complete the close handshake")
+        return ProbeResult(True, "websocket open, answered, closed" if spec.expect else "websocket")
+
+    try:
+        return await within(exchange(), spec.timeout_s)
+    except TimeoutError:
+        return ProbeResult(False, f"{where}: timed out after {spec.timeout_s:g}s")
+    except InvalidURI as err:
+        return ProbeResult(False, f"{where}: {err}")
+    except InvalidHandshake as err:  # not a WebSocket endpoint: an HTTP status, a bad upgrade
+        return ProbeResult(False, f"{where}: handshake refused: {err}")
+    except ConnectionClosed as err:
+        return ProbeResult(False, f"{where}: closed before answering ({err})")
+    except OSError as err:
+        return ProbeResult(False, f"{where}: {err.strerror or err}")
+
+
+async def _grpc(spec: ProbeSpec) -> ProbeResult:
+    """``grpc.health.v1.Health/Check`` for ``spec.service`` at ``host:port`` (grpclib, a
+    pure-Python HTTP/2 client: bastion[grpc]); healthy when the answer is SERVING."""
+    where = f"grpc health {spec.host}:{spec.port}"
+    try:
+        from grpclib.client import Channel
+        from grpclib.exceptions import GRPCError
+        from grpclib.health.v1.health_grpc import HealthStub
+        from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+    except ImportError:
+        return ProbeResult(False, "a grpc probe needs grpclib: pip install 'bastion[grpc]'")
+    channel = Channel(spec.host, spec.port)
+    try:
+        reply = await within(
+            HealthStub(channel).Check(HealthCheckRequest(service=spec.service)), spec.timeout_s
+        )
+    except TimeoutError:
+        return ProbeResult(False, f"{where}: no answer in {spec.timeout_s:g}s")
+    except GRPCError as err:  # NOT_FOUND: unknown service; UNIMPLEMENTED: no health service
+        message = f": {err.message}" if err.message else ""
+        return ProbeResult(False, f"{where}: {err.status.name}{message}")
+    except OSError as err:
+        return ProbeResult(False, f"{where}: {err.strerror or err}")
+    except Exception as err:  # h2 and grpclib raise many kinds; each is a failed probe
+        return ProbeResult(False, f"{where}: {type(err).__name__}: {err}")
+    finally:
+        channel.close()
+    status = HealthCheckResponse.ServingStatus.Name(reply.status)
+    return ProbeResult(reply.status == HealthCheckResponse.SERVING, f"{where}: {status}")
+
+
 def make_probe(
     spec: ProbeSpec,
     child: ChildProcess,
@@ -258,6 +342,10 @@ def make_probe(
         return lambda: _http(spec)
     if spec.kind == "exec":
         return lambda: _exec(spec, dict(env or {}))
+    if spec.kind == "websocket":
+        return lambda: _websocket(spec)
+    if spec.kind == "grpc":
+        return lambda: _grpc(spec)
     if spec.transport == "http":
         return lambda: _mcp_http(spec)
     if stdio is None:

@@ -32,12 +32,15 @@ and the fix. A literal that only looks like one is accepted when its name is lis
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import ipaddress
 import os
 import re
 import shutil
 import signal as _signal
 import tomllib
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -68,7 +71,9 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 RESERVED_NAMES = frozenset({"problems", "reload"})
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_REF_RE = re.compile(r"^secret:(?P<scope>[A-Za-z0-9_.-]+)/(?P<name>[A-Za-z0-9_.:@-]+)$")
-ProbeKind = Literal["process", "tcp", "http", "exec", "mcp"]
+ProbeKind = Literal["process", "tcp", "http", "exec", "mcp", "websocket", "grpc"]
+#: The probe kinds that need a package beyond the core install, and how to get it.
+PROBE_PACKAGES = {"grpc": ("grpclib", "pip install 'bastion[grpc]'")}
 
 
 def _b(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
@@ -100,7 +105,9 @@ class ProbeSpec:
 
     #: What the probe checks: "process" (the process is alive), "tcp" (a connection to host:port
     #: opens), "http" (GET url answers a status in expect_status), "exec" (command exits 0), "mcp"
-    #: (an MCP ping is answered).
+    #: (an MCP ping is answered), "websocket" (a WebSocket at url opens, answers send with
+    #: expect, and closes cleanly), "grpc" (the gRPC health service at host:port answers
+    #: SERVING; needs bastion[grpc]).
     kind: ProbeKind = "process"
     #: Seconds between checks.
     interval_s: float = dataclasses.field(default=1.0, metadata=_b(0.001, 3600))
@@ -110,11 +117,12 @@ class ProbeSpec:
     failure_threshold: int = dataclasses.field(default=3, metadata=_b(1, 100_000))
     #: Seconds after spawn before the first check.
     initial_delay_s: float = dataclasses.field(default=0.0, metadata=_b(0, 3600))
-    #: tcp: the host to connect to.
+    #: tcp, grpc: the host to connect to.
     host: str = "127.0.0.1"
-    #: tcp: the port to connect to.
+    #: tcp, grpc: the port to connect to.
     port: int = dataclasses.field(default=0, metadata=_b(0, 65535))
-    #: http: the URL to GET; mcp over http: the server's streamable HTTP endpoint.
+    #: http: the URL to GET; mcp over http: the server's streamable HTTP endpoint; websocket:
+    #: the ws:// URL to open.
     url: str = ""
     #: Inclusive range of HTTP status codes that count as healthy.
     expect_status: tuple[int, ...] = (200, 399)
@@ -122,6 +130,13 @@ class ProbeSpec:
     command: tuple[str, ...] = ()
     #: For ``mcp``: ping over the child's own stdin/stdout, or over streamable HTTP at ``url``.
     transport: Literal["stdio", "http"] = "stdio"
+    #: websocket: a text message sent once the connection is open (none when empty).
+    send: str = ""
+    #: websocket: text the first message received must contain (when set, the probe waits
+    #: for a message; an empty expect with a send takes any answer, or none).
+    expect: str = ""
+    #: grpc: the service name asked of grpc.health.v1.Health/Check ("" is the whole server).
+    service: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -357,16 +372,34 @@ def _section(where: _Where, prefix: str, cls: type[Any], data: Any) -> Any:
 def _probe(where: _Where, role: str, data: Any) -> ProbeSpec:
     probe: ProbeSpec = _section(where, f"health.{role}", ProbeSpec, data)
     key = f"health.{role}"
-    if probe.kind == "tcp" and not probe.port:
-        raise where.error(f"{key}.port", "a tcp probe needs a port", "Set port = 8765.")
-    if (probe.kind == "http" or (probe.kind == "mcp" and probe.transport == "http")) and not (
-        probe.url.startswith(("http://127.", "http://localhost", "http://[::1]"))
-    ):
+    if probe.kind in ("tcp", "grpc") and not probe.port:
+        raise where.error(f"{key}.port", f"a {probe.kind} probe needs a port", "Set port = 8765.")
+    if probe.kind == "grpc" and not _is_loopback(probe.host):
         raise where.error(
-            f"{key}.url",
-            f"{probe.url!r} is not a loopback http:// URL",
-            'Set url = "http://127.0.0.1:PORT/health"; probes only talk to this machine.',
+            f"{key}.host",
+            f"{probe.host!r} is not this machine",
+            'Set host = "127.0.0.1"; probes only talk to this machine.',
         )
+    if probe.kind == "http" or (probe.kind == "mcp" and probe.transport == "http"):
+        _loopback_url(where, f"{key}.url", probe.url, ("http",), "http://127.0.0.1:PORT/health")
+    if probe.kind == "websocket":
+        _loopback_url(where, f"{key}.url", probe.url, ("ws", "wss"), "ws://127.0.0.1:PORT/ws")
+        # A spec is plain text: what a probe sends is no place for a token.
+        found = find_credential(f"{key}.send", probe.send)
+        if found is not None:
+            raise where.error(
+                f"{key}.send",
+                f"looks like {found[1]}; a spec is plain text, so it was refused",
+                "Send a message that proves liveness without a credential (a ping).",
+            )
+    if probe.kind in PROBE_PACKAGES:
+        package, install = PROBE_PACKAGES[probe.kind]
+        if importlib.util.find_spec(package) is None:
+            raise where.error(
+                f"{key}.kind",
+                f"a {probe.kind} probe needs the {package!r} package, which is not installed",
+                f"Install it: {install}.",
+            )
     if probe.kind == "exec" and not probe.command:
         raise where.error(
             f"{key}.command", "an exec probe needs a command", 'Set command = ["check"].'
@@ -379,6 +412,35 @@ def _probe(where: _Where, role: str, data: Any) -> ProbeSpec:
         resolved = _resolve_program(where, f"{key}.command[0]", probe.command[0], None)
         probe = dataclasses.replace(probe, command=(resolved, *probe.command[1:]))
     return probe
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _loopback_url(
+    where: _Where, key: str, url: str, schemes: tuple[str, ...], example: str
+) -> None:
+    """``url`` must be ``scheme://`` a loopback host (by its parsed host: a name that merely
+    starts like one, as ``127.0.0.1.example.com``, is not)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        scheme, host, _port = parts.scheme, parts.hostname or "", parts.port
+    except ValueError:  # a port that is not a number, a bad IPv6 literal
+        scheme, host = "", ""
+    if scheme not in schemes or not _is_loopback(host):
+        kinds = " or ".join(f"{s}://" for s in schemes)
+        raise where.error(
+            key,
+            f"{url!r} is not a loopback {kinds} URL",
+            f'Set url = "{example}"; probes only talk to this machine.',
+        )
 
 
 def _refuse_credentials(where: _Where, env: Mapping[str, str], allowed: Any) -> None:
