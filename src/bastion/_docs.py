@@ -125,6 +125,39 @@ url = "http://127.0.0.1:8931/mcp"
 interval_s = 15
 """,
     ),
+    "websocket": (
+        "A WebSocket server: the probe opens the URL (`websockets`), sends `send`, waits for a "
+        "message containing `expect`, and completes the close handshake. Each failure is named: "
+        "refused connection, handshake refused (an HTTP status instead of an upgrade), closed "
+        "before answering, wrong answer, no close handshake, timed out. The URL must be "
+        "loopback, and `send` is refused when it looks like a credential.",
+        """argv = ["python3", "-m", "realtime_server", "--port", "8780"]
+
+[health.liveness]
+kind = "websocket"
+url = "ws://127.0.0.1:8780/ws"
+send = "ping"
+expect = "pong"
+interval_s = 10
+timeout_s = 3
+""",
+    ),
+    "grpc": (
+        "A gRPC server's standard health service (`grpc.health.v1.Health/Check`): healthy "
+        "when it answers SERVING for `service` (empty: the whole server). The client is "
+        "[grpclib](https://pypi.org/project/grpclib/), pure Python (h2 + protobuf), installed "
+        "with `pip install 'bastion[grpc]'`; grpcio was not taken: about ten times the size, "
+        "with a native core, for one unary call. Without the extra, `services validate` "
+        "names the missing package.",
+        """argv = ["python3", "-m", "model_server", "--grpc-port", "50051"]
+
+[health.readiness]
+kind = "grpc"
+port = 50051
+service = "model.Inference"
+interval_s = 5
+""",
+    ),
 }
 
 

@@ -314,6 +314,34 @@ def mcp_http_server(port_file: str) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def ws_echo(port_file: str) -> None:
+    """A WebSocket server on $PORT (``websockets``): answers "ping" with "pong", echoes the
+    rest, until ``port_file + '.stop'`` exists (then it refuses upgrades with a 503)."""
+    import asyncio
+
+    from websockets.asyncio.server import ServerConnection, serve
+    from websockets.http11 import Request, Response
+
+    async def handler(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send("pong" if message == "ping" else message)
+
+    def gate(ws: ServerConnection, request: Request) -> Response | None:
+        if os.path.exists(port_file + ".stop"):
+            return ws.respond(503, "stopped\n")
+        return None
+
+    async def main() -> None:
+        port = int(os.environ.get("PORT", "0"))
+        async with serve(handler, "127.0.0.1", port, process_request=gate) as server:
+            bound = next(iter(server.sockets)).getsockname()[1]
+            Path(port_file + ".tmp").write_text(str(bound))
+            os.replace(port_file + ".tmp", port_file)
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
 def sleeper() -> None:
     threading.Event().wait()
 

@@ -150,9 +150,12 @@ def test_a_probe_answered_with_the_secret_is_redacted_in_status_and_events(
     run(scenario)
     assert details
     assert "not an HTTP response: [REDACTED:TOKEN] is the key" in details[0]
+    # Transitions carry a reason; service.probe events (a probe's outcome changed) a detail.
     reasons = [
-        json.loads(p)["reason"]
-        for (p,) in db.query("SELECT data FROM events WHERE subject = 'babble'")
+        data.get("reason") or data["detail"]
+        for data in (
+            json.loads(p) for (p,) in db.query("SELECT data FROM events WHERE subject = 'babble'")
+        )
     ]
     assert any("[REDACTED:TOKEN] is the key" in r for r in reasons), reasons
     _assert_clean(details + reasons, "probe details and event reasons")

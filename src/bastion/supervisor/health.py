@@ -369,6 +369,10 @@ class HealthHooks(Protocol):
     def ready(self, ready: bool, detail: str) -> None:
         """The readiness probe's verdict changed."""
 
+    def probed(self, check: ProbeCheck, changed: bool) -> None:
+        """A probe ran (``check``); ``changed``: its outcome differs from its previous run's
+        (or it is the first), which is what the events timeline records."""
+
 
 #: A probe's detail is cut to this many characters (after redaction).
 DETAIL_MAX = 300
@@ -421,7 +425,7 @@ class HealthMonitor:
         result = ProbeResult(result.ok, detail)
         previous = self._last.get(role)
         failures = 0 if result.ok else (previous.consecutive_failures if previous else 0) + 1
-        self._last[role] = ProbeCheck(
+        check = self._last[role] = ProbeCheck(
             role=role,
             kind=spec.kind,
             ok=result.ok,
@@ -430,6 +434,7 @@ class HealthMonitor:
             at=time.time(),
             consecutive_failures=failures,
         )
+        self._hooks.probed(check, previous is None or previous.ok != check.ok)
         return result
 
     def poke(self) -> None:

@@ -239,6 +239,12 @@ class _Hooks:
     def ready(self, ready: bool, detail: str) -> None:
         self.svc.ready = ready
 
+    def probed(self, check: ProbeCheck, changed: bool) -> None:
+        # Only a change of outcome is an event: a probe every second would drown the timeline.
+        if changed:
+            data = {k: getattr(check, k) for k in ("role", "kind", "ok", "detail", "latency_ms")}
+            self.sup.emit("service.probe", self.svc.spec.name, data)
+
 
 class Supervisor(SecretFollower):
     """Supervises services. ``await open()`` before use and ``await close()`` after.
