@@ -7,9 +7,10 @@ duplicates nothing but cannot tell a half-done space from a done one). This vers
 lossless, idempotent and resumable after a crash at any point, by ordering its durable steps:
 
 1. For each key of a bundle: store it in the vault unless the vault already holds the same
-   value (``Vault.set_if_changed``, compared by HMAC fingerprint, never by reading the value
-   out). The vault commits each record on its own, so a crash leaves every key either stored
-   or not, never half-stored; a re-run skips the stored ones.
+   value (bastion's :func:`bastion.vault.importer.migrate_bundle`: ``set_if_changed``,
+   compared by HMAC fingerprint, never by reading the value out; the app keeps no copy of
+   that logic). The vault commits each record on its own, so a crash leaves every key either
+   stored or not, never half-stored; a re-run skips the stored ones.
 2. Read every key back through the vault and compare: only a bundle whose every key is
    verified in the vault may go.
 3. Clear the bundle with a compare-and-set on its exact text (``... WHERE secrets = ?``): if
@@ -33,7 +34,8 @@ from collections.abc import Callable
 
 from bastion.errors import MigrationFailed
 from bastion.store import Database, WriteTx, checkpoint
-from bastion.vault import Operation, Secret
+from bastion.vault import Secret
+from bastion.vault.importer import migrate_bundle
 from examples.spaces.secrets import SpaceSecrets, space_scope
 
 __all__ = ["MoveReport", "Step", "StepKind", "migrate_bundled_secrets", "purge_plaintext"]
@@ -107,15 +109,16 @@ def migrate_bundled_secrets(
         space_id, text = str(row[0]), str(row[1])
         scope = space_scope(space_id)
         bundle = _parse_bundle(space_id, text)
-        for key in sorted(bundle):
-            _meta, changed = vault.set_if_changed(
-                key, bundle[key], scope=scope, actor=ACTOR, operation=Operation.IMPORT
-            )
-            if changed:
-                stored += 1
-            else:
-                present += 1
+
+        def on_key(key: str, changed: bool, space_id: str = space_id) -> None:
             notify(Step(StepKind.STORED if changed else StepKind.PRESENT, space_id, key))
+
+        # Keys keep their names (the vault refuses a name it cannot hold, naming it).
+        counts = migrate_bundle(
+            vault, bundle, scope=scope, actor=ACTOR, name_for=str, on_key=on_key
+        )
+        stored += counts["written"]
+        present += counts["unchanged"]
         for key in sorted(bundle):
             got = vault.get(key, scope=scope, actor=ACTOR)
             if got != Secret(bundle[key]):

@@ -52,12 +52,34 @@ def namespace_v1() -> Namespace:
     return Namespace(NAMESPACE, _v1())
 
 
+#: 0003: what version 1's code needs during the transition, and what a sync layer needs.
+#:
+#: * ``secrets``: version 1 reads ``SELECT id, name, secrets FROM spaces``; after 0002 that
+#:   fails with "no such column: secrets". For one release the column is back, always empty
+#:   (NULL: version 1 sees "no key configured" and its settings screen still opens) and
+#:   read-only (the CHECK refuses a bundle, so version 1 cannot write secrets where version 2
+#:   never reads them: its save fails instead of losing the key). The release after drops it.
+#: * ``version``, ``updated_at``, ``origin``: per-record version, time and the replica that
+#:   wrote it (the order a sync layer merges by); ``deleted_at``: a tombstone, so a delete
+#:   travels to other copies instead of the row just vanishing.
+SYNC_AND_COMPAT = """-- spaces/0003: version 1 compatibility column (one release) + sync fields
+ALTER TABLE spaces ADD COLUMN secrets TEXT CHECK (secrets IS NULL);
+ALTER TABLE spaces ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE spaces ADD COLUMN updated_at REAL NOT NULL DEFAULT 0;
+ALTER TABLE spaces ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+ALTER TABLE spaces ADD COLUMN deleted_at REAL;
+UPDATE spaces SET updated_at = coalesce(unixepoch(created_at), 0);
+CREATE INDEX spaces_updated_at ON spaces (updated_at);
+"""
+
+
 def namespace_v2() -> Namespace:
-    """The namespace of the current app: version 1 plus the column drop."""
+    """The namespace of the current app: version 1, the column drop, then 0003 (above)."""
     drop = Migration.python(
         "0002_drop_bundled_secrets",
         drop_bundled_secrets,
         source="spaces/0002: guard no bundle left; rebuild spaces without secrets (v1)",
         foreign_keys_off=True,
     )
-    return Namespace(NAMESPACE, (*_v1(), drop))
+    sync = Migration.sql("0003_compat_and_sync", SYNC_AND_COMPAT)
+    return Namespace(NAMESPACE, (*_v1(), drop, sync))

@@ -13,7 +13,7 @@ import pytest
 
 from bastion.app import Home
 from bastion.config import Config
-from bastion.errors import MigrationFailed
+from bastion.errors import ConstraintViolation, MigrationFailed
 from bastion.store.migrations import Migrator
 from bastion.vault import Vault
 from examples.spaces.app import SpacesApp
@@ -67,7 +67,19 @@ def _assert_complete(app: SpacesApp) -> None:
         assert [r.secret_key for r in records] == sorted(bundle)
         assert all(r.version == 1 for r in records)
     columns = [row[1] for row in app.home.db.query("PRAGMA table_info(spaces)")]
-    assert columns == ["id", "name", "created_at"]
+    # the bundles' column is gone (0002); 0003 adds the empty compatibility column back
+    # for one release, and the sync fields
+    assert columns == [
+        "id",
+        "name",
+        "created_at",
+        "secrets",
+        "version",
+        "updated_at",
+        "origin",
+        "deleted_at",
+    ]
+    assert app.home.db.scalar("SELECT count(*) FROM spaces WHERE secrets IS NOT NULL") == 0
     assert {s.id for s in app.list_spaces()} == set(BUNDLES)
 
 
@@ -94,7 +106,11 @@ def test_upgrade_moves_every_key_and_drops_the_column(
         applied = app.home.db.query(
             "SELECT id FROM schema_migrations WHERE namespace = 'spaces' ORDER BY id"
         )
-        assert [r[0] for r in applied] == ["0001_spaces", "0002_drop_bundled_secrets"]
+        assert [r[0] for r in applied] == [
+            "0001_spaces",
+            "0002_drop_bundled_secrets",
+            "0003_compat_and_sync",
+        ]
         rec = app.secrets.record("alpha", "openai_api_key")
         assert rec is not None
         assert rec.created_at == rec.updated_at > 0
@@ -219,3 +235,26 @@ def test_an_empty_bundle_is_cleared_without_storing_anything(
         assert app.upgrade is not None
         assert app.upgrade.to_dict() == {"spaces": 1, "stored": 0, "present": 0}
         assert app.secrets.list_secrets("s1") == []
+
+
+def test_v1_code_keeps_working_read_only_after_the_upgrade(
+    cfg: Config, env: dict[str, str], make_v1_home: MakeV1
+) -> None:
+    """The seed: "old code will continue to work during transition period". Version 1's
+    store, unchanged, on an upgraded home: it lists and loads spaces (no key configured: the
+    compatibility column is empty), creates spaces, and its bundle save is refused without
+    changing anything, so a key cannot land where version 2 never reads it."""
+    make_v1_home({"s1": {"openai_api_key": "sk-moved-away"}})
+    with SpacesApp.open(cfg, env=env):
+        pass
+    with Home.open(cfg) as home:
+        v1 = BundledSecretsStore(home.db)
+        space = v1.load_space("s1")
+        assert (space.id, space.name, space.secrets) == ("s1", "Space s1", {})
+        v1.create_space("s2", "Made by version 1")
+        with pytest.raises(ConstraintViolation, match="CHECK constraint failed: secrets IS NULL"):
+            v1.save_all_secrets("s1", {"openai_api_key": "sk-new-by-v1"})
+        assert v1.load_space("s1").secrets == {}
+    with SpacesApp.open(cfg, env=env) as app:
+        assert [s.id for s in app.list_spaces()] == ["s2", "s1"]  # by name
+        assert _values(app, "s1") == {"openai_api_key": "sk-moved-away"}

@@ -386,13 +386,16 @@ def migrate_bundle(
     actor: str = "migrate",
     name_for: Callable[[str], str] = _safe_name,
     on_complete: Callable[[], None] | None = None,
+    on_key: Callable[[str, bool], None] | None = None,
 ) -> dict[str, int]:
     """Store each key of a bundled secrets object as its own record in ``scope``.
 
     Lossless and resumable: each key is written on its own (one record per (scope, name));
     a key already stored with the same value is skipped, so re-running an interrupted
     migration writes only what is missing and never a key twice. ``on_complete`` (e.g. clear
-    the bundle in the app's store) runs only once every key is stored.
+    the bundle in the app's store) runs only once every key is stored. ``on_key(name,
+    written)`` is called after each key is durable (progress, or a crash test's kill point);
+    keys go in sorted order, so an interrupted run and its re-run walk them the same way.
     """
     validate_scope(scope)
     planned = {name_for(key): value for key, value in bundle.items()}
@@ -404,12 +407,14 @@ def migrate_bundle(
         validate_name(name)
         vault.rules.check(scope, name, value)
     written = unchanged = 0
-    for name, value in planned.items():
+    for name, value in sorted(planned.items()):
         _, changed = vault.set_if_changed(
             name, value, scope, actor=actor, operation=Operation.MIGRATE
         )
         written += changed
         unchanged += not changed
+        if on_key is not None:
+            on_key(name, changed)
     if on_complete is not None:
         on_complete()
     return {"keys": len(planned), "written": written, "unchanged": unchanged}
