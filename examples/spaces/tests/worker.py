@@ -50,8 +50,24 @@ def record_add_many(home: str, env: dict[str, str], space_id: str, prefix: str, 
     return count
 
 
+def delete_and_die(home: str, space_id: str) -> int:
+    """Delete a space and SIGKILL this process after its tombstone committed, before the
+    vault's delete_scope: the crash between the two steps of ``SpacesApp.delete_space``."""
+    app = SpacesApp.open(load_config(home, env=os.environ))
+
+    def die(*args: object, **kwargs: object) -> None:
+        print("tombstone committed", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    app.vault.delete_scope = die  # type: ignore[method-assign, assignment]
+    app.delete_space(space_id)
+    return 1  # not reached
+
+
 def main(argv: list[str]) -> int:
     command, *args = argv
+    if command == "delete-and-die":
+        return delete_and_die(os.environ["SPACES_TEST_HOME"], args[0])
     if command != "upgrade-and-die":
         print(f"unknown command {command!r}", file=sys.stderr)
         return 2
