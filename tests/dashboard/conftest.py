@@ -335,3 +335,12 @@ def signed_in(daemon: Daemon, chromium: Any) -> Iterator[Session]:
     """A signed-in page at the desktop viewport; checked clean after the test."""
     with open_page(chromium, daemon) as session:
         yield session
+
+
+def wait_check_passed(page: Any) -> None:
+    """Wait for the dashboard's quick check to answer, then say what it answered: a check that
+    failed shows its problems in the assertion instead of an anonymous selector timeout. The
+    wait is a hang detector, generous because the check runs on a machine busy with the rest
+    of the suite."""
+    page.wait_for_selector("#db-check[data-ok]", timeout=60_000)
+    assert page.get_attribute("#db-check", "data-ok") == "true", page.inner_text("#db-check")

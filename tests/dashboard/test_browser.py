@@ -21,6 +21,7 @@ from tests.dashboard.conftest import (
     PageWatch,
     Session,
     login_url,
+    wait_check_passed,
 )
 from tests.helpers import wait_until
 
@@ -258,11 +259,11 @@ def test_last_check_result_survives_a_reload(signed_in: Session, daemon: Daemon)
     page = signed_in.page
     show(page, "database")
     page.click("#db-check-run")
-    page.wait_for_selector("#db-check[data-ok='true']")
+    wait_check_passed(page)
     assert page.inner_text("#db-check").startswith("Last quick check: ok")
     page.reload()
     page.wait_for_selector('body[data-loaded="database"]')
-    page.wait_for_selector("#db-check[data-ok='true']")
+    wait_check_passed(page)
     assert page.inner_text("#db-check").startswith("Last quick check: ok")
 
 

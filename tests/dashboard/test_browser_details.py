@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bastion.store.samples import FULL_S, read_samples, samples_path
-from tests.dashboard.conftest import Daemon, Session
+from tests.dashboard.conftest import Daemon, Session, wait_check_passed
 from tests.dashboard.test_a11y import fill_logs
 from tests.helpers import wait_until
 
@@ -210,7 +210,7 @@ def test_the_pages_actions_are_the_dashboards_in_who_did_what(signed_in: Session
     page = signed_in.page
     show(page, "database")
     page.click("#db-check-run")
-    page.wait_for_selector("#db-check[data-ok='true']")
+    wait_check_passed(page)
     show(page, "secrets")
     name = "WHO_" + secrets.token_hex(3).upper()
     page.fill("#secret-name", name)

@@ -617,6 +617,7 @@ async function runCheck() {
   state.checking = true;
   setEnabled($("#db-check-run"), false);
   out.textContent = "Checking…";
+  delete out.dataset.ok; // the last answer no longer stands while this one runs
   try {
     const r = await api("POST", ROUTES.checks, { body: { kind: "quick" } });
     out.dataset.ok = String(r.ok);
