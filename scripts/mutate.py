@@ -204,7 +204,13 @@ def run_module(module: str) -> ModuleResult:
     return result
 
 
+#: What the report's table says for a module of MODULES that has no result yet.
+NOT_RUN = "not run yet"
+
+
 def render(results: list[ModuleResult]) -> str:
+    """The report: one row per module of MODULES (those without a result say so), then the
+    survivors of each module."""
     lines = [
         "# Mutation testing",
         "",
@@ -217,8 +223,13 @@ def render(results: list[ModuleResult]) -> str:
         "| module | tests | mutants | killed | explained | unexplained | score | time |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
-        tests = "<br>".join(f"`{t}`" for t in r.tests)
+    done = {r.module: r for r in results}
+    for module, module_tests in MODULES.items():
+        tests = "<br>".join(f"`{t}`" for t in module_tests)
+        r = done.get(module)
+        if r is None:
+            lines.append(f"| `{module}` | {tests} | {NOT_RUN} | | | | | |")
+            continue
         lines.append(
             f"| `{r.module}` | {tests} | {r.total} | {r.killed} | {r.explained} | "
             f"{len(r.unexplained)} | {r.score:.1f}% | {r.seconds:.0f} s |"

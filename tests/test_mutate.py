@@ -44,3 +44,17 @@ def test_explanations_name_mutated_modules_and_say_why() -> None:
         for entry in entries:
             assert {"function", "removed", "added", "why"} <= set(entry), entry
             assert len(str(entry["why"]).split()) >= 5, f"say why: {entry}"
+
+
+def test_the_report_lists_every_module_and_matches_the_stored_results() -> None:
+    """Every module of MODULES has a row (with figures, or saying it has not run yet), and the
+    committed report is what the stored results and today's explanations render to: an
+    explanation added without regenerating the report, or a hand edit, fails here."""
+    mutate = _mutate_module()
+    report = (ROOT / "docs" / "mutation.md").read_text(encoding="utf-8")
+    rows = [line for line in report.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == list(mutate.MODULES)
+    results = mutate._load_results()
+    for module, row in zip(mutate.MODULES, rows, strict=True):
+        assert (mutate.NOT_RUN in row) == (module not in results), row
+    assert report == mutate.render(list(results.values()))

@@ -87,3 +87,207 @@ def test_plan_reflects_a_schema_change_made_after_the_reader_was_pooled(tmp_path
         assert "t_k" in explain(database, "SELECT id FROM t WHERE k = ?", ("x",)).indexes
         database.write(lambda tx: tx.execute("DROP INDEX t_k"))
         assert "t_k" not in explain(database, "SELECT id FROM t WHERE k = ?", ("x",)).indexes
+
+
+# --- the parser and the messages, step by step (mutation testing, #23) -----------------------
+
+from bastion.store.plan import PlanStep, QueryPlan  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("detail", "table", "is_scan", "index"),
+    [
+        ("SCAN t", "t", True, None),
+        ("SCAN t AS x", "t", True, None),
+        ("SCAN t USING COVERING INDEX t_c", "t", True, "t_c"),
+        ("SCAN t USING INDEX t_c", "t", True, "t_c"),
+        ("SEARCH t USING INDEX t_a_b (a=? AND b>?)", "t", False, "t_a_b"),
+        ("SEARCH t AS x USING COVERING INDEX t_a_b (a=?)", "t", False, "t_a_b"),
+        ("SEARCH t USING INTEGER PRIMARY KEY (rowid=?)", "t", False, "PRIMARY KEY"),
+        ("SEARCH w USING PRIMARY KEY (k=?)", "w", False, "PRIMARY KEY"),
+        # Not table accesses, though some say SCAN or name an index.
+        ("SCAN CONSTANT ROW", None, False, None),
+        ("SCAN (subquery-1)", None, False, None),
+        ("USE TEMP B-TREE FOR ORDER BY", None, False, None),
+        ("CO-ROUTINE sub", None, False, None),
+        ("MULTI-INDEX OR", None, False, None),
+        ("LIST SUBQUERY 1 USING INDEX q", None, False, None),
+        ("xSCAN t", None, False, None),
+    ],
+)
+def test_plan_steps_parse(detail: str, table: str | None, is_scan: bool, index: str | None) -> None:
+    step = PlanStep(3, 0, detail)
+    assert (step.table, step.is_scan, step.index) == (table, is_scan, index)
+
+
+def test_a_plan_renders_as_the_sqlite3_shell_tree() -> None:
+    plan = QueryPlan(
+        "q",
+        (
+            PlanStep(2, 0, "SCAN t"),
+            PlanStep(5, 2, "SEARCH u USING INDEX u_k (k=?)"),
+            PlanStep(7, 5, "SEARCH v USING INTEGER PRIMARY KEY (rowid=?)"),
+            PlanStep(9, 0, "USE TEMP B-TREE FOR ORDER BY"),
+            PlanStep(11, 99, "SCAN orphan"),  # a parent not in the plan: a top-level step
+            PlanStep(12, 11, "SEARCH w USING INDEX w_k (k=?)"),
+        ),
+    )
+    assert plan.render() == (
+        "|-- SCAN t\n"
+        "  |-- SEARCH u USING INDEX u_k (k=?)\n"
+        "    |-- SEARCH v USING INTEGER PRIMARY KEY (rowid=?)\n"
+        "|-- USE TEMP B-TREE FOR ORDER BY\n"
+        "|-- SCAN orphan\n"
+        "  |-- SEARCH w USING INDEX w_k (k=?)"
+    )
+    assert [s.table for s in plan.scans] == ["t", "orphan"]
+    assert plan.indexes == {"u_k", "PRIMARY KEY", "w_k"}
+    assert plan.uses_temp_btree
+    assert not QueryPlan("q", (PlanStep(2, 0, "SCAN t"),)).uses_temp_btree
+
+
+def test_explain_works_on_a_database_a_read_and_a_write_with_named_parameters(
+    db: Database,
+) -> None:
+    sql = "SELECT * FROM t WHERE a = :a AND b > :b"
+    params = {"a": "x", "b": 1.0}
+    expected = ("SEARCH t USING INDEX t_a_b (a=? AND b>?)",)
+    for plan in [
+        explain(db, sql, params),
+        db.read(lambda tx: explain(tx, sql, params)),
+        db.write(lambda tx: explain(tx, sql, params)),
+    ]:
+        assert plan.sql == sql
+        assert tuple(s.detail for s in plan.steps) == expected
+        assert all(type(s.id) is int and type(s.parent) is int for s in plan.steps)
+        assert plan.steps[0].parent == 0
+    # Positional parameters on every kind of source too.
+    for plan in [
+        explain(db, "SELECT * FROM t WHERE c = ?", ["z"]),
+        db.read(lambda tx: explain(tx, "SELECT * FROM t WHERE c = ?", ("z",))),
+        db.write(lambda tx: explain(tx, "SELECT * FROM t WHERE c = ?", ("z",))),
+    ]:
+        assert plan.indexes == {"t_c"}
+
+
+def test_a_failed_plan_check_shows_every_problem_the_query_and_the_plan(db: Database) -> None:
+    sql = "SELECT * FROM t WHERE b > ? ORDER BY c"
+    with pytest.raises(QueryPlanError) as err:
+        assert_plan(db, sql, (1.0,), index="t_a_b", allow_temp_btree=False)
+    plan = explain(db, sql, (1.0,))
+    problems = [f"full scan of t ({plan.scans[0].detail})"]
+    problems.append(
+        f"does not use index t_a_b (uses {', '.join(sorted(plan.indexes)) or 'no index'})"
+    )
+    if plan.uses_temp_btree:
+        problems.append("sorts in a temporary b-tree (no index delivers the order)")
+    assert str(err.value) == (
+        f"query plan check failed: {'; '.join(problems)}\nquery: {sql}\nplan:\n{plan.render()}"
+    )
+
+
+def test_a_query_using_no_index_says_so(db: Database) -> None:
+    with pytest.raises(QueryPlanError, match=r"does not use index t_c \(uses no index\)"):
+        assert_plan(db, "SELECT * FROM t WHERE b > ?", (1.0,), index="t_c", allow_scan=["t"])
+
+
+def test_several_indexes_are_listed_sorted(db: Database) -> None:
+    sql = "SELECT * FROM t WHERE a = ? OR c = ?"
+    with pytest.raises(QueryPlanError, match=r"does not use index zz \(uses t_a_b, t_c\)"):
+        assert_plan(db, sql, ("x", "y"), index="zz")
+
+
+def test_allow_scan_excuses_only_the_tables_it_names(db: Database) -> None:
+    db.write(lambda tx: tx.execute("CREATE TABLE u (id INTEGER PRIMARY KEY, v TEXT)"))
+    sql = "SELECT * FROM t CROSS JOIN u WHERE t.b > 0 AND u.v > ''"
+    with pytest.raises(QueryPlanError) as err:
+        assert_plan(db, sql, allow_scan=["u"])
+    assert "full scan of t " in str(err.value)
+    assert "full scan of u " not in str(err.value)
+    assert_plan(db, sql, allow_scan=["t", "u"])
+
+
+def test_a_passing_check_returns_the_plan_and_allows_a_temp_sort_by_default(
+    db: Database,
+) -> None:
+    sql = "SELECT * FROM t WHERE a = ? ORDER BY c"
+    plan = assert_plan(db, sql, ("x",), index="t_a_b")
+    assert plan == explain(db, sql, ("x",))
+    assert plan.uses_temp_btree
+
+
+def test_missing_indexes_keep_the_callers_order_and_only_count_indexes(db: Database) -> None:
+    db.write(lambda tx: tx.execute("CREATE TABLE idx_like (x)"))
+    assert missing_indexes(db, ["z_gone", "t_c", "idx_like", "a_gone"]) == [
+        "z_gone",
+        "idx_like",
+        "a_gone",
+    ]
+    assert missing_indexes(db, ["t_c", "t_a_b"]) == []
+    assert_indexes(db, ["t_c", "t_a_b"], namespace="n")  # nothing missing: no error
+    with pytest.raises(QueryPlanError) as err:
+        assert_indexes(db, ["t_c", "x1", "x2"])
+    assert str(err.value) == "missing index(es): x1, x2"
+
+
+def test_namespace_indexes_are_only_its_indexes_sorted() -> None:
+    ns = Namespace(
+        "n",
+        [
+            Migration.sql(
+                "0001_i",
+                "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT);"
+                " CREATE INDEX z_a ON t (a); CREATE INDEX b_a ON t (a, id);"
+                " CREATE VIEW v AS SELECT a FROM t;"
+                " CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END;",
+            ),
+            Migration.sql("0002_j", "CREATE INDEX m_id ON t (id);"),
+        ],
+    )
+    assert namespace_indexes(ns) == ["b_a", "m_id", "z_a"]
+
+
+def test_a_temp_sort_is_refused_in_its_own_words(db: Database) -> None:
+    sql = "SELECT * FROM t WHERE a = ? ORDER BY c"
+    with pytest.raises(QueryPlanError) as err:
+        assert_plan(db, sql, ("x",), allow_temp_btree=False)
+    assert str(err.value).startswith(
+        "query plan check failed: sorts in a temporary b-tree (no index delivers the order)\n"
+    )
+
+
+def test_explain_keeps_each_steps_id_and_parent(db: Database) -> None:
+    sql = "SELECT * FROM t WHERE a IN (SELECT c FROM t WHERE c = ?) ORDER BY b"
+    raw = db.read(lambda tx: tx.query(f"EXPLAIN QUERY PLAN {sql}", ("x",)))
+    plan = explain(db, sql, ("x",))
+    assert [(s.id, s.parent, s.detail) for s in plan.steps] == [(r[0], r[1], r[3]) for r in raw]
+    assert len({s.id for s in plan.steps}) == len(plan.steps) > 2
+    assert any(s.parent != 0 for s in plan.steps)  # nested: the tree needs the parent ids
+
+
+class RawSource:
+    """Anything with ``query(sql, params)`` -- here a plain apsw connection to the same file --
+    is a source too (an application's own connection wrapper)."""
+
+    def __init__(self, path: Path) -> None:
+        import apsw
+
+        self.conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+        self.seen: list[str] = []
+
+    def query(self, sql: str, params: object = ()) -> list[tuple[object, ...]]:
+        self.seen.append(sql)
+        return self.conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+
+def test_any_source_with_query_is_explained_with_its_parameters(db: Database) -> None:
+    source = RawSource(db.path)
+    sql = "SELECT * FROM t WHERE a = ? AND b > ?"
+    plan = explain(source, sql, ("x", 1.0))
+    assert source.seen == [f"EXPLAIN QUERY PLAN {sql}"]
+    assert plan == explain(db, sql, ("x", 1.0))
+    assert plan.indexes == {"t_a_b"}
+    named = "SELECT * FROM t WHERE c = :c"
+    assert explain(source, named, {"c": "z"}).indexes == {"t_c"}
+    assert_plan(source, sql, ("x", 1.0), index="t_a_b")
+    source.conn.close()

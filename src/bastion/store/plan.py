@@ -105,7 +105,8 @@ class QueryPlan:
 
     def render(self) -> str:
         """The plan as an indented tree, as the sqlite3 shell prints it."""
-        depth: dict[int, int] = {0: -1}
+        # A step whose parent is not in the plan (0, the root) is at the top level.
+        depth: dict[int, int] = {}
         lines = []
         for step in self.steps:
             level = depth.get(step.parent, -1) + 1
