@@ -9,7 +9,10 @@ to the daemon's loopback API (bearer token from ``run/token``, handshake from
 * stale entries are reconciled on ``get_secrets``: a key deleted behind the app's back (in
   Keychain Access, ``secret-tool clear``) is dropped from the list. The seed kept a JSON file
   of known keys because the keychain cannot list; bastion's vault index replaces that file,
-  and ``POST /v1/secrets/reconcile {"fix": true}`` drops index rows whose value vanished;
+  and ``POST /v1/secrets/reconcile {"fix": true}`` drops index rows whose value vanished.
+  When *every* key vanished, bastion refuses that by default (the likelier cause is a wrong
+  or locked keychain); the seed's cleanup is the user's word that they deleted them, so
+  ``get_secrets`` passes ``allow_drop_all`` and the list follows the keychain to empty;
 * ``get_secret`` of a missing key is ``None``; ``delete_secret`` of a missing key is ``False``.
 
 Values cross the API only in ``set_secret``'s JSON body and ``get_secret``'s audited reveal.
@@ -68,5 +71,7 @@ class SecretsIpc:
 
     def reconcile(self) -> dict[str, Any]:
         """Drop index rows whose value vanished from the backend (and adopt orphans)."""
-        result: dict[str, Any] = self.client.post("/v1/secrets/reconcile", {"fix": True})
+        result: dict[str, Any] = self.client.post(
+            "/v1/secrets/reconcile", {"fix": True, "allow_drop_all": True}
+        )
         return result

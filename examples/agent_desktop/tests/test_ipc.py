@@ -13,7 +13,7 @@ import pytest
 
 from bastion.app import Home
 from bastion.config import Config, load_config
-from bastion.errors import KeychainUnavailable, VaultError
+from bastion.errors import KeychainUnavailable, ReconcileRefused, VaultError
 from bastion.vault import Vault
 from examples.agent_desktop.daemon import Daemon
 from examples.agent_desktop.ipc import SCOPE, SecretsIpc
@@ -43,6 +43,24 @@ def test_secrets_commands_behave_as_the_seed(cfg: Config, tmp_path: Path) -> Non
     assert daemon.returncode == 0
     # the daemon's own log never saw a value
     assert SENTINEL not in log.read_text(encoding="utf-8")
+
+
+def test_the_key_list_survives_an_app_restart(cfg: Config) -> None:
+    """The seed's persistent known-keys list: keys set in one session are listed by the next
+    (a new daemon process, a new client), read after the restart."""
+    Home.init(cfg).close()
+    with Daemon.spawn(cfg) as first:
+        ipc = SecretsIpc(first.client, cfg)
+        ipc.set_secret("openai_api_key", SENTINEL)
+        ipc.set_secret("github_token", "ghp-kept")
+        before_pid = first.pid
+    assert first.returncode == 0
+    with Daemon.spawn(cfg) as second:  # the app started again
+        assert second.pid != before_pid
+        ipc = SecretsIpc(second.client, cfg)
+        assert ipc.get_secrets() == ["github_token", "openai_api_key"]
+        assert ipc.get_secret("openai_api_key") == SENTINEL
+    assert second.returncode == 0
 
 
 def test_concurrent_ipc_calls_lose_nothing(cfg: Config) -> None:
@@ -104,6 +122,50 @@ def test_get_secrets_drops_an_entry_deleted_outside_the_app(tmp_path: Path) -> N
         assert ipc.get_secret("github_token") == "ghp-keep"
         assert ipc.delete_secret("github_token") is True
     assert daemon.returncode == 0
+
+
+@pytest.mark.keychain
+def test_get_secrets_cleans_up_when_every_key_was_deleted_outside_the_app(
+    tmp_path: Path,
+) -> None:
+    """Every known key deleted in the keychain behind the app's back: bastion's reconcile
+    refuses to drop them all by default; get_secrets says the user did it (allow_drop_all)
+    and the list follows, to empty, instead of failing."""
+    service = f"aios-all-{tmp_path.name}"
+    cfg = _keychain_home(tmp_path, service)
+    with Daemon.spawn(cfg, env=_without_vault_overrides()) as daemon:
+        ipc = SecretsIpc(daemon.client, cfg)
+        for key in ("github_token", "search_api_key", "openai_api_key"):
+            ipc.set_secret(key, f"value-of-{key}")
+        subprocess.run(["secret-tool", "clear", "service", service], check=True, timeout=30)
+        with pytest.raises(ReconcileRefused):  # bastion's guard, without the app's word
+            daemon.client.post("/v1/secrets/reconcile", {"fix": True})
+        assert SecretsIpc(daemon.client, cfg, reconcile=False).get_secrets() == [
+            "github_token",
+            "openai_api_key",
+            "search_api_key",
+        ]
+        assert ipc.get_secrets() == []  # cleaned up, as the seed's get_secrets did
+        ipc.set_secret("github_token", "ghp-new")  # and the app goes on
+        assert ipc.get_secrets() == ["github_token"]
+    assert daemon.returncode == 0
+
+
+def _keychain_home(tmp_path: Path, service: str) -> Config:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "bastion.toml").write_text(
+        f'[vault]\nbackend = "keychain"\nservice = "{service}"\n', encoding="utf-8"
+    )
+    cfg = load_config(home, env={})
+    Home.init(cfg).close()
+    try:
+        with Vault.open(cfg) as probe:
+            probe.set("probe", "x", scope=SCOPE)
+            probe.delete("probe", scope=SCOPE)
+    except (KeychainUnavailable, VaultError) as err:
+        pytest.skip(f"no usable Secret Service: {err.message}")
+    return cfg
 
 
 def _without_vault_overrides() -> dict[str, str]:
