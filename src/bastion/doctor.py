@@ -304,7 +304,10 @@ def _plaintext_backups(cfg: Config) -> list[dict[str, Any]]:
     from bastion.vault.plaintext_backups import recorded
 
     try:
-        with Database.open(cfg.vault_db_path, cfg.store, name="vault", create=False) as db:
+        # An encrypted vault.db is read with the database key (without it, the database
+        # section says the key is missing; the copies were reported as none before).
+        key = _database_key(cfg, cfg.vault_db_path)
+        with Database.open(cfg.vault_db_path, cfg.store, name="vault", create=False, key=key) as db:
             return [b.to_dict() for b in recorded(db)]
     except BastionError:
         return []  # the database section reports why vault.db cannot be read

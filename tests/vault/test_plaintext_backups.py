@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from bastion.cli import cli
@@ -139,11 +141,15 @@ def test_cli_import_warns_no_backup_and_purge(cli_env: dict[str, str], tmp_path:
     assert "--purge-backups" in missing.output
 
 
-def test_doctor_lists_copies_even_when_the_vault_backend_cannot_open(tmp_path: Path) -> None:
+@pytest.mark.encrypted_rerun
+def test_doctor_lists_copies_even_when_the_vault_backend_cannot_open(
+    tmp_path: Path, store_env: dict[str, str]
+) -> None:
     key = new_env_key()
-    cfg = make_home(tmp_path / "home", BASTION_VAULT_BACKEND="encrypted-file")
+    cfg = make_home(tmp_path / "home", BASTION_VAULT_BACKEND="encrypted-file", **store_env)
     env = _env_file(tmp_path)
-    with Vault.open(cfg, env={"BASTION_VAULT_KEY": key}) as vault:
+    db_key = {"BASTION_DB_KEY": os.environ["BASTION_DB_KEY"]} if store_env else {}
+    with Vault.open(cfg, env={"BASTION_VAULT_KEY": key, **db_key}) as vault:
         import_file(vault, env)
     # Without the key the backend is locked; the copy is still reported from vault.db.
     report = run_doctor(cfg, full_check=False)
