@@ -51,8 +51,12 @@ action can make the same call succeed).
     │   │   └── BaselineMismatch
     │   ├── BackupError
     │   │   └── RestoreRefused
-    │   └── ArchiveError
-    │       └── PointInTimeUnavailable
+    │   ├── ArchiveError
+    │   │   └── PointInTimeUnavailable
+    │   ├── SqliteOnly
+    │   ├── StoreUnavailable
+    │   └── CopyError
+    │       └── CopyVerifyFailed
     ├── VaultError
     │   ├── KeychainUnavailable
     │   ├── KeychainLocked
@@ -96,6 +100,8 @@ __all__ = [
     "ConfigError",
     "ConfigVersionNotFound",
     "Conflict",
+    "CopyError",
+    "CopyVerifyFailed",
     "ConstraintViolation",
     "DaemonAlreadyRunning",
     "DaemonUnreachable",
@@ -136,6 +142,7 @@ __all__ = [
     "ServerNotInstalled",
     "ServiceSpecError",
     "SpawnFailed",
+    "SqliteOnly",
     "StoreBusy",
     "StoreClosed",
     "StoreCorrupt",
@@ -148,6 +155,7 @@ __all__ = [
     "StorePermissionError",
     "StorePostureError",
     "StoreReadOnly",
+    "StoreUnavailable",
     "SupervisorError",
     "Unauthorized",
     "UnsupportedMediaType",
@@ -596,6 +604,49 @@ class PointInTimeUnavailable(ArchiveError):
     http_status = 404
 
 
+class SqliteOnly(StoreError):
+    """A feature of SQLite files was asked of a PostgreSQL database: posture pragmas, file
+    backups, restore, salvage, quarantine, the WAL watchdog, encryption at rest."""
+
+    code = "sqlite_only"
+    default_hint = (
+        "This works on SQLite files only. On PostgreSQL use the server's own tools: "
+        "`pg_dump`/`pg_restore` for backups and restores, the server's settings for "
+        "durability and encryption."
+    )
+    http_status = 501
+
+
+class StoreUnavailable(StoreError):
+    """The database server could not be reached, or dropped the connection mid-way."""
+
+    code = "store_unavailable"
+    default_hint = (
+        "Check that the PostgreSQL server is running and reachable at the URL (host, port "
+        "or socket directory), then retry; nothing was committed by the failed call."
+    )
+    default_recoverable = True
+    http_status = 503
+
+
+class CopyError(StoreError):
+    """``db copy`` refused or failed; what was copied so far stays, and a rerun resumes."""
+
+    code = "copy_failed"
+    default_hint = "Fix what the message names and run the same `bastion db copy` again: it resumes."
+
+
+class CopyVerifyFailed(CopyError):
+    """The copy's row counts or per-table checksums differ from the source's."""
+
+    code = "copy_verify_failed"
+    default_hint = (
+        "The destination differs from the source (the message names the table and the first "
+        "differing row); nothing else writes there during a copy: drop the destination's "
+        "tables and copy again."
+    )
+
+
 # --- vault -----------------------------------------------------------------------------------
 
 
@@ -872,6 +923,10 @@ EXIT_CODES: dict[type[BastionError], int] = {
     MigrationLocked: 75,
     ArchiveError: 74,
     PointInTimeUnavailable: 66,
+    # PostgreSQL: a SQLite-only feature asked of it, or the server out of reach (EX_UNAVAILABLE).
+    SqliteOnly: 69,
+    StoreUnavailable: 69,
+    CopyVerifyFailed: 65,
     VaultError: 77,
     RuleViolation: 65,
     SecretTooLarge: 65,
