@@ -13,7 +13,16 @@ from collections.abc import Generator
 
 import pytest
 
-SYSTEM_MARKERS = ("keychain", "browser", "posix", "system_tool", "dist", "node", "root")
+SYSTEM_MARKERS = (
+    "keychain",
+    "browser",
+    "posix",
+    "system_tool",
+    "dist",
+    "node",
+    "root",
+    "postgres",
+)
 
 
 def _in_ci() -> bool:

@@ -53,6 +53,8 @@ FORBIDDEN_PAIRS = {
 }
 UI_PACKAGES = {"click", "rich", "fastapi", "uvicorn", "starlette", "typer"}
 DRIVER = "apsw"
+#: PostgreSQL's driver and pool: the store's too, and only its pg/ subpackage's.
+PG_DRIVERS = {"psycopg", "psycopg_pool"}
 
 
 def _layer(module: str) -> str:
@@ -164,9 +166,39 @@ def test_only_the_store_touches_the_driver(module: str) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    "module", sorted(m for m in _modules() if not m.startswith("bastion.store.pg"))
+)
+def test_only_the_store_pg_package_touches_psycopg(module: str) -> None:
+    for target in _imports(_modules()[module], module):
+        assert target.split(".")[0] not in PG_DRIVERS, (
+            f"{module} imports {target}; keep PostgreSQL driver calls in store/pg/"
+        )
+
+
+@pytest.mark.parametrize(
+    "module", sorted(m for m in _modules() if m.startswith("bastion.store.pg"))
+)
+def test_the_postgres_dialect_does_not_touch_sqlites_driver(module: str) -> None:
+    for target in _imports(_modules()[module], module):
+        assert target.split(".")[0] != DRIVER, (
+            f"{module} imports {target}; apsw stays in store/ outside store/pg/"
+        )
+
+
 @pytest.mark.parametrize("module", sorted(m for m in _modules() if _layer(m) == "cli"))
 def test_cli_modules_load_no_heavy_stack_at_import(module: str) -> None:
-    heavy = {"rich", "fastapi", "uvicorn", "starlette", "apsw", "pydantic", "bastion.api"}
+    heavy = {
+        "rich",
+        "fastapi",
+        "uvicorn",
+        "starlette",
+        "apsw",
+        "pydantic",
+        "bastion.api",
+        "psycopg",
+        "psycopg_pool",
+    }
     for target in _imports(_modules()[module], module, top_level_only=True):
         assert not any(target == h or target.startswith(h + ".") for h in heavy), (
             f"{module} imports {target} at module level; import it inside the command"

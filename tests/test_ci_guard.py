@@ -21,6 +21,10 @@ def test_needs_keychain():
 def test_needs_root():
     pytest.skip("needs root to mount a tmpfs")
 
+@pytest.mark.postgres
+def test_needs_postgres():
+    pytest.skip("no PostgreSQL server installed")
+
 @pytest.mark.slow
 def test_slow_may_skip():
     pytest.skip("slow tests may be skipped anywhere")
@@ -36,6 +40,7 @@ markers =
     slow: s
     posix: p
     root: r
+    postgres: pg
 """
 
 
@@ -59,13 +64,15 @@ def _run(tmp_path: Path, ci: str | None) -> subprocess.CompletedProcess[str]:
 def test_skip_of_marked_test_fails_under_ci(tmp_path: Path) -> None:
     result = _run(tmp_path, "true")
     assert result.returncode == 1, result.stdout
-    assert "2 failed, 1 passed, 1 skipped" in result.stdout
+    assert "3 failed, 1 passed, 1 skipped" in result.stdout
     assert "CI=true: a test needing keychain was skipped" in result.stdout
     # The real-filesystem fault tests (tmpfs mounts) are a system part too.
     assert "CI=true: a test needing root was skipped" in result.stdout
+    # So are the tests against a real PostgreSQL server (the store contract on both engines).
+    assert "CI=true: a test needing postgres was skipped" in result.stdout
 
 
 def test_same_skip_is_a_skip_locally(tmp_path: Path) -> None:
     result = _run(tmp_path, None)
     assert result.returncode == 0, result.stdout
-    assert "1 passed, 3 skipped" in result.stdout
+    assert "1 passed, 4 skipped" in result.stdout

@@ -633,7 +633,9 @@ class CopyError(StoreError):
     """``db copy`` refused or failed; what was copied so far stays, and a rerun resumes."""
 
     code = "copy_failed"
-    default_hint = "Fix what the message names and run the same `bastion db copy` again: it resumes."
+    default_hint = (
+        "Fix what the message names and run the same `bastion db copy` again: it resumes."
+    )
 
 
 class CopyVerifyFailed(CopyError):

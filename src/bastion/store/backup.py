@@ -63,6 +63,7 @@ from bastion.store._snapshot_copy import (
 )
 from bastion.store.crypt.cipher import ALGORITHM
 from bastion.store.crypt.key import DatabaseKey
+from bastion.store.dialect import require_sqlite
 
 if TYPE_CHECKING:
     from bastion.config import BackupConfig, Config
@@ -222,6 +223,7 @@ def create_backup(
     reported at the start and the end only). Raises ``StoreIOError`` when the disk refuses a
     write (nothing is left behind), ``BackupError`` when the copy fails verification.
     """
+    require_sqlite(db, "backups")  # PostgreSQL: pg_dump, named in the refusal
     started = time.monotonic()
     created = now or dt.datetime.now(dt.UTC)
     if to is None:

@@ -22,7 +22,7 @@ from bastion.errors import SqliteOnly
 if TYPE_CHECKING:
     from bastion.store.plan import PlanStep
 
-__all__ = ["SQLITE", "Column", "Dialect", "SqliteDialect", "require_sqlite"]
+__all__ = ["SQLITE", "Column", "Dialect", "SqliteDialect", "require_sqlite", "sqlite_only"]
 
 Params = Sequence[Any] | Mapping[str, Any]
 
@@ -76,12 +76,14 @@ class SqliteDialect:
     name = "sqlite"
 
     def explain(self, tx: _Explainable, sql: str, params: Params) -> tuple[PlanStep, ...]:
+        """``EXPLAIN QUERY PLAN`` rows as steps."""
         from bastion.store.plan import PlanStep
 
         rows = tx.explain_query_plan(sql, params)
         return tuple(PlanStep(int(r[0]), int(r[1]), str(r[3])) for r in rows)
 
     def table_names(self, source: _Queryable) -> list[str]:
+        """The user tables, sorted (``sqlite_*`` left out)."""
         rows = source.query(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
             "ORDER BY name"
@@ -89,10 +91,14 @@ class SqliteDialect:
         return [str(r[0]) for r in rows]
 
     def index_names(self, source: _Queryable) -> set[str]:
-        return {str(r[0]) for r in source.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        """Every index name of the schema."""
+        return {
+            str(r[0]) for r in source.query("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
 
     def columns(self, source: _Queryable, table: str) -> list[Column]:
-        rows = source.query("SELECT name, type, pk, \"notnull\" FROM pragma_table_info(?)", (table,))
+        """``table``'s columns in declaration order (``pragma_table_info``)."""
+        rows = source.query('SELECT name, type, pk, "notnull" FROM pragma_table_info(?)', (table,))
         return [Column(str(r[0]), str(r[1] or "").lower(), int(r[2]), bool(r[3])) for r in rows]
 
     def __repr__(self) -> str:
@@ -112,14 +118,27 @@ _INSTEAD = {
     "salvage": "restore from a `pg_dump` archive with `pg_restore`",
     "quarantine": "restore from a `pg_dump` archive with `pg_restore`",
     "the WAL watchdog": "PostgreSQL checkpoints its WAL itself (max_wal_size, checkpoint_timeout)",
+    "the WAL archive": "archive with the server's own archive_command / pg_basebackup "
+    "(point-in-time recovery is PostgreSQL's)",
     "checkpoints": "PostgreSQL checkpoints its WAL itself (CHECKPOINT, checkpoint_timeout)",
     "posture pragmas": "set durability on the server (synchronous_commit, fsync); foreign "
     "keys are always enforced",
     "encryption at rest": "encrypt the server's storage (an encrypted volume) and use TLS "
     "(sslmode=verify-full in the URL)",
+    "SQLite VFSes": "leave out vfs= (a SQLite file-system layer)",
     "vacuum": "run VACUUM through the server (`vacuumdb`, autovacuum)",
     "file sizes": "ask the server: SELECT pg_database_size(current_database())",
 }
+
+
+def sqlite_only(feature: str, *, shown: str, engine: str = "postgresql") -> SqliteOnly:
+    """The refusal of ``feature`` on the database ``shown`` (its display name or URL)."""
+    instead = _INSTEAD.get(feature)
+    return SqliteOnly(
+        f"{feature}: a feature of SQLite files; {shown} is a {engine} database",
+        hint=(f"On PostgreSQL, {instead}." if instead else None),
+        feature=feature,
+    )
 
 
 def require_sqlite(db: object, feature: str) -> None:
@@ -130,9 +149,4 @@ def require_sqlite(db: object, feature: str) -> None:
     if dialect.name == "sqlite":
         return
     shown = getattr(db, "url", None) or getattr(db, "name", "the database")
-    instead = _INSTEAD.get(feature)
-    raise SqliteOnly(
-        f"{feature}: a feature of SQLite files; {shown} is a {dialect.name} database",
-        hint=(f"On PostgreSQL, {instead}." if instead else None),
-        feature=feature,
-    )
+    raise sqlite_only(feature, shown=str(shown), engine=dialect.name)

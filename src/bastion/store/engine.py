@@ -54,6 +54,8 @@ from bastion.store._reads import ReaderPool
 from bastion.store._units import Unit, resolve_error, run_callbacks
 from bastion.store.crypt.cipher import check_encrypted, connect
 from bastion.store.crypt.key import DatabaseKey
+from bastion.store.dialect import SQLITE, Dialect, sqlite_only
+from bastion.store.pg.url import is_postgres_url
 from bastion.store.posture import Posture, apply_posture, check_header, read_posture
 from bastion.store.tx import ReadTx, Row, WriteTx
 
@@ -81,7 +83,12 @@ class Database(ReaderPool):
 
     Use :meth:`open`. ``write``/``awrite`` run a unit on the writer thread; ``read``/``aread``
     and ``query*`` use the reader pool. ``close`` drains queued writes first.
+    ``Database.open("postgresql://...")`` returns the PostgreSQL engine instead
+    (:class:`bastion.store.pg.engine.PgDatabase`, same contract).
     """
+
+    #: What differs between engines (plans, catalog); PostgreSQL's database overrides it.
+    dialect: Dialect = SQLITE
 
     def __init__(
         self,
@@ -179,6 +186,15 @@ class Database(ReaderPool):
         :meth:`open_readonly`); :meth:`open_for_reading` tries a normal open first.
         """
         cfg = config or StoreConfig()
+        if isinstance(path, str) and is_postgres_url(path):
+            from bastion.store.pg.engine import PgDatabase  # psycopg only when asked for
+
+            if key is not None or vfs is not None:
+                from bastion.store.pg.url import parse_url
+
+                feature = "encryption at rest" if key is not None else "SQLite VFSes"
+                raise sqlite_only(feature, shown=parse_url(path).display)
+            return PgDatabase.connect(path, cfg, name=name, readonly=readonly)
         db_path = Path(path).absolute()
         check_header(db_path, key=key)
         if not create and not db_path.exists():

@@ -118,12 +118,21 @@ class QueryPlan:
 def explain(
     source: _Queryable, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
 ) -> QueryPlan:
-    """The plan SQLite picks for ``sql`` on ``source`` (a Database, ReadTx or WriteTx)."""
+    """The plan the engine picks for ``sql`` on ``source`` (a Database, ReadTx or WriteTx):
+    SQLite's ``EXPLAIN QUERY PLAN``, or PostgreSQL's ``EXPLAIN (FORMAT JSON)`` in the same
+    step texts (see :mod:`bastion.store.pg.dialect`)."""
     # Imported here: domains import HotQuery from their queries module, and a one-shot read
     # (bastion.store.oneshot) must not load the engine for it.
     from bastion.store.engine import Database, ReadTx
 
     bound = params if isinstance(params, Sequence) else dict(params)
+    dialect = getattr(source, "dialect", None)
+    if dialect is not None and dialect.name != "sqlite":  # PostgreSQL: EXPLAIN (FORMAT JSON)
+        if isinstance(source, Database):
+            steps = source.read(lambda tx: dialect.explain(tx, sql, bound))
+        else:
+            steps = dialect.explain(source, sql, bound)
+        return QueryPlan(sql, tuple(steps))
     if isinstance(source, Database):
         rows = source.read(lambda tx: tx.explain_query_plan(sql, bound))
     elif isinstance(source, ReadTx):
@@ -165,7 +174,13 @@ def assert_plan(
 
 def missing_indexes(source: _Queryable, names: Iterable[str]) -> list[str]:
     """The ``names`` that are not indexes in ``source``'s schema."""
-    present = {r[0] for r in source.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    dialect = getattr(source, "dialect", None)
+    if dialect is not None:
+        present: set[str] = dialect.index_names(source)
+    else:
+        present = {
+            r[0] for r in source.query("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
     return [n for n in names if n not in present]
 
 

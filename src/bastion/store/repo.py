@@ -237,18 +237,19 @@ class Where:
             return self
         items = list(values)
         if not items:
-            self._parts.append("0")  # IN () matches nothing
+            self._parts.append("1 = 0")  # IN () matches nothing (a boolean on both engines)
             return self
         self._parts.append(f"{self._col(name)} IN ({', '.join('?' * len(items))})")
         self.params.extend(items)
         return self
 
     def contains(self, name: str, text: str | None) -> Where:
-        """Case-insensitive substring match (``LIKE`` with ``%``/``_`` escaped)."""
+        """Case-insensitive substring match (``LIKE`` with ``%``/``_`` escaped). Both sides
+        are lowered: SQLite's LIKE ignores case, PostgreSQL's does not."""
         if text is None:
             return self
         escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        self._parts.append(f"{self._col(name)} LIKE ? ESCAPE '\\'")
+        self._parts.append(f"lower({self._col(name)}) LIKE lower(?) ESCAPE '\\'")
         self.params.append(f"%{escaped}%")
         return self
 

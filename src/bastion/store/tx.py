@@ -6,19 +6,23 @@ writer and the pool, and nothing else.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import apsw
 
 from bastion.errors import (
     NotFound,
 )
-from bastion.store._errors import foreign_key_error, is_foreign_key_error
+from bastion.store._errors import foreign_key_error, is_foreign_key_error, translate
+from bastion.store.dialect import SQLITE, Dialect
 
 __all__ = ["Params", "ReadTx", "Row", "WriteTx"]
 
 Row = tuple[Any, ...]
+_savepoints = itertools.count(1)
 Params = Sequence[Any] | dict[str, Any]
 
 
@@ -32,6 +36,8 @@ class ReadTx:
     """Read-only access handed to a read unit. Statements see one snapshot."""
 
     __slots__ = ("_conn",)
+    #: The engine's dialect (PostgreSQL's handles override it).
+    dialect: ClassVar[Dialect] = SQLITE
 
     def __init__(self, conn: apsw.Connection) -> None:
         self._conn = conn
@@ -167,6 +173,26 @@ class WriteTx(ReadTx):
         """Run several statements (a migration file). Rows they return are discarded."""
         for _ in self._conn.execute(sql):
             pass
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """``with tx.savepoint():`` -- the body's statements roll back alone if it raises,
+        and the unit may go on. The same on PostgreSQL, where it is needed: there a failed
+        statement otherwise aborts the whole unit."""
+        name = f"bastion_sp_{next(_savepoints)}"
+        self._rows(f"SAVEPOINT {name}", ())
+        try:
+            yield
+        except BaseException as err:
+            with contextlib.suppress(apsw.Error):
+                self._rows(f"ROLLBACK TO {name}", ())
+                self._rows(f"RELEASE {name}", ())
+            if isinstance(err, apsw.Error):
+                # The error the unit's caller would get (Conflict...), as PostgreSQL's
+                # handles raise it, so one ``except Conflict`` serves both engines.
+                raise translate(err, path=self._conn.filename, conn=self._conn) from err
+            raise
+        self._rows(f"RELEASE {name}", ())
 
     def on_rollback(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` if this unit's work is rolled back (compensation for side effects

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import apsw
 
+from bastion.store.dialect import require_sqlite
 from bastion.store.engine import WriteTx
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ def checkpoint(
     db: Database, mode: str = "PASSIVE", *, wait_ms: int | None = None
 ) -> CheckpointResult:
     """Run ``PRAGMA wal_checkpoint(mode)`` on the writer connection, outside any transaction."""
+    require_sqlite(db, "checkpoints")
     if mode not in {"PASSIVE", "FULL", "RESTART", "TRUNCATE"}:
         raise ValueError(
             f"checkpoint mode must be PASSIVE, FULL, RESTART or TRUNCATE, not {mode!r}"
@@ -76,6 +78,7 @@ class WalWatchdog:
     """Background thread: when the ``-wal`` file passes ``config.wal_cap_bytes``, shrink it."""
 
     def __init__(self, db: Database) -> None:
+        require_sqlite(db, "the WAL watchdog")
         self._db = db
         self._stop = threading.Event()
         self._thread = threading.Thread(

@@ -92,6 +92,7 @@ from bastion.store.archive.walfile import (
     WalFile,
     set_persist_wal,
 )
+from bastion.store.dialect import require_sqlite
 
 if TYPE_CHECKING:
     from bastion.config import ArchiveConfig
@@ -183,6 +184,7 @@ class Archiver:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
+        require_sqlite(db, "the WAL archive")
         self.db = db
         self.archive_root = Path(archive_root).absolute()
         self.config = config

@@ -80,6 +80,9 @@ class Migration:
     orphans: tuple[OrphanPolicy, ...] = ()
     #: Where it came from (file, or module.function), for error messages.
     origin: str = ""
+    #: SQL for another engine where the two differ: ``(("postgresql", text),)``. ``text``
+    #: is SQLite's; an engine without an entry here runs ``text``.
+    variants: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not _ID.match(self.id):
@@ -95,6 +98,22 @@ class Migration:
         if not self.transactional and self.foreign_keys_off:
             raise ValueError(f"{self.id}: foreign_keys_off needs a transactional migration")
 
+    def text_for(self, dialect: str) -> str | None:
+        """The SQL this migration runs on ``dialect`` ("sqlite", "postgresql")."""
+        for name, text in self.variants:
+            if name == dialect:
+                return text
+        return self.text
+
+    def checksum_for(self, dialect: str) -> str:
+        """The checksum recorded on ``dialect``: of the text that runs there (editing the
+        PostgreSQL text of a migration does not make every SQLite database "edited")."""
+        if self.kind is MigrationKind.SQL:
+            text = self.text_for(dialect)
+            if text is not None and text is not self.text:
+                return checksum_text(text)
+        return self.checksum
+
     @property
     def number(self) -> int:
         match = _ID.match(self.id)
@@ -105,15 +124,30 @@ class Migration:
     def sql(
         cls,
         id: str,
-        text: str,
+        text: str | None = None,
         *,
+        sqlite: str | None = None,
+        postgresql: str | None = None,
         transactional: bool | None = None,
         foreign_keys_off: bool | None = None,
         orphans: Iterable[OrphanPolicy] = (),
         origin: str | None = None,
     ) -> Migration:
         """A SQL migration. Comment lines ``-- bastion: no-transaction`` and ``-- bastion:
-        foreign-keys-off`` in ``text`` set the flags when the arguments are not given."""
+        foreign-keys-off`` in ``text`` set the flags when the arguments are not given.
+
+        Where the engines need different SQL, give each its own:
+        ``Migration.sql("0002_ids", sqlite="... INTEGER PRIMARY KEY ...",
+        postgresql="... BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY ...")``; ``text``
+        alone runs on both. On PostgreSQL every SQL migration runs in one transaction."""
+        if text is not None and sqlite is not None:
+            raise ValueError(f"{origin or id}: give text or sqlite=, not both")
+        text = text if text is not None else sqlite
+        if text is None:
+            raise ValueError(
+                f"{origin or id}: a SQL migration needs its SQLite text (text or sqlite=); "
+                "postgresql= alone would leave SQLite databases without the step"
+            )
         words: set[str] = set()
         for match in _DIRECTIVE.finditer(text):
             words.update(w.strip() for w in re.split(r"[ ,]+", match.group("words")) if w.strip())
@@ -136,6 +170,7 @@ class Migration:
             else foreign_keys_off,
             orphans=tuple(orphans),
             origin=origin or f"<sql {id}>",
+            variants=(("postgresql", postgresql),) if postgresql is not None else (),
         )
 
     @classmethod

@@ -48,11 +48,16 @@ class MigrationPlan:
 
 
 def plan_namespace(
-    ns: Namespace, history: Sequence[HistoryRow], accept_edited: Iterable[str] = ()
+    ns: Namespace,
+    history: Sequence[HistoryRow],
+    accept_edited: Iterable[str] = (),
+    *,
+    dialect: str = "sqlite",
 ) -> MigrationPlan:
     """Check ``history`` against ``ns`` and return what to apply; raise on a bad history.
 
-    Pure: reads nothing, writes nothing. ``accept_edited`` holds ``NS/ID`` (or bare ``ID``)
+    Pure: reads nothing, writes nothing. Checksums compare with the text that runs on
+    ``dialect`` (see ``Migration.checksum_for``). ``accept_edited`` holds ``NS/ID`` (or bare ``ID``)
     entries whose changed checksum is accepted.
 
     * ``MigrationUnknown``: an applied id the code does not have (database newer than code).
@@ -81,14 +86,15 @@ def plan_namespace(
     accepted: list[tuple[Migration, str]] = []
     for m in ns.migrations:
         row = applied.get(m.id)
-        if row is None or row.checksum == m.checksum:
+        current = m.checksum_for(dialect)
+        if row is None or row.checksum == current:
             continue
         if m.id in accept:
             accepted.append((m, row.checksum))
             continue
         raise MigrationChecksumMismatch(
             f"migration {ns.name}/{m.id} ({m.origin}) was edited after it was applied: "
-            f"applied checksum {row.checksum}, file checksum now {m.checksum}",
+            f"applied checksum {row.checksum}, file checksum now {current}",
             hint=(
                 f"Revert the edit to {m.origin}, or accept it with "
                 f"`bastion db migrate --accept-edited {ns.name}/{m.id}`."
@@ -97,7 +103,7 @@ def plan_namespace(
             migration=m.id,
             file=m.origin,
             applied_checksum=row.checksum,
-            current_checksum=m.checksum,
+            current_checksum=current,
         )
     if applied:
         last_number = max(_number(i) for i in applied)

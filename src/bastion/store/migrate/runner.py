@@ -307,6 +307,15 @@ class Migrator:
     (None: wait as long as it takes); past it, ``MigrationLocked`` names the holder.
     """
 
+    def __new__(cls, db: Database, *args: Any, **kwargs: Any) -> Migrator:
+        # A PostgreSQL database gets its runner (store/pg/migrate.py): same API and history,
+        # the server's advisory lock and transactional DDL instead of file locks and backups.
+        if cls is Migrator and db.dialect.name == "postgresql":
+            from bastion.store.pg.migrate import PgMigrator
+
+            return super().__new__(PgMigrator)
+        return super().__new__(cls)
+
     def __init__(
         self,
         db: Database,

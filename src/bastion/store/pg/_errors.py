@@ -38,8 +38,10 @@ def sqlstate_of(err: BaseException) -> str | None:
 def _is_connection_error(err: psycopg.Error) -> bool:
     state = err.sqlstate or ""
     # 08: connection exception; 57P01-3: the server is shutting down / cannot connect now.
-    return state.startswith("08") or state in {"57P01", "57P02", "57P03"} or (
-        isinstance(err, psycopg.OperationalError) and not state
+    return (
+        state.startswith("08")
+        or state in {"57P01", "57P02", "57P03"}
+        or (isinstance(err, psycopg.OperationalError) and not state)
     )
 
 
@@ -57,7 +59,15 @@ def translate(err: BaseException, *, where: str, what: str | None = None) -> Sto
     constraint = diag.constraint_name
     if isinstance(err, pgerr.UniqueViolation):
         match = _KEY_COLUMNS.match(diag.message_detail or "")
-        columns = match.group("cols") if match else None
+        # As SQLite names them ("items.name", "souls.bot_id, souls.version").
+        columns = (
+            ", ".join(
+                f"{table}.{c.strip()}" if table else c.strip()
+                for c in match.group("cols").split(",")
+            )
+            if match
+            else None
+        )
         return Conflict(
             f"conflict{doing}: {primary}",
             hint=f"A row with the same {columns or 'key'} exists already; update it or use "

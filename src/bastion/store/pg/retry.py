@@ -127,4 +127,6 @@ def on_failure(
         )
     cap = delay_cap(spec, new.failures)
     delay = rng.uniform(0.0, cap) if rng is not None else cap
-    return new, Decision(Action.RETRY, delay, f"{what}; attempt {new.failures + 1} after {delay:.2g}s")
+    return new, Decision(
+        Action.RETRY, delay, f"{what}; attempt {new.failures + 1} after {delay:.2g}s"
+    )

@@ -27,7 +27,7 @@ _TOKEN = re.compile(
     | "(?:[^"]|"")*"                              # quoted identifier
     | --[^\n]*                                    # line comment
     | /\*.*?\*/                                   # block comment
-    | \$(?P<tag>[A-Za-z_][A-Za-z0-9_]*)?\$.*?\$(?P=tag)\$   # dollar-quoted body
+    | \$(?P<tag>[A-Za-z_][A-Za-z0-9_]*|)\$.*?\$(?P=tag)\$   # dollar-quoted body
     | ::                                          # a cast, not a parameter
     | \?(?P<num>[0-9]+)?                          # ? or ?NNN
     | (?<![A-Za-z0-9_]):(?P<name>[A-Za-z_][A-Za-z0-9_]*)    # :name

@@ -30,6 +30,8 @@ from bastion.store.tx import Params, ReadTx, Row, WriteTx
 if TYPE_CHECKING:
     from bastion.store.dialect import Dialect
 
+from bastion.store.pg.dialect import POSTGRESQL
+
 __all__ = ["PgReadTx", "PgWriteTx"]
 
 _savepoints = itertools.count(1)
@@ -37,9 +39,8 @@ _ITER_BATCH = 1000
 
 
 class _PgStatements:
-    """The statement methods both handles share (no slots of its own: a mixin)."""
+    """The statement methods both handles share (a mixin)."""
 
-    __slots__ = ()
     _pg: psycopg.Connection[Row]
     _cur: psycopg.RawCursor[Row]
     _where: str
@@ -61,16 +62,18 @@ class _PgStatements:
             raise mapped from err
 
     def query(self, sql: str, params: Params = ()) -> list[Row]:
-        """Every row of ``sql``."""
-        return self._run(sql, params).fetchall()
+        """Every row of ``sql`` (none for a statement that returns no rows, as on SQLite)."""
+        cur = self._run(sql, params)
+        return cur.fetchall() if cur.description is not None else []
 
     def query_one(self, sql: str, params: Params = ()) -> Row | None:
         """The first row of ``sql``, or None."""
-        return self._run(sql, params).fetchone()
+        cur = self._run(sql, params)
+        return cur.fetchone() if cur.description is not None else None
 
     def scalar(self, sql: str, params: Params = ()) -> Any:
         """The first column of the first row of ``sql``, or None."""
-        row = self._run(sql, params).fetchone()
+        row = self.query_one(sql, params)
         return None if row is None else row[0]
 
     def explain_query_plan(self, sql: str, params: Params = ()) -> list[Row]:
@@ -105,9 +108,11 @@ class PgReadTx(_PgStatements, ReadTx):
     """Read access on a pooled reader connection (one snapshot inside ``read``)."""
 
     __slots__ = ("_cur", "_failed", "_pg", "_where")
-    dialect: ClassVar[Dialect]
+    dialect: ClassVar[Dialect] = POSTGRESQL
 
-    def __init__(self, conn: psycopg.Connection[Row], cur: psycopg.RawCursor[Row], where: str) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Row], cur: psycopg.RawCursor[Row], where: str
+    ) -> None:
         self._pg = conn
         self._cur = cur
         self._where = where
@@ -118,9 +123,11 @@ class PgWriteTx(_PgStatements, WriteTx):
     """Access handed to a write unit: its own SERIALIZABLE transaction on a writer connection."""
 
     __slots__ = ("_cur", "_failed", "_pg", "_where")
-    dialect: ClassVar[Dialect]
+    dialect: ClassVar[Dialect] = POSTGRESQL
 
-    def __init__(self, conn: psycopg.Connection[Row], cur: psycopg.RawCursor[Row], where: str) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Row], cur: psycopg.RawCursor[Row], where: str
+    ) -> None:
         # No super().__init__: WriteTx's takes an apsw connection. The callbacks' slots are
         # WriteTx's, used by its on_commit/on_rollback as they are.
         self._pg = conn
@@ -176,7 +183,7 @@ class PgWriteTx(_PgStatements, WriteTx):
     def script(self, sql: str) -> None:
         """Run several statements (a migration's text) in one round trip; no parameters."""
         try:
-            self._pg.execute(sql.encode(), prepare=False)  # type: ignore[call-overload]
+            self._pg.execute(sql.encode(), prepare=False)
         except psycopg.Error as err:
             mapped = translate(err, where=self._where)
             self._failed = mapped
