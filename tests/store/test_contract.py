@@ -38,6 +38,7 @@ from bastion.errors import (
     StoreError,
 )
 from bastion.store import Database, ReadTx, WriteTx
+from bastion.store.crypt.key import DatabaseKey
 from bastion.store.migrations import HISTORY_TABLE, Migration, Migrator, Namespace
 from bastion.store.plan import QueryPlanError, assert_plan, explain
 
@@ -522,7 +523,7 @@ def test_two_processes_migrating_at_once_apply_each_migration_once(pg_url: str) 
 
 @pytest.mark.postgres
 def test_sqlite_only_features_are_refused_naming_the_postgres_tool(
-    pg: Database, tmp_path: Path
+    pg: Database, pg_url: str, tmp_path: Path
 ) -> None:
     from bastion.store.backup import create_backup
     from bastion.store.wal import WalWatchdog
@@ -535,6 +536,9 @@ def test_sqlite_only_features_are_refused_naming_the_postgres_tool(
         pg.file_sizes()
     with pytest.raises(SqliteOnly, match="the WAL watchdog"):
         WalWatchdog(pg)
+    with pytest.raises(SqliteOnly, match="encryption at rest") as err:
+        Database.open(pg_url, key=DatabaseKey(bytes(32)))
+    assert "encrypted volume" in (err.value.hint or "")
     assert list(tmp_path.iterdir()) == []
 
 
