@@ -88,6 +88,14 @@ class SecretsManager:
         except SecretNotFound:
             return None
 
+    def store(self, name: str, value: str) -> None:
+        """Store one of the app's secrets by vault name (its rule checked first)."""
+        self._store(name, value)
+
+    def get(self, name: str) -> Secret | None:
+        """One of the app's secrets by vault name, or None when not stored."""
+        return self._get(name)
+
     def store_elevenlabs_key(self, value: str) -> None:
         self._store(ELEVENLABS_API_KEY, value)
 
