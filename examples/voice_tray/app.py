@@ -70,6 +70,7 @@ class VoiceTray:
         *,
         config_path: Path,
         speech: ServiceSpec | None = None,
+        autotype: ServiceSpec | None = None,
         keep_config_backup: bool = True,
         maintenance: bool = True,
         first_prune_in_s: float | None = None,
@@ -100,7 +101,7 @@ class VoiceTray:
         home, secrets, db, migration = await asyncio.to_thread(blocking)
         supervisor = Supervisor(
             home.db,
-            [speech] if speech is not None else [],
+            [spec for spec in (speech, autotype) if spec is not None],
             secrets=VaultSecretSource(secrets.vault),
             config=cfg.supervisor,
             backups_dir=cfg.backups_dir,

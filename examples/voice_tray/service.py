@@ -42,9 +42,10 @@ from typing import Any
 from bastion.supervisor import ServiceSpec, parse_spec
 from examples.voice_tray.secrets import ELEVENLABS_API_KEY, SCOPE
 
-__all__ = ["NAME", "SEED_POLICY", "speech_server_spec"]
+__all__ = ["AUTOTYPE", "NAME", "SEED_POLICY", "autotype_client_spec", "speech_server_spec"]
 
 NAME = "speech-server"
+AUTOTYPE = "autotype-client"
 #: The directory that holds the ``examples`` package (the child runs ``-m`` from there).
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,6 +106,31 @@ def speech_server_spec(
                     "failure_threshold": 1,
                 },
             },
+            **SEED_POLICY,
+        },
+    )
+
+
+def autotype_client_spec(
+    server_port: int, output: Path, *, python: str = sys.executable
+) -> ServiceSpec:
+    """The auto-type client as a second service under the same restart and stop policy. Its
+    health is the process (the seed's "simpler health check"): an exit is a failure; it gets
+    no secret and an environment with nothing but what is declared here."""
+    return parse_spec(
+        AUTOTYPE,
+        {
+            "argv": [
+                python,
+                "-m",
+                "examples.voice_tray.autotype_client",
+                "--server-port",
+                str(server_port),
+                "--output",
+                str(output),
+            ],
+            "cwd": str(ROOT),
+            "env": {"PYTHONUNBUFFERED": "1"},
             **SEED_POLICY,
         },
     )

@@ -4,7 +4,10 @@
 
 * ``GET /health`` -> ``200 {"status": "ok"}`` (the supervisor's HTTP probe);
 * ``POST /transcribe`` with ``{"audio": "<text standing in for audio>"}`` ->
-  ``{"text": ..., "confidence": ...}``.
+  ``{"text": ..., "confidence": ...}``;
+* ``GET /transcriptions?after=N`` -> ``{"items": [texts after the Nth], "next": count}``: the
+  feed the auto-type client (``autotype_client.py``) follows (``after=-1``: none, just the
+  count, so a client that starts late does not type old dictation).
 
 It logs to stdout/stderr like a real server does (the supervisor captures both into the
 ``logs`` table), including, on purpose, a careless line with its ElevenLabs key: third-party
@@ -30,6 +33,11 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+#: What was transcribed since start, in order (the auto-type client's feed).
+_TRANSCRIPTS: list[str] = []
+_LOCK = threading.Lock()
 
 
 def _fault() -> str:
@@ -54,12 +62,26 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
-        if self.path != "/health":
+        if self.path.startswith("/transcriptions"):
+            self._feed()
+        elif self.path != "/health":
             self._reply(404, {"error": "not found"})
         elif _fault() == "unhealthy":
             self._reply(500, {"status": "model not loaded"})
         else:
             self._reply(200, {"status": "ok"})
+
+    def _feed(self) -> None:
+        query = parse_qs(urlsplit(self.path).query)
+        try:
+            after = int(query.get("after", ["0"])[0])
+        except ValueError:
+            self._reply(400, {"error": "after must be an integer"})
+            return
+        with _LOCK:
+            count = len(_TRANSCRIPTS)
+            items = [] if after < 0 else _TRANSCRIPTS[after:]
+        self._reply(200, {"items": items, "next": count})
 
     def do_POST(self) -> None:
         if self.path != "/transcribe":
@@ -72,7 +94,10 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(400, {"error": 'send JSON {"audio": ...}'})
             return
         print(f"transcribed {len(audio)} bytes", flush=True)
-        self._reply(200, {"text": audio.strip().capitalize(), "confidence": 0.93})
+        text = audio.strip().capitalize()
+        with _LOCK:
+            _TRANSCRIPTS.append(text)
+        self._reply(200, {"text": text, "confidence": 0.93})
 
     def log_message(self, format: str, *args: object) -> None:
         # Access log on stdout (info); stderr is for trouble (captured as warnings).

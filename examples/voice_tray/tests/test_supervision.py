@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import random
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from tests.helpers import await_until
 
 from bastion.app import Home
 from bastion.config import Config, load_config
@@ -35,7 +38,7 @@ from bastion.supervisor.policy import (
 )
 from bastion.supervisor.states import BreakerState
 from examples.voice_tray.app import VoiceTray
-from examples.voice_tray.service import NAME, speech_server_spec
+from examples.voice_tray.service import AUTOTYPE, NAME, autotype_client_spec, speech_server_spec
 from examples.voice_tray.tests.conftest import SENTINEL_KEY
 
 S = ServiceState
@@ -287,7 +290,12 @@ def test_server_output_is_captured_to_the_database_redacted(
 
 async def _transitions(sup: Supervisor) -> list[tuple[str, str, dict[str, Any]]]:
     events = await sup.events(NAME, limit=1000)
-    return [(str(e.data["from"]), str(e.data["to"]), e.data) for e in events if e.data]
+    # Transitions only (other events of the service, e.g. service.probe, carry no from/to).
+    return [
+        (str(e.data["from"]), str(e.data["to"]), e.data)
+        for e in events
+        if e.data and "from" in e.data
+    ]
 
 
 async def _until(
@@ -342,3 +350,76 @@ def test_key_from_the_keychain_at_spawn(tmp_path: Path, v1_config: Path, port: i
     assert "tts: using Authorization: Bearer [REDACTED:ELEVENLABS_API_KEY]" in messages
     assert all(SENTINEL_KEY not in m for m in messages)
     assert SENTINEL_KEY not in v1_config.read_text(encoding="utf-8")
+
+
+def test_autotype_client_is_a_second_supervised_service(
+    cfg: Config, v1_config: Path, port: int, fault: Path, tmp_path: Path
+) -> None:
+    """The seed's process manager runs the server *and* the auto-type client: both are
+    bastion services; the client types what the server transcribes, and a killed client is
+    restarted by the seed's policy while the server keeps running."""
+    typed = tmp_path / "typed.txt"
+    speech = speech_server_spec(port, fault_file=fault)
+    client = autotype_client_spec(port, typed)
+    assert (client.restart, client.breaker, client.stop) == (
+        speech.restart,
+        speech.breaker,
+        speech.stop,
+    )
+    assert dict(client.secrets) == {}  # the client gets no key
+
+    def lines() -> list[str]:
+        return typed.read_text(encoding="utf-8").splitlines() if typed.exists() else []
+
+    async def scenario() -> None:
+        async with tray_with_both(cfg, v1_config, speech, client) as tray:
+            sup = tray.supervisor
+            await sup.start(NAME)
+            await sup.wait_state(NAME, S.RUNNING, timeout=30)
+            await sup.start(AUTOTYPE)
+            first = await sup.wait_state(AUTOTYPE, S.RUNNING, timeout=30)
+            await tray.supervisor.flush()
+            await await_until(
+                lambda: _logged(tray, "following the speech server"), timeout=30, what="feed"
+            )
+            await asyncio.to_thread(_post, port, "/transcribe", {"audio": "turn on the lights"})
+            await await_until(lambda: lines() == ["Turn on the lights"], timeout=30, what="typing")
+            assert first.pid is not None
+            events = sup.subscribe()
+            os.kill(first.pid, signal.SIGKILL)  # the client dies; the server does not
+            exited = await _until(events, "exited")
+            assert exited["pid"] == first.pid
+            await _until(events, "running")
+            again = sup.status(AUTOTYPE)
+            assert again.pid != first.pid
+            assert sup.status(NAME).state == "running"
+            await await_until(
+                lambda: _logged(tray, "following the speech server", count=2),
+                timeout=30,
+                what="the restarted client's feed",
+            )
+            await asyncio.to_thread(_post, port, "/transcribe", {"audio": "good night"})
+            await await_until(
+                lambda: lines() == ["Turn on the lights", "Good night"], timeout=30, what="typing"
+            )
+            stopped = await sup.stop(AUTOTYPE)
+            assert stopped.reason == "stopped (SIGTERM)"
+
+    asyncio.run(scenario())
+    assert lines() == ["Turn on the lights", "Good night"]  # each typed once
+
+
+@contextlib.asynccontextmanager
+async def tray_with_both(
+    cfg: Config, config: Path, speech: ServiceSpec, autotype: ServiceSpec
+) -> AsyncIterator[VoiceTray]:
+    tray = await VoiceTray.open(cfg, config_path=config, speech=speech, autotype=autotype)
+    try:
+        yield tray
+    finally:
+        await tray.close()
+
+
+def _logged(tray: VoiceTray, text: str, *, count: int = 1) -> bool:
+    messages = [r.message for r in tray.db.get_component_logs(AUTOTYPE, limit=1000)]
+    return sum(text in m for m in messages) >= count
