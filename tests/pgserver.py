@@ -42,7 +42,10 @@ class Server:
 
     def __init__(self, bindir: Path) -> None:
         self.bindir = bindir
-        self.root = Path(tempfile.mkdtemp(prefix="bastion-pg-"))
+        # As root, the cluster's user must reach its directory: TMPDIR may be a 0700 directory
+        # of root's (pytest's tmp_path), so the cluster goes in /tmp itself (1777).
+        where = "/tmp" if os.geteuid() == 0 else None
+        self.root = Path(tempfile.mkdtemp(prefix="bastion-pg-", dir=where))
         self.data = self.root / "data"
         self._as: list[str] = []
         if os.geteuid() == 0:
@@ -52,7 +55,12 @@ class Server:
 
     def _run(self, *args: str) -> None:
         result = subprocess.run(
-            [*self._as, *args], capture_output=True, text=True, check=False, timeout=120
+            [*self._as, *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            cwd=self.root,  # initdb changes back to the caller's directory: one it may enter
         )
         if result.returncode != 0:
             log = self.root / "log"

@@ -44,6 +44,8 @@ TINY: dict[str, list[str]] = {
     "cli_startup.py": ["--runs", "2"],
     "idle.py": ["--services", "2", "--seconds", "1", "--settle", "0"],
     "dist.py": ["--runs", "1"],  # and --exe: the session's build (tests/conftest.py)
+    # Starts a PostgreSQL server of its own (tests/pgserver.py's recipe).
+    "postgres.py": ["--ops", "20", "--rounds", "1", "--per-writer", "5"],
 }
 
 
@@ -62,6 +64,12 @@ def test_bench_script_runs_to_the_end(
     if script == "dist.py":
         request.applymarker(pytest.mark.dist)
         extra = ["--exe", str(request.getfixturevalue("bastion_exe"))]
+    if script == "postgres.py":
+        request.applymarker(pytest.mark.postgres)
+        from tests import pgserver
+
+        if pgserver.find_bindir() is None:
+            pytest.skip("no PostgreSQL server installed (Debian's postgresql package)")
     result = subprocess.run(
         [sys.executable, str(BENCH / script), *TINY[script], *extra],
         check=False,  # the output goes into the failure message

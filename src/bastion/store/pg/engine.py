@@ -59,6 +59,7 @@ log = logging.getLogger("bastion.store")
 T = TypeVar("T")
 
 _IDLE = psycopg.pq.TransactionStatus.IDLE
+_TUPLES = psycopg.pq.ExecStatus.TUPLES_OK
 #: How long the open waits for the server's first connection.
 _CONNECT_TIMEOUT_S = 10
 
@@ -324,8 +325,10 @@ class PgDatabase(Database):
         query, args = bind(sql, params)
         conn = self._get(self._pool_readers)
         try:
-            cur = conn.execute(query, args)
-            return cur.fetchall() if cur.description is not None else []
+            cur = psycopg.RawCursor(conn).execute(query, args)
+            # The result's status, not ``description`` (which builds column objects).
+            result = cur.pgresult
+            return cur.fetchall() if result is not None and result.status == _TUPLES else []
         except psycopg.Error as err:
             self._error(err, "reading")
         finally:
@@ -333,8 +336,18 @@ class PgDatabase(Database):
 
     def lookup(self, sql: str, params: Params = ()) -> Row | None:
         """The row a lookup by primary or unique key finds, or ``None``; more than one row
-        is a ``StoreError`` (use :meth:`query_one` for "the first of many")."""
-        rows = self.query(sql, params)
+        is a ``StoreError`` (use :meth:`query_one` for "the first of many"). The typed
+        get-by-id of every repository: one round trip on a pooled reader."""
+        query, args = bind(sql, params)
+        conn = self._get(self._pool_readers)
+        try:
+            cur = psycopg.RawCursor(conn).execute(query, args)
+            result = cur.pgresult
+            rows = cur.fetchall() if result is not None and result.status == _TUPLES else []
+        except psycopg.Error as err:
+            self._error(err, "reading")
+        finally:
+            self._pool_readers.putconn(conn)
         if len(rows) > 1:
             raise StoreError(
                 f"a lookup returned more than one row: {sql}",
@@ -348,8 +361,9 @@ class PgDatabase(Database):
         query, args = bind(sql, params)
         conn = self._get(self._pool_readers)
         try:
-            cur = conn.execute(query, args)
-            return cur.fetchone() if cur.description is not None else None
+            cur = psycopg.RawCursor(conn).execute(query, args)
+            result = cur.pgresult
+            return cur.fetchone() if result is not None and result.status == _TUPLES else None
         except psycopg.Error as err:
             self._error(err, "reading")
         finally:

@@ -64,12 +64,14 @@ class _PgStatements:
     def query(self, sql: str, params: Params = ()) -> list[Row]:
         """Every row of ``sql`` (none for a statement that returns no rows, as on SQLite)."""
         cur = self._run(sql, params)
-        return cur.fetchall() if cur.description is not None else []
+        result = cur.pgresult  # its status, not ``description`` (which builds column objects)
+        return cur.fetchall() if result is not None and result.status == _TUPLES else []
 
     def query_one(self, sql: str, params: Params = ()) -> Row | None:
         """The first row of ``sql``, or None."""
         cur = self._run(sql, params)
-        return cur.fetchone() if cur.description is not None else None
+        result = cur.pgresult
+        return cur.fetchone() if result is not None and result.status == _TUPLES else None
 
     def scalar(self, sql: str, params: Params = ()) -> Any:
         """The first column of the first row of ``sql``, or None."""
@@ -102,6 +104,7 @@ class _PgStatements:
 
 _IDLE = psycopg.pq.TransactionStatus.IDLE
 _INERROR = psycopg.pq.TransactionStatus.INERROR
+_TUPLES = psycopg.pq.ExecStatus.TUPLES_OK
 
 
 class PgReadTx(_PgStatements, ReadTx):
