@@ -64,15 +64,44 @@ def _render_migrations(states: list[dict[str, Any]]) -> list[str]:
     return render_states(states)
 
 
+def _recorded_states(db: Any) -> list[dict[str, Any]]:
+    """The migration history an application's database records, per namespace (what is
+    pending only the application's code knows: ``pending`` is None)."""
+    from bastion.cli.db_ops import _migration_state
+    from bastion.store.migrations import Migrator
+
+    recorded = _migration_state(db)
+    if not isinstance(recorded, dict):
+        return []
+    states = []
+    for namespace in sorted(recorded):
+        history = sorted(Migrator(db).history(namespace), key=lambda r: r.id)
+        last = history[-1] if history else None
+        states.append(
+            {
+                "namespace": namespace,
+                "applied": [r.id for r in history],
+                "pending": None,
+                "last_applied": last.id if last else None,
+                "last_applied_at": last.applied_at if last else None,
+                "problem": None,
+            }
+        )
+    return states
+
+
 def _other_status(ctx: click.Context, db_name: str) -> dict[str, Any]:
-    """``db status`` of vault.db or another ``<home>/NAME.db``: the same fields as the home's."""
+    """``db status`` of vault.db, another ``<home>/NAME.db`` or an application's database
+    (``--db PATH``): the same fields as the home's."""
     import dataclasses
 
     from bastion.app import encryption_status
+    from bastion.cli._dbtarget import resolve_target
     from bastion.cli.db_ops import open_database
     from bastion.store.migrations import Migrator, Namespace
 
     cfg = config_from(ctx)
+    target = resolve_target(cfg, db_name)
     db = open_database(cfg, db_name, for_reading=True)
     try:
         if db.readonly is not None:
@@ -92,7 +121,10 @@ def _other_status(ctx: click.Context, db_name: str) -> dict[str, Any]:
             from bastion.vault.index import MIGRATIONS_PACKAGE
 
             spaces.append(Namespace.from_package("vault", MIGRATIONS_PACKAGE))
-        migrations = [state.to_dict() for state in Migrator(db).status(spaces)]
+        if target.in_home:
+            migrations = [state.to_dict() for state in Migrator(db).status(spaces)]
+        else:
+            migrations = _recorded_states(db)
         return {
             "home": str(cfg.home),
             "database": str(db.path),
@@ -117,7 +149,8 @@ def _other_status(ctx: click.Context, db_name: str) -> dict[str, Any]:
     "db_name",
     default="bastion",
     show_default=True,
-    help="Which database: bastion, vault, or the NAME of <home>/NAME.db.",
+    help="Which database: bastion, vault, the NAME of <home>/NAME.db, or the PATH of an "
+    "application's database (e.g. profiles/main.db, relative to the home).",
 )
 @json_option
 @click.pass_context
@@ -125,10 +158,17 @@ def _other_status(ctx: click.Context, db_name: str) -> dict[str, Any]:
 def status(ctx: click.Context, db_name: str, as_json: bool) -> None:
     """Show the database's path, posture as read back, sizes and SQLite version."""
     from bastion.app import Home
+    from bastion.cli._dbtarget import is_bastion_home, not_found, resolve_target
 
-    if db_name != "bastion":
+    cfg = config_from(ctx)
+    target = resolve_target(cfg, db_name)
+    if not (target.in_home and target.name == "bastion"):
         emit(_other_status(ctx, db_name), as_json, _render_status)
         return
+    if cfg.home.is_dir() and not is_bastion_home(cfg):
+        # An application's data directory (--home): opening "the home" would create
+        # bastion.db and run/ in it. Name what is there instead, creating nothing.
+        raise not_found(cfg, target)
     # migrate=False: status must work (and show the problem) when the history is bad.
     # for_reading: and on a full or read-only disk, where it opens the database read-only.
     with Home.open(config_from(ctx), create=False, migrate=False, for_reading=True) as home:

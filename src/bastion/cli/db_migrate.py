@@ -27,11 +27,13 @@ def render_states(states: list[dict[str, Any]]) -> list[str]:
     """Lines for ``db status``/``db migrate``: one block per namespace."""
     lines = []
     for st in states:
-        pending = ", ".join(st["pending"]) or "none"
+        if st["pending"] is None:  # an application's database: its code knows what is pending
+            waiting = "pending known to the application"
+        else:
+            waiting = f"{len(st['pending'])} pending ({', '.join(st['pending']) or 'none'})"
         lines.append(
-            f"migrations {st['namespace']}: {len(st['applied'])} applied, "
-            f"{len(st['pending'])} pending ({pending}); last {st['last_applied'] or 'none'} "
-            f"at {_when(st['last_applied_at'])}"
+            f"migrations {st['namespace']}: {len(st['applied'])} applied, {waiting}; "
+            f"last {st['last_applied'] or 'none'} at {_when(st['last_applied_at'])}"
         )
         if st.get("problem"):
             lines.append(f"  problem: {st['problem']['message']}")

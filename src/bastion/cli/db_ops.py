@@ -1,7 +1,8 @@
 """``bastion db backup|backups|restore|recover|prune|vacuum|stats|check``: operating the store.
 
 Every command takes ``--db NAME`` (``bastion`` = ``bastion.db``, ``vault`` = ``vault.db``, or
-any ``<home>/NAME.db``) and ``--json``. The library does the work (``bastion.store.backup``,
+any ``<home>/NAME.db``) or ``--db PATH`` (an application's own database, see
+:mod:`bastion.cli._dbtarget`) and ``--json``. The library does the work (``bastion.store.backup``,
 ``recovery``, ``retention``, ``stats``); this module parses options, draws progress and
 prints results.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +33,7 @@ from bastion.cli._output import (
 )
 
 if TYPE_CHECKING:
+    from bastion.cli._dbtarget import DbTarget
     from bastion.config import Config
     from bastion.store import Database
 
@@ -41,99 +42,110 @@ db_option = click.option(
     "db_name",
     default="bastion",
     show_default=True,
-    help="Which database: bastion, vault, or the NAME of <home>/NAME.db.",
+    help="Which database: bastion, vault, the NAME of <home>/NAME.db, or the PATH of an "
+    "application's database (e.g. profiles/main.db, relative to the home).",
+)
+backups_dir_option = click.option(
+    "--backups-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the backups of an application's database (--db PATH) are: default "
+    "<home>/backups/<name>/.",
 )
 
 
-_DB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+def _target(cfg: Config, name: str, backups_dir: Path | None = None) -> DbTarget:
+    from bastion.cli._dbtarget import resolve_target
+
+    if backups_dir is not None:
+        backups_dir = checked_path(backups_dir, "--backups-dir")
+    return resolve_target(cfg, name, backups_dir=backups_dir)
 
 
 def _db_path(cfg: Config, name: str) -> Path:
-    from bastion.errors import InvalidName
-
-    if name == "bastion":
-        return cfg.db_path
-    if name == "vault":
-        return cfg.vault_db_path
-    if not _DB_NAME.match(name):
-        raise InvalidName(
-            f"{name!r} is not a database name",
-            hint="Use --db bastion, --db vault, or the NAME of <home>/NAME.db (letters, "
-            "digits, `_` and `-`).",
-            kind="database name",
-        )
-    return cfg.home / f"{name}.db"
+    """The file ``--db NAME|PATH`` names (checks a NAME; does not check that it exists)."""
+    return _target(cfg, name).path
 
 
 def known_databases(cfg: Config) -> list[str]:
-    """Names ``--db`` accepts in this home: ``bastion``, ``vault`` and each ``NAME.db``."""
-    if not cfg.home.is_dir():
-        return []
-    names = {p.name.removesuffix(".db") for p in cfg.home.glob("*.db") if p.is_file()}
-    return sorted(n for n in names if _DB_NAME.match(n))
+    """``--db`` values of the databases under the home (NAMEs and relative paths)."""
+    from bastion.cli._dbtarget import find_databases
+
+    return find_databases(cfg.home)
 
 
-def database_path(cfg: Config, name: str, *, backups: bool = False) -> Path:
+def database_path(
+    cfg: Config, name: str, *, backups: bool = False, backups_dir: Path | None = None
+) -> Path:
     """The file of database ``name`` (``--db``), after checking the name and that the home
     and the file exist (``HomeNotFound``/``DatabaseNotFound``, exit 66). With ``backups``,
-    a database that is gone but has backups in ``backups/`` is accepted too."""
-    from bastion.errors import DatabaseNotFound
+    a database that is gone but has backups is accepted too."""
+    return _existing(cfg, _target(cfg, name, backups_dir), backups=backups).path
+
+
+def _existing(cfg: Config, target: DbTarget, *, backups: bool = False) -> DbTarget:
+    from bastion.cli._dbtarget import not_found
     from bastion.store.backup import list_backups
 
-    path = _db_path(cfg, name)
-    require_home(cfg)
-    if path.exists() or (backups and list_backups(cfg.backups_dir, name)):
-        return path
-    known = ", ".join(known_databases(cfg)) or "none"
-    raise DatabaseNotFound(
-        f"no database {name!r} in {cfg.home} ({path.name} does not exist)",
-        hint=f"Databases in this home: {known}. Pick one with --db NAME.",
-        path=str(path),
-    )
+    if target.path.is_file() or (
+        backups and cfg.home.is_dir() and list_backups(target.backups_dir, target.name)
+    ):
+        return target
+    raise not_found(cfg, target)
 
 
-def open_database(cfg: Config, name: str, *, for_reading: bool = False) -> Database:
-    """Open database ``name`` of the home after the open-time check (refusing a damaged
+def open_database(
+    cfg: Config, name: str, *, for_reading: bool = False, backups_dir: Path | None = None
+) -> Database:
+    """Open database ``name`` (``--db``) after the open-time check (refusing a damaged
     one): what every ``db`` command but ``status`` of bastion.db uses."""
-    return _open(cfg, name, for_reading=for_reading)
+    return _open(cfg, _target(cfg, name, backups_dir), for_reading=for_reading)
 
 
-def _open(cfg: Config, name: str, *, for_reading: bool = False) -> Database:
-    """Open a database of the home after the open-time check (refusing a damaged one).
+def _open(cfg: Config, target: DbTarget, *, for_reading: bool = False) -> Database:
+    """Open a database after the open-time check (refusing a damaged one).
 
     An I/O condition (full disk, read-only media, permissions) is raised as its typed error,
     never as corruption. ``for_reading`` (read-only commands) falls back to a read-only open
     when the disk refuses a normal one. A database the home has held that is missing is
-    ``StoreMissing``: nothing is created in its place."""
+    ``StoreMissing``: nothing is created in its place. An application's database (``--db
+    PATH``) is never recorded in the home's ``.bastion-home``."""
     from bastion._home import missing_error, record
     from bastion.app import database_key
     from bastion.store import Database
     from bastion.store.recovery import CheckKind, open_check
 
-    require_home(cfg)
-    missing = missing_error(cfg.home, name, _db_path(cfg, name))
-    if missing is not None:
-        raise missing
-    path = database_path(cfg, name)
+    if target.in_home:
+        require_home(cfg)
+        missing = missing_error(cfg.home, target.name, target.path)
+        if missing is not None:
+            raise missing
+    target = _existing(cfg, target)
+    path = target.path
     key = database_key(cfg, path)
     check = open_check(
-        path, cfg.store, backups_dir=cfg.backups_dir, db_name=name, expected=True, key=key
+        path,
+        cfg.store,
+        backups_dir=target.backups_dir,
+        db_name=target.name,
+        expected=True,
+        key=key,
     )
     if check.kind in (CheckKind.IO_ERROR, CheckKind.KEY):
         raise check.error()
     if check.damaged:
         error = check.error()
         error.hint = (
-            f"Run `bastion db recover --db {name}` to quarantine it and restore the newest "
-            "verified backup."
+            f"Run `bastion db recover --db {target.label}` to quarantine it and restore the "
+            "newest verified backup."
         )
         raise error
     if for_reading:
-        db = Database.open_for_reading(path, cfg.store, name=name, key=key)
+        db = Database.open_for_reading(path, cfg.store, name=target.name, key=key)
     else:
-        db = Database.open(path, cfg.store, name=name, create=False, key=key)
-    if db.readonly is None:
-        record(cfg.home, name, path)
+        db = Database.open(path, cfg.store, name=target.name, create=False, key=key)
+    if db.readonly is None and target.in_home:
+        record(cfg.home, target.name, path)
     return db
 
 
@@ -196,18 +208,32 @@ def _progress_printer(as_json: bool) -> tuple[Callable[[int, int], None] | None,
     help="Write the backup to this new file instead of <home>/backups/.",
 )
 @click.option("--vacuum", is_flag=True, help="Write a compacted copy (VACUUM INTO).")
+@backups_dir_option
 @json_option
 @click.pass_context
 @run_command
-def backup(ctx: click.Context, db_name: str, to: Path | None, vacuum: bool, as_json: bool) -> None:
+def backup(
+    ctx: click.Context,
+    *,
+    db_name: str,
+    to: Path | None,
+    vacuum: bool,
+    backups_dir: Path | None,
+    as_json: bool,
+) -> None:
     """Back up a database online (writers keep going), verified, with a manifest."""
     from bastion.store.backup import create_backup, rotate_backups
 
     cfg = config_from(ctx)
+    target = _target(cfg, db_name, backups_dir)
     if to is not None:
         to = checked_path(to, "--to")
     callback, bar = _progress_printer(as_json)
-    if db_name == "bastion":
+    if target.in_home and target.name == "bastion":
+        from bastion.cli._dbtarget import is_bastion_home, not_found
+
+        if cfg.home.is_dir() and not is_bastion_home(cfg):
+            raise not_found(cfg, target)  # never create bastion.db in an app's directory
         # Through the home, so "backup.created"/"backup.failed" land in the events table.
         from bastion.app import Home
 
@@ -216,13 +242,14 @@ def backup(ctx: click.Context, db_name: str, to: Path | None, vacuum: bool, as_j
             home.backup, to=to, vacuum=vacuum, progress=callback
         )
         close = home.close
+        key = home.db.key
     else:
-        db = _open(cfg, db_name)
+        db = _open(cfg, target)
         run = functools.partial(
-            create_backup, db, cfg.backups_dir, to=to, vacuum=vacuum, progress=callback
+            create_backup, db, target.backups_dir, to=to, vacuum=vacuum, progress=callback
         )
         close = db.close
-    key = home.db.key if db_name == "bastion" else db.key
+        key = db.key
     try:
         if bar is not None:
             with bar:
@@ -232,7 +259,9 @@ def backup(ctx: click.Context, db_name: str, to: Path | None, vacuum: bool, as_j
     finally:
         close()
     removed = (
-        [] if to is not None else rotate_backups(cfg.backups_dir, db_name, cfg.backup, key=key)
+        []
+        if to is not None
+        else rotate_backups(target.backups_dir, target.name, cfg.backup, key=key)
     )
     m = result.manifest
     data = {
@@ -263,23 +292,32 @@ def backup(ctx: click.Context, db_name: str, to: Path | None, vacuum: bool, as_j
 @click.command()
 @db_option
 @click.option("--verify", is_flag=True, help="Also check SHA-256 and quick_check of each file.")
+@backups_dir_option
 @table_options
 @json_option
 @click.pass_context
 @run_command
 def backups(
-    ctx: click.Context, db_name: str, verify: bool, no_headers: bool, as_json: bool
+    ctx: click.Context,
+    *,
+    db_name: str,
+    verify: bool,
+    backups_dir: Path | None,
+    no_headers: bool,
+    as_json: bool,
 ) -> None:
     """List backups, newest first, with age, size and verified state."""
     from bastion.app import database_key
     from bastion.store.backup import backup_status, list_backups
 
     cfg = config_from(ctx)
-    path = database_path(cfg, db_name, backups=True)
-    infos = list_backups(cfg.backups_dir, db_name, deep=verify, key=database_key(cfg, path))
+    target = _existing(cfg, _target(cfg, db_name, backups_dir), backups=True)
+    infos = list_backups(
+        target.backups_dir, target.name, deep=verify, key=database_key(cfg, target.path)
+    )
     data = {
         "backups": [i.to_dict() for i in infos],
-        "last_scheduled": backup_status(cfg.backups_dir, db_name),
+        "last_scheduled": backup_status(target.backups_dir, target.name),
     }
 
     def human(d: dict[str, Any]) -> Table:
@@ -311,7 +349,7 @@ def backups(
         return Table(
             ["created", "age", "size", "state", "file"],
             rows,
-            empty=f"no backups of {db_name} in {cfg.backups_dir}",
+            empty=f"no backups of {target.name} in {target.backups_dir}",
             right=frozenset({"age", "size"}),
             notes=notes,
         )
@@ -356,15 +394,15 @@ def _stop_daemon(cfg: Config, timeout: float = 60.0) -> int | None:
     return pid
 
 
-def _resolve_backup(cfg: Config, backup: str) -> Path:
+def _resolve_backup(backups_dir: Path, backup: str) -> Path:
     candidate = checked_path(Path(backup), "BACKUP")
     if candidate.is_file():
         return candidate
-    in_dir = checked_path(cfg.backups_dir / backup, "BACKUP") if "/" not in backup else None
+    in_dir = checked_path(backups_dir / backup, "BACKUP") if "/" not in backup else None
     if in_dir is not None and in_dir.is_file():
         return in_dir
     raise click.BadParameter(
-        f"no backup {backup!r} (not a file, and not in {cfg.backups_dir}); "
+        f"no backup {backup!r} (not a file, and not in {backups_dir}); "
         "list them with `bastion db backups`",
         param_hint="BACKUP",
     )
@@ -382,6 +420,7 @@ def _resolve_backup(cfg: Config, backup: str) -> Path:
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--stop-daemon", is_flag=True, help="Stop a running daemon first.")
+@backups_dir_option
 @json_option
 @click.pass_context
 @run_command
@@ -393,6 +432,7 @@ def restore(
     at_text: str | None,
     yes: bool,
     stop_daemon: bool,
+    backups_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Replace a database with a verified backup, or with its state at an instant (--at);
@@ -415,15 +455,18 @@ def restore(
 
     cfg = config_from(ctx)
     require_home(cfg)
-    path = _resolve_backup(cfg, backup_name)
-    target = _db_path(cfg, db_name)
+    where = _target(cfg, db_name, backups_dir)
+    path = _resolve_backup(where.backups_dir, backup_name)
+    target = where.path
     key = _restore_key(cfg, target, path)
     info = verify_backup(path, deep=True, key=key)
     if not info.verified:
         raise RestoreRefused(
             f"backup {path.name} is not usable: {info.problem}; the live database was not touched",
         )
-    handshake = read_handshake(cfg.run_dir)
+    # The daemon holds the home's databases; an application's database is checked below,
+    # like any file another process may have open.
+    handshake = read_handshake(cfg.run_dir) if where.in_home else None
     stopped = None
     if handshake is not None and pid_alive(handshake.pid):
         if not stop_daemon:
@@ -445,8 +488,8 @@ def restore(
             "The current files move to quarantine/.",
             abort=True,
         )
-    result = restore_backup(path, target, cfg.quarantine_dir, db_name=db_name, key=key)
-    with Database.open(target, cfg.store, name=db_name, create=False, key=key) as db:
+    result = restore_backup(path, target, where.quarantine_dir, db_name=where.name, key=key)
+    with Database.open(target, cfg.store, name=where.name, create=False, key=key) as db:
         checks = check_database(db, full=False)
         migrations = _migration_state(db)
     data = {
@@ -530,6 +573,7 @@ def _migration_state(db: Database) -> Any:
     help="With no backup and nothing salvageable, put a new empty database in place.",
 )
 @click.option("--dry-run", is_flag=True, help="With --from-salvage: count, change nothing.")
+@backups_dir_option
 @json_option
 @click.pass_context
 @run_command
@@ -537,6 +581,7 @@ def recover(
     ctx: click.Context,
     *,
     db_name: str,
+    backups_dir: Path | None,
     from_salvage: str | None,
     force: bool,
     allow_empty: bool,
@@ -557,17 +602,18 @@ def recover(
     from bastion.store.recovery import recover as do_recover
 
     cfg = config_from(ctx)
-    path = _db_path(cfg, db_name)
+    target = _target(cfg, db_name, backups_dir)
+    path = target.path
     require_home(cfg)
     key = database_key(cfg, path)
     if from_salvage is not None:
         source = (
-            latest_salvage(cfg.quarantine_dir, db_name)
+            latest_salvage(target.quarantine_dir, target.name)
             if from_salvage == "latest"
             else checked_path(Path(from_salvage), "--from-salvage")
         )
         if source is None or not source.is_file():
-            where = cfg.quarantine_dir if from_salvage == "latest" else source
+            where = target.quarantine_dir if from_salvage == "latest" else source
             raise NotFound(
                 f"no salvaged copy of {db_name} at {where}"
                 + (" (not a file)" if source is not None and source.exists() else ""),
@@ -578,7 +624,7 @@ def recover(
         # A file that is not SQLite is refused before anything opens it (an encrypted
         # salvaged copy needs the database's key).
         check_header(source, key=key)
-        db = _open(cfg, db_name)
+        db = _open(cfg, target)
         try:
             merged = merge_salvage(db, source, dry_run=dry_run)
         finally:
@@ -604,10 +650,11 @@ def recover(
     check = open_check(
         path,
         cfg.store,
-        backups_dir=cfg.backups_dir,
-        db_name=db_name,
+        backups_dir=target.backups_dir,
+        db_name=target.name,
         full=True,
-        expected=expects(cfg.home, db_name),
+        # An application's database named by path was there to be named: missing is lost.
+        expected=expects(cfg.home, target.name) if target.in_home else True,
         key=key,
     )
     if check.kind in (CheckKind.IO_ERROR, CheckKind.KEY):
@@ -631,10 +678,10 @@ def recover(
         )
     report = do_recover(
         path,
-        backups_dir=cfg.backups_dir,
-        quarantine_root=cfg.quarantine_dir,
+        backups_dir=target.backups_dir,
+        quarantine_root=target.quarantine_dir,
         check=check,
-        db_name=db_name,
+        db_name=target.name,
         allow_empty=allow_empty,
         key=key,
     )
@@ -686,7 +733,7 @@ def prune(ctx: click.Context, db_name: str, dry_run: bool, as_json: bool) -> Non
     from bastion.store.retention import run_retention
 
     cfg = config_from(ctx)
-    db = _open(cfg, db_name)
+    db = _open(cfg, _target(cfg, db_name))
     try:
         data = run_retention(db, cfg, dry_run=dry_run)
     finally:
@@ -720,7 +767,7 @@ def vacuum(ctx: click.Context, db_name: str, as_json: bool) -> None:
     from bastion.store.retention import reclaim_space
 
     cfg = config_from(ctx)
-    db = _open(cfg, db_name)
+    db = _open(cfg, _target(cfg, db_name))
     try:
         result = reclaim_space(db, force=True)
     finally:
@@ -753,10 +800,12 @@ def stats(ctx: click.Context, db_name: str, no_headers: bool, as_json: bool) -> 
     from bastion.store.stats import db_stats
 
     cfg = config_from(ctx)
-    db = _open(cfg, db_name, for_reading=True)
+    target = _target(cfg, db_name)
+    db = _open(cfg, target, for_reading=True)
     try:
         _read_only_note(db)
-        data = db_stats(db, backups_dir=cfg.backups_dir, run_dir=cfg.run_dir)
+        # An application's database has no run/ of its own: its last check is not recorded.
+        data = db_stats(db, backups_dir=target.backups_dir, run_dir=target.run_dir)
         data["read_only"] = db.readonly
     finally:
         db.close()
@@ -800,7 +849,8 @@ def check(ctx: click.Context, db_name: str, quick: bool, as_json: bool) -> None:
     from bastion.store.stats import check_database, record_check
 
     cfg = config_from(ctx)
-    db = _open(cfg, db_name, for_reading=True)
+    target = _target(cfg, db_name)
+    db = _open(cfg, target, for_reading=True)
     try:
         _read_only_note(db)
         result = check_database(db, full=not quick)
@@ -808,18 +858,23 @@ def check(ctx: click.Context, db_name: str, quick: bool, as_json: bool) -> None:
     finally:
         db.close()
     try:
-        record_check(cfg.run_dir, db_name, result)
+        # Recorded for `db stats` and `doctor` in the home's run/; an application's database
+        # is checked without writing anything into its directory.
+        if target.run_dir is not None:
+            record_check(target.run_dir, target.name, result)
     except OSError as err:  # a full or read-only disk: the answer stands, unrecorded
         click.echo(
-            f"note: the result was not recorded in {cfg.run_dir}: {err.strerror or err}", err=True
+            f"note: the result was not recorded in {target.run_dir}: {err.strerror or err}",
+            err=True,
         )
     if not result["ok"]:
         problems = result["integrity"][:3] if not result["integrity_ok"] else []
         fk = result["foreign_key_violation_count"]
         raise StoreCorrupt(
-            f"{db_name}: {result['check']} found problems: "
+            f"{target.label}: {result['check']} found problems: "
             + "; ".join([*problems, *([f"{fk} foreign key violations"] if fk else [])]),
-            hint=f"Run `bastion db recover --db {db_name}` to restore the newest verified backup.",
+            hint=f"Run `bastion db recover --db {target.label}` to restore the newest verified "
+            "backup.",
         )
     emit(
         result,

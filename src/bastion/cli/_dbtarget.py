@@ -1,0 +1,199 @@
+"""What ``--db`` names: one of the home's databases, or an application's own database file.
+
+``--db`` takes a NAME (``bastion`` = ``bastion.db``, ``vault`` = ``vault.db``, any
+``<home>/NAME.db``) or a PATH to any SQLite database bastion manages for an application (a
+pupitre profile, a bot platform's ``boternity.db``). A value with a ``/`` or ending in ``.db``
+is a path: absolute, or relative to the home first (``--home ~/pupitre --db profiles/main``),
+then to the current directory; ``.db`` may be left off.
+
+A home's databases and an application's differ in what bastion may write around them:
+
+* a home database has its backups in ``<home>/backups/``, quarantined files in
+  ``<home>/quarantine/``, check results in ``<home>/run/`` and is recorded in
+  ``<home>/.bastion-home`` (so a lost one is never recreated empty);
+* an application's database has its backups in ``<home>/backups/<name>/`` and quarantined
+  files in ``<home>/quarantine/<name>/`` (``name`` is the file's stem: the layout the library
+  uses for several databases in one data directory, see ``examples/pupitre``), or in
+  ``--backups-dir``; nothing else is written for it: no ``.bastion-home``, no ``run/``, no
+  ``bastion.db``. Read-only commands (``status``, ``check``, ``stats``, ``backups``) create
+  nothing at all in the application's directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bastion.config import Config
+
+__all__ = [
+    "DbTarget",
+    "find_databases",
+    "is_bastion_home",
+    "looks_like_path",
+    "not_found",
+    "resolve_target",
+]
+
+_DB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_SQLITE_HEADER = b"SQLite format 3\x00"
+#: How deep under the home a database is looked for when listing candidates in a hint.
+_LIST_DEPTH = 2
+_SKIP_DIRS = frozenset({"backups", "quarantine", "run", "trash", "archive"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DbTarget:
+    """A database ``--db`` named and where bastion keeps what belongs to it."""
+
+    #: The database's name: backups and quarantine folders are named after it.
+    name: str
+    path: Path
+    backups_dir: Path
+    quarantine_dir: Path
+    #: Where check results are recorded (``db stats`` and ``doctor`` read them); None for an
+    #: application's database, whose directory bastion does not write into.
+    run_dir: Path | None
+    #: bastion.db, vault.db or ``<home>/NAME.db``: recorded in ``.bastion-home``.
+    in_home: bool
+
+    @property
+    def label(self) -> str:
+        """How to name it again on the command line (``--db`` value) in a hint."""
+        return self.name if self.in_home else str(self.path)
+
+
+def is_bastion_home(cfg: Config) -> bool:
+    """Whether ``cfg.home`` is a bastion home (it has held bastion's databases), rather than
+    an application's data directory pointed at with ``--home``."""
+    from bastion._home import MARKER
+
+    return any(p.exists() for p in (cfg.home / MARKER, cfg.db_path, cfg.vault_db_path))
+
+
+def looks_like_path(value: str) -> bool:
+    """Whether ``--db VALUE`` is a path rather than a NAME."""
+    return "/" in value or os.sep in value or value.endswith(".db")
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(16) == _SQLITE_HEADER
+    except OSError:
+        return False
+
+
+def find_databases(home: Path) -> list[str]:
+    """SQLite files under ``home`` (two levels, not backups/quarantine/run), as ``--db``
+    values: a NAME for ``<home>/NAME.db``, else the path relative to the home."""
+    if not home.is_dir():
+        return []
+    found: list[str] = []
+
+    def walk(folder: Path, depth: int) -> None:
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            if entry.is_dir() and depth < _LIST_DEPTH and entry.name not in _SKIP_DIRS:
+                walk(entry, depth + 1)
+            elif entry.is_file() and entry.suffix == ".db" and _is_sqlite(entry):
+                relative = entry.relative_to(home)
+                stem = entry.name.removesuffix(".db")
+                flat = len(relative.parts) == 1 and _DB_NAME.match(stem)
+                found.append(stem if flat else str(relative))
+
+    walk(home, 0)
+    return found
+
+
+def _resolve_path(cfg: Config, value: str) -> Path:
+    raw = Path(value).expanduser()
+    candidates = [raw] if raw.is_absolute() else [cfg.home / raw, Path.cwd() / raw]
+    for base in candidates:
+        for path in (base, base.with_name(base.name + ".db")):
+            if path.is_file():
+                return path.absolute()
+    # Not found: name the most likely place (the home, or the absolute path as given).
+    first = candidates[0]
+    return (first if first.suffix == ".db" else first.with_name(first.name + ".db")).absolute()
+
+
+def resolve_target(cfg: Config, value: str, *, backups_dir: Path | None = None) -> DbTarget:
+    """The database ``--db VALUE`` names (see the module docstring). A bad NAME is
+    ``InvalidName``; whether the file exists is checked by the caller."""
+    from bastion.errors import InvalidName
+
+    if looks_like_path(value) or (
+        value not in {"bastion", "vault"} and _DB_NAME.match(value) and not is_bastion_home(cfg)
+    ):
+        # In an application's data directory a NAME is its NAME.db, kept the application's
+        # way (backups/<name>/), never recorded as a database of a bastion home.
+        path = _resolve_path(cfg, value)
+        name = path.name.removesuffix(".db") or path.name
+        home_db = path.parent == cfg.home.absolute() and name in {"bastion", "vault"}
+        if not home_db:
+            return DbTarget(
+                name=name,
+                path=path,
+                backups_dir=(backups_dir or cfg.backups_dir / name).absolute(),
+                quarantine_dir=cfg.quarantine_dir / name,
+                run_dir=None,
+                in_home=False,
+            )
+        value = name
+    if value == "bastion":
+        path = cfg.db_path
+    elif value == "vault":
+        path = cfg.vault_db_path
+    elif _DB_NAME.match(value):
+        path = cfg.home / f"{value}.db"
+    else:
+        raise InvalidName(
+            f"{value!r} is not a database name or path",
+            hint="Use --db bastion, --db vault, the NAME of <home>/NAME.db (letters, digits, "
+            "`_` and `-`), or the path of an application's database (e.g. profiles/main.db).",
+            kind="database name",
+        )
+    return DbTarget(
+        name=value,
+        path=path,
+        backups_dir=(backups_dir or cfg.backups_dir).absolute(),
+        quarantine_dir=cfg.quarantine_dir,
+        run_dir=cfg.run_dir,
+        in_home=True,
+    )
+
+
+def not_found(cfg: Config, target: DbTarget) -> Exception:
+    """The error for a ``--db`` whose file does not exist: ``HomeNotFound`` when the home
+    itself is missing, else ``DatabaseNotFound`` listing the databases that are there."""
+    from bastion.cli._output import home_choice_hint
+    from bastion.errors import DatabaseNotFound, HomeNotFound
+
+    if not cfg.home.is_dir():
+        return HomeNotFound(
+            f"no bastion home at {cfg.home}",
+            hint=f"Run `bastion init` to create it. {home_choice_hint()}",
+            path=str(cfg.home),
+        )
+    found = find_databases(cfg.home)
+    listing = ", ".join(found) or "none"
+    if target.in_home and target.name == "bastion" and not is_bastion_home(cfg):
+        message = (
+            f"{cfg.home} is not a bastion home (no bastion.db, vault.db or .bastion-home); "
+            "nothing was created in it"
+        )
+    else:
+        message = f"no database {target.label!r} ({target.path} does not exist)"
+    return DatabaseNotFound(
+        message,
+        hint=f"Databases under {cfg.home}: {listing}. Pick one with --db NAME or --db PATH.",
+        path=str(target.path),
+    )
