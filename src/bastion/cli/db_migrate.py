@@ -28,7 +28,7 @@ def render_states(states: list[dict[str, Any]]) -> list[str]:
     lines = []
     for st in states:
         if st["pending"] is None:  # an application's database: its code knows what is pending
-            waiting = "pending known to the application"
+            waiting = "pending unknown to bastion (the application holds its migrations)"
         else:
             waiting = f"{len(st['pending'])} pending ({', '.join(st['pending']) or 'none'})"
         lines.append(
