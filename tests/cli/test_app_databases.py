@@ -167,3 +167,19 @@ def test_a_bad_database_name_is_a_usage_error(tmp_path: Path, value: str) -> Non
     code, _, err = _run(root, "db", "status", "--db", value)
     assert code != 0
     assert "Traceback" not in err
+
+
+def test_recover_and_restore_into_a_folder_that_does_not_exist_are_refused(tmp_path: Path) -> None:
+    root = _app_dir(tmp_path)
+    before = _tree(root)
+    for args in (
+        ("db", "recover", "--db", "nowhere/main"),
+        ("db", "restore", "x.db", "--db", "nowhere/main", "--yes"),
+    ):
+        code, _, err = _run(root, *args)
+        assert code == 66, (args, err)
+        assert "nowhere/main.db does not exist" in err
+    code, _, err = _run(root, "db", "restore", "--at", "-10m", "--db", "profiles/main", "--yes")
+    assert code == 2
+    assert "restored from a backup" in err
+    assert _tree(root) == before

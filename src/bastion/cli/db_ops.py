@@ -442,6 +442,13 @@ def restore(
     if at_text is not None:
         from bastion.cli.db_archive import restore_at
 
+        if not _target(config_from(ctx), db_name).in_home:
+            raise click.UsageError(
+                "--at restores a home's database from the daemon's WAL archive; an "
+                "application's database (--db PATH) is restored from a backup: "
+                f"`bastion db backups --db {db_name}`"
+            )
+
         restore_at(
             ctx, at_text=at_text, db_name=db_name, yes=yes, stop_daemon=stop_daemon, as_json=as_json
         )
@@ -456,6 +463,10 @@ def restore(
     cfg = config_from(ctx)
     require_home(cfg)
     where = _target(cfg, db_name, backups_dir)
+    if not where.in_home and not where.path.parent.is_dir():
+        from bastion.cli._dbtarget import not_found
+
+        raise not_found(cfg, where)  # no folder to restore into: a typo, not a restore
     path = _resolve_backup(where.backups_dir, backup_name)
     target = where.path
     key = _restore_key(cfg, target, path)
@@ -605,6 +616,12 @@ def recover(
     target = _target(cfg, db_name, backups_dir)
     path = target.path
     require_home(cfg)
+    if not target.in_home and not path.parent.is_dir():
+        # An application's database in a folder that does not exist: nothing to recover
+        # into, and no place to create one.
+        from bastion.cli._dbtarget import not_found
+
+        raise not_found(cfg, target)
     key = database_key(cfg, path)
     if from_salvage is not None:
         source = (
