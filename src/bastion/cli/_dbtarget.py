@@ -192,8 +192,9 @@ def not_found(cfg: Config, target: DbTarget) -> Exception:
         )
     else:
         message = f"no database {target.label!r} ({target.path} does not exist)"
+    where = "in this home" if is_bastion_home(cfg) else f"under {cfg.home}"
     return DatabaseNotFound(
         message,
-        hint=f"Databases under {cfg.home}: {listing}. Pick one with --db NAME or --db PATH.",
+        hint=f"Databases {where}: {listing}. Pick one with --db NAME or --db PATH.",
         path=str(target.path),
     )
