@@ -18,11 +18,13 @@ foreign key, so a key can be provisioned before its bot exists (the seed's decis
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from bastion.config import StoreConfig, load_config
+from bastion.errors import VaultLocked
 from bastion.store import Database
 from bastion.store.migrations import Migrator
 from bastion.vault import Secret, SecretMeta, Vault
@@ -36,6 +38,8 @@ __all__ = ["DATA_DIR_ENV", "MASTER_KEY_ENV", "BotSecrets", "BotStore", "default_
 DATA_DIR_ENV = "BOTERNITY_DATA_DIR"
 MASTER_KEY_ENV = "BOTERNITY_MASTER_KEY"
 READERS = 8
+
+log = logging.getLogger(__name__)
 
 
 def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -124,13 +128,39 @@ class BotStore:
         except BaseException:
             db.close()
             raise
-        return cls(root, db, vault)
+        store = cls(root, db, vault)
+        try:
+            store.finish_purges()
+        except BaseException:
+            store.close()
+            raise
+        return store
 
     def delete_bot(self, bot_id: str, *, purge_secrets: bool = True) -> None:
-        """Delete the bot (its souls cascade) and, by default, its scoped secrets."""
-        self.bots.delete(bot_id)
+        """Delete the bot (its souls cascade) and, by default, its scoped secrets.
+
+        Two databases, so two steps: the bot's row goes with a purge journal row in one
+        transaction, then the vault's ``bot:<id>`` scope (``Vault.delete_scope``, itself
+        crash-safe), then the journal row. A crash between the steps is finished by the next
+        :meth:`open` (:meth:`finish_purges`): no ``bot:<id>`` secret outlives its bot."""
+        self.bots.delete(bot_id, journal_purge=purge_secrets)
         if purge_secrets:
-            self.secrets.purge_bot(bot_id)
+            self._purge(bot_id)
+
+    def finish_purges(self) -> list[str]:
+        """Purge the secrets of bots deleted before a crash (the journal's rows, oldest
+        first); the ids purged. Without the master key the rows wait for an open that has
+        it (the secrets cannot be read meanwhile either)."""
+        return [bot_id for bot_id in self.bots.pending_purges() if self._purge(bot_id)]
+
+    def _purge(self, bot_id: str) -> bool:
+        try:
+            self.secrets.purge_bot(bot_id)  # deleting an emptied scope again is harmless
+        except VaultLocked as err:
+            log.warning("secrets of deleted bot %s wait for the master key: %s", bot_id, err)
+            return False
+        self.bots.purge_done(bot_id)
+        return True
 
     def close(self) -> None:
         self.secrets.vault.close()

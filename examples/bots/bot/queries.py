@@ -30,6 +30,14 @@ UPDATE = (
 )
 TOUCH = "UPDATE bots SET last_active_at = ? WHERE id = ?"
 DELETE = "DELETE FROM bots WHERE id = ?"
+#: The purge journal (migration 0002): written with the DELETE, cleared once the vault's
+#: ``bot:<id>`` scope is gone.
+JOURNAL_PURGE = (
+    "INSERT INTO bot_secret_purges (bot_id, requested_at) VALUES (?, ?) "
+    "ON CONFLICT (bot_id) DO NOTHING"
+)
+PENDING_PURGES = "SELECT bot_id FROM bot_secret_purges ORDER BY requested_at, bot_id"
+PURGE_DONE = "DELETE FROM bot_secret_purges WHERE bot_id = ?"
 
 #: Hot: the dashboard's list of active bots, newest first (served by idx_bots_status).
 HOT = (

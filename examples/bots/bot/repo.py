@@ -7,6 +7,7 @@ filter or sort key is ``ValueError`` naming the allowed ones.
 
 from __future__ import annotations
 
+import builtins
 import time
 import uuid
 
@@ -101,6 +102,21 @@ class BotRepo(Repo):
             lambda tx: tx.execute_one(q.TOUCH, (time.time(), bot_id), entity="bot", key=bot_id)
         )
 
-    def delete(self, bot_id: str) -> None:
-        """Soul versions go with the bot (ON DELETE CASCADE); secrets do not (see store)."""
-        self.db.write(lambda tx: tx.execute_one(q.DELETE, (bot_id,), entity="bot", key=bot_id))
+    def delete(self, bot_id: str, *, journal_purge: bool = False) -> None:
+        """Soul versions go with the bot (ON DELETE CASCADE); secrets do not (they are in the
+        vault). ``journal_purge``: record in the same transaction that the bot's secrets are
+        to be purged (:meth:`pending_purges`), so a crash before the purge loses nothing."""
+
+        def unit(tx: WriteTx) -> None:
+            tx.execute_one(q.DELETE, (bot_id,), entity="bot", key=bot_id)
+            if journal_purge:
+                tx.execute(q.JOURNAL_PURGE, (bot_id, time.time()))
+
+        self.db.write(unit)
+
+    def pending_purges(self) -> builtins.list[str]:
+        """Ids of deleted bots whose secrets are still to be purged, oldest first."""
+        return [str(r[0]) for r in self.db.query(q.PENDING_PURGES)]
+
+    def purge_done(self, bot_id: str) -> None:
+        self.db.write(lambda tx: tx.execute(q.PURGE_DONE, (bot_id,)))

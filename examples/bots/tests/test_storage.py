@@ -29,14 +29,16 @@ def test_data_dir_comes_from_the_environment(env: dict[str, str], tmp_path: Path
 def test_open_auto_migrates_and_reopening_changes_nothing(env: dict[str, str]) -> None:
     with BotStore.open(env=env) as store:
         state = Migrator(store.db).status([migrations.namespace()])[0]
-        assert state.applied == ("0001_initial",)
+        assert state.applied == ("0001_initial", "0002_secret_purges")
         assert state.pending == ()
         tables = {r[0] for r in store.db.query("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"bots", "soul_versions", "api_keys"} <= tables
         assert "secrets" not in tables  # secrets live in the vault, not in this database
         backups = sorted((store.data_dir / "backups").glob("pre-migrate-bots-*.db"))
     with BotStore.open(env=env) as store:
-        assert Migrator(store.db).status([migrations.namespace()])[0].applied == ("0001_initial",)
+        assert Migrator(store.db).status([migrations.namespace()])[0].applied[-1] == (
+            "0002_secret_purges"
+        )
         # Nothing pending on the second open: no second pre-migration backup.
         assert sorted((store.data_dir / "backups").glob("pre-migrate-bots-*.db")) == backups
 
