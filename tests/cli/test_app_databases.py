@@ -183,3 +183,20 @@ def test_recover_and_restore_into_a_folder_that_does_not_exist_are_refused(tmp_p
     assert code == 2
     assert "restored from a backup" in err
     assert _tree(root) == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("db", "timeline", "--db", "profiles/main"), ("db", "encrypt", "--db", "profiles/main")],
+)
+def test_home_only_commands_refuse_an_app_database_by_name(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    root = _app_dir(tmp_path)
+    before = _tree(root)
+    result = CliRunner().invoke(
+        cli, ["--home", str(root), *args], env={"BASTION_STORE_ENCRYPTION": "required"}
+    )
+    assert result.exit_code == 2, result.stderr
+    assert "works on the home's databases" in result.stderr
+    assert _tree(root) == before

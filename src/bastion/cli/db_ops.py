@@ -63,8 +63,18 @@ def _target(cfg: Config, name: str, backups_dir: Path | None = None) -> DbTarget
 
 
 def _db_path(cfg: Config, name: str) -> Path:
-    """The file ``--db NAME|PATH`` names (checks a NAME; does not check that it exists)."""
-    return _target(cfg, name).path
+    """The file of the home's database ``--db NAME`` (checks the NAME; does not check that
+    it exists), for the commands that work on a home's databases only (``db timeline``,
+    ``db encrypt|decrypt|rekey``, ``db restore --at``): an application's database (``--db
+    PATH``) is a usage error naming why."""
+    target = _target(cfg, name)
+    if not target.in_home:
+        raise click.UsageError(
+            f"--db {name}: this command works on the home's databases (bastion, vault, "
+            "<home>/NAME.db); an application's database is operated with `db status|check|"
+            "stats|backup|backups|restore|recover --db PATH`"
+        )
+    return target.path
 
 
 def known_databases(cfg: Config) -> list[str]:
