@@ -47,6 +47,9 @@ def test_atomic_replace(tmp_path: Path) -> None:
 def test_private_dir_created_0700_and_loose_one_refused(tmp_path: Path) -> None:
     made = ensure_private_dir(tmp_path / "a" / "b")
     assert made.stat().st_mode & 0o777 == 0o700
+    # The parent it created on the way too, whatever the umask (mkdir(parents=True) alone
+    # leaves parents 0755).
+    assert (tmp_path / "a").stat().st_mode & 0o777 == 0o700
     assert ensure_private_dir(made) == made  # idempotent
     loose = tmp_path / "loose"
     loose.mkdir()

@@ -125,11 +125,31 @@ def ensure_private_dir(path: str | os.PathLike[str], *, mode: int = PRIVATE_DIR_
     """
     target = Path(path)
     if not target.exists():
-        target.mkdir(mode=mode, parents=True, exist_ok=True)
-        # mkdir's mode is filtered by the umask (and means nothing on Windows): set it, or
-        # the private DACL, explicitly.
-        _platform.make_private_dir(target, mode)
-        fsync_dir(target.parent)
+        # Each missing folder from the top down, each made private: mkdir(parents=True)
+        # gives only the last one ``mode``, the parents it creates get the umask's default
+        # (0755), e.g. ``quarantine/`` above ``quarantine/<name>/<utc>/``.
+        missing = []
+        folder = target
+        while not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        raced = False
+        for made in reversed(missing):
+            try:
+                made.mkdir(mode=mode)
+            except FileExistsError:
+                if not made.is_dir():
+                    raise
+                raced = made == target  # another process made it at the same moment
+                continue
+            # mkdir's mode is filtered by the umask (and means nothing on Windows): set it,
+            # or the private DACL, explicitly.
+            _platform.make_private_dir(made, mode)
+            fsync_dir(made.parent)
+        if raced:
+            problem = _platform.private_dir_problem(target, mode)
+            if problem is not None:
+                raise InsecureDirectoryError(problem)
         return target
     if not target.is_dir():
         raise NotADirectoryError(f"{target} exists and is not a directory")
