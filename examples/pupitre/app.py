@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bastion.config import StoreConfig
+from bastion.config import BackupConfig, StoreConfig
 from bastion.errors import BaselineMismatch, NotFound, StoreCorrupt
+from bastion.scheduler import Scheduler
 from bastion.store import Database, WriteTx
 from bastion.store.backup import BackupResult, create_backup
 from bastion.store.migrations import Migrator, Namespace
@@ -44,7 +45,7 @@ from bastion.store.recovery import (
     recover,
 )
 from bastion.vault import Secret, Vault, format_reference
-from examples.pupitre import migrations
+from examples.pupitre import migrations, upkeep
 from examples.pupitre.diagnostics import repo as checks
 from examples.pupitre.feedback import repo as feedback
 from examples.pupitre.pack import repo as pack
@@ -57,6 +58,7 @@ __all__ = ["ANALYSIS_KEY_NAME", "ImportResult", "Pupitre", "adopt_legacy", "open
 ANALYSIS_KEY_NAME = "ANALYSIS_API_KEY"
 _WORKSPACE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _COMPANIONS = ("", "-wal", "-shm")
+_FOLDERS = ("profiles", "artifacts", "backups", "quarantine", "trash")
 
 
 def open_database(
@@ -155,6 +157,7 @@ class Pupitre:
         #: Recoveries run at open (a corrupt file was quarantined and a backup restored).
         self.recoveries = recoveries
         self._profiles: dict[str, Database] = {}
+        self._backups: Scheduler | None = None
         # One Database per file per process: two threads asking for the same profile at once
         # must not open it twice (two writers in one process would contend for the lock).
         self._profiles_lock = threading.Lock()
@@ -171,8 +174,12 @@ class Pupitre:
         VFS for every database (an encrypting one, or ``bastion.store.faults.FaultyVFS`` in
         drills)."""
         root = Path(data_dir).absolute()
-        for sub in ("profiles", "artifacts", "backups", "quarantine", "trash"):
-            (root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        for folder in (root, *(root / sub for sub in _FOLDERS)):
+            if not folder.exists():
+                folder.mkdir(parents=True, mode=0o700)
+                # Owner-only (the README's threat model): mkdir's mode is filtered by the
+                # umask, so it is set again. An existing folder is left as the user made it.
+                folder.chmod(0o700)
         cfg = config or StoreConfig()
         recoveries: list[RecoveryReport] = []
         global_db = _open_in(
@@ -228,6 +235,26 @@ class Pupitre:
         """An online, verified backup (with manifest) of a profile: what recovery restores."""
         db = self.profile(workspace_id)
         return create_backup(db, self.data_dir / "backups" / db.name)
+
+    def start_backups(
+        self, rotation: BackupConfig | None = None, *, first_run_in_s: float | None = None
+    ) -> Scheduler:
+        """Routine backups of every database (global and each workspace's profile) on a
+        background thread, on bastion's schedule (:mod:`examples.pupitre.upkeep`): every
+        ``rotation.interval_s`` (default: ``[backup]``'s hour), skipped when a database has
+        not changed, rotated. The first run waits a minute (``first_run_in_s`` overrides it);
+        :meth:`close` stops the thread, after a backup in progress. One at a time."""
+        if self._backups is not None:
+            raise RuntimeError(f"backups of {self.data_dir} are scheduled already")
+        scheduler = upkeep.backup_scheduler(
+            self.data_dir,
+            lambda: [db for db, _ in self.databases()],
+            rotation or BackupConfig(),
+            first_run_in_s=first_run_in_s,
+        )
+        scheduler.start()
+        self._backups = scheduler
+        return scheduler
 
     def merge_salvaged(self, workspace_id: str | None = None) -> MergeReport:
         """After a recovery: copy rows the salvaged copy has and the restored backup lacks
@@ -388,6 +415,10 @@ class Pupitre:
         return out
 
     def close(self) -> None:
+        if self._backups is not None:
+            # Before the databases close: a backup in progress finishes first.
+            self._backups.stop(timeout=None)
+            self._backups = None
         for workspace_id in list(self._profiles):
             self.close_profile(workspace_id)
         self.global_db.close()

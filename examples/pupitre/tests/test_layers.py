@@ -56,9 +56,19 @@ def test_the_detector_finds_sql_literals(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("module", ["app.py"])
+@pytest.mark.parametrize("module", ["app.py", "upkeep.py"])
 def test_command_modules_hold_no_sql(module: str) -> None:
     assert sql_literals(PUPITRE / module) == []
+
+
+def test_repo_modules_map_rows_and_leave_the_sql_to_queries() -> None:
+    """The seed's rule: ``queries.py`` holds SQL text, ``repo.py`` maps rows to typed
+    results and holds none."""
+    repos = sorted(PUPITRE.glob("*/repo.py"))
+    assert len(repos) >= 7
+    assert {str(p.relative_to(PUPITRE)): sql_literals(p) for p in repos} == {
+        str(p.relative_to(PUPITRE)): [] for p in repos
+    }
 
 
 def test_every_domain_has_queries_and_repo() -> None:

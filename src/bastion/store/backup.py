@@ -697,16 +697,19 @@ def run_scheduled_backup(
     on_event: EventSink | None = None,
     force: bool = False,
     now: dt.datetime | None = None,
+    backups_dir: Path | None = None,
 ) -> BackupResult | None:
     """One tick of the daemon's backup schedule: back up if anything changed, then rotate.
 
     ``home_or_db`` is a ``Database`` or anything with a ``.db`` (the app's ``Home``). Returns
     None when nothing changed since the newest backup (compared by WAL position, see
     :class:`SourceState`). A failure emits "backup.failed", is recorded in the status file
-    that ``bastion db backups`` and ``doctor`` show, and is raised.
+    that ``bastion db backups`` and ``doctor`` show, and is raised. ``backups_dir`` replaces
+    ``cfg.backups_dir`` (an application keeping several databases' backups apart, e.g.
+    ``backups/<name>/``); rotation follows ``cfg.backup`` either way.
     """
     db: Database = getattr(home_or_db, "db", home_or_db)
-    backups_dir = cfg.backups_dir
+    backups_dir = cfg.backups_dir if backups_dir is None else backups_dir
     if not force:
         current = read_source_state(db.path)
         for info in list_backups(backups_dir, db.name, key=db._key):
