@@ -3,6 +3,7 @@ generations, the resume point, checkpoints, the watchdog, retention."""
 
 from __future__ import annotations
 
+import logging
 import random
 import subprocess
 import sys
@@ -13,14 +14,16 @@ from pathlib import Path
 import apsw
 import pytest
 
-from bastion.config import ArchiveConfig
-from bastion.errors import ArchiveError
+from bastion.config import ArchiveConfig, StoreConfig
+from bastion.errors import ArchiveError, StoreBusy
+from bastion.store import Database
 from bastion.store.archive import Archiver, plan_restore, timeline
 from bastion.store.archive.archiver import apply_prune, plan_archive_prune
 from bastion.store.archive.layout import list_bases, list_generations, list_segments
 from bastion.store.crypt import DatabaseKey
 from tests.helpers import wait_until
 from tests.store.archive.support import (
+    SCHEMA,
     clear_instants,
     fast_config,
     open_db,
@@ -147,6 +150,224 @@ def test_no_frame_is_lost_to_another_process_checkpointing(tmp_path: Path, mode:
     got, result = restore_rows(archive, "app", time.time(), tmp_path / "r.db")
     assert got == live == [n for n, _, _ in theirs] + [r.n for r in mine]
     assert result.stopped_at is None
+
+
+# Holds the write lock until told, then TRUNCATEs and commits rows numbered from argv[2].
+_LOCK_HOLDER = textwrap.dedent(
+    """
+    import sys, apsw
+    path, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    conn = apsw.Connection(path)
+    conn.setbusytimeout(10000)
+    conn.execute("BEGIN IMMEDIATE")
+    print("locked", flush=True)
+    sys.stdin.readline()
+    conn.execute("COMMIT")
+    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0][0]
+    print("busy" if busy else "truncated", flush=True)
+    for n in range(first, first + count):
+        conn.execute("INSERT INTO r VALUES (?, 0, 'h')", (n,))
+    print("done", flush=True)
+    """
+)
+
+
+def _spawn(script: str, *args: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *map(str, args)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _tell(proc: subprocess.Popen[str], line: str = "") -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+
+
+def _hear(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    return proc.stdout.readline().strip()
+
+
+def _finish(proc: subprocess.Popen[str] | None) -> None:
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            pipe.close()
+
+
+def _quiet_config() -> ArchiveConfig:
+    """Passes only when a test asks (sync_now): the thread takes the base and then only looks."""
+    return fast_config(interval_s=3600, checkpoint_frames=10_000_000)
+
+
+def test_a_pass_kept_waiting_past_the_busy_timeout_keeps_the_generation(tmp_path: Path) -> None:
+    """CI under load: another process held the write lock past the busy timeout during a
+    pass; the failed pass dropped the archiver's claim on R although R was never released,
+    and a WAL restart that R made safe was then taken for a reset nobody watched: a second
+    generation. Deterministic form: the lock held by another process through a whole pass,
+    released, the WAL restarted by that process's TRUNCATE (allowed: R sits on read mark 0
+    after a checkpoint that copied everything), then its commits."""
+    db = Database.open(tmp_path / "app.db", StoreConfig(busy_timeout_ms=300), name="app")
+    db.write(lambda tx: tx.execute(SCHEMA))
+    archive = tmp_path / "archive"
+    holder = None
+    try:
+        with Archiver(db, archive, _quiet_config()) as archiver:
+            wait_for_base(archive, "app")
+            mine = write_rows(db, 0.3)
+            archiver.sync_now()
+            archiver.sync_now(checkpoint=True)  # into the database file; R on read mark 0
+            holder = _spawn(_LOCK_HOLDER, db.path, 100_000, 50)
+            assert _hear(holder) == "locked"
+            with pytest.raises(StoreBusy) as busy:
+                archiver.sync_now()
+            assert f"process {holder.pid}" in busy.value.message
+            _tell(holder)
+            assert _hear(holder) == "truncated"  # the WAL restarted under the archiver
+            assert _hear(holder) == "done"
+            assert holder.wait(30) == 0
+            archiver.sync_now()
+            status = archiver.status()
+        live = read_rows(db.path)
+    finally:
+        _finish(holder)
+        db.close()
+    assert len(list_generations(archive, "app")) == 1
+    assert status.epoch >= 1  # the WAL restarted, and the history went on
+    assert status.last_error is None
+    got, result = restore_rows(archive, "app", time.time(), tmp_path / "r.db")
+    assert got == live == [r.n for r in mine] + list(range(100_000, 100_050))
+    assert result.stopped_at is None
+
+
+_COMMIT_ONE = textwrap.dedent(
+    """
+    import sys, apsw
+    conn = apsw.Connection(sys.argv[1])
+    conn.setbusytimeout(10000)
+    conn.execute("INSERT INTO r VALUES (?, 0, 'g')", (int(sys.argv[2]),))
+    """
+)
+
+
+def test_the_archives_truncate_lets_no_commit_of_another_process_slip_past(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """truncate_wal reads everything under the write lock, then TRUNCATEs, which takes the
+    lock again: another process can commit in between. R must stay held through it (it
+    used to be released, and the TRUNCATE copied that commit into the database and dropped
+    it from the WAL unarchived: a second generation, the commit in no segment)."""
+    db = open_db(tmp_path / "app.db")
+    archive = tmp_path / "archive"
+    try:
+        with Archiver(db, archive, _quiet_config()) as archiver:
+            wait_for_base(archive, "app")
+            mine = write_rows(db, 0.3)
+            truncate = archiver._truncate
+
+            def commit_in_between(*args: object, **kwargs: object) -> object:
+                subprocess.run(
+                    [sys.executable, "-c", _COMMIT_ONE, str(db.path), "777777"],
+                    check=True,
+                    timeout=60,
+                )
+                return truncate(*args, **kwargs)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(archiver, "_truncate", commit_in_between)
+            assert archiver.truncate_wal() is False  # not emptied: a commit came in between
+            monkeypatch.undo()
+            assert archiver.truncate_wal() is True
+            assert db.file_sizes()["wal"] == 0
+            between = time.time()
+            more = write_rows(db, 0.2, start=5000)
+            archiver.sync_now()
+            status = archiver.status()
+        live = read_rows(db.path)
+    finally:
+        db.close()
+    assert len(list_generations(archive, "app")) == 1
+    assert status.epoch >= 1  # the WAL restarted, and the history went on
+    assert status.last_error is None
+    got, result = restore_rows(archive, "app", time.time(), tmp_path / "r.db")
+    assert got == live == [r.n for r in mine] + [r.n for r in more] + [777777]
+    assert result.stopped_at is None
+    # Before the later commits rewrote its page: the commit itself is in the archive.
+    got, _ = restore_rows(archive, "app", between, tmp_path / "between.db")
+    assert got == [r.n for r in mine] + [777777]
+
+
+# Commits one row, then TRUNCATEs with a busy handler that waits until told: it holds the
+# write lock meanwhile, waiting for the archiver's read transaction.
+_WAITING_TRUNCATE = textwrap.dedent(
+    """
+    import sys, threading, time, apsw
+    conn = apsw.Connection(sys.argv[1])
+    conn.setbusytimeout(10000)
+    conn.execute("INSERT INTO r VALUES (?, 0, 'w')", (int(sys.argv[2]),))
+    told = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), told.set()), daemon=True).start()
+    said = []
+
+    def wait(tries):
+        if not said:
+            said.append(print("waiting", flush=True))
+        time.sleep(0.005)
+        return not told.is_set()
+
+    conn.setbusyhandler(wait)
+    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0][0]
+    print("busy" if busy else "truncated", flush=True)
+    """
+)
+
+
+def test_the_archiver_gives_way_to_a_truncate_that_waits_for_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process's TRUNCATE holds the write lock while it waits for the archiver's read
+    transaction R, which cannot end while a frame behind it is not archived; the archiver's
+    pass needs that lock. Neither may wait on the other: the thread's pass gives way (the
+    pass is deferred, nothing fails, R stays), the TRUNCATE gives up (busy), and the next
+    pass archives the frame in the same generation."""
+    db = open_db(tmp_path / "app.db")
+    archive = tmp_path / "archive"
+    other = None
+    caplog.set_level(logging.INFO, logger="bastion.store.archive")
+    try:
+        with Archiver(db, archive, fast_config(interval_s=0.2)) as archiver:
+            wait_for_base(archive, "app")
+            mine = write_rows(db, 0.3)
+            archiver.sync_now()
+            other = _spawn(_WAITING_TRUNCATE, db.path, 888888)
+            assert _hear(other) == "waiting"
+            wait_until(
+                lambda: any("deferred" in r.getMessage() for r in caplog.records),
+                timeout=60,
+                what="a pass of the thread giving way",
+            )
+            assert archiver.status().last_error is None
+            _tell(other)
+            assert _hear(other) == "busy"  # R never gave way: the frame behind it stayed
+            assert other.wait(30) == 0
+            archiver.sync_now()
+            status = archiver.status()
+        live = read_rows(db.path)
+    finally:
+        _finish(other)
+        db.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(list_generations(archive, "app")) == 1
+    assert status.last_error is None
+    got, _ = restore_rows(archive, "app", time.time(), tmp_path / "r.db")
+    assert got == live == [r.n for r in mine] + [888888]
 
 
 def test_a_wal_reset_while_no_archiver_ran_starts_a_new_generation(tmp_path: Path) -> None:

@@ -63,8 +63,9 @@ import apsw
 
 from bastion import _platform
 from bastion._fs import atomic_write, ensure_private_dir, fsync_dir
-from bastion.errors import ArchiveError, BastionError, StoreError
+from bastion.errors import ArchiveError, BastionError, StoreBusy, StoreError
 from bastion.store._errors import translate
+from bastion.store._locks import write_lock_holder
 from bastion.store.archive import policy
 from bastion.store.archive.layout import (
     GenerationInfo,
@@ -164,6 +165,21 @@ class _Pending:
 
 #: Pending frames past which a segment is written at once.
 _PENDING_BYTES = 32 * 1024 * 1024
+#: Pending frames past which a segment that cannot be written (full disk) is given up: the
+#: frames are dropped from memory and a new generation follows once writing works again.
+_PENDING_MAX_BYTES = 4 * _PENDING_BYTES
+#: How long a pass of the thread waits for the write lock before it gives way (the position
+#: and R are kept, and the next pass retries). Another process's RESTART/TRUNCATE checkpoint
+#: holds that lock while it waits for R, which it cannot get while frames behind R are not
+#: archived: the archiver, not R, is the side that yields, and it yields fast.
+_PASS_LOCK_WAIT_MS = 500
+#: The busy handler's step while a pass waits for the write lock: another process that
+#: commits and checkpoints in a loop leaves gaps of a few milliseconds, which SQLite's own
+#: handler (sleeps growing to 100 ms) keeps missing.
+_LOCK_POLL_S = 0.001
+#: How long the archive's own TRUNCATE waits for the locks it needs (as bastion's WAL
+#: watchdog does: briefly; the frames are archived either way).
+_TRUNCATE_WAIT_MS = 1000
 
 
 class Archiver:
@@ -226,6 +242,8 @@ class Archiver:
         self._passes = self._segments = self._frames = self._bytes = 0
         self._last_pass_at: float | None = None
         self._last_error: str | None = None
+        #: Since when passes of the thread have been giving way to another process's lock.
+        self._busy_since: float | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -348,7 +366,7 @@ class Archiver:
             )
             try:
                 if plan.sync or self._gen is None:
-                    self._pass(checkpoint=plan.checkpoint)
+                    self._thread_pass(checkpoint=plan.checkpoint)
                 if self._gen is not None and (plan.snapshot or self._needs_base):
                     self._snapshot()
                 if plan.prune:
@@ -360,6 +378,23 @@ class Archiver:
                 self._failed(err)
             self._wake.wait(plan.wait_s)
             self._wake.clear()
+
+    def _thread_pass(self, *, checkpoint: bool) -> None:
+        """A pass of the thread: it waits for the write lock at most ``_PASS_LOCK_WAIT_MS``
+        and gives way when another process holds it longer (the archived position and R are
+        kept: nothing behind R can leave the WAL, and the next wake-up retries). Only when
+        passes have been giving way for longer than the busy timeout is it reported."""
+        try:
+            self._pass(checkpoint=checkpoint, wait_ms=_PASS_LOCK_WAIT_MS)
+        except StoreBusy as err:
+            now = self._clock()
+            if self._busy_since is None:
+                self._busy_since = now
+            if now - self._busy_since < self.db.config.busy_timeout_ms / 1000:
+                log.info("archiving pass of %s deferred: %s", self.db.path, err.message)
+                return
+            raise
+        self._busy_since = None
 
     def _failed(self, err: BaseException) -> None:
         message = err.message if isinstance(err, BastionError) else f"{type(err).__name__}: {err}"
@@ -415,10 +450,19 @@ class Archiver:
         with self._lock:
             if self._reader is None:
                 return False
-            point = self._truncating_pass(hold=True)
+            try:
+                point = self._truncating_pass(hold=True)
+            except StoreBusy as err:
+                # Another process holds the write lock (a TRUNCATE of its own, waiting for
+                # R): nothing changed, the next pass archives; the WAL was not emptied.
+                log.info("truncating the WAL of %s deferred: %s", self.db.path, err.message)
+                return False
             return point is not None
 
-    def _pass(self, *, checkpoint: bool) -> _Batch | None:
+    def _pass(self, *, checkpoint: bool, wait_ms: int | None = None) -> _Batch | None:
+        """Archive what is committed (and checkpoint). A pass that cannot get the write lock
+        within ``wait_ms`` (default: the busy timeout) raises StoreBusy having changed
+        nothing: R still holds the archived position, so the next pass continues it."""
         with self._lock:
             if self._reader is None or self._checkpointer is None:
                 return None
@@ -426,32 +470,108 @@ class Archiver:
                 # Copy first, then checkpoint up to the copied end without the write lock
                 # (the bulk of a checkpoint's I/O and fsyncs); the locked checkpoint below
                 # has only the frames of the last moments left to copy into the database.
-                self._pass_locked(checkpoint=False)
+                self._pass_locked(checkpoint=False, wait_ms=wait_ms)
                 self._checkpoint_upto_reader()
-            return self._pass_locked(checkpoint=checkpoint)
+            return self._pass_locked(checkpoint=checkpoint, wait_ms=wait_ms)
 
-    def _pass_locked(self, *, checkpoint: bool) -> _Batch:
+    def _pass_locked(self, *, checkpoint: bool, wait_ms: int | None = None) -> _Batch:
         """One locked phase and what follows it (the caller holds ``self._lock``)."""
-        try:
-            batch = self.db.write(lambda tx: self._locked(tx, checkpoint))
-        except BaseException:
-            self._protected = False
-            raise
-        try:
-            self._store(batch)
-            self._flush(force=False)
-        except BaseException:
-            # The frames read are not in the archive and R has moved past them: the
-            # history cannot be proved complete any more. A new generation follows.
-            self._protected = False
-            self._gen = None
-            self._pending = None
-            raise
+        batch = self._under_write_lock(lambda tx: self._locked(tx, checkpoint), wait_ms)
+        self._keep(batch)
         self._passes += 1
         self._last_pass_at = batch.read_at
         self._last_error = None
         self._schedule = dataclasses.replace(self._schedule, last_sync=self._clock())
         return batch
+
+    def _under_write_lock(
+        self,
+        fn: Callable[[WriteTx], _Batch],
+        wait_ms: int | None,
+        *,
+        then: Callable[[apsw.Connection, _Batch], None] | None = None,
+    ) -> _Batch:
+        """``fn`` inside a write transaction that writes nothing, on the writer, the lock
+        waited for at most ``wait_ms`` (polled: see ``_LOCK_POLL_S``); then ``then`` on the
+        writer outside the transaction, in the same unit (no writer of this process between).
+
+        Which failure leaves R where: not getting the lock, or ``fn`` failing before it moves
+        R (see :meth:`_locked`), leaves R at the archived position and ``_protected`` as it
+        was -- contention never ends a generation. Once R has moved, the batch read is what
+        R's move is safe for; a failure to commit loses it, so R no longer proves anything."""
+        wait = self.db.config.busy_timeout_ms if wait_ms is None else wait_ms
+
+        def unit(tx: WriteTx) -> _Batch:
+            conn = tx._conn
+            deadline = time.monotonic() + wait / 1000
+
+            def poll(_tries: int) -> bool:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(_LOCK_POLL_S)
+                return True
+
+            conn.setbusyhandler(poll)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except apsw.BusyError as err:
+                raise self._busy(err, wait) from err
+            finally:
+                conn.setbusytimeout(self.db.config.busy_timeout_ms)
+            try:
+                batch = fn(tx)
+            except BaseException:
+                with contextlib.suppress(apsw.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except apsw.Error as err:
+                self._protected = False
+                with contextlib.suppress(apsw.Error):
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                raise translate(err, path=str(self.db.path), what="archiving") from err
+            if then is not None:
+                then(conn, batch)
+            return batch
+
+        return self.db.run_outside_transaction(unit)
+
+    def _busy(self, err: apsw.Error, wait_ms: int) -> StoreError:
+        """StoreBusy naming the lock's holder (as ``Database.write`` does)."""
+        holder = write_lock_holder(self.db.path)
+        if holder is None:
+            return translate(err, path=str(self.db.path), what="archiving")
+        return StoreBusy(
+            f"{self.db.path} stayed locked past {wait_ms} ms while archiving: process "
+            f"{holder['pid']} ({holder['name'] or 'unknown program'}) holds the write lock",
+            holder=holder,
+        )
+
+    def _keep(self, batch: _Batch) -> None:
+        """After the locked phase: the batch into the archive (or the pending segment).
+
+        A segment that cannot be written (full disk) stays pending in memory and is written
+        by a later pass: the frames are held, so the history goes on. Only a failure that
+        loses a batch ends the generation (R has moved past frames nothing holds), or
+        pending frames grown past ``_PENDING_MAX_BYTES``."""
+        try:
+            self._store(batch)
+        except BaseException:
+            self._protected = False
+            self._gen = None
+            self._pending = None
+            raise
+        try:
+            self._flush(force=False)
+        except BaseException:
+            pending = self._pending
+            if pending is not None and pending.nbytes > _PENDING_MAX_BYTES:
+                self._protected = False
+                self._gen = None
+                self._pending = None
+            raise
 
     def _checkpoint_upto_reader(self) -> None:
         """Before the locked phase: checkpoint up to R's snapshot (the archived position).
@@ -500,6 +620,10 @@ class Archiver:
         # Hand R over to the new end. A checkpoint in between, when asked: everything up to
         # the end is read, so the WAL may restart after it (R's successor takes read mark 0
         # when the checkpoint copied everything, and the next writer starts a new epoch).
+        # Everything above left R where it was: a failure there (the WAL unreadable, a frame
+        # of another epoch) keeps the position protected. From here R protects the batch's
+        # end, which is the archived position only once the batch is stored.
+        self._protected = False
         self._end_read()
         if checkpoint:
             assert self._checkpointer is not None
@@ -542,51 +666,69 @@ class Archiver:
                 atomic_write(marker, json.dumps(body) + "\n")
 
     def _truncating_pass(self, *, hold: bool) -> dict[str, int] | None:
-        """A pass, then TRUNCATE, in one unit on the writer (no writer of this process runs
-        meanwhile). Returns the database file's identity when the WAL was emptied right after
-        the archived end with no other connection's commit in between; then, with ``hold``,
-        R is taken again on the empty WAL (the next epoch continues the history)."""
+        """A pass that checkpoints, then TRUNCATE, in one unit on the writer (no writer of
+        this process runs meanwhile). Returns the database file's identity when the WAL was
+        emptied right after the archived end with no other connection's commit in between;
+        then, with ``hold``, R goes on holding the empty WAL (the next epoch continues the
+        history); without, R is released (a clean stop)."""
         point: dict[str, int] | None = None
+        version: Any = None
+        # The bulk of the copying into the database, without the write lock (as _pass does).
+        self._checkpoint_upto_reader()
 
-        def unit(tx: WriteTx) -> _Batch:
-            nonlocal point
-            conn = tx._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                batch = self._locked(tx, False)
-                version = conn.pragma("data_version")
-            finally:
-                conn.execute("COMMIT")
-            point = self._truncate(conn, batch.header, version, hold=hold)
+        def locked(tx: WriteTx) -> _Batch:
+            nonlocal version
+            batch = self._locked(tx, True)
+            version = tx._conn.pragma("data_version")
             return batch
 
-        try:
-            batch = self.db.run_outside_transaction(unit)
-        except BaseException:
-            self._protected = False
-            raise
-        try:
-            self._store(batch)
-            self._flush()
-        except BaseException:
-            self._protected = False
-            self._gen = None
-            self._pending = None
-            raise
+        def truncate(writer: apsw.Connection, batch: _Batch) -> None:
+            nonlocal point
+            point = self._truncate(writer, batch, version)
+
+        batch = self._under_write_lock(locked, None, then=truncate)
+        self._keep(batch)
+        self._flush()
         self._passes += 1
         self._last_pass_at = batch.read_at
+        self._last_error = None
+        if not hold:
+            self._end_read()
+            self._protected = False
         return point
 
     def _truncate(
-        self, writer: apsw.Connection, header: IndexHeader, version: Any, *, hold: bool
+        self, writer: apsw.Connection, batch: _Batch, version: Any
     ) -> dict[str, int] | None:
-        """TRUNCATE on the writer (R released: it would block it), then check that no other
-        connection committed since the locked read (``data_version`` moves only for others'
-        commits), and under the write lock that the WAL is empty and restarted once."""
-        self._end_read()
-        self._protected = False
+        """TRUNCATE on the writer with R still held, then check that no other connection
+        committed since the locked read (``data_version`` moves only for others' commits),
+        and under the write lock that the WAL is empty and restarted once.
+
+        R is never released for it: between the locked phase and the TRUNCATE (which takes
+        the write lock itself) another process may commit, and without R a TRUNCATE would
+        copy those frames into the database and drop them from the WAL unarchived. R gets
+        read mark 0 when the locked checkpoint copied everything (see :meth:`_locked`); with
+        it held a TRUNCATE still restarts the WAL -- restarting waits only for read marks
+        1..N -- while no frame past the archived end can be checkpointed, so the WAL can
+        restart only exactly there. Anything else (frames past R, a reader elsewhere) and
+        the TRUNCATE is not tried: it could only succeed by giving up R."""
+        header = batch.header
+        done = batch.checkpoint
+        if done is None or done[1] != done[2] or not self._protected:
+            return None
+        now = self._index.read()
+        if now is None or now.salt != header.salt or now.mx_frame != header.mx_frame:
+            return None  # committed since the locked phase: R protects those frames
         try:
-            writer.setbusytimeout(1000)
+            deadline = time.monotonic() + _TRUNCATE_WAIT_MS / 1000
+
+            def poll(_tries: int) -> bool:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(_LOCK_POLL_S)
+                return True
+
+            writer.setbusyhandler(poll)
             try:
                 row = writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
             finally:
@@ -600,8 +742,6 @@ class Archiver:
                 if after is None or after.mx_frame or after.salt[:4] != salt1.to_bytes(4, "big"):
                     return None
                 st = os.stat(self.db.path)
-                if hold:
-                    self._begin_read()
             finally:
                 writer.execute("COMMIT")
         except (apsw.Error, OSError):
@@ -739,7 +879,6 @@ class Archiver:
         young = self._clock() - pending.since < self.config.interval_s
         if not force and young and pending.nbytes < _PENDING_BYTES:
             return
-        self._pending = None
         info = write_segment(
             self._gen.segments_dir / segment_name(pending.epoch, pending.first, pending.last),
             generation=self._gen.id,
@@ -754,6 +893,7 @@ class Archiver:
             created_at=pending.read_at,
             db_file=self._db_file(),
         )
+        self._pending = None  # only once written: a failed write is retried by a later pass
         self._tip_db_file = info.db_file
         self._segments += 1
 
