@@ -23,11 +23,17 @@ begun when it had copied everything committed (its snapshot is the archived posi
 A pass takes the database's write lock (a write unit that writes nothing) for the moment it
 reads the committed end from the wal-index, copies the frames up to it, runs the checkpoint
 (when due) and moves ``R`` to the new end: no commit can slip in between, from this process
-or another. Compression and the segment's fsync happen after the lock is released.
+or another. Compression and the segment's fsync happen after the lock is released. A pass
+that cannot get the lock changes nothing (R stays where it is) and the next one retries:
+contention never ends a generation. Another process's ``wal_checkpoint(TRUNCATE)`` holds
+that lock while it waits for R, which cannot end while frames behind it are not archived,
+so the archiver is the side that gives way (its thread's passes wait ``_PASS_LOCK_WAIT_MS``)
+and the TRUNCATE returns busy after its own timeout.
 
 So while the archiver runs, a WAL whose salts changed since the last pass restarted exactly at
-``P`` and its frames continue the history. When the archiver did not hold ``R`` (first pass
-after a start, after an error), continuity is *proved* instead: same salts, and the frame at
+``P`` and its frames continue the history. When the archiver did not hold ``R`` at ``P`` (first
+pass after a start, or after a failure that lost a batch ``R`` had already moved past),
+continuity is *proved* instead: same salts, and the frame at
 ``P`` still carries the checksum archived with it. Anything else -- the WAL was reset or
 replaced while nobody watched -- starts a new **generation** (a new id, a new base snapshot:
 a verified backup taken into the archive). The writer connection gets
