@@ -4,10 +4,10 @@
 
 What a Tauri shell does at launch and exit, step by step:
 
-1. ``bastion init`` the app's home (idempotent), and declare the MCP server as a service
-   (``services/aios-search.toml``, its API key a ``secret:`` reference);
+1. ``bastion init`` the app's home (idempotent);
 2. spawn ``bastion serve --port 0``; read the handshake (first stdout line: pid, port) and
-   the bearer token (``run/token``, 0600);
+   the bearer token (``run/token``, 0600); declare the MCP servers through the API
+   (``PUT /v1/services/{name}``, their API key a ``secret:`` reference);
 3. migrate the app's tables (namespace ``agent_desktop``: runs, messages) and create a run
    with its first messages in one transaction;
 4. store the search API key through the secrets IPC commands (``set_secret``, then
@@ -45,9 +45,12 @@ from examples.agent_desktop.services import (
     MCP_SERVICE,
     MCP_STDIO_SERVICE,
     SEARCH_KEY,
-    install_mcp_services,
+    declare_mcp_services,
     mcp_url,
 )
+
+#: The event kind of a service's state transition (``bastion.supervisor.journal``).
+TRANSITION = "service.transition"
 
 __all__ = ["main"]
 
@@ -74,14 +77,23 @@ def _bastion(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 def _wait_service(
     client: DaemonClient, name: str, state: str, timeout: float = 60.0
 ) -> dict[str, Any]:
+    """Wait for ``name`` to reach ``state`` on the daemon's event stream (SSE), not by
+    polling: the stream is open before the status is read, so no transition is missed."""
     deadline = time.monotonic() + timeout
-    while True:
+    # ``timeout`` bounds each wait for a line (the daemon's keep-alive comments count).
+    with client.stream(
+        "/v1/events/stream", query={"subject": name, "kind": TRANSITION}, timeout=timeout
+    ) as events:
         status: dict[str, Any] = client.get(f"/v1/services/{name}")
-        if status["state"] == state:
-            return status
-        if status["state"] in {"failed", "open"} or time.monotonic() > deadline:
-            raise RuntimeError(f"{name} is {status['state']}: {status['reason']}")
-        time.sleep(0.1)
+        while status["state"] != state:
+            if status["state"] in {"failed", "open"}:
+                raise RuntimeError(f"{name} is {status['state']}: {status['reason']}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not reach {state} in {timeout:g}s")
+            data = next(events).json().get("data") or {}
+            if "to" in data:
+                status = client.get(f"/v1/services/{name}")
+        return status
 
 
 def _summary(status: dict[str, Any]) -> dict[str, Any]:
@@ -111,13 +123,14 @@ def run(cfg: Config, mcp_port: int, key: str, *, log_path: Path | None = None) -
     report: dict[str, Any] = {"home": str(cfg.home)}
 
     _bastion("init", "--json", env=env)  # 1
-    install_mcp_services(cfg, mcp_port)
 
     daemon = Daemon.spawn(cfg, env=env, log_path=log_path)  # 2
     try:
         client = daemon.client
         report["daemon"] = {"pid": daemon.pid, "port": daemon.handshake["port"]}
         report["health"] = client.get("/health")
+        declared = declare_mcp_services(client, mcp_port)
+        report["declared"] = {name: status["state"] for name, status in declared.items()}
 
         with Home.open(cfg) as home:  # 3
             home.migrator().migrate([namespace()])

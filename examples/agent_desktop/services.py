@@ -1,6 +1,9 @@
-"""The MCP server declared as a bastion service: a TOML file in ``<home>/services/``.
+"""The MCP server declared as a bastion service, through the daemon's API.
 
-The daemon reads ``services/*.toml`` when it starts (each validated before anything runs).
+``declare_mcp_services(client, port)`` sends each spec with ``PUT /v1/services/{name}``: the
+daemon checks it with the same code as a TOML file, writes ``services/<name>.toml``
+atomically and applies it, no restart of the daemon needed. (``install_mcp_services`` writes
+the same files directly, for a daemon not started yet.)
 The spec gives the server its API key from the vault as an environment variable, resolved at
 each start and never written anywhere else; the child's environment is otherwise empty but for
 what the spec declares. Health is an MCP ``ping`` over streamable HTTP: the startup probe
@@ -13,8 +16,11 @@ import json
 import os
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
+from typing import Any
 
+from bastion.client import DaemonClient
 from bastion.config import Config
 from examples.agent_desktop.ipc import SCOPE
 
@@ -22,7 +28,9 @@ __all__ = [
     "MCP_SERVICE",
     "MCP_STDIO_SERVICE",
     "SEARCH_KEY",
+    "declare_mcp_services",
     "install_mcp_services",
+    "mcp_service_specs",
     "mcp_service_toml",
     "mcp_stdio_service_toml",
     "mcp_url",
@@ -128,3 +136,19 @@ def _install(cfg: Config, name: str, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def mcp_service_specs(port: int) -> dict[str, dict[str, Any]]:
+    """Both specs as the JSON bodies of ``PUT /v1/services/{name}`` (the TOML keys)."""
+    return {
+        MCP_SERVICE: tomllib.loads(mcp_service_toml(port)),
+        MCP_STDIO_SERVICE: tomllib.loads(mcp_stdio_service_toml()),
+    }
+
+
+def declare_mcp_services(client: DaemonClient, port: int) -> dict[str, dict[str, Any]]:
+    """Declare (or replace) both MCP servers on a running daemon; returns their statuses."""
+    return {
+        name: client.put(f"/v1/services/{name}", spec)
+        for name, spec in mcp_service_specs(port).items()
+    }

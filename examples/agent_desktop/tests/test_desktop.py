@@ -52,6 +52,13 @@ def test_the_desktop_script_runs_the_whole_session(cfg: Config, tmp_path: Path) 
     report = json.loads(proc.stdout)
 
     assert report["health"]["status"] == "ok"
+    # the MCP servers were declared through the API (PUT /v1/services/{name}), not as files
+    # written behind the daemon's back: it wrote them, and recorded each declaration
+    assert set(report["declared"]) == {"aios-search", "aios-search-stdio"}
+    assert {p.name for p in (cfg.home / "services").glob("*.toml")} >= {
+        "aios-search.toml",
+        "aios-search-stdio.toml",
+    }
     assert report["get_secrets"] == ["search_api_key"]
     # the MCP server was started by the supervisor with the key from the vault as env...
     assert report["service"]["state"] == "running"
@@ -82,6 +89,10 @@ def test_the_desktop_script_runs_the_whole_session(cfg: Config, tmp_path: Path) 
         assert run.status == "completed"
         roles = [m.role for m in runs.messages(run.id)]
         assert roles == ["system", "user", "tool", "assistant"]
+        puts = home.db.query(
+            "SELECT subject FROM activity WHERE action = 'service.put' ORDER BY id"
+        )
+        assert sorted(r[0] for r in puts) == ["aios-search", "aios-search-stdio"]
 
     # the key never reached the script's output, the daemon's log, or any file in the home
     assert SENTINEL not in proc.stdout + proc.stderr
