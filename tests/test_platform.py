@@ -144,7 +144,7 @@ def test_linux_gets_its_module_and_bastion_portable_the_macos_paths() -> None:
         "fd_dirs": ["/proc/self/fd", "/dev/fd"],
         "copy_file_range": True,
         "sup_system": "linux",
-        "auto": "pdeathsig",
+        "auto": "pipe",  # the shim, a subreaper, also ends re-parented grandchildren (#22 §5)
         "modes": ["pdeathsig", "pipe"],
     }
     portable = _probe({"BASTION_PORTABLE": "1"})

@@ -148,7 +148,9 @@ class SupervisorConfig:
     #: How children die with the supervisor (even by kill -9): "pdeathsig" (Linux: the kernel
     #: kills them), "pipe" (a small shim leads each child's group and ends it when its link to
     #: the supervisor reads EOF; any POSIX system), "job" (Windows: a Job Object that dies
-    #: with the supervisor), "auto" = pdeathsig on Linux, job on Windows, else pipe.
+    #: with the supervisor), "auto" = job on Windows, else pipe (on Linux the shim is a
+    #: subreaper and also ends a double-forked grandchild at once; pdeathsig leaves that to
+    #: the next start's sweep).
     parent_death: Literal["auto", "pdeathsig", "pipe", "job"] = "auto"
     #: How the daemon follows services/ while it runs: "auto" (the OS's file events through
     #: watchfiles, polling if they cannot be had), "poll" (look every watch_poll_ms), "off"

@@ -298,8 +298,9 @@ def test_parent_death_setting_from_env_and_its_meaning_here(tmp_path: Path) -> N
         load_config(tmp_path, env={"BASTION_SUPERVISOR_PARENT_DEATH": "prctl"})
     assert "'pipe'" in (err.value.hint or "")
     # What "auto" means comes from the platform module in use (BASTION_PORTABLE=1 on Linux
-    # takes the macOS one): pdeathsig on Linux, the pipe shim on other POSIX systems.
-    expected = "pdeathsig" if plat.SYSTEM == "linux" else "pipe"
+    # takes the macOS one): the pipe shim on every POSIX system (on Linux since issue 22
+    # §5: it kills re-parented grandchildren on the supervisor's death).
+    expected = "pipe"
     assert parent_death_mode("auto") == expected == plat.AUTO_PARENT_DEATH
     assert parent_death_mode("pipe") == "pipe"
     with pytest.raises(SpawnFailed, match=r"'job' needs Windows") as refused:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -204,32 +206,65 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.subreaper  # a double-forked grandchild is found through the subreaper
-@parametrize_parent_death
-def test_orphans_of_a_kill_9_supervisor_are_swept_by_the_next(
-    db: Database, tmp_path: Path, parent_death: ParentDeath
-) -> None:
-    pid_file = tmp_path / "grandchild"
-    program = SUPERVISOR_PROGRAM.format(
-        db=str(db.path), kids=KIDS, pid=str(pid_file), mode=parent_death
-    )
+def _start_daemon(db: Database, pid_file: Path, mode: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A supervisor process running the double forker; its grandchild's pid once recorded."""
+    program = SUPERVISOR_PROGRAM.format(db=str(db.path), kids=KIDS, pid=str(pid_file), mode=mode)
     daemon = subprocess.Popen([sys.executable, "-c", textwrap.dedent(program)])
-    try:
-        grandchild = int(
-            wait_until(
-                lambda: pid_file.exists() and pid_file.read_text().strip(),
-                timeout=30,
-                what="grandchild started",
-            )
-        )
-        # The crashed daemon recorded the grandchild (pid + create time) before it died.
+    grandchild = int(
         wait_until(
-            lambda: db.scalar(
-                "SELECT count(*) FROM supervisor_processes WHERE pid = ?", (grandchild,)
-            ),
+            lambda: pid_file.exists() and pid_file.read_text().strip(),
             timeout=30,
-            what="grandchild recorded",
+            what="grandchild started",
         )
+    )
+    # The daemon recorded the grandchild (pid + create time) before it dies.
+    wait_until(
+        lambda: db.scalar("SELECT count(*) FROM supervisor_processes WHERE pid = ?", (grandchild,)),
+        timeout=30,
+        what="grandchild recorded",
+    )
+    return daemon, grandchild
+
+
+@pytest.mark.subreaper  # the shim finds the setsid'd grandchild as its own (re-parented) child
+@pytest.mark.parametrize("mode", ["auto", "pipe"])
+def test_no_grandchild_outlives_a_kill_9_of_the_daemon(
+    db: Database, tmp_path: Path, mode: str
+) -> None:
+    """Issue 22 §5: the daemon is killed with SIGKILL and never restarted; within a second
+    nothing of the service is left, not even a double-forked grandchild that left the group
+    with setsid (the shim, a subreaper, kills its whole tree on its link's EOF)."""
+    daemon, grandchild = _start_daemon(db, tmp_path / "grandchild", mode)
+    try:
+        tree = {pid for (pid,) in db.query("SELECT pid FROM supervisor_processes")}
+        assert grandchild in tree
+        assert len(tree) >= 3  # the shim, the program, the grandchild (the first fork maybe)
+        daemon.kill()
+        daemon.wait(timeout=10)
+        wait_until(
+            lambda: all(gone(pid) for pid in tree),
+            timeout=1.0,
+            what=f"no survivor of {sorted(tree)} (grandchild {grandchild})",
+        )
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        # A survivor on the old code must not outlive the test either.
+        for (pid,) in db.query("SELECT pid FROM supervisor_processes"):
+            if not gone(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.subreaper  # a double-forked grandchild is found through the subreaper
+def test_orphans_of_a_kill_9_supervisor_are_swept_by_the_next(db: Database, tmp_path: Path) -> None:
+    """parent_death = "pdeathsig" (no shim): the kernel kills the child, but nothing is left
+    to kill the grandchild that left its group; the next supervisor's sweep does."""
+    parent_death = "pdeathsig"
+    pid_file = tmp_path / "grandchild"
+    daemon, grandchild = _start_daemon(db, pid_file, parent_death)
+    try:
         # Everything recorded but the grandchild: the child (and in pipe mode the shim
         # leading the group), the first fork if a scan caught it.
         others = [
@@ -239,11 +274,11 @@ def test_orphans_of_a_kill_9_supervisor_are_swept_by_the_next(
             )
         ]
         assert db.scalar("SELECT count(*) FROM supervisor_processes WHERE parent_id IS NULL") == 1
-        assert len(others) >= (1 if parent_death == "pdeathsig" else 2)
+        assert len(others) >= 1
         daemon.kill()
         daemon.wait(timeout=10)
-        # PDEATHSIG (or the shim, on its link's EOF) took the child; the setsid'd
-        # grandchild left the group and is an orphan that lives on.
+        # PDEATHSIG took the child; the setsid'd grandchild left the group and is an
+        # orphan that lives on.
         wait_until(lambda: all(gone(pid) for pid in others), timeout=20, what="child gone")
         assert not gone(grandchild)
     finally:

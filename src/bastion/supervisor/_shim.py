@@ -20,8 +20,10 @@ here returns EOF. The protocol on FD:
 The shim was started in a new session (it leads the process group); the program is its child
 in the same group, so the supervisor's group signals reach the program directly. The shim:
 
-- on EOF, ends the group: ``SIGTERM`` (+``SIGCONT``), up to GRACE seconds for the program to
-  exit, then ``SIGKILL`` to the whole group, itself included;
+- on EOF, ends the group and every descendant that left it (``setsid`` after a double fork;
+  on Linux the shim is a subreaper, so such orphans are re-parented to it and found in
+  ``/proc``): ``SIGTERM`` (+``SIGCONT``), up to GRACE seconds for the program to exit, then
+  ``SIGKILL`` to every descendant until none is left and to the whole group, itself included;
 - forwards signals sent to it alone (``kill <shim pid>``: TERM, INT, HUP, QUIT, USR1, USR2
   and every other catchable one but job control and faults) to the program;
 - reaps every child it gets (on Linux the supervisor makes it a subreaper, so orphaned
@@ -80,6 +82,9 @@ CORE_SIGNALS = frozenset(
     if hasattr(signal, name)
 )
 ENV_MAX_BYTES = 16 * 1024 * 1024
+#: Bound on the final sweep of the tree once the supervisor is gone (a fork bomb must not
+#: keep the shim alive).
+KILL_TREE_MAX_S = 5.0
 
 
 class Link:
@@ -220,12 +225,16 @@ class Shim:
                 self.status = status
 
     def end_group(self) -> None:
-        """The supervisor is gone: end the whole group, the shim with it."""
+        """The supervisor is gone: end the whole group and every descendant that left it,
+        the shim last."""
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the group's TERM is not for us
         group = os.getpgrp()
         for signum in (signal.SIGTERM, signal.SIGCONT):
             with contextlib.suppress(OSError):
                 os.killpg(group, signum)
+            for pid in descendants(os.getpid()):  # a setsid'd grandchild is not in the group
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signum)
         deadline = time.monotonic() + self.grace
         while self.status is None:
             left = deadline - time.monotonic()
@@ -234,8 +243,28 @@ class Shim:
             select.select([self.wake_r], [], [], left)
             self.clear_wake()
             self.reap()
+        self.kill_tree()
         os.killpg(group, signal.SIGKILL)  # what ignored SIGTERM; this process too
         os._exit(1)  # not reached
+
+    def kill_tree(self) -> None:
+        """SIGKILL every descendant, again and again until none is left (one may fork while
+        we look). On Linux the shim is a subreaper, so an orphan of the tree (a double-forked,
+        ``setsid``'d daemon) is re-parented to it, not to init, and is found here: nothing
+        of the service outlives the supervisor, even for a moment. Bounded, so the shim
+        itself always ends."""
+        deadline = time.monotonic() + KILL_TREE_MAX_S
+        while time.monotonic() < deadline:
+            pids = descendants(os.getpid())
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            # The dead are reaped by their parents, or by us once they are orphans.
+            select.select([self.wake_r], [], [], 0.01)
+            self.clear_wake()
+            self.reap()
 
     def wait(self) -> int:
         """Until the program exits (its wait status) or the supervisor dies (no return)."""
@@ -256,6 +285,37 @@ class Shim:
                 pass
         except BlockingIOError:
             pass
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process below ``root``, from ``/proc`` (Linux; elsewhere there is no
+    ``/proc`` and the list is empty: the group kill is what there is). Zombies are left out:
+    they are dead, and reaped by their parent or, once orphans, by the shim."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    children: dict[int, list[int]] = {}
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # exited while we looked
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) < 2 or fields[0] == b"Z":
+            continue
+        children.setdefault(int(fields[1]), []).append(int(name))
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        for pid in children.get(todo.pop(), ()):
+            found.append(pid)
+            todo.append(pid)
+    return found
 
 
 def exit_like(status: int) -> None:

@@ -11,12 +11,13 @@ group or a Windows Job Object, each a ``Group``); this module is the logic aroun
   declared keys only. The child dies with the supervisor, even by ``kill -9``, in one of
   three ways (``[supervisor] parent_death``):
 
-  - ``pdeathsig`` (Linux, the default there): the kernel sends ``SIGKILL`` to the child when
-    the supervisor dies (``PR_SET_PDEATHSIG``);
-  - ``pipe`` (the default on other POSIX systems; selectable on Linux): the group leader is
-    a small shim (``_shim.py``, stdlib only) holding one end of a socket pair whose other end
-    only the supervisor holds. The supervisor's death closes it; the shim reads EOF and ends
-    the whole group. The program runs as the shim's child in the same group, so group
+  - ``pdeathsig`` (Linux, selectable): the kernel sends ``SIGKILL`` to the child when the
+    supervisor dies (``PR_SET_PDEATHSIG``); a grandchild that left the group lives on until
+    the next start's sweep;
+  - ``pipe`` (the default on every POSIX system): the group leader is a small shim
+    (``_shim.py``, stdlib only) holding one end of a socket pair whose other end only the
+    supervisor holds. The supervisor's death closes it; the shim reads EOF and ends the
+    whole group and, on Linux where it is a subreaper, every orphan re-parented to it. The program runs as the shim's child in the same group, so group
     signals reach it as before; the shim exits as the program did (same code, same signal);
   - ``job`` (Windows, the only way there): the Job Object has ``KILL_ON_JOB_CLOSE`` and only
     the supervisor holds its handle.
@@ -192,8 +193,8 @@ _NEEDS = {"pdeathsig": "Linux", "pipe": "a POSIX system", "job": "Windows"}
 
 
 def parent_death_mode(setting: ParentDeath) -> _Mode:
-    """The mode ``setting`` means on this system (``auto``: ``pdeathsig`` on Linux, the
-    ``pipe`` shim on other POSIX systems, ``job`` on Windows); one this system cannot do is
+    """The mode ``setting`` means on this system (``auto``: the ``pipe`` shim on POSIX
+    systems, ``job`` on Windows); one this system cannot do is
     refused, naming the ones it can."""
     if setting != "auto" and setting not in _MODES:
         raise ValueError(

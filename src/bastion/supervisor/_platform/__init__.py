@@ -6,7 +6,7 @@ macOS and the BSDs, ``windows.py``; ``BASTION_PORTABLE=1`` picks ``posix.py`` on
 so the macOS paths run in CI). What each provides:
 
 - ``AUTO_PARENT_DEATH`` / ``PARENT_DEATH_MODES``: how children die with the supervisor here
-  (``pdeathsig`` or the ``pipe`` shim on Linux, the shim elsewhere on POSIX, ``job`` on
+  (the ``pipe`` shim, by default, or ``pdeathsig`` on Linux, the shim elsewhere on POSIX, ``job`` on
   Windows).
 - ``spawn_options(mode, parent_pid=, widen=)``: extra ``subprocess`` arguments (a new
   session and the Linux child setup; suspended in a new console group on Windows).

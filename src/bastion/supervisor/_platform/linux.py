@@ -1,6 +1,7 @@
 """Processes on Linux: the POSIX module plus what only Linux has.
 
-- ``PR_SET_PDEATHSIG`` (the default parent death here): between fork and exec the child asks
+- ``PR_SET_PDEATHSIG`` (``parent_death = "pdeathsig"``; the default here is the ``pipe``
+  shim, which also ends re-parented grandchildren): between fork and exec the child asks
   the kernel for ``SIGKILL`` when the supervisor dies, then closes the race where it died
   before the ``prctl`` took effect.
 - ``PR_SET_CHILD_SUBREAPER``: the child (or the shim) becomes a subreaper, so a
@@ -48,7 +49,12 @@ __all__ = [
     "widen_pipe",
 ]
 
-AUTO_PARENT_DEATH = "pdeathsig"
+#: The shim by default (issue 22 §5): it is a subreaper and outlives the supervisor long
+#: enough to kill its whole tree, a double-forked ``setsid`` grandchild included; with
+#: "pdeathsig" the kernel kills the direct child only and such a grandchild lives on until
+#: the next start's sweep. The price: one small stdlib-only Python process per service and
+#: about 12 ms per start.
+AUTO_PARENT_DEATH = "pipe"
 PARENT_DEATH_MODES = frozenset({"pdeathsig", "pipe"})
 
 PR_SET_PDEATHSIG = 1
