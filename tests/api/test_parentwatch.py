@@ -59,10 +59,13 @@ def test_daemon_exits_when_its_app_is_killed(tmp_path: Path) -> None:
     app, handshake = start_app(home, "--exit-with-parent")
     daemon_pid = int(handshake["pid"])  # type: ignore[call-overload]
     daemon = psutil.Process(daemon_pid)
+    # The service runs under its parent-death shim (or directly with "pdeathsig").
     wait_until(
-        lambda: any(c.name() == "sh" for c in daemon.children()), timeout=30, what="the service"
+        lambda: any(c.name() == "sh" for c in daemon.children(recursive=True)),
+        timeout=30,
+        what="the service",
     )
-    service_pid = next(c.pid for c in daemon.children() if c.name() == "sh")
+    service_pid = next(c.pid for c in daemon.children(recursive=True) if c.name() == "sh")
     os.kill(app.pid, signal.SIGKILL)
     app.wait(30)
     assert app.stdout is not None

@@ -2,11 +2,11 @@
 systems without ``PR_SET_PDEATHSIG`` (macOS, the BSDs), or on Linux with
 ``[supervisor] parent_death = "pipe"``.
 
-Run as ``python -I -S _shim.py FD GRACE -- PROGRAM ARGS...`` (by path, so nothing of bastion is
-imported: it starts once per service start). FD is this process's end of a socket pair whose
-other end only the supervisor holds (non-inheritable there); the supervisor leads nothing else
-to it, so when the supervisor dies, even by ``kill -9``, the kernel closes its end and a read
-here returns EOF. The protocol on FD:
+Run as ``python -I -S _shim.py FD GRACE PROC -- PROGRAM ARGS...`` (by path, so nothing of
+bastion is imported: it starts once per service start). FD is this process's end of a socket
+pair whose other end only the supervisor holds (non-inheritable there); the supervisor leads
+nothing else to it, so when the supervisor dies, even by ``kill -9``, the kernel closes its
+end and a read here returns EOF. The protocol on FD:
 
 - supervisor -> shim, first: the program's environment, ``b"<length>\\n"`` then ``length``
   bytes of ``KEY=VALUE`` items separated by NUL. It does not come through this process's own
@@ -21,8 +21,8 @@ The shim was started in a new session (it leads the process group); the program 
 in the same group, so the supervisor's group signals reach the program directly. The shim:
 
 - on EOF, ends the group and every descendant that left it (``setsid`` after a double fork;
-  on Linux the shim is a subreaper, so such orphans are re-parented to it and found in
-  ``/proc``): ``SIGTERM`` (+``SIGCONT``), up to GRACE seconds for the program to exit, then
+  on Linux the shim is a subreaper, so such orphans are re-parented to it and found in the
+  process table PROC, which the supervisor names; ``-`` where there is none to walk): ``SIGTERM`` (+``SIGCONT``), up to GRACE seconds for the program to exit, then
   ``SIGKILL`` to every descendant until none is left and to the whole group, itself included;
 - forwards signals sent to it alone (``kill <shim pid>``: TERM, INT, HUP, QUIT, USR1, USR2
   and every other catchable one but job control and faults) to the program;
@@ -148,9 +148,11 @@ class Link:
 
 
 class Shim:
-    def __init__(self, link: Link, grace: float) -> None:
+    def __init__(self, link: Link, grace: float, proc: str = "") -> None:
         self.link = link
         self.grace = grace
+        #: The process table to find descendants in ("" where there is none).
+        self.proc = proc
         self.pid = 0
         self.status: int | None = None
         #: Signals that came before the program existed, forwarded once it does.
@@ -232,7 +234,9 @@ class Shim:
         for signum in (signal.SIGTERM, signal.SIGCONT):
             with contextlib.suppress(OSError):
                 os.killpg(group, signum)
-            for pid in descendants(os.getpid()):  # a setsid'd grandchild is not in the group
+            for pid in descendants(
+                os.getpid(), self.proc
+            ):  # a setsid'd grandchild is not in the group
                 with contextlib.suppress(OSError):
                     os.kill(pid, signum)
         deadline = time.monotonic() + self.grace
@@ -255,7 +259,7 @@ class Shim:
         itself always ends."""
         deadline = time.monotonic() + KILL_TREE_MAX_S
         while time.monotonic() < deadline:
-            pids = descendants(os.getpid())
+            pids = descendants(os.getpid(), self.proc)
             if not pids:
                 return
             for pid in pids:
@@ -287,12 +291,15 @@ class Shim:
             pass
 
 
-def descendants(root: int) -> list[int]:
-    """Every live process below ``root``, from ``/proc`` (Linux; elsewhere there is no
-    ``/proc`` and the list is empty: the group kill is what there is). Zombies are left out:
-    they are dead, and reaped by their parent or, once orphans, by the shim."""
+def descendants(root: int, proc: str) -> list[int]:
+    """Every live process below ``root``, from the process table ``proc`` (Linux's; where
+    there is none, ``proc`` is empty and so is the list: the group kill is what there is).
+    Zombies are left out: they are dead, and reaped by their parent or, once orphans, by the
+    shim."""
+    if not proc:
+        return []
     try:
-        names = os.listdir("/proc")
+        names = os.listdir(proc)
     except OSError:
         return []
     children: dict[int, list[int]] = {}
@@ -300,7 +307,7 @@ def descendants(root: int) -> list[int]:
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/stat", "rb") as f:
+            with open(os.path.join(proc, name, "stat"), "rb") as f:
                 stat = f.read()
         except OSError:  # exited while we looked
             continue
@@ -340,19 +347,19 @@ def exit_like(status: int) -> None:
 
 
 def main(args: list[str]) -> None:
-    if len(args) < 4 or args[2] != "--":
-        sys.stderr.write("usage: _shim.py FD GRACE -- PROGRAM [ARGS...]\n")
+    if len(args) < 5 or args[3] != "--":
+        sys.stderr.write("usage: _shim.py FD GRACE PROC -- PROGRAM [ARGS...]\n")
         os._exit(2)
     link = Link(int(args[0]))
     os.set_inheritable(link.fd, False)  # the program must not hold the supervisor's link
-    shim = Shim(link, float(args[1]))
+    shim = Shim(link, float(args[1]), "" if args[2] == "-" else args[2])
     for signum in FORWARDED:
         signal.signal(signum, shim.on_signal)
     try:
         env = link.read_env()
     except (EOFError, ValueError):
         os._exit(1)  # the supervisor died before sending the environment
-    if shim.start(args[3:], env) is None:
+    if shim.start(args[4:], env) is None:
         os._exit(127)
     os.set_blocking(link.fd, False)
     link.ready = True

@@ -356,7 +356,7 @@ async def spawn(
         grace = min(spec.stop.grace_s, SHIM_GRACE_MAX_S)
         # -I -S: the shim imports only the stdlib and ignores PYTHON* variables the program
         # may declare for itself.
-        shim = (*_shim_command(), str(theirs.fileno()), f"{grace:g}", "--")
+        shim = (*_shim_command(), str(theirs.fileno()), f"{grace:g}", plat.SHIM_PROC or "-", "--")
         argv = (*shim, *spec.argv)
         pass_fds = (theirs.fileno(),)
     spawned_at = time.time()

@@ -32,6 +32,7 @@ if sys.platform == "win32":
     from bastion.supervisor._platform.windows import (
         AUTO_PARENT_DEATH,
         PARENT_DEATH_MODES,
+        SHIM_PROC,
         contain,
         group_by_id,
         kill_pid,
@@ -46,6 +47,7 @@ elif sys.platform.startswith("linux") and not PORTABLE:
     from bastion.supervisor._platform.linux import (
         AUTO_PARENT_DEATH,
         PARENT_DEATH_MODES,
+        SHIM_PROC,
         contain,
         group_by_id,
         kill_pid,
@@ -60,6 +62,7 @@ else:
     from bastion.supervisor._platform.posix import (
         AUTO_PARENT_DEATH,
         PARENT_DEATH_MODES,
+        SHIM_PROC,
         contain,
         group_by_id,
         kill_pid,
@@ -74,6 +77,7 @@ else:
 __all__ = [
     "AUTO_PARENT_DEATH",
     "PARENT_DEATH_MODES",
+    "SHIM_PROC",
     "STOP_SIGNALS",
     "SYSTEM",
     "Group",

@@ -39,6 +39,7 @@ from bastion.supervisor._platform.posix import (  # noqa: E402
 __all__ = [
     "AUTO_PARENT_DEATH",
     "PARENT_DEATH_MODES",
+    "SHIM_PROC",
     "ProcessGroup",
     "contain",
     "group_by_id",
@@ -56,6 +57,9 @@ __all__ = [
 #: about 12 ms per start.
 AUTO_PARENT_DEATH = "pipe"
 PARENT_DEATH_MODES = frozenset({"pdeathsig", "pipe"})
+#: Where the shim finds its descendants once the supervisor is gone (it is a subreaper here,
+#: so orphans of the tree are among them).
+SHIM_PROC = "/proc"
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36

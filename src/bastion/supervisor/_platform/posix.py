@@ -37,6 +37,8 @@ __all__ = [
 ]
 
 AUTO_PARENT_DEATH = "pipe"
+#: No process table to walk here (and no subreaper): the shim ends its group only.
+SHIM_PROC = ""
 PARENT_DEATH_MODES = frozenset({"pipe"})
 
 

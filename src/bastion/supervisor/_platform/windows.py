@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 AUTO_PARENT_DEATH = "job"
+SHIM_PROC = ""  # no shim on Windows
 PARENT_DEATH_MODES = frozenset({"job"})
 
 CREATE_SUSPENDED = 0x00000004
