@@ -35,7 +35,14 @@ if TYPE_CHECKING:
     from bastion.supervisor import ServiceSpec, Supervisor
     from bastion.vault import Vault
 
-__all__ = ["HOME_SUBDIRS", "Home", "VaultSecrets", "database_key", "encryption_status"]
+__all__ = [
+    "HOME_SUBDIRS",
+    "Home",
+    "OpenCheckAhead",
+    "VaultSecrets",
+    "database_key",
+    "encryption_status",
+]
 
 #: Directories created in every home, each 0700.
 HOME_SUBDIRS = ("backups", "quarantine", "services", "run")
@@ -63,8 +70,9 @@ class Home:
     app_namespaces: tuple[Namespace, ...] = ()
 
     @classmethod
-    def init(cls, config: Config | None = None) -> Home:
-        """Create the home (0700) and its subdirectories and database if missing; idempotent."""
+    def init(cls, config: Config | None = None, *, precheck: OpenCheckAhead | None = None) -> Home:
+        """Create the home (0700) and its subdirectories and database if missing; idempotent.
+        ``precheck``: see :meth:`open`."""
         cfg = config or load_config()
         _make_private(cfg.home)
         for sub in HOME_SUBDIRS:
@@ -73,7 +81,7 @@ class Home:
         # api.token_store = "vault" it is created in the vault by the first `bastion serve`.)
         if cfg.api.token_store == "file":  # noqa: S105 - a setting, not a secret
             ensure_token(cfg.run_dir)
-        return cls.open(cfg)
+        return cls.open(cfg, precheck=precheck)
 
     @classmethod
     def open(
@@ -85,6 +93,7 @@ class Home:
         check: bool = True,
         namespaces: Iterable[Namespace] = (),
         for_reading: bool = False,
+        precheck: OpenCheckAhead | None = None,
     ) -> Home:
         """Open the home; with ``migrate`` (the default) apply pending migrations of ``core``
         and of the app's ``namespaces`` (pre-migration backup to ``backups/``). A bad
@@ -102,7 +111,12 @@ class Home:
         how it is read; writes raise the refusal). It needs ``migrate=False``.
 
         A ``bastion.db`` this home has held (see :mod:`bastion._home`) that has gone missing
-        is never replaced by an empty one: the open raises ``StoreMissing``."""
+        is never replaced by an empty one: the open raises ``StoreMissing``.
+
+        ``precheck``: the open-time check, started earlier on a thread
+        (:class:`OpenCheckAhead`); its result is waited for and acted on as if the check ran
+        here (the database is opened for writing only after it), unless the file was
+        replaced since, which is checked again."""
         if for_reading and migrate:
             raise ValueError("for_reading=True needs migrate=False: migrating writes")
         cfg = config or load_config()
@@ -120,7 +134,7 @@ class Home:
             cls.init(cfg).close()
         key = database_key(cfg, cfg.db_path)
         if check:
-            db, recovery = _open_checked(cfg, for_reading=for_reading, key=key)
+            db, recovery = _open_checked(cfg, for_reading=for_reading, key=key, precheck=precheck)
         else:
             missing = missing_error(cfg.home, "bastion", cfg.db_path)
             if missing is not None:
@@ -357,8 +371,74 @@ def encryption_status(db: Database) -> dict[str, Any] | None:
     return {"cipher": ALGORITHM, "key_id": db.key_id}
 
 
+class OpenCheckAhead:
+    """The open-time check of ``bastion.db`` (read-only: it writes nothing), started on a
+    thread now, for a later :meth:`Home.open` to act on.
+
+    ``bastion serve`` starts it before importing its server stack (FastAPI, uvicorn, the
+    routes: a few hundred ms that never touch the database), so SQLite checks the file on
+    the other core meanwhile (apsw lets go of the GIL while SQLite runs) instead of after.
+    Nothing writes to the file before the result is known: the database is opened only
+    then, and a damaged file is refused or recovered exactly as by a check at the open.
+    An encrypted home (``store.encryption = "required"``) is checked at the open instead:
+    its key may have to be asked for, which is not for a thread to do.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self.path = cfg.db_path
+        self._cfg = cfg
+        self._identity = _identity(cfg.db_path)
+        self._outcome: tuple[Any, BaseException | None] = (None, None)
+        self._thread = threading.Thread(target=self._run, name="bastion-open-check", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        if self._cfg.store.encryption == "required":
+            return  # result() says None: the open checks, with the key
+        try:
+            self._outcome = (_check_now(self._cfg, None), None)
+        except BaseException as err:  # re-raised in the caller's thread by result()
+            self._outcome = (None, err)
+
+    def result(self, cfg: Config) -> Any:
+        """The check's ``OpenCheck`` once done; None when it does not stand for ``cfg``'s
+        file as it is now (another path, or the file was replaced since: check again)."""
+        self._thread.join()
+        check, error = self._outcome
+        if error is not None:
+            raise error
+        if check is None or cfg.db_path != self.path or _identity(self.path) != self._identity:
+            return None
+        return check
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _check_now(cfg: Config, key: DatabaseKey | None) -> Any:
+    from bastion.store.recovery import open_check
+
+    return open_check(
+        cfg.db_path,
+        cfg.store,
+        backups_dir=cfg.backups_dir,
+        db_name="bastion",
+        expected=expects(cfg.home, "bastion"),
+        key=key,
+    )
+
+
 def _open_checked(
-    cfg: Config, *, for_reading: bool = False, key: DatabaseKey | None = None
+    cfg: Config,
+    *,
+    for_reading: bool = False,
+    key: DatabaseKey | None = None,
+    precheck: OpenCheckAhead | None = None,
 ) -> tuple[Database, Any]:
     """Open ``bastion.db`` after the open-time check.
 
@@ -368,16 +448,11 @@ def _open_checked(
     ``cfg.store.on_corrupt`` (never silently continued on); a missing file the home has
     held is damage too, and recovery never answers it with an empty database.
     """
-    from bastion.store.recovery import CheckKind, open_check, recover
+    from bastion.store.recovery import CheckKind, recover
 
-    check = open_check(
-        cfg.db_path,
-        cfg.store,
-        backups_dir=cfg.backups_dir,
-        db_name="bastion",
-        expected=expects(cfg.home, "bastion"),
-        key=key,
-    )
+    check = precheck.result(cfg) if precheck is not None else None
+    if check is None:
+        check = _check_now(cfg, key)
     report = None
     if check.kind in (CheckKind.IO_ERROR, CheckKind.KEY):
         # The disk refused, or the key does not fit: never damage, never a recovery.

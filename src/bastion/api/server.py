@@ -45,7 +45,7 @@ from bastion.api.app import create_app
 from bastion.api.connections import ConnectionGuard, ConnectionLimits, guarded_protocol
 from bastion.api.state import DaemonState
 from bastion.api.supervision import stop_supervisor
-from bastion.app import Home
+from bastion.app import Home, OpenCheckAhead
 from bastion.config import Config
 from bastion.errors import ConfigError, SecretNotFound
 from bastion.runfiles import (
@@ -204,8 +204,15 @@ def load_token(home: Home, token_file: Path | None = None) -> tuple[str, str]:
     return read_token(path), str(path)
 
 
-def serve(cfg: Config, options: ServeOptions, *, stdout: IO[str] | None = None) -> int:
-    """Run the daemon until told to stop; return the process exit status (0 on clean stop)."""
+def serve(
+    cfg: Config,
+    options: ServeOptions,
+    *,
+    stdout: IO[str] | None = None,
+    precheck: OpenCheckAhead | None = None,
+) -> int:
+    """Run the daemon until told to stop; return the process exit status (0 on clean stop).
+    ``precheck``: bastion.db's open-time check, started earlier (see ``Home.open``)."""
     out = stdout or sys.stdout
     host = options.host or cfg.api.host
     port = cfg.api.port if options.port is None else options.port
@@ -222,7 +229,7 @@ def serve(cfg: Config, options: ServeOptions, *, stdout: IO[str] | None = None) 
         # The daemon recovers a damaged database on its own (quarantine, restore the newest
         # verified backup, salvage): the desktop app that spawned it has no operator.
         cfg = dataclasses.replace(cfg, store=dataclasses.replace(cfg.store, on_corrupt="recover"))
-    home = Home.init(cfg)
+    home = Home.init(cfg, precheck=precheck)
     lock = DaemonLock(cfg.run_dir)
     try:
         lock.acquire()

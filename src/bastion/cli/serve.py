@@ -79,6 +79,12 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
 
     if host is not None and not host.strip():
         raise click.BadParameter("is empty; leave it out for 127.0.0.1", param_hint="--host")
+    from bastion.app import OpenCheckAhead
+
+    cfg = config_from(ctx)
+    # The database's open-time check runs while the server stack is imported (issue 22 §7:
+    # start-up must not grow with the database); the open waits for it before any write.
+    precheck = OpenCheckAhead(cfg)
     try:
         from bastion.api.server import ServeOptions
         from bastion.api.server import serve as run_server
@@ -107,4 +113,4 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
         log_level=log_level,
         exit_with_parent=exit_with_parent,
     )
-    sys.exit(run_server(config_from(ctx), options))
+    sys.exit(run_server(cfg, options, precheck=precheck))

@@ -327,12 +327,13 @@ def _run_check(
     started: float,
     key: DatabaseKey | None = None,
 ) -> OpenCheck:
-    """quick_check (or integrity_check) on a normal connection; when the disk refuses that
-    (or would make SQLite create companions with the wrong mode), again read-only."""
-    # A file this process may not write is never handed to a read-write connection: SQLite
-    # would open it read-only anyway and create -wal/-shm with the database's own mode.
+    """quick_check (or integrity_check) on a read-only connection to the file; when the disk
+    refuses that (or would make SQLite create companions with the wrong mode), again through
+    the read-only target that writes nothing at all."""
+    # A file this process may not write is never handed to a normal connection: SQLite would
+    # create -wal/-shm with the database's own mode.
     blocked = write_blocker(path, what="checking it")
-    first = blocked or _check_read_write(path, config, full=full, started=started, key=key)
+    first = blocked or _check_direct(path, config, full=full, started=started, key=key)
     if isinstance(first, OpenCheck):
         return first
     fault: StoreError = first
@@ -364,11 +365,14 @@ def _run_check(
     return dataclasses.replace(result, detail=f"{result.detail} ({how})", fault=fault)
 
 
-def _check_read_write(
+def _check_direct(
     path: Path, config: StoreConfig, *, full: bool, started: float, key: DatabaseKey | None
 ) -> OpenCheck | StoreError:
+    # Read-only: the check writes nothing, and the same quick_check runs in about half the
+    # time (a third to a half here, measured on 150 MB; issue 22 §7). The connection still
+    # shares the -shm (it can rebuild a stale wal-index), so it reads committed WAL frames.
     try:
-        conn = connect(str(path), flags=apsw.SQLITE_OPEN_READWRITE, key=key)
+        conn = connect(str(path), flags=apsw.SQLITE_OPEN_READONLY, key=key)
     except apsw.Error as err:
         return translate(err, path=str(path), what="opening it for the check")
     return _check_on(conn, path, config, full=full, started=started, key=key)

@@ -1,0 +1,100 @@
+"""Issue 22 §7: the open-time check no longer makes ``bastion serve`` wait on a read-write
+connection. It runs read-only (writing nothing), started ahead on a thread
+(``OpenCheckAhead``) while the daemon imports its server stack; the open acts on its result
+before anything writes, so a damaged file is still refused or quarantined."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import apsw
+import pytest
+
+from bastion.app import Home, OpenCheckAhead
+from bastion.config import Config, StoreConfig, load_config
+from bastion.errors import StoreCorrupt
+from bastion.store.recovery import CheckKind, open_check
+from tests.store.opsfixtures import ITEMS_DDL, add_items, leaf_page_offset, overwrite
+
+
+def _config(tmp_path: Path, on_corrupt: str) -> Config:
+    return load_config(tmp_path / "home", env={"BASTION_STORE_ON_CORRUPT": on_corrupt})
+
+
+def _home(cfg: Config, rows: int = 3000) -> None:
+    with Home.init(cfg) as home:
+        home.db.write(lambda tx: tx.script(ITEMS_DDL))
+        add_items(home.db, 0, rows)
+        home.backup()
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_check_writes_nothing_to_a_closed_database_with_committed_wal_frames(
+    tmp_path: Path,
+) -> None:
+    """A read-write connection, the last to close, would checkpoint the WAL into the file
+    and remove it; the check's read-only connection leaves every byte as it was, and still
+    reads (and checks) the committed frames."""
+    path = tmp_path / "wal.db"
+    conn = apsw.Connection(str(path))
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t(x)")
+    for _ in range(300):
+        conn.execute("INSERT INTO t VALUES (randomblob(500))")
+    conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+    conn.close()
+    wal = Path(f"{path}-wal")
+    assert wal.stat().st_size > 0
+    before = (_digest(path), _digest(wal))
+
+    check = open_check(path, StoreConfig())
+
+    assert check.kind is CheckKind.OK, check.detail
+    assert wal.exists()
+    assert (_digest(path), _digest(wal)) == before
+
+
+@pytest.mark.parametrize("on_corrupt", ["refuse", "recover"])
+def test_a_damaged_file_checked_ahead_is_refused_or_quarantined_before_any_write(
+    tmp_path: Path, on_corrupt: str
+) -> None:
+    cfg = _config(tmp_path, on_corrupt)
+    _home(cfg)
+    overwrite(cfg.db_path, leaf_page_offset(cfg.db_path) + 8, os.urandom(64))
+    damaged = _digest(cfg.db_path)
+
+    ahead = OpenCheckAhead(cfg)
+    if on_corrupt == "refuse":
+        with pytest.raises(StoreCorrupt, match="quick_check"):
+            Home.open(cfg, precheck=ahead)
+        assert _digest(cfg.db_path) == damaged  # nothing wrote to it
+        assert list(cfg.quarantine_dir.iterdir()) == []
+        return
+    with Home.open(cfg, precheck=ahead) as home:
+        assert home.recovery is not None
+        assert home.recovery.check.kind is CheckKind.CORRUPT
+        assert home.db.scalar("PRAGMA integrity_check") == "ok"
+        assert home.db.scalar("SELECT count(*) FROM items") == 3000  # the backup
+    quarantined = home.recovery.quarantine_dir / "bastion.db"
+    assert _digest(quarantined) == damaged  # moved as it was: no write reached it first
+
+
+def test_a_file_replaced_after_the_check_ahead_is_checked_again(tmp_path: Path) -> None:
+    """The result stands for the file it read: a file put in its place since (a restore by
+    another process, a copy over it) is checked at the open, not trusted on the old answer."""
+    cfg = _config(tmp_path, "refuse")
+    _home(cfg)
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(cfg.db_path.read_bytes())
+    overwrite(damaged, leaf_page_offset(damaged) + 8, os.urandom(64))
+
+    ahead = OpenCheckAhead(cfg)
+    assert ahead.result(cfg).kind is CheckKind.OK
+    os.replace(damaged, cfg.db_path)
+    with pytest.raises(StoreCorrupt, match="quick_check"):
+        Home.open(cfg, precheck=ahead)
