@@ -32,7 +32,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -65,9 +65,31 @@ _Events = list[Any]
 
 #: A wall-vs-monotonic drift larger than this between two ticks means the machine slept.
 CLOCK_JUMP_S = 2.0
-#: When descendants are looked for after a spawn (seconds), then every DESCENDANT_EVERY_S.
+#: When descendants are looked for after a spawn (seconds), then every DESCENDANT_EVERY_S,
+#: doubling while a look finds nothing new, up to DESCENDANT_EVERY_MAX_S (a look walks every
+#: process of the machine: with 10 quiet services, every 2 s cost the idle daemon ~1.5% of a
+#: core, issue 22 §7). What a look records only serves a later supervisor's sweep: a stop
+#: looks once more itself, and on Linux the shim ends the whole tree if the daemon dies.
 DESCENDANT_SCANS = (0.05, 0.2, 0.5, 1.0)
 DESCENDANT_EVERY_S = 2.0
+DESCENDANT_EVERY_MAX_S = 64.0
+
+
+def descendant_scan_pauses() -> Generator[float, bool, None]:
+    """The pauses before each look for a child's descendants: DESCENDANT_SCANS after the
+    spawn, then DESCENDANT_EVERY_S, doubled after each look that found nothing new (up to
+    DESCENDANT_EVERY_MAX_S) and back to DESCENDANT_EVERY_S after one that did. Send whether
+    the last look found something new."""
+    waited = 0.0
+    for at in DESCENDANT_SCANS:
+        yield at - waited
+        waited = at
+    every = DESCENDANT_EVERY_S
+    while True:
+        found = yield every
+        every = DESCENDANT_EVERY_S if found else min(every * 2, DESCENDANT_EVERY_MAX_S)
+
+
 #: How long to wait for pipes to reach EOF after the child's group is gone.
 CAPTURE_DRAIN_S = 2.0
 #: How long a child seen gone may take to have its exit reported (a bound, not a pause: the
@@ -886,13 +908,12 @@ class Supervisor(SecretFollower):
     async def _scan_descendants(self, name: str, run: _Run) -> None:
         # Descendants are recorded (pid + create time) so a later supervisor can kill them
         # even if they left the process group (setsid) and this process crashed.
-        waited = 0.0
-        delays = [*DESCENDANT_SCANS]
+        schedule = descendant_scan_pauses()
+        pause = next(schedule)
         while True:
-            target = delays.pop(0) if delays else waited + DESCENDANT_EVERY_S
-            await asyncio.sleep(target - waited)
-            waited = target
+            await asyncio.sleep(pause)
             new = await asyncio.to_thread(run.child.observe_descendants)
+            pause = schedule.send(bool(new))
             if new:
                 row_id = await asyncio.shield(run.process_id)
                 await asyncio.to_thread(self._journal.record_descendants, name, row_id, new)
