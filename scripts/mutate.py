@@ -50,10 +50,11 @@ MODULES: dict[str, list[str]] = {
     "supervisor/redact.py": ["tests/supervisor/test_redact.py"],
     "supervisor/policy.py": ["tests/supervisor/test_policy.py"],
     "store/migrate/history.py": [
+        "tests/store/test_migrate_history.py",
         "tests/store/test_migrations.py",
         "tests/store/test_migrations_property.py",
     ],
-    "store/posture.py": ["tests/store/test_engine.py"],
+    "store/posture.py": ["tests/store/test_posture.py", "tests/store/test_engine.py"],
     "store/recovery.py": ["tests/store/test_recovery.py"],
     "api/security.py": ["tests/api/test_security.py", "tests/api/test_security_properties.py"],
     "store/plan.py": ["tests/store/test_plan.py"],

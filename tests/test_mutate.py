@@ -58,3 +58,23 @@ def test_the_report_lists_every_module_and_matches_the_stored_results() -> None:
     for module, row in zip(mutate.MODULES, rows, strict=True):
         assert (mutate.NOT_RUN in row) == (module not in results), row
     assert report == mutate.render(list(results.values()))
+
+
+def test_every_explanation_still_matches_a_survivor() -> None:
+    """An explanation of a mutant a test now kills (or whose line changed) is stale: it would
+    silently excuse a future survivor that happens to look the same."""
+    mutate = _mutate_module()
+    results = mutate._load_results()
+    for module, entries in mutate._load_equivalents().items():
+        if module not in results:
+            continue
+        survivors = {
+            (s.function, tuple(s.removed), tuple(s.added)) for s in results[module].survivors
+        }
+        for entry in entries:
+            key = (
+                entry["function"],
+                tuple(str(x) for x in entry["removed"]),
+                tuple(str(x) for x in entry["added"]),
+            )
+            assert key in survivors, f"{module}: no survivor matches {entry}"
