@@ -106,6 +106,7 @@ SHORT_HELP: dict[str, str] = {
     "db decrypt": 'Decrypt encrypted databases back to plaintext files (store.encryption = "off").',
     "db encrypt": "Encrypt plaintext databases with the configured key (store.key_source).",
     "db rekey": "Re-encrypt databases under a new key.",
+    "db copy": "Copy an app's tables from SOURCE to DESTINATION (SQLite file or postgresql:// URL).",
     "db check": "integrity_check and foreign_key_check; exits 74 when either finds a problem.",
     "db migrate": "Apply pending schema migrations (backup first; each in its own transaction).",
     "db prune": "Delete rows past the retention policies in small batches, then reclaim space.",

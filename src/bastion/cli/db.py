@@ -26,6 +26,7 @@ DB_COMMANDS: dict[str, str] = {
     "encrypt": "bastion.cli.db_crypt:encrypt",
     "decrypt": "bastion.cli.db_crypt:decrypt",
     "rekey": "bastion.cli.db_crypt:rekey",
+    "copy": "bastion.cli.db_copy:copy",
 }
 
 

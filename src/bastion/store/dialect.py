@@ -69,6 +69,10 @@ class Dialect(Protocol):
         """``table``'s columns in declaration order."""
         ...
 
+    def parents(self, source: _Queryable, table: str) -> set[str]:
+        """The tables ``table``'s foreign keys refer to."""
+        ...
+
 
 class SqliteDialect:
     """SQLite: plans from ``EXPLAIN QUERY PLAN``, the catalog from ``sqlite_master``."""
@@ -100,6 +104,11 @@ class SqliteDialect:
         """``table``'s columns in declaration order (``pragma_table_info``)."""
         rows = source.query('SELECT name, type, pk, "notnull" FROM pragma_table_info(?)', (table,))
         return [Column(str(r[0]), str(r[1] or "").lower(), int(r[2]), bool(r[3])) for r in rows]
+
+    def parents(self, source: _Queryable, table: str) -> set[str]:
+        """The tables ``table``'s foreign keys refer to (``pragma_foreign_key_list``)."""
+        rows = source.query('SELECT DISTINCT "table" FROM pragma_foreign_key_list(?)', (table,))
+        return {str(r[0]) for r in rows}
 
     def __repr__(self) -> str:
         return "<Dialect sqlite>"

@@ -132,6 +132,15 @@ class PgDialect:
         )
         return [Column(str(r[0]), str(r[1]).lower(), int(r[2]), bool(r[3])) for r in rows]
 
+    def parents(self, source: _Queryable, table: str) -> set[str]:
+        """The tables ``table``'s foreign keys refer to."""
+        rows = source.query(
+            "SELECT DISTINCT confrelid::regclass::text FROM pg_constraint "
+            "WHERE contype = 'f' AND conrelid = to_regclass(?)",
+            (table,),
+        )
+        return {str(r[0]) for r in rows}
+
     def __repr__(self) -> str:
         return "<Dialect postgresql>"
 
