@@ -358,7 +358,7 @@ class Archiver:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._look()
+            header = self._look()
             nudged, self._nudged = self._nudged, False
             plan = policy.plan_pass(
                 self._schedule,
@@ -371,7 +371,9 @@ class Archiver:
                 nudged=nudged,
             )
             try:
-                if plan.sync or self._gen is None:
+                if plan.sync and not (nudged or plan.checkpoint) and self._nothing_new(header):
+                    pass  # a pass would copy nothing: no write transaction for it
+                elif plan.sync or self._gen is None:
                     self._thread_pass(checkpoint=plan.checkpoint)
                 if self._gen is not None and (plan.snapshot or self._needs_base):
                     self._snapshot()
@@ -411,7 +413,22 @@ class Archiver:
                     self._on_event("archive.failed", self.db.name, {"error": message})
         self._last_error = message
 
-    def _look(self) -> None:
+    def _nothing_new(self, header: IndexHeader | None) -> bool:
+        """Whether a pass now would copy nothing: the wal-index's committed end and salt are
+        where the last pass left them (no commit since, of any process) and no segment waits
+        to be written. An idle daemon then pays a look at the -shm, not a write transaction
+        every ``interval_s`` (issue 22 §7). The looks keep timing other processes' commits;
+        a pass runs again as soon as one shows."""
+        return (
+            header is not None
+            and self._gen is not None
+            and self._pending is None
+            and not self._hooks
+            and header.salt == self._salt
+            and header.mx_frame == self._pos
+        )
+
+    def _look(self) -> IndexHeader | None:
         """Sample the committed end of the WAL: it times other processes' commits."""
         header = self._index.read(attempts=3)
         if header is not None:
@@ -421,6 +438,7 @@ class Archiver:
             else:
                 self._looks[-1] = look  # unchanged: keep the latest time it was still so
             del self._looks[:-1000]
+        return header
 
     def _on_commit(self, _conn: Any, _name: str, pages: int) -> int:
         """SQLite's WAL hook on this process's writer, after every commit (the writer
