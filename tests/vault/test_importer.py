@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 
 from bastion.errors import ImportFailed
 from bastion.vault import Vault
-from bastion.vault.importer import import_file, looks_secret, migrate_bundled_json, parse_env
+from bastion.vault.importer import (
+    import_file,
+    looks_secret,
+    migrate_bundle,
+    migrate_bundled_json,
+    parse_env,
+)
 from bastion.vault.rules import HttpsUrl
 from bastion.vault.secret import REFERENCE_PREFIX
 
@@ -332,3 +338,27 @@ def test_import_is_lossless_and_idempotent(
     assert not second.rewritten
     assert env.read_bytes() == scrubbed
     assert all(m.version == 1 for m in file_vault.list(scope))
+
+
+def test_bundle_migration_reports_each_durable_key_in_order(file_vault: Vault) -> None:
+    bundle = {"zeta_key": "sk-z", "alpha_key": "sk-a", "mid_key": "sk-m"}
+    seen: list[tuple[str, bool, bool]] = []
+    counts = migrate_bundle(
+        file_vault,
+        bundle,
+        scope="space:order",
+        on_key=lambda name, written: seen.append(
+            (name, written, file_vault.exists(name, scope="space:order"))
+        ),
+    )
+    assert counts == {"keys": 3, "written": 3, "unchanged": 0}
+    # sorted, each already stored when reported (a crash test's kill point is after it)
+    assert seen == [("alpha_key", True, True), ("mid_key", True, True), ("zeta_key", True, True)]
+    seen.clear()
+    migrate_bundle(
+        file_vault,
+        bundle,
+        scope="space:order",
+        on_key=lambda name, written: seen.append((name, written, True)),
+    )
+    assert [w for _, w, _ in seen] == [False, False, False]  # a re-run writes nothing

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,6 +48,33 @@ def test_set_get_list_delete(app: SpacesApp) -> None:
         assert app.secrets.delete_secret("s1", "anthropic_api_key") is True
         assert app.secrets.delete_secret("s1", "anthropic_api_key") is False
         assert list(app.secrets.get_all_secrets("s1")) == ["openai_api_key"]
+
+
+def test_get_all_secrets_is_one_batch_not_a_get_per_key(
+    app: SpacesApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seed's getAllSecrets of 20 keys reads them in one Vault.get_many batch (one pass
+    over the encrypted file; one Secret Service call on the keychain), not 20 gets."""
+    with app:
+        for i in range(20):
+            app.secrets.set_secret("s1", f"provider_{i:02d}_api_key", f"sk-{i:02d}")
+        batches: list[str] = []
+        real_get_many = app.vault.get_many
+
+        def counting_get_many(*args: Any, **kwargs: Any) -> dict[str, Secret]:
+            batches.append(str(kwargs.get("scope")))
+            return real_get_many(*args, **kwargs)
+
+        def no_single_get(*args: Any, **kwargs: Any) -> Secret:
+            raise AssertionError("get_all_secrets read a key on its own")
+
+        monkeypatch.setattr(app.vault, "get_many", counting_get_many)
+        monkeypatch.setattr(app.vault, "get", no_single_get)
+        got = app.secrets.get_all_secrets("s1")
+        assert batches == ["space:s1"]
+        assert {k: v.reveal() for k, v in got.items()} == {
+            f"provider_{i:02d}_api_key": f"sk-{i:02d}" for i in range(20)
+        }
 
 
 def test_compare_and_set_on_one_key(app: SpacesApp) -> None:
