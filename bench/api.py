@@ -7,7 +7,8 @@ the body/media-type rules, FastAPI routing and validation, the response model. T
 does the read and nothing else. Runs alternate (baseline, ours, ...) and the best of each is
 kept, so background load on the machine hits both alike.
 
-Run: ``.venv/bin/python bench/api.py [--seconds 3] [--runs 6]``. Target: ratio >= 0.8.
+Run: ``.venv/bin/python bench/api.py [--seconds 3] [--runs 6] [--metrics]``. Target: ratio
+>= 0.8; with ``--metrics``, the daemon with ``[api] metrics`` on vs off >= 0.95.
 """
 
 from __future__ import annotations
@@ -73,10 +74,37 @@ def _wrk(url: str, seconds: int, headers: dict[str, str]) -> dict[str, float]:
     return {"rps": rps, "p50_ms": lat("50"), "p99_ms": lat("99")}
 
 
+def _daemon(home: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bastion",
+            "--home",
+            str(home),
+            "serve",
+            "--port",
+            "0",
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    assert proc.stdout is not None
+    return proc, int(json.loads(proc.stdout.readline())["port"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=6)
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also run the daemon with [api] metrics = false and print on vs off",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk; `make test` installs it)")
@@ -88,25 +116,16 @@ def main() -> None:
     token = read_token(cfg.run_dir / TOKEN_FILE)
     env = {k: v for k, v in os.environ.items() if k != "BASTION_HOME"}
 
-    ours = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bastion",
-            "--home",
-            str(cfg.home),
-            "serve",
-            "--port",
-            "0",
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    assert ours.stdout is not None
-    port = json.loads(ours.stdout.readline())["port"]
+    # --metrics: the same daemon with [api] metrics off (its own home: one daemon per home),
+    # measured in the same run.
+    off: subprocess.Popen[bytes] | None = None
+    if args.metrics:
+        off_cfg = load_config(tmp / "home-off", env={})
+        with Home.init(off_cfg) as home:
+            home.settings.set(KEY, {"mode": "dark", "accent": "#3366ff", "font_size": 13})
+        off_token = read_token(off_cfg.run_dir / TOKEN_FILE)
+        off, off_port = _daemon(off_cfg.home, {**env, "BASTION_API_METRICS": "false"})
+    ours, port = _daemon(cfg.home, env)
     base_port = _free_port()
     bare = subprocess.Popen(
         [sys.executable, str(HERE / "_bare_starlette.py"), str(cfg.db_path), str(base_port)],
@@ -120,13 +139,21 @@ def main() -> None:
         # Warm both (imports, first queries, connection pools).
         _wrk(url_bare, 1, {})
         _wrk(url_ours, 1, auth)
+        if off is not None:
+            url_off = f"http://127.0.0.1:{off_port}/v1/settings/{KEY}"
+            auth_off = {"Authorization": f"Bearer {off_token}"}
+            _wrk(url_off, 1, auth_off)
         best_bare: dict[str, float] = {"rps": 0.0}
         best_ours: dict[str, float] = {"rps": 0.0}
+        best_off: dict[str, float] = {"rps": 0.0}
         for _ in range(args.runs):
             b = _wrk(url_bare, args.seconds, {})
             o = _wrk(url_ours, args.seconds, auth)
             best_bare = max(best_bare, b, key=lambda r: r["rps"])
             best_ours = max(best_ours, o, key=lambda r: r["rps"])
+            if off is not None:
+                f = _wrk(url_off, args.seconds, auth_off)
+                best_off = max(best_off, f, key=lambda r: r["rps"])
         print(
             f"GET /v1/settings/{{key}}, wrk keep-alive, 2 connections, {args.seconds}s x {args.runs} (best)"
         )
@@ -146,11 +173,27 @@ def main() -> None:
                 ">= 0.8x",
             )
         )
+        if off is not None:
+            print(
+                f"  metrics off    : {best_off['rps']:8,.0f} req/s  p50 {best_off['p50_ms']:.3f} ms"
+                f"  p99 {best_off['p99_ms']:.3f} ms"
+            )
+            print(
+                ratio_line(
+                    "daemon with metrics on vs off (same read)",
+                    best_ours["rps"],
+                    best_off["rps"],
+                    ">= 0.95x",
+                )
+            )
     finally:
-        for proc in (ours, bare):
+        for proc in (ours, bare, off):
+            if proc is None:
+                continue
             proc.terminate()
             proc.wait(timeout=60)
-        ours.stdout.close()
+            if proc.stdout is not None:
+                proc.stdout.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

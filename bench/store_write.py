@@ -6,7 +6,8 @@
 2. Durable commits (``synchronous=FULL``), 4 concurrent writers each committing single rows:
    bastion's group commit vs naive per-writer connections.
 
-Run: ``.venv/bin/python bench/store_write.py [--ops N]``
+Run: ``.venv/bin/python bench/store_write.py [--ops N] [--metrics]`` (``--metrics``: also
+bastion with the metrics tally on vs off, paired rounds; target >= 0.97x).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import median, pct, ratio_line
 from bastion.config import StoreConfig
 from bastion.store import Database, WriteTx
+from bastion.store.tally import StoreTally
 
 THREADS = 4
 
@@ -98,8 +100,10 @@ def naive_deferred(path: Path, ops: int) -> int:
     return busy
 
 
-def bastion_rmw(path: Path, ops: int) -> tuple[float, list[float], int]:
+def bastion_rmw(path: Path, ops: int, *, tally: bool = False) -> tuple[float, list[float], int]:
     db = Database.open(path, StoreConfig())
+    if tally:  # what the daemon does with [api] metrics on
+        db.tally = StoreTally()
     errors = 0
 
     def inc(tx: WriteTx) -> None:
@@ -137,8 +141,10 @@ def raw_durable(path: Path, ops: int) -> float:
     return _run_threads(worker)[0]
 
 
-def bastion_durable(path: Path, ops: int) -> float:
+def bastion_durable(path: Path, ops: int, *, tally: bool = False) -> float:
     db = Database.open(path, StoreConfig(synchronous="FULL", busy_timeout_ms=30000))
+    if tally:
+        db.tally = StoreTally()
 
     def worker(i: int, lat: list[float]) -> None:
         for k in range(ops):
@@ -156,6 +162,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9, help="paired RMW rounds")
     parser.add_argument(
         "--durable-ops", type=int, default=150, help="commits per thread (FULL sync)"
+    )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also compare bastion with its metrics tally on vs off (paired rounds)",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -226,6 +237,39 @@ def main() -> None:
                 ">= 2.0x",
             )
         )
+        if args.metrics:
+            _metrics_rounds(base, args)
+
+
+def _metrics_rounds(base: Path, args: argparse.Namespace) -> None:
+    """bastion with ``Database.tally`` set (GET /metrics on) vs None, paired, alternating."""
+    rmw: list[float] = []
+    for i in range(args.rounds):
+        _setup(base / "off.db", "NORMAL")
+        _setup(base / "on.db", "NORMAL")
+        if i % 2:
+            on_t = bastion_rmw(base / "on.db", args.ops, tally=True)[0]
+            off_t = bastion_rmw(base / "off.db", args.ops)[0]
+        else:
+            off_t = bastion_rmw(base / "off.db", args.ops)[0]
+            on_t = bastion_rmw(base / "on.db", args.ops, tally=True)[0]
+        rmw.append(off_t / on_t)
+    print(f"metrics tally on vs off, {args.rounds} paired rounds")
+    print(
+        f"  {'read-modify-write, 4 threads (median round)':<58} {median(rmw):6.2f}x   "
+        f"(target >= 0.97x; rounds {min(rmw):.2f}-{max(rmw):.2f}x)"
+    )
+    durable: list[float] = []
+    for i in range(3):
+        _setup(base / f"off_full{i}.db", "FULL")
+        _setup(base / f"on_full{i}.db", "FULL")
+        off_t = bastion_durable(base / f"off_full{i}.db", args.durable_ops)
+        on_t = bastion_durable(base / f"on_full{i}.db", args.durable_ops, tally=True)
+        durable.append(off_t / on_t)
+    print(
+        f"  {'durable group commits, 4 writers (median round)':<58} {median(durable):6.2f}x   "
+        f"(target >= 0.97x; rounds {min(durable):.2f}-{max(durable):.2f}x)"
+    )
 
 
 if __name__ == "__main__":

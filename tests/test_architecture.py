@@ -1,6 +1,6 @@
 """The layering of DESIGN.md, checked on the real import graph of ``src/bastion``.
 
-    base (errors, config, _fs, _home, _lazy, _lockfile, _platform, _time, _types, _credentials) <- store <- domains, vault <- supervisor <- app <- api, cli
+    base (errors, config, _fs, _home, _lazy, _lockfile, _platform, _time, _types, _credentials, _tally) <- store <- domains, vault <- supervisor <- app <- api, cli
 
 Later modules inherit these rules by their path: a new file under ``src/bastion/vault/`` is a
 vault module. Imports inside functions count too (they are still dependencies), except where a
@@ -29,6 +29,7 @@ BASE = {
     "_time",
     "_types",
     "_credentials",
+    "_tally",
     "__about__",
     "__init__",
 }

@@ -19,7 +19,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 #: Script -> arguments that make it quick. Scripts without size options run at their size.
 TINY: dict[str, list[str]] = {
-    "store_write.py": ["--ops", "50", "--rounds", "1", "--durable-ops", "5"],
+    "store_write.py": ["--ops", "50", "--rounds", "1", "--durable-ops", "5", "--metrics"],
     "store_read.py": ["--reads", "500", "--rounds", "1"],
     "repo.py": [],
     "backup.py": ["--size-mb", "4", "--rounds", "1"],
@@ -40,7 +40,7 @@ TINY: dict[str, list[str]] = {
     "vault_index.py": ["--secrets", "50", "--requests", "5"],
     "logs.py": ["20000", "--search-rows", "20000"],
     "supervise.py": [],
-    "api.py": ["--seconds", "1", "--runs", "1"],  # needs wrk: `make test` installs it
+    "api.py": ["--seconds", "1", "--runs", "1", "--metrics"],  # needs wrk: `make test` installs it
     "cli_startup.py": ["--runs", "2"],
     "idle.py": ["--services", "2", "--seconds", "1", "--settle", "0"],
     "serve_startup.py": ["--runs", "1", "--sizes-mb", "0,1"],

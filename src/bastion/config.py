@@ -179,6 +179,8 @@ class ApiConfig:
     header_timeout_s: float = dataclasses.field(default=10.0, metadata=_bounds(0.05, 3600))
     #: Connections one client address may hold; one more closes its longest-waiting idle one.
     max_connections_per_client: int = dataclasses.field(default=64, metadata=_bounds(2, 100_000))
+    #: Serve GET /metrics (Prometheus; behind the token) and count what it reports.
+    metrics: bool = True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -145,6 +145,10 @@ def create_app(
     app.add_middleware(
         SecurityMiddleware, policy=policy, counters=state.counters, authorize=authorize
     )
+    if cfg.api.metrics:  # GET /metrics behind the token; requests counted outside security
+        from bastion.api.metrics import install
+
+        install(app, state)
     return app
 
 

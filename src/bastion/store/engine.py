@@ -57,6 +57,7 @@ from bastion.store.crypt.key import DatabaseKey
 from bastion.store.dialect import SQLITE, Dialect, sqlite_only
 from bastion.store.pg.url import is_postgres_url
 from bastion.store.posture import Posture, apply_posture, check_header, read_posture
+from bastion.store.tally import StoreTally
 from bastion.store.tx import ReadTx, Row, WriteTx
 
 __all__ = ["Database", "Posture", "ReadTx", "Row", "WriteTx"]
@@ -131,6 +132,8 @@ class Database(ReaderPool):
         # (a moving average: what a pause to gather more units is weighed against).
         self._owners: tuple[set[int], set[int]] = (set(), set())
         self._last_commit_s = 0.0
+        #: Counts commits for GET /metrics when set (the daemon's; None: nothing counted).
+        self.tally: StoreTally | None = None
         self._turns = threading.Condition(threading.Lock())
         # Group commit pays off when a commit is expensive: under synchronous=FULL each one
         # is an fsync, and grouping concurrent callers shares it (bench/store_write.py: 3-4x).
@@ -340,8 +343,14 @@ class Database(ReaderPool):
             except BaseException:
                 self._abort(tx)
                 raise
+            tally = self.tally
             try:
-                cursor.execute("COMMIT")
+                if tally is None:
+                    cursor.execute("COMMIT")
+                else:
+                    started = time.monotonic()
+                    cursor.execute("COMMIT")
+                    tally.committed(time.monotonic() - started, 1)
             except apsw.Error as err:
                 mapped = translate(err, path=str(self.path), what="committing", conn=self._writer)
                 self._abort(tx)
@@ -359,6 +368,8 @@ class Database(ReaderPool):
         """Waited _MAX_BYPASS_S for the writer: say so (others step aside), then wait on."""
         if self._leader == threading.get_ident():  # the lock is not reentrant: refuse, not hang
             raise RuntimeError("write called from inside a write unit; use the tx it was given")
+        if self.tally is not None:
+            self.tally.starved += 1
         turns = self._turns
         with turns:
             self._starving += 1
@@ -625,7 +636,10 @@ class Database(ReaderPool):
             started = time.monotonic()
             cursor.execute("COMMIT")
             # Smoothed: one fast fsync (the disk cache had room) must not switch gathering off.
-            self._last_commit_s += (time.monotonic() - started - self._last_commit_s) / 8
+            took = time.monotonic() - started
+            self._last_commit_s += (took - self._last_commit_s) / 8
+            if self.tally is not None:
+                self.tally.committed(took, len(ok))
         except apsw.Error as err:
             mapped = translate(err, path=str(self.path), what="committing", conn=conn)
             with contextlib.suppress(apsw.Error):
@@ -643,6 +657,8 @@ class Database(ReaderPool):
             err, path=str(self.path), what="starting a write transaction", conn=self._writer
         )
         if isinstance(mapped, StoreBusy):
+            if self.tally is not None:
+                self.tally.busy += 1
             holder = write_lock_holder(self.path)
             if holder is not None:
                 mapped = StoreBusy(

@@ -56,6 +56,7 @@ from bastion.supervisor.redact import Redactor
 from bastion.supervisor.secret_follow import SecretFollower
 from bastion.supervisor.spec import ServiceSpec
 from bastion.supervisor.states import ServiceState, check_transition
+from bastion.supervisor.tally import ServiceTally, ServiceView
 
 __all__ = ["ChangeWatch", "SecretSource", "SecretWatch", "ServiceStatus", "Supervisor"]
 
@@ -196,6 +197,8 @@ class _Service:
     reason: str = ""
     since: float = dataclasses.field(default_factory=time.time)
     policy: pol.PolicyState = dataclasses.field(default_factory=pol.PolicyState)
+    #: What GET /metrics reads (transitions, probe latencies, log lines).
+    tally: ServiceTally = dataclasses.field(default_factory=ServiceTally)
     run: _Run | None = None
     task: asyncio.Task[None] | None = None
     stop_requested: bool = False
@@ -262,6 +265,7 @@ class _Hooks:
         self.svc.ready = ready
 
     def probed(self, check: ProbeCheck, changed: bool) -> None:
+        self.svc.tally.probed(check.role, check.kind, check.latency_ms / 1000)
         # Only a change of outcome is an event: a probe every second would drown the timeline.
         if changed:
             data = {k: getattr(check, k) for k in ("role", "kind", "ok", "detail", "latency_ms")}
@@ -505,6 +509,26 @@ class Supervisor(SecretFollower):
         """Store an event through the ordered journal (after the transitions queued before)."""
         self._enqueue(functools.partial(self._journal.emit, kind, subject, data))
 
+    def views(self) -> list[ServiceView]:
+        """Every service's state, child pid and counters, for a metrics scrape."""
+        out = []
+        for name, svc in self._services.items():
+            tally, run = svc.tally, svc.run
+            capture = run.capture if run is not None else None
+            live = (capture.read, capture.stored, capture.dropped) if capture else (0, 0, 0)
+            out.append(
+                ServiceView(
+                    name,
+                    svc.state.value,
+                    run.child.pid if run is not None else None,
+                    tally,
+                    tally.lines_read + live[0],
+                    tally.lines_stored + live[1],
+                    tally.lines_dropped + live[2],
+                )
+            )
+        return out
+
     def status(self, name: str) -> ServiceStatus:
         """Service ``name``'s state, reason, pid (its program), breaker and probes."""
         svc = self._get(name)
@@ -592,6 +616,7 @@ class Supervisor(SecretFollower):
         if svc.redactor is not None:
             reason = svc.redactor.redact_text(reason)
         svc.state, svc.reason, svc.since = target, reason, time.time()
+        svc.tally.transitions[(old.value, target.value)] += 1
         snap = StoredService(svc.spec.name, target, reason, svc.since, svc.policy)
         self._enqueue(lambda: self._journal.transition(snap, old, extra or None))
         event = {
@@ -901,6 +926,10 @@ class Supervisor(SecretFollower):
             # The group is gone; a pipe still open after CAPTURE_DRAIN_S is held by something
             # outside it, so stop reading then, but store everything read so far.
             await run.capture.close(eof_timeout=CAPTURE_DRAIN_S)
+            tally = svc.tally
+            tally.lines_read += run.capture.read
+            tally.lines_stored += run.capture.stored
+            tally.lines_dropped += run.capture.dropped
         svc.run = None
         row_id = await asyncio.shield(run.process_id)
         await asyncio.to_thread(self._journal.record_end, row_id, code)

@@ -1,0 +1,295 @@
+"""``GET /metrics``: the daemon's figures in the Prometheus text format (OpenMetrics when the
+scraper's ``Accept`` asks for it), behind the same bearer token as every other route.
+
+Exposition is ``prometheus_client``'s; the figures are not kept in its metric objects. The
+store, the supervisor and this module's middleware count in plain ints and
+:class:`~bastion._tally.Buckets` (cheaper on a hot path than a locked, labelled metric), and
+one custom collector per app reads them, and the state they describe, when a scrape comes.
+One :class:`~prometheus_client.CollectorRegistry` per app: two daemons in one process (the
+tests) never share a figure.
+
+``[api] metrics = false`` turns all of it off: no route, no request counting, no store tally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bastion._tally import Buckets
+from bastion.store.tally import StoreTally
+from bastion.supervisor.states import ServiceState
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from bastion.api.state import DaemonState
+
+__all__ = ["RequestTally", "RequestTallyMiddleware", "install", "router"]
+
+router = APIRouter()
+#: A path no route matched is counted under this template (never the raw path: unbounded).
+UNMATCHED = "<unmatched>"
+
+
+class RequestTally:
+    """Requests by (method, route template, status) and their latency by (method, template)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[tuple[str, str], Buckets] = {}
+
+
+class RequestTallyMiddleware:
+    """Counts each HTTP request once its response has started, by the template of the route
+    that served it (what the router left in the scope)."""
+
+    def __init__(self, app: ASGIApp, tally: RequestTally, templates: dict[Any, str]) -> None:
+        self.app = app
+        self.tally = tally
+        #: endpoint -> path template, for plain Starlette routes (FastAPI's leave ``route``).
+        self.templates = templates
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or self.templates.get(
+                scope.get("endpoint"), UNMATCHED
+            )
+            method = scope["method"]
+            tally = self.tally
+            key = (method, template, status)
+            tally.requests[key] = tally.requests.get(key, 0) + 1
+            buckets = tally.latency.get((method, template))
+            if buckets is None:
+                buckets = tally.latency[(method, template)] = Buckets()
+            buckets.observe(time.perf_counter() - started)
+
+
+def _histogram(
+    name: str, doc: str, labels: list[str], series: Iterable[tuple[list[str], Buckets]]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    for values, buckets in series:
+        family.add_metric(values, buckets.cumulative(), buckets.total)
+    return family
+
+
+class BastionCollector(Collector):
+    """Reads the daemon's counters and state at scrape time."""
+
+    def __init__(self, state: DaemonState, requests: RequestTally, store: StoreTally) -> None:
+        self.state = state
+        self.requests = requests
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._api()
+        yield from self._store()
+        yield from self._services()
+
+    def _api(self) -> Iterator[Metric]:
+        tally = self.requests
+        family = CounterMetricFamily(
+            "bastion_api_requests",
+            "HTTP requests answered, by method, route template and status.",
+            labels=["method", "route", "status"],
+        )
+        for (method, route, status), n in list(tally.requests.items()):
+            family.add_metric([method, route, str(status)], n)
+        yield family
+        yield _histogram(
+            "bastion_api_request_duration_seconds",
+            "Time from a request's arrival to its response's end, by method and route.",
+            ["method", "route"],
+            [([m, r], b) for (m, r), b in list(tally.latency.items())],
+        )
+
+    def _store(self) -> Iterator[Metric]:
+        tally = self.store
+        yield CounterMetricFamily(
+            "bastion_store_commits", "Write transactions committed.", value=tally.commits
+        )
+        yield _histogram(
+            "bastion_store_commit_duration_seconds",
+            "Time the COMMIT statement took.",
+            [],
+            [([], tally.commit_s)],
+        )
+        yield _histogram(
+            "bastion_store_group_commit_units",
+            "Write units committed in one transaction (group commit).",
+            [],
+            [([], tally.group_size)],
+        )
+        yield CounterMetricFamily(
+            "bastion_store_busy",
+            "Write transactions refused after the busy timeout (another process held the lock).",
+            value=tally.busy,
+        )
+        yield CounterMetricFamily(
+            "bastion_store_writer_waits",
+            "In-process writers that waited past the fairness bound for the writer.",
+            value=tally.starved,
+        )
+        home = self.state.home
+        cfg = home.config
+        wal = GaugeMetricFamily("bastion_store_wal_bytes", "Size of bastion.db's WAL file.")
+        with contextlib.suppress(Exception):  # closing: report what can be read
+            wal.add_metric([], home.db.file_sizes().get("wal", 0))
+        yield wal
+        age = GaugeMetricFamily(
+            "bastion_store_backup_age_seconds",
+            "Seconds since the newest backup of each database file.",
+            labels=["database"],
+        )
+        from bastion.store.backup import list_backups
+
+        newest: dict[str, float] = {}
+        for info in list_backups(cfg.backups_dir):
+            stamp = info.created_at.timestamp()
+            newest[info.db_name] = max(newest.get(info.db_name, 0.0), stamp)
+        now = time.time()
+        for name, stamp in sorted(newest.items()):
+            age.add_metric([name], max(0.0, now - stamp))
+        yield age
+        qdir = cfg.quarantine_dir
+        count = sum(1 for _ in qdir.iterdir()) if qdir.is_dir() else 0
+        yield GaugeMetricFamily(
+            "bastion_store_quarantined",
+            "Entries in <home>/quarantine (databases moved aside by recovery or restore).",
+            value=count,
+        )
+
+    def _services(self) -> Iterator[Metric]:
+        sup = self.state.supervisor
+        views = sup.views() if sup is not None else []
+        states = GaugeMetricFamily(
+            "bastion_service_state",
+            "1 for the state each service is in, 0 for the others (a state set).",
+            labels=["service", "state"],
+        )
+        restarts = CounterMetricFamily(
+            "bastion_service_restarts",
+            "Starts after a failure's backoff delay (backoff -> starting).",
+            labels=["service"],
+        )
+        trips = CounterMetricFamily(
+            "bastion_service_breaker_trips",
+            "Times the service's circuit breaker opened.",
+            labels=["service"],
+        )
+        transitions = CounterMetricFamily(
+            "bastion_service_transitions",
+            "State transitions made, by service, from and to.",
+            labels=["service", "from", "to"],
+        )
+        lines = CounterMetricFamily(
+            "bastion_service_log_lines",
+            "Output lines of the service's children: read, stored, dropped.",
+            labels=["service", "outcome"],
+        )
+        rss = GaugeMetricFamily(
+            "bastion_service_resident_bytes",
+            "Resident memory of the service's child (its program).",
+            labels=["service"],
+        )
+        cpu = CounterMetricFamily(
+            "bastion_service_cpu_seconds",
+            "CPU time (user + system) of the service's current child.",
+            labels=["service"],
+        )
+        probe_series: list[tuple[list[str], Buckets]] = []
+        for view in views:
+            for state in ServiceState:
+                states.add_metric([view.name, state.value], 1.0 if state.value == view.state else 0)
+            tally = view.tally
+            restarts.add_metric([view.name], tally.restarts)
+            trips.add_metric([view.name], tally.breaker_trips)
+            for (old, new), n in list(tally.transitions.items()):
+                transitions.add_metric([view.name, old, new], n)
+            lines.add_metric([view.name, "read"], view.lines_read)
+            lines.add_metric([view.name, "stored"], view.lines_stored)
+            lines.add_metric([view.name, "dropped"], view.lines_dropped)
+            for (role, kind), buckets in list(tally.probe_s.items()):
+                probe_series.append(([view.name, role, kind], buckets))
+            if view.pid is not None:
+                _child_usage(view.name, view.pid, rss, cpu)
+        yield from (states, restarts, trips, transitions, lines, rss, cpu)
+        yield _histogram(
+            "bastion_service_probe_duration_seconds",
+            "Time each health probe run took, by service, role and kind.",
+            ["service", "role", "kind"],
+            probe_series,
+        )
+
+
+def _child_usage(name: str, pid: int, rss: GaugeMetricFamily, cpu: CounterMetricFamily) -> None:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            memory = proc.memory_info().rss
+            times = proc.cpu_times()
+    except (psutil.Error, OSError):  # it exited between the listing and now
+        return
+    rss.add_metric([name], memory)
+    cpu.add_metric([name], times.user + times.system)
+
+
+@router.get("/metrics", tags=["system"], include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """The registry's families, in the format the scraper's ``Accept`` asks for."""
+    registry: CollectorRegistry = request.app.state.metrics_registry
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    # Reading backups, the quarantine folder and children's usage touches the disk.
+    body = await asyncio.to_thread(encoder, registry)
+    return Response(body, media_type=content_type)
+
+
+def install(app: FastAPI, state: DaemonState) -> None:
+    """Serve ``/metrics`` from a registry of this app's own, count requests, and have the
+    home's database count commits (call after the routes are added)."""
+    requests = RequestTally()
+    store = StoreTally()
+    state.home.db.tally = store
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BastionCollector(state, requests, store))
+    app.state.metrics_registry = registry
+    app.include_router(router)
+    templates = {
+        getattr(r, "endpoint", None): r.path
+        for r in app.router.routes
+        if getattr(r, "endpoint", None) is not None and hasattr(r, "path")
+    }
+    app.add_middleware(RequestTallyMiddleware, tally=requests, templates=templates)
