@@ -1,0 +1,66 @@
+"""What a Database counts for GET /metrics when given a tally, on real SQLite files."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import apsw
+import pytest
+
+from bastion.config import StoreConfig
+from bastion.errors import StoreBusy
+from bastion.store import Database, WriteTx
+from bastion.store.tally import StoreTally
+
+
+def _insert(tx: WriteTx) -> None:
+    tx.execute("INSERT INTO t(v) VALUES ('x')")
+
+
+@pytest.mark.parametrize("group_commit", ["never", "always"])
+def test_every_commit_is_counted_with_its_units(tmp_path: Path, group_commit: str) -> None:
+    db = Database.open(tmp_path / "t.db", StoreConfig(group_commit=group_commit))  # type: ignore[arg-type]
+    try:
+        db.write(lambda tx: tx.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"))
+        assert db.tally is None  # nothing is counted unless asked
+        tally = db.tally = StoreTally()
+        threads = [
+            threading.Thread(target=lambda: [db.write(_insert) for _ in range(25)])
+            for _ in range(4)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with pytest.raises(ZeroDivisionError):
+            db.write(lambda tx: 1 // 0)  # a failed unit commits nothing
+        rows = db.scalar("SELECT count(*) FROM t")
+    finally:
+        db.close()
+    assert rows == 100
+    assert tally.commits == tally.commit_s.count == tally.group_size.count
+    assert 1 <= tally.commits <= 100
+    # Every unit is in exactly one committed transaction.
+    assert tally.group_size.total == 100
+    if group_commit == "never":
+        assert tally.commits == 100
+
+
+def test_a_begin_refused_by_another_lock_holder_is_counted_busy(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    db = Database.open(path, StoreConfig(busy_timeout_ms=50))
+    other = apsw.Connection(str(path))
+    try:
+        db.write(lambda tx: tx.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"))
+        tally = db.tally = StoreTally()
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreBusy):
+            db.write(_insert)
+        other.execute("ROLLBACK")
+        db.write(_insert)
+    finally:
+        other.close()
+        db.close()
+    assert tally.busy == 1
+    assert tally.commits == 1
