@@ -64,6 +64,8 @@ class Home:
     _open_lock: threading.Lock = dataclasses.field(
         default_factory=threading.Lock, init=False, repr=False
     )
+    #: A ``VaultTally`` the vault counts into once opened (the daemon's, for GET /metrics).
+    vault_tally: Any = dataclasses.field(default=None, init=False, repr=False)
     #: Set when the open-time check failed and ``store.on_corrupt = "recover"`` ran.
     recovery: Any = None
     #: An app's own migration namespaces in ``bastion.db``, migrated and reported with ``core``.
@@ -262,6 +264,8 @@ class Home:
             with self._open_lock:
                 if self._vault is None:
                     self._vault = Vault.open(self.config)
+                    if self.vault_tally is not None:
+                        self._vault.attach_tally(self.vault_tally)
         vault: Vault = self._vault
         return vault
 

@@ -261,3 +261,21 @@ def _auth(server: LiveServer) -> dict[str, Any]:
 def _state(server: LiveServer, name: str) -> str:
     r = httpx.get(f"{server.base}/v1/services/{name}", headers=_auth(server), timeout=30)
     return str(r.json()["state"])
+
+
+def test_vault_figures_and_no_secret_in_them(live: LiveServer) -> None:
+    secret = "metrics-secret-value-8c1f"
+    put = httpx.put(
+        f"{live.base}/v1/secrets/API_KEY", headers=_auth(live), json={"value": secret}, timeout=30
+    )
+    assert put.is_success, put.text
+    revealed = httpx.post(
+        f"{live.base}/v1/secrets/API_KEY/reveal", headers=_auth(live), json={}, timeout=30
+    )
+    assert revealed.is_success, revealed.text
+    text = scrape(live).text
+    found = samples(text)
+    assert value(found, "bastion_vault_sets_total", backend="encrypted-file") == 1
+    assert value(found, "bastion_vault_gets_total", backend="encrypted-file") == 1
+    assert value(found, "bastion_vault_keychain_duration_seconds_count") == 0
+    assert "metrics-secret-value" not in text

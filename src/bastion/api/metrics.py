@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bastion._tally import Buckets
 from bastion.store.tally import StoreTally
 from bastion.supervisor.states import ServiceState
+from bastion.vault.tally import VaultTally
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -107,15 +108,44 @@ def _histogram(
 class BastionCollector(Collector):
     """Reads the daemon's counters and state at scrape time."""
 
-    def __init__(self, state: DaemonState, requests: RequestTally, store: StoreTally) -> None:
+    def __init__(
+        self, state: DaemonState, requests: RequestTally, store: StoreTally, vault: VaultTally
+    ) -> None:
         self.state = state
         self.requests = requests
         self.store = store
+        self.vault = vault
 
     def collect(self) -> Iterator[Metric]:
         yield from self._api()
         yield from self._store()
         yield from self._services()
+        yield from self._vault()
+
+    def _vault(self) -> Iterator[Metric]:
+        tally = self.vault
+        for name, doc, counter in (
+            ("bastion_vault_gets", "Secret values read, by backend.", tally.gets),
+            ("bastion_vault_sets", "Secret values stored, by backend.", tally.sets),
+        ):
+            family = CounterMetricFamily(name, doc, labels=["backend"])
+            for backend, n in sorted(counter.items()):
+                family.add_metric([backend], n)
+            yield family
+        errors = CounterMetricFamily(
+            "bastion_vault_errors",
+            "Vault reads and writes that failed, by error.",
+            labels=["error"],
+        )
+        for error, n in sorted(tally.errors.items()):
+            errors.add_metric([error], n)
+        yield errors
+        yield _histogram(
+            "bastion_vault_keychain_duration_seconds",
+            "Time each call into the OS keychain took.",
+            [],
+            [([], tally.keychain_s)],
+        )
 
     def _api(self) -> Iterator[Metric]:
         tally = self.requests
@@ -282,9 +312,13 @@ def install(app: FastAPI, state: DaemonState) -> None:
     home's database count commits (call after the routes are added)."""
     requests = RequestTally()
     store = StoreTally()
-    state.home.db.tally = store
+    home = state.home
+    home.db.tally = store
+    vault = home.vault_tally = VaultTally()
+    if home.vault_opened:  # otherwise attached when it opens (not opened here for it)
+        home.vault.attach_tally(vault)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BastionCollector(state, requests, store))
+    registry.register(BastionCollector(state, requests, store, vault))
     app.state.metrics_registry = registry
     app.include_router(router)
     templates = {

@@ -44,6 +44,7 @@ from bastion.vault.crypto import fingerprint
 from bastion.vault.index import Index, open_vault_db
 from bastion.vault.rules import Rules, validate_name, validate_scope
 from bastion.vault.secret import Secret, format_reference, parse_reference
+from bastion.vault.tally import VaultTally
 
 __all__ = [
     "AdoptReport",
@@ -91,6 +92,8 @@ class Vault:
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
         self._closed = False
+        #: Counts reads, writes, errors and keychain calls for GET /metrics when set.
+        self.tally: VaultTally | None = None
 
     @classmethod
     def open(
@@ -144,8 +147,28 @@ class Vault:
                     self._backend = self._open_backend()
                     opened = True
             if opened:
+                self._attach_latency()
                 self._finish_pending_quietly()
         return self._backend
+
+    def attach_tally(self, tally: VaultTally) -> None:
+        """Count this vault's reads, writes, errors and keychain calls into ``tally``."""
+        self.tally = tally
+        self._attach_latency()
+
+    def _attach_latency(self) -> None:
+        client = getattr(self._backend, "client", None)
+        if self.tally is not None and client is not None:
+            client.latency = self.tally.keychain_s
+
+    def _counted(self, counter: str, n: int) -> None:
+        tally, backend = self.tally, self._backend
+        if tally is not None and backend is not None:
+            getattr(tally, counter)[backend.kind] += n
+
+    def _failed(self, err: BaseException) -> None:
+        if self.tally is not None:
+            self.tally.errors[type(err).__name__] += 1
 
     @property
     def keyring_backend(self) -> Any | None:
@@ -202,7 +225,13 @@ class Vault:
         The read is audited as ``get``; pass ``reveal=True`` when the caller shows the value to
         a person (``bastion secrets get --reveal``, the API's reveal), audited as ``reveal``.
         """
-        return self._read(name, scope, actor, Operation.REVEAL if reveal else Operation.GET)
+        try:
+            secret = self._read(name, scope, actor, Operation.REVEAL if reveal else Operation.GET)
+        except BastionError as err:
+            self._failed(err)
+            raise
+        self._counted("gets", 1)
+        return secret
 
     def _read(self, name: str, scope: str, actor: str, op: Operation) -> Secret:
         found = self.index.lookup(scope, name)
@@ -239,13 +268,24 @@ class Vault:
         the missing ones) or, without ``names``, every secret of ``scope``. Read in one batch
         where the backend allows it (one Secret Service session and ``GetSecrets`` call; one
         pass over the encrypted file's rows); each read is audited as ``get``."""
-        return bulk.get_many(self, names, scope, actor, Operation.GET)
+        return self._read_many(names, scope, actor, Operation.GET)
 
     def inject(
         self, names: Iterable[str], scope: str = "global", actor: str = "supervisor"
     ) -> dict[str, Secret]:
         """Values for a child's environment, in one batch; each read is audited as ``inject``."""
-        return bulk.get_many(self, names, scope, actor, Operation.INJECT)
+        return self._read_many(names, scope, actor, Operation.INJECT)
+
+    def _read_many(
+        self, names: Iterable[str] | None, scope: str, actor: str, op: Operation
+    ) -> dict[str, Secret]:
+        try:
+            found = bulk.get_many(self, names, scope, actor, op)
+        except BastionError as err:
+            self._failed(err)
+            raise
+        self._counted("gets", len(found))
+        return found
 
     def resolve(self, reference: str, actor: str = "app") -> Secret:
         """The value behind a ``secret:scope/name`` reference (audited as ``inject``)."""
@@ -358,7 +398,13 @@ class Vault:
             backend.write_value(tx, RecordRef(scope, name, meta.version), plain)
             return meta
 
-        return self.db.write(unit)
+        try:
+            stored = self.db.write(unit)
+        except BastionError as err:
+            self._failed(err)
+            raise
+        self._counted("sets", 1)
+        return stored
 
     def set_if_changed(
         self,

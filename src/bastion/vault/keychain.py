@@ -29,9 +29,11 @@ from __future__ import annotations
 import hashlib
 import importlib
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from bastion._tally import Buckets
 from bastion.config import VaultConfig
 from bastion.errors import (
     DecryptionFailed,
@@ -187,6 +189,8 @@ class KeychainClient:
         else:
             self.keyring, self.reason = keyring_backend, f"given: {_qualname(keyring_backend)}"
         self.backend_name = _qualname(self.keyring)
+        #: Each call's duration goes here when set (a VaultTally's, for GET /metrics).
+        self.latency: Buckets | None = None
 
     def call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` with the deadline; translate its errors.
@@ -207,8 +211,12 @@ class KeychainClient:
                 done.set()
 
         thread = threading.Thread(target=run, name="bastion-keychain", daemon=True)
+        started = time.monotonic()
         thread.start()
-        if not done.wait(self.timeout):
+        answered = done.wait(self.timeout)
+        if self.latency is not None:
+            self.latency.observe(time.monotonic() - started)
+        if not answered:
             raise KeychainTimeout(
                 f"{what}: the keychain did not answer within {self.timeout:g} s",
                 timeout_s=self.timeout,
