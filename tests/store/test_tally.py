@@ -64,3 +64,37 @@ def test_a_begin_refused_by_another_lock_holder_is_counted_busy(tmp_path: Path) 
         db.close()
     assert tally.busy == 1
     assert tally.commits == 1
+
+
+def test_checkpoints_are_counted_by_mode(tmp_path: Path) -> None:
+    from bastion.store.wal import checkpoint
+
+    db = Database.open(tmp_path / "t.db", StoreConfig())
+    try:
+        db.write(lambda tx: tx.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"))
+        checkpoint(db, "PASSIVE")  # before a tally: not counted
+        tally = db.tally = StoreTally()
+        db.write(_insert)
+        checkpoint(db, "TRUNCATE")
+        checkpoint(db, "PASSIVE")
+        checkpoint(db, "PASSIVE")
+    finally:
+        db.close()
+    assert tally.checkpoints == {"TRUNCATE": 1, "PASSIVE": 2}
+
+
+def test_the_archivers_checkpoints_are_counted(tmp_path: Path) -> None:
+    """With the WAL archiver running, it (not SQLite's autocheckpoint) checkpoints."""
+    from bastion.store.archive import Archiver
+    from tests.store.archive.support import fast_config, open_db, write_rows
+
+    db = open_db(tmp_path / "app.db")
+    tally = db.tally = StoreTally()
+    with Archiver(db, tmp_path / "archive", fast_config(checkpoint_frames=100)) as archiver:
+        write_rows(db, 1.0, gap_s=0.0005, pad=2000)
+        archiver.sync_now()
+        status = archiver.status()
+    db.close()
+    assert status.epoch >= 2  # the WAL restarted: checkpoints ran
+    assert tally.checkpoints["PASSIVE"] >= 1
+    assert tally.commits >= 100

@@ -191,6 +191,14 @@ class BastionCollector(Collector):
             "In-process writers that waited past the fairness bound for the writer.",
             value=tally.starved,
         )
+        checkpoints = CounterMetricFamily(
+            "bastion_store_checkpoints",
+            "WAL checkpoints bastion ran (archiver, watchdog, retention), by mode.",
+            labels=["mode"],
+        )
+        for mode, n in sorted(tally.checkpoints.items()):
+            checkpoints.add_metric([mode], n)
+        yield checkpoints
         home = self.state.home
         cfg = home.config
         wal = GaugeMetricFamily("bastion_store_wal_bytes", "Size of bastion.db's WAL file.")

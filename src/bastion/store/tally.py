@@ -8,6 +8,7 @@ count (``bench/store_write.py --metrics`` compares the two in one run).
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 from bastion._tally import SIZE_BOUNDS, Buckets
 
@@ -28,6 +29,13 @@ class StoreTally:
     busy: int = 0
     #: In-process writers that waited past the fairness bound for the writer lock.
     starved: int = 0
+    #: Checkpoints run by bastion (the WAL archiver's, the watchdog's, retention's), by mode.
+    #: SQLite's own autocheckpoint (no archiver running) is not seen.
+    checkpoints: Counter[str] = dataclasses.field(default_factory=Counter)
+
+    def checkpointed(self, mode: str) -> None:
+        """One checkpoint of ``mode`` ran."""
+        self.checkpoints[mode] += 1
 
     def committed(self, seconds: float, units: int) -> None:
         """One transaction of ``units`` write units committed in ``seconds``."""

@@ -71,7 +71,10 @@ def checkpoint(
                 conn.setbusytimeout(db.config.busy_timeout_ms)
         return CheckpointResult(mode, bool(busy), int(frames or 0), int(done or 0))
 
-    return db.run_outside_transaction(run)
+    result = db.run_outside_transaction(run)
+    if db.tally is not None:
+        db.tally.checkpointed(mode)
+    return result
 
 
 class WalWatchdog:

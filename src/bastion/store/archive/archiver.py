@@ -597,6 +597,10 @@ class Archiver:
                 self._pending = None
             raise
 
+    def _counted(self, mode: str) -> None:
+        if self.db.tally is not None:  # GET /metrics' checkpoint count
+            self.db.tally.checkpointed(mode)
+
     def _checkpoint_upto_reader(self) -> None:
         """Before the locked phase: checkpoint up to R's snapshot (the archived position).
         The bulk of the copying happens here, without the write lock; the locked phase then
@@ -604,6 +608,7 @@ class Archiver:
         assert self._checkpointer is not None
         with contextlib.suppress(apsw.Error):
             self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._counted("PASSIVE")
 
     def _locked(self, tx: WriteTx, checkpoint: bool) -> _Batch:
         """With the write lock held (no commit anywhere can happen meanwhile): read what is
@@ -655,6 +660,7 @@ class Archiver:
                 row = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 busy, log_frames, done = (int(str(v)) for v in row[0])
                 batch.checkpoint = (busy, log_frames, done)
+                self._counted("PASSIVE")
             except apsw.Error as err:
                 log.warning("checkpoint of %s failed: %s", self.db.path, err)
         self._begin_read()
@@ -755,6 +761,7 @@ class Archiver:
             writer.setbusyhandler(poll)
             try:
                 row = writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
+                self._counted("TRUNCATE")
             finally:
                 writer.setbusytimeout(self.db.config.busy_timeout_ms)
             if int(str(row[0])) or writer.pragma("data_version") != version:
