@@ -10,6 +10,7 @@ import pytest
 
 from bastion.config import load_config
 from bastion.store import Database
+from bastion.store.crypt import DatabaseKey
 from bastion.store.retention import RetentionPolicy, prune, reclaim_space, run_retention
 from bastion.store.stats import check_database, db_stats, run_scheduled_check
 from tests.helpers import wait_until
@@ -18,9 +19,14 @@ NOW = 1_800_000_000.0  # a fixed "now" for the policies (2027-01-15)
 
 
 def _logs(
-    tmp_path: Path, rows: int, *, shape: str = "seconds", auto_vacuum: str = "NONE"
+    tmp_path: Path,
+    rows: int,
+    *,
+    shape: str = "seconds",
+    auto_vacuum: str = "NONE",
+    key: DatabaseKey | None = None,
 ) -> Database:
-    db = Database.open(tmp_path / "r.db", name="r")
+    db = Database.open(tmp_path / "r.db", name="r", key=key)
     if auto_vacuum != "NONE":
         db.run_outside_transaction(lambda tx: tx.execute(f"PRAGMA auto_vacuum = {auto_vacuum}"))
         db.run_outside_transaction(lambda tx: tx.execute("VACUUM"))
@@ -44,9 +50,10 @@ def _logs(
     return db
 
 
+@pytest.mark.encrypted_rerun
 @pytest.mark.parametrize("shape", ["seconds", "ms", "iso"])
-def test_prune_by_age_in_batches(tmp_path: Path, shape: str) -> None:
-    db = _logs(tmp_path, 24 * 10, shape=shape)
+def test_prune_by_age_in_batches(tmp_path: Path, shape: str, db_key: DatabaseKey | None) -> None:
+    db = _logs(tmp_path, 24 * 10, shape=shape, key=db_key)
     try:
         policy = RetentionPolicy("logs", "ts", max_age_days=3)
         dry = prune(db, [policy], batch_rows=50, dry_run=True, now=NOW)
@@ -116,9 +123,12 @@ def test_other_writers_keep_going_during_a_prune(tmp_path: Path) -> None:
         db.close()
 
 
+@pytest.mark.encrypted_rerun
 @pytest.mark.parametrize("auto_vacuum", ["NONE", "INCREMENTAL"])
-def test_reclaim_space_past_the_freelist_threshold(tmp_path: Path, auto_vacuum: str) -> None:
-    db = _logs(tmp_path, 2000, auto_vacuum=auto_vacuum)
+def test_reclaim_space_past_the_freelist_threshold(
+    tmp_path: Path, auto_vacuum: str, db_key: DatabaseKey | None
+) -> None:
+    db = _logs(tmp_path, 2000, auto_vacuum=auto_vacuum, key=db_key)
     try:
         prune(db, [RetentionPolicy("logs", "ts", max_rows=100)], now=NOW)
         stats = db_stats(db)
@@ -133,13 +143,14 @@ def test_reclaim_space_past_the_freelist_threshold(tmp_path: Path, auto_vacuum: 
         db.close()
 
 
+@pytest.mark.encrypted_rerun
 @pytest.mark.parametrize("auto_vacuum", ["NONE", "INCREMENTAL"])
 def test_vacuum_gives_the_space_back_while_the_database_stays_open(
-    tmp_path: Path, auto_vacuum: str
+    tmp_path: Path, auto_vacuum: str, db_key: DatabaseKey | None
 ) -> None:
     """10 MB of rows deleted, then reclaimed on the open database: the file and its WAL
     together end below 20% of what they were, and ``db stats`` says so (#14 §4)."""
-    db = Database.open(tmp_path / "big.db", name="big")
+    db = Database.open(tmp_path / "big.db", name="big", key=db_key)
     other = None
     try:
         if auto_vacuum != "NONE":
@@ -154,7 +165,7 @@ def test_vacuum_gives_the_space_back_while_the_database_stays_open(
         )
         db.write(lambda tx: tx.execute("DELETE FROM blobs"))
         # A second connection in the same home (the daemon, a CLI), idle between reads.
-        other = Database.open(tmp_path / "big.db", name="big")
+        other = Database.open(tmp_path / "big.db", name="big", key=db_key)
         assert other.scalar("SELECT count(*) FROM blobs") == 0
         before = db_stats(db)
         assert before["file_bytes"] + before["wal_bytes"] >= 10 * 2**20
