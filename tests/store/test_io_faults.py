@@ -22,6 +22,8 @@ from bastion.config import load_config
 from bastion.errors import StoreDiskFull, StoreIOError, StoreReadOnly
 from bastion.store import Database
 from bastion.store.backup import create_backup
+from bastion.store.crypt import DatabaseKey
+from bastion.store.crypt.cipher import connect
 from bastion.store.faults import Fault, FaultyVFS
 from bastion.store.recovery import CheckKind, open_check, recover
 from bastion.store.stats import run_scheduled_check
@@ -38,14 +40,14 @@ def mnt(tmp_path: Path) -> Iterator[Mount]:
         yield mount
 
 
-def _wal_with_frames(path: Path, *, keep_shm: bool) -> None:
+def _wal_with_frames(path: Path, *, keep_shm: bool, key: DatabaseKey | None = None) -> None:
     """A database whose newest committed transaction is only in its -wal, as a process that
     died (or a connection closed without checkpointing) leaves it."""
-    db = Database.open(path)
+    db = Database.open(path, key=key)
     db.write(lambda tx: tx.script(ITEMS_DDL))
     add_items(db, 0, 20)
     db.close()  # checkpointed: 20 rows in the file
-    conn = apsw.Connection(str(path))
+    conn = connect(str(path), key=key)
     conn.execute("PRAGMA wal_autocheckpoint = 0").fetchall()
     conn.execute("INSERT INTO items(name, body) VALUES ('only-in-wal', 'x')").fetchall()
     conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
@@ -63,25 +65,30 @@ def _names(db: Database) -> list[str]:
 
 
 @pytest.mark.root
+@pytest.mark.encrypted_rerun
 @pytest.mark.parametrize("keep_shm", [True, False], ids=["shm", "no-shm"])
-def test_full_disk_is_an_io_condition_and_reads_see_the_wal(mnt: Mount, keep_shm: bool) -> None:
+def test_full_disk_is_an_io_condition_and_reads_see_the_wal(
+    mnt: Mount, keep_shm: bool, db_key: DatabaseKey | None
+) -> None:
+    """(Encrypted too: a full disk under an encrypted database is a full disk, never a key
+    error nor damage.)"""
     path = mnt.path / "app.db"
-    _wal_with_frames(path, keep_shm=keep_shm)
+    _wal_with_frames(path, keep_shm=keep_shm, key=db_key)
     if keep_shm:
         os.truncate(Path(str(path) + "-shm"), 3)  # what a failed open on a full disk leaves
     mnt.fill()
 
-    check = open_check(path, CFG.store)
+    check = open_check(path, CFG.store, key=db_key)
     assert check.kind is CheckKind.OK, check.detail  # read-only check: healthy, not corrupt
     assert isinstance(check.fault, StoreDiskFull)
     assert not check.damaged
 
     with pytest.raises(StoreDiskFull, match="disk full") as caught:
-        Database.open(path)
+        Database.open(path, key=db_key)
     assert str(mnt.path) in caught.value.message
     assert str(mnt.path) in caught.value.hint
 
-    with Database.open_for_reading(path) as db:
+    with Database.open_for_reading(path, key=db_key) as db:
         assert db.readonly is not None
         names = _names(db)
         assert names[-1] == "only-in-wal"  # the WAL's committed frame, not a stale file
@@ -90,7 +97,7 @@ def test_full_disk_is_an_io_condition_and_reads_see_the_wal(mnt: Mount, keep_shm
             db.write(lambda tx: tx.execute("INSERT INTO items(name, body) VALUES ('x', 'y')"))
 
     mnt.unfill()
-    with Database.open(path) as db:
+    with Database.open(path, key=db_key) as db:
         assert len(_names(db)) == 21
         assert db.scalar("PRAGMA integrity_check") == "ok"
     for suffix in ("-wal", "-shm"):
@@ -100,37 +107,41 @@ def test_full_disk_is_an_io_condition_and_reads_see_the_wal(mnt: Mount, keep_shm
 
 
 @pytest.mark.root
-def test_read_only_mount_is_an_io_condition(mnt: Mount) -> None:
+@pytest.mark.encrypted_rerun
+def test_read_only_mount_is_an_io_condition(mnt: Mount, db_key: DatabaseKey | None) -> None:
     path = mnt.path / "app.db"
-    db = Database.open(path)
+    db = Database.open(path, key=db_key)
     db.write(lambda tx: tx.script(ITEMS_DDL))
     add_items(db, 0, 20)
     db.close()
     mnt.remount("ro")
 
-    check = open_check(path, CFG.store, full=True)
+    check = open_check(path, CFG.store, full=True, key=db_key)
     assert check.kind is CheckKind.OK, check.detail
     assert isinstance(check.fault, StoreReadOnly)
     with pytest.raises(StoreReadOnly, match="read-only"):
-        Database.open(path)
-    with Database.open_for_reading(path) as ro:
+        Database.open(path, key=db_key)
+    with Database.open_for_reading(path, key=db_key) as ro:
         assert len(_names(ro)) == 20
 
 
 @pytest.mark.root
-def test_read_only_mount_with_unreadable_wal_frames_is_not_corruption(mnt: Mount) -> None:
+@pytest.mark.encrypted_rerun
+def test_read_only_mount_with_unreadable_wal_frames_is_not_corruption(
+    mnt: Mount, db_key: DatabaseKey | None
+) -> None:
     """Committed frames in a -wal with no -shm, on read-only media: SQLite cannot read them
     without writing, so the check is IO_ERROR (refused, explained), never CORRUPT."""
     path = mnt.path / "app.db"
-    _wal_with_frames(path, keep_shm=False)
+    _wal_with_frames(path, keep_shm=False, key=db_key)
     mnt.remount("ro")
 
-    check = open_check(path, CFG.store)
+    check = open_check(path, CFG.store, key=db_key)
     assert check.kind is CheckKind.IO_ERROR, check.detail
     assert not check.damaged
     assert isinstance(check.error(), StoreReadOnly)
     with pytest.raises(StoreIOError, match="committed transactions"):
-        Database.open_readonly(path)
+        Database.open_readonly(path, key=db_key)
 
 
 # --- recovery -------------------------------------------------------------------------
