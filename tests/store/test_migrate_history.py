@@ -122,11 +122,29 @@ def test_an_accepted_edit_is_returned_with_the_checksum_it_replaces(accept: list
     assert plan == MigrationPlan(pending=(C, D), accepted=((B, "old-sum"),))
 
 
-@pytest.mark.parametrize("accept", [["other/0002_b"], ["t/0001_a"], ["0002"], ["t/"]])
+@pytest.mark.parametrize(
+    "accept",
+    # A typo must accept nothing: another namespace, another id, a stray path part.
+    [["other/0002_b"], ["t/0001_a"], ["0002"], ["t/"], ["t/0002_b/x"], ["t/x/0002_b"]],
+)
 def test_accepting_another_migration_or_namespace_accepts_nothing(accept: list[str]) -> None:
     history = [*chain(A), row(B, "0001_a", checksum="old-sum")]
     with pytest.raises(MigrationChecksumMismatch):
         plan_namespace(NS, history, accept_edited=accept)
+
+
+def test_every_edited_migration_is_checked_after_an_accepted_one() -> None:
+    history = [
+        row(A),
+        row(B, "0001_a", checksum="old-b"),
+        row(C, "0002_b", checksum="old-c"),
+    ]
+    with pytest.raises(MigrationChecksumMismatch) as info:
+        plan_namespace(NS, history, accept_edited=["t/0002_b"])
+    assert info.value.details["migration"] == "0003_c"
+    plan = plan_namespace(NS, history, accept_edited=["t/0002_b", "0003_c"])
+    assert plan.accepted == ((B, "old-b"), (C, "old-c"))
+    assert plan.pending == (D,)
 
 
 def test_an_unedited_migration_is_not_reported_as_accepted() -> None:
@@ -182,6 +200,17 @@ def test_the_last_applied_id_is_the_highest_number_not_the_last_row() -> None:
     assert "after 0004_d" in info.value.hint
     # Migrations above the last applied one are simply pending.
     assert plan_namespace(NS, [row(A), row(B, "0001_a")]).pending == (C, D)
+
+
+def test_the_last_applied_id_is_compared_by_number_not_as_text() -> None:
+    # 9999 < 10000 as numbers, but "9999_y" > "10000_z" as text.
+    y = Migration.sql("9999_y", "CREATE TABLE y (id INTEGER PRIMARY KEY);", origin="m/9999_y.sql")
+    z = Migration.sql("10000_z", "CREATE TABLE z (id INTEGER PRIMARY KEY);", origin="m/z.sql")
+    wide = Namespace("t", [A, B, y, z])
+    history = [row(A), row(y, "0001_a"), row(z, "9999_y")]
+    with pytest.raises(MigrationOutOfOrder) as info:
+        plan_namespace(wide, history)
+    assert info.value.hint == "Renumber m/0002_b.sql to sort after 10000_z (the last applied id)."
 
 
 def test_a_predecessor_of_none_does_not_hide_a_gap_behind_a_first_row() -> None:
@@ -250,3 +279,21 @@ def test_ensure_history_creates_the_table_on_a_new_database(db: Database) -> Non
     conn.close()
     assert _has_history(db.path)
     assert db.read(lambda tx: _read_history(tx, "t")) == []
+
+
+def test_checksums_compare_with_the_text_that_runs_on_the_dialect() -> None:
+    from bastion.store.migrations import checksum_text
+
+    lite, pg = "CREATE TABLE p (id INTEGER PRIMARY KEY);", "CREATE TABLE p (id BIGSERIAL);"
+    m = Migration.sql("0001_p", sqlite=lite, postgresql=pg, origin="m/0001_p.sql")
+    ns = Namespace("t", [m])
+    on_pg = [HistoryRow("t", "0001_p", checksum_text(pg), 1.0, 1.0, "1.0")]
+    on_lite = [HistoryRow("t", "0001_p", checksum_text(lite), 1.0, 1.0, "1.0")]
+    assert plan_namespace(ns, on_pg, dialect="postgresql").pending == ()
+    assert plan_namespace(ns, on_lite).pending == ()  # SQLite is the default
+    # Each history is "edited" when checked against the other engine's text.
+    with pytest.raises(MigrationChecksumMismatch):
+        plan_namespace(ns, on_lite, dialect="postgresql")
+    with pytest.raises(MigrationChecksumMismatch) as info:
+        plan_namespace(ns, on_pg)
+    assert info.value.details["current_checksum"] == checksum_text(lite)
