@@ -278,3 +278,125 @@ def test_a_long_line_is_never_split_inside_a_marker_or_a_secret() -> None:
         assert secret not in "".join(rows)
         assert sum(r.count("[REDACTED:TOKEN]") for r in rows) == 1
         assert all(len(r.encode()) <= 256 for r in rows)
+
+
+# --- exact promises (mutation testing, #23) ----------------------------------------------------
+
+
+def test_the_shortest_refused_and_the_shortest_redacted_secret() -> None:
+    with pytest.raises(SecretTooShort) as caught:
+        Redactor([("ZED", "1234567"), ("ABC", "x"), ("OK", "12345678")])
+    assert caught.value.message == (
+        "the secret injected as ABC has fewer than 8 characters: it cannot be redacted from "
+        "the service's output without hiding ordinary text, so it is not injected"
+    )
+    assert caught.value.details == {"names": ["ABC", "ZED"]}
+    assert Redactor({"K": "12345678"}).redact(b"pin 12345678.") == b"pin [REDACTED:K]."
+
+
+def test_too_many_secrets_are_refused_saying_how_many_and_the_limit() -> None:
+    many = {f"K{i}": f"{i:04d}-" + string.ascii_letters * 2 for i in range(400)}
+    with pytest.raises(SpawnFailed) as caught:
+        Redactor(many)
+    assert caught.value.message == (
+        "the 400 injected secrets are too many or too long to redact from the service's "
+        "output (over 4194304 bytes of pattern)"
+    )
+    assert caught.value.hint == "Inject fewer or shorter secrets into this service."
+
+
+def test_sizes_a_redactor_reports() -> None:
+    redactor = Redactor({"K": "abcdefghij", "LONGER_NAME": "0123456789abcdef"})
+    assert redactor.active
+    assert redactor.marker_max == len(b"[REDACTED:LONGER_NAME]")
+    # The longest form is \uXXXX per character of the longest value: 16 * 6 bytes.
+    assert redactor.hold_bytes == 16 * 6 - 1
+    assert Redactor({"K": "abcdefghij"}).hold_bytes == 10 * 6 - 1
+    empty = Redactor({})
+    assert (empty.active, empty.marker_max, empty.hold_bytes) == (False, 0, 0)
+    assert repr(redactor) == "Redactor(2 secrets)"
+
+
+def test_each_match_is_named_after_its_own_secret() -> None:
+    redactor = Redactor({"ONE": "first-secret-1", "TWO": "second-secret-2", "SIX": "x" * 20})
+    data = b"a first-secret-1 b second-secret-2 c " + b"x" * 20 + b" d first-secret-1"
+    expected = b"a [REDACTED:ONE] b [REDACTED:TWO] c [REDACTED:SIX] d [REDACTED:ONE]"
+    assert redactor.redact(data) == expected
+    assert redactor.redact(data) == expected  # the second time from what it remembered
+    # Encoded forms are named too.
+    hexed = b"second-secret-2".hex().encode()
+    assert redactor.redact(b"<" + hexed + b">") == b"<[REDACTED:TWO]>"
+
+
+def test_what_a_redactor_remembers_is_bounded() -> None:
+    from bastion.supervisor import redact
+
+    redactor = Redactor({"A": "alpha-secret", "B": "bravo-secret"})
+    # Each choice of which characters are percent-encoded is another matched text to remember.
+    sizes = []
+    for i in range(600):
+        form = "".join(
+            f"%{ord(c):02x}" if (i >> k) & 1 else c for k, c in enumerate("alpha-secret")
+        )
+        assert redactor.redact(form.encode()) == b"[REDACTED:A]"
+        sizes.append(len(redactor._seen))
+    assert max(sizes) == redact._SEEN_MAX
+    assert redact._SEEN_MAX == 256
+
+
+def test_one_name_may_hide_two_values_and_duplicates_count_once() -> None:
+    redactor = Redactor([("K", "old-value-123"), ("K", "new-value-456"), ("K", "new-value-456")])
+    assert redactor.redact(b"old-value-123 new-value-456") == b"[REDACTED:K] [REDACTED:K]"
+    assert repr(redactor) == "Redactor(2 secrets)"
+
+
+def test_redact_text_round_trips_text_and_leaves_it_alone_without_secrets() -> None:
+    assert Redactor({"K": "sécret-valeur"}).redact_text("é sécret-valeur ü") == "é [REDACTED:K] ü"
+    lone = "a \udc80 b"  # a lone surrogate (from surrogateescape) is not UTF-8
+    assert Redactor({}).redact_text(lone) is lone
+    assert Redactor({"K": "sécret-valeur"}).redact_text(lone) == "a ? b"
+    assert Redactor({}).redact(b"\xff") == b"\xff"
+
+
+def test_a_name_that_is_not_utf8_still_gets_a_marker() -> None:
+    assert Redactor({"K\udc80": "abcdefgh-12"}).redact(b"abcdefgh-12") == b"[REDACTED:K?]"
+
+
+def test_a_stream_without_secrets_passes_everything_at_once() -> None:
+    stream = Redactor({}).stream()
+    assert stream.feed(b"abc") == b"abc"
+    assert stream.pending == 0
+    assert stream.finish() == b""
+    stream.restart(b"context")
+    assert stream.pending == 0
+    assert stream.feed(b"more") == b"more"
+
+
+def test_finish_returns_the_held_tail_once() -> None:
+    stream = Redactor({"K": "abcdefghij"}).stream()
+    assert stream.feed(b"x abc") == b"x "
+    assert stream.pending == 3
+    assert stream.finish() == b"abc"
+    assert stream.pending == 0
+    assert stream.finish() == b""
+
+
+def test_a_handover_keeps_what_was_held_and_redacts_with_the_new_secrets() -> None:
+    old = Redactor({"K": "abcdefghij"})
+    new = Redactor([("K", "abcdefghij"), ("K", "zyxwvutsrq")])
+    stream = old.stream()
+    assert stream.feed(b"1 abcde") == b"1 "
+    handed = stream.handover(new)
+    assert handed.pending == 5
+    assert handed.feed(b"fghij 2 zyxwvutsrq 3\n") == b"[REDACTED:K] 2 [REDACTED:K] 3\n"
+
+
+def test_restart_keeps_only_as_much_context_as_a_secret_can_span() -> None:
+    redactor = Redactor({"K": "abcdefghij"})
+    stream = redactor.stream()
+    assert stream.feed(b"xyz") == b"xyz"
+    stream.restart(b"q" * 500 + b"abcde")
+    assert stream.pending == 0  # the context is never output again
+    assert len(stream._pending) == redactor.hold_bytes
+    assert stream.feed(b"fghij after\n") == b"[REDACTED:K] after\n"
+    assert stream.finish() == b""
