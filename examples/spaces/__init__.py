@@ -4,5 +4,7 @@
 * :mod:`examples.spaces.secrets` -- version 2: one vault record per (space, key);
 * :mod:`examples.spaces.migrate` -- the lossless, resumable move from 1 to 2;
 * :mod:`examples.spaces.schema` -- the app's own migrations namespace ``spaces``;
-* :mod:`examples.spaces.app` -- start-up: open, upgrade, serve.
+* :mod:`examples.spaces.app` -- start-up: open, upgrade, finish interrupted deletes; spaces
+  with tombstones and a merge for a sync layer;
+* :mod:`examples.spaces.bench` -- ``getAllSecrets`` of 20 keys against the version-1 bundle.
 """
