@@ -9,7 +9,7 @@ missing; under ``CI=true`` such a skip is turned into a failure.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 
 import pytest
 
@@ -47,3 +47,33 @@ def pytest_runtest_makereport(
             f"CI=true: a test needing {', '.join(needed)} was skipped ({reason}); "
             "CI must run it against the real component."
         )
+
+
+# --- PostgreSQL (tests/pgserver.py), for tests/ and examples/*/tests alike ----------------
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """A real PostgreSQL server for the session (initdb + pg_ctl in a temp dir, Unix socket):
+    the URL of its ``postgres`` database. Tests using it carry the ``postgres`` marker."""
+    from tests import pgserver
+
+    with pgserver.running() as url:
+        if url is None:
+            pytest.skip(
+                "no PostgreSQL server installed (Debian's postgresql package: `make test` "
+                "installs it; or set BASTION_TEST_PG_URL)"
+            )
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A URL whose ``search_path`` is a fresh schema of its own, dropped after the test."""
+    from tests import pgserver
+
+    schema = pgserver.new_schema(pg_admin_url)
+    try:
+        yield pgserver.with_schema(pg_admin_url, schema)
+    finally:
+        pgserver.drop_schema(pg_admin_url, schema)

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,33 +100,3 @@ def encrypted_store_env() -> dict[str, str]:
 def store_env(db_key: Any) -> dict[str, str]:
     """``load_config(..., env=store_env)``: the home the ``db_key`` run asks for."""
     return {} if db_key is None else encrypted_store_env()
-
-
-# --- PostgreSQL (tests/pgserver.py) ------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def pg_admin_url() -> Iterator[str]:
-    """A real PostgreSQL server for the session (initdb + pg_ctl in a temp dir, Unix socket):
-    the URL of its ``postgres`` database. Tests using it carry the ``postgres`` marker."""
-    from tests import pgserver
-
-    with pgserver.running() as url:
-        if url is None:
-            pytest.skip(
-                "no PostgreSQL server installed (Debian's postgresql package: `make test` "
-                "installs it; or set BASTION_TEST_PG_URL)"
-            )
-        yield url
-
-
-@pytest.fixture
-def pg_url(pg_admin_url: str) -> Iterator[str]:
-    """A URL whose ``search_path`` is a fresh schema of its own, dropped after the test."""
-    from tests import pgserver
-
-    schema = pgserver.new_schema(pg_admin_url)
-    try:
-        yield pgserver.with_schema(pg_admin_url, schema)
-    finally:
-        pgserver.drop_schema(pg_admin_url, schema)

@@ -33,10 +33,21 @@ from examples.bots.apikeys.repo import ApiKeyRepo
 from examples.bots.bot.repo import BotRepo
 from examples.bots.soul.repo import SoulRepo
 
-__all__ = ["DATA_DIR_ENV", "MASTER_KEY_ENV", "BotSecrets", "BotStore", "default_data_dir"]
+__all__ = [
+    "DATABASE_URL_ENV",
+    "DATA_DIR_ENV",
+    "MASTER_KEY_ENV",
+    "BotSecrets",
+    "BotStore",
+    "default_data_dir",
+]
 
 DATA_DIR_ENV = "BOTERNITY_DATA_DIR"
 MASTER_KEY_ENV = "BOTERNITY_MASTER_KEY"
+#: A ``postgresql://`` URL: the app's tables go to that server instead of
+#: ``<data dir>/boternity.db`` (the vault stays in the data dir). The seed's sqlx move to
+#: PostgreSQL, as one setting.
+DATABASE_URL_ENV = "BOTERNITY_DATABASE_URL"
 READERS = 8
 
 log = logging.getLogger(__name__)
@@ -111,9 +122,12 @@ class BotStore:
         environ = dict(os.environ if env is None else env)
         root = Path(data_dir).absolute() if data_dir is not None else default_data_dir(environ)
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        db = Database.open(root / "boternity.db", StoreConfig(readers=READERS), name="boternity")
+        url = environ.get(DATABASE_URL_ENV, "").strip()
+        target: str | Path = url or root / "boternity.db"
+        db = Database.open(target, StoreConfig(readers=READERS), name="boternity")
         try:
-            # Auto-migration on open: a verified backup first whenever something is pending.
+            # Auto-migration on open: a verified backup first whenever something is pending
+            # (on PostgreSQL each migration is one transaction, under an advisory lock).
             Migrator(db, backups_dir=root / "backups").migrate([migrations.namespace()])
             vault_home = root / "vault"
             vault_home.mkdir(exist_ok=True, mode=0o700)

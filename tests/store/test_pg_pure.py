@@ -5,11 +5,13 @@ never shown), and the reading of EXPLAIN (FORMAT JSON) plans."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
 from bastion.errors import SqliteOnly, StoreOpenError
 from bastion.store.dialect import SQLITE, require_sqlite
+from bastion.store.migrations import Migration, Namespace
 from bastion.store.pg.dialect import POSTGRESQL, plan_steps
 from bastion.store.pg.retry import Action, RetrySpec, RetryState, delay_cap, on_failure
 from bastion.store.pg.sql import bind, translate
@@ -151,3 +153,29 @@ def test_plans_read_as_sqlite_steps() -> None:
     assert steps[1].table == "runs"
     assert steps[2].index == "PRIMARY KEY"
     assert steps[3].index == "ix_souls"
+
+
+# --- per-dialect migration files ---------------------------------------------------------------
+
+
+def test_a_package_may_carry_postgresql_text_beside_a_migration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pkg = tmp_path / "dialect_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "0001_t.sql").write_text("CREATE TABLE t (id INTEGER PRIMARY KEY);")
+    (pkg / "0001_t.postgresql.sql").write_text("CREATE TABLE t (id BIGSERIAL PRIMARY KEY);")
+    (pkg / "0002_u.sql").write_text("CREATE TABLE u (x TEXT);")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ns = Namespace.from_package("d", "dialect_pkg")
+    first, second = sorted(ns.migrations, key=lambda m: m.id)
+    assert first.text_for("sqlite") == "CREATE TABLE t (id INTEGER PRIMARY KEY);"
+    assert first.text_for("postgresql") == "CREATE TABLE t (id BIGSERIAL PRIMARY KEY);"
+    assert first.checksum == first.checksum_for("sqlite") != first.checksum_for("postgresql")
+    assert second.text_for("postgresql") == second.text_for("sqlite")
+    (pkg / "0003_v.postgresql.sql").write_text("CREATE TABLE v (x TEXT);")
+    with pytest.raises(ValueError, match=r"0003_v\.postgresql\.sql has no 0003_v\.sql"):
+        Namespace.from_package("d", "dialect_pkg")
+    with pytest.raises(ValueError, match="needs its SQLite text"):
+        Migration.sql("0004_w", postgresql="CREATE TABLE w (x TEXT)")

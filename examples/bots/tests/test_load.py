@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from examples.bots.bot.types import NewBot
-from examples.bots.store import BotStore
+from examples.bots.store import DATABASE_URL_ENV, BotStore
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -73,7 +73,10 @@ from examples.bots.bot.types import NewBot
 from examples.bots.store import BotStore
 
 data_dir, tag, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-with BotStore.open(data_dir, env={"BOTERNITY_MASTER_KEY": sys.argv[4]}) as store:
+env = {"BOTERNITY_MASTER_KEY": sys.argv[4]}
+if len(sys.argv) > 5:  # the PostgreSQL run: the same server and schema as the test's
+    env["BOTERNITY_DATABASE_URL"] = sys.argv[5]
+with BotStore.open(data_dir, env=env) as store:
     for i in range(count):
         bot = store.bots.create(NewBot(slug=f"{tag}-{i}", name=tag))
         store.souls.save(bot.id, "soul")
@@ -88,7 +91,16 @@ def test_several_processes_share_one_database(store: BotStore, env: dict[str, st
     key = env["BOTERNITY_MASTER_KEY"]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(store.data_dir), f"p{n}", "60", key],
+            [
+                sys.executable,
+                "-c",
+                WRITER,
+                str(store.data_dir),
+                f"p{n}",
+                "60",
+                key,
+                *([env[DATABASE_URL_ENV]] if DATABASE_URL_ENV in env else []),
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -106,4 +118,5 @@ def test_several_processes_share_one_database(store: BotStore, env: dict[str, st
         assert out.startswith("done")
     assert store.db.scalar("SELECT count(*) FROM bots") == 3 * 60 + 30
     assert store.db.scalar("SELECT count(*) FROM soul_versions") == 3 * 60
-    assert store.db.query("PRAGMA integrity_check") == [("ok",)]
+    if store.db.dialect.name == "sqlite":
+        assert store.db.query("PRAGMA integrity_check") == [("ok",)]

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from bastion.store import Database
 from examples.bots.bot.types import NewBot
-from examples.bots.store import BotStore
+from examples.bots.store import DATABASE_URL_ENV, BotStore
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -46,7 +47,13 @@ print("not killed")
 """
 
 
-def _count(data_dir: Path, db: str, sql: str, *args: object) -> int:
+def _count(
+    data_dir: Path, db: str, sql: str, *args: object, env: dict[str, str] | None = None
+) -> int:
+    url = (env or {}).get(DATABASE_URL_ENV)
+    if url and db == "boternity.db":  # the app's tables are on the PostgreSQL server
+        with closing(Database.open(url)) as pg:
+            return int(pg.scalar(sql, args))
     with closing(sqlite3.connect(f"file:{data_dir / db}?mode=ro", uri=True)) as conn:
         return int(conn.execute(sql, args).fetchone()[0])
 
@@ -79,8 +86,11 @@ def test_kill_9_between_delete_and_purge_is_finished_by_the_next_open(
 
     # What the kill left on disk: the bot gone, its purge journaled; at "purge" its secrets
     # still in the vault (the state the old two-step delete left forever).
-    assert _count(data_dir, "boternity.db", "SELECT count(*) FROM bots WHERE id = ?", bot.id) == 0
-    assert _count(data_dir, "boternity.db", "SELECT count(*) FROM bot_secret_purges") == 1
+    assert (
+        _count(data_dir, "boternity.db", "SELECT count(*) FROM bots WHERE id = ?", bot.id, env=env)
+        == 0
+    )
+    assert _count(data_dir, "boternity.db", "SELECT count(*) FROM bot_secret_purges", env=env) == 1
     scope = f"bot:{bot.id}"
     left = _count(
         data_dir, "vault/vault.db", "SELECT count(*) FROM vault_secrets WHERE scope = ?", scope

@@ -128,13 +128,20 @@ def test_soul_save_inserts_version_n_plus_1_and_moves_the_pointer(store: BotStor
 def test_soul_save_is_all_or_nothing_when_the_pointer_update_fails(store: BotStore) -> None:
     bot = store.bots.create(NewBot(slug="fragile", name="Fragile"))
     store.souls.save(bot.id, "v1")
-    # Injected failure at the second step (moving the pointer), by SQLite itself.
-    store.db.write(
-        lambda tx: tx.execute(
+    # Injected failure at the second step (moving the pointer), by the database itself.
+    if store.db.dialect.name == "sqlite":
+        trigger = (
             "CREATE TRIGGER fail_pointer BEFORE UPDATE OF version_count ON bots "
             "WHEN NEW.version_count = 2 BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
         )
-    )
+    else:
+        trigger = (
+            "CREATE FUNCTION fail_pointer() RETURNS trigger AS $$ BEGIN "
+            "RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql; "
+            "CREATE TRIGGER fail_pointer BEFORE UPDATE OF version_count ON bots FOR EACH ROW "
+            "WHEN (NEW.version_count = 2) EXECUTE FUNCTION fail_pointer()"
+        )
+    store.db.write(lambda tx: tx.script(trigger))
     with pytest.raises(Exception, match="injected failure"):
         store.souls.save(bot.id, "v2")
     assert [s.version for s in store.souls.history(bot.id)] == [1]  # no orphan version 2 row

@@ -17,7 +17,8 @@ from examples.bots.bot.types import NewBot
 from examples.bots.store import DATA_DIR_ENV, READERS, BotStore, default_data_dir
 
 
-def test_data_dir_comes_from_the_environment(env: dict[str, str], tmp_path: Path) -> None:
+def test_data_dir_comes_from_the_environment(sqlite_env: dict[str, str], tmp_path: Path) -> None:
+    env = sqlite_env
     assert default_data_dir(env) == tmp_path / "boternity"
     with BotStore.open(env=env) as store:
         assert store.data_dir == tmp_path / "boternity"
@@ -31,7 +32,7 @@ def test_open_auto_migrates_and_reopening_changes_nothing(env: dict[str, str]) -
         state = Migrator(store.db).status([migrations.namespace()])[0]
         assert state.applied == ("0001_initial", "0002_secret_purges")
         assert state.pending == ()
-        tables = {r[0] for r in store.db.query("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = set(store.db.dialect.table_names(store.db))
         assert {"bots", "soul_versions", "api_keys"} <= tables
         assert "secrets" not in tables  # secrets live in the vault, not in this database
         backups = sorted((store.data_dir / "backups").glob("pre-migrate-bots-*.db"))
@@ -43,7 +44,8 @@ def test_open_auto_migrates_and_reopening_changes_nothing(env: dict[str, str]) -
         assert sorted((store.data_dir / "backups").glob("pre-migrate-bots-*.db")) == backups
 
 
-def test_wal_on_the_writer_and_on_every_reader(store: BotStore) -> None:
+def test_wal_on_the_writer_and_on_every_reader(sqlite_store: BotStore) -> None:
+    store = sqlite_store
     assert store.db.posture.journal_mode == "WAL"
     assert store.db.posture.foreign_keys is True
     seen: list[str] = []

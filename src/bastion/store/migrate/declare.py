@@ -280,25 +280,45 @@ class Namespace:
 
     @classmethod
     def from_package(cls, name: str, package: str) -> Namespace:
-        """Every ``NNNN_name.sql`` in the importable package ``package`` (package data)."""
+        """Every ``NNNN_name.sql`` in the importable package ``package`` (package data).
+
+        ``NNNN_name.postgresql.sql`` beside one is that migration's PostgreSQL text (see
+        ``Migration.sql(..., postgresql=...)``), for where the engines' SQL differs."""
         root = importlib.resources.files(package)
-        migrations = []
+        texts: dict[str, tuple[str, str]] = {}
+        variants: dict[str, str] = {}
         for entry in root.iterdir():
             if not entry.name.endswith(".sql"):
                 continue
+            if entry.name.endswith(".postgresql.sql"):
+                base = entry.name.removesuffix(".postgresql.sql") + ".sql"
+                match = _FILE.match(base)
+                if match:
+                    variants[match.group("id")] = entry.read_text(encoding="utf-8")
+                    continue
             match = _FILE.match(entry.name)
             if not match:
                 raise ValueError(
-                    f"{package}/{entry.name}: migration files are named NNNN_name.sql; "
-                    "rename it (or move it out of the migrations package)"
+                    f"{package}/{entry.name}: migration files are named NNNN_name.sql "
+                    "(NNNN_name.postgresql.sql for PostgreSQL's text of one); rename it (or "
+                    "move it out of the migrations package)"
                 )
-            migrations.append(
-                Migration.sql(
-                    match.group("id"),
-                    entry.read_text(encoding="utf-8"),
-                    origin=f"{package}/{entry.name}",
-                )
+            texts[match.group("id")] = (entry.read_text(encoding="utf-8"), entry.name)
+        orphans = sorted(set(variants) - set(texts))
+        if orphans:
+            raise ValueError(
+                f"{package}: {', '.join(f'{o}.postgresql.sql' for o in orphans)} has no "
+                f"{orphans[0]}.sql beside it (the SQLite text every migration needs)"
             )
+        migrations = [
+            Migration.sql(
+                id,
+                text,
+                postgresql=variants.get(id),
+                origin=f"{package}/{file}",
+            )
+            for id, (text, file) in texts.items()
+        ]
         return cls(name, migrations)
 
     @classmethod

@@ -8,11 +8,12 @@ assertion (``assert_plan(db, sql, index="ix_bots_owner")``) holds on both engine
 primary-key index (``t_pkey``) is ``SEARCH t USING PRIMARY KEY``, and a ``Sort`` node is
 ``USE TEMP B-TREE FOR ORDER BY``.
 
-Why the plan is asked with ``enable_seqscan = off``: on a table of a few rows (every test's)
-PostgreSQL scans whatever indexes exist, because reading one page is cheaper than an index.
-With sequential scans priced out, the planner shows the index it *would* use on a large
-table, and still shows ``Seq Scan`` when no index can serve the query: what an index-use
-assertion is about.
+Why the plan is asked with ``enable_seqscan = off`` and ``enable_sort = off``: on a table of
+a few rows (every test's) PostgreSQL ignores whatever indexes exist, because reading one page
+and sorting it is cheaper than an index. With sequential scans and sorts priced out (not
+forbidden), the planner shows the index it *would* use on a large table, and still shows
+``Seq Scan`` or ``Sort`` when no index can serve the query or deliver its order: what an
+index-use assertion is about.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class PgDialect:
         """``EXPLAIN (FORMAT JSON)`` as steps, sequential scans priced out (see above)."""
         # Inside the caller's read transaction: SET LOCAL ends with it.
         tx.query("SET LOCAL enable_seqscan = off")
+        tx.query("SET LOCAL enable_sort = off")
         rows = tx.query(f"EXPLAIN (FORMAT JSON) {sql}", params)
         return plan_steps(rows[0][0])
 
