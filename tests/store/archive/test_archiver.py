@@ -15,12 +15,13 @@ import apsw
 import pytest
 
 from bastion.config import ArchiveConfig, StoreConfig
-from bastion.errors import ArchiveError, StoreBusy
+from bastion.errors import ArchiveError, BastionError, StoreBusy
 from bastion.store import Database
 from bastion.store.archive import Archiver, plan_restore, timeline
 from bastion.store.archive.archiver import apply_prune, plan_archive_prune
 from bastion.store.archive.layout import list_bases, list_generations, list_segments
 from bastion.store.crypt import DatabaseKey
+from tests.fsfaults import mounted_tmpfs, needs_root
 from tests.helpers import wait_until
 from tests.store.archive.support import (
     SCHEMA,
@@ -368,6 +369,39 @@ def test_the_archiver_gives_way_to_a_truncate_that_waits_for_it(
     assert status.last_error is None
     got, _ = restore_rows(archive, "app", time.time(), tmp_path / "r.db")
     assert got == live == [r.n for r in mine] + [888888]
+
+
+@pytest.mark.root
+def test_a_segment_that_cannot_be_written_waits_and_the_generation_goes_on(
+    tmp_path: Path,
+) -> None:
+    """The archive's disk full when a segment is due: the frames stay pending in memory (they
+    used to be dropped, leaving a hole in the history) and the next pass writes them."""
+    needs_root()
+    db = open_db(tmp_path / "app.db")
+    with mounted_tmpfs(tmp_path / "archive", size="8m") as mount:
+        archive = mount.path
+        try:
+            with Archiver(db, archive, _quiet_config()) as archiver:
+                wait_for_base(archive, "app")
+                first = write_rows(db, 0.2)
+                archiver.sync_now()
+                mount.fill()
+                more = write_rows(db, 0.2, start=5000)
+                with pytest.raises((OSError, BastionError)):
+                    archiver.sync_now()
+                mount.unfill()
+                archiver.sync_now()
+                status = archiver.status()
+            live = read_rows(db.path)
+        finally:
+            db.close()
+        assert status.last_error is None
+        [gen] = timeline(archive, "app")
+        assert gen.hole is None
+        got, result = restore_rows(archive, "app", time.time(), tmp_path / "r.db")
+        assert got == live == [r.n for r in first] + [r.n for r in more]
+        assert result.stopped_at is None
 
 
 def test_a_wal_reset_while_no_archiver_ran_starts_a_new_generation(tmp_path: Path) -> None:
