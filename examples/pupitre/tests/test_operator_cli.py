@@ -9,6 +9,9 @@ request inside the app's directory (no ``bastion.db``, ``run/``, ``.bastion-home
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +84,56 @@ def test_operator_backup_and_restore_of_a_profile(data_dir: Path) -> None:
     assert titles == ["keynote"]
     assert not (data_dir / "bastion.db").exists()
     assert not (data_dir / "run").exists()
+
+
+HOLDER = """
+import sys
+from examples.pupitre.app import Pupitre
+
+app = Pupitre.open(sys.argv[1])
+app.profile("main")
+print("ready", flush=True)
+sys.stdin.readline()
+app.close()
+"""
+
+
+def test_restore_and_recover_refuse_a_profile_the_app_has_open(data_dir: Path) -> None:
+    _closed_app(data_dir)
+    made = _json(data_dir, "db", "backup", "--db", "profiles/main")
+    live = data_dir / "profiles" / "main.db"
+    root = Path(__file__).resolve().parents[3]
+    app = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(data_dir)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert app.stdout is not None
+        assert app.stdout.readline().strip() == "ready"
+        before = live.read_bytes()
+        for args in (
+            ("db", "restore", Path(made["path"]).name, "--db", "profiles/main", "--yes"),
+            ("db", "recover", "--force", "--db", "profiles/main"),
+        ):
+            code, _, err = _cli(data_dir, *args)
+            assert code != 0, args
+            assert "is open in other processes" in err
+            assert f"(pid {app.pid})" in err
+            assert "Traceback" not in err
+        assert live.read_bytes() == before
+        assert not list((data_dir / "quarantine").rglob("*.db"))
+    finally:
+        assert app.stdin is not None
+        app.stdin.write("\n")
+        app.stdin.close()
+        assert app.wait(timeout=60) == 0
+        if app.stdout is not None:
+            app.stdout.close()
+    restored = _json(
+        data_dir, "db", "restore", Path(made["path"]).name, "--db", "profiles/main", "--yes"
+    )
+    assert restored["checks"]["integrity_ok"] is True

@@ -703,6 +703,17 @@ def recover(
         check = dataclasses.replace(
             check, kind=CheckKind.CORRUPT, detail="recovery forced by the operator"
         )
+    holders = _holders(path)
+    if holders:
+        # Moving a file another process has open leaves it writing to the quarantined copy
+        # (and an application's database has no daemon to stop first): as `db restore`.
+        from bastion.errors import RestoreRefused
+
+        raise RestoreRefused(
+            f"{path.name} is open in other processes: "
+            + ", ".join(f"{name} (pid {pid})" for pid, name in holders),
+            hint="Close those programs (or `bastion stop`) and retry; nothing was changed.",
+        )
     report = do_recover(
         path,
         backups_dir=target.backups_dir,
