@@ -534,6 +534,11 @@ def test_sqlite_only_features_are_refused_naming_the_postgres_tool(
     assert err.value.code == "sqlite_only"
     with pytest.raises(SqliteOnly, match="file sizes"):
         pg.file_sizes()
+    with pytest.raises(SqliteOnly, match="posture pragmas") as posture:
+        _ = pg.posture
+    assert "synchronous_commit" in (posture.value.hint or "")
+    with pytest.raises(SqliteOnly, match="backups"):
+        _ = pg.path
     with pytest.raises(SqliteOnly, match="the WAL watchdog"):
         WalWatchdog(pg)
     with pytest.raises(SqliteOnly, match="encryption at rest") as err:

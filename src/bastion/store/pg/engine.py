@@ -398,6 +398,26 @@ class PgDatabase(Database):
 
     # --- what is SQLite's only -------------------------------------------------------------
 
+    @property
+    def posture(self) -> NoReturn:
+        """SQLite's pragmas: refused (durability is the server's settings)."""
+        require_sqlite(self, "posture pragmas")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @posture.setter
+    def posture(self, value: object) -> None:
+        raise AttributeError("a PostgreSQL database has no posture")
+
+    @property
+    def path(self) -> NoReturn:
+        """No file: what needs one (backups, salvage, quarantine) is refused."""
+        require_sqlite(self, "backups")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @path.setter
+    def path(self, value: object) -> None:
+        raise AttributeError("a PostgreSQL database has no file path")
+
     def file_sizes(self) -> dict[str, int]:
         require_sqlite(self, "file sizes")
         raise AssertionError("unreachable")  # pragma: no cover
