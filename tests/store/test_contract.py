@@ -36,6 +36,7 @@ from bastion.errors import (
     SqliteOnly,
     StoreBusy,
     StoreError,
+    StoreUnavailable,
 )
 from bastion.store import Database, ReadTx, WriteTx
 from bastion.store.crypt.key import DatabaseKey
@@ -548,10 +549,13 @@ def test_sqlite_only_features_are_refused_naming_the_postgres_tool(
 
 
 @pytest.mark.postgres
-def test_the_password_never_shows(pg_admin_url: str) -> None:
+def test_an_unreachable_server_is_store_unavailable_and_the_password_never_shows(
+    pg_admin_url: str,
+) -> None:
     url = "postgresql://bastion:hunter2-secret@/nope?host=/nonexistent-dir&port=5999"
-    with pytest.raises(StoreError) as err:
+    with pytest.raises(StoreUnavailable, match="cannot reach postgresql://bastion@/nope") as err:
         Database.open(url)
+    assert err.value.code == "store_unavailable"
     shown = f"{err.value.message} {err.value.hint} {err.value.to_dict()} {err.value!r}"
     assert "hunter2" not in shown
     assert "postgresql://bastion@" in err.value.message
