@@ -58,7 +58,14 @@ from bastion.supervisor.spec import ServiceSpec
 from bastion.supervisor.states import ServiceState, check_transition
 from bastion.supervisor.tally import ServiceTally, ServiceView
 
-__all__ = ["ChangeWatch", "SecretSource", "SecretWatch", "ServiceStatus", "Supervisor"]
+__all__ = [
+    "ChangeWatch",
+    "SecretSource",
+    "SecretWatch",
+    "ServiceStatus",
+    "Supervisor",
+    "descendant_scan_pauses",
+]
 
 log = logging.getLogger(__name__)
 S = ServiceState
