@@ -519,7 +519,8 @@ class Supervisor(SecretFollower):
     def views(self) -> list[ServiceView]:
         """Every service's state, child pid and counters, for a metrics scrape."""
         out = []
-        for name, svc in self._services.items():
+        # A scrape runs on a worker thread: iterate over a copy the event loop cannot grow.
+        for name, svc in list(self._services.items()):
             tally, run = svc.tally, svc.run
             capture = run.capture if run is not None else None
             live = (capture.read, capture.stored, capture.dropped) if capture else (0, 0, 0)
