@@ -179,6 +179,7 @@ def test_scrape_while_a_service_crash_loops_matches_the_recorded_events(
             "bastion_api_request_duration_seconds_count",
             method="POST",
             route="/v1/services/{name}/{action}",
+            status="200",
         )
         == 1
     )
@@ -210,6 +211,12 @@ def test_metrics_need_the_token_and_speak_openmetrics_when_asked(live: LiveServe
     assert om.text.endswith("# EOF\n")
     names = {f.name for f in openmetrics_families(om.text)}
     assert {"bastion_store_commits", "bastion_api_requests", "bastion_service_state"} <= names
+    # The two refusals are counted by reason, not as answered requests.
+    found = samples(scrape(live).text)
+    assert value(found, "bastion_api_rejected_total", reason="unauthorized") == 2
+    assert not any(
+        k[0] == "bastion_api_requests_total" and dict(k[1])["status"] == "401" for k in found
+    )
 
 
 def test_backup_age_per_database_file(opened: Home, live: LiveServer) -> None:

@@ -140,15 +140,16 @@ def create_app(
     )
     policy = _with_public_paths(policy, frozenset(public_paths))
     _document_security(app, policy.public_paths)
+    done = None
+    if cfg.api.metrics:  # GET /metrics behind the token; the boundary counts each request
+        from bastion.api.metrics import install
+
+        done = install(app, state)
     # add_middleware wraps: the last added is the outermost. Security must be outermost.
-    app.add_middleware(ErrorBoundary)
+    app.add_middleware(ErrorBoundary, done=done)
     app.add_middleware(
         SecurityMiddleware, policy=policy, counters=state.counters, authorize=authorize
     )
-    if cfg.api.metrics:  # GET /metrics behind the token; requests counted outside security
-        from bastion.api.metrics import install
-
-        install(app, state)
     return app
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from time import perf_counter
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -155,27 +156,35 @@ class ErrorBoundary:
     a second traceback; this boundary sits inside it, logs once, and ends the request.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, done: Callable[[Scope, int, float], None] | None = None
+    ) -> None:
         self.app = app
+        #: Told each request's status and seconds once it ends (GET /metrics' request count:
+        #: this boundary already watches the status go by, so counting costs no second wrap).
+        self.done = done
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
+        status = 0  # 0 until the response starts
+        done = self.done
+        begun = perf_counter() if done is not None else 0.0
 
         async def tracking_send(message: Message) -> None:
-            nonlocal started
+            nonlocal status
             if message["type"] == "http.response.start":
-                started = True
+                status = message["status"]
             await send(message)
 
         try:
             await self.app(scope, receive, tracking_send)
         except Exception:
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
-            if started:
+            if status:
                 return  # a stream was under way: the connection closes, nothing more to say
+            status = 500
             body = json.dumps(INTERNAL).encode()
             await send(
                 {
@@ -188,3 +197,6 @@ class ErrorBoundary:
                 }
             )
             await send({"type": "http.response.body", "body": body})
+        finally:
+            if done is not None:
+                done(scope, status or 500, perf_counter() - begun)

@@ -2,7 +2,7 @@
 scraper's ``Accept`` asks for it), behind the same bearer token as every other route.
 
 Exposition is ``prometheus_client``'s; the figures are not kept in its metric objects. The
-store, the supervisor and this module's middleware count in plain ints and
+store, the supervisor, the vault and the app's error boundary count in plain ints and
 :class:`~bastion._tally.Buckets` (cheaper on a hot path than a locked, labelled metric), and
 one custom collector per app reads them, and the state they describe, when a scrape comes.
 One :class:`~prometheus_client.CollectorRegistry` per app: two daemons in one process (the
@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
@@ -29,7 +29,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from bastion._tally import Buckets
 from bastion.store.tally import StoreTally
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from bastion.api.state import DaemonState
 
-__all__ = ["RequestTally", "RequestTallyMiddleware", "install", "router"]
+__all__ = ["RequestTally", "install", "router"]
 
 router = APIRouter()
 #: A path no route matched is counted under this template (never the raw path: unbounded).
@@ -49,51 +49,25 @@ UNMATCHED = "<unmatched>"
 
 
 class RequestTally:
-    """Requests by (method, route template, status) and their latency by (method, template)."""
+    """Requests by (method, route template, status), each key's latencies in one
+    :class:`Buckets` (its count is the request count). Fed by the app's
+    :class:`~bastion.api.errors.ErrorBoundary`, which already watches each response start."""
 
-    def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, int], int] = {}
-        self.latency: dict[tuple[str, str], Buckets] = {}
-
-
-class RequestTallyMiddleware:
-    """Counts each HTTP request once its response has started, by the template of the route
-    that served it (what the router left in the scope)."""
-
-    def __init__(self, app: ASGIApp, tally: RequestTally, templates: dict[Any, str]) -> None:
-        self.app = app
-        self.tally = tally
-        #: endpoint -> path template, for plain Starlette routes (FastAPI's leave ``route``).
+    def __init__(self, templates: dict[Any, str]) -> None:
+        self.requests: dict[tuple[str, str, int], Buckets] = {}
+        #: endpoint -> path template, for routes that leave no ``route`` in the scope.
         self.templates = templates
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or self.templates.get(
-                scope.get("endpoint"), UNMATCHED
-            )
-            method = scope["method"]
-            tally = self.tally
-            key = (method, template, status)
-            tally.requests[key] = tally.requests.get(key, 0) + 1
-            buckets = tally.latency.get((method, template))
-            if buckets is None:
-                buckets = tally.latency[(method, template)] = Buckets()
-            buckets.observe(time.perf_counter() - started)
+    def record(self, scope: Scope, status: int, seconds: float) -> None:
+        """One request ended with ``status`` after ``seconds``."""
+        template = getattr(scope.get("route"), "path", None) or self.templates.get(
+            scope.get("endpoint"), UNMATCHED
+        )
+        key = (scope["method"], template, status)
+        buckets = self.requests.get(key)
+        if buckets is None:
+            buckets = self.requests[key] = Buckets()
+        buckets.observe(seconds)
 
 
 def _histogram(
@@ -154,15 +128,24 @@ class BastionCollector(Collector):
             "HTTP requests answered, by method, route template and status.",
             labels=["method", "route", "status"],
         )
-        for (method, route, status), n in list(tally.requests.items()):
-            family.add_metric([method, route, str(status)], n)
+        series = [([m, r, str(s)], b) for (m, r, s), b in list(tally.requests.items())]
+        for labels, buckets in series:
+            family.add_metric(labels, buckets.count)
         yield family
         yield _histogram(
             "bastion_api_request_duration_seconds",
-            "Time from a request's arrival to its response's end, by method and route.",
-            ["method", "route"],
-            [([m, r], b) for (m, r), b in list(tally.latency.items())],
+            "Time from a request passing the security checks to its response's end.",
+            ["method", "route", "status"],
+            series,
         )
+        rejected = CounterMetricFamily(
+            "bastion_api_rejected",
+            "Requests refused by the security checks (Host, Origin, token, body), by reason.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(self.state.counters.rejected.items()):
+            rejected.add_metric([reason], n)
+        yield rejected
 
     def _store(self) -> Iterator[Metric]:
         tally = self.store
@@ -315,10 +298,17 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type=content_type)
 
 
-def install(app: FastAPI, state: DaemonState) -> None:
-    """Serve ``/metrics`` from a registry of this app's own, count requests, and have the
-    home's database count commits (call after the routes are added)."""
-    requests = RequestTally()
+def install(app: FastAPI, state: DaemonState) -> Callable[[Scope, int, float], None]:
+    """Serve ``/metrics`` from a registry of this app's own and have the home's database and
+    vault count; return what the app's error boundary calls at each request's end (call
+    after every route is added: route templates are read here)."""
+    app.include_router(router)
+    templates = {
+        getattr(r, "endpoint", None): r.path
+        for r in app.router.routes
+        if getattr(r, "endpoint", None) is not None and hasattr(r, "path")
+    }
+    requests = RequestTally(templates)
     store = StoreTally()
     home = state.home
     home.db.tally = store
@@ -328,10 +318,4 @@ def install(app: FastAPI, state: DaemonState) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BastionCollector(state, requests, store, vault))
     app.state.metrics_registry = registry
-    app.include_router(router)
-    templates = {
-        getattr(r, "endpoint", None): r.path
-        for r in app.router.routes
-        if getattr(r, "endpoint", None) is not None and hasattr(r, "path")
-    }
-    app.add_middleware(RequestTallyMiddleware, tally=requests, templates=templates)
+    return requests.record

@@ -350,7 +350,7 @@ class Database(ReaderPool):
                 else:
                     started = time.monotonic()
                     cursor.execute("COMMIT")
-                    tally.committed(time.monotonic() - started, 1)
+                    tally.committed_one(time.monotonic() - started)
             except apsw.Error as err:
                 mapped = translate(err, path=str(self.path), what="committing", conn=self._writer)
                 self._abort(tx)

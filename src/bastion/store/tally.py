@@ -8,6 +8,7 @@ count (``bench/store_write.py --metrics`` compares the two in one run).
 from __future__ import annotations
 
 import dataclasses
+from bisect import bisect_left
 from collections import Counter
 
 from bastion._tally import SIZE_BOUNDS, Buckets
@@ -42,3 +43,15 @@ class StoreTally:
         self.commits += 1
         self.commit_s.observe(seconds)
         self.group_size.observe(units)
+
+    def committed_one(self, seconds: float) -> None:
+        """:meth:`committed` for one unit (the mutex path), inlined: it runs on every write."""
+        self.commits += 1
+        buckets = self.commit_s
+        buckets.counts[bisect_left(buckets.bounds, seconds)] += 1
+        buckets.total += seconds
+        buckets.count += 1
+        sizes = self.group_size
+        sizes.counts[0] += 1  # 1 <= the first bound
+        sizes.total += 1
+        sizes.count += 1
