@@ -156,6 +156,7 @@ def _survivor(ws: Path, key: str) -> Survivor:
         key.rsplit(".", 1)[-1]
         .split("__mutmut_", maxsplit=1)[0]
         .removeprefix("x_")
+        .removeprefix("xǁ")  # a method: xǁClassǁname
         .replace("ǁ", ".")
     )
     return Survivor(key, function.strip("."), removed, added)

@@ -23,6 +23,17 @@ from bastion.supervisor.capture import CapturedLine, LineSplitter, _Chunk
 from bastion.supervisor.redact import MIN_SECRET_CHARS, Redactor
 
 SENTINEL = "s3ntinel-Value/with+odd&chars=="
+
+
+@pytest.fixture(autouse=True)
+def _render_from_scratch() -> None:
+    """Each test renders its patterns afresh: a class rendered by an earlier test and kept in
+    the cache would hide a rendering fault from every later one."""
+    from bastion.supervisor import redact
+
+    redact._render_class.cache_clear()
+
+
 MARK = "[REDACTED:K]"
 
 #: Secrets: 8-128 characters from the printable ASCII set (newlines included), or from any
@@ -400,3 +411,51 @@ def test_restart_keeps_only_as_much_context_as_a_secret_can_span() -> None:
     assert len(stream._pending) == redactor.hold_bytes
     assert stream.feed(b"fghij after\n") == b"[REDACTED:K] after\n"
     assert stream.finish() == b""
+
+
+def test_a_match_at_the_very_start_is_named_after_its_own_secret() -> None:
+    redactor = Redactor({"ONE": "first-secret-1", "SIX": "x" * 20})
+    assert redactor.redact(b"first-secret-1 tail") == b"[REDACTED:ONE] tail"
+
+
+def test_a_secret_inside_a_longer_one_waits_for_the_longer_one_to_finish() -> None:
+    redactor = Redactor({"SHORT": "abcdefgh", "LONG": "abcdefgh-and-more"})
+    stream = redactor.stream()
+    # "abcdefgh" is complete, but the text may still become LONG: nothing is output yet.
+    assert stream.feed(b"x abcdefgh-and") == b"x "
+    assert stream.feed(b"-more y\n") == b"[REDACTED:LONG] y\n"
+    # When the stream ends before LONG does, SHORT is replaced and the rest returned.
+    stream = redactor.stream()
+    assert stream.feed(b"abcdefgh-and") == b""
+    assert stream.finish() == b"[REDACTED:SHORT]-and"
+
+
+def test_after_a_gap_the_context_is_never_output_again() -> None:
+    redactor = Redactor({"K": "abcdefghij"})
+    # Text, then a secret, after the gap: the context before it stays unseen.
+    stream = redactor.stream()
+    stream.restart(b"context-bytes")
+    assert stream.feed(b" then abcdefghij end\n") == b" then [REDACTED:K] end\n"
+    # Plain text after the gap.
+    stream = redactor.stream()
+    stream.restart(b"context-bytes")
+    assert stream.feed(b"plain text\n") == b"plain text\n"
+    # A secret wholly inside the context was output (redacted) before the gap: not again.
+    stream = redactor.stream()
+    stream.restart(b"xx abcdefghij")
+    assert stream.feed(b" tail\n") == b" tail\n"
+    # A secret that starts right where the context ends.
+    stream = redactor.stream()
+    stream.restart(b"context-bytes")
+    assert stream.feed(b"abcdefghij!\n") == b"[REDACTED:K]!\n"
+    assert stream.finish() == b""
+
+
+def test_a_match_that_reaches_into_the_held_tail_holds_only_what_follows_it() -> None:
+    # "aaaaaaaaa": the match is the first eight bytes; the ninth may start the secret again.
+    redactor = Redactor({"K": "aaaaaaaa"})
+    stream = redactor.stream()
+    assert stream.feed(b"aaaaaaaaa") == b"[REDACTED:K]"
+    assert stream.pending == 1
+    assert stream.feed(b"aaaaaaa.") == b"[REDACTED:K]."
+    assert redactor.redact(b"aaaaaaaaa") == b"[REDACTED:K]a"
