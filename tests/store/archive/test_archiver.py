@@ -371,6 +371,70 @@ def test_the_archiver_gives_way_to_a_truncate_that_waits_for_it(
     assert got == live == [r.n for r in mine] + [888888]
 
 
+# Commits rows numbered from argv[2] (so there is something to archive), then holds the
+# write lock until told.
+_COMMIT_THEN_HOLD = textwrap.dedent(
+    """
+    import sys, apsw
+    path, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    conn = apsw.Connection(path)
+    conn.setbusytimeout(10000)
+    for n in range(first, first + count):
+        conn.execute("INSERT INTO r VALUES (?, 0, 'c')", (n,))
+    conn.execute("BEGIN IMMEDIATE")
+    print("locked", flush=True)
+    sys.stdin.readline()
+    conn.execute("COMMIT")
+    """
+)
+
+
+def test_passes_kept_from_the_lock_longer_than_the_busy_timeout_are_reported_then_resume(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Giving way is not silence: the thread's passes defer while another process holds the
+    write lock, and once they have deferred for longer than the busy timeout the archiver
+    reports it (last_error, an archive.failed event) -- and still keeps its position, so the
+    first pass after the lock is free continues the same generation."""
+    db = Database.open(tmp_path / "app.db", StoreConfig(busy_timeout_ms=300), name="app")
+    db.write(lambda tx: tx.execute(SCHEMA))
+    archive = tmp_path / "archive"
+    events: list[str] = []
+    holder = None
+    caplog.set_level(logging.INFO, logger="bastion.store.archive")
+    try:
+        with Archiver(
+            db,
+            archive,
+            fast_config(interval_s=0.2),
+            on_event=lambda kind, _s, _d: events.append(kind),
+        ) as archiver:
+            wait_for_base(archive, "app")
+            mine = write_rows(db, 0.2)
+            archiver.sync_now()
+            holder = _spawn(_COMMIT_THEN_HOLD, db.path, 100_000, 5)
+            assert _hear(holder) == "locked"
+            error = wait_until(
+                lambda: archiver.status().last_error, timeout=60, what="the contention reported"
+            )
+            assert f"process {holder.pid}" in error
+            assert "archive.failed" in events
+            assert any("deferred" in r.getMessage() for r in caplog.records)  # gave way first
+            _tell(holder)
+            assert holder.wait(30) == 0
+            wait_until(
+                lambda: archiver.status().last_error is None, timeout=60, what="a pass again"
+            )
+            archiver.sync_now()
+        live = read_rows(db.path)
+    finally:
+        _finish(holder)
+        db.close()
+    assert len(list_generations(archive, "app")) == 1
+    got, _ = restore_rows(archive, "app", time.time(), tmp_path / "r.db")
+    assert got == live == [r.n for r in mine] + list(range(100_000, 100_005))
+
+
 @pytest.mark.root
 def test_a_segment_that_cannot_be_written_waits_and_the_generation_goes_on(
     tmp_path: Path,

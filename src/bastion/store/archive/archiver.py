@@ -655,16 +655,22 @@ class Archiver:
         self._protected = False
         self._end_read()
         if checkpoint:
-            assert self._checkpointer is not None
-            try:
-                row = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                busy, log_frames, done = (int(str(v)) for v in row[0])
-                batch.checkpoint = (busy, log_frames, done)
-                self._counted("PASSIVE")
-            except apsw.Error as err:
-                log.warning("checkpoint of %s failed: %s", self.db.path, err)
+            batch.checkpoint = self._locked_checkpoint()
         self._begin_read()
         return batch
+
+    def _locked_checkpoint(self) -> tuple[int, int, int] | None:
+        """PASSIVE on the archiver's checkpointer, R released (the caller holds the write
+        lock and has read everything up to the end)."""
+        assert self._checkpointer is not None
+        try:
+            row = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            busy, log_frames, done = (int(str(v)) for v in row[0])
+            self._counted("PASSIVE")
+        except apsw.Error as err:
+            log.warning("checkpoint of %s failed: %s", self.db.path, err)
+            return None
+        return (busy, log_frames, done)
 
     # --- a clean stop, and resuming after it ---------------------------------------------
 
@@ -709,6 +715,17 @@ class Archiver:
         def locked(tx: WriteTx) -> _Batch:
             nonlocal version
             batch = self._locked(tx, True)
+            # A reader of an older snapshot (a backup, a reader of the pool) keeps the
+            # checkpoint from copying everything, and R from read mark 0: try again for a
+            # moment, as a TRUNCATE waits for readers. Ending and taking R again is safe
+            # here: the write lock is held, and everything up to the end is in the batch.
+            deadline = time.monotonic() + _TRUNCATE_WAIT_MS / 1000
+            while not _copied_all(batch.checkpoint) and time.monotonic() < deadline:
+                time.sleep(_LOCK_POLL_S * 5)
+                self._protected = False
+                self._end_read()
+                batch.checkpoint = self._locked_checkpoint()
+                self._begin_read()
             version = tx._conn.pragma("data_version")
             return batch
 
@@ -743,8 +760,7 @@ class Archiver:
         restart only exactly there. Anything else (frames past R, a reader elsewhere) and
         the TRUNCATE is not tried: it could only succeed by giving up R."""
         header = batch.header
-        done = batch.checkpoint
-        if done is None or done[1] != done[2] or not self._protected:
+        if not _copied_all(batch.checkpoint) or not self._protected:
             return None
         now = self._index.read()
         if now is None or now.salt != header.salt or now.mx_frame != header.mx_frame:
@@ -1134,6 +1150,11 @@ class Archiver:
             return self.db._side_connection()
         except apsw.Error as err:
             raise translate(err, path=str(self.db.path), what="opening for archiving") from err
+
+
+def _copied_all(checkpoint: tuple[int, int, int] | None) -> bool:
+    """Whether a checkpoint's (busy, log, checkpointed) says every frame is in the database."""
+    return checkpoint is not None and checkpoint[1] == checkpoint[2]
 
 
 def _check_frames(batch: _Batch, path: Path) -> None:
