@@ -98,3 +98,22 @@ def test_a_file_replaced_after_the_check_ahead_is_checked_again(tmp_path: Path) 
     os.replace(damaged, cfg.db_path)
     with pytest.raises(StoreCorrupt, match="quick_check"):
         Home.open(cfg, precheck=ahead)
+
+
+def test_the_check_leaves_a_closed_database_without_companions_as_it_was(tmp_path: Path) -> None:
+    """No -wal/-shm before the check: none after it either (the read-only connection makes
+    them; they are removed the way SQLite removes them, by a normal connection closing
+    last), and the file's bytes are unchanged."""
+    path = tmp_path / "closed.db"
+    conn = apsw.Connection(str(path))
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t(x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["closed.db"]
+    before = _digest(path)
+
+    assert open_check(path, StoreConfig()).kind is CheckKind.OK
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["closed.db"]
+    assert _digest(path) == before
