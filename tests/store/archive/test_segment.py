@@ -109,3 +109,29 @@ def test_a_segment_must_end_at_a_commit(tmp_path: Path) -> None:
         _write(tmp_path / "s.seg", frames[:-size] + bytes(last))
     with pytest.raises(ValueError, match="whole number"):
         _write(tmp_path / "t.seg", frames[:-1])
+
+
+def test_a_header_larger_than_the_first_read_is_listed(tmp_path: Path) -> None:
+    """A segment of thousands of commits (a pass late under load) has a header past the 64 KB
+    the listing reads first; it used to be called "cut short inside its header", a hole in
+    the history, and a restore stopped before it."""
+    count = 6000
+    frames = _frames(count, commit_every=1)
+    path = tmp_path / "s.seg"
+    write_segment(
+        path,
+        generation="g",
+        epoch=0,
+        salt=SALT,
+        page_size=PAGE,
+        first=1,
+        frames=frames,
+        prev=(0, 0),
+        prev_checksum=bytes(8),
+        commits=[Commit(n, 7, 1.0e9 + n, 1.0e9 + n) for n in range(1, count + 1)],
+        created_at=3.0,
+    )
+    assert path.read_bytes()[8:12] > (64 * 1024).to_bytes(4, "big")  # the header's length
+    info = read_segment_info(path)
+    assert info == read_segment(path)[0]
+    assert len(info.commits) == count

@@ -311,10 +311,15 @@ def read_segment_info(path: Path) -> SegmentInfo:
     try:
         with open(path, "rb") as handle:
             raw = handle.read(64 * 1024)
-            header, end = _parse_head(path, raw)
-            if end > len(raw):  # a header larger than the first read (many commits)
-                handle.seek(0)
-                header, _ = _parse_head(path, handle.read(end))
+            start = len(MAGIC) + _LEN.size
+            if raw[: len(MAGIC)] == MAGIC and len(raw) >= start:
+                # A header larger than the first read (thousands of commits in a segment):
+                # read all of it before parsing, which refuses a header cut short.
+                end = start + _LEN.unpack_from(raw, len(MAGIC))[0] + _DIGEST
+                if end > len(raw):
+                    handle.seek(0)
+                    raw = handle.read(end)
+            header, _ = _parse_head(path, raw)
     except OSError as err:
         raise SegmentDamaged(path, f"unreadable ({err.strerror or err})") from None
     return _info(path, header)
