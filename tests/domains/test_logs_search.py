@@ -259,3 +259,42 @@ def test_salvage_rebuilds_the_index_and_merge_never_writes_into_it(
         _index_agrees(live)
     finally:
         live.close()
+
+
+def test_a_check_on_a_reader_that_searched_earlier_is_not_fooled_by_merged_segments(
+    tmp_path: Path,
+) -> None:
+    """A pooled reader caches FTS5's index structure when it searches; the capture then keeps
+    writing and FTS5 merges (and drops) the segments that structure names. SQLite's
+    quick_check and integrity_check run FTS5's own check on that stale structure and reported
+    "fts5: corruption found reading blob ..." on a healthy database (the dashboard's check,
+    `GET /v1/db/check`, the scheduled integrity check). One reader, so the check runs on the
+    connection that searched."""
+    from bastion.config import StoreConfig
+    from bastion.store.stats import check_database
+
+    db = Database.open(tmp_path / "bastion.db", StoreConfig(readers=1))
+    try:
+        Migrator(db).migrate([core_namespace()])
+        repo = LogsRepo(db)
+        line = 0
+
+        def batch() -> None:
+            nonlocal line
+            repo.insert_batch(
+                LogRecord(float(line + i), "info", "svc", "stdout", f"line {line + i} hello")
+                for i in range(20)
+            )
+            line += 20
+
+        for _ in range(5):
+            batch()
+        assert repo.query(text="hello", limit=5).items  # the reader caches the structure
+        for _ in range(400):  # many small segments: FTS5 merges them, dropping the old ones
+            batch()
+        for full in (False, True):
+            result = check_database(db, full=full)
+            assert result["integrity"] == ["ok"], result
+        _index_agrees(db)
+    finally:
+        db.close()

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ObjectStats",
     "check_database",
+    "check_rows",
     "db_stats",
     "last_check",
     "record_check",
@@ -115,12 +116,33 @@ def db_stats(
     return out
 
 
+def check_rows(tx: ReadTx, pragma: str) -> list[str]:
+    """The rows of ``PRAGMA quick_check``/``integrity_check`` on a pooled reader, read right.
+
+    Both pragmas run FTS5's own integrity check, which reads the index structure the
+    connection cached the last time it used the table (SQLite 3.54), not the one in this
+    transaction's snapshot: after other connections merged segments since (the capture writes
+    ``logs_fts`` all the time), a long-lived reader reported "fts5: corruption found reading
+    blob ..." on a healthy database. Opening a cursor on each FTS5 table first makes FTS5
+    compare the data version and reload its structure; one row of a full scan is enough.
+    """
+    if pragma not in ("quick_check", "integrity_check"):
+        raise ValueError(f"not an integrity pragma: {pragma!r}")
+    for (name,) in tx.query(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' "
+        "AND sql LIKE 'CREATE VIRTUAL TABLE%USING fts5%'"
+    ):
+        quoted = '"' + str(name).replace('"', '""') + '"'
+        tx.query(f"SELECT rowid FROM {quoted} LIMIT 1")
+    return [str(r[0]) for r in tx.query(f"PRAGMA {pragma}")]
+
+
 def check_database(db: Database, *, full: bool = True) -> dict[str, Any]:
     """``integrity_check`` (or ``quick_check``) plus ``foreign_key_check``, on a reader."""
     pragma = "integrity_check" if full else "quick_check"
 
     def read(tx: ReadTx) -> dict[str, Any]:
-        integrity = [str(r[0]) for r in tx.query(f"PRAGMA {pragma}")]
+        integrity = check_rows(tx, pragma)
         fk = [
             {"table": str(t), "rowid": rowid, "parent": str(p), "fkid": int(i)}
             for t, rowid, p, i in tx.query("PRAGMA foreign_key_check")

@@ -26,6 +26,7 @@ from bastion.api.models import (
 )
 from bastion.api.state import DaemonState, get_state
 from bastion.store import ReadTx
+from bastion.store.stats import check_rows
 
 __all__ = ["router"]
 
@@ -123,10 +124,11 @@ async def db_check(
     sql = _CHECKS[kind]
 
     def run(tx: ReadTx) -> list[str]:
-        rows = tx.query(sql)
         if kind == "foreign_keys":
+            rows = tx.query(sql)
             return [f"{r[0]} rowid {r[1]} -> {r[2]}" for r in rows[:MAX_PROBLEMS]]
-        return [str(r[0]) for r in rows[:MAX_PROBLEMS] if str(r[0]) != "ok"]
+        found = check_rows(tx, sql.removeprefix("PRAGMA "))
+        return [r for r in found[:MAX_PROBLEMS] if r != "ok"]
 
     problems = await state.home.db.aread(run)
     return CheckResult(kind=kind, ok=not problems, problems=problems)
