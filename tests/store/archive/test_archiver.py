@@ -530,7 +530,11 @@ def test_a_touched_database_file_is_not_taken_for_a_clean_restart(tmp_path: Path
 
 def test_the_wal_watchdog_asks_the_archiver(tmp_path: Path) -> None:
     db = open_db(tmp_path / "app.db")
-    with Archiver(db, tmp_path / "archive", fast_config(interval_s=60)) as archiver:
+    # No pass of the thread meanwhile (no interval due, no checkpoint nudge): the frames are
+    # still to archive when the watchdog asks (under load a nudged pass used to take them).
+    config = fast_config(interval_s=60, checkpoint_frames=10_000_000)
+    with Archiver(db, tmp_path / "archive", config) as archiver:
+        wait_for_base(tmp_path / "archive", "app")  # the base's own pass is behind us
         archiver.sync_now()
         write_rows(db, 0.3, gap_s=0.0)
         before = archiver.status()
