@@ -317,7 +317,8 @@ def open_page(chromium: Any, daemon: Daemon, *, width: int = 1280) -> Iterator[S
     """A page signed in to ``daemon`` with a fresh link; checked clean when the block ends."""
     context = chromium.new_context(viewport={"width": width, "height": 800})
     page = context.new_page()
-    page.set_default_timeout(15_000)
+    # Waits are hang detectors: generous, since the suite shares two cores with everything else.
+    page.set_default_timeout(60_000)
     watch = PageWatch(daemon.origin)
     watch.attach(context, page)
     page.goto(login_url(daemon))
