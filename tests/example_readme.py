@@ -18,7 +18,13 @@ import io
 import re
 from pathlib import Path
 
-__all__ = ["missing_test_references", "requirement_rows", "run_readme_doctests"]
+__all__ = [
+    "assert_cited_tests_exist",
+    "assert_done_rows_cite_tests",
+    "missing_test_references",
+    "requirement_rows",
+    "run_readme_doctests",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 _REF = re.compile(r"`((?:tests/|examples/)?[\w/]*test_\w+\.py)?(?:::(\w+))?`")
@@ -94,3 +100,31 @@ def requirement_rows(readme: Path, heading: str) -> list[list[str]]:
         if line.startswith("|") and not line.startswith("|---") and not line.startswith("| #"):
             rows.append([cell.strip() for cell in line.strip().strip("|").split(" | ")])
     return rows
+
+
+def assert_cited_tests_exist(readme: Path, tests_dir: Path, *, at_least: int) -> None:
+    """``readme`` cites at least ``at_least`` tests, and each names one that exists."""
+    count, missing = missing_test_references(readme, tests_dir)
+    assert count >= at_least
+    assert missing == []
+
+
+def assert_done_rows_cite_tests(
+    readme: Path,
+    tests_dir: Path,
+    heading: str,
+    *,
+    rows: int,
+    statuses: tuple[str, ...],
+    covered_by_all: str | None = None,
+) -> None:
+    """The table under ``heading`` lists requirements 1..N (N >= ``rows``, numbered without a
+    gap), each row's status starts with one of ``statuses``, and a row marked done cites a
+    test that exists (or says ``covered_by_all``: proved by every test of a section above)."""
+    found = requirement_rows(readme, heading)
+    assert len(found) >= rows
+    assert [r[0] for r in found] == [str(n) for n in range(1, len(found) + 1)]
+    for number, _requirement, status, proof in found:
+        assert status.startswith(statuses), (number, status)
+        if status.startswith("done") and not (covered_by_all and proof.startswith(covered_by_all)):
+            assert references(proof, tests_dir), f"row {number} is done without a test"

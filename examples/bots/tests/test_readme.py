@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 from tests.example_readme import (
-    missing_test_references,
-    references,
-    requirement_rows,
+    assert_cited_tests_exist,
+    assert_done_rows_cite_tests,
     run_readme_doctests,
 )
 
@@ -26,16 +25,15 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_every_test_the_readme_names_exists() -> None:
-    count, missing = missing_test_references(README, TESTS)
-    assert count >= 60
-    assert missing == []
+    assert_cited_tests_exist(README, TESTS, at_least=60)
 
 
 def test_every_done_row_names_a_test() -> None:
-    rows = requirement_rows(README, "## Seed 003, line by line")
-    assert len(rows) >= 34
-    assert [r[0] for r in rows] == [str(n) for n in range(1, len(rows) + 1)]
-    for number, _requirement, status, tests in rows:
-        assert status in {"done", "partial", "not done", "n/a"}, number
-        if status == "done" and not tests.startswith("every test above"):
-            assert references(tests, TESTS), f"row {number} is done without a test"
+    assert_done_rows_cite_tests(
+        README,
+        TESTS,
+        "## Seed 003, line by line",
+        rows=34,
+        statuses=("done", "partial", "not done", "n/a"),
+        covered_by_all="every test above",
+    )
