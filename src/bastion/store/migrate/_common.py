@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import apsw
 
+from bastion.errors import BaselineMismatch
 from bastion.store.engine import WriteTx
 
 HISTORY_TABLE = "schema_migrations"
@@ -90,3 +91,37 @@ def _utc_stamp() -> str:
 def _number(id: str) -> int:
     match = _ID.match(id)
     return int(match.group("number")) if match else -1
+
+
+def baseline_mismatch(
+    where: object,
+    namespace: str,
+    at: str,
+    *,
+    live: Mapping[str, object],
+    expected: Mapping[str, object],
+    later_only: Collection[str],
+) -> BaselineMismatch | None:
+    """Why a database's live schema is not ``namespace`` at migration ``at`` (objects missing,
+    defined otherwise, or made by later migrations), or None when it is: what a baseline must
+    check before it records history, on either engine."""
+    missing = sorted(k for k in expected if k not in live)
+    different = sorted(k for k in expected if k in live and live[k] != expected[k])
+    newer = sorted(k for k in later_only if k in live)
+    if not (missing or different or newer):
+        return None
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing[:10])}")
+    if different:
+        parts.append(f"different definition of {', '.join(different[:10])}")
+    if newer:
+        parts.append(f"has objects of later migrations: {', '.join(newer[:10])}")
+    return BaselineMismatch(
+        f"{where} does not match namespace {namespace} at {at}: " + "; ".join(parts),
+        namespace=namespace,
+        at=at,
+        missing=missing,
+        different=different,
+        newer=newer,
+    )

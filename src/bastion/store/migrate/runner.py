@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 import apsw
 
 from bastion.errors import (
-    BaselineMismatch,
     MigrationCheckFailed,
     MigrationError,
     MigrationFailed,
@@ -48,6 +47,7 @@ from bastion.store.migrate._common import (
     EventSink,
     _number,
     _utc_stamp,
+    baseline_mismatch,
     split_statements,
 )
 from bastion.store.migrate.declare import Migration, MigrationKind, Namespace
@@ -609,26 +609,11 @@ class Migrator:
                     namespace=ns.name,
                 )
             live = schema_objects(reader)
-            missing = sorted(k for k in expected if k not in live)
-            different = sorted(k for k in expected if k in live and live[k] != expected[k])
-            newer = sorted(k for k in later_only if k in live)
-            if missing or different or newer:
-                parts = []
-                if missing:
-                    parts.append(f"missing {', '.join(missing[:10])}")
-                if different:
-                    parts.append(f"different definition of {', '.join(different[:10])}")
-                if newer:
-                    parts.append(f"has objects of later migrations: {', '.join(newer[:10])}")
-                raise BaselineMismatch(
-                    f"{self.db.path} does not match namespace {ns.name} at {at}: "
-                    + "; ".join(parts),
-                    namespace=ns.name,
-                    at=at,
-                    missing=missing,
-                    different=different,
-                    newer=newer,
-                )
+            mismatch = baseline_mismatch(
+                self.db.path, ns.name, at, live=live, expected=expected, later_only=later_only
+            )
+            if mismatch is not None:
+                raise mismatch
             _ensure_history(conn)
             conn.execute("BEGIN IMMEDIATE")
             try:

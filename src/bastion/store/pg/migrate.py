@@ -32,14 +32,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import psycopg
 
 from bastion.errors import (
-    BaselineMismatch,
     MigrationCheckFailed,
     MigrationError,
     MigrationFailed,
     MigrationLocked,
     StoreError,
 )
-from bastion.store.migrate._common import HISTORY_TABLE, _number
+from bastion.store.migrate._common import HISTORY_TABLE, _number, baseline_mismatch
 from bastion.store.migrate.declare import Migration, MigrationKind, Namespace
 from bastion.store.migrate.helpers import normalize_orphans
 from bastion.store.migrate.history import HistoryRow, _record, plan_namespace
@@ -424,26 +423,11 @@ class PgMigrator(Migrator):
                 expected = self._scratch_schema(tx, upto)
                 complete = self._scratch_schema(tx, list(ns.migrations))
                 later_only = {k for k in complete if k not in expected}
-                missing = sorted(k for k in expected if k not in live)
-                different = sorted(k for k in expected if k in live and live[k] != expected[k])
-                newer = sorted(k for k in later_only if k in live)
-                if missing or different or newer:
-                    parts = []
-                    if missing:
-                        parts.append(f"missing {', '.join(missing[:10])}")
-                    if different:
-                        parts.append(f"different definition of {', '.join(different[:10])}")
-                    if newer:
-                        parts.append(f"has objects of later migrations: {', '.join(newer[:10])}")
-                    raise BaselineMismatch(
-                        f"{self.db.url} does not match namespace {ns.name} at {at}: "
-                        + "; ".join(parts),
-                        namespace=ns.name,
-                        at=at,
-                        missing=missing,
-                        different=different,
-                        newer=newer,
-                    )
+                mismatch = baseline_mismatch(
+                    self.db.url, ns.name, at, live=live, expected=expected, later_only=later_only
+                )
+                if mismatch is not None:
+                    raise mismatch
                 cur.execute("BEGIN")
                 previous: str | None = None
                 for m in upto:
