@@ -60,6 +60,7 @@ __all__ = [
     "home_choice_hint",
     "human_time",
     "json_option",
+    "limit_option",
     "json_time",
     "no_daemon",
     "print_table",
@@ -263,6 +264,19 @@ def print_table(table: Table, *, no_headers: bool = False) -> None:
 def json_option(fn: F) -> F:
     """Add ``--json`` to a command."""
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(fn)
+
+
+def limit_option(default: int, help: str) -> Callable[[F], F]:
+    """Add ``--limit``/``-n`` (1 to 100,000): one spelling and one range for every command that
+    shows the latest N of something."""
+    return click.option(
+        "--limit",
+        "-n",
+        default=default,
+        show_default=True,
+        type=click.IntRange(1, 100_000),
+        help=help,
+    )
 
 
 def table_options(fn: F) -> F:

@@ -17,6 +17,7 @@ from bastion.cli._output import (
     emit,
     human_time,
     json_option,
+    limit_option,
     require_home,
     run_command,
     table_options,
@@ -115,14 +116,7 @@ def _note(v: dict[str, Any]) -> str:
 
 @config.command()
 @click.option("--service", default=None, help="Only this service's spec.")
-@click.option(
-    "--limit",
-    "-n",
-    default=50,
-    show_default=True,
-    type=click.IntRange(1, 100_000),
-    help="How many of the latest versions.",
-)
+@limit_option(50, "How many of the latest versions.")
 @table_options
 @json_option
 @click.pass_context

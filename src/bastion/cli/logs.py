@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bastion.cli._complete import complete_service
-from bastion.cli._output import config_from, human_time, json_option, run_command, to_json
+from bastion.cli._output import (
+    config_from,
+    human_time,
+    json_option,
+    limit_option,
+    run_command,
+    to_json,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -97,14 +104,7 @@ def format_line(r: LogRecord) -> str:
 @click.option("--since", help="From this time: 10m, 2h, 1d (ago), unix seconds, or ISO-8601.")
 @click.option("--until", help="Before this time (same forms as --since).")
 @click.option("--grep", "text", help="Only messages containing TEXT (case-insensitive).")
-@click.option(
-    "--limit",
-    "-n",
-    default=100,
-    show_default=True,
-    type=click.IntRange(1, 100_000),
-    help="Lines to show.",
-)
+@limit_option(100, "Lines to show.")
 @click.option(
     "--follow", "-f", is_flag=True, help="Keep printing new lines as they arrive (Ctrl-C stops)."
 )

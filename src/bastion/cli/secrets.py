@@ -20,6 +20,7 @@ from bastion.cli._output import (
     config_from,
     emit,
     json_option,
+    limit_option,
     require_home,
     run_command,
     table_options,
@@ -557,14 +558,7 @@ def rekey(
 @secrets.group(invoke_without_command=True)
 @click.option("--name", default=None, help="Only this secret name.")
 @click.option("--scope", default=None, help="Only this scope.")
-@click.option(
-    "--limit",
-    "-n",
-    default=50,
-    show_default=True,
-    type=click.IntRange(1, 100_000),
-    help="How many of the latest rows.",
-)
+@limit_option(50, "How many of the latest rows.")
 @table_options
 @json_option
 @click.pass_context

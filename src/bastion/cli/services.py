@@ -24,6 +24,7 @@ from bastion.cli._output import (
     emit,
     human_time,
     json_option,
+    limit_option,
     no_daemon,
     run_command,
     table_options,
@@ -186,14 +187,7 @@ def validate(ctx: click.Context, as_json: bool) -> None:
 
 @services.command()
 @click.argument("name", shell_complete=complete_service)
-@click.option(
-    "--limit",
-    "-n",
-    default=50,
-    show_default=True,
-    type=click.IntRange(1, 100_000),
-    help="How many of the latest events.",
-)
+@limit_option(50, "How many of the latest events.")
 @table_options
 @json_option
 @click.pass_context
@@ -222,14 +216,7 @@ def events(ctx: click.Context, name: str, limit: int, no_headers: bool, as_json:
 
 @services.command()
 @click.argument("name", shell_complete=complete_service)
-@click.option(
-    "--limit",
-    "-n",
-    default=100,
-    show_default=True,
-    type=click.IntRange(1, 100_000),
-    help="How many of the latest lines.",
-)
+@limit_option(100, "How many of the latest lines.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
 @click.option("--interval", default=0.5, show_default=True, hidden=True)
 @json_option
