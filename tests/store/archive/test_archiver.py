@@ -14,6 +14,7 @@ from pathlib import Path
 import apsw
 import pytest
 
+from bastion import _platform
 from bastion.config import ArchiveConfig, StoreConfig
 from bastion.errors import ArchiveError, BastionError, StoreBusy
 from bastion.store import Database
@@ -230,7 +231,8 @@ def test_a_pass_kept_waiting_past_the_busy_timeout_keeps_the_generation(tmp_path
             assert _hear(holder) == "locked"
             with pytest.raises(StoreBusy) as busy:
                 archiver.sync_now()
-            assert f"process {holder.pid}" in busy.value.message
+            if _platform.SYSTEM == "linux":  # /proc/locks names the holder; elsewhere unknown
+                assert f"process {holder.pid}" in busy.value.message
             _tell(holder)
             assert _hear(holder) == "truncated"  # the WAL restarted under the archiver
             assert _hear(holder) == "done"
@@ -417,7 +419,8 @@ def test_passes_kept_from_the_lock_longer_than_the_busy_timeout_are_reported_the
             error = wait_until(
                 lambda: archiver.status().last_error, timeout=60, what="the contention reported"
             )
-            assert f"process {holder.pid}" in error
+            if _platform.SYSTEM == "linux":  # /proc/locks names the holder; elsewhere unknown
+                assert f"process {holder.pid}" in error
             assert "archive.failed" in events
             assert any("deferred" in r.getMessage() for r in caplog.records)  # gave way first
             _tell(holder)
@@ -630,7 +633,6 @@ def test_a_system_without_positional_reads_is_refused_by_name(
     """Windows has neither os.pread nor a listing of open descriptors (the wal-index is read
     through SQLite's own): starting the archiver there is a clear ArchiveError, before any
     file is made and before SQLite's checkpoints are taken over."""
-    from bastion import _platform
 
     monkeypatch.setattr(_platform, missing, None if missing == "pread" else ())
     db = open_db(tmp_path / "app.db")
