@@ -42,6 +42,15 @@ def _commit(db: Path, value: str) -> subprocess.Popen[str]:
     return proc
 
 
+async def _woken_by(waiting: asyncio.Future[None], within_s: float) -> bool:
+    """Whether ``waiting`` finishes within ``within_s``, leaving it running if not."""
+    try:
+        await asyncio.wait_for(asyncio.shield(waiting), within_s)
+    except TimeoutError:
+        return False
+    return True
+
+
 async def _woken(watch: FileWatch, within_s: float) -> bool:
     try:
         await asyncio.wait_for(watch.changed(), within_s)
@@ -61,8 +70,9 @@ def test_a_commit_by_another_process_wakes_the_watch(kind: str, tmp_path: Path) 
             waiting = asyncio.ensure_future(watch.changed())
             # Another file of the folder (bastion.db-wal on every log batch) is not ours.
             (tmp_path / "bastion.db-wal").write_bytes(b"x" * 100)
-            await asyncio.sleep(0.3)
-            other = waiting.done()
+            # A change of ours would wake it well within 0.3 s (the polling watcher looks
+            # every 0.05 s here); the other file must not, in that window.
+            other = await _woken_by(waiting, 0.3)
             second = await asyncio.to_thread(_commit, db, "two")
             await asyncio.wait_for(waiting, 30)
             # The -wal deleted when the last connection closes is a change too.

@@ -11,6 +11,7 @@ import pytest
 
 from bastion.supervisor.capture import CapturedLine, LogCapture
 from bastion.supervisor.redact import Redactor
+from tests.helpers import await_until
 
 KIDS = str(Path(__file__).with_name("kids.py"))
 
@@ -183,8 +184,7 @@ def test_a_silent_child_never_wakes_the_flusher() -> None:
         assert loop.timers - before == 1  # the sleep above, nothing else
         silent = capture.wakeups
         os.write(write_fd, b"hello\n")
-        while not sink.lines:
-            await asyncio.sleep(0.005)
+        await await_until(lambda: sink.lines, timeout=30, what="the line to be stored")
         after_line = capture.wakeups
         os.close(write_fd)
         await capture.close()
