@@ -281,3 +281,39 @@ def test_readiness_reports_without_restarting(db: Database, tmp_path: Path) -> N
         await sup.close()
 
     run(scenario)
+
+
+def test_a_monitor_that_dies_of_an_error_fails_the_run_instead_of_leaving_it_starting(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in a hook (here: ``started`` raising, as a broken probe or hook would) ends the
+    monitor task. Nobody would then judge the run: it sat in ``starting`` forever. The
+    supervisor notices the dead monitor and hands the run to the restart policy as unhealthy,
+    the error in the reason, so a monitor that keeps failing trips the breaker visibly."""
+    import bastion.supervisor.supervisor as sup_mod
+
+    def broken(self: object, detail: str) -> None:
+        raise RuntimeError("hook bug for the test")
+
+    monkeypatch.setattr(sup_mod._Hooks, "started", broken)
+    spec = kid(
+        "hooked",
+        "sleeper",
+        restart={"policy": "always", "max_restarts": 1, "backoff_initial_s": 0.01},
+        breaker={"open_timeout_s": 60},
+    )
+
+    async def scenario() -> None:
+        sup = Supervisor(db, [spec])
+        await sup.open()
+        try:
+            await sup.start("hooked")
+            await sup.wait_state("hooked", S.OPEN, timeout=60)
+        finally:
+            await sup.close()
+
+    run(scenario)
+    seen = events(db, "hooked")
+    unhealthy = [reason for to, reason in seen if to == "unhealthy"]
+    assert unhealthy == ["health monitor failed: RuntimeError: hook bug for the test"] * 2, seen
+    assert seen[-1][0] == "open", seen

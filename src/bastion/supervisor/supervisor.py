@@ -841,7 +841,7 @@ class Supervisor(SecretFollower):
             run.channel = McpStdioChannel(proc.stdin, proc.stdout)
         svc.monitor = self._monitor(svc, run)
         loop = asyncio.get_running_loop()
-        monitor_task = loop.create_task(svc.monitor.run())
+        monitor_task = self._start_monitor(svc, run)
         scan_task = loop.create_task(self._scan_descendants(spec.name, run))
         exited = child.exited  # event-driven: resolved by the child watcher, pipes or not
         stop_wait = loop.create_task(svc.wake.wait())
@@ -857,7 +857,7 @@ class Supervisor(SecretFollower):
                     monitor_task.cancel()
                     await asyncio.gather(monitor_task, return_exceptions=True)
                     svc.monitor = self._monitor(svc, run)
-                    monitor_task = loop.create_task(svc.monitor.run())
+                    monitor_task = self._start_monitor(svc, run)
                 svc.wake.clear()  # a start_now while running means nothing
                 stop_wait = loop.create_task(svc.wake.wait())
         finally:
@@ -899,6 +899,32 @@ class Supervisor(SecretFollower):
             await self._finish_run(svc, run, stopped.returncode)
             result = False
         return result
+
+    def _start_monitor(self, svc: _Service, run: _Run) -> asyncio.Task[None]:
+        """Run ``svc.monitor``; a monitor that dies of an error ends the run as unhealthy.
+
+        The monitor is the only thing that moves a run out of ``starting`` and judges it
+        afterwards: if it died silently (a bug in a probe or a hook), the service would sit
+        in ``starting`` (or look healthy) forever with nobody checking it. Failing the run
+        hands it to the restart policy, so a monitor that keeps failing trips the breaker
+        where an operator sees it, with the error as the reason.
+        """
+        assert svc.monitor is not None
+        task = asyncio.get_running_loop().create_task(svc.monitor.run())
+
+        def ended(done: asyncio.Task[None]) -> None:
+            if done.cancelled() or done.exception() is None or run.unhealthy.done():
+                return
+            err = done.exception()
+            while isinstance(err, BaseExceptionGroup) and err.exceptions:
+                err = err.exceptions[0]  # the TaskGroup's first failure is the cause
+            text = f"health monitor failed: {type(err).__name__}: {err}"
+            redact = svc.redactor.redact_text if svc.redactor is not None else str
+            log.error("%s: %s", svc.spec.name, redact(text))
+            run.unhealthy.set_result(redact(text))
+
+        task.add_done_callback(ended)
+        return task
 
     def _monitor(self, svc: _Service, run: _Run) -> HealthMonitor:
         health = svc.spec.health
