@@ -19,7 +19,17 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 #: Script -> arguments that make it quick. Scripts without size options run at their size.
 TINY: dict[str, list[str]] = {
-    "store_write.py": ["--ops", "50", "--rounds", "1", "--durable-ops", "5", "--metrics"],
+    "store_write.py": [
+        "--ops",
+        "50",
+        "--rounds",
+        "1",
+        "--durable-ops",
+        "5",
+        "--metrics",
+        "--metrics-rounds",
+        "2",
+    ],
     "store_read.py": ["--reads", "500", "--rounds", "1"],
     "repo.py": [],
     "backup.py": ["--size-mb", "4", "--rounds", "1"],

@@ -4,7 +4,8 @@ Metrics (``GET /metrics``) read these at scrape time through ``prometheus_client
 collectors (bastion/api/metrics.py); the store, the supervisor and the API only count. A
 :class:`Buckets` is a histogram's state without the library's lock and label lookup: the
 GIL makes ``counts[i] += 1`` good enough for a monitoring figure (a lost increment under a
-thread switch is possible in theory and harmless), and it costs a ``bisect`` and two adds.
+thread switch is possible in theory and harmless), and it costs a ``bisect`` and two adds
+(the count is the sum of the slots, added up when read: a scrape, not every observation).
 """
 
 from __future__ import annotations
@@ -41,19 +42,22 @@ class Buckets:
     """A histogram's counts: ``counts[i]`` observations ≤ ``bounds[i]`` and above the bound
     before it (the last slot: above every bound), their ``total`` and ``count``."""
 
-    __slots__ = ("bounds", "count", "counts", "total")
+    __slots__ = ("bounds", "counts", "total")
 
     def __init__(self, bounds: tuple[float, ...] = LATENCY_BOUNDS_S) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
-        self.count = 0
+
+    @property
+    def count(self) -> int:
+        """Observations so far."""
+        return sum(self.counts)
 
     def observe(self, value: float) -> None:
         """Count one observation."""
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += value
-        self.count += 1
 
     def cumulative(self) -> list[tuple[str, float]]:
         """``(le, cumulative count)`` pairs, ``+Inf`` last: what a histogram family takes."""

@@ -39,10 +39,11 @@ def test_every_commit_is_counted_with_its_units(tmp_path: Path, group_commit: st
     finally:
         db.close()
     assert rows == 100
-    assert tally.commits == tally.commit_s.count == tally.group_size.count
+    sizes = tally.units_per_commit()
+    assert tally.commits == tally.commit_s.count == sizes.count
     assert 1 <= tally.commits <= 100
     # Every unit is in exactly one committed transaction.
-    assert tally.group_size.total == 100
+    assert sizes.total == 100
     if group_commit == "never":
         assert tally.commits == 100
 

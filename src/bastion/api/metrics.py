@@ -162,7 +162,7 @@ class BastionCollector(Collector):
             "bastion_store_group_commit_units",
             "Write units committed in one transaction (group commit).",
             [],
-            [([], tally.group_size)],
+            [([], tally.units_per_commit())],
         )
         yield CounterMetricFamily(
             "bastion_store_busy",
