@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[3]
 @pytest.mark.slow
 def test_bench_runs_to_the_end(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "examples.spaces.bench", "--rounds", "2"],
+        [sys.executable, "-m", "examples.spaces.bench", "--rounds", "4", "--calls", "2"],
         check=False,
         cwd=ROOT,
         capture_output=True,
@@ -26,3 +26,5 @@ def test_bench_runs_to_the_end(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr, result.stderr
     assert "encrypted-file: getAllSecrets of 20 keys" in result.stdout
     assert "target <= 1x" in result.stdout
+    for variant in ("v1 cold", "v1 warm", "v2 cold", "v2 warm", "v2 warm / v1 cold"):
+        assert f"  {variant}" in result.stdout

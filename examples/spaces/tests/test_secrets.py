@@ -77,6 +77,44 @@ def test_get_all_secrets_is_one_batch_not_a_get_per_key(
         }
 
 
+def test_one_key_is_read_and_written_without_the_others(
+    app: SpacesApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seed's "query/update specific secrets without loading all": a get decrypts one
+    record's value, a set writes one record; the bundle read and rewrote every key."""
+    with app:
+        for i in range(20):
+            app.secrets.set_secret("s1", f"k{i:02d}", f"v{i:02d}")
+        backend = app.vault.backend
+        read: list[str] = []
+        written: list[str] = []
+        real_read, real_write = backend.read_value, backend.write_value
+
+        def read_value(ref: Any) -> str | None:
+            read.append(ref.name)
+            return real_read(ref)
+
+        def write_value(tx: Any, ref: Any, value: str) -> None:
+            written.append(ref.name)
+            real_write(tx, ref, value)
+
+        def no_batch(*args: Any) -> Any:
+            raise AssertionError("a single get read a batch")
+
+        monkeypatch.setattr(backend, "read_value", read_value)
+        monkeypatch.setattr(backend, "write_value", write_value)
+        monkeypatch.setattr(backend, "read_values", no_batch, raising=False)
+        got = app.secrets.get_secret("s1", "k07")
+        assert got is not None
+        assert got.reveal() == "v07"
+        assert read == ["k07"]
+        before = {r.secret_key: r.version for r in app.secrets.list_secrets("s1")}
+        app.secrets.set_secret("s1", "k07", "changed")
+        assert written == ["k07"]
+        after = {r.secret_key: r.version for r in app.secrets.list_secrets("s1")}
+        assert {k for k in after if after[k] != before[k]} == {"k07"}
+
+
 def test_compare_and_set_on_one_key(app: SpacesApp) -> None:
     with app:
         app.secrets.set_secret("s1", "k", "v1", expected_version=0)

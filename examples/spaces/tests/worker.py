@@ -1,7 +1,9 @@
 """Code the spaces tests run in other processes (real processes, real files, one home).
 
 ``python -m examples.spaces.tests.worker upgrade-and-die K`` opens the app (running the
-upgrade) and SIGKILLs itself right after durable step ``K``: the crash test's victim. The
+upgrade) and SIGKILLs itself right after durable step ``K``: the crash test's victim;
+``... change set|delete|delete-space SPACE KEY VALUE`` changes a space's secrets from another
+process (the cache tests). The
 functions below run under ``multiprocessing`` (spawn) for the concurrency tests.
 """
 
@@ -64,10 +66,26 @@ def delete_and_die(home: str, space_id: str) -> int:
     return 1  # not reached
 
 
+def change_secret(home: str, op: str, space_id: str, key: str, value: str) -> int:
+    """Another process's change to a space's secrets, through its own app and vault:
+    ``set`` / ``delete`` one key, or ``delete-space`` (tombstone + ``Vault.delete_scope``)."""
+    with _open(home, os.environ) as app:
+        if op == "set":
+            app.secrets.set_secret(space_id, key, value)
+        elif op == "delete":
+            app.secrets.delete_secret(space_id, key)
+        else:
+            app.delete_space(space_id)
+    print("changed", flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     command, *args = argv
     if command == "delete-and-die":
         return delete_and_die(os.environ["SPACES_TEST_HOME"], args[0])
+    if command == "change":
+        return change_secret(os.environ["SPACES_TEST_HOME"], *args)
     if command != "upgrade-and-die":
         print(f"unknown command {command!r}", file=sys.stderr)
         return 2

@@ -13,7 +13,8 @@ keyring, with deadlines), ``encrypted`` + ``crypto`` (AES-256-GCM file), ``index
 rows), ``rules`` (names and values), ``secret`` (the masked type), ``audit``, ``importer``
 (plaintext config import and scrub), ``keyring_backend`` (the encrypted file as a keyring
 backend), ``bulk`` (batch reads, scope deletion with its journal, orphan scopes, adoption of
-another application's keychain items), ``secretservice`` (the Secret Service batch calls). There is no silent fallback: if the configured backend is unavailable, the named
+another application's keychain items), ``secretservice`` (the Secret Service batch calls),
+``cache`` (a scope's values held in memory until its stamp moves; opt-in). There is no silent fallback: if the configured backend is unavailable, the named
 error says so and how to fix it.
 """
 

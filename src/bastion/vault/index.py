@@ -116,6 +116,13 @@ class Index:
         found = self.db.scalar("SELECT secrets FROM vault_counts WHERE scope = ?", (scope,))
         return int(found or 0)
 
+    def stamp(self, scope: str) -> int | None:
+        """The scope's change stamp (migration 0004): a new random number whenever one of its
+        secrets is set, deleted or moved, by any process; None for a scope never written.
+        One primary-key read, no value: what :class:`~bastion.vault.cache.ScopeCache` checks."""
+        row = self.db.lookup("SELECT stamp FROM vault_scope_stamps WHERE scope = ?", (scope,))
+        return None if row is None else int(row[0])
+
     def flags(self, scope: str, names: Iterable[str]) -> dict[str, tuple[float, int]]:
         """``name -> (updated_at, version)`` for those of ``names`` that exist in ``scope``:
         one primary-key lookup per name asked, whatever the number of secrets."""
