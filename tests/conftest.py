@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -64,14 +65,33 @@ def bastion_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ``db_key`` None (plaintext, as always) and with a random database key, which the test passes
 # to what it opens (``Database.open(..., key=db_key)``, the ops fixtures' ``key=``) and which
 # is also in the environment a home and the CLI read (``store.encryption = "required"``,
-# ``store.key_source = "env"``, ``BASTION_DB_KEY``). Unmarked tests get None.
+# ``store.key_source = "env"``, ``BASTION_DB_KEY``). Unmarked tests get None. A test that is
+# inherently plaintext in such a module (it reads raw header bytes, writes a file with the
+# plain driver) is marked ``plaintext_only(reason)`` and runs once, unkeyed.
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "db_key" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
-        "encrypted_rerun"
+    definition = metafunc.definition
+    if (
+        "db_key" in metafunc.fixturenames
+        and definition.get_closest_marker("encrypted_rerun")
+        and not definition.get_closest_marker("plaintext_only")
     ):
         metafunc.parametrize("db_key", ["plain", "encrypted"], indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Encryption at rest is SQLite's (SQLite3 Multiple Ciphers): the PostgreSQL run of a test
+    parametrized over engines is not repeated "encrypted" (a PostgreSQL server's data at rest
+    is the server's business), so that combination is deselected, never skipped."""
+    keep, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        encrypted = callspec is not None and callspec.params.get("db_key") == "encrypted"
+        (dropped if encrypted and item.get_closest_marker("postgres") else keep).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 @pytest.fixture
@@ -94,6 +114,21 @@ def db_key(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> A
 def encrypted_store_env() -> dict[str, str]:
     """The config variables of a home whose databases are encrypted with BASTION_DB_KEY."""
     return {"BASTION_STORE_ENCRYPTION": "required", "BASTION_STORE_KEY_SOURCE": "env"}
+
+
+@pytest.fixture
+def open_database(db_key: Any) -> Callable[..., Any]:
+    """``Database.open`` with this run's key: what a test of an ``encrypted_rerun`` module
+    calls instead of ``Database.open`` so it opens its files encrypted in the second run.
+    Only the test's own opens get the key: what bastion opens inside (backups, checks,
+    migrations) must pass it on itself, which is what the encrypted run proves."""
+    from bastion.store import Database
+
+    def open_(path: Any, config: Any = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("key", db_key)
+        return Database.open(path, config, **kwargs)
+
+    return open_
 
 
 @pytest.fixture

@@ -1,4 +1,7 @@
-"""The store core against real files: posture, bad files, concurrency, group commit."""
+"""The store core against real files: posture, bad files, concurrency, group commit.
+
+Every test that opens a database runs twice: plaintext and encrypted (``open_database``,
+``db_key``; tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from bastion import _platform
 from bastion.config import StoreConfig
 from bastion.errors import (
     Conflict,
+    DatabaseNotEncrypted,
     NotADatabase,
     NotFound,
     ReferenceViolation,
@@ -28,7 +32,12 @@ from bastion.errors import (
     StorePostureError,
 )
 from bastion.store import Database, ReadTx, WriteTx
+from bastion.store.crypt import DatabaseKey
+from bastion.store.crypt.cipher import connect
 from tests.helpers import wait_until
+from tests.store.keyed import CHILD_KEY, OpenDatabase
+
+pytestmark = pytest.mark.encrypted_rerun
 
 
 def _digest(path: Path) -> str:
@@ -36,8 +45,8 @@ def _digest(path: Path) -> str:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database.open(tmp_path / "t.db")
+def db(open_database: OpenDatabase, tmp_path: Path) -> Database:
+    database = open_database(tmp_path / "t.db")
     database.write(
         lambda tx: tx.execute("CREATE TABLE c(id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
     )
@@ -46,51 +55,57 @@ def db(tmp_path: Path) -> Database:
     database.close()
 
 
-def test_posture_is_read_back(tmp_path: Path) -> None:
-    with Database.open(
+def test_posture_is_read_back(open_database: OpenDatabase, tmp_path: Path) -> None:
+    with open_database(
         tmp_path / "p.db", StoreConfig(synchronous="FULL", busy_timeout_ms=7000)
     ) as db:
         assert db.posture.journal_mode == "WAL"
         assert db.posture.synchronous == "FULL"
         assert db.posture.foreign_keys is True
         assert db.posture.busy_timeout_ms == 7000
+        key = db.key
     # The WAL mode is persistent in the file: a raw connection reads it back too.
-    raw = apsw.Connection(str(tmp_path / "p.db"))
+    raw = connect(str(tmp_path / "p.db"), key=key)
     assert raw.pragma("journal_mode") == "wal"
     raw.close()
     assert (tmp_path / "p.db").stat().st_mode & 0o777 == 0o600
 
 
-def test_posture_mismatch_names_the_pragma(tmp_path: Path) -> None:
+@pytest.mark.plaintext_only(
+    reason="the cipher is SQLite3 Multiple Ciphers' VFS shim over the default VFS; SQLite's "
+    "own unix-dotfile VFS (the stand-in for a filesystem without mmap) has no cipher to key"
+)
+def test_posture_mismatch_names_the_pragma(open_database: OpenDatabase, tmp_path: Path) -> None:
     # SQLite's "unix-dotfile" VFS has no shared-memory methods, like a filesystem that cannot
     # mmap: SQLite then refuses WAL and silently keeps the rollback journal.
     with pytest.raises(StorePostureError) as info:
-        Database.open(tmp_path / "n.db", vfs="unix-dotfile")
+        open_database(tmp_path / "n.db", vfs="unix-dotfile")
     assert info.value.details["pragma"] == "journal_mode"
     assert info.value.details["wanted"] == "wal"
     assert info.value.details["got"] == "delete"
     assert "journal_mode" in info.value.message
 
 
-def test_non_sqlite_file_is_refused_untouched(tmp_path: Path) -> None:
+def test_non_sqlite_file_is_refused_untouched(open_database: OpenDatabase, tmp_path: Path) -> None:
     path = tmp_path / "notes.db"
     path.write_bytes(b"these are my notes, not a database\n" * 50)
     before = _digest(path)
     with pytest.raises(NotADatabase) as info:
-        Database.open(path)
+        open_database(path)
     assert str(path) in info.value.message
     assert _digest(path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
 
 
-def test_truncated_file_is_refused_untouched(tmp_path: Path) -> None:
+def test_truncated_file_is_refused_untouched(open_database: OpenDatabase, tmp_path: Path) -> None:
     path = tmp_path / "t.db"
-    with Database.open(path) as database:
+    with open_database(path) as database:
         database.write(lambda tx: tx.execute("CREATE TABLE big(x TEXT)"))
         database.write(
             lambda tx: tx.executemany("INSERT INTO big VALUES (?)", [("x" * 500,)] * 200)
         )
-    raw = apsw.Connection(str(path))
+        key = database.key
+    raw = connect(str(path), key=key)
     raw.pragma("wal_checkpoint", "TRUNCATE")
     raw.close()
     Path(str(path) + "-wal").unlink(missing_ok=True)
@@ -99,17 +114,20 @@ def test_truncated_file_is_refused_untouched(tmp_path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
     before = _digest(path)
     with pytest.raises(NotADatabase) as info:
-        Database.open(path)
+        open_database(path)
     assert "truncated" in info.value.message
     assert _digest(path) == before
 
 
-def test_header_only_garbage_is_refused(tmp_path: Path) -> None:
+def test_header_only_garbage_is_refused(
+    open_database: OpenDatabase, tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
     path = tmp_path / "g.db"
     path.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 64)
     before = _digest(path)
-    with pytest.raises(NotADatabase):
-        Database.open(path)
+    # With a key, SQLite's header string says "a plaintext file": refused as not encrypted.
+    with pytest.raises(NotADatabase if db_key is None else DatabaseNotEncrypted):
+        open_database(path)
     assert _digest(path) == before
 
 
@@ -137,13 +155,13 @@ def test_four_threads_read_modify_write_exact(db: Database) -> None:
     assert db.scalar("SELECT n FROM c WHERE id = 1") == 8000
 
 
-_PROCESS_WORKER = textwrap.dedent(
+_PROCESS_WORKER = CHILD_KEY + textwrap.dedent(
     """
     import sys
     from bastion.store import Database
     path, count = sys.argv[1], int(sys.argv[2])
     busy = 0
-    with Database.open(path) as db:
+    with Database.open(path, key=KEY) as db:
         def inc(tx):
             n = tx.scalar("SELECT n FROM c WHERE id = 1")
             tx.execute("UPDATE c SET n = ? WHERE id = 1", (n + 1,))
@@ -190,11 +208,13 @@ def _hold_writer(db: Database) -> tuple[threading.Event, threading.Event]:
 
 
 @pytest.mark.parametrize("mode", ["always", "never"])
-def test_group_commit_isolates_the_failing_unit(tmp_path: Path, mode: str) -> None:
+def test_group_commit_isolates_the_failing_unit(
+    open_database: OpenDatabase, tmp_path: Path, mode: str
+) -> None:
     """Grouped ("always"; the default under synchronous=FULL) or one transaction each
     ("never"; the default under NORMAL): the unit that raises is rolled back alone, with its
     compensation run, and the others are durable."""
-    database = Database.open(tmp_path / "g.db", StoreConfig(group_commit=mode))  # type: ignore[arg-type]
+    database = open_database(tmp_path / "g.db", StoreConfig(group_commit=mode))  # type: ignore[arg-type]
     database.write(lambda tx: tx.execute("CREATE TABLE c(id INTEGER PRIMARY KEY, n INTEGER)"))
     commits: list[int] = []
 
@@ -244,17 +264,19 @@ def test_group_commit_isolates_the_failing_unit(tmp_path: Path, mode: str) -> No
         # the blocker's transaction, then the group (one COMMIT) or three of their own
         assert len(commits) == (2 if mode == "always" else 4)
         # durable: a fresh connection sees them
-        raw = apsw.Connection(str(database.path))
+        raw = connect(str(database.path), key=database.key)
         assert sorted(r[0] for r in raw.execute("SELECT n FROM c")) == [100, 101, 102]
         raw.close()
     finally:
         database.close()
 
 
-def test_group_commit_is_the_default_only_when_commits_are_fsyncs(tmp_path: Path) -> None:
-    with Database.open(tmp_path / "n.db") as normal:
+def test_group_commit_is_the_default_only_when_commits_are_fsyncs(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
+    with open_database(tmp_path / "n.db") as normal:
         assert normal._group_commit is False
-    with Database.open(tmp_path / "f.db", StoreConfig(synchronous="FULL")) as full:
+    with open_database(tmp_path / "f.db", StoreConfig(synchronous="FULL")) as full:
         assert full._group_commit is True
 
 
@@ -355,17 +377,21 @@ def test_async_api_does_not_block_the_loop(db: Database) -> None:
     assert db.scalar("SELECT n FROM c WHERE id = 1") == 51
 
 
-def test_store_busy_when_another_process_holds_the_lock(tmp_path: Path) -> None:
+def test_store_busy_when_another_process_holds_the_lock(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
     path = tmp_path / "b.db"
-    with Database.open(path, StoreConfig(busy_timeout_ms=2000)) as database:
+    with open_database(path, StoreConfig(busy_timeout_ms=2000)) as database:
         database.write(lambda tx: tx.execute("CREATE TABLE t(x)"))
         holder = subprocess.Popen(
             [
                 sys.executable,
                 "-c",
-                textwrap.dedent(f"""
-                import apsw, sys
-                c = apsw.Connection({str(path)!r})
+                CHILD_KEY
+                + textwrap.dedent(f"""
+                import sys
+                from bastion.store.crypt.cipher import connect
+                c = connect({str(path)!r}, key=KEY)
                 c.execute("BEGIN IMMEDIATE")
                 print("locked", flush=True)
                 sys.stdin.readline()
@@ -398,8 +424,10 @@ def test_store_busy_when_another_process_holds_the_lock(tmp_path: Path) -> None:
         assert database.scalar("SELECT count(*) FROM t") == 1
 
 
-def test_several_databases_in_one_process_have_their_own_writer(tmp_path: Path) -> None:
-    dbs = [Database.open(tmp_path / f"profile{i}.db", name=f"profile{i}") for i in range(3)]
+def test_several_databases_in_one_process_have_their_own_writer(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
+    dbs = [open_database(tmp_path / f"profile{i}.db", name=f"profile{i}") for i in range(3)]
     try:
         for i, d in enumerate(dbs):
             d.write(lambda tx, i=i: tx.execute(f"CREATE TABLE p{i}(x)"))
@@ -411,8 +439,8 @@ def test_several_databases_in_one_process_have_their_own_writer(tmp_path: Path) 
             d.close()
 
 
-def test_closed_database_refuses_work(tmp_path: Path) -> None:
-    database = Database.open(tmp_path / "c.db")
+def test_closed_database_refuses_work(open_database: OpenDatabase, tmp_path: Path) -> None:
+    database = open_database(tmp_path / "c.db")
     database.close()
     with pytest.raises(StoreClosed):
         database.write(lambda tx: tx.execute("SELECT 1"))
@@ -462,11 +490,11 @@ def test_async_point_read_and_errors_are_translated(db: Database) -> None:
 
 
 def test_wal_watchdog_truncates_once_the_reader_lets_go(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    open_database: OpenDatabase, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = StoreConfig(wal_cap_bytes=1024 * 1024, wal_watchdog_interval_s=0.05)
     wal = Path(str(tmp_path / "w.db") + "-wal")
-    with Database.open(tmp_path / "w.db", cfg) as database:
+    with open_database(tmp_path / "w.db", cfg) as database:
         database.write(lambda tx: tx.execute("CREATE TABLE blob(x BLOB)"))
         holding, release = threading.Event(), threading.Event()
 
@@ -509,19 +537,23 @@ def test_update_by_id_touching_nothing_is_not_found(db: Database) -> None:
 
 
 @pytest.mark.parametrize("mode", ["always", "never"])
-def test_write_from_inside_a_unit_is_refused_not_deadlocked(tmp_path: Path, mode: str) -> None:
-    with Database.open(tmp_path / "r.db", StoreConfig(group_commit=mode)) as database:  # type: ignore[arg-type]
+def test_write_from_inside_a_unit_is_refused_not_deadlocked(
+    open_database: OpenDatabase, tmp_path: Path, mode: str
+) -> None:
+    with open_database(tmp_path / "r.db", StoreConfig(group_commit=mode)) as database:  # type: ignore[arg-type]
         with pytest.raises(RuntimeError, match="inside a write unit"):
             database.write(lambda tx: database.write(lambda inner: inner.execute("SELECT 1")))
         # the writer is free again afterwards
         assert database.write(lambda tx: tx.scalar("SELECT 41 + 1")) == 42
 
 
-def test_a_thread_writing_in_a_loop_does_not_starve_another(tmp_path: Path) -> None:
+def test_a_thread_writing_in_a_loop_does_not_starve_another(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
     """Under synchronous=NORMAL callers take the writer in turn and a busy thread may retake
     it, but a waiting caller gets in within a bounded time: its rows land between the busy
     thread's, not after all of them."""
-    with Database.open(tmp_path / "s.db") as database:
+    with open_database(tmp_path / "s.db") as database:
         database.write(lambda tx: tx.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT)"))
         started = threading.Event()
 
@@ -543,13 +575,14 @@ def test_a_thread_writing_in_a_loop_does_not_starve_another(tmp_path: Path) -> N
 
 
 def test_a_caller_bypassed_too_long_gets_the_writer_before_the_next_retake(
+    open_database: OpenDatabase,
     tmp_path: Path,
 ) -> None:
     """The anti-starvation rule itself: once a waiter has waited past the bypass bound, the
     thread that just released the writer steps aside when it writes again, so the waiter's
     unit commits first (without the rule the releasing thread, still running, retakes the
     lock before the woken waiter)."""
-    with Database.open(tmp_path / "f.db") as database:
+    with open_database(tmp_path / "f.db") as database:
         database.write(lambda tx: tx.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT)"))
         release = threading.Event()
 
@@ -578,14 +611,14 @@ def test_a_caller_bypassed_too_long_gets_the_writer_before_the_next_retake(
         assert order == ["hog-1", "waiter", "hog-2"]
 
 
-_OPENER = textwrap.dedent(
+_OPENER = CHILD_KEY + textwrap.dedent(
     """
     import os, sys, time
     from bastion.store import Database
     path, go = sys.argv[1], sys.argv[2]
     while not os.path.exists(go):
         time.sleep(0.001)  # spin until the start line: the race is the point
-    with Database.open(path) as db:
+    with Database.open(path, key=KEY) as db:
         db.write(lambda tx: tx.execute("CREATE TABLE IF NOT EXISTS t(pid INTEGER)"))
         db.write(lambda tx: tx.execute("INSERT INTO t VALUES (?)", (os.getpid(),)))
     print("ok")
@@ -596,7 +629,7 @@ _OPENER = textwrap.dedent(
 @pytest.mark.posix
 @pytest.mark.parametrize("round_", range(3))
 def test_processes_creating_the_same_new_file_at_once_never_see_busy(
-    tmp_path: Path, round_: int
+    open_database: OpenDatabase, tmp_path: Path, round_: int
 ) -> None:
     """Switching a brand-new file to WAL needs an exclusive lock, and SQLite answers BUSY
     immediately (no busy handler) to a process that would deadlock: opening retries."""
@@ -617,16 +650,18 @@ def test_processes_creating_the_same_new_file_at_once_never_see_busy(
     for proc, (out, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err
         assert out.strip() == "ok"
-    with Database.open(path) as database:
+    with open_database(path) as database:
         assert database.scalar("SELECT count(*) FROM t") == 6
 
 
-def test_open_waits_out_another_connection_creating_the_file(tmp_path: Path) -> None:
+def test_open_waits_out_another_connection_creating_the_file(
+    open_database: OpenDatabase, tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
     """The deterministic form of the race above: another connection is mid-way through
     creating the file in rollback-journal mode (a write transaction open), so switching to WAL
     is answered BUSY at once, without the busy handler. Opening must retry, not surface it."""
     path = tmp_path / "new.db"
-    creator = apsw.Connection(str(path))
+    creator = connect(str(path), key=db_key)
     creator.execute("BEGIN IMMEDIATE")
     creator.execute("CREATE TABLE made_by_creator(x)")
     state = {"opened": False, "open_when_released": None}
@@ -638,7 +673,7 @@ def test_open_waits_out_another_connection_creating_the_file(tmp_path: Path) -> 
     timer = threading.Timer(0.2, release)
     timer.start()
     try:
-        with Database.open(path, StoreConfig(busy_timeout_ms=20_000)) as database:
+        with open_database(path, StoreConfig(busy_timeout_ms=20_000)) as database:
             state["opened"] = True
             assert database.scalar("PRAGMA journal_mode") == "wal"
             assert database.scalar("SELECT count(*) FROM made_by_creator") == 0
@@ -665,19 +700,21 @@ def _my_locks(path: Path) -> list[str]:
 
 @pytest.mark.posix
 @pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs /proc/locks (Linux)")
-def test_opening_a_file_this_process_has_open_keeps_its_sqlite_locks(tmp_path: Path) -> None:
+def test_opening_a_file_this_process_has_open_keeps_its_sqlite_locks(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
     """Closing any descriptor of a file drops every POSIX lock the process holds on it
     (howtocorrupt.html 2.2). The open-time header check and recovery probe read the live
     file and its -shm; they must not close a descriptor of their own on them."""
     path = tmp_path / "locks.db"
-    with Database.open(path) as first:
+    with open_database(path) as first:
         first.write(lambda tx: tx.execute("CREATE TABLE t(x)"))
 
         def inside_a_read(tx: ReadTx) -> tuple[list[str], list[str], list[str], list[str]]:
             tx.query("SELECT * FROM t")
             shm = Path(str(path) + "-shm")
             before = (_my_locks(path), _my_locks(shm))
-            with Database.open(path) as second:
+            with open_database(path) as second:
                 second.query("SELECT * FROM t")
             from bastion.store.recovery import open_check
 
@@ -692,8 +729,10 @@ def test_opening_a_file_this_process_has_open_keeps_its_sqlite_locks(tmp_path: P
     assert set(shm_before) <= set(shm_after)
 
 
-def test_lookup_returns_the_one_row_or_none_and_refuses_many(tmp_path: Path) -> None:
-    with Database.open(tmp_path / "l.db") as database:
+def test_lookup_returns_the_one_row_or_none_and_refuses_many(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
+    with open_database(tmp_path / "l.db") as database:
         database.write(lambda tx: tx.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT)"))
         database.write(lambda tx: tx.executemany("INSERT INTO t(k) VALUES (?)", [("a",), ("a",)]))
         assert database.lookup("SELECT id, k FROM t WHERE id = ?", (2,)) == (2, "a")
@@ -714,9 +753,11 @@ def test_lookup_returns_the_one_row_or_none_and_refuses_many(tmp_path: Path) -> 
         assert many.value.hint
 
 
-def _truncate_from_another_connection(path: Path) -> tuple[int, int]:
+def _truncate_from_another_connection(
+    path: Path, key: DatabaseKey | None = None
+) -> tuple[int, int]:
     """(busy, WAL bytes after) of a TRUNCATE checkpoint that needs every snapshot released."""
-    other = apsw.Connection(str(path))
+    other = connect(str(path), key=key)
     try:
         busy = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0][0]
     finally:
@@ -725,7 +766,9 @@ def _truncate_from_another_connection(path: Path) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("mode", ["always", "never"])
-def test_first_row_reads_in_a_unit_leave_no_statement_open(tmp_path: Path, mode: str) -> None:
+def test_first_row_reads_in_a_unit_leave_no_statement_open(
+    open_database: OpenDatabase, tmp_path: Path, mode: str
+) -> None:
     """A unit's statements run on a cursor the writer keeps. ``scalar``/``query_one`` over a
     query with many rows stop after the first; the transaction's end (on the same cursor)
     must reset that statement, or it would hold a read snapshot past COMMIT and a TRUNCATE
@@ -733,7 +776,7 @@ def test_first_row_reads_in_a_unit_leave_no_statement_open(tmp_path: Path, mode:
     outside a transaction, where no COMMIT follows."""
     path = tmp_path / "k.db"
     config = StoreConfig(group_commit=mode)  # type: ignore[arg-type]
-    with Database.open(path, config) as database:
+    with open_database(path, config) as database:
         database.write(lambda tx: tx.execute("CREATE TABLE t(x INTEGER)"))
         database.write(
             lambda tx: tx.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(50)])
@@ -747,17 +790,17 @@ def test_first_row_reads_in_a_unit_leave_no_statement_open(tmp_path: Path, mode:
             return unit
 
         assert database.write(first_row_last(lambda tx: tx.scalar("SELECT x FROM t"))) == 0
-        assert _truncate_from_another_connection(path) == (0, 0)
+        assert _truncate_from_another_connection(path, database.key) == (0, 0)
         one = database.write(first_row_last(lambda tx: tx.query_one("SELECT x, 2 FROM t")))
         assert one == (0, 2)
-        assert _truncate_from_another_connection(path) == (0, 0)
+        assert _truncate_from_another_connection(path, database.key) == (0, 0)
         with database.transaction() as tx:
             tx.execute("INSERT INTO t VALUES (101)")
             assert tx.scalar("SELECT x FROM t") == 0
-        assert _truncate_from_another_connection(path) == (0, 0)
+        assert _truncate_from_another_connection(path, database.key) == (0, 0)
         database.write(lambda tx: tx.execute("INSERT INTO t VALUES (102)"))
         assert database.run_outside_transaction(lambda tx: tx.scalar("SELECT x FROM t")) == 0
-        assert _truncate_from_another_connection(path) == (0, 0)
+        assert _truncate_from_another_connection(path, database.key) == (0, 0)
 
         # The check can fail: a statement left mid-way past COMMIT holds the snapshot.
         held: list[apsw.Cursor] = []
@@ -769,15 +812,17 @@ def test_first_row_reads_in_a_unit_leave_no_statement_open(tmp_path: Path, mode:
             held.append(cursor)
 
         database.write(leave_open)
-        assert _truncate_from_another_connection(path)[0] == 1
+        assert _truncate_from_another_connection(path, database.key)[0] == 1
         held.pop().close()
-        assert _truncate_from_another_connection(path) == (0, 0)
+        assert _truncate_from_another_connection(path, database.key) == (0, 0)
 
 
-def test_a_statement_run_from_inside_another_uses_a_cursor_of_its_own(tmp_path: Path) -> None:
+def test_a_statement_run_from_inside_another_uses_a_cursor_of_its_own(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
     """A SQL function that writes through the unit's tx while the unit's own statement is
     stepping re-enters the kept cursor; apsw refuses that, and the tx falls back to a new one."""
-    with Database.open(tmp_path / "r.db") as database:
+    with open_database(tmp_path / "r.db") as database:
         database.write(lambda tx: tx.execute("CREATE TABLE t(x INTEGER); CREATE TABLE log(x)"))
         database.write(lambda tx: tx.executemany("INSERT INTO t VALUES (?)", [(1,), (2,), (3,)]))
 
@@ -794,11 +839,11 @@ def test_a_statement_run_from_inside_another_uses_a_cursor_of_its_own(tmp_path: 
         assert database.query("SELECT x FROM log ORDER BY rowid") == [(1,), (2,), (3,)]
 
 
-def test_callbacks_belong_to_their_own_unit(tmp_path: Path) -> None:
+def test_callbacks_belong_to_their_own_unit(open_database: OpenDatabase, tmp_path: Path) -> None:
     """Units on the mutex path share one tx handle: a callback registered by one unit never
     runs for another unit's commit or rollback."""
     ran: list[str] = []
-    with Database.open(tmp_path / "c.db") as database:
+    with open_database(tmp_path / "c.db") as database:
         database.write(lambda tx: tx.execute("CREATE TABLE t(x INTEGER)"))
 
         def commits(tx: WriteTx) -> None:
@@ -820,13 +865,13 @@ def test_callbacks_belong_to_their_own_unit(tmp_path: Path) -> None:
 
 
 def test_a_unit_queued_while_the_writer_thread_finishes_is_not_stranded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    open_database: OpenDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A caller that queues its unit and finds the writer lock held must not depend on the
     holder looking at the queue again: here the writer thread has drained the queue and still
     holds the lock when the unit arrives. The caller's failed attempt to lead wakes the
     writer thread, which runs the unit once the lock is free."""
-    database = Database.open(tmp_path / "w.db", StoreConfig(group_commit="always"))
+    database = open_database(tmp_path / "w.db", StoreConfig(group_commit="always"))
     database.write(lambda tx: tx.execute("CREATE TABLE t(x INTEGER)"))
     lead_failed = threading.Event()
     arrived = threading.Event()

@@ -3,6 +3,9 @@ a checkpoint, a backup and a migration; then a kill -9 storm against four writer
 
 After each fault: the caller got a typed ``StoreError``; the reopened file passes
 ``integrity_check``; it holds exactly the transactions acknowledged before the fault.
+
+Every drill runs twice: plaintext and encrypted (``db_key``): a fault under the cipher is the
+same I/O fault, never a key error, never damage.
 """
 
 from __future__ import annotations
@@ -18,15 +21,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import apsw
 import pytest
 
 from bastion.config import StoreConfig
 from bastion.errors import StoreError, StoreIOError
 from bastion.store import Database, checkpoint, migrations
 from bastion.store.backup import create_backup, list_backups, verify_backup
+from bastion.store.crypt import DatabaseKey
+from bastion.store.crypt.cipher import connect
 from bastion.store.faults import Fault, FaultyVFS
 from tests.helpers import wait_until
+from tests.store.keyed import CHILD_KEY
 from tests.store.opsfixtures import ITEMS_DDL, integrity
 
 #: FULL so that commits sync the WAL: a write transaction then has sync calls to fail too.
@@ -36,6 +41,8 @@ ACKED = [f"acked-{i}" for i in range(30)]
 FAULTS = [(Fault.ENOSPC, "write"), (Fault.EIO, "write"), (Fault.SHORT, "write")]
 FAULTS += [(Fault.ENOSPC, "sync"), (Fault.EIO, "sync")]
 
+pytestmark = pytest.mark.encrypted_rerun
+
 
 @pytest.fixture
 def vfs() -> Iterator[FaultyVFS]:
@@ -44,9 +51,9 @@ def vfs() -> Iterator[FaultyVFS]:
     v.close()
 
 
-def _prepare(path: Path, vfs: FaultyVFS) -> Database:
+def _prepare(path: Path, vfs: FaultyVFS, key: DatabaseKey | None) -> Database:
     """A database on the faulty VFS with three acknowledged transactions of 10 rows each."""
-    db = Database.open(path, DRILL, name="drill", vfs=vfs.vfs_name)
+    db = Database.open(path, DRILL, name="drill", vfs=vfs.vfs_name, key=key)
     db.write(lambda tx: tx.script(ITEMS_DDL))
     for start in range(0, 30, 10):
         db.write(
@@ -58,18 +65,24 @@ def _prepare(path: Path, vfs: FaultyVFS) -> Database:
     return db
 
 
-def _names(path: Path) -> list[str]:
-    conn = apsw.Connection(str(path))
+def _names(path: Path, key: DatabaseKey | None) -> list[str]:
+    conn = connect(str(path), key=key)
     try:
         return [str(r[0]) for r in conn.execute("SELECT name FROM items ORDER BY id")]
     finally:
         conn.close()
 
 
-def _calls(tmp_path: Path, vfs: FaultyVFS, op: str, action: Callable[[Database], Any]) -> int:
+def _calls(
+    tmp_path: Path,
+    vfs: FaultyVFS,
+    op: str,
+    action: Callable[[Database], Any],
+    key: DatabaseKey | None,
+) -> int:
     """How many ``op`` calls ``action`` makes, measured on an identical scratch database."""
     scratch = tmp_path / f"count-{uuid.uuid4().hex[:6]}.db"
-    db = _prepare(scratch, vfs)
+    db = _prepare(scratch, vfs, key)
     try:
         vfs.reset_counts()
         action(db)
@@ -96,11 +109,12 @@ def _drill(
     *,
     file_suffix: str | None = None,
     after: Callable[[Path], None] | None = None,
+    key: DatabaseKey | None = None,
 ) -> int:
-    calls = _calls(tmp_path, vfs, op, action) if file_suffix is None else 0
+    calls = _calls(tmp_path, vfs, op, action, key) if file_suffix is None else 0
     if file_suffix is not None:
         scratch = tmp_path / "count-suffix.db"
-        db = _prepare(scratch, vfs)
+        db = _prepare(scratch, vfs, key)
         try:
             vfs.arm(fault, op=op, at=10**9, file_suffix=file_suffix)  # count only these files
             action(db)
@@ -111,7 +125,7 @@ def _drill(
     assert calls >= 1, f"the operation made no {op} call to fail"
     for n in range(1, calls + 1):
         path = tmp_path / f"drill-{n}.db"
-        db = _prepare(path, vfs)
+        db = _prepare(path, vfs, key)
         vfs.fired.clear()
         vfs.arm(fault, op=op, at=n, file_suffix=file_suffix)  # type: ignore[arg-type]
         try:
@@ -126,8 +140,8 @@ def _drill(
         finally:
             vfs.disarm()
             db.close()
-        assert integrity(path) == ["ok"], f"{fault.value} at {op} {n}/{calls}"
-        assert _names(path) == ACKED, f"{fault.value} at {op} {n}/{calls}"
+        assert integrity(path, key) == ["ok"], f"{fault.value} at {op} {n}/{calls}"
+        assert _names(path, key) == ACKED, f"{fault.value} at {op} {n}/{calls}"
         if after is not None:
             after(path)
     return calls
@@ -135,26 +149,26 @@ def _drill(
 
 @pytest.mark.parametrize(("fault", "op"), FAULTS, ids=[f"{f.value}-{o}" for f, o in FAULTS])
 def test_fault_at_each_call_of_a_write_transaction(
-    tmp_path: Path, vfs: FaultyVFS, fault: Fault, op: str
+    tmp_path: Path, vfs: FaultyVFS, fault: Fault, op: str, db_key: DatabaseKey | None
 ) -> None:
-    _drill(tmp_path, vfs, fault, op, _write_unit)
+    _drill(tmp_path, vfs, fault, op, _write_unit, key=db_key)
 
 
 @pytest.mark.parametrize(("fault", "op"), FAULTS, ids=[f"{f.value}-{o}" for f, o in FAULTS])
 def test_fault_at_each_call_of_a_checkpoint(
-    tmp_path: Path, vfs: FaultyVFS, fault: Fault, op: str
+    tmp_path: Path, vfs: FaultyVFS, fault: Fault, op: str, db_key: DatabaseKey | None
 ) -> None:
     def run(db: Database) -> None:
         result = checkpoint(db, "TRUNCATE")
         if result.busy:  # pragma: no cover - nothing else holds the WAL here
             raise AssertionError("checkpoint was busy")
 
-    _drill(tmp_path, vfs, fault, op, run)
+    _drill(tmp_path, vfs, fault, op, run, key=db_key)
 
 
 @pytest.mark.parametrize(("fault", "op"), FAULTS, ids=[f"{f.value}-{o}" for f, o in FAULTS])
 def test_fault_at_each_call_of_a_backup(
-    tmp_path: Path, vfs: FaultyVFS, fault: Fault, op: str
+    tmp_path: Path, vfs: FaultyVFS, fault: Fault, op: str, db_key: DatabaseKey | None
 ) -> None:
     backups = tmp_path / "backups"
 
@@ -168,18 +182,18 @@ def test_fault_at_each_call_of_a_backup(
         assert not [p for p in backups.iterdir() if p.name.endswith(".tmp")]
 
     # Only the backup's own file fails: the live database is never written by a backup.
-    _drill(tmp_path, vfs, fault, op, run, file_suffix=".tmp", after=nothing_left)
-    db = Database.open(tmp_path / "drill-1.db", name="drill")
+    _drill(tmp_path, vfs, fault, op, run, file_suffix=".tmp", after=nothing_left, key=db_key)
+    db = Database.open(tmp_path / "drill-1.db", name="drill", key=db_key)
     try:
         good = create_backup(db, backups)
     finally:
         db.close()
-    assert verify_backup(good.path, deep=True).verified
+    assert verify_backup(good.path, deep=True, key=db_key).verified
 
 
 @pytest.mark.parametrize(("fault", "op"), FAULTS, ids=[f"{f.value}-{o}" for f, o in FAULTS])
 def test_fault_at_each_call_of_a_migration(
-    tmp_path: Path, vfs: FaultyVFS, fault: Fault, op: str
+    tmp_path: Path, vfs: FaultyVFS, fault: Fault, op: str, db_key: DatabaseKey | None
 ) -> None:
     namespace = migrations.Namespace(
         "drill",
@@ -197,7 +211,7 @@ def test_fault_at_each_call_of_a_migration(
         migrations.Migrator(db, None).migrate([namespace])
 
     def not_applied(path: Path) -> None:
-        conn = apsw.Connection(str(path))
+        conn = connect(str(path), key=db_key)
         try:
             tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_schema")}
             assert "extra" not in tables, "a failed migration left its table behind"
@@ -208,18 +222,18 @@ def test_fault_at_each_call_of_a_migration(
         finally:
             conn.close()
 
-    _drill(tmp_path, vfs, fault, op, run, after=not_applied)
+    _drill(tmp_path, vfs, fault, op, run, after=not_applied, key=db_key)
 
 
 # --- kill -9 storm -------------------------------------------------------------------------
 
-WRITER = textwrap.dedent(
+WRITER = CHILD_KEY + textwrap.dedent(
     """
     import sys
     from bastion.config import StoreConfig
     from bastion.store import Database
     path, wid, ack = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    db = Database.open(path, StoreConfig(busy_timeout_ms=60000), name="storm")
+    db = Database.open(path, StoreConfig(busy_timeout_ms=60000), name="storm", key=KEY)
     seq = int(db.scalar("SELECT coalesce(max(seq), 0) FROM acks WHERE writer = ?", (wid,))) + 1
     with open(ack, "a", buffering=1) as out:
         while True:
@@ -230,28 +244,28 @@ WRITER = textwrap.dedent(
     """
 )
 
-BACKUPER = textwrap.dedent(
+BACKUPER = CHILD_KEY + textwrap.dedent(
     """
     import sys
     from pathlib import Path
     from bastion.config import StoreConfig
     from bastion.store import Database
     from bastion.store.backup import create_backup
-    db = Database.open(sys.argv[1], StoreConfig(busy_timeout_ms=60000), name="storm")
+    db = Database.open(sys.argv[1], StoreConfig(busy_timeout_ms=60000), name="storm", key=KEY)
     while True:
         create_backup(db, Path(sys.argv[2]), step_pages=8)
     """
 )
 
 
-MIGRATOR = textwrap.dedent(
+MIGRATOR = CHILD_KEY + textwrap.dedent(
     """
     import itertools, sys, time
     from bastion.config import StoreConfig
     from bastion.errors import StoreError
     from bastion.store import Database
     from bastion.store.migrations import Migration, Migrator, Namespace
-    db = Database.open(sys.argv[1], StoreConfig(busy_timeout_ms=60000), name="storm")
+    db = Database.open(sys.argv[1], StoreConfig(busy_timeout_ms=60000), name="storm", key=KEY)
     try:
         done = db.query("SELECT namespace FROM schema_migrations WHERE namespace LIKE 'storm%'")
     except StoreError:
@@ -278,10 +292,12 @@ def _acks(path: Path) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.posix
-def test_kill_9_storm_loses_no_acknowledged_write(tmp_path: Path) -> None:
+def test_kill_9_storm_loses_no_acknowledged_write(
+    tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
     db_path = tmp_path / "storm.db"
     backups = tmp_path / "backups"
-    setup = Database.open(db_path, name="storm")
+    setup = Database.open(db_path, name="storm", key=db_key)
     setup.write(
         lambda tx: tx.script(
             "CREATE TABLE acks(writer INTEGER NOT NULL, seq INTEGER NOT NULL, pad BLOB, "
@@ -338,8 +354,8 @@ def test_kill_9_storm_loses_no_acknowledged_write(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
     assert kills == 200
-    assert integrity(db_path) == ["ok"]
-    conn = apsw.Connection(str(db_path))
+    assert integrity(db_path, db_key) == ["ok"]
+    conn = connect(str(db_path), key=db_key)
     try:
         for wid in range(4):
             acked = set(_acks(tmp_path / f"ack-{wid}.txt"))
@@ -352,7 +368,7 @@ def test_kill_9_storm_loses_no_acknowledged_write(tmp_path: Path) -> None:
     finally:
         conn.close()
     # Migrations are all-or-nothing with their history row, however they were interrupted.
-    conn = apsw.Connection(str(db_path))
+    conn = connect(str(db_path), key=db_key)
     try:
         tables = {
             str(r[0])
@@ -372,4 +388,4 @@ def test_kill_9_storm_loses_no_acknowledged_write(tmp_path: Path) -> None:
     finished = [b for b in list_backups(backups) if b.manifest is not None]
     assert finished, "no backup completed during the storm"
     for info in finished:
-        assert verify_backup(info.path, deep=True).verified, info.path
+        assert verify_backup(info.path, deep=True, key=db_key).verified, info.path

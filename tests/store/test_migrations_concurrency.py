@@ -11,15 +11,17 @@ from pathlib import Path
 import pytest
 
 from bastion.domains import core_namespace
-from bastion.store import Database
 from bastion.store.migrations import Migrator
 from bastion.store.schema import fingerprint, schema_objects
 from tests.helpers import wait_until
+from tests.store.keyed import CHILD_KEY, OpenDatabase
 from tests.store.migrations_support import APP_MIGRATIONS, app_namespace
+
+pytestmark = pytest.mark.encrypted_rerun
 
 ROOT = Path(__file__).resolve().parents[2]
 
-CHILD = textwrap.dedent(
+CHILD = CHILD_KEY + textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
@@ -33,7 +35,7 @@ CHILD = textwrap.dedent(
     path, go = Path(sys.argv[1]), Path(sys.argv[2])
     while not go.exists():  # start together: the race is the point
         time.sleep(0.001)  # spin until the start line
-    db = Database.open(path)
+    db = Database.open(path, key=KEY)
     try:
         report = Migrator(db, backups_dir=path.parent / "backups", on_event=event_sink).migrate(
             [core_namespace(), app_namespace()]
@@ -46,7 +48,9 @@ CHILD = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_processes_racing_to_migrate_apply_each_migration_once(tmp_path: Path) -> None:
+def test_processes_racing_to_migrate_apply_each_migration_once(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
     path, go = tmp_path / "shared.db", tmp_path / "go"
     procs = [
         subprocess.Popen(
@@ -73,12 +77,12 @@ def test_processes_racing_to_migrate_apply_each_migration_once(tmp_path: Path) -
     applied_counts = [int(out.strip()) for out, _ in outputs]
     assert sum(applied_counts) == len(APP_MIGRATIONS) + len(core_namespace().migrations)
 
-    db = Database.open(path)
+    db = open_database(path)
     try:
         ids = db.query("SELECT namespace, id FROM schema_migrations ORDER BY namespace, id")
         assert ids == sorted({(r[0], r[1]) for r in ids})  # no duplicates
         assert len(ids) == len(APP_MIGRATIONS) + len(core_namespace().migrations)
-        fresh = Database.open(tmp_path / "fresh.db")
+        fresh = open_database(tmp_path / "fresh.db")
         try:
             Migrator(fresh).migrate([core_namespace(), app_namespace()])
             assert fingerprint(schema_objects(db)) == fingerprint(schema_objects(fresh))

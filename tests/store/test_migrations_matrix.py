@@ -19,11 +19,14 @@ from bastion.domains.settings import SettingsRepo
 from bastion.store import Database
 from bastion.store.migrations import Migrator, Namespace
 from bastion.store.schema import fingerprint, schema_objects
+from tests.store.keyed import OpenDatabase
 from tests.store.migrations_support import APP_MIGRATIONS, app_namespace, verify_sqlite_file
 
+pytestmark = pytest.mark.encrypted_rerun
 
-def _fresh_fingerprint(tmp_path: Path, ns: Namespace) -> str:
-    db = Database.open(tmp_path / f"fresh-{ns.name}.db")
+
+def _fresh_fingerprint(open_database: OpenDatabase, tmp_path: Path, ns: Namespace) -> str:
+    db = open_database(tmp_path / f"fresh-{ns.name}.db")
     try:
         Migrator(db).migrate([ns])
         return fingerprint(schema_objects(db))
@@ -65,10 +68,10 @@ def _seed_app(db: Database, prefix: int) -> None:
 
 @pytest.mark.parametrize("prefix", range(len(APP_MIGRATIONS) + 1))
 def test_app_namespace_upgrade_from_every_prefix_matches_fresh_install(
-    tmp_path: Path, prefix: int
+    open_database: OpenDatabase, tmp_path: Path, prefix: int
 ) -> None:
-    expected = _fresh_fingerprint(tmp_path, app_namespace())
-    db = Database.open(tmp_path / "app.db")
+    expected = _fresh_fingerprint(open_database, tmp_path, app_namespace())
+    db = open_database(tmp_path / "app.db")
     try:
         Migrator(db).migrate([app_namespace(prefix)])
         _seed_app(db, prefix)
@@ -102,18 +105,18 @@ def test_app_namespace_upgrade_from_every_prefix_matches_fresh_install(
         if 1 <= prefix < len(APP_MIGRATIONS):
             (backup,) = report.backups
             assert backup.name.startswith(f"pre-migrate-app-{APP_MIGRATIONS[prefix].id}-")
-            assert verify_sqlite_file(backup) == ["ok"]
+            assert verify_sqlite_file(backup, db.key) == ["ok"]
     finally:
         db.close()
 
 
 @pytest.mark.parametrize("prefix", range(len(core_namespace().migrations) + 1))
 def test_core_namespace_upgrade_from_every_prefix_matches_fresh_install(
-    tmp_path: Path, prefix: int
+    open_database: OpenDatabase, tmp_path: Path, prefix: int
 ) -> None:
     core = core_namespace()
-    expected = _fresh_fingerprint(tmp_path, core)
-    db = Database.open(tmp_path / "bastion.db")
+    expected = _fresh_fingerprint(open_database, tmp_path, core)
+    db = open_database(tmp_path / "bastion.db")
     try:
         Migrator(db).migrate([Namespace("core", core.migrations[:prefix])])
         if prefix >= 1:
@@ -128,15 +131,19 @@ def test_core_namespace_upgrade_from_every_prefix_matches_fresh_install(
         db.close()
 
 
-def test_rebuild_keeps_fingerprint_equal_despite_renamed_table_text(tmp_path: Path) -> None:
+def test_rebuild_keeps_fingerprint_equal_despite_renamed_table_text(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
     """ALTER TABLE ... RENAME rewrites the stored CREATE text with quotes; the fingerprint's
     normal form must still equal a fresh install's, and the raw text indeed differs."""
-    db = Database.open(tmp_path / "a.db")
+    db = open_database(tmp_path / "a.db")
     try:
         Migrator(db).migrate([app_namespace(3)])
         Migrator(db).migrate([app_namespace(4)])
         raw = db.scalar("SELECT sql FROM sqlite_master WHERE name = 'runs'")
         assert raw.startswith('CREATE TABLE "runs"')
-        assert fingerprint(schema_objects(db)) == _fresh_fingerprint(tmp_path, app_namespace(4))
+        assert fingerprint(schema_objects(db)) == _fresh_fingerprint(
+            open_database, tmp_path, app_namespace(4)
+        )
     finally:
         db.close()

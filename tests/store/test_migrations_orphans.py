@@ -14,6 +14,8 @@ from tests.store.migrations_support import db
 
 __all__ = ["db"]
 
+pytestmark = pytest.mark.encrypted_rerun  # the shared `db` fixture opens app.db with db_key
+
 LEGACY = Migration.sql(
     "0001_legacy",
     """

@@ -13,12 +13,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bastion.errors import MigrationError
-from bastion.store import Database
 from bastion.store.migrations import HistoryRow, Migration, Migrator, Namespace, plan_namespace
+from tests.store.keyed import OpenDatabase
+
+pytestmark = pytest.mark.encrypted_rerun
 
 _VALID_ID = re.compile(r"^\d{4,}_[A-Za-z0-9][A-Za-z0-9_]*$")
 
@@ -95,13 +98,19 @@ def test_history_check_accepts_exactly_prefixes_of_the_code(
 
 
 @given(scenarios())
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    # open_database holds only the run's key: sharing it across examples is what is meant.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 def test_real_database_migrates_exactly_the_valid_histories(
+    open_database: OpenDatabase,
     case: tuple[Namespace, list[HistoryRow], bool],
 ) -> None:
     ns, rows, valid = case
     workdir = Path(tempfile.mkdtemp(prefix="bastion-prop-"))
-    db = Database.open(workdir / "p.db")
+    db = open_database(workdir / "p.db")
     try:
         # Record the history as if those migrations had run (their tables exist too).
         def record(tx: object) -> None:

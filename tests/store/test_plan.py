@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from bastion.store import Database, WriteTx
+from bastion.store.crypt import DatabaseKey
+from bastion.store.crypt.cipher import connect
 from bastion.store.migrations import Migration, Namespace
 from bastion.store.plan import (
     QueryPlanError,
@@ -18,11 +20,14 @@ from bastion.store.plan import (
     missing_indexes,
     namespace_indexes,
 )
+from tests.store.keyed import OpenDatabase
+
+pytestmark = pytest.mark.encrypted_rerun
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Generator[Database, None, None]:
-    database = Database.open(tmp_path / "plan.db")
+def db(open_database: OpenDatabase, tmp_path: Path) -> Generator[Database, None, None]:
+    database = open_database(tmp_path / "plan.db")
 
     def schema(tx: WriteTx) -> None:
         tx.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b REAL, c TEXT)")
@@ -78,10 +83,12 @@ def test_index_presence_per_namespace(db: Database) -> None:
         assert_indexes(db, namespace_indexes(ns), namespace="n")
 
 
-def test_plan_reflects_a_schema_change_made_after_the_reader_was_pooled(tmp_path: Path) -> None:
+def test_plan_reflects_a_schema_change_made_after_the_reader_was_pooled(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
     from bastion.store.plan import explain
 
-    with Database.open(tmp_path / "p.db") as database:
+    with open_database(tmp_path / "p.db") as database:
         database.write(lambda tx: tx.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT)"))
         database.write(lambda tx: tx.execute("CREATE INDEX t_k ON t(k)"))
         assert "t_k" in explain(database, "SELECT id FROM t WHERE k = ?", ("x",)).indexes
@@ -269,10 +276,10 @@ class RawSource:
     """Anything with ``query(sql, params)`` -- here a plain apsw connection to the same file --
     is a source too (an application's own connection wrapper)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: DatabaseKey | None) -> None:
         import apsw
 
-        self.conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+        self.conn = connect(str(path), flags=apsw.SQLITE_OPEN_READONLY, key=key)
         self.seen: list[str] = []
 
     def query(self, sql: str, params: object = ()) -> list[tuple[object, ...]]:
@@ -281,7 +288,7 @@ class RawSource:
 
 
 def test_any_source_with_query_is_explained_with_its_parameters(db: Database) -> None:
-    source = RawSource(db.path)
+    source = RawSource(db.path, db.key)
     sql = "SELECT * FROM t WHERE a = ? AND b > ?"
     plan = explain(source, sql, ("x", 1.0))
     assert source.seen == [f"EXPLAIN QUERY PLAN {sql}"]

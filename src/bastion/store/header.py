@@ -16,7 +16,7 @@ from bastion.store._rawread import read_head
 if TYPE_CHECKING:
     from bastion.store.crypt.key import DatabaseKey
 
-__all__ = ["check_header", "short_without_wal"]
+__all__ = ["check_header", "short_without_wal", "truncation"]
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -33,8 +33,15 @@ def short_without_wal(path: Path, declared: int) -> bool:
     first and the size read again after: a checkpoint writes page 1 (the header) before the
     pages that grow the file and removes the WAL only once done, so a size read before the
     WAL was gone may be one the checkpoint had not finished growing (another process closing
-    its last connection), while one read after it is final."""
-    if Path(str(path) + "-wal").exists():
+    its last connection), while one read after it is final. An empty WAL holds nothing to
+    checkpoint (a TRUNCATE checkpoint empties it only once done; a new connection creates it
+    empty), so it counts as none: a keyed open that failed leaves one behind."""
+    try:
+        if Path(str(path) + "-wal").stat().st_size > 0:
+            return False
+    except FileNotFoundError:
+        pass
+    except OSError:
         return False
     try:
         return path.stat().st_size < declared
@@ -78,6 +85,14 @@ def check_header(path: Path, *, key: DatabaseKey | None = None) -> None:
             f"{path} is not an SQLite database (header is {header[:16]!r})",
             path=str(path),
         )
+    truncated = truncation(path, header, size)
+    if truncated is not None:
+        raise truncated
+
+
+def truncation(path: Path, header: bytes, size: int) -> NotADatabase | None:
+    """``NotADatabase`` when ``path`` (``size`` bytes, plaintext ``header``: its first 100
+    bytes, or an encrypted file's page 1 decrypted) is shorter than the header declares."""
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
@@ -87,8 +102,9 @@ def check_header(path: Path, *, key: DatabaseKey | None = None) -> None:
         and size < page_size * pages
         and short_without_wal(path, page_size * pages)
     ):
-        raise NotADatabase(
+        return NotADatabase(
             f"{path} is truncated: the header declares {pages} pages of {page_size} bytes "
             f"({pages * page_size} bytes) but the file has {size}",
             path=str(path),
         )
+    return None

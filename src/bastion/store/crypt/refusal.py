@@ -57,5 +57,23 @@ def key_refusal(path: Path, key: DatabaseKey | None) -> StoreError | None:
     from bastion.store.crypt.pages import KeyVerdict, key_verdict  # aeg: only with a key
 
     if key_verdict(path, key) is KeyVerdict.RIGHT:
-        return None
+        return _truncated(path, key)
     return wrong_key(path, key)
+
+
+def _truncated(path: Path, key: DatabaseKey) -> StoreError | None:
+    """``NotADatabase`` "truncated" when the key is right and the file is shorter than its
+    page 1 declares: the page count is encrypted, so the open-time header check cannot see
+    it and SQLite calls the file malformed; a plaintext file is refused the same way up front."""
+    from bastion.store._rawread import read_at
+    from bastion.store.crypt.pages import decrypt_page
+    from bastion.store.header import truncation
+
+    try:
+        size = path.stat().st_size
+        raw = int.from_bytes(read_at(path, 24, 0)[16:18], "big")  # readable: see cipher
+        page_size = 65536 if raw == 1 else raw
+        page1 = decrypt_page(key, read_at(path, page_size, 0), 1) if size >= page_size else None
+    except OSError:
+        return None
+    return None if page1 is None else truncation(path, page1, size)
