@@ -33,7 +33,16 @@ TINY: dict[str, list[str]] = {
     "store_read.py": ["--reads", "500", "--rounds", "1"],
     "repo.py": [],
     "backup.py": ["--size-mb", "4", "--rounds", "1"],
-    "archive.py": ["--seconds", "0.3", "--rounds", "1", "--history-mb", "2"],
+    "archive.py": [
+        "--seconds",
+        "0.3",
+        "--rounds",
+        "1",
+        "--history-mb",
+        "2",
+        "--restore-rounds",
+        "1",
+    ],
     "encryption.py": [
         "--rows",
         "2000",

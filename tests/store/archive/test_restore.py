@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,15 @@ from bastion.errors import (
     PointInTimeUnavailable,
     RestoreRefused,
 )
-from bastion.store.archive import Archiver, parse_instant, plan_restore, restore_at, timeline
+from bastion.store.archive import (
+    Archiver,
+    build_at,
+    parse_instant,
+    plan_restore,
+    restore_at,
+    timeline,
+)
+from bastion.store.archive import restore as restore_module
 from bastion.store.archive.layout import list_bases, list_generations, list_segments
 from bastion.store.archive.segment import read_segment
 from bastion.store.crypt import DatabaseKey
@@ -110,6 +119,112 @@ def test_a_missing_segment_is_a_hole_the_restore_and_timeline_name(tmp_path: Pat
     assert "does not continue" in result.shortfall
     assert got == list(range(1, len(got) + 1))
     assert len(got) < len(rows)
+
+
+ROWS_PER_SEGMENT = 100
+
+
+def _one_segment_per_batch(tmp_path: Path, batches: int) -> Path:
+    """An archive whose segments each hold one transaction of ``ROWS_PER_SEGMENT`` new rows
+    of 3000 bytes (about 100 pages): segment ``i`` holds rows ``100 i + 1 .. 100 (i + 1)``."""
+    db = open_db(tmp_path / "app.db")
+    archive = tmp_path / "archive"
+    # No pass of its own (interval, checkpoints): one segment per sync_now.
+    with Archiver(db, archive, fast_config(interval_s=3600, checkpoint_frames=10**6)) as archiver:
+        wait_for_base(archive, "app")
+        for b in range(batches):
+            db.write(
+                lambda tx, b=b: [
+                    tx.execute(
+                        "INSERT INTO r VALUES (?, 0, ?)", (b * ROWS_PER_SEGMENT + i + 1, "x" * 3000)
+                    )
+                    for i in range(ROWS_PER_SEGMENT)
+                ]
+            )
+            archiver.sync_now()
+    db.close()
+    assert len(_segments(archive)) == batches
+    return archive
+
+
+def test_a_replay_holds_three_segments_of_frames_and_writes_each_page_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Segments are decompressed into three reused buffers (two read ahead, one replayed)
+    and replayed newest first, each page from its newest frame only: the memory a restore
+    takes does not grow with the history (it used to hold every segment's frames whose
+    pages were still the newest, up to 64 MB), and no page is written twice."""
+    archive = _one_segment_per_batch(tmp_path, 20)
+    [gen] = list_generations(archive, "app")
+    segments, _ = list_segments(gen)
+    largest = max(s.raw_bytes for s in segments)
+    history = sum(s.raw_bytes for s in segments)
+    plan = plan_restore(archive, "app", segments[-1].created_at + 60)
+    assert len(plan.segments) == 20
+
+    page_size = plan.generation.page_size
+    writes: list[int] = []
+    real = restore_module._pwritev
+
+    def counting(fd: int, buffers: list[memoryview], offset: int) -> None:
+        writes.extend(offset // page_size + 1 + k for k in range(len(buffers)))
+        real(fd, buffers, offset)
+
+    monkeypatch.setattr(restore_module, "_pwritev", counting)
+    tracemalloc.start()
+    try:
+        result = build_at(plan, tmp_path / "r.db")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert read_rows(tmp_path / "r.db") == list(range(1, 20 * ROWS_PER_SEGMENT + 1))
+    assert result.frames == sum(s.frames for s in segments)
+    # Three buffers of the largest segment, the base copy's 1 MiB and change; the history
+    # is more than seven times that.
+    bound = (restore_module._Prefetch.AHEAD + 1) * largest + (2 << 20)
+    assert history > 2 * bound
+    assert peak < bound, (peak, bound, history)
+    # Every page the history holds was written by the replay once, and only once.
+    assert len(writes) == len(set(writes))
+    assert len(writes) > 20 * ROWS_PER_SEGMENT // 2  # the rows' pages, not just a few
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [(9,), (3, 14), (19,), (0,), (5, 6, 7)],
+    ids=["one in the middle", "two apart", "the newest", "the oldest", "three in a row"],
+)
+def test_the_oldest_damaged_segment_is_where_the_restore_stops(
+    tmp_path: Path, damaged: tuple[int, ...]
+) -> None:
+    """The replay reads segments newest first, so it meets the newest damaged segment
+    first: what it reports and restores must still stop at the oldest one (exactly the
+    rows of the segments before it), whichever and however many are damaged."""
+    archive = _one_segment_per_batch(tmp_path, 20)
+    [gen] = list_generations(archive, "app")
+    segments, _ = list_segments(gen)
+    for i in damaged:
+        raw = bytearray(segments[i].path.read_bytes())
+        raw[-40] ^= 0x40  # one flipped bit in the payload
+        segments[i].path.write_bytes(bytes(raw))
+    at = segments[-1].commits[-1].t_hi  # the last commit: all 20 segments planned
+    plan = plan_restore(archive, "app", at)
+    assert plan.shortfall is None  # headers are intact: the plan cannot know
+    assert len(plan.segments) == 20
+    oldest = min(damaged)
+    got, result = restore_rows(archive, "app", at, tmp_path / "r.db")
+    assert got == list(range(1, oldest * ROWS_PER_SEGMENT + 1))
+    assert result.stopped_at is not None
+    assert result.stopped_at.startswith(segments[oldest].path.name)
+    assert "damaged" in result.stopped_at
+    assert result.shortfall is not None
+    assert ("last good commit" if oldest else "nothing after the base") in result.shortfall
+    assert result.segments == oldest
+    if oldest:
+        assert result.target == segments[oldest - 1].end
+        assert result.reached == segments[oldest - 1].commits[-1].t_hi
+    else:
+        assert result.target is None
 
 
 def test_an_instant_before_the_archive_is_unavailable(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,22 @@ from bastion.store.archive.segment import (
     SegmentDamaged,
     read_segment,
     read_segment_info,
+    read_segment_into,
     write_segment,
 )
 
 PAGE = 512
 SALT = bytes.fromhex("0102030405060708")
+
+
+def _into(path: Path) -> object:
+    return read_segment_into(path, bytearray())
+
+
+#: Both ways of reading a segment's frames make every check.
+READERS = pytest.mark.parametrize(
+    "read", [read_segment, _into], ids=["read_segment", "read_segment_into"]
+)
 
 
 def _frames(count: int, *, commit_every: int = 2) -> bytes:
@@ -57,8 +69,11 @@ def test_round_trip(tmp_path: Path) -> None:
     assert path.stat().st_size < len(frames)  # compressed
 
 
+@READERS
 @pytest.mark.parametrize("where", ["length", "header", "digest", "payload", "last byte"])
-def test_a_flipped_byte_anywhere_is_detected(tmp_path: Path, where: str) -> None:
+def test_a_flipped_byte_anywhere_is_detected(
+    tmp_path: Path, where: str, read: Callable[[Path], object]
+) -> None:
     path = tmp_path / "s.seg"
     _write(path, _frames(4))
     raw = bytearray(path.read_bytes())
@@ -72,25 +87,71 @@ def test_a_flipped_byte_anywhere_is_detected(tmp_path: Path, where: str) -> None
     raw[at] ^= 0x01
     path.write_bytes(bytes(raw))
     with pytest.raises(SegmentDamaged, match=r"SHA-256|damaged|cut short|payload"):
-        read_segment(path)
+        read(path)
 
 
-def test_a_grown_segment_is_detected(tmp_path: Path) -> None:
+@READERS
+def test_a_grown_segment_is_detected(tmp_path: Path, read: Callable[[Path], object]) -> None:
     path = tmp_path / "s.seg"
     _write(path, _frames(4))
     path.write_bytes(path.read_bytes() + b"\0" * 10)
     with pytest.raises(SegmentDamaged, match="header says"):
-        read_segment(path)
+        read(path)
 
 
-def test_a_cut_short_segment_is_detected(tmp_path: Path) -> None:
+@READERS
+def test_a_cut_short_segment_is_detected(tmp_path: Path, read: Callable[[Path], object]) -> None:
     path = tmp_path / "s.seg"
     _write(path, _frames(4))
     raw = path.read_bytes()
     for size in (0, 5, 30, len(raw) // 2, len(raw) - 1):
         path.write_bytes(raw[:size])
         with pytest.raises(SegmentDamaged):
-            read_segment(path)
+            read(path)
+
+
+def test_read_into_reuses_a_large_enough_buffer(tmp_path: Path) -> None:
+    """The replay's reader: the frames land in the buffer given when it is large enough (a
+    view of its start, whatever was there before), in a new one when it is not."""
+    small, large = tmp_path / "small.seg", tmp_path / "large.seg"
+    _write(small, _frames(4))
+    _write(large, _frames(8))
+    info, frames, buffer = read_segment_into(large, bytearray(10))
+    assert bytes(frames) == _frames(8)
+    assert len(buffer) == info.raw_bytes
+    again_info, again, same = read_segment_into(small, buffer)
+    assert same is buffer
+    assert bytes(again) == _frames(4)
+    assert again_info == read_segment(small)[0]
+
+
+@READERS
+def test_a_payload_checksum_mismatch_is_detected(
+    tmp_path: Path, read: Callable[[Path], object]
+) -> None:
+    """Frames that decompress (a valid zstd frame of the right size) but are not the ones
+    written: zstd's content checksum is checked by both readers before a page is used."""
+    import hashlib
+    import json
+
+    import zstandard
+
+    path = tmp_path / "s.seg"
+    _write(path, _frames(4))
+    raw = path.read_bytes()
+    head_len = int.from_bytes(raw[8:12], "big")
+    header = json.loads(raw[12 : 12 + head_len])
+    other = bytearray(_frames(4))
+    other[100] ^= 0x01  # one byte of a page: salts and commit frame unchanged
+    compress = zstandard.ZstdCompressor(level=1, write_checksum=True).compress
+    forged = compress(bytes(other))[:-4] + compress(_frames(4))[-4:]  # the original's checksum
+    header["payload_bytes"] = len(forged)  # a header that is itself intact
+    head = json.dumps(header).encode()
+    path.write_bytes(
+        raw[:8] + len(head).to_bytes(4, "big") + head + hashlib.sha256(head).digest() + forged
+    )
+    with pytest.raises(SegmentDamaged, match="checksum"):
+        read(path)
 
 
 def test_not_a_segment(tmp_path: Path) -> None:
