@@ -9,3 +9,8 @@ USER_TABLES = (
 INTEGRITY_CHECK = "PRAGMA integrity_check"
 #: One row per violating row: (table, rowid, parent table, foreign key index).
 FOREIGN_KEY_CHECK = "PRAGMA foreign_key_check"
+#: Any read of the catalog: run first in the same read unit, it makes a pooled reader load
+#: the current schema. The check pragmas are compiled from the schema the connection cached,
+#: without checking that it is current: a reader opened before migration 0007 saw no foreign
+#: key to check and reported none violated.
+LOAD_SCHEMA = "SELECT count(*) FROM sqlite_master"

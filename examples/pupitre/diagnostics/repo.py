@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from bastion.store import Database, ReadTx
+from bastion.store import Database, ReadTx, Row
 from examples.pupitre.diagnostics import queries as q
 
 __all__ = ["ForeignKeyViolation", "foreign_key_check", "integrity_check", "user_tables"]
@@ -26,14 +26,22 @@ def user_tables(src: Database | ReadTx) -> list[str]:
     return [str(r[0]) for r in src.query(q.USER_TABLES)]
 
 
+def _checked(src: Database | ReadTx, pragma: str) -> list[Row]:
+    """``pragma``'s rows, in one read unit that loads the current schema first."""
+    if isinstance(src, Database):
+        return src.read(lambda tx: _checked(tx, pragma))
+    src.query(q.LOAD_SCHEMA)
+    return src.query(pragma)
+
+
 def integrity_check(src: Database | ReadTx) -> list[str]:
     """``PRAGMA integrity_check``'s lines: ``["ok"]`` when the file is sound."""
-    return [str(r[0]) for r in src.query(q.INTEGRITY_CHECK)]
+    return [str(r[0]) for r in _checked(src, q.INTEGRITY_CHECK)]
 
 
 def foreign_key_check(src: Database | ReadTx) -> list[ForeignKeyViolation]:
     """Every row whose parent is missing (empty when the references hold)."""
     return [
         ForeignKeyViolation(str(r[0]), None if r[1] is None else int(r[1]), str(r[2]))
-        for r in src.query(q.FOREIGN_KEY_CHECK)
+        for r in _checked(src, q.FOREIGN_KEY_CHECK)
     ]

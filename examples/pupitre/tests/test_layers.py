@@ -4,6 +4,8 @@ statement lives in a domain's ``queries.py`` (read by its ``repo.py``)."""
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 import re
 from pathlib import Path
 
@@ -84,3 +86,49 @@ def test_every_domain_has_queries_and_repo() -> None:
     }
     for domain in domains:
         assert (domain / "repo.py").exists(), domain
+
+
+def _called_names(path: Path, module: str) -> set[str]:
+    """Names used as ``<module>.<name>`` in ``path`` (the repo functions a test calls)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == module
+    }
+
+
+def test_every_domain_carries_its_own_table_level_tests() -> None:
+    """Seed 004 workstream 4: "domain repo/query modules carry their own tests". Each domain
+    has ``tests/domains/test_<domain>.py``, which calls every function its ``repo.py``
+    exports (a repo function added without a test fails here), and every table of the two
+    schemas is named by the docstring of the domain test that writes and reads it."""
+    domains = sorted(p.name for p in PUPITRE.iterdir() if (p / "repo.py").exists())
+    tests = PUPITRE / "tests" / "domains"
+    untested: dict[str, list[str]] = {}
+    for domain in domains:
+        test = tests / f"test_{domain}.py"
+        assert test.is_file(), f"domain {domain} has no tests/domains/test_{domain}.py"
+        module = importlib.import_module(f"examples.pupitre.{domain}.repo")
+        functions = [name for name in module.__all__ if inspect.isfunction(getattr(module, name))]
+        missing = sorted(set(functions) - _called_names(test, "repo"))
+        if missing:
+            untested[domain] = missing
+    assert untested == {}
+    docs = " ".join(
+        ast.get_docstring(ast.parse(p.read_text(encoding="utf-8"))) or ""
+        for p in tests.glob("test_*.py")
+    )
+    tables = set(re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", _schema_text()))
+    assert len(tables) >= 11
+    assert sorted(t for t in tables if f"``{t}``" not in docs) == []
+
+
+def _schema_text() -> str:
+    """Every CREATE TABLE of the two namespaces (SQL files and Python steps alike)."""
+    migrations = PUPITRE / "migrations"
+    return "\n".join(
+        p.read_text(encoding="utf-8") for p in migrations.rglob("*") if p.suffix in {".sql", ".py"}
+    )
