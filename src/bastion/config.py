@@ -181,6 +181,9 @@ class ApiConfig:
     max_connections_per_client: int = dataclasses.field(default=64, metadata=_bounds(2, 100_000))
     #: Serve GET /metrics (Prometheus; behind the token) and count what it reports.
     metrics: bool = True
+    #: Seconds between samples of a few metrics for the dashboard's pictures (kept in memory,
+    #: the last hour; GET /v1/metrics/series).
+    metrics_sample_s: float = dataclasses.field(default=10.0, metadata=_bounds(1, 3600))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -694,6 +694,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/metrics/series": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Metrics Series
+         * @description Restarts per service, log lines per second per service and the COMMIT latency p99
+         *     over the last hour, one point per sample of ``GET /metrics``' figures (every
+         *     ``[api] metrics_sample_s``, kept in the daemon's memory). Served while metrics are on.
+         */
+        get: operations["metrics_series_v1_metrics_series_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -895,6 +917,15 @@ export interface components {
             url: string;
             /** Expires In S */
             expires_in_s: number;
+        };
+        /** MetricsSeriesOut */
+        MetricsSeriesOut: {
+            /** Interval S */
+            interval_s: number;
+            /** Window S */
+            window_s: number;
+            /** Points */
+            points: components["schemas"]["SeriesPointOut"][];
         };
         /** MigrationRow */
         MigrationRow: {
@@ -1237,6 +1268,25 @@ export interface components {
             secrets: {
                 [key: string]: components["schemas"]["SecretFlag"];
             };
+        };
+        /** SeriesPointOut */
+        SeriesPointOut: {
+            /**
+             * Ts
+             * Format: date-time
+             * @description RFC 3339, UTC.
+             */
+            ts: string;
+            /** Restarts */
+            restarts: {
+                [key: string]: number;
+            };
+            /** Log Lines Per S */
+            log_lines_per_s: {
+                [key: string]: number;
+            } | null;
+            /** Commit P99 S */
+            commit_p99_s: number | null;
         };
         /** ServiceOut */
         ServiceOut: {
@@ -5891,6 +5941,116 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["CheckResult"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Host or Origin not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend (store, keychain) is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    metrics_series_v1_metrics_series_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MetricsSeriesOut"];
                 };
             };
             /** @description Bad request */

@@ -91,10 +91,21 @@ class BastionCollector(Collector):
         self.vault = vault
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._api()
-        yield from self._store()
-        yield from self._services()
-        yield from self._vault()
+        for part, _ in self.parts():
+            yield from part()
+
+    def parts(self) -> list[tuple[Callable[[], Iterator[Metric]], bool]]:
+        """The collector's parts, each registered on its own, and whether it runs in memory
+        only (then it is described, so a ``restricted_registry`` can pick it alone: the
+        dashboard's series samples those without touching the disk or psutil)."""
+        return [
+            (self._api, True),
+            (self._store, True),
+            (self._store_files, False),
+            (self._services, True),
+            (self._children, False),
+            (self._vault, True),
+        ]
 
     def _vault(self) -> Iterator[Metric]:
         tally = self.vault
@@ -182,6 +193,8 @@ class BastionCollector(Collector):
         for mode, n in sorted(tally.checkpoints.items()):
             checkpoints.add_metric([mode], n)
         yield checkpoints
+
+    def _store_files(self) -> Iterator[Metric]:
         home = self.state.home
         cfg = home.config
         wal = GaugeMetricFamily("bastion_store_wal_bytes", "Size of bastion.db's WAL file.")
@@ -239,16 +252,6 @@ class BastionCollector(Collector):
             "Output lines of the service's children: read, stored, dropped.",
             labels=["service", "outcome"],
         )
-        rss = GaugeMetricFamily(
-            "bastion_service_resident_bytes",
-            "Resident memory of the service's child (its program).",
-            labels=["service"],
-        )
-        cpu = CounterMetricFamily(
-            "bastion_service_cpu_seconds",
-            "CPU time (user + system) of the service's current child.",
-            labels=["service"],
-        )
         probe_series: list[tuple[list[str], Buckets]] = []
         for view in views:
             for state in ServiceState:
@@ -263,15 +266,49 @@ class BastionCollector(Collector):
             lines.add_metric([view.name, "dropped"], view.lines_dropped)
             for (role, kind), buckets in list(tally.probe_s.items()):
                 probe_series.append(([view.name, role, kind], buckets))
-            if view.pid is not None:
-                _child_usage(view.name, view.pid, rss, cpu)
-        yield from (states, restarts, trips, transitions, lines, rss, cpu)
+        yield from (states, restarts, trips, transitions, lines)
         yield _histogram(
             "bastion_service_probe_duration_seconds",
             "Time each health probe run took, by service, role and kind.",
             ["service", "role", "kind"],
             probe_series,
         )
+
+    def _children(self) -> Iterator[Metric]:
+        sup = self.state.supervisor
+        views = sup.views() if sup is not None else []
+        rss = GaugeMetricFamily(
+            "bastion_service_resident_bytes",
+            "Resident memory of the service's child (its program).",
+            labels=["service"],
+        )
+        cpu = CounterMetricFamily(
+            "bastion_service_cpu_seconds",
+            "CPU time (user + system) of the service's current child.",
+            labels=["service"],
+        )
+        for view in views:
+            if view.pid is not None:
+                _child_usage(view.name, view.pid, rss, cpu)
+        yield from (rss, cpu)
+
+
+class _Part(Collector):
+    """One part of :class:`BastionCollector`, registered on its own."""
+
+    def __init__(self, collect: Callable[[], Iterator[Metric]], described: bool) -> None:
+        self._collect = collect
+        self._described = described
+
+    def collect(self) -> Iterator[Metric]:
+        return self._collect()
+
+    def describe(self) -> list[Metric]:
+        """The families' names and types (run once, when registered), or none for a part
+        that reads the disk or other processes: only a full scrape runs those."""
+        if not self._described:
+            return []
+        return [Metric(m.name, m.documentation, m.type) for m in self._collect()]
 
 
 def _child_usage(name: str, pid: int, rss: GaugeMetricFamily, cpu: CounterMetricFamily) -> None:
@@ -316,6 +353,23 @@ def install(app: FastAPI, state: DaemonState) -> Callable[[Scope, int, float], N
     if home.vault_opened:  # otherwise attached when it opens (not opened here for it)
         home.vault.attach_tally(vault)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BastionCollector(state, requests, store, vault))
+    for part, described in BastionCollector(state, requests, store, vault).parts():
+        registry.register(_Part(part, described))
     app.state.metrics_registry = registry
+    _install_series(app, state, registry)
     return requests.record
+
+
+def _install_series(app: FastAPI, state: DaemonState, registry: CollectorRegistry) -> None:
+    """``GET /v1/metrics/series`` from samples of ``registry``, taken by the daemon's
+    scheduler every ``[api] metrics_sample_s`` (bastion/api/metrics_series.py)."""
+    from bastion.api.metrics_series import MetricsSeries, read_sample
+    from bastion.api.metrics_series import router as series_router
+    from bastion.scheduler import Job
+
+    interval = state.home.config.api.metrics_sample_s
+    series = MetricsSeries(lambda ts, mono: read_sample(registry, ts, mono), interval_s=interval)
+    app.state.metrics_series = series
+    app.include_router(series_router)
+    if state.scheduler is not None:
+        state.scheduler.add(Job("metrics-sample", interval, series.sample, first_delay_s=0))
