@@ -19,8 +19,8 @@ from bastion.app import Home
 from bastion.config import Config
 from bastion.errors import Conflict, NotFound, ReferenceViolation
 from bastion.scheduler import JobStatus
-from bastion.store.plan import assert_indexes, assert_plan, namespace_indexes
 from bastion.store import WriteTx
+from bastion.store.plan import assert_indexes, assert_plan, namespace_indexes
 from bastion.store.wal import checkpoint
 from examples.voice_tray.app import PRUNE_JOB, VoiceTray
 from examples.voice_tray.database import TRANSCRIPTIONS_DAYS_KEY, AppDatabase, namespace
