@@ -3,16 +3,26 @@ bare FastAPI + uvicorn app launched to the one line it prints once listening, in
 run; for ``bastion.db`` of about 1 MB and 150 MB (log rows, what a long-lived install holds).
 Target: <= 1.2x, whatever the database's size.
 
-Each launch is a fresh interpreter (what an app spawning the daemon pays); the best of N
-runs is kept (the least disturbed by other load on the machine). The homes have no
+Each launch is a fresh interpreter (what an app spawning the daemon pays). The homes have no
 services: what is timed is the daemon itself (imports, the home's open and its checks, the
 API's set-up), not a child's start.
+
+On a shared, loaded machine a single launch can take twice as long as the next: the two sides
+are launched in pairs, alternating which goes first (A B, B A, ...), so a burst of load
+falls on both; each pair gives a ratio. Printed per size: the median of the paired ratios
+with their range (the spread), each side's median and best, and the ratio of the bests (the
+least disturbed launches).
+
+``--phases`` also launches ``bastion serve`` through a wrapper that notes the time (from the
+interpreter's start) at which each phase ends -- imports, ``Home.init``, the set-up between
+the open and the app, ``create_app``, uvicorn's start to the handshake -- and prints each
+phase's median: where the time beyond the bare app goes.
 
 The open-time check of bastion.db runs read-only, on a thread started before the server
 stack is imported (docs/operations.md, "When a database is damaged"): what is left of it
 after the imports is what grows with the file.
 
-Run: ``.venv/bin/python bench/serve_startup.py [--runs 7] [--sizes-mb 1,150]``
+Run: ``.venv/bin/python bench/serve_startup.py [--runs 9] [--sizes-mb 1,150] [--phases]``
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import argparse
 import os
 import select
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,29 +59,90 @@ config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", life
 Server(config).run()
 """
 
+#: ``bastion serve`` with a note of the time at the end of each phase (stderr, one
+#: ``phase <name> <ms since the interpreter started>`` line each), then the handshake as usual.
+PHASES = """
+import sys, time
+T0 = time.perf_counter()
+
+def note(name):
+    sys.stderr.write(f"phase {name} {(time.perf_counter() - T0) * 1000:.1f}\\n")
+
+import bastion.cli as cli
+import bastion.api.server as srv
+note("imports")
+import bastion.app as app_mod
+
+_init = app_mod.Home.init.__func__
+
+def init(cls, *args, **kwargs):
+    note("before open")
+    home = _init(cls, *args, **kwargs)
+    note("Home.init")
+    return home
+
+app_mod.Home.init = classmethod(init)
+_create = srv.create_app
+
+def create(*args, **kwargs):
+    note("lock, token, bind, scheduler, archiver")
+    app = _create(*args, **kwargs)
+    note("create_app")
+    return app
+
+srv.create_app = create
+_startup = srv._Server.startup
+
+async def startup(self, sockets=None):
+    note("uvicorn set-up, event loop")
+    await _startup(self, sockets)
+    note("lifespan, listen, handshake")
+
+srv._Server.startup = startup
+sys.argv = ["bastion", *sys.argv[1:]]
+cli.main()
+"""
+
 TARGET = 1.2
 
 
-def launch_to_line(argv: list[str], env: dict[str, str], timeout: float = 120.0) -> float:
-    """Seconds from the spawn to the first line on stdout; the process is then stopped."""
+def launch_to_line(
+    argv: list[str], env: dict[str, str], timeout: float = 120.0
+) -> tuple[float, bytes]:
+    """Seconds from the spawn to the first line on stdout, and what the process wrote on
+    stderr by then; the process is then stopped."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        buf = b""
+        assert proc.stderr is not None
+        fd, efd = proc.stdout.fileno(), proc.stderr.fileno()
+        buf, err = b"", b""
+        elapsed = None
         deadline = time.monotonic() + timeout
         while b"\n" not in buf:
             left = deadline - time.monotonic()
             if left <= 0 or (proc.poll() is not None and not buf):
-                raise SystemExit(f"{argv[1:3]} printed no line (rc={proc.poll()})")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
+                tail = err.decode(errors="replace")[-2000:]
+                raise SystemExit(f"{argv[1:3]} printed no line (rc={proc.poll()}):\n{tail}")
+            ready, _, _ = select.select([fd, efd], [], [], left)
+            if efd in ready:
+                err += os.read(efd, 65536)
+            if fd in ready:
                 chunk = os.read(fd, 4096)
                 if not chunk and proc.poll() is not None:
                     raise SystemExit(f"{argv[1:3]} exited (rc={proc.returncode})")
                 buf += chunk
-        return time.perf_counter() - start
+                if b"\n" in buf:
+                    elapsed = time.perf_counter() - start
+        assert elapsed is not None
+        # What the wrapper noted before the line (it writes its last note before returning).
+        while select.select([efd], [], [], 0.05)[0]:
+            chunk = os.read(efd, 65536)
+            if not chunk:
+                break
+            err += chunk
+        return elapsed, err
     finally:
         proc.terminate()
         try:
@@ -100,10 +172,28 @@ def fill(home: Path, size_mb: int) -> int:
     return (home / "bastion.db").stat().st_size
 
 
+def phases_of(stderr: bytes) -> list[tuple[str, float]]:
+    """(phase, ms it took) from the wrapper's notes, in order."""
+    out, last = [], 0.0
+    for line in stderr.decode(errors="replace").splitlines():
+        if line.startswith("phase "):
+            name, _, at = line[len("phase ") :].rpartition(" ")
+            out.append((name, float(at) - last))
+            last = float(at)
+    return out
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:6.1f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=9, help="pairs of launches per size")
     parser.add_argument("--sizes-mb", default="1,150")
+    parser.add_argument(
+        "--phases", action="store_true", help="also time serve's phases (more launches)"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes_mb.split(",") if s.strip()]
 
@@ -115,6 +205,8 @@ def main() -> None:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         bare = tmp / "bare_app.py"
         bare.write_text(BARE)
+        wrapper = tmp / "serve_phases.py"
+        wrapper.write_text(PHASES)
         import bastion
 
         subprocess.run(
@@ -126,8 +218,8 @@ def main() -> None:
         script = str(Path(py).parent / "bastion")
         load = os.getloadavg()
         print(
-            f"serve start-up to handshake, best of {args.runs} fresh interpreters "
-            f"(load average {load[0]:.2f} {load[1]:.2f})"
+            f"serve start-up to handshake: {args.runs} pairs of fresh interpreters per size, "
+            f"alternating which starts first (load average {load[0]:.2f} {load[1]:.2f})"
         )
         for size in sizes:
             home = tmp / f"home-{size}"
@@ -139,17 +231,48 @@ def main() -> None:
                     check=True,
                     stdout=subprocess.DEVNULL,
                 )
-            # Interleaved run by run, so a burst of load on the machine hits both sides alike.
-            serve_argv = [py, script, "--home", str(home), "serve", "--port", "0"]
-            bare_runs, serve_runs = [], []
-            for _ in range(args.runs):
-                bare_runs.append(launch_to_line([py, str(bare)], env))
-                serve_runs.append(launch_to_line(serve_argv, env))
-            bare_s, serve_s = min(bare_runs), min(serve_runs)
+            serve_args = ["--home", str(home), "serve", "--port", "0"]
+            serve_argv = [py, script, *serve_args]
+            bare_runs: list[float] = []
+            serve_runs: list[float] = []
+            ratios: list[float] = []
+            for i in range(args.runs):
+                # Alternate the order (A B, B A): the second of a pair meets the first's
+                # leftovers (page cache, a CPU just freed) as often on either side.
+                if i % 2 == 0:
+                    b, _ = launch_to_line([py, str(bare)], env)
+                    s, _ = launch_to_line(serve_argv, env)
+                else:
+                    s, _ = launch_to_line(serve_argv, env)
+                    b, _ = launch_to_line([py, str(bare)], env)
+                bare_runs.append(b)
+                serve_runs.append(s)
+                ratios.append(s / b)
+            med = statistics.median(ratios)
             print(
-                f"  bastion.db {actual / 1e6:7.1f} MB   bare {bare_s * 1000:6.1f} ms   "
-                f"serve {serve_s * 1000:6.1f} ms   {serve_s / bare_s:5.2f}x  (target <= {TARGET}x)"
+                f"  bastion.db {actual / 1e6:7.1f} MB   serve/bare median of pairs {med:5.2f}x "
+                f"(range {min(ratios):.2f}-{max(ratios):.2f}; target <= {TARGET}x)\n"
+                f"      bare  median {ms(statistics.median(bare_runs))} ms  best "
+                f"{ms(min(bare_runs))} ms\n"
+                f"      serve median {ms(statistics.median(serve_runs))} ms  best "
+                f"{ms(min(serve_runs))} ms   ratio of bests "
+                f"{min(serve_runs) / min(bare_runs):5.2f}x"
             )
+            if args.phases:
+                per_phase: dict[str, list[float]] = {}
+                totals = []
+                for _ in range(args.runs):
+                    total, err = launch_to_line([py, str(wrapper), *serve_args], env)
+                    totals.append(total)
+                    for name, took in phases_of(err):
+                        per_phase.setdefault(name, []).append(took)
+                print(f"      serve's phases (median of {args.runs}, ms):")
+                for name, took in per_phase.items():
+                    print(f"        {statistics.median(took):7.1f}  {name}")
+                print(
+                    f"        {ms(statistics.median(totals))}  spawn to handshake "
+                    "(the rest: interpreter start, pipe)"
+                )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
