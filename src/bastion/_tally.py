@@ -11,8 +11,10 @@ thread switch is possible in theory and harmless), and it costs a ``bisect`` and
 from __future__ import annotations
 
 import bisect
+import dataclasses
+from collections import Counter
 
-__all__ = ["LATENCY_BOUNDS_S", "SIZE_BOUNDS", "Buckets"]
+__all__ = ["LATENCY_BOUNDS_S", "SIZE_BOUNDS", "Buckets", "VaultTally"]
 
 #: Latency buckets in seconds, 50 µs to 10 s (commits, probes, requests, keychain calls).
 LATENCY_BOUNDS_S = (
@@ -68,3 +70,21 @@ class Buckets:
             out.append((repr(bound), float(running)))
         out.append(("+Inf", float(running + self.counts[-1])))
         return out
+
+
+# The vault's counters are kept here, beside the others, rather than in bastion.vault: the
+# daemon makes one at its start (for GET /metrics) and importing the vault package pulls in
+# cryptography and argon2 (~30 ms) that nothing needs before the vault is first used
+# (issue 22 §7). bastion.vault.tally re-exports it.
+@dataclasses.dataclass(slots=True)
+class VaultTally:
+    """The counters of one open vault (:meth:`bastion.vault.Vault.attach_tally`)."""
+
+    #: backend kind -> values read (a ``get_many`` counts each value).
+    gets: Counter[str] = dataclasses.field(default_factory=Counter)
+    #: backend kind -> values stored.
+    sets: Counter[str] = dataclasses.field(default_factory=Counter)
+    #: error class name -> vault operations that raised it.
+    errors: Counter[str] = dataclasses.field(default_factory=Counter)
+    #: Seconds each call into the OS keychain took (timeouts included, at their deadline).
+    keychain_s: Buckets = dataclasses.field(default_factory=Buckets)

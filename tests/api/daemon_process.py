@@ -24,7 +24,10 @@ class RunningDaemon:
         env: dict[str, str] | None = None,
         token_from_vault: bool = False,
         wrap: list[str] | None = None,
+        program: list[str] | None = None,
     ) -> None:
+        """``program``: what runs the CLI instead of ``python -m bastion`` (a wrapper script
+        that observes the real daemon, e.g. tests/api/test_serve_startup.py)."""
         self.home = home
         self.log_path = home.parent / f"{home.name}-daemon.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -33,9 +36,7 @@ class RunningDaemon:
         self.proc = subprocess.Popen(
             [
                 *(wrap or []),
-                sys.executable,
-                "-m",
-                "bastion",
+                *(program or [sys.executable, "-m", "bastion"]),
                 "--home",
                 str(home),
                 "serve",

@@ -27,13 +27,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict
 
 from bastion.api.models import UtcTime
+
+if TYPE_CHECKING:  # a type only: prometheus_client loads with the first sample (#22 §7)
+    from prometheus_client import CollectorRegistry
 
 __all__ = [
     "WINDOW_S",

@@ -50,8 +50,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
-import psutil
-
+# psutil (~25 ms to import) is imported by the functions that use it: the daemon's server
+# stack imports this module, and a home without services never needs psutil before its
+# handshake (issue 22 §7; tests/api/test_serve_startup.py).
 from bastion.errors import SpawnFailed
 from bastion.supervisor import _platform as plat
 from bastion.supervisor._aio import within
@@ -106,6 +107,8 @@ class StopResult:
 
 
 def _create_time(pid: int) -> float | None:
+    import psutil
+
     try:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
@@ -127,6 +130,8 @@ def _create_time_or_floor(pid: int, spawned_at: float) -> float:
 
 def alive(record: ProcRecord) -> bool:
     """The same process (pid and create time) still exists and is not a zombie."""
+    import psutil
+
     try:
         proc = psutil.Process(record.pid)
         if abs(proc.create_time() - record.create_time) > 0.01:
@@ -153,6 +158,8 @@ def kill_record(record: ProcRecord, sig: int | None = None) -> bool:
 
 def snapshot_descendants(pid: int) -> list[ProcRecord]:
     """Children, grandchildren, ... of ``pid`` as they are now (pid + create time)."""
+    import psutil
+
     try:
         children = psutil.Process(pid).children(recursive=True)
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):

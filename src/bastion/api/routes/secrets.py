@@ -12,7 +12,7 @@ these handlers are plain ``def``: FastAPI runs them on its thread pool, off the 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import Field, SecretStr
@@ -20,7 +20,11 @@ from pydantic import Field, SecretStr
 from bastion.api.models import MAX_OFFSET, ErrorBody, Page, UtcTime, _Model, _Request
 from bastion.api.state import DaemonState, get_state, request_actor
 from bastion.errors import Forbidden
-from bastion.vault import SecretMeta
+
+if TYPE_CHECKING:
+    # Only a type here: the vault package (cryptography, argon2) loads when a route first
+    # uses the vault, not with the server stack (issue 22 §7).
+    from bastion.vault import SecretMeta
 
 __all__ = ["router"]
 

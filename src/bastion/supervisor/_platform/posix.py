@@ -19,8 +19,6 @@ import os  # noqa: E402
 import signal  # noqa: E402
 from typing import Any  # noqa: E402
 
-import psutil  # noqa: E402
-
 from bastion.supervisor._platform.base import Group, ProcRecord  # noqa: E402
 
 __all__ = [
@@ -73,6 +71,8 @@ class ProcessGroup:
     def members(self, not_before: float) -> list[ProcRecord]:
         # A member of a group is always younger than its leader, so ``not_before`` (the
         # leader's create time) rules out a recycled group id of older processes.
+        import psutil  # here, not at the top: the server stack imports this module (#22 §7)
+
         found = []
         for proc in psutil.process_iter(["pid", "create_time", "status"]):
             info = proc.info

@@ -1,0 +1,92 @@
+"""``bastion serve``'s start (issue 22 §7), by mechanism, never by time: what the daemon has
+imported when it prints its handshake, and that the handshake is never printed before the API
+answers.
+
+The daemon runs for real (``bastion serve --port 0`` in a subprocess, over loopback); a small
+wrapper runs the same CLI and notes ``sys.modules`` at the moment the handshake is written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .daemon_process import RunningDaemon
+
+pytestmark = [pytest.mark.posix, pytest.mark.slow]
+
+#: Loaded on first use, never before the handshake of a home without services: the metrics'
+#: exposition (prometheus_client, the collector, psutil for children's usage) with the first
+#: scrape, the vault (cryptography, argon2) with the first secret route, psutil with the first
+#: child. Each cost 5-30 ms of the daemon's start.
+LAZY = (
+    "prometheus_client",
+    "bastion.api.metrics_collector",
+    "psutil",
+    "bastion.vault",
+    "cryptography",
+    "argon2",
+    "rich",
+)
+
+WRAPPER = """
+import runpy, sys
+import bastion.api.server as server
+
+NOTE = sys.argv.pop(1)
+write_handshake = server.write_handshake
+
+def noted(run_dir, handshake):
+    # The moment the handshake is written is the moment it is printed (the same hook).
+    with open(NOTE, "w") as out:
+        out.write("\\n".join(sorted(sys.modules)))
+    return write_handshake(run_dir, handshake)
+
+server.write_handshake = noted
+sys.argv[0] = "bastion"
+runpy.run_module("bastion", run_name="__main__")
+"""
+
+
+def _get(daemon: RunningDaemon, path: str, *, token: bool = True) -> tuple[int, bytes]:
+    request = urllib.request.Request(daemon.base + path)
+    if token:
+        request.add_header("Authorization", f"Bearer {daemon.token}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, response.read()
+
+
+def test_handshake_then_api_and_nothing_lazy_loaded_before_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(WRAPPER)
+    modules_file = tmp_path / "modules.txt"
+    daemon = RunningDaemon(home, program=[sys.executable, str(wrapper), str(modules_file)])
+    try:
+        # The first requests right after the handshake line: answered, not refused or hung.
+        status, body = _get(daemon, "/v1/status")
+        assert status == 200
+        assert json.loads(body)["version"] == daemon.handshake["version"]
+        assert _get(daemon, "/health", token=False)[0] == 200
+
+        loaded = set(modules_file.read_text().split())
+        assert "bastion.api.routes.secrets" in loaded  # the note is of the real daemon
+        assert "fastapi" in loaded
+        early = sorted(
+            name for name in loaded if any(name == m or name.startswith(m + ".") for m in LAZY)
+        )
+        assert early == [], f"imported before the handshake: {early}"
+
+        # What was left out loads on first use, and works.
+        status, body = _get(daemon, "/metrics")
+        assert status == 200
+        assert b"bastion_store_commits" in body
+        status, body = _get(daemon, "/v1/secrets")
+        assert status == 200
+        assert json.loads(body)["items"] == []
+    finally:
+        assert daemon.terminate() == 0, daemon.log()
