@@ -11,7 +11,9 @@ On a shared, loaded machine a single launch can take twice as long as the next: 
 are launched in pairs, alternating which goes first (A B, B A, ...), so a burst of load
 falls on both; each pair gives a ratio. Printed per size: the median of the paired ratios
 with their range (the spread), each side's median and best, and the ratio of the bests (the
-least disturbed launches).
+least disturbed launches); on Linux also the ratio of the CPU time each process had used
+when its line came (user + system, every thread: the open-time check's thread included),
+which a loaded machine disturbs less than the wall clock.
 
 ``--phases`` also launches ``bastion serve`` through a wrapper that notes the time (from the
 interpreter's start) at which each phase ends -- imports, ``Home.init``, the set-up between
@@ -62,43 +64,70 @@ Server(config).run()
 #: ``bastion serve`` with a note of the time at the end of each phase (stderr, one
 #: ``phase <name> <ms since the interpreter started>`` line each), then the handshake as usual.
 PHASES = """
-import sys, time
+import importlib.abc, importlib.util, sys, time
 T0 = time.perf_counter()
 
 def note(name):
     sys.stderr.write(f"phase {name} {(time.perf_counter() - T0) * 1000:.1f}\\n")
 
+def hooks(server):
+    import bastion.app as app_mod
+
+    init = app_mod.Home.init.__func__
+
+    def timed_init(cls, *args, **kwargs):
+        note("server stack imports (the check's thread running)")
+        home = init(cls, *args, **kwargs)
+        note("Home.init (waits for the check)")
+        return home
+
+    app_mod.Home.init = classmethod(timed_init)
+    create = server.create_app
+
+    def timed_create(*args, **kwargs):
+        note("lock, token, bind, scheduler, archiver")
+        app = create(*args, **kwargs)
+        note("create_app")
+        return app
+
+    server.create_app = timed_create
+    startup = server._Server.startup
+
+    async def timed_startup(self, sockets=None):
+        note("uvicorn set-up, event loop")
+        await startup(self, sockets)
+        note("lifespan, listen, handshake")
+
+    server._Server.startup = timed_startup
+
+class Finder(importlib.abc.MetaPathFinder):
+    # The server stack is imported when the CLI imports it (after the check's thread has
+    # started), as in a plain run; its functions are wrapped once it has loaded.
+    def find_spec(self, name, path, target=None):
+        if name != "bastion.api.server":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        exec_module = spec.loader.exec_module
+
+        def exec_and_hook(module):
+            exec_module(module)
+            hooks(module)
+
+        spec.loader.exec_module = exec_and_hook
+        return spec
+
+sys.meta_path.insert(0, Finder())
+import bastion.app
+
+init = bastion.app.OpenCheckAhead.__init__
+
+def timed_check_start(self, cfg):
+    note("CLI imports, options, config")
+    init(self, cfg)
+
+bastion.app.OpenCheckAhead.__init__ = timed_check_start
 import bastion.cli as cli
-import bastion.api.server as srv
-note("imports")
-import bastion.app as app_mod
-
-_init = app_mod.Home.init.__func__
-
-def init(cls, *args, **kwargs):
-    note("before open")
-    home = _init(cls, *args, **kwargs)
-    note("Home.init")
-    return home
-
-app_mod.Home.init = classmethod(init)
-_create = srv.create_app
-
-def create(*args, **kwargs):
-    note("lock, token, bind, scheduler, archiver")
-    app = _create(*args, **kwargs)
-    note("create_app")
-    return app
-
-srv.create_app = create
-_startup = srv._Server.startup
-
-async def startup(self, sockets=None):
-    note("uvicorn set-up, event loop")
-    await _startup(self, sockets)
-    note("lifespan, listen, handshake")
-
-srv._Server.startup = startup
 sys.argv = ["bastion", *sys.argv[1:]]
 cli.main()
 """
@@ -106,11 +135,22 @@ cli.main()
 TARGET = 1.2
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time ``pid`` has used so far, all its threads (Linux: /proc; else
+    None). Less at the mercy of other load than the wall clock: a process waiting for a
+    core is not charged for the wait."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def launch_to_line(
     argv: list[str], env: dict[str, str], timeout: float = 120.0
-) -> tuple[float, bytes]:
-    """Seconds from the spawn to the first line on stdout, and what the process wrote on
-    stderr by then; the process is then stopped."""
+) -> tuple[float, float | None, bytes]:
+    """Seconds from the spawn to the first line on stdout, the process's CPU seconds then,
+    and what it wrote on stderr by then; the process is then stopped."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -118,7 +158,7 @@ def launch_to_line(
         assert proc.stderr is not None
         fd, efd = proc.stdout.fileno(), proc.stderr.fileno()
         buf, err = b"", b""
-        elapsed = None
+        elapsed = cpu = None
         deadline = time.monotonic() + timeout
         while b"\n" not in buf:
             left = deadline - time.monotonic()
@@ -135,6 +175,7 @@ def launch_to_line(
                 buf += chunk
                 if b"\n" in buf:
                     elapsed = time.perf_counter() - start
+                    cpu = cpu_seconds(proc.pid)
         assert elapsed is not None
         # What the wrapper noted before the line (it writes its last note before returning).
         while select.select([efd], [], [], 0.05)[0]:
@@ -142,7 +183,7 @@ def launch_to_line(
             if not chunk:
                 break
             err += chunk
-        return elapsed, err
+        return elapsed, cpu, err
     finally:
         proc.terminate()
         try:
@@ -236,18 +277,21 @@ def main() -> None:
             bare_runs: list[float] = []
             serve_runs: list[float] = []
             ratios: list[float] = []
+            cpu_ratios: list[float] = []
             for i in range(args.runs):
                 # Alternate the order (A B, B A): the second of a pair meets the first's
                 # leftovers (page cache, a CPU just freed) as often on either side.
                 if i % 2 == 0:
-                    b, _ = launch_to_line([py, str(bare)], env)
-                    s, _ = launch_to_line(serve_argv, env)
+                    b, b_cpu, _ = launch_to_line([py, str(bare)], env)
+                    s, s_cpu, _ = launch_to_line(serve_argv, env)
                 else:
-                    s, _ = launch_to_line(serve_argv, env)
-                    b, _ = launch_to_line([py, str(bare)], env)
+                    s, s_cpu, _ = launch_to_line(serve_argv, env)
+                    b, b_cpu, _ = launch_to_line([py, str(bare)], env)
                 bare_runs.append(b)
                 serve_runs.append(s)
                 ratios.append(s / b)
+                if b_cpu and s_cpu is not None:
+                    cpu_ratios.append(s_cpu / b_cpu)
             med = statistics.median(ratios)
             print(
                 f"  bastion.db {actual / 1e6:7.1f} MB   serve/bare median of pairs {med:5.2f}x "
@@ -258,11 +302,17 @@ def main() -> None:
                 f"{ms(min(serve_runs))} ms   ratio of bests "
                 f"{min(serve_runs) / min(bare_runs):5.2f}x"
             )
+            if cpu_ratios:
+                print(
+                    f"      CPU time (user + system, all threads) to the line, serve/bare: "
+                    f"median {statistics.median(cpu_ratios):5.2f}x "
+                    f"(range {min(cpu_ratios):.2f}-{max(cpu_ratios):.2f})"
+                )
             if args.phases:
                 per_phase: dict[str, list[float]] = {}
                 totals = []
                 for _ in range(args.runs):
-                    total, err = launch_to_line([py, str(wrapper), *serve_args], env)
+                    total, _, err = launch_to_line([py, str(wrapper), *serve_args], env)
                     totals.append(total)
                     for name, took in phases_of(err):
                         per_phase.setdefault(name, []).append(took)
