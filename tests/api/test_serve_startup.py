@@ -9,6 +9,7 @@ wrapper runs the same CLI and notes ``sys.modules`` at the moment the handshake 
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import urllib.request
 from pathlib import Path
@@ -31,6 +32,8 @@ LAZY = (
     "cryptography",
     "argon2",
     "rich",
+    "websockets",
+    "uvicorn.protocols.websockets",
 )
 
 WRAPPER = """
@@ -88,5 +91,16 @@ def test_handshake_then_api_and_nothing_lazy_loaded_before_it(tmp_path: Path) ->
         status, body = _get(daemon, "/v1/secrets")
         assert status == 200
         assert json.loads(body)["items"] == []
+
+        # No WebSocket is served: an upgrade is answered as the HTTP request it also is,
+        # through the same checks (no token: 401), never switched to another protocol.
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=30) as sock:
+            sock.sendall(
+                f"GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\n"
+                "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+            )
+            head = sock.recv(65536).split(b"\r\n", 1)[0]
+        assert head == b"HTTP/1.1 401 Unauthorized", head
     finally:
         assert daemon.terminate() == 0, daemon.log()

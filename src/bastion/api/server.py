@@ -316,6 +316,11 @@ def _run(
         app,
         loop="uvloop" if _has("uvloop") else "asyncio",
         http=http_protocol(cfg),
+        # No WebSocket protocol: the API serves none (SecurityMiddleware answers only http
+        # scopes), so an upgrade request is read as the plain HTTP request it also is and
+        # meets the same Host/Origin/token checks; uvicorn's WebSocket implementation and
+        # the websockets library it loads (~15 ms) stay out of the start (issue 22 §7).
+        ws="none",
         lifespan="on",
         access_log=False,
         log_config=None,
