@@ -67,8 +67,11 @@ PHASES = """
 import importlib.abc, importlib.util, sys, time
 T0 = time.perf_counter()
 
+C0 = time.process_time()
+
 def note(name):
-    sys.stderr.write(f"phase {name} {(time.perf_counter() - T0) * 1000:.1f}\\n")
+    wall, cpu = (time.perf_counter() - T0) * 1000, (time.process_time() - C0) * 1000
+    sys.stderr.write(f"phase {name} {wall:.1f} {cpu:.1f}\\n")
 
 def hooks(server):
     import bastion.app as app_mod
@@ -213,14 +216,14 @@ def fill(home: Path, size_mb: int) -> int:
     return (home / "bastion.db").stat().st_size
 
 
-def phases_of(stderr: bytes) -> list[tuple[str, float]]:
-    """(phase, ms it took) from the wrapper's notes, in order."""
-    out, last = [], 0.0
+def phases_of(stderr: bytes) -> list[tuple[str, float, float]]:
+    """(phase, wall ms, CPU ms of the whole process) from the wrapper's notes, in order."""
+    out, last, last_cpu = [], 0.0, 0.0
     for line in stderr.decode(errors="replace").splitlines():
         if line.startswith("phase "):
-            name, _, at = line[len("phase ") :].rpartition(" ")
-            out.append((name, float(at) - last))
-            last = float(at)
+            name, at, cpu = line[len("phase ") :].rsplit(" ", 2)
+            out.append((name, float(at) - last, float(cpu) - last_cpu))
+            last, last_cpu = float(at), float(cpu)
     return out
 
 
@@ -309,18 +312,23 @@ def main() -> None:
                     f"(range {min(cpu_ratios):.2f}-{max(cpu_ratios):.2f})"
                 )
             if args.phases:
-                per_phase: dict[str, list[float]] = {}
+                per_phase: dict[str, tuple[list[float], list[float]]] = {}
                 totals = []
                 for _ in range(args.runs):
                     total, _, err = launch_to_line([py, str(wrapper), *serve_args], env)
                     totals.append(total)
-                    for name, took in phases_of(err):
-                        per_phase.setdefault(name, []).append(took)
-                print(f"      serve's phases (median of {args.runs}, ms):")
-                for name, took in per_phase.items():
-                    print(f"        {statistics.median(took):7.1f}  {name}")
+                    for name, took, cpu in phases_of(err):
+                        walls, cpus = per_phase.setdefault(name, ([], []))
+                        walls.append(took)
+                        cpus.append(cpu)
+                print(f"      serve's phases (median of {args.runs}; ms wall, ms CPU):")
+                for name, (walls, cpus) in per_phase.items():
+                    print(
+                        f"        {statistics.median(walls):7.1f} {statistics.median(cpus):7.1f}"
+                        f"  {name}"
+                    )
                 print(
-                    f"        {ms(statistics.median(totals))}  spawn to handshake "
+                    f"        {ms(statistics.median(totals))}          spawn to handshake "
                     "(the rest: interpreter start, pipe)"
                 )
     finally:
