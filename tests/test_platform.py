@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -283,3 +284,43 @@ def test_every_platform_module_offers_the_same_interface() -> None:
         )
         assert isinstance(exported, ast.List)
         assert {ast.literal_eval(e) for e in exported.elts} == names, name
+
+
+@pytest.mark.skipif(_platform.SYSTEM != "linux", reason="F_GETLK's struct flock is Linux's here")
+def test_locked_elsewhere_sees_another_process_lock_and_never_our_own(tmp_path: Path) -> None:
+    import fcntl
+
+    path = tmp_path / "f"
+    path.write_bytes(b"\0" * 256)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, 128)  # ours: never reported
+        assert _platform.locked_elsewhere(fd, 128) is False
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_A_BYTE, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdout is not None
+        assert holder.stdin is not None
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            assert _platform.locked_elsewhere(fd, 128) is True
+            assert _platform.locked_elsewhere(fd, 127) is False  # another byte
+        finally:
+            holder.stdin.close()
+            holder.wait(timeout=60)
+            holder.stdout.close()
+        assert _platform.locked_elsewhere(fd, 128) is False  # gone with its process
+    finally:
+        os.close(fd)
+
+
+_HOLD_A_BYTE = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, 128)
+print("held", flush=True)
+sys.stdin.read()
+"""

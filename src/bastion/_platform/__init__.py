@@ -20,8 +20,8 @@ package picks the module for the running system once, at import: ``windows.py`` 
 * Capabilities, each ``None`` where missing (callers take their portable path, chosen by
   the capability, never by the system's name): ``pread``/``pwrite`` (positional I/O),
   ``copy_file_range``; ``FD_DIRS`` (where this process's descriptors are listed, empty on
-  Windows); ``writeback``, ``lower_thread_priority`` and ``lock_holder`` do nothing, or
-  know nothing, where the system offers no way.
+  Windows); ``writeback``, ``lower_thread_priority``, ``lock_holder`` and ``locked_elsewhere`` do
+  nothing, or know nothing, where the system offers no way.
 
 ``BASTION_PORTABLE=1`` (read once, at import) selects ``posix.py`` on Linux too and turns off
 positional I/O for backup copies (:data:`FILE_COPY`), so the paths macOS and Windows take
@@ -45,6 +45,7 @@ if sys.platform == "win32":
         free_bytes,
         fsync_dir,
         lock_holder,
+        locked_elsewhere,
         lower_thread_priority,
         make_private_dir,
         pid_exists,
@@ -68,6 +69,7 @@ elif sys.platform.startswith("linux") and not PORTABLE:
         free_bytes,
         fsync_dir,
         lock_holder,
+        locked_elsewhere,
         lower_thread_priority,
         make_private_dir,
         pid_exists,
@@ -91,6 +93,7 @@ else:
         free_bytes,
         fsync_dir,
         lock_holder,
+        locked_elsewhere,
         lower_thread_priority,
         make_private_dir,
         pid_exists,
@@ -122,6 +125,7 @@ __all__ = [
     "free_bytes",
     "fsync_dir",
     "lock_holder",
+    "locked_elsewhere",
     "lower_thread_priority",
     "make_private_dir",
     "pid_exists",

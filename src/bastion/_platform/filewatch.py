@@ -14,6 +14,12 @@ learn of it within a second. Two ways, picked by what the system offers:
   ``stat`` of each file every ``poll_s`` (size, mtime, inode). A WAL commit appends to the
   ``-wal`` file, so every commit changes its size or its mtime.
 
+A thread that waits for changes (the WAL archiver) uses :class:`BlockingWatch`: the same
+inotify watch, waited for with ``select`` beside a pipe that :meth:`BlockingWatch.interrupt`
+writes to, so the thread sleeps until a file changes, someone interrupts it, or its own
+timeout passes. It exists only where inotify does (:func:`blocking_watch` returns None
+elsewhere: the caller keeps its polling loop).
+
 Either way :meth:`FileWatch.changed` may return when nothing that matters changed (a
 checkpoint rewrites the database; a read does not): callers re-read what they care about
 and compare, they never act on the wake-up alone.
@@ -24,11 +30,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["FileWatch", "PollingWatch", "watch_files"]
+__all__ = ["BlockingWatch", "FileWatch", "PollingWatch", "blocking_watch", "watch_files"]
 
 #: Seconds between two looks when polling.
 POLL_S = 0.5
@@ -166,3 +174,94 @@ def watch_files(directory: Path, names: Iterable[str], *, poll_s: float = POLL_S
         # No inotify here (not Linux: the package is not installed), or none to be had now
         # (EMFILE, ENOSPC: the user's inotify limits are spent): polling still works.
         return PollingWatch(directory, names, poll_s)
+
+
+class BlockingWatch:
+    """An inotify watch on a directory for a thread: :meth:`wait` blocks (releasing the
+    GIL, in ``select``) until a watched name changes -- or, with ``opens``, is opened or
+    closed --, :meth:`interrupt` is called, or the timeout passes."""
+
+    how = "inotify"
+
+    def __init__(self, directory: Path, names: Iterable[str], *, opens: bool = False) -> None:
+        import inotify_simple
+
+        self._flags = inotify_simple.flags
+        self._names = {os.fsencode(n).decode("utf-8", "surrogateescape") for n in names}
+        self._inotify: Any = inotify_simple.INotify(nonblocking=True)
+        f = self._flags
+        mask = f.MODIFY | f.CLOSE_WRITE | f.CREATE | f.DELETE | f.MOVED_TO | f.MOVED_FROM
+        mask |= f.DELETE_SELF | f.MOVE_SELF
+        if opens:
+            mask |= f.OPEN | f.CLOSE_NOWRITE
+        try:
+            self._inotify.add_watch(directory, mask)
+        except OSError:
+            self._inotify.close()
+            raise
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._rfd, False)
+        os.set_blocking(self._wfd, False)
+        #: The directory went away or moved: no event will come any more (poll instead).
+        self.lost = False
+        self._closed = False
+        self._closing = threading.Lock()  # interrupt() from other threads vs close()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until an event for a watched name, an :meth:`interrupt`, or ``timeout``
+        seconds (None: no timeout). True when woken by an event or an interrupt."""
+        if self._closed:
+            raise RuntimeError("the watch is closed")
+        fd = self._inotify.fileno()
+        try:
+            ready, _, _ = select.select([fd, self._rfd], [], [], timeout)
+        except InterruptedError:
+            return True
+        hit = False
+        if self._rfd in ready:
+            with contextlib.suppress(BlockingIOError, OSError):
+                while os.read(self._rfd, 512):
+                    pass
+            hit = True
+        if fd in ready:
+            try:
+                events = self._inotify.read(timeout=0)
+            except (BlockingIOError, OSError):
+                events = []
+            f = self._flags
+            for event in events:
+                if event.mask & (f.DELETE_SELF | f.MOVE_SELF | f.IGNORED):
+                    self.lost = hit = True
+                elif event.mask & f.Q_OVERFLOW or event.name in self._names:
+                    hit = True  # an overflow may have hidden ours: look again to be sure
+        return hit
+
+    def interrupt(self) -> None:
+        """Wake the thread in :meth:`wait` (or make its next call return at once)."""
+        with self._closing:
+            if self._closed:
+                return  # never write to a closed descriptor's number: it may be reused
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(self._wfd, b"\0")
+
+    def close(self) -> None:
+        """Stop watching; idempotent. Not while another thread is in :meth:`wait`."""
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+        self._inotify.close()
+        for fd in (self._rfd, self._wfd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def blocking_watch(
+    directory: Path, names: Iterable[str], *, opens: bool = False
+) -> BlockingWatch | None:
+    """A :class:`BlockingWatch` of ``names`` in ``directory``, or None where inotify cannot
+    be had (not Linux, or the user's inotify limits are spent): the caller then polls."""
+    try:
+        return BlockingWatch(directory, list(names), opens=opens)
+    except (ImportError, OSError, AttributeError):
+        return None

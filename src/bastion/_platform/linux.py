@@ -2,6 +2,8 @@
 
 - ``/proc/self/fd`` lists this process's descriptors (``/dev/fd`` is a link to it);
 - ``/proc/locks`` names the pid holding a POSIX lock (for ``StoreBusy`` messages);
+- ``F_GETLK`` with Linux's ``struct flock`` layout tells whether another process holds a
+  lock on a byte (``locked_elsewhere``: is a database attached by another process?);
 - ``copy_file_range`` copies in the kernel; ``sync_file_range`` starts writeback of a range
   without waiting;
 - a thread is a task with its own nice value, so one worker thread can be reniced.
@@ -18,8 +20,10 @@ assert sys.platform.startswith("linux")  # for mypy: this module is checked for 
 
 import contextlib  # noqa: E402 - after the platform guard
 import ctypes  # noqa: E402
+import fcntl  # noqa: E402
 import functools  # noqa: E402
 import os  # noqa: E402
+import struct  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -47,6 +51,7 @@ __all__ = [
     "free_bytes",
     "fsync_dir",
     "lock_holder",
+    "locked_elsewhere",
     "lower_thread_priority",
     "make_private_dir",
     "pid_exists",
@@ -89,6 +94,25 @@ def lower_thread_priority() -> None:
     """Nice +10 for the calling thread only (a thread is a task with its own nice value)."""
     with contextlib.suppress(OSError, AttributeError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+#: Linux's ``struct flock`` (short type, short whence, off_t start, off_t len, pid_t pid),
+#: padded to its size on 64-bit systems.
+_FLOCK = struct.Struct("hhqqi4x")
+
+
+def locked_elsewhere(fd: int, byte: int) -> bool | None:
+    """Whether a process other than this one holds a POSIX lock on ``byte`` of the file open
+    as ``fd`` (``F_GETLK`` for a write lock: POSIX locks of this process never conflict
+    with its own request, so only other processes' show). Read-only: it takes no lock and
+    closes nothing (closing any descriptor of a file would drop this process's locks on it).
+    None when the kernel cannot say."""
+    request = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, byte, 1, 0)
+    try:
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, request)
+    except OSError:
+        return None
+    return bool(_FLOCK.unpack(answer)[0] != fcntl.F_UNLCK)
 
 
 def lock_holder(path: Path, byte: int) -> dict[str, object] | None:

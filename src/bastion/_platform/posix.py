@@ -32,6 +32,7 @@ __all__ = [
     "free_bytes",
     "fsync_dir",
     "lock_holder",
+    "locked_elsewhere",
     "lower_thread_priority",
     "make_private_dir",
     "pid_exists",
@@ -150,6 +151,12 @@ def writeback(fd: int, offset: int, length: int) -> None:
 def lower_thread_priority() -> None:
     """Lower the calling thread's CPU priority. Nothing here: ``setpriority`` would renice the
     whole process where a thread is not a task of its own (Linux only)."""
+
+
+def locked_elsewhere(fd: int, byte: int) -> bool | None:
+    """Whether another process holds a POSIX lock on ``byte`` of ``fd``: unknown here (the
+    ``struct flock`` layout ``F_GETLK`` fills differs between systems; Linux has it)."""
+    return None
 
 
 def lock_holder(path: Path, byte: int) -> dict[str, object] | None:

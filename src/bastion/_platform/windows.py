@@ -47,6 +47,7 @@ __all__ = [
     "free_bytes",
     "fsync_dir",
     "lock_holder",
+    "locked_elsewhere",
     "lower_thread_priority",
     "make_private_dir",
     "pid_exists",
@@ -328,6 +329,11 @@ def lower_thread_priority() -> None:
     """Below-normal priority for the calling thread (Windows schedules threads one by one)."""
     _advapi32, kernel32 = _api()
     kernel32.SetThreadPriority(kernel32.GetCurrentThread(), THREAD_PRIORITY_BELOW_NORMAL)
+
+
+def locked_elsewhere(fd: int, byte: int) -> bool | None:
+    """Unknown on Windows (SQLite's shared-memory locks there are not POSIX locks)."""
+    return None
 
 
 def lock_holder(path: Path, byte: int) -> dict[str, object] | None:

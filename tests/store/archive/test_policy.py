@@ -121,3 +121,18 @@ def test_prune_without_a_base_at_the_cutoff_keeps_the_generation_whole() -> None
     now = 30 * DAY
     gen = _gen("g1", now, [(now - 3 * DAY, (2, 0))], [(0, 5), (1, 9), (2, 4)])
     assert plan_prune([gen], wall=now, retain_s=7 * DAY).empty
+
+
+def test_with_nothing_to_copy_only_the_snapshot_and_prune_timers_remain() -> None:
+    """An archiver woken by a file watch sleeps until its next timed work, not POLL_S."""
+    timer = policy.next_timer_s
+    fresh = ScheduleState(last_sync=99.0, last_base_wall=1_000_000.0 - 100, last_prune=99.0)
+    # The prune is due first (600 s after the last), the base in a day less 100 s.
+    assert timer(fresh, now=100.0, wall=1_000_000.0, snapshot_interval_s=DAY) == 599.0
+    pruned = ScheduleState(last_base_wall=1_000_000.0 - DAY + 30, last_prune=100.0)
+    assert timer(pruned, now=100.0, wall=1_000_000.0, snapshot_interval_s=DAY) == 30.0
+    # A base never taken is due now; one that failed waits for BASE_RETRY_S.
+    assert timer(ScheduleState(last_prune=100.0), now=100.0, wall=0.0, snapshot_interval_s=DAY) == 0
+    failed = ScheduleState(base_failed_at=90.0, last_prune=100.0)
+    assert timer(failed, now=100.0, wall=0.0, snapshot_interval_s=DAY) == policy.BASE_RETRY_S - 10
+    assert timer(ScheduleState(), now=100.0, wall=0.0, snapshot_interval_s=DAY) == 0

@@ -69,6 +69,7 @@ import apsw
 
 from bastion import _platform
 from bastion._fs import atomic_write, ensure_private_dir, fsync_dir
+from bastion._platform.filewatch import BlockingWatch, blocking_watch
 from bastion.errors import ArchiveError, BastionError, StoreBusy, StoreError
 from bastion.store._errors import translate
 from bastion.store._locks import write_lock_holder
@@ -205,6 +206,7 @@ class Archiver:
         on_event: EventSink | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        watched_look_s: float = policy.WATCHED_LOOK_S,
     ) -> None:
         require_sqlite(db, "the WAL archive")
         self.db = db
@@ -218,6 +220,11 @@ class Archiver:
         self._lock = threading.Lock()  # one pass at a time (thread, sync_now, stop)
         self._stop = threading.Event()
         self._wake = threading.Event()
+        #: Wakes the idle thread on every write to the database's files and every open of
+        #: them (None without inotify: the thread looks every POLL_S, see ``_sleep``).
+        self._watch: BlockingWatch | None = None
+        self._watched_look_s = watched_look_s
+        self._wakeups = 0  # turns of the thread's loop (tests count them)
         self._thread: threading.Thread | None = None
         self._reader: apsw.Connection | None = None  # holds R between passes
         self._checkpointer: apsw.Connection | None = None
@@ -267,6 +274,11 @@ class Archiver:
                 f"cannot use {self.archive_root} for the archive: {err.strerror or err}",
                 path=str(self.archive_root),
             ) from err
+        # Before the first look: a commit after it is an event the thread is woken by.
+        path = self.db.path
+        self._watch = blocking_watch(
+            path.parent, [path.name, f"{path.name}-wal", f"{path.name}-shm"], opens=True
+        )
         self._reader = self._side_connection()
         self._checkpointer = self._side_connection()
         self._resume()
@@ -294,7 +306,7 @@ class Archiver:
         if thread is None:
             return
         self._stop.set()
-        self._wake.set()
+        self._poke()
         thread.join()
         if not self.db.closed:
             try:
@@ -318,6 +330,9 @@ class Archiver:
                     conn.close()
         self._reader = self._checkpointer = None
         self._wal.close()
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     @property
     def running(self) -> bool:
@@ -334,7 +349,13 @@ class Archiver:
 
     def wake(self) -> None:
         """Make the thread look now (a pass runs if one is due)."""
+        self._poke()
+
+    def _poke(self) -> None:
         self._wake.set()
+        watch = self._watch
+        if watch is not None:
+            watch.interrupt()
 
     def status(self) -> ArchiveStatus:
         """Where the archiver is now."""
@@ -358,6 +379,7 @@ class Archiver:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._wakeups += 1
             header = self._look()
             nudged, self._nudged = self._nudged, False
             plan = policy.plan_pass(
@@ -384,8 +406,39 @@ class Archiver:
                 if self.db.closed:
                     return
                 self._failed(err)
-            self._wake.wait(plan.wait_s)
-            self._wake.clear()
+            self._sleep(header, plan.wait_s)
+
+    def _sleep(self, header: IndexHeader | None, wait_s: float) -> None:
+        """Until the next turn of the loop (issue 22 §7: an idle daemon must not wake on a
+        timer). With nothing to copy, a file watch, and no other process attached to the
+        database, nothing can need a look before an event: this process's commits and
+        another process's alike write the ``-wal`` (an event), and another process must
+        open the database's files before it can commit (an event; from then on it is
+        attached and the looks every POLL_S that time its commits resume). So the thread
+        sleeps until an event, a wake() (a checkpoint nudge, stop) or the schedule's next
+        timer (snapshot, prune); WATCHED_LOOK_S is only a safety net. Otherwise -- frames
+        to copy (they must be copied within interval_s), another process attached (its
+        commits are timed by looks, within POLL_S), no watch -- the wait is the plan's."""
+        watch = self._watch
+        if (
+            watch is not None
+            and self._nothing_new(header)
+            and self._index.attached_elsewhere() is False
+        ):
+            timer = policy.next_timer_s(
+                self._schedule,
+                now=self._clock(),
+                wall=self._wall(),
+                snapshot_interval_s=self.config.snapshot_interval_s,
+            )
+            if not self._wake.is_set():
+                watch.wait(min(timer, self._watched_look_s))
+            if watch.lost:  # the directory moved away: no more events, look every POLL_S
+                self._watch = None
+                watch.close()
+        else:
+            self._wake.wait(wait_s)
+        self._wake.clear()
 
     def _thread_pass(self, *, checkpoint: bool) -> None:
         """A pass of the thread: it waits for the write lock at most ``_PASS_LOCK_WAIT_MS``
@@ -447,7 +500,7 @@ class Archiver:
         self._hooks.append((time.time(), pages))
         if pages >= self._nudge_at and not self._nudged:
             self._nudged = True
-            self._wake.set()
+            self._poke()
         return 0  # SQLITE_OK
 
     # --- one pass ------------------------------------------------------------------------

@@ -5,6 +5,8 @@ Nothing here reads a clock, sleeps or touches a file (the shape of
 ``wall`` (stored times), the tests a fake clock.
 
 * :func:`plan_pass` -- one decision per wake-up of the archiver thread.
+* :func:`next_timer_s` -- how long an archiver with nothing to copy may sleep when a file
+  watch wakes it for every commit (the schedule's own long timers only).
 * :func:`plan_prune` -- which generations, bases and segments fall out of ``retain``.
 """
 
@@ -21,6 +23,7 @@ __all__ = [
     "PrunePlan",
     "ScheduleState",
     "SegmentView",
+    "next_timer_s",
     "plan_pass",
     "plan_prune",
 ]
@@ -29,9 +32,15 @@ __all__ = [
 PRUNE_EVERY_S = 600.0
 #: A failed base snapshot is retried after this long (a full disk must not be hammered).
 BASE_RETRY_S = 60.0
-#: Longest sleep between wake-ups: the archiver also samples the WAL's committed end this
-#: often, which bounds how precisely another process's commits are timed.
+#: Longest sleep between wake-ups while frames wait to be copied or another process is
+#: attached to the database: the archiver samples the WAL's committed end this often, which
+#: bounds how precisely another process's commits are timed (0.1 s, docs/operations.md).
 POLL_S = 0.1
+#: Longest sleep of an archiver with nothing to copy, alone on the database and woken by a
+#: file watch for every commit (a write to the -wal) and every new connection (an open of
+#: the database's files): no guarantee rests on it -- it is a safety net should the watch
+#: ever miss an event, and costs one look a minute.
+WATCHED_LOOK_S = 60.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,6 +97,23 @@ def plan_pass(
     prune = state.last_prune is None or now - state.last_prune >= PRUNE_EVERY_S
     next_sync = interval_s if sync else interval_s - (now - (state.last_sync or now))
     return PassPlan(sync, checkpoint, snapshot, prune, max(0.0, min(POLL_S, next_sync)))
+
+
+def next_timer_s(
+    state: ScheduleState, *, now: float, wall: float, snapshot_interval_s: float
+) -> float:
+    """Seconds until the schedule's next timed work with nothing to copy: a base snapshot
+    (``snapshot_interval_s`` after the newest, or BASE_RETRY_S after a failed one) or a look
+    at the retention (PRUNE_EVERY_S). Copying needs no timer then: a commit wakes the
+    archiver (see ``Archiver``), and is copied within ``interval_s`` of it as before."""
+    if state.last_base_wall is None:
+        snapshot_in = 0.0
+    else:
+        snapshot_in = snapshot_interval_s - (wall - state.last_base_wall)
+    if state.base_failed_at is not None:
+        snapshot_in = max(snapshot_in, BASE_RETRY_S - (now - state.base_failed_at))
+    prune_in = 0.0 if state.last_prune is None else PRUNE_EVERY_S - (now - state.last_prune)
+    return max(0.0, min(snapshot_in, prune_in))
 
 
 # --- retention ---------------------------------------------------------------------------

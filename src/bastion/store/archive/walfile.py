@@ -50,6 +50,10 @@ __all__ = [
 ]
 
 #: Why archiving is refused where the system has no positional I/O (Windows).
+#: SQLite's unix VFS: the shared-memory lock bytes start at 120 (eight of them), then the
+#: dead-man switch, which every connection with the wal-index mapped holds shared.
+_SHM_DMS = 120 + 8
+
 NO_POSITIONAL_IO = (
     "continuous archiving reads the WAL and SQLite's wal-index with positional reads "
     "(pread), which this system does not offer"
@@ -185,6 +189,17 @@ class IndexReader:
             if header is not None:
                 return header
         return None
+
+    def attached_elsewhere(self) -> bool | None:
+        """Whether a connection of another process has the WAL open: SQLite's unix VFS has
+        every connection hold a shared lock on byte ``_SHM_DMS`` of ``<db>-shm`` (its
+        "dead-man switch") for as long as it has the wal-index mapped. Asked through
+        SQLite's own descriptor (no lock taken, no descriptor closed). None: unknown (no
+        descriptor, or a system where ``_platform.locked_elsewhere`` cannot say)."""
+        fd = self._find()
+        if fd is None:
+            return None
+        return _platform.locked_elsewhere(fd, _SHM_DMS)
 
 
 class WalFile:
