@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import os
 import select
+import socket
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -199,9 +200,12 @@ class BlockingWatch:
         except OSError:
             self._inotify.close()
             raise
-        self._rfd, self._wfd = os.pipe()
-        os.set_blocking(self._rfd, False)
-        os.set_blocking(self._wfd, False)
+        # The interrupt: a byte on a socket pair (non-blocking on every system; a pipe's
+        # blocking flag cannot be set on Windows, where mypy checks this module too).
+        self._rsock, self._wsock = socket.socketpair()
+        self._rsock.setblocking(False)
+        self._wsock.setblocking(False)
+        self._rfd = self._rsock.fileno()
         #: The directory went away or moved: no event will come any more (poll instead).
         self.lost = False
         self._closed = False
@@ -220,7 +224,7 @@ class BlockingWatch:
         hit = False
         if self._rfd in ready:
             with contextlib.suppress(BlockingIOError, OSError):
-                while os.read(self._rfd, 512):
+                while self._rsock.recv(512):
                     pass
             hit = True
         if fd in ready:
@@ -242,7 +246,7 @@ class BlockingWatch:
             if self._closed:
                 return  # never write to a closed descriptor's number: it may be reused
             with contextlib.suppress(BlockingIOError, OSError):
-                os.write(self._wfd, b"\0")
+                self._wsock.send(b"\0")
 
     def close(self) -> None:
         """Stop watching; idempotent. Not while another thread is in :meth:`wait`."""
@@ -251,9 +255,9 @@ class BlockingWatch:
                 return
             self._closed = True
         self._inotify.close()
-        for fd in (self._rfd, self._wfd):
+        for sock in (self._rsock, self._wsock):
             with contextlib.suppress(OSError):
-                os.close(fd)
+                sock.close()
 
 
 def blocking_watch(
