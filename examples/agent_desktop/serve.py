@@ -28,8 +28,10 @@ End of stdin or ``shutdown`` stops the daemon (SIGTERM: services stopped by thei
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import socket
 import sys
 import threading
@@ -196,6 +198,38 @@ def serve(cfg: Config, mcp_port: int, *, log_path: Path | None = None) -> int:
     return 0 if code == 0 else 1
 
 
+#: The keychain service the app's secrets are stored under (seed 000: "com.aios.secrets",
+#: distinct from the bundle id com.aios.desktop), set in the home's bastion.toml on first
+#: start so that the daemon, the CLI and the app agree on it.
+KEYCHAIN_SERVICE = "com.aios.secrets"
+#: The app's own settings in a home it creates; a bastion.toml already there is left alone
+#: (the user's choices win).
+APP_SETTINGS = f'[vault]\nservice = "{KEYCHAIN_SERVICE}"\n'
+
+
+def prepare_home(home: Path) -> Path:
+    """The app data directory (the seed's ``app_data_dir``): created owner-only if missing,
+    with the app's ``bastion.toml`` unless one exists. Returns ``home``."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings = home / "bastion.toml"
+    if settings.exists():
+        return home
+    # Written whole beside it, then linked in: a crash leaves no half file, and a
+    # bastion.toml another process wrote meanwhile is not replaced (link refuses).
+    draft = home / f".bastion.toml.{os.getpid()}.tmp"
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(APP_SETTINGS)
+            out.flush()
+            os.fsync(out.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, settings)
+    finally:
+        draft.unlink(missing_ok=True)
+    return home
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.agent_desktop")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return serve(
-            load_config(args.home), args.mcp_port or _free_port(), log_path=args.daemon_log
+            load_config(prepare_home(args.home)),
+            args.mcp_port or _free_port(),
+            log_path=args.daemon_log,
         )
     except BastionError as err:
         print(

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -17,7 +19,11 @@ from typing import Any
 import psutil
 import pytest
 
-from bastion.config import Config
+from bastion.app import Home
+from bastion.config import Config, load_config
+from bastion.vault import Vault
+from examples.agent_desktop.ipc import SCOPE
+from examples.agent_desktop.serve import APP_SETTINGS, KEYCHAIN_SERVICE, prepare_home
 from examples.agent_desktop.tests.conftest import SENTINEL
 
 REPO = Path(__file__).resolve().parents[3]
@@ -27,7 +33,7 @@ pytestmark = pytest.mark.posix
 class Shell:
     """The desktop shell's side of the pipe."""
 
-    def __init__(self, cfg: Config, log: Path) -> None:
+    def __init__(self, cfg: Config, log: Path, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -40,7 +46,7 @@ class Shell:
                 str(log),
             ],
             cwd=REPO,
-            env=dict(os.environ),
+            env=dict(os.environ) if env is None else env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -177,3 +183,91 @@ def test_serve_exposes_the_seeds_ipc_commands_over_the_daemon(cfg: Config, tmp_p
     for path in cfg.home.rglob("*"):
         if path.is_file():
             assert SENTINEL.encode() not in path.read_bytes(), path
+
+
+def _session(shell: Shell, *calls: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Wait for ready, make ``calls``, shut down; the answers."""
+    try:
+        assert shell.receive()["event"] == "ready"
+        answers = [shell.call(cmd, **args) for cmd, args in calls]
+        assert shell.call("shutdown")["ok"] is True
+        assert shell.proc.wait(timeout=120) == 0
+    finally:
+        if shell.proc.poll() is None:
+            shell.proc.kill()
+            shell.proc.wait()
+        shell.close()
+    return answers
+
+
+def test_the_app_data_directory_holds_the_database_and_the_key_list(
+    cfg: Config, tmp_path: Path
+) -> None:
+    """The seed's "app data directory for persistent auxiliary files" (its keyring_keys.json
+    beside aios.db): the home the entry point creates, owner-only, holds the runs database
+    and the key list (the vault index in vault.db), and the app's bastion.toml."""
+    assert not cfg.home.exists()
+    _session(
+        Shell(cfg, tmp_path / "daemon.log"),
+        ("set_secret", {"key": "search_api_key", "value": SENTINEL}),
+        ("create_run", {"title": "t", "messages": [["user", "hi"]]}),
+    )
+    assert stat.S_IMODE(cfg.home.stat().st_mode) == 0o700
+    for name in ("bastion.db", "vault.db", "bastion.toml"):
+        assert stat.S_IMODE((cfg.home / name).stat().st_mode) == 0o600, name
+    with Home.open(cfg) as home:
+        assert home.db.scalar("SELECT count(*) FROM runs") == 1
+    with Vault.open(cfg) as vault:
+        assert [m.name for m in vault.list(SCOPE)] == ["search_api_key"]  # the key list
+    assert (cfg.home / "bastion.toml").read_text(encoding="utf-8") == APP_SETTINGS
+
+
+def test_a_bastion_toml_of_the_user_is_left_alone(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "bastion.toml").write_text('[vault]\nservice = "mine"\n', encoding="utf-8")
+    prepare_home(home)
+    assert load_config(home, env={}).vault.service == "mine"
+    fresh = prepare_home(tmp_path / "new" / "home")
+    assert load_config(fresh, env={}).vault.service == KEYCHAIN_SERVICE
+    assert [p.name for p in fresh.iterdir()] == ["bastion.toml"]  # no draft left
+
+
+@pytest.mark.keychain
+def test_secrets_are_keychain_items_of_service_com_aios_secrets(tmp_path: Path) -> None:
+    """The seed's service name, distinct from the bundle id: on the OS keychain, the app's
+    secrets are items of service ``com.aios.secrets`` (libsecret's ``secret-tool`` finds them
+    by that service), set and deleted through the IPC commands."""
+    if shutil.which("secret-tool") is None or not os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
+        pytest.skip("no Secret Service session (run via scripts/run-tests.sh)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_VAULT")} | {
+        "BASTION_VAULT_BACKEND": "keychain"
+    }
+    cfg = load_config(tmp_path / "home", env=env)
+    value = f"sk-aios-{tmp_path.name}"
+
+    def lookup() -> str:
+        found = subprocess.run(
+            ["secret-tool", "lookup", "service", KEYCHAIN_SERVICE, "username", f"{SCOPE}/k1"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return found.stdout
+
+    shell = Shell(cfg, tmp_path / "daemon.log", env=env)
+    try:
+        assert shell.receive()["event"] == "ready"
+        assert shell.call("set_secret", key="k1", value=value)["ok"] is True
+        assert lookup() == value
+        assert shell.call("get_secret", key="k1")["result"] == value
+        assert shell.call("delete_secret", key="k1")["result"] is True
+        assert lookup() == ""
+        assert shell.call("shutdown")["ok"] is True
+        assert shell.proc.wait(timeout=120) == 0
+    finally:
+        if shell.proc.poll() is None:
+            shell.proc.kill()
+            shell.proc.wait()
+        shell.close()
