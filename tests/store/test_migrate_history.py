@@ -8,7 +8,6 @@ import time
 from collections.abc import Generator, Sequence
 from pathlib import Path
 
-import apsw
 import pytest
 
 from bastion.__about__ import __version__
@@ -19,6 +18,8 @@ from bastion.errors import (
     MigrationUnknown,
 )
 from bastion.store import Database
+from bastion.store.crypt import DatabaseKey
+from bastion.store.crypt.cipher import connect
 from bastion.store.migrate.history import (
     HistoryRow,
     MigrationPlan,
@@ -28,12 +29,15 @@ from bastion.store.migrate.history import (
     plan_namespace,
 )
 from bastion.store.migrations import Migration, Namespace
+from tests.store.keyed import OpenDatabase
 
 A = Migration.sql("0001_a", "CREATE TABLE a (id INTEGER PRIMARY KEY);", origin="m/0001_a.sql")
 B = Migration.sql("0002_b", "CREATE TABLE b (id INTEGER PRIMARY KEY);", origin="m/0002_b.sql")
 C = Migration.sql("0003_c", "CREATE TABLE c (id INTEGER PRIMARY KEY);", origin="m/0003_c.sql")
 D = Migration.sql("0004_d", "CREATE TABLE d (id INTEGER PRIMARY KEY);", origin="m/0004_d.sql")
 NS = Namespace("t", [A, B, C, D])
+
+pytestmark = pytest.mark.encrypted_rerun
 
 
 def row(m: Migration, previous: str | None = None, *, checksum: str | None = None) -> HistoryRow:
@@ -225,13 +229,13 @@ def test_a_predecessor_of_none_does_not_hide_a_gap_behind_a_first_row() -> None:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Generator[Database, None, None]:
-    with Database.open(tmp_path / "h.db") as database:
+def db(open_database: OpenDatabase, tmp_path: Path) -> Generator[Database, None, None]:
+    with open_database(tmp_path / "h.db") as database:
         yield database
 
 
-def _has_history(path: Path) -> bool:
-    conn = apsw.Connection(str(path))
+def _has_history(path: Path, key: DatabaseKey | None) -> bool:
+    conn = connect(str(path), key=key)
     try:
         return bool(
             conn.execute(
@@ -244,11 +248,11 @@ def _has_history(path: Path) -> bool:
 
 def test_no_history_table_reads_as_an_empty_history(db: Database) -> None:
     assert db.read(lambda tx: _read_history(tx, "t")) == []
-    assert not _has_history(db.path)
+    assert not _has_history(db.path, db.key)
 
 
 def test_recorded_rows_read_back_in_the_order_written_per_namespace(db: Database) -> None:
-    conn = apsw.Connection(str(db.path))
+    conn = connect(str(db.path), key=db.key)
     _ensure_history(conn)
     _ensure_history(conn)  # a second call finds it and changes nothing
     conn.close()
@@ -274,10 +278,10 @@ def test_recorded_rows_read_back_in_the_order_written_per_namespace(db: Database
 
 
 def test_ensure_history_creates_the_table_on_a_new_database(db: Database) -> None:
-    conn = apsw.Connection(str(db.path))
+    conn = connect(str(db.path), key=db.key)
     _ensure_history(conn)
     conn.close()
-    assert _has_history(db.path)
+    assert _has_history(db.path, db.key)
     assert db.read(lambda tx: _read_history(tx, "t")) == []
 
 

@@ -2,7 +2,8 @@
 holder killed mid-migration, and restores that only ever undo the restorer's own work.
 
 Real processes (``sys.executable``) on real files; the race is started from one line written
-to every worker at once, so it is a race, not a queue.
+to every worker at once, so it is a race, not a queue. Each runs twice: plaintext and
+encrypted (``db_key``; the workers read the key from ``BASTION_DB_KEY``).
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ from bastion._lockfile import LockFile
 from bastion.errors import MigrationFailed, MigrationLocked
 from bastion.store import Database, WriteTx
 from bastion.store.backup import restore_backup
+from bastion.store.crypt import DatabaseKey
 from bastion.store.migrate.lock import lock_path
 from bastion.store.migrations import Migration, Migrator, Namespace
 from tests.helpers import wait_until
+from tests.store.keyed import CHILD_KEY, OpenDatabase
+
+pytestmark = pytest.mark.encrypted_rerun
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 100_000
@@ -57,8 +62,11 @@ RACE_NAMESPACE = textwrap.dedent(
     """
 )
 
-WORKER = RACE_NAMESPACE + textwrap.dedent(
-    """
+WORKER = (
+    CHILD_KEY
+    + RACE_NAMESPACE
+    + textwrap.dedent(
+        """
     import json, sys
     from pathlib import Path
     from bastion.errors import BastionError
@@ -70,7 +78,7 @@ WORKER = RACE_NAMESPACE + textwrap.dedent(
         path = Path(line.strip())
         result = {"pid": __import__("os").getpid()}
         try:
-            db = Database.open(path)
+            db = Database.open(path, key=KEY)
             try:
                 report = Migrator(db, backups_dir=path.parent / "backups").migrate(
                     [race_namespace()]
@@ -83,11 +91,12 @@ WORKER = RACE_NAMESPACE + textwrap.dedent(
             result["error"] = f"{err.code}: {err.message}"
         print(json.dumps(result), flush=True)
     """
+    )
 )
 
 
-def _seed(path: Path) -> None:
-    with Database.open(path) as db:
+def _seed(path: Path, key: DatabaseKey | None) -> None:
+    with Database.open(path, key=key) as db:
 
         def seed(tx: WriteTx) -> None:
             tx.execute("CREATE TABLE src (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
@@ -160,16 +169,16 @@ class _Workers:
 
 
 @pytest.fixture
-def workers() -> Iterator[_Workers]:
-    pool = _Workers(4)
+def workers(db_key: DatabaseKey | None) -> Iterator[_Workers]:
+    pool = _Workers(4)  # after db_key: the workers inherit its BASTION_DB_KEY
     try:
         yield pool
     finally:
         pool.close()
 
 
-def _assert_history_matches_schema_and_data(path: Path) -> None:
-    with Database.open(path) as db:
+def _assert_history_matches_schema_and_data(path: Path, key: DatabaseKey | None) -> None:
+    with Database.open(path, key=key) as db:
         history = [
             r[0] for r in db.query("SELECT id FROM schema_migrations WHERE namespace = 'race'")
         ]
@@ -186,12 +195,12 @@ def _assert_history_matches_schema_and_data(path: Path) -> None:
 
 @pytest.mark.slow
 def test_four_processes_twenty_rounds_history_always_equals_schema_and_data(
-    tmp_path: Path, workers: _Workers
+    tmp_path: Path, workers: _Workers, db_key: DatabaseKey | None
 ) -> None:
     for round_no in range(20):
         path = tmp_path / f"round-{round_no:02d}" / "race.db"
         path.parent.mkdir()
-        _seed(path)
+        _seed(path, db_key)
         results = workers.round(path)
         errors = [r for r in results if "error" in r]
         assert not errors, f"round {round_no}: {errors}"
@@ -200,13 +209,13 @@ def test_four_processes_twenty_rounds_history_always_equals_schema_and_data(
         assert applied == ["0001_first", "0002_bulk", "0003_count"], f"round {round_no}"
         # Only the process that migrated took a pre-migration backup.
         assert sum(len(r["backups"]) for r in results) == 1, f"round {round_no}: {results}"
-        _assert_history_matches_schema_and_data(path)
+        _assert_history_matches_schema_and_data(path, db_key)
         assert not lock_path(path).exists()  # released cleanly: no note left
 
 
 # --- a holder killed with SIGKILL ----------------------------------------------------------
 
-HOLDER = textwrap.dedent(
+HOLDER = CHILD_KEY + textwrap.dedent(
     """
     import logging, os, sys, time
     from pathlib import Path
@@ -234,7 +243,7 @@ HOLDER = textwrap.dedent(
         # no-transaction: the first statement hangs before anything is committed
         "notx-first": [Migration.sql("0001_split", FIRST)],
     }[mode]
-    db = Database.open(path)
+    db = Database.open(path, key=KEY)
     db._driver_connection().create_scalar_function("block", hang, 0)
     report = Migrator(db, backups_dir=path.parent / "backups").migrate([Namespace("k", steps)])
     print(",".join(m.id for m in report.applied), flush=True)
@@ -267,16 +276,16 @@ def _kill(proc: subprocess.Popen[str]) -> None:
 
 
 @pytest.fixture
-def seeded(tmp_path: Path) -> Path:
+def seeded(tmp_path: Path, db_key: DatabaseKey | None) -> Path:
     path = tmp_path / "home" / "app.db"
     path.parent.mkdir()
-    _seed(path)
+    _seed(path, db_key)
     return path
 
 
 @pytest.mark.posix
 def test_a_holder_killed_mid_migration_does_not_wedge_the_waiting_process(
-    seeded: Path, tmp_path: Path
+    seeded: Path, tmp_path: Path, open_database: OpenDatabase
 ) -> None:
     inside = tmp_path / "inside"
     holder = _spawn_holder(seeded, "tx-hang", inside)
@@ -311,7 +320,7 @@ def test_a_holder_killed_mid_migration_does_not_wedge_the_waiting_process(
         _kill(holder)
         if waiter is not None:
             _kill(waiter)
-    with Database.open(seeded) as db:
+    with open_database(seeded) as db:
         assert db.query("SELECT id FROM schema_migrations WHERE namespace = 'k'") == [
             ("0001_slow",)
         ]
@@ -322,15 +331,15 @@ def _split_namespace(text: str = SPLIT) -> Namespace:
     return Namespace("k", [Migration.sql("0001_split", text)])
 
 
-def _open_with_block(path: Path) -> Database:
-    db = Database.open(path)
+def _open_with_block(path: Path, key: DatabaseKey | None) -> Database:
+    db = Database.open(path, key=key)
     db._driver_connection().create_scalar_function("block", lambda: 1, 0)
     return db
 
 
 @pytest.mark.posix
 def test_a_step_killed_part_way_outside_a_transaction_is_refused_until_restored(
-    seeded: Path, tmp_path: Path
+    seeded: Path, tmp_path: Path, db_key: DatabaseKey | None
 ) -> None:
     inside = tmp_path / "inside"
     holder = _spawn_holder(seeded, "notx-mid", inside)
@@ -343,7 +352,7 @@ def test_a_step_killed_part_way_outside_a_transaction_is_refused_until_restored(
     # The next process does not run the step again over its half (part1 exists), and does
     # not restore the dead process's backup either: it refuses, naming what to do.
     for _attempt in range(2):  # and keeps refusing: the note stays until the state is fixed
-        with _open_with_block(seeded) as db:
+        with _open_with_block(seeded, db_key) as db:
             with pytest.raises(MigrationFailed) as info:
                 Migrator(db, backups_dir=seeded.parent / "backups").migrate([_split_namespace()])
             err = info.value
@@ -353,8 +362,8 @@ def test_a_step_killed_part_way_outside_a_transaction_is_refused_until_restored(
             assert "bastion db restore" in err.hint
             assert db.scalar("SELECT count(*) FROM part1") == ROWS  # nothing was undone
             assert db.query("SELECT id FROM schema_migrations WHERE namespace = 'k'") == []
-    restore_backup(backups[0], seeded, seeded.parent / "quarantine")
-    with _open_with_block(seeded) as db:
+    restore_backup(backups[0], seeded, seeded.parent / "quarantine", key=db_key)
+    with _open_with_block(seeded, db_key) as db:
         report = Migrator(db, backups_dir=seeded.parent / "backups").migrate([_split_namespace()])
         assert [m.id for m in report.applied] == ["0001_split"]
         assert db.scalar("SELECT count(*) FROM part1") == ROWS
@@ -364,7 +373,7 @@ def test_a_step_killed_part_way_outside_a_transaction_is_refused_until_restored(
 
 @pytest.mark.posix
 def test_a_step_killed_before_it_committed_anything_runs_again(
-    seeded: Path, tmp_path: Path
+    seeded: Path, tmp_path: Path, db_key: DatabaseKey | None
 ) -> None:
     inside = tmp_path / "inside"
     holder = _spawn_holder(seeded, "notx-first", inside)
@@ -373,7 +382,7 @@ def test_a_step_killed_before_it_committed_anything_runs_again(
     finally:
         _kill(holder)
     assert json.loads(lock_path(seeded).read_text())["step"] == "k/0001_split"
-    with _open_with_block(seeded) as db:
+    with _open_with_block(seeded, db_key) as db:
         report = Migrator(db, backups_dir=seeded.parent / "backups").migrate(
             [_split_namespace(FIRST)]
         )
@@ -385,7 +394,7 @@ def test_a_step_killed_before_it_committed_anything_runs_again(
 
 
 def test_a_second_migrator_waits_for_the_lock_then_finds_the_work_done(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    open_database: OpenDatabase, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Two Database objects in one process exclude each other too (flock is per open file):
     B plans while A's migration runs; B waits, then finds it applied and takes no backup."""
@@ -408,7 +417,7 @@ def test_a_second_migrator_waits_for_the_lock_then_finds_the_work_done(
             )
         ],
     )
-    db_a, db_b = Database.open(path), Database.open(path)
+    db_a, db_b = open_database(path), open_database(path)
     db_b.write(lambda tx: tx.execute("CREATE TABLE keep (x)"))  # not fresh: B would back up
     results: dict[str, Any] = {}
 
@@ -445,26 +454,30 @@ def test_a_second_migrator_waits_for_the_lock_then_finds_the_work_done(
         db_b.close()
 
 
-def test_a_live_holder_past_the_timeout_is_a_named_error(tmp_path: Path) -> None:
+def test_a_live_holder_past_the_timeout_is_a_named_error(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
     from bastion.errors import exit_code_for
 
     path = tmp_path / "held.db"
     ns = Namespace("h", [Migration.sql("0001_t", "CREATE TABLE t (x);")])
-    with Database.open(path) as db, LockFile(lock_path(path)):
+    with open_database(path) as db, LockFile(lock_path(path)):
         with pytest.raises(MigrationLocked) as info:
             Migrator(db, lock_timeout=0.2).migrate([ns])
         assert f"pid {os.getpid()}" in info.value.message
         assert info.value.recoverable
         assert exit_code_for(info.value) == 75
         assert db.scalar("SELECT count(*) FROM sqlite_schema WHERE name = 't'") == 0
-    with Database.open(path) as db:  # the holder gone, the same call goes through
+    with open_database(path) as db:  # the holder gone, the same call goes through
         assert [m.id for m in Migrator(db).migrate([ns]).applied] == ["0001_t"]
 
 
-def test_nothing_pending_never_touches_the_lock_file(tmp_path: Path) -> None:
+def test_nothing_pending_never_touches_the_lock_file(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
     path = tmp_path / "idle.db"
     ns = Namespace("i", [Migration.sql("0001_t", "CREATE TABLE t (x);")])
-    with Database.open(path) as db:
+    with open_database(path) as db:
         Migrator(db).migrate([ns])
         with LockFile(lock_path(path)):  # even a held lock does not stop an idle open
             assert Migrator(db, lock_timeout=0).migrate([ns]).applied == ()
@@ -473,14 +486,16 @@ def test_nothing_pending_never_touches_the_lock_file(tmp_path: Path) -> None:
 # --- a restore undoes only the restorer's own work -----------------------------------------
 
 
-def test_a_failed_step_is_not_restored_over_another_connections_commit(tmp_path: Path) -> None:
+def test_a_failed_step_is_not_restored_over_another_connections_commit(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
     """Another connection commits while a no-transaction step runs, then the step fails
     part-way: restoring the backup would drop that commit, so the database is left as it is
     and the error says how to restore once the others are stopped."""
     path = tmp_path / "app.db"
-    with Database.open(path) as db:
+    with open_database(path) as db:
         db.write(lambda tx: tx.execute("CREATE TABLE notes (body TEXT)"))
-        other = Database.open(path)
+        other = open_database(path)
         try:
 
             def commit_elsewhere() -> int:
@@ -512,9 +527,9 @@ def test_a_failed_step_is_not_restored_over_another_connections_commit(tmp_path:
     assert json.loads(lock_path(path).read_text())["step"] == "f/0001_bad"
 
 
-def test_a_failed_step_alone_is_still_restored(tmp_path: Path) -> None:
+def test_a_failed_step_alone_is_still_restored(open_database: OpenDatabase, tmp_path: Path) -> None:
     path = tmp_path / "app.db"
-    with Database.open(path) as db:
+    with open_database(path) as db:
         db.write(lambda tx: tx.execute("CREATE TABLE notes (body TEXT)"))
         ns = Namespace(
             "f",

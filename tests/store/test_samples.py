@@ -22,12 +22,15 @@ from bastion.store.samples import (
     thin,
 )
 from bastion.store.wal import checkpoint
+from tests.store.keyed import OpenDatabase
+
+pytestmark = pytest.mark.encrypted_rerun
 
 
 @pytest.fixture
-def db(home: Config) -> Iterator[Database]:
+def db(home: Config, open_database: OpenDatabase) -> Iterator[Database]:
     home.home.mkdir(parents=True, exist_ok=True)
-    database = Database.open(home.db_path, home.store, name="bastion")
+    database = open_database(home.db_path, home.store, name="bastion")
     try:
         yield database
     finally:

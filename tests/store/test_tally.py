@@ -5,13 +5,17 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import apsw
 import pytest
 
 from bastion.config import StoreConfig
 from bastion.errors import StoreBusy
-from bastion.store import Database, WriteTx
+from bastion.store import WriteTx
+from bastion.store.crypt import DatabaseKey
+from bastion.store.crypt.cipher import connect
 from bastion.store.tally import StoreTally
+from tests.store.keyed import OpenDatabase
+
+pytestmark = pytest.mark.encrypted_rerun
 
 
 def _insert(tx: WriteTx) -> None:
@@ -19,8 +23,10 @@ def _insert(tx: WriteTx) -> None:
 
 
 @pytest.mark.parametrize("group_commit", ["never", "always"])
-def test_every_commit_is_counted_with_its_units(tmp_path: Path, group_commit: str) -> None:
-    db = Database.open(tmp_path / "t.db", StoreConfig(group_commit=group_commit))  # type: ignore[arg-type]
+def test_every_commit_is_counted_with_its_units(
+    open_database: OpenDatabase, tmp_path: Path, group_commit: str
+) -> None:
+    db = open_database(tmp_path / "t.db", StoreConfig(group_commit=group_commit))  # type: ignore[arg-type]
     try:
         db.write(lambda tx: tx.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"))
         assert db.tally is None  # nothing is counted unless asked
@@ -48,10 +54,12 @@ def test_every_commit_is_counted_with_its_units(tmp_path: Path, group_commit: st
         assert tally.commits == 100
 
 
-def test_a_begin_refused_by_another_lock_holder_is_counted_busy(tmp_path: Path) -> None:
+def test_a_begin_refused_by_another_lock_holder_is_counted_busy(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
     path = tmp_path / "t.db"
-    db = Database.open(path, StoreConfig(busy_timeout_ms=50))
-    other = apsw.Connection(str(path))
+    db = open_database(path, StoreConfig(busy_timeout_ms=50))
+    other = connect(str(path), key=db.key)
     try:
         db.write(lambda tx: tx.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"))
         tally = db.tally = StoreTally()
@@ -67,10 +75,10 @@ def test_a_begin_refused_by_another_lock_holder_is_counted_busy(tmp_path: Path) 
     assert tally.commits == 1
 
 
-def test_checkpoints_are_counted_by_mode(tmp_path: Path) -> None:
+def test_checkpoints_are_counted_by_mode(open_database: OpenDatabase, tmp_path: Path) -> None:
     from bastion.store.wal import checkpoint
 
-    db = Database.open(tmp_path / "t.db", StoreConfig())
+    db = open_database(tmp_path / "t.db", StoreConfig())
     try:
         db.write(lambda tx: tx.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"))
         checkpoint(db, "PASSIVE")  # before a tally: not counted
@@ -84,12 +92,12 @@ def test_checkpoints_are_counted_by_mode(tmp_path: Path) -> None:
     assert tally.checkpoints == {"TRUNCATE": 1, "PASSIVE": 2}
 
 
-def test_the_archivers_checkpoints_are_counted(tmp_path: Path) -> None:
+def test_the_archivers_checkpoints_are_counted(tmp_path: Path, db_key: DatabaseKey | None) -> None:
     """With the WAL archiver running, it (not SQLite's autocheckpoint) checkpoints."""
     from bastion.store.archive import Archiver
     from tests.store.archive.support import fast_config, open_db, write_rows
 
-    db = open_db(tmp_path / "app.db")
+    db = open_db(tmp_path / "app.db", db_key)
     tally = db.tally = StoreTally()
     with Archiver(db, tmp_path / "archive", fast_config(checkpoint_frames=100)) as archiver:
         write_rows(db, 1.0, gap_s=0.0005, pad=2000)
