@@ -72,10 +72,6 @@ _MAX_CHUNK_BYTES = 64 * 1024 * 1024
 _VFS_WRITE_BYTES = 64 * 1024
 
 
-#: Page cache of the one connection that checks an encrypted file (see inspect_file), KiB.
-_INSPECT_CACHE_KIB = 256 * 1024
-
-
 #: How often a backup asks for a checkpoint and a fresh snapshot before it settles for the
 #: backup API (see :func:`_pin_snapshot`).
 _PIN_ATTEMPTS = 2
@@ -333,28 +329,22 @@ def inspect_file(
         conn = _open_ro(path, mmap=mmap, key=key)
     except apsw.Error as err:
         raise translate(err, path=str(path), what="opening for inspection") from err
-    # An encrypted file is never memory-mapped (its pages must be decrypted): the check and
-    # the counts run on this one connection, one after the other, with a page cache that
-    # holds the file (up to _INSPECT_CACHE_KIB), so each page is read and decrypted once
-    # rather than once per connection. A plaintext file is checked on a second connection
-    # in a worker thread meanwhile (both cores).
-    together = key is not None and quick_check
-    if together:
-        conn.pragma("cache_size", -min(path.stat().st_size // 1024 + 64, _INSPECT_CACHE_KIB))
-    checker = _QuickCheck(path, mmap=mmap, key=key) if quick_check and not together else None
+    # The check runs on a second connection in a worker thread while this one reads the
+    # schema and counts (both cores), encrypted or not. An encrypted file is never
+    # memory-mapped (its pages must be decrypted), so the counts decrypt the table pages a
+    # second time; that costs less CPU than one connection with a page cache sized to hold
+    # the file (measured on 64 MB: 96 ms against 123 ms, the cache's allocation being the
+    # difference) and keeps the memory a check needs at SQLite's default cache, not the
+    # file's size.
+    checker = _QuickCheck(path, mmap=mmap and key is None, key=key) if quick_check else None
     try:
         try:
-            together_check = (
-                [str(r[0]) for r in conn.execute("PRAGMA quick_check")] if together else None
-            )
             page_size = int(conn.pragma("page_size"))
             page_count = int(conn.pragma("page_count"))
             fingerprint = schema_fingerprint(conn)
             counts = row_counts(conn)
         finally:
             check = checker.result() if checker is not None else ["ok"]
-        if together_check is not None:
-            check = together_check
         return FileFacts(
             page_size=page_size,
             page_count=page_count,
