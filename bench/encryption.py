@@ -6,11 +6,13 @@ On a database of ``--rows`` rows (~300 bytes each) built by this script, through
 - point reads: ``db.lookup`` by primary key from one thread;
 - read-modify-write: 4 threads, each ``db.write`` reads a counter and writes it back + 1;
 - an online backup (``create_backup``: snapshot copy, verification, manifest) of a
-  ``--size-mb`` database.
+  ``--size-mb`` database, ``--backups`` of them per round (one backup is a single ~0.1 s
+  measurement, which a neighbour's burst can halve or double).
 
 Each is run with the database encrypted (SQLite3 Multiple Ciphers, AEGIS-256, a raw
 256-bit key) and plaintext, in this process, in ``--rounds`` interleaved rounds (the order
-alternates); every round gives a ratio, the median round counts. Target: encrypted >= 0.8x.
+alternates); every round gives a ratio, the median round counts, and the spread (lowest,
+quartiles, highest) is printed with it. Target: encrypted >= 0.8x.
 Ratios are of CPU time per operation (the process's, all threads): on this shared 2-core
 machine the wall clock measures the neighbours' load as much as ours; wall-clock ratios are
 printed beside them for the record.
@@ -20,11 +22,14 @@ plaintext path on this driver (apsw-sqlite3mc) against the plain ``apsw`` bastio
 before, each in its own interpreter (PYTHON is a venv's python with the plain ``apsw`` and
 this repository's ``src`` importable, e.g. ``pip install -e .`` then ``pip uninstall
 apsw-sqlite3mc && pip install apsw`` in that venv). Both interpreters run the plaintext
-workloads alternately, ``--rounds`` times each; the ratio is of the median CPU rates.
+workloads alternately (the order alternates too), ``--rounds`` times each, each workload
+``--reps`` times per run (the run's median counts); each round's pair gives a ratio, the median
+pair counts, spread printed. Both sides run bastion's posture (the same pragmas, read back
+and printed), and the compile options that differ between the two builds are printed.
 Target: >= 0.95x.
 
-Run: ``.venv/bin/python bench/encryption.py [--rows N] [--size-mb N] [--rounds N]
-[--driver-baseline PATH]``
+Run: ``.venv/bin/python bench/encryption.py [--rows N] [--size-mb N] [--backups N] [--rounds N]
+[--reps N] [--driver-baseline PATH]``
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bastion.store import Database
 from bastion.store.backup import create_backup
@@ -105,17 +111,19 @@ def read_modify_write(db: Database, rows: int, per_thread: int) -> Callable[[], 
     return run
 
 
-def backup(db: Database, where: Path) -> Callable[[], None]:
+def backup(db: Database, where: Path, count: int, methods: set[str]) -> Callable[[], None]:
     def run() -> None:
-        result = create_backup(db, where)
-        result.path.unlink()
-        result.manifest_path.unlink()
+        for _ in range(count):
+            result = create_backup(db, where)
+            methods.add(f"{'enc' if db.encrypted else 'plain'}: {result.manifest['method']}")
+            result.path.unlink()
+            result.manifest_path.unlink()
 
     return run
 
 
 def workloads(
-    tmp: Path, key: DatabaseKey | None, args: argparse.Namespace
+    tmp: Path, key: DatabaseKey | None, args: argparse.Namespace, methods: set[str]
 ) -> tuple[dict[str, Callable[[], None]], dict[str, int], list[Database]]:
     tag = "enc" if key else "plain"
     small = build(tmp / f"{tag}.db", args.rows, key)
@@ -125,21 +133,32 @@ def workloads(
     runs = {
         "point reads": point_reads(small, ids),
         f"read-modify-write, {THREADS} threads": read_modify_write(small, args.rows, args.rmw),
-        f"online backup of {args.size_mb} MB": backup(big, tmp / f"{tag}-backups"),
+        f"online backup of {args.size_mb} MB": backup(
+            big, tmp / f"{tag}-backups", args.backups, methods
+        ),
     }
     ops = {
         "point reads": args.reads,
         f"read-modify-write, {THREADS} threads": args.rmw * THREADS,
-        f"online backup of {args.size_mb} MB": 1,
+        f"online backup of {args.size_mb} MB": args.backups,
     }
     return runs, ops, [small, big]
 
 
+def spread(xs: list[float]) -> str:
+    """Lowest, quartiles and highest of ``xs``: how far the rounds scatter around the median."""
+    if len(xs) < 4:
+        return " .. ".join(f"{x:.2f}" for x in sorted(xs))
+    q1, _q2, q3 = statistics.quantiles(xs, n=4)
+    return f"{min(xs):.2f} [{q1:.2f} .. {q3:.2f}] {max(xs):.2f}"
+
+
 def encrypted_vs_plain(args: argparse.Namespace) -> None:
     key = DatabaseKey(os.urandom(32), source="the benchmark")
+    methods: set[str] = set()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        plain, ops, dbs = workloads(Path(tmp), None, args)
-        enc, _ops, more = workloads(Path(tmp), key, args)
+        plain, ops, dbs = workloads(Path(tmp), None, args, methods)
+        enc, _ops, more = workloads(Path(tmp), key, args, methods)
         for name in plain:  # warm-up, untimed
             plain[name]()
             enc[name]()
@@ -163,50 +182,72 @@ def encrypted_vs_plain(args: argparse.Namespace) -> None:
         wall = statistics.median(wall_ratios[name])
         print(
             f"  {name + ' (' + str(ops[name]) + ' ops)':<52} {cpu:6.2f}x CPU   "
-            f"(target >= 0.8x; wall clock {wall:.2f}x; rounds "
-            + ", ".join(f"{x:.2f}" for x in rounds)
-            + ")"
+            f"(target >= 0.8x; rounds {spread(rounds)}; wall clock {wall:.2f}x)"
         )
+    print(f"  backup copy methods: {', '.join(sorted(methods))}")
+
+
+#: The posture pragmas a driver run reads back (both drivers must agree on them).
+POSTURE = ("journal_mode", "synchronous", "secure_delete", "temp_store", "cache_size", "mmap_size")
 
 
 def child(args: argparse.Namespace) -> None:
-    """One round of the plaintext workloads; prints CPU rates (ops per CPU second) as JSON."""
+    """One run of the plaintext workloads, each ``--reps`` times; prints the median CPU rate
+    (ops per CPU second) of each, the posture read back and the driver, as JSON."""
+    methods: set[str] = set()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        runs, ops, dbs = workloads(Path(tmp), None, args)
+        runs, ops, dbs = workloads(Path(tmp), None, args, methods)
         for fn in runs.values():
             fn()  # warm-up
-        rates = {name: ops[name] / max(timed(fn)[0], 1e-9) for name, fn in runs.items()}
+        out: dict[str, object] = {
+            name: statistics.median(ops[name] / max(timed(fn)[0], 1e-9) for _ in range(args.reps))
+            for name, fn in runs.items()
+        }
+        out["posture"] = {p: str(dbs[0].scalar(f"PRAGMA {p}")) for p in POSTURE}
         for db in dbs:
             db.close()
     import apsw
 
-    rates["driver"] = getattr(apsw, "mc_version", "plain apsw") + " / " + apsw.apswversion()  # type: ignore[assignment]
-    print(json.dumps(rates))
+    out["driver"] = (
+        f"{getattr(apsw, 'mc_version', 'plain apsw')} / apsw {apsw.apswversion()} "
+        f"(SQLite {apsw.sqlite_lib_version()})"
+    )
+    out["compile_options"] = list(apsw.compile_options)
+    print(json.dumps(out))
 
 
 def driver_vs_baseline(args: argparse.Namespace) -> None:
     here = [sys.executable, __file__, "--child", *_sizes(args)]
     there = [args.driver_baseline, __file__, "--child", *_sizes(args)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    results: dict[str, list[dict[str, object]]] = {"new": [], "old": []}
+    results: dict[str, list[dict[str, Any]]] = {"new": [], "old": []}
     for r in range(args.rounds):
         order = [("new", here), ("old", there)]
         for side, argv in order if r % 2 == 0 else order[::-1]:
             out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env)
             results[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    new0, old0 = results["new"][0], results["old"][0]
     print(
-        f"driver: {results['new'][0]['driver']} vs baseline {results['old'][0]['driver']} "
-        f"(plaintext path, {args.rounds} alternating runs each, median CPU rates)"
+        f"driver: {new0['driver']} vs baseline {old0['driver']} (plaintext path, "
+        f"{args.rounds} alternating runs each, {args.reps} reps per run, median pair)"
     )
-    for name in results["new"][0]:
-        if name == "driver":
+    for name in new0:
+        if name in ("driver", "posture", "compile_options"):
             continue
-        new = statistics.median(float(str(x[name])) for x in results["new"])
-        old = statistics.median(float(str(x[name])) for x in results["old"])
+        pairs = [
+            float(n[name]) / float(o[name])
+            for n, o in zip(results["new"], results["old"], strict=True)
+        ]
         print(
-            f"  {name:<52} {new / old:6.2f}x   (target >= 0.95x; "
-            f"{new:,.0f} vs {old:,.0f} ops per CPU second)"
+            f"  {name:<52} {statistics.median(pairs):6.2f}x   (target >= 0.95x; "
+            f"pairs {spread(pairs)})"
         )
+    same = new0["posture"] == old0["posture"]
+    print(f"  posture: {'the same on both' if same else 'DIFFERS'}: {new0['posture']}")
+    if not same:
+        print(f"           baseline: {old0['posture']}")
+    differ = sorted(set(new0["compile_options"]) ^ set(old0["compile_options"]))
+    print(f"  compile options that differ: {', '.join(differ) or 'none'}")
 
 
 def _sizes(args: argparse.Namespace) -> list[str]:
@@ -215,6 +256,8 @@ def _sizes(args: argparse.Namespace) -> list[str]:
         f"--reads={args.reads}",
         f"--rmw={args.rmw}",
         f"--size-mb={args.size_mb}",
+        f"--backups={args.backups}",
+        f"--reps={args.reps}",
     ] + ([f"--dir={args.dir}"] if args.dir else [])
 
 
@@ -224,7 +267,9 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=50_000)
     parser.add_argument("--rmw", type=int, default=2_000, help="units per thread")
     parser.add_argument("--size-mb", type=int, default=64)
+    parser.add_argument("--backups", type=int, default=3, help="backups per round")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=3, help="repetitions per driver run")
     parser.add_argument("--dir", default=None, help="where the databases go (default: TMPDIR)")
     parser.add_argument("--driver-baseline", default=None, metavar="PYTHON")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
