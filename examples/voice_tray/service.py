@@ -15,6 +15,8 @@ open 30 s (every time), then half-open;               ``breaker.open_timeout_s =
 2 successes close it                                  ``breaker.success_threshold = 2``
 health: process exists + HTTP endpoint, every 10 s    exit is awaited (event-driven); liveness
                                                       ``http`` GET /health every 10 s
+health layer 3: WebSocket accepts connections         readiness ``websocket`` ws://.../asr
+                                                      every 10 s (ping -> {"status": "ok"})
 start includes the health wait                        startup probe: ``http`` every 0.2 s, up
                                                       to 10 s
 stop: SIGTERM, wait 5 s, then SIGKILL                 ``stop.signal = "SIGTERM"``,
@@ -101,6 +103,18 @@ def speech_server_spec(
                 "liveness": {
                     "kind": "http",
                     "url": url,
+                    "interval_s": health_interval_s,
+                    "timeout_s": 2.0,
+                    "failure_threshold": 1,
+                },
+                # The seed's layer 3, "WebSocket accepts connections": the stream the app
+                # dictates over opens, answers and closes. Readiness, not liveness: a
+                # refused stream marks the server not ready; the HTTP check decides restarts.
+                "readiness": {
+                    "kind": "websocket",
+                    "url": f"ws://127.0.0.1:{port}/asr",
+                    "send": "ping",
+                    "expect": '"status": "ok"',
                     "interval_s": health_interval_s,
                     "timeout_s": 2.0,
                     "failure_threshold": 1,

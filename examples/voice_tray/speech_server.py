@@ -7,7 +7,12 @@
   ``{"text": ..., "confidence": ...}``;
 * ``GET /transcriptions?after=N`` -> ``{"items": [texts after the Nth], "next": count}``: the
   feed the auto-type client (``autotype_client.py``) follows (``after=-1``: none, just the
-  count, so a client that starts late does not type old dictation).
+  count, so a client that starts late does not type old dictation);
+* ``ws://127.0.0.1:PORT/asr``: the seed's WebSocket (WhisperLiveKit streams over one). A text
+  message ``ping`` is answered ``{"status": "ok"}``, any other text with its transcription;
+  the close handshake is answered. The supervisor's readiness probe (health layer 3) opens
+  it. RFC 6455 framing by hand, to stay on the standard library: unfragmented frames of at
+  most 64 KiB, which is all this stand-in needs.
 
 It logs to stdout/stderr like a real server does (the supervisor captures both into the
 ``logs`` table), including, on purpose, a careless line with its ElevenLabs key: third-party
@@ -17,7 +22,9 @@ A *fault file* (path in ``SPEECH_FAULT_FILE``) lets the tests break it the ways 
 break; its content is read at start and at each health check:
 
 * ``crash`` -- exit with status 3 right after starting (a crash loop);
-* ``unhealthy`` -- ``/health`` answers 500 (alive but broken);
+* ``unhealthy`` -- ``/health`` answers 500 and ``/asr`` refuses the upgrade with 503 (alive
+  but broken);
+* ``no-stream`` -- only ``/asr`` refuses (503): the HTTP check passes, the stream does not;
 * ``ignore-term`` -- ignore SIGTERM (a server stuck in shutdown; only SIGKILL ends it).
 
 Standard library only, so it starts fast.
@@ -26,9 +33,12 @@ Standard library only, so it starts fast.
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import os
 import signal
+import struct
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +48,10 @@ from urllib.parse import parse_qs, urlsplit
 #: What was transcribed since start, in order (the auto-type client's feed).
 _TRANSCRIPTS: list[str] = []
 _LOCK = threading.Lock()
+#: RFC 6455's handshake constant.
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_WS_MAX = 64 * 1024
+_TEXT, _CLOSE, _PING, _PONG = 0x1, 0x8, 0x9, 0xA
 
 
 def _fault() -> str:
@@ -62,7 +76,9 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
-        if self.path.startswith("/transcriptions"):
+        if self.path == "/asr":
+            self._websocket()
+        elif self.path.startswith("/transcriptions"):
             self._feed()
         elif self.path != "/health":
             self._reply(404, {"error": "not found"})
@@ -82,6 +98,71 @@ class Handler(BaseHTTPRequestHandler):
             count = len(_TRANSCRIPTS)
             items = [] if after < 0 else _TRANSCRIPTS[after:]
         self._reply(200, {"items": items, "next": count})
+
+    def _websocket(self) -> None:
+        key = self.headers.get("Sec-WebSocket-Key")
+        if self.headers.get("Upgrade", "").lower() != "websocket" or not key:
+            self._reply(400, {"error": "a WebSocket upgrade is expected on /asr"})
+            return
+        if _fault() in ("unhealthy", "no-stream"):
+            # HTTP/1.1, as a WebSocket client reads the refusal of an upgrade.
+            body = json.dumps({"status": "model not loaded"}).encode()
+            self.log_request(503)
+            self.wfile.write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            self.close_connection = True
+            return
+        digest = hashlib.sha1((key + _WS_GUID).encode(), usedforsecurity=False).digest()
+        # Written by hand: the handler's own status line says HTTP/1.0, which has no upgrade
+        # (and which a WebSocket client does not read).
+        self.log_request(101)
+        self.wfile.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+            + base64.b64encode(digest)
+            + b"\r\n\r\n"
+        )
+        self.wfile.flush()
+        self.close_connection = True
+        while (frame := self._read_frame()) is not None:
+            opcode, payload = frame
+            if opcode == _CLOSE:
+                self._send_frame(_CLOSE, payload[:2])
+                return
+            if opcode == _PING:
+                self._send_frame(_PONG, payload)
+            elif opcode == _TEXT:
+                text = payload.decode("utf-8", "replace")
+                answer = {"status": "ok"} if text == "ping" else {"text": text.strip().capitalize()}
+                self._send_frame(_TEXT, json.dumps(answer).encode())
+
+    def _read_frame(self) -> tuple[int, bytes] | None:
+        """One client frame (masked, unfragmented): (opcode, payload); None at EOF or on a
+        frame this stand-in does not take (then the connection just closes)."""
+        head = self.rfile.read(2)
+        if len(head) < 2:
+            return None
+        opcode, size = head[0] & 0x0F, head[1] & 0x7F
+        if size == 126:
+            size = struct.unpack(">H", self.rfile.read(2))[0]
+        elif size == 127:
+            size = struct.unpack(">Q", self.rfile.read(8))[0]
+        if not head[1] & 0x80 or not head[0] & 0x80 or size > _WS_MAX:
+            return None
+        mask = self.rfile.read(4)
+        data = self.rfile.read(size)
+        return opcode, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+    def _send_frame(self, opcode: int, payload: bytes) -> None:
+        size = len(payload)
+        if size < 126:
+            head = bytes([0x80 | opcode, size])
+        else:
+            head = bytes([0x80 | opcode, 126]) + struct.pack(">H", size)
+        self.wfile.write(head + payload)
+        self.wfile.flush()
 
     def do_POST(self) -> None:
         if self.path != "/transcribe":

@@ -4,7 +4,9 @@ seed's queries, statistics, retention, vacuum, integrity, posture and file modes
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import os
 import stat
 import threading
 import time
@@ -16,7 +18,7 @@ import pytest
 from tests.helpers import await_until
 
 from bastion.app import Home
-from bastion.config import Config
+from bastion.config import Config, load_config
 from bastion.errors import Conflict, NotFound, ReferenceViolation
 from bastion.scheduler import JobStatus
 from bastion.store import WriteTx
@@ -331,3 +333,54 @@ def test_the_maintenance_backs_up_the_apps_tables(cfg: Config, v1_config: Path) 
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     finally:
         conn.close()
+
+
+def test_the_tray_runs_on_an_encrypted_database(
+    tmp_path: Path, env: dict[str, str], v1_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seed's "add sqlcipher support": bastion's encryption at rest (SQLite3 Multiple
+    Ciphers), chosen by configuration (``store.encryption = "required"``, the key from
+    ``store.key_source``: the keychain, a passphrase, or here the environment). The tray
+    writes and reads as before; no byte of its data is in the files on disk, WAL and backup
+    included, and the files are not SQLite's plaintext format."""
+    dictated = "dictated-SENTINEL-7e21 private words"
+    store_env = {
+        **env,
+        "BASTION_STORE_ENCRYPTION": "required",
+        "BASTION_STORE_KEY_SOURCE": "env",
+        "BASTION_DB_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    for name, value in store_env.items():
+        monkeypatch.setenv(name, value)
+    cfg = load_config(tmp_path / "encrypted-home", env=store_env)
+    assert cfg.store.encryption == "required"
+    Home.init(cfg).close()
+
+    async def scenario() -> list[str]:
+        tray = await VoiceTray.open(cfg, config_path=v1_config)
+        try:
+            tray.db.insert_transcription(dictated)
+            assert tray.maintenance is not None
+            await asyncio.to_thread(tray.maintenance.run_now, "backup")
+            return [t.text for t in tray.db.transcriptions.recent()]
+        finally:
+            await tray.close()
+
+    assert asyncio.run(scenario()) == [dictated]
+    files = [p for p in cfg.home.rglob("*") if p.is_file() and ".db" in p.name]
+    assert any(p.name == "bastion.db" for p in files)
+    assert any(p.parent == cfg.backups_dir or cfg.backups_dir in p.parents for p in files)
+    for path in files:
+        data = path.read_bytes()
+        assert dictated.encode() not in data, path
+        if path.suffix == ".db" and data:
+            assert not data.startswith(b"SQLite format 3\0"), path
+
+    async def reopened() -> list[str]:
+        tray = await VoiceTray.open(cfg, config_path=v1_config, maintenance=False)
+        try:
+            return [t.text for t in tray.db.transcriptions.recent()]
+        finally:
+            await tray.close()
+
+    assert asyncio.run(reopened()) == [dictated]

@@ -423,3 +423,46 @@ async def tray_with_both(
 def _logged(tray: VoiceTray, text: str, *, count: int = 1) -> bool:
     messages = [r.message for r in tray.db.get_component_logs(AUTOTYPE, limit=1000)]
     return sum(text in m for m in messages) >= count
+
+
+def test_the_websocket_stream_is_health_layer_3(
+    cfg: Config, v1_config: Path, port: int, fault: Path
+) -> None:
+    """The seed's "Layer 3: WebSocket accepts connections": a readiness probe opens the
+    server's ws://.../asr, sends ``ping``, expects ``{"status": "ok"}`` and closes. A server
+    whose stream is refused while /health still answers is not ready, and is not restarted
+    for it (that is the HTTP check's call); when the stream comes back it is ready again."""
+    spec = _fast(speech_server_spec(port, fault_file=fault))
+    assert spec.health.readiness is not None
+    assert spec.health.readiness.kind == "websocket"
+    readiness = dataclasses.replace(spec.health.readiness, interval_s=0.2, timeout_s=10.0)
+    spec = dataclasses.replace(spec, health=dataclasses.replace(spec.health, readiness=readiness))
+
+    def ready_is(sup: Supervisor, wanted: bool) -> Any:
+        status = sup.status(NAME)
+        checks = [p for p in status.probes if p.role == "readiness"]
+        return status if status.ready is wanted and checks else None
+
+    async def scenario() -> None:
+        async with tray_with(cfg, v1_config, spec) as tray:
+            sup = tray.supervisor
+            events = sup.subscribe()
+            await sup.start(NAME)
+            await _until(events, "running")
+            pid = sup.status(NAME).pid
+            ready = await await_until(lambda: ready_is(sup, True), timeout=60, what="ready")
+            (check,) = [p for p in ready.probes if p.role == "readiness"]
+            assert (check.kind, check.ok) == ("websocket", True)
+            assert check.detail == "websocket open, answered, closed"
+            fault.write_text("no-stream", encoding="utf-8")
+            not_ready = await await_until(lambda: ready_is(sup, False), timeout=60, what="unready")
+            (check,) = [p for p in not_ready.probes if p.role == "readiness"]
+            assert not check.ok
+            assert "503" in check.detail
+            assert not_ready.state == "running"
+            assert not_ready.pid == pid  # not restarted for it
+            fault.write_text("ok", encoding="utf-8")
+            await await_until(lambda: ready_is(sup, True), timeout=60, what="ready again")
+            assert sup.status(NAME).pid == pid
+
+    asyncio.run(scenario())
