@@ -82,6 +82,8 @@ def test_every_view_has_no_serious_or_critical_violations(
     page.set_viewport_size({"width": width, "height": 900})
     # The board with its pictures drawn (the crasher's strip has restarts to mark).
     page.wait_for_selector('#services li[data-service="echo"] .timeline-svg[data-events]')
+    # ... and the metrics over time (#22 §1): lines with a legend and a text summary.
+    page.wait_for_selector('#metric-restarts path[data-series="crasher"]', state="attached")
     report = {}
     for view in VIEWS:
         show(page, view)

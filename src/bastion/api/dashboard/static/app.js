@@ -6,7 +6,7 @@
 // view), this file (HTTP, the link to the daemon, navigation and the other views).
 
 import { $, bytes, duration, el, msOf, pick, timeEl, toDate, when } from "./dom.js";
-import { drawBackupAges, drawSizeChart, drawTimeline, rangeWords } from "./charts.js";
+import { drawBackupAges, drawSeriesChart, drawSizeChart, drawTimeline, rangeWords } from "./charts.js";
 import { createLogs } from "./logs.js";
 
 const ROUTES = {
@@ -24,6 +24,7 @@ const ROUTES = {
   dbStatus: "/v1/db/status",
   dbMigrations: "/v1/db/migrations",
   dbSamples: "/v1/dashboard/db/samples",
+  metricsSeries: "/v1/metrics/series",
   backups: "/v1/dashboard/backups",
   checks: "/v1/dashboard/checks",
   events: "/v1/events",
@@ -308,7 +309,41 @@ async function loadServices() {
     if (![...select.options].some((o) => o.value === name)) select.append(el("option", { value: name, text: name }));
   }
   for (const card of [...host.children]) if (!seen.has(card.dataset.service)) card.remove();
-  await Promise.all(list.map((svc) => loadTimeline(pick(svc, "name")).catch(() => {})));
+  await Promise.all([
+    ...list.map((svc) => loadTimeline(pick(svc, "name")).catch(() => {})),
+    loadMetrics().catch(() => {}),
+  ]);
+}
+
+// The pictures over the last hour: GET /v1/metrics/series, at most every few seconds (the
+// daemon samples every [api] metrics_sample_s; the board itself refreshes every second).
+const METRICS_EVERY_MS = 5000;
+const formatCount = (v) => (Number.isInteger(v) ? String(v) : v.toFixed(1));
+const formatRate = (v) => `${v >= 10 || v === 0 ? v.toFixed(0) : v.toFixed(1)}/s`;
+const formatSeconds = (v) => (v === 0 ? "0 ms" : v < 0.001 ? `${(v * 1e6).toFixed(0)} µs` : v < 1 ? `${(v * 1000).toFixed(v < 0.01 ? 2 : 1)} ms` : `${v.toFixed(2)} s`);
+
+async function loadMetrics() {
+  if (state.metricsOff || Date.now() - (state.metricsAt || 0) < METRICS_EVERY_MS) return;
+  state.metricsAt = Date.now();
+  let series;
+  try {
+    series = await api("GET", ROUTES.metricsSeries);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) {  // [api] metrics = false: no route
+      state.metricsOff = true;
+      $("#metrics-off").hidden = false;
+      $(".metric-charts").hidden = true;
+      return;
+    }
+    throw err;
+  }
+  const points = (series.points || []).map((p) => ({ t: msOf(p.ts), p }));
+  const names = (key) => [...new Set(points.flatMap(({ p }) => Object.keys(p[key] || {})))].sort();
+  const seriesOf = (key) => points.map(({ t, p }) => ({ t, values: p[key] || {} }));
+  const span = Number(series.window_s) || 3600;
+  drawSeriesChart($("#metric-restarts-figure"), seriesOf("restarts"), names("restarts"), { title: "Restarts per service", format: formatCount, window: span });
+  drawSeriesChart($("#metric-lines-figure"), seriesOf("log_lines_per_s"), names("log_lines_per_s"), { title: "Log lines per second", format: formatRate, window: span });
+  drawSeriesChart($("#metric-commit-figure"), points.map(({ t, p }) => ({ t, values: { "COMMIT p99": p.commit_p99_s } })), ["COMMIT p99"], { title: "Commit latency p99", format: formatSeconds, window: span });
 }
 
 function renderService(card, svc) {

@@ -5,6 +5,8 @@
 //   as the picture's accessible name.
 // - drawSizeChart: bastion.db's file and WAL size over the last day (the daemon's samples).
 // - drawBackupAges: each backup as a dot on an age axis (now on the right).
+// - drawSeriesChart: a few of the metrics over the last hour (restarts per service, log lines
+//   per second, the COMMIT p99), one line per series, from GET /v1/metrics/series.
 //
 // Each SVG is redrawn with a viewBox as wide as it is on screen, so text and markers keep
 // their size at any width instead of being stretched.
@@ -178,5 +180,82 @@ export function drawBackupAges(svg, backups) {
     ? `${rows.length} backup${rows.length === 1 ? "" : "s"}: newest ${age(Math.min(...ages))} old, oldest ${age(oldest)} old; ${verified} verified.`
     : "No backups yet.";
   svg.setAttribute("aria-label", text);
+  return text;
+}
+
+// A round upper bound for a plain number axis: 1, 2 or 5 times a power of ten.
+function niceUp(v) {
+  if (!(v > 0)) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
+const SERIES_COLOURS = 6;
+
+// figure: the <figure> holding the svg, its legend and its summary. points: [{t (ms), values:
+// {name: number | null}}] oldest first; names: the series drawn (one colour each, in order).
+// A null value (no interval before it, nothing committed in it) breaks its line. The summary
+// -- title, latest value of each series, samples drawn -- is the picture's accessible name
+// and the text under it. Returns the summary.
+export function drawSeriesChart(figure, points, names, { title, format, window = 3600 }) {
+  const svg = figure.querySelector("svg");
+  const W = widthOf(svg, 300); const H = 120;
+  const left = 48; const right = 8; const top = 8; const bottom = 22;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  // The x axis spans the samples there are, up to the window (a daemon started a few minutes
+  // ago would otherwise draw everything in the last pixels of an hour), at least a minute.
+  const end = Date.now();
+  const first = Math.min(end, ...points.map((p) => p.t).filter((t) => t >= end - window * 1000));
+  const span = Math.min(window, Math.max(60, Math.ceil((end - first) / 1000)));
+  const start = end - span * 1000;
+  const shown = points.filter((p) => p.t >= start && p.t <= end);
+  const finite = (v) => typeof v === "number" && Number.isFinite(v);
+  const all = shown.flatMap((p) => names.map((n) => p.values[n]).filter(finite));
+  const yMax = niceUp(Math.max(0, ...all) * 1.1);
+  const x = (t) => left + ((t - start) / (end - start)) * (W - left - right);
+  const y = (v) => top + (1 - v / yMax) * (H - top - bottom);
+  svg.replaceChildren();
+  for (const f of [0, 0.5, 1]) {
+    svg.append(svgEl("line", { x1: left, x2: W - right, y1: y(yMax * f), y2: y(yMax * f), class: f ? "grid" : "axis-line" }));
+    svg.append(svgEl("text", { x: left - 5, y: y(yMax * f) + 4, "text-anchor": "end", class: "axis-text" }, format(yMax * f)));
+  }
+  timeAxis(svg, { x0: left, x1: W - right, y: H - bottom, span, ticks: 2 });
+  const latest = [];
+  names.forEach((name, i) => {
+    const values = shown.map((p) => p.values[name]);
+    let d = ""; let pen = false;
+    shown.forEach((p, k) => {
+      const v = values[k];
+      if (!finite(v)) { pen = false; return; }
+      d += `${pen ? " L" : " M"}${x(p.t).toFixed(1)},${y(v).toFixed(1)}`;
+      pen = true;
+    });
+    const path = svgEl("path", { d: d.trim() || "M0,0", class: `line series-${i % SERIES_COLOURS}`, "data-series": name });
+    // The values drawn, oldest first ("" for a gap): what a test or a curious reader can check.
+    path.setAttribute("data-values", values.map((v) => (finite(v) ? String(v) : "")).join(","));
+    const last = [...values].reverse().find(finite);
+    path.append(svgEl("title", {}, `${name}: ${last === undefined ? "no value yet" : format(last)} now`));
+    svg.append(path);
+    latest.push(`${name} ${last === undefined ? "no value yet" : format(last)}`);
+  });
+  const legend = figure.querySelector(".legend");
+  if (legend) {
+    legend.replaceChildren(...names.map((name, i) => {
+      const li = document.createElement("li");
+      const swatch = document.createElement("span");
+      swatch.className = `swatch series series-${i % SERIES_COLOURS}`;
+      swatch.setAttribute("aria-hidden", "true");
+      li.append(swatch, document.createTextNode(name));
+      return li;
+    }));
+  }
+  svg.dataset.points = String(shown.length);
+  const text = !shown.length || !names.length
+    ? `${title}: nothing sampled yet.`
+    : `${title}, latest: ${latest.join(", ")} (${shown.length} sample${shown.length === 1 ? "" : "s"} over the last ${rangeWords(span)}).`;
+  svg.setAttribute("aria-label", text);
+  const summary = figure.querySelector(".metric-summary");
+  if (summary) summary.textContent = text;
   return text;
 }
