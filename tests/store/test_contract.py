@@ -237,6 +237,31 @@ def test_transaction_context_commits_or_rolls_back(db: Database) -> None:
     assert [r[0] for r in db.query("SELECT name FROM bots WHERE owner = 't'")] == ["in-tx"]
 
 
+def test_attempts_commit_a_with_body_once_or_let_its_error_leave(db: Database) -> None:
+    """The retried form of a ``with`` body: no conflict, so one run on either engine; an
+    error of the body leaves the loop with the body's work rolled back."""
+    events: list[str] = []
+    for attempt in db.attempts():
+        with attempt as tx:
+            events.append("run")
+            tx.on_commit(lambda: events.append("committed"))
+            tx.execute("INSERT INTO bots (owner, name) VALUES ('t', 'attempted')")
+    assert events == ["run", "committed"]
+    with pytest.raises(KeyError, match="abort"):
+        for attempt in db.attempts():
+            with attempt as tx:
+                tx.on_rollback(lambda: events.append("compensated"))
+                tx.execute("INSERT INTO bots (owner, name) VALUES ('t', 'rolled-back')")
+                raise KeyError("abort")
+    assert events == ["run", "committed", "compensated"]
+    assert [r[0] for r in db.query("SELECT name FROM bots WHERE owner = 't'")] == ["attempted"]
+    attempt = next(iter(db.attempts()))
+    with attempt:
+        pass
+    with pytest.raises(RuntimeError, match="an attempt is used once"), attempt:
+        pass
+
+
 # --- reads -------------------------------------------------------------------------------------
 
 

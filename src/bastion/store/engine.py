@@ -52,6 +52,7 @@ from bastion.store._errors import translate
 from bastion.store._locks import write_lock_holder
 from bastion.store._reads import ReaderPool
 from bastion.store._units import Unit, resolve_error, run_callbacks
+from bastion.store.attempts import Attempt, run_attempts
 from bastion.store.crypt.cipher import check_encrypted, connect
 from bastion.store.crypt.key import DatabaseKey
 from bastion.store.dialect import SQLITE, Dialect, sqlite_only
@@ -78,6 +79,11 @@ _get_ident = threading.get_ident  # a global and an attribute fewer inside the w
 _monotonic = time.monotonic  # the same, for the commit timing of the metrics tally
 #: How long a caller may wait for the writer while others keep re-taking it (see ``write``).
 _MAX_BYPASS_S = 0.002
+
+
+def _never_retry(err: BaseException) -> None:
+    """SQLite's attempts: one writer, so no conflict a second run could win."""
+    return None
 
 
 class Database(ReaderPool):
@@ -441,6 +447,13 @@ class Database(ReaderPool):
             finally:
                 self._leader = None
         self._after_release()
+
+    def attempts(self) -> Iterator[Attempt]:
+        """``for attempt in db.attempts(): with attempt as tx: ...`` -- the retried form of
+        :meth:`transaction` (:mod:`bastion.store.attempts`). SQLite has one writer and never
+        aborts a transaction for a conflict: the body runs once. PostgreSQL runs it again
+        after a serialization failure or a deadlock."""
+        return run_attempts(self.transaction, _never_retry)
 
     def _check_not_leader(self) -> None:
         if self._leader == threading.get_ident():

@@ -10,14 +10,18 @@ repository typed against SQLite's takes it unchanged) and keeps the same contrac
   PostgreSQL what it means on SQLite's one writer: as if units ran one after another.
 * **Retries.** Where SQLite makes a second writer wait, PostgreSQL lets both run and aborts
   one with a serialization failure (40001) or a deadlock (40P01); nothing of it was written.
-  ``write`` runs such a unit again (after its ``on_rollback`` callbacks), under the bound of
-  :mod:`bastion.store.pg.retry`: callers never see these errors unless the bound is spent
-  (``StoreBusy``). ``transaction()`` cannot re-run a ``with`` body: it tries once.
+  Every write path runs such work again (after its ``on_rollback`` callbacks), under the
+  bound of :mod:`bastion.store.pg.retry`: ``write``/``awrite`` units, ``attempts()`` (the
+  retried ``with`` body, :mod:`bastion.store.attempts`), each statement of
+  ``run_outside_transaction`` (its own transaction), and a migration step. Callers never see
+  these errors unless the bound is spent (``StoreBusy``). A plain ``with transaction()``
+  body cannot be run twice by Python: it tries once, and its ``StoreBusy`` says so.
 * **Reads** run on the read pool, whose connections refuse writes
   (``default_transaction_read_only``): a single statement in autocommit (its own snapshot),
   a ``read`` unit inside one REPEATABLE READ transaction (one snapshot for all of it).
-  ``aread``/``aquery*`` run the same in a worker thread (the event loop never blocks on the
-  network).
+  ``aquery``/``aquery_one`` run on the caller's event loop over psycopg's
+  ``AsyncConnectionPool`` (one per loop, :mod:`bastion.store.pg._aio`): no thread, the loop
+  waits on the socket. ``aread(fn)`` runs synchronous code, so it takes a worker thread.
 
 What is a feature of SQLite files (posture pragmas, file backups, the WAL watchdog, file
 sizes) is refused with ``SqliteOnly`` naming PostgreSQL's own tool.
@@ -25,6 +29,7 @@ sizes) is refused with ``SqliteOnly`` naming PostgreSQL's own tool.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import random
@@ -39,8 +44,10 @@ import psycopg_pool
 from bastion.config import StoreConfig
 from bastion.errors import StoreBusy, StoreClosed, StoreError
 from bastion.store._units import run_callbacks
+from bastion.store.attempts import Attempt, run_attempts
 from bastion.store.dialect import require_sqlite
 from bastion.store.engine import Database
+from bastion.store.pg._aio import AsyncReaders
 from bastion.store.pg._errors import translate
 from bastion.store.pg.dialect import POSTGRESQL
 from bastion.store.pg.retry import Action, RetrySpec, RetryState, on_failure
@@ -52,7 +59,7 @@ from bastion.store.tx import Params, Row
 if TYPE_CHECKING:
     from bastion.store.tx import ReadTx, WriteTx
 
-__all__ = ["PgDatabase"]
+__all__ = ["PgDatabase", "sqlstate_in"]
 
 log = logging.getLogger("bastion.store")
 
@@ -64,7 +71,7 @@ _TUPLES = psycopg.pq.ExecStatus.TUPLES_OK
 _CONNECT_TIMEOUT_S = 10
 
 
-def _sqlstate_in(err: BaseException) -> str | None:
+def sqlstate_in(err: BaseException) -> str | None:
     """The SQLSTATE of ``err`` or of the psycopg error it was translated from: a unit may
     raise the translated ``StoreBusy``, or a ``StoreError`` for a statement it ran after the
     failed one (chained to it), or COMMIT raises psycopg's own."""
@@ -76,6 +83,24 @@ def _sqlstate_in(err: BaseException) -> str | None:
         current = current.__cause__
         seen += 1
     return None
+
+
+def _connect_params(url: PgUrl) -> dict[str, Any]:
+    params: dict[str, Any] = dict(url.params)
+    params.setdefault("connect_timeout", str(_CONNECT_TIMEOUT_S))
+    params.setdefault("application_name", "bastion")
+    return params
+
+
+def _once(err: StoreError) -> StoreError:
+    """The error of a ``with transaction()`` body the server aborted: it names the forms
+    that would have run it again."""
+    if isinstance(err, StoreBusy) and sqlstate_in(err) is not None:
+        err.hint = (
+            "A `with db.transaction()` body cannot be run again; db.write(fn) and "
+            "`for attempt in db.attempts(): with attempt as tx:` retry it."
+        )
+    return err
 
 
 class PgDatabase(Database):
@@ -107,8 +132,16 @@ class PgDatabase(Database):
         self._close_lock = threading.Lock()
         self._rng = random.Random()
         self._wait_s = config.busy_timeout_ms / 1000
+        self._async_readers = AsyncReaders(
+            _connect_params(url),
+            size=max(config.readers, 2),
+            name=f"bastion-readers:{url.dbname}",
+            timeout_s=_CONNECT_TIMEOUT_S,
+        )
         #: Units run again after a serialization failure or deadlock (bench and tests read it).
         self.retries = 0
+        #: The same, by SQLSTATE (``40001`` serialization failure, ``40P01`` deadlock).
+        self.retried: collections.Counter[str] = collections.Counter()
 
     # --- opening -------------------------------------------------------------------------
 
@@ -127,9 +160,7 @@ class PgDatabase(Database):
         without its password."""
         cfg = config or StoreConfig()
         parsed = parse_url(url)
-        params: dict[str, Any] = dict(parsed.params)
-        params.setdefault("connect_timeout", str(_CONNECT_TIMEOUT_S))
-        params.setdefault("application_name", "bastion")
+        params = _connect_params(parsed)
         # One connection first: its error is the server's own ("database does not exist",
         # "password authentication failed"), where a pool only says it timed out.
         try:
@@ -221,7 +252,7 @@ class PgDatabase(Database):
                     tx._cur.execute("COMMIT")
                 except BaseException as err:
                     self._rollback_unit(conn, tx)
-                    sqlstate = _sqlstate_in(err)
+                    sqlstate = sqlstate_in(err)
                     if sqlstate is None:
                         if isinstance(err, psycopg.Error):
                             self._error(err, "writing")
@@ -236,7 +267,7 @@ class PgDatabase(Database):
                                 mapped.message = f"{mapped.message} ({decision.reason})"
                             raise mapped from err
                         raise
-                    self.retries += 1
+                    self._count_retry(sqlstate)
                     delay = decision.delay
                 else:
                     run_callbacks(tx._on_commit)
@@ -260,11 +291,15 @@ class PgDatabase(Database):
 
         return await asyncio.to_thread(self.write, fn)
 
+    def _count_retry(self, sqlstate: str) -> None:
+        self.retries += 1
+        self.retried[sqlstate] += 1
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[WriteTx]:
         """``with db.transaction() as tx:`` -- one SERIALIZABLE transaction. A ``with`` body
-        cannot be run again: a serialization failure here is ``StoreBusy`` (use ``write``
-        for the retried form)."""
+        cannot be run again: a serialization failure here is ``StoreBusy``. The retried
+        forms are ``write(fn)`` and ``for attempt in db.attempts(): with attempt as tx:``."""
         conn = self._get(self._writers)
         tx = PgWriteTx(conn, psycopg.RawCursor(conn), self.url)
         try:
@@ -274,7 +309,11 @@ class PgDatabase(Database):
                 tx._cur.execute("COMMIT")
             except psycopg.Error as err:
                 self._rollback_unit(conn, tx)
-                self._error(err, "writing")
+                raise _once(translate(err, where=self.url, what="writing")) from err
+            except StoreBusy as err:
+                self._rollback_unit(conn, tx)
+                _once(err)
+                raise
             except BaseException:
                 self._rollback_unit(conn, tx)
                 raise
@@ -282,12 +321,43 @@ class PgDatabase(Database):
         finally:
             self._writers.putconn(conn)
 
+    def attempts(self) -> Iterator[Attempt]:
+        """``for attempt in db.attempts(): with attempt as tx: ...`` -- ``transaction()``
+        retried: a body aborted by a serialization failure or a deadlock runs again (its
+        ``on_rollback`` callbacks first) within :attr:`retry`'s bound, past which the error
+        leaves as ``StoreBusy`` (:mod:`bastion.store.attempts`)."""
+        state = RetryState()
+
+        def decide(err: BaseException) -> float | None:
+            nonlocal state
+            sqlstate = sqlstate_in(err)
+            if sqlstate is None:
+                return None
+            state, decision = on_failure(
+                state, self.retry, sqlstate=sqlstate, now=time.monotonic(), rng=self._rng
+            )
+            if decision.action is Action.GIVE_UP:
+                if isinstance(err, StoreBusy):
+                    err.message = f"{err.message} ({decision.reason})"
+                    err.hint = (
+                        "Concurrent transactions aborted this one on every attempt; keep "
+                        "the body short and touching few rows, or raise the retry bound."
+                    )
+                return None
+            self._count_retry(sqlstate)
+            return decision.delay
+
+        return run_attempts(self.transaction, decide)
+
     def run_outside_transaction(self, fn: Callable[[WriteTx], T]) -> T:
         """Run ``fn`` on a writer connection in autocommit (each statement commits alone):
-        ``CREATE INDEX CONCURRENTLY``, ``VACUUM``. ``fn`` owns atomicity."""
+        ``CREATE INDEX CONCURRENTLY``, ``VACUUM``. ``fn`` owns atomicity. A statement that
+        is its own transaction and is aborted by a serialization failure or a deadlock runs
+        again (nothing of it was written), within :attr:`retry`'s bound."""
         conn = self._get(self._writers)
         try:
             tx = PgWriteTx(conn, psycopg.RawCursor(conn), self.url)
+            tx._retry = (self.retry, self._count_retry)
             try:
                 return fn(tx)
             except psycopg.Error as err:
@@ -374,20 +444,55 @@ class PgDatabase(Database):
         row = self.query_one(sql, params)
         return None if row is None else row[0]
 
-    async def aquery_one(self, sql: str, params: Params = ()) -> Row | None:
-        """``query_one`` for the event loop, in a worker thread."""
-        import asyncio
+    async def _aconn(self) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection[Row]]:
+        if self._closed:
+            raise StoreClosed(f"{self.url} is closed")
+        try:
+            pool = await self._async_readers.pool()
+        except psycopg_pool.PoolTimeout as err:
+            raise StoreError(
+                f"could not open async connections to {self.url}: {err}",
+                hint="Check the server's max_connections and that it is up, then retry.",
+            ) from None
+        except RuntimeError:  # closed meanwhile
+            raise StoreClosed(f"{self.url} is closed") from None
+        return pool.connection(timeout=self._wait_s)
 
-        return await asyncio.to_thread(self.query_one, sql, params)
+    async def _aexecute(self, sql: str, params: Params, *, first: bool) -> Any:
+        query, args = bind(sql, params)
+        try:
+            async with await self._aconn() as conn:
+                cur = psycopg.AsyncRawCursor(conn)
+                await cur.execute(query, args)
+                result = cur.pgresult
+                if result is None or result.status != _TUPLES:
+                    return None if first else []
+                return await cur.fetchone() if first else await cur.fetchall()
+        except psycopg_pool.PoolTimeout:
+            raise StoreBusy(
+                f"no free async connection to {self.url} within {self._wait_s:g}s "
+                f"(the pool of this event loop is all in use)",
+                hint="Raise [store] readers (the pools' size), or keep fewer reads in flight.",
+            ) from None
+        except psycopg_pool.PoolClosed:
+            raise StoreClosed(f"{self.url} is closed") from None
+        except psycopg.Error as err:
+            self._error(err, "reading")
+
+    async def aquery_one(self, sql: str, params: Params = ()) -> Row | None:
+        """``query_one`` for the event loop, on this loop's ``AsyncConnectionPool`` (no
+        thread: the loop waits on the socket)."""
+        row: Row | None = await self._aexecute(sql, params, first=True)
+        return row
 
     async def aquery(self, sql: str, params: Params = ()) -> list[Row]:
-        """``query`` for the event loop, in a worker thread."""
-        import asyncio
-
-        return await asyncio.to_thread(self.query, sql, params)
+        """``query`` for the event loop, on this loop's ``AsyncConnectionPool``."""
+        rows: list[Row] = await self._aexecute(sql, params, first=False)
+        return rows
 
     async def aread(self, fn: Callable[[ReadTx], T]) -> T:
-        """``read`` for coroutines, in a worker thread."""
+        """``read`` for coroutines; ``fn`` is synchronous code (its statements block), so it
+        runs in a worker thread, as on SQLite. Single statements: ``aquery``/``aquery_one``."""
         import asyncio
 
         return await asyncio.to_thread(self.read, fn)
@@ -438,6 +543,7 @@ class PgDatabase(Database):
             if self._closed:
                 return
             self._closed = True
+        self._async_readers.close()
         self._writers.close()
         self._pool_readers.close()
 

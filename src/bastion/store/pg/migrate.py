@@ -50,6 +50,7 @@ from bastion.store.migrate.runner import (
     NamespaceState,
 )
 from bastion.store.pg._errors import translate
+from bastion.store.pg.retry import Action, RetryState, is_retryable, on_failure
 from bastion.store.pg.tx import PgWriteTx
 from bastion.store.schema import SchemaDiff, SchemaObject, diff_schemas
 from bastion.store.tx import ReadTx
@@ -312,7 +313,9 @@ class PgMigrator(Migrator):
                 history = histories[ns.name]
                 previous = max(history, key=lambda r: _number(r.id)).id if history else None
                 for m in plan.pending:
-                    applied.append(self._apply(tx, ns, m, previous, dry_run=dry_run, sink=sink))
+                    applied.append(
+                        self._apply_retried(tx, ns, m, previous, dry_run=dry_run, sink=sink)
+                    )
                     previous = m.id
             after = pg_schema_objects(tx)
             states = {ns.name: _read_history(tx, ns.name) for ns in spaces}
@@ -335,6 +338,37 @@ class PgMigrator(Migrator):
     @staticmethod
     def _commit(cur: psycopg.RawCursor[Any], dry_run: bool) -> None:
         cur.execute("RELEASE SAVEPOINT bastion_migration" if dry_run else "COMMIT")
+
+    def _apply_retried(
+        self,
+        tx: PgWriteTx,
+        ns: Namespace,
+        m: Migration,
+        previous: str | None,
+        *,
+        dry_run: bool,
+        sink: Any,
+    ) -> AppliedMigration:
+        """``_apply``, run again when the server aborted it for a deadlock (its DDL's locks
+        against an app's transaction) or a serialization failure: the step was rolled back
+        whole, so nothing of it was written (the bound is the database's ``retry``)."""
+        from bastion.store.pg.engine import sqlstate_in
+
+        state = RetryState()
+        while True:
+            try:
+                return self._apply(tx, ns, m, previous, dry_run=dry_run, sink=sink)
+            except MigrationFailed as err:
+                sqlstate = sqlstate_in(err)
+                if sqlstate is None or not is_retryable(sqlstate):
+                    raise
+                state, decision = on_failure(
+                    state, self.db.retry, sqlstate=sqlstate, now=time.monotonic()
+                )
+                if decision.action is Action.GIVE_UP:
+                    raise
+                self.db._count_retry(sqlstate)
+                time.sleep(decision.delay)
 
     def _apply(
         self,

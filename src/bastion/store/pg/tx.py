@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterable, Iterator
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import psycopg
@@ -24,6 +26,7 @@ from psycopg import errors as pgerr
 
 from bastion.errors import NotFound, StoreError
 from bastion.store.pg._errors import translate
+from bastion.store.pg.retry import Action, RetrySpec, RetryState, is_retryable, on_failure
 from bastion.store.pg.sql import bind
 from bastion.store.tx import Params, ReadTx, Row, WriteTx
 
@@ -35,6 +38,7 @@ from bastion.store.pg.dialect import POSTGRESQL
 __all__ = ["PgReadTx", "PgWriteTx"]
 
 _savepoints = itertools.count(1)
+_RNG = random.Random()
 _ITER_BATCH = 1000
 
 
@@ -45,6 +49,9 @@ class _PgStatements:
     _cur: psycopg.RawCursor[Row]
     _where: str
     _failed: StoreError | None
+    #: Set by ``run_outside_transaction``: a statement aborted by a serialization failure or
+    #: a deadlock in autocommit runs again within this bound (and is counted).
+    _retry: tuple[RetrySpec, Callable[[str], None]] | None
 
     def _run(self, sql: str, params: Params | None) -> psycopg.RawCursor[Row]:
         query, args = bind(sql, params)
@@ -57,9 +64,44 @@ class _PgStatements:
         try:
             return self._cur.execute(query, args)
         except psycopg.Error as err:
+            if (
+                self._retry is not None
+                and is_retryable(err.sqlstate)
+                and self._pg.info.transaction_status == _IDLE
+            ):
+                # Autocommit (run_outside_transaction): the statement was a transaction of
+                # its own, aborted whole, so running it again is safe.
+                return self._run_again(query, args, err)
             mapped = translate(err, where=self._where)
             self._failed = mapped
             raise mapped from err
+
+    def _run_again(
+        self, query: bytes | str, args: Any, first: psycopg.Error
+    ) -> psycopg.RawCursor[Row]:
+        assert self._retry is not None
+        spec, count = self._retry
+        state = RetryState()
+        err = first
+        while True:
+            state, decision = on_failure(
+                state, spec, sqlstate=err.sqlstate, now=time.monotonic(), rng=_RNG
+            )
+            if decision.action is Action.GIVE_UP:
+                mapped = translate(err, where=self._where)
+                mapped.message = f"{mapped.message} ({decision.reason})"
+                self._failed = mapped
+                raise mapped from err
+            count(err.sqlstate or "")
+            time.sleep(decision.delay)
+            try:
+                return self._cur.execute(query, args)
+            except psycopg.Error as again:
+                if not is_retryable(again.sqlstate) or self._pg.info.transaction_status != _IDLE:
+                    mapped = translate(again, where=self._where)
+                    self._failed = mapped
+                    raise mapped from again
+                err = again
 
     def query(self, sql: str, params: Params = ()) -> list[Row]:
         """Every row of ``sql`` (none for a statement that returns no rows, as on SQLite)."""
@@ -110,7 +152,7 @@ _TUPLES = psycopg.pq.ExecStatus.TUPLES_OK
 class PgReadTx(_PgStatements, ReadTx):
     """Read access on a pooled reader connection (one snapshot inside ``read``)."""
 
-    __slots__ = ("_cur", "_failed", "_pg", "_where")
+    __slots__ = ("_cur", "_failed", "_pg", "_retry", "_where")
     dialect: ClassVar[Dialect] = POSTGRESQL
 
     def __init__(
@@ -120,12 +162,13 @@ class PgReadTx(_PgStatements, ReadTx):
         self._cur = cur
         self._where = where
         self._failed = None
+        self._retry = None
 
 
 class PgWriteTx(_PgStatements, WriteTx):
     """Access handed to a write unit: its own SERIALIZABLE transaction on a writer connection."""
 
-    __slots__ = ("_cur", "_failed", "_pg", "_where")
+    __slots__ = ("_cur", "_failed", "_pg", "_retry", "_where")
     dialect: ClassVar[Dialect] = POSTGRESQL
 
     def __init__(
@@ -137,6 +180,7 @@ class PgWriteTx(_PgStatements, WriteTx):
         self._cur = cur
         self._where = where
         self._failed = None
+        self._retry = None
         self._on_rollback = None
         self._on_commit = None
 
