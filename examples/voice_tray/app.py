@@ -74,11 +74,15 @@ class VoiceTray:
         keep_config_backup: bool = True,
         maintenance: bool = True,
         first_prune_in_s: float | None = None,
+        archive: bool = False,
     ) -> VoiceTray:
         """Open everything in the start-up order above; ``keep_config_backup=False`` keeps no
         plaintext copy of ``config.json`` when its secrets move to the vault.
         ``maintenance=False`` schedules nothing; ``first_prune_in_s`` sets when the first
-        prune runs (default: one ``[retention] interval_s`` after start)."""
+        prune runs (default: one ``[retention] interval_s`` after start). ``archive=True``
+        archives ``bastion.db``'s WAL continuously (``Home.start_archiving``): the tray's
+        tables can then be put back as they were at any instant since
+        (``bastion db restore --at``), the seed's "point-in-time recovery"."""
 
         def blocking() -> tuple[Home, SecretsManager, AppDatabase, ConfigMigration]:
             home = Home.open(cfg)
@@ -117,6 +121,8 @@ class VoiceTray:
             upkeep.scheduler.add(
                 Job(PRUNE_JOB, cfg.retention.interval_s, db.prune, first_delay_s=first_prune_in_s)
             )
+        if archive:
+            home.start_archiving()  # stopped by home.close(), after a last pass
         return cls(home, secrets, db, supervisor, migration, upkeep)
 
     async def close(self) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import datetime as dt
+import json
 import os
 import stat
 import threading
@@ -384,3 +386,43 @@ def test_the_tray_runs_on_an_encrypted_database(
             await tray.close()
 
     assert asyncio.run(reopened()) == [dictated]
+
+
+def test_point_in_time_recovery_puts_the_trays_tables_back(cfg: Config, v1_config: Path) -> None:
+    """The seed's "point-in-time recovery": opened with ``archive=True`` the tray's database
+    is archived continuously, and ``bastion db restore --at`` puts its tables back as they
+    were at an instant between two dictations."""
+    from click.testing import CliRunner
+
+    from bastion.cli import cli
+    from bastion.store.archive import timeline
+
+    def based() -> bool:
+        found = timeline(cfg.archive_dir, "bastion")
+        return bool(found) and found[-1].restorable_from is not None
+
+    async def scenario() -> float:
+        tray = await VoiceTray.open(cfg, config_path=v1_config, maintenance=False, archive=True)
+        try:
+            await await_until(based, timeout=60, what="the archive's base snapshot")
+            tray.db.insert_transcription("first")
+            between = time.time()
+            # The next commit strictly later than the instant (a wall clock, not a sleep).
+            await await_until(lambda: time.time() > between + 0.001, what="the clock to move")
+            tray.db.insert_transcription("second")
+            return between
+        finally:
+            await tray.close()
+
+    between = asyncio.run(scenario())
+    at = dt.datetime.fromtimestamp(between, dt.UTC).isoformat()
+    result = CliRunner().invoke(
+        cli, ["--home", str(cfg.home), "db", "restore", "--at", at, "--yes", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["checks"]["integrity_ok"] is True
+    home = Home.open(cfg)
+    try:
+        assert [t.text for t in AppDatabase.attach(home).transcriptions.recent()] == ["first"]
+    finally:
+        home.close()
