@@ -1,9 +1,10 @@
 """``bastion serve``'s start (issue 22 §7), by mechanism, never by time: what the daemon has
-imported when it prints its handshake, and that the handshake is never printed before the API
-answers.
+imported when it prints its handshake, that its start runs without the cyclic garbage
+collector and resumes it after, and that the handshake is never printed before the API answers.
 
 The daemon runs for real (``bastion serve --port 0`` in a subprocess, over loopback); a small
-wrapper runs the same CLI and notes ``sys.modules`` at the moment the handshake is written.
+wrapper runs the same CLI and notes ``sys.modules`` and the collector's state at the moment
+the handshake is written, and once uvicorn's start has returned.
 """
 
 from __future__ import annotations
@@ -37,19 +38,26 @@ LAZY = (
 )
 
 WRAPPER = """
-import runpy, sys
+import gc, json, runpy, sys
 import bastion.api.server as server
 
 NOTE = sys.argv.pop(1)
 write_handshake = server.write_handshake
+startup = server._Server.startup
 
 def noted(run_dir, handshake):
     # The moment the handshake is written is the moment it is printed (the same hook).
     with open(NOTE, "w") as out:
-        out.write("\\n".join(sorted(sys.modules)))
+        json.dump({"modules": sorted(sys.modules), "gc": gc.isenabled()}, out)
     return write_handshake(run_dir, handshake)
 
+async def started(self, sockets=None):
+    await startup(self, sockets)  # listening, handshake printed
+    with open(NOTE + ".after", "w") as out:
+        json.dump({"gc": gc.isenabled(), "frozen": gc.get_freeze_count()}, out)
+
 server.write_handshake = noted
+server._Server.startup = started
 sys.argv[0] = "bastion"
 runpy.run_module("bastion", run_name="__main__")
 """
@@ -76,13 +84,21 @@ def test_handshake_then_api_and_nothing_lazy_loaded_before_it(tmp_path: Path) ->
         assert json.loads(body)["version"] == daemon.handshake["version"]
         assert _get(daemon, "/health", token=False)[0] == 200
 
-        loaded = set(modules_file.read_text().split())
+        at_handshake = json.loads(modules_file.read_text())
+        loaded = set(at_handshake["modules"])
         assert "bastion.api.routes.secrets" in loaded  # the note is of the real daemon
         assert "fastapi" in loaded
         early = sorted(
             name for name in loaded if any(name == m or name.startswith(m + ".") for m in LAZY)
         )
         assert early == [], f"imported before the handshake: {early}"
+
+        # The start ran without cyclic garbage collection; it resumed once the handshake was
+        # out, with the start's objects frozen out of every later collection.
+        assert at_handshake["gc"] is False
+        after = json.loads(Path(f"{modules_file}.after").read_text())
+        assert after["gc"] is True
+        assert after["frozen"] > 10_000
 
         # What was left out loads on first use, and works.
         status, body = _get(daemon, "/metrics")

@@ -12,6 +12,10 @@ Start-up, in this order (each step's failure leaves nothing behind):
 5. once uvicorn listens: write ``run/daemon.json`` atomically (0600) and print the same JSON
    as the first line of stdout, so the app that spawned the daemon knows where it is.
 
+The cyclic garbage collector may be paused by the caller for the start (``bastion serve``
+does; ``ServeOptions.gc_paused``): it resumes right after the handshake, with the start's
+objects frozen (docs/operations.md, "Start-up").
+
 Shutdown (SIGTERM, SIGINT, or ``POST /v1/shutdown`` from ``bastion stop``): stop accepting,
 end SSE streams, stop services by their stop policy, stop the scheduler, flush and close the
 databases, remove the handshake, release the lock, exit 0. A second SIGINT forces the exit.
@@ -26,6 +30,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import gc
 import ipaddress
 import logging
 import os
@@ -80,6 +85,10 @@ class ServeOptions:
     #: Stop (gracefully) when the process that started the daemon dies: a sidecar must not
     #: outlive its app, however the app ends (kill -9, a crash, Tauri's kill on exit).
     exit_with_parent: bool = False
+    #: The caller paused the cyclic garbage collector for the start (``gc.disable()``, as
+    #: ``bastion serve`` does): once the handshake is out, what the start made is frozen
+    #: (``gc.freeze()``: long-lived, never traversed again) and collection resumes.
+    gc_paused: bool = False
 
 
 def is_loopback(host: str) -> bool:
@@ -311,6 +320,12 @@ def _run(
             f"bastion: token in {token_where}\n"
         )
         sys.stderr.flush()
+        if options.gc_paused:
+            # Resumed here, once: the objects of the start (the imports, the routes, the
+            # open home) are in the permanent generation, so no collection of the daemon's
+            # life traverses them; the few cycles the start left behind stay with them.
+            gc.freeze()
+            gc.enable()
 
     config = uvicorn.Config(
         app,
