@@ -32,6 +32,7 @@ import errno
 import json
 import os
 import struct
+import threading
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -401,6 +402,32 @@ def _drop_companions(path: Path, key: DatabaseKey | None) -> None:
             conn.close()
 
 
+class _Deadline:
+    """Interrupts ``conn``'s running statement after ``seconds``, from a timer thread;
+    :meth:`cancel` once the statement is over (an interrupt never reaches a connection
+    being closed, or closed)."""
+
+    def __init__(self, conn: apsw.Connection, seconds: float) -> None:
+        self.fired = False
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._over = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if not self._over:
+                self.fired = True
+                self._conn.interrupt()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._over = True
+        self._timer.cancel()
+
+
 def _check_on(
     conn: apsw.Connection,
     path: Path,
@@ -413,20 +440,20 @@ def _check_on(
     """Run the check on ``conn`` (closed here). An I/O refusal is returned as the typed
     error, for the caller to retry read-only; damage and results are an ``OpenCheck``."""
     pragma = "integrity_check" if full else "quick_check"
-    deadline = time.monotonic() + config.open_check_max_s
-    interrupted = False
-
-    def progress() -> bool:
-        nonlocal interrupted
-        if not full and time.monotonic() > deadline:
-            interrupted = True
-            return True  # non-zero: SQLite interrupts the statement
-        return False
-
+    # The time limit is a timer that interrupts the connection (sqlite3_interrupt may be
+    # called from any thread), not a progress handler: SQLite would call a Python handler
+    # every N steps, each call taking the GIL, so a check running on a thread while the
+    # daemon imports its server stack (issue 22 §7) waited for the importing thread at every
+    # call (up to the 5 ms switch interval each; ~270 calls on 150 MB) instead of running
+    # beside it. Now the check calls nothing in Python from start to end.
+    limit = None if full else _Deadline(conn, config.open_check_max_s)
     try:
         conn.setbusytimeout(config.busy_timeout_ms)
-        conn.set_progress_handler(progress, 10_000)
-        output = tuple(str(r[0]) for r in conn.execute(f"PRAGMA {pragma}"))
+        try:
+            output = tuple(str(r[0]) for r in conn.execute(f"PRAGMA {pragma}"))
+        finally:
+            if limit is not None:
+                limit.cancel()
     except apsw.InterruptError:
         return OpenCheck(
             path,
@@ -460,7 +487,7 @@ def _check_on(
             time.monotonic() - started,
         )
     except apsw.Error as err:
-        if interrupted:  # pragma: no cover - some builds report the interrupt differently
+        if limit is not None and limit.fired:  # pragma: no cover - reported differently
             return OpenCheck(path, CheckKind.INCONCLUSIVE, str(err), (), 0.0)
         # Disk full, read-only media, permissions, a -shm that cannot be created or grown,
         # a device error: the disk refused, which says nothing about the data.
