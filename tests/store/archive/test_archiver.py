@@ -19,8 +19,8 @@ from bastion.config import ArchiveConfig, StoreConfig
 from bastion.errors import ArchiveError, BastionError, StoreBusy
 from bastion.store import Database
 from bastion.store.archive import Archiver, plan_restore, timeline
-from bastion.store.archive.archiver import apply_prune, plan_archive_prune
 from bastion.store.archive.layout import list_bases, list_generations, list_segments
+from bastion.store.archive.prune import apply_prune, plan_archive_prune
 from bastion.store.crypt import DatabaseKey
 from tests.fsfaults import mounted_tmpfs, needs_root
 from tests.helpers import wait_until
@@ -601,7 +601,7 @@ def test_stop_gives_checkpoints_back_to_sqlite(tmp_path: Path) -> None:
 
 
 def test_old_segments_are_merged_and_still_restore_exactly(tmp_path: Path) -> None:
-    from bastion.store.archive.archiver import compact_segments
+    from bastion.store.archive.compact import compact_segments
 
     db = open_db(tmp_path / "app.db")
     archive = tmp_path / "archive"

@@ -2,7 +2,10 @@
 
 * :mod:`.archiver` -- the thread that copies committed WAL frames into the archive, holds
   the read transaction that keeps SQLite from reusing frames it has not copied, runs the
-  checkpoints, takes base snapshots and prunes;
+  checkpoints, takes base snapshots and prunes; under it :mod:`.batch` (a locked phase's
+  frames, the pending segment), :mod:`.writelock`, :mod:`.checkpoint`, :mod:`.resume`
+  (proving a restart continues the history), :mod:`.timing` (commit times, pure),
+  :mod:`.compact` (merging old segments) and :mod:`.prune` (retention, applied);
 * :mod:`.restore` -- rebuilding a database as of an instant (base + replay), the timeline;
 * :mod:`.segment`, :mod:`.layout` -- the archive's files; :mod:`.walfile` -- reading the
   live WAL and wal-index; :mod:`.policy` -- schedule and retention, pure.

@@ -39,41 +39,45 @@ replaced while nobody watched -- starts a new **generation** (a new id, a new ba
 a verified backup taken into the archive). The writer connection gets
 ``SQLITE_FCNTL_PERSIST_WAL``, so a clean stop and restart keeps the WAL and the generation.
 
-**Commit times.** A restore "at T" needs the last commit at or before T. SQLite's WAL hook
-tells the archiver the moment each commit of this process lands (exact); another process's
-commit is timed by the archiver's own looks at the wal-index (every 0.1 s): it happened
-after the last look that did not see it and by the first that did, and a restore applies it
-only to instants after the later bound.
+**Commit times** come from SQLite's WAL hook (this process's commits, exact) and the
+archiver's looks at the wal-index every 0.1 s (another's): :mod:`.timing`.
 """
 
 from __future__ import annotations
 
-import array
-import bisect
 import contextlib
 import dataclasses
 import datetime as dt
-import json
 import logging
-import os
-import shutil
-import struct
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import apsw
 
 from bastion import _platform
-from bastion._fs import atomic_write, ensure_private_dir, fsync_dir
+from bastion._fs import ensure_private_dir
 from bastion._platform.filewatch import BlockingWatch, blocking_watch
 from bastion.errors import ArchiveError, BastionError, StoreBusy, StoreError
 from bastion.store._errors import translate
-from bastion.store._locks import write_lock_holder
 from bastion.store.archive import policy
+from bastion.store.archive.batch import (
+    PENDING_BYTES,
+    PENDING_MAX_BYTES,
+    Batch,
+    Pending,
+    check_frames,
+    write_pending,
+)
+from bastion.store.archive.checkpoint import (
+    TRUNCATE_WAIT_MS,
+    copied_all,
+    passive,
+    truncate_at_end,
+)
+from bastion.store.archive.compact import COMPACT_AFTER_S, compact_segments
 from bastion.store.archive.layout import (
     GenerationInfo,
     list_bases,
@@ -83,15 +87,16 @@ from bastion.store.archive.layout import (
     write_base_record,
     write_generation,
 )
-from bastion.store.archive.segment import (
-    Commit,
-    CommitColumns,
-    SegmentDamaged,
-    SegmentInfo,
-    read_segment,
-    segment_name,
-    write_segment,
+from bastion.store.archive.prune import apply_prune, plan_archive_prune
+from bastion.store.archive.resume import (
+    continuation,
+    db_file_identity,
+    restarted_once,
+    resume_point_matches,
+    write_resume_point,
 )
+from bastion.store.archive.segment import CommitColumns
+from bastion.store.archive.timing import commit_times
 from bastion.store.archive.walfile import (
     FRAME_HEADER_BYTES,
     NO_POSITIONAL_IO,
@@ -100,13 +105,14 @@ from bastion.store.archive.walfile import (
     WalFile,
     set_persist_wal,
 )
+from bastion.store.archive.writelock import LOCK_POLL_S, under_write_lock
 from bastion.store.dialect import require_sqlite
 
 if TYPE_CHECKING:
     from bastion.config import ArchiveConfig
     from bastion.store.engine import Database, WriteTx
 
-__all__ = ["ArchiveStatus", "Archiver", "apply_prune", "compact_segments", "plan_archive_prune"]
+__all__ = ["ArchiveStatus", "Archiver"]
 
 log = logging.getLogger("bastion.store.archive")
 
@@ -139,54 +145,11 @@ class ArchiveStatus:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass
-class _Batch:
-    """What one locked phase read: frames to archive and who committed them when."""
-
-    header: IndexHeader
-    read_at: float
-    first: int = 0
-    last: int = 0
-    frames: bytes = b""
-    new_generation: str | None = None  # the reason, when the history broke
-    new_epoch: bool = False
-    hooks: list[tuple[float, int]] = dataclasses.field(default_factory=list)
-    checkpoint: tuple[int, int, int] | None = None
-
-
-@dataclasses.dataclass
-class _Pending:
-    """Frames copied from the WAL, not yet written as a segment (see ``Archiver._flush``)."""
-
-    epoch: int
-    first: int
-    prev: tuple[int, int]
-    prev_checksum: bytes
-    since: float
-    last: int = 0
-    nbytes: int = 0
-    read_at: float = 0.0
-    chunks: list[bytes] = dataclasses.field(default_factory=list)
-    commits: CommitColumns = dataclasses.field(default_factory=CommitColumns)
-
-
-#: Pending frames past which a segment is written at once.
-_PENDING_BYTES = 32 * 1024 * 1024
-#: Pending frames past which a segment that cannot be written (full disk) is given up: the
-#: frames are dropped from memory and a new generation follows once writing works again.
-_PENDING_MAX_BYTES = 4 * _PENDING_BYTES
 #: How long a pass of the thread waits for the write lock before it gives way (the position
 #: and R are kept, and the next pass retries). Another process's RESTART/TRUNCATE checkpoint
 #: holds that lock while it waits for R, which it cannot get while frames behind R are not
 #: archived: the archiver, not R, is the side that yields, and it yields fast.
 _PASS_LOCK_WAIT_MS = 500
-#: The busy handler's step while a pass waits for the write lock: another process that
-#: commits and checkpoints in a loop leaves gaps of a few milliseconds, which SQLite's own
-#: handler (sleeps growing to 100 ms) keeps missing.
-_LOCK_POLL_S = 0.001
-#: How long the archive's own TRUNCATE waits for the locks it needs (as bastion's WAL
-#: watchdog does: briefly; the frames are archived either way).
-_TRUNCATE_WAIT_MS = 1000
 
 
 class Archiver:
@@ -240,7 +203,7 @@ class Archiver:
         #: segment continues. Epochs without frames leave no segment and are skipped.
         self._prev_end: tuple[int, int] = (0, 0)
         self._tip_db_file: tuple[int, int, int, int] | None = None
-        self._pending: _Pending | None = None
+        self._pending: Pending | None = None
         self._last_commit_t: float | None = None
         self._last_read_at = 0.0  # when the last locked phase read the WAL
         # Commits of this process since the last locked phase, from SQLite's WAL hook.
@@ -536,7 +499,7 @@ class Archiver:
                 return False
             return point is not None
 
-    def _pass(self, *, checkpoint: bool, wait_ms: int | None = None) -> _Batch | None:
+    def _pass(self, *, checkpoint: bool, wait_ms: int | None = None) -> Batch | None:
         """Archive what is committed (and checkpoint). A pass that cannot get the write lock
         within ``wait_ms`` (default: the busy timeout) raises StoreBusy having changed
         nothing: R still holds the archived position, so the next pass continues it."""
@@ -551,7 +514,7 @@ class Archiver:
                 self._checkpoint_upto_reader()
             return self._pass_locked(checkpoint=checkpoint, wait_ms=wait_ms)
 
-    def _pass_locked(self, *, checkpoint: bool, wait_ms: int | None = None) -> _Batch:
+    def _pass_locked(self, *, checkpoint: bool, wait_ms: int | None = None) -> Batch:
         """One locked phase and what follows it (the caller holds ``self._lock``)."""
         batch = self._under_write_lock(lambda tx: self._locked(tx, checkpoint), wait_ms)
         self._keep(batch)
@@ -563,76 +526,31 @@ class Archiver:
 
     def _under_write_lock(
         self,
-        fn: Callable[[WriteTx], _Batch],
+        fn: Callable[[WriteTx], Batch],
         wait_ms: int | None,
         *,
-        then: Callable[[apsw.Connection, _Batch], None] | None = None,
-    ) -> _Batch:
-        """``fn`` inside a write transaction that writes nothing, on the writer, the lock
-        waited for at most ``wait_ms`` (polled: see ``_LOCK_POLL_S``); then ``then`` on the
-        writer outside the transaction, in the same unit (no writer of this process between).
+        then: Callable[[apsw.Connection, Batch], None] | None = None,
+    ) -> Batch:
+        """``fn`` under the write lock (:func:`.writelock.under_write_lock`).
 
         Which failure leaves R where: not getting the lock, or ``fn`` failing before it moves
         R (see :meth:`_locked`), leaves R at the archived position and ``_protected`` as it
         was -- contention never ends a generation. Once R has moved, the batch read is what
         R's move is safe for; a failure to commit loses it, so R no longer proves anything."""
-        wait = self.db.config.busy_timeout_ms if wait_ms is None else wait_ms
-
-        def unit(tx: WriteTx) -> _Batch:
-            conn = tx._conn
-            deadline = time.monotonic() + wait / 1000
-
-            def poll(_tries: int) -> bool:
-                if time.monotonic() >= deadline:
-                    return False
-                time.sleep(_LOCK_POLL_S)
-                return True
-
-            conn.setbusyhandler(poll)
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except apsw.BusyError as err:
-                raise self._busy(err, wait) from err
-            finally:
-                conn.setbusytimeout(self.db.config.busy_timeout_ms)
-            try:
-                batch = fn(tx)
-            except BaseException:
-                with contextlib.suppress(apsw.Error):
-                    conn.execute("ROLLBACK")
-                raise
-            try:
-                conn.execute("COMMIT")
-            except apsw.Error as err:
-                self._protected = False
-                with contextlib.suppress(apsw.Error):
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                raise translate(err, path=str(self.db.path), what="archiving") from err
-            if then is not None:
-                then(conn, batch)
-            return batch
-
-        return self.db.run_outside_transaction(unit)
-
-    def _busy(self, err: apsw.Error, wait_ms: int) -> StoreError:
-        """StoreBusy naming the lock's holder (as ``Database.write`` does)."""
-        holder = write_lock_holder(self.db.path)
-        if holder is None:
-            return translate(err, path=str(self.db.path), what="archiving")
-        return StoreBusy(
-            f"{self.db.path} stayed locked past {wait_ms} ms while archiving: process "
-            f"{holder['pid']} ({holder['name'] or 'unknown program'}) holds the write lock",
-            holder=holder,
+        return under_write_lock(
+            self.db, fn, wait_ms, then=then, on_commit_failed=self._commit_failed
         )
 
-    def _keep(self, batch: _Batch) -> None:
+    def _commit_failed(self) -> None:
+        self._protected = False
+
+    def _keep(self, batch: Batch) -> None:
         """After the locked phase: the batch into the archive (or the pending segment).
 
         A segment that cannot be written (full disk) stays pending in memory and is written
         by a later pass: the frames are held, so the history goes on. Only a failure that
         loses a batch ends the generation (R has moved past frames nothing holds), or
-        pending frames grown past ``_PENDING_MAX_BYTES``."""
+        pending frames grown past ``PENDING_MAX_BYTES``."""
         try:
             self._store(batch)
         except BaseException:
@@ -644,7 +562,7 @@ class Archiver:
             self._flush(force=False)
         except BaseException:
             pending = self._pending
-            if pending is not None and pending.nbytes > _PENDING_MAX_BYTES:
+            if pending is not None and pending.nbytes > PENDING_MAX_BYTES:
                 self._protected = False
                 self._gen = None
                 self._pending = None
@@ -659,11 +577,9 @@ class Archiver:
         The bulk of the copying happens here, without the write lock; the locked phase then
         has only the frames of the last moments left."""
         assert self._checkpointer is not None
-        with contextlib.suppress(apsw.Error):
-            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            self._counted("PASSIVE")
+        passive(self._checkpointer, self.db.path, self._counted, quiet=True)
 
-    def _locked(self, tx: WriteTx, checkpoint: bool) -> _Batch:
+    def _locked(self, tx: WriteTx, checkpoint: bool) -> Batch:
         """With the write lock held (no commit anywhere can happen meanwhile): read what is
         committed, copy the new frames, checkpoint if asked, move R to the new end.
 
@@ -675,30 +591,24 @@ class Archiver:
                 f"cannot read the wal-index of {self.db.path}",
                 hint="Is the database in WAL mode and open in this process?",
             )
-        batch = _Batch(header, self._wall())
+        batch = Batch(header, self._wall())
         batch.hooks, self._hooks = self._hooks, []
-        if self._gen is None:
-            batch.new_generation = "no generation to continue (first start or restore)"
-        elif header.salt == self._salt:
-            if header.mx_frame < self._pos or not (self._protected or self._frame_at_pos_ok()):
-                batch.new_generation = (
-                    "the WAL no longer holds the archived position (it was rewritten while "
-                    "no archiver ran)"
-                )
-        elif self._protected or self._resumable() or self._restarted_once(header):
-            # Restarted at P while R was held, or the database file is untouched since the
-            # archiver stopped at P with an empty WAL: the history goes on in a new epoch.
-            batch.new_epoch = True
-        else:
-            batch.new_generation = "the WAL was reset while no archiver ran"
-        if batch.new_generation is None and header.mx_frame and header.page_size != self._page_size:
-            batch.new_generation = "the page size changed"
+        batch.new_generation, batch.new_epoch = continuation(
+            header,
+            generation=self._gen is not None,
+            position=(self._epoch, self._pos, self._salt),
+            page_size=self._page_size,
+            protected=self._protected,
+            frame_at_pos_ok=self._frame_at_pos_ok,
+            resumable=self._resumable,
+            restarted_once=lambda: self._restarted_once(header),
+        )
         if batch.new_generation is None:
             batch.first = 1 if batch.new_epoch else self._pos + 1
             batch.last = header.mx_frame
             if batch.last >= batch.first:
                 batch.frames = self._wal.frames(batch.first, batch.last, header.page_size)
-                _check_frames(batch, self.db.path)
+                check_frames(batch, self.db.path)
         # Hand R over to the new end. A checkpoint in between, when asked: everything up to
         # the end is read, so the WAL may restart after it (R's successor takes read mark 0
         # when the checkpoint copied everything, and the next writer starts a new epoch).
@@ -716,14 +626,7 @@ class Archiver:
         """PASSIVE on the archiver's checkpointer, R released (the caller holds the write
         lock and has read everything up to the end)."""
         assert self._checkpointer is not None
-        try:
-            row = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            busy, log_frames, done = (int(str(v)) for v in row[0])
-            self._counted("PASSIVE")
-        except apsw.Error as err:
-            log.warning("checkpoint of %s failed: %s", self.db.path, err)
-            return None
-        return (busy, log_frames, done)
+        return passive(self._checkpointer, self.db.path, self._counted)
 
     # --- a clean stop, and resuming after it ---------------------------------------------
 
@@ -737,22 +640,14 @@ class Archiver:
         point (the next start begins a new generation)."""
         with self._lock:
             point = self._truncating_pass(hold=False)
-            gen = self._gen
-            if gen is None:
-                return
-            marker = gen.path / "resume.json"
-            with contextlib.suppress(FileNotFoundError):
-                marker.unlink()
-            if point is not None:
-                body = {
-                    "epoch": self._epoch,
-                    "frame": self._pos,
-                    "salt": self._salt.hex(),
-                    "db": point,
-                    # Nothing was committed between the last archived commit and this time.
-                    "at": self._last_read_at,
-                }
-                atomic_write(marker, json.dumps(body) + "\n")
+            if self._gen is not None:
+                # Nothing was committed between the last archived commit and _last_read_at.
+                write_resume_point(
+                    self._gen,
+                    point,
+                    position=(self._epoch, self._pos, self._salt),
+                    at=self._last_read_at,
+                )
 
     def _truncating_pass(self, *, hold: bool) -> dict[str, int] | None:
         """A pass that checkpoints, then TRUNCATE, in one unit on the writer (no writer of
@@ -765,16 +660,16 @@ class Archiver:
         # The bulk of the copying into the database, without the write lock (as _pass does).
         self._checkpoint_upto_reader()
 
-        def locked(tx: WriteTx) -> _Batch:
+        def locked(tx: WriteTx) -> Batch:
             nonlocal version
             batch = self._locked(tx, True)
             # A reader of an older snapshot (a backup, a reader of the pool) keeps the
             # checkpoint from copying everything, and R from read mark 0: try again for a
             # moment, as a TRUNCATE waits for readers. Ending and taking R again is safe
             # here: the write lock is held, and everything up to the end is in the batch.
-            deadline = time.monotonic() + _TRUNCATE_WAIT_MS / 1000
-            while not _copied_all(batch.checkpoint) and time.monotonic() < deadline:
-                time.sleep(_LOCK_POLL_S * 5)
+            deadline = time.monotonic() + TRUNCATE_WAIT_MS / 1000
+            while not copied_all(batch.checkpoint) and time.monotonic() < deadline:
+                time.sleep(LOCK_POLL_S * 5)
                 self._protected = False
                 self._end_read()
                 batch.checkpoint = self._locked_checkpoint()
@@ -782,7 +677,7 @@ class Archiver:
             version = tx._conn.pragma("data_version")
             return batch
 
-        def truncate(writer: apsw.Connection, batch: _Batch) -> None:
+        def truncate(writer: apsw.Connection, batch: Batch) -> None:
             nonlocal point
             point = self._truncate(writer, batch, version)
 
@@ -798,99 +693,38 @@ class Archiver:
         return point
 
     def _truncate(
-        self, writer: apsw.Connection, batch: _Batch, version: Any
+        self, writer: apsw.Connection, batch: Batch, version: Any
     ) -> dict[str, int] | None:
-        """TRUNCATE on the writer with R still held, then check that no other connection
-        committed since the locked read (``data_version`` moves only for others' commits),
-        and under the write lock that the WAL is empty and restarted once.
-
-        R is never released for it: between the locked phase and the TRUNCATE (which takes
-        the write lock itself) another process may commit, and without R a TRUNCATE would
-        copy those frames into the database and drop them from the WAL unarchived. R gets
-        read mark 0 when the locked checkpoint copied everything (see :meth:`_locked`); with
-        it held a TRUNCATE still restarts the WAL -- restarting waits only for read marks
-        1..N -- while no frame past the archived end can be checkpointed, so the WAL can
-        restart only exactly there. Anything else (frames past R, a reader elsewhere) and
-        the TRUNCATE is not tried: it could only succeed by giving up R."""
-        header = batch.header
-        if not _copied_all(batch.checkpoint) or not self._protected:
+        """TRUNCATE on the writer with R still held (:func:`.checkpoint.truncate_at_end`):
+        only while R protects the archived end, which is where the WAL may restart."""
+        if not self._protected:
             return None
-        now = self._index.read()
-        if now is None or now.salt != header.salt or now.mx_frame != header.mx_frame:
-            return None  # committed since the locked phase: R protects those frames
-        try:
-            deadline = time.monotonic() + _TRUNCATE_WAIT_MS / 1000
-
-            def poll(_tries: int) -> bool:
-                if time.monotonic() >= deadline:
-                    return False
-                time.sleep(_LOCK_POLL_S)
-                return True
-
-            writer.setbusyhandler(poll)
-            try:
-                row = writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
-                self._counted("TRUNCATE")
-            finally:
-                writer.setbusytimeout(self.db.config.busy_timeout_ms)
-            if int(str(row[0])) or writer.pragma("data_version") != version:
-                return None
-            writer.execute("BEGIN IMMEDIATE")
-            try:
-                after = self._index.read()
-                salt1 = (int.from_bytes(header.salt[:4], "big") + 1) & 0xFFFFFFFF
-                if after is None or after.mx_frame or after.salt[:4] != salt1.to_bytes(4, "big"):
-                    return None
-                st = os.stat(self.db.path)
-            finally:
-                writer.execute("COMMIT")
-        except (apsw.Error, OSError):
-            return None
-        return {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return truncate_at_end(
+            writer,
+            batch.header,
+            checkpoint=batch.checkpoint,
+            version=version,
+            db=self.db,
+            index=self._index,
+            counted=self._counted,
+        )
 
     def _db_file(self) -> tuple[int, int, int, int] | None:
-        try:
-            st = os.stat(self.db.path)
-        except OSError:
-            return None
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return db_file_identity(self.db.path)
 
     def _restarted_once(self, header: IndexHeader) -> bool:
-        """After a crash (R gone): the WAL restarted exactly once since the archived position
-        (salt-1 one higher) and the database file is untouched since the last segment was
-        written. A restart needs every frame of the old epoch checkpointed, and a checkpoint
-        of any frame after the archived position would have written the file; so the old
-        epoch ended where the archive did, and the new epoch's frames continue it. A file
-        system with coarse modification times proves nothing here."""
-        recorded = self._tip_db_file
-        if recorded is None or recorded[3] % 1_000_000 == 0:
-            return False
-        salt1 = (int.from_bytes(self._salt[:4], "big") + 1) & 0xFFFFFFFF
-        return header.salt[:4] == salt1.to_bytes(4, "big") and self._db_file() == recorded
+        """After a crash (R gone): :func:`.resume.restarted_once`."""
+        return restarted_once(self._tip_db_file, self._salt, header, self.db.path)
 
     def _resumable(self) -> bool:
         """Whether the generation's resume point matches the archived position and the
-        database file is untouched since (see :meth:`_final_pass`). Read with the write lock
-        held, so no checkpoint of this epoch's frames can be writing the file meanwhile...
-        except a PASSIVE one of another process, which changes the time and so says no."""
-        if self._gen is None:
-            return False
-        try:
-            body = json.loads((self._gen.path / "resume.json").read_text(encoding="utf-8"))
-            st = os.stat(self.db.path)
-            point = body["db"]
-            return (body["epoch"], body["frame"], body["salt"]) == (
-                self._epoch,
-                self._pos,
-                self._salt.hex(),
-            ) and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (
-                point["dev"],
-                point["ino"],
-                point["size"],
-                point["mtime_ns"],
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
+        database file is untouched since (:func:`.resume.resume_point_matches`). Read with
+        the write lock held, so no checkpoint of this epoch's frames can be writing the file
+        meanwhile... except a PASSIVE one of another process, which changes the time and so
+        says no."""
+        return self._gen is not None and resume_point_matches(
+            self._gen, (self._epoch, self._pos, self._salt), self.db.path
+        )
 
     def _frame_at_pos_ok(self) -> bool:
         if self._pos == 0:
@@ -916,7 +750,7 @@ class Archiver:
             with contextlib.suppress(apsw.Error):
                 self._reader.execute("COMMIT")
 
-    def _store(self, batch: _Batch) -> None:
+    def _store(self, batch: Batch) -> None:
         """After the lock: start a generation, or add the frames to the pending segment;
         move the position. The pending segment is written by :meth:`_flush`."""
         header = batch.header
@@ -940,7 +774,7 @@ class Archiver:
         commits = self._commit_times(batch)
         pending = self._pending
         if pending is None:
-            pending = self._pending = _Pending(
+            pending = self._pending = Pending(
                 epoch=self._epoch,
                 first=batch.first,
                 prev=self._prev_end,
@@ -977,87 +811,32 @@ class Archiver:
             self._pending = None
             return
         young = self._clock() - pending.since < self.config.interval_s
-        if not force and young and pending.nbytes < _PENDING_BYTES:
+        if not force and young and pending.nbytes < PENDING_BYTES:
             return
-        info = write_segment(
-            self._gen.segments_dir / segment_name(pending.epoch, pending.first, pending.last),
-            generation=self._gen.id,
-            epoch=pending.epoch,
-            salt=self._salt,
-            page_size=self._page_size,
-            first=pending.first,
-            frames=pending.chunks,
-            prev=pending.prev,
-            prev_checksum=pending.prev_checksum,
-            commits=pending.commits,
-            created_at=pending.read_at,
-            db_file=self._db_file(),
+        info = write_pending(
+            self._gen, pending, salt=self._salt, page_size=self._page_size, db_file=self._db_file()
         )
         self._pending = None  # only once written: a failed write is retried by a later pass
         self._tip_db_file = info.db_file
         self._segments += 1
 
-    def _commit_times(self, batch: _Batch) -> CommitColumns:
-        """Each commit frame of the batch with its time (see the module docstring).
-
-        A commit of this process has the WAL hook's time. Another's happened after the last
-        look (or pass) that did not see it and by the first look that did -- and before any
-        later commit of this process, and after any earlier one: the bounds are tightened
-        both ways, so ``t_hi`` never decreases along the WAL and "every commit with
-        ``t_hi <= T``" is always a prefix of the history.
-        """
-        size = FRAME_HEADER_BYTES + self._page_size
-        frames = batch.frames
-        # The "database size after commit" field of every frame header, without a copy: a
-        # frame is a whole number of 4-byte words, the field is the header's second word.
-        # Non-zero marks a commit frame (its byte order does not matter for that test).
-        fields = memoryview(frames).cast("I")[1 :: size // 4]
-        count = len(fields) - fields.tolist().count(0)
-        ours = [(t, n) for t, n in batch.hooks if batch.first <= n <= batch.last]
-        if len(ours) == count:
-            # Every commit of the batch is this process's (the usual case): the WAL hook
-            # said when, exactly. Columns straight from it, no object per commit.
-            sizes = array.array("I", fields.tobytes())
-            if sys.byteorder == "little":
-                sizes.byteswap()
-            commit_frames = [n for _, n in ours]
-            times = [int(t * 1e6) for t, _ in ours]
-            if self._looks:
-                self._looks = self._looks[-1:]
-            return CommitColumns(
-                commit_frames, [sizes[n - batch.first] for n in commit_frames], times, list(times)
-            )
-        mine = {pages: t for t, pages in batch.hooks}
-        # Looks of this epoch, in time order; the committed end only grows within an epoch.
-        looks = [(t, mx) for t, salt, mx in self._looks if salt == batch.header.salt]
-        look_ends = [mx for _, mx in looks]
-        floor = self._last_read_at
-        found: list[tuple[int, int, float, float]] = []
-        for i in [i for i, v in enumerate(fields) if v]:
-            n = batch.first + i
-            pages = struct.unpack_from(">I", frames, i * size + 4)[0]
-            if n in mine:
-                t_lo = t_hi = mine[n]
-            else:
-                seen = bisect.bisect_left(look_ends, n)  # the first look that saw it
-                t_hi = looks[seen][0] if seen < len(looks) else batch.read_at
-                t_lo = looks[seen - 1][0] if seen > 0 else floor
-            found.append((n, int(pages), max(t_lo, floor), min(t_hi, batch.read_at)))
-        # Later commits bound earlier ones from above, earlier ones bound later ones from below.
-        ceilings: list[float] = []
-        ceiling = batch.read_at
-        for _, _, _, t_hi in reversed(found):
-            ceiling = min(ceiling, t_hi)
-            ceilings.append(ceiling)
-        ceilings.reverse()
-        commits: list[Commit] = []
-        low = floor
-        for (n, pages, t_lo, _), t_hi in zip(found, ceilings, strict=True):
-            low = max(low, t_lo)
-            commits.append(Commit(n, pages, min(low, t_hi), t_hi))
+    def _commit_times(self, batch: Batch) -> CommitColumns:
+        """Each commit frame of the batch with its time (:func:`.timing.commit_times`); the
+        looks it used are let go but the last."""
+        columns = commit_times(
+            batch.frames,
+            first=batch.first,
+            last=batch.last,
+            page_size=self._page_size,
+            salt=batch.header.salt,
+            hooks=batch.hooks,
+            looks=self._looks,
+            floor=self._last_read_at,
+            read_at=batch.read_at,
+        )
         if self._looks:
             self._looks = self._looks[-1:]
-        return CommitColumns.of(commits)
+        return columns
 
     # --- generations and bases -----------------------------------------------------------
 
@@ -1092,7 +871,7 @@ class Archiver:
                 self._schedule, last_base_wall=max(b.created_at for b in bases)
             )
 
-    def _start_generation(self, batch: _Batch) -> None:
+    def _start_generation(self, batch: Batch) -> None:
         header = batch.header
         checksum = _ZERO_CHECKSUM
         if header.mx_frame:
@@ -1203,147 +982,3 @@ class Archiver:
             return self.db._side_connection()
         except apsw.Error as err:
             raise translate(err, path=str(self.db.path), what="opening for archiving") from err
-
-
-def _copied_all(checkpoint: tuple[int, int, int] | None) -> bool:
-    """Whether a checkpoint's (busy, log, checkpointed) says every frame is in the database."""
-    return checkpoint is not None and checkpoint[1] == checkpoint[2]
-
-
-def _check_frames(batch: _Batch, path: Path) -> None:
-    """The frames read are all there, and the first and last carry the epoch's salt. (Every
-    frame's salt is checked when a segment is read back; this runs under the write lock.)"""
-    size = FRAME_HEADER_BYTES + batch.header.page_size
-    want = (batch.last - batch.first + 1) * size
-    if len(batch.frames) != want:
-        raise ArchiveError(
-            f"the WAL of {path} ends before its committed frame {batch.last}",
-            hint="The WAL was cut short under SQLite; run `bastion db check`.",
-        )
-    salt = batch.header.salt
-    frames = batch.frames
-    if frames[8:16] != salt or frames[want - size + 8 : want - size + 16] != salt:
-        raise ArchiveError(
-            f"frames {batch.first}..{batch.last} of {path}-wal are not of the current WAL",
-            hint="The WAL was changed outside SQLite; a new generation follows.",
-        )
-
-
-#: Segments older than this are merged (a pass a second would leave 86,400 files a day).
-COMPACT_AFTER_S = 600.0
-#: Frames per merged segment, at most (uncompressed).
-COMPACT_MAX_BYTES = 64 * 1024 * 1024
-
-
-def compact_segments(
-    gen: GenerationInfo, *, before: float, max_bytes: int = COMPACT_MAX_BYTES
-) -> list[Path]:
-    """DESTRUCTIVE (replaces files by one holding the same frames): merge runs of segments
-    written before ``before`` that continue each other within one epoch into segments of up
-    to ``max_bytes`` frames. Each run is read and checked first (a damaged one is left as it
-    is, for a restore to report), the merged segment written atomically, and only then are
-    the originals deleted; a crash in between leaves both, and a restore reads the merged
-    one and skips what it covers. Returns the merged segments written."""
-    segments, _ = list_segments(gen)
-    runs: list[list[SegmentInfo]] = []
-    run: list[SegmentInfo] = []
-    size = 0
-    for seg in segments:
-        if seg.created_at >= before:
-            break
-        joins = (
-            run
-            and seg.epoch == run[-1].epoch
-            and seg.prev == run[-1].end
-            and seg.prev_checksum == run[-1].last_checksum
-            and size + seg.raw_bytes <= max_bytes
-        )
-        if not joins:
-            if len(run) > 1:
-                runs.append(run)
-            run, size = [], 0
-        run.append(seg)
-        size += seg.raw_bytes
-    if len(run) > 1:
-        runs.append(run)
-    merged: list[Path] = []
-    for group in runs:
-        try:
-            frames = [read_segment(seg.path)[1] for seg in group]
-        except SegmentDamaged as err:
-            log.warning("not compacting around %s: %s", err.path.name, err.reason)
-            continue
-        first, last = group[0], group[-1]
-        info = write_segment(
-            gen.segments_dir / segment_name(first.epoch, first.first, last.last),
-            generation=gen.id,
-            epoch=first.epoch,
-            salt=bytes.fromhex(first.salt),
-            page_size=first.page_size,
-            first=first.first,
-            frames=frames,
-            prev=first.prev,
-            prev_checksum=bytes.fromhex(first.prev_checksum),
-            commits=_joined(seg.columns for seg in group),
-            created_at=last.created_at,
-            db_file=last.db_file,
-        )
-        for seg in group:
-            with contextlib.suppress(FileNotFoundError):
-                seg.path.unlink()
-        fsync_dir(gen.segments_dir)
-        merged.append(info.path)
-    return merged
-
-
-def _joined(parts: Iterable[CommitColumns]) -> CommitColumns:
-    joined = CommitColumns()
-    for part in parts:
-        joined.extend(part)
-    return joined
-
-
-def plan_archive_prune(
-    archive_root: Path, db_name: str, *, wall: float, retain_s: float
-) -> policy.PrunePlan:
-    """Read the archive of ``db_name`` and plan its pruning (read-only)."""
-    views = []
-    for gen in list_generations(archive_root, db_name):
-        segments, _ = list_segments(gen)
-        last = max((s.columns.t_hi_us[-1] / 1e6 for s in segments if s.columns), default=0.0)
-        views.append(
-            policy.GenerationView(
-                id=gen.id,
-                path=gen.path,
-                last_at=max(last, gen.created_at),
-                bases=[
-                    policy.BaseView(b.path, b.record, b.usable_from, b.lo) for b in list_bases(gen)
-                ],
-                segments=[policy.SegmentView(s.path, s.end) for s in segments],
-            )
-        )
-    return policy.plan_prune(views, wall=wall, retain_s=retain_s)
-
-
-def apply_prune(plan: policy.PrunePlan) -> None:
-    """DESTRUCTIVE: delete what ``plan`` names (bases with their manifest and record)."""
-    touched: set[Path] = set()
-    for base in plan.bases:
-        for path in (base.record, base.path.with_name(base.path.name + ".json"), base.path):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        touched.add(base.path.parent)
-    for seg in plan.segments:
-        with contextlib.suppress(FileNotFoundError):
-            seg.unlink()
-        touched.add(seg.parent)
-    for gen_dir in plan.generations:
-        # generation.json first: a prune killed half-way leaves a directory list_generations
-        # skips, never a generation with holes in it.
-        with contextlib.suppress(FileNotFoundError):
-            (gen_dir / "generation.json").unlink()
-        shutil.rmtree(gen_dir, ignore_errors=True)
-        touched.add(gen_dir.parent)
-    for directory in touched:
-        with contextlib.suppress(OSError):
-            fsync_dir(directory)
