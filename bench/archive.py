@@ -29,7 +29,7 @@ after: on a busy machine the restore (CPU: decompression, hashing, checks) slows
 the copy (the kernel's memcpy and the disk), and the ratio rises with the load.
 
 Run: ``.venv/bin/python bench/archive.py [--seconds S] [--rounds N] [--history-mb M]
-[--restore-rounds N] [--only writes|restore]``
+[--restore-rounds N] [--only writes|restore] [--encrypted]``
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from bastion.config import ArchiveConfig, StoreConfig
 from bastion.store import Database
 from bastion.store.archive import Archiver, build_at, plan_restore, timeline
 from bastion.store.archive.layout import list_generations, list_segments
+from bastion.store.crypt import DatabaseKey
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS r (id INTEGER PRIMARY KEY, t REAL, payload BLOB)"
 
@@ -89,11 +90,19 @@ def _wait_for_base(archive: Path, name: str) -> None:
     raise SystemExit("the archiver took no base snapshot within 60 s")
 
 
-def write_round(directory: Path, *, archive: bool, seconds: float, threads: int, row: int) -> float:
+def write_round(
+    directory: Path,
+    *,
+    archive: bool,
+    seconds: float,
+    threads: int,
+    row: int,
+    key: DatabaseKey | None = None,
+) -> float:
     """Commits per second over ``seconds`` of ``threads`` writers."""
     name = "on" if archive else "off"
     path = _fresh(directory, name)
-    db = Database.open(path, StoreConfig(), name=name)
+    db = Database.open(path, StoreConfig(), name=name, key=key)
     db.write(lambda tx: tx.execute(SCHEMA))
     archiver = None
     if archive:
@@ -130,11 +139,13 @@ def write_round(directory: Path, *, archive: bool, seconds: float, threads: int,
     return sum(counts) / elapsed
 
 
-def build_history(directory: Path, mb: int, row: int) -> tuple[Path, int]:
+def build_history(
+    directory: Path, mb: int, row: int, key: DatabaseKey | None = None
+) -> tuple[Path, int]:
     """An archive holding ``mb`` MB of WAL frames: updates over a working set of rows."""
     path = _fresh(directory, "hist")
     archive = directory / "hist-archive"
-    db = Database.open(path, StoreConfig(), name="hist")
+    db = Database.open(path, StoreConfig(), name="hist", key=key)
     db.write(lambda tx: tx.execute(SCHEMA))
     rows = 4000
     payload = log_line(0, row)
@@ -182,6 +193,9 @@ def main() -> None:
     parser.add_argument("--restore-rounds", type=int, default=11)
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--only", choices=("writes", "restore"), default=None)
+    parser.add_argument(
+        "--encrypted", action="store_true", help="the database encrypted (a random key)"
+    )
     args = parser.parse_args()
     directory = Path(args.dir or tempfile.mkdtemp(prefix="bench-archive-"))
     directory.mkdir(parents=True, exist_ok=True)
@@ -206,6 +220,7 @@ def write_overhead(directory: Path, args: argparse.Namespace) -> None:
             seconds=min(1.0, args.seconds),
             threads=args.threads,
             row=args.row_bytes,
+            key=_key(args),
         )
     off: list[float] = []
     on: list[float] = []
@@ -217,6 +232,7 @@ def write_overhead(directory: Path, args: argparse.Namespace) -> None:
                 seconds=args.seconds,
                 threads=args.threads,
                 row=args.row_bytes,
+                key=_key(args),
             )
         )
         on.append(
@@ -226,6 +242,7 @@ def write_overhead(directory: Path, args: argparse.Namespace) -> None:
                 seconds=args.seconds,
                 threads=args.threads,
                 row=args.row_bytes,
+                key=_key(args),
             )
         )
         print(
@@ -243,8 +260,10 @@ def restore_speed(directory: Path, args: argparse.Namespace) -> None:
     """A restore over ``--history-mb`` of history vs copying its bytes (module docstring)."""
     from bastion.store.archive.segment import read_segment
 
-    print(f"\nrestore: building {args.history_mb} MB of archived history ...")
-    archive, history = build_history(directory, args.history_mb, 3000)
+    kind = "encrypted " if args.encrypted else ""
+    print(f"\nrestore: building {args.history_mb} MB of archived history ({kind}database) ...")
+    key = _key(args)
+    archive, history = build_history(directory, args.history_mb, 3000, key)
     [gen] = list_generations(archive, "hist")
     segments, _ = list_segments(gen)
     plan = plan_restore(archive, "hist", time.time() + 1)
@@ -263,7 +282,7 @@ def restore_speed(directory: Path, args: argparse.Namespace) -> None:
     def restore() -> float:
         dest.unlink(missing_ok=True)
         started = time.perf_counter()
-        build_at(plan, dest)
+        build_at(plan, dest, key=key)
         return time.perf_counter() - started
 
     restore()  # warm-up, untimed (and the restored file for its copy below)
@@ -308,6 +327,18 @@ def restore_speed(directory: Path, args: argparse.Namespace) -> None:
         f"{restore_s / result_copy:6.2f}x   (copy {result_copy:.3f} s)"
     )
     print(f"  load average after: {_load()}")
+
+
+_KEY: list[DatabaseKey] = []
+
+
+def _key(args: argparse.Namespace) -> DatabaseKey | None:
+    """With ``--encrypted``, one random key for the whole run."""
+    if not args.encrypted:
+        return None
+    if not _KEY:
+        _KEY.append(DatabaseKey(os.urandom(32), source="the benchmark"))
+    return _KEY[0]
 
 
 def _load() -> str:

@@ -6,7 +6,8 @@
   frames, the pending segment), :mod:`.writelock`, :mod:`.checkpoint`, :mod:`.resume`
   (proving a restart continues the history), :mod:`.timing` (commit times, pure),
   :mod:`.compact` (merging old segments) and :mod:`.prune` (retention, applied);
-* :mod:`.restore` -- rebuilding a database as of an instant (base + replay), the timeline;
+* :mod:`.plan` -- what a restore at an instant uses and reaches, the timeline; :mod:`.restore`
+  -- rebuilding a database as of an instant (base + replay) and swapping it in;
 * :mod:`.segment`, :mod:`.layout` -- the archive's files; :mod:`.walfile` -- reading the
   live WAL and wal-index; :mod:`.policy` -- schedule and retention, pure.
 
@@ -21,16 +22,14 @@ from bastion._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from bastion.store.archive.archiver import Archiver, ArchiveStatus
-    from bastion.store.archive.restore import (
+    from bastion.store.archive.plan import (
         GenerationRange,
-        PointInTimeRestore,
         RestorePlan,
-        build_at,
         parse_instant,
         plan_restore,
-        restore_at,
         timeline,
     )
+    from bastion.store.archive.restore import PointInTimeRestore, build_at, restore_at
 
 __all__ = [
     "ArchiveStatus",
@@ -49,17 +48,12 @@ _HOME = {
     "ArchiveStatus": "bastion.store.archive.archiver",
     "Archiver": "bastion.store.archive.archiver",
     **{
+        name: "bastion.store.archive.plan"
+        for name in ("GenerationRange", "RestorePlan", "parse_instant", "plan_restore", "timeline")
+    },
+    **{
         name: "bastion.store.archive.restore"
-        for name in (
-            "GenerationRange",
-            "PointInTimeRestore",
-            "RestorePlan",
-            "build_at",
-            "parse_instant",
-            "plan_restore",
-            "restore_at",
-            "timeline",
-        )
+        for name in ("PointInTimeRestore", "build_at", "restore_at")
     },
 }
 
