@@ -346,10 +346,12 @@ def test_key_values_are_checked() -> None:
     assert DatabaseKey(raw).key_id == DatabaseKey(raw).key_id != _key().key_id
 
 
-def test_checking_an_encrypted_backup_keeps_sqlites_default_page_cache(tmp_path: Path) -> None:
+def test_checking_an_encrypted_backup_needs_memory_that_does_not_grow_with_it(
+    tmp_path: Path,
+) -> None:
     """A backup's check of an encrypted copy (no memory map: its pages are decrypted) runs
-    quick_check and the counts on two connections with SQLite's default page cache (2 MB
-    each), as a plaintext copy's does: the memory it needs does not grow with the file. (A
+    quick_check and the counts on two connections with a small page cache each, as a
+    plaintext copy's does: the memory it needs does not grow with the file. (A
     page cache holding the whole file cost more CPU than decrypting the counted pages twice;
     bench/encryption.py has the backup's figures.)"""
     db = make_items_db(tmp_path / "big.db", rows=0, key=_key())

@@ -1,7 +1,8 @@
 """A connection's posture, pragma by pragma, on real SQLite files: what ``apply_posture`` sets,
 what ``read_posture`` reads back, the refusal that names a pragma SQLite ignored, and the
 busy retry of the WAL switch (its backoff and its deadline, on a fake clock, against a real
-lock another connection holds)."""
+lock another connection holds). Each runs once more on keyed connections to encrypted files
+(``db_key``)."""
 
 from __future__ import annotations
 
@@ -14,19 +15,23 @@ import pytest
 from bastion.config import StoreConfig
 from bastion.errors import StorePostureError
 from bastion.store import posture
+from bastion.store.crypt import DatabaseKey
+from bastion.store.crypt.cipher import connect
 from bastion.store.posture import Posture, apply_posture, read_posture
+
+pytestmark = pytest.mark.encrypted_rerun
 
 
 @pytest.fixture
-def conn(tmp_path: Path) -> Generator[apsw.Connection, None, None]:
-    connection = apsw.Connection(str(tmp_path / "p.db"))
+def conn(tmp_path: Path, db_key: DatabaseKey | None) -> Generator[apsw.Connection, None, None]:
+    connection = connect(str(tmp_path / "p.db"), key=db_key)
     yield connection
     connection.close()
 
 
 @pytest.mark.parametrize("level", ["NORMAL", "FULL", "normal", "full"])
 def test_apply_sets_every_pragma_and_read_back_reports_it(
-    conn: apsw.Connection, level: str
+    conn: apsw.Connection, level: str, db_key: DatabaseKey | None
 ) -> None:
     cfg = StoreConfig(synchronous=level, busy_timeout_ms=4321)  # type: ignore[arg-type]
     apply_posture(conn, cfg, "p.db")
@@ -44,7 +49,7 @@ def test_apply_sets_every_pragma_and_read_back_reports_it(
     with pytest.raises(apsw.ConstraintError):
         conn.execute("INSERT INTO c VALUES (1)")
     # ...and WAL is the file's mode, which a second connection sees.
-    other = apsw.Connection(conn.filename)
+    other = connect(conn.filename, key=db_key)
     assert other.pragma("journal_mode") == "wal"
     other.close()
 
@@ -109,6 +114,7 @@ def test_a_busy_timeout_sqlite_did_not_take_is_refused_naming_it(conn: apsw.Conn
     assert info.value.details == {"pragma": "busy_timeout", "wanted": "-5", "got": "0"}
 
 
+@pytest.mark.plaintext_only(reason="the file is SQLite's plaintext header followed by garbage")
 def test_a_non_database_with_a_valid_header_fails_before_any_pragma(tmp_path: Path) -> None:
     path = tmp_path / "fake.db"
     path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
@@ -139,11 +145,11 @@ class FakeClock:
 
 
 @pytest.fixture
-def locked_new_file(tmp_path: Path) -> Generator[Path, None, None]:
+def locked_new_file(tmp_path: Path, db_key: DatabaseKey | None) -> Generator[Path, None, None]:
     """A new file another connection is creating in rollback-journal mode: switching it to
     WAL is answered BUSY at once (no busy handler) for as long as the creator holds it."""
     path = tmp_path / "new.db"
-    creator = apsw.Connection(str(path))
+    creator = connect(str(path), key=db_key)
     creator.execute("BEGIN IMMEDIATE")
     creator.execute("CREATE TABLE made_by_creator(x)")
     yield path
@@ -167,11 +173,12 @@ def test_the_wal_switch_retries_busy_with_backoff_until_the_busy_timeout(
     monkeypatch: pytest.MonkeyPatch,
     timeout_ms: int,
     sleeps: list[float],
+    db_key: DatabaseKey | None,
 ) -> None:
     clock = FakeClock()
     monkeypatch.setattr(posture.time, "monotonic", clock.monotonic)
     monkeypatch.setattr(posture.time, "sleep", clock.sleep)
-    conn = apsw.Connection(str(locked_new_file))
+    conn = connect(str(locked_new_file), key=db_key)
     with pytest.raises(apsw.BusyError):
         apply_posture(conn, StoreConfig(busy_timeout_ms=timeout_ms), "new.db")
     conn.close()
@@ -180,10 +187,10 @@ def test_the_wal_switch_retries_busy_with_backoff_until_the_busy_timeout(
 
 
 def test_the_wal_switch_succeeds_once_the_creator_lets_go(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_key: DatabaseKey | None
 ) -> None:
     path = tmp_path / "new.db"
-    creator = apsw.Connection(str(path))
+    creator = connect(str(path), key=db_key)
     creator.execute("BEGIN IMMEDIATE")
     creator.execute("CREATE TABLE made_by_creator(x)")
     clock = FakeClock()
@@ -195,7 +202,7 @@ def test_the_wal_switch_succeeds_once_the_creator_lets_go(
             creator.execute("COMMIT")
 
     monkeypatch.setattr(posture.time, "sleep", sleep)
-    conn = apsw.Connection(str(path))
+    conn = connect(str(path), key=db_key)
     apply_posture(conn, StoreConfig(), "new.db")
     assert clock.sleeps == pytest.approx([0.001, 0.002, 0.004])
     assert read_posture(conn).journal_mode == "WAL"

@@ -128,6 +128,13 @@ class FileFacts:
         return self.quick_check == ["ok"]
 
 
+#: Page cache of a connection that checks or counts a file, KiB. Both read each page once, in
+#: one pass per b-tree: a cache larger than a b-tree's path buys nothing, and each page it
+#: holds is memory allocated and faulted in (an encrypted file's check spends ~5% less CPU
+#: with this than with SQLite's default 2 MB; a memory-mapped plaintext one is unchanged).
+_CHECK_CACHE_KIB = 256
+
+
 def _ro_uri(path: Path) -> str:
     # immutable=1: no locks, no -shm, no -wal: the file is read exactly as it is on disk.
     return f"file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1"
@@ -266,6 +273,7 @@ class _QuickCheck:
         try:
             conn = _open_ro(path, mmap=mmap, key=key)
             try:
+                conn.pragma("cache_size", -_CHECK_CACHE_KIB)
                 self._result = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
             finally:
                 conn.close()
@@ -334,11 +342,12 @@ def inspect_file(
     # memory-mapped (its pages must be decrypted), so the counts decrypt the table pages a
     # second time; that costs less CPU than one connection with a page cache sized to hold
     # the file (measured on 64 MB: 96 ms against 123 ms, the cache's allocation being the
-    # difference) and keeps the memory a check needs at SQLite's default cache, not the
-    # file's size.
+    # difference) and keeps the memory a check needs small (_CHECK_CACHE_KIB per
+    # connection), not the file's size.
     checker = _QuickCheck(path, mmap=mmap and key is None, key=key) if quick_check else None
     try:
         try:
+            conn.pragma("cache_size", -_CHECK_CACHE_KIB)
             page_size = int(conn.pragma("page_size"))
             page_count = int(conn.pragma("page_count"))
             fingerprint = schema_fingerprint(conn)
