@@ -1,7 +1,7 @@
 """The backup copy without positional I/O (#18): where ``os.pread``/``os.pwrite`` do not
 exist (Windows) a backup copies its snapshot through the SQLite backup API. The choice is by
 capability (``bastion._platform.FILE_COPY``), so it is tested here by taking the capability
-away: real files, real writers committing meanwhile."""
+away: real files, real writers committing meanwhile; plaintext and encrypted (``db_key``)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,12 @@ import pytest
 from bastion import _platform
 from bastion.store._snapshot_copy import FollowingSha256
 from bastion.store.backup import create_backup, verify_backup
+from bastion.store.crypt import DatabaseKey
 from tests.helpers import wait_until
+from tests.store.keyed import CHILD_KEY
 from tests.store.opsfixtures import add_items, count_items, integrity, make_items_db
+
+pytestmark = pytest.mark.encrypted_rerun
 
 
 @pytest.fixture
@@ -32,9 +36,9 @@ def no_positional_io(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_without_positional_io_the_backup_api_copies_one_snapshot(
-    tmp_path: Path, no_positional_io: None
+    tmp_path: Path, no_positional_io: None, db_key: DatabaseKey | None
 ) -> None:
-    db = make_items_db(tmp_path / "bastion.db", 300)
+    db = make_items_db(tmp_path / "bastion.db", 300, key=db_key)
     stop = threading.Event()
     added = [0]
 
@@ -62,14 +66,14 @@ def test_without_positional_io_the_backup_api_copies_one_snapshot(
         thread.join()
     try:
         assert result.manifest["method"] == "backup-api"
-        rows = count_items(result.path)
+        rows = count_items(result.path, db_key)
         assert rows == result.manifest["row_counts"]["items"]
-        assert 300 <= rows < count_items(tmp_path / "bastion.db")
-        assert integrity(result.path) == ["ok"]
+        assert 300 <= rows < count_items(tmp_path / "bastion.db", db_key)
+        assert integrity(result.path, db_key) == ["ok"]
         assert result.path.read_bytes()[18:20] == b"\x01\x01"  # one file, no WAL
         digest = hashlib.sha256(result.path.read_bytes()).hexdigest()
         assert digest == result.manifest["sha256"]
-        assert verify_backup(result.path, deep=True).verified
+        assert verify_backup(result.path, deep=True, key=db_key).verified
     finally:
         db.close()
 
@@ -92,7 +96,7 @@ def test_the_following_hash_needs_positional_reads(tmp_path: Path, no_positional
         FollowingSha256(tmp_path / "f")
 
 
-FULL_DISK_BACKUP_API = textwrap.dedent(
+FULL_DISK_BACKUP_API = CHILD_KEY + textwrap.dedent(
     """
     import json, resource, signal, sys
     from pathlib import Path
@@ -100,10 +104,11 @@ FULL_DISK_BACKUP_API = textwrap.dedent(
     from bastion.errors import StoreError
     from bastion.store import Database
     from bastion.store.backup import create_backup
-    db = Database.open(sys.argv[1], name="bastion")
+    from bastion.store.crypt.cipher import connect
+    db = Database.open(sys.argv[1], name="bastion", key=KEY)
     # A reader pinning an older snapshot keeps the newest frames in the WAL: the copy goes
     # through the backup API, the path every system without positional I/O takes.
-    reader = apsw.Connection(sys.argv[1], flags=apsw.SQLITE_OPEN_READONLY)
+    reader = connect(sys.argv[1], flags=apsw.SQLITE_OPEN_READONLY, key=KEY)
     reader.execute("BEGIN")
     reader.execute("SELECT count(*) FROM items").fetchall()
     db.write(lambda tx: tx.execute("INSERT INTO items(name, body) VALUES ('late', 'x')"))
@@ -124,10 +129,10 @@ FULL_DISK_BACKUP_API = textwrap.dedent(
 
 @pytest.mark.posix
 def test_a_full_disk_during_a_backup_api_copy_names_the_disk_and_leaves_nothing(
-    tmp_path: Path,
+    tmp_path: Path, db_key: DatabaseKey | None
 ) -> None:
     db_path = tmp_path / "bastion.db"
-    make_items_db(db_path, 3000).close()  # ~1 MB, past the child's file size limit
+    make_items_db(db_path, 3000, key=db_key).close()  # ~1 MB, past the child's file size limit
     backups = tmp_path / "backups"
     proc = subprocess.run(
         [sys.executable, "-c", FULL_DISK_BACKUP_API, str(db_path), str(backups)],
@@ -144,5 +149,5 @@ def test_a_full_disk_during_a_backup_api_copy_names_the_disk_and_leaves_nothing(
     assert out["message"].startswith("disk full writing backup .bastion-"), out
     assert "File too large" in out["message"]
     assert [p.name for p in backups.iterdir()] == []
-    assert count_items(db_path) == 3001
-    assert integrity(db_path) == ["ok"]
+    assert count_items(db_path, db_key) == 3001
+    assert integrity(db_path, db_key) == ["ok"]

@@ -1,4 +1,6 @@
-"""``bastion db migrate``, ``db baseline`` and ``db status`` migration output, in-process."""
+"""``bastion db migrate``, ``db baseline`` and ``db status`` migration output, in-process; on a
+plaintext home and once more on an encrypted one (``db_key``: the home reads its key from
+``BASTION_DB_KEY``)."""
 
 from __future__ import annotations
 
@@ -6,11 +8,14 @@ import json
 import textwrap
 from pathlib import Path
 
-import apsw
 import pytest
 from click.testing import CliRunner
 
 from bastion.cli import cli
+from bastion.store.crypt import DatabaseKey
+from bastion.store.crypt.cipher import connect
+
+pytestmark = pytest.mark.encrypted_rerun
 
 
 def _run(home: Path, *args: str) -> tuple[int, str, str]:
@@ -18,14 +23,17 @@ def _run(home: Path, *args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def _home(tmp_path: Path) -> Path:
+def _home(tmp_path: Path, key: DatabaseKey | None) -> Path:
     home = tmp_path / "home"
     assert _run(home, "init")[0] == 0
+    assert (key is None) == (b"SQLite format 3" in (home / "bastion.db").read_bytes()[:16])
     return home
 
 
-def test_status_shows_every_namespace_of_bastion_db(tmp_path: Path) -> None:
-    home = _home(tmp_path)
+def test_status_shows_every_namespace_of_bastion_db(
+    tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
+    home = _home(tmp_path, db_key)
     code, out, _ = _run(home, "db", "status")
     assert code == 0
     assert "migrations core: 2 applied, 0 pending (none); last 0002_logs_search at " in out
@@ -40,9 +48,11 @@ def test_status_shows_every_namespace_of_bastion_db(tmp_path: Path) -> None:
     assert [s["problem"] for s in states] == [None, None, None]
 
 
-def test_edited_core_migration_refuses_then_accept_edited_records_it(tmp_path: Path) -> None:
-    home = _home(tmp_path)
-    raw = apsw.Connection(str(home / "bastion.db"))
+def test_edited_core_migration_refuses_then_accept_edited_records_it(
+    tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
+    home = _home(tmp_path, db_key)
+    raw = connect(str(home / "bastion.db"), key=db_key)
     raw.execute("UPDATE schema_migrations SET checksum = 'abc123' WHERE id = '0001_core'")
     raw.close()
     code, out, _ = _run(home, "db", "status")
@@ -58,7 +68,7 @@ def test_edited_core_migration_refuses_then_accept_edited_records_it(tmp_path: P
     assert code == 0
     assert json.loads(out)["accepted_edits"] == ["core/0001_core"]
     assert _run(home, "settings", "list")[0] == 0
-    raw = apsw.Connection(str(home / "bastion.db"))
+    raw = connect(str(home / "bastion.db"), key=db_key)
     kinds = [r[0] for r in raw.execute("SELECT kind FROM events ORDER BY id")]
     raw.close()
     assert "migration.edit_accepted" in kinds
@@ -86,8 +96,10 @@ def app_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return "myapp=myapp_migrations"
 
 
-def test_app_namespace_dry_run_then_migrate(tmp_path: Path, app_package: str) -> None:
-    home = _home(tmp_path)
+def test_app_namespace_dry_run_then_migrate(
+    tmp_path: Path, app_package: str, db_key: DatabaseKey | None
+) -> None:
+    home = _home(tmp_path, db_key)
     db_file = home / "bastion.db"
     before, mtime = db_file.read_bytes(), db_file.stat().st_mtime_ns
     code, out, _ = _run(
@@ -113,9 +125,11 @@ def test_app_namespace_dry_run_then_migrate(tmp_path: Path, app_package: str) ->
     assert "unknown namespace(s) nosuch; known: config_history, core" in err
 
 
-def test_baseline_adopts_a_legacy_app_database(tmp_path: Path, app_package: str) -> None:
-    home = _home(tmp_path)
-    raw = apsw.Connection(str(home / "bastion.db"))
+def test_baseline_adopts_a_legacy_app_database(
+    tmp_path: Path, app_package: str, db_key: DatabaseKey | None
+) -> None:
+    home = _home(tmp_path, db_key)
+    raw = connect(str(home / "bastion.db"), key=db_key)
     raw.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
     raw.close()
     code, _, err = _run(
