@@ -256,6 +256,46 @@ def test_the_watch_applies_edits_without_a_request(db: Database, tmp_path: Path,
     run(scenario)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+def test_on_linux_the_folder_is_watched_by_the_event_loop_not_a_polling_thread(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22 §7: watchfiles' thread wakes every ``step`` (50 ms) to look for its stop
+    event; on Linux the folder's inotify descriptor is read by the event loop instead, which
+    sleeps until the kernel has an event. watchfiles is not used at all (it would raise
+    here), and edits, removals and the folder's own removal are still followed."""
+    import watchfiles
+
+    def no_watchfiles(*args: object, **kwargs: object) -> object:
+        raise AssertionError("watchfiles is not needed where inotify is")
+
+    monkeypatch.setattr(watchfiles, "awatch", no_watchfiles)
+    folder = tmp_path / "services"
+    folder.mkdir()
+
+    async def until(predicate: Any, what: str) -> None:
+        for _ in range(1500):
+            if predicate():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def scenario() -> None:
+        # A poll interval of an hour: only events can make these changes seen in time.
+        sup, catalog = await opened(db, folder, watch="auto", poll_s=3600)
+        await catalog.start()
+        await until(lambda: catalog.watching == "native", "the watch")
+        write(folder, "late", sleeper_spec(autostart=False))
+        await until(lambda: "late" in {s.name for s in sup.list()}, "the new file to be seen")
+        (folder / "late.toml").unlink()
+        await until(lambda: "late" not in {s.name for s in sup.list()}, "the removal")
+        assert not events(db, "supervisor.watch_fallback")
+        await catalog.close()
+        await sup.close()
+
+    run(scenario)
+
+
 def test_file_mode_and_atomicity_of_put_survive_a_crowded_folder(
     db: Database, tmp_path: Path
 ) -> None:

@@ -317,3 +317,46 @@ def test_a_monitor_that_dies_of_an_error_fails_the_run_instead_of_leaving_it_sta
     unhealthy = [reason for to, reason in seen if to == "unhealthy"]
     assert unhealthy == ["health monitor failed: RuntimeError: hook bug for the test"] * 2, seen
     assert seen[-1][0] == "open", seen
+
+
+@pytest.mark.parametrize("parent_death", PARENT_DEATH)
+def test_the_default_liveness_waits_for_the_exit_not_a_timer(
+    db: Database, parent_death: ParentDeath
+) -> None:
+    """Issue 22 §7: "the process exists" changes only when it exits, and the child watcher
+    reports that as an event, so a settled service's default liveness is not run once a
+    second: the check stays the one it ran first while the process lives, and its death is
+    still noticed at once (the exit event, not an interval)."""
+    spec = kid("quiet", "sleeper")
+    config = SupervisorConfig(parent_death=parent_death)
+
+    async def scenario() -> None:
+        sup = Supervisor(db, [spec], config=config)
+        await sup.open()
+        await sup.start("quiet")
+        await sup.wait_state("quiet", S.RUNNING, timeout=30)
+
+        def liveness() -> object:
+            return next((p for p in sup.status("quiet").probes if p.role == "liveness"), None)
+
+        await asyncio.to_thread(wait_until, liveness, timeout=30, what="the first liveness check")
+        first = liveness()
+        # Three intervals (1 s each) go by: a timer would have checked three more times.
+        end = asyncio.get_running_loop().time() + 3.0
+        while asyncio.get_running_loop().time() < end:
+            await asyncio.sleep(0.1)
+        assert liveness() == first  # the same check: none ran since
+        pid = sup.status("quiet").pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        # Noticed and restarted (a new pid) -- with no liveness interval involved.
+        await asyncio.to_thread(
+            wait_until,
+            lambda: sup.status("quiet").pid not in (None, pid),
+            timeout=30,
+            what="the restart after the kill",
+        )
+        await sup.close()
+
+    run(scenario)
+    assert "backoff" in [to for to, _ in events(db, "quiet")]

@@ -37,7 +37,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["BlockingWatch", "FileWatch", "PollingWatch", "blocking_watch", "watch_files"]
+__all__ = [
+    "BlockingWatch",
+    "FileWatch",
+    "PollingWatch",
+    "blocking_watch",
+    "directory_watch",
+    "watch_files",
+]
 
 #: Seconds between two looks when polling.
 POLL_S = 0.5
@@ -95,12 +102,17 @@ class _InotifyWatch:
 
     how = "inotify"
 
-    def __init__(self, directory: Path, names: Iterable[str], poll_s: float) -> None:
+    def __init__(self, directory: Path, names: Iterable[str] | None, poll_s: float) -> None:
         import inotify_simple
 
         self._flags = inotify_simple.flags
         self._directory = directory
-        self._names = {os.fsencode(n).decode("utf-8", "surrogateescape") for n in names}
+        #: None: every name in the directory counts (``directory_watch``).
+        self._names = (
+            None
+            if names is None
+            else {os.fsencode(n).decode("utf-8", "surrogateescape") for n in names}
+        )
         self._poll_s = poll_s
         self._inotify: Any = inotify_simple.INotify(nonblocking=True)
         f = self._flags
@@ -129,7 +141,7 @@ class _InotifyWatch:
             if event.mask & (f.DELETE_SELF | f.MOVE_SELF | f.IGNORED):
                 self._lost = True
                 hit = True
-            elif event.mask & f.Q_OVERFLOW or event.name in self._names:
+            elif event.mask & f.Q_OVERFLOW or self._names is None or event.name in self._names:
                 hit = True  # an overflow may have hidden ours: look again to be sure
         if hit and self._event is not None:
             self._event.set()
@@ -146,10 +158,15 @@ class _InotifyWatch:
             self._loop.add_reader(self._inotify.fileno(), self._on_readable)
         await self._event.wait()
         self._event.clear()
-        if self._lost:
+        if self._lost and self._names is not None:
             # The directory was removed or moved: nothing more will come from this watch.
             self._stop_reading()
             self._fallback = PollingWatch(self._directory, self._names, self._poll_s)
+
+    @property
+    def lost(self) -> bool:
+        """The directory was removed or moved: this watch will see nothing more of it."""
+        return self._lost
 
     def _stop_reading(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -163,6 +180,19 @@ class _InotifyWatch:
         self._closed = True
         self._stop_reading()
         self._inotify.close()
+
+
+def directory_watch(directory: Path) -> _InotifyWatch | None:
+    """An inotify watch of every name in ``directory`` (the services folder), read by the
+    event loop: an idle daemon never wakes for it. None where inotify does not exist (the
+    caller uses its portable watcher); ``OSError`` where it exists but none can be had now
+    (EMFILE, ENOSPC: the caller polls, and says so). After the directory is removed or
+    moved, :attr:`_InotifyWatch.lost` is true and :meth:`changed` returns once: the caller
+    watches again when the directory is back."""
+    try:
+        return _InotifyWatch(directory, None, POLL_S)
+    except (ImportError, AttributeError):
+        return None
 
 
 def watch_files(directory: Path, names: Iterable[str], *, poll_s: float = POLL_S) -> FileWatch:

@@ -39,10 +39,12 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Generator
+from email.utils import formatdate
 from pathlib import Path
 from typing import IO
 
 import uvicorn
+import uvicorn.server
 
 from bastion.__about__ import __api_version__, __version__
 from bastion._time import rfc3339
@@ -139,12 +141,80 @@ def bind_sockets(host: str, port: int, *, attempts: int = 10) -> list[socket.soc
     raise OSError(errno.EADDRINUSE, "no port free on both 127.0.0.1 and ::1")
 
 
+class _LazyHeaders(uvicorn.server.ServerState):
+    """uvicorn's shared server state, with the default response headers (the ``date``)
+    made when a response reads them, at most once per second, instead of by the server's
+    tick (see :class:`_Server`). The protocols read them once per request."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        self._config = config
+        self._second = -1
+        self._headers: list[tuple[bytes, bytes]] = []
+        super().__init__()
+
+    @property
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        now = int(time.time())
+        if now != self._second:
+            date = formatdate(now, usegmt=True).encode()
+            extra = [(b"date", date)] if self._config.date_header else []
+            self._headers = extra + self._config.encoded_headers
+            self._second = now
+        return self._headers
+
+    @default_headers.setter
+    def default_headers(self, value: list[tuple[bytes, bytes]]) -> None:
+        pass  # uvicorn's tick assigns them; they are made on demand above instead
+
+
 class _Server(uvicorn.Server):
-    """uvicorn's server with bastion's signal handling and a hook once it listens."""
+    """uvicorn's server with bastion's signal handling and a hook once it listens.
+
+    uvicorn's main loop wakes every 0.1 s to see whether it should exit and, every tenth
+    time, to renew the ``date`` header: ten wake-ups a second of an idle daemon (issue 22
+    §7). Here the loop waits for ``should_exit`` to be set (every setter wakes it) and the
+    header is made when a response needs it (:class:`_LazyHeaders`). The tick's other two
+    uses -- ``limit_max_requests`` and ``callback_notify`` -- are not configured by bastion;
+    if they ever are, uvicorn's own loop runs.
+    """
 
     def __init__(self, config: uvicorn.Config, on_listening: Callable[[], None]) -> None:
+        self._exit = False
+        self._exit_wake: Callable[[], None] | None = None
         super().__init__(config)
+        self.server_state = _LazyHeaders(config)
         self._on_listening = on_listening
+
+    @property
+    def should_exit(self) -> bool:
+        return self._exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._exit = value
+        wake = self._exit_wake
+        if value and wake is not None:
+            wake()
+
+    async def main_loop(self) -> None:
+        if self.config.limit_max_requests is not None or self.config.callback_notify:
+            await super().main_loop()
+            return
+        loop = asyncio.get_running_loop()
+        requested = asyncio.Event()
+
+        def wake() -> None:
+            # Thread- and signal-safe (Ctrl+Break on Windows runs a plain signal handler).
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to wake
+                loop.call_soon_threadsafe(requested.set)
+
+        self._exit_wake = wake
+        try:
+            if await self.on_tick(0):  # already asked to exit
+                return
+            await requested.wait()
+        finally:
+            self._exit_wake = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:

@@ -14,8 +14,9 @@ carries the difference over to the supervisor:
 - an invalid file: reported (:attr:`ServiceCatalog.problems`, a ``service.spec_invalid``
   event) and the version already running keeps running untouched.
 
-Changes are noticed three ways: :meth:`watch` follows the folder (inotify/FSEvents through
-``watchfiles``; if the OS watcher cannot start, e.g. no inotify instance left, it polls),
+Changes are noticed three ways: :meth:`watch` follows the folder (inotify read by the event
+loop on Linux, FSEvents and the like through ``watchfiles`` elsewhere; if the OS watcher
+cannot start, e.g. no inotify instance left, it polls),
 :meth:`sync` compares a cheap fingerprint of the folder (names, sizes, mtimes, inodes) before
 an API answer names a service, so the CLI and the API never disagree about which services
 exist, and :meth:`reload` runs on request (``POST /v1/services/reload``).
@@ -415,6 +416,38 @@ class ServiceCatalog:
                 await asyncio.wait_for(self._stop.wait(), self._poll_s)
 
     async def _watch_native(self) -> None:
+        from bastion._platform.filewatch import directory_watch
+
+        watch = directory_watch(self.directory)  # OSError: out of inotify instances
+        if watch is None:
+            await self._watch_portable()
+            return
+        # inotify, read by the event loop: an idle daemon never wakes for the folder (issue
+        # 22 §7; watchfiles' thread wakes every ``step``, 20 times a second). A removal of
+        # the folder itself is an event too (``lost``): the caller polls until it is back.
+        stop = self._stop
+        self.watching = "native"
+        try:
+            # Whatever changed between the last look and the watch being set up.
+            await self._reload_quietly()
+            while not stop.is_set() and not watch.lost:
+                changed = asyncio.ensure_future(watch.changed())
+                stopped = asyncio.ensure_future(stop.wait())
+                try:
+                    await asyncio.wait({changed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in (changed, stopped):
+                        task.cancel()
+                if stop.is_set():
+                    return
+                # A burst of events (an atomic write: temp file, rename) gathers while the
+                # reload runs: the next changed() returns once for all of them.
+                await self._reload_quietly()
+        finally:
+            watch.close()
+
+    async def _watch_portable(self) -> None:
+        """FSEvents, ReadDirectoryChangesW, or polling, through ``watchfiles``."""
         import watchfiles
 
         stop = self._stop

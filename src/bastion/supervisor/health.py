@@ -373,10 +373,19 @@ class HealthHooks(Protocol):
         """A probe ran (``check``); ``changed``: its outcome differs from its previous run's
         (or it is the first), which is what the events timeline records."""
 
+    def settled(self) -> bool:
+        """Whether another passing liveness check would change nothing (no half-open trial
+        counting successes, no restart history waiting for a stable run to be forgotten):
+        the default liveness then waits for the process's exit instead of its interval."""
+
 
 #: A probe's detail is cut to this many characters (after redaction).
 DETAIL_MAX = 300
-#: Liveness when a spec declares none: "the process exists", once a second.
+#: Liveness when a spec declares none: "the process exists". It can fail only when the
+#: process exits, which the child watcher reports as an event (``ChildProcess.exited``), so
+#: it runs once a second only while a passing check still counts for the policy (a
+#: half-open breaker's trial, restart history to forget: ``HealthHooks.settled``); then it
+#: waits for the exit (issue 22 §7: an idle daemon must not wake once a second per service).
 DEFAULT_LIVENESS = ProbeSpec(kind="process", interval_s=1.0, failure_threshold=1)
 
 
@@ -395,6 +404,7 @@ class HealthMonitor:
     ) -> None:
         self._spec = spec
         self._hooks = hooks
+        self._child = child
         #: Applied to every probe's detail before anything sees it (the child's secrets).
         self._redact = redact
         #: One wake-up per probe loop (main, readiness), so one poke reaches both.
@@ -447,6 +457,19 @@ class HealthMonitor:
             await within(poke.wait(), seconds)
         poke.clear()
 
+    async def _until_exit(self, poke: asyncio.Event) -> None:
+        """Until the child exits or ``poke`` is set (no timer)."""
+        waiters: set[asyncio.Future[Any]] = {
+            asyncio.ensure_future(poke.wait()),
+            asyncio.shield(self._child.exited),  # cancelling the shield leaves it be
+        }
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        poke.clear()
+
     async def run(self) -> None:
         """Run the probes until cancelled, calling the hooks on each verdict."""
         async with asyncio.TaskGroup() as group:
@@ -476,9 +499,19 @@ class HealthMonitor:
             self._hooks.started("spawned")
             await asyncio.sleep(self._liveness_spec.initial_delay_s)
         spec = self._liveness_spec
+        # The default ("the process exists") changes only when the process exits: once
+        # checked and with nothing left for a passing check to count, it waits for that event
+        # (or a poke) instead of its interval (see DEFAULT_LIVENESS). A declared probe keeps
+        # its interval, whatever its kind.
+        on_exit = self._spec.liveness is None
+        checked = False
         failures = 0
         while True:
-            await self._pause(spec.interval_s, self._pokes[0])
+            if on_exit and checked and self._hooks.settled():
+                await self._until_exit(self._pokes[0])
+            else:
+                await self._pause(spec.interval_s, self._pokes[0])
+            checked = True
             result = await self._check("liveness", spec, self._liveness)
             if result.ok:
                 failures = 0

@@ -55,7 +55,7 @@ from bastion.supervisor.process import (
 from bastion.supervisor.redact import Redactor
 from bastion.supervisor.secret_follow import SecretFollower
 from bastion.supervisor.spec import ServiceSpec
-from bastion.supervisor.states import ServiceState, check_transition
+from bastion.supervisor.states import BreakerState, ServiceState, check_transition
 from bastion.supervisor.tally import ServiceTally, ServiceView
 
 __all__ = [
@@ -263,6 +263,10 @@ class _Hooks:
             changed = True
         if changed:
             self.sup._save(svc)
+
+    def settled(self) -> bool:
+        policy = self.svc.policy
+        return policy.breaker is not BreakerState.HALF_OPEN and not policy.attempt
 
     def unhealthy(self, role: str, detail: str) -> None:
         if not self.run.unhealthy.done():
