@@ -78,6 +78,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         and not definition.get_closest_marker("plaintext_only")
     ):
         metafunc.parametrize("db_key", ["plain", "encrypted"], indirect=True)
+    if (
+        "store_engine" in metafunc.fixturenames
+        and definition.get_closest_marker("engine_rerun")
+        and not definition.get_closest_marker("sqlite_only")
+    ):
+        metafunc.parametrize(
+            "store_engine",
+            ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+            indirect=True,
+        )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -92,6 +102,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+
+
+# --- engines: the store contract once more on PostgreSQL -------------------------------------
+#
+# A test (or module) marked ``engine_rerun`` that asks for ``store_engine`` runs on SQLite and
+# once more on a real PostgreSQL server (``pg_url``, a schema of its own; the run carries the
+# ``postgres`` marker, so under CI=true it cannot pass by skipping). What is SQLite's alone
+# (posture pragmas, files, the WAL, locks between processes, the writer thread) is marked
+# ``sqlite_only(reason)`` and runs once. An axis of its own beside ``db_key``: the encrypted
+# PostgreSQL combination is deselected (pytest_collection_modifyitems above).
+
+
+@pytest.fixture
+def store_engine(request: pytest.FixtureRequest) -> str:
+    """``sqlite`` or (in the PostgreSQL run of an ``engine_rerun`` test) ``postgresql``."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def open_engine(
+    store_engine: str, open_database: Callable[..., Any], request: pytest.FixtureRequest
+) -> Callable[..., Any]:
+    """``open_database`` on this run's engine: a file path on SQLite (with the run's key),
+    the test's own schema on the session's PostgreSQL server otherwise (the path is only
+    the SQLite run's; the config is passed on)."""
+    if store_engine != "postgresql":
+        return open_database
+    url = str(request.getfixturevalue("pg_url"))
+    from bastion.store import Database
+
+    def open_(path: Any, config: Any = None, **kwargs: Any) -> Any:
+        return Database.open(url, config, **kwargs)
+
+    return open_
 
 
 @pytest.fixture
