@@ -39,6 +39,7 @@ from bastion.supervisor.policy import (
 from bastion.supervisor.states import BreakerState
 from examples.voice_tray.app import VoiceTray
 from examples.voice_tray.service import AUTOTYPE, NAME, autotype_client_spec, speech_server_spec
+from examples.voice_tray.status import StatusServer
 from examples.voice_tray.tests.conftest import SENTINEL_KEY
 
 S = ServiceState
@@ -464,5 +465,74 @@ def test_the_websocket_stream_is_health_layer_3(
             fault.write_text("ok", encoding="utf-8")
             await await_until(lambda: ready_is(sup, True), timeout=60, what="ready again")
             assert sup.status(NAME).pid == pid
+
+    asyncio.run(scenario())
+
+
+def test_metrics_and_health_endpoints_of_the_tray(
+    cfg: Config, v1_config: Path, port: int, fault: Path
+) -> None:
+    """The seed's "expose Prometheus metrics" and "health check HTTP endpoint": the tray's
+    StatusServer on loopback. /metrics follows the service (up, ready, restarts, breaker)
+    and the database; /health is 200 while the server runs ready, 503 naming it when its
+    stream is refused or it is stopped; no secret in either."""
+    spec = _fast(speech_server_spec(port, fault_file=fault))
+    assert spec.health.readiness is not None
+    readiness = dataclasses.replace(spec.health.readiness, interval_s=0.2, timeout_s=10.0)
+    spec = dataclasses.replace(spec, health=dataclasses.replace(spec.health, readiness=readiness))
+
+    async def get(server: StatusServer, path: str) -> httpx.Response:
+        url = f"http://127.0.0.1:{server.port}{path}"
+        return await asyncio.to_thread(httpx.get, url, timeout=30)
+
+    def metric(text: str, name: str) -> float | None:
+        for line in text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                if name + "{" in line and f'service="{NAME}"' not in line and "table=" not in line:
+                    continue
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    async def health_is(server: StatusServer, code: int) -> httpx.Response:
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            answer = await get(server, "/health")
+            if answer.status_code == code:
+                return answer
+            assert asyncio.get_running_loop().time() < deadline, answer.text
+            await asyncio.sleep(0.05)  # a poll interval, bounded by the deadline above
+
+    async def scenario() -> None:
+        async with tray_with(cfg, v1_config, spec) as tray:
+            server = await StatusServer.start(tray)
+            try:
+                tray.db.insert_transcription("hello")
+                before = await get(server, "/metrics")
+                assert before.status_code == 200
+                assert before.headers["content-type"].startswith("text/plain")
+                assert metric(before.text, "voice_tray_service_up") == 0.0
+                assert (await get(server, "/health")).status_code == 503
+                await tray.supervisor.start(NAME)
+                ok = await health_is(server, 200)
+                assert ok.json()["services"][NAME]["state"] == "running"
+                scraped = (await get(server, "/metrics")).text
+                assert metric(scraped, "voice_tray_service_up") == 1.0
+                assert metric(scraped, "voice_tray_service_ready") == 1.0
+                assert 'voice_tray_rows{table="transcriptions"} 1.0' in scraped
+                assert (metric(scraped, "voice_tray_database_bytes") or 0.0) > 0
+                assert SENTINEL_KEY not in scraped + ok.text
+                fault.write_text("no-stream", encoding="utf-8")
+                degraded = await health_is(server, 503)
+                assert degraded.json()["services"][NAME]["ready"] is False
+                fault.write_text("ok", encoding="utf-8")
+                await health_is(server, 200)
+                await tray.supervisor.stop(NAME)
+                stopped = await get(server, "/health")
+                assert stopped.status_code == 503
+                assert stopped.json()["services"][NAME]["state"] == "stopped"
+                assert metric((await get(server, "/metrics")).text, "voice_tray_service_up") == 0.0
+                assert (await get(server, "/nope")).status_code == 404
+            finally:
+                await server.close()
 
     asyncio.run(scenario())
