@@ -7,8 +7,10 @@ the body/media-type rules, FastAPI routing and validation, the response model. T
 does the read and nothing else. Runs alternate (baseline, ours, ...) and the best of each is
 kept, so background load on the machine hits both alike.
 
-Run: ``.venv/bin/python bench/api.py [--seconds 3] [--runs 6] [--metrics]``. Target: ratio
->= 0.8; with ``--metrics``, the daemon with ``[api] metrics`` on vs off >= 0.95.
+Run: ``.venv/bin/python bench/api.py [--seconds 3] [--runs 6] [--metrics | --metrics-only]``.
+Target: ratio >= 0.8; with ``--metrics``, the daemon with ``[api] metrics`` on vs off >=
+0.95, in ``--metrics-rounds`` paired rounds (ABBA order inside each; the median of the
+rounds' own ratios of req/s and of the daemon's CPU per request, with their spread).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import ratio_line
+from _common import median, pct, ratio_line
 from bastion.app import Home
 from bastion.config import load_config
 from bastion.runfiles import TOKEN_FILE, read_token
@@ -82,14 +84,49 @@ def _cpu_s(pid: int) -> float:
     return float(times.user + times.system)
 
 
-def _cpu_per_request(
-    proc: subprocess.Popen[bytes], url: str, seconds: int, auth: dict[str, str]
-) -> float:
-    """The server's CPU seconds per request over one wrk run: unlike req/s, barely moved by
-    other load on the machine (a shared 2-core box swings wall-clock figures by 2x)."""
-    before = _cpu_s(proc.pid)
-    run = _wrk(url, seconds, auth)
-    return (_cpu_s(proc.pid) - before) / run["requests"]
+Target = tuple[subprocess.Popen[bytes], str, dict[str, str]]
+
+
+def _metrics_rounds(args: argparse.Namespace, on: Target, off: Target) -> None:
+    """The daemon with metrics on vs off: paired rounds, ABBA order inside each (off on on
+    off, then on off off on), each round's own ratios of req/s and of the daemon's CPU per
+    request; the median round is the figure, with the rounds' range and middle half. A load
+    change on the shared machine then falls on both sides of a round alike."""
+    rps: list[float] = []
+    cpu: list[float] = []
+    for i in range(args.metrics_rounds):
+        sides: dict[str, list[float]] = {"on": [0.0, 0.0, 0.0], "off": [0.0, 0.0, 0.0]}
+        order = ("off", "on", "on", "off") if i % 2 == 0 else ("on", "off", "off", "on")
+        for side in order:
+            proc, url, auth = on if side == "on" else off
+            before = _cpu_s(proc.pid)
+            run = _wrk(url, args.seconds, auth)
+            totals = sides[side]
+            totals[0] += run["requests"]
+            totals[1] += run["requests"] / run["rps"] if run["rps"] else 0.0  # seconds run
+            totals[2] += _cpu_s(proc.pid) - before
+        on_t, off_t = sides["on"], sides["off"]
+        rps.append((on_t[0] / on_t[1]) / (off_t[0] / off_t[1]))
+        cpu.append((off_t[2] / off_t[0]) / (on_t[2] / on_t[0]))
+    print(
+        f"GET /v1/settings/{{key}}, daemon with metrics on vs off, {args.metrics_rounds} paired"
+        f" rounds of 4 x {args.seconds}s (ABBA)"
+    )
+    print(
+        f"  {'req/s on / off (median round)':<58} {median(rps):6.2f}x   (target >= 0.95x;"
+        f" {_spread(rps)})"
+    )
+    print(
+        f"  {'daemon CPU per request off / on (median round)':<58} {median(cpu):6.2f}x   "
+        f"(target >= 0.95x; {_spread(cpu)})"
+    )
+
+
+def _spread(values: list[float]) -> str:
+    """The rounds' range and middle half: how far to trust the median on a shared machine."""
+    ordered = sorted(values)
+    q1, q3 = pct(ordered, 0.25), pct(ordered, 0.75)
+    return f"rounds {ordered[0]:.2f}-{ordered[-1]:.2f}x, middle half {q1:.2f}-{q3:.2f}x"
 
 
 def _daemon(home: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
@@ -123,7 +160,16 @@ def main() -> None:
         action="store_true",
         help="also run the daemon with [api] metrics = false and print on vs off",
     )
+    parser.add_argument(
+        "--metrics-only",
+        action="store_true",
+        help="only the metrics on vs off comparison (implies --metrics)",
+    )
+    parser.add_argument(
+        "--metrics-rounds", type=int, default=10, help="paired rounds of metrics on vs off"
+    )
     args = parser.parse_args()
+    args.metrics = args.metrics or args.metrics_only
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk; `make test` installs it)")
 
@@ -163,19 +209,15 @@ def main() -> None:
             _wrk(url_off, 1, auth_off)
         best_bare: dict[str, float] = {"rps": 0.0}
         best_ours: dict[str, float] = {"rps": 0.0}
-        best_off: dict[str, float] = {"rps": 0.0}
-        cpu_on: list[float] = []
-        cpu_off: list[float] = []
-        for _ in range(args.runs):
+        for _ in range(0 if args.metrics_only else args.runs):
             b = _wrk(url_bare, args.seconds, {})
             o = _wrk(url_ours, args.seconds, auth)
             best_bare = max(best_bare, b, key=lambda r: r["rps"])
             best_ours = max(best_ours, o, key=lambda r: r["rps"])
-            if off is not None:
-                f = _wrk(url_off, args.seconds, auth_off)
-                best_off = max(best_off, f, key=lambda r: r["rps"])
-                cpu_off.append(_cpu_per_request(off, url_off, args.seconds, auth_off))
-                cpu_on.append(_cpu_per_request(ours, url_ours, args.seconds, auth))
+        if off is not None:
+            _metrics_rounds(args, (ours, url_ours, auth), (off, url_off, auth_off))
+        if args.metrics_only:
+            return
         print(
             f"GET /v1/settings/{{key}}, wrk keep-alive, 2 connections, {args.seconds}s x {args.runs} (best)"
         )
@@ -195,24 +237,6 @@ def main() -> None:
                 ">= 0.8x",
             )
         )
-        if off is not None:
-            print(
-                f"  metrics off    : {best_off['rps']:8,.0f} req/s  p50 {best_off['p50_ms']:.3f} ms"
-                f"  p99 {best_off['p99_ms']:.3f} ms"
-            )
-            print(
-                ratio_line(
-                    "daemon with metrics on vs off (same read)",
-                    best_ours["rps"],
-                    best_off["rps"],
-                    ">= 0.95x",
-                )
-            )
-            on_us, off_us = min(cpu_on) * 1e6, min(cpu_off) * 1e6
-            print(
-                f"  daemon CPU per request (least of {len(cpu_on)} runs): metrics on {on_us:.1f} us,"
-                f" off {off_us:.1f} us -> {off_us / on_us:.2f}x (target >= 0.95x)"
-            )
     finally:
         for proc in (ours, bare, off):
             if proc is None:

@@ -59,7 +59,8 @@ TINY: dict[str, list[str]] = {
     "vault_index.py": ["--secrets", "50", "--requests", "5"],
     "logs.py": ["20000", "--search-rows", "20000"],
     "supervise.py": [],
-    "api.py": ["--seconds", "1", "--runs", "1", "--metrics"],  # needs wrk: `make test` installs it
+    # needs wrk: `make test` installs it
+    "api.py": ["--seconds", "1", "--runs", "1", "--metrics", "--metrics-rounds", "1"],
     "cli_startup.py": ["--runs", "2"],
     "idle.py": ["--services", "2", "--seconds", "1", "--settle", "0"],
     "serve_startup.py": ["--runs", "1", "--sizes-mb", "0,1"],
