@@ -107,3 +107,23 @@ def test_the_archivers_checkpoints_are_counted(tmp_path: Path, db_key: DatabaseK
     assert status.epoch >= 2  # the WAL restarted: checkpoints ran
     assert tally.checkpoints["PASSIVE"] >= 1
     assert tally.commits >= 100
+
+
+def test_a_one_unit_commit_touches_only_the_latency_buckets(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
+    """The mutex path (every write of a lone writer) pays one bucket and the COMMIT's timing:
+    the units-per-commit histogram is not observed there but derived when read."""
+    db = open_database(tmp_path / "t.db", StoreConfig(group_commit="never"))
+    try:
+        db.write(lambda tx: tx.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"))
+        tally = db.tally = StoreTally()
+        for _ in range(7):
+            db.write(_insert)
+    finally:
+        db.close()
+    assert tally.group_size.counts == [0] * len(tally.group_size.counts)  # never observed
+    assert tally.commit_s.count == tally.commits == 7
+    sizes = tally.units_per_commit()
+    assert sizes.cumulative()[0] == ("1.0", 7.0)  # seven commits of one unit each
+    assert (sizes.count, sizes.total) == (7, 7)
