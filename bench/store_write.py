@@ -174,7 +174,10 @@ def main() -> None:
         help="only the metrics on vs off comparison (implies --metrics)",
     )
     parser.add_argument(
-        "--metrics-rounds", type=int, default=21, help="paired rounds of metrics on vs off"
+        "--metrics-rounds", type=int, default=201, help="paired rounds of metrics on vs off"
+    )
+    parser.add_argument(
+        "--metrics-ops", type=int, default=300, help="writes per run of metrics on vs off"
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -260,34 +263,36 @@ def _spread(values: list[float]) -> str:
 
 
 def _metrics_rounds(base: Path, args: argparse.Namespace) -> None:
-    """bastion with ``Database.tally`` set (GET /metrics on) vs None.
+    """bastion with ``Database.tally`` set (GET /metrics on) vs None, on one open database.
 
-    Both databases stay open through every round (an open's checks would cost more CPU
-    than the whole difference measured), and each round interleaves the two in short
-    slices: its off/on ratio compares runs side by side in time, so a change of load on
-    the shared machine hits both alike. The median of the rounds'
-    ratios is the figure; their range and middle half show how far to trust it. CPU time of
-    this process as well as wall time: on a loaded 2-core box wall time swings by 2x
-    between rounds, the CPU the writes cost far less. The one-writer rows leave thread
-    switching (the 4-thread runs' largest noise) out.
+    The tally is switched on and off between short runs on the same database (what the
+    daemon does once, at start): no second file or open to differ. Each round is a pair of
+    runs, its order alternating, and gives its own off/on ratio; many short rounds, the
+    median ratio is the figure and the range and middle half of the rounds show how far to
+    trust it (a load change on the shared machine falls on both runs of a round alike).
+    CPU time as well as wall time: on a loaded 2-core box wall time swings by 2x between
+    rounds, the CPU the writes cost far less (the calling thread's CPU for one writer,
+    which runs the mutex path on it; the process's for four). The one-writer rows leave
+    thread switching, the 4-thread runs' largest noise, out.
     """
     rounds = args.metrics_rounds
-    _setup(base / "off.db", "NORMAL")
-    _setup(base / "on.db", "NORMAL")
-    off_db = Database.open(base / "off.db", StoreConfig())
-    on_db = Database.open(base / "on.db", StoreConfig())
-    on_db.tally = StoreTally()  # what the daemon does with [api] metrics on
+    _setup(base / "metrics.db", "NORMAL")
+    db = Database.open(base / "metrics.db", StoreConfig())
+    tally = StoreTally()  # what the daemon sets with [api] metrics on
 
     def inc(tx: WriteTx) -> None:
         n = tx.scalar("SELECT n FROM c WHERE id = 1")
         tx.execute("UPDATE c SET n = ? WHERE id = 1", (n + 1,))
 
-    def run(db: Database, threads: int, ops: int) -> tuple[float, float]:
+    def run(on: bool, threads: int, ops: int) -> tuple[float, float]:
+        db.tally = tally if on else None
+
         def worker() -> None:
             for _ in range(ops):
                 db.write(inc)
 
-        cpu, wall = time.process_time(), time.perf_counter()
+        cpu_clock = time.thread_time if threads == 1 else time.process_time
+        cpu, wall = cpu_clock(), time.perf_counter()
         if threads == 1:
             worker()
         else:
@@ -296,27 +301,22 @@ def _metrics_rounds(base: Path, args: argparse.Namespace) -> None:
                 t.start()
             for t in pool:
                 t.join()
-        return time.perf_counter() - wall, time.process_time() - cpu
+        return time.perf_counter() - wall, cpu_clock() - cpu
 
     try:
         for threads in (THREADS, 1):
             wall: list[float] = []
             cpu: list[float] = []
-            ops = args.ops
-            run(off_db, threads, ops)  # warm both (caches, the writer's first transactions)
-            run(on_db, threads, ops)
-            for _ in range(rounds):
-                # A round is 8 slices a side in ABBA order (off on on off ...): a load change
-                # during the round falls on both sides alike, a steady drift cancels out.
-                on_wall = on_cpu = off_wall = off_cpu = 0.0
-                for k in range(8):
-                    first_on = k % 4 in (1, 2)
-                    for db in (on_db, off_db) if first_on else (off_db, on_db):
-                        w, c = run(db, threads, max(1, ops // 8))
-                        if db is on_db:
-                            on_wall, on_cpu = on_wall + w, on_cpu + c
-                        else:
-                            off_wall, off_cpu = off_wall + w, off_cpu + c
+            ops = max(1, args.metrics_ops // threads)
+            run(False, threads, ops)  # warm both paths (caches, the writer's first transactions)
+            run(True, threads, ops)
+            for i in range(rounds):
+                if i % 2:
+                    on_wall, on_cpu = run(True, threads, ops)
+                    off_wall, off_cpu = run(False, threads, ops)
+                else:
+                    off_wall, off_cpu = run(False, threads, ops)
+                    on_wall, on_cpu = run(True, threads, ops)
                 wall.append(off_wall / on_wall)
                 cpu.append(off_cpu / on_cpu)
             what = f"{threads} threads x {ops}" if threads > 1 else f"1 writer x {ops}"
@@ -330,12 +330,11 @@ def _metrics_rounds(base: Path, args: argparse.Namespace) -> None:
                 f"(target >= 0.97x; {_spread(cpu)})"
             )
     finally:
-        off_db.close()
-        on_db.close()
+        db.close()
     # fsync times on a shared disk swing by several times from run to run: more rounds,
     # alternating which goes first, and the median.
     durable: list[float] = []
-    for i in range(max(5, rounds)):
+    for i in range(max(5, min(rounds, 21))):
         _setup(base / f"off_full{i}.db", "FULL")
         _setup(base / f"on_full{i}.db", "FULL")
         if i % 2:

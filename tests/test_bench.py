@@ -29,6 +29,8 @@ TINY: dict[str, list[str]] = {
         "--metrics",
         "--metrics-rounds",
         "2",
+        "--metrics-ops",
+        "20",
     ],
     "store_read.py": ["--reads", "500", "--rounds", "1"],
     "repo.py": [],
