@@ -2,8 +2,8 @@
 
 ``Database.tally`` is None unless the daemon sets one (metrics on): the write path then
 pays one ``is None`` test per commit. With a tally, a commit on the mutex path (one unit,
-the common case) pays two clock reads around its COMMIT and ``commit_s.observe`` (a
-``bisect`` and two adds), nothing more: the commit count is the latency histogram's count,
+the common case) pays two clock reads around its COMMIT and ``commit_s.observe``, inlined
+in the engine (a ``bisect`` and two adds), nothing more: the commit count is the latency histogram's count,
 and the units-per-commit histogram is observed on the group path only -- every other
 commit is one unit, added in when read (:meth:`StoreTally.units_per_commit`). ``bench/store_write.py --metrics`` compares on vs off.
 """
