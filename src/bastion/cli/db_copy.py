@@ -6,6 +6,11 @@ SRC and DST are what ``Database.open`` takes: a SQLite file path or a ``postgres
 made by them. Rows go in batches, each committed with its progress, so an interrupted copy
 (Ctrl-C, kill -9) is resumed by running the same command again. See
 :mod:`bastion.store.copy`.
+
+A SQLite end is opened with the home's key when the home's databases are encrypted
+(``store.encryption = "required"``, the key from ``store.key_source``): an encrypted source is
+read with it, and a new SQLite destination is created encrypted, so a copy home from
+PostgreSQL never leaves the app's rows in a plaintext file.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 
 import click
 
-from bastion.cli._output import emit, json_option, run_command
+from bastion.cli._output import config_from, emit, json_option, run_command
 from bastion.errors import CopyError
 
 
@@ -50,6 +55,29 @@ def _namespaces(specs: tuple[str, ...]) -> list[Any]:
     return found
 
 
+def _key(cfg: Any, target: str, *, destination: bool) -> Any:
+    """The home's key for a SQLite end when the home is encrypted, else None. A source is
+    given it only if its file is encrypted (a plaintext app file is read as it is); a
+    destination always (a new file is created encrypted; an existing plaintext one is
+    refused by the open, naming ``bastion db encrypt``)."""
+    from pathlib import Path
+
+    from bastion.app import database_key
+    from bastion.store.crypt.cipher import FileKind, file_kind
+    from bastion.store.pg.url import is_postgres_url
+
+    if is_postgres_url(target) or cfg.store.encryption != "required":
+        return None
+    path = Path(target).expanduser()
+    if not destination:
+        try:
+            if file_kind(path) is not FileKind.ENCRYPTED:
+                return None
+        except OSError:
+            return None  # the open names what is wrong with it
+    return database_key(cfg, path)
+
+
 def _render(d: dict[str, Any]) -> str:
     lines = [f"copied {d['source']} -> {d['destination']}" + (" (resumed)" if d["resumed"] else "")]
     for t in d["tables"]:
@@ -74,8 +102,10 @@ def _render(d: dict[str, Any]) -> str:
 @click.option("--batch", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--progress/--no-progress", default=True, help="Print each batch to stderr.")
 @json_option
+@click.pass_context
 @run_command
 def copy(
+    ctx: click.Context,
     source: str,
     destination: str,
     *,
@@ -96,9 +126,10 @@ def copy(
     def show(table: str, done: int, total: int) -> None:
         click.echo(f"{table}: {done}/{total}", err=True)
 
-    src = Database.open(source, create=False)
+    cfg = config_from(ctx)
+    src = Database.open(source, create=False, key=_key(cfg, source, destination=False))
     try:
-        dst = Database.open(destination)
+        dst = Database.open(destination, key=_key(cfg, destination, destination=True))
         try:
             report = copy_database(
                 src, dst, namespaces=spaces, batch=batch, progress=show if progress else None

@@ -15,11 +15,18 @@ home; either end is anything ``Database.open`` takes (a path or a ``postgresql:/
    the other engine's collation cannot make a resume skip or repeat rows.
 3. **Identity sequences** (PostgreSQL) are moved past the largest copied id, so the app's
    next insert does not collide with a copied row.
-4. **Verification**: per table, the row count and a checksum of the rows' values on both
+4. **Types** (:mod:`bastion.store.copy_values`): each column's kind comes from its declared
+   type on both ends (``numeric``, ``json``/``jsonb``, ``boolean``, ``timestamp[tz]``,
+   ``date``; blobs are bytes on both), and values are bound in the form the other engine
+   stores them (a ``Decimal`` as exact text for SQLite, a ``dict`` as JSON text, a
+   ``datetime`` as UTC ISO 8601 text; on PostgreSQL 0/1 as a boolean, time text as a
+   timestamp). A value neither takes is a ``CopyError`` naming the column.
+5. **Verification**: per table, the row count and a checksum of the rows' values on both
    sides. The checksum is a sum of per-row SHA-256 digests (mod 2^128): independent of the
-   order each engine returns rows in. Values are compared as Python values (an integer is
-   an integer on both; a boolean counts as 0/1, as SQLite stores it). On success the
-   progress table is dropped; on a difference, ``CopyVerifyFailed`` names the table.
+   order each engine returns rows in. Values are hashed in a form both engines' values of
+   the same kind share (``Decimal('12.50')`` = 12.5, JSON parsed and re-serialized with
+   sorted keys, times in UTC, a boolean as 0/1). On success the progress table is dropped;
+   on a difference, ``CopyVerifyFailed`` names the table.
 
 The source must not be written during a copy (stop the app); nothing checks that, but the
 verification would see it.
@@ -35,6 +42,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from bastion.errors import CopyError, CopyVerifyFailed
+from bastion.store.copy_values import (
+    Kind,
+    UnsupportedValue,
+    canonical,
+    column_kind,
+    key_value,
+    to_destination,
+)
 from bastion.store.engine import Database, WriteTx
 from bastion.store.migrate._common import HISTORY_TABLE, LOST_AND_FOUND_TABLE, _quote
 from bastion.store.migrate.declare import Namespace
@@ -88,30 +103,8 @@ def _shown(db: Database) -> str:
     return str(getattr(db, "url", None) or getattr(db, "path", db.name))
 
 
-def _canonical(value: Any) -> Any:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, memoryview):
-        return bytes(value)
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return value
-
-
-def _row_digest(row: Sequence[Any]) -> int:
-    parts = []
-    for value in row:
-        v = _canonical(value)
-        if isinstance(v, bytes):
-            parts.append("b:" + v.hex())
-        elif isinstance(v, float) and v.is_integer():
-            parts.append(f"n:{int(v)}")  # 2.0 (REAL) and 2 (an int8 read back) agree
-        elif isinstance(v, int | float):
-            parts.append(f"n:{v!r}")
-        elif v is None:
-            parts.append("null")
-        else:
-            parts.append("s:" + str(v))
+def _row_digest(row: Sequence[Any], kinds: Sequence[Kind]) -> int:
+    parts = [canonical(value, kind) for value, kind in zip(row, kinds, strict=True)]
     digest = hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:16], "big")
 
@@ -125,6 +118,7 @@ class _Table:
         if not columns:
             raise CopyError(f"table {name} has no columns on {_shown(db)}")
         self.columns = [c.name for c in columns]
+        self.types = {c.name: c.type for c in columns}
         key = sorted((c for c in columns if c.pk), key=lambda c: c.pk)
         # Without a primary key there is no order to resume by: such a table is copied in
         # one unit (all or nothing).
@@ -143,14 +137,19 @@ class _Table:
         )
 
 
-def table_checksum(db: Database, table: str, *, batch: int = 5000) -> tuple[int, str]:
-    """``(rows, checksum)`` of ``table`` on ``db`` (see the module docstring)."""
+def table_checksum(
+    db: Database, table: str, *, batch: int = 5000, kinds: Sequence[Kind] | None = None
+) -> tuple[int, str]:
+    """``(rows, checksum)`` of ``table`` on ``db`` (see the module docstring). ``kinds`` (one
+    per column) are the copy's, from both ends' types; by default ``db``'s own."""
     shape = _Table(db, table)
+    if kinds is None:
+        kinds = [column_kind(shape.types[c]) for c in shape.columns]
     total = 0
     count = 0
     if not shape.key:
         for row in db.query(f"SELECT {shape.quoted} FROM {_quote(table)}"):
-            total = (total + _row_digest(row)) % _MOD
+            total = (total + _row_digest(row, kinds)) % _MOD
             count += 1
         return count, f"{total:032x}"
     last: list[Any] | None = None
@@ -160,15 +159,15 @@ def table_checksum(db: Database, table: str, *, batch: int = 5000) -> tuple[int,
         params: list[Any] = [*(last or ()), batch]
         rows = db.query(shape.batch_sql(last is not None), params)
         for row in rows:
-            total = (total + _row_digest(row)) % _MOD
+            total = (total + _row_digest(row, kinds)) % _MOD
         count += len(rows)
         if len(rows) < batch:
             return count, f"{total:032x}"
         last = [rows[-1][i] for i in index][:width]
 
 
-def _counted(db: Database, table: str) -> tuple[int, int, str]:
-    rows, checksum = table_checksum(db, table)
+def _counted(db: Database, table: str, kinds: Sequence[Kind]) -> tuple[int, int, str]:
+    rows, checksum = table_checksum(db, table, kinds=kinds)
     return rows, 0, checksum
 
 
@@ -220,15 +219,41 @@ def _save_progress(tx: WriteTx, table: str, last: list[Any] | None, rows: int, d
 
 
 def _jsonable(values: Sequence[Any]) -> list[Any]:
-    out = []
-    for v in values:
-        if isinstance(v, bytes | memoryview):
-            raise CopyError(
-                "a primary key of binary values cannot be resumed from; give the table an "
-                "integer or text key"
-            )
-        out.append(v)
-    return out
+    try:
+        return [key_value(v) for v in values]
+    except UnsupportedValue:
+        raise CopyError(
+            "a primary key of binary values cannot be resumed from; give the table an "
+            "integer or text key"
+        ) from None
+
+
+def _converter(
+    table: _Table, dst: Database, kinds: Sequence[Kind]
+) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """Rows as read from the source -> rows as bound on ``dst``."""
+    engine = dst.dialect.name
+    plain = all(k is Kind.PLAIN for k in kinds)
+
+    def convert(row: Sequence[Any]) -> tuple[Any, ...]:
+        if plain and engine != "sqlite":
+            return tuple(row)
+        out = []
+        for column, value, kind in zip(table.columns, row, kinds, strict=True):
+            try:
+                out.append(to_destination(value, kind, engine))
+            except UnsupportedValue as err:
+                raise CopyError(
+                    f"column {table.name}.{column} holds a {err} value that "
+                    f"{_shown(dst)} cannot store",
+                    hint="Give the column a type both engines carry (text, a number, "
+                    "bytes, JSON, a time), or convert it in a migration first.",
+                    table=table.name,
+                    column=column,
+                ) from None
+        return tuple(out)
+
+    return convert
 
 
 def _insert_sql(dst: Database, table: _Table) -> str:
@@ -257,17 +282,24 @@ def _advance_sequences(dst: Database, table: _Table) -> None:
 
 
 def _copy_table(
-    src: Database, dst: Database, table: _Table, *, batch: int, progress: Progress | None
+    src: Database,
+    dst: Database,
+    table: _Table,
+    kinds: Sequence[Kind],
+    *,
+    batch: int,
+    progress: Progress | None,
 ) -> int:
     """Copy what is not yet copied; return the rows this run copied."""
     last, done_rows, done = _progress(dst, table.name)
     if done:
         return 0
+    convert = _converter(table, dst, kinds)
     total = int(src.scalar(f"SELECT count(*) FROM {_quote(table.name)}"))
     insert = _insert_sql(dst, table)
     copied = 0
     if not table.key:  # one unit, all or nothing
-        rows = src.query(f"SELECT {table.quoted} FROM {_quote(table.name)}")
+        rows = [convert(r) for r in src.query(f"SELECT {table.quoted} FROM {_quote(table.name)}")]
 
         def whole(tx: WriteTx) -> None:
             if rows:
@@ -281,9 +313,10 @@ def _copy_table(
     index = [table.columns.index(k) for k in table.key]
     while True:
         params: list[Any] = [*(last or ()), batch]
-        rows = src.query(table.batch_sql(last is not None), params)
-        finished = len(rows) < batch
-        new_last = [rows[-1][i] for i in index] if rows else last
+        read = src.query(table.batch_sql(last is not None), params)
+        finished = len(read) < batch
+        new_last = _jsonable([read[-1][i] for i in index]) if read else last
+        rows = [convert(r) for r in read]
         so_far = done_rows + copied + len(rows)
 
         def unit(
@@ -344,14 +377,26 @@ def copy_database(
                 table=name,
                 columns=lacking,
             )
+    kinds = {
+        name: [
+            column_kind(
+                shape.types[c], *(x.type for x in dst.dialect.columns(dst, name) if x.name == c)
+            )
+            for c in shape.columns
+        ]
+        for name, shape in shapes.items()
+    }
     resumed = _ensure_progress(dst)
     if not resumed:
         # A fresh copy goes into empty tables only: rows already there would be mixed in.
         # Unless they are the same rows: a copy that finished already, run again.
         filled = [n for n in src_tables if dst.scalar(f"SELECT count(*) FROM {_quote(n)}")]
-        if filled and all(table_checksum(src, n) == table_checksum(dst, n) for n in src_tables):
+        if filled and all(
+            table_checksum(src, n, kinds=kinds[n]) == table_checksum(dst, n, kinds=kinds[n])
+            for n in src_tables
+        ):
             dst.write(lambda tx: tx.execute(f"DROP TABLE {PROGRESS_TABLE}"))
-            same = tuple(TableCopy(n, *_counted(src, n)) for n in src_tables)
+            same = tuple(TableCopy(n, *_counted(src, n, kinds[n])) for n in src_tables)
             return CopyReport(_shown(src), _shown(dst), same, False, time.monotonic() - started)
         if filled:
             dst.write(lambda tx: tx.execute(f"DROP TABLE {PROGRESS_TABLE}"))
@@ -364,10 +409,10 @@ def copy_database(
     results = []
     for name in _order(src, src_tables):
         shape = shapes[name]
-        copied = _copy_table(src, dst, shape, batch=batch, progress=progress)
+        copied = _copy_table(src, dst, shape, kinds[name], batch=batch, progress=progress)
         _advance_sequences(dst, shape)
-        rows, theirs = table_checksum(dst, name)
-        expected_rows, ours = table_checksum(src, name)
+        rows, theirs = table_checksum(dst, name, kinds=kinds[name])
+        expected_rows, ours = table_checksum(src, name, kinds=kinds[name])
         if (rows, theirs) != (expected_rows, ours):
             raise CopyVerifyFailed(
                 f"table {name} differs after the copy: {expected_rows} rows (checksum {ours}) "
