@@ -190,7 +190,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--row-bytes", type=int, default=512)
     parser.add_argument("--history-mb", type=int, default=100)
-    parser.add_argument("--restore-rounds", type=int, default=11)
+    parser.add_argument("--restore-rounds", type=int, default=21)
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--only", choices=("writes", "restore"), default=None)
     parser.add_argument(
