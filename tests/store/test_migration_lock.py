@@ -197,7 +197,8 @@ def _assert_history_matches_schema_and_data(path: Path, key: DatabaseKey | None)
 def test_four_processes_twenty_rounds_history_always_equals_schema_and_data(
     tmp_path: Path, workers: _Workers, db_key: DatabaseKey | None
 ) -> None:
-    for round_no in range(20):
+    # Encrypted, fewer rounds: the race is the same; the plaintext run's 20 carry the count.
+    for round_no in range(20 if db_key is None else 8):
         path = tmp_path / f"round-{round_no:02d}" / "race.db"
         path.parent.mkdir()
         _seed(path, db_key)
