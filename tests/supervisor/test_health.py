@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -360,3 +361,48 @@ def test_the_default_liveness_waits_for_the_exit_not_a_timer(
 
     run(scenario)
     assert "backoff" in [to for to, _ in events(db, "quiet")]
+
+
+def test_the_sleep_wake_watch_ticks_only_while_a_probe_runs_on_a_timer(db: Database) -> None:
+    """Issue 22 §7: a sleep of the machine can make only timed probe results stale, so the
+    watch for it looks at the clocks (every ``clock_tick_s``) only while such a probe runs;
+    services on the default liveness (it waits for their exit) leave it asleep. The wall
+    clock injected here is read by that watch alone: its reads count its looks."""
+    reads = 0
+
+    def wall() -> float:
+        nonlocal reads
+        reads += 1
+        return time.time()
+
+    quiet = kid("quiet", "sleeper")
+    probed = kid(
+        "probed",
+        "sleeper",
+        health={"liveness": {"kind": "process", "interval_s": 3600}},
+        autostart=False,
+    )
+
+    async def window(seconds: float) -> int:
+        before = reads
+        end = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < end:
+            await asyncio.sleep(0.05)
+        return reads - before
+
+    async def scenario() -> None:
+        sup = Supervisor(db, [quiet, probed], wall_clock=wall, clock_tick_s=0.05)
+        await sup.open()
+        await sup.start("quiet")
+        await sup.wait_state("quiet", S.RUNNING)
+        await window(0.3)  # the start's own looks are behind
+        # Twenty ticks' worth of time with only the default liveness running: no look.
+        assert await window(1.0) == 0
+        # A probe on a timer: the watch looks again, every tick.
+        await sup.start("probed")
+        await sup.wait_state("probed", S.RUNNING)
+        assert await window(1.0) >= 3
+        await sup.stop("probed")
+        await sup.close()
+
+    run(scenario, timeout=60)

@@ -307,6 +307,8 @@ class Supervisor(SecretFollower):
         #: Only the sleep/wake watch reads these two; tests inject a wall clock that jumps.
         self._wall = wall_clock
         self._clock_tick_s = clock_tick_s
+        #: Set when a health monitor starts: the sleep/wake watch may have something to do.
+        self._clock_wake = asyncio.Event()
         self._journal = Journal(db)
         self._secrets = secrets
         self._cfg = config or SupervisorConfig()
@@ -666,11 +668,31 @@ class Supervisor(SecretFollower):
             finally:
                 self._jqueue.task_done()
 
+    def _timed_probes_running(self) -> bool:
+        """Whether a running health monitor has a probe on a timer (a declared startup,
+        liveness or readiness probe). The default liveness is not one: it waits for the
+        process's exit, an event a sleep of the machine cannot make stale."""
+        return any(
+            svc.monitor is not None
+            and (svc.spec.health.startup or svc.spec.health.liveness or svc.spec.health.readiness)
+            for svc in self._services.values()
+        )
+
     async def _watch_clock(self) -> None:
         # Sleep/wake: the monotonic clock stops while the machine sleeps, the wall clock
         # does not. A jump between them means every probe result is stale: probe now.
+        # It looks every clock_tick_s -- which bounds how stale a probe result can be after
+        # a wake -- only while some probe runs on a timer; with none (services on the
+        # default liveness only, issue 22 §7) nothing can be stale and it sleeps until a
+        # monitor starts, measuring the drift afresh then (a jump meanwhile staled nothing;
+        # the clock_jump event is recorded only for jumps that could).
         drift = self._wall() - time.monotonic()
         while True:
+            if not self._timed_probes_running():
+                self._clock_wake.clear()
+                await self._clock_wake.wait()
+                drift = self._wall() - time.monotonic()
+                continue
             await asyncio.sleep(self._clock_tick_s)
             now_drift = self._wall() - time.monotonic()
             if abs(now_drift - drift) > CLOCK_JUMP_S:
@@ -936,6 +958,7 @@ class Supervisor(SecretFollower):
             # A monitor replaced after start-up: the child already passed its startup gate.
             health = dataclasses.replace(health, startup=None)
         env = build_env(svc.spec, self._daemon_env, {})
+        self._clock_wake.set()  # the sleep/wake watch looks whether it has probes to watch
         return HealthMonitor(
             health,
             run.child,
