@@ -103,6 +103,12 @@ class WalWatchdog:
     def _loop(self) -> None:
         interval = self._db.config.wal_watchdog_interval_s
         wal = Path(str(self._db.path) + "-wal")
+        # A timer that stays (issue 22 §7): it bounds how long a WAL past its cap goes
+        # unnoticed (wal_watchdog_interval_s), and a look that failed to shrink it must come
+        # back without a write to wake it. One stat every 5 s is below what bench/idle.py can
+        # measure; waking on the -wal's writes instead would take an inotify instance per
+        # open database, out of a per-user limit (128 by default) that the services folder
+        # and vault.db watches need.
         while not self._stop.wait(interval):
             try:
                 size = wal.stat().st_size
