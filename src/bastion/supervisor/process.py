@@ -160,8 +160,15 @@ def snapshot_descendants(pid: int) -> list[ProcRecord]:
     """Children, grandchildren, ... of ``pid`` as they are now (pid + create time)."""
     import psutil
 
+    pids = plat.descendant_pids(pid)  # the tree's own lists where the kernel keeps them
     try:
-        children = psutil.Process(pid).children(recursive=True)
+        if pids is None:
+            children = psutil.Process(pid).children(recursive=True)
+        else:
+            children = []
+            for child_pid in pids:
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+                    children.append(psutil.Process(child_pid))
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return []
     found = []

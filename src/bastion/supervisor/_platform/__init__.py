@@ -13,7 +13,8 @@ so the macOS paths run in CI). What each provides:
 - ``contain(pid) -> Group`` right after the spawn, ``group_by_id(pgid)`` for a sweep:
   the :class:`~bastion.supervisor._platform.base.Group` a run's processes are stopped,
   killed and counted in (a POSIX process group; a Job Object).
-- ``pgid_of``, ``kill_pid``, ``kill_tree``, ``widen_pipe``: the per-process calls.
+- ``pgid_of``, ``kill_pid``, ``kill_tree``, ``widen_pipe``: the per-process calls;
+  ``descendant_pids`` (Linux's /proc lists of children, else None: psutil walks them).
 - ``on_stop_signals(loop, callback)``: SIGTERM/SIGINT (and Windows' SIGBREAK) to the event
   loop, where asyncio cannot install signal handlers too (Windows' Proactor loop).
 
@@ -34,6 +35,7 @@ if sys.platform == "win32":
         PARENT_DEATH_MODES,
         SHIM_PROC,
         contain,
+        descendant_pids,
         group_by_id,
         kill_pid,
         kill_tree,
@@ -49,6 +51,7 @@ elif sys.platform.startswith("linux") and not PORTABLE:
         PARENT_DEATH_MODES,
         SHIM_PROC,
         contain,
+        descendant_pids,
         group_by_id,
         kill_pid,
         kill_tree,
@@ -64,6 +67,7 @@ else:
         PARENT_DEATH_MODES,
         SHIM_PROC,
         contain,
+        descendant_pids,
         group_by_id,
         kill_pid,
         kill_tree,
@@ -83,6 +87,7 @@ __all__ = [
     "Group",
     "ProcRecord",
     "contain",
+    "descendant_pids",
     "group_by_id",
     "kill_pid",
     "kill_tree",

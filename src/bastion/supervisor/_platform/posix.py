@@ -26,6 +26,7 @@ __all__ = [
     "PARENT_DEATH_MODES",
     "ProcessGroup",
     "contain",
+    "descendant_pids",
     "group_by_id",
     "kill_pid",
     "kill_tree",
@@ -99,6 +100,11 @@ def spawn_options(mode: str, *, parent_pid: int, widen: tuple[int, ...]) -> dict
 def contain(pid: int) -> Group:
     """The group of a child just spawned with :func:`spawn_options` (it leads it)."""
     return ProcessGroup(pid)
+
+
+def descendant_pids(pid: int) -> list[int] | None:
+    """None: no kernel list of children here; the caller walks psutil's parent map."""
+    return None
 
 
 def group_by_id(pgid: int) -> Group:

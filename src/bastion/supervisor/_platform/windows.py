@@ -45,6 +45,7 @@ __all__ = [
     "PARENT_DEATH_MODES",
     "JobGroup",
     "contain",
+    "descendant_pids",
     "group_by_id",
     "kill_pid",
     "kill_tree",
@@ -295,6 +296,11 @@ def contain(pid: int) -> Group:
             job.close()
         raise
     return job
+
+
+def descendant_pids(pid: int) -> list[int] | None:
+    """None: no kernel list of children here; the caller walks psutil's parent map."""
+    return None
 
 
 def group_by_id(pgid: int) -> Group:
