@@ -74,9 +74,11 @@ _Events = list[Any]
 #: A wall-vs-monotonic drift larger than this between two ticks means the machine slept.
 CLOCK_JUMP_S = 2.0
 #: When descendants are looked for after a spawn (seconds), then every DESCENDANT_EVERY_S,
-#: doubling while a look finds nothing new, up to DESCENDANT_EVERY_MAX_S (a look walks every
+#: doubling while a look finds nothing new, up to DESCENDANT_EVERY_MAX_S (a look walked every
 #: process of the machine: with 10 quiet services, every 2 s cost the idle daemon ~1.5% of a
-#: core, issue 22 §7). What a look records only serves a later supervisor's sweep: a stop
+#: core, issue 22 §7; on Linux it now reads the service's own tree). A timer that stays: no
+#: event says a service forked, and the cap bounds how long a descendant that left the group
+#: can go unrecorded. What a look records only serves a later supervisor's sweep: a stop
 #: looks once more itself, and on Linux the shim ends the whole tree if the daemon dies.
 DESCENDANT_SCANS = (0.05, 0.2, 0.5, 1.0)
 DESCENDANT_EVERY_S = 2.0
