@@ -5,8 +5,9 @@ schema: ``search_path`` decides which tables are the app's).
 A plan is turned into the step texts :mod:`bastion.store.plan` reads on SQLite, so one
 assertion (``assert_plan(db, sql, index="ix_bots_owner")``) holds on both engines:
 ``Seq Scan`` is ``SCAN t``, an index (only/bitmap) scan is ``SEARCH t USING INDEX i``, a
-primary-key index (``t_pkey``) is ``SEARCH t USING PRIMARY KEY``, and a ``Sort`` node is
-``USE TEMP B-TREE FOR ORDER BY``.
+primary-key index (``t_pkey``) is ``SEARCH t USING PRIMARY KEY``, an index scan with no
+``Index Cond`` (the whole index walked, a filter on each row) is ``SCAN t USING INDEX i`` --
+a full scan, as SQLite counts it -- and a ``Sort`` node is ``USE TEMP B-TREE FOR ORDER BY``.
 
 Why the plan is asked with ``enable_seqscan = off`` and ``enable_sort = off``: on a table of
 a few rows (every test's) PostgreSQL ignores whatever indexes exist, because reading one page
@@ -40,6 +41,10 @@ def _walk(node: Mapping[str, Any], parent: int, counter: Iterator[int]) -> Itera
     detail: str | None = None
     if kind == "Seq Scan":
         detail = f"SCAN {relation}"
+    elif kind in _INDEX_SCANS and index and "Index Cond" not in node and relation:
+        # No condition on the index: it is walked end to end (what seqscan = off makes of
+        # a query no index serves), SQLite's ``SCAN t USING INDEX i``: a full scan.
+        detail = f"SCAN {relation} USING INDEX {index}"
     elif kind in _INDEX_SCANS and index:
         table = relation  # None under a Bitmap Heap Scan: _fix_bitmaps names it
         if table and str(index) == f"{table}_pkey":
