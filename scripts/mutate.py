@@ -8,6 +8,8 @@ survivor. The run fails while any survivor is unexplained.
 
     python scripts/mutate.py                      # every module
     python scripts/mutate.py vault/crypto.py      # one (or several) by their path under bastion/
+    python scripts/mutate.py --survivors vault/crypto.py   # after adding tests: rerun only
+                                                           # the last full run's survivors
 
 Why mutmut (3.x) and not cosmic-ray: mutmut switches mutants at run time through trampolines
 in one forked pytest process per mutant, and runs only the tests that reach the mutated
@@ -55,8 +57,16 @@ MODULES: dict[str, list[str]] = {
         "tests/store/test_migrations_property.py",
     ],
     "store/posture.py": ["tests/store/test_posture.py", "tests/store/test_engine.py"],
-    "store/recovery.py": ["tests/store/test_recovery.py"],
-    "api/security.py": ["tests/api/test_security.py", "tests/api/test_security_properties.py"],
+    "store/recovery.py": [
+        "tests/store/test_recovery.py",
+        "tests/store/test_io_faults.py",
+        "tests/store/test_open_check_ahead.py",
+    ],
+    "api/security.py": [
+        "tests/api/test_security.py",
+        "tests/api/test_security_properties.py",
+        "tests/api/test_security_edges.py",
+    ],
     "store/plan.py": ["tests/store/test_plan.py"],
 }
 
@@ -87,6 +97,12 @@ class ModuleResult:
         return self.statuses.get("killed", 0)
 
     @property
+    def timeouts(self) -> int:
+        """Mutants that made their tests hang (mutmut stops them at a CPU-time limit, so a
+        loaded machine does not cause one): the tests did not pass, so they count as killed."""
+        return self.statuses.get("timeout", 0)
+
+    @property
     def explained(self) -> int:
         return sum(1 for s in self.survivors if s.why)
 
@@ -98,11 +114,11 @@ class ModuleResult:
     def score(self) -> float:
         """Killed over the mutants a test could kill (explained equivalents left out)."""
         relevant = self.total - self.explained
-        return 100.0 * self.killed / relevant if relevant else 100.0
+        return 100.0 * (self.killed + self.timeouts) / relevant if relevant else 100.0
 
 
 def _workspace(module: str, tests: list[str]) -> Path:
-    ws = WORK / module.replace("/", "_").removesuffix(".py")
+    ws = _ws_path(module)
     if ws.exists():
         shutil.rmtree(ws)
     ws.mkdir(parents=True)
@@ -118,8 +134,9 @@ def _workspace(module: str, tests: list[str]) -> Path:
         "source_paths = src/bastion\n"
         f"only_mutate = src/bastion/{module}\n"
         f"pytest_add_cli_args_test_selection =\n{selection}\n"
-        # mutmut adds -x itself (the first failing test kills the mutant); no cache dir.
-        "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n",
+        # mutmut adds -x itself (the first failing test kills the mutant); no cache dir; the
+        # properties run the `mutate` hypothesis profile's smaller budget (tests/conftest.py).
+        "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    --hypothesis-profile=mutate\n",
         encoding="utf-8",
     )
     return ws
@@ -183,27 +200,60 @@ def _explain(module: str, survivors: list[Survivor]) -> None:
                 s.why = str(entry["why"])
 
 
-def run_module(module: str) -> ModuleResult:
+def _ws_path(module: str) -> Path:
+    return WORK / module.replace("/", "_").removesuffix(".py")
+
+
+def run_module(module: str, *, survivors_only: bool = False) -> ModuleResult:
+    """Mutate ``module`` in a fresh workspace; with ``survivors_only``, rerun only the mutants
+    the last full run left alive, against the checkout's tests of today (a test added to
+    kill them is picked up; every mutant it already killed stays killed, as the source and
+    the old tests are unchanged). Refused when the module changed since that run."""
     tests = MODULES[module]
     result = ModuleResult(module, tests)
-    ws = _workspace(module, tests)
-    started = time.monotonic()
-    log = _mutmut(ws, "run", "--max-children", str(os.cpu_count() or 2))
+    if not survivors_only:
+        ws = _workspace(module, tests)
+        started = time.monotonic()
+        log = _mutmut(ws, "run", "--max-children", str(os.cpu_count() or 2))
+        seconds = time.monotonic() - started
+        (ws / "seconds").write_text(f"{seconds:.1f}\n", encoding="utf-8")
+    else:
+        ws = _ws_path(module)
+        source = Path("src", "bastion", module)
+        if (
+            not (ws / "seconds").exists()
+            or (ws / source).read_bytes() != (ROOT / source).read_bytes()
+        ):
+            raise SystemExit(f"{module}: changed since its last full run (or none): run it whole")
+        shutil.rmtree(ws / "tests")
+        shutil.copytree(
+            ROOT / "tests", ws / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+        alive = [k for k, status in _statuses(ws) if status not in ("killed", "timeout")]
+        log = _mutmut(ws, "run", "--max-children", str(os.cpu_count() or 2), *alive)
+        # The module's time is its full run's: the figure a run of `make mutate` takes.
+        seconds = float((ws / "seconds").read_text(encoding="utf-8"))
     if "Traceback" in log:
         raise SystemExit(f"{module}: mutmut failed:\n{log[-3000:]}")
     (ws / "run.log").write_text(log, encoding="utf-8")
-    result.seconds = time.monotonic() - started
-    for line in _mutmut(ws, "results", "--all", "true").splitlines():
-        key, _, status = line.strip().rpartition(": ")
-        if not key:
-            continue
+    result.seconds = seconds
+    for key, status in _statuses(ws):
         result.statuses[status] = result.statuses.get(status, 0) + 1
-        if status != "killed":
+        if status not in ("killed", "timeout"):
             result.survivors.append(_survivor(ws, key))
     if not result.statuses:
         raise SystemExit(f"{module}: mutmut produced no mutants; see {ws / 'run.log'}")
     _explain(module, result.survivors)
     return result
+
+
+def _statuses(ws: Path) -> list[tuple[str, str]]:
+    found = []
+    for line in _mutmut(ws, "results", "--all", "true").splitlines():
+        key, _, status = line.strip().rpartition(": ")
+        if key:
+            found.append((key, status))
+    return found
 
 
 #: What the report's table says for a module of MODULES that has no result yet.
@@ -219,21 +269,22 @@ def render(results: list[ModuleResult]) -> str:
         "Generated by `make mutate` (`scripts/mutate.py`, mutmut); do not edit by hand.",
         "Each module is mutated and run against its own test files only. A survivor is a",
         "change to the code that no test noticed: it is either killed by a new test or",
-        "explained as equivalent in `docs/mutation-equivalents.toml`. Score = killed /",
-        "(mutants - explained equivalents).",
+        "explained as equivalent in `docs/mutation-equivalents.toml`. A timeout is a mutant",
+        "that made its tests hang (stopped at a CPU-time limit): detected, like a kill.",
+        "Score = (killed + timeout) / (mutants - explained equivalents).",
         "",
-        "| module | tests | mutants | killed | explained | unexplained | score | time |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| module | tests | mutants | killed | timeout | explained | unexplained | score | time |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     done = {r.module: r for r in results}
     for module, module_tests in MODULES.items():
         tests = "<br>".join(f"`{t}`" for t in module_tests)
         r = done.get(module)
         if r is None:
-            lines.append(f"| `{module}` | {tests} | {NOT_RUN} | | | | | |")
+            lines.append(f"| `{module}` | {tests} | {NOT_RUN} | | | | | | |")
             continue
         lines.append(
-            f"| `{r.module}` | {tests} | {r.total} | {r.killed} | {r.explained} | "
+            f"| `{r.module}` | {tests} | {r.total} | {r.killed} | {r.timeouts} | {r.explained} | "
             f"{len(r.unexplained)} | {r.score:.1f}% | {r.seconds:.0f} s |"
         )
     for r in results:
@@ -255,6 +306,11 @@ def render(results: list[ModuleResult]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", help="paths under src/bastion/ (default: all)")
+    parser.add_argument(
+        "--survivors",
+        action="store_true",
+        help="rerun only the survivors of each module's last full run, with today's tests",
+    )
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
@@ -263,9 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for module in chosen:
         print(f"mutating {module} against {', '.join(MODULES[module])} ...", flush=True)
-        r = run_module(module)
+        r = run_module(module, survivors_only=args.survivors)
         print(
-            f"  {r.total} mutants, {r.killed} killed, {r.explained} explained, "
+            f"  {r.total} mutants, {r.killed} killed, {r.timeouts} timeout, {r.explained} explained, "
             f"{len(r.unexplained)} unexplained ({r.score:.1f}%) in {r.seconds:.0f} s",
             flush=True,
         )

@@ -13,8 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from bastion.config import Config, load_config
+
+#: `make mutate` (scripts/mutate.py) runs each module's tests once per mutant, hundreds of
+#: times: there the properties run a tenth of their examples (tests/helpers.py `examples`),
+#: in a fixed order so a rerun judges a mutant the same way. The normal suite never loads it.
+settings.register_profile("mutate", max_examples=10, derandomize=True, database=None)
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from hypothesis import settings
+
 T = TypeVar("T")
 
 
@@ -44,3 +46,10 @@ async def await_until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def examples(n: int) -> int:
+    """The example budget of a property that asks for ``n`` instead of hypothesis's default
+    100: ``n`` in the normal suite, scaled with the loaded profile's budget otherwise (the
+    ``mutate`` profile of `make mutate` runs a tenth; tests/conftest.py)."""
+    return max(1, n * settings.default.max_examples // 100)

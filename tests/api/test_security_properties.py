@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.api.security import Counters, SecurityMiddleware, SecurityPolicy
+from tests.helpers import examples
 
 PORT = 41000
 TOKEN = secrets.token_urlsafe(32)
@@ -57,7 +58,7 @@ def _auth() -> tuple[bytes, bytes]:
 header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=60)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(host=st.one_of(header_text, st.sampled_from(GOOD_HOSTS)))
 def test_only_an_allowed_host_passes(host: str) -> None:
     status, body, reached = _call("GET", [(b"host", host.encode("latin-1")), _auth()])
@@ -70,7 +71,7 @@ def test_only_an_allowed_host_passes(host: str) -> None:
         assert body["code"] == "forbidden"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(origin=st.one_of(header_text, st.sampled_from(GOOD_ORIGINS)))
 def test_only_an_allowed_origin_passes_and_is_echoed(origin: str) -> None:
     headers = [(b"host", GOOD_HOSTS[0].encode()), (b"origin", origin.encode("latin-1")), _auth()]
@@ -80,7 +81,7 @@ def test_only_an_allowed_origin_passes_and_is_echoed(origin: str) -> None:
         assert status == 403
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     token=st.one_of(
         header_text,
@@ -99,7 +100,7 @@ def test_only_the_exact_token_passes(token: str) -> None:
         assert status == 401
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     method=st.sampled_from(["POST", "PUT", "PATCH"]),
     ctype=st.one_of(

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from bastion.errors import SecretTooShort, SpawnFailed
 from bastion.supervisor.capture import CapturedLine, LineSplitter, _Chunk
 from bastion.supervisor.redact import MIN_SECRET_CHARS, Redactor
+from tests.helpers import examples
 
 SENTINEL = "s3ntinel-Value/with+odd&chars=="
 
@@ -195,7 +196,7 @@ def test_repr_hides_values() -> None:
 # --- the properties --------------------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     data=st.data(),
     values=st.lists(secrets_st, min_size=1, max_size=3),
@@ -228,7 +229,7 @@ def test_no_form_of_a_secret_reaches_a_stored_row(
         assert not leaked
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     value=secrets_st,
     text=st.binary(max_size=300),
@@ -314,6 +315,25 @@ def test_too_many_secrets_are_refused_saying_how_many_and_the_limit() -> None:
         "output (over 4194304 bytes of pattern)"
     )
     assert caught.value.hint == "Inject fewer or shorter secrets into this service."
+
+
+def test_a_pattern_re2_will_not_compile_is_refused_naming_re2_not_the_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RE2 refuses a program over its memory budget. Under the pattern-size limit that does not
+    happen with the real budget; with a tiny one it does, and the start fails with the same
+    typed refusal and hint, quoting RE2's reason but never the secret the pattern is made of."""
+    from bastion.supervisor import redact
+
+    monkeypatch.setattr(redact, "_RE2_MAX_MEM", 1 << 10)
+    with pytest.raises(SpawnFailed) as caught:
+        Redactor({"K": SENTINEL})
+    assert caught.value.message == (
+        "the injected secrets cannot be redacted from the service's output "
+        "(RE2: pattern too large - compile failed)"
+    )
+    assert caught.value.hint == "Inject fewer or shorter secrets into this service."
+    assert SENTINEL not in str(caught.value.to_dict())
 
 
 def test_sizes_a_redactor_reports() -> None:
