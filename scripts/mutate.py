@@ -103,6 +103,11 @@ class ModuleResult:
         return self.statuses.get("timeout", 0)
 
     @property
+    def not_run(self) -> int:
+        """Mutants a run stopped before testing (``--collect`` after an interrupted run)."""
+        return self.statuses.get(NOT_CHECKED, 0)
+
+    @property
     def explained(self) -> int:
         return sum(1 for s in self.survivors if s.why)
 
@@ -113,7 +118,7 @@ class ModuleResult:
     @property
     def score(self) -> float:
         """Killed over the mutants a test could kill (explained equivalents left out)."""
-        relevant = self.total - self.explained
+        relevant = self.total - self.not_run - self.explained
         return 100.0 * (self.killed + self.timeouts) / relevant if relevant else 100.0
 
 
@@ -204,14 +209,16 @@ def _ws_path(module: str) -> Path:
     return WORK / module.replace("/", "_").removesuffix(".py")
 
 
-def run_module(module: str, *, survivors_only: bool = False) -> ModuleResult:
-    """Mutate ``module`` in a fresh workspace; with ``survivors_only``, rerun only the mutants
-    the last full run left alive, against the checkout's tests of today (a test added to
-    kill them is picked up; every mutant it already killed stays killed, as the source and
-    the old tests are unchanged). Refused when the module changed since that run."""
+def run_module(module: str, *, mode: str = "full") -> ModuleResult:
+    """Mutate ``module`` in a fresh workspace. Mode ``survivors`` reruns only the mutants the
+    last full run left alive, against the checkout's tests of today (a test added to kill
+    them is picked up; every mutant already killed stays killed, as the source and the old
+    tests are unchanged); refused when the module changed since that run. Mode ``collect``
+    runs nothing: it reads the workspace as a stopped run left it (untested mutants are
+    reported as not run)."""
     tests = MODULES[module]
     result = ModuleResult(module, tests)
-    if not survivors_only:
+    if mode == "full":
         ws = _workspace(module, tests)
         started = time.monotonic()
         log = _mutmut(ws, "run", "--max-children", str(os.cpu_count() or 2))
@@ -225,21 +232,24 @@ def run_module(module: str, *, survivors_only: bool = False) -> ModuleResult:
             or (ws / source).read_bytes() != (ROOT / source).read_bytes()
         ):
             raise SystemExit(f"{module}: changed since its last full run (or none): run it whole")
-        shutil.rmtree(ws / "tests")
-        shutil.copytree(
-            ROOT / "tests", ws / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-        )
+        log = ""
         alive = [k for k, status in _statuses(ws) if status not in ("killed", "timeout")]
-        log = _mutmut(ws, "run", "--max-children", str(os.cpu_count() or 2), *alive)
+        if mode == "survivors" and alive:  # (the untested mutants of a stopped run too)
+            shutil.rmtree(ws / "tests")
+            shutil.copytree(
+                ROOT / "tests", ws / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
+            log = _mutmut(ws, "run", "--max-children", str(os.cpu_count() or 2), *alive)
         # The module's time is its full run's: the figure a run of `make mutate` takes.
         seconds = float((ws / "seconds").read_text(encoding="utf-8"))
     if "Traceback" in log:
         raise SystemExit(f"{module}: mutmut failed:\n{log[-3000:]}")
-    (ws / "run.log").write_text(log, encoding="utf-8")
+    if log:
+        (ws / "run.log").write_text(log, encoding="utf-8")
     result.seconds = seconds
     for key, status in _statuses(ws):
         result.statuses[status] = result.statuses.get(status, 0) + 1
-        if status not in ("killed", "timeout"):
+        if status not in ("killed", "timeout", NOT_CHECKED):
             result.survivors.append(_survivor(ws, key))
     if not result.statuses:
         raise SystemExit(f"{module}: mutmut produced no mutants; see {ws / 'run.log'}")
@@ -258,6 +268,8 @@ def _statuses(ws: Path) -> list[tuple[str, str]]:
 
 #: What the report's table says for a module of MODULES that has no result yet.
 NOT_RUN = "not run yet"
+#: mutmut's status of a mutant no run has tested yet.
+NOT_CHECKED = "not checked"
 
 
 def render(results: list[ModuleResult]) -> str:
@@ -284,7 +296,7 @@ def render(results: list[ModuleResult]) -> str:
             lines.append(f"| `{module}` | {tests} | {NOT_RUN} | | | | | | |")
             continue
         lines.append(
-            f"| `{r.module}` | {tests} | {r.total} | {r.killed} | {r.timeouts} | {r.explained} | "
+            f"| `{r.module}` | {tests} | {r.total}{f' ({r.not_run} not run)' if r.not_run else ''} | {r.killed} | {r.timeouts} | {r.explained} | "
             f"{len(r.unexplained)} | {r.score:.1f}% | {r.seconds:.0f} s |"
         )
     for r in results:
@@ -306,10 +318,20 @@ def render(results: list[ModuleResult]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", help="paths under src/bastion/ (default: all)")
-    parser.add_argument(
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument(
         "--survivors",
-        action="store_true",
+        action="store_const",
+        const="survivors",
+        dest="mode",
         help="rerun only the survivors of each module's last full run, with today's tests",
+    )
+    how.add_argument(
+        "--collect",
+        action="store_const",
+        const="collect",
+        dest="mode",
+        help="run nothing: report each module's workspace as its last (stopped) run left it",
     )
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in MODULES]
@@ -319,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for module in chosen:
         print(f"mutating {module} against {', '.join(MODULES[module])} ...", flush=True)
-        r = run_module(module, survivors_only=args.survivors)
+        r = run_module(module, mode=args.mode or "full")
         print(
             f"  {r.total} mutants, {r.killed} killed, {r.timeouts} timeout, {r.explained} explained, "
             f"{len(r.unexplained)} unexplained ({r.score:.1f}%) in {r.seconds:.0f} s",

@@ -3,8 +3,10 @@ the newest good backup restored, and a report written with salvage counts."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -15,10 +17,19 @@ import pytest
 
 from bastion.app import Home
 from bastion.config import Config, StoreConfig, load_config
-from bastion.errors import NotADatabase, StoreCorrupt
+from bastion.errors import NotADatabase, StoreCorrupt, StoreMissing
 from bastion.store.backup import create_backup
 from bastion.store.crypt import DatabaseKey
-from bastion.store.recovery import CheckKind, OpenCheck, merge_salvage, open_check, recover
+from bastion.store.crypt.cipher import FileKind, classify, connect
+from bastion.store.recovery import (
+    CheckKind,
+    OpenCheck,
+    RecoveryReport,
+    latest_salvage,
+    merge_salvage,
+    open_check,
+    recover,
+)
 from tests.store.opsfixtures import (
     ITEMS_DDL,
     add_items,
@@ -270,6 +281,19 @@ def test_merge_from_salvage_inserts_missing_rows_and_reports_conflicts(
         assert merged.identical == {"items": 299}
         assert merged.conflicts == {"items": 1}
         assert merged.conflict_samples[0]["rowid"] == 5
+        # What `bastion db recover --from-salvage --json` prints.
+        assert merged.to_dict() == {
+            "salvaged": str(report.quarantine_dir / "salvaged.db"),
+            "inserted": {"items": 100},
+            "identical": {"items": 299},
+            "conflicts": {"items": 1},
+            "conflict_samples": [
+                {"table": "items", "rowid": 5, "reason": "rowid exists with other values"}
+            ],
+            "skipped_tables": {},
+            "dry_run": False,
+        }
+        assert dry.to_dict()["dry_run"] is True
         assert home.db.scalar("SELECT body FROM items WHERE id = 5") != "edited"
         again = merge_salvage(home.db, report.quarantine_dir / "salvaged.db", tables=["items"])
         assert again.inserted == {"items": 0}
@@ -285,3 +309,91 @@ def test_backup_of_a_recovered_home_still_works(
     with Home.open(cfg) as home:
         result = create_backup(home.db, cfg.backups_dir)
     assert result.manifest["row_counts"]["items"] == 400
+
+
+def _recover(cfg: Config, db_key: DatabaseKey | None, **kwargs: object) -> RecoveryReport:
+    forced = OpenCheck(cfg.db_path, CheckKind.CORRUPT, "forced by the test", (), 0.0)
+    return recover(
+        cfg.db_path,
+        backups_dir=cfg.backups_dir,
+        quarantine_root=cfg.quarantine_dir,
+        check=forced,
+        key=db_key,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_with_no_backup_and_nothing_salvaged_an_empty_database_is_placed_only_when_allowed(
+    tmp_path: Path, db_key: DatabaseKey | None, store_env: dict[str, str]
+) -> None:
+    cfg = _config(tmp_path, "refuse", store_env)
+    with Home.init(cfg) as home:
+        home.db.write(lambda tx: tx.script(ITEMS_DDL))
+    _swap_non_sqlite(cfg.db_path)
+    before = cfg.db_path.read_bytes()
+    with pytest.raises(StoreMissing) as caught:
+        _recover(cfg, db_key)
+    message = caught.value.message
+    assert message.startswith(
+        f"bastion.db cannot be recovered: there is no verified backup of bastion in "
+        f"{cfg.backups_dir} and nothing could be salvaged"
+    )
+    assert message.endswith(f"Nothing was moved or created: {cfg.db_path.parent} is as it was.")
+    assert caught.value.hint == (
+        "Put a copy of the database back in place yourself, or run `bastion db recover "
+        "--allow-empty` to start with an empty database on purpose."
+    )
+    assert cfg.db_path.read_bytes() == before
+    assert list(cfg.quarantine_dir.iterdir()) == []
+    assert sorted(p.name for p in cfg.db_path.parent.iterdir() if p.name.startswith("bastion")) == [
+        "bastion.db"
+    ]
+
+    report = _recover(cfg, db_key, allow_empty=True)
+    assert report.placed == "empty"
+    assert report.restored_from is None
+    assert (report.quarantine_dir / "bastion.db").read_bytes() == before
+    # A new, empty, private WAL database, encrypted with the key when there is one.
+    assert stat.S_IMODE(cfg.db_path.stat().st_mode) == 0o600
+    assert classify(cfg.db_path.read_bytes()[:100]) is (
+        FileKind.PLAIN if db_key is None else FileKind.ENCRYPTED
+    )
+    assert integrity(cfg.db_path, db_key) == ["ok"]
+    conn = connect(str(cfg.db_path), key=db_key)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
+        assert conn.execute("SELECT count(*) FROM sqlite_schema").fetchall() == [(0,)]
+    finally:
+        conn.close()
+    data = json.loads(report.report_path.read_text())
+    assert data["placed"] == "empty"
+    assert data["rows_salvaged"] == {}
+
+
+def test_the_latest_salvage_is_the_newest_salvaged_copy_of_that_database(
+    tmp_path: Path, db_key: DatabaseKey | None, store_env: dict[str, str]
+) -> None:
+    cfg = _config(tmp_path, "refuse", store_env)
+    assert latest_salvage(cfg.quarantine_dir, "bastion") is None  # no quarantine yet
+    _home_with_backup(cfg, backed_up=20, after=5)
+    first = _recover(cfg, db_key, now=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    with Home.open(cfg) as home:
+        add_items(home.db, 1000, 5)
+    second = _recover(cfg, db_key, now=dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
+    assert latest_salvage(cfg.quarantine_dir, "bastion") == second.quarantine_dir / "salvaged.db"
+    assert latest_salvage(cfg.quarantine_dir, "other") is None
+    # A newer quarantine of another database, and newer folders without a readable report or
+    # without a salvaged copy, are passed over.
+    root = cfg.quarantine_dir
+    for stamp, files in {
+        "20260103T000000_000000Z": {"salvaged.db": "x", "report.json": '{"db": "/x/other.db"}'},
+        "20260104T000000_000000Z": {"salvaged.db": "x", "report.json": "{not json"},
+        "20260105T000000_000000Z": {"salvaged.db": "x"},
+        "20260106T000000_000000Z": {"report.json": json.dumps({"db": str(cfg.db_path)})},
+    }.items():
+        (root / stamp).mkdir()
+        for name, text in files.items():
+            (root / stamp / name).write_text(text)
+    assert latest_salvage(root, "bastion") == second.quarantine_dir / "salvaged.db"
+    assert latest_salvage(root, "other") == root / "20260103T000000_000000Z" / "salvaged.db"
+    assert first.quarantine_dir < second.quarantine_dir

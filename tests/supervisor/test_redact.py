@@ -479,3 +479,69 @@ def test_a_match_that_reaches_into_the_held_tail_holds_only_what_follows_it() ->
     assert stream.pending == 1
     assert stream.feed(b"aaaaaaa.") == b"[REDACTED:K]."
     assert redactor.redact(b"aaaaaaaaa") == b"[REDACTED:K]a"
+
+
+def test_the_longer_secret_wins_whatever_the_names_sort_as() -> None:
+    """Longest value first, not first name: a name sorting first must not cut a longer secret
+    that contains its value, leaving the rest of the longer one in the log."""
+    redactor = Redactor({"A_SHORT": "abcdefgh", "B_LONG": "abcdefgh-and-more"})
+    assert redactor.redact(b"x abcdefgh-and-more y abcdefgh") == (
+        b"x [REDACTED:B_LONG] y [REDACTED:A_SHORT]"
+    )
+
+
+def test_text_that_only_looks_like_an_encoding_is_left_alone() -> None:
+    """Redaction hides the secret's forms, not ordinary text beside them: near misses of the
+    percent, JSON and base64 spellings stay as they were."""
+    value = "abcdefgh/+"
+    redactor = Redactor({"K": value})
+    near_misses = [
+        b"X61X62X63X64X65X66X67X68/+",  # 'X' is no percent sign
+        b"u0061u0062u0063u0064u0065u0066u0067u0068/+",  # JSON escapes need the backslash
+        b"abcdefgh%2G+",  # not a hex digit
+        base64.b64encode(value.encode()).replace(b"ZGVm", b"ZGVn"),  # another base64 text
+    ]
+    for text in near_misses:
+        assert redactor.redact(text) == text, text
+    assert redactor.redact(urllib.parse.quote(value, safe="").encode()) == b"[REDACTED:K]"
+
+
+def test_a_secret_with_the_first_astral_character_is_redacted_json_escaped() -> None:
+    """U+10000 is the first character JSON escapes as a surrogate pair (\\ud800\\udc00)."""
+    value = "key-\U00010000-value"
+    redactor = Redactor({"K": value})
+    printed = json.dumps(value).encode()
+    assert b"\\ud800\\udc00" in printed
+    assert redactor.redact(printed) == b'"[REDACTED:K]"'
+    upper = printed.replace(b"\\ud800\\udc00", b"\\uD800\\uDC00")
+    assert upper != printed
+    assert redactor.redact(upper) == b'"[REDACTED:K]"'
+    last_bmp = "key-\uffff-value"
+    assert Redactor({"K": last_bmp}).redact(json.dumps(last_bmp).encode()) == b'"[REDACTED:K]"'
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["raw", "percent", "json", "base64", "hex"],
+)
+def test_a_secret_cut_after_any_byte_is_held_and_redacted(form: str) -> None:
+    """Every cut of every form, including right after its first byte: the first piece's end
+    is held back until the rest arrives, and nothing of the secret is ever output."""
+    value = "s3cret/value+x"
+    raw = value.encode()
+    printed = {
+        "raw": raw,
+        "percent": urllib.parse.quote(value, safe="").encode(),
+        "json": json.dumps(value, ensure_ascii=True).encode().replace(b"/", b"\\/"),
+        "base64": base64.b64encode(b"u:" + raw),
+        "hex": raw.hex().encode(),
+    }[form]
+    redactor = Redactor({"K": value})
+    data = b"before " + printed + b" after\n"
+    whole = redactor.redact(data)
+    assert b"[REDACTED:K]" in whole
+    for cut in range(1, len(data)):
+        stream = redactor.stream()
+        first = stream.feed(data[:cut])
+        assert whole.startswith(first), cut  # what feed returns is final
+        assert first + stream.feed(data[cut:]) + stream.finish() == whole, cut
