@@ -52,4 +52,4 @@ def examples(n: int) -> int:
     """The example budget of a property that asks for ``n`` instead of hypothesis's default
     100: ``n`` in the normal suite, scaled with the loaded profile's budget otherwise (the
     ``mutate`` profile of `make mutate` runs a tenth; tests/conftest.py)."""
-    return max(1, n * settings.default.max_examples // 100)
+    return max(1, n * settings().max_examples // 100)  # settings(): the loaded profile
