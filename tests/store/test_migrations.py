@@ -5,6 +5,7 @@ baselines. Namespaces here are small and built inline; the realistic one is in
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
@@ -34,9 +35,20 @@ from bastion.store.migrations import (
     split_statements,
 )
 from bastion.store.wal import checkpoint
+from tests.store.keyed import OpenDatabase
 from tests.store.migrations_support import app_namespace, content_hash, db, verify_sqlite_file
 
 __all__ = ["db"]  # the fixture, re-exported for pytest
+
+
+@pytest.fixture
+def any_db(open_engine: OpenDatabase, tmp_path: Path) -> Iterator[Database]:
+    """A fresh database on the run's engine: the history tests marked ``engine_rerun`` run
+    once more on PostgreSQL (backups, restores and rebuilds are SQLite's and use ``db``)."""
+    database = open_engine(tmp_path / "any.db")
+    yield database
+    database.close()
+
 
 M1 = Migration.sql("0001_a", "CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT);")
 M2 = Migration.sql(
@@ -107,21 +119,30 @@ def test_statements_split_on_complete_statements_only() -> None:
 
 
 @pytest.mark.encrypted_rerun
-def test_each_migration_is_recorded_with_checksum_duration_and_predecessor(db: Database) -> None:
+@pytest.mark.engine_rerun
+def test_each_migration_is_recorded_with_checksum_duration_and_predecessor(
+    any_db: Database, store_engine: str
+) -> None:
+    db = any_db
     report = Migrator(db).migrate([ns(M1, M2)])
     assert [a.id for a in report.applied] == ["0001_a", "0002_b"]
     rows = db.query(
         "SELECT id, checksum, duration_ms >= 0, bastion_version != '', previous_id "
-        "FROM schema_migrations ORDER BY rowid"
+        "FROM schema_migrations ORDER BY id"
     )
+    # (PostgreSQL's comparisons are booleans; True == 1 as SQLite's are.)
     assert rows == [("0001_a", M1.checksum, 1, 1, None), ("0002_b", M2.checksum, 1, 1, "0001_a")]
-    assert report.changes.added == ("table:a", "table:b")
+    # PostgreSQL's catalog lists the primary keys' own indexes too.
+    pkeys = ("index:a_pkey", "index:b_pkey") if store_engine == "postgresql" else ()
+    assert report.changes.added == (*pkeys, "table:a", "table:b")
     again = Migrator(db).migrate([ns(M1, M2)])
     assert again.applied == ()
     assert again.backups == ()
 
 
-def test_status_reports_applied_pending_and_last(db: Database) -> None:
+@pytest.mark.engine_rerun
+def test_status_reports_applied_pending_and_last(any_db: Database) -> None:
+    db = any_db
     Migrator(db).migrate([ns(M1)])
     (state,) = Migrator(db).status([ns(M1, M2, M3)])
     assert state.applied == ("0001_a",)
@@ -134,7 +155,9 @@ def test_status_reports_applied_pending_and_last(db: Database) -> None:
 # --- bad histories -------------------------------------------------------------------------
 
 
-def test_unknown_applied_migration_means_database_newer_than_code(db: Database) -> None:
+@pytest.mark.engine_rerun
+def test_unknown_applied_migration_means_database_newer_than_code(any_db: Database) -> None:
+    db = any_db
     Migrator(db).migrate([ns(M1, M2, M3)])
     with pytest.raises(MigrationUnknown, match=r"t/0003_c.*newer") as err:
         Migrator(db).migrate([ns(M1, M2)])
@@ -144,9 +167,11 @@ def test_unknown_applied_migration_means_database_newer_than_code(db: Database) 
     assert state.problem["code"] == "migration_unknown"
 
 
+@pytest.mark.engine_rerun
 def test_edited_migration_is_refused_with_file_and_both_checksums(
-    db: Database, tmp_path: Path
+    any_db: Database, tmp_path: Path
 ) -> None:
+    db = any_db
     mdir = tmp_path / "migs"
     mdir.mkdir()
     (mdir / "0001_a.sql").write_text("CREATE TABLE a (id INTEGER PRIMARY KEY);\n")
@@ -186,7 +211,9 @@ def test_accepting_an_edit_records_the_new_checksum_and_an_event(db: Database) -
     Migrator(db).check([core, app_v2])  # accepted: no longer an error
 
 
-def test_gap_in_applied_history_is_refused(db: Database) -> None:
+@pytest.mark.engine_rerun
+def test_gap_in_applied_history_is_refused(any_db: Database) -> None:
+    db = any_db
     Migrator(db).migrate([ns(M1, M2, M3)])
     # A hand-edited (or partly restored) history: 0002 vanished, 0003 records it as predecessor.
     db.write(lambda tx: tx.execute("DELETE FROM schema_migrations WHERE id = '0002_b'"))
@@ -194,12 +221,14 @@ def test_gap_in_applied_history_is_refused(db: Database) -> None:
         Migrator(db).migrate([ns(M1, M2, M3)])
 
 
-def test_pending_migration_older_than_an_applied_one_is_out_of_order(db: Database) -> None:
+@pytest.mark.engine_rerun
+def test_pending_migration_older_than_an_applied_one_is_out_of_order(any_db: Database) -> None:
+    db = any_db
     Migrator(db).migrate([ns(M1, M3)])
     with pytest.raises(MigrationOutOfOrder, match=r"t/0002_b .*sorts before 0003_c") as err:
         Migrator(db).migrate([ns(M1, M2, M3)])
     assert "Renumber" in err.value.hint
-    assert db.scalar("SELECT count(*) FROM sqlite_master WHERE name = 'b'") == 0
+    assert "b" not in db.dialect.table_names(db)
 
 
 def test_bad_history_refuses_home_open_and_shows_in_status(home: object) -> None:
@@ -261,17 +290,27 @@ def test_failing_migration_leaves_content_identical_and_a_verified_backup(
     assert info.manifest["row_counts"]["a"] == 1
 
 
-def test_failing_python_migration_rolls_back_its_earlier_writes(db: Database) -> None:
+@pytest.mark.engine_rerun
+def test_failing_python_migration_rolls_back_its_earlier_writes(
+    any_db: Database, store_engine: str
+) -> None:
+    db = any_db
     Migrator(db).migrate([ns(M1)])
-    before = content_hash(db)
+    if store_engine == "postgresql":  # no file to hash: the rows and the history say it
+        before = (db.query("SELECT * FROM a"), Migrator(db).history("t"))
+    else:
+        before = content_hash(db)
 
     def fill_then_fail(tx: WriteTx) -> None:
-        tx.execute("INSERT INTO a (v) VALUES ('one')")
+        tx.execute("INSERT INTO a (id, v) VALUES (1, 'one')")
         raise RuntimeError("backfill broke on row 2")
 
     with pytest.raises(MigrationFailed, match="backfill broke on row 2"):
         Migrator(db).migrate([ns(M1, Migration.python("0002_fill", fill_then_fail))])
-    assert content_hash(db) == before
+    if store_engine == "postgresql":
+        assert (db.query("SELECT * FROM a"), Migrator(db).history("t")) == before
+    else:
+        assert content_hash(db) == before
 
 
 @pytest.mark.encrypted_rerun
