@@ -58,6 +58,32 @@ def test_db_checks_run_on_the_real_file(client: TestClient, opened: Home) -> Non
     assert r["problems"] == ["child rowid 1 -> parent"]
 
 
+def test_a_foreign_key_check_sees_relations_declared_after_its_reader_cached_the_schema(
+    client: TestClient, opened: Home
+) -> None:
+    """``PRAGMA foreign_key_check`` is compiled from the schema its connection cached, without
+    checking that it is current: a pooled reader that ran a check before a migration declared
+    the references found nothing to check and answered "ok" on a database with an orphan."""
+    for _ in range(opened.config.store.readers * 2):  # every reader caches today's schema
+        assert client.get("/v1/db/check", params={"kind": "foreign_keys"}).json()["ok"] is True
+    opened.db.write(
+        lambda tx: tx.script(
+            "CREATE TABLE parent(id INTEGER PRIMARY KEY);"
+            "CREATE TABLE child(id INTEGER PRIMARY KEY, p INTEGER REFERENCES parent(id));"
+        )
+    )
+
+    def orphan(tx: object) -> None:
+        tx.execute("PRAGMA foreign_keys=OFF")  # type: ignore[attr-defined]
+        tx.execute("INSERT INTO child(id, p) VALUES (1, 99)")  # type: ignore[attr-defined]
+        tx.execute("PRAGMA foreign_keys=ON")  # type: ignore[attr-defined]
+
+    opened.db.run_outside_transaction(orphan)  # type: ignore[arg-type]
+    for _ in range(opened.config.store.readers * 2):
+        r = client.get("/v1/db/check", params={"kind": "foreign_keys"}).json()
+        assert r == {"kind": "foreign_keys", "ok": False, "problems": ["child rowid 1 -> parent"]}
+
+
 def test_db_check_kind_is_whitelisted(client: TestClient) -> None:
     r = client.get("/v1/db/check", params={"kind": "vacuum"})
     assert r.status_code == 422

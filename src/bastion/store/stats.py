@@ -19,12 +19,14 @@ from bastion.store.backup import backup_status, list_backups
 if TYPE_CHECKING:
     from bastion.config import Config
     from bastion.store.engine import Database, ReadTx
+    from bastion.store.tx import Row
 
 __all__ = [
     "ObjectStats",
     "check_database",
     "check_rows",
     "db_stats",
+    "foreign_key_rows",
     "last_check",
     "record_check",
     "run_scheduled_check",
@@ -137,6 +139,19 @@ def check_rows(tx: ReadTx, pragma: str) -> list[str]:
     return [str(r[0]) for r in tx.query(f"PRAGMA {pragma}")]
 
 
+def foreign_key_rows(tx: ReadTx) -> list[Row]:
+    """``PRAGMA foreign_key_check``'s rows (table, rowid, parent, fkid) on a pooled reader,
+    against the current schema.
+
+    The pragma is compiled from the schema the connection cached, and (unlike a SELECT) does
+    not check first that it is current: a reader that cached the schema before a migration
+    declared a reference found nothing to check there and answered "no violation". Reading
+    the catalog first makes the connection load the current schema in this snapshot.
+    """
+    tx.query("SELECT count(*) FROM sqlite_schema")
+    return tx.query("PRAGMA foreign_key_check")
+
+
 def check_database(db: Database, *, full: bool = True) -> dict[str, Any]:
     """``integrity_check`` (or ``quick_check``) plus ``foreign_key_check``, on a reader."""
     pragma = "integrity_check" if full else "quick_check"
@@ -145,7 +160,7 @@ def check_database(db: Database, *, full: bool = True) -> dict[str, Any]:
         integrity = check_rows(tx, pragma)
         fk = [
             {"table": str(t), "rowid": rowid, "parent": str(p), "fkid": int(i)}
-            for t, rowid, p, i in tx.query("PRAGMA foreign_key_check")
+            for t, rowid, p, i in foreign_key_rows(tx)
         ]
         return {
             "check": pragma,

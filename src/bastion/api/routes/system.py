@@ -26,7 +26,7 @@ from bastion.api.models import (
 )
 from bastion.api.state import DaemonState, get_state
 from bastion.store import ReadTx
-from bastion.store.stats import check_rows
+from bastion.store.stats import check_rows, foreign_key_rows
 
 __all__ = ["router"]
 
@@ -125,7 +125,7 @@ async def db_check(
 
     def run(tx: ReadTx) -> list[str]:
         if kind == "foreign_keys":
-            rows = tx.query(sql)
+            rows = foreign_key_rows(tx)
             return [f"{r[0]} rowid {r[1]} -> {r[2]}" for r in rows[:MAX_PROBLEMS]]
         found = check_rows(tx, sql.removeprefix("PRAGMA "))
         return [r for r in found[:MAX_PROBLEMS] if r != "ok"]
