@@ -25,10 +25,11 @@ checkout is never rewritten and two modules never share mutmut state.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import difflib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -162,26 +163,31 @@ def _mutmut(ws: Path, *args: str) -> str:
     return done.stdout
 
 
-_DIFF_LINE = re.compile(r"^([-+])(?![-+]{2} )(.*)$")
-
-
-def _survivor(ws: Path, key: str) -> Survivor:
-    removed: list[str] = []
-    added: list[str] = []
-    for line in _mutmut(ws, "show", key).splitlines():
-        if line.startswith(("---", "+++")):
-            continue
-        match = _DIFF_LINE.match(line)
-        if match:
-            (removed if match.group(1) == "-" else added).append(match.group(2).strip())
-    function = (
-        key.rsplit(".", 1)[-1]
-        .split("__mutmut_", maxsplit=1)[0]
-        .removeprefix("x_")
-        .removeprefix("xǁ")  # a method: xǁClassǁname
-        .replace("ǁ", ".")
-    )
-    return Survivor(key, function.strip("."), removed, added)
+def _survivors(ws: Path, module: str, keys: list[str]) -> list[Survivor]:
+    """Each mutant's changed lines, read from the mutated file mutmut wrote (it holds every
+    mutant's function beside the original): the lines `mutmut show` prints, without starting
+    mutmut once per survivor (seconds each on a loaded machine)."""
+    source = (ws / "mutants" / "src" / "bastion" / module).read_text(encoding="utf-8")
+    lines = source.splitlines()
+    bodies = {
+        node.name: lines[node.lineno : node.end_lineno]
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+    found = []
+    for key in keys:
+        name = key.rsplit(".", 1)[-1]
+        base = name.split("__mutmut_", maxsplit=1)[0]
+        removed: list[str] = []
+        added: list[str] = []
+        diff = difflib.unified_diff(bodies[f"{base}__mutmut_orig"], bodies[name], lineterm="", n=0)
+        for line in diff:
+            if not line.startswith(("---", "+++", "@@")):
+                (removed if line[0] == "-" else added).append(line[1:].strip())
+        # x_name for a function, xǁClassǁname for a method.
+        function = base.removeprefix("x_").removeprefix("xǁ").replace("ǁ", ".").strip(".")
+        found.append(Survivor(key, function, removed, added))
+    return found
 
 
 def _load_equivalents() -> dict[str, list[dict[str, Any]]]:
@@ -247,10 +253,12 @@ def run_module(module: str, *, mode: str = "full") -> ModuleResult:
     if log:
         (ws / "run.log").write_text(log, encoding="utf-8")
     result.seconds = seconds
+    alive = []
     for key, status in _statuses(ws):
         result.statuses[status] = result.statuses.get(status, 0) + 1
         if status not in ("killed", "timeout", NOT_CHECKED):
-            result.survivors.append(_survivor(ws, key))
+            alive.append(key)
+    result.survivors = _survivors(ws, module, alive)
     if not result.statuses:
         raise SystemExit(f"{module}: mutmut produced no mutants; see {ws / 'run.log'}")
     _explain(module, result.survivors)

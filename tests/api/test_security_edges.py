@@ -44,6 +44,7 @@ class Outcome:
     sent: list[dict[str, Any]]
     reached: bool
     body_seen: bytes | None = None
+    body_message: dict[str, Any] | None = None
     after_body: dict[str, Any] | None = None
     counters: Counters = field(default_factory=Counters)
 
@@ -89,11 +90,13 @@ def _request(
     async def inner(scope: Any, receive: Any, send: Any) -> None:
         outcome.reached = True
         if method in {"POST", "PUT", "PATCH", "DELETE"}:
-            outcome.body_seen = (await receive())["body"]
+            outcome.body_message = await receive()
+            outcome.body_seen = outcome.body_message["body"]
             outcome.after_body = await receive()
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": list(app_headers or [])}
-        )
+        start: dict[str, Any] = {"type": "http.response.start", "status": 200}
+        if app_headers is not None:  # ASGI: a response start may leave its headers out
+            start["headers"] = list(app_headers)
+        await send(start)
         await send({"type": "http.response.body", "body": b"{}"})
 
     mw = SecurityMiddleware(
@@ -118,8 +121,9 @@ def _json_post(body: bytes, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, by
 
 
 def test_a_token_under_32_characters_is_refused() -> None:
-    with pytest.raises(ValueError, match="the API token must be at least 32 characters"):
+    with pytest.raises(ValueError) as caught:
         SecurityPolicy.for_port(PORT, token="x" * 31)
+    assert str(caught.value) == "the API token must be at least 32 characters"
     assert SecurityPolicy.for_port(PORT, token="x" * 32).token == "x" * 32
 
 
@@ -351,7 +355,7 @@ def test_the_route_reads_the_body_the_middleware_buffered_then_the_disconnect() 
         ],
     )
     assert outcome.reached
-    assert outcome.body_seen == body
+    assert outcome.body_message == {"type": "http.request", "body": body, "more_body": False}
     # After the body, the route waits on the real receive (a disconnect, as from a server).
     assert outcome.after_body == {"type": "http.disconnect"}
     assert outcome.counters.handled == 1
@@ -499,3 +503,75 @@ def test_lifespan_reaches_the_app_and_websockets_are_not_served() -> None:
     asyncio.run(mw({"type": "lifespan"}, nothing, ignore))
     asyncio.run(mw({"type": "websocket", "path": "/", "headers": [HOST, AUTH]}, nothing, ignore))
     assert seen == ["lifespan"]
+
+
+def test_a_request_message_may_leave_its_body_out() -> None:
+    """ASGI: ``body`` defaults to empty and ``more_body`` to false when a server leaves them
+    out; the route then reads an empty body."""
+    headers = [HOST, AUTH, (b"content-type", b"application/json"), (b"content-length", b"0")]
+    outcome = _request("POST", headers, messages=[{"type": "http.request"}])
+    assert outcome.reached
+    assert outcome.body_seen == b""
+
+
+def test_cors_headers_come_with_every_refusal_after_the_origin_check() -> None:
+    """A page of an allowed origin can read why its request was refused (415, 413), and an
+    answer whose route sent no headers at all still gets them."""
+    origin = (b"origin", APP_ORIGIN.encode())
+    cors = [(b"access-control-allow-origin", APP_ORIGIN.encode()), (b"vary", b"Origin")]
+    not_json = _request("POST", [HOST, origin, AUTH, (b"content-type", b"text/plain")])
+    assert not_json.status == 415
+    assert not_json.header_list[-2:] == cors
+    for length in (b"abc", str(LIMIT + 1).encode()):
+        too_big = _request(
+            "POST",
+            [
+                HOST,
+                origin,
+                AUTH,
+                (b"content-type", b"application/json"),
+                (b"content-length", length),
+            ],
+        )
+        assert too_big.status == 413
+        assert too_big.header_list[-2:] == cors
+    chunks = [{"type": "http.request", "body": b"a" * (LIMIT + 1), "more_body": False}]
+    chunked = _request(
+        "POST",
+        [
+            HOST,
+            origin,
+            AUTH,
+            (b"content-type", b"application/json"),
+            (b"transfer-encoding", b"chunked"),
+        ],
+        messages=chunks,
+    )
+    assert chunked.status == 413
+    assert chunked.header_list[-2:] == cors
+    bare = _request("GET", [HOST, origin, AUTH], app_headers=None)
+    assert bare.header_list == cors
+
+
+def test_the_counters_add_up_over_requests() -> None:
+    """What /v1/status shows: totals over every request, not the last one."""
+    counters = Counters()
+    mw = SecurityMiddleware(_ok_app, policy=_policy(), counters=counters)
+    for headers in ([HOST, AUTH], [HOST, AUTH], [HOST], [HOST], [(b"host", b"evil")]):
+        scope = {"type": "http", "method": "GET", "path": "/v1/status", "headers": headers}
+        asyncio.run(mw(scope, _no_body, _discard))
+    assert counters.handled == 2
+    assert counters.rejected == {"unauthorized": 2, "forbidden_host": 1}
+
+
+async def _ok_app(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+async def _no_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _discard(message: dict[str, Any]) -> None:
+    del message
