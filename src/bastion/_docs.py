@@ -33,7 +33,12 @@ def _config() -> str:
 #: with the same code that reads services/*.toml, so the page cannot show a spec that fails.
 SERVICE_EXAMPLES: dict[str, tuple[str, str]] = {
     "process": (
-        "The default liveness check: the process is alive. No [health] needed.",
+        "The default liveness check: the process is alive. No [health] needed. Its exit is an\n"
+        "event the supervisor sees the moment it happens, so the default check does not run on a\n"
+        "timer once the service has settled: it runs once a second only while a passing check\n"
+        "still counts (a half-open breaker's trial, or restart history waiting for\n"
+        "`reset_after_s` of stable running), and an idle daemon does not wake for it. A declared\n"
+        '`kind = "process"` probe keeps its `interval_s`.',
         """argv = ["python3", "-m", "worker"]
 secrets = { OPENAI_API_KEY = "secret:global/OPENAI_API_KEY" }
 env = { LOG_FORMAT = "json" }
