@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import median, pct, ratio_line
@@ -94,6 +95,8 @@ def _metrics_rounds(args: argparse.Namespace, on: Target, off: Target) -> None:
     change on the shared machine then falls on both sides of a round alike."""
     rps: list[float] = []
     cpu: list[float] = []
+    cpu_on: list[float] = []  # the daemon's CPU seconds per request
+    cpu_off: list[float] = []
     for i in range(args.metrics_rounds):
         sides: dict[str, list[float]] = {"on": [0.0, 0.0, 0.0], "off": [0.0, 0.0, 0.0]}
         order = ("off", "on", "on", "off") if i % 2 == 0 else ("on", "off", "off", "on")
@@ -108,6 +111,8 @@ def _metrics_rounds(args: argparse.Namespace, on: Target, off: Target) -> None:
         on_t, off_t = sides["on"], sides["off"]
         rps.append((on_t[0] / on_t[1]) / (off_t[0] / off_t[1]))
         cpu.append((off_t[2] / off_t[0]) / (on_t[2] / on_t[0]))
+        cpu_on.append(on_t[2] / on_t[0])
+        cpu_off.append(off_t[2] / off_t[0])
     print(
         f"GET /v1/settings/{{key}}, daemon with metrics on vs off, {args.metrics_rounds} paired"
         f" rounds of 4 x {args.seconds}s (ABBA)"
@@ -119,6 +124,10 @@ def _metrics_rounds(args: argparse.Namespace, on: Target, off: Target) -> None:
     print(
         f"  {'daemon CPU per request off / on (median round)':<58} {median(cpu):6.2f}x   "
         f"(target >= 0.95x; {_spread(cpu)})"
+    )
+    print(
+        f"  daemon CPU per request (median round): on {median(cpu_on) * 1e6:.0f} us,"
+        f" off {median(cpu_off) * 1e6:.0f} us"
     )
 
 
@@ -174,28 +183,33 @@ def main() -> None:
         raise SystemExit("wrk is not installed (apt-get install wrk; `make test` installs it)")
 
     tmp = Path(tempfile.mkdtemp(prefix="bastion-bench-api-"))
-    cfg = load_config(tmp / "home", env={})
-    with Home.init(cfg) as home:
-        home.settings.set(KEY, {"mode": "dark", "accent": "#3366ff", "font_size": 13})
-    token = read_token(cfg.run_dir / TOKEN_FILE)
     env = {k: v for k, v in os.environ.items() if k != "BASTION_HOME"}
-
-    # --metrics: the same daemon with [api] metrics off (its own home: one daemon per home),
-    # measured in the same run.
-    off: subprocess.Popen[bytes] | None = None
-    if args.metrics:
-        off_cfg = load_config(tmp / "home-off", env={})
-        with Home.init(off_cfg) as home:
-            home.settings.set(KEY, {"mode": "dark", "accent": "#3366ff", "font_size": 13})
-        off_token = read_token(off_cfg.run_dir / TOKEN_FILE)
-        off, off_port = _daemon(off_cfg.home, {**env, "BASTION_API_METRICS": "false"})
-    ours, port = _daemon(cfg.home, env)
-    base_port = _free_port()
-    bare = subprocess.Popen(
-        [sys.executable, str(HERE / "_bare_starlette.py"), str(cfg.db_path), str(base_port)],
-        stderr=subprocess.DEVNULL,
-    )
+    procs: list[subprocess.Popen[bytes]] = []
     try:
+        # --metrics: two more daemons, alike but for [api] metrics, each on a home of its own
+        # (one daemon per home) that nothing else reads: the comparison is symmetric.
+        if args.metrics:
+            sides: dict[str, Target] = {}
+            for side, metrics in (("off", "false"), ("on", "true")):
+                side_cfg, side_token = _bench_home(tmp / f"home-{side}")
+                proc, side_port = _daemon(side_cfg.home, {**env, "BASTION_API_METRICS": metrics})
+                procs.append(proc)
+                url = f"http://127.0.0.1:{side_port}/v1/settings/{KEY}"
+                side_auth = {"Authorization": f"Bearer {side_token}"}
+                _wrk(url, 1, side_auth)  # warm (imports, first queries, connection pools)
+                sides[side] = (proc, url, side_auth)
+            _metrics_rounds(args, sides["on"], sides["off"])
+            if args.metrics_only:
+                return
+        cfg, token = _bench_home(tmp / "home")
+        ours, port = _daemon(cfg.home, env)
+        procs.append(ours)
+        base_port = _free_port()
+        bare = subprocess.Popen(
+            [sys.executable, str(HERE / "_bare_starlette.py"), str(cfg.db_path), str(base_port)],
+            stderr=subprocess.DEVNULL,
+        )
+        procs.append(bare)
         _wait_listening(base_port, bare)
         url_ours = f"http://127.0.0.1:{port}/v1/settings/{KEY}"
         url_bare = f"http://127.0.0.1:{base_port}/v1/settings/{KEY}"
@@ -203,21 +217,13 @@ def main() -> None:
         # Warm both (imports, first queries, connection pools).
         _wrk(url_bare, 1, {})
         _wrk(url_ours, 1, auth)
-        if off is not None:
-            url_off = f"http://127.0.0.1:{off_port}/v1/settings/{KEY}"
-            auth_off = {"Authorization": f"Bearer {off_token}"}
-            _wrk(url_off, 1, auth_off)
         best_bare: dict[str, float] = {"rps": 0.0}
         best_ours: dict[str, float] = {"rps": 0.0}
-        for _ in range(0 if args.metrics_only else args.runs):
+        for _ in range(args.runs):
             b = _wrk(url_bare, args.seconds, {})
             o = _wrk(url_ours, args.seconds, auth)
             best_bare = max(best_bare, b, key=lambda r: r["rps"])
             best_ours = max(best_ours, o, key=lambda r: r["rps"])
-        if off is not None:
-            _metrics_rounds(args, (ours, url_ours, auth), (off, url_off, auth_off))
-        if args.metrics_only:
-            return
         print(
             f"GET /v1/settings/{{key}}, wrk keep-alive, 2 connections, {args.seconds}s x {args.runs} (best)"
         )
@@ -238,14 +244,20 @@ def main() -> None:
             )
         )
     finally:
-        for proc in (ours, bare, off):
-            if proc is None:
-                continue
+        for proc in procs:
             proc.terminate()
             proc.wait(timeout=60)
             if proc.stdout is not None:
                 proc.stdout.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _bench_home(path: Path) -> tuple[Any, str]:
+    """A fresh home holding the row read, and its token."""
+    cfg = load_config(path, env={})
+    with Home.init(cfg) as home:
+        home.settings.set(KEY, {"mode": "dark", "accent": "#3366ff", "font_size": 13})
+    return cfg, read_token(cfg.run_dir / TOKEN_FILE)
 
 
 if __name__ == "__main__":
