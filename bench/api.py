@@ -88,9 +88,9 @@ def _cpu_s(pid: int) -> float:
 Target = tuple[subprocess.Popen[bytes], str, dict[str, str]]
 
 
-def _metrics_rounds(args: argparse.Namespace, on: Target, off: Target) -> None:
-    """The daemon with metrics on vs off: paired rounds, ABBA order inside each (off on on
-    off, then on off off on), each round's own ratios of req/s and of the daemon's CPU per
+def _metrics_rounds(args: argparse.Namespace, ons: list[Target], offs: list[Target]) -> None:
+    """The daemon with metrics on vs off: paired rounds (each on one pair of daemons, the
+    pairs in turn), ABBA order inside each (off on on off, then on off off on), each round's own ratios of req/s and of the daemon's CPU per
     request; the median round is the figure, with the rounds' range and middle half. A load
     change on the shared machine then falls on both sides of a round alike."""
     rps: list[float] = []
@@ -98,6 +98,7 @@ def _metrics_rounds(args: argparse.Namespace, on: Target, off: Target) -> None:
     cpu_on: list[float] = []  # the daemon's CPU seconds per request
     cpu_off: list[float] = []
     for i in range(args.metrics_rounds):
+        on, off = ons[(i // 2) % len(ons)], offs[(i // 2) % len(offs)]  # each pair both orders
         sides: dict[str, list[float]] = {"on": [0.0, 0.0, 0.0], "off": [0.0, 0.0, 0.0]}
         order = ("off", "on", "on", "off") if i % 2 == 0 else ("on", "off", "off", "on")
         for side in order:
@@ -175,7 +176,7 @@ def main() -> None:
         help="only the metrics on vs off comparison (implies --metrics)",
     )
     parser.add_argument(
-        "--metrics-rounds", type=int, default=10, help="paired rounds of metrics on vs off"
+        "--metrics-rounds", type=int, default=12, help="paired rounds of metrics on vs off"
     )
     args = parser.parse_args()
     args.metrics = args.metrics or args.metrics_only
@@ -186,18 +187,21 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if k != "BASTION_HOME"}
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        # --metrics: two more daemons, alike but for [api] metrics, each on a home of its own
-        # (one daemon per home) that nothing else reads: the comparison is symmetric.
+        # --metrics: four more daemons, alike but for [api] metrics, each on a home of its
+        # own (one daemon per home) that nothing else reads, started off, on, on, off: an
+        # A/A run (all off) showed the daemon started later costing up to ~6% more CPU per
+        # request on a loaded machine, so rounds pair the first two, then the last two.
         if args.metrics:
-            sides: dict[str, Target] = {}
-            for side, metrics in (("off", "false"), ("on", "true")):
-                side_cfg, side_token = _bench_home(tmp / f"home-{side}")
+            sides: dict[str, list[Target]] = {"on": [], "off": []}
+            for k, side in enumerate(("off", "on", "on", "off")):
+                side_cfg, side_token = _bench_home(tmp / f"home-{side}-{k}")
+                metrics = "true" if side == "on" else "false"
                 proc, side_port = _daemon(side_cfg.home, {**env, "BASTION_API_METRICS": metrics})
                 procs.append(proc)
                 url = f"http://127.0.0.1:{side_port}/v1/settings/{KEY}"
                 side_auth = {"Authorization": f"Bearer {side_token}"}
                 _wrk(url, 1, side_auth)  # warm (imports, first queries, connection pools)
-                sides[side] = (proc, url, side_auth)
+                sides[side].append((proc, url, side_auth))
             _metrics_rounds(args, sides["on"], sides["off"])
             if args.metrics_only:
                 return
