@@ -204,6 +204,10 @@ def _read_folder(
     return good, bad, texts
 
 
+#: Seconds between a change in the folder and the watch's reload (see ``_watch_native``).
+WATCH_SETTLE_S = 0.1
+
+
 class ServiceCatalog:
     """Keeps a running supervisor in step with its services folder. Not thread-safe: use it
     on the supervisor's event loop. ``await start()`` to begin watching, ``await close()``."""
@@ -440,8 +444,12 @@ class ServiceCatalog:
                         task.cancel()
                 if stop.is_set():
                     return
-                # A burst of events (an atomic write: temp file, rename) gathers while the
-                # reload runs: the next changed() returns once for all of them.
+                # A moment's settling after the first event, as watchfiles' step and debounce
+                # gave (50-100 ms): a burst of events (an atomic write's temp file and
+                # rename, an editor's saves) makes one reload, and a writer that asks for a
+                # reload right after its write (`config rollback`, the API) has it applied by
+                # that request, under its own name, rather than by the watch as "file".
+                await asyncio.sleep(WATCH_SETTLE_S)
                 await self._reload_quietly()
         finally:
             watch.close()
