@@ -32,6 +32,13 @@ def home(tmp_path: Path) -> Config:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: The PyInstaller build's own limit. pytest-timeout's budget (300 s, pyproject.toml) covers a
+#: test's fixture set-up too, and the first test of a session to ask for ``bastion_exe`` pays for
+#: the build (86-175 s quiet, 288 s seen on two cores under load): those tests get this budget
+#: on top of their own (pytest_collection_modifyitems).
+DIST_BUILD_TIMEOUT_S = 1200
+
+
 @pytest.fixture(scope="session")
 def bastion_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The standalone executable, built once per session with ``scripts/build_dist.py``
@@ -57,7 +64,7 @@ def bastion_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
         text=True,
         check=False,
-        timeout=1200,
+        timeout=DIST_BUILD_TIMEOUT_S,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     # The build's own summary line (size, seconds) lands in the test log for the record.
@@ -99,9 +106,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Encryption at rest is SQLite's (SQLite3 Multiple Ciphers): the PostgreSQL run of a test
     parametrized over engines is not repeated "encrypted" (a PostgreSQL server's data at rest
-    is the server's business), so that combination is deselected, never skipped."""
+    is the server's business), so that combination is deselected, never skipped. Tests that
+    use the standalone executable get the build's time on top of their timeout."""
     keep, dropped = [], []
     for item in items:
+        if "bastion_exe" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+            "timeout"
+        ):
+            item.add_marker(pytest.mark.timeout(DIST_BUILD_TIMEOUT_S + 300))
         callspec = getattr(item, "callspec", None)
         encrypted = callspec is not None and callspec.params.get("db_key") == "encrypted"
         (dropped if encrypted and item.get_closest_marker("postgres") else keep).append(item)
