@@ -127,6 +127,7 @@ def test_plans_read_as_sqlite_steps() -> None:
                                 "Node Type": "Index Scan",
                                 "Relation Name": "bots",
                                 "Index Name": "bots_pkey",
+                                "Index Cond": "(id = runs.bot_id)",
                             },
                             {
                                 "Node Type": "Bitmap Heap Scan",
@@ -148,6 +149,18 @@ def test_plans_read_as_sqlite_steps() -> None:
         "SEARCH bots USING PRIMARY KEY (bots_pkey)",
         "SEARCH souls USING INDEX ix_souls",
     ]
+    # An index scan with no Index Cond walks the whole index (an ORDER BY served by it): a
+    # scan, as SQLite says of the same plan, not a use of the index to find rows.
+    walked = [
+        {
+            "Plan": {
+                "Node Type": "Index Only Scan",
+                "Relation Name": "t",
+                "Index Name": "t_c",
+            }
+        }
+    ]
+    assert [s.detail for s in plan_steps(walked)] == ["SCAN t USING INDEX t_c"]
     steps = plan_steps(plan)
     assert steps[1].is_scan
     assert steps[1].table == "runs"
