@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.posix, pytest.mark.slow]
 #: scrape, the vault (cryptography, argon2) with the first secret route, psutil with the first
 #: child. Each cost 5-30 ms of the daemon's start.
 LAZY = (
+    "pydantic.v1",  # FastAPI's check for v1 models, short-circuited (bastion.api.fastapi_v1)
     "prometheus_client",
     "bastion.api.metrics_collector",
     "psutil",

@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from starlette.types import Scope
 
 from bastion.__about__ import __api_version__, __version__
+from bastion.api import fastapi_v1
 from bastion.api.errors import ErrorBoundary, install_error_handlers
 from bastion.api.models import ErrorBody
 from bastion.api.security import SecurityMiddleware, SecurityPolicy
@@ -33,6 +34,10 @@ from bastion.app import Home
 from bastion.scheduler import Scheduler
 
 __all__ = ["ROUTERS", "create_app"]
+
+# Before any route is declared (every route module is under bastion.api, whose __init__
+# imports this module first): FastAPI's check for pydantic.v1 models without importing it.
+fastapi_v1.install()
 
 log = logging.getLogger("bastion.api")
 
