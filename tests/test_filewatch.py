@@ -97,3 +97,58 @@ def test_linux_watches_with_inotify_not_a_timer(tmp_path: Path) -> None:
         assert watch.how == "inotify"
     finally:
         watch.close()
+
+
+#: A fresh interpreter in which finding a library by name or starting a child process fails:
+#: both inotify watches must still be made and see a write.
+NO_LIBRARY_SEARCH = """
+import asyncio, ctypes.util, os, subprocess, sys
+from pathlib import Path
+
+def refuse(*args, **kwargs):
+    raise AssertionError(f"searched for a library or started a child: {args!r}")
+
+ctypes.util.find_library = refuse
+subprocess.Popen.__init__ = refuse
+os.fork = refuse
+
+from bastion._platform.filewatch import blocking_watch, watch_files
+
+folder = Path(sys.argv[1])
+blocking = blocking_watch(folder, ["a.db"])
+assert blocking is not None and blocking.how == "inotify", blocking
+(folder / "a.db").write_bytes(b"x")
+assert blocking.wait(10.0), "the blocking watch missed a write"
+blocking.close()
+
+async def loop_watch():
+    watch = watch_files(folder, ["b.db"])
+    assert watch.how == "inotify", watch.how
+    try:
+        waiter = asyncio.ensure_future(watch.changed())
+        await asyncio.sleep(0)
+        (folder / "b.db").write_bytes(b"y")
+        await asyncio.wait_for(waiter, 10.0)
+    finally:
+        watch.close()
+
+asyncio.run(loop_watch())
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+def test_inotify_needs_no_library_search_nor_child_process(tmp_path: Path) -> None:
+    """inotify_simple looks for libc with ``ctypes.util.find_library`` (``ldconfig -p`` in a
+    child process: a fork of the whole daemon during ``bastion serve``'s start, issue 22 §7);
+    bastion hands it the process's own symbols instead, and both kinds of watch still see a
+    write."""
+    done = subprocess.run(
+        [sys.executable, "-c", NO_LIBRARY_SEARCH, str(tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

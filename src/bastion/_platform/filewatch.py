@@ -64,6 +64,25 @@ class FileWatch(Protocol):
         """Stop watching; idempotent."""
 
 
+def _inotify() -> Any:
+    """``inotify_simple``, with the C library it calls into already given.
+
+    inotify_simple finds libc on its first instance with ``ctypes.util.find_library("c")``,
+    which on Linux runs ``ldconfig -p`` as a child process (a fork of the whole daemon and
+    an exec, a few milliseconds on the main thread of ``bastion serve``'s start: issue 22
+    §7). Every symbol it calls (``inotify_init1``, ``inotify_add_watch``,
+    ``inotify_rm_watch``) is libc's, and libc is already loaded in every Python process, so
+    the process's own symbol table (``dlopen(NULL)``, ``CDLL(None)``) resolves them
+    without a search. Set only when inotify_simple has none yet (it keeps the first)."""
+    import ctypes
+
+    import inotify_simple
+
+    if getattr(inotify_simple, "_libc", None) is None:
+        inotify_simple._libc = ctypes.CDLL(None, use_errno=True)
+    return inotify_simple
+
+
 def _signature(path: Path) -> tuple[int, int, int] | None:
     try:
         st = path.stat()
@@ -103,8 +122,7 @@ class _InotifyWatch:
     how = "inotify"
 
     def __init__(self, directory: Path, names: Iterable[str] | None, poll_s: float) -> None:
-        import inotify_simple
-
+        inotify_simple = _inotify()
         self._flags = inotify_simple.flags
         self._directory = directory
         #: None: every name in the directory counts (``directory_watch``).
@@ -215,8 +233,7 @@ class BlockingWatch:
     how = "inotify"
 
     def __init__(self, directory: Path, names: Iterable[str], *, opens: bool = False) -> None:
-        import inotify_simple
-
+        inotify_simple = _inotify()
         self._flags = inotify_simple.flags
         self._names = {os.fsencode(n).decode("utf-8", "surrogateescape") for n in names}
         self._inotify: Any = inotify_simple.INotify(nonblocking=True)
