@@ -22,7 +22,6 @@ are read once, at start; the answer says whether a restart is needed).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import tempfile
 import tomllib
@@ -162,6 +161,8 @@ class Diff:
 
 def diff(home: Home, a: int, b: int) -> Diff:
     """The unified diff from version ``a`` to version ``b`` (any two: usually of one file)."""
+    import difflib  # here: only a diff needs it, not the daemon's start (issue 22 §7)
+
     first, second = _get(home, a), _get(home, b)
     lines = difflib.unified_diff(
         _text(first).splitlines(keepends=True),

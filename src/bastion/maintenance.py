@@ -48,11 +48,11 @@ log = logging.getLogger("bastion.maintenance")
 
 
 def maintenance_jobs(home: Home) -> list[Job]:
-    """The jobs for ``home`` on the intervals of its config (see the module docstring)."""
-    from bastion.store.backup import run_scheduled_backup
-    from bastion.store.retention import run_retention
-    from bastion.store.stats import run_scheduled_check
+    """The jobs for ``home`` on the intervals of its config (see the module docstring).
 
+    Each job imports what it runs when it first runs (on the scheduler's thread, its first
+    interval after the start): the daemon builds these jobs before its handshake, and the
+    backup, retention and check modules are not needed to serve (issue 22 §7)."""
     cfg = home.config
 
     def emit(kind: str, subject: str, data: Mapping[str, Any]) -> None:
@@ -67,6 +67,8 @@ def maintenance_jobs(home: Home) -> list[Job]:
 
     def backup_of(target: Callable[[], Database | None]) -> Callable[[], None]:
         def backup() -> None:
+            from bastion.store.backup import run_scheduled_backup
+
             db = target()
             if db is None:
                 return
@@ -77,12 +79,16 @@ def maintenance_jobs(home: Home) -> list[Job]:
         return backup
 
     def retention() -> None:
+        from bastion.store.retention import run_retention
+
         summary = run_retention(home.db, cfg)
         deleted = sum(t["deleted"] for t in summary["tables"].values())
         if deleted:
             log.info("retention deleted %d rows", deleted)
 
     def integrity() -> None:
+        from bastion.store.stats import run_scheduled_check
+
         for db in (home.db, vault_db()):
             if db is None:
                 continue

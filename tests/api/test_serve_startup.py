@@ -36,6 +36,17 @@ LAZY = (
     "rich",
     "websockets",
     "uvicorn.protocols.websockets",
+    # A damaged file's salvage, and the AEGIS page cipher it reads pages with (aeg, cffi):
+    # only a failed open-time check needs them.
+    "bastion.store.salvage",
+    "bastion.store.crypt.pages",
+    "aeg",
+    "_cffi_backend",
+    # The maintenance jobs' own modules load when a job first runs (90 s in at the soonest);
+    # backup and stats are not listed: the system routes use them.
+    "bastion.store.retention",
+    # A configuration diff's, not the recording of a version's.
+    "difflib",
 )
 
 WRAPPER = """

@@ -59,11 +59,11 @@ from bastion.store.crypt.cipher import FileKind, classify, connect
 from bastion.store.crypt.key import DatabaseKey
 from bastion.store.crypt.refusal import key_refusal, missing_key, not_encrypted
 from bastion.store.header import short_without_wal
-from bastion.store.salvage import SalvageResult, salvage
 
 if TYPE_CHECKING:
     from bastion.config import StoreConfig
     from bastion.store.engine import Database
+    from bastion.store.salvage import SalvageResult
 
 __all__ = [
     "CheckKind",
@@ -612,6 +612,10 @@ def recover(
         if db_path.exists() and _size(db_path) > 0:
             written.append(qdir / "salvaged.db")
             try:
+                # Imported here: salvage (and the AEGIS page cipher it reads encrypted pages
+                # with) is for a damaged file only, never for the daemon's start (#22 §7).
+                from bastion.store.salvage import salvage
+
                 result = salvage(db_path, qdir / "salvaged.db", key=key)
             except OSError as err:
                 if err.errno in _NO_SPACE:
