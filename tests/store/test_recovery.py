@@ -18,6 +18,7 @@ import pytest
 from bastion.app import Home
 from bastion.config import Config, StoreConfig, load_config
 from bastion.errors import NotADatabase, StoreCorrupt, StoreMissing
+from bastion.store import Database
 from bastion.store.backup import create_backup
 from bastion.store.crypt import DatabaseKey
 from bastion.store.crypt.cipher import FileKind, classify, connect
@@ -397,3 +398,173 @@ def test_the_latest_salvage_is_the_newest_salvaged_copy_of_that_database(
     assert latest_salvage(root, "bastion") == second.quarantine_dir / "salvaged.db"
     assert latest_salvage(root, "other") == root / "20260103T000000_000000Z" / "salvaged.db"
     assert first.quarantine_dir < second.quarantine_dir
+
+
+# --- merging salvaged rows back: every table shape ----------------------------------------
+
+#: Tables of every shape merge_salvage meets: an INTEGER PRIMARY KEY (the rowid's alias), no
+#: declared key, a TEXT key, a composite key, quoted names, a WITHOUT ROWID table, and an FTS5
+#: index over an external content table (kept up to date by a trigger).
+_SHAPES_DDL = """
+CREATE TABLE docs(id INTEGER PRIMARY KEY, body TEXT);
+CREATE VIRTUAL TABLE docs_fts USING fts5(body, content='docs', content_rowid='id');
+CREATE TRIGGER docs_ai AFTER INSERT ON docs BEGIN
+  INSERT INTO docs_fts(rowid, body) VALUES (new.id, new.body);
+END;
+CREATE TABLE plain(n INTEGER);
+CREATE TABLE tagged(name TEXT PRIMARY KEY, v INTEGER);
+CREATE TABLE pair(a INTEGER, b INTEGER, v TEXT, PRIMARY KEY (a, b));
+CREATE TABLE "we""ird"("co""l" TEXT);
+CREATE TABLE kv(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+"""
+
+
+def _shapes(path: Path, rows: dict[str, list[tuple[object, ...]]], extra: str = "") -> None:
+    """A database of _SHAPES_DDL (and ``extra``) holding ``rows``: per table, tuples of
+    (rowid, *every column), inserted under that rowid."""
+    conn = connect(str(path))
+    try:
+        conn.execute(_SHAPES_DDL + extra)
+        for table, values in rows.items():
+            q = '"' + table.replace('"', '""') + '"'
+            names = [
+                '"' + str(r[1]).replace('"', '""') + '"'
+                for r in conn.execute(f"PRAGMA table_info({q})")
+            ]
+            for row in values:  # (a WITHOUT ROWID table's rows have no rowid)
+                cols = ", ".join(names if len(row) == len(names) else ["rowid", *names])
+                marks = ", ".join("?" for _ in row)
+                conn.execute(f"INSERT INTO {q} ({cols}) VALUES ({marks})", row)
+    finally:
+        conn.close()
+
+
+def _rows(db_path: Path, table: str) -> list[tuple[object, ...]]:
+    conn = connect(str(db_path))
+    try:
+        q = '"' + table.replace('"', '""') + '"'
+        return [tuple(r) for r in conn.execute(f"SELECT rowid, * FROM {q} ORDER BY rowid")]
+    finally:
+        conn.close()
+
+
+@pytest.mark.plaintext_only(reason="the table shapes are the point; the key is tested above")
+def test_merge_keeps_each_rowid_skips_what_it_cannot_merge_and_reports_every_conflict(
+    tmp_path: Path,
+) -> None:
+    """Every salvaged row the live table lacks comes back under its own rowid (what other
+    rows and the FTS index refer to by), in every table shape; identical rows are counted;
+    a rowid taken by other values and a unique key taken are conflicts, each sampled with
+    its reason, counted over every batch; tables that cannot be merged are named with why."""
+    live, salvaged = tmp_path / "live.db", tmp_path / "salvaged.db"
+    taken = [(i, f"live-{i}") for i in range(1, 102)]
+    _shapes(
+        live,
+        {
+            "docs": [(1, 1, "alpha")],
+            "plain": [(1, 10), (2, 20)],
+            "tagged": [(1, "a", 1), (2, "z", 26)],
+            "pair": [(1, 1, 1, "x"), (2, 2, 2, "y")],
+            'we"ird': [(1, "q")],
+            "kv": [("k1", 1)],
+            "zlog": taken,
+        },
+        extra="CREATE TABLE legacy(id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE zlog(m TEXT);",
+    )
+    _shapes(
+        salvaged,
+        {
+            "docs": [(1, 1, "alpha"), (7, 7, "bravo"), (40, 40, "charlie")],
+            "plain": [(1, 10), (2, 20), (5, 50), (90, 900)],
+            # "a" and "z" were renamed away and back since: their keys are taken.
+            "tagged": [
+                (6, "b", 2),
+                (30, "c", 3),
+                (31, "a", 9),
+                (33, "z", 0),
+            ],
+            "pair": [(1, 1, 1, "x2"), (2, 2, 2, "y2"), (8, 8, 1, "p"), (60, 60, 2, "q")],
+            'we"ird': [(1, "q"), (4, "r")],
+            "kv": [("k1", 1), ("k2", 2)],
+            "legacy": [(3, "old-3"), (50, "old-50")],
+            "gone": [(1, "x")],
+            "zlog": [(i, f"salvaged-{i}") for i, _ in taken],
+        },
+        # The live table gained an INTEGER PRIMARY KEY since (a rebuilt table): its rows keep
+        # their rowid, which is the new key. A table dropped since is not recreated.
+        extra="CREATE TABLE legacy(v TEXT); CREATE TABLE gone(x); CREATE TABLE zlog(m TEXT);",
+    )
+    with Database.open(live) as db:
+        report = merge_salvage(db, salvaged, batch=60)
+
+    assert report.inserted == {
+        "docs": 2,
+        "legacy": 2,
+        "pair": 2,
+        "plain": 2,
+        "tagged": 2,
+        'we"ird': 1,
+        "zlog": 0,
+    }
+    assert report.identical == {
+        "docs": 1,
+        "legacy": 0,
+        "pair": 0,
+        "plain": 2,
+        "tagged": 0,
+        'we"ird': 1,
+        "zlog": 0,
+    }
+    assert report.conflicts == {
+        "docs": 0,
+        "legacy": 0,
+        "pair": 2,
+        "plain": 0,
+        "tagged": 2,
+        'we"ird': 0,
+        "zlog": 101,
+    }
+    storage = "a virtual table's storage (rebuilt from its content)"
+    assert report.skipped_tables == {
+        "docs_fts": storage,
+        "docs_fts_config": storage,
+        "docs_fts_data": storage,
+        "docs_fts_docsize": storage,
+        "docs_fts_idx": storage,
+        "gone": "not in the live database",
+        "kv": "WITHOUT ROWID tables are not merged",
+    }
+    other = "rowid exists with other values"
+    unique = "UNIQUE constraint failed: tagged.name"
+    # At most 100 samples, in the order met; every conflict is counted.
+    assert list(report.conflict_samples) == [
+        {"table": "pair", "rowid": 1, "reason": other},
+        {"table": "pair", "rowid": 2, "reason": other},
+        {"table": "tagged", "rowid": 31, "reason": unique},
+        {"table": "tagged", "rowid": 33, "reason": unique},
+        *({"table": "zlog", "rowid": i, "reason": other} for i in range(1, 97)),
+    ]
+
+    assert _rows(live, "docs") == [(1, 1, "alpha"), (7, 7, "bravo"), (40, 40, "charlie")]
+    assert _rows(live, "plain") == [(1, 10), (2, 20), (5, 50), (90, 900)]
+    assert _rows(live, "tagged") == [(1, "a", 1), (2, "z", 26), (6, "b", 2), (30, "c", 3)]
+    assert _rows(live, "pair") == [(1, 1, 1, "x"), (2, 2, 2, "y"), (8, 8, 1, "p"), (60, 60, 2, "q")]
+    assert _rows(live, 'we"ird') == [(1, "q"), (4, "r")]
+    assert _rows(live, "legacy") == [(3, 3, "old-3"), (50, 50, "old-50")]
+    assert _rows(live, "zlog") == [(i, m) for i, m in taken]
+    conn = connect(str(live))
+    try:  # the index found the merged rows through its trigger, and is sound
+        assert conn.execute("SELECT * FROM kv").fetchall() == [("k1", 1)]
+        found = conn.execute("SELECT rowid FROM docs_fts WHERE docs_fts MATCH 'bravo'").fetchall()
+        assert found == [(7,)]
+        conn.execute("INSERT INTO docs_fts(docs_fts) VALUES ('integrity-check')")
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        conn.close()
+
+    # Merged once, the rows are there under the same rowids: a second merge adds nothing.
+    with Database.open(live) as db:
+        again = merge_salvage(db, salvaged)
+    assert set(again.inserted.values()) == {0}
+    assert again.identical["plain"] == 4
+    assert again.identical["legacy"] == 2
