@@ -19,7 +19,9 @@ shows the figures as of now, and an app without a scheduler (the in-process test
 still has a series.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI and pydantic would turn every string
+# annotation of the routes and models back into an object at start-up (a ForwardRef compiled
+# and evaluated each, ~5 ms of the daemon's start; issue 22 §7). tests/api/test_fastapi_v1.py
 
 import dataclasses
 import math
@@ -82,7 +84,7 @@ class Point:
     commit_p99_s: float | None
 
 
-def read_sample(registry: CollectorRegistry, ts: float, mono: float) -> Sample:
+def read_sample(registry: "CollectorRegistry", ts: float, mono: float) -> Sample:
     """The three families from ``registry`` (only their collectors run)."""
     restarts: dict[str, float] = {}
     lines: dict[str, float] = {}

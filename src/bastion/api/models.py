@@ -5,7 +5,9 @@ without ``/``, ``\\`` or a leading dot, so a path-traversal attempt is refused b
 before any route runs.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI and pydantic would turn every string
+# annotation of the routes and models back into an object at start-up (a ForwardRef compiled
+# and evaluated each, ~5 ms of the daemon's start; issue 22 §7). tests/api/test_fastapi_v1.py
 
 from typing import Annotated, Any, Generic, TypeVar
 

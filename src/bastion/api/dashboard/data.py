@@ -16,7 +16,9 @@ When the daemon grows equivalent routes, ``app.js``'s ``ROUTES`` table is the on
 switch, and this module goes away.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI and pydantic would turn every string
+# annotation of the routes and models back into an object at start-up (a ForwardRef compiled
+# and evaluated each, ~5 ms of the daemon's start; issue 22 §7). tests/api/test_fastapi_v1.py
 
 import asyncio
 import dataclasses

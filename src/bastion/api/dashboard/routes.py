@@ -17,7 +17,9 @@ connections to this origin only, so even a bug in ``app.js`` cannot make the pag
 anything but the daemon.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI and pydantic would turn every string
+# annotation of the routes and models back into an object at start-up (a ForwardRef compiled
+# and evaluated each, ~5 ms of the daemon's start; issue 22 §7). tests/api/test_fastapi_v1.py
 
 import dataclasses
 import importlib.resources
@@ -92,7 +94,7 @@ class Dashboard:
     backups: BackupJobs = dataclasses.field(default_factory=BackupJobs)
 
     @classmethod
-    def create(cls, *, port: int, token: str, own_origins: frozenset[str]) -> Dashboard:
+    def create(cls, *, port: int, token: str, own_origins: frozenset[str]) -> "Dashboard":
         root = importlib.resources.files("bastion.api.dashboard") / "static"
         assets = {name: (root / name).read_bytes() for name in (*_ASSETS, "index.html")}
         return cls(

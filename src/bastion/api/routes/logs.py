@@ -6,7 +6,9 @@ pages by cursor or by offset with a total. The ``/stream`` routes are server-sen
 with ``Last-Event-ID`` resume (see :mod:`bastion.api.sse`).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI and pydantic would turn every string
+# annotation of the routes and models back into an object at start-up (a ForwardRef compiled
+# and evaluated each, ~5 ms of the daemon's start; issue 22 §7). tests/api/test_fastapi_v1.py
 
 import asyncio
 from collections.abc import Sequence
@@ -59,7 +61,7 @@ class LogOut(_Model):
     fields: dict[str, Any] | None = None
 
     @classmethod
-    def of(cls, r: LogRecord) -> LogOut:
+    def of(cls, r: LogRecord) -> "LogOut":
         return cls(
             id=r.id or 0,
             ts=r.ts,
@@ -79,7 +81,7 @@ class EventOut(_Model):
     data: dict[str, Any] | None = None
 
     @classmethod
-    def of(cls, e: Event) -> EventOut:
+    def of(cls, e: Event) -> "EventOut":
         return cls(id=e.id, ts=e.ts, kind=e.kind, subject=e.subject, data=e.data)
 
 
@@ -92,7 +94,7 @@ class ActivityOut(_Model):
     details: dict[str, Any] | None = Field(default=None)
 
     @classmethod
-    def of(cls, a: Activity) -> ActivityOut:
+    def of(cls, a: Activity) -> "ActivityOut":
         return cls(
             id=a.id, ts=a.ts, actor=a.actor, action=a.action, subject=a.subject, details=a.details
         )

@@ -10,7 +10,9 @@ Vault calls are blocking (the OS keychain is a D-Bus round trip, bounded by its 
 these handlers are plain ``def``: FastAPI runs them on its thread pool, off the event loop.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI and pydantic would turn every string
+# annotation of the routes and models back into an object at start-up (a ForwardRef compiled
+# and evaluated each, ~5 ms of the daemon's start; issue 22 §7). tests/api/test_fastapi_v1.py
 
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -55,7 +57,7 @@ class SecretInfo(_Model):
     version: int
 
     @classmethod
-    def of(cls, meta: SecretMeta) -> SecretInfo:
+    def of(cls, meta: "SecretMeta") -> "SecretInfo":
         return cls(
             scope=meta.scope,
             name=meta.name,

@@ -10,7 +10,9 @@ reloads; every answer that names services first picks up edits not yet applied
 (``DaemonState.synced_supervisor``), so the API and the CLI (which reads the files) agree.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI and pydantic would turn every string
+# annotation of the routes and models back into an object at start-up (a ForwardRef compiled
+# and evaluated each, ~5 ms of the daemon's start; issue 22 §7). tests/api/test_fastapi_v1.py
 
 from typing import Annotated, Any, Literal
 
@@ -75,7 +77,7 @@ class ServiceOut(_Model):
     probes: list[ProbeOut]
 
     @classmethod
-    def of(cls, s: ServiceStatus) -> ServiceOut:
+    def of(cls, s: ServiceStatus) -> "ServiceOut":
         return cls(**s.to_dict())
 
 
@@ -122,7 +124,7 @@ class ReloadOut(_Model):
     problems: list[ProblemOut]
 
     @classmethod
-    def of(cls, report: ReloadReport) -> ReloadOut:
+    def of(cls, report: ReloadReport) -> "ReloadOut":
         return cls(**report.to_dict())
 
 

@@ -11,7 +11,9 @@ an older version or another tool) lists as an error row and reads as 409
 ``setting_unreadable``, never as a failure of the whole listing.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI and pydantic would turn every string
+# annotation of the routes and models back into an object at start-up (a ForwardRef compiled
+# and evaluated each, ~5 ms of the daemon's start; issue 22 §7). tests/api/test_fastapi_v1.py
 
 import asyncio
 import functools
@@ -59,7 +61,7 @@ class SettingOut(_Model):
     )
 
     @classmethod
-    def of(cls, s: Setting) -> SettingOut:
+    def of(cls, s: Setting) -> "SettingOut":
         return cls(key=s.key, value=s.value, updated_at=s.updated_at, error=s.error)
 
 

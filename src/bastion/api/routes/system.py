@@ -1,6 +1,8 @@
 """Liveness, daemon status, shutdown, and the database's status/checks/migrations."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI and pydantic would turn every string
+# annotation of the routes and models back into an object at start-up (a ForwardRef compiled
+# and evaluated each, ~5 ms of the daemon's start; issue 22 §7). tests/api/test_fastapi_v1.py
 
 import asyncio
 import dataclasses
