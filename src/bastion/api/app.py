@@ -14,6 +14,7 @@ the dashboard's session cookie + CSRF header). Host and Origin checks apply to a
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -33,7 +34,7 @@ from bastion.api.state import DaemonState
 from bastion.app import Home
 from bastion.scheduler import Scheduler
 
-__all__ = ["ROUTERS", "create_app"]
+__all__ = ["ROUTERS", "create_app", "declare_routes"]
 
 # Before any route is declared (every route module is under bastion.api, whose __init__
 # imports this module first): FastAPI's check for pydantic.v1 models without importing it.
@@ -70,6 +71,24 @@ Every route but `/health` needs `Authorization: Bearer <token>` (the token is in
 form posts). A `POST` without a body may leave `Content-Type` out when it carries the
 bearer token. Booleans are JSON `true`/`false` only. Errors are `{code, message, hint}`
 (docs/errors.md)."""
+
+
+def declare_routes(*, dashboard: bool = True, metrics: bool = True) -> None:
+    """Import the route modules (and the dashboard's): their routes are declared, and FastAPI
+    analyses each one, as they are imported -- most of ``create_app``'s work, none of which
+    needs the home. ``bastion serve`` calls this before it waits for the open-time check of
+    ``bastion.db``, so this work runs while SQLite checks the file on the other core, instead
+    of after (issue 22 §7). ``create_app`` then finds the modules imported. A dashboard that
+    cannot be imported is left to ``create_app`` to report."""
+    for name in ROUTERS:
+        importlib.import_module(f"bastion.api.routes.{name}")
+    if metrics:  # GET /metrics and the dashboard's series of its figures (metrics.install)
+        importlib.import_module("bastion.api.metrics")
+        importlib.import_module("bastion.api.metrics_series")
+    if dashboard and importlib.util.find_spec("bastion.api.dashboard") is not None:
+        # One that cannot be imported: create_app logs why and serves the API without it.
+        with contextlib.suppress(ImportError):
+            importlib.import_module("bastion.api.dashboard")
 
 
 def create_app(

@@ -48,7 +48,7 @@ import uvicorn.server
 
 from bastion.__about__ import __api_version__, __version__
 from bastion._time import rfc3339
-from bastion.api.app import create_app
+from bastion.api.app import create_app, declare_routes
 from bastion.api.connections import ConnectionGuard, ConnectionLimits, guarded_protocol
 from bastion.api.state import DaemonState
 from bastion.api.supervision import stop_supervisor
@@ -308,6 +308,8 @@ def serve(
         # The daemon recovers a damaged database on its own (quarantine, restore the newest
         # verified backup, salvage): the desktop app that spawned it has no operator.
         cfg = dataclasses.replace(cfg, store=dataclasses.replace(cfg.store, on_corrupt="recover"))
+    # The routes are declared while the open-time check may still run (Home.init waits for it).
+    declare_routes(metrics=cfg.api.metrics)
     home = Home.init(cfg, precheck=precheck)
     lock = DaemonLock(cfg.run_dir)
     try:
