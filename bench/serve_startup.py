@@ -26,12 +26,20 @@ The open-time check of bastion.db runs read-only, on a thread started before the
 stack is imported (docs/operations.md, "When a database is damaged"): what is left of it
 after the imports is what grows with the file.
 
-Run: ``.venv/bin/python bench/serve_startup.py [--runs 9] [--sizes-mb 1,150] [--phases]``
+``--imports`` launches it once more through a wrapper that notes the main thread's CPU spent
+executing each module (its own body, what it imports excluded) and creating each dataclass,
+up to the handshake: how much of the start is third parties' code, bastion's for
+``create_app``, and the rest of bastion's (and of that, its dataclasses), with the costliest
+of bastion's modules.
+
+Run: ``.venv/bin/python bench/serve_startup.py [--runs 9] [--sizes-mb 1,150] [--phases]
+[--imports]``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import select
 import shutil
@@ -40,7 +48,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 BARE = """
 import asyncio, sys
@@ -137,6 +147,96 @@ sys.argv = ["bastion", *sys.argv[1:]]
 cli.main()
 """
 
+#: ``bastion serve`` with the main thread's CPU noted per module executed (its own body, the
+#: modules it imports excluded) and per dataclass created, up to the handshake; one JSON line
+#: ``imports {...}`` on stderr when uvicorn's start has returned. The start's critical path
+#: is the main thread, and nearly all of it is executing modules: this says which.
+IMPORTS = """
+import dataclasses, importlib._bootstrap as boot, importlib.abc, importlib.util, json, sys
+import threading, time
+
+MAIN = threading.main_thread()
+selfcpu, stack, classes = {}, [], {}
+load = boot._load_unlocked
+
+def timed_load(spec):
+    if threading.current_thread() is not MAIN:
+        return load(spec)
+    t0 = time.thread_time()
+    stack.append(0.0)
+    try:
+        return load(spec)
+    finally:
+        took, inner = time.thread_time() - t0, stack.pop()
+        selfcpu[spec.name] = selfcpu.get(spec.name, 0.0) + took - inner
+        if stack:
+            stack[-1] += took
+
+boot._load_unlocked = timed_load
+process_class = dataclasses._process_class
+
+def timed_class(cls, *args, **kwargs):
+    if threading.current_thread() is not MAIN:
+        return process_class(cls, *args, **kwargs)
+    t0 = time.thread_time()
+    try:
+        return process_class(cls, *args, **kwargs)
+    finally:
+        mod = cls.__module__
+        n, took = classes.get(mod, (0, 0.0))
+        classes[mod] = (n + 1, took + time.thread_time() - t0)
+
+dataclasses._process_class = timed_class
+
+def hooks(server):
+    startup = server._Server.startup
+
+    async def noted(self, sockets=None):
+        await startup(self, sockets)
+        note = {"modules": selfcpu, "dataclasses": classes, "main": time.thread_time()}
+        sys.stderr.write("imports " + json.dumps(note) + "\\n")
+        sys.stderr.flush()
+
+    server._Server.startup = noted
+
+class Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "bastion.api.server":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        exec_module = spec.loader.exec_module
+
+        def exec_and_hook(module):
+            exec_module(module)
+            hooks(module)
+
+        spec.loader.exec_module = exec_and_hook
+        return spec
+
+sys.meta_path.insert(0, Finder())
+import bastion.cli as cli
+sys.argv = ["bastion", *sys.argv[1:]]
+cli.main()
+"""
+
+#: bastion's modules that ``create_app`` and the lifespan import (the routes, the dashboard,
+#: the metrics' wiring, the lifespan's supervision): reported apart from the rest of
+#: bastion's, which the start needs before them.
+APP_MODULES = (
+    "bastion.api.app",
+    "bastion.api.routes",
+    "bastion.api.dashboard",
+    "bastion.api.metrics",
+    "bastion.api.metrics_series",
+    "bastion.api.metrics_collector",
+    "bastion.api.supervision",
+    "bastion.api.models",
+    "bastion.api.errors",
+    "bastion.api.sse",
+    "bastion.api.fastapi_v1",
+)
+
 TARGET = 1.2
 
 
@@ -232,6 +332,62 @@ def phases_of(stderr: bytes) -> list[tuple[str, float, float]]:
     return out
 
 
+def imports_of(stderr: bytes) -> dict[str, Any]:
+    """The ``imports`` note of the IMPORTS wrapper."""
+    for line in stderr.decode(errors="replace").splitlines():
+        if line.startswith("imports "):
+            note: dict[str, Any] = json.loads(line[len("imports ") :])
+            return note
+    raise SystemExit("the imports wrapper wrote no note:\n" + stderr.decode(errors="replace"))
+
+
+def print_imports(notes: list[dict[str, Any]]) -> None:
+    """Medians over the launches: the main thread's CPU to the handshake, how much of it
+    executing modules (third parties', bastion's for create_app, the rest of bastion's), the
+    dataclasses bastion creates on the way, and the costliest of bastion's other modules."""
+
+    def median_of(pick: Callable[[dict[str, Any]], float]) -> float:
+        return statistics.median(pick(n) for n in notes) * 1000
+
+    def ours(name: str) -> bool:
+        return name == "bastion" or name.startswith("bastion.")
+
+    def for_app(name: str) -> bool:
+        return any(name == m or name.startswith(m + ".") for m in APP_MODULES)
+
+    def total(n: dict[str, Any], keep: Callable[[str], bool]) -> float:
+        return sum(v for k, v in n["modules"].items() if keep(k))
+
+    def classes(n: dict[str, Any], keep: Callable[[str], bool]) -> tuple[int, float]:
+        picked = [v for k, v in n["dataclasses"].items() if keep(k)]
+        return sum(c for c, _ in picked), sum(t for _, t in picked)
+
+    def rest(name: str) -> bool:
+        return ours(name) and not for_app(name)
+
+    count = statistics.median(classes(n, rest)[0] for n in notes)
+    print(
+        f"      main thread's CPU to the handshake (median of {len(notes)}): "
+        f"{median_of(lambda n: n['main']):6.1f} ms, of which executing modules "
+        f"{median_of(lambda n: total(n, lambda k: True)):6.1f} ms:\n"
+        f"        {median_of(lambda n: total(n, lambda k: not ours(k))):6.1f} ms  third parties' "
+        "and the standard library's\n"
+        f"        {median_of(lambda n: total(n, for_app)):6.1f} ms  bastion's for create_app "
+        "and the lifespan (routes, dashboard, metrics, supervision)\n"
+        f"        {median_of(lambda n: total(n, rest)):6.1f} ms  the rest of bastion's, of which "
+        f"creating its {count:.0f} dataclasses "
+        f"{median_of(lambda n: classes(n, rest)[1]):5.1f} ms"
+    )
+    names = {k for n in notes for k in n["modules"] if rest(k)}
+    top = sorted(
+        ((statistics.median(n["modules"].get(k, 0.0) for n in notes) * 1000, k) for k in names),
+        reverse=True,
+    )[:12]
+    print("      bastion's costliest other modules (ms, own body):")
+    for took, name in top:
+        print(f"        {took:6.2f}  {name}")
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:6.1f}"
 
@@ -242,6 +398,12 @@ def main() -> None:
     parser.add_argument("--sizes-mb", default="1,150")
     parser.add_argument(
         "--phases", action="store_true", help="also time serve's phases (more launches)"
+    )
+    parser.add_argument(
+        "--imports",
+        action="store_true",
+        help="also note the main thread's CPU per module executed and per dataclass created "
+        "(more launches)",
     )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes_mb.split(",") if s.strip()]
@@ -256,6 +418,8 @@ def main() -> None:
         bare.write_text(BARE)
         wrapper = tmp / "serve_phases.py"
         wrapper.write_text(PHASES)
+        importer = tmp / "serve_imports.py"
+        importer.write_text(IMPORTS)
         import bastion
 
         subprocess.run(
@@ -331,16 +495,25 @@ def main() -> None:
                         walls, cpus = per_phase.setdefault(name, ([], []))
                         walls.append(took)
                         cpus.append(cpu)
-                print(f"      serve's phases (median of {args.runs}; ms wall, ms CPU):")
+                print(
+                    f"      serve's phases (median of {args.runs}; ms wall, ms CPU with the "
+                    "range of the CPU):"
+                )
                 for name, (walls, cpus) in per_phase.items():
                     print(
                         f"        {statistics.median(walls):7.1f} {statistics.median(cpus):7.1f}"
-                        f"  {name}"
+                        f" ({min(cpus):5.1f}-{max(cpus):5.1f})  {name}"
                     )
                 print(
                     f"        {ms(statistics.median(totals))}          spawn to handshake "
                     "(the rest: interpreter start, pipe)"
                 )
+            if args.imports:
+                notes = []
+                for _ in range(args.runs):
+                    _, _, err = launch_to_line([py, str(importer), *serve_args], env)
+                    notes.append(imports_of(err))
+                print_imports(notes)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
