@@ -349,7 +349,8 @@ def test_key_values_are_checked() -> None:
 def test_checking_an_encrypted_backup_needs_memory_that_does_not_grow_with_it(
     tmp_path: Path,
 ) -> None:
-    """A backup's check of an encrypted copy (no memory map: its pages are decrypted) runs
+    """A backup's check of an encrypted copy (each page decrypted on every read; the reads
+    come from a memory map of the file, which is its page cache, not SQLite's memory) runs
     quick_check and the counts on two connections with a small page cache each, as a
     plaintext copy's does: the memory it needs does not grow with the file. (A
     page cache holding the whole file cost more CPU than decrypting the counted pages twice;
