@@ -643,3 +643,52 @@ def test_a_system_without_positional_reads_is_refused_by_name(
         assert not (tmp_path / "archive").exists()
     finally:
         db.close()
+
+
+#: In a fresh interpreter: an archiver started over committed frames holds them (pending)
+#: without the compressor; the first segment written loads it, and reads back whole.
+COMPRESSOR_ON_FIRST_SEGMENT = """
+import sys
+from pathlib import Path
+from bastion.store.archive import Archiver
+from bastion.store.archive.layout import list_generations, list_segments
+from bastion.store.archive.segment import read_segment
+from tests.store.archive.support import fast_config, open_db
+
+folder = Path(sys.argv[1])
+db = open_db(folder / "a.db")
+db.write(lambda tx: tx.execute("INSERT INTO r VALUES (1, 0.0, 'x')"))
+# interval_s long: nothing makes the thread write the pending segment before the stop.
+archiver = Archiver(db, folder / "archive", fast_config(interval_s=3600)).start()
+db.write(lambda tx: tx.execute("INSERT INTO r VALUES (2, 0.0, 'y')"))
+assert archiver.running
+assert "zstandard" not in sys.modules, "the archiver's start imported the compressor"
+archiver.stop()  # the last pass writes the pending segment
+assert "zstandard" in sys.modules
+(gen,) = list_generations(folder / "archive", "a")
+segments, damaged = list_segments(gen)
+assert segments and not damaged, (segments, damaged)
+info, frames = read_segment(segments[-1].path)
+assert len(frames) == info.raw_bytes > 0
+db.close()
+print("ok")
+"""
+
+
+def test_the_archiver_starts_without_the_compressor_and_loads_it_for_a_segment(
+    tmp_path: Path,
+) -> None:
+    """The archiver's start holds its place in the WAL (its read transaction) and keeps the
+    frames it copied pending in memory; the compressor (zstandard) is imported by the first
+    segment written, not by the start: ``bastion serve``'s handshake does not wait for it
+    (issue 22 §7)."""
+    done = subprocess.run(
+        [sys.executable, "-c", COMPRESSOR_ON_FIRST_SEGMENT, str(tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[3],
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -35,8 +35,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
 from bastion._fs import atomic_write
 from bastion.store.archive.walfile import FRAME_HEADER_BYTES, parse_frame_header
 
@@ -228,6 +226,12 @@ def write_segment(
         "created_at": round(created_at, 6),
         "db_file": list(db_file) if db_file else None,
     }
+    # Imported by the first segment written, not with the archiver (issue 22 §7): the
+    # archiver's start only reads frames into its pending segment (the WAL position is held
+    # by its read transaction, not by a written segment); the daemon's handshake needs no
+    # compressor.
+    import zstandard
+
     compressor = zstandard.ZstdCompressor(level=_LEVEL, write_checksum=True).compressobj(size=total)
     payload = [compressor.compress(chunk) for chunk in chunks]
     payload.append(compressor.flush())
@@ -330,6 +334,8 @@ def read_segment(path: Path) -> tuple[SegmentInfo, bytes]:
     """The header and the frames, after checking the header's SHA-256, the payload's length
     and zstd content checksum, and the frames' own headers (salts, a commit frame last).
     Raises :class:`SegmentDamaged` on any mismatch."""
+    import zstandard  # see write_segment
+
     info, raw, start = _read_checked_head(path)
     try:
         frames = zstandard.ZstdDecompressor().decompress(
@@ -350,6 +356,8 @@ def read_segment_into(path: Path, buffer: bytearray) -> tuple[SegmentInfo, memor
     What a replay over many segments uses: fresh output of ``raw_bytes`` per segment costs
     the kernel a page fault per 4 KiB touched (about half of a decompression's time), a
     reused buffer none."""
+    import zstandard  # see write_segment
+
     info, raw, start = _read_checked_head(path)
     if len(buffer) < info.raw_bytes:
         buffer = bytearray(info.raw_bytes)
