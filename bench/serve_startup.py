@@ -89,9 +89,21 @@ def hooks(server):
     import bastion.app as app_mod
 
     init = app_mod.Home.init.__func__
+    # The routes are declared (create_app's route building) before the daemon waits for the
+    # check, where a tree has declare_routes; an older one builds them in create_app.
+    declare = getattr(server, "declare_routes", None)
+    if declare is not None:
+
+        def timed_declare(*args, **kwargs):
+            note("server stack imports (the check's thread running)")
+            declare(*args, **kwargs)
+            note("routes declared: create_app's route building (the check's thread running)")
+
+        server.declare_routes = timed_declare
 
     def timed_init(cls, *args, **kwargs):
-        note("server stack imports (the check's thread running)")
+        if declare is None:
+            note("server stack imports (the check's thread running)")
         home = init(cls, *args, **kwargs)
         note("Home.init (waits for the check)")
         return home
