@@ -6,6 +6,8 @@
 - :mod:`~bastion.store.crypt.pages`: the cipher's page format read directly, so a wrong key is
   told from a damaged first page (and salvage reads pages of a damaged encrypted file);
 - :mod:`~bastion.store.crypt.refusal`: a driver error on a keyed open, named by its cause;
+- :mod:`~bastion.store.crypt.mapped`: a check of a file nothing else writes (a backup's own
+  copy) reads its pages from a memory map, each page still decrypted;
 - :mod:`~bastion.store.crypt.convert`: ``encrypt``/``decrypt``/``rekey`` of a database file,
   backup first, then copy, verify and an atomic swap.
 
