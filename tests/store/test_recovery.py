@@ -13,12 +13,14 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+import apsw
 import pytest
 
 from bastion.app import Home
 from bastion.config import Config, StoreConfig, load_config
-from bastion.errors import NotADatabase, StoreCorrupt, StoreMissing
+from bastion.errors import NotADatabase, StoreCorrupt, StoreMissing, StoreReadOnly
 from bastion.store import Database
+from bastion.store._swap import replacement_path
 from bastion.store.backup import create_backup
 from bastion.store.crypt import DatabaseKey
 from bastion.store.crypt.cipher import FileKind, classify, connect
@@ -123,6 +125,12 @@ def test_damage_is_detected_quarantined_and_the_backup_restored(
         assert (qdir / "bastion.db").exists(), "the damaged file is kept, never deleted"
     data = json.loads((qdir / "report.json").read_text())
     assert data["failed_check"]["kind"] == kind.value
+    if damage in ("truncated-to-zero", "deleted"):
+        # An emptied or deleted file holds nothing to salvage: no salvage is attempted.
+        assert report.salvage is None
+        assert data["salvage"] is None
+        assert data["salvage_error"] is None
+        assert not (qdir / "salvaged.db").exists()
     assert data["restored_from"] == str(backup)
     assert data["rows_in_backup"]["items"] == 400
     if damage == "smashed-header" and db_key is not None:
@@ -312,13 +320,15 @@ def test_backup_of_a_recovered_home_still_works(
     assert result.manifest["row_counts"]["items"] == 400
 
 
-def _recover(cfg: Config, db_key: DatabaseKey | None, **kwargs: object) -> RecoveryReport:
+def _recover(
+    cfg: Config, db_key: DatabaseKey | None, check: OpenCheck | None = None, **kwargs: object
+) -> RecoveryReport:
     forced = OpenCheck(cfg.db_path, CheckKind.CORRUPT, "forced by the test", (), 0.0)
     return recover(
         cfg.db_path,
         backups_dir=cfg.backups_dir,
         quarantine_root=cfg.quarantine_dir,
-        check=forced,
+        check=check or forced,
         key=db_key,
         **kwargs,  # type: ignore[arg-type]
     )
@@ -457,7 +467,7 @@ def test_merge_keeps_each_rowid_skips_what_it_cannot_merge_and_reports_every_con
     a rowid taken by other values and a unique key taken are conflicts, each sampled with
     its reason, counted over every batch; tables that cannot be merged are named with why."""
     live, salvaged = tmp_path / "live.db", tmp_path / "salvaged.db"
-    taken = [(i, f"live-{i}") for i in range(1, 102)]
+    taken: list[tuple[object, ...]] = [(i, f"live-{i}") for i in range(1, 102)]
     _shapes(
         live,
         {
@@ -568,3 +578,218 @@ def test_merge_keeps_each_rowid_skips_what_it_cannot_merge_and_reports_every_con
     assert set(again.inserted.values()) == {0}
     assert again.identical["plain"] == 4
     assert again.identical["legacy"] == 2
+
+
+# --- what a recovery says it did ----------------------------------------------------------
+
+_STAMP = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+_NEXT_STEPS = (
+    "Rows only in the salvaged copy can be merged back with `bastion db recover "
+    "--from-salvage` (conflicts are reported, never overwritten)."
+)
+
+
+def _other_database_backup(tmp_path: Path, backups_dir: Path, key: DatabaseKey | None) -> Path:
+    """A newer backup, in the same folder, of another database of the home."""
+    with Database.open(tmp_path / "other.db", name="other", key=key) as other:
+        other.write(lambda tx: tx.script(ITEMS_DDL))
+        add_items(other, 0, 3)
+        return Path(create_backup(other, backups_dir).path)
+
+
+def _events() -> tuple[list[tuple[str, str, dict[str, object]]], Callable[..., None]]:
+    events: list[tuple[str, str, dict[str, object]]] = []
+    return events, lambda kind, name, data: events.append((kind, name, dict(data)))
+
+
+def test_a_recovery_reports_every_file_it_moved_and_what_it_placed(
+    tmp_path: Path, db_key: DatabaseKey | None, store_env: dict[str, str]
+) -> None:
+    """The report (returned, in report.json, and as events) names the quarantine folder,
+    every file moved into it (the -wal and -shm too), the backup of *this* database that
+    was restored (not a newer one of another database), the salvage, when it was made and
+    what to do next; a replacement left by a recovery that was killed is cleared first."""
+    cfg = _config(tmp_path, "refuse", store_env)
+    backup = _home_with_backup(cfg, backed_up=20, after=5)
+    _other_database_backup(tmp_path, cfg.backups_dir, db_key)
+    _flip_leaf(cfg.db_path, db_key)
+    conn = connect(str(cfg.db_path), key=db_key)  # leaves a -wal and a -shm beside it
+    conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+    conn.execute("PRAGMA journal_mode").fetchall()
+    conn.close()
+    left = replacement_path(cfg.db_path, "recover")
+    left.write_bytes(b"half a replacement, left by a recovery killed with -9")
+    check = open_check(cfg.db_path, cfg.store, backups_dir=cfg.backups_dir, key=db_key)
+    assert check.kind is CheckKind.CORRUPT
+    events, sink = _events()
+
+    report = _recover(cfg, db_key, check=check, now=_STAMP, on_event=sink, db_name="bastion")
+
+    qdir = cfg.quarantine_dir / "20300102T030405_000000Z"
+    assert report.quarantine_dir == qdir
+    assert report.placed == "backup"
+    assert report.restored_from == backup
+    names = ("bastion.db-wal", "bastion.db-shm", "bastion.db")
+    assert report.quarantined == tuple(qdir / n for n in names)
+    assert all((qdir / n).exists() for n in names)
+    assert not left.exists()
+    assert count_items(cfg.db_path, db_key) == 20
+    assert report.salvage is not None
+    assert report.salvage.dest == qdir / "salvaged.db"
+    assert report.rows_salvaged == {n: t.rows for n, t in report.salvage.tables.items()}
+
+    data = json.loads((qdir / "report.json").read_text())
+    created = dt.datetime.fromisoformat(data.pop("created_at"))
+    assert created.utcoffset() == dt.timedelta(0)
+    assert data == {
+        **json.loads(json.dumps(report.to_dict())),
+        "salvage_error": None,
+        "next_steps": _NEXT_STEPS,
+    }
+    assert data["db"] == str(cfg.db_path)
+    assert data["quarantine_dir"] == str(qdir)
+    assert data["quarantined"] == [str(qdir / n) for n in names]
+    assert data["restored_from"] == str(backup)
+    assert data["salvage"]["dest"] == str(qdir / "salvaged.db")
+    assert data["report"] == str(qdir / "report.json")
+    assert events == [
+        (
+            "store.quarantined",
+            "bastion",
+            {"reason": check.detail, "kind": "corrupt", "dir": str(qdir)},
+        ),
+        (
+            "store.restored",
+            "bastion",
+            {"placed": "backup", "backup": str(backup), "report": str(qdir / "report.json")},
+        ),
+    ]
+
+
+@pytest.mark.plaintext_only(reason="an encrypted page 1 smashed loses every row to salvage")
+def test_without_a_backup_a_single_salvaged_row_is_put_in_place(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "refuse", {})
+    cfg.quarantine_dir.mkdir(parents=True)
+    with Database.open(cfg.db_path, name="bastion") as db:
+        db.write(lambda tx: tx.script(ITEMS_DDL))
+        add_items(db, 0, 1)
+    _smash_header(cfg.db_path)
+    check = open_check(cfg.db_path, cfg.store, backups_dir=cfg.backups_dir)
+    assert check.kind is CheckKind.NOT_A_DATABASE
+    events, sink = _events()
+
+    report = _recover(cfg, None, check=check, on_event=sink)
+
+    assert report.placed == "salvage"
+    assert report.restored_from is None
+    assert count_items(cfg.db_path) == 1
+    data = json.loads(report.report_path.read_text())
+    assert data["restored_from"] is None
+    assert data["placed"] == "salvage"
+    assert events[1] == (
+        "store.restored",
+        "bastion",
+        {"placed": "salvage", "backup": None, "report": str(report.report_path)},
+    )
+
+
+def test_a_missing_database_without_its_own_backup_is_refused_by_name(
+    tmp_path: Path, db_key: DatabaseKey | None, store_env: dict[str, str]
+) -> None:
+    """Another database's backups are no backup of this one: a missing file with none of its
+    own is new to the check (nothing says it existed), and recovery of it is refused,
+    naming the file as missing."""
+    cfg = _config(tmp_path, "refuse", store_env)
+    cfg.quarantine_dir.mkdir(parents=True)
+    _other_database_backup(tmp_path, cfg.backups_dir, db_key)
+    path = tmp_path / "app.db"
+    check = open_check(path, cfg.store, backups_dir=cfg.backups_dir, key=db_key)
+    assert check.kind is CheckKind.NEW
+    lost = open_check(path, cfg.store, backups_dir=cfg.backups_dir, expected=True, key=db_key)
+    assert lost.kind is CheckKind.MISSING
+
+    with pytest.raises(StoreMissing) as caught:
+        recover(
+            path,
+            backups_dir=cfg.backups_dir,
+            quarantine_root=cfg.quarantine_dir,
+            check=lost,
+            key=db_key,
+        )
+    assert caught.value.message == (
+        f"app.db is missing and cannot be recovered: there is no verified backup of app in "
+        f"{cfg.backups_dir} and nothing could be salvaged. Nothing was moved or created: "
+        f"{tmp_path} is as it was."
+    )
+    assert caught.value.details["path"] == str(path)
+    assert not path.exists()
+    assert list(cfg.quarantine_dir.iterdir()) == []
+
+
+# --- what a failed check says -------------------------------------------------------------
+
+_ERRORS = {
+    CheckKind.NOT_A_DATABASE: NotADatabase,
+    CheckKind.MISSING: StoreMissing,
+    CheckKind.EMPTY: StoreCorrupt,
+    CheckKind.TRUNCATED: StoreCorrupt,
+    CheckKind.WAL_LOST: StoreCorrupt,
+    CheckKind.CORRUPT: StoreCorrupt,
+}
+
+
+@pytest.mark.plaintext_only(reason="the check's data, whatever file it was made of")
+@pytest.mark.parametrize("kind", list(_ERRORS), ids=[k.value for k in _ERRORS])
+@pytest.mark.parametrize("refused", [False, True], ids=["", "disk-refused"])
+def test_a_failed_check_is_raised_typed_naming_the_file_with_the_check(
+    tmp_path: Path, kind: CheckKind, refused: bool
+) -> None:
+    """What refuse mode raises (and `bastion db check --json` prints as the check): the
+    error of the kind of damage, naming the file, carrying the whole check. Damage found by
+    the read-only re-check after the disk refused a normal open is still damage: the error
+    is the damage's, the disk's condition rides along as the check's fault."""
+    path = tmp_path / "app.db"
+    fault = StoreReadOnly(f"{tmp_path} is on a read-only filesystem (test)") if refused else None
+    check = OpenCheck(path, kind, "what the check found", ("row 1", "row 2"), 1.23456, fault)
+
+    assert check.to_dict() == {
+        "path": str(path),
+        "kind": kind.value,
+        "ok": False,
+        "damaged": True,
+        "detail": "what the check found",
+        "output": ["row 1", "row 2"],
+        "duration_s": 1.235,
+        "fault": None if fault is None else fault.to_dict(),
+    }
+    error = check.error()
+    assert type(error) is _ERRORS[kind]
+    assert error.message == (
+        f"{path} failed the open-time check ({kind.value}): what the check found"
+    )
+    assert error.details == {"path": str(path), "check": check.to_dict()}
+
+
+def test_a_salvage_that_cannot_run_is_reported_and_the_backup_restored_all_the_same(
+    tmp_path: Path, db_key: DatabaseKey | None, store_env: dict[str, str]
+) -> None:
+    """Salvage only ever writes a new file: a salvaged.db already in the quarantine folder
+    (an earlier recovery at the same stamp) is kept as it was, the salvage's refusal is the
+    report's salvage_error, and the newest good backup is restored all the same."""
+    cfg = _config(tmp_path, "refuse", store_env)
+    backup = _home_with_backup(cfg, backed_up=20, after=5)
+    _flip_leaf(cfg.db_path, db_key)
+    qdir = cfg.quarantine_dir / "20300102T030405_000000Z"
+    qdir.mkdir(parents=True)
+    (qdir / "salvaged.db").write_bytes(b"an earlier salvage")
+
+    report = _recover(cfg, db_key, now=_STAMP)
+
+    assert report.placed == "backup"
+    assert report.restored_from == backup
+    assert report.salvage is None
+    assert count_items(cfg.db_path, db_key) == 20
+    data = json.loads(report.report_path.read_text())
+    assert data["salvage_error"] == f"{qdir / 'salvaged.db'} exists; salvage writes a new file"
+    assert data["rows_salvaged"] == {}
+    assert (qdir / "salvaged.db").read_bytes() == b"an earlier salvage"
