@@ -8,6 +8,7 @@ device that fails reads; a real rename refusal for the recovery's swap.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import os
@@ -277,6 +278,85 @@ def test_recover_checks_space_before_moving_anything(mnt: Mount) -> None:
     for made in [path, *report.quarantine_dir.rglob("*")]:
         if made.is_file():
             assert stat.S_IMODE(made.stat().st_mode) == 0o600, made
+
+
+def _use_up_inodes(mnt: Mount, *, leave: int) -> None:
+    """Create empty files until the filesystem has no inode left, then give ``leave`` back."""
+    spare = mnt.path / ".inodes"
+    spare.mkdir()
+    made = []
+    with contextlib.suppress(OSError):
+        while True:
+            made.append(spare / str(len(made)))
+            made[-1].touch()
+    for path in made[-1 - leave : -1]:
+        path.unlink()
+
+
+@pytest.mark.root
+@pytest.mark.parametrize(
+    ("damage", "leave", "cause"),
+    [
+        # Room for the quarantine folder, none for the salvage's working copy.
+        ("flipped-page", 1, StoreDiskFull),
+        # An emptied file (nothing to salvage): room for the new database's file, none for
+        # the journal that makes it a WAL database (SQLite: "unable to open database file").
+        ("emptied", 2, StoreIOError),
+    ],
+)
+@pytest.mark.parametrize("existing_qdir", [False, True], ids=["", "qdir-existed"])
+def test_a_recovery_that_runs_out_of_room_midway_undoes_what_it_did(
+    tmp_path: Path,
+    damage: str,
+    leave: int,
+    cause: type[StoreIOError],
+    existing_qdir: bool,
+) -> None:
+    """The space check passes (bytes are free) but the filesystem runs out of inodes after
+    the recovery began: the typed error says nothing was moved, and nothing was: the live
+    file is as it was, nothing the recovery wrote is left, its own quarantine folder is
+    gone (one that was there before, empty, is not its to remove)."""
+    needs_root()
+    with mounted_tmpfs(tmp_path / "mnt", size="4m,nr_inodes=64") as mnt:
+        path, backups, quarantine = _damaged_home(mnt.path)
+        for old in backups.iterdir():
+            old.unlink()  # no backup: the salvage, or a new empty database, goes in place
+        if damage == "emptied":
+            os.truncate(path, 0)
+        before = path.read_bytes()
+        check = open_check(path, CFG.store, expected=True)  # (emptied: the home held it)
+        assert check.damaged
+        now = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+        qdir = quarantine / "20300102T030405_000000Z"
+        if existing_qdir:
+            qdir.mkdir()
+        _use_up_inodes(mnt, leave=leave - (1 if existing_qdir else 0))  # (its inode is used)
+
+        with pytest.raises(cause) as caught:
+            recover(
+                path,
+                backups_dir=backups,
+                quarantine_root=quarantine,
+                check=check,
+                now=now,
+                allow_empty=True,
+            )
+        assert type(caught.value) is cause
+        assert caught.value.message.endswith(
+            "(while recovering it (nothing was moved): "
+            + (
+                "No space left on device)"
+                if cause is StoreDiskFull
+                else "unable to open database file)"
+            )
+        )
+        assert str(path) in caught.value.message or path.name in caught.value.message
+        assert caught.value.details["path"] == str(path)
+        assert path.read_bytes() == before
+        assert sorted(p.name for p in path.parent.glob("app.db*")) == ["app.db"]
+        assert not list(path.parent.glob(".*.tmp"))
+        assert [p.name for p in quarantine.iterdir()] == ([qdir.name] if existing_qdir else [])
+        assert not existing_qdir or not any(qdir.iterdir())
 
 
 # --- a device that fails reads ------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import apsw
@@ -130,3 +131,31 @@ def test_the_check_leaves_a_closed_database_without_companions_as_it_was(
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["closed.db"]
     assert _digest(path) == before
+
+
+def test_a_database_another_connection_holds_exclusively_is_inconclusive(
+    tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
+    """A file held with an exclusive lock (``locking_mode = EXCLUSIVE``) cannot be read:
+    nothing is known about it, so the check is inconclusive and lets the open go on (to meet
+    the lock and say so), never damage. (A busy timeout of 1 ms: the answer is the same
+    after the default 5 s.)"""
+    path = tmp_path / "held.db"
+    holder = connect(str(path), key=db_key)
+    try:
+        holder.execute("PRAGMA journal_mode = WAL")
+        holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+        holder.execute("CREATE TABLE t(x)")
+        holder.execute("INSERT INTO t VALUES (1)")
+        started = time.monotonic()
+        check = open_check(path, StoreConfig(busy_timeout_ms=1), key=db_key)
+        took = time.monotonic() - started
+    finally:
+        holder.close()
+    assert check.kind is CheckKind.INCONCLUSIVE
+    assert check.ok
+    assert check.detail == (
+        "quick_check could not run: the database is locked by another process (database is locked)"
+    )
+    assert (check.path, check.output, check.fault) == (path, (), None)
+    assert 0 <= check.duration_s <= took

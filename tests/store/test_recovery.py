@@ -4,21 +4,24 @@ the newest good backup restored, and a report written with salvage counts."""
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
 
 from bastion.app import Home
 from bastion.config import Config, StoreConfig, load_config
-from bastion.errors import NotADatabase, StoreCorrupt, StoreMissing, StoreReadOnly
+from bastion.errors import NotADatabase, StoreCorrupt, StoreIOError, StoreMissing, StoreReadOnly
 from bastion.store import Database
 from bastion.store._swap import replacement_path
 from bastion.store.backup import create_backup
@@ -793,3 +796,216 @@ def test_a_salvage_that_cannot_run_is_reported_and_the_backup_restored_all_the_s
     assert data["salvage_error"] == f"{qdir / 'salvaged.db'} exists; salvage writes a new file"
     assert data["rows_salvaged"] == {}
     assert (qdir / "salvaged.db").read_bytes() == b"an earlier salvage"
+
+
+# --- what the check says of each shape of file --------------------------------------------
+
+
+def _small_db(path: Path, page_size: int = 4096) -> None:
+    """A closed WAL database (no -wal, no -shm) of a few pages."""
+    conn = connect(str(path))
+    try:
+        conn.execute(f"PRAGMA page_size = {page_size}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE t(x)")
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) "
+            "INSERT INTO t SELECT randomblob(300) FROM n"
+        )
+    finally:
+        conn.close()
+
+
+def _frames_in_wal(path: Path) -> int:
+    """A database whose newest transactions are committed in its -wal only (a writer that
+    died): the number of frames the -wal holds."""
+    _small_db(path)
+    conn = connect(str(path))
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20) "
+        "INSERT INTO t SELECT randomblob(300) FROM n"
+    )
+    conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+    conn.close()
+    return (Path(f"{path}-wal").stat().st_size - 32) // (4096 + 24)
+
+
+def _timed_check(path: Path, config: StoreConfig, **kwargs: Any) -> OpenCheck:
+    """open_check, with what every check says of itself: its file, and how long it took
+    (within the call's own time), as JSON-ready data."""
+    started = time.monotonic()
+    check = open_check(path, config, **kwargs)
+    took = time.monotonic() - started
+    assert check.path == path
+    assert 0 <= check.duration_s <= took
+    assert json.loads(json.dumps(check.to_dict()))["kind"] == check.kind.value
+    return check
+
+
+def _shape(tmp_path: Path, shape: str) -> tuple[Path, dict[str, Any], CheckKind, str]:
+    """Make ``shape`` at tmp_path/app.db: (path, open_check's arguments, kind, detail)."""
+    path = tmp_path / "app.db"
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    args: dict[str, Any] = {}
+    gone = f"{path} is missing, but its -wal/-shm or backups exist: it was deleted"
+    if shape == "new":
+        return path, args, CheckKind.NEW, "no database yet"
+    if shape == "missing-beside-its-wal":
+        wal.write_bytes(b"")
+        return path, args, CheckKind.MISSING, gone
+    if shape == "missing-beside-its-shm":
+        shm.write_bytes(b"")
+        return path, args, CheckKind.MISSING, gone
+    if shape == "missing-with-backups-under-its-name":  # (a name that is not the file's)
+        backups = tmp_path / "backups"
+        with Database.open(tmp_path / "kept.db", name="bastion") as db:
+            create_backup(db, backups)
+        return path, {"backups_dir": backups, "db_name": "bastion"}, CheckKind.MISSING, gone
+    if shape == "missing-that-the-home-held":
+        detail = f"{path} is missing, but this home has held it: it was deleted or moved"
+        return path, {"expected": True}, CheckKind.MISSING, detail
+    if shape in ("emptied-beside-a-wal-with-bytes", "emptied-that-the-home-held"):
+        path.write_bytes(b"")
+        if shape == "emptied-beside-a-wal-with-bytes":
+            wal.write_bytes(b"\x00")
+        else:
+            args["expected"] = True
+        return path, args, CheckKind.EMPTY, f"{path} was truncated to 0 bytes"
+    if shape == "empty-beside-an-empty-wal":
+        path.write_bytes(b"")
+        wal.write_bytes(b"")
+        return path, args, CheckKind.NEW, "empty file: a new database"
+    if shape == "not-sqlite":
+        path.write_text("# a config file copied over the database\n" * 100)
+        detail = f"{path} is not an SQLite database (header {b'# a config file '!r})"
+        return path, args, CheckKind.NOT_A_DATABASE, detail
+    if shape == "cut-mid-page":
+        _small_db(path)
+        os.truncate(path, path.stat().st_size - 100)
+        size = path.stat().st_size
+        detail = f"{path} is {size} bytes, not a whole number of 4096-byte pages"
+        return path, args, CheckKind.TRUNCATED, detail
+    if shape in ("64k-pages-a-page-cut-off", "page-count-bit-flipped"):
+        page = 65536 if shape.startswith("64k") else 4096
+        _small_db(path, page_size=page)
+        pages = path.stat().st_size // page
+        if shape.startswith("64k"):
+            os.truncate(path, (pages - 1) * page)
+        else:  # the page count's high byte: 2**24 pages more than the file has
+            overwrite(path, 28, b"\x01")
+            pages += 2**24
+        size = path.stat().st_size
+        detail = (
+            f"{path} is truncated: header declares {pages} pages ({pages * page} bytes), "
+            f"file has {size}"
+        )
+        return path, args, CheckKind.TRUNCATED, detail
+    if shape == "an-empty-wal-beside":  # what a reader that did not write leaves
+        _small_db(path)
+        wal.write_bytes(b"")
+        return path, args, CheckKind.OK, "quick_check ok"
+    if shape == "a-cut-shm-beside":  # what a failed open on a full disk leaves
+        _small_db(path)
+        shm.write_bytes(b"\x00\x00\x00")
+        return path, args, CheckKind.OK, "quick_check ok"
+    if shape == "an-unreadable-shm-beside":  # no wal-index to read: no frames it records
+        _small_db(path)
+        shm.mkdir()
+        return path, args, CheckKind.OK, "quick_check ok"
+    if shape == "wal-cut-short":
+        frames = _frames_in_wal(path)
+        os.truncate(wal, 4096)
+        detail = (
+            f"{path}-wal is 4096 bytes but {frames} committed frames need "
+            f"{32 + frames * (4096 + 24)}: it was truncated"
+        )
+        return path, args, CheckKind.WAL_LOST, detail
+    if shape == "wal-deleted":
+        frames = _frames_in_wal(path)
+        wal.unlink()
+        detail = (
+            f"{path}-wal was removed while the database was closed: the wal-index records "
+            f"{frames} committed frames that are gone"
+        )
+        return path, args, CheckKind.WAL_LOST, detail
+    if shape == "at-the-size-limit":
+        _small_db(path)
+        args["config"] = StoreConfig(open_check_max_bytes=path.stat().st_size)
+        return path, args, CheckKind.OK, "quick_check ok"
+    if shape == "over-the-size-limit":
+        _small_db(path)
+        size = path.stat().st_size
+        args["config"] = StoreConfig(open_check_max_bytes=size - 1)
+        detail = f"quick_check skipped: {size} bytes is over open_check_max_bytes ({size - 1})"
+        return path, args, CheckKind.INCONCLUSIVE, detail
+    if shape == "checked-in-full":
+        _small_db(path)
+        return path, {"full": True}, CheckKind.OK, "integrity_check ok"
+    raise AssertionError(shape)
+
+
+_SHAPES = [
+    "new",
+    "missing-beside-its-wal",
+    "missing-beside-its-shm",
+    "missing-with-backups-under-its-name",
+    "missing-that-the-home-held",
+    "emptied-beside-a-wal-with-bytes",
+    "emptied-that-the-home-held",
+    "empty-beside-an-empty-wal",
+    "not-sqlite",
+    "cut-mid-page",
+    "64k-pages-a-page-cut-off",
+    "page-count-bit-flipped",
+    "an-empty-wal-beside",
+    "a-cut-shm-beside",
+    "an-unreadable-shm-beside",
+    "wal-cut-short",
+    "wal-deleted",
+    "at-the-size-limit",
+    "over-the-size-limit",
+    "checked-in-full",
+]
+
+
+@pytest.mark.plaintext_only(reason="the shapes of a file; the key's refusals are tested apart")
+@pytest.mark.parametrize("shape", _SHAPES)
+def test_each_shape_of_file_gets_its_kind_and_says_why(tmp_path: Path, shape: str) -> None:
+    path, args, kind, detail = _shape(tmp_path, shape)
+    config = args.pop("config", StoreConfig())
+    check = _timed_check(path, config, **args)
+    assert (check.kind, check.detail) == (kind, detail)
+
+
+@pytest.mark.plaintext_only(reason="the file's own condition, whatever its content")
+def test_a_directory_in_place_of_the_database_is_an_io_condition(tmp_path: Path) -> None:
+    """Not damage (nothing was read) and not a new database: the disk's answer, named."""
+    path = tmp_path / "app.db"
+    path.mkdir()
+    check = _timed_check(path, StoreConfig())
+    assert check.kind is CheckKind.IO_ERROR
+    assert isinstance(check.fault, StoreIOError)
+    assert (
+        check.detail
+        == check.fault.message
+        == (f"I/O error on {path} [EISDIR: Is a directory] (while checking it: Is a directory)")
+    )
+    assert check.fault.details == {"path": str(path), "errno": errno.EISDIR}
+    assert check.error() is check.fault
+    with pytest.raises(StoreIOError):
+        recover(path, backups_dir=tmp_path / "b", quarantine_root=tmp_path / "q", check=check)
+    assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.plaintext_only(reason="how the file is read, whatever its content")
+def test_a_database_this_process_has_open_is_checked_through_its_descriptor(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "app.db"
+    _small_db(path)
+    with Database.open(path) as db:
+        assert db.scalar("SELECT count(*) FROM t") == 40
+        check = _timed_check(path, StoreConfig())
+        assert (check.kind, check.detail) == (CheckKind.OK, "quick_check ok")
+        assert db.scalar("SELECT count(*) FROM t") == 40
