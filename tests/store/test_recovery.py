@@ -1009,3 +1009,53 @@ def test_a_database_this_process_has_open_is_checked_through_its_descriptor(
         check = _timed_check(path, StoreConfig())
         assert (check.kind, check.detail) == (CheckKind.OK, "quick_check ok")
         assert db.scalar("SELECT count(*) FROM t") == 40
+
+
+def test_rows_only_in_the_salvage_are_counted_in_every_table_whatever_its_name(
+    tmp_path: Path, db_key: DatabaseKey | None, store_env: dict[str, str]
+) -> None:
+    """report.json's rows_only_in_salvage counts, per table, the salvaged rows the restored
+    backup lacks: a table whose name needs quoting too."""
+    cfg = _config(tmp_path, "refuse", store_env)
+    with Home.init(cfg) as home:
+        home.db.write(lambda tx: tx.script('CREATE TABLE "odd ""name"""(v TEXT)'))
+        home.db.write(lambda tx: tx.execute('INSERT INTO "odd ""name""" VALUES (\'a\')'))
+        home.backup()
+        home.db.write(lambda tx: tx.execute('INSERT INTO "odd ""name""" VALUES (\'b\')'))
+    report = _recover(cfg, db_key)
+    assert report.rows_only_in_salvage['odd "name"'] == 1
+    data = json.loads(report.report_path.read_text())
+    assert data["rows_only_in_salvage"]['odd "name"'] == 1
+
+
+def test_a_file_cut_to_a_byte_is_still_given_to_salvage(
+    tmp_path: Path, db_key: DatabaseKey | None, store_env: dict[str, str]
+) -> None:
+    """Whatever is left of a non-empty file is salvaged (here: nothing, and the report says
+    so), and the backup restored."""
+    cfg = _config(tmp_path, "refuse", store_env)
+    backup = _home_with_backup(cfg, backed_up=10, after=0)
+    os.truncate(cfg.db_path, 1)
+    report = _recover(cfg, db_key)
+    assert report.restored_from == backup
+    assert report.salvage is not None
+    assert report.salvage.tables == {}
+    assert (report.quarantine_dir / "salvaged.db").exists()
+    assert json.loads(report.report_path.read_text())["rows_salvaged"] == {}
+
+
+def test_a_refused_recovery_leaves_a_quarantine_folder_that_was_there_before(
+    tmp_path: Path, db_key: DatabaseKey | None, store_env: dict[str, str]
+) -> None:
+    """Nothing to put in place: refused, and what the recovery wrote is removed, but an
+    (empty) quarantine folder that was there before is not the recovery's to remove."""
+    cfg = _config(tmp_path, "refuse", store_env)
+    with Home.init(cfg) as home:
+        home.db.write(lambda tx: tx.script(ITEMS_DDL))
+    _swap_non_sqlite(cfg.db_path)
+    qdir = cfg.quarantine_dir / "20300102T030405_000000Z"
+    qdir.mkdir(parents=True)
+    with pytest.raises(StoreMissing):
+        _recover(cfg, db_key, now=_STAMP)
+    assert [p.name for p in cfg.quarantine_dir.iterdir()] == [qdir.name]
+    assert list(qdir.iterdir()) == []
