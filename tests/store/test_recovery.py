@@ -21,7 +21,16 @@ import pytest
 
 from bastion.app import Home
 from bastion.config import Config, StoreConfig, load_config
-from bastion.errors import NotADatabase, StoreCorrupt, StoreIOError, StoreMissing, StoreReadOnly
+from bastion.errors import (
+    DatabaseKeyMissing,
+    DatabaseNotEncrypted,
+    NotADatabase,
+    StoreCorrupt,
+    StoreIOError,
+    StoreKeyError,
+    StoreMissing,
+    StoreReadOnly,
+)
 from bastion.store import Database
 from bastion.store._swap import replacement_path
 from bastion.store.backup import create_backup
@@ -872,6 +881,12 @@ def _shape(tmp_path: Path, shape: str) -> tuple[Path, dict[str, Any], CheckKind,
         else:
             args["expected"] = True
         return path, args, CheckKind.EMPTY, f"{path} was truncated to 0 bytes"
+    if shape == "empty-beside-another-databases-backups":
+        backups = tmp_path / "backups"
+        with Database.open(tmp_path / "other.db", name="other") as db:
+            create_backup(db, backups)
+        path.write_bytes(b"")
+        return path, {"backups_dir": backups}, CheckKind.NEW, "empty file: a new database"
     if shape == "empty-beside-an-empty-wal":
         path.write_bytes(b"")
         wal.write_bytes(b"")
@@ -954,6 +969,7 @@ _SHAPES = [
     "emptied-beside-a-wal-with-bytes",
     "emptied-that-the-home-held",
     "empty-beside-an-empty-wal",
+    "empty-beside-another-databases-backups",
     "not-sqlite",
     "cut-mid-page",
     "64k-pages-a-page-cut-off",
@@ -1059,3 +1075,45 @@ def test_a_refused_recovery_leaves_a_quarantine_folder_that_was_there_before(
         _recover(cfg, db_key, now=_STAMP)
     assert [p.name for p in cfg.quarantine_dir.iterdir()] == [qdir.name]
     assert list(qdir.iterdir()) == []
+
+
+@pytest.mark.plaintext_only(reason="makes its own keys: a file and a key that do not go together")
+def test_a_file_and_a_key_that_do_not_go_together_are_a_key_refusal_never_damage(
+    tmp_path: Path,
+) -> None:
+    """An encrypted file checked without a key, a plaintext file checked with one, and an
+    encrypted file checked with another key are the operator's to fix (KEY, its typed
+    refusal as the fault, naming the file), never damage; an encrypted file cut to its
+    first page is truncated by what its decrypted header declares."""
+    key, other = DatabaseKey(os.urandom(32)), DatabaseKey(os.urandom(32))
+    encrypted, plain = tmp_path / "enc.db", tmp_path / "plain.db"
+    for path, with_key in ((encrypted, key), (plain, None)):
+        conn = connect(str(path), key=with_key)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE t(x)")
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) "
+            "INSERT INTO t SELECT randomblob(300) FROM n"
+        )
+        conn.close()
+    for path, given, refusal in (
+        (encrypted, None, DatabaseKeyMissing),
+        (plain, key, DatabaseNotEncrypted),
+        (encrypted, other, StoreKeyError),
+    ):
+        check = _timed_check(path, StoreConfig(), key=given)
+        assert check.kind is CheckKind.KEY, check.detail
+        assert isinstance(check.fault, refusal)
+        assert (check.detail, check.output) == (check.fault.message, ())
+        assert str(path) in check.detail
+        assert check.error() is check.fault
+        assert not check.damaged
+
+    pages = encrypted.stat().st_size // 4096
+    os.truncate(encrypted, 4096)
+    check = _timed_check(encrypted, StoreConfig(), key=key)
+    assert (check.kind, check.detail) == (
+        CheckKind.TRUNCATED,
+        f"{encrypted} is truncated: header declares {pages} pages ({pages * 4096} bytes), "
+        "file has 4096",
+    )
