@@ -159,3 +159,29 @@ def test_a_database_another_connection_holds_exclusively_is_inconclusive(
     )
     assert (check.path, check.output, check.fault) == (path, (), None)
     assert 0 <= check.duration_s <= took
+
+
+def test_the_check_writes_nothing_to_a_closed_database_whose_wal_came_without_its_shm(
+    tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
+    """A database copied with its -wal but not its -shm (or a writer that died and whose
+    -shm was removed): the check reads the committed frames and leaves the file and the
+    -wal as they were; a connection closing last would checkpoint the -wal into the file."""
+    path = tmp_path / "copied.db"
+    conn = connect(str(path), key=db_key)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t(x)")
+    conn.close()
+    conn = connect(str(path), key=db_key)
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("INSERT INTO t VALUES (randomblob(500))")
+    conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+    conn.close()
+    wal = Path(f"{path}-wal")
+    Path(f"{path}-shm").unlink()
+    before = (_digest(path), _digest(wal))
+
+    check = open_check(path, StoreConfig(), key=db_key)
+
+    assert (check.kind, check.detail) == (CheckKind.OK, "quick_check ok")
+    assert (_digest(path), _digest(wal)) == before
