@@ -21,7 +21,7 @@ import apsw
 import pytest
 
 from bastion.config import load_config
-from bastion.errors import StoreDiskFull, StoreError, StoreIOError, StoreReadOnly
+from bastion.errors import StoreDiskFull, StoreIOError, StoreReadOnly
 from bastion.store import Database
 from bastion.store._diagnose import human_bytes
 from bastion.store._swap import SLACK_BYTES
@@ -188,10 +188,9 @@ def test_recover_acts_on_damage_only(tmp_path: Path) -> None:
     before = path.read_bytes()
     fault = StoreReadOnly("read-only file system (test)")
     healthy = OpenCheck(path, CheckKind.OK, "quick_check ok (read-only)", ("ok",), 0.0, fault)
-    # (A typed store error: today the check's own StoreCorrupt "failed the open-time check
-    # (ok)", where recover's docstring promises the fault itself; see the report of #23.)
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreReadOnly) as refused:
         recover(path, backups_dir=backups, quarantine_root=quarantine, check=healthy)
+    assert refused.value is fault
     io_check = dataclasses.replace(healthy, kind=CheckKind.IO_ERROR)
     with pytest.raises(StoreReadOnly) as refused:
         recover(path, backups_dir=backups, quarantine_root=quarantine, check=io_check)

@@ -1117,3 +1117,25 @@ def test_a_file_and_a_key_that_do_not_go_together_are_a_key_refusal_never_damage
         f"{encrypted} is truncated: header declares {pages} pages ({pages * 4096} bytes), "
         "file has 4096",
     )
+
+
+def test_a_refused_recovery_keeps_a_salvaged_copy_it_did_not_write(
+    tmp_path: Path, db_key: DatabaseKey | None, store_env: dict[str, str]
+) -> None:
+    """No backup, and the salvage refused (a salvaged.db is already in the quarantine folder:
+    an earlier recovery at the same stamp): refused, naming why, and the earlier salvaged
+    copy is kept: removing what an aborted recovery wrote never removes what it did not."""
+    cfg = _config(tmp_path, "refuse", store_env)
+    with Home.init(cfg) as home:
+        home.db.write(lambda tx: tx.script(ITEMS_DDL))
+    _swap_non_sqlite(cfg.db_path)
+    qdir = cfg.quarantine_dir / "20300102T030405_000000Z"
+    qdir.mkdir(parents=True)
+    (qdir / "salvaged.db").write_bytes(b"an earlier salvage")
+    with pytest.raises(StoreMissing) as caught:
+        _recover(cfg, db_key, now=_STAMP)
+    assert caught.value.message.endswith(
+        f"nothing could be salvaged ({qdir / 'salvaged.db'} exists; salvage writes a new "
+        f"file). Nothing was moved or created: {cfg.db_path.parent} is as it was."
+    )
+    assert (qdir / "salvaged.db").read_bytes() == b"an earlier salvage"

@@ -148,9 +148,12 @@ class OpenCheck:
 
     def error(self) -> StoreError:
         """The typed error for a check that did not pass: the I/O condition for
-        ``IO_ERROR`` (``StoreIOError`` and subclasses), ``StoreMissing``, ``NotADatabase`` or
+        ``IO_ERROR`` (``StoreIOError`` and subclasses) and for any check that carries a fault
+        without showing damage, the key's refusal for ``KEY``, ``StoreMissing``, ``NotADatabase`` or
         ``StoreCorrupt`` for damage. The caller adds what to do in its own words."""
-        if self.kind in (CheckKind.IO_ERROR, CheckKind.KEY) and self.fault is not None:
+        if self.fault is not None and not self.damaged:
+            # The disk refused or the key does not fit (IO_ERROR, KEY), or a check that
+            # passed read-only after the disk refused a normal open: the refusal is the error.
             return self.fault
         message = f"{self.path} failed the open-time check ({self.kind.value}): {self.detail}"
         if self.kind is CheckKind.NOT_A_DATABASE:
@@ -610,7 +613,8 @@ def recover(
         result: SalvageResult | None = None
         salvage_error = None
         if db_path.exists() and _size(db_path) > 0:
-            written.append(qdir / "salvaged.db")
+            if not (qdir / "salvaged.db").exists():  # salvage refuses to write over one
+                written.append(qdir / "salvaged.db")
             try:
                 # Imported here: salvage (and the AEGIS page cipher it reads encrypted pages
                 # with) is for a damaged file only, never for the daemon's start (#22 §7).
