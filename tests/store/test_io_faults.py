@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import os
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,10 +83,18 @@ def test_full_disk_is_an_io_condition_and_reads_see_the_wal(
         os.truncate(Path(str(path) + "-shm"), 3)  # what a failed open on a full disk leaves
     mnt.fill()
 
-    check = open_check(path, CFG.store, key=db_key)
-    assert check.kind is CheckKind.OK, check.detail  # read-only check: healthy, not corrupt
-    assert isinstance(check.fault, StoreDiskFull)
-    assert not check.damaged
+    for pragma, full in (("quick_check", False), ("integrity_check", True)):
+        check = open_check(path, CFG.store, key=db_key, full=full)
+        # Read-only check: healthy, not corrupt; the disk's refusal named as the fault.
+        assert check.kind is CheckKind.OK, check.detail
+        assert check.detail == f"{pragma} ok (read-only, WAL read through)"
+        assert check.path == path
+        assert isinstance(check.fault, StoreDiskFull)
+        assert check.fault.message == (
+            f"disk full: no room to write app.db ({mnt.path}: 0 bytes free) "
+            f"(while running {pragma}: disk I/O error)"
+        )
+        assert not check.damaged
 
     with pytest.raises(StoreDiskFull, match="disk full") as caught:
         Database.open(path, key=db_key)
@@ -122,6 +131,8 @@ def test_read_only_mount_is_an_io_condition(mnt: Mount, db_key: DatabaseKey | No
 
     check = open_check(path, CFG.store, full=True, key=db_key)
     assert check.kind is CheckKind.OK, check.detail
+    assert check.detail == "integrity_check ok (read-only (immutable: the WAL is empty))"
+    assert check.path == path
     assert isinstance(check.fault, StoreReadOnly)
     with pytest.raises(StoreReadOnly, match="read-only"):
         Database.open(path, key=db_key)
@@ -140,10 +151,19 @@ def test_read_only_mount_with_unreadable_wal_frames_is_not_corruption(
     _wal_with_frames(path, keep_shm=False, key=db_key)
     mnt.remount("ro")
 
+    started = time.monotonic()
     check = open_check(path, CFG.store, key=db_key)
+    took = time.monotonic() - started
     assert check.kind is CheckKind.IO_ERROR, check.detail
     assert not check.damaged
     assert isinstance(check.error(), StoreReadOnly)
+    assert check.fault is not None
+    assert check.detail.startswith(
+        f"the check could not run: {check.fault.message}; read-only either: app.db-wal holds "
+    )
+    assert "committed transactions that are not in app.db yet" in check.detail
+    assert (check.path, check.output) == (path, ())
+    assert 0 <= check.duration_s <= took
     with pytest.raises(StoreIOError, match="committed transactions"):
         Database.open_readonly(path, key=db_key)
 
