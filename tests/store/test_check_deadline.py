@@ -12,6 +12,7 @@ then fails as SQLite fails an interrupted statement (``InterruptError``); everyt
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +67,15 @@ def test_the_time_limit_interrupts_the_check_without_a_python_callback(
         return conn
 
     monkeypatch.setattr(recovery, "connect", connect)
+    started = time.monotonic()
     result = open_check(cfg.db_path, StoreConfig(open_check_max_s=0.05))
+    took = time.monotonic() - started
 
     assert result.kind is CheckKind.INCONCLUSIVE
     assert result.ok  # not known bad: the open goes on
-    assert "interrupted after open_check_max_s=0.05" in result.detail
+    assert result.detail == "quick_check interrupted after open_check_max_s=0.05"
+    assert (result.path, result.output, result.fault) == (cfg.db_path, (), None)
+    assert 0 <= result.duration_s <= took
     checked = [c for c in opened if c.interrupted.is_set()]
     assert len(checked) == 1
     assert checked[0].python_callbacks == []

@@ -134,6 +134,9 @@ def test_read_only_mount_is_an_io_condition(mnt: Mount, db_key: DatabaseKey | No
     assert check.detail == "integrity_check ok (read-only (immutable: the WAL is empty))"
     assert check.path == path
     assert isinstance(check.fault, StoreReadOnly)
+    assert check.fault.message == (
+        f"{mnt.path} (holding {path}) is mounted read-only (while checking it)"
+    )
     with pytest.raises(StoreReadOnly, match="read-only"):
         Database.open(path, key=db_key)
     with Database.open_for_reading(path, key=db_key) as ro:

@@ -916,6 +916,11 @@ def _shape(tmp_path: Path, shape: str) -> tuple[Path, dict[str, Any], CheckKind,
             f"file has {size}"
         )
         return path, args, CheckKind.TRUNCATED, detail
+    if shape == "page-1-b-tree-smashed":  # the header is sound, the schema's page is not
+        _small_db(path)
+        overwrite(path, 100, b"\xff" * 8)
+        detail = "quick_check could not run: database disk image is malformed"
+        return path, args, CheckKind.CORRUPT, detail
     if shape == "an-empty-wal-beside":  # what a reader that did not write leaves
         _small_db(path)
         wal.write_bytes(b"")
@@ -974,6 +979,7 @@ _SHAPES = [
     "cut-mid-page",
     "64k-pages-a-page-cut-off",
     "page-count-bit-flipped",
+    "page-1-b-tree-smashed",
     "an-empty-wal-beside",
     "a-cut-shm-beside",
     "an-unreadable-shm-beside",
@@ -992,6 +998,9 @@ def test_each_shape_of_file_gets_its_kind_and_says_why(tmp_path: Path, shape: st
     config = args.pop("config", StoreConfig())
     check = _timed_check(path, config, **args)
     assert (check.kind, check.detail) == (kind, detail)
+    # What the check printed: quick_check's own rows, SQLite's error when it could not run.
+    output = {CheckKind.OK: ("ok",), CheckKind.CORRUPT: (detail.split(": ", 1)[-1],)}
+    assert check.output == output.get(kind, ())
 
 
 @pytest.mark.plaintext_only(reason="the file's own condition, whatever its content")
