@@ -95,3 +95,31 @@ def test_a_check_that_ends_in_time_is_not_interrupted_later(tmp_path: Path) -> N
     for thread in threading.enumerate():
         if isinstance(thread, threading.Timer):
             thread.join(timeout=5)
+
+
+def test_a_full_check_has_no_time_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``full=True`` (``bastion db check``, ``db recover``) runs integrity_check to its end:
+    the open-time limit does not apply, so a slow full check is not cut short (here it
+    gives a timer of open_check_max_s=0 a fifth of a second to interrupt it, and none does)."""
+    cfg = load_config(tmp_path / "home", env={})
+    with Home.init(cfg) as home:
+        home.settings.set("k", 1)
+    opened: list[EndlessCheck] = []
+    real_connect = recovery.connect
+
+    class SlowFullCheck(EndlessCheck):
+        def execute(self, sql: str, *args: Any) -> Any:
+            if sql.strip().upper() == "PRAGMA INTEGRITY_CHECK" and self.interrupted.wait(0.2):
+                raise apsw.InterruptError("interrupted")
+            return self._conn.execute(sql, *args)
+
+    def connect(*args: Any, **kwargs: Any) -> Any:
+        conn = SlowFullCheck(real_connect(*args, **kwargs))
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(recovery, "connect", connect)
+    result = open_check(cfg.db_path, StoreConfig(open_check_max_s=0), full=True)
+
+    assert (result.kind, result.detail) == (CheckKind.OK, "integrity_check ok")
+    assert not any(c.interrupted.is_set() for c in opened)

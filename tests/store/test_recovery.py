@@ -1148,3 +1148,37 @@ def test_a_refused_recovery_keeps_a_salvaged_copy_it_did_not_write(
         f"file). Nothing was moved or created: {cfg.db_path.parent} is as it was."
     )
     assert (qdir / "salvaged.db").read_bytes() == b"an earlier salvage"
+
+
+@pytest.mark.plaintext_only(reason="the check's report of what SQLite found, not the cipher")
+def test_a_damaged_file_s_findings_are_counted_and_the_first_quoted(
+    tmp_path: Path,
+) -> None:
+    """quick_check packs its findings into rows, many lines each, headed by a
+    '*** in database main ***' line: the check counts the findings (not the header), quotes
+    the first three, says how many more, and keeps them as its output (SQLite stops at 100
+    findings)."""
+    path = tmp_path / "app.db"
+    with Database.open(path) as db:
+        db.write(lambda tx: tx.script(ITEMS_DDL))
+        add_items(db, 0, 1500)
+    offset = leaf_page_offset(path)
+    overwrite(path, offset + 8, b"\x00" * (4096 - 8) + b"\x00" * 4096 * 2)
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:  # what SQLite itself says of the file
+        rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
+    finally:
+        conn.close()
+    found = [line for row in rows for line in row.splitlines() if line.strip()]
+    assert found[0] == "*** in database main ***"
+    findings = [line for line in found if not line.startswith("*** in database")]
+    assert len(findings) == 100  # quick_check's default limit
+
+    check = _timed_check(path, StoreConfig())
+
+    assert check.kind is CheckKind.CORRUPT
+    assert check.detail == (
+        f"quick_check found {len(findings)} problem(s): {'; '.join(findings[:3])}; ... "
+        f"({len(findings) - 3} more)"
+    )
+    assert check.output == tuple(findings)
