@@ -1182,3 +1182,35 @@ def test_a_damaged_file_s_findings_are_counted_and_the_first_quoted(
         f"({len(findings) - 3} more)"
     )
     assert check.output == tuple(findings)
+
+
+@pytest.mark.plaintext_only(reason="the check's report of what SQLite found, not the cipher")
+@pytest.mark.parametrize(
+    ("nulls", "shown"),
+    [
+        (1, "NULL value in t.x"),
+        (3, "NULL value in t.x; NULL value in t.x; NULL value in t.x"),
+        (4, "NULL value in t.x; NULL value in t.x; NULL value in t.x; ... (1 more)"),
+    ],
+)
+def test_a_few_findings_are_all_quoted_more_than_three_are_counted(
+    tmp_path: Path, nulls: int, shown: str
+) -> None:
+    """Rows that break their table's NOT NULL (a schema edited under them): one finding per
+    row; up to three are all quoted, past three the rest are counted."""
+    path = tmp_path / "app.db"
+    conn = connect(str(path))
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE t(x)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(None,)] * nulls)
+        conn.execute("PRAGMA writable_schema = ON")
+        conn.execute("UPDATE sqlite_schema SET sql = 'CREATE TABLE t(x NOT NULL)' WHERE name = 't'")
+    finally:
+        conn.close()
+
+    check = _timed_check(path, StoreConfig())
+
+    assert check.kind is CheckKind.CORRUPT
+    assert check.detail == f"quick_check found {nulls} problem(s): {shown}"
+    assert check.output == ("NULL value in t.x",) * nulls
