@@ -120,6 +120,28 @@ def test_full_disk_is_an_io_condition_and_reads_see_the_wal(
 
 
 @pytest.mark.root
+@pytest.mark.parametrize("keep_shm", [True, False], ids=["shm", "no-shm"])
+def test_a_wrong_key_on_a_full_disk_is_a_key_refusal_never_damage(
+    mnt: Mount, keep_shm: bool
+) -> None:
+    """The disk refuses the normal check and the read-only one runs with the key given: a
+    key no page authenticates under is the key's problem (KEY), not a damaged file."""
+    key, other = DatabaseKey(os.urandom(32)), DatabaseKey(os.urandom(32))
+    path = mnt.path / "app.db"
+    _wal_with_frames(path, keep_shm=keep_shm, key=key)
+    if keep_shm:
+        os.truncate(Path(str(path) + "-shm"), 3)
+    mnt.fill()
+
+    check = open_check(path, CFG.store, key=other)
+
+    assert check.kind is CheckKind.KEY, check.detail
+    assert not check.damaged
+    assert "no page of it authenticates under that key" in check.detail
+    assert check.detail.endswith(" (read-only, WAL read through)")
+
+
+@pytest.mark.root
 @pytest.mark.encrypted_rerun
 def test_read_only_mount_is_an_io_condition(mnt: Mount, db_key: DatabaseKey | None) -> None:
     path = mnt.path / "app.db"
