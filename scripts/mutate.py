@@ -62,6 +62,9 @@ MODULES: dict[str, list[str]] = {
         "tests/store/test_recovery.py",
         "tests/store/test_io_faults.py",
         "tests/store/test_open_check_ahead.py",
+        "tests/store/test_check_deadline.py",
+        "tests/store/test_encryption.py",
+        "tests/cli/test_db_ops.py",
     ],
     "api/security.py": [
         "tests/api/test_security.py",
