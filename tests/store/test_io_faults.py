@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import os
 import stat
 import time
@@ -22,14 +23,14 @@ import apsw
 import pytest
 
 from bastion.config import load_config
-from bastion.errors import StoreDiskFull, StoreIOError, StoreReadOnly
+from bastion.errors import StoreDiskFull, StoreIOError, StoreMissing, StoreReadOnly
 from bastion.store import Database
 from bastion.store._diagnose import human_bytes
 from bastion.store._swap import SLACK_BYTES
 from bastion.store.backup import create_backup, list_backups
 from bastion.store.crypt import DatabaseKey
 from bastion.store.crypt.cipher import connect
-from bastion.store.faults import Fault, FaultyVFS
+from bastion.store.faults import Fault, FaultyFile, FaultyVFS
 from bastion.store.recovery import CheckKind, OpenCheck, open_check, recover
 from bastion.store.stats import run_scheduled_check
 from tests.fsfaults import Mount, mounted_tmpfs, needs_root
@@ -426,3 +427,212 @@ def test_scheduled_check_on_a_failing_device_is_inconclusive(tmp_path: Path) -> 
     assert result["ok"] is None
     assert result["inconclusive"] is True
     assert result["error"]["code"] == "store_io"
+
+
+# --- a disk that refuses the check's own connections ----------------------------------------
+# The open-time check and a recovery open their files by path, through SQLite's default VFS:
+# these tests put a fault-injecting VFS in front of it for the length of the call.
+
+
+@contextlib.contextmanager
+def _default_vfs(vfs: apsw.VFS, name: str) -> Iterator[None]:
+    before = apsw.vfs_names()[0]  # SQLite's default VFS heads its list
+    apsw.set_default_vfs(name)
+    try:
+        yield
+    finally:
+        apsw.set_default_vfs(before)
+        vfs.unregister()
+
+
+class _BadSectors(apsw.VFS):
+    """A device whose sectors past the first page fail every read (SQLITE_IOERR)."""
+
+    def __init__(self, name: str, base: str, good_bytes: int) -> None:
+        self.base = base
+        self.good_bytes = good_bytes
+        super().__init__(name, base)
+
+    def xOpen(self, name: str | apsw.URIFilename | None, flags: list[int]) -> apsw.VFSFile:
+        return _BadSectorFile(self, name, flags)
+
+
+class _BadSectorFile(apsw.VFSFile):
+    def __init__(
+        self, vfs: _BadSectors, name: str | apsw.URIFilename | None, flags: list[int]
+    ) -> None:
+        self._good_bytes = vfs.good_bytes
+        super().__init__(vfs.base, name, flags)
+
+    def xRead(self, amount: int, offset: int) -> bytes:
+        if offset >= self._good_bytes:
+            raise apsw.IOError(f"bad sector at {offset}")
+        return super().xRead(amount, offset)
+
+
+def _small_database(path: Path) -> None:
+    with Database.open(path) as db:
+        db.write(lambda tx: tx.script(ITEMS_DDL))
+        add_items(db, 0, 50)
+
+
+def test_a_database_that_cannot_be_opened_for_the_check_is_checked_read_only(
+    tmp_path: Path,
+) -> None:
+    """The disk refuses the check's normal open once: the read-only retry checks the file,
+    and the refusal is kept as the check's fault, typed, naming the file and the step."""
+    path = tmp_path / "app.db"
+    _small_database(path)
+    vfs = FaultyVFS(f"refuse-open-{uuid.uuid4().hex[:8]}", base=apsw.vfs_names()[0])
+    with _default_vfs(vfs, vfs.vfs_name):
+        vfs.arm(Fault.EIO, op="open")
+        check = open_check(path, CFG.store)
+    assert [f.op for f in vfs.fired] == ["open"]
+    assert check.kind is CheckKind.OK
+    assert check.detail == "quick_check ok (read-only (immutable: the WAL is empty))"
+    assert type(check.fault) is StoreIOError
+    assert check.fault.message == (
+        f"I/O error on {path} (while opening it for the check: injected failure opening {path})"
+    )
+    assert check.fault.details["path"] == str(path)
+
+
+def test_a_database_no_connection_can_open_is_an_io_condition_naming_both_refusals(
+    tmp_path: Path,
+) -> None:
+    """Neither the normal nor the read-only open is allowed: the check could not run, an I/O
+    condition (never damage, so nothing is quarantined), saying what each open met."""
+    path = tmp_path / "app.db"
+    _small_database(path)
+    vfs = FaultyVFS(f"refuse-open-{uuid.uuid4().hex[:8]}", base=apsw.vfs_names()[0])
+    started = time.monotonic()
+    with _default_vfs(vfs, vfs.vfs_name):
+        vfs.arm(Fault.EIO, op="open", persistent=True)
+        check = open_check(path, CFG.store)
+    elapsed = time.monotonic() - started
+    assert [f.op for f in vfs.fired] == ["open", "open"]
+    assert check.kind is CheckKind.IO_ERROR
+    assert not check.damaged
+    assert type(check.fault) is StoreIOError
+    first = f"I/O error on {path} (while opening it for the check: injected failure opening {path})"
+    assert check.fault.message == first
+    assert check.detail == (
+        f"the check could not run: {first}; read-only either: "
+        f"I/O error on {path} (injected failure opening {path})"
+    )
+    assert check.output == ()
+    assert 0 <= check.duration_s <= elapsed
+    assert type(check.error()) is StoreIOError
+
+
+def test_a_device_failing_reads_past_the_first_page_is_an_io_condition_never_damage(
+    tmp_path: Path,
+) -> None:
+    """Bad sectors under the data: both the check and its read-only retry open the file and
+    then fail reading it. The result is an I/O condition naming the file and the way each
+    attempt read it -- never corruption, and never an untyped driver error from closing the
+    connection after the failed read."""
+    path = tmp_path / "app.db"
+    _small_database(path)
+    name = f"bad-sectors-{uuid.uuid4().hex[:8]}"
+    vfs = _BadSectors(name, apsw.vfs_names()[0], good_bytes=4096)
+    started = time.monotonic()
+    with _default_vfs(vfs, name):
+        check = open_check(path, CFG.store)
+    elapsed = time.monotonic() - started
+    assert check.kind is CheckKind.IO_ERROR
+    assert not check.damaged
+    assert type(check.fault) is StoreIOError
+    first = f"I/O error on {path} (while running quick_check: bad sector at "
+    assert check.fault.message.startswith(first)
+    how = "read-only (immutable: the WAL is empty)"
+    assert (
+        check.detail
+        == f"the check could not run: {check.fault.message} ({how}: {check.fault.message})"
+    )
+    assert check.output == ()
+    assert 0 <= check.duration_s <= elapsed
+    assert check.error() is check.fault
+
+
+def test_a_salvage_that_cannot_create_its_copy_is_reported_beside_the_restored_backup(
+    tmp_path: Path,
+) -> None:
+    """The quarantine folder refuses the salvaged copy's file (SQLite cannot open it): the
+    recovery still restores the backup, and its report says why there is no salvage."""
+    from bastion.app import Home
+
+    cfg = load_config(tmp_path / "home", env={})
+    with Home.init(cfg) as home:
+        home.db.write(lambda tx: tx.script(ITEMS_DDL))
+        add_items(home.db, 0, 40)
+        home.backup()
+    overwrite(cfg.db_path, 0, b"\xff" * 100)
+    check = open_check(cfg.db_path, cfg.store, expected=True)
+    assert check.damaged
+    vfs = FaultyVFS(f"refuse-salvage-{uuid.uuid4().hex[:8]}", base=apsw.vfs_names()[0])
+    with _default_vfs(vfs, vfs.vfs_name):
+        vfs.arm(Fault.EIO, op="open", file_suffix="salvaged.db", persistent=True)
+        report = recover(
+            cfg.db_path,
+            backups_dir=cfg.backups_dir,
+            quarantine_root=cfg.quarantine_dir,
+            check=check,
+        )
+    assert report.placed == "backup"
+    assert report.salvage is None
+    target = report.quarantine_dir / "salvaged.db"
+    written = json.loads(report.report_path.read_text(encoding="utf-8"))
+    assert written["salvage_error"] is not None
+    assert str(target) in written["salvage_error"]
+    assert "injected failure opening" in written["salvage_error"]
+    assert not target.exists()
+
+
+class _Stranger(FaultyVFS):
+    """Another process's file appears in the quarantine folder while the recovery salvages
+    into it (done when the salvaged copy's file is opened)."""
+
+    def __init__(self, name: str, base: str, stranger: Path) -> None:
+        self.stranger = stranger
+        super().__init__(name, base)
+
+    def xOpen(self, name: str | apsw.URIFilename | None, flags: list[int]) -> FaultyFile:
+        filename = name.filename() if isinstance(name, apsw.URIFilename) else name or ""
+        if filename.endswith("salvaged.db") and not self.stranger.exists():
+            self.stranger.write_text("an operator's notes\n", encoding="utf-8")
+        return super().xOpen(name, flags)
+
+
+def test_an_aborted_recovery_keeps_a_file_another_process_put_in_its_quarantine_folder(
+    tmp_path: Path,
+) -> None:
+    """No backup and nothing to salvage: the recovery is refused and removes what it wrote.
+    A file someone else put in its new quarantine folder meanwhile is not its to delete: the
+    folder stays with that file, and the refusal is what the caller gets."""
+    cfg = load_config(tmp_path / "home", env={})
+    from bastion.app import Home
+
+    with Home.init(cfg) as home:
+        home.db.write(lambda tx: tx.script(ITEMS_DDL))
+    cfg.db_path.write_text("# a config file someone copied over the database\n" * 100)
+    check = open_check(cfg.db_path, cfg.store, expected=True)
+    assert check.damaged
+    before = cfg.db_path.read_bytes()
+    now = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    qdir = cfg.quarantine_dir / "20300102T030405_000000Z"
+    stranger = qdir / "notes.txt"
+    name = f"stranger-{uuid.uuid4().hex[:8]}"
+    vfs = _Stranger(name, apsw.vfs_names()[0], stranger)
+    with _default_vfs(vfs, name), pytest.raises(StoreMissing) as caught:
+        recover(
+            cfg.db_path,
+            backups_dir=cfg.backups_dir,
+            quarantine_root=cfg.quarantine_dir,
+            check=check,
+            now=now,
+        )
+    assert "nothing could be salvaged" in caught.value.message
+    assert sorted(p.name for p in qdir.iterdir()) == ["notes.txt"]
+    assert stranger.read_text(encoding="utf-8") == "an operator's notes\n"
+    assert cfg.db_path.read_bytes() == before

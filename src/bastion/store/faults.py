@@ -1,4 +1,4 @@
-"""I/O fault injection for drills: an apsw VFS that fails the Nth write, sync or read.
+"""I/O fault injection for drills: an apsw VFS that fails the Nth write, sync, read or open.
 
 Tests, examples and operators' own drills use it the same way::
 
@@ -11,7 +11,9 @@ Tests, examples and operators' own drills use it the same way::
 ``Fault.SHORT`` writes the first half of the buffer to disk and then fails, which is what a
 real short write followed by an error leaves behind (a torn page). Counting is per VFS, over
 every file it opened (database, ``-wal``, journals), optionally narrowed to files whose name
-ends with ``file_suffix``. ``count("write")`` tells a drill how many calls an operation made
+ends with ``file_suffix``. An armed ``open`` refuses to open the file (SQLite reports every
+failed open as ``SQLITE_CANTOPEN``, whatever the cause, so the fault kind only has to be
+armed). ``count("write")`` tells a drill how many calls an operation made
 so it can then fail each of them in turn.
 
 This module only injects faults; it never retries or repairs. It is safe to use from the
@@ -29,7 +31,7 @@ import apsw
 
 __all__ = ["Fault", "FaultyFile", "FaultyVFS", "InjectedFault"]
 
-Op = Literal["write", "sync", "read"]
+Op = Literal["write", "sync", "read", "open"]
 
 
 class Fault(enum.Enum):
@@ -66,13 +68,16 @@ class FaultyVFS(apsw.VFS):
         self.vfs_name = name
         self.base = base
         self._lock = threading.Lock()
-        self._counts: dict[str, int] = {"write": 0, "sync": 0, "read": 0}
+        self._counts: dict[str, int] = {"write": 0, "sync": 0, "read": 0, "open": 0}
         self._plan: _Plan | None = None
         self.fired: list[InjectedFault] = []
         super().__init__(name, base)
 
     def xOpen(self, name: str | apsw.URIFilename | None, flags: list[int]) -> FaultyFile:
-        """Open ``name`` as a ``FaultyFile`` of this VFS."""
+        """Open ``name`` as a ``FaultyFile`` of this VFS, unless the plan refuses this open."""
+        filename = name.filename() if isinstance(name, apsw.URIFilename) else name or ""
+        if self._check("open", filename) is not None:
+            raise apsw.CantOpenError(f"injected failure opening {filename}")
         return FaultyFile(self, name, flags)
 
     # --- control ------------------------------------------------------------------------
@@ -94,7 +99,7 @@ class FaultyVFS(apsw.VFS):
         if at < 1:
             raise ValueError(f"at must be 1 or more, not {at}")
         with self._lock:
-            self._counts = {"write": 0, "sync": 0, "read": 0}
+            self._counts = {"write": 0, "sync": 0, "read": 0, "open": 0}
             self._plan = _Plan(fault, op, at, file_suffix, persistent)
 
     def disarm(self) -> None:
@@ -105,7 +110,7 @@ class FaultyVFS(apsw.VFS):
     def reset_counts(self) -> None:
         """Restart the write and sync counters the plan's Nth call refers to."""
         with self._lock:
-            self._counts = {"write": 0, "sync": 0, "read": 0}
+            self._counts = {"write": 0, "sync": 0, "read": 0, "open": 0}
 
     def count(self, op: Op) -> int:
         """How many ``op`` calls were made since the last ``arm``/``reset_counts``."""

@@ -496,7 +496,12 @@ def _check_on(
         # a device error: the disk refused, which says nothing about the data.
         return translate(err, path=str(path), what=f"running {pragma}", conn=conn)
     finally:
-        conn.close()
+        # The result is known by now, and closing a read-only connection writes nothing: a
+        # device that failed the check's reads can fail the close's unlock too (the
+        # connection is closed all the same), which must not replace the typed result
+        # with a raw driver error.
+        with contextlib.suppress(apsw.Error):
+            conn.close()
     if output == ("ok",):
         return OpenCheck(path, CheckKind.OK, f"{pragma} ok", output, time.monotonic() - started)
     # SQLite may pack many findings into one row, one per line: count and quote lines.
