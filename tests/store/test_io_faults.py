@@ -511,6 +511,7 @@ def test_a_database_no_connection_can_open_is_an_io_condition_naming_both_refusa
         check = open_check(path, CFG.store)
     elapsed = time.monotonic() - started
     assert [f.op for f in vfs.fired] == ["open", "open"]
+    assert check.path == path
     assert check.kind is CheckKind.IO_ERROR
     assert not check.damaged
     assert type(check.fault) is StoreIOError
@@ -540,6 +541,7 @@ def test_a_device_failing_reads_past_the_first_page_is_an_io_condition_never_dam
     with _default_vfs(vfs, name):
         check = open_check(path, CFG.store)
     elapsed = time.monotonic() - started
+    assert check.path == path
     assert check.kind is CheckKind.IO_ERROR
     assert not check.damaged
     assert type(check.fault) is StoreIOError
