@@ -247,8 +247,11 @@ def test_sigterm_ends_open_event_streams(tmp_path: Path) -> None:
     try:
         stream = daemon.client.stream("/v1/events/stream", timeout=60)
         daemon.proc.send_signal(signal.SIGTERM)
-        # The stream ends (the daemon closes it) rather than holding the shutdown open.
-        assert list(stream) == []
+        # The stream ends (the daemon closes it) rather than holding the shutdown open: the
+        # read returns (it would time out otherwise). What it carried before the signal was
+        # handled (the archiver's first base snapshot, announced when it is taken, after the
+        # handshake) is not this test's matter.
+        list(stream)
         assert daemon.proc.wait(timeout=60) == 0
         assert "Cancel" not in daemon.log()  # ended by itself, not by the graceful timeout
     finally:

@@ -201,3 +201,60 @@ def test_while_another_process_is_attached_its_commits_are_timed_by_looks(
     segments, _ = list_segments(gen)
     [theirs] = [c for s in segments for c in s.commits if c.t_lo != c.t_hi]
     assert attached_at <= theirs.t_lo <= committed_at + 0.001
+
+
+# A process attaching as SQLite's unix VFS does it: the -shm opened (the watch's event), and
+# its shared lock on the dead-man-switch byte taken only afterwards -- here when the test says.
+_OPEN_THEN_LOCK = """
+import fcntl, os, struct, sys
+fd = os.open(sys.argv[1] + "-shm", os.O_RDWR)
+print("opened", flush=True)
+sys.stdin.readline()
+fcntl.fcntl(fd, fcntl.F_SETLK, struct.pack("hhqqi", fcntl.F_RDLCK, 0, 128, 1, 0))
+print("locked", flush=True)
+sys.stdin.readline()
+os.close(fd)
+"""
+
+
+@needs_watch
+def test_a_process_that_locks_the_shm_after_opening_it_is_seen_attached(
+    tmp_path: Path,
+) -> None:
+    """The event of an attach is the open; the lock that says "attached" follows it. The
+    archiver's look right after the event can come before the lock, so it keeps looking for
+    a moment (policy.ATTACH_GRACE_S) instead of going back to sleep until the next event --
+    which, for a process that only reads and then commits much later, would not come before
+    that commit, leaving it timed by nothing closer than the last look."""
+    db, archiver = _idle_archiver(tmp_path)
+    db.write(lambda tx: tx.execute("INSERT INTO r VALUES (1, 0, 'a')"))
+    archiver.sync_now()
+    wait_until(lambda: _turns_during(archiver, 0.3) == 0, timeout=30, what="quiet")
+    child = subprocess.Popen(
+        [sys.executable, "-c", _OPEN_THEN_LOCK, str(db.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "opened"
+        # The open's event has woken the archiver, and it looked before any lock was there.
+        wait_until(lambda: archiver._index.attached_elsewhere() is False, what="unlocked")
+        child.stdin.write("lock\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "locked"
+        mark = archiver._wakeups
+        wait_until(lambda: archiver._wakeups >= mark + 3, timeout=30, what="looks resume")
+        child.stdin.write("close\n")
+        child.stdin.flush()
+        assert child.wait(timeout=60) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdin.close()
+        child.stdout.close()
+        archiver.stop()
+        db.close()

@@ -188,6 +188,7 @@ class Archiver:
         self._watch: BlockingWatch | None = None
         self._watched_look_s = watched_look_s
         self._wakeups = 0  # turns of the thread's loop (tests count them)
+        self._grace_until = 0.0  # (clock) looks every POLL_S until then: see _sleep
         self._thread: threading.Thread | None = None
         self._reader: apsw.Connection | None = None  # holds R between passes
         self._checkpointer: apsw.Connection | None = None
@@ -385,6 +386,7 @@ class Archiver:
         watch = self._watch
         if (
             watch is not None
+            and self._clock() >= self._grace_until
             and self._nothing_new(header)
             and self._index.attached_elsewhere() is False
         ):
@@ -394,8 +396,10 @@ class Archiver:
                 wall=self._wall(),
                 snapshot_interval_s=self.config.snapshot_interval_s,
             )
-            if not self._wake.is_set():
-                watch.wait(min(timer, self._watched_look_s))
+            if not self._wake.is_set() and watch.wait(min(timer, self._watched_look_s)):
+                # Woken by an event: it may be a process attaching, whose lock on the -shm
+                # follows its opens (policy.ATTACH_GRACE_S); look every POLL_S until then.
+                self._grace_until = self._clock() + policy.ATTACH_GRACE_S
             if watch.lost:  # the directory moved away: no more events, look every POLL_S
                 self._watch = None
                 watch.close()

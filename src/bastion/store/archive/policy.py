@@ -36,6 +36,11 @@ BASE_RETRY_S = 60.0
 #: attached to the database: the archiver samples the WAL's committed end this often, which
 #: bounds how precisely another process's commits are timed (0.1 s, docs/operations.md).
 POLL_S = 0.1
+#: After a file event, the archiver looks every POLL_S this long before it sleeps on the watch
+#: again: a process attaching opens the database's files (the event) and only then takes its
+#: lock on the -shm (SQLite's unix VFS), so the look right after the event can come before
+#: the lock that says it is attached.
+ATTACH_GRACE_S = 1.0
 #: Longest sleep of an archiver with nothing to copy, alone on the database and woken by a
 #: file watch for every commit (a write to the -wal) and every new connection (an open of
 #: the database's files): no guarantee rests on it -- it is a safety net should the watch
