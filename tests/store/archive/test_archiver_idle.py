@@ -102,6 +102,18 @@ def _turns_during(archiver: Archiver, seconds: float) -> int:
     return archiver._wakeups - before
 
 
+def _end(child: subprocess.Popen[str], archiver: Archiver, db: Database) -> None:
+    """The attached child killed if it is still there, then the archiver and the database."""
+    if child.poll() is None:
+        child.kill()
+        child.wait()
+    for pipe in (child.stdin, child.stdout):
+        if pipe is not None:
+            pipe.close()
+    archiver.stop()
+    db.close()
+
+
 @needs_watch
 def test_an_idle_archiver_alone_on_its_database_wakes_for_nothing(tmp_path: Path) -> None:
     db, archiver = _idle_archiver(tmp_path)
@@ -190,13 +202,7 @@ def test_while_another_process_is_attached_its_commits_are_timed_by_looks(
         # Detached: quiet again.
         wait_until(lambda: _turns_during(archiver, 0.3) == 0, timeout=30, what="quiet again")
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        child.stdin.close()
-        child.stdout.close()
-        archiver.stop()
-        db.close()
+        _end(child, archiver, db)
     [gen] = list_generations(tmp_path / "archive", "app")
     segments, _ = list_segments(gen)
     [theirs] = [c for s in segments for c in s.commits if c.t_lo != c.t_hi]
@@ -251,10 +257,4 @@ def test_a_process_that_locks_the_shm_after_opening_it_is_seen_attached(
         child.stdin.flush()
         assert child.wait(timeout=60) == 0
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        child.stdin.close()
-        child.stdout.close()
-        archiver.stop()
-        db.close()
+        _end(child, archiver, db)
