@@ -708,7 +708,8 @@ async function refresh() {
   if (!load || blocked()) return;
   try {
     await load();
-    document.body.dataset.loaded = view;
+    // A load still in flight when another view was chosen must not mark that view loaded.
+    if (state.view === view) document.body.dataset.loaded = view;
   } catch (err) {
     reportError(err);
     if (blocked()) return;
@@ -729,7 +730,7 @@ function show(view) {
   if (view === "services") startBoardStream(); else stopBoardStream();
   if (view === "logs") {
     stopTimer();
-    if (!blocked()) logs.enter().then(() => { document.body.dataset.loaded = "logs"; });
+    if (!blocked()) logs.enter().then(() => { if (state.view === "logs") document.body.dataset.loaded = "logs"; });
   } else { logs.stop(); refresh(); }
 }
 
