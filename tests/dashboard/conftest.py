@@ -313,9 +313,14 @@ class Session:
 
 
 @contextlib.contextmanager
-def open_page(chromium: Any, daemon: Daemon, *, width: int = 1280) -> Iterator[Session]:
-    """A page signed in to ``daemon`` with a fresh link; checked clean when the block ends."""
+def open_page(
+    chromium: Any, daemon: Daemon, *, width: int = 1280, init_script: str | None = None
+) -> Iterator[Session]:
+    """A page signed in to ``daemon`` with a fresh link; checked clean when the block ends.
+    ``init_script`` runs in every document of the page before its own scripts."""
     context = chromium.new_context(viewport={"width": width, "height": 800})
+    if init_script is not None:
+        context.add_init_script(init_script)
     page = context.new_page()
     # Waits are hang detectors: generous, since the suite shares two cores with everything else.
     page.set_default_timeout(60_000)

@@ -1,0 +1,192 @@
+"""A view's load that answers after the reader has moved on, in a real Chromium against the
+module's real daemon (``conftest.daemon``), made to happen every time instead of by timing.
+
+``body[data-loaded]`` names the view whose data is on screen (tests and assistive tools wait
+for it). A load still in flight when another view was chosen, or when the same view was
+entered again, must not set it when it answers late, nor leave a refresh timer behind.
+
+How the race is forced: :class:`Parked` holds a view's data request in Playwright's request
+routing before it leaves the page, so the load is still in flight for as long as the test
+wants; the test changes views, waits for the new view to show as loaded, then lets the
+parked request go to the daemon. Whether the page has finished with the late answer is read
+from the page itself (:data:`COUNT_FETCHES`), so nothing waits a fixed time and nothing
+asserts on timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.dashboard.conftest import Daemon, Session, open_page
+from tests.helpers import wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.posix, pytest.mark.slow]
+
+#: Counts the page's fetches that are not finished: not answered, or answered and the body
+#: read, but the code awaiting it not yet run up to its next wait. The count goes down in a
+#: task queued after the body was read, so every promise continuation the answer started
+#: (rendering, the next requests of the same load, marking the view loaded) has run by then,
+#: and the next requests have been counted. Zero (or the number of parked requests) means the
+#: page has done everything its answers asked for.
+COUNT_FETCHES = """(() => {
+  const realFetch = window.fetch;
+  let pending = 0;
+  window.__unfinishedFetches = () => pending;
+  const finished = () => { setTimeout(() => { pending -= 1; }, 0); };
+  window.fetch = function (...args) {
+    pending += 1;
+    return realFetch.apply(this, args).then((response) => {
+      let done = false;
+      for (const name of ["text", "json"]) {
+        const read = response[name].bind(response);
+        response[name] = () => read().finally(() => { if (!done) { done = true; finished(); } });
+      }
+      return response;
+    }, (err) => { finished(); throw err; });
+  };
+})();"""
+
+#: One request each view's load makes (and no other view's load makes).
+VIEW_REQUEST = {
+    "services": "/v1/services",
+    "secrets": "/v1/secrets/status",
+    "database": "/v1/db/status",
+    "activity": "/v1/activity",
+}
+OTHER_VIEWS = list(VIEW_REQUEST)
+
+
+class Parked:
+    """The page's requests for one path, held before they leave the page until released.
+
+    Released requests go on through the context's routing (``PageWatch``), so they reach the
+    daemon and are checked like every other request."""
+
+    def __init__(self, page: Any, path: str) -> None:
+        self.page = page
+        self.path = path
+        self.routes: list[Any] = []
+        self.released: set[int] = set()
+        page.route(self._matches, self._park)
+
+    def _matches(self, url: str) -> bool:
+        return urlsplit(url).path == self.path
+
+    def _park(self, route: Any) -> None:
+        self.routes.append(route)
+
+    def count(self) -> int:
+        self.page.evaluate("0")  # lets Playwright deliver the routing calls it holds
+        return len(self.routes)
+
+    def wait(self, n: int) -> None:
+        wait_until(
+            lambda: self.count() >= n, timeout=60, what=f"request {n} for {self.path} parked"
+        )
+
+    def held(self) -> int:
+        return len(self.routes) - len(self.released)
+
+    def release(self, index: int) -> None:
+        assert index not in self.released
+        self.released.add(index)
+        self.routes[index].fallback()
+
+    def close(self) -> None:
+        """Stop holding; let every request still held go."""
+        self.page.unroute(self._matches, self._park)
+        for index in range(len(self.routes)):
+            if index not in self.released:
+                self.release(index)
+
+
+@pytest.fixture
+def counting(daemon: Daemon, chromium: Any) -> Iterator[Session]:
+    """A signed-in page (on the services view) that counts its unfinished fetches."""
+    with open_page(chromium, daemon, init_script=COUNT_FETCHES) as session:
+        # The crasher's breaker opens within seconds of the daemon's start; after that no
+        # transition arrives on the board's stream to start loads of its own.
+        session.page.wait_for_selector(
+            '#services li[data-service="crasher"][data-state="open"]', timeout=60_000
+        )
+        session.page.wait_for_selector('body[data-loaded="services"]')
+        yield session
+
+
+@pytest.fixture
+def parked_pages() -> Iterator[list[Parked]]:
+    """Every :class:`Parked` a test makes is closed at its end, even when it fails."""
+    made: list[Parked] = []
+    yield made
+    for parked in made:
+        parked.close()
+
+
+def park(made: list[Parked], page: Any, path: str) -> Parked:
+    parked = Parked(page, path)
+    made.append(parked)
+    return parked
+
+
+def settle(page: Any, parked: Parked) -> None:
+    """Wait until the page has finished with every answer it got: only parked requests left."""
+    wait_until(
+        lambda: page.evaluate("window.__unfinishedFetches()") == parked.held(),
+        timeout=60,
+        what="the page to finish with the answers it got",
+    )
+
+
+def click(page: Any, view: str) -> None:
+    page.click(f'nav a[data-view="{view}"]')
+
+
+def show(page: Any, view: str) -> None:
+    click(page, view)
+    page.wait_for_selector(f'body[data-loaded="{view}"]')
+
+
+def assert_showing(page: Any, view: str) -> None:
+    assert page.get_attribute("body", "data-loaded") == view
+    assert page.get_attribute(f'nav a[data-view="{view}"]', "aria-current") == "page"
+    shown = page.locator("[data-view-panel]:not([hidden])").evaluate_all(
+        "panels => panels.map(p => p.dataset.viewPanel)"
+    )
+    assert shown == [view]
+
+
+# --- a load answered after another view was chosen ----------------------------------------
+
+
+@pytest.mark.parametrize("view", OTHER_VIEWS)
+def test_a_views_load_answered_after_the_logs_view_was_chosen_leaves_logs_loaded(
+    counting: Session, parked_pages: list[Parked], view: str
+) -> None:
+    page = counting.page
+    if view == "services":  # start elsewhere, so that choosing services loads it
+        show(page, "activity")
+    parked = park(parked_pages, page, VIEW_REQUEST[view])
+    click(page, view)
+    parked.wait(1)  # the view's load is in flight and stays so
+    show(page, "logs")
+    parked.release(0)
+    settle(page, parked)
+    assert_showing(page, "logs")
+
+
+@pytest.mark.parametrize("view", OTHER_VIEWS)
+def test_a_logs_load_answered_after_another_view_was_chosen_leaves_that_view_loaded(
+    counting: Session, parked_pages: list[Parked], view: str
+) -> None:
+    page = counting.page
+    parked = park(parked_pages, page, "/v1/logs")
+    click(page, "logs")
+    parked.wait(1)  # the log view's first page is in flight and stays so
+    show(page, view)
+    parked.release(0)
+    settle(page, parked)
+    assert_showing(page, view)
