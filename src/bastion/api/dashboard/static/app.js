@@ -43,6 +43,10 @@ const state = {
   csrf: null, csrfHeader: "x-bastion-csrf", view: null, timer: null,
   range: 3600, boardSource: null, busy: new Set(), checking: false, backingUp: false,
   vaultProblem: null, signedOut: false, leaving: false,
+  // Bumped by every view change and every load a view starts: a load that answers when it is
+  // no longer the latest speaks for a view the reader has left, or for an earlier visit to
+  // (or an older refresh of) the same view, whose newest load is still out.
+  loads: 0,
   // Per service: the last transition before the timeline's range (what state it starts in).
   prior: new Map(),
 };
@@ -696,7 +700,9 @@ function eventItem(e) {
 
 // --- navigation and refresh ---------------------------------------------------------------
 
-const logs = createLogs({ api, routes: ROUTES, items, reportError, checkLink, setEnabled, blocked, isUnreachable: (err) => err instanceof Unreachable });
+// The log view's latest entry (its first page on screen) marks it loaded, if it is still shown.
+const logsEntered = () => { if (state.view === "logs") document.body.dataset.loaded = "logs"; };
+const logs = createLogs({ api, routes: ROUTES, items, reportError, checkLink, setEnabled, blocked, isUnreachable: (err) => err instanceof Unreachable, entered: logsEntered });
 const LOADERS = { services: loadServices, secrets: loadSecrets, database: loadDatabase, activity: loadActivity, logs: null };
 const REFRESH_MS = { services: 1000, database: 5000, activity: 3000, secrets: 10000 };
 
@@ -706,21 +712,28 @@ async function refresh() {
   stopTimer();
   const view = state.view; const load = LOADERS[view];
   if (!load || blocked()) return;
+  state.loads += 1;
+  const mine = state.loads;
+  // Only the latest load marks the view loaded and starts the next timer: one still in flight
+  // when another view was chosen (or the same view chosen again, or a newer refresh started)
+  // would mark a view the reader has left, or this visit's view before its own load answered,
+  // and leave a second timer running.
+  const latest = () => state.loads === mine && state.view === view;
   try {
     await load();
-    // A load still in flight when another view was chosen must not mark that view loaded.
-    if (state.view === view) document.body.dataset.loaded = view;
+    if (latest()) document.body.dataset.loaded = view;
   } catch (err) {
     reportError(err);
     if (blocked()) return;
   }
-  if (state.view === view && !blocked() && !state.leaving) state.timer = setTimeout(refresh, REFRESH_MS[view]);
+  if (latest() && !blocked() && !state.leaving) state.timer = setTimeout(refresh, REFRESH_MS[view]);
 }
 
 function show(view) {
   if (!VIEWS.includes(view)) view = "services";
   if (state.view === view) return;
   state.view = view;
+  state.loads += 1;
   notify("");
   delete document.body.dataset.loaded;
   for (const panel of document.querySelectorAll("[data-view-panel]")) panel.hidden = panel.dataset.viewPanel !== view;
@@ -730,7 +743,7 @@ function show(view) {
   if (view === "services") startBoardStream(); else stopBoardStream();
   if (view === "logs") {
     stopTimer();
-    if (!blocked()) logs.enter().then(() => { if (state.view === "logs") document.body.dataset.loaded = "logs"; });
+    if (!blocked()) logs.enter();
   } else { logs.stop(); refresh(); }
 }
 

@@ -15,7 +15,7 @@ const PAGE = 100;
 // How close to the bottom still counts as "at the newest line" (a wheel notch is more).
 const BOTTOM_SLACK_PX = 24;
 
-export function createLogs({ api, routes, items, reportError, checkLink, setEnabled, blocked, isUnreachable }) {
+export function createLogs({ api, routes, items, reportError, checkLink, setEnabled, blocked, isUnreachable, entered }) {
   const st = {
     source: null, paused: false, follow: true, unseen: 0, ready: false, buffer: [],
     filter: { source: "", level: "", text: "" },
@@ -136,8 +136,13 @@ export function createLogs({ api, routes, items, reportError, checkLink, setEnab
     if (st.source) { st.source.close(); st.source = null; }
   }
 
+  // Starts the view over (entered, or a new filter); calls entered() once its first page is
+  // on screen, unless a newer enter() has started over meanwhile: the list, the stream and
+  // the buffer are that one's, and an older first page answering late must not say "Live"
+  // or mark the view loaded before the newer page is there.
   async function enter() {
     st.generation += 1;
+    const generation = st.generation;
     st.ready = false; st.buffer = []; st.older = null; st.follow = true; st.unseen = 0;
     list().replaceChildren();
     $("#log-empty").hidden = true;
@@ -147,15 +152,18 @@ export function createLogs({ api, routes, items, reportError, checkLink, setEnab
     try {
       await loadOlder();
     } catch (err) {
+      if (generation !== st.generation) return;
       reportError(err);
-      if (isUnreachable(err) || blocked()) return;
+      if (isUnreachable(err) || blocked()) { entered(); return; }
     }
+    if (generation !== st.generation) return;
     st.ready = true;
     append(st.buffer.splice(0));
     st.follow = true;
     toBottom();
     renderJump();
     if (st.source && st.source.readyState === EventSource.OPEN) st.source.onopen();
+    entered();
   }
 
   function bind() {
