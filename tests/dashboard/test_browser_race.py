@@ -16,13 +16,14 @@ asserts on timing.
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.dashboard.conftest import Daemon, Session, open_page
+from tests.dashboard.conftest import Daemon, Session, open_page, wait_check_passed
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.posix, pytest.mark.slow]
@@ -267,3 +268,132 @@ def test_a_first_page_answered_after_a_new_filter_does_not_mark_the_logs_view_lo
     parked.release(1)
     page.wait_for_selector('body[data-loaded="logs"]')
     assert_showing(page, "logs")
+
+
+# --- what a view's load writes besides the marker -------------------------------------------
+
+#: A check run through the API the way the page runs one (its session's CSRF header).
+RUN_CHECK = """async (kind) => {
+  const session = await (await fetch("/dashboard/session", { credentials: "same-origin" })).json();
+  const response = await fetch("/v1/dashboard/checks", {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", [session.csrf_header || "x-bastion-csrf"]: session.csrf_token },
+    body: JSON.stringify({ kind }),
+  });
+  await response.text();
+  return response.status;
+}"""
+
+
+def test_a_database_load_answered_after_a_check_ran_does_not_show_the_older_check(
+    counting: Session, parked_pages: list[Parked]
+) -> None:
+    page = counting.page
+    show(page, "database")
+    # The last check on record is an integrity check...
+    assert page.evaluate(RUN_CHECK, "integrity") == 200
+    # ... and a refresh of the view reads it, while one of its other reads is held.
+    parked = park(parked_pages, page, VIEW_REQUEST["database"])
+    parked.wait(1)
+    settle(page, parked)  # every other read of that refresh has its answer
+    # Meanwhile the reader runs a quick check from the page: its answer is on show.
+    page.click("#db-check-run")
+    wait_check_passed(page)
+    ran = page.inner_text("#db-check")
+    assert ran.startswith("Last quick check: ok")
+    parked.close()  # the refresh answers, with the integrity check as the last on record
+    settle(page, parked)
+    assert page.inner_text("#db-check") == ran
+    assert page.get_attribute("#db-check", "data-ok") == "true"
+
+
+def record_old_transition(daemon: Daemon, service: str, hours_ago: float) -> None:
+    """A transition of ``service`` that long ago, in the daemon's database (another process
+    writing it, as a CLI would)."""
+    import time
+
+    from bastion.domains.events.repo import EventsRepo
+    from bastion.store import Database
+
+    db = Database.open(daemon.config.db_path, daemon.config.store, name="race-writer")
+    try:
+        EventsRepo(db).emit(
+            "service.transition",
+            service,
+            {"from": "backoff", "to": "starting", "reason": "an old restart"},
+            ts=time.time() - hours_ago * 3600,
+        )
+    finally:
+        db.close()
+
+
+def test_a_strip_read_for_the_range_before_is_not_drawn_over_the_range_chosen_since(
+    counting: Session, parked_pages: list[Parked], daemon: Daemon
+) -> None:
+    # Two hours ago: inside the last day, outside the last hour (the range on show).
+    record_old_transition(daemon, "echo", hours_ago=2)
+    page = counting.page
+    echo = '#services li[data-service="echo"]'
+    assert page.is_checked('input[name="range"][value="3600"]')
+    # A refresh's read of echo's changes over the last hour is held...
+    parked = park(
+        parked_pages, page, "/v1/events", lambda q: q.get("subject") == ["echo"] and "since" in q
+    )
+    parked.wait(1)
+    # ... while the reader picks the last day: that read answers and is drawn.
+    page.check('input[name="range"][value="86400"]')
+    parked.wait(2)
+    parked.release(1)
+    page.wait_for_function(
+        """sel => document.querySelector(sel + ' .timeline-svg')
+             .getAttribute('aria-label').includes('over the last day:')""",
+        arg=echo,
+    )
+    day = page.get_attribute(f"{echo} .transitions", "data-count")
+    label = page.get_attribute(f"{echo} .timeline-svg", "aria-label")
+    parked.release(0)  # the hour's read answers late
+    settle(page, parked)
+    # The strip still shows the last day, the two-hour-old change counted.
+    assert page.get_attribute(f"{echo} .transitions", "data-count") == day
+    assert page.get_attribute(f"{echo} .timeline-svg", "aria-label") == label
+
+
+def test_a_database_load_answered_after_a_backup_does_not_hide_it(
+    counting: Session, parked_pages: list[Parked]
+) -> None:
+    page = counting.page
+    show(page, "database")
+    rows = page.locator("#backups-table tr[data-backup]")
+    before = rows.count()
+    parked = park(parked_pages, page, VIEW_REQUEST["database"])
+    parked.wait(1)
+    settle(page, parked)  # that refresh has its list of backups: without the next one
+    page.click("#backup-now")
+    wait_until(lambda: rows.count() == before + 1, timeout=60, what="the new backup listed")
+    page.wait_for_selector('#backup-now[data-enabled="true"]')
+    parked.close()  # the refresh answers, with the list as it was before the backup
+    settle(page, parked)
+    assert rows.count() == before + 1
+    assert page.get_attribute("#backup-ages-chart", "data-backups") == str(before + 1)
+
+
+def test_a_secrets_load_answered_after_a_secret_was_stored_does_not_hide_it(
+    counting: Session, parked_pages: list[Parked]
+) -> None:
+    page = counting.page
+    parked = park(parked_pages, page, VIEW_REQUEST["secrets"])
+    click(page, "secrets")
+    parked.wait(1)
+    settle(page, parked)  # the view's first load has the list: without the secret stored next
+    name = "RACE_" + secrets.token_hex(3).upper()
+    page.fill("#secret-name", name)
+    page.fill("#secret-value", "stored-while-the-list-was-out")
+    page.click("#secret-form button[type=submit]")
+    parked.wait(2)  # the list read again after storing
+    parked.release(1)
+    row = page.locator(f'#secrets-table tr[data-secret="{name}"]')
+    row.wait_for()
+    parked.release(0)  # the first load answers late, with the list from before
+    settle(page, parked)
+    assert row.count() == 1
+    page.wait_for_selector('body[data-loaded="secrets"]')

@@ -47,6 +47,10 @@ const state = {
   // no longer the latest speaks for a view the reader has left, or for an earlier visit to
   // (or an older refresh of) the same view, whose newest load is still out.
   loads: 0,
+  // Bumped when the page itself puts a newer answer on show than a load in flight may carry
+  // (a check run, a backup taken, the secrets list read again): that load, answering later
+  // with what it read before, must not put the older answer back.
+  checks: 0, backups: 0, secretReads: 0,
   // Per service: the last transition before the timeline's range (what state it starts in).
   prior: new Map(),
 };
@@ -442,7 +446,8 @@ function transitionOf(ev) {
 }
 
 async function loadTimeline(name) {
-  const rangeStart = Date.now() - state.range * 1000;
+  const range = state.range;
+  const rangeStart = Date.now() - range * 1000;
   // The state the range starts in (reused for a while), then every change since it was read:
   // the query starts where that answer ended, so no change falls between the two.
   const prior = await priorState(name, rangeStart / 1000);
@@ -452,9 +457,12 @@ async function loadTimeline(name) {
   const events = items(data).map(transitionOf).filter((e) => e.at && e.to !== "unknown")
     // Event ids follow the order the supervisor journaled the transitions in.
     .sort((a, b) => a.id - b.id || a.at - b.at);
+  // Another range chosen while this was read: the strip is the new range's load's to draw
+  // (this one would count the changes since the old range's start under the new range's name).
+  if (state.range !== range) return;
   const card = cardOf(name);
   if (!card) return;
-  drawTimeline(card, [...prior.events, ...events], state.range);
+  drawTimeline(card, [...prior.events, ...events], range);
   const inRange = events.filter((e) => e.at.getTime() >= rangeStart);
   const last = inRange.slice(-8).reverse();  // newest first: the latest change is the visible one
   const list = card.querySelector(".transitions");
@@ -524,11 +532,15 @@ function renderVaultStatus(status) {
 }
 
 async function loadSecrets() {
+  state.secretReads += 1;
+  const mine = state.secretReads;
   const [page, status, users] = await Promise.all([
     api("GET", ROUTES.secrets, { query: { limit: 500 } }),
     api("GET", `${ROUTES.secrets}/status`),
     declaredSecrets(),
   ]);
+  // A later read (after a secret was stored or deleted) has the list as it is now.
+  if (state.secretReads !== mine) return;
   renderVaultStatus(status);
   const rows = items(page);
   const stored = new Set(rows.map((m) => m.name));
@@ -574,8 +586,9 @@ async function deleteSecret(name, scope) {
 // --- database -----------------------------------------------------------------------------
 
 async function loadDatabase() {
+  const checks = state.checks; const backups = state.backups;
   const since = Date.now() / 1000 - 86400;
-  const [status, migrations, backups, events, checks, samples] = await Promise.all([
+  const [status, migrations, backupList, events, checkEvents, samples] = await Promise.all([
     api("GET", ROUTES.dbStatus),
     api("GET", ROUTES.dbMigrations).catch(() => []),
     api("GET", ROUTES.backups).catch(() => []),
@@ -583,8 +596,8 @@ async function loadDatabase() {
     api("GET", ROUTES.events, { query: { kind: "db.checked", limit: 1 } }).catch(() => []),
     api("GET", ROUTES.dbSamples, { query: { since } }).catch(() => []),
   ]);
-  const last = items(checks)[0];
-  if (last && !state.checking) {
+  const last = items(checkEvents)[0];
+  if (last && !state.checking && state.checks === checks) {
     const d = last.data || {};
     $("#db-check").textContent = d.ok
       ? `Last ${d.kind} check: ok (${when(last.ts)}).`
@@ -605,7 +618,7 @@ async function loadDatabase() {
   $("#db-size-summary").textContent = drawSizeChart($("#db-size-chart"), items(samples), status);
   $("#migrations-table tbody").replaceChildren(...items(migrations).map((m) =>
     el("tr", {}, el("td", { text: m.namespace }), el("td", { text: m.id }), el("td", { text: when(m.applied_at) }))));
-  renderBackups(backups);
+  if (state.backups === backups) renderBackups(backupList);
   // Store events: backups, migrations, quarantines, restores (service transitions live on the board).
   const evs = items(events).filter((e) => !String(e.kind).startsWith("service.")).slice(0, 20);
   $("#db-events").replaceChildren(...(evs.length ? evs.map(feedItem) : [el("li", { class: "muted", text: "No quarantines or restores recorded." })]));
@@ -643,7 +656,9 @@ async function backupNow() {
     }
     if (job.state === "failed") throw new ApiError(500, job.error);
     notify(`Backup ${job.backup.name} written and verified.`);
-    renderBackups(await api("GET", ROUTES.backups));
+    const list = await api("GET", ROUTES.backups);
+    state.backups += 1;
+    renderBackups(list);
   } catch (err) {
     reportError(err);
   } finally {
@@ -665,7 +680,8 @@ async function runCheck() {
     out.textContent = err instanceof Unreachable ? "Check not run: the daemon is unreachable." : "Check failed.";
     reportError(err);
   } finally {
-    state.checking = false;
+    // A database load that read the last check before this answer must not show that one.
+    state.checking = false; state.checks += 1;
     setEnabled($("#db-check-run"), true);
   }
 }
