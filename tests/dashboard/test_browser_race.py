@@ -69,11 +69,20 @@ class Parked:
     daemon and are checked like every other request. Holding is what :meth:`close` ends."""
 
     def __init__(
-        self, page: Any, path: str, query: Callable[[dict[str, list[str]]], bool] | None = None
+        self,
+        page: Any,
+        path: str,
+        query: Callable[[dict[str, list[str]]], bool] | None = None,
+        *,
+        answered: bool = False,
     ) -> None:
         self.page = page
         self.path = path
         self.query = query
+        #: Sent to the daemon at once, its answer held instead: the page gets, late, what the
+        #: daemon said when the page asked.
+        self.answered = answered
+        self.answers: dict[int, Any] = {}
         self.routes: list[Any] = []
         self.released: set[int] = set()
         page.route(self._matches, self._park)
@@ -84,6 +93,8 @@ class Parked:
 
     def _park(self, route: Any) -> None:
         self.routes.append(route)
+        if self.answered:
+            self.answers[len(self.routes) - 1] = route.fetch()
 
     def count(self) -> int:
         self.page.evaluate("0")  # lets Playwright deliver the routing calls it holds
@@ -100,7 +111,10 @@ class Parked:
     def release(self, index: int) -> None:
         assert index not in self.released
         self.released.add(index)
-        self.routes[index].fallback()
+        if index in self.answers:
+            self.routes[index].fulfill(response=self.answers[index])
+        else:
+            self.routes[index].fallback()
 
     def close(self) -> None:
         """Stop holding; let every request still held go (to the daemon directly: after a
@@ -112,7 +126,10 @@ class Parked:
             if index not in self.released:
                 self.released.add(index)
                 with contextlib.suppress(Error):
-                    route.continue_()
+                    if index in self.answers:
+                        route.fulfill(response=self.answers[index])
+                    else:
+                        route.continue_()
 
 
 @pytest.fixture
@@ -142,8 +159,10 @@ def park(
     page: Any,
     path: str,
     query: Callable[[dict[str, list[str]]], bool] | None = None,
+    *,
+    answered: bool = False,
 ) -> Parked:
-    parked = Parked(page, path, query)
+    parked = Parked(page, path, query, answered=answered)
     made.append(parked)
     return parked
 
@@ -397,3 +416,85 @@ def test_a_secrets_load_answered_after_a_secret_was_stored_does_not_hide_it(
     settle(page, parked)
     assert row.count() == 1
     page.wait_for_selector('body[data-loaded="secrets"]')
+
+
+@pytest.mark.parametrize(
+    ("view", "entries"),
+    [
+        ("activity", '#events li[data-kind="db.checked"]'),
+        ("database", '#db-events li[data-action="db.checked"]'),
+    ],
+    ids=["activity", "database"],
+)
+def test_an_earlier_visits_load_answering_last_does_not_put_back_what_it_read(
+    counting: Session, parked_pages: list[Parked], view: str, entries: str
+) -> None:
+    page = counting.page
+    show(page, view)
+    # A refresh of the view is out: its list of events is read, one other read is held...
+    parked = park(parked_pages, page, VIEW_REQUEST[view])
+    parked.wait(1)
+    settle(page, parked)
+    # ... when something happens (a check, recorded as an event), and the reader leaves and
+    # comes back: this visit's load has the new event.
+    assert page.evaluate(RUN_CHECK, "quick") == 200
+    show(page, "logs")
+    click(page, view)
+    parked.wait(2)
+    parked.release(1)
+    page.wait_for_selector(f'body[data-loaded="{view}"]')
+    shown = page.locator(entries).count()
+    assert shown >= 1
+    parked.release(0)  # the earlier visit's refresh answers last, with the events from before
+    settle(page, parked)
+    assert page.locator(entries).count() == shown
+
+
+#: A service's pid as the daemon reports it, read the way the page reads (its session).
+#: (GET /v1/services/NAME: not the list the test holds.)
+SERVICE_PID = """async (name) => {
+  const svc = await (await fetch(`/v1/services/${name}`, { credentials: "same-origin" })).json();
+  return String(svc.state).toLowerCase() === "running" && svc.pid ? String(svc.pid) : null;
+}"""
+
+#: An action on a service the way the page posts one (its session's CSRF header).
+SERVICE_ACTION = """async ([name, action]) => {
+  const session = await (await fetch("/dashboard/session", { credentials: "same-origin" })).json();
+  const response = await fetch(`/v1/services/${name}/${action}`, {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", [session.csrf_header || "x-bastion-csrf"]: session.csrf_token },
+    body: "{}",
+  });
+  await response.text();
+  return response.status;
+}"""
+
+
+def test_an_earlier_visits_services_answer_delivered_last_does_not_put_back_older_states(
+    counting: Session, parked_pages: list[Parked]
+) -> None:
+    page = counting.page
+    show(page, "activity")
+    old_pid = wait_until(lambda: page.evaluate(SERVICE_PID, "echo"), timeout=60, what="echo up")
+    # The services view's list is read while echo runs as old_pid; the answer is held.
+    parked = park(parked_pages, page, VIEW_REQUEST["services"], answered=True)
+    click(page, "services")
+    parked.wait(1)
+    show(page, "logs")
+    # Meanwhile echo is restarted: a new process.
+    assert page.evaluate(SERVICE_ACTION, ["echo", "restart"]) in (200, 202)
+    new_pid = wait_until(
+        lambda: (pid := page.evaluate(SERVICE_PID, "echo")) != old_pid and pid,
+        timeout=60,
+        what="echo running again as a new process",
+    )
+    click(page, "services")  # back: this visit's list has the new process
+    parked.wait(2)
+    parked.release(1)
+    pid_cell = '#services li[data-service="echo"] .pid'
+    page.wait_for_function(
+        "([sel, pid]) => document.querySelector(sel).textContent === pid", arg=[pid_cell, new_pid]
+    )
+    parked.release(0)  # the first visit's answer arrives last, with the process before
+    settle(page, parked)
+    assert page.inner_text(pid_cell) == new_pid

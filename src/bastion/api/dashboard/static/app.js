@@ -292,8 +292,12 @@ function markUnknown(why) {
   }
 }
 
-async function loadServices() {
+// Each view's loader takes latest(): false once a newer load of the view has started or the
+// reader has left it. A load that is no longer the latest writes nothing: an earlier visit's
+// load answering after this visit's would put older states and lists back on show.
+async function loadServices(latest) {
   const data = await api("GET", ROUTES.services);
+  if (!latest()) return;
   const list = items(data);
   const host = $("#services");
   $("#services-empty").hidden = list.length > 0;
@@ -531,6 +535,8 @@ function renderVaultStatus(status) {
   setEnabled(form.querySelector("button[type=submit]"), !problem);
 }
 
+// The secrets list counts its reads itself (it is also read again after a save or a delete):
+// only the latest read started writes, whichever view or action started it.
 async function loadSecrets() {
   state.secretReads += 1;
   const mine = state.secretReads;
@@ -585,7 +591,7 @@ async function deleteSecret(name, scope) {
 
 // --- database -----------------------------------------------------------------------------
 
-async function loadDatabase() {
+async function loadDatabase(latest) {
   const checks = state.checks; const backups = state.backups;
   const since = Date.now() / 1000 - 86400;
   const [status, migrations, backupList, events, checkEvents, samples] = await Promise.all([
@@ -596,6 +602,7 @@ async function loadDatabase() {
     api("GET", ROUTES.events, { query: { kind: "db.checked", limit: 1 } }).catch(() => []),
     api("GET", ROUTES.dbSamples, { query: { since } }).catch(() => []),
   ]);
+  if (!latest()) return;
   const last = items(checkEvents)[0];
   if (last && !state.checking && state.checks === checks) {
     const d = last.data || {};
@@ -696,11 +703,12 @@ function feedItem(a) {
     `${what}${subject ? ` · ${subject}` : ""}${actor ? ` · by ${actor}` : ""}`);
 }
 
-async function loadActivity() {
+async function loadActivity(latest) {
   const [activity, events] = await Promise.all([
     api("GET", ROUTES.activity, { query: { limit: 100 } }),
     api("GET", ROUTES.events, { query: { limit: 100 } }),
   ]);
+  if (!latest()) return;
   const rows = items(activity);
   $("#activity").replaceChildren(...(rows.length ? rows.map(feedItem) : [el("li", { class: "muted", text: "No one has changed anything yet." })]));
   const evs = items(events);
@@ -736,7 +744,7 @@ async function refresh() {
   // and leave a second timer running.
   const latest = () => state.loads === mine && state.view === view;
   try {
-    await load();
+    await load(latest);
     if (latest()) document.body.dataset.loaded = view;
   } catch (err) {
     reportError(err);
