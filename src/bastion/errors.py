@@ -23,6 +23,7 @@ action can make the same call succeed).
     │   │   └── StoreMissing
     │   ├── StorePostureError
     │   ├── StoreCorrupt
+    │   │   └── IndexCorrupt
     │   ├── StoreBusy
     │   ├── StoreClosed
     │   ├── StoreIOError
@@ -146,6 +147,7 @@ __all__ = [
     "StoreBusy",
     "StoreClosed",
     "StoreCorrupt",
+    "IndexCorrupt",
     "StoreDiskFull",
     "StoreError",
     "StoreIOError",
@@ -324,6 +326,17 @@ class StoreCorrupt(StoreError):
     code = "store_corrupt"
     default_hint = "Run `bastion db recover` to quarantine the file and restore the newest backup."
     http_status = 503
+
+
+class IndexCorrupt(StoreCorrupt):
+    """A full-text (FTS5) index is damaged; the table it indexes may well be sound. Derived
+    data: rebuilt from that table, nothing is lost."""
+
+    code = "store_index_corrupt"
+    default_hint = (
+        "Run `bastion db reindex` (with the same --db) to rebuild the full-text index from its "
+        "table; `bastion db check` then confirms the rest of the file."
+    )
 
 
 class StoreBusy(StoreError):

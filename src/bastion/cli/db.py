@@ -21,6 +21,7 @@ DB_COMMANDS: dict[str, str] = {
     "vacuum": "bastion.cli.db_ops:vacuum",
     "stats": "bastion.cli.db_ops:stats",
     "check": "bastion.cli.db_ops:check",
+    "reindex": "bastion.cli.db_repair:reindex",
     "migrate": "bastion.cli.db_migrate:migrate",
     "baseline": "bastion.cli.db_migrate:baseline",
     "encrypt": "bastion.cli.db_crypt:encrypt",

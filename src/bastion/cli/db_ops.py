@@ -112,14 +112,18 @@ def open_database(
     return _open(cfg, _target(cfg, name, backups_dir), for_reading=for_reading)
 
 
-def _open(cfg: Config, target: DbTarget, *, for_reading: bool = False) -> Database:
+def _open(
+    cfg: Config, target: DbTarget, *, for_reading: bool = False, index_damage: bool = False
+) -> Database:
     """Open a database after the open-time check (refusing a damaged one).
 
     An I/O condition (full disk, read-only media, permissions) is raised as its typed error,
     never as corruption. ``for_reading`` (read-only commands) falls back to a read-only open
     when the disk refuses a normal one. A database the home has held that is missing is
     ``StoreMissing``: nothing is created in its place. An application's database (``--db
-    PATH``) is never recorded in the home's ``.bastion-home``."""
+    PATH``) is never recorded in the home's ``.bastion-home``. ``index_damage`` lets a file
+    through whose only damage is in FTS5 indexes (``db check`` reports it in full, ``db
+    reindex`` repairs it); otherwise that is refused with the rebuild as the hint."""
     from bastion._home import missing_error, record
     from bastion.app import database_key
     from bastion.store import Database
@@ -143,11 +147,14 @@ def _open(cfg: Config, target: DbTarget, *, for_reading: bool = False) -> Databa
     )
     if check.kind in (CheckKind.IO_ERROR, CheckKind.KEY):
         raise check.error()
-    if check.damaged:
+    if check.damaged and not (index_damage and check.index_only):
         error = check.error()
         error.hint = (
-            f"Run `bastion db recover --db {target.label}` to quarantine it and restore the "
-            "newest verified backup."
+            f"Only a full-text index is damaged: run `bastion db reindex --db {target.label}` "
+            "to rebuild it from its table (nothing is lost)."
+            if check.index_only
+            else f"Run `bastion db recover --db {target.label}` to quarantine it and restore "
+            "the newest verified backup."
         )
         raise error
     if for_reading:
@@ -883,12 +890,12 @@ def stats(ctx: click.Context, db_name: str, no_headers: bool, as_json: bool) -> 
 @run_command
 def check(ctx: click.Context, db_name: str, quick: bool, as_json: bool) -> None:
     """integrity_check and foreign_key_check; exits 74 when either finds a problem."""
-    from bastion.errors import StoreCorrupt
+    from bastion.errors import IndexCorrupt, StoreCorrupt
     from bastion.store.stats import check_database, record_check
 
     cfg = config_from(ctx)
     target = _target(cfg, db_name)
-    db = _open(cfg, target, for_reading=True)
+    db = _open(cfg, target, for_reading=True, index_damage=True)
     try:
         _read_only_note(db)
         result = check_database(db, full=not quick)
@@ -908,9 +915,18 @@ def check(ctx: click.Context, db_name: str, quick: bool, as_json: bool) -> None:
     if not result["ok"]:
         problems = result["integrity"][:3] if not result["integrity_ok"] else []
         fk = result["foreign_key_violation_count"]
+        message = f"{target.label}: {result['check']} found problems: " + "; ".join(
+            [*problems, *([f"{fk} foreign key violations"] if fk else [])]
+        )
+        if result["repair"] == "reindex":
+            # Derived data only: rebuilt from the tables, which the check found sound.
+            raise IndexCorrupt(
+                message,
+                hint=f"Only full-text indexes are damaged: run `bastion db reindex --db "
+                f"{target.label}` to rebuild them from their tables (nothing is lost).",
+            )
         raise StoreCorrupt(
-            f"{target.label}: {result['check']} found problems: "
-            + "; ".join([*problems, *([f"{fk} foreign key violations"] if fk else [])]),
+            message,
             hint=f"Run `bastion db recover --db {target.label}` to restore the newest verified "
             "backup.",
         )

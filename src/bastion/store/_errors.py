@@ -14,6 +14,7 @@ import apsw
 from bastion.errors import (
     Conflict,
     ConstraintViolation,
+    IndexCorrupt,
     NotADatabase,
     ReferenceViolation,
     StoreBusy,
@@ -23,7 +24,7 @@ from bastion.errors import (
     StoreOpenError,
 )
 
-__all__ = ["foreign_key_error", "is_foreign_key_error", "translate"]
+__all__ = ["foreign_key_error", "is_fts5_damage", "is_foreign_key_error", "translate"]
 
 # SQLite extended result codes (sqlite3.h): SQLITE_CONSTRAINT | (n << 8).
 _CONSTRAINT_UNIQUE = 2067
@@ -90,6 +91,10 @@ def translate(
             f"{path or 'the file'} is not an SQLite database (or is encrypted or truncated)",
             path=path,
         )
+    if is_fts5_damage(err):
+        # FTS5 reporting its own index damaged (its pages, its structure record, its
+        # configuration row): the indexed table is not implicated, and a rebuild mends it.
+        return IndexCorrupt(f"full-text index{where} is damaged{doing}: {text}", path=path)
     if isinstance(err, apsw.CorruptError):
         return StoreCorrupt(f"database{where} is corrupt{doing}: {text}", path=path)
     if isinstance(
@@ -124,6 +129,17 @@ def translate(
             hint="The statement is invalid for this schema; check the migration state.",
         )
     return StoreError(f"database error{doing}{where}: {err}")
+
+
+def is_fts5_damage(err: BaseException) -> bool:
+    """FTS5 reporting damage to an index of its own: ``SQLITE_CORRUPT`` in its words
+    ("fts5: corrupt structure record for table ...", "fts5: corruption found reading blob
+    ..."), or a configuration it cannot read ("invalid fts5 file format ... run 'rebuild'").
+    Never a query's own mistake ("fts5: syntax error near ...", an SQLError too)."""
+    text = str(err)
+    if isinstance(err, apsw.CorruptError):
+        return "fts5" in text.lower()
+    return isinstance(err, apsw.SQLError) and "invalid fts5 file format" in text
 
 
 _DML_TABLE = (

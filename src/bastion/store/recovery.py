@@ -42,9 +42,9 @@ from typing import TYPE_CHECKING, Any
 import apsw
 
 from bastion._fs import atomic_write, copy_private, ensure_private_dir
-from bastion.errors import NotADatabase, StoreCorrupt, StoreError, StoreMissing
+from bastion.errors import IndexCorrupt, NotADatabase, StoreCorrupt, StoreError, StoreMissing
 from bastion.store._diagnose import io_error, write_blocker
-from bastion.store._errors import translate
+from bastion.store._errors import is_fts5_damage, translate
 from bastion.store._rawread import read_head
 from bastion.store._readonly import readonly_target
 from bastion.store._swap import preflight, remove_quietly, replacement_path, swap_in
@@ -133,6 +133,19 @@ class OpenCheck:
         """Whether the check found evidence of damage (never for an I/O condition)."""
         return self.kind.damaged
 
+    @property
+    def index_only(self) -> bool:
+        """Whether everything the check found is FTS5 reporting its own indexes damaged: the
+        tables are sound as far as the check reads, and rebuilding those indexes from them
+        (``bastion db reindex``) mends it without a restore."""
+        from bastion.store.fts import is_fts5_finding
+
+        return (
+            self.kind is CheckKind.CORRUPT
+            and bool(self.output)
+            and all(is_fts5_finding(row) for row in self.output)
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The check as JSON-ready data."""
         return {
@@ -140,6 +153,7 @@ class OpenCheck:
             "kind": self.kind.value,
             "ok": self.ok,
             "damaged": self.damaged,
+            "index_only": self.index_only,
             "detail": self.detail,
             "output": list(self.output),
             "duration_s": round(self.duration_s, 3),
@@ -160,6 +174,8 @@ class OpenCheck:
             return NotADatabase(message, path=str(self.path), check=self.to_dict())
         if self.kind is CheckKind.MISSING:
             return StoreMissing(message, path=str(self.path), check=self.to_dict())
+        if self.index_only:
+            return IndexCorrupt(message, path=str(self.path), check=self.to_dict())
         return StoreCorrupt(message, path=str(self.path), check=self.to_dict())
 
 
@@ -490,6 +506,17 @@ def _check_on(
             time.monotonic() - started,
         )
     except apsw.Error as err:
+        if is_fts5_damage(err):
+            # FTS5 cannot open one of its indexes ("invalid fts5 file format"): the file was
+            # read and an index in it is damaged, which is evidence, not the disk refusing.
+            text = str(err)
+            return OpenCheck(
+                path,
+                CheckKind.CORRUPT,
+                f"{pragma} could not run: {text}",
+                (text if text.startswith("fts5:") else f"fts5: {text}",),
+                time.monotonic() - started,
+            )
         if limit is not None and limit.fired:  # pragma: no cover - reported differently
             return OpenCheck(path, CheckKind.INCONCLUSIVE, str(err), (), 0.0)
         # Disk full, read-only media, permissions, a -shm that cannot be created or grown,

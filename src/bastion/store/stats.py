@@ -19,6 +19,7 @@ from bastion.store.backup import backup_status, list_backups
 if TYPE_CHECKING:
     from bastion.config import Config
     from bastion.store.engine import Database, ReadTx
+    from bastion.store.fts import Fts5Check
     from bastion.store.tx import Row
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "check_rows",
     "db_stats",
     "foreign_key_rows",
+    "fts5_after",
     "last_check",
     "record_check",
     "run_scheduled_check",
@@ -127,16 +129,44 @@ def check_rows(tx: ReadTx, pragma: str) -> list[str]:
     ``logs_fts`` all the time), a long-lived reader reported "fts5: corruption found reading
     blob ..." on a healthy database. Opening a cursor on each FTS5 table first makes FTS5
     compare the data version and reload its structure; one row of a full scan is enough.
+
+    An FTS5 table that FTS5 cannot open (its ``_config`` damaged) makes the pragma raise
+    instead of answering: that table is a finding and every other table is checked by name
+    (``PRAGMA integrity_check(t)``; the whole-file page accounting is then left out).
     """
     if pragma not in ("quick_check", "integrity_check"):
         raise ValueError(f"not an integrity pragma: {pragma!r}")
-    for (name,) in tx.query(
-        "SELECT name FROM sqlite_schema WHERE type = 'table' "
-        "AND sql LIKE 'CREATE VIRTUAL TABLE%USING fts5%'"
-    ):
+    import apsw
+
+    from bastion.store.fts import fts5_tables, is_fts5_error
+
+    broken: list[str] = []
+    findings: list[str] = []
+    for table in fts5_tables(tx):
+        try:
+            tx.query(f"SELECT rowid FROM {table.quoted()} LIMIT 1")
+        except apsw.Error as err:
+            if not is_fts5_error(err):
+                raise
+            # FTS5 cannot open the table at all (a damaged ``_config``: "invalid fts5 file
+            # format ... run 'rebuild'"): the pragma would raise the same error instead of
+            # answering, so this table is a finding and the others are checked one by one.
+            broken.append(table.name)
+            findings.append(f'fts5: table "{table.name}" cannot be opened: {err}')
+    if not broken:
+        return [str(r[0]) for r in tx.query(f"PRAGMA {pragma}")]
+    rows: list[str] = []
+    for (name,) in tx.query("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name"):
+        if name in broken:
+            continue
         quoted = '"' + str(name).replace('"', '""') + '"'
-        tx.query(f"SELECT rowid FROM {quoted} LIMIT 1")
-    return [str(r[0]) for r in tx.query(f"PRAGMA {pragma}")]
+        try:
+            rows += [str(r[0]) for r in tx.query(f"PRAGMA {pragma}({quoted})")]
+        except apsw.Error as err:
+            if not is_fts5_error(err):
+                raise
+            rows.append(f'fts5: table "{name}" cannot be checked: {err}')
+    return findings + [row for row in rows if row != "ok"]
 
 
 def foreign_key_rows(tx: ReadTx) -> list[Row]:
@@ -152,8 +182,28 @@ def foreign_key_rows(tx: ReadTx) -> list[Row]:
     return tx.query("PRAGMA foreign_key_check")
 
 
+def fts5_after(db: Database, integrity: list[str]) -> Fts5Check:
+    """The FTS5 checks ``integrity_check`` leaves out (:func:`bastion.store.fts.check_fts5`),
+    after its rows ``integrity``: the tables those rows already report damaged are not
+    checked again (it would only repeat them, holding the write lock for nothing)."""
+    from bastion.store.fts import check_fts5, fts5_table_named, is_fts5_finding
+
+    broken = frozenset(
+        name
+        for row in integrity
+        if is_fts5_finding(row) and (name := fts5_table_named(row)) is not None
+    )
+    return check_fts5(db, broken=broken)
+
+
 def check_database(db: Database, *, full: bool = True) -> dict[str, Any]:
-    """``integrity_check`` (or ``quick_check``) plus ``foreign_key_check``, on a reader."""
+    """``integrity_check`` (or ``quick_check``) plus ``foreign_key_check``, on a reader; the
+    full check adds what those leave out of FTS5 indexes (:func:`bastion.store.fts.check_fts5`:
+    an index that does not match its content table, leaf pages without an ``_idx`` entry).
+
+    ``repair`` says what mends what was found: ``"reindex"`` when every finding is about FTS5
+    indexes alone (rebuilt from their content tables by ``bastion db reindex``), else
+    ``"recover"`` (quarantine and restore a backup); None when all is well."""
     pragma = "integrity_check" if full else "quick_check"
 
     def read(tx: ReadTx) -> dict[str, Any]:
@@ -162,17 +212,40 @@ def check_database(db: Database, *, full: bool = True) -> dict[str, Any]:
             {"table": str(t), "rowid": rowid, "parent": str(p), "fkid": int(i)}
             for t, rowid, p, i in foreign_key_rows(tx)
         ]
-        return {
-            "check": pragma,
+        return {"integrity": integrity, "fk": fk}
+
+    found = db.read(read)
+    integrity: list[str] = found["integrity"]
+    fk: list[dict[str, Any]] = found["fk"]
+    out: dict[str, Any] = {"check": pragma}
+    from bastion.store.fts import is_fts5_finding
+
+    if full:
+        fts = fts5_after(db, integrity)
+        if fts.findings:
+            integrity = [*(row for row in integrity if row != "ok"), *fts.findings]
+        out["fts5"] = {
+            "tables": list(fts.tables),
+            "compared_with_content": fts.compared,
+            **({"skipped": fts.skipped} if fts.skipped else {}),
+        }
+    integrity_ok = integrity == ["ok"]
+    ok = integrity_ok and not fk
+    repair = None
+    if not ok:
+        repair = "reindex" if not fk and all(map(is_fts5_finding, integrity)) else "recover"
+    out.update(
+        {
             "integrity": integrity[:100],
-            "integrity_ok": integrity == ["ok"],
+            "integrity_ok": integrity_ok,
             "foreign_key_violations": fk[:100],
             "foreign_key_violation_count": len(fk),
-            "ok": integrity == ["ok"] and not fk,
+            "ok": ok,
+            "repair": repair,
             "checked_at": dt.datetime.now(dt.UTC).isoformat(),
         }
-
-    return db.read(read)
+    )
+    return out
 
 
 def record_check(run_dir: Path, db_name: str, result: dict[str, Any]) -> None:

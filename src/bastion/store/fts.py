@@ -1,0 +1,290 @@
+"""FTS5 indexes: the damage SQLite's integrity pragmas do not see in them, and their rebuild.
+
+``PRAGMA quick_check``/``integrity_check`` run FTS5's check of each index's inner consistency
+(a garbled structure record, a truncated or garbled segment, a wrong ``_idx`` entry). They do
+not compare an index with its external content table (SQLite 3.54's ``xIntegrity`` asks FTS5
+for its check without the content comparison that the ``'integrity-check'`` command's rank 1
+asks for), so an index that is consistent but wrong passes both: one emptied (a zeroed
+structure record), one that missed rows written, deleted or changed with its triggers
+bypassed, a damaged ``_docsize`` row or averages record. A search then answers wrong,
+silently. FTS5's own command with rank 1 compares the index with the content table row by
+row; but it is an INSERT, refused on a read-only connection and run on the writer here.
+
+Neither check notices a leaf page that lost its ``_idx`` entry (the b-tree of first terms
+over each segment's leaves: FTS5 checks the entries present, not that every page with a
+term has one), after which a search misses every term on that page and the pages after it.
+:func:`unindexed_pages` reads that from the shadow tables on a reader.
+
+Damage to the index alone (its content table sound) is repaired by rebuilding it from the
+content table: :func:`rebuild_fts5` (``bastion db reindex``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+import apsw
+
+from bastion.store._errors import is_fts5_damage
+
+if TYPE_CHECKING:
+    from bastion.store.engine import Database, ReadTx, WriteTx
+
+__all__ = [
+    "Fts5Check",
+    "Fts5Table",
+    "check_fts5",
+    "fts5_tables",
+    "is_fts5_error",
+    "is_fts5_finding",
+    "rebuild_fts5",
+    "unindexed_pages",
+]
+
+_FTS5 = re.compile(r"\s*CREATE\s+VIRTUAL\s+TABLE\s.*\bUSING\s+fts5\b", re.I | re.S)
+# ``content`` (never ``content_rowid``): a quoted or bare value.
+_CONTENT = re.compile(r"""\bcontent\s*=\s*(?:'((?:[^']|'')*)'|"((?:[^"]|"")*)"|([\w.]+))""", re.I)
+
+# Rowids of ``<t>_data`` (fts5_index.c): segid << 37 | dlidx << 36 | height << 31 | pgno.
+# Leaf pages have dlidx 0 and height 0; segment ids are below 2**16 (tombstone pages of
+# contentless_delete tables are at segid + 2**16).
+_SEGID_SHIFT = 37
+_LEAF_MASK = (1 << _SEGID_SHIFT) - (1 << 31)
+_MAX_SEGID = 1 << 16
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fts5Table:
+    """One FTS5 table: its name and where its text lives (``content``: None for the table's
+    own content, '' for a contentless index, else the external content table's name)."""
+
+    name: str
+    content: str | None
+
+    @property
+    def rebuildable(self) -> bool:
+        """An index with its text somewhere (own or external) can be rebuilt from it; a
+        contentless one cannot: its text is nowhere but in the index."""
+        return self.content != ""
+
+    def quoted(self, suffix: str = "") -> str:
+        return '"' + (self.name + suffix).replace('"', '""') + '"'
+
+
+def _content_of(sql: str) -> str | None:
+    match = _CONTENT.search(sql)
+    if match is None:
+        return None
+    single, double, bare = match.groups()
+    if single is not None:
+        return single.replace("''", "'")
+    if double is not None:
+        return double.replace('""', '"')
+    return bare
+
+
+def fts5_tables(tx: ReadTx) -> list[Fts5Table]:
+    """The FTS5 tables of the main schema, by name."""
+    rows = tx.query(
+        "SELECT name, sql FROM sqlite_schema WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL%'"
+        " ORDER BY name"
+    )
+    return [
+        Fts5Table(str(name), _content_of(str(sql)))
+        for name, sql in rows
+        if sql and _FTS5.match(str(sql))
+    ]
+
+
+def is_fts5_error(err: BaseException) -> bool:
+    """An error FTS5 raised about its own index or configuration (``fts5: corrupt structure
+    record ...``, ``invalid fts5 file format ... run 'rebuild'``), not a b-tree's nor a
+    query's."""
+    return is_fts5_damage(err)
+
+
+def is_fts5_finding(row: str) -> bool:
+    """A row of ``integrity_check`` (or of :func:`check_fts5`) about an FTS5 index only:
+    FTS5's own words ("fts5: ...", "malformed inverted index for FTS5 table main.t")."""
+    return row.startswith("fts5:") or "inverted index for FTS5 table" in row
+
+
+def unindexed_pages(tx: ReadTx, table: Fts5Table, *, limit: int = 3) -> list[str]:
+    """Findings for leaf pages of ``table``'s segments that hold a term but have no ``_idx``
+    entry (a search never reaches their terms). Reads the shadow tables; writes nothing.
+
+    A leaf page's header is two 16-bit offsets: its first rowid, then the end of its data
+    (``szLeaf``); bytes past ``szLeaf`` are the page's term index, present only when a term
+    starts on the page, and exactly those pages get an ``_idx`` entry (``pgno << 1 | dlidx``).
+    """
+    data, idx = table.quoted("_data"), table.quoted("_idx")
+    indexed = {
+        (int(segid), int(pgno) >> 1) for segid, pgno in tx.query(f"SELECT segid, pgno FROM {idx}")
+    }
+    missing: list[tuple[int, int]] = []
+    for rowid, raw, size in tx.query(
+        f"SELECT id, substr(block, 1, 4), length(block) FROM {data} "
+        f"WHERE id >= ? AND id < ? AND (id & ?) = 0",
+        (1 << _SEGID_SHIFT, _MAX_SEGID << _SEGID_SHIFT, _LEAF_MASK | (1 << 36)),
+    ):
+        head = bytes(raw or b"")
+        if len(head) < 4:
+            continue  # a page too short for its header: FTS5's own check reports it
+        size_leaf = int.from_bytes(head[2:4], "big")
+        if int(size) > size_leaf:
+            key = (int(rowid) >> _SEGID_SHIFT, int(rowid) & ((1 << 31) - 1))
+            if key not in indexed:
+                missing.append(key)
+    if not missing:
+        return []
+    shown = ", ".join(f"segment {s} page {p}" for s, p in missing[:limit])
+    more = f" (and {len(missing) - limit} more)" if len(missing) > limit else ""
+    return [
+        f'fts5: {len(missing)} leaf page(s) of table "{table.name}" hold terms but have no '
+        f"entry in {table.name}_idx ({shown}{more}): a search misses their terms"
+    ]
+
+
+def _content_check(tx: WriteTx, table: Fts5Table) -> str | None:
+    """FTS5's own check; with rank 1 against the content table (not for a contentless one,
+    which has none). FTS5's message, or None when it passed."""
+    # The writer may have cached the index's structure (see stats.check_rows): a cursor on
+    # the table first makes FTS5 reload it in this transaction.
+    tx.query(f"SELECT rowid FROM {table.quoted()} LIMIT 1")
+    rank = ", 1" if table.rebuildable else ""
+    quoted = table.quoted()
+    try:
+        tx.execute(f"INSERT INTO {quoted} ({quoted}, rank) VALUES ('integrity-check'{rank})")
+    except (apsw.CorruptError, apsw.SQLError) as err:
+        text = re.sub(r"^\w+Error:\s*", "", str(err))
+        if not table.rebuildable:
+            return text if text.startswith("fts5:") else f'fts5: table "{table.name}": {text}'
+        against = "itself" if table.content is None else f"its content table {table.content}"
+        return (
+            f'fts5: the index of table "{table.name}" does not match {against} '
+            f"(FTS5's integrity-check, 1: {text})"
+        )
+    return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fts5Check:
+    """What :func:`check_fts5` found: rows like integrity_check's, and whether FTS5's check
+    against the content could run (not on a database opened read-only)."""
+
+    findings: tuple[str, ...]
+    tables: tuple[str, ...]
+    compared: bool
+    skipped: str | None = None
+
+
+def check_fts5(db: Database, *, broken: frozenset[str] = frozenset()) -> Fts5Check:
+    """The checks the integrity pragmas leave out, for every FTS5 table of ``db``: missing
+    ``_idx`` entries (on a reader), then FTS5's integrity-check with rank 1 (on the writer,
+    one table per write unit: the command is an INSERT, which a read-only connection refuses,
+    and it holds the write lock while it reads the content table and the index; a database
+    opened read-only is reported as not compared). ``broken`` names tables whose damage is
+    already known (FTS5 cannot even open them): not checked again."""
+    every = db.read(fts5_tables)
+    names = tuple(t.name for t in every)
+    tables = [t for t in every if t.name not in broken]
+    findings: list[str] = []
+
+    def pages(tx: ReadTx) -> list[str]:
+        out: list[str] = []
+        for table in tables:
+            try:
+                out += unindexed_pages(tx, table)
+            except apsw.SQLError as err:  # a shadow table dropped or reshaped
+                out.append(f'fts5: the shadow tables of table "{table.name}" are unreadable: {err}')
+        return out
+
+    findings += db.read(pages)
+    if db.readonly:
+        return Fts5Check(
+            tuple(findings),
+            names,
+            compared=False,
+            skipped=f"FTS5's integrity-check against the content needs a write transaction; "
+            f"the database is open read-only ({db.readonly})",
+        )
+    for table in tables:
+
+        def compare(tx: WriteTx, table: Fts5Table = table) -> str | None:
+            return _content_check(tx, table)
+
+        problem = db.write(compare)
+        if problem is not None:
+            findings.append(problem)
+    return Fts5Check(tuple(findings), names, compared=True)
+
+
+def fts5_table_named(row: str) -> str | None:
+    """The table an FTS5 finding or error names (``table "logs_fts"``, ``FTS5 table
+    main.logs_fts``), or None."""
+    match = re.search(r'table "((?:[^"]|"")+)"', row) or re.search(r"FTS5 table \w+\.(\S+)", row)
+    return match.group(1).replace('""', '"') if match else None
+
+
+def rebuild_fts5(db: Database, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """Rebuild FTS5 indexes from their content (``INSERT INTO t(t) VALUES('rebuild')``), each
+    in its own write transaction: every FTS5 table of ``db``, or those in ``names``. A
+    contentless index has nothing to be rebuilt from and is reported, not touched. Returns
+    one entry per table: name, ``rebuilt`` and the seconds it took, or ``skipped`` and why.
+    Raises the store's typed error when a rebuild fails (a content table that is itself
+    damaged: ``StoreCorrupt``)."""
+    tables = db.read(fts5_tables)
+    if names is not None:
+        known = {t.name for t in tables}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            from bastion.errors import NotFound
+
+            raise NotFound(
+                f"no FTS5 table {', '.join(unknown)} in {db.path}",
+                hint="FTS5 tables here: " + (", ".join(sorted(known)) or "none") + ".",
+            )
+        tables = [t for t in tables if t.name in names]
+    out: list[dict[str, Any]] = []
+    for table in tables:
+        if not table.rebuildable:
+            out.append(
+                {
+                    "table": table.name,
+                    "rebuilt": False,
+                    "skipped": "contentless: its text is only in the index",
+                }
+            )
+            continue
+        started = time.monotonic()
+
+        def rebuild(tx: WriteTx, table: Fts5Table = table) -> None:
+            quoted = table.quoted()
+            try:
+                tx.query(f"SELECT rowid FROM {quoted} LIMIT 1")
+            except apsw.CorruptError:
+                pass  # a garbled structure record: the rebuild replaces it
+            except apsw.SQLError as err:
+                if not is_fts5_error(err):
+                    raise
+                # A damaged or deleted version row in ``_config`` makes FTS5 refuse the
+                # table before it reads any command, the rebuild too ("invalid fts5 file
+                # format (found 0, expected 4 or 5) - run 'rebuild'"): the version it
+                # writes for a new table (4) lets it open, and the rebuild rewrites the rest.
+                tx.execute(
+                    f"INSERT OR REPLACE INTO {table.quoted('_config')} (k, v) VALUES ('version', 4)"
+                )
+            tx.execute(f"INSERT INTO {quoted} ({quoted}) VALUES ('rebuild')")
+
+        db.write(rebuild)
+        out.append(
+            {
+                "table": table.name,
+                "rebuilt": True,
+                "seconds": round(time.monotonic() - started, 3),
+            }
+        )
+    return out
