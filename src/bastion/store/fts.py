@@ -154,10 +154,14 @@ def _content_check(tx: WriteTx, table: Fts5Table) -> str | None:
     # The writer may have cached the index's structure (see stats.check_rows): a cursor on
     # the table first makes FTS5 reload it in this transaction.
     tx.query(f"SELECT rowid FROM {table.quoted()} LIMIT 1")
-    rank = ", 1" if table.rebuildable else ""
     quoted = table.quoted()
+    sql = (
+        f"INSERT INTO {quoted} ({quoted}, rank) VALUES ('integrity-check', 1)"
+        if table.rebuildable
+        else f"INSERT INTO {quoted} ({quoted}) VALUES ('integrity-check')"
+    )
     try:
-        tx.execute(f"INSERT INTO {quoted} ({quoted}, rank) VALUES ('integrity-check'{rank})")
+        tx.execute(sql)
     except (apsw.CorruptError, apsw.SQLError) as err:
         text = re.sub(r"^\w+Error:\s*", "", str(err))
         if not table.rebuildable:
