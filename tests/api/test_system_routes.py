@@ -137,3 +137,33 @@ def test_the_daemons_scheduler_runs_backup_and_retention(opened: Home) -> None:
     kinds = {e.kind for e in opened.events.query(limit=100).items}
     assert "backup.created" in kinds
     assert "store.check_failed" not in kinds
+
+
+def test_the_integrity_check_sees_a_search_index_out_of_step_with_its_lines(
+    client: TestClient, opened: Home
+) -> None:
+    """A log line written with the index's trigger bypassed: the index is consistent, so
+    SQLite's integrity_check passes it, and a search for the line finds nothing. The API's
+    integrity check (the dashboard's too) and the scheduled check report it, naming logs_fts;
+    the quick check stays the pragma alone."""
+    from bastion.store.stats import run_scheduled_check
+
+    def unindexed(tx: object) -> None:
+        sql = tx.scalar(  # type: ignore[attr-defined]
+            "SELECT sql FROM sqlite_schema WHERE name = 'logs_fts_insert'"
+        )
+        tx.execute("DROP TRIGGER logs_fts_insert")  # type: ignore[attr-defined]
+        tx.execute(  # type: ignore[attr-defined]
+            "INSERT INTO logs (ts, level, source, stream, message) "
+            "VALUES (1.0, 'info', 'svc', 'stdout', 'zzqqxx never indexed')"
+        )
+        tx.execute(sql)  # type: ignore[attr-defined]
+
+    opened.db.write(unindexed)
+    assert client.get("/v1/db/check", params={"kind": "quick"}).json()["ok"] is True
+    r = client.get("/v1/db/check", params={"kind": "integrity"}).json()
+    assert r["ok"] is False
+    assert any('"logs_fts"' in p and "does not match" in p for p in r["problems"]), r
+    scheduled = run_scheduled_check(opened.db, opened.config)
+    assert scheduled["ok"] is False
+    assert scheduled["repair"] == "reindex"

@@ -769,6 +769,7 @@ def test_a_failed_check_is_raised_typed_naming_the_file_with_the_check(
         "kind": kind.value,
         "ok": False,
         "damaged": True,
+        "index_only": False,
         "detail": "what the check found",
         "output": ["row 1", "row 2"],
         "duration_s": 1.235,

@@ -110,6 +110,7 @@ SHORT_HELP: dict[str, str] = {
     "db check": "integrity_check and foreign_key_check; exits 74 when either finds a problem.",
     "db migrate": "Apply pending schema migrations (backup first; each in its own transaction).",
     "db prune": "Delete rows past the retention policies in small batches, then reclaim space.",
+    "db reindex": "Rebuild full-text (FTS5) indexes from their tables, then run the full check.",
     "db recover": "Check a database; if damaged (or --force) quarantine it, restore the newest verified backup and salvage what it held. --from-salvage merges salvaged rows back.",
     "db restore": "Replace a database with a verified backup, or with its state at an instant (--at); the current files go to quarantine/.",
     "db stats": "Rows and bytes per table and index, free pages, WAL size, last backup and check.",

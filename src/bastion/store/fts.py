@@ -37,6 +37,7 @@ __all__ = [
     "Fts5Check",
     "Fts5Table",
     "check_fts5",
+    "fts5_table_named",
     "fts5_tables",
     "is_fts5_error",
     "is_fts5_finding",
@@ -71,6 +72,7 @@ class Fts5Table:
         return self.content != ""
 
     def quoted(self, suffix: str = "") -> str:
+        """The table's name (or a shadow table's: ``suffix`` ``_data``, ...) quoted for SQL."""
         return '"' + (self.name + suffix).replace('"', '""') + '"'
 
 
