@@ -32,9 +32,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-from bastion.api.models import UtcTime
+from bastion.api.models import RESPONSE_CONFIG, UtcTime
 
 if TYPE_CHECKING:  # a type only: prometheus_client loads with the first sample (#22 §7)
     from prometheus_client import CollectorRegistry
@@ -200,7 +200,7 @@ router = APIRouter(tags=["system"])
 
 
 class SeriesPointOut(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = RESPONSE_CONFIG
 
     ts: UtcTime
     #: Restarts of each service since the daemon started (backoff -> starting).
@@ -212,7 +212,7 @@ class SeriesPointOut(BaseModel):
 
 
 class MetricsSeriesOut(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = RESPONSE_CONFIG
 
     interval_s: float
     window_s: float

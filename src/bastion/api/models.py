@@ -81,8 +81,20 @@ TimeParam = Annotated[
 ]
 
 
+#: What every response model of the API is configured with: unknown fields refused, frozen,
+#: and its pydantic schema built on first use (``defer_build``) instead of at import. FastAPI
+#: builds a ``TypeAdapter`` over each route's response model as the route is declared; over
+#: a deferred model that adapter defers too, so the start (issue 22 §7) no longer builds the
+#: schema of every response the API can send (~13 ms of CPU), and a route's first answer
+#: builds the one it needs. The OpenAPI document is unchanged (built from the same models
+#: when first asked for). Two first requests at once are safe: pydantic serialises a
+#: deferred model's build under one lock since 2.14 (hence the floor in pyproject.toml),
+#: which ``tests/api/test_deferred_models.py`` exercises from many threads at once.
+RESPONSE_CONFIG = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = RESPONSE_CONFIG
 
 
 class _Request(_Model):
@@ -93,7 +105,10 @@ class _Request(_Model):
     string a JSON string, exactly what the OpenAPI document's types say.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # Built at once, not deferred: FastAPI builds a body's TypeAdapter with the body's alias
+    # in its ``Field`` and silences pydantic's warning that the alias is unused there; a
+    # build deferred to the first request would raise that warning outside its silence.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=False)
 
 
 class ErrorBody(_Model):
@@ -167,7 +182,7 @@ class Status(_Model):
 
 class DbStatus(_Model):
     # Home.status() grows with the store; unknown keys are dropped, not a 500.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     home: str
     database: str

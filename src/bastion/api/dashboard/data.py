@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict
 
-from bastion.api.models import CheckResult, ErrorBody, TimeParam, UtcTime
+from bastion.api.models import RESPONSE_CONFIG, CheckResult, ErrorBody, TimeParam, UtcTime
 from bastion.api.routes.system import db_check
 from bastion.api.state import DaemonState, get_state, request_actor
 from bastion.domains.activity import ActivityRepo
@@ -47,7 +47,7 @@ Actor = Annotated[str, Depends(request_actor)]
 
 
 class BackupRow(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = RESPONSE_CONFIG
 
     name: str
     db: str
@@ -78,7 +78,7 @@ async def list_backups(state: State) -> list[BackupRow]:
 
 
 class SizeSampleOut(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = RESPONSE_CONFIG
 
     ts: UtcTime
     size_bytes: int
@@ -105,7 +105,7 @@ JobState = Literal["idle", "running", "done", "failed"]
 
 
 class BackupJobOut(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = RESPONSE_CONFIG
 
     state: JobState
     done_pages: int

@@ -28,7 +28,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from starlette.types import Scope
 
 from bastion.api.dashboard.data import BackupJobs
@@ -41,6 +41,7 @@ from bastion.api.dashboard.sessions import (
     Sessions,
     mint_login_code,
 )
+from bastion.api.models import RESPONSE_CONFIG
 from bastion.errors import Unauthorized
 
 __all__ = ["STATIC_PREFIX", "Dashboard", "MountHooks", "mount"]
@@ -111,13 +112,13 @@ class Dashboard:
 
 
 class LoginLink(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = RESPONSE_CONFIG
     url: str
     expires_in_s: int
 
 
 class SessionInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = RESPONSE_CONFIG
     csrf_token: str
     csrf_header: str
     port: int
