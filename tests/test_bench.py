@@ -65,7 +65,15 @@ TINY: dict[str, list[str]] = {
     "api.py": ["--seconds", "1", "--runs", "1", "--metrics", "--metrics-rounds", "1"],
     "cli_startup.py": ["--runs", "2"],
     "idle.py": ["--services", "2", "--seconds", "1", "--settle", "0"],
-    "serve_startup.py": ["--runs", "1", "--sizes-mb", "0,1", "--phases", "--imports"],
+    "serve_startup.py": [
+        "--runs",
+        "1",
+        "--sizes-mb",
+        "0,1",
+        "--phases",
+        "--imports",
+        "--first-answer",
+    ],
     "dist.py": ["--runs", "1"],  # and --exe: the session's build (tests/conftest.py)
     # Starts a PostgreSQL server of its own (tests/pgserver.py's recipe).
     "postgres.py": ["--ops", "20", "--rounds", "1", "--per-writer", "5"],

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.types import Scope
 
 from bastion._tally import Buckets, VaultTally
+from bastion.api.deferred_route import DeferredAPIRoute
 from bastion.store.tally import StoreTally
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RequestTally", "install", "router"]
 
-router = APIRouter()
+router = APIRouter(route_class=DeferredAPIRoute)
 #: A path no route matched is counted under this template (never the raw path: unbounded).
 UNMATCHED = "<unmatched>"
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
+from bastion.api.deferred_route import DeferredAPIRoute
 from bastion.api.models import RESPONSE_CONFIG, UtcTime
 
 if TYPE_CHECKING:  # a type only: prometheus_client loads with the first sample (#22 §7)
@@ -196,7 +197,7 @@ class MetricsSeries:
             return list(self._samples)
 
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=DeferredAPIRoute)
 
 
 class SeriesPointOut(BaseModel):

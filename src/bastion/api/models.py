@@ -89,7 +89,7 @@ TimeParam = Annotated[
 #: builds the one it needs. The OpenAPI document is unchanged (built from the same models
 #: when first asked for). Two first requests at once are safe: pydantic serialises a
 #: deferred model's build under one lock since 2.14 (hence the floor in pyproject.toml),
-#: which ``tests/api/test_deferred_models.py`` exercises from many threads at once.
+#: which ``tests/api/test_deferred_build.py`` exercises from many threads at once.
 RESPONSE_CONFIG = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict
 
+from bastion.api.deferred_route import DeferredAPIRoute
 from bastion.api.models import RESPONSE_CONFIG, CheckResult, ErrorBody, TimeParam, UtcTime
 from bastion.api.routes.system import db_check
 from bastion.api.state import DaemonState, get_state, request_actor
@@ -41,7 +42,7 @@ __all__ = ["BackupJobs", "router"]
 
 log = logging.getLogger("bastion.api.dashboard")
 
-router = APIRouter(prefix="/v1/dashboard", tags=["dashboard"])
+router = APIRouter(prefix="/v1/dashboard", tags=["dashboard"], route_class=DeferredAPIRoute)
 State = Annotated[DaemonState, Depends(get_state)]
 Actor = Annotated[str, Depends(request_actor)]
 

@@ -41,6 +41,7 @@ from bastion.api.dashboard.sessions import (
     Sessions,
     mint_login_code,
 )
+from bastion.api.deferred_route import DeferredAPIRoute
 from bastion.api.models import RESPONSE_CONFIG
 from bastion.errors import Unauthorized
 
@@ -138,7 +139,7 @@ def _sign_in(message: str, status: int) -> HTMLResponse:
     return _html(page, status)
 
 
-router = APIRouter()
+router = APIRouter(route_class=DeferredAPIRoute)
 
 
 @router.get("/", include_in_schema=False)

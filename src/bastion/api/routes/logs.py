@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
+from bastion.api.deferred_route import DeferredAPIRoute
 from bastion.api.models import MAX_OFFSET, Page, TimeParam, UtcTime, _Model
 from bastion.api.sse import event_stream, resume_id, sse_response
 from bastion.api.state import DaemonState, get_state
@@ -29,7 +30,7 @@ from bastion.store.repo import encode_cursor
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(route_class=DeferredAPIRoute)
 State = Annotated[DaemonState, Depends(get_state)]
 
 Level = Literal["debug", "info", "warning", "error", "critical"]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import Field, SecretStr
 
+from bastion.api.deferred_route import DeferredAPIRoute
 from bastion.api.models import MAX_OFFSET, ErrorBody, Page, UtcTime, _Model, _Request
 from bastion.api.state import DaemonState, get_state, request_actor
 from bastion.errors import Forbidden
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/secrets", tags=["secrets"])
+router = APIRouter(prefix="/v1/secrets", tags=["secrets"], route_class=DeferredAPIRoute)
 State = Annotated[DaemonState, Depends(get_state)]
 Actor = Annotated[str, Depends(request_actor)]
 

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from bastion.api.deferred_route import DeferredAPIRoute
 from bastion.api.models import MAX_OFFSET, Page, UtcTime, _Model
 from bastion.api.routes.logs import (
     _SSE,
@@ -39,7 +40,7 @@ from bastion.supervisor.catalog import ReloadReport
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/services", tags=["services"])
+router = APIRouter(prefix="/v1/services", tags=["services"], route_class=DeferredAPIRoute)
 State = Annotated[DaemonState, Depends(get_state)]
 #: The supervisor's own service-name rule.
 ServiceName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from bastion._time import rfc3339
+from bastion.api.deferred_route import DeferredAPIRoute
 from bastion.api.errors import error_body
 from bastion.api.models import MAX_OFFSET, Page, UtcTime, _Model, _Request
 from bastion.api.state import DaemonState, get_state
@@ -37,7 +38,7 @@ from bastion.errors import NotFound
 
 __all__ = ["fast_routes", "router"]
 
-router = APIRouter(prefix="/v1/settings", tags=["settings"])
+router = APIRouter(prefix="/v1/settings", tags=["settings"], route_class=DeferredAPIRoute)
 State = Annotated[DaemonState, Depends(get_state)]
 
 #: Keys: dotted names such as ``ui.theme`` or ``speech.model``.

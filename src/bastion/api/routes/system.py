@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query
 
 from bastion.__about__ import __api_version__, __version__
 from bastion._time import rfc3339
+from bastion.api.deferred_route import DeferredAPIRoute
 from bastion.api.models import (
     MAX_OFFSET,
     CheckResult,
@@ -32,7 +33,7 @@ from bastion.store.stats import check_rows, foreign_key_rows, fts5_after
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(route_class=DeferredAPIRoute)
 State = Annotated[DaemonState, Depends(get_state)]
 
 #: Problems reported per check, at most: a corrupt file can yield thousands of lines.
