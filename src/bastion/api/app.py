@@ -74,12 +74,13 @@ bearer token. Booleans are JSON `true`/`false` only. Errors are `{code, message,
 
 
 def declare_routes(*, dashboard: bool = True, metrics: bool = True) -> None:
-    """Import the route modules (and the dashboard's): their routes are declared, and FastAPI
-    analyses each one, as they are imported -- most of ``create_app``'s work, none of which
-    needs the home. ``bastion serve`` calls this before it waits for the open-time check of
-    ``bastion.db``, so this work runs while SQLite checks the file on the other core, instead
-    of after (issue 22 §7). ``create_app`` then finds the modules imported. A dashboard that
-    cannot be imported is left to ``create_app`` to report."""
+    """Import the route modules (and the dashboard's): their routes are declared and their
+    models created as they are imported -- most of ``create_app``'s work, none of which needs
+    the home (FastAPI's analysis of each route waits for its router's first request:
+    bastion/api/deferred_route.py). ``bastion serve`` calls this before it waits for the
+    open-time check of ``bastion.db``, so this work runs while SQLite checks the file on the
+    other core, instead of after (issue 22 §7). ``create_app`` then finds the modules
+    imported. A dashboard that cannot be imported is left to ``create_app`` to report."""
     for name in ROUTERS:
         importlib.import_module(f"bastion.api.routes.{name}")
     if metrics:  # GET /metrics and the dashboard's series of its figures (metrics.install)

@@ -15,11 +15,11 @@ on the router's first request, by the OpenAPI document, or by a route served dir
 route is then exactly the ``APIRoute`` FastAPI would have built; only the moment differs.
 ``path``, ``endpoint`` and ``name`` are set at once (what ``include_router`` reads when the
 app is built). The build runs once, under a lock, whichever thread asks first; a build that
-raises leaves the route unbuilt, so the next read raises the same error again.
+raises is run again (and raises again) at the next read of what it had not set.
 
 What it costs: a router's first request analyses its routes twice (the declared build, then
 the inclusion's), where the analysis at declaration had done the first of the two before the
-handshake. The daemon's first answer still comes sooner: its handshake comes ~25 ms of CPU
+handshake. The daemon's first answer still comes sooner: its handshake comes ~30 ms of CPU
 earlier, and the first request pays only for its own router's routes (bench/serve_startup.py
 ``--first-answer``). On a FastAPI that builds included routes at ``include_router`` (before
 0.16x), reading the declared options there builds each route when the app is built: no
