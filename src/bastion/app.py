@@ -468,6 +468,9 @@ def _open_checked(
             error.hint = (
                 missing.hint
                 if missing is not None
+                else "Nothing was changed. Only a full-text index is damaged: run `bastion db "
+                "reindex` to rebuild it from its table (nothing is lost)."
+                if check.index_only
                 else "Nothing was changed. Run `bastion db recover` to quarantine it and "
                 'restore the newest verified backup, or set store.on_corrupt = "recover".'
             )

@@ -328,35 +328,107 @@ def test_the_open_time_check_calls_index_damage_index_damage(
     assert isinstance(check.error(), IndexCorrupt)
 
 
-@pytest.mark.parametrize("damaged", [("row_not_indexed", "logs_fts")], indirect=True)
-def test_the_quick_check_stays_the_pragma(damaged: tuple[Path, str, str]) -> None:
-    """The quick path (the open-time check's cost, issue 22 §7) runs no comparison with the
-    content: it writes nothing and takes no write lock, so what only the comparison sees
-    passes it, and the full check finds it."""
+@pytest.mark.parametrize(
+    "damaged", [("config_lost", "logs_fts"), ("segment_truncated", "docs_fts")], indirect=True
+)
+def test_a_home_refuses_index_damage_naming_the_rebuild(damaged: tuple[Path, str, str]) -> None:
+    """Opening the home (the daemon, every command through Home) refuses a file whose
+    open-time check found FTS5 damage, and names `db reindex`, not a restore; the file is
+    left as it was. After the rebuild the home opens."""
     home, _kind, _table = damaged
+    before = (home / "bastion.db").read_bytes()
+    with pytest.raises(IndexCorrupt) as caught:
+        Home.open(load_config(home, env={}))
+    assert "bastion db reindex" in (caught.value.hint or ""), caught.value.hint
+    assert "recover" not in (caught.value.hint or "")
+    assert (home / "bastion.db").read_bytes() == before
+    code, out, err = _cli(home, "db", "reindex")
+    assert code == 0, (out, err)
+    with Home.open(load_config(home, env={})) as opened:
+        assert LogsRepo(opened.db).count() == 3000
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        ("row_not_indexed", "logs_fts"),
+        ("idx_entry_lost", "logs_fts"),
+        ("idx_entry_lost", "docs_fts"),
+    ],
+    indirect=True,
+)
+def test_the_quick_check_adds_only_the_cheap_look(damaged: tuple[Path, str, str]) -> None:
+    """The quick path (`db check --quick`, the API's quick check) adds the look for leaf
+    pages without an ``_idx`` entry (a read of page headers, which nothing else sees), not
+    the comparison with the content (a read and copy of every indexed row): what only the
+    comparison sees passes it, and the full check finds it."""
+    home, kind, table = damaged
     db = Database.open(home / "bastion.db")
     try:
         quick = check_database(db, full=False)
-        assert quick["ok"] is True
         assert "fts5" not in quick
+        if kind == "idx_entry_lost":
+            assert quick["ok"] is False
+            assert quick["repair"] == "reindex"
+            assert any(f'"{table}"' in row and "_idx" in row for row in quick["integrity"])
+        else:
+            assert quick["ok"] is True
         assert check_database(db, full=True)["ok"] is False
     finally:
         db.close()
 
 
-@pytest.mark.parametrize("damaged", [("row_not_indexed", "docs_fts")], indirect=True)
-def test_read_only_the_comparison_is_reported_not_run(damaged: tuple[Path, str, str]) -> None:
-    """FTS5's integrity-check is an INSERT: a read-only connection refuses it. On a database
-    opened read-only the check says it could not compare, instead of passing quietly."""
-    home, _kind, _table = damaged
-    db = Database.open_readonly(home / "bastion.db", load_config(home, env={}).store)
+@pytest.mark.parametrize(
+    "damaged", [("row_not_indexed", "docs_fts"), ("idx_entry_lost", "logs_fts")], indirect=True
+)
+def test_the_comparison_runs_on_a_reader_read_only_and_beside_a_writer(
+    damaged: tuple[Path, str, str],
+) -> None:
+    """FTS5's integrity-check is an INSERT, refused on a read-only connection: the check runs
+    it on a copy in a reader's temp schema. So it finds the damage on a database opened
+    read-only, and while another process holds the write lock (a check that needed the
+    lock would wait for it and fail busy), writing nothing to the file."""
+    home, _kind, table = damaged
+    path = home / "bastion.db"
+    store = load_config(home, env={}).store
+    db = Database.open_readonly(path, store)
     try:
-        found = check_fts5(db)
-        assert found.compared is False
-        assert found.skipped
-        assert "read-only" in found.skipped
+        assert db.readonly
         result = check_database(db, full=True)
-        assert result["fts5"]["compared_with_content"] is False
+    finally:
+        db.close()
+    assert result["fts5"]["compared_with_content"] is True
+    assert any(f'"{table}"' in row for row in result["integrity"]), result
+    assert result["repair"] == "reindex"
+
+    db = Database.open(path, store)
+    holder = apsw.Connection(str(path))
+    holder.setbusytimeout(0)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process's write transaction, held
+        before = path.stat().st_size, Path(f"{path}-wal").stat().st_size
+        result = check_database(db, full=True)
+        assert (path.stat().st_size, Path(f"{path}-wal").stat().st_size) == before
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        db.close()
+    assert result["ok"] is False
+    assert any(f'"{table}"' in row for row in result["integrity"]), result
+    assert result["fts5"]["tables"] == ["docs_fts", "logs_fts"]
+
+
+def test_a_comparison_leaves_no_copy_behind(pristine: Path, tmp_path: Path) -> None:
+    """The copies live in the pooled reader's temp schema and are dropped after each index,
+    passed or failed: a later check (or query) on the same reader starts clean."""
+    from bastion.config import StoreConfig
+
+    db = Database.open(pristine / "bastion.db", StoreConfig(readers=1))
+    try:
+        for _ in range(2):
+            assert check_fts5(db).findings == ()
+        left = db.query("SELECT name FROM temp.sqlite_schema")
+        assert left == []
     finally:
         db.close()
 

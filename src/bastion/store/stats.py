@@ -182,7 +182,7 @@ def foreign_key_rows(tx: ReadTx) -> list[Row]:
     return tx.query("PRAGMA foreign_key_check")
 
 
-def fts5_after(db: Database, integrity: list[str]) -> Fts5Check:
+def fts5_after(db: Database, integrity: list[str], *, compare: bool = True) -> Fts5Check:
     """The FTS5 checks ``integrity_check`` leaves out (:func:`bastion.store.fts.check_fts5`),
     after its rows ``integrity``: the tables those rows already report damaged are not
     checked again (it would only repeat them, holding the write lock for nothing)."""
@@ -193,13 +193,14 @@ def fts5_after(db: Database, integrity: list[str]) -> Fts5Check:
         for row in integrity
         if is_fts5_finding(row) and (name := fts5_table_named(row)) is not None
     )
-    return check_fts5(db, broken=broken)
+    return check_fts5(db, broken=broken, compare=compare)
 
 
 def check_database(db: Database, *, full: bool = True) -> dict[str, Any]:
-    """``integrity_check`` (or ``quick_check``) plus ``foreign_key_check``, on a reader; the
-    full check adds what those leave out of FTS5 indexes (:func:`bastion.store.fts.check_fts5`:
-    an index that does not match its content table, leaf pages without an ``_idx`` entry).
+    """``integrity_check`` (or ``quick_check``) plus ``foreign_key_check``, on a reader, plus
+    what those leave out of FTS5 indexes (:func:`bastion.store.fts.check_fts5`): leaf pages
+    without an ``_idx`` entry (both checks: cheap), an index that does not match its content
+    table (the full check only: it reads and copies every indexed row).
 
     ``repair`` says what mends what was found: ``"reindex"`` when every finding is about FTS5
     indexes alone (rebuilt from their content tables by ``bastion db reindex``), else
@@ -220,10 +221,10 @@ def check_database(db: Database, *, full: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {"check": pragma}
     from bastion.store.fts import is_fts5_finding
 
+    fts = fts5_after(db, integrity, compare=full)
+    if fts.findings:
+        integrity = [*(row for row in integrity if row != "ok"), *fts.findings]
     if full:
-        fts = fts5_after(db, integrity)
-        if fts.findings:
-            integrity = [*(row for row in integrity if row != "ok"), *fts.findings]
         out["fts5"] = {
             "tables": list(fts.tables),
             "compared_with_content": fts.compared,
