@@ -51,6 +51,31 @@ def test_report_covers_every_part_of_a_healthy_home(
     assert "run/token" in paths
 
 
+def test_the_report_says_what_contains_a_service_here_and_leaves_no_cgroup(
+    tmp_path: Path,
+) -> None:
+    """Issue 22 §5: doctor names what contains services on this machine: a cgroup v2 of
+    their own where this process's cgroup is writable (here: Linux, cgroup2 writable as
+    root), else the process group and the shim with the reason; it makes no cgroup to
+    find out. ``[supervisor] cgroups = "off"`` is said as such."""
+    from bastion.supervisor import _platform as plat
+
+    cfg = _healthy_home(tmp_path)
+    found = plat.discover_cgroups(plat.home_tag(cfg.db_path), keep=False)
+    said = run_doctor(cfg, full_check=False)["services"]["containment"]
+    assert said == found.describe()
+    if found.root is not None:
+        assert said.startswith("services contained by cgroup v2 (")
+        assert not found.root.exists()  # asked, not made
+    else:
+        assert said.endswith("cgroup v2 not used: " + found.reason)
+    out = CliRunner().invoke(cli, ["--home", str(cfg.home), "doctor", "--quick"])
+    assert said in out.output
+    off = load_config(cfg.home, env={"BASTION_SUPERVISOR_CGROUPS": "off"})
+    said_off = run_doctor(off, full_check=False)["services"]["containment"]
+    assert said_off.endswith("cgroup v2 not used: [supervisor] cgroups = 'off'")
+
+
 def test_loose_file_modes_and_foreign_key_violations_are_flagged(tmp_path: Path) -> None:
     cfg = _healthy_home(tmp_path)
     os.chmod(cfg.db_path, 0o644)

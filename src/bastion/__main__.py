@@ -4,7 +4,7 @@ the standalone executable (``make dist``)."""
 import sys
 
 #: A frozen executable has no interpreter to run ``_shim.py`` with, so it runs the parent-death
-#: shim itself when started as ``bastion <SHIM_FLAG> FD GRACE PROC -- PROGRAM ...``
+#: shim itself when started as ``bastion <SHIM_FLAG> FD GRACE PROC CGROUP -- PROGRAM ...``
 #: (``bastion.supervisor.process`` starts it so).
 SHIM_FLAG = "--bastion-parent-death-shim"
 

@@ -152,6 +152,11 @@ class SupervisorConfig:
     #: subreaper and also ends a double-forked grandchild at once; pdeathsig leaves that to
     #: the next start's sweep).
     parent_death: Literal["auto", "pdeathsig", "pipe", "job"] = "auto"
+    #: Linux: "auto" puts each service's run in a cgroup v2 of its own where this process's
+    #: cgroup is writable (a delegated subtree, or root), so stop, a restart and the shim
+    #: end every process of it with cgroup.kill, even one that left its group and tree;
+    #: "off" never touches cgroups (the process group and the shim alone, as elsewhere).
+    cgroups: Literal["auto", "off"] = "auto"
     #: How the daemon follows services/ while it runs: "auto" (the OS's file events through
     #: watchfiles, polling if they cannot be had), "poll" (look every watch_poll_ms), "off"
     #: (only `bastion services reload` / POST /v1/services/reload, and API reads, pick up edits).

@@ -329,7 +329,18 @@ def _services_report(cfg: Config) -> dict[str, Any]:
             "started_at": handshake.started_at,
             "version": handshake.version,
         }
-    return {"specs": specs, "daemon": daemon}
+    return {"specs": specs, "daemon": daemon, "containment": _containment(cfg)}
+
+
+def _containment(cfg: Config) -> str:
+    """What contains a service's processes on this machine: a cgroup v2 of its own where
+    this process's cgroup is writable (Linux), else the process group and the shim, and
+    why. Leaves no cgroup behind (a running daemon's is left as it is)."""
+    from bastion.supervisor import _platform as plat
+
+    if cfg.supervisor.cgroups == "off":
+        return plat.Cgroups(None, "[supervisor] cgroups = 'off'").describe()
+    return plat.discover_cgroups(plat.home_tag(cfg.db_path), keep=False).describe()
 
 
 def run_doctor(cfg: Config, *, full_check: bool = True) -> dict[str, Any]:

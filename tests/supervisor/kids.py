@@ -172,6 +172,18 @@ def _double_fork(pid_file: str, *, leave_session: bool) -> None:
         signal.pause()
 
 
+def escape_when_orphaned(pid_file: str, grandchild_file: str) -> None:
+    """Record this pid; once the parent (the shim) is gone, double-fork a grandchild that
+    leaves the session, ignores SIGTERM and records its pid: a process that was never in any
+    tree a supervisor looked at, nor in the group. Only a cgroup still holds it."""
+    parent = os.getppid()
+    Path(pid_file + ".tmp").write_text(str(os.getpid()))
+    os.replace(pid_file + ".tmp", pid_file)
+    while os.getppid() == parent:
+        time.sleep(0.01)  # no event says our parent died (PDEATHSIG is the supervisor's)
+    _double_fork(grandchild_file, leave_session=True)
+
+
 def signal_log(out_file: str) -> None:
     """Append the name of every HUP/USR1/USR2/TERM received to ``out_file``; exit on TERM."""
 

@@ -62,6 +62,8 @@ def _human(d: dict[str, Any]) -> str:
         f"services:  {len(svc.get('specs', []))} specs; daemon "
         + (f"running (pid {daemon['pid']})" if daemon.get("running") else "not running")
     )
+    if svc.get("containment"):
+        lines.append(f"           {svc['containment']}")
     b = d.get("backups", {})
     lines.append(f"backups:   {b.get('count', 0)}, {len(b.get('damaged', []))} damaged")
     disk = d.get("disk", {})

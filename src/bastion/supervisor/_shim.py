@@ -2,7 +2,7 @@
 systems without ``PR_SET_PDEATHSIG`` (macOS, the BSDs), or on Linux with
 ``[supervisor] parent_death = "pipe"``.
 
-Run as ``python -I -S _shim.py FD GRACE PROC -- PROGRAM ARGS...`` (by path, so nothing of
+Run as ``python -I -S _shim.py FD GRACE PROC CGROUP -- PROGRAM ARGS...`` (by path, so nothing of
 bastion is imported: it starts once per service start). FD is this process's end of a socket
 pair whose other end only the supervisor holds (non-inheritable there); the supervisor leads
 nothing else to it, so when the supervisor dies, even by ``kill -9``, the kernel closes its
@@ -23,7 +23,10 @@ in the same group, so the supervisor's group signals reach the program directly.
 - on EOF, ends the group and every descendant that left it (``setsid`` after a double fork;
   on Linux the shim is a subreaper, so such orphans are re-parented to it and found in the
   process table PROC, which the supervisor names; ``-`` where there is none to walk): ``SIGTERM`` (+``SIGCONT``), up to GRACE seconds for the program to exit, then
-  ``SIGKILL`` to every descendant until none is left and to the whole group, itself included;
+  ``SIGKILL`` to every descendant until none is left and to the whole group, itself included.
+  Where the service has a cgroup of its own (CGROUP, ``-`` for none; Linux), the shim first
+  moves itself to the cgroup's parent and ends the cgroup at once with ``cgroup.kill``:
+  that also ends what escaped both the group and the tree, and the emptied cgroup is removed;
 - forwards signals sent to it alone (``kill <shim pid>``: TERM, INT, HUP, QUIT, USR1, USR2
   and every other catchable one but job control and faults) to the program;
 - reaps every child it gets (on Linux the supervisor makes it a subreaper, so orphaned
@@ -148,9 +151,11 @@ class Link:
 
 
 class Shim:
-    def __init__(self, link: Link, grace: float, proc: str = "") -> None:
+    def __init__(self, link: Link, grace: float, proc: str = "", cgroup: str = "") -> None:
         self.link = link
         self.grace = grace
+        #: The service's cgroup ("" where there is none).
+        self.cgroup = cgroup
         #: The process table to find descendants in ("" where there is none).
         self.proc = proc
         self.pid = 0
@@ -247,6 +252,8 @@ class Shim:
             select.select([self.wake_r], [], [], left)
             self.clear_wake()
             self.reap()
+        if self.cgroup:
+            self.kill_cgroup()
         self.kill_tree()
         os.killpg(group, signal.SIGKILL)  # what ignored SIGTERM; this process too
         os._exit(1)  # not reached
@@ -269,6 +276,39 @@ class Shim:
             select.select([self.wake_r], [], [], 0.01)
             self.clear_wake()
             self.reap()
+
+    def kill_cgroup(self) -> None:
+        """End every process of the service's cgroup at once (``cgroup.kill``): what left
+        the group and was re-parented past us too. The shim moves itself out first (to the
+        parent cgroup, this daemon's), so it lives to see the cgroup empty and remove it;
+        if it cannot move, the kill ends it too and the next start removes the cgroup."""
+        parent = os.path.dirname(self.cgroup)
+        with contextlib.suppress(OSError):
+            write_file(os.path.join(parent, "cgroup.procs"), b"0")
+        try:
+            write_file(os.path.join(self.cgroup, "cgroup.kill"), b"1")
+        except OSError:
+            return  # gone already, or not a cgroup: the tree walk below does the job
+        deadline = time.monotonic() + KILL_TREE_MAX_S
+        try:
+            fd = os.open(os.path.join(self.cgroup, "cgroup.events"), os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLPRI | select.POLLERR)
+            while time.monotonic() < deadline:
+                os.lseek(fd, 0, os.SEEK_SET)
+                if b"populated 0" in os.read(fd, 4096):
+                    break
+                # The kernel wakes this poll when "populated" changes; the dead are
+                # reaped meanwhile (by us, once they are our orphans).
+                poller.poll(10)
+                self.reap()
+        finally:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.cgroup)
 
     def wait(self) -> int:
         """Until the program exits (its wait status) or the supervisor dies (no return)."""
@@ -325,6 +365,15 @@ def descendants(root: int, proc: str) -> list[int]:
     return found
 
 
+def write_file(path: str, data: bytes) -> None:
+    """One write to a kernel file (cgroup.procs, cgroup.kill)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
 def exit_like(status: int) -> None:
     """Exit as the program did: same code, or death by the same signal."""
     if os.WIFEXITED(status):
@@ -347,19 +396,21 @@ def exit_like(status: int) -> None:
 
 
 def main(args: list[str]) -> None:
-    if len(args) < 5 or args[3] != "--":
-        sys.stderr.write("usage: _shim.py FD GRACE PROC -- PROGRAM [ARGS...]\n")
+    if len(args) < 6 or args[4] != "--":
+        sys.stderr.write("usage: _shim.py FD GRACE PROC CGROUP -- PROGRAM [ARGS...]\n")
         os._exit(2)
     link = Link(int(args[0]))
     os.set_inheritable(link.fd, False)  # the program must not hold the supervisor's link
-    shim = Shim(link, float(args[1]), "" if args[2] == "-" else args[2])
+    shim = Shim(
+        link, float(args[1]), "" if args[2] == "-" else args[2], "" if args[3] == "-" else args[3]
+    )
     for signum in FORWARDED:
         signal.signal(signum, shim.on_signal)
     try:
         env = link.read_env()
     except (EOFError, ValueError):
         os._exit(1)  # the supervisor died before sending the environment
-    if shim.start(args[4:], env) is None:
+    if shim.start(args[5:], env) is None:
         os._exit(127)
     os.set_blocking(link.fd, False)
     link.ready = True

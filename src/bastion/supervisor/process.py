@@ -26,8 +26,14 @@ group or a Windows Job Object, each a ``Group``); this module is the logic aroun
   (``TerminateJobObject``), then any descendant seen earlier that left the group (``setsid``
   after a double fork) killed by pid **and** create time, never by a pid alone: pids are
   recycled.
+- Cgroups (Linux, where this process's cgroup v2 is writable; ``_platform/cgroup.py``): each
+  run joins a cgroup of its own before exec; the group's kill adds ``cgroup.kill`` and its
+  close kills whatever is still in the cgroup (whatever escaped both the group and the
+  subreaper's tree), waits for it to empty and removes it. Never required: a cgroup that
+  cannot be made or joined is reported and the run goes on without.
 - Sweep: a supervisor that starts after a crash kills the recorded processes of its
-  predecessor that still match their recorded create time, and their groups.
+  predecessor that still match their recorded create time, and their groups (the
+  supervisor also sweeps this home's cgroups).
 
 A child may exit at any moment after the fork, even before :func:`spawn` returns: no step
 between the fork and the running state treats that as an error (see :func:`spawn`).
@@ -56,7 +62,7 @@ from typing import Literal
 from bastion.errors import SpawnFailed
 from bastion.supervisor import _platform as plat
 from bastion.supervisor._aio import within
-from bastion.supervisor._platform import Group, ProcRecord
+from bastion.supervisor._platform import Cgroups, Group, ProcRecord
 from bastion.supervisor.spec import ServiceSpec, StopSpec
 
 __all__ = [
@@ -265,6 +271,9 @@ class ChildProcess:
     #: ``pipe`` mode: the supervisor's end of the shim's link. Closing it (or dying) makes
     #: the shim end the group, so it stays open until the child is stopped.
     link: socket.socket | None = None
+    #: Why this run is not in a cgroup of its own although discovery found cgroups usable
+    #: ("" when it is, or when there are none to use).
+    cgroup_problem: str = ""
 
     @property
     def pid(self) -> int:
@@ -341,11 +350,18 @@ def _spawn_failed(spec: ServiceSpec, reason: str) -> SpawnFailed:
 
 
 async def spawn(
-    spec: ServiceSpec, env: Mapping[str, str], *, parent_death: ParentDeath = "auto"
+    spec: ServiceSpec,
+    env: Mapping[str, str],
+    *,
+    parent_death: ParentDeath = "auto",
+    cgroups: Cgroups | None = None,
 ) -> ChildProcess:
     """Start ``spec``'s program. Raises ``SpawnFailed`` naming the program or cwd.
 
     ``parent_death`` picks how the child dies with the supervisor (see the module docstring).
+    ``cgroups`` (Linux, where discovery found them usable): the child joins the service's
+    own cgroup before exec, and its group ends with ``cgroup.kill``; a cgroup that cannot be
+    made or joined never fails the start (``ChildProcess.cgroup_problem`` says why).
     """
     mode = parent_death_mode(parent_death)
     for key, value in env.items():
@@ -362,6 +378,10 @@ async def spawn(
     argv: tuple[str, ...] = spec.argv
     pass_fds: tuple[int, ...] = ()
     ours = theirs = None
+    cgroup: Path | None = None
+    cgroup_problem = ""
+    if cgroups is not None and cgroups.root is not None:
+        cgroup, cgroup_problem = plat.make_cgroup(cgroups, spec.name)
     if mode == "pipe":
         # socketpair() fds are non-inheritable: no other child of the supervisor holds our
         # end, so the shim's EOF comes exactly when this process dies. Theirs goes to the
@@ -370,7 +390,15 @@ async def spawn(
         grace = min(spec.stop.grace_s, SHIM_GRACE_MAX_S)
         # -I -S: the shim imports only the stdlib and ignores PYTHON* variables the program
         # may declare for itself.
-        shim = (*_shim_command(), str(theirs.fileno()), f"{grace:g}", plat.SHIM_PROC or "-", "--")
+        shim = (
+            *_shim_command(),
+            str(theirs.fileno()),
+            f"{grace:g}",
+            plat.SHIM_PROC or "-",
+            # The shim ends the whole cgroup at once when the supervisor dies.
+            os.fspath(cgroup) if cgroup is not None else "-",
+            "--",
+        )
         argv = (*shim, *spec.argv)
         pass_fds = (theirs.fileno(),)
     spawned_at = time.time()
@@ -394,11 +422,15 @@ async def spawn(
                 mode,
                 parent_pid=os.getpid(),
                 widen=(*((1,) if stdio or capture else ()), *((2,) if capture else ())),
+                cgroup=cgroup,
             ),
         )
     except (OSError, subprocess.SubprocessError) as err:
         if ours is not None:
             ours.close()
+        if cgroup is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(cgroup)  # nothing ran in it
         raise _spawn_failed(spec, _why(err, spec)) from err
     finally:
         if theirs is not None:
@@ -417,6 +449,10 @@ async def spawn(
             ours.close()
         await asyncio.shield(protocol.exited)  # terminated by contain before it ran
         raise _spawn_failed(spec, f"cannot contain it: {err}") from err
+    if cgroup is not None and cgroups is not None:
+        # The child joined its cgroup before exec, or is moved now (under the shim nothing
+        # of the service runs before the handshake); if neither, it runs without one.
+        group, cgroup_problem = plat.cgroup_contain(group, proc.pid, cgroup, cgroups)
     try:
         child = ChildProcess(
             process=proc,
@@ -426,6 +462,7 @@ async def spawn(
             started_mono=time.monotonic(),
             group=group,
             link=ours,
+            cgroup_problem=cgroup_problem,
         )
         if ours is not None:
             # Once the shim has exited, its link guards nothing: close it with the exit.
@@ -540,7 +577,9 @@ async def stop_child(child: ChildProcess, stop: StopSpec) -> StopResult:
     for rec in child.seen.values():
         leftovers += kill_record(rec)
     child.close_link()  # the group is gone: the shim's link has nothing left to guard
-    group.close()
+    # In a thread: with a cgroup, closing kills what is left in it and waits for it to empty
+    # before removing it (EMPTY_WAIT_S at most).
+    await asyncio.to_thread(group.close)
     return StopResult(child.returncode, killed, leftovers)
 
 

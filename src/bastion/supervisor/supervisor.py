@@ -39,6 +39,7 @@ from typing import Any, Protocol, runtime_checkable
 from bastion.config import SupervisorConfig
 from bastion.errors import BastionError, ServiceNotFound, SpawnFailed
 from bastion.store import Database
+from bastion.supervisor import _platform as plat
 from bastion.supervisor import policy as pol
 from bastion.supervisor._aio import within
 from bastion.supervisor.capture import CapturedLine, LogCapture
@@ -304,8 +305,15 @@ class Supervisor(SecretFollower):
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
         clock_tick_s: float = 1.0,
+        cgroup_mount: str | os.PathLike[str] | None = None,
     ) -> None:
         self._db = db
+        #: Where discovery looks for cgroup2 (None: /proc/self/mountinfo says).
+        self._cgroup_mount = cgroup_mount
+        #: What discovery found at ``open`` (Linux cgroup v2, or why not).
+        self.cgroups = plat.Cgroups(None, "the supervisor is not open yet")
+        #: Why the last run that could not join its cgroup could not ("" when none failed).
+        self.cgroup_problem = ""
         #: Only the sleep/wake watch reads these two; tests inject a wall clock that jumps.
         self._wall = wall_clock
         self._clock_tick_s = clock_tick_s
@@ -347,6 +355,14 @@ class Supervisor(SecretFollower):
         stored = await asyncio.to_thread(self._journal.load)
         live = await asyncio.to_thread(self._journal.live_records)
         orphans: dict[str, int] = {}
+        if self._cfg.cgroups == "off":
+            self.cgroups = plat.Cgroups(None, "[supervisor] cgroups = 'off'")
+        else:
+            tag = plat.home_tag(self._db.path)
+            self.cgroups = await asyncio.to_thread(
+                plat.discover_cgroups, tag, mount=self._cgroup_mount
+            )
+        log.info("%s", self.cgroups.describe())
         if live:
             self.swept = await asyncio.to_thread(sweep, [rec for _id, _svc, rec in live])
             await asyncio.to_thread(self._journal.close_records, [i for i, _s, _r in live])
@@ -356,9 +372,20 @@ class Supervisor(SecretFollower):
             for killed in self.swept:
                 name = owner.get(killed.pid) or owner.get(killed.pgid, "")
                 orphans[name] = orphans.get(name, 0) + 1
-            if self.swept:
-                data = {"killed": [dataclasses.asdict(r) for r in self.swept]}
-                await asyncio.to_thread(self._journal.emit, "supervisor.swept", "supervisor", data)
+        # After the records (their pids and create times name what they kill): whatever is
+        # still in this home's cgroups, an orphan no record names included.
+        by_service, why = await asyncio.to_thread(plat.sweep_cgroups, self.cgroups)
+        if why:
+            log.warning("cgroup sweep: %s", why)
+        known = {r.pid for r in self.swept}
+        for name, pids in by_service.items():
+            for pid in pids:
+                if pid not in known:
+                    self.swept.append(ProcRecord(pid, 0.0))
+                    orphans[name] = orphans.get(name, 0) + 1
+        if self.swept:
+            data = {"killed": [dataclasses.asdict(r) for r in self.swept]}
+            await asyncio.to_thread(self._journal.emit, "supervisor.swept", "supervisor", data)
         for name, row in stored.items():
             # Every stored row, registered or not: its history must not stop mid-run.
             now = await asyncio.to_thread(self._journal.settle, row, orphans.get(name, 0))
@@ -415,6 +442,11 @@ class Supervisor(SecretFollower):
         if self._clock_task is not None:
             self._clock_task.cancel()
             await asyncio.gather(self._clock_task, return_exceptions=True)
+        # Every service is stopped: this home's cgroup holds nothing of ours any more (what
+        # it still holds escaped every stop, and ends here).
+        why = await asyncio.to_thread(plat.release_cgroups, self.cgroups)
+        if why:
+            log.warning("cgroup release: %s", why)
         await self.flush()
         if self._jtask is not None:
             self._jtask.cancel()
@@ -834,11 +866,16 @@ class Supervisor(SecretFollower):
                 spec,
                 build_env(spec, self._daemon_env, values),
                 parent_death=self._cfg.parent_death,
+                cgroups=self.cgroups,
             )
         except BastionError as err:
             # A missing program will not come back by restarting in a loop.
             self._set(svc, S.FAILED, err.message, code=err.code)  # STARTING -> FAILED
             return None
+        if child.cgroup_problem and child.cgroup_problem != self.cgroup_problem:
+            # Once per cause: a refusal that holds for one run holds for the next.
+            log.warning("service %s runs without a cgroup: %s", spec.name, child.cgroup_problem)
+        self.cgroup_problem = child.cgroup_problem or self.cgroup_problem
         svc.secret_names = tuple(sorted(values))
         svc.given = given
         svc.ready = None

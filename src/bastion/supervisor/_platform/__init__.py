@@ -15,6 +15,10 @@ so the macOS paths run in CI). What each provides:
   killed and counted in (a POSIX process group; a Job Object).
 - ``pgid_of``, ``kill_pid``, ``kill_tree``, ``widen_pipe``: the per-process calls;
   ``descendant_pids`` (Linux's /proc lists of children, else None: psutil walks them).
+- ``discover_cgroups(tag, mount=)`` once per supervisor, ``make_cgroup`` before a spawn
+  (passed to ``spawn_options(cgroup=)``, which the child joins before exec),
+  ``cgroup_contain`` after it, ``sweep_cgroups`` at start, ``release_cgroups`` at close: Linux's cgroup v2 containment
+  where it is writable (``cgroup.py``); elsewhere a ``Cgroups`` saying why not, and no-ops.
 - ``on_stop_signals(loop, callback)``: SIGTERM/SIGINT (and Windows' SIGBREAK) to the event
   loop, where asyncio cannot install signal handlers too (Windows' Proactor loop).
 
@@ -26,7 +30,7 @@ from __future__ import annotations
 import sys
 
 from bastion._platform import PORTABLE
-from bastion.supervisor._platform.base import Group, ProcRecord
+from bastion.supervisor._platform.base import Cgroups, Group, ProcRecord, home_tag
 from bastion.supervisor._platform.signals import STOP_SIGNALS, on_stop_signals
 
 if sys.platform == "win32":
@@ -34,13 +38,18 @@ if sys.platform == "win32":
         AUTO_PARENT_DEATH,
         PARENT_DEATH_MODES,
         SHIM_PROC,
+        cgroup_contain,
         contain,
         descendant_pids,
+        discover_cgroups,
         group_by_id,
         kill_pid,
         kill_tree,
+        make_cgroup,
         pgid_of,
+        release_cgroups,
         spawn_options,
+        sweep_cgroups,
         widen_pipe,
     )
 
@@ -50,13 +59,18 @@ elif sys.platform.startswith("linux") and not PORTABLE:
         AUTO_PARENT_DEATH,
         PARENT_DEATH_MODES,
         SHIM_PROC,
+        cgroup_contain,
         contain,
         descendant_pids,
+        discover_cgroups,
         group_by_id,
         kill_pid,
         kill_tree,
+        make_cgroup,
         pgid_of,
+        release_cgroups,
         spawn_options,
+        sweep_cgroups,
         widen_pipe,
     )
 
@@ -66,13 +80,18 @@ else:
         AUTO_PARENT_DEATH,
         PARENT_DEATH_MODES,
         SHIM_PROC,
+        cgroup_contain,
         contain,
         descendant_pids,
+        discover_cgroups,
         group_by_id,
         kill_pid,
         kill_tree,
+        make_cgroup,
         pgid_of,
+        release_cgroups,
         spawn_options,
+        sweep_cgroups,
         widen_pipe,
     )
 
@@ -84,15 +103,22 @@ __all__ = [
     "SHIM_PROC",
     "STOP_SIGNALS",
     "SYSTEM",
+    "Cgroups",
     "Group",
     "ProcRecord",
+    "cgroup_contain",
     "contain",
     "descendant_pids",
+    "discover_cgroups",
     "group_by_id",
+    "home_tag",
     "kill_pid",
     "kill_tree",
+    "make_cgroup",
     "on_stop_signals",
     "pgid_of",
+    "release_cgroups",
     "spawn_options",
+    "sweep_cgroups",
     "widen_pipe",
 ]

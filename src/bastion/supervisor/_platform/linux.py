@@ -13,6 +13,9 @@
   on a desktop).
 - ``F_SETPIPE_SZ``: the capture pipes grow to 1 MiB, in the child before exec (never after:
   a child that exited at once may have had its pipes closed already).
+- cgroup v2 (``cgroup.py``), where this process's cgroup is writable: the child joins its
+  service's cgroup before exec, so everything it ever forks is in it, and ``cgroup.kill``
+  ends the run as one.
 
 ``BASTION_PORTABLE=1`` selects ``posix.py`` instead (docs/platforms.md).
 """
@@ -30,8 +33,11 @@ import functools  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from bastion.supervisor._platform import cgroup as _cg  # noqa: E402
+from bastion.supervisor._platform.base import Cgroups, Group  # noqa: E402
 from bastion.supervisor._platform.posix import (  # noqa: E402
     ProcessGroup,
     contain,
@@ -46,8 +52,13 @@ __all__ = [
     "PARENT_DEATH_MODES",
     "SHIM_PROC",
     "ProcessGroup",
+    "cgroup_contain",
     "contain",
     "descendant_pids",
+    "discover_cgroups",
+    "make_cgroup",
+    "release_cgroups",
+    "sweep_cgroups",
     "group_by_id",
     "kill_pid",
     "kill_tree",
@@ -114,12 +125,25 @@ def widen_pipe(fd: int) -> None:
         fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
 
 
-def _child_setup(parent_pid: int, *, pdeathsig: bool, widen: tuple[int, ...]) -> Callable[[], None]:
+def _child_setup(
+    parent_pid: int, *, pdeathsig: bool, widen: tuple[int, ...], cgroup: Path | None
+) -> Callable[[], None]:
     libc = ctypes.CDLL(None, use_errno=True)
+    procs = None if cgroup is None else os.fsencode(cgroup / "cgroup.procs")
 
     def setup() -> None:
         # Runs in the child between fork and exec. fds 1/2 are the capture pipes by now
         # (subprocess dup2s them before this runs).
+        if procs is not None:
+            # Into the service's cgroup before anything of it runs ("0": the writer), so
+            # every process it forks is born there. A refusal is not fatal: the parent sees
+            # we are not in it (cgroup_contain) and says why; the group and shim remain.
+            with contextlib.suppress(OSError):
+                fd = os.open(procs, os.O_WRONLY)
+                try:
+                    os.write(fd, b"0")
+                finally:
+                    os.close(fd)
         for fd in widen:
             widen_pipe(fd)
         # Ask the kernel to SIGKILL us when the supervisor dies, then close the race where
@@ -135,9 +159,38 @@ def _child_setup(parent_pid: int, *, pdeathsig: bool, widen: tuple[int, ...]) ->
     return setup
 
 
-def spawn_options(mode: str, *, parent_pid: int, widen: tuple[int, ...]) -> dict[str, Any]:
-    """A new session, plus the Linux child setup (parent-death signal, subreaper, pipes)."""
-    return {
-        "start_new_session": True,
-        "preexec_fn": _child_setup(parent_pid, pdeathsig=mode == "pdeathsig", widen=widen),
-    }
+def spawn_options(
+    mode: str, *, parent_pid: int, widen: tuple[int, ...], cgroup: Path | None = None
+) -> dict[str, Any]:
+    """A new session, plus the Linux child setup (its cgroup, parent-death signal,
+    subreaper, pipes)."""
+    setup = _child_setup(parent_pid, pdeathsig=mode == "pdeathsig", widen=widen, cgroup=cgroup)
+    return {"start_new_session": True, "preexec_fn": setup}
+
+
+def discover_cgroups(
+    tag: str, *, mount: str | os.PathLike[str] | None = None, keep: bool = True
+) -> Cgroups:
+    """Whether services get cgroups here (see ``cgroup.discover``)."""
+    return _cg.discover(tag, mount=mount, keep=keep)
+
+
+def make_cgroup(cgroups: Cgroups, service: str) -> tuple[Path | None, str]:
+    """A run's cgroup, made before its spawn; None and why when it cannot be."""
+    return _cg.make(cgroups, service)
+
+
+def cgroup_contain(group: Group, pid: int, path: Path, cgroups: Cgroups) -> tuple[Group, str]:
+    """The run's group with its cgroup once the child is in it; else the group and why."""
+    assert cgroups.mount is not None  # a path was made: discovery found the mount
+    return _cg.contain(group, pid, path, cgroups.mount)
+
+
+def sweep_cgroups(cgroups: Cgroups) -> tuple[dict[str, list[int]], str]:
+    """Kill and remove what a predecessor left in this home's cgroup."""
+    return _cg.sweep(cgroups)
+
+
+def release_cgroups(cgroups: Cgroups) -> str:
+    """End what is left in this home's cgroup and remove it (the supervisor is closing)."""
+    return _cg.release(cgroups)

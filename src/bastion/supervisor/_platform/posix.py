@@ -17,16 +17,22 @@ import contextlib  # noqa: E402 - after the platform guard
 import dataclasses  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from bastion.supervisor._platform.base import Group, ProcRecord  # noqa: E402
+from bastion.supervisor._platform.base import Cgroups, Group, ProcRecord  # noqa: E402
 
 __all__ = [
     "AUTO_PARENT_DEATH",
     "PARENT_DEATH_MODES",
     "ProcessGroup",
+    "cgroup_contain",
     "contain",
     "descendant_pids",
+    "discover_cgroups",
+    "make_cgroup",
+    "release_cgroups",
+    "sweep_cgroups",
     "group_by_id",
     "kill_pid",
     "kill_tree",
@@ -92,7 +98,9 @@ class ProcessGroup:
         pass
 
 
-def spawn_options(mode: str, *, parent_pid: int, widen: tuple[int, ...]) -> dict[str, Any]:
+def spawn_options(
+    mode: str, *, parent_pid: int, widen: tuple[int, ...], cgroup: Path | None = None
+) -> dict[str, Any]:
     """Extra arguments for ``subprocess``: a new session (the child leads its group)."""
     return {"start_new_session": True}
 
@@ -129,3 +137,33 @@ def kill_tree(pid: int) -> None:
 
 def widen_pipe(fd: int) -> None:
     """Grow a pipe's buffer (Linux only; nothing here)."""
+
+
+def discover_cgroups(
+    tag: str, *, mount: str | os.PathLike[str] | None = None, keep: bool = True
+) -> Cgroups:
+    """No cgroups but on Linux."""
+    return Cgroups(
+        None,
+        f"cgroups are used by the Linux process module only (this is {sys.platform}, or BASTION_PORTABLE=1)",
+    )
+
+
+def make_cgroup(cgroups: Cgroups, service: str) -> tuple[Path | None, str]:
+    """No cgroups but on Linux."""
+    return None, cgroups.reason
+
+
+def cgroup_contain(group: Group, pid: int, path: Path, cgroups: Cgroups) -> tuple[Group, str]:
+    """No cgroups but on Linux: the group as it is."""
+    return group, cgroups.reason
+
+
+def sweep_cgroups(cgroups: Cgroups) -> tuple[dict[str, list[int]], str]:
+    """No cgroups but on Linux: nothing to sweep."""
+    return {}, ""
+
+
+def release_cgroups(cgroups: Cgroups) -> str:
+    """No cgroups but on Linux: nothing to release."""
+    return ""

@@ -34,18 +34,24 @@ import functools  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 from ctypes import wintypes  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import psutil  # noqa: E402
 
-from bastion.supervisor._platform.base import Group, ProcRecord  # noqa: E402
+from bastion.supervisor._platform.base import Cgroups, Group, ProcRecord  # noqa: E402
 
 __all__ = [
     "AUTO_PARENT_DEATH",
     "PARENT_DEATH_MODES",
     "JobGroup",
+    "cgroup_contain",
     "contain",
     "descendant_pids",
+    "discover_cgroups",
+    "make_cgroup",
+    "release_cgroups",
+    "sweep_cgroups",
     "group_by_id",
     "kill_pid",
     "kill_tree",
@@ -276,7 +282,9 @@ class _Gone:
         pass
 
 
-def spawn_options(mode: str, *, parent_pid: int, widen: tuple[int, ...]) -> dict[str, Any]:
+def spawn_options(
+    mode: str, *, parent_pid: int, widen: tuple[int, ...], cgroup: Path | None = None
+) -> dict[str, Any]:
     """Start suspended (see :func:`contain`) in a console process group of its own."""
     return {"creationflags": CREATE_SUSPENDED | CREATE_NEW_PROCESS_GROUP}
 
@@ -335,3 +343,30 @@ def kill_tree(pid: int) -> None:
 
 def widen_pipe(fd: int) -> None:
     """Nothing to do: anonymous pipes are sized at creation."""
+
+
+def discover_cgroups(
+    tag: str, *, mount: str | os.PathLike[str] | None = None, keep: bool = True
+) -> Cgroups:
+    """No cgroups but on Linux."""
+    return Cgroups(None, "cgroups are Linux's (a Job Object contains each service on Windows)")
+
+
+def make_cgroup(cgroups: Cgroups, service: str) -> tuple[Path | None, str]:
+    """No cgroups but on Linux."""
+    return None, cgroups.reason
+
+
+def cgroup_contain(group: Group, pid: int, path: Path, cgroups: Cgroups) -> tuple[Group, str]:
+    """No cgroups but on Linux: the group as it is."""
+    return group, cgroups.reason
+
+
+def sweep_cgroups(cgroups: Cgroups) -> tuple[dict[str, list[int]], str]:
+    """No cgroups but on Linux: nothing to sweep."""
+    return {}, ""
+
+
+def release_cgroups(cgroups: Cgroups) -> str:
+    """No cgroups but on Linux: nothing to release."""
+    return ""
