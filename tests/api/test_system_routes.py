@@ -167,3 +167,28 @@ def test_the_integrity_check_sees_a_search_index_out_of_step_with_its_lines(
     scheduled = run_scheduled_check(opened.db, opened.config)
     assert scheduled["ok"] is False
     assert scheduled["repair"] == "reindex"
+
+
+def test_a_search_over_a_damaged_index_is_a_typed_503_naming_the_rebuild(
+    client: TestClient, opened: Home
+) -> None:
+    """A text search that meets FTS5's own damage (here its structure record garbled by
+    another connection) answers 503 `store_index_corrupt` with `db reindex` as the hint:
+    never a 500 or the store's generic SQL error. Other queries of the logs still answer."""
+    from bastion.domains.logs import LogRecord
+
+    opened.logs.insert_batch(
+        LogRecord(float(i), "info", "svc", "stdout", f"line {i} hello") for i in range(50)
+    )
+    assert len(client.get("/v1/logs", params={"text": "hello"}).json()["items"]) == 50
+    opened.db.write(
+        lambda tx: tx.execute(
+            "UPDATE logs_fts_data SET block = x'00000000ffffffffffffffffffffffff' WHERE id = 10"
+        )
+    )
+    r = client.get("/v1/logs", params={"text": "hello"})
+    assert r.status_code == 503, r.text
+    body = r.json()
+    assert body["code"] == "store_index_corrupt"
+    assert "bastion db reindex" in body["hint"]
+    assert len(client.get("/v1/logs", params={"source": "svc"}).json()["items"]) == 50
