@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from unittest.mock import ANY
 
 import apsw
 import pytest
@@ -476,5 +478,59 @@ def test_reindex_refuses_an_unknown_table_and_skips_a_contentless_one(tmp_path: 
             }
         ]
         assert check_fts5(db).findings == ()
+    finally:
+        db.close()
+
+
+@pytest.mark.encrypted_rerun
+def test_the_comparison_and_the_rebuild_on_an_encrypted_database(
+    tmp_path: Path, db_key: Any
+) -> None:
+    """The comparison's copy lives in the reader's temp schema, whatever the file's cipher:
+    on an encrypted database (the encrypted run) it finds a line the index missed, and the
+    rebuild mends it, as on a plaintext one."""
+    db = Database.open(tmp_path / "app.db", key=db_key)
+    try:
+        db.write(lambda tx: tx.script(_DOCS))
+        rows = [(f"doc {i} bravo",) for i in range(200)]
+        db.write(lambda tx: [tx.execute("INSERT INTO docs(body) VALUES (?)", r) for r in rows])
+        assert check_database(db, full=True)["ok"] is True
+
+        def unindexed(tx: Any) -> None:
+            trigger = tx.scalar("SELECT sql FROM sqlite_schema WHERE name = 'docs_ai'")
+            tx.execute("DROP TRIGGER docs_ai")
+            tx.execute("INSERT INTO docs(body) VALUES ('zzqqxx bravo')")
+            tx.execute(trigger)
+
+        db.write(unindexed)
+        result = check_database(db, full=True)
+        assert result["ok"] is False
+        assert result["repair"] == "reindex"
+        assert any('"docs_fts"' in row for row in result["integrity"]), result
+        assert rebuild_fts5(db) == [{"table": "docs_fts", "rebuilt": True, "seconds": ANY}]
+        assert check_database(db, full=True)["ok"] is True
+        assert db.query("SELECT rowid FROM docs_fts WHERE docs_fts MATCH 'zzqqxx'") == [(201,)]
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("damaged", [("row_not_indexed", "docs_fts")], indirect=True)
+def test_an_index_whose_content_table_is_gone_is_reported_not_compared(
+    damaged: tuple[Path, str, str],
+) -> None:
+    """No copy can be made of an index whose content table was dropped: the check says so
+    (not compared, and why) instead of failing or passing it."""
+    home, _kind, _table = damaged
+    conn = apsw.Connection(str(home / "bastion.db"))
+    conn.execute(
+        "DROP TRIGGER docs_ai; DROP TRIGGER docs_ad; DROP TRIGGER docs_au; DROP TABLE docs"
+    )
+    conn.close()
+    db = Database.open(home / "bastion.db")
+    try:
+        found = check_fts5(db)
+        assert found.compared is False
+        assert found.skipped is not None
+        assert "docs_fts" in found.skipped
     finally:
         db.close()

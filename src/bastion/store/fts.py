@@ -275,6 +275,15 @@ def check_fts5(
         except (apsw.FullError, apsw.IOError, apsw.CantOpenError) as err:
             skipped.append(f"{table.name}: temp storage refused the copy ({err})")
             return
+        except apsw.CorruptError as err:
+            # Reading the index's tables or its content for the copy met damaged pages
+            # (integrity_check reports those pages too, which makes the repair a recovery).
+            problem = f'fts5: table "{table.name}" could not be read to compare it: {err}'
+        except apsw.SQLError as err:
+            # The index's declaration or its content table does not let a copy be made (a
+            # content table dropped, a tokenizer this connection lacks): not known damage.
+            skipped.append(f"{table.name}: no copy could be made to compare it ({err})")
+            return
         finally:
             _drop_copy(tx)
         if problem is not None:
