@@ -379,6 +379,11 @@ def run_doctor(cfg: Config, *, full_check: bool = True) -> dict[str, Any]:
             problems.append(
                 f"{name}: integrity {'ok' if chk['integrity_ok'] else 'FAILED'}, "
                 f"{chk['foreign_key_violation_count']} foreign key violations"
+                + (
+                    f" (only full-text indexes: `bastion db reindex --db {name}` rebuilds them)"
+                    if chk.get("repair") == "reindex"
+                    else ""
+                )
             )
         last = d.get("last_scheduled_backup")
         if last and not last.get("ok"):

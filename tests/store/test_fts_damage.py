@@ -534,3 +534,18 @@ def test_an_index_whose_content_table_is_gone_is_reported_not_compared(
         assert "docs_fts" in found.skipped
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("damaged", [("row_not_indexed", "logs_fts")], indirect=True)
+def test_doctor_reports_the_index_and_names_the_rebuild(damaged: tuple[Path, str, str]) -> None:
+    """`bastion doctor` (read-only on the databases) runs the full check: the missed line is
+    a problem naming `db reindex`, and the file is not written."""
+    from bastion.doctor import run_doctor
+
+    home, _kind, _table = damaged
+    before = (home / "bastion.db").read_bytes()
+    report = run_doctor(load_config(home, env={}))
+    named = [p for p in report["problems"] if p.startswith("bastion: integrity FAILED")]
+    assert named, report["problems"]
+    assert "`bastion db reindex --db bastion`" in named[0]
+    assert (home / "bastion.db").read_bytes() == before
