@@ -60,6 +60,7 @@ TINY: dict[str, list[str]] = {
     "vault.py": ["--gets", "200", "--keychain-rounds", "2"],
     "vault_index.py": ["--secrets", "50", "--requests", "5"],
     "logs.py": ["20000", "--search-rows", "20000"],
+    "fts_check.py": ["--rows", "5000", "--rounds", "1"],
     "supervise.py": [],
     # needs wrk: `make test` installs it
     "api.py": ["--seconds", "1", "--runs", "1", "--metrics", "--metrics-rounds", "1"],
