@@ -353,3 +353,43 @@ def home_cgroup(db: Database) -> Path | None:
     if mount is None or ours is None:
         return None
     return Path(mount) / ours.lstrip("/") / f"bastion-{plat.home_tag(db.path)}"
+
+
+def test_a_cgroup_the_kernel_refuses_never_fails_a_start_and_is_said_once(
+    db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cgroups usable (here): this home's cgroup is limited to no descendants
+    (``cgroup.max.descendants = 0``, a real kernel refusal: EAGAIN on mkdir), so a run's
+    cgroup cannot be made; the service starts anyway, twice, and the reason is logged once
+    and kept in ``Supervisor.cgroup_problem``. Not usable: nothing is tried, nothing said."""
+    pid_file = tmp_path / "ready"
+
+    async def scenario() -> tuple[plat.Cgroups, str]:
+        sup = Supervisor(db, [kid("sleepy", "ignore_term", str(pid_file), logs=NO_CAPTURE)])
+        await sup.open()
+        try:
+            if sup.cgroups.root is not None:
+                (sup.cgroups.root / "cgroup.max.descendants").write_text("0")
+            for _ in range(2):
+                pid_file.unlink(missing_ok=True)
+                await sup.start("sleepy")
+                program = int(await asyncio.to_thread(read_pid, pid_file))
+                assert not gone(program)  # started: the refusal did not fail it
+                if sup.cgroups.root is not None:
+                    assert cgroup_of(program) == cgroup_of(os.getpid())  # ran without one
+                await sup.stop("sleepy")
+            return sup.cgroups, sup.cgroup_problem
+        finally:
+            await sup.close()
+
+    with caplog.at_level("WARNING", logger="bastion.supervisor.supervisor"):
+        cgroups, problem = run(scenario)
+    said = [r.getMessage() for r in caplog.records if "runs without a cgroup" in r.getMessage()]
+    if cgroups.root is not None:
+        assert "cannot create" in problem
+        assert "svc-sleepy" in problem
+        assert said == [f"service sleepy runs without a cgroup: {problem}"]
+        assert not cgroups.root.exists()  # close still removed the home's cgroup
+    else:
+        assert problem == ""
+        assert said == []
