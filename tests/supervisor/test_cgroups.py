@@ -393,3 +393,31 @@ def test_a_cgroup_the_kernel_refuses_never_fails_a_start_and_is_said_once(
     else:
         assert problem == ""
         assert said == []
+
+
+def test_discovery_reads_the_mount_table_and_our_cgroup_line(tmp_path: Path) -> None:
+    """The cgroup2 mount is the first whose root is the hierarchy's (a bind mount of a
+    subtree is not), with mountinfo's octal escapes undone; our cgroup is the ``0::`` line,
+    and a process with none (pure cgroup v1) has none. Off Linux (macOS, Windows) discovery
+    says cgroups are not used there, and why."""
+    if not sys.platform.startswith("linux"):
+        assert plat.discover_cgroups("0" * 12).root is None
+        assert plat.discover_cgroups("0" * 12).reason
+        return
+    from bastion.supervisor._platform import cgroup
+
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "30 23 0:26 /sub /mnt/bind rw - cgroup2 cgroup2 rw\n"
+        "31 23 0:27 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+        "32 23 0:26 / /run/my\\040cgroups rw shared:9 - cgroup2 cgroup2 rw,nsdelegate\n"
+    )
+    assert cgroup.find_mount(str(mountinfo)) == "/run/my cgroups"
+    mountinfo.write_text("31 23 0:27 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n")
+    assert cgroup.find_mount(str(mountinfo)) is None
+    assert cgroup.find_mount(str(tmp_path / "missing")) is None
+    mine = tmp_path / "cgroup"
+    mine.write_text("4:memory:/a\n0::/user.slice/app.scope\n")
+    assert cgroup.own_cgroup(str(mine)) == "/user.slice/app.scope"
+    mine.write_text("4:memory:/a\n1:name=systemd:/\n")
+    assert cgroup.own_cgroup(str(mine)) is None
