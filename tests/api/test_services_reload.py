@@ -50,6 +50,22 @@ def _names(c: TestClient) -> list[str]:
     return [s["name"] for s in c.get("/v1/services").json()["items"]]
 
 
+def test_status_says_what_contains_the_services_here(supervised: TestClient, opened: Home) -> None:
+    """Issue 22 §5: the daemon's status names what contains each service on this machine:
+    a cgroup v2 of its own (here: Linux, cgroup2 writable as root, this home's
+    ``bastion-<tag>`` made at start), else the process group and the shim and why not."""
+    from bastion.supervisor import _platform as plat
+
+    services = supervised.get("/v1/status").json()["services"]
+    said = services["containment"]
+    if said.startswith("services contained by cgroup v2 ("):
+        tag = plat.home_tag(opened.config.db_path)
+        assert f"/bastion-{tag})" in said
+    else:
+        assert said.startswith("services contained by process group + shim; cgroup v2 not used: ")
+    assert services["cgroup_problem"] == ""
+
+
 def test_put_declares_validates_and_writes_the_file(supervised: TestClient, opened: Home) -> None:
     c = supervised
     folder = opened.config.services_dir

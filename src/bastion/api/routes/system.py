@@ -62,7 +62,16 @@ def services_summary(state: DaemonState) -> dict[str, Any]:
     statuses = state.supervisor.list()
     for item in statuses:
         counts[item.state] = counts.get(item.state, 0) + 1
-    return {"supervised": True, "total": len(statuses), "by_state": counts}
+    sup = state.supervisor
+    return {
+        "supervised": True,
+        "total": len(statuses),
+        "by_state": counts,
+        # What contains a service's processes here (a cgroup v2 of its own, or the group and
+        # the shim and why not), and why the last run that could not join one could not.
+        "containment": sup.cgroups.describe(),
+        "cgroup_problem": sup.cgroup_problem,
+    }
 
 
 @router.get("/v1/status", tags=["system"], response_model=Status)
