@@ -549,3 +549,47 @@ def test_doctor_reports_the_index_and_names_the_rebuild(damaged: tuple[Path, str
     assert named, report["problems"]
     assert "`bastion db reindex --db bastion`" in named[0]
     assert (home / "bastion.db").read_bytes() == before
+
+
+def test_a_healthy_index_written_during_the_check_is_never_reported(tmp_path: Path) -> None:
+    """The capture keeps writing (and FTS5 keeps merging segments) while the full check
+    copies and compares: each comparison is of one snapshot of index and content together,
+    so a healthy database is never reported damaged, whichever writes land meanwhile."""
+    import threading
+
+    from bastion.config import StoreConfig
+    from bastion.domains import core_namespace
+    from bastion.store.migrations import Migrator
+
+    db = Database.open(tmp_path / "bastion.db", StoreConfig(readers=2))
+    try:
+        Migrator(db).migrate([core_namespace()])
+        repo = LogsRepo(db)
+        repo.insert_batch(
+            LogRecord(float(i), "info", "svc", "stdout", f"earlier {i} hi") for i in range(2000)
+        )
+        stop = threading.Event()
+        written = 0
+
+        def capture() -> None:
+            nonlocal written
+            while not stop.is_set():
+                repo.insert_batch(
+                    LogRecord(float(written + i), "info", "svc", "stdout", f"line {written + i} hi")
+                    for i in range(20)
+                )
+                written += 20
+
+        writer = threading.Thread(target=capture)
+        writer.start()
+        try:
+            results = [check_database(db, full=True) for _ in range(5)]
+        finally:
+            stop.set()
+            writer.join()
+        assert written > 0
+        for result in results:
+            assert result["ok"] is True, result
+            assert result["fts5"]["compared_with_content"] is True
+    finally:
+        db.close()
