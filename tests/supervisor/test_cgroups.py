@@ -29,8 +29,9 @@ from bastion.config import SupervisorConfig
 from bastion.store import Database
 from bastion.supervisor import Supervisor
 from bastion.supervisor import _platform as plat
+from bastion.supervisor.process import ParentDeath
 from tests.helpers import wait_until
-from tests.supervisor.conftest import KIDS, gone, kid
+from tests.supervisor.conftest import KIDS, gone, kid, parametrize_parent_death
 
 pytestmark = pytest.mark.posix
 #: Linux's process module makes the shim a subreaper, so without a cgroup a stop still ends a
@@ -72,17 +73,21 @@ def read_pid(path: Path) -> int:
     return int(wait_until(lambda: path.exists() and path.read_text().strip(), timeout=30))
 
 
+@parametrize_parent_death
 def test_a_run_and_its_escaped_grandchild_are_in_the_services_cgroup_and_stop_removes_it(
-    db: Database, tmp_path: Path
+    db: Database, tmp_path: Path, parent_death: ParentDeath
 ) -> None:
-    """Cgroups usable (here): the shim, the program and a double-forked ``setsid``
-    grandchild are all in ``bastion-<home>/svc-forker``; stop leaves no process and no
-    cgroup, and close removes the home's. Not usable: the reason is reported, and stop
-    still ends the grandchild (through the subreaper shim, as before)."""
+    """Cgroups usable (here): the shim (moved by the supervisor before it forks the
+    program), the program (``pdeathsig``: joined by itself between fork and exec) and a
+    double-forked ``setsid`` grandchild are all in ``bastion-<home>/svc-forker``; stop
+    leaves no process and no cgroup, and close removes the home's. Not usable: the reason is
+    reported, and stop still ends the grandchild (through the subreaper, as before)."""
     pid_file = tmp_path / "grandchild"
+    config = SupervisorConfig(parent_death=parent_death)
 
     async def scenario() -> tuple[plat.Cgroups, int, int]:
-        sup = Supervisor(db, [kid("forker", "double_fork", str(pid_file), logs=NO_CAPTURE)])
+        spec = kid("forker", "double_fork", str(pid_file), logs=NO_CAPTURE)
+        sup = Supervisor(db, [spec], config=config)
         await sup.open()
         try:
             await sup.start("forker")
@@ -92,10 +97,11 @@ def test_a_run_and_its_escaped_grandchild_are_in_the_services_cgroup_and_stop_re
             path = sup.cgroups.service_path("forker")
             if path is not None:
                 want = relative(sup.cgroups, path)
-                shim = psutil.Process(program).ppid()
-                assert {cgroup_of(p) for p in (shim, program, grandchild)} == {want}
-                procs = {int(p) for p in (path / "cgroup.procs").read_text().split()}
-                assert {shim, program, grandchild} <= procs
+                ours = {program, grandchild}
+                if parent_death == "pipe":
+                    ours.add(psutil.Process(program).ppid())  # the shim
+                assert {cgroup_of(p) for p in ours} == {want}
+                assert ours <= {int(p) for p in (path / "cgroup.procs").read_text().split()}
             else:
                 assert sup.cgroups.reason
                 assert "process group + shim; cgroup v2 not used" in sup.cgroups.describe()

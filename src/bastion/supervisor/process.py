@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import socket
 import subprocess
@@ -422,7 +423,11 @@ async def spawn(
                 mode,
                 parent_pid=os.getpid(),
                 widen=(*((1,) if stdio or capture else ()), *((2,) if capture else ())),
-                cgroup=cgroup,
+                # pdeathsig: the program itself joins its cgroup before exec. The shim is
+                # moved from here instead (below): it forks the program only after the
+                # handshake, and a move waits for an RCU grace period (7-15 ms here) that
+                # would stall the event loop inside this call.
+                cgroup=None if mode == "pipe" else cgroup,
             ),
         )
     except (OSError, subprocess.SubprocessError) as err:
@@ -450,9 +455,16 @@ async def spawn(
         await asyncio.shield(protocol.exited)  # terminated by contain before it ran
         raise _spawn_failed(spec, f"cannot contain it: {err}") from err
     if cgroup is not None and cgroups is not None:
-        # The child joined its cgroup before exec, or is moved now (under the shim nothing
-        # of the service runs before the handshake); if neither, it runs without one.
-        group, cgroup_problem = plat.cgroup_contain(group, proc.pid, cgroup, cgroups)
+        # The program joined its cgroup before exec (pdeathsig), or the shim is moved now,
+        # off the event loop (nothing of the service runs before the handshake); if
+        # neither, it runs without one.
+        group, cgroup_problem = await asyncio.to_thread(
+            functools.partial(plat.cgroup_contain, move=mode == "pipe"),
+            group,
+            proc.pid,
+            cgroup,
+            cgroups,
+        )
     try:
         child = ChildProcess(
             process=proc,

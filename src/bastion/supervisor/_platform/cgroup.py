@@ -2,11 +2,14 @@
 
 A cgroup holds every process forked under it, whatever it does (``setsid``, a double fork,
 its parent killed and itself re-parented to init): the kernel moves nothing out. So where a
-cgroup v2 directory is writable, each run joins
-``<our cgroup>/bastion-<home tag>/svc-<service>`` between fork and exec (``join_path``, from
-``linux.py``'s child setup), and ``cgroup.kill`` ends the whole run at once: on stop after
-the grace, when the shim sees the supervisor die, and at the next start for whatever a
-crashed daemon left (:meth:`Cgroups.sweep`). The process group and the subreaper shim stay
+cgroup v2 directory is writable, each run is put in
+``<our cgroup>/bastion-<home tag>/svc-<service>`` before anything of the service runs (the
+shim is moved there before it forks the program, :func:`contain`; under ``pdeathsig`` the
+program joins between fork and exec, in ``linux.py``'s child setup), and ``cgroup.kill``
+ends the whole run at once: on stop after the grace, when the shim sees the supervisor die,
+and at the next start for whatever a crashed daemon left (:func:`sweep`). A move waits for
+an RCU grace period (7-15 ms here), which is why the shim is moved from a worker thread
+rather than joining before its exec, inside ``Popen`` on the event loop. The process group and the subreaper shim stay
 as they are: the cgroup is added to them, never needed. Where no cgroup v2 is mounted, or it
 is not ours to write (a systemd scope that was not delegated, a container), or the kernel
 is older than 5.14 (no ``cgroup.kill``), discovery says why and nothing here is used.
@@ -338,14 +341,21 @@ class CgroupGroup:
         remove_cgroup(self.path)
 
 
-def contain(group: Group, pid: int, path: Path, mount: Path) -> tuple[Group, str]:
-    """The run's group with its cgroup, once the child joined it (in its setup between fork
-    and exec); if it did not, one more try from here (under the shim nothing of the service
-    runs before the handshake, so this is still in time for the program), else the plain
-    group and why."""
+def contain(group: Group, pid: int, path: Path, mount: Path, *, move: bool) -> tuple[Group, str]:
+    """The run's group with its cgroup, once the child is in it: it joined in its setup
+    between fork and exec (``pdeathsig``: the program itself), or it is moved from here (the
+    shim, which forks the program only after the handshake, so the program and everything
+    it forks are still born in the cgroup: ``move``); else the plain group and why."""
     joined = in_cgroup(pid, path, mount)
     if joined is None:  # exited already, and reaped: nothing to move, the cgroup is empty
         return CgroupGroup(group, path), ""
+    if not joined and not move:
+        # The program itself, exec'd already: moving it now would be too late for what it
+        # may have forked meanwhile. Its own write was refused (the same EACCES, EBUSY or
+        # EOPNOTSUPP a move from here would meet).
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+        return group, f"the child's write to {path}/cgroup.procs was refused"
     if not joined:
         err = join_errno(path, pid)
         if err:

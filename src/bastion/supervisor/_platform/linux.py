@@ -180,10 +180,13 @@ def make_cgroup(cgroups: Cgroups, service: str) -> tuple[Path | None, str]:
     return _cg.make(cgroups, service)
 
 
-def cgroup_contain(group: Group, pid: int, path: Path, cgroups: Cgroups) -> tuple[Group, str]:
-    """The run's group with its cgroup once the child is in it; else the group and why."""
+def cgroup_contain(
+    group: Group, pid: int, path: Path, cgroups: Cgroups, *, move: bool
+) -> tuple[Group, str]:
+    """The run's group with its cgroup once the child is in it (joined before exec, or
+    moved from here when ``move``); else the group and why."""
     assert cgroups.mount is not None  # a path was made: discovery found the mount
-    return _cg.contain(group, pid, path, cgroups.mount)
+    return _cg.contain(group, pid, path, cgroups.mount, move=move)
 
 
 def sweep_cgroups(cgroups: Cgroups) -> tuple[dict[str, list[int]], str]:

@@ -357,7 +357,9 @@ def make_cgroup(cgroups: Cgroups, service: str) -> tuple[Path | None, str]:
     return None, cgroups.reason
 
 
-def cgroup_contain(group: Group, pid: int, path: Path, cgroups: Cgroups) -> tuple[Group, str]:
+def cgroup_contain(
+    group: Group, pid: int, path: Path, cgroups: Cgroups, *, move: bool
+) -> tuple[Group, str]:
     """No cgroups but on Linux: the group as it is."""
     return group, cgroups.reason
 
