@@ -204,7 +204,9 @@ class StopSpec:
 
     #: The signal sent to the whole process group to stop it, e.g. "SIGTERM", "SIGINT".
     signal: str = "SIGTERM"
-    #: Seconds to wait after the signal before SIGKILL to the group.
+    #: Seconds to wait after the signal before SIGKILL to the group (on Linux, where
+    #: [supervisor] cgroups can be used, also cgroup.kill of the run's own cgroup, which ends
+    #: a process that left the group too).
     grace_s: float = dataclasses.field(default=5.0, metadata=_b(0, 3600))
 
     @property

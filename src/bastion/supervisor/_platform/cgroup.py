@@ -43,6 +43,7 @@ from bastion.supervisor._platform.base import Cgroups, Group, ProcRecord  # noqa
 __all__ = [
     "EMPTY_WAIT_S",
     "CgroupGroup",
+    "contain",
     "discover",
     "find_mount",
     "in_cgroup",
