@@ -3,14 +3,18 @@ module's real daemon (``conftest.daemon``), made to happen every time instead of
 
 ``body[data-loaded]`` names the view whose data is on screen (tests and assistive tools wait
 for it). A load still in flight when another view was chosen, or when the same view was
-entered again, must not set it when it answers late, nor leave a refresh timer behind.
+entered again, must not set it when it answers late, nor leave a refresh timer behind; nor
+may it put back what it read over something newer the page shows since (a strip drawn for
+another range, a check run or a backup taken from the page, a secret just stored, this
+visit's states and events).
 
 How the race is forced: :class:`Parked` holds a view's data request in Playwright's request
 routing before it leaves the page, so the load is still in flight for as long as the test
 wants; the test changes views, waits for the new view to show as loaded, then lets the
-parked request go to the daemon. Whether the page has finished with the late answer is read
-from the page itself (:data:`COUNT_FETCHES`), so nothing waits a fixed time and nothing
-asserts on timing.
+parked request go to the daemon (or, with ``answered=True``, delivers the answer the daemon
+gave when the page asked, read at once and held). Whether the page has finished with the
+late answer is read from the page itself (:data:`COUNT_FETCHES`), so nothing waits a fixed
+time and nothing asserts on timing.
 """
 
 from __future__ import annotations
