@@ -593,3 +593,30 @@ def test_a_healthy_index_written_during_the_check_is_never_reported(tmp_path: Pa
             assert result["fts5"]["compared_with_content"] is True
     finally:
         db.close()
+
+
+def test_an_index_over_its_own_content_is_compared_and_rebuilt(tmp_path: Path) -> None:
+    """An FTS5 table that keeps its own text (no content= option): SQLite's integrity_check
+    compares this kind itself ("malformed inverted index for FTS5 table main.notes"), which
+    the full check keeps as the finding (and does not repeat); it is index-only damage, and
+    the rebuild makes the index agree with what is left."""
+    db = Database.open(tmp_path / "app.db")
+    try:
+        db.write(lambda tx: tx.script("CREATE VIRTUAL TABLE notes USING fts5(title, body)"))
+        rows = [(f"title {i}", f"body {i} echo") for i in range(300)]
+        db.write(
+            lambda tx: [tx.execute("INSERT INTO notes(title, body) VALUES (?, ?)", r) for r in rows]
+        )
+        assert check_database(db, full=True)["ok"] is True
+        db.write(lambda tx: tx.execute("DELETE FROM notes_content WHERE id = 7"))
+        result = check_database(db, full=True)
+        assert result["ok"] is False
+        assert result["integrity"] == ["malformed inverted index for FTS5 table main.notes"]
+        # The comparison on the copy (which the pragma's finding made redundant here) sees it.
+        (finding,) = check_fts5(db).findings
+        assert 'the index of table "notes" does not match itself' in finding
+        assert result["repair"] == "reindex"
+        rebuild_fts5(db)
+        assert check_database(db, full=True)["ok"] is True
+    finally:
+        db.close()
