@@ -162,7 +162,12 @@ def test_linux_gets_its_module_and_bastion_portable_the_macos_paths() -> None:
 
 
 #: Modules that may read /proc: they are only imported on Linux.
-LINUX_ONLY = {SRC / "_platform" / "linux.py", SRC / "supervisor" / "_platform" / "linux.py"}
+LINUX_ONLY = {
+    SRC / "_platform" / "linux.py",
+    SRC / "supervisor" / "_platform" / "linux.py",
+    # Imported by linux.py only (cgroup v2: /proc/self/mountinfo, /proc/<pid>/cgroup).
+    SRC / "supervisor" / "_platform" / "cgroup.py",
+}
 
 
 def test_no_module_but_the_linux_ones_names_proc() -> None:
