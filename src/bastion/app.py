@@ -450,7 +450,9 @@ def _open_checked(
     permissions: ``IO_ERROR``, or a normal open refused) raises its typed ``StoreIOError``
     and never leads to recovery. Evidence of damage is refused or recovered per
     ``cfg.store.on_corrupt`` (never silently continued on); a missing file the home has
-    held is damage too, and recovery never answers it with an empty database.
+    held is damage too, and recovery never answers it with an empty database. Damage to
+    full-text indexes alone is recovered by rebuilding them in place (:func:`_reindex`), not
+    by restoring a backup, which would lose what was written since.
     """
     from bastion.store.recovery import CheckKind, recover
 
@@ -458,6 +460,7 @@ def _open_checked(
     if check is None:
         check = _check_now(cfg, key)
     report = None
+    rebuilt: list[str] | None = None
     if check.kind in (CheckKind.IO_ERROR, CheckKind.KEY):
         # The disk refused, or the key does not fit: never damage, never a recovery.
         raise check.error()
@@ -475,16 +478,19 @@ def _open_checked(
                 'restore the newest verified backup, or set store.on_corrupt = "recover".'
             )
             raise error
-        report = recover(
-            cfg.db_path,
-            backups_dir=cfg.backups_dir,
-            quarantine_root=cfg.quarantine_dir,
-            check=check,
-            db_name="bastion",
-            # An empty database only replaces a damaged file it quarantined, never a lost one.
-            allow_empty=check.kind is not CheckKind.MISSING,
-            key=key,
-        )
+        rebuilt = _reindex(cfg, key) if check.index_only else None
+        if rebuilt is None:
+            report = recover(
+                cfg.db_path,
+                backups_dir=cfg.backups_dir,
+                quarantine_root=cfg.quarantine_dir,
+                check=check,
+                db_name="bastion",
+                # An empty database only replaces a damaged file it quarantined, never a
+                # lost one.
+                allow_empty=check.kind is not CheckKind.MISSING,
+                key=key,
+            )
     try:
         db = Database.open(cfg.db_path, cfg.store, name="bastion", key=key)
     except StoreIOError as err:
@@ -498,7 +504,46 @@ def _open_checked(
         data = report.to_dict()
         _emit_event(db, "store.quarantined", "bastion", {"dir": data["quarantine_dir"]})
         _emit_event(db, "store.restored", "bastion", {"placed": data["placed"]})
+    if rebuilt is not None:
+        _emit_event(
+            db, "store.reindexed", "bastion", {"tables": rebuilt, "found": list(check.output)}
+        )
     return db, report
+
+
+def _reindex(cfg: Config, key: DatabaseKey | None) -> list[str] | None:
+    """Rebuild ``bastion.db``'s full-text indexes in place, for ``on_corrupt = "recover"``
+    when the open-time check found damage to them alone: each index is derived data, rebuilt
+    from its table (``bastion db reindex``), so nothing is lost, where a restore would lose
+    every write since the newest backup. The rest of the file passed the check (its every
+    finding is FTS5's), so the rebuild's writes go to a sound b-tree. The rebuilt tables, or
+    None when the rebuild or the quick check after it did not mend the file: the caller
+    then recovers as from any damage."""
+    import logging
+
+    from bastion.errors import BastionError
+    from bastion.store.fts import rebuild_fts5
+    from bastion.store.stats import check_database
+
+    log = logging.getLogger("bastion.app")
+    try:
+        db = Database.open(cfg.db_path, cfg.store, name="bastion", key=key)
+    except BastionError as err:
+        log.warning("full-text index damage: the file did not open to rebuild it (%s)", err)
+        return None
+    try:
+        rebuilt = [r["table"] for r in rebuild_fts5(db) if r.get("rebuilt")]
+        after = check_database(db, full=False)
+    except BastionError as err:
+        log.warning("full-text index damage: the rebuild failed (%s); recovering", err)
+        return None
+    finally:
+        db.close()
+    if not after["ok"]:
+        log.warning("full-text index damage: still damaged after the rebuild; recovering")
+        return None
+    log.warning("full-text index damage in %s: rebuilt %s in place", cfg.db_path, rebuilt)
+    return rebuilt
 
 
 def _emit_event(db: Database, kind: str, subject: str, data: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ plain SQLite connection, and opened again through bastion's Database.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -348,6 +349,64 @@ def test_a_home_refuses_index_damage_naming_the_rebuild(damaged: tuple[Path, str
     assert code == 0, (out, err)
     with Home.open(load_config(home, env={})) as opened:
         assert LogsRepo(opened.db).count() == 3000
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        ("structure_garbage", "logs_fts"),
+        ("segment_truncated", "docs_fts"),
+        ("config_lost", "logs_fts"),
+        ("config_version", "docs_fts"),
+    ],
+    indirect=True,
+)
+def test_the_recover_policy_rebuilds_index_damage_in_place(
+    damaged: tuple[Path, str, str],
+) -> None:
+    """Under ``store.on_corrupt = "recover"`` (the daemon's), damage the open-time check
+    finds in full-text indexes alone is mended by rebuilding them where they are: every log
+    line and document is kept (a restore of the newest backup, or an empty database when
+    there is none, would lose them), nothing is quarantined, an event names what was rebuilt
+    and what the check had found, and the full check passes after."""
+    home, kind, table = damaged
+    cfg = load_config(home, env={})
+    cfg = dataclasses.replace(cfg, store=dataclasses.replace(cfg.store, on_corrupt="recover"))
+    with Home.open(cfg) as opened:
+        assert opened.recovery is None
+        assert LogsRepo(opened.db).count() == 3000
+        assert opened.db.read(lambda tx: tx.scalar("SELECT count(*) FROM docs")) == 3000
+        events = opened.events.query(kind="store.reindexed").items
+        assert len(events) == 1, events
+        assert table in events[0].data["tables"]
+        assert events[0].data["found"], events[0].data
+        assert check_database(opened.db)["ok"], kind
+        found = LogsRepo(opened.db).query(text="alpha request", limit=5)
+        assert len(found.items) == 5
+    quarantined = list(cfg.quarantine_dir.iterdir()) if cfg.quarantine_dir.exists() else []
+    assert quarantined == []
+
+
+@pytest.mark.parametrize("damaged", [("structure_garbage", "docs_fts")], indirect=True)
+def test_a_rebuild_that_cannot_mend_the_index_falls_back_to_recovery(
+    damaged: tuple[Path, str, str],
+) -> None:
+    """When the rebuild itself fails (here the index's content table is gone, so there is
+    nothing to rebuild it from), the recover policy does what it does for any damage:
+    quarantine and restore. Nothing is left half-done, and no reindex event is recorded."""
+    home, _kind, _table = damaged
+    conn = apsw.Connection(str(home / "bastion.db"))
+    try:
+        conn.execute("DROP TRIGGER docs_ai; DROP TRIGGER docs_ad; DROP TRIGGER docs_au;")
+        conn.execute("DROP TABLE docs")
+    finally:
+        conn.close()
+    cfg = load_config(home, env={})
+    cfg = dataclasses.replace(cfg, store=dataclasses.replace(cfg.store, on_corrupt="recover"))
+    with Home.open(cfg) as opened:
+        assert opened.recovery is not None
+        assert list(opened.events.query(kind="store.reindexed").items) == []
+    assert any(cfg.quarantine_dir.iterdir())
 
 
 @pytest.mark.parametrize(
