@@ -427,3 +427,51 @@ def test_discovery_reads_the_mount_table_and_our_cgroup_line(tmp_path: Path) -> 
     assert cgroup.own_cgroup(str(mine)) == "/user.slice/app.scope"
     mine.write_text("4:memory:/a\n1:name=systemd:/\n")
     assert cgroup.own_cgroup(str(mine)) is None
+
+
+@parametrize_parent_death
+def test_a_join_the_kernel_refuses_never_fails_a_start(
+    db: Database, tmp_path: Path, parent_death: ParentDeath, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cgroups usable (here): a sibling made ``threaded`` turns the service's cgroup into
+    "domain invalid", so the kernel refuses every process moved into it (EOPNOTSUPP): the
+    supervisor's move of the shim, or under ``pdeathsig`` the program's own write between
+    fork and exec. The service starts anyway, outside any cgroup of ours, and the refusal
+    is logged and kept in ``Supervisor.cgroup_problem``. Not usable: nothing is tried."""
+    pid_file = tmp_path / "ready"
+    config = SupervisorConfig(parent_death=parent_death)
+
+    async def scenario() -> tuple[plat.Cgroups, str]:
+        spec = kid("sleepy", "ignore_term", str(pid_file), logs=NO_CAPTURE)
+        sup = Supervisor(db, [spec], config=config)
+        await sup.open()
+        try:
+            path = sup.cgroups.service_path("sleepy")
+            if sup.cgroups.root is not None and path is not None:
+                path.mkdir()
+                (sup.cgroups.root / "threaded").mkdir()
+                (sup.cgroups.root / "threaded" / "cgroup.type").write_text("threaded")
+                assert (path / "cgroup.type").read_text().strip() == "domain invalid"
+            await sup.start("sleepy")
+            program = int(await asyncio.to_thread(read_pid, pid_file))
+            assert not gone(program)  # started: the refusal did not fail it
+            if sup.cgroups.root is not None:
+                assert cgroup_of(program) == cgroup_of(os.getpid())  # in none of ours
+            await sup.stop("sleepy")
+            return sup.cgroups, sup.cgroup_problem
+        finally:
+            await sup.close()
+
+    with caplog.at_level("WARNING", logger="bastion.supervisor.supervisor"):
+        cgroups, problem = run(scenario)
+    said = [r.getMessage() for r in caplog.records if "runs without a cgroup" in r.getMessage()]
+    if cgroups.root is not None:
+        if parent_death == "pipe":
+            assert problem.endswith("svc-sleepy: Operation not supported")
+        else:
+            assert problem.endswith("svc-sleepy/cgroup.procs was refused")
+        assert said == [f"service sleepy runs without a cgroup: {problem}"]
+        assert not cgroups.root.exists()  # close removed it, the threaded sibling too
+    else:
+        assert problem == ""
+        assert said == []
