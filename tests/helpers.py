@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from hypothesis import settings
@@ -53,3 +54,20 @@ def examples(n: int) -> int:
     100: ``n`` in the normal suite, scaled with the loaded profile's budget otherwise (the
     ``mutate`` profile of `make mutate` runs a tenth; tests/conftest.py)."""
     return max(1, n * settings().max_examples // 100)  # settings(): the loaded profile
+
+
+def remove_home_cgroup(db_path: Path) -> None:
+    """What a test's supervisor left of its home's cgroup v2 (a daemon killed with -9 leaves
+    ``bastion-<tag>``; its next start would sweep it): killed and removed, so no test leaves
+    a cgroup behind on the machine. Linux, where cgroups were usable; nothing elsewhere."""
+    from bastion.supervisor import _platform as plat
+
+    if plat.SYSTEM != "linux":
+        return
+    from bastion.supervisor._platform import cgroup
+
+    mount, ours = cgroup.find_mount(), cgroup.own_cgroup()
+    if mount is not None and ours is not None:
+        root = Path(mount) / ours.lstrip("/") / f"bastion-{plat.home_tag(db_path)}"
+        if root.is_dir():
+            cgroup.remove_cgroup(root)

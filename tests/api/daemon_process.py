@@ -14,6 +14,7 @@ from typing import Any
 
 from bastion.client import DaemonClient
 from bastion.runfiles import TOKEN_FILE, read_token
+from tests.helpers import remove_home_cgroup
 
 
 class RunningDaemon:
@@ -106,6 +107,7 @@ class RunningDaemon:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
+        remove_home_cgroup(self.home / "bastion.db")  # what the killed daemon left
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self._log.close()

@@ -17,6 +17,7 @@ from bastion.errors import SecretNotFound
 from bastion.store import Database
 from bastion.supervisor import _platform as plat
 from bastion.supervisor.spec import ServiceSpec, parse_spec
+from tests.helpers import remove_home_cgroup
 
 KIDS = str(Path(__file__).with_name("kids.py"))
 T = TypeVar("T")
@@ -72,22 +73,7 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database = Database.open(tmp_path / "bastion.db", StoreConfig(), name="bastion")
     yield database
     database.close()
-    _remove_home_cgroup(database.path)
-
-
-def _remove_home_cgroup(db_path: Path) -> None:
-    """What a test's supervisor left of its home's cgroup (a daemon killed with -9 leaves
-    it; the next start would sweep it): killed and removed, so no test leaves a cgroup
-    behind on the machine (Linux, where cgroups were usable)."""
-    if plat.SYSTEM != "linux":
-        return
-    from bastion.supervisor._platform import cgroup
-
-    mount, ours = cgroup.find_mount(), cgroup.own_cgroup()
-    if mount is not None and ours is not None:
-        root = Path(mount) / ours.lstrip("/") / f"bastion-{plat.home_tag(db_path)}"
-        if root.is_dir():
-            cgroup.remove_cgroup(root)
+    remove_home_cgroup(database.path)  # what a kill -9'd test daemon left
 
 
 @pytest.fixture
