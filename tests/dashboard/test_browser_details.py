@@ -160,7 +160,7 @@ def test_the_timeline_label_names_the_selected_range(
     svg = card(page, "echo").locator(".timeline-svg")
     page.wait_for_function(
         """words => document.querySelector('#services li[data-service="echo"] .timeline-svg')
-             .getAttribute('aria-label').includes(`over the last ${words}:`)""",
+             ?.getAttribute('aria-label')?.includes(`over the last ${words}:`)""",
         arg=words,
     )
     label = svg.get_attribute("aria-label") or ""
@@ -180,7 +180,7 @@ def test_each_strip_has_a_legend_and_marks_restarts(signed_in: Session) -> None:
     # Its crash loop: started, exited, waited, restarted (twice), then the breaker opened.
     page.wait_for_function(
         """() => +document.querySelector('#services li[data-service="crasher"] .timeline-svg')
-             .dataset.restarts >= 2"""
+             ?.dataset.restarts >= 2"""
     )
     svg = crasher.locator(".timeline-svg")
     restarts = int(svg.get_attribute("data-restarts") or "0")
@@ -306,7 +306,7 @@ def test_database_view_charts_size_wal_and_backup_ages(signed_in: Session, daemo
     page.click("#backup-now")
     page.wait_for_selector("#backups-table tr[data-backup]", timeout=60_000)
     page.wait_for_function(
-        """() => +document.querySelector('#backup-ages-chart').dataset.backups ===
+        """() => +document.querySelector('#backup-ages-chart')?.dataset.backups ===
              document.querySelectorAll('#backups-table tr[data-backup]').length"""
     )
     ages = page.locator("#backup-ages-chart")

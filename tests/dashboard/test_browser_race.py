@@ -369,7 +369,7 @@ def test_a_strip_read_for_the_range_before_is_not_drawn_over_the_range_chosen_si
     parked.release(1)
     page.wait_for_function(
         """sel => document.querySelector(sel + ' .timeline-svg')
-             .getAttribute('aria-label').includes('over the last day:')""",
+             ?.getAttribute('aria-label')?.includes('over the last day:')""",
         arg=echo,
     )
     day = page.get_attribute(f"{echo} .transitions", "data-count")
@@ -497,7 +497,7 @@ def test_an_earlier_visits_services_answer_delivered_last_does_not_put_back_olde
     parked.release(1)
     pid_cell = '#services li[data-service="echo"] .pid'
     page.wait_for_function(
-        "([sel, pid]) => document.querySelector(sel).textContent === pid", arg=[pid_cell, new_pid]
+        "([sel, pid]) => document.querySelector(sel)?.textContent === pid", arg=[pid_cell, new_pid]
     )
     parked.release(0)  # the first visit's answer arrives last, with the process before
     settle(page, parked)

@@ -882,6 +882,30 @@ def stats(ctx: click.Context, db_name: str, no_headers: bool, as_json: bool) -> 
     emit(data, as_json, human)
 
 
+def record_check_of(target: Any, result: dict[str, Any]) -> None:
+    """Record a check of ``target`` for `db stats` and `doctor` in the home's run/ (an
+    application's database is checked without writing anything into its directory). A disk
+    that refuses (full, read-only) leaves the answer standing, unrecorded, with a note."""
+    from bastion.store.stats import record_check
+
+    if target.run_dir is None:
+        return
+    try:
+        record_check(target.run_dir, target.name, result)
+    except OSError as err:
+        click.echo(
+            f"note: the result was not recorded in {target.run_dir}: {err.strerror or err}",
+            err=True,
+        )
+
+
+def check_problems(result: dict[str, Any]) -> list[str]:
+    """The first problems a failed check found, and its foreign key violations' count."""
+    shown = result["integrity"][:3] if not result["integrity_ok"] else []
+    fk = result["foreign_key_violation_count"]
+    return [*shown, *([f"{fk} foreign key violations"] if fk else [])]
+
+
 @click.command()
 @db_option
 @click.option("--quick", is_flag=True, help="quick_check instead of the full integrity_check.")
@@ -891,7 +915,7 @@ def stats(ctx: click.Context, db_name: str, no_headers: bool, as_json: bool) -> 
 def check(ctx: click.Context, db_name: str, quick: bool, as_json: bool) -> None:
     """integrity_check and foreign_key_check; exits 74 when either finds a problem."""
     from bastion.errors import IndexCorrupt, StoreCorrupt
-    from bastion.store.stats import check_database, record_check
+    from bastion.store.stats import check_database
 
     cfg = config_from(ctx)
     target = _target(cfg, db_name)
@@ -902,21 +926,10 @@ def check(ctx: click.Context, db_name: str, quick: bool, as_json: bool) -> None:
         result["read_only"] = db.readonly
     finally:
         db.close()
-    try:
-        # Recorded for `db stats` and `doctor` in the home's run/; an application's database
-        # is checked without writing anything into its directory.
-        if target.run_dir is not None:
-            record_check(target.run_dir, target.name, result)
-    except OSError as err:  # a full or read-only disk: the answer stands, unrecorded
-        click.echo(
-            f"note: the result was not recorded in {target.run_dir}: {err.strerror or err}",
-            err=True,
-        )
+    record_check_of(target, result)
     if not result["ok"]:
-        problems = result["integrity"][:3] if not result["integrity_ok"] else []
-        fk = result["foreign_key_violation_count"]
         message = f"{target.label}: {result['check']} found problems: " + "; ".join(
-            [*problems, *([f"{fk} foreign key violations"] if fk else [])]
+            check_problems(result)
         )
         if result["repair"] == "reindex":
             # Derived data only: rebuilt from the tables, which the check found sound.

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from bastion.cli._output import config_from, emit, json_option, run_command
-from bastion.cli.db_ops import _open, _target, db_option
+from bastion.cli.db_ops import _open, _target, check_problems, db_option, record_check_of
 
 
 @click.command()
@@ -37,7 +37,7 @@ def reindex(ctx: click.Context, db_name: str, tables: tuple[str, ...], as_json: 
     wait); exits 74 when the check still finds damage (then `bastion db recover`)."""
     from bastion.errors import StoreCorrupt
     from bastion.store.fts import rebuild_fts5
-    from bastion.store.stats import check_database, record_check
+    from bastion.store.stats import check_database
 
     cfg = config_from(ctx)
     target = _target(cfg, db_name)
@@ -47,21 +47,11 @@ def reindex(ctx: click.Context, db_name: str, tables: tuple[str, ...], as_json: 
         result = check_database(db, full=True)
     finally:
         db.close()
-    if target.run_dir is not None:
-        try:
-            record_check(target.run_dir, target.name, result)
-        except OSError as err:  # a full or read-only disk: the answer stands, unrecorded
-            click.echo(
-                f"note: the check was not recorded in {target.run_dir}: {err.strerror or err}",
-                err=True,
-            )
+    record_check_of(target, result)
     if not result["ok"]:
-        shown = result["integrity"][:3] if not result["integrity_ok"] else []
-        fk = result["foreign_key_violation_count"]
         raise StoreCorrupt(
             f"{target.label}: rebuilt {', '.join(r['table'] for r in rebuilt if r['rebuilt'])}"
-            f" but {result['check']} still finds problems: "
-            + "; ".join([*shown, *([f"{fk} foreign key violations"] if fk else [])]),
+            f" but {result['check']} still finds problems: " + "; ".join(check_problems(result)),
             hint=f"The damage is not in the indexes alone: run `bastion db recover --db "
             f"{target.label}` to restore the newest verified backup.",
         )

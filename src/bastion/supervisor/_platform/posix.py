@@ -21,6 +21,12 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bastion.supervisor._platform.base import Cgroups, Group, ProcRecord  # noqa: E402
+from bastion.supervisor._platform.nocgroups import (  # noqa: E402
+    cgroup_contain,
+    make_cgroup,
+    release_cgroups,
+    sweep_cgroups,
+)
 
 __all__ = [
     "AUTO_PARENT_DEATH",
@@ -147,25 +153,3 @@ def discover_cgroups(
         None,
         f"cgroups are used by the Linux process module only (this is {sys.platform}, or BASTION_PORTABLE=1)",
     )
-
-
-def make_cgroup(cgroups: Cgroups, service: str) -> tuple[Path | None, str]:
-    """No cgroups but on Linux."""
-    return None, cgroups.reason
-
-
-def cgroup_contain(
-    group: Group, pid: int, path: Path, cgroups: Cgroups, *, move: bool
-) -> tuple[Group, str]:
-    """No cgroups but on Linux: the group as it is."""
-    return group, cgroups.reason
-
-
-def sweep_cgroups(cgroups: Cgroups) -> tuple[dict[str, list[int]], str]:
-    """No cgroups but on Linux: nothing to sweep."""
-    return {}, ""
-
-
-def release_cgroups(cgroups: Cgroups) -> str:
-    """No cgroups but on Linux: nothing to release."""
-    return ""

@@ -40,6 +40,12 @@ from typing import Any  # noqa: E402
 import psutil  # noqa: E402
 
 from bastion.supervisor._platform.base import Cgroups, Group, ProcRecord  # noqa: E402
+from bastion.supervisor._platform.nocgroups import (  # noqa: E402
+    cgroup_contain,
+    make_cgroup,
+    release_cgroups,
+    sweep_cgroups,
+)
 
 __all__ = [
     "AUTO_PARENT_DEATH",
@@ -350,25 +356,3 @@ def discover_cgroups(
 ) -> Cgroups:
     """No cgroups but on Linux."""
     return Cgroups(None, "cgroups are Linux's (a Job Object contains each service on Windows)")
-
-
-def make_cgroup(cgroups: Cgroups, service: str) -> tuple[Path | None, str]:
-    """No cgroups but on Linux."""
-    return None, cgroups.reason
-
-
-def cgroup_contain(
-    group: Group, pid: int, path: Path, cgroups: Cgroups, *, move: bool
-) -> tuple[Group, str]:
-    """No cgroups but on Linux: the group as it is."""
-    return group, cgroups.reason
-
-
-def sweep_cgroups(cgroups: Cgroups) -> tuple[dict[str, list[int]], str]:
-    """No cgroups but on Linux: nothing to sweep."""
-    return {}, ""
-
-
-def release_cgroups(cgroups: Cgroups) -> str:
-    """No cgroups but on Linux: nothing to release."""
-    return ""
