@@ -11,6 +11,7 @@ import http.server
 import json
 import os
 import re
+import select
 import signal
 import socket
 import sys
@@ -177,10 +178,16 @@ def escape_when_orphaned(pid_file: str, grandchild_file: str) -> None:
     leaves the session, ignores SIGTERM and records its pid: a process that was never in any
     tree a supervisor looked at, nor in the group. Only a cgroup still holds it."""
     parent = os.getppid()
+    try:
+        # Readable once the parent has exited (Linux: the only system with cgroups here).
+        watch = os.pidfd_open(parent)
+    except ProcessLookupError:
+        watch = None  # gone already
     Path(pid_file + ".tmp").write_text(str(os.getpid()))
     os.replace(pid_file + ".tmp", pid_file)
-    while os.getppid() == parent:
-        time.sleep(0.01)  # no event says our parent died (PDEATHSIG is the supervisor's)
+    if watch is not None:
+        select.select([watch], [], [])
+        os.close(watch)
     _double_fork(grandchild_file, leave_session=True)
 
 
