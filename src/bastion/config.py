@@ -73,6 +73,12 @@ class StoreConfig:
     on_corrupt: Literal["auto", "refuse", "recover"] = "auto"
     #: Seconds between the daemon's full integrity_check runs (0 disables them).
     integrity_check_interval_s: int = dataclasses.field(default=24 * 3600, metadata=_bounds(0))
+    #: The largest database (MiB, its WAL included) whose full-text indexes the full
+    #: integrity check compares with their tables: the comparison copies each index and its
+    #: text into temporary storage (memory for an encrypted database) and takes a few times
+    #: integrity_check. A larger file's indexes are reported "not compared"; 0 compares
+    #: whatever the size.
+    fts_compare_max_mb: int = dataclasses.field(default=256, metadata=_bounds(0))
     #: Cap on the open-time ``quick_check``; larger files get the header check only.
     open_check_max_bytes: int = dataclasses.field(default=256 * 1024 * 1024, metadata=_bounds(0))
     #: Time cap on the open-time ``quick_check``; an interrupted check is inconclusive, not bad.

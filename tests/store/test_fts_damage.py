@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from bastion.app import Home
 from bastion.cli import cli
-from bastion.config import load_config
+from bastion.config import StoreConfig, load_config
 from bastion.domains.logs import LogRecord, LogsRepo
 from bastion.errors import IndexCorrupt, NotFound
 from bastion.store import Database
@@ -385,6 +385,44 @@ def test_the_recover_policy_rebuilds_index_damage_in_place(
         assert len(found.items) == 5
     quarantined = list(cfg.quarantine_dir.iterdir()) if cfg.quarantine_dir.exists() else []
     assert quarantined == []
+
+
+@pytest.mark.parametrize("damaged", [("row_not_indexed", "logs_fts")], indirect=True)
+def test_a_database_over_the_comparison_bound_is_said_not_compared(
+    damaged: tuple[Path, str, str],
+) -> None:
+    """The comparison copies each index and its text into temporary storage (memory for an
+    encrypted database): past ``store.fts_compare_max_mb`` (the file and its WAL) it is not
+    run, and the full check says so -- ``compared_with_content`` false and why -- instead of
+    passing what only the comparison sees. The cheap look still runs; 0 lifts the bound."""
+    home, _kind, _table = damaged
+    path = home / "bastion.db"
+    with Database.open(path) as db:  # past 2 MiB, whatever the page cache kept
+        db.write(lambda tx: tx.script("CREATE TABLE ballast(b BLOB)"))
+        for _ in range(3):
+            db.write(lambda tx: tx.execute("INSERT INTO ballast VALUES (zeroblob(1048576))"))
+    bounded = Database.open(path, StoreConfig(fts_compare_max_mb=2))
+    try:
+        result = check_database(bounded)
+    finally:
+        bounded.close()
+    assert result["ok"] is True  # nothing the uncompared checks can see
+    assert result["fts5"]["compared_with_content"] is False
+    assert "store.fts_compare_max_mb = 2" in result["fts5"]["skipped"]
+    # `bastion db check` reads the same setting, and says what it did not compare.
+    said = CliRunner().invoke(
+        cli, ["--home", str(home), "db", "check"], env={"BASTION_STORE_FTS_COMPARE_MAX_MB": "2"}
+    )
+    assert said.exit_code == 0, said.output
+    assert "note: full-text indexes not compared with their content: bastion is" in said.stdout
+    unbounded = Database.open(path, StoreConfig(fts_compare_max_mb=0))
+    try:
+        result = check_database(unbounded)
+    finally:
+        unbounded.close()
+    assert result["fts5"]["compared_with_content"] is True
+    assert result["ok"] is False
+    assert result["repair"] == "reindex"
 
 
 @pytest.mark.parametrize("damaged", [("structure_garbage", "docs_fts")], indirect=True)

@@ -250,7 +250,8 @@ def check_fts5(
     read-only is checked the same): leaf pages missing their ``_idx`` entry, then FTS5's
     integrity-check with rank 1 on a copy in the reader's temp schema (:func:`_compare`).
     ``broken`` names tables whose damage is already known (FTS5 cannot even open them): not
-    checked again. A comparison the temp storage refused (full) is reported as not run.
+    checked again. A comparison the temp storage refused (full) is reported as not run, and
+    so is every comparison of a database larger than ``store.fts_compare_max_mb``.
     ``compare=False`` (the quick check) looks for the lost ``_idx`` entries only: they cost
     a read of the leaf pages' headers (~2-4% of ``quick_check`` at 200,000 log lines),
     where the comparison reads and copies every indexed row."""
@@ -259,6 +260,19 @@ def check_fts5(
     tables = [t for t in every if t.name not in broken]
     findings: list[str] = []
     skipped: list[str] = []
+    limit_mb = db.config.fts_compare_max_mb
+    if compare and limit_mb and tables:
+        # The copy is of each index and its text: bounded by the file, WAL included. Past
+        # the bound the comparison is not run, and the result says so (never a silent pass).
+        sizes = db.file_sizes()
+        size = sizes.get("db", 0) + sizes.get("wal", 0)
+        if size > limit_mb * 1024 * 1024:
+            compare = False
+            skipped.append(
+                f"{db.name} is {size / 1048576:.0f} MiB, over "
+                f"store.fts_compare_max_mb = {limit_mb} (the copy the comparison makes would "
+                "take as much temporary storage; raise it, or 0 for no limit, to compare)"
+            )
 
     def check(tx: ReadTx, table: Fts5Table) -> None:
         try:
