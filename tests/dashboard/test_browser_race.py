@@ -295,13 +295,14 @@ def test_a_first_page_answered_after_a_new_filter_does_not_mark_the_logs_view_lo
 
 # --- what a view's load writes besides the marker -------------------------------------------
 
-#: A check run through the API the way the page runs one (its session's CSRF header).
-RUN_CHECK = """async (kind) => {
+#: A POST through the API the way the page sends one (its session's CSRF header): a check
+#: run, an action on a service. Its status.
+POST_AS_PAGE = """async ([path, body]) => {
   const session = await (await fetch("/dashboard/session", { credentials: "same-origin" })).json();
-  const response = await fetch("/v1/dashboard/checks", {
+  const response = await fetch(path, {
     method: "POST", credentials: "same-origin",
     headers: { "Content-Type": "application/json", [session.csrf_header || "x-bastion-csrf"]: session.csrf_token },
-    body: JSON.stringify({ kind }),
+    body: JSON.stringify(body),
   });
   await response.text();
   return response.status;
@@ -314,7 +315,7 @@ def test_a_database_load_answered_after_a_check_ran_does_not_show_the_older_chec
     page = counting.page
     show(page, "database")
     # The last check on record is an integrity check...
-    assert page.evaluate(RUN_CHECK, "integrity") == 200
+    assert page.evaluate(POST_AS_PAGE, ["/v1/dashboard/checks", {"kind": "integrity"}]) == 200
     # ... and a refresh of the view reads it, while one of its other reads is held.
     parked = park(parked_pages, page, VIEW_REQUEST["database"])
     parked.wait(1)
@@ -441,7 +442,7 @@ def test_an_earlier_visits_load_answering_last_does_not_put_back_what_it_read(
     settle(page, parked)
     # ... when something happens (a check, recorded as an event), and the reader leaves and
     # comes back: this visit's load has the new event.
-    assert page.evaluate(RUN_CHECK, "quick") == 200
+    assert page.evaluate(POST_AS_PAGE, ["/v1/dashboard/checks", {"kind": "quick"}]) == 200
     show(page, "logs")
     click(page, view)
     parked.wait(2)
@@ -461,18 +462,6 @@ SERVICE_PID = """async (name) => {
   return String(svc.state).toLowerCase() === "running" && svc.pid ? String(svc.pid) : null;
 }"""
 
-#: An action on a service the way the page posts one (its session's CSRF header).
-SERVICE_ACTION = """async ([name, action]) => {
-  const session = await (await fetch("/dashboard/session", { credentials: "same-origin" })).json();
-  const response = await fetch(`/v1/services/${name}/${action}`, {
-    method: "POST", credentials: "same-origin",
-    headers: { "Content-Type": "application/json", [session.csrf_header || "x-bastion-csrf"]: session.csrf_token },
-    body: "{}",
-  });
-  await response.text();
-  return response.status;
-}"""
-
 
 def test_an_earlier_visits_services_answer_delivered_last_does_not_put_back_older_states(
     counting: Session, parked_pages: list[Parked]
@@ -486,7 +475,7 @@ def test_an_earlier_visits_services_answer_delivered_last_does_not_put_back_olde
     parked.wait(1)
     show(page, "logs")
     # Meanwhile echo is restarted: a new process.
-    assert page.evaluate(SERVICE_ACTION, ["echo", "restart"]) in (200, 202)
+    assert page.evaluate(POST_AS_PAGE, ["/v1/services/echo/restart", {}]) in (200, 202)
     new_pid = wait_until(
         lambda: (pid := page.evaluate(SERVICE_PID, "echo")) != old_pid and pid,
         timeout=60,
