@@ -17,8 +17,9 @@ so the macOS paths run in CI). What each provides:
   ``descendant_pids`` (Linux's /proc lists of children, else None: psutil walks them).
 - ``discover_cgroups(tag, mount=)`` once per supervisor, ``make_cgroup`` before a spawn
   (passed to ``spawn_options(cgroup=)``, which the child joins before exec),
-  ``cgroup_contain`` after it, ``sweep_cgroups`` at start, ``release_cgroups`` at close: Linux's cgroup v2 containment
-  where it is writable (``cgroup.py``); elsewhere a ``Cgroups`` saying why not, and no-ops.
+  ``cgroup_contain`` after it, ``sweep_cgroups`` at start, ``release_cgroups`` at close:
+  Linux's cgroup v2 containment where it is writable (``cgroup.py``); elsewhere a
+  ``Cgroups`` saying why not, and no-ops (``nocgroups.py``).
 - ``on_stop_signals(loop, callback)``: SIGTERM/SIGINT (and Windows' SIGBREAK) to the event
   loop, where asyncio cannot install signal handlers too (Windows' Proactor loop).
 

@@ -9,10 +9,11 @@ program joins between fork and exec, in ``linux.py``'s child setup), and ``cgrou
 ends the whole run at once: on stop after the grace, when the shim sees the supervisor die,
 and at the next start for whatever a crashed daemon left (:func:`sweep`). A move waits for
 an RCU grace period (7-15 ms here), which is why the shim is moved from a worker thread
-rather than joining before its exec, inside ``Popen`` on the event loop. The process group and the subreaper shim stay
-as they are: the cgroup is added to them, never needed. Where no cgroup v2 is mounted, or it
-is not ours to write (a systemd scope that was not delegated, a container), or the kernel
-is older than 5.14 (no ``cgroup.kill``), discovery says why and nothing here is used.
+rather than joining before its exec, inside ``Popen`` on the event loop. The process group
+and the subreaper shim stay as they are: the cgroup is added to them, never needed. Where
+no cgroup v2 is mounted, or it is not ours to write (a systemd scope that was not
+delegated, a container), or the kernel is older than 5.14 (no ``cgroup.kill``), discovery
+says why and nothing here is used.
 
 Names: ``bastion-<home tag>`` (12 hex digits of the SHA-256 of the home's database path) is
 this home's own; a sweep kills and removes only what is under it, never another home's or

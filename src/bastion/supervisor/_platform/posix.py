@@ -151,5 +151,6 @@ def discover_cgroups(
     """No cgroups but on Linux."""
     return Cgroups(
         None,
-        f"cgroups are used by the Linux process module only (this is {sys.platform}, or BASTION_PORTABLE=1)",
+        "cgroups are used by the Linux process module only "
+        f"(this is {sys.platform}, or BASTION_PORTABLE=1)",
     )
