@@ -192,20 +192,21 @@ def escape_when_orphaned(pid_file: str, grandchild_file: str) -> None:
 
 
 def signal_log(out_file: str) -> None:
-    """Append the name of every HUP/USR1/USR2/TERM received to ``out_file``; exit on TERM."""
-
-    def note(signum: int, _frame: object) -> None:
+    """Append the name of every HUP/USR1/USR2/TERM received to ``out_file``, one at a time
+    in the order they are taken; exit on TERM. Taken with ``sigwait`` (blocked, so none is
+    lost before "ready"): a Python handler can be interrupted by the next signal's handler,
+    which then wrote a later signal's name first (a HUP to the group and a USR1 forwarded by
+    the shim a moment later, logged USR1 then HUP)."""
+    wanted = {signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    with open(out_file, "a") as out:
+        out.write("ready\n")
+    while True:
+        signum = signal.sigwait(wanted)
         with open(out_file, "a") as out:
             out.write(signal.Signals(signum).name + "\n")
         if signum == signal.SIGTERM:
             sys.exit(0)
-
-    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM):
-        signal.signal(sig, note)
-    with open(out_file, "a") as out:
-        out.write("ready\n")
-    while True:
-        signal.pause()
 
 
 def secret_user(var: str, out_file: str, reload_file: str) -> None:
