@@ -22,6 +22,7 @@ BASE = {
     "errors",
     "config",
     "_fs",
+    "_text",
     "_home",
     "_lazy",
     "_lockfile",

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from bastion._text import read_text
 from bastion.errors import ConfigError
 
 __all__ = [
@@ -388,12 +389,15 @@ def _load(
     raw: dict[str, dict[str, tuple[Any, str]]] = {name: {} for name in _SECTIONS}
 
     toml_path = home_path / CONFIG_FILE
-    if toml_path.is_file():
+    # A directory, an unreadable file or one in another encoding is an error naming it, never
+    # "no bastion.toml": the settings it holds would be silently replaced by the defaults.
+    toml_text = read_text(toml_path, ConfigError, CONFIG_FILE, missing_ok=True)
+    if toml_text is not None:
         import tomllib  # only when the file exists: `bastion settings get` starts cold
 
         try:
-            data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            data = tomllib.loads(toml_text)
+        except tomllib.TOMLDecodeError as err:
             raise ConfigError(
                 f"{toml_path} is not valid TOML: {err}",
                 hint="Fix the syntax at the position named, or move the file away to use defaults.",

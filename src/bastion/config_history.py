@@ -56,10 +56,11 @@ def _repo(home: Home) -> ConfigHistoryRepo:
 
 
 def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
+    from bastion._text import read_text
+
+    # As load_config reads it (a UTF-8 byte-order mark dropped): the text recorded is the
+    # text that was checked.
+    return read_text(path, ConfigError, CONFIG_FILE, missing_ok=True)
 
 
 def check_config_text(text: str) -> None:
@@ -75,12 +76,12 @@ def sync_config(home: Home, author: str = "file") -> ConfigVersion | None:
     invalid file is not recorded: it cannot be what runs)."""
     from bastion.domains.confighistory import CONFIG_TARGET
 
-    text = _read(home.config.home / CONFIG_FILE)
-    if text is not None:
-        try:
+    try:
+        text = _read(home.config.home / CONFIG_FILE)
+        if text is not None:
             check_config_text(text)
-        except ConfigError:
-            return None
+    except ConfigError:
+        return None
     return _repo(home).record(CONFIG_TARGET, text, author)
 
 

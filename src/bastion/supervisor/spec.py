@@ -657,19 +657,15 @@ def load_spec(path: Path) -> ServiceSpec:
 def read_spec(path: Path) -> tuple[ServiceSpec, str]:
     """:func:`load_spec`, and the text the spec was parsed from (what the configuration
     history records: exactly the version that was checked)."""
+    from bastion._text import read_text
+
+    text = read_text(path, ServiceSpecError, "service spec")
     try:
-        text = path.read_text(encoding="utf-8")
         data = tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+    except tomllib.TOMLDecodeError as err:
         raise ServiceSpecError(
             f"{path}: not valid TOML: {err}",
             hint="Fix the syntax at the named position.",
-            file=str(path),
-        ) from err
-    except OSError as err:
-        raise ServiceSpecError(
-            f"{path}: cannot read: {err.strerror}",
-            hint="Check the file's permissions.",
             file=str(path),
         ) from err
     return parse_spec(path.stem, data, source=str(path)), text

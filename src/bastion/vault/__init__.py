@@ -683,8 +683,10 @@ def _backend_reason(cfg: Config, env: Mapping[str, str]) -> str:
     try:
         import tomllib
 
-        data = tomllib.loads(toml.read_text(encoding="utf-8")) if toml.is_file() else {}
-    except (OSError, ValueError):
+        from bastion._text import read_text
+
+        data = tomllib.loads(read_text(toml, ConfigError, "bastion.toml", missing_ok=True) or "")
+    except (ConfigError, ValueError):
         data = {}
     if isinstance(data.get("vault"), dict) and "backend" in data["vault"]:
         return f"vault.backend = {value!r} from {toml}"

@@ -270,6 +270,15 @@ def _json_candidates(data: Any, fmt: Format) -> list[tuple[tuple[str, ...], str,
 # --- import ----------------------------------------------------------------------------------
 
 
+def _read(file: Path) -> tuple[bytes, str]:
+    """The file's bytes (kept as the backup, exactly) and its UTF-8 text (a byte-order mark
+    dropped: glued to the first key it would hide that secret from the import)."""
+    from bastion._text import decode_utf8, read_bytes
+
+    raw = read_bytes(file, ImportFailed, "import file")
+    return raw, decode_utf8(raw, file, ImportFailed, "import file")
+
+
 def import_file(
     vault: Vault,
     path: str | os.PathLike[str],
@@ -290,11 +299,7 @@ def import_file(
     """
     validate_scope(scope)
     file = Path(path)
-    try:
-        raw = file.read_bytes()
-        text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ImportFailed(f"cannot read {file}: {type(err).__name__}", path=str(file)) from err
+    raw, text = _read(file)
     fmt = detect_format(file, text)
     if fmt == "env":
         entries = parse_env(text)
@@ -433,8 +438,7 @@ def migrate_bundled_json(
     its own vault record, then removes the bundle from the file (with ``backup``, a recorded
     0600 copy of the original is kept: see :mod:`~bastion.vault.plaintext_backups`)."""
     file = Path(path)
-    raw = file.read_bytes()
-    text = raw.decode("utf-8")
+    raw, text = _read(file)
     data = json.loads(text)
     bundle = data.get(key) if isinstance(data, dict) else None
     if not bundle:

@@ -1,0 +1,173 @@
+"""Reading the text files people write for bastion: ``bastion.toml``, service specs, and the
+``.env`` and JSON files ``bastion secrets import`` moves into the vault.
+
+Each is UTF-8 (TOML requires it, and bastion writes nothing else). An editor's UTF-8
+byte-order mark is dropped: Windows Notepad writes one, tomllib refuses it ("Invalid
+statement at line 1, column 1") and in a ``.env`` file it would glue itself to the first key,
+so the import would miss that secret and leave it in plaintext. Any other encoding is refused
+with what the file is (UTF-16 or UTF-32 by its byte-order mark, else the first byte that is
+not UTF-8, at its line and column) and the command that converts it. A path that is missing,
+a directory, or unreadable is named as such. Nothing here guesses an encoding: a guess that is
+wrong would turn a secret's bytes into other characters.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+from pathlib import Path
+from typing import Literal, overload
+
+from bastion.errors import BastionError
+
+__all__ = ["blocked_folder", "decode_utf8", "read_bytes", "read_text"]
+
+#: Byte-order marks of the encodings an editor may save in, longest first (UTF-32's little
+#: endian mark starts with UTF-16's).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def _convert_hint(path: Path, source: str) -> str:
+    return (
+        f"Save it as UTF-8: `iconv -f {source} -t UTF-8 {path} > {path}.utf8`, check the "
+        f"result, then move it over {path}."
+    )
+
+
+def decode_utf8(raw: bytes, path: Path, error: type[BastionError], what: str) -> str:
+    """``raw`` (the bytes of ``path``) as text, without a leading UTF-8 byte-order mark;
+    ``error`` naming the encoding and the fix when they are not UTF-8."""
+    for bom, name in _BOMS:
+        if raw.startswith(bom):
+            raise error(
+                f"{_name(path, what)} is {name} text (it starts with a {name} byte-order mark); "
+                "bastion reads UTF-8",
+                hint=_convert_hint(path, name),
+                path=str(path),
+            )
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise error(
+            f"{_name(path, what)} is not UTF-8 text: byte 0x{raw[err.start]:02x} at line {line}, "
+            f"column {column} (Latin-1 or Windows-1252 text?)",
+            hint=_convert_hint(path, "LATIN1"),
+            path=str(path),
+        ) from None
+
+
+@overload
+def read_text(
+    path: Path, error: type[BastionError], what: str, *, missing_ok: Literal[False] = ...
+) -> str: ...
+@overload
+def read_text(
+    path: Path, error: type[BastionError], what: str, *, missing_ok: bool
+) -> str | None: ...
+def read_text(
+    path: Path, error: type[BastionError], what: str, *, missing_ok: bool = False
+) -> str | None:
+    """The UTF-8 text of the file at ``path`` (see the module docstring). ``None`` when it
+    does not exist and ``missing_ok``; every other problem is ``error`` naming ``what`` (for
+    example "bastion.toml" or "service spec"), the path, the cause and the fix."""
+    raw = read_bytes(path, error, what, missing_ok=missing_ok)
+    return None if raw is None else decode_utf8(raw, path, error, what)
+
+
+@overload
+def read_bytes(
+    path: Path, error: type[BastionError], what: str, *, missing_ok: Literal[False] = ...
+) -> bytes: ...
+@overload
+def read_bytes(
+    path: Path, error: type[BastionError], what: str, *, missing_ok: bool
+) -> bytes | None: ...
+def read_bytes(
+    path: Path, error: type[BastionError], what: str, *, missing_ok: bool = False
+) -> bytes | None:
+    """The bytes of the file at ``path``; a path that is missing (unless ``missing_ok``:
+    ``None``), a directory, unreadable or on a failing disk is ``error`` saying which."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise error(
+            f"{_name(path, what)} does not exist",
+            hint="Check the path (relative paths are from the current directory).",
+            path=str(path),
+        ) from None
+    except IsADirectoryError:
+        raise error(
+            f"{_name(path, what)} is a directory, not a file",
+            hint=f"Move the directory away: bastion reads {what} from a file at that path.",
+            path=str(path),
+        ) from None
+    except NotADirectoryError:
+        raise error(
+            f"{_name(path, what)} cannot be read: a part of its path is a file, not a folder",
+            hint="Check the path (and --home or BASTION_HOME: it must name a folder).",
+            path=str(path),
+        ) from None
+    except PermissionError:
+        folder = blocked_folder(path)
+        if folder is not None:
+            raise error(
+                f"{_name(path, what)} cannot be read: this process (uid {_uid()}) may not "
+                f"enter {folder} (mode {_mode(folder)})",
+                hint=f"Let the user bastion runs as enter it: `chmod 700 {folder}` (and "
+                "`chown` it to that user).",
+                path=str(path),
+            ) from None
+        raise error(
+            f"{_name(path, what)} cannot be read by this process (uid {_uid()}): permission "
+            f"denied (mode {_mode(path)})",
+            hint=f"Make it readable by the user bastion runs as: `chmod 600 {path}` (and "
+            "`chown` it to that user).",
+            path=str(path),
+        ) from None
+    except OSError as err:
+        raise error(
+            f"{_name(path, what)} cannot be read: {err.strerror or err}",
+            hint="Fix the named problem (the path, the disk, the mount) and run the command again.",
+            path=str(path),
+        ) from None
+
+
+def blocked_folder(path: Path) -> Path | None:
+    """The outermost folder above ``path`` this process may not enter (its look-up of the
+    next part is refused), or ``None``: which ``chmod`` a permission error needs."""
+    path = path.absolute()
+    for folder in reversed(path.parents):
+        inner = path if folder == path.parent else path.parents[path.parents.index(folder) - 1]
+        try:
+            os.stat(inner)
+        except PermissionError:
+            return folder
+        except OSError:
+            return None
+    return None
+
+
+def _mode(path: Path) -> str:
+    try:
+        return f"{path.stat().st_mode & 0o7777:04o}"
+    except OSError:
+        return "unknown"
+
+
+def _name(path: Path, what: str) -> str:
+    """``path``, after what it is unless its name says so (``bastion.toml``)."""
+    return str(path) if path.name == what else f"{what} {path}"
+
+
+def _uid() -> str:
+    getuid = getattr(os, "getuid", None)  # not on Windows
+    return str(getuid()) if getuid is not None else "?"
