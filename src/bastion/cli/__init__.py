@@ -73,6 +73,20 @@ class LazyGroup(click.Group):
         path = ctx.command_path.split()[1:]  # drop the program name
         return " ".join([*path, name])
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # No argument can hold a NUL (execve cannot pass one; a path with it is a ValueError
+        # from the OS layer, a traceback): refused here, before any parameter converts it.
+        for arg in args:
+            if "\0" in arg:
+                shown = arg.replace("\0", "\\0")
+                shown = shown if len(shown) <= 60 else shown[:60] + "..."
+                raise click.UsageError(
+                    f"the argument '{shown}' holds a NUL character, which no name, value or "
+                    "path may contain",
+                    ctx,
+                )
+        return super().parse_args(ctx, args)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy_commands})
 

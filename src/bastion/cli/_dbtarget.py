@@ -77,7 +77,7 @@ def is_bastion_home(cfg: Config) -> bool:
 
 def looks_like_path(value: str) -> bool:
     """Whether ``--db VALUE`` is a path rather than a NAME."""
-    return "/" in value or os.sep in value or value.endswith(".db")
+    return "/" in value or os.sep in value or value.endswith(".db") or value in {".", ".."}
 
 
 def _is_sqlite(path: Path) -> bool:
@@ -88,9 +88,9 @@ def _is_sqlite(path: Path) -> bool:
         return False
 
 
-def find_databases(home: Path) -> list[str]:
-    """SQLite files under ``home`` (two levels, not backups/quarantine/run), as ``--db``
-    values: a NAME for ``<home>/NAME.db``, else the path relative to the home."""
+def find_databases(home: Path, *, max_depth: int = _LIST_DEPTH) -> list[str]:
+    """SQLite files under ``home`` (``max_depth`` levels down, not backups/quarantine/run),
+    as ``--db`` values: a NAME for ``<home>/NAME.db``, else the path relative to the home."""
     if not home.is_dir():
         return []
     found: list[str] = []
@@ -101,9 +101,13 @@ def find_databases(home: Path) -> list[str]:
         except OSError:
             return
         for entry in entries:
-            if entry.is_dir() and depth < _LIST_DEPTH and entry.name not in _SKIP_DIRS:
+            try:  # an entry we may not look at (EACCES) is left out of a hint, not fatal
+                is_dir, is_file = entry.is_dir(), entry.is_file()
+            except OSError:
+                continue
+            if is_dir and depth < max_depth and entry.name not in _SKIP_DIRS:
                 walk(entry, depth + 1)
-            elif entry.is_file() and entry.suffix == ".db" and _is_sqlite(entry):
+            elif is_file and entry.suffix == ".db" and _is_sqlite(entry):
                 relative = entry.relative_to(home)
                 stem = entry.name.removesuffix(".db")
                 flat = len(relative.parts) == 1 and _DB_NAME.match(stem)
@@ -113,15 +117,59 @@ def find_databases(home: Path) -> list[str]:
     return found
 
 
+#: Last parts of a path that name a directory whatever is on disk (``/``, ``.``, ``a/..``):
+#: no ``.db`` can be added to them.
+_DIR_NAMES = frozenset({"", ".", ".."})
+#: How many of a directory's databases a hint names.
+_HINT_MAX = 5
+
+
+def _is(kind: str, path: Path) -> bool:
+    """``path.is_file()``/``is_dir()``, with a folder this process may not enter named as a
+    permission problem (pathlib raises PermissionError from deep inside a command)."""
+    from bastion._text import blocked_folder
+    from bastion.errors import StorePermissionError
+
+    try:
+        return path.is_file() if kind == "file" else path.is_dir()
+    except PermissionError:
+        folder = blocked_folder(path) or path.parent
+        raise StorePermissionError(
+            f"cannot look for the database {path}: this process may not enter {folder}",
+            hint=f"Let the user bastion runs as enter it: `chmod 700 {folder}` (and `chown` "
+            "it to that user), or name a database elsewhere with --db.",
+            path=str(path),
+        ) from None
+
+
 def _resolve_path(cfg: Config, value: str) -> Path:
+    from bastion.errors import DatabaseNotFound
+
     raw = Path(value).expanduser()
     candidates = [raw] if raw.is_absolute() else [cfg.home / raw, Path.cwd() / raw]
     for base in candidates:
-        for path in (base, base.with_name(base.name + ".db")):
-            if path.is_file():
+        named = base.name not in _DIR_NAMES
+        for path in (base, base.with_name(base.name + ".db")) if named else (base,):
+            if _is("file", path):
                 return path.absolute()
-    # Not found: name the most likely place (the home, or the absolute path as given).
     first = candidates[0]
+    folder = next((base for base in candidates if _is("dir", base)), None)
+    if folder is not None or first.name in _DIR_NAMES:
+        # A directory (`--db /`, `--db profiles/`): name it as one, and what it holds,
+        # rather than a made-up `<dir>.db` (or a ValueError from pathlib for `/`).
+        folder = (folder or first).absolute()
+        # Its own files only: a walk under `/` would read the whole machine for a hint.
+        found = find_databases(folder, max_depth=0)
+        held = ", ".join(f"{name}.db" for name in found[:_HINT_MAX]) or "none"
+        if len(found) > _HINT_MAX:
+            held += f" and {len(found) - _HINT_MAX} more"
+        raise DatabaseNotFound(
+            f"--db {value!r} is a directory ({folder}), not a database file",
+            hint=f"Name the database file in it: --db {folder / 'NAME.db'} "
+            f"(SQLite databases there: {held}).",
+            path=str(folder),
+        )
+    # Not found: name the most likely place (the home, or the absolute path as given).
     return (first if first.suffix == ".db" else first.with_name(first.name + ".db")).absolute()
 
 

@@ -1,0 +1,146 @@
+"""Paths and values a user can type that no file can have: ``--db`` naming a directory (``/``,
+``profiles/``, ``.``, ``a/..``), a folder this process may not enter, a NUL in an argument.
+Each is an error naming the problem and the fix, never a traceback, and creates nothing.
+
+(``tests/cli/test_malformed.py`` walks every command with these values; here, what the error
+says.)"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bastion.cli import cli
+from bastion.store import Database
+from tests.fsfaults import bastion, needs_root
+
+EXIT_MISSING = 66  # DatabaseNotFound
+EXIT_PERMISSION = 73  # StorePermissionError
+EXIT_USAGE = 2
+
+
+def _home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    result = CliRunner().invoke(cli, ["--home", str(home), "init"])
+    assert result.exit_code == 0, result.output
+    (home / "profiles").mkdir()
+    Database.open(home / "profiles" / "main.db", name="main").close()
+    return home
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize(
+    ("value", "folder"),
+    [
+        ("/", "/"),
+        ("profiles/", "{home}/profiles"),
+        (".", "{home}"),
+        ("..", "{home}/.."),
+        ("{home}", "{home}"),
+    ],
+)
+def test_db_naming_a_directory_says_so_and_what_it_holds(
+    tmp_path: Path, value: str, folder: str
+) -> None:
+    """`--db /` was a traceback (pathlib: "PosixPath('/') has an empty name"); `--db DIR`
+    named a made-up DIR.db as missing."""
+    home = _home(tmp_path)
+    before = _tree(home)
+    value, folder = value.format(home=home), folder.format(home=home)
+    for args in (("db", "status"), ("db", "check"), ("db", "backup"), ("db", "recover")):
+        result = CliRunner().invoke(cli, ["--home", str(home), *args, "--db", value])
+        assert result.exit_code == EXIT_MISSING, (args, result.output)
+        assert "Traceback" not in result.output
+        assert f"is a directory ({folder}), not a database file" in result.stderr
+        assert f"--db {Path(folder) / 'NAME.db'}" in result.stderr
+    assert _tree(home) == before
+
+
+def test_the_hint_lists_the_databases_in_the_directory_named(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    result = CliRunner().invoke(cli, ["--home", str(home), "db", "status", "--db", "profiles/"])
+    assert "(SQLite databases there: main.db)" in result.stderr
+    result = CliRunner().invoke(cli, ["--home", str(home), "db", "status", "--db", "./"])
+    assert "(SQLite databases there: bastion.db)" in result.stderr
+
+
+def test_a_parent_reference_past_a_missing_folder_is_named(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    result = CliRunner().invoke(cli, ["--home", str(home), "db", "status", "--db", "gone/.."])
+    assert result.exit_code == EXIT_MISSING, result.output
+    assert "'gone/..' is a directory" in result.stderr
+
+
+@pytest.mark.root
+def test_db_behind_a_folder_this_process_cannot_enter(tmp_path: Path) -> None:
+    """`--db locked/x` where `locked` is 0000: a PermissionError traceback from pathlib's
+    is_file; now the folder and the chmod that opens it."""
+    needs_root()
+    home = _home(tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o000)
+    try:
+        for value in (str(locked / "x"), str(locked / "x.db")):
+            done = bastion(home, "db", "status", "--db", value, drop_dac=True)
+            assert done.returncode == EXIT_PERMISSION, done.stderr
+            assert "Traceback" not in done.stderr
+            assert f"may not enter {locked}" in done.stderr
+            assert f"chmod 700 {locked}" in done.stderr
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.root
+def test_a_folder_of_the_home_that_cannot_be_searched_is_left_out_of_a_hint(
+    tmp_path: Path,
+) -> None:
+    """A folder that can be listed but not entered (0444): looking at its entries raised
+    PermissionError while the hint for a missing database listed what the home holds."""
+    needs_root()
+    home = _home(tmp_path)
+    odd = home / "odd"
+    odd.mkdir()
+    (odd / "x.db").write_bytes(b"")
+    odd.chmod(0o444)
+    try:
+        done = bastion(home, "db", "status", "--db", "nothere", drop_dac=True)
+        assert done.returncode == EXIT_MISSING, done.stderr
+        assert "Traceback" not in done.stderr
+        assert "no database 'nothere'" in done.stderr
+        assert "Databases in this home: bastion, profiles/main.db." in done.stderr
+    finally:
+        odd.chmod(0o700)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--home", "h\0ome", "db", "status"],
+        ["db", "backup", "--to", "a\0b"],
+        ["secrets", "import", "a\0b.env"],
+        ["settings", "set", "k\0ey", "1"],
+        ["doctor", "--bundle", "b\0.tar"],
+    ],
+    ids=["home", "backup-to", "import-file", "settings-key", "doctor-bundle"],
+)
+def test_a_nul_in_any_argument_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    """Paths with a NUL were a ValueError ("embedded null byte") out of os.stat inside click's
+    Path type or the command, before any of bastion's checks ran."""
+    monkeypatch.setenv("BASTION_VAULT_BACKEND", "encrypted-file")
+    monkeypatch.setenv("BASTION_VAULT_KEY", base64.b64encode(os.urandom(32)).decode())
+    home = _home(tmp_path)
+    before = _tree(home)
+    result = CliRunner().invoke(cli, ["--home", str(home), *argv])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "holds a NUL character" in result.stderr
+    assert _tree(home) == before
