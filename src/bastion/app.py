@@ -478,7 +478,7 @@ def _open_checked(
                 'restore the newest verified backup, or set store.on_corrupt = "recover".'
             )
             raise error
-        rebuilt = _reindex(cfg, key) if check.index_only else None
+        rebuilt = _reindex(cfg, key, check.output) if check.index_only else None
         if rebuilt is None:
             report = recover(
                 cfg.db_path,
@@ -511,39 +511,41 @@ def _open_checked(
     return db, report
 
 
-def _reindex(cfg: Config, key: DatabaseKey | None) -> list[str] | None:
+def _reindex(cfg: Config, key: DatabaseKey | None, found: tuple[str, ...]) -> list[str] | None:
     """Rebuild ``bastion.db``'s full-text indexes in place, for ``on_corrupt = "recover"``
     when the open-time check found damage to them alone: each index is derived data, rebuilt
     from its table (``bastion db reindex``), so nothing is lost, where a restore would lose
     every write since the newest backup. The rest of the file passed the check (its every
     finding is FTS5's), so the rebuild's writes go to a sound b-tree. The rebuilt tables, or
     None when the rebuild or the quick check after it did not mend the file: the caller
-    then recovers as from any damage."""
+    then recovers as from any damage.
+
+    A rebuild the disk refuses (full, a quota, read-only media, a file's or folder's mode),
+    or that another writer's lock or the key keeps out, raises that typed error: the daemon
+    does not start, and nothing is quarantined or restored because of it (a restore would
+    lose every write since the backup, to mend what freeing space mends). docs/operations.md
+    ("When a database is damaged") says why it refuses rather than start on the index."""
     import logging
 
-    from bastion.errors import BastionError
-    from bastion.store.fts import rebuild_fts5
-    from bastion.store.stats import check_database
+    from bastion.store.fts import repair_in_place
 
     log = logging.getLogger("bastion.app")
-    try:
-        db = Database.open(cfg.db_path, cfg.store, name="bastion", key=key)
-    except BastionError as err:
-        log.warning("full-text index damage: the file did not open to rebuild it (%s)", err)
+    done = repair_in_place(
+        cfg.db_path,
+        cfg.store,
+        name="bastion",
+        key=key,
+        full=False,
+        retry="start bastion again (or run `bastion db reindex`)",
+        found=found,
+    )
+    if not done.mended:
+        log.warning(
+            "full-text index damage: %s; recovering", "; ".join(done.problems) or "not mended"
+        )
         return None
-    try:
-        rebuilt = [r["table"] for r in rebuild_fts5(db) if r.get("rebuilt")]
-        after = check_database(db, full=False)
-    except BastionError as err:
-        log.warning("full-text index damage: the rebuild failed (%s); recovering", err)
-        return None
-    finally:
-        db.close()
-    if not after["ok"]:
-        log.warning("full-text index damage: still damaged after the rebuild; recovering")
-        return None
-    log.warning("full-text index damage in %s: rebuilt %s in place", cfg.db_path, rebuilt)
-    return rebuilt
+    log.warning("full-text index damage in %s: rebuilt %s in place", cfg.db_path, done.rebuilt)
+    return list(done.rebuilt)
 
 
 def _emit_event(db: Database, kind: str, subject: str, data: dict[str, Any]) -> None:

@@ -717,3 +717,76 @@ def test_an_index_over_its_own_content_is_compared_and_rebuilt(tmp_path: Path) -
         assert check_database(db, full=True)["ok"] is True
     finally:
         db.close()
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        ("structure_garbage", "logs_fts"),
+        ("config_lost", "logs_fts"),
+        ("row_not_indexed", "docs_fts"),
+        ("idx_entry_lost", "docs_fts"),
+    ],
+    indirect=True,
+)
+def test_db_recover_rebuilds_index_only_damage_in_place(damaged: tuple[Path, str, str]) -> None:
+    """`bastion db recover` on a file whose only damage is in full-text indexes (found by the
+    open-time pragmas, or by the full check's comparison and look alone) does what the
+    daemon does: rebuilds them in place and checks the whole file again, and says so. It
+    quarantined the file and restored the newest backup before (or an empty database: the
+    test home has no backup), losing every line and document."""
+    home, _kind, table = damaged
+    code, out, err = _cli(home, "db", "recover", "--json")
+    assert code == 0, (out, err)
+    data = json.loads(out)
+    assert data["action"] == "reindex", data
+    assert data["recovered"] is True
+    assert table in data["rebuilt"]
+    assert data["found"], data
+    assert data["check"]["ok"] is True
+    assert not (home / "quarantine").exists() or not any((home / "quarantine").iterdir())
+    with Home.open(load_config(home, env={})) as h:
+        assert LogsRepo(h.db).count() >= 3000
+        assert h.db.read(lambda tx: tx.scalar("SELECT count(*) FROM docs")) >= 3000
+    code, out, err = _cli(home, "db", "check")
+    assert code == 0, (out, err)
+    # Healthy now: nothing to do (and the words of a rebuild when there was).
+    code, out, err = _cli(home, "db", "recover")
+    assert code == 0, (out, err)
+    assert "nothing to do" in out, out
+
+
+@pytest.mark.parametrize("damaged", [("segment_truncated", "logs_fts")], indirect=True)
+def test_db_recover_says_in_words_that_it_rebuilt(damaged: tuple[Path, str, str]) -> None:
+    home, _kind, _table = damaged
+    code, out, err = _cli(home, "db", "recover")
+    assert code == 0, (out, err)
+    assert "rebuilt:     logs_fts in place" in out, out
+    assert "nothing was quarantined or restored" in out, out
+    assert "integrity_check: ok" in out, out
+
+
+@pytest.mark.parametrize("damaged", [("structure_garbage", "docs_fts")], indirect=True)
+def test_db_recover_falls_back_to_the_restore_when_the_rebuild_cannot_mend(
+    damaged: tuple[Path, str, str],
+) -> None:
+    """The index's content table is gone: nothing to rebuild it from. `db recover` tries the
+    rebuild, says it did not mend the file and why, then quarantines and restores as for any
+    damage."""
+    home, _kind, _table = damaged
+    conn = apsw.Connection(str(home / "bastion.db"))
+    try:
+        conn.execute("DROP TRIGGER docs_ai; DROP TRIGGER docs_ad; DROP TRIGGER docs_au;")
+        conn.execute("DROP TABLE docs")
+    finally:
+        conn.close()
+    code, out, err = _cli(home, "db", "recover", "--allow-empty", "--json")
+    assert code == 0, (out, err)
+    data = json.loads(out)
+    assert data["action"] == "restore", data
+    assert data["reindex"]["mended"] is False
+    assert "docs_fts" in "; ".join(data["reindex"]["problems"]), data["reindex"]
+    assert any((home / "quarantine").iterdir())
+    code, out, err = _cli(home, "db", "recover", "--force", "--allow-empty")
+    assert code == 0, (out, err)
+    assert "reindex:" not in out  # forced: straight to the restore, no rebuild tried

@@ -619,6 +619,9 @@ def recover(
     """Check a database; if damaged (or --force) quarantine it, restore the newest verified
     backup and salvage what it held. --from-salvage merges salvaged rows back.
 
+    Damage in full-text indexes alone is mended in place instead (as `db reindex`: rebuilt
+    from their tables, nothing lost); the quarantine follows only if that does not mend it.
+
     A disk that refuses (full, read-only, permissions) is not damage: nothing is moved, and
     nothing moves until the replacement fits and sits beside the live file."""
     import dataclasses
@@ -696,9 +699,16 @@ def recover(
         raise check.error()
     if check.fault is not None and not as_json:
         click.echo(f"note: {check.fault.message}", err=True)
+    found: list[str] = list(check.output) if check.damaged and check.index_only else []
     if check.ok and not force:
+        # The pragmas do not compare a full-text index with its table (db check does): the
+        # index-only damage only that comparison sees is mended here too, in place.
+        from bastion.cli.db_repair import index_findings
+
+        found = index_findings(cfg, target, key=key)
+    if check.ok and not force and not found:
         emit(
-            {"recovered": False, "check": check.to_dict()},
+            {"recovered": False, "action": "none", "check": check.to_dict()},
             as_json,
             lambda d: (
                 f"{path} is healthy ({d['check']['detail']}); nothing to do "
@@ -710,6 +720,20 @@ def recover(
         check = dataclasses.replace(
             check, kind=CheckKind.CORRUPT, detail="recovery forced by the operator"
         )
+    reindex_failed = None
+    if found and not force:
+        # Damage in full-text indexes alone: rebuilt in place from their tables (as the
+        # daemon does), nothing lost; the quarantine and restore only if that does not mend.
+        from bastion.cli.db_repair import reindex_first
+
+        repaired = reindex_first(cfg, target, found, key=key, as_json=as_json)
+        if repaired is None:
+            return
+        reindex_failed = repaired
+        if check.ok:  # what only the comparison saw: the recovery's reason
+            check = dataclasses.replace(
+                check, kind=CheckKind.CORRUPT, output=tuple(found), detail=found[0]
+            )
     holders = _holders(path)
     if holders:
         # Moving a file another process has open leaves it writing to the quarantined copy
@@ -730,12 +754,19 @@ def recover(
         allow_empty=allow_empty,
         key=key,
     )
-    data = {"recovered": True, **report.to_dict()}
+    data = {"recovered": True, "action": "restore", **report.to_dict()}
+    if reindex_failed is not None:
+        data["reindex"] = reindex_failed
     emit(
         data,
         as_json,
         lambda d: "\n".join(
             [
+                *(
+                    [f"reindex:     did not mend it ({'; '.join(d['reindex']['problems'])})"]
+                    if "reindex" in d
+                    else []
+                ),
                 f"problem:     {d['failed_check']['detail']}",
                 f"quarantined: {d['quarantine_dir']}",
                 *(f"  moved      {p}" for p in d["quarantined"]),

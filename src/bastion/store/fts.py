@@ -28,24 +28,31 @@ import contextlib
 import dataclasses
 import re
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import apsw
 
+from bastion.errors import BastionError, StoreBusy, StoreIOError, StoreKeyError
 from bastion.store._errors import is_fts5_damage
 
 if TYPE_CHECKING:
+    from bastion.config import StoreConfig
+    from bastion.store.crypt import DatabaseKey
     from bastion.store.engine import Database, ReadTx, WriteTx
 
 __all__ = [
     "Fts5Check",
     "Fts5Table",
+    "InPlaceRepair",
     "check_fts5",
     "fts5_table_named",
     "fts5_tables",
     "is_fts5_error",
     "is_fts5_finding",
     "rebuild_fts5",
+    "rebuild_refused",
+    "repair_in_place",
     "unindexed_pages",
 ]
 
@@ -383,3 +390,113 @@ def rebuild_fts5(db: Database, names: list[str] | None = None) -> list[dict[str,
             }
         )
     return out
+
+
+#: What a rebuild can meet that says nothing about the file: the disk refused (full, a
+#: quota, read-only media, a file or folder's mode), another writer kept the lock, the key
+#: does not fit. Never a reason to quarantine the file or restore a backup over it.
+_REFUSALS = (StoreIOError, StoreBusy, StoreKeyError)
+_REFUSED = "cannot rebuild the full-text indexes: "
+
+
+def rebuild_refused(err: BastionError, retry: str) -> BastionError | None:
+    """``err`` told as the refusal of a rebuild of full-text indexes, when it is one of
+    :data:`_REFUSALS`: the same error (its class, code and exit status), its message saying
+    what was refused and its hint the fix, then ``retry`` (what rebuilds the index once the
+    cause is fixed). None for an error that is not such a refusal (damage, a missing table)."""
+    if not isinstance(err, _REFUSALS):
+        return None
+    if not err.message.startswith(_REFUSED):
+        err.message = f"{_REFUSED}{err.message}"
+        err.args = (err.message,)
+        fix = f"{err.hint} " if err.hint else ""
+        err.hint = (
+            f"{fix}To retry, {retry}: it rebuilds the damaged full-text index from its table, "
+            "and nothing is lost."
+        )
+    return err
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InPlaceRepair:
+    """What :func:`repair_in_place` did: the indexes it rebuilt, whether the check after
+    passed (``mended``), and when not, what still fails or why the rebuild could not run."""
+
+    rebuilt: tuple[str, ...]
+    mended: bool
+    problems: tuple[str, ...] = ()
+    #: The check run after the rebuild (``check_database``'s result), when it ran.
+    check: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form `db recover --json` reports of a rebuild that did not mend."""
+        return {
+            "rebuilt": list(self.rebuilt),
+            "mended": self.mended,
+            "problems": list(self.problems),
+        }
+
+
+def repair_in_place(
+    path: Path,
+    config: StoreConfig,
+    *,
+    name: str,
+    key: DatabaseKey | None,
+    full: bool,
+    retry: str,
+    found: tuple[str, ...] | list[str] = (),
+) -> InPlaceRepair:
+    """Mend damage found in full-text indexes alone by rebuilding them where they are, then
+    check the file again (``full``: integrity_check and the comparison; else quick_check):
+    what the daemon does under ``store.on_corrupt = "recover"`` and ``bastion db recover``
+    does before any quarantine. An index is derived data, so nothing is lost, where a restore
+    would lose every write since the newest backup.
+
+    Not mended (the rebuild failed on damage, or the check still finds some): the caller
+    falls back to the full recovery. A refusal of the disk, the lock or the key is raised
+    (:func:`rebuild_refused`, naming ``retry``), never returned: a full disk or a read-only
+    file says nothing of the file's health, and recovering from it (a quarantine, a restore
+    of an older backup) would lose the writes since. A failed rebuild is one rolled-back
+    transaction: the file is as it was.
+
+    ``found``: the check's findings; when each names its table, only those indexes are
+    rebuilt (a rebuild writes the whole index again: no more than needed), else all."""
+    from bastion.store.engine import Database
+    from bastion.store.stats import check_database
+
+    try:
+        db = Database.open(path, config, name=name, create=False, key=key)
+    except BastionError as err:
+        if rebuild_refused(err, retry) is not None:
+            raise
+        return InPlaceRepair((), False, (f"the file did not open to rebuild it: {err}",))
+    named = {fts5_table_named(row) for row in found}
+    rebuilt: list[str] = []
+    try:
+        every = [t.name for t in db.read(fts5_tables)]
+        if named and None not in named:
+            every = [t for t in every if t in named]
+        for table in every:
+            try:
+                done = rebuild_fts5(db, [table])
+            except BastionError as err:
+                if rebuild_refused(err, retry) is not None:
+                    raise
+                return InPlaceRepair(
+                    tuple(rebuilt), False, (f'the rebuild of "{table}" failed: {err}',)
+                )
+            rebuilt.extend(str(r["table"]) for r in done if r.get("rebuilt"))
+        after = check_database(db, full=full)
+    except BastionError as err:
+        if rebuild_refused(err, retry) is not None:
+            raise
+        return InPlaceRepair(tuple(rebuilt), False, (f"the check after the rebuild failed: {err}",))
+    finally:
+        db.close()
+    if not after["ok"]:
+        fk = after["foreign_key_violation_count"]
+        shown = after["integrity"][:3] if not after["integrity_ok"] else []
+        still = [*shown, *([f"{fk} foreign key violations"] if fk else [])]
+        return InPlaceRepair(tuple(rebuilt), False, tuple(still), after)
+    return InPlaceRepair(tuple(rebuilt), True, (), after)
