@@ -329,3 +329,59 @@ def test_list_and_status_show_the_services_own_pid_not_a_descendant(
     assert daemon.returncode == 130, err  # 128 + SIGINT, after the children stopped
     code, out, _ = bastion(home, "services", "list", "--json")
     assert [r["pid"] for r in json.loads(out)] == [None]
+
+
+def test_events_say_what_each_kind_of_event_was(home: Path) -> None:
+    """`services events` printed a probe's outcome change as `-  -  service.probe` (the bare
+    kind): each kind the supervisor records for a service now reads as words."""
+    from bastion.app import Home
+    from bastion.config import load_config
+
+    recorded = [
+        ("service.transition", {"from": "stopped", "to": "starting", "reason": "start requested"}),
+        (
+            "service.probe",
+            {
+                "role": "liveness",
+                "kind": "process",
+                "ok": True,
+                "detail": "alive",
+                "latency_ms": 0.1,
+            },
+        ),
+        (
+            "service.probe",
+            {
+                "role": "readiness",
+                "kind": "http",
+                "ok": False,
+                "detail": "HTTP 503",
+                "latency_ms": 2,
+            },
+        ),
+        ("service.secret_changed", {"secrets": ["global/API"], "action": "restart"}),
+        ("service.secret_deleted", {"secrets": ["global/API"]}),
+        ("service.changed", {"file": "w.toml", "fields": ["env", "argv"], "restarted": True}),
+        ("service.added", {"file": "/h/services/w.toml"}),
+        ("service.spec_invalid", {"file": "w.toml", "message": "argv: must not be empty"}),
+        ("service.something_new", {}),
+    ]
+    write_spec(home, "w", f'argv = ["{sys.executable}", "-V"]')
+    with Home.open(load_config(home)) as opened:
+        for kind, data in recorded:
+            opened.events.emit(kind, "w", data)
+    code, out, _ = bastion(home, "services", "events", "w")
+    assert code == 0
+    reasons = [line.split("\t")[3] for line in out.splitlines()[1:]]
+    assert reasons == [
+        "start requested",
+        "liveness probe (process) passes: alive",
+        "readiness probe (http) fails: HTTP 503",
+        "secret global/API changed (restart)",
+        "secret global/API deleted",
+        "spec changed: env, argv; restarted",
+        "spec added: /h/services/w.toml",
+        "spec invalid: argv: must not be empty",
+        "something new",
+    ]
+    assert not any(reason.startswith("service.") for reason in reasons)

@@ -185,6 +185,32 @@ def validate(ctx: click.Context, as_json: bool) -> None:
         ctx.exit(1)
 
 
+def event_text(kind: str, data: dict[str, Any]) -> str:
+    """What one of a service's events says, in words (``services events``'s REASON column):
+    a transition's reason; the other kinds from their data, never the bare kind
+    (``service.probe`` with ``-`` for both states told nothing)."""
+    if "reason" in data:
+        return str(data["reason"])
+    what = kind.removeprefix("service.")
+    if what == "probe":
+        outcome = "passes" if data.get("ok") else "fails"
+        detail = f": {data['detail']}" if data.get("detail") else ""
+        return f"{data.get('role', '?')} probe ({data.get('kind', '?')}) {outcome}{detail}"
+    if what in {"secret_changed", "secret_deleted"}:
+        secrets = ", ".join(str(s) for s in data.get("secrets", []))
+        verb = "changed" if what == "secret_changed" else "deleted"
+        action = data.get("action")
+        return f"secret {secrets} {verb}" + (f" ({action})" if action and action != "none" else "")
+    if what == "changed":
+        restarted = "; restarted" if data.get("restarted") else ""
+        return f"spec changed: {', '.join(str(f) for f in data.get('fields', []))}{restarted}"
+    if what in {"added", "removed"}:
+        return f"spec {what}: {data.get('file', '?')}"
+    if what == "spec_invalid":
+        return f"spec invalid: {data.get('message', '?')}"
+    return what.replace("_", " ")
+
+
 @services.command()
 @click.argument("name", shell_complete=complete_service)
 @limit_option(50, "How many of the latest events.")
@@ -193,7 +219,8 @@ def validate(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 @run_command
 def events(ctx: click.Context, name: str, limit: int, no_headers: bool, as_json: bool) -> None:
-    """Show a service's state transitions (with their reasons), oldest first."""
+    """Show a service's events, oldest first: state transitions with their reasons, and
+    changes of a probe's outcome, of its spec and of the secrets it is given."""
     from bastion.app import Home
 
     cfg = config_from(ctx)
@@ -206,9 +233,7 @@ def events(ctx: click.Context, name: str, limit: int, no_headers: bool, as_json:
         rows = []
         for e in items:
             d = e.get("data") or {}
-            rows.append(
-                [human_time(e["ts"]), d.get("from"), d.get("to"), d.get("reason", e["kind"])]
-            )
+            rows.append([human_time(e["ts"]), d.get("from"), d.get("to"), event_text(e["kind"], d)])
         return Table(["time", "from", "to", "reason"], rows, empty=f"no events for {name}")
 
     emit(rows, as_json, human)
