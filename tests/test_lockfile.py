@@ -113,3 +113,25 @@ def test_a_holder_killed_with_sigkill_frees_the_lock_and_leaves_its_note(tmp_pat
         if child.poll() is None:
             child.kill()
         child.communicate()
+
+
+@pytest.mark.root
+def test_a_note_the_disk_refuses_leaves_the_lock_free(tmp_path: Path) -> None:
+    """On a full disk the holder's note cannot be written: ``acquire`` raises the OSError
+    and does not keep the lock (before, it kept the descriptor and its lock while raising,
+    so every later taker in any process waited on a holder that had given up)."""
+    from tests.fsfaults import mounted_tmpfs, needs_root
+
+    needs_root()
+    with mounted_tmpfs(tmp_path / "full", size="64k") as mount:
+        path = mount.path / "x.lock"
+        mount.fill()
+        fds = len(os.listdir("/proc/self/fd"))
+        with pytest.raises(OSError) as refused:
+            LockFile(path).acquire(timeout=0)
+        assert refused.value.errno == 28  # ENOSPC
+        assert len(os.listdir("/proc/self/fd")) == fds  # the descriptor went with it
+        mount.unfill()
+        other = LockFile(path)
+        other.acquire(timeout=0)  # free: LockTimeout if the failed taker still held it
+        other.release()

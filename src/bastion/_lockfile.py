@@ -119,7 +119,15 @@ class LockFile:
             "pid": os.getpid(),
             "acquired_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
-        self._write(self._note, durable=False)
+        try:
+            self._write(self._note, durable=False)
+        except OSError:
+            # A full disk refuses the note: drop the lock with the descriptor rather than
+            # return an error while still holding it (nothing would ever release it, and
+            # every other taker would wait on a process that gave up).
+            self._fd = None
+            os.close(fd)
+            raise
         return previous
 
     def note(self, fields: Mapping[str, Any], *, durable: bool = False) -> None:

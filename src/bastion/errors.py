@@ -73,6 +73,7 @@ action can make the same call succeed).
     │   ├── ServiceSpecError
     │   ├── ServiceNotFound
     │   ├── InvalidTransition
+    │   ├── SupervisorBusy
     │   └── SpawnFailed
     │       └── SecretTooShort
     └── ApiError
@@ -144,6 +145,7 @@ __all__ = [
     "ServiceSpecError",
     "SpawnFailed",
     "SqliteOnly",
+    "SupervisorBusy",
     "StoreBusy",
     "StoreClosed",
     "StoreCorrupt",
@@ -801,6 +803,19 @@ class InvalidTransition(SupervisorError):
     http_status = 409
 
 
+class SupervisorBusy(SupervisorError):
+    """Another process supervises this home's services (it holds the supervisor lock)."""
+
+    code = "supervisor_busy"
+    default_hint = (
+        "One process supervises a home's services at a time. Use the one that does (the "
+        "daemon: `bastion services start|stop|restart NAME`), or stop it first (`bastion stop`, "
+        "or end the process the message names)."
+    )
+    default_recoverable = True
+    http_status = 409
+
+
 class SpawnFailed(SupervisorError):
     """The service's program could not be started."""
 
@@ -923,6 +938,8 @@ EXIT_CODES: dict[type[BastionError], int] = {
     NotFound: 66,
     SecretNotFound: 66,
     ServiceNotFound: 66,
+    # Held by a live process: another try succeeds once it stops (EX_TEMPFAIL).
+    SupervisorBusy: 75,
     Conflict: 65,
     StoreBusy: 75,
     # The disk refused (full, read-only, failing): an I/O condition, not corruption (74), so

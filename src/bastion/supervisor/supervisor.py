@@ -36,10 +36,12 @@ from collections.abc import Callable, Collection, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from bastion._lockfile import LockFile
 from bastion.config import SupervisorConfig
 from bastion.errors import BastionError, ServiceNotFound, SpawnFailed
 from bastion.store import Database
 from bastion.supervisor import _platform as plat
+from bastion.supervisor import ownership
 from bastion.supervisor import policy as pol
 from bastion.supervisor._aio import within
 from bastion.supervisor.capture import CapturedLine, LogCapture
@@ -336,6 +338,8 @@ class Supervisor(SecretFollower):
         self.swept: list[ProcRecord] = []
         self._secret_watch: ChangeWatch | None = None
         self._secret_task: asyncio.Task[None] | None = None
+        #: The supervisor lock, held from ``open`` to ``close`` (``ownership.py``).
+        self._owner: LockFile | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -346,7 +350,20 @@ class Supervisor(SecretFollower):
         self._services[spec.name] = _Service(spec)
 
     async def open(self) -> None:
-        """Migrate the tables, restore stored state, sweep a crashed predecessor's orphans."""
+        """Take the supervisor lock of the database (:class:`~bastion.errors.SupervisorBusy`
+        while another supervisor has it), then migrate the tables, restore stored state and
+        sweep a crashed predecessor's orphans."""
+        # Before the sweep: it kills what the records and the cgroup hold, which is a live
+        # supervisor's children unless this lock says there is none.
+        owner = await asyncio.to_thread(ownership.take, self._db.path)
+        try:
+            await self._open()
+        except BaseException:
+            owner.release()
+            raise
+        self._owner = owner
+
+    async def _open(self) -> None:
         from bastion.domains.logs import LogsRepo
 
         self._logs = LogsRepo(self._db)
@@ -416,7 +433,18 @@ class Supervisor(SecretFollower):
                 await self.start(svc.spec.name)
 
     async def close(self) -> None:
-        """Stop every child; keep the breaker/restart history stored."""
+        """Stop every child; keep the breaker/restart history stored; release the lock."""
+        try:
+            await self._close()
+        finally:
+            # Last: every child is stopped and its end recorded, so the next supervisor
+            # finds no live record of ours to sweep (and if stopping failed part-way, the
+            # next one sweeps what is left, as after a crash).
+            if self._owner is not None:
+                self._owner.release()
+                self._owner = None
+
+    async def _close(self) -> None:
         if self._secret_task is not None:
             self._secret_task.cancel()
             await asyncio.gather(self._secret_task, return_exceptions=True)
