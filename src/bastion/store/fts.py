@@ -179,6 +179,47 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class _NotComparable(Exception):
+    """The index's declaration or its content does not let a copy stand for it: why."""
+
+
+def _rowid_alias(tx: ReadTx, content: str, column: str) -> bool:
+    """Whether ``column`` of table ``content`` is its rowid (an INTEGER PRIMARY KEY of a
+    rowid table): its values are then distinct integers by construction."""
+    sql = tx.scalar(
+        "SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = ?", (content,)
+    )
+    if sql is None or re.search(r"\bWITHOUT\s+ROWID\b", str(sql), re.I):
+        return False  # a view, or a table without a rowid
+    keys = [
+        (str(r[1]), str(r[2]).upper())
+        for r in tx.query(f"PRAGMA main.table_info({_q(content)})")
+        if int(r[5])
+    ]
+    return len(keys) == 1 and keys[0][0].lower() == column.lower() and keys[0][1] == "INTEGER"
+
+
+def _key_problem(tx: ReadTx, content: str, column: str) -> str | None:
+    """Why the ``content_rowid`` column ``column`` cannot map each content row to one index
+    row (FTS5 takes it for the rowid: values that are not distinct integers -- a NULL, a
+    text, a real, a repeat -- leave index and content matched by nothing), or None."""
+    if _rowid_alias(tx, content, column):
+        return None
+    col = f"T.{_q(column)}"
+    odd = tx.scalar(
+        f"SELECT count(*) FROM main.{_q(content)} AS T WHERE typeof({col}) != 'integer'"
+    )
+    if odd:
+        return f"content_rowid {column} of {content} holds {odd} value(s) that are not integers"
+    repeated = tx.scalar(
+        f"SELECT count(*) FROM (SELECT 1 FROM main.{_q(content)} AS T GROUP BY {col} "
+        "HAVING count(*) > 1)"
+    )
+    if repeated:
+        return f"content_rowid {column} of {content} is not unique ({repeated} value(s) repeat)"
+    return None
+
+
 def _compare(tx: ReadTx, table: Fts5Table) -> str | None:
     """FTS5's ``'integrity-check'`` with rank 1 (plain for a contentless index), run on a
     copy of the index and of its content in this reader's temp schema: the command is an
@@ -193,17 +234,22 @@ def _compare(tx: ReadTx, table: Fts5Table) -> str | None:
     args = match.group("args")
     columns = [str(r[1]) for r in tx.query(f"PRAGMA main.table_info({table.quoted()})")]
     if table.content:
-        # The copy indexes a temp table holding the content's rowid and indexed columns.
+        # The copy indexes a temp table holding the content's rowid and indexed columns,
+        # read as FTS5 reads them (``T."col"``: a bare "col" that names no column would be
+        # taken for a string, copying text the content does not hold).
         args = _CONTENT.sub(f"content='{_COPY_CONTENT}'", args, count=1)
         found = _CONTENT_ROWID.search(args)
         rowid = _value(found) if found is not None else "rowid"
         cols = ", ".join(_q(c) for c in columns)
+        read = ", ".join(f"T.{_q(c)}" for c in columns)
         key = "rowid" if rowid.lower() in ("rowid", "_rowid_", "oid") else _q(rowid)
+        if key != "rowid" and (why := _key_problem(tx, table.content, rowid)) is not None:
+            raise _NotComparable(why)
         declared = f"{key} INTEGER PRIMARY KEY, " if key != "rowid" else ""
         tx.query(f"CREATE TEMP TABLE {_COPY_CONTENT} ({declared}{cols})")
         tx.query(
             f"INSERT INTO temp.{_COPY_CONTENT} ({key}, {cols}) "
-            f"SELECT {_q(rowid)}, {cols} FROM main.{_q(table.content)}"
+            f"SELECT T.{_q(rowid)}, {read} FROM main.{_q(table.content)} AS T"
         )
     tx.query(f"CREATE VIRTUAL TABLE temp.{_COPY} USING fts5({args})")
     for (shadow,) in tx.query(
@@ -300,9 +346,15 @@ def check_fts5(
             # Reading the index's tables or its content for the copy met damaged pages
             # (integrity_check reports those pages too, which makes the repair a recovery).
             problem = f'fts5: table "{table.name}" could not be read to compare it: {err}'
-        except apsw.SQLError as err:
+        except _NotComparable as err:
+            skipped.append(f"{table.name}: not compared with its content: {err}")
+            return
+        except apsw.InterruptError:
+            raise
+        except apsw.Error as err:
             # The index's declaration or its content table does not let a copy be made (a
-            # content table dropped, a tokenizer this connection lacks): not known damage.
+            # content table dropped or without the declared columns, a view without a
+            # rowid, a tokenizer this connection lacks): not known damage, not a pass.
             skipped.append(f"{table.name}: no copy could be made to compare it ({err})")
             return
         finally:
