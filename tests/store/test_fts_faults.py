@@ -302,3 +302,60 @@ def test_kill_9_during_a_rebuild_loses_nothing_and_a_second_one_mends_it(
     assert _rows(db) == rows
     assert "integrity_check: ok" in _ok(bastion(home, "db", "check"))
     _nothing_quarantined(home)
+
+
+# --- another process holding the write lock -----------------------------------------------
+
+HOLDER = """
+import sys, apsw
+conn = apsw.Connection(sys.argv[1])
+conn.execute("BEGIN IMMEDIATE")
+print("held", flush=True)
+sys.stdin.read()
+conn.execute("ROLLBACK")
+"""
+
+
+def test_a_rebuild_another_process_keeps_waiting_is_busy_never_a_recovery(
+    pristine: Path, tmp_path: Path
+) -> None:
+    """The daemon's start (``on_corrupt = "recover"``) finds the index damaged while another
+    process holds the write lock past ``busy_timeout``: the start stops with StoreBusy naming
+    the rebuild, and nothing is moved. Before, the failed rebuild fell through to the
+    recovery, which quarantined the file that other process had open (its writes then went
+    to the quarantined copy) and put the older backup in its place."""
+    import dataclasses
+
+    from bastion.errors import StoreBusy
+
+    home = tmp_path / "home"
+    _damaged_copy(pristine, home)
+    db = home / "bastion.db"
+    rows = _rows(db)
+    cfg = load_config(home, env={})
+    store = dataclasses.replace(cfg.store, on_corrupt="recover", busy_timeout_ms=2000)
+    cfg = dataclasses.replace(cfg, store=store)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreBusy) as caught:
+            Home.open(cfg).close()
+        assert caught.value.message.startswith("cannot rebuild the full-text indexes: ")
+        assert "start bastion again" in (caught.value.hint or "")
+        _nothing_quarantined(home)
+    finally:
+        holder.communicate("", timeout=30)
+    assert _rows(db) == rows
+    with Home.open(cfg) as opened:  # the lock let go: rebuilt in place, every row kept
+        assert opened.recovery is None
+        assert [e.data["tables"] for e in opened.events.query(kind="store.reindexed").items] == [
+            ["logs_fts"]
+        ]
+    assert _rows(db) == rows
+    _nothing_quarantined(home)
