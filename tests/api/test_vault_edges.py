@@ -49,3 +49,18 @@ def test_the_api_describes_the_override_as_the_cli_does(client: TestClient) -> N
     api_help = schema["properties"]["allow_drop_all"]["description"]
     # The CLI's words, with its option's name as the API's field name.
     assert api_help.startswith(cli_help.replace("--fix", "fix"))
+
+
+def test_a_value_with_a_lone_surrogate_is_a_422_naming_it(client: TestClient, opened: Home) -> None:
+    """JSON can carry "\\udce9" (no character): the vault's fingerprint raised
+    UnicodeEncodeError, a 500."""
+    r = client.put(
+        "/v1/secrets/LATIN",
+        content=b'{"value": "caf\\udce9-s3cr3t"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "secret_rule_violation"
+    assert "is not UTF-8 text (character 4 of 11" in r.json()["message"]
+    assert "s3cr3t" not in r.text
+    assert opened.vault.list() == []

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -260,3 +263,25 @@ def test_list_works_without_a_keychain(tmp_path: Path) -> None:
     assert status["count"] == 0
     assert status["backend_info"]["available"] is False
     assert status["backend_info"]["error"]["code"] in {"keychain_unavailable", "keychain_locked"}
+
+
+@pytest.mark.parametrize("args", [("set", "LATIN"), ("audit", "hash")])
+def test_a_value_piped_in_another_encoding_is_refused_not_a_traceback(
+    cli_env: dict[str, str], args: tuple[str, ...]
+) -> None:
+    """Latin-1 bytes on stdin (a real process: its stdin decodes with surrogateescape) were
+    a UnicodeEncodeError traceback out of the vault's fingerprint."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bastion", "secrets", *args],
+        input=b"caf\xe9-s3cr3t-latin",
+        env={**os.environ, **cli_env, "LC_ALL": "C"},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    err = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 65, err
+    assert "Traceback" not in err
+    assert "is not UTF-8 text (character 4 of 17" in err
+    assert b"s3cr3t" not in done.stdout + done.stderr
+    assert as_json(run(cli_env, "list", "--json")) == []

@@ -392,3 +392,26 @@ def test_scope_refusals_say_what_is_wrong() -> None:
         assert info.value.hint == ("Use e.g. --scope global, --scope bot:42 or --scope space:abc.")
         assert info.value.details == {"kind": "scope"}
     assert validate_scope("space:a.b_c-1") == "space:a.b_c-1"
+
+
+@given(
+    st.text(max_size=40),
+    st.integers(min_value=0xDC80, max_value=0xDCFF),
+    st.text(max_size=40),
+)
+def test_a_value_that_is_not_utf8_is_refused_naming_where_never_echoed(
+    before: str, surrogate: int, after: str
+) -> None:
+    """Bytes that are not UTF-8 reach the vault as lone surrogates (surrogateescape on stdin,
+    a JSON escape): they were a UnicodeEncodeError out of the fingerprint, a traceback."""
+    value = before.replace("\x00", "") + chr(surrogate) + after.replace("\x00", "")
+    err = _refusal(Rules(), value)
+    assert err.details == {"rule": "utf8", "name": "NAME", "scope": "bot:7"}
+    position = len(before.replace("\x00", "")) + 1
+    assert err.message == (
+        f"bot:7/NAME: the value is not UTF-8 text (character {position} of {len(value)} is "
+        "not a character: bytes in another encoding?)"
+    )
+    assert "iconv" in err.hint
+    if len(value) > 1:
+        assert value not in err.message + err.hint

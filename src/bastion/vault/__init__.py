@@ -43,7 +43,7 @@ from bastion.vault.backend import Backend, RecordRef, SecretMeta
 from bastion.vault.bulk import AdoptReport, ScopeDeletion
 from bastion.vault.crypto import fingerprint
 from bastion.vault.index import Index, open_vault_db
-from bastion.vault.rules import Rules, validate_name, validate_scope
+from bastion.vault.rules import Rules, require_utf8, validate_name, validate_scope
 from bastion.vault.secret import Secret, format_reference, parse_reference
 from bastion.vault.tally import VaultTally
 
@@ -481,6 +481,7 @@ class Vault:
     def fingerprint(self, value: str | Secret) -> str:
         """The HMAC fingerprint bastion records for ``value`` (find where a value was used)."""
         plain = value.reveal() if isinstance(value, Secret) else value
+        require_utf8(plain, "the value to fingerprint")
         return fingerprint(self.backend.fingerprint_key(), plain)
 
     def audit_entries(

@@ -29,6 +29,7 @@ __all__ = [
     "Rule",
     "Rules",
     "parse_rule",
+    "require_utf8",
     "validate_name",
     "validate_scope",
     "validate_value",
@@ -226,8 +227,27 @@ def validate_scope(scope: str) -> str:
     return scope
 
 
+def require_utf8(value: str, what: str, *, name: str = "", scope: str = "") -> None:
+    """``RuleViolation`` unless ``value`` is UTF-8 text. A lone surrogate is bytes that were
+    not UTF-8, kept by surrogateescape (stdin, a file name) or sent as a JSON escape: nothing
+    could store, fingerprint or inject it (UnicodeEncodeError deep in the vault)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise RuleViolation(
+            f"{what} is not UTF-8 text (character {err.start + 1} of {len(value)} is not a "
+            "character: bytes in another encoding?)",
+            hint="Secrets are text: give the value as UTF-8 (`iconv -f LATIN1 -t UTF-8` "
+            "converts Latin-1 text).",
+            rule="utf8",
+            name=name,
+            scope=scope,
+        ) from None
+
+
 def validate_value(scope: str, name: str, value: str) -> None:
-    """The checks every value gets regardless of rules: a str, no NUL, at most VALUE_MAX."""
+    """The checks every value gets regardless of rules: a str of UTF-8 text, no NUL, at most
+    VALUE_MAX characters."""
     if not isinstance(value, str):
         raise TypeError(f"a secret value must be a str, not {type(value).__name__}")
     if "\x00" in value:
@@ -238,6 +258,7 @@ def validate_value(scope: str, name: str, value: str) -> None:
             name=name,
             scope=scope,
         )
+    require_utf8(value, f"{scope}/{name}: the value", name=name, scope=scope)
     if len(value) > VALUE_MAX:
         raise RuleViolation(
             f"{scope}/{name}: the value has {len(value)} characters; the vault limit is "
