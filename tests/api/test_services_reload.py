@@ -266,3 +266,27 @@ def test_out_of_inotify_instances_the_daemon_polls(tmp_path: Path) -> None:
         assert "polling it instead" in daemon.log()
     finally:
         daemon.terminate()
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"argv": %s, "env": {"A\\udce9": "x"}}', "env.A\\udce9"),
+        (b'{"argv": %s, "env": {"A": "x\\u0000y"}}', "env.A"),
+    ],
+)
+def test_put_refuses_text_no_spec_can_hold_naming_the_key(
+    supervised: TestClient, opened: Home, body: bytes, key: str
+) -> None:
+    """A lone surrogate in a key was accepted, then failed the file's write: a 400 "invalid
+    request" naming nothing. A NUL in an env value was written and started: the spawn failed."""
+    r = supervised.put(
+        "/v1/services/odd",
+        content=body % json.dumps(SLEEPER).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "service_spec_invalid"
+    assert f"{key}: " in r.json()["message"]
+    assert not (opened.config.services_dir / "odd.toml").exists()
+    assert supervised.get("/v1/services/odd").status_code == 404

@@ -198,3 +198,44 @@ def test_on_secret_change_mistakes_are_named(value: object) -> None:
         parse_spec("svc", {"argv": [PY], "on_secret_change": value})
     assert info.value.details["key"] == "on_secret_change"
     assert "signal:HUP" in info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"argv": [sys.executable, "-c\x00"]}, "argv[1]"),
+        ({"argv": [sys.executable + "\x00"]}, "argv[0]"),
+        ({"argv": [sys.executable], "env": {"A": "x\x00y"}}, "env.A"),
+        ({"argv": [sys.executable], "cwd": "/tmp\x00"}, "cwd"),
+        ({"argv": [sys.executable], "env_allow": ["LA\x00NG"]}, "env_allow[0]"),
+        (
+            {"argv": [sys.executable], "health": {"liveness": {"kind": "exec", "argv": ["a\x00"]}}},
+            "health.liveness.argv[0]",
+        ),
+        ({"argv": [sys.executable], "env": {"A\udce9": "x"}}, "env.A\\udce9"),
+        ({"argv": [sys.executable, "caf\udce9"]}, "argv[1]"),
+    ],
+)
+def test_a_nul_or_a_lone_surrogate_anywhere_is_named_by_its_key(
+    data: dict[str, object], key: str
+) -> None:
+    """A NUL (a \\u0000 escape in TOML or JSON) failed only at the spawn ("cannot start"), or
+    read as "not a directory" / "not executable"; a lone surrogate from JSON was accepted
+    and then failed the spec file's write (a 400 "invalid request" naming nothing)."""
+    with pytest.raises(ServiceSpecError) as err:
+        parse_spec("svc", data, source="svc.toml")
+    assert err.value.details["key"] == key
+    assert err.value.message.startswith(f"svc.toml: {key}: ")
+    assert ("NUL" in err.value.message) != ("UTF-8" in err.value.message)
+
+
+def test_a_nul_escape_in_a_spec_file_is_named_by_services_validate(tmp_path: Path) -> None:
+    (tmp_path / "svc.toml").write_text(
+        f'argv = ["{sys.executable}"]\n[env]\nTOKEN_FILE = "/run/x\\u0000"\n', encoding="utf-8"
+    )
+    good, bad = validate_dir(tmp_path)
+    assert good == []
+    assert [e.message for e in bad] == [
+        f"{tmp_path / 'svc.toml'}: env.TOKEN_FILE: holds a NUL character, which no argument, "
+        "path or environment variable can carry"
+    ]

@@ -501,6 +501,37 @@ def validate_service_name(name: str) -> str:
     return name
 
 
+def _refuse_untextual(where: _Where, value: Any, key: str = "") -> None:
+    """Every key and string of a spec is text an argv, a path or an environment can carry: a
+    NUL (a TOML ``\\u0000`` escape, JSON's too) fails the spawn, or reads as "not a directory"
+    or "not executable"; a lone surrogate (JSON's ``\\udcXX``) cannot even be written to the
+    spec's file."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            # Shown in the error: a lone surrogate in a key is written as its escape.
+            shown = str(k).encode("utf-8", "backslashreplace").decode("utf-8")
+            inner = f"{key}.{shown}" if key else shown
+            if isinstance(k, str):
+                _refuse_untextual(where, k, inner)
+            _refuse_untextual(where, v, inner)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _refuse_untextual(where, v, f"{key}[{i}]")
+    elif isinstance(value, str):
+        if "\x00" in value:
+            raise where.error(
+                key,
+                "holds a NUL character, which no argument, path or environment variable can carry",
+                "Remove the NUL (a \\u0000 escape).",
+            )
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise where.error(
+                key, "is not UTF-8 text (a lone surrogate escape)", "Write it as UTF-8 text."
+            ) from None
+
+
 def parse_spec(name: str, data: Mapping[str, Any], *, source: str = "<python>") -> ServiceSpec:
     """Validate a spec given as a mapping (the TOML document, or built in Python)."""
     where = _Where(source)
@@ -519,6 +550,7 @@ def parse_spec(name: str, data: Mapping[str, Any], *, source: str = "<python>") 
     for key in data:
         if key not in _TOP_KEYS:
             raise where.error(key, "unknown key", f"Known keys: {', '.join(sorted(_TOP_KEYS))}.")
+    _refuse_untextual(where, data)
     if "name" in data and data["name"] != name:
         raise where.error(
             "name",
