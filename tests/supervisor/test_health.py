@@ -291,7 +291,7 @@ def test_a_monitor_that_dies_of_an_error_fails_the_run_instead_of_leaving_it_sta
     monitor task. Nobody would then judge the run: it sat in ``starting`` forever. The
     supervisor notices the dead monitor and hands the run to the restart policy as unhealthy,
     the error in the reason, so a monitor that keeps failing trips the breaker visibly."""
-    import bastion.supervisor.supervisor as sup_mod
+    import bastion.supervisor.run as sup_mod
 
     def broken(self: object, detail: str) -> None:
         raise RuntimeError("hook bug for the test")

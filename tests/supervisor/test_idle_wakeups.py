@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from bastion.supervisor import _platform as plat
-from bastion.supervisor import supervisor as sup
+from bastion.supervisor import run as sup
 from bastion.supervisor.process import snapshot_descendants
 
 

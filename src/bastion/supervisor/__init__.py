@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from bastion._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from bastion.supervisor.secret_follow import SecretSource
+    from bastion.supervisor.service import ServiceStatus
     from bastion.supervisor.spec import (
         ServiceSpec,
         load_spec,
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
         validate_dir,
     )
     from bastion.supervisor.states import BreakerState, ServiceState
-    from bastion.supervisor.supervisor import SecretSource, ServiceStatus, Supervisor
+    from bastion.supervisor.supervisor import Supervisor
 
 __all__ = [
     "BreakerState",
@@ -42,8 +44,8 @@ __all__ = [
 _HOME = {
     "BreakerState": "bastion.supervisor.states",
     "ServiceState": "bastion.supervisor.states",
-    "SecretSource": "bastion.supervisor.supervisor",
-    "ServiceStatus": "bastion.supervisor.supervisor",
+    "SecretSource": "bastion.supervisor.secret_follow",
+    "ServiceStatus": "bastion.supervisor.service",
     "Supervisor": "bastion.supervisor.supervisor",
     "ServiceSpec": "bastion.supervisor.spec",
     "load_spec": "bastion.supervisor.spec",

@@ -1,7 +1,11 @@
-"""Secrets that change under a running service: the ``on_secret_change`` reactions.
+"""The secrets a supervisor is lent, and secrets that change under a running service.
+
+:class:`SecretSource` is the protocol through which ``app.py`` lends the supervisor the
+vault (the supervisor never imports ``bastion.vault``); :class:`SecretWatch` is a source
+whose changes can be followed. The rest of this module is the ``on_secret_change`` reactions.
 
 A :class:`~bastion.supervisor.supervisor.Supervisor` whose secret source is a
-:class:`~bastion.supervisor.supervisor.SecretWatch` (the vault, through ``app.py``) keeps,
+:class:`SecretWatch` (the vault, through ``app.py``) keeps,
 for each run, what it gave the child: per env variable the secret's (scope, name), its value
 and its *stamp* (the vault's fingerprint of the value, read before the value). When the
 source's watch wakes up -- vault.db changed, whoever wrote it: this process, the CLI, an app
@@ -35,7 +39,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bastion.errors import BastionError
 from bastion.supervisor.process import kill_record
@@ -43,12 +48,60 @@ from bastion.supervisor.redact import Redactor
 from bastion.supervisor.states import ServiceState
 
 if TYPE_CHECKING:
-    from bastion.supervisor.supervisor import ChangeWatch, SecretKey, SecretWatch, _Service
+    from bastion.supervisor.service import _Service
 
-__all__ = ["SecretFollower"]
+__all__ = ["ChangeWatch", "SecretFollower", "SecretKey", "SecretSource", "SecretWatch"]
 
 log = logging.getLogger(__name__)
 S = ServiceState
+
+
+class SecretSource(Protocol):
+    """Where the supervisor gets secret values; ``app.py`` fills it with the vault.
+
+    ``resolve`` returns the value or raises a ``BastionError`` subclass (e.g.
+    ``SecretNotFound``) whose message names the secret, never its value.
+    """
+
+    def resolve(self, scope: str, name: str) -> str:
+        """The value of ``scope/name`` for a child's environment (raise ``SecretNotFound`` if
+        absent)."""
+
+
+class ChangeWatch(Protocol):
+    """Wake-ups when the secrets behind a :class:`SecretWatch` may have changed."""
+
+    async def changed(self) -> None:
+        """Return once something may have changed since the previous return."""
+
+    def close(self) -> None:
+        """Stop watching."""
+
+
+#: (scope, name) of a secret.
+SecretKey = tuple[str, str]
+
+
+@runtime_checkable
+class SecretWatch(Protocol):
+    """A :class:`SecretSource` whose changes running services follow (``on_secret_change``).
+
+    A *stamp* is whatever changes when a secret's value does (the vault: the fingerprint its
+    index keeps, an HMAC of the value). It is read *before* the value, so a change landing
+    between the two reads costs one restart too many, never a missed one.
+    """
+
+    def resolve(self, scope: str, name: str) -> str:
+        """As :meth:`SecretSource.resolve`."""
+
+    def resolve_stamped(self, scope: str, name: str) -> tuple[str, str]:
+        """The value of ``scope/name`` and its stamp."""
+
+    def stamps(self, keys: Collection[SecretKey]) -> dict[SecretKey, str | None]:
+        """The current stamp of each secret (None: it no longer exists). Reads no value."""
+
+    def watch(self) -> ChangeWatch:
+        """Wake-ups when any secret may have changed (the caller compares stamps)."""
 
 
 def _names(keys: list[SecretKey]) -> str:
