@@ -22,7 +22,7 @@ import bastion.store.backup as backup_module
 from bastion import _platform
 from bastion.errors import BackupError, StoreError
 from bastion.store import Database
-from bastion.store._snapshot_copy import _open_ro, inspect_file, row_counts
+from bastion.store._snapshot_facts import _open_ro, inspect_file, row_counts
 from bastion.store.backup import create_backup
 from bastion.store.crypt import DatabaseKey
 from bastion.store.crypt.cipher import connect

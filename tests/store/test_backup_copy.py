@@ -18,7 +18,7 @@ import pytest
 
 from bastion import _platform
 from bastion.store import Database
-from bastion.store._snapshot_copy import _sqlite_descriptor
+from bastion.store._snapshot_file_copy import _sqlite_descriptor
 from bastion.store.backup import create_backup, read_source_state, verify_backup
 from bastion.store.crypt import DatabaseKey
 from bastion.store.crypt.cipher import connect
