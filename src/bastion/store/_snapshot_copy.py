@@ -128,15 +128,6 @@ def take_copy(
                 # VACUUM INTO reads its own snapshot and refuses to run inside a transaction.
                 src.execute("COMMIT")
                 method = "vacuum"
-                _copy(
-                    src,
-                    tmp,
-                    vacuum=True,
-                    step_pages=step_pages,
-                    progress=progress,
-                    vfs=vfs,
-                    key=_same_salt(key, db.path),
-                )
             elif whole_file and source_pages > 0 and _platform.FILE_COPY:
                 # Chosen by capability (positional I/O on SQLite's own descriptor), not by
                 # the system's name: without it (Windows, BASTION_PORTABLE) the backup API.
@@ -154,10 +145,12 @@ def take_copy(
                 )
             else:
                 method = "backup-api"
+            if method != "file":
+                # VACUUM INTO or the backup API: SQLite writes the copy, keyed as the source.
                 _copy(
                     src,
                     tmp,
-                    vacuum=False,
+                    vacuum=vacuum,
                     step_pages=step_pages,
                     progress=progress,
                     vfs=vfs,
