@@ -23,6 +23,7 @@ from bastion.runfiles import ensure_token
 from bastion.store import Database
 
 if TYPE_CHECKING:
+    from bastion._lockfile import LockFile
     from bastion._platform.filewatch import FileWatch
     from bastion.domains.activity import ActivityRepo
     from bastion.domains.events import EventsRepo
@@ -316,12 +317,15 @@ class Home:
         archiver: Archiver | None = self._archiver
         return archiver
 
-    def supervisor(self, specs: Iterable[ServiceSpec] | None = None) -> Supervisor:
+    def supervisor(
+        self, specs: Iterable[ServiceSpec] | None = None, *, owner: LockFile | None = None
+    ) -> Supervisor:
         """A ``Supervisor`` for the services in ``services/*.toml`` (or ``specs``), fed
         secrets by this home's vault. Every spec file is validated first: one bad file
         raises, naming the file, key and fix, rather than running a partial set (the daemon
         passes the valid ``specs`` and reports the others through its ``ServiceCatalog``).
-        Open it with ``await sup.open()`` on the event loop that will run it."""
+        Open it with ``await sup.open()`` on the event loop that will run it; ``owner`` is
+        the supervisor lock when the caller took it already (``supervisor.ownership.take``)."""
         from bastion.supervisor import Supervisor, load_specs
 
         cfg = self.config
@@ -331,6 +335,7 @@ class Home:
             secrets=VaultSecrets(self),
             config=cfg.supervisor,
             backups_dir=cfg.backups_dir,
+            owner=owner,
         )
 
     def close(self) -> None:

@@ -111,9 +111,10 @@ def _services_run(home: Path) -> subprocess.Popen[str]:
 
 @pytest.mark.posix
 def test_two_services_run_on_one_home_the_second_is_refused(tmp_path: Path) -> None:
-    """Two real processes: the second ``bastion services run`` exits 75 with the holder's
-    pid and what to do, no traceback, and the first one's child is never touched. After a
-    ``kill -9`` of the first, a third takes over and sweeps the orphan, as after any crash."""
+    """Real processes: a second ``bastion services run``, then ``bastion serve``, exit 75
+    with the holder's pid and what to do, no traceback, and the first one's child is never
+    touched. After a ``kill -9`` of the first, a third takes over and sweeps the orphan, as
+    after any crash."""
     home = tmp_path / "home"
     assert CliRunner().invoke(cli, ["--home", str(home), "init"]).exit_code == 0
     ready = tmp_path / "child.pid"
@@ -140,6 +141,20 @@ def test_two_services_run_on_one_home_the_second_is_refused(tmp_path: Path) -> N
         assert "Traceback" not in err
         assert not gone(child)
         assert first.poll() is None
+        # The daemon too: refused before its server starts, as the CLI's one-line error (a
+        # refusal in the app's lifespan was uvicorn's traceback), and it takes nothing.
+        daemon = subprocess.run(
+            [sys.executable, "-m", "bastion", "serve", "--port", "0"],
+            env={**os.environ, "BASTION_HOME": str(home)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert daemon.returncode == 75, daemon.stderr
+        assert f"process {first.pid} already supervises the services of" in daemon.stderr
+        assert "Traceback" not in daemon.stderr
+        assert daemon.stdout == ""  # no handshake: it never listened
+        assert not gone(child)
 
         first.kill()  # kill -9: the kernel drops its lock with it
         first.communicate(timeout=60)

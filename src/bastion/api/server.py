@@ -47,6 +47,7 @@ import uvicorn
 import uvicorn.server
 
 from bastion.__about__ import __api_version__, __version__
+from bastion._lockfile import LockFile
 from bastion._time import rfc3339
 from bastion.api.app import create_app, declare_routes
 from bastion.api.connections import ConnectionGuard, ConnectionLimits, guarded_protocol
@@ -67,6 +68,7 @@ from bastion.runfiles import (
     write_handshake,
 )
 from bastion.scheduler import Job, Scheduler
+from bastion.supervisor import ownership
 from bastion.supervisor._platform import on_stop_signals
 
 __all__ = ["ServeOptions", "bind_sockets", "http_protocol", "is_loopback", "serve"]
@@ -314,8 +316,13 @@ def serve(
     lock = DaemonLock(cfg.run_dir)
     try:
         lock.acquire()
+        # Before the server starts: another process supervising this home (`services run`,
+        # an app's own Supervisor) is SupervisorBusy here, the CLI's one-line error, and not
+        # a failed lifespan (uvicorn's traceback). The supervisor releases it at its close.
+        owner = ownership.take(cfg.db_path)
     except BaseException:
         home.close()
+        lock.release()
         raise
     try:
         if lock.took_over_from is not None:
@@ -333,6 +340,7 @@ def serve(
             ) from err
         return _run(
             home,
+            owner=owner,
             sockets=sockets,
             token=token,
             token_where=token_where,
@@ -341,6 +349,7 @@ def serve(
             options=options,
         )
     finally:
+        owner.release()  # a no-op after the supervisor's close released it
         home.close()
         remove_handshake(cfg.run_dir, pid=os.getpid())
         lock.release()
@@ -349,6 +358,7 @@ def serve(
 def _run(
     home: Home,
     *,
+    owner: LockFile,
     sockets: list[socket.socket],
     token: str,
     token_where: str,
@@ -362,7 +372,7 @@ def _run(
     scheduler = build_scheduler(home)
     if cfg.archive.enabled:
         start_archiving(home)
-    state = DaemonState(home=home, port=port, scheduler=scheduler)
+    state = DaemonState(home=home, port=port, scheduler=scheduler, supervisor_lock=owner)
     extra_hosts = () if is_loopback(host) else (host,)
     # supervise=True: the app's lifespan opens the supervisor (auto-starting services) before
     # the sockets accept anything, and stops the services after they stop accepting.

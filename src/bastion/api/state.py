@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from fastapi import Request
 
+from bastion._lockfile import LockFile
 from bastion._time import rfc3339
 from bastion.api.security import Counters
 from bastion.app import Home
@@ -39,6 +40,9 @@ class DaemonState:
     supervisor: Supervisor | None = None
     #: Keeps the supervisor in step with services/ (set with ``supervisor``).
     catalog: ServiceCatalog | None = None
+    #: The supervisor lock ``bastion serve`` took before its server started (None: the
+    #: supervisor takes it at ``open``); the supervisor releases it at ``close``.
+    supervisor_lock: LockFile | None = None
 
     def require_supervisor(self) -> Supervisor:
         if self.supervisor is None:

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
+from bastion._lockfile import LockFile
 from bastion.api.state import DaemonState
 from bastion.app import Home
 from bastion.supervisor import Supervisor
@@ -39,14 +40,17 @@ log = logging.getLogger("bastion.daemon")
 CONFIG_SETTLE_S = 0.3
 
 
-def build_supervisor(home: Home) -> tuple[Supervisor, ServiceCatalog]:
+def build_supervisor(
+    home: Home, owner: LockFile | None = None
+) -> tuple[Supervisor, ServiceCatalog]:
     """The home's supervisor over its valid spec files (secrets from the vault), and the
-    catalog that keeps it in step with ``services/``."""
+    catalog that keeps it in step with ``services/``; ``owner``: the supervisor lock, when
+    the daemon took it already."""
     from bastion.domains.confighistory import ConfigHistoryRepo
 
     cfg = home.config
     good, _bad = validate_dir(cfg.services_dir)  # the catalog's first reload reports _bad
-    supervisor = home.supervisor(good)
+    supervisor = home.supervisor(good, owner=owner)
     catalog = ServiceCatalog(
         supervisor,
         cfg.services_dir,
@@ -101,7 +105,9 @@ def supervisor_lifespan(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        supervisor, catalog = await asyncio.to_thread(build_supervisor, state.home)
+        supervisor, catalog = await asyncio.to_thread(
+            build_supervisor, state.home, state.supervisor_lock
+        )
         await supervisor.open()
         for rec in supervisor.swept:
             log.warning("ended orphan pid %d left by a previous daemon", rec.pid)

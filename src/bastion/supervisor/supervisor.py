@@ -100,6 +100,7 @@ class Supervisor(ServiceRunner, SecretFollower):
         wall_clock: Callable[[], float] = time.time,
         clock_tick_s: float = 1.0,
         cgroup_mount: str | os.PathLike[str] | None = None,
+        owner: LockFile | None = None,
     ) -> None:
         self._db = db
         #: Where discovery looks for cgroup2 (None: /proc/self/mountinfo says).
@@ -130,8 +131,10 @@ class Supervisor(ServiceRunner, SecretFollower):
         self.swept: list[ProcRecord] = []
         self._secret_watch: ChangeWatch | None = None
         self._secret_task: asyncio.Task[None] | None = None
-        #: The supervisor lock, held from ``open`` to ``close`` (``ownership.py``).
-        self._owner: LockFile | None = None
+        #: The supervisor lock (``ownership.py``), held from ``open`` to ``close``: taken by
+        #: ``open``, or already by the creator (``owner``: the daemon takes it before its
+        #: server starts, so a refusal is the CLI's error, not a failed start).
+        self._owner: LockFile | None = owner
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -147,11 +150,14 @@ class Supervisor(ServiceRunner, SecretFollower):
         sweep a crashed predecessor's orphans."""
         # Before the sweep: it kills what the records and the cgroup hold, which is a live
         # supervisor's children unless this lock says there is none.
-        owner = await asyncio.to_thread(ownership.take, self._db.path)
+        owner = self._owner
+        if owner is None:
+            owner = await asyncio.to_thread(ownership.take, self._db.path)
         try:
             await self._open()
         except BaseException:
             owner.release()
+            self._owner = None
             raise
         self._owner = owner
 
