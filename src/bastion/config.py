@@ -385,6 +385,8 @@ def _load(
 ) -> tuple[Config, dict[str, dict[str, str]]]:
     """The config and, per section and key, where each non-default value came from."""
     environ = os.environ if env is None else env
+    if home is not None and not os.fspath(home):
+        raise ValueError("home is an empty path: give a folder, or None for the default home")
     home_path = Path(home).expanduser().absolute() if home is not None else default_home(environ)
     raw: dict[str, dict[str, tuple[Any, str]]] = {name: {} for name in _SECTIONS}
 

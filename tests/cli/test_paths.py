@@ -144,3 +144,19 @@ def test_a_nul_in_any_argument_is_a_usage_error(
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "holds a NUL character" in result.stderr
     assert _tree(home) == before
+
+
+def test_an_empty_home_is_a_usage_error_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--home "$UNSET"` was read as the current directory: `init` made a home there."""
+    from bastion.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    for args in (["init"], ["db", "status"], ["settings", "set", "k", "1"]):
+        result = CliRunner().invoke(cli, ["--home", "", *args])
+        assert result.exit_code == EXIT_USAGE, result.output
+        assert "'--home': is empty" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="home is an empty path"):
+        load_config("")

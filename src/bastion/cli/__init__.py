@@ -151,6 +151,15 @@ def _truncate(text: str, limit: int) -> str:
 @click.pass_context
 def cli(ctx: click.Context, home: str | None) -> None:
     """bastion: hardened local backend -- secrets vault, SQLite store, sidecar supervisor."""
+    if home == "":
+        # `--home "$UNSET"` in a script: read as the current directory, it made a home
+        # wherever the script ran. (An empty BASTION_HOME is ignored: the default home.)
+        raise click.BadParameter(
+            "is empty; name the home's folder, or leave --home out for $BASTION_HOME or the "
+            "platform data dir",
+            ctx=ctx,
+            param_hint="'--home'",
+        )
     ctx.ensure_object(dict)
     ctx.obj["home"] = home
 
