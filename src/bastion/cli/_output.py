@@ -295,12 +295,18 @@ def config_from(ctx: click.Context) -> Config:
     return load_config(home)
 
 
-def checked_path(path: Path, param_hint: str, *, must_exist: bool = False) -> Path:
+def checked_path(
+    path: Path, param_hint: str, *, must_exist: bool = False, writable: bool = False
+) -> Path:
     """``path`` (absolute) after asking the OS about it, so a name it refuses (too long, a
     file used as a directory, no permission) is a usage error naming the option, not an
     ``OSError`` from deep inside a command. A missing path is fine unless ``must_exist``;
-    for a path to be written, its directory must exist."""
+    for a path to be written, its directory must exist, and with ``writable`` take a new
+    file (not read-only media, not a folder this process may not write), checked before
+    any work is done."""
     path = path.absolute()
+    if writable:
+        _check_writable_folder(path.parent, param_hint)
     try:
         os.stat(path)
     except FileNotFoundError:
@@ -313,6 +319,21 @@ def checked_path(path: Path, param_hint: str, *, must_exist: bool = False) -> Pa
     except OSError as err:
         raise click.BadParameter(f"{path}: {err.strerror}", param_hint=param_hint) from None
     return path
+
+
+def _check_writable_folder(folder: Path, param_hint: str) -> None:
+    if not folder.is_dir() or os.access(folder, os.W_OK):
+        return  # a missing folder is named below; os.access is the kernel's own answer
+    from bastion import _platform
+
+    try:
+        read_only = _platform.read_only_mount(folder)
+    except OSError:
+        read_only = False
+    why = "is on a read-only file system" if read_only else "is not writable by this process"
+    raise click.BadParameter(
+        f"{folder} {why}; name a file in a folder you can write", param_hint=param_hint
+    )
 
 
 def home_choice_hint() -> str:

@@ -244,7 +244,7 @@ def backup(
     cfg = config_from(ctx)
     target = _target(cfg, db_name, backups_dir)
     if to is not None:
-        to = checked_path(to, "--to")
+        to = checked_path(to, "--to", writable=True)
     callback, bar = _progress_printer(as_json)
     if target.in_home and target.name == "bastion":
         from bastion.cli._dbtarget import is_bastion_home, not_found

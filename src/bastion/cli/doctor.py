@@ -108,7 +108,7 @@ def doctor(ctx: click.Context, bundle: Path | None, quick: bool, fix: bool, as_j
 
     cfg = config_from(ctx)
     if bundle is not None:
-        bundle = checked_path(bundle, "--bundle")
+        bundle = checked_path(bundle, "--bundle", writable=True)
     if bundle is not None and bundle.is_dir():
         raise click.BadParameter(
             f"{bundle} is a directory; name a .zip file", param_hint="--bundle"

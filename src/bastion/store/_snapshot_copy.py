@@ -324,6 +324,8 @@ def _backup_error(err: apsw.Error, path: Path) -> StoreError:
 
 
 def unlink_quietly(path: Path) -> None:
+    # Any OSError: on a read-only or failing disk the unlink fails too, and must not replace
+    # the error being raised (a traceback from `db backup --to` on read-only media).
     for p in (path, Path(str(path) + "-journal"), Path(str(path) + "-wal")):
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             p.unlink()

@@ -270,6 +270,31 @@ def _json_candidates(data: Any, fmt: Format) -> list[tuple[tuple[str, ...], str,
 # --- import ----------------------------------------------------------------------------------
 
 
+def _check_writable(file: Path) -> None:
+    """``ImportFailed`` before anything is stored when ``file``'s folder cannot take the
+    rewritten file and its backup (read-only media, a folder this process may not write):
+    the import would store the values, then fail with the plaintext still in the file."""
+    folder = file.absolute().parent
+    if os.access(folder, os.W_OK):
+        return
+    import errno
+
+    from bastion import _platform
+
+    try:
+        read_only = _platform.read_only_mount(folder)
+    except OSError:
+        read_only = False
+    why = "it is on a read-only file system" if read_only else "this process may not write there"
+    raise ImportFailed(
+        f"{file}: cannot rewrite it in {folder} ({why}); nothing was imported",
+        hint="Import a copy from a folder you can write (the values move there), or make "
+        "this one writable; the file was left as it was.",
+        path=str(file),
+        errno=errno.EROFS if read_only else errno.EACCES,
+    )
+
+
 def _read(file: Path) -> tuple[bytes, str]:
     """The file's bytes (kept as the backup, exactly) and its UTF-8 text (a byte-order mark
     dropped: glued to the first key it would hide that secret from the import)."""
@@ -343,6 +368,8 @@ def import_file(
         items += [ImportItem(loc, scope, name, "would-set") for _, loc, name, _ in picks]
         return ImportReport(str(file), fmt, tuple(items), False, None, True)
 
+    if picks:
+        _check_writable(file)
     for _, location, name, value in picks:
         _, changed = vault.set_if_changed(
             name, value, scope, actor=actor, operation=Operation.IMPORT
@@ -362,9 +389,20 @@ def import_file(
         new_text = json.dumps(data, indent=_json_indent(text), ensure_ascii=False)
         if text.endswith("\n"):
             new_text += "\n"
-    copy = write_backup(vault, file, raw, actor=actor) if backup else None
-    mode = file.stat().st_mode & 0o777
-    atomic_write(file, new_text, mode=mode)
+    try:
+        copy = write_backup(vault, file, raw, actor=actor) if backup else None
+        mode = file.stat().st_mode & 0o777
+        atomic_write(file, new_text, mode=mode)
+    except OSError as err:
+        # Past the check above (a disk that filled, a mount made read-only meanwhile): the
+        # values are in the vault, the file is as it was; a rerun finds them unchanged.
+        raise ImportFailed(
+            f"{file}: the values are in the vault, but the file could not be rewritten: "
+            f"{err.strerror or err}",
+            hint="Fix the named problem and run the import again: it finds the values "
+            "stored and rewrites the file.",
+            path=str(file),
+        ) from err
     return ImportReport(
         str(file), fmt, tuple(items), True, str(copy) if copy else None, False, _warning(copy)
     )
