@@ -53,7 +53,8 @@ action can make the same call succeed).
     │   ├── BackupError
     │   │   └── RestoreRefused
     │   ├── ArchiveError
-    │   │   └── PointInTimeUnavailable
+    │   │   ├── PointInTimeUnavailable
+    │   │   └── ArchiverBusy
     │   ├── SqliteOnly
     │   ├── StoreUnavailable
     │   └── CopyError
@@ -96,6 +97,7 @@ from typing import Any, ClassVar
 __all__ = [
     "ApiError",
     "ArchiveError",
+    "ArchiverBusy",
     "BackupError",
     "BaselineMismatch",
     "BastionError",
@@ -619,6 +621,20 @@ class PointInTimeUnavailable(ArchiveError):
     http_status = 404
 
 
+class ArchiverBusy(ArchiveError):
+    """Another archiver archives this database's WAL (it holds the archiver lock)."""
+
+    code = "archiver_busy"
+    default_hint = (
+        "One process archives a database's WAL at a time, and it archives every process's "
+        "commits: leave archiving to it (the daemon does it; don't call "
+        "home.start_archiving() in an app while it runs), or stop the process the message "
+        "names first."
+    )
+    default_recoverable = True
+    http_status = 409
+
+
 class SqliteOnly(StoreError):
     """A feature of SQLite files was asked of a PostgreSQL database: posture pragmas, file
     backups, restore, salvage, quarantine, the WAL watchdog, encryption at rest."""
@@ -940,6 +956,7 @@ EXIT_CODES: dict[type[BastionError], int] = {
     ServiceNotFound: 66,
     # Held by a live process: another try succeeds once it stops (EX_TEMPFAIL).
     SupervisorBusy: 75,
+    ArchiverBusy: 75,
     Conflict: 65,
     StoreBusy: 75,
     # The disk refused (full, read-only, failing): an I/O condition, not corruption (74), so

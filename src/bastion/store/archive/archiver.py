@@ -59,10 +59,11 @@ import apsw
 
 from bastion import _platform
 from bastion._fs import ensure_private_dir
+from bastion._lockfile import LockFile
 from bastion._platform.filewatch import BlockingWatch, blocking_watch
 from bastion.errors import ArchiveError, BastionError, StoreBusy, StoreError
 from bastion.store._errors import translate
-from bastion.store.archive import policy
+from bastion.store.archive import owner, policy
 from bastion.store.archive.batch import (
     PENDING_BYTES,
     PENDING_MAX_BYTES,
@@ -221,6 +222,8 @@ class Archiver:
         self._last_error: str | None = None
         #: Since when passes of the thread have been giving way to another process's lock.
         self._busy_since: float | None = None
+        #: The archiver lock of the database, held from start to stop (owner.py).
+        self._owner: LockFile | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -231,21 +234,29 @@ class Archiver:
         if _platform.pread is None or not _platform.FD_DIRS:
             # The wal-index is read through SQLite's own descriptor, found by listing ours.
             raise ArchiveError(NO_POSITIONAL_IO, hint="Leave [archive] off on this system")
+        # Before anything is written, checkpointed or pruned: all of it assumes no other
+        # archiver of this database is at work (owner.py).
+        self._owner = owner.take(self.db.path)
         try:
             ensure_private_dir(self.archive_root / self.db.name)
         except OSError as err:
+            self._release_owner()
             raise ArchiveError(
                 f"cannot use {self.archive_root} for the archive: {err.strerror or err}",
                 path=str(self.archive_root),
             ) from err
         # Before the first look: a commit after it is an event the thread is woken by.
         path = self.db.path
-        self._watch = blocking_watch(
-            path.parent, [path.name, f"{path.name}-wal", f"{path.name}-shm"], opens=True
-        )
-        self._reader = self._side_connection()
-        self._checkpointer = self._side_connection()
-        self._resume()
+        try:
+            self._watch = blocking_watch(
+                path.parent, [path.name, f"{path.name}-wal", f"{path.name}-shm"], opens=True
+            )
+            self._reader = self._side_connection()
+            self._checkpointer = self._side_connection()
+            self._resume()
+        except BaseException:
+            self._give_back()
+            raise
         writer = self.db._driver_connection()
         set_persist_wal(writer)
         writer.set_wal_hook(self._on_commit)  # replaces SQLite's autocheckpoint hook
@@ -297,6 +308,12 @@ class Archiver:
         if self._watch is not None:
             self._watch.close()
             self._watch = None
+        self._release_owner()
+
+    def _release_owner(self) -> None:
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            owner.release()
 
     @property
     def running(self) -> bool:
