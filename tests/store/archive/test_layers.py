@@ -15,6 +15,7 @@ ALLOWED: dict[str, set[str]] = {
         "checkpoint",
         "compact",
         "layout",
+        "owner",
         "policy",
         "prune",
         "resume",
@@ -36,6 +37,7 @@ ALLOWED: dict[str, set[str]] = {
     "segment": {"walfile"},
     "policy": set(),
     "walfile": set(),
+    "owner": set(),
 }
 
 
