@@ -23,32 +23,164 @@ Jobs, each on its configured interval (0 disables it) and run one at a time on t
 The first runs wait (a minute for backups, more for the rest): a process restarted in a loop
 must not back up in a loop. :meth:`Maintenance.run_now` runs a job at once.
 
+**One job at a time per home, across processes.** The daemon and an app's
+``start_maintenance()`` (or two instances of one app) each run this schedule on the same home.
+Each job runs holding ``<bastion.db>.maintenance-lock`` (:class:`bastion._lockfile.LockFile`,
+a kernel lock that dies with its holder), waiting while another process's job runs. Without
+it two backup jobs due together both backed up (the first's ``backup.created`` event is a
+change to the second), so rotation kept half as much history, and one's rotation could delete
+the other's backup between its copy and its manifest. Now the second waits, then finds
+the first's run in ``run/maintenance.json`` (when each job last ran, in which process) and
+skips it while that run is less than an interval old: two schedules on one home run each
+job once per interval between them, not once each. A wait longer than ``LOCK_WAIT_S``, or
+one the scheduler's stop interrupts, skips that run (logged).
+
 No singletons: a :class:`Maintenance` belongs to one ``Home``, and ``Home.close()`` stops it
 (waiting for a running job) before it closes the databases the jobs use.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bastion.errors import BastionError
+from bastion._fs import atomic_write, ensure_private_dir
+from bastion._lockfile import LockFile, LockTimeout
+from bastion.errors import BastionError, StoreIOError
 from bastion.scheduler import Job, JobStatus, Scheduler
 
 if TYPE_CHECKING:
     from bastion.app import Home
     from bastion.store import Database
 
-__all__ = ["Maintenance", "maintenance_jobs"]
+__all__ = [
+    "LOCK_SUFFIX",
+    "LOCK_WAIT_S",
+    "RUNS_FILE",
+    "Maintenance",
+    "exclusive",
+    "lock_path",
+    "maintenance_jobs",
+]
 
 log = logging.getLogger("bastion.maintenance")
 
+LOCK_SUFFIX = ".maintenance-lock"
+#: How long a job waits for another process's job before it skips this run (a backup of a
+#: large database takes minutes; the next run comes one interval later either way).
+LOCK_WAIT_S = 600.0
+#: In the home's ``run/``: when each job last ran, and in which process.
+RUNS_FILE = "maintenance.json"
+#: How often a waiting job looks whether its scheduler is stopping.
+_STOP_LOOK_S = 0.25
 
-def maintenance_jobs(home: Home) -> list[Job]:
-    """The jobs for ``home`` on the intervals of its config (see the module docstring).
+
+def lock_path(db_path: Path) -> Path:
+    """``<bastion.db>.maintenance-lock``: held by whichever process runs a job of the home."""
+    return db_path.with_name(db_path.name + LOCK_SUFFIX)
+
+
+def exclusive(
+    name: str,
+    interval_s: float,
+    db_path: Path,
+    runs_path: Path,
+    fn: Callable[[], None],
+    *,
+    stopping: Callable[[], bool] = lambda: False,
+    wait_s: float = LOCK_WAIT_S,
+    clock: Callable[[], float] = time.monotonic,
+    wall: Callable[[], float] = time.time,
+) -> Callable[[], None]:
+    """``fn`` run holding the home's maintenance lock (see the module docstring).
+
+    It waits while another process's job runs, and skips this run (logged) after ``wait_s``
+    or as soon as ``stopping()``. Holding the lock, it skips the run too when ``runs_path``
+    says another process ran job ``name`` less than ``interval_s`` ago; after running it
+    records its own run there. A lock file the disk refuses is :class:`StoreIOError`."""
+
+    def run() -> None:
+        lock = LockFile(lock_path(db_path))
+        deadline = clock() + wait_s
+        waited = False
+        while True:
+            try:
+                lock.acquire(timeout=_STOP_LOOK_S)
+                break
+            except LockTimeout as err:
+                holder = err.holder or {}
+                who = f"process {holder['pid']}" if holder.get("pid") else "another process"
+                if stopping() or clock() >= deadline:
+                    log.info(
+                        "job %s skipped this run: %s runs the maintenance job %s of %s",
+                        name,
+                        who,
+                        holder.get("job", "?"),
+                        db_path.parent,
+                    )
+                    return
+                if not waited:
+                    waited = True
+                    log.info("job %s waits: %s runs the job %s", name, who, holder.get("job"))
+            except OSError as err:
+                raise StoreIOError(
+                    f"cannot take the maintenance lock {lock.path}: {err.strerror or err}",
+                    hint=f"Make {db_path.parent} writable by this user (it holds the database).",
+                    path=str(lock.path),
+                ) from err
+        try:
+            with contextlib.suppress(OSError):  # only what a waiter's log line names
+                lock.note({"job": name})
+            runs = _read_runs(runs_path)
+            last = runs.get(name)
+            now = wall()
+            if (
+                isinstance(last, dict)
+                and last.get("pid") != os.getpid()
+                and isinstance(last.get("at"), int | float)
+                and 0 <= now - last["at"] < interval_s
+            ):
+                log.info(
+                    "job %s skipped this run: process %s ran it %.0fs ago (every %.0fs)",
+                    name,
+                    last.get("pid"),
+                    now - last["at"],
+                    interval_s,
+                )
+                return
+            fn()
+            runs[name] = {"at": wall(), "pid": os.getpid()}
+            try:
+                ensure_private_dir(runs_path.parent)
+                atomic_write(runs_path, json.dumps(runs, sort_keys=True))
+            except OSError as err:  # the run happened; only the dedupe record is missing
+                log.warning("cannot record the run of job %s in %s: %s", name, runs_path, err)
+        finally:
+            lock.release()
+
+    return run
+
+
+def _read_runs(path: Path) -> dict[str, Any]:
+    """``{job: {"at": wall time, "pid": pid}}`` of the last runs, by any process ({} when
+    missing or unreadable: then nothing is skipped)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def maintenance_jobs(home: Home, *, stopping: Callable[[], bool] = lambda: False) -> list[Job]:
+    """The jobs for ``home`` on the intervals of its config (see the module docstring), each
+    run under the home's maintenance lock (``stopping``: the scheduler's, ends a wait for it).
 
     Each job imports what it runs when it first runs (on the scheduler's thread, its first
     interval after the start): the daemon builds these jobs before its handshake, and the
@@ -114,13 +246,19 @@ def maintenance_jobs(home: Home) -> list[Job]:
         if pruned:
             log.info("pruned %s vault audit rows", pruned)
 
+    runs_path = cfg.run_dir / RUNS_FILE
+
+    def job(name: str, interval_s: float, fn: Callable[[], None], first_delay_s: float) -> Job:
+        run = exclusive(name, interval_s, cfg.db_path, runs_path, fn, stopping=stopping)
+        return Job(name, interval_s, run, first_delay_s=first_delay_s)
+
     interval = cfg.backup.interval_s
     return [
-        Job("backup", interval, backup_of(lambda: home.db), first_delay_s=60),
-        Job("backup-vault", interval, backup_of(vault_db), first_delay_s=90),
-        Job("retention", cfg.retention.interval_s, retention, first_delay_s=120),
-        Job("vault-audit-retention", cfg.retention.interval_s, audit_retention, first_delay_s=180),
-        Job(
+        job("backup", interval, backup_of(lambda: home.db), first_delay_s=60),
+        job("backup-vault", interval, backup_of(vault_db), first_delay_s=90),
+        job("retention", cfg.retention.interval_s, retention, first_delay_s=120),
+        job("vault-audit-retention", cfg.retention.interval_s, audit_retention, first_delay_s=180),
+        job(
             "integrity-check",
             cfg.store.integrity_check_interval_s,
             integrity,
@@ -149,7 +287,8 @@ class Maintenance:
             raise ValueError(f"first_run_in_s must be >= 0 or None, got {first_run_in_s}")
         self.home = home
         self.scheduler = Scheduler(clock=clock)
-        for job in maintenance_jobs(home):
+        scheduler = self.scheduler
+        for job in maintenance_jobs(home, stopping=lambda: scheduler.stopping):
             delay = job.first_delay_s if first_run_in_s is None else first_run_in_s
             self.scheduler.add(dataclasses.replace(job, first_delay_s=delay))
         self._started = False

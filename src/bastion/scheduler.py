@@ -158,6 +158,11 @@ class Scheduler:
             self._wake.wait(timeout=wait)
             self._wake.clear()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called (a job waiting on something may give up early)."""
+        return self._stopping.is_set()
+
     def stop(self, timeout: float | None = 30.0) -> None:
         """Stop the thread; a job that is running finishes first (bounded by ``timeout``;
         None waits as long as it takes)."""

@@ -255,7 +255,7 @@ def build_scheduler(home: Home) -> Scheduler:
     from bastion.store.samples import INTERVAL_S, record_sample
 
     scheduler = Scheduler()
-    for job in maintenance_jobs(home):
+    for job in maintenance_jobs(home, stopping=lambda: scheduler.stopping):
         scheduler.add(job)
     run_dir = home.config.run_dir
     scheduler.add(
