@@ -14,13 +14,19 @@ wrong would turn a secret's bytes into other characters.
 from __future__ import annotations
 
 import codecs
+import errno
 import os
+import stat
 from pathlib import Path
 from typing import Literal, overload
 
 from bastion.errors import BastionError
 
-__all__ = ["blocked_folder", "decode_utf8", "read_bytes", "read_text"]
+__all__ = ["MAX_BYTES", "blocked_folder", "decode_utf8", "read_bytes", "read_text"]
+
+#: The largest file read as text: a settings file, a spec or a .env is kilobytes; a path
+#: naming something else (a database, a log) is refused rather than read into memory.
+MAX_BYTES = 16 * 1024 * 1024
 
 #: Byte-order marks of the encodings an editor may save in, longest first (UTF-32's little
 #: endian mark starts with UTF-16's).
@@ -93,9 +99,34 @@ def read_bytes(
     path: Path, error: type[BastionError], what: str, *, missing_ok: bool = False
 ) -> bytes | None:
     """The bytes of the file at ``path``; a path that is missing (unless ``missing_ok``:
-    ``None``), a directory, unreadable or on a failing disk is ``error`` saying which."""
+    ``None``), a directory, not a regular file, larger than ``MAX_BYTES``, unreadable or on
+    a failing disk is ``error`` saying which."""
     try:
-        return path.read_bytes()
+        # O_NONBLOCK: opening a FIFO waits for a writer without it (a hang); the file type
+        # and size are read from the open descriptor, so what is checked is what is read.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISDIR(info.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+            if not stat.S_ISREG(info.st_mode):
+                raise error(
+                    f"{_name(path, what)} is not a regular file (a device, FIFO or socket: "
+                    "it could be read forever)",
+                    hint="Point at a regular file (a device or a FIFO is never read).",
+                    path=str(path),
+                )
+            if info.st_size > MAX_BYTES:
+                raise error(
+                    f"{_name(path, what)} is {info.st_size} bytes, more than the "
+                    f"{MAX_BYTES // (1024 * 1024)} MiB a text file bastion reads may have",
+                    hint="Check the path: this is not the file you meant.",
+                    path=str(path),
+                )
+            with os.fdopen(fd, "rb", closefd=False) as handle:
+                data = handle.read(MAX_BYTES + 1)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         if missing_ok:
             return None
@@ -139,6 +170,14 @@ def read_bytes(
             hint="Fix the named problem (the path, the disk, the mount) and run the command again.",
             path=str(path),
         ) from None
+    if len(data) > MAX_BYTES:  # grew while read
+        raise error(
+            f"{_name(path, what)} is more than the {MAX_BYTES // (1024 * 1024)} MiB a text "
+            "file bastion reads may have",
+            hint="Check the path: this is not the file you meant.",
+            path=str(path),
+        )
+    return data
 
 
 def blocked_folder(path: Path) -> Path | None:

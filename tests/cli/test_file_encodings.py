@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from bastion._text import MAX_BYTES
 from bastion.cli import cli
 from tests.fsfaults import bastion, needs_root
 
@@ -229,3 +230,47 @@ def test_a_home_behind_a_folder_this_process_may_not_enter(tmp_path: Path, env: 
             assert f"chmod 700 {locked}" in done.stderr
     finally:
         locked.chmod(0o700)
+
+
+# --- things that are not files -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge"])
+@pytest.mark.parametrize("where", ["bastion.toml", "spec", "import", "alive-from"])
+def test_a_fifo_a_device_or_a_huge_file_is_refused_not_read_forever(
+    home: Path, tmp_path: Path, kind: str, where: str
+) -> None:
+    """`secrets import /dev/zero` read until memory ran out; a FIFO in a spec's or
+    bastion.toml's place hung every command (open waits for a writer). Real processes with
+    a deadline: the old code hangs."""
+    path = {
+        "bastion.toml": home / "bastion.toml",
+        "spec": home / "services" / "f.toml",
+        "import": tmp_path / "f.env",
+        "alive-from": tmp_path / "alive.txt",
+    }[where]
+    if kind == "device":
+        if where in {"bastion.toml", "spec"}:
+            os.symlink("/dev/zero", path)
+        else:
+            path = Path("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        with open(path, "wb") as handle:
+            handle.truncate(MAX_BYTES + 1)
+    args = {
+        "bastion.toml": ("config", "show"),
+        "spec": ("services", "validate"),
+        "import": ("secrets", "import", str(path), "--dry-run"),
+        "alive-from": ("secrets", "orphans", "--alive-from", str(path)),
+    }[where]
+    environment = {k: v for k, v in os.environ.items() if k.startswith("BASTION_VAULT")}
+    done = bastion(home, *args, env=environment, timeout=60)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "Traceback" not in output
+    if kind == "huge":
+        assert f"is {MAX_BYTES + 1} bytes, more than the 16 MiB" in output
+    else:
+        assert "is not a regular file (a device, FIFO or socket" in output

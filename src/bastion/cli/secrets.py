@@ -311,8 +311,15 @@ def _lines(path: str) -> list[str]:
     """The lines of ``path`` (``-``: stdin) as UTF-8 text; anything else is a usage error."""
     from pathlib import Path
 
+    if path != "-":
+        from bastion._text import read_text
+        from bastion.errors import InvalidValue
+
+        # A device or FIFO is refused, not read forever; a folder or an unreadable file
+        # is named; a byte-order mark is dropped.
+        return read_text(Path(path), InvalidValue, "list of live scopes").splitlines()
     try:
-        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        data = sys.stdin.buffer.read()
         return data.decode("utf-8").splitlines()
     except OSError as err:
         raise click.BadParameter(
