@@ -176,9 +176,15 @@ class DaemonLock:
 
     ``flock`` rather than a pid file: the kernel drops the lock with the process, so a daemon
     killed by SIGKILL or a power cut never leaves a lock that blocks the next start, and there
-    is no pid-reuse race to get wrong. The lock file stays empty and is never replaced (an
-    atomic rename would swap the inode and silently drop the lock), so it is the one file in
-    run/ not written through ``atomic_write``.
+    is no pid-reuse race to get wrong. The lock file is never replaced (an atomic rename would
+    swap the inode and silently drop the lock), so it is the one file in run/ not written
+    through ``atomic_write``.
+
+    A command that replaces a home's databases (``db restore``, ``db recover``, ``db rekey``)
+    holds it too, with ``doing`` naming it: a daemon started meanwhile would open the file
+    being replaced and go on writing to the quarantined copy. Its note (pid, command) is
+    written into the lock file and emptied at release; the daemon it refuses names it. The
+    daemon's own hold leaves the file empty (its handshake says who it is).
     """
 
     def __init__(self, run_dir: Path) -> None:
@@ -188,13 +194,23 @@ class DaemonLock:
         #: Set when acquiring found a handshake left by a dead daemon (and removed it).
         self.took_over_from: Handshake | None = None
 
-    def acquire(self) -> DaemonLock:
+    def acquire(self, *, doing: str | None = None) -> DaemonLock:
         """Take the single-instance lock (``bastion._platform.try_lock`` on ``run/daemon.lock``), else
-        ``DaemonAlreadyRunning``."""
+        ``DaemonAlreadyRunning``. ``doing``: the command holding it instead of a daemon (see
+        the class docstring)."""
         ensure_private_dir(self.run_dir)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
         if not _platform.try_lock(fd):
+            note = _read_lock_note(fd)
             os.close(fd)
+            if note is not None:
+                raise DaemonAlreadyRunning(
+                    f"`bastion {note['doing']}` (pid {note.get('pid')}) is replacing the "
+                    f"databases of {self.run_dir.parent}; the daemon cannot start meanwhile",
+                    hint=f"Start it again once `bastion {note['doing']}` has finished.",
+                    pid=note.get("pid"),
+                    doing=note["doing"],
+                ) from None
             running = read_handshake(self.run_dir)
             where = (
                 f"pid {running.pid}, port {running.port}"
@@ -207,6 +223,16 @@ class DaemonLock:
                 port=running.port if running else None,
             ) from None
         self._fd = fd
+        if doing is not None:
+            data = json.dumps({"pid": os.getpid(), "doing": doing}).encode("utf-8")
+            try:
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, data)
+            except OSError:
+                # A full disk: the lock holds all the same; a refused daemon names no one.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
         stale = read_handshake(self.run_dir)
         if stale is not None and stale.pid != os.getpid():
             # We hold the lock, so whoever wrote this handshake is gone: it is stale.
@@ -217,6 +243,9 @@ class DaemonLock:
     def release(self) -> None:
         """Drop the lock (closing its descriptor releases the flock)."""
         if self._fd is not None:
+            with contextlib.suppress(OSError):  # a command's note goes with its hold
+                if os.fstat(self._fd).st_size:
+                    os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
 
@@ -230,3 +259,17 @@ class DaemonLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _read_lock_note(fd: int) -> dict[str, Any] | None:
+    """The note of a command holding the daemon lock (see :class:`DaemonLock`), or None (a
+    daemon holds it, or the note cannot be read: Windows locks the byte range)."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        data = os.read(fd, 4096)
+        note = json.loads(data) if data else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(note, dict) or not isinstance(note.get("doing"), str):
+        return None
+    return note

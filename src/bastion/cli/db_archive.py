@@ -98,6 +98,7 @@ def restore_at(
     as_json: bool,
 ) -> None:
     """``bastion db restore --at INSTANT``: rebuild, verify, swap in (see ``db restore``)."""
+    from bastion.cli._hold import keep_daemon_out, refuse_if_open
     from bastion.cli.db_ops import (
         _db_path,
         _holders,
@@ -129,6 +130,7 @@ def restore_at(
                 hint="Stop it first (`bastion stop`), or pass --stop-daemon.",
             )
         stopped = _stop_daemon(cfg)  # its archiver's last pass lands in the archive first
+    keep_daemon_out(ctx, cfg, "db restore --at")  # none may start meanwhile (cli/_hold.py)
     holders = _holders(target)
     if holders:
         raise RestoreRefused(
@@ -149,6 +151,7 @@ def restore_at(
             "current files move to quarantine/.",
             abort=True,
         )
+        refuse_if_open(target)  # opened while the prompt waited
     # An encrypted database's bases and frames are read with its key (or, after a rekey, the
     # older key the base was made with, from the keychain); without it, the typed key error.
     key = _restore_key(cfg, target, plan.base.path)

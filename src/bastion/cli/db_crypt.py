@@ -117,6 +117,7 @@ def _run(
     as_json: bool,
     new_key_env: str = "BASTION_DB_NEW_KEY",
 ) -> None:
+    from bastion.cli._hold import keep_daemon_out, refuse_if_open
     from bastion.cli.db_ops import _db_path, _holders
     from bastion.errors import ConfigError, RestoreRefused
     from bastion.store.crypt.cipher import FileKind, file_kind, require_cipher
@@ -150,6 +151,8 @@ def _run(
             continue
         plan.append((name, path))
     stopped = _stop_or_refuse(cfg, stop_daemon) if plan else None
+    if plan:  # no daemon may start on the files being replaced (cli/_hold.py)
+        keep_daemon_out(ctx, cfg, f"db {operation}")
     for _name, path in plan:
         holders = _holders(path)
         if holders:
@@ -164,6 +167,8 @@ def _run(
             "of each is taken first)?",
             abort=True,
         )
+        for _name, path in plan:
+            refuse_if_open(path)  # opened while the prompt waited
     source = DatabaseKeySource(cfg, passphrase=_passphrase(cfg, "database passphrase"))
     new_for_all = _new_key(cfg, source, operation, new_key_env) if plan else None
     results = []

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from bastion.cli._hold import keep_daemon_out, refuse_if_open
 from bastion.cli._output import (
     Table,
     cell,
@@ -503,6 +504,8 @@ def restore(
                 hint="Stop it first (`bastion stop`), or pass --stop-daemon.",
             )
         stopped = _stop_daemon(cfg)
+    if where.in_home:  # no daemon may start on the file being replaced (cli/_hold.py)
+        keep_daemon_out(ctx, cfg, "db restore")
     holders = _holders(target)
     if holders:
         raise RestoreRefused(
@@ -516,6 +519,7 @@ def restore(
             "The current files move to quarantine/.",
             abort=True,
         )
+        refuse_if_open(target)  # opened while the prompt waited
     result = restore_backup(path, target, where.quarantine_dir, db_name=where.name, key=key)
     with Database.open(target, cfg.store, name=where.name, create=False, key=key) as db:
         checks = check_database(db, full=False)
@@ -734,6 +738,8 @@ def recover(
             check = dataclasses.replace(
                 check, kind=CheckKind.CORRUPT, output=tuple(found), detail=found[0]
             )
+    if target.in_home:  # no daemon may start on the file being replaced (cli/_hold.py)
+        keep_daemon_out(ctx, cfg, "db recover", hint="Stop it first (`bastion stop`).")
     holders = _holders(path)
     if holders:
         # Moving a file another process has open leaves it writing to the quarantined copy
