@@ -96,3 +96,36 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path) -> None:
         proc.kill()
         proc.wait(timeout=30)
         proc.stdout.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "binary", "short"])
+def test_serve_names_a_token_file_it_cannot_use(tmp_path: Path, kind: str) -> None:
+    """`serve --token-file FIFO` hung (its open waits for a writer); bytes that are not
+    ASCII were "'ascii' codec can't decode byte 0xff" with a hint about bastion.toml; a short
+    token said to run `bastion init`, which never writes a --token-file. A real process with
+    a deadline: the old code hangs."""
+    from tests.fsfaults import bastion
+
+    home = tmp_path / "home"
+    token = tmp_path / "token"
+    if kind == "fifo":
+        os.mkfifo(token, 0o600)
+    elif kind == "directory":
+        token = tmp_path
+    else:
+        token.write_bytes(b"\xff\xfe" + b"s3cr3t" * 8 if kind == "binary" else b"abc")
+        token.chmod(0o600)
+    done = bastion(home, "serve", "--port", "0", "--token-file", str(token), timeout=60)
+    output = done.stdout + done.stderr
+    assert done.returncode in (2, 78), output
+    assert "Traceback" not in output
+    assert "s3cr3t" not in output
+    expected = {
+        "fifo": "is not a regular file (a device, FIFO or socket",
+        "directory": "is a directory",
+        "binary": "holds bytes that are not ASCII",
+        "short": "is too short (3 characters; at least 32)",
+    }[kind]
+    assert expected in output
+    if kind in {"binary", "short"}:
+        assert "secrets.token_urlsafe(32)" in output

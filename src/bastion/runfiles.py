@@ -112,17 +112,31 @@ def ensure_token(run_dir: Path) -> Path:
 def read_token(path: Path) -> str:
     """The token in ``path``; a missing, empty or group/world-readable file (on Windows: one
     whose DACL lets another user read it) is refused."""
-    try:
-        text = path.read_text(encoding="ascii").strip()
-        exposed = _platform.file_exposure(path)  # mode bits on POSIX, the DACL on Windows
-    except FileNotFoundError as err:
+    from bastion._text import read_bytes
+
+    # A folder, a FIFO (its open would wait for a writer: `serve --token-file FIFO` hung), a
+    # device or an unreadable file is named by read_bytes.
+    raw = read_bytes(path, ConfigError, "API token file", missing_ok=True)
+    if raw is None:
         raise ConfigError(
             f"no API token at {path}",
             hint="Run `bastion init` to create one, or pass --token-file.",
             path=str(path),
+        )
+    try:
+        text = raw.decode("ascii").strip()
+        exposed = _platform.file_exposure(path)  # mode bits on POSIX, the DACL on Windows
+    except UnicodeDecodeError:
+        raise ConfigError(  # never the bytes themselves: they are (part of) a token
+            f"the API token file {path} holds bytes that are not ASCII: a token is 32 or "
+            "more characters of base64url text",
+            hint=_REWRITE_HINT,
+            path=str(path),
+        ) from None
+    except OSError as err:
+        raise ConfigError(
+            f"cannot read the API token at {path}: {err.strerror or err}", path=str(path)
         ) from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read the API token at {path}: {err}", path=str(path)) from err
     if exposed is not None:
         raise ConfigError(
             f"the API token file {path} is readable by others ({exposed})",
@@ -132,11 +146,17 @@ def read_token(path: Path) -> str:
         )
     if len(text) < 32:
         raise ConfigError(
-            f"the API token in {path} is too short",
-            hint="Delete the file and run `bastion init` to create a new one.",
+            f"the API token in {path} is too short ({len(text)} characters; at least 32)",
+            hint=_REWRITE_HINT,
             path=str(path),
         )
     return text
+
+
+_REWRITE_HINT = (
+    "Write a new one (`python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE`, "
+    "then `chmod 600 FILE`), or, for <home>/run/token, delete it and run `bastion init`."
+)
 
 
 def pid_alive(pid: int) -> bool:
