@@ -160,3 +160,26 @@ def test_an_empty_home_is_a_usage_error_and_creates_nothing(
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="home is an empty path"):
         load_config("")
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+@pytest.mark.parametrize("side", ["source", "destination"])
+def test_db_copy_names_a_folder_or_a_fifo_not_a_failing_disk(
+    tmp_path: Path, kind: str, side: str
+) -> None:
+    """A folder or a FIFO given to `db copy` was "I/O error ... check the device (dmesg)":
+    the disk blamed for a mistake in the path."""
+    home = _home(tmp_path)
+    odd = tmp_path / "odd"
+    if kind == "directory":
+        odd.mkdir()
+    else:
+        os.mkfifo(odd)
+    db = str(home / "profiles" / "main.db")
+    args = [str(odd), str(tmp_path / "out.db")] if side == "source" else [db, str(odd)]
+    done = bastion(home, "db", "copy", *args, timeout=60)
+    assert done.returncode != 0, done.stdout
+    assert "Traceback" not in done.stderr
+    what = "a directory" if kind == "directory" else "a FIFO"
+    assert f"cannot open {odd}: it is {what}, not a database file" in done.stderr
+    assert "dmesg" not in done.stderr

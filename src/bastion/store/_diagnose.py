@@ -279,6 +279,14 @@ def io_error(
     """
     path = Path(os.path.abspath(path))
     ctx = _context(what, text)
+    kind = _not_a_file(path)
+    if kind is not None:
+        # A path naming a folder or a FIFO is a mistake in the path, not a failing device.
+        return StoreOpenError(
+            f"cannot open {path}: it is {kind}, not a database file{ctx}",
+            hint="Name the database's file (for a folder: a .db file in it).",
+            path=str(path),
+        )
     if full or err_no in _FULL_ERRNOS:
         return _disk_full_error(path, ctx, _free_or_none(path))
     if _read_only_mount(path):
@@ -304,6 +312,23 @@ def io_error(
         path=str(path),
         errno=err_no,
     )
+
+
+def _not_a_file(path: Path) -> str | None:
+    """What ``path`` is when it exists and is not a regular file: "a directory", "a FIFO"..."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device"
 
 
 def _free_or_none(path: Path) -> int | None:
