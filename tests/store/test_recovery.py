@@ -1015,7 +1015,10 @@ def test_a_directory_in_place_of_the_database_is_an_io_condition(tmp_path: Path)
     assert (
         check.detail
         == check.fault.message
-        == (f"I/O error on {path} [EISDIR: Is a directory] (while checking it: Is a directory)")
+        == (
+            f"cannot open {path}: it is a directory, not a database file (while checking it: "
+            "Is a directory)"
+        )
     )
     assert check.fault.details == {"path": str(path), "errno": errno.EISDIR}
     assert check.error() is check.fault

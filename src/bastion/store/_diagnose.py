@@ -281,11 +281,14 @@ def io_error(
     ctx = _context(what, text)
     kind = _not_a_file(path)
     if kind is not None:
-        # A path naming a folder or a FIFO is a mistake in the path, not a failing device.
-        return StoreOpenError(
+        # A path naming a folder or a FIFO is a mistake in the path, not a failing device:
+        # still an I/O condition (nothing was read, nothing is quarantined), named as it is.
+        return StoreIOError(
             f"cannot open {path}: it is {kind}, not a database file{ctx}",
-            hint="Name the database's file (for a folder: a .db file in it).",
+            hint="Name the database's file (for a folder: a .db file in it). This is not "
+            "corruption: nothing was quarantined or moved.",
             path=str(path),
+            errno=err_no,
         )
     if full or err_no in _FULL_ERRNOS:
         return _disk_full_error(path, ctx, _free_or_none(path))
