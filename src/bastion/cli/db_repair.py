@@ -3,7 +3,9 @@
 The repair ``bastion db check`` names when the only damage it finds is in FTS5 indexes
 (``repair: "reindex"``): an index is derived data, so rebuilding it from the table it indexes
 loses nothing, where ``db recover`` would quarantine the whole file and restore a backup.
-The library does the work (:func:`bastion.store.fts.rebuild_fts5`).
+The library does the work (:func:`bastion.store.fts.rebuild_fts5`). :func:`reindex_first` is
+what ``db recover`` does first when the damage is in those indexes alone: the rebuild in
+place (:func:`bastion.store.fts.repair_in_place`), the quarantine only if it does not mend.
 """
 
 from __future__ import annotations

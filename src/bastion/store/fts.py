@@ -19,7 +19,10 @@ term has one), after which a search misses every term on that page and the pages
 :func:`unindexed_pages` reads that from the shadow tables on a reader.
 
 Damage to the index alone (its content table sound) is repaired by rebuilding it from the
-content table: :func:`rebuild_fts5` (``bastion db reindex``).
+content table: :func:`rebuild_fts5` (``bastion db reindex``); :func:`repair_in_place` is that
+rebuild and the check after it, for the daemon's start and ``bastion db recover``, where a
+disk that refuses the rebuild is raised as what it is (:func:`rebuild_refused`) and never
+taken for damage that a restore would mend.
 """
 
 from __future__ import annotations
