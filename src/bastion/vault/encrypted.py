@@ -12,6 +12,16 @@ under a key-encryption key from ``vault.key_source``:
 The first open creates the key row; later opens unwrap it (wrong key -> ``VaultLocked``).
 :meth:`EncryptedFileBackend.rekey` re-wraps the keys under a new KEK, optionally with a new data
 key re-encrypting every record -- all in one transaction: a crash leaves the old state whole.
+
+**A rekey by another process.** The unwrapped keys are held in memory, and other processes
+(the daemon, an app) keep theirs while ``bastion secrets rekey --rotate-data-key`` replaces
+the data key. A value such a process then wrote was encrypted under the discarded key and
+could never be read again (seen: ``PUT /v1/secrets/OTHER`` answered 201, then ``failed to
+decrypt`` for ever). So every read and write looks at the key row's ``key_id`` in its own
+transaction (a primary-key lookup) and, when a rekey changed it, unwraps the new row first
+with this process's key source (the same env key, or the keychain item of the new key id), or
+refuses with ``VaultLocked`` when it cannot (a new passphrase or env key): a refusal, never a
+value nobody can decrypt.
 """
 
 from __future__ import annotations
@@ -134,6 +144,12 @@ _SELECT_KEYS = (
     "FROM vault_keys WHERE id = 1"
 )
 
+_SELECT_KEY_ID = "SELECT key_id FROM vault_keys WHERE id = 1"
+_SELECT_VALUE = (
+    "SELECT (SELECT key_id FROM vault_keys WHERE id = 1), version, nonce, ciphertext "
+    "FROM vault_values WHERE scope = ? AND name = ?"
+)
+
 
 class EncryptedFileBackend:
     """Values as AES-256-GCM ciphertext rows in ``vault.db``."""
@@ -152,6 +168,24 @@ class EncryptedFileBackend:
         row = self.db.query_one(_SELECT_KEYS)
         if row is None:
             row = self._create_keys()
+        self._adopt(tuple(row))
+
+    def _follow(self, row: Sequence[Any] | None) -> None:
+        """Follow a rekey another process committed (see the module docstring): ``row`` is
+        the key row as the caller's transaction sees it."""
+        if row is None or row[2] == self.key_id:
+            return
+        try:
+            self._adopt(tuple(row))
+        except (ConfigError, VaultLocked) as err:
+            raise VaultLocked(
+                f"vault.db was rekeyed by another process (key {self.key_id} -> {row[2]}) and "
+                f"this process cannot unwrap the new key: {err.message}",
+                hint="Restart this process with the vault's new key (the daemon: `bastion "
+                "stop`, then start it again); nothing was read or written.",
+            ) from err
+
+    def _adopt(self, row: tuple[Any, ...]) -> None:
         source, kdf_json, key_id, *wrapped = row
         if source != self.key.source:
             raise ConfigError(
@@ -213,11 +247,12 @@ class EncryptedFileBackend:
         key_id = _random.token_hex(8)
         kdf = new.new_kdf()
         kek = new.kek(key_id=key_id, kdf=kdf, create=True)
-        old_cipher, old_key_id = self._cipher, self.key_id
         data_key = new_key() if rotate_data_key else None
 
         def unit(tx: WriteTx) -> int:
+            self._follow(tx.query_one(_SELECT_KEYS))  # another process's rekey first
             count = 0
+            old_cipher = self._cipher
             if data_key is not None:
                 cipher = RecordCipher(data_key)
                 rows = tx.query("SELECT scope, name, version, nonce, ciphertext FROM vault_values")
@@ -263,7 +298,7 @@ class EncryptedFileBackend:
             new.forget(key_id)
             raise
         # Committed: the old KEK wraps nothing now.
-        old = self.key
+        old, old_key_id = self.key, self.key_id
         self.key, self.key_id, self.kdf = new, key_id, kdf
         if data_key is not None:
             self._cipher, self._dek = RecordCipher(data_key), data_key
@@ -297,6 +332,10 @@ class EncryptedFileBackend:
 
     def write_value(self, tx: WriteTx, ref: RecordRef, value: str) -> None:
         """Encrypt ``value`` for ``ref`` (AAD: scope, name, version) and store it in ``tx``."""
+        # Every call: the store hands units one tx handle, so "once per transaction" cannot
+        # be told from it; a primary-key lookup in the open transaction is cheap.
+        if tx.scalar(_SELECT_KEY_ID) != self.key_id:  # rekeyed: encrypt under the new key
+            self._follow(tx.query_one(_SELECT_KEYS))
         nonce, ct = self._cipher.encrypt(
             value.encode("utf-8"), record_aad(ref.scope, ref.name, ref.version)
         )
@@ -309,18 +348,21 @@ class EncryptedFileBackend:
 
     def read_value(self, ref: RecordRef) -> str | None:
         """The decrypted value of ``ref``, None if absent; ``DecryptionFailed`` if tampered with."""
-        row = self.db.query_one(
-            "SELECT version, nonce, ciphertext FROM vault_values WHERE scope = ? AND name = ?",
-            (ref.scope, ref.name),
-        )
-        return None if row is None else self._open(ref, *row)
+        # One statement, one snapshot: the key id beside the record it encrypted.
+        row = self.db.query_one(_SELECT_VALUE, (ref.scope, ref.name))
+        if row is not None and row[0] != self.key_id:  # rekeyed: follow, then read again
+            self._follow(self.db.query_one(_SELECT_KEYS))
+            row = self.db.query_one(_SELECT_VALUE, (ref.scope, ref.name))
+        return None if row is None else self._open(ref, *row[1:])
 
     def read_values(self, refs: Sequence[RecordRef]) -> dict[RecordRef, str | None]:
         """Each of ``refs``' values (None where absent) from one read of their scopes' rows,
         decrypted in one pass; any record that fails to decrypt fails the whole call."""
         rows: dict[tuple[str, str], tuple[int, bytes, bytes]] = {}
+        keys: list[Any] = []
 
         def read(tx: ReadTx) -> None:
+            keys.append(tx.query_one(_SELECT_KEYS))
             for scope in {ref.scope for ref in refs}:
                 for name, version, nonce, ct in tx.query(
                     "SELECT name, version, nonce, ciphertext FROM vault_values WHERE scope = ?",
@@ -329,6 +371,7 @@ class EncryptedFileBackend:
                     rows[(scope, str(name))] = (int(version), bytes(nonce), bytes(ct))
 
         self.db.read(read)
+        self._follow(keys[-1])  # values read in the same snapshot as this key row
         values: dict[RecordRef, str | None] = {}
         for ref in refs:
             row = rows.get((ref.scope, ref.name))
