@@ -122,7 +122,11 @@ def test_app_namespace_dry_run_then_migrate(
     assert Path(backup).name.startswith("pre-migrate-myapp-0001_init-")
     code, _, err = _run(home, "db", "migrate", "--namespace", "nosuch")
     assert code == 2
-    assert "unknown namespace(s) nosuch; known: config_history, core" in err
+    assert "Invalid value for --namespace: unknown namespace(s) 'nosuch'; known: config_hist" in err
+    # db baseline takes the namespace as its argument: named so, and an empty one shown.
+    code, _, err = _run(home, "db", "baseline", "", "--at", "0001_init")
+    assert code == 2
+    assert "Invalid value for NAMESPACE: unknown namespace(s) ''; known: config_history" in err
 
 
 def test_baseline_adopts_a_legacy_app_database(

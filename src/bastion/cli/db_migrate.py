@@ -41,7 +41,13 @@ def render_states(states: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _select(home: Home, names: tuple[str, ...], packages: tuple[str, ...]) -> list[Namespace]:
+def _select(
+    home: Home,
+    names: tuple[str, ...],
+    packages: tuple[str, ...],
+    *,
+    param_hint: str = "--namespace",
+) -> list[Namespace]:
     from bastion.store.migrations import Namespace
 
     spaces = list(home.namespaces())
@@ -63,9 +69,9 @@ def _select(home: Home, names: tuple[str, ...], packages: tuple[str, ...]) -> li
     unknown = [n for n in names if n not in known]
     if unknown:
         raise click.BadParameter(
-            f"unknown namespace(s) {', '.join(unknown)}; known: {', '.join(sorted(known))} "
-            "(add an app's with --package NS=python.package)",
-            param_hint="--namespace",
+            f"unknown namespace(s) {', '.join(map(repr, unknown))}; known: "
+            f"{', '.join(sorted(known))} (add an app's with --package NS=python.package)",
+            param_hint=param_hint,
         )
     return [known[n] for n in names]
 
@@ -156,7 +162,7 @@ def baseline(
     from bastion.app import Home
 
     with Home.open(config_from(ctx), create=False, migrate=False) as home:
-        (ns,) = _select(home, (namespace,), packages)
+        (ns,) = _select(home, (namespace,), packages, param_hint="NAMESPACE")
         try:
             result = home.migrator().baseline(ns, at)
         except ValueError as err:
