@@ -31,12 +31,14 @@ def from_rfc3339(value: str | float) -> float:
     """Epoch seconds from an RFC 3339 / ISO-8601 time (UTC when it names no offset) or from a
     number; ``ValueError`` naming the accepted forms otherwise."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        return _finite(float(value), str(value))
     text = str(value).strip()
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         pass
+    else:
+        return _finite(number, text)
     try:
         parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
@@ -46,3 +48,12 @@ def from_rfc3339(value: str | float) -> float:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed.timestamp()
+
+
+def _finite(number: float, text: str) -> float:
+    # float() reads "nan" and "inf": a bound that matches nothing (or everything), silently.
+    if not math.isfinite(number):
+        raise ValueError(
+            f"{text[:40]!r} is not a time: use RFC 3339 (2026-01-31T12:00:00Z) or epoch seconds"
+        )
+    return number

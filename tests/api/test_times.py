@@ -111,3 +111,11 @@ def test_openapi_says_times_are_date_time_strings(client: TestClient) -> None:
             text = str(props[field])
             assert "date-time" in text, (model, field, props[field])
             assert "'number'" not in text, (model, field, props[field])
+
+
+def test_since_that_is_no_instant_is_a_422(client: TestClient, opened: Home) -> None:
+    """`since=nan` (float() reads it) answered 200 with no items: a bound matching nothing."""
+    for since in ("nan", "inf", "-inf", "1e999"):
+        bad = client.get("/v1/logs", params={"since": since})
+        assert (bad.status_code, bad.json()["code"]) == (422, "invalid_request"), since
+        assert "is not a time" in bad.json()["message"]

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from bastion.app import Home
@@ -305,3 +306,17 @@ def test_settings_list_shows_an_unreadable_row_and_every_other_row(tmp_path: Pat
     assert code == 65
     assert "bastion settings delete b.deep" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "1e999", ""])
+@pytest.mark.parametrize("option", ["--since", "--until"])
+def test_a_time_that_is_no_instant_is_refused_naming_the_option(
+    tmp_path: Path, option: str, value: str
+) -> None:
+    """float() reads "nan" and "inf": `logs --since nan` printed "no log lines" (a bound that
+    matches nothing), and an empty value was no bound at all; the refusal named no option."""
+    home = _home(tmp_path)
+    _insert(home, [LogRecord(time.time() - 60, "info", "svc", "stdout", "a line")])
+    code, out, err = _run(home, "logs", option, value)
+    assert code == 2, out
+    assert f"Invalid value for {option}: {value!r} is not a time" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -32,24 +33,31 @@ _RELATIVE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_time(text: str, *, now: float | None = None) -> float:
+def parse_time(text: str, *, now: float | None = None, param_hint: str | None = None) -> float:
     """``10m``/``2h``/``1d`` ago, unix seconds, or an ISO-8601 time (UTC unless it says)."""
     value = text.strip()
+    refused = click.BadParameter(
+        f"{text[:60]!r} is not a time; use 10m / 2h / 1d (ago), unix seconds, or "
+        "2026-01-31T12:00:00",
+        param_hint=param_hint,
+    )
     match = _RELATIVE.match(value)
     if match:
         return (time.time() if now is None else now) - float(match.group("n")) * _UNITS[
             match.group("unit")
         ]
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(number):  # "nan", "inf": a bound matching nothing, silently
+            raise refused
+        return number
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is not a time; use 10m / 2h / 1d (ago), unix seconds, or 2026-01-31T12:00:00"
-        ) from None
+        raise refused from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed.timestamp()
@@ -151,8 +159,8 @@ def logs(
     filters: dict[str, Any] = {
         "source": source,
         "level": level,
-        "since": parse_time(since) if since else None,
-        "until": parse_time(until) if until else None,
+        "since": parse_time(since, param_hint="--since") if since is not None else None,
+        "until": parse_time(until, param_hint="--until") if until is not None else None,
         "text": text,
     }
     with Home.open(config_from(ctx), create=False) as home:
