@@ -35,6 +35,7 @@ from bastion.errors import BastionError, ConfigError, ConfigVersionNotFound, Rol
 if TYPE_CHECKING:
     from bastion.app import Home
     from bastion.domains.confighistory import ConfigHistoryRepo, ConfigVersion
+    from bastion.store import WriteTx
     from bastion.store.repo import Page
 
 __all__ = [
@@ -87,34 +88,55 @@ def sync_config(home: Home, author: str = "file") -> ConfigVersion | None:
 
 def sync(home: Home, author: str = "file") -> list[ConfigVersion]:
     """Record what ``bastion.toml`` and ``services/*.toml`` say now (valid specs only; a
-    recorded spec whose file is gone is recorded as deleted). Returns the new versions."""
-    from bastion.domains.confighistory import service_target
+    recorded spec whose file is gone is recorded as deleted). Returns the new versions.
+
+    The files are read inside the write transaction that records them: two processes
+    syncing at once (two ``config history`` runs while an editor saves) then record in the
+    order the files changed. Read before it, a slower process recorded the text it had read
+    after a newer one another had recorded (seen: 333 versions for 160 edits, 186 of them
+    back to the text before, an order the file never went through)."""
+    from bastion.domains.confighistory import CONFIG_TARGET, service_target
     from bastion.errors import ServiceSpecError
     from bastion.supervisor.spec import read_spec, spec_files
 
-    found = []
-    config = sync_config(home, author)
-    if config is not None:
-        found.append(config)
     repo = _repo(home)
-    texts: dict[str, str | None] = {}
-    for path in spec_files(home.config.services_dir):
+    recorded = {t: repo.latest(t) for t in repo.targets()}  # names of recorded specs
+
+    def unit(tx: WriteTx) -> list[ConfigVersion]:
+        found = []
         try:
-            texts[path.stem] = read_spec(path)[1]
-        except ServiceSpecError:
-            continue  # not a version: it would not run
-    present = {service_target(name) for name in texts}
-    for target in repo.targets():
-        latest = repo.latest(target)
-        name = latest.service if latest is not None else None
-        if (
-            name
-            and target not in present
-            and not (home.config.services_dir / f"{name}.toml").exists()
-        ):
-            texts[name] = None  # the file is gone: recorded as deleted (once: deduplicated)
-    found += repo.record_specs(texts, author)
-    return found
+            text = _read(home.config.home / CONFIG_FILE)
+            if text is not None:
+                check_config_text(text)
+        except ConfigError:
+            pass  # an invalid file is not recorded: it cannot be what runs
+        else:
+            config = repo.record_tx(tx, CONFIG_TARGET, text, author)
+            if config is not None:
+                found.append(config)
+        texts: dict[str, str | None] = {}
+        for path in spec_files(home.config.services_dir):
+            try:
+                texts[path.stem] = read_spec(path)[1]
+            except ServiceSpecError:
+                continue  # not a version: it would not run
+        present = {service_target(name) for name in texts}
+        for target, latest in recorded.items():
+            name = latest.service if latest is not None else None
+            if (
+                name
+                and target not in present
+                and not (home.config.services_dir / f"{name}.toml").exists()
+            ):
+                texts[name] = None  # the file is gone: recorded as deleted (once: deduplicated)
+        for name, spec_text in sorted(texts.items()):
+            version = repo.record_tx(tx, service_target(name), spec_text, author)
+            if version is not None:
+                found.append(version)
+        return found
+
+    versions: list[ConfigVersion] = home.db.write(unit)
+    return versions
 
 
 def history(
