@@ -42,6 +42,21 @@ def test_every_command_has_help_and_is_documented() -> None:
         assert f"## `{name}`" in reference, f"`{name}` missing from docs/cli-reference.md"
 
 
+def test_every_visible_option_has_help() -> None:
+    """`bastion db copy --help` showed `--batch INTEGER RANGE` with no words: what a batch is
+    had to be guessed."""
+    missing = [
+        f"{name} {param.opts[-1]}"
+        for name, command in _walk(cli, ["bastion"])
+        for param in command.params
+        if isinstance(param, click.Option)
+        and not param.hidden
+        and not (param.help or "").strip()
+        and param.opts[-1] not in {"--help", "--version"}
+    ]
+    assert missing == [], f"options without help text: {missing}"
+
+
 def test_every_leaf_command_has_json_option() -> None:
     for name, command in _walk(cli, ["bastion"]):
         if isinstance(command, click.Group) or name in {"bastion serve"}:

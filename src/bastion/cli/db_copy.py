@@ -99,7 +99,13 @@ def _render(d: dict[str, Any]) -> str:
     metavar="MODULE:ATTR",
     help="The app's migrations (a Namespace): they make the destination's schema (repeatable).",
 )
-@click.option("--batch", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option(
+    "--batch",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Rows per batch; each batch commits with its progress (a rerun resumes after it).",
+)
 @click.option("--progress/--no-progress", default=True, help="Print each batch to stderr.")
 @json_option
 @click.pass_context
