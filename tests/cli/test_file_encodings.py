@@ -274,3 +274,22 @@ def test_a_fifo_a_device_or_a_huge_file_is_refused_not_read_forever(
         assert f"is {MAX_BYTES + 1} bytes, more than the 16 MiB" in output
     else:
         assert "is not a regular file (a device, FIFO or socket" in output
+
+
+@pytest.mark.root
+def test_a_services_folder_this_process_may_not_read_is_named(home: Path) -> None:
+    """glob() hid the refusal: `services validate` said "No service files" and exited 0,
+    `services run` supervised nothing, and a running daemon's reload removed every service."""
+    needs_root()
+    (home / "services" / "s.toml").write_text(SPEC, encoding="utf-8")
+    (home / "services").chmod(0o000)
+    environment = {k: v for k, v in os.environ.items() if k.startswith("BASTION_VAULT")}
+    try:
+        for args in (("services", "validate"), ("services", "list"), ("services", "run")):
+            done = bastion(home, *args, drop_dac=True, env=environment, timeout=60)
+            assert done.returncode != 0, (args, done.stdout)
+            assert "Traceback" not in done.stderr
+            assert f"cannot list the services folder {home / 'services'}" in done.stderr
+            assert f"chmod 700 {home / 'services'}" in done.stderr
+    finally:
+        (home / "services").chmod(0o700)

@@ -708,7 +708,18 @@ def spec_files(directory: Path) -> list[Path]:
     lock or backup such as ``.#name.toml`` is not a service)."""
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.glob("*.toml") if not p.name.startswith("."))
+    try:
+        entries = list(directory.iterdir())
+    except OSError as err:
+        # glob() hides this: a folder this process may not read listed as empty, so
+        # `services validate` said "no service files" and a reload stopped every service.
+        raise ServiceSpecError(
+            f"cannot list the services folder {directory}: {err.strerror or err}",
+            hint=f"Let the user bastion runs as read it: `chmod 700 {directory}` (and `chown` "
+            "it to that user).",
+            file=str(directory),
+        ) from None
+    return sorted(p for p in entries if p.suffix == ".toml" and not p.name.startswith("."))
 
 
 def load_specs(directory: Path) -> list[ServiceSpec]:
