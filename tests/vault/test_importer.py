@@ -178,6 +178,44 @@ def test_dry_run_changes_nothing(file_vault: Vault, tmp_path: Path) -> None:
     assert _backups(env) == []
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        (
+            "mcp.json",
+            '{"mcpServers": {"a": {"env": {"API_KEY": "sk-proj-Zx8Qw2Lm4Np6Rt8Vb0Cd"}}},}\n',
+            "line 1, column 76",
+        ),
+        (
+            "settings",
+            '{\n  // the key\n  "api_token": "sk-proj-Zx8Qw2Lm4Np6Rt8Vb0Cd"\n}\n',
+            "line 2, column 3",
+        ),
+    ],
+    ids=["trailing-comma", "comment-no-suffix"],
+)
+def test_json_that_does_not_parse_is_refused_not_read_as_env(
+    file_vault: Vault, tmp_path: Path, name: str, text: str, where: str
+) -> None:
+    """A .json file with a trailing comma (or a JSONC comment) was read as .env lines: none
+    held KEY=value, so "nothing to import", and the plaintext key stayed in the file."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ImportFailed) as info:
+        import_file(file_vault, path)
+    assert info.value.message.startswith(f"{path} is not valid JSON: ")
+    assert f"({where}); nothing was imported" in info.value.message
+    assert "Zx8Qw2" not in info.value.message + info.value.hint
+    assert path.read_text() == text
+    assert file_vault.list() == []
+    # A file that does not look like JSON is still read as .env lines.
+    plain = tmp_path / "settings.txt"
+    plain.write_text("OPENAI_API_KEY=sk-good-1234567890\n")
+    assert [i.name for i in import_file(file_vault, plain, dry_run=True).items] == [
+        "OPENAI_API_KEY"
+    ]
+
+
 def test_rule_violation_imports_nothing(file_vault: Vault, tmp_path: Path) -> None:
     file_vault.rules.add("N8N_WEBHOOK_URL", HttpsUrl())
     env = tmp_path / ".env"

@@ -132,7 +132,18 @@ def detect_format(path: Path, text: str) -> Format:
         return "env"
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
+    except json.JSONDecodeError as err:
+        if path.suffix.lower() == ".json" or text.lstrip().startswith(("{", "[")):
+            # Read as .env lines it held no KEY=value: "nothing to import", exit 0, and the
+            # plaintext stayed (a trailing comma or a comment, as editors' JSONC allows).
+            # err.msg and the position only: never the text around it (a value).
+            raise ImportFailed(
+                f"{path} is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno}); "
+                "nothing was imported",
+                hint="Fix it there (a trailing comma? a comment? JSON allows neither) and "
+                "run the import again.",
+                path=str(path),
+            ) from None
         return "env"
     if isinstance(data, dict) and (
         isinstance(data.get("mcpServers"), dict) or isinstance(data.get("servers"), dict)
