@@ -21,6 +21,7 @@ from bastion.vault.rules import (
     Regex,
     Rules,
     parse_rule,
+    require_utf8,
     validate_name,
     validate_scope,
 )
@@ -412,6 +413,18 @@ def test_a_value_that_is_not_utf8_is_refused_naming_where_never_echoed(
         f"bot:7/NAME: the value is not UTF-8 text (character {position} of {len(value)} is "
         "not a character: bytes in another encoding?)"
     )
-    assert "iconv" in err.hint
+    assert err.hint == (
+        "Secrets are text: give the value as UTF-8 (`iconv -f LATIN1 -t UTF-8` converts "
+        "Latin-1 text)."
+    )
     if len(value) > 1:
         assert value not in err.message + err.hint
+
+
+def test_a_value_checked_outside_a_record_names_no_record() -> None:
+    """What Vault.fingerprint checks: no scope, no name in the refusal's details."""
+    with pytest.raises(RuleViolation) as info:
+        require_utf8("caf\udce9", "the value to fingerprint")
+    assert info.value.details == {"rule": "utf8", "name": "", "scope": ""}
+    assert info.value.message.startswith("the value to fingerprint is not UTF-8 text")
+    require_utf8("café", "the value to fingerprint")  # UTF-8 text passes
