@@ -34,7 +34,7 @@ from typing import Any
 
 from bastion._lockfile import LockFile, LockTimeout
 from bastion.errors import MigrationLocked, StoreIOError
-from bastion.store._snapshot_copy import SourceState, read_source_state
+from bastion.store._snapshot_facts import SourceState, read_source_state
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT_S",

@@ -23,7 +23,7 @@ import apsw
 
 from bastion.errors import BastionError, MigrationCheckFailed, MigrationError, MigrationFailed
 from bastion.store._errors import translate
-from bastion.store._snapshot_copy import read_source_state, row_counts, schema_fingerprint
+from bastion.store._snapshot_facts import read_source_state, row_counts, schema_fingerprint
 from bastion.store.crypt.cipher import connect
 from bastion.store.crypt.key import DatabaseKey
 from bastion.store.engine import ReadTx
