@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from bastion._fs import InsecureDirectoryError, ensure_private_dir
 from bastion._home import expects, missing_error, record
 from bastion.config import Config, load_config
-from bastion.errors import ConfigError, HomeNotFound, StoreIOError
+from bastion.errors import BastionError, ConfigError, HomeNotFound, StoreIOError
 from bastion.runfiles import ensure_token
 from bastion.store import Database
 
@@ -485,6 +485,7 @@ def _open_checked(
             raise error
         rebuilt = _reindex(cfg, key, check.output) if check.index_only else None
         if rebuilt is None:
+            _refuse_if_open_elsewhere(check.error(), cfg.db_path)
             report = recover(
                 cfg.db_path,
                 backups_dir=cfg.backups_dir,
@@ -514,6 +515,30 @@ def _open_checked(
             db, "store.reindexed", "bastion", {"tables": rebuilt, "found": list(check.output)}
         )
     return db, report
+
+
+def _refuse_if_open_elsewhere(error: BastionError, path: Path) -> None:
+    """Raise ``error`` when another process has ``path`` (or its -wal) open: a recovery moves
+    the file to quarantine, and a process that has it open (an app, the CLI, a running
+    daemon) would go on writing into the quarantined copy, its writes lost without a word."""
+    import psutil
+
+    wanted = {str(path), f"{path}-wal"}
+    others = []
+    for proc in psutil.process_iter(["pid", "name"]):
+        if proc.info["pid"] == os.getpid():
+            continue
+        try:
+            if any(f.path in wanted for f in proc.open_files()):
+                others.append(f"{proc.info['name']} (pid {proc.info['pid']})")
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    if others:
+        error.hint = (
+            f"Nothing was changed: {', '.join(others)} has it open, and a recovery would move "
+            "it from under them. Stop them, then run `bastion db recover` (or start again)."
+        )
+        raise error
 
 
 def _reindex(cfg: Config, key: DatabaseKey | None, found: tuple[str, ...]) -> list[str] | None:

@@ -312,10 +312,21 @@ def serve(
         cfg = dataclasses.replace(cfg, store=dataclasses.replace(cfg.store, on_corrupt="recover"))
     # The routes are declared while the open-time check may still run (Home.init waits for it).
     declare_routes(metrics=cfg.api.metrics)
-    home = Home.init(cfg, precheck=precheck)
+    # The daemon lock before the home is opened: opening acts on the open-time check, and a
+    # damaged file is quarantined and replaced (on_corrupt = "recover"). A second `serve` did
+    # that under the running daemon, which went on writing to the quarantined copy, and only
+    # then found the lock taken.
     lock = DaemonLock(cfg.run_dir)
-    try:
+    with contextlib.suppress(OSError):  # a disk that refuses: Home.init names it, typed
         lock.acquire()
+    try:
+        home = Home.init(cfg, precheck=precheck)
+    except BaseException:
+        lock.release()
+        raise
+    try:
+        if not lock.held:
+            lock.acquire()
         # Before the server starts: another process supervising this home (`services run`,
         # an app's own Supervisor) is SupervisorBusy here, the CLI's one-line error, and not
         # a failed lifespan (uvicorn's traceback). The supervisor releases it at its close.
