@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -314,3 +315,40 @@ def test_scheduled_backup_failure_is_an_event_and_a_status(
     assert status["error"]["code"] == "store_disk_full"
     assert list_backups(cfg.backups_dir, key=db_key) == []
     assert [p.name for p in cfg.backups_dir.iterdir()] == [".bastion.status.json"]
+
+
+def test_rotation_leaves_another_processs_backup_between_its_data_and_manifest(
+    tmp_path: Path, db_key: DatabaseKey | None
+) -> None:
+    """The daemon's schedule and `db backup` rotate one folder. A backup whose data is in
+    place and whose manifest is not yet (another process's, mid-write) was deleted by the
+    other's rotation as "unverified, older than a verified one", and its manifest then
+    pointed at nothing. A fresh one is left; one left over from long ago still goes."""
+    import shutil
+
+    backups = tmp_path / "backups"
+    db = make_items_db(tmp_path / "bastion.db", 10, key=db_key)
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    try:
+        made = [
+            create_backup(db, backups, now=base + dt.timedelta(minutes=i)).path for i in range(2)
+        ]
+    finally:
+        db.close()
+    # As another process's create_backup leaves it for a moment: the data, no manifest yet.
+    in_flight = backups / "bastion-20251231T230000_000000Z.db"
+    shutil.copyfile(made[0], in_flight)
+    # And one a crash left without a manifest two hours ago.
+    stale = backups / "bastion-20251231T220000_000000Z.db"
+    shutil.copyfile(made[0], stale)
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    removed = rotate_backups(
+        backups,
+        "bastion",
+        BackupConfig(keep_last=2, keep_daily=0, keep_weekly=0),
+        now=base + dt.timedelta(days=1),
+        key=db_key,
+    )
+    assert removed == [stale]
+    assert in_flight.exists()

@@ -528,6 +528,11 @@ def rotate_backups(
             if stale.stat().st_mtime < cutoff:
                 stale.unlink()
     for info in delete:
+        if info.manifest is None and _younger_than(info.path, cutoff):
+            # Perhaps another process's backup between its data and its manifest (the
+            # daemon's schedule and `db backup` rotate the same folder): deleting it would
+            # leave that manifest pointing at nothing. Left for a later rotation.
+            continue
         for p in (info.path.with_name(info.path.name + ".json"), info.path):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
@@ -535,6 +540,13 @@ def rotate_backups(
     if removed:
         fsync_dir(backups_dir)
     return removed
+
+
+def _younger_than(path: Path, cutoff: float) -> bool:
+    try:
+        return path.stat().st_mtime >= cutoff
+    except FileNotFoundError:
+        return False
 
 
 # --- restore -----------------------------------------------------------------------------
