@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXIT_CODES",
+    "SQL_INT_MAX",
     "TIME_FIELDS",
     "Fields",
     "Table",
@@ -259,6 +260,11 @@ def print_table(table: Table, *, no_headers: bool = False) -> None:
 
 
 # --- options, config, errors --------------------------------------------------------------
+
+
+#: The largest integer SQLite stores: an id or version past it is an OverflowError from the
+#: driver (a traceback), so integer arguments that reach SQL stop here.
+SQL_INT_MAX = 2**63 - 1
 
 
 def json_option(fn: F) -> F:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from bastion.cli._output import (
+    SQL_INT_MAX,
     Fields,
     Table,
     config_from,
@@ -165,8 +166,8 @@ def history(
 
 
 @config.command()
-@click.argument("a", type=click.IntRange(1))
-@click.argument("b", type=click.IntRange(1))
+@click.argument("a", type=click.IntRange(1, SQL_INT_MAX))
+@click.argument("b", type=click.IntRange(1, SQL_INT_MAX))
 @json_option
 @click.pass_context
 @run_command
@@ -188,7 +189,7 @@ def diff(ctx: click.Context, a: int, b: int, as_json: bool) -> None:
 
 
 @config.command()
-@click.argument("version", type=click.IntRange(1))
+@click.argument("version", type=click.IntRange(1, SQL_INT_MAX))
 @json_option
 @click.pass_context
 @run_command

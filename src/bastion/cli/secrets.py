@@ -16,6 +16,7 @@ import click
 
 from bastion.cli._complete import complete_secret
 from bastion.cli._output import (
+    SQL_INT_MAX,
     Table,
     config_from,
     emit,
@@ -112,7 +113,11 @@ def _check_names(name: str | None, scope: str | None) -> None:
     "--from-stdin", is_flag=True, help="Read the value from stdin (the default off a TTY)."
 )
 @click.option("--prompt", is_flag=True, help="Prompt for the value without echo.")
-@click.option("--expected-version", type=int, help="Compare-and-set: fail if the version differs.")
+@click.option(
+    "--expected-version",
+    type=click.IntRange(0, SQL_INT_MAX),
+    help="Compare-and-set: fail if the version differs (0: the secret must not exist yet).",
+)
 @json_option
 @click.pass_context
 @run_command

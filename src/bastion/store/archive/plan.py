@@ -53,6 +53,8 @@ def parse_instant(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
     if text.startswith("-"):
         try:
             return now - dt.timedelta(seconds=parse_duration(text[1:]))
+        except OverflowError:  # "-1000000d": before year 1 (an OverflowError traceback)
+            raise ValueError(f"{text!r} is further back than any date") from None
         except ValueError as err:
             raise ValueError(f"{text!r}: {err}") from None
     try:
@@ -62,9 +64,12 @@ def parse_instant(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
             f"{text!r} is not an instant: use ISO-8601 (2026-12-04T10:15:00Z, or with an "
             "offset; local time without one) or a duration ago (-10m, -2h, -1d)"
         ) from None
-    if value.tzinfo is None:
-        value = value.astimezone()  # local time, as a person typing it means
-    return value.astimezone(dt.UTC)
+    try:
+        if value.tzinfo is None:
+            value = value.astimezone()  # local time, as a person typing it means
+        return value.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01 at a positive offset is before year 1 in UTC
+        raise ValueError(f"{text!r} is out of the range of dates") from None
 
 
 def iso_time(t: float | None) -> str | None:
