@@ -385,3 +385,23 @@ def test_events_say_what_each_kind_of_event_was(home: Path) -> None:
         "something new",
     ]
     assert not any(reason.startswith("service.") for reason in reasons)
+
+
+@pytest.mark.parametrize("files", ["none", "no-autostart"])
+def test_services_run_with_nothing_to_start_says_so_and_exits(home: Path, files: str) -> None:
+    """With no spec (or none autostart) `services run` started nothing, watched nothing and
+    sat silent until Ctrl-C. A real process with a deadline: the old code never exits."""
+    if files == "no-autostart":
+        write_spec(home, "idle", f'argv = ["{sys.executable}", "-V"]\nautostart = false\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "bastion", "services", "run"],
+        env={**os.environ, "BASTION_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 66, done.stderr
+    assert "error: no services to run: " in done.stderr
+    assert ("none of the 1" in done.stderr) == (files == "no-autostart")
+    assert "`bastion services run NAME`" in done.stderr

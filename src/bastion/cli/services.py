@@ -406,7 +406,18 @@ def run(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
             f"a bastion daemon already supervises {cfg.home}",
             hint="Use `bastion services start|stop|restart NAME` against it.",
         )
-    load_specs(cfg.services_dir)  # a bad spec file is an error before anything starts
+    specs = load_specs(cfg.services_dir)  # a bad spec file is an error before anything starts
+    if not names and not any(spec.autostart for spec in specs):
+        from bastion.errors import ServiceNotFound
+
+        # Nothing would start and nothing watches the folder: it sat silent until Ctrl-C.
+        raise ServiceNotFound(
+            f"no services to run: {cfg.services_dir} has no service files"
+            if not specs
+            else f"no services to run: none of the {len(specs)} in {cfg.services_dir} is autostart",
+            hint="Add <name>.toml files there (docs/services.md), or name the services to run: "
+            "`bastion services run NAME`.",
+        )
     received: list[int] = []
 
     async def main(home: Home) -> None:
