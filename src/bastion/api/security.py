@@ -21,6 +21,9 @@ Checks, in order (each rejection answers ``{code, message, hint}`` and reaches n
    The cookie path keeps the rule in full.
 5. The body is read here, up to ``api.max_body_bytes`` (declared or chunked) -> 413; the
    route then reads the buffered copy.
+6. A JSON body must be UTF-8 JSON with each key once per object, readable by ``json``
+   (nesting, digits) -> 400 ``invalid_request`` naming what is wrong and where, never the
+   body's text (``json_body.py``).
 
 Counters of requests handled and rejected (by code) are kept on :class:`Counters` and shown
 in ``/v1/status``; the attack tests read them to prove a rejection reached no handler.
@@ -36,9 +39,11 @@ from collections.abc import Callable, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bastion.api import json_body
 from bastion.errors import (
     BastionError,
     Forbidden,
+    InvalidRequest,
     PayloadTooLarge,
     Unauthorized,
     UnsupportedMediaType,
@@ -110,6 +115,7 @@ _REJECTIONS: dict[str, tuple[type[BastionError], str]] = {
         "this route accepts only application/json bodies",
     ),
     "payload_too_large": (PayloadTooLarge, "request body too large"),
+    "invalid_json": (InvalidRequest, "the request body is not acceptable JSON"),
 }
 _HINTS = {
     "forbidden_host": "Call the daemon as http://127.0.0.1:<port> (or localhost, [::1]) "
@@ -227,6 +233,11 @@ class SecurityMiddleware:
             if body is None:
                 await self._reject(send, "payload_too_large", cors_headers)
                 return
+            if body and ctype == b"application/json":
+                found = json_body.problem(body)
+                if found is not None:
+                    await self._reject(send, "invalid_json", cors_headers, found)
+                    return
             receive = _replay(body, receive)
 
         self.counters.handled += 1
@@ -276,11 +287,18 @@ class SecurityMiddleware:
         await send({"type": "http.response.body", "body": b""})
 
     async def _reject(
-        self, send: Send, code: str, extra: list[tuple[bytes, bytes]] | None = None
+        self,
+        send: Send,
+        code: str,
+        extra: list[tuple[bytes, bytes]] | None = None,
+        detail: tuple[str, str] | None = None,
     ) -> None:
         cls, message = _REJECTIONS[code]
         self.counters.rejected[code] += 1
-        error = cls(message, hint=_HINTS.get(code))
+        hint = _HINTS.get(code)
+        if detail is not None:  # (message, hint) of this request's own problem
+            message, hint = detail
+        error = cls(message, hint=hint)
         status = error.http_status
         body = json.dumps(error.to_dict()).encode()
         headers = [
