@@ -323,8 +323,9 @@ class Vault:
             rows = {m.name: (m.updated_at, m.version) for m in self.index.list(scope)}
             names = sorted(rows)
         else:
-            # One key lookup per name asked: the cost of the answer, not of the vault.
-            names = list(declared)
+            # One key lookup per name asked: the cost of the answer, not of the vault. A name
+            # no secret can have is refused, not answered "configured: false" (a NUL, a `/`).
+            names = [validate_name(n) for n in declared]
             rows = self.index.flags(scope, names)
         return {
             "backend": self.config.vault.backend,
