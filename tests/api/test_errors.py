@@ -72,12 +72,17 @@ def test_a_crash_is_a_500_that_echoes_nothing_and_logs_the_traceback(
 
 
 def test_a_stray_value_error_is_a_400_without_its_text(
-    raising_app: FastAPI, client: TestClient
+    raising_app: FastAPI, client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     r = client.get("/v1/_value")
     assert r.status_code == 400
     assert r.json()["code"] == "invalid_request"
     assert SENTINEL not in r.text
+    # Nor in the log (it may be a secret from the body): the class and place are logged.
+    assert SENTINEL not in caplog.text
+    assert "request refused by a ValueError raised at " in caplog.text
+    assert "test_errors.py:" in caplog.text
 
 
 def test_validation_errors_name_the_field_but_never_the_value(

@@ -134,10 +134,22 @@ def allowed_methods(request: Request) -> list[str]:
     return allowed
 
 
+def _raised_at(exc: BaseException) -> str:
+    """``file:line in function`` of the innermost frame of ``exc``'s traceback."""
+    tb = exc.__traceback__
+    if tb is None:
+        return "an unknown place"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{code.co_filename}:{tb.tb_lineno} in {code.co_name}"
+
+
 async def _value_handler(_request: Request, exc: Exception) -> Response:
     # A ValueError escaping a library call is a caller mistake that validation did not catch.
-    # Its text may quote the input, so only the fact is returned; the text goes to the log.
-    log.info("request refused by a ValueError: %s", exc)
+    # Its text may quote the input (a secret's value in a body), so neither the answer nor the
+    # log carries it: the log names the class and where it was raised, enough to find it.
+    log.info("request refused by a %s raised at %s", type(exc).__name__, _raised_at(exc))
     body = error_body("invalid_request", "invalid request", "Check the request's parameters.")
     return JSONResponse(body, status_code=400)
 
