@@ -183,3 +183,18 @@ def test_the_real_daemon_refuses_bad_bodies_and_logs_no_secret_or_traceback(
     log = daemon.log()
     assert "s3cr3t" not in log
     assert "Traceback" not in log
+
+
+def test_a_10_mb_value_is_413_naming_the_limit_and_nothing_is_stored(
+    client: TestClient, opened: Home
+) -> None:
+    body = b'{"value": "' + SECRET.encode() + b"a" * (10 * 1024 * 1024) + b'"}'
+    r = client.put("/v1/secrets/big", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413, r.text[:300]
+    answer = r.json()
+    assert answer["code"] == "payload_too_large"
+    limit = opened.config.api.max_body_bytes
+    assert answer["message"] == f"request body too large: the limit is {limit} bytes"
+    assert "max_body_bytes" in answer["hint"]
+    assert "s3cr3t" not in r.text
+    assert opened.vault.list() == []

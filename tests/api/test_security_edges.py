@@ -394,8 +394,9 @@ def test_a_declared_length_over_the_limit_or_not_a_number_is_413(
         assert outcome.status == 413
         assert outcome.error == {
             "code": "payload_too_large",
-            "message": "request body too large",
-            "hint": "Send a smaller body; the limit is [api] max_body_bytes.",
+            "message": f"request body too large: the limit is {LIMIT} bytes",
+            "hint": "Send a smaller body, or raise [api] max_body_bytes in bastion.toml "
+            "(BASTION_API_MAX_BODY_BYTES).",
         }
 
 

@@ -121,7 +121,8 @@ _HINTS = {
     "forbidden_host": "Call the daemon as http://127.0.0.1:<port> (or localhost, [::1]) "
     "with its own port.",
     "forbidden_origin": "Add the app's origin to [api] allowed_origins in bastion.toml.",
-    "payload_too_large": "Send a smaller body; the limit is [api] max_body_bytes.",
+    "payload_too_large": "Send a smaller body, or raise [api] max_body_bytes in bastion.toml "
+    "(BASTION_API_MAX_BODY_BYTES).",
 }
 
 
@@ -298,6 +299,8 @@ class SecurityMiddleware:
         hint = _HINTS.get(code)
         if detail is not None:  # (message, hint) of this request's own problem
             message, hint = detail
+        elif code == "payload_too_large":  # the number, so the caller knows what fits
+            message = f"{message}: the limit is {self.policy.max_body_bytes} bytes"
         error = cls(message, hint=hint)
         status = error.http_status
         body = json.dumps(error.to_dict()).encode()
