@@ -295,8 +295,10 @@ class Home:
         ``<home>/archive``) on a background thread, for ``bastion db restore --at``: what
         ``bastion serve`` runs unless ``[archive] enabled = false``. Returns the started
         :class:`~bastion.store.archive.Archiver`; :meth:`close` stops it (after a last
-        pass). One per home; the first pass takes a base snapshot (a verified backup into
-        the archive) when the archive cannot continue an earlier history."""
+        pass). One per home, across processes: while another process (the daemon, another
+        instance of the app) archives this home, ``ArchiverBusy`` names it (that process
+        archives every process's commits). The first pass takes a base snapshot (a verified
+        backup into the archive) when the archive cannot continue an earlier history."""
         from bastion.store.archive import Archiver
 
         if self._archiver is not None and self._archiver.running:

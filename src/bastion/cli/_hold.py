@@ -37,6 +37,10 @@ def keep_daemon_out(ctx: click.Context, cfg: Config, doing: str, *, hint: str = 
     lock = DaemonLock(cfg.run_dir)
     try:
         lock.acquire(doing=doing)
+    except OSError:
+        # run/ cannot be made or opened (read-only media, a full disk): no daemon can take
+        # the lock there either; the command's own steps name what the disk refuses.
+        return
     except DaemonAlreadyRunning as err:
         other = err.details.get("doing")
         raise RestoreRefused(
