@@ -34,11 +34,14 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bastion._platform import try_lock, unlock
+from bastion.errors import BastionError
 
-__all__ = ["LockFile", "LockTimeout"]
+__all__ = ["LockFile", "LockTimeout", "cannot_take"]
+
+E = TypeVar("E", bound=BastionError)
 
 #: Longest pause between two tries while waiting (a freed lock is noticed within this).
 _MAX_POLL_S = 0.05
@@ -50,11 +53,27 @@ class LockTimeout(TimeoutError):
     """The lock stayed taken past the timeout; ``holder`` is the holder's note, if any."""
 
     def __init__(self, path: Path, waited_s: float, holder: dict[str, Any] | None) -> None:
-        who = f"pid {holder.get('pid')}" if holder else "another process"
-        super().__init__(f"{path} is held by {who} (waited {waited_s:.1f}s)")
+        note = holder or {}
+        #: The holder's pid, when its note says.
+        self.pid: int | None = note.get("pid")
+        #: How a message names the holder: "process 123", or "another process".
+        self.who = f"process {self.pid}" if self.pid else "another process"
+        #: " since <when it took the lock>", or "" when its note does not say.
+        self.since = f" since {note['acquired_at']}" if note.get("acquired_at") else ""
+        super().__init__(f"{path} is held by {self.who} (waited {waited_s:.1f}s)")
         self.path = path
         self.waited_s = waited_s
         self.holder = holder
+
+
+def cannot_take(error: type[E], path: Path, what: str, err: OSError) -> E:
+    """``error`` for the ``what`` lock file at ``path`` that the disk refused (read-only or
+    full, a folder not ours): what every holder of a lock beside a database raises."""
+    return error(
+        f"cannot take the {what} lock {path}: {err.strerror or err}",
+        hint=f"Make {path.parent} writable by this user (it holds the database).",
+        path=str(path),
+    )
 
 
 class LockFile:

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bastion._fs import atomic_write, ensure_private_dir
-from bastion._lockfile import LockFile, LockTimeout
+from bastion._lockfile import LockFile, LockTimeout, cannot_take
 from bastion.errors import BastionError, StoreIOError
 from bastion.scheduler import Job, JobStatus, Scheduler
 
@@ -115,8 +115,7 @@ def exclusive(
                 lock.acquire(timeout=_STOP_LOOK_S)
                 break
             except LockTimeout as err:
-                holder = err.holder or {}
-                who = f"process {holder['pid']}" if holder.get("pid") else "another process"
+                holder, who = err.holder or {}, err.who
                 if stopping() or clock() >= deadline:
                     log.info(
                         "job %s skipped this run: %s runs the maintenance job %s of %s",
@@ -130,11 +129,7 @@ def exclusive(
                     waited = True
                     log.info("job %s waits: %s runs the job %s", name, who, holder.get("job"))
             except OSError as err:
-                raise StoreIOError(
-                    f"cannot take the maintenance lock {lock.path}: {err.strerror or err}",
-                    hint=f"Make {db_path.parent} writable by this user (it holds the database).",
-                    path=str(lock.path),
-                ) from err
+                raise cannot_take(StoreIOError, lock.path, "maintenance", err) from err
         try:
             with contextlib.suppress(OSError):  # only what a waiter's log line names
                 lock.note({"job": name})

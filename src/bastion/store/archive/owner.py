@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bastion._lockfile import LockFile, LockTimeout
+from bastion._lockfile import LockFile, LockTimeout, cannot_take
 from bastion.errors import ArchiveError, ArchiverBusy
 
 __all__ = ["LOCK_SUFFIX", "lock_path", "take"]
@@ -40,20 +40,12 @@ def take(db_path: Path) -> LockFile:
     try:
         file.acquire(timeout=0)
     except LockTimeout as err:
-        holder = err.holder or {}
-        pid = holder.get("pid")
-        who = f"process {pid}" if pid else "another process"
-        since = f" since {holder['acquired_at']}" if holder.get("acquired_at") else ""
         raise ArchiverBusy(
-            f"{who} already archives the WAL of {db_path}{since}",
+            f"{err.who} already archives the WAL of {db_path}{err.since}",
             path=str(db_path),
             lock=str(file.path),
-            pid=pid,
+            pid=err.pid,
         ) from err
     except OSError as err:
-        raise ArchiveError(
-            f"cannot take the archiver lock {file.path}: {err.strerror or err}",
-            hint=f"Make {file.path.parent} writable by this user (it holds the database).",
-            path=str(file.path),
-        ) from err
+        raise cannot_take(ArchiveError, file.path, "archiver", err) from err
     return file

@@ -32,7 +32,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bastion._lockfile import LockFile, LockTimeout
+from bastion._lockfile import LockFile, LockTimeout, cannot_take
 from bastion.errors import MigrationLocked, StoreIOError
 from bastion.store._snapshot_facts import SourceState, read_source_state
 
@@ -116,11 +116,7 @@ class MigrationLock:
                 pid=holder.get("pid"),
             ) from err
         except OSError as err:
-            raise StoreIOError(
-                f"cannot take the migration lock {self._file.path}: {err.strerror or err}",
-                hint=f"Make {self._file.path.parent} writable by this user (it holds the database).",
-                path=str(self._file.path),
-            ) from err
+            raise cannot_take(StoreIOError, self._file.path, "migration", err) from err
         self.interrupted = _interrupted(previous)
         if self.interrupted is not None and previous is not None:
             log.warning("%s", self.interrupted.describe())
