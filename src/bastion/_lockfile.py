@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 from bastion._platform import try_lock, unlock
 from bastion.errors import BastionError
 
-__all__ = ["LockFile", "LockTimeout", "cannot_take"]
+__all__ = ["LockFile", "LockTimeout", "cannot_take", "take_now"]
 
 E = TypeVar("E", bound=BastionError)
 
@@ -74,6 +74,25 @@ def cannot_take(error: type[E], path: Path, what: str, err: OSError) -> E:
         hint=f"Make {path.parent} writable by this user (it holds the database).",
         path=str(path),
     )
+
+
+def take_now(
+    path: Path,
+    what: str,
+    busy: Callable[[LockTimeout], BastionError],
+    unwritable: type[BastionError],
+) -> LockFile:
+    """The lock at ``path`` taken without waiting, for a role one process holds at a time
+    (supervising a home, archiving a database): ``busy(held)`` raised while another holder
+    has it, :func:`cannot_take` with ``unwritable`` when the disk refuses the file."""
+    file = LockFile(path)
+    try:
+        file.acquire(timeout=0)
+    except LockTimeout as err:
+        raise busy(err) from err
+    except OSError as err:
+        raise cannot_take(unwritable, file.path, what, err) from err
+    return file
 
 
 class LockFile:

@@ -129,11 +129,7 @@ def sync(home: Home, author: str = "file") -> list[ConfigVersion]:
                 and not (home.config.services_dir / f"{name}.toml").exists()
             ):
                 texts[name] = None  # the file is gone: recorded as deleted (once: deduplicated)
-        for name, spec_text in sorted(texts.items()):
-            version = repo.record_tx(tx, service_target(name), spec_text, author)
-            if version is not None:
-                found.append(version)
-        return found
+        return found + repo.record_specs_tx(tx, texts, author)
 
     versions: list[ConfigVersion] = home.db.write(unit)
     return versions

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bastion._lockfile import LockFile, LockTimeout, cannot_take
+from bastion._lockfile import LockFile, LockTimeout, take_now
 from bastion.errors import StoreIOError, SupervisorBusy
 
 __all__ = ["LOCK_SUFFIX", "lock_path", "take"]
@@ -37,16 +37,13 @@ def take(db_path: Path) -> LockFile:
     """The held lock for supervising ``db_path``'s services; :class:`SupervisorBusy` when
     another supervisor (in this process or another) has it, :class:`StoreIOError` when the
     lock file cannot be made (a read-only or full disk, a directory not ours)."""
-    file = LockFile(lock_path(db_path))
-    try:
-        file.acquire(timeout=0)
-    except LockTimeout as err:
-        raise SupervisorBusy(
-            f"{err.who} already supervises the services of {db_path}{err.since}",
+
+    def busy(held: LockTimeout) -> SupervisorBusy:
+        return SupervisorBusy(
+            f"{held.who} already supervises the services of {db_path}{held.since}",
             path=str(db_path),
-            lock=str(file.path),
-            pid=err.pid,
-        ) from err
-    except OSError as err:
-        raise cannot_take(StoreIOError, file.path, "supervisor", err) from err
-    return file
+            lock=str(held.path),
+            pid=held.pid,
+        )
+
+    return take_now(lock_path(db_path), "supervisor", busy, StoreIOError)

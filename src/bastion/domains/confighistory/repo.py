@@ -179,16 +179,21 @@ class ConfigHistoryRepo(Repo):
         """Record each service's spec text (None: its file was removed), all in one write;
         the new versions (unchanged specs add none)."""
 
-        def unit(tx: WriteTx) -> list[ConfigVersion]:
-            found = []
-            for name, text in sorted(texts.items()):
-                version = self.record_tx(tx, service_target(name), text, author)
-                if version is not None:
-                    found.append(version)
-            return found
-
-        recorded: list[ConfigVersion] = self.db.write(unit)
+        recorded: list[ConfigVersion] = self.db.write(
+            lambda tx: self.record_specs_tx(tx, texts, author)
+        )
         return recorded
+
+    def record_specs_tx(
+        self, tx: WriteTx, texts: Mapping[str, str | None], author: str
+    ) -> list[ConfigVersion]:
+        """:meth:`record_specs` inside the caller's write unit ``tx`` (in name order)."""
+        found = []
+        for name, text in sorted(texts.items()):
+            version = self.record_tx(tx, service_target(name), text, author)
+            if version is not None:
+                found.append(version)
+        return found
 
     def get(self, version_id: int) -> ConfigVersion | None:
         """Version ``version_id`` with its content, or None."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bastion._lockfile import LockFile, LockTimeout, cannot_take
+from bastion._lockfile import LockFile, LockTimeout, take_now
 from bastion.errors import ArchiveError, ArchiverBusy
 
 __all__ = ["LOCK_SUFFIX", "lock_path", "take"]
@@ -36,16 +36,13 @@ def take(db_path: Path) -> LockFile:
     """The held lock for archiving ``db_path``; :class:`ArchiverBusy` when another archiver
     (in this process or another) has it, :class:`ArchiveError` when the lock file cannot be
     made (a read-only or full disk, a directory not ours)."""
-    file = LockFile(lock_path(db_path))
-    try:
-        file.acquire(timeout=0)
-    except LockTimeout as err:
-        raise ArchiverBusy(
-            f"{err.who} already archives the WAL of {db_path}{err.since}",
+
+    def busy(held: LockTimeout) -> ArchiverBusy:
+        return ArchiverBusy(
+            f"{held.who} already archives the WAL of {db_path}{held.since}",
             path=str(db_path),
-            lock=str(file.path),
-            pid=err.pid,
-        ) from err
-    except OSError as err:
-        raise cannot_take(ArchiveError, file.path, "archiver", err) from err
-    return file
+            lock=str(held.path),
+            pid=held.pid,
+        )
+
+    return take_now(lock_path(db_path), "archiver", busy, ArchiveError)
