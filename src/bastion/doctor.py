@@ -41,6 +41,7 @@ __all__ = [
     "collect_secret_values",
     "file_modes",
     "fix_modes",
+    "home_mode_problem",
     "newest_verified_backup_age",
     "run_doctor",
     "write_bundle",
@@ -100,10 +101,23 @@ def file_modes(home: Path) -> dict[str, Any]:
                 warnings.append(text)
             else:
                 flagged.append(text)
-    home_mode = stat.S_IMODE(home.stat().st_mode)
-    if home_mode & 0o077:
-        flagged.insert(0, f"{home}: mode {home_mode:04o}, expected 0700")
+    loose_home = home_mode_problem(home)
+    if loose_home is not None:
+        flagged.insert(0, loose_home)
     return {"entries": entries, "flagged": flagged, "warnings": warnings}
+
+
+def home_mode_problem(home: Path) -> str | None:
+    """What is wrong with the home folder's own mode, with the fix, or None when it is 0700
+    (or stricter). ``init`` says it of an existing folder it was pointed at; ``doctor`` flags
+    it."""
+    mode = stat.S_IMODE(home.stat().st_mode)
+    if not mode & 0o077:
+        return None
+    return (
+        f"{home}: mode {mode:04o}, expected 0700: other users can "
+        f"{'write in' if mode & 0o022 else 'list'} it (chmod 700 {home}, or `bastion doctor --fix`)"
+    )
 
 
 def fix_modes(home: Path) -> list[str]:

@@ -67,3 +67,30 @@ def test_insecure_home_is_refused(tmp_path: Path) -> None:
     code, _, err = _run(home, "init")
     assert code == 78
     assert "chmod 700" in err
+
+
+def test_init_on_an_existing_loose_folder_says_what_doctor_would_flag(tmp_path: Path) -> None:
+    """An existing folder given as the home keeps its mode, and init says what is wrong with it
+    and the fix (it said nothing, while `doctor` then flagged the same folder)."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    os.chmod(home, 0o755)
+    code, out, err = _run(home, "init")
+    assert code == 0
+    assert f"home:     {home}" in out
+    assert (
+        f"warning: {home}: mode 0755, expected 0700: other users can list it "
+        f"(chmod 700 {home}, or `bastion doctor --fix`)"
+    ) in err
+    assert home.stat().st_mode & 0o777 == 0o755  # said, not changed
+    code, out, _ = _run(home, "init", "--json")
+    assert json.loads(out)["warnings"] == [
+        f"{home}: mode 0755, expected 0700: other users can list it "
+        f"(chmod 700 {home}, or `bastion doctor --fix`)"
+    ]
+    code, out, _ = _run(home, "doctor")
+    assert f"{home}: mode 0755, expected 0700: other users can list it" in out
+    os.chmod(home, 0o700)
+    code, out, err = _run(home, "init", "--json")
+    assert json.loads(out)["warnings"] == []
+    assert "warning" not in err
