@@ -183,3 +183,30 @@ def test_db_copy_names_a_folder_or_a_fifo_not_a_failing_disk(
     what = "a directory" if kind == "directory" else "a FIFO"
     assert f"cannot open {odd}: it is {what}, not a database file" in done.stderr
     assert "dmesg" not in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a socket", "a device"])
+def test_db_naming_a_fifo_socket_or_device_says_so(tmp_path: Path, kind: str) -> None:
+    """`--db FIFO` was "no database 'FIFO.db' (... does not exist)": a made-up name for a file
+    that is there and is no database."""
+    import socket
+
+    home = _home(tmp_path)
+    odd = tmp_path / "odd"
+    sock = None
+    if kind == "a FIFO":
+        os.mkfifo(odd)
+    elif kind == "a socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(odd))
+    else:
+        odd = Path("/dev/null")
+    try:
+        for args in (("db", "status"), ("db", "check"), ("db", "backup")):
+            result = CliRunner().invoke(cli, ["--home", str(home), *args, "--db", str(odd)])
+            assert result.exit_code == EXIT_MISSING, (args, result.output)
+            assert "Traceback" not in result.output
+            assert f"is {kind} ({odd}), not a database file" in result.stderr
+    finally:
+        if sock is not None:
+            sock.close()

@@ -169,6 +169,17 @@ def _resolve_path(cfg: Config, value: str) -> Path:
             f"(SQLite databases there: {held}).",
             path=str(folder),
         )
+    from bastion.store._diagnose import not_a_file
+
+    for base in candidates:
+        kind = not_a_file(base)  # a FIFO, a socket, a device (a directory was named above)
+        if kind is not None:
+            raise DatabaseNotFound(
+                f"--db {value!r} is {kind} ({base.absolute()}), not a database file",
+                hint="Name an SQLite database file with --db PATH (a FIFO or a device is "
+                "never opened as one).",
+                path=str(base.absolute()),
+            )
     # Not found: name the most likely place (the home, or the absolute path as given).
     return (first if first.suffix == ".db" else first.with_name(first.name + ".db")).absolute()
 

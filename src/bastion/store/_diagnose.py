@@ -42,6 +42,7 @@ __all__ = [
     "human_bytes",
     "io_error",
     "mount_point",
+    "not_a_file",
     "repair_companion_modes",
     "write_blocker",
 ]
@@ -279,7 +280,7 @@ def io_error(
     """
     path = Path(os.path.abspath(path))
     ctx = _context(what, text)
-    kind = _not_a_file(path)
+    kind = not_a_file(path)
     if kind is not None:
         # A path naming a folder or a FIFO is a mistake in the path, not a failing device:
         # still an I/O condition (nothing was read, nothing is quarantined), named as it is.
@@ -317,7 +318,7 @@ def io_error(
     )
 
 
-def _not_a_file(path: Path) -> str | None:
+def not_a_file(path: Path) -> str | None:
     """What ``path`` is when it exists and is not a regular file: "a directory", "a FIFO"..."""
     try:
         mode = os.stat(path).st_mode
