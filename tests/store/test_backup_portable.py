@@ -119,7 +119,7 @@ FULL_DISK_BACKUP_API = CHILD_KEY + textwrap.dedent(
         create_backup(db, Path(sys.argv[2]), step_pages=16)
         out = {"error": None}
     except StoreError as err:
-        out = {"error": err.code, "message": err.message}
+        out = {"error": err.code, "message": err.message, "hint": err.hint}
     reader.close()
     db.close()
     print(json.dumps(out))
@@ -147,7 +147,9 @@ def test_a_full_disk_during_a_backup_api_copy_names_the_disk_and_leaves_nothing(
     # Before: "I/O error while backing up in .../bastion.db: not an error" (the source named,
     # the reason lost). The copy is what failed, and why.
     assert out["message"].startswith("disk full writing backup .bastion-"), out
-    assert "File too large" in out["message"]
+    # The folder too, and where to free space: the temporary file's name alone named no disk.
+    assert f" in {backups}: File too large" in out["message"]
+    assert out["hint"].startswith(f"Free space in {backups}"), out
     assert [p.name for p in backups.iterdir()] == []
     assert count_items(db_path, db_key) == 3001
     assert integrity(db_path, db_key) == ["ok"]

@@ -231,8 +231,17 @@ def _pin_snapshot(db: Database, src: apsw.Connection) -> bool:
 def _os_error(err: OSError, tmp: Path) -> StoreIOError:
     full = err.errno in {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
     what = "disk full" if full else "I/O error"
+    # The folder named too: the temporary file's name alone (".b.db.tmp") does not say
+    # which disk is full.
     return StoreIOError(
-        f"{what} writing backup {tmp.name}: {err.strerror or err}", path=str(tmp.parent)
+        f"{what} writing backup {tmp.name} in {tmp.parent}: {err.strerror or err}",
+        hint=(
+            f"Free space in {tmp.parent} (or back up to another disk), then back up again. "
+            "Nothing was moved or lost."
+            if full
+            else None
+        ),
+        path=str(tmp.parent),
     )
 
 
