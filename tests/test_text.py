@@ -8,7 +8,7 @@ import codecs
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from bastion._text import decode_utf8, read_text
@@ -58,6 +58,9 @@ def test_bytes_that_are_not_utf8_name_the_first_bad_byte_by_line_and_column(raw:
 def test_a_utf16_or_utf32_file_is_named_by_its_byte_order_mark(
     encoding: str, name: str, text: str
 ) -> None:
+    # FF FE then a UTF-16-LE NUL (00 00) is FF FE 00 00, UTF-32-LE's mark, and read so (as
+    # every byte-order-mark sniffer reads it; Hypothesis found it).
+    assume(not (encoding == "utf-16-le" and text.startswith("\x00")))
     bom = {
         "utf-16-le": codecs.BOM_UTF16_LE,
         "utf-16-be": codecs.BOM_UTF16_BE,
