@@ -99,7 +99,14 @@ def test_a_failed_open_releases_the_lock(tmp_path: Path) -> None:
     run(scenario)
 
 
-def _services_run(home: Path) -> subprocess.Popen[str]:
+def _services_run(home: Path, started: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:
+    """``bastion services run`` on ``home``, added to ``started`` (the test ends them all, on
+    any failure too: a second one the old code let run would outlive the test)."""
+    started.append(_popen(home))
+    return started[-1]
+
+
+def _popen(home: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "bastion", "services", "run"],
         env={**os.environ, "BASTION_HOME": str(home)},
@@ -122,8 +129,8 @@ def test_two_services_run_on_one_home_the_second_is_refused(tmp_path: Path) -> N
         f'argv = ["{sys.executable}", "{KIDS}", "ignore_term", "{ready}"]\n[stop]\ngrace_s = 0.5\n',
         encoding="utf-8",
     )
-    first = _services_run(home)
-    third: subprocess.Popen[str] | None = None
+    started: list[subprocess.Popen[str]] = []
+    first = _services_run(home, started)
     try:
         child = int(
             wait_until(
@@ -132,7 +139,7 @@ def test_two_services_run_on_one_home_the_second_is_refused(tmp_path: Path) -> N
                 what="the first one's child started",
             )
         )
-        second = _services_run(home)
+        second = _services_run(home, started)
         _, err = second.communicate(timeout=60)
         assert second.returncode == exit_code_for(SupervisorBusy) == 75, err
         assert f"process {first.pid} already supervises the services of" in err
@@ -160,7 +167,7 @@ def test_two_services_run_on_one_home_the_second_is_refused(tmp_path: Path) -> N
         first.kill()  # kill -9: the kernel drops its lock with it
         first.communicate(timeout=60)
         ready.unlink()
-        third = _services_run(home)
+        third = _services_run(home, started)
         wait_until(
             lambda: ready.exists() and ready.read_text().strip(),
             timeout=60,
@@ -171,12 +178,13 @@ def test_two_services_run_on_one_home_the_second_is_refused(tmp_path: Path) -> N
         _, err = third.communicate(timeout=60)
         assert third.returncode == 130, err
     finally:
-        for proc in (first, third):
-            if proc is not None and proc.poll() is None:
+        for proc in started:
+            if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
-        if not gone(child := int(ready.read_text() or 0) if ready.exists() else 0) and child:
-            os.kill(child, signal.SIGKILL)
+        leftover = int(ready.read_text() or 0) if ready.exists() else 0
+        if leftover and not gone(leftover):
+            os.kill(leftover, signal.SIGKILL)
         remove_home_cgroup(home / "bastion.db")
 
 
