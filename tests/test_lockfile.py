@@ -3,6 +3,7 @@ note, the file removed on a clean release, and a holder killed with SIGKILL."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import textwrap
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
 from bastion._lockfile import LockFile, LockTimeout
@@ -135,3 +137,81 @@ def test_a_note_the_disk_refuses_leaves_the_lock_free(tmp_path: Path) -> None:
         other = LockFile(path)
         other.acquire(timeout=0)  # free: LockTimeout if the failed taker still held it
         other.release()
+
+
+@pytest.mark.posix
+def test_a_worker_forked_by_the_holder_does_not_keep_its_lock(tmp_path: Path) -> None:
+    """A holder that forks without exec (multiprocessing's "fork", the default on Linux) and
+    is then killed with SIGKILL: the lock is free although its worker lives on (before, the
+    worker's copy of the descriptor kept the flock, and every later taker was refused naming
+    the dead holder). The worker cannot release the holder's lock either."""
+    path = tmp_path / "x.lock"
+    worker_pid = tmp_path / "worker.pid"
+    stop = tmp_path / "stop"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import os, sys, time
+                from pathlib import Path
+                from bastion._lockfile import LockFile
+                path, worker_pid, stop = (Path(a) for a in sys.argv[1:4])
+                lock = LockFile(path)
+                lock.acquire()
+                pid = os.fork()
+                if pid == 0:  # the worker: lives until told, then "releases" (a no-op here)
+                    worker_pid.write_text(str(os.getpid()))
+                    while not stop.exists():
+                        time.sleep(0.01)
+                    lock.release()
+                    os._exit(0)
+                while not worker_pid.exists():
+                    time.sleep(0.01)
+                print("held", flush=True)
+                time.sleep(600)
+                """
+            ),
+            str(path),
+            str(worker_pid),
+            str(stop),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    worker = 0
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        worker = int(worker_pid.read_text())
+        with pytest.raises(LockTimeout):  # the holder lives: held
+            LockFile(path).acquire(timeout=0)
+        holder.kill()
+        holder.wait(timeout=60)
+        os.kill(worker, 0)  # the worker still lives
+        after = LockFile(path)
+        after.acquire(timeout=0)  # LockTimeout before: the worker kept the flock
+        stop.write_text("")  # the worker's release must not drop this lock
+        wait_until(lambda: _gone(worker), timeout=30, what="the worker's exit")
+        with pytest.raises(LockTimeout):
+            LockFile(path).acquire(timeout=0)
+        after.release()
+    finally:
+        # The worker first: it holds the holder's stdout too, so communicate() would wait on it.
+        stop.write_text("")
+        if worker:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
+        if holder.poll() is None:
+            holder.kill()
+        holder.communicate()
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie not yet reaped by its new parent counts as gone)."""
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True

@@ -31,7 +31,9 @@ import contextlib
 import datetime as dt
 import json
 import os
+import sys
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -152,6 +154,7 @@ class LockFile:
                 os.close(fd)  # closing the descriptor drops the lock if it was taken
                 raise
             self._fd = fd
+            _HELD.add(self)
             break
         self._note = {
             "pid": os.getpid(),
@@ -164,6 +167,7 @@ class LockFile:
             # return an error while still holding it (nothing would ever release it, and
             # every other taker would wait on a process that gave up).
             self._fd = None
+            _HELD.discard(self)
             os.close(fd)
             raise
         return previous
@@ -203,6 +207,7 @@ class LockFile:
         (its descriptor no longer names the path) and takes the lock on a new file instead.
         """
         fd, self._fd = self._fd, None
+        _HELD.discard(self)
         if fd is None:
             return
         try:
@@ -263,3 +268,26 @@ def _read_note(fd: int) -> dict[str, Any] | None:
     except ValueError:  # torn by a holder killed mid-write
         return None
     return note if isinstance(note, dict) else None
+
+
+#: The locks this process holds, for the fork handler below.
+_HELD: weakref.WeakSet[LockFile] = weakref.WeakSet()
+
+
+def _forget_held_in_child() -> None:
+    # A child forked without exec (multiprocessing's default "fork" start on Linux, an app's
+    # os.fork) shares each held lock's open file description, and a flock lives as long as
+    # any descriptor of it: the lock outlived a holder killed with SIGKILL for as long as its
+    # workers lived, and the next holder was refused naming a dead pid. The child closes its
+    # copies and forgets them (closing never unlocks the parent's; a release here would have:
+    # unlock acts on the shared description). Exec'd children never had them (O_CLOEXEC).
+    for file in list(_HELD):
+        fd, file._fd = file._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _HELD.clear()
+
+
+if sys.platform != "win32":  # Windows has no fork
+    os.register_at_fork(after_in_child=_forget_held_in_child)
