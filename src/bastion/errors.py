@@ -15,6 +15,7 @@ action can make the same call succeed).
     │   └── RollbackRefused
     ├── InvalidName
     ├── InvalidValue
+    ├── UsageError
     ├── StoreError
     │   ├── StoreOpenError
     │   │   ├── NotADatabase
@@ -174,6 +175,7 @@ __all__ = [
     "InvalidName",
     "InvalidValue",
     "SettingUnreadable",
+    "UsageError",
     "TooManyConnections",
     "exit_code_for",
     "iter_error_classes",
@@ -256,6 +258,17 @@ class InvalidValue(BastionError, ValueError):
     code = "invalid_value"
     default_hint = "Send a smaller, flatter JSON value (the limits are in docs/security.md)."
     http_status = 422
+
+
+class UsageError(BastionError):
+    """A command line the CLI cannot read: an unknown command or option, a missing argument, a
+    value of the wrong form. Raised by the root group's one handler of click's usage errors
+    (``bastion.cli._usage``), with a hint naming the accepted form and the ``--help`` to read;
+    nothing was run."""
+
+    code = "usage_error"
+    default_hint = "Run the command with --help for its arguments and options."
+    http_status = 400
 
 
 # --- store -----------------------------------------------------------------------------------
@@ -949,6 +962,8 @@ EXIT_CODES: dict[type[BastionError], int] = {
     RollbackRefused: 65,
     InvalidName: 65,
     InvalidValue: 65,
+    # click's own status for a usage error (EX_USAGE would be 64; 2 is what scripts already see).
+    UsageError: 2,
     SettingUnreadable: 65,
     StoreOpenError: 66,
     NotFound: 66,
@@ -988,7 +1003,10 @@ EXIT_CODES: dict[type[BastionError], int] = {
 EXIT_STATUSES: dict[int, str] = {
     0: "success (an empty result is a success too)",
     1: "a check found problems (`doctor`, `services validate`), or an error without a closer code",
-    2: "usage error: an unknown option, a missing or malformed argument (click)",
+    2: (
+        "usage error (`UsageError`): an unknown command or option, a missing or malformed "
+        "argument; the hint names the accepted form and the `--help` to read"
+    ),
     130: "interrupted by SIGINT (Ctrl-C), e.g. `services run`, `logs --follow`",
     143: "stopped by SIGTERM, e.g. `services run`",
 }

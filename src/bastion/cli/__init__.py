@@ -15,7 +15,7 @@ import click
 
 from bastion.__about__ import __version__
 
-__all__ = ["COMMANDS", "SHORT_HELP", "LazyGroup", "cli", "main"]
+__all__ = ["COMMANDS", "SHORT_HELP", "LazyGroup", "RootGroup", "cli", "main"]
 
 #: name -> "module:attribute" of a click command or group. One line per command group.
 COMMANDS: dict[str, str] = {
@@ -100,6 +100,52 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
+class RootGroup(LazyGroup):
+    """The ``bastion`` group: also the one place click's usage errors are caught, for every
+    command. Parsing (``make_context``) and running (``invoke``, which resolves and parses each
+    subcommand too) are where click raises them; each becomes a
+    :class:`bastion.cli._usage.ShownUsageError` naming the accepted form and the ``--help`` to
+    read, which click's own edge then shows and exits 2 with (the console script and
+    ``CliRunner`` alike)."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        argv = list(args)
+        try:
+            ctx = super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as err:
+            raise _shown(err, argv, self, info_name) from err
+        ctx.meta[_ARGV_KEY] = argv
+        return ctx
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as err:
+            raise _shown(err, ctx.meta.get(_ARGV_KEY, ()), self, ctx.info_name) from err
+
+
+#: Where the root context keeps the command line's words (for ``--json`` in a usage error).
+_ARGV_KEY = "bastion.argv"
+
+
+def _shown(
+    err: click.UsageError,
+    argv: list[str] | tuple[str, ...],
+    root: click.Command,
+    prog_name: str | None,
+) -> click.UsageError:
+    # Imported only on an error: listing or running a command stays free of _output's imports.
+    from bastion.cli._usage import convert
+
+    return convert(err, argv, root, prog_name)
+
+
 #: "group sub" -> the short help ``--help`` lists, so listing commands imports none of them.
 SHORT_HELP: dict[str, str] = {
     "completion": "Print the completion script for SHELL (bash, zsh or fish).",
@@ -140,7 +186,7 @@ def _truncate(text: str, limit: int) -> str:
     return click.Command(None, help=text).get_short_help_str(limit)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bastion")
 @click.option(
     "--home",

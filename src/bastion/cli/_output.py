@@ -65,6 +65,7 @@ __all__ = [
     "json_time",
     "no_daemon",
     "print_table",
+    "report_error",
     "require_home",
     "rows_of",
     "run_command",
@@ -389,6 +390,18 @@ def error_json(err: BastionError) -> str:
     return json.dumps(err.to_dict(), indent=2, sort_keys=True)
 
 
+def report_error(err: BastionError, *, as_json: bool) -> None:
+    """Print ``err`` the one way the CLI shows an error: ``error: …`` and ``hint: …`` on stderr,
+    or under ``--json`` the API's ``{code, message, hint}`` object on stdout. Used by
+    :func:`run_command` and by the root group's handler of click's usage errors."""
+    if as_json:
+        click.echo(error_json(err))
+        return
+    click.echo(f"error: {err.message}", err=True)
+    if err.hint:
+        click.echo(f"hint: {err.hint}", err=True)
+
+
 def _undecodable(value: Any) -> bool:
     """True when a command-line value holds bytes that were not UTF-8 (surrogate escapes)."""
     if isinstance(value, Path):
@@ -430,12 +443,7 @@ def run_command(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except BastionError as err:
-            if kwargs.get("as_json"):
-                click.echo(error_json(err))
-            else:
-                click.echo(f"error: {err.message}", err=True)
-                if err.hint:
-                    click.echo(f"hint: {err.hint}", err=True)
+            report_error(err, as_json=bool(kwargs.get("as_json")))
             sys.exit(exit_code_for(err))
         except KeyboardInterrupt:
             # Ctrl-C (a follow, a prompt, a long backup): the status a shell expects after
