@@ -310,7 +310,10 @@ def render_cli_reference() -> str:
         "strings); tables print as tab-separated rows when piped (`--no-headers` drops the",
         "header line). Errors are printed as `error: …` plus a `hint: …` (with `--json`, the",
         "API's `{code, message, hint}` object) and exit with the statuses in",
-        "[errors.md](errors.md#exit-statuses).",
+        "[errors.md](errors.md#exit-statuses). A usage error (an unknown command or option, a",
+        "missing or malformed argument) is one too: its hint names the accepted form (bounds,",
+        "choices, an existing file), the closest command or option when one was mistyped, and",
+        "the `bastion ... --help` to read; it exits 2 (code `usage_error` under `--json`).",
         "",
     ]
     lines.extend(_command_rows(cli, ["bastion"], None, ctx))
