@@ -222,7 +222,36 @@ def test_a_missing_argument_names_it_and_the_usage(path: tuple[str, ...]) -> Non
     assert f"`{' '.join([PROG, *path])} --help`" in hint, hint
 
 
+REQUIRED_OPTIONS = [
+    (p, c, o) for p, c in LEAVES for o in c.params if isinstance(o, click.Option) and o.required
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "option"),
+    [(p, o.name) for p, _, o in REQUIRED_OPTIONS],
+    ids=[f"{' '.join(p)}:{o.name}" for p, _, o in REQUIRED_OPTIONS],
+)
+def test_a_missing_required_option_names_it_and_its_form(
+    path: tuple[str, ...], option: str
+) -> None:
+    command = dict(COMMANDS)[path]
+    param = next(o for o in command.params if o.name == option)
+    assert isinstance(param, click.Option)
+    fillers = [_good_value(a) for a in command.params if isinstance(a, click.Argument)]
+    error, hint = _lines(_run([*path, *fillers]))
+    assert "Missing option" in error
+    assert any(o in error for o in param.opts), error
+    assert f"Give {_long(param)}: " in hint, hint
+    assert f"`{' '.join([PROG, *path])} --help`" in hint, hint
+
+
+def _long(param: click.Option) -> str:
+    return next((o for o in param.opts if o.startswith("--")), param.opts[0])
+
+
 def test_the_walk_meets_required_arguments() -> None:
+    assert REQUIRED_OPTIONS, "no command has a required option: the walk above tests nothing"
     assert ("secrets", "get") in {p for p, _ in REQUIRED}
     assert ("completion",) in {p for p, _ in REQUIRED}
 
@@ -262,8 +291,48 @@ def test_a_flag_given_a_value_says_it_is_a_flag() -> None:
 
 def test_an_extra_argument_shows_the_usage() -> None:
     error, hint = _lines(_run(["config", "diff", "1", "2", "3"]))
-    assert "unexpected extra argument (3)" in error
-    assert "Usage: `bastion config diff [OPTIONS] A B`" in hint
+    assert error == (
+        "error: `bastion config diff` got more arguments than it takes (the extra words are "
+        "not repeated here: one typed on the command line may be a secret value)"
+    )
+    assert "Usage: `bastion config diff [OPTIONS] A B`: Show what changed" in hint
+    error, hint = _lines(_run(["logs", "x"]))
+    assert error.startswith("error: `bastion logs` takes no arguments (")
+
+
+#: A value typed where bastion never reads one: click quoted extra arguments in its error.
+CANARY = "sk-live-canary-7d1e0c9a"
+EXTRA = [
+    (p, c)
+    for p, c in LEAVES
+    if not any(isinstance(a, click.Argument) and a.nargs == -1 for a in c.params)
+]
+
+
+@pytest.mark.parametrize("path", [p for p, _ in EXTRA], ids=[" ".join(p) for p, _ in EXTRA])
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_an_extra_argument_is_never_repeated(path: tuple[str, ...], as_json: bool) -> None:
+    """``bastion secrets set NAME sk-live-...`` (the value where none is read): click's
+    "Got unexpected extra argument (sk-live-...)" put the secret on stderr, for every command."""
+    command = dict(COMMANDS)[path]
+    fillers = [_good_value(a) for a in command.params if isinstance(a, click.Argument)]
+    flags = ["--json"] if as_json and any(q.name == "as_json" for q in command.params) else []
+    for option in command.params:
+        if isinstance(option, click.Option) and option.required:
+            flags += [option.opts[-1], _good_value(option)]
+    result = _run([*path, *flags, *fillers, CANARY])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert CANARY not in result.output
+    assert CANARY not in result.stdout
+    assert CANARY not in result.stderr
+    assert "not repeated here" in result.output
+    assert f"`{' '.join([PROG, *path])} --help`" in result.output
+
+
+def test_secrets_set_with_its_value_on_the_command_line_says_where_values_come_from() -> None:
+    error, hint = _lines(_run(["secrets", "set", "NAME", CANARY]))
+    assert CANARY not in error + hint
+    assert "read from stdin or a prompt (never from the command line)" in hint
 
 
 def test_a_commands_own_usage_error_keeps_its_words_and_gains_the_usage() -> None:

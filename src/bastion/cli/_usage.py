@@ -58,8 +58,27 @@ def convert(
         err.ctx = _deepest_context(root, prog_name, argv)
     # One line, as every error line: click breaks a choice list over tab-indented lines.
     message = re.sub(r"\s*\n\s*", " ", err.format_message()).strip()
+    if message.startswith(_EXTRA_PREFIX) and err.ctx is not None:
+        message = _extra_arguments(err.ctx)
     error = UsageError(message, hint=hint_for(err))
     return ShownUsageError(error, as_json=_asked_for_json(argv), ctx=err.ctx)
+
+
+#: click's words for arguments a command does not take ("Got unexpected extra argument (x)",
+#: or "arguments (x y)"), a plain UsageError with the words in its text.
+_EXTRA_PREFIX = "Got unexpected extra argument"
+
+
+def _extra_arguments(ctx: click.Context) -> str:
+    """An extra argument is said without its words: the likeliest one is a value typed where
+    bastion never reads one (``bastion secrets set NAME sk-live-...``), and click quoted it
+    on stderr, into a terminal's scrollback or a CI log."""
+    takes = any(isinstance(p, click.Argument) for p in ctx.command.get_params(ctx))
+    said = "got more arguments than it takes" if takes else "takes no arguments"
+    return (
+        f"`{ctx.command_path}` {said} (the extra words are not repeated here: one typed on "
+        "the command line may be a secret value)"
+    )
 
 
 def _deepest_context(
@@ -132,8 +151,12 @@ def _fix(err: click.UsageError, ctx: click.Context | None) -> str:
         if isinstance(err, click.MissingParameter):
             return f"Give {_name(param)}: {form}. Usage: `{_usage(ctx)}`."
         return f"{_name(param)} takes {form}."
-    # An extra argument, or a command's own rule ("give NAME or --all, not both"): the
-    # command's usage line is the accepted form.
+    if err.message.startswith(_EXTRA_PREFIX):
+        # The command's summary says where its values come from ("read from stdin or a
+        # prompt (never from the command line)").
+        summary = command.get_short_help_str(limit=300).rstrip(".")
+        return f"Usage: `{_usage(ctx)}`" + (f": {summary}." if summary else ".")
+    # A command's own rule ("give NAME or --all, not both"): the usage line is the form.
     return f"Usage: `{_usage(ctx)}`."
 
 
