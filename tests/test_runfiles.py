@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from bastion.app import Home
 from bastion.config import Config
 from bastion.errors import ConfigError, DaemonAlreadyRunning
 from bastion.runfiles import (
+    LOCK_FILE,
     DaemonLock,
     Handshake,
     read_handshake,
@@ -21,6 +25,7 @@ from bastion.runfiles import (
     remove_handshake,
     write_handshake,
 )
+from tests.helpers import wait_until
 
 
 def test_init_creates_a_private_256_bit_token_once(home: Config) -> None:
@@ -96,6 +101,149 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path) -> None:
         proc.kill()
         proc.wait(timeout=30)
         proc.stdout.close()  # type: ignore[union-attr]
+
+
+#: Takes the daemon lock of run/ (as `bastion serve` does, or, with a command, as `db restore`
+#: does), forks a worker without exec, says "<worker pid>" once the worker is past the fork,
+#: and waits to be killed. The worker blocks on stdin; at its end it "releases" the lock.
+_FORKING_HOLDER = """
+import os, signal, sys
+from pathlib import Path
+from bastion.runfiles import DaemonLock, Handshake, write_handshake
+run, doing = Path(sys.argv[1]), sys.argv[2] or None
+lock = DaemonLock(run).acquire(doing=doing)
+if doing is None:
+    write_handshake(run, Handshake(pid=os.getpid(), port=7, started_at="t", version="1"))
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(r)
+    os.write(w, b"x")  # past os.fork(): its after-fork handlers have run
+    os.close(w)
+    sys.stdin.readline()  # until the test closes stdin
+    lock.release()
+    os._exit(0)
+os.close(w)
+os.read(r, 1)
+print(pid, flush=True)
+signal.pause()
+"""
+
+
+@pytest.mark.posix
+@pytest.mark.parametrize("doing", [None, "db restore"])
+def test_a_worker_forked_by_the_holder_does_not_keep_the_daemon_lock(
+    tmp_path: Path, doing: str | None
+) -> None:
+    """A holder of the daemon lock (a daemon, or `db restore`) that forks without exec, then
+    is killed with SIGKILL: the lock is free although its worker lives on, and a real
+    `bastion serve` starts on the home. Before, the worker's copy of the descriptor kept the
+    flock, and every later daemon was refused naming the dead holder. The worker cannot
+    release (or empty the note of) the next holder's lock either."""
+    from bastion.config import load_config
+    from tests.api.daemon_process import RunningDaemon
+
+    home = tmp_path / "home"
+    Home.init(load_config(home, env={})).close()
+    run = home / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _FORKING_HOLDER, str(run), doing or ""],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdin is not None
+    assert holder.stdout is not None
+    worker = 0
+    try:
+        worker = int(holder.stdout.readline())
+        with pytest.raises(DaemonAlreadyRunning) as refused:  # the holder lives: held
+            DaemonLock(run).acquire()
+        assert refused.value.details["pid"] == holder.pid
+        holder.kill()
+        holder.wait(timeout=60)
+        assert not _gone(worker)
+        with DaemonLock(run) as lock:  # DaemonAlreadyRunning before: the worker kept it
+            if doing is None:
+                assert lock.took_over_from is not None
+                assert lock.took_over_from.pid == holder.pid
+        assert (run / LOCK_FILE).read_bytes() == b""  # the dead command's note is gone too
+        daemon = RunningDaemon(home)
+        try:
+            assert daemon.client.get("/health")["status"] == "ok"
+            assert not _gone(worker)  # all the while the worker lived
+        finally:
+            assert daemon.terminate() == 0
+        after = DaemonLock(run).acquire(doing="db recover")
+        try:
+            holder.stdin.close()  # the worker's release must not drop this lock
+            wait_until(lambda: _gone(worker), timeout=30, what="the worker's exit")
+            assert b'"doing": "db recover"' in (run / LOCK_FILE).read_bytes()
+            with pytest.raises(DaemonAlreadyRunning, match="`bastion db recover`"):
+                DaemonLock(run).acquire()
+        finally:
+            after.release()
+    finally:
+        # The worker first: it holds the holder's stdout too, so communicate() would wait on it.
+        if worker:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait(timeout=60)
+        holder.stdin.close()
+        holder.stdout.close()
+
+
+@pytest.mark.posix
+def test_a_daemon_after_a_killed_command_is_not_named_as_that_command(tmp_path: Path) -> None:
+    """`db restore` killed with SIGKILL leaves its note in the lock file. Before, the daemon
+    that took the lock next left that note there, and a second daemon was refused with
+    "`bastion db restore` (pid <dead>) is replacing the databases" instead of being told a
+    daemon runs."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys\n"
+            "from pathlib import Path\n"
+            "from bastion.runfiles import DaemonLock\n"
+            "DaemonLock(Path(sys.argv[1])).acquire(doing='db restore')\n"
+            "print('locked', flush=True); signal.pause()\n",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "locked"
+        proc.kill()
+        proc.wait(timeout=30)
+        assert b'"doing": "db restore"' in (tmp_path / LOCK_FILE).read_bytes()
+        write_handshake(
+            tmp_path, Handshake(pid=os.getpid(), port=5555, started_at="t", version="1")
+        )
+        with (
+            DaemonLock(tmp_path),
+            pytest.raises(
+                DaemonAlreadyRunning,
+                match=f"daemon is already running .*pid {os.getpid()}, port 5555",
+            ),
+        ):
+            DaemonLock(tmp_path).acquire()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stdout.close()  # type: ignore[union-attr]
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie not yet reaped by its new parent counts as gone)."""
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory", "binary", "short"])

@@ -104,8 +104,11 @@ class LockFile:
     release it.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, stays: bool = False) -> None:
+        """``stays``: the file is never removed, a release empties it instead (a lock file
+        others know by name, such as the daemon's ``run/daemon.lock``)."""
         self.path = Path(path)
+        self.stays = stays
         self._fd: int | None = None
         self._note: dict[str, Any] = {}
 
@@ -119,6 +122,7 @@ class LockFile:
         timeout: float | None = None,
         on_wait: Callable[[dict[str, Any] | None], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        signed: bool = True,
     ) -> dict[str, Any] | None:
         """Take the lock, waiting up to ``timeout`` seconds (None: as long as it takes).
 
@@ -126,6 +130,10 @@ class LockFile:
         note the previous holder left behind: None after a clean release, else what a holder
         that died while holding it was doing. Raises :class:`LockTimeout`, or ``OSError``
         when the file cannot be created or opened (a read-only or full disk, a bad mode).
+
+        ``signed=False`` leaves the file empty instead of writing the holder's pid and time
+        (a holder that says who it is elsewhere: the daemon's handshake); :meth:`note` still
+        writes what it is given.
         """
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is held by this LockFile already")
@@ -156,10 +164,14 @@ class LockFile:
             self._fd = fd
             _HELD.add(self)
             break
-        self._note = {
-            "pid": os.getpid(),
-            "acquired_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        }
+        self._note = (
+            {
+                "pid": os.getpid(),
+                "acquired_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            }
+            if signed
+            else {}  # written as an empty file: a dead holder's note does not stay behind
+        )
         try:
             self._write(self._note, durable=False)
         except OSError:
@@ -212,12 +224,14 @@ class LockFile:
             return
         try:
             if not keep_note:
-                # Where the file cannot go (Windows, while another process has it open),
-                # it stays, emptied: an empty note reads as a clean release.
+                # Where the file cannot go (Windows, while another process has it open), or
+                # must not (``stays``), it stays, emptied: an empty note reads as a clean
+                # release.
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, 0)
-                with contextlib.suppress(OSError):
-                    self.path.unlink()
+                if not self.stays:
+                    with contextlib.suppress(OSError):
+                        self.path.unlink()
             with contextlib.suppress(OSError):  # the lock goes with the descriptor anyway
                 unlock(fd)
         finally:
@@ -225,7 +239,7 @@ class LockFile:
 
     def _write(self, note: dict[str, Any], *, durable: bool) -> None:
         assert self._fd is not None
-        data = json.dumps(note, sort_keys=True).encode("utf-8")
+        data = json.dumps(note, sort_keys=True).encode("utf-8") if note else b""
         # Truncate first: a shorter note must not keep the tail of a longer one. A holder
         # killed between the two leaves an empty or partial note, which reads as none.
         os.ftruncate(self._fd, 0)

@@ -7,7 +7,8 @@
   app that spawned the daemon, and the CLI, read it to find the daemon.
 - ``run/daemon.lock``: an OS lock (``flock``; ``msvcrt.locking`` on Windows) held for the daemon's lifetime, so a home has at
   most one daemon. The kernel releases it when the process dies, however it dies, so a lock
-  left by a ``kill -9`` is free to take: only a leftover handshake needs cleaning up.
+  left by a ``kill -9`` is free to take: only a leftover handshake needs cleaning up. It is a
+  ``bastion._lockfile.LockFile``, so a child forked without exec does not keep it either.
 
 This module is shared by the server (``bastion.api.server``), the client (``bastion.client``)
 and ``Home.init``; it imports nothing heavy so CLI start-up stays fast.
@@ -25,6 +26,7 @@ from typing import Any
 
 from bastion import _platform
 from bastion._fs import atomic_write, ensure_private_dir
+from bastion._lockfile import LockFile, LockTimeout
 from bastion.errors import ConfigError, DaemonAlreadyRunning
 
 __all__ = [
@@ -194,11 +196,16 @@ def remove_handshake(run_dir: Path, *, pid: int | None = None) -> None:
 class DaemonLock:
     """The single-instance lock: ``acquire()`` or :class:`DaemonAlreadyRunning`.
 
-    ``flock`` rather than a pid file: the kernel drops the lock with the process, so a daemon
-    killed by SIGKILL or a power cut never leaves a lock that blocks the next start, and there
-    is no pid-reuse race to get wrong. The lock file is never replaced (an atomic rename would
-    swap the inode and silently drop the lock), so it is the one file in run/ not written
-    through ``atomic_write``.
+    A :class:`bastion._lockfile.LockFile` on ``run/daemon.lock``, so the kernel's lock
+    (``flock``; ``msvcrt.locking`` on Windows) rather than a pid file: it drops with the
+    process, so a daemon killed by SIGKILL or a power cut never leaves a lock that blocks the
+    next start, and there is no pid-reuse race to get wrong. Being a ``LockFile`` also covers
+    a child the holder forks without exec (an app's worker, multiprocessing's "fork"): the
+    child closes its copy of the descriptor, which would otherwise keep the lock alive after
+    the holder's death, and the next daemon was refused naming a dead pid. The lock file
+    stays between holders and is never replaced (an atomic rename would swap the inode and
+    silently drop the lock), so it is the one file in run/ not written through
+    ``atomic_write``.
 
     A command that replaces a home's databases (``db restore``, ``db recover``, ``db rekey``)
     holds it too, with ``doing`` naming it: a daemon started meanwhile would open the file
@@ -210,20 +217,22 @@ class DaemonLock:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.path = run_dir / LOCK_FILE
-        self._fd: int | None = None
+        self._file = LockFile(self.path, stays=True)
         #: Set when acquiring found a handshake left by a dead daemon (and removed it).
         self.took_over_from: Handshake | None = None
 
     def acquire(self, *, doing: str | None = None) -> DaemonLock:
         """Take the single-instance lock (``bastion._platform.try_lock`` on ``run/daemon.lock``), else
         ``DaemonAlreadyRunning``. ``doing``: the command holding it instead of a daemon (see
-        the class docstring)."""
+        the class docstring). ``OSError`` when run/ or the file cannot be made or opened."""
         ensure_private_dir(self.run_dir)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-        if not _platform.try_lock(fd):
-            note = _read_lock_note(fd)
-            os.close(fd)
-            if note is not None:
+        try:
+            # Unsigned: a daemon's hold leaves the file empty (a note a killed command left
+            # is emptied too, so it never names that command to the next daemon refused).
+            self._file.acquire(timeout=0, signed=False)
+        except LockTimeout as held:
+            note = held.holder
+            if note is not None and isinstance(note.get("doing"), str):
                 raise DaemonAlreadyRunning(
                     f"`bastion {note['doing']}` (pid {note.get('pid')}) is replacing the "
                     f"databases of {self.run_dir.parent}; the daemon cannot start meanwhile",
@@ -242,17 +251,13 @@ class DaemonLock:
                 pid=running.pid if running else None,
                 port=running.port if running else None,
             ) from None
-        self._fd = fd
         if doing is not None:
-            data = json.dumps({"pid": os.getpid(), "doing": doing}).encode("utf-8")
             try:
-                os.ftruncate(fd, 0)
-                os.lseek(fd, 0, os.SEEK_SET)
-                os.write(fd, data)
+                self._file.note({"pid": os.getpid(), "doing": doing})
             except OSError:
                 # A full disk: the lock holds all the same; a refused daemon names no one.
                 with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)
+                    self._file.note({"pid": None, "doing": None})  # an empty file
         stale = read_handshake(self.run_dir)
         if stale is not None and stale.pid != os.getpid():
             # We hold the lock, so whoever wrote this handshake is gone: it is stale.
@@ -261,35 +266,16 @@ class DaemonLock:
         return self
 
     def release(self) -> None:
-        """Drop the lock (closing its descriptor releases the flock)."""
-        if self._fd is not None:
-            with contextlib.suppress(OSError):  # a command's note goes with its hold
-                if os.fstat(self._fd).st_size:
-                    os.ftruncate(self._fd, 0)
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
+        """Drop the lock; a command's note goes with it (the file stays, empty)."""
+        self._file.release()
 
     @property
     def held(self) -> bool:
         """Whether this process holds the lock."""
-        return self._fd is not None
+        return self._file.held
 
     def __enter__(self) -> DaemonLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def _read_lock_note(fd: int) -> dict[str, Any] | None:
-    """The note of a command holding the daemon lock (see :class:`DaemonLock`), or None (a
-    daemon holds it, or the note cannot be read: Windows locks the byte range)."""
-    try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        data = os.read(fd, 4096)
-        note = json.loads(data) if data else None
-    except (OSError, ValueError):
-        return None
-    if not isinstance(note, dict) or not isinstance(note.get("doing"), str):
-        return None
-    return note
