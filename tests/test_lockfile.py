@@ -146,46 +146,43 @@ def test_a_worker_forked_by_the_holder_does_not_keep_its_lock(tmp_path: Path) ->
     worker's copy of the descriptor kept the flock, and every later taker was refused naming
     the dead holder). The worker cannot release the holder's lock either."""
     path = tmp_path / "x.lock"
-    worker_pid = tmp_path / "worker.pid"
-    stop = tmp_path / "stop"
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             textwrap.dedent(
                 """
-                import os, sys, time
-                from pathlib import Path
+                import os, signal, sys
                 from bastion._lockfile import LockFile
-                path, worker_pid, stop = (Path(a) for a in sys.argv[1:4])
-                lock = LockFile(path)
+                lock = LockFile(sys.argv[1])
                 lock.acquire()
+                r, w = os.pipe()
                 pid = os.fork()
                 if pid == 0:  # the worker: lives until told, then "releases" (a no-op here)
-                    worker_pid.write_text(str(os.getpid()))
-                    while not stop.exists():
-                        time.sleep(0.01)
+                    os.close(r)
+                    os.write(w, b"x")  # past os.fork(): its after-fork handlers have run
+                    os.close(w)
+                    sys.stdin.readline()  # until the test closes stdin
                     lock.release()
                     os._exit(0)
-                while not worker_pid.exists():
-                    time.sleep(0.01)
-                print("held", flush=True)
-                time.sleep(600)
+                os.close(w)
+                os.read(r, 1)
+                print(pid, flush=True)
+                signal.pause()
                 """
             ),
             str(path),
-            str(worker_pid),
-            str(stop),
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )
+    assert holder.stdin is not None
+    assert holder.stdout is not None
     worker = 0
     try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "held"
-        worker = int(worker_pid.read_text())
+        worker = int(holder.stdout.readline())
         with pytest.raises(LockTimeout):  # the holder lives: held
             LockFile(path).acquire(timeout=0)
         holder.kill()
@@ -193,20 +190,22 @@ def test_a_worker_forked_by_the_holder_does_not_keep_its_lock(tmp_path: Path) ->
         os.kill(worker, 0)  # the worker still lives
         after = LockFile(path)
         after.acquire(timeout=0)  # LockTimeout before: the worker kept the flock
-        stop.write_text("")  # the worker's release must not drop this lock
+        holder.stdin.close()  # the worker's release must not drop this lock
         wait_until(lambda: _gone(worker), timeout=30, what="the worker's exit")
         with pytest.raises(LockTimeout):
             LockFile(path).acquire(timeout=0)
         after.release()
     finally:
-        # The worker first: it holds the holder's stdout too, so communicate() would wait on it.
-        stop.write_text("")
+        # The worker first: it holds the holder's stdout too, so reading it to its end
+        # would wait on the worker.
         if worker:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker, signal.SIGKILL)
         if holder.poll() is None:
             holder.kill()
-        holder.communicate()
+        holder.wait(timeout=60)
+        holder.stdin.close()
+        holder.stdout.close()
 
 
 def _gone(pid: int) -> bool:

@@ -25,38 +25,35 @@ from bastion.maintenance import RUNS_FILE, Maintenance, lock_path
 from bastion.store.backup import list_backups
 from tests.helpers import wait_until
 
-#: Runs one maintenance job of a home when ``go`` appears; ``ready`` says it is waiting.
+#: Says "ready", then runs one maintenance job of a home at the end of its stdin (the start
+#: line: runners sharing one pipe all see its end at once).
 _RUNNER = textwrap.dedent(
     """
-    import sys, time
+    import sys
     from pathlib import Path
     from bastion.app import Home
     from bastion.config import load_config
     from bastion.maintenance import Maintenance
-    home, job, ready, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+    home, job, who = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     with Home.open(load_config(home, env={})) as h:
-        h.settings.set("written-by", str(ready))  # each process changes the data first
+        h.settings.set("written-by", who)  # each process changes the data first
         maintenance = Maintenance(h)
-        ready.write_text("")
-        while not go.exists():
-            time.sleep(0.001)
+        print("ready", flush=True)
+        sys.stdin.read()  # until the test closes the pipe
         status = maintenance.run_now(job)
         sys.exit(1 if status.failures else 0)
     """
 )
 
-#: Holds the home's maintenance lock until ``release`` appears.
+#: Holds the home's maintenance lock, says "held", and releases it at the end of its stdin.
 _HOLDER = textwrap.dedent(
     """
-    import sys, time
-    from pathlib import Path
+    import sys
     from bastion._lockfile import LockFile
-    lock, ready, release = (Path(a) for a in sys.argv[1:4])
-    with LockFile(lock) as held:
+    with LockFile(sys.argv[1]) as held:
         held.note({"job": "integrity-check"})
-        ready.write_text("")
-        while not release.exists():
-            time.sleep(0.01)
+        print("held", flush=True)
+        sys.stdin.read()  # until the test closes the pipe
     """
 )
 
@@ -74,28 +71,47 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "BASTION_HOME"}
 
 
-def _runner(cfg: Config, job: str, ready: Path, go: Path) -> subprocess.Popen[bytes]:
+def _runner(cfg: Config, job: str, who: str, start: int) -> subprocess.Popen[str]:
+    """A runner whose stdin is ``start`` (the read end of the start line's pipe)."""
     return subprocess.Popen(
-        [sys.executable, "-c", _RUNNER, str(cfg.home), job, str(ready), str(go)], env=_env()
+        [sys.executable, "-c", _RUNNER, str(cfg.home), job, who],
+        stdin=start,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
     )
+
+
+def _end(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=60)
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            pipe.close()
 
 
 @pytest.mark.posix
 def test_two_processes_backing_up_one_home_at_once_make_one_backup(
     cfg: Config, tmp_path: Path
 ) -> None:
-    go = tmp_path / "go"
-    readies = [tmp_path / "ready-1", tmp_path / "ready-2"]
-    procs = [_runner(cfg, "backup", ready, go) for ready in readies]
+    start, go = os.pipe()
     try:
-        wait_until(lambda: all(r.exists() for r in readies), timeout=60, what="both ready")
-        go.write_text("")  # both run the job now
+        procs = [_runner(cfg, "backup", who, start) for who in ("one", "two")]
+    finally:
+        os.close(start)
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline() == "ready\n"
+        os.close(go)  # both run the job now
+        go = -1
         assert [p.wait(timeout=120) for p in procs] == [0, 0]
     finally:
+        if go != -1:
+            os.close(go)
         for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+            _end(p)
     backups = list_backups(cfg.backups_dir, "bastion")
     assert len(backups) == 1, [b.path.name for b in backups]
     assert backups[0].verified
@@ -107,10 +123,11 @@ def test_two_processes_backing_up_one_home_at_once_make_one_backup(
 def test_a_job_another_process_ran_within_its_interval_is_skipped(
     cfg: Config, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    go = tmp_path / "go"
-    go.write_text("")
-    other = _runner(cfg, "backup", tmp_path / "ready", go)
-    assert other.wait(timeout=120) == 0
+    other = _runner(cfg, "backup", "other", subprocess.DEVNULL)  # no wait at the start line
+    try:
+        assert other.wait(timeout=120) == 0
+    finally:
+        _end(other)
     assert len(list_backups(cfg.backups_dir, "bastion")) == 1
     with Home.open(cfg) as home, caplog.at_level(logging.INFO, "bastion.maintenance"):
         home.settings.set("changed", "after the other's backup")
@@ -130,13 +147,17 @@ def test_a_job_another_process_ran_within_its_interval_is_skipped(
 def test_a_job_waits_for_another_processs_job_and_a_stop_ends_the_wait(
     cfg: Config, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ready, release = tmp_path / "ready", tmp_path / "release"
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(lock_path(cfg.db_path)), str(ready), str(release)],
+        [sys.executable, "-c", _HOLDER, str(lock_path(cfg.db_path))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
         env=_env(),
     )
+    assert holder.stdin is not None
+    assert holder.stdout is not None
     try:
-        wait_until(ready.exists, timeout=60, what="the other process holding the lock")
+        assert holder.stdout.readline() == "held\n"  # the other process holds the lock
         with Home.open(cfg) as home, caplog.at_level(logging.INFO, "bastion.maintenance"):
             home.settings.set("changed", "yes")
             maintenance = home.start_maintenance(first_run_in_s=0)
@@ -152,12 +173,10 @@ def test_a_job_waits_for_another_processs_job_and_a_stop_ends_the_wait(
             maintenance.stop()  # returns: the stop ends the wait
             assert f"process {holder.pid} runs the maintenance job integrity-check" in caplog.text
             assert list_backups(cfg.backups_dir, "bastion") == []
-        release.write_text("")
+        holder.stdin.close()  # the other process's job ends
         assert holder.wait(timeout=60) == 0
     finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
+        _end(holder)
     # Free again: the next run goes ahead.
     with Home.open(cfg) as home:
         assert Maintenance(home).run_now("backup").failures == 0

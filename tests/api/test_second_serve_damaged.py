@@ -20,7 +20,6 @@ import pytest
 from bastion.app import Home
 from bastion.config import load_config
 from tests.api.daemon_process import RunningDaemon
-from tests.helpers import wait_until
 
 pytestmark = pytest.mark.posix
 
@@ -66,17 +65,16 @@ def test_a_second_serve_does_not_recover_a_running_daemons_database(tmp_path: Pa
         daemon.terminate()
 
 
+#: An app with the home's database open until its stdin ends (the test closes it).
 _APP = """
-import sys, time
+import sys
 from pathlib import Path
 from bastion.app import Home
 from bastion.config import load_config
-home, ready, stop = (Path(a) for a in sys.argv[1:4])
-with Home.open(load_config(home, env={})) as h:
+with Home.open(load_config(Path(sys.argv[1]), env={})) as h:
     h.settings.get("k1")
-    ready.write_text("")
-    while not stop.exists():
-        time.sleep(0.01)
+    print("ready", flush=True)
+    sys.stdin.read()
 """
 
 
@@ -89,12 +87,18 @@ def test_a_daemon_does_not_recover_a_database_an_app_has_open(tmp_path: Path) ->
             h.settings.set(f"k{i}", "v" * 300)
         h.backup()
     db_path = home / "bastion.db"
-    ready, stop = tmp_path / "ready", tmp_path / "stop"
     env = {k: v for k, v in os.environ.items() if k != "BASTION_HOME"}
-    app = subprocess.Popen([sys.executable, "-c", _APP, str(home), str(ready), str(stop)], env=env)
+    app = subprocess.Popen(
+        [sys.executable, "-c", _APP, str(home)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert app.stdin is not None
+    assert app.stdout is not None
     try:
-        wait_until(lambda: ready.exists() or app.poll() is not None, timeout=60, what="app")
-        assert app.poll() is None
+        assert app.stdout.readline() == "ready\n"  # the app has the database open
         _damage(db_path)
         before = db_path.stat().st_ino
         serve = subprocess.run(
@@ -112,5 +116,11 @@ def test_a_daemon_does_not_recover_a_database_an_app_has_open(tmp_path: Path) ->
         assert db_path.stat().st_ino == before
         assert list((home / "quarantine").iterdir()) == []
     finally:
-        stop.write_text("")
-        app.wait(timeout=60)
+        app.stdin.close()  # the app closes the home and exits
+        try:
+            app.wait(timeout=60)
+        finally:
+            if app.poll() is None:
+                app.kill()
+                app.wait()
+            app.stdout.close()

@@ -31,22 +31,23 @@ from tests.api.daemon_process import RunningDaemon
 from tests.helpers import wait_until
 from tests.store.archive.support import fast_config, open_db
 
-#: An app that archives its home, says so, commits until told to stop, then closes.
+#: An app that archives its home, says so, commits until its stdin ends (the test closes it:
+#: told to stop), then closes.
 _APP = textwrap.dedent(
     """
-    import sys, time
+    import sys, threading
     from pathlib import Path
     from bastion.app import Home
     from bastion.config import load_config
-    home, ready, stop = (Path(a) for a in sys.argv[1:4])
-    with Home.open(load_config(home, env={})) as h:
+    stop = threading.Event()
+    with Home.open(load_config(Path(sys.argv[1]), env={})) as h:
         h.start_archiving()
-        ready.write_text("archiving")
+        threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+        print("archiving", flush=True)
         n = 0
-        while not stop.exists():
+        while not stop.wait(0.01):  # a commit every 10 ms: the pace of the app's writes
             h.settings.set(f"app-{n}", "x" * 100)
             n += 1
-            time.sleep(0.01)
     """
 )
 
@@ -57,15 +58,36 @@ def _home(tmp_path: Path) -> Path:
     return home
 
 
-def _start_app(home: Path, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    ready, stop = tmp_path / "ready", tmp_path / "stop"
+def _start_app(home: Path) -> subprocess.Popen[str]:
+    """The app, archiving; ``proc.stdin.close()`` tells it to stop."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", _APP, str(home), str(ready), str(stop)],
+        [sys.executable, "-c", _APP, str(home)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
         env={k: v for k, v in os.environ.items() if k != "BASTION_HOME"},
     )
-    wait_until(lambda: ready.exists() or proc.poll() is not None, timeout=60, what="app start")
-    assert proc.poll() is None, "the archiving app exited early"
-    return proc, stop
+    assert proc.stdout is not None
+    if proc.stdout.readline() != "archiving\n":
+        _end(proc)
+        raise AssertionError("the archiving app exited early")
+    return proc
+
+
+def _stop(proc: subprocess.Popen[str]) -> int:
+    """Tell the app to stop; its exit status."""
+    assert proc.stdin is not None
+    proc.stdin.close()
+    return proc.wait(timeout=60)
+
+
+def _end(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=60)
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            pipe.close()
 
 
 def _segments_overlap(archive: Path) -> bool:
@@ -83,7 +105,7 @@ def test_an_app_archiving_a_home_refuses_a_second_archiver_then_frees_it(
     tmp_path: Path,
 ) -> None:
     home = _home(tmp_path)
-    app, stop = _start_app(home, tmp_path)
+    app = _start_app(home)
     try:
         with Home.open(load_config(home, env={})) as mine:
             with pytest.raises(ArchiverBusy) as refused:
@@ -98,16 +120,13 @@ def test_an_app_archiving_a_home_refuses_a_second_archiver_then_frees_it(
             assert mine.archiver is None
             # This process's commits are archived all the same: by the app's archiver.
             mine.settings.set("from-the-refused-one", "y" * 100)
-            stop.write_text("")
-            assert app.wait(timeout=60) == 0
+            assert _stop(app) == 0
             # The app stopped: the home's archiving is free for the next taker.
             mine.start_archiving()
             assert mine.archiver is not None
             assert mine.archiver.running
     finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
+        _end(app)
     assert not lock_path(home / "bastion.db").exists()  # clean stops leave no lock file
     assert not _segments_overlap(home / "archive")
 
@@ -115,9 +134,9 @@ def test_an_app_archiving_a_home_refuses_a_second_archiver_then_frees_it(
 @pytest.mark.posix
 def test_an_archiver_killed_with_sigkill_leaves_the_lock_free(tmp_path: Path) -> None:
     home = _home(tmp_path)
-    app, _stop = _start_app(home, tmp_path)
+    app = _start_app(home)
     app.send_signal(signal.SIGKILL)
-    app.wait(timeout=60)
+    _end(app)
     assert lock_path(home / "bastion.db").exists()  # the note the dead holder left
     with Home.open(load_config(home, env={})) as mine:
         archiver = mine.start_archiving()
@@ -148,7 +167,7 @@ def test_a_daemon_started_while_an_app_archives_serves_without_archiving(
 ) -> None:
     """Whichever comes first archives; the daemon then runs on, and says why it does not."""
     home = _home(tmp_path)
-    app, stop = _start_app(home, tmp_path)
+    app = _start_app(home)
     try:
         daemon = RunningDaemon(home)
         try:
@@ -158,12 +177,9 @@ def test_a_daemon_started_while_an_app_archives_serves_without_archiving(
         log = daemon.log()
         assert f"WAL archiving is off: process {app.pid} already archives the WAL" in log
         assert "Traceback" not in log
-        stop.write_text("")
-        assert app.wait(timeout=60) == 0
+        assert _stop(app) == 0
     finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
+        _end(app)
 
 
 def test_two_archivers_of_one_database_in_one_process(tmp_path: Path) -> None:
