@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hypothesis import settings
 
@@ -71,3 +72,44 @@ def remove_home_cgroup(db_path: Path) -> None:
         root = Path(mount) / ours.lstrip("/") / f"bastion-{plat.home_tag(db_path)}"
         if root.is_dir():
             cgroup.remove_cgroup(root)
+
+
+class StartLine:
+    """A start line for child processes racing on purpose, on pipes rather than a flag file
+    the children poll: each child says it is ready (a byte on ``ready_fd``) and blocks reading
+    its stdin; :meth:`go` waits until every child is ready, then closes the stdin pipe they
+    all share, so they all see its end at the same moment.
+
+    Start each child with ``**line.popen_kwargs()`` and ``line.ready_fd`` among its arguments;
+    the child's part: ``os.write(fd, b"."); os.close(fd); sys.stdin.read()``. ``close()`` at
+    the end (a ``finally``) closes what ``go`` did not.
+    """
+
+    def __init__(self) -> None:
+        self._start_r, self._start_w = os.pipe()
+        self._ready_r, self.ready_fd = os.pipe()
+        self._open = {self._start_r, self._start_w, self._ready_r, self.ready_fd}
+
+    def popen_kwargs(self) -> dict[str, Any]:
+        return {"stdin": self._start_r, "pass_fds": (self.ready_fd,)}
+
+    def go(self, children: int) -> None:
+        """Wait until ``children`` said ready (AssertionError if they exit before), then
+        release them at once."""
+        self._close(self._start_r)
+        self._close(self.ready_fd)  # only the children's copies are left: EOF once all exit
+        got = 0
+        while got < children:
+            if not os.read(self._ready_r, 1):
+                raise AssertionError(f"{children - got} of {children} children exited before ready")
+            got += 1
+        self._close(self._start_w)
+
+    def close(self) -> None:
+        for fd in list(self._open):
+            self._close(fd)
+
+    def _close(self, fd: int) -> None:
+        if fd in self._open:
+            self._open.discard(fd)
+            os.close(fd)

@@ -23,17 +23,20 @@ from bastion.config import load_config
 from bastion.domains.confighistory import service_target
 from tests.helpers import wait_until
 
+#: Syncs a home's configuration history again and again, from "syncing" on its stdout to the
+#: end of its stdin (the test closes it).
 _SYNCER = textwrap.dedent(
     """
-    import sys
+    import os, sys, threading
     from pathlib import Path
     from bastion.app import Home
     from bastion.config import load_config
     from bastion import config_history
-    home, ready, stop = (Path(a) for a in sys.argv[1:4])
-    with Home.open(load_config(home, env={})) as h:
-        ready.write_text("")
-        while not stop.exists():
+    stop = threading.Event()
+    threading.Thread(target=lambda: (os.read(0, 1), stop.set()), daemon=True).start()
+    with Home.open(load_config(Path(sys.argv[1]), env={})) as h:
+        print("syncing", flush=True)
+        while not stop.is_set():
             config_history.sync(h)
     """
 )
@@ -46,12 +49,16 @@ def test_two_processes_syncing_while_a_file_changes_record_the_edits_in_order(
     home = tmp_path / "home"
     Home.init(load_config(home, env={})).close()
     spec = home / "services" / "web.toml"
-    stop = tmp_path / "stop"
-    readies = [tmp_path / "ready-1", tmp_path / "ready-2"]
     env = {k: v for k, v in os.environ.items() if k != "BASTION_HOME"}
     procs = [
-        subprocess.Popen([sys.executable, "-c", _SYNCER, str(home), str(r), str(stop)], env=env)
-        for r in readies
+        subprocess.Popen(
+            [sys.executable, "-c", _SYNCER, str(home)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
     ]
 
     def latest() -> str | None:
@@ -63,7 +70,9 @@ def test_two_processes_syncing_while_a_file_changes_record_the_edits_in_order(
 
     reader = Home.open(load_config(home, env={}))
     try:
-        wait_until(lambda: all(r.exists() for r in readies), timeout=60, what="both syncing")
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline() == "syncing\n"
         for edit in range(60):
             text = f'argv = ["/bin/sleep", "{edit + 1}"]\n'
             tmp = spec.with_name(".web.toml.tmp")
@@ -72,9 +81,17 @@ def test_two_processes_syncing_while_a_file_changes_record_the_edits_in_order(
             # Recorded by one of them; the other may still hold an older read.
             wait_until(lambda text=text: latest() == text, timeout=30, what=f"edit {edit}")
     finally:
-        stop.write_text("")
         for p in procs:
-            p.wait(timeout=60)
+            assert p.stdin is not None
+            p.stdin.close()  # told to stop
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+                p.stdout.close()  # type: ignore[union-attr]
         reader.close()
     assert [p.returncode for p in procs] == [0, 0]
     with Home.open(load_config(home, env={})) as h:

@@ -37,7 +37,7 @@ from bastion.errors import (
 from bastion.store import Database, ReadTx, WriteTx
 from bastion.store.crypt import DatabaseKey
 from bastion.store.crypt.cipher import connect
-from tests.helpers import wait_until
+from tests.helpers import StartLine, wait_until
 from tests.store.keyed import CHILD_KEY, OpenDatabase
 
 pytestmark = [pytest.mark.encrypted_rerun, pytest.mark.engine_rerun]
@@ -637,11 +637,12 @@ def test_a_caller_bypassed_too_long_gets_the_writer_before_the_next_retake(
 
 _OPENER = CHILD_KEY + textwrap.dedent(
     """
-    import os, sys, time
+    import os, sys
     from bastion.store import Database
-    path, go = sys.argv[1], sys.argv[2]
-    while not os.path.exists(go):
-        time.sleep(0.001)  # spin until the start line: the race is the point
+    path, ready = sys.argv[1], int(sys.argv[2])
+    os.write(ready, b".")  # at the start line (tests.helpers.StartLine): the race is the point
+    os.close(ready)
+    sys.stdin.read()  # until the line is closed: all start together
     with Database.open(path, key=KEY) as db:
         db.write(lambda tx: tx.execute("CREATE TABLE IF NOT EXISTS t(pid INTEGER)"))
         db.write(lambda tx: tx.execute("INSERT INTO t VALUES (?)", (os.getpid(),)))
@@ -659,17 +660,21 @@ def test_processes_creating_the_same_new_file_at_once_never_see_busy(
     immediately (no busy handler) to a process that would deadlock: opening retries."""
     script = tmp_path / "opener.py"
     script.write_text(_OPENER)
-    path, go = tmp_path / "new.db", tmp_path / "go"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(path), str(go)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(6)
-    ]
-    go.touch()
+    path, line = tmp_path / "new.db", StartLine()
+    try:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(script), str(path), str(line.ready_fd)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                **line.popen_kwargs(),
+            )
+            for _ in range(6)
+        ]
+        line.go(len(procs))
+    finally:
+        line.close()
     results = [p.communicate(timeout=120) for p in procs]
     for proc, (out, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err

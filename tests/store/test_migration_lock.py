@@ -218,7 +218,7 @@ def test_four_processes_twenty_rounds_history_always_equals_schema_and_data(
 
 HOLDER = CHILD_KEY + textwrap.dedent(
     """
-    import logging, os, sys, time
+    import logging, os, sys, threading
     from pathlib import Path
     from bastion.store import Database
     from bastion.store.migrations import Migration, Migrator, Namespace
@@ -228,8 +228,7 @@ HOLDER = CHILD_KEY + textwrap.dedent(
 
     def hang(*_args):
         signal_file.touch()  # inside the migration, holding the lock
-        while True:
-            time.sleep(1)
+        threading.Event().wait()  # until killed
 
     def slow(tx):
         if mode == "tx-hang":

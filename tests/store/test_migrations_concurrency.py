@@ -13,7 +13,7 @@ import pytest
 from bastion.domains import core_namespace
 from bastion.store.migrations import Migrator
 from bastion.store.schema import fingerprint, schema_objects
-from tests.helpers import wait_until
+from tests.helpers import StartLine, wait_until
 from tests.store.keyed import CHILD_KEY, OpenDatabase
 from tests.store.migrations_support import APP_MIGRATIONS, app_namespace
 
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = CHILD_KEY + textwrap.dedent(
     """
-    import sys, time
+    import os, sys
     from pathlib import Path
     sys.path.insert(0, sys.argv[3])
     from bastion.domains import core_namespace
@@ -32,9 +32,10 @@ CHILD = CHILD_KEY + textwrap.dedent(
     from bastion.store.migrations import Migrator
     from tests.store.migrations_support import app_namespace
 
-    path, go = Path(sys.argv[1]), Path(sys.argv[2])
-    while not go.exists():  # start together: the race is the point
-        time.sleep(0.001)  # spin until the start line
+    path, ready = Path(sys.argv[1]), int(sys.argv[2])
+    os.write(ready, b".")  # at the start line (tests.helpers.StartLine): the race is the point
+    os.close(ready)
+    sys.stdin.read()  # until the line is closed: all start together
     db = Database.open(path, key=KEY)
     try:
         report = Migrator(db, backups_dir=path.parent / "backups", on_event=event_sink).migrate(
@@ -51,23 +52,25 @@ CHILD = CHILD_KEY + textwrap.dedent(
 def test_processes_racing_to_migrate_apply_each_migration_once(
     open_database: OpenDatabase, tmp_path: Path
 ) -> None:
-    path, go = tmp_path / "shared.db", tmp_path / "go"
+    path, line = tmp_path / "shared.db", StartLine()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(path), str(go), str(ROOT)],
+            [sys.executable, "-c", CHILD, str(path), str(line.ready_fd), str(ROOT)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            **line.popen_kwargs(),
         )
         for _ in range(4)
     ]
     try:
-        go.touch()
+        line.go(len(procs))
         wait_until(
             lambda: all(p.poll() is not None for p in procs), timeout=120, what="children to finish"
         )
         outputs = [p.communicate() for p in procs]
     finally:
+        line.close()
         for p in procs:
             if p.poll() is None:
                 p.kill()

@@ -35,12 +35,14 @@ def crash_if(flag_file: str) -> None:
 
 def crash_leaving_worker(pid_file: str) -> None:
     """Fork a worker (same process group) that records its pid, then crash."""
+    recorded, done = os.pipe()
     if os.fork() == 0:
         Path(pid_file + ".tmp").write_text(str(os.getpid()))
         os.replace(pid_file + ".tmp", pid_file)
+        os.close(done)  # the parent's read returns: the pid is recorded
         threading.Event().wait()
-    while not os.path.exists(pid_file):
-        time.sleep(0.01)  # until the forked worker has recorded its pid
+    os.close(done)
+    os.read(recorded, 1)  # until the forked worker has recorded its pid (EOF: it closed)
     sys.exit(5)
 
 

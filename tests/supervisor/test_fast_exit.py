@@ -258,15 +258,22 @@ def test_a_child_is_seen_gone_before_its_exit_is_reported(
     """``ChildProcess.gone`` answers from the process table, so a probe that failed because
     the child died is recognised as an exit even while the report is still on its way."""
     go = tmp_path / "go"
-    spec = fast("quick", [SH, "-c", f"while [ ! -e '{go}' ]; do sleep 0.01; done; exit 3"])
+    os.mkfifo(go)  # the child blocks reading it until the test writes a line
+    spec = fast("quick", [SH, "-c", f"read line < '{go}'; exit 3"])
 
     async def scenario() -> None:
         child = await spawn(spec, {}, parent_death=parent_death)
         assert not child.gone()
-        go.touch()
-        # Block the loop (no await): the child watcher may reap the child, but the report
-        # that resolves ``exited`` cannot be delivered until the loop runs again.
-        wait_until(lambda: not process.alive(child.program or child.record), what="exit")
+        # O_RDWR: the open never waits for the reader (Linux), and the line stays in the
+        # FIFO until the child opens it, so the descriptor stays open until the child exits.
+        line = os.open(go, os.O_RDWR)
+        try:
+            os.write(line, b"go\n")
+            # Block the loop (no await): the child watcher may reap the child, but the
+            # report that resolves ``exited`` cannot be delivered until the loop runs again.
+            wait_until(lambda: not process.alive(child.program or child.record), what="exit")
+        finally:
+            os.close(line)
         assert not child.exited.done()
         assert child.gone()
         assert await child.exited == 3

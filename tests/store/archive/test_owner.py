@@ -35,14 +35,14 @@ from tests.store.archive.support import fast_config, open_db
 #: told to stop), then closes.
 _APP = textwrap.dedent(
     """
-    import sys, threading
+    import os, sys, threading
     from pathlib import Path
     from bastion.app import Home
     from bastion.config import load_config
     stop = threading.Event()
     with Home.open(load_config(Path(sys.argv[1]), env={})) as h:
         h.start_archiving()
-        threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+        threading.Thread(target=lambda: (os.read(0, 1), stop.set()), daemon=True).start()
         print("archiving", flush=True)
         n = 0
         while not stop.wait(0.01):  # a commit every 10 ms: the pace of the app's writes
