@@ -350,6 +350,24 @@ def test_a_bad_parameter_raised_by_bastion_names_the_options_form() -> None:
     assert hint.startswith("hint: --home takes a folder path")
 
 
+def test_a_bad_value_from_the_environment_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """BASTION_HOME naming a file: click's message names --home, which the user never typed;
+    the hint names the variable the value came from."""
+    monkeypatch.setenv("BASTION_HOME", str(EXISTING_FILE))
+    result = CliRunner().invoke(cli, ["logs"], prog_name=PROG)
+    error, hint = _lines(result)
+    assert "'--home'" in error
+    assert "is a file" in error
+    assert "The value came from the environment variable BASTION_HOME: correct or unset it" in hint
+    # typed on the command line, the same value is not blamed on the environment
+    result = CliRunner().invoke(cli, ["--home", str(EXISTING_FILE), "logs"], prog_name=PROG)
+    error, hint = _lines(result)
+    assert "environment" not in hint
+    assert hint.startswith("hint: --home takes a folder path")
+
+
 def test_a_choice_list_stays_on_the_error_line() -> None:
     error, hint = _lines(_run(["completion"]))
     assert error == "error: Missing argument '{bash|fish|zsh}'. Choose from: bash, fish, zsh"

@@ -15,6 +15,7 @@ by each command's own checks (whose messages, often already naming a fix, are ke
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Sequence
 from typing import IO, Any
@@ -150,7 +151,7 @@ def _fix(err: click.UsageError, ctx: click.Context | None) -> str:
         form = accepted_form(param, ctx)
         if isinstance(err, click.MissingParameter):
             return f"Give {_name(param)}: {form}. Usage: `{_usage(ctx)}`."
-        return f"{_name(param)} takes {form}."
+        return f"{_name(param)} takes {form}.{_from_environment(param, ctx)}"
     if err.message.startswith(_EXTRA_PREFIX):
         # The command's summary says where its values come from ("read from stdin or a
         # prompt (never from the command line)").
@@ -158,6 +159,21 @@ def _fix(err: click.UsageError, ctx: click.Context | None) -> str:
         return f"Usage: `{_usage(ctx)}`" + (f": {summary}." if summary else ".")
     # A command's own rule ("give NAME or --all, not both"): the usage line is the form.
     return f"Usage: `{_usage(ctx)}`."
+
+
+def _from_environment(param: click.Parameter, ctx: click.Context) -> str:
+    """Where a value the user never typed came from (``BASTION_HOME`` for ``--home``): the
+    error names the option, and the fix is in the environment."""
+    if ctx.get_parameter_source(param.name or "") is not click.core.ParameterSource.ENVIRONMENT:
+        return ""
+    names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
+    name = next((n for n in names if n in os.environ), names[0] if names else None)
+    if name is None:
+        return ""
+    return (
+        f" The value came from the environment variable {name}: correct or unset it, or "
+        f"give {_name(param)} on the command line."
+    )
 
 
 def _command_fix(err: click.UsageError, ctx: click.Context) -> str:
