@@ -21,6 +21,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
+from bastion.api.ints import read_int
 from bastion.api.state import DaemonState
 from bastion.errors import InvalidRequest
 
@@ -47,15 +48,13 @@ def resume_id(request: Request) -> int | None:
     if raw is None or raw.strip() == "":
         return None
     try:
-        value = int(raw)
-    except ValueError:
+        # Strictly (bastion.api.ints): int() read " 5", "+5", "1_0" and other scripts' digits.
+        return read_int(raw, ge=0, le=2**63 - 1)  # SQLite's rowid range
+    except ValueError as err:
         raise InvalidRequest(
-            "Last-Event-ID must be the numeric id of an event this stream sent",
+            f"Last-Event-ID: {err}",
             hint="Send back the `id:` of the last event received, or omit the header.",
         ) from None
-    if not 0 <= value < 2**63:  # SQLite's rowid range
-        raise InvalidRequest("Last-Event-ID is out of range")
-    return value
 
 
 async def event_stream(

@@ -19,6 +19,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from bastion.api.deferred_route import DeferredAPIRoute
+from bastion.api.ints import IntQuery
 from bastion.api.models import MAX_OFFSET, Page, TimeParam, UtcTime, _Model
 from bastion.api.sse import event_stream, resume_id, sse_response
 from bastion.api.state import DaemonState, get_state
@@ -42,10 +43,10 @@ Since = Annotated[
 Until = Annotated[
     TimeParam, Query(description="Before this time, exclusive: RFC 3339 or Unix seconds.")
 ]
-Limit = Annotated[int, Query(ge=1, le=1000)]
+Limit = Annotated[int, IntQuery(ge=1, le=1000)]
 Cursor = Annotated[str | None, Query(max_length=500, description="`next_cursor` of a page.")]
 Backlog = Annotated[
-    int, Query(ge=0, le=1000, description="Newest rows to send first (ignored on resume).")
+    int, IntQuery(ge=0, le=1000, description="Newest rows to send first (ignored on resume).")
 ]
 _SSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "An event stream."}
@@ -276,7 +277,7 @@ async def query_activity(
     limit: Limit = 50,
     cursor: Cursor = None,
     offset: Annotated[
-        int | None, Query(ge=0, le=MAX_OFFSET, description="Offset paging (with a total).")
+        int | None, IntQuery(ge=0, le=MAX_OFFSET, description="Offset paging (with a total).")
     ] = None,
 ) -> Page[ActivityOut]:
     """The activity / audit feed: who did what to what, when."""

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import Field, SecretStr
 
 from bastion.api.deferred_route import DeferredAPIRoute
+from bastion.api.ints import IntQuery
 from bastion.api.models import MAX_OFFSET, ErrorBody, Page, UtcTime, _Model, _Request
 from bastion.api.state import DaemonState, get_state, request_actor
 from bastion.errors import Forbidden
@@ -115,8 +116,8 @@ def list_secrets(
     scope: Annotated[str | None, Query(pattern=SCOPE)] = None,
     sort: Literal["name", "updated_at", "created_at"] = "name",
     order: Literal["asc", "desc"] = "asc",
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[int, IntQuery(ge=1, le=500)] = 100,
+    offset: Annotated[int, IntQuery(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[SecretInfo]:
     """Names and metadata of stored secrets (from the index; works on every backend)."""
     # Paged in SQL off the index that holds the order: a page costs its rows, not the vault.

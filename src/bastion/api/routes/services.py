@@ -20,6 +20,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from bastion.api.deferred_route import DeferredAPIRoute
+from bastion.api.ints import IntQuery
 from bastion.api.models import MAX_OFFSET, Page, UtcTime, _Model
 from bastion.api.routes.logs import (
     _SSE,
@@ -85,8 +86,8 @@ class ServiceOut(_Model):
 @router.get("", response_model=Page[ServiceOut])
 async def list_services(
     state: State,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[int, IntQuery(ge=1, le=500)] = 100,
+    offset: Annotated[int, IntQuery(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[ServiceOut]:
     """Every configured service with its state, breaker and restart counts."""
     statuses = (await state.synced_supervisor()).list()
@@ -250,7 +251,7 @@ async def tail_service_logs(
     request: Request,
     state: State,
     name: ServiceName,
-    backlog: Annotated[int, Query(ge=0, le=1000)] = 0,
+    backlog: Annotated[int, IntQuery(ge=0, le=1000)] = 0,
 ) -> StreamingResponse:
     """Live tail of the service's output (SSE, event `log`); resumes after `Last-Event-ID`."""
     (await state.synced_supervisor()).status(name)  # 404 for an unknown service

@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 from bastion._time import rfc3339
 from bastion.api.deferred_route import DeferredAPIRoute
 from bastion.api.errors import error_body
+from bastion.api.ints import IntQuery
 from bastion.api.models import MAX_OFFSET, Page, UtcTime, _Model, _Request
 from bastion.api.state import DaemonState, get_state
 from bastion.domains.settings import queries as q
@@ -88,8 +89,8 @@ class Deleted(_Model):
 async def list_settings(
     state: State,
     prefix: Annotated[str, Query(max_length=256)] = "",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[int, IntQuery(ge=1, le=1000)] = 200,
+    offset: Annotated[int, IntQuery(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[SettingOut]:
     """Settings whose key starts with ``prefix``, by key."""
     rows = await asyncio.to_thread(state.home.settings.list, prefix)

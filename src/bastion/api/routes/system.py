@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Query
 from bastion.__about__ import __api_version__, __version__
 from bastion._time import rfc3339
 from bastion.api.deferred_route import DeferredAPIRoute
+from bastion.api.ints import IntQuery
 from bastion.api.models import (
     MAX_OFFSET,
     CheckResult,
@@ -158,8 +159,8 @@ async def db_check(
 async def db_migrations(
     state: State,
     namespace: Annotated[str | None, Query(max_length=100)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[int, IntQuery(ge=1, le=1000)] = 200,
+    offset: Annotated[int, IntQuery(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[MigrationRow]:
     """Applied migrations (per namespace, in order); pending ones are in /v1/db/status."""
 
