@@ -114,7 +114,7 @@ def test_every_integer_query_parameter_refuses_each_loose_form_naming_it(
                 r = full.request(method, url, params={param.name: raw})
                 assert r.status_code == 422, (url, param.name, raw, r.text)
                 message = r.json()["message"]
-                assert f"query.{param.name}: {ascii(raw)} is not a plain whole number" in message
+                assert f"query.{param.name}: {raw!a} is not a plain whole number" in message
                 assert f"from {ge} to {le} written with the ASCII digits 0-9" in message
                 checked += 1
             over = str(le + 1)
