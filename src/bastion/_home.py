@@ -12,6 +12,11 @@ A home made before the record existed gets it on its next open (each database th
 then is recorded). Until then, a ``vault.db`` in the home says ``bastion.db`` existed too
 (the vault is opened through an open home), and :func:`bastion.store.recovery.open_check`
 still treats a ``-wal``/``-shm`` or backups of a missing file as a deleted database.
+
+Who may write in a home is checked on every open too (:func:`refuse_shared`), not only by
+``init``: a home (or one of its folders) that another user can write lets that user drop a
+service spec that the next ``services run`` starts with this user's secrets in its
+environment, or swap the database a command reads.
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ import json
 import logging
 from pathlib import Path
 
-from bastion._fs import atomic_write
-from bastion.errors import StoreMissing
+from bastion import _platform
+from bastion._fs import PRIVATE_DIR_MODE, atomic_write
+from bastion.errors import ConfigError, StoreMissing
 
-__all__ = ["MARKER", "expects", "missing_error", "record"]
+__all__ = ["HOME_SUBDIRS", "MARKER", "expects", "missing_error", "record", "refuse_shared"]
+
+#: The folders ``init`` creates in a home, each 0700.
+HOME_SUBDIRS = ("backups", "quarantine", "services", "run")
 
 MARKER = ".bastion-home"
 
@@ -89,3 +98,24 @@ def missing_error(home: Path, name: str, path: Path) -> StoreMissing | None:
         path=str(path),
         database=name,
     )
+
+
+def refuse_shared(home: Path) -> None:
+    """Raise ``ConfigError`` (exit 78) naming the fix when another user can write in ``home``
+    or in one of its :data:`HOME_SUBDIRS` (group/world-writable, owned by another user, or on
+    Windows a DACL that lets another user write); folders that do not exist are skipped
+    (creating them is ``init``'s job). ``init`` refuses such a folder when it creates the
+    home; every open of an existing one asks the same (see the module docstring)."""
+    for path in (home, *(home / sub for sub in HOME_SUBDIRS)):
+        try:
+            found = _platform.others_can_write(path, path.stat(), PRIVATE_DIR_MODE)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if found is not None:
+            # doctor --fix changes modes, not owners.
+            also = " (or `bastion doctor --fix`)" if found[1].startswith("chmod") else ""
+            raise ConfigError(
+                f"{path} {found[0]}: another user could change what bastion reads and runs from it",
+                hint=f"Run `{found[1]}`{also}, or choose another home.",
+                path=str(path),
+            )

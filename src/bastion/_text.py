@@ -20,6 +20,7 @@ import stat
 from pathlib import Path
 from typing import Literal, overload
 
+from bastion import _platform
 from bastion.errors import BastionError
 
 __all__ = ["MAX_BYTES", "blocked_folder", "decode_utf8", "read_bytes", "read_text"]
@@ -71,36 +72,63 @@ def decode_utf8(raw: bytes, path: Path, error: type[BastionError], what: str) ->
 
 @overload
 def read_text(
-    path: Path, error: type[BastionError], what: str, *, missing_ok: Literal[False] = ...
+    path: Path,
+    error: type[BastionError],
+    what: str,
+    *,
+    missing_ok: Literal[False] = ...,
+    private: bool = ...,
 ) -> str: ...
 @overload
 def read_text(
-    path: Path, error: type[BastionError], what: str, *, missing_ok: bool
+    path: Path, error: type[BastionError], what: str, *, missing_ok: bool, private: bool = ...
 ) -> str | None: ...
 def read_text(
-    path: Path, error: type[BastionError], what: str, *, missing_ok: bool = False
+    path: Path,
+    error: type[BastionError],
+    what: str,
+    *,
+    missing_ok: bool = False,
+    private: bool = False,
 ) -> str | None:
     """The UTF-8 text of the file at ``path`` (see the module docstring). ``None`` when it
     does not exist and ``missing_ok``; every other problem is ``error`` naming ``what`` (for
-    example "bastion.toml" or "service spec"), the path, the cause and the fix."""
-    raw = read_bytes(path, error, what, missing_ok=missing_ok)
+    example "bastion.toml" or "service spec"), the path, the cause and the fix.
+    ``private``: see :func:`read_bytes`."""
+    raw = read_bytes(path, error, what, missing_ok=missing_ok, private=private)
     return None if raw is None else decode_utf8(raw, path, error, what)
 
 
 @overload
 def read_bytes(
-    path: Path, error: type[BastionError], what: str, *, missing_ok: Literal[False] = ...
+    path: Path,
+    error: type[BastionError],
+    what: str,
+    *,
+    missing_ok: Literal[False] = ...,
+    private: bool = ...,
 ) -> bytes: ...
 @overload
 def read_bytes(
-    path: Path, error: type[BastionError], what: str, *, missing_ok: bool
+    path: Path, error: type[BastionError], what: str, *, missing_ok: bool, private: bool = ...
 ) -> bytes | None: ...
 def read_bytes(
-    path: Path, error: type[BastionError], what: str, *, missing_ok: bool = False
+    path: Path,
+    error: type[BastionError],
+    what: str,
+    *,
+    missing_ok: bool = False,
+    private: bool = False,
 ) -> bytes | None:
     """The bytes of the file at ``path``; a path that is missing (unless ``missing_ok``:
     ``None``), a directory, not a regular file, larger than ``MAX_BYTES``, unreadable or on
-    a failing disk is ``error`` saying which."""
+    a failing disk is ``error`` saying which.
+
+    ``private``: the file decides what bastion runs or where it keeps things (``bastion.toml``,
+    a service spec), so one that another user can change (owned by another user, writable by
+    group or others) is refused with the ``chmod`` that fixes it: that user could make the
+    next ``services run`` start their command with this user's secrets in its environment.
+    A secrets file being imported is not: it is read once and scrubbed."""
     try:
         # O_NONBLOCK: opening a FIFO waits for a writer without it (a hang); the file type
         # and size are read from the open descriptor, so what is checked is what is read.
@@ -114,6 +142,13 @@ def read_bytes(
                     f"{_name(path, what)} is not a regular file (a device, FIFO or socket: "
                     "it could be read forever)",
                     hint="Point at a regular file (a device or a FIFO is never read).",
+                    path=str(path),
+                )
+            shared = _platform.others_can_write(path, info, 0o600) if private else None
+            if shared is not None:
+                raise error(
+                    f"{_name(path, what)} {shared[0]}: another user could change what it says",
+                    hint=f"Run `{shared[1]}`.",
                     path=str(path),
                 )
             if info.st_size > MAX_BYTES:

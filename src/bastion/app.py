@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bastion._fs import InsecureDirectoryError, ensure_private_dir
-from bastion._home import expects, missing_error, record
+from bastion._home import HOME_SUBDIRS, expects, missing_error, record, refuse_shared
 from bastion.config import Config, load_config
 from bastion.errors import BastionError, ConfigError, HomeNotFound, StoreIOError
 from bastion.runfiles import ensure_token
@@ -44,9 +44,6 @@ __all__ = [
     "database_key",
     "encryption_status",
 ]
-
-#: Directories created in every home, each 0700.
-HOME_SUBDIRS = ("backups", "quarantine", "services", "run")
 
 
 @dataclasses.dataclass
@@ -135,6 +132,7 @@ class Home:
             if not app_namespaces:
                 return cls.init(cfg)
             cls.init(cfg).close()
+        refuse_shared(cfg.home)
         key = database_key(cfg, cfg.db_path)
         if check:
             db, recovery = _open_checked(cfg, for_reading=for_reading, key=key, precheck=precheck)

@@ -34,6 +34,7 @@ __all__ = [
     "SupervisorConfig",
     "VaultConfig",
     "default_home",
+    "resolve_home",
     "env_name",
     "explain_config",
     "load_config",
@@ -365,6 +366,14 @@ def default_home(env: Mapping[str, str] | None = None) -> Path:
     return Path(platformdirs.user_data_dir("bastion", appauthor=False))
 
 
+def resolve_home(home: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Path:
+    """The home ``load_config(home, env)`` reads: ``home`` made absolute, else
+    :func:`default_home`."""
+    if home is not None and not os.fspath(home):
+        raise ValueError("home is an empty path: give a folder, or None for the default home")
+    return Path(home).expanduser().absolute() if home is not None else default_home(env)
+
+
 def load_config(
     home: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -385,15 +394,13 @@ def _load(
 ) -> tuple[Config, dict[str, dict[str, str]]]:
     """The config and, per section and key, where each non-default value came from."""
     environ = os.environ if env is None else env
-    if home is not None and not os.fspath(home):
-        raise ValueError("home is an empty path: give a folder, or None for the default home")
-    home_path = Path(home).expanduser().absolute() if home is not None else default_home(environ)
+    home_path = resolve_home(home, environ)
     raw: dict[str, dict[str, tuple[Any, str]]] = {name: {} for name in _SECTIONS}
 
     toml_path = home_path / CONFIG_FILE
     # A directory, an unreadable file or one in another encoding is an error naming it, never
     # "no bastion.toml": the settings it holds would be silently replaced by the defaults.
-    toml_text = read_text(toml_path, ConfigError, CONFIG_FILE, missing_ok=True)
+    toml_text = read_text(toml_path, ConfigError, CONFIG_FILE, missing_ok=True, private=True)
     if toml_text is not None:
         import tomllib  # only when the file exists: `bastion settings get` starts cold
 

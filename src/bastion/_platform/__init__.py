@@ -15,7 +15,7 @@ package picks the module for the running system once, at import: ``windows.py`` 
 * Processes: ``pid_exists`` (``kill(pid, 0)`` on POSIX; on Windows ``os.kill`` would
   terminate the process, so ``OpenProcess``).
 * Space and mounts (``store/_diagnose.py``): ``free_bytes`` and ``read_only_mount``.
-* Privacy: ``make_private_dir``/``private_dir_problem`` (mode 0700 and the owner on POSIX,
+* Privacy: ``make_private_dir``/``private_dir_problem``/``others_can_write`` (mode 0700 and the owner on POSIX,
   a protected DACL on Windows) and ``file_exposure`` (who else may read or write a file).
 * Capabilities, each ``None`` where missing (callers take their portable path, chosen by
   the capability, never by the system's name): ``pread``/``pwrite`` (positional I/O),
@@ -48,6 +48,7 @@ if sys.platform == "win32":
         locked_elsewhere,
         lower_thread_priority,
         make_private_dir,
+        others_can_write,
         pid_exists,
         pread,
         private_dir_problem,
@@ -72,6 +73,7 @@ elif sys.platform.startswith("linux") and not PORTABLE:
         locked_elsewhere,
         lower_thread_priority,
         make_private_dir,
+        others_can_write,
         pid_exists,
         pread,
         private_dir_problem,
@@ -96,6 +98,7 @@ else:
         locked_elsewhere,
         lower_thread_priority,
         make_private_dir,
+        others_can_write,
         pid_exists,
         pread,
         private_dir_problem,
@@ -130,6 +133,7 @@ __all__ = [
     "make_private_dir",
     "pid_exists",
     "pread",
+    "others_can_write",
     "private_dir_problem",
     "pwrite",
     "read_only_mount",

@@ -37,6 +37,7 @@ __all__ = [
     "make_private_dir",
     "pid_exists",
     "pread",
+    "others_can_write",
     "private_dir_problem",
     "pwrite",
     "read_only_mount",
@@ -101,13 +102,23 @@ def make_private_dir(path: Path, mode: int) -> None:
 def private_dir_problem(path: Path, mode: int) -> str | None:
     """Why an existing directory is not private enough to keep tokens and keys in, or None:
     owned by another user, or writable by group or others (who could swap what is inside)."""
-    info = path.stat()
+    found = others_can_write(path, path.stat(), mode)
+    return None if found is None else f"{path} {found[0]}; run `{found[1]}`"
+
+
+def others_can_write(path: Path, info: os.stat_result, mode: int) -> tuple[str, str] | None:
+    """What lets another user change ``path`` (a folder or a file) and the command that
+    fixes it (``chmod`` to ``mode``, or ``chown``), or None. ``info`` is its stat: an open
+    descriptor's ``fstat``, so that what is checked is what is read."""
     if info.st_uid != os.getuid():
-        return f"{path} is owned by uid {info.st_uid}, not by you (uid {os.getuid()})"
+        return (
+            f"is owned by uid {info.st_uid}, not by you (uid {os.getuid()})",
+            f"sudo chown {os.getuid()} {path}",
+        )
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return (
-            f"{path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o}); "
-            f"run `chmod {mode:o} {path}`"
+            f"is writable by group or others (mode {stat.S_IMODE(info.st_mode):o})",
+            f"chmod {mode:o} {path}",
         )
     return None
 

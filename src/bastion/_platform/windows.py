@@ -52,6 +52,7 @@ __all__ = [
     "make_private_dir",
     "pid_exists",
     "pread",
+    "others_can_write",
     "private_dir_problem",
     "pwrite",
     "read_only_mount",
@@ -272,13 +273,22 @@ def make_private_dir(path: Path, mode: int) -> None:
 def private_dir_problem(path: Path, mode: int) -> str | None:
     """Why an existing directory is not private enough, or None: its DACL lets another
     user write in it (who could swap what is inside)."""
+    found = others_can_write(path, path.stat(), mode)
+    if found is None:
+        return None
+    return f"{path} {found[0]}; remove those entries (Properties > Security), or run `{found[1]}`"
+
+
+def others_can_write(path: Path, info: os.stat_result, mode: int) -> tuple[str, str] | None:
+    """What lets another user change ``path`` (a folder or a file) and the command that
+    fixes it, or None. ``info`` (its stat) says nothing of who may write it here: its DACL
+    does."""
     found = exposure(_dacl_sddl(path), _user_sid())
     if found is None or "writable" not in found:
         return None
-    return (
-        f"{path} is {found}; remove those entries (Properties > Security), or run "
-        f'`icacls "{path}" /inheritance:r /grant:r "%USERNAME%:(OI)(CI)F"`'
-    )
+    # A folder's grant is inherited by what is made in it (OI: files, CI: folders).
+    grant = "(OI)(CI)F" if path.is_dir() else "F"
+    return f"is {found}", f'icacls "{path}" /inheritance:r /grant:r "%USERNAME%:{grant}"'
 
 
 def file_exposure(path: Path) -> str | None:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from bastion._home import refuse_shared
 from bastion.errors import (
     EXIT_CODES,
     BastionError,
@@ -297,9 +298,19 @@ def config_from(ctx: click.Context) -> Config:
     """The effective config for the ``--home`` (or ``BASTION_HOME``) this command runs on."""
     from bastion.config import load_config
 
-    root = ctx.find_root()
-    home = (root.obj or {}).get("home")
-    return load_config(home)
+    return load_config(_home_option(ctx))
+
+
+def home_from(ctx: click.Context) -> Path:
+    """The home this command runs on, without reading its ``bastion.toml`` (which may be
+    what is wrong: ``doctor --fix`` tightens its mode before reading it)."""
+    from bastion.config import resolve_home
+
+    return resolve_home(_home_option(ctx))
+
+
+def _home_option(ctx: click.Context) -> Any:
+    return (ctx.find_root().obj or {}).get("home")
 
 
 def checked_path(
@@ -349,13 +360,15 @@ def home_choice_hint() -> str:
 
 
 def require_home(cfg: Config) -> None:
-    """Raise ``HomeNotFound`` (exit 66) when ``cfg.home`` does not exist."""
+    """Raise ``HomeNotFound`` (exit 66) when ``cfg.home`` does not exist, ``ConfigError``
+    (exit 78) when another user can write in it (:func:`bastion._home.refuse_shared`)."""
     if not cfg.home.is_dir():
         raise HomeNotFound(
             f"no bastion home at {cfg.home}",
             hint=f"Run `bastion init` to create it. {home_choice_hint()}",
             path=str(cfg.home),
         )
+    refuse_shared(cfg.home)
 
 
 def no_daemon(cfg: Config, doing: str, *, start_hint: str | None = None) -> DaemonUnreachable:

@@ -8,7 +8,14 @@ from typing import Any
 
 import click
 
-from bastion.cli._output import checked_path, config_from, emit, json_option, run_command
+from bastion.cli._output import (
+    checked_path,
+    config_from,
+    emit,
+    home_from,
+    json_option,
+    run_command,
+)
 
 
 def _age(seconds: float) -> str:
@@ -106,14 +113,15 @@ def doctor(ctx: click.Context, bundle: Path | None, quick: bool, fix: bool, as_j
     """
     from bastion.doctor import fix_modes, run_doctor, write_bundle
 
-    cfg = config_from(ctx)
     if bundle is not None:
         bundle = checked_path(bundle, "--bundle", writable=True)
     if bundle is not None and bundle.is_dir():
         raise click.BadParameter(
             f"{bundle} is a directory; name a .zip file", param_hint="--bundle"
         )
-    fixed = fix_modes(cfg.home) if fix else []
+    # Modes before the config: a bastion.toml another user can write is refused by its read.
+    fixed = fix_modes(home_from(ctx)) if fix else []
+    cfg = config_from(ctx)
     report = run_doctor(cfg, full_check=not quick)
     if fix:
         report["fixed"] = fixed

@@ -691,7 +691,7 @@ def read_spec(path: Path) -> tuple[ServiceSpec, str]:
     history records: exactly the version that was checked)."""
     from bastion._text import read_text
 
-    text = read_text(path, ServiceSpecError, "service spec")
+    text = read_text(path, ServiceSpecError, "service spec", private=True)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
+from bastion._home import refuse_shared
 from bastion.config import Config
 from bastion.errors import (
     BastionError,
@@ -112,6 +113,7 @@ class Vault:
         passphrase-wrapped file; ``keyring_backend`` injects a keyring backend instance
         (instead of choosing one) for the keychain backend.
         """
+        refuse_shared(cfg.home)  # the vault's files live there (bastion._home)
         try:
             rule_set = rules if rules is not None else Rules.from_config(cfg.vault.rules)
         except ValueError as err:
