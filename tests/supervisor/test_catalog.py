@@ -19,7 +19,7 @@ from bastion.errors import ServiceNotFound, ServiceSpecError
 from bastion.store import Database
 from bastion.supervisor import Supervisor
 from bastion.supervisor.catalog import ServiceCatalog, changed_fields, needs_restart
-from bastion.supervisor.spec import parse_spec
+from bastion.supervisor.spec import parse_spec, validate_dir
 from bastion.supervisor.states import ServiceState as S
 from tests.supervisor.conftest import KIDS, gone, run
 
@@ -174,6 +174,23 @@ def test_hidden_and_non_toml_files_are_not_services(db: Database, tmp_path: Path
 def test_reserved_names_are_refused() -> None:
     with pytest.raises(ServiceSpecError, match="reserved"):
         parse_spec("problems", sleeper_spec())
+
+
+@pytest.mark.parametrize("name", ["con", "nul", "aux", "prn", "com1", "lpt9", "con.api", "nul.x"])
+def test_windows_device_names_are_refused_everywhere(name: str, tmp_path: Path) -> None:
+    """``con.toml`` cannot be a file on Windows (nor ``con.api.toml``): a home that holds one
+    loses the service there, so the name is refused on every system, with a fix."""
+    with pytest.raises(ServiceSpecError, match="a device name on Windows") as caught:
+        parse_spec(name, sleeper_spec())
+    assert caught.value.hint.startswith("Choose another name for the service")
+    folder = tmp_path / "services"
+    folder.mkdir()
+    write(folder, name, sleeper_spec())
+    good, bad = validate_dir(folder)
+    assert good == []
+    assert "a device name on Windows" in bad[0].message
+    for fine in ("console", "com", "com10", "nullable", "aux-1", "lpt"):
+        assert parse_spec(fine, sleeper_spec()).name == fine
 
 
 def test_put_validates_with_the_toml_code_and_writes_only_valid_specs(

@@ -69,6 +69,11 @@ __all__ = [
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 #: Names the API uses as words under /v1/services/ (``GET /v1/services/problems``).
 RESERVED_NAMES = frozenset({"problems", "reload"})
+#: Windows' device names: ``con.toml`` (and ``con.anything.toml``) cannot be a file there, so a
+#: service named so would be lost when its home is used on Windows; refused everywhere.
+DEVICE_NAMES = frozenset(
+    {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+)
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_REF_RE = re.compile(r"^secret:(?P<scope>[A-Za-z0-9_.-]+)/(?P<name>[A-Za-z0-9_.:@-]+)$")
 ProbeKind = Literal["process", "tcp", "http", "exec", "mcp", "websocket", "grpc"]
@@ -546,6 +551,14 @@ def parse_spec(name: str, data: Mapping[str, Any], *, source: str = "<python>") 
             "name",
             f"{name!r} is reserved (the API uses /v1/services/{name})",
             "Choose another name for the service (rename the file).",
+        )
+    device = name.split(".", 1)[0]
+    if device in DEVICE_NAMES:
+        said = "is" if device == name else f"starts with {device!r},"
+        raise where.error(
+            "name",
+            f"{name!r} {said} a device name on Windows: no file there can be called {name}.toml",
+            f"Choose another name for the service (rename the file), e.g. {device}-svc.",
         )
     for key in data:
         if key not in _TOP_KEYS:

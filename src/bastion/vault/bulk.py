@@ -350,6 +350,10 @@ def adopt(vault: Vault, service: str, scope: str, actor: str) -> AdoptReport:
             else:
                 skipped.append((username, f"{scope}/{username} exists with another value"))
             continue
+        twin = vault.index.case_twin(scope, username)
+        if twin is not None:  # one item on Windows: never adopted beside it (Index.case_twin)
+            skipped.append((username, f"differs only in case from {twin[0]}/{twin[1]}"))
+            continue
         try:
             vault.set(username, value, scope, actor, expected_version=0, operation=Operation.ADOPT)
         except (RuleViolation, SecretTooLarge) as err:

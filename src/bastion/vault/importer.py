@@ -36,6 +36,7 @@ from bastion._credentials import KNOWN_PREFIXES, URL_WITH_PASSWORD
 from bastion._fs import atomic_write
 from bastion.errors import ImportFailed, RuleViolation
 from bastion.vault.audit import Operation
+from bastion.vault.index import case_twin_error
 from bastion.vault.plaintext_backups import write_backup
 from bastion.vault.rules import validate_name, validate_scope
 from bastion.vault.secret import REFERENCE_PREFIX, format_reference
@@ -373,6 +374,7 @@ def import_file(
             raise ImportFailed(
                 f"{file}: {location} cannot be imported: {err}", path=str(file), location=location
             ) from err
+    _refuse_case_twins(vault, scope, [(loc, name) for _, loc, name, _ in picks], where=f"{file}: ")
 
     items = [ImportItem(loc, scope, loc, "reference") for loc in refs]
     if dry_run:
@@ -419,6 +421,31 @@ def import_file(
     )
 
 
+def _refuse_case_twins(
+    vault: Vault, scope: str, picks: list[tuple[str, str]], *, where: str = ""
+) -> None:
+    """``ImportFailed`` before anything is stored when two of ``picks`` (location, name) differ
+    only in case, or one does from a secret already in ``scope``: the vault would refuse the
+    second write (:meth:`bastion.vault.index.Index.case_twin`), halfway through the import."""
+    seen: dict[str, tuple[str, str]] = {}
+    for location, name in picks:
+        # Names and scopes are ASCII (validate_name): lower() folds as SQLite's NOCASE does.
+        first = seen.setdefault(name.lower(), (location, name))
+        if first[1] != name:
+            raise ImportFailed(
+                f"{where}{first[0]} and {location} differ only in case ({first[1]}, {name}): "
+                "secret names are compared without case, so they cannot both be imported",
+                hint="Keep one of the two (or give them different names), then import again.",
+                location=location,
+            )
+        twin = vault.index.case_twin(scope, name)
+        if twin is not None:
+            error = case_twin_error(scope, name, twin)
+            raise ImportFailed(
+                f"{where}{location}: {error.message}", hint=error.hint, location=location
+            )
+
+
 def _warning(copy: Path | None) -> str | None:
     if copy is None:
         return None
@@ -460,6 +487,7 @@ def migrate_bundle(
     for name, value in planned.items():
         validate_name(name)
         vault.rules.check(scope, name, value)
+    _refuse_case_twins(vault, scope, [(f"key {k!r}", name_for(k)) for k in bundle])
     written = unchanged = 0
     for name, value in sorted(planned.items()):
         _, changed = vault.set_if_changed(

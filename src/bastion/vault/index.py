@@ -24,7 +24,7 @@ from bastion.store import Database, ReadTx, WriteTx
 from bastion.store.migrations import Migrator, Namespace
 from bastion.vault.backend import SecretMeta
 
-__all__ = ["Index", "open_vault_db"]
+__all__ = ["Index", "case_twin_error", "open_vault_db"]
 
 _COLUMNS = "scope, name, backend, created_at, updated_at, last_used_at, size, version, fingerprint"
 MIGRATIONS_PACKAGE = "bastion.vault.migrations"
@@ -199,6 +199,23 @@ class Index:
             )
         return {(str(s), str(n)) for s, n in rows}
 
+    def case_twin(self, scope: str, name: str, tx: ReadTx | None = None) -> tuple[str, str] | None:
+        """The (scope, name) of a secret that equals ``scope``/``name`` but for case, or None
+        (the secret itself does not count). Migration 0005 says why this matters: on Windows
+        the two would be one keychain item."""
+        sql = (
+            "SELECT scope, name FROM vault_secrets WHERE scope = ? COLLATE NOCASE "
+            "AND name = ? COLLATE NOCASE AND NOT (scope = ? AND name = ?) LIMIT 1"
+        )
+        args = (scope, name, scope, name)
+        row = tx.query_one(sql, args) if tx else self.db.query_one(sql, args)
+        return None if row is None else (row[0], row[1])
+
+    def _refuse_case_twin(self, tx: WriteTx, scope: str, name: str) -> None:
+        twin = self.case_twin(scope, name, tx)
+        if twin is not None:
+            raise case_twin_error(scope, name, twin)
+
     def upsert(
         self,
         tx: WriteTx,
@@ -231,6 +248,7 @@ class Index:
             )
         new_version = version if version is not None else have + 1
         if current is None:
+            self._refuse_case_twin(tx, scope, name)
             tx.execute(
                 f"INSERT INTO vault_secrets ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?)",
                 (scope, name, backend, now, now, size, new_version, fingerprint),
@@ -259,3 +277,18 @@ class Index:
         if current is not None:
             tx.execute("DELETE FROM vault_secrets WHERE scope = ? AND name = ?", (scope, name))
         return current
+
+
+def case_twin_error(scope: str, name: str, twin: tuple[str, str]) -> Conflict:
+    """The refusal of ``scope/name`` beside ``twin``, a secret spelt the same but for case."""
+    return Conflict(
+        f"{scope}/{name} differs only in case from the existing secret {twin[0]}/{twin[1]}: "
+        "secret names are compared without case (Windows' Credential Manager would hold both "
+        "as one item, and writing one would replace the other's value)",
+        hint=f"Use the existing name `{twin[1]}` (scope {twin[0]}), or delete that secret "
+        "first if the new spelling is the one you want.",
+        scope=scope,
+        name=name,
+        existing_scope=twin[0],
+        existing_name=twin[1],
+    )
