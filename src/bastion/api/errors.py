@@ -4,7 +4,9 @@
   class in ``bastion.errors`` (so ``docs/errors.md`` lists it); :func:`status_for` is the only
   reader, and the API answers nothing else for a bastion error.
 - Request validation (bad path/query/body) -> 422 ``invalid_request`` naming the fields and
-  what is wrong with them, never the submitted values (a rejected body may be a secret).
+  what is wrong with them, never the submitted values (a rejected body may be a secret), and
+  a field's name only when the route declares it: an unexpected key is "an unexpected
+  field", not repeated (a client may send a secret as a key: ``{"sk-live-...": "x"}``).
 - Unknown route / method -> 404 ``route_not_found`` / 405 ``method_not_allowed``, whose
   ``Allow`` lists every method some route serves at that path (Starlette names only the
   methods of the first route whose path matched: ``GET, HEAD`` for ``/v1/settings/x``,
@@ -17,12 +19,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from time import perf_counter
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
@@ -33,6 +36,7 @@ from bastion.errors import BastionError
 __all__ = [
     "ErrorBoundary",
     "allowed_methods",
+    "declared_names",
     "error_body",
     "error_response",
     "install_error_handlers",
@@ -76,15 +80,121 @@ def error_response(error: BastionError, headers: dict[str, str] | None = None) -
     return JSONResponse(error.to_dict(), status_code=status, headers=headers)
 
 
-def _describe_validation(errors: Sequence[Any]) -> str:
+#: Where pydantic's ``loc`` starts: FastAPI's names for the parts of a request.
+_PARTS = frozenset({"body", "query", "path", "header", "cookie"})
+#: What stands in a refusal for a name the client chose that no model declares.
+_UNDECLARED = "<a key>"
+_UNEXPECTED = "an unexpected field (its name is not repeated: it may hold a secret)"
+
+
+def _model_names(annotation: Any, names: set[str], seen: set[type]) -> None:
+    """Every field name (and alias) of the models reachable from ``annotation``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if annotation in seen:
+            return
+        seen.add(annotation)
+        for name, field in annotation.model_fields.items():
+            names.add(name)
+            if isinstance(field.alias, str):
+                names.add(field.alias)
+            _model_names(field.annotation, names, seen)
+        return
+    for arg in get_args(annotation):
+        _model_names(arg, names, seen)
+
+
+def _dependants(dependant: Any) -> Iterator[Any]:
+    yield dependant
+    for sub in getattr(dependant, "dependencies", ()):
+        yield from _dependants(sub)
+
+
+def declared_names(route: object) -> frozenset[str]:
+    """The names ``route`` declares: its parameters' and its body models' fields.
+
+    Only these are repeated in a refusal. Any other name in pydantic's ``loc`` was chosen by
+    the client (an unexpected body field, a key of a free-form object) and may be a secret
+    pasted in the wrong place (``{"sk-live-...": "x"}``): it is not echoed, whatever its
+    shape (a token can look like an identifier)."""
+    names: set[str] = set(_PARTS)
+    dependant = getattr(route, "dependant", None)
+    seen: set[type] = set()
+    if dependant is not None:
+        for dep in _dependants(dependant):
+            for kind in ("path_params", "query_params", "header_params", "cookie_params"):
+                for param in getattr(dep, kind, ()):
+                    names.update((param.name, param.alias))
+            for param in getattr(dep, "body_params", ()):
+                names.update((param.name, param.alias))
+                _model_names(param.field_info.annotation, names, seen)
+    return frozenset(names)
+
+
+def _model_at(route: object, loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The model whose fields ``loc`` (a body location, without its last element) names."""
+    body = getattr(route, "body_field", None)
+    current: Any = None if body is None else body.field_info.annotation
+    for part in loc[1:]:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        current = field.annotation
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return current
+    return None
+
+
+#: Errors of bastion's own readers, which quote a value only when it is a number or a time
+#: (bastion/api/ints.py): their text is kept as it is.
+_QUOTING_BY_RULE = frozenset({"strict_integer", "time"})
+
+
+def _without_input(msg: str, value: object) -> str:
+    """``msg`` with the value it was raised for taken out: a validator's ``ValueError`` text
+    (``Value error, ...``) is code bastion does not control line by line, and may quote it."""
+    if not isinstance(value, str) or len(value) < 4:
+        return msg
+    for cut in (value, value[:40]):
+        for form in (cut, repr(cut)[1:-1], ascii(cut)[1:-1]):
+            if len(form) >= 4 and form in msg:
+                msg = msg.replace(form, "<the value>")
+    return msg
+
+
+def _describe_validation(errors: Sequence[Any], route: object = None) -> tuple[str, str]:
+    """``(message, hint)`` for pydantic's errors: each place and rule, never a value, and
+    a name only when ``route`` declares it (see :func:`declared_names`)."""
+    declared = declared_names(route)
     parts = []
+    hint = "Check the request against /openapi.json."
     for item in errors[:5]:
-        loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"
+        loc = list(item.get("loc", ()))
+        extra = item.get("type") == "extra_forbidden" and bool(loc)
+        shown = [
+            str(p) if isinstance(p, int) or p in declared else _UNDECLARED
+            for p in (loc[:-1] if extra else loc)
+            if p != "body"
+        ]
+        where = ".".join(shown) or "body"
+        if extra:
+            # The unexpected name is the client's, never declared: the rule says so, and the
+            # hint names the fields the model accepts there instead.
+            parts.append(f"{where}: {_UNEXPECTED}")
+            model = _model_at(route, loc[:-1]) if loc[0] == "body" else None
+            if model is not None and hint.startswith("Check"):
+                fields = ", ".join(sorted(model.model_fields)) or "none"
+                hint = f"Send only the fields accepted there: {fields} (see /openapi.json)."
+            continue
         # ``msg`` is pydantic's description of the rule ("String should have at most 128
         # characters"); ``input``/``ctx`` are deliberately dropped: they may hold the value.
-        parts.append(f"{loc}: {item.get('msg', 'invalid')}")
+        msg = str(item.get("msg", "invalid"))
+        if item.get("type") not in _QUOTING_BY_RULE:
+            msg = _without_input(msg, item.get("input"))
+        parts.append(f"{where}: {msg}")
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
-    return "; ".join(parts) + more
+    return "; ".join(parts) + more, hint
 
 
 async def _bastion_handler(_request: Request, exc: Exception) -> Response:
@@ -92,13 +202,10 @@ async def _bastion_handler(_request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
-async def _validation_handler(_request: Request, exc: Exception) -> Response:
+async def _validation_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    body = error_body(
-        "invalid_request",
-        "invalid request: " + _describe_validation(exc.errors()),
-        "Check the request against /openapi.json.",
-    )
+    message, hint = _describe_validation(exc.errors(), request.scope.get("route"))
+    body = error_body("invalid_request", "invalid request: " + message, hint)
     return JSONResponse(body, status_code=422)
 
 
@@ -193,7 +300,10 @@ class ErrorBoundary:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception:
-            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            # The route's template, not the path: a path is the client's text (a name in it
+            # may be a secret pasted in the wrong place).
+            where = getattr(scope.get("route"), "path", None) or "a path no route matched"
+            log.exception("unhandled error in %s %s", scope.get("method"), where)
             if status:
                 return  # a stream was under way: the connection closes, nothing more to say
             status = 500

@@ -28,10 +28,12 @@ from fastapi import Query
 from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
-__all__ = ["IntQuery", "int_problem", "read_int", "shown_number"]
+__all__ = ["NOT_REPEATED", "IntQuery", "int_problem", "read_int", "shown_if_plain", "shown_number"]
 
 _DIGITS = re.compile(r"[0-9]+")
 _SIGNED = re.compile(r"-?[0-9]+")
+#: What a refusal says in place of a value it does not quote.
+NOT_REPEATED = "the value (not repeated here: it may hold a secret)"
 #: Longest value quoted in a refusal; a longer one is cut.
 _SHOWN = 16
 #: Characters a number written loosely is made of: any script's digits are checked apart.
@@ -45,8 +47,16 @@ def shown_number(raw: str) -> str:
         c in _NUMBERISH or unicodedata.decimal(c, None) is not None for c in raw
     )
     if not looks_numeric:
-        return "a value that is not a number (not repeated here: it may hold a secret)"
+        return NOT_REPEATED
     return ascii(raw if len(raw) <= _SHOWN else raw[:_SHOWN] + "...")
+
+
+def shown_if_plain(raw: str, alphabet: str) -> str:
+    """``raw`` quoted (cut past 40 characters) if made only of ``alphabet``'s characters,
+    else :data:`NOT_REPEATED`."""
+    if raw and all(c in alphabet for c in raw):
+        return ascii(raw if len(raw) <= 40 else raw[:40] + "...")
+    return NOT_REPEATED
 
 
 def _form(ge: int, le: int, negative: bool) -> str:

@@ -9,20 +9,21 @@ so a proxy or log reading the first saw a different request from the one bastion
 
 :func:`problem` is called by the security middleware on the buffered body (see
 ``security.py``, step 5) and returns what is wrong, or ``None``. Its messages name the rule
-and the place (line, column, byte offset), never the body's text: a refused body may hold a
-secret. The body is parsed again by the route; bodies are capped at ``api.max_body_bytes``
+and the place (line, column, byte offset), never the body's text, nor a repeated key: a
+refused body may hold a secret, and so may a key. The body is parsed again by the route; bodies are capped at ``api.max_body_bytes``
 (1 MiB by default), so the second parse is cheap next to a vault write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import json.decoder
+import json.scanner
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["problem"]
-
-#: Longest key quoted in a refusal; a longer one is cut (it is a name, but needs no echo).
-_KEY_SHOWN = 40
 
 _HINT_ENCODING = (
     "Send the JSON as UTF-8 (RFC 8259); a charset in Content-Type is not read, "
@@ -37,23 +38,63 @@ _HINT_NUMBER = "Send a number of that size as a string."
 
 
 class _Duplicate(Exception):
-    def __init__(self, key: str) -> None:
-        self.key = key
+    """A key twice in one object (which key is not kept: it may be a secret)."""
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise _Duplicate(key)
+            raise _Duplicate
         result[key] = value
     return result
 
 
-def _show(key: str) -> str:
-    shown = key if len(key) <= _KEY_SHOWN else key[:_KEY_SHOWN] + "..."
-    # ascii(): a key with a NUL or a lone surrogate is shown as escapes, never raw.
-    return ascii(shown)
+class _Locating(json.JSONDecoder):
+    """A pure-Python parse that notes where the first object with a repeated key opens.
+
+    Run only on a refusal (the C parser found the repeat, but cannot say where): slower,
+    and the body is at most ``api.max_body_bytes``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: int | None = None
+        self.parse_object = self._parse_object
+        # The pure-Python scanner: the C one calls no parse_object it could be given.
+        self.scan_once = json.scanner.py_make_scanner(self)  # type: ignore[attr-defined]
+
+    def _parse_object(
+        self,
+        s_and_end: tuple[str, int],
+        strict: bool,
+        scan_once: Callable[[str, int], tuple[Any, int]],
+        *hooks_and_memo: Any,  # object_hook, object_pairs_hook (replaced here), memo
+    ) -> tuple[Any, int]:
+        start = s_and_end[1] - 1  # the "{"
+        memo = hooks_and_memo[2] if len(hooks_and_memo) > 2 else None
+
+        def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+            if len({key for key, _ in items}) != len(items):
+                self.found = start
+                raise _Duplicate
+            return dict(items)
+
+        return json.decoder.JSONObject(  # type: ignore[attr-defined,no-any-return]
+            s_and_end, strict, scan_once, None, pairs, memo
+        )
+
+
+def _repeat_place(text: str) -> str:
+    """``line L column C`` of the object holding a repeated key, or ``""``."""
+    locating = _Locating()
+    with contextlib.suppress(_Duplicate, ValueError, RecursionError):
+        locating.decode(text)
+    pos = locating.found
+    if pos is None:
+        return ""
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return f" (the object opening at line {line} column {column})"
 
 
 def problem(body: bytes) -> tuple[str, str] | None:
@@ -69,9 +110,12 @@ def problem(body: bytes) -> tuple[str, str] | None:
         text = text[1:]
     try:
         json.loads(text, object_pairs_hook=_pairs)
-    except _Duplicate as dup:
+    except _Duplicate:
+        # The key is not repeated: a client may send a secret as a key ({"sk-live-...": 1}),
+        # and a refusal is logged and shown. Its object's place is enough to find it.
         return (
-            f"the request body's JSON has the key {_show(dup.key)} twice in one object",
+            "the request body's JSON has a key twice in one object"
+            f"{_repeat_place(text)}; the key is not repeated here (it may hold a secret)",
             _HINT_DUPLICATE,
         )
     except json.JSONDecodeError as exc:

@@ -13,8 +13,10 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Path
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from bastion._time import from_rfc3339, rfc3339
+from bastion.api.ints import shown_if_plain
 
 __all__ = [
     "MAX_OFFSET",
@@ -59,12 +61,25 @@ UtcTime = Annotated[
 ]
 
 
+#: The characters of an RFC 3339 time or of epoch seconds: such a value is quoted in a refusal.
+_TIME_CHARS = "0123456789-+:.TtZz eE"
+
+
 def _time_param(value: object) -> float | None:
     if value is None or value == "":
         return None
     if isinstance(value, str | int | float):
-        return from_rfc3339(value)
-    raise ValueError("not a time: use RFC 3339 (2026-01-31T12:00:00Z) or epoch seconds")
+        try:
+            return from_rfc3339(value)
+        except ValueError:
+            # from_rfc3339's text quotes the value whatever it is: here it is quoted only
+            # when it is made of a time's characters (a client may have pasted a token).
+            shown = shown_if_plain(str(value), _TIME_CHARS)
+            raise PydanticCustomError("time", f"{shown} is not a time: {_TIME_FORMS}") from None
+    raise PydanticCustomError("time", f"not a time: {_TIME_FORMS}")
+
+
+_TIME_FORMS = "use RFC 3339 (2026-01-31T12:00:00Z) or epoch seconds"
 
 
 #: A time in a query (``since``/``until``): RFC 3339 (what responses carry) or epoch seconds.

@@ -85,6 +85,14 @@ def _b(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
     return {"min": lo, "max": hi}
 
 
+def _shown_reference(text: str) -> str:
+    """``text`` quoted if it is meant as a reference (``secret:...``); otherwise not repeated:
+    a value written where a reference goes is most often the secret itself."""
+    if text.startswith("secret:"):
+        return repr(text[:200])
+    return "the value (not repeated here: it may be the secret itself)"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class SecretRef:
     """``secret:scope/name``: where a secret injected as an env variable comes from."""
@@ -97,7 +105,7 @@ class SecretRef:
         """A reference from ``secret:scope/name``; ``ValueError`` for anything else."""
         match = SECRET_REF_RE.match(text)
         if not match:
-            raise ValueError(f"{text!r} is not a secret reference")
+            raise ValueError(f"{_shown_reference(text)} is not a secret reference")
         return cls(match["scope"], match["name"])
 
     def __str__(self) -> str:
@@ -609,7 +617,7 @@ def parse_spec(name: str, data: Mapping[str, Any], *, source: str = "<python>") 
         except ValueError:
             raise where.error(
                 f"secrets.{env_name}",
-                f"{ref!r} is not a secret reference",
+                f"{_shown_reference(str(ref))} is not a secret reference",
                 'Use "secret:SCOPE/NAME", e.g. "secret:global/openai".',
             ) from None
     for key, names in (("env", env), ("env_allow", env_allow), ("secrets", secrets)):

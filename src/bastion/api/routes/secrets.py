@@ -14,6 +14,7 @@ these handlers are plain ``def``: FastAPI runs them on its thread pool, off the 
 # annotation of the routes and models back into an object at start-up (a ForwardRef compiled
 # and evaluated each, ~5 ms of the daemon's start; issue 22 §7). tests/api/test_fastapi_v1.py
 
+import re
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
@@ -23,7 +24,7 @@ from bastion.api.deferred_route import DeferredAPIRoute
 from bastion.api.ints import IntQuery
 from bastion.api.models import MAX_OFFSET, ErrorBody, Page, UtcTime, _Model, _Request
 from bastion.api.state import DaemonState, get_state, request_actor
-from bastion.errors import Forbidden
+from bastion.errors import Forbidden, InvalidName
 
 if TYPE_CHECKING:
     # Only a type here: the vault package (cryptography, argon2) loads when a route first
@@ -43,6 +44,8 @@ SCOPE = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}$"
 MAX_VALUE_CHARS = 256 * 1024
 
 NamePath = Annotated[str, Path(pattern=NAME_PATTERN, description="The secret's name.")]
+#: A secret name's characters (the vault's rule; its length is the vault's to check).
+_NAME_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 ScopeQuery = Annotated[str, Query(pattern=SCOPE, description="`global`, `bot:42`, ...")]
 
 
@@ -154,6 +157,18 @@ def secrets_status(
     of after a `PUT` fails with 503.
     """
     declared = [n.strip() for n in names.split(",") if n.strip()] if names else None
+    for number, name in enumerate(declared or (), 1):
+        # Checked here, not by the vault, whose refusal quotes the name: a name that is none
+        # may be a secret pasted into the list. Its place in the list is enough to find it.
+        # (Its length is the vault's to refuse: that message quotes no name.)
+        if _NAME_CHARS.fullmatch(name) is None:
+            raise InvalidName(
+                f"names: name {number} of the list has characters outside A-Z a-z 0-9 _ . - "
+                "(or does not start with a letter or digit); it is not repeated here (it "
+                "may hold a secret)",
+                hint="Send secret names separated by commas, e.g. OPENAI_API_KEY,stt.url.",
+                kind="secret name",
+            )
     vault = state.home.vault
     data = vault.status(declared, scope=scope)
     # Opens the backend (the keychain: bounded by vault.keychain_timeout_s); a failure is

@@ -14,11 +14,15 @@ reloads; every answer that names services first picks up edits not yet applied
 # annotation of the routes and models back into an object at start-up (a ForwardRef compiled
 # and evaluated each, ~5 ms of the daemon's start; issue 22 §7). tests/api/test_fastapi_v1.py
 
+import dataclasses
+import functools
+import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from bastion._credentials import find_credential
 from bastion.api.deferred_route import DeferredAPIRoute
 from bastion.api.ints import IntQuery
 from bastion.api.models import MAX_OFFSET, Page, UtcTime, _Model
@@ -36,6 +40,7 @@ from bastion.api.routes.logs import (
 )
 from bastion.api.state import DaemonState, get_state, request_actor
 from bastion.domains.activity import ActivityRepo
+from bastion.errors import ServiceSpecError
 from bastion.supervisor import ServiceStatus
 from bastion.supervisor.catalog import ReloadReport
 
@@ -182,7 +187,10 @@ async def put_service(
     written to services/<name>.toml atomically, and applied (a new service starts if its
     spec says autostart; a changed one restarts only if its process fields changed)."""
     catalog = state.require_catalog()
-    created, report = await catalog.put(name, spec)
+    try:
+        created, report = await catalog.put(name, spec)
+    except ServiceSpecError as err:
+        raise _without_foreign_keys(err) from None
     response.status_code = 201 if created else 200
     await _record(
         state,
@@ -191,6 +199,54 @@ async def put_service(
         {"created": created, "restarted": name in report.restarted},
     )
     return ServiceOut.of(state.require_supervisor().status(name))
+
+
+@functools.cache
+def _spec_keys() -> frozenset[str]:
+    """Every key a service spec declares, at any depth (the fields of its dataclasses)."""
+    from bastion.supervisor import spec as spec_module
+
+    keys: set[str] = set()
+    for exported in spec_module.__all__:
+        cls = getattr(spec_module, exported)
+        if isinstance(cls, type) and dataclasses.is_dataclass(cls):
+            keys.update(field.name for field in dataclasses.fields(cls))
+    return frozenset(keys)
+
+
+#: An environment variable's name as POSIX writes it (``env``, ``secrets``, ``env_allow``
+#: keys): a name the client declares, shown unless it looks like a credential.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def _shown_key(part: str, known: frozenset[str]) -> bool:
+    if part in known:
+        return True
+    return _ENV_NAME.fullmatch(part) is not None and find_credential("name", part) is None
+
+
+def _without_foreign_keys(err: ServiceSpecError) -> ServiceSpecError:
+    """``err`` with each part of its key path that no spec declares replaced by ``<a key>``
+    (an environment variable's plain name is shown unless it looks like a credential).
+
+    The spec's checks name the key they refuse (``x.toml: sk-live-...: unknown key``), right
+    for a file its author reads; a spec sent to the API is the client's JSON, and a key in it
+    that the spec does not declare may be a secret pasted in the wrong place."""
+    key = str(err.details.get("key", ""))
+    source = str(err.details.get("file", ""))
+    head = f"{source}: {key}: "
+    if not key or not err.message.startswith(head):
+        return err
+    known = _spec_keys()
+    shown = ".".join(part if _shown_key(part, known) else "<a key>" for part in key.split("."))
+    if shown == key:
+        return err
+    return ServiceSpecError(
+        f"{source}: {shown}: {err.message[len(head) :]}",
+        hint=f"{err.hint} (A key the spec does not declare is not repeated: it may hold a secret.)",
+        file=source,
+        key=shown,
+    )
 
 
 @router.delete("/{name}", response_model=ReloadOut)
