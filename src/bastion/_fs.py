@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 from bastion import _platform
@@ -52,6 +51,9 @@ def atomic_write(
     The mode is set on the temporary file before any byte is written, so the content is never
     readable by others, even for a moment.
     """
+    # Imported only when writing: tempfile (shutil, random) costs a read-only command's start.
+    import tempfile
+
     target = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 from pathlib import Path
 
 from bastion import _platform
-from bastion._fs import PRIVATE_DIR_MODE, atomic_write
+from bastion._fs import PRIVATE_DIR_MODE
 from bastion.errors import ConfigError, StoreMissing
 
 __all__ = ["HOME_SUBDIRS", "MARKER", "expects", "missing_error", "record", "refuse_shared"]
@@ -36,8 +35,6 @@ __all__ = ["HOME_SUBDIRS", "MARKER", "expects", "missing_error", "record", "refu
 HOME_SUBDIRS = ("backups", "quarantine", "services", "run")
 
 MARKER = ".bastion-home"
-
-log = logging.getLogger("bastion.home")
 
 
 def _read(home: Path) -> dict[str, object] | None:
@@ -69,6 +66,12 @@ def record(home: Path, name: str, path: Path) -> None:
     Best effort: a home on a full or read-only disk still opens, with a warning (the
     record is written on a later open).
     """
+    # Imported only when recording: every command (settings get too) imports this module to
+    # check the home, and a read never writes the record (start-up, issue 7).
+    import logging
+
+    from bastion._fs import atomic_write
+
     data = _read(home) or {}
     if name in _recorded(data):
         return
@@ -79,7 +82,9 @@ def record(home: Path, name: str, path: Path) -> None:
     try:
         atomic_write(home / MARKER, json.dumps(body, indent=2, sort_keys=True) + "\n")
     except OSError as err:
-        log.warning("could not record %s in %s: %s", name, home / MARKER, err.strerror or err)
+        logging.getLogger("bastion.home").warning(
+            "could not record %s in %s: %s", name, home / MARKER, err.strerror or err
+        )
 
 
 def missing_error(home: Path, name: str, path: Path) -> StoreMissing | None:

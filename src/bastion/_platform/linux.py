@@ -19,7 +19,6 @@ import sys
 assert sys.platform.startswith("linux")  # for mypy: this module is checked for Linux only
 
 import contextlib  # noqa: E402 - after the platform guard
-import ctypes  # noqa: E402
 import fcntl  # noqa: E402
 import functools  # noqa: E402
 import os  # noqa: E402
@@ -75,6 +74,9 @@ SYNC_FILE_RANGE_WRITE = 2
 
 @functools.cache
 def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    # Imported only here: loading ctypes costs every command's start (settings get, issue 7).
+    import ctypes
+
     try:
         fn = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):

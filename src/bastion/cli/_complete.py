@@ -8,12 +8,14 @@ home that is missing, locked or damaged completes nothing rather than printing a
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from click.shell_completion import CompletionItem
 
 from bastion.errors import BastionError
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 __all__ = ["complete_secret", "complete_service", "complete_setting"]
 
@@ -44,6 +46,10 @@ def _names(sql: str, path_of: str, ctx: click.Context, incomplete: str) -> list[
     except (BastionError, OSError):
         return []
     names = json.loads(row[0]) if row and row[0] else []
+    # Imported only when completing: the commands that name these functions import this module
+    # on every run (start-up, issue 7).
+    from click.shell_completion import CompletionItem
+
     return [CompletionItem(n) for n in names]
 
 
@@ -82,4 +88,8 @@ def complete_service(
         names = sorted(p.stem for p in directory.glob("*.toml") if p.stem.startswith(incomplete))
     except (BastionError, OSError):
         return []
+    # Imported only when completing: the commands that name these functions import this module
+    # on every run (start-up, issue 7).
+    from click.shell_completion import CompletionItem
+
     return [CompletionItem(n) for n in names]

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from bastion._home import refuse_shared
+from bastion._lazy import lazy_exports
 from bastion.errors import (
     EXIT_CODES,
     BastionError,
@@ -45,6 +46,7 @@ from bastion.errors import (
 )
 
 if TYPE_CHECKING:
+    from bastion.cli._table import Fields, Table, print_table
     from bastion.config import Config
 
 __all__ = [
@@ -185,82 +187,6 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-@dataclasses.dataclass(frozen=True)
-class Table:
-    """Rows under named columns; ``empty`` is said (on stderr) when there are no rows.
-
-    On a terminal, ``right`` names the columns to right-align (numbers) and ``wrap`` those
-    that may fold onto more lines when the terminal is narrow (names, reasons); the others
-    never break (times, states). ``notes`` are lines printed after the table (on stderr when
-    piped, so they never mix with rows)."""
-
-    columns: Sequence[str]
-    rows: Sequence[Sequence[Any]]
-    empty: str = "no rows"
-    right: frozenset[str] = frozenset()
-    wrap: frozenset[str] = frozenset({"name", "reason", "file", "value", "key", "state"})
-    notes: Sequence[str] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class Fields:
-    """One record as ``key: value`` lines, keys aligned; values go through :func:`cell`."""
-
-    items: Sequence[tuple[str, Any]]
-    notes: Sequence[str] = ()
-
-    def render(self) -> str:
-        width = max((len(k) for k, _ in self.items), default=0) + 1
-        lines = [f"{k + ':':<{width}} {cell(v)}" for k, v in self.items]
-        return "\n".join([*lines, *self.notes])
-
-
-def _tsv_cell(text: str) -> str:
-    # One row per line, one column per tab: escape what would break that shape.
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def _stdout_is_tty() -> bool:
-    # BASTION_FORCE_TTY: draw the Rich table even when piped (screenshots, `script`).
-    return sys.stdout.isatty() or os.environ.get("BASTION_FORCE_TTY") == "1"
-
-
-def print_table(table: Table, *, no_headers: bool = False) -> None:
-    """Print ``table``: Rich on a terminal, tab-separated when piped (see the module doc)."""
-    if not table.rows:
-        for line in (table.empty, *table.notes):
-            click.echo(line, err=True)
-        return
-    rows = [[cell(v) for v in row] for row in table.rows]
-    if _stdout_is_tty():
-        from rich.console import Console
-        from rich.table import Table as RichTable
-        from rich.text import Text
-
-        rich_table = RichTable(
-            box=None, show_header=not no_headers, header_style="bold", pad_edge=False
-        )
-        for name in table.columns:
-            rich_table.add_column(
-                name.upper(),
-                justify="right" if name in table.right else "left",
-                no_wrap=name not in table.wrap,
-                overflow="fold" if name in table.wrap else "ellipsis",
-            )
-        for row in rows:
-            # Text, not str: a cell such as "[REDACTED:KEY]" is data, never Rich markup.
-            rich_table.add_row(*(Text(c) for c in row))
-        Console(file=sys.stdout, highlight=False).print(rich_table)
-        for note in table.notes:
-            click.echo(note)
-        return
-    lines = [] if no_headers else ["\t".join(c.upper() for c in table.columns)]
-    lines += ["\t".join(_tsv_cell(c) for c in row) for row in rows]
-    click.echo("\n".join(lines))
-    for note in table.notes:
-        click.echo(note, err=True)
-
-
 # --- options, config, errors --------------------------------------------------------------
 
 
@@ -388,6 +314,13 @@ def emit(data: Any, as_json: bool, human: Callable[[Any], Any] | None = None) ->
         click.echo(json.dumps(to_json(data), indent=2, sort_keys=True))
         return
     rendered = human(data) if human else data
+    if isinstance(rendered, str):
+        click.echo(rendered)
+        return
+    # Imported only for a table or a record: a command printing one value (settings get,
+    # which scripts call) does not build their classes at start (issue 7).
+    from bastion.cli._table import Fields, Table, print_table
+
     if isinstance(rendered, Table):
         ctx = click.get_current_context(silent=True)
         no_headers = bool(ctx and ctx.params.get("no_headers"))
@@ -395,7 +328,7 @@ def emit(data: Any, as_json: bool, human: Callable[[Any], Any] | None = None) ->
     elif isinstance(rendered, Fields):
         click.echo(rendered.render())
     else:
-        click.echo(rendered if isinstance(rendered, str) else cell(rendered))
+        click.echo(cell(rendered))
 
 
 def error_json(err: BastionError) -> str:
@@ -470,3 +403,15 @@ def run_command(fn: F) -> F:
 def rows_of(items: Iterable[dict[str, Any]], keys: Sequence[str]) -> list[list[Any]]:
     """Table rows taking ``keys`` from each dict (missing keys are None, shown as ``-``)."""
     return [[item.get(k) for k in keys] for item in items]
+
+
+# Table and Fields live in bastion.cli._table (dataclasses, built on first use); the names stay
+# importable from here for every command module.
+__getattr__, __dir__ = lazy_exports(
+    globals(),
+    {
+        "Fields": "bastion.cli._table",
+        "Table": "bastion.cli._table",
+        "print_table": "bastion.cli._table",
+    },
+)

@@ -9,7 +9,6 @@ import click
 
 from bastion.cli._complete import complete_setting
 from bastion.cli._output import (
-    Table,
     config_from,
     emit,
     human_time,
@@ -148,6 +147,7 @@ def list_(ctx: click.Context, prefix: str, no_headers: bool, as_json: bool) -> N
     A stored value that cannot be read back shows as an error in its row (and an "error"
     key with --json); the other rows list as usual."""
     from bastion.app import Home
+    from bastion.cli._output import Table  # here: `settings get` builds no table class
 
     with Home.open(config_from(ctx), create=False) as home:
         items = [s.to_dict() for s in home.settings.list(prefix)]

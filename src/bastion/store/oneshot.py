@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apsw
 
@@ -34,8 +34,12 @@ from bastion.config import StoreConfig
 from bastion.errors import StoreIOError, StoreOpenError
 from bastion.store._errors import translate
 from bastion.store.crypt.cipher import connect
-from bastion.store.crypt.key import DatabaseKey
 from bastion.store.header import check_header
+
+if TYPE_CHECKING:
+    from bastion.store.crypt.key import (
+        DatabaseKey,
+    )  # annotations only: a plaintext read builds none
 
 __all__ = ["query_one"]
 

@@ -14,10 +14,20 @@
 The cipher is SQLite3 Multiple Ciphers' AEGIS-256 (the ``apsw-sqlite3mc`` driver):
 every page of the database and of its WAL is encrypted and authenticated; a backup is a
 copy of those pages, so it is encrypted with the same key.
+
+``DatabaseKey`` loads on first use (PEP 562): the one-shot read of a plaintext database
+(``bastion settings get``) imports :mod:`~bastion.store.crypt.cipher` and builds no key.
 """
 
 from __future__ import annotations
 
-from bastion.store.crypt.key import DatabaseKey
+from typing import TYPE_CHECKING
+
+from bastion._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from bastion.store.crypt.key import DatabaseKey
 
 __all__ = ["DatabaseKey"]
+
+__getattr__, __dir__ = lazy_exports(globals(), {"DatabaseKey": "bastion.store.crypt.key"})

@@ -28,12 +28,16 @@ from __future__ import annotations
 import enum
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apsw
 
 from bastion.errors import EncryptionUnavailable, StoreError
-from bastion.store.crypt.key import DatabaseKey
+
+if TYPE_CHECKING:
+    from bastion.store.crypt.key import (
+        DatabaseKey,
+    )  # annotations only: a plaintext read builds none
 
 __all__ = [
     "CIPHER",

@@ -16,8 +16,6 @@ file made with it (backups, salvaged copies), so the passphrase alone opens any 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 
 __all__ = ["KEY_BYTES", "SALT_BYTES", "DatabaseKey"]
 
@@ -48,6 +46,11 @@ class DatabaseKey:
     @property
     def key_id(self) -> str:
         """16 hex digits naming this key (not the key; it cannot be turned back into it)."""
+        # hashlib and hmac load OpenSSL: imported only when used, since the one-shot read
+        # path (`bastion settings get`, issue 7) imports this module and never calls them.
+        import hashlib
+        import hmac
+
         return hmac.new(self.raw, _ID_CONTEXT, hashlib.sha256).hexdigest()[:16]
 
     def pragma_text(self) -> str:
@@ -63,6 +66,8 @@ class DatabaseKey:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DatabaseKey):
             return NotImplemented
+        import hmac  # see key_id
+
         return hmac.compare_digest(self.raw, other.raw)
 
     def __hash__(self) -> int:
