@@ -2,8 +2,9 @@
 (no daemon) against ``--help`` of a minimal click app, in the same run. Target: <= 1.5x.
 
 Each command is a fresh interpreter (what a script calling the CLI pays); the best of N runs
-is kept (least disturbed by other load). Also checks that neither command imported the
-server stack or rich.
+is kept (least disturbed by other load). Also names any heavy module either command
+imported: the server stack, rich, or one that ``settings get`` once loaded for nothing
+(tests/domains/test_cli.py pins its whole import list).
 
 Run: ``.venv/bin/python bench/cli_startup.py [--runs 15]``
 """
@@ -38,7 +39,8 @@ PROBE = (
     "sys.argv = ['bastion'] + sys.argv[1:]\n"
     "try:\n    runpy.run_module('bastion', run_name='__main__')\n"
     "except SystemExit:\n    pass\n"
-    "heavy = [m for m in ('fastapi','uvicorn','starlette','rich') if m in sys.modules]\n"
+    "heavy = [m for m in ('fastapi','uvicorn','starlette','rich','pydantic','ctypes',"
+    "'tempfile','logging','hashlib','bastion.app','bastion.store.engine') if m in sys.modules]\n"
     "sys.stderr.write('HEAVY=' + ','.join(heavy) + '\\n')\n"
 )
 

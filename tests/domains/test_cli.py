@@ -215,11 +215,92 @@ def test_settings_get_refuses_a_file_that_is_not_sqlite_and_leaves_it_as_it_was(
     assert _files(home) == before
 
 
-def test_settings_get_imports_neither_the_store_engine_nor_the_repositories(
-    tmp_path: Path,
-) -> None:
+#: Every bastion module `settings get` may load (bench/cli_startup.py measures its start-up,
+#: issue 7: <= 1.5x a minimal click app). A new one here is a new cost on every scripted read:
+#: import it inside the function that needs it instead, or add it here knowingly.
+SETTINGS_GET_MODULES = frozenset(
+    {
+        "bastion",
+        "bastion.__about__",
+        "bastion._fs",
+        "bastion._home",
+        "bastion._lazy",
+        "bastion._platform",
+        "bastion._platform.linux",
+        "bastion._platform.posix",
+        "bastion._text",
+        "bastion.cli",
+        "bastion.cli._complete",
+        "bastion.cli._output",
+        "bastion.cli.settings",
+        "bastion.config",
+        "bastion.domains",
+        "bastion.domains.settings",
+        "bastion.domains.settings.model",
+        "bastion.domains.settings.queries",
+        "bastion.errors",
+        "bastion.store",
+        "bastion.store._diagnose",
+        "bastion.store._errors",
+        "bastion.store._rawread",
+        "bastion.store.crypt",
+        "bastion.store.crypt.cipher",
+        "bastion.store.header",
+        "bastion.store.hot",
+        "bastion.store.oneshot",
+    }
+)
+
+#: What else it may load beyond what a minimal click app running a command loads: the driver,
+#: JSON, dataclasses (config) and pathlib with what pathlib imports, fcntl/struct (locks).
+SETTINGS_GET_OTHERS = frozenset(
+    {
+        "_json",
+        "_struct",
+        "apsw",
+        "copy",
+        "dataclasses",
+        "fcntl",
+        "fnmatch",
+        "ipaddress",
+        "json",
+        "json.decoder",
+        "json.encoder",
+        "json.scanner",
+        "ntpath",
+        "pathlib",
+        "struct",
+        "urllib",
+        "urllib.parse",
+    }
+)
+
+_MINIMAL_CLICK = (
+    "import sys, click\n"
+    "@click.group()\n"
+    "def cli():\n    pass\n"
+    "@cli.command()\n"
+    "@click.argument('key')\n"
+    "def get(key):\n    click.echo(key)\n"
+    "try:\n    cli(['get', 'k'])\n"
+    "except SystemExit:\n    pass\n"
+    "sys.stderr.write(repr(sorted(sys.modules)))\n"
+)
+
+
+def _modules_after(code: str, *args: str) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+    )
+    return set(eval(done.stderr))  # a repr of a list of module names
+
+
+def test_settings_get_imports_only_what_the_read_needs(tmp_path: Path) -> None:
     """Start-up is the point of the one-shot path (bench/cli_startup.py measures it); this
-    pins the structure that makes it fast, without timing anything."""
+    pins what makes it fast, without timing anything: no store engine, no repository, and no
+    module beyond an explicit list -- each one a regression named (ctypes, tempfile, logging,
+    hashlib, click's completion classes and the table classes were loaded before, for
+    nothing). Modules click loads itself (inspect, uuid, platform) are the baseline's too."""
     home = _home(tmp_path)
     assert _run(home, "settings", "set", "ui.theme", "dark")[0] == 0
     probe = (
@@ -227,8 +308,7 @@ def test_settings_get_imports_neither_the_store_engine_nor_the_repositories(
         "from bastion.cli import main\n"
         "try:\n    main(['--home', sys.argv[1], 'settings', 'get', 'ui.theme'])\n"
         "except SystemExit as exit:\n    assert not exit.code, exit.code\n"
-        "loaded = sorted(m for m in sys.modules if m.startswith('bastion.'))\n"
-        "sys.stderr.write(repr(loaded))\n"
+        "sys.stderr.write(repr(sorted(sys.modules)))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe, str(home)], capture_output=True, text=True, check=True
@@ -246,6 +326,12 @@ def test_settings_get_imports_neither_the_store_engine_nor_the_repositories(
     }
     assert loaded & heavy == set()
     assert "bastion.store.oneshot" in loaded
+    ours = {m for m in loaded if m == "bastion" or m.startswith("bastion.")}
+    assert ours - SETTINGS_GET_MODULES == set()
+    others = loaded - ours - _modules_after(_MINIMAL_CLICK)
+    assert others - SETTINGS_GET_OTHERS == set()
+    # Named, so that a message says which: each was on this path before, for nothing.
+    assert loaded & {"ctypes", "tempfile", "logging", "hashlib", "hmac", "shutil"} == set()
 
 
 def test_settings_set_refuses_a_credential_and_says_how_to_store_it(tmp_path: Path) -> None:
