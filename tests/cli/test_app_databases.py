@@ -200,3 +200,29 @@ def test_home_only_commands_refuse_an_app_database_by_name(
     assert result.exit_code == 2, result.stderr
     assert "works on the home's databases" in result.stderr
     assert _tree(root) == before
+
+
+def test_another_spelling_of_a_homes_database_is_that_database(tmp_path: Path) -> None:
+    """``--db home/../home/bastion.db`` or a path through a symlink to the home is the home's
+    bastion.db, not an application's database: its backups went to ``backups/bastion/``
+    (unlisted by ``db backups``, never found by ``restore --latest``), and a restore through
+    it held no daemon lock (cli/_hold.py)."""
+    home = tmp_path / "home"
+    assert _run(home, "init")[0] == 0
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(home)
+    spellings = [
+        str(tmp_path / "elsewhere" / ".." / "home" / "bastion.db"),
+        str(tmp_path / "link" / "bastion.db"),
+        str(tmp_path / "link" / "bastion"),  # .db added, as for any path
+    ]
+    for spelling in spellings:
+        made = _json(home, "db", "backup", "--db", spelling)
+        assert Path(made["path"]).parent == home / "backups", (spelling, made["path"])
+    listed = _json(home, "db", "backups", "--db", "bastion")
+    assert len(listed["backups"]) == 3
+    assert not (home / "backups" / "bastion").exists()
+    # A real application database beside the home is still one.
+    app = _app_dir(tmp_path)
+    made = _json(home, "db", "backup", "--db", str(app / "global.db"))
+    assert Path(made["path"]).parent == home / "backups" / "global"

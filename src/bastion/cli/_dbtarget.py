@@ -196,8 +196,8 @@ def resolve_target(cfg: Config, value: str, *, backups_dir: Path | None = None) 
         # way (backups/<name>/), never recorded as a database of a bastion home.
         path = _resolve_path(cfg, value)
         name = path.name.removesuffix(".db") or path.name
-        home_db = path.parent == cfg.home.absolute() and name in {"bastion", "vault"}
-        if not home_db:
+        own = _home_database(cfg, path)
+        if own is None:
             return DbTarget(
                 name=name,
                 path=path,
@@ -206,7 +206,10 @@ def resolve_target(cfg: Config, value: str, *, backups_dir: Path | None = None) 
                 run_dir=None,
                 in_home=False,
             )
-        value = name
+        value = own
+    elif _DB_NAME.match(value):
+        # `--db BASTION` on macOS or Windows opens bastion.db: it is that database.
+        value = _home_database(cfg, cfg.home / f"{value}.db") or value
     if value == "bastion":
         path = cfg.db_path
     elif value == "vault":
@@ -228,6 +231,21 @@ def resolve_target(cfg: Config, value: str, *, backups_dir: Path | None = None) 
         run_dir=cfg.run_dir,
         in_home=True,
     )
+
+
+def _home_database(cfg: Config, path: Path) -> str | None:
+    """``"bastion"`` or ``"vault"`` when ``path`` is that database of the home, however it is
+    spelt (``home/../home/bastion.db``, a symlink to the home, ``BASTION.DB`` where the file
+    system ignores case); else None. A spelling taken for an application's database got its
+    backups in another folder, and a restore through it held no daemon lock."""
+    for name, own in (("bastion", cfg.db_path), ("vault", cfg.vault_db_path)):
+        try:
+            if os.path.samefile(path, own):
+                return name
+        except OSError:  # one of them is missing: compare where the two names lead
+            if os.path.realpath(path) == os.path.realpath(own):
+                return name
+    return None
 
 
 def not_found(cfg: Config, target: DbTarget) -> Exception:
