@@ -21,6 +21,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "bastion"
 BASE = {
     "errors",
     "config",
+    "_configdoc",
     "_fs",
     "_text",
     "_home",
