@@ -34,6 +34,10 @@ def raising_app(app: FastAPI) -> FastAPI:
     async def crash() -> None:
         raise RuntimeError(f"boom with {SENTINEL}")
 
+    @app.get("/v1/_crash/{name}")
+    async def crash_at(name: str) -> None:
+        raise RuntimeError("boom")
+
     @app.get("/v1/_value")
     async def value() -> None:
         raise ValueError(f"unknown sort key {SENTINEL!r}")
@@ -69,6 +73,18 @@ def test_a_crash_is_a_500_that_echoes_nothing_and_logs_the_traceback(
     assert SENTINEL not in r.text
     assert "Traceback" in caplog.text
     assert "RuntimeError" in caplog.text
+
+
+def test_a_crash_logs_the_routes_template_not_the_clients_path(
+    raising_app: FastAPI, client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A path is the client's text (a token pasted as a name): the log line of a 500 names
+    the route's template (before: the path, whole)."""
+    with caplog.at_level(logging.ERROR, logger="bastion.api"):
+        r = client.get(f"/v1/_crash/{SENTINEL}")
+    assert r.status_code == 500
+    assert "unhandled error in GET /v1/_crash/{name}" in caplog.text
+    assert SENTINEL not in caplog.text
 
 
 def test_a_stray_value_error_is_a_400_without_its_text(
