@@ -61,6 +61,24 @@ def app(opened: Home) -> FastAPI:
 
 
 @pytest.fixture
+def full_app(opened: Home) -> FastAPI:
+    """The app with the dashboard's routes too (the ``app`` fixture leaves them out)."""
+    return create_app(opened, port=PORT, dashboard=True)
+
+
+@pytest.fixture
+def full(full_app: FastAPI, token: str) -> Iterator[TestClient]:
+    """A client of ``full_app`` with the right Host and the token."""
+    with TestClient(
+        full_app,
+        base_url=BASE,
+        headers={"Authorization": f"Bearer {token}"},
+        raise_server_exceptions=False,
+    ) as c:
+        yield c
+
+
+@pytest.fixture
 def anon(app: FastAPI) -> Iterator[TestClient]:
     """A client with the right Host and no token."""
     with TestClient(app, base_url=BASE, raise_server_exceptions=False) as c:

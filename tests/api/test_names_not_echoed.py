@@ -19,7 +19,6 @@ import re
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +27,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from bastion.api import create_app
 from bastion.app import Home
 
-from .conftest import BASE, PORT
 from .daemon_process import RunningDaemon
 
 SECRET = "sk-live-" + "Qx7" * 12
@@ -44,22 +41,6 @@ TIME_PARAMS = [
     ),
     ("/v1/dashboard/db/samples", "since"),
 ]
-
-
-@pytest.fixture
-def full_app(opened: Home) -> FastAPI:
-    return create_app(opened, port=PORT, dashboard=True)
-
-
-@pytest.fixture
-def full(full_app: FastAPI, token: str) -> Iterator[TestClient]:
-    with TestClient(
-        full_app,
-        base_url=BASE,
-        headers={"Authorization": f"Bearer {token}"},
-        raise_server_exceptions=False,
-    ) as c:
-        yield c
 
 
 def _model_bodies(app: FastAPI) -> list[tuple[str, str, list[str]]]:

@@ -18,11 +18,7 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bastion.api import create_app
 from bastion.api.ints import _StrictInt, int_problem, read_int
-from bastion.app import Home
-
-from .conftest import BASE, PORT
 
 #: Accepted today by the lax reading (each was a 200), or by int() for a header.
 LOOSE = ["1_0", "+5", " 5", "5 ", "5.0", "\uff10\uff15", "\u0665", "0x10", "1e3", "5e0", "-0"]
@@ -56,22 +52,6 @@ def int_params(app: FastAPI) -> list[tuple[APIRoute, Any]]:
                     if _is_int(param.field_info.annotation):
                         found.append((route, param))
     return found
-
-
-@pytest.fixture
-def full_app(opened: Home) -> FastAPI:
-    return create_app(opened, port=PORT, dashboard=True)
-
-
-@pytest.fixture
-def full(full_app: FastAPI, token: str) -> Iterator[TestClient]:
-    with TestClient(
-        full_app,
-        base_url=BASE,
-        headers={"Authorization": f"Bearer {token}"},
-        raise_server_exceptions=False,
-    ) as c:
-        yield c
 
 
 def _url(route: APIRoute) -> str:

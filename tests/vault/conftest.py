@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import os
 import uuid
@@ -95,3 +96,23 @@ def _wipe_service(vault: Vault) -> None:
 
 def with_vault(cfg: Config, **changes: object) -> Config:
     return dataclasses.replace(cfg, vault=dataclasses.replace(cfg.vault, **changes))
+
+
+@contextlib.contextmanager
+def another_apps_items(service_prefix: str, items: dict[str, str]) -> Iterator[str]:
+    """``items`` (username -> value) stored straight in the real Secret Service, as another
+    app keeps them, under a service name of this test's own (``service_prefix-<random>``);
+    deleted afterwards."""
+    from keyring.backends.SecretService import Keyring
+    from keyring.errors import PasswordDeleteError
+
+    service = f"{service_prefix}-{uuid.uuid4().hex[:8]}"
+    raw = Keyring()
+    for user, value in items.items():
+        raw.set_password(service, user, value)
+    try:
+        yield service
+    finally:
+        for user in items:
+            with contextlib.suppress(PasswordDeleteError):
+                raw.delete_password(service, user)

@@ -4,14 +4,12 @@ application's items."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from bastion.cli import cli
 from bastion.config import Config
 from bastion.vault import Vault
 
-from .conftest import with_vault
+from .conftest import another_apps_items, with_vault
 
 pytestmark = pytest.mark.keychain
 
@@ -231,21 +229,13 @@ def test_delete_scope_also_removes_unindexed_items_of_the_scope(keychain_vault: 
 @pytest.fixture
 def other_app() -> Iterator[str]:
     """Items another app (seed 000: service ``com.aios.secrets``, plain usernames) stored."""
-    service = f"com.aios.secrets-{uuid.uuid4().hex[:8]}"
-    raw = _raw_keyring()
     items = {
         "openai_api_key": "sk-adopted-value-1",
         "anthropic_api_key": "sk-ant-adopted-2",
         "has space": "not a bastion name",
     }
-    for user, value in items.items():
-        raw.set_password(service, user, value)
-    yield service
-    from keyring.errors import PasswordDeleteError
-
-    for user in items:
-        with contextlib.suppress(PasswordDeleteError):
-            raw.delete_password(service, user)
+    with another_apps_items("com.aios.secrets", items) as service:
+        yield service
 
 
 def test_adopt_brings_another_apps_items_into_the_index(

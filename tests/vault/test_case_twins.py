@@ -11,9 +11,7 @@ done.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from bastion.store.plan import assert_plan
 from bastion.vault import Vault
 from bastion.vault.importer import import_file, migrate_bundle
 
-from .conftest import make_home, new_env_key
+from .conftest import another_apps_items, make_home, new_env_key
 
 TWINS = [("global", "API_KEY", "global", "api_key"), ("global", "Api_Key", "GLOBAL", "api_key")]
 
@@ -144,19 +142,9 @@ def test_a_bundle_with_twins_stores_nothing(file_vault: Vault) -> None:
 def twin_items() -> Iterator[str]:
     """Items another app stored under one service, two spelt the same but for case (the Secret
     Service tells them apart; Windows would not)."""
-    from keyring.backends.SecretService import Keyring
-
-    service = f"com.other-{uuid.uuid4().hex[:8]}"
-    raw = Keyring()
     items = {"SLACK_TOKEN": "xoxb-upper", "slack_token": "xoxb-lower"}
-    for user, value in items.items():
-        raw.set_password(service, user, value)
-    yield service
-    from keyring.errors import PasswordDeleteError
-
-    for user in items:
-        with contextlib.suppress(PasswordDeleteError):
-            raw.delete_password(service, user)
+    with another_apps_items("com.other", items) as service:
+        yield service
 
 
 @pytest.mark.keychain
