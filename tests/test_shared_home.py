@@ -173,3 +173,30 @@ def test_a_bastion_toml_another_user_can_write_is_refused_and_doctor_fix_tighten
     assert f"{toml}: 0666 -> 0600" in out, out + err
     assert toml.stat().st_mode & 0o777 == 0o600
     assert _run(home, "settings", "list")[0] == 0
+
+
+def test_a_home_this_process_may_not_enter_is_a_clear_error(tmp_path: Path) -> None:
+    """The library's entry points name the folder and the fix, never a bare PermissionError
+    (the CLI reads bastion.toml first, which names it too)."""
+    from tests.fsfaults import DROP_DAC
+
+    needs_root()
+    home, _ = _home_with_planted_spec(tmp_path)
+    os.chmod(tmp_path, 0o000)
+    try:
+        script = (
+            "from bastion._home import refuse_shared\n"
+            "from bastion.errors import ConfigError\n"
+            "from pathlib import Path\n"
+            "try:\n"
+            f"    refuse_shared(Path({str(home)!r}))\n"
+            "except ConfigError as err:\n"
+            "    print(err.message); print(err.hint)\n"
+        )
+        out = subprocess.run(
+            [*DROP_DAC, sys.executable, "-c", script], capture_output=True, text=True, check=True
+        ).stdout
+    finally:
+        os.chmod(tmp_path, 0o700)
+    assert f"cannot look at {home}: this process may not enter {tmp_path}" in out
+    assert f"`chmod 700 {tmp_path}`" in out

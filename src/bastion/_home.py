@@ -116,6 +116,16 @@ def refuse_shared(home: Path) -> None:
             found = _platform.others_can_write(path, path.stat(), PRIVATE_DIR_MODE)
         except (FileNotFoundError, NotADirectoryError):
             continue
+        except PermissionError:
+            from bastion._text import blocked_folder
+
+            folder = blocked_folder(path) or path.parent
+            raise ConfigError(
+                f"cannot look at {path}: this process may not enter {folder}",
+                hint=f"Let the user bastion runs as enter it: `chmod 700 {folder}` (and "
+                "`chown` it to that user).",
+                path=str(path),
+            ) from None
         if found is not None:
             # doctor --fix changes modes, not owners.
             also = " (or `bastion doctor --fix`)" if found[1].startswith("chmod") else ""
