@@ -87,7 +87,10 @@ def test_every_command_refuses_a_home_another_user_can_write(tmp_path: Path, loo
         code, out, err = _run(home, *args)
         assert code == 78, (args, code, out, err)
         assert f"{folder} is writable by group or others (mode 777)" in err, (args, err)
-        assert f"hint: Run `chmod 700 {folder}`" in err, (args, err)
+        assert (
+            f"hint: Run `chmod 700 {folder}` (or `bastion doctor --fix`), or choose another home."
+            in err
+        ), (args, err)
         assert "Traceback" not in out + err
     code, out, _ = _run(home, "settings", "list", "--json")
     assert code == 78
@@ -103,8 +106,9 @@ def test_the_library_refuses_it_too(tmp_path: Path) -> None:
     home, _ = _home_with_planted_spec(tmp_path)
     os.chmod(home / "services", 0o757)
     cfg = load_config(home, env={})
-    with pytest.raises(ConfigError, match="another user could change what bastion reads"):
+    with pytest.raises(ConfigError, match="another user could change what bastion reads") as caught:
         Home.open(cfg)
+    assert caught.value.details["path"] == str(home / "services")
     with pytest.raises(ConfigError, match="writable by group or others"):
         Vault.open(cfg)
     # Read-only opens (db status, db check) ask the same.
@@ -200,3 +204,25 @@ def test_a_home_this_process_may_not_enter_is_a_clear_error(tmp_path: Path) -> N
         os.chmod(tmp_path, 0o700)
     assert f"cannot look at {home}: this process may not enter {tmp_path}" in out
     assert f"`chmod 700 {tmp_path}`" in out
+
+
+def test_a_missing_folder_does_not_end_the_look_at_the_others(tmp_path: Path) -> None:
+    """A home without ``backups/`` (never made, or removed) still has ``run/`` looked at."""
+    home, _ = _home_with_planted_spec(tmp_path)
+    (home / "backups").rmdir()
+    os.chmod(home / "run", 0o777)
+    code, _, err = _run(home, "services", "list")
+    assert code == 78
+    assert f"{home / 'run'} is writable by group or others" in err
+
+
+def test_a_home_owned_by_another_user_names_chown_not_doctor(tmp_path: Path) -> None:
+    """``doctor --fix`` changes modes, not owners: the hint offers it only for a mode."""
+    needs_root()
+    home, _ = _home_with_planted_spec(tmp_path)
+    os.chown(home, 65534, 65534)
+    code, _, err = _run(home, "settings", "list")
+    assert code == 78
+    assert f"{home} is owned by uid 65534, not by you (uid {os.getuid()})" in err
+    assert f"hint: Run `sudo chown {os.getuid()} {home}`, or choose another home." in err
+    assert "doctor" not in err
