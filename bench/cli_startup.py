@@ -60,8 +60,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-cli-") as tmp:
+        run(args.runs, Path(tmp))
+
+
+def run(runs: int, tmp: Path) -> None:
+    """The measurement, in ``tmp`` (removed by the caller however it ends)."""
     py = sys.executable
-    tmp = Path(tempfile.mkdtemp(prefix="bastion-bench-cli-"))
     minimal = tmp / "minimal_click.py"
     minimal.write_text(MINIMAL)
     home = tmp / "home"
@@ -86,17 +91,17 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
     )
 
-    baseline = best_time([py, str(minimal), "--help"], args.runs, env)
+    baseline = best_time([py, str(minimal), "--help"], runs, env)
     # The console script, as users and scripts run it (not ``python -m``, which adds runpy).
     script = str(Path(py).parent / "bastion")
     cases = {
         "bastion --help": [py, script, "--help"],
         "bastion settings get ui.theme": [py, script, "settings", "get", "ui.theme"],
     }
-    print(f"CLI start-up, best of {args.runs} fresh interpreters")
+    print(f"CLI start-up, best of {runs} fresh interpreters")
     print(f"  minimal click --help            {baseline * 1000:7.1f} ms")
     for label, argv in cases.items():
-        t = best_time(argv, args.runs, env)
+        t = best_time(argv, runs, env)
         probe = subprocess.run(
             [py, "-c", PROBE, *argv[2:]], env=env, capture_output=True, text=True, check=True
         )
