@@ -198,6 +198,8 @@ def test_each_strip_has_a_legend_and_marks_restarts(signed_in: Session) -> None:
     assert set(colours) == set(legend), (colours, legend)
     assert f"{restarts} restarts" in (svg.get_attribute("aria-label") or "")
     # A steady service reads as one colour over the whole range, with no restart marked.
+    # The board loads every strip at once and the crasher's may be drawn before echo's.
+    page.wait_for_selector('#services li[data-service="echo"] .timeline-svg[data-restarts]')
     echo = card(page, "echo").locator(".timeline-svg")
     assert echo.get_attribute("data-restarts") == "0"
     assert echo.locator("rect.seg-running").count() >= 1
