@@ -177,13 +177,16 @@ def test_each_strip_has_a_legend_and_marks_restarts(signed_in: Session) -> None:
     page.wait_for_selector(
         '#services li[data-service="crasher"][data-state="open"]', timeout=60_000
     )
-    # Its crash loop: started, exited, waited, restarted (twice), then the breaker opened.
-    page.wait_for_function(
-        """() => +document.querySelector('#services li[data-service="crasher"] .timeline-svg')
-             ?.dataset.restarts >= 2"""
+    # The badge says what the supervisor holds in memory; the strip is drawn from its journal,
+    # which is written a moment later: wait for a strip drawn since the breaker's opening was
+    # journaled (its newest change, listed in the same draw), not for the badge.
+    page.wait_for_selector(
+        '#services li[data-service="crasher"] .transitions li:first-child[data-to="open"]'
     )
+    # Its crash loop: started, exited, waited, restarted (twice), then the breaker opened.
     svg = crasher.locator(".timeline-svg")
     restarts = int(svg.get_attribute("data-restarts") or "0")
+    assert restarts >= 2
     assert svg.locator("path.restart").count() == restarts
     entry = crasher.locator(f'.timeline-legend li[data-restarts="{restarts}"]')
     assert entry.inner_text().endswith(f"restart ({restarts})")
