@@ -5,6 +5,7 @@ crash-loops: its restarts chart rises as it restarts, with the latest value in t
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,9 +28,17 @@ from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.posix, pytest.mark.slow]
 
+#: The crasher's first run waits at a gate (a FIFO) until the test opens it, so the chart has
+#: points from before its first crash however late the page comes; every run after the gate
+#: is opened (a plain file by then) exits at once.
+CRASHER_SCRIPT = """import sys
+with open(sys.argv[1]) as gate:
+    gate.read()
+print('crasher: giving up', flush=True)
+raise SystemExit(3)
+"""
 #: Restarts 1 s apart, three allowed, then the breaker stays open: the chart climbs 0 -> 3.
-CRASHER = f"""argv = {json.dumps([sys.executable, "-c", "print('crasher: giving up', flush=True); raise SystemExit(3)"])}
-
+CRASHER_SPEC = """
 [restart]
 policy = "on-failure"
 max_restarts = 3
@@ -41,6 +50,30 @@ jitter = 0.0
 [breaker]
 open_timeout_s = 600
 """
+
+
+def gate_of(daemon: Daemon) -> Path:
+    return daemon.home.parent / "crasher-gate"
+
+
+def open_gate(gate: Path) -> None:
+    """Let the crasher's waiting run go on to crash, and every later run at once: the FIFO is
+    replaced by a plain file, then the writer the waiting run met is closed (its end of file)."""
+    import errno
+
+    def writer() -> int | None:
+        try:  # succeeds once the crasher has the FIFO open for reading
+            return os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as err:
+            if err.errno != errno.ENXIO:
+                raise
+            return None
+
+    fd = wait_until(writer, timeout=60, what="the crasher waiting at its gate")
+    plain = gate.with_name(gate.name + ".plain")
+    plain.write_bytes(b"")
+    os.replace(plain, gate)
+    os.close(fd)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +88,10 @@ def sampled_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]
 
     Home.init(cfg).close()
     cfg.services_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (cfg.services_dir / "crasher.toml").write_text(CRASHER)
+    gate = root / "crasher-gate"
+    os.mkfifo(gate, 0o600)
+    argv = [sys.executable, "-c", CRASHER_SCRIPT, str(gate)]
+    (cfg.services_dir / "crasher.toml").write_text(f"argv = {json.dumps(argv)}\n{CRASHER_SPEC}")
     running = spawn_daemon(home, env, root / "daemon.log")
     try:
         yield running
@@ -76,6 +112,7 @@ def test_a_crash_looping_service_makes_its_restarts_chart_rise(
         page = session.page
         page.wait_for_selector('body[data-loaded="services"]')
         page.wait_for_selector('#metric-restarts path[data-series="crasher"]', state="attached")
+        open_gate(gate_of(daemon))
         # The page redraws every few seconds; wait for the third restart to be drawn.
         wait_until(
             lambda: (_values(page, "metric-restarts", "crasher") or [0])[-1] == 3,
