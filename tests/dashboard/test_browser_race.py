@@ -323,11 +323,12 @@ def test_a_database_load_answered_after_a_check_ran_does_not_show_the_older_chec
     # Meanwhile the reader runs a quick check from the page: its answer is on show.
     page.click("#db-check-run")
     wait_check_passed(page)
-    ran = page.inner_text("#db-check")
-    assert ran.startswith("Last quick check: ok")
+    assert page.inner_text("#db-check").startswith("Last quick check: ok")
     parked.close()  # the refresh answers, with the integrity check as the last on record
     settle(page, parked)
-    assert page.inner_text("#db-check") == ran
+    # Still the quick check. (Not the same words: a refresh after the late one may show it
+    # again, with the time the daemon recorded it instead of the time its answer came.)
+    assert page.inner_text("#db-check").startswith("Last quick check: ok")
     assert page.get_attribute("#db-check", "data-ok") == "true"
 
 
