@@ -241,6 +241,20 @@ class PageWatch:
     api_responses: list[Any] = dataclasses.field(default_factory=list)
     #: HTTP errors a test provokes on purpose (e.g. the sign-in page's 401 before login).
     expected_http_errors: set[str] = dataclasses.field(default_factory=set)
+    #: The test is navigating the page away (see :meth:`navigating`).
+    leaving: bool = False
+
+    @contextlib.contextmanager
+    def navigating(self) -> Iterator[None]:
+        """Around a navigation the test makes (a reload, another URL): the requests the old
+        document still had out (the view's timed refresh, the header's status) are aborted
+        by it, and the browser reports each as failed (net::ERR_ABORTED). Those are not the
+        page's fault; any other failure still is."""
+        self.leaving = True
+        try:
+            yield
+        finally:
+            self.leaving = False
 
     def attach(self, context: Any, page: Any) -> None:
         def route(route: Any) -> None:
@@ -258,15 +272,14 @@ class PageWatch:
             lambda msg: self.console_errors.append(msg.text) if msg.type == "error" else None,
         )
         page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
-        page.on(
-            "requestfailed",
-            lambda req: (
-                self.failed.append(f"{req.method} {req.url}: {req.failure}")
-                if not _is_closed_stream(req)
-                else None
-            ),
-        )
+        page.on("requestfailed", self._on_failed)
         page.on("response", self._on_response)
+
+    def _on_failed(self, req: Any) -> None:
+        aborted = "ERR_ABORTED" in str(req.failure)
+        if aborted and (self.leaving or _is_closed_stream(req)):
+            return
+        self.failed.append(f"{req.method} {req.url}: {req.failure}")
 
     def _on_response(self, resp: Any) -> None:
         if resp.status >= 400 and resp.url not in self.expected_http_errors:
@@ -287,7 +300,7 @@ class PageWatch:
 
 def _is_closed_stream(request: Any) -> bool:
     # An EventSource the page closes on purpose (leaving the logs view) reports ERR_ABORTED.
-    return request.resource_type == "eventsource" and "ERR_ABORTED" in str(request.failure)
+    return request.resource_type == "eventsource"
 
 
 def login_url(daemon: Daemon) -> str:
