@@ -430,6 +430,28 @@ def test_a_secrets_load_answered_after_a_secret_was_stored_does_not_hide_it(
     page.wait_for_selector('body[data-loaded="secrets"]')
 
 
+def test_a_secrets_load_answered_before_the_read_after_a_store_does_not_mark_the_view_loaded(
+    counting: Session, parked_pages: list[Parked]
+) -> None:
+    page = counting.page
+    parked = park(parked_pages, page, VIEW_REQUEST["secrets"])
+    click(page, "secrets")
+    parked.wait(1)  # the view's first load is out...
+    name = "RACE_" + secrets.token_hex(3).upper()
+    page.fill("#secret-name", name)
+    page.fill("#secret-value", "stored-before-the-list-came")
+    page.click("#secret-form button[type=submit]")
+    parked.wait(2)  # ... when a secret is stored and the list is read again
+    parked.release(0)  # the first load answers: its list is no longer the one to show
+    settle(page, parked)
+    # Not loaded while the list to show is still out: nothing of it is on screen yet.
+    assert page.get_attribute("body", "data-loaded") is None
+    parked.release(1)
+    page.wait_for_selector('body[data-loaded="secrets"]')
+    assert page.locator(f'#secrets-table tr[data-secret="{name}"]').count() == 1
+    assert_showing(page, "secrets")
+
+
 @pytest.mark.parametrize(
     ("view", "entries"),
     [

@@ -537,16 +537,27 @@ function renderVaultStatus(status) {
 
 // The secrets list counts its reads itself (it is also read again after a save or a delete):
 // only the latest read started writes, whichever view or action started it.
-async function loadSecrets() {
+function loadSecrets() {
   state.secretReads += 1;
   const mine = state.secretReads;
+  const read = readSecrets(mine);
+  state.secretsRead = read;
+  return read;
+}
+
+async function readSecrets(mine) {
   const [page, status, users] = await Promise.all([
     api("GET", ROUTES.secrets, { query: { limit: 500 } }),
     api("GET", `${ROUTES.secrets}/status`),
     declaredSecrets(),
   ]);
-  // A later read (after a secret was stored or deleted) has the list as it is now.
-  if (state.secretReads !== mine) return;
+  // A later read (after a secret was stored or deleted) has the list as it is now: this one
+  // is done when that one is on screen (the view is not loaded before; its errors are its
+  // caller's to report).
+  if (state.secretReads !== mine) {
+    await state.secretsRead.catch(() => {});
+    return;
+  }
   renderVaultStatus(status);
   const rows = items(page);
   const stored = new Set(rows.map((m) => m.name));
