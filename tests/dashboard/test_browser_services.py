@@ -145,6 +145,9 @@ def test_stop_asks_for_confirmation(signed_in: Session) -> None:
 
 def test_log_tail_shows_new_lines_with_secrets_redacted(signed_in: Session, daemon: Daemon) -> None:
     page = signed_in.page
+    # The log view's service filter lists the services the board has read: leaving the board
+    # before its first list answered would leave the filter without the worker.
+    page.wait_for_selector('#log-service option[value="worker"]', state="attached")
     show(page, "logs")
     page.wait_for_selector("#log-status:has-text('Live')")
     last_id = page.evaluate(
