@@ -87,21 +87,32 @@ def test_every_bench_script_is_listed() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", sorted(TINY))
+@pytest.mark.parametrize("script", sorted(set(TINY) - {"dist.py"}))
 def test_bench_script_runs_to_the_end(
     script: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    env = {**os.environ, "BASTION_HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path)}
-    extra: list[str] = []
-    if script == "dist.py":
-        request.applymarker(pytest.mark.dist)
-        extra = ["--exe", str(request.getfixturevalue("bastion_exe"))]
     if script == "postgres.py":
         request.applymarker(pytest.mark.postgres)
         from tests import pgserver
 
         if pgserver.find_bindir() is None:
             pytest.skip("no PostgreSQL server installed (Debian's postgresql package)")
+    _run_to_the_end(script, tmp_path)
+
+
+# bench/dist.py has a test of its own that names ``bastion_exe`` as an argument: the conftest
+# hook that adds the PyInstaller build's time to a test's timeout sees only fixtures known at
+# collection. Asked for with request.getfixturevalue, the build (279 s under load) counted
+# against the bench's 300 s whenever this was the session's first user of the executable
+# (random order, or tests/test_bench.py alone).
+@pytest.mark.slow
+@pytest.mark.dist
+def test_dist_bench_runs_to_the_end(bastion_exe: Path, tmp_path: Path) -> None:
+    _run_to_the_end("dist.py", tmp_path, "--exe", str(bastion_exe))
+
+
+def _run_to_the_end(script: str, tmp_path: Path, *extra: str) -> None:
+    env = {**os.environ, "BASTION_HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, str(BENCH / script), *TINY[script], *extra],
         check=False,  # the output goes into the failure message
