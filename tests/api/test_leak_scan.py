@@ -30,7 +30,9 @@ def _fill(path: str, names: dict[str, str]) -> str:
 
 
 @pytest.mark.timeout(240)
-def test_no_route_and_no_log_line_carries_a_secret(tmp_path: Path) -> None:
+def test_no_route_and_no_log_line_carries_a_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sentinel = "sk-leak-" + secrets.token_hex(16)
     env = {
         "BASTION_VAULT_BACKEND": "encrypted-file",
@@ -39,12 +41,12 @@ def test_no_route_and_no_log_line_carries_a_secret(tmp_path: Path) -> None:
     }
     home = tmp_path / "home"
     cfg = load_config(home, env=env)
-    os.environ["BASTION_VAULT_KEY"] = env["BASTION_VAULT_KEY"]
-    try:
-        with Home.init(cfg) as h:
-            h.vault.set("demo-api-key", sentinel, actor="test")
-    finally:
-        del os.environ["BASTION_VAULT_KEY"]
+    # The library reads the key from the process environment; monkeypatch puts back whatever
+    # value was there before (a bare del would drop a key the runner had set).
+    monkeypatch.setenv("BASTION_VAULT_KEY", env["BASTION_VAULT_KEY"])
+    with Home.init(cfg) as h:
+        h.vault.set("demo-api-key", sentinel, actor="test")
+    monkeypatch.delenv("BASTION_VAULT_KEY")
     worker = service_specs(python=sys.executable, worker_interval=0.2)["demo-worker"]
     worker = worker.replace(
         "\n[stop]", '\nsecrets = { DEMO_API_KEY = "secret:global/demo-api-key" }\n\n[stop]', 1
