@@ -408,6 +408,15 @@ def test_a_database_load_answered_after_a_backup_does_not_hide_it(
     assert page.get_attribute("#backup-ages-chart", "data-backups") == str(rows.count())
 
 
+def store_secret(page: Any, value: str) -> str:
+    """Store a new secret through the view's form; its (random) name."""
+    name = "RACE_" + secrets.token_hex(3).upper()
+    page.fill("#secret-name", name)
+    page.fill("#secret-value", value)
+    page.click("#secret-form button[type=submit]")
+    return name
+
+
 def test_a_secrets_load_answered_after_a_secret_was_stored_does_not_hide_it(
     counting: Session, parked_pages: list[Parked]
 ) -> None:
@@ -416,10 +425,7 @@ def test_a_secrets_load_answered_after_a_secret_was_stored_does_not_hide_it(
     click(page, "secrets")
     parked.wait(1)
     settle(page, parked)  # the view's first load has the list: without the secret stored next
-    name = "RACE_" + secrets.token_hex(3).upper()
-    page.fill("#secret-name", name)
-    page.fill("#secret-value", "stored-while-the-list-was-out")
-    page.click("#secret-form button[type=submit]")
+    name = store_secret(page, "stored-while-the-list-was-out")
     parked.wait(2)  # the list read again after storing
     parked.release(1)
     row = page.locator(f'#secrets-table tr[data-secret="{name}"]')
@@ -437,10 +443,7 @@ def test_a_secrets_load_answered_before_the_read_after_a_store_does_not_mark_the
     parked = park(parked_pages, page, VIEW_REQUEST["secrets"])
     click(page, "secrets")
     parked.wait(1)  # the view's first load is out...
-    name = "RACE_" + secrets.token_hex(3).upper()
-    page.fill("#secret-name", name)
-    page.fill("#secret-value", "stored-before-the-list-came")
-    page.click("#secret-form button[type=submit]")
+    name = store_secret(page, "stored-before-the-list-came")
     parked.wait(2)  # ... when a secret is stored and the list is read again
     parked.release(0)  # the first load answers: its list is no longer the one to show
     settle(page, parked)
