@@ -143,6 +143,25 @@ def test_stop_asks_for_confirmation(signed_in: Session) -> None:
     assert worker.get_attribute("data-state") == "running"
 
 
+def test_a_page_opened_at_the_logs_view_offers_every_service_in_its_filter(
+    signed_in: Session, daemon: Daemon
+) -> None:
+    page = signed_in.page
+    # A bookmark or a link straight to the logs: a document that never showed the board,
+    # whose list was what filled the filter.
+    with signed_in.watch.navigating():  # the board's reads still out are aborted by it
+        page.goto(f"{daemon.origin}/#logs")
+        page.reload()
+    page.wait_for_selector('body[data-loaded="logs"]')
+    assert page.locator("#services li[data-service]").count() == 0
+    offered = page.locator("#log-service option").evaluate_all("os => os.map(o => o.value)")
+    assert offered[0] == ""  # "all" first
+    assert sorted(offered[1:]) == ["crasher", "echo", "worker"]
+    page.select_option("#log-service", "worker")
+    page.click("#log-filter button[type=submit]")
+    page.wait_for_selector("#log-lines li:has-text('worker')")
+
+
 def test_log_tail_shows_new_lines_with_secrets_redacted(signed_in: Session, daemon: Daemon) -> None:
     page = signed_in.page
     # The log view's service filter lists the services the board has read: leaving the board

@@ -53,6 +53,8 @@ const state = {
   checks: 0, backups: 0, secretReads: 0,
   // Per service: the last transition before the timeline's range (what state it starts in).
   prior: new Map(),
+  // The board's list has filled the log view's service filter at least once.
+  servicesListed: false,
 };
 // How long a service's state-before-the-range is reused before it is asked for again.
 const PRIOR_TTL_MS = 30000;
@@ -295,6 +297,26 @@ function markUnknown(why) {
 // Each view's loader takes latest(): false once a newer load of the view has started or the
 // reader has left it. A load that is no longer the latest writes nothing: an earlier visit's
 // load answering after this visit's would put older states and lists back on show.
+// The log view's service filter offers every service the board has listed.
+function addServiceOptions(names) {
+  const select = $("#log-service");
+  for (const name of names) {
+    if (![...select.options].some((o) => o.value === name)) select.append(el("option", { value: name, text: name }));
+  }
+}
+
+// A page opened at #logs has not loaded the board: the filter would offer only "all" until
+// the reader visited it. The log view reads the list once itself, before it shows its lines.
+async function listServicesForLogs() {
+  if (state.servicesListed) return;
+  try {
+    addServiceOptions(items(await api("GET", ROUTES.services)).map((svc) => pick(svc, "name")));
+    state.servicesListed = true;
+  } catch {
+    // The log view's own reads report what is wrong; the board's next load fills the filter.
+  }
+}
+
 async function loadServices(latest) {
   const data = await api("GET", ROUTES.services);
   if (!latest()) return;
@@ -302,7 +324,6 @@ async function loadServices(latest) {
   const host = $("#services");
   $("#services-empty").hidden = list.length > 0;
   const seen = new Set();
-  const select = $("#log-service");
   for (const svc of list) {
     const name = pick(svc, "name");
     seen.add(name);
@@ -318,8 +339,9 @@ async function loadServices(latest) {
       host.append(card);
     }
     renderService(card, svc);
-    if (![...select.options].some((o) => o.value === name)) select.append(el("option", { value: name, text: name }));
   }
+  addServiceOptions(seen);
+  state.servicesListed = true;
   for (const card of [...host.children]) if (!seen.has(card.dataset.service)) card.remove();
   await Promise.all([
     ...list.map((svc) => loadTimeline(pick(svc, "name")).catch(() => {})),
@@ -778,7 +800,7 @@ function show(view) {
   if (view === "services") startBoardStream(); else stopBoardStream();
   if (view === "logs") {
     stopTimer();
-    if (!blocked()) logs.enter();
+    if (!blocked()) listServicesForLogs().then(() => { if (state.view === "logs" && !blocked()) logs.enter(); });
   } else { logs.stop(); refresh(); }
 }
 
