@@ -1,12 +1,14 @@
 """Spawning and stopping ``bastion serve`` the way a desktop shell (Tauri, Electron) does.
 
-    with Daemon.spawn(cfg) as daemon:          # bastion serve --port 0
+    with Daemon.spawn(cfg) as daemon:          # bastion serve --port 0 --exit-with-parent
         daemon.client.get("/v1/status")       # bearer token from run/token
     # SIGTERM on exit: services stopped by their policy, handshake removed, exit 0
 
 The daemon prints its handshake (pid, port, started_at, version) as the first stdout line once
 it listens, so the shell needs no fixed port and no polling. Its log goes to ``log_path``
-(or nowhere); it is never read through a pipe nobody drains.
+(or nowhere); it is never read through a pipe nobody drains. ``--exit-with-parent``: an app
+that dies without stopping it (a crash, kill -9) takes the daemon and its services with it,
+as the TypeScript client's ``spawnBastion`` does; no daemon is left holding the home.
 """
 
 from __future__ import annotations
@@ -38,14 +40,15 @@ class Daemon:
     def spawn(
         cls, cfg: Config, *, env: dict[str, str] | None = None, log_path: Path | None = None
     ) -> Daemon:
-        """Start ``bastion serve --port 0`` for ``cfg.home`` and wait for its handshake."""
+        """Start ``bastion serve --port 0 --exit-with-parent`` for ``cfg.home`` and wait for
+        its handshake."""
         environ = {**(os.environ if env is None else env), "BASTION_HOME": str(cfg.home)}
         log: IO[str] | int = subprocess.DEVNULL
         if log_path is not None:
             log = log_path.open("a", encoding="utf-8")
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "bastion", "serve", "--port", "0"],
+                [sys.executable, "-m", "bastion", "serve", "--port", "0", "--exit-with-parent"],
                 env=environ,
                 stdout=subprocess.PIPE,
                 stderr=log,
