@@ -14,11 +14,10 @@ import textwrap
 import threading
 from pathlib import Path
 
-import psutil
 import pytest
 
 from bastion._lockfile import LockFile, LockTimeout
-from tests.helpers import wait_until
+from tests.helpers import gone, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -191,7 +190,7 @@ def test_a_worker_forked_by_the_holder_does_not_keep_its_lock(tmp_path: Path) ->
         after = LockFile(path)
         after.acquire(timeout=0)  # LockTimeout before: the worker kept the flock
         holder.stdin.close()  # the worker's release must not drop this lock
-        wait_until(lambda: _gone(worker), timeout=30, what="the worker's exit")
+        wait_until(lambda: gone(worker), timeout=30, what="the worker's exit")
         with pytest.raises(LockTimeout):
             LockFile(path).acquire(timeout=0)
         after.release()
@@ -206,11 +205,3 @@ def test_a_worker_forked_by_the_holder_does_not_keep_its_lock(tmp_path: Path) ->
         holder.wait(timeout=60)
         holder.stdin.close()
         holder.stdout.close()
-
-
-def _gone(pid: int) -> bool:
-    """Exited (a zombie not yet reaped by its new parent counts as gone)."""
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
 from bastion.app import Home
@@ -25,7 +24,7 @@ from bastion.runfiles import (
     remove_handshake,
     write_handshake,
 )
-from tests.helpers import wait_until
+from tests.helpers import gone, wait_until
 
 
 def test_init_creates_a_private_256_bit_token_once(home: Config) -> None:
@@ -162,7 +161,7 @@ def test_a_worker_forked_by_the_holder_does_not_keep_the_daemon_lock(
         assert refused.value.details["pid"] == holder.pid
         holder.kill()
         holder.wait(timeout=60)
-        assert not _gone(worker)
+        assert not gone(worker)
         with DaemonLock(run) as lock:  # DaemonAlreadyRunning before: the worker kept it
             if doing is None:
                 assert lock.took_over_from is not None
@@ -171,13 +170,13 @@ def test_a_worker_forked_by_the_holder_does_not_keep_the_daemon_lock(
         daemon = RunningDaemon(home)
         try:
             assert daemon.client.get("/health")["status"] == "ok"
-            assert not _gone(worker)  # all the while the worker lived
+            assert not gone(worker)  # all the while the worker lived
         finally:
             assert daemon.terminate() == 0
         after = DaemonLock(run).acquire(doing="db recover")
         try:
             holder.stdin.close()  # the worker's release must not drop this lock
-            wait_until(lambda: _gone(worker), timeout=30, what="the worker's exit")
+            wait_until(lambda: gone(worker), timeout=30, what="the worker's exit")
             assert b'"doing": "db recover"' in (run / LOCK_FILE).read_bytes()
             with pytest.raises(DaemonAlreadyRunning, match="`bastion db recover`"):
                 DaemonLock(run).acquire()
@@ -236,14 +235,6 @@ def test_a_daemon_after_a_killed_command_is_not_named_as_that_command(tmp_path: 
         proc.kill()
         proc.wait(timeout=30)
         proc.stdout.close()  # type: ignore[union-attr]
-
-
-def _gone(pid: int) -> bool:
-    """Exited (a zombie not yet reaped by its new parent counts as gone)."""
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory", "binary", "short"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ..helpers import wait_until
+from ..helpers import gone, wait_until
 
 pytestmark = pytest.mark.posix
 
@@ -41,13 +41,6 @@ def start_app(home: Path, *flags: str) -> tuple[subprocess.Popen[str], dict[str,
     assert app.stdout is not None
     handshake = json.loads(app.stdout.readline())
     return app, handshake
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def test_daemon_exits_when_its_app_is_killed(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psutil
 import pytest
 
 from bastion.config import StoreConfig, SupervisorConfig
@@ -27,14 +26,6 @@ T = TypeVar("T")
 #: parent-death pipe (any POSIX; the only one under BASTION_PORTABLE=1, as on macOS).
 PARENT_DEATH = [m for m in ("pdeathsig", "pipe") if m in plat.PARENT_DEATH_MODES]
 parametrize_parent_death = pytest.mark.parametrize("parent_death", PARENT_DEATH)
-
-
-def gone(pid: int) -> bool:
-    """The process has exited (a zombie waiting to be reaped counts as gone)."""
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
 
 
 class DictSecrets:

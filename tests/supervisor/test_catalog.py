@@ -21,7 +21,8 @@ from bastion.supervisor import Supervisor
 from bastion.supervisor.catalog import ServiceCatalog, changed_fields, needs_restart
 from bastion.supervisor.spec import parse_spec, validate_dir
 from bastion.supervisor.states import ServiceState as S
-from tests.supervisor.conftest import KIDS, gone, run
+from tests.helpers import gone
+from tests.supervisor.conftest import KIDS, run
 
 pytestmark = pytest.mark.posix
 

@@ -30,8 +30,8 @@ from bastion.store import Database
 from bastion.supervisor import Supervisor
 from bastion.supervisor import _platform as plat
 from bastion.supervisor.process import ParentDeath
-from tests.helpers import wait_until
-from tests.supervisor.conftest import KIDS, gone, kid, parametrize_parent_death
+from tests.helpers import gone, wait_until
+from tests.supervisor.conftest import KIDS, kid, parametrize_parent_death
 
 pytestmark = pytest.mark.posix
 #: Linux's process module makes the shim a subreaper, so without a cgroup a stop still ends a

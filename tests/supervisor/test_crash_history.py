@@ -22,8 +22,8 @@ from bastion.supervisor.process import ParentDeath
 from bastion.supervisor.spec import parse_spec
 from bastion.supervisor.states import TRANSITIONS
 from bastion.supervisor.states import ServiceState as S
-from tests.helpers import wait_until
-from tests.supervisor.conftest import KIDS, gone, parametrize_parent_death, run
+from tests.helpers import gone, wait_until
+from tests.supervisor.conftest import KIDS, parametrize_parent_death, run
 
 pytestmark = pytest.mark.posix
 

@@ -27,8 +27,8 @@ from bastion.supervisor import Supervisor
 from bastion.supervisor.ownership import lock_path
 from bastion.supervisor.states import ServiceState as S
 from tests.fsfaults import mounted_tmpfs, needs_root
-from tests.helpers import remove_home_cgroup, wait_until
-from tests.supervisor.conftest import KIDS, gone, kid, run
+from tests.helpers import gone, remove_home_cgroup, wait_until
+from tests.supervisor.conftest import KIDS, kid, run
 
 
 def _events(db: Database, kind: str) -> int:

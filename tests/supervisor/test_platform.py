@@ -15,8 +15,7 @@ import psutil
 import pytest
 
 from bastion.supervisor import _platform as plat
-from tests.helpers import wait_until
-from tests.supervisor.conftest import gone
+from tests.helpers import gone, wait_until
 
 pytestmark = pytest.mark.posix
 

@@ -30,8 +30,8 @@ from bastion.supervisor.process import (
     sweep,
 )
 from bastion.supervisor.spec import ServiceSpec, StopSpec, parse_spec
-from tests.helpers import wait_until
-from tests.supervisor.conftest import gone, parametrize_parent_death
+from tests.helpers import gone, wait_until
+from tests.supervisor.conftest import parametrize_parent_death
 
 KIDS = str(Path(__file__).with_name("kids.py"))
 pytestmark = pytest.mark.posix

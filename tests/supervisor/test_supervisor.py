@@ -21,8 +21,8 @@ from bastion.store import Database
 from bastion.supervisor import Supervisor
 from bastion.supervisor.process import ParentDeath
 from bastion.supervisor.states import ServiceState as S
-from tests.helpers import wait_until
-from tests.supervisor.conftest import KIDS, gone, kid, parametrize_parent_death, run
+from tests.helpers import gone, wait_until
+from tests.supervisor.conftest import KIDS, kid, parametrize_parent_death, run
 
 pytestmark = pytest.mark.posix
 #: End-to-end tests that must hold whichever way children die with the supervisor.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from tests.helpers import wait_until
+from tests.helpers import gone, wait_until
 
 from bastion.app import Home
 from bastion.config import Config
@@ -34,13 +34,6 @@ APP = textwrap.dedent(
     sys.stdin.read()
     """
 )
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def test_a_killed_app_takes_its_daemon_and_services_with_it(cfg: Config) -> None:
