@@ -55,6 +55,8 @@ const state = {
   prior: new Map(),
   // The board's list has filled the log view's service filter at least once.
   servicesListed: false,
+  // The newest secrets read (a read replaced by a newer one waits for it before it is done).
+  secretsRead: null,
 };
 // How long a service's state-before-the-range is reused before it is asked for again.
 const PRIOR_TTL_MS = 30000;
@@ -294,9 +296,6 @@ function markUnknown(why) {
   }
 }
 
-// Each view's loader takes latest(): false once a newer load of the view has started or the
-// reader has left it. A load that is no longer the latest writes nothing: an earlier visit's
-// load answering after this visit's would put older states and lists back on show.
 // The log view's service filter offers every service the board has listed.
 function addServiceOptions(names) {
   const select = $("#log-service");
@@ -317,6 +316,9 @@ async function listServicesForLogs() {
   }
 }
 
+// Each view's loader takes latest(): false once a newer load of the view has started or the
+// reader has left it. A load that is no longer the latest writes nothing: an earlier visit's
+// load answering after this visit's would put older states and lists back on show.
 async function loadServices(latest) {
   const data = await api("GET", ROUTES.services);
   if (!latest()) return;
