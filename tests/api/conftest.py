@@ -55,6 +55,18 @@ def token(opened: Home) -> str:
     return read_token(opened.config.run_dir / TOKEN_FILE)
 
 
+def authorized(app: FastAPI, token: str) -> TestClient:
+    """A client of ``app`` with the right Host and the token (use it as a context manager:
+    entering runs the app's lifespan). A server error is answered, not raised, as a real
+    client sees it."""
+    return TestClient(
+        app,
+        base_url=BASE,
+        headers={"Authorization": f"Bearer {token}"},
+        raise_server_exceptions=False,
+    )
+
+
 @pytest.fixture
 def app(opened: Home) -> FastAPI:
     return create_app(opened, port=PORT, dashboard=False)
@@ -69,12 +81,7 @@ def full_app(opened: Home) -> FastAPI:
 @pytest.fixture
 def full(full_app: FastAPI, token: str) -> Iterator[TestClient]:
     """A client of ``full_app`` with the right Host and the token."""
-    with TestClient(
-        full_app,
-        base_url=BASE,
-        headers={"Authorization": f"Bearer {token}"},
-        raise_server_exceptions=False,
-    ) as c:
+    with authorized(full_app, token) as c:
         yield c
 
 
@@ -88,12 +95,7 @@ def anon(app: FastAPI) -> Iterator[TestClient]:
 @pytest.fixture
 def client(app: FastAPI, token: str) -> Iterator[TestClient]:
     """A client with the right Host and the token."""
-    with TestClient(
-        app,
-        base_url=BASE,
-        headers={"Authorization": f"Bearer {token}"},
-        raise_server_exceptions=False,
-    ) as c:
+    with authorized(app, token) as c:
         yield c
 
 

@@ -22,7 +22,7 @@ from bastion.app import Home
 from bastion.cli import cli
 
 from ..helpers import wait_until
-from .conftest import BASE, PORT
+from .conftest import PORT, authorized
 from .daemon_process import RunningDaemon
 
 pytestmark = pytest.mark.posix
@@ -37,12 +37,7 @@ SLEEPER = [
 @pytest.fixture
 def supervised(opened: Home, token: str) -> Iterator[TestClient]:
     app = create_app(opened, port=PORT, token=token, dashboard=False, supervise=True)
-    with TestClient(
-        app,
-        base_url=BASE,
-        headers={"Authorization": f"Bearer {token}"},
-        raise_server_exceptions=False,
-    ) as client:
+    with authorized(app, token) as client:
         yield client
 
 

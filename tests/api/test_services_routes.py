@@ -14,7 +14,7 @@ from bastion.demo import seed_services
 from bastion.runfiles import pid_alive
 
 from ..helpers import wait_until
-from .conftest import BASE, PORT
+from .conftest import PORT, authorized
 
 pytestmark = pytest.mark.posix
 
@@ -23,12 +23,8 @@ pytestmark = pytest.mark.posix
 def supervised(opened: Home, token: str) -> Iterator[TestClient]:
     seed_services(opened.config, python=sys.executable, worker_interval=0.2)
     app = create_app(opened, port=PORT, token=token, dashboard=False, supervise=True)
-    with TestClient(
-        app,
-        base_url=BASE,
-        headers={"Authorization": f"Bearer {token}"},
-        raise_server_exceptions=False,
-    ) as client:  # entering runs the lifespan: the supervisor opens and auto-starts
+    # Entering runs the lifespan: the supervisor opens and auto-starts.
+    with authorized(app, token) as client:
         yield client
 
 
