@@ -117,13 +117,12 @@ def refuse_shared(home: Path) -> None:
         except (FileNotFoundError, NotADirectoryError):
             continue
         except PermissionError:
-            from bastion._text import blocked_folder
+            from bastion._text import blocked_folder, enter_hint
 
             folder = blocked_folder(path) or path.parent
             raise ConfigError(
                 f"cannot look at {path}: this process may not enter {folder}",
-                hint=f"Let the user bastion runs as enter it: `chmod 700 {folder}` (and "
-                "`chown` it to that user).",
+                hint=enter_hint(folder) + ".",
                 path=str(path),
             ) from None
         if found is not None:

@@ -23,7 +23,7 @@ from typing import Literal, overload
 from bastion import _platform
 from bastion.errors import BastionError
 
-__all__ = ["MAX_BYTES", "blocked_folder", "decode_utf8", "read_bytes", "read_text"]
+__all__ = ["MAX_BYTES", "blocked_folder", "decode_utf8", "enter_hint", "read_bytes", "read_text"]
 
 #: The largest file read as text: a settings file, a spec or a .env is kilobytes; a path
 #: naming something else (a database, a log) is refused rather than read into memory.
@@ -188,8 +188,7 @@ def read_bytes(
             raise error(
                 f"{_name(path, what)} cannot be read: this process (uid {_uid()}) may not "
                 f"enter {folder} (mode {_mode(folder)})",
-                hint=f"Let the user bastion runs as enter it: `chmod 700 {folder}` (and "
-                "`chown` it to that user).",
+                hint=enter_hint(folder) + ".",
                 path=str(path),
             ) from None
         raise error(
@@ -228,6 +227,14 @@ def blocked_folder(path: Path) -> Path | None:
         except OSError:
             return None
     return None
+
+
+def enter_hint(folder: Path) -> str:
+    """The fix for a folder this process may not enter (:func:`blocked_folder`), one wording
+    wherever bastion meets one; a caller may add its own alternative before the full stop."""
+    return (
+        f"Let the user bastion runs as enter it: `chmod 700 {folder}` (and `chown` it to that user)"
+    )
 
 
 def _mode(path: Path) -> str:

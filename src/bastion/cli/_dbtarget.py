@@ -127,7 +127,7 @@ _HINT_MAX = 5
 def _is(kind: str, path: Path) -> bool:
     """``path.is_file()``/``is_dir()``, with a folder this process may not enter named as a
     permission problem (pathlib raises PermissionError from deep inside a command)."""
-    from bastion._text import blocked_folder
+    from bastion._text import blocked_folder, enter_hint
     from bastion.errors import StorePermissionError
 
     try:
@@ -136,8 +136,7 @@ def _is(kind: str, path: Path) -> bool:
         folder = blocked_folder(path) or path.parent
         raise StorePermissionError(
             f"cannot look for the database {path}: this process may not enter {folder}",
-            hint=f"Let the user bastion runs as enter it: `chmod 700 {folder}` (and `chown` "
-            "it to that user), or name a database elsewhere with --db.",
+            hint=enter_hint(folder) + ", or name a database elsewhere with --db.",
             path=str(path),
         ) from None
 
