@@ -96,7 +96,7 @@ def test_text_search_results_and_paging(db: Database) -> None:
 #: Every kind of character a trigram or a LIKE pattern could trip on: wildcards, the escape,
 #: quotes (FTS5's query syntax), case pairs inside and outside ASCII, a character whose case
 #: folding changes its length in Python.
-_CHARS = st.sampled_from("abAB%_\\\"' é É\u0130\u0131ßx")
+_CHARS = st.sampled_from("abAB%_\\\"' é É\u0130\u0131ßx\x00")
 
 
 @settings(
@@ -117,6 +117,22 @@ def test_text_search_finds_exactly_what_like_finds(
     want = [m for m in messages if _ascii_fold(needle) in _ascii_fold(m)]
     assert got == want
     _index_agrees(db)
+
+
+def test_a_line_holding_a_nul_is_found_by_the_text_after_it(db: Database) -> None:
+    # A program's output can hold a NUL (binary bytes in a text stream); SQLite's LIKE reads
+    # a value and a pattern only up to their first NUL, so "def" missed the line below and
+    # "c\0d" (through the API's ?text=c%00d) matched every line ending in "c".
+    messages = ["abc\x00def", "xyzabc", "abc", "ab\x00", "zzab"]
+    LogsRepo(db).insert_batch(
+        LogRecord(float(i), "info", "s", "stdout", m) for i, m in enumerate(messages)
+    )
+    for needle in ("def", "DE", "c\x00d", "\x00", "ab\x00", "b\x00d"):
+        got = [r.message for r in LogsRepo(db).query(text=needle, limit=100)]
+        assert got == [m for m in messages if needle.lower() in m], needle
+        # Each level's arm of a minimum-level query filters the same way.
+        got = [r.message for r in LogsRepo(db).query(text=needle, level="info", limit=100)]
+        assert got == [m for m in messages if needle.lower() in m], needle
 
 
 def test_source_level_and_time_use_the_composite_index(db: Database) -> None:

@@ -253,6 +253,21 @@ class Where:
         self.params.append(f"%{escaped}%")
         return self
 
+    def substring(self, name: str, text: str | None) -> Where:
+        """:meth:`contains` for a column that may hold NUL characters (SQLite only):
+        ``instr(lower(col), lower(?)) > 0``, the same ASCII case-insensitive match.
+
+        SQLite's LIKE reads the value and the pattern only up to their first NUL, so with
+        :meth:`contains` a value ``"abc\\0def"`` is not found by ``"def"``, and a text
+        ``"c\\0d"`` matches every value ending in ``c``. ``instr`` and ``lower`` read the
+        whole value. Text a program printed (a log line) can hold a NUL; PostgreSQL's text
+        cannot, so there :meth:`contains` is already right."""
+        if text is None:
+            return self
+        self._parts.append(f"instr(lower({self._col(name)}), lower(?)) > 0")
+        self.params.append(text)
+        return self
+
     def fts(self, name: str, query: str | None) -> Where:
         """Add ``name MATCH query``: ``name`` is an FTS5 table, ``query`` in its query syntax
         (build it from user text with care: quote every term)."""

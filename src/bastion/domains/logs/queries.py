@@ -26,7 +26,7 @@ DELETE_BEFORE = "DELETE FROM logs WHERE ts < ?"
 COUNT = "SELECT count(*) FROM logs"
 
 #: A text search: the full-text index (logs_fts, trigram) finds the candidate rows in rowid
-#: order, each is read by its key and its message re-checked with LIKE (the filters' columns
+#: order, each is read by its key and its message re-checked with instr (the filters' columns
 #: are qualified: both tables have ``message``). The index is the outer loop (CROSS JOIN), so
 #: a LIMIT stops the walk early however common the text is, and an absent text costs nothing.
 SEARCH_FROM = "logs_fts CROSS JOIN logs ON logs.id = logs_fts.rowid"
@@ -44,10 +44,10 @@ SEARCH_COLUMNS = {
 #: Results of a text search come in the order lines were stored (id): the order the index
 #: delivers without a sort. It is time order up to the capture's batching (tens of ms).
 SEARCH_SORT = Sort({"id": "logs_fts.rowid"}, default="id", tiebreak="logs_fts.rowid")
-#: Texts shorter than this have no trigram: they are matched by a LIKE scan, as before.
+#: Texts shorter than this have no trigram: they are matched by a scan (instr), as before.
 SEARCH_MIN_CHARS = 3
 #: At most this many of a text's trigrams are asked of the index (spread over the text); the
-#: LIKE re-check decides, so fewer only widens the candidates of a very long text.
+#: instr re-check decides, so fewer only widens the candidates of a very long text.
 SEARCH_MAX_TRIGRAMS = 24
 
 #: Time order normally (the (source, ts), (level, ts) and (ts) indexes deliver it without a
@@ -89,7 +89,7 @@ INDEXES = ("logs_source_ts", "logs_source_level_ts", "logs_level_ts", "logs_ts")
 def trigram_query(text: str) -> str | None:
     """The FTS5 query finding every message that may contain ``text``: each of its trigrams,
     quoted, joined by AND (the index keeps no positions, so a phrase cannot be asked; the
-    caller's LIKE re-check decides). ``None`` when ``text`` has no trigram to ask for (shorter
+    caller's instr re-check decides). ``None`` when ``text`` has no trigram to ask for (shorter
     than :data:`SEARCH_MIN_CHARS`, or only runs with a NUL, which FTS5 cannot take)."""
     grams: dict[str, None] = {}
     for i in range(len(text) - SEARCH_MIN_CHARS + 1):

@@ -136,7 +136,7 @@ class LogsRepo(Repo):
             where = (
                 Where(q.SEARCH_COLUMNS)
                 .fts("fts", match)
-                .contains("message", text)
+                .substring("message", text)
                 .eq("source", source)
                 .in_("level", levels)
                 .ge("ts", since)
@@ -163,7 +163,7 @@ class LogsRepo(Repo):
                 .in_("level", levels)
                 .ge("ts", since)
                 .lt("ts", until)
-                .contains("message", text)
+                .substring("message", text)
                 .gt("id", after_id)
             )
             return paginate(
@@ -196,7 +196,7 @@ class LogsRepo(Repo):
                 .eq("level", one)
                 .ge("ts", since)
                 .lt("ts", until)
-                .contains("message", text)
+                .substring("message", text)
             )
             if cursor is not None:
                 where.after(("ts", "id"), decode_cursor(cursor, 2), descending=desc)
