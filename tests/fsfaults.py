@@ -10,11 +10,14 @@ Dropping privileges: the test's own interpreter lives under ``/root`` (0700), wh
 that let root ignore modes (``CAP_DAC_OVERRIDE``, ``CAP_DAC_READ_SEARCH``, ``CAP_FOWNER``,
 dropped from the bounding set by ``setpriv``). A 0400 file or a 0500 directory owned by root
 then refuses it exactly as it refuses its owning user; ``chmod`` by the owner still works.
+:func:`dac_dropped` does the same for the test's own thread, for a while: the library is then
+called in this process (where mutmut's mutants and coverage see it), not in a child.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import functools
 import os
@@ -32,6 +35,7 @@ __all__ = [
     "Mount",
     "bastion",
     "can_mount",
+    "dac_dropped",
     "mounted_tmpfs",
     "needs_root",
 ]
@@ -77,6 +81,48 @@ def needs_root() -> None:
     reason = can_mount()
     if reason is not None:
         pytest.skip(reason)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
+
+
+#: _LINUX_CAPABILITY_VERSION_3 (two 32-bit words), and the bits of CAP_DAC_OVERRIDE (1),
+#: CAP_DAC_READ_SEARCH (2) and CAP_FOWNER (3): what DROP_DAC takes away.
+_CAP_VERSION_3 = 0x20080522
+_DAC_BITS = (1 << 1) | (1 << 2) | (1 << 3)
+
+
+@contextlib.contextmanager
+def dac_dropped() -> Iterator[None]:
+    """Run the body without root's power to ignore file modes, in this thread only.
+
+    The three capabilities leave the thread's effective set and stay in its permitted set,
+    so they come back afterwards (capabilities are per thread on Linux: the rest of the
+    process keeps them meanwhile). Call :func:`needs_root` first."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = _CapHeader(_CAP_VERSION_3, 0)
+    data = (_CapData * 2)()
+    if libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget failed")
+    kept = data[0].effective
+    data[0].effective = kept & ~_DAC_BITS
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+    try:
+        yield
+    finally:
+        data[0].effective = kept
+        if libc.capset(ctypes.byref(header), data) != 0:
+            raise OSError(ctypes.get_errno(), "capset failed: the capabilities stay dropped")
 
 
 @dataclasses.dataclass

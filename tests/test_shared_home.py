@@ -26,7 +26,7 @@ from bastion.config import load_config
 from bastion.errors import ConfigError, ServiceSpecError
 from bastion.supervisor.spec import load_spec
 from bastion.vault import Vault
-from tests.fsfaults import needs_root
+from tests.fsfaults import dac_dropped, needs_root
 
 
 def _run(home: Path, *args: str) -> tuple[int, str, str]:
@@ -179,31 +179,37 @@ def test_a_bastion_toml_another_user_can_write_is_refused_and_doctor_fix_tighten
     assert _run(home, "settings", "list")[0] == 0
 
 
+@pytest.mark.root
 def test_a_home_this_process_may_not_enter_is_a_clear_error(tmp_path: Path) -> None:
-    """The library's entry points name the folder and the fix, never a bare PermissionError
-    (the CLI reads bastion.toml first, which names it too)."""
-    from tests.fsfaults import DROP_DAC
-
+    """The library's entry points name the outermost folder this process may not enter and
+    the fix, never a bare PermissionError (the CLI reads bastion.toml first, which names it
+    too). The folder is above the home's parent, so the one named is the one that blocks."""
     needs_root()
-    home, _ = _home_with_planted_spec(tmp_path)
+    home = tmp_path / "outer" / "home"
+    assert _run(home, "init")[0] == 0
+    cfg = load_config(home, env={})  # read while it could be, as a long-lived app holds it
+    opens = {
+        "Home.open": lambda: Home.open(cfg),
+        "Home.open for reading": lambda: Home.open(
+            cfg, create=False, migrate=False, for_reading=True
+        ),
+        "Vault.open": lambda: Vault.open(cfg),
+    }
     os.chmod(tmp_path, 0o000)
     try:
-        script = (
-            "from bastion._home import refuse_shared\n"
-            "from bastion.errors import ConfigError\n"
-            "from pathlib import Path\n"
-            "try:\n"
-            f"    refuse_shared(Path({str(home)!r}))\n"
-            "except ConfigError as err:\n"
-            "    print(err.message); print(err.hint)\n"
-        )
-        out = subprocess.run(
-            [*DROP_DAC, sys.executable, "-c", script], capture_output=True, text=True, check=True
-        ).stdout
+        for name, open_ in opens.items():
+            with dac_dropped(), pytest.raises(ConfigError) as caught:
+                open_()
+            assert caught.value.message == (
+                f"cannot look at {home}: this process may not enter {tmp_path}"
+            ), name
+            assert caught.value.hint == (
+                f"Let the user bastion runs as enter it: `chmod 700 {tmp_path}` (and `chown` "
+                "it to that user)."
+            ), name
+            assert caught.value.details == {"path": str(home)}, name
     finally:
         os.chmod(tmp_path, 0o700)
-    assert f"cannot look at {home}: this process may not enter {tmp_path}" in out
-    assert f"`chmod 700 {tmp_path}`" in out
 
 
 def test_a_missing_folder_does_not_end_the_look_at_the_others(tmp_path: Path) -> None:

@@ -121,6 +121,10 @@ class Home:
             raise ValueError("for_reading=True needs migrate=False: migrating writes")
         cfg = config or load_config()
         app_namespaces = tuple(namespaces)
+        # Before anything else looks at the home: a home this process may not enter is named
+        # with its fix here (is_dir would raise a bare PermissionError); one that does not
+        # exist yet passes, and init makes it private.
+        refuse_shared(cfg.home)
         if not cfg.home.is_dir():
             if not create:
                 raise HomeNotFound(
@@ -132,7 +136,6 @@ class Home:
             if not app_namespaces:
                 return cls.init(cfg)
             cls.init(cfg).close()
-        refuse_shared(cfg.home)
         key = database_key(cfg, cfg.db_path)
         if check:
             db, recovery = _open_checked(cfg, for_reading=for_reading, key=key, precheck=precheck)
