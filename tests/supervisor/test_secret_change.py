@@ -18,13 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 
 from bastion.app import Home
 from bastion.config import SupervisorConfig, load_config
 from bastion.supervisor import ServiceState, Supervisor
 
-from ..helpers import await_until
+from ..helpers import await_until, gone
 from .conftest import kid, run
 
 pytestmark = [pytest.mark.posix, pytest.mark.slow]
@@ -312,3 +313,42 @@ def test_the_same_value_set_again_changes_nothing(
     first, last = run(scenario)
     assert last == first  # a new version with the same value: no restart
     assert not _events(home, "user", "service.secret_changed")
+
+
+def test_signal_mode_stops_the_service_when_the_new_value_cannot_be_read(
+    home: Home, tmp_path: Path
+) -> None:
+    # The vault says the secret changed (a new fingerprint in its index) but cannot give the
+    # new value (its ciphertext damaged: what a locked keychain or a failing disk looks like
+    # from here). The program must not be told to fetch a value its redactor does not hold.
+    home.vault.set("api_token", _value("old"))
+    spec, out, _reload = _user(tmp_path, on_secret_change="signal:HUP")
+
+    async def scenario() -> tuple[dict[str, Any], str]:
+        sup = await _start(home, spec)
+        try:
+            first = await await_until(lambda: _dump(out), timeout=30, what="the child's dump")
+            vault_db = apsw.Connection(str(home.config.vault_db_path))
+            try:
+                vault_db.setbusytimeout(10_000)
+                vault_db.execute(
+                    "UPDATE vault_values SET ciphertext = zeroblob(length(ciphertext));"
+                    "UPDATE vault_secrets SET fingerprint = 'changed-' || fingerprint"
+                )
+            finally:
+                vault_db.close()
+            status = await sup.wait_state("user", S.STOPPED, timeout=30)
+            await sup.flush()
+            return first, status.reason
+        finally:
+            await sup.close()
+
+    first, reason = run(scenario)
+    assert "secret global/api_token changed but its new value cannot be read" in reason
+    assert "start the service again" in reason
+    assert (_dump(out) or {})["hups"] == 0  # never told to fetch what could not be hidden
+    assert gone(first["pid"])
+    assert [e.data["to"] for e in _events(home, "user", "service.transition")][-2:] == [
+        "stopping",
+        "stopped",
+    ]

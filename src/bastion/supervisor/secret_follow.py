@@ -200,6 +200,10 @@ class SecretFollower:
                 await self._restart_for(svc, changed)
             else:
                 await self._signal_for(svc, changed, signum)
+        except BastionError as err:
+            # Nobody awaits this task: an error left in it would surface only as asyncio's
+            # "Task exception was never retrieved" traceback, long after, with no reaction.
+            log.warning("supervisor: %s: the reaction to a secret change failed: %s", name, err)
         finally:
             svc.secret_action = None
         # What changed while this reaction ran (after the restart resolved, say) was seen by
@@ -229,10 +233,27 @@ class SecretFollower:
             return
         source: SecretWatch = self._secrets
         fresh = {}
-        for env, (key, _value, _stamp) in given.items():
-            if key in changed:
-                value, stamp = await asyncio.to_thread(source.resolve_stamped, *key)
-                fresh[env] = (key, value, stamp)
+        try:
+            for env, (key, _value, _stamp) in given.items():
+                if key in changed:
+                    value, stamp = await asyncio.to_thread(source.resolve_stamped, *key)
+                    fresh[env] = (key, value, stamp)
+        except BastionError as err:
+            # The vault says it changed but cannot give the new value (a locked keychain, a
+            # damaged record, deleted in between): the program must not be told to fetch a
+            # value its redactor does not hold, nor left on one that was replaced. Stopped,
+            # as a restart that could not resolve it would not start.
+            svc.stop_reason = (
+                f"secret {what} changed but its new value cannot be read: {err.message} "
+                "(start the service again once the vault gives it)"
+            )
+            self.emit(
+                "service.secret_changed",
+                name,
+                {"secrets": what.split(", "), "action": "stop", "error": err.code},
+            )
+            await self.stop(name)
+            return
         # The redactor learns the new values before the program is told (it may fetch and
         # print them at once); the old ones stay: its environment still holds them.
         pairs = [*svc.redacting, *((env, v) for env, (_k, v, _s) in fresh.items())]
