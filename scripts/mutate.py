@@ -72,6 +72,11 @@ MODULES: dict[str, list[str]] = {
         "tests/api/test_security_edges.py",
     ],
     "store/plan.py": ["tests/store/test_plan.py"],
+    "_home.py": [
+        "tests/cli/test_missing_db.py",
+        "tests/test_shared_home.py",
+        "tests/cli/test_home.py",
+    ],
 }
 
 

@@ -9,19 +9,23 @@ place. ``bastion db recover`` restores the newest verified backup; with none,
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
 import stat
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from bastion._home import MARKER, record
 from bastion.app import Home
 from bastion.cli import cli
 from bastion.config import load_config
 from bastion.errors import StoreMissing
 from bastion.store import Database
 from bastion.vault.index import open_vault_db
+from tests.fsfaults import mounted_tmpfs, needs_root
 
 EXIT_MISSING = 66
 
@@ -143,3 +147,96 @@ def test_a_fresh_home_still_creates_its_database(tmp_path: Path) -> None:
     code, out = _run(tmp_path / "new-home", "init")
     assert code == 0, out
     assert (tmp_path / "new-home" / "bastion.db").exists()
+
+
+def test_the_record_names_each_database_its_file_and_when_it_was_recorded(tmp_path: Path) -> None:
+    before = dt.datetime.now(dt.UTC)
+    home = _home(tmp_path)
+    open_vault_db(load_config(home, env={})).close()
+    after = dt.datetime.now(dt.UTC)
+
+    data = json.loads((home / MARKER).read_text(encoding="utf-8"))
+    assert data["format"] == 1
+    assert sorted(data["databases"]) == ["bastion", "vault"]
+    for name, entry in data["databases"].items():
+        assert entry["file"] == f"{name}.db"
+        recorded_at = dt.datetime.fromisoformat(entry["recorded_at"])
+        assert recorded_at.utcoffset() == dt.timedelta(0), entry  # UTC, said so
+        assert before <= recorded_at <= after
+
+
+def test_recording_a_database_keeps_the_ones_recorded_before(tmp_path: Path) -> None:
+    home = _home(tmp_path)  # records bastion
+    cfg = load_config(home, env={})
+    open_vault_db(cfg).close()  # records vault beside it
+    (home / "bastion.db").unlink()
+    with pytest.raises(StoreMissing):
+        Home.open(cfg)
+    assert not (home / "bastion.db").exists()
+
+
+def test_the_refusal_names_the_file_the_record_and_how_to_restore_it(tmp_path: Path) -> None:
+    """Word for word: which file, where it is recorded, and the command for that database (a
+    library caller gets the file and the database's name in ``details``)."""
+    home = _home(tmp_path)
+    cfg = load_config(home, env={})
+    open_vault_db(cfg).close()
+    (home / "bastion.db").unlink()
+    (home / "vault.db").unlink()
+    with pytest.raises(StoreMissing) as bastion_db:
+        Home.open(cfg, check=False)
+    with pytest.raises(StoreMissing) as vault_db:
+        open_vault_db(cfg)
+    for caught, name, recover in (
+        (bastion_db, "bastion", "`bastion db recover`"),
+        (vault_db, "vault", "`bastion db recover --db vault`"),
+    ):
+        path = home / f"{name}.db"
+        assert caught.value.message == (
+            f"{path} is missing, but this home has held it (recorded in {home / MARKER}); "
+            "nothing was created in its place"
+        )
+        assert caught.value.hint == (
+            f"If it was moved, put it back. Otherwise {recover} restores the newest verified "
+            "backup (`bastion db backups` lists them); with no backup, `--allow-empty` starts "
+            "an empty database on purpose."
+        )
+        assert caught.value.details == {"path": str(path), "database": name}
+
+
+def test_a_record_that_is_not_a_json_object_is_damaged_not_a_crash(tmp_path: Path) -> None:
+    """A record holding JSON of another shape (a hand edit, another program) is a damaged
+    record: the home opens, and the record is written again."""
+    home = _home(tmp_path)
+    (home / MARKER).write_text('["bastion", "vault"]\n', encoding="utf-8")
+    with Home.open(load_config(home, env={})) as opened:
+        assert opened.settings.get("kept") == 1
+    assert list(json.loads((home / MARKER).read_text(encoding="utf-8"))["databases"]) == ["bastion"]
+
+
+@pytest.mark.root
+def test_a_record_that_cannot_be_written_is_a_warning_and_written_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Best effort: on a read-only disk the record is not written, a warning says which
+    database, where and why, nothing is raised; the next record once it can be writes it."""
+    needs_root()
+    with mounted_tmpfs(tmp_path / "mnt") as mount:
+        home = _home(mount.path)
+        (home / MARKER).unlink()  # as an older bastion left the home
+        mount.remount("ro")
+        with caplog.at_level(logging.WARNING, logger="bastion.home"):
+            record(home, "bastion", home / "bastion.db")
+        assert caplog.record_tuples == [
+            (
+                "bastion.home",
+                logging.WARNING,
+                f"could not record bastion in {home / MARKER}: Read-only file system",
+            )
+        ]
+        assert not (home / MARKER).exists()
+        mount.remount("rw")
+        record(home, "bastion", home / "bastion.db")
+        assert list(json.loads((home / MARKER).read_text(encoding="utf-8"))["databases"]) == [
+            "bastion"
+        ]
