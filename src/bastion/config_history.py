@@ -64,25 +64,40 @@ def _read(path: Path) -> str | None:
     return read_text(path, ConfigError, CONFIG_FILE, missing_ok=True)
 
 
-def check_config_text(text: str) -> None:
+def check_config_text(text: str, *, name: str = CONFIG_FILE) -> None:
     """Raise ``ConfigError`` unless ``text`` is a valid ``bastion.toml`` (read by the very
-    code a home's file is: ``load_config``, on a copy in a private temporary folder)."""
+    code a home's file is: ``load_config``, on a copy in a private temporary folder). The
+    error names the text as ``name`` (the file it is, or will be), never the copy: a path
+    that is gone once the check returns would send a user to look at the wrong file."""
     with tempfile.TemporaryDirectory(prefix="bastion-config-check-") as folder:
-        Path(folder, CONFIG_FILE).write_text(text, encoding="utf-8")
-        load_config(folder, env={})
+        copy = str(Path(folder, CONFIG_FILE))
+        Path(copy).write_text(text, encoding="utf-8")
+        try:
+            load_config(folder, env={})
+        except ConfigError as err:
+
+            def named(value: Any) -> Any:
+                return value.replace(copy, name) if isinstance(value, str) else value
+
+            raise type(err)(
+                named(err.message),
+                hint=named(err.hint),
+                recoverable=err.recoverable,
+                **{key: named(value) for key, value in err.details.items()},
+            ) from None
 
 
 def sync_config(home: Home, author: str = "file") -> ConfigVersion | None:
-    """Record ``bastion.toml`` as it is now, if it changed since its latest version (an
-    invalid file is not recorded: it cannot be what runs)."""
+    """Record ``bastion.toml`` as it is now, if it changed since its latest version. An
+    invalid file is not recorded (it cannot be what runs): ``ConfigError`` says what is
+    wrong with it, for the caller to tell (the daemon logs it: nothing else would, until
+    its next start refused the file)."""
     from bastion.domains.confighistory import CONFIG_TARGET
 
-    try:
-        text = _read(home.config.home / CONFIG_FILE)
-        if text is not None:
-            check_config_text(text)
-    except ConfigError:
-        return None
+    path = home.config.home / CONFIG_FILE
+    text = _read(path)
+    if text is not None:
+        check_config_text(text, name=str(path))
     return _repo(home).record(CONFIG_TARGET, text, author)
 
 
@@ -107,7 +122,7 @@ def sync(home: Home, author: str = "file") -> list[ConfigVersion]:
         try:
             text = _read(home.config.home / CONFIG_FILE)
             if text is not None:
-                check_config_text(text)
+                check_config_text(text, name=str(home.config.home / CONFIG_FILE))
         except ConfigError:
             pass  # an invalid file is not recorded: it cannot be what runs
         else:

@@ -151,3 +151,35 @@ def test_a_write_that_fails_records_nothing(tmp_path: Path) -> None:
     assert code == 65
     assert "cannot write" in err
     assert _history(home) == before  # the version was rolled back with the transaction
+
+
+def test_a_recorded_bastion_toml_that_no_longer_parses_is_refused_naming_the_home_file(
+    tmp_path: Path,
+) -> None:
+    # Versions recorded by an older bastion (a key it knew, a syntax it let through): the
+    # refusal says what is wrong with the text, never the temporary copy it was checked in.
+    from bastion.app import Home
+    from bastion.config import load_config
+    from bastion.domains.confighistory import CONFIG_TARGET, ConfigHistoryRepo
+
+    home = _home(tmp_path)
+    config_file = home / "bastion.toml"
+    config_file.write_text("[api]\nport = 0\n")
+    with Home.open(load_config(home, env={}), create=False) as h:
+        repo = ConfigHistoryRepo(h.db)
+        wrong_type = repo.record(CONFIG_TARGET, "[api]\nport = 'any'\n", "file")
+        not_toml = repo.record(CONFIG_TARGET, "[api\nport = 1\n", "file")
+        repo.record(CONFIG_TARGET, "[api]\nport = 0\n", "file")
+    assert wrong_type is not None
+    assert not_toml is not None
+    before = _history(home)
+    for version, problem in (
+        (wrong_type, "bastion.toml [api] port: 'any' is not a whole number"),
+        (not_toml, "bastion.toml is not valid TOML: Expected ']'"),
+    ):
+        code, _out, err = _run(home, "config", "rollback", str(version.id))
+        assert code == 65, err
+        assert f"version {version.id} of bastion.toml is not valid any more: {problem}" in err
+        assert "bastion-config-check-" not in err
+        assert config_file.read_text() == "[api]\nport = 0\n"
+    assert _history(home) == before

@@ -68,6 +68,7 @@ async def follow_config_file(home: Home) -> None:
     from bastion._platform.filewatch import watch_files
     from bastion.config import CONFIG_FILE
     from bastion.config_history import sync_config
+    from bastion.errors import ConfigError
 
     watch = watch_files(home.config.home, [CONFIG_FILE])
     first = True  # the version the daemon started with: nothing to restart for
@@ -75,6 +76,16 @@ async def follow_config_file(home: Home) -> None:
         while True:
             try:
                 version = await asyncio.to_thread(sync_config, home, "file")
+            except ConfigError as err:
+                # Not recorded (it cannot be what runs); said now, not first at the next
+                # start, which would refuse it.
+                log.warning(
+                    "%s is not valid, so it is not recorded and the daemon keeps the values "
+                    "it started with; its next start would refuse it: %s %s",
+                    CONFIG_FILE,
+                    err.message,
+                    err.hint or "",
+                )
             except Exception:
                 log.exception("could not record %s in the configuration history", CONFIG_FILE)
             else:

@@ -1,0 +1,51 @@
+"""The daemon's follow of ``bastion.toml`` (``bastion.api.supervision.follow_config_file``):
+a file edited into something invalid while the daemon runs is said in its log, naming the
+home's file, not only refused at the next start."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from bastion.api.supervision import follow_config_file
+from bastion.app import Home
+from bastion.config import load_config
+from bastion.domains.confighistory import CONFIG_TARGET, ConfigHistoryRepo
+
+from ..helpers import await_until
+
+
+def test_an_invalid_edit_of_bastion_toml_is_logged_naming_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    home = Home.init(load_config(tmp_path / "home", env={}))
+    config_file = home.config.home / "bastion.toml"
+    config_file.write_text("[retention]\nlogs_days = 7\n")
+    history = ConfigHistoryRepo(home.db)
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    async def scenario() -> None:
+        follow = asyncio.get_running_loop().create_task(follow_config_file(home))
+        try:
+            await await_until(lambda: history.latest(CONFIG_TARGET), what="the first version")
+            config_file.write_text("[retention]\nlogs_days = 'seven'\n")
+            await await_until(warnings, timeout=30, what="the warning")
+        finally:
+            follow.cancel()
+            await asyncio.gather(follow, return_exceptions=True)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="bastion.daemon"):
+            asyncio.run(scenario())
+        (warning,) = warnings()
+        assert "bastion.toml is not valid, so it is not recorded" in warning
+        assert f"{config_file} [retention] logs_days: 'seven' is not a whole number" in warning
+        assert "bastion-config-check-" not in warning  # the temporary copy is never named
+        assert [v.action for v in history.query(target=CONFIG_TARGET).items] == ["created"]
+    finally:
+        home.close()
