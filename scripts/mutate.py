@@ -18,8 +18,8 @@ loaded cores; cosmic-ray rewrites the file and restarts the interpreter for ever
 needs a job database and a separate worker set-up for parallel runs.
 
 Each module runs in a throw-away workspace (``.mutate/<name>/``: a copy of ``src/``,
-``tests/``, ``conftest.py`` and ``pyproject.toml`` plus a generated ``setup.cfg``), so the
-checkout is never rewritten and two modules never share mutmut state.
+``tests/``, ``docs/``, ``conftest.py`` and ``pyproject.toml`` plus a generated
+``setup.cfg``), so the checkout is never rewritten and two modules never share mutmut state.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import dataclasses
 import difflib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -136,7 +137,7 @@ def _workspace(module: str, tests: list[str]) -> Path:
     if ws.exists():
         shutil.rmtree(ws)
     ws.mkdir(parents=True)
-    for name in ("src", "tests"):
+    for name in ("src", "tests", "docs"):  # docs: the tests that compare generated pages
         shutil.copytree(
             ROOT / name, ws / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
         )
@@ -148,6 +149,7 @@ def _workspace(module: str, tests: list[str]) -> Path:
         "source_paths = src/bastion\n"
         f"only_mutate = src/bastion/{module}\n"
         f"pytest_add_cli_args_test_selection =\n{selection}\n"
+        "also_copy =\n    docs\n"
         # mutmut adds -x itself (the first failing test kills the mutant); no cache dir; the
         # properties run the `mutate` hypothesis profile's smaller budget (tests/conftest.py).
         "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    --hypothesis-profile=mutate\n",
@@ -178,7 +180,11 @@ def _survivors(ws: Path, module: str, keys: list[str]) -> list[Survivor]:
     source = (ws / "mutants" / "src" / "bastion" / module).read_text(encoding="utf-8")
     lines = source.splitlines()
     bodies = {
-        node.name: lines[node.lineno : node.end_lineno]
+        # From the def line, its mutant's name taken out (a default value's mutant is there).
+        node.name: [
+            re.sub(r"__mutmut_(?:orig|\d+)\(", "(", lines[node.lineno - 1], count=1),
+            *lines[node.lineno : node.end_lineno],
+        ]
         for node in ast.walk(ast.parse(source))
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
     }
