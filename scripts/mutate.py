@@ -78,6 +78,7 @@ MODULES: dict[str, list[str]] = {
         "tests/test_shared_home.py",
         "tests/cli/test_home.py",
     ],
+    "supervisor/states.py": ["tests/supervisor/test_states.py"],
 }
 
 

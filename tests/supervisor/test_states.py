@@ -44,12 +44,21 @@ def test_every_state_can_get_back_to_stopped() -> None:
 
 
 def test_check_transition_refuses_an_edge_not_in_the_table() -> None:
+    """The refusal names the service, the edge and every state allowed from there, word for
+    word; its details carry the stored values. A caller naming no service gets ''."""
     check_transition(ServiceState.STOPPED, ServiceState.STARTING)
     with pytest.raises(InvalidTransition) as info:
-        check_transition(ServiceState.STOPPED, ServiceState.RUNNING, service="speech")
-    assert "STOPPED -> RUNNING" in info.value.message
-    assert "speech" in info.value.message
-    assert info.value.details["target"] == "running"
+        check_transition(ServiceState.BACKOFF, ServiceState.RUNNING, service="speech")
+    assert info.value.message == (
+        "service 'speech': BACKOFF -> RUNNING is not allowed (from BACKOFF: STARTING, STOPPED)"
+    )
+    assert info.value.details == {"service": "speech", "current": "backoff", "target": "running"}
+    with pytest.raises(InvalidTransition) as info:
+        check_transition(ServiceState.STOPPED, ServiceState.RUNNING)
+    assert info.value.message == (
+        "service '': STOPPED -> RUNNING is not allowed (from STOPPED: STARTING)"
+    )
+    assert info.value.details == {"service": "", "current": "stopped", "target": "running"}
 
 
 def test_open_is_not_a_dead_end_like_fatal() -> None:
