@@ -187,6 +187,25 @@ def test_keyboard_reaches_every_view(signed_in: Session) -> None:
         assert page.get_attribute(f'nav a[data-view="{view}"]', "aria-current") == "page"
 
 
+#: Each pair of neighbouring labels on one line of an axis that overlap: "picture: a over b".
+_AXIS_OVERLAPS = """() => {
+  const found = [];
+  for (const svg of document.querySelectorAll("svg")) {
+    const boxes = [...svg.querySelectorAll(".axis-text")]
+      .map((t) => [t.textContent, t.getBoundingClientRect()])
+      .filter(([, r]) => r.width > 0);
+    for (let i = 1; i < boxes.length; i += 1) {
+      const [a, ra] = boxes[i - 1];
+      const [b, rb] = boxes[i];
+      if (Math.abs(ra.top - rb.top) < 1 && ra.right > rb.left) {
+        found.push(`${svg.closest("[id]").id}: '${a}' over '${b}'`);
+      }
+    }
+  }
+  return found;
+}"""
+
+
 @pytest.mark.parametrize("viewport", sorted(VIEWPORTS))
 def test_screenshots_of_every_view(signed_in: Session, viewport: str) -> None:
     page = signed_in.page
@@ -200,6 +219,9 @@ def test_screenshots_of_every_view(signed_in: Session, viewport: str) -> None:
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0, f"{view} overflows by {overflow}px at {width}x{height}"
+        # Nor does a picture's axis run its labels into each other (on a phone the size
+        # chart's "24 h ago" covered "18 h ago").
+        assert page.evaluate(_AXIS_OVERLAPS) == [], f"{view} at {width}x{height}"
         path = SCREENSHOTS / f"{view}-{width}x{height}.png"
         page.screenshot(path=str(path), full_page=True)
         assert path.stat().st_size > 5_000

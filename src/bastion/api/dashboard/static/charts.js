@@ -29,13 +29,36 @@ function widthOf(svg, fallback) {
 // its backoff, a half-open trial, an operator's restart), not its first start from STOPPED.
 export const isRestart = (e) => (e.to === "starting" || e.to === "half_open") && Boolean(e.from) && e.from !== "stopped";
 
+// How wide a label of the axes is drawn (11px, the page's font: .axis-text in app.css),
+// measured on a canvas: it works for a picture drawn while its view is hidden.
+let measure = null;
+function textWidth(text) {
+  if (!measure) {
+    measure = document.createElement("canvas").getContext("2d");
+    measure.font = `11px ${getComputedStyle(document.body).fontFamily}`;
+  }
+  return measure.measureText(text).width;
+}
+
+// A time axis from `span` ago (x0) to now (x1), with `ticks` steps, or fewer where the labels
+// would overlap: on a phone the size chart's "24 h ago" ran into "18 h ago".
 function timeAxis(svg, { x0, x1, y, span, endLabel = "now", ticks = 4, suffix = " ago" }) {
+  const GAP = 6;  // px between two labels
+  const labels = (n) => Array.from({ length: n + 1 }, (_, i) => {
+    const x = x0 + ((x1 - x0) * i) / n;
+    const anchor = i === 0 ? "start" : i === n ? "end" : "middle";
+    const text = i === n ? endLabel : `${age(span * (1 - i / n))}${suffix}`;
+    const w = textWidth(text);
+    const left = anchor === "start" ? x : anchor === "end" ? x - w : x - w / 2;
+    return { x, anchor, text, left, right: left + w };
+  });
+  let shown = labels(ticks);
+  for (let n = ticks - 1; n >= 1 && shown.some((l, i) => i > 0 && shown[i - 1].right + GAP > l.left); n -= 1) {
+    shown = labels(n);
+  }
   svg.append(svgEl("line", { x1: x0, x2: x1, y1: y, y2: y, class: "axis-line" }));
-  for (let i = 0; i <= ticks; i += 1) {
-    const x = x0 + ((x1 - x0) * i) / ticks;
+  for (const { x, anchor, text } of shown) {
     svg.append(svgEl("line", { x1: x, x2: x, y1: y, y2: y + 4, class: "axis-line" }));
-    const anchor = i === 0 ? "start" : i === ticks ? "end" : "middle";
-    const text = i === ticks ? endLabel : `${age(span * (1 - i / ticks))}${suffix}`;
     svg.append(svgEl("text", { x, y: y + 15, "text-anchor": anchor, class: "axis-text" }, text));
   }
 }
