@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from pathlib import Path
@@ -87,6 +88,66 @@ def test_websocket_probe_against_a_real_server_names_each_failure() -> None:
     assert "404" in r["http"].detail
     assert not r["refused"].ok
     assert r["refused"].detail.startswith("websocket ws://127.0.0.1:")
+
+
+def test_websocket_probe_names_the_protocol_violation_of_a_server_that_then_goes_mute() -> None:
+    # A server that completes the handshake, then sends what the probe must refuse and
+    # never answers the close the probe sends for it: the probe waits out its time for the
+    # close, and "timed out" would hide what the server did.
+    import base64
+    import hashlib
+
+    guid = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+    frames = {
+        "/huge": b"\x81\x7f" + (10_000_000).to_bytes(8, "big") + b"a" * 1000,
+        "/not-utf8": b"\x81\x02\xff\xfe",
+        "/bad-opcode": b"\x83\x02ab",
+    }
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await reader.readuntil(b"\r\n\r\n")
+            path = request.split(b" ")[1].decode()
+            key = next(
+                line.split(b":", 1)[1].strip()
+                for line in request.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key:")
+            )
+            accept = base64.b64encode(hashlib.sha1(key + guid).digest())  # RFC 6455's accept key
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            )
+            writer.write(frames[path])
+            await writer.drain()
+            await reader.read()  # mute until the probe leaves
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def scenario() -> dict[str, ProbeResult]:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return {
+                path: await _websocket(
+                    ws(f"ws://127.0.0.1:{port}{path}", expect="pong", timeout_s=0.5)
+                )
+                for path in frames
+            }
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    r = asyncio.run(scenario())
+    assert not any(result.ok for result in r.values())
+    assert "frame with 10000000 bytes exceeds limit of 65536 bytes" in r["/huge"].detail
+    assert "1007 (invalid frame payload data)" in r["/not-utf8"].detail
+    assert "invalid opcode" in r["/bad-opcode"].detail
+    for result in r.values():
+        assert "the server broke the WebSocket protocol" in result.detail
+        assert "no answer to the close in 0.5s" in result.detail
 
 
 def test_websocket_probe_drives_a_supervised_service_and_the_timeline(

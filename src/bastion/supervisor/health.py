@@ -252,6 +252,7 @@ async def _websocket(spec: ProbeSpec) -> ProbeResult:
     from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
     where = f"websocket {spec.url}"
+    opened: list[Any] = []  # the connection, for what it saw when the time runs out
 
     async def exchange() -> ProbeResult:
         async with connect(
@@ -264,6 +265,7 @@ async def _websocket(spec: ProbeSpec) -> ProbeResult:
             user_agent_header="bastion-probe",
             proxy=None,
         ) as ws:
+            opened.append(ws)
             if spec.send:
                 await ws.send(spec.send)
             if spec.expect:
@@ -279,6 +281,14 @@ async def _websocket(spec: ProbeSpec) -> ProbeResult:
     try:
         return await within(exchange(), spec.timeout_s)
     except TimeoutError:
+        broken = _ws_violation(opened[0]) if opened else None
+        if broken is not None:
+            # The client closes on a frame it refuses and waits for the server's close; a
+            # server that broke the protocol seldom answers it, and "timed out" would hide
+            # what it did.
+            return ProbeResult(
+                False, f"{where}: {broken} (and no answer to the close in {spec.timeout_s:g}s)"
+            )
         return ProbeResult(False, f"{where}: timed out after {spec.timeout_s:g}s")
     except InvalidURI as err:
         return ProbeResult(False, f"{where}: {err}")
@@ -288,6 +298,21 @@ async def _websocket(spec: ProbeSpec) -> ProbeResult:
         return ProbeResult(False, f"{where}: closed before answering ({err})")
     except OSError as err:
         return ProbeResult(False, f"{where}: {err.strerror or err}")
+
+
+def _ws_violation(ws: Any) -> str | None:
+    """What the server did that made the probe close the connection (a frame over
+    :data:`WS_MAX_BYTES`, text that is not UTF-8, a bad frame), or None."""
+    protocol = getattr(ws, "protocol", None)
+    failed = getattr(protocol, "parser_exc", None)
+    sent = getattr(protocol, "close_sent", None)
+    # Protocol error, unsupported data, invalid payload (not UTF-8), message too big: the
+    # codes the client closes with for what it received (1011 is its own way out when the
+    # time is up, 1000 a normal close).
+    if failed is None and (sent is None or sent.code not in (1002, 1003, 1007, 1009)):
+        return None
+    what = str(failed) if failed is not None else f"the probe closed it with {sent}"
+    return f"the server broke the WebSocket protocol: {what}"
 
 
 async def _grpc(spec: ProbeSpec) -> ProbeResult:
