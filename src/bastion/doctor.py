@@ -310,6 +310,23 @@ def _vault_report(cfg: Config) -> dict[str, Any]:
     return out
 
 
+def _vault_problem(vault: dict[str, Any]) -> str | None:
+    """What is wrong with the vault's backend, with its fix, or None when it answers. The
+    report's own lines only said "does not answer"; the reason and the hint are the vault's
+    error (``Vault.backend_info``)."""
+    state = str(vault.get("state") or "")
+    if state.startswith("unavailable"):
+        return f"vault: {state}"
+    active = vault.get("active") or {}
+    if not active or active.get("available"):
+        return None
+    error = active.get("error") or {}
+    said = f"vault: the {active.get('backend')} backend does not answer: {error.get('message')}"
+    if not vault.get("secrets_indexed"):
+        said += "; no secret is stored yet, and none can be until it does"
+    return said + (f". {error['hint']}" if error.get("hint") else "")
+
+
 def _plaintext_backups(cfg: Config) -> list[dict[str, Any]]:
     """The copies imports kept that are still on disk (from vault.db alone: no backend)."""
     if not cfg.vault_db_path.exists():
@@ -416,6 +433,12 @@ def run_doctor(cfg: Config, *, full_check: bool = True) -> dict[str, Any]:
                 "a daemon or Home.start_maintenance() runs"
             )
     report["vault"] = _vault_report(cfg)
+    said = _vault_problem(report["vault"])
+    if said is not None:
+        # Secrets on record that cannot be read stop the services that use them; with none
+        # stored yet, nothing fails until the first one is set (the default backend on a
+        # machine with no keychain): said, not counted.
+        (problems if report["vault"].get("secrets_indexed") else warnings).append(said)
     report["plaintext_backups"] = _plaintext_backups(cfg)
     for copy in report["plaintext_backups"]:
         problems.append(

@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 
 from bastion.cli import cli
 from bastion.config import Config
+from bastion.vault import Vault
 
 from .conftest import FAST_KDF, make_home, new_env_key
 
@@ -263,6 +264,54 @@ def test_list_works_without_a_keychain(tmp_path: Path) -> None:
     assert status["count"] == 0
     assert status["backend_info"]["available"] is False
     assert status["backend_info"]["error"]["code"] in {"keychain_unavailable", "keychain_locked"}
+
+
+def _doctor_without_a_keychain(home: Path) -> subprocess.CompletedProcess[str]:
+    """``bastion doctor`` in a process whose D-Bus session bus does not exist (a fresh
+    process: the keyring backend is chosen anew)."""
+    env = {
+        **os.environ,
+        "BASTION_HOME": str(home),
+        "DBUS_SESSION_BUS_ADDRESS": "unix:path=/nonexistent",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "bastion", "doctor", "--quick", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_doctor_says_why_the_keychain_does_not_answer_and_how_to_fix_it(tmp_path: Path) -> None:
+    """With no secret stored, a keychain that does not answer is a warning with the vault's
+    reason and fix (the report said only "does not answer", under "problems: 0")."""
+    home = tmp_path / "home"
+    Vault.open(make_home(home)).close()  # vault.db: the index the report reads
+    report = json.loads(_doctor_without_a_keychain(home).stdout)
+    assert not [p for p in report["problems"] if "backend" in p]
+    (said,) = [w for w in report["warnings"] if w.startswith("vault:")]
+    assert "keychain backend does not answer" in said
+    assert "no secret is stored yet" in said
+    assert 'vault.backend = "encrypted-file"' in said  # the hint: how to fix it
+
+
+@pytest.mark.keychain
+def test_doctor_counts_a_keychain_that_does_not_answer_when_secrets_are_stored(
+    keychain_vault: Vault,
+) -> None:
+    """Secrets on record that cannot be read stop the services using them: a problem (exit
+    1), with the reason and the fix; the value is never in the report."""
+    keychain_vault.set("OPENAI_API_KEY", "sk-doctor-" + "q" * 20)
+    done = _doctor_without_a_keychain(keychain_vault.config.home)
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    (said,) = [p for p in report["problems"] if "backend" in p]
+    assert not [w for w in report["warnings"] if w.startswith("vault:")]
+    assert "keychain backend does not answer" in said
+    assert "DBUS_SESSION_BUS_ADDRESS" in said
+    assert "sk-doctor-" not in done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("args", [("set", "LATIN"), ("audit", "hash")])
