@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from bastion.store import Database
 from bastion.supervisor import Supervisor
 from bastion.supervisor.process import ParentDeath
 from bastion.supervisor.states import ServiceState as S
-from tests.helpers import gone, wait_until
+from tests.helpers import await_until, gone, wait_until
 from tests.supervisor.conftest import KIDS, kid, parametrize_parent_death, run
 
 pytestmark = pytest.mark.posix
@@ -372,3 +374,46 @@ def test_what_a_crashed_child_leaves_in_its_group_is_ended(
     wait_until(lambda: gone(worker), timeout=10, what="worker ended")
     reasons = [e["reason"] for e in transitions(db, "leaver")]
     assert "exited with status 5" in reasons
+
+
+@pytest.mark.slow
+def test_line_counters_never_go_back_while_services_crash_loop(db: Database) -> None:
+    # GET /metrics reads views() on a worker thread while runs end on the event loop. A
+    # finished run's line counts move into the service's tally as the run is cleared; a
+    # scrape between the two steps counted them twice, and the next scrape fewer: a counter
+    # going backwards, which Prometheus reads as a reset.
+    loop_fast = {"max_restarts": 10_000, "window_s": 0.01, "backoff_initial_s": 0.0}
+    specs = [kid(f"looper{i}", "crash", restart=loop_fast) for i in range(4)]
+    backwards: list[tuple[str, str, int, int]] = []
+
+    def scrape(sup: Supervisor, stop: threading.Event) -> None:
+        last: dict[tuple[str, str], int] = {}
+        while not stop.is_set():
+            for view in sup.views():
+                for kind in ("lines_read", "lines_stored", "lines_dropped"):
+                    now, before = getattr(view, kind), last.get((view.name, kind), 0)
+                    if now < before:
+                        backwards.append((view.name, kind, before, now))
+                    last[view.name, kind] = now
+
+    async def scenario() -> None:
+        sup = Supervisor(db, specs, config=SupervisorConfig(log_batch_ms=10))
+        await sup.open()
+        stop = threading.Event()
+        scraper = threading.Thread(target=scrape, args=(sup, stop))
+        scraper.start()
+        try:
+            for spec in specs:
+                await sup.start(spec.name)
+            await await_until(
+                lambda: all(v.tally.restarts >= 25 for v in sup.views()),
+                timeout=240,
+                what="25 restarts of each service",
+            )
+        finally:
+            stop.set()
+            await asyncio.to_thread(scraper.join)
+            await sup.close()
+
+    run(scenario, timeout=300)
+    assert backwards == []

@@ -459,11 +459,13 @@ class ServiceRunner:
             # The group is gone; a pipe still open after CAPTURE_DRAIN_S is held by something
             # outside it, so stop reading then, but store everything read so far.
             await run.capture.close(eof_timeout=CAPTURE_DRAIN_S)
-            tally = svc.tally
-            tally.lines_read += run.capture.read
-            tally.lines_stored += run.capture.stored
-            tally.lines_dropped += run.capture.dropped
-        svc.run = None
+        with svc.counts_lock:  # one step for a scrape: the run's lines in tally, or in run
+            if run.capture is not None:
+                tally = svc.tally
+                tally.lines_read += run.capture.read
+                tally.lines_stored += run.capture.stored
+                tally.lines_dropped += run.capture.dropped
+            svc.run = None
         row_id = await asyncio.shield(run.process_id)
         await asyncio.to_thread(self._journal.record_end, row_id, code)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
 from typing import Any
 
@@ -79,6 +80,10 @@ class _Service:
     #: What GET /metrics reads (transitions, probe latencies, log lines).
     tally: ServiceTally = dataclasses.field(default_factory=ServiceTally)
     run: _Run | None = None
+    #: Held while a finished run's line counts move into ``tally`` and ``run`` is cleared,
+    #: and while a scrape (a worker thread) reads both: between the two steps a scrape
+    #: counted the run's lines twice, and the next one less (a counter going backwards).
+    counts_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     task: asyncio.Task[None] | None = None
     stop_requested: bool = False
     start_now: bool = False

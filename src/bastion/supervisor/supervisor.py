@@ -367,18 +367,18 @@ class Supervisor(ServiceRunner, SecretFollower):
         out = []
         # A scrape runs on a worker thread: iterate over a copy the event loop cannot grow.
         for name, svc in list(self._services.items()):
-            tally, run = svc.tally, svc.run
-            capture = run.capture if run is not None else None
-            live = (capture.read, capture.stored, capture.dropped) if capture else (0, 0, 0)
-            out.append(
-                ServiceView(
-                    name,
-                    svc.state.value,
-                    run.child.pid if run is not None else None,
-                    tally,
+            with svc.counts_lock:  # not between a finished run's two steps (_finish_run)
+                tally, run = svc.tally, svc.run
+                capture = run.capture if run is not None else None
+                live = (capture.read, capture.stored, capture.dropped) if capture else (0, 0, 0)
+                lines = (
                     tally.lines_read + live[0],
                     tally.lines_stored + live[1],
                     tally.lines_dropped + live[2],
+                )
+            out.append(
+                ServiceView(
+                    name, svc.state.value, run.child.pid if run is not None else None, tally, *lines
                 )
             )
         return out
