@@ -28,7 +28,7 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bastion._fs import atomic_write
+from bastion._fs import atomic_write, fsync_dir
 from bastion.config import CONFIG_FILE, load_config
 from bastion.errors import BastionError, ConfigError, ConfigVersionNotFound, RollbackRefused
 
@@ -257,13 +257,22 @@ def rollback(home: Home, version_id: int, *, author: str = "cli") -> Rollback:
 
     def unit(tx: Any) -> ConfigVersion | None:
         # Recorded in the same transaction as the write: if the file cannot be written, the
-        # version is rolled back with the transaction and the history stays true.
+        # version is rolled back with the transaction and the history stays true. If the
+        # transaction fails after the file was written (its COMMIT on a full disk), the
+        # file is put back as it was: the command says it failed, so it changed nothing.
         recorded = _repo(home).record_tx(tx, version.target, text, author, rollback_of=version.id)
-        if text is None:
-            path.unlink(missing_ok=True)
-        else:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            atomic_write(path, text)
+        before = _Before.keep(path)
+        try:
+            if text is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                atomic_write(path, text)
+        except BaseException:
+            before.drop()  # the file is as it was
+            raise
+        tx.on_rollback(before.put_back)
+        tx.on_commit(before.drop)
         return recorded
 
     try:
@@ -276,6 +285,53 @@ def rollback(home: Home, version_id: int, *, author: str = "cli") -> Rollback:
         ) from err
     applied, report = _apply(home, service)
     return Rollback(version, recorded, str(path), applied, report)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Before:
+    """A file as it was before a rollback replaced it, to put back if the rollback's
+    transaction fails after the write (see :func:`rollback`).
+
+    Kept as a hard link (a hidden name next to it, which no reader of specs or of
+    bastion.toml looks at): putting it back is a rename, which needs no free block, so it
+    works on the full disk that made the COMMIT fail. Where links are refused, the bytes
+    are kept instead (written back: that needs room)."""
+
+    path: Path
+    aside: Path | None = None  # the hard link to the old file
+    data: bytes | None = None  # or its bytes
+    mode: int = 0o600
+
+    @classmethod
+    def keep(cls, path: Path) -> _Before:
+        aside = path.with_name(f".{path.name}.before-rollback")
+        aside.unlink(missing_ok=True)  # left by a rollback killed at this point
+        try:
+            os.link(path, aside)
+        except FileNotFoundError:
+            return cls(path)  # no file: putting back is removing the new one
+        except OSError:
+            if not path.is_file():
+                return cls(path)  # a folder in its place: the write fails, nothing to keep
+            with open(path, "rb") as handle:
+                data, info = handle.read(), os.fstat(handle.fileno())
+            return cls(path, data=data, mode=info.st_mode & 0o7777)
+        return cls(path, aside=aside)
+
+    def put_back(self) -> None:
+        """The file as it was (destructive: replaces or removes what the rollback wrote)."""
+        if self.aside is not None:
+            os.replace(self.aside, self.path)
+            fsync_dir(self.path.parent)
+        elif self.data is not None:
+            atomic_write(self.path, self.data, mode=self.mode)
+        else:
+            self.path.unlink(missing_ok=True)
+
+    def drop(self) -> None:
+        """Forget the old file (the rollback's write was committed, or never happened)."""
+        if self.aside is not None:
+            self.aside.unlink(missing_ok=True)
 
 
 def _still_valid(version: ConfigVersion, check: Any) -> None:
