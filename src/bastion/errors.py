@@ -74,6 +74,7 @@ action can make the same call succeed).
     ├── SupervisorError
     │   ├── ServiceSpecError
     │   ├── ServiceNotFound
+    │   ├── ServiceFileUnwritable
     │   ├── InvalidTransition
     │   ├── SupervisorBusy
     │   └── SpawnFailed
@@ -143,6 +144,7 @@ __all__ = [
     "SecretNotFound",
     "SecretTooShort",
     "SecretTooLarge",
+    "ServiceFileUnwritable",
     "ServiceNotFound",
     "ServerNotInstalled",
     "ServiceSpecError",
@@ -822,6 +824,19 @@ class ServiceNotFound(SupervisorError):
     http_status = 404
 
 
+class ServiceFileUnwritable(SupervisorError):
+    """A service file could not be written or removed in ``<home>/services/`` (read-only
+    storage, a full disk, a folder's mode): nothing was changed."""
+
+    code = "service_file_unwritable"
+    default_hint = (
+        "Make the services folder writable by the user the daemon runs as, on storage with "
+        "free space, then retry; nothing was changed."
+    )
+    default_recoverable = True
+    http_status = 503
+
+
 class InvalidTransition(SupervisorError):
     """The service's state does not allow the action."""
 
@@ -969,6 +984,7 @@ EXIT_CODES: dict[type[BastionError], int] = {
     NotFound: 66,
     SecretNotFound: 66,
     ServiceNotFound: 66,
+    ServiceFileUnwritable: 71,
     # Held by a live process: another try succeeds once it stops (EX_TEMPFAIL).
     SupervisorBusy: 75,
     ArchiverBusy: 75,

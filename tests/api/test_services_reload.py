@@ -286,3 +286,42 @@ def test_put_refuses_text_no_spec_can_hold_naming_the_key(
     assert f"{key}: " in r.json()["message"]
     assert not (opened.config.services_dir / "odd.toml").exists()
     assert supervised.get("/v1/services/odd").status_code == 404
+
+
+@pytest.mark.root
+def test_put_and_delete_on_a_services_folder_the_disk_refuses_name_the_cause(
+    opened: Home, token: str
+) -> None:
+    # The folder on a tmpfs of its own: read-only, then full. Each refusal is the API's
+    # {code, message, hint} naming the file and the cause, not a 500 "internal error", and
+    # changes nothing: no file, no version in the history, the running services as they were.
+    from bastion.domains.confighistory import ConfigHistoryRepo
+    from tests.fsfaults import mounted_tmpfs, needs_root
+
+    needs_root()
+    services = opened.config.services_dir
+    with mounted_tmpfs(services, "1m") as mount:
+        app = create_app(opened, port=PORT, token=token, dashboard=False, supervise=True)
+        with authorized(app, token) as c:
+            spec = {"argv": SLEEPER, "autostart": False}
+            assert c.put("/v1/services/kept", json=spec).status_code == 201
+            history = ConfigHistoryRepo(opened.db).query(limit=100).items
+            mount.remount("ro")
+            refused = [
+                ("write", "is on read-only storage", c.put("/v1/services/new", json=spec)),
+                ("remove", "is on read-only storage", c.delete("/v1/services/kept")),
+            ]
+            mount.remount("rw")
+            mount.fill()
+            refused.append(("write", "is full", c.put("/v1/services/new", json=spec)))
+            mount.unfill()
+            for verb, cause, answer in refused:
+                body = answer.json()
+                assert answer.status_code == 503, body
+                assert body["code"] == "service_file_unwritable"
+                assert body["message"].startswith(f"cannot {verb} {services}/")
+                assert cause in body["message"]
+                assert "nothing was changed" in body["hint"]
+            assert sorted(p.name for p in services.iterdir()) == ["kept.toml"]
+            assert _names(c) == ["kept"]
+            assert ConfigHistoryRepo(opened.db).query(limit=100).items == history

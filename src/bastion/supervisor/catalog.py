@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from bastion._fs import atomic_write
-from bastion.errors import ServiceNotFound, ServiceSpecError
+from bastion.errors import ServiceFileUnwritable, ServiceNotFound, ServiceSpecError
 from bastion.supervisor.spec import NAME_RE, ServiceSpec, parse_spec, read_spec, spec_files
 from bastion.supervisor.supervisor import Supervisor
 
@@ -152,6 +152,21 @@ def _unwritable(value: Any, key: str = "") -> tuple[str, str] | None:
             if found:
                 return found
     return None
+
+
+def _file_error(verb: str, path: Path, err: OSError) -> ServiceFileUnwritable:
+    """The API's write or removal of a spec file refused by the disk, named (it was an
+    untranslated OSError: a 500 "internal error" for a read-only or full disk)."""
+    import errno
+
+    cause = {
+        errno.EROFS: f"{path.parent} is on read-only storage",
+        errno.ENOSPC: f"the disk holding {path.parent} is full",
+        errno.EDQUOT: f"the disk quota for {path.parent} is used up",
+        errno.EACCES: f"this process may not change {path.parent} (mode or owner)",
+        errno.EPERM: f"this process may not change {path.parent} (mode or owner)",
+    }.get(err.errno or 0, err.strerror or str(err))
+    return ServiceFileUnwritable(f"cannot {verb} {path}: {cause}", path=str(path))
 
 
 def spec_to_toml(name: str, data: Mapping[str, Any]) -> str:
@@ -350,8 +365,11 @@ class ServiceCatalog:
             return created, await self._reload(author="api")
 
     def _write(self, path: Path, text: str) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(path, text)
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            atomic_write(path, text)
+        except OSError as err:
+            raise _file_error("write", path, err) from err
 
     async def delete(self, name: str) -> ReloadReport:
         """Remove ``<name>.toml`` and reload (the service is stopped and forgotten)."""
@@ -367,6 +385,8 @@ class ServiceCatalog:
                     hint="List services with `bastion services list`.",
                     service=name,
                 ) from None
+            except OSError as err:
+                raise _file_error("remove", path, err) from err
             return await self._reload(author="api")
 
     # --- watching ------------------------------------------------------------------------------
