@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ def test_error_bodies_become_the_errors_they_name() -> None:
     assert unknown.details["status"] == 418
 
 
-def test_no_handshake_or_a_dead_pid_means_no_daemon(tmp_path: Path) -> None:
+def test_no_handshake_a_dead_pid_or_a_pid_not_on_its_port_means_no_daemon(tmp_path: Path) -> None:
     cfg = load_config(tmp_path / "home", env={})
     assert DaemonClient.for_home(cfg) is None
     ensure_token(cfg.run_dir)
@@ -45,9 +46,19 @@ def test_no_handshake_or_a_dead_pid_means_no_daemon(tmp_path: Path) -> None:
     dead = int(proc.stdout)
     write_handshake(cfg.run_dir, Handshake(pid=dead, port=9, started_at="t", version="0"))
     assert DaemonClient.for_home(cfg) is None
+    # Alive but not listening on the port named: a killed daemon's pid, now another program.
     write_handshake(cfg.run_dir, Handshake(pid=os.getpid(), port=9, started_at="t", version="0"))
-    client = DaemonClient.for_home(cfg, timeout=5)
+    assert DaemonClient.for_home(cfg) is None
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        write_handshake(
+            cfg.run_dir, Handshake(pid=os.getpid(), port=port, started_at="t", version="0")
+        )
+        client = DaemonClient.for_home(cfg, timeout=5)
     assert client is not None
+    assert client.port == port
     assert "token" not in repr(client).lower()
     assert client._token not in repr(client)
 

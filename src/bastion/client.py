@@ -26,9 +26,8 @@ from bastion.runfiles import (
     TOKEN_NAME,
     TOKEN_SCOPE,
     Handshake,
-    pid_alive,
-    read_handshake,
     read_token,
+    running_daemon,
 )
 
 __all__ = ["DaemonClient", "EventStream", "SseEvent", "error_from_body"]
@@ -74,9 +73,11 @@ class DaemonClient:
 
     @classmethod
     def for_home(cls, cfg: Config, *, timeout: float = 30.0) -> DaemonClient | None:
-        """A client for the daemon running for ``cfg.home``, or None when there is none."""
-        handshake = read_handshake(cfg.run_dir)
-        if handshake is None or not pid_alive(handshake.pid):
+        """A client for the daemon running for ``cfg.home``, or None when there is none (no
+        handshake, or one whose process is gone or does not listen on its port: the token is
+        never sent to whatever now holds a dead daemon's port)."""
+        handshake = running_daemon(cfg.run_dir)
+        if handshake is None:
             return None
         return cls.from_handshake(handshake, _token_for(cfg), timeout)
 

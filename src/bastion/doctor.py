@@ -345,7 +345,7 @@ def _plaintext_backups(cfg: Config) -> list[dict[str, Any]]:
 
 
 def _services_report(cfg: Config) -> dict[str, Any]:
-    from bastion.runfiles import pid_alive, read_handshake
+    from bastion.runfiles import read_handshake, running_daemon
 
     specs = (
         sorted(p.stem for p in cfg.services_dir.glob("*.toml")) if cfg.services_dir.is_dir() else []
@@ -354,7 +354,9 @@ def _services_report(cfg: Config) -> dict[str, Any]:
     daemon: dict[str, Any] = {"running": False}
     if handshake is not None:
         daemon = {
-            "running": pid_alive(handshake.pid),
+            # Its process alive and listening on its port: a file a killed daemon left,
+            # naming a pid now another program's, is not a running daemon.
+            "running": running_daemon(cfg.run_dir) == handshake,
             "pid": handshake.pid,
             "port": handshake.port,
             "started_at": handshake.started_at,

@@ -38,11 +38,13 @@ __all__ = [
     "DaemonLock",
     "Handshake",
     "ensure_token",
+    "listens_on",
     "new_token",
     "pid_alive",
     "read_handshake",
     "read_token",
     "remove_handshake",
+    "running_daemon",
     "write_handshake",
 ]
 
@@ -174,6 +176,33 @@ def read_handshake(run_dir: Path) -> Handshake | None:
         return Handshake.from_dict(data)
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def running_daemon(run_dir: Path) -> Handshake | None:
+    """The handshake of the daemon running for this home, or None when none runs.
+
+    The file alone proves nothing: a daemon killed with SIGKILL (or a power cut) leaves it
+    behind, its pid may now be another program and its port another program's server. The
+    CLI sends the API token to that port, so a handshake counts only while the process it
+    names listens on the port it names (a leftover file pointed the token at whatever took
+    the port). Read-only: a stale file is left for the next daemon to replace."""
+    handshake = read_handshake(run_dir)
+    if handshake is None or not pid_alive(handshake.pid):
+        return None
+    return handshake if listens_on(handshake.pid, handshake.port) else None
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a listening TCP socket on ``port`` (psutil: the same
+    question on every platform). False when it does not, or when the system will not say (a
+    process of another user: this home's daemon runs as this user)."""
+    import psutil  # ~40 ms: imported only once a handshake names a live process
+
+    try:
+        sockets = psutil.Process(pid).net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return False
+    return any(s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == port for s in sockets)
 
 
 def write_handshake(run_dir: Path, handshake: Handshake) -> None:

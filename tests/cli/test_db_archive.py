@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -118,16 +119,23 @@ def test_restore_at_refusals_change_nothing(tmp_path: Path) -> None:
     code, _, err = _run(home, "db", "restore", "x.db", "--at", "-1m")
     assert code == 2
     cfg = load_config(home, env={})
-    write_handshake(
-        cfg.run_dir,
-        Handshake(
-            pid=os.getpid(), port=1, started_at=dt.datetime.now(dt.UTC).isoformat(), version="t"
-        ),
-    )
-    code, _, err = _run(home, "db", "restore", "--at", "-0s", "--yes")
-    assert code != 0
-    assert "--stop-daemon" in err
-    (cfg.run_dir / "daemon.json").unlink()
+    # A daemon's handshake: this process, listening on the port it names.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        write_handshake(
+            cfg.run_dir,
+            Handshake(
+                pid=os.getpid(),
+                port=listener.getsockname()[1],
+                started_at=dt.datetime.now(dt.UTC).isoformat(),
+                version="t",
+            ),
+        )
+        code, _, err = _run(home, "db", "restore", "--at", "-0s", "--yes")
+        assert code != 0
+        assert "--stop-daemon" in err
+        (cfg.run_dir / "daemon.json").unlink()
     assert (home / "bastion.db").read_bytes() == before
     assert not (home / "quarantine").exists() or not any((home / "quarantine").iterdir())
 

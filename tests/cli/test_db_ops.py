@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -93,17 +94,24 @@ def test_restore_refuses_while_a_daemon_or_another_process_holds_the_db(
     home = _home(tmp_path, store_env=store_env)
     made = _json(home, "db", "backup")
     cfg = load_config(home, env=store_env)
-    write_handshake(
-        cfg.run_dir,
-        Handshake(
-            pid=os.getpid(), port=1, started_at=dt.datetime.now(dt.UTC).isoformat(), version="t"
-        ),
-    )
-    code, _, err = _run(home, "db", "restore", made["path"], "--yes")
-    assert code != 0
-    assert f"daemon (pid {os.getpid()})" in err
-    assert "--stop-daemon" in err
-    (cfg.run_dir / "daemon.json").unlink()
+    # A daemon's handshake: this process, listening on the port it names.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        write_handshake(
+            cfg.run_dir,
+            Handshake(
+                pid=os.getpid(),
+                port=listener.getsockname()[1],
+                started_at=dt.datetime.now(dt.UTC).isoformat(),
+                version="t",
+            ),
+        )
+        code, _, err = _run(home, "db", "restore", made["path"], "--yes")
+        assert code != 0
+        assert f"daemon (pid {os.getpid()})" in err
+        assert "--stop-daemon" in err
+        (cfg.run_dir / "daemon.json").unlink()
 
     holder = subprocess.Popen(
         [

@@ -107,7 +107,7 @@ def restore_at(
         _stop_daemon,
     )
     from bastion.errors import RestoreRefused
-    from bastion.runfiles import pid_alive, read_handshake
+    from bastion.runfiles import running_daemon
     from bastion.store import Database
     from bastion.store.archive import parse_instant, plan_restore
     from bastion.store.archive import restore_at as do_restore
@@ -121,9 +121,9 @@ def restore_at(
         raise click.BadParameter(str(err), param_hint="--at") from None
     target = _db_path(cfg, db_name)
     plan_restore(cfg.archive_dir, db_name, at)  # refuse early: nothing is stopped for nothing
-    handshake = read_handshake(cfg.run_dir)
+    handshake = running_daemon(cfg.run_dir)
     stopped = None
-    if handshake is not None and pid_alive(handshake.pid):
+    if handshake is not None:
         if not stop_daemon:
             raise RestoreRefused(
                 f"the daemon (pid {handshake.pid}) has {target.name} open",

@@ -222,10 +222,10 @@ def _render(d: dict[str, Any]) -> str:
 def _stop_or_refuse(cfg: Config, stop_daemon: bool) -> int | None:
     from bastion.cli.db_ops import _stop_daemon
     from bastion.errors import RestoreRefused
-    from bastion.runfiles import pid_alive, read_handshake
+    from bastion.runfiles import running_daemon
 
-    handshake = read_handshake(cfg.run_dir)
-    if handshake is None or not pid_alive(handshake.pid):
+    handshake = running_daemon(cfg.run_dir)
+    if handshake is None:
         return None
     if not stop_daemon:
         raise RestoreRefused(

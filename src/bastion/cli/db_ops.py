@@ -473,7 +473,7 @@ def restore(
         return
     assert backup_name is not None
     from bastion.errors import RestoreRefused
-    from bastion.runfiles import pid_alive, read_handshake
+    from bastion.runfiles import running_daemon
     from bastion.store import Database
     from bastion.store.backup import restore_backup, verify_backup
     from bastion.store.stats import check_database
@@ -495,9 +495,9 @@ def restore(
         )
     # The daemon holds the home's databases; an application's database is checked below,
     # like any file another process may have open.
-    handshake = read_handshake(cfg.run_dir) if where.in_home else None
+    handshake = running_daemon(cfg.run_dir) if where.in_home else None
     stopped = None
-    if handshake is not None and pid_alive(handshake.pid):
+    if handshake is not None:
         if not stop_daemon:
             raise RestoreRefused(
                 f"the daemon (pid {handshake.pid}) has {target.name} open",
