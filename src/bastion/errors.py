@@ -16,6 +16,7 @@ action can make the same call succeed).
     ├── InvalidName
     ├── InvalidValue
     ├── UsageError
+    ├── OutputUnwritable
     ├── StoreError
     │   ├── StoreOpenError
     │   │   ├── NotADatabase
@@ -133,6 +134,7 @@ __all__ = [
     "MigrationUnknown",
     "NotADatabase",
     "NotFound",
+    "OutputUnwritable",
     "PayloadTooLarge",
     "PlaintextCredential",
     "PointInTimeUnavailable",
@@ -271,6 +273,20 @@ class UsageError(BastionError):
     code = "usage_error"
     default_hint = "Run the command with --help for its arguments and options."
     http_status = 400
+
+
+class OutputUnwritable(BastionError):
+    """A command's output could not be written: its standard output is closed, or the system
+    refused the write (a full disk, an I/O error). The command's work itself is kept; only
+    what it printed is lost. Raised at the CLI's edge (``bastion.cli._stdio``)."""
+
+    code = "output_unwritable"
+    default_hint = (
+        "Send the output somewhere that takes it: a file on a disk with free space, a pipe, or "
+        "/dev/null to discard it. Only the output was lost: what the command changed is kept."
+    )
+    default_recoverable = True
+    http_status = 500
 
 
 # --- store -----------------------------------------------------------------------------------
@@ -979,6 +995,8 @@ EXIT_CODES: dict[type[BastionError], int] = {
     InvalidValue: 65,
     # click's own status for a usage error (EX_USAGE would be 64; 2 is what scripts already see).
     UsageError: 2,
+    # The disk (or a closed descriptor) refused the output: an I/O condition, as StoreIOError.
+    OutputUnwritable: 71,
     SettingUnreadable: 65,
     StoreOpenError: 66,
     NotFound: 66,

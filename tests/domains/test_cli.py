@@ -231,6 +231,7 @@ SETTINGS_GET_MODULES = frozenset(
         "bastion._text",
         "bastion.cli",
         "bastion.cli._complete",
+        "bastion.cli._stdio",  # the standard streams made safe at the edge (stdlib only)
         "bastion.cli._output",
         "bastion.cli.settings",
         "bastion.config",

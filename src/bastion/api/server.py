@@ -57,6 +57,7 @@ from bastion.app import Home, OpenCheckAhead
 from bastion.config import Config
 from bastion.errors import ConfigError, SecretNotFound
 from bastion.runfiles import (
+    HANDSHAKE_FILE,
     TOKEN_NAME,
     TOKEN_SCOPE,
     DaemonLock,
@@ -401,18 +402,31 @@ def _run(
             api_version=__api_version__,
         )
         write_handshake(cfg.run_dir, handshake)
-        out.write(handshake.to_json() + "\n")
-        out.flush()
+        try:
+            out.write(handshake.to_json() + "\n")
+            out.flush()
+        except (OSError, AttributeError) as err:  # closed (None), full, or nobody reading
+            # The daemon serves all the same: the file written above says the same thing.
+            log.warning(
+                "could not print the handshake on stdout (%s); it is in %s",
+                err,
+                cfg.run_dir / HANDSHAKE_FILE,
+            )
         log.info("listening on %s port %d", ", ".join(hosts), port)
+        # For a person at a terminal, on stderr (stdout's first line is the machine
+        # handshake): never print(file=sys.stderr) here, which writes to *stdout* when
+        # stderr is None (closed at start, pythonw), and so the one-time sign-in link would
+        # go to the parent reading the handshake.
+        lines = []
         dashboard = getattr(app.state, "dashboard", None)
         if dashboard is not None:  # one-time sign-in link; the token itself is never printed
-            print(f"dashboard: {dashboard.login_url()}", file=sys.stderr, flush=True)
-        # For a person at a terminal (stderr: stdout's first line is the machine handshake).
-        sys.stderr.write(
-            f"bastion: API at {handshake.url}  (OpenAPI: {handshake.url}/openapi.json)\n"
-            f"bastion: token in {token_where}\n"
-        )
-        sys.stderr.flush()
+            lines.append(f"dashboard: {dashboard.login_url()}")
+        lines.append(f"bastion: API at {handshake.url}  (OpenAPI: {handshake.url}/openapi.json)")
+        lines.append(f"bastion: token in {token_where}")
+        if sys.stderr is not None:
+            with contextlib.suppress(OSError):
+                sys.stderr.write("".join(line + "\n" for line in lines))
+                sys.stderr.flush()
         if options.gc_paused:
             # Resumed here, once: the objects of the start (the imports, the routes, the
             # open home) are in the permanent generation, so no collection of the daemon's

@@ -211,5 +211,33 @@ def cli(ctx: click.Context, home: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Entry point of the console script; ``argv`` lets tests call it in-process."""
-    return cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="bastion")
+    """Entry point of the console script; ``argv`` lets tests call it in-process.
+
+    The standard streams are made safe first (``bastion.cli._stdio``: closed descriptors,
+    refused writes, a locale that cannot encode the output), and output that could not be
+    written is reported here, for every command."""
+    from bastion.cli._stdio import OutputFailed, standard_streams
+
+    with standard_streams():
+        try:
+            try:
+                return cli.main(
+                    args=argv if argv is not None else sys.argv[1:], prog_name="bastion"
+                )
+            finally:
+                if sys.stdout is not None:  # what print() left buffered is refused here
+                    sys.stdout.flush()
+        except OutputFailed as err:
+            _output_lost(err)
+
+
+def _output_lost(err: OSError) -> None:
+    # Imported only on this error: start-up stays free of the error tree's dependencies.
+    from bastion.cli._output import report_error
+    from bastion.errors import OutputUnwritable, exit_code_for
+
+    why = err.strerror or str(err)
+    where = why if "standard output" in why else f"standard output: {why}"
+    error = OutputUnwritable(f"cannot write the command's output: {where}")
+    report_error(error, as_json=False)
+    sys.exit(exit_code_for(error))
