@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 
-__all__ = ["from_rfc3339", "rfc3339"]
+__all__ = ["as_local", "from_local", "from_rfc3339", "rfc3339"]
 
 
 def rfc3339(ts: float) -> str:
@@ -57,3 +58,31 @@ def _finite(number: float, text: str) -> float:
             f"{text[:40]!r} is not a time: use RFC 3339 (2026-01-31T12:00:00Z) or epoch seconds"
         )
     return number
+
+
+# --- local time ---------------------------------------------------------------------------
+# The C library takes TZ offsets Python's tzinfo cannot hold: glibc reads TZ=UTC+25 (and
+# TZ=XYZ-30) as 25 (30) hours from UTC, POSIX allows 24, and ``astimezone()`` raises
+# ValueError for any offset of a day or more ("offset must be a timedelta strictly
+# between..."): every time a command printed was a traceback.
+
+
+def as_local(moment: dt.datetime) -> dt.datetime:
+    """``moment`` (aware) in the local time zone; in UTC, offset shown, when the local zone is
+    a day or more from UTC (no tzinfo holds that offset: the instant stays exact)."""
+    try:
+        return moment.astimezone()
+    except ValueError:
+        return moment.astimezone(dt.UTC)
+
+
+def from_local(naive: dt.datetime) -> dt.datetime:
+    """A naive wall-clock time, as a person typing it means it (local time), as an aware UTC
+    datetime. The C library's ``mktime`` reads it when the local zone is a day or more from
+    UTC (``astimezone()`` cannot); ``OverflowError`` past the range of dates either way."""
+    try:
+        return naive.astimezone().astimezone(dt.UTC)
+    except ValueError:
+        seconds = time.mktime(naive.replace(microsecond=0).timetuple())
+        moment = dt.datetime.fromtimestamp(seconds, dt.UTC)
+        return moment + dt.timedelta(microseconds=naive.microsecond)

@@ -133,7 +133,9 @@ def human_time(value: float | str | dt.datetime | None, *, precise: bool = False
     moment = _as_datetime(value)
     if moment is None:
         return str(value)
-    return moment.astimezone().isoformat(timespec="milliseconds" if precise else "seconds")
+    from bastion._time import as_local
+
+    return as_local(moment).isoformat(timespec="milliseconds" if precise else "seconds")
 
 
 def json_time(value: float | str | dt.datetime | None) -> str | None:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bastion._time import from_local
 from bastion.config import parse_duration
 from bastion.errors import PointInTimeUnavailable
 from bastion.store.archive.layout import (
@@ -66,7 +67,7 @@ def parse_instant(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
         ) from None
     try:
         if value.tzinfo is None:
-            value = value.astimezone()  # local time, as a person typing it means
+            return from_local(value)  # local time, as a person typing it means
         return value.astimezone(dt.UTC)
     except OverflowError:  # 0001-01-01 at a positive offset is before year 1 in UTC
         raise ValueError(f"{text!r} is out of the range of dates") from None
