@@ -14,6 +14,7 @@ import json
 import os
 import secrets as pysecrets
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -352,3 +353,106 @@ def test_signal_mode_stops_the_service_when_the_new_value_cannot_be_read(
         "stopping",
         "stopped",
     ]
+
+
+class _OneWakeUp:
+    """The file watch (an OS boundary, as a small fake): one wake-up per change it is told
+    of, as polling gives (inotify's several events for one commit can wake a later check
+    by chance, which hides what happens with exactly one)."""
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+
+    async def changed(self) -> None:
+        if self._event is None:
+            self._loop, self._event = asyncio.get_running_loop(), asyncio.Event()
+            self._ready.set()
+        await self._event.wait()
+        self._event.clear()
+
+    def tell(self) -> None:
+        assert self._ready.wait(30), "nobody watches"
+        assert self._loop is not None
+        assert self._event is not None
+        self._loop.call_soon_threadsafe(self._event.set)
+
+    def close(self) -> None:
+        pass
+
+
+class _ChangedRightAfterRead:
+    """The home's vault as the supervisor's SecretWatch, except that the first read of
+    ``api_token`` is followed by another writer setting it anew -- and waits until the
+    supervisor has compared stamps after that change: the change lands, and is looked at,
+    while the service is still starting (resolved, not yet spawned)."""
+
+    def __init__(self, home: Home, new: str) -> None:
+        from bastion.app import VaultSecrets
+
+        self._vault = VaultSecrets(home)
+        self._home, self._new = home, new
+        self._watch = _OneWakeUp()
+        self._changed = threading.Event()
+        self._compared = threading.Event()
+
+    def resolve(self, scope: str, name: str) -> str:
+        return self._vault.resolve(scope, name)
+
+    def resolve_stamped(self, scope: str, name: str) -> tuple[str, str]:
+        found = self._vault.resolve_stamped(scope, name)
+        if name == "api_token" and not self._changed.is_set():
+            self._home.vault.set("api_token", self._new)
+            self._changed.set()
+            self._watch.tell()
+            assert self._compared.wait(30), "the supervisor never compared the stamps"
+        return found
+
+    def stamps(self, keys: Any) -> dict[Any, str | None]:
+        if self._changed.is_set():
+            self._compared.set()
+        return self._vault.stamps(keys)
+
+    def watch(self) -> _OneWakeUp:
+        return self._watch
+
+
+def test_a_change_while_the_service_starts_restarts_it_with_the_new_value(
+    home: Home, tmp_path: Path
+) -> None:
+    # The wake-up for a change that lands between the start's read of the secret and the
+    # child running found nothing given to compare, and no later wake-up came: the service
+    # ran on the replaced value (or on a deleted one) until the next change of vault.db.
+    old, new = _value("old"), _value("new")
+    home.vault.set("api_token", old)
+    home.vault.set("other_token", _value("other"))
+    spec, out, _ = _user(tmp_path)
+    witness, witness_out, _ = _user(  # a service running already: there are stamps to read
+        tmp_path, "witness", ref="secret:global/other_token", on_secret_change="none"
+    )
+    source = _ChangedRightAfterRead(home, new)
+
+    async def scenario() -> dict[str, Any]:
+        sup = Supervisor(home.db, [spec, witness], secrets=source)
+        sup._cfg = SupervisorConfig(log_batch_ms=10)
+        await sup.open()
+        try:
+            await sup.start("witness")
+            await await_until(lambda: _dump(witness_out), timeout=30, what="the witness")
+            await sup.start("user")
+            dump: dict[str, Any] = await await_until(
+                lambda: (d := _dump(out)) and d["env"]["API_TOKEN"] == new and d,
+                timeout=30,
+                what="the service restarted with the new value",
+            )
+            await sup.flush()
+            return dump
+        finally:
+            await sup.close()
+
+    run(scenario)
+    assert [e.data for e in _events(home, "user", "service.secret_changed")] == [
+        {"secrets": ["global/api_token"], "action": "restart"}
+    ]
+    assert not [m for m in _messages(home) if old in m or new in m]

@@ -156,6 +156,9 @@ class ServiceRunner:
         def emit(self, kind: str, subject: str, data: dict[str, Any]) -> None:
             pass
 
+        async def _check_quietly(self) -> None:
+            pass
+
     def _launch(self, svc: _Service, *, resume_open: bool = False) -> None:
         svc.stop_requested = False
         svc.stop_reason = None
@@ -343,6 +346,11 @@ class ServiceRunner:
         scan_task = loop.create_task(self._scan_descendants(spec.name, run))
         exited = child.exited  # event-driven: resolved by the child watcher, pipes or not
         stop_wait = loop.create_task(svc.wake.wait())
+        if given:
+            # A change that landed after the stamps were read, while this run was resolved
+            # and spawned, woke a check that skipped the service (nothing was given yet),
+            # and nothing else wakes one: compare once now that the run is there.
+            await self._check_quietly()
         try:
             while True:
                 waitables: set[asyncio.Future[Any]] = {exited, stop_wait, run.unhealthy}
