@@ -150,7 +150,9 @@ def _workspace(module: str, tests: list[str]) -> Path:
         "source_paths = src/bastion\n"
         f"only_mutate = src/bastion/{module}\n"
         f"pytest_add_cli_args_test_selection =\n{selection}\n"
-        "also_copy =\n    docs\n"
+        # mutmut runs the tests inside mutants/: the root conftest.py (its fixtures, pg_url
+        # among them) and docs/ go there too.
+        "also_copy =\n    docs\n    conftest.py\n"
         # mutmut adds -x itself (the first failing test kills the mutant); no cache dir; the
         # properties run the `mutate` hypothesis profile's smaller budget (tests/conftest.py).
         "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    --hypothesis-profile=mutate\n",
@@ -263,7 +265,8 @@ def run_module(module: str, *, mode: str = "full") -> ModuleResult:
             log = _mutmut(ws, "run", "--max-children", str(os.cpu_count() or 2), *alive)
         # The module's time is its full run's: the figure a run of `make mutate` takes.
         seconds = float((ws / "seconds").read_text(encoding="utf-8"))
-    if "Traceback" in log:
+    if "Traceback" in log or "failed to collect stats" in log:
+        # (the clean run of the tests failed: no mutant ran, and all would count as not run)
         raise SystemExit(f"{module}: mutmut failed:\n{log[-3000:]}")
     if log:
         (ws / "run.log").write_text(log, encoding="utf-8")
