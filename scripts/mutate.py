@@ -79,6 +79,13 @@ MODULES: dict[str, list[str]] = {
         "tests/cli/test_home.py",
     ],
     "supervisor/states.py": ["tests/supervisor/test_states.py"],
+    "store/tx.py": [
+        "tests/store/test_engine.py",
+        "tests/store/test_contract.py",
+        "tests/store/test_repo.py",
+        "tests/store/test_faults.py",
+        "tests/store/test_plan.py",
+    ],
 }
 
 

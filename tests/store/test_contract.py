@@ -212,6 +212,33 @@ def test_unique_and_foreign_key_violations_are_conflict_and_reference_errors(
     assert db.scalar("SELECT count(*) FROM runs") == 0
 
 
+def test_execute_one_names_a_row_when_the_caller_names_nothing(db: Database) -> None:
+    with pytest.raises(NotFound) as caught:
+        db.write(lambda tx: tx.execute_one("UPDATE bots SET n = 1 WHERE id = ?", (999,)))
+    assert caught.value.message == "no row"
+    assert caught.value.details == {"entity": "row", "key": None}
+
+
+def test_executemany_counts_the_rows_it_changed_and_names_a_broken_reference(
+    db: Database, engine: str
+) -> None:
+    """The count is of this call's changes alone, not of what the connection changed before
+    (the writer's connection has committed other units)."""
+    for name in ("a", "b", "c"):
+        _add(db, name)
+    changed = db.write(
+        lambda tx: tx.executemany(
+            "UPDATE bots SET n = n + 1 WHERE owner = ? AND name <> ?", [("ada", "a"), ("ada", "b")]
+        )
+    )
+    assert changed == 4  # b and c, then a and c
+    with pytest.raises(ReferenceViolation) as caught:
+        db.write(lambda tx: tx.executemany("INSERT INTO runs (bot_id) VALUES (?)", [(1,), (999,)]))
+    named = {"sqlite": "runs.bot_id -> bots(id)", "postgresql": "runs_bot_id_fkey"}
+    assert named[engine] in caught.value.message
+    assert db.scalar("SELECT count(*) FROM runs") == 0
+
+
 def test_a_savepoint_lets_a_unit_go_on_after_a_failed_statement(db: Database) -> None:
     _add(db, "taken")
 
@@ -297,6 +324,36 @@ def test_reads_lookup_query_one_scalar_sync_and_async(db: Database) -> None:
     assert snap == (2, [("a",), ("b",)])
     assert changed == 1
     assert db.scalar("SELECT n FROM bots WHERE id = ?", (a,)) == 7
+
+
+def test_units_bind_parameters_in_every_kind_of_read(db: Database) -> None:
+    """query, query_one and iter of a read unit, and query and query_one of a write unit
+    (which see its own writes): each binds the parameters it is given; query_one is the
+    first row as a tuple, or None."""
+    _add(db, "a", owner="o1")
+    _add(db, "b", owner="o1")
+    _add(db, "c", owner="o2")
+    select = "SELECT name FROM bots WHERE owner = ? ORDER BY name"
+
+    def reads(tx: ReadTx) -> tuple[Any, ...]:
+        return (
+            tx.query(select, ("o1",)),
+            tx.query_one(select, ("o2",)),
+            tx.query_one(select, ("nobody",)),
+            [tuple(row) for row in tx.iter(select, ("o1",))],
+        )
+
+    assert db.read(reads) == ([("a",), ("b",)], ("c",), None, [("a",), ("b",)])
+
+    def writes(tx: WriteTx) -> tuple[Any, ...]:
+        tx.execute("INSERT INTO bots (owner, name) VALUES (?, ?)", ("o2", "d"))
+        return (
+            tx.query(select, ("o2",)),
+            tx.query_one(select + " DESC", ("o2",)),
+            tx.query_one(select, ("nobody",)),
+        )
+
+    assert db.write(writes) == ([("c",), ("d",)], ("d",), None)
 
 
 def test_a_read_unit_refuses_writes(db: Database) -> None:

@@ -326,6 +326,30 @@ def test_multi_step_write_failure_leaves_no_partial_rows(db: Database, store_eng
     assert db.query("SELECT id FROM parent") == [(5,)]
 
 
+def test_a_reference_broken_by_a_statement_of_unread_shape_says_sqlites_words(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
+    """A statement whose verb and table bastion cannot read (here: a leading comment) gets
+    SQLite's own message, from execute and executemany alike, rather than no cause at all."""
+    with open_database(tmp_path / "fk.db") as database:
+        database.write(
+            lambda tx: tx.script(
+                "CREATE TABLE parent(id INTEGER PRIMARY KEY);"
+                "CREATE TABLE child(parent_id INTEGER REFERENCES parent(id))"
+            )
+        )
+        sql = "-- a note\nINSERT INTO child(parent_id) VALUES (?)"
+        for unit in (
+            lambda tx: tx.execute(sql, (42,)),
+            lambda tx: tx.executemany(sql, [(42,)]),
+        ):
+            with pytest.raises(ReferenceViolation) as caught:
+                database.write(unit)
+            assert caught.value.message == (
+                "foreign key constraint failed: FOREIGN KEY constraint failed"
+            )
+
+
 def test_unique_maps_to_conflict_with_hint(db: Database) -> None:
     with pytest.raises(Conflict) as info:
         db.write(lambda tx: tx.execute("INSERT INTO c VALUES (1, 5)"))
@@ -883,14 +907,19 @@ def test_a_statement_run_from_inside_another_uses_a_cursor_of_its_own(
 
         def unit(tx: WriteTx) -> int:
             def note(x: int) -> int:
+                # Every kind of statement, each with parameters, from inside the UPDATE.
                 tx.execute("INSERT INTO log VALUES (?)", (x,))
-                return int(tx.scalar("SELECT count(*) FROM log"))
+                below = tx.query("SELECT x FROM log WHERE x < ? ORDER BY x", (x,))
+                last = tx.query_one("SELECT max(x) FROM log WHERE x <= ?", (x,))
+                total = tx.scalar("SELECT sum(x) FROM log WHERE x <= ?", (x,))
+                assert last is not None
+                return len(below) * 100 + int(last[0]) * 10 + int(total)
 
             tx._conn.create_scalar_function("note", note)
             return tx.execute("UPDATE t SET x = note(x)")
 
         assert database.write(unit) == 3
-        assert database.query("SELECT x FROM t ORDER BY rowid") == [(1,), (2,), (3,)]
+        assert database.query("SELECT x FROM t ORDER BY rowid") == [(11,), (123,), (236,)]
         assert database.query("SELECT x FROM log ORDER BY rowid") == [(1,), (2,), (3,)]
 
 

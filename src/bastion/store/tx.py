@@ -157,7 +157,6 @@ class WriteTx(ReadTx):
 
     def executemany(self, sql: str, seq: Iterable[Params]) -> int:
         """Run ``sql`` once per parameter set; returns the rows changed."""
-        total = 0
         changes = self._conn.total_changes()
         try:
             for _ in self._conn.executemany(sql, seq):
