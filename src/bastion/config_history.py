@@ -59,9 +59,9 @@ def _repo(home: Home) -> ConfigHistoryRepo:
 def _read(path: Path) -> str | None:
     from bastion._text import read_text
 
-    # As load_config reads it (a UTF-8 byte-order mark dropped): the text recorded is the
-    # text that was checked.
-    return read_text(path, ConfigError, CONFIG_FILE, missing_ok=True)
+    # As load_config reads it (a UTF-8 byte-order mark dropped; refused when another user
+    # could change it, which a start refuses too): the text recorded is the text checked.
+    return read_text(path, ConfigError, CONFIG_FILE, missing_ok=True, private=True)
 
 
 def check_config_text(text: str, *, name: str = CONFIG_FILE) -> None:

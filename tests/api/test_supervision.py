@@ -1,6 +1,7 @@
 """The daemon's follow of ``bastion.toml`` (``bastion.api.supervision.follow_config_file``):
-a file edited into something invalid while the daemon runs is said in its log, naming the
-home's file, not only refused at the next start."""
+a file edited into something invalid (or given a mode that lets another user change it)
+while the daemon runs is said in its log, naming the home's file, not only refused at the
+next start."""
 
 from __future__ import annotations
 
@@ -35,6 +36,14 @@ def test_an_invalid_edit_of_bastion_toml_is_logged_naming_the_file(
             await await_until(lambda: history.latest(CONFIG_TARGET), what="the first version")
             config_file.write_text("[retention]\nlogs_days = 'seven'\n")
             await await_until(warnings, timeout=30, what="the warning")
+            # Valid text in a file another user could change: the next start refuses it.
+            config_file.chmod(0o666)
+            config_file.write_text("[retention]\nlogs_days = 8\n")
+            await await_until(
+                lambda: any("writable by group" in w for w in warnings()),
+                timeout=30,
+                what="the warning for the mode",
+            )
         finally:
             follow.cancel()
             await asyncio.gather(follow, return_exceptions=True)
@@ -42,10 +51,13 @@ def test_an_invalid_edit_of_bastion_toml_is_logged_naming_the_file(
     try:
         with caplog.at_level(logging.WARNING, logger="bastion.daemon"):
             asyncio.run(scenario())
-        (warning,) = warnings()
-        assert "bastion.toml is not valid, so it is not recorded" in warning
-        assert f"{config_file} [retention] logs_days: 'seven' is not a whole number" in warning
-        assert "bastion-config-check-" not in warning  # the temporary copy is never named
+        wrong_type = warnings()[0]
+        shared = next(w for w in warnings() if "writable by group" in w)
+        assert "bastion.toml is not valid, so it is not recorded" in wrong_type
+        assert f"{config_file} [retention] logs_days: 'seven' is not a whole number" in wrong_type
+        assert "bastion-config-check-" not in wrong_type  # the temporary copy is never named
+        assert f"{config_file} is writable by group or others (mode 666)" in shared
+        assert f"chmod 600 {config_file}" in shared
         assert [v.action for v in history.query(target=CONFIG_TARGET).items] == ["created"]
     finally:
         home.close()
