@@ -150,6 +150,41 @@ def test_websocket_probe_names_the_protocol_violation_of_a_server_that_then_goes
         assert "no answer to the close in 0.5s" in result.detail
 
 
+def test_websocket_probe_names_a_handshake_the_server_cut_short() -> None:
+    # The server reads the upgrade request, then hangs up: before answering, or half-way
+    # through its answer. "did not receive a valid HTTP response" alone read the same as a
+    # server speaking something else; the cause says it hung up, and where.
+    answers = {"/silent": b"", "/half": b"HTTP/1.1 101 Switching Protocols\r\nUpg"}
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await reader.readuntil(b"\r\n\r\n")
+            writer.write(answers[request.split(b" ")[1].decode()])
+            await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def scenario() -> dict[str, ProbeResult]:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return {path: await _websocket(ws(f"ws://127.0.0.1:{port}{path}")) for path in answers}
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    r = asyncio.run(scenario())
+    assert not r["/silent"].ok
+    assert r["/silent"].detail.endswith(
+        "handshake refused: did not receive a valid HTTP response "
+        "(connection closed while reading HTTP status line)"
+    )
+    assert not r["/half"].ok
+    assert r["/half"].detail.endswith("(connection closed while reading HTTP headers)")
+
+
 def test_websocket_probe_drives_a_supervised_service_and_the_timeline(
     db: Database, tmp_path: Path
 ) -> None:

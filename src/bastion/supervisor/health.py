@@ -293,7 +293,10 @@ async def _websocket(spec: ProbeSpec) -> ProbeResult:
     except InvalidURI as err:
         return ProbeResult(False, f"{where}: {err}")
     except InvalidHandshake as err:  # not a WebSocket endpoint: an HTTP status, a bad upgrade
-        return ProbeResult(False, f"{where}: handshake refused: {err}")
+        # Its cause says what the server did ("connection closed while reading HTTP
+        # headers": it hung up mid-handshake); the message alone is the same for all of them.
+        cause = f" ({err.__cause__})" if err.__cause__ is not None else ""
+        return ProbeResult(False, f"{where}: handshake refused: {err}{cause}")
     except ConnectionClosed as err:
         return ProbeResult(False, f"{where}: closed before answering ({err})")
     except OSError as err:
