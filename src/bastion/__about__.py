@@ -6,4 +6,4 @@ __version__ = "0.1.0"
 #: line and ``GET /health`` carry it, and a client refuses a daemon of another major.
 #: Bump the major for a change that breaks a client (a route, field or code removed or
 #: changed in meaning), the minor for an addition, the patch for a fix that changes no shape.
-__api_version__ = "1.0.0"
+__api_version__ = "1.1.0"

@@ -3,6 +3,7 @@ OpenAPI document, equal everywhere."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -23,7 +24,12 @@ def test_api_version_is_semver() -> None:
 
 def test_health_status_and_openapi_carry_it(anon: TestClient, client: TestClient) -> None:
     health = anon.get("/health").json()
-    assert health == {"status": "ok", "version": __version__, "api_version": __api_version__}
+    assert health == {
+        "status": "ok",
+        "version": __version__,
+        "api_version": __api_version__,
+        "pid": os.getpid(),  # the daemon's process (here, the test's app)
+    }
     assert client.get("/v1/status").json()["api_version"] == __api_version__
     assert client.get("/openapi.json").json()["info"]["version"] == __api_version__
 
@@ -33,6 +39,8 @@ def test_handshake_line_and_file_carry_it(tmp_path: Path) -> None:
     daemon = RunningDaemon(tmp_path / "home")
     try:
         assert daemon.handshake["api_version"] == __api_version__
+        # GET /health names the same process: a client checks it before sending the token.
+        assert daemon.client.get("/health")["pid"] == daemon.handshake["pid"]
         on_disk = read_handshake(tmp_path / "home" / "run")
         assert on_disk is not None
         assert on_disk.api_version == __api_version__

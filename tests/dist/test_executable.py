@@ -145,6 +145,7 @@ def test_version_init_serve_secret_service_log_stop(
         "status": "ok",
         "version": __version__,
         "api_version": __api_version__,
+        "pid": daemon.handshake["pid"],  # the daemon's, not the bootloader's
     }
     # A secret set and read back through the API (encrypted-file vault, key from the env).
     client.put("/v1/secrets/openai", {"value": "sk-from-the-binary"})

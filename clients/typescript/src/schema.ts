@@ -13,8 +13,9 @@ export interface paths {
         };
         /**
          * Health
-         * @description Liveness. No token needed; says that the daemon answers, and its package and API
-         *     versions (a client checks the API major before anything else).
+         * @description Liveness. No token needed; says that the daemon answers, its package and API versions
+         *     (a client checks the API major before anything else), and its process id (a client that
+         *     read the port from ``run/daemon.json`` checks that it is the daemon the file names).
          */
         get: operations["health_health_get"];
         put?: never;
@@ -870,6 +871,8 @@ export interface components {
             version: string;
             /** Api Version */
             api_version: string;
+            /** Pid */
+            pid: number;
         };
         /** JobInfo */
         JobInfo: {

@@ -250,5 +250,40 @@ async function readHandshake(home: string): Promise<Handshake> {
     }
   }
   checkApiVersion(handshake.api_version);
+  await confirmDaemon(home, handshake);
   return handshake;
+}
+
+/** How long `GET /health` may take before the handshake's port is taken as not the daemon's. */
+const CONFIRM_TIMEOUT_MS = 10_000;
+
+/**
+ * The token is sent only to the daemon the handshake names: a daemon killed with SIGKILL
+ * leaves `run/daemon.json` behind, and by now another program may listen on its port (the
+ * pid may even be alive again as another program). `GET /health` needs no token; its `pid`
+ * (API 1.1) must be the handshake's. A 1.0 daemon has no `pid` there: its answer must still
+ * be a bastion daemon's health (`status`, `api_version`).
+ */
+async function confirmDaemon(home: string, handshake: Handshake): Promise<void> {
+  const stale = (why: string, cause?: unknown) =>
+    new BastionError(
+      "daemon_not_running",
+      `the bastion daemon of ${home} (pid ${handshake.pid}) does not answer at ${handshake.url}: ${why}; its handshake file is stale`,
+      "Start it again (spawnBastion, or `bastion --home HOME serve`).",
+      0,
+      cause === undefined ? undefined : { cause },
+    );
+  let health: { status?: unknown; api_version?: unknown; pid?: unknown };
+  try {
+    const response = await fetch(`${handshake.url}/health`, { signal: AbortSignal.timeout(CONFIRM_TIMEOUT_MS) });
+    health = (await response.json()) as typeof health;
+  } catch (err) {
+    throw stale("nothing there answers as bastion does", err);
+  }
+  if (health === null || typeof health !== "object" || health.status !== "ok" || typeof health.api_version !== "string") {
+    throw stale("another program answers there");
+  }
+  if (health.pid !== undefined && health.pid !== handshake.pid) {
+    throw stale(`another bastion daemon (pid ${String(health.pid)}) answers there`);
+  }
 }

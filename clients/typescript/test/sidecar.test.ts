@@ -3,13 +3,14 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { chmod, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
+import { createServer as createHttpServer } from "node:http";
+import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
 import { BastionError, connectBastion, ok, spawnBastion } from "../src/index.js";
-import { EXECUTABLE, alive, tempHome, until, vaultEnv } from "./helpers.js";
+import { EXECUTABLE, alive, sidecar, tempHome, until, vaultEnv } from "./helpers.js";
 
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -34,6 +35,46 @@ test("connectBastion attaches through run/daemon.json and run/token", async () =
     assert.equal(await car.stop(), 0); // SIGTERM: a graceful stop, exit status 0
     assert.ok(!existsSync(join(home, "run", "daemon.json")));
     await assert.rejects(connectBastion({ home }), (err: unknown) => err instanceof BastionError && err.code === "daemon_not_running");
+    await cleanup();
+  }
+});
+
+test("a handshake a killed daemon left sends no token to what holds its port now", async () => {
+  // kill -9 leaves run/daemon.json behind; its pid may be alive again as another program
+  // (here: this test's own process) and its port another program's server.
+  const { home, cleanup } = await tempHome();
+  const car = await spawnBastion({ home, executable: EXECUTABLE, env: vaultEnv() });
+  const left = JSON.parse(await readFile(join(home, "run", "daemon.json"), "utf8"));
+  await car.stop();
+  const other = await sidecar();
+  const heard: (string | undefined)[] = [];
+  const stranger = createHttpServer((req, res) => {
+    heard.push(req.headers.authorization);
+    res.writeHead(200, { "content-type": "application/json" }).end('{"ok": true}');
+  });
+  await new Promise<void>((resolve) => stranger.listen(0, "127.0.0.1", resolve));
+  const strangerPort = (stranger.address() as AddressInfo).port;
+  const leave = (port: number) =>
+    writeFile(join(home, "run", "daemon.json"), JSON.stringify({ ...left, pid: process.pid, port, url: `http://127.0.0.1:${port}` }));
+  try {
+    await leave(strangerPort);
+    await assert.rejects(connectBastion({ home }), (err: unknown) => {
+      assert.ok(err instanceof BastionError);
+      assert.equal(err.code, "daemon_not_running");
+      assert.match(err.message, /another program answers there/);
+      return true;
+    });
+    assert.deepEqual(heard, [undefined]); // asked once, without the token
+    await leave(other.handshake.port); // another home's daemon: a bastion, not this one
+    await assert.rejects(connectBastion({ home }), (err: unknown) => {
+      assert.ok(err instanceof BastionError);
+      assert.equal(err.code, "daemon_not_running");
+      assert.match(err.message, new RegExp(`another bastion daemon \\(pid ${other.handshake.pid}\\)`));
+      return true;
+    });
+  } finally {
+    stranger.close();
+    await other.done();
     await cleanup();
   }
 });

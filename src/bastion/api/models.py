@@ -153,6 +153,10 @@ class Health(_Model):
     version: str
     #: The HTTP API's semver: a client checks the major before anything else.
     api_version: str
+    #: The daemon's process id (API 1.1): a client that found the port in ``run/daemon.json``
+    #: asks, before it sends the token, that the daemon the file names is what answers there
+    #: (a daemon killed with SIGKILL leaves the file; another program may have the port now).
+    pid: int
 
 
 class Posture(_Model):

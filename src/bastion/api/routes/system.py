@@ -44,9 +44,10 @@ MAX_PROBLEMS = 100
 
 @router.get("/health", tags=["system"], response_model=Health)
 async def health() -> Health:
-    """Liveness. No token needed; says that the daemon answers, and its package and API
-    versions (a client checks the API major before anything else)."""
-    return Health(version=__version__, api_version=__api_version__)
+    """Liveness. No token needed; says that the daemon answers, its package and API versions
+    (a client checks the API major before anything else), and its process id (a client that
+    read the port from ``run/daemon.json`` checks that it is the daemon the file names)."""
+    return Health(version=__version__, api_version=__api_version__, pid=os.getpid())
 
 
 # HEAD answers as GET does, without the body (load balancers and uptime probes send it).
