@@ -1041,8 +1041,12 @@ EXIT_STATUSES: dict[int, str] = {
         "usage error (`UsageError`): an unknown command or option, a missing or malformed "
         "argument; the hint names the accepted form and the `--help` to read"
     ),
+    129: "stopped by SIGHUP (its terminal closed), cleaned up as after Ctrl-C",
     130: "interrupted by SIGINT (Ctrl-C), e.g. `services run`, `logs --follow`",
-    143: "stopped by SIGTERM, e.g. `services run`",
+    143: (
+        "stopped by SIGTERM, e.g. `services run`, or `db backup` (its temporary file removed, "
+        "as after Ctrl-C)"
+    ),
 }
 
 

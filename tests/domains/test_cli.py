@@ -231,6 +231,7 @@ SETTINGS_GET_MODULES = frozenset(
         "bastion._text",
         "bastion.cli",
         "bastion.cli._complete",
+        "bastion.cli._signals",  # SIGTERM/SIGHUP unwind a command (stdlib signal only)
         "bastion.cli._stdio",  # the standard streams made safe at the edge (stdlib only)
         "bastion.cli._output",
         "bastion.cli.settings",
@@ -270,6 +271,7 @@ SETTINGS_GET_OTHERS = frozenset(
         "json.scanner",
         "ntpath",
         "pathlib",
+        "signal",  # cli/_signals: SIGTERM and SIGHUP unwind a command as Ctrl-C does
         "struct",
         "urllib",
         "urllib.parse",

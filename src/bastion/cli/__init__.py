@@ -215,10 +215,12 @@ def main(argv: list[str] | None = None) -> Any:
 
     The standard streams are made safe first (``bastion.cli._stdio``: closed descriptors,
     refused writes, a locale that cannot encode the output), and output that could not be
-    written is reported here, for every command."""
+    written is reported here, for every command; SIGTERM and SIGHUP unwind a command as
+    Ctrl-C does (``bastion.cli._signals``)."""
+    from bastion.cli._signals import unwinding_stop_signals
     from bastion.cli._stdio import OutputFailed, standard_streams
 
-    with standard_streams():
+    with standard_streams(), unwinding_stop_signals():
         try:
             try:
                 return cli.main(

@@ -393,9 +393,15 @@ def run_command(fn: F) -> F:
         except BastionError as err:
             report_error(err, as_json=bool(kwargs.get("as_json")))
             sys.exit(exit_code_for(err))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as err:
             # Ctrl-C (a follow, a prompt, a long backup): the status a shell expects after
-            # SIGINT, without click's "Aborted!" and exit 1.
+            # SIGINT, without click's "Aborted!" and exit 1. SIGTERM and SIGHUP arrive as
+            # Terminated (cli/_signals.py), unwound the same way: 143 and 129.
+            from bastion.cli._signals import Terminated
+
+            if isinstance(err, Terminated):
+                click.echo(f"stopped by {err.name}", err=True)
+                sys.exit(128 + err.signum)
             click.echo("", err=True)
             sys.exit(130)
 

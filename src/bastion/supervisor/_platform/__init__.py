@@ -20,7 +20,7 @@ so the macOS paths run in CI). What each provides:
   ``cgroup_contain`` after it, ``sweep_cgroups`` at start, ``release_cgroups`` at close:
   Linux's cgroup v2 containment where it is writable (``cgroup.py``); elsewhere a
   ``Cgroups`` saying why not, and no-ops (``nocgroups.py``).
-- ``on_stop_signals(loop, callback)``: SIGTERM/SIGINT (and Windows' SIGBREAK) to the event
+- ``on_stop_signals(loop, callback)``: SIGTERM/SIGINT/SIGHUP (and Windows' SIGBREAK) to the event
   loop, where asyncio cannot install signal handlers too (Windows' Proactor loop).
 
 File-level differences live in :mod:`bastion._platform`.

@@ -17,10 +17,12 @@ from types import FrameType
 
 __all__ = ["STOP_SIGNALS", "on_stop_signals"]
 
-#: The signals that ask a daemon to stop: TERM and INT, and Windows' Ctrl+Break.
+#: The signals that ask a daemon to stop: TERM and INT, HUP (its terminal closed: it died
+#: there without stopping its services, or with a traceback once the CLI unwound it), and
+#: Windows' Ctrl+Break.
 STOP_SIGNALS: tuple[int, ...] = tuple(
     int(getattr(signal, name))
-    for name in ("SIGTERM", "SIGINT", "SIGBREAK")
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGBREAK")
     if hasattr(signal, name)
 )
 
@@ -39,6 +41,8 @@ def on_stop_signals(
             loop.call_soon_threadsafe(callback, num)
 
     for signum in signals:
+        if signum == getattr(signal, "SIGHUP", None) and signal.getsignal(signum) == signal.SIG_IGN:
+            continue  # `nohup bastion serve`: the terminal's hangup is meant to pass it by
         try:
             loop.add_signal_handler(signum, callback, signum)
             on_loop.append(signum)
