@@ -87,6 +87,26 @@ def test_a_terminal_gets_an_aligned_rich_table(env: dict[str, str], home: Path) 
     assert len(rows) == 2
 
 
+@pytest.mark.parametrize("columns", ["60", "20", "1", "0"])
+def test_a_terminal_too_narrow_for_the_table_gets_one_record_per_row(
+    env: dict[str, str], home: Path, columns: str
+) -> None:
+    """Rich squeezed a table wider than the terminal by dropping whole columns: at 60
+    columns `secrets list` had no NAME column, at 20 no SCOPE either, at 0 no output at
+    all (exit 0). Such a terminal now gets records, psql's expanded display."""
+    for name in ("OPENAI_API_KEY", "B"):
+        assert run(env, "secrets", "set", name, stdin="v\n").exit_code == 0
+    result = run({**env, "BASTION_FORCE_TTY": "1", "COLUMNS": columns}, "secrets", "list")
+    assert result.exit_code == 0
+    records = [block.splitlines() for block in result.stdout.strip().split("\n\n")]
+    assert len(records) == 2
+    for record, name in zip(records, ("B", "OPENAI_API_KEY"), strict=True):
+        assert len(record) == 6  # one line per column
+        assert record[0].split() == ["SCOPE", "global"]
+        assert record[1].split() == ["NAME", name]
+        assert HUMAN_TIME.fullmatch(record[4].split()[1])
+
+
 def test_empty_results_say_so_on_stderr_and_print_no_rows(env: dict[str, str], home: Path) -> None:
     for args, sentence in [
         (("secrets", "list"), "no secrets"),

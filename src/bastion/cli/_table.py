@@ -26,9 +26,10 @@ class Table:
     """Rows under named columns; ``empty`` is said (on stderr) when there are no rows.
 
     On a terminal, ``right`` names the columns to right-align (numbers) and ``wrap`` those
-    that may fold onto more lines when the terminal is narrow (names, reasons); the others
-    never break (times, states). ``notes`` are lines printed after the table (on stderr when
-    piped, so they never mix with rows)."""
+    that may fold onto more lines (names, reasons); the others never break (times, states).
+    A terminal narrower than the table gets one record per row instead (``print_table``).
+    ``notes`` are lines printed after the table (on stderr when piped, so they never mix
+    with rows)."""
 
     columns: Sequence[str]
     rows: Sequence[Sequence[Any]]
@@ -86,7 +87,11 @@ def print_table(table: Table, *, no_headers: bool = False) -> None:
         for row in rows:
             # Text, not str: a cell such as "[REDACTED:KEY]" is data, never Rich markup.
             rich_table.add_row(*(Text(c) for c in row))
-        Console(file=sys.stdout, highlight=False).print(rich_table)
+        console = Console(file=sys.stdout, highlight=False)
+        if console.width < _natural_width(table, rows):
+            click.echo(_records(table, rows))
+        else:
+            console.print(rich_table)
         for note in table.notes:
             click.echo(note)
         return
@@ -95,3 +100,33 @@ def print_table(table: Table, *, no_headers: bool = False) -> None:
     click.echo("\n".join(lines))
     for note in table.notes:
         click.echo(note, err=True)
+
+
+def _natural_width(table: Table, rows: list[list[str]]) -> int:
+    """The table's width with every column at its widest cell, two spaces between columns.
+
+    A terminal narrower than this gets records (:func:`_records`) instead of Rich's
+    squeezing, which dropped whole columns: at COLUMNS=60 `secrets list` showed no NAME
+    column (a folding column collapsed to nothing), at 20 neither SCOPE nor NAME, and at
+    COLUMNS=0 nothing at all, exit 0."""
+    from rich.cells import cell_len  # terminal cells: a CJK character takes two
+
+    gaps = 2 * (len(table.columns) - 1)
+    return gaps + sum(
+        max([len(name), *(cell_len(row[i]) for row in rows)])
+        for i, name in enumerate(table.columns)
+    )
+
+
+def _records(table: Table, rows: list[list[str]]) -> str:
+    """The rows as records, one ``COLUMN  value`` line per cell and a blank line between
+    rows (psql's expanded display): what a terminal too narrow for the table shows."""
+    width = max(len(name) for name in table.columns)
+    blocks = [
+        "\n".join(
+            f"{name.upper():<{width}}  {value}"
+            for name, value in zip(table.columns, row, strict=True)
+        )
+        for row in rows
+    ]
+    return "\n\n".join(blocks)
