@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -76,3 +77,48 @@ def test_same_skip_is_a_skip_locally(tmp_path: Path) -> None:
     result = _run(tmp_path, None)
     assert result.returncode == 0, result.stdout
     assert "1 passed, 4 skipped" in result.stdout
+
+
+#: The helpers of tests/fsfaults.py that need root (a tmpfs mount, capabilities dropped):
+#: each skips where it cannot run, which CI turns into a failure only for a test carrying
+#: the ``root`` marker.
+ROOT_HELPERS = frozenset({"needs_root", "mounted_tmpfs", "dac_dropped", "DROP_DAC"})
+
+
+def _marks_root(decorators: list[ast.expr]) -> bool:
+    for node in decorators:
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Attribute) and sub.attr == "root":
+                return True
+    return False
+
+
+def _uses_root_helpers(node: ast.AST) -> bool:
+    return any(
+        (isinstance(sub, ast.Name) and sub.id in ROOT_HELPERS)
+        or (isinstance(sub, ast.Attribute) and sub.attr in ROOT_HELPERS)
+        for sub in ast.walk(node)
+    )
+
+
+def test_every_test_using_a_root_helper_carries_the_root_marker() -> None:
+    """Two tests of test_shared_home.py called ``needs_root()`` without the marker: where
+    root is missing they skipped, and under CI=true that skip passed the run."""
+    root = CONFTEST.parent
+    unmarked = []
+    for path in sorted([*root.glob("tests/**/*.py"), *root.glob("examples/*/tests/*.py")]):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        module_marked = any(
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets)
+            and _marks_root([node.value])
+            for node in tree.body
+        )
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            if not node.name.startswith("test_") or not _uses_root_helpers(node):
+                continue
+            if not (module_marked or _marks_root(node.decorator_list)):
+                unmarked.append(f"{path.relative_to(root)}::{node.name}")
+    assert unmarked == []

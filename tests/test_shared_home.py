@@ -147,6 +147,7 @@ def test_a_spec_another_user_can_write_never_runs(tmp_path: Path) -> None:
     assert load_spec(spec).name == "evil"
 
 
+@pytest.mark.root
 def test_a_spec_owned_by_another_user_never_runs(tmp_path: Path) -> None:
     needs_root()
     home, marker = _home_with_planted_spec(tmp_path)
@@ -222,6 +223,7 @@ def test_a_missing_folder_does_not_end_the_look_at_the_others(tmp_path: Path) ->
     assert f"{home / 'run'} is writable by group or others" in err
 
 
+@pytest.mark.root
 def test_a_home_owned_by_another_user_names_chown_not_doctor(tmp_path: Path) -> None:
     """``doctor --fix`` changes modes, not owners: the hint offers it only for a mode."""
     needs_root()

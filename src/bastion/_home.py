@@ -9,7 +9,10 @@ asks the record first: recorded means lost, and the open stops with ``StoreMissi
 the file and what to do, creating nothing.
 
 A home made before the record existed gets it on its next open (each database that exists
-then is recorded). Until then, a ``vault.db`` in the home says ``bastion.db`` existed too
+then is recorded). A damaged record (not JSON, not an object) is read as having held
+``bastion.db``, the database every home is made with: its contents are unknown, and taking
+it as empty let a deleted ``bastion.db`` be replaced by an empty one; it is written again
+with ``bastion``, the databases present and the one being opened. Until then, a ``vault.db`` in the home says ``bastion.db`` existed too
 (the vault is opened through an open home), and :func:`bastion.store.recovery.open_check`
 still treats a ``-wal``/``-shm`` or backups of a missing file as a deleted database.
 
@@ -22,8 +25,10 @@ environment, or swap the database a command reads.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
 from pathlib import Path
+from typing import Literal
 
 from bastion import _platform
 from bastion._fs import PRIVATE_DIR_MODE
@@ -37,27 +42,37 @@ HOME_SUBDIRS = ("backups", "quarantine", "services", "run")
 MARKER = ".bastion-home"
 
 
-def _read(home: Path) -> dict[str, object] | None:
+#: The database every home is made with (``init``): a damaged record is taken to have held it.
+_FIRST = "bastion"
+#: The databases bastion keeps in a home, by name: what a damaged record is rebuilt from.
+_OWN = ("bastion", "vault")
+
+
+class _Record(enum.Enum):
+    #: The record exists but cannot be read as one: known to exist, contents unknown.
+    DAMAGED = "damaged"
+
+
+def _read(home: Path) -> dict[str, object] | Literal[_Record.DAMAGED] | None:
+    """The record's databases (name -> entry); ``None`` when there is no record."""
     try:
         data = json.loads((home / MARKER).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
-        return {}  # unreadable or damaged: known to exist, contents unknown
-    return data if isinstance(data, dict) else {}
-
-
-def _recorded(data: dict[str, object]) -> set[str]:
-    databases = data.get("databases")
-    return set(databases) if isinstance(databases, dict) else set()
+        return _Record.DAMAGED
+    databases = data.get("databases") if isinstance(data, dict) else None
+    return dict(databases) if isinstance(databases, dict) else _Record.DAMAGED
 
 
 def expects(home: Path, name: str) -> bool:
     """Whether the home has held database ``name`` (``bastion``, ``vault``, ...)."""
-    data = _read(home)
-    if data is None:  # a home from before the record: the vault index says it was used
-        return name == "bastion" and (home / "vault.db").exists()
-    return name in _recorded(data)
+    held = _read(home)
+    if held is None:  # a home from before the record: the vault index says it was used
+        return name == _FIRST and (home / "vault.db").exists()
+    if held is _Record.DAMAGED:
+        return name == _FIRST
+    return name in held
 
 
 def record(home: Path, name: str, path: Path) -> None:
@@ -72,12 +87,21 @@ def record(home: Path, name: str, path: Path) -> None:
 
     from bastion._fs import atomic_write
 
-    data = _read(home) or {}
-    if name in _recorded(data):
+    held = _read(home)
+    if held is not None and held is not _Record.DAMAGED and name in held:
         return
-    databases = data.get("databases")
-    entries: dict[str, object] = dict(databases) if isinstance(databases, dict) else {}
-    entries[name] = {"file": path.name, "recorded_at": dt.datetime.now(dt.UTC).isoformat()}
+    now = dt.datetime.now(dt.UTC).isoformat()
+    entries: dict[str, object] = {} if held is None or held is _Record.DAMAGED else dict(held)
+    if held is _Record.DAMAGED:
+        # Rebuilt from what is known: the home's first database (a deleted one must stay
+        # missing, not come back empty) and bastion's databases present now.
+        for known in _OWN:
+            if known == _FIRST or (home / f"{known}.db").exists():
+                entries[known] = {"file": f"{known}.db", "recorded_at": now}
+        logging.getLogger("bastion.home").warning(
+            "%s was damaged; written again with %s", home / MARKER, ", ".join(sorted(entries))
+        )
+    entries[name] = {"file": path.name, "recorded_at": now}
     body = {"format": 1, "databases": entries}
     try:
         atomic_write(home / MARKER, json.dumps(body, indent=2, sort_keys=True) + "\n")
@@ -91,9 +115,13 @@ def missing_error(home: Path, name: str, path: Path) -> StoreMissing | None:
     """``StoreMissing`` when ``path`` is gone but the home has held it; else ``None``."""
     if path.exists() or not expects(home, name):
         return None
+    held = (
+        f"its record of what it held ({home / MARKER}) is damaged, so it may have held it"
+        if _read(home) is _Record.DAMAGED
+        else f"this home has held it (recorded in {home / MARKER})"
+    )
     return StoreMissing(
-        f"{path} is missing, but this home has held it (recorded in {home / MARKER}); "
-        "nothing was created in its place",
+        f"{path} is missing, but {held}; nothing was created in its place",
         hint=(
             "If it was moved, put it back. Otherwise `bastion db recover"
             + ("" if name == "bastion" else f" --db {name}")

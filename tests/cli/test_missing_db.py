@@ -214,6 +214,55 @@ def test_a_record_that_is_not_a_json_object_is_damaged_not_a_crash(tmp_path: Pat
     assert list(json.loads((home / MARKER).read_text(encoding="utf-8"))["databases"]) == ["bastion"]
 
 
+@pytest.mark.parametrize("damage", ["{not json", '{"format": 1}', "\x00\xff"])
+def test_a_damaged_record_still_keeps_a_deleted_database_from_coming_back_empty(
+    tmp_path: Path, damage: str
+) -> None:
+    """A damaged record was read as holding nothing: with bastion.db deleted too, the next
+    open made a new, empty one without a word. Its contents unknown, it is taken to have
+    held bastion.db (the database every home is made with), and the refusal says why."""
+    home = _home(tmp_path)
+    (home / MARKER).write_text(damage, encoding="utf-8", errors="surrogateescape")
+    (home / "bastion.db").unlink()
+    cfg = load_config(home, env={})
+    with pytest.raises(StoreMissing, match="this home has held it: it was deleted or moved"):
+        Home.open(cfg)  # the open-time check asks the record too
+    with pytest.raises(StoreMissing) as caught:
+        Home.open(cfg, check=False)
+    assert caught.value.message == (
+        f"{home / 'bastion.db'} is missing, but its record of what it held ({home / MARKER}) "
+        "is damaged, so it may have held it; nothing was created in its place"
+    )
+    assert "--allow-empty" in caught.value.hint
+    assert not (home / "bastion.db").exists()
+
+
+def test_a_damaged_record_is_written_again_without_forgetting_bastion_db(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The vault opened alone (as an app without a Home does) writes the damaged record
+    again: with bastion.db, which a later deletion must not let come back empty."""
+    home = _home(tmp_path)
+    cfg = load_config(home, env={})
+    (home / MARKER).write_text("{not json", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="bastion.home"):
+        open_vault_db(cfg).close()
+    assert caplog.record_tuples == [
+        (
+            "bastion.home",
+            logging.WARNING,
+            f"{home / MARKER} was damaged; written again with bastion, vault",
+        )
+    ]
+    assert sorted(json.loads((home / MARKER).read_text(encoding="utf-8"))["databases"]) == [
+        "bastion",
+        "vault",
+    ]
+    (home / "bastion.db").unlink()
+    with pytest.raises(StoreMissing, match="recorded in"):
+        Home.open(cfg, check=False)  # the record's own refusal: it is whole again
+
+
 @pytest.mark.root
 def test_a_record_that_cannot_be_written_is_a_warning_and_written_later(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
