@@ -242,6 +242,19 @@ def test_metrics_need_the_token_and_speak_openmetrics_when_asked(live: LiveServe
     )
 
 
+def test_an_accept_header_the_exposition_cannot_read_gets_the_text_format(
+    live: LiveServer,
+) -> None:
+    for accept in (
+        "application/openmetrics-text; version=abc",
+        "application/openmetrics-text; version=1.x",
+    ):
+        answer = scrape(live, Accept=accept)
+        assert answer.status_code == 200, (accept, answer.text)
+        assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert value(samples(answer.text), "bastion_store_commits_total") >= 0
+
+
 def test_backup_age_per_database_file(opened: Home, live: LiveServer) -> None:
     opened.backup()
     found = samples(scrape(live).text)

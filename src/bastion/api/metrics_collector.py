@@ -47,8 +47,14 @@ def new_registry(
 
 
 def render(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
-    """The registry's families in the format ``accept`` asks for, and its content type."""
-    encoder, content_type = choose_encoder(accept)
+    """The registry's families in the format ``accept`` asks for, and its content type.
+    An ``Accept`` prometheus_client cannot read gets the text format, as one it does not
+    know does (it compares an OpenMetrics ``version=`` as numbers: ``version=abc`` raised
+    TypeError, a 500 for a header any client may send)."""
+    try:
+        encoder, content_type = choose_encoder(accept)
+    except (TypeError, ValueError):
+        encoder, content_type = choose_encoder("")
     return encoder(registry), content_type
 
 
