@@ -145,11 +145,12 @@ def restore_at(
             if (plan.shortfall)
             else ""
         )
-        click.confirm(
+        from bastion.cli._ask import confirm
+
+        confirm(
             f"Replace {target} with its state as of {human_time(at)} (last commit at "
             f"{human_time(plan.target_time)}, generation {plan.generation.id})?{note} The "
             "current files move to quarantine/.",
-            abort=True,
         )
         refuse_if_open(target)  # opened while the prompt waited
     # An encrypted database's bases and frames are read with its key (or, after a rekey, the

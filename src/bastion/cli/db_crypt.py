@@ -162,10 +162,11 @@ def _run(
                 hint="Close those programs and retry; nothing was changed.",
             )
     if plan and not yes and not as_json:
-        click.confirm(
+        from bastion.cli._ask import confirm
+
+        confirm(
             f"{operation.capitalize()} {', '.join(p.name for _n, p in plan)} (a verified backup "
             "of each is taken first)?",
-            abort=True,
         )
         for _name, path in plan:
             refuse_if_open(path)  # opened while the prompt waited

@@ -514,10 +514,11 @@ def restore(
             hint="Close those programs and retry; nothing was changed.",
         )
     if not yes and not as_json:
-        click.confirm(
+        from bastion.cli._ask import confirm
+
+        confirm(
             f"Replace {target} with {path.name} ({human_time(info.created_at)})? "
             "The current files move to quarantine/.",
-            abort=True,
         )
         refuse_if_open(target)  # opened while the prompt waited
     result = restore_backup(path, target, where.quarantine_dir, db_name=where.name, key=key)

@@ -73,14 +73,14 @@ def _read_value(from_stdin: bool, prompt: bool, *, what: str = "the value") -> s
     from bastion.errors import RuleViolation
 
     if prompt or (not from_stdin and sys.stdin.isatty()):
-        # No default: Enter alone gives "" (refused below), and the prompt shows no "[]".
-        value: str = click.prompt(
+        from bastion.cli._ask import secret_prompt
+
+        # Enter alone gives "" (refused below).
+        value = secret_prompt(
             "value",
-            hide_input=True,
-            confirmation_prompt=True,
-            err=True,
-            default="",
-            show_default=False,
+            instead='Pipe the value on stdin: printf %s "$VALUE" | bastion secrets set NAME',
+            confirmation=True,
+            empty_ok=True,
         )
     else:
         data = sys.stdin.read()
@@ -552,8 +552,13 @@ def rekey(
                     hint=f'export {var}="$(bastion secrets keygen)" and retry.',
                 )
         elif target == "passphrase":
-            new_secret = click.prompt(
-                "new vault passphrase", hide_input=True, confirmation_prompt=True, err=True
+            from bastion.cli._ask import secret_prompt
+
+            new_secret = secret_prompt(
+                "new vault passphrase",
+                instead="Run it at a terminal to be asked, or re-wrap the key under one in a "
+                "variable: --to env (see `bastion secrets rekey --help`).",
+                confirmation=True,
             )
         result = vault.rekey(target, new_secret=new_secret, rotate_data_key=rotate_data_key)
     emit(
