@@ -260,7 +260,15 @@ def rollback(home: Home, version_id: int, *, author: str = "cli") -> Rollback:
         # version is rolled back with the transaction and the history stays true. If the
         # transaction fails after the file was written (its COMMIT on a full disk), the
         # file is put back as it was: the command says it failed, so it changed nothing.
-        recorded = _repo(home).record_tx(tx, version.target, text, author, rollback_of=version.id)
+        repo = _repo(home)
+        # What the file says now goes in first (author "file"), unless it is the latest
+        # version already or not valid: an edit the daemon has not recorded (its watch is
+        # off, or has yet to settle) would otherwise be replaced without a trace. Read under
+        # the write lock, so no recorder can slip a version in between.
+        current = _current_text(home, version.target, path)
+        if current is not _INVALID:
+            repo.record_tx(tx, version.target, current, "file")
+        recorded = repo.record_tx(tx, version.target, text, author, rollback_of=version.id)
         before = _Before.keep(path)
         try:
             if text is None:
@@ -285,6 +293,30 @@ def rollback(home: Home, version_id: int, *, author: str = "cli") -> Rollback:
         ) from err
     applied, report = _apply(home, service)
     return Rollback(version, recorded, str(path), applied, report)
+
+
+#: What :func:`_current_text` returns for a file that is not valid (not a version).
+_INVALID = object()
+
+
+def _current_text(home: Home, target: str, path: Path) -> Any:
+    """The text of ``target``'s file now as :func:`sync` would record it: None when there is
+    no file, :data:`_INVALID` when it is not valid (it cannot be what runs)."""
+    from bastion.domains.confighistory import CONFIG_TARGET
+    from bastion.errors import ServiceSpecError
+    from bastion.supervisor.spec import read_spec
+
+    try:
+        if target == CONFIG_TARGET:
+            text = _read(path)
+            if text is not None:
+                check_config_text(text, name=str(path))
+            return text
+        if not path.exists():
+            return None
+        return read_spec(path)[1]
+    except (ConfigError, ServiceSpecError):
+        return _INVALID
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -183,3 +183,33 @@ def test_a_recorded_bastion_toml_that_no_longer_parses_is_refused_naming_the_hom
         assert "bastion-config-check-" not in err
         assert config_file.read_text() == "[api]\nport = 0\n"
     assert _history(home) == before
+
+
+def test_a_rollback_records_the_edit_it_replaces_first(tmp_path: Path) -> None:
+    # A daemon records edits as its watch sees them; with the watch off (or before it
+    # settled) nothing had recorded the edit a rollback then replaced: it was lost. The
+    # rollback itself (here called as the library, as the CLI does when a daemon runs)
+    # records what the file says before it writes, in the same transaction.
+    from bastion import config_history
+    from bastion.app import Home
+    from bastion.config import load_config
+
+    home = _home(tmp_path)
+    spec = home / "services" / "w.toml"
+    spec.write_text(f'argv = ["{SLEEP}", "1"]\n')
+    first = _history(home)[0]
+    edit = f'argv = ["{SLEEP}", "2"]\n# a careful edit\n'
+    spec.write_text(edit)  # not recorded: no sync, no daemon
+    with Home.open(load_config(home, env={}), create=False) as h:
+        result = config_history.rollback(h, first["id"])
+        kept = config_history.history(h, limit=10).items
+        edited = h.db.lookup("SELECT content FROM config_versions WHERE id = ?", (kept[1].id,))
+    assert spec.read_text() == f'argv = ["{SLEEP}", "1"]\n'
+    assert [(v.action, v.author) for v in kept] == [
+        ("rollback", "cli"),
+        ("changed", "file"),
+        ("created", "file"),
+    ]
+    assert result.recorded is not None
+    assert result.recorded.id == kept[0].id
+    assert edited == (edit,)
