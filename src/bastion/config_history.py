@@ -10,7 +10,9 @@ recorded where changes happen:
 - :func:`sync` records what the files say now, for edits made while no daemon ran (the CLI
   calls it before it reads the history, when no daemon is there to have done it);
 - :func:`rollback` records the version it writes back (author ``cli``, or ``api``), in the
-  same transaction as the file write: a write that fails records nothing.
+  same transaction as the file write: a write that fails records nothing, and a COMMIT that
+  fails after the write puts the file back. The file's text before it goes in first (author
+  ``file``) when nobody had recorded it, so a rollback never replaces an edit untraced.
 
 A rollback writes the old text back atomically (``_fs.atomic_write``: temp, fsync, rename,
 fsync of the folder; 0600) after checking it is still valid (a spec's program may be gone;
