@@ -210,3 +210,35 @@ def test_db_naming_a_fifo_socket_or_device_says_so(tmp_path: Path, kind: str) ->
     finally:
         if sock is not None:
             sock.close()
+
+
+@pytest.mark.parametrize("length", [256, 300])
+def test_a_db_path_no_file_can_have_is_named_never_a_traceback(tmp_path: Path, length: int) -> None:
+    """A part of a --db path over 255 bytes: every `db` command was an OSError traceback
+    (ENAMETOOLONG from pathlib's is_file)."""
+    home = _home(tmp_path)
+    value = str(tmp_path / ("d" * length))
+    for args in (("db", "status"), ("db", "check"), ("db", "backup"), ("db", "backups")):
+        done = bastion(home, *args, "--db", value)
+        assert done.returncode == EXIT_MISSING, done.stderr
+        assert "Traceback" not in done.stderr
+        assert "File name too long" in done.stderr
+        assert "at most 255 bytes" in done.stderr
+
+
+def test_db_copy_names_a_name_too_long_not_a_folder_to_chmod(tmp_path: Path) -> None:
+    """`db copy` to or from a name no file can have (its own, or the -wal SQLite puts beside
+    it) said "cannot create files in /tmp" and to `chmod 700 /tmp`."""
+    home = _home(tmp_path)
+    source = home / "bastion.db"
+    for src, dst, beside in [
+        (str(tmp_path / ("s" * 300)) + ".db", str(tmp_path / "out.db"), ""),
+        (str(source), str(tmp_path / ("c" * 252)) + ".db", "-wal"),  # 255 bytes; -wal 259
+    ]:
+        done = bastion(home, "db", "copy", src, dst)
+        assert done.returncode == 66, done.stderr  # StoreOpenError
+        assert "Traceback" not in done.stderr
+        assert "the name is too long for the file system" in done.stderr
+        assert beside in done.stderr
+        assert "chmod" not in done.stderr
+        assert not Path(dst).exists()

@@ -22,6 +22,7 @@ A home's databases and an application's differ in what bastion may write around 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
 from pathlib import Path
@@ -124,11 +125,13 @@ _DIR_NAMES = frozenset({"", ".", ".."})
 _HINT_MAX = 5
 
 
-def _is(kind: str, path: Path) -> bool:
+def _is(kind: str, path: Path, *, guessed: bool = False) -> bool:
     """``path.is_file()``/``is_dir()``, with a folder this process may not enter named as a
-    permission problem (pathlib raises PermissionError from deep inside a command)."""
+    permission problem (pathlib raises PermissionError from deep inside a command), and a
+    name the system refuses (a part over 255 bytes: ENAMETOOLONG, an ``OSError`` traceback
+    from every ``db`` command) named as the --db value's problem."""
     from bastion._text import blocked_folder, enter_hint
-    from bastion.errors import StorePermissionError
+    from bastion.errors import DatabaseNotFound, StorePermissionError
 
     try:
         return path.is_file() if kind == "file" else path.is_dir()
@@ -139,6 +142,26 @@ def _is(kind: str, path: Path) -> bool:
             hint=enter_hint(folder) + ", or name a database elsewhere with --db.",
             path=str(path),
         ) from None
+    except OSError as err:
+        too_long = err.errno == errno.ENAMETOOLONG
+        if guessed and too_long:
+            return False  # NAME + ".db", tried for the user: only what was typed is named
+        raise DatabaseNotFound(
+            f"cannot look for the database {_shown(path)}: {err.strerror or err}",
+            hint=(
+                "No file can have that name: each part of a path holds at most 255 bytes, the "
+                "whole at most 4096. Name the database with a shorter --db path."
+                if too_long
+                else "Name the database with another --db path."
+            ),
+            path=str(path),
+        ) from None
+
+
+def _shown(path: Path) -> str:
+    """``path`` for a message: a name too long for any file is cut in the middle."""
+    text = str(path)
+    return text if len(text) <= 120 else f"{text[:60]}...{text[-40:]}"
 
 
 def _resolve_path(cfg: Config, value: str) -> Path:
@@ -149,7 +172,7 @@ def _resolve_path(cfg: Config, value: str) -> Path:
     for base in candidates:
         named = base.name not in _DIR_NAMES
         for path in (base, base.with_name(base.name + ".db")) if named else (base,):
-            if _is("file", path):
+            if _is("file", path, guessed=path is not base):
                 return path.absolute()
     first = candidates[0]
     folder = next((base for base in candidates if _is("dir", base)), None)
@@ -179,8 +202,18 @@ def _resolve_path(cfg: Config, value: str) -> Path:
                 "never opened as one).",
                 path=str(base.absolute()),
             )
-    # Not found: name the most likely place (the home, or the absolute path as given).
-    return (first if first.suffix == ".db" else first.with_name(first.name + ".db")).absolute()
+    # Not found: name the most likely place (the home, or the absolute path as given), as
+    # typed when NAME + ".db" is a name no file can have.
+    guess = first if first.suffix == ".db" else first.with_name(first.name + ".db")
+    return (guess if guess is first or _name_fits(guess) else first).absolute()
+
+
+def _name_fits(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as err:
+        return err.errno != errno.ENAMETOOLONG
+    return True
 
 
 def resolve_target(cfg: Config, value: str, *, backups_dir: Path | None = None) -> DbTarget:

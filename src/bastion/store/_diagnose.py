@@ -107,6 +107,33 @@ def _me() -> str:
     return f"uid {os.geteuid()}" if hasattr(os, "geteuid") else "this user"
 
 
+def _name_too_long(path: Path, ctx: str) -> StoreOpenError | None:
+    """The error for a database path no file can have (a part over the file system's 255
+    bytes: ENAMETOOLONG), its own or a companion's (``NAME.db-wal`` is 4 bytes longer),
+    else None. Before, :func:`_access_problem` took "cannot look" for a folder this process
+    may not enter, and the hint said to `chmod 700 /tmp`."""
+    for candidate in (path, *(Path(str(path) + s) for s in COMPANIONS)):
+        try:
+            os.stat(candidate)
+        except OSError as err:
+            if err.errno != errno.ENAMETOOLONG:
+                continue
+            shown = str(path) if len(str(path)) <= 120 else f"{str(path)[:60]}...{str(path)[-40:]}"
+            whose = (
+                ""
+                if candidate == path
+                else f" (SQLite's {candidate.name[len(path.name) :]} beside it)"
+            )
+            return StoreOpenError(
+                f"cannot open {shown}: the name is too long for the file system{whose}{ctx}",
+                hint="Each part of a path holds at most 255 bytes (the whole path, 4096 on "
+                "Linux), and SQLite adds 4 to a database's name (-wal, -shm): use a shorter one. "
+                "Nothing was changed.",
+                path=str(path),
+            )
+    return None
+
+
 def _access_problem(path: Path) -> tuple[Path, bool] | None:
     """The first file or directory that stops this process writing ``path``: (what, is_dir).
 
@@ -194,7 +221,7 @@ def file_writable(path: Path) -> bool:
     return os.access(path, os.R_OK | os.W_OK, effective_ids=os.access in os.supports_effective_ids)
 
 
-def write_blocker(path: Path, *, what: str | None = None) -> StoreIOError | None:
+def write_blocker(path: Path, *, what: str | None = None) -> StoreIOError | StoreOpenError | None:
     """Why this process cannot write the database at ``path`` (or create it), or ``None``.
 
     Read-only; checks the mount flags and ``access(2)`` only (a full disk shows up when
@@ -202,6 +229,9 @@ def write_blocker(path: Path, *, what: str | None = None) -> StoreIOError | None
     """
     path = Path(os.path.abspath(path))
     ctx = _context(what, None)
+    too_long = _name_too_long(path, ctx)
+    if too_long is not None:
+        return too_long
     if _read_only_mount(path):
         return _read_only_error(path, ctx)
     problem = _access_problem(path)
@@ -293,6 +323,9 @@ def io_error(
         )
     if full or err_no in _FULL_ERRNOS:
         return _disk_full_error(path, ctx, _free_or_none(path))
+    too_long = _name_too_long(path, ctx)
+    if too_long is not None:
+        return too_long
     if _read_only_mount(path):
         return _read_only_error(path, ctx)
     problem = _access_problem(path)
