@@ -75,6 +75,10 @@ def expects(home: Path, name: str) -> bool:
     return name in held
 
 
+def _entry(file: str, recorded_at: str) -> dict[str, object]:
+    return {"file": file, "recorded_at": recorded_at}
+
+
 def record(home: Path, name: str, path: Path) -> None:
     """Note that database ``name`` (at ``path``) now exists in ``home``; idempotent.
 
@@ -97,11 +101,11 @@ def record(home: Path, name: str, path: Path) -> None:
         # missing, not come back empty) and bastion's databases present now.
         for known in _OWN:
             if known == _FIRST or (home / f"{known}.db").exists():
-                entries[known] = {"file": f"{known}.db", "recorded_at": now}
+                entries[known] = _entry(f"{known}.db", now)
         logging.getLogger("bastion.home").warning(
             "%s was damaged; written again with %s", home / MARKER, ", ".join(sorted(entries))
         )
-    entries[name] = {"file": path.name, "recorded_at": now}
+    entries[name] = _entry(path.name, now)
     body = {"format": 1, "databases": entries}
     try:
         atomic_write(home / MARKER, json.dumps(body, indent=2, sort_keys=True) + "\n")

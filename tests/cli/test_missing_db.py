@@ -254,10 +254,13 @@ def test_a_damaged_record_is_written_again_without_forgetting_bastion_db(
             f"{home / MARKER} was damaged; written again with bastion, vault",
         )
     ]
-    assert sorted(json.loads((home / MARKER).read_text(encoding="utf-8"))["databases"]) == [
-        "bastion",
-        "vault",
-    ]
+    rebuilt = json.loads((home / MARKER).read_text(encoding="utf-8"))["databases"]
+    assert {name: entry["file"] for name, entry in rebuilt.items()} == {
+        "bastion": "bastion.db",
+        "vault": "vault.db",
+    }
+    for entry in rebuilt.values():
+        assert dt.datetime.fromisoformat(entry["recorded_at"]).utcoffset() == dt.timedelta(0)
     (home / "bastion.db").unlink()
     with pytest.raises(StoreMissing, match="recorded in"):
         Home.open(cfg, check=False)  # the record's own refusal: it is whole again
