@@ -61,3 +61,49 @@ def test_an_invalid_edit_of_bastion_toml_is_logged_naming_the_file(
         assert [v.action for v in history.query(target=CONFIG_TARGET).items] == ["created"]
     finally:
         home.close()
+
+
+def test_a_version_the_database_refuses_is_said_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another process holds bastion.db's write lock past the busy timeout when bastion.toml
+    # changes: the daemon's log says why the version was not recorded, in a line (a
+    # traceback there is a bug shown to a user), and the next change records it.
+    import apsw
+
+    home = Home.init(load_config(tmp_path / "home", env={"BASTION_STORE_BUSY_TIMEOUT_MS": "2000"}))
+    config_file = home.config.home / "bastion.toml"
+    config_file.write_text("[retention]\nlogs_days = 7\n")
+    history = ConfigHistoryRepo(home.db)
+
+    def refused() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "could not record" in r.getMessage()]
+
+    async def scenario() -> None:
+        follow = asyncio.get_running_loop().create_task(follow_config_file(home))
+        other = apsw.Connection(str(home.config.db_path))
+        try:
+            await await_until(lambda: history.latest(CONFIG_TARGET), what="the first version")
+            other.execute("BEGIN IMMEDIATE")  # another process's long write
+            config_file.write_text("[retention]\nlogs_days = 8\n")
+            await await_until(refused, timeout=60, what="the refusal")
+            other.execute("ROLLBACK")
+            config_file.write_text("[retention]\nlogs_days = 9\n")
+            await await_until(
+                lambda: len(history.query(target=CONFIG_TARGET).items) == 2,
+                timeout=30,
+                what="the next change recorded",
+            )
+        finally:
+            other.close()
+            follow.cancel()
+            await asyncio.gather(follow, return_exceptions=True)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="bastion.daemon"):
+            asyncio.run(scenario())
+        (record,) = refused()
+        assert record.exc_info is None, "a traceback in the daemon's log"
+        assert "locked" in record.getMessage()
+    finally:
+        home.close()

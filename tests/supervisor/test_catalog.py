@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import stat
 import sys
@@ -335,3 +336,46 @@ def test_file_mode_and_atomicity_of_put_survive_a_crowded_folder(
         await sup.close()
 
     run(scenario)
+
+
+@pytest.mark.root
+def test_a_history_the_disk_refuses_is_said_in_one_line_and_caught_up_later(
+    db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The history's database on a full disk: the reload applies the spec all the same, the
+    # daemon's log says why the version was not recorded in one line (a traceback there is
+    # a bug shown to a user), and the next reload with room records it.
+    from bastion.domains.confighistory import ConfigHistoryRepo, config_history_namespace
+    from bastion.store.migrations import Migrator
+    from tests.fsfaults import mounted_tmpfs, needs_root
+
+    needs_root()
+    folder = tmp_path / "services"
+    folder.mkdir()
+    with mounted_tmpfs(tmp_path / "mnt", size="4m") as mount:
+        history_db = Database.open(mount.path / "bastion.db")
+        try:
+            Migrator(history_db).migrate([config_history_namespace()])
+            history = ConfigHistoryRepo(history_db)
+
+            async def scenario() -> tuple[list[str], list[str]]:
+                sup, catalog = await opened(db, folder, watch="off", history=history)
+                try:
+                    write(folder, "a", sleeper_spec(autostart=False))
+                    mount.fill()
+                    full = await catalog.reload()
+                    mount.unfill()
+                    later = await catalog.reload()
+                    return list(full.added), list(later.unchanged)
+                finally:
+                    await sup.close()
+
+            with caplog.at_level(logging.WARNING, logger="bastion.supervisor.catalog"):
+                added, unchanged = run(scenario)
+            assert (added, unchanged) == (["a"], ["a"])
+            (warning,) = [r for r in caplog.records if "history" in r.getMessage()]
+            assert warning.exc_info is None, "a traceback in the daemon's log"
+            assert "disk full" in warning.getMessage()
+            assert [v.action for v in history.query().items] == ["created"]
+        finally:
+            history_db.close()

@@ -68,7 +68,7 @@ async def follow_config_file(home: Home) -> None:
     from bastion._platform.filewatch import watch_files
     from bastion.config import CONFIG_FILE
     from bastion.config_history import sync_config
-    from bastion.errors import ConfigError
+    from bastion.errors import BastionError, ConfigError
 
     watch = watch_files(home.config.home, [CONFIG_FILE])
     first = True  # the version the daemon started with: nothing to restart for
@@ -85,6 +85,13 @@ async def follow_config_file(home: Home) -> None:
                     CONFIG_FILE,
                     err.message,
                     err.hint or "",
+                )
+            except BastionError as err:  # the disk or the database refused: a line, no traceback
+                log.warning(
+                    "could not record %s in the configuration history: %s %s",
+                    CONFIG_FILE,
+                    err.message,
+                    err.hint,
                 )
             except Exception:
                 log.exception("could not record %s in the configuration history", CONFIG_FILE)

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from bastion._fs import atomic_write
-from bastion.errors import ServiceFileUnwritable, ServiceNotFound, ServiceSpecError
+from bastion.errors import BastionError, ServiceFileUnwritable, ServiceNotFound, ServiceSpecError
 from bastion.supervisor.spec import NAME_RE, ServiceSpec, parse_spec, read_spec, spec_files
 from bastion.supervisor.supervisor import Supervisor
 
@@ -335,9 +335,17 @@ class ServiceCatalog:
             applied: dict[str, str | None] = {**texts, **dict.fromkeys(removed)}
             try:
                 await asyncio.to_thread(self.history.record_specs, applied, author)
-            except Exception:
+            except BastionError as err:
                 # The history is a record of what happened, never a reason for a reload to
-                # fail: what was applied stays applied.
+                # fail: what was applied stays applied. A refusal of the disk or the
+                # database (full, read-only, busy) is said in a line, not a traceback; the
+                # next reload records every text again, and what changed then goes in.
+                log.warning(
+                    "could not record the services' versions in the history: %s %s",
+                    err.message,
+                    err.hint,
+                )
+            except Exception:
                 log.exception("could not record the services' versions in the history")
         return ReloadReport(
             added=tuple(added),
