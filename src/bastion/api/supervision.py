@@ -81,14 +81,14 @@ async def follow_config_file(home: Home) -> None:
                 # start, which would refuse it.
                 log.warning(
                     "%s is not valid, so it is not recorded and the daemon keeps the values "
-                    "it started with; its next start would refuse it: %s %s",
+                    "it started with; its next start would refuse it: %s. %s",
                     CONFIG_FILE,
                     err.message,
                     err.hint or "",
                 )
             except BastionError as err:  # the disk or the database refused: a line, no traceback
                 log.warning(
-                    "could not record %s in the configuration history: %s %s",
+                    "could not record %s in the configuration history: %s. %s",
                     CONFIG_FILE,
                     err.message,
                     err.hint,

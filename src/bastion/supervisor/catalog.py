@@ -341,7 +341,7 @@ class ServiceCatalog:
                 # database (full, read-only, busy) is said in a line, not a traceback; the
                 # next reload records every text again, and what changed then goes in.
                 log.warning(
-                    "could not record the services' versions in the history: %s %s",
+                    "could not record the services' versions in the history: %s. %s",
                     err.message,
                     err.hint,
                 )
