@@ -244,6 +244,7 @@ SETTINGS_GET_MODULES = frozenset(
         "bastion.store",
         "bastion.store._diagnose",
         "bastion.store._errors",
+        "bastion.store._filenames",  # the path's bytes as SQLite must get them (stdlib only)
         "bastion.store._rawread",
         "bastion.store.crypt",
         "bastion.store.crypt.cipher",

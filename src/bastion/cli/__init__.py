@@ -206,8 +206,28 @@ def cli(ctx: click.Context, home: str | None) -> None:
             ctx=ctx,
             param_hint="'--home'",
         )
+    if home is not None and not _utf8_bytes(home):
+        # SQLite takes UTF-8 file names (store/_filenames.py): refused before `init` makes
+        # folders it could never put a database in.
+        raise click.BadParameter(
+            "names a folder whose bytes are not UTF-8 (a latin-1 name?), and SQLite takes "
+            "UTF-8 file names; rename it (`convmv -f latin1 -t utf8 --notest DIR`) or pick "
+            "another",
+            ctx=ctx,
+            param_hint="'--home'",
+        )
     ctx.ensure_object(dict)
     ctx.obj["home"] = home
+
+
+def _utf8_bytes(path: str) -> bool:
+    import os
+
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> Any:

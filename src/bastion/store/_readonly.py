@@ -29,18 +29,18 @@ the one way SQLite can read the *committed* state without writing anything
 from __future__ import annotations
 
 import os
-import urllib.parse
 from pathlib import Path
 
 import apsw
 
 from bastion.errors import StoreIOError
+from bastion.store._filenames import sqlite_uri_path
 
 __all__ = ["readonly_target"]
 
 
 def _uri(path: Path, query: str) -> str:
-    return f"file:{urllib.parse.quote(str(path))}?{query}"
+    return f"file:{sqlite_uri_path(path)}?{query}"
 
 
 def _size(path: Path) -> int | None:

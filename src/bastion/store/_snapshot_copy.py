@@ -32,6 +32,7 @@ import apsw
 from bastion import _platform
 from bastion.errors import BackupError, StoreError, StoreIOError
 from bastion.store._errors import translate
+from bastion.store._filenames import sqlite_path
 from bastion.store._snapshot_facts import (
     FileFacts,
     SourceState,
@@ -283,7 +284,7 @@ def _copy(
     if vacuum:
         if progress:
             progress(0, total)
-        src.execute("VACUUM INTO ?", (str(tmp),)).fetchall()
+        src.execute("VACUUM INTO ?", (sqlite_path(tmp),)).fetchall()
         os.chmod(tmp, 0o600)
         dest = connect(str(tmp), vfs=vfs, key=key)
         try:

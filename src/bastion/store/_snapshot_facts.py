@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import threading
-import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import apsw
 
 from bastion.store._errors import translate
+from bastion.store._filenames import sqlite_uri_path
 from bastion.store._snapshot_hash import _yield_cpu_to_the_application
 from bastion.store.crypt.cipher import FileKind, connect, file_kind
 from bastion.store.crypt.key import DatabaseKey
@@ -95,7 +95,7 @@ _CHECK_CACHE_KIB = 256
 
 def _ro_uri(path: Path) -> str:
     # immutable=1: no locks, no -shm, no -wal: the file is read exactly as it is on disk.
-    return f"file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1"
+    return f"file:{sqlite_uri_path(path)}?mode=ro&immutable=1"
 
 
 def _open_ro(path: Path, *, mmap: bool = False, key: DatabaseKey | None = None) -> apsw.Connection:

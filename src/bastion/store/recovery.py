@@ -34,7 +34,6 @@ import os
 import struct
 import threading
 import time
-import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +44,7 @@ from bastion._fs import atomic_write, copy_private, ensure_private_dir
 from bastion.errors import IndexCorrupt, NotADatabase, StoreCorrupt, StoreError, StoreMissing
 from bastion.store._diagnose import io_error, write_blocker
 from bastion.store._errors import is_fts5_damage, translate
+from bastion.store._filenames import sqlite_uri_path
 from bastion.store._rawread import read_head
 from bastion.store._readonly import readonly_target
 from bastion.store._swap import preflight, remove_quietly, replacement_path, swap_in
@@ -780,7 +780,7 @@ def _undo(tmp: Path, qdir: Path | None, written: list[Path]) -> None:
 
 
 def _ro(path: Path) -> str:
-    return f"file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1"
+    return f"file:{sqlite_uri_path(path)}?mode=ro&immutable=1"
 
 
 def _rows_missing_from(

@@ -29,13 +29,13 @@ import re
 import struct
 import tempfile
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import apsw
 
 from bastion._fs import copy_private, fsync_dir
+from bastion.store._filenames import sqlite_uri_path
 from bastion.store.crypt.cipher import FileKind, classify, connect
 from bastion.store.crypt.key import DatabaseKey
 from bastion.store.crypt.pages import decrypt_page
@@ -128,7 +128,7 @@ def salvage(source: Path, dest: Path, *, key: DatabaseKey | None = None) -> Salv
             src = _open_with_wal(copy, key)
         else:
             src = connect(
-                f"file:{urllib.parse.quote(str(copy))}?mode=ro&immutable=1",
+                f"file:{sqlite_uri_path(copy)}?mode=ro&immutable=1",
                 flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI,
                 key=key,
             )
@@ -207,7 +207,7 @@ def _repair_header(copy: Path) -> str | None:
             handle.flush()
             try:
                 conn = apsw.Connection(
-                    f"file:{urllib.parse.quote(str(copy))}?mode=ro&immutable=1",
+                    f"file:{sqlite_uri_path(copy)}?mode=ro&immutable=1",
                     flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI,
                 )
                 try:

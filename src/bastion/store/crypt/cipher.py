@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import apsw
 
 from bastion.errors import EncryptionUnavailable, StoreError
+from bastion.store._filenames import sqlite_path, sqlite_uri_path
 
 if TYPE_CHECKING:
     from bastion.store.crypt.key import (
@@ -174,6 +175,8 @@ def connect(
         kwargs["flags"] = flags
     if vfs is not None:
         kwargs["vfs"] = vfs
+    if target not in {"", ":memory:"} and not target.startswith("file:"):
+        target = sqlite_path(target)  # a file name: the bytes the OS has (see _filenames)
     conn = apsw.Connection(target, **kwargs)
     if key is not None:
         try:
@@ -194,4 +197,4 @@ def keyed_uri(path: Path, key: DatabaseKey | None) -> str:
         "algorithm": ALGORITHM,
         "key": key.pragma_text() if key is not None else "",
     }
-    return f"file:{urllib.parse.quote(str(path))}?{urllib.parse.urlencode(query)}"
+    return f"file:{sqlite_uri_path(path)}?{urllib.parse.urlencode(query)}"
