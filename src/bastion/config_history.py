@@ -217,10 +217,12 @@ class Rollback:
     restored: ConfigVersion
     recorded: ConfigVersion | None
     path: str
-    #: "reloaded" (the daemon applied it now), "next start" (no daemon runs), or
-    #: "restart needed" (bastion.toml under a running daemon).
+    #: "reloaded" (the daemon applied it now), "next start" (no daemon runs), "restart
+    #: needed" (bastion.toml under a running daemon), or "not reloaded" (the daemon did not
+    #: take the reload: ``problem`` says why; the file is written and recorded all the same).
     applied: str
     reload: dict[str, Any] | None = None
+    problem: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -230,6 +232,7 @@ class Rollback:
             "path": self.path,
             "applied": self.applied,
             "reload": self.reload,
+            "problem": self.problem,
         }
 
 
@@ -293,8 +296,8 @@ def rollback(home: Home, version_id: int, *, author: str = "cli") -> Rollback:
             hint="Check the folder's permissions and free space; nothing was changed.",
             path=str(path),
         ) from err
-    applied, report = _apply(home, service)
-    return Rollback(version, recorded, str(path), applied, report)
+    applied, report, problem = _apply(home, service)
+    return Rollback(version, recorded, str(path), applied, report, problem)
 
 
 #: What :func:`_current_text` returns for a file that is not valid (not a version).
@@ -381,13 +384,20 @@ def _still_valid(version: ConfigVersion, check: Any) -> None:
         ) from err
 
 
-def _apply(home: Home, service: str | None) -> tuple[str, dict[str, Any] | None]:
+def _apply(home: Home, service: str | None) -> tuple[str, dict[str, Any] | None, str | None]:
+    """How the rollback applies: the daemon told to reload, when one runs. Runs after the
+    commit: a daemon that does not answer (stopped, hung) makes the rollback "not
+    reloaded", never an error -- the file is written and recorded, and an error here
+    read as "nothing happened" (with the hint to start a daemon that was running)."""
     from bastion.client import DaemonClient
 
     client = DaemonClient.for_home(home.config)
     if client is None:
-        return "next start", None
+        return "next start", None, None
     if service is None:
-        return "restart needed", None
-    report: dict[str, Any] = client.post("/v1/services/reload")
-    return "reloaded", report
+        return "restart needed", None, None
+    try:
+        report: dict[str, Any] = client.post("/v1/services/reload")
+    except BastionError as err:
+        return "not reloaded", None, err.message
+    return "reloaded", report, None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -142,3 +143,36 @@ def test_every_change_is_recorded_once_with_its_author(tmp_path: Path) -> None:
     finally:
         daemon.close()
     assert "restart the daemon to apply it" in daemon.log()
+
+
+def test_a_rollback_the_daemon_does_not_take_says_so_and_is_kept(tmp_path: Path) -> None:
+    # The daemon is there (its handshake, its port) but does not answer (stopped with
+    # SIGSTOP, as a hung one): the rollback is written and recorded before it is told, so
+    # the command reports it done and not applied yet. It exited 69 with "cannot reach the
+    # bastion daemon ... Start it with `bastion serve`", as if nothing had happened.
+    home = tmp_path / "home"
+    subprocess.run(
+        [sys.executable, "-m", "bastion", "--home", str(home), "init"], check=True, timeout=120
+    )
+    spec = home / "services" / "sleeper.toml"
+    first = f'argv = ["{SLEEP}", "1000"]\n'
+    spec.write_text(first)
+    daemon = RunningDaemon(home)
+    try:
+        wait_until(lambda: _versions(home), timeout=60, what="the first version")
+        spec.write_text(first.replace("1000", "2000"))
+        wait_until(lambda: len(_versions(home)) == 2, timeout=60, what="the edit recorded")
+        oldest = _versions(home)[-1]
+        os.kill(daemon.proc.pid, signal.SIGSTOP)
+        try:
+            result = _cli(home, "config", "rollback", str(oldest.id))
+        finally:
+            os.kill(daemon.proc.pid, signal.SIGCONT)
+        assert result["applied"] == "not reloaded"
+        assert "cannot reach the bastion daemon" in result["problem"]
+        assert spec.read_text() == first
+        latest = _versions(home)[0]
+        assert (latest.action, latest.rollback_of) == ("rollback", oldest.id)
+        assert daemon.terminate() == 0
+    finally:
+        daemon.close()

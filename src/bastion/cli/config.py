@@ -217,6 +217,8 @@ def rollback(ctx: click.Context, version: int, as_json: bool) -> None:
             "next start": "when the daemon next starts (none is running)",
             "restart needed": "after a restart of the daemon (`bastion stop`, then `bastion "
             "serve`): it reads bastion.toml at start",
+            "not reloaded": f"not yet: the daemon did not take the reload ({d['problem']}); it "
+            "applies the file when its watch sees the change, or run `bastion services reload`",
         }[d["applied"]]
         return Fields(
             [
