@@ -170,11 +170,17 @@ def pid_alive(pid: int) -> bool:
 
 
 def read_handshake(run_dir: Path) -> Handshake | None:
-    """The handshake file's content, or None when there is none or it cannot be parsed."""
+    """The handshake file's content, or None when there is none or it cannot be parsed.
+
+    Read without blocking and only from a regular file (``_text.read_bytes``): a FIFO left
+    at ``run/daemon.json`` made every command that looks for the daemon (`stop`, `doctor`,
+    `services list`, the daemon's own shutdown) wait forever for a writer."""
+    from bastion._text import read_bytes
+
     try:
-        data = json.loads((run_dir / HANDSHAKE_FILE).read_text(encoding="utf-8"))
-        return Handshake.from_dict(data)
-    except (OSError, ValueError, KeyError, TypeError):
+        raw = read_bytes(run_dir / HANDSHAKE_FILE, ConfigError, "handshake", missing_ok=True)
+        return None if raw is None else Handshake.from_dict(json.loads(raw))
+    except (ConfigError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -150,3 +151,15 @@ def _free_port() -> int:
     with socket.socket() as s:  # bound and closed: nobody listens on it
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_a_fifo_left_at_the_handshake_means_no_daemon_not_a_hang(home: Path) -> None:
+    """A FIFO at run/daemon.json made `stop` and `doctor` wait forever for a writer (the
+    deadline below ends the old code). Empty or cut JSON was already no daemon."""
+    os.mkfifo(home / "run" / "daemon.json", 0o600)
+    done = bastion(home, "stop", timeout=30)
+    assert done.returncode == 0, _no_traceback(done)
+    assert "no daemon is running for the home" in done.stdout
+    done = bastion(home, "doctor", "--json", timeout=30)
+    _no_traceback(done)
+    assert json.loads(done.stdout)["services"]["daemon"]["running"] is False
