@@ -134,6 +134,33 @@ def _name_too_long(path: Path, ctx: str) -> StoreOpenError | None:
     return None
 
 
+#: "Too many open files": this process's limit (EMFILE) or the system's (ENFILE).
+_DESCRIPTOR_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE})
+
+
+def _out_of_descriptors() -> bool:
+    """Whether this process can open no more files (SQLite's "unable to open database file"
+    then comes with no errno: the open itself failed, before any connection existed)."""
+    try:
+        fd = os.open(os.devnull, os.O_RDONLY)
+    except OSError as err:
+        return err.errno in _DESCRIPTOR_ERRNOS
+    os.close(fd)
+    return False
+
+
+def _descriptors_error(path: Path, ctx: str, err_no: int) -> StoreIOError:
+    whose = "the system" if err_no == errno.ENFILE else "this process"
+    return StoreIOError(
+        f"cannot open {path}: {whose} has too many files open [{errno.errorcode[err_no]}]{ctx}",
+        hint="Raise the open-files limit (`ulimit -n`, or LimitNOFILE= in a systemd unit) or "
+        "run fewer services at once. The disk is fine; this is not corruption: nothing was "
+        "quarantined or moved.",
+        path=str(path),
+        errno=err_no,
+    )
+
+
 def _access_problem(path: Path) -> tuple[Path, bool] | None:
     """The first file or directory that stops this process writing ``path``: (what, is_dir).
 
@@ -323,6 +350,8 @@ def io_error(
         )
     if full or err_no in _FULL_ERRNOS:
         return _disk_full_error(path, ctx, _free_or_none(path))
+    if err_no in _DESCRIPTOR_ERRNOS or (err_no is None and _out_of_descriptors()):
+        return _descriptors_error(path, ctx, err_no or errno.EMFILE)
     too_long = _name_too_long(path, ctx)
     if too_long is not None:
         return too_long
