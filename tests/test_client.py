@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bastion.__about__ import __api_version__
 from bastion.client import DaemonClient, error_from_body
 from bastion.config import load_config
 from bastion.errors import (
@@ -54,7 +55,14 @@ def test_no_handshake_a_dead_pid_or_a_pid_not_on_its_port_means_no_daemon(tmp_pa
         listener.listen()
         port = listener.getsockname()[1]
         write_handshake(
-            cfg.run_dir, Handshake(pid=os.getpid(), port=port, started_at="t", version="0")
+            cfg.run_dir,
+            Handshake(
+                pid=os.getpid(),
+                port=port,
+                started_at="t",
+                version="0",
+                api_version=__api_version__,
+            ),
         )
         client = DaemonClient.for_home(cfg, timeout=5)
     assert client is not None

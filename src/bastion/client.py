@@ -19,8 +19,15 @@ import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from bastion.__about__ import __api_version__
 from bastion.config import Config
-from bastion.errors import ApiError, BastionError, DaemonUnreachable, iter_error_classes
+from bastion.errors import (
+    ApiError,
+    BastionError,
+    DaemonApiUnsupported,
+    DaemonUnreachable,
+    iter_error_classes,
+)
 from bastion.runfiles import (
     TOKEN_FILE,
     TOKEN_NAME,
@@ -85,7 +92,17 @@ class DaemonClient:
     def from_handshake(
         cls, handshake: Handshake, token: str, timeout: float = 30.0
     ) -> DaemonClient:
-        """A client for the daemon a handshake file describes."""
+        """A client for the daemon a handshake file describes; ``DaemonApiUnsupported`` for
+        one of another API major (or older than the api_version field): the CLI reads fields
+        of its answers that only its own major promises (a ``KeyError`` traceback before)."""
+        ours = __api_version__.split(".")[0]
+        if handshake.api_version.split(".")[0] != ours:
+            speaks = f"API {handshake.api_version}" if handshake.api_version else "an older API"
+            raise DaemonApiUnsupported(
+                f"the bastion daemon running for this home (pid {handshake.pid}, bastion "
+                f"{handshake.version or '?'}) speaks {speaks}; this bastion speaks API "
+                f"{__api_version__}"
+            )
         return cls(handshake.port, token, timeout=timeout)
 
     # --- plain requests --------------------------------------------------------------------

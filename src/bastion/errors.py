@@ -111,6 +111,7 @@ __all__ = [
     "CopyVerifyFailed",
     "ConstraintViolation",
     "DaemonAlreadyRunning",
+    "DaemonApiUnsupported",
     "DaemonUnreachable",
     "DatabaseKeyMissing",
     "DatabaseKeyWrong",
@@ -978,6 +979,19 @@ class DaemonUnreachable(ApiError):
     default_hint = "Start it with `bastion serve`."
     default_recoverable = True
     http_status = 503
+
+
+class DaemonApiUnsupported(ApiError):
+    """The daemon running for this home speaks another major of the HTTP API than this
+    bastion (one of another version, started before an upgrade): its answers may lack what
+    this client reads, so nothing is sent to it."""
+
+    code = "api_version_unsupported"
+    default_hint = (
+        "Stop it with the bastion that started it (`bastion stop` of that version, or "
+        "`kill -TERM <pid>`), then start it again with this one."
+    )
+    http_status = 502
 
 
 # --- exit codes ------------------------------------------------------------------------------

@@ -163,3 +163,25 @@ def test_a_fifo_left_at_the_handshake_means_no_daemon_not_a_hang(home: Path) -> 
     done = bastion(home, "doctor", "--json", timeout=30)
     _no_traceback(done)
     assert json.loads(done.stdout)["services"]["daemon"]["running"] is False
+
+
+def test_a_daemon_of_another_api_major_is_named_not_a_traceback(home: Path) -> None:
+    """A daemon another bastion started (a newer one, or one from before an upgrade) answers
+    in its own API: `stop` read a field of its answer that only this major promises (a
+    KeyError traceback on an answer of another shape). The CLI now refuses to talk to it,
+    naming both versions; the daemon is left running."""
+    daemon = RunningDaemon(home)
+    path = home / "run" / "daemon.json"
+    real = path.read_text(encoding="utf-8")
+    try:
+        path.write_text(json.dumps({**json.loads(real), "api_version": "2.0.0"}))
+        for command in ("stop", "dashboard"):
+            done = bastion(home, command)
+            text = _no_traceback(done)
+            assert done.returncode == 69, text
+            assert f"(pid {daemon.handshake['pid']}, bastion 0.1.0) speaks API 2.0.0" in text
+            assert "then start it again with this one" in text
+        assert daemon.proc.poll() is None
+    finally:
+        path.write_text(real)
+        daemon.close()
