@@ -86,6 +86,13 @@ MODULES: dict[str, list[str]] = {
         "tests/store/test_faults.py",
         "tests/store/test_plan.py",
     ],
+    "store/_errors.py": [
+        "tests/store/test_errors.py",
+        "tests/store/test_engine.py",
+        "tests/store/test_contract.py",
+        "tests/store/test_io_faults.py",
+        "tests/store/test_fts_damage.py",
+    ],
 }
 
 

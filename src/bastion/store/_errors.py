@@ -35,7 +35,6 @@ _CONSTRAINT_CHECK = 275
 
 # Patterns as text: re caches them compiled on first use; compiling at import would cost
 # every one-shot CLI read for errors it almost never meets.
-_PREFIX = r"^\w+Error:\s*"
 _UNIQUE_COLUMNS = r"UNIQUE constraint failed: (?P<cols>.+)$"
 
 
@@ -50,8 +49,29 @@ def _system_errno(conn: apsw.Connection | None) -> int | None:
     return value or None
 
 
-def _extended(err: apsw.Error) -> int:
+def _extended(err: BaseException) -> int:
+    """SQLite's extended result code; 0 for an error raised by Python code run inside SQL (a
+    function, a virtual table, a VFS), which apsw passes on as it was raised."""
     return int(getattr(err, "extendedresult", 0) or 0)
+
+
+def _constraint_error(
+    err: BaseException,
+) -> type[Conflict] | type[ReferenceViolation] | type[ConstraintViolation]:
+    """Which of bastion's errors ``err`` (an ``apsw.ConstraintError``) is. SQLite's extended
+    code says which constraint failed; only an error without one (raised by Python code) is
+    read by its words. SQLite's own words are not read: they name the constraint's columns
+    or CHECK expression, which may hold "UNIQUE" or "FOREIGN KEY" themselves (a column
+    ``UNIQUE_CODE``, ``CHECK (kind IN ('UNIQUE', ...))``)."""
+    code = _extended(err)
+    if code:
+        if code in (_CONSTRAINT_UNIQUE, _CONSTRAINT_PRIMARYKEY):
+            return Conflict
+        return ReferenceViolation if code == _CONSTRAINT_FOREIGNKEY else ConstraintViolation
+    text = str(err)
+    if "UNIQUE" in text:
+        return Conflict
+    return ReferenceViolation if "FOREIGN KEY" in text else ConstraintViolation
 
 
 def translate(
@@ -70,10 +90,10 @@ def translate(
     """
     where = f" in {path}" if path else ""
     doing = f" while {what}" if what else ""
-    text = re.sub(_PREFIX, "", str(err)).strip()
+    text = str(err).strip()
     if isinstance(err, apsw.ConstraintError):
-        code = _extended(err)
-        if code in (_CONSTRAINT_UNIQUE, _CONSTRAINT_PRIMARYKEY) or "UNIQUE" in text:
+        kind = _constraint_error(err)
+        if kind is Conflict:
             match = re.search(_UNIQUE_COLUMNS, text)
             columns = match.group("cols") if match else None
             return Conflict(
@@ -81,7 +101,7 @@ def translate(
                 hint=f"A row with the same {columns or 'key'} exists already; update it or use another value.",
                 columns=columns,
             )
-        if code == _CONSTRAINT_FOREIGNKEY or "FOREIGN KEY" in text:
+        if kind is ReferenceViolation:
             return ReferenceViolation(f"foreign key constraint failed{doing}: {text}")
         return ConstraintViolation(f"constraint failed{doing}: {text}")
     if isinstance(err, apsw.BusyError | apsw.LockedError):
@@ -149,9 +169,7 @@ _DML_TABLE = (
 
 
 def is_foreign_key_error(err: BaseException) -> bool:
-    return isinstance(err, apsw.ConstraintError) and (
-        _extended(err) == _CONSTRAINT_FOREIGNKEY or "FOREIGN KEY" in str(err)
-    )
+    return isinstance(err, apsw.ConstraintError) and _constraint_error(err) is ReferenceViolation
 
 
 def foreign_key_error(conn: apsw.Connection, sql: str, err: BaseException) -> ReferenceViolation:
@@ -163,7 +181,7 @@ def foreign_key_error(conn: apsw.Connection, sql: str, err: BaseException) -> Re
     """
     match = re.match(_DML_TABLE, sql)
     if match is None:
-        return ReferenceViolation(f"foreign key constraint failed: {re.sub(_PREFIX, '', str(err))}")
+        return ReferenceViolation(f"foreign key constraint failed: {err}")
     verb = match.group("verb").upper()
     table = match.group("table").strip('"`[]').split(".")[-1]
     constraints: list[str] = []
