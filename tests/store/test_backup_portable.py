@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -94,6 +95,37 @@ def test_the_following_hash_needs_positional_reads(tmp_path: Path, no_positional
     (tmp_path / "f").write_bytes(b"x")
     with pytest.raises(RuntimeError, match="positional reads"):
         FollowingSha256(tmp_path / "f")
+
+
+def test_a_following_hash_left_unfinished_does_not_keep_the_process_alive(
+    tmp_path: Path,
+) -> None:
+    """The caller interrupted between the copy and ``result()``/``abandon()`` (SIGTERM raised
+    in the CLI's main thread): the hash's thread waited for ranges that never came, and the
+    interpreter's exit waited for it forever (`db backup` stopped by SIGTERM hung after
+    printing "stopped by SIGTERM"; the child here did not exit within 60 s)."""
+    (tmp_path / "f").write_bytes(b"x" * 4096)
+    child = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from bastion.store._snapshot_hash import FollowingSha256
+        hasher = FollowingSha256(Path(sys.argv[1]))
+        hasher.add(0, 4096)
+        print("left", flush=True)
+        """
+    )
+    # The platform's own capabilities (the portable run's switch is for this process).
+    env = {k: v for k, v in os.environ.items() if k != "BASTION_PORTABLE"}
+    done = subprocess.run(
+        [sys.executable, "-c", child, str(tmp_path / "f")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, "left\n"), done.stderr
 
 
 FULL_DISK_BACKUP_API = CHILD_KEY + textwrap.dedent(

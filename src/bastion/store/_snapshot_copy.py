@@ -169,6 +169,10 @@ def take_copy(
         finally:
             if src.in_transaction:
                 src.execute("COMMIT")
+    except BaseException:
+        if hasher is not None:  # the copy is done, its hash still waits for the end: stop it
+            hasher.abandon()
+        raise
     finally:
         src.close()
     return _Copy(method, source_fp, source_pages, state, hasher)

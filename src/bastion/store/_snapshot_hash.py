@@ -85,7 +85,11 @@ class FollowingSha256:
         self._hashed = 0
         self._error: BaseException | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bastion-sha256")
+        # A daemon thread: it waits for ranges until told the copy ended (result/abandon). A
+        # caller interrupted between the two (Ctrl-C, SIGTERM raised as an exception at any
+        # line of the CLI's main thread) left it waiting, and the interpreter's exit waited
+        # for it forever: `db backup` stopped by SIGTERM hung after "stopped by SIGTERM".
+        self._thread = threading.Thread(target=self._run, name="bastion-sha256", daemon=True)
         self._thread.start()
 
     def add(self, offset: int, length: int) -> None:
