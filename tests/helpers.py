@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import os
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -122,3 +125,30 @@ def gone(pid: int) -> bool:
         return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
+
+
+@contextlib.contextmanager
+def daemon_handshake_here(run_dir: Path) -> Iterator[int]:
+    """A daemon's handshake in ``run_dir`` naming this process, listening on the port it
+    names (what ``runfiles.running_daemon`` believes); removed on exit. Yields the port."""
+    from bastion.__about__ import __api_version__
+    from bastion.runfiles import Handshake, write_handshake
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = int(listener.getsockname()[1])
+        write_handshake(
+            run_dir,
+            Handshake(
+                pid=os.getpid(),
+                port=port,
+                started_at=dt.datetime.now(dt.UTC).isoformat(),
+                version="t",
+                api_version=__api_version__,
+            ),
+        )
+        try:
+            yield port
+        finally:
+            (run_dir / "daemon.json").unlink(missing_ok=True)

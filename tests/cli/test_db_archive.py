@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ from click.testing import CliRunner
 from bastion.app import Home
 from bastion.cli import cli
 from bastion.config import load_config
-from bastion.runfiles import Handshake, write_handshake
+from tests.helpers import daemon_handshake_here
 from tests.store.archive.support import wait_for_base
 
 
@@ -119,23 +117,10 @@ def test_restore_at_refusals_change_nothing(tmp_path: Path) -> None:
     code, _, err = _run(home, "db", "restore", "x.db", "--at", "-1m")
     assert code == 2
     cfg = load_config(home, env={})
-    # A daemon's handshake: this process, listening on the port it names.
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        write_handshake(
-            cfg.run_dir,
-            Handshake(
-                pid=os.getpid(),
-                port=listener.getsockname()[1],
-                started_at=dt.datetime.now(dt.UTC).isoformat(),
-                version="t",
-            ),
-        )
+    with daemon_handshake_here(cfg.run_dir):  # a daemon's: this process, on its port
         code, _, err = _run(home, "db", "restore", "--at", "-0s", "--yes")
         assert code != 0
         assert "--stop-daemon" in err
-        (cfg.run_dir / "daemon.json").unlink()
     assert (home / "bastion.db").read_bytes() == before
     assert not (home / "quarantine").exists() or not any((home / "quarantine").iterdir())
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +15,8 @@ from click.testing import CliRunner
 from bastion.app import Home
 from bastion.cli import cli
 from bastion.config import load_config
-from bastion.runfiles import Handshake, write_handshake
 from bastion.store.crypt import DatabaseKey
-from tests.helpers import wait_until
+from tests.helpers import daemon_handshake_here, wait_until
 from tests.store.opsfixtures import ITEMS_DDL, add_items, leaf_page_offset, overwrite
 
 # Every test that takes db_key or store_env runs twice: plaintext, then encrypted
@@ -94,24 +91,11 @@ def test_restore_refuses_while_a_daemon_or_another_process_holds_the_db(
     home = _home(tmp_path, store_env=store_env)
     made = _json(home, "db", "backup")
     cfg = load_config(home, env=store_env)
-    # A daemon's handshake: this process, listening on the port it names.
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        write_handshake(
-            cfg.run_dir,
-            Handshake(
-                pid=os.getpid(),
-                port=listener.getsockname()[1],
-                started_at=dt.datetime.now(dt.UTC).isoformat(),
-                version="t",
-            ),
-        )
+    with daemon_handshake_here(cfg.run_dir):  # a daemon's: this process, on its port
         code, _, err = _run(home, "db", "restore", made["path"], "--yes")
         assert code != 0
         assert f"daemon (pid {os.getpid()})" in err
         assert "--stop-daemon" in err
-        (cfg.run_dir / "daemon.json").unlink()
 
     holder = subprocess.Popen(
         [
