@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import socket
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,28 @@ def free_port() -> int:
 
 def ws(url: str, **extra: Any) -> ProbeSpec:
     return ProbeSpec(kind="websocket", url=url, timeout_s=extra.pop("timeout_s", 5), **extra)
+
+
+def _probe_each_path(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    paths: Iterable[str],
+    **spec: Any,
+) -> dict[str, ProbeResult]:
+    """A websocket probe of each path of a raw TCP server running ``handler`` (one that
+    breaks the protocol on purpose), by path."""
+
+    async def scenario() -> dict[str, ProbeResult]:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return {
+                path: await _websocket(ws(f"ws://127.0.0.1:{port}{path}", **spec)) for path in paths
+            }
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    return asyncio.run(scenario())
 
 
 def test_websocket_probe_against_a_real_server_names_each_failure() -> None:
@@ -126,21 +149,7 @@ def test_websocket_probe_names_the_protocol_violation_of_a_server_that_then_goes
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def scenario() -> dict[str, ProbeResult]:
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            return {
-                path: await _websocket(
-                    ws(f"ws://127.0.0.1:{port}{path}", expect="pong", timeout_s=0.5)
-                )
-                for path in frames
-            }
-        finally:
-            server.close()
-            await server.wait_closed()
-
-    r = asyncio.run(scenario())
+    r = _probe_each_path(handler, frames, expect="pong", timeout_s=0.5)
     assert not any(result.ok for result in r.values())
     assert "frame with 10000000 bytes exceeds limit of 65536 bytes" in r["/huge"].detail
     assert "1007 (invalid frame payload data)" in r["/not-utf8"].detail
@@ -166,16 +175,7 @@ def test_websocket_probe_names_a_handshake_the_server_cut_short() -> None:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def scenario() -> dict[str, ProbeResult]:
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            return {path: await _websocket(ws(f"ws://127.0.0.1:{port}{path}")) for path in answers}
-        finally:
-            server.close()
-            await server.wait_closed()
-
-    r = asyncio.run(scenario())
+    r = _probe_each_path(handler, answers)
     assert not r["/silent"].ok
     assert r["/silent"].detail.endswith(
         "handshake refused: did not receive a valid HTTP response "
