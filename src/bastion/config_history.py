@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from bastion._fs import atomic_write, fsync_dir
 from bastion.config import CONFIG_FILE, load_config
-from bastion.errors import BastionError, ConfigError, ConfigVersionNotFound, RollbackRefused
+from bastion.errors import (
+    BastionError,
+    ConfigError,
+    ConfigVersionNotFound,
+    ConfigVersionWithheld,
+    RollbackRefused,
+)
 
 if TYPE_CHECKING:
     from bastion.app import Home
@@ -173,10 +179,8 @@ def _get(home: Home, version_id: int) -> ConfigVersion:
 
 def _text(version: ConfigVersion) -> str:
     if version.withheld:
-        raise RollbackRefused(
+        raise ConfigVersionWithheld(
             f"version {version.id} of {version.target} was not kept: {version.withheld}",
-            hint="Its text never entered the history (secrets stay out of it); pick another "
-            "version with `bastion config history`.",
             id=version.id,
         )
     return version.content or ""

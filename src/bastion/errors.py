@@ -106,6 +106,7 @@ __all__ = [
     "BastionError",
     "ConfigError",
     "ConfigVersionNotFound",
+    "ConfigVersionWithheld",
     "Conflict",
     "CopyError",
     "CopyVerifyFailed",
@@ -234,6 +235,18 @@ class ConfigVersionNotFound(ConfigError):
     code = "config_version_not_found"
     default_hint = "List the versions with `bastion config history`."
     http_status = 404
+
+
+class ConfigVersionWithheld(ConfigError):
+    """The text of a configuration version was never kept (it looked like it held a
+    credential): it can be neither shown in a diff nor written back."""
+
+    code = "config_version_withheld"
+    default_hint = (
+        "Its text never entered the history (secrets stay out of it); pick another version "
+        "with `bastion config history`."
+    )
+    http_status = 409
 
 
 class RollbackRefused(ConfigError):
@@ -1004,6 +1017,7 @@ EXIT_CODES: dict[type[BastionError], int] = {
     BastionError: 1,
     ConfigError: 78,
     ConfigVersionNotFound: 66,
+    ConfigVersionWithheld: 65,
     RollbackRefused: 65,
     InvalidName: 65,
     InvalidValue: 65,

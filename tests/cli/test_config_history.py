@@ -120,6 +120,10 @@ def test_refusals_name_the_problem_and_write_nothing(tmp_path: Path) -> None:
     assert code == 65
     assert "was not kept" in err
     assert spec.read_text() == now
+    # A diff cannot show it either, and says why (it said a rollback was refused).
+    code, out, _ = _run(home, "config", "diff", str(gone_id), str(withheld["id"]), "--json")
+    assert code == 65
+    assert json.loads(out)["code"] == "config_version_withheld"
 
     program.unlink()  # the version's program is gone: the old text would not run
     code, _out, err = _run(home, "config", "rollback", str(gone_id))
