@@ -42,6 +42,7 @@ CREATE TABLE owner(
 CREATE TABLE pet(id INTEGER PRIMARY KEY, owner_id INTEGER REFERENCES owner(id));
 CREATE TABLE tag(pet_id INTEGER REFERENCES pet);
 CREATE TABLE INVOICE_TAX(owner_email TEXT REFERENCES owner(email));
+CREATE TABLE "audit.log"(owner_id INTEGER REFERENCES owner(id));
 INSERT INTO owner(id, email) VALUES (1, 'a@example.org');
 INSERT INTO pet VALUES (1, 1);
 INSERT INTO tag VALUES (1);
@@ -438,7 +439,11 @@ ROW_HINT = "Create the referenced row first, or delete/update the rows that refe
             "DELETE FROM owner",
             "owner",
             "delete on owner would orphan or break a reference",
-            ["pet.owner_id -> owner(id)", "INVOICE_TAX.owner_email -> owner(email)"],
+            [
+                "pet.owner_id -> owner(id)",
+                "INVOICE_TAX.owner_email -> owner(email)",
+                "audit.log.owner_id -> owner(id)",
+            ],
         ),
         (  # an update breaks the row's own keys or the keys that refer to it
             "UPDATE pet SET owner_id = 9",
@@ -466,7 +471,23 @@ ROW_HINT = "Create the referenced row first, or delete/update the rows that refe
             "insert on INVOICE_TAX refers to a missing row",
             ["INVOICE_TAX.owner_email -> owner(email)"],
         )
-        for name in ('"INVOICE_TAX"', "[INVOICE_TAX]", "`INVOICE_TAX`", "main.INVOICE_TAX")
+        for name in (
+            '"INVOICE_TAX"',
+            "[INVOICE_TAX]",
+            "`INVOICE_TAX`",
+            "main.INVOICE_TAX",
+            'main."INVOICE_TAX"',
+            '"main" . [INVOICE_TAX]',
+        )
+    ]
+    + [
+        (  # a quoted name may hold a dot: it is the table's, not a schema's
+            f"INSERT INTO {name} VALUES (9)",
+            "audit.log",
+            "insert on audit.log refers to a missing row",
+            ["audit.log.owner_id -> owner(id)"],
+        )
+        for name in ('"audit.log"', 'main."audit.log"', "[audit.log]")
     ],
 )
 def test_a_foreign_key_failure_names_the_constraints_in_play(

@@ -162,9 +162,12 @@ def is_fts5_damage(err: BaseException) -> bool:
     return isinstance(err, apsw.SQLError) and "invalid fts5 file format" in text
 
 
+# A name: quoted three ways (a quoted name may hold a dot) or bare; the table's may follow
+# its schema's and a dot.
+_NAME = r"(?:\"[^\"]+\"|`[^`]+`|\[[^\]]+\]|\w+)"
 _DML_TABLE = (
     r"(?is)^\s*(?:WITH\b.*?\)\s*)?(?P<verb>INSERT|REPLACE|UPDATE|DELETE)\b(?:\s+OR\s+\w+)?"
-    r"(?:\s+INTO|\s+FROM)?\s+(?P<table>\"[^\"]+\"|`[^`]+`|\[[^\]]+\]|[\w.]+)"
+    rf"(?:\s+INTO|\s+FROM)?\s+(?:{_NAME}\s*\.\s*)?(?P<table>{_NAME})"
 )
 
 
@@ -183,7 +186,8 @@ def foreign_key_error(conn: apsw.Connection, sql: str, err: BaseException) -> Re
     if match is None:
         return ReferenceViolation(f"foreign key constraint failed: {err}")
     verb = match.group("verb").upper()
-    table = match.group("table").strip('"`[]').split(".")[-1]
+    name = match.group("table")
+    table = name[1:-1] if name[0] in ('"', "`", "[") else name  # the quotes off
     constraints: list[str] = []
     try:
         if verb in {"INSERT", "REPLACE", "UPDATE"}:
