@@ -422,11 +422,14 @@ def test_async_api_does_not_block_the_loop(db: Database) -> None:
     assert db.scalar("SELECT n FROM c WHERE id = 1") == 51
 
 
+# Both ways a write takes the lock: callers in turn (NORMAL) and a group-commit leader.
+@pytest.mark.parametrize("group_commit", ["never", "always"])
 def test_store_busy_when_another_process_holds_the_lock(
-    open_database: OpenDatabase, tmp_path: Path
+    open_database: OpenDatabase, tmp_path: Path, group_commit: str
 ) -> None:
     path = tmp_path / "b.db"
-    with open_database(path, StoreConfig(busy_timeout_ms=2000)) as database:
+    config = StoreConfig(busy_timeout_ms=2000, group_commit=group_commit)  # type: ignore[arg-type]
+    with open_database(path, config) as database:
         database.write(lambda tx: tx.execute("CREATE TABLE t(x)"))
         holder = subprocess.Popen(
             [
@@ -454,8 +457,12 @@ def test_store_busy_when_another_process_holds_the_lock(
             assert info.value.recoverable
             if _platform.SYSTEM == "linux":
                 # The holder is named: pid and program, read from the kernel's lock table.
-                assert info.value.details["holder"]["pid"] == holder.pid
-                assert f"process {holder.pid}" in info.value.message
+                named = info.value.details["holder"]
+                assert named["pid"] == holder.pid
+                assert info.value.message == (
+                    f"{path} stayed locked past the busy timeout (2000 ms): "
+                    f"process {holder.pid} ({named['name']}) holds the write lock"
+                )
             else:  # no /proc/locks (macOS, BASTION_PORTABLE=1): the holder is unknown
                 assert "holder" not in info.value.details
         finally:
