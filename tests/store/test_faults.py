@@ -25,7 +25,7 @@ import pytest
 
 from bastion.config import StoreConfig
 from bastion.errors import StoreError, StoreIOError
-from bastion.store import Database, checkpoint, migrations
+from bastion.store import Database, WriteTx, checkpoint, migrations
 from bastion.store.backup import create_backup, list_backups, verify_backup
 from bastion.store.crypt import DatabaseKey
 from bastion.store.crypt.cipher import connect
@@ -392,3 +392,43 @@ def test_kill_9_storm_loses_no_acknowledged_write(
     assert finished, "no backup completed during the storm"
     for info in finished:
         assert verify_backup(info.path, deep=True, key=db_key).verified, info.path
+
+
+@pytest.mark.parametrize("how", ["write", "transaction"])
+def test_a_commit_the_disk_refuses_in_turn_is_named_and_undone(
+    tmp_path: Path, vfs: FaultyVFS, db_key: DatabaseKey | None, how: str
+) -> None:
+    """Callers taking the writer in turn (group commit off), not the group-commit leader the
+    drills above run, by ``write`` and by ``with transaction()``: the COMMIT's write to the
+    WAL fails. The caller gets the disk's refusal naming the file and the commit, the unit's
+    compensations run, nothing of it is kept, and the next write goes through."""
+    path = tmp_path / "turns.db"
+    config = StoreConfig(synchronous="NORMAL", group_commit="never")
+    db = Database.open(path, config, name="turns", vfs=vfs.vfs_name, key=db_key)
+    try:
+        db.write(lambda tx: tx.script(ITEMS_DDL))
+        undone: list[str] = []
+
+        def unit(tx: WriteTx) -> None:
+            tx.on_rollback(lambda: undone.append("lost"))
+            tx.execute("INSERT INTO items(name, body) VALUES ('lost', 'b')")
+
+        vfs.arm(Fault.EIO, op="write", file_suffix="-wal")
+        try:
+            with pytest.raises(StoreIOError) as caught:
+                if how == "write":
+                    db.write(unit)
+                else:
+                    with db.transaction() as tx:
+                        unit(tx)
+            assert vfs.fired
+        finally:
+            vfs.disarm()
+        assert caught.value.details["path"] == str(path)
+        assert f"I/O error on {path}" in caught.value.message
+        assert "(while committing: " in caught.value.message
+        assert undone == ["lost"]
+        db.write(lambda tx: tx.execute("INSERT INTO items(name, body) VALUES ('kept', 'b')"))
+        assert [r[0] for r in db.query("SELECT name FROM items")] == ["kept"]
+    finally:
+        db.close()
