@@ -52,8 +52,8 @@ def _cmdline(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
 
 
-@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
-def test_every_change_is_recorded_once_with_its_author(tmp_path: Path) -> None:
+def _home_with_a_sleeper(tmp_path: Path) -> tuple[Path, Path, str]:
+    """A home made by `bastion init` with one service spec: (home, the spec, its text)."""
     home = tmp_path / "home"
     subprocess.run(
         [sys.executable, "-m", "bastion", "--home", str(home), "init"], check=True, timeout=120
@@ -61,6 +61,12 @@ def test_every_change_is_recorded_once_with_its_author(tmp_path: Path) -> None:
     spec = home / "services" / "sleeper.toml"
     first = f'argv = ["{SLEEP}", "1000"]\n'
     spec.write_text(first)
+    return home, spec, first
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
+def test_every_change_is_recorded_once_with_its_author(tmp_path: Path) -> None:
+    home, spec, first = _home_with_a_sleeper(tmp_path)
     daemon = RunningDaemon(home)
     try:
         client = daemon.client
@@ -150,13 +156,7 @@ def test_a_rollback_the_daemon_does_not_take_says_so_and_is_kept(tmp_path: Path)
     # SIGSTOP, as a hung one): the rollback is written and recorded before it is told, so
     # the command reports it done and not applied yet. It exited 69 with "cannot reach the
     # bastion daemon ... Start it with `bastion serve`", as if nothing had happened.
-    home = tmp_path / "home"
-    subprocess.run(
-        [sys.executable, "-m", "bastion", "--home", str(home), "init"], check=True, timeout=120
-    )
-    spec = home / "services" / "sleeper.toml"
-    first = f'argv = ["{SLEEP}", "1000"]\n'
-    spec.write_text(first)
+    home, spec, first = _home_with_a_sleeper(tmp_path)
     daemon = RunningDaemon(home)
     try:
         wait_until(lambda: _versions(home), timeout=60, what="the first version")
