@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 DEMO_HOME ?= $(CURDIR)/.bastion-demo
 # System packages the tests need (Debian names). Installed by `make test` when run as root.
-SYSTEM_PACKAGES := sqlite3 gnome-keyring dbus libsecret-tools chromium wrk postgresql curl
+SYSTEM_PACKAGES := sqlite3 gnome-keyring dbus libsecret-tools chromium wrk postgresql curl locales
 
 .PHONY: driver-fix run test venv system-deps lint typecheck pytest pytest-portable docs bench clean dist mutate node-deps ts-types
 

@@ -57,7 +57,9 @@ def latin1_locale(tmp_path: Path) -> dict[str, str]:
     """A real ISO-8859-1 locale compiled into ``tmp_path`` (LOCPATH), so Python's file
     system encoding is latin-1 as on a system set up that way."""
     if shutil.which("localedef") is None:
-        pytest.skip("needs localedef (glibc) to compile an ISO-8859-1 locale")
+        pytest.skip(
+            "needs localedef (glibc) to compile an ISO-8859-1 locale (`make test` installs locales)"
+        )
     where = tmp_path / "locales"
     where.mkdir()
     made = subprocess.run(
@@ -81,6 +83,7 @@ def latin1_locale(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.system_tool  # localedef and the locales package's sources
 def test_a_utf8_named_home_works_under_a_latin1_locale(
     tmp_path: Path, latin1_locale: dict[str, str]
 ) -> None:
