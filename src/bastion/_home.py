@@ -9,12 +9,14 @@ asks the record first: recorded means lost, and the open stops with ``StoreMissi
 the file and what to do, creating nothing.
 
 A home made before the record existed gets it on its next open (each database that exists
-then is recorded). A damaged record (not JSON, not an object) is read as having held
-``bastion.db``, the database every home is made with: its contents are unknown, and taking
-it as empty let a deleted ``bastion.db`` be replaced by an empty one; it is written again
-with ``bastion``, the databases present and the one being opened. Until then, a ``vault.db`` in the home says ``bastion.db`` existed too
+then is recorded). Until then, a ``vault.db`` in the home says ``bastion.db`` existed too
 (the vault is opened through an open home), and :func:`bastion.store.recovery.open_check`
 still treats a ``-wal``/``-shm`` or backups of a missing file as a deleted database.
+
+A damaged record (not JSON, not the record's shape) is read as having held ``bastion.db``,
+the database every home is made with: its contents are unknown, and reading it as empty let
+a deleted ``bastion.db`` be replaced by an empty one. It is written again with ``bastion``,
+the databases present and the one being opened.
 
 Who may write in a home is checked on every open too (:func:`refuse_shared`), not only by
 ``init``: a home (or one of its folders) that another user can write lets that user drop a
