@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 
 from bastion.app import Home
@@ -163,8 +164,15 @@ def test_a_rollback_the_daemon_does_not_take_says_so_and_is_kept(tmp_path: Path)
         spec.write_text(first.replace("1000", "2000"))
         wait_until(lambda: len(_versions(home)) == 2, timeout=60, what="the edit recorded")
         oldest = _versions(home)[-1]
+        # Stopped while it held the write lock (a log flush, a sample), the daemon would
+        # turn the rollback into store_busy: it is stopped while this test holds the lock.
+        holder = apsw.Connection(str(home / "bastion.db"))
+        holder.setbusytimeout(60_000)
+        holder.execute("BEGIN IMMEDIATE")
         os.kill(daemon.proc.pid, signal.SIGSTOP)
         try:
+            holder.execute("ROLLBACK")
+            holder.close()
             result = _cli(home, "config", "rollback", str(oldest.id))
         finally:
             os.kill(daemon.proc.pid, signal.SIGCONT)
