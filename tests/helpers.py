@@ -1,8 +1,10 @@
-"""Test helpers: waiting on conditions with a deadline on the monotonic clock."""
+"""Test helpers: waiting on conditions with a deadline on the monotonic clock, and the
+environment of a home on the encrypted-file vault."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import os
@@ -52,6 +54,15 @@ async def await_until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def file_vault_env() -> dict[str, str]:
+    """Environment variables for a home whose vault is the encrypted-file backend under a
+    fresh random key given in ``BASTION_VAULT_KEY`` (no keychain, no passphrase prompt)."""
+    return {
+        "BASTION_VAULT_BACKEND": "encrypted-file",
+        "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
 
 
 def examples(n: int) -> int:

@@ -1063,7 +1063,10 @@ EXIT_CODES: dict[type[BastionError], int] = {
 
 #: Exit statuses that do not come from an error class, with what they mean.
 EXIT_STATUSES: dict[int, str] = {
-    0: "success (an empty result is a success too)",
+    0: (
+        "success (an empty result is a success too), or the reader of the output stopped "
+        "early (`bastion logs | head -1`), quietly"
+    ),
     1: "a check found problems (`doctor`, `services validate`), or an error without a closer code",
     2: (
         "usage error (`UsageError`): an unknown command or option, a missing or malformed "

@@ -13,6 +13,7 @@ dashboard sign-in link on stdout (the parent's handshake channel) and then died 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -23,7 +24,12 @@ from pathlib import Path
 
 import pytest
 
+from bastion.app import Home
+from bastion.config import load_config
+from bastion.domains.confighistory.repo import ConfigHistoryRepo
+from bastion.domains.logs import LogRecord
 from tests.fsfaults import bastion
+from tests.helpers import file_vault_env
 
 pytestmark = pytest.mark.posix
 
@@ -33,12 +39,7 @@ SECRET = "sk-live-8f3kq9zv2mx7wp4n"
 
 @pytest.fixture
 def env() -> dict[str, str]:
-    import base64
-
-    return {
-        "BASTION_VAULT_BACKEND": "encrypted-file",
-        "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
+    return file_vault_env()
 
 
 @pytest.fixture
@@ -111,12 +112,46 @@ def test_output_refused_after_the_work_says_the_work_is_kept(
     assert "OTHER" in [s["name"] for s in json.loads(listed.stdout)]
 
 
-def test_a_pipe_whose_reader_left_ends_quietly(home: Path, env: dict[str, str]) -> None:
+ROWS = 2000  # of each kind: every listing below is many times a pipe's capacity
+
+
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A home with ROWS log lines, events of service ``svc``, secrets and versions of
+    bastion.toml: what a long-lived home gives ``logs``, ``services events``, ``secrets list``
+    and ``config history`` to print."""
+    env = file_vault_env()
+    home = tmp_path_factory.mktemp("crowded") / "home"
+    assert bastion(home, "init", env=env).returncode == 0
+    (home / "services" / "svc.toml").write_text(f'argv = ["{sys.executable}", "-V"]\n')
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():  # the vault reads its key from the environment
+            patch.setenv(name, value)
+        with Home.open(load_config(home)) as h:
+            h.logs.insert_batch(
+                LogRecord(1_700_000_000.0 + i, "info", "svc", "stdout", f"line {i} " + "x" * 60)
+                for i in range(ROWS)
+            )
+            for i in range(ROWS):
+                h.events.emit("service.state", "svc", {"i": i}, ts=1_700_000_000.0 + i)
+                h.vault.set(f"NAME_{i}", "v")
+            history = ConfigHistoryRepo(h.db)
+            for i in range(ROWS):
+                history.record("bastion.toml", f"# version {i}\n", "cli")
+    return home, env
+
+
+def _into_head(home: Path, env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """``bastion ARGS | head -n 1`` with real processes: the exit status and stderr of
+    bastion, and what ``head`` printed before it closed the pipe."""
     read, write = os.pipe()
+    if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux: the smallest pipe, outgrown many times over
+        fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 4096)
+    head = subprocess.Popen(["head", "-n", "1"], stdin=read, stdout=subprocess.PIPE, text=True)
     os.close(read)
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "bastion", "secrets", "list", "--json"],
+            [sys.executable, "-m", "bastion", *args],
             env={**os.environ, "BASTION_HOME": str(home), **env},
             stdout=write,
             stderr=subprocess.PIPE,
@@ -126,8 +161,59 @@ def test_a_pipe_whose_reader_left_ends_quietly(home: Path, env: dict[str, str]) 
         )
     finally:
         os.close(write)
-    assert done.returncode == 1  # click's status for a closed pipe
-    assert done.stderr == ""
+    first, _ = head.communicate(timeout=60)
+    return done.returncode, done.stderr, first
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("logs", "-n", str(ROWS)),
+        ("logs", "-n", str(ROWS), "--json"),
+        ("logs", "-n", str(ROWS), "--follow"),  # would follow on, had the write not failed
+        ("services", "events", "svc", "-n", str(ROWS)),
+        ("secrets", "list"),
+        ("secrets", "list", "--json"),
+        ("config", "history", "-n", str(ROWS)),
+        ("config", "history", "-n", str(ROWS), "--json"),
+    ],
+)
+def test_a_pipe_whose_reader_stops_early_ends_quietly_with_status_0(
+    crowded: tuple[Path, dict[str, str]], args: Sequence[str]
+) -> None:
+    # Before: click's status 1 for a closed pipe, which fails `set -o pipefail` scripts.
+    status, err, first = _into_head(*crowded, *args)
+    assert (status, err) == (0, "")
+    assert first.count("\n") == 1, first
+
+
+def test_services_run_whose_reader_left_stops_its_children_and_ends_quietly(
+    tmp_path: Path,
+) -> None:
+    # Before: the printer task died unread and the supervisor ran on, printing nothing,
+    # until a signal; `services run | head -1` never ended.
+    env = file_vault_env()
+    home = tmp_path / "home"
+    assert bastion(home, "init", env=env).returncode == 0
+    sleeper = f'argv = ["{sys.executable}", "-c", "import time; time.sleep(600)"]\n'
+    (home / "services" / "sleeper.toml").write_text(sleeper + "autostart = true\n")
+    read, write = os.pipe()
+    os.close(read)  # the reader left before the first transition
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bastion", "services", "run"],
+            env={**os.environ, "BASTION_HOME": str(home), **env},
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (0, "")
+    listed = json.loads(bastion(home, "services", "list", "--json", env=env).stdout)
+    assert [(s["name"], s["state"], s["pid"]) for s in listed] == [("sleeper", "stopped", None)]
 
 
 def test_a_closed_stdin_reads_as_an_empty_value(home: Path, env: dict[str, str]) -> None:

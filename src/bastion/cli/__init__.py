@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> Any:
     written is reported here, for every command; SIGTERM and SIGHUP unwind a command as
     Ctrl-C does (``bastion.cli._signals``)."""
     from bastion.cli._signals import unwinding_stop_signals
-    from bastion.cli._stdio import OutputFailed, standard_streams
+    from bastion.cli._stdio import OutputFailed, ReaderGone, standard_streams
 
     with standard_streams(), unwinding_stop_signals():
         try:
@@ -251,6 +251,10 @@ def main(argv: list[str] | None = None) -> Any:
                     sys.stdout.flush()
         except OutputFailed as err:
             _output_lost(err)
+        except ReaderGone:
+            # `bastion logs | head -1`: the reader has what it wanted. Status 0 without a
+            # word, as ripgrep (git dies of SIGPIPE, 141, which fails a pipefail script).
+            sys.exit(0)
 
 
 def _output_lost(err: OSError) -> None:

@@ -13,8 +13,11 @@ edge (:func:`bastion.cli.main`) for every command.
 - **stdout**: a write the system refuses (closed, a full disk, an I/O error) raises
   :class:`OutputFailed`, which the edge reports as :class:`bastion.errors.OutputUnwritable`
   (exit 71) instead of an ``OSError`` traceback, or, closed, instead of printing nothing and
-  exiting 0. A closed pipe (``bastion logs | head -1``) stays click's quiet exit. After a
-  refusal the rest is dropped, so the interpreter's last flush adds no noise.
+  exiting 0. A pipe whose reader left (``bastion logs | head -1``) raises
+  :class:`ReaderGone`, which the edge ends with status 0 and no message, as ripgrep does:
+  the reader took what it wanted, and under ``set -o pipefail`` a script must not fail
+  because ``head`` stopped early. After a refusal the rest is dropped, so the
+  interpreter's last flush adds no noise.
 - **stderr**: a refused write is dropped: there is nowhere left to say it, and the exit
   status still tells (a daemon whose parent stopped reading its log keeps running).
 - Characters the locale's encoding cannot show (a latin-1 locale printing a name in
@@ -34,11 +37,23 @@ import sys
 from collections.abc import Iterator
 from typing import TextIO
 
-__all__ = ["OutputFailed", "standard_streams"]
+__all__ = ["OutputFailed", "ReaderGone", "standard_streams"]
 
 
 class OutputFailed(OSError):
     """Standard output refused a write (closed, full, failing); not a closed pipe."""
+
+
+class ReaderGone(BrokenPipeError):
+    """Standard output is a pipe whose reader went away: the command stops, quietly.
+
+    Still a ``BrokenPipeError`` (``bastion serve`` goes on serving when its parent stops
+    reading the handshake), but without the ``EPIPE`` errno: click's own handler of an
+    ``EPIPE`` ends the command with status 1, so this one passes it by and reaches
+    :func:`bastion.cli.main`, which exits 0."""
+
+    def __init__(self) -> None:
+        super().__init__(None, "the reader of standard output went away")
 
 
 class _Stdout(io.RawIOBase):
@@ -66,9 +81,9 @@ class _Stdout(io.RawIOBase):
             if self._closed_at_start:
                 raise OSError(errno.EBADF, "standard output is closed")
             return os.write(self._fd, data)
-        except BrokenPipeError:
+        except BrokenPipeError as err:
             self.failed = True
-            raise  # the reader went away: click ends quietly
+            raise ReaderGone from err
         except OSError as err:
             self.failed = True
             raise OutputFailed(err.errno, err.strerror) from err

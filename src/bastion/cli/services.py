@@ -385,7 +385,8 @@ def run(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
     Ctrl-C or SIGTERM, printing every state transition; then stop the children.
 
     Exits 130 after Ctrl-C (SIGINT) and 143 after SIGTERM, once every child has stopped,
-    as a shell expects of a program ended by that signal.
+    as a shell expects of a program ended by that signal. When the reader of its output
+    goes away (`services run | head -1`) it stops the children too and exits 0.
     """
     import asyncio
     import json
@@ -442,15 +443,23 @@ def run(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
             await sup.start_all()
 
         async def printer() -> None:
-            while True:
-                event = await queue.get()
-                if as_json:
-                    click.echo(json.dumps(to_json(event), sort_keys=True))
-                else:
-                    click.echo(
-                        f"{human_time(event['ts'])}  {event['service']}: {event['from']} -> "
-                        f"{event['to']}  {event['reason']}"
-                    )
+            try:
+                while True:
+                    event = await queue.get()
+                    if as_json:
+                        click.echo(json.dumps(to_json(event), sort_keys=True))
+                    else:
+                        click.echo(
+                            f"{human_time(event['ts'])}  {event['service']}: {event['from']} "
+                            f"-> {event['to']}  {event['reason']}"
+                        )
+            except OSError:
+                # Standard output refused the line (its reader left: `services run | head
+                # -1`; or the disk is full): the children are stopped as after Ctrl-C, then
+                # the error is raised again for the edge (exit 0, or 71 naming the output).
+                # The supervisor went on without a word, its task's error never read.
+                done.set()
+                raise
 
         task = loop.create_task(printer())
         try:
@@ -459,6 +468,8 @@ def run(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
             await sup.close()
             await asyncio.sleep(0)  # let the printer show the final transitions
             task.cancel()
+        if task.done() and not task.cancelled() and (refused := task.exception()) is not None:
+            raise refused
 
     with Home.open(cfg) as home:
         asyncio.run(main(home))
