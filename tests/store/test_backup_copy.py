@@ -230,7 +230,7 @@ def test_backups_keep_this_process_sqlite_locks(tmp_path: Path, db_key: Database
 
 FULL_DISK = textwrap.dedent(
     """
-    import json, resource, signal, sys
+    import json, resource, signal, sys, threading
     from pathlib import Path
     from bastion.errors import StoreError
     from bastion.store import Database
@@ -246,6 +246,8 @@ FULL_DISK = textwrap.dedent(
         out = {"error": None}
     except StoreError as err:
         out = {"error": err.code, "message": err.message}
+    # The hash following the copy: a daemon thread, so the exit would not wait for it.
+    out["hashing"] = [t.name for t in threading.enumerate() if t.name == "bastion-sha256"]
     db.close()
     print(json.dumps(out))
     """
@@ -280,6 +282,9 @@ def test_a_full_disk_during_the_file_copy_is_a_store_io_error_and_leaves_nothing
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["error"] == "store_io", out
     assert "disk full" in out["message"]
+    # The copy's hasher was abandoned: its thread (and its descriptor of the deleted temp
+    # file, whose blocks a full disk needs back) did not outlive the failed copy.
+    assert out["hashing"] == []
     assert [p.name for p in backups.iterdir()] == []
     assert count_items(db_path, db_key) == 3000
     assert integrity(db_path, db_key) == ["ok"]
