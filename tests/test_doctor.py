@@ -18,6 +18,7 @@ from bastion.config import Config, load_config
 from bastion.doctor import run_doctor, write_bundle
 from bastion.runfiles import read_token
 from bastion.store.crypt import DatabaseKey
+from tests.helpers import file_vault_env
 
 
 def _healthy_home(tmp_path: Path, store_env: dict[str, str] | None = None) -> Config:
@@ -280,3 +281,31 @@ def test_a_wrong_database_key_is_a_key_problem_not_damage(
     assert "damaged" not in bastion["problem"]
     assert report["backups"]["damaged"] == []
     assert len(report["backups"]["other_key"]) == report["backups"]["count"] >= 1
+
+
+@pytest.mark.parametrize("stored", [1, 0], ids=["secrets-stored", "none-stored"])
+def test_a_vault_that_cannot_open_is_a_problem_only_when_secrets_are_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stored: int
+) -> None:
+    """``Vault.open`` refusing (here a ``vault.rules`` entry naming no rule: every `secrets`
+    command exits 78) with secrets on record stops the services that use them: a problem,
+    with the reason and the fix. The report had no count of them on that path, so it was
+    always a warning and doctor exited 0. With none stored it stays a warning."""
+    for name, value in file_vault_env().items():
+        monkeypatch.setenv(name, value)
+    cfg = load_config(tmp_path / "home")
+    with Home.init(cfg) as home:
+        assert home.vault.list() == []  # vault.db exists
+        for i in range(stored):
+            home.vault.set(f"TOKEN_{i}", "doctor-value-" + "z" * 12)
+    monkeypatch.setenv("BASTION_VAULT_RULES", "TOKEN_0=nosuchrule")
+    report = run_doctor(load_config(cfg.home))
+    vault_lines = [p for p in report["problems"] + report["warnings"] if "unavailable" in p]
+    (said,) = vault_lines
+    assert said in (report["problems"] if stored else report["warnings"])
+    assert report["vault"]["secrets_indexed"] == stored  # from vault.db alone
+    assert said.startswith("vault: unavailable: vault.rules: ")
+    assert "unknown rule 'nosuchrule'" in said
+    assert "Fix the named key in bastion.toml" in said  # the refusal's hint
+    assert ("no secret is stored yet" in said) is (not stored)
+    assert "doctor-value-" not in json.dumps(report)

@@ -290,6 +290,12 @@ def _vault_report(cfg: Config) -> dict[str, Any]:
         vault = Vault.open(cfg)
     except (ImportError, BastionError) as err:
         out["state"] = f"unavailable: {getattr(err, 'message', err)}"
+        hint = getattr(err, "hint", None)
+        if hint:
+            out["hint"] = hint
+        indexed = _secrets_indexed(cfg)
+        if indexed is not None:
+            out["secrets_indexed"] = indexed
         return out
     try:
         # Which backend is active and why (e.g. "vault.backend = keychain in bastion.toml"),
@@ -310,13 +316,31 @@ def _vault_report(cfg: Config) -> dict[str, Any]:
     return out
 
 
+def _secrets_indexed(cfg: Config) -> int | None:
+    """How many secrets ``vault.db`` records, read from it alone (no backend, no rules, no
+    migration; read-only): whether a vault that cannot be opened holds secrets. None when
+    ``vault.db`` cannot be read either (the database section says why)."""
+    from bastion.store import Database
+    from bastion.vault.index import Index
+
+    try:
+        key = _database_key(cfg, cfg.vault_db_path)
+        with Database.open(cfg.vault_db_path, cfg.store, name="vault", create=False, key=key) as db:
+            return Index(db).count()
+    except BastionError:
+        return None
+
+
 def _vault_problem(vault: dict[str, Any]) -> str | None:
     """What is wrong with the vault's backend, with its fix, or None when it answers. The
     report's own lines only said "does not answer"; the reason and the hint are the vault's
-    error (``Vault.backend_info``)."""
+    error (``Vault.backend_info``), or the one ``Vault.open`` raised."""
     state = str(vault.get("state") or "")
     if state.startswith("unavailable"):
-        return f"vault: {state}"
+        said = f"vault: {state}"
+        if vault.get("secrets_indexed") == 0:
+            said += "; no secret is stored yet, and none can be until it opens"
+        return said + (f". {vault['hint']}" if vault.get("hint") else "")
     active = vault.get("active") or {}
     if not active or active.get("available"):
         return None
@@ -439,7 +463,9 @@ def run_doctor(cfg: Config, *, full_check: bool = True) -> dict[str, Any]:
     if said is not None:
         # Secrets on record that cannot be read stop the services that use them; with none
         # stored yet, nothing fails until the first one is set (the default backend on a
-        # machine with no keychain): said, not counted.
+        # machine with no keychain): said, not counted. A vault that cannot be opened at all
+        # (a bad vault.rules entry) counts its secrets from vault.db alone; when that cannot
+        # be read either, the database section reports it.
         (problems if report["vault"].get("secrets_indexed") else warnings).append(said)
     report["plaintext_backups"] = _plaintext_backups(cfg)
     for copy in report["plaintext_backups"]:
