@@ -207,24 +207,37 @@ function lastLines(text: string, count = 5): string {
 export interface ConnectOptions {
   home: string;
   origin?: string;
+  /**
+   * How long the daemon the handshake names may take to answer `GET /health` (default
+   * 10 000 ms). Past it, connectBastion rejects with `daemon_unreachable`: its port accepts
+   * but nothing answers (a stopped or hung daemon, or another program on its port).
+   */
+  confirmTimeoutMs?: number;
 }
+
+/** How long `GET /health` may take before the handshake's port is taken as not answering. */
+const CONFIRM_TIMEOUT_MS = 10_000;
 
 /** Attach to the daemon running for `home` (its `run/daemon.json` and `run/token`). */
 export async function connectBastion(options: ConnectOptions): Promise<BastionClient> {
-  const handshake = await readHandshake(options.home);
+  const timeoutMs = options.confirmTimeoutMs ?? CONFIRM_TIMEOUT_MS;
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+    throw new RangeError(`confirmTimeoutMs must be a positive number of milliseconds, got ${String(timeoutMs)}`);
+  }
+  const handshake = await readHandshake(options.home, timeoutMs);
   return new BastionClient({
     baseUrl: handshake.url,
     token: fileTokenSource(options.home),
     origin: options.origin,
     // A daemon restarted with --port 0 listens elsewhere: look again once, on a refused connection.
     rediscover: async () => {
-      const again = await readHandshake(options.home).catch(() => null);
+      const again = await readHandshake(options.home, timeoutMs).catch(() => null);
       return again?.url ?? null;
     },
   });
 }
 
-async function readHandshake(home: string): Promise<Handshake> {
+async function readHandshake(home: string, timeoutMs: number): Promise<Handshake> {
   const path = join(home, "run", "daemon.json");
   let handshake: Handshake;
   try {
@@ -250,12 +263,9 @@ async function readHandshake(home: string): Promise<Handshake> {
     }
   }
   checkApiVersion(handshake.api_version);
-  await confirmDaemon(home, handshake);
+  await confirmDaemon(home, handshake, timeoutMs);
   return handshake;
 }
-
-/** How long `GET /health` may take before the handshake's port is taken as not the daemon's. */
-const CONFIRM_TIMEOUT_MS = 10_000;
 
 /**
  * The token is sent only to the daemon the handshake names: a daemon killed with SIGKILL
@@ -264,7 +274,7 @@ const CONFIRM_TIMEOUT_MS = 10_000;
  * (API 1.1) must be the handshake's. A 1.0 daemon has no `pid` there: its answer must still
  * be a bastion daemon's health (`status`, `api_version`).
  */
-async function confirmDaemon(home: string, handshake: Handshake): Promise<void> {
+async function confirmDaemon(home: string, handshake: Handshake, timeoutMs: number): Promise<void> {
   const stale = (why: string, cause?: unknown) =>
     new BastionError(
       "daemon_not_running",
@@ -275,9 +285,20 @@ async function confirmDaemon(home: string, handshake: Handshake): Promise<void> 
     );
   let health: { status?: unknown; api_version?: unknown; pid?: unknown };
   try {
-    const response = await fetch(`${handshake.url}/health`, { signal: AbortSignal.timeout(CONFIRM_TIMEOUT_MS) });
+    const response = await fetch(`${handshake.url}/health`, { signal: AbortSignal.timeout(timeoutMs) });
     health = (await response.json()) as typeof health;
   } catch (err) {
+    if ((err as Error | undefined)?.name === "TimeoutError") {
+      // Its pid is alive and its port accepts: a daemon stopped (SIGSTOP, a debugger) or
+      // hung, or another program on its port. Not "stale": starting another would be refused.
+      throw new BastionError(
+        "daemon_unreachable",
+        `the bastion daemon of ${home} (pid ${handshake.pid}) accepts at ${handshake.url} but did not answer GET /health within ${timeoutMs} ms`,
+        `Check that process (stopped? overloaded?) and \`bastion --home HOME doctor\`; on a slow machine raise confirmTimeoutMs.`,
+        0,
+        { cause: err },
+      );
+    }
     throw stale("nothing there answers as bastion does", err);
   }
   if (health === null || typeof health !== "object" || health.status !== "ok" || typeof health.api_version !== "string") {

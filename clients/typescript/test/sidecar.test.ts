@@ -2,9 +2,9 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { chmod, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer as createHttpServer } from "node:http";
-import { createServer, type AddressInfo } from "node:net";
+import { createServer, type AddressInfo, type Socket } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -208,6 +208,43 @@ test("a Tauri web view's origin is accepted once allowed_origins names it", asyn
     }
   } finally {
     await car.stop();
+    await cleanup();
+  }
+});
+
+test("a port that accepts but never answers fails connectBastion within confirmTimeoutMs", async () => {
+  // A daemon stopped with SIGSTOP (or hung) keeps its port: the kernel accepts, nobody answers.
+  const { home, cleanup } = await tempHome();
+  const held: Socket[] = [];
+  const silent = createServer((socket) => {
+    held.push(socket); // read nothing, answer nothing, close nothing
+  });
+  await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+  const port = (silent.address() as AddressInfo).port;
+  await mkdir(join(home, "run"), { recursive: true });
+  const handshake = {
+    pid: process.pid, // alive: not a stale file
+    port,
+    url: `http://127.0.0.1:${port}`,
+    version: "0.1.0",
+    api_version: "1.1.0",
+    started_at: new Date().toISOString(),
+    hosts: ["127.0.0.1"],
+  };
+  await writeFile(join(home, "run", "daemon.json"), JSON.stringify(handshake));
+  try {
+    await assert.rejects(connectBastion({ home, confirmTimeoutMs: 200 }), (err: unknown) => {
+      assert.ok(err instanceof BastionError);
+      assert.equal(err.code, "daemon_unreachable");
+      assert.match(err.message, new RegExp(`accepts at http://127\\.0\\.0\\.1:${port} but did not answer GET /health within 200 ms`));
+      assert.match(err.hint, /confirmTimeoutMs/);
+      return true;
+    });
+    assert.equal(held.length, 1); // it connected: the timeout, not a refusal, ended it
+    await assert.rejects(connectBastion({ home, confirmTimeoutMs: 0 }), RangeError);
+  } finally {
+    for (const socket of held) socket.destroy();
+    silent.close();
     await cleanup();
   }
 });
