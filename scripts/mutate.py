@@ -20,6 +20,20 @@ needs a job database and a separate worker set-up for parallel runs.
 Each module runs in a throw-away workspace (``.mutate/<name>/``: a copy of ``src/``,
 ``tests/``, ``docs/``, ``conftest.py`` and ``pyproject.toml`` plus a generated
 ``setup.cfg``), so the checkout is never rewritten and two modules never share mutmut state.
+
+Hung mutants. mutmut ends a mutant's run at a CPU-time limit and, from a thread of its own,
+at a wall-clock limit of 15 x (the measured time of the tests reaching the mutated function
++ 1 s), counting either as "timeout". A deadlocked mutant (``store/engine.py``: a writer
+thread that never wakes) uses no CPU, so only the wall-clock limit stops it, and for the
+engine, whose functions nearly every test of its files reaches (~40 s), that is ~10 minutes
+per hung mutant; it also ends only the mutant's process, not the processes its tests started
+(a kill-9 storm's writers write on). The modules of ``HANG_LIMITS`` therefore run with the
+pytest plugin ``scripts/mutate_limit.py``: a limit per *test* of a mutant's run, a floor plus
+a factor of that test's own duration in mutmut's clean run, so a mutant that hangs in a fast
+test is stopped in seconds; it kills the run's process group (the run leads its own) and ends
+with mutmut's "timeout" status. mutmut's own limits stay as they were, and the other modules
+run without the plugin (their results do not change). A limit that is too tight would count
+a merely slow mutant as detected: the factor leaves room for a loaded machine.
 """
 
 from __future__ import annotations
@@ -95,6 +109,11 @@ MODULES: dict[str, list[str]] = {
     ],
 }
 
+#: Modules whose mutants can hang -> (floor s, factor): each test of a mutant's run is stopped
+#: after floor + factor x its clean duration (scripts/mutate_limit.py; see the docstring).
+HANG_LIMITS: dict[str, tuple[float, float]] = {}
+PLUGIN = ROOT / "scripts" / "mutate_limit.py"
+
 
 @dataclass
 class Survivor:
@@ -123,8 +142,9 @@ class ModuleResult:
 
     @property
     def timeouts(self) -> int:
-        """Mutants that made their tests hang (mutmut stops them at a CPU-time limit, so a
-        loaded machine does not cause one): the tests did not pass, so they count as killed."""
+        """Mutants that made their tests hang (stopped at mutmut's CPU-time or wall-clock
+        limit, or at HANG_LIMITS' limit per test): the tests did not pass, so they count as
+        killed."""
         return self.statuses.get("timeout", 0)
 
     @property
@@ -158,6 +178,11 @@ def _workspace(module: str, tests: list[str]) -> Path:
         )
     for name in ("conftest.py", "pyproject.toml"):
         shutil.copy2(ROOT / name, ws / name)
+    plugin = ""
+    if module in HANG_LIMITS:
+        (ws / "plugins").mkdir()
+        shutil.copy2(PLUGIN, ws / "plugins" / PLUGIN.name)
+        plugin = f"    -p\n    {PLUGIN.stem}\n"
     selection = "\n".join(f"    {t}" for t in tests)
     (ws / "setup.cfg").write_text(
         "[mutmut]\n"
@@ -169,13 +194,21 @@ def _workspace(module: str, tests: list[str]) -> Path:
         "also_copy =\n    docs\n    conftest.py\n"
         # mutmut adds -x itself (the first failing test kills the mutant); no cache dir; the
         # properties run the `mutate` hypothesis profile's smaller budget (tests/conftest.py).
-        "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    --hypothesis-profile=mutate\n",
+        "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    --hypothesis-profile=mutate\n"
+        + plugin,
         encoding="utf-8",
     )
     return ws
 
 
-def _mutmut(ws: Path, *args: str) -> str:
+def _mutmut(ws: Path, *args: str, module: str | None = None) -> str:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    if module in HANG_LIMITS:  # the plugin the workspace's setup.cfg loads, and its limit
+        floor, factor = HANG_LIMITS[module]
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ws / "plugins"), env.get("PYTHONPATH")) if p
+        )
+        env["MUTATE_TEST_LIMIT"] = f"{floor}:{factor}"
     done = subprocess.run(
         [sys.executable, "-m", "mutmut", *args],
         cwd=ws,
@@ -183,7 +216,7 @@ def _mutmut(ws: Path, *args: str) -> str:
         stderr=subprocess.STDOUT,
         text=True,
         check=False,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        env=env,
     )
     if done.returncode != 0 and args[0] != "run":
         raise SystemExit(f"mutmut {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
@@ -258,7 +291,7 @@ def run_module(module: str, *, mode: str = "full") -> ModuleResult:
     if mode == "full":
         ws = _workspace(module, tests)
         started = time.monotonic()
-        log = _mutmut(ws, "run", "--max-children", str(os.cpu_count() or 2))
+        log = _mutmut(ws, "run", "--max-children", str(os.cpu_count() or 2), module=module)
         seconds = time.monotonic() - started
         (ws / "seconds").write_text(f"{seconds:.1f}\n", encoding="utf-8")
     else:
@@ -276,7 +309,9 @@ def run_module(module: str, *, mode: str = "full") -> ModuleResult:
             shutil.copytree(
                 ROOT / "tests", ws / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
             )
-            log = _mutmut(ws, "run", "--max-children", str(os.cpu_count() or 2), *alive)
+            log = _mutmut(
+                ws, "run", "--max-children", str(os.cpu_count() or 2), *alive, module=module
+            )
         # The module's time is its full run's: the figure a run of `make mutate` takes.
         seconds = float((ws / "seconds").read_text(encoding="utf-8"))
     if "Traceback" in log or "failed to collect stats" in log:
