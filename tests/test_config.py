@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from bastion.config import default_home, load_config
+from bastion.config import ApiConfig, Config, default_home, load_config
 from bastion.errors import ConfigError
 
 
@@ -72,3 +73,23 @@ def test_bad_toml(tmp_path: Path) -> None:
     (tmp_path / "bastion.toml").write_text("[store]\nbusy_timeout_ms = true\n")
     with pytest.raises(ConfigError, match="busy_timeout_ms"):
         load_config(tmp_path, env={})
+
+
+def test_load_config_past_file_reads_past_bastion_toml_and_only_it(tmp_path: Path) -> None:
+    from bastion.config import load_config_past_file
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "bastion.toml").write_text("[api]\nport = 8123\n")
+    assert load_config_past_file(home, env={}) == (load_config(home, env={}), None)
+    (home / "bastion.toml").write_text("[api\nport = 8123\n")
+    cfg, problem = load_config_past_file(home, env={"BASTION_API_PORT": "8124"})
+    # The defaults, then the environment, which still applies.
+    assert cfg == Config(home=home, api=dataclasses.replace(ApiConfig(), port=8124))
+    assert problem is not None
+    assert problem.message.startswith(f"{home / 'bastion.toml'} is not valid TOML")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config_past_file(home, env={"BASTION_API_PORT": "any"})  # the file's, first
+    (home / "bastion.toml").write_text("[api]\nport = 8123\n")
+    with pytest.raises(ConfigError, match="BASTION_API_PORT"):
+        load_config_past_file(home, env={"BASTION_API_PORT": "any"})

@@ -166,6 +166,32 @@ def test_cli_doctor_exit_codes_and_bundle(tmp_path: Path) -> None:
     assert (tmp_path / "b.zip").exists()
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("[api\nport = 1\n", "is not valid TOML"),
+        ("[api]\nport = 'any'\n", "[api] port: 'any' is not a whole number"),
+        ("[apii]\n", "unknown section [apii]"),
+    ],
+)
+def test_a_bastion_toml_that_does_not_load_is_a_problem_and_the_rest_is_checked(
+    tmp_path: Path, text: str, said: str
+) -> None:
+    # Doctor stopped at the file's error: the one command that checks a home told nothing
+    # else about it. The file is the first problem; every other part is still reported.
+    cfg = _healthy_home(tmp_path)
+    (cfg.home / "bastion.toml").write_text(text)
+    result = CliRunner().invoke(cli, ["--home", str(cfg.home), "doctor", "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert said in report["problems"][0]
+    assert report["problems"][0].count("`bastion config rollback ID`") == 1
+    assert len(report["problems"]) == 1
+    assert report["config"]["problem"]["code"] == "config_invalid"
+    assert report["databases"]["bastion"]["check"]["integrity"] == ["ok"]
+    assert report["backups"]["count"] >= 1
+
+
 def test_backups_of_both_databases_hold_no_plaintext_secret(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

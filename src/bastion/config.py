@@ -42,6 +42,7 @@ __all__ = [
     "env_name",
     "explain_config",
     "load_config",
+    "load_config_past_file",
     "parse_duration",
     "render_config_markdown",
 ]
@@ -391,12 +392,35 @@ def load_config(
     return _load(home, env, overrides)[0]
 
 
+def load_config_past_file(
+    home: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> tuple[Config, ConfigError | None]:
+    """``(config, None)`` as :func:`load_config`; when ``<home>/bastion.toml`` is what does
+    not load, ``(the config without it, the file's error)``: defaults, then ``env``.
+
+    For what repairs a bad file and must not be stopped by it: ``bastion config history`` and
+    ``rollback`` (the versions to go back to are in bastion.db, whose path the file does not
+    set), ``bastion doctor`` (the file's error is one problem among the others). An error
+    that is not the file's (a bad ``BASTION_*`` variable) is raised as ever."""
+    try:
+        return _load(home, env, None)[0], None
+    except ConfigError as err:
+        try:
+            config = _load(home, env, None, read_file=False)[0]
+        except ConfigError:
+            raise err from None
+        return config, err
+
+
 def _load(
     home: str | os.PathLike[str] | None,
     env: Mapping[str, str] | None,
     overrides: Mapping[str, Mapping[str, Any]] | None,
+    *,
+    read_file: bool = True,
 ) -> tuple[Config, dict[str, dict[str, str]]]:
-    """The config and, per section and key, where each non-default value came from."""
+    """The config and, per section and key, where each non-default value came from;
+    ``read_file=False``: without ``bastion.toml`` (see :func:`load_config_past_file`)."""
     environ = os.environ if env is None else env
     home_path = resolve_home(home, environ)
     raw: dict[str, dict[str, tuple[Any, str]]] = {name: {} for name in _SECTIONS}
@@ -404,7 +428,11 @@ def _load(
     toml_path = home_path / CONFIG_FILE
     # A directory, an unreadable file or one in another encoding is an error naming it, never
     # "no bastion.toml": the settings it holds would be silently replaced by the defaults.
-    toml_text = read_text(toml_path, ConfigError, CONFIG_FILE, missing_ok=True, private=True)
+    toml_text = (
+        read_text(toml_path, ConfigError, CONFIG_FILE, missing_ok=True, private=True)
+        if read_file
+        else None
+    )
     if toml_text is not None:
         import tomllib  # only when the file exists: `bastion settings get` starts cold
 
@@ -413,7 +441,9 @@ def _load(
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(
                 f"{toml_path} is not valid TOML: {err}",
-                hint="Fix the syntax at the position named, or move the file away to use defaults.",
+                hint="Fix the syntax at the position named, or go back to a recorded version "
+                "(`bastion config history`, then `bastion config rollback ID`), or move the "
+                "file away to use the defaults.",
                 path=str(toml_path),
             ) from err
         for section, values in data.items():

@@ -35,7 +35,7 @@ from typing import Any
 from bastion.__about__ import __version__
 from bastion._fs import atomic_write
 from bastion.config import Config
-from bastion.errors import BastionError, StoreError
+from bastion.errors import BastionError, ConfigError, StoreError
 
 __all__ = [
     "collect_secret_values",
@@ -400,10 +400,14 @@ def _containment(cfg: Config) -> str:
     return plat.discover_cgroups(plat.home_tag(cfg.db_path), keep=False).describe()
 
 
-def run_doctor(cfg: Config, *, full_check: bool = True) -> dict[str, Any]:
+def run_doctor(
+    cfg: Config, *, full_check: bool = True, config_problem: ConfigError | None = None
+) -> dict[str, Any]:
     """The whole report as JSON-ready data, with ``problems`` summarizing what needs action.
 
     Read-only on the databases (the check runs on read connections); it records nothing.
+    ``config_problem``: why ``bastion.toml`` did not load (``cfg`` is then the config without
+    it: :func:`bastion.config.load_config_past_file`), the first problem listed.
     """
     from bastion.store.backup import list_backups
 
@@ -418,6 +422,16 @@ def run_doctor(cfg: Config, *, full_check: bool = True) -> dict[str, Any]:
     }
     problems: list[str] = []
     warnings: list[str] = []
+    if config_problem is not None:
+        report["config"] = {"problem": config_problem.to_dict()}
+        hint = config_problem.hint or ""
+        if "config rollback" not in hint:
+            hint += " A recorded version goes back with `bastion config rollback ID` (ids from "
+            hint += "`bastion config history`)."
+        problems.append(
+            f"{config_problem.message}; the rest of this report reads the home as if it were "
+            f"not there. {hint.strip()}"
+        )
     if not cfg.home.exists():
         report["problems"] = [f"{cfg.home} does not exist; run `bastion init`"]
         return report

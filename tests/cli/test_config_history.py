@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from bastion.cli import cli
@@ -187,6 +188,52 @@ def test_a_recorded_bastion_toml_that_no_longer_parses_is_refused_naming_the_hom
         assert "bastion-config-check-" not in err
         assert config_file.read_text() == "[api]\nport = 0\n"
     assert _history(home) == before
+
+
+@pytest.mark.parametrize(
+    "broken", ["[api\nport = 1\n", "[api]\nport = 'any'\n", "[apii]\nport = 0\n"]
+)
+def test_a_bastion_toml_that_does_not_load_is_rolled_back_past_its_error(
+    tmp_path: Path, broken: str
+) -> None:
+    # The commands that undo a bad edit were stopped by it: `config history` and `config
+    # rollback` failed with the file's error, so the recorded version could be neither
+    # found nor written back. They read past it now (said on stderr); other commands still
+    # refuse the file.
+    home = _home(tmp_path)
+    config_file = home / "bastion.toml"
+    config_file.write_text("[api]\nport = 0\n")
+    good = _history(home)[0]
+    config_file.write_text(broken)
+    assert _run(home, "config", "show")[0] != 0
+    code, out, err = _run(home, "config", "history", "--json")
+    assert code == 0, err
+    assert f"warning: {config_file}" in err
+    assert json.loads(out) == [good]  # the file as it is cannot run: not a version
+    code, out, err = _run(home, "config", "diff", str(good["id"]), str(good["id"]))
+    assert code == 0, err
+    code, out, err = _run(home, "config", "rollback", str(good["id"]), "--json")
+    assert code == 0, err
+    assert json.loads(out)["applied"] == "next start"
+    assert config_file.read_text() == "[api]\nport = 0\n"
+    code, out, err = _run(home, "config", "show")
+    assert code == 0, err
+    assert "warning" not in err
+    assert [v["action"] for v in _history(home)] == ["rollback", "created"]
+
+
+def test_an_error_that_is_not_the_files_still_stops_the_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only bastion.toml is read past: a bad BASTION_* variable is the command's error as ever
+    # (reading the home as if it were not set would hide it).
+    home = _home(tmp_path)
+    (home / "bastion.toml").write_text("[api\n")
+    monkeypatch.setenv("BASTION_API_PORT", "any")
+    code, out, err = _run(home, "config", "history")
+    assert code != 0
+    assert "error: " in err
+    assert out == ""
 
 
 def test_a_rollback_records_the_edit_it_replaces_first(tmp_path: Path) -> None:

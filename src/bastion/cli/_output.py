@@ -48,6 +48,7 @@ from bastion.errors import (
 if TYPE_CHECKING:
     from bastion.cli._table import Fields, Table, print_table
     from bastion.config import Config
+    from bastion.errors import ConfigError
 
 __all__ = [
     "EXIT_CODES",
@@ -227,6 +228,18 @@ def config_from(ctx: click.Context) -> Config:
     from bastion.config import load_config
 
     return load_config(_home_option(ctx))
+
+
+def config_past_file(ctx: click.Context, *, warn: bool = True) -> tuple[Config, ConfigError | None]:
+    """As :func:`config_from`, for a command that must run when ``bastion.toml`` does not
+    load (:func:`bastion.config.load_config_past_file`): then the config without it, and the
+    file's error, which ``warn`` says on stderr (the command goes on)."""
+    from bastion.config import load_config_past_file
+
+    cfg, problem = load_config_past_file(_home_option(ctx))
+    if problem is not None and warn:
+        click.echo(f"warning: {problem.message} (read as if it were not there)", err=True)
+    return cfg, problem
 
 
 def home_from(ctx: click.Context) -> Path:

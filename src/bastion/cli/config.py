@@ -14,7 +14,7 @@ from bastion.cli._output import (
     SQL_INT_MAX,
     Fields,
     Table,
-    config_from,
+    config_past_file,
     emit,
     human_time,
     json_option,
@@ -134,7 +134,7 @@ def history(
     from bastion.app import Home
     from bastion.client import DaemonClient
 
-    cfg = config_from(ctx)
+    cfg, _ = config_past_file(ctx)  # a bastion.toml that does not load is what to roll back
     require_home(cfg)
     with Home.open(cfg, create=False) as home:
         if DaemonClient.for_home(cfg) is None:
@@ -177,7 +177,7 @@ def diff(ctx: click.Context, a: int, b: int, as_json: bool) -> None:
     from bastion import config_history
     from bastion.app import Home
 
-    cfg = config_from(ctx)
+    cfg, _ = config_past_file(ctx)  # a bastion.toml that does not load is what to roll back
     require_home(cfg)
     with Home.open(cfg, create=False) as home:
         result = config_history.diff(home, a, b)
@@ -203,7 +203,7 @@ def rollback(ctx: click.Context, version: int, as_json: bool) -> None:
     from bastion.app import Home
     from bastion.client import DaemonClient
 
-    cfg = config_from(ctx)
+    cfg, _ = config_past_file(ctx)  # a bastion.toml that does not load is what to roll back
     require_home(cfg)
     with Home.open(cfg, create=False) as home:
         if DaemonClient.for_home(cfg) is None:

@@ -10,7 +10,7 @@ import click
 
 from bastion.cli._output import (
     checked_path,
-    config_from,
+    config_past_file,
     emit,
     home_from,
     json_option,
@@ -121,8 +121,9 @@ def doctor(ctx: click.Context, bundle: Path | None, quick: bool, fix: bool, as_j
         )
     # Modes before the config: a bastion.toml another user can write is refused by its read.
     fixed = fix_modes(home_from(ctx)) if fix else []
-    cfg = config_from(ctx)
-    report = run_doctor(cfg, full_check=not quick)
+    # A bastion.toml that does not load is one of the problems, not the end of the check.
+    cfg, config_problem = config_past_file(ctx, warn=False)
+    report = run_doctor(cfg, full_check=not quick, config_problem=config_problem)
     if fix:
         report["fixed"] = fixed
     if bundle is not None:
