@@ -146,6 +146,28 @@ def test_bastion_stop_goes_through_the_api(tmp_path: Path) -> None:
         daemon.close()
 
 
+def test_bastion_stop_reads_past_a_bastion_toml_broken_while_the_daemon_ran(
+    tmp_path: Path,
+) -> None:
+    # The daemon read the file at its start; an edit that broke it since stopped `bastion
+    # stop` with the file's error: the daemon could not be stopped until the file was fixed.
+    from click.testing import CliRunner
+
+    from bastion.cli import cli
+
+    home = tmp_path / "home"
+    daemon = RunningDaemon(home)
+    try:
+        (home / "bastion.toml").write_text("[api\n")
+        result = CliRunner().invoke(cli, ["--home", str(home), "stop", "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["stopped"] is True
+        assert f"warning: {home / 'bastion.toml'} is not valid TOML" in result.stderr
+        assert daemon.proc.wait(timeout=60) == 0
+    finally:
+        daemon.close()
+
+
 def test_a_killed_daemons_lock_is_taken_over(tmp_path: Path) -> None:
     home = tmp_path / "home"
     first = RunningDaemon(home)

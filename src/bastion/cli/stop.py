@@ -6,7 +6,7 @@ import time
 
 import click
 
-from bastion.cli._output import config_from, emit, json_option, run_command
+from bastion.cli._output import config_past_file, emit, json_option, run_command
 
 
 @click.command()
@@ -26,7 +26,9 @@ def stop(ctx: click.Context, timeout: float, as_json: bool) -> None:
     from bastion.errors import DaemonUnreachable
     from bastion.runfiles import pid_alive, read_handshake
 
-    cfg = config_from(ctx)
+    # A bastion.toml broken while the daemon ran is not the daemon's (it read the file at its
+    # start): stopping it must not wait for the file's repair.
+    cfg, _ = config_past_file(ctx)
     client = DaemonClient.for_home(cfg)
     if client is None:
         emit(
