@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
+import pytest
 from hypothesis import settings
 
 T = TypeVar("T")
@@ -56,13 +57,21 @@ async def await_until(
         await asyncio.sleep(interval)
 
 
-def file_vault_env() -> dict[str, str]:
-    """Environment variables for a home whose vault is the encrypted-file backend under a
-    fresh random key given in ``BASTION_VAULT_KEY`` (no keychain, no passphrase prompt)."""
-    return {
+def file_vault_env(monkeypatch: pytest.MonkeyPatch | None = None) -> dict[str, str]:
+    """The variables of a home whose vault is the encrypted-file backend under a fresh random
+    key in ``BASTION_VAULT_KEY`` (its default ``vault.key_source = "env"``: no keychain, no
+    passphrase prompt), for a child's environment or ``load_config(env=...)``.
+
+    With ``monkeypatch`` they are also set in this process's environment, where the vault
+    reads its key variable and an in-process CLI (``CliRunner``) its configuration."""
+    env = {
         "BASTION_VAULT_BACKEND": "encrypted-file",
         "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
     }
+    if monkeypatch is not None:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+    return env
 
 
 def examples(n: int) -> int:

@@ -6,8 +6,6 @@ Host it sends is ``127.0.0.1:PORT``, the port the app was built for.
 
 from __future__ import annotations
 
-import base64
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from bastion.app import Home
 from bastion.config import Config, load_config
 from bastion.runfiles import TOKEN_FILE, read_token
 
-from ..helpers import wait_until
+from ..helpers import file_vault_env, wait_until
 
 PORT = 48123
 BASE = f"http://127.0.0.1:{PORT}"
@@ -34,11 +32,7 @@ def api_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
     (The keychain backend needs a D-Bus session; the vault's own suite runs it there. Here
     the routes are under test, so the backend that runs everywhere is used.)
     """
-    monkeypatch.setenv("BASTION_VAULT_KEY", base64.b64encode(os.urandom(32)).decode())
-    return load_config(
-        tmp_path / "home",
-        env={"BASTION_VAULT_BACKEND": "encrypted-file", "BASTION_VAULT_KEY_SOURCE": "env"},
-    )
+    return load_config(tmp_path / "home", env=file_vault_env(monkeypatch))
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from bastion.demo import seed_services
 from bastion.errors import DaemonAlreadyRunning, Unauthorized
 from bastion.runfiles import pid_alive
 
-from ..helpers import wait_until
+from ..helpers import file_vault_env, wait_until
 from .daemon_process import RunningDaemon
 
 pytestmark = [pytest.mark.posix, pytest.mark.slow]
@@ -240,16 +240,8 @@ def test_token_file_option_replaces_run_token(tmp_path: Path) -> None:
 
 
 def test_token_kept_in_the_vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import base64
-
-    env = {
-        "BASTION_API_TOKEN_STORE": "vault",
-        "BASTION_VAULT_BACKEND": "encrypted-file",
-        "BASTION_VAULT_KEY_SOURCE": "env",
-        "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("BASTION_API_TOKEN_STORE", "vault")
+    env = {"BASTION_API_TOKEN_STORE": "vault", **file_vault_env(monkeypatch)}
     home = tmp_path / "home"
     daemon = RunningDaemon(home, env=env, token_from_vault=True)
     try:

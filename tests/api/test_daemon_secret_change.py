@@ -3,7 +3,6 @@ CLI -- another process -- setting and deleting that secret while the daemon runs
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import secrets as pysecrets
@@ -17,7 +16,7 @@ import pytest
 from bastion.app import Home
 from bastion.config import load_config
 
-from ..helpers import wait_until
+from ..helpers import file_vault_env, wait_until
 from .daemon_process import RunningDaemon
 
 pytestmark = [pytest.mark.posix, pytest.mark.slow]
@@ -35,11 +34,7 @@ def _dump(path: Path) -> dict[str, Any] | None:
 
 def test_the_cli_rotates_a_secret_under_the_running_daemon(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    env = {
-        "BASTION_VAULT_BACKEND": "encrypted-file",
-        "BASTION_VAULT_KEY_SOURCE": "env",
-        "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
+    env = file_vault_env()
     old = f"old-{pysecrets.token_urlsafe(18)}"
     new = f"new-{pysecrets.token_urlsafe(18)}"
 

@@ -10,7 +10,6 @@ is added; a refused body's secret appears in no answer and no log line.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import subprocess
@@ -25,6 +24,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from bastion.app import Home
+from tests.helpers import file_vault_env
 
 from .daemon_process import RunningDaemon
 
@@ -163,11 +163,7 @@ def test_the_real_daemon_refuses_bad_bodies_and_logs_no_secret_or_traceback(
     tmp_path: Path,
 ) -> None:
     home = tmp_path / "home"
-    env = {
-        "BASTION_VAULT_BACKEND": "encrypted-file",
-        "BASTION_VAULT_KEY_SOURCE": "env",
-        "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
+    env = file_vault_env()
     subprocess.run(
         [sys.executable, "-m", "bastion", "--home", str(home), "init"],
         env={**os.environ, **env},

@@ -3,8 +3,6 @@ never appears in any route's response (but the audited reveal), nor in the daemo
 
 from __future__ import annotations
 
-import base64
-import os
 import re
 import secrets
 import signal
@@ -19,7 +17,7 @@ from bastion.config import load_config
 from bastion.demo import service_specs
 from bastion.errors import BastionError
 
-from ..helpers import wait_until
+from ..helpers import file_vault_env, wait_until
 from .daemon_process import RunningDaemon
 
 pytestmark = [pytest.mark.posix, pytest.mark.slow]
@@ -34,11 +32,7 @@ def test_no_route_and_no_log_line_carries_a_secret(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sentinel = "sk-leak-" + secrets.token_hex(16)
-    env = {
-        "BASTION_VAULT_BACKEND": "encrypted-file",
-        "BASTION_VAULT_KEY_SOURCE": "env",
-        "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
+    env = file_vault_env()
     home = tmp_path / "home"
     cfg = load_config(home, env=env)
     # The library reads the key from the process environment; monkeypatch puts back whatever

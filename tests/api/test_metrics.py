@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bastion.app import Home
 from bastion.config import load_config
 
-from ..helpers import wait_until
+from ..helpers import file_vault_env, wait_until
 from .conftest import LiveServer
 
 pytestmark = pytest.mark.posix
@@ -270,20 +270,11 @@ def test_backup_age_per_database_file(opened: Home, live: LiveServer) -> None:
 def test_metrics_off_serves_no_route_and_counts_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import base64
-    import os
-
     from bastion.api.app import create_app
     from bastion.runfiles import TOKEN_FILE, read_token
 
-    monkeypatch.setenv("BASTION_VAULT_KEY", base64.b64encode(os.urandom(32)).decode())
     cfg = load_config(
-        tmp_path / "home",
-        env={
-            "BASTION_VAULT_BACKEND": "encrypted-file",
-            "BASTION_VAULT_KEY_SOURCE": "env",
-            "BASTION_API_METRICS": "false",
-        },
+        tmp_path / "home", env={**file_vault_env(monkeypatch), "BASTION_API_METRICS": "false"}
     )
     assert cfg.api.metrics is False
     with Home.init(cfg) as home:

@@ -16,7 +16,7 @@ from bastion.api.metrics_series import MetricsSeries, Sample, derive, quantile
 from bastion.app import Home
 from bastion.config import Config, load_config
 
-from ..helpers import wait_until
+from ..helpers import file_vault_env, wait_until
 from .conftest import LiveServer
 
 CRASHY = f"""argv = ["{sys.executable}", "-c", "print('boom'); print('bang'); raise SystemExit(3)"]
@@ -36,17 +36,9 @@ open_timeout_s = 600
 
 @pytest.fixture
 def api_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
-    import base64
-    import os
-
-    monkeypatch.setenv("BASTION_VAULT_KEY", base64.b64encode(os.urandom(32)).decode())
     return load_config(
         tmp_path / "home",
-        env={
-            "BASTION_VAULT_BACKEND": "encrypted-file",
-            "BASTION_VAULT_KEY_SOURCE": "env",
-            "BASTION_API_METRICS_SAMPLE_S": "1",
-        },
+        env={**file_vault_env(monkeypatch), "BASTION_API_METRICS_SAMPLE_S": "1"},
     )
 
 

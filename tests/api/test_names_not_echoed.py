@@ -11,7 +11,6 @@ times are still shown: they are what makes a refusal useful.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from bastion.app import Home
+from tests.helpers import file_vault_env
 
 from .daemon_process import RunningDaemon
 
@@ -142,11 +142,7 @@ def test_the_real_daemon_repeats_no_secret_sent_as_a_name_anywhere(tmp_path: Pat
     secret = "sk-live-" + secrets.token_hex(20)
     gh = "ghp_" + secret[8:44]
     home = tmp_path / "home"
-    env = {
-        "BASTION_VAULT_BACKEND": "encrypted-file",
-        "BASTION_VAULT_KEY_SOURCE": "env",
-        "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
+    env = file_vault_env()
     subprocess.run(
         [sys.executable, "-m", "bastion", "--home", str(home), "init"],
         env={**os.environ, **env},

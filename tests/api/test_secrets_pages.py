@@ -7,8 +7,6 @@ work: its own step counts (tests/sqlsteps.py) show it, exactly and without a clo
 
 from __future__ import annotations
 
-import base64
-import os
 from pathlib import Path
 
 import pytest
@@ -18,16 +16,14 @@ from bastion.api import create_app
 from bastion.app import Home
 from bastion.config import load_config
 from bastion.runfiles import TOKEN_FILE, read_token
+from tests.helpers import file_vault_env
 from tests.sqlsteps import sqlite_steps
 
 from .conftest import BASE, PORT
 
 
 def _requests_cost(root: Path, n: int, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    monkeypatch.setenv("BASTION_VAULT_KEY", base64.b64encode(os.urandom(32)).decode())
-    cfg = load_config(
-        root, env={"BASTION_VAULT_BACKEND": "encrypted-file", "BASTION_VAULT_KEY_SOURCE": "env"}
-    )
+    cfg = load_config(root, env=file_vault_env(monkeypatch))
     costs: dict[str, int] = {}
     # Every connection of this home is opened inside the counter, so all are traced.
     with sqlite_steps("vault.db") as steps, Home.init(cfg) as home:

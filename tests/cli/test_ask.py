@@ -8,7 +8,6 @@ printed Python's ``GetPassWarning`` and "Password input may be echoed", then "Ab
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -17,17 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import file_vault_env
+
 pytestmark = pytest.mark.posix
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
-    full.update(
-        BASTION_HOME=str(tmp_path / "home"),
-        BASTION_VAULT_BACKEND="encrypted-file",
-        BASTION_VAULT_KEY=base64.b64encode(os.urandom(32)).decode(),
-    )
+    full.update(BASTION_HOME=str(tmp_path / "home"), **file_vault_env())
     return full
 
 

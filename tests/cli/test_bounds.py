@@ -4,8 +4,6 @@ usage error naming the argument and its range."""
 
 from __future__ import annotations
 
-import base64
-import os
 from pathlib import Path
 
 import click
@@ -14,6 +12,7 @@ from click.testing import CliRunner
 
 from bastion.cli import cli
 from bastion.cli._output import SQL_INT_MAX
+from tests.helpers import file_vault_env
 
 EXIT_USAGE = 2
 
@@ -42,8 +41,7 @@ def test_every_visible_integer_parameter_is_bounded_within_sqlite() -> None:
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("BASTION_VAULT_BACKEND", "encrypted-file")
-    monkeypatch.setenv("BASTION_VAULT_KEY", base64.b64encode(os.urandom(32)).decode())
+    file_vault_env(monkeypatch)
     home = tmp_path / "home"
     result = CliRunner().invoke(cli, ["--home", str(home), "init"])
     assert result.exit_code == 0, result.output

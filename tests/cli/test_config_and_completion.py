@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from bastion.cli import cli
 from bastion.config import _SECTIONS, _field_docs, explain_config, load_config
 from bastion.errors import ConfigError
+from tests.helpers import file_vault_env
 
 
 def _run(env: dict[str, str], *args: str) -> tuple[int, str, str]:
@@ -105,13 +106,11 @@ def test_every_config_key_is_documented() -> None:
 
 @pytest.fixture
 def completion_home(tmp_path: Path) -> dict[str, str]:
-    import base64
 
     env = {
         **os.environ,
         "BASTION_HOME": str(tmp_path / "home"),
-        "BASTION_VAULT_BACKEND": "encrypted-file",
-        "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
+        **file_vault_env(),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     assert _run(env, "init")[0] == 0

@@ -12,7 +12,6 @@ defaults), and so is a file this process may not read (a PermissionError traceba
 
 from __future__ import annotations
 
-import base64
 import codecs
 import json
 import os
@@ -25,6 +24,7 @@ from click.testing import CliRunner, Result
 from bastion._text import MAX_BYTES
 from bastion.cli import cli
 from tests.fsfaults import bastion, needs_root
+from tests.helpers import file_vault_env
 
 EXIT_CONFIG = 78  # ConfigError
 EXIT_IMPORT = 77  # ImportFailed
@@ -50,8 +50,7 @@ REFUSED: dict[str, tuple[Callable[[str], bytes], str]] = {
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BASTION_VAULT_BACKEND", "encrypted-file")
-    monkeypatch.setenv("BASTION_VAULT_KEY", base64.b64encode(os.urandom(32)).decode())
+    file_vault_env(monkeypatch)
     monkeypatch.delenv("BASTION_STORE_SYNCHRONOUS", raising=False)
 
 

@@ -10,7 +10,6 @@ newline, 100,000 characters, a slash, ``..`` and ``/``.
 
 from __future__ import annotations
 
-import base64
 import os
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from click.testing import CliRunner
 
 from bastion.cli import cli
 from bastion.errors import EXIT_CODES, EXIT_STATUSES
+from tests.helpers import file_vault_env
 
 MALFORMED = [
     "bad name!",
@@ -99,10 +99,7 @@ def test_the_walk_covers_every_command() -> None:
 def homes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     root = tmp_path_factory.mktemp("malformed")
     ready = root / "home"
-    env = {
-        "BASTION_VAULT_BACKEND": "encrypted-file",
-        "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
+    env = file_vault_env()
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     cwd = Path.cwd()

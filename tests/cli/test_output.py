@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 
 from bastion.cli import cli
 from bastion.errors import EXIT_CODES, HomeNotFound, exit_code_for
+from tests.helpers import file_vault_env
 
 HUMAN_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?[+-]\d\d:\d\d")
 JSON_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -24,15 +25,7 @@ TIME_KEY = re.compile(r"(^|_)(at|ts|since|until)$")
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    import base64
-    import os
-
-    return {
-        "BASTION_HOME": str(tmp_path / "home"),
-        "BASTION_VAULT_BACKEND": "encrypted-file",
-        "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "BASTION_FORCE_TTY": "",
-    }
+    return {"BASTION_HOME": str(tmp_path / "home"), **file_vault_env(), "BASTION_FORCE_TTY": ""}
 
 
 def run(env: dict[str, str], *args: str, stdin: str | None = None) -> Result:

@@ -7,9 +7,7 @@ plaintext in the file).
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from bastion.config import load_config
 from bastion.errors import StoreIOError
 from bastion.store.backup import create_backup
 from tests.fsfaults import Mount, bastion, mounted_tmpfs, needs_root
+from tests.helpers import file_vault_env
 
 pytestmark = pytest.mark.root
 
@@ -32,10 +31,7 @@ EXIT_IMPORT = 77
 
 @pytest.fixture
 def env() -> dict[str, str]:
-    return {
-        "BASTION_VAULT_BACKEND": "encrypted-file",
-        "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
+    return file_vault_env()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ says.)"""
 
 from __future__ import annotations
 
-import base64
 import os
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from click.testing import CliRunner
 from bastion.cli import cli
 from bastion.store import Database
 from tests.fsfaults import bastion, needs_root
+from tests.helpers import file_vault_env
 
 EXIT_MISSING = 66  # DatabaseNotFound
 EXIT_PERMISSION = 73  # StorePermissionError
@@ -135,8 +135,7 @@ def test_a_nul_in_any_argument_is_a_usage_error(
 ) -> None:
     """Paths with a NUL were a ValueError ("embedded null byte") out of os.stat inside click's
     Path type or the command, before any of bastion's checks ran."""
-    monkeypatch.setenv("BASTION_VAULT_BACKEND", "encrypted-file")
-    monkeypatch.setenv("BASTION_VAULT_KEY", base64.b64encode(os.urandom(32)).decode())
+    file_vault_env(monkeypatch)
     home = _home(tmp_path)
     before = _tree(home)
     result = CliRunner().invoke(cli, ["--home", str(home), *argv])

@@ -6,7 +6,6 @@ service through the API, follows its logs and shuts down, with no Python on its 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -16,6 +15,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import file_vault_env
 
 from .conftest import TS
 
@@ -149,9 +150,7 @@ def test_an_electron_like_program_from_the_guide_runs_the_executable_without_pyt
         "HOME": str(tmp_path),
         "TMPDIR": str(tmp_path),
         # The encrypted-file vault keyed from the environment (no keychain in this sandbox).
-        "BASTION_VAULT_BACKEND": "encrypted-file",
-        "BASTION_VAULT_KEY_SOURCE": "env",
-        "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
+        **file_vault_env(),
     }
     assert shutil.which("python3", path=env["PATH"]) is None
     result = subprocess.run(

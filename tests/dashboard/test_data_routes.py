@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import base64
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ from bastion.api.dashboard import mint_login_code
 from bastion.app import Home
 from bastion.config import Config, load_config
 from bastion.runfiles import TOKEN_FILE, read_token
-from tests.helpers import wait_until
+from tests.helpers import file_vault_env, wait_until
 
 PORT = 48211
 BASE = f"http://127.0.0.1:{PORT}"
@@ -34,11 +32,7 @@ BASE = f"http://127.0.0.1:{PORT}"
 
 @pytest.fixture
 def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
-    monkeypatch.setenv("BASTION_VAULT_KEY", base64.b64encode(os.urandom(32)).decode())
-    return load_config(
-        tmp_path / "home",
-        env={"BASTION_VAULT_BACKEND": "encrypted-file", "BASTION_VAULT_KEY_SOURCE": "env"},
-    )
+    return load_config(tmp_path / "home", env=file_vault_env(monkeypatch))
 
 
 @pytest.fixture

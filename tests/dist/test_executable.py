@@ -3,7 +3,6 @@ environment (no Python on PATH, no venv, no BASTION_* but what a desktop app wou
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import os
@@ -22,7 +21,7 @@ from bastion.api.dashboard.routes import STATIC_PREFIX as STATIC
 from bastion.client import DaemonClient
 from bastion.runfiles import TOKEN_FILE, read_token
 
-from ..helpers import wait_until
+from ..helpers import file_vault_env, wait_until
 
 pytestmark = [pytest.mark.dist, pytest.mark.posix]
 
@@ -43,13 +42,7 @@ def bare(tmp_path: Path) -> dict[str, Any]:
     bin_dir.mkdir()
     for tool in TOOLS:
         (bin_dir / tool).symlink_to(f"/bin/{tool}")
-    env = {
-        "PATH": str(bin_dir),
-        "HOME": str(tmp_path),
-        "BASTION_VAULT_BACKEND": "encrypted-file",
-        "BASTION_VAULT_KEY_SOURCE": "env",
-        "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
+    env = {"PATH": str(bin_dir), "HOME": str(tmp_path), **file_vault_env()}
     return {"cwd": cwd, "env": env, "home": tmp_path / "home"}
 
 

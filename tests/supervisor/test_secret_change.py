@@ -9,7 +9,6 @@ vault.db. Nothing tells the supervisor but the file changing.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import secrets as pysecrets
@@ -26,7 +25,7 @@ from bastion.app import Home
 from bastion.config import SupervisorConfig, load_config
 from bastion.supervisor import ServiceState, Supervisor
 
-from ..helpers import await_until, gone
+from ..helpers import await_until, file_vault_env, gone
 from .conftest import kid, run
 
 pytestmark = [pytest.mark.posix, pytest.mark.slow]
@@ -40,14 +39,8 @@ def _value(tag: str) -> str:
 
 @pytest.fixture
 def vault_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = {
-        "BASTION_VAULT_BACKEND": "encrypted-file",
-        "BASTION_VAULT_KEY_SOURCE": "env",
-        "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
     # The vault reads its key variable from the environment; the CLI gets the same.
-    monkeypatch.setenv("BASTION_VAULT_KEY", env["BASTION_VAULT_KEY"])
-    return env
+    return file_vault_env(monkeypatch)
 
 
 @pytest.fixture

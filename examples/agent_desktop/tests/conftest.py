@@ -3,11 +3,10 @@ environment (inherited by the daemon and the CLI the tests spawn), and a fresh h
 
 from __future__ import annotations
 
-import base64
-import os
 from pathlib import Path
 
 import pytest
+from tests.helpers import file_vault_env
 
 from bastion.config import Config, load_config
 
@@ -16,14 +15,7 @@ SENTINEL = "sk-search-SENTINEL-0d9f3b21"
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    values = {
-        "BASTION_VAULT_BACKEND": "encrypted-file",
-        "BASTION_VAULT_KEY_SOURCE": "env",
-        "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
+    return file_vault_env(monkeypatch)
 
 
 @pytest.fixture

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.helpers import file_vault_env
 
 from bastion.app import Home
 from bastion.config import Config, load_config
@@ -18,11 +17,7 @@ from examples.spaces.schema import namespace_v1
 @pytest.fixture
 def env() -> dict[str, str]:
     """The app's environment: encrypted-file vault, data key from an env variable."""
-    return {
-        "BASTION_VAULT_BACKEND": "encrypted-file",
-        "BASTION_VAULT_KEY_SOURCE": "env",
-        "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
+    return file_vault_env()
 
 
 @pytest.fixture

@@ -3,13 +3,12 @@ version-1 ``config.json`` with plaintext secrets, a free loopback port, a fault 
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import socket
 from pathlib import Path
 
 import pytest
+from tests.helpers import file_vault_env
 
 from bastion.app import Home
 from bastion.config import Config, load_config
@@ -21,14 +20,7 @@ SENTINEL_AMQP = "amqp://tray:SENTINEL-amqp-pw-31@rabbit.internal:5672/voice"
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Encrypted-file vault with its data key in the environment (the headless setup)."""
-    values = {
-        "BASTION_VAULT_BACKEND": "encrypted-file",
-        "BASTION_VAULT_KEY_SOURCE": "env",
-        "BASTION_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
+    return file_vault_env(monkeypatch)
 
 
 @pytest.fixture
