@@ -149,8 +149,18 @@ def _into_head(home: Path, env: dict[str, str], *args: str) -> tuple[int, str, s
         fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 4096)
     head = subprocess.Popen(["head", "-n", "1"], stdin=read, stdout=subprocess.PIPE, text=True)
     os.close(read)
+    done = _onto_pipe(write, home, env, *args)
+    first, _ = head.communicate(timeout=60)
+    return done.returncode, done.stderr, first
+
+
+def _onto_pipe(
+    write: int, home: Path, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m bastion ARGS`` with its stdout on the pipe end ``write``, which is closed
+    here once it is done (then the pipe's only writer was bastion)."""
     try:
-        done = subprocess.run(
+        return subprocess.run(
             [sys.executable, "-m", "bastion", *args],
             env={**os.environ, "BASTION_HOME": str(home), **env},
             stdout=write,
@@ -161,8 +171,6 @@ def _into_head(home: Path, env: dict[str, str], *args: str) -> tuple[int, str, s
         )
     finally:
         os.close(write)
-    first, _ = head.communicate(timeout=60)
-    return done.returncode, done.stderr, first
 
 
 @pytest.mark.parametrize(
@@ -199,18 +207,7 @@ def test_services_run_whose_reader_left_stops_its_children_and_ends_quietly(
     (home / "services" / "sleeper.toml").write_text(sleeper + "autostart = true\n")
     read, write = os.pipe()
     os.close(read)  # the reader left before the first transition
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "bastion", "services", "run"],
-            env={**os.environ, "BASTION_HOME": str(home), **env},
-            stdout=write,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    finally:
-        os.close(write)
+    done = _onto_pipe(write, home, env, "services", "run")
     assert (done.returncode, done.stderr) == (0, "")
     listed = json.loads(bastion(home, "services", "list", "--json", env=env).stdout)
     assert [(s["name"], s["state"], s["pid"]) for s in listed] == [("sleeper", "stopped", None)]
