@@ -24,6 +24,7 @@ are read once, at start; the answer says whether a restart is needed).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tempfile
 import tomllib
@@ -56,6 +57,8 @@ __all__ = [
     "sync",
     "sync_config",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def _repo(home: Home) -> ConfigHistoryRepo:
@@ -227,6 +230,9 @@ class Rollback:
     applied: str
     reload: dict[str, Any] | None = None
     problem: str | None = None
+    #: Where the file's text before the rollback was kept, when it was not valid (so never
+    #: recorded): ``<file>.invalid-<UTC time>``, next to it.
+    kept: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -237,6 +243,7 @@ class Rollback:
             "applied": self.applied,
             "reload": self.reload,
             "problem": self.problem,
+            "kept": self.kept,
         }
 
 
@@ -289,9 +296,15 @@ def rollback(home: Home, version_id: int, *, author: str = "cli") -> Rollback:
             before.drop()  # the file is as it was
             raise
         tx.on_rollback(before.put_back)
-        tx.on_commit(before.drop)
+        if current is _INVALID:
+            # Not a version (it cannot run), so the history does not hold it: an edit with a
+            # typo in it would be lost with the rollback that undid it. Kept next to the file.
+            tx.on_commit(lambda: kept.append(before.set_aside()))
+        else:
+            tx.on_commit(before.drop)
         return recorded
 
+    kept: list[Path | None] = []
     try:
         recorded = home.db.write(unit)
     except OSError as err:
@@ -301,7 +314,16 @@ def rollback(home: Home, version_id: int, *, author: str = "cli") -> Rollback:
             path=str(path),
         ) from err
     applied, report, problem = _apply(home, service)
-    return Rollback(version, recorded, str(path), applied, report, problem)
+    aside = kept[0] if kept else None
+    return Rollback(
+        version,
+        recorded,
+        str(path),
+        applied,
+        report,
+        problem,
+        kept=None if aside is None else str(aside),
+    )
 
 
 #: What :func:`_current_text` returns for a file that is not valid (not a version).
@@ -373,6 +395,29 @@ class _Before:
         """Forget the old file (the rollback's write was committed, or never happened)."""
         if self.aside is not None:
             self.aside.unlink(missing_ok=True)
+
+    def set_aside(self) -> Path | None:
+        """Keep the old file as ``<name>.invalid-<UTC time>`` next to it (0600; a name no
+        reader of bastion.toml or of ``services/*.toml`` looks at) and return that path;
+        None when there was no file, or when it cannot be kept (logged: the rollback itself
+        is done and recorded)."""
+        if self.aside is None and self.data is None:
+            return None
+        from bastion.store.backup import utc_stamp
+
+        target = self.path.with_name(f"{self.path.name}.invalid-{utc_stamp()}")
+        try:
+            if self.aside is not None:
+                os.chmod(self.aside, 0o600)  # its own inode now: the file has a new one
+                os.replace(self.aside, target)
+                fsync_dir(self.path.parent)
+            else:
+                atomic_write(target, self.data or b"")
+        except OSError as err:
+            log.warning("could not keep the replaced text of %s: %s", self.path, err)
+            self.drop()
+            return None
+        return target
 
 
 def _still_valid(version: ConfigVersion, check: Any) -> None:

@@ -214,12 +214,43 @@ def test_a_bastion_toml_that_does_not_load_is_rolled_back_past_its_error(
     assert code == 0, err
     code, out, err = _run(home, "config", "rollback", str(good["id"]), "--json")
     assert code == 0, err
-    assert json.loads(out)["applied"] == "next start"
+    answer = json.loads(out)
+    assert answer["applied"] == "next start"
     assert config_file.read_text() == "[api]\nport = 0\n"
+    # Not a version, so not in the history: the replaced text is kept next to the file.
+    (kept,) = home.glob("bastion.toml.invalid-*")
+    assert answer["kept"] == str(kept)
+    assert kept.read_text() == broken
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
     code, out, err = _run(home, "config", "show")
     assert code == 0, err
     assert "warning" not in err
     assert [v["action"] for v in _history(home)] == ["rollback", "created"]
+
+
+def test_a_spec_that_does_not_load_is_kept_aside_by_the_rollback_that_replaces_it(
+    tmp_path: Path,
+) -> None:
+    # A spec edit with a mistake in it is not a version; the rollback that undoes it keeps
+    # it under a name no reader of services/ takes for a spec, and a valid file replaced by
+    # a rollback is a version already: nothing kept.
+    home = _home(tmp_path)
+    spec = home / "services" / "w.toml"
+    spec.write_text(f'argv = ["{SLEEP}", "1"]\n')
+    first = _history(home)[0]
+    spec.write_text(f'argv = ["{SLEEP}", "2"]\n')
+    code, out, err = _run(home, "config", "rollback", str(first["id"]), "--json")
+    assert code == 0, err
+    assert json.loads(out)["kept"] is None
+    spec.write_text('argv = "not a list"\n')
+    code, out, err = _run(home, "config", "rollback", str(first["id"]))
+    assert code == 0, err
+    (kept,) = (home / "services").glob("w.toml.invalid-*")
+    assert f"replaced text: {kept} (it did not load: not a version)" in out
+    assert kept.read_text() == 'argv = "not a list"\n'
+    code, out, err = _run(home, "services", "validate")
+    assert code == 0, out + err
+    assert [v["action"] for v in _history(home)] == ["rollback", "rollback", "changed", "created"]
 
 
 def test_an_error_that_is_not_the_files_still_stops_the_history(

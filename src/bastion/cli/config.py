@@ -220,13 +220,14 @@ def rollback(ctx: click.Context, version: int, as_json: bool) -> None:
             "not reloaded": f"not yet: the daemon did not take the reload ({d['problem']}); it "
             "applies the file when its watch sees the change, or run `bastion services reload`",
         }[d["applied"]]
-        return Fields(
-            [
-                ("restored", f"version {restored['id']} of {restored['target']}"),
-                ("file", d["path"]),
-                ("recorded as", "-" if recorded is None else f"version {recorded['id']}"),
-                ("applied", applied),
-            ]
-        )
+        rows = [
+            ("restored", f"version {restored['id']} of {restored['target']}"),
+            ("file", d["path"]),
+            ("recorded as", "-" if recorded is None else f"version {recorded['id']}"),
+            ("applied", applied),
+        ]
+        if d["kept"] is not None:
+            rows.append(("replaced text", f"{d['kept']} (it did not load: not a version)"))
+        return Fields(rows)
 
     emit(result.to_dict(), as_json, human)
