@@ -718,7 +718,9 @@ def read_spec(path: Path) -> tuple[ServiceSpec, str]:
     except tomllib.TOMLDecodeError as err:
         raise ServiceSpecError(
             f"{path}: not valid TOML: {err}",
-            hint="Fix the syntax at the named position.",
+            hint="Fix the syntax at the named position, or go back to a recorded version "
+            f"(`bastion config history --service {path.stem}`, then `bastion config rollback "
+            "ID`).",
             file=str(path),
         ) from err
     return parse_spec(path.stem, data, source=str(path)), text
