@@ -118,6 +118,7 @@ __all__ = [
     "DatabaseKeyWrong",
     "DatabaseNotEncrypted",
     "DecryptionFailed",
+    "DescriptorLimit",
     "EncryptionUnavailable",
     "Forbidden",
     "ImportFailed",
@@ -301,6 +302,20 @@ class OutputUnwritable(BastionError):
     )
     default_recoverable = True
     http_status = 500
+
+
+class DescriptorLimit(BastionError):
+    """This process ran out of file descriptors (``EMFILE``) or the system did (``ENFILE``),
+    or ``bastion serve`` found its open-files limit below what it needs to start. A limit,
+    not a fault of the disk or of the data: nothing was damaged."""
+
+    code = "descriptor_limit"
+    default_hint = (
+        "Raise the open-files limit (`ulimit -n 1024`, LimitNOFILE= in a systemd unit, "
+        "NumberOfFiles in a launchd job) or run fewer services at once; nothing was damaged."
+    )
+    default_recoverable = True
+    http_status = 503
 
 
 # --- store -----------------------------------------------------------------------------------
@@ -1025,6 +1040,8 @@ EXIT_CODES: dict[type[BastionError], int] = {
     UsageError: 2,
     # The disk (or a closed descriptor) refused the output: an I/O condition, as StoreIOError.
     OutputUnwritable: 71,
+    # Out of descriptors: a system limit (EX_OSERR), as a disk that refuses.
+    DescriptorLimit: 71,
     SettingUnreadable: 65,
     StoreOpenError: 66,
     NotFound: 66,

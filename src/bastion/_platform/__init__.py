@@ -13,7 +13,8 @@ package picks the module for the running system once, at import: ``windows.py`` 
 * Durable writes (:mod:`bastion._fs`): ``replace`` (atomic rename; retried through sharing
   violations on Windows), ``fsync_dir``, ``set_file_mode``.
 * Processes: ``pid_exists`` (``kill(pid, 0)`` on POSIX; on Windows ``os.kill`` would
-  terminate the process, so ``OpenProcess``).
+  terminate the process, so ``OpenProcess``); ``descriptor_limit`` raises the soft
+  open-files limit toward a want (``RLIMIT_NOFILE``; None on Windows, which has none).
 * Space and mounts (``store/_diagnose.py``): ``free_bytes`` and ``read_only_mount``.
 * Privacy: ``make_private_dir``/``private_dir_problem``/``others_can_write`` (mode 0700 and the owner on POSIX,
   a protected DACL on Windows) and ``file_exposure`` (who else may read or write a file).
@@ -41,6 +42,7 @@ if sys.platform == "win32":
     from bastion._platform.windows import (
         FD_DIRS,
         copy_file_range,
+        descriptor_limit,
         file_exposure,
         free_bytes,
         fsync_dir,
@@ -66,6 +68,7 @@ elif sys.platform.startswith("linux") and not PORTABLE:
     from bastion._platform.linux import (
         FD_DIRS,
         copy_file_range,
+        descriptor_limit,
         file_exposure,
         free_bytes,
         fsync_dir,
@@ -91,6 +94,7 @@ else:
     from bastion._platform.posix import (
         FD_DIRS,
         copy_file_range,
+        descriptor_limit,
         file_exposure,
         free_bytes,
         fsync_dir,
@@ -124,6 +128,7 @@ __all__ = [
     "PORTABLE",
     "SYSTEM",
     "copy_file_range",
+    "descriptor_limit",
     "file_exposure",
     "free_bytes",
     "fsync_dir",

@@ -28,6 +28,7 @@ from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from bastion._platform.posix import (  # noqa: E402
+    descriptor_limit,
     file_exposure,
     free_bytes,
     fsync_dir,
@@ -47,6 +48,7 @@ from bastion._platform.posix import (  # noqa: E402
 __all__ = [
     "FD_DIRS",
     "copy_file_range",
+    "descriptor_limit",
     "file_exposure",
     "free_bytes",
     "fsync_dir",

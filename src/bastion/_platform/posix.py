@@ -28,6 +28,7 @@ from pathlib import Path  # noqa: E402
 __all__ = [
     "FD_DIRS",
     "copy_file_range",
+    "descriptor_limit",
     "file_exposure",
     "free_bytes",
     "fsync_dir",
@@ -153,6 +154,26 @@ def pid_exists(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def descriptor_limit(want: int) -> tuple[int, int] | None:
+    """Raise this process's soft open-files limit (``RLIMIT_NOFILE``) toward ``want``, never
+    above the hard limit and never lowering it; return ``(soft, hard)`` as they are now
+    (``RLIM_INFINITY`` as -1: no limit)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        raised = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        if raised > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            except (OSError, ValueError):
+                pass  # refused (a sandbox): the limit stays as it was, and is reported so
+            else:
+                soft = raised
+    infinity = resource.RLIM_INFINITY
+    return (-1 if soft == infinity else soft), (-1 if hard == infinity else hard)
 
 
 def writeback(fd: int, offset: int, length: int) -> None:

@@ -43,6 +43,7 @@ from bastion._platform.sddl import exposure, private_dacl  # noqa: E402
 __all__ = [
     "FD_DIRS",
     "copy_file_range",
+    "descriptor_limit",
     "file_exposure",
     "free_bytes",
     "fsync_dir",
@@ -333,6 +334,11 @@ def pid_exists(pid: int) -> bool:
 
 def writeback(fd: int, offset: int, length: int) -> None:
     """Nothing to do: the fsync at the end of a copy writes everything back."""
+
+
+def descriptor_limit(want: int) -> tuple[int, int] | None:
+    """No per-process open-files limit of that kind here (handles are bounded by memory)."""
+    return None
 
 
 def lower_thread_priority() -> None:

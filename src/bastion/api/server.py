@@ -286,6 +286,36 @@ def load_token(home: Home, token_file: Path | None = None) -> tuple[str, str]:
     return read_token(path), str(path)
 
 
+#: The soft open-files limit `bastion serve` raises a lower one to (within the hard limit):
+#: the usual default, which children inherit (a select()-based one keeps working under it).
+DESCRIPTORS_WANTED = 1024
+#: The least it starts with: its databases, sockets and pipes at rest take about 30 (at 20
+#: the event loop could not be made: a traceback; at 32 the WAL archiver failed mid-start).
+DESCRIPTORS_NEEDED = 64
+
+
+def ensure_descriptors() -> None:
+    """Raise the soft open-files limit to :data:`DESCRIPTORS_WANTED` where it is lower (a
+    launchd job's default is 256, some shells' less), and refuse to start, saying so, below
+    :data:`DESCRIPTORS_NEEDED`."""
+    from bastion._platform import descriptor_limit
+    from bastion.errors import DescriptorLimit
+
+    limits = descriptor_limit(DESCRIPTORS_WANTED)
+    if limits is None:
+        return  # no such per-process limit here
+    soft, hard = limits
+    if 0 <= soft < DESCRIPTORS_NEEDED:
+        raise DescriptorLimit(
+            f"the open-files limit is {soft} (hard limit {hard if hard >= 0 else 'none'}): "
+            f"`bastion serve` needs at least {DESCRIPTORS_NEEDED} (its databases, sockets and "
+            "each service's pipes)",
+            hint=f"Raise it before starting the daemon: `ulimit -n {DESCRIPTORS_WANTED}` (and "
+            "the hard limit, `ulimit -Hn`, if it is lower), LimitNOFILE= in a systemd unit, "
+            "or NumberOfFiles in a launchd job.",
+        )
+
+
 def serve(
     cfg: Config,
     options: ServeOptions,
@@ -296,6 +326,7 @@ def serve(
     """Run the daemon until told to stop; return the process exit status (0 on clean stop).
     ``precheck``: bastion.db's open-time check, started earlier (see ``Home.open``)."""
     out = stdout or sys.stdout
+    ensure_descriptors()
     host = options.host or cfg.api.host
     port = cfg.api.port if options.port is None else options.port
     if not is_loopback(host) and not options.exposed_ok:

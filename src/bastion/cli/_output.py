@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
 import functools
 import json
 import os
@@ -406,6 +407,17 @@ def run_command(fn: F) -> F:
         except BastionError as err:
             report_error(err, as_json=bool(kwargs.get("as_json")))
             sys.exit(exit_code_for(err))
+        except OSError as err:
+            # Out of descriptors wherever it struck (the event loop, a pipe, a file no typed
+            # error covers): the limit named with how to raise it, never a traceback.
+            if err.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            from bastion.errors import DescriptorLimit
+
+            whose = "the system" if err.errno == errno.ENFILE else "this process"
+            limit = DescriptorLimit(f"{whose} has too many files open: {err}")
+            report_error(limit, as_json=bool(kwargs.get("as_json")))
+            sys.exit(exit_code_for(limit))
         except KeyboardInterrupt as err:
             # Ctrl-C (a follow, a prompt, a long backup): the status a shell expects after
             # SIGINT, without click's "Aborted!" and exit 1. SIGTERM and SIGHUP arrive as
