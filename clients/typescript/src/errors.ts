@@ -1,8 +1,8 @@
 /**
  * The daemon's errors as one class. Every error the API answers is `{code, message, hint}`
  * (see docs/errors.md for the codes); the client's own failures (a sidecar that printed no
- * handshake, a daemon of another API major, a lost stream) use the same shape with codes of
- * their own, listed in `ClientErrorCode`.
+ * handshake, a daemon of another API major, a lost stream, a request past its deadline) use
+ * the same shape with codes of their own, listed in `ClientErrorCode`.
  */
 
 /** Codes raised by the client itself, not answered by the daemon. */
@@ -12,6 +12,7 @@ export type ClientErrorCode =
   | "sidecar_timeout"
   | "daemon_not_running"
   | "daemon_unreachable"
+  | "request_timeout"
   | "stream_lost";
 
 export class BastionError extends Error {

@@ -13,7 +13,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 
-import { BastionClient, type TokenSource } from "./client.js";
+import { BastionClient, checkTimeout, type TokenSource } from "./client.js";
 import { BastionError } from "./errors.js";
 import { checkApiVersion } from "./version.js";
 
@@ -43,6 +43,8 @@ export interface SpawnOptions {
   handshakeTimeoutMs?: number;
   /** Sent as `Origin` with every request. */
   origin?: string;
+  /** The client's request deadline (`ClientOptions.timeoutMs`; default 30 000 ms). */
+  timeoutMs?: number;
   /** The daemon's stderr log: kept (the last 64 KiB, `sidecar.stderr()`), inherited, or dropped. */
   stderr?: "keep" | "inherit" | "ignore";
 }
@@ -82,6 +84,7 @@ export function fileTokenSource(home: string): TokenSource {
 }
 
 export async function spawnBastion(options: SpawnOptions): Promise<Sidecar> {
+  if (options.timeoutMs !== undefined) checkTimeout("timeoutMs", options.timeoutMs); // before a daemon starts
   const executable = options.executable ?? "bastion";
   const argv = [
     "--home",
@@ -142,6 +145,7 @@ export async function spawnBastion(options: SpawnOptions): Promise<Sidecar> {
     baseUrl: handshake.url,
     token: fileTokenSource(options.home),
     origin: options.origin,
+    timeoutMs: options.timeoutMs,
   });
   const stop = async ({ graceMs = 20_000 } = {}): Promise<number | string> => {
     if (child.exitCode !== null || child.signalCode !== null) return exited;
@@ -213,6 +217,8 @@ export interface ConnectOptions {
    * but nothing answers (a stopped or hung daemon, or another program on its port).
    */
   confirmTimeoutMs?: number;
+  /** The client's request deadline (`ClientOptions.timeoutMs`; default 30 000 ms). */
+  timeoutMs?: number;
 }
 
 /** How long `GET /health` may take before the handshake's port is taken as not answering. */
@@ -220,15 +226,14 @@ const CONFIRM_TIMEOUT_MS = 10_000;
 
 /** Attach to the daemon running for `home` (its `run/daemon.json` and `run/token`). */
 export async function connectBastion(options: ConnectOptions): Promise<BastionClient> {
-  const timeoutMs = options.confirmTimeoutMs ?? CONFIRM_TIMEOUT_MS;
-  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
-    throw new RangeError(`confirmTimeoutMs must be a positive number of milliseconds, got ${String(timeoutMs)}`);
-  }
+  const timeoutMs = checkTimeout("confirmTimeoutMs", options.confirmTimeoutMs ?? CONFIRM_TIMEOUT_MS);
+  if (options.timeoutMs !== undefined) checkTimeout("timeoutMs", options.timeoutMs);
   const handshake = await readHandshake(options.home, timeoutMs);
   return new BastionClient({
     baseUrl: handshake.url,
     token: fileTokenSource(options.home),
     origin: options.origin,
+    timeoutMs: options.timeoutMs,
     // A daemon restarted with --port 0 listens elsewhere: look again once, on a refused connection.
     rediscover: async () => {
       const again = await readHandshake(options.home, timeoutMs).catch(() => null);

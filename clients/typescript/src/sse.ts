@@ -2,6 +2,12 @@
  * Server-sent events as async iterators (over `eventsource-parser`), resumed with
  * `Last-Event-ID` after a dropped connection: the daemon's ids are increasing row ids, so a
  * resumed stream continues right after the last event seen, nothing lost, nothing repeated.
+ *
+ * A stream has no total deadline (it is long-lived by design). Its opening has the client's
+ * request deadline (`timeoutMs`: until the answer starts); after that the daemon sends
+ * something at least every 10 s (a keep-alive comment when idle), so a connection silent for
+ * `idleTimeoutMs` is stalled (a stopped or hung daemon): it is closed and reopened like a
+ * dropped one, and after `maxReconnects` failed reopenings the stream ends with `stream_lost`.
  */
 import { createParser, type EventSourceMessage } from "eventsource-parser";
 
@@ -26,7 +32,16 @@ export interface StreamOptions {
   maxReconnects?: number;
   /** Wait before a reconnect (ms); the server's `retry:` field overrides it; default 500. */
   retryMs?: number;
+  /**
+   * A connection that brings nothing for this long is stalled: it is closed and the stream
+   * reconnects (or ends, with `reconnect: false`). Default 30 000 ms: three of the daemon's
+   * keep-alive intervals (10 s).
+   */
+  idleTimeoutMs?: number;
 }
+
+/** How long an open stream may bring nothing: three of the daemon's keep-alives (`HEARTBEAT_S`). */
+export const STREAM_IDLE_TIMEOUT_MS = 30_000;
 
 /** `open(lastEventId, signal)` makes one request; it throws a BastionError for an error answer. */
 export type Opener = (lastEventId: string | undefined, signal: AbortSignal) => Promise<Response>;
@@ -35,6 +50,7 @@ export async function* sseStream<T>(open: Opener, options: StreamOptions = {}): 
   const reconnect = options.reconnect ?? true;
   const maxReconnects = options.maxReconnects ?? 5;
   let retryMs = options.retryMs ?? 500;
+  const idleTimeoutMs = options.idleTimeoutMs ?? STREAM_IDLE_TIMEOUT_MS;
   let lastEventId = options.lastEventId;
   let failures = 0;
   const abort = new AbortController();
@@ -42,16 +58,20 @@ export async function* sseStream<T>(open: Opener, options: StreamOptions = {}): 
   options.signal?.addEventListener("abort", onOuterAbort, { once: true });
   try {
     while (!abort.signal.aborted) {
+      // This connection's own abort: a stalled connection is closed, the stream goes on.
+      const connection = new AbortController();
       let response: Response;
       try {
-        response = await open(lastEventId, abort.signal);
+        response = await open(lastEventId, AbortSignal.any([abort.signal, connection.signal]));
       } catch (err) {
         if (abort.signal.aborted) return;
         if (err instanceof BastionError && err.status !== 0 && err.status !== 503) throw err;
-        if (!reconnect || ++failures > maxReconnects) {
+        failures += 1;
+        if (!reconnect || failures > maxReconnects) {
+          const why = err instanceof Error ? `: ${err.message}` : "";
           throw new BastionError(
             "stream_lost",
-            `the event stream could not be reopened after ${failures} attempts`,
+            `the event stream could not be opened (${failures} attempt${failures === 1 ? "" : "s"})${why}`,
             "Check that the daemon still runs; open the stream again with the last event id.",
             0,
             { cause: err },
@@ -75,10 +95,13 @@ export async function* sseStream<T>(open: Opener, options: StreamOptions = {}): 
       try {
         for (;;) {
           let chunk: Awaited<ReturnType<typeof reader.read>>;
+          const stalled = setTimeout(() => connection.abort(), idleTimeoutMs);
           try {
             chunk = await reader.read();
           } catch {
-            break; // the connection dropped: reconnect below
+            break; // the connection dropped, or stalled and was closed: reconnect below
+          } finally {
+            clearTimeout(stalled);
           }
           if (chunk.done) break;
           parser.feed(decoder.decode(chunk.value, { stream: true }));

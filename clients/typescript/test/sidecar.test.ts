@@ -133,6 +133,9 @@ test("after a restart on another port, connectBastion's client finds the daemon 
     await ok(client.api.GET("/v1/settings"));
     assert.notEqual(client.baseUrl, before);
     assert.equal(client.baseUrl, car.handshake.url);
+    // Later calls (and a client withTimeout made) go to where it is now, not to the old port.
+    await ok(client.api.GET("/v1/settings"));
+    await ok(client.withTimeout(5_000).api.GET("/v1/settings"));
   } finally {
     await car.stop();
     await cleanup();
