@@ -9,13 +9,16 @@ SQLite's alone (posture, files, the writer thread, locks between processes) is m
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import apsw
@@ -25,6 +28,7 @@ from bastion import _platform
 from bastion.config import StoreConfig
 from bastion.errors import (
     Conflict,
+    ConstraintViolation,
     DatabaseNotEncrypted,
     NotADatabase,
     NotFound,
@@ -32,11 +36,15 @@ from bastion.errors import (
     StoreBusy,
     StoreClosed,
     StoreError,
+    StoreIOError,
+    StoreOpenError,
+    StorePermissionError,
     StorePostureError,
 )
 from bastion.store import Database, ReadTx, WriteTx
 from bastion.store.crypt import DatabaseKey
 from bastion.store.crypt.cipher import connect
+from tests.fsfaults import dac_dropped, needs_root
 from tests.helpers import StartLine, wait_until
 from tests.store.keyed import CHILD_KEY, OpenDatabase
 
@@ -596,7 +604,8 @@ def test_write_from_inside_a_unit_is_refused_not_deadlocked(
     open_database: OpenDatabase, tmp_path: Path, mode: str
 ) -> None:
     with open_database(tmp_path / "r.db", StoreConfig(group_commit=mode)) as database:  # type: ignore[arg-type]
-        with pytest.raises(RuntimeError, match="inside a write unit"):
+        refusal = r"^write called from inside a write unit; use the tx (the unit|it) was given$"
+        with pytest.raises(RuntimeError, match=refusal):
             database.write(lambda tx: database.write(lambda inner: inner.execute("SELECT 1")))
         # the writer is free again afterwards
         assert database.write(lambda tx: tx.scalar("SELECT 41 + 1")) == 42
@@ -947,12 +956,19 @@ def test_callbacks_belong_to_their_own_unit(open_engine: OpenDatabase, tmp_path:
             tx.on_rollback(lambda: ran.append("rollback"))
             raise ValueError("no")
 
+        def commits_after(tx: WriteTx) -> None:
+            # The handle a failed unit used serves this one: its callbacks work as before.
+            tx.on_rollback(lambda: ran.append("rollback of the unit after"))
+            tx.on_commit(lambda: ran.append("commit after the failure"))
+            tx.execute("INSERT INTO t VALUES (3)")
+
         database.write(commits)
         with pytest.raises(ValueError):
             database.write(fails)
+        database.write(commits_after)
         database.write(lambda tx: tx.execute("INSERT INTO t VALUES (2)"))
-        assert ran == ["commit", "rollback"]
-        assert database.query("SELECT x FROM t ORDER BY x") == [(1,), (2,)]
+        assert ran == ["commit", "rollback", "commit after the failure"]
+        assert database.query("SELECT x FROM t ORDER BY x") == [(1,), (2,), (3,)]
 
 
 def test_a_unit_queued_while_the_writer_thread_finishes_is_not_stranded(
@@ -997,3 +1013,349 @@ def test_a_unit_queued_while_the_writer_thread_finishes_is_not_stranded(
     finally:
         monkeypatch.undo()
         database.close()
+
+
+# --- found untested by `make mutate MODULES=store/engine.py` -----------------------------
+
+
+def _drop_while_reading(tx: WriteTx) -> None:
+    """A unit's own mistake SQLite refuses with SQLITE_LOCKED: dropping the table a statement
+    of the same connection is still reading."""
+    cursor = tx._conn.cursor()
+    next(cursor.execute("SELECT x FROM t"))
+    tx.execute("DROP TABLE t")
+
+
+@pytest.mark.parametrize("mode", ["always", "never"])
+def test_a_units_sqlite_error_reaches_its_caller_translated_naming_the_file(
+    open_database: OpenDatabase, tmp_path: Path, mode: str
+) -> None:
+    """A unit that fails inside SQLite, in a transaction (either path) or outside one: its
+    caller gets the translated error naming the file (and what was being done), with SQLite's
+    error as its cause; the table is still there and the writer serves the next unit."""
+    path = tmp_path / "l.db"
+    with open_database(path, StoreConfig(group_commit=mode)) as database:  # type: ignore[arg-type]
+        database.write(lambda tx: tx.script("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2)"))
+        with pytest.raises(StoreBusy) as inside:
+            database.write(_drop_while_reading)
+        assert inside.value.message == f"database in {path} stayed locked past the busy timeout"
+        assert isinstance(inside.value.__cause__, apsw.LockedError)
+        with pytest.raises(StoreBusy) as outside:
+            database.run_outside_transaction(_drop_while_reading)
+        assert outside.value.message == (
+            f"database in {path} stayed locked past the busy timeout while running a "
+            "statement outside a transaction"
+        )
+        assert isinstance(outside.value.__cause__, apsw.LockedError)
+        assert database.write(lambda tx: tx.scalar("SELECT count(*) FROM t")) == 2
+
+
+def _queued_group(database: Database, units: list[Callable[[WriteTx], object]]) -> list[object]:
+    """Run ``units`` as one group: each caller queues its unit (in this order) while another
+    unit holds the writer, which then takes them all at once. Each unit's result or error."""
+    holding, release = threading.Event(), threading.Event()
+    outcomes: dict[int, object] = {}
+
+    def hold(tx: WriteTx) -> None:
+        holding.set()
+        assert release.wait(10)
+
+    def call(i: int) -> None:
+        try:
+            outcomes[i] = database.write(units[i])
+        except BaseException as err:
+            outcomes[i] = err
+
+    holder = threading.Thread(target=database.write, args=(hold,), daemon=True)
+    holder.start()
+    assert holding.wait(10)
+    callers = []
+    for i in range(len(units)):
+        callers.append(threading.Thread(target=call, args=(i,), daemon=True))
+        callers[-1].start()
+        wait_until(lambda n=i + 1: len(database._pending) == n, what="the unit to queue")
+    release.set()
+    for t in [holder, *callers]:
+        t.join(10)
+    assert sorted(outcomes) == list(range(len(units))), "a caller never got its outcome"
+    return [outcomes[i] for i in range(len(units))]
+
+
+@pytest.mark.parametrize("failing", [{0}, {1}, {0, 1}], ids=["first", "second", "both"])
+def test_a_unit_failing_in_a_group_is_rolled_back_alone(
+    open_database: OpenDatabase, tmp_path: Path, failing: set[int]
+) -> None:
+    """Group commit: two units queued while a third holds the writer run as one group, each in
+    its own savepoint. One that fails (inside SQLite) is rolled back alone: its caller gets
+    the translated error naming the file, its compensation runs; the other commits and its
+    on_commit runs. When both fail nothing is kept, and the writer serves the next unit."""
+    path = tmp_path / "g.db"
+    database = open_database(path, StoreConfig(group_commit="always"))
+    ran: list[str] = []
+    try:
+        database.write(lambda tx: tx.script("CREATE TABLE t(x); INSERT INTO t VALUES (0)"))
+        database.write(lambda tx: tx.execute("CREATE TABLE kept(who INTEGER)"))
+
+        def unit(who: int) -> Callable[[WriteTx], None]:
+            def run(tx: WriteTx) -> None:
+                tx.on_commit(lambda: ran.append(f"commit {who}"))
+                tx.on_rollback(lambda: ran.append(f"rollback {who}"))
+                tx.execute("INSERT INTO kept VALUES (?)", (who,))
+                if who in failing:
+                    _drop_while_reading(tx)
+
+            return run
+
+        outcomes = _queued_group(database, [unit(0), unit(1)])
+        for who, outcome in enumerate(outcomes):
+            if who in failing:
+                assert isinstance(outcome, StoreBusy)
+                assert outcome.message == f"database in {path} stayed locked past the busy timeout"
+                assert isinstance(outcome.__cause__, apsw.LockedError)
+            else:
+                assert outcome is None
+        assert sorted(ran) == sorted(
+            f"rollback {who}" if who in failing else f"commit {who}" for who in (0, 1)
+        )
+        assert database.query("SELECT who FROM kept") == [
+            (who,) for who in (0, 1) if who not in failing
+        ]
+        database.write(lambda tx: tx.execute("INSERT INTO kept VALUES (2)"))
+        assert database.scalar("SELECT count(*) FROM kept WHERE who = 2") == 1
+        assert database.scalar("SELECT count(*) FROM t") == 1
+    finally:
+        database.close()
+
+
+def test_a_group_sqlite_rolled_back_whole_fails_the_done_units_and_reruns_the_rest(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
+    """A unit whose error makes SQLite roll back the whole transaction (here a trigger's
+    ``RAISE(ROLLBACK)``; an I/O error or a full disk can too) in a group of three: the unit
+    before it had succeeded and is lost with it, so its caller gets an error saying so and its
+    compensation runs; the failing unit's caller gets its own error; the unit after it runs
+    anew, once, and commits."""
+    path = tmp_path / "w.db"
+    database = open_database(path, StoreConfig(group_commit="always"))
+    ran: list[str] = []
+    try:
+        database.write(
+            lambda tx: tx.script(
+                "CREATE TABLE kept(who TEXT);"
+                "CREATE TABLE doomed(x);"
+                "CREATE TRIGGER no_doom BEFORE INSERT ON doomed "
+                "BEGIN SELECT RAISE(ROLLBACK, 'doomed'); END;"
+            )
+        )
+
+        def unit(who: str) -> Callable[[WriteTx], str]:
+            def run(tx: WriteTx) -> str:
+                ran.append(f"run {who}")
+                tx.on_commit(lambda: ran.append(f"commit {who}"))
+                tx.on_rollback(lambda: ran.append(f"rollback {who}"))
+                tx.execute("INSERT INTO kept VALUES (?)", (who,))
+                if who == "doomed":
+                    tx.execute("INSERT INTO doomed VALUES (1)")
+                return who
+
+            return run
+
+        before, doomed, after = _queued_group(
+            database, [unit("before"), unit("doomed"), unit("after")]
+        )
+        assert type(before) is StoreError
+        assert before.message == f"transaction on {path} was rolled back by SQLite after an error"
+        assert isinstance(doomed, ConstraintViolation)
+        assert doomed.message == "constraint failed: doomed"
+        assert after == "after"
+        assert ran == [
+            "run before",
+            "run doomed",
+            "rollback doomed",
+            "rollback before",
+            "run after",
+            "commit after",
+        ]
+        assert database.query("SELECT who FROM kept") == [("after",)]
+        # Alone in its group: its own error, and the writer serves the next unit.
+        with pytest.raises(ConstraintViolation, match=r"^constraint failed: doomed$"):
+            database.write(unit("doomed"))
+        assert database.write(unit("next")) == "next"
+        assert database.query("SELECT who FROM kept") == [("after",), ("next",)]
+    finally:
+        database.close()
+
+
+@pytest.mark.parametrize("mode", ["always", "never"])
+@pytest.mark.parametrize("how", ["write", "transaction"])
+def test_a_begin_refused_by_a_lock_holder_is_store_busy_caused_by_sqlites_error(
+    open_database: OpenDatabase, tmp_path: Path, mode: str, how: str
+) -> None:
+    """The BEGIN IMMEDIATE of ``write`` (either path) and of ``with transaction()`` meets
+    another connection's write lock past the busy timeout: StoreBusy, SQLite's BusyError as
+    its cause, nothing run."""
+    path = tmp_path / "b.db"
+    config = StoreConfig(busy_timeout_ms=50, group_commit=mode)  # type: ignore[arg-type]
+    database = open_database(path, config)
+    other = connect(str(path), key=database.key)
+    ran: list[str] = []
+    try:
+        database.write(lambda tx: tx.execute("CREATE TABLE t(x)"))
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreBusy) as caught:
+            if how == "write":
+                database.write(lambda tx: ran.append("ran"))
+            else:
+                with database.transaction():
+                    ran.append("ran")
+        # (The holder is this process: not named, it is no other program.)
+        assert caught.value.message == (
+            f"database in {path} stayed locked past the busy timeout while starting a write "
+            "transaction"
+        )
+        assert isinstance(caught.value.__cause__, apsw.BusyError)
+        assert ran == []
+        other.execute("ROLLBACK")
+        database.write(lambda tx: tx.execute("INSERT INTO t VALUES (1)"))
+    finally:
+        other.close()
+        database.close()
+
+
+def test_repr_and_file_sizes_follow_the_files(open_database: OpenDatabase, tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    database = open_database(path, name="sizes")
+    database.write(lambda tx: tx.execute("CREATE TABLE t(x)"))
+    assert repr(database) == f"<Database sizes {path}>"
+    sizes = database.file_sizes()
+    assert sizes == {
+        "db": path.stat().st_size,
+        "wal": Path(f"{path}-wal").stat().st_size,
+        "shm": Path(f"{path}-shm").stat().st_size,
+    }
+    assert sizes["wal"] > 0
+    assert sizes["shm"] > 0
+    database.close()
+    # The last connection's close checkpoints and removes the companions: 0, not an error.
+    assert not Path(f"{path}-wal").exists()
+    assert not Path(f"{path}-shm").exists()
+    assert database.file_sizes() == {"db": path.stat().st_size, "wal": 0, "shm": 0}
+    assert repr(database) == f"<Database sizes {path} closed>"
+
+
+@pytest.mark.root
+def test_open_for_reading_falls_back_to_read_only_only_for_an_io_condition(
+    open_database: OpenDatabase,
+    tmp_path: Path,
+    db_key: DatabaseKey | None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``open_for_reading``: a normal open when the disk lets it; read-only when the normal
+    open is refused by an I/O condition (here a 0400 file this process may not write), with
+    that refusal as what every write raises; anything else (a file that does not exist) is
+    raised as a normal open raises it, and nothing is created."""
+    needs_root()
+    path = tmp_path / "r.db"
+    with open_database(path) as database:
+        database.write(lambda tx: tx.script("CREATE TABLE t(x); INSERT INTO t VALUES (1)"))
+    config = StoreConfig(busy_timeout_ms=3000)
+    with Database.open_for_reading(path, config, name="normal", key=db_key) as normal:
+        assert (normal.readonly, normal.name, normal.config) == (None, "normal", config)
+        normal.write(lambda tx: tx.execute("INSERT INTO t VALUES (2)"))
+    os.chmod(path, 0o400)
+    with dac_dropped():
+        with pytest.raises(StorePermissionError) as refused:
+            Database.open(path, key=db_key)
+        caplog.set_level("INFO", logger="bastion.store")
+        reading = Database.open_for_reading(path, config, name="ro", key=db_key)
+        try:
+            assert reading.readonly == "read-only (immutable: the WAL is empty)"
+            assert (reading.name, reading.config, reading.key) == ("ro", config, db_key)
+            assert reading.query("SELECT x FROM t ORDER BY x") == [(1,), (2,)]
+            with pytest.raises(StorePermissionError) as caught:
+                reading.write(lambda tx: tx.execute("INSERT INTO t VALUES (3)"))
+            assert caught.value.message == refused.value.message
+        finally:
+            reading.close()
+    assert [r.getMessage() for r in caplog.records if r.name == "bastion.store"] == [
+        f"opening {path} read-only: {refused.value.message}"
+    ]
+    missing = tmp_path / "missing.db"
+    with pytest.raises(StoreOpenError, match="does not exist"):
+        Database.open_for_reading(missing, key=db_key)
+    assert not missing.exists()
+
+
+@contextlib.contextmanager
+def _file_size_limit(limit: int) -> Iterator[None]:
+    """A real I/O error with an errno: writes past ``limit`` bytes of any file of this process
+    fail with EFBIG (Python ignores SIGXFSZ) while the body runs."""
+    import resource  # POSIX only
+
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+
+
+@pytest.mark.posix
+@pytest.mark.parametrize("mode", ["always", "never"])
+def test_an_io_errors_errno_is_named_on_every_write_path(
+    open_database: OpenDatabase, tmp_path: Path, mode: str
+) -> None:
+    """An I/O error SQLite meets at COMMIT (``write``, ``transaction``) or inside a unit's
+    statement (a cache spill; in a transaction or outside one) names the errno SQLite saw on
+    the writer connection, the file and what was being done; SQLite's error is its cause."""
+    path = tmp_path / "f.db"
+    big = "INSERT INTO t VALUES (randomblob(5000000))"  # spills past the page cache
+    with open_database(path, StoreConfig(group_commit=mode)) as database:  # type: ignore[arg-type]
+        database.write(lambda tx: tx.execute("CREATE TABLE t(b BLOB)"))
+
+        def in_transaction() -> None:
+            with database.transaction() as tx:
+                tx.execute("INSERT INTO t VALUES (zeroblob(400000))")
+
+        cases: list[tuple[Callable[[], object], str]] = [
+            (
+                lambda: database.write(
+                    lambda tx: tx.execute("INSERT INTO t VALUES (zeroblob(400000))")
+                ),
+                " (while committing: disk I/O error)",
+            ),
+            (in_transaction, " (while committing: disk I/O error)"),
+            (lambda: database.write(lambda tx: tx.execute(big)), " (disk I/O error)"),
+            (
+                lambda: database.run_outside_transaction(lambda tx: tx.execute(big)),
+                " (while running a statement outside a transaction: disk I/O error)",
+            ),
+        ]
+        for call, doing in cases:
+            with pytest.raises(StoreIOError) as caught, _file_size_limit(256 * 1024):
+                call()
+            assert caught.value.details["errno"] == errno.EFBIG
+            assert caught.value.message == f"I/O error on {path} [EFBIG: File too large]{doing}"
+            assert isinstance(caught.value.__cause__, apsw.IOError)
+        database.write(lambda tx: tx.execute("INSERT INTO t VALUES (1)"))
+        assert database.scalar("SELECT count(*) FROM t") == 1
+
+
+@pytest.mark.parametrize("mode", ["always", "never"])
+def test_every_way_to_write_refuses_a_closed_database_naming_it(
+    open_database: OpenDatabase, tmp_path: Path, mode: str
+) -> None:
+    path = tmp_path / "c.db"
+    database = open_database(path, StoreConfig(group_commit=mode))  # type: ignore[arg-type]
+    database.close()
+    database.close()  # a second close does nothing
+    assert database.closed
+    refusal = f"^{re.escape(str(path))} is closed$"
+    with pytest.raises(StoreClosed, match=refusal):
+        database.write(lambda tx: tx.execute("SELECT 1"))
+    with pytest.raises(StoreClosed, match=refusal):
+        database.run_outside_transaction(lambda tx: tx.execute("SELECT 1"))
+    with pytest.raises(StoreClosed, match=refusal), database.transaction():
+        pass
+    with pytest.raises(StoreClosed, match=refusal):
+        asyncio.run(database.awrite(lambda tx: tx.execute("SELECT 1")))

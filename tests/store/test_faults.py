@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 
 from bastion.config import StoreConfig
@@ -394,16 +395,19 @@ def test_kill_9_storm_loses_no_acknowledged_write(
         assert verify_backup(info.path, deep=True, key=db_key).verified, info.path
 
 
-@pytest.mark.parametrize("how", ["write", "transaction"])
+@pytest.mark.parametrize(
+    ("how", "group_commit"), [("write", "never"), ("transaction", "never"), ("write", "always")]
+)
 def test_a_commit_the_disk_refuses_in_turn_is_named_and_undone(
-    tmp_path: Path, vfs: FaultyVFS, db_key: DatabaseKey | None, how: str
+    tmp_path: Path, vfs: FaultyVFS, db_key: DatabaseKey | None, how: str, group_commit: str
 ) -> None:
-    """Callers taking the writer in turn (group commit off), not the group-commit leader the
-    drills above run, by ``write`` and by ``with transaction()``: the COMMIT's write to the
-    WAL fails. The caller gets the disk's refusal naming the file and the commit, the unit's
-    compensations run, nothing of it is kept, and the next write goes through."""
+    """Callers taking the writer in turn (group commit off) by ``write`` and by ``with
+    transaction()``, and a group-commit leader's group of one: the COMMIT's write to the WAL
+    fails. The caller gets the disk's refusal naming the file and the commit (SQLite's error
+    as its cause), the unit's compensations run, nothing of it is kept, and the next write
+    goes through."""
     path = tmp_path / "turns.db"
-    config = StoreConfig(synchronous="NORMAL", group_commit="never")
+    config = StoreConfig(synchronous="NORMAL", group_commit=group_commit)  # type: ignore[arg-type]
     db = Database.open(path, config, name="turns", vfs=vfs.vfs_name, key=db_key)
     try:
         db.write(lambda tx: tx.script(ITEMS_DDL))
@@ -427,8 +431,50 @@ def test_a_commit_the_disk_refuses_in_turn_is_named_and_undone(
         assert caught.value.details["path"] == str(path)
         assert f"I/O error on {path}" in caught.value.message
         assert "(while committing: " in caught.value.message
+        assert isinstance(caught.value.__cause__, apsw.IOError)
         assert undone == ["lost"]
         db.write(lambda tx: tx.execute("INSERT INTO items(name, body) VALUES ('kept', 'b')"))
         assert [r[0] for r in db.query("SELECT name FROM items")] == ["kept"]
     finally:
         db.close()
+
+
+def test_a_read_only_open_reads_through_the_vfs_it_is_given(
+    tmp_path: Path, vfs: FaultyVFS, db_key: DatabaseKey | None
+) -> None:
+    """``Database.open_readonly(vfs=...)``: its connections use that VFS, as a normal open's
+    do (a device that fails reads is met by the read-only reader too)."""
+    path = tmp_path / "ro.db"
+    with Database.open(path, name="ro", key=db_key) as db:
+        db.write(lambda tx: tx.script(ITEMS_DDL))
+        db.write(lambda tx: tx.execute("INSERT INTO items(name, body) VALUES ('a', 'b')"))
+    ro = Database.open_readonly(path, name="ro", vfs=vfs.vfs_name, key=db_key)
+    try:
+        vfs.arm(Fault.EIO, op="read", file_suffix=".db")
+        try:
+            with pytest.raises(StoreIOError):
+                ro.query("SELECT name FROM items")
+            assert vfs.fired
+        finally:
+            vfs.disarm()
+        assert ro.query("SELECT name FROM items") == [("a",)]
+    finally:
+        ro.close()
+
+
+def test_a_side_connection_is_opened_the_way_the_databases_own_are(
+    tmp_path: Path, vfs: FaultyVFS, db_key: DatabaseKey | None
+) -> None:
+    """The extra connection store/ modules ask for (the WAL archiver's): the database's VFS,
+    key and synchronous setting."""
+    config = StoreConfig(synchronous="NORMAL")
+    with Database.open(tmp_path / "s.db", config, vfs=vfs.vfs_name, key=db_key) as db:
+        db.write(lambda tx: tx.execute("CREATE TABLE t(x)"))
+        side = db._side_connection()
+        try:
+            writer = db._driver_connection()
+            assert side.vfsname("main") == writer.vfsname("main")
+            assert side.pragma("synchronous") == writer.pragma("synchronous") == 1
+            assert side.execute("SELECT count(*) FROM t").fetchall() == [(0,)]
+        finally:
+            side.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import threading
 from pathlib import Path
 
@@ -9,10 +11,11 @@ import pytest
 
 from bastion.config import StoreConfig
 from bastion.errors import StoreBusy
-from bastion.store import WriteTx
+from bastion.store import WriteTx, engine
 from bastion.store.crypt import DatabaseKey
 from bastion.store.crypt.cipher import connect
 from bastion.store.tally import StoreTally
+from tests.helpers import wait_until
 from tests.store.keyed import OpenDatabase
 
 pytestmark = pytest.mark.encrypted_rerun
@@ -64,14 +67,15 @@ def test_a_begin_refused_by_another_lock_holder_is_counted_busy(
         db.write(lambda tx: tx.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"))
         tally = db.tally = StoreTally()
         other.execute("BEGIN IMMEDIATE")
-        with pytest.raises(StoreBusy):
-            db.write(_insert)
+        for _ in range(2):
+            with pytest.raises(StoreBusy):
+                db.write(_insert)
         other.execute("ROLLBACK")
         db.write(_insert)
     finally:
         other.close()
         db.close()
-    assert tally.busy == 1
+    assert tally.busy == 2
     assert tally.commits == 1
 
 
@@ -110,10 +114,13 @@ def test_the_archivers_checkpoints_are_counted(tmp_path: Path, db_key: DatabaseK
 
 
 def test_a_one_unit_commit_touches_only_the_latency_buckets(
-    open_database: OpenDatabase, tmp_path: Path
+    open_database: OpenDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The mutex path (every write of a lone writer) pays one bucket and the COMMIT's timing:
-    the units-per-commit histogram is not observed there but derived when read."""
+    """The mutex path (every write of a lone writer) pays one bucket and the COMMIT's timing
+    (read on a fake clock here: each COMMIT takes 3 ms): the units-per-commit histogram is
+    not observed there but derived when read."""
+    ticks = itertools.count()
+    monkeypatch.setattr(engine, "_monotonic", lambda: next(ticks) * 0.003)
     db = open_database(tmp_path / "t.db", StoreConfig(group_commit="never"))
     try:
         db.write(lambda tx: tx.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"))
@@ -124,6 +131,42 @@ def test_a_one_unit_commit_touches_only_the_latency_buckets(
         db.close()
     assert tally.group_size.counts == [0] * len(tally.group_size.counts)  # never observed
     assert tally.commit_s.count == tally.commits == 7
+    assert tally.commit_s.total == pytest.approx(7 * 0.003)
+    bucket = bisect.bisect_left(tally.commit_s.bounds, 0.003)
+    assert tally.commit_s.counts[bucket] == 7
     sizes = tally.units_per_commit()
     assert sizes.cumulative()[0] == ("1.0", 7.0)  # seven commits of one unit each
     assert (sizes.count, sizes.total) == (7, 7)
+
+
+def test_a_caller_that_waits_past_the_bypass_bound_is_counted_starved(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
+    """Callers taking the writer in turn: one that cannot get it within the bypass bound
+    (another unit holds it) says so, and is counted once each time."""
+    db = open_database(tmp_path / "t.db", StoreConfig(group_commit="never"))
+    try:
+        db.write(lambda tx: tx.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"))
+        tally = db.tally = StoreTally()
+        for round_ in (1, 2):
+            holding, release = threading.Event(), threading.Event()
+
+            def hold(
+                tx: WriteTx, holding: threading.Event = holding, release: threading.Event = release
+            ) -> None:
+                holding.set()
+                assert release.wait(10)
+
+            holder = threading.Thread(target=db.write, args=(hold,))
+            holder.start()
+            assert holding.wait(10)
+            waiter = threading.Thread(target=db.write, args=(_insert,))
+            waiter.start()
+            wait_until(lambda r=round_: tally.starved == r, what="the waiter to say it starves")
+            release.set()
+            holder.join(10)
+            waiter.join(10)
+        assert db.scalar("SELECT count(*) FROM t") == 2
+    finally:
+        db.close()
+    assert tally.starved == 2
