@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from bastion.config import load_config
 from bastion.errors import (
     ApiError,
     DaemonUnreachable,
+    RequestTimeout,
     SecretNotFound,
     ServiceNotFound,
     Unauthorized,
@@ -79,3 +81,79 @@ def test_a_refused_connection_is_daemon_unreachable() -> None:
         port = s.getsockname()[1]
         with pytest.raises(DaemonUnreachable, match=f"127.0.0.1:{port}"):
             DaemonClient(port, "x" * 43, timeout=5).get("/health")
+
+
+def _read_until_closed(conn: socket.socket) -> bytes:
+    """What the client sent on ``conn``, read until it closes its end (EOF)."""
+    conn.settimeout(10)  # a client that never closes fails the test instead of hanging it
+    received = b""
+    while chunk := conn.recv(4096):
+        received += chunk
+    return received
+
+
+@pytest.mark.timeout(60)
+def test_a_port_that_accepts_and_never_answers_is_request_timeout_and_the_connection_closed() -> (
+    None
+):
+    # A daemon stopped with SIGSTOP (or hung) keeps its port: the kernel accepts, nobody answers.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = DaemonClient(port, "x" * 43, timeout=0.2)
+        with pytest.raises(RequestTimeout) as caught:
+            client.get("/v1/settings", limit=5)
+        assert caught.value.code == "request_timeout"
+        assert isinstance(caught.value, DaemonUnreachable)  # what handles that handles this
+        assert f"127.0.0.1:{port} did not answer GET /v1/settings within 0.2 s" in str(caught.value)
+        conn, _ = listener.accept()
+        with conn:
+            assert _read_until_closed(conn).startswith(b"GET /v1/settings?limit=5 HTTP/1.1")
+
+
+@pytest.mark.timeout(60)
+def test_a_streams_opening_has_the_clients_deadline() -> None:
+    # It was the client's socket timeout too, but raised as "cannot open the stream" with the
+    # hint to start a daemon that was running (stopped).
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = DaemonClient(listener.getsockname()[1], "x" * 43, timeout=0.2)
+        with pytest.raises(
+            RequestTimeout, match=r"did not answer GET /v1/logs/stream within 0\.2 s"
+        ):
+            client.stream("/v1/logs/stream", timeout=None)
+        conn, _ = listener.accept()
+        with conn:
+            assert _read_until_closed(conn).startswith(b"GET /v1/logs/stream HTTP/1.1")
+
+
+@pytest.mark.timeout(60)
+def test_a_stream_that_goes_silent_is_request_timeout_after_its_line_timeout() -> None:
+    # The daemon sends a keep-alive every 10 s on an idle stream: silence is a stopped daemon.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        closed = threading.Event()
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
+                    b": stream open\n\nid: 7\nevent: log\ndata: {}\n\n"
+                )
+                _read_until_closed(conn)  # then nothing, until the client hangs up
+                closed.set()
+
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        events = DaemonClient(port, "x" * 43, timeout=5).stream("/v1/logs/stream", timeout=0.2)
+        assert next(events).id == "7"
+        with pytest.raises(RequestTimeout, match=r"sent nothing for 0\.2 s"):
+            next(events)
+        server.join(timeout=10)
+        assert closed.is_set()

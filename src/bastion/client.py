@@ -8,6 +8,13 @@ files directly.
 
 Error bodies ``{code, message, hint}`` are raised again as the ``BastionError`` subclass with
 that code, so a CLI command reports a daemon-side error exactly as a local one.
+
+Nothing waits forever: a daemon that is stopped (SIGSTOP, a machine waking from sleep) or hung
+keeps its port, the kernel accepts, and nothing answers. Connecting and each read of an
+answer wait at most ``timeout`` seconds (30 by default, as the TypeScript client's
+``timeoutMs``); past it the call raises ``RequestTimeout`` (``request_timeout``), naming the
+method, path and deadline. A stream's opening has the same deadline; after it, each line waits
+``stream(timeout=...)``.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from bastion.errors import (
     BastionError,
     DaemonApiUnsupported,
     DaemonUnreachable,
+    RequestTimeout,
     iter_error_classes,
 )
 from bastion.runfiles import (
@@ -37,7 +45,11 @@ from bastion.runfiles import (
     running_daemon,
 )
 
-__all__ = ["DaemonClient", "EventStream", "SseEvent", "error_from_body"]
+__all__ = ["STREAM_IDLE_S", "DaemonClient", "EventStream", "SseEvent", "error_from_body"]
+
+#: How long an open stream may send nothing before it is taken as stalled: three of the
+#: daemon's keep-alive intervals (``bastion.api.sse.HEARTBEAT_S``, 10 s).
+STREAM_IDLE_S = 30.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -140,7 +152,9 @@ class DaemonClient:
             conn.request(method, url, body=payload, headers=self._headers(payload is not None))
             response = conn.getresponse()
             raw = response.read()
-        except OSError as err:  # refused, reset, timed out
+        except TimeoutError as err:  # it accepts (or the kernel does for it); nothing answers
+            raise self._timed_out(method, path, self.timeout) from err
+        except OSError as err:  # refused, reset
             raise DaemonUnreachable(
                 f"cannot reach the bastion daemon at {self.host}:{self.port}: {err}",
             ) from err
@@ -153,6 +167,12 @@ class DaemonClient:
         if response.status >= 400:
             raise error_from_body(response.status, data if isinstance(data, dict) else {})
         return data
+
+    def _timed_out(self, method: str, path: str, timeout: float) -> RequestTimeout:
+        return RequestTimeout(
+            f"the bastion daemon at {self.host}:{self.port} did not answer {method} {path} "
+            f"within {timeout:g} s"
+        )
 
     def get(self, path: str, **query: Any) -> Any:
         """``GET path?query``; the decoded JSON answer, or the error it stands for."""
@@ -182,15 +202,18 @@ class DaemonClient:
         *,
         last_event_id: str | None = None,
         query: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
+        timeout: float | None = STREAM_IDLE_S,
     ) -> EventStream:
         """Open an SSE route and return its events as an iterator (close it when done).
 
         The connection is made, and an error answer raised, before this returns, so events
-        written after the call are never missed. ``timeout`` bounds the wait for each line
-        (None: no bound); the daemon sends a comment every few seconds on an idle stream.
+        written after the call are never missed: within the client's ``timeout``, else
+        ``RequestTimeout``. After that ``timeout`` here bounds the wait for each line (None: no
+        bound); the daemon sends a keep-alive comment every 10 s on an idle stream, so one
+        silent for ``STREAM_IDLE_S`` is a stopped or hung daemon (``RequestTimeout`` when
+        read).
         """
-        conn = self._connection(timeout=timeout)
+        conn = self._connection()  # opening: the client's deadline
         headers = self._headers(False)
         headers["Accept"] = "text/event-stream"
         if last_event_id is not None:
@@ -204,6 +227,9 @@ class DaemonClient:
                 raise error_from_body(response.status, data if isinstance(data, dict) else {})
             # The first line is the stream's opening comment: the daemon has fixed its start.
             response.readline()
+        except TimeoutError as err:
+            conn.close()
+            raise self._timed_out("GET", path, self.timeout) from err
         except OSError as err:
             conn.close()
             raise DaemonUnreachable(
@@ -212,7 +238,9 @@ class DaemonClient:
         except BaseException:
             conn.close()
             raise
-        return EventStream(conn, response, f"{self.host}:{self.port}")
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)  # from now on: each line's wait
+        return EventStream(conn, response, f"{self.host}:{self.port}", timeout)
 
 
 def _token_for(cfg: Config) -> str:
@@ -248,14 +276,22 @@ class EventStream(Iterator[SseEvent]):
         conn: http.client.HTTPConnection,
         response: http.client.HTTPResponse,
         where: str,
+        timeout: float | None = None,
     ) -> None:
         self._conn = conn
         self._events = _parse_sse(response)
         self._where = where
+        self._timeout = timeout
 
     def __next__(self) -> SseEvent:
         try:
             return next(self._events)
+        except TimeoutError as err:
+            self.close()
+            raise RequestTimeout(
+                f"the bastion daemon's stream at {self._where} sent nothing for "
+                f"{self._timeout or 0:g} s (it sends a keep-alive every 10 s): it is stopped or hung"
+            ) from err
         except OSError as err:
             self.close()
             raise DaemonUnreachable(

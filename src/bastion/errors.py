@@ -90,6 +90,7 @@ action can make the same call succeed).
         ├── DaemonAlreadyRunning
         ├── ServerNotInstalled
         └── DaemonUnreachable
+            └── RequestTimeout
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ __all__ = [
     "PlaintextCredential",
     "PointInTimeUnavailable",
     "ReferenceViolation",
+    "RequestTimeout",
     "ReconcileRefused",
     "RollbackRefused",
     "RestoreRefused",
@@ -1007,6 +1009,18 @@ class DaemonUnreachable(ApiError):
     default_hint = "Start it with `bastion serve`."
     default_recoverable = True
     http_status = 503
+
+
+class RequestTimeout(DaemonUnreachable):
+    """The daemon accepted the connection but did not answer in time: it is stopped (SIGSTOP,
+    a machine waking from sleep), hung or overloaded. The request may still have been acted
+    on. A ``DaemonUnreachable`` too, so what handles that handles this."""
+
+    code = "request_timeout"
+    default_hint = (
+        "Its pid is in <home>/run/daemon.json: `kill -CONT <pid>` if it was stopped; if it "
+        "stays unresponsive, `kill -TERM <pid>` (or -KILL) and start it again with `bastion serve`."
+    )
 
 
 class DaemonApiUnsupported(ApiError):

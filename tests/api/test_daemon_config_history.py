@@ -177,7 +177,7 @@ def test_a_rollback_the_daemon_does_not_take_says_so_and_is_kept(tmp_path: Path)
         finally:
             os.kill(daemon.proc.pid, signal.SIGCONT)
         assert result["applied"] == "not reloaded"
-        assert "cannot reach the bastion daemon" in result["problem"]
+        assert "did not answer POST /v1/services/reload within" in result["problem"]
         assert spec.read_text() == first
         latest = _versions(home)[0]
         assert (latest.action, latest.rollback_of) == ("rollback", oldest.id)
