@@ -93,3 +93,37 @@ def test_load_config_past_file_reads_past_bastion_toml_and_only_it(tmp_path: Pat
     (home / "bastion.toml").write_text("[api]\nport = 8123\n")
     with pytest.raises(ConfigError, match="BASTION_API_PORT"):
         load_config_past_file(home, env={"BASTION_API_PORT": "any"})
+
+
+OPENAI_KEY = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"  # split: no scanner takes it for real
+
+
+@pytest.mark.parametrize(
+    ("text", "env"),
+    [
+        (f'[api]\nport = "{OPENAI_KEY}"\n', {}),  # a key pasted into the wrong setting
+        (f'[api]\ntoken_store = "{OPENAI_KEY}"\n', {}),
+        (f'[supervisor]\nautostart = "{OPENAI_KEY}"\n', {}),
+        ("", {"BASTION_API_PORT": OPENAI_KEY}),
+    ],
+)
+def test_a_refused_value_that_looks_like_a_credential_is_not_repeated(
+    tmp_path: Path, text: str, env: dict[str, str]
+) -> None:
+    # A config error is printed, logged by the daemon and recorded in its events: it
+    # repeated the refused value, whatever it was.
+    (tmp_path / "bastion.toml").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path, env=env)
+    said = f"{caught.value.message} {caught.value.hint} {caught.value.details}"
+    assert OPENAI_KEY not in said
+    assert "sk-proj" not in said
+    assert "a value that looks like a credential (not repeated here)" in caught.value.message
+
+
+def test_a_long_refused_value_is_cut(tmp_path: Path) -> None:
+    (tmp_path / "bastion.toml").write_text(f'[api]\nport = "{"9 " * 500}"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path, env={})
+    assert f"[api] port: '{'9 ' * 38}... is not a whole number" in caught.value.message
+    assert len(caught.value.message) < 200 + len(str(tmp_path))

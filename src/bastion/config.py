@@ -504,6 +504,22 @@ def _build_section(cls: type[Any], values: dict[str, tuple[Any, str]]) -> Any:
     return cls(**kwargs)
 
 
+#: The longest repetition of a refused value an error holds (a pasted file is not repeated).
+_SHOWN_MAX = 80
+
+
+def _shown(value: Any, where: str) -> str:
+    """``value`` as an error repeats it (its repr, cut at :data:`_SHOWN_MAX`), unless it looks
+    like a credential (a key pasted into the wrong setting): the error is printed, logged by
+    the daemon and recorded in its events, where a secret must never be. Described, then."""
+    from bastion._credentials import find_credential
+
+    if find_credential(where.rsplit(" ", 1)[-1], value) is not None:
+        return "a value that looks like a credential (not repeated here)"
+    shown = repr(value)
+    return shown if len(shown) <= _SHOWN_MAX else f"{shown[: _SHOWN_MAX - 3]}..."
+
+
 def _coerce(value: Any, annotation: Any, meta: Mapping[str, Any], where: str) -> Any:
     from_env = isinstance(value, str) and where.startswith("environment")
     origin = typing.get_origin(annotation)
@@ -511,7 +527,7 @@ def _coerce(value: Any, annotation: Any, meta: Mapping[str, Any], where: str) ->
         choices = typing.get_args(annotation)
         if value not in choices:
             raise ConfigError(
-                f"{where}: {value!r} is not one of the accepted values",
+                f"{where}: {_shown(value, where)} is not one of the accepted values",
                 hint=f"Use one of: {', '.join(repr(c) for c in choices)}.",
             )
         return value
@@ -520,7 +536,9 @@ def _coerce(value: Any, annotation: Any, meta: Mapping[str, Any], where: str) ->
             return value
         if from_env and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
             return value.lower() in {"1", "true", "yes", "on"}
-        raise ConfigError(f"{where}: {value!r} is not a boolean", hint="Use true or false.")
+        raise ConfigError(
+            f"{where}: {_shown(value, where)} is not a boolean", hint="Use true or false."
+        )
     if annotation in (int, float):
         number: float
         try:
@@ -532,17 +550,19 @@ def _coerce(value: Any, annotation: Any, meta: Mapping[str, Any], where: str) ->
         except (TypeError, ValueError):
             kind = "a whole number" if annotation is int else "a number"
             raise ConfigError(
-                f"{where}: {value!r} is not {kind}", hint=f"Use {kind}, e.g. 5000."
+                f"{where}: {_shown(value, where)} is not {kind}", hint=f"Use {kind}, e.g. 5000."
             ) from None
         lo, hi = meta.get("min"), meta.get("max")
         if (lo is not None and number < lo) or (hi is not None and number > hi):
             bounds = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
-            raise ConfigError(f"{where}: {value!r} is out of range", hint=f"Use a value {bounds}.")
+            raise ConfigError(
+                f"{where}: {_shown(value, where)} is out of range", hint=f"Use a value {bounds}."
+            )
         return number
     if annotation is str:
         if not isinstance(value, str) or not value:
             raise ConfigError(
-                f"{where}: {value!r} is not a non-empty string",
+                f"{where}: {_shown(value, where)} is not a non-empty string",
                 hint='Use a quoted string, e.g. "bastion".',
             )
         return value
@@ -552,7 +572,8 @@ def _coerce(value: Any, annotation: Any, meta: Mapping[str, Any], where: str) ->
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
             return tuple(value)
         raise ConfigError(
-            f"{where}: {value!r} is not a list of strings", hint='Use e.g. ["tauri://localhost"].'
+            f"{where}: {_shown(value, where)} is not a list of strings",
+            hint='Use e.g. ["tauri://localhost"].',
         )
     raise TypeError(f"unsupported config annotation {annotation!r}")  # pragma: no cover
 
