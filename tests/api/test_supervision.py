@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,6 +60,45 @@ def test_an_invalid_edit_of_bastion_toml_is_logged_naming_the_file(
         assert f"{config_file} is writable by group or others (mode 666)" in shared
         assert f"chmod 600 {config_file}" in shared
         assert [v.action for v in history.query(target=CONFIG_TARGET).items] == ["created"]
+    finally:
+        home.close()
+
+
+def test_changes_of_bastion_toml_are_events_the_app_and_the_dashboard_see(tmp_path: Path) -> None:
+    # The log is the daemon's stderr, which the app that spawned it does not read: a file
+    # that the next start would refuse was said nowhere it looks.
+    home = Home.init(load_config(tmp_path / "home", env={}))
+    config_file = home.config.home / "bastion.toml"
+    config_file.write_text("[retention]\nlogs_days = 7\n")
+    history = ConfigHistoryRepo(home.db)
+
+    def events(kind: str) -> list[Any]:
+        return list(home.events.query(kind=kind).items)
+
+    async def scenario() -> None:
+        follow = asyncio.get_running_loop().create_task(follow_config_file(home))
+        try:
+            await await_until(lambda: history.latest(CONFIG_TARGET), what="the first version")
+            config_file.write_text("[retention]\nlogs_days = 'seven'\n")
+            await await_until(lambda: events("config.invalid"), timeout=30, what="the event")
+            config_file.write_text("[retention]\nlogs_days = 8\n")
+            await await_until(lambda: events("config.changed"), timeout=30, what="the change")
+        finally:
+            follow.cancel()
+            await asyncio.gather(follow, return_exceptions=True)
+
+    try:
+        asyncio.run(scenario())
+        (invalid,) = events("config.invalid")
+        assert invalid.subject == "bastion.toml"
+        assert invalid.data["error"]["code"] == "config_invalid"
+        assert invalid.data["error"]["message"] == (
+            f"{config_file} [retention] logs_days: 'seven' is not a whole number"
+        )
+        (changed,) = events("config.changed")  # the daemon's first look is no change
+        latest = history.latest(CONFIG_TARGET)
+        assert latest is not None
+        assert changed.data == {"version": latest.id, "applies": "next start"}
     finally:
         home.close()
 

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -78,7 +79,8 @@ async def follow_config_file(home: Home) -> None:
                 version = await asyncio.to_thread(sync_config, home, "file")
             except ConfigError as err:
                 # Not recorded (it cannot be what runs); said now, not first at the next
-                # start, which would refuse it.
+                # start, which would refuse it -- in the log, and as an event, which the app
+                # that spawned the daemon (it does not read the log) and the dashboard see.
                 log.warning(
                     "%s is not valid, so it is not recorded and the daemon keeps the values "
                     "it started with; its next start would refuse it: %s. %s",
@@ -86,6 +88,7 @@ async def follow_config_file(home: Home) -> None:
                     err.message,
                     err.hint or "",
                 )
+                await _config_event(home, "config.invalid", {"error": err.to_dict()})
             except BastionError as err:  # the disk or the database refused: a line, no traceback
                 log.warning(
                     "could not record %s in the configuration history: %s. %s",
@@ -102,6 +105,8 @@ async def follow_config_file(home: Home) -> None:
                         CONFIG_FILE,
                         version.id,
                     )
+                    data = {"version": version.id, "applies": "next start"}
+                    await _config_event(home, "config.changed", data)
             first = False
             await watch.changed()
             # Settle: an editor that truncates and then writes (or writes in pieces) makes
@@ -114,6 +119,18 @@ async def follow_config_file(home: Home) -> None:
                     break
     finally:
         watch.close()
+
+
+async def _config_event(home: Home, kind: str, data: dict[str, Any]) -> None:
+    """Record ``kind`` about bastion.toml in the events; a database that refuses is a line in
+    the log (the log line about the file is written already)."""
+    from bastion.config import CONFIG_FILE
+    from bastion.errors import BastionError
+
+    try:
+        await asyncio.to_thread(home.events.emit, kind, CONFIG_FILE, data)
+    except BastionError as err:
+        log.warning("could not record the event %s: %s", kind, err.message)
 
 
 def supervisor_lifespan(
