@@ -31,9 +31,10 @@ per hung mutant; it also ends only the mutant's process, not the processes its t
 pytest plugin ``scripts/mutate_limit.py``: a limit per *test* of a mutant's run, a floor plus
 a factor of that test's own duration in mutmut's clean run, so a mutant that hangs in a fast
 test is stopped in seconds; it kills the run's process group (the run leads its own) and ends
-with mutmut's "timeout" status. mutmut's own limits stay as they were, and the other modules
-run without the plugin (their results do not change). A limit that is too tight would count
-a merely slow mutant as detected: the factor leaves room for a loaded machine.
+with mutmut's "timeout" status. A test past its limit is stopped only while it is idle (a
+deadlock sleeps; a test slowed down by a loaded machine still computes, and a limit that
+stopped it would count a mere survivor as detected). mutmut's own limits stay as they were,
+and the other modules run without the plugin (their results do not change).
 """
 
 from __future__ import annotations
