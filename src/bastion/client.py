@@ -45,7 +45,19 @@ from bastion.runfiles import (
     running_daemon,
 )
 
-__all__ = ["STREAM_IDLE_S", "DaemonClient", "EventStream", "SseEvent", "error_from_body"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "STREAM_IDLE_S",
+    "DaemonClient",
+    "EventStream",
+    "SseEvent",
+    "error_from_body",
+]
+
+#: How long connecting and each read of an answer may take (seconds): loopback answers take
+#: milliseconds, the slowest ordinary ones wait on SQLite's busy timeout or the keychain (5 s
+#: each by default). The TypeScript client's ``timeoutMs`` is as long.
+DEFAULT_TIMEOUT_S = 30.0
 
 #: How long an open stream may send nothing before it is taken as stalled: three of the
 #: daemon's keep-alive intervals (``bastion.api.sse.HEARTBEAT_S``, 10 s).
@@ -80,7 +92,7 @@ class DaemonClient:
     """A small stdlib HTTP client for this home's daemon (token from ``run/token``)."""
 
     def __init__(
-        self, port: int, token: str, *, host: str = "127.0.0.1", timeout: float = 30.0
+        self, port: int, token: str, *, host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT_S
     ) -> None:
         self.host = host
         self.port = port
@@ -91,7 +103,7 @@ class DaemonClient:
         return f"DaemonClient(http://{self.host}:{self.port})"
 
     @classmethod
-    def for_home(cls, cfg: Config, *, timeout: float = 30.0) -> DaemonClient | None:
+    def for_home(cls, cfg: Config, *, timeout: float = DEFAULT_TIMEOUT_S) -> DaemonClient | None:
         """A client for the daemon running for ``cfg.home``, or None when there is none (no
         handshake, or one whose process is gone or does not listen on its port: the token is
         never sent to whatever now holds a dead daemon's port)."""
@@ -102,7 +114,7 @@ class DaemonClient:
 
     @classmethod
     def from_handshake(
-        cls, handshake: Handshake, token: str, timeout: float = 30.0
+        cls, handshake: Handshake, token: str, timeout: float = DEFAULT_TIMEOUT_S
     ) -> DaemonClient:
         """A client for the daemon a handshake file describes; ``DaemonApiUnsupported`` for
         one of another API major (or older than the api_version field): the CLI reads fields

@@ -212,6 +212,49 @@ def test_start_stop_restart_through_a_running_daemon(home: Path) -> None:
 
 
 @pytest.mark.posix
+@pytest.mark.slow
+def test_a_stop_that_waits_out_a_grace_longer_than_the_clients_timeout_succeeds(
+    home: Path,
+) -> None:
+    # The daemon answers a stop once the child is gone: after its grace period. With the
+    # client's 30 s the command failed (request_timeout; daemon_unreachable before) while
+    # the daemon was doing what it was told.
+    from bastion.client import DEFAULT_TIMEOUT_S
+
+    pid_file = home.parent / "stubborn.pid"
+    write_spec(
+        home,
+        "stubborn",
+        f'argv = ["{sys.executable}", "{KIDS}", "ignore_term", "{pid_file}"]\n'
+        f"autostart = false\n[stop]\ngrace_s = {DEFAULT_TIMEOUT_S + 1}\n",
+    )
+    env = {**os.environ, "BASTION_HOME": str(home)}
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "serve", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert daemon.stdout is not None
+        json.loads(daemon.stdout.readline())  # printed once listening
+        code, _, err = bastion(home, "services", "start", "stubborn")
+        assert code == 0, err
+        wait_until(pid_file.exists, timeout=60, what="stubborn started (TERM ignored)")
+        code, out, err = bastion(home, "services", "stop", "stubborn", "--json")
+        assert code == 0, err
+        assert json.loads(out)["state"] == "stopped"
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.communicate()
+
+
+@pytest.mark.posix
 def test_logs_follow_prints_new_lines_as_they_are_stored(home: Path) -> None:
     import time as _time
 

@@ -287,13 +287,31 @@ def logs(  # noqa: PLR0917 - click passes options as arguments
                 time.sleep(interval)
 
 
+def _grace_s(cfg: Config, name: str) -> float:
+    """How long the daemon may wait out ``name``'s stop: its spec file's ``[stop] grace_s``;
+    the longest a spec may set when the file does not load (the daemon keeps the version it
+    runs, whose grace this cannot know); none when there is no file (nothing to stop)."""
+    from bastion.errors import BastionError
+    from bastion.supervisor.spec import GRACE_MAX_S, load_spec
+
+    path = cfg.services_dir / f"{name}.toml"
+    if not path.exists():
+        return 0.0
+    try:
+        return load_spec(path).stop.grace_s
+    except BastionError:
+        return GRACE_MAX_S
+
+
 def _daemon_action(ctx: click.Context, name: str, action: str, as_json: bool) -> None:
-    from bastion.client import DaemonClient
+    from bastion.client import DEFAULT_TIMEOUT_S, DaemonClient
     from bastion.supervisor.spec import validate_service_name
 
     validate_service_name(name)
     cfg = config_from(ctx)
-    client = DaemonClient.for_home(cfg)
+    # A stop (and a restart's) answers once the child is gone: after its grace period.
+    waits = _grace_s(cfg, name) if action in {"stop", "restart"} else 0.0
+    client = DaemonClient.for_home(cfg, timeout=DEFAULT_TIMEOUT_S + waits)
     if client is None:
         raise no_daemon(
             cfg,

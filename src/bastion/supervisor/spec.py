@@ -49,6 +49,7 @@ from bastion._credentials import find_credential, secret_name_for
 from bastion.errors import InvalidName, ServiceSpecError
 
 __all__ = [
+    "GRACE_MAX_S",
     "BreakerSpec",
     "HealthSpec",
     "LogSpec",
@@ -211,6 +212,10 @@ class BreakerSpec:
     success_threshold: int = dataclasses.field(default=2, metadata=_b(1, 1000))
 
 
+#: The longest stop grace period a spec may set (seconds).
+GRACE_MAX_S: float = 3600
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class StopSpec:
     """Seed 001: SIGTERM, 5 s grace, then SIGKILL to the whole process group."""
@@ -220,7 +225,7 @@ class StopSpec:
     #: Seconds to wait after the signal before SIGKILL to the group (on Linux, where
     #: [supervisor] cgroups can be used, also cgroup.kill of the run's own cgroup, which ends
     #: a process that left the group too).
-    grace_s: float = dataclasses.field(default=5.0, metadata=_b(0, 3600))
+    grace_s: float = dataclasses.field(default=5.0, metadata=_b(0, GRACE_MAX_S))
 
     @property
     def signum(self) -> _signal.Signals:
