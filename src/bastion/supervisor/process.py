@@ -92,6 +92,11 @@ SHIM = Path(__file__).with_name("_shim.py")
 SHIM_HANDSHAKE_S = 30.0
 #: What the shim gives the group between SIGTERM and SIGKILL once the supervisor is gone.
 SHIM_GRACE_MAX_S = 5.0
+#: How long a stop waits, after its SIGKILL, for the group's members to be gone. SIGKILL
+#: takes effect when the process next runs: on a loaded machine a member outlived the stop
+#: by tens of ms (seen in CI at a load of 13 on 2 cores), and a restart would meet what it
+#: still held (its port, its lock). A process in uninterruptible sleep waits for its I/O.
+KILLED_WAIT_S = 5.0
 
 
 def _shim_command() -> tuple[str, ...]:
@@ -551,6 +556,17 @@ def group_empty(pgid: int) -> bool:
     return plat.group_by_id(pgid).empty()
 
 
+async def _killed_gone(group: Group, born: float) -> None:
+    """Wait (up to :data:`KILLED_WAIT_S`) until no member of ``group`` SIGKILLed is still
+    running; a zombie counts as gone (its parent reaps it: not always us, so never awaited)."""
+    deadline = time.monotonic() + KILLED_WAIT_S
+    while not group.empty():
+        running = await asyncio.to_thread(group.members, born)
+        if not running or time.monotonic() >= deadline:
+            return
+        await asyncio.sleep(0.01)
+
+
 async def _group_gone(group: Group, deadline: float) -> bool:
     # Members other than the leader are not our children, so there is nothing to await:
     # probe the group briefly (stop path only, never for crash detection).
@@ -579,6 +595,7 @@ async def stop_child(child: ChildProcess, stop: StopSpec) -> StopResult:
         killed = True  # the stop signal ignored past the grace: kill the whole group
         group.kill()
         await asyncio.shield(child.exited)
+        await _killed_gone(group, born)  # not counted as leftovers: dying already
     if not killed:
         await _group_gone(group, deadline)
     leftovers = 0
@@ -586,6 +603,8 @@ async def stop_child(child: ChildProcess, stop: StopSpec) -> StopResult:
         for rec in group.members(born):
             leftovers += kill_record(rec)
         group.kill()
+        if leftovers:
+            await _killed_gone(group, born)
     for rec in child.seen.values():
         leftovers += kill_record(rec)
     child.close_link()  # the group is gone: the shim's link has nothing left to guard
