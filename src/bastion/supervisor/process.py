@@ -605,8 +605,12 @@ async def stop_child(child: ChildProcess, stop: StopSpec) -> StopResult:
         group.kill()
         if leftovers:
             await _killed_gone(group, born)
-    for rec in child.seen.values():
-        leftovers += kill_record(rec)
+    gone_from_group = [rec for rec in child.seen.values() if kill_record(rec)]
+    leftovers += len(gone_from_group)
+    deadline = time.monotonic() + KILLED_WAIT_S
+    # Descendants that left the group (setsid): as _killed_gone, one by one.
+    while any(map(alive, gone_from_group)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
     child.close_link()  # the group is gone: the shim's link has nothing left to guard
     # In a thread: with a cgroup, closing kills what is left in it and waits for it to empty
     # before removing it (EMPTY_WAIT_S at most).
