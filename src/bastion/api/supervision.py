@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -32,6 +32,9 @@ from bastion.app import Home
 from bastion.supervisor import Supervisor
 from bastion.supervisor.catalog import ServiceCatalog
 from bastion.supervisor.spec import validate_dir
+
+if TYPE_CHECKING:
+    from bastion.domains.confighistory import ConfigVersion
 
 __all__ = ["build_supervisor", "follow_config_file", "stop_supervisor", "supervisor_lifespan"]
 
@@ -73,6 +76,10 @@ async def follow_config_file(home: Home) -> None:
 
     watch = watch_files(home.config.home, [CONFIG_FILE])
     first = True  # the version the daemon started with: nothing to restart for
+    # The last look found the file invalid: the next valid one is said even when it records
+    # nothing (a fix back to the latest version -- an undo, `config rollback` -- is no new
+    # version), or whoever showed config.invalid would show it until the next new edit.
+    invalid = False
     try:
         while True:
             try:
@@ -89,6 +96,7 @@ async def follow_config_file(home: Home) -> None:
                     err.hint or "",
                 )
                 await _config_event(home, "config.invalid", {"error": err.to_dict()})
+                invalid = True
             except BastionError as err:  # the disk or the database refused: a line, no traceback
                 log.warning(
                     "could not record %s in the configuration history: %s. %s",
@@ -99,6 +107,9 @@ async def follow_config_file(home: Home) -> None:
             except Exception:
                 log.exception("could not record %s in the configuration history", CONFIG_FILE)
             else:
+                if version is None and invalid:
+                    version = await asyncio.to_thread(_latest_config, home)
+                invalid = False
                 if version is not None and not first:
                     log.warning(
                         "%s changed (version %d): restart the daemon to apply it",
@@ -119,6 +130,13 @@ async def follow_config_file(home: Home) -> None:
                     break
     finally:
         watch.close()
+
+
+def _latest_config(home: Home) -> ConfigVersion | None:
+    """The latest recorded version of bastion.toml (read-only)."""
+    from bastion.domains.confighistory import CONFIG_TARGET, ConfigHistoryRepo
+
+    return ConfigHistoryRepo(home.db).latest(CONFIG_TARGET)
 
 
 async def _config_event(home: Home, kind: str, data: dict[str, Any]) -> None:
