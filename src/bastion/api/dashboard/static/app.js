@@ -661,8 +661,9 @@ async function loadDatabase(latest) {
   $("#migrations-table tbody").replaceChildren(...items(migrations).map((m) =>
     el("tr", {}, el("td", { text: m.namespace }), el("td", { text: m.id }), el("td", { text: when(m.applied_at) }))));
   if (state.backups === backups) renderBackups(backupList);
-  // Store events: backups, migrations, quarantines, restores (service transitions live on the board).
-  const evs = items(events).filter((e) => !String(e.kind).startsWith("service.")).slice(0, 20);
+  // Store events: backups, migrations, quarantines, restores (service transitions live on the
+  // board, bastion.toml's edits in the banner and on the activity view).
+  const evs = items(events).filter((e) => !/^(service|config)\./.test(String(e.kind))).slice(0, 20);
   $("#db-events").replaceChildren(...(evs.length ? evs.map(feedItem) : [el("li", { class: "muted", text: "No quarantines or restores recorded." })]));
 }
 
@@ -754,7 +755,37 @@ function eventItem(e) {
   const data = e.data || {};
   let text = `${e.kind}${e.subject ? ` · ${e.subject}` : ""}`;
   if (e.kind === "service.transition") text = `${e.subject}: ${data.from ? `${data.from} → ` : ""}${data.to}${data.reason ? ` (${data.reason})` : ""}`;
+  else if (e.kind === "config.invalid") text = `${e.subject} is not valid (the daemon keeps the values it started with; its next start would refuse the file): ${configError(data).message}`;
+  else if (e.kind === "config.changed") text = `${e.subject} changed${data.version !== undefined ? ` (version ${data.version})` : ""}: applies at the next start`;
   return el("li", { "data-kind": e.kind }, timeEl(e.ts), text);
+}
+
+// --- bastion.toml -------------------------------------------------------------------------
+
+// The daemon says each edit of bastion.toml it sees as an event (subject bastion.toml): the
+// newest decides. config.invalid puts the banner up on every view; a later config.changed
+// (the file was fixed, or rolled back) takes it down. Read with the header's status, on its
+// timer: no timer of its own.
+const CONFIG_SUBJECT = "bastion.toml";
+
+const configError = (data) => {
+  const error = (data && data.error) || {};
+  return { message: String(error.message || "the file does not load").replace(/\.$/, ""), hint: error.hint || "" };
+};
+
+function renderConfig(events, startedAt) {
+  const last = items(events).find((e) => String(e.kind).startsWith("config."));
+  // An invalid edit from before the daemon started is not what it runs on: it started since,
+  // so the file loaded then (a daemon refuses to start on a file that does not).
+  const invalid = last && last.kind === "config.invalid" && !(msOf(last.ts) < msOf(startedAt)) ? last : null;
+  const box = $("#config-banner");
+  if (invalid) {
+    const { message, hint } = configError(invalid.data);
+    // Rewriting the same words would make a screen reader announce them again.
+    if ($("#config-error").textContent !== `${message}.`) $("#config-error").textContent = `${message}.`;
+    $("#config-hint").textContent = hint;
+  }
+  box.hidden = !invalid;
 }
 
 // --- navigation and refresh ---------------------------------------------------------------
@@ -809,8 +840,13 @@ function show(view) {
 async function loadDaemonInfo() {
   if (blocked() || state.leaving) return;
   try {
-    const s = await api("GET", ROUTES.status);
+    const [s, config] = await Promise.all([
+      api("GET", ROUTES.status),
+      // A read that fails leaves the banner as it was: the status says what is wrong.
+      api("GET", ROUTES.events, { query: { subject: CONFIG_SUBJECT, limit: 10 } }).catch(() => null),
+    ]);
     $("#daemon-info").textContent = `v${s.version} · pid ${s.pid} · port ${s.port} · up ${duration(s.uptime_s)}`;
+    if (config) renderConfig(config, s.started_at);
   } catch (err) { reportError(err); }
 }
 
