@@ -438,9 +438,14 @@ def _apply(home: Home, service: str | None) -> tuple[str, dict[str, Any] | None,
     commit: a daemon that does not answer (stopped, hung) makes the rollback "not
     reloaded", never an error -- the file is written and recorded, and an error here
     read as "nothing happened" (with the hint to start a daemon that was running)."""
-    from bastion.client import DaemonClient
+    from bastion.client import DEFAULT_TIMEOUT_S, DaemonClient
+    from bastion.supervisor.catalog import reload_wait_s
 
-    client = DaemonClient.for_home(home.config)
+    # The reload answers once the services it restarts or removes are stopped.
+    timeout = DEFAULT_TIMEOUT_S
+    if service is not None:
+        timeout += reload_wait_s(home.config.services_dir)
+    client = DaemonClient.for_home(home.config, timeout=timeout)
     if client is None:
         return "next start", None, None
     if service is None:

@@ -255,6 +255,53 @@ def test_a_stop_that_waits_out_a_grace_longer_than_the_clients_timeout_succeeds(
 
 
 @pytest.mark.posix
+@pytest.mark.slow
+def test_a_reload_that_waits_out_a_restart_longer_than_the_clients_timeout_succeeds(
+    home: Path,
+) -> None:
+    # A reload answers once the services it restarts are stopped: after their grace
+    # period. With the client's plain 30 s the command failed (request_timeout) while the
+    # daemon was doing what it was told. The watch is off: the reload is the command's.
+    from bastion.client import DEFAULT_TIMEOUT_S
+
+    (home / "bastion.toml").write_text('[supervisor]\nwatch = "off"\n')
+    (home / "bastion.toml").chmod(0o600)
+
+    def spec(pid_file: Path) -> str:
+        return (
+            f'argv = ["{sys.executable}", "{KIDS}", "ignore_term", "{pid_file}"]\n'
+            f"[stop]\ngrace_s = {DEFAULT_TIMEOUT_S + 1}\n"
+        )
+
+    first, second = home.parent / "first.pid", home.parent / "second.pid"
+    write_spec(home, "stubborn", spec(first))
+    env = {**os.environ, "BASTION_HOME": str(home)}
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "serve", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert daemon.stdout is not None
+        json.loads(daemon.stdout.readline())  # printed once listening
+        wait_until(first.exists, timeout=60, what="stubborn started (TERM ignored)")
+        write_spec(home, "stubborn", spec(second))  # argv changed: a restart
+        code, out, err = bastion(home, "services", "reload", "--json")
+        assert code == 0, err
+        assert json.loads(out)["restarted"] == ["stubborn"]
+        wait_until(second.exists, timeout=60, what="stubborn started again")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.communicate()
+
+
+@pytest.mark.posix
 def test_logs_follow_prints_new_lines_as_they_are_stored(home: Path) -> None:
     import time as _time
 

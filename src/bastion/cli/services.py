@@ -365,10 +365,13 @@ def reload(ctx: click.Context, as_json: bool) -> None:
     """Apply edits of <home>/services/ to the running daemon now (it also watches the folder):
     new files are added, changed ones restarted or updated in place, removed ones stopped.
     Exit 1 if a file is invalid (its running version keeps running)."""
-    from bastion.client import DaemonClient
+    from bastion.client import DEFAULT_TIMEOUT_S, DaemonClient
+    from bastion.supervisor.catalog import reload_wait_s
 
     cfg = config_from(ctx)
-    client = DaemonClient.for_home(cfg)
+    # The daemon answers once the services it restarts or removes are stopped.
+    timeout = DEFAULT_TIMEOUT_S + reload_wait_s(cfg.services_dir)
+    client = DaemonClient.for_home(cfg, timeout=timeout)
     if client is None:
         raise no_daemon(
             cfg,

@@ -57,6 +57,7 @@ __all__ = [
     "SpecProblem",
     "changed_fields",
     "needs_restart",
+    "reload_wait_s",
     "spec_to_toml",
 ]
 
@@ -217,6 +218,19 @@ def _read_folder(
         except ServiceSpecError as err:
             bad[path.stem] = err
     return good, bad, texts
+
+
+def reload_wait_s(directory: Path) -> float:
+    """How long a reload of ``directory`` may wait on stops (seconds), for a client's
+    deadline: the ``[stop] grace_s`` of every valid file added up. A reload answers once the
+    services it restarts or removes are stopped, and it stops them one after another; which
+    of them changed is the daemon's to tell, so every one counts. An invalid file counts for
+    nothing: its running version keeps running. Blocking (reads the folder)."""
+    try:
+        good, _, _ = _read_folder(directory)
+    except ServiceSpecError:
+        return 0.0  # a folder that cannot be listed: the reload refuses it, without waiting
+    return sum(spec.stop.grace_s for spec in good.values())
 
 
 #: Seconds between a change in the folder and the watch's reload (see ``_watch_native``).
