@@ -282,6 +282,11 @@ def rollback(home: Home, version_id: int, *, author: str = "cli") -> Rollback:
         # off, or has yet to settle) would otherwise be replaced without a trace. Read under
         # the write lock, so no recorder can slip a version in between.
         current = _current_text(home, version.target, path)
+        # What runs is stopped with its own grace, not the one of the text written back: the
+        # latest version the daemon applied, or the file's text it has yet to apply.
+        latest = repo.latest(version.target)
+        replaced[:] = [current if isinstance(current, str) else None]
+        replaced.append(latest.content if latest is not None and not latest.withheld else None)
         if current is not _INVALID:
             repo.record_tx(tx, version.target, current, "file")
         recorded = repo.record_tx(tx, version.target, text, author, rollback_of=version.id)
@@ -305,6 +310,7 @@ def rollback(home: Home, version_id: int, *, author: str = "cli") -> Rollback:
         return recorded
 
     kept: list[Path | None] = []
+    replaced: list[str | None] = []
     try:
         recorded = home.db.write(unit)
     except OSError as err:
@@ -313,7 +319,10 @@ def rollback(home: Home, version_id: int, *, author: str = "cli") -> Rollback:
             hint="Check the folder's permissions and free space; nothing was changed.",
             path=str(path),
         ) from err
-    applied, report, problem = _apply(home, service)
+    running_grace_s = 0.0
+    if service is not None:
+        running_grace_s = max(_grace_s(service, text) for text in replaced or [None])
+    applied, report, problem = _apply(home, service, running_grace_s)
     aside = kept[0] if kept else None
     return Rollback(
         version,
@@ -433,7 +442,21 @@ def _still_valid(version: ConfigVersion, check: Any) -> None:
         ) from err
 
 
-def _apply(home: Home, service: str | None) -> tuple[str, dict[str, Any] | None, str | None]:
+def _grace_s(service: str, text: str | None) -> float:
+    """The ``[stop] grace_s`` of a spec's text; 0 for none or one that does not parse."""
+    from bastion.supervisor.spec import parse_spec
+
+    if text is None:
+        return 0.0
+    try:
+        return parse_spec(service, tomllib.loads(text)).stop.grace_s
+    except (tomllib.TOMLDecodeError, BastionError):
+        return 0.0
+
+
+def _apply(
+    home: Home, service: str | None, running_grace_s: float = 0.0
+) -> tuple[str, dict[str, Any] | None, str | None]:
     """How the rollback applies: the daemon told to reload, when one runs. Runs after the
     commit: a daemon that does not answer (stopped, hung) makes the rollback "not
     reloaded", never an error -- the file is written and recorded, and an error here
@@ -441,10 +464,11 @@ def _apply(home: Home, service: str | None) -> tuple[str, dict[str, Any] | None,
     from bastion.client import DEFAULT_TIMEOUT_S, DaemonClient
     from bastion.supervisor.catalog import reload_wait_s
 
-    # The reload answers once the services it restarts or removes are stopped.
+    # The reload answers once the services it restarts or removes are stopped: the rolled
+    # back one with the grace of the version that runs (``running_grace_s``).
     timeout = DEFAULT_TIMEOUT_S
     if service is not None:
-        timeout += reload_wait_s(home.config.services_dir)
+        timeout += reload_wait_s(home.config.services_dir) + running_grace_s
     client = DaemonClient.for_home(home.config, timeout=timeout)
     if client is None:
         return "next start", None, None

@@ -302,6 +302,60 @@ def test_a_reload_that_waits_out_a_restart_longer_than_the_clients_timeout_succe
 
 
 @pytest.mark.posix
+@pytest.mark.slow
+def test_a_rollback_waits_out_the_grace_of_the_version_that_runs(home: Path) -> None:
+    # The rollback's reload stops the running version with that version's grace, not the
+    # one of the text written back: a rollback from a 40 s grace to a 1 s one was "not
+    # reloaded" (request_timeout at 31 s) while the daemon was restarting the service.
+    (home / "bastion.toml").write_text('[supervisor]\nwatch = "off"\n')
+    (home / "bastion.toml").chmod(0o600)
+
+    def spec(pid_file: Path, grace_s: float) -> str:
+        return (
+            f'argv = ["{sys.executable}", "{KIDS}", "ignore_term", "{pid_file}"]\n'
+            f"[stop]\ngrace_s = {grace_s}\n"
+        )
+
+    first, second = home.parent / "first.pid", home.parent / "second.pid"
+    write_spec(home, "stubborn", spec(first, 1))
+    env = {**os.environ, "BASTION_HOME": str(home)}
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "serve", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert daemon.stdout is not None
+        json.loads(daemon.stdout.readline())  # printed once listening
+        wait_until(first.exists, timeout=60, what="stubborn started (TERM ignored)")
+        write_spec(home, "stubborn", spec(second, 40))
+        code, out, err = bastion(home, "services", "reload", "--json")  # 1 s, then SIGKILL
+        assert code == 0, err
+        assert json.loads(out)["restarted"] == ["stubborn"]
+        wait_until(second.exists, timeout=60, what="the 40 s version started")
+        code, out, err = bastion(home, "config", "history", "--service", "stubborn", "--json")
+        assert code == 0, err
+        versions = json.loads(out)
+        assert [v["action"] for v in versions] == ["changed", "created"]
+        first.unlink()
+        code, out, err = bastion(home, "config", "rollback", str(versions[1]["id"]), "--json")
+        assert code == 0, err
+        result = json.loads(out)
+        assert (result["applied"], result["problem"]) == ("reloaded", None)
+        assert result["reload"]["restarted"] == ["stubborn"]
+        wait_until(first.exists, timeout=60, what="the first version started again")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.communicate()
+
+
+@pytest.mark.posix
 def test_logs_follow_prints_new_lines_as_they_are_stored(home: Path) -> None:
     import time as _time
 
