@@ -33,6 +33,7 @@ from bastion.errors import (
     NotADatabase,
     NotFound,
     ReferenceViolation,
+    SqliteOnly,
     StoreBusy,
     StoreClosed,
     StoreError,
@@ -1359,3 +1360,59 @@ def test_every_way_to_write_refuses_a_closed_database_naming_it(
         pass
     with pytest.raises(StoreClosed, match=refusal):
         asyncio.run(database.awrite(lambda tx: tx.execute("SELECT 1")))
+
+
+def test_the_writer_and_wal_threads_are_named_daemons_that_close_ends(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
+    """A database's threads are named after it (what py-spy and gdb show) and are daemons (a
+    database left open never holds up the interpreter's exit); ``close`` ends both, and a unit
+    awaited from a coroutine runs on the writer thread."""
+    database = open_database(tmp_path / "n.db", name="named")
+    ours = {"bastion-writer:named", "bastion-wal:named"}
+    try:
+        assert database.closed is False
+        threads = {t.name: t for t in threading.enumerate() if t.name in ours}
+        assert set(threads) == ours
+        assert all(t.daemon for t in threads.values())
+        ran_on = asyncio.run(database.awrite(lambda tx: threading.current_thread().name))
+        assert ran_on == "bastion-writer:named"
+    finally:
+        database.close()
+    assert database.closed is True
+    assert not any(t.is_alive() for t in threads.values())
+
+
+def test_the_writer_thread_serves_every_awrite_and_refuses_a_write_from_its_units(
+    open_database: OpenDatabase, tmp_path: Path
+) -> None:
+    """Coroutines' units run on the writer thread one after another (it stays up after the
+    first), and a unit it runs that calls ``write`` is refused, not deadlocked."""
+    database = open_database(tmp_path / "a.db", StoreConfig(group_commit="always"))
+
+    async def three() -> list[int]:
+        return [
+            await asyncio.wait_for(database.awrite(lambda tx, i=i: tx.scalar("SELECT ?", (i,))), 10)
+            for i in range(3)
+        ]
+
+    try:
+        assert asyncio.run(three()) == [0, 1, 2]
+
+        def inner(tx: WriteTx) -> object:
+            return database.write(lambda t: t.execute("SELECT 1"))
+
+        with pytest.raises(RuntimeError, match="inside a write unit"):
+            asyncio.run(asyncio.wait_for(database.awrite(inner), 10))
+        assert asyncio.run(asyncio.wait_for(database.awrite(lambda tx: 42), 10)) == 42
+    finally:
+        database.close()
+
+
+def test_a_postgresql_url_refuses_what_only_sqlite_files_have() -> None:
+    """Checked before any connection: no server is needed to be told."""
+    url = "postgresql://bastion@localhost:1/app"
+    with pytest.raises(SqliteOnly, match=r"^SQLite VFSes: a feature of SQLite files; "):
+        Database.open(url, vfs="unix")
+    with pytest.raises(SqliteOnly, match=r"^encryption at rest: a feature of SQLite files; "):
+        Database.open(url, key=DatabaseKey(os.urandom(32)))
