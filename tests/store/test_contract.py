@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from bastion.config import StoreConfig
 from bastion.errors import (
     BaselineMismatch,
     Conflict,
@@ -642,3 +643,17 @@ def test_an_unreachable_server_is_store_unavailable_and_the_password_never_shows
     assert "hunter2" not in shown
     assert "postgresql://bastion@" in err.value.message
     assert err.value.__cause__ is None or "hunter2" not in str(err.value.__cause__)
+
+
+@pytest.mark.postgres
+def test_the_url_opens_with_the_name_config_and_read_only_it_was_given(pg_url: str) -> None:
+    """``Database.open`` hands a PostgreSQL URL's name, config and ``readonly`` to its engine."""
+    config = StoreConfig(readers=3)
+    with Database.open(pg_url, config, name="app") as db:
+        assert (db.name, db.config) == ("app", config)
+        db.write(lambda tx: tx.execute("CREATE TABLE ro_probe(x INTEGER)"))
+    with Database.open(pg_url, config, name="ro", readonly=True) as ro:
+        assert (ro.name, ro.config) == ("ro", config)
+        with pytest.raises(StoreError) as refused:
+            ro.write(lambda tx: tx.execute("INSERT INTO ro_probe VALUES (1)"))
+        assert "read-only" in refused.value.message

@@ -1282,8 +1282,11 @@ def test_open_for_reading_falls_back_to_read_only_only_for_an_io_condition(
         f"opening {path} read-only: {refused.value.message}"
     ]
     missing = tmp_path / "missing.db"
-    with pytest.raises(StoreOpenError, match="does not exist"):
+    with pytest.raises(StoreOpenError) as absent:
         Database.open_for_reading(missing, key=db_key)
+    assert absent.value.message == f"{missing} does not exist"
+    assert absent.value.hint == "Run `bastion init` first."
+    assert absent.value.details["path"] == str(missing)
     assert not missing.exists()
 
 
