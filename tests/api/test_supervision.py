@@ -64,7 +64,19 @@ def test_an_invalid_edit_of_bastion_toml_is_logged_naming_the_file(
         home.close()
 
 
-def test_changes_of_bastion_toml_are_events_the_app_and_the_dashboard_see(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("fix", "versions"),
+    [
+        ("[retention]\nlogs_days = 8\n", 2),  # a new text: a new version
+        # The usual fixes (an undo in the editor, `config rollback` to the version before)
+        # put back a text recorded already: no new version, so no config.changed was said,
+        # and a dashboard showing the config.invalid showed it until the next new edit.
+        ("[retention]\nlogs_days = 7\n", 1),
+    ],
+)
+def test_changes_of_bastion_toml_are_events_the_app_and_the_dashboard_see(
+    tmp_path: Path, fix: str, versions: int
+) -> None:
     # The log is the daemon's stderr, which the app that spawned it does not read: a file
     # that the next start would refuse was said nowhere it looks.
     home = Home.init(load_config(tmp_path / "home", env={}))
@@ -81,8 +93,8 @@ def test_changes_of_bastion_toml_are_events_the_app_and_the_dashboard_see(tmp_pa
             await await_until(lambda: history.latest(CONFIG_TARGET), what="the first version")
             config_file.write_text("[retention]\nlogs_days = 'seven'\n")
             await await_until(lambda: events("config.invalid"), timeout=30, what="the event")
-            config_file.write_text("[retention]\nlogs_days = 8\n")
-            await await_until(lambda: events("config.changed"), timeout=30, what="the change")
+            config_file.write_text(fix)
+            await await_until(lambda: events("config.changed"), timeout=30, what="the fix")
         finally:
             follow.cancel()
             await asyncio.gather(follow, return_exceptions=True)
@@ -95,46 +107,10 @@ def test_changes_of_bastion_toml_are_events_the_app_and_the_dashboard_see(tmp_pa
         assert invalid.data["error"]["message"] == (
             f"{config_file} [retention] logs_days: 'seven' is not a whole number"
         )
+        assert len(history.query(target=CONFIG_TARGET).items) == versions
         (changed,) = events("config.changed")  # the daemon's first look is no change
         latest = history.latest(CONFIG_TARGET)
         assert latest is not None
-        assert changed.data == {"version": latest.id, "applies": "next start"}
-    finally:
-        home.close()
-
-
-def test_a_fix_back_to_the_recorded_text_is_a_change_after_an_invalid_edit(
-    tmp_path: Path,
-) -> None:
-    # The usual fixes (an undo in the editor, `config rollback` to the version before) put
-    # back a text recorded already: no new version, so no config.changed was said, and a
-    # dashboard showing the config.invalid before it showed it until the next new edit.
-    home = Home.init(load_config(tmp_path / "home", env={}))
-    config_file = home.config.home / "bastion.toml"
-    config_file.write_text("[retention]\nlogs_days = 7\n")
-    history = ConfigHistoryRepo(home.db)
-
-    def events(kind: str) -> list[Any]:
-        return list(home.events.query(kind=kind).items)
-
-    async def scenario() -> None:
-        follow = asyncio.get_running_loop().create_task(follow_config_file(home))
-        try:
-            await await_until(lambda: history.latest(CONFIG_TARGET), what="the first version")
-            config_file.write_text("[retention]\nlogs_days = 'seven'\n")
-            await await_until(lambda: events("config.invalid"), timeout=30, what="the event")
-            config_file.write_text("[retention]\nlogs_days = 7\n")
-            await await_until(lambda: events("config.changed"), timeout=30, what="the fix")
-        finally:
-            follow.cancel()
-            await asyncio.gather(follow, return_exceptions=True)
-
-    try:
-        asyncio.run(scenario())
-        latest = history.latest(CONFIG_TARGET)
-        assert latest is not None
-        assert len(history.query(target=CONFIG_TARGET).items) == 1  # the fix is no new version
-        (changed,) = events("config.changed")
         assert changed.data == {"version": latest.id, "applies": "next start"}
     finally:
         home.close()

@@ -8,7 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -152,6 +154,29 @@ def test_services_run_supervises_then_stops_children_on_sigterm(
     }
 
 
+@contextlib.contextmanager
+def _serving(home: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
+    """``bastion serve`` for ``home`` once it listens (the process, its handshake), until the
+    block ends: SIGTERM, and SIGKILL if it has not stopped 60 s later."""
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "serve", "--port", "0"],
+        env={**os.environ, "BASTION_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert daemon.stdout is not None
+        yield daemon, json.loads(daemon.stdout.readline())  # printed once listening
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.communicate()
+
+
 @pytest.mark.posix
 @pytest.mark.slow
 def test_start_stop_restart_through_a_running_daemon(home: Path) -> None:
@@ -162,17 +187,7 @@ def test_start_stop_restart_through_a_running_daemon(home: Path) -> None:
         f'argv = ["{sys.executable}", "{KIDS}", "ignore_term", "{pid_file}"]\n'
         "autostart = false\n[stop]\ngrace_s = 0.3\n",
     )
-    env = {**os.environ, "BASTION_HOME": str(home)}
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "bastion", "serve", "--port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert daemon.stdout is not None
-        handshake = json.loads(daemon.stdout.readline())  # printed once listening
+    with _serving(home) as (daemon, handshake):
         assert handshake["pid"] == daemon.pid
         code, out, err = bastion(home, "services", "start", "worker", "--json")
         assert code == 0, err
@@ -202,13 +217,6 @@ def test_start_stop_restart_through_a_running_daemon(home: Path) -> None:
         code, _, err = bastion(home, "services", "run")
         assert code == 69
         assert "already supervises" in err
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.communicate()
 
 
 @pytest.mark.posix
@@ -228,30 +236,13 @@ def test_a_stop_that_waits_out_a_grace_longer_than_the_clients_timeout_succeeds(
         f'argv = ["{sys.executable}", "{KIDS}", "ignore_term", "{pid_file}"]\n'
         f"autostart = false\n[stop]\ngrace_s = {DEFAULT_TIMEOUT_S + 1}\n",
     )
-    env = {**os.environ, "BASTION_HOME": str(home)}
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "bastion", "serve", "--port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert daemon.stdout is not None
-        json.loads(daemon.stdout.readline())  # printed once listening
+    with _serving(home):
         code, _, err = bastion(home, "services", "start", "stubborn")
         assert code == 0, err
         wait_until(pid_file.exists, timeout=60, what="stubborn started (TERM ignored)")
         code, out, err = bastion(home, "services", "stop", "stubborn", "--json")
         assert code == 0, err
         assert json.loads(out)["state"] == "stopped"
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.communicate()
 
 
 @pytest.mark.posix
@@ -275,30 +266,13 @@ def test_a_reload_that_waits_out_a_restart_longer_than_the_clients_timeout_succe
 
     first, second = home.parent / "first.pid", home.parent / "second.pid"
     write_spec(home, "stubborn", spec(first))
-    env = {**os.environ, "BASTION_HOME": str(home)}
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "bastion", "serve", "--port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert daemon.stdout is not None
-        json.loads(daemon.stdout.readline())  # printed once listening
+    with _serving(home):
         wait_until(first.exists, timeout=60, what="stubborn started (TERM ignored)")
         write_spec(home, "stubborn", spec(second))  # argv changed: a restart
         code, out, err = bastion(home, "services", "reload", "--json")
         assert code == 0, err
         assert json.loads(out)["restarted"] == ["stubborn"]
         wait_until(second.exists, timeout=60, what="stubborn started again")
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.communicate()
 
 
 @pytest.mark.posix
@@ -318,17 +292,7 @@ def test_a_rollback_waits_out_the_grace_of_the_version_that_runs(home: Path) -> 
 
     first, second = home.parent / "first.pid", home.parent / "second.pid"
     write_spec(home, "stubborn", spec(first, 1))
-    env = {**os.environ, "BASTION_HOME": str(home)}
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "bastion", "serve", "--port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert daemon.stdout is not None
-        json.loads(daemon.stdout.readline())  # printed once listening
+    with _serving(home):
         wait_until(first.exists, timeout=60, what="stubborn started (TERM ignored)")
         write_spec(home, "stubborn", spec(second, 40))
         code, out, err = bastion(home, "services", "reload", "--json")  # 1 s, then SIGKILL
@@ -346,13 +310,6 @@ def test_a_rollback_waits_out_the_grace_of_the_version_that_runs(home: Path) -> 
         assert (result["applied"], result["problem"]) == ("reloaded", None)
         assert result["reload"]["restarted"] == ["stubborn"]
         wait_until(first.exists, timeout=60, what="the first version started again")
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.communicate()
 
 
 @pytest.mark.posix
