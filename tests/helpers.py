@@ -9,6 +9,7 @@ import contextlib
 import datetime as dt
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -72,6 +73,17 @@ def file_vault_env(monkeypatch: pytest.MonkeyPatch | None = None) -> dict[str, s
         for name, value in env.items():
             monkeypatch.setenv(name, value)
     return env
+
+
+def with_nofile(soft: int, hard: int | None = None) -> list[str]:
+    """A wrapper (argv prefix) that execs the program after it with ``RLIMIT_NOFILE`` set to
+    ``(soft, hard)``; ``hard`` defaults to ``soft``. POSIX only."""
+    code = (
+        "import os, resource, sys; "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {soft if hard is None else hard})); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    return [sys.executable, "-c", code]
 
 
 def examples(n: int) -> int:

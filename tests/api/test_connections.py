@@ -18,13 +18,12 @@ import http.client
 import json
 import os
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ..helpers import wait_until
+from ..helpers import wait_until, with_nofile
 from .daemon_process import RunningDaemon
 
 pytestmark = [pytest.mark.posix, pytest.mark.slow]
@@ -36,16 +35,6 @@ CAP = 16
 #: sockets, pipes) plus the cap fits with room to spare; the slowloris alone would not.
 NOFILE = 120
 PARTIAL_HEAD = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
-
-
-def _with_nofile(limit: int) -> list[str]:
-    """A wrapper that execs the daemon with ``RLIMIT_NOFILE`` lowered to ``limit``."""
-    code = (
-        "import os, resource, sys; "
-        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit})); "
-        "os.execv(sys.argv[1], sys.argv[1:])"
-    )
-    return [sys.executable, "-c", code]
 
 
 @pytest.fixture
@@ -89,7 +78,7 @@ def test_a_slowloris_beyond_the_cap_cannot_exhaust_the_daemons_descriptors(
 ) -> None:
     daemon = RunningDaemon(
         tmp_path / "home",
-        wrap=_with_nofile(NOFILE),
+        wrap=with_nofile(NOFILE),
         # The deadline is far away: only the cap can save the daemon here.
         env={
             "BASTION_API_MAX_CONNECTIONS_PER_CLIENT": str(CAP),

@@ -21,22 +21,12 @@ from click.testing import CliRunner
 from bastion.api.server import DESCRIPTORS_NEEDED, DESCRIPTORS_WANTED
 from bastion.cli._output import json_option, run_command
 
-from ..helpers import wait_until
+from ..helpers import wait_until, with_nofile
 from .daemon_process import RunningDaemon
 
 resource = pytest.importorskip("resource")  # POSIX: Windows has no such per-process limit
 
 pytestmark = [pytest.mark.posix]
-
-
-def _with_nofile(soft: int, hard: int) -> list[str]:
-    """A wrapper that execs the CLI with ``RLIMIT_NOFILE`` set to ``(soft, hard)``."""
-    code = (
-        "import os, resource, sys; "
-        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard})); "
-        "os.execv(sys.argv[1], sys.argv[1:])"
-    )
-    return [sys.executable, "-c", code]
 
 
 def _soft_limit(pid: int) -> int:
@@ -51,7 +41,7 @@ def test_a_hard_limit_below_the_need_is_refused_naming_it(tmp_path: Path, limit:
     home = tmp_path / "home"
     result = subprocess.run(
         [
-            *_with_nofile(limit, limit),
+            *with_nofile(limit, limit),
             sys.executable,
             "-m",
             "bastion",
@@ -92,7 +82,7 @@ def test_a_low_soft_limit_is_raised_within_the_hard_one_and_children_inherit_it(
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = DESCRIPTORS_WANTED if hard == resource.RLIM_INFINITY else min(hard, DESCRIPTORS_WANTED)
     assert want > 20  # the machine allows the raise this test is about
-    daemon = RunningDaemon(home, wrap=_with_nofile(20, hard))
+    daemon = RunningDaemon(home, wrap=with_nofile(20, hard))
     try:
         assert _soft_limit(daemon.proc.pid) == want
         child = int(
