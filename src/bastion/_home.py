@@ -10,7 +10,7 @@ the file and what to do, creating nothing.
 
 A home made before the record existed gets it on its next open (each database that exists
 then is recorded). Until then, a ``vault.db`` in the home says ``bastion.db`` existed too
-(the vault is opened through an open home), and :func:`bastion.store.recovery.open_check`
+(the vault is opened through an open home), and :func:`bastion.store.open_check.open_check`
 still treats a ``-wal``/``-shm`` or backups of a missing file as a deleted database.
 
 A damaged record (not JSON, not the record's shape) is read as having held ``bastion.db``,

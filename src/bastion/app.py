@@ -433,7 +433,9 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 def _check_now(cfg: Config, key: DatabaseKey | None) -> Any:
-    from bastion.store.recovery import open_check
+    # The check alone, not the recovery stack: serve runs this on a thread beside its
+    # imports, and what it imports holds the GIL against them (issue 22 §7).
+    from bastion.store.open_check import open_check
 
     return open_check(
         cfg.db_path,
@@ -460,9 +462,11 @@ def _open_checked(
     ``cfg.store.on_corrupt`` (never silently continued on); a missing file the home has
     held is damage too, and recovery never answers it with an empty database. Damage to
     full-text indexes alone is recovered by rebuilding them in place (:func:`_reindex`), not
-    by restoring a backup, which would lose what was written since.
+    by restoring a backup, which would lose what was written since. The recovery stack
+    (:mod:`bastion.store.recovery`, backups, the swap) is imported only then: a sound file's
+    open never loads it.
     """
-    from bastion.store.recovery import CheckKind, recover
+    from bastion.store.open_check import CheckKind
 
     check = precheck.result(cfg) if precheck is not None else None
     if check is None:
@@ -489,6 +493,8 @@ def _open_checked(
         rebuilt = _reindex(cfg, key, check.output) if check.index_only else None
         if rebuilt is None:
             _refuse_if_open_elsewhere(check.error(), cfg.db_path)
+            from bastion.store.recovery import recover
+
             report = recover(
                 cfg.db_path,
                 backups_dir=cfg.backups_dir,

@@ -19,7 +19,7 @@ from typing import Any
 import apsw
 import pytest
 
-import bastion.store.recovery as recovery
+import bastion.store.open_check as check_module
 from bastion.app import Home
 from bastion.config import StoreConfig, load_config
 from bastion.store.recovery import CheckKind, open_check
@@ -59,14 +59,14 @@ def test_the_time_limit_interrupts_the_check_without_a_python_callback(
     with Home.init(cfg) as home:
         home.settings.set("k", 1)
     opened: list[EndlessCheck] = []
-    real_connect = recovery.connect
+    real_connect = check_module.connect
 
     def connect(*args: Any, **kwargs: Any) -> Any:
         conn = EndlessCheck(real_connect(*args, **kwargs))
         opened.append(conn)
         return conn
 
-    monkeypatch.setattr(recovery, "connect", connect)
+    monkeypatch.setattr(check_module, "connect", connect)
     started = time.monotonic()
     result = open_check(cfg.db_path, StoreConfig(open_check_max_s=0.05))
     took = time.monotonic() - started
@@ -105,7 +105,7 @@ def test_a_full_check_has_no_time_limit(tmp_path: Path, monkeypatch: pytest.Monk
     with Home.init(cfg) as home:
         home.settings.set("k", 1)
     opened: list[EndlessCheck] = []
-    real_connect = recovery.connect
+    real_connect = check_module.connect
 
     class SlowFullCheck(EndlessCheck):
         def execute(self, sql: str, *args: Any) -> Any:
@@ -118,7 +118,7 @@ def test_a_full_check_has_no_time_limit(tmp_path: Path, monkeypatch: pytest.Monk
         opened.append(conn)
         return conn
 
-    monkeypatch.setattr(recovery, "connect", connect)
+    monkeypatch.setattr(check_module, "connect", connect)
     result = open_check(cfg.db_path, StoreConfig(open_check_max_s=0), full=True)
 
     assert (result.kind, result.detail) == (CheckKind.OK, "integrity_check ok")

@@ -7,7 +7,10 @@ more on an encrypted home (``db_key``): there the check is left to the open, wit
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -185,3 +188,39 @@ def test_the_check_writes_nothing_to_a_closed_database_whose_wal_came_without_it
 
     assert (check.kind, check.detail) == (CheckKind.OK, "quick_check ok")
     assert (_digest(path), _digest(wal)) == before
+
+
+#: A fresh interpreter opens the home (with the check started ahead, as ``bastion serve``
+#: does, or at the open) and says which modules it holds then.
+_OPEN_AND_LIST = """
+import json, sys
+from bastion.app import Home, OpenCheckAhead
+from bastion.config import load_config
+cfg = load_config(sys.argv[1], env=json.loads(sys.argv[2]))
+precheck = OpenCheckAhead(cfg) if sys.argv[3] == "ahead" else None
+with Home.open(cfg, precheck=precheck) as home:
+    assert home.recovery is None
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("when", ["ahead", "at_open"])
+def test_the_open_of_a_sound_home_loads_no_recovery_stack(
+    tmp_path: Path, when: str, store_env: dict[str, str]
+) -> None:
+    """Every open runs the check, and ``bastion serve`` runs it on a thread beside its imports,
+    where whatever it imports holds the GIL against them (issue 22 §7): a sound file's check
+    and open load neither the recovery stack nor the backups' module (a pre-migration backup
+    is for pending migrations). The home has backups, as a daemon's has."""
+    cfg = _config(tmp_path, "recover", store_env)
+    _home(cfg, rows=10)
+    done = subprocess.run(
+        [sys.executable, "-c", _OPEN_AND_LIST, str(cfg.home), json.dumps(store_env), when],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded = set(json.loads(done.stdout))
+    assert "bastion.app" in loaded
+    recovery_stack = {"bastion.store.recovery", "bastion.store.backup", "bastion.store._swap"}
+    assert sorted(loaded & recovery_stack) == []

@@ -39,7 +39,6 @@ from bastion.errors import (
     MigrationFailed,
 )
 from bastion.store._errors import translate
-from bastion.store.backup import create_backup
 from bastion.store.crypt.cipher import connect
 from bastion.store.engine import ReadTx, WriteTx
 from bastion.store.migrate._common import (
@@ -492,7 +491,10 @@ class Migrator:
                 backup = backups_dir / f"pre-migrate-{ns.name}-{first.id}-{_utc_stamp()}.db"
                 # The store's one backup routine: online, verified (quick_check, page count,
                 # schema fingerprint) and with a manifest, so `db backups`, the dashboard and
-                # recovery treat it like any other verified backup.
+                # recovery treat it like any other verified backup. Imported here: an open
+                # with nothing pending takes none (issue 22 §7).
+                from bastion.store.backup import create_backup
+
                 create_backup(self.db, backups_dir, to=backup)
                 backups.append(backup)
                 _rotate(backups_dir, ns.name, self.keep)
