@@ -42,7 +42,7 @@ import pydantic
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from bastion.api.app import create_app
+from bastion.api.app import create_app, load_routers
 from bastion.api.deferred_route import is_built
 from bastion.app import Home
 from bastion.config import load_config
@@ -72,6 +72,8 @@ def models_in(annotation):
 home = tempfile.mkdtemp()
 with Home.init(load_config(home, env={})) as h:
     app = create_app(h, port=8080, token=TOKEN)
+    # The routers imported on first use (bastion/api/lazy_router.py) too: declared, not built.
+    load_routers(app)
     client = TestClient(app, base_url="http://127.0.0.1:8080")
     auth = {"Authorization": "Bearer " + TOKEN}
     routes = list(api_routes(app.routes))

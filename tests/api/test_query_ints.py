@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bastion.api.app import load_routers
 from bastion.api.ints import _StrictInt, int_problem, read_int
 
 #: Accepted today by the lax reading (each was a 200), or by int() for a header.
@@ -44,6 +45,7 @@ def _is_int(annotation: Any) -> bool:
 
 
 def int_params(app: FastAPI) -> list[tuple[APIRoute, Any]]:
+    load_routers(app)  # the routers loaded on first use too (bastion/api/lazy_router.py)
     found = []
     for route in _routes(app.routes):
         for dep in _dependants(route.dependant):

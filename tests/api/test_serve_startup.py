@@ -47,6 +47,21 @@ LAZY = (
     "bastion.store.retention",
     # A configuration diff's, not the recording of a version's.
     "difflib",
+    # Started right after the handshake (bastion.api.supervision, api/server.py's
+    # _after_handshake): the supervisor (its open, the history of bastion.toml, the services'
+    # spawns) and the WAL archiver; ~50 ms of the start before.
+    "bastion.supervisor.supervisor",
+    "bastion.supervisor.run",
+    "bastion.supervisor.spec",
+    "bastion.supervisor.catalog",
+    "bastion.config_history",
+    "bastion.store.archive.archiver",
+    "bastion.store.archive.batch",
+    # The routers loaded on their first request (bastion/api/lazy_router.py).
+    "bastion.api.routes.secrets",
+    "bastion.api.routes.logs",
+    "bastion.api.routes.services",
+    "bastion.api.dashboard.data",
 )
 
 WRAPPER = """
@@ -98,7 +113,7 @@ def test_handshake_then_api_and_nothing_lazy_loaded_before_it(tmp_path: Path) ->
 
         at_handshake = json.loads(modules_file.read_text())
         loaded = set(at_handshake["modules"])
-        assert "bastion.api.routes.secrets" in loaded  # the note is of the real daemon
+        assert "bastion.api.routes.system" in loaded  # the note is of the real daemon
         assert "fastapi" in loaded
         early = sorted(
             name for name in loaded if any(name == m or name.startswith(m + ".") for m in LAZY)
@@ -130,5 +145,34 @@ def test_handshake_then_api_and_nothing_lazy_loaded_before_it(tmp_path: Path) ->
             )
             head = sock.recv(65536).split(b"\r\n", 1)[0]
         assert head == b"HTTP/1.1 401 Unauthorized", head
+    finally:
+        assert daemon.terminate() == 0, daemon.log()
+
+
+def test_services_are_started_after_the_handshake_and_waited_for(tmp_path: Path) -> None:
+    # The supervisor starts once the line is out; a request that needs it meanwhile waits
+    # for its start, so the first answers count the home's services, never none.
+    from bastion.app import Home
+    from bastion.config import load_config
+    from bastion.demo import seed_services
+
+    home = tmp_path / "home"
+    cfg = load_config(home, env={})
+    Home.init(cfg).close()
+    seed_services(cfg, python=sys.executable, worker_interval=0.2)
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(WRAPPER)
+    modules_file = tmp_path / "modules.txt"
+    daemon = RunningDaemon(home, program=[sys.executable, str(wrapper), str(modules_file)])
+    try:
+        status, body = _get(daemon, "/v1/status")
+        assert status == 200
+        services = json.loads(body)["services"]
+        assert services["supervised"] is True
+        assert services["total"] == 2
+        loaded = set(json.loads(modules_file.read_text())["modules"])
+        assert "bastion.supervisor.supervisor" not in loaded  # the start was after the line
+        status, body = _get(daemon, "/v1/services")
+        assert [s["name"] for s in json.loads(body)["items"]] == ["demo-echo", "demo-worker"]
     finally:
         assert daemon.terminate() == 0, daemon.log()

@@ -20,7 +20,7 @@ import importlib.util
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI
 from starlette.types import Scope
@@ -28,13 +28,14 @@ from starlette.types import Scope
 from bastion.__about__ import __api_version__, __version__
 from bastion.api import fastapi_v1
 from bastion.api.errors import ErrorBoundary, install_error_handlers
+from bastion.api.lazy_router import LazyRouter
 from bastion.api.models import ErrorBody
 from bastion.api.security import SecurityMiddleware, SecurityPolicy
 from bastion.api.state import DaemonState
 from bastion.app import Home
 from bastion.scheduler import Scheduler
 
-__all__ = ["ROUTERS", "create_app", "declare_routes"]
+__all__ = ["LAZY_ROUTERS", "ROUTERS", "create_app", "declare_routes", "load_routers"]
 
 # Before any route is declared (every route module is under bastion.api, whose __init__
 # imports this module first): FastAPI's check for pydantic.v1 models without importing it.
@@ -44,6 +45,16 @@ log = logging.getLogger("bastion.api")
 
 #: The routers ``create_app`` includes: "module" under ``bastion.api.routes``.
 ROUTERS = ("system", "settings", "secrets", "logs", "services")
+
+#: The routers whose module is imported on the first request under their paths (``LazyRouter``,
+#: bastion/api/lazy_router.py), with those paths; the others' modules are imported with the
+#: app (``/health`` and ``/v1/status``, and the settings' hot reads, are what an app asks
+#: first). Every route a module declares must be under one of its paths (a test checks).
+LAZY_ROUTERS: dict[str, tuple[str, ...]] = {
+    "secrets": ("/v1/secrets",),
+    "logs": ("/v1/logs", "/v1/events", "/v1/activity"),
+    "services": ("/v1/services",),
+}
 
 _ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorBody, "description": what}
@@ -74,7 +85,8 @@ bearer token. Booleans are JSON `true`/`false` only. Errors are `{code, message,
 
 
 def declare_routes(*, dashboard: bool = True, metrics: bool = True) -> None:
-    """Import the route modules (and the dashboard's): their routes are declared and their
+    """Import the route modules (and the dashboard's) that are not loaded on first use
+    (``LAZY_ROUTERS``): their routes are declared and their
     models created as they are imported -- most of ``create_app``'s work, none of which needs
     the home (FastAPI's analysis of each route waits for its router's first request:
     bastion/api/deferred_route.py). ``bastion serve`` calls this before it waits for the
@@ -82,7 +94,8 @@ def declare_routes(*, dashboard: bool = True, metrics: bool = True) -> None:
     other core, instead of after (issue 22 §7). ``create_app`` then finds the modules
     imported. A dashboard that cannot be imported is left to ``create_app`` to report."""
     for name in ROUTERS:
-        importlib.import_module(f"bastion.api.routes.{name}")
+        if name not in LAZY_ROUTERS:
+            importlib.import_module(f"bastion.api.routes.{name}")
     if metrics:  # GET /metrics and the dashboard's series of its figures (metrics.install)
         importlib.import_module("bastion.api.metrics")
         importlib.import_module("bastion.api.metrics_series")
@@ -102,13 +115,14 @@ def create_app(
     state: DaemonState | None = None,
     extra_hosts: tuple[str, ...] = (),
     dashboard: bool = True,
-    supervise: bool = False,
+    supervise: bool | Literal["after-listening"] = False,
 ) -> FastAPI:
     """Build the API for ``home`` served on ``port`` (the Host check needs the real port).
 
     ``dashboard=False`` serves the API alone (the dashboard is optional; its own tests cover it).
-    ``supervise=True`` runs the supervisor in the app's lifespan (what ``bastion serve`` does);
-    without it the service-control routes answer 503.
+    ``supervise=True`` runs the supervisor in the app's lifespan; ``"after-listening"`` (what
+    ``bastion serve`` passes) starts it once ``state.listening`` is set, after the server's
+    handshake (bastion.api.supervision); without either the service-control routes answer 503.
     """
     cfg = home.config
     if token is None:
@@ -120,7 +134,7 @@ def create_app(
     if supervise:
         from bastion.api.supervision import supervisor_lifespan
 
-        lifespan = supervisor_lifespan(state)
+        lifespan = supervisor_lifespan(state, after_listening=supervise == "after-listening")
     app = FastAPI(
         lifespan=lifespan,
         title="bastion",
@@ -138,8 +152,11 @@ def create_app(
     app.state.daemon = state
     install_error_handlers(app)
     for name in ROUTERS:
-        module = importlib.import_module(f"bastion.api.routes.{name}")
-        app.include_router(module.router)
+        module_name = f"bastion.api.routes.{name}"
+        if name in LAZY_ROUTERS:
+            app.include_router(LazyRouter(module_name, LAZY_ROUTERS[name]))
+        else:
+            app.include_router(importlib.import_module(module_name).router)
     # Hot reads as plain Starlette routes, matched first (see routes/settings.fast_routes).
     from bastion.api.routes.settings import fast_routes
 
@@ -178,6 +195,15 @@ def create_app(
     return app
 
 
+def load_routers(app: FastAPI) -> None:
+    """Import every lazily loaded router of ``app`` now (``LAZY_ROUTERS``): for what reads
+    the whole route table (the OpenAPI document; a test walking ``app.routes``)."""
+    for route in app.router.routes:
+        router = getattr(route, "original_router", None)
+        if isinstance(router, LazyRouter):
+            router.load()
+
+
 def _dashboard_mount() -> Callable[..., object] | None:
     if importlib.util.find_spec("bastion.api.dashboard") is None:
         return None
@@ -199,6 +225,7 @@ def _document_security(app: FastAPI, public_paths: frozenset[str]) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
+        load_routers(app)  # the document names every route
         schema = build()  # caches it on the app; completed here in place
         components = schema.setdefault("components", {})
         components.setdefault("securitySchemes", {})["bearer"] = {

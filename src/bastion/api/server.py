@@ -6,11 +6,12 @@ Start-up, in this order (each step's failure leaves nothing behind):
 2. take the single-instance lock in ``run/`` (a second daemon fails naming the first one's
    pid and port; a lock left by a killed daemon is free, and its stale handshake removed);
 3. bind 127.0.0.1 (and ::1 on the same port where IPv6 exists); port 0 picks a free port;
-4. start the scheduler (and the supervisor, which auto-starts enabled services);
-   connections are served under a request deadline and a per-client cap
+4. serve: connections are served under a request deadline and a per-client cap
    (:mod:`bastion.api.connections`);
 5. once uvicorn listens: write ``run/daemon.json`` atomically (0600) and print the same JSON
-   as the first line of stdout, so the app that spawned the daemon knows where it is.
+   as the first line of stdout, so the app that spawned the daemon knows where it is;
+6. then start the supervisor, which auto-starts enabled services (what needs it waits for
+   it meanwhile: :mod:`bastion.api.supervision`), the WAL archiver and the scheduler.
 
 The cyclic garbage collector may be paused by the caller for the start (``bastion serve``
 does; ``ServeOptions.gc_paused``): it resumes right after the handshake, with the start's
@@ -48,6 +49,7 @@ import uvicorn.server
 
 from bastion.__about__ import __api_version__, __version__
 from bastion._lockfile import LockFile
+from bastion._platform.signals import on_stop_signals
 from bastion._time import rfc3339
 from bastion.api.app import create_app, declare_routes
 from bastion.api.connections import ConnectionGuard, ConnectionLimits, guarded_protocol
@@ -70,7 +72,6 @@ from bastion.runfiles import (
 )
 from bastion.scheduler import Job, Scheduler
 from bastion.supervisor import ownership
-from bastion.supervisor._platform import on_stop_signals
 
 __all__ = ["ServeOptions", "bind_sockets", "http_protocol", "is_loopback", "serve"]
 
@@ -243,6 +244,24 @@ def start_archiving(home: Home) -> None:
             home.events.emit("archive.failed", "bastion", {"error": err.to_dict()})
 
 
+async def _after_handshake(home: Home, scheduler: Scheduler) -> None:
+    """What the daemon starts once its handshake is out (issue 22 §7), beside the
+    supervisor's start: the WAL archiver (``[archive]``) and the scheduler's thread. Neither
+    is needed to answer a request; both loaded modules and started threads on the path of the
+    app waiting for the daemon's line.
+
+    The archiver holds its place in the WAL from its first pass on: what is committed before
+    (by this daemon's first requests, as by any process while no daemon ran) is in the WAL,
+    and its start continues the archive from there or proves that it cannot and begins a new
+    generation (bastion.store.archive.archiver)."""
+    if home.config.archive.enabled:
+        try:
+            await asyncio.to_thread(start_archiving, home)
+        except Exception:  # a bug, not a refusal (start_archiving reports those): said, not fatal
+            log.exception("WAL archiving is off: its start failed")
+    scheduler.start()
+
+
 def build_scheduler(home: Home) -> Scheduler:
     """The daemon's periodic jobs (:func:`bastion.maintenance.maintenance_jobs`): backups of
     ``bastion.db`` and ``vault.db``, retention and integrity checks, on their configured
@@ -413,15 +432,20 @@ def _run(
     port = int(sockets[0].getsockname()[1])
     hosts = tuple(s.getsockname()[0] for s in sockets)
     scheduler = build_scheduler(home)
-    if cfg.archive.enabled:
-        start_archiving(home)
     state = DaemonState(home=home, port=port, scheduler=scheduler, supervisor_lock=owner)
     extra_hosts = () if is_loopback(host) else (host,)
-    # supervise=True: the app's lifespan opens the supervisor (auto-starting services) before
-    # the sockets accept anything, and stops the services after they stop accepting.
+    # The supervisor (auto-starting services) starts once the handshake is out, and the app's
+    # lifespan stops the services after the sockets stop accepting (bastion.api.supervision).
     app = create_app(
-        home, port=port, token=token, state=state, extra_hosts=extra_hosts, supervise=True
+        home,
+        port=port,
+        token=token,
+        state=state,
+        extra_hosts=extra_hosts,
+        supervise="after-listening",
     )
+
+    late: list[asyncio.Task[None]] = []
 
     def on_listening() -> None:
         handshake = Handshake(
@@ -458,6 +482,13 @@ def _run(
             with contextlib.suppress(OSError):
                 sys.stderr.write("".join(line + "\n" for line in lines))
                 sys.stderr.flush()
+        if state.listening is not None:
+            state.listening.set()  # the supervisor's start (bastion.api.supervision)
+        late.append(
+            asyncio.get_running_loop().create_task(
+                _after_handshake(home, scheduler), name="after-handshake"
+            )
+        )
         if options.gc_paused:
             # Resumed here, once: the objects of the start (the imports, the routes, the
             # open home) are in the permanent generation, so no collection of the daemon's
@@ -507,10 +538,11 @@ def _run(
 
             watch = loop.create_task(watch_parent(parent_gone), name="parent-watch")
         try:
-            scheduler.start()
             await server.serve(sockets=sockets)
         finally:
             state.stopping = True
+            # A start on a thread cannot be cancelled: it ends before what it started stops.
+            await asyncio.gather(*late, return_exceptions=True)
             # Normally the app's lifespan has stopped the services already; after a forced
             # exit it has not, and they must not outlive the daemon.
             await stop_supervisor(state)

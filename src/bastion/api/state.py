@@ -6,9 +6,11 @@ client and the real server each build their own through ``create_app``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -18,8 +20,12 @@ from bastion.api.security import Counters
 from bastion.app import Home
 from bastion.errors import DaemonUnreachable
 from bastion.scheduler import Scheduler
-from bastion.supervisor import Supervisor
-from bastion.supervisor.catalog import ServiceCatalog
+
+if TYPE_CHECKING:
+    # Loaded by the supervisor's start (bastion.api.supervision), which `bastion serve` runs
+    # after its handshake: the daemon's start does not import the supervisor (issue 22 §7).
+    from bastion.supervisor import Supervisor
+    from bastion.supervisor.catalog import ServiceCatalog
 
 __all__ = ["DaemonState", "get_state", "request_actor"]
 
@@ -38,11 +44,28 @@ class DaemonState:
     stopping: bool = False
     #: The running supervisor (opened in the app's lifespan when ``create_app(supervise=True)``).
     supervisor: Supervisor | None = None
+    #: The supervisor's start while it runs (``bastion serve`` starts it right after its
+    #: handshake): what needs the supervisor waits for it, and a start that failed raises its
+    #: error there. None when nothing starts one.
+    supervisor_start: asyncio.Task[None] | None = None
+    #: Set by ``bastion serve`` once its handshake is out: the supervisor's start waits for
+    #: it (``create_app(supervise="after-listening")``).
+    listening: asyncio.Event | None = None
+    #: Records ``bastion.toml`` into the configuration history while the daemon runs.
+    config_follower: asyncio.Task[None] | None = None
     #: Keeps the supervisor in step with services/ (set with ``supervisor``).
     catalog: ServiceCatalog | None = None
     #: The supervisor lock ``bastion serve`` took before its server started (None: the
     #: supervisor takes it at ``open``); the supervisor releases it at ``close``.
     supervisor_lock: LockFile | None = None
+
+    async def started(self) -> None:
+        """Wait for the supervisor's start, if one is under way; raise the error it failed
+        with, if it did. Without a start (an app without supervision) return at once."""
+        start = self.supervisor_start
+        if start is not None:
+            # shield: a request that goes away (its client closed) must not cancel the start.
+            await asyncio.shield(start)
 
     def require_supervisor(self) -> Supervisor:
         if self.supervisor is None:
@@ -56,10 +79,16 @@ class DaemonState:
     async def synced_supervisor(self) -> Supervisor:
         """The supervisor, after picking up any change to services/ not yet applied, so an
         answer naming services matches the files (what the CLI reads) at this moment."""
+        await self.started()
         supervisor = self.require_supervisor()
         if self.catalog is not None:
             await self.catalog.sync()
         return supervisor
+
+    async def started_catalog(self) -> ServiceCatalog:
+        """The catalog, once the supervisor's start is over (see :meth:`require_catalog`)."""
+        await self.started()
+        return self.require_catalog()
 
     def require_catalog(self) -> ServiceCatalog:
         self.require_supervisor()

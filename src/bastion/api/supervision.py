@@ -2,9 +2,20 @@
 step with the folder while it runs.
 
 The supervisor is asyncio code, so it lives on the server's event loop: ``create_app(...,
-supervise=True)`` opens it in the app's lifespan (auto-starting enabled services) and
+supervise=True)`` starts it from the app's lifespan (auto-starting enabled services) and
 closes it when the server shuts down, *after* uvicorn has stopped accepting connections and
-before the databases close. ``vault`` and ``supervisor`` never import each other; this
+before the databases close.
+
+``bastion serve`` starts it right *after* its handshake (``supervise="after-listening"``;
+issue 22 §7): the supervisor's modules, its open (the journal, the orphan sweep) and the
+services' spawns are not on the path of the app waiting for the daemon's line. Meanwhile
+the API answers; what needs the supervisor -- the service routes, ``GET /v1/status``'s
+services summary -- waits for the start to end (``DaemonState.started``). A start that
+fails is logged and recorded as a ``supervisor.failed`` event; the daemon keeps serving the
+vault and the store, and each service route answers that error (the same stand as for an
+invalid spec file: services do not keep the vault an app needs down). An app's in-process
+``create_app(supervise=True)`` has no handshake: its lifespan waits for the start, and a
+failed start fails the lifespan, as before. ``vault`` and ``supervisor`` never import each other; this
 module runs what ``bastion.app`` wires (``Home.supervisor``, ``VaultSecrets``).
 
 The daemon starts with the valid spec files; an invalid one does not keep the daemon (and
@@ -29,12 +40,11 @@ from fastapi import FastAPI
 from bastion._lockfile import LockFile
 from bastion.api.state import DaemonState
 from bastion.app import Home
-from bastion.supervisor import Supervisor
-from bastion.supervisor.catalog import ServiceCatalog
-from bastion.supervisor.spec import validate_dir
 
 if TYPE_CHECKING:
     from bastion.domains.confighistory import ConfigVersion
+    from bastion.supervisor import Supervisor
+    from bastion.supervisor.catalog import ServiceCatalog
 
 __all__ = ["build_supervisor", "follow_config_file", "stop_supervisor", "supervisor_lifespan"]
 
@@ -51,6 +61,8 @@ def build_supervisor(
     catalog that keeps it in step with ``services/``; ``owner``: the supervisor lock, when
     the daemon took it already."""
     from bastion.domains.confighistory import ConfigHistoryRepo
+    from bastion.supervisor.catalog import ServiceCatalog
+    from bastion.supervisor.spec import validate_dir
 
     cfg = home.config
     good, _bad = validate_dir(cfg.services_dir)  # the catalog's first reload reports _bad
@@ -151,13 +163,46 @@ async def _config_event(home: Home, kind: str, data: dict[str, Any]) -> None:
         log.warning("could not record the event %s: %s", kind, err.message)
 
 
+#: ``create_app(supervise=...)``: start the supervisor in the lifespan (True) or once the
+#: server listens (``"after-listening"``: ``bastion serve``, which sets ``DaemonState.listening``).
+AFTER_LISTENING = "after-listening"
+
+
 def supervisor_lifespan(
-    state: DaemonState,
+    state: DaemonState, *, after_listening: bool = False
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
-    """The app lifespan that runs the supervisor for as long as the server runs."""
+    """The app lifespan that runs the supervisor for as long as the server runs. With
+    ``after_listening`` the supervisor starts once ``state.listening`` is set (the server's
+    handshake is out) instead of before the lifespan's start returns."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        gate: asyncio.Event | None = None
+        if after_listening:
+            gate = state.listening = asyncio.Event()
+        start = loop.create_task(_start(state, gate), name="supervisor-start")
+        state.supervisor_start = start
+        try:
+            if gate is None:
+                await start  # in-process: the lifespan's start is the supervisor's, as before
+            yield
+        finally:
+            start.cancel()
+            await asyncio.gather(start, return_exceptions=True)
+            await stop_supervisor(state)
+
+    return lifespan
+
+
+async def _start(state: DaemonState, gate: asyncio.Event | None) -> None:
+    """Open the supervisor, start the configuration history's follower, reload the catalog
+    and auto-start the enabled services; after ``gate`` is set, when there is one. A failure
+    after the handshake is logged and recorded here (and raised to whoever awaits the start:
+    the service routes)."""
+    if gate is not None:
+        await gate.wait()
+    try:
         supervisor, catalog = await asyncio.to_thread(
             build_supervisor, state.home, state.supervisor_lock
         )
@@ -166,30 +211,47 @@ def supervisor_lifespan(
             log.warning("ended orphan pid %d left by a previous daemon", rec.pid)
         state.supervisor = supervisor
         state.catalog = catalog
-        config_task = asyncio.get_running_loop().create_task(
+        state.config_follower = asyncio.get_running_loop().create_task(
             follow_config_file(state.home), name="config-history"
         )
-        try:
-            # The first reload registers nothing new (the specs above are the folder); it
-            # reports invalid files and starts the watch. Autostart, with OPEN breakers
-            # resumed rather than reset, is start_all's.
-            await catalog.start(autostart=False)
-            if state.home.config.supervisor.autostart:
-                await supervisor.start_all()
-            yield
-        finally:
-            config_task.cancel()
-            await asyncio.gather(config_task, return_exceptions=True)
-            await stop_supervisor(state)
+        # The first reload registers nothing new (the specs above are the folder); it
+        # reports invalid files and starts the watch. Autostart, with OPEN breakers
+        # resumed rather than reset, is start_all's.
+        await catalog.start(autostart=False)
+        if state.home.config.supervisor.autostart:
+            await supervisor.start_all()
+    except asyncio.CancelledError:
+        raise
+    except BaseException as err:
+        if gate is not None:
+            await _start_failed(state, err)
+        raise
 
-    return lifespan
+
+async def _start_failed(state: DaemonState, err: BaseException) -> None:
+    """Say why the supervisor did not start: the daemon's log, and an event (what the app
+    that spawned the daemon, which does not read the log, and the dashboard see)."""
+    from bastion.errors import BastionError
+
+    if isinstance(err, BastionError):
+        log.error("the supervisor did not start: %s. %s", err.message, err.hint or "")
+        data: dict[str, Any] = {"error": err.to_dict()}
+    else:
+        log.error("the supervisor did not start", exc_info=err)
+        data = {"error": {"code": "internal", "message": type(err).__name__, "hint": ""}}
+    with contextlib.suppress(BastionError):
+        await asyncio.to_thread(state.home.events.emit, "supervisor.failed", "supervisor", data)
 
 
 async def stop_supervisor(state: DaemonState) -> None:
     """Stop every service (each by its stop policy) and flush; once, whoever calls first."""
     supervisor, state.supervisor = state.supervisor, None
     catalog, state.catalog = state.catalog, None
+    follower, state.config_follower = state.config_follower, None
     state.stopping = True
+    if follower is not None:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
     if catalog is not None:
         await catalog.close()
     if supervisor is None:

@@ -24,15 +24,13 @@ anything but the daemon.
 import dataclasses
 import importlib.resources
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel
 from starlette.types import Scope
 
-from bastion.api.dashboard.data import BackupJobs
-from bastion.api.dashboard.data import router as data_router
 from bastion.api.dashboard.sessions import (
     CSRF_HEADER,
     LOGIN_CODE_TTL_S,
@@ -42,12 +40,19 @@ from bastion.api.dashboard.sessions import (
     mint_login_code,
 )
 from bastion.api.deferred_route import DeferredAPIRoute
+from bastion.api.lazy_router import LazyRouter
 from bastion.api.models import RESPONSE_CONFIG
 from bastion.errors import Unauthorized
+
+if TYPE_CHECKING:
+    from bastion.api.dashboard.data import BackupJobs
 
 __all__ = ["STATIC_PREFIX", "Dashboard", "MountHooks", "mount"]
 
 STATIC_PREFIX = "/dashboard/static/"
+#: The paths of the data routes (bastion/api/dashboard/data.py), which load with the first
+#: request under them; every one of its routes is under them (tests/api/test_lazy_router.py).
+DATA_PATHS = ("/v1/dashboard",)
 #: The only files served from ``static/`` (name -> media type): no path ever reaches the disk.
 _ASSETS = {
     "app.css": "text/css; charset=utf-8",
@@ -93,7 +98,18 @@ class Dashboard:
     codes: LoginCodes
     sessions: Sessions
     assets: dict[str, bytes]
-    backups: BackupJobs = dataclasses.field(default_factory=BackupJobs)
+    _backups: Any = dataclasses.field(default=None, init=False, repr=False)
+
+    @property
+    def backups(self) -> "BackupJobs":
+        """The page's "back up now" job (made with the first request for it: its module
+        is the data router's, loaded on its first request)."""
+        if self._backups is None:
+            from bastion.api.dashboard.data import BackupJobs
+
+            self._backups = BackupJobs()
+        jobs: BackupJobs = self._backups
+        return jobs
 
     @classmethod
     def create(cls, *, port: int, token: str, own_origins: frozenset[str]) -> "Dashboard":
@@ -240,7 +256,9 @@ def mount(app: FastAPI, *, token: str) -> MountHooks:
     dashboard = Dashboard.create(port=port, token=token, own_origins=own)
     app.state.dashboard = dashboard
     app.include_router(router)
-    app.include_router(data_router)
+    # The data routes (backups, checks, size samples: the Database view's) load with their
+    # first request, not with the daemon (bastion/api/lazy_router.py; issue 22 §7).
+    app.include_router(LazyRouter("bastion.api.dashboard.data", DATA_PATHS))
     return MountHooks(
         public_paths=frozenset({"/", "/login", "/favicon.ico"}),
         public_prefixes=(STATIC_PREFIX,),

@@ -17,7 +17,7 @@ reloads; every answer that names services first picks up edits not yet applied
 import dataclasses
 import functools
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -41,8 +41,12 @@ from bastion.api.routes.logs import (
 from bastion.api.state import DaemonState, get_state, request_actor
 from bastion.domains.activity import ActivityRepo
 from bastion.errors import ServiceSpecError
-from bastion.supervisor import ServiceStatus
-from bastion.supervisor.catalog import ReloadReport
+
+if TYPE_CHECKING:
+    # Only annotations here (quoted): the supervisor is loaded by its start, after the
+    # daemon's handshake (bastion.api.supervision; issue 22 §7).
+    from bastion.supervisor import ServiceStatus
+    from bastion.supervisor.catalog import ReloadReport
 
 __all__ = ["router"]
 
@@ -84,7 +88,7 @@ class ServiceOut(_Model):
     probes: list[ProbeOut]
 
     @classmethod
-    def of(cls, s: ServiceStatus) -> "ServiceOut":
+    def of(cls, s: "ServiceStatus") -> "ServiceOut":
         return cls(**s.to_dict())
 
 
@@ -131,7 +135,7 @@ class ReloadOut(_Model):
     problems: list[ProblemOut]
 
     @classmethod
-    def of(cls, report: ReloadReport) -> "ReloadOut":
+    def of(cls, report: "ReloadReport") -> "ReloadOut":
         return cls(**report.to_dict())
 
 
@@ -147,7 +151,7 @@ async def service_problems(state: State) -> Page[ProblemOut]:
 async def reload_services(state: State) -> ReloadOut:
     """Read services/ again now: add, restart (process fields changed), update in place,
     remove; invalid files are reported and their running versions keep running."""
-    report = await state.require_catalog().reload()
+    report = await (await state.started_catalog()).reload()
     await _record(state, "service.reload", "services", {"problems": len(report.problems)})
     return ReloadOut.of(report)
 
@@ -186,7 +190,7 @@ async def put_service(
     """Declare or replace a service: the spec is checked by the same code as a TOML file,
     written to services/<name>.toml atomically, and applied (a new service starts if its
     spec says autostart; a changed one restarts only if its process fields changed)."""
-    catalog = state.require_catalog()
+    catalog = await state.started_catalog()
     try:
         created, report = await catalog.put(name, spec)
     except ServiceSpecError as err:
@@ -252,7 +256,7 @@ def _without_foreign_keys(err: ServiceSpecError) -> ServiceSpecError:
 @router.delete("/{name}", response_model=ReloadOut)
 async def delete_service(state: State, name: ServiceName) -> ReloadOut:
     """Remove services/<name>.toml: the service is stopped and forgotten."""
-    report = await state.require_catalog().delete(name)
+    report = await (await state.started_catalog()).delete(name)
     await _record(state, "service.delete", name, {})
     return ReloadOut.of(report)
 

@@ -30,6 +30,7 @@ from bastion.api.models import (
     Status,
 )
 from bastion.api.state import DaemonState, get_state
+from bastion.errors import BastionError
 from bastion.store import ReadTx
 from bastion.store.stats import check_rows, foreign_key_rows, fts5_after
 
@@ -57,7 +58,14 @@ router.add_api_route(
 )
 
 
-def services_summary(state: DaemonState) -> dict[str, Any]:
+async def services_summary(state: DaemonState) -> dict[str, Any]:
+    try:
+        # The daemon starts its supervisor right after its handshake: a summary asked for
+        # meanwhile waits for it, so it counts the services rather than none.
+        await state.started()
+    except Exception as err:  # the start failed: said here, the rest of the status stands
+        error = err.to_dict() if isinstance(err, BastionError) else {"code": "internal"}
+        return {"supervised": False, "total": 0, "by_state": {}, "error": error}
     if state.supervisor is None:
         return {"supervised": False, "total": 0, "by_state": {}}
     counts: dict[str, int] = {}
@@ -99,7 +107,7 @@ async def status(state: State) -> Status:
             "backend": home.config.vault.backend,
             "reveal_enabled": home.config.vault.allow_reveal,
         },
-        services=services_summary(state),
+        services=await services_summary(state),
         jobs=jobs,
         requests=RequestCounters(handled=counters.handled, rejected=dict(counters.rejected)),
     )

@@ -257,10 +257,21 @@ class Archiver:
         except BaseException:
             self._give_back()
             raise
-        writer = self.db._driver_connection()
-        set_persist_wal(writer)
-        writer.set_wal_hook(self._on_commit)  # replaces SQLite's autocheckpoint hook
-        self.db._wal_owner = self
+
+        def take_over(_tx: WriteTx) -> None:
+            writer = self.db._driver_connection()
+            set_persist_wal(writer)
+            writer.set_wal_hook(self._on_commit)  # replaces SQLite's autocheckpoint hook
+            self.db._wal_owner = self
+
+        try:
+            # As a unit of the writer's: the daemon starts its archiver after its handshake,
+            # when requests may be writing, and the writer connection is used by one thread
+            # at a time (apsw refuses two).
+            self.db.run_outside_transaction(take_over)
+        except BaseException:
+            self._give_back()
+            raise
         try:
             # The first pass now: from here on no frame can leave the WAL unarchived. The
             # base snapshot a new generation needs follows on the thread.
@@ -293,10 +304,15 @@ class Archiver:
     def _give_back(self) -> None:
         """Checkpoints back to SQLite; the archiver's connections closed."""
         if not self.db.closed:
-            writer = self.db._driver_connection()
-            with contextlib.suppress(apsw.Error):
+
+            def give_back(_tx: WriteTx) -> None:
+                writer = self.db._driver_connection()
                 writer.set_wal_hook(None)
                 writer.wal_autocheckpoint(1000)  # SQLite's default hook, back in place
+
+            # A writer's unit, as the take-over in start(): requests may be writing.
+            with contextlib.suppress(apsw.Error, BastionError):
+                self.db.run_outside_transaction(give_back)
         self.db._wal_owner = None
         self._end_read()
         for conn in (self._reader, self._checkpointer):

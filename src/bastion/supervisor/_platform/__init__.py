@@ -31,8 +31,8 @@ from __future__ import annotations
 import sys
 
 from bastion._platform import PORTABLE
+from bastion._platform.signals import STOP_SIGNALS, on_stop_signals
 from bastion.supervisor._platform.base import Cgroups, Group, ProcRecord, home_tag
-from bastion.supervisor._platform.signals import STOP_SIGNALS, on_stop_signals
 
 if sys.platform == "win32":
     from bastion.supervisor._platform.windows import (

@@ -5,6 +5,10 @@ raises ``NotImplementedError``. There a plain ``signal.signal`` handler (Ctrl+C 
 ``SIGINT``, Ctrl+Break -- what a Windows supervisor sends a child to stop it -- is
 ``SIGBREAK``) hands the signal to the loop thread-safely. Chosen by what the loop can do,
 not by the system's name.
+
+Here, beside the file-level differences, and not in the supervisor's ``_platform`` (which
+re-exports it): ``bastion serve`` installs these before its handshake, and loads nothing of
+the supervisor until after it (issue 22 §7).
 """
 
 from __future__ import annotations
