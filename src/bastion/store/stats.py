@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from bastion._fs import atomic_write, ensure_private_dir
 from bastion.errors import StoreCorrupt, StoreIOError
-from bastion.store.backup import backup_status, list_backups
 
 if TYPE_CHECKING:
     from bastion.config import Config
@@ -111,6 +110,10 @@ def db_stats(
         "last_check": None,
     }
     if backups_dir is not None:
+        # Here, not at the top: the system routes import this module, and the backup stack
+        # (snapshot copy, hashing) is not for the daemon's start to load (issue 22 §7).
+        from bastion.store.backup import backup_status, list_backups
+
         backups = list_backups(backups_dir, db.name, key=db._key)
         if backups:
             out["last_backup"] = backups[0].to_dict()
