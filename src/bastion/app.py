@@ -149,7 +149,8 @@ class Home:
         home = cls(config=cfg, db=db, recovery=recovery, app_namespaces=app_namespaces)
         if migrate:
             try:
-                home.migrator().migrate(home.namespaces())
+                if not home.migrations_current():
+                    home.migrator().migrate(home.namespaces())
             except BaseException:
                 db.close()
                 raise
@@ -161,15 +162,30 @@ class Home:
         """Migration namespaces of ``bastion.db``: ``core`` (the built-in tables), the
         supervisor's tables, the configuration history, then the app's own given to
         :meth:`open`."""
-        from bastion.domains import core_namespace
-        from bastion.domains.confighistory import config_history_namespace
-        from bastion.supervisor.migrations import supervisor_namespace
+        from bastion.store.migrations import Namespace
 
         return [
-            core_namespace(),
-            supervisor_namespace(),
-            config_history_namespace(),
+            *(Namespace.from_package(name, package) for name, package in _builtin_migrations()),
             *self.app_namespaces,
+        ]
+
+    def migrations_current(self) -> bool:
+        """Whether ``bastion.db``'s migration history is exactly what :meth:`namespaces`
+        declare (nothing pending, nothing the engine would refuse), read without the
+        migration engine: :meth:`open` runs the ``Migrator`` only when it is not (see
+        :mod:`bastion.store.migrate.current`). Read-only."""
+        from bastion.store.migrate.current import history_is_current
+
+        return history_is_current(self.db, self.declared_history())
+
+    def declared_history(self) -> list[tuple[str, dict[str, str]]]:
+        """Per namespace of :meth:`namespaces`, in order: its name and its migrations' ids
+        and checksums, read without declaring them (no migration engine)."""
+        from bastion.store.migrate.current import namespace_history, package_history
+
+        return [
+            *((name, package_history(package)) for name, package in _builtin_migrations()),
+            *((ns.name, namespace_history(ns)) for ns in self.app_namespaces),
         ]
 
     def migrator(self) -> Migrator:
@@ -362,6 +378,20 @@ class Home:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _builtin_migrations() -> list[tuple[str, str]]:
+    """bastion.db's own namespaces, in migration order: each one's name and the package of
+    its SQL files (what ``core_namespace()`` and its siblings declare)."""
+    from bastion.domains import CORE_MIGRATIONS, CORE_NAMESPACE
+    from bastion.domains.confighistory import CONFIG_HISTORY_MIGRATIONS, CONFIG_HISTORY_NAMESPACE
+    from bastion.supervisor.migrations import SUPERVISOR_MIGRATIONS, SUPERVISOR_NAMESPACE
+
+    return [
+        (CORE_NAMESPACE, CORE_MIGRATIONS),
+        (SUPERVISOR_NAMESPACE, SUPERVISOR_MIGRATIONS),
+        (CONFIG_HISTORY_NAMESPACE, CONFIG_HISTORY_MIGRATIONS),
+    ]
 
 
 def database_key(cfg: Config, path: Path) -> DatabaseKey | None:

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from bastion.store.migrations import Namespace
 
-__all__ = ["CORE_NAMESPACE", "core_namespace"]
+__all__ = ["CORE_MIGRATIONS", "CORE_NAMESPACE", "core_namespace"]
 
 CORE_NAMESPACE = "core"
+#: The package of ``core``'s SQL files.
+CORE_MIGRATIONS = "bastion.domains.migrations"
 
 
 def core_namespace() -> Namespace:
@@ -23,4 +25,4 @@ def core_namespace() -> Namespace:
     # Imported here: a one-shot read (`bastion settings get`) needs no migration engine.
     from bastion.store.migrations import Namespace
 
-    return Namespace.from_package(CORE_NAMESPACE, "bastion.domains.migrations")
+    return Namespace.from_package(CORE_NAMESPACE, CORE_MIGRATIONS)

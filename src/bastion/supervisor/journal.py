@@ -16,7 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from bastion.store import Database, WriteTx
-from bastion.supervisor.migrations import supervisor_namespace
+from bastion.supervisor.migrations import (
+    SUPERVISOR_MIGRATIONS,
+    SUPERVISOR_NAMESPACE,
+    supervisor_namespace,
+)
 from bastion.supervisor.policy import PolicyState
 from bastion.supervisor.process import ProcRecord
 from bastion.supervisor.states import BreakerState, ServiceState, check_transition
@@ -45,8 +49,19 @@ class Journal:
         self.db = db
 
     def migrate(self, backups_dir: Any = None) -> None:
-        """Apply pending ``core`` (logs, events) and ``supervisor`` migrations; idempotent."""
-        from bastion.domains import core_namespace
+        """Apply pending ``core`` (logs, events) and ``supervisor`` migrations; idempotent.
+        A history that is the code's already is read without the migration engine (see
+        :mod:`bastion.store.migrate.current`): the daemon's supervisor opens on a home its
+        open has just migrated."""
+        from bastion.domains import CORE_MIGRATIONS, CORE_NAMESPACE, core_namespace
+        from bastion.store.migrate.current import history_is_current, package_history
+
+        declared = [
+            (CORE_NAMESPACE, package_history(CORE_MIGRATIONS)),
+            (SUPERVISOR_NAMESPACE, package_history(SUPERVISOR_MIGRATIONS)),
+        ]
+        if history_is_current(self.db, declared):
+            return
         from bastion.store.migrations import Migrator
 
         Migrator(self.db, backups_dir=backups_dir).migrate(

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTHORS",
+    "CONFIG_HISTORY_MIGRATIONS",
     "CONFIG_HISTORY_NAMESPACE",
     "CONFIG_TARGET",
     "ConfigHistoryRepo",
@@ -35,12 +36,12 @@ __all__ = [
 ]
 
 CONFIG_HISTORY_NAMESPACE = "config_history"
+#: The package of the namespace's SQL files.
+CONFIG_HISTORY_MIGRATIONS = "bastion.domains.confighistory.migrations"
 
 
 def config_history_namespace() -> Namespace:
     """The ``config_history`` namespace: the ``config_versions`` table."""
     from bastion.store.migrations import Namespace
 
-    return Namespace.from_package(
-        CONFIG_HISTORY_NAMESPACE, "bastion.domains.confighistory.migrations"
-    )
+    return Namespace.from_package(CONFIG_HISTORY_NAMESPACE, CONFIG_HISTORY_MIGRATIONS)

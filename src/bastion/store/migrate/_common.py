@@ -1,4 +1,5 @@
-"""Shared pieces of the migration engine: names, id rules, statement splitting."""
+"""Shared pieces of the migration engine: names, id rules, a package's SQL files, statement
+splitting."""
 
 from __future__ import annotations
 
@@ -59,6 +60,57 @@ def checksum_text(text: str) -> str:
     """SHA-256 of ``text`` with line endings normalized (CRLF/CR -> LF)."""
     normalized = text.replace("\r\n", "\n").replace("\r", "\n")
     return hashlib.sha256(normalized.encode("utf-8")).hexdigest()
+
+
+def sql_directives(text: str, origin: str) -> set[str]:
+    """The ``-- bastion: ...`` directives of a migration's SQL; ValueError for one not known."""
+    words: set[str] = set()
+    for match in _DIRECTIVE.finditer(text):
+        words.update(w.strip() for w in re.split(r"[ ,]+", match.group("words")) if w.strip())
+    unknown = words - {"no-transaction", "foreign-keys-off"}
+    if unknown:
+        raise ValueError(
+            f"{origin}: unknown directive(s) {sorted(unknown)}; "
+            "known: no-transaction, foreign-keys-off"
+        )
+    return words
+
+
+def package_sql(package: str) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+    """The migrations of the importable package ``package`` (package data): per id, its
+    SQLite text and file name (``NNNN_name.sql``), and per id the PostgreSQL text of
+    ``NNNN_name.postgresql.sql`` where one is beside it. The one reading of a package's
+    files, for ``Namespace.from_package`` and for :mod:`bastion.store.migrate.current`.
+    ValueError for a file misnamed or a PostgreSQL text alone."""
+    import importlib.resources
+
+    root = importlib.resources.files(package)
+    texts: dict[str, tuple[str, str]] = {}
+    variants: dict[str, str] = {}
+    for entry in root.iterdir():
+        if not entry.name.endswith(".sql"):
+            continue
+        if entry.name.endswith(".postgresql.sql"):
+            base = entry.name.removesuffix(".postgresql.sql") + ".sql"
+            match = _FILE.match(base)
+            if match:
+                variants[match.group("id")] = entry.read_text(encoding="utf-8")
+                continue
+        match = _FILE.match(entry.name)
+        if not match:
+            raise ValueError(
+                f"{package}/{entry.name}: migration files are named NNNN_name.sql "
+                "(NNNN_name.postgresql.sql for PostgreSQL's text of one); rename it (or "
+                "move it out of the migrations package)"
+            )
+        texts[match.group("id")] = (entry.read_text(encoding="utf-8"), entry.name)
+    orphans = sorted(set(variants) - set(texts))
+    if orphans:
+        raise ValueError(
+            f"{package}: {', '.join(f'{o}.postgresql.sql' for o in orphans)} has no "
+            f"{orphans[0]}.sql beside it (the SQLite text every migration needs)"
+        )
+    return texts, variants
 
 
 def split_statements(sql: str) -> list[str]:

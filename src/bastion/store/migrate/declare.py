@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import importlib.resources
 import inspect
 import json
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bastion.store.engine import WriteTx
 from bastion.store.migrate._common import (
-    _DIRECTIVE,
     _FILE,
     _ID,
     _NAMESPACE,
     _quote,
     checksum_text,
+    package_sql,
+    sql_directives,
 )
 
 
@@ -148,15 +147,7 @@ class Migration:
                 f"{origin or id}: a SQL migration needs its SQLite text (text or sqlite=); "
                 "postgresql= alone would leave SQLite databases without the step"
             )
-        words: set[str] = set()
-        for match in _DIRECTIVE.finditer(text):
-            words.update(w.strip() for w in re.split(r"[ ,]+", match.group("words")) if w.strip())
-        unknown = words - {"no-transaction", "foreign-keys-off"}
-        if unknown:
-            raise ValueError(
-                f"{origin or id}: unknown directive(s) {sorted(unknown)}; "
-                "known: no-transaction, foreign-keys-off"
-            )
+        words = sql_directives(text, origin or id)
         return cls(
             id=id,
             checksum=checksum_text(text),
@@ -284,32 +275,7 @@ class Namespace:
 
         ``NNNN_name.postgresql.sql`` beside one is that migration's PostgreSQL text (see
         ``Migration.sql(..., postgresql=...)``), for where the engines' SQL differs."""
-        root = importlib.resources.files(package)
-        texts: dict[str, tuple[str, str]] = {}
-        variants: dict[str, str] = {}
-        for entry in root.iterdir():
-            if not entry.name.endswith(".sql"):
-                continue
-            if entry.name.endswith(".postgresql.sql"):
-                base = entry.name.removesuffix(".postgresql.sql") + ".sql"
-                match = _FILE.match(base)
-                if match:
-                    variants[match.group("id")] = entry.read_text(encoding="utf-8")
-                    continue
-            match = _FILE.match(entry.name)
-            if not match:
-                raise ValueError(
-                    f"{package}/{entry.name}: migration files are named NNNN_name.sql "
-                    "(NNNN_name.postgresql.sql for PostgreSQL's text of one); rename it (or "
-                    "move it out of the migrations package)"
-                )
-            texts[match.group("id")] = (entry.read_text(encoding="utf-8"), entry.name)
-        orphans = sorted(set(variants) - set(texts))
-        if orphans:
-            raise ValueError(
-                f"{package}: {', '.join(f'{o}.postgresql.sql' for o in orphans)} has no "
-                f"{orphans[0]}.sql beside it (the SQLite text every migration needs)"
-            )
+        texts, variants = package_sql(package)
         migrations = [
             Migration.sql(
                 id,

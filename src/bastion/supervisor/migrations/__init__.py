@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from bastion.store.migrations import Namespace
 
-__all__ = ["SUPERVISOR_NAMESPACE", "supervisor_namespace"]
+__all__ = ["SUPERVISOR_MIGRATIONS", "SUPERVISOR_NAMESPACE", "supervisor_namespace"]
 
 SUPERVISOR_NAMESPACE = "supervisor"
+#: The package of the namespace's SQL files: this one.
+SUPERVISOR_MIGRATIONS = __name__
 
 
 def supervisor_namespace() -> Namespace:
     """The ``supervisor`` namespace: services, starts, pids and breaker state."""
     from bastion.store.migrations import Namespace
 
-    return Namespace.from_package(SUPERVISOR_NAMESPACE, __name__)
+    return Namespace.from_package(SUPERVISOR_NAMESPACE, SUPERVISOR_MIGRATIONS)
