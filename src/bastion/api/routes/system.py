@@ -32,7 +32,6 @@ from bastion.api.models import (
 from bastion.api.state import DaemonState, get_state
 from bastion.errors import BastionError
 from bastion.store import ReadTx
-from bastion.store.stats import check_rows, foreign_key_rows, fts5_after
 
 __all__ = ["router"]
 
@@ -144,6 +143,10 @@ async def db_check(
     kind: Annotated[Literal["quick", "integrity", "foreign_keys"], Query()] = "quick",
 ) -> CheckResult:
     """Run `quick_check`, `integrity_check` or `foreign_key_check` (read-only)."""
+    # Here, not at the top: the daemon imports this router before its handshake, and the
+    # checks' module is for a check (issue 22 §7).
+    from bastion.store.stats import check_rows, foreign_key_rows, fts5_after
+
     sql = _CHECKS[kind]
 
     def run(tx: ReadTx) -> list[str]:
