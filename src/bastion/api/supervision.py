@@ -188,7 +188,11 @@ def supervisor_lifespan(
                 await start  # in-process: the lifespan's start is the supervisor's, as before
             yield
         finally:
-            start.cancel()
+            if gate is not None and not gate.is_set():
+                start.cancel()  # never began: the server stopped before it listened
+            # A start under way is waited for, not cancelled part-way through the
+            # supervisor's open or a spawn; one that has not begun yet sees the daemon
+            # stopping and starts nothing.
             await asyncio.gather(start, return_exceptions=True)
             await stop_supervisor(state)
 
@@ -202,6 +206,8 @@ async def _start(state: DaemonState, gate: asyncio.Event | None) -> None:
     the service routes)."""
     if gate is not None:
         await gate.wait()
+        if state.stopping:
+            return  # asked to stop right after the handshake: nothing to start
     try:
         supervisor, catalog = await asyncio.to_thread(
             build_supervisor, state.home, state.supervisor_lock
