@@ -424,6 +424,10 @@ class OpenCheckAhead:
     then, and a damaged file is refused or recovered exactly as by a check at the open.
     An encrypted home (``store.encryption = "required"``) is checked at the open instead:
     its key may have to be asked for, which is not for a thread to do.
+
+    The thread has a child interpreter run the check (``bastion.store.open_check_process``:
+    a check on a thread of the daemon slowed its imports, one in another process does not)
+    and takes its answer when the file is sound; anything else is checked again here.
     """
 
     def __init__(self, cfg: Config) -> None:
@@ -431,6 +435,9 @@ class OpenCheckAhead:
         self._cfg = cfg
         self._identity = _identity(cfg.db_path)
         self._outcome: tuple[Any, BaseException | None] = (None, None)
+        #: Where the check ran: "child" (a sound file, checked by a child interpreter: see
+        #: bastion.store.open_check_process), "thread" (in this process), or None (not run).
+        self.ran_in: str | None = None
         self._thread = threading.Thread(target=self._run, name="bastion-open-check", daemon=True)
         self._thread.start()
 
@@ -438,7 +445,13 @@ class OpenCheckAhead:
         if self._cfg.store.encryption == "required":
             return  # result() says None: the open checks, with the key
         try:
-            self._outcome = (_check_now(self._cfg, None), None)
+            check = _check_in_child(self._cfg)
+            if check is not None:
+                self.ran_in = "child"
+            else:
+                check = _check_now(self._cfg, None)
+                self.ran_in = "thread"
+            self._outcome = (check, None)
         except BaseException as err:  # re-raised in the caller's thread by result()
             self._outcome = (None, err)
 
@@ -460,6 +473,22 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+def _check_in_child(cfg: Config) -> Any:
+    """The check by a child interpreter when it found the file sound, else None (the caller
+    checks in this process, whose typed result is the one acted on)."""
+    from bastion.store import open_check_process
+
+    if not open_check_process.can_run():
+        return None
+    return open_check_process.check_in_child(
+        cfg.db_path,
+        cfg.store,
+        backups_dir=cfg.backups_dir,
+        db_name="bastion",
+        expected=expects(cfg.home, "bastion"),
+    )
 
 
 def _check_now(cfg: Config, key: DatabaseKey | None) -> Any:

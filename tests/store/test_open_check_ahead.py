@@ -224,3 +224,85 @@ def test_the_open_of_a_sound_home_loads_no_recovery_stack(
     assert "bastion.app" in loaded
     recovery_stack = {"bastion.store.recovery", "bastion.store.backup", "bastion.store._swap"}
     assert sorted(loaded & recovery_stack) == []
+
+
+# The check run by a child interpreter (bastion/store/open_check_process.py): taken only when
+# the child found the file sound; anything else is checked again in the daemon's process.
+
+
+@pytest.mark.plaintext_only(reason="an encrypted home's check is left to the open, keyed")
+def test_a_sound_file_is_checked_by_a_child_and_its_answer_taken(
+    tmp_path: Path, store_env: dict[str, str]
+) -> None:
+    cfg = _config(tmp_path, "refuse", store_env)
+    _home(cfg, rows=200)
+    ahead = OpenCheckAhead(cfg)
+    check = ahead.result(cfg)
+    assert check is not None
+    assert check.kind is CheckKind.OK
+    assert ahead.ran_in == "child"
+    with Home.open(cfg, precheck=ahead) as home:
+        assert home.db.scalar("SELECT count(*) FROM items") == 200
+
+
+@pytest.mark.plaintext_only(reason="an encrypted home's check is left to the open, keyed")
+def test_damage_found_by_the_child_is_checked_again_in_the_process(
+    tmp_path: Path, store_env: dict[str, str]
+) -> None:
+    cfg = _config(tmp_path, "refuse", store_env)
+    _home(cfg)
+    overwrite(cfg.db_path, leaf_page_offset(cfg.db_path) + 8, os.urandom(64))
+    ahead = OpenCheckAhead(cfg)
+    check = ahead.result(cfg)
+    assert check is not None
+    assert check.kind is CheckKind.CORRUPT  # the typed result of the daemon's own check
+    assert ahead.ran_in == "thread"
+
+
+@pytest.mark.plaintext_only(reason="an encrypted home's check is left to the open, keyed")
+@pytest.mark.parametrize("child", ["exits 1", "says nothing", "says too much"])
+def test_a_child_that_fails_leaves_the_check_to_the_process(
+    tmp_path: Path, store_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, child: str
+) -> None:
+    cfg = _config(tmp_path, "refuse", store_env)
+    _home(cfg, rows=10)
+    script = tmp_path / "python"
+    body = {
+        "exits 1": "exit 1",
+        "says nothing": "exit 0",
+        "says too much": 'echo \'{"kind": "ok", "detail": "x", "output": [], "fault": null}\'',
+    }[child]
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(script))
+    ahead = OpenCheckAhead(cfg)
+    check = ahead.result(cfg)
+    assert check is not None
+    assert check.kind is CheckKind.OK
+    assert ahead.ran_in == "thread"
+
+
+def test_no_child_where_there_is_no_interpreter_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.store import open_check_process
+
+    assert open_check_process.can_run()
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert not open_check_process.can_run()
+    monkeypatch.setattr(sys, "frozen", False)
+    monkeypatch.setattr(sys, "executable", "")
+    assert not open_check_process.can_run()
+
+
+@pytest.mark.plaintext_only(reason="an encrypted home's check is left to the open, keyed")
+def test_the_child_checks_the_file_the_daemon_names(
+    tmp_path: Path, store_env: dict[str, str]
+) -> None:
+    home = tmp_path / 'home ü \u65e5\u672c "quoted" $HOME'  # through argv and JSON, as is
+    cfg = load_config(home, env={**store_env, "BASTION_STORE_ON_CORRUPT": "refuse"})
+    _home(cfg, rows=10)
+    ahead = OpenCheckAhead(cfg)
+    check = ahead.result(cfg)
+    assert check is not None
+    assert check.kind is CheckKind.OK
+    assert check.path == cfg.db_path
+    assert ahead.ran_in == "child"
