@@ -102,17 +102,27 @@ def _get(daemon: RunningDaemon, path: str, *, token: bool = True) -> tuple[int, 
         return response.status, response.read()
 
 
-def test_handshake_then_api_and_nothing_lazy_loaded_before_it(tmp_path: Path) -> None:
+def _noted_daemon(tmp_path: Path, *, services: bool = False) -> tuple[RunningDaemon, Path]:
+    """The daemon of an existing home (as at every start but the first, whose migrations back
+    up first), run through WRAPPER, and the file of its note; with the demo services."""
     from bastion.app import Home
     from bastion.config import load_config
+    from bastion.demo import seed_services
 
     home = tmp_path / "home"
-    # An existing home, as at every start but the first (whose migrations back up first).
-    Home.init(load_config(home, env={})).close()
+    cfg = load_config(home, env={})
+    Home.init(cfg).close()
+    if services:
+        seed_services(cfg, python=sys.executable, worker_interval=0.2)
     wrapper = tmp_path / "wrapper.py"
     wrapper.write_text(WRAPPER)
     modules_file = tmp_path / "modules.txt"
-    daemon = RunningDaemon(home, program=[sys.executable, str(wrapper), str(modules_file)])
+    program = [sys.executable, str(wrapper), str(modules_file)]
+    return RunningDaemon(home, program=program), modules_file
+
+
+def test_handshake_then_api_and_nothing_lazy_loaded_before_it(tmp_path: Path) -> None:
+    daemon, modules_file = _noted_daemon(tmp_path)
     try:
         # The first requests right after the handshake line: answered, not refused or hung.
         status, body = _get(daemon, "/v1/status")
@@ -161,18 +171,7 @@ def test_handshake_then_api_and_nothing_lazy_loaded_before_it(tmp_path: Path) ->
 def test_services_are_started_after_the_handshake_and_waited_for(tmp_path: Path) -> None:
     # The supervisor starts once the line is out; a request that needs it meanwhile waits
     # for its start, so the first answers count the home's services, never none.
-    from bastion.app import Home
-    from bastion.config import load_config
-    from bastion.demo import seed_services
-
-    home = tmp_path / "home"
-    cfg = load_config(home, env={})
-    Home.init(cfg).close()
-    seed_services(cfg, python=sys.executable, worker_interval=0.2)
-    wrapper = tmp_path / "wrapper.py"
-    wrapper.write_text(WRAPPER)
-    modules_file = tmp_path / "modules.txt"
-    daemon = RunningDaemon(home, program=[sys.executable, str(wrapper), str(modules_file)])
+    daemon, modules_file = _noted_daemon(tmp_path, services=True)
     try:
         status, body = _get(daemon, "/v1/status")
         assert status == 200
