@@ -306,3 +306,23 @@ def test_the_child_checks_the_file_the_daemon_names(
     assert check.kind is CheckKind.OK
     assert check.path == cfg.db_path
     assert ahead.ran_in == "child"
+
+
+@pytest.mark.plaintext_only(reason="an encrypted home's check is left to the open, keyed")
+def test_the_child_does_not_import_from_the_working_directory(
+    tmp_path: Path, store_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `python -m` puts the working directory first on sys.path: a `bastion` folder there (the
+    # app's, an attacker's) would have been the package the child ran.
+    cfg = _config(tmp_path, "refuse", store_env)
+    _home(cfg, rows=10)
+    planted = tmp_path / "cwd" / "bastion"
+    planted.mkdir(parents=True)
+    (planted / "__init__.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
+    monkeypatch.chdir(planted.parent)
+    ahead = OpenCheckAhead(cfg)
+    check = ahead.result(cfg)
+    assert check is not None
+    assert check.kind is CheckKind.OK
+    assert ahead.ran_in == "child"
+    assert not (tmp_path / "ran").exists()

@@ -68,15 +68,18 @@ def check_in_child(
     }
     flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # Windows: no console for a GUI's daemon
     try:
+        # (json.dumps inside: a setting no JSON can carry is a check in the process too.)
         done = subprocess.run(
-            [sys.executable, "-m", __name__, json.dumps(payload)],
+            # -P: not the working directory first on sys.path (a ``bastion`` folder there
+            # would be imported instead of this package).
+            [sys.executable, "-P", "-m", __name__, json.dumps(payload)],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=config.open_check_max_s + _START_GRACE_S,
             check=False,
             creationflags=flags,
         )
-    except (OSError, subprocess.SubprocessError, ValueError):
+    except (OSError, subprocess.SubprocessError, ValueError, TypeError):
         return None
     if done.returncode != 0:
         return None
