@@ -34,6 +34,28 @@ def test_atomic_write_failure_keeps_old_content_and_leaves_no_temp(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg"]
 
 
+@pytest.mark.parametrize(("durable", "syncs"), [(True, 2), (False, 0)])
+def test_atomic_write_syncs_the_file_and_its_folder_unless_told_not_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool, syncs: int
+) -> None:
+    calls: list[int] = []
+    real = os.fsync
+
+    def counted(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counted)
+    target = tmp_path / "daemon.json"
+    atomic_write(target, "old")
+    calls.clear()
+    atomic_write(target, "new", durable=durable)
+    assert target.read_text() == "new"  # replaced whole either way
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert len(calls) == (syncs if os.name != "nt" else min(syncs, 1))  # no folder fsync there
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["daemon.json"]
+
+
 def test_atomic_replace(tmp_path: Path) -> None:
     src = tmp_path / "new.db"
     src.write_bytes(b"x")

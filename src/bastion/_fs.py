@@ -44,12 +44,18 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 
 def atomic_write(
-    path: str | os.PathLike[str], data: bytes | str, *, mode: int = PRIVATE_FILE_MODE
+    path: str | os.PathLike[str],
+    data: bytes | str,
+    *,
+    mode: int = PRIVATE_FILE_MODE,
+    durable: bool = True,
 ) -> None:
     """Replace ``path`` with ``data`` atomically and durably, with permission bits ``mode``.
 
     The mode is set on the temporary file before any byte is written, so the content is never
-    readable by others, even for a moment.
+    readable by others, even for a moment. ``durable=False`` leaves out the two fsyncs, for a
+    file that means nothing once the process that wrote it is gone (a power cut ends both):
+    a reader still sees the whole old content or the whole new one, never part of it.
     """
     # Imported only when writing: tempfile (shutil, random) costs a read-only command's start.
     import tempfile
@@ -62,13 +68,15 @@ def atomic_write(
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         _platform.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
-    fsync_dir(target.parent)
+    if durable:
+        fsync_dir(target.parent)
 
 
 def atomic_replace(

@@ -214,7 +214,10 @@ def listens_on(pid: int, port: int) -> bool:
 def write_handshake(run_dir: Path, handshake: Handshake) -> None:
     """Write ``run/daemon.json`` atomically: a reader sees nothing or the whole JSON."""
     # Atomic: a reader polling for the file sees nothing or the whole JSON, never half of it.
-    atomic_write(run_dir / HANDSHAKE_FILE, handshake.to_json() + "\n")
+    # Not durable (no fsync, ~2 ms of the daemon's start to its line): the file names a live
+    # daemon, and a power cut that could tear it ends the daemon too; a handshake that does
+    # not parse is read as "no daemon" (read_handshake).
+    atomic_write(run_dir / HANDSHAKE_FILE, handshake.to_json() + "\n", durable=False)
 
 
 def remove_handshake(run_dir: Path, *, pid: int | None = None) -> None:
