@@ -58,10 +58,7 @@ def apps(opened: Home, token: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Fas
     lazy = create_app(opened, port=PORT, token=token)
     monkeypatch.setattr(app_module, "LAZY_ROUTERS", {})
     eager = create_app(opened, port=PORT, token=token)
-    for route in eager.router.routes:  # the dashboard's data router too
-        router = getattr(route, "original_router", None)
-        if isinstance(router, LazyRouter):
-            router.load()
+    load_routers(eager)  # the dashboard's data router, lazy in both
     return lazy, eager
 
 
